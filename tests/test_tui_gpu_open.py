@@ -295,3 +295,23 @@ def test_the_room_of_a_gpu_with_no_memory_figure_is_not_known():
     assert free_share({"memory_mib": None}, []) is None
     assert free_share({}, [{"memory_mib": 1024}]) is None
 
+
+@pilot_test
+async def test_the_cursor_on_a_free_run_stays_on_it_as_it_grows():
+    """The cursor on free slices 2-5 of h100-1 gpu 0, between #6's instance (0-1) and #5's
+    (6): #6's destroyed, the run is 0-5 and its row's name changed, and the cursor went by
+    its index onto #5's row, enter opening a job it had not been on. It stays on the run."""
+    async with settled_app((100, 40)) as (app, pilot):
+        status = next(s for s in app.fleet.statuses.values() if s.name == "h100-1")
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 0)
+        gpu["instances"] = [i for i in gpu["instances"] if i["start"] != 5]  # the idle one
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        await pilot.press("j")  # on free 2-5
+        assert app.screen.held[app.screen.cursor].row == "free 2-5"
+        gpu["instances"] = [i for i in gpu["instances"] if i["start"] != 0]  # #6's
+        app.screen.reload()
+        await _enter(app, pilot)
+        assert isinstance(app.screen, GpuScreen), app.screen
+        assert said(app) == ["no job on h100-1 gpu 0's slices 0-5: no instance holds them, "
+                             "they are free"], said(app)

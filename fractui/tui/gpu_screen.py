@@ -76,6 +76,9 @@ class Holder:
     job_id: Optional[int]
     why: str = ""
     row: str = ""
+    slices: frozenset[int] = frozenset()
+    """A run of free MIG slices: its slices, by which the cursor keeps to the run as it grows
+    or shrinks (an instance beside it destroyed or made), its name changing with it."""
 
 
 def _job_names(status: HostStatus, store: Optional[StoreView]
@@ -220,7 +223,9 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                                inst.get("start", 0) + inst.get("size", 1) - 1)
             if inst.get("free"):
                 held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
-                                   "they are free" % (place, slots), "free " + slots))
+                                   "they are free" % (place, slots), "free " + slots,
+                                   frozenset(range(inst["start"],
+                                                   inst["start"] + inst["size"]))))
                 t.add_row("—", slots, "—", "free", "—", style=_at(cursor, len(held) - 1))
                 continue
             holder = by_instance.get(inst.get("uuid"))
@@ -446,14 +451,15 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         v = RichVariables(self.app)
         status = self.statuses().get(self.host)
         store = self.store()
-        was = self.held[self.cursor].row if self.cursor < len(self.held) else None
+        was = self.held[self.cursor] if self.cursor < len(self.held) else None
         head, tables, held = describe(status, self.host, self.index, store, v["warning"],
                                       self.cursor)
-        rows = [h.row for h in held]
         # the cursor stays on its row as rows above it come and go (a job ended, an instance
-        # made): else enter would open the job that slid under it; where its row went, the
-        # same place (the last row if that is gone too)
-        cursor = rows.index(was) if was in rows else min(self.cursor, max(0, len(held) - 1))
+        # made), a free run's as it grows or shrinks: else enter would open the job that slid
+        # under it; where its row went, the same place (the last row if that is gone too)
+        same = [n for n, h in enumerate(held) if was is not None and (
+            h.row == was.row or h.slices & was.slices)]
+        cursor = same[0] if same else min(self.cursor, max(0, len(held) - 1))
         if cursor != self.cursor:
             self.cursor = cursor
             head, tables, held = describe(status, self.host, self.index, store,
