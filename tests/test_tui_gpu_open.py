@@ -282,6 +282,14 @@ async def test_the_free_rows_leave_out_the_room_a_placed_job_holds():
         await settled(pilot)
         rows = [line.split() for line in screen_lines(app)]
         assert ["free", "2.5G", "—"] in rows, rows
+        # its agent runs it before the store says so: its share is a row, booked once
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a10-1")
+        status.jobs["j99"] = {"id": "j99", "key": placed[0].key(view.uid), "state": "running",
+                              "gpus": [2], "memory_mib": 2048, "pid": 4242, "name": "x"}
+        app.screen.reload()
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["free", "2.5G", "—"] in rows, rows
         app.pop_screen()
         app.open_gpu("h100-1", 0)
         await settled(pilot)

@@ -37,7 +37,8 @@ from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, marks
-from fractui.sched.fleetview import gpu_geometry, lists, mps_layer, outside_mib
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
+                                     outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
@@ -161,7 +162,8 @@ def placed_on(status: HostStatus, index: int, store: Optional[StoreView]) -> lis
     it), though no row of the view is theirs."""
     if store is None:
         return []
-    running = {r.get("key") for r in status.jobs.values()}
+    running = {r.get("key") for r in status.jobs.values()
+               if r.get("state") in ACTIVE_AGENT_STATES}  # (placement's rule: _host)
     decided = [d for j in store.jobs for d in (j, j.held_decision()) if d is not None]
     return [j for j in decided if j.state == PLACED and j.slot is not None
             and j.slot.host == status.name and index in j.slot.gpus
