@@ -203,7 +203,7 @@ def _read_everywhere(hello: Any, snapshot: Any, jobs: Dict[str, Any]) -> None:
     job_rows(store, {"h": status}, 100.0)
     console = Console(file=io.StringIO(), width=120)
     for gpu in (snapshot or {}).get("gpus") or []:
-        for part in describe(status, gpu["index"], store, "red")[:2]:
+        for part in describe(status, "h", gpu["index"], store, "red")[:2]:
             console.print(part)
     history = History()
     history.record("h", snapshot, jobs)

@@ -39,7 +39,7 @@ from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
-from tests.tui_frozen import (LOGS, STATES, H, frozen_app, pilot_test, screen_lines, settled,
+from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
 from tests.tui_live import until
 
@@ -538,15 +538,16 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
 
 def team_rows(app: FractuiApp) -> dict[str, tuple[list[str], dict[str, Style]]]:
     """The teams table's rows as drawn (beside the queues or not): each team's words from its
-    name on (a name, then its used/quota) and its cells' styles."""
+    name on (a name, then its used/quota; a starved one's marked !) and its cells' styles."""
     panel = app.screen.query_one(QueuePanel)
     rows = {}
     for y in range(panel.size.height):
         strip = panel.render_line(y)
         words = strip.text.split()
         for i, word in enumerate(words[:-1]):
-            if word in ("vision", "nlp", "speech") and re.match(r"\d+\.\d\d/", words[i + 1]):
-                rows[word] = (words[i:], {seg.text.strip(): seg.style for seg in strip})
+            name = word.rstrip("!")
+            if name in ("vision", "nlp", "speech") and re.match(r"\d+\.\d\d/", words[i + 1]):
+                rows[name] = (words[i:], {seg.text.strip(): seg.style for seg in strip})
     return rows
 
 
@@ -768,3 +769,23 @@ async def test_the_jobs_views_cursor_stays_in_sight_as_its_filter_is_cleared():
         top = table.scroll_offset.y
         assert len(table.rows) == 27 and table.row.ref == ref
         assert top <= table.cursor < top + table.size.height, (top, table.cursor)
+
+
+@pilot_test
+async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
+    """The store's clock is an hour ahead of the TUI's (NOW): nlp's starved line said its job
+    had waited by the TUI's clock (5 minutes), where fractui teams says the store's (1h05m):
+    the usage was read to the store's now, the waits were not."""
+    path = str(tmp_path / "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW + H)
+    try:
+        async with settled_app((180, 48), usage=store, reasons=STARVED) as (app, pilot):
+            fleet = app.fleet
+            jobs = fleet.model.store.jobs
+            panel = app.screen.query_one(QueuePanel)
+            assert list(panel.starved) == standing(jobs, fleet.config, fleet._usage,
+                                                   NOW + H)[1] != standing(
+                jobs, fleet.config, fleet._usage, NOW)[1], panel.starved
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fractui.store.model import PENDING, PLACED, Slot
 from fractui.tui.gpu_screen import GpuScreen, free_share
 from fractui.tui.jobs import JobScreen
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
@@ -257,3 +258,68 @@ async def test_enter_on_the_jobs_view_s_copy_of_a_job_says_what_it_is():
                              "no active job of the store holds: a late one is killed by the "
                              "lease holder, any other left running (fractui jobs 13 says "
                              "which) (fractui logs a10-1/j1)"], said(app)
+
+
+@pilot_test
+async def test_the_free_rows_leave_out_the_room_a_placed_job_holds():
+    """A job placed on a GPU and not yet started there holds its room (placement books it,
+    the map draws it being placed): the free rows counted only what ran, so a share's free
+    row said 4.5G where 2.5G was left, and slice 7 of a MIG GPU read free under a placed
+    1g.10gb."""
+    async with settled_app((100, 40)) as (app, pilot):
+        view = app.source._store
+        pending = [j for j in view.jobs if j.state == PENDING][:2]
+        placed = (dataclasses.replace(pending[0], state=PLACED, slot=Slot(
+                      "a10-1", (2,), memory_mib=2048, charge=0.1)),
+                  dataclasses.replace(pending[1], state=PLACED, slot=Slot(
+                      "h100-1", (0,), profile="1g.10gb", start=7, charge=0.1)))
+        done = {j.id for j in placed}
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            j for j in view.jobs if j.id not in done) + placed)
+        app.fleet.read_store()
+        await settled(pilot)
+        app.open_gpu("a10-1", 2)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["free", "2.5G", "—"] in rows, rows
+        # its agent runs it before the store says so: its share is a row, booked once
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a10-1")
+        status.jobs["j99"] = {"id": "j99", "key": placed[0].key(view.uid), "state": "running",
+                              "gpus": [2], "memory_mib": 2048, "pid": 4242, "name": "x"}
+        app.screen.reload()
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["free", "2.5G", "—"] in rows, rows
+        app.pop_screen()
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["—", "2-4", "—", "free", "—"] in rows, rows
+        assert ["—", "7-7", "—", "free", "—"] not in rows, rows
+
+
+def test_the_room_of_a_gpu_with_no_memory_figure_is_not_known():
+    """A snapshot without the GPU's memory: its free row said 0M left, as if it were full."""
+    assert free_share({"memory_mib": None}, []) is None
+    assert free_share({}, [{"memory_mib": 1024}]) is None
+
+
+@pilot_test
+async def test_the_cursor_on_a_free_run_stays_on_it_as_it_grows():
+    """The cursor on free slices 2-5 of h100-1 gpu 0, between #6's instance (0-1) and #5's
+    (6): #6's destroyed, the run is 0-5 and its row's name changed, and the cursor went by
+    its index onto #5's row, enter opening a job it had not been on. It stays on the run."""
+    async with settled_app((100, 40)) as (app, pilot):
+        status = next(s for s in app.fleet.statuses.values() if s.name == "h100-1")
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 0)
+        gpu["instances"] = [i for i in gpu["instances"] if i["start"] != 5]  # the idle one
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        await pilot.press("j")  # on free 2-5
+        assert app.screen.held[app.screen.cursor].row == "free 2-5"
+        gpu["instances"] = [i for i in gpu["instances"] if i["start"] != 0]  # #6's
+        app.screen.reload()
+        await _enter(app, pilot)
+        assert isinstance(app.screen, GpuScreen), app.screen
+        assert said(app) == ["no job on h100-1 gpu 0's slices 0-5: no instance holds them, "
+                             "they are free"], said(app)

@@ -136,7 +136,7 @@ def test_columns_dropped_least_useful_first():
 
 def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
     store, statuses = _fleet()
-    head, tables, held = describe(statuses["h"], 0, store, "red")
+    head, tables, held = describe(statuses["h"], "h", 0, store, "red")
     text = plain(head) + plain(tables)
     # what enter opens on each share: the store's job, or why a job by hand has no screen
     assert 7 in [h.job_id for h in held], held
@@ -152,10 +152,10 @@ def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
         {"pid": 21, "used_mib": 700, "instance": None, "job": "j1"})
     statuses["h"].snapshot["gpus"][0]["processes"].append(  # the MPS layer, named as such
         {"pid": 22, "used_mib": 66, "instance": None, "job": None, "service": "mps"})
-    _head, tables, _held = describe(statuses["h"], 0, store, "red")
+    _head, tables, _held = describe(statuses["h"], "h", 0, store, "red")
     assert any("21" in ln and "#7 j7" in ln for ln in plain(tables).splitlines())
     assert any("22" in ln and "the jobs' MPS server" in ln for ln in plain(tables).splitlines())
-    _head, mig, _held = describe(statuses["h"], 1, store, "red")
+    _head, mig, _held = describe(statuses["h"], "h", 1, store, "red")
     text = plain(mig)
     assert any("3g.40gb" in ln and "#8 j8" in ln and "8.8G/39.1G" in ln
                for ln in text.splitlines())

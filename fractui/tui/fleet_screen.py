@@ -144,9 +144,13 @@ class ServiceChanged(Message):
 class StoreRead(Message):
     def __init__(self, view: Optional[StoreView],
                  error: Optional[str] = None, usage: Optional[UsageRead] = None,
-                 bounds: Optional[dict[str, int]] = None) -> None:
+                 bounds: Optional[dict[str, int]] = None, ahead: Optional[float] = None
+                 ) -> None:
         super().__init__()
         self.view = view
+        self.ahead = ahead
+        """How far the store's clock is ahead of the TUI's, as read with the usage (None: not
+        read this time, the last stands)."""
         self.bounds = bounds
         """The teams' bounds on waiting jobs as the store holds them (None: not read)."""
         self.error = error
@@ -202,6 +206,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
+        self._ahead = 0.0
+        """How far the store's clock is ahead of the TUI's, as last read (``StoreRead``)."""
         self._bounds: dict[str, int] = {}  # the store's bounds on waiting jobs, as last read
         self.ended_wanted = False
         """Whether store reads take the newest ended jobs too: only while a view shows them
@@ -249,14 +255,15 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _read(self) -> None:
         try:
             view = self.source.read_store(ended=self.ended_wanted)
-            usage = None
+            usage, ahead = None, None
             if self.config.teams and self.ticks() >= self._usage_due:
                 fair, now = self.config.fairshare, self.source.read_now(self.clock)
+                ahead = now - self.clock()
                 kept = self.source.read_usage(now - fair.window_s, now)
                 usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                 self._usage_due = self.ticks() + USAGE_EVERY_S
             bounds = self.source.read_bounds() if self.config.teams else None
-            read = StoreRead(view, usage=usage, bounds=bounds)
+            read = StoreRead(view, usage=usage, bounds=bounds, ahead=ahead)
         except StoreError as err:  # a locked or damaged store: say so, keep the fleet
             read = StoreRead(None, str(err))
         self.post_message(read)
@@ -321,12 +328,15 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self._placement_still_pending(view)
         if message.usage is not None:
             self._usage = message.usage
+        if message.ahead is not None:
+            self._ahead = message.ahead
         if message.bounds is not None:
             self._bounds = message.bounds
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.clock()
-        teams, starved = standing(jobs, self.config, self._usage, now)
+        # the teams' waits by the store's clock, as their usage and fractui teams count them
+        teams, starved = standing(jobs, self.config, self._usage, now + self._ahead)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -37,13 +37,14 @@ from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, marks
-from fractui.sched.fleetview import gpu_geometry, lists, mps_layer, outside_mib
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
+                                     outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
-from fractui.store.model import Job
+from fractui.store.model import PLACED, Job
 from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
@@ -76,6 +77,9 @@ class Holder:
     job_id: Optional[int]
     why: str = ""
     row: str = ""
+    slices: frozenset[int] = frozenset()
+    """A run of free MIG slices: its slices, by which the cursor keeps to the run as it grows
+    or shrinks (an instance beside it destroyed or made), its name changing with it."""
 
 
 def _job_names(status: HostStatus, store: Optional[StoreView]
@@ -114,23 +118,33 @@ def absent(status: Optional[HostStatus], host: str, index: int) -> str:
     return "gpu %d is not in %s's snapshot" % (index, host)
 
 
-def free_share(gpu: Mapping[str, Any], live: list[dict]) -> int:
+def free_share(gpu: Mapping[str, Any], live: list[dict],
+               placed: Sequence[Job] = ()) -> Optional[int]:
     """The MiB of a GPU without MIG that no share holds, nor a process outside fractui
-    (``outside_mib``): the room left for another share; none beside a whole-GPU job."""
-    if any(not r.get("memory_mib") for r in live):
+    (``outside_mib``), nor a job ``placed`` there and not yet started (placement books its
+    slot): the room left for another share; none beside a whole-GPU job; None where the
+    snapshot has no memory figure for the GPU (0 read as full)."""
+    if not gpu.get("memory_mib"):
+        return None
+    shares = [r.get("memory_mib") for r in live] + [j.slot.memory_mib for j in placed
+                                                    if j.slot is not None]
+    if not all(shares):
         return 0
-    booked = sum(int(r["memory_mib"]) for r in live)
-    return max(0, int(gpu.get("memory_mib") or 0) - booked - outside_mib(gpu))
+    return max(0, int(gpu["memory_mib"]) - sum(map(int, shares)) - outside_mib(gpu))
 
 
-def free_slices(gpu: Mapping[str, Any]) -> list[tuple[int, int]]:
-    """The first and last of each run of a MIG GPU's memory slices no instance holds, as the
-    map draws them free; none where fractui has no MIG table for the model."""
+def free_slices(gpu: Mapping[str, Any], placed: Sequence[Job] = ()) -> list[tuple[int, int]]:
+    """The first and last of each run of a MIG GPU's memory slices that no instance holds,
+    nor a job ``placed`` there and not yet started, as the map draws them free; none where
+    fractui has no MIG table for the model."""
     geo = gpu_geometry(gpu)
     if geo is None:
         return []
-    held = {s for i in gpu.get("instances") or ()
-            for s in range(i.get("start", 0), i.get("start", 0) + i.get("size", 1))}
+    sizes = {p.name: p.size for p in geo.profiles}
+    taken = [(i.get("start", 0), i.get("size", 1)) for i in gpu.get("instances") or ()] + [
+        (j.slot.start, sizes.get(j.slot.profile or "", 1)) for j in placed
+        if j.slot is not None and j.slot.start is not None]
+    held = {s for start, size in taken for s in range(start, start + size)}
     runs: list[tuple[int, int]] = []
     for s in range(geo.memory_slices):
         if s in held:
@@ -140,6 +154,20 @@ def free_slices(gpu: Mapping[str, Any]) -> list[tuple[int, int]]:
         else:
             runs.append((s, s))
     return runs
+
+
+def placed_on(status: HostStatus, index: int, store: Optional[StoreView]) -> list[Job]:
+    """The store's jobs decided onto GPU ``index`` of the host (placed; a move's held target)
+    that its agent does not run yet: their room is booked (as placement and the map count
+    it), though no row of the view is theirs."""
+    if store is None:
+        return []
+    running = {r.get("key") for r in status.jobs.values()
+               if r.get("state") in ACTIVE_AGENT_STATES}  # (placement's rule: _host)
+    decided = [d for j in store.jobs for d in (j, j.held_decision()) if d is not None]
+    return [j for j in decided if j.state == PLACED and j.slot is not None
+            and j.slot.host == status.name and index in j.slot.gpus
+            and j.key(store.uid) not in running]
 
 
 def describe(status: Optional[HostStatus], host: str, index: int, store: Optional[StoreView],
@@ -189,14 +217,17 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
         # the slices no instance holds are rows among them, as the map draws them: free
-        free = [{"start": a, "size": b - a + 1, "free": True} for a, b in free_slices(gpu)]
+        free = [{"start": a, "size": b - a + 1, "free": True}
+                for a, b in free_slices(gpu, placed_on(status, index, store))]
         for inst in sorted(list(gpu.get("instances") or ()) + free,
                            key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
             if inst.get("free"):
                 held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
-                                   "they are free" % (place, slots), "free " + slots))
+                                   "they are free" % (place, slots), "free " + slots,
+                                   frozenset(range(inst["start"],
+                                                   inst["start"] + inst["size"]))))
                 t.add_row("—", slots, "—", "free", "—", style=_at(cursor, len(held) - 1))
                 continue
             holder = by_instance.get(inst.get("uuid"))
@@ -228,9 +259,12 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                 "memory_mib") else "whole GPU", str(r.get("pid") or "—"),
                 style=_at(cursor, len(held) - 1))
         # the room left, a row as an idle MIG instance is: what another share could take
-        room = mib_text(free_share(gpu, live))
-        held.append(Holder(None, "no job on the free memory of %s%s: %s left for a share" % (
-            place, " (nothing holds a share of it)" if not live else "", room), "free"))
+        left = free_share(gpu, live, placed_on(status, index, store))
+        room = mib_text(left)
+        held.append(Holder(None, "no job on the free memory of %s%s: %s" % (
+            place, " (nothing holds a share of it)" if not live else "",
+            "its memory is not in the snapshot" if left is None
+            else "%s left for a share" % room), "free"))
         t.add_row("free", room, "—", style=_at(cursor, len(held) - 1))
         parts.append(t)
     parts.append(Text(""))
@@ -419,14 +453,15 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         v = RichVariables(self.app)
         status = self.statuses().get(self.host)
         store = self.store()
-        was = self.held[self.cursor].row if self.cursor < len(self.held) else None
+        was = self.held[self.cursor] if self.cursor < len(self.held) else None
         head, tables, held = describe(status, self.host, self.index, store, v["warning"],
                                       self.cursor)
-        rows = [h.row for h in held]
         # the cursor stays on its row as rows above it come and go (a job ended, an instance
-        # made): else enter would open the job that slid under it; where its row went, the
-        # same place (the last row if that is gone too)
-        cursor = rows.index(was) if was in rows else min(self.cursor, max(0, len(held) - 1))
+        # made), a free run's as it grows or shrinks: else enter would open the job that slid
+        # under it; where its row went, the same place (the last row if that is gone too)
+        same = [n for n, h in enumerate(held) if was is not None and (
+            h.row == was.row or h.slices & was.slices)]
+        cursor = same[0] if same else min(self.cursor, max(0, len(held) - 1))
         if cursor != self.cursor:
             self.cursor = cursor
             head, tables, held = describe(status, self.host, self.index, store,
