@@ -39,6 +39,7 @@ from fractui.store import open_store
 from fractui.store.base import StateConflict, Store, StoreError
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Job
+from remote_agent.jobs.caps import framework_fraction
 from tests import sshd
 from tests.conftest import STEP_S
 from tests.test_fleet import SshFleet
@@ -54,7 +55,7 @@ ssh_env = sshd.ssh_env
 HOSTS = {"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xL4"}
 QUEUES = (QueueConfig(name="1g", mig="1g.10gb"), QueueConfig(name="2g", mig="2g.20gb"),
           QueueConfig(name="half", gpu=0.5), QueueConfig(name="quarter", gpu=0.25))
-STEPS = 30
+STEPS = 20
 SEEDS = (1, 2)
 # NVML calls of a MIG change (the agent's own or a job's instance) that a fault may strike
 MIG_CALLS = ("nvmlDeviceCreateGpuInstanceWithPlacement", "nvmlGpuInstanceCreateComputeInstance",
@@ -80,6 +81,13 @@ def processes_marked(mark: str) -> Set[int]:
             if marked and alive(int(entry)):
                 found.add(int(entry))
     return found
+
+
+def environment(pid: int) -> Dict[str, str]:
+    """What a process was started with: a job's slice as its own process was given it."""
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        pairs = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    return {k.decode(): v.decode() for k, v in pairs}
 
 
 def seeds() -> List[int]:
@@ -121,13 +129,14 @@ class Chaos:
             time.sleep(STEP_S)
 
     def reach(self, *hosts: str, timeout_s: float = 20.0) -> None:
-        """Passes until ``hosts`` are online again (a daemon killed, a link cut a moment ago),
-        so that a step meant for a host is not only its refusal while it reconnects."""
+        """Until ``hosts`` answer again (a daemon killed, a link cut a moment ago), so that a
+        step meant for a host is not only its refusal while it reconnects. No pass is made
+        meanwhile: a launch would change what a MIG step compares."""
         deadline = time.time() + timeout_s
         while not self.answering(hosts):
             assert time.time() < deadline, "never reached again: %s" % [
                 (s.name, s.state, s.error) for s in self.fleet.statuses()]
-            self.passes()
+            time.sleep(STEP_S)
 
     def answering(self, hosts) -> bool:
         """Whether each host answers (online alone may be a link whose daemon was just killed,
@@ -415,19 +424,25 @@ def settle_and_check(c: Chaos, timeout_s: float = 60.0) -> None:
         c.scheduler.settle()
     check_acknowledged(c)
     records = {r["key"]: r for r in c.agent_jobs()}
-    instances = {i["uuid"]: i for i in c.call("gpu-a", "inventory")["gpus"][0]["instances"]}
+    instances = {i["uuid"]: i for i in instances_of(c)}
+    memory = {h: c.call(h, "inventory")["gpus"][0]["memory_mib"] for h in HOSTS}
     for job in c.store.jobs(["running"]):
         record = records[job.key(c.store.uid)]
         assert alive(record["pid"]), "job %d runs in the store, no process on %s" % (
             job.id, job.slot.host)
         assert (record["host"], tuple(record["gpus"])) == (job.slot.host, job.slot.gpus), job
+        given = environment(record["pid"])
         if job.slot.profile:
             mine = instances[record["instance"]]
             assert mine["profile"] == job.slot.profile, (job, mine)
             assert job.slot.start is None or mine["start"] == job.slot.start, (job, mine)
             assert record["mig"]["profile"] == job.slot.profile
+            assert given["CUDA_VISIBLE_DEVICES"] == record["instance"], (job, given)
         else:
             assert record["memory_mib"] == job.slot.memory_mib, (job, record)
+            assert given["CUDA_VISIBLE_DEVICES"] == ",".join(record["gpu_uuids"]), (job, given)
+            assert given["XLA_PYTHON_CLIENT_MEM_FRACTION"] == framework_fraction(
+                job.slot.memory_mib, memory[job.slot.host]), (job, given)
     copies = Counter(r["key"].rsplit(".", 1)[0] for r in records.values()
                      if r["state"] in ("starting", "running"))
     assert max(copies.values(), default=1) == 1, copies
