@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -157,3 +158,27 @@ def test_an_end_that_cannot_be_written_is_said_once_however_often_it_is_tried(sm
                          "again each 1 s" % ended], lines
     assert len(lines) == 2 and lines[1].startswith("shim: wrote %s after " % ended), lines
     assert int(lines[1].split(" after ")[1].split()[0]) >= 3
+
+
+def test_a_shim_whose_job_folder_is_gone_gives_its_end_up_and_exits(tmp_path):
+    """The job's folder removed by hand while it runs: at its end the shim cannot write
+    ``exit.json``, and no room will ever come for it (no daemon would read it there). It says
+    so and exits. Before, it tried again each second for as long as it lived, a shim no one
+    could find (seen left after a test's teardown, still trying 45 minutes later)."""
+    release = tmp_path / "release"
+    job_dir = _job_dir(tmp_path, [sys.executable, "-c", "import os, time\nwhile not "
+                                  "os.path.exists(%r):\n    time.sleep(0.05)" % str(release)])
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(job_dir, "started.json")),
+                   "the job to start", 30)
+        shutil.rmtree(job_dir)
+        release.touch()
+        assert shim.wait(30) == 0
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert "cannot write %s: its folder is gone" % os.path.join(job_dir, "exit.json") \
+        in said.read_text()

@@ -80,11 +80,17 @@ FAILURES = _failures()
 
 
 def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
-    """A record the daemon needs (how the job ended): on a full disk, tried until it fits."""
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
+    Not where the job's folder is gone (removed by hand, or the state dir with it): no
+    daemon can read the record there, and no room will ever come for it; said, given up."""
     while True:
         try:
             write_json(path, data)
         except OSError as err:
+            if not os.path.isdir(os.path.dirname(path)):
+                _say("cannot write %s: its folder is gone (%s); no daemon can read it there, "
+                     "so it is not tried again" % (path, err))
+                return
             FAILURES.failed(path, "cannot write %s yet (%s); trying again each %g s" % (
                 path, err, RETRY_S))
             time.sleep(RETRY_S)
