@@ -76,6 +76,25 @@ async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(l
 
 
 @pilot_test
+async def test_the_palette_runs_the_closest_of_hits_scored_alike_in_either_order(local_fleet):
+    """Textual scores ``cordon host a10`` alike on a100-1 and a10-1 and lists them as they
+    come: with a100-1 first in the config, ``enter`` cordoned a100-1. The closest comes first
+    whatever the config's order, for a host, a GPU and a jump alike."""
+    for hosts in (("a100-1", "a10-1"), ("a10-1", "a100-1")):
+        f = local_fleet({h: "1xL4" for h in hosts}, [WHOLE])
+        async with live_app(f) as (app, pilot):
+            await palette(pilot, "cordon host a10")
+            await palette(pilot, "drain gpu a10")
+            await until(pilot, lambda: {(c.host, c.gpu, c.mode) for c in f.store.cordons()}
+                        == {("a10-1", None, "cordon"), ("a10-1", 0, "drain")},
+                        "a10-1 cordoned and its GPU drained")
+            await palette(pilot, "a100")  # (the cursor off a10-1 first)
+            assert fleet(app).map.cursor.host == "a100-1", hosts
+            await palette(pilot, "a10")
+            assert fleet(app).map.cursor.host == "a10-1", hosts
+
+
+@pilot_test
 async def test_read_only_the_palette_offers_no_cordon(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
     async with live_app(f, readonly=True) as (app, pilot):

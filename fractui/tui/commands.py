@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,12 +67,36 @@ class FleetCommands(Provider):
                                    help=Content(entry.help))  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
+        """The entries that match, the closest first among those Textual scores alike: it
+        keeps the order they come in, and ``cordon host a10`` ran on a100-1, listed first."""
         matcher = self.matcher(query)
-        for entry in self._entries():
-            score = matcher.match(entry.text)
-            if score > 0:
-                yield Hit(score, _highlight(matcher, entry.text), entry.run, text=entry.text,
-                          help=Content(entry.help))  # type: ignore[arg-type]
+        found = [(matcher.match(e.text), e) for e in self._entries()]
+        found = sorted([(score, e) for score, e in found if score > 0],
+                       key=lambda f: (-f[0], _distance(matcher, f[1].text)))
+        for rank, (score, entry) in enumerate(found):
+            yield Hit(score * (1 - TIE_NUDGE * rank / len(found)),
+                      _highlight(matcher, entry.text), entry.run, text=entry.text,
+                      help=Content(entry.help))  # type: ignore[arg-type]
+
+
+TIE_NUDGE = 1e-9
+"""How much of its score a hit gives up per place in our order (all of them, 1e-9 at most):
+Textual sorts by score alone, and its scores for one query differ by far more (multiples of
+1/(2·len(query)²)), so only ties are ordered by it."""
+
+_WORD = re.compile(r"\w")
+
+
+def _distance(matcher: Matcher, text: str) -> tuple[int, int]:
+    """How far ``text`` is from what was typed, among texts scored alike: the words the
+    match cuts through (``a10`` cuts ``a100-1``'s first, not ``a10-1``'s), then its length."""
+    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    matched = set(offsets)
+    edges = {o for o in matched if o - 1 not in matched} | {o + 1 for o in matched
+                                                              if o + 1 not in matched}
+    cuts = sum(1 for i in edges if 0 < i < len(text)
+               and _WORD.match(text[i - 1]) and _WORD.match(text[i]))
+    return cuts, len(text)
 
 
 def from_fleet(fleet: Screen[object], run: Callable[[], None]) -> None:
