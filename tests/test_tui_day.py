@@ -632,8 +632,10 @@ async def test_a_bound_with_no_room_beside_a_name_leaves_the_count_in_the_warnin
 @pilot_test
 async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt():
     """An admin who opened a waiting job to see why it waits places it from there: ``P``
-    starts the queue panel's placement mode for it, on the map; it is offered only while the
-    job is pending (not ``--readonly``), and ``p`` is still preempt, on a running job."""
+    starts the queue panel's placement mode for it, on the map, and ``esc`` there comes back to
+    the job's screen (it ended on the map, the queue panel focused, before the jobs view's
+    placements went back where they began); it is offered only while the job is pending (not
+    ``--readonly``), and ``p`` is still preempt, on a running job."""
     async with settled_app((160, 48)) as (app, pilot):
         fleet = app.fleet
         job = next(j for j in fleet.model.store.jobs if j.state == PENDING)
@@ -654,9 +656,11 @@ async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt(
         assert fleet.placement.job.id == job.id and not fleet.placement.moving
         assert fleet.query_one(QueuePanel).selected == job.id
         assert isinstance(app.focused, PreviewBar)
-        await pilot.press("escape")
-        await pilot.pause()
-        assert fleet.placement is None and isinstance(app.focused, QueuePanel)
+        await pilot.press("escape")  # back on the job's screen (made anew), not on the map
+        await settled(pilot)
+        assert fleet.placement is None and isinstance(app.screen, JobScreen)
+        assert app.screen is not screen and app.screen.job_id == job.id
+        assert app.screen_stack[1:] == [fleet, app.screen]
         running = await open_job_1(app, pilot)
         offered = {bid: what for _, what, bid, _ in shown_bindings(running)}
         assert offered.get("job.preempt") == "preempt" and "job.place" not in offered, offered

@@ -16,6 +16,8 @@ from fractui.sched.quota import team_usage
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import Job, Slot
 from fractui.tui.cursor import block_job_id
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.model import GHOST, PLACING
 from fractui.tui.placement import Placement, PreviewBar
@@ -23,7 +25,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
 from tests.test_tui_cursor_pilot import shown_words
-from tests.tui_frozen import pilot_test, settled_app
+from tests.tui_frozen import pilot_test, settled, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -478,6 +480,54 @@ async def test_esc_out_of_a_placement_begun_in_the_jobs_view_goes_back_there_on_
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is fleet(app) and fleet(app).placement is None
+
+
+@pilot_test
+async def test_esc_out_of_a_placement_begun_on_a_jobs_screen_goes_back_to_it():
+    """``P`` on a pending job's screen opened from the jobs view, ``m`` on a running job's
+    opened from a GPU view, then ``esc``: the admin was left on the map, the job and the view
+    under it gone. Back on that job's screen now (made anew), the view under it as it was: the
+    jobs view on the job's row, the GPU view on the instance's."""
+    async with settled_app((160, 48)) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        while view.table.cursor == 0 or view.table.row.state != "pending":
+            await pilot.press("j")
+        job_id, at = view.table.row.job_id, view.table.cursor
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "the job's screen")
+        await pilot.press("P")
+        await slots_found(app, pilot)
+        assert app.screen is fleet(app) and fleet(app).placement.job.id == job_id
+        await pilot.press("escape")
+        await settled(pilot)
+        top = app.screen
+        assert isinstance(top, JobScreen) and top.job_id == job_id
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view, top]
+        assert fleet(app).placement is None
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is view and (view.table.row.job_id, view.table.cursor) == (job_id, at)
+        await pilot.press("escape")
+        app.open_gpu("a100-1", 2)  # 2g.20gb at 0 (#3), 1g.10gb at 2 (#4), 3g.40gb at 4 (#2)
+        await settled(pilot)
+        await pilot.press("j", "enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "job 4's screen")
+        await pilot.press("m")
+        await until(pilot, lambda: fleet(app).placement is not None
+                    and not fleet(app).placement.busy, "its slots looked for")
+        assert fleet(app).placement.moving and fleet(app).placement.job.id == 4
+        await pilot.press("escape")
+        await settled(pilot)
+        gpu, top = app.screen_stack[2:]
+        assert app.screen_stack[:2] == [app.screen_stack[0], fleet(app)]
+        assert isinstance(gpu, GpuScreen) and (gpu.host, gpu.index, gpu.cursor) == (
+            "a100-1", 2, 1)
+        assert isinstance(top, JobScreen) and top.job_id == 4 and fleet(app).placement is None
 
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):

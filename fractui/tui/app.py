@@ -6,6 +6,7 @@ as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen open
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -109,20 +110,24 @@ class FractuiApp(App[None], inherit_bindings=False):
         return next(s for s in self.screen_stack if isinstance(s, FleetScreen))
 
     def open_job(self, job_id: int) -> None:
-        """The job screen of store job ``job_id``, over the fleet screen."""
+        """The job screen of store job ``job_id``, over the fleet screen. Its ``m`` and ``P``
+        go to the map; ``esc`` there comes back to it, the screens under it as they were."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly, self.move_job, self.place_job))
+                                   self.clock, self.readonly,
+                                   lambda j: self.move_job(j, self.reopener()),
+                                   lambda j: self.place_job(j, self.reopener())))
 
     def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
         job screen's ``m``; ``back`` reopens the view it was started in, for ``esc``."""
         self._on_map(FleetScreen.move_job, job_id, back)
 
-    def place_job(self, job_id: int) -> None:
+    def place_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode on pending store job ``job_id``, on the map: the job screen's
-        ``P`` (the queue panel's ``p`` and the jobs view's start the same mode)."""
-        self._on_map(FleetScreen.place_job, job_id, None)
+        ``P`` (the queue panel's ``p`` and the jobs view's start the same mode); ``back`` as
+        ``move_job``'s."""
+        self._on_map(FleetScreen.place_job, job_id, back)
 
     def _on_map(self, start: Callable[[FleetScreen, int, Optional[Callable[[], None]]], None],
                 job_id: int, back: Optional[Callable[[], None]]) -> None:
@@ -130,13 +135,35 @@ class FractuiApp(App[None], inherit_bindings=False):
         fleet = self.fleet
         from_fleet(fleet, lambda: start(fleet, job_id, back))
 
-    def open_gpu(self, host: str, index: int) -> None:
-        """The detail view of ``host``'s GPU ``index``."""
+    def reopener(self) -> Callable[[], None]:
+        """What opens the views over the fleet screen again, bottom first, as they are now:
+        for ``esc`` out of a placement begun on a job's screen, which closed them. The jobs
+        view is kept (its sort, filter and cursor); a GPU view is made anew on the same row;
+        a job screen anew (its output read again, from its end). Dialogs are not reopened."""
+        steps: list[Callable[[], None]] = []
+        stack = self.screen_stack
+        for screen in stack[stack.index(self.fleet) + 1:]:
+            if isinstance(screen, JobsScreen):
+                steps.append(self.open_jobs)
+            elif isinstance(screen, GpuScreen):
+                steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
+                                               screen.cursor))
+            elif isinstance(screen, JobScreen):
+                steps.append(functools.partial(self.open_job, screen.job_id))
+
+        def reopen() -> None:
+            for step in steps:
+                step()
+
+        return reopen
+
+    def open_gpu(self, host: str, index: int, cursor: int = 0) -> None:
+        """The detail view of ``host``'s GPU ``index``, its cursor on row ``cursor``."""
         fleet = self.fleet
         self.push_screen(GpuScreen(host, index, lambda: fleet.statuses,
                                    lambda: fleet.model.store, self.source.history, self.source,
                                    self.asker, fleet.set_service, self.open_job,
-                                   self.readonly))
+                                   self.readonly, cursor))
 
     def open_jobs(self) -> None:
         """The jobs view: every job, sorted and filtered. Made once and kept (installed), so

@@ -216,8 +216,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.came_from: Optional[Callable[[], None]] = None
-        """What reopens the view a placement was started in (the jobs view), for ``esc`` to
-        go back to; None where it began on the map."""
+        """What reopens the views a placement was started in (the jobs view; a job's screen and
+        those under it), for ``esc`` to go back to; None where it began on the map."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -736,7 +736,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
         cursor goes back onto the job, as k9s returns to the row left, not where the ghost
         was on a slot the job never took; and one started in the jobs view goes back there,
-        its cursor on the job still (not to the map, which the admin did not come from)."""
+        its cursor on the job still (not to the map, which the admin did not come from), as one
+        started on a job's screen goes back to that job's screen (``came_from``)."""
         p = self.placement
         back, self.came_from = self.came_from, None
         self.placement = None

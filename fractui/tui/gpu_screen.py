@@ -411,13 +411,14 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                  store: Callable[[], Optional[StoreView]], history: History,
                  source: Source, asker: Asker,
                  service: Callable[[str, Optional[int], Optional[str]], None],
-                 open_job: Callable[[int], None], readonly: bool) -> None:
+                 open_job: Callable[[int], None], readonly: bool, cursor: int = 0) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.open_job = open_job
-        self.cursor = 0
+        self.cursor = cursor
         """The row of the instances or shares under the cursor: kept while a job screen
-        opened from it is over the view, so ``esc`` there comes back to the same row."""
+        opened from it is over the view, so ``esc`` there comes back to the same row (and
+        given to the view made anew when ``esc`` leaves a placement begun there)."""
         self.held: list[Holder] = []
         """What each of those rows holds, as last drawn."""
         self.source = source
