@@ -11,11 +11,13 @@ import pytest
 
 from textual import events
 from textual.command import CommandInput, CommandPalette
+from textual.fuzzy import Matcher
 from textual.keys import _character_to_key
 from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
+from fractui.tui.commands import _distance
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
@@ -111,6 +113,17 @@ async def test_palette_jumps_to_a_host_and_to_a_queue():
         assert screen.map.cursor_line == header + 1
         await palette(pilot, "queue 10g")
         assert screen.query_one("#queues").marked == "10g"
+
+
+def test_among_texts_scored_alike_the_closest_is_the_one_whose_words_the_match_cuts_least():
+    """Textual scores these pairs alike (and lists them as they come): a job's number, a
+    command's word and a GPU's host order as a host's do (test_tui_cordons)."""
+    for query, near, far in (("#1", "open job #1 train-12", "open job #12 train-1"),
+                             ("compact o", "compact on", "compact off"),  # (then the shorter)
+                             ("gpu a10", "cordon gpu a10-1 0", "cordon gpu a100-1 0")):
+        matcher = Matcher(query)
+        assert matcher.match(near) == matcher.match(far) > 0, (query, near, far)
+        assert _distance(matcher, near) < _distance(matcher, far), (query, near, far)
 
 
 @pilot_test
