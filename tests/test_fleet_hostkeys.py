@@ -19,7 +19,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import paramiko
 import pytest
@@ -400,6 +400,17 @@ def test_trust_writes_known_hosts_through_its_links_and_leaves_nothing_beside_it
 CUT_SHORT = "\n########\n"
 
 
+def known_hosts_and_key(tmp_path: Path) -> Tuple[Path, Path]:
+    """A known_hosts of one comment line in a private folder, and a key pair to trust."""
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    known = folder / "known_hosts"
+    known.write_text("# fleet\n")
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    return known, key
+
+
 def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     """A write of the line cut short (here at the process's file size limit, 10 bytes in; as
     well a full disk) is made a comment line, and is not followed by one of the rest, at which
@@ -407,13 +418,8 @@ def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     would name the host with no key it offers, which reads as CHANGED ("someone may be
     impersonating the host") and is never trustable. known_hosts' lines are as they were, its
     mode too."""
-    folder = tmp_path / "ssh"
-    folder.mkdir(mode=0o700)
-    known = folder / "known_hosts"
-    known.write_text("# fleet\n")
+    known, key = known_hosts_and_key(tmp_path)
     known.chmod(0o644)  # OpenSSH's own mode for it
-    key = tmp_path / "key" / "id"
-    sshd._keygen(key, "a-host")
     limited = appender(known, key, "limited", 1, "limited")
     out, _ = limited.communicate(timeout=60)
     assert (limited.returncode, out) == (0, "ready\n[]\n")
@@ -424,7 +430,7 @@ def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     assert known.read_text() == "# fleet\n%sadded-0 %s\n" % (CUT_SHORT,
                                                               sshd.public_key_line(key))
     assert stat.S_IMODE(known.stat().st_mode) == 0o644
-    assert os.listdir(folder) == ["known_hosts"]  # nothing beside it
+    assert os.listdir(known.parent) == ["known_hosts"]  # nothing beside it
 
 
 def test_a_trust_cut_short_keeps_the_line_another_writer_added_after_it(tmp_path):
@@ -432,12 +438,7 @@ def test_a_trust_cut_short_keeps_the_line_another_writer_added_after_it(tmp_path
     after the part written: that line is kept whole, and the part is a comment line that ends
     before it. When trust truncated the file back to where its line began, the ssh's line went
     with it."""
-    folder = tmp_path / "ssh"
-    folder.mkdir(mode=0o700)
-    known = folder / "known_hosts"
-    known.write_text("# fleet\n")
-    key = tmp_path / "key" / "id"
-    sshd._keygen(key, "a-host")
+    known, key = known_hosts_and_key(tmp_path)
     racing = appender(known, key, "racing", 1, "racing")
     out, _ = racing.communicate(timeout=60)
     assert (racing.returncode, out) == (0, "ready\n[]\n")

@@ -17,9 +17,8 @@ import pytest
 
 from fractui.store import sqlite_url
 from fractui.store.sqlite import SqliteStore
-from tests import sshd
 from tests.conftest import REPO
-from tests.test_fleet_hostkeys import APPENDER, CUT_SHORT
+from tests.test_fleet_hostkeys import APPENDER, CUT_SHORT, known_hosts_and_key
 from tests.test_jobs import daemon_pid, script
 
 STRACE = shutil.which("strace")
@@ -196,12 +195,7 @@ def test_a_known_hosts_line_cut_short_is_synced_as_a_comment_before_trust_says_i
     else a crash could leave the part written, a line naming the host with no key it offers,
     which reads as a changed key. Before, the comment was written and the file closed
     unsynced."""
-    folder = tmp_path / "ssh"
-    folder.mkdir(mode=0o700)
-    known = folder / "known_hosts"
-    known.write_text("# fleet\n")
-    key = tmp_path / "key" / "id"
-    sshd._keygen(key, "a-host")
+    known, key = known_hosts_and_key(tmp_path)
     trace = tmp_path / "trace"
     done = subprocess.run([STRACE, "-f", "-y", "-o", str(trace), "-e",
                            "trace=fsync,fdatasync,write,pwrite64", sys.executable, "-c",

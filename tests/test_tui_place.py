@@ -442,19 +442,25 @@ def test_esc_out_of_a_move_goes_back_to_the_jobs_view_on_the_job(local_fleet):
     assert f.store.get(job.id).state == "running"  # left as it was
 
 
+async def on_a_pending_row_down_the_jobs_view(app, pilot) -> tuple:
+    """The jobs view opened (J), its cursor moved to a pending job's row below the first: the
+    view, the job's number and the row."""
+    await pilot.press("J")
+    await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                and app.screen.table.row is not None, "the jobs view")
+    view = app.screen
+    while view.table.cursor == 0 or view.table.row.state != "pending":
+        await pilot.press("j")
+    return view, view.table.row.job_id, view.table.cursor
+
+
 @pilot_test
 async def test_esc_out_of_a_placement_begun_in_the_jobs_view_goes_back_there_on_its_row():
     """``p`` on a pending job's row some way down the jobs view, then ``esc``: the admin was
     left on the map, the jobs view's place lost; back in the view now, the cursor on the same
     job. A placement begun on the map (the queue panel's ``p``) still ends on the map."""
     async with settled_app((160, 48)) as (app, pilot):
-        await pilot.press("J")
-        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
-                    and app.screen.table.row is not None, "the jobs view")
-        view = app.screen
-        while view.table.cursor == 0 or view.table.row.state != "pending":
-            await pilot.press("j")
-        job_id, at = view.table.row.job_id, view.table.cursor
+        view, job_id, at = await on_a_pending_row_down_the_jobs_view(app, pilot)
         await pilot.press("p")
         await until(pilot, lambda: fleet(app).placement is not None
                     and not fleet(app).placement.busy, "its slots looked for")
@@ -489,13 +495,7 @@ async def test_esc_out_of_a_placement_begun_on_a_jobs_screen_goes_back_to_it():
     under it gone. Back on that job's screen now (made anew), the view under it as it was: the
     jobs view on the job's row, the GPU view on the instance's."""
     async with settled_app((160, 48)) as (app, pilot):
-        await pilot.press("J")
-        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
-                    and app.screen.table.row is not None, "the jobs view")
-        view = app.screen
-        while view.table.cursor == 0 or view.table.row.state != "pending":
-            await pilot.press("j")
-        job_id, at = view.table.row.job_id, view.table.cursor
+        view, job_id, at = await on_a_pending_row_down_the_jobs_view(app, pilot)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, JobScreen)
                     and app.screen.job is not None, "the job's screen")

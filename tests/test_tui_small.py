@@ -22,6 +22,7 @@ from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.logview import LogView
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
@@ -440,6 +441,19 @@ async def test_a_followed_output_that_outgrows_its_view_at_once_shows_its_newest
         assert "line 39" in screen_lines(app) and view.is_vertical_scroll_end
 
 
+async def wheeled_up_from_the_end(app, pilot, screen) -> LogView:
+    """The job screen's log given 60 lines, followed to the newest, then the wheel turned up
+    three notches, until older lines are drawn."""
+    view = screen.logview
+    view.clear()
+    view.write("".join("line %d\n" % n for n in range(60)))
+    await until(pilot, lambda: "line 59" in screen_lines(app), "the newest line drawn")
+    for _ in range(3):
+        view.post_message(events.MouseScrollUp(view, 0, 0, 0, -1, 0, False, False, False))
+    await until(pilot, lambda: "line 59" not in screen_lines(app), "older lines drawn")
+    return view
+
+
 @pilot_test
 async def test_a_wheel_turned_up_over_a_followed_output_stops_following_it():
     """The wheel turned up to read older output, and the job wrote one line more: the view
@@ -448,13 +462,7 @@ async def test_a_wheel_turned_up_over_a_followed_output_stops_following_it():
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_job_1(app, pilot)
-        view = screen.logview
-        view.clear()
-        view.write("".join("line %d\n" % n for n in range(60)))
-        await until(pilot, lambda: "line 59" in screen_lines(app), "the newest line drawn")
-        for _ in range(3):
-            view.post_message(events.MouseScrollUp(view, 0, 0, 0, -1, 0, False, False, False))
-        await until(pilot, lambda: "line 59" not in screen_lines(app), "older lines drawn")
+        view = await wheeled_up_from_the_end(app, pilot, screen)
         top = view.scroll_offset.y
         view.write("one more\n")
         await pilot.pause()
@@ -474,13 +482,7 @@ async def test_a_wheel_that_stops_following_leaves_the_cursor_on_a_line_in_sight
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_job_1(app, pilot)
-        view = screen.logview
-        view.clear()
-        view.write("".join("line %d\n" % n for n in range(60)))
-        await until(pilot, lambda: "line 59" in screen_lines(app), "the newest line drawn")
-        for _ in range(3):
-            view.post_message(events.MouseScrollUp(view, 0, 0, 0, -1, 0, False, False, False))
-        await until(pilot, lambda: "line 59" not in screen_lines(app), "older lines drawn")
+        view = await wheeled_up_from_the_end(app, pilot, screen)
         await pilot.pause()
         top, height = view.scroll_offset.y, view.scrollable_content_region.height
         assert view.cursor == top + height - 1, (view.cursor, top, height)
