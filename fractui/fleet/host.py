@@ -523,8 +523,12 @@ class HostSession:
 
     def _lost_why(self, reason: str) -> str:
         """How a connection ended, with what its transport says about it (what paramiko
-        warned of, how an exec program exited) if it says anything."""
+        warned of, how an exec program exited) if it says anything; why the transport ended
+        it, where it did (a stalled link), rather than the echo of that."""
         transport = self._transport
+        ended = transport.ended() if transport is not None else None
+        if ended:
+            return ended
         said = transport.said() if transport is not None else None
         return "%s (%s)" % (reason, said) if said else reason
 
