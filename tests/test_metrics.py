@@ -8,6 +8,7 @@ import pwd
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -20,6 +21,7 @@ from fractui.sched.fleetview import HostView
 from fractui.store.model import Job, Slot
 from tests.cli_run import closed_port, in_process, leaks
 from tests.conftest import REPO
+from tests.sshd import in_mount_namespace
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -266,6 +268,57 @@ def test_a_scheduler_whose_metrics_port_another_user_holds_says_so_and_goes_on(t
         squatter.stdin.close()
         squatter.wait(30)
         squatter.stdout.close()
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine has ::1 (the kernel lists it on lo in /proc/net/if_inet6)."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(row.split()[0] == "0" * 31 + "1" for row in f if row.split())
+    except FileNotFoundError:  # (no IPv6 at all)
+        return False
+
+
+def scrape(address: str, port: int) -> str:
+    with urllib.request.urlopen("http://%s:%d/metrics" % (address, port), timeout=5) as r:
+        return r.read().decode()
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_name_with_addresses_of_both_families_is_listened_on_at_each(tmp_path):
+    """A real `fractui scheduler` with listen = "localhost:PORT" where localhost is both
+    127.0.0.1 and ::1 (its own /etc/hosts, in a mount namespace of its own, as many machines'
+    are): scrapes come through on each, for a client may try either first (curl and
+    Prometheus try ::1 first). Before, it listened on the resolver's first address alone,
+    and a scrape at the other found nothing there, or another local user's listener."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
+    port = closed_port()
+    config = write(tmp_path, '[store]\nurl = "sqlite:///%s"\n\n[metrics]\nlisten = '
+                   '"localhost:%d"\n\n[[queues]]\nname = "q"\ngpu = 0.5\n' % (
+                       tmp_path / "store.db", port))
+    scheduler = subprocess.Popen(
+        in_mount_namespace(["--bind", str(hosts), "/etc/hosts"]) + [
+            sys.executable, "-m", "fractui", "--config", config, "scheduler"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until it holds the lease and serves, at one address or another
+            try:
+                answered = [scrape(a, port) for a in ("127.0.0.1", "[::1]")]
+                break
+            except OSError as err:
+                assert scheduler.poll() is None and time.monotonic() < deadline, err
+                time.sleep(0.1)
+        for text in answered:
+            assert 'fractui_scheduler_lease_held{holder="' in text
+    finally:
+        scheduler.terminate()
+        _, rest = scheduler.communicate(timeout=60)
+    assert scheduler.returncode == 0 and "Traceback" not in rest, rest
+    assert "serving http://localhost:%d/metrics (on 127.0.0.1, ::1)" % port in rest or \
+        "serving http://localhost:%d/metrics (on ::1, 127.0.0.1)" % port in rest, rest
 
 
 def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():

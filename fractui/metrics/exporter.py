@@ -12,9 +12,11 @@ import errno
 import logging
 import os
 import pwd
+import socket
 import threading
 import time
 from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import Metric
@@ -58,13 +60,13 @@ class Exporter:
         self._held = False
         self._holder = ""
         self._store_ok = True
-        self._server = None
+        self._servers: List[WSGIServer] = []  # one per address the name has
         self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
         self._failures = Failures(log, TRIES)  # the bind error, said once while it repeats
 
     @property
     def serving(self) -> bool:
-        return self._server is not None
+        return bool(self._servers)
 
     def report(self, report: PassReport) -> None:
         """The scheduler's news after a turn (on its thread): kept for the next scrape, and the
@@ -96,33 +98,58 @@ class Exporter:
 
     def _open(self) -> None:
         with self._serving:
-            if self._server is None:
+            if not self._servers:
                 self._bind()
 
     def _bind(self) -> None:
+        """Listens on every address the name has (``addresses``), or on none: one left out
+        would be another local user's to answer scrapes on in the holder's place."""
         host, port = self.address
+        at = ""
         try:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            for addr in addresses(host, port):
+                at = "" if addr == host else " (%s)" % addr
+                self._servers.append(start_http_server(port, addr=addr,
+                                                       registry=self.registry)[0])
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
+            self._shut()
             held = holders(port) if err.errno == errno.EADDRINUSE else ""
-            self._failures.failed("listen", "metrics: cannot listen on %s:%d ([metrics] listen%s):"
-                                  " %s%s; tried again every pass" % (
-                                      host, port, " in %s" % self.config.path
+            self._failures.failed("listen", "metrics: cannot listen on %s:%d%s ([metrics] "
+                                  "listen%s): %s%s; tried again every pass" % (
+                                      host, port, at, " in %s" % self.config.path
                                       if self.config.path else "", err.strerror or err, held),
-                                  logging.ERROR, same=str(err) + held)
+                                  logging.ERROR, same=str(err) + at + held)
             return
         self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
-        log.info("metrics: serving http://%s:%d/metrics while this scheduler holds the lease",
-                 host, port)
+        log.info("metrics: serving http://%s:%d/metrics (on %s) while this scheduler holds the "
+                 "lease", host, port, ", ".join(s.server_address[0] for s in self._servers))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
         with self._serving:
-            server, self._server = self._server, None
-        if server is not None:
+            closed = self._shut()
+        if closed:
+            log.info("metrics: stopped serving (the lease is not held)")
+
+    def _shut(self) -> bool:
+        """Closes the servers open (``_serving`` held); whether there were any."""
+        servers, self._servers = self._servers, []
+        for server in servers:
             server.shutdown()
             server.server_close()
-            log.info("metrics: stopped serving (the lease is not held)")
+        return bool(servers)
+
+
+def addresses(host: str, port: int) -> List[str]:
+    """The addresses ``host`` names, each once, in the resolver's order: ``localhost`` is
+    127.0.0.1 and ::1 where both are in /etc/hosts, and a client (curl, Prometheus) may try
+    either first. A name the resolver does not know raises OSError (socket.gaierror)."""
+    found: List[str] = []
+    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        if sockaddr[0] not in found:
+            found.append(sockaddr[0])
+    return found
 
 
 def holders(port: int) -> str:
