@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from typing import List
 
 import pytest
 
@@ -284,41 +286,82 @@ def scrape(address: str, port: int) -> str:
         return r.read().decode()
 
 
-@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
-def test_a_name_with_addresses_of_both_families_is_listened_on_at_each(tmp_path):
-    """A real `fractui scheduler` with listen = "localhost:PORT" where localhost is both
+def scheduler_with_localhost(tmp_path, port: int) -> subprocess.Popen:
+    """A real `fractui scheduler` serving metrics at "localhost:PORT", where localhost is both
     127.0.0.1 and ::1 (its own /etc/hosts, in a mount namespace of its own, as many machines'
-    are): scrapes come through on each, for a client may try either first (curl and
-    Prometheus try ::1 first). Before, it listened on the resolver's first address alone,
-    and a scrape at the other found nothing there, or another local user's listener."""
+    are)."""
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
-    port = closed_port()
     config = write(tmp_path, '[store]\nurl = "sqlite:///%s"\n\n[metrics]\nlisten = '
                    '"localhost:%d"\n\n[[queues]]\nname = "q"\ngpu = 0.5\n' % (
                        tmp_path / "store.db", port))
-    scheduler = subprocess.Popen(
+    return subprocess.Popen(
         in_mount_namespace(["--bind", str(hosts), "/etc/hosts"]) + [
             sys.executable, "-m", "fractui", "--config", config, "scheduler"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def scraped_at_both(scheduler: subprocess.Popen, port: int) -> List[str]:
+    """What a scrape at 127.0.0.1 and at ::1 read, once both answer."""
+    deadline = time.monotonic() + 60
+    while True:  # until it holds the lease and serves
+        try:
+            return [scrape(a, port) for a in ("127.0.0.1", "[::1]")]
+        except OSError as err:
+            assert scheduler.poll() is None and time.monotonic() < deadline, err
+            time.sleep(0.1)
+
+
+def stopped(scheduler: subprocess.Popen) -> str:
+    """Its stderr, once it stopped cleanly."""
+    scheduler.terminate()
+    _, rest = scheduler.communicate(timeout=60)
+    assert scheduler.returncode == 0 and "Traceback" not in rest, rest
+    return rest
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_name_with_addresses_of_both_families_is_listened_on_at_each(tmp_path):
+    """listen = "localhost:PORT" where localhost is 127.0.0.1 and ::1: scrapes come through
+    at each, for a client may try either first (curl and Prometheus try ::1 first). Before,
+    it listened on the resolver's first address alone, and a scrape at the other found
+    nothing there, or another local user's listener."""
+    port = closed_port()
+    scheduler = scheduler_with_localhost(tmp_path, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # until it holds the lease and serves, at one address or another
-            try:
-                answered = [scrape(a, port) for a in ("127.0.0.1", "[::1]")]
-                break
-            except OSError as err:
-                assert scheduler.poll() is None and time.monotonic() < deadline, err
-                time.sleep(0.1)
-        for text in answered:
+        for text in scraped_at_both(scheduler, port):
             assert 'fractui_scheduler_lease_held{holder="' in text
     finally:
-        scheduler.terminate()
-        _, rest = scheduler.communicate(timeout=60)
-    assert scheduler.returncode == 0 and "Traceback" not in rest, rest
-    assert "serving http://localhost:%d/metrics (on 127.0.0.1, ::1)" % port in rest or \
-        "serving http://localhost:%d/metrics (on ::1, 127.0.0.1)" % port in rest, rest
+        said = stopped(scheduler)
+    assert re.search(r"serving http://localhost:%d/metrics \(on (127\.0\.0\.1, ::1|::1, "
+                     r"127\.0\.0\.1)\)" % port, said), said
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_name_one_of_whose_addresses_is_taken_is_listened_on_at_none_until_it_is_free(
+        tmp_path):
+    """Another process holds the port at ::1 alone: the scheduler says so, naming ::1, and
+    serves at 127.0.0.1 neither (a scrape there would read the holder while one at ::1 read
+    whoever holds it); once ::1 is free it serves at both."""
+    port = closed_port()
+    blocker = socket.socket(socket.AF_INET6)
+    blocker.bind(("::1", port))
+    blocker.listen()
+    scheduler = scheduler_with_localhost(tmp_path, port)
+    try:
+        line = scheduler.stderr.readline()
+        assert " ERROR fractui.metrics: metrics: cannot listen on localhost:%d (::1) " \
+            "([metrics] listen in %s): Address already in use: it is held by a process of " \
+            "uid %d" % (port, tmp_path / "config.toml", os.getuid()) in line, line
+        with pytest.raises(OSError):
+            scrape("127.0.0.1", port)
+        blocker.close()
+        for text in scraped_at_both(scheduler, port):
+            assert 'fractui_scheduler_lease_held{holder="' in text
+    finally:
+        blocker.close()
+        stopped(scheduler)
 
 
 def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():

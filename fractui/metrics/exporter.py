@@ -15,10 +15,11 @@ import pwd
 import socket
 import threading
 import time
-from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import Metric
 
 from fractui.config import Config
@@ -53,6 +54,7 @@ class Exporter:
                                 "that ran them", ["holder"], buckets=PASS_BUCKETS,
                                 registry=self.registry)
         self.registry.register(_Collector(self))
+        self._app = make_wsgi_app(self.registry)
         self._lock = threading.Lock()
         self._jobs: Sequence[Job] = ()
         self._copies: Mapping[str, Mapping[str, int]] = {}
@@ -103,16 +105,18 @@ class Exporter:
 
     def _bind(self) -> None:
         """Listens on every address the name has (``addresses``), or on none: one left out
-        would be another local user's to answer scrapes on in the holder's place."""
+        would be another local user's to answer scrapes on in the holder's place. All are
+        bound before any serves, so one that cannot be leaves no other answering meanwhile."""
         host, port = self.address
+        bound: List[WSGIServer] = []
         at = ""
         try:
-            for addr in addresses(host, port):
+            for family, addr in addresses(host, port):
                 at = "" if addr == host else " (%s)" % addr
-                self._servers.append(start_http_server(port, addr=addr,
-                                                       registry=self.registry)[0])
+                bound.append(_Server(family, (addr, port), self._app))
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
-            self._shut()
+            for server in bound:
+                server.server_close()
             held = holders(port) if err.errno == errno.EADDRINUSE else ""
             self._failures.failed("listen", "metrics: cannot listen on %s:%d%s ([metrics] "
                                   "listen%s): %s%s; tried again every pass" % (
@@ -120,35 +124,53 @@ class Exporter:
                                       if self.config.path else "", err.strerror or err, held),
                                   logging.ERROR, same=str(err) + at + held)
             return
+        for server in bound:
+            threading.Thread(target=server.serve_forever, name="metrics-%s" % (
+                server.server_address[0]), daemon=True).start()
+        self._servers = bound
         self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
         log.info("metrics: serving http://%s:%d/metrics (on %s) while this scheduler holds the "
-                 "lease", host, port, ", ".join(s.server_address[0] for s in self._servers))
+                 "lease", host, port, ", ".join(s.server_address[0] for s in bound))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
         with self._serving:
-            closed = self._shut()
-        if closed:
-            log.info("metrics: stopped serving (the lease is not held)")
-
-    def _shut(self) -> bool:
-        """Closes the servers open (``_serving`` held); whether there were any."""
-        servers, self._servers = self._servers, []
+            servers, self._servers = self._servers, []
         for server in servers:
             server.shutdown()
             server.server_close()
-        return bool(servers)
+        if servers:
+            log.info("metrics: stopped serving (the lease is not held)")
 
 
-def addresses(host: str, port: int) -> List[str]:
-    """The addresses ``host`` names, each once, in the resolver's order: ``localhost`` is
-    127.0.0.1 and ::1 where both are in /etc/hosts, and a client (curl, Prometheus) may try
-    either first. A name the resolver does not know raises OSError (socket.gaierror)."""
-    found: List[str] = []
-    for _family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
+class _Quiet(WSGIRequestHandler):
+    """A scrape is not logged (as prometheus-client's own server logs none)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus-client's server (a thread a scrape), bound and listening at one address of
+    ``family`` once made, serving only once ``serve_forever`` runs: ``start_http_server``
+    does both at once, and takes the resolver's first address of a name alone."""
+
+    def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any]):
+        self.address_family = family
+        super().__init__(address, _Quiet)
+        self.set_app(app)
+
+
+def addresses(host: str, port: int) -> List[Tuple[int, str]]:
+    """The addresses ``host`` names (family, address), each once, in the resolver's order:
+    ``localhost`` is 127.0.0.1 and ::1 where both are in /etc/hosts, and a client (curl,
+    Prometheus) may try either first. A name the resolver does not know raises OSError
+    (socket.gaierror)."""
+    found: List[Tuple[int, str]] = []
+    for family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
-        if sockaddr[0] not in found:
-            found.append(sockaddr[0])
+        if (family, sockaddr[0]) not in found:
+            found.append((family, sockaddr[0]))
     return found
 
 
