@@ -290,22 +290,43 @@ class SshServer:
         return "SshServer(%s, port=%s)" % (self.workdir, self._port)
 
 
+NARROW_RATE = 256 * 1024  # bytes a second up a ``narrow`` proxy's connection
+
+
+def _flowing() -> threading.Event:
+    flowing = threading.Event()
+    flowing.set()
+    return flowing
+
+
 class _Link:
     """One proxied TCP connection: a reader and a (delaying) sender thread per direction.
 
     With ``hold_after`` set, once that many bytes went up, nothing more comes down: the mark
     is set before those bytes are passed on, so no answer to them can ever get through. The
     mark is the link's own (``held``); ``holding``, the proxy's, only tells the test: a held
-    link that still sends up after the test cleared it must not hold a later link."""
+    link that still sends up after the test cleared it must not hold a later link.
+
+    ``flowing`` is the proxy's: while it is clear, nothing is read or passed on either way
+    (a frozen link: nothing closed, the bytes sent stay in the kernel's buffers). With
+    ``freeze_after`` set, this link clears it once that many bytes went up (``frozen`` is
+    set then, for the test)."""
 
     def __init__(self, client: socket.socket, upstream: socket.socket, delay_s: float,
                  hold_after: Optional[int] = None,
-                 holding: Optional[threading.Event] = None):
+                 holding: Optional[threading.Event] = None,
+                 flowing: Optional[threading.Event] = None,
+                 freeze_after: Optional[int] = None,
+                 frozen: Optional[threading.Event] = None, up_rate: Optional[float] = None):
         self.client = client
+        self.up_rate = up_rate
         self.upstream = upstream
         self.delay_s = delay_s
         self.hold_after = hold_after
         self.holding = holding or threading.Event()
+        self.flowing = flowing or _flowing()
+        self.freeze_after = freeze_after
+        self.frozen = frozen or threading.Event()
         self.held = threading.Event()
         self.sent_up = 0
         self.closed = threading.Event()
@@ -325,7 +346,7 @@ class _Link:
 
     def _read(self, src: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]",
               up: bool) -> None:
-        while not self.closed.is_set():
+        while self._flows():
             try:
                 data = src.recv(65536)
             except OSError:
@@ -333,13 +354,28 @@ class _Link:
                 break
             if not data:
                 break
-            if up and self.hold_after is not None:
+            if up and (self.hold_after is not None or self.freeze_after is not None):
                 self.sent_up += len(data)
-                if self.sent_up >= self.hold_after:
+                if self.hold_after is not None and self.sent_up >= self.hold_after:
                     self.held.set()
                     self.holding.set()
+                if self.freeze_after is not None and self.sent_up >= self.freeze_after:
+                    self.freeze_after = None  # (once: a thaw lets the rest through)
+                    self.flowing.clear()
+                    self.frozen.set()
+            if up and self.up_rate and self.closed.wait(len(data) / self.up_rate):
+                break
+            if not self._flows():
+                break
             q.put((time.monotonic() + self.delay_s, data))
         q.put(None)
+
+    def _flows(self) -> bool:
+        """Whether to go on: waits while the proxy is frozen; False once the link ended."""
+        while not self.flowing.wait(0.1):
+            if self.closed.is_set():
+                return False
+        return not self.closed.is_set()
 
     def _send(self, dst: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]",
               down: bool) -> None:
@@ -356,7 +392,7 @@ class _Link:
                 return
             due, data = item
             wait = due - time.monotonic()
-            if wait > 0 and self.closed.wait(wait):
+            if wait > 0 and self.closed.wait(wait) or not self._flows():
                 return
             try:
                 dst.sendall(data)
@@ -395,13 +431,23 @@ class CutProxy:
 
     ``cut()`` drops every open connection and refuses new ones (the listener is closed);
     ``restore()`` listens again on the same port, so clients reconnect to the same address.
+    ``freeze()`` stops every byte where it is, closing nothing, until ``thaw()``.
+
+    ``narrow``: the client's side takes as little as a link across a network does before it
+    waits for acknowledgements (small segments, a small window), rather than loopback's
+    megabytes: a client writing to a frozen link then waits in its writes, as it would in
+    the field, instead of handing the whole of what it sends to the kernel.
     """
 
-    def __init__(self, target_port: int, delay_s: float = 0.0):
+    def __init__(self, target_port: int, delay_s: float = 0.0, narrow: bool = False):
         self.target_port = target_port
         self.delay_s = delay_s
+        self.narrow = narrow
         self.hold_after: Optional[int] = None
         self.holding = threading.Event()
+        self.freeze_after: Optional[int] = None
+        self.flowing = _flowing()
+        self.frozen = threading.Event()
         self._lock = threading.Lock()
         self._links: List[_Link] = []
         self._listener: Optional[socket.socket] = None
@@ -425,6 +471,9 @@ class CutProxy:
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.narrow:  # (set before listen: a connection accepted takes them from here)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.bind((LOOPBACK, self._port))
         sock.listen(64)
         sock.settimeout(0.1)  # so the accept loop notices a stop request promptly
@@ -445,6 +494,8 @@ class CutProxy:
             except OSError:
                 break
             client.settimeout(None)
+            if self.narrow:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, 2048)
             try:
                 upstream = socket.create_connection((LOOPBACK, self.target_port), timeout=5)
                 upstream.settimeout(None)
@@ -459,7 +510,8 @@ class CutProxy:
                     upstream.close()
                     break
                 self._links.append(_Link(client, upstream, self.delay_s, self.hold_after,
-                                         self.holding))
+                                         self.holding, self.flowing, self.freeze_after,
+                                         self.frozen, NARROW_RATE if self.narrow else None))
 
     def _stop_listening(self) -> None:
         self._stop_accept.set()
@@ -485,6 +537,28 @@ class CutProxy:
         answer never does. None: they pass everything again."""
         self.hold_after = up_bytes
         self.holding.clear()
+
+    def freeze_after_up(self, up_bytes: Optional[int]) -> None:
+        """Connections made from now on freeze the proxy (``freeze``; ``frozen`` is set then)
+        once ``up_bytes`` went up through one of them. None: they do not."""
+        self.freeze_after = up_bytes
+        self.frozen.clear()
+
+    def freeze(self) -> None:
+        """Stall the link: nothing more is read or passed on, either way, on any connection
+        (those made meanwhile too), and nothing is closed: what the ends send waits in their
+        kernels' buffers, as on a link that stalled without dropping."""
+        self.flowing.clear()
+        self.frozen.set()
+
+    def thaw(self) -> None:
+        """Let everything through again, from where it stopped; no connection freezes the
+        proxy again (``freeze_after_up`` is cleared)."""
+        self.freeze_after = None
+        with self._lock:
+            for link in self._links:
+                link.freeze_after = None
+        self.flowing.set()
 
     def sent_up(self) -> List[int]:
         """The bytes each connection open now has passed up, counted while a hold is armed."""
@@ -653,9 +727,9 @@ class SshEnv:
         self.servers.append(server)
         return server.start()
 
-    def proxy(self, port: int, delay_s: float = 0.0) -> CutProxy:
+    def proxy(self, port: int, delay_s: float = 0.0, narrow: bool = False) -> CutProxy:
         """A CutProxy in front of ``port``, closed at teardown."""
-        proxy = CutProxy(port, delay_s=delay_s)
+        proxy = CutProxy(port, delay_s=delay_s, narrow=narrow)
         self.proxies.append(proxy)
         return proxy
 

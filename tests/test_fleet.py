@@ -46,11 +46,11 @@ class SshFleet:
 
     def add(self, name: str, spec: Optional[str], trust: bool = True, delay_s: float = 0.0,
             key_types=("ed25519",), prefix: Sequence[str] = (), sftp: str = "internal-sftp",
-            **extra) -> HostConfig:
+            narrow: bool = False, **extra) -> HostConfig:
         """A host behind its own sshd (run by ``prefix``, its SFTP subsystem ``sftp``:
-        ``SshServer``) and a proxy."""
+        ``SshServer``) and a proxy (``narrow``: ``CutProxy``'s)."""
         server = self.env.new_server(name, key_types=key_types, prefix=prefix, sftp=sftp)
-        proxy = self.env.proxy(server.port, delay_s=delay_s)
+        proxy = self.env.proxy(server.port, delay_s=delay_s, narrow=narrow)
         if trust:
             self.env.trust(server, known_hosts_port=proxy.port)
         self.servers[name], self.proxies[name] = server, proxy

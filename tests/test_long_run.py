@@ -27,9 +27,11 @@ from fractui.scheduler import Scheduler
 from fractui.scheduler.service import UNHELD
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES, START_FAILED
+from tests import localfleet
 from tests.conftest import stop_host
-from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.localfleet import sleeper, wait
+
+local_fleet = localfleet.local_fleet
 
 
 def one_host(tmp_path, **agent: Any) -> Config:
@@ -444,7 +446,8 @@ def test_an_agents_stderr_without_line_ends_is_kept_in_parts_of_a_bounded_size()
 
     writer = threading.Thread(target=write)
     writer.start()
-    conn = host_module._Conn(SimpleNamespace(), lambda: None, os.fdopen(read_end, "rb"))
+    conn = host_module._Conn(SimpleNamespace(), lambda: None, os.fdopen(read_end, "rb"),
+                             SimpleNamespace())
     writer.join(60)
     said = conn.why_it_ended()
     assert 0 < len(said) <= 100_000, len(said)  # of the 4 MiB written

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from typing import List
 
 import pytest
 
@@ -20,6 +23,7 @@ from fractui.sched.fleetview import HostView
 from fractui.store.model import Job, Slot
 from tests.cli_run import closed_port, in_process, leaks
 from tests.conftest import REPO
+from tests.sshd import in_mount_namespace
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -266,6 +270,98 @@ def test_a_scheduler_whose_metrics_port_another_user_holds_says_so_and_goes_on(t
         squatter.stdin.close()
         squatter.wait(30)
         squatter.stdout.close()
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine has ::1 (the kernel lists it on lo in /proc/net/if_inet6)."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(row.split()[0] == "0" * 31 + "1" for row in f if row.split())
+    except FileNotFoundError:  # (no IPv6 at all)
+        return False
+
+
+def scrape(address: str, port: int) -> str:
+    with urllib.request.urlopen("http://%s:%d/metrics" % (address, port), timeout=5) as r:
+        return r.read().decode()
+
+
+def scheduler_with_localhost(tmp_path, port: int) -> subprocess.Popen:
+    """A real `fractui scheduler` serving metrics at "localhost:PORT", where localhost is both
+    127.0.0.1 and ::1 (its own /etc/hosts, in a mount namespace of its own, as many machines'
+    are)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost\n")
+    config = write(tmp_path, '[store]\nurl = "sqlite:///%s"\n\n[metrics]\nlisten = '
+                   '"localhost:%d"\n\n[[queues]]\nname = "q"\ngpu = 0.5\n' % (
+                       tmp_path / "store.db", port))
+    return subprocess.Popen(
+        in_mount_namespace(["--bind", str(hosts), "/etc/hosts"]) + [
+            sys.executable, "-m", "fractui", "--config", config, "scheduler"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def scraped_at_both(scheduler: subprocess.Popen, port: int) -> List[str]:
+    """What a scrape at 127.0.0.1 and at ::1 read, once both answer."""
+    deadline = time.monotonic() + 60
+    while True:  # until it holds the lease and serves
+        try:
+            return [scrape(a, port) for a in ("127.0.0.1", "[::1]")]
+        except OSError as err:
+            assert scheduler.poll() is None and time.monotonic() < deadline, err
+            time.sleep(0.1)
+
+
+def stopped(scheduler: subprocess.Popen) -> str:
+    """Its stderr, once it stopped cleanly."""
+    scheduler.terminate()
+    _, rest = scheduler.communicate(timeout=60)
+    assert scheduler.returncode == 0 and "Traceback" not in rest, rest
+    return rest
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_name_with_addresses_of_both_families_is_listened_on_at_each(tmp_path):
+    """listen = "localhost:PORT" where localhost is 127.0.0.1 and ::1: scrapes come through
+    at each, for a client may try either first (curl and Prometheus try ::1 first). Before,
+    it listened on the resolver's first address alone, and a scrape at the other found
+    nothing there, or another local user's listener."""
+    port = closed_port()
+    scheduler = scheduler_with_localhost(tmp_path, port)
+    try:
+        for text in scraped_at_both(scheduler, port):
+            assert 'fractui_scheduler_lease_held{holder="' in text
+    finally:
+        said = stopped(scheduler)
+    assert re.search(r"serving http://localhost:%d/metrics \(on (127\.0\.0\.1, ::1|::1, "
+                     r"127\.0\.0\.1)\)" % port, said), said
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_a_name_one_of_whose_addresses_is_taken_is_listened_on_at_none_until_it_is_free(
+        tmp_path):
+    """Another process holds the port at ::1 alone: the scheduler says so, naming ::1, and
+    serves at 127.0.0.1 neither (a scrape there would read the holder while one at ::1 read
+    whoever holds it); once ::1 is free it serves at both."""
+    port = closed_port()
+    blocker = socket.socket(socket.AF_INET6)
+    blocker.bind(("::1", port))
+    blocker.listen()
+    scheduler = scheduler_with_localhost(tmp_path, port)
+    try:
+        line = scheduler.stderr.readline()
+        assert " ERROR fractui.metrics: metrics: cannot listen on localhost:%d (::1) " \
+            "([metrics] listen in %s): Address already in use: it is held by a process of " \
+            "uid %d" % (port, tmp_path / "config.toml", os.getuid()) in line, line
+        with pytest.raises(OSError):
+            scrape("127.0.0.1", port)
+        blocker.close()
+        for text in scraped_at_both(scheduler, port):
+            assert 'fractui_scheduler_lease_held{holder="' in text
+    finally:
+        blocker.close()
+        stopped(scheduler)
 
 
 def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():

@@ -243,10 +243,11 @@ class AgentClient:
         try:
             with self._write_lock:
                 self._write(line)
-        except (OSError, ValueError) as err:  # ValueError: its pipe closed by another thread
-            with self._lock:
+        except (OSError, ValueError, EOFError) as err:  # ValueError: its pipe closed by
+            with self._lock:  # another thread; EOFError: paramiko's, its link ended mid-write
                 self._pending.pop(req_id, None)
-            raise ConnectionLost("sending %s failed: %s" % (method, err), method) from err
+            raise ConnectionLost("sending %s failed: %s" % (method, str(err) or type(
+                err).__name__), method) from err
         if not pending.done.wait(timeout_s):
             with self._lock:
                 self._pending.pop(req_id, None)

@@ -153,11 +153,14 @@ SUDO_MISSING_FIX = ("install sudo on the host, on the login's PATH there, or rea
 
 
 class _Conn:
-    """An agent connection: its client, how to end it, and the last lines of its stderr."""
+    """An agent connection: its client, how to end it, the last lines of its stderr, and the
+    transport it came over."""
 
-    def __init__(self, client: AgentClient, close: Callable[[], None], stderr_stream: Any):
+    def __init__(self, client: AgentClient, close: Callable[[], None], stderr_stream: Any,
+                 transport: Transport):
         self.client = client
         self.close = close
+        self.transport = transport
         self.stderr: Deque[str] = deque(maxlen=20)
         self._drain = threading.Thread(target=self._read_stderr, args=(stderr_stream,),
                                        daemon=True)
@@ -244,7 +247,7 @@ class HostSession:
             result = self._checked(method, conn.client.call(method, params, timeout_s),
                                    params)
         except ConnectionLost as err:
-            raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
+            raise AnswerLost(self.cfg.name, method, _lost_why(conn, str(err))) from err
         if method == "job.launch":
             # the agent tells its job's record on another thread, which may come after this
             # answer: kept now, so no view taken meanwhile misses a job that runs (a record
@@ -473,7 +476,7 @@ class HostSession:
                 if self._stop.is_set():  # stopped while connecting: stop's _drop found no
                     self._drop()         # connection to close yet, so this one is closed here
                     break
-                why = self._silent(conn) or self._lost_why(conn.client.close_reason)
+                why = self._silent(conn) or _lost_why(conn, conn.client.close_reason)
                 if not self._stop.is_set():  # said before the drop, which can wait on the
                     self._set("offline", "connection lost: %s" % why)  # link (10 s, local)
                 self._drop()
@@ -521,13 +524,6 @@ class HostSession:
             log.debug("%s: whether sudo is there cannot be asked: %s", self.cfg.name, err)
             return False
 
-    def _lost_why(self, reason: str) -> str:
-        """How a connection ended, with what its transport says about it (what paramiko
-        warned of, how an exec program exited) if it says anything."""
-        transport = self._transport
-        said = transport.said() if transport is not None else None
-        return "%s (%s)" % (reason, said) if said else reason
-
     def _drop(self) -> None:
         """End the connection (the worker and ``stop`` may both get here)."""
         with self._lock:
@@ -557,7 +553,7 @@ class HostSession:
                 raise AgentProcessError((SUDO_MISSING + ' (become = "sudo"; it said: %s): %s') % (
                     self.cfg.name, said or "nothing", SUDO_MISSING_FIX)) from err
             raise AgentProcessError("the agent on %s did not answer: %s%s" % (
-                self.cfg.name, self._lost_why(str(err)), " (it said: %s)" % said if said
+                self.cfg.name, _lost_why(conn, str(err)), " (it said: %s)" % said if said
                 else "")) from err
         except AgentCallError as err:
             conn.close()
@@ -706,7 +702,20 @@ class HostSession:
             self._transport = None
             transport.close()
             raise
-        return _Conn(self._client(stream.reader, stream.write), stream.close, stream.stderr)
+        return _Conn(self._client(stream.reader, stream.write), stream.close, stream.stderr,
+                     transport)
+
+
+def _lost_why(conn: _Conn, reason: str) -> str:
+    """How a connection ended, with what its transport says about it (what paramiko warned
+    of, how an exec program exited) if it says anything; why the transport ended it, where it
+    did (a stalled link), rather than the echo of that. The connection's own transport: the
+    session's may be dropped (or another) by the time a call's caller asks."""
+    ended = conn.transport.ended()
+    if ended:
+        return ended
+    said = conn.transport.said()
+    return "%s (%s)" % (reason, said) if said else reason
 
 
 def _about(params: Any) -> Optional[str]:

@@ -68,16 +68,30 @@ def seconds(value: float) -> str:
     return "%g s" % value
 
 
+class LinkStalled(OSError):
+    """What a send says once the link took nothing for the connect timeout (paramiko, given
+    an error that is no timeout, ends the write with EOFError)."""
+
+
 class _Wire:
     """The socket (or jump channel) under a transport, noting what the server sent first and
-    whether it hung up, so a failed handshake can say what came instead of a banner."""
+    whether it hung up, so a failed handshake can say what came instead of a banner; and a
+    send that the link takes nothing of for ``timeout_s`` ends the link (``stalled`` says so).
+
+    paramiko sends with a 0.1 s timeout and tries again, without end, for as long as the
+    transport is open: a link that stalls without closing, once the kernel's buffer is full,
+    held the writer (an agent's upload, a large call, the transport's own keepalive) until
+    TCP gave up, minutes to hours later, and a call's writer held every other call's."""
 
     HEAD = 256
 
-    def __init__(self, sock: Any):
+    def __init__(self, sock: Any, timeout_s: float):
         self.sock = sock
+        self.timeout_s = timeout_s
         self.head = b""
         self.eof = False
+        self.stalled: Optional[str] = None
+        self._unsent_since: Optional[float] = None
 
     def recv(self, n: int) -> bytes:
         data = self.sock.recv(n)
@@ -86,6 +100,35 @@ class _Wire:
         elif len(self.head) < self.HEAD:
             self.head += data[:self.HEAD - len(self.head)]
         return data
+
+    def send(self, data: bytes) -> int:
+        if self.stalled:
+            raise LinkStalled(self.stalled)
+        try:
+            sent = self.sock.send(data)
+        except socket.timeout:
+            now = time.monotonic()
+            if self._unsent_since is None:
+                self._unsent_since = now
+            elif now - self._unsent_since >= self.timeout_s:
+                raise self._stall() from None
+            raise
+        self._unsent_since = None
+        return sent
+
+    def _stall(self) -> LinkStalled:
+        """End the link: its reader (the transport's thread) sees it end, and with it every
+        wait on the link; each later send fails at once."""
+        self.stalled = "the link stalled: nothing sent was taken within %s" % seconds(
+            self.timeout_s)
+        try:
+            if isinstance(self.sock, socket.socket):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            else:  # (a jump host's channel)
+                self.sock.close()
+        except NETWORK_ERRORS as err:
+            log.debug("ending a stalled link: %r", err)
+        return LinkStalled(self.stalled)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
@@ -469,6 +512,7 @@ class SshLink:
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
         self.transports: List[paramiko.Transport] = []
+        self.wires: List[_Wire] = []
         self.log = sshlog.LinkLog()
         sshlog.keeper()
 
@@ -492,7 +536,8 @@ class SshLink:
     def _hop(self, hop: Hop, sock: Any) -> None:
         """Handshake, host key check and authentication over ``sock``, which the new
         transport owns from then on."""
-        wire = _Wire(sock)
+        wire = _Wire(sock, self.timeout_s)
+        self.wires.append(wire)
         transport = paramiko.Transport(wire)
         sshlog.watch(transport, self.log)
         self.transports.append(transport)
@@ -525,8 +570,14 @@ class SshLink:
         return bool(self.transports) and self.transport.is_active()
 
     def said(self) -> Optional[str]:
-        """What paramiko last warned of on this link, if anything."""
-        return self.log.said()
+        """Why the link stalled, if it did; else what paramiko last warned of, if anything."""
+        return self.stalled or self.log.said()
+
+    @property
+    def stalled(self) -> Optional[str]:
+        """Why the link was ended as stalled (``_Wire``), if it was: a jump host's or the
+        host's."""
+        return next((wire.stalled for wire in self.wires if wire.stalled), None)
 
     def exec(self, words: Sequence[str], timeout_s: float = 30.0) -> paramiko.Channel:
         """Start a command (quoted word by word): its channel, past what the login shell

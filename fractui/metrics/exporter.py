@@ -12,11 +12,14 @@ import errno
 import logging
 import os
 import pwd
+import socket
 import threading
 import time
-from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import Metric
 
 from fractui.config import Config
@@ -51,6 +54,7 @@ class Exporter:
                                 "that ran them", ["holder"], buckets=PASS_BUCKETS,
                                 registry=self.registry)
         self.registry.register(_Collector(self))
+        self._app = make_wsgi_app(self.registry)
         self._lock = threading.Lock()
         self._jobs: Sequence[Job] = ()
         self._copies: Mapping[str, Mapping[str, int]] = {}
@@ -58,13 +62,13 @@ class Exporter:
         self._held = False
         self._holder = ""
         self._store_ok = True
-        self._server = None
+        self._servers: List[WSGIServer] = []  # one per address the name has
         self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
         self._failures = Failures(log, TRIES)  # the bind error, said once while it repeats
 
     @property
     def serving(self) -> bool:
-        return self._server is not None
+        return bool(self._servers)
 
     def report(self, report: PassReport) -> None:
         """The scheduler's news after a turn (on its thread): kept for the next scrape, and the
@@ -96,33 +100,78 @@ class Exporter:
 
     def _open(self) -> None:
         with self._serving:
-            if self._server is None:
+            if not self._servers:
                 self._bind()
 
     def _bind(self) -> None:
+        """Listens on every address the name has (``addresses``), or on none: one left out
+        would be another local user's to answer scrapes on in the holder's place. All are
+        bound before any serves, so one that cannot be leaves no other answering meanwhile."""
         host, port = self.address
+        bound: List[WSGIServer] = []
+        at = ""
         try:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            for family, addr in addresses(host, port):
+                at = "" if addr == host else " (%s)" % addr
+                bound.append(_Server(family, (addr, port), self._app))
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
+            for server in bound:
+                server.server_close()
             held = holders(port) if err.errno == errno.EADDRINUSE else ""
-            self._failures.failed("listen", "metrics: cannot listen on %s:%d ([metrics] listen%s):"
-                                  " %s%s; tried again every pass" % (
-                                      host, port, " in %s" % self.config.path
+            self._failures.failed("listen", "metrics: cannot listen on %s:%d%s ([metrics] "
+                                  "listen%s): %s%s; tried again every pass" % (
+                                      host, port, at, " in %s" % self.config.path
                                       if self.config.path else "", err.strerror or err, held),
-                                  logging.ERROR, same=str(err) + held)
+                                  logging.ERROR, same=str(err) + at + held)
             return
+        for server in bound:
+            threading.Thread(target=server.serve_forever, name="metrics-%s" % (
+                server.server_address[0]), daemon=True).start()
+        self._servers = bound
         self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
-        log.info("metrics: serving http://%s:%d/metrics while this scheduler holds the lease",
-                 host, port)
+        log.info("metrics: serving http://%s:%d/metrics (on %s) while this scheduler holds the "
+                 "lease", host, port, ", ".join(s.server_address[0] for s in bound))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
         with self._serving:
-            server, self._server = self._server, None
-        if server is not None:
+            servers, self._servers = self._servers, []
+        for server in servers:
             server.shutdown()
             server.server_close()
+        if servers:
             log.info("metrics: stopped serving (the lease is not held)")
+
+
+class _Quiet(WSGIRequestHandler):
+    """A scrape is not logged (as prometheus-client's own server logs none)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus-client's server (a thread a scrape), bound and listening at one address of
+    ``family`` once made, serving only once ``serve_forever`` runs: ``start_http_server``
+    does both at once, and takes the resolver's first address of a name alone."""
+
+    def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any]):
+        self.address_family = family
+        super().__init__(address, _Quiet)
+        self.set_app(app)
+
+
+def addresses(host: str, port: int) -> List[Tuple[int, str]]:
+    """The addresses ``host`` names (family, address), each once, in the resolver's order:
+    ``localhost`` is 127.0.0.1 and ::1 where both are in /etc/hosts, and a client (curl,
+    Prometheus) may try either first. A name the resolver does not know raises OSError
+    (socket.gaierror)."""
+    found: List[Tuple[int, str]] = []
+    for family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        if (family, sockaddr[0]) not in found:
+            found.append((family, sockaddr[0]))
+    return found
 
 
 def holders(port: int) -> str:

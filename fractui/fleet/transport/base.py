@@ -122,6 +122,11 @@ class Transport(ABC):
         to go beside the agent's own; None when there is nothing to add."""
         return None
 
+    def ended(self) -> Optional[str]:
+        """Why fractui ended the link itself (an SSH link that stalled), if it did: what the
+        agent's end of the connection then says (it closed, a write failed) only echoes it."""
+        return None
+
     def close(self) -> None:
         """End the link (the stream has its own close)."""
 

@@ -92,6 +92,10 @@ class SshTransport(RemoteTransport):
             raise AgentProcessError("cannot put the agent in %s on %s: the SFTP server's "
                                     "answer was no SFTP (%s)" % (cache, cfg.name, err)) from err
         except (OSError, paramiko.SSHException, EOFError) as err:
+            stalled = self._link().stalled
+            if stalled:
+                raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
+                    cache, cfg.name, stalled)) from None
             raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
                                     "a writable directory)" % (cache, cfg.name, str(err) or
                                                                type(err).__name__)) from err
@@ -122,6 +126,9 @@ class SshTransport(RemoteTransport):
     def said(self) -> Optional[str]:
         said = self.link.said() if self.link is not None else None
         return "ssh: %s" % said if said else None
+
+    def ended(self) -> Optional[str]:
+        return self.link.stalled if self.link is not None else None
 
     def close(self) -> None:
         if self.link is not None:
