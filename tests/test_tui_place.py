@@ -530,6 +530,31 @@ async def test_esc_out_of_a_placement_begun_on_a_jobs_screen_goes_back_to_it():
         assert isinstance(top, JobScreen) and top.job_id == 4 and fleet(app).placement is None
 
 
+@pilot_test
+async def test_esc_out_of_a_move_begun_on_a_job_s_screen_keeps_the_gpu_view_on_its_row():
+    """The GPU view made anew for ``esc`` out of a move begun on a job's screen opened from
+    it: its cursor stays on the job's row as the view's own does while a row above it goes
+    (test_tui_gpu_open). It was put back at the row's number: with #13's row above gone
+    meanwhile, on #15's, and ``enter`` there opened a job the admin had not been on."""
+    async with settled_app((160, 48)) as (app, pilot):
+        app.open_gpu("a10-1", 0)  # shares of #13, #14, #15
+        await settled(pilot)
+        await pilot.press("j", "enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "job 14's screen")
+        assert app.screen.job_id == 14
+        await pilot.press("m")
+        await until(pilot, lambda: fleet(app).placement is not None
+                    and not fleet(app).placement.busy, "its slots looked for")
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a10-1")
+        status.jobs["j1"]["state"] = "exited"  # #13 ends, its row above #14's goes
+        await pilot.press("escape")
+        await settled(pilot)
+        gpu, top = app.screen_stack[2:]
+        assert isinstance(top, JobScreen) and top.job_id == 14
+        assert isinstance(gpu, GpuScreen) and gpu.held[gpu.cursor].job_id == 14
+
+
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):
     """The host chosen is cordoned between the preview and ``enter``: the move is refused with
     the cordon's reason, and the map's cursor goes back onto the job, as ``esc`` puts it, not
