@@ -5,6 +5,7 @@ confirm shows the new plan instead of recording; who carries decisions out is on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import AsyncIterator
 
@@ -553,6 +554,36 @@ async def test_esc_out_of_a_move_begun_on_a_job_s_screen_keeps_the_gpu_view_on_i
         gpu, top = app.screen_stack[2:]
         assert isinstance(top, JobScreen) and top.job_id == 14
         assert isinstance(gpu, GpuScreen) and gpu.held[gpu.cursor].job_id == 14
+
+
+@pilot_test
+async def test_a_placement_refused_as_it_begins_on_a_job_s_screen_goes_back_to_it():
+    """``P`` on a pending job's screen, the map's read of the store having seen it go
+    meanwhile (its screen reads the job apart): placement mode is refused, said. The screens
+    over the map had been closed for it, and the admin was left on the map, where they had
+    not been; back on the job's screen now, the jobs view under it as it was."""
+    async with settled_app((160, 48)) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        while view.table.row.state != "pending":
+            await pilot.press("j")
+        job_id = view.table.row.job_id
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "the job's screen")
+        store = fleet(app).model.store
+        fleet(app).model.store = dataclasses.replace(
+            store, jobs=tuple(j for j in store.jobs if j.id != job_id))
+        await pilot.press("P")
+        await settled(pilot)
+        assert fleet(app).placement is None
+        assert "job %d is no longer pending: it ended" % job_id in [
+            n.message for n in app._notifications]
+        top = app.screen
+        assert isinstance(top, JobScreen) and top.job_id == job_id
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view, top]
 
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):
