@@ -557,11 +557,12 @@ async def test_esc_out_of_a_move_begun_on_a_job_s_screen_keeps_the_gpu_view_on_i
 
 
 @pilot_test
-async def test_a_placement_refused_as_it_begins_on_a_job_s_screen_goes_back_to_it():
+async def test_a_placement_refused_as_it_begins_goes_back_to_the_views_it_was_asked_from():
     """``P`` on a pending job's screen, the map's read of the store having seen it go
     meanwhile (its screen reads the job apart): placement mode is refused, said. The screens
     over the map had been closed for it, and the admin was left on the map, where they had
-    not been; back on the job's screen now, the jobs view under it as it was."""
+    not been; back on the job's screen now, the jobs view under it as it was. So too the
+    jobs view's ``p`` on a row read before its job went."""
     async with settled_app((160, 48)) as (app, pilot):
         await pilot.press("J")
         await until(pilot, lambda: isinstance(app.screen, JobsScreen)
@@ -584,6 +585,18 @@ async def test_a_placement_refused_as_it_begins_on_a_job_s_screen_goes_back_to_i
         top = app.screen
         assert isinstance(top, JobScreen) and top.job_id == job_id
         assert app.screen_stack == [app.screen_stack[0], fleet(app), view, top]
+        await pilot.press("escape")  # (the job's screen)
+        await settled(pilot)
+        assert app.screen is view
+        while view.table.row.state != "pending":
+            await pilot.press("j")
+        other = view.table.row.job_id
+        fleet(app).model.store = dataclasses.replace(
+            store, jobs=tuple(j for j in store.jobs if j.id not in (job_id, other)))
+        await pilot.press("p")  # the jobs view's, its rows read before the job went
+        await settled(pilot)
+        assert fleet(app).placement is None
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view]
 
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):
