@@ -17,7 +17,7 @@ from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
-from fractui.tui.commands import _distance
+from fractui.tui.commands import _distance, _highlight
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
@@ -124,6 +124,20 @@ def test_among_texts_scored_alike_the_closest_is_the_one_whose_words_the_match_c
         matcher = Matcher(query)
         assert matcher.match(near) == matcher.match(far) > 0, (query, near, far)
         assert _distance(matcher, near) < _distance(matcher, far), (query, near, far)
+
+
+def test_a_name_with_a_letter_two_in_lower_case_is_highlighted_and_ordered_as_written():
+    """Textual matches a text's lower case, where 'İ' is two characters: the palette's
+    highlight of the job ``İzmir`` read its offsets as the name's, one off after the İ, and
+    past its end an IndexError ended the search."""
+    matcher = Matcher("r")
+    text = "open job #4 İzmir"
+    highlighted = _highlight(matcher, text)
+    assert [text[s.start:s.end] for s in highlighted.spans] == ["r"]
+    near, far = "open job #4 İ a10-12", "open job #4 İ a100-1"  # (as long)
+    matcher = Matcher("a10")
+    assert matcher.match(near) == matcher.match(far) > 0
+    assert _distance(matcher, near) < _distance(matcher, far)
 
 
 @pilot_test

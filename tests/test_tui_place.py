@@ -5,6 +5,7 @@ confirm shows the new plan instead of recording; who carries decisions out is on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import AsyncIterator
 
@@ -528,6 +529,74 @@ async def test_esc_out_of_a_placement_begun_on_a_jobs_screen_goes_back_to_it():
         assert isinstance(gpu, GpuScreen) and (gpu.host, gpu.index, gpu.cursor) == (
             "a100-1", 2, 1)
         assert isinstance(top, JobScreen) and top.job_id == 4 and fleet(app).placement is None
+
+
+@pilot_test
+async def test_esc_out_of_a_move_begun_on_a_job_s_screen_keeps_the_gpu_view_on_its_row():
+    """The GPU view made anew for ``esc`` out of a move begun on a job's screen opened from
+    it: its cursor stays on the job's row as the view's own does while a row above it goes
+    (test_tui_gpu_open). It was put back at the row's number: with #13's row above gone
+    meanwhile, on #15's, and ``enter`` there opened a job the admin had not been on."""
+    async with settled_app((160, 48)) as (app, pilot):
+        app.open_gpu("a10-1", 0)  # shares of #13, #14, #15
+        await settled(pilot)
+        await pilot.press("j", "enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "job 14's screen")
+        assert app.screen.job_id == 14
+        await pilot.press("m")
+        await until(pilot, lambda: fleet(app).placement is not None
+                    and not fleet(app).placement.busy, "its slots looked for")
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a10-1")
+        status.jobs["j1"]["state"] = "exited"  # #13 ends, its row above #14's goes
+        await pilot.press("escape")
+        await settled(pilot)
+        gpu, top = app.screen_stack[2:]
+        assert isinstance(top, JobScreen) and top.job_id == 14
+        assert isinstance(gpu, GpuScreen) and gpu.held[gpu.cursor].job_id == 14
+
+
+@pilot_test
+async def test_a_placement_refused_as_it_begins_goes_back_to_the_views_it_was_asked_from():
+    """``P`` on a pending job's screen, the map's read of the store having seen it go
+    meanwhile (its screen reads the job apart): placement mode is refused, said. The screens
+    over the map had been closed for it, and the admin was left on the map, where they had
+    not been; back on the job's screen now, the jobs view under it as it was. So too the
+    jobs view's ``p`` on a row read before its job went."""
+    async with settled_app((160, 48)) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        while view.table.row.state != "pending":
+            await pilot.press("j")
+        job_id = view.table.row.job_id
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and app.screen.job is not None, "the job's screen")
+        store = fleet(app).model.store
+        fleet(app).model.store = dataclasses.replace(
+            store, jobs=tuple(j for j in store.jobs if j.id != job_id))
+        await pilot.press("P")
+        await settled(pilot)
+        assert fleet(app).placement is None
+        assert "job %d is no longer pending: it ended" % job_id in [
+            n.message for n in app._notifications]
+        top = app.screen
+        assert isinstance(top, JobScreen) and top.job_id == job_id
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view, top]
+        await pilot.press("escape")  # (the job's screen)
+        await settled(pilot)
+        assert app.screen is view
+        while view.table.row.state != "pending":
+            await pilot.press("j")
+        other = view.table.row.job_id
+        fleet(app).model.store = dataclasses.replace(
+            store, jobs=tuple(j for j in store.jobs if j.id not in (job_id, other)))
+        await pilot.press("p")  # the jobs view's, its rows read before the job went
+        await settled(pilot)
+        assert fleet(app).placement is None
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view]
 
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):

@@ -10,7 +10,7 @@ import functools
 import gc
 import os
 import time
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from platformdirs import user_downloads_path
 from textual import events
@@ -25,7 +25,8 @@ from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands, from_fleet
 from fractui.tui.fleet_screen import FleetScreen
-from fractui.tui.gpu_screen import GpuBody, GpuScreen, ProfileList, ProfileScreen
+from fractui.tui.gpu_screen import (GpuBody, GpuScreen, Holder, ProfileList,
+                                    ProfileScreen)
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
@@ -147,7 +148,7 @@ class FractuiApp(App[None], inherit_bindings=False):
                 steps.append(self.open_jobs)
             elif isinstance(screen, GpuScreen):
                 steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
-                                               screen.cursor))
+                                               screen.cursor, screen.held))
             elif isinstance(screen, JobScreen):
                 steps.append(functools.partial(self.open_job, screen.job_id))
 
@@ -157,13 +158,15 @@ class FractuiApp(App[None], inherit_bindings=False):
 
         return reopen
 
-    def open_gpu(self, host: str, index: int, cursor: int = 0) -> None:
-        """The detail view of ``host``'s GPU ``index``, its cursor on row ``cursor``."""
+    def open_gpu(self, host: str, index: int, cursor: int = 0,
+                 held: Sequence[Holder] = ()) -> None:
+        """The detail view of ``host``'s GPU ``index``, its cursor on row ``cursor`` of
+        ``held`` (the rows a view it replaces last drew), kept on that row as it is drawn."""
         fleet = self.fleet
         self.push_screen(GpuScreen(host, index, lambda: fleet.statuses,
                                    lambda: fleet.model.store, self.source.history, self.source,
                                    self.asker, fleet.set_service, self.open_job,
-                                   self.readonly, cursor))
+                                   self.readonly, cursor, held))
 
     def open_jobs(self) -> None:
         """The jobs view: every job, sorted and filtered. Made once and kept (installed), so

@@ -90,13 +90,21 @@ _WORD = re.compile(r"\w")
 def _distance(matcher: Matcher, text: str) -> tuple[int, int]:
     """How far ``text`` is from what was typed, among texts scored alike: the words the
     match cuts through (``a10`` cuts ``a100-1``'s first, not ``a10-1``'s), then its length."""
-    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
-    matched = set(offsets)
+    matched = set(_matched(matcher, text))
     edges = {o for o in matched if o - 1 not in matched} | {o + 1 for o in matched
                                                               if o + 1 not in matched}
     cuts = sum(1 for i in edges if 0 < i < len(text)
                and _WORD.match(text[i - 1]) and _WORD.match(text[i]))
     return cuts, len(text)
+
+
+def _matched(matcher: Matcher, text: str) -> list[int]:
+    """The characters of ``text`` the query matched. Textual's offsets are into its lower
+    case, where a character can be two ('İ', as a job's name may hold): read as ``text``'s,
+    they fell one off after it, and past its end (an IndexError, the palette gone)."""
+    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    at = [i for i, c in enumerate(text) for _ in c.lower()]
+    return sorted({at[o] for o in offsets})
 
 
 def from_fleet(fleet: Screen[object], run: Callable[[], None]) -> None:
@@ -112,8 +120,7 @@ def _highlight(matcher: Matcher, text: str) -> Content:
     """``matcher.highlight``, but of the text as written: that reads it as markup, and a job's
     name, a host's or a queue's is not (see FractuiApp.__init__)."""
     content = Content(text)
-    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
-    for offset in offsets:
+    for offset in _matched(matcher, text):
         if not text[offset].isspace():
             content = content.stylize(matcher.match_style, offset, offset + 1)
     return content

@@ -546,25 +546,30 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def place_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode on pending job ``job_id`` (the jobs view's ``p``); ``back``: what
         reopens the view it was started in, for ``esc``."""
-        job = self._job_now(job_id, lambda j: j.state == PENDING, "pending")
+        job = self._job_now(job_id, lambda j: j.state == PENDING, "pending", back)
         if job is not None:
             self.query_one(QueuePanel).select_job(job_id)
             self.start_placement(job, back=back)
 
     def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode on placed or running job ``job_id``, to move it (``m``)."""
-        job = self._job_now(job_id, lambda j: movable(j.state), "placed or running")
+        job = self._job_now(job_id, lambda j: movable(j.state), "placed or running", back)
         if job is not None:
             self.start_placement(job, back=back)
 
-    def _job_now(self, job_id: int, fits: Callable[[Job], bool], what: str) -> Optional[Job]:
-        """Job ``job_id`` as the store was last read, if it ``fits``; else None, said."""
+    def _job_now(self, job_id: int, fits: Callable[[Job], bool], what: str,
+                 back: Optional[Callable[[], None]]) -> Optional[Job]:
+        """Job ``job_id`` as the store was last read, if it ``fits``; else None, said, and
+        ``back`` run: the views the placement was asked from, closed for it, opened again (the
+        admin had not come to the map)."""
         jobs = self.model.store.jobs if self.model.store else ()
         job = next((j for j in jobs if j.id == job_id), None)
         if job is None or not fits(job):
             self.notify("job %d is no longer %s: %s" % (job_id, what, "it ended" if job is None
                         else "%s, %s" % (job.state, job.slot.describe() if job.slot
                                          else "queue " + job.queue)), severity="warning")
+            if back is not None:
+                back()
             return None
         return job
 

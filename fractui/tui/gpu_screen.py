@@ -411,7 +411,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                  store: Callable[[], Optional[StoreView]], history: History,
                  source: Source, asker: Asker,
                  service: Callable[[str, Optional[int], Optional[str]], None],
-                 open_job: Callable[[int], None], readonly: bool, cursor: int = 0) -> None:
+                 open_job: Callable[[int], None], readonly: bool, cursor: int = 0,
+                 held: Sequence[Holder] = ()) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.open_job = open_job
@@ -419,8 +420,9 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         """The row of the instances or shares under the cursor: kept while a job screen
         opened from it is over the view, so ``esc`` there comes back to the same row (and
         given to the view made anew when ``esc`` leaves a placement begun there)."""
-        self.held: list[Holder] = []
-        """What each of those rows holds, as last drawn."""
+        self.held: list[Holder] = list(held)
+        """What each of those rows holds, as last drawn (by the view this one replaces, till
+        it is drawn: so its cursor stays on its row as rows above it went meanwhile)."""
         self.source = source
         self.asker = asker
         self.service = service
