@@ -87,7 +87,8 @@ def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
         try:
             write_json(path, data)
         except OSError as err:
-            if not os.path.isdir(os.path.dirname(path)):
+            if isinstance(err, (FileNotFoundError, NotADirectoryError)) and not \
+                    os.path.isdir(os.path.dirname(path)):  # (not a passing EIO or EACCES)
                 _say("cannot write %s: its folder is gone (%s); no daemon can read it there, "
                      "so it is not tried again" % (path, err))
                 return
