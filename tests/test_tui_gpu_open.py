@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from fractui.store.model import PENDING, PLACED, Slot
+from fractui.store.model import CORDON, DRAIN, PENDING, PLACED, Cordon, Slot
 from fractui.tui.gpu_screen import GpuScreen, free_share
 from fractui.tui.jobs import JobScreen
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
@@ -121,6 +121,38 @@ async def test_a_mig_gpu_s_free_slices_are_rows_among_its_instances():
         await _enter(app, pilot)
         assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
                              "they are free"], said(app)
+
+
+@pilot_test
+async def test_the_free_rows_of_a_gpu_out_of_service_say_why_no_job_goes_there():
+    """a10-1 gpu 2 cordoned, h100-1 drained as a whole: placement gives their GPUs nothing
+    (cordons.fenced), yet their free rows read as in service, 4.5G for a share and slices
+    2-4 free. Their room stays said, with the state that keeps work off; enter says the
+    cordon's refusal, as a placement there is told."""
+    out = [Cordon("a10-1", 2, CORDON, "ops", "", 1.0), Cordon("h100-1", None, DRAIN, "ops", "",
+                                                              1.0)]
+    async with settled_app((120, 40), cordons=out) as (app, pilot):
+        app.open_gpu("a10-1", 2)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["free", "4.5G", "—", "cordoned", "—"] in rows, rows
+        await pilot.press("j", "j", "j")
+        await _enter(app, pilot)
+        assert said(app) == ["no job on the free memory of a10-1 gpu 2: 4.5G left for a "
+                             "share; a10-1 gpu2 is cordoned (by ops): it takes no new work "
+                             "until an admin uncordons it (fractui uncordon a10-1 2)"], said(app)
+        app.pop_screen()
+        app.clear_notifications()
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["—", "2-4", "—", "free", "—", "draining", "—"] in rows, rows
+        await pilot.press("j")
+        await _enter(app, pilot)
+        assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
+                             "they are free; h100-1 is draining (by ops): it takes no new "
+                             "work until an admin uncordons it (fractui uncordon h100-1)"], \
+            said(app)
 
 
 @pilot_test

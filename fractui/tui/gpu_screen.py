@@ -36,7 +36,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
-from fractui.sched.cordons import CORDONED, marks
+from fractui.sched.cordons import CORDONED, covering, marks, refusal, state
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
                                      outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
@@ -202,6 +202,13 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
     if out is not None:  # what C, D and U here change: seen here, not only on the map
         whose = "" if own else " (its host's %s)" % ("cordon" if out == CORDONED else "drain")
         head.add_row("service", Text(out + whose, style=warning))
+    # out of service, placement gives it nothing (cordons.fenced, by covering): the free
+    # rows' room stays said, with why no job goes there
+    fence = covering(store.cordons, status.name, (index,)) if store else None
+    shut = barred = ""
+    if fence is not None and store is not None:
+        shut = " — " + state(fence, store.jobs)
+        barred = "; %s" % refusal(store.cordons, status.name, (index,))
     names = _job_names(status, store)
     live = [r for r in status.jobs.values() if r.get("state") in ("starting", "running")
             and index in (r.get("gpus") or ())]
@@ -225,10 +232,11 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                                inst.get("start", 0) + inst.get("size", 1) - 1)
             if inst.get("free"):
                 held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
-                                   "they are free" % (place, slots), "free " + slots,
+                                   "they are free%s" % (place, slots, barred), "free " + slots,
                                    frozenset(range(inst["start"],
                                                    inst["start"] + inst["size"]))))
-                t.add_row("—", slots, "—", "free", "—", style=_at(cursor, len(held) - 1))
+                t.add_row("—", slots, "—", "free" + shut, "—",
+                          style=_at(cursor, len(held) - 1))
                 continue
             holder = by_instance.get(inst.get("uuid"))
             job = holder[0] if holder else (
@@ -264,8 +272,8 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         held.append(Holder(None, "no job on the free memory of %s%s: %s" % (
             place, " (nothing holds a share of it)" if not live else "",
             "its memory is not in the snapshot" if left is None
-            else "%s left for a share" % room), "free"))
-        t.add_row("free", room, "—", style=_at(cursor, len(held) - 1))
+            else "%s left for a share" % room) + barred, "free"))
+        t.add_row("free", room + shut, "—", style=_at(cursor, len(held) - 1))
         parts.append(t)
     parts.append(Text(""))
     p = Table(title="processes", title_justify="left", box=None, padding=(0, 2, 0, 0),
