@@ -497,3 +497,32 @@ async def test_a_wheel_that_stops_following_leaves_the_cursor_on_a_line_in_sight
         await pilot.pause()
         assert view.scroll_offset.y <= view.cursor < view.scroll_offset.y + height
         assert not view.following
+
+
+@pilot_test
+async def test_a_log_made_shorter_by_a_resize_keeps_its_cursor_in_sight():
+    """The terminal made smaller while the log is not followed: the view kept its top, so
+    its height shrank from below, and the cursor on a line near its bottom was left out of
+    sight (no scroll moved, so the wheel's rule never ran): y copied a line the reader could
+    not see. It is kept on a line in sight, the nearest to where it was, as the wheel keeps
+    it."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 48)) as pilot:
+        screen = await open_job_1(app, pilot)
+        view = screen.logview
+        view.clear()
+        view.write("".join("line %d\n" % n for n in range(120)))
+        await until(pilot, lambda: "line 119" in screen_lines(app), "the newest line drawn")
+        await pilot.press("k")  # off the following, on line 118
+        assert (view.cursor, view.following) == (118, False)
+        top, tall = view.scroll_offset.y, view.scrollable_content_region.height
+        await pilot.resize_terminal(80, 30)
+        await until(pilot, lambda: view.scrollable_content_region.height < tall, "shorter")
+        await pilot.pause()
+        top, height = view.scroll_offset.y, view.scrollable_content_region.height
+        assert top <= view.cursor < top + height, (view.cursor, top, height)
+        assert view.cursor == top + height - 1  # the nearest line in sight
+        assert "line %d" % view.cursor in screen_lines(app)
+        await pilot.press("y")
+        assert app.clipboard == "line %d" % view.cursor
+        assert not view.following

@@ -119,9 +119,14 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         in sight, the nearest to where it was, so ``y`` copies and ``j``/``k`` go on from what
         the reader is looking at (it stayed on the newest line, out of sight)."""
         super().watch_scroll_y(old_value, new_value)
+        self._cursor_in_sight(round(new_value))
+
+    def _cursor_in_sight(self, top: int) -> None:
+        """While not following, the cursor moved onto the line in sight nearest to it, the
+        view's top at ``top``: a scroll or a resize that leaves it out of sight."""
         if self.following or not 0 <= self.cursor < self.count:
             return
-        top, height = round(new_value), self.scrollable_content_region.height
+        height = self.scrollable_content_region.height
         if height and not top <= self.cursor < top + height:
             self.cursor = max(top, min(self.cursor, top + height - 1, self.count - 1))
             self.refresh()
@@ -129,10 +134,14 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
 
     def on_resize(self) -> None:
         """Its height changes as the screen's parts above it fill in (the job's details, its
-        GPU's health): a view that follows keeps the newest line in sight."""
+        GPU's health), and with the terminal's: a view that follows keeps the newest line in
+        sight; one that does not keeps its top, and its cursor on a line in sight (made
+        shorter, it was left below it, and no scroll moved to bring it back)."""
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
             self.scroll_end(animate=False, immediate=True)
+        else:
+            self._cursor_in_sight(self.scroll_offset.y)
 
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y
