@@ -129,8 +129,9 @@ class Exporter:
                 server.server_address[0]), daemon=True).start()
         self._servers = bound
         self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
-        log.info("metrics: serving http://%s:%d/metrics (on %s) while this scheduler holds the "
-                 "lease", host, port, ", ".join(s.server_address[0] for s in bound))
+        on = [s.server_address[0] for s in bound]
+        log.info("metrics: serving http://%s:%d/metrics%s while this scheduler holds the "
+                 "lease", host, port, "" if on == [host] else " (on %s)" % ", ".join(on))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
