@@ -59,6 +59,23 @@ def test_a_job_at_its_quota_beside_a_free_gpu_says_its_team_does_not_borrow(loca
         "team does not borrow past its quota (its over_quota is off)" % (1 - held))
 
 
+def test_a_job_bigger_than_the_room_its_team_has_left_says_how_much_is_left(local_fleet):
+    """A whole GPU asked with 0.25 of a 1-GPU quota held: "at its quota (0.25 of 1.00 GPUs
+    held)" alone reads as a wait for nothing to a researcher, who sees 0.75 still hers; the
+    reason says what the job's slot charges against what is left."""
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="quarter", gpu=0.25), WHOLE],
+                    [TeamConfig("nlp", quota_gpus=1)])
+    small = f.submit("quarter", "nlp")
+    f.until(lambda: f.states()[small.id] == "running")
+    big = f.submit("whole", "nlp")
+    f.until(lambda: f.store.get(big.id).reason is not None)
+    free = 1 - f.store.get(small.id).slot.gpus[0]
+    assert f.store.get(big.id).reason == (
+        "team nlp is at its quota (0.25 of 1.00 GPUs held); its slot, gpu-a gpu%d 23034 MiB, "
+        "charges 1.00: more than the 0.75 left; the slot is free, but the team does not borrow "
+        "past its quota (its over_quota is off)" % free)
+
+
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="10g", memory_gib=10)],
                     [TeamConfig("nlp", quota_gpus=0.4)])

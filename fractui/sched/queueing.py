@@ -300,20 +300,24 @@ def waits_at_quota(reason: Optional[str]) -> bool:
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
               slot: Optional[Slot] = None) -> str:
     """Why a job waits for its team's quota; where the slot found for it charges more than
-    the whole quota, that too, else "0.00 of 0.40 GPUs held" reads as a wait for nothing; and
-    where that slot is free now but the team may not borrow, that too, else a researcher who
-    sees the GPU idle in ``fractui status`` reads the wait as a fault."""
+    the whole quota, or than what is left of it, that too, else "0.00 of 0.40 GPUs held" or
+    "0.25 of 1.00" reads as a wait for nothing; and where that slot is free now but the team
+    may not borrow, that too, else a researcher who sees the GPU idle in ``fractui status``
+    reads the wait as a fault."""
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
     bigger = slot is not None and slot.charge > team.quota + EPSILON
+    short = slot is not None and not bigger and team.room() > EPSILON
     idle = slot is not None and not bigger and not team.over_quota
     return "team %s%s%.2f of %.2f GPUs held)%s%s%s" % (
         team.name, AT_QUOTA, team.within, team.quota,
-        "; its slot, %s, charges %.2f: more than the whole quota" % (
-            slot.describe(), slot.charge) if bigger else "",  # type: ignore[union-attr]
+        "; its slot, %s, charges %.2f: more than the %s" % (
+            slot.describe(), slot.charge,  # type: ignore[union-attr]
+            "whole quota" if bigger else "%.2f left" % team.room()) if bigger or short else "",
         "; waits for idle capacity to borrow" if team.over_quota else "",
         "; %s is free, but the team does not borrow past its quota (its over_quota is "
-        "off)" % slot.describe() if idle else "")  # type: ignore[union-attr]
+        "off)" % ("the slot" if short else slot.describe())  # type: ignore[union-attr]
+        if idle else "")
 
 
 def _size(req: Request) -> Tuple[FrozenSet[str], int, int]:
