@@ -174,7 +174,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
-                result.waiting[job.id] = _no_room(cordons, outside)
+                result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons, outside)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -360,14 +360,20 @@ def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
     return "no host it may use is reachable now (%s): it waits for one" % _first_three(away)
 
 
-def _no_room(cordons: Sequence[Cordon], outside: Sequence[Tuple[str, int, int]]) -> str:
+def _no_room(gpu_count: int, cordons: Sequence[Cordon],
+             outside: Sequence[Tuple[str, int, int]]) -> str:
     """Why a job finds no room, naming what takes no new work when some does, and the GPUs
-    where processes outside fractui use memory (``fleetview.outside_use``)."""
-    if not cordons:
-        said = "no room: no GPU in the fleet has a free slice for it"
+    where processes outside fractui use memory (``fleetview.outside_use``). A job of several
+    GPUs is said to want them free on one host: "no GPU has a free slice" is false of the idle
+    GPUs, one a host, that its researcher sees in ``fractui status``."""
+    if gpu_count > 1:
+        said = "no room: no host %shas %d GPUs free for it at once (a job's GPUs are all on " \
+            "one host)" % ("in service " if cordons else "", gpu_count)
     else:
-        said = "no room: no GPU in service has a free slice for it (out of service: %s)" % (
-            _first_three([c.where() for c in cordons]))
+        said = "no room: no GPU %s has a free slice for it" % (
+            "in service" if cordons else "in the fleet")
+    if cordons:
+        said += " (out of service: %s)" % _first_three([c.where() for c in cordons])
     if outside:
         said += "; processes outside fractui use GPU memory on %s" % _first_three(
             ["%s gpu%d (%d MiB)" % o for o in outside])
