@@ -89,7 +89,7 @@ def test_a_job_of_several_gpus_says_no_host_has_that_many_free_not_that_no_gpu_h
     pair = f.submit("two")
     f.until(lambda: f.store.get(pair.id).reason is not None)
     assert f.store.get(pair.id).reason == (
-        "no room: no host has 2 GPUs free for it at once (a job's GPUs are all on one host)")
+        "no room: a job's GPUs are all on one host, and no host has 2 GPUs free for it at once")
 
 
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
