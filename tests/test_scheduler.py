@@ -59,6 +59,39 @@ def test_a_job_at_its_quota_beside_a_free_gpu_says_its_team_does_not_borrow(loca
         "team does not borrow past its quota (its over_quota is off)" % (1 - held))
 
 
+def test_a_job_bigger_than_the_room_its_team_has_left_says_how_much_is_left(local_fleet):
+    """A whole GPU asked with 0.25 of a 1-GPU quota held: "at its quota (0.25 of 1.00 GPUs
+    held)" alone reads as a wait for nothing to a researcher, who sees 0.75 still hers; the
+    reason says what the job's slot charges against what is left."""
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="quarter", gpu=0.25), WHOLE],
+                    [TeamConfig("nlp", quota_gpus=1)])
+    small = f.submit("quarter", "nlp")
+    f.until(lambda: f.states()[small.id] == "running")
+    big = f.submit("whole", "nlp")
+    f.until(lambda: f.store.get(big.id).reason is not None)
+    free = 1 - f.store.get(small.id).slot.gpus[0]
+    assert f.store.get(big.id).reason == (
+        "team nlp is at its quota (0.25 of 1.00 GPUs held); its slot, gpu-a gpu%d 23034 MiB, "
+        "charges 1.00: more than the 0.75 left; the slot is free, but the team does not borrow "
+        "past its quota (its over_quota is off)" % free)
+
+
+def test_a_job_of_several_gpus_says_no_host_has_that_many_free_not_that_no_gpu_has_room(
+        local_fleet):
+    """Two L4s stand idle, on two hosts, and a job of 2 GPUs waits: "no GPU in the fleet has
+    a free slice for it" is false of each idle GPU the researcher sees in fractui status; what
+    holds it back is that a job's GPUs are on one host."""
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE, QueueConfig(name="two", gpus=2)])
+    held = f.submit("whole")
+    f.until(lambda: f.states()[held.id] == "running")
+    host = f.store.get(held.id).slot.host
+    assert host == "gpu-a"  # where it packs best: gpu-b alone could never hold the pair
+    pair = f.submit("two")
+    f.until(lambda: f.store.get(pair.id).reason is not None)
+    assert f.store.get(pair.id).reason == (
+        "no room: a job's GPUs are all on one host, and no host has 2 GPUs free for it at once")
+
+
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="10g", memory_gib=10)],
                     [TeamConfig("nlp", quota_gpus=0.4)])

@@ -41,6 +41,17 @@ def test_no_new_work_lands_on_a_cordoned_host_and_it_comes_back_when_uncordoned(
     assert on(f, second.id) == ("gpu-a", (0,))
 
 
+def test_a_job_of_two_gpus_beside_a_cordoned_one_says_it_wants_two_in_service_on_a_host(
+        local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="two", gpus=2)])
+    f.store.cordon("gpu-a", 1, CORDON, "ops", "fan")
+    pair = f.submit("two")
+    f.until(lambda: f.store.get(pair.id).reason is not None)
+    assert f.store.get(pair.id).reason == (
+        "no room: a job's GPUs are all on one host, and no host has 2 GPUs in service free for "
+        "it at once (out of service: gpu-a gpu1)")
+
+
 def test_a_cordoned_gpu_takes_nothing_new_while_the_host_s_other_gpus_do(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
     f.store.cordon("gpu-a", 0, CORDON, "ops", "bad fan")

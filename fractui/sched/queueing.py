@@ -174,7 +174,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
-                result.waiting[job.id] = _no_room(cordons, outside)
+                result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons, outside)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -300,20 +300,24 @@ def waits_at_quota(reason: Optional[str]) -> bool:
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
               slot: Optional[Slot] = None) -> str:
     """Why a job waits for its team's quota; where the slot found for it charges more than
-    the whole quota, that too, else "0.00 of 0.40 GPUs held" reads as a wait for nothing; and
-    where that slot is free now but the team may not borrow, that too, else a researcher who
-    sees the GPU idle in ``fractui status`` reads the wait as a fault."""
+    the whole quota, or than what is left of it, that too, else "0.00 of 0.40 GPUs held" or
+    "0.25 of 1.00" reads as a wait for nothing; and where that slot is free now but the team
+    may not borrow, that too, else a researcher who sees the GPU idle in ``fractui status``
+    reads the wait as a fault."""
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
     bigger = slot is not None and slot.charge > team.quota + EPSILON
+    short = slot is not None and not bigger and team.room() > EPSILON
     idle = slot is not None and not bigger and not team.over_quota
     return "team %s%s%.2f of %.2f GPUs held)%s%s%s" % (
         team.name, AT_QUOTA, team.within, team.quota,
-        "; its slot, %s, charges %.2f: more than the whole quota" % (
-            slot.describe(), slot.charge) if bigger else "",  # type: ignore[union-attr]
+        "; its slot, %s, charges %.2f: more than the %s" % (
+            slot.describe(), slot.charge,  # type: ignore[union-attr]
+            "whole quota" if bigger else "%.2f left" % team.room()) if bigger or short else "",
         "; waits for idle capacity to borrow" if team.over_quota else "",
         "; %s is free, but the team does not borrow past its quota (its over_quota is "
-        "off)" % slot.describe() if idle else "")  # type: ignore[union-attr]
+        "off)" % ("the slot" if short else slot.describe())  # type: ignore[union-attr]
+        if idle else "")
 
 
 def _size(req: Request) -> Tuple[FrozenSet[str], int, int]:
@@ -356,14 +360,20 @@ def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
     return "no host it may use is reachable now (%s): it waits for one" % _first_three(away)
 
 
-def _no_room(cordons: Sequence[Cordon], outside: Sequence[Tuple[str, int, int]]) -> str:
+def _no_room(gpu_count: int, cordons: Sequence[Cordon],
+             outside: Sequence[Tuple[str, int, int]]) -> str:
     """Why a job finds no room, naming what takes no new work when some does, and the GPUs
-    where processes outside fractui use memory (``fleetview.outside_use``)."""
-    if not cordons:
-        said = "no room: no GPU in the fleet has a free slice for it"
+    where processes outside fractui use memory (``fleetview.outside_use``). A job of several
+    GPUs is said to want them free on one host: "no GPU has a free slice" is false of the idle
+    GPUs, one a host, that its researcher sees in ``fractui status``."""
+    if gpu_count > 1:
+        said = "no room: a job's GPUs are all on one host, and no host has %d GPUs %sfree " \
+            "for it at once" % (gpu_count, "in service " if cordons else "")
     else:
-        said = "no room: no GPU in service has a free slice for it (out of service: %s)" % (
-            _first_three([c.where() for c in cordons]))
+        said = "no room: no GPU %s has a free slice for it" % (
+            "in service" if cordons else "in the fleet")
+    if cordons:
+        said += " (out of service: %s)" % _first_three([c.where() for c in cordons])
     if outside:
         said += "; processes outside fractui use GPU memory on %s" % _first_three(
             ["%s gpu%d (%d MiB)" % o for o in outside])
