@@ -738,7 +738,7 @@ def test_no_store_in_a_read_only_home_is_said_one_way_by_every_verb(tmp_path, re
     config of one host: jobs (whose hosts' listing makes the store), report (which never
     makes one) and submit say the same, naming the store and the folder that cannot be
     written, exit 1. Before, jobs said the temporary file SQLite's store is made in could not
-    be created ("[Errno 30] Read-only file system: '.store.db.XXXX.new'") and report that
+    be created ("[Errno 30] Read-only file system: '.store.db.<random>.new'") and report that
     nothing was ever submitted (a submit makes the store)."""
     config = tmp_path / "config.toml"
     config.write_text('[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\nname = "gpu-a"\n'

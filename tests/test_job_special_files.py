@@ -185,17 +185,23 @@ def test_a_fifo_in_place_of_a_log_is_refused_by_each_reader_said_once_and_never_
         "%s is read again after 4 failed reads" % log]
 
 
-def _swapped_while_down(start_agent, tmp_path):
-    """A job that runs till ``go`` is made, its daemon killed and its ``output.pipe`` replaced
-    by another FIFO of the agent's user meanwhile, and the next daemon started: (state dir,
-    go, the job, its pipe's path, that daemon)."""
+def _running_while_down(start_agent, tmp_path, key: str):
+    """A job that runs till ``go`` is made, and its daemon killed: (state dir, go, the job)."""
     state, go = str(tmp_path / "host"), tmp_path / "go"
     agent = start_agent("1xL4", state)
-    job = agent.call("job.launch", key="k-swapped", gpu=0, memory_mib=10,
+    job = agent.call("job.launch", key=key, gpu=0, memory_mib=10,
                      argv=script("import os, time\nwhile not os.path.exists(%r):\n"
                                  "    time.sleep(0.02)\n" % str(go)))
     os.kill(daemon_pid(agent), signal.SIGKILL)
     agent.proc.wait(timeout=10)
+    return state, go, job
+
+
+def _swapped_while_down(start_agent, tmp_path):
+    """A job that runs till ``go`` is made, its daemon killed and its ``output.pipe`` replaced
+    by another FIFO of the agent's user meanwhile, and the next daemon started: (state dir,
+    go, the job, its pipe's path, that daemon)."""
+    state, go, job = _running_while_down(start_agent, tmp_path, "k-swapped")
     pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
     fifo_in_place_of(pipe)
     return state, go, job, pipe, start_agent(None, state)
@@ -244,13 +250,7 @@ def test_a_started_record_whose_pipe_names_no_fifo_is_damage_not_a_swapped_pipe(
     no daemon ran): the next daemon says the file is damaged and sets it aside, and holds the
     job's pipe; the job runs to its recorded end. Before, the pipe was refused as "another
     put in its place", which it was not, and the job's output went unheld."""
-    state, go = str(tmp_path / "host"), tmp_path / "go"
-    agent = start_agent("1xL4", state)
-    job = agent.call("job.launch", key="k-bad-pipe", gpu=0, memory_mib=10,
-                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
-                                 "    time.sleep(0.02)\n" % str(go)))
-    os.kill(daemon_pid(agent), signal.SIGKILL)
-    agent.proc.wait(timeout=10)
+    state, go, job = _running_while_down(start_agent, tmp_path, "k-bad-pipe")
     started = Path(state) / "jobs" / job["id"] / "started.json"
     damaged = dict(json.loads(started.read_text()), pipe=["a", "b"])
     started.with_name("damaged.tmp").write_text(json.dumps(damaged))

@@ -114,6 +114,16 @@ async def test_a_store_that_hangs_holds_one_read_and_reads_once_more_when_it_ans
             store.open_all()
 
 
+async def cordoned_and_undone(app, pilot, store: Held) -> list:
+    """``C`` then ``U`` on the map's first host, once settled, until the store holds a call
+    at its door: what the app has said (``noted``), growing as it says more."""
+    await settled(pilot)
+    said = noted(app)
+    await pilot.press("C", "U")
+    assert await until(pilot, lambda: bool(store.waiting))
+    return said
+
+
 @pilot_test
 async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_order(tmp_path):
     """``C`` then ``U`` on a host while the store is slow to take the cordon: each ran in a
@@ -125,10 +135,7 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
     app = frozen_app(usage=store)
     async with app.run_test(size=(120, 36)) as pilot:
         try:
-            await settled(pilot)
-            said = noted(app)
-            await pilot.press("C", "U")
-            assert await until(pilot, lambda: bool(store.waiting))
+            said = await cordoned_and_undone(app, pilot, store)
             # each said at once, the store not yet answering (it said nothing till it did)
             assert said == ["cordoning a100-1…", "uncordoning a100-1…"]
             opened = []
@@ -176,10 +183,7 @@ async def test_a_cordon_that_fails_unforeseen_is_said_and_the_undo_asked_after_i
     app = frozen_app(usage=store)
     async with app.run_test(size=(120, 36)) as pilot:
         try:
-            await settled(pilot)
-            said = noted(app)
-            await pilot.press("C", "U")
-            assert await until(pilot, lambda: bool(store.waiting))
+            said = await cordoned_and_undone(app, pilot, store)
             assert store.open_latest() == "cordon"
             assert await until(pilot, lambda: bool(store.waiting)), said
             assert store.open_latest() == "uncordon"
