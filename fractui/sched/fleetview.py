@@ -248,7 +248,7 @@ def build_hosts(views: Iterable[HostView], store_jobs: Iterable[Job], store_uid:
     """The placement core's fleet: every usable host, with what its jobs book taken away.
 
     ``leave_out``: agent keys of jobs to treat as gone (a preemption being considered)."""
-    on_host = _on_host(store_jobs)
+    on_host = jobs_by_host(store_jobs)
     hosts = []
     for view in views:
         if view.state not in USABLE or not view.hello:
@@ -271,7 +271,7 @@ class HostCache:
                store_uid: str) -> bool:
         """Brings the hosts up to ``views`` and the store's jobs; returns whether any host
         changed (built again, come, gone or moved in the views' order) since the last call."""
-        on_host = _on_host(store_jobs)
+        on_host = jobs_by_host(store_jobs)
         built: Dict[str, Tuple[HostView, tuple, tuple, Host]] = {}
         changed = False
         for view in views:
@@ -314,7 +314,7 @@ def _copy(host: Host) -> Host:
                 host.cpu_free, host.memory_free, host.links)
 
 
-def _on_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
+def jobs_by_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
     """The store's jobs by the host whose room they hold; a job moving by hand holds its
     target too, as the decision it becomes (its next attempt placed there, by that key), so
     no placement takes the room while it stops."""

@@ -38,7 +38,7 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, covering, marks, refusal, state
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
-                                     outside_mib)
+                                     jobs_by_host, outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
@@ -164,9 +164,8 @@ def placed_on(status: HostStatus, index: int, store: Optional[StoreView]) -> lis
         return []
     running = {r.get("key") for r in status.jobs.values()
                if r.get("state") in ACTIVE_AGENT_STATES}  # (placement's rule: _host)
-    decided = [d for j in store.jobs for d in (j, j.held_decision()) if d is not None]
-    return [j for j in decided if j.state == PLACED and j.slot is not None
-            and j.slot.host == status.name and index in j.slot.gpus
+    return [j for j in jobs_by_host(store.jobs).get(status.name, ())
+            if j.state == PLACED and index in j.slot.gpus  # type: ignore[union-attr]
             and j.key(store.uid) not in running]
 
 
