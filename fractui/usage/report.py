@@ -254,9 +254,7 @@ def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now:
     end = min(bucket + bucket_s, now)
     if end < bucket + bucket_s:
         end = min(end, bucket + reach_s)
-    if end <= bucket:  # begun at now or after, by the holder's clock: all of it is there
-        return 1.0 if since <= bucket < until else 0.0
-    return max(0.0, min(end, until) - max(bucket, since)) / (end - bucket)
+    return _spread(bucket, end, since, until)
 
 
 def seen_part(t: GpuTime, since: float, until: float) -> float:
@@ -264,8 +262,14 @@ def seen_part(t: GpuTime, since: float, until: float) -> float:
     they were seen (``seen_from`` to ``seen_to``): spread over that time, not over the bucket,
     so a GPU that came or went within it is counted where it was (bucket_part's spread read a
     GPU gone before a range began as online in it)."""
-    start, end = t.seen_from, t.seen_to
-    assert start is not None and end is not None
+    assert t.seen_from is not None and t.seen_to is not None
+    return _spread(t.seen_from, t.seen_to, since, until)
+
+
+def _spread(start: float, end: float, since: float, until: float) -> float:
+    """The part of seconds spread evenly over [start, end) that is in [since, until); all or
+    none of them where that time is a point (a bucket begun at now or after, by the holder's
+    clock; a GPU seen once), by whether it is in the range."""
     if end <= start:
         return 1.0 if since <= start < until else 0.0
     return max(0.0, min(end, until) - max(start, since)) / (end - start)
