@@ -316,11 +316,16 @@ class PostgresDialect(Dialect):
         is connected): an admin's session that keeps it (or a member's, where a broad grant
         gave her UPDATE on every table) is named, with the way to end it. Before 0032 the lock
         was advisory, which any role may take."""
-        row = db.execute(*((_HOLDER % _WRITER,) if self.turns else
-                           (_HOLDER % _ADVISORY_WRITER, (WRITE_LOCK,)))).fetchone()
+        writer, params = self._writer()
+        row = db.execute(_HOLDER % writer, params).fetchone()
         if row is None:
             return "the store's write lock was held by a session that has let it go"
         return "the store's write lock is held by %s" % _holder_words(row)
+
+    def _writer(self) -> tuple[str, tuple[int, ...]]:
+        """What marks a fractui writer in its turn on pg_locks l, and its parameters: the
+        write lock's table (0032), or the advisory lock before it."""
+        return (_WRITER, ()) if self.turns else (_ADVISORY_WRITER, (WRITE_LOCK,))
 
     def explained(self, db: psycopg.Connection, err: StoreError) -> StoreError:
         """A row or table found locked, said with the session that holds it: the oldest
@@ -329,13 +334,12 @@ class PostgresDialect(Dialect):
         if not isinstance(err, RowsLocked):
             return err
         try:
+            writer, params = self._writer()
             outside = ("l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() "
                        "AND l.relation IN (SELECT oid FROM pg_class WHERE relnamespace = "
                        "'public'::regnamespace) AND NOT EXISTS (SELECT 1 FROM pg_locks w "
-                       "WHERE w.pid = l.pid AND %s)" % (
-                           _WRITER if self.turns else _ADVISORY_WRITER).replace("l.", "w."))
-            row = db.execute(_HOLDER % outside, () if self.turns else (WRITE_LOCK,)
-                             ).fetchone()
+                       "WHERE w.pid = l.pid AND %s)" % writer.replace("l.", "w."))
+            row = db.execute(_HOLDER % outside, params).fetchone()
         except psycopg.Error:
             return err  # (the words it has are still true)
         who = ("held by %s" % _holder_words(row) if row is not None else
