@@ -16,10 +16,10 @@ PATH_SHOWN = 200  # characters of the PATH said: a long one is cut
 
 def not_found(program: str) -> str:
     """Words for ``program`` not found on the agent's PATH (exec's ENOENT)."""
-    missing = missing_interpreter(program, os.environ.get("PATH"))
+    path = os.environ.get("PATH")
+    missing = missing_interpreter(program, path)
     if missing:
         return "%s cannot run: %s" % (program, missing)
-    path = os.environ.get("PATH")
     shown = "unset, so %s" % os.defpath if path is None else path or "empty"
     if len(shown) > PATH_SHOWN:
         shown = shown[:PATH_SHOWN] + "..."
