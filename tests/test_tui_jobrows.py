@@ -4,8 +4,10 @@ that fit a width, sorting and filtering."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from fractui.fleet.host import HostStatus
-from fractui.store.model import PENDING, Slot
+from fractui.store.model import PENDING, PLACED, Slot
 from fractui.tui.gpu_screen import describe
 from fractui.tui.jobrows import COLUMNS, filter_rows, fit, job_rows, memory, sort_rows
 from fractui.tui.jobs_view import grown
@@ -101,6 +103,19 @@ def test_a_job_the_store_still_shows_pending_is_one_row_when_its_host_runs_it():
                                 "state": "running", "name": waiting.name}
     rows = job_rows(store, statuses, now=100.0)
     assert [r.ref for r in rows].count("h/j5") == 0 and len(rows) == 4
+
+
+def test_a_job_its_agent_runs_is_a_running_row_though_the_store_still_has_it_placed():
+    """The state column is the one every view draws (fleetview.seen_state): the agent's
+    running job is running, the store's record of its launch still to come; a job placed and
+    not yet started is placed."""
+    store, statuses = _fleet()
+    store = StoreView(UID, tuple(dataclasses.replace(j, state=PLACED) if j.id in (7, 8) else j
+                                 for j in store.jobs))
+    rows = {r.ref: r for r in job_rows(store, statuses, now=100.0)}
+    assert (rows["7"].state, rows["8"].state) == ("running", "running")
+    del statuses["h"].jobs["j1"]  # its share not started yet
+    assert {r.ref: r.state for r in job_rows(store, statuses, now=100.0)}["7"] == PLACED
 
 
 def test_sort_by_any_column_and_filter_by_regex():

@@ -23,7 +23,7 @@ from fractui.tui.queues import QueuePanel
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import fleet, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -334,3 +334,34 @@ def test_a_line_past_what_an_agent_pushes_is_cut_in_the_view_as_it_grows(local_f
             assert log.lines[1:] == [cut, "end"]
 
     drive()
+
+
+@pilot_test
+async def test_a_job_its_agent_runs_is_running_on_every_view_though_the_store_has_it_placed():
+    """#16 (2 GiB of a10-1 gpu 1) as the store has it before the lease holder's pass records
+    its launch: placed, while its agent runs it. The map drew it twice (its share, and the
+    same share hatched as being placed beside it) while the jobs view said placed and the job
+    screen placed; every view draws it running now, as the GPU view counted it (one share,
+    not two, taken from its free memory)."""
+    async with settled_app((160, 48), store_states={16: "placed"}) as (app, pilot):
+        (gpu,) = [g for g in fleet(app).model.hosts["a10-1"].gpus if g.index == 1]
+        assert [(b.kind, b.job) for b in gpu.blocks if b.job and b.job.startswith("#16")] == [
+            ("job", "#16 a10-1/j4")]
+        assert "placing" not in [b.kind for b in gpu.blocks]
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        assert {r.ref: r.state for r in app.screen.rows}["16"] == "running"
+        await pilot.press("escape")
+        app.open_gpu("a10-1", 1)
+        await settled(pilot)
+        status = fleet(app).statuses["a10-1"]
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 1)
+        room = gpu["memory_mib"] - sum(r["memory_mib"] for r in status.jobs.values()
+                                       if 1 in r["gpus"] and r["state"] == "running")
+        assert any(line.split()[:2] == ["free", "%.1fG" % (room / 1024)]
+                   for line in screen_lines(app)), screen_lines(app)
+        await pilot.press("escape")
+        await open_job(app, pilot, 16)
+        assert "running · attempt 0" in text_of(job_screen(app).details(
+            job_screen(app).agent_record()))

@@ -102,6 +102,23 @@ def test_mig_blocks_idle_busy_simulated_creating_and_decided():
     assert gpu.slices == 8 and gpu.util is None
 
 
+def test_a_share_its_agent_runs_is_drawn_running_though_the_store_still_has_it_placed():
+    """The store records a launch at the lease holder's next pass; until then the job is
+    placed there while its agent already runs it. The map drew it twice: its share, and
+    beside it the same share again hatched as being placed. One placed and not yet started is
+    drawn placing; so is one the agent has ended (it is not running)."""
+    placed = job(7, state=PLACED, slot=Slot("h", (0,), memory_mib=6000))
+    record = {"id": "j1", "key": placed.key(UID), "gpus": [0], "memory_mib": 6000,
+              "pid": 11, "name": "train", "created_at": 1}
+    for state in ("starting", "running"):
+        (gpu,) = build([l4()], [dict(record, state=state)], [placed]).hosts["h"].gpus
+        assert [(b.kind, b.job) for b in gpu.blocks] == [(JOB, "#7 h/j1")], state
+        assert gpu.allocated == pytest.approx(0.25)
+    for agent in ([], [dict(record, state="exited")]):
+        (gpu,) = build([l4()], agent, [placed]).hosts["h"].gpus
+        assert [(b.kind, b.job) for b in gpu.blocks] == [(PLACING, "#7")]
+
+
 def test_share_bar_draws_edges_in_eighths():
     agent = [{"id": "j1", "key": "k", "gpus": [0], "memory_mib": 9000, "state": "running",
               "pid": 1, "created_at": 0}]

@@ -39,20 +39,26 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
                usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
                sampled: bool = True, holder: Optional[str] = None,
                trouble: Optional[str] = None, bounds: Optional[Mapping[str, int]] = None,
-               more_teams: Sequence[str] = (), **tui: Any) -> FractuiApp:
+               more_teams: Sequence[str] = (),
+               store_states: Optional[Mapping[int, str]] = None,
+               **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
     why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
     ``trouble`` what fails its passes; ``bounds``: the teams' bounds on waiting jobs the
     store lists (none: each team held to the default); ``more_teams``: teams the config lists
-    after the sample's, with no job. The map and the queues show the sample fleet's jobs as
-    ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
+    after the sample's, with no job; ``store_states``: the store's state of some jobs
+    instead (by id), their agents' records left as they are. The map and the queues show the
+    sample fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is
+    kept."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
     teams = TEAMS + tuple(TeamConfig(name) for name in more_teams)
     config = Config(path=None, queues=QUEUES, teams=teams, tui=TuiSettings(**tui),
                     usage=UsageSettings(bucket_s=H))
-    jobs = tuple(dataclasses.replace(j, reason=reasons[j.id]) if j.id in reasons else j
+    store_states = store_states or {}
+    jobs = tuple(dataclasses.replace(j, reason=reasons.get(j.id, j.reason),
+                                     state=store_states.get(j.id, j.state))
                  for j in fleet.store.jobs)
     store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,
                                 trouble=trouble)

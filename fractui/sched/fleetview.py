@@ -28,11 +28,32 @@ from remote_agent.mig.planner import PlanError
 from fractui.sched import mig
 from fractui.sched.model import MILLI, Gpu, Host, Request
 from fractui.sched.quota import charge
-from fractui.store.model import ON_HOST, Job
+from fractui.store.model import ON_HOST, PENDING, PLACED, RUNNING, Job
 
 USABLE = ("online", "degraded")
 ACTIVE_AGENT_STATES = ("starting", "running")
 FLIP_FEATURES = (MODE_RESET, MODE_DESTROY_IDLE)  # what a mode change before a launch asks
+
+
+def seen_state(job: Job, record: Optional[Mapping[str, Any]]) -> str:
+    """The state every view draws ``job`` in, given its agent's record of it (by its key;
+    None: none): running once the agent reports it starting or running, though the store has it
+    placed (or, in a read from before, pending) until the lease holder records the launch;
+    else the store's. One rule, so the map, the GPU view, the jobs view and the job screen
+    never tell one job two ways."""
+    if job.state in (PENDING, PLACED) and record is not None \
+            and record.get("state") in ACTIVE_AGENT_STATES:
+        return RUNNING
+    return job.state
+
+
+def not_started(jobs: Iterable[Job], records: Iterable[Mapping[str, Any]],
+                store_uid: str) -> List[Job]:
+    """Of the store's ``jobs`` on one host, those decided there (placed, a move's held target)
+    that its agent (its job ``records``) does not run yet (``seen_state``): drawn placing,
+    their room booked from the decision."""
+    by_key = {r.get("key"): r for r in records}
+    return [j for j in jobs if seen_state(j, by_key.get(j.key(store_uid))) == PLACED]
 
 
 def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:

@@ -38,13 +38,13 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, covering, marks, refusal, state
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
-                                     jobs_by_host, outside_mib)
+                                     jobs_by_host, not_started, outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
-from fractui.store.model import PLACED, Job
+from fractui.store.model import Job
 from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
@@ -162,11 +162,9 @@ def placed_on(status: HostStatus, index: int, store: Optional[StoreView]) -> lis
     it), though no row of the view is theirs."""
     if store is None:
         return []
-    running = {r.get("key") for r in status.jobs.values()
-               if r.get("state") in ACTIVE_AGENT_STATES}  # (placement's rule: _host)
-    return [j for j in jobs_by_host(store.jobs).get(status.name, ())
-            if j.state == PLACED and index in j.slot.gpus  # type: ignore[union-attr]
-            and j.key(store.uid) not in running]
+    return [j for j in not_started(jobs_by_host(store.jobs).get(status.name, ()),
+                                   status.jobs.values(), store.uid)
+            if index in j.slot.gpus]  # type: ignore[union-attr]
 
 
 def describe(status: Optional[HostStatus], host: str, index: int, store: Optional[StoreView],
@@ -209,7 +207,7 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         shut = " — " + state(fence, store.jobs)
         barred = "; %s" % refusal(store.cordons, status.name, (index,))
     names = _job_names(status, store)
-    live = [r for r in status.jobs.values() if r.get("state") in ("starting", "running")
+    live = [r for r in status.jobs.values() if r.get("state") in ACTIVE_AGENT_STATES
             and index in (r.get("gpus") or ())]
     by_pid = {r.get("pid"): names[str(r.get("id"))][0] for r in live}
     by_instance = {r.get("instance"): names[str(r.get("id"))] for r in live

@@ -14,11 +14,9 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
 from fractui.sched.copies import judged, unheld
-from fractui.sched.fleetview import USABLE
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, seen_state
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
-
-_LIVE = ("starting", "running")
 
 
 class JobRow(NamedTuple):
@@ -168,7 +166,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             for host, status in statuses.items() if connected(status)}
     for host, status in statuses.items():
         for record in status.jobs.values():
-            if record.get("state") in _LIVE:
+            if record.get("state") in ACTIVE_AGENT_STATES:
                 records[(host, record.get("key") or "")] = record
     known = set()
     where = {key: (host, key) for host, key in records}  # a store job's key: on which host
@@ -192,7 +190,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
         if job.state in ENDED:
             since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
-                           job.state, _where(job), used, cap, util, now - since,
+                           seen_state(job, record), _where(job), used, cap, util, now - since,
                            job.reason or "", job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     shown = {j.id: j for j in (store.jobs + (store.ended or ()))} if store else {}

@@ -36,7 +36,7 @@ from fractui.tui.commands import Entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
                                  refused_now)
 from fractui.tui.health import HealthPanel, Series, gpu_series
-from fractui.sched.fleetview import job_memory_mib
+from fractui.sched.fleetview import job_memory_mib, seen_state
 from fractui.tui.history import job_key
 from fractui.tui.jobrows import connected
 from fractui.tui.logview import LogView
@@ -244,14 +244,23 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
 
     def agent_record(self) -> Optional[dict[str, Any]]:
+        """The agent's record of the job, where its host is connected (its last word is not
+        how the job is now)."""
+        job = self.job
+        if job is None or job.slot is None:
+            return None
+        return self.last_word() if connected(self.statuses().get(job.slot.host)) else None
+
+    def last_word(self) -> Optional[dict[str, Any]]:
+        """The agent's record of the job as its host last reported it, connected or not: what
+        the job is drawn as (``seen_state``), as the map and the jobs view draw it."""
         job = self.job
         if job is None or job.slot is None or self.uid is None:
             return None
         status = self.statuses().get(job.slot.host)
-        if not connected(status):  # its last word is not how the job is now
-            return None
         key = job.key(self.uid)
-        return next((r for r in status.jobs.values() if r.get("key") == key), None)
+        return next((r for r in status.jobs.values() if r.get("key") == key), None) \
+            if status is not None else None
 
     def stops(self) -> tuple[str, ...]:
         """The stops offered now: those the job's state allows (none ``--readonly``)."""
@@ -411,7 +420,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         now = self.clock()
         grid.add_row("job #%d" % job.id, Text.assemble(
             (job.name, "bold"), "  %s · attempt %d%s" % (
-                job.state, job.attempt, " · preemptible" if job.preemptible else "")))
+                seen_state(job, self.last_word()), job.attempt,
+                " · preemptible" if job.preemptible else "")))
         grid.add_row("queue", "%s · team %s · submitted %s ago%s%s" % (
             job.queue, job.team or "—", duration(now - job.submitted_at),
             " by %s" % job.user if job.user else "",

@@ -17,8 +17,8 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
-from fractui.sched.fleetview import mps_layer
-from fractui.store.model import ACTIVE, PENDING, PLACED, Cordon, Job, StaleCopy
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, mps_layer, not_started
+from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
 # Block kinds: what holds a part of a GPU.
@@ -30,7 +30,6 @@ SIMULATED = "simulated"  # the demo's simulated load: no process behind it
 GHOST = "ghost"  # placement mode: where the job being placed would go
 
 _SHORT = {full: alias for alias, full in ALIASES.items()}
-_LIVE_JOB_STATES = ("starting", "running")
 
 
 def short_model(name: str) -> str:
@@ -162,7 +161,7 @@ def host_view(status: HostStatus, by_key: dict[str, Job], placed: Sequence[Job],
     """One host's lines from its status, the store jobs matched by agent key, and the store's
     placed-but-not-running jobs on it. ``simulated``: agent pids of the demo's simulated load."""
     snapshot = status.snapshot or {}
-    live = [j for j in status.jobs.values() if j.get("state") in _LIVE_JOB_STATES]
+    live = [j for j in status.jobs.values() if j.get("state") in ACTIVE_AGENT_STATES]
     stale = status.state not in ("online", "degraded")
     now = snapshot.get("time") or 0.0
     gpus = tuple(_gpu_line(status.name, g, live, by_key, placed, stale, simulated, now)
@@ -408,7 +407,7 @@ class FleetModel:
         """Rebuilds one host; returns whether its lines changed."""
         jobs = self._on_host.get(status.name, ())
         by_key = {j.key(self.store.uid): j for j in jobs} if self.store else {}
-        placed = [j for j in jobs if j.state == PLACED]
+        placed = not_started(jobs, status.jobs.values(), self.store.uid) if self.store else []
         view = host_view(status, by_key, placed, simulated)
         marked = self._marks.get(status.name)
         if marked:
