@@ -667,3 +667,73 @@ def test_a_move_past_the_quota_counts_what_the_job_lets_go_of():
         usage = {u.name: u for u in team_usage(jobs, [TeamConfig("vision", quota_gpus=0.5)])}
         said = Placement(asked, [there], usage=usage).past_quota()
         assert (said is not None) == past, (state, preemptible, said)
+
+
+async def on_a_row(view: JobsScreen, pilot, state: str) -> tuple[int, int]:
+    """The jobs view's cursor on its first store job in ``state``: its number and row."""
+    await pilot.press("g")
+    while view.table.row.state != state or view.table.row.job_id is None:
+        await pilot.press("j")
+    return view.table.row.job_id, view.table.cursor
+
+
+@pilot_test
+async def test_every_way_to_the_map_goes_back_one_way_and_every_view_closes_on_its_keys():
+    """The jobs view's ``p`` and ``m``, a job screen's ``P`` and ``m`` over the jobs view, and
+    ``m`` on a job's screen opened from a GPU view: each closes the views over the map, and
+    ``esc`` out of the placement opens them again as they were (the app's one reopener, read
+    before they close). And ``esc`` and ``q`` each close the jobs view, a job's screen and a
+    GPU view, back to what is under it."""
+    async with settled_app((160, 48)) as (app, pilot):
+        base = app.screen_stack[:2]
+
+        async def to_map_and_back(key: str, job_id: int) -> None:
+            await pilot.press(key)
+            await until(pilot, lambda: fleet(app).placement is not None
+                        and not fleet(app).placement.busy, "its slots looked for")
+            assert app.screen_stack == base and fleet(app).placement.job.id == job_id
+            await pilot.press("escape")
+            await settled(pilot)
+            assert fleet(app).placement is None
+
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        for key, state in (("p", "pending"), ("m", "running")):
+            row = await on_a_row(view, pilot, state)
+            await to_map_and_back(key, row[0])
+            assert app.screen_stack == base + [view]
+            assert (view.table.row.job_id, view.table.cursor) == row
+        for key, state, back in (("P", "pending", "escape"), ("m", "running", "q")):
+            row = await on_a_row(view, pilot, state)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job's screen")
+            await to_map_and_back(key, row[0])
+            top = app.screen
+            assert isinstance(top, JobScreen) and top.job_id == row[0]
+            assert app.screen_stack == base + [view, top]
+            await pilot.press(back)
+            await pilot.pause()
+            assert app.screen is view and (view.table.row.job_id, view.table.cursor) == row
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.screen_stack == base
+        for back in ("escape", "q"):
+            app.open_gpu("a10-1", 0)  # shares of #13, #14, #15
+            await settled(pilot)
+            await pilot.press("j", "enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "job 14's screen")
+            await to_map_and_back("m", 14)
+            gpu, top = app.screen_stack[2:]
+            assert isinstance(gpu, GpuScreen) and (gpu.host, gpu.index, gpu.cursor) == (
+                "a10-1", 0, 1)
+            assert isinstance(top, JobScreen) and top.job_id == 14
+            await pilot.press(back)
+            await pilot.pause()
+            assert app.screen is gpu
+            await pilot.press(back)
+            await pilot.pause()
+            assert app.screen_stack == base

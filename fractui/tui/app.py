@@ -115,25 +115,25 @@ class FractuiApp(App[None], inherit_bindings=False):
         go to the map; ``esc`` there comes back to it, the screens under it as they were."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly,
-                                   lambda j: self.move_job(j, self.reopener()),
-                                   lambda j: self.place_job(j, self.reopener())))
+                                   self.clock, self.readonly, self.move_job, self.place_job))
 
-    def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
+    def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
-        job screen's ``m``; ``back`` reopens the view it was started in, for ``esc``."""
-        self._on_map(FleetScreen.move_job, job_id, back)
+        job screen's ``m``; ``esc`` there opens again the views it was asked from."""
+        self._on_map(FleetScreen.move_job, job_id)
 
-    def place_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
-        """Placement mode on pending store job ``job_id``, on the map: the job screen's
-        ``P`` (the queue panel's ``p`` and the jobs view's start the same mode); ``back`` as
-        ``move_job``'s."""
-        self._on_map(FleetScreen.place_job, job_id, back)
+    def place_job(self, job_id: int) -> None:
+        """Placement mode on pending store job ``job_id``, on the map: the jobs view's ``p``
+        and the job screen's ``P`` (the queue panel's ``p`` starts the same mode on the map
+        itself); ``esc`` as ``move_job``'s."""
+        self._on_map(FleetScreen.place_job, job_id)
 
     def _on_map(self, start: Callable[[FleetScreen, int, Optional[Callable[[], None]]], None],
-                job_id: int, back: Optional[Callable[[], None]]) -> None:
-        """``start`` on the fleet screen, the screens over it closed as ``esc`` closes them."""
-        fleet = self.fleet
+                job_id: int) -> None:
+        """``start`` on the fleet screen, the screens over it closed as ``esc`` closes them,
+        with what opens them again (``reopener``, read before they close) for its ``esc``:
+        one way back, wherever the placement was asked from."""
+        fleet, back = self.fleet, self.reopener()
         from_fleet(fleet, lambda: start(fleet, job_id, back))
 
     def reopener(self) -> Callable[[], None]:
@@ -175,12 +175,8 @@ class FractuiApp(App[None], inherit_bindings=False):
             fleet = self.fleet
             # a placement started there goes back there on esc, its cursor on the job
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
-                                           self.clock, self.open_job,
-                                           lambda job_id: fleet.place_job(job_id,
-                                                                          self.open_jobs),
-                                           lambda job_id: self.move_job(job_id,
-                                                                        self.open_jobs),
-                                           self.readonly, fleet.store_note,
+                                           self.clock, self.open_job, self.place_job,
+                                           self.move_job, self.readonly, fleet.store_note,
                                            fleet.want_ended), "jobs")
         self.push_screen("jobs")
 

@@ -397,14 +397,12 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         job = self._row_job(lambda state: state == PENDING,
                             "only a pending job is placed by hand")
         if job is not None:
-            self.dismiss()
-            self.place(job)
+            self.place(job)  # (it closes this view, and opens it again on esc)
 
     def action_move(self) -> None:
         job = self._row_job(movable, "only a placed or running job of the store is moved")
         if job is not None:
-            self.dismiss()
-            self.move(job)
+            self.move(job)  # (it closes this view, and opens it again on esc)
 
     def _row_job(self, fits: Callable[[str], bool], only: str) -> Optional[int]:
         """The cursor row's job number where its state ``fits`` a key's action; else None,
