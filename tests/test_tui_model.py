@@ -4,12 +4,13 @@ eighth-block shares, MIG slices, the filter, queue waits, and the demo's fleet l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
 from fractui.demo import fleet_layout, gpu_count
 from fractui.fleet.host import HostStatus
-from fractui.store.model import PENDING, PLACED, RUNNING, Job, Slot
+from fractui.store.model import MOVE, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
 from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu, render_group, \
     render_host
 from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, GpuGroupLine,
@@ -117,6 +118,22 @@ def test_a_share_its_agent_runs_is_drawn_running_though_the_store_still_has_it_p
     for agent in ([], [dict(record, state="exited")]):
         (gpu,) = build([l4()], agent, [placed]).hosts["h"].gpus
         assert [(b.kind, b.job) for b in gpu.blocks] == [(PLACING, "#7")]
+
+
+def test_a_move_s_target_is_held_on_the_map_as_placement_holds_it():
+    """A job stopping to move holds its target as the decision it becomes (placed there by
+    hand), on the map as in placement (fleetview.jobs_by_host, one grouping for both): its
+    share drawn being placed on the target host while it still runs where it was."""
+    moving = dataclasses.replace(job(7, state=STOPPING, slot=Slot("h", (0,), memory_mib=6000)),
+                                 stop_intent=MOVE, move_to=Slot("g", (0,), memory_mib=6000))
+    agent = {"j1": {"id": "j1", "key": moving.key(UID), "gpus": [0], "memory_mib": 6000,
+                    "state": "running", "pid": 11, "name": "j7", "created_at": 1}}
+    model = FleetModel(["h", "g"])
+    assert sorted(model.set_store(StoreView(UID, (moving,)))) == ["g", "h"]
+    model.update(HostStatus("h", state="online", snapshot={"gpus": [l4()]}, jobs=agent))
+    model.update(HostStatus("g", state="online", snapshot={"gpus": [l4()]}, jobs={}))
+    assert [(b.kind, b.job) for b in model.hosts["h"].gpus[0].blocks] == [(JOB, "#7 h/j1")]
+    assert [(b.kind, b.job) for b in model.hosts["g"].gpus[0].blocks] == [(PLACING, "#7")]
 
 
 def test_share_bar_draws_edges_in_eighths():

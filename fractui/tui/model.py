@@ -17,7 +17,7 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, mps_layer, not_started
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, jobs_by_host, mps_layer, not_started
 from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -383,14 +383,7 @@ class FleetModel:
     def set_store(self, view: StoreView) -> list[str]:
         """A new read of the store; returns the hosts whose jobs or cordons in it changed, the
         only ones whose lines it can change (a job on a host has a slot there)."""
-        grouped: dict[str, list[Job]] = {}
-        for job in view.jobs:
-            if job.slot is not None:
-                grouped.setdefault(job.slot.host, []).append(job)
-            held = job.held_decision()  # a move's room, drawn as decided (hatched)
-            if held is not None:
-                grouped.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
-        new = {host: tuple(jobs) for host, jobs in grouped.items()}
+        new = {host: tuple(jobs) for host, jobs in jobs_by_host(view.jobs).items()}
         marked: dict[str, dict[Optional[int], str]] = {}
         for (host, gpu), state in marks(view.cordons, view.jobs).items():
             marked.setdefault(host, {})[gpu] = state
