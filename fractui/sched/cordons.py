@@ -82,6 +82,21 @@ def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
     return {(c.host, c.gpu): state(c, jobs) for c in cordons}
 
 
+def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index: int
+                ) -> Optional[str]:
+    """How GPU ``index`` of ``host`` is out of service, in words: "cordoned" (its own
+    cordon), "draining (its host's drain)", or both, "cordoned, and its host draining"; None
+    in service. Both are said where both hold: each keeps work off, and each is lifted apart
+    (the GPU's own, the host's by U on the map). One wording for every line that says it."""
+    marked = marks(cordons, jobs)
+    own, whole = marked.get((host, index)), marked.get((host, None))
+    if whole is None:
+        return own
+    if own is not None:
+        return "%s, and its host %s" % (own, whole)
+    return "%s (its host's %s)" % (whole, "cordon" if whole == CORDONED else "drain")
+
+
 def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
     """How many are in each state (for a header): cordoned, draining, drained."""
     counts = dict.fromkeys(STATES, 0)

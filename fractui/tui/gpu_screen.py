@@ -36,7 +36,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
-from fractui.sched.cordons import CORDONED, covering, marks, refusal, state
+from fractui.sched.cordons import gpu_service, refusal
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
                                      jobs_by_host, not_started, outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
@@ -193,18 +193,14 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         "n/a (%s)" % (gpu.get("utilization_note") or "not reported") if util is None
         else "%d%%" % util))))  # (on at 80 columns between parts, not inside one)
     head.add_row("uuid", gpu.get("uuid") or "—")
-    marked = marks(store.cordons, store.jobs) if store else {}
-    own = marked.get((status.name, index))
-    out = own or marked.get((status.name, None))
-    if out is not None:  # what C, D and U here change: seen here, not only on the map
-        whose = "" if own else " (its host's %s)" % ("cordon" if out == CORDONED else "drain")
-        head.add_row("service", Text(out + whose, style=warning))
-    # out of service, placement gives it nothing (cordons.fenced, by covering): the free
-    # rows' room stays said, with why no job goes there
-    fence = covering(store.cordons, status.name, (index,)) if store else None
+    out = gpu_service(store.cordons, store.jobs, status.name, index) if store else None
     shut = barred = ""
-    if fence is not None and store is not None:
-        shut = " — " + state(fence, store.jobs)
+    if out is not None and store is not None:
+        # what C, D and U here change: seen here, not only on the map; out of service,
+        # placement gives it nothing (cordons.fenced): the free rows' room stays said, in the
+        # service line's words, with why no job goes there
+        head.add_row("service", Text(out, style=warning))
+        shut = " — " + out
         barred = "; %s" % refusal(store.cordons, status.name, (index,))
     names = _job_names(status, store)
     live = [r for r in status.jobs.values() if r.get("state") in ACTIVE_AGENT_STATES
