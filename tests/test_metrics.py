@@ -224,6 +224,31 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
         exporter.close()
 
 
+def test_a_scrape_is_said_in_the_log_at_debug_and_a_bad_request_as_a_warning(caplog, capfd):
+    """The server's requests go to fractui's log, never to the scheduler's stderr as
+    http.server writes them: a scrape at debug (who scraped, and what), a request it refuses
+    (one that is not HTTP) as a warning naming the client. They were dropped, as
+    prometheus-client's own server drops them, a request refused with them."""
+    caplog.set_level(logging.DEBUG, logger="fractui.metrics")
+    port = closed_port()
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+    try:
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"not http at all\r\n\r\n")
+            assert b"Error code: 400" in conn.makefile("rb").read()
+    finally:
+        exporter.close()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "fractui.metrics"
+            and "serving" not in r.getMessage()]
+    assert said[0][0] == "DEBUG", said
+    assert said[0][1].startswith('metrics: 127.0.0.1 "GET /metrics HTTP/1.1" 200 '), said
+    assert ("WARNING", "metrics: a request from 127.0.0.1 failed: code 400, message Bad "
+            "request version ('all')") in said, said
+    assert capfd.readouterr().err == ""
+
+
 # Another user's process squatting a port: it prints the port it listens on, then waits for
 # its stdin to close.
 SQUATTER = """

@@ -144,11 +144,17 @@ class Exporter:
             log.info("metrics: stopped serving (the lease is not held)")
 
 
-class _Quiet(WSGIRequestHandler):
-    """A scrape is not logged (as prometheus-client's own server logs none)."""
+class _Logged(WSGIRequestHandler):
+    """The server's requests in fractui's log, not on stderr as http.server writes them: a
+    scrape at debug, a request refused (not HTTP) as a warning naming its client.
+    prometheus-client's own server drops both (a private handler of its own)."""
 
     def log_message(self, format: str, *args: object) -> None:
-        pass
+        log.debug("metrics: %s " + format, self.address_string(), *args)
+
+    def log_error(self, format: str, *args: object) -> None:
+        log.warning("metrics: a request from %s failed: " + format, self.address_string(),
+                    *args)
 
 
 class _Server(ThreadingWSGIServer):
@@ -158,7 +164,7 @@ class _Server(ThreadingWSGIServer):
 
     def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any]):
         self.address_family = family
-        super().__init__(address, _Quiet)
+        super().__init__(address, _Logged)
         self.set_app(app)
 
 
