@@ -148,7 +148,7 @@ async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whos
                                                Cordon("h100-1", None, DRAIN, "ops", "", 1.0)]
                            ) as (app, pilot):
         for host, index, said in (("a10-1", 1, "service  cordoned"),
-                                  ("h100-1", 0, "service  draining (its host's drain)"),
+                                  ("h100-1", 0, "service  host draining"),
                                   ("a10-1", 0, None)):
             app.open_gpu(host, index)
             await pressed(pilot)

@@ -198,6 +198,15 @@ def test_gpu_detail_of_mig_at_80x24(snap_compare):
                         run_before=_gpu_detail("h100-1", 0))
 
 
+def test_gpu_detail_of_a_gpu_cordoned_on_a_drained_host_at_80x24(snap_compare):
+    """h100-1's first GPU cordoned on its own, h100-1 drained as a whole: the service line and
+    the free rows say both in one wording, whole at 80 columns."""
+    out = (Cordon("h100-1", None, DRAIN, "ops@head", "drained by ops@head", 0.0),
+           Cordon("h100-1", 0, CORDON, "ops@head", "cordoned by ops@head", 0.0))
+    assert snap_compare(frozen_app(cordons=out), terminal_size=(80, 24),
+                        run_before=_gpu_detail("h100-1", 0))
+
+
 def test_gpu_detail_of_shares_at_160x48(snap_compare):
     """l4-1's first GPU: shares, their processes, a process outside fractui, the host's
     error."""

@@ -85,16 +85,14 @@ def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
 def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index: int
                 ) -> Optional[str]:
     """How GPU ``index`` of ``host`` is out of service, in words: "cordoned" (its own
-    cordon), "draining (its host's drain)", or both, "cordoned, and its host draining"; None
-    in service. Both are said where both hold: each keeps work off, and each is lifted apart
-    (the GPU's own, the host's by U on the map). One wording for every line that says it."""
+    cordon), "host draining" (its host's), or both, "cordoned, host draining"; None in
+    service. Both are said where both hold: each keeps work off, and each is lifted apart
+    (the GPU's own, the host's by U on the map). One wording for every line that says it,
+    short enough for a free row's cell at 80 columns."""
     marked = marks(cordons, jobs)
     own, whole = marked.get((host, index)), marked.get((host, None))
-    if whole is None:
-        return own
-    if own is not None:
-        return "%s, and its host %s" % (own, whole)
-    return "%s (its host's %s)" % (whole, "cordon" if whole == CORDONED else "drain")
+    words = ([own] if own else []) + (["host " + whole] if whole else [])
+    return ", ".join(words) or None
 
 
 def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
