@@ -25,6 +25,7 @@ from fractui.store.sqlite import SqliteStore
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
+from fractui.tui.commands import FleetCommands
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
@@ -41,6 +42,7 @@ from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
+from tests.test_tui_pilot import palette
 from tests.tui_live import until
 
 
@@ -793,3 +795,34 @@ async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
                 jobs, fleet.config, fleet._usage, NOW)[1], panel.starved
     finally:
         store.close()
+
+
+def palette_texts(app: FractuiApp) -> list[str]:
+    """What ``:`` offers on the screen shown, as its provider lists it."""
+    return [e.text for e in FleetCommands(app.screen)._entries()]
+
+
+@pilot_test
+async def test_the_palette_places_and_moves_a_job_from_the_map():
+    """``:`` "place job #27" on the map starts the pending job's placement, and "move job #1"
+    the running job's move, as the queue panel's ``p`` and the job screen's ``m`` do: the
+    palette found neither, only "open job", and the admin went through the job's screen.
+    ``--readonly`` offers neither; on the job's own screen its entry is listed once (its
+    own, whose ``esc`` comes back to it)."""
+    async with settled_app((120, 36)) as (app, pilot):
+        await palette(pilot, "place job #27")
+        await until(pilot, lambda: app.fleet.placement is not None, "placement mode")
+        assert app.fleet.placement.job.id == 27 and not app.fleet.placement.moving
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.fleet.placement is None
+        await palette(pilot, "move job #1 ")
+        await until(pilot, lambda: app.fleet.placement is not None, "placement mode")
+        assert app.fleet.placement.job.id == 1 and app.fleet.placement.moving
+        await pilot.press("escape")
+        await pilot.pause()
+        app.open_job(27)
+        await settled(pilot)
+        assert palette_texts(app).count("place job #27 %s" % app.screen.job.name) == 1
+    async with settled_app((120, 36), readonly=True) as (app, pilot):
+        assert not [t for t in palette_texts(app) if t.startswith(("place ", "move "))]

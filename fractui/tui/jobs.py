@@ -32,7 +32,7 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
                                    stop_refusal)
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
-from fractui.tui.commands import Entry
+from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
                                  refused_now)
 from fractui.tui.health import HealthPanel, Series, gpu_series
@@ -298,11 +298,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return []
         return [Entry("%s job #%d %s" % (STOP_WORDS[i][0], job.id, job.name), STOP_WORDS[i][1],
                       lambda i=i: self.action_ask(i)) for i in self.stops()] + (
-            [Entry("move job #%d %s" % (job.id, job.name), "stop it, then place it on a slot "
-                   "you choose on the map, held for it meanwhile", self.action_move)]
-            if self.movable() else []) + (
-            [Entry("place job #%d %s" % (job.id, job.name), "on a slot you choose on the map",
-                   self.action_place)] if self.placeable() else [])
+            [move_entry(job, self.action_move)] if self.movable() else []) + (
+            [place_entry(job, self.action_place)] if self.placeable() else [])
 
     def action_move(self) -> None:
         self._to_map(self.move, movable, "only a placed or running job is moved")
