@@ -8,6 +8,7 @@ NEXT of ``fractui teams`` in the teams table."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 
 import pytest
@@ -826,3 +827,36 @@ async def test_the_palette_places_and_moves_a_job_from_the_map():
         assert palette_texts(app).count("place job #27 %s" % app.screen.job.name) == 1
     async with settled_app((120, 36), readonly=True) as (app, pilot):
         assert not [t for t in palette_texts(app) if t.startswith(("place ", "move "))]
+
+
+def with_argv(argv: tuple[str, ...]) -> FractuiApp:
+    """The frozen fleet, job 1 (running on a100-1, its output in LOGS) run as ``argv``."""
+    fleet = sample_fleet(16, states=STATES)
+    jobs = tuple(dataclasses.replace(j, argv=argv) if j.id == 1 else j for j in fleet.store.jobs)
+    source = Source(fleet.statuses, dataclasses.replace(fleet.store, jobs=jobs), logs=LOGS,
+                    usage=fleet.usage())
+    return FractuiApp(source, Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                      clock=lambda: NOW)
+
+
+@pytest.mark.parametrize("long", [100, 1000])
+@pilot_test
+async def test_a_jobs_argv_is_read_whole_at_80x24_on_three_lines_at_most(long):
+    """At 80 columns a job's argv was cut on its one row (``--me…``), and nothing in the TUI
+    showed the rest: it goes on, on the lines below (``--lr 3e-4``, its last words, in sight),
+    three at most, the last ending in ``…`` where more was cut, so the output stays in sight."""
+    app = with_argv(("python", "train.py", "--data", "/d/" + "x" * long, "--lr", "3e-4"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_job(1)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("argv"))
+        rows = [lines[at]] + list(itertools.takewhile(
+            lambda line: line.startswith(" " * 9) and line.strip(), lines[at + 1:]))
+        assert len(rows) <= 3, rows
+        if long == 100:
+            assert rows[-1].endswith("--lr 3e-4"), rows
+        else:
+            assert len(rows) == 3 and rows[-1].endswith("x…"), rows
+        assert " 14 lines · following" in lines, lines

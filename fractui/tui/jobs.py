@@ -41,12 +41,14 @@ from fractui.tui.history import job_key
 from fractui.tui.jobrows import connected
 from fractui.tui.logview import LogView
 from fractui.tui.oneatatime import OneAtATime
+from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from fractui.words import count, duration
 
 REFRESH_S = 1.0
 HISTORY = 6  # the newest audit entries shown
+FOLDED_LINES = 3  # an argv, image or env on at most this many lines: the output keeps the rest
 
 STOP_WORDS = {"cancel": ("stop", "SIGTERM, then SIGKILL after its grace; it ends cancelled"),
               "requeue": ("requeue", "stop it and put it back in its queue as a new attempt"),
@@ -443,14 +445,12 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if job.reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
-        grid.add_row("argv", Text(one_line(shlex.join(job.argv)), no_wrap=True,
-                                  overflow="ellipsis"))
+        grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
         if job.image:
-            grid.add_row("image", Text(job.image, no_wrap=True, overflow="ellipsis"))
+            grid.add_row("image", Folded(Text(job.image), FOLDED_LINES))
         if job.env:
-            grid.add_row("env", Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
-                                              sorted(job.env.items())),
-                                     no_wrap=True, overflow="ellipsis"))
+            grid.add_row("env", Folded(Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
+                                                     sorted(job.env.items()))), FOLDED_LINES))
         newest = list(self.history)[::-1][:HISTORY]
         if newest:  # a table of its own, so its columns line up whatever their widths
             history = Table.grid(padding=(0, 2))
