@@ -8,6 +8,7 @@ NEXT of ``fractui teams`` in the teams table."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 
 import pytest
@@ -25,6 +26,7 @@ from fractui.store.sqlite import SqliteStore
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
+from fractui.tui.commands import FleetCommands
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
@@ -41,6 +43,7 @@ from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
+from tests.test_tui_pilot import palette
 from tests.tui_live import until
 
 
@@ -793,3 +796,67 @@ async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
                 jobs, fleet.config, fleet._usage, NOW)[1], panel.starved
     finally:
         store.close()
+
+
+def palette_texts(app: FractuiApp) -> list[str]:
+    """What ``:`` offers on the screen shown, as its provider lists it."""
+    return [e.text for e in FleetCommands(app.screen)._entries()]
+
+
+@pilot_test
+async def test_the_palette_places_and_moves_a_job_from_the_map():
+    """``:`` "place job #27" on the map starts the pending job's placement, and "move job #1"
+    the running job's move, as the queue panel's ``p`` and the job screen's ``m`` do: the
+    palette found neither, only "open job", and the admin went through the job's screen.
+    ``--readonly`` offers neither; on the job's own screen its entry is listed once (its
+    own, whose ``esc`` comes back to it)."""
+    async with settled_app((120, 36)) as (app, pilot):
+        await palette(pilot, "place job #27")
+        await until(pilot, lambda: app.fleet.placement is not None, "placement mode")
+        assert app.fleet.placement.job.id == 27 and not app.fleet.placement.moving
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.fleet.placement is None
+        await palette(pilot, "move job #1 ")
+        await until(pilot, lambda: app.fleet.placement is not None, "placement mode")
+        assert app.fleet.placement.job.id == 1 and app.fleet.placement.moving
+        await pilot.press("escape")
+        await pilot.pause()
+        app.open_job(27)
+        await settled(pilot)
+        assert palette_texts(app).count("place job #27 %s" % app.screen.job.name) == 1
+    async with settled_app((120, 36), readonly=True) as (app, pilot):
+        assert not [t for t in palette_texts(app) if t.startswith(("place ", "move "))]
+
+
+def with_argv(argv: tuple[str, ...]) -> FractuiApp:
+    """The frozen fleet, job 1 (running on a100-1, its output in LOGS) run as ``argv``."""
+    fleet = sample_fleet(16, states=STATES)
+    jobs = tuple(dataclasses.replace(j, argv=argv) if j.id == 1 else j for j in fleet.store.jobs)
+    source = Source(fleet.statuses, dataclasses.replace(fleet.store, jobs=jobs), logs=LOGS,
+                    usage=fleet.usage())
+    return FractuiApp(source, Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                      clock=lambda: NOW)
+
+
+@pytest.mark.parametrize("long", [100, 1000])
+@pilot_test
+async def test_a_jobs_argv_is_read_whole_at_80x24_on_three_lines_at_most(long):
+    """At 80 columns a job's argv was cut on its one row (``--me…``), and nothing in the TUI
+    showed the rest: it goes on, on the lines below (``--lr 3e-4``, its last words, in sight),
+    three at most, the last ending in ``…`` where more was cut, so the output stays in sight."""
+    app = with_argv(("python", "train.py", "--data", "/d/" + "x" * long, "--lr", "3e-4"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_job(1)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("argv"))
+        rows = [lines[at]] + list(itertools.takewhile(
+            lambda line: line.startswith(" " * 9) and line.strip(), lines[at + 1:]))
+        assert len(rows) <= 3, rows
+        if long == 100:
+            assert rows[-1].endswith("--lr 3e-4"), rows
+        else:
+            assert len(rows) == 3 and rows[-1].endswith("x…"), rows
+        assert " 14 lines · following" in lines, lines

@@ -19,6 +19,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
 from textual.screen import Screen
 
+from fractui.store.model import Job
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -27,6 +29,19 @@ class Entry:
     run: Callable[[], None]
     discover: bool = True
     """Listed before anything is typed (hosts, queues, themes; not every job)."""
+
+
+def place_entry(job: Job, run: Callable[[], None]) -> Entry:
+    """``place job #N name``: a pending job's placement mode, as its screen's ``P`` and the
+    queue panel's ``p`` (the fleet's entry, and the job screen's own)."""
+    return Entry("place job #%d %s" % (job.id, job.name), "on a slot you choose on the map",
+                 run, discover=False)
+
+
+def move_entry(job: Job, run: Callable[[], None]) -> Entry:
+    """``move job #N name``: a placed or running job's move, as its screen's ``m``."""
+    return Entry("move job #%d %s" % (job.id, job.name), "stop it, then place it on a slot "
+                 "you choose on the map, held for it meanwhile", run, discover=False)
 
 
 class FleetCommands(Provider):
@@ -57,8 +72,9 @@ class FleetCommands(Provider):
         own = screen.palette_entries() if hasattr(screen, "palette_entries") else []
         if fleet is screen or not hasattr(fleet, "palette_entries"):
             return own
+        mine = {e.text for e in own}  # (a job's place or move: its screen's comes back to it)
         return own + [dataclasses.replace(e, run=functools.partial(from_fleet, fleet, e.run))
-                      for e in fleet.palette_entries()]
+                      for e in fleet.palette_entries() if e.text not in mine]
 
     async def discover(self) -> Hits:
         for entry in self._entries():

@@ -39,7 +39,7 @@ from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
-from fractui.tui.commands import Entry
+from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
@@ -983,6 +983,12 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
+            if self.fleet_app.readonly:
+                continue
+            if job.state == PENDING:
+                entries.append(place_entry(job, lambda j=job: self.place_job(j.id)))
+            elif movable(job.state):
+                entries.append(move_entry(job, lambda j=job: self.move_job(j.id)))
         for job in self._palette_ended:  # (left the map)
             entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),

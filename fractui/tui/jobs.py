@@ -32,7 +32,7 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
                                    stop_refusal)
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
-from fractui.tui.commands import Entry
+from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
                                  refused_now)
 from fractui.tui.health import HealthPanel, Series, gpu_series
@@ -41,12 +41,14 @@ from fractui.tui.history import job_key
 from fractui.tui.jobrows import connected
 from fractui.tui.logview import LogView
 from fractui.tui.oneatatime import OneAtATime
+from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from fractui.words import count, duration
 
 REFRESH_S = 1.0
 HISTORY = 6  # the newest audit entries shown
+FOLDED_LINES = 3  # an argv, image or env on at most this many lines: the output keeps the rest
 
 STOP_WORDS = {"cancel": ("stop", "SIGTERM, then SIGKILL after its grace; it ends cancelled"),
               "requeue": ("requeue", "stop it and put it back in its queue as a new attempt"),
@@ -307,11 +309,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return []
         return [Entry("%s job #%d %s" % (STOP_WORDS[i][0], job.id, job.name), STOP_WORDS[i][1],
                       lambda i=i: self.action_ask(i)) for i in self.stops()] + (
-            [Entry("move job #%d %s" % (job.id, job.name), "stop it, then place it on a slot "
-                   "you choose on the map, held for it meanwhile", self.action_move)]
-            if self.movable() else []) + (
-            [Entry("place job #%d %s" % (job.id, job.name), "on a slot you choose on the map",
-                   self.action_place)] if self.placeable() else [])
+            [move_entry(job, self.action_move)] if self.movable() else []) + (
+            [place_entry(job, self.action_place)] if self.placeable() else [])
 
     def action_move(self) -> None:
         self._to_map(self.move, movable, "only a placed or running job is moved")
@@ -456,14 +455,12 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if job.reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
-        grid.add_row("argv", Text(one_line(shlex.join(job.argv)), no_wrap=True,
-                                  overflow="ellipsis"))
+        grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
         if job.image:
-            grid.add_row("image", Text(job.image, no_wrap=True, overflow="ellipsis"))
+            grid.add_row("image", Folded(Text(job.image), FOLDED_LINES))
         if job.env:
-            grid.add_row("env", Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
-                                              sorted(job.env.items())),
-                                     no_wrap=True, overflow="ellipsis"))
+            grid.add_row("env", Folded(Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
+                                                     sorted(job.env.items()))), FOLDED_LINES))
         newest = list(self.history)[::-1][:HISTORY]
         if newest:  # a table of its own, so its columns line up whatever their widths
             history = Table.grid(padding=(0, 2))

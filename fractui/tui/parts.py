@@ -54,3 +54,26 @@ class BetweenParts:
         for line in self.text.split("\n"):
             for row in wrap_parts(list(line.split(self.sep)), options.max_width, sep=self.sep):
                 yield row
+
+
+class Folded:
+    """``text`` wrapped to the width it is drawn at (a word too long for a line folded), on
+    ``most`` lines at most, the last ending in "…" where more was cut: a job's argv read
+    whole at 80 columns, and one of pages still leaving its output in sight."""
+
+    def __init__(self, text: Text, most: int) -> None:
+        self.text = text
+        self.most = most
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(1, cell_len(self.text.plain)).clamp(max_width=options.max_width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(1, options.max_width)
+        lines = self.text.wrap(console, width, overflow="fold")
+        if len(lines) > self.most:
+            lines = lines[:self.most]
+            last = lines[-1]
+            last.truncate(width - 1)
+            last.append("…")
+        yield from lines
