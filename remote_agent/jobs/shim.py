@@ -115,6 +115,7 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
     Not where the job's folder was removed (by hand, or the state dir with it): no daemon can
     read the record there, and no room will ever come for it; a folder of that name now is
     another job's. Said, given up."""
+    said = folder.named(name)
     while True:
         try:
             write_json(folder.at(name), data)
@@ -122,13 +123,13 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
             if folder.removed():  # (not a passing EIO or EACCES, nor a full disk)
                 _say("cannot write %s: its folder is gone (removed since this shim started the "
                      "job; a folder of that name now is another job's), so nothing is written "
-                     "(%s)" % (folder.named(name), err))
+                     "(%s)" % (said, err))
                 return
-            FAILURES.failed(folder.named(name), "cannot write %s yet (%s); trying again each %g s" % (
-                folder.named(name), err, RETRY_S))
+            FAILURES.failed(said, "cannot write %s yet (%s); trying again each %g s" % (
+                said, err, RETRY_S))
             time.sleep(RETRY_S)
             continue
-        FAILURES.worked(folder.named(name), "wrote %s" % folder.named(name))
+        FAILURES.worked(said, "wrote %s" % said)
         return
 
 
