@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 # How long a GPU whose MIG profiles NVML would not give is left unasked, unless its mode changes:
 # a driver that refuses them with MIG off would otherwise be asked each snapshot, twice a second.
 PROFILES_RETRY_S = 60.0
+# NVML errors that may pass with no one doing anything (NVIDIA's words: a timeout passed, the
+# system not ready yet, an internal driver error): a job's instance is tried again on them.
+# Not a lost GPU, a missing permission or resources, which another try cannot mend.
+PASSING_NVML = frozenset({"NVML_ERROR_TIMEOUT", "NVML_ERROR_NOT_READY", "NVML_ERROR_UNKNOWN"})
+LAUNCH_TRIES = 3  # of a job's MIG instance, on passing faults, before the launch is refused
+LAUNCH_RETRY_S = 0.1  # between them, under the GPU's MIG lock
 
 T = TypeVar("T")
 
@@ -549,7 +555,30 @@ class Agent:
         is already there and held by no job (so a retried launch never makes a second), or a
         new one — refused if ``pinned`` (the layout version a preview was made against) is no
         longer the GPU's. Returns its MIG uuid. All or nothing, as ``mig.apply``: a new instance
-        whose uuid cannot be read is undone, since the job could not use it."""
+        whose uuid cannot be read is undone, since the job could not use it. A passing NVML
+        fault (``PASSING_NVML``) that left the GPU as it was is tried again, up to
+        ``LAUNCH_TRIES`` in all, before the launch is refused: a refusal sends the job to
+        another host and counts toward its attempts."""
+        tries = 1
+        while True:
+            try:
+                return self._create_for_job(index, profile, start, destroy_idle, taken, pinned)
+            except RpcError as err:
+                data = err.data or {}
+                if data.get("nvml_error") not in PASSING_NVML or data.get("rolled_back") is False:
+                    raise
+                if tries == LAUNCH_TRIES:
+                    raise RpcError(err.code, "%s (tried %d times, each undone)" % (
+                        err.message, tries), err.data) from err
+                log.warning("GPU %d: a %s instance for a job not made at try %d of %d (%s); "
+                            "the GPU is as it was, trying again", index, profile, tries,
+                            LAUNCH_TRIES, err.message)
+            tries += 1
+            time.sleep(LAUNCH_RETRY_S)
+
+    def _create_for_job(self, index: int, profile: str, start: int, destroy_idle: bool,
+                        taken: Callable[[str], bool], pinned: Optional[str]) -> str:
+        """One try of ``create_for_job``."""
         self._require_mig_privilege()
         with self.mig_lock(index):
             # under the lock: a mode change may have come since the launch's own check (NVML

@@ -39,7 +39,7 @@ log = logging.getLogger("fractui.fleet")
 
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
-PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
+PROBE_WAIT_S = 30.0  # how long it then has to answer
 STDERR_LINE_BYTES = 2000  # of a line of the agent's stderr read at once: a longer one, in parts
 _ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
@@ -542,7 +542,8 @@ class HostSession:
         conn = self._start()
         try:
             hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
-                                               "client": "fractui %s" % __version__}, 30.0)
+                                               "client": "fractui %s" % __version__},
+                                     self.ssh.connect_timeout)
         except ConnectionLost as err:
             conn.close()
             said = conn.why_it_ended()
@@ -565,7 +566,8 @@ class HostSession:
                         self.cfg.agent_path, __version__)) if image else "")) from err
         hello = self._refuse_malformed(conn, "hello", hello)
         subscribed = self._refuse_malformed(conn, "subscribe",
-                                            conn.client.call("subscribe", None, 30.0))
+                                            conn.client.call("subscribe", None,
+                                                             self.ssh.connect_timeout))
         for name in self._failures.failing("malformed"):  # each record it has is well formed
             if name[1] == "job" and name[2] is not PAST_CAP:
                 self._failures.worked(name, "%s: its agent's %s is well formed again (as it "
@@ -580,7 +582,7 @@ class HostSession:
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
-                    m, conn.client.call(m, p, 30.0), p), dict(jobs))
+                    m, conn.client.call(m, p, self.ssh.connect_timeout), p), dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is

@@ -29,9 +29,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, open_private, read_private, write_private
+from remote_agent.daemon.trust import (UnsafePath, open_dir, open_private, read_private,
+                                       write_private)
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
@@ -79,28 +81,59 @@ def _failures() -> Failures:
 FAILURES = _failures()
 
 
-def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class JobFolder:
+    """The job's folder as the shim opened it at its start: every file the shim (and the job,
+    before its exec) writes goes into that very folder, through a descriptor of it, never
+    through its name again. A state dir wiped by hand (or lost) while the job runs lets the
+    next daemon make a folder of the same name for a new job (its ids start again at j1): a
+    write by name would land there, the old job's end read as the new one's."""
+
+    path: str  # its name, for the words
+    fd: int
+
+    @classmethod
+    def open(cls, path: str) -> "JobFolder":
+        return cls(path, open_dir(path, "job directory"))
+
+    def at(self, name: str) -> str:
+        """``name`` in this very folder, reached through its descriptor (its /proc link)."""
+        return "/proc/self/fd/%d/%s" % (self.fd, name)
+
+    def named(self, name: str) -> str:
+        """``name`` in the folder, as the words say it."""
+        return os.path.join(self.path, name)
+
+    def removed(self) -> bool:
+        """Whether it was removed since the shim opened it: a removed directory has no link
+        left, and nothing can be made in it again."""
+        return os.fstat(self.fd).st_nlink == 0
+
+
+def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
     """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
-    Not where the job's folder is gone (removed by hand, or the state dir with it): no
-    daemon can read the record there, and no room will ever come for it; said, given up."""
+    Not where the job's folder was removed (by hand, or the state dir with it): no daemon can
+    read the record there, and no room will ever come for it; a folder of that name now is
+    another job's. Said, given up."""
+    said = folder.named(name)
     while True:
         try:
-            write_json(path, data)
+            write_json(folder.at(name), data)
         except OSError as err:
-            if isinstance(err, (FileNotFoundError, NotADirectoryError)) and not \
-                    os.path.isdir(os.path.dirname(path)):  # (not a passing EIO or EACCES)
-                _say("cannot write %s: its folder is gone (%s); no daemon can read it there, "
-                     "so it is not tried again" % (path, err))
+            if folder.removed():  # (not a passing EIO or EACCES, nor a full disk)
+                _say("cannot write %s: its folder is gone (removed since this shim started the "
+                     "job; a folder of that name now is another job's), so nothing is written "
+                     "(%s)" % (said, err))
                 return
-            FAILURES.failed(path, "cannot write %s yet (%s); trying again each %g s" % (
-                path, err, RETRY_S))
+            FAILURES.failed(said, "cannot write %s yet (%s); trying again each %g s" % (
+                said, err, RETRY_S))
             time.sleep(RETRY_S)
             continue
-        FAILURES.worked(path, "wrote %s" % path)
+        FAILURES.worked(said, "wrote %s" % said)
         return
 
 
-def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
+def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
            errors: int, region: Optional[str]) -> None:
     """In the forked child: become the job, then exec it. Never returns; a failed step writes
     its reason to ``errors`` (closed by a successful exec). The job keeps ``spare_fd``, a read
@@ -117,7 +150,7 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
                 procs.write("0")
         me = proc_info(os.getpid())
         try:  # the daemon finds the job by it even if this shim dies at once
-            write_json(os.path.join(job_dir, "started.json"), {
+            write_json(folder.at("started.json"), {
                 "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
                 "started_at": time.time(), "pipe": pipe_id(spare_fd)}, durable=False)
         except OSError:
@@ -156,7 +189,7 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
             os._exit(127)
 
 
-def _spawn(spec: Dict[str, Any], reader: int, job_dir: str,
+def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
            region: Optional[str]) -> Tuple[int, str]:
     """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: (pid, "")
     once it runs its program, or (0, why it could not). Its ends are opened from the shim's
@@ -170,7 +203,7 @@ def _spawn(spec: Dict[str, Any], reader: int, job_dir: str,
     pid = os.fork()
     if pid == 0:
         os.close(errors_r)
-        _child(spec, out_fd, spare_fd, job_dir, errors_w, region)
+        _child(spec, out_fd, spare_fd, folder, errors_w, region)
     os.close(errors_w)
     os.close(out_fd)
     os.close(spare_fd)
@@ -193,13 +226,14 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         os.set_inheritable(report_fd, False)  # the job must not hold the daemon's pipe
     # The lock first, then the claim: a claim whose lock is free is a dead shim's (or the
     # daemon's, which fences off a start it gave up on), never one still about to start.
-    lock = open_private(os.path.join(job_dir, "shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock")
+    folder = JobFolder.open(job_dir)
+    lock = open_private(folder.at("shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another shim is starting this job
     try:
-        fd = os.open(os.path.join(job_dir, "shim.claim"),
+        fd = os.open(folder.at("shim.claim"),
                      os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return 0  # claimed already: never start a job twice
@@ -207,26 +241,25 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         os.write(fd, str(os.getpid()).encode())
     except OSError as err:  # a full disk: nothing has run, so the claim is given up
         os.close(fd)
-        os.unlink(os.path.join(job_dir, "shim.claim"))
+        os.unlink(folder.at("shim.claim"))
         _say("cannot claim the job (%s); nothing ran" % err)
         return 1
     os.close(fd)
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
-    spec = json.loads(read_private(os.path.join(job_dir, "spec.json"), "job spec") or b"{}")
-    log = CappedLog(os.path.join(job_dir, LOG_NAME), int(spec["log_max_bytes"]))
-    make_pipe(os.path.join(job_dir, PIPE_NAME))
+    spec = json.loads(read_private(folder.at("spec.json"), "job spec") or b"{}")
+    log = CappedLog(folder.at(LOG_NAME), int(spec["log_max_bytes"]))
+    make_pipe(folder.at(PIPE_NAME))
     reader = open_reader(job_dir)
     os.set_blocking(reader, True)
-    region, why = _region(spec, job_dir)
-    pid, why = (0, why) if why else _spawn(spec, reader, job_dir, region)
+    region, why = _region(spec, folder)
+    pid, why = (0, why) if why else _spawn(spec, reader, folder, region)
     if not pid:
         _remove_region(region, _job_uid(spec))
         log.note(why)
         log.close()
-        write_json_until_done(os.path.join(job_dir, "exit.json"),
-                              {"error": why, "ended_at": time.time()})
+        write_json_until_done(folder, "exit.json", {"error": why, "ended_at": time.time()})
         _report(report_fd, {"error": why})
         return 0
     me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
@@ -234,7 +267,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     started = {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time(),
                "pipe": pipe_id(reader)}
     _report(report_fd, started)
-    recorded = _recorded(os.path.join(job_dir, "started.json"), started)
+    recorded = _recorded(folder, started)
 
     def copy() -> None:
         while log.take(reader):
@@ -256,19 +289,19 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         result["signal"] = -code
     else:
         result["code"] = code
-    write_json_until_done(os.path.join(job_dir, "exit.json"), result)
+    write_json_until_done(folder, "exit.json", result)
     return 0
 
 
-def _region(spec: Dict[str, Any], job_dir: str) -> Tuple[Optional[str], str]:
+def _region(spec: Dict[str, Any], folder: JobFolder) -> Tuple[Optional[str], str]:
     """The directory of the job's HAMi-core region (None where it has none), recorded in
-    ``job_dir`` before the job can make it, so a daemon removes it where this shim dies; or
+    its folder before the job can make it, so a daemon removes it where this shim dies; or
     why it cannot be recorded (nothing then runs)."""
     if not spec.get("hami_region"):
         return None, ""
     region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
     try:
-        write_json(os.path.join(job_dir, REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
+        write_json(folder.at(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
                    durable=False)  # (as started.json: no fsync holds up a launch)
     except OSError as err:
         return None, "cannot record its HAMi-core region %s: %s" % (region, err)
@@ -290,14 +323,14 @@ def _job_uid(spec: Dict[str, Any]) -> int:
     return spec["user"]["uid"] if spec.get("user") else os.getuid()
 
 
-def _recorded(path: str, started: Dict[str, Any]) -> threading.Thread:
+def _recorded(folder: JobFolder, started: Dict[str, Any]) -> threading.Thread:
     """``started.json``, where the job's own write of it failed (a full disk): written by a
     thread of the shim's until it fits, so that a daemon that could not record the start the
     shim reported (its table on the same full disk) finds the job by it once there is room,
     rather than leaving it running unwatched and unstoppable."""
     def write() -> None:
-        if not os.path.exists(path):
-            write_json_until_done(path, started)
+        if not os.path.exists(folder.at("started.json")):
+            write_json_until_done(folder, "started.json", started)
 
     thread = threading.Thread(target=write, name="started", daemon=True)
     thread.start()

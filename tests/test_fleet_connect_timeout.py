@@ -1,0 +1,81 @@
+"""What a host's connection asks of its agent as it connects (hello, subscribe, and the calls of
+its connect hooks: the scheduler's fence of a host that comes back) waits the configured
+connect timeout for an answer, not a fixed half minute. An agent that never answers is a host
+given up on in the time the admin set. Real sshd on loopback; the agent's NVML call is held
+(the fake pynvml's ``sim.hold``) so that it never answers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, List
+
+from fractui.fleet.client import ConnectionLost
+from fractui.fleet.fleet import Fleet
+from tests import test_fleet
+from tests.test_fleet import wait_state
+
+ssh_env = test_fleet.ssh_env
+fleet_env = test_fleet.fleet_env
+
+TIMEOUT_S = 2.0  # the configured connect timeout
+NO_ANSWER = "no reply to %%s within %.0f s" % TIMEOUT_S
+WAIT_S = 20.0  # far below the half minute the waits had: a wait of 30 s fails the test
+
+
+def _held(fleet_env, function: str) -> str:
+    """``function`` of the agent's NVML made to wait, from now on, until the returned gate
+    file exists: set over a connection of its own, which then ends (the daemon goes on)."""
+    gate = str(fleet_env.tmp / "gate")
+    with Fleet(fleet_env.config(), reconnect_max_s=0.5) as fleet:
+        session = fleet.session("gpu-a")
+        wait_state(session, "online", 60)
+        session.call("sim.hold", {"function": function, "gate": gate})
+    return gate
+
+
+def test_a_connect_hook_the_agent_never_answers_waits_the_connect_timeout(fleet_env):
+    fleet_env.connect_timeout = TIMEOUT_S
+    fleet_env.add("gpu-a", "1xA100-80GB:mig")
+    gate = _held(fleet_env, "nvmlDeviceCreateGpuInstanceWithPlacement")
+    lost: List[BaseException] = []
+    said = threading.Event()
+
+    def hook(host: str, call: Any, jobs: Any) -> None:
+        try:
+            call("mig.apply", {"gpu": 0, "profile": "1g.10gb"})
+        except ConnectionLost as err:
+            lost.append(err)
+            said.set()
+            raise
+
+    fleet = Fleet(fleet_env.config(), reconnect_max_s=0.5)
+    fleet.session("gpu-a").connect_hooks.append(hook)
+    try:
+        fleet.start()
+        assert said.wait(WAIT_S), "the hook's call still waits after %g s" % WAIT_S
+        assert str(lost[0]) == NO_ANSWER % "mig.apply", str(lost[0])
+    finally:
+        open(gate, "w").close()
+        fleet.stop()
+
+
+def test_a_hello_the_agent_never_answers_waits_the_connect_timeout(fleet_env):
+    fleet_env.connect_timeout = TIMEOUT_S
+    fleet_env.add("gpu-a", "1xL4")
+    gate = _held(fleet_env, "nvmlSystemGetDriverVersion")
+    seen: List[str] = []
+    offline = threading.Event()
+
+    def changed(status: Any) -> None:
+        if status.state == "offline":
+            seen.append(status.error or "")
+            offline.set()
+
+    fleet = Fleet(fleet_env.config(), reconnect_max_s=0.5, on_change=changed)
+    try:
+        fleet.start()
+        assert offline.wait(WAIT_S), "hello still waits after %g s" % WAIT_S
+        assert (NO_ANSWER % "hello") in seen[0], seen
+    finally:
+        open(gate, "w").close()
+        fleet.stop()
