@@ -192,6 +192,16 @@ def _spans(r: Any, what: str) -> Optional[Spans]:
     return spans
 
 
+def begins(run: Run, db: Any) -> Optional[float]:
+    """When the oldest usage kept begins (Store.usage_begins): the first attempt's start or
+    the oldest bucket's first look, whichever is earlier; None where nothing is kept. Each
+    read by its index: a bucket's looks are within it, so the first is in the oldest one."""
+    started = run(db, "SELECT min(started_at) AS t FROM usage").fetchone()["t"]
+    looked = run(db, "SELECT min(coalesce(seen_from, bucket)) AS t FROM gpu_time WHERE "
+                     "bucket = (SELECT min(bucket) FROM gpu_time)").fetchone()["t"]
+    return min((float(t) for t in (started, looked) if t is not None), default=None)
+
+
 def prune(run: Run, db: Any, before: float) -> int:
     """Forgets the records of attempts that ended, and the buckets that began, before
     ``before``; returns how many rows went."""

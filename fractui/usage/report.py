@@ -196,15 +196,19 @@ class Report:
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
           until: float, by: str, now: float, ended: Iterable[Job] = (),
-          whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s) -> Report:
+          whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s,
+          kept_from: Optional[float] = None) -> Report:
     """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
     ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``; ``whose``: the
     attempts and jobs counted (everyone's: the GPUs' time too); ``bucket_s``: the length of
     the GPU time's buckets ([usage] bucket_s), each counted for its part in the range
     (``bucket_part``), as an attempt's held time is clipped to it.
-    Its means over time start where the store keeps anything in the range (``start``): a
-    store younger than the range (the demo's, a new fleet's) is not averaged with the time
-    before it existed — the store's, whoever's jobs are counted."""
+    Its means over time start where the store keeps anything (``start``): a store younger
+    than the range (the demo's, a new fleet's) is not averaged with the time before it
+    existed — the store's, whoever's jobs are counted. ``kept_from``: where the store's
+    oldest usage begins (Store.usage_begins); without it, the oldest of what the range holds,
+    which, where the store is older than the range and nothing is kept of its first part
+    (no job held a GPU, no scheduler looked), averages over the rest alone."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
     records, gpu_time = list(records), list(gpu_time)
@@ -216,6 +220,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
              for t in gpu_time]
     in_range = [(t, part) for t, part in parts if part > 0]
     first = earliest(records, [t for t, _ in in_range])
+    if kept_from is not None:
+        first = kept_from if first is None else min(first, kept_from)
     start = since if first is None else min(max(since, first), until)
     if not whose.everyone:
         records = [r for r in records if whose.has(r.user, r.team)]
