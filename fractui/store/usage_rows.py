@@ -118,15 +118,13 @@ def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
     rows = list(rows)
     if not rows:
         return
-    kept = {(r["host"], int(r["gpu"]), float(r["bucket"])): r for r in run(
+    kept = {(k["host"], int(k["gpu"]), float(k["bucket"])): _spans(k, _what(k)) for k in run(
         db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
             "bucket <= ?", (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
     for r in rows:
-        spans = r.seen_spans
-        was = kept.get((r.host, r.gpu, r.bucket))
-        if was is not None:
-            spans = spans_over(_spans(was, "the GPU time of %s gpu %s at %s" % (
-                r.host, r.gpu, r.bucket)), spans)
+        key = (r.host, r.gpu, r.bucket)
+        spans = spans_over(kept[key], r.seen_spans) if key in kept else r.seen_spans
+        kept[key] = spans
         run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
                 "util_s, measured_s, seen_from, seen_to, seen_spans) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -154,8 +152,12 @@ def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime
                                           (since, until))]
 
 
+def _what(r: Any) -> str:
+    return "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+
+
 def _gpu_time(r: Any) -> GpuTime:
-    what = "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+    what = _what(r)
     check(what, r, GPU_TIME_COLUMNS)
     if (r["seen_from"] is None) != (r["seen_to"] is None) or (
             r["seen_from"] is not None and r["seen_from"] > r["seen_to"]):
