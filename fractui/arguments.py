@@ -109,6 +109,8 @@ def moment(text: str) -> Moment:
         raise argparse.ArgumentTypeError(_BEFORE_EPOCH % quoted(text))
     try:
         at = when.timestamp()
+        datetime.datetime.fromtimestamp(at)  # said back in local time (a report's heading,
+        # its --csv): a time given with an offset may be in a year local time cannot hold
     except (OverflowError, OSError, ValueError) as err:
         raise argparse.ArgumentTypeError("%s is not a time this machine can use: %s"
                                          % (quoted(text), err)) from None

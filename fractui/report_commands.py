@@ -50,7 +50,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
-                     now, ended, whose, bucket_s)
+                     now, ended, whose, bucket_s, store.usage_begins())
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()

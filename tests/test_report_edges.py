@@ -405,6 +405,50 @@ def test_a_model_whose_gpus_came_or_went_within_the_first_bucket_is_counted_wher
         store.close()
 
 
+def test_a_gpu_seen_in_two_parts_of_a_bucket_counts_only_when_it_was_seen(store_url, tmp_path,
+                                                                         capfd):
+    """One bucket of 30 min; two idle L4s on hosts a and b looked at every 30 s; host a away
+    from 10 to 20 min (its look at 20 min, back, counts nothing): a's GPU was seen [0, 9.5
+    min) and [20, 30 min), 1170 s; b's all 1800 s. Worked by hand, per range: [10, 20 min),
+    the gap, a 0 (none of it: a's group is none) and b 600; [0, 15 min) a 570, b 900; [15,
+    30 min) a 600, b 900; [5, 25 min) a 270 + 300 = 570, b 1200 — on both stores, and the
+    ranges end to end add up to the whole. Spread from its first look to its last, a's
+    seconds read 390 s online in the gap, 585 in each half and 780 in [5, 25 min)."""
+    store = open_store(store_url)
+    try:
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 1801, 30):
+            gpus.observe([HostView(h, "offline" if h == "a" and 600 <= look < 1200 else
+                                   "online", hello={"gpus": []}, snapshot={"gpus": [
+                                       {"index": 0, "name": "NVIDIA L4", "processes": []}]})
+                          for h in ("a", "b")], [], T + look)
+        store.keep_gpu_time(gpus.take())
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n\n[usage]\nbucket_s = 1800\n' % store_url)
+
+    def online(since: float, until: float) -> Dict[str, float]:
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(T + since), "--until", _at(T + until),
+                                            "--json", "--by", "gpu"])
+        assert code == 0 and not leaks(err), err
+        got = json.loads(out)
+        for g in got["groups"] + [got["total"]]:
+            assert g["online_gpu_hours"] == pytest.approx(g["idle_gpu_hours"]), g
+        return {g["key"]: g["online_gpu_hours"] * H for g in got["groups"] + [got["total"]]}
+
+    assert online(600, 1200) == pytest.approx({"b gpu0": 600, "total": 600}, abs=0.01)
+    assert online(0, 900) == pytest.approx({"a gpu0": 570, "b gpu0": 900, "total": 1470},
+                                           abs=0.01)
+    assert online(900, 1800) == pytest.approx({"a gpu0": 600, "b gpu0": 900, "total": 1500},
+                                              abs=0.01)
+    assert online(300, 1500) == pytest.approx({"a gpu0": 570, "b gpu0": 1200, "total": 1770},
+                                              abs=0.01)
+    assert online(0, 1800) == pytest.approx({"a gpu0": 1170, "b gpu0": 1800, "total": 2970},
+                                             abs=0.01)
+
+
 def test_a_local_day_as_the_clocks_go_back_is_25_hours(tmp_path, capfd, berlin):
     """In Berlin 2026-10-25 has 25 hours (03:00 summer time is 02:00 again): a whole GPU held
     from the day before to the day after counts 25 GPU-hours of it, and the range is said
@@ -704,24 +748,32 @@ def test_the_store_keeps_gpu_time_from_its_first_look_not_from_its_bucket(tmp_pa
         store.close()
 
 
-def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd):
+@pytest.mark.parametrize("damage, said", [
+    ("seen_from = NULL", "was seen from None to"),
+    ("seen_spans = '[[1, 2], [0, 3]]'", "was seen '[[1, 2], [0, 3]]': each stretch from no "
+     "later than to, in order, none overlapping the next"),
+    ("seen_spans = '[1, 2]'", "was seen '[1, 2]', not a JSON list of [from, to] pairs"),
+    ("seen_spans = '[[0, 1]]'", "was seen '[[0, 1]]', not within from")])
+def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd, damage, said):
     """A bucket's row with one end of when it was seen and not the other (fractui writes
-    both or neither): the report names the row and exits 1 — where it stopped on an
-    assertion, exit 70, "a bug in fractui"."""
+    both or neither), or stretches seen out of order, not pairs, or outside its first and
+    last look: the report names the row and exits 1 — where it stopped on an assertion,
+    exit 70, "a bug in fractui", or counted them."""
     store = SqliteStore(str(tmp_path / "store.db"))
     now = store.now()
     store.keep_gpu_time([GpuTime("l4", 0, now // 300 * 300 - 600, "L4", 90, 90,
-                                 seen_from=now - 590, seen_to=now - 500)])
+                                 seen_from=now - 590, seen_to=now - 500,
+                                 seen_spans=((now - 590, now - 500),))])
     store.close()
     db = sqlite3.connect(str(tmp_path / "store.db"))
-    db.execute("UPDATE gpu_time SET seen_from = NULL")
+    db.execute("UPDATE gpu_time SET " + damage)
     db.commit()
     db.close()
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
     code, out, err = in_process(capfd, ["--config", str(config), "report", "--since", "1h"])
     assert code == 1 and "is damaged: the GPU time of l4 gpu 0 at" in err, (code, err)
-    assert "was seen from None to" in err and not leaks(err), err
+    assert said in err and not leaks(err), err
 
 
 def test_a_team_known_only_by_its_jobs_that_ended_waiting_is_known(tmp_path, capfd):

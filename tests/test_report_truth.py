@@ -310,6 +310,9 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
         def read_waiting(self):
             return fleet.store.jobs(Waiting.STATES)
 
+        def read_usage_begins(self):
+            return fleet.store.usage_begins()
+
     computed = compute(Source(), SPANS[1], "team", END, H)
     assert computed.report.start == T  # the means start where the store's usage does
     # fractui report's sentences, word for word (test_the_table_prints_the_same_numbers),

@@ -15,7 +15,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
-from fractui.store.model import OUT_OF_CONFIG, HolderMemory, ModeHold
+from fractui.store.model import OUT_OF_CONFIG, GpuTime, HolderMemory, ModeHold
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -306,8 +306,12 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.log_tail(1).offset == 9
     assert store.get(1).move_to is None  # 0017: no job of before moves
     assert store.waiting_bounds() == {}  # 0018: every team held to the default bound
+    store.keep_gpu_time([GpuTime("h", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                 seen_spans=((610, 640),))])  # 0019: when, 0020: stretches
+    assert [(t.seen_from, t.seen_to, t.seen_spans) for t in store.gpu_time(0, 9e12)] == [
+        (610.0, 640.0, ((610.0, 640.0),))]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 19
+        _migrations()) == 20
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

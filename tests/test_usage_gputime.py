@@ -31,10 +31,12 @@ def test_time_between_looks_is_split_at_bucket_boundaries_with_what_each_gpu_did
     clock.observe([view()], [JOB], 70.0)
     rows = {(r.gpu, r.bucket): r for r in clock.take()}
     assert rows[0, 0.0] == GpuTime("h", 0, 0.0, "L4", online_s=10, idle_s=0, held_s=2.5,
-                                   util_s=4.0, measured_s=10, seen_from=50, seen_to=60)
-    assert rows[0, 60.0] == GpuTime("h", 0, 60.0, "L4", 10, 0, 2.5, 4.0, 10, 60, 70)
+                                   util_s=4.0, measured_s=10, seen_from=50, seen_to=60,
+                                   seen_spans=((50, 60),))
+    assert rows[0, 60.0] == GpuTime("h", 0, 60.0, "L4", 10, 0, 2.5, 4.0, 10, 60, 70,
+                                    ((60, 70),))
     # GPU 1: no job, no process: idle; its utilisation not reported: not measured
-    assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0, 50, 60)
+    assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0, 50, 60, ((50, 60),))
     assert clock.take() == []  # handed over once
 
 
@@ -96,3 +98,18 @@ def test_nothing_is_counted_while_a_host_is_away_or_across_a_gap(between):
     else:
         clock.observe([view()], [JOB], GAP_S + 1)
         assert clock.take() == []
+
+
+def test_each_stretch_a_gpu_was_seen_in_a_bucket_is_kept_apart_and_joined_where_they_meet():
+    """Seen 0 -> 10 s, its host away, seen again 20 -> 30 s, all in one bucket: two stretches,
+    not 0 -> 30 (what a range within the gap counts of it is none); one taken between the
+    looks and put back (a write that failed) joins the next where they meet."""
+    clock = GpuClock(bucket_s=60)
+    for t, state in ((0.0, "online"), (5.0, "online"), (10.0, "online"), (15.0, "offline"),
+                     (20.0, "online"), (25.0, "online")):
+        clock.observe([view(state)], [JOB], t)
+    for row in clock.take():
+        clock.add(row)  # a write that failed: kept for the next
+    clock.observe([view()], [JOB], 30.0)
+    assert {(r.gpu, r.online_s, r.seen_from, r.seen_to, r.seen_spans) for r in clock.take()
+            } == {(g, 20.0, 0.0, 30.0, ((0.0, 10.0), (20.0, 30.0))) for g in (0, 1)}

@@ -305,6 +305,8 @@ def test_fractui_report_prints_json_csv_and_a_table_of_the_same_numbers(known, t
     (["--since", "9999999w"], "'9999999w' is before 1970-01-01"),  # was read as year -189627
     (["--since", "0001-01-01"], "'0001-01-01' is before 1970-01-01"),
     (["--until", "1969-12-31T23:59"], "is before 1970-01-01"),
+    (["--until", "9999-12-31T23:59:59-14:00", "--csv"], "'9999-12-31T23:59:59-14:00' is not "
+     "a time this machine can use: year 10000 is out of range"),  # (local time: 10000-01-01)
     (["--by", "colour"], "invalid choice"),
     (["--json", "--csv"], "not allowed with"),
 ])

@@ -389,3 +389,27 @@ def test_a_usage_read_answered_malformed_at_every_refresh_is_said_once(tmp_path,
     assert caplog.text.count("reading the running jobs' usage on h1: ") == 1, caplog.text
     assert caplog.text.count("the running jobs' usage on h1 is read again after 5 failed "
                              "tries") == 1, caplog.text
+
+
+def test_gpu_time_keeps_each_stretch_seen_and_joins_those_that_meet_across_writes(store_url):
+    """Two writes of one bucket: seen 610 -> 640, then 640 -> 660 (the same stretch, written
+    at the next flush) and 700 -> 760 (after a gap), two rows of one bucket in one write
+    (the store takes any rows; the clock hands over one a bucket): kept as 610 -> 660 and
+    700 -> 760. A
+    bucket whose stretches were not kept (before migration 0020/0037) stays without them
+    whatever is added to it, its envelope widened as before."""
+    store = open_store(store_url)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),)),
+                             GpuTime("h1", 1, 600.0, "L4", 30, seen_from=610, seen_to=640)])
+        store.keep_gpu_time([GpuTime("h1", g, 600.0, "L4", seconds, seen_from=start,
+                                     seen_to=end, seen_spans=((start, end),))
+                             for start, end, seconds in ((640, 660, 20), (700, 760, 60))
+                             for g in (0, 1)])
+        assert [(t.gpu, t.online_s, t.seen_from, t.seen_to, t.seen_spans)
+                for t in store.gpu_time(0, 9e12)] == [
+            (0, 110.0, 610.0, 760.0, ((610.0, 660.0), (700.0, 760.0))),
+            (1, 110.0, 610.0, 760.0, None)]
+    finally:
+        store.close()

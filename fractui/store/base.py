@@ -462,6 +462,12 @@ class Store(abc.ABC):
         """The GPU time buckets that begin in [since, until)."""
 
     @abc.abstractmethod
+    def usage_begins(self) -> Optional[float]:
+        """When the oldest usage kept begins (an attempt's start, or a GPU's first look in its
+        time bucket, the bucket's start where that is not known): where the store keeps
+        anything, which a report's means over time start from. None when it keeps nothing."""
+
+    @abc.abstractmethod
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         """Forgets usage that ended, and GPU time, before ``before`` (the retention);
         returns the rows forgotten. Fenced by ``epoch``."""

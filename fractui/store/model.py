@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 from remote_agent.jobs.output import whole_characters
 
@@ -522,6 +522,25 @@ class LateCopy:
                    self.ended_at - self.started_at, self.charge)
 
 
+Spans = Tuple[Tuple[float, float], ...]
+"""Stretches of time, (from, to) each, in order and apart."""
+
+
+def spans_over(a: Optional[Spans], b: Optional[Spans]) -> Optional[Spans]:
+    """The stretches of a GPU's bucket seen in either of two sums, in order, those that meet
+    or overlap made one; not known (None) where either is not (a bucket kept before they
+    were)."""
+    if a is None or b is None:
+        return None
+    out: List[Tuple[float, float]] = []
+    for start, end in sorted(tuple(a) + tuple(b)):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class GpuTime:
     """What one GPU did in one time bucket (starting at ``bucket``): seconds it was seen online,
@@ -529,7 +548,10 @@ class GpuTime:
     (``util_s``: busy-seconds, out of ``measured_s`` seconds NVML reported it for).
     ``seen_from`` and ``seen_to``: when in the bucket the time counted begins and ends, so a
     range that cuts the bucket counts the part of it that was there (None: not known, a bucket
-    kept before they were, read as spread over the bucket)."""
+    kept before they were, read as spread over the bucket). ``seen_spans``: each stretch of
+    it the GPU was seen, in order, apart (a host away between two, a paused holder), so a
+    range in such a gap counts none of it (None: not known, a bucket kept before they were,
+    read as spread from ``seen_from`` to ``seen_to``)."""
 
     host: str
     gpu: int
@@ -542,6 +564,8 @@ class GpuTime:
     measured_s: float = 0.0
     seen_from: float | None = None
     seen_to: float | None = None
+    seen_spans: Spans | None = None
+
 
 
 def submitter(actor: str) -> str:

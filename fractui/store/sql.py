@@ -780,6 +780,9 @@ class SqlStore(Store):
     def gpu_time(self, since: float, until: float) -> list[GpuTime]:
         return self._read(lambda db: usage_rows.read_gpu_time(self._run, db, since, until))
 
+    def usage_begins(self) -> Optional[float]:
+        return self._read(lambda db: usage_rows.begins(self._run, db))
+
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         def work(db: Any) -> int:
             self._fence(db, epoch)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, UsageRecord,
-                                 submitter)
+from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, Spans,
+                                 UsageRecord, spans_over, submitter)
 from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
 
 Run = Callable[[Any, str, Sequence[Any]], Any]
@@ -29,7 +29,8 @@ USAGE_COLUMNS = {
     "util_samples": INT, "util_mean": maybe(NUM), "util_note": maybe(TEXT)}
 GPU_TIME_COLUMNS = {"host": TEXT, "gpu": INT, "bucket": NUM, "model": maybe(TEXT),
                     "online_s": NUM, "idle_s": NUM, "held_s": NUM, "util_s": NUM,
-                    "measured_s": NUM, "seen_from": maybe(NUM), "seen_to": maybe(NUM)}
+                    "measured_s": NUM, "seen_from": maybe(NUM), "seen_to": maybe(NUM),
+                    "seen_spans": maybe(TEXT)}
 
 
 def open_attempt(run: Run, db: Any, job: Job, started_at: float,
@@ -111,11 +112,22 @@ def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
 def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
     """Adds each row's seconds to its GPU's bucket (so two holders in turn, each adding what
     it saw, never overwrite each other's), and widens when in the bucket they were seen
-    (gputime.seen_over: not known where either is not)."""
+    (gputime.seen_over) and joins the stretches they were seen (model.spans_over): not
+    known where either is not. The stretches kept are read first, in this transaction (a
+    write's: no other writer between)."""
+    rows = list(rows)
+    if not rows:
+        return
+    kept = {(k["host"], int(k["gpu"]), float(k["bucket"])): _spans(k, _what(k)) for k in run(
+        db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
+            "bucket <= ?", (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
     for r in rows:
+        key = (r.host, r.gpu, r.bucket)
+        spans = spans_over(kept[key], r.seen_spans) if key in kept else r.seen_spans
+        kept[key] = spans
         run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
-                "util_s, measured_s, seen_from, seen_to) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "util_s, measured_s, seen_from, seen_to, seen_spans) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (host, gpu, bucket) DO UPDATE SET model = excluded.model, "
                 "online_s = gpu_time.online_s + excluded.online_s, "
                 "idle_s = gpu_time.idle_s + excluded.idle_s, "
@@ -127,9 +139,10 @@ def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
                 "ELSE gpu_time.seen_from END, "
                 "seen_to = CASE WHEN gpu_time.seen_from IS NULL OR excluded.seen_from IS NULL "
                 "THEN NULL WHEN excluded.seen_to > gpu_time.seen_to THEN excluded.seen_to "
-                "ELSE gpu_time.seen_to END",
+                "ELSE gpu_time.seen_to END, seen_spans = excluded.seen_spans",
             (r.host, r.gpu, r.bucket, r.model, r.online_s, r.idle_s, r.held_s, r.util_s,
-             r.measured_s, r.seen_from, r.seen_to))
+             r.measured_s, r.seen_from, r.seen_to,
+             None if spans is None else json.dumps([list(s) for s in spans])))
 
 
 def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime]:
@@ -139,18 +152,56 @@ def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime
                                           (since, until))]
 
 
+def _what(r: Any) -> str:
+    return "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+
+
 def _gpu_time(r: Any) -> GpuTime:
-    what = "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+    what = _what(r)
     check(what, r, GPU_TIME_COLUMNS)
     if (r["seen_from"] is None) != (r["seen_to"] is None) or (
             r["seen_from"] is not None and r["seen_from"] > r["seen_to"]):
         raise Unreadable("%s was seen from %r to %r: both or neither are written, the first "
                          "no later than the last" % (what, r["seen_from"], r["seen_to"]))
+    spans = _spans(r, what)
+    if spans is not None and (r["seen_from"] is None or not spans or
+                              spans[0][0] < r["seen_from"] or spans[-1][1] > r["seen_to"]):
+        raise Unreadable("%s was seen %r, not within from %r to %r" % (
+            what, r["seen_spans"], r["seen_from"], r["seen_to"]))
     return GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
                    float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
                    float(r["util_s"]), float(r["measured_s"]),
                    None if r["seen_from"] is None else float(r["seen_from"]),
-                   None if r["seen_to"] is None else float(r["seen_to"]))
+                   None if r["seen_to"] is None else float(r["seen_to"]), spans)
+
+
+def _spans(r: Any, what: str) -> Optional[Spans]:
+    """The stretches of its bucket a row's GPU was seen (``seen_spans``: a JSON list of [from,
+    to] pairs in order, apart), or None where they are not kept (a row from before SQLite
+    migration 0020, PostgreSQL 0037)."""
+    text = r["seen_spans"]
+    if text is None:
+        return None
+    try:
+        spans = tuple((float(a), float(b)) for a, b in json.loads(text))
+    except (TypeError, ValueError) as err:
+        raise Unreadable("%s was seen %r, not a JSON list of [from, to] pairs" % (what, text)) \
+            from err
+    if any(a > b for a, b in spans) or any(
+            spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)):
+        raise Unreadable("%s was seen %r: each stretch from no later than to, in order, "
+                         "none overlapping the next" % (what, text))
+    return spans
+
+
+def begins(run: Run, db: Any) -> Optional[float]:
+    """When the oldest usage kept begins (Store.usage_begins): the first attempt's start or
+    the oldest bucket's first look, whichever is earlier; None where nothing is kept. Each
+    read by its index: a bucket's looks are within it, so the first is in the oldest one."""
+    started = run(db, "SELECT min(started_at) AS t FROM usage").fetchone()["t"]
+    looked = run(db, "SELECT min(coalesce(seen_from, bucket)) AS t FROM gpu_time WHERE "
+                     "bucket = (SELECT min(bucket) FROM gpu_time)").fetchone()["t"]
+    return min((float(t) for t in (started, looked) if t is not None), default=None)
 
 
 def prune(run: Run, db: Any, before: float) -> int:

@@ -38,7 +38,7 @@ from fractui.tui.parts import BetweenParts
 from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
-from fractui.usage.report import BY, NONE, Group, Report, Series, build, earliest, series
+from fractui.usage.report import BY, NONE, Group, Report, Series, build, series
 from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, hours, online_words,
                                      saving_words, unmeasured_words, unstarted_words)
 
@@ -99,13 +99,13 @@ def compute(source: Source, span: Span, by: str, now: float,
     if read is None:
         return None
     records, gpu_time = read
-    first = earliest(records, gpu_time)
+    first = source.read_usage_begins()
     since = now - span.seconds if span.seconds is not None else (
         first if first is not None else now)
     report = build(records, gpu_time, since, now, by, now, source.read_ended(since),
-                   bucket_s=bucket_s)
+                   bucket_s=bucket_s, kept_from=first)
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now,
-                                              bucket_s=bucket_s)
+                                              bucket_s=bucket_s, kept_from=first)
     return Computed(report, teams, series(records, report.start, now, span.steps, now),
                     len(records), Coverage.of(report, bucket_s, now),
                     Waiting.of(source.read_waiting(), by, now))

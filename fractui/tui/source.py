@@ -24,7 +24,7 @@ from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreErro
 from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Job, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
-from fractui.usage.report import UNSTARTED
+from fractui.usage.report import UNSTARTED, earliest
 from fractui.usage.sentences import Waiting
 
 if TYPE_CHECKING:
@@ -150,6 +150,13 @@ class Source:
             return None
         return [r for r in self._usage if r.started_at < until and
                 (r.ended_at is None or r.ended_at >= since)], []  # (the store's rule)
+
+    def read_usage_begins(self) -> Optional[float]:
+        """Where the oldest usage kept begins (a worker thread): the store's
+        (Store.usage_begins), or the oldest of the records a frozen fleet was given."""
+        if self.store is not None:
+            return self.store.usage_begins()
+        return earliest(self._usage, [])
 
     def read_now(self, local: Callable[[], float]) -> float:
         """The store's clock, which its times are dated by (one read, in a worker thread):

@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, mps_layer
 from fractui.sched.quota import held_by_gpu
-from fractui.store.model import GpuTime, Job
+from fractui.store.model import GpuTime, Job, Spans, spans_over
 
 GAP_S = 30.0
 """Two looks at a GPU further apart than this (the holder was paused, or just took the lease)
@@ -32,7 +32,8 @@ class GpuClock:
     last: Dict[Key, float] = field(default_factory=dict)  # when each GPU was last seen online
     pending: Dict[Tuple[str, int, float], List[Any]] = field(default_factory=dict)
     """(host, GPU, bucket) -> [model, online, idle, held, util, measured seconds, seen from,
-    seen to]: plain lists while summing (a look at 10,000 GPUs makes no object per GPU)."""
+    seen to, seen spans]: plain lists while summing (a look at 10,000 GPUs makes no object
+    per GPU; its span goes on the one before where it begins as that one ends)."""
 
     def observe(self, views: Sequence[HostView], jobs: Iterable[Job], now: float) -> None:
         """One look at the fleet at ``now``: each GPU of a reachable host counts the time
@@ -63,27 +64,39 @@ class GpuClock:
                 busy = float(util) / 100 if measured else 0.0
                 for bucket, start, dt in _split(before, now, self.bucket_s):
                     self._sum(view.name, index, bucket, gpu.get("name"), (start, start + dt),
-                              dt, idle * dt, charge * dt, busy * dt, dt if measured else 0.0)
+                              ((start, start + dt),), dt, idle * dt, charge * dt, busy * dt,
+                              dt if measured else 0.0)
         self.last = seen
 
     def add(self, row: GpuTime) -> None:
         """Adds a row's seconds to what is pending for its GPU and bucket."""
         self._sum(row.host, row.gpu, row.bucket, row.model, (row.seen_from, row.seen_to),
-                  row.online_s, row.idle_s, row.held_s, row.util_s, row.measured_s)
+                  row.seen_spans, row.online_s, row.idle_s, row.held_s, row.util_s,
+                  row.measured_s)
 
     def _sum(self, host: str, gpu: int, bucket: float, model: Optional[str],
-             seen: Tuple[Optional[float], Optional[float]], *seconds: float) -> None:
+             seen: Tuple[Optional[float], Optional[float]], spans: Optional[Spans],
+             *seconds: float) -> None:
         was = self.pending.get((host, gpu, bucket))
         if was is None:
-            self.pending[host, gpu, bucket] = [model, *seconds, *seen]
+            self.pending[host, gpu, bucket] = [model, *seconds, *seen,
+                                               None if spans is None else list(spans)]
             return
         was[0] = model or was[0]
         for i, value in enumerate(seconds, start=1):
             was[i] += value
-        was[-2:] = seen_over(was[-2], was[-1], *seen)
+        was[-3:-1] = seen_over(was[-3], was[-2], *seen)
+        kept = was[-1]
+        if kept is None or spans is None:
+            was[-1] = None
+        elif len(spans) == 1 and kept and kept[-1][1] == spans[0][0]:  # most looks: the
+            kept[-1] = (kept[-1][0], spans[0][1])  # span before goes on
+        else:
+            was[-1] = list(spans_over(kept, spans))
 
     def take(self) -> List[GpuTime]:
-        rows = [GpuTime(host, gpu, bucket, *summed)
+        rows = [GpuTime(host, gpu, bucket, *summed[:-1],
+                        None if summed[-1] is None else tuple(summed[-1]))
                 for (host, gpu, bucket), summed in self.pending.items()]
         self.pending = {}
         return sorted(rows, key=lambda r: (r.bucket, r.host, r.gpu))

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.config import UsageSettings
-from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
+from fractui.store.model import (CANCELLED, FAILED, OUTCOMES, GpuTime, Job, Spans,
+                                 UsageRecord)
 from fractui.usage import BY
 from fractui.words import count
 
@@ -195,15 +196,19 @@ class Report:
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
           until: float, by: str, now: float, ended: Iterable[Job] = (),
-          whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s) -> Report:
+          whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s,
+          kept_from: Optional[float] = None) -> Report:
     """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
     ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``; ``whose``: the
     attempts and jobs counted (everyone's: the GPUs' time too); ``bucket_s``: the length of
     the GPU time's buckets ([usage] bucket_s), each counted for its part in the range
     (``bucket_part``), as an attempt's held time is clipped to it.
-    Its means over time start where the store keeps anything in the range (``start``): a
-    store younger than the range (the demo's, a new fleet's) is not averaged with the time
-    before it existed — the store's, whoever's jobs are counted."""
+    Its means over time start where the store keeps anything (``start``): a store younger
+    than the range (the demo's, a new fleet's) is not averaged with the time before it
+    existed — the store's, whoever's jobs are counted. ``kept_from``: where the store's
+    oldest usage begins (Store.usage_begins); without it, the oldest of what the range holds,
+    which, where the store is older than the range and nothing is kept of its first part
+    (no job held a GPU, no scheduler looked), averages over the rest alone."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
     records, gpu_time = list(records), list(gpu_time)
@@ -215,6 +220,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
              for t in gpu_time]
     in_range = [(t, part) for t, part in parts if part > 0]
     first = earliest(records, [t for t, _ in in_range])
+    if kept_from is not None:
+        first = kept_from if first is None else min(first, kept_from)
     start = since if first is None else min(max(since, first), until)
     if not whose.everyone:
         records = [r for r in records if whose.has(r.user, r.team)]
@@ -254,25 +261,30 @@ def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now:
     end = min(bucket + bucket_s, now)
     if end < bucket + bucket_s:
         end = min(end, bucket + reach_s)
-    return _spread(bucket, end, since, until)
+    return _spread(((bucket, end),), since, until)
 
 
 def seen_part(t: GpuTime, since: float, until: float) -> float:
     """The part of a GPU time bucket's seconds that is in [since, until), where it says when
-    they were seen (``seen_from`` to ``seen_to``): spread over that time, not over the bucket,
-    so a GPU that came or went within it is counted where it was (bucket_part's spread read a
-    GPU gone before a range began as online in it)."""
+    they were seen: spread over the stretches it was seen (``seen_spans``), or where those
+    are not kept from its first look to its last (``seen_from`` to ``seen_to``), not over the
+    bucket, so a GPU that came or went within it is counted where it was (bucket_part's
+    spread read a GPU gone before a range began as online in it), and one away for a while
+    within it is not counted while it was away."""
+    if t.seen_spans is not None:
+        return _spread(t.seen_spans, since, until)
     assert t.seen_from is not None and t.seen_to is not None
-    return _spread(t.seen_from, t.seen_to, since, until)
+    return _spread(((t.seen_from, t.seen_to),), since, until)
 
 
-def _spread(start: float, end: float, since: float, until: float) -> float:
-    """The part of seconds spread evenly over [start, end) that is in [since, until); all or
-    none of them where that time is a point (a bucket begun at now or after, by the holder's
-    clock; a GPU seen once), by whether it is in the range."""
-    if end <= start:
-        return 1.0 if since <= start < until else 0.0
-    return max(0.0, min(end, until) - max(start, since)) / (end - start)
+def _spread(spans: Spans, since: float, until: float) -> float:
+    """The part of seconds spread evenly over the stretches ``spans`` that is in [since,
+    until); all or none of them where that time is a point (a bucket begun at now or after,
+    by the holder's clock; a GPU seen once), by whether it is in the range."""
+    length = sum(end - start for start, end in spans)
+    if length <= 0:
+        return 1.0 if any(since <= start < until for start, _ in spans) else 0.0
+    return sum(max(0.0, min(end, until) - max(start, since)) for start, end in spans) / length
 
 
 UNSTARTED = (CANCELLED, FAILED)

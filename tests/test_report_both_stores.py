@@ -1,0 +1,171 @@
+"""``fractui report`` of a short history played through the store's own transitions, on SQLite
+and on PostgreSQL, against numbers worked out by hand here. The history is seconds long and
+real: a store's waits are from its own clock (on PostgreSQL, the server's), so the jobs are
+submitted now and their hosts' starts and ends given a few seconds later, and the report is
+read once those have passed.
+
+Times are seconds from B, the whole second the first submit falls in (all four submits are
+within 1.3 s of it); the range is [B, B + 4 s); GPU time: a look every 0.1 s from 1.5 s to
+3.5 s at hosts h1 (two L4s) and h2 (one L4), h2 away for its looks from 2.1 s to 2.6 s (its
+look at 2.7 s, back, counts nothing).
+
+    job  team/user  slot                       start -> end     util  mem
+    1    vision/ann h1 gpu0 share 0.25         1.9 -> 3.1 done  40 %  1 GiB
+    2    vision/bo  h1 gpu0 share 0.5          2.3 -> 3.3 failed 60 % 2 GiB
+    3    nlp/cy     h2 gpu0 whole              1.7 -> 2.9 done  never sampled
+    4    nlp/cy     cancelled while it waited
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+from typing import Dict, List
+
+import pytest
+
+from fractui.sched.fleetview import HostView
+from fractui.store import open_store
+from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, Job, Slot
+from fractui.usage.gputime import GpuClock
+from tests.cli_run import in_process, leaks
+from tests.test_report_truth import sampled
+
+H = 3600.0
+ONE, HALF, QUARTER = (Slot("h2", (0,), None, None, None, 1.0),
+                      Slot("h1", (0,), None, None, 12288, 0.5),
+                      Slot("h1", (0,), None, None, 6144, 0.25))
+
+
+def _at(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).isoformat()
+
+
+def test_the_report_of_a_scripted_history_is_the_hand_worked_one_on_either_store(
+        store_url, tmp_path, capfd):
+    store = open_store(store_url)
+    try:
+        b = math.floor(store.now())
+        plan = [("vision", "ann", QUARTER, 1.9, 3.1, DONE, sampled(40, 1024)),
+                ("vision", "bo", HALF, 2.3, 3.3, FAILED, sampled(60, 2048)),
+                ("nlp", "cy", ONE, 1.7, 2.9, DONE, None)]
+        jobs = [store.submit("q", team, "j", ["x"], {}, "%s@laptop" % user)
+                for team, user, *_ in plan]
+        waiting = store.submit("q", "nlp", "j", ["x"], {}, "cy@laptop")
+        store.ended(waiting.id, (PENDING,), CANCELLED, None, "cy", "cancel", "cancelled")
+        assert max(j.submitted_at for j in jobs) < b + 1.3  # (the history's first start: 1.7)
+        for job, (_, _, slot, start, end, outcome, took) in zip(jobs, plan):
+            store.place(job.id, slot, "sched", "fits")
+            store.started(job.id, "a%d" % job.id, b + start, "sched", "started",
+                          model="NVIDIA L4")
+            store.ended(job.id, (RUNNING,), outcome, None, "sched", outcome, "end",
+                        ended_at=b + end, sampled=took)
+        gpus = GpuClock(bucket_s=300)
+        for tenth in range(15, 36):
+            t = b + tenth / 10
+            on = [Job(j.id, "q", p[0], "j", ("x",), {}, RUNNING, 0.0, 0.0, slot=p[2])
+                  for j, p in zip(jobs, plan) if b + p[3] <= t < b + p[4]]
+            gpus.observe([HostView(host, "offline" if host == "h2" and 21 <= tenth < 27 else
+                                   "online", hello={"gpus": []}, snapshot={"gpus": [
+                                       {"index": g, "name": "NVIDIA L4", "processes": []}
+                                       for g in range(count)]})
+                          for host, count in (("h1", 2), ("h2", 1))], on, t)
+        store.keep_gpu_time(gpus.take())
+        while store.now() < b + 4.05:  # the range ends before the report's now
+            time.sleep(0.1)
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n' % store_url)
+
+    def report(*argv: str) -> Dict:
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(b), "--until", _at(b + 4), "--json", *argv])
+        assert code == 0 and not leaks(err), err
+        return json.loads(out)
+
+    def seconds(group: Dict, *keys: str) -> List:
+        """The group's hours in seconds (None: not known)."""
+        return [None if group[k] is None else group[k] * H for k in keys]
+
+    waits = sorted(b + p[3] - j.submitted_at for j, p in zip(jobs, plan))
+    got = report()
+    teams = {g["key"]: g for g in got["groups"]}
+    keys = ("held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours", "memory_gib_hours")
+    # vision: 0.25 x 1.2 s + 0.5 x 1.0 s held; 0.4 x 1.2 + 0.6 x 1.0 used; 1 GiB x 1.2 +
+    # 2 GiB x 1.0; nlp: 1.2 s of a whole GPU, never sampled: used and memory not known
+    assert seconds(teams["vision"], *keys) == pytest.approx([0.8, 1.08, 0, 3.2], abs=0.01)
+    assert seconds(teams["nlp"], *keys) == [pytest.approx(1.2, abs=0.01), None,
+                                            pytest.approx(1.2, abs=0.01), None]
+    total = got["total"]
+    assert seconds(total, *keys) == pytest.approx([2.0, 1.08, 1.2, 3.2], abs=0.01)
+    # GPU time, each look counting the 0.1 s since the last as it finds the GPU: h1's GPUs
+    # seen 2.0 s each, h2's 0.5 + 0.8 s; held while online h1 gpu0 0.25 x 1.2 + 0.5 x 1.0,
+    # h2 gpu0 0.5 (its looks at 1.7 to 2.0 s and 2.8 s find job 3); idle h1 gpu1 2.0, h1 gpu0
+    # 0.3 + 0.3 (looks at 1.6 to 1.8 s, 3.3 to 3.5 s), h2 gpu0 0.1 + 0.7 (1.6 s, 2.9 to 3.5 s)
+    assert seconds(total, "online_gpu_hours", "held_online_gpu_hours", "idle_gpu_hours") == \
+        pytest.approx([5.3, 1.3, 3.4], abs=0.01)
+    assert (total["waits"], total["wait_median_s"], total["wait_p95_s"]) == (
+        3, pytest.approx(waits[1], abs=1e-5), pytest.approx(waits[2], abs=1e-5))
+    assert (teams["vision"]["waits"], teams["nlp"]["wait_median_s"]) == (
+        2, pytest.approx(b + 1.7 - jobs[2].submitted_at, abs=1e-5))
+    assert (total["outcomes"]["done"], total["outcomes"]["failed"], total["running"]) == (
+        2, 1, 0)
+    assert got["ended_unstarted"] == {"cancelled": 1, "failed": 0}
+    assert got["waiting_now"] is None  # a range that ended before now
+    # without sharing: 3 GPUs at peak (2.3 -> 2.9 s), 1.2 + 1.2 + 1.0 GPU-s over the 2.5 s
+    # from the first look (1.5 s: the store keeps nothing before it); in use h2 gpu0 1.2 s
+    # and h1 gpu0 1.4 s, 2 at peak
+    assert got["start"] == pytest.approx(b + 1.5)
+    assert got["saving"] == {
+        "peak_demand_gpus": 3, "peak_used_gpus": 2, "saved_gpus_at_peak": 1,
+        "mean_demand_gpus": pytest.approx(3.4 / 2.5, abs=1e-4),
+        "mean_used_gpus": pytest.approx(2.6 / 2.5, abs=1e-4),
+        "saved_gpus_mean": pytest.approx(0.8 / 2.5, abs=1e-4)}
+    hosts = {g["key"]: g for g in report("--by", "host")["groups"]}
+    assert {k: seconds(g, "held_gpu_hours", "online_gpu_hours", "held_online_gpu_hours",
+                       "idle_gpu_hours") for k, g in hosts.items()} == {
+        "h1": pytest.approx([0.8, 4.0, 0.8, 2.6], abs=0.01),
+        "h2": pytest.approx([1.2, 1.3, 0.5, 0.8], abs=0.01)}
+
+
+def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_range_does(
+        store_url, tmp_path, capfd):
+    """The store keeps an attempt of a whole GPU from 3000 s ago to 2900 s ago, and one from
+    1000 s ago to 900 s ago (no GPU time: no scheduler looked); [2000 s ago, now): the store
+    keeps usage from before the range, so its means are over all of it — 100 GPU-s of demand
+    over 2000 s, 0.05 — and no line says it keeps nothing before; they started at the range's
+    first attempt (1000 s ago: 0.1, and "the store keeps nothing of it before" then), as if
+    the store were younger than the range. The report screen's day alike."""
+    from fractui.tui.report_view import Span, compute
+    from fractui.tui.source import Source
+
+    store = open_store(store_url)
+    try:
+        t0 = math.floor(store.now())
+        for start in (3000, 1000):
+            job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+            store.place(job.id, ONE, "sched", "fits")
+            store.started(job.id, "a%d" % job.id, t0 - start, "sched", "started")
+            store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end",
+                        ended_at=t0 - start + 100)
+        source = Source([])
+        source.store = store
+        screen = compute(source, Span("x", "x", 2000.0, 10), "team", t0, 300)
+        assert screen is not None
+        assert (screen.report.start, screen.report.saving.mean_demand) == (
+            t0 - 2000, pytest.approx(0.05))
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n' % store_url)
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                        _at(t0 - 2000), "--until", _at(t0), "--json"])
+    assert code == 0 and not leaks(err), err
+    got = json.loads(out)
+    assert (got["start"], got["saving"]["mean_demand_gpus"]) == (t0 - 2000, 0.05)
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                        _at(t0 - 2000), "--until", _at(t0)])
+    assert "keeps nothing" not in out, out
