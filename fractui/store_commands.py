@@ -35,7 +35,7 @@ from fractui.servable import submittable
 from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
-from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
+from fractui.store.access import CANCEL, MOVE, PLACE, PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of
 from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
@@ -298,14 +298,20 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
 # What a job asked to stop (cancel, requeue, preempt) is left as, said after its state
 _LEFT = {STOPPING: "the scheduler stops it", PENDING: "back in its queue",
          PLACED: "its next attempt, about to start", RUNNING: "its next attempt, started since"}
+# ... and a stop that brings it back, what comes after it
+_THEN = {REQUEUE: ", then puts it back in its queue", PREEMPT: ", then puts it back in its queue"}
 
 
 def stop_answer(job: Job) -> str:
     """What ``cancel``, ``requeue`` and ``preempt`` print of a job once asked: its number, its
     state and what that state means for it — a job whose requeue went through and whose next
     attempt has started or ended since is said to be so, never a bare ``7 running``, which
-    reads as a count; a cancelled job is ``7 cancelled``."""
+    reads as a count; a cancelled job is ``7 cancelled``. A job stopping to come back says so
+    (``7 stopping (the scheduler stops it, then puts it back in its queue)``): a requeue's
+    answer is never a cancel's."""
     left = _LEFT.get(job.state)
+    if job.state == STOPPING:
+        left += _THEN.get(job.stop_intent or "", "")
     if left is None and job.state in ENDED and job.state != CANCELLED:
         left = "its next attempt, ended since"
     return "%d %s%s" % (job.id, job.state, " (%s)" % left if left else "")

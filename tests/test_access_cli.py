@@ -164,8 +164,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
         refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (
             who(name), words))
     done = fractui(config, ["requeue", str(running.id)], name)
-    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n"
-                                              % running.id), done
+    assert (done.returncode, done.stdout) == (
+        0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n"
+        % running.id), done
     assert done.stderr == NO_SCHEDULER  # (none runs here: none stops it yet)
     done = fractui(config, ["cancel", "3"], name)
     assert (done.returncode, done.stdout, done.stderr) == (0, "3 cancelled\n", ""), done

@@ -379,7 +379,7 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     store.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
     store.started(job.id, "j1", None, "sched", "launched")
     assert cli.run("requeue", str(job.id))[:2] == (
-        0, "%d stopping (the scheduler stops it)\n" % job.id)
+        0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n" % job.id)
     store.requeue(job.id, ("stopping",), "sched", "requeued")
     asked = store.audit_log(job.id)
     assert cli.run("requeue", str(job.id)) == (0, "%d pending (back in its queue)\n" % job.id,
@@ -423,7 +423,7 @@ def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(t
         store.close()
     n, m = job.id, other.id
     assert said == ["%d pending (back in its queue)" % n,
-                    "%d stopping (the scheduler stops it)" % n,
+                    "%d stopping (the scheduler stops it, then puts it back in its queue)" % n,
                     "%d placed (its next attempt, about to start)" % n,
                     "%d running (its next attempt, started since)" % n,
                     "%d failed (its next attempt, ended since)" % n, "%d cancelled" % m]
