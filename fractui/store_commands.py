@@ -35,7 +35,8 @@ from fractui.servable import submittable
 from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
-from fractui.store.access import CANCEL, MOVE, PLACE, PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of
+from fractui.store.access import (ADMIN_ACTIONS, CANCEL, CORDON as CORDON_ACTION, MOVE, PLACE,
+                                  PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of)
 from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
@@ -319,10 +320,14 @@ def stop_answer(job: Job) -> str:
 
 def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
     """One job's ``intent`` asked (intents.ask_stop); an ended job's requeue is refused with
-    the submit that runs it anew."""
+    the submit that runs it anew. An admin's verb (preempt) says so to anyone else first,
+    whatever the job."""
+    asker = Asker.here(config.teams)
+    if intent in ADMIN_ACTIONS:
+        intents.authorize(store, asker, intent, None, "job %d" % number)
     job = store.get(number)
     try:
-        return intents.ask_stop(store, job, intent, Asker.here(config.teams))
+        return intents.ask_stop(store, job, intent, asker)
     except Refused as err:
         if intent == CANCEL or job.state not in ENDED:
             raise
@@ -370,16 +375,17 @@ def resubmit_line(config: Config, job: Job) -> Tuple[str, str]:
 def _by_hand(config: Config, args: argparse.Namespace, action: str
              ) -> Iterator[Tuple[Store, Job, int, Asker]]:
     """``place``'s and ``move``'s start: their arguments checked, then the store open (closed
-    after) with the job read and ``action`` on it authorized, before any host is asked."""
+    after), ``action`` authorized (before the host or the job is looked up: a member is told
+    the verb is the admin's) and the job read, before any host is asked."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
-    config.host(args.host)
     gpu, number = gpu_index(args.gpu), job_number(args.job)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
-    try:
+    try:  # the admin's verbs: who may is said first, before the host or the job is looked up
+        intents.authorize(store, asker, action, None, "job %d" % number)
+        config.host(args.host)
         job = store.get(number)
-        intents.authorize(store, asker, action, job.team, "job %d" % job.id)
         yield store, job, gpu, asker
     finally:
         store.close()
@@ -594,10 +600,11 @@ def drain(config: Config, args: argparse.Namespace) -> int:
 def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
     """Records the cordon (or drain); the scheduler places and launches nothing new there from
     its next pass, and what runs there runs on."""
-    config.host(args.host)
     gpu = None if args.gpu is None else gpu_index(args.gpu)
     store = open_checked_store(config, hear=False)
     try:
+        _admin_first(store, config, args.host, gpu)
+        config.host(args.host)
         _check_gpu(store, args.host, gpu)
         made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
         on_it = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host
@@ -620,6 +627,7 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False)
     try:
+        _admin_first(store, config, args.host, gpu)
         if not any(c.host == args.host for c in store.cordons()):
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
@@ -636,6 +644,14 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
         say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
             args.host, still, args.host))
     return 0
+
+
+def _admin_first(store: Store, config: Config, host: str, gpu: Optional[int]) -> None:
+    """access.Denied for a user who may not cordon, drain or uncordon: said before the host
+    is looked up, so a member is told the verb is the admin's, not that her config (of no
+    [[hosts]], a researcher's) lacks the host."""
+    intents.authorize(store, Asker.here(config.teams), CORDON_ACTION, None,
+                      intents.host_or_gpu(host, gpu))
 
 
 def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:

@@ -148,7 +148,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             % (who(name), theirs.id))
     for verb, words in (
             (["preempt", str(running.id)], "to preempt job %d" % running.id),
+            (["preempt", "99"], "to preempt job 99"),  # (no such job: the verb is said first)
             (["place", "3", "gpu-x", "0"], "to place job 3"),
+            (["move", "99", "gpu-x", "0"], "to move job 99"),
             (["move", str(running.id), "gpu-x", "0"], "to move job %d" % running.id),
             (["launch", "gpu-x", "0", "--memory-mib", "100", "--", "x"],
              "to launch a job on gpu-x"),
@@ -160,9 +162,11 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             (["drain", "gpu-x", "1"], "to cordon, drain or uncordon gpu-x gpu1"),
             (["uncordon", "gpu-x"], "to cordon, drain or uncordon gpu-x"),
             (["scheduler"], "to run the scheduler")):
-        # refused before any host is reached: not "cannot connect to gpu-x"
-        refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (
-            who(name), words))
+        # refused before any host is reached: not "cannot connect to gpu-x"; nor, with her
+        # own config of no [[hosts]], "unknown host gpu-x" (exit 2), as if a typo
+        for hers in (with_hosts, config):
+            refused(fractui(hers, verb, name), "%s; %s you must be an admin" % (
+                who(name), words))
     done = fractui(config, ["requeue", str(running.id)], name)
     assert (done.returncode, done.stdout) == (
         0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n"

@@ -24,7 +24,7 @@ from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
 from fractui.outcome import Terminated
-from fractui.store import Slot, sqlite_url
+from fractui.store import Slot, SqliteStore, sqlite_url
 from fractui.terminal import TerminalText
 from fractui.whoami import os_user
 from fractui.words import quoted
@@ -400,7 +400,6 @@ def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(t
     as it is then: ``7 running``, a line that reads as a count of running jobs. Each state
     it can be left in now says what it means for the job, as stopping, pending and placed
     did; a cancelled job is its number and ``cancelled``."""
-    from fractui.store import SqliteStore
     from fractui.store_commands import stop_answer
 
     store = SqliteStore(str(tmp_path / "store.db"))
@@ -865,10 +864,13 @@ def test_a_submit_needing_team_says_the_teams_the_user_is_in_to_paste(tmp_path, 
 def test_a_host_named_in_a_config_of_no_hosts_is_said_so_not_known_none(tmp_path, capfd):
     """A researcher's config names no host (the store alone): a host word was answered
     "unknown host 'gpu-a' (known: none)", which names nothing to choose from; it says the
-    config has no [[hosts]], exit 2, as any name the config lacks."""
+    config has no [[hosts]], exit 2, as any name the config lacks. (To an admin: who may is
+    asked first, of the store, and a member is told the verb is an admin's: test_access_cli.)"""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
                       % (tmp_path / "s" / "store.db"))
+    (tmp_path / "s").mkdir(mode=0o700)
+    SqliteStore(str(tmp_path / "s" / "store.db")).close()  # (this user's: an admin's)
     for argv in (["place", "3", "gpu-a", "0"], ["cordon", "gpu-a"]):
         code, out, err = in_process(capfd, ["--config", str(config), *argv])
         assert (code, out, err) == (2, "", "fractui: %s: unknown host 'gpu-a': the config has "
