@@ -89,10 +89,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         except KeyTaken as err:
             raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
         except WaitingFull as err:
-            raise Failed("%s: nothing was queued; submit again once some have started, cancel "
-                         "some of them (fractui jobs --me lists yours; fractui cancel JOB...), or "
-                         "ask an admin to raise team %s's max_waiting in the config the "
-                         "scheduler runs on" % (err, err.team)) from None
+            raise Failed(_past_bound(err, "nothing was queued", "submit")) from None
         except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
             raise type(err)(err.where, "%s; %s" % (err.what, _again(key))) from err
         except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: Terminated) mid-write: maybe recorded
@@ -286,6 +283,11 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 say(str(err))
                 failed = True
                 continue
+            except WaitingFull as err:  # (a member's requeue)
+                say(_past_bound(err, "job %d was not requeued: it runs on where it is" % number,
+                                "requeue it"))
+                failed = True
+                continue
             print(stop_answer(job), flush=True)
             # "the scheduler stops it": none will, until one runs
             unled = unled or job.state == STOPPING and store.lease_holder() is None
@@ -294,6 +296,14 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     if unled:
         say(NO_SCHEDULER)
     return EXIT_FAILED if failed else 0
+
+
+def _past_bound(err: WaitingFull, kept: str, again: str) -> str:
+    """A member's submit or requeue refused at her team's bound on waiting jobs: what was
+    ``kept`` as it was, and what she can do (``again``: the verb, done again)."""
+    return ("%s: %s; %s again once some have started, cancel some of them (fractui jobs --me "
+            "lists yours; fractui cancel JOB...), or ask an admin to raise team %s's "
+            "max_waiting in the config the scheduler runs on" % (err, kept, again, err.team))
 
 
 # What a job asked to stop (cancel, requeue, preempt) is left as, said after its state

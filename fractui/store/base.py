@@ -43,14 +43,18 @@ class QuotaTaken(StateConflict):
 
 
 class WaitingFull(Exception):
-    """A team member's submit would take their team past its bound on waiting (pending) jobs:
-    nothing was written. A refusal by the store's rule, not a fault of the store (exit 1)."""
+    """A team member's submit or requeue would take their team past its bound on waiting jobs
+    (pending, or stopping to be requeued: back in the queue soon): nothing was written. A
+    refusal by the store's rule, not a fault of the store (exit 1)."""
 
-    def __init__(self, user: str, team: str, bound: int, waiting: int):
-        super().__init__("refused: you are %s, not an admin; team %s has %s waiting and may "
-                         "have at most %d (max_waiting)" % (user, team, count(waiting, "job"),
-                                                            bound))
+    def __init__(self, user: str, team: str, bound: int, waiting: int, requeued: int = 0):
+        super().__init__("refused: you are %s, not an admin; team %s has %s waiting%s and may "
+                         "have at most %d (max_waiting)" % (
+                             user, team, count(waiting, "job"),
+                             " (%d of them being requeued)" % requeued if requeued else "",
+                             bound))
         self.user, self.team, self.bound, self.waiting = user, team, bound, waiting
+        self.requeued = requeued
 
 
 class StoreError(Exception):
@@ -247,9 +251,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
-                 epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
+                 epoch: Optional[int] = None, attempt: Optional[int] = None,
+                 bounded_as: Optional[str] = None) -> Job:
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
-        the lease holder stops (audited as the intent). A cancel (``expect`` naming stopping)
+        the lease holder stops (audited as the intent). ``bounded_as``: the user (no admin)
+        whose requeue is held to the team's bound on waiting jobs, as ``submit``'s is, counted
+        in the write's own transaction, in the team's turn: WaitingFull, nothing written. A cancel (``expect`` naming stopping)
         also takes over a stop under way that would bring the job back (a requeue, a
         preemption, a move: model.stops_offered), letting go of a move's slot; any other stop
         under way is a StateConflict. A commit whose answer was lost is
