@@ -18,7 +18,7 @@ import pytest
 
 from fractui import words
 from fractui.config import QueueConfig
-from fractui.store import SqliteStore, Slot
+from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.sshd import free_port
@@ -442,3 +442,40 @@ def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli
             "an admin runs one as the agent's user with fractui launch; it runs on where it is"
             % (job.id, path))
     assert SqliteStore(str(path)).get(job.id).state == "running"
+
+
+def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url, tmp_path):
+    """``jobs --user`` and ``report --user`` of a name no one in the store goes by answered
+    an empty list, which reads as "no jobs": a typo is said, exit 2, with the close name and
+    the known ones (who submitted a job the store keeps, the config's members, the caller);
+    a known user with no jobs there is still a plain empty answer. Both stores: who submitted
+    is the store's to say. ``--team`` of a team neither the store nor the config has is the
+    config's error, with its close name, as before."""
+    store = open_store(store_url)
+    try:
+        store.submit("v", "vision", "a", ["x"], {"gpu": 0.5}, "alice@h")
+        gone = store.submit("v", "vision", "b", ["x"], {"gpu": 0.5}, "bob@h")
+        store.ended(gone.id, ("pending",), "cancelled", "by bob", "bob@h", "by bob", "cancel")
+        caller = store.identity().user
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[teams]]\nname = "vision"\nmembers = ["carol"]\n'
+                      '[[queues]]\nname = "v"\ngpu = 0.5\nteam = "vision"\n' % store_url)
+    known = ", ".join(sorted({"alice", "bob", "carol", caller}))
+    for verb in (["jobs", "--user", "alcie"], ["jobs", "--all", "--user", "alcie"],
+                 ["report", "--user", "alcie"], ["report", "--user", "alcie", "--team",
+                                                 "vision"]):
+        done = fractui(config, verb)
+        assert (done.returncode, done.stdout, done.stderr) == (
+            2, "", "fractui: --user 'alcie': no user of that name is known in this store (none "
+            "submitted a job it keeps, and no [[teams]] lists them) (did you mean 'alice'? "
+            "known: %s)\n" % known), (verb, done)
+    for user, says in (("bob", "no active jobs (--all lists ended ones too)\n"),
+                       ("carol", "no active jobs (--all lists ended ones too)\n")):
+        done = fractui(config, ["jobs", "--user", user])
+        assert (done.returncode, done.stdout) == (0, says), done
+    done = fractui(config, ["report", "--user", "carol"])
+    assert done.returncode == 0 and "none of carol's jobs held a GPU" in done.stdout, done
+    done = fractui(config, ["report", "--team", "visoin"])
+    assert done.returncode == 2 and "did you mean 'vision'?" in done.stderr, done

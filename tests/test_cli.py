@@ -241,7 +241,10 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     # whose: the store's word on who submitted each (--me: the store's word on who asks)
     code, out, err = cli.run("jobs", "--all", "--user", "test", "--json")
     assert code == 0 and sorted(j["id"] for j in json.loads(out)["jobs"]) == sorted(why), err
-    assert cli.run("jobs", "--all", "--user", "someone-else") == (0, "no jobs\n", "")
+    # a name no one in the store goes by: a typo, said so, not "no jobs" (test_access_cli)
+    code, out, err = cli.run("jobs", "--all", "--user", "someone-else")
+    assert (code, out) == (2, "") and "--user 'someone-else': no user of that name is known " \
+        "in this store" in err, err
 
     monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 wide: every line fits
     code, out, _ = cli.run("jobs", "--all")

@@ -201,6 +201,11 @@ class Store(abc.ABC):
         with ``ended_since``, only those that ended then or later; with ``limit``, the newest
         that many of those."""
 
+    @abc.abstractmethod
+    def submitters(self) -> frozenset[str]:
+        """Every user who submitted a job the store keeps (Job.user; jobs are never deleted):
+        the names a filter by user (``jobs --user``, ``report --user``) may find jobs of."""
+
     # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
     # of the states named), audited in the same transaction where it says so. ``epoch``: made
     # as lease holder of that epoch (LeaseLost, nothing written, if the lease's is another);

@@ -37,7 +37,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_within, same_place, stops_offered)
+                                 UsageRecord, held_within, same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -408,6 +408,10 @@ class SqlStore(Store):
             sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d) AS newest" % (sql, int(limit))
         return self._read(lambda db: [_job(r) for r in self._run(db, sql + " ORDER BY id",
                                                                   args)])
+
+    def submitters(self) -> frozenset[str]:
+        return self._read(lambda db: frozenset(submitter(r["submitted_by"]) for r in self._run(
+            db, "SELECT DISTINCT submitted_by FROM jobs WHERE submitted_by IS NOT NULL")))
 
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
               preemptible: bool = False, epoch: Optional[int] = None,
