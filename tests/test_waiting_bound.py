@@ -33,6 +33,7 @@ from tests.test_pg_guard import (LEAST, SLOT, Guarded, _guarded, any_grants,  # 
                                  audited, refused)
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
 from tests.test_teams_postgres import peer_server, team  # noqa: F401 - fixtures
+from tests.tui_probe import Probe
 
 # A process's submit as a team member: ready once its store is open, then the submit, then
 # what became of it ("queued" or the refusal's words).
@@ -369,6 +370,19 @@ def test_a_members_requeue_is_held_to_the_bound_as_her_submit_is(plain_dir, plai
     done = fractui(config, ["requeue", fourth], name)  # still held, above the bound
     assert (done.returncode, done.stdout) == (1, ""), done
     assert "team vision has 4 jobs waiting and may have at most 2" in done.stderr, done.stderr
+    # her TUI's r asks the same, and says the refusal as any other
+    probe = Probe(name, str(config))
+    try:
+        said = probe.ask("stop %s requeue" % fourth)["said"]
+    finally:
+        probe.close()
+    assert said == [["warning", "refused: you are %s, not an admin; team vision has 4 jobs "
+                     "waiting and may have at most 2 (max_waiting)" % name]], said
+    admin = SqliteStore(str(store_path))
+    try:
+        assert admin.get(int(fourth)).state == "running"
+    finally:
+        admin.close()
 
 
 def test_a_members_requeue_on_postgresql_is_held_to_the_bound_by_fractui(team):  # noqa: F811
