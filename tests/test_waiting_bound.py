@@ -441,3 +441,49 @@ def test_a_members_requeue_on_psql_is_held_to_the_bound_in_the_database(any_gran
         assert len(pending(admin, guarded.vision)) == 2
     finally:
         admin.close()
+
+
+def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
+    """ann's requeue asked on psql holds her team's turn in an open transaction (the guard
+    takes it, 0037); her requeue through fractui, of another job, waits for that turn, then
+    counts the first: refused, nothing written. (Counted without the turn, in a snapshot
+    without the first, both went through, past the bound.)"""
+    guarded = _guarded(pg_server, LEAST)
+    admin = guarded.store()
+    mine = guarded.store(guarded.ann)
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        jobs = [admin.submit("v", guarded.vision, "r", ["x"], {}, "ops@h") for _ in range(2)]
+        for job in jobs:
+            admin.place(job.id, SLOT, "sched", "decided")
+            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        me = "%s@head" % guarded.ann
+        outcome: List[BaseException] = []
+
+        def second() -> None:
+            try:
+                mine.stopping(jobs[1].id, ("running",), "requeue", me, "requeued by " + me,
+                              bounded_as=guarded.ann)
+            except WaitingFull as err:
+                outcome.append(err)
+
+        with psycopg.connect(guarded.url(guarded.ann)) as first:
+            first.execute(audited("UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                                  "reason = 'requeued by %s', updated_at = extract(epoch FROM "
+                                  "transaction_timestamp()) WHERE id = %d" % (me, jobs[0].id),
+                                  me, "requeue", str(jobs[0].id)))
+            racer = threading.Thread(target=second)
+            racer.start()
+            wait(lambda: not racer.is_alive() or pg_server.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
+                "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
+                lambda: "the second requeue never waited for the team's turn")
+            first.commit()
+        racer.join()
+        assert [str(e) for e in outcome] == [
+            "refused: you are %s, not an admin; team %s has 1 job waiting (1 of them being "
+            "requeued) and may have at most 1 (max_waiting)" % (guarded.ann, guarded.vision)]
+        assert [admin.get(j.id).state for j in jobs] == ["stopping", "running"]
+    finally:
+        mine.close()
+        admin.close()
