@@ -13,15 +13,19 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-from fractui.config import image_problem, profile_problem
+from fractui.config import image_problem, profile_problem, suggest
 from fractui.outcome import UsageError
 from fractui.words import as_typed, printable, quoted
 from remote_agent.jobs.runtime.oci import env_file_problem
 from remote_agent.mig.layout import VERSION_DIGITS
 from remote_agent.rpc.jsonrpc import (MAX_ARG, MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT,
                                       text_problem)
+
+if TYPE_CHECKING:  # (the store's modules are not loaded for a command line's words)
+    from fractui.store.access import Team
+    from fractui.store.base import Store
 
 _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
 _DIGITS = re.compile(r"-?[0-9]+")  # a number of any length: one too long is still no name
@@ -139,6 +143,20 @@ def name_of(what: str, shown: str) -> Callable[[str], str]:
 
 user_name = name_of("user", "jobs shows it under USER")
 team_name = name_of("team", "the config's [[teams]] name it")
+
+
+def known_user(name: str, store: "Store", teams: Iterable["Team"]) -> None:
+    """UsageError (exit 2) for a ``--user`` nobody of that name is known by in ``store``: who
+    submitted a job it keeps, a member the config's [[teams]] list, or the caller (the
+    store's word on who). A typo is said, with the close name, rather than answered as an
+    empty list, which reads as "no jobs"; a known user with no jobs is a plain empty answer.
+    Asked only where the filter found nothing, so a list that found some reads no more."""
+    known = (store.submitters() | {m for t in teams for m in t.members} |
+             {store.identity().user})
+    if name not in known:
+        raise UsageError("--user %s: no user of that name is known in this store (none "
+                         "submitted a job it keeps, and no [[teams]] lists them)%s" % (
+                             quoted(name), suggest(name, sorted(known), shown=20)))
 
 
 def scheduler_name(text: str) -> str:

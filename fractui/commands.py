@@ -210,8 +210,10 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_only(config: Config, action: str, what: str) -> None:
-    """The store's rule, asked before any host is reached: launch, stop and MIG changes steer
-    the fleet, so they are the admin's (access.Denied, exit 1, says who and what role)."""
+    """The store's rule, asked before any host is reached or even looked up in the config:
+    launch, stop and MIG changes steer the fleet, so they are the admin's (access.Denied,
+    exit 1, says who and what role), which a member is told rather than that her config has
+    no such host."""
     store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
@@ -235,13 +237,13 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     if args.destroy_idle and args.profile is None:
         raise UsageError("--destroy-idle goes with PROFILE (a plan that may destroy idle "
                          "instances to make room)")
-    config.host(args.host)
     if args.profile is None:
         return _mig_by_hand(config, args)
     asker = Asker.here(config.teams)
     store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
+        config.host(args.host)
         fleet = open_fleet(config, [args.host])
         session = fleet.session(args.host)
         try:
@@ -298,6 +300,7 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
+        config.host(args.host)
         fleet = open_fleet(config, [args.host])
         session = fleet.session(args.host)
         try:
@@ -396,8 +399,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
         params["memory_mib"] = args.memory_mib
-    config.host(args.host)
     admin_only(config, LAUNCH, "a job on %s" % args.host)
+    config.host(args.host)
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
     try:
@@ -452,8 +455,8 @@ def launched_words(ref: str, job: Dict[str, Any]) -> str:
 
 def stop(config: Config, args: argparse.Namespace) -> int:
     host, job = split_job(args.job)
-    config.host(host)
     admin_only(config, STOP, args.job)
+    config.host(host)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:

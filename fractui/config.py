@@ -15,7 +15,7 @@ import re
 import json
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import platformdirs
 
@@ -376,7 +376,7 @@ def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> An
         raise ConfigError(path, None,
                           f"unknown {what} {_shown(name)}: the config has no [[{what}s]]")
     raise ConfigError(path, None, f"unknown {what} {_shown(name)}"
-                                  f"{_suggest(name, tuple(i.name for i in items), shown=20)}")
+                                  f"{suggest(name, tuple(i.name for i in items), shown=20)}")
 
 
 def default_config_path() -> str:
@@ -667,7 +667,7 @@ class TomlChecker:
         """Checks keys and kinds of one table; returns its values with unset keys left out."""
         for key in raw:
             if key not in known:
-                raise self.fail(f"unknown key {_shown(key)} in {label}{_suggest(key, known)}",
+                raise self.fail(f"unknown key {_shown(key)} in {label}{suggest(key, known)}",
                                 table, index, key)
         for key, kind in known.items():
             if key not in raw:
@@ -689,7 +689,7 @@ class _Checker(TomlChecker):
     def config(self, doc: dict[str, Any]) -> Config:
         for key in doc:
             if key not in _TOP_KEYS:
-                raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
+                raise self.fail(f"unknown top-level key '{key}'{suggest(key, _TOP_KEYS)}",
                                 key=key)
         hosts = self.hosts(self.array_of_tables(doc, "hosts"))
         teams = self.teams(self.array_of_tables(doc, "teams"))
@@ -1170,7 +1170,7 @@ def _value_problem(value: Any, where: tuple[str, str]) -> str | None:
     return None
 
 
-def _suggest(key: str, known: tuple[str, ...] | dict[str, str],
+def suggest(key: str, known: Sequence[str] | dict[str, str],
              shown: int | None = None) -> str:
     """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common
     (among all the names, though only the first ``shown`` are listed)."""

@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui import kept_output
-from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
+from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, known_user, split_job
 from fractui.checked_store import open_checked_store
 from fractui.config import Config, ConfigError
 from fractui.copy_words import judged_again, stale_copies, unread
@@ -138,6 +138,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 stored = store.jobs(None if args.all else ACTIVE, limit=(
                     args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
                                     users=users)
+                if args.user and not stored:  # (a typo: said so, not "no active jobs")
+                    known_user(args.user, store, config.teams)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
             trouble = store.trouble()

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import List, Optional
 
+from fractui.arguments import known_user
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
@@ -42,6 +43,9 @@ def report(config: Config, args: argparse.Namespace) -> int:
         waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
         waits = waiting_jobs if reaches_now(since, until, now) else None
         ended = store.jobs(UNSTARTED, ended_since=since)
+        if args.user is not None and all(j.user != args.user for j in (
+                *records, *waiting_jobs, *ended)):
+            known_user(args.user, store, config.teams)  # a typo, said with the close name
         if whose.team is not None and all(j.team != whose.team for j in (
                 *records, *waiting_jobs, *ended)):
             config.team(whose.team)  # a typo is said with the close name (a team since

@@ -35,7 +35,8 @@ from fractui.servable import submittable
 from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
-from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
+from fractui.store.access import (ADMIN_ACTIONS, CANCEL, CORDON as CORDON_ACTION, MOVE, PLACE,
+                                  PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of)
 from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
@@ -88,10 +89,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         except KeyTaken as err:
             raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
         except WaitingFull as err:
-            raise Failed("%s: nothing was queued; submit again once some have started, cancel "
-                         "some of them (fractui jobs --me lists yours; fractui cancel JOB...), or "
-                         "ask an admin to raise team %s's max_waiting in the config the "
-                         "scheduler runs on" % (err, err.team)) from None
+            raise Failed(_past_bound(err, "nothing was queued", "submit")) from None
         except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
             raise type(err)(err.where, "%s; %s" % (err.what, _again(key))) from err
         except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: Terminated) mid-write: maybe recorded
@@ -285,6 +283,11 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 say(str(err))
                 failed = True
                 continue
+            except WaitingFull as err:  # (a member's requeue)
+                say(_past_bound(err, "job %d was not requeued: it runs on where it is" % number,
+                                "requeue it"))
+                failed = True
+                continue
             print(stop_answer(job), flush=True)
             # "the scheduler stops it": none will, until one runs
             unled = unled or job.state == STOPPING and store.lease_holder() is None
@@ -295,17 +298,31 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def _past_bound(err: WaitingFull, kept: str, again: str) -> str:
+    """A member's submit or requeue refused at her team's bound on waiting jobs: what was
+    ``kept`` as it was, and what she can do (``again``: the verb, done again)."""
+    return ("%s: %s; %s again once some have started, cancel some of them (fractui jobs --me "
+            "lists yours; fractui cancel JOB...), or ask an admin to raise team %s's "
+            "max_waiting in the config the scheduler runs on" % (err, kept, again, err.team))
+
+
 # What a job asked to stop (cancel, requeue, preempt) is left as, said after its state
 _LEFT = {STOPPING: "the scheduler stops it", PENDING: "back in its queue",
          PLACED: "its next attempt, about to start", RUNNING: "its next attempt, started since"}
+# ... and a stop that brings it back, what comes after it
+_THEN = {REQUEUE: ", then puts it back in its queue", PREEMPT: ", then puts it back in its queue"}
 
 
 def stop_answer(job: Job) -> str:
     """What ``cancel``, ``requeue`` and ``preempt`` print of a job once asked: its number, its
     state and what that state means for it — a job whose requeue went through and whose next
     attempt has started or ended since is said to be so, never a bare ``7 running``, which
-    reads as a count; a cancelled job is ``7 cancelled``."""
+    reads as a count; a cancelled job is ``7 cancelled``. A job stopping to come back says so
+    (``7 stopping (the scheduler stops it, then puts it back in its queue)``): a requeue's
+    answer is never a cancel's."""
     left = _LEFT.get(job.state)
+    if job.state == STOPPING:
+        left += _THEN.get(job.stop_intent or "", "")
     if left is None and job.state in ENDED and job.state != CANCELLED:
         left = "its next attempt, ended since"
     return "%d %s%s" % (job.id, job.state, " (%s)" % left if left else "")
@@ -313,10 +330,14 @@ def stop_answer(job: Job) -> str:
 
 def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
     """One job's ``intent`` asked (intents.ask_stop); an ended job's requeue is refused with
-    the submit that runs it anew."""
+    the submit that runs it anew. An admin's verb (preempt) says so to anyone else first,
+    whatever the job."""
+    asker = Asker.here(config.teams)
+    if intent in ADMIN_ACTIONS:
+        intents.authorize(store, asker, intent, None, "job %d" % number)
     job = store.get(number)
     try:
-        return intents.ask_stop(store, job, intent, Asker.here(config.teams))
+        return intents.ask_stop(store, job, intent, asker)
     except Refused as err:
         if intent == CANCEL or job.state not in ENDED:
             raise
@@ -364,16 +385,17 @@ def resubmit_line(config: Config, job: Job) -> Tuple[str, str]:
 def _by_hand(config: Config, args: argparse.Namespace, action: str
              ) -> Iterator[Tuple[Store, Job, int, Asker]]:
     """``place``'s and ``move``'s start: their arguments checked, then the store open (closed
-    after) with the job read and ``action`` on it authorized, before any host is asked."""
+    after), ``action`` authorized (before the host or the job is looked up: a member is told
+    the verb is the admin's) and the job read, before any host is asked."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
-    config.host(args.host)
     gpu, number = gpu_index(args.gpu), job_number(args.job)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
-    try:
+    try:  # the admin's verbs: who may is said first, before the host or the job is looked up
+        intents.authorize(store, asker, action, None, "job %d" % number)
+        config.host(args.host)
         job = store.get(number)
-        intents.authorize(store, asker, action, job.team, "job %d" % job.id)
         yield store, job, gpu, asker
     finally:
         store.close()
@@ -588,10 +610,11 @@ def drain(config: Config, args: argparse.Namespace) -> int:
 def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
     """Records the cordon (or drain); the scheduler places and launches nothing new there from
     its next pass, and what runs there runs on."""
-    config.host(args.host)
     gpu = None if args.gpu is None else gpu_index(args.gpu)
     store = open_checked_store(config, hear=False)
     try:
+        _admin_first(store, config, args.host, gpu)
+        config.host(args.host)
         _check_gpu(store, args.host, gpu)
         made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
         on_it = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host
@@ -614,6 +637,7 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False)
     try:
+        _admin_first(store, config, args.host, gpu)
         if not any(c.host == args.host for c in store.cordons()):
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
@@ -630,6 +654,14 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
         say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
             args.host, still, args.host))
     return 0
+
+
+def _admin_first(store: Store, config: Config, host: str, gpu: Optional[int]) -> None:
+    """access.Denied for a user who may not cordon, drain or uncordon: said before the host
+    is looked up, so a member is told the verb is the admin's, not that her config (of no
+    [[hosts]], a researcher's) lacks the host."""
+    intents.authorize(store, Asker.here(config.teams), CORDON_ACTION, None,
+                      intents.host_or_gpu(host, gpu))
 
 
 def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from fractui import words
 from fractui.config import QueueConfig
-from fractui.store import SqliteStore, Slot
+from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.sshd import free_port
@@ -148,7 +148,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             % (who(name), theirs.id))
     for verb, words in (
             (["preempt", str(running.id)], "to preempt job %d" % running.id),
+            (["preempt", "99"], "to preempt job 99"),  # (no such job: the verb is said first)
             (["place", "3", "gpu-x", "0"], "to place job 3"),
+            (["move", "99", "gpu-x", "0"], "to move job 99"),
             (["move", str(running.id), "gpu-x", "0"], "to move job %d" % running.id),
             (["launch", "gpu-x", "0", "--memory-mib", "100", "--", "x"],
              "to launch a job on gpu-x"),
@@ -160,12 +162,15 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             (["drain", "gpu-x", "1"], "to cordon, drain or uncordon gpu-x gpu1"),
             (["uncordon", "gpu-x"], "to cordon, drain or uncordon gpu-x"),
             (["scheduler"], "to run the scheduler")):
-        # refused before any host is reached: not "cannot connect to gpu-x"
-        refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (
-            who(name), words))
+        # refused before any host is reached: not "cannot connect to gpu-x"; nor, with her
+        # own config of no [[hosts]], "unknown host gpu-x" (exit 2), as if a typo
+        for hers in (with_hosts, config):
+            refused(fractui(hers, verb, name), "%s; %s you must be an admin" % (
+                who(name), words))
     done = fractui(config, ["requeue", str(running.id)], name)
-    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n"
-                                              % running.id), done
+    assert (done.returncode, done.stdout) == (
+        0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n"
+        % running.id), done
     assert done.stderr == NO_SCHEDULER  # (none runs here: none stops it yet)
     done = fractui(config, ["cancel", "3"], name)
     assert (done.returncode, done.stdout, done.stderr) == (0, "3 cancelled\n", ""), done
@@ -437,3 +442,40 @@ def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli
             "an admin runs one as the agent's user with fractui launch; it runs on where it is"
             % (job.id, path))
     assert SqliteStore(str(path)).get(job.id).state == "running"
+
+
+def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url, tmp_path):
+    """``jobs --user`` and ``report --user`` of a name no one in the store goes by answered
+    an empty list, which reads as "no jobs": a typo is said, exit 2, with the close name and
+    the known ones (who submitted a job the store keeps, the config's members, the caller);
+    a known user with no jobs there is still a plain empty answer. Both stores: who submitted
+    is the store's to say. ``--team`` of a team neither the store nor the config has is the
+    config's error, with its close name, as before."""
+    store = open_store(store_url)
+    try:
+        store.submit("v", "vision", "a", ["x"], {"gpu": 0.5}, "alice@h")
+        gone = store.submit("v", "vision", "b", ["x"], {"gpu": 0.5}, "bob@h")
+        store.ended(gone.id, ("pending",), "cancelled", "by bob", "bob@h", "by bob", "cancel")
+        caller = store.identity().user
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[teams]]\nname = "vision"\nmembers = ["carol"]\n'
+                      '[[queues]]\nname = "v"\ngpu = 0.5\nteam = "vision"\n' % store_url)
+    known = ", ".join(sorted({"alice", "bob", "carol", caller}))
+    for verb in (["jobs", "--user", "alcie"], ["jobs", "--all", "--user", "alcie"],
+                 ["report", "--user", "alcie"], ["report", "--user", "alcie", "--team",
+                                                 "vision"]):
+        done = fractui(config, verb)
+        assert (done.returncode, done.stdout, done.stderr) == (
+            2, "", "fractui: --user 'alcie': no user of that name is known in this store (none "
+            "submitted a job it keeps, and no [[teams]] lists them) (did you mean 'alice'? "
+            "known: %s)\n" % known), (verb, done)
+    for user, says in (("bob", "no active jobs (--all lists ended ones too)\n"),
+                       ("carol", "no active jobs (--all lists ended ones too)\n")):
+        done = fractui(config, ["jobs", "--user", user])
+        assert (done.returncode, done.stdout) == (0, says), done
+    done = fractui(config, ["report", "--user", "carol"])
+    assert done.returncode == 0 and "none of carol's jobs held a GPU" in done.stdout, done
+    done = fractui(config, ["report", "--team", "visoin"])
+    assert done.returncode == 2 and "did you mean 'vision'?" in done.stderr, done

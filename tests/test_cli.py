@@ -24,7 +24,7 @@ from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
 from fractui.outcome import Terminated
-from fractui.store import Slot, sqlite_url
+from fractui.store import Slot, SqliteStore, sqlite_url
 from fractui.terminal import TerminalText
 from fractui.whoami import os_user
 from fractui.words import quoted
@@ -241,7 +241,10 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     # whose: the store's word on who submitted each (--me: the store's word on who asks)
     code, out, err = cli.run("jobs", "--all", "--user", "test", "--json")
     assert code == 0 and sorted(j["id"] for j in json.loads(out)["jobs"]) == sorted(why), err
-    assert cli.run("jobs", "--all", "--user", "someone-else") == (0, "no jobs\n", "")
+    # a name no one in the store goes by: a typo, said so, not "no jobs" (test_access_cli)
+    code, out, err = cli.run("jobs", "--all", "--user", "someone-else")
+    assert (code, out) == (2, "") and "--user 'someone-else': no user of that name is known " \
+        "in this store" in err, err
 
     monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 wide: every line fits
     code, out, _ = cli.run("jobs", "--all")
@@ -379,7 +382,7 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     store.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
     store.started(job.id, "j1", None, "sched", "launched")
     assert cli.run("requeue", str(job.id))[:2] == (
-        0, "%d stopping (the scheduler stops it)\n" % job.id)
+        0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n" % job.id)
     store.requeue(job.id, ("stopping",), "sched", "requeued")
     asked = store.audit_log(job.id)
     assert cli.run("requeue", str(job.id)) == (0, "%d pending (back in its queue)\n" % job.id,
@@ -400,7 +403,6 @@ def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(t
     as it is then: ``7 running``, a line that reads as a count of running jobs. Each state
     it can be left in now says what it means for the job, as stopping, pending and placed
     did; a cancelled job is its number and ``cancelled``."""
-    from fractui.store import SqliteStore
     from fractui.store_commands import stop_answer
 
     store = SqliteStore(str(tmp_path / "store.db"))
@@ -423,7 +425,7 @@ def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(t
         store.close()
     n, m = job.id, other.id
     assert said == ["%d pending (back in its queue)" % n,
-                    "%d stopping (the scheduler stops it)" % n,
+                    "%d stopping (the scheduler stops it, then puts it back in its queue)" % n,
                     "%d placed (its next attempt, about to start)" % n,
                     "%d running (its next attempt, started since)" % n,
                     "%d failed (its next attempt, ended since)" % n, "%d cancelled" % m]
@@ -865,10 +867,13 @@ def test_a_submit_needing_team_says_the_teams_the_user_is_in_to_paste(tmp_path, 
 def test_a_host_named_in_a_config_of_no_hosts_is_said_so_not_known_none(tmp_path, capfd):
     """A researcher's config names no host (the store alone): a host word was answered
     "unknown host 'gpu-a' (known: none)", which names nothing to choose from; it says the
-    config has no [[hosts]], exit 2, as any name the config lacks."""
+    config has no [[hosts]], exit 2, as any name the config lacks. (To an admin: who may is
+    asked first, of the store, and a member is told the verb is an admin's: test_access_cli.)"""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
                       % (tmp_path / "s" / "store.db"))
+    (tmp_path / "s").mkdir(mode=0o700)
+    SqliteStore(str(tmp_path / "s" / "store.db")).close()  # (this user's: an admin's)
     for argv in (["place", "3", "gpu-a", "0"], ["cordon", "gpu-a"]):
         code, out, err = in_process(capfd, ["--config", str(config), *argv])
         assert (code, out, err) == (2, "", "fractui: %s: unknown host 'gpu-a': the config has "

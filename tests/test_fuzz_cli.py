@@ -364,6 +364,12 @@ def fleet_config(local_fleet, tmp_path):  # noqa: F811
                      QueueConfig(name="mig-small", mig="1g.10gb")])
     for queue in ("quarter", "quarter", "mig-small", "quarter", "mig-small", "quarter"):
         f.submit(queue)
+    for user in POOLS["user"][0]:  # each right --user a name the store knows (one of none is
+        # a typo, exit 2): a job of theirs, cancelled at once
+        job = f.store.submit("quarter", None, "theirs", [PY, "-c", "pass"], {"gpu": 0.25},
+                             "%s@fuzz" % user)
+        f.store.ended(job.id, ("pending",), "cancelled", "by them", "%s@fuzz" % user,
+                      "by them", "cancel")
     path = tmp_path / "fuzz.toml"
     path.write_text(open(f.write_config()).read() + (
         '[ssh]\nconnect_timeout = 1\n[[hosts]]\nname = "down"\nhost = "127.0.0.1"\n'

@@ -42,6 +42,7 @@ STATES = ("pending", "placed", "running", "stopping to cancel", "stopping to req
 VERBS = ("cancel", "requeue", "preempt", "place", "move")
 
 STOPS = "{n} stopping (the scheduler stops it)"
+STOPS_BACK = "{n} stopping (the scheduler stops it, then puts it back in its queue)"
 TO_MOVE = ("job {n} is stopping to be moved to %s (an admin's move: once stopped, it is "
            "placed there, to run again)" % B.describe())
 BACK = " (once stopped, it goes back to its queue)"
@@ -64,8 +65,8 @@ for _verb in ("cancel", "requeue", "preempt"):
     OUTCOME.update({
         ("pending", _verb): (0, "{n} cancelled", "cancelled", None) if _verb == "cancel"
         else (1, "job {n} is pending" + _nothing, "pending", None),
-        ("placed", _verb): (0, STOPS, "stopping", _verb),
-        ("running", _verb): (0, STOPS, "stopping", _verb),
+        ("placed", _verb): (0, STOPS if _verb == "cancel" else STOPS_BACK, "stopping", _verb),
+        ("running", _verb): (0, STOPS if _verb == "cancel" else STOPS_BACK, "stopping", _verb),
         ("back in its queue", _verb): {
             "cancel": (0, "{n} cancelled", "cancelled", None),
             "requeue": (0, "{n} pending (back in its queue)", "pending", None),
@@ -79,7 +80,7 @@ for _verb in ("cancel", "requeue", "preempt"):
     for _state, _words in AS_IT_IS.items():
         _intent = _state.split()[-1]
         OUTCOME[_state, _verb] = (0, STOPS, "stopping", "cancel") if _verb == "cancel" else (
-            (0, STOPS, "stopping", _intent) if _intent == _verb else
+            (0, STOPS_BACK, "stopping", _intent) if _intent == _verb else
             (1, _words + (": %s it then" % _verb if _intent == "move" else _nothing),
              "stopping", _intent))
 OUTCOME.update({
@@ -222,10 +223,10 @@ def test_requeue_then_cancel_of_a_running_job_ends_it_cancelled(local_fleet):  #
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
     job = f.submit("whole", argv=SLOW_STOP)
     f.until(lambda: f.store.get(job.id).state == "running")
-    stopping = "%d stopping (the scheduler stops it)\n" % job.id
-    for verb in ("requeue", "cancel"):
+    for verb, stops in (("requeue", STOPS_BACK), ("cancel", STOPS)):
         done = f.fractui(verb, str(job.id))
-        assert (done.returncode, done.stdout) == (0, stopping), done.stderr
+        assert (done.returncode, done.stdout) == (0, stops.format(n=job.id) + "\n"), \
+            done.stderr
         f.scheduler.step()  # (the requeue's stop is sent before the cancel lands)
     f.until(lambda: f.store.get(job.id).state == "cancelled")
     ended = f.store.get(job.id)

@@ -91,7 +91,8 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         follower.start()
         done = team.run("ann", "requeue", str(job))
         assert (done.returncode, done.stdout, done.stderr) == (
-            0, "%d stopping (the scheduler stops it)\n" % job, ""), done
+            0, "%d stopping (the scheduler stops it, then puts it back in its queue)\n" % job,
+            ""), done
         wait(lambda: (_job(team, "ann", job)["attempt"], _job(team, "ann", job)["state"]) == (
             1, "running"), lambda: _job(team, "ann", job))
         done = team.run("ann", "cancel", str(job))

@@ -266,8 +266,9 @@ def test_five_users_and_two_schedulers_share_one_store_each_within_their_role(te
             """Allowed, on a running job: the scheduler stops it (and runs it again if
             requeued or preempted)."""
             ran = team.run(person, verb, str(job))
-            assert (ran.returncode, ran.stdout, ran.stderr) == (
-                0, "%d stopping (the scheduler stops it)\n" % job, ""), ran
+            assert (ran.returncode, ran.stdout, ran.stderr) == (0, "%d stopping (the scheduler "
+                                                                "stops it%s)\n" % (job, "" if (
+                verb == "cancel") else ", then puts it back in its queue"), ""), ran
             done.append((person, verb, job))
 
         may("ann", "cancel", ann_cancels)  # a teammate's job

@@ -605,8 +605,9 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         total = next(line for line in out.splitlines() if line.startswith("total "))
         assert total.endswith(" —"), total  # its IDLE: not known, never 0.00
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
-                                            "--user", "bo"])
-        assert code == 0 and "none of bo's jobs held a GPU in this range" in out, (out, err)
+                                            "--user", "bo"])  # a name no one goes by: a typo
+        assert (code, out) == (2, "") and "--user 'bo': no user of that name is known in " \
+            "this store" in err, (out, err)
         for argv, said in ((["--team", "visoin"], "unknown team 'visoin' (did you mean "
                             "'vision'?"),
                            (["--me", "--user", "ann"], "not allowed with"),

@@ -27,9 +27,13 @@ from fractui.store.intents import Asker, submit
 from fractui.store.model import PENDING
 from tests.conftest import REPO
 from tests.localfleet import local_fleet, wait  # noqa: F401 - local_fleet: a fixture
-from tests.test_access_cli import refused as cli_refused, shared_store, write_config
-from tests.test_pg_guard import LEAST, Guarded, _guarded, any_grants, refused  # noqa: F401
+from tests.test_access_cli import (refused as cli_refused, running_by_hand, shared_store,
+                                  write_config)
+from tests.test_pg_guard import (LEAST, SLOT, Guarded, _guarded, any_grants,  # noqa: F401
+                                 audited, refused)
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
+from tests.test_teams_postgres import peer_server, team  # noqa: F401 - fixtures
+from tests.tui_probe import Probe
 
 # A process's submit as a team member: ready once its store is open, then the submit, then
 # what became of it ("queued" or the refusal's words).
@@ -319,4 +323,167 @@ def test_a_researcher_past_the_bound_is_told_what_to_do(plain_dir, plain_user):
     try:
         assert [j.name for j in pending(admin)] == ["roots", "x"]
     finally:
+        admin.close()
+
+
+def test_a_members_requeue_is_held_to_the_bound_as_her_submit_is(plain_dir, plain_user):
+    """A requeue puts a job back to wait, as a submit does: a member's past her team's bound is
+    refused, exit 1, the job left running; a job stopping to be requeued holds its place (of
+    two requeues for the last place, one takes it). An admin's requeue is not held, nor the
+    scheduler's own putting back (a requeue carried out, a host lost), whatever waits."""
+    name, _home = plain_user
+    store_path = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store_path, {"vision": [name]})
+    admin = SqliteStore(str(store_path))
+    try:
+        admin.keep_waiting_bounds({"vision": 2})
+        running = [admin.submit("v", "vision", "r%d" % i, ["x"], {"gpu": 0.5}, "root@test")
+                   for i in range(4)]
+        for job in running:
+            running_by_hand(admin, job.id)
+        admin.submit("v", "vision", "waits", ["x"], {"gpu": 0.5}, "root@test")
+    finally:
+        admin.close()
+    first, second, third, fourth = (str(j.id) for j in running)
+    done = fractui(config, ["requeue", first], name)
+    assert (done.returncode, done.stdout) == (0, "%s stopping (the scheduler stops it, then "
+                                              "puts it back in its queue)\n" % first), done
+    done = fractui(config, ["requeue", second], name)  # the first holds the last place
+    cli_refused(done, "refused: you are %s, not an admin; team vision has 2 jobs waiting (1 of "
+                "them being requeued) and may have at most 2 (max_waiting): job %s was not "
+                "requeued: it runs on where it is; requeue it again once some have started, "
+                "cancel some of them (fractui jobs --me lists yours; fractui cancel JOB...), "
+                "or ask an admin to raise team vision's max_waiting in the config the "
+                "scheduler runs on" % (name, second))
+    done = fractui(config, ["requeue", second])  # root's: the store's owner, an admin
+    assert done.returncode == 0 and done.stdout.startswith("%s stopping" % second), done
+    admin = SqliteStore(str(store_path))
+    try:
+        assert admin.get(int(first)).stop_intent == "requeue"
+        # the scheduler carries both out, and puts back a job whose host was lost: 4 wait
+        for job in (first, second):
+            admin.requeue(int(job), ("stopping",), "sched", "requeued")
+        admin.requeue(int(third), ("running",), "sched", "gpu-a lost", stale_on="gpu-a")
+        assert len(pending(admin)) == 4
+    finally:
+        admin.close()
+    done = fractui(config, ["requeue", fourth], name)  # still held, above the bound
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert "team vision has 4 jobs waiting and may have at most 2" in done.stderr, done.stderr
+    # her TUI's r asks the same, and says the refusal as any other
+    probe = Probe(name, str(config))
+    try:
+        said = probe.ask("stop %s requeue" % fourth)["said"]
+    finally:
+        probe.close()
+    assert said == [["warning", "refused: you are %s, not an admin; team vision has 4 jobs "
+                     "waiting and may have at most 2 (max_waiting)" % name]], said
+    admin = SqliteStore(str(store_path))
+    try:
+        assert admin.get(int(fourth)).state == "running"
+    finally:
+        admin.close()
+
+
+def test_a_members_requeue_on_postgresql_is_held_to_the_bound_by_fractui(team):  # noqa: F811
+    """As the SQLite test above, through the CLI as OS users on a peer-authenticated server:
+    ann's requeue past team vision's bound is refused in fractui's words (counted in her
+    team's turn, not the guard's), and eve's, an admin's, is not."""
+    admin = team.fleet.store
+    admin.keep_waiting_bounds({"vision": 1})
+    first, second = (admin.submit("v", "vision", "r", ["x"], {"gpu": 0.25}, "root@test").id
+                     for _ in range(2))
+    for job in (first, second):
+        running_by_hand(admin, job)
+    done = team.run("ann", "requeue", str(first))
+    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it, then "
+                                              "puts it back in its queue)\n" % first), done
+    cli_refused(team.run("ann", "requeue", str(second)), "refused: you are %s, not an admin; "
+                "team vision has 1 job waiting (1 of them being requeued) and may have at most "
+                "1 (max_waiting): job %d was not requeued: it runs on where it is; requeue it "
+                "again once some have started, cancel some of them (fractui jobs --me lists "
+                "yours; fractui cancel JOB...), or ask an admin to raise team vision's "
+                "max_waiting in the config the scheduler runs on" % (team.names["ann"], second))
+    assert admin.get(second).state == "running"
+    done = team.run("eve", "requeue", str(second))
+    assert done.returncode == 0 and done.stdout.startswith("%d stopping" % second), done
+
+
+def test_a_members_requeue_on_psql_is_held_to_the_bound_in_the_database(any_grants):
+    """Her requeue asked on psql (running -> stopping, to requeue, audited) is held by the
+    guard (migration 0037) as her insert is, counting the jobs stopping to be requeued; a
+    cancel is not held, nor an admin's requeue, nor the lease holder putting a job back."""
+    guarded = any_grants
+    admin = guarded.store()
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        jobs = [admin.submit("v", guarded.vision, "r", ["x"], {}, "ops@h") for _ in range(3)]
+        for job in jobs:
+            admin.place(job.id, SLOT, "sched", "decided")
+            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        me = "%s@head" % guarded.ann
+
+        def asks(intent: str, job: int) -> str:
+            return audited("UPDATE jobs SET state = 'stopping', stop_intent = '%s', reason = "
+                           "'%s by %s', updated_at = extract(epoch FROM transaction_timestamp()"
+                           ") WHERE id = %d" % (intent, {"requeue": "requeued", "cancel":
+                                                         "cancelled"}[intent], me, job), me,
+                           intent, str(job))
+        guarded.sql(guarded.ann, asks("requeue", jobs[0].id))
+        refused(guarded, asks("requeue", jobs[1].id), "role %s" % guarded.ann,
+                "may not requeue job %d to team %s: it has 1 job waiting (1 of them being "
+                "requeued) and may have at most 1 (max_waiting)" % (jobs[1].id, guarded.vision))
+        assert admin.get(jobs[1].id).state == "running"
+        guarded.sql(guarded.ann, asks("cancel", jobs[1].id))
+        admin.stopping(jobs[2].id, ("running",), "requeue", "ops@h", "requeued by ops@h")
+        for job in (jobs[0], jobs[2]):
+            admin.requeue(job.id, ("stopping",), "sched", "requeued")
+        assert len(pending(admin, guarded.vision)) == 2
+    finally:
+        admin.close()
+
+
+def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
+    """ann's requeue asked on psql holds her team's turn in an open transaction (the guard
+    takes it, 0037); her requeue through fractui, of another job, waits for that turn, then
+    counts the first: refused, nothing written. (Counted without the turn, in a snapshot
+    without the first, both went through, past the bound.)"""
+    guarded = _guarded(pg_server, LEAST)
+    admin = guarded.store()
+    mine = guarded.store(guarded.ann)
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        jobs = [admin.submit("v", guarded.vision, "r", ["x"], {}, "ops@h") for _ in range(2)]
+        for job in jobs:
+            admin.place(job.id, SLOT, "sched", "decided")
+            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        me = "%s@head" % guarded.ann
+        outcome: List[BaseException] = []
+
+        def second() -> None:
+            try:
+                mine.stopping(jobs[1].id, ("running",), "requeue", me, "requeued by " + me,
+                              bounded_as=guarded.ann)
+            except WaitingFull as err:
+                outcome.append(err)
+
+        with psycopg.connect(guarded.url(guarded.ann)) as first:
+            first.execute(audited("UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                                  "reason = 'requeued by %s', updated_at = extract(epoch FROM "
+                                  "transaction_timestamp()) WHERE id = %d" % (me, jobs[0].id),
+                                  me, "requeue", str(jobs[0].id)))
+            racer = threading.Thread(target=second)
+            racer.start()
+            wait(lambda: not racer.is_alive() or pg_server.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
+                "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
+                lambda: "the second requeue never waited for the team's turn")
+            first.commit()
+        racer.join()
+        assert [str(e) for e in outcome] == [
+            "refused: you are %s, not an admin; team %s has 1 job waiting (1 of them being "
+            "requeued) and may have at most 1 (max_waiting)" % (guarded.ann, guarded.vision)]
+        assert [admin.get(j.id).state for j in jobs] == ["stopping", "running"]
+    finally:
+        mine.close()
         admin.close()

@@ -43,14 +43,18 @@ class QuotaTaken(StateConflict):
 
 
 class WaitingFull(Exception):
-    """A team member's submit would take their team past its bound on waiting (pending) jobs:
-    nothing was written. A refusal by the store's rule, not a fault of the store (exit 1)."""
+    """A team member's submit or requeue would take their team past its bound on waiting jobs
+    (pending, or stopping to be requeued: back in the queue soon): nothing was written. A
+    refusal by the store's rule, not a fault of the store (exit 1)."""
 
-    def __init__(self, user: str, team: str, bound: int, waiting: int):
-        super().__init__("refused: you are %s, not an admin; team %s has %s waiting and may "
-                         "have at most %d (max_waiting)" % (user, team, count(waiting, "job"),
-                                                            bound))
+    def __init__(self, user: str, team: str, bound: int, waiting: int, requeued: int = 0):
+        super().__init__("refused: you are %s, not an admin; team %s has %s waiting%s and may "
+                         "have at most %d (max_waiting)" % (
+                             user, team, count(waiting, "job"),
+                             " (%d of them being requeued)" % requeued if requeued else "",
+                             bound))
         self.user, self.team, self.bound, self.waiting = user, team, bound, waiting
+        self.requeued = requeued
 
 
 class StoreError(Exception):
@@ -197,6 +201,11 @@ class Store(abc.ABC):
         with ``ended_since``, only those that ended then or later; with ``limit``, the newest
         that many of those."""
 
+    @abc.abstractmethod
+    def submitters(self) -> frozenset[str]:
+        """Every user who submitted a job the store keeps (Job.user; jobs are never deleted):
+        the names a filter by user (``jobs --user``, ``report --user``) may find jobs of."""
+
     # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
     # of the states named), audited in the same transaction where it says so. ``epoch``: made
     # as lease holder of that epoch (LeaseLost, nothing written, if the lease's is another);
@@ -247,9 +256,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
-                 epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
+                 epoch: Optional[int] = None, attempt: Optional[int] = None,
+                 bounded_as: Optional[str] = None) -> Job:
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
-        the lease holder stops (audited as the intent). A cancel (``expect`` naming stopping)
+        the lease holder stops (audited as the intent). ``bounded_as``: the user (no admin)
+        whose requeue is held to the team's bound on waiting jobs, as ``submit``'s is, counted
+        in the write's own transaction, in the team's turn: WaitingFull, nothing written. A cancel (``expect`` naming stopping)
         also takes over a stop under way that would bring the job back (a requeue, a
         preemption, a move: model.stops_offered), letting go of a move's slot; any other stop
         under way is a StateConflict. A commit whose answer was lost is

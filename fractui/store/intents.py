@@ -104,10 +104,14 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     its queue or on a move's slot (model.stops_offered). ``job`` is as the caller read it: one
     the scheduler moved since (a cancel racing its placement) is asked again as it is now, so
     a cancel is never refused only because the job was placed meanwhile, and then launched.
-    A requeue or preemption is of the attempt read only (_moved_on)."""
+    A requeue or preemption is of the attempt read only (_moved_on). A member's requeue is
+    held to her team's bound on waiting jobs as her submit is (WaitingFull); an admin's, and
+    the scheduler's own (a host lost, a preemption), are not."""
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
-    actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
+    identity, actor = _authorized(store, asker, intent, job.team, "job %d" % job.id)
+    # a member's requeue puts a job back to wait, as a submit does: held to the same bound
+    bounded_as = None if identity.admin or intent != REQUEUE else identity.user
     why = "%s by %s" % (_DONE[intent], actor)
     # a cancel is of the job, whatever its attempt; the others of the attempt the user saw
     seen = None if intent == CANCEL else job.attempt
@@ -125,7 +129,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
             if job.state == PENDING:
                 return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL,
                                    again=True)
-            return store.stopping(job.id, ON_HOST, intent, actor, why, attempt=seen)
+            return store.stopping(job.id, ON_HOST, intent, actor, why, attempt=seen,
+                                  bounded_as=bounded_as)
         except StateConflict as err:
             if tries == _STOP_TRIES:
                 raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
+from fractui.store.access import REQUEUE
 from fractui.words import quoted
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
@@ -36,7 +37,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_within, same_place, stops_offered)
+                                 UsageRecord, held_within, same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -333,14 +334,16 @@ class SqlStore(Store):
         return self._write(work, again=key is not None)
 
     def _within_bound(self, db: Any, user: str, team: str) -> None:
-        """WaitingFull if ``team`` has as many jobs waiting as its bound: read under the
-        write's lock, so two submits never both take the last place (PostgreSQL's guard,
-        migration 0026, holds a member on psql to the same bound)."""
+        """WaitingFull if ``team`` has as many jobs waiting as its bound — pending, or stopping
+        to be requeued, which will be: read under the write's lock or the team's turn, so two
+        submits or requeues never both take the last place (PostgreSQL's guard, migrations
+        0026 and 0037, holds a member on psql to the same bound)."""
         bound = self._waiting_bounds(db).get(team, DEFAULT_MAX_WAITING)
-        waiting = self._run(db, "SELECT count(*) AS n FROM jobs WHERE state = ? AND team = ?",
-                            (PENDING, team)).fetchone()["n"]
-        if waiting >= bound:
-            raise WaitingFull(user, team, bound, int(waiting))
+        row = self._run(db, "SELECT count(*) AS n, count(stop_intent) AS requeued FROM jobs "
+                        "WHERE team = ? AND (state = ? OR state = ? AND stop_intent = ?)",
+                        (team, PENDING, STOPPING, REQUEUE)).fetchone()
+        if row["n"] >= bound:
+            raise WaitingFull(user, team, bound, int(row["n"]), int(row["requeued"]))
 
     def keep_waiting_bounds(self, bounds: dict[str, int], epoch: Optional[int] = None) -> None:
         self._replace("waiting_bounds", ("team", "max_waiting"), list(bounds.items()), epoch)
@@ -405,6 +408,10 @@ class SqlStore(Store):
             sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d) AS newest" % (sql, int(limit))
         return self._read(lambda db: [_job(r) for r in self._run(db, sql + " ORDER BY id",
                                                                   args)])
+
+    def submitters(self) -> frozenset[str]:
+        return self._read(lambda db: frozenset(submitter(r["submitted_by"]) for r in self._run(
+            db, "SELECT DISTINCT submitted_by FROM jobs WHERE submitted_by IS NOT NULL")))
 
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
               preemptible: bool = False, epoch: Optional[int] = None,
@@ -494,7 +501,8 @@ class SqlStore(Store):
                                 fields, then=opened, holds=unrecorded)
 
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
-                 epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
+                 epoch: Optional[int] = None, attempt: Optional[int] = None,
+                 bounded_as: Optional[str] = None) -> Job:
         if intent not in STOP_INTENTS:
             raise ValueError("unknown stop intent %r" % intent)
 
@@ -502,6 +510,9 @@ class SqlStore(Store):
             if job.state == STOPPING and intent not in stops_offered(STOPPING,
                                                                      job.stop_intent):
                 raise StateConflict("job %d is stopping to %s" % (job_id, job.stop_intent))
+            if bounded_as is not None and intent == REQUEUE and job.team is not None:
+                self.dialect.team_turn(db, job.team)  # (as a submit counts, in its turn)
+                self._within_bound(db, bounded_as, job.team)
 
         def fields(job: Job) -> dict[str, Any]:
             asked = {"state": STOPPING, "stop_intent": intent, "reason": why}

@@ -26,7 +26,7 @@ from textual.worker import Worker
 from fractui.config import ConfigError
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.store.base import JobNotFound, StoreError
+from fractui.store.base import JobNotFound, StoreError, WaitingFull
 from fractui.store.access import READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
                                    stop_refusal)
@@ -602,7 +602,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         try:
             ask_stop(store, job, intent, self.asker)
-        except (Refused, Denied, JobNotFound, StoreError) as err:
+        except (Refused, Denied, JobNotFound, StoreError, WaitingFull) as err:  # (WaitingFull:
+            # a member's requeue past her team's bound)
             self.post_message(Asked(intent, str(err)))
             return
         self.post_message(Asked(intent))
