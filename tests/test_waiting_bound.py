@@ -411,7 +411,7 @@ def test_a_members_requeue_on_postgresql_is_held_to_the_bound_by_fractui(team): 
 
 def test_a_members_requeue_on_psql_is_held_to_the_bound_in_the_database(any_grants):
     """Her requeue asked on psql (running -> stopping, to requeue, audited) is held by the
-    guard (migration 0037) as her insert is, counting the jobs stopping to be requeued; a
+    guard (migration 0038) as her insert is, counting the jobs stopping to be requeued; a
     cancel is not held, nor an admin's requeue, nor the lease holder putting a job back."""
     guarded = any_grants
     admin = guarded.store()
@@ -445,7 +445,7 @@ def test_a_members_requeue_on_psql_is_held_to_the_bound_in_the_database(any_gran
 
 def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
     """ann's requeue asked on psql holds her team's turn in an open transaction (the guard
-    takes it, 0037); her requeue through fractui, of another job, waits for that turn, then
+    takes it, 0038); her requeue through fractui, of another job, waits for that turn, then
     counts the first: refused, nothing written. (Counted without the turn, in a snapshot
     without the first, both went through, past the bound.)"""
     guarded = _guarded(pg_server, LEAST)

@@ -337,7 +337,7 @@ class SqlStore(Store):
         """WaitingFull if ``team`` has as many jobs waiting as its bound — pending, or stopping
         to be requeued, which will be: read under the write's lock or the team's turn, so two
         submits or requeues never both take the last place (PostgreSQL's guard, migrations
-        0026 and 0037, holds a member on psql to the same bound)."""
+        0026 and 0038, holds a member on psql to the same bound)."""
         bound = self._waiting_bounds(db).get(team, DEFAULT_MAX_WAITING)
         row = self._run(db, "SELECT count(*) AS n, count(stop_intent) AS requeued FROM jobs "
                         "WHERE team = ? AND (state = ? OR state = ? AND stop_intent = ?)",
