@@ -187,6 +187,25 @@ def test_only_a_path_where_nothing_is_becomes_a_new_store_0600_in_a_0700_dir(tmp
     assert sorted(os.listdir(store.parent)) == ["store.db"]  # no private file left behind
 
 
+@pytest.mark.parametrize("side", ["", "-wal"])
+def test_a_store_or_wal_linked_to_a_device_all_may_write_is_said_as_what_it_is(tmp_path, side):
+    """/dev/null is writable by all (0666), and no one's to change: a store, or its -wal, that
+    leads there is said to be no file, never told to chmod the device."""
+    store = tmp_path / "store.db"
+    make_store(store)
+    if side:
+        os.symlink("/dev/null", str(store) + side)
+    else:
+        store.unlink()
+        os.symlink("/dev/zero", store)
+    done = fractui(write_config(tmp_path, store), ("jobs",))
+    assert done.returncode == 1 and "chmod" not in done.stderr, done.stderr
+    assert done.stderr == "fractui: store %s: its %sfile %s is not a file but a character " \
+        "device\n" % (store, side + " " if side else "",
+                      "%s-wal (a link to /dev/null)" % store if side else "/dev/zero"), done.stderr
+    assert os.readlink(str(store) + side)  # left as it was
+
+
 @pytest.fixture
 def small_fs(tmp_path):
     """A real 2 MiB tmpfs (the tests run as root), unmounted afterwards."""

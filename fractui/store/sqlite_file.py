@@ -84,6 +84,10 @@ def refuse_exposed(path: str) -> None:
             st = os.stat(where)
         except OSError:  # not there; or not reachable, which the checks that follow say
             continue
+        if st.st_mode & stat.S_IWOTH and what != "its directory" and not stat.S_ISREG(
+                st.st_mode):  # (/dev/null's mode is no one's to change: the link is wrong)
+            raise StoreDamaged(path, "%s %s is not a file but %s" % (
+                what, _linked(where), kind_of(st.st_mode)))
         if st.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
                                "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
@@ -114,6 +118,12 @@ def refuse_exposed(path: str) -> None:
                 check_tree(way, "store's directory", root_may_own=True, runner="fractui")
             except UnsafePath as err:
                 raise StoreExposed(path, str(err)) from None
+
+
+def _linked(path: str) -> str:
+    """``path``, and where it leads if it is a link."""
+    real = os.path.realpath(path)
+    return path if real == path else "%s (a link to %s)" % (path, real)
 
 
 def keep_unread(path: str) -> None:
