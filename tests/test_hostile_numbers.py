@@ -1,24 +1,31 @@
-"""Numbers in text others wrote — $COLUMNS, $SUDO_UID, a config's store port, a demo's
---gpus, a state dir's sudo logins — each read through remote_agent.digits.whole. Python's
-``isdigit`` takes "²" and "١" too, which ``int`` refuses or reads, and ``int`` refuses more
-than 4300 digits: such text once ended fractui in "internal error" (exit 70) and the agent's
-daemon in a traceback before it served. Wrong text is no number: ignored where it is a hint,
-refused in words where it is asked for."""
+"""Numbers in text others wrote — $COLUMNS, $SUDO_UID, a config's store port, proxy_jump
+port, metrics listen and sim spec, a demo's --gpus, a state dir's sudo logins. Python's
+``isdigit`` and a regex's ``\\d`` take "²" and "١" too, which ``int`` refuses or reads as
+another number, and ``int`` refuses more than 4300 digits: such text once ended fractui in
+"internal error" (exit 70), the agent's daemon in a traceback before it served, and a config
+port in "٢٢" loaded as 22 to fail at connect. Each is read in ASCII digits
+(remote_agent.digits.whole, or [0-9] in a regex): wrong text is no number, ignored where it is
+a hint, refused in words where it is asked for."""
 
 from __future__ import annotations
 
 import json
 import os
 import string
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fractui.cli import main
+from fractui.config import ConfigError
+from fractui.servable import load_checked
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.digits import whole
 from tests.cli_run import in_process, leaks
+from tests.conftest import REPO
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive
 
@@ -106,3 +113,31 @@ def test_a_sudo_login_line_that_is_no_uid_is_passed_over_and_the_next_login_kept
     assert json.dumps(again.call("daemon.version"))
     with open(logins, "rb") as f:
         assert f.read().split()[-2:] == [b"4242", b"4343"]
+
+
+@pytest.mark.parametrize("line, key", [
+    ('[[hosts]]\nname = "a"\nhost = "h"\nproxy_jump = "j@bastion:٢٢"', "hosts[0].proxy_jump"),
+    ('[metrics]\nlisten = "127.0.0.1:٩٤٠٢"', "metrics.listen"),
+    ('[[hosts]]\nname = "a"\ntransport = "local"\nsim = "٢xL4"', "hosts[0].sim"),
+    ('[[hosts]]\nname = "a"\ntransport = "local"\nsim = "2xH100;nvlink=٠-١"', "hosts[0].sim"),
+])
+def test_a_port_or_gpu_number_in_other_digits_is_refused_at_its_line(tmp_path, line, key):
+    """A regex's \\d takes every script's digits, and int() reads them: "٢٢" was port 22 to
+    the config, and no port to the SSH connection that read it again (the host offline)."""
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_checked(str(path))
+    assert (refused.value.line, refused.value.message.split(" ")[0]) == (
+        line.count("\n") + 1, key), str(refused.value)
+
+
+@pytest.mark.parametrize("spec", ["9" * 5000 + "xL4", "2xL4;nvlink=0-" + "9" * 5000],
+                         ids=["count", "nvlink"])
+def test_an_agent_sim_spec_of_5000_digits_is_said_as_the_specs_mistake(tmp_path, spec):
+    done = subprocess.run([sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                           "--state-dir", str(tmp_path / "state"), "--sim", spec],
+                          capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL,
+                          timeout=60)
+    assert done.returncode == 2 and not leaks(done.stderr), done.stderr
+    assert "sim spec" in done.stderr and "4300" not in done.stderr, done.stderr[-300:]
