@@ -30,8 +30,8 @@ from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive
 
 # What isdigit takes and int does not (or reads as another number), and what is too long.
-DIGIT_LIKE = ["²", "①", "١٢", "０", "8_0", " 80", "80 ", "+80", "-1", "9" * 5000, "1" + "0" * 31,
-              "", "nan", "1e3"]
+DIGIT_LIKE = ["²", "①", "١٢", "０", "8_0", " 80", "80 ", "+80", "-1", "9" * 5000,
+              "1" + "0" * 31, "", "nan", "1e3"]
 LONG = {"9" * 5000: "5000 nines"}
 
 

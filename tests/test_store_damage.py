@@ -206,6 +206,23 @@ def test_a_store_or_wal_linked_to_a_device_all_may_write_is_said_as_what_it_is(t
     assert os.readlink(str(store) + side)  # left as it was
 
 
+def test_a_store_path_that_is_not_utf8_is_said_so_never_damaged(tmp_path):
+    """$XDG_STATE_HOME may hold any bytes; SQLite keeps a file's name as UTF-8, and a store
+    made there was said damaged at its first read (restore it from a backup...)."""
+    state = os.fsdecode(os.fsencode(str(tmp_path)) + b"/st\xff")
+    config = tmp_path / "config.toml"
+    config.write_text('[[queues]]\nname = "half"\ngpu = 0.5\n')
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "submit",
+                           "--queue", "half", "--", "x"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, XDG_STATE_HOME=state))
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", (
+        "fractui: store '%s/st\\xff/fractui/store.db': its path is not UTF-8 text, which "
+        "SQLite needs of a file's name: name the store by a path that is ([store] url), or "
+        "set $XDG_STATE_HOME to one\n" % tmp_path))
+    assert not os.path.exists(os.path.join(state, "fractui", "store.db"))
+
+
 @pytest.fixture
 def small_fs(tmp_path):
     """A real 2 MiB tmpfs (the tests run as root), unmounted afterwards."""

@@ -172,6 +172,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = os.path.abspath(path)
         self.clock = clock
+        sqlite_file.check_name(self.path)
         sqlite_file.refuse_exposed(self.path)  # before one is made there, or opened
         if sqlite_file.absent(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)

@@ -22,12 +22,14 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
+from fractui.words import quoted
 from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
                                        make_dirs)
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
 SIDE_FILES = ("-wal", "-shm", "-journal")
+PATH_MAX = 4096  # a path's bytes: it is said whole
 _EFFECTIVE = os.access in os.supports_effective_ids  # check modes for the effective user
 MOVE_AWAY = "; fractui will not start a new store over it: restore it from a backup, or move " \
             "it away to start an empty store"
@@ -58,6 +60,18 @@ def others_who_write(path: str) -> Optional[str]:
             return "its %s %s is writable by %s (mode %04o)" % (
                 what, where, writers, stat.S_IMODE(st.st_mode))
     return None
+
+
+def check_name(path: str) -> None:
+    """StoreUnavailable where ``path`` is not UTF-8 text (a byte of a $XDG_STATE_HOME that is
+    not): SQLite keeps a file's name as UTF-8 and cannot give it back, so such a store would
+    be said to be damaged at its first read."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreUnavailable(quoted(path, PATH_MAX), "its path is not UTF-8 text, which "
+                               "SQLite needs of a file's name: name the store by a path that "
+                               "is ([store] url), or set $XDG_STATE_HOME to one") from None
 
 
 def refuse_exposed(path: str) -> None:
