@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import pytest
 
@@ -113,11 +113,15 @@ def _foreign(path: Path) -> None:
     db.close()
 
 
-def _newer(path: Path) -> None:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 99")
-    db.commit()
-    db.close()
+def _version(number: int) -> Callable[[Path], None]:
+    """The store's schema version set to ``number``, its tables left as they are: a newer
+    fractui's (99), one set back by hand or a file half restored (3), none (-1)."""
+    def set_version(path: Path) -> None:
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA user_version = %d" % number)
+        db.commit()
+        db.close()
+    return set_version
 
 
 # Damage found in a job's row once the store is open: what reads job 1 trips on it (a new job
@@ -139,7 +143,11 @@ DAMAGE: Dict[str, tuple] = {
     "not-sqlite": (lambda data: b"PK\x03\x04" + data[4:], "is not an SQLite database", VERBS),
     "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
                                  "users)", SOME),
-    "newer-schema": (_newer, "was written by a newer fractui (schema version 99", SOME),
+    "newer-schema": (_version(99), "was written by a newer fractui (schema version 99", SOME),
+    "older-schema": (_version(3), "is damaged: its schema version is 3, but its tables are not "
+                                  "that version's: SQLite says 'duplicate column name: ", SOME),
+    "negative-schema": (_version(-1), "is damaged: its schema version is -1, which no fractui "
+                                      "writes", SOME),
 }
 
 
@@ -151,7 +159,7 @@ def test_a_damaged_store_is_refused_by_every_verb_and_left_as_it_was(tmp_path, k
     if kind in ("foreign-sqlite",):
         store.unlink()
         damage(store)
-    elif kind == "newer-schema":
+    elif kind.endswith("-schema"):
         damage(store)
     else:
         store.write_bytes(damage(data))
