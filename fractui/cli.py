@@ -367,9 +367,12 @@ def _run(words: List[str]) -> int:
     # options in it, e.g. a job's own --help); only launch and submit take one
     job_argv: List[str] = []
     cut_at_dashes = "--" in words
+    only_theirs = "only launch and submit take a program after --"
     if cut_at_dashes:
         cut = words.index("--")
         words, job_argv = words[:cut], words[cut + 1:]
+        if not {"launch", "submit"} & set(words):  # before argparse finds a word missing that
+            parser.error(only_theirs)  # the dashes cut off: cancel -- 12 ("requires JOB")
     args, extra = parser.parse_known_args(words)
     if extra:
         words_left = " ".join(map(as_typed, extra))
@@ -380,7 +383,7 @@ def _run(words: List[str]) -> int:
                                                        hint))
     args.argv = job_argv
     if cut_at_dashes and args.verb not in ("launch", "submit"):
-        parser.error("only launch and submit take a program after --")
+        parser.error(only_theirs)
     if args.readonly and args.verb not in TUI:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
     if args.config == "":

@@ -585,7 +585,7 @@ ROOT_STATE_DIR = "/var/lib/fractui-agent"
 EXEC_TARGET = "{target}"  # the word of exec that exec_target's answer replaces
 EXEC_AGENT_CACHE = "/var/cache/fractui"
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
-_HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::(\d+))?")
+_HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::([0-9]+))?")
 
 # Bounds of every number (inclusive), by (table, key), and its unit for messages. A number
 # with no entry here must still be finite. The agent's settings of a host entry are bounded by
@@ -1084,7 +1084,7 @@ class _Checker(TomlChecker):
 
 
 # What [metrics] listen may be: a host name or IPv4 address, or an [IPv6] literal, and a port.
-_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 
 
 def listen_problem(value: str) -> str | None:

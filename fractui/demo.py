@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.daemon.trust import UnsafePath
+from remote_agent.digits import whole
 
 from fractui.config import (Config, FairShareSettings, HostConfig, QueueConfig,
                             SchedulerSettings, StoreSettings, TeamConfig, UsageSettings,
@@ -72,10 +73,11 @@ def _split(total: int, parts: int) -> list[int]:
 
 def gpu_count(text: str) -> int:
     """``--gpus``: a whole number from 1 to MAX_GPUS (argparse turns the error into exit 2)."""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_GPUS:
+    count = whole(text, MAX_GPUS)
+    if not count:
         raise argparse.ArgumentTypeError("must be a whole number from 1 to %d, got %s"
                                          % (MAX_GPUS, words.quoted(text)))
-    return int(text)
+    return count
 
 
 def fleet_layout(gpus: int) -> list[DemoHost]:
@@ -316,7 +318,7 @@ def _read_pid(path: str) -> int:
         return 0
     if text.startswith("{"):
         return int(json.loads(text).get("pid") or 0)
-    return int(text) if text.isdigit() else 0
+    return whole(text, sys.maxsize) or 0
 
 
 def running_pids(state_dir: str) -> list[tuple[int, bool]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Optional
 from urllib.parse import quote
 
+from remote_agent.digits import whole
+
 SQLITE = "sqlite://"
 POSTGRESQL = ("postgresql://", "postgres://")  # both are libpq's
 
@@ -74,6 +76,6 @@ def url_problem(url: str) -> Optional[str]:
                "service=NAME in the url), which libpq reads"
     port = parts.get("port")  # one per host of several (a:5432,b:5433); empty: the default
     for each in str(port).split(",") if port is not None else ():
-        if each and not (each.isdigit() and 1 <= int(each) <= 65535):
+        if each and not whole(each, 65535):
             return "has port %r: must be from 1 to 65535" % each
     return None

@@ -12,6 +12,8 @@ import shutil
 import sys
 from typing import Any, List, Optional, Sequence, TextIO
 
+from remote_agent.digits import whole
+
 from fractui.cells import cell_len, cut, padded
 
 # C0 and C1 controls, DEL, and the marks that turn text's direction (a name that reads
@@ -156,11 +158,12 @@ def print_json(data: Any) -> None:
 
 
 def width() -> Optional[int]:
-    """The columns a table may use: $COLUMNS if set, else the terminal's when stdout is one;
+    """The columns a table may use: $COLUMNS where it holds a number of them, else the
+    terminal's when stdout is one;
     None (no limit) into a pipe or a file, where nothing is cut for the reader."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    columns = whole(os.environ.get("COLUMNS", ""), sys.maxsize)
+    if columns:
+        return columns
     if sys.stdout.isatty():
         return shutil.get_terminal_size().columns
     return None

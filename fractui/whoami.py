@@ -8,6 +8,9 @@ import os
 import pwd
 from typing import Optional
 
+from remote_agent.digits import whole
+from remote_agent.jobs.powers import UID_MOST
+
 
 def os_user() -> str:
     """The effective user's name; ``uid N`` for a uid with no passwd entry (a container's)."""
@@ -24,5 +27,4 @@ def uid_named(name: str) -> Optional[int]:
     try:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
-        number = name[4:] if name.startswith("uid ") else ""
-        return int(number) if number.isdigit() else None
+        return whole(name[4:], UID_MOST) if name.startswith("uid ") else None

@@ -16,10 +16,22 @@ import sys
 from typing import List, Optional
 
 
+STATE_DIR_HELP = "where the agent keeps its state"
+
+
+def _state_dir(text: str) -> str:
+    """An argparse type: a state dir named, not an empty word, which os.path.abspath reads as
+    the current directory (a daemon's state then went where the command ran)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: name the directory the agent keeps its "
+                                         "state in")
+    return text
+
+
 def _add_host_options(parser: argparse.ArgumentParser) -> None:
     from remote_agent.daemon import settings
 
-    parser.add_argument("--state-dir", required=True, help="where the agent keeps its state")
+    parser.add_argument("--state-dir", required=True, type=_state_dir, help=STATE_DIR_HELP)
     parser.add_argument("--backend", choices=("nvml", "sim"),
                         help="nvml (real GPUs, the default) or sim (simulated GPUs)")
     parser.add_argument("--sim", metavar="SPEC",
@@ -45,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     pod = verbs.add_parser("pod", help="a container's entry: start the daemon, then wait")
     _add_host_options(pod)
     hello = verbs.add_parser("hello", help="print the running daemon's hello (a liveness probe)")
-    hello.add_argument("--state-dir", required=True, help="where the agent keeps its state")
+    hello.add_argument("--state-dir", required=True, type=_state_dir, help=STATE_DIR_HELP)
     shim = verbs.add_parser("shim", help="own one job's process (the daemon starts it)")
     shim.add_argument("job_dir")
     shim.add_argument("report_fd", nargs="?", type=int)

@@ -207,6 +207,11 @@ def test_a_table_of_the_first_release_is_upgraded_in_place(start_agent, tmp_path
     ("newer", "is version 99, newer than this agent knows"),
     ("garbage", "file is not a database"),
     ("foreign", "is not an agent's job table (it holds tables jobs, other)"),
+    # a version set back by hand, or a file half restored: no restart mends its columns
+    ("set-back", "cannot be used: it is version 3, but its columns are not that version's "
+                 "(step 4 finds: duplicate column name: runtime); move it aside"),
+    # its steps ran from MIGRATIONS[-1], moving every stop's deadline once more, first
+    ("negative", "is version -1, which no agent writes; move it aside"),
 ])
 def test_a_job_table_the_agent_cannot_use_is_refused_and_kept(start_agent, tmp_path, damage,
                                                                words):
@@ -216,6 +221,13 @@ def test_a_job_table_the_agent_cannot_use_is_refused_and_kept(start_agent, tmp_p
     if damage == "garbage":
         with open(db_path, "wb") as f:
             f.write(b"not sqlite at all, " * 100)
+    elif damage in ("set-back", "negative"):
+        job_store.JobStore(db_path).close()  # a table of this agent's version
+        db = sqlite3.connect(db_path)
+        db.execute("PRAGMA user_version = %d" % (3 if damage == "set-back" else -1))
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file compared below
+        db.close()
     else:
         first_release_table(db_path)
         with sqlite3.connect(db_path) as db:

@@ -1375,11 +1375,14 @@ def test_dashes_are_a_usage_error_but_for_launch_and_submit(tmp_path, capfd):
     """``fractui --`` started the TUI, and ``jobs --`` listed jobs: a "--" with nothing after
     it was let by where a program after it is refused. Only launch and submit take "--" (the
     job's command follows it); anywhere else it is exit 2, said as one with a program after
-    it is. (A damaged store here: what the TUI or jobs would have done ends in exit 1.)"""
+    it is. (A damaged store here: what the TUI or jobs would have done ends in exit 1.) A verb
+    whose words the dashes cut off is told that rule, not that a word it was given is missing
+    (``cancel -- 1`` said "the following arguments are required: JOB")."""
     damaged = tmp_path / "store.db"
     damaged.write_bytes(b"not a store " * 100)
     config = _store_config(tmp_path, str(damaged))
-    for argv in (["--"], ["--readonly", "--"], ["jobs", "--"], ["audit", "--"]):
+    for argv in (["--"], ["--readonly", "--"], ["jobs", "--"], ["audit", "--"],
+                 ["cancel", "--", "1"], ["agent-archive", "--", "-x"], ["trust", "--", "h"]):
         code, out, err = in_process(capfd, ["--config", config, *argv])
         assert (code, out) == (2, ""), (argv, err)
         assert err.endswith("error: only launch and submit take a program after --\n"), err

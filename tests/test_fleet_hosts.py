@@ -38,6 +38,7 @@ def session_for(env: SshFleet, host: HostConfig) -> HostSession:
     ("#!/bin/sh\necho 3.6\n", "is Python 3.6; the agent needs 3.9 or newer"),
     ("#!/bin/sh\necho broken >&2\nexit 3\n", "failed on gpu-py: broken"),
     ("#!/bin/sh\necho banana\n", "on gpu-py printed 'banana' when asked for its version"),
+    ("#!/bin/sh\necho 3.%s\n" % ("1" * 5000), "on gpu-py printed '3.111"),  # int() takes 4300
 ])
 def test_a_python_that_cannot_run_the_agent_is_named(fleet_env, tmp_path, script, words):
     python = tmp_path / "python3"

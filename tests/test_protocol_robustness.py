@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 
@@ -157,6 +158,20 @@ def test_a_bad_sim_spec_is_a_usage_error(start_agent, tmp_path, spec):
     agent = start_agent(spec, str(tmp_path / spec.replace(":", "_").replace(",", "_")))
     assert agent.proc.wait(timeout=10) == 2
     assert b"remote_agent:" in agent.proc.stderr.read()
+
+
+@pytest.mark.parametrize("verb", [["serve", "--stdio"], ["daemon"], ["pod"], ["hello"]])
+def test_an_empty_state_dir_is_a_usage_error_not_the_current_directory(tmp_path, verb):
+    """os.path.abspath("") is the current directory: ``serve --stdio --state-dir ''`` started
+    a daemon keeping its state wherever the command ran."""
+    sim = [] if verb == ["hello"] else ["--sim", "1xL4"]
+    done = subprocess.run([sys.executable, "-m", "remote_agent", *verb, "--state-dir", "", *sim],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=60,
+                          stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=REPO))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.endswith("error: argument --state-dir: is empty: name the directory "
+                                "the agent keeps its state in\n"), done.stderr
+    assert os.listdir(str(tmp_path)) == []
 
 
 UNLISTED = ["nope", "Hello", "hello ", "HELLO", "job.delete", "daemon.restart", "sim.*", "mig",

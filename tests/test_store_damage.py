@@ -17,7 +17,7 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import pytest
 
@@ -113,11 +113,15 @@ def _foreign(path: Path) -> None:
     db.close()
 
 
-def _newer(path: Path) -> None:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version = 99")
-    db.commit()
-    db.close()
+def _version(number: int) -> Callable[[Path], None]:
+    """The store's schema version set to ``number``, its tables left as they are: a newer
+    fractui's (99), one set back by hand or a file half restored (3), none (-1)."""
+    def set_version(path: Path) -> None:
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA user_version = %d" % number)
+        db.commit()
+        db.close()
+    return set_version
 
 
 # Damage found in a job's row once the store is open: what reads job 1 trips on it (a new job
@@ -139,7 +143,11 @@ DAMAGE: Dict[str, tuple] = {
     "not-sqlite": (lambda data: b"PK\x03\x04" + data[4:], "is not an SQLite database", VERBS),
     "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
                                  "users)", SOME),
-    "newer-schema": (_newer, "was written by a newer fractui (schema version 99", SOME),
+    "newer-schema": (_version(99), "was written by a newer fractui (schema version 99", SOME),
+    "older-schema": (_version(3), "is damaged: its schema version is 3, but its tables are not "
+                                  "that version's: SQLite says 'duplicate column name: ", SOME),
+    "negative-schema": (_version(-1), "is damaged: its schema version is -1, which no fractui "
+                                      "writes", SOME),
 }
 
 
@@ -151,7 +159,7 @@ def test_a_damaged_store_is_refused_by_every_verb_and_left_as_it_was(tmp_path, k
     if kind in ("foreign-sqlite",):
         store.unlink()
         damage(store)
-    elif kind == "newer-schema":
+    elif kind.endswith("-schema"):
         damage(store)
     else:
         store.write_bytes(damage(data))
@@ -185,6 +193,42 @@ def test_only_a_path_where_nothing_is_becomes_a_new_store_0600_in_a_0700_dir(tmp
     finally:
         opened.close()
     assert sorted(os.listdir(store.parent)) == ["store.db"]  # no private file left behind
+
+
+@pytest.mark.parametrize("side", ["", "-wal"])
+def test_a_store_or_wal_linked_to_a_device_all_may_write_is_said_as_what_it_is(tmp_path, side):
+    """/dev/null is writable by all (0666), and no one's to change: a store, or its -wal, that
+    leads there is said to be no file, never told to chmod the device."""
+    store = tmp_path / "store.db"
+    make_store(store)
+    if side:
+        os.symlink("/dev/null", str(store) + side)
+    else:
+        store.unlink()
+        os.symlink("/dev/zero", store)
+    done = fractui(write_config(tmp_path, store), ("jobs",))
+    assert done.returncode == 1 and "chmod" not in done.stderr, done.stderr
+    assert done.stderr == "fractui: store %s: its %sfile %s is not a file but a character " \
+        "device\n" % (store, side + " " if side else "",
+                      "%s-wal (a link to /dev/null)" % store if side else "/dev/zero"), done.stderr
+    assert os.readlink(str(store) + side)  # left as it was
+
+
+def test_a_store_path_that_is_not_utf8_is_said_so_never_damaged(tmp_path):
+    """$XDG_STATE_HOME may hold any bytes; SQLite keeps a file's name as UTF-8, and a store
+    made there was said damaged at its first read (restore it from a backup...)."""
+    state = os.fsdecode(os.fsencode(str(tmp_path)) + b"/st\xff")
+    config = tmp_path / "config.toml"
+    config.write_text('[[queues]]\nname = "half"\ngpu = 0.5\n')
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "submit",
+                           "--queue", "half", "--", "x"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, XDG_STATE_HOME=state))
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", (
+        "fractui: store '%s/st\\xff/fractui/store.db': its path is not UTF-8 text, which "
+        "SQLite needs of a file's name: name the store by a path that is ([store] url), or "
+        "set $XDG_STATE_HOME to one\n" % tmp_path))
+    assert not os.path.exists(os.path.join(state, "fractui", "store.db"))
 
 
 @pytest.fixture

@@ -697,6 +697,29 @@ def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_serve
     assert pg_server.sql("SELECT to_regclass('jobs') IS NULL", db=other) == [(True,)]
 
 
+@pytest.mark.parametrize("change, says", [
+    ("UPDATE fractui_schema SET version = 3", "its schema version (fractui_schema) is 3, but its "
+     "tables are not that version's: PostgreSQL says 'function \"fractui_guard_member\" "
+     "already exists with same argument types' as it migrates it"),
+    ("UPDATE fractui_schema SET version = -1", "its schema version (fractui_schema) is -1"),
+    ("DELETE FROM fractui_schema", "its schema version (fractui_schema) is none"),
+])
+def test_a_database_whose_schema_version_was_set_back_is_said_damaged_and_kept(
+        pg_server, pg_url, change, says):
+    """A version set back by hand or a dump half restored: the migrations it seemed to lack
+    failed on what was there, said in the server's words alone ("relation "meta" already
+    exists"), or a version below 0 was taken for a store not made yet."""
+    db = pg_url.rsplit("/", 1)[1]
+    open_store(pg_url).close()
+    pg_server.sql(change, db=db)
+    kept = pg_server.sql("SELECT version FROM fractui_schema", db=db)
+    with pytest.raises(StoreDamaged) as damaged:
+        open_store(pg_url)
+    assert str(damaged.value).endswith(": holds what fractui never wrote: %s; restore the "
+                                       "database from a backup" % says), str(damaged.value)
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == kept
+
+
 def test_a_database_not_in_utf8_is_refused_and_a_utf8_one_is_spoken_in_utf8(
         pg_server, pg_url, monkeypatch, tmp_path):
     """Names, commands and images are any Unicode, and the guard's checks read characters: a

@@ -142,6 +142,22 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
         assert app.screen is screen
 
 
+@pytest.mark.parametrize("where", ["fleet", "jobs"])
+@pilot_test
+async def test_a_filter_too_big_for_re_to_compile_is_matched_as_written(where):
+    """``a{99999999999}`` is no re.error but an OverflowError as re compiles it: typed in the
+    filter box, it ended the TUI."""
+    async with settled_app((120, 36)) as (app, pilot):
+        if where == "jobs":
+            await pilot.press("J")
+            await pilot.pause()
+        screen = app.screen
+        await pilot.press("slash", *"a{99999999999}", "enter")
+        await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert screen.filter_text == "a{99999999999}"
+
+
 @pilot_test
 async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
     """``:`` "keys" opened Textual's key panel beside the map (two thirds of the map gone at

@@ -382,7 +382,10 @@ class PostgresDialect(Dialect):
                 self.rollback(db)  # (what its roles are is read after it)
                 raise StoreDenied(self.where, _not_granted(
                     db, self.user, err.diag.message_primary)) from err
-            have = row["version"] if row is not None else 0
+            if row is None or row["version"] < 0:  # (made with its row, in one transaction)
+                raise self.damaged("its schema version (%s) is %s" % (
+                    VERSION_TABLE, "none" if row is None else row["version"]))
+            have = row["version"]
         else:
             tables = [r["tablename"] for r in db.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
@@ -420,9 +423,13 @@ class PostgresDialect(Dialect):
                 # and PostgreSQL alters no table that has some pending: checked now, so the
                 # next migration's ALTER TABLE goes through in the same transaction
                 db.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            except psycopg.errors.InsufficientPrivilege as err:
-                if not owners:  # (a store's start: the first run's, said as the server says)
-                    raise
+            except psycopg.Error as err:
+                if have and (err.sqlstate or "") in _DONE_ALREADY:
+                    raise self.damaged("its schema version (%s) is %d, but its tables are not "
+                                       "that version's: PostgreSQL says %r as it migrates it"
+                                       % (VERSION_TABLE, have, str(err).strip())) from err
+                if not isinstance(err, psycopg.errors.InsufficientPrivilege) or not owners:
+                    raise  # (a store's start: the first run's, said as the server says)
                 raise StoreDenied(self.where, NOT_OWNER % (
                     number, have, self.user, err.diag.message_primary or err,
                     _owners_words(owners))) from err
@@ -581,6 +588,11 @@ class PostgresDialect(Dialect):
         return StoreDamaged(self.where, "holds what fractui never wrote: %s; restore the "
                             "database from a backup" % what)
 
+
+# What the server says of a migration whose work a database already has (its version set back
+# by hand, a dump half restored): a relation, column, function or object there already, or one
+# a later migration dropped not there.
+_DONE_ALREADY = ("42P07", "42701", "42723", "42710", "42P01", "42703", "42883", "42704")
 
 # A fractui writer in its turn (on pg_locks l): one holding the write lock, more than a read's
 # lock on its table; before 0032, the advisory lock (its key the one parameter).

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Tuple
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
-from fractui.store.base import Feed, Identity, StoreDamaged, StoreError
+from fractui.store.base import Feed, Identity, StoreDamaged, StoreError, StoreUnavailable
 from fractui.store.model import submitter
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
                                statements)
@@ -49,6 +49,9 @@ def _check_schema(path: str, db: sqlite3.Connection) -> None:
     tables = sorted(r[0] for r in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
     missing = [t for t in _CORE_TABLES if t not in tables]
+    if version < 0:
+        raise StoreDamaged(path, "is damaged: its schema version is %d, which no fractui "
+                           "writes%s" % (version, sqlite_file.MOVE_AWAY))
     if version == 0 or missing:
         has = "its tables: %s" % ", ".join(tables) if tables else "it has no tables"
         raise StoreDamaged(path, "is an SQLite database but not a fractui store (%s)%s" % (
@@ -148,7 +151,17 @@ class SqliteDialect(Dialect):
         return self.clock()
 
     def migrate(self, db: sqlite3.Connection) -> None:
-        _migrate(db)
+        """The migrations the store's version says it lacks; one that finds its work done or
+        its tables otherwise (a version set back by hand, a file half restored) says that."""
+        have = db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            _migrate(db)
+        except sqlite3.Error as err:
+            if type(sqlite_file.translate(self.where, err)) is not StoreUnavailable:
+                raise  # full, read-only, busy or damaged: said as such
+            raise self.damaged("its schema version is %d, but its tables are not that "
+                               "version's: SQLite says %r as it migrates it" % (have, str(err))
+                               ) from err
 
     def announce(self, db: sqlite3.Connection, topic: str) -> None:
         db.execute("UPDATE changes SET version = version + 1 WHERE topic = ?", (topic,))
@@ -172,6 +185,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = os.path.abspath(path)
         self.clock = clock
+        sqlite_file.check_name(self.path)
         sqlite_file.refuse_exposed(self.path)  # before one is made there, or opened
         if sqlite_file.absent(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)

@@ -22,12 +22,14 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
+from fractui.words import quoted
 from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
                                        make_dirs)
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
 SIDE_FILES = ("-wal", "-shm", "-journal")
+PATH_MAX = 4096  # a path's bytes: it is said whole
 _EFFECTIVE = os.access in os.supports_effective_ids  # check modes for the effective user
 MOVE_AWAY = "; fractui will not start a new store over it: restore it from a backup, or move " \
             "it away to start an empty store"
@@ -60,6 +62,18 @@ def others_who_write(path: str) -> Optional[str]:
     return None
 
 
+def check_name(path: str) -> None:
+    """StoreUnavailable where ``path`` is not UTF-8 text (a byte of a $XDG_STATE_HOME that is
+    not): SQLite keeps a file's name as UTF-8 and cannot give it back, so such a store would
+    be said to be damaged at its first read."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreUnavailable(quoted(path, PATH_MAX), "its path is not UTF-8 text, which "
+                               "SQLite needs of a file's name: name the store by a path that "
+                               "is ([store] url), or set $XDG_STATE_HOME to one") from None
+
+
 def refuse_exposed(path: str) -> None:
     """StoreExposed where all users may write the store file ``path``, a side file of it or
     its directory, sticky or not (/tmp): any local user could then change its jobs, or put a
@@ -84,6 +98,10 @@ def refuse_exposed(path: str) -> None:
             st = os.stat(where)
         except OSError:  # not there; or not reachable, which the checks that follow say
             continue
+        if st.st_mode & stat.S_IWOTH and what != "its directory" and not stat.S_ISREG(
+                st.st_mode):  # (/dev/null's mode is no one's to change: the link is wrong)
+            raise StoreDamaged(path, "%s %s is not a file but %s" % (
+                what, _linked(where), kind_of(st.st_mode)))
         if st.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
                                "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
@@ -114,6 +132,12 @@ def refuse_exposed(path: str) -> None:
                 check_tree(way, "store's directory", root_may_own=True, runner="fractui")
             except UnsafePath as err:
                 raise StoreExposed(path, str(err)) from None
+
+
+def _linked(path: str) -> str:
+    """``path``, and where it leads if it is a link."""
+    real = os.path.realpath(path)
+    return path if real == path else "%s (a link to %s)" % (path, real)
 
 
 def keep_unread(path: str) -> None:

@@ -22,6 +22,7 @@ from textual.strip import Strip
 from fractui.fleet import answers
 from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, Modal, bindings
+from fractui.tui.model import typed_pattern
 from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
 
@@ -197,10 +198,7 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
     def search(self, text: str) -> bool:
         """Highlight ``text`` (a case-insensitive regex, or literal if it is not one) and go
         to its first match from the cursor on; False if nothing matches."""
-        try:
-            self.pattern = re.compile(text, re.I) if text else None
-        except re.error:
-            self.pattern = re.compile(re.escape(text), re.I)
+        self.pattern = typed_pattern(text) if text else None
         self.refresh()
         return self.pattern is None or self.find(1, include_here=True)
 

@@ -456,16 +456,24 @@ class FleetModel:
 
 
 def compile_filter(text: str) -> tuple[Optional[re.Pattern[str]], bool]:
-    """k9s's filter: a case-insensitive regex; a leading ``!`` keeps what does not match. A
-    pattern that is not a valid regex is matched literally."""
+    """k9s's filter: a case-insensitive regex (``typed_pattern``); a leading ``!`` keeps what
+    does not match."""
     inverse = text.startswith("!")
     body = text[1:] if inverse else text
     if not body:
         return None, False
+    return typed_pattern(body), inverse
+
+
+def typed_pattern(text: str) -> re.Pattern[str]:
+    """What a person typed to find text (a filter, a log search): a case-insensitive regex, or
+    the text as written where it is no regex ``re`` can compile: not valid, or too big (a
+    count past its limit, ``a{99999999999}``, is an OverflowError; groups nested thousands
+    deep a RecursionError)."""
     try:
-        return re.compile(body, re.I), inverse
-    except re.error:
-        return re.compile(re.escape(body), re.I), inverse
+        return re.compile(text, re.I)
+    except (re.error, OverflowError, RecursionError):
+        return re.compile(re.escape(text), re.I)
 
 
 def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],

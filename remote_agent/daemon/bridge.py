@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env, code_hash
 from remote_agent.daemon.trust import UnsafePath, open_private
+from remote_agent.digits import whole
 from remote_agent.gpu.models import parse_sim_host
 from remote_agent.jobs.powers import record_login
 
@@ -36,7 +37,8 @@ class BridgeError(Exception):
 
 
 def version_tuple(version: str) -> Tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
+    parts = (whole(part, sys.maxsize) for part in version.split("."))
+    return tuple(part for part in parts if part is not None)
 
 
 def connect(paths: AgentPaths, folder: str = "") -> socket.socket:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
+from remote_agent.digits import whole
 from remote_agent.mig.layout import Geometry, Profile
 
 
@@ -174,7 +175,8 @@ class SimGpu:
     mig: bool  # MIG mode on at first start
 
 
-_SPEC_ITEM = re.compile(r"^(?:(\d+)\s*[xX*]\s*)?([A-Za-z0-9 ._-]+?)(:mig)?$")
+MAX_SIM_GPUS = 1024  # of one model in one item of a sim spec
+_SPEC_ITEM = re.compile(r"^(?:([0-9]+)\s*[xX*]\s*)?([A-Za-z0-9 ._-]+?)(:mig)?$")
 # A topology clause after the GPUs: "nvlink=0-3/4-7", "nvswitch", "pix=0-1/2-3", ...
 _CLAUSE = re.compile(r"^(nvlink|nvswitch|pix|pxb|phb|numa)(?:=(.*))?$")
 # PCIe levels from the innermost out, as nvidia-smi topo -m names them; SYS is what is left.
@@ -226,12 +228,12 @@ def _groups(value: str, count: int, where: str) -> Groups:
     for part in value.split("/"):
         members: List[int] = []
         for item in part.split(","):
-            m = re.match(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", item)
+            m = re.match(r"^\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?$", item)
             if not m:
                 raise ValueError("bad GPU group %r in %s: expected indices and ranges such as "
                                  "0-3/4-7 or 0,2/1,3" % (part, where))
-            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-            if hi < lo or hi >= count:
+            lo, hi = whole(m.group(1), count), whole(m.group(2) or m.group(1), count)
+            if lo is None or hi is None or hi < lo or hi >= count:
                 raise ValueError("GPUs %s in %s: the host has GPUs 0-%d"
                                  % (item.strip(), where, count - 1))
             members.extend(range(lo, hi + 1))
@@ -315,13 +317,14 @@ def parse_sim_host(spec: str) -> SimHost:
         if not item or not m:
             raise ValueError("bad sim spec item %r in %r: expected COUNTxMODEL[:mig], "
                              "e.g. 2xA100-80GB:mig" % (raw_item, spec))
-        count = int(m.group(1) or 1)
+        count = whole(m.group(1) or "1", MAX_SIM_GPUS)
         facts = model(m.group(2))
         mig = bool(m.group(3))
         if mig and not facts.mig_capable:
             raise ValueError("%s does not support MIG (sim spec item %r)" % (facts.name, item))
-        if count < 1 or count > 1024:
-            raise ValueError("bad GPU count %d in sim spec item %r" % (count, item))
+        if not count:
+            raise ValueError("bad GPU count %s in sim spec item %r: from 1 to %d" % (
+                m.group(1), item, MAX_SIM_GPUS))
         gpus.extend(SimGpu(facts, mig) for _ in range(count))
     return SimHost(tuple(gpus), _topology(clauses, gpus, spec))
 

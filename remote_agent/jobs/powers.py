@@ -19,6 +19,9 @@ import sys
 from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from remote_agent.daemon.trust import open_private, read_private
+from remote_agent.digits import whole
+
+UID_MOST = 2 ** 32 - 2  # uid_t's largest; (uid_t)-1 is no user
 
 
 def holders(environ: Mapping[str, str], loaded_from: Iterable[str],
@@ -27,9 +30,9 @@ def holders(environ: Mapping[str, str], loaded_from: Iterable[str],
     ``environ``, whose code and interpreter are loaded from the paths ``loaded_from``, and
     that the sudo ``logins`` (``sudo_logins``) reached."""
     found: Dict[int, str] = {0: "root", os.geteuid(): "the agent's own user"}
-    sudo_uid = environ.get("SUDO_UID", "")
-    if sudo_uid.isdigit():
-        found.setdefault(int(sudo_uid), "the user who started the agent with sudo")
+    sudo_uid = whole(environ.get("SUDO_UID", ""), UID_MOST)
+    if sudo_uid is not None:
+        found.setdefault(sudo_uid, "the user who started the agent with sudo")
     for uid in sorted(logins):
         found.setdefault(uid, "a user who reached the agent through sudo (a login that can "
                               "become root again)")
@@ -66,12 +69,12 @@ def record_login(path: str, environ: Mapping[str, str]) -> None:
     """Add the login sudo names in ``environ`` (its SUDO_UID), if any, to the sudo logins
     kept at ``path``: a bridge whose sudo reached a daemon another login started, and each
     daemon, record theirs. Appended (a line each, durable), so two at once both stay."""
-    uid = environ.get("SUDO_UID", "")
-    if not uid.isdigit() or int(uid) in sudo_logins(path):
+    uid = whole(environ.get("SUDO_UID", ""), UID_MOST)
+    if uid is None or uid in sudo_logins(path):
         return
     fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "sudo logins")
     try:
-        os.write(fd, b"%d\n" % int(uid))
+        os.write(fd, b"%d\n" % uid)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -80,7 +83,8 @@ def record_login(path: str, environ: Mapping[str, str]) -> None:
 def sudo_logins(path: str) -> Set[int]:
     """The uids of the logins that ever reached the agent of this state dir through sudo."""
     data = read_private(path, "sudo logins") or b""
-    return {int(line) for line in data.split() if line.isdigit()}
+    uids = (whole(line, UID_MOST) for line in data.split())
+    return {uid for uid in uids if uid is not None}
 
 
 def refusal(uid: int, logins_path: str) -> Optional[str]:

@@ -71,6 +71,10 @@ MIGRATIONS: List[List[str]] = [
     ],
 ]
 VERSION = len(MIGRATIONS)
+# What SQLite says of a step whose work a table already has (a version set back by hand, a file
+# half restored): no wait mends that, unlike a full disk or a lock.
+_NOT_THAT_VERSION = ("duplicate column name", "no such column", "no such table", "table ",
+                     "index ")
 
 
 class StoreError(Exception):
@@ -182,6 +186,10 @@ class JobStore:
     def _check_ours(self, path: str) -> None:
         """Refuse a table of a newer agent, or a database that is not an agent's."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 0:  # (its steps would run from MIGRATIONS[-1], the last one, first)
+            raise StoreError("the job table %s is version %d, which no agent writes; move it "
+                             "aside to start with an empty one (its jobs are then forgotten)"
+                             % (path, version))
         if version > VERSION:
             raise StoreError("the job table %s is version %d, newer than this agent knows (%d); "
                              "run the newer agent, or move the table aside" % (
@@ -204,8 +212,13 @@ class JobStore:
                     for stmt in MIGRATIONS[number - 1]:
                         self._db.execute(stmt)
                     self._db.execute("PRAGMA user_version = %d" % number)
-                except BaseException:
+                except BaseException as err:
                     self._db.execute("ROLLBACK")
+                    if isinstance(err, sqlite3.OperationalError) and str(err).startswith(
+                            _NOT_THAT_VERSION):  # the table's trouble, not the host's
+                        raise sqlite3.DatabaseError(
+                            "it is version %d, but its columns are not that version's (step "
+                            "%d finds: %s)" % (number - 1, number, err)) from err
                     raise
                 self._db.execute("COMMIT")
 

@@ -185,7 +185,7 @@ def python_problem(cfg: HostConfig, run: Runner) -> Optional[str]:
     if code != 0:
         return "%s -c failed on %s: %s" % (cfg.python, cfg.name, (err or out).strip()[:300] or
                                            "exit status %d, no output" % code)
-    if not re.fullmatch(r"\d+\.\d+", out.strip()):
+    if not re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}", out.strip()):  # (\d: any script's)
         return "%s on %s printed %r when asked for its version" % (
             cfg.python, cfg.name, out.strip()[:80])
     version = tuple(int(x) for x in out.strip().split("."))

@@ -50,6 +50,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
+from remote_agent.digits import whole
 from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
     container_cgroup, last_line, named_clients, run_tool
@@ -59,6 +60,7 @@ ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-f
 GONE = "no such container"  # in what podman and docker say of a container not there
 NO_OBJECT = "no such object"  # ... and their ``inspect`` of a name they have nothing of
 MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
+PID_MOST = 2 ** 22  # Linux's pid_max is at most this
 
 
 # The transports of containers-transports(5) that read an image from the host's own files or
@@ -159,9 +161,10 @@ class Oci(ContainerRuntime):
             if NO_OBJECT in why.lower() or self.not_there(why):
                 return None, None, None  # not made yet, or gone
             return None, None, "%s failed (exit %d): %s" % (" ".join(argv), code, why)
-        if not out.isdigit() or int(out) <= 0:
+        pid = whole(out, PID_MOST)
+        if not pid:
             return None, None, None  # made, not running (yet)
-        return (*container_cgroup(int(out), os.getpid()), None)
+        return (*container_cgroup(pid, os.getpid()), None)
 
     def signal(self, name: str, sig: int) -> Optional[str]:
         return self._failure([self.tool, "kill", "--signal", str(sig), name])
