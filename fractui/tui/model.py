@@ -206,6 +206,13 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(start, size, kind, inst["profile"]))
             else:
                 blocks.append(Block(start, size, IDLE, inst["profile"]))
+        for record in on_gpu:  # its agent makes its instance (``mig``), not in the snapshot yet
+            mig = record.get("mig") or {}
+            if mig.get("profile") and mig.get("start") is not None \
+                    and mig["start"] not in taken:
+                size = _profile_size(gpu, mig["profile"]) or 1
+                blocks.append(Block(mig["start"] / slices, size / slices, PLACING,
+                                    mig["profile"], **_owner(record, host, by_key)))
         for job in waiting:
             slot = job.slot
             if slot.profile and slot.start is not None and slot.start not in taken:
