@@ -56,6 +56,23 @@ def not_started(jobs: Iterable[Job], records: Iterable[Mapping[str, Any]],
     return [j for j in jobs if seen_state(j, by_key.get(j.key(store_uid))) == PLACED]
 
 
+def being_made(rec: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
+               ) -> List[Mapping[str, Any]]:
+    """Of the agent's job ``records``, those active on MIG GPU ``rec`` whose instance their
+    agent makes for them (a record's ``mig``) and the snapshot does not show yet (no instance
+    there starts at it: job news come at once, snapshots each tick): their slices are
+    theirs, drawn decided, not free."""
+    starts = {i.get("start") for i in rec.get("instances") or ()}
+    made = []
+    for r in records:
+        mig = r.get("mig") or {}
+        if r.get("state") in ACTIVE_AGENT_STATES and rec.get("index") in (r.get("gpus") or ()) \
+                and mig.get("profile") and mig.get("start") is not None \
+                and mig["start"] not in starts:
+            made.append(r)
+    return made
+
+
 def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
     """Whether a host's agent can make the MIG mode change a launch asks first (``mig.set_mode``
     with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
