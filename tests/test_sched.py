@@ -221,3 +221,36 @@ def test_a_request_that_takes_either_is_sought_as_a_share_within_the_quotas_room
     whole = Request("w", gpus=1)
     assert _within_room(whole, placer.place(whole), placer, placer.place, lambda c: False) \
         is None
+
+
+def test_a_mig_job_its_agent_is_starting_books_its_slices_until_its_instance_is_there():
+    """The agent records a MIG launch as starting before it makes the instance (its record's
+    ``mig``, no ``instance``), and the snapshot shows the instance a tick later. Running by
+    its agent's record, the job was no longer booked from its decision, nor from an instance:
+    its whole GPU was offered to the next job (the map and the GPU view draw it the job's).
+    Booked from its decision now, until the instance is there."""
+    from fractui.sched.fleetview import HostView, build_hosts
+    from fractui.store.model import PLACED, Job, Slot
+
+    gpus = [{"index": 0, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+             "mig_mode": True, "instances": []}]
+    job = Job(id=4, queue="q", team="t", name="j4", argv=("x",), request={}, state=PLACED,
+              submitted_at=0.0, updated_at=0.0,
+              slot=Slot("gpu-a", (0,), profile="7g.80gb", start=0))
+    record = {"id": "j1", "key": job.key("s1"), "gpus": [0], "state": "starting",
+              "instance": None, "mig": {"profile": "7g.80gb", "start": 0}}
+    for jobs in ({}, {"j1": record}):
+        view = HostView("gpu-a", "online", {"cpus": 8, "memory_mib": 64000, "gpus": gpus},
+                        {"gpus": gpus}, jobs)
+        (gpu,) = build_hosts([view], [job], "s1")[0].gpus
+        assert gpu.free_milli == 0, jobs
+        assert [(i.profile, i.start, i.busy) for i in gpu.layout.instances] == [
+            ("7g.80gb", 0, True)], jobs
+    # made: the instance in the snapshot, busy by its record
+    made = [dict(gpus[0], instances=[{"gi_id": 1, "profile": "7g.80gb", "start": 0, "size": 8,
+                                      "uuid": "MIG-a"}])]
+    view = HostView("gpu-a", "online", {"cpus": 8, "memory_mib": 64000, "gpus": made},
+                    {"gpus": made}, {"j1": dict(record, state="running", instance="MIG-a")})
+    (gpu,) = build_hosts([view], [job], "s1")[0].gpus
+    assert gpu.free_milli == 0
+    assert [(i.start, i.busy) for i in gpu.layout.instances] == [(0, True)]

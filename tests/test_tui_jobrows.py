@@ -174,3 +174,22 @@ def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
     text = plain(mig)
     assert any("3g.40gb" in ln and "#8 j8" in ln and "8.8G/39.1G" in ln
                for ln in text.splitlines())
+
+
+def test_a_mig_job_s_slices_its_agent_is_making_its_instance_on_are_not_free_rows():
+    """A MIG job its agent is starting (drawn running: fleetview.seen_state), its instance
+    not in the snapshot yet (its record's ``mig``): its slices were free rows in the GPU view,
+    ``enter`` there saying nothing held them, while the map draws them the job's. Its row
+    says the job, being made, and ``enter`` opens it."""
+    store, statuses = _fleet()
+    placed = job(4, state=PLACED, slot=Slot("h", (1,), profile="2g.20gb", start=0))
+    store = StoreView(UID, store.jobs + (placed,))
+    statuses["h"].jobs["j4"] = {"id": "j4", "key": placed.key(UID), "gpus": [1],
+                                "state": "starting", "instance": None, "name": "j4",
+                                "mig": {"profile": "2g.20gb", "start": 0}}
+    _head, tables, held = describe(statuses["h"], "h", 1, store, "red")
+    rows = [ln.split() for ln in plain(tables).splitlines()]
+    assert ["2g.20gb", "0-1", "—/—", "#4", "j4", "(being", "made)", "—"] in rows, rows
+    assert ["—", "2-3", "—", "free", "—"] in rows, rows
+    assert not any(r[1:2] == ["0-3"] for r in rows if r), rows
+    assert [h.job_id for h in held][:2] == [4, None], held

@@ -365,3 +365,32 @@ async def test_a_job_its_agent_runs_is_running_on_every_view_though_the_store_ha
         await open_job(app, pilot, 16)
         assert "running · attempt 0" in text_of(job_screen(app).details(
             job_screen(app).agent_record()))
+
+
+@pilot_test
+async def test_a_placement_refused_of_a_job_drawn_running_says_it_is_running():
+    """#16 placed in the store, its agent running it: drawn running on the jobs view and its
+    screen (seen_state). ``p`` on its row and ``P`` on its screen are refused, as the store's
+    state decides; each refusal said "job 16 is placed", beside a row and a screen that say
+    running. It says what is drawn."""
+    async with settled_app((160, 48), store_states={16: "placed"}) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        await pilot.press("g")
+        while view.table.row.job_id != 16:
+            await pilot.press("j")
+        assert view.table.row.state == "running"
+        await pilot.press("p")
+        await pilot.pause()
+        refused = "job 16 is running: only a pending job is placed by hand"
+        assert [n.message for n in app._notifications] == [refused]
+        assert app.screen is view
+        await pilot.press("escape")
+        await open_job(app, pilot, 16)
+        await pilot.press("P")
+        await pilot.pause()
+        assert [n.message for n in app._notifications][1:] == [refused]
+        assert "running · attempt 0" in text_of(job_screen(app).details(
+            job_screen(app).agent_record()))

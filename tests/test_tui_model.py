@@ -120,6 +120,28 @@ def test_a_share_its_agent_runs_is_drawn_running_though_the_store_still_has_it_p
         assert [(b.kind, b.job) for b in gpu.blocks] == [(PLACING, "#7")]
 
 
+def test_a_mig_job_its_agent_is_starting_is_drawn_decided_until_its_instance_is_there():
+    """The agent records a MIG launch as starting before it makes the instance (its record's
+    ``mig``, no ``instance`` yet), and the snapshot shows the instance a tick after that. The
+    job is running by seen_state then, so no longer drawn from the store's decision; the map
+    drew nothing on its slices (free, as if no job were going there) where it drew them
+    hatched, as a host that went away during the launch kept them."""
+    placed = job(4, state=PLACED, slot=Slot("h", (1,), profile="2g.20gb", start=6))
+    record = {"id": "j2", "key": placed.key(UID), "gpus": [1], "state": "starting",
+              "mig": {"profile": "2g.20gb", "start": 6}, "instance": None, "name": "j4"}
+    (gpu,) = build([a100([inst("1g.10gb", 0, 1, "MIG-b")])], [record],
+                   [placed]).hosts["h"].gpus
+    assert [(b.kind, b.label, round(b.start * 8), b.job) for b in gpu.blocks] == [
+        (IDLE, "1g.10gb", 0, None), (PLACING, "2g.20gb", 6, "#4 h/j2")]
+    # made, in the snapshot: the job's instance, drawn once
+    made = dict(record, state="running", instance="MIG-e")
+    (gpu,) = build([a100([inst("1g.10gb", 0, 1, "MIG-b"), inst("2g.20gb", 6, 2, "MIG-e",
+                                                                busy=True)])],
+                   [made], [placed]).hosts["h"].gpus
+    assert [(b.kind, round(b.start * 8), b.job) for b in gpu.blocks] == [
+        (IDLE, 0, None), (JOB, 6, "#4 h/j2")]
+
+
 def test_a_move_s_target_is_held_on_the_map_as_placement_holds_it():
     """A job stopping to move holds its target as the decision it becomes (placed there by
     hand), on the map as in placement (fleetview.jobs_by_host, one grouping for both): its

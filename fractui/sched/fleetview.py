@@ -56,6 +56,23 @@ def not_started(jobs: Iterable[Job], records: Iterable[Mapping[str, Any]],
     return [j for j in jobs if seen_state(j, by_key.get(j.key(store_uid))) == PLACED]
 
 
+def being_made(rec: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
+               ) -> List[Mapping[str, Any]]:
+    """Of the agent's job ``records``, those active on MIG GPU ``rec`` whose instance their
+    agent makes for them (a record's ``mig``) and the snapshot does not show yet (no instance
+    there starts at it: job news come at once, snapshots each tick): their slices are
+    theirs, drawn decided, not free."""
+    starts = {i.get("start") for i in rec.get("instances") or ()}
+    made = []
+    for r in records:
+        mig = r.get("mig") or {}
+        if r.get("state") in ACTIVE_AGENT_STATES and rec.get("index") in (r.get("gpus") or ()) \
+                and mig.get("profile") and mig.get("start") is not None \
+                and mig["start"] not in starts:
+            made.append(r)
+    return made
+
+
 def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
     """Whether a host's agent can make the MIG mode change a launch asks first (``mig.set_mode``
     with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
@@ -362,6 +379,9 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
                 int(hello.get("memory_mib") or 0), gpus, links=host_links(hello, len(gpus)))
+    # a MIG job its agent starts on an instance not in the snapshot yet: booked from its
+    # decision, as no instance books it
+    making = {r.get("key") for rec in view.gpu_records() for r in being_made(rec, agent.values())}
     for job in jobs:
         key = job.key(store_uid)
         if key in leave_out:
@@ -369,7 +389,7 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
         req = request_of(job)
         host.cpu_free -= req.cpu_milli
         host.memory_free -= req.memory_mib
-        if key not in agent:  # decided, not yet running: book its slot from the decision
+        if key not in agent or key in making:  # decided, not yet there: booked from that
             _book_decision(host, job)
         assert job.slot is not None
         for g in job.slot.gpus:  # a GPU the store has a job on keeps its mode

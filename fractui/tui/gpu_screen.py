@@ -37,8 +37,8 @@ from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import gpu_service, refusal
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, gpu_geometry, lists, mps_layer,
-                                     jobs_by_host, not_started, outside_mib)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, being_made, gpu_geometry, lists,
+                                     mps_layer, jobs_by_host, not_started, outside_mib)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
@@ -216,11 +216,18 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                   header_style="bold")
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
+        # an instance its agent makes for a job, not in the snapshot yet: the job's row
+        geo = gpu_geometry(gpu)
+        sizes = {p.name: p.size for p in geo.profiles} if geo else {}
+        made = [{"start": r["mig"]["start"], "size": sizes.get(r["mig"]["profile"], 1),
+                 "profile": r["mig"]["profile"], "made_for": str(r.get("id"))}
+                for r in being_made(gpu, live)]
+        instances = list(gpu.get("instances") or ()) + made
         # the slices no instance holds are rows among them, as the map draws them: free
         free = [{"start": a, "size": b - a + 1, "free": True}
-                for a, b in free_slices(gpu, placed_on(status, index, store))]
-        for inst in sorted(list(gpu.get("instances") or ()) + free,
-                           key=lambda i: i.get("start", 0)):
+                for a, b in free_slices(dict(gpu, instances=instances),
+                                        placed_on(status, index, store))]
+        for inst in sorted(instances + free, key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
             if inst.get("free"):
@@ -231,8 +238,9 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                 t.add_row("—", slots, "—", "free" + shut, "—",
                           style=_at(cursor, len(held) - 1))
                 continue
-            holder = by_instance.get(inst.get("uuid"))
-            job = holder[0] if holder else (
+            holder = names[inst["made_for"]] if "made_for" in inst else by_instance.get(
+                inst.get("uuid"))
+            job = holder[0] + (" (being made)" if "made_for" in inst else "") if holder else (
                 "being made" if inst.get("uuid") is None else
                 "in use outside fractui" if inst.get("busy") else "idle")
             row = inst.get("uuid") or "slices " + slots  # (one being made has no uuid)

@@ -9,6 +9,7 @@ notifications on the host session's reader thread, which reach the screen as mes
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from typing import Any, Callable, Optional, Sequence
 
@@ -264,6 +265,12 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         return next((r for r in status.jobs.values() if r.get("key") == key), None) \
             if status is not None else None
 
+    def drawn(self) -> Job:
+        """The job in the state it is drawn in (``seen_state``): what a refusal of its keys,
+        which the store's state decides, says it is."""
+        assert self.job is not None
+        return dataclasses.replace(self.job, state=seen_state(self.job, self.last_word()))
+
     def stops(self) -> tuple[str, ...]:
         """The stops offered now: those the job's state allows (none ``--readonly``)."""
         if self.readonly or self.job is None:
@@ -326,7 +333,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if self.job is None:
             self.notify(self.unread(), severity="warning")
         elif not fits(self.job.state):
-            self.notify("%s: %s" % (as_it_is(self.job), only), severity="warning")
+            self.notify("%s: %s" % (as_it_is(self.drawn()), only), severity="warning")
         else:
             start(self.job_id)
 
@@ -419,7 +426,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         now = self.clock()
         grid.add_row("job #%d" % job.id, Text.assemble(
             (job.name, "bold"), "  %s · attempt %d%s" % (
-                seen_state(job, self.last_word()), job.attempt,
+                self.drawn().state, job.attempt,
                 " · preemptible" if job.preemptible else "")))
         grid.add_row("queue", "%s · team %s · submitted %s ago%s%s" % (
             job.queue, job.team or "—", duration(now - job.submitted_at),

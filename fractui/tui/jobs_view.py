@@ -30,7 +30,7 @@ from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.intents import as_it_is
-from fractui.store.model import PENDING, Job, movable
+from fractui.store.model import PENDING, RUNNING, Job, movable
 from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
@@ -420,4 +420,6 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return "no job is listed"
         store = self.store()
         job = store.job(row.job_id) if store is not None else None
+        if job is not None and row.state == RUNNING:  # as drawn: its agent runs it, though
+            job = dataclasses.replace(job, state=RUNNING)  # placed in the store yet (seen_state)
         return as_it_is(job) if job is not None else "%s is %s" % (row.ref, row.state)

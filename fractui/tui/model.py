@@ -17,7 +17,8 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, jobs_by_host, mps_layer, not_started
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, being_made, jobs_by_host, mps_layer,
+                                     not_started)
 from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -206,6 +207,11 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(start, size, kind, inst["profile"]))
             else:
                 blocks.append(Block(start, size, IDLE, inst["profile"]))
+        for record in being_made(gpu, on_gpu):
+            mig = record["mig"]
+            size = _profile_size(gpu, mig["profile"]) or 1
+            blocks.append(Block(mig["start"] / slices, size / slices, PLACING, mig["profile"],
+                                **_owner(record, host, by_key)))
         for job in waiting:
             slot = job.slot
             if slot.profile and slot.start is not None and slot.start not in taken:
