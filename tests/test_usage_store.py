@@ -7,6 +7,7 @@ and retention forgets what ended before it."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import pytest
 
@@ -16,7 +17,7 @@ from fractui.fleet.host import AnswerMalformed
 from fractui.sched.fleetview import HostView
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
-from fractui.store import StateConflict, open_store
+from fractui.store import StateConflict, StoreDamaged, open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, PENDING, PLACED, PREEMPTED,
                                  REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy, Sampled, Slot)
 
@@ -411,5 +412,83 @@ def test_gpu_time_keeps_each_stretch_seen_and_joins_those_that_meet_across_write
                 for t in store.gpu_time(0, 9e12)] == [
             (0, 110.0, 610.0, 760.0, ((610.0, 660.0), (700.0, 760.0))),
             (1, 110.0, 610.0, 760.0, None)]
+    finally:
+        store.close()
+
+
+def _owner_sql(store_url: str, request: pytest.FixtureRequest, statement: str) -> None:
+    """``statement`` on the store's database as its owner, past fractui (a hand's write, a
+    damaged row)."""
+    if store_url.startswith("sqlite://"):
+        db = sqlite3.connect(store_url[len("sqlite://"):])
+        db.execute(statement)
+        db.commit()
+        db.close()
+        return
+    psql = request.getfixturevalue("pg_server").connect(store_url.rsplit("/", 1)[1])
+    try:
+        psql.execute(statement)
+    finally:
+        psql.close()
+
+
+def test_a_damaged_bucket_row_stops_no_other_gpus_time_being_kept(store_url, request):
+    """One GPU's bucket row whose stretches are damaged: the other GPUs' time of that bucket
+    is kept (a write read and parsed every row of its buckets, so one damaged row stopped
+    every GPU's GPU time being kept); a write to the damaged row itself is refused as the
+    store's damage, naming it."""
+    store = open_store(store_url)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),))])
+        _owner_sql(store_url, request, "UPDATE gpu_time SET seen_spans = '[[610, 640'")
+        store.keep_gpu_time([GpuTime(h, g, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),)) for h, g in (("h1", 1),
+                                                                            ("h2", 0))])
+        with pytest.raises(StoreDamaged, match="the GPU time of h1 gpu 0 at 600"):
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=640,
+                                         seen_to=670, seen_spans=((640, 670),))])
+        _owner_sql(store_url, request, "UPDATE gpu_time SET seen_spans = NULL WHERE gpu = 0 "
+                   "AND host = 'h1'")
+        assert [(t.host, t.gpu, t.online_s, t.seen_spans) for t in store.gpu_time(0, 9e12)
+                ] == [("h1", 0, 30.0, None), ("h1", 1, 30.0, ((610.0, 640.0),)),
+                      ("h2", 0, 30.0, ((610.0, 640.0),))]
+    finally:
+        store.close()
+
+
+def test_a_damaged_bucket_row_leaves_out_its_host_and_the_others_are_kept(tmp_path, caplog):
+    """The lease holder's writes, one GPU's row of the bucket damaged: the other hosts' GPU
+    time is kept at each write, the damaged row's host left out and said once, not put back
+    for ever (every write failed, and every GPU's time was held in memory, growing, while
+    the damaged bucket stayed among those written)."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    path = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % path)
+    clock = [1200.0]
+    keeper = UsageKeeper(UsageSettings(bucket_s=300), store, lambda *a: {},
+                         Lanes(lambda: True, lambda: None), clock=lambda: clock[0],
+                         ticks=lambda: clock[0])
+    views = [HostView(h, "online", {"gpus": [{"index": 0, "name": "L4"}]}, {})
+             for h in ("h1", "h2")]
+    try:
+        epoch = store.acquire_lease("sched", 600)
+        store.keep_gpu_time([GpuTime("h1", 0, 1200.0, "L4", 1, seen_from=1200,
+                                     seen_to=1201, seen_spans=((1200, 1201),))])
+        db = sqlite3.connect(str(path))
+        db.execute("UPDATE gpu_time SET seen_spans = 'oops'")
+        db.commit()
+        db.close()
+        while clock[0] <= 1560:  # six writes within the damaged bucket, one past it
+            keeper.turn(lambda: views, lambda: [], epoch)
+            clock[0] += 5
+        db = sqlite3.connect(str(path))
+        kept = db.execute("SELECT host, bucket, online_s FROM gpu_time ORDER BY host, bucket"
+                          ).fetchall()
+        db.close()
+        assert kept == [("h1", 1200.0, 1.0), ("h1", 1500.0, 60.0),
+                        ("h2", 1200.0, 300.0), ("h2", 1500.0, 60.0)], kept
+        assert caplog.text.count("the GPU time of h1 gpu 0 at 1200.0") == 1, caplog.text
+        assert keeper.gpus.pending == {}
     finally:
         store.close()

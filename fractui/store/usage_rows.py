@@ -114,15 +114,19 @@ def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
     it saw, never overwrite each other's), and widens when in the bucket they were seen
     (gputime.seen_over) and joins the stretches they were seen (model.spans_over): not
     known where either is not. The stretches kept are read first, in this transaction (a
-    write's: no other writer between)."""
+    write's: no other writer between), and parsed only for the rows written: another GPU's
+    row damaged stops none of them being kept (its own write is refused, naming it)."""
     rows = list(rows)
     if not rows:
         return
-    kept = {(k["host"], int(k["gpu"]), float(k["bucket"])): _spans(k, _what(k)) for k in run(
+    stored = {(k["host"], int(k["gpu"]), float(k["bucket"])): k for k in run(
         db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
             "bucket <= ?", (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
+    kept: dict[tuple[str, int, float], Optional[Spans]] = {}
     for r in rows:
         key = (r.host, r.gpu, r.bucket)
+        if key not in kept and key in stored:
+            kept[key] = _spans(stored[key], _what(stored[key]))
         spans = spans_over(kept[key], r.seen_spans) if key in kept else r.seen_spans
         kept[key] = spans
         run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
