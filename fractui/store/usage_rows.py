@@ -9,6 +9,7 @@ with the close. ``run`` is the core's ``_run`` (one statement on the transaction
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, Spans,
@@ -186,11 +187,16 @@ def _spans(r: Any, what: str) -> Optional[Spans]:
     text = r["seen_spans"]
     if text is None:
         return None
-    try:
-        spans = tuple((float(a), float(b)) for a, b in json.loads(text))
-    except (TypeError, ValueError) as err:
-        raise Unreadable("%s was seen %r, not a JSON list of [from, to] pairs" % (what, text)) \
-            from err
+    try:  # (Python's JSON takes NaN, which no comparison refuses, and nesting past its stack)
+        pairs = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        pairs = None
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                for t in p) for p in pairs):
+        raise Unreadable("%s was seen %r, not a JSON list of [from, to] pairs" % (what, text))
+    spans = tuple((float(a), float(b)) for a, b in pairs)
     if any(a > b for a, b in spans) or any(
             spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)):
         raise Unreadable("%s was seen %r: each stretch from no later than to, in order, "
