@@ -18,8 +18,9 @@ from fractui.sched.fleetview import HostView
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
 from fractui.store import StateConflict, StoreDamaged, open_store
-from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, PENDING, PLACED, PREEMPTED,
-                                 REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy, Sampled, Slot)
+from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, MOST_SPANS, PENDING, PLACED,
+                                 PREEMPTED, REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy,
+                                 Sampled, Slot)
 
 SHARE = Slot("h1", (0,), None, None, 20480, 0.25)
 MIG = Slot("h2", (1,), "3g.40gb", 4, None, 3 / 7)
@@ -490,5 +491,22 @@ def test_a_damaged_bucket_row_leaves_out_its_host_and_the_others_are_kept(tmp_pa
                         ("h2", 1200.0, 300.0), ("h2", 1500.0, 60.0)], kept
         assert caplog.text.count("the GPU time of h1 gpu 0 at 1200.0") == 1, caplog.text
         assert keeper.gpus.pending == {}
+    finally:
+        store.close()
+
+
+def test_a_bucket_keeps_at_most_most_spans_stretches_joined_across_writes(store_url):
+    """Two writes of one GPU's bucket, 20 stretches each between the other's: the row keeps
+    MOST_SPANS, the nearest made one, its first look and its last as they were."""
+    store = open_store(store_url)
+    try:
+        for parity in (0, 1):
+            spans = tuple((600.0 + 10 * i + 5 * parity, 601.0 + 10 * i + 5 * parity)
+                          for i in range(0, 40, 2))
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 20, seen_from=spans[0][0],
+                                         seen_to=spans[-1][1], seen_spans=spans)])
+        [t] = store.gpu_time(0, 9e12)
+        assert len(t.seen_spans) == MOST_SPANS
+        assert (t.seen_spans[0][0], t.seen_spans[-1][1]) == (600.0, 986.0)
     finally:
         store.close()
