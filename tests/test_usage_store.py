@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 
 import pytest
 
@@ -509,4 +510,43 @@ def test_a_bucket_keeps_at_most_most_spans_stretches_joined_across_writes(store_
         assert len(t.seen_spans) == MOST_SPANS
         assert (t.seen_spans[0][0], t.seen_spans[-1][1]) == (600.0, 986.0)
     finally:
+        store.close()
+
+
+def test_a_bucket_row_deleted_by_hand_as_it_is_written_is_written_afresh(pg_server):
+    """PostgreSQL, an admin's psql session deleting a GPU's bucket row (outside fractui, no
+    write lock) while the lease holder writes that bucket: the write waits for the delete and
+    writes the row afresh, its stretches its own. It joined the stretches it read before the
+    delete was committed into the new row, outside its first and last look: a row every
+    report then called damaged."""
+    name = pg_server.new_database()
+    store = open_store(pg_server.url(name))
+    psql = pg_server.connect(name)
+    failed: list = []
+
+    def write() -> None:
+        try:
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 60, seen_from=700, seen_to=760,
+                                         seen_spans=((700, 760),))])
+        except Exception as err:  # (said by the assertion below)
+            failed.append(err)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),))])
+        psql.execute("BEGIN")
+        psql.execute("DELETE FROM gpu_time")
+        writer = threading.Thread(target=write)
+        writer.start()
+        for _ in range(2000):  # until the write waits for the delete's row lock
+            if psql.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND datname = %s", (name,)).fetchone()[0]:
+                break
+            writer.join(0.001)
+        psql.execute("COMMIT")
+        writer.join()
+        assert failed == []
+        assert [(t.online_s, t.seen_from, t.seen_to, t.seen_spans)
+                for t in store.gpu_time(0, 9e12)] == [(60.0, 700.0, 760.0, ((700.0, 760.0),))]
+    finally:
+        psql.close()
         store.close()

@@ -110,19 +110,22 @@ def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
             "ORDER BY started_at, job, attempt", (until, since))]
 
 
-def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
+def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime], locked: str = "") -> None:
     """Adds each row's seconds to its GPU's bucket (so two holders in turn, each adding what
     it saw, never overwrite each other's), and widens when in the bucket they were seen
     (gputime.seen_over) and joins the stretches they were seen (model.spans_over): not
     known where either is not. The stretches kept are read first, in this transaction (a
     write's: no other writer between), and parsed only for the rows written: another GPU's
-    row damaged stops none of them being kept (its own write is refused, naming it)."""
+    row damaged stops none of them being kept (its own write is refused, naming it).
+    ``locked`` (Dialect.locked) holds them until the commit: a write by hand outside the
+    write lock (an admin's DELETE on psql) is waited for, not joined as it was before it."""
     rows = list(rows)
     if not rows:
         return
     stored = {(k["host"], int(k["gpu"]), float(k["bucket"])): k for k in run(
         db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
-            "bucket <= ?", (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
+            "bucket <= ?" + locked,
+        (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
     kept: dict[tuple[str, int, float], Optional[Spans]] = {}
     for r in rows:
         key = (r.host, r.gpu, r.bucket)
