@@ -550,3 +550,26 @@ def test_a_bucket_row_deleted_by_hand_as_it_is_written_is_written_afresh(pg_serv
     finally:
         psql.close()
         store.close()
+
+
+def test_a_write_of_one_hosts_gpu_time_waits_for_no_other_hosts_row(pg_server):
+    """PostgreSQL, a psql session holding one host's bucket row: a write of another host's
+    GPU time of that bucket (the lease holder's, host by host where the store refuses one
+    host's value) is kept, not held up by it: the rows a write reads and holds are its own
+    hosts' (it read, and held, every host's row of its buckets)."""
+    name = pg_server.new_database()
+    store = open_store(pg_server.url(name))
+    psql = pg_server.connect(name)
+    try:
+        store.keep_gpu_time([GpuTime(h, 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),)) for h in ("h1", "h2")])
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM gpu_time WHERE host = 'h2' FOR UPDATE")
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 20, seen_from=640, seen_to=660,
+                                     seen_spans=((640, 660),))])
+        psql.execute("ROLLBACK")
+        assert [(t.host, t.online_s, t.seen_spans) for t in store.gpu_time(0, 9e12)] == [
+            ("h1", 50.0, ((610.0, 660.0),)), ("h2", 30.0, ((610.0, 640.0),))]
+    finally:
+        psql.close()
+        store.close()

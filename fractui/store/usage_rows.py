@@ -118,14 +118,22 @@ def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime], locked: str = "") -
     write's: no other writer between), and parsed only for the rows written: another GPU's
     row damaged stops none of them being kept (its own write is refused, naming it).
     ``locked`` (Dialect.locked) holds them until the commit: a write by hand outside the
-    write lock (an admin's DELETE on psql) is waited for, not joined as it was before it."""
+    write lock (an admin's DELETE on psql) is waited for, not joined as it was before it.
+    A write of one host's (the lease holder's, host by host where one's value is refused)
+    reads and holds that host's only."""
     rows = list(rows)
     if not rows:
         return
+    where, args = "bucket >= ? AND bucket <= ?", [min(r.bucket for r in rows),
+                                                   max(r.bucket for r in rows)]
+    hosts = {r.host for r in rows}
+    if len(hosts) == 1:  # (no range of names: the store's collation may order them as
+        # Python does not; no list of them: SQLite before 3.32 takes 999 values at most)
+        where += " AND host = ?"
+        args.extend(hosts)
     stored = {(k["host"], int(k["gpu"]), float(k["bucket"])): k for k in run(
-        db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
-            "bucket <= ?" + locked,
-        (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
+        db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE " + where + locked,
+        args)}
     kept: dict[tuple[str, int, float], Optional[Spans]] = {}
     for r in rows:
         key = (r.host, r.gpu, r.bucket)
