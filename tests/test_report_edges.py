@@ -753,12 +753,19 @@ def test_the_store_keeps_gpu_time_from_its_first_look_not_from_its_bucket(tmp_pa
     ("seen_spans = '[[1, 2], [0, 3]]'", "was seen '[[1, 2], [0, 3]]': each stretch from no "
      "later than to, in order, none overlapping the next"),
     ("seen_spans = '[1, 2]'", "was seen '[1, 2]', not a JSON list of [from, to] pairs"),
-    ("seen_spans = '[[0, 1]]'", "was seen '[[0, 1]]', not within from")])
+    ("seen_spans = '[[0, 1]]'", "was seen '[[0, 1]]', not within from"),
+    ("seen_spans = '[[NaN, NaN]]'", "was seen '[[NaN, NaN]]', not a JSON list of [from, to] "
+     "pairs"),
+    ("seen_spans = '[[\"1e9\", true]]'", "was seen '[[\"1e9\", true]]', not a JSON list of "
+     "[from, to] pairs"),
+    ("seen_spans = '%s'" % ("[" * 100000), "not a JSON list of [from, to] pairs")])
 def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd, damage, said):
     """A bucket's row with one end of when it was seen and not the other (fractui writes
-    both or neither), or stretches seen out of order, not pairs, or outside its first and
-    last look: the report names the row and exits 1 — where it stopped on an assertion,
-    exit 70, "a bug in fractui", or counted them."""
+    both or neither), or stretches seen out of order, not pairs of numbers (NaN, which JSON
+    as Python reads it takes, read as within any first and last look and made the report's
+    hours nan; text; a list nested past Python's recursion, a traceback), or outside its
+    first and last look: the report names the row and exits 1 — where it stopped on an
+    assertion, exit 70, "a bug in fractui", or counted them."""
     store = SqliteStore(str(tmp_path / "store.db"))
     now = store.now()
     store.keep_gpu_time([GpuTime("l4", 0, now // 300 * 300 - 600, "L4", 90, 90,

@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from fractui.sched.fleetview import HostView
-from fractui.store.model import PLACED, RUNNING, GpuTime, Job, Slot
+from fractui.store.model import MOST_SPANS, PLACED, RUNNING, GpuTime, Job, Slot, spans_over
 from fractui.usage.gputime import GAP_S, GpuClock
 
 
@@ -113,3 +113,24 @@ def test_each_stretch_a_gpu_was_seen_in_a_bucket_is_kept_apart_and_joined_where_
     clock.observe([view()], [JOB], 30.0)
     assert {(r.gpu, r.online_s, r.seen_from, r.seen_to, r.seen_spans) for r in clock.take()
             } == {(g, 20.0, 0.0, 30.0, ((0.0, 10.0), (20.0, 30.0))) for g in (0, 1)}
+
+
+def test_a_gpu_that_flaps_all_day_keeps_a_bounded_row_its_nearest_stretches_made_one():
+    """A host seen for two looks and away for the third, all day, in a bucket of a day: its
+    GPUs' time is every second seen, but their stretches are at most MOST_SPANS (a row grew
+    by a pair at every return, 5,760 a day, each write reading and writing them all); past
+    it the two nearest are made one, the gap between read as seen, as before stretches were
+    kept. Joined across writes and holders the same (model.spans_over)."""
+    clock = GpuClock(bucket_s=86400)
+    for look in range(3 * 1000):
+        if look % 3 != 2:
+            clock.observe([view()], [JOB], 5.0 * look)
+        else:
+            clock.observe([view("offline")], [JOB], 5.0 * look)
+    [row, _] = clock.take()
+    assert row.online_s == 1000 * 5.0  # (5 s from each first look back to the next)
+    assert len(row.seen_spans) == MOST_SPANS
+    assert (row.seen_spans[0][0], row.seen_spans[-1][1]) == (row.seen_from, row.seen_to)
+    assert all(a < b for (_, a), (b, _) in zip(row.seen_spans, row.seen_spans[1:]))
+    many = tuple((10.0 * i, 10.0 * i + 1) for i in range(MOST_SPANS + 5))
+    assert len(spans_over(many, ((1000.0, 1001.0),))) == MOST_SPANS

@@ -7,6 +7,8 @@ and retention forgets what ended before it."""
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 
 import pytest
 
@@ -16,9 +18,10 @@ from fractui.fleet.host import AnswerMalformed
 from fractui.sched.fleetview import HostView
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
-from fractui.store import StateConflict, open_store
-from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, PENDING, PLACED, PREEMPTED,
-                                 REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy, Sampled, Slot)
+from fractui.store import StateConflict, StoreDamaged, open_store
+from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, MOST_SPANS, PENDING, PLACED,
+                                 PREEMPTED, REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy,
+                                 Sampled, Slot)
 
 SHARE = Slot("h1", (0,), None, None, 20480, 0.25)
 MIG = Slot("h2", (1,), "3g.40gb", 4, None, 3 / 7)
@@ -412,4 +415,161 @@ def test_gpu_time_keeps_each_stretch_seen_and_joins_those_that_meet_across_write
             (0, 110.0, 610.0, 760.0, ((610.0, 660.0), (700.0, 760.0))),
             (1, 110.0, 610.0, 760.0, None)]
     finally:
+        store.close()
+
+
+def _owner_sql(store_url: str, request: pytest.FixtureRequest, statement: str) -> None:
+    """``statement`` on the store's database as its owner, past fractui (a hand's write, a
+    damaged row)."""
+    if store_url.startswith("sqlite://"):
+        db = sqlite3.connect(store_url[len("sqlite://"):])
+        db.execute(statement)
+        db.commit()
+        db.close()
+        return
+    psql = request.getfixturevalue("pg_server").connect(store_url.rsplit("/", 1)[1])
+    try:
+        psql.execute(statement)
+    finally:
+        psql.close()
+
+
+def test_a_damaged_bucket_row_stops_no_other_gpus_time_being_kept(store_url, request):
+    """One GPU's bucket row whose stretches are damaged: the other GPUs' time of that bucket
+    is kept (a write read and parsed every row of its buckets, so one damaged row stopped
+    every GPU's GPU time being kept); a write to the damaged row itself is refused as the
+    store's damage, naming it."""
+    store = open_store(store_url)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),))])
+        _owner_sql(store_url, request, "UPDATE gpu_time SET seen_spans = '[[610, 640'")
+        store.keep_gpu_time([GpuTime(h, g, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),)) for h, g in (("h1", 1),
+                                                                            ("h2", 0))])
+        with pytest.raises(StoreDamaged, match="the GPU time of h1 gpu 0 at 600"):
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=640,
+                                         seen_to=670, seen_spans=((640, 670),))])
+        _owner_sql(store_url, request, "UPDATE gpu_time SET seen_spans = NULL WHERE gpu = 0 "
+                   "AND host = 'h1'")
+        assert [(t.host, t.gpu, t.online_s, t.seen_spans) for t in store.gpu_time(0, 9e12)
+                ] == [("h1", 0, 30.0, None), ("h1", 1, 30.0, ((610.0, 640.0),)),
+                      ("h2", 0, 30.0, ((610.0, 640.0),))]
+    finally:
+        store.close()
+
+
+def test_a_damaged_bucket_row_leaves_out_its_host_and_the_others_are_kept(tmp_path, caplog):
+    """The lease holder's writes, one GPU's row of the bucket damaged: the other hosts' GPU
+    time is kept at each write, the damaged row's host left out and said once, not put back
+    for ever (every write failed, and every GPU's time was held in memory, growing, while
+    the damaged bucket stayed among those written)."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    path = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % path)
+    clock = [1200.0]
+    keeper = UsageKeeper(UsageSettings(bucket_s=300), store, lambda *a: {},
+                         Lanes(lambda: True, lambda: None), clock=lambda: clock[0],
+                         ticks=lambda: clock[0])
+    views = [HostView(h, "online", {"gpus": [{"index": 0, "name": "L4"}]}, {})
+             for h in ("h1", "h2")]
+    try:
+        epoch = store.acquire_lease("sched", 600)
+        store.keep_gpu_time([GpuTime("h1", 0, 1200.0, "L4", 1, seen_from=1200,
+                                     seen_to=1201, seen_spans=((1200, 1201),))])
+        db = sqlite3.connect(str(path))
+        db.execute("UPDATE gpu_time SET seen_spans = 'oops'")
+        db.commit()
+        db.close()
+        while clock[0] <= 1560:  # six writes within the damaged bucket, one past it
+            keeper.turn(lambda: views, lambda: [], epoch)
+            clock[0] += 5
+        db = sqlite3.connect(str(path))
+        kept = db.execute("SELECT host, bucket, online_s FROM gpu_time ORDER BY host, bucket"
+                          ).fetchall()
+        db.close()
+        assert kept == [("h1", 1200.0, 1.0), ("h1", 1500.0, 60.0),
+                        ("h2", 1200.0, 300.0), ("h2", 1500.0, 60.0)], kept
+        assert caplog.text.count("the GPU time of h1 gpu 0 at 1200.0") == 1, caplog.text
+        assert keeper.gpus.pending == {}
+    finally:
+        store.close()
+
+
+def test_a_bucket_keeps_at_most_most_spans_stretches_joined_across_writes(store_url):
+    """Two writes of one GPU's bucket, 20 stretches each between the other's: the row keeps
+    MOST_SPANS, the nearest made one, its first look and its last as they were."""
+    store = open_store(store_url)
+    try:
+        for parity in (0, 1):
+            spans = tuple((600.0 + 10 * i + 5 * parity, 601.0 + 10 * i + 5 * parity)
+                          for i in range(0, 40, 2))
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 20, seen_from=spans[0][0],
+                                         seen_to=spans[-1][1], seen_spans=spans)])
+        [t] = store.gpu_time(0, 9e12)
+        assert len(t.seen_spans) == MOST_SPANS
+        assert (t.seen_spans[0][0], t.seen_spans[-1][1]) == (600.0, 986.0)
+    finally:
+        store.close()
+
+
+def test_a_bucket_row_deleted_by_hand_as_it_is_written_is_written_afresh(pg_server):
+    """PostgreSQL, an admin's psql session deleting a GPU's bucket row (outside fractui, no
+    write lock) while the lease holder writes that bucket: the write waits for the delete and
+    writes the row afresh, its stretches its own. It joined the stretches it read before the
+    delete was committed into the new row, outside its first and last look: a row every
+    report then called damaged."""
+    name = pg_server.new_database()
+    store = open_store(pg_server.url(name))
+    psql = pg_server.connect(name)
+    failed: list = []
+
+    def write() -> None:
+        try:
+            store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 60, seen_from=700, seen_to=760,
+                                         seen_spans=((700, 760),))])
+        except Exception as err:  # (said by the assertion below)
+            failed.append(err)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),))])
+        psql.execute("BEGIN")
+        psql.execute("DELETE FROM gpu_time")
+        writer = threading.Thread(target=write)
+        writer.start()
+        for _ in range(2000):  # until the write waits for the delete's row lock
+            if psql.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND datname = %s", (name,)).fetchone()[0]:
+                break
+            writer.join(0.001)
+        psql.execute("COMMIT")
+        writer.join()
+        assert failed == []
+        assert [(t.online_s, t.seen_from, t.seen_to, t.seen_spans)
+                for t in store.gpu_time(0, 9e12)] == [(60.0, 700.0, 760.0, ((700.0, 760.0),))]
+    finally:
+        psql.close()
+        store.close()
+
+
+def test_a_write_of_one_hosts_gpu_time_waits_for_no_other_hosts_row(pg_server):
+    """PostgreSQL, a psql session holding one host's bucket row: a write of another host's
+    GPU time of that bucket (the lease holder's, host by host where the store refuses one
+    host's value) is kept, not held up by it: the rows a write reads and holds are its own
+    hosts' (it read, and held, every host's row of its buckets)."""
+    name = pg_server.new_database()
+    store = open_store(pg_server.url(name))
+    psql = pg_server.connect(name)
+    try:
+        store.keep_gpu_time([GpuTime(h, 0, 600.0, "L4", 30, seen_from=610, seen_to=640,
+                                     seen_spans=((610, 640),)) for h in ("h1", "h2")])
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM gpu_time WHERE host = 'h2' FOR UPDATE")
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 20, seen_from=640, seen_to=660,
+                                     seen_spans=((640, 660),))])
+        psql.execute("ROLLBACK")
+        assert [(t.host, t.online_s, t.seen_spans) for t in store.gpu_time(0, 9e12)] == [
+            ("h1", 50.0, ((610.0, 660.0),)), ("h2", 30.0, ((610.0, 640.0),))]
+    finally:
+        psql.close()
         store.close()

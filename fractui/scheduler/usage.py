@@ -15,8 +15,9 @@ from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.scheduler.lanes import GPU_TIME, HELD, SAMPLES, Lanes
-from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError, StoreRefused
+from fractui.scheduler.lanes import GPU_TIME, HELD, REFUSED, SAMPLES, Lanes
+from fractui.store.base import (LeaseLost, RowsLocked, Store, StoreDamaged, StoreError,
+                                 StoreRefused)
 from fractui.store.model import RUNNING, GpuTime, Job, Sampled
 from fractui.usage.gputime import FLUSH_S, GpuClock
 
@@ -178,11 +179,18 @@ class UsageKeeper:
         failure were counted twice: the GPU time is added to what is kept)."""
         try:
             self.store.keep_gpu_time(rows, epoch=epoch)
-        except StoreRefused:
+        except (StoreRefused, StoreDamaged):  # (one host's row of a bucket damaged: put
+            # back, the bucket's every write failed, and every GPU's time waited for ever)
             for host in sorted({r.host for r in rows}):
                 try:
                     self.store.keep_gpu_time([r for r in rows if r.host == host], epoch=epoch)
                 except StoreRefused as err:
                     refused.add(host)
                     self.lanes.refused(host, GPU_TIME, "its GPUs' time", err)
+                except StoreDamaged as err:
+                    refused.add(host)
+                    self.lanes.failures.failed((REFUSED, host, GPU_TIME), "%s: its GPUs' time "
+                                               "is left out while the store holds a damaged "
+                                               "row of it (said once while it does): %s" % (
+                                                   host, err), logging.ERROR, same=REFUSED)
                 rows[:] = [r for r in rows if r.host != host]

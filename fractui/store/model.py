@@ -525,11 +525,16 @@ class LateCopy:
 Spans = Tuple[Tuple[float, float], ...]
 """Stretches of time, (from, to) each, in order and apart."""
 
+MOST_SPANS = 32
+"""The most stretches a GPU's bucket keeps (about 1.3 KB of JSON): a host that comes and goes
+every few looks all day would make thousands, each write reading and writing them all."""
+
 
 def spans_over(a: Optional[Spans], b: Optional[Spans]) -> Optional[Spans]:
     """The stretches of a GPU's bucket seen in either of two sums, in order, those that meet
-    or overlap made one; not known (None) where either is not (a bucket kept before they
-    were)."""
+    or overlap made one, and past MOST_SPANS the two nearest made one (the gap between read
+    as seen, as where no stretches are kept: the least time said seen that was not); not
+    known (None) where either is not (a bucket kept before they were)."""
     if a is None or b is None:
         return None
     out: List[Tuple[float, float]] = []
@@ -538,6 +543,9 @@ def spans_over(a: Optional[Spans], b: Optional[Spans]) -> Optional[Spans]:
             out[-1] = (out[-1][0], max(out[-1][1], end))
         else:
             out.append((start, end))
+    while len(out) > MOST_SPANS:
+        i = min(range(len(out) - 1), key=lambda i: out[i + 1][0] - out[i][1])
+        out[i:i + 2] = [(out[i][0], out[i + 1][1])]
     return tuple(out)
 
 

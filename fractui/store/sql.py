@@ -781,7 +781,7 @@ class SqlStore(Store):
     def keep_gpu_time(self, rows: Sequence[GpuTime], epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:
             self._fence(db, epoch)
-            usage_rows.add_gpu_time(self._run, db, rows)
+            usage_rows.add_gpu_time(self._run, db, rows, self.dialect.locked())
         if rows:
             self._write(work)
 

@@ -9,6 +9,7 @@ with the close. ``run`` is the core's ``_run`` (one statement on the transaction
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, Spans,
@@ -109,20 +110,35 @@ def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
             "ORDER BY started_at, job, attempt", (until, since))]
 
 
-def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
+def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime], locked: str = "") -> None:
     """Adds each row's seconds to its GPU's bucket (so two holders in turn, each adding what
     it saw, never overwrite each other's), and widens when in the bucket they were seen
     (gputime.seen_over) and joins the stretches they were seen (model.spans_over): not
     known where either is not. The stretches kept are read first, in this transaction (a
-    write's: no other writer between)."""
+    write's: no other writer between), and parsed only for the rows written: another GPU's
+    row damaged stops none of them being kept (its own write is refused, naming it).
+    ``locked`` (Dialect.locked) holds them until the commit: a write by hand outside the
+    write lock (an admin's DELETE on psql) is waited for, not joined as it was before it.
+    A write of one host's (the lease holder's, host by host where one's value is refused)
+    reads and holds that host's only."""
     rows = list(rows)
     if not rows:
         return
-    kept = {(k["host"], int(k["gpu"]), float(k["bucket"])): _spans(k, _what(k)) for k in run(
-        db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE bucket >= ? AND "
-            "bucket <= ?", (min(r.bucket for r in rows), max(r.bucket for r in rows)))}
+    where, args = "bucket >= ? AND bucket <= ?", [min(r.bucket for r in rows),
+                                                   max(r.bucket for r in rows)]
+    hosts = {r.host for r in rows}
+    if len(hosts) == 1:  # (no range of names: the store's collation may order them as
+        # Python does not; no list of them: SQLite before 3.32 takes 999 values at most)
+        where += " AND host = ?"
+        args.extend(hosts)
+    stored = {(k["host"], int(k["gpu"]), float(k["bucket"])): k for k in run(
+        db, "SELECT host, gpu, bucket, seen_spans FROM gpu_time WHERE " + where + locked,
+        args)}
+    kept: dict[tuple[str, int, float], Optional[Spans]] = {}
     for r in rows:
         key = (r.host, r.gpu, r.bucket)
+        if key not in kept and key in stored:
+            kept[key] = _spans(stored[key], _what(stored[key]))
         spans = spans_over(kept[key], r.seen_spans) if key in kept else r.seen_spans
         kept[key] = spans
         run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
@@ -182,11 +198,16 @@ def _spans(r: Any, what: str) -> Optional[Spans]:
     text = r["seen_spans"]
     if text is None:
         return None
-    try:
-        spans = tuple((float(a), float(b)) for a, b in json.loads(text))
-    except (TypeError, ValueError) as err:
-        raise Unreadable("%s was seen %r, not a JSON list of [from, to] pairs" % (what, text)) \
-            from err
+    try:  # (Python's JSON takes NaN, which no comparison refuses, and nesting past its stack)
+        pairs = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        pairs = None
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                for t in p) for p in pairs):
+        raise Unreadable("%s was seen %r, not a JSON list of [from, to] pairs" % (what, text))
+    spans = tuple((float(a), float(b)) for a, b in pairs)
     if any(a > b for a, b in spans) or any(
             spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)):
         raise Unreadable("%s was seen %r: each stretch from no later than to, in order, "
