@@ -161,6 +161,10 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
             ("gpu-b", None, "drain")], "the drain recorded")
         await until(pilot, lambda: host_line(app, "gpu-b").out_of_service == "drained",
                     "the map says drained (nothing on it)")
+        # said as the map and the header say it, in the CLI's words: drained at once
+        assert [n.message for n in app._notifications][-2:] == [
+            "draining gpu-b…", "gpu-b drained: the scheduler places and launches nothing new "
+            "there; nothing runs there"]
         await pilot.press("C")
         await until(pilot, lambda: [c.mode for c in f.store.cordons()] == ["cordon"],
                     "the drain made a cordon")
@@ -183,8 +187,9 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
 @pilot_test
 async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(local_fleet):
     """``U`` in the GPU view of a host drained as a whole: the GPU has no cordon of its own,
-    but it is not in service either; the admin is told the host's drain holds it, and how to
-    lift it, never that it "was in service"."""
+    but it is not in service either; the admin is told the host's drain holds it, in its state
+    as the map says it (drained: nothing is on it, not "being drained"), and how to lift it,
+    never that it "was in service"."""
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
     async with live_app(f) as (app, pilot):
         await to_host(app, pilot, "gpu-a")
@@ -201,7 +206,8 @@ async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(
             await pilot.press("U")
             await until(pilot, lambda: len(app._notifications) > 1, "an answer")
             said = [(n.severity, n.message) for n in app._notifications]
-            assert said == [("information", "uncordoning gpu-a gpu%d…" % index), ("warning", "%sgpu-a is still being drained as a whole, and this "
+            assert said == [("information", "uncordoning gpu-a gpu%d…" % index), (
+                "warning", "%sgpu-a is still drained as a whole, and this "
                              "GPU with it: uncordon the host (U on the map) to put it back" % (
                                  "back in service: gpu-a gpu%d; but " % index if own else
                                  "gpu-a gpu%d has no cordon of its own; " % index))], said

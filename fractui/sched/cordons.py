@@ -40,11 +40,24 @@ def covering(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()
     return min(found, key=lambda c: -1 if c.gpu is None else c.gpu, default=None)
 
 
-def host_out(cordons: Iterable[Cordon], host: str) -> Optional[str]:
-    """How ``host`` is out of service as a whole ("cordoned", "being drained"), or None: what
-    still holds a GPU of it out once the GPU's own cordon is lifted."""
+def host_out(cordons: Iterable[Cordon], jobs: Iterable[Job], host: str) -> Optional[str]:
+    """How ``host`` is out of service as a whole (its ``state``: cordoned, draining, drained),
+    or None: what still holds a GPU of it out once the GPU's own cordon is lifted."""
     c = covering(cordons, host)
-    return None if c is None else CORDONED if c.mode == CORDON else "being drained"
+    return None if c is None else state(c, jobs)
+
+
+def made_said(made: Cordon, jobs: Iterable[Job], told_by: str) -> str:
+    """A cordon or drain just recorded, in words: its ``state`` as every view shows it (an
+    empty host's drain is drained at once), and the store's jobs on it; ``told_by`` says
+    where a draining one is seen drained. One wording for the CLI and the TUI."""
+    on_it = [j for j in jobs if holds(made, j)]
+    shown = ", ".join("job %d" % j.id for j in on_it[:5]) + (
+        " and %d more" % (len(on_it) - 5) if len(on_it) > 5 else "")
+    return "%s %s: the scheduler places and launches nothing new there; %s" % (
+        made.where(), state(made, on_it), "what runs there runs on (%s)%s" % (
+            shown, "; %s says drained once it has ended" % told_by if made.mode != CORDON
+            else "") if on_it else "nothing runs there")
 
 
 def refusal(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()) -> Optional[str]:

@@ -27,7 +27,7 @@ from textual.worker import Worker
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.sched.cordons import host_out, refusal
+from fractui.sched.cordons import host_out, made_said, refusal
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
@@ -36,7 +36,7 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
+from fractui.store.model import CORDON, DRAIN, ON_HOST, PENDING, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -919,7 +919,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         try:
             if mode is None:
                 lifted = uncordon(store, host, gpu, self.fleet_app.asker)
-                whole = None if gpu is None else host_out(store.cordons(), host)
+                whole = None if gpu is None else host_out(store.cordons(),
+                                                          store.jobs(ON_HOST), host)
                 if whole is not None:  # the GPU is still out, by its host's: never "in service"
                     said = "%s%s is still %s as a whole, and this GPU with it: uncordon " \
                         "the host (U on the map) to put it back" % (
@@ -932,8 +933,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                     if lifted else "%s was in service" % host_or_gpu(host, gpu)
             else:
                 made = cordon(store, host, gpu, mode, self.fleet_app.asker)
-                said = "%s %s: no new work lands there" % (
-                    made.where(), "cordoned" if mode == CORDON else "draining")
+                said = made_said(made, store.jobs(ON_HOST), "the map")
         except (Denied, StoreError) as err:
             self.post_message(ServiceChanged(str(err), True))
             return
