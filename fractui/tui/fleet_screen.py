@@ -218,6 +218,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.came_from: Optional[Callable[[], None]] = None
         """What reopens the views a placement was started in (the jobs view; a job's screen and
         those under it), for ``esc`` to go back to; None where it began on the map."""
+        self.left_from: Optional[tuple[bool, Cursor]] = None
+        """Where the admin was as a placement began: on the queue panel or not, and the map's
+        cursor (the ghost takes it); put back when they leave it (``end_placement``)."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -577,6 +580,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                         back: Optional[Callable[[], None]] = None) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.came_from = back
+        self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -738,30 +742,29 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """The focus back where such work goes on: the queue panel after a placement (the
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
-        pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
-        cursor goes back onto the job, as k9s returns to the row left, not where the ghost
-        was on a slot the job never took; and one started in the jobs view goes back there,
-        its cursor on the job still (not to the map, which the admin did not come from), as one
-        started on a job's screen goes back to that job's screen (``came_from``)."""
+        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal):
+        the map as they left it as it began (``left_from``), focused, its cursor on the same
+        GPU (not where the ghost was, on a slot the job never took), the queue panel only if
+        it had the focus; and one started in the jobs view goes back there, its cursor on the
+        job still (not to the map, which the admin did not come from), as one started on a
+        job's screen goes back to that job's screen (``came_from``)."""
         p = self.placement
         back, self.came_from = self.came_from, None
+        was, self.left_from = self.left_from, None
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
-        if p is not None and p.moving and left:
-            self.map.move_to(self._on_job(p.job))
-        (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
+        panel = self.query_one(QueuePanel)
+        if left and was is not None:
+            on_panel, cursor = was
+            self.map.move_to(cursor)
+            (panel if on_panel else self.map).focus()
+        else:
+            (self.map if p is not None and p.moving else panel).focus()
         if left and back is not None and self.is_active:  # (not under a screen opened since)
             back()
-
-    def _on_job(self, job: Job) -> Optional[Cursor]:
-        """The cursor on ``job``'s slice as the map draws it; else on its slot's first GPU."""
-        drawn = _on_block(self.map.lines, lambda b: b.kind != GHOST and block_job_id(b) == job.id)
-        if drawn is not None or job.slot is None or not job.slot.gpus:
-            return drawn
-        return Cursor(job.slot.host, job.slot.gpus[0])
 
     def on_dragging(self, message: Dragging) -> None:
         if self.drag is None:
