@@ -104,7 +104,12 @@ def test_a_drain_is_draining_while_a_job_is_on_it_and_drained_once_none_is():
     for last in ("placed", "stopping"):  # still there until it has ended
         assert state(gpu1, [job(3, last, "gpu-a", (1,))]) == DRAINING
     assert state(host, [job(1, "done", "gpu-a", (0,))]) == DRAINED
-    assert summary([host, gpu1, shut], on_gpu0) == {CORDONED: 1, DRAINING: 1, DRAINED: 1}
+    # hosts and GPUs apart, as the header says them: a host's once, not its GPUs again
+    assert summary([host, gpu1, shut], on_gpu0) == ["1 host cordoned", "1 host draining",
+                                                    "1 GPU drained"]
+    gpu0 = Cordon("gpu-b", 0, CORDON, "ops", "x", 1.0)
+    assert summary([shut, gpu0, Cordon("gpu-a", 0, CORDON, "ops", "x", 1.0)], []) == [
+        "1 host cordoned", "2 GPUs cordoned"]
 
 
 def test_placement_sees_no_cordoned_host_and_a_cordoned_gpu_with_nothing_to_give():

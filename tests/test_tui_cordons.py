@@ -49,7 +49,7 @@ async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(l
             ("gpu-a", None, "cordon")], "the cordon recorded")
         await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "cordoned",
                     "the map marks the host")
-        assert "1 cordoned" in header_text(app)
+        assert "1 host cordoned" in header_text(app)  # (not its 2 GPUs again)
         assert "gpu-a online · cordoned" in drawn(app, host_line(app, "gpu-a"))
         for index in (0, 1):  # its GPUs are marked too
             _, line = gpu_line(app, "gpu-a", index)
@@ -61,7 +61,7 @@ async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(l
         await palette(pilot, "drain gpu gpu-b 0")
         await until(pilot, lambda: gpu_line(app, "gpu-b", 0)[1].out_of_service == "drained",
                     "a drain of an empty GPU is said drained")
-        assert "1 cordoned · 1 drained" in header_text(app)
+        assert "1 host cordoned · 1 GPU drained" in header_text(app)
         job = f.submit("whole")
         for _ in range(5):  # passes while both are out of service: the job lands nowhere
             f.scheduler.step()

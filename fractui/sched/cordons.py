@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from fractui.sched.model import Gpu, Host
 from fractui.store.model import CORDON, ON_HOST, Cordon, Job
+from fractui.words import count
 
 CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
 STATES = (CORDONED, DRAINING, DRAINED)
@@ -108,9 +109,13 @@ def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index
     return ", ".join(words) or None
 
 
-def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
-    """How many are in each state (for a header): cordoned, draining, drained."""
-    counts = dict.fromkeys(STATES, 0)
+def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> list[str]:
+    """What is out of service, for a header: hosts and GPUs apart, by state, those there are
+    ("1 host drained", "2 GPUs cordoned"). A host's cordon counts once, as its host (its GPUs
+    are not counted again); a GPU by its own cordon."""
+    counts: dict[tuple[str, str], int] = {}
     for c in cordons:
-        counts[state(c, jobs)] += 1
-    return counts
+        key = (state(c, jobs), "host" if c.gpu is None else "GPU")
+        counts[key] = counts.get(key, 0) + 1
+    return ["%s %s" % (count(counts[(s, what)], what), s) for s in STATES
+            for what in ("host", "GPU") if (s, what) in counts]
