@@ -227,3 +227,46 @@ async def test_read_only_no_key_takes_a_host_or_gpu_out_of_service(local_fleet):
         ids = {b.binding.id for b in app.screen.active_bindings.values()}
         assert "gpu.back" in ids and not ids & {"gpu.cordon", "gpu.drain", "gpu.uncordon",
                                                 "gpu.mig_mode", "gpu.destroy", "gpu.create"}
+
+
+@pilot_test
+async def test_a_drain_is_said_draining_with_its_jobs_and_said_once_as_it_finishes(local_fleet):
+    """``D`` on a host a job runs on is said draining, naming the job, in the CLI's words;
+    ``U`` on a GPU of it says the host is still draining. Once its last job ends, a notice
+    says it is drained, once, wherever the admin is (here the jobs view): the host line and
+    the header changed on the map alone."""
+    from fractui.tui.jobs_view import JobsScreen
+
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    job = f.submit("whole")
+    f.until(lambda: f.states()[job.id] == "running")
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: fleet(app).model.store and any(
+            j.state == "running" for j in fleet(app).model.store.jobs), "the job read")
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("D")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "draining",
+                    "the map says draining")
+        said = [n.message for n in app._notifications]
+        assert said[-1] == ("gpu-a draining: the scheduler places and launches nothing new "
+                            "there; what runs there runs on (job %d); the map says drained "
+                            "once it has ended" % job.id), said
+        await pilot.press("d")
+        app.clear_notifications()
+        await pilot.press("U")
+        await until(pilot, lambda: len(app._notifications) > 1, "an answer")
+        assert "gpu-a is still draining as a whole" in list(app._notifications)[-1].message
+        await pilot.press("escape", "J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+        app.clear_notifications()
+        f.store.ended(job.id, ("running",), "done", None, "test", "over", "end")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "drained",
+                    "the drain finished")
+        for _ in range(2):  # reads of the store go on: it is said once
+            fleet(app).read_store()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        said = [n.message for n in app._notifications if "drained" in n.message]
+        assert said == ["gpu-a drained: no job of the store is left there; it takes no new "
+                        "work until it is uncordoned"], said
+        assert isinstance(app.screen, JobsScreen)

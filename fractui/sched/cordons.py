@@ -96,6 +96,13 @@ def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
     return {(c.host, c.gpu): state(c, jobs) for c in cordons}
 
 
+def finished(before: dict[tuple[str, Optional[int]], str],
+             now: dict[tuple[str, Optional[int]], str]) -> list[tuple[str, Optional[int]]]:
+    """The drains ``marks`` said draining in one read and drained in the next: where the last
+    job ended (or left) and maintenance may start, told once, as the reads see it happen."""
+    return [k for k, s in now.items() if s == DRAINED and before.get(k) == DRAINING]
+
+
 def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index: int
                 ) -> Optional[str]:
     """How GPU ``index`` of ``host`` is out of service, in words: "cordoned" (its own

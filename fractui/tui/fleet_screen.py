@@ -27,7 +27,7 @@ from textual.worker import Worker
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.sched.cordons import host_out, made_said, refusal
+from fractui.sched.cordons import finished, host_out, made_said, marks, refusal
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
@@ -322,6 +322,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         view = message.view
         if view is not None and view != self.model.store:
             changed = False
+            was = self.model.store
+            if was is not None:  # (the first read saw nothing finish)
+                self._drains_finished(marks(was.cordons, was.jobs), marks(view.cordons, view.jobs))
             for host in self.model.set_store(view):
                 if host in self.statuses:
                     changed |= self.model.update(self.statuses[host],
@@ -345,6 +348,15 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             [j for j in jobs if j.state == PENDING], now, starved,
             next_order(jobs, self.config, self._usage), self._bounds)
         self.show_header()
+
+    def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
+                         now: dict[tuple[str, Optional[int]], str]) -> None:
+        """A notice, on whatever screen the admin is, for each drain whose last job of the
+        store ended or left since the last read: any admin's drain (the map and header change
+        where the admin may not be looking, and a drain is made to be waited for)."""
+        for host, gpu in finished(before, now):
+            self.notify("%s drained: no job of the store is left there; it takes no new work "
+                        "until it is uncordoned" % host_or_gpu(host, gpu), title="drained")
 
     # -- drawing --
 
