@@ -413,7 +413,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
                 intents.as_it_is(job), "; fractui move %d HOST GPU moves it" % job.id
                 if movable(job.state) else ""))
         try:
-            in_service(Slot(args.host, (gpu,)), store.cordons())
+            in_service(Slot(args.host, (gpu,)), store.cordons(), store.jobs(ON_HOST))
         except Unfit as err:
             raise Failed(str(err)) from None
         known = store.inventory().get(args.host) or heard_inventory(config, store).get(
@@ -554,7 +554,7 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     given), on the host as it is now and the store's jobs (the rooms that moves hold
     included), and the host's view; Failed, saying so, where there is none."""
     try:
-        in_service(asked, store.cordons())
+        in_service(asked, store.cordons(), store.jobs(ON_HOST))
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)

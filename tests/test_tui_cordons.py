@@ -133,7 +133,7 @@ async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_previ
         await until(pilot, lambda: fleet(app).placement is None, "placement ended")
         assert f.store.get(job.id).state == "pending"
         shown = [n.message for n in app._notifications]
-        assert any(m.startswith("not placed: gpu-a gpu1 is draining (by ops)") for m in shown), \
+        assert any(m.startswith("not placed: gpu-a gpu1 is drained (by ops)") for m in shown), \
             shown
 
 

@@ -61,14 +61,16 @@ def made_said(made: Cordon, jobs: Iterable[Job], told_by: str) -> str:
             else "") if on_it else "nothing runs there")
 
 
-def refusal(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()) -> Optional[str]:
-    """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may."""
+def refusal(cordons: Iterable[Cordon], jobs: Iterable[Job], host: str, gpus: Sequence[int] = ()
+            ) -> Optional[str]:
+    """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may: the cordon in
+    its ``state`` by the store's ``jobs``, as the map says it."""
     c = covering(cordons, host, gpus)
     if c is None:
         return None
     return "%s is %s (by %s): it takes no new work until an admin uncordons it (fractui " \
-           "uncordon %s%s)" % (c.where(), CORDONED if c.mode == CORDON else "draining",
-                               c.actor, c.host, "" if c.gpu is None else " %d" % c.gpu)
+           "uncordon %s%s)" % (c.where(), state(c, jobs), c.actor, c.host,
+                               "" if c.gpu is None else " %d" % c.gpu)
 
 
 def fenced(hosts: Sequence[Host], cordons: Sequence[Cordon]) -> List[Host]:

@@ -701,7 +701,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Placed(job, None, _no_longer(job)))
             return
         try:
-            in_service(where.slot(), view.cordons)
+            in_service(where.slot(), view.cordons, view.jobs)
         except Unfit as err:  # cordoned since the preview: said with the reason
             self.post_message(Placed(now, None, str(err)))
             return
@@ -812,8 +812,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return "dropped off the map's GPUs"
         host, gpu = hit[0], hit[1]
         where = "gpu %d of %s" % (gpu, host)
-        cordons = self.model.store.cordons if self.model.store else ()
-        out = refusal(cordons, host, [gpu])
+        store = self.model.store
+        out = refusal(store.cordons, store.jobs, host, [gpu]) if store else None
         if out is not None:
             return out
         if not p.candidates:
