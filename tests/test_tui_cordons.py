@@ -15,7 +15,7 @@ from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import pilot_test, screen_lines
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -202,6 +202,9 @@ async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(
             if own:
                 await pilot.press("C")
                 await until(pilot, lambda: len(f.store.cordons()) == 2, "its own cordon")
+                # both, the host's in its state as the map says it (not "cordoned" alone)
+                await until(pilot, lambda: "service cordoned, host drained" in [
+                    " ".join(line.split()) for line in screen_lines(app)], "both said")
             app.clear_notifications()
             await pilot.press("U")
             await until(pilot, lambda: len(app._notifications) > 1, "an answer")
