@@ -26,7 +26,7 @@ from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view
-from fractui.sched.cordons import host_out, state
+from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
@@ -435,7 +435,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
                 intents.as_it_is(job), "; fractui move %d HOST GPU moves it" % job.id
                 if movable(job.state) else ""))
         try:
-            in_service(Slot(args.host, (gpu,)), store.cordons())
+            in_service(Slot(args.host, (gpu,)), store.cordons(), store.jobs(ON_HOST))
         except Unfit as err:
             raise Failed(str(err)) from None
         known = store.inventory().get(args.host) or heard_inventory(config, store).get(
@@ -576,7 +576,7 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     given), on the host as it is now and the store's jobs (the rooms that moves hold
     included), and the host's view; Failed, saying so, where there is none."""
     try:
-        in_service(asked, store.cordons())
+        in_service(asked, store.cordons(), store.jobs(ON_HOST))
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
@@ -617,18 +617,14 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
         config.host(args.host)
         _check_gpu(store, args.host, gpu)
         made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
-        on_it = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host
-                 and (gpu is None or gpu in j.slot.gpus)]
+        on_it = [j for j in store.jobs(ON_HOST) if holds(made, j)]
     finally:
         store.close()
     now = state(made, on_it)
     if args.json:
         print_json(dict(made.record(), state=now, jobs=[j.id for j in on_it]))
         return 0
-    print("%s %s: the scheduler places and launches nothing new there; %s" % (
-        made.where(), now, "what runs there runs on (%s)%s" % (
-            _jobs(on_it), "; fractui status says drained once it has ended" if mode == DRAIN
-            else "") if on_it else "nothing runs there"))
+    print(made_said(made, on_it, "fractui status"))
     return 0
 
 
@@ -642,7 +638,7 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
         lifted = intents.uncordon(store, args.host, gpu, asker)
-        still = host_out(store.cordons(), args.host)
+        still = host_out(store.cordons(), store.jobs(ON_HOST), args.host)
     finally:
         store.close()
     where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
@@ -675,11 +671,6 @@ def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:
         raise Failed("%s has no GPU %d: it has %s" % (
             host, gpu, "GPUs 0 to %d" % (count - 1) if count > 1 else
             "GPU 0 only" if count else "no GPU"))
-
-
-def _jobs(jobs: list[Job]) -> str:
-    shown = ", ".join("job %d" % j.id for j in jobs[:5])
-    return shown + (" and %d more" % (len(jobs) - 5) if len(jobs) > 5 else "")
 
 
 # -- the headless scheduler --

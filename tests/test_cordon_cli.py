@@ -51,7 +51,7 @@ def test_cordon_drain_uncordon_as_the_admin_recorded_shown_and_lifted(local_flee
         "drain", "cordon"]
     done = f.fractui("uncordon", host, str(gpu))
     assert done.stdout == "%s gpu%d was in service: nothing to uncordon\n" % (host, gpu)
-    assert done.stderr == "fractui: %s is still being drained as a whole: fractui uncordon " \
+    assert done.stderr == "fractui: %s is still drained as a whole: fractui uncordon " \
         "%s puts it back\n" % (host, host)
     done = f.fractui("uncordon", host)
     assert (done.returncode, done.stdout) == (0, "back in service: %s\n" % host)

@@ -104,7 +104,12 @@ def test_a_drain_is_draining_while_a_job_is_on_it_and_drained_once_none_is():
     for last in ("placed", "stopping"):  # still there until it has ended
         assert state(gpu1, [job(3, last, "gpu-a", (1,))]) == DRAINING
     assert state(host, [job(1, "done", "gpu-a", (0,))]) == DRAINED
-    assert summary([host, gpu1, shut], on_gpu0) == {CORDONED: 1, DRAINING: 1, DRAINED: 1}
+    # hosts and GPUs apart, as the header says them: a host's once, not its GPUs again
+    assert summary([host, gpu1, shut], on_gpu0) == ["1 host cordoned", "1 host draining",
+                                                    "1 GPU drained"]
+    gpu0 = Cordon("gpu-b", 0, CORDON, "ops", "x", 1.0)
+    assert summary([shut, gpu0, Cordon("gpu-a", 0, CORDON, "ops", "x", 1.0)], []) == [
+        "1 host cordoned", "2 GPUs cordoned"]
 
 
 def test_placement_sees_no_cordoned_host_and_a_cordoned_gpu_with_nothing_to_give():
@@ -118,12 +123,17 @@ def test_placement_sees_no_cordoned_host_and_a_cordoned_gpu_with_nothing_to_give
     assert [g.free_milli for g in hosts[0].gpus] == [1000, 1000]  # the fleet given is untouched
     assert covering(cordons, "gpu-a", (0,)) is None
     assert covering(cordons, "gpu-a", (0, 1)) == cordons[0]
-    assert refusal(cordons, "gpu-a", (0,)) is None
-    assert refusal(cordons, "gpu-a", (1,)) == (
+    assert refusal(cordons, [], "gpu-a", (0,)) is None
+    assert refusal(cordons, [], "gpu-a", (1,)) == (
         "gpu-a gpu1 is cordoned (by ops): it takes no new work until an admin uncordons it "
         "(fractui uncordon gpu-a 1)")
-    assert refusal(cordons, "gpu-b", ()) == (
+    # a drain in its state, as the map says it: drained while no job of the store is on it
+    on_b = [job(1, "running", "gpu-b", (0,))]
+    assert refusal(cordons, on_b, "gpu-b", ()) == (
         "gpu-b is draining (by ops): it takes no new work until an admin uncordons it "
+        "(fractui uncordon gpu-b)")
+    assert refusal(cordons, [], "gpu-b", ()) == (
+        "gpu-b is drained (by ops): it takes no new work until an admin uncordons it "
         "(fractui uncordon gpu-b)")
 
 
@@ -156,7 +166,7 @@ def test_a_damaged_cordon_row_keeps_its_host_out_of_service_until_uncordoned(tmp
         hosts = [Host(n, 8000, 64000, [Gpu("L4", 24000), Gpu("L4", 24000)])
                  for n in ("gpu-a", "gpu-b", "gpu-c", "gpu-d")]
         assert [h.name for h in fenced(hosts, kept)] == ["gpu-d"]
-        assert refusal(kept, "gpu-a", (1,)).startswith("gpu-a is cordoned (by ?)")
+        assert refusal(kept, [], "gpu-a", (1,)).startswith("gpu-a is cordoned (by ?)")
         for host in ("gpu-a", "gpu-b", "gpu-c"):
             (lifted,) = store.uncordon(host, None, "ops@here", "uncordoned by ops@here")
             assert lifted.host == host

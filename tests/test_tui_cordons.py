@@ -15,7 +15,7 @@ from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import pilot_test, screen_lines
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -49,7 +49,7 @@ async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(l
             ("gpu-a", None, "cordon")], "the cordon recorded")
         await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "cordoned",
                     "the map marks the host")
-        assert "1 cordoned" in header_text(app)
+        assert "1 host cordoned" in header_text(app)  # (not its 2 GPUs again)
         assert "gpu-a online · cordoned" in drawn(app, host_line(app, "gpu-a"))
         for index in (0, 1):  # its GPUs are marked too
             _, line = gpu_line(app, "gpu-a", index)
@@ -61,7 +61,7 @@ async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(l
         await palette(pilot, "drain gpu gpu-b 0")
         await until(pilot, lambda: gpu_line(app, "gpu-b", 0)[1].out_of_service == "drained",
                     "a drain of an empty GPU is said drained")
-        assert "1 cordoned · 1 drained" in header_text(app)
+        assert "1 host cordoned · 1 GPU drained" in header_text(app)
         job = f.submit("whole")
         for _ in range(5):  # passes while both are out of service: the job lands nowhere
             f.scheduler.step()
@@ -133,7 +133,7 @@ async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_previ
         await until(pilot, lambda: fleet(app).placement is None, "placement ended")
         assert f.store.get(job.id).state == "pending"
         shown = [n.message for n in app._notifications]
-        assert any(m.startswith("not placed: gpu-a gpu1 is draining (by ops)") for m in shown), \
+        assert any(m.startswith("not placed: gpu-a gpu1 is drained (by ops)") for m in shown), \
             shown
 
 
@@ -161,6 +161,10 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
             ("gpu-b", None, "drain")], "the drain recorded")
         await until(pilot, lambda: host_line(app, "gpu-b").out_of_service == "drained",
                     "the map says drained (nothing on it)")
+        # said as the map and the header say it, in the CLI's words: drained at once
+        assert [n.message for n in app._notifications][-2:] == [
+            "draining gpu-b…", "gpu-b drained: the scheduler places and launches nothing new "
+            "there; nothing runs there"]
         await pilot.press("C")
         await until(pilot, lambda: [c.mode for c in f.store.cordons()] == ["cordon"],
                     "the drain made a cordon")
@@ -183,8 +187,9 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
 @pilot_test
 async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(local_fleet):
     """``U`` in the GPU view of a host drained as a whole: the GPU has no cordon of its own,
-    but it is not in service either; the admin is told the host's drain holds it, and how to
-    lift it, never that it "was in service"."""
+    but it is not in service either; the admin is told the host's drain holds it, in its state
+    as the map says it (drained: nothing is on it, not "being drained"), and how to lift it,
+    never that it "was in service"."""
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
     async with live_app(f) as (app, pilot):
         await to_host(app, pilot, "gpu-a")
@@ -197,11 +202,15 @@ async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(
             if own:
                 await pilot.press("C")
                 await until(pilot, lambda: len(f.store.cordons()) == 2, "its own cordon")
+                # both, the host's in its state as the map says it (not "cordoned" alone)
+                await until(pilot, lambda: "service cordoned, host drained" in [
+                    " ".join(line.split()) for line in screen_lines(app)], "both said")
             app.clear_notifications()
             await pilot.press("U")
             await until(pilot, lambda: len(app._notifications) > 1, "an answer")
             said = [(n.severity, n.message) for n in app._notifications]
-            assert said == [("information", "uncordoning gpu-a gpu%d…" % index), ("warning", "%sgpu-a is still being drained as a whole, and this "
+            assert said == [("information", "uncordoning gpu-a gpu%d…" % index), (
+                "warning", "%sgpu-a is still drained as a whole, and this "
                              "GPU with it: uncordon the host (U on the map) to put it back" % (
                                  "back in service: gpu-a gpu%d; but " % index if own else
                                  "gpu-a gpu%d has no cordon of its own; " % index))], said
@@ -221,3 +230,46 @@ async def test_read_only_no_key_takes_a_host_or_gpu_out_of_service(local_fleet):
         ids = {b.binding.id for b in app.screen.active_bindings.values()}
         assert "gpu.back" in ids and not ids & {"gpu.cordon", "gpu.drain", "gpu.uncordon",
                                                 "gpu.mig_mode", "gpu.destroy", "gpu.create"}
+
+
+@pilot_test
+async def test_a_drain_is_said_draining_with_its_jobs_and_said_once_as_it_finishes(local_fleet):
+    """``D`` on a host a job runs on is said draining, naming the job, in the CLI's words;
+    ``U`` on a GPU of it says the host is still draining. Once its last job ends, a notice
+    says it is drained, once, wherever the admin is (here the jobs view): the host line and
+    the header changed on the map alone."""
+    from fractui.tui.jobs_view import JobsScreen
+
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    job = f.submit("whole")
+    f.until(lambda: f.states()[job.id] == "running")
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: fleet(app).model.store and any(
+            j.state == "running" for j in fleet(app).model.store.jobs), "the job read")
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("D")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "draining",
+                    "the map says draining")
+        said = [n.message for n in app._notifications]
+        assert said[-1] == ("gpu-a draining: the scheduler places and launches nothing new "
+                            "there; what runs there runs on (job %d); the map says drained "
+                            "once it has ended" % job.id), said
+        await pilot.press("d")
+        app.clear_notifications()
+        await pilot.press("U")
+        await until(pilot, lambda: len(app._notifications) > 1, "an answer")
+        assert "gpu-a is still draining as a whole" in list(app._notifications)[-1].message
+        await pilot.press("escape", "J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+        app.clear_notifications()
+        f.store.ended(job.id, ("running",), "done", None, "test", "over", "end")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "drained",
+                    "the drain finished")
+        for _ in range(2):  # reads of the store go on: it is said once
+            fleet(app).read_store()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        said = [n.message for n in app._notifications if "drained" in n.message]
+        assert said == ["gpu-a drained: no job of the store is left there; it takes no new "
+                        "work until it is uncordoned"], said
+        assert isinstance(app.screen, JobsScreen)

@@ -37,7 +37,6 @@ from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
-from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
@@ -381,8 +380,8 @@ async def test_the_header_says_what_each_key_does_in_each_mode_of_the_fleet_scre
         shown = hints(app)
         assert shown["esc"] == "don't move" and "⏎" not in shown, shown
         assert "moving #1" in screen.query_one(Header).info.view
-        await pilot.press("escape")  # a move ends on the map, not on the panel's keys
-        assert screen.placement is None and isinstance(app.focused, SliceMap)
+        await pilot.press("escape")  # a move left: the focus where it began, the panel
+        assert screen.placement is None and isinstance(app.focused, QueuePanel)
 
 
 @pilot_test

@@ -128,5 +128,6 @@ async def test_hosts_and_gpus_out_of_service_go_on_a_line_of_their_own(width):
         await _into("normal", app, pilot)
         lines = header_lines(app)
         assert "…" not in "\n".join(lines), lines
-        assert TOTALS + " · 1 cordoned · 1 draining · 1 drained" in joined(lines), lines
+        assert TOTALS + " · 1 GPU cordoned · 1 host draining · 1 GPU drained" in joined(
+            lines), lines
         assert_hints_whole(app, lines)

@@ -26,6 +26,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
 from tests.test_tui_cursor_pilot import shown_words
+from tests.test_tui_pilot import palette
 from tests.tui_frozen import pilot_test, settled, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
@@ -422,8 +423,8 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
 def test_esc_out_of_a_move_goes_back_to_the_jobs_view_on_the_job(local_fleet):
     """``esc`` leaves a move started in the jobs view back there, its cursor on the job
     moved, as k9s returns to the row left (it went to the map, where the admin had not
-    been); the map behind it has its cursor on the job too: not where the ghost was, on a
-    slot the job never took."""
+    been); the map behind it has its cursor where it was as the move began (on the job, where
+    the map opened): not where the ghost was, on a slot the job never took."""
     f, job, here, there = whole_job_running(local_fleet)
 
     @pilot_test
@@ -480,8 +481,8 @@ async def test_esc_out_of_a_placement_begun_in_the_jobs_view_goes_back_there_on_
         await pilot.pause()
         assert app.screen_stack == [app.screen_stack[0], fleet(app), view]
         await pilot.press("escape")
-        assert isinstance(app.focused, QueuePanel)
-        await pilot.press("p")  # from the map: back to the map
+        assert isinstance(app.focused, SliceMap)  # as the admin left the map for the view
+        await pilot.press("tab", "p")  # from the map's queue panel: back to the map
         await until(pilot, lambda: fleet(app).placement is not None
                     and not fleet(app).placement.busy, "its slots looked for")
         await pilot.press("escape")
@@ -601,8 +602,9 @@ async def test_a_placement_refused_as_it_begins_goes_back_to_the_views_it_was_as
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):
     """The host chosen is cordoned between the preview and ``enter``: the move is refused with
-    the cordon's reason, and the map's cursor goes back onto the job, as ``esc`` puts it, not
-    left on the slot the job never took."""
+    the cordon's reason, and the map's cursor goes back where it was as the move began (on
+    the job, where the map opened), as ``esc`` puts it, not left on the slot the job never
+    took."""
     f, job, here, there = whole_job_running(local_fleet)
 
     @pilot_test
@@ -737,3 +739,58 @@ async def test_every_way_to_the_map_goes_back_one_way_and_every_view_closes_on_i
             await pilot.press(back)
             await pilot.pause()
             assert app.screen_stack == base
+
+
+async def _to_map_by(way: str, app, pilot) -> None:
+    """Placement mode begun ``way``: from the jobs view (``p``, ``m``), a job's screen over it
+    (``P``, ``m``), the palette on the map, or the queue panel's ``p``."""
+    if way.startswith(("jobs", "job screen")):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        await on_a_row(app.screen, pilot, "pending" if way.endswith("place") else "running")
+        if way.startswith("job screen"):
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job's screen")
+            await pilot.press("P" if way.endswith("place") else "m")
+        else:
+            await pilot.press("p" if way.endswith("place") else "m")
+    elif way == "palette place":
+        await palette(pilot, "place job #26")
+    elif way == "palette move":
+        await palette(pilot, "move job #1")
+    else:
+        await pilot.press("tab", "p")
+
+
+@pytest.mark.parametrize("way", ["jobs place", "jobs move", "job screen place",
+                                 "job screen move", "palette place", "palette move",
+                                 "queue panel place"])
+@pilot_test
+async def test_every_way_back_out_of_a_placement_leaves_the_admin_where_they_were_on_the_map(
+        way):
+    """``p`` in the jobs view, ``esc`` back to it, ``esc`` to the map: the focus was on the
+    queue panel, so ``d`` and ``enter`` acted on the panel, not on the map the admin had left
+    (80x24). Every way into a placement and back out of it leaves the map as the admin left
+    it: focused, its cursor on the same GPU; the queue panel focused only where it was."""
+    async with settled_app((80, 24)) as (app, pilot):
+        screen = fleet(app)
+        await pilot.press("j", "j", "j")  # the map's cursor off its first GPU
+        before = (screen.map.cursor.host, screen.map.cursor.gpu)
+        assert before != ("a100-1", 0) and app.focused is screen.map
+        await _to_map_by(way, app, pilot)
+        await until(pilot, lambda: screen.placement is not None and not screen.placement.busy
+                    and app.screen is screen, "its slots looked for")
+        await pilot.press("escape")
+        await settled(pilot)
+        for _ in range(3):  # back through the views it was begun in
+            if app.screen is screen:
+                break
+            await pilot.press("escape")
+            await settled(pilot)
+        assert app.screen is screen and screen.placement is None
+        panel = way == "queue panel place"
+        assert app.focused is (screen.query_one(QueuePanel) if panel else screen.map), (
+            way, app.focused)
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) == before, way

@@ -147,7 +147,8 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
             await pilot.pause()
             assert opened == ["cordon", "uncordon"]
             assert sqlite.cordons() == []
-            assert said[2:] == ["a100-1 cordoned: no new work lands there",
+            assert said[2:] == ["a100-1 cordoned: the scheduler places and launches nothing "
+                                "new there; what runs there runs on (job 3, job 6)",
                                 "back in service: a100-1"]
         finally:
             store.open_all()

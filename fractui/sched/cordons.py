@@ -13,6 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from fractui.sched.model import Gpu, Host
 from fractui.store.model import CORDON, ON_HOST, Cordon, Job
+from fractui.words import count
 
 CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
 STATES = (CORDONED, DRAINING, DRAINED)
@@ -40,21 +41,36 @@ def covering(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()
     return min(found, key=lambda c: -1 if c.gpu is None else c.gpu, default=None)
 
 
-def host_out(cordons: Iterable[Cordon], host: str) -> Optional[str]:
-    """How ``host`` is out of service as a whole ("cordoned", "being drained"), or None: what
-    still holds a GPU of it out once the GPU's own cordon is lifted."""
+def host_out(cordons: Iterable[Cordon], jobs: Iterable[Job], host: str) -> Optional[str]:
+    """How ``host`` is out of service as a whole (its ``state``: cordoned, draining, drained),
+    or None: what still holds a GPU of it out once the GPU's own cordon is lifted."""
     c = covering(cordons, host)
-    return None if c is None else CORDONED if c.mode == CORDON else "being drained"
+    return None if c is None else state(c, jobs)
 
 
-def refusal(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()) -> Optional[str]:
-    """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may."""
+def made_said(made: Cordon, jobs: Iterable[Job], told_by: str) -> str:
+    """A cordon or drain just recorded, in words: its ``state`` as every view shows it (an
+    empty host's drain is drained at once), and the store's jobs on it; ``told_by`` says
+    where a draining one is seen drained. One wording for the CLI and the TUI."""
+    on_it = [j for j in jobs if holds(made, j)]
+    shown = ", ".join("job %d" % j.id for j in on_it[:5]) + (
+        " and %d more" % (len(on_it) - 5) if len(on_it) > 5 else "")
+    return "%s %s: the scheduler places and launches nothing new there; %s" % (
+        made.where(), state(made, on_it), "what runs there runs on (%s)%s" % (
+            shown, "; %s says drained once it has ended" % told_by if made.mode != CORDON
+            else "") if on_it else "nothing runs there")
+
+
+def refusal(cordons: Iterable[Cordon], jobs: Iterable[Job], host: str, gpus: Sequence[int] = ()
+            ) -> Optional[str]:
+    """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may: the cordon in
+    its ``state`` by the store's ``jobs``, as the map says it."""
     c = covering(cordons, host, gpus)
     if c is None:
         return None
     return "%s is %s (by %s): it takes no new work until an admin uncordons it (fractui " \
-           "uncordon %s%s)" % (c.where(), CORDONED if c.mode == CORDON else "draining",
-                               c.actor, c.host, "" if c.gpu is None else " %d" % c.gpu)
+           "uncordon %s%s)" % (c.where(), state(c, jobs), c.actor, c.host,
+                               "" if c.gpu is None else " %d" % c.gpu)
 
 
 def fenced(hosts: Sequence[Host], cordons: Sequence[Cordon]) -> List[Host]:
@@ -82,6 +98,13 @@ def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
     return {(c.host, c.gpu): state(c, jobs) for c in cordons}
 
 
+def finished(before: dict[tuple[str, Optional[int]], str],
+             now: dict[tuple[str, Optional[int]], str]) -> list[tuple[str, Optional[int]]]:
+    """The drains ``marks`` said draining in one read and drained in the next: where the last
+    job ended (or left) and maintenance may start, told once, as the reads see it happen."""
+    return [k for k, s in now.items() if s == DRAINED and before.get(k) == DRAINING]
+
+
 def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index: int
                 ) -> Optional[str]:
     """How GPU ``index`` of ``host`` is out of service, in words: "cordoned" (its own
@@ -95,9 +118,13 @@ def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index
     return ", ".join(words) or None
 
 
-def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
-    """How many are in each state (for a header): cordoned, draining, drained."""
-    counts = dict.fromkeys(STATES, 0)
+def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> list[str]:
+    """What is out of service, for a header: hosts and GPUs apart, by state, those there are
+    ("1 host drained", "2 GPUs cordoned"). A host's cordon counts once, as its host (its GPUs
+    are not counted again); a GPU by its own cordon."""
+    counts: dict[tuple[str, str], int] = {}
     for c in cordons:
-        counts[state(c, jobs)] += 1
-    return counts
+        key = (state(c, jobs), "host" if c.gpu is None else "GPU")
+        counts[key] = counts.get(key, 0) + 1
+    return ["%s %s" % (count(counts[(s, what)], what), s) for s in STATES
+            for what in ("host", "GPU") if (s, what) in counts]

@@ -24,9 +24,10 @@ class Unfit(Exception):
     profile on a GPU without MIG, no room left for the profile); says why."""
 
 
-def in_service(slot: Slot, cordons: Iterable[Cordon]) -> None:
-    """Unfit, saying why, if ``slot`` is on a host or GPU that takes no new work."""
-    why = refusal(cordons, slot.host, slot.gpus)
+def in_service(slot: Slot, cordons: Iterable[Cordon], jobs: Iterable[Job]) -> None:
+    """Unfit, saying why, if ``slot`` is on a host or GPU that takes no new work (the store's
+    ``jobs`` say whether a drain is drained)."""
+    why = refusal(cordons, jobs, slot.host, slot.gpus)
     if why is not None:
         raise Unfit("not placed: %s" % why)
 

@@ -445,7 +445,7 @@ class Scheduler:
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            out = refusal(cordons, job.slot.host, job.slot.gpus)
+            out = refusal(cordons, jobs, job.slot.host, job.slot.gpus)
             if out is not None:  # cordoned since it was decided
                 self._unplace(job, out)
                 continue

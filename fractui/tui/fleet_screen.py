@@ -27,7 +27,7 @@ from textual.worker import Worker
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.sched.cordons import host_out, refusal
+from fractui.sched.cordons import finished, host_out, made_said, marks, refusal
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
@@ -36,7 +36,7 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
+from fractui.store.model import CORDON, DRAIN, ON_HOST, PENDING, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -218,6 +218,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.came_from: Optional[Callable[[], None]] = None
         """What reopens the views a placement was started in (the jobs view; a job's screen and
         those under it), for ``esc`` to go back to; None where it began on the map."""
+        self.left_from: Optional[tuple[bool, Cursor]] = None
+        """Where the admin was as a placement began: on the queue panel or not, and the map's
+        cursor (the ghost takes it); put back when they leave it (``end_placement``)."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -319,6 +322,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         view = message.view
         if view is not None and view != self.model.store:
             changed = False
+            was = self.model.store
+            if was is not None:  # (the first read saw nothing finish)
+                self._drains_finished(marks(was.cordons, was.jobs), marks(view.cordons, view.jobs))
             for host in self.model.set_store(view):
                 if host in self.statuses:
                     changed |= self.model.update(self.statuses[host],
@@ -342,6 +348,15 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             [j for j in jobs if j.state == PENDING], now, starved,
             next_order(jobs, self.config, self._usage), self._bounds)
         self.show_header()
+
+    def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
+                         now: dict[tuple[str, Optional[int]], str]) -> None:
+        """A notice, on whatever screen the admin is, for each drain whose last job of the
+        store ended or left since the last read: any admin's drain (the map and header change
+        where the admin may not be looking, and a drain is made to be waited for)."""
+        for host, gpu in finished(before, now):
+            self.notify("%s drained: no job of the store is left there; it takes no new work "
+                        "until it is uncordoned" % host_or_gpu(host, gpu), title="drained")
 
     # -- drawing --
 
@@ -577,6 +592,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                         back: Optional[Callable[[], None]] = None) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.came_from = back
+        self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -685,7 +701,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Placed(job, None, _no_longer(job)))
             return
         try:
-            in_service(where.slot(), view.cordons)
+            in_service(where.slot(), view.cordons, view.jobs)
         except Unfit as err:  # cordoned since the preview: said with the reason
             self.post_message(Placed(now, None, str(err)))
             return
@@ -738,30 +754,29 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """The focus back where such work goes on: the queue panel after a placement (the
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
-        pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
-        cursor goes back onto the job, as k9s returns to the row left, not where the ghost
-        was on a slot the job never took; and one started in the jobs view goes back there,
-        its cursor on the job still (not to the map, which the admin did not come from), as one
-        started on a job's screen goes back to that job's screen (``came_from``)."""
+        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal):
+        the map as they left it as it began (``left_from``), focused, its cursor on the same
+        GPU (not where the ghost was, on a slot the job never took), the queue panel only if
+        it had the focus; and one started in the jobs view goes back there, its cursor on the
+        job still (not to the map, which the admin did not come from), as one started on a
+        job's screen goes back to that job's screen (``came_from``)."""
         p = self.placement
         back, self.came_from = self.came_from, None
+        was, self.left_from = self.left_from, None
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
-        if p is not None and p.moving and left:
-            self.map.move_to(self._on_job(p.job))
-        (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
+        panel = self.query_one(QueuePanel)
+        if left and was is not None:
+            on_panel, cursor = was
+            self.map.move_to(cursor)
+            (panel if on_panel else self.map).focus()
+        else:
+            (self.map if p is not None and p.moving else panel).focus()
         if left and back is not None and self.is_active:  # (not under a screen opened since)
             back()
-
-    def _on_job(self, job: Job) -> Optional[Cursor]:
-        """The cursor on ``job``'s slice as the map draws it; else on its slot's first GPU."""
-        drawn = _on_block(self.map.lines, lambda b: b.kind != GHOST and block_job_id(b) == job.id)
-        if drawn is not None or job.slot is None or not job.slot.gpus:
-            return drawn
-        return Cursor(job.slot.host, job.slot.gpus[0])
 
     def on_dragging(self, message: Dragging) -> None:
         if self.drag is None:
@@ -797,8 +812,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return "dropped off the map's GPUs"
         host, gpu = hit[0], hit[1]
         where = "gpu %d of %s" % (gpu, host)
-        cordons = self.model.store.cordons if self.model.store else ()
-        out = refusal(cordons, host, [gpu])
+        store = self.model.store
+        out = refusal(store.cordons, store.jobs, host, [gpu]) if store else None
         if out is not None:
             return out
         if not p.candidates:
@@ -919,7 +934,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         try:
             if mode is None:
                 lifted = uncordon(store, host, gpu, self.fleet_app.asker)
-                whole = None if gpu is None else host_out(store.cordons(), host)
+                whole = None if gpu is None else host_out(store.cordons(),
+                                                          store.jobs(ON_HOST), host)
                 if whole is not None:  # the GPU is still out, by its host's: never "in service"
                     said = "%s%s is still %s as a whole, and this GPU with it: uncordon " \
                         "the host (U on the map) to put it back" % (
@@ -932,8 +948,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                     if lifted else "%s was in service" % host_or_gpu(host, gpu)
             else:
                 made = cordon(store, host, gpu, mode, self.fleet_app.asker)
-                said = "%s %s: no new work lands there" % (
-                    made.where(), "cordoned" if mode == CORDON else "draining")
+                said = made_said(made, store.jobs(ON_HOST), "the map")
         except (Denied, StoreError) as err:
             self.post_message(ServiceChanged(str(err), True))
             return

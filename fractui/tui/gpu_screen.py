@@ -201,7 +201,7 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         # service line's words, with why no job goes there
         head.add_row("service", Text(out, style=warning))
         shut = " — " + out
-        barred = "; %s" % refusal(store.cordons, status.name, (index,))
+        barred = "; %s" % refusal(store.cordons, store.jobs, status.name, (index,))
     names = _job_names(status, store)
     live = [r for r in status.jobs.values() if r.get("state") in ACTIVE_AGENT_STATES
             and index in (r.get("gpus") or ())]

@@ -134,8 +134,8 @@ class Header(Widget):
         totals = [_figure("GPUs ", str(t.gpus)), _figure("allocated ", "%.1f %%" % (
             100 * t.allocated)), _figure("jobs ", str(t.running), " running"),
             _figure("", str(t.pending), " pending")]
-        totals += [Text("%d %s" % (n, state), style="bold " + vars_["warning"])
-                   for state, n in t.out_of_service]  # hosts and GPUs out of service
+        totals += [Text(words, style="bold " + vars_["warning"])
+                   for words in t.out_of_service]  # hosts and GPUs out of service
         view = [Text(p, style="bold " + vars_["accent"]) for p in info.view]
         view[0] = Text.assemble(("view ", "dim"), view[0])
         return [fleet, totals, view]

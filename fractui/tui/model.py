@@ -303,8 +303,8 @@ class Totals:
     """Mean held fraction over every GPU seen."""
     running: int
     pending: int
-    out_of_service: tuple[tuple[str, int], ...] = ()
-    """(cordoned, draining, drained) -> how many hosts and GPUs, those there are."""
+    out_of_service: tuple[str, ...] = ()
+    """What is out of service, hosts and GPUs apart ("1 host drained"; cordons.summary)."""
 
 
 @dataclass(frozen=True)
@@ -427,10 +427,10 @@ class FleetModel:
         gpus = [g for v in views for g in v.gpus]
         allocated = sum(g.allocated for g in gpus) / len(gpus) if gpus else 0.0
         pending = sum(1 for j in self.store.jobs if j.state == PENDING) if self.store else 0
-        out = summary(self.store.cordons, self.store.jobs) if self.store else {}
+        out = summary(self.store.cordons, self.store.jobs) if self.store else []
         return Totals(len(views), tuple(sorted(states.items())), len(gpus), allocated,
                       sum(v.header.jobs for v in views), pending,
-                      tuple((s, n) for s, n in out.items() if n))
+                      tuple(out))
 
     def gpu_rank(self, order: Order) -> dict[tuple[str, int], int]:
         """Each GPU's place in ``order``, (host, index) -> n: what a placement's ``j``/``k``
