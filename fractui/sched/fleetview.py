@@ -380,9 +380,6 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
                 int(hello.get("memory_mib") or 0), gpus, links=host_links(hello, len(gpus)))
-    # a MIG job its agent starts on an instance not in the snapshot yet: booked from its
-    # decision, as no instance books it
-    making = {r.get("key") for rec in view.gpu_records() for r in being_made(rec, agent.values())}
     for job in jobs:
         key = job.key(store_uid)
         if key in leave_out:
@@ -390,7 +387,7 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
         req = request_of(job)
         host.cpu_free -= req.cpu_milli
         host.memory_free -= req.memory_mib
-        if key not in agent or key in making:  # decided, not yet there: booked from that
+        if key not in agent:  # decided, not yet running: book its slot from the decision
             _book_decision(host, job)
         assert job.slot is not None
         for g in job.slot.gpus:  # a GPU the store has a job on keeps its mode
