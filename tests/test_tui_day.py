@@ -632,10 +632,11 @@ async def test_a_team_far_from_its_bound_shows_its_count_alone(tmp_path, width):
 async def test_a_bound_with_no_room_beside_a_name_leaves_the_count_in_the_warning_colour(width):
     """Near a bound of 100,000, ``99995/100000`` is wider than the table can give ``pend``
     with each name keeping 8 cells: the count alone, in the warning colour still, the names
-    whole; nlp's ``2/2`` fits beside it."""
+    whole; nlp's ``2/2`` fits beside it. The count is the one the bound counts, 5 of them
+    stopping to be requeued: not the pending ones alone (99990), a number of no bound."""
     async with settled_app((width, 48)) as (app, pilot):
         panel = app.screen.query_one(QueuePanel)
-        teams = [dataclasses.replace(t, pending=99995) if t.name == "vision" else t
+        teams = [dataclasses.replace(t, pending=99990, requeued=5) if t.name == "vision" else t
                  for t in panel.teams]
         panel.show(panel.queues, teams, panel.store_note, panel.pending, panel.now,
                    panel.starved, panel.order, {"vision": 100_000, "nlp": 2})

@@ -166,6 +166,13 @@ class Job:
         return self.submitted_at if self.queued_at is None else self.queued_at
 
     @property
+    def requeued(self) -> bool:
+        """Whether it stops to be requeued: the scheduler puts it back in its queue, so its
+        team's bound on waiting jobs counts it as waiting already, as a pending one (what
+        sql._within_bound and PostgreSQL's guard count; ``fractui teams`` and the TUI too)."""
+        return self.state == STOPPING and self.stop_intent == "requeue"
+
+    @property
     def holds_slice(self) -> bool:
         """Whether its attempt holds its slice now: started (its start recorded) and not let go
         — running, or stopping within its grace. Exactly the attempts whose usage record is

@@ -277,8 +277,9 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
                            if wide else [])])
         fits = _pend_room(t, rows, room)
         for row, team in zip(rows, self.teams):
-            if row[PEND].cell_len > fits:  # the name keeps its cells
-                row[PEND] = Text(str(team.pending), style=row[PEND].style)
+            if row[PEND].cell_len > fits:  # the name keeps its cells: waiting/bound's count
+                row[PEND] = Text(str(team.waiting if near_bound(team, bounds[team.name])
+                                     else team.pending), style=row[PEND].style)
             t.add_row(*row)
         note = Text(self.store_note or "", style=muted)
         if side_by_side:  # under the map on a narrow terminal
