@@ -38,6 +38,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord, held_within, same_place, stops_offered, submitter)
+from remote_agent.digits import whole
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -864,18 +865,21 @@ class SqlStore(Store):
 
     def holder_memory(self) -> HolderMemory:
         def work(db: Any) -> HolderMemory:
-            clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
+            hosts: dict[str, float] = {}
+            jobs: dict[int, float] = {}
             for r in self._run(db, "SELECT kind, name, since FROM lost_clocks"):
                 check("a lost-host clock", r, {"kind": TEXT, "name": TEXT, "since": NUM})
-                if r["kind"] not in clocks or (r["kind"] == "job" and
-                                               not r["name"].isdigit()):
+                job = whole(r["name"], 2 ** 63 - 1) if r["kind"] == "job" else None
+                if r["kind"] == "host":
+                    hosts[r["name"]] = float(r["since"])
+                elif job is not None:  # (a row others may write: "²" is no job's number)
+                    jobs[job] = float(r["since"])
+                else:
                     raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
                                                                              r["name"]))
-                clocks[r["kind"]][r["name"]] = float(r["since"])
             stops = frozenset((r["host"], r["key"]) for r in self._run(
                 db, "SELECT host, key FROM stops_sent"))
-            return HolderMemory(clocks["host"], {int(j): t for j, t in clocks["job"].items()},
-                                stops, self._mode_holds(db))
+            return HolderMemory(hosts, jobs, stops, self._mode_holds(db))
         return self._read(work)
 
     # -- hosts and GPUs out of service --
