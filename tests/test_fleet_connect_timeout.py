@@ -9,8 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Any, List
 
-from fractui.fleet.client import ConnectionLost
+import pytest
+
+from fractui.fleet.client import AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
+from fractui.fleet.transport.local import process_stream
 from tests import test_fleet
 from tests.test_fleet import wait_state
 
@@ -79,3 +82,17 @@ def test_a_hello_the_agent_never_answers_waits_the_connect_timeout(fleet_env):
     finally:
         open(gate, "w").close()
         fleet.stop()
+
+
+@pytest.mark.parametrize("timeout_s, said", [(0.5, "0.5 s"), (10 / 3, "3.3 s"), (2.0, "2 s")])
+def test_a_wait_is_said_as_long_as_it_was(timeout_s, said):
+    """``[ssh] connect_timeout`` may be 0.5, and hello waits it now: "%.0f" said a wait of
+    0.5 s as "within 0 s". A program that reads and never answers stands for the agent."""
+    stream = process_stream(["sh", "-c", "cat > /dev/null"])  # its stdout held open
+    client = AgentClient(stream.reader, stream.write, name="gpu-x")
+    try:
+        with pytest.raises(ConnectionLost) as lost:
+            client.call("hello", None, timeout_s)
+        assert str(lost.value) == "no reply to hello within %s" % said
+    finally:
+        stream.close()
