@@ -543,7 +543,7 @@ class HostSession:
         try:
             hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
                                                "client": "fractui %s" % __version__},
-                                     self.ssh.connect_timeout)
+                                     self.ssh.hello_wait_s)
         except ConnectionLost as err:
             conn.close()
             said = conn.why_it_ended()
