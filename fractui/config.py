@@ -155,8 +155,10 @@ class SshSettings:
 
     @property
     def hello_wait_s(self) -> float:
-        """How long hello waits for the agent's answer: the connect timeout, and the time its
-        bridge may take to start the daemon (``AGENT_START_S``), which comes first."""
+        """How long hello and subscribe wait for the agent's answer: the connect timeout, and
+        the time its bridge may take to start the daemon (``AGENT_START_S``), which comes
+        first for hello; subscribe's answer is every job record the host keeps (about 10 MB
+        at 20,000), which a slow link takes longer than a round trip to carry."""
         return self.connect_timeout + AGENT_START_S
 
     @property

@@ -1,7 +1,7 @@
-"""What a host's connection asks of its agent as it connects (subscribe, and the calls of its
-connect hooks: the scheduler's fence of a host that comes back) waits the configured connect
-timeout for an answer, not a fixed half minute; hello, sent as the agent starts, that past the
-time its bridge may take to start the daemon, which then says why it could not. An agent that
+"""What a host's connection asks of its agent as it connects (the calls of its connect hooks:
+the scheduler's fence of a host that comes back) waits the configured connect timeout for an
+answer, not a fixed half minute; hello, sent as the agent starts, that past the time its bridge
+may take to start the daemon, which then says why it could not (subscribe as long as hello). An agent that
 never answers is a host given up on in the time the admin set. Real sshd on loopback; the
 agent's NVML call is held (the fake pynvml's ``sim.hold``) so that it never answers."""
 
