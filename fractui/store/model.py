@@ -237,6 +237,7 @@ class Job:
 
 
 NUMBER_DIGITS = 19  # of a key's job or attempt: the store numbers them below 2 ** 63
+JOB_MOST = 2 ** 63 - 1  # a job's largest number (SQLite's largest integer)
 
 
 def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
@@ -250,7 +251,7 @@ def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
                         for n in (job, attempt))):
         return None  # (a number of more digits is no job's: an agent may send any)
     named = int(job), int(attempt)
-    return named if max(named) < 2 ** 63 else None
+    return named if max(named) <= JOB_MOST else None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
+from remote_agent.digits import whole
+
 from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.store.access import REQUEUE
@@ -32,13 +34,12 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError, StoreRefused, WaitingFull)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, JOB_MOST, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord, held_within, same_place, stops_offered, submitter)
-from remote_agent.digits import whole
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -865,21 +866,18 @@ class SqlStore(Store):
 
     def holder_memory(self) -> HolderMemory:
         def work(db: Any) -> HolderMemory:
-            hosts: dict[str, float] = {}
-            jobs: dict[int, float] = {}
+            clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
             for r in self._run(db, "SELECT kind, name, since FROM lost_clocks"):
                 check("a lost-host clock", r, {"kind": TEXT, "name": TEXT, "since": NUM})
-                job = whole(r["name"], 2 ** 63 - 1) if r["kind"] == "job" else None
-                if r["kind"] == "host":
-                    hosts[r["name"]] = float(r["since"])
-                elif job is not None:  # (a row others may write: "²" is no job's number)
-                    jobs[job] = float(r["since"])
-                else:
+                if r["kind"] not in clocks or (r["kind"] == "job" and  # (isdigit took "²")
+                                               whole(r["name"], JOB_MOST) is None):
                     raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
                                                                              r["name"]))
+                clocks[r["kind"]][r["name"]] = float(r["since"])
             stops = frozenset((r["host"], r["key"]) for r in self._run(
                 db, "SELECT host, key FROM stops_sent"))
-            return HolderMemory(hosts, jobs, stops, self._mode_holds(db))
+            return HolderMemory(clocks["host"], {int(j): t for j, t in clocks["job"].items()},
+                                stops, self._mode_holds(db))
         return self._read(work)
 
     # -- hosts and GPUs out of service --
