@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict, StoreDamaged,
+from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
@@ -804,21 +804,3 @@ def test_a_kept_tail_keeps_where_it_ends_in_the_log(store_url):
     finally:
         store.close()
 
-
-@pytest.mark.parametrize("name", ["abc", "²", "١٢"])
-def test_a_lost_clock_of_a_job_whose_number_is_not_in_ascii_digits_is_damage(tmp_path, name):
-    """A row of the store is text others wrote (sqlite3, psql): a job's lost-host clock named
-    "²" passed ``isdigit`` and then ``int`` refused it, a ValueError out of the store (exit 70,
-    "a bug in fractui") where "abc" was said as damage; "١٢" was read as job 12."""
-    path = str(tmp_path / "store.db")
-    SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute("INSERT INTO lost_clocks (kind, name, since) VALUES ('job', ?, 1.0)", (name,))
-    db.commit()
-    db.close()
-    store = SqliteStore(path)
-    try:
-        with pytest.raises(StoreDamaged, match="a lost-host clock is kept for job %r" % name):
-            store.holder_memory()
-    finally:
-        store.close()
