@@ -803,4 +803,3 @@ def test_a_kept_tail_keeps_where_it_ends_in_the_log(store_url):
         assert store.log_tail(job.id).offset is None
     finally:
         store.close()
-
