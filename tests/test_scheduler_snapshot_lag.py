@@ -118,6 +118,9 @@ def test_an_idle_instance_where_a_launch_makes_its_own_is_the_launchs():
     ([], {"state": "running", "instance": "MIG-other", "memory_mib": None}),
     # its launch's slice where the snapshot has a busy instance: the two disagree
     ([_instance("4g.40gb", 0, "MIG-busy", True)], _started("3g.40gb", 0, "MIG-new")),
+    # a busy one of its profile at its start (another job's, or with processes): no idle twin
+    # its launch takes as it is, which the agent refuses; taken for one, it was booked the job's
+    ([_instance("3g.40gb", 4, "MIG-busy", True)], _started("3g.40gb", 4)),
 ])
 def test_a_gpu_whose_records_and_snapshot_cannot_both_be_read_offers_nothing(instances, job):
     """Until the next snapshot says what the GPU holds."""

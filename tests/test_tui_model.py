@@ -181,6 +181,24 @@ def test_a_mig_job_being_made_is_drawn_where_placement_books_it():
         assert (None if p is None else p.plans[0].start) == where, profile
 
 
+def test_another_job_s_instance_at_a_launch_s_start_stays_that_job_s():
+    """Two records on one instance: a job running on it, and a launch whose record says it
+    makes its own there (the agent refuses it: the instance is busy). The map drew the
+    running job's instance as the launch's, being made, taken for an idle twin; the GPU is
+    drawn as its snapshot says, and offers nothing until the next snapshot."""
+    running = {"id": "j1", "key": "by-hand-1", "gpus": [1], "state": "running", "name": "a",
+               "instance": "MIG-a"}
+    late = {"id": "j2", "key": "by-hand-2", "gpus": [1], "state": "starting", "name": "b",
+            "mig": {"profile": "3g.40gb", "start": 4}, "instance": None}
+    gpus = [a100([inst("3g.40gb", 4, 4, "MIG-a", busy=True)])]
+    (gpu,) = build(gpus, [running, late]).hosts["h"].gpus
+    assert [(b.kind, round(b.start * 8), b.job) for b in gpu.blocks] == [(JOB, 4, "h/j1")]
+    view = HostView("h", "online", {"cpus": 8, "memory_mib": 1 << 16, "gpus": gpus},
+                    {"gpus": gpus}, {"j1": running, "j2": late})
+    (host,) = build_hosts([view], [], UID)
+    assert host.gpus[0].free_milli == 0
+
+
 def test_a_move_s_target_is_held_on_the_map_as_placement_holds_it():
     """A job stopping to move holds its target as the decision it becomes (placed there by
     hand), on the map as in placement (fleetview.jobs_by_host, one grouping for both): its

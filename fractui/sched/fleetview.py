@@ -550,13 +550,15 @@ def _unshown(layout: Layout, launched: Any) -> Optional[Tuple[Layout, int]]:
     there (refused by the agent: "busy instance ... in the way"). The record's ``mig`` says
     where its launch makes it, or takes an idle twin there (marked busy), destroying idle
     instances in its way. None where the record does not say (a launch onto an instance named
-    by uuid), or the snapshot has a busy instance there: what the GPU holds is known once the
-    next snapshot comes."""
+    by uuid), or the snapshot has a busy instance there (one of its own profile too: another
+    job's, or one with processes, which the agent never gives a launch): what the GPU holds
+    is known once the next snapshot comes."""
     asked = launched if isinstance(launched, dict) else {}
     profile, start = asked.get("profile"), asked.get("start")
     if not isinstance(profile, str) or type(start) is not int:
         return None
-    twin = next((i for i in layout.instances if (i.profile, i.start) == (profile, start)), None)
+    twin = next((i for i in layout.instances if (i.profile, i.start) == (profile, start)
+                 and not i.busy), None)  # (a busy one is in its way: the agent refuses it)
     if twin is not None:
         return Layout(layout.geometry, tuple(replace(i, busy=True) if i is twin else i
                                              for i in layout.instances)), twin.gi_id
