@@ -113,6 +113,19 @@ def test_an_idle_instance_where_a_launch_makes_its_own_is_the_launchs():
     assert _place(busy, "3g.40gb") == 0
 
 
+def test_a_gpu_instance_its_launch_has_made_without_its_compute_instance_yet_is_the_launchs():
+    """The snapshot taken between the GPU instance's making and its compute instance's (no uuid
+    yet), the record naming none: the launch's, booked there, and the rest of the GPU offered.
+    A record naming no instance counted as holding every instance without a uuid: that one
+    read busy, so no twin, and the GPU offered nothing."""
+    making = dict(_instance("3g.40gb", 4, "-", False), uuid=None)
+    view = _view([making], _started("3g.40gb", 4))
+    gpu = build_hosts([view], [], "uid")[0].gpus[0]
+    assert (gpu.idle_instances, [(i.profile, i.start, i.busy) for i in gpu.layout.instances]
+            ) == ((), [("3g.40gb", 4, True)])
+    assert _place(view, "3g.40gb") == 0
+
+
 @pytest.mark.parametrize("instances, job", [
     # launched onto an instance by its uuid, which the snapshot does not show: where is unknown
     ([], {"state": "running", "instance": "MIG-other", "memory_mib": None}),

@@ -514,7 +514,7 @@ def booked_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
     if geo is None or misfit(geo, rec.get("instances") or []) is not None:
         return None
     mine = [j for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])]
-    held = {j.get("instance") for j in mine}
+    held = {j.get("instance") for j in mine} - {None}  # (a record naming none holds none)
     base = tuple(
         Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"], size=i["size"],
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
