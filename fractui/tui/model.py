@@ -17,8 +17,8 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, being_made, jobs_by_host, mps_layer,
-                                     not_started)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
+                                     mps_layer, not_started, unshown)
 from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -191,12 +191,23 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
     if gpu.get("mig_mode"):
         slices = memory_slices(gpu)
         by_instance = {j.get("instance"): j for j in on_gpu if j.get("instance")}
+        # a job whose instance the snapshot does not show yet: drawn being made where
+        # placement books it (an idle twin there its own, idle ones in its way gone)
+        booked = booked_layout(gpu, on_gpu) if unshown(gpu, on_gpu) else None
+        making = booked.making if booked is not None else {}
+        kept = None if booked is None else {i.gi_id for i in booked.layout.instances}
         taken = set()
         for inst in gpu.get("instances") or ():
+            if kept is not None and inst.get("gi_id") not in kept:
+                continue
             start, size = inst["start"] / slices, inst["size"] / slices
             taken.add(inst["start"])
             job = by_instance.get(inst.get("uuid"))
-            if inst.get("uuid") is None:  # a GPU instance still without its compute instance
+            made_for = making.get(inst.get("gi_id"))
+            if made_for is not None:
+                blocks.append(Block(start, size, PLACING, inst["profile"],
+                                    **_owner(made_for, host, by_key)))
+            elif inst.get("uuid") is None:  # a GPU instance still without its compute instance
                 blocks.append(Block(start, size, PLACING, inst["profile"]))
             elif job is not None:
                 blocks.append(Block(start, size, JOB, inst["profile"],
@@ -207,11 +218,9 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(start, size, kind, inst["profile"]))
             else:
                 blocks.append(Block(start, size, IDLE, inst["profile"]))
-        for record in being_made(gpu, on_gpu):
-            mig = record["mig"]
-            size = _profile_size(gpu, mig["profile"]) or 1
-            blocks.append(Block(mig["start"] / slices, size / slices, PLACING, mig["profile"],
-                                **_owner(record, host, by_key)))
+        for made in booked.made if booked is not None else ():
+            blocks.append(Block(made.start / slices, made.size / slices, PLACING, made.profile,
+                                **_owner(making[made.gi_id], host, by_key)))
         for job in waiting:
             slot = job.slot
             if slot.profile and slot.start is not None and slot.start not in taken:
