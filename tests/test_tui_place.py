@@ -794,3 +794,26 @@ async def test_every_way_back_out_of_a_placement_leaves_the_admin_where_they_wer
         assert app.focused is (screen.query_one(QueuePanel) if panel else screen.map), (
             way, app.focused)
         assert (screen.map.cursor.host, screen.map.cursor.gpu) == before, way
+
+
+@pilot_test
+async def test_a_placement_begun_during_another_and_left_leaves_the_map_as_it_was_before_both():
+    """The palette's ``place job #N`` while a placement of another job lasts: the map's cursor
+    was on the first one's ghost, which it follows; ``esc`` out of the second put it back
+    there, on a slot neither job took, not where the admin was before placement mode."""
+    async with settled_app((80, 24)) as (app, pilot):
+        screen = fleet(app)
+        await pilot.press("G")  # the map's cursor on its last GPU, where no ghost goes
+        before = (screen.map.cursor.host, screen.map.cursor.gpu)
+        await palette(pilot, "place job #23")
+        await until(pilot, lambda: screen.placement is not None
+                    and screen.placement.current is not None, "its slots looked for")
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) != before  # on the ghost
+        await palette(pilot, "place job #26")
+        await until(pilot, lambda: screen.placement is not None and not screen.placement.busy
+                    and screen.placement.job.id == 26, "the second's slots looked for")
+        await pilot.press("escape")
+        await settled(pilot)
+        assert screen.placement is None and app.focused is screen.map
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) == before
+

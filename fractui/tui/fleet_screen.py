@@ -219,8 +219,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """What reopens the views a placement was started in (the jobs view; a job's screen and
         those under it), for ``esc`` to go back to; None where it began on the map."""
         self.left_from: Optional[tuple[bool, Cursor]] = None
-        """Where the admin was as a placement began: on the queue panel or not, and the map's
-        cursor (the ghost takes it); put back when they leave it (``end_placement``)."""
+        """Where the admin was as placement mode began (one begun during another keeps it): on
+        the queue panel or not, and the map's cursor (the ghost takes it); put back when they
+        leave it (``end_placement``)."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -590,9 +591,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def start_placement(self, job: Job, drag: bool = False,
                         back: Optional[Callable[[], None]] = None) -> None:
+        if self.placement is None:  # (begun during another: the map's cursor is on its ghost)
+            self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.came_from = back
-        self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -755,11 +757,12 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
         pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal):
-        the map as they left it as it began (``left_from``), focused, its cursor on the same
-        GPU (not where the ghost was, on a slot the job never took), the queue panel only if
-        it had the focus; and one started in the jobs view goes back there, its cursor on the
-        job still (not to the map, which the admin did not come from), as one started on a
-        job's screen goes back to that job's screen (``came_from``)."""
+        the map as they left it as it began (``left_from``),
+        focused, its cursor on the same GPU (not where the ghost was, on a slot the job never
+        took), the queue panel only if it had the focus; and one started in the jobs view goes
+        back there, its cursor on the job still (not to the map, which the admin did not come
+        from), as one started on a job's screen goes back to that job's screen
+        (``came_from``)."""
         p = self.placement
         back, self.came_from = self.came_from, None
         was, self.left_from = self.left_from, None
