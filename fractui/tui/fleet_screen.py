@@ -750,14 +750,14 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                       for j in view.jobs):
             return
         self.notify("%s: placement mode ended" % _no_longer(p.job), severity="warning")
-        self.end_placement()
+        self.end_placement(left=True)  # (as when enter finds it so: nothing was recorded)
 
     def end_placement(self, left: bool = False) -> None:
         """The focus back where such work goes on: the queue panel after a placement (the
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
-        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal):
-        the map as they left it as it began (``left_from``),
+        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal,
+        its job no longer as it began): the map as they left it as it began (``left_from``),
         focused, its cursor on the same GPU (not where the ghost was, on a slot the job never
         took), the queue panel only if it had the focus; and one started in the jobs view goes
         back there, its cursor on the job still (not to the map, which the admin did not come
