@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from fractui.sched.model import Gpu, Host
 from fractui.store.model import CORDON, ON_HOST, Cordon, Job
-from fractui.words import count
+from fractui.words import count, first_of
 
 CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
 STATES = (CORDONED, DRAINING, DRAINED)
@@ -53,8 +53,7 @@ def made_said(made: Cordon, jobs: Iterable[Job], told_by: str) -> str:
     empty host's drain is drained at once), and the store's jobs on it; ``told_by`` says
     where a draining one is seen drained. One wording for the CLI and the TUI."""
     on_it = [j for j in jobs if holds(made, j)]
-    shown = ", ".join("job %d" % j.id for j in on_it[:5]) + (
-        " and %d more" % (len(on_it) - 5) if len(on_it) > 5 else "")
+    shown = first_of(["job %d" % j.id for j in on_it], 5)
     return "%s %s: the scheduler places and launches nothing new there; %s" % (
         made.where(), state(made, on_it), "what runs there runs on (%s)%s" % (
             shown, "; %s says drained once it has ended" % told_by if made.mode != CORDON
