@@ -54,7 +54,7 @@ from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
-from fractui.words import count, failing_passes
+from fractui.words import count, failing_passes, first_of
 
 STORE_EVERY_S = 1.0
 PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
@@ -352,12 +352,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
                          now: dict[tuple[str, Optional[int]], str]) -> None:
-        """A notice, on whatever screen the admin is, for each drain whose last job of the
+        """A notice, on whatever screen the admin is, of the drains whose last job of the
         store ended or left since the last read: any admin's drain (the map and header change
-        where the admin may not be looking, and a drain is made to be waited for)."""
-        for host, gpu in finished(before, now):
-            self.notify("%s drained: no job of the store is left there; it takes no new work "
-                        "until it is uncordoned" % host_or_gpu(host, gpu), title="drained")
+        where the admin may not be looking, and a drain is made to be waited for). One for
+        all a read finds so, not one each: a rack drained together, its jobs stopped together,
+        was a stack of notices over the map."""
+        done = [host_or_gpu(host, gpu) for host, gpu in finished(before, now)]
+        if done:
+            self.notify("%s drained: no job of the store is left there; %s" % (
+                first_of(done, 5), "it takes no new work until it is uncordoned"
+                if len(done) == 1 else "they take no new work until they are uncordoned"),
+                title="drained")
 
     # -- drawing --
 
