@@ -287,13 +287,13 @@ async def test_drains_that_finish_at_once_are_said_in_one_notice():
         Cordon("a10-1", g, DRAIN, "ops", "kernel update", 0.0) for g in range(4)]
     async with settled_app((80, 24), cordons=drains) as (app, pilot):
         screen = fleet(app)
-        assert "4 hosts draining" in screen.model.totals().out_of_service
+        assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs draining",)
         view = app.source._store  # their jobs ended
         app.source._store = dataclasses.replace(view, jobs=tuple(
             j for j in view.jobs if j.slot is None))
         screen.read_store()
         await settled(pilot)
-        assert "4 hosts drained" in screen.model.totals().out_of_service
+        assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs drained",)
         said = [(n.title, n.message) for n in app._notifications]
         assert said == [("drained", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
                          "drained: no job of the store is left there; they take no new work "

@@ -118,12 +118,14 @@ def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index
 
 
 def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> list[str]:
-    """What is out of service, for a header: hosts and GPUs apart, by state, those there are
-    ("1 host drained", "2 GPUs cordoned"). A host's cordon counts once, as its host (its GPUs
-    are not counted again); a GPU by its own cordon."""
+    """What is out of service, for a header: a part per state there is, hosts and GPUs apart
+    in it ("1 host drained", "1 host, 2 GPUs cordoned"; three parts at most, a header's line
+    at 80 columns). A host's cordon counts once, as its host (its GPUs are not counted
+    again); a GPU by its own cordon."""
     counts: dict[tuple[str, str], int] = {}
     for c in cordons:
         key = (state(c, jobs), "host" if c.gpu is None else "GPU")
         counts[key] = counts.get(key, 0) + 1
-    return ["%s %s" % (count(counts[(s, what)], what), s) for s in STATES
-            for what in ("host", "GPU") if (s, what) in counts]
+    parts = [(s, [count(counts[(s, what)], what) for what in ("host", "GPU")
+                  if (s, what) in counts]) for s in STATES]
+    return ["%s %s" % (", ".join(some), s) for s, some in parts if some]
