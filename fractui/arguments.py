@@ -147,16 +147,19 @@ team_name = name_of("team", "the config's [[teams]] name it")
 
 def known_user(name: str, store: "Store", teams: Iterable["Team"]) -> None:
     """UsageError (exit 2) for a ``--user`` nobody of that name is known by in ``store``: who
-    submitted a job it keeps, a member the config's [[teams]] list, or the caller (the
-    store's word on who). A typo is said, with the close name, rather than answered as an
+    submitted a job it keeps, a member the config's [[teams]] list or the store holds in a team
+    (Store.members: PostgreSQL's roles), or the caller (the store's word on who). A typo is said, with the close name, rather than answered as an
     empty list, which reads as "no jobs"; a known user with no jobs is a plain empty answer.
     Asked only where the filter found nothing, so a list that found some reads no more."""
+    members = store.members()  # (PostgreSQL's roles: the config's members are not its word)
     known = (store.submitters() | {m for t in teams for m in t.members} |
-             {store.identity().user})
+             (members or frozenset()) | {store.identity().user})
     if name not in known:
         raise UsageError("--user %s: no user of that name is known in this store (none "
-                         "submitted a job it keeps, and no [[teams]] lists them)%s" % (
-                             quoted(name), suggest(name, sorted(known), shown=20)))
+                         "submitted a job it keeps, and %s)%s" % (
+                             quoted(name), "no [[teams]] lists them" if members is None else
+                             "no role of the store's teams or admins is theirs",
+                             suggest(name, sorted(known), shown=20)))
 
 
 def scheduler_name(text: str) -> str:

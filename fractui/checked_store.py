@@ -4,12 +4,13 @@ before a queue is refused on it."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from fractui.config import Config
 from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
-from fractui.store import Store, open_store
+from fractui.store import Store, StoreUnavailable, open_store
+from fractui.store.base import NO_STORE
 from fractui.store.model import OUT_OF_CONFIG
 
 
@@ -32,6 +33,22 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> 
         store.close()
         raise
     return store
+
+
+def store_of_a_host_verb(config: Config, host: str,
+                         opener: Callable[[bool], Store]) -> Store:
+    """The store an admin's verb on ``host`` asks who may of before ``host`` is looked up (a
+    member is told the verb is the admin's, not that her config lacks the host): opened by
+    ``opener(make)``. Where no store is made yet, ``host`` is looked up first and only then
+    is the store made, so a mistyped host (exit 2, a usage error) makes none; its maker is
+    its admin, so asking first would tell nothing."""
+    try:
+        return opener(False)
+    except StoreUnavailable as err:
+        if err.what != NO_STORE:
+            raise
+    config.host(host)
+    return opener(True)
 
 
 def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:

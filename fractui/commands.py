@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
 
 from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
+from fractui.checked_store import store_of_a_host_verb
 from fractui.config import Config
 from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
@@ -30,7 +31,7 @@ from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
 from fractui.sched.fleetview import lists
 from fractui.sched.mig_change import create_refused, plan_create, plan_destroy, plan_mode
-from fractui.store import open_store
+from fractui.store import Store, open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
 from fractui.store.model import ON_HOST, StaleCopy
@@ -209,16 +210,24 @@ def trust(config: Config, args: argparse.Namespace) -> int:
         return 0
 
 
-def admin_only(config: Config, action: str, what: str) -> None:
+def admin_only(config: Config, action: str, what: str, host: str) -> None:
     """The store's rule, asked before any host is reached or even looked up in the config:
     launch, stop and MIG changes steer the fleet, so they are the admin's (access.Denied,
     exit 1, says who and what role), which a member is told rather than that her config has
-    no such host."""
-    store = open_store(config.store.url, origin=config.store.origin)
+    no such ``host``; then ``host`` is looked up. (No store yet: the host first, so a typo
+    makes none: checked_store.store_of_a_host_verb.)"""
+    store = _store_of(config, host)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
+        config.host(host)
     finally:
         store.close()
+
+
+def _store_of(config: Config, host: str) -> Store:
+    """The store as an admin's verb on ``host`` opens it (store_of_a_host_verb)."""
+    return store_of_a_host_verb(config, host, lambda make: open_store(
+        config.store.url, make=make, origin=config.store.origin))
 
 
 # -- MIG --
@@ -240,7 +249,7 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     if args.profile is None:
         return _mig_by_hand(config, args)
     asker = Asker.here(config.teams)
-    store = open_store(config.store.url, origin=config.store.origin)
+    store = _store_of(config, args.host)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
         config.host(args.host)
@@ -297,7 +306,7 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
     ref = gpu_ref(args.gpu)
     method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
     asker = Asker.here(config.teams)
-    store = open_store(config.store.url, origin=config.store.origin)
+    store = _store_of(config, args.host)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
         config.host(args.host)
@@ -399,8 +408,7 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
         params["memory_mib"] = args.memory_mib
-    admin_only(config, LAUNCH, "a job on %s" % args.host)
-    config.host(args.host)
+    admin_only(config, LAUNCH, "a job on %s" % args.host, args.host)
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
     try:
@@ -455,8 +463,7 @@ def launched_words(ref: str, job: Dict[str, Any]) -> str:
 
 def stop(config: Config, args: argparse.Namespace) -> int:
     host, job = split_job(args.job)
-    admin_only(config, STOP, args.job)
-    config.host(host)
+    admin_only(config, STOP, args.job, host)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:

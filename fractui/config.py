@@ -22,6 +22,7 @@ import platformdirs
 from remote_agent.gpu.models import models as gpu_models
 from remote_agent.daemon import settings as agent_settings
 from remote_agent.daemon.settings import AgentSettings
+from remote_agent.daemon.bridge import CONNECT_TIMEOUT_S as BRIDGE_WAIT_S
 from remote_agent.jobs.runtime.image import image_problem as agent_image_problem
 from remote_agent.gpu.models import parse_sim_spec
 
@@ -134,6 +135,13 @@ def _expanded(path: str) -> str:
     return os.path.expanduser(path)
 
 
+# How long a host's agent may take to start, within hello's wait (the call is sent as the agent
+# starts): its bridge starts the daemon, handing over from an old one first, each within its own
+# deadline, and says why where it cannot. A hello that gave up first said only that nothing
+# answered (its wait was the connect timeout alone, 10 s by default, under the bridge's 15 s).
+AGENT_START_S = 2 * BRIDGE_WAIT_S
+
+
 @dataclass(frozen=True)
 class SshSettings:
     """SSH behaviour shared by every host; paths are local and have ~ expanded."""
@@ -146,11 +154,18 @@ class SshSettings:
     """The admin's OpenSSH config, honoured for aliases, users, ports, keys and ProxyJump."""
 
     @property
+    def hello_wait_s(self) -> float:
+        """How long hello and subscribe wait for the agent's answer: the connect timeout, and
+        the time its bridge may take to start the daemon (``AGENT_START_S``), which comes
+        first for hello; subscribe's answer is every job record the host keeps (about 10 MB
+        at 20,000), which a slow link takes longer than a round trip to carry."""
+        return self.connect_timeout + AGENT_START_S
+
+    @property
     def settle_s(self) -> float:
         """How long a host's first connection may take before it is taken as failed: the
-        connect timeout for the link and again for the agent's hello, and half a minute to
-        upload and start the agent."""
-        return self.connect_timeout * 2 + 30
+        connect timeout for the link, and hello's wait."""
+        return self.connect_timeout + self.hello_wait_s
 
 
 ISOLATIONS = ("any", "mig", "share")

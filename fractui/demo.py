@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.digits import whole
+from remote_agent.jobs.procs import PID_MOST
 
 from fractui.config import (Config, FairShareSettings, HostConfig, QueueConfig,
                             SchedulerSettings, StoreSettings, TeamConfig, UsageSettings,
@@ -316,9 +317,13 @@ def _read_pid(path: str) -> int:
             text = f.read().strip()
     except OSError:
         return 0
-    if text.startswith("{"):
-        return int(json.loads(text).get("pid") or 0)
-    return whole(text, sys.maxsize) or 0
+    if not text.startswith("{"):
+        return whole(text, PID_MOST) or 0
+    try:  # (the shim's started.json; "١" was pid 1 to int(), whose group the sweep killed)
+        pid = json.loads(text).get("pid")
+    except ValueError:  # written short: no pid it names
+        return 0
+    return pid if type(pid) is int and 0 < pid <= PID_MOST else 0
 
 
 def running_pids(state_dir: str) -> list[tuple[int, bool]]:

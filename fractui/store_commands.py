@@ -23,7 +23,7 @@ from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_num
 from fractui.config import Config, default_config_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
-from fractui.checked_store import heard_inventory, open_checked_store
+from fractui.checked_store import heard_inventory, open_checked_store, store_of_a_host_verb
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view
 from fractui.sched.cordons import holds, host_out, made_said, state
@@ -611,7 +611,7 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
     """Records the cordon (or drain); the scheduler places and launches nothing new there from
     its next pass, and what runs there runs on."""
     gpu = None if args.gpu is None else gpu_index(args.gpu)
-    store = open_checked_store(config, hear=False)
+    store = _store_of(config, args.host)
     try:
         _admin_first(store, config, args.host, gpu)
         config.host(args.host)
@@ -631,7 +631,7 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
 def uncordon(config: Config, args: argparse.Namespace) -> int:
     gpu = None if args.gpu is None else gpu_index(args.gpu)
     asker = Asker.here(config.teams)
-    store = open_checked_store(config, hear=False)
+    store = _store_of(config, args.host)
     try:
         _admin_first(store, config, args.host, gpu)
         if not any(c.host == args.host for c in store.cordons()):
@@ -650,6 +650,13 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
         say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
             args.host, still, args.host))
     return 0
+
+
+def _store_of(config: Config, host: str) -> Store:
+    """The store as cordon, drain and uncordon open it: before ``host`` is looked up, unless
+    none is made yet (checked_store.store_of_a_host_verb: a typo makes none)."""
+    return store_of_a_host_verb(config, host, lambda make: open_checked_store(
+        config, hear=False, make=make))
 
 
 def _admin_first(store: Store, config: Config, host: str, gpu: Optional[int]) -> None:

@@ -96,7 +96,7 @@ def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],
     s = next((s for s in starved if s.team == u.name), None)
     return {"name": u.name, "quota": u.quota, "held": u.used, "borrowed": u.borrowed,
             "within": u.within, "running": u.running, "pending": u.pending,
-            "max_waiting": max_waiting,
+            "waiting": u.waiting, "max_waiting": max_waiting,
             "recent": u.recent, "weight": u.weight, "over_quota": u.over_quota,
             "share": u.share(usage_weight), "next": next_of(u.name, order),
             "starved": None if s is None else {"waiting": s.waiting, "waited_s": s.waited_s,

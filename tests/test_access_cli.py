@@ -22,6 +22,7 @@ from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.sshd import free_port
+from tests.test_pg_guard import LEAST, _guarded
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
 from tests.tui_probe import Probe
 
@@ -463,14 +464,16 @@ def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url,
     config.write_text('[store]\nurl = "%s"\n[[teams]]\nname = "vision"\nmembers = ["carol"]\n'
                       '[[queues]]\nname = "v"\ngpu = 0.5\nteam = "vision"\n' % store_url)
     known = ", ".join(sorted({"alice", "bob", "carol", caller}))
+    listed = ("no [[teams]] lists them" if store_url.startswith("sqlite") else  # (its roles)
+              "no role of the store's teams or admins is theirs")
     for verb in (["jobs", "--user", "alcie"], ["jobs", "--all", "--user", "alcie"],
                  ["report", "--user", "alcie"], ["report", "--user", "alcie", "--team",
                                                  "vision"]):
         done = fractui(config, verb)
         assert (done.returncode, done.stdout, done.stderr) == (
             2, "", "fractui: --user 'alcie': no user of that name is known in this store (none "
-            "submitted a job it keeps, and no [[teams]] lists them) (did you mean 'alice'? "
-            "known: %s)\n" % known), (verb, done)
+            "submitted a job it keeps, and %s) (did you mean 'alice'? known: %s)\n" % (
+                listed, known)), (verb, done)
     for user, says in (("bob", "no active jobs (--all lists ended ones too)\n"),
                        ("carol", "no active jobs (--all lists ended ones too)\n")):
         done = fractui(config, ["jobs", "--user", user])
@@ -479,3 +482,25 @@ def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url,
     assert done.returncode == 0 and "none of carol's jobs held a GPU" in done.stdout, done
     done = fractui(config, ["report", "--team", "visoin"])
     assert done.returncode == 2 and "did you mean 'vision'?" in done.stderr, done
+
+
+def test_a_filter_by_a_teammate_who_never_submitted_on_postgresql_is_no_typo(pg_server,
+                                                                             tmp_path):
+    """On PostgreSQL who is in a team is the store's word, its roles, not the config's
+    ``members`` (a researcher's config lists none): ``jobs --user`` and ``report --user`` of
+    bea, in team vision's role, who has submitted nothing yet, answered that no user of that
+    name is known in this store, exit 2, a false typo. She is known, and her empty list is the
+    plain empty answer; a name no role goes by is still a typo, with the close one."""
+    guarded = _guarded(pg_server, LEAST)
+    bea = "bea_" + guarded.tag
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (bea, guarded.vision))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[teams]]\nname = "%s"\n[[queues]]\nname = "v"\n'
+                      'gpu = 0.5\n' % (guarded.url(guarded.ann), guarded.vision))
+    done = fractui(config, ["jobs", "--user", bea])
+    assert (done.returncode, done.stdout) == (
+        0, "no active jobs (--all lists ended ones too)\n"), done
+    done = fractui(config, ["report", "--user", bea])
+    assert done.returncode == 0 and "none of %s's jobs held a GPU" % bea in done.stdout, done
+    done = fractui(config, ["jobs", "--user", "bae_" + guarded.tag])
+    assert done.returncode == 2 and "did you mean '%s'?" % bea in done.stderr, done

@@ -880,6 +880,28 @@ def test_a_host_named_in_a_config_of_no_hosts_is_said_so_not_known_none(tmp_path
                                           "no [[hosts]]\n" % config), argv
 
 
+def test_an_admins_verb_on_a_mistyped_host_makes_no_store(tmp_path, capfd):
+    """An admin's verb asks who may of the store before its host is looked up; where no store
+    is made yet, that ask made one (and its directory) for ``cordon gpu-b``, a typo said as
+    exit 2, a usage error that must change nothing. With no store there the host is looked up
+    first (whoever makes the store is its admin): the typo makes none; a host of the config
+    still makes it, as before."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "gpu-a"\nhost = '
+                      '"127.0.0.1"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % (
+                          tmp_path / "s" / "store.db"))
+    for argv in (["cordon", "gpu-b"], ["drain", "gpu-b", "0"], ["uncordon", "gpu-b"],
+                 ["launch", "gpu-b", "0", "--memory-mib", "10", "--", "x"],
+                 ["stop", "gpu-b/j1"], ["mig", "gpu-b", "0", "--mode", "on"],
+                 ["mig", "gpu-b", "0", "1g.10gb"]):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out) == (2, "") and err.startswith(
+            "fractui: %s: unknown host 'gpu-b' (did you mean 'gpu-a'?" % config), (argv, err)
+        assert not (tmp_path / "s").exists(), argv
+    code, out, err = in_process(capfd, ["--config", str(config), "cordon", "gpu-a"])
+    assert code == 0 and (tmp_path / "s" / "store.db").exists(), (out, err)
+
+
 def test_jobs_of_a_host_job_says_which_verbs_take_it_not_unknown_host(tmp_path, capfd):
     """``jobs gpu-a/j1`` answered "unknown host 'gpu-a/j1' (did you mean 'gpu-a'?...)", as if
     the word were a mistyped host; ``audit`` and ``cancel`` said what names such a job. It

@@ -141,3 +141,27 @@ def test_an_agent_sim_spec_of_5000_digits_is_said_as_the_specs_mistake(tmp_path,
                           timeout=60)
     assert done.returncode == 2 and not leaks(done.stderr), done.stderr
     assert "sim spec" in done.stderr and "4300" not in done.stderr, done.stderr[-300:]
+
+
+@pytest.mark.parametrize("where, text", [
+    ("daemon.pid", "%d" % 2 ** 32),  # no pid_t holds it: os.kill raised OverflowError
+    ("daemon.pid", "%d" % (2 ** 22 + 1)),  # past any pid_max
+    ("jobs/1/started.json", json.dumps({"pid": "\u0661"})),  # int() read it as 1: init's group
+    ("jobs/1/started.json", json.dumps({"pid": 2 ** 32})),
+    ("jobs/1/started.json", '{"pid": 12'),  # cut short: json.loads raised
+])
+def test_a_demo_pid_file_naming_no_pid_is_swept_as_nothing(tmp_path, where, text):
+    """The demo's sweep kills what a state dir says still runs (``running_pids``); a pid file
+    holding no pid (written short, or by hand) names nothing to kill, never process group 1 or
+    a number os.kill cannot take. (The sweep itself is not run here: were this to fail, it
+    would kill process group 1.)"""
+    import fcntl
+
+    from fractui.demo import running_pids
+
+    state = tmp_path / "state"
+    (state / "jobs" / "1").mkdir(parents=True)
+    (state / where).write_text(text)
+    with open(state / "daemon.lock", "a") as held:  # a daemon holds its lock: its pid is read
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert running_pids(str(state)) == []

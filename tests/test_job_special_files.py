@@ -264,3 +264,30 @@ def test_a_started_record_whose_pipe_names_no_fifo_is_damage_not_a_swapped_pipe(
     assert "output pipe" not in log, log
     assert "%s (the job %s's file) is damaged (TypeError: pipe is ['a', 'b']); set aside as " \
         "%s.damaged" % (started, job["id"], started) in log, log
+
+
+# a job that prints past its pipe while a FIFO is in place of its log (so the shim dropped some
+# of it), then takes the FIFO away and prints a line: the log says what was dropped, and why
+DROPPED_THEN_MORE = ("import os, sys\nsys.stdout.write('x' * (1 << 20) + '\\n')\n"
+                     "sys.stdout.flush()\nos.unlink(os.path.join(sys.argv[1], 'output.log'))\n"
+                     "print('more')")
+
+
+def test_the_note_of_output_dropped_names_the_log_by_its_own_path(tmp_path):
+    """The shim writes into its job's folder through a descriptor of it, but its words name
+    the folder's files by their paths: a note in the job's own log naming
+    /proc/self/fd/N/output.log names nothing a reader can find."""
+    job_dir = _job_dir(tmp_path, [])
+    spec = json.loads((Path(job_dir) / "spec.json").read_text())
+    spec["argv"] = [sys.executable, "-c", DROPPED_THEN_MORE, job_dir]
+    (Path(job_dir) / "spec.json").write_text(json.dumps(spec))
+    log = Path(job_dir) / "output.log"
+    fifo_in_place_of(log)
+    shim = _shim(job_dir, tmp_path / "shim.err")
+    assert shim.wait(30) == 0
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+    lines = log.read_text().splitlines()
+    notes = [line for line in lines if line.startswith("[fractui: ")]
+    assert lines[-1] == "more" and len(notes) == 1, lines[-1]
+    assert notes[0].endswith("its log could not be written (refusing log %s: not a regular "
+                             "file: a FIFO)]" % log), notes

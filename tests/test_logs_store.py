@@ -490,6 +490,34 @@ def test_an_output_answered_malformed_or_refused_answers_the_request_keeping_the
     assert f.store.log_tail(job.id).text == good.text
 
 
+def test_a_jobs_last_line_like_the_relays_own_is_kept_as_its_output(local_fleet, monkeypatch):
+    """A tail kept as lines (an agent older than job.logs.bytes) ends in the job's own last
+    line, which a job may print as the line a failed read leaves: read with \\d, one naming
+    job 5000 nines ended the relay in int()'s limit at the next failed read, not the line
+    saying why the tail is no fresher."""
+    from fractui.scheduler.relay import LogRelay
+
+    mimic = "[fractui: the agent on gpu-a did not give job %s's output: no]" % ("9" * 5000)
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=[sys.executable, "-c", "import time\n"
+                                    "print(%r, flush=True); time.sleep(600)" % mimic])
+    f.until(lambda: f.states()[job.id] == "running")
+    job = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"] == [mimic],
+         f.states)
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    relay._keep(job, False)  # its lines, no offset
+    assert f.store.log_tail(job.id).text == mimic + "\n"
+    monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
+                        lambda method, params, timeout_s: {"lines": 5})
+    relay._keep(job, False)
+    said = f.store.log_tail(job.id).text.split("\n")
+    assert said[0] == mimic and said[1].startswith(
+        "[fractui: the agent on gpu-a did not give job %d's output: " % job.id), said
+
+
 def test_an_earlier_attempts_output_read_after_the_next_began_is_not_kept_as_its(local_fleet):
     """A read of attempt 0's output that lands once attempt 1 runs (queued on the host's lane
     before the requeue) is not kept as the job's output: its request stands, and the next read,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from remote_agent.gpu import models
@@ -55,6 +57,12 @@ def test_busy_instances_are_never_planned_away_and_are_named():
     assert "1g.10gb at slot 3 (MIG-1), pid 4242" in str(err.value)
     # the 4g at slot 0 overlaps the busy 1g; the two 3g placements: one is blocked, one free
     assert planner.plan(layout, "3g.40gb").start == 4
+    # busy with no process: a job's, its process not yet started (or its pids unreadable)
+    held = Layout(A100, (replace(layout.instances[0], pids=()),))
+    with pytest.raises(planner.PlanError) as err:
+        planner.plan(held, "7g.80gb", destroy_idle=True)
+    assert str(err.value) == "cannot place 7g.80gb: busy instance 1g.10gb at slot 3 (MIG-1) in " \
+        "the way; a busy instance (held by a job, or with processes) is never destroyed"
 
 
 def test_count_and_compute_limits_are_explained():

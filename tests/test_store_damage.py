@@ -525,6 +525,12 @@ WRONG_KIND = {
               "is damaged: the scheduler lease's expires_at is 'soon'", [("scheduler",)]),
     "audit": ("UPDATE audit SET time = 't' WHERE id = 1",
               "is damaged: audit entry 1's time is 't'", [("audit",)]),
+    # a job's number in digits int() reads otherwise ("²" it refuses; "١" is 1) or too many
+    "lost-clock": ("INSERT INTO lost_clocks (kind, name, since) VALUES ('job', '\u00b2', 0)",
+                   "is damaged: a lost-host clock is kept for job '\u00b2'", [("scheduler",)]),
+    "lost-clock-long": ("INSERT INTO lost_clocks (kind, name, since) VALUES ('job', '%s', 0)"
+                        % ("9" * 5000), "is damaged: a lost-host clock is kept for job '999",
+                        [("scheduler",)]),
 }
 
 

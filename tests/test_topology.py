@@ -196,3 +196,16 @@ def test_the_preview_names_the_link_the_gpus_share():
     assert spill[0].plan == ("whole gpu0,2,3,4 of h: spans CPU sockets (SYS): no NVLink island "
                              "with 4 free GPUs")
     assert candidates([_view(())], [], "uid", _job(4))[0].plan == "whole gpu0,1,2,3 of h"
+
+
+def test_a_link_whose_count_is_not_in_ascii_digits_is_a_name_not_known():
+    """A link matrix is text others wrote (an agent's hello, the store's inventory): "NV²"
+    passed ``isdigit`` and ``int`` refused it, so a submit to a two-GPU queue judged against
+    such an inventory ended in an internal error. It is a link this does not know (as
+    ``rank``'s other unknown names), and one past NVSWITCH's rank ("NV99999") is not read as
+    faster than NVSwitch."""
+    assert topology.rank("NV²") == 0 and topology.rank("NV١٢") == 0
+    assert topology.rank("NV99999") == 0 and topology.rank("NV12") == 112
+    odd = tuple(tuple("X" if i == j else "NV²" for j in range(8)) for i in range(8))
+    placed = Placer([_host(odd, (1,))]).place(Request("j", gpus=4))
+    assert placed.gpus == (0, 2, 3, 4)

@@ -141,20 +141,22 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
         assert app.screen is screen
 
 
+@pytest.mark.parametrize("typed", ["a{99999999999}", "(?a)(?u)x"])
 @pytest.mark.parametrize("where", ["fleet", "jobs"])
 @pilot_test
-async def test_a_filter_too_big_for_re_to_compile_is_matched_as_written(where):
-    """``a{99999999999}`` is no re.error but an OverflowError as re compiles it: typed in the
-    filter box, it ended the TUI."""
+async def test_a_filter_too_big_for_re_to_compile_is_matched_as_written(where, typed):
+    """``a{99999999999}`` is no re.error but an OverflowError as re compiles it, and flags
+    that contradict each other (``(?a)(?u)``) a ValueError: typed in the filter box, each
+    ended the TUI."""
     async with settled_app((120, 36)) as (app, pilot):
         if where == "jobs":
             await pilot.press("J")
             await pilot.pause()
         screen = app.screen
-        await pilot.press("slash", *"a{99999999999}", "enter")
+        await pilot.press("slash", *typed, "enter")
         await pilot.pause()
         assert app.is_running and app.screen is screen
-        assert screen.filter_text == "a{99999999999}"
+        assert screen.filter_text == typed
 
 
 @pilot_test
@@ -632,10 +634,11 @@ async def test_a_team_far_from_its_bound_shows_its_count_alone(tmp_path, width):
 async def test_a_bound_with_no_room_beside_a_name_leaves_the_count_in_the_warning_colour(width):
     """Near a bound of 100,000, ``99995/100000`` is wider than the table can give ``pend``
     with each name keeping 8 cells: the count alone, in the warning colour still, the names
-    whole; nlp's ``2/2`` fits beside it."""
+    whole; nlp's ``2/2`` fits beside it. The count is the one the bound counts, 5 of them
+    stopping to be requeued: not the pending ones alone (99990), a number of no bound."""
     async with settled_app((width, 48)) as (app, pilot):
         panel = app.screen.query_one(QueuePanel)
-        teams = [dataclasses.replace(t, pending=99995) if t.name == "vision" else t
+        teams = [dataclasses.replace(t, pending=99990, requeued=5) if t.name == "vision" else t
                  for t in panel.teams]
         panel.show(panel.queues, teams, panel.store_note, panel.pending, panel.now,
                    panel.starved, panel.order, {"vision": 100_000, "nlp": 2})

@@ -6,6 +6,7 @@ what to do."""
 
 from __future__ import annotations
 
+import json
 import platform
 import sqlite3
 import subprocess
@@ -20,11 +21,13 @@ import psycopg
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig, load_config
+from fractui.sched.standing import near_bound, standing, waiting
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, open_store, postgres
 from fractui.store.base import WaitingFull
 from fractui.store.intents import Asker, submit
-from fractui.store.model import PENDING
+from fractui.store.model import ACTIVE, PENDING
+from tests.cli_run import in_process
 from tests.conftest import REPO
 from tests.localfleet import local_fleet, wait  # noqa: F401 - local_fleet: a fixture
 from tests.test_access_cli import (refused as cli_refused, running_by_hand, shared_store,
@@ -487,3 +490,36 @@ def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
     finally:
         mine.close()
         admin.close()
+
+
+def test_teams_and_the_tui_count_waiting_as_the_bound_does(store_url, tmp_path, capfd):
+    """What waits, as a member's submit or requeue is held to it, is the team's pending jobs
+    and those stopping to be requeued. ``fractui teams``' PENDING over the bound, its --json and
+    the TUI's warning (standing.near_bound) counted the pending ones alone: 1/2, not near, for
+    a team whose member is refused as it has 2 waiting. Both stores."""
+    store = open_store(store_url)
+    try:
+        store.keep_waiting_bounds({"vision": 2})
+        store.submit("v", "vision", "waits", ["x"], {"gpu": 0.5}, "root@test")
+        back = store.submit("v", "vision", "back", ["x"], {"gpu": 0.5}, "root@test")
+        running_by_hand(store, back.id)
+        store.stopping(back.id, ("running",), "requeue", "root@test", "requeued by root")
+        with pytest.raises(WaitingFull) as refusal:
+            store.submit("v", "vision", "more", ["x"], {}, "ann@h", bounded_as="ann")
+        assert (refusal.value.waiting, refusal.value.requeued) == (2, 1)
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[teams]]\nname = "vision"\nquota_gpus = 1\n'
+                      '[[queues]]\nname = "v"\ngpu = 0.5\nteam = "vision"\n' % store_url)
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and out.splitlines()[1].split()[5] == "2/2", (out, err)
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    row = json.loads(out)["teams"][0]
+    assert (row["pending"], row["waiting"], row["max_waiting"]) == (1, 2, 2), row
+    store = open_store(store_url, make=False)
+    try:
+        shown, _ = standing(store.jobs(ACTIVE), load_config(str(config)), None, store.now())
+    finally:
+        store.close()
+    assert shown[0].waiting == 2 and near_bound(shown[0], 2) and waiting(shown[0], 2) == "2/2"

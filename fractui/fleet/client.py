@@ -251,7 +251,8 @@ class AgentClient:
         if not pending.done.wait(timeout_s):
             with self._lock:
                 self._pending.pop(req_id, None)
-            raise ConnectionLost("no reply to %s within %.0f s" % (method, timeout_s), method)
+            raise ConnectionLost("no reply to %s within %g s" % (  # (0.5 s: not "0 s")
+                method, round(timeout_s, 1)), method)
         if pending.reply is None:
             raise ConnectionLost(self.close_reason, method)
         if "error" in pending.reply:

@@ -543,7 +543,7 @@ class HostSession:
         try:
             hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
                                                "client": "fractui %s" % __version__},
-                                     self.ssh.connect_timeout)
+                                     self.ssh.hello_wait_s)
         except ConnectionLost as err:
             conn.close()
             said = conn.why_it_ended()
@@ -567,7 +567,7 @@ class HostSession:
         hello = self._refuse_malformed(conn, "hello", hello)
         subscribed = self._refuse_malformed(conn, "subscribe",
                                             conn.client.call("subscribe", None,
-                                                             self.ssh.connect_timeout))
+                                                             self.ssh.hello_wait_s))
         for name in self._failures.failing("malformed"):  # each record it has is well formed
             if name[1] == "job" and name[2] is not PAST_CAP:
                 self._failures.worked(name, "%s: its agent's %s is well formed again (as it "

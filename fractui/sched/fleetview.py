@@ -2,7 +2,8 @@
 store's decisions not yet launched, turned into ``Host``/``Gpu`` records. Pure: data in, data out.
 
 Booked is what jobs hold, not what they use: a memory share books its MiB whether or not the job
-has allocated them yet, a MIG instance held by a job is busy even while its process starts.
+has allocated them yet, a MIG instance held by a job is busy even while its process starts,
+and before the host's snapshot shows it (job records come at once, snapshots each tick).
 MIG instances that are idle and held by no job are left out of the layout, so the planner may
 reuse their slots, and listed apart (``Gpu.idle_instances``), so that a request of their
 profile that packs as well at one of them is put there: the agent takes an idle instance of the
@@ -379,9 +380,6 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
                 int(hello.get("memory_mib") or 0), gpus, links=host_links(hello, len(gpus)))
-    # a MIG job its agent starts on an instance not in the snapshot yet: booked from its
-    # decision, as no instance books it
-    making = {r.get("key") for rec in view.gpu_records() for r in being_made(rec, agent.values())}
     for job in jobs:
         key = job.key(store_uid)
         if key in leave_out:
@@ -389,7 +387,7 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
         req = request_of(job)
         host.cpu_free -= req.cpu_milli
         host.memory_free -= req.memory_mib
-        if key not in agent or key in making:  # decided, not yet there: booked from that
+        if key not in agent:  # decided, not yet running: book its slot from the decision
             _book_decision(host, job)
         assert job.slot is not None
         for g in job.slot.gpus:  # a GPU the store has a job on keeps its mode
@@ -501,18 +499,48 @@ def outside_milli(rec: Mapping[str, Any]) -> int:
 
 def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                ) -> Optional[Layout]:
-    """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy; None
-    for a GPU without MIG, of a model fractui does not know, or whose instances no GPU of its
-    model could hold (a broken agent's record: the GPU is given nothing)."""
+    """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy, and
+    the instance of each job whose record is newer than the snapshot booked where its launch
+    makes it (``_unshown``); None for a GPU without MIG, of a model fractui does not know, whose
+    instances no GPU of its model could hold (a broken agent's record), or whose job records
+    and snapshot cannot both be read (until the next snapshot): the GPU is given nothing."""
     geo = gpu_geometry(rec) if rec.get("mig_mode") else None
     if geo is None or misfit(geo, rec.get("instances") or []) is not None:
         return None
-    held = {j.get("instance") for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])}
-    return Layout(geo, tuple(
+    mine = [j for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])]
+    held = {j.get("instance") for j in mine}
+    layout: Optional[Layout] = Layout(geo, tuple(
         Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"], size=i["size"],
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
                  busy=bool(i.get("busy")) or i.get("uuid") in held)
         for i in rec.get("instances") or []))
+    shown = {i.get("uuid") for i in rec.get("instances") or () if i.get("uuid")}
+    for job in mine:
+        if layout is not None and job.get("instance") not in shown:
+            layout = _unshown(layout, job.get("mig"))
+    return layout
+
+
+def _unshown(layout: Layout, launched: Any) -> Optional[Layout]:
+    """``layout`` with the instance of a job its snapshot does not show yet, held: the agent
+    tells a launch's record at once and its snapshot at the next tick, and a pass between the
+    two that read the snapshot alone would place a second slice there (refused by the agent:
+    "busy instance ... in the way"). The record's ``mig`` says where its launch makes it, or
+    takes an idle twin there (marked busy), destroying idle instances in its way. None where the
+    record does not say (a launch onto an instance named by uuid), or the snapshot has a busy
+    instance there: what the GPU holds is known once the next snapshot comes."""
+    asked = launched if isinstance(launched, dict) else {}
+    profile, start = asked.get("profile"), asked.get("start")
+    if not isinstance(profile, str) or type(start) is not int:
+        return None
+    twin = next((i for i in layout.instances if (i.profile, i.start) == (profile, start)), None)
+    if twin is not None:
+        return Layout(layout.geometry, tuple(replace(i, busy=True) if i is twin else i
+                                             for i in layout.instances))
+    try:
+        return mig.commit(layout, profile, start)[1]
+    except PlanError:
+        return None
 
 
 def _compute(geo: Geometry, profile: str) -> int:

@@ -49,8 +49,9 @@ def charge(profile: Optional[str], share_mib: Optional[int], gpus: Sequence[GpuO
 class TeamUsage:
     """One team's standing: ``used`` is every GPU it holds, ``borrowed`` the part of it held by
     over-quota (preemptible) jobs, ``recent`` the GPUs it held lately, decayed with age
-    (fractui.usage.fairshare), ``pending`` its jobs waiting and ``running`` its jobs on a host
-    (placed, running or stopping: those ``used`` counts)."""
+    (fractui.usage.fairshare), ``pending`` its jobs waiting, ``running`` its jobs on a host
+    (placed, running or stopping: those ``used`` counts) and ``requeued`` those of them
+    stopping to be requeued (Job.requeued), which its bound on waiting jobs counts."""
 
     name: str
     quota: float
@@ -61,6 +62,13 @@ class TeamUsage:
     over_quota: bool = False
     recent: float = 0.0
     running: int = 0
+    requeued: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Its jobs waiting as its bound (max_waiting) counts them: pending, or stopping to be
+        requeued (a member's submit or requeue is refused at the bound by this count)."""
+        return self.pending + self.requeued
 
     @property
     def within(self) -> float:
@@ -85,6 +93,7 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
     borrowed = dict(used)
     pending = {t.name: 0 for t in teams}
     running = dict(pending)
+    requeued = dict(pending)
     recent = recent or {}
     for job in jobs:
         if job.team not in used:
@@ -95,8 +104,10 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
             running[job.team] += 1
         elif job.state == PENDING:
             pending[job.team] += 1
+        requeued[job.team] += job.requeued
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
-                      t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name])
+                      t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name],
+                      requeued[t.name])
             for t in teams]
 
 

@@ -66,8 +66,9 @@ def bounds_of(shown: Sequence[TeamUsage], held: Mapping[str, int]) -> Dict[str, 
 
 
 def waiting(u: TeamUsage, bound: int) -> str:
-    """PENDING as ``waiting/bound``: the team's jobs waiting, and how many may."""
-    return "%d/%d" % (u.pending, bound)
+    """PENDING as ``waiting/bound``: the team's jobs waiting (TeamUsage.waiting: those
+    stopping to be requeued too, as the bound counts them), and how many may."""
+    return "%d/%d" % (u.waiting, bound)
 
 
 NEAR_SHARE = 0.1
@@ -79,6 +80,6 @@ whichever is more (docs/decisions.md, "How many jobs a team may have waiting")."
 def near_bound(u: TeamUsage, bound: int) -> bool:
     """Whether the team is at its bound (a member's submit is refused, WaitingFull) or near it
     with a job waiting: worth an admin's eye, where one far from it is noise."""
-    if u.pending >= bound:
+    if u.waiting >= bound:
         return True
-    return u.pending > 0 and bound - u.pending <= max(bound * NEAR_SHARE, NEAR_JOBS)
+    return u.waiting > 0 and bound - u.waiting <= max(bound * NEAR_SHARE, NEAR_JOBS)

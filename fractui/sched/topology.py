@@ -13,6 +13,8 @@ import itertools
 from math import comb
 from typing import Optional, Sequence, Tuple
 
+from remote_agent.digits import whole
+
 Links = Tuple[Tuple[str, ...], ...]
 
 # PCIe paths from slowest to fastest; any NVLink beats them, NVSwitch beats direct NV#.
@@ -25,8 +27,9 @@ def rank(link: str) -> int:
     """How fast a link is: higher is faster; 0 for a name this does not know."""
     if link == "NVSWITCH":
         return _NVSWITCH
-    if link.startswith("NV") and link[2:].isdigit():
-        return 100 + int(link[2:])
+    count = whole(link[2:], _NVSWITCH - 101) if link.startswith("NV") else None
+    if count is not None:  # (text an agent or the store wrote: "NV²" is no count)
+        return 100 + count
     return _PCIE.index(link) + 1 if link in _PCIE else 0
 
 

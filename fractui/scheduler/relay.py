@@ -29,7 +29,10 @@ log = logging.getLogger("fractui.scheduler")
 TAIL_LINES = 5000  # lines asked of the agent; the tail kept is cut to LOG_TAIL_BYTES
 # The line a read the agent did not serve ends the tail with (``_unread``)
 UNREAD = "[fractui: the agent on %s did not give job %d's output: %s%s]"
-UNREAD_LINE = re.compile(r"\[fractui: the agent on \S+ did not give job (\d+)'s output: .*\]")
+# (a job may print it as its last line: [0-9] of a job's number, not \d, which int() refused
+# past 4300 digits)
+UNREAD_LINE = re.compile(r"\[fractui: the agent on \S+ did not give job ([0-9]{1,19})'s output: "
+                         r".*\]")
 
 
 class LogRelay:

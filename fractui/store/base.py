@@ -206,6 +206,13 @@ class Store(abc.ABC):
         """Every user who submitted a job the store keeps (Job.user; jobs are never deleted):
         the names a filter by user (``jobs --user``, ``report --user``) may find jobs of."""
 
+    def members(self) -> Optional[frozenset[str]]:
+        """Every user the store itself holds in a team or among its admins, where it keeps
+        who is (PostgreSQL: the roles that may log in and are in a team's role or the admins',
+        directly or not); None where it keeps none and the config's [[teams]] say (SQLite).
+        A teammate who never submitted is still someone a filter by user may name."""
+        return None
+
     # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
     # of the states named), audited in the same transaction where it says so. ``epoch``: made
     # as lease holder of that epoch (LeaseLost, nothing written, if the lease's is another);

@@ -166,6 +166,13 @@ class Job:
         return self.submitted_at if self.queued_at is None else self.queued_at
 
     @property
+    def requeued(self) -> bool:
+        """Whether it stops to be requeued: the scheduler puts it back in its queue, so its
+        team's bound on waiting jobs counts it as waiting already, as a pending one (what
+        sql._within_bound and PostgreSQL's guard count; ``fractui teams`` and the TUI too)."""
+        return self.state == STOPPING and self.stop_intent == "requeue"
+
+    @property
     def holds_slice(self) -> bool:
         """Whether its attempt holds its slice now: started (its start recorded) and not let go
         — running, or stopping within its grace. Exactly the attempts whose usage record is
@@ -230,6 +237,7 @@ class Job:
 
 
 NUMBER_DIGITS = 19  # of a key's job or attempt: the store numbers them below 2 ** 63
+JOB_MOST = 2 ** 63 - 1  # a job's largest number (SQLite's largest integer)
 
 
 def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
@@ -243,7 +251,7 @@ def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
                         for n in (job, attempt))):
         return None  # (a number of more digits is no job's: an agent may send any)
     named = int(job), int(attempt)
-    return named if max(named) < 2 ** 63 else None
+    return named if max(named) <= JOB_MOST else None
 
 
 @dataclass(frozen=True)

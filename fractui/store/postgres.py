@@ -819,6 +819,20 @@ FROM pg_roles r JOIN member_of ON r.oid = member_of.oid
 """
 
 
+# The roles that may log in, read the store and are in a team's role or the admins', directly
+# or through others: the people the store knows as in a team or an admin (Store.members). (Roles
+# are the server's: one of another database's teams, which may not read this one, is not.)
+_MEMBERS = """
+WITH RECURSIVE in_role(oid) AS (
+    SELECT oid FROM pg_roles WHERE starts_with(rolname, %s) OR rolname = %s
+    UNION
+    SELECT m.member FROM pg_auth_members m JOIN in_role ON m.roleid = in_role.oid
+)
+SELECT r.rolname FROM pg_roles r JOIN in_role ON r.oid = in_role.oid
+WHERE r.rolcanlogin AND has_table_privilege(r.oid, 'public.fractui_schema', 'SELECT')
+"""
+
+
 # Of the roles named, those that may read the store but whose privileges the session's role
 # does not have without SET ROLE (a NOINHERIT role, or from PostgreSQL 16 such a membership).
 _APART = """
@@ -868,6 +882,10 @@ class PostgresStore(SqlStore):
                             teams=frozenset(n[len(TEAM_ROLE):] for n in names
                                             if n.startswith(TEAM_ROLE) and n != TEAM_ROLE))
         return self._read(work)
+
+    def members(self) -> frozenset[str]:
+        return self._read(lambda db: frozenset(r["rolname"] for r in db.execute(
+            _MEMBERS, (TEAM_ROLE, ADMIN_ROLE))))
 
     def feed(self) -> "PostgresFeed":
         return PostgresFeed(self.dialect)  # type: ignore[arg-type]

@@ -24,6 +24,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
+from remote_agent.digits import whole
+
 from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.store.access import REQUEUE
@@ -32,7 +34,7 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError, StoreRefused, WaitingFull)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, JOB_MOST, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
@@ -867,8 +869,8 @@ class SqlStore(Store):
             clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
             for r in self._run(db, "SELECT kind, name, since FROM lost_clocks"):
                 check("a lost-host clock", r, {"kind": TEXT, "name": TEXT, "since": NUM})
-                if r["kind"] not in clocks or (r["kind"] == "job" and
-                                               not r["name"].isdigit()):
+                if r["kind"] not in clocks or (r["kind"] == "job" and  # (isdigit took "²")
+                                               whole(r["name"], JOB_MOST) is None):
                     raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
                                                                              r["name"]))
                 clocks[r["kind"]][r["name"]] = float(r["since"])

@@ -475,10 +475,10 @@ def typed_pattern(text: str) -> re.Pattern[str]:
     """What a person typed to find text (a filter, a log search): a case-insensitive regex, or
     the text as written where it is no regex ``re`` can compile: not valid, or too big (a
     count past its limit, ``a{99999999999}``, is an OverflowError; groups nested thousands
-    deep a RecursionError)."""
+    deep a RecursionError), or its flags at odds (``(?a)(?u)``: a ValueError)."""
     try:
         return re.compile(text, re.I)
-    except (re.error, OverflowError, RecursionError):
+    except (re.error, OverflowError, RecursionError, ValueError):
         return re.compile(re.escape(text), re.I)
 
 

@@ -49,7 +49,7 @@ TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and
               "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
               "placement), as `fractui teams` says them. A name marked ! is starved; pend as "
               "waiting/bound, in the warning colour, is a team near its max_waiting (at it, "
-              "a member's submit is refused).")
+              "a member's submit or requeue is refused).")
 """What the teams table's columns are, for ``?`` on the fleet screen."""
 PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
 """What the pending list's title says may be done to a job, first what matters most."""
@@ -277,8 +277,9 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
                            if wide else [])])
         fits = _pend_room(t, rows, room)
         for row, team in zip(rows, self.teams):
-            if row[PEND].cell_len > fits:  # the name keeps its cells
-                row[PEND] = Text(str(team.pending), style=row[PEND].style)
+            if row[PEND].cell_len > fits:  # the name keeps its cells: waiting/bound's count
+                row[PEND] = Text(str(team.waiting if near_bound(team, bounds[team.name])
+                                     else team.pending), style=row[PEND].style)
             t.add_row(*row)
         note = Text(self.store_note or "", style=muted)
         if side_by_side:  # under the map on a narrow terminal

@@ -285,6 +285,12 @@ def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
         what, path, "FIFO" if fifo else "regular file", kind_of(st.st_mode)))
 
 
+def in_folder(path: str, dir_fd: Optional[int]) -> str:
+    """What names ``path`` to a call given ``dir_fd`` (its folder, opened already): its own
+    name there; ``path`` itself where there is none."""
+    return path if dir_fd is None else os.path.basename(path)
+
+
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
                  runner: str = "the agent", readable: bool = False,
                  dir_fd: Optional[int] = None) -> int:
@@ -300,7 +306,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
     lease-break-time): that open is of the file seen to be one (``_reopen_seen``), never of
     whatever the path names by then. With ``dir_fd`` (``path``'s folder, opened already, as
     ``open_dir`` opens one) the file is opened in that folder, never through its name again."""
-    name = path if dir_fd is None else os.path.basename(path)
+    name = in_folder(path, dir_fd)
     try:
         _check_kind(os.lstat(name, dir_fd=dir_fd), path, what, fifo)
     except FileNotFoundError:
@@ -366,22 +372,26 @@ def check_private(path: str, what: str = "file",
     return st
 
 
-def read_private(path: str, what: str = "file") -> Optional[bytes]:
-    """The content of a file the agent trusts, or None when it does not exist."""
+def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) -> Optional[bytes]:
+    """The content of a file the agent trusts, or None when it does not exist (``dir_fd``:
+    as ``open_private``'s)."""
     try:
-        fd = open_private(path, os.O_RDONLY, what)
+        fd = open_private(path, os.O_RDONLY, what, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
         return f.read()
 
 
-def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o600) -> None:
+def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o600,
+                  dir_fd: Optional[int] = None) -> None:
     """Replace ``path`` atomically (a reader sees all of it or none), 0600 (or ``mode``, which
     the caller has checked gives no one else write); with ``durable``, fsync'd before it
-    replaces the old one."""
+    replaces the old one. ``dir_fd``: as ``open_private``'s (the temporary file beside it, and
+    the rename, in that very folder too)."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file",
+                      dir_fd=dir_fd)
     try:
         if mode != 0o600:
             os.fchmod(fd, mode)
@@ -393,9 +403,10 @@ def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o6
     except BaseException:
         os.close(fd)
         try:
-            os.unlink(tmp)
+            os.unlink(in_folder(tmp, dir_fd), dir_fd=dir_fd)
         except OSError:
             pass
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    os.replace(in_folder(tmp, dir_fd), in_folder(path, dir_fd), src_dir_fd=dir_fd,
+               dst_dir_fd=dir_fd)

@@ -22,7 +22,7 @@ import os
 import threading
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, open_dir, open_private
+from remote_agent.daemon.trust import UnsafePath, in_folder, open_dir, open_private
 from remote_agent.failing import Failures
 
 PIPE_NAME = "output.pipe"
@@ -68,10 +68,12 @@ _tee = _libc_tee()
 
 class CappedLog:
     """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
-    starts, so the two together never exceed the cap."""
+    starts, so the two together never exceed the cap. ``dir_fd``: its folder, opened already
+    (``open_private``'s): the log is made, opened and rotated in that very folder."""
 
-    def __init__(self, path: str, max_bytes: int):
+    def __init__(self, path: str, max_bytes: int, dir_fd: Optional[int] = None):
         self.path = path
+        self.dir_fd = dir_fd
         self.half = max(4096, max_bytes // 2)
         self.fd: Optional[int] = None
         self.size = 0
@@ -166,9 +168,11 @@ class CappedLog:
             if self.fd is not None and self.size and self.size + len(data) + own_line > self.half:
                 os.close(self.fd)
                 self.fd = None
-                os.replace(self.path, self.path + ".1")
+                name = in_folder(self.path, self.dir_fd)
+                os.replace(name, name + ".1", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
             if self.fd is None:
-                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log")
+                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log",
+                                       dir_fd=self.dir_fd)
                 self.size = os.fstat(self.fd).st_size
             if own_line and self.size and os.pread(self.fd, 1, self.size - 1) != b"\n":
                 view = memoryview(b"\n" + data)
@@ -225,10 +229,11 @@ def whole_characters(data: bytes) -> int:
     return len(data)
 
 
-def make_pipe(path: str) -> None:
-    """The job's output FIFO, 0600 (kept if a shim made it before)."""
+def make_pipe(path: str, dir_fd: Optional[int] = None) -> None:
+    """The job's output FIFO, 0600 (kept if a shim made it before); ``dir_fd``: as
+    ``open_private``'s."""
     try:
-        os.mkfifo(path, 0o600)
+        os.mkfifo(in_folder(path, dir_fd), 0o600, dir_fd=dir_fd)
     except FileExistsError:
         pass
 

@@ -16,6 +16,8 @@ import signal
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set
 
+PID_MOST = 2 ** 22  # Linux's pid_max is at most this (PID_MAX_LIMIT): every pid is below it
+
 
 @dataclass(frozen=True)
 class ProcInfo:

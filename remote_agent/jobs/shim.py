@@ -46,9 +46,11 @@ RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
 
 
-def write_json(path: str, data: Dict[str, Any], durable: bool = True) -> None:
-    """Atomically, so a reader sees the whole file or none of it."""
-    write_private(path, json.dumps(data).encode(), durable)
+def write_json(path: str, data: Dict[str, Any], durable: bool = True,
+               dir_fd: Optional[int] = None) -> None:
+    """Atomically, so a reader sees the whole file or none of it (``dir_fd``: as
+    ``write_private``'s)."""
+    write_private(path, json.dumps(data).encode(), durable, dir_fd=dir_fd)
 
 
 def _say(text: str) -> None:
@@ -84,10 +86,11 @@ FAILURES = _failures()
 @dataclass(frozen=True)
 class JobFolder:
     """The job's folder as the shim opened it at its start: every file the shim (and the job,
-    before its exec) writes goes into that very folder, through a descriptor of it, never
-    through its name again. A state dir wiped by hand (or lost) while the job runs lets the
-    next daemon make a folder of the same name for a new job (its ids start again at j1): a
-    write by name would land there, the old job's end read as the new one's."""
+    before its exec) writes goes into that very folder, through a descriptor of it (each call's
+    ``dir_fd``; its words name the file by its path), never through its name again. A state
+    dir wiped by hand (or lost) while the job runs lets the next daemon make a folder of the
+    same name for a new job (its ids start again at j1): a write by name would land there, the
+    old job's end read as the new one's."""
 
     path: str  # its name, for the words
     fd: int
@@ -96,13 +99,17 @@ class JobFolder:
     def open(cls, path: str) -> "JobFolder":
         return cls(path, open_dir(path, "job directory"))
 
-    def at(self, name: str) -> str:
-        """``name`` in this very folder, reached through its descriptor (its /proc link)."""
-        return "/proc/self/fd/%d/%s" % (self.fd, name)
-
     def named(self, name: str) -> str:
-        """``name`` in the folder, as the words say it."""
+        """``name`` in the folder, as the words say it (and as calls given ``dir_fd`` take it)."""
         return os.path.join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is in this very folder (a symlink there is, whatever it names)."""
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     def removed(self) -> bool:
         """Whether it was removed since the shim opened it: a removed directory has no link
@@ -118,7 +125,7 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
     said = folder.named(name)
     while True:
         try:
-            write_json(folder.at(name), data)
+            write_json(said, data, dir_fd=folder.fd)
         except OSError as err:
             if folder.removed():  # (not a passing EIO or EACCES, nor a full disk)
                 _say("cannot write %s: its folder is gone (removed since this shim started the "
@@ -150,9 +157,9 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
                 procs.write("0")
         me = proc_info(os.getpid())
         try:  # the daemon finds the job by it even if this shim dies at once
-            write_json(folder.at("started.json"), {
+            write_json(folder.named("started.json"), {
                 "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
-                "started_at": time.time(), "pipe": pipe_id(spare_fd)}, durable=False)
+                "started_at": time.time(), "pipe": pipe_id(spare_fd)}, False, folder.fd)
         except OSError:
             pass  # a full disk: the shim reports the pid too
         step = "open its stdin and output"
@@ -227,30 +234,31 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     # The lock first, then the claim: a claim whose lock is free is a dead shim's (or the
     # daemon's, which fences off a start it gave up on), never one still about to start.
     folder = JobFolder.open(job_dir)
-    lock = open_private(folder.at("shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock")
+    lock = open_private(folder.named("shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock",
+                        dir_fd=folder.fd)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another shim is starting this job
     try:
-        fd = os.open(folder.at("shim.claim"),
-                     os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        fd = os.open("shim.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600,
+                     dir_fd=folder.fd)
     except FileExistsError:
         return 0  # claimed already: never start a job twice
     try:
         os.write(fd, str(os.getpid()).encode())
     except OSError as err:  # a full disk: nothing has run, so the claim is given up
         os.close(fd)
-        os.unlink(folder.at("shim.claim"))
+        os.unlink("shim.claim", dir_fd=folder.fd)
         _say("cannot claim the job (%s); nothing ran" % err)
         return 1
     os.close(fd)
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
-    spec = json.loads(read_private(folder.at("spec.json"), "job spec") or b"{}")
-    log = CappedLog(folder.at(LOG_NAME), int(spec["log_max_bytes"]))
-    make_pipe(folder.at(PIPE_NAME))
+    spec = json.loads(read_private(folder.named("spec.json"), "job spec", folder.fd) or b"{}")
+    log = CappedLog(folder.named(LOG_NAME), int(spec["log_max_bytes"]), folder.fd)
+    make_pipe(folder.named(PIPE_NAME), folder.fd)
     reader = open_reader(job_dir)
     os.set_blocking(reader, True)
     region, why = _region(spec, folder)
@@ -301,8 +309,8 @@ def _region(spec: Dict[str, Any], folder: JobFolder) -> Tuple[Optional[str], str
         return None, ""
     region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
     try:
-        write_json(folder.at(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
-                   durable=False)  # (as started.json: no fsync holds up a launch)
+        write_json(folder.named(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
+                   False, folder.fd)  # (as started.json: no fsync holds up a launch)
     except OSError as err:
         return None, "cannot record its HAMi-core region %s: %s" % (region, err)
     return region, ""
@@ -329,7 +337,7 @@ def _recorded(folder: JobFolder, started: Dict[str, Any]) -> threading.Thread:
     shim reported (its table on the same full disk) finds the job by it once there is room,
     rather than leaving it running unwatched and unstoppable."""
     def write() -> None:
-        if not os.path.exists(folder.at("started.json")):
+        if not folder.has("started.json"):
             write_json_until_done(folder, "started.json", started)
 
     thread = threading.Thread(target=write, name="started", daemon=True)

@@ -135,8 +135,8 @@ def _room_by_destroying(layout: Layout, profile: Profile, start: int,
 def _no_room(layout: Layout, profile: Profile, starts: Sequence[int],
              busy_in_way: Sequence[Instance]) -> PlanError:
     if busy_in_way:
-        return PlanError("busy", "cannot place %s: busy instance %s in the way; instances with "
-                         "running processes are never destroyed" % (
+        return PlanError("busy", "cannot place %s: busy instance %s in the way; a busy instance "
+                         "(held by a job, or with processes) is never destroyed" % (
                              profile.name, " and ".join(_busy_label(i) for i in busy_in_way)),
                          busy=busy_in_way)
     reasons = "; ".join("slot %d: %s" % (s, refusal(layout, profile, s)) for s in starts)

@@ -52,6 +52,7 @@ from typing import Dict, List, Optional, Tuple
 
 from remote_agent.digits import whole
 from remote_agent.jobs.caps import cgroup2_mount
+from remote_agent.jobs.procs import PID_MOST
 from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
     container_cgroup, last_line, named_clients, run_tool
 
@@ -60,7 +61,6 @@ ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-f
 GONE = "no such container"  # in what podman and docker say of a container not there
 NO_OBJECT = "no such object"  # ... and their ``inspect`` of a name they have nothing of
 MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
-PID_MOST = 2 ** 22  # Linux's pid_max is at most this
 
 
 # The transports of containers-transports(5) that read an image from the host's own files or
