@@ -439,14 +439,19 @@ class Scheduler:
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
             jobs = self._active_jobs()
+        refused: set[int] = set()
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            out = refusal(cordons, jobs, job.slot.host, job.slot.gpus)
+            # the drain in its state once the job has left it, as the map says it then: the
+            # decisions not launched are not what keeps it draining
+            out = refusal(cordons, (j for j in jobs if j.id != job.id and j.id not in refused),
+                          job.slot.host, job.slot.gpus)
             if out is not None:  # cordoned since it was decided
+                refused.add(job.id)
                 self._unplace(job, out)
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
