@@ -154,3 +154,22 @@ async def test_four_kinds_out_of_service_keep_the_header_whole_at_80_columns(mod
         assert "…" not in "\n".join(lines), lines
         assert TOTALS + " · 1 host, 2 GPUs cordoned · 1 host draining · 1 GPU drained" in \
             joined(lines), lines
+
+
+@pytest.mark.parametrize("cordons, said", [
+    (OUT_OF_SERVICE, "5 pending · 1 cordoned · 1 draining · 1 drained"),
+    (FOUR_KINDS, "5 pending · 3 cordoned · 1 draining · 1 drained")])
+@pilot_test
+async def test_a_placement_at_80_columns_says_what_is_out_of_service_briefly_not_cut(
+        cordons, said):
+    """A placement's hints are wide: at 80 columns, hosts and GPUs said apart in each state
+    passed the header's most rows, and every line was cut (the counts out of service were not
+    seen at all). Where the words in full do not fit, the cordons in each state are said
+    alone."""
+    app = frozen_app(cordons=cordons)
+    async with app.run_test(size=(80, 40)) as pilot:
+        await _into("placing", app, pilot)
+        lines = header_lines(app)
+        assert "…" not in "\n".join(lines), lines
+        assert said in joined(lines), lines
+        assert len(lines) <= 6, lines

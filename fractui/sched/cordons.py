@@ -117,15 +117,16 @@ def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index
     return ", ".join(words) or None
 
 
-def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> list[str]:
+def summary(cordons: Sequence[Cordon], jobs: Sequence[Job], apart: bool = True) -> list[str]:
     """What is out of service, for a header: a part per state there is, hosts and GPUs apart
     in it ("1 host drained", "1 host, 2 GPUs cordoned"; three parts at most, a header's line
     at 80 columns). A host's cordon counts once, as its host (its GPUs are not counted
-    again); a GPU by its own cordon."""
+    again); a GPU by its own cordon. Not ``apart``: the cordons in each state alone ("3
+    cordoned"), for a header with no room for more."""
     counts: dict[tuple[str, str], int] = {}
     for c in cordons:
-        key = (state(c, jobs), "host" if c.gpu is None else "GPU")
+        key = (state(c, jobs), ("host" if c.gpu is None else "GPU") if apart else "")
         counts[key] = counts.get(key, 0) + 1
-    parts = [(s, [count(counts[(s, what)], what) for what in ("host", "GPU")
-                  if (s, what) in counts]) for s in STATES]
+    parts = [(s, [count(counts[(s, what)], what) if what else str(counts[(s, what)])
+                  for what in ("host", "GPU", "") if (s, what) in counts]) for s in STATES]
     return ["%s %s" % (", ".join(some), s) for s, some in parts if some]

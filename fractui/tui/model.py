@@ -314,6 +314,9 @@ class Totals:
     pending: int
     out_of_service: tuple[str, ...] = ()
     """What is out of service, hosts and GPUs apart ("1 host drained"; cordons.summary)."""
+    out_of_service_brief: tuple[str, ...] = ()
+    """The same, the cordons in each state alone ("1 drained"): a header with no room for
+    the words above says these rather than cut them off."""
 
 
 @dataclass(frozen=True)
@@ -436,10 +439,12 @@ class FleetModel:
         gpus = [g for v in views for g in v.gpus]
         allocated = sum(g.allocated for g in gpus) / len(gpus) if gpus else 0.0
         pending = sum(1 for j in self.store.jobs if j.state == PENDING) if self.store else 0
-        out = summary(self.store.cordons, self.store.jobs) if self.store else []
+        store = self.store
+        out, brief = ((summary(store.cordons, store.jobs), summary(store.cordons, store.jobs,
+                                                                    apart=False))
+                      if store else ([], []))
         return Totals(len(views), tuple(sorted(states.items())), len(gpus), allocated,
-                      sum(v.header.jobs for v in views), pending,
-                      tuple(out))
+                      sum(v.header.jobs for v in views), pending, tuple(out), tuple(brief))
 
     def gpu_rank(self, order: Order) -> dict[tuple[str, int], int]:
         """Each GPU's place in ``order``, (host, index) -> n: what a placement's ``j``/``k``
