@@ -28,7 +28,7 @@ from fractui.fleet.sshconfig import SshConfigError
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
-from remote_agent import PROTOCOL_VERSION
+from remote_agent import JOB_KEYS, PROTOCOL_VERSION
 from remote_agent.gpu.models import mig_geometry
 from remote_agent.jobs.store import FINISHED
 from remote_agent.mig import health
@@ -243,6 +243,7 @@ class HostSession:
         if conn is None or self.status.state not in ("online", "degraded"):
             raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
                 ": " + self.status.error) if self.status.error else ""))
+        params = checked_by_key(self.status.hello, method, params)
         try:
             result = self._checked(method, conn.client.call(method, params, timeout_s),
                                    params)
@@ -786,6 +787,21 @@ def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> Optional[
         status.snapshot = params
         return None
     return status.take(params)
+
+
+def checked_by_key(hello: Optional[Dict[str, Any]], method: str,
+                   params: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A call's params as this host's agent takes them: the ``key`` a caller names an agent's
+    job by, beside its id, is the agent's check that the id still means that job (JOB_KEYS);
+    an agent whose hello does not list it (older) is asked without it, as before, rather than
+    refused a param it does not know; a key of None (the caller knows none: a job named by
+    hand) is left out too. So every caller names the key it knows."""
+    if not params or "key" not in params or method + ".key" not in JOB_KEYS:
+        return params
+    listed = (hello or {}).get("features")
+    if params["key"] is not None and isinstance(listed, list) and method + ".key" in listed:
+        return params
+    return {k: v for k, v in params.items() if k != "key"}
 
 
 def hello_problem(hello: Dict[str, Any],
