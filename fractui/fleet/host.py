@@ -580,10 +580,15 @@ class HostSession:
         self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()},
                               "is not among its agent's jobs as it connects")
         hooked = True
+
+        def call(method: str, params: Optional[Dict[str, Any]] = None) -> Any:
+            """A hook's call, on this connection before it is the session's: as ``call``."""
+            params = checked_by_key(hello, method, params)
+            return self._checked(method, conn.client.call(method, params,
+                                                          self.ssh.connect_timeout), params)
         for hook in list(self.connect_hooks):
             try:
-                hook(self.cfg.name, lambda m, p=None: self._checked(
-                    m, conn.client.call(m, p, self.ssh.connect_timeout), p), dict(jobs))
+                hook(self.cfg.name, call, dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is
