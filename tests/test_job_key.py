@@ -6,14 +6,19 @@ reader never reads the new job's output, and a stop for the old job never stops 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 
 from fractui.config import QueueConfig
 from fractui.fleet.host import checked_by_key
+from fractui.store.model import Job
+from fractui.tui.jobs import JobScreen
 from remote_agent import JOB_KEYS
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
@@ -21,6 +26,8 @@ from tests.localfleet import LocalFleet
 from tests.test_job_supervision import read_log, wait_until
 from tests.test_job_wiped_state import _says_then_waits
 from tests.test_jobs import alive, daemon_pid, wait_job
+from tests.tui_frozen import pilot_test
+from tests.tui_live import live_app, until
 
 SECRET = "the new job's own words"
 
@@ -65,10 +72,11 @@ def test_the_agent_refuses_a_call_whose_key_is_not_its_jobs(start_agent, tmp_pat
     release_old.touch()
 
 
-def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
-    """A queued job runs as j1; its host's state dir is wiped and a new job gets j1: `fractui
-    logs`, the scheduler's log relay and its stop, each by the job's kept id, are refused with
-    plain words, and the new job's output stays unread, the new job running until it ends."""
+@contextlib.contextmanager
+def _kept_id_now_another(tmp_path) -> Iterator[Tuple[LocalFleet, Job, dict, Path]]:
+    """A queued job runs as j1 on gpu-a; the host's state dir is wiped and a new job (its
+    output SECRET, running until the file yielded last exists) gets j1: (the fleet, the
+    queued job as the store keeps it, the new job's record, that file)."""
     release_old, release_new = tmp_path / "release-old", tmp_path / "release-new"
     f = LocalFleet(tmp_path, {"gpu-a": "1xL4"}, [QueueConfig(name="q", memory_gib=1)])
     state = f.config.hosts[0].state_dir
@@ -86,7 +94,17 @@ def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
                                           "argv": _says_then_waits(SECRET, release_new, 0)})
         assert new["id"] == job.agent_job  # the id the store kept names the new job now
         wait_until(lambda: SECRET in read_log(state, new["id"]), "the new job")
+        yield f, job, new, release_new
+    finally:
+        release_old.touch()  # the old job, its daemon's state gone, ends by itself
+        f.close()
 
+
+def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
+    """`fractui logs`, the scheduler's log relay and its stop, each by the queued job's kept
+    id, are refused with plain words; the new job's output stays unread, and it runs on until
+    it ends."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, release_new):
         said = f.fractui("logs", str(job.id))
         assert said.returncode == 1, said
         assert SECRET not in said.stdout + said.stderr
@@ -105,15 +123,35 @@ def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
         assert "the job of key %r is gone from gpu-a's agent" % job.key(f.store.uid) in \
             kept.text, kept.text
 
+        session = f.fleet.session("gpu-a")
         assert session.call("job.get", {"job": new["id"]})["state"] == "running"
         release_new.touch()
         wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
                    "the new job to end")
         rec = session.call("job.get", {"job": new["id"]})
         assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
-    finally:
-        release_old.touch()  # the old job, its daemon's state gone, ends by itself
-        f.close()
+
+
+def test_the_job_screen_shows_no_output_of_the_new_job_of_a_kept_id(tmp_path):
+    """The TUI's job screen of the queued job, opened once its id names another job: it says
+    the job is gone from its host's agent, and follows none of the other job's output."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, _):
+        @pilot_test
+        async def drive():
+            async with live_app(f) as (app, pilot):
+                app.open_job(job.id)
+                await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                            and app.screen.job is not None, "the job read")
+                screen = app.screen
+                await until(pilot, lambda: screen.log_error is not None or
+                            screen.logview.count, "the job's output asked for")
+                assert screen.logview.count == 0
+                assert screen.log_error == (
+                    "job %d is gone from gpu-a's agent (its state dir was likely wiped or "
+                    "lost): gpu-a/%s is another job now, neither shown nor touched" % (
+                        job.id, new["id"]))
+
+        drive()
 
 
 def test_an_agent_that_lists_no_key_feature_is_asked_without_the_key():
