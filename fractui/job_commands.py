@@ -255,8 +255,9 @@ def _numbered(store: Store, numbers: List[int]) -> Tuple[List[Job], List[JobNotF
 def _job_ref(config: Config, ref: str, wait: bool = False
              ) -> Tuple[str, str, str, Optional[Job], Optional[str]]:
     """(label, host, agent job, the queued job or None, its attempt's agent key or None) of a
-    queued job's number or of a HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
-    for until it starts, while a scheduler is there to start it (none for LOG_WAIT_S: Failed)."""
+    queued job's number or of a HOST/JOB. With ``wait`` (logs -f), a job that is still
+    waiting or being placed is waited for until it starts, while a scheduler is there to start
+    it (none for LOG_WAIT_S: Failed)."""
     if not is_job_number(ref):
         if "/" not in ref:  # (split_job's words name only HOST/JOB: logs takes both)
             raise UsageError("a job is named by its number, as fractui jobs shows it (12), or "
