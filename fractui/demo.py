@@ -305,8 +305,8 @@ class Demo:
         for host, listed in stopping.items():
             for job in listed.get("jobs", []) if isinstance(listed, dict) else []:
                 try:
-                    fleet.session(host).call("job.stop", {"job": job["id"], "grace": 1},
-                                             CALL_S)
+                    fleet.session(host).call(
+                        "job.stop", {"job": job["id"], "key": job.get("key"), "grace": 1}, CALL_S)
                 except (HostUnavailable, AgentCallError, ConnectionLost) as err:
                     log.debug("stopping %s/%s: %s", host, job["id"], err)
         for session in fleet.sessions.values():  # an agent shut down is not started again

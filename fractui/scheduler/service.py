@@ -778,11 +778,12 @@ class Scheduler:
         for copy in self.store.stale(host):
             rec = by_key.get(copy.key)
             if rec is not None and rec.get("state") not in AGENT_ENDED:
-                call("job.stop", {"job": rec["id"], "grace": 0, "reason": _stale_why(copy)})
+                call("job.stop", {"job": rec["id"], "key": copy.key, "grace": 0,
+                                  "reason": _stale_why(copy)})
                 deadline = time.monotonic() + FENCE_WAIT_S
                 while rec.get("state") not in AGENT_ENDED and time.monotonic() < deadline:
                     time.sleep(0.05)
-                    rec = call("job.get", {"job": rec["id"]})
+                    rec = call("job.get", {"job": rec["id"], "key": copy.key})
                 if rec.get("state") not in AGENT_ENDED:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)
