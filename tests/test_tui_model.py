@@ -308,14 +308,14 @@ def test_unchanged_host_is_not_rebuilt_as_new_lines():
 
 def test_filter_is_a_regex_falls_back_to_text_and_inverts():
     assert compile_filter("") == (None, False)
-    pattern, inverse = compile_filter("!a1(0")  # not a regex: matched as written
-    assert inverse and pattern.search("xa1(0y") and not pattern.search("a10")
-    pattern, inverse = compile_filter("H100|l4")
-    assert not inverse and pattern.search("h100-1") and pattern.search("L4")
+    typed, inverse = compile_filter("!a1(0")  # not a regex: matched as written
+    assert inverse and typed.regex.search("xa1(0y") and not typed.regex.search("a10")
+    typed, inverse = compile_filter("H100|l4")
+    assert not inverse and typed.regex.search("h100-1") and typed.regex.search("L4")
     for big in ("a{99999999999}", "(" * 5000 + "a" + ")" * 5000,  # too big for re to compile
                 "(?a)(?u)x"):  # flags at odds: a ValueError, not re.error
-        pattern, inverse = compile_filter(big)
-        assert not inverse and pattern.search("x" + big) and not pattern.search("a")
+        typed, inverse = compile_filter(big)
+        assert not inverse and typed.regex.search("x" + big) and not typed.regex.search("a")
 
 
 def test_queue_stats_count_pending_running_and_the_oldest_wait():

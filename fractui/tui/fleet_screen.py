@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -54,6 +55,7 @@ from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
+from fractui.tui.typed import Typed
 from fractui.words import count, failing_passes, first_of
 
 STORE_EVERY_S = 1.0
@@ -190,6 +192,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.model = FleetModel(self.source.hosts())
         self.statuses: dict[str, HostStatus] = {}
         self.filter_text = ""
+        self.filter: Optional[Typed] = None
+        """The filter's pattern (its slowness kept while its text is the same)."""
         self.compact: Optional[bool] = None
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
@@ -382,9 +386,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def relayout(self, reveal: bool = False) -> None:
         """The map's lines again; with the placement's ghost drawn on them (``reveal``: the
         cursor put on it and scrolled into sight, as when it moved)."""
-        pattern, inverse = compile_filter(self.filter_text)
+        self.filter, inverse = compile_filter(self.filter_text, self.filter)
         per = per_line(self.map.line_width) if self.compact_now() else 0
-        lines = self.model.lines(pattern, inverse, per, self.order)
+        lines = (self.model.lines(None, False, per, self.order) if self.filter is None else
+                 self.filter.run(lambda p: self.model.lines(p, inverse, per, self.order),
+                                 partial(self.notify, severity="warning")))
         if self.placement is not None:
             self.placement.in_order(self.model.gpu_rank(self.order))
         where = self.placement.current if self.placement else None

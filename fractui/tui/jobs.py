@@ -547,7 +547,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if log.ended:
             words.append("the job ended")
         if log.pattern is not None:
-            words.append("search /%s/" % log.pattern.pattern)
+            words.append("search /%s/" % log.pattern.text)
         if self.log_error is not None:
             words.append("no output: %s" % self.log_error)
         elif self.followed is None:

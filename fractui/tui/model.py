@@ -8,7 +8,6 @@ that did not change yields equal lines and costs nothing to draw again.
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -20,6 +19,7 @@ from fractui.sched.cordons import marks, summary
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
                                      mps_layer, not_started, unshown)
 from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
+from fractui.tui.typed import Clocked, Typed
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
 # Block kinds: what holds a part of a GPU.
@@ -452,7 +452,7 @@ class FleetModel:
         views = ordered([self.hosts[n] for n in self.order if n in self.hosts], order)
         return {(g.host, g.index): n for n, g in enumerate(g for v in views for g in v.gpus)}
 
-    def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
+    def lines(self, pattern: Optional[Clocked] = None, inverse: bool = False,
               per_line: int = 0, order: Order = ORDERS[0]) -> list[Line]:
         """The map's lines: each host, then its GPUs (that match the filter), in ``order``.
         ``per_line`` > 0 is compact mode: that many GPUs share a line."""
@@ -461,9 +461,9 @@ class FleetModel:
             name = view.header.name
             gpus = view.gpus
             if pattern is not None:
-                host_hit = bool(pattern.search(name + " " + view.header.state))
+                host_hit = pattern.search(name + " " + view.header.state)
                 gpus = tuple(g for g in gpus
-                             if bool(pattern.search(g.text()) or host_hit) != inverse)
+                             if (pattern.search(g.text()) or host_hit) != inverse)
                 if not gpus and host_hit == inverse:
                     continue
             out.append(view.header)
@@ -475,25 +475,15 @@ class FleetModel:
         return out
 
 
-def compile_filter(text: str) -> tuple[Optional[re.Pattern[str]], bool]:
-    """k9s's filter: a case-insensitive regex (``typed_pattern``); a leading ``!`` keeps what
-    does not match."""
+def compile_filter(text: str, before: Optional[Typed] = None) -> tuple[Optional[Typed], bool]:
+    """k9s's filter: a case-insensitive regex (``Typed``); a leading ``!`` keeps what does not
+    match. ``before``: the filter's pattern till now, kept if it is the same (a pattern found
+    too slow stays matched as written)."""
     inverse = text.startswith("!")
     body = text[1:] if inverse else text
     if not body:
         return None, False
-    return typed_pattern(body), inverse
-
-
-def typed_pattern(text: str) -> re.Pattern[str]:
-    """What a person typed to find text (a filter, a log search): a case-insensitive regex, or
-    the text as written where it is no regex ``re`` can compile: not valid, or too big (a
-    count past its limit, ``a{99999999999}``, is an OverflowError; groups nested thousands
-    deep a RecursionError), or its flags at odds (``(?a)(?u)``: a ValueError)."""
-    try:
-        return re.compile(text, re.I)
-    except (re.error, OverflowError, RecursionError, ValueError):
-        return re.compile(re.escape(text), re.I)
+    return Typed.again(before, body), inverse
 
 
 def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
