@@ -18,9 +18,10 @@ import sys
 import time
 from typing import Dict, Iterator, Optional, Tuple
 
+import psycopg
 import pytest
 
-from fractui.store import postgres
+from fractui.store import StoreDamaged, postgres
 from tests.pg import PgServer
 from tests.test_store_postgres import free_port
 
@@ -118,3 +119,19 @@ def test_a_server_shutting_down_is_said_so_in_german(german_server):
         while os.path.exists(os.path.join(german_server.data, "postmaster.pid")):
             time.sleep(0.05)
         german_server.start()
+
+
+def test_a_querys_error_is_told_by_its_sqlstate_alone(pg_server):
+    """Words that read as a refusal at connect ("role … does not exist") in a query's error
+    with a SQLSTATE of its own (42P01, a table not there, its name quoted) are that error, not
+    the role's refusal they once were said as."""
+    dialect = postgres.PostgresDialect(pg_server.url(pg_server.new_database()))
+    db = dialect.connect()
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable) as missing:
+            db.execute('SELECT * FROM "role ghost does not exist"')
+    finally:
+        db.close()
+    said = dialect.translate(missing.value)
+    assert isinstance(said, StoreDamaged) and "does not hold what this fractui's schema has" \
+        in said.what, said
