@@ -16,16 +16,18 @@ from typing import Iterator, Tuple
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import checked_by_key
 from fractui.store.model import Job
 from fractui.tui.jobs import JobScreen
+from fractui.tui.source import LiveSource
 from remote_agent import JOB_KEYS
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
 from tests.localfleet import LocalFleet
 from tests.test_job_supervision import read_log, wait_until
 from tests.test_job_wiped_state import _says_then_waits
-from tests.test_jobs import alive, daemon_pid, wait_job
+from tests.test_jobs import alive, daemon_pid, script, wait_job
 from tests.tui_frozen import pilot_test
 from tests.tui_live import live_app, until
 
@@ -73,10 +75,12 @@ def test_the_agent_refuses_a_call_whose_key_is_not_its_jobs(start_agent, tmp_pat
 
 
 @contextlib.contextmanager
-def _kept_id_now_another(tmp_path) -> Iterator[Tuple[LocalFleet, Job, dict, Path]]:
+def _kept_id_now_another(tmp_path, chatty: bool = False
+                         ) -> Iterator[Tuple[LocalFleet, Job, dict, Path]]:
     """A queued job runs as j1 on gpu-a; the host's state dir is wiped and a new job (its
-    output SECRET, running until the file yielded last exists) gets j1: (the fleet, the
-    queued job as the store keeps it, the new job's record, that file)."""
+    output SECRET, once, or ``chatty``, over and over, running until the file yielded last
+    exists) gets j1: (the fleet, the queued job as the store keeps it, the new job's record,
+    that file)."""
     release_old, release_new = tmp_path / "release-old", tmp_path / "release-new"
     f = LocalFleet(tmp_path, {"gpu-a": "1xL4"}, [QueueConfig(name="q", memory_gib=1)])
     state = f.config.hosts[0].state_dir
@@ -91,7 +95,12 @@ def _kept_id_now_another(tmp_path) -> Iterator[Tuple[LocalFleet, Job, dict, Path
                    session.status.hello is not None and session.status.jobs == {},
                    "gpu-a back with a new daemon")
         new = session.call("job.launch", {"key": "k-new", "gpu": 0, "memory_mib": 10,
-                                          "argv": _says_then_waits(SECRET, release_new, 0)})
+                                          "argv": script(
+                                              "import os, time\nwhile not os.path.exists(%r):"
+                                              "\n    print(%r, flush=True)\n    time.sleep("
+                                              "0.005)" % (str(release_new), SECRET))
+                                          if chatty else
+                                          _says_then_waits(SECRET, release_new, 0)})
         assert new["id"] == job.agent_job  # the id the store kept names the new job now
         wait_until(lambda: SECRET in read_log(state, new["id"]), "the new job")
         yield f, job, new, release_new
@@ -152,6 +161,40 @@ def test_the_job_screen_shows_no_output_of_the_new_job_of_a_kept_id(tmp_path):
                         job.id, new["id"]))
 
         drive()
+
+
+def test_a_refused_follow_shows_no_push_of_the_job_that_holds_its_id_now(tmp_path):
+    """The TUI's session follows the new job of the kept id (a screen of it just closed, its
+    unfollow not yet through), so the agent pushes that id's output on it: a follow of the
+    queued job by its kept id and key, refused, hands none of those pushes to its screen —
+    however many arrive while it is asked."""
+    with _kept_id_now_another(tmp_path, chatty=True) as (f, job, new, _):
+        source = LiveSource(f.config, f.store)
+        source.start()
+        try:
+            session = source.fleet.session("gpu-a")
+            wait_until(lambda: session.status.state == "online", "gpu-a online")
+            session.call("job.logs", {"job": new["id"], "key": "k-new", "lines": 0,
+                                      "follow": True})
+            asking, seen, shown = [False], [0], []
+
+            def pushed(method: str, params: dict) -> None:
+                if method == "log" and params.get("job") == new["id"] and asking[0]:
+                    seen[0] += 1
+            session.listeners.append(pushed)
+            for _ in range(5000):  # until pushes of that id came during the asking, often
+                asking[0] = True
+                with pytest.raises(AgentCallError) as err:
+                    source.follow_logs("gpu-a", job.agent_job, job.key(f.store.uid),
+                                       lambda data, ended: shown.append(data))
+                asking[0] = False
+                assert err.value.code == rpc.JOB_KEY_MISMATCH
+                assert shown == [], "another job's output shown: %r" % shown[:3]
+                if seen[0] >= 5:
+                    break
+            assert seen[0] >= 5, "too few pushes came while it was asked to tell"
+        finally:
+            source.stop()
 
 
 def test_an_agent_that_lists_no_key_feature_is_asked_without_the_key():

@@ -296,10 +296,22 @@ class LiveSource(Source):
     def follow_logs(self, host: str, agent_job: str, key: Optional[str], sink: LogSink
                     ) -> tuple[list[str], Callable[[], None]]:
         session = self.fleet.session(host)
+        # the pushes of that id before the answer, told only once the agent took the follow:
+        # the session may follow that id already (a screen's unfollow not yet through), and
+        # where the agent refused the key they are another job's output
+        held: Optional[list[dict[str, Any]]] = []
+        lock = threading.Lock()
+
+        def tell(params: dict[str, Any]) -> None:
+            sink(params.get("data", ""), bool(params.get("eof")))
 
         def on_log(method: str, params: dict[str, Any]) -> None:
             if method == "log" and params.get("job") == agent_job:
-                sink(params.get("data", ""), bool(params.get("eof")))
+                with lock:
+                    if held is not None:
+                        held.append(params)
+                        return
+                tell(params)
 
         session.listeners.append(on_log)
         try:
@@ -308,6 +320,10 @@ class LiveSource(Source):
         except Exception:
             session.listeners.remove(on_log)
             raise
+        with lock:  # (in order: a push that comes meanwhile waits for those held)
+            for params in held:
+                tell(params)
+            held = None
 
         def stop() -> None:
             if on_log in session.listeners:
