@@ -539,6 +539,52 @@ def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_mem
         admin.close()
 
 
+def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded):
+    """Migration 0039: the scheduler places the oldest submitted first, and ann's time was
+    held to her transaction's span only: she began one, left it open while team nlp
+    submitted, then submitted with the time it began, and her job went ahead of theirs. Nor
+    may she write her turn's time herself; fractui's submit, and psql's at its statement's
+    time, pass."""
+    admin = guarded.store()
+    try:
+        began = "extract(epoch FROM transaction_timestamp())"
+
+        def submit(at: str) -> str:
+            return audited("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                           "submitted_at, updated_at, submitted_by, run_as) VALUES ('v', '%s', "
+                           "'x', '[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                               guarded.vision, at, at, guarded.ann, guarded.ann),
+                           guarded.ann, "submit")
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:  # (not autocommit: left open)
+            for first in ("", "SELECT fractui_team_turn('%s'); " % guarded.vision):
+                conn.execute("SELECT 1")
+                theirs = admin.submit("n", guarded.nlp, "theirs", ["true"], {}, "x")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                   match="refused by the store's guard: role %s .*submit a job "
+                                   "to team %s with a time before its turn" % (
+                                       guarded.ann, guarded.vision)):
+                    conn.execute(first + submit(began))
+                conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,  # (a grant's, or the guard's)
+                           match="permission denied for table team_turns|take the turn to "
+                           "submit of team %s at a time other than the server's now" %
+                           guarded.vision):
+            guarded.sql(guarded.ann, "INSERT INTO team_turns (team, taken_at, taken_in) VALUES "
+                        "('%s', 0, txid_current())" % guarded.vision)
+        assert {j.team for j in admin.jobs()} == {guarded.nlp}
+        guarded.sql(guarded.ann, submit("extract(epoch FROM statement_timestamp())"))
+        ann = guarded.store(guarded.ann)
+        try:
+            mine = ann.submit("v", guarded.vision, "mine", ["true"], {}, guarded.ann,
+                              run_as=guarded.ann)
+        finally:
+            ann.close()
+        assert min(admin.jobs(), key=lambda j: (j.submitted_at, j.id)).team == guarded.nlp
+        assert mine.submitted_at > theirs.submitted_at
+    finally:
+        admin.close()
+
+
 def test_every_table_of_the_store_is_guarded(pg_server):
     """So that no later migration adds a table a broad grant leaves open, as the counters
     were: each has triggers of the guard's for INSERT, UPDATE, DELETE and TRUNCATE (the
