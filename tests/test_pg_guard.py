@@ -326,10 +326,12 @@ def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
         refused(guarded, requeue, guard, "change job %d without an audit entry of it "
                 "('requeue', about job %d, as %s)" % (running.id, running.id, guarded.ann))
         me = "%s@head" % guarded.ann
+        # an entry of another action does not do, nor one about another job: each is refused
+        # itself, as of nothing this transaction did (0040)
         refused(guarded, audited(requeue, me, "cancel", str(running.id)), guard,
-                "without an audit entry")  # an entry of another action does not do
+                "of 'cancel' about job %d, which this transaction has not done" % running.id)
         refused(guarded, audited(requeue, me, "requeue", str(pending.id)), guard,
-                "without an audit entry")  # nor one about another job
+                "of 'requeue' about job %d, which this transaction has not done" % pending.id)
         entries = admin.audit_log(limit=1000)
         assert {j.id: j for j in admin.jobs()} == before
         guarded.sql(guarded.ann, audited(requeue, me, "requeue", str(running.id)))
@@ -505,6 +507,41 @@ def test_a_team_members_audit_entry_takes_the_number_the_store_gives_it(guarded)
         admin.close()
 
 
+def test_a_team_members_audit_entry_is_of_a_change_she_made(guarded):
+    """Migration 0040: ann's entry is of a change to its job in the same transaction, as
+    fractui writes one. On psql she wrote "ann cancel" of a teammate's job never touched, and
+    "ann submit" of one another had submitted, and the audit said both; an entry before its
+    change, or of another action than the change, is refused too. fractui's own pass."""
+    admin = guarded.store()
+    ann = guarded.store(guarded.ann)
+    try:
+        theirs = admin.submit("v", guarded.vision, "bobs", ["true"], {}, "bob")
+        running = admin.submit("v", guarded.vision, "running", ["true"], {}, "bob")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        before = admin.audit_log(limit=1000)
+        now = "extract(epoch FROM statement_timestamp())"
+        cancel = ("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by %s', ended_at = "
+                  "%s, updated_at = %s WHERE id = %d" % (guarded.ann, now, now, theirs.id))
+        for statement in (audited("SELECT 1", guarded.ann, "cancel", str(theirs.id)),
+                          audited("SELECT 1", guarded.ann, "submit", str(theirs.id)),
+                          audited("SELECT 1", guarded.ann, "requeue", str(running.id)),
+                          audited(cancel, guarded.ann, "requeue", str(theirs.id)),
+                          audited("SELECT 1", guarded.ann, "cancel", str(theirs.id)) + "; " +
+                          cancel):
+            refused(guarded, statement, "role %s" % guarded.ann, "which this transaction has "
+                    "not done: an entry is of a change written before it")
+        assert admin.audit_log(limit=1000) == before
+        guarded.sql(guarded.ann, audited(cancel, guarded.ann, "cancel", str(theirs.id)))
+        ask_stop(ann, ann.get(running.id), REQUEUE, Asker("here"))
+        submit(ann, "v", guarded.vision, "mine", ["true"], {}, Asker("here"))
+        assert [(e.actor.split("@")[0], e.action) for e in admin.audit_log(limit=1000)][-3:] == [
+            (guarded.ann, CANCEL), (guarded.ann, REQUEUE), (guarded.ann, "submit")]
+    finally:
+        ann.close()
+        admin.close()
+
+
 def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_member(guarded):
     """What a client that is not fractui may send: NULLs where fractui writes a value, times
     that are no time (NaN, infinity), the largest job number, a team named as another role
@@ -535,6 +572,52 @@ def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_mem
                 "%d, 'x')" % (now, mine.id)):
             refused(guarded, statement, guard)
         assert (admin.jobs(), admin.audit_log(limit=1000), admin.log_requests()) == before
+    finally:
+        admin.close()
+
+
+def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded):
+    """Migration 0039: the scheduler places the oldest submitted first, and ann's time was
+    held to her transaction's span only: she began one, left it open while team nlp
+    submitted, then submitted with the time it began, and her job went ahead of theirs. Nor
+    may she write her turn's time herself; fractui's submit, and psql's at its statement's
+    time, pass."""
+    admin = guarded.store()
+    try:
+        began = "extract(epoch FROM transaction_timestamp())"
+
+        def submit(at: str) -> str:
+            return audited("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                           "submitted_at, updated_at, submitted_by, run_as) VALUES ('v', '%s', "
+                           "'x', '[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                               guarded.vision, at, at, guarded.ann, guarded.ann),
+                           guarded.ann, "submit")
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:  # (not autocommit: left open)
+            for first in ("", "SELECT fractui_team_turn('%s'); " % guarded.vision):
+                conn.execute("SELECT 1")
+                theirs = admin.submit("n", guarded.nlp, "theirs", ["true"], {}, "x")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                   match="refused by the store's guard: role %s .*submit a job "
+                                   "to team %s with a time before its turn" % (
+                                       guarded.ann, guarded.vision)):
+                    conn.execute(first + submit(began))
+                conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,  # (a grant's, or the guard's)
+                           match="permission denied for table team_turns|take the turn to "
+                           "submit of team %s at a time other than the server's now" %
+                           guarded.vision):
+            guarded.sql(guarded.ann, "INSERT INTO team_turns (team, taken_at, taken_in) VALUES "
+                        "('%s', 0, txid_current())" % guarded.vision)
+        assert {j.team for j in admin.jobs()} == {guarded.nlp}
+        guarded.sql(guarded.ann, submit("extract(epoch FROM statement_timestamp())"))
+        ann = guarded.store(guarded.ann)
+        try:
+            mine = ann.submit("v", guarded.vision, "mine", ["true"], {}, guarded.ann,
+                              run_as=guarded.ann)
+        finally:
+            ann.close()
+        assert min(admin.jobs(), key=lambda j: (j.submitted_at, j.id)).team == guarded.nlp
+        assert mine.submitted_at > theirs.submitted_at
     finally:
         admin.close()
 
@@ -875,11 +958,20 @@ def test_every_function_of_the_store_searches_the_callers_temporary_tables_last(
         assert "search_path=pg_catalog, public, pg_temp" in (config or []), (name, config)
 
 
+def forged_cancel(job: int) -> str:
+    """A cancel of ``job`` by psql said to be the superuser's, its reason and audit entry
+    naming postgres@host: what the guard refuses of a member unless she changed its calls."""
+    now = "extract(epoch FROM statement_timestamp())"
+    return audited("UPDATE jobs SET state = 'cancelled', reason = 'cancelled by postgres@host', "
+                   "ended_at = %s, updated_at = %s WHERE id = %d" % (now, now, job),
+                   "postgres@host", "cancel", str(job))
+
+
 def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     """PostgreSQL before 15 lets every role create in the schema public. A function a team
     member puts there with argument types closer than PostgreSQL's own (length(name),
-    left(text, bigint)) is the one the guard calls: with it, ann forges an audit entry as the
-    admin. fractui refuses such a database, saying what to run."""
+    left(text, bigint)) is the one the guard calls: with it, ann cancels a job as the admin,
+    audited so. fractui refuses such a database, saying what to run."""
     tag = uuid.uuid4().hex[:6]
     db = pg_server.new_database()
     open_store(pg_server.url(db)).close()
@@ -897,8 +989,7 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     job = admin.execute("INSERT INTO jobs (queue, team, name, argv, request, state, "
                         "submitted_at, updated_at) VALUES ('v', %s, 'x', '[\"x\"]', '{}', "
                         "'pending', 1, 1) RETURNING id", ("v" + tag,)).fetchone()[0]
-    forge = ("INSERT INTO audit (time, actor, action, job, why) VALUES (extract(epoch FROM "
-             "clock_timestamp()), 'postgres@host', 'cancel', %d, 'forged')" % job)
+    forge = forged_cancel(job)
     with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
         conn.execute("CREATE FUNCTION public.length(name) RETURNS bigint LANGUAGE sql AS "
                      "'SELECT 1::bigint'")
@@ -941,8 +1032,7 @@ def test_a_database_where_a_team_or_member_may_create_in_public_is_refused(pg_se
     job = pg_server.sql("INSERT INTO jobs (queue, team, name, argv, request, state, "
                         "submitted_at, updated_at) VALUES ('v', 'v%s', 'x', '[\"x\"]', '{}', "
                         "'pending', 1, 1) RETURNING id" % tag, db=db)[0][0]
-    forge = ("INSERT INTO audit (time, actor, action, job, why) VALUES (extract(epoch FROM "
-             "clock_timestamp()), 'postgres@host', 'cancel', %d, 'forged')" % job)
+    forge = forged_cancel(job)
     plant = ("CREATE FUNCTION public.length(name) RETURNS bigint LANGUAGE sql AS "
              "'SELECT 1::bigint'; CREATE FUNCTION public.left(text, bigint) RETURNS text "
              "LANGUAGE sql AS $$ SELECT session_user || '@' $$")

@@ -15,12 +15,13 @@ guarded = test_pg_guard.guarded
 
 
 def insert(guarded: Guarded, request: str) -> str:
-    """A job of ann's team as psql would insert it, its request ``request``."""
+    """A job of ann's team as psql would insert it, its request ``request``, at its
+    statement's time (no earlier than the team's turn its trigger takes, migration 0039)."""
     return ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
             "updated_at, submitted_by, run_as) VALUES ('v', '%s', 'x', '[\"x\"]', '%s', "
-            "'pending', extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
-            "transaction_timestamp()), '%s', '%s')" % (guarded.vision, request, guarded.ann,
-                                                       guarded.ann))
+            "'pending', extract(epoch FROM statement_timestamp()), extract(epoch FROM "
+            "statement_timestamp()), '%s', '%s')" % (guarded.vision, request, guarded.ann,
+                                                     guarded.ann))
 
 
 @pytest.mark.parametrize("request_, said", [

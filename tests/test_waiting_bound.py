@@ -212,8 +212,9 @@ def test_max_waiting_is_read_from_the_config_and_bounded(tmp_path):
 
 def member_submits(guarded: Guarded, jobs: int = 1) -> str:
     """``jobs`` jobs of ann's in team vision as one INSERT on psql, each audited as the guard
-    wants (migration 0016)."""
-    now = "extract(epoch FROM transaction_timestamp())"
+    wants (migration 0016), at the statement's time (no earlier than the team's turn its
+    trigger takes, migration 0039)."""
+    now = "extract(epoch FROM statement_timestamp())"
     rows = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
             "updated_at, submitted_by, run_as) SELECT 'v', '%s', 'x', '[\"x\"]', '{}', "
             "'pending', %s, %s, '%s', '%s' FROM generate_series(1, %d)" % (

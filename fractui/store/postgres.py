@@ -317,10 +317,12 @@ class PostgresDialect(Dialect):
         """A member's submit waits for her team's turn as long as a write waits for the write
         lock (her teammates' submits are fractui's writers in their turn, not sessions
         outside them: a burst of one team's submits queues there as it did on the write
-        lock), then for rows ROW_WAIT_S again."""
-        if not self.whole:  # (the write lock orders every team's submits already)
+        lock), then for rows ROW_WAIT_S again. An admin's is ordered by the write lock; a
+        member's that holds it (a broad grant) takes the turn too, which the guard holds her
+        job's time to (migration 0039)."""
+        if self.turns:
             self._lock_wait(db, LOCK_TIMEOUT_S)
-            db.execute("SELECT fractui_team_turn(%s)", (team,))
+            db.execute("SELECT fractui_team_turn(%s) WHERE NOT fractui_guard_admin()", (team,))
             self._lock_wait(db, ROW_WAIT_S)
 
     def _lock_wait(self, db: psycopg.Connection, seconds: float) -> None:
