@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import psycopg
 import pytest
 
-from fractui.store import StoreDamaged, postgres
+from fractui.store import StoreDamaged, StoreUnavailable, open_store, postgres
 from tests.pg import PgServer
 from tests.test_store_postgres import free_port
 
@@ -135,3 +136,77 @@ def test_a_querys_error_is_told_by_its_sqlstate_alone(pg_server):
     said = dialect.translate(missing.value)
     assert isinstance(said, StoreDamaged) and "does not hold what this fractui's schema has" \
         in said.what, said
+
+
+def test_no_host_that_takes_writes_is_no_refusal(pg_server):
+    """A URL's target_session_attrs=read-write (libpq's failover: several hosts, the one that
+    takes writes chosen) on a server whose sessions are read-only now (a standby not yet
+    promoted): libpq turns the server away after it took the role, with no SQLSTATE, and the
+    ping says the server answered. The role was not refused: a failover under way, tried
+    again, not StoreDenied with the server's log to read (which says nothing)."""
+    name = pg_server.new_database()
+    pg_server.sql("ALTER DATABASE %s SET default_transaction_read_only = on" % name)
+    with pytest.raises(StoreUnavailable) as failed:
+        open_store(pg_server.url(name) + "?target_session_attrs=read-write")
+    assert "session is read-only" in failed.value.what, failed.value.what
+    assert "refuses role" not in failed.value.what, failed.value.what
+
+
+_MOVED = """
+import socket, sys, threading
+first, then = int(sys.argv[1]), int(sys.argv[2])
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+
+def pump(source, sink):
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass  # the other side closed: its pump ends it
+    finally:
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already shut
+
+taken = 0
+while True:
+    client, _ = listener.accept()
+    server = socket.create_connection(("127.0.0.1", first if taken == 0 else then))
+    taken += 1
+    for a, b in ((client, server), (server, client)):
+        threading.Thread(target=pump, args=(a, b), daemon=True).start()
+"""
+"""A TCP address whose first connection goes to one server and every later one to another:
+what a restart or a failover looks like from the client (the old server shutting down at the
+address, the new one there a moment later). A process of its own: psycopg's binary ping holds
+the interpreter's lock while it waits."""
+
+
+def test_a_server_back_between_the_refusal_and_the_ping_is_no_refusal(pg_server):
+    """A restart (or failover): the connection is refused by the server shutting down (57P03,
+    no SQLSTATE at connect), and by the ping the new one answers. Not a refusal of the role
+    (StoreDenied): the store is not there for a moment, and the next try connects."""
+    old = PgServer()
+    held = old.connect("postgres")
+    moved = subprocess.Popen([sys.executable, "-c", _MOVED, str(old.port), str(pg_server.port)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(moved.stdout.readline())  # type: ignore[union-attr]
+        old.pg_ctl("stop", "-m", "smart", "-W")
+        with pytest.raises(StoreUnavailable) as failed:
+            open_store("postgresql://postgres@127.0.0.1:%d/postgres" % port)
+        assert "shutting down" in failed.value.what, failed.value.what
+        assert postgres.TAKEN_NOW.split("%s")[0] in failed.value.what, failed.value.what
+    finally:
+        moved.kill()
+        moved.wait()
+        held.close()
+        while os.path.exists(os.path.join(old.data, "postmaster.pid")):
+            time.sleep(0.05)
+        shutil.rmtree(old.root, ignore_errors=True)

@@ -197,6 +197,10 @@ PING_TIMEOUT_S = 2
 connect_timeout): one that answers no sooner is said as not reached, as it was before."""
 NOT_NOW = ("the PostgreSQL server takes no connections now (starting up, shutting down, or "
            "recovering): %s; nothing was recorded: try again in a moment")
+TAKEN_NOW = ("the PostgreSQL server took this role's connection on a second try: it came "
+             "back since (a restart, a failover), or no host was what the URL's "
+             "target_session_attrs asks for (a standby not yet promoted): %s; nothing was "
+             "recorded: try again in a moment")
 PASSWORD_FROM = "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 REFUSED_AT_CONNECT = ("the server's log says why: a role it does not know or whose password "
                       "it refused, pg_hba.conf, a database not there, or no connection slot "
@@ -612,11 +616,26 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
+        if self._taken_now():
+            return StoreUnavailable(self.where, TAKEN_NOW % text)
         if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
             return self._no_slot(text)
         if "database" in text and "does not exist" in text:
             return self._no_database(text)
         return self._denied(text)
+
+    def _taken_now(self) -> bool:
+        """Whether the server takes this connection now, whatever target_session_attrs asks:
+        the ping's answer says a server is there, not that it refused the role (it may have
+        come up since the refusal, a restart's or a failover's; or libpq turned away every
+        host as not the kind target_session_attrs asks for, which no SQLSTATE says)."""
+        given = conninfo_to_dict(self.url)
+        try:
+            psycopg.connect(self.url, connect_timeout=PING_TIMEOUT_S, target_session_attrs="any",
+                            application_name=given.get("application_name", "fractui")).close()
+        except psycopg.Error:
+            return False
+        return True
 
     def _no_slot(self, text: str) -> StoreUnavailable:
         """A connection refused for want of a slot (53300): the server's, or by the words the
