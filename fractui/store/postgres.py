@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import urllib.parse
 from typing import Any, Optional
 
@@ -608,10 +610,13 @@ class PostgresDialect(Dialect):
         text = " ".join(str(err).split()) or type(err).__name__
         if err.pgconn is not None and err.pgconn.needs_password:
             return self._denied(text, PASSWORD_FROM)
-        answer = pq.PGconn.ping(make_conninfo(
-            self.url, connect_timeout=PING_TIMEOUT_S,
-            application_name=conninfo_to_dict(self.url).get("application_name", "fractui")
-        ).encode())
+        try:
+            answer = _ping(make_conninfo(
+                self.url, connect_timeout=PING_TIMEOUT_S,
+                application_name=conninfo_to_dict(self.url).get("application_name", "fractui")))
+        except (OSError, subprocess.SubprocessError) as failed:
+            return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s (the "
+                                    "ping that tells why failed: %s)" % (text, failed))
         if answer == pq.Ping.REJECT:
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
@@ -725,6 +730,28 @@ def _owners_words(owners: list[dict[str, Any]]) -> str:
     who = ("a superuser" if any(r["pinned"] for r in owners) else
            REASSIGNS % ", ".join(names))
     return MANY_OWNERS % (", ".join(names), who, ", and ".join(fixes))
+
+
+_PING = "import sys; from psycopg import pq; print(int(pq.PGconn.ping(sys.stdin.buffer.read())))"
+PING_WAIT_S = 60
+"""The most the ping's process is waited for: libpq's connect_timeout is each host's and each
+address's, and a URL may name several."""
+
+
+def _ping(conninfo: str) -> pq.Ping:
+    """libpq's PQping of ``conninfo``, in a process of its own: psycopg's C implementations
+    (binary, c) call it holding the interpreter's lock, so every other thread of this one (the
+    scheduler's, the TUI's) stopped while it waited, and a server reached through this process
+    (a port it forwards) could not answer it. The conninfo goes by stdin: a password in it is
+    in no process list."""
+    done = subprocess.run([sys.executable, "-c", _PING], input=conninfo.encode(),
+                          capture_output=True, timeout=PING_WAIT_S,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    said = done.stdout.decode(errors="replace").strip()
+    if done.returncode != 0 or not said.isdigit():
+        raise OSError("exit %d: %s" % (done.returncode, " ".join(
+            done.stderr.decode(errors="replace").split()[-40:]) or said or "nothing said"))
+    return pq.Ping(int(said))
 
 
 def _auth_hint(text: str, user: str, named_by: Optional[str]) -> str:
