@@ -13,15 +13,18 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, Iterator, Optional, Tuple
 
 import psycopg
 import pytest
 
-from fractui.store import StoreDamaged, postgres
+from fractui.store import StoreDamaged, StoreDenied, StoreUnavailable, open_store, postgres
 from tests.pg import PgServer
 from tests.test_store_postgres import free_port
 
@@ -135,3 +138,101 @@ def test_a_querys_error_is_told_by_its_sqlstate_alone(pg_server):
     said = dialect.translate(missing.value)
     assert isinstance(said, StoreDamaged) and "does not hold what this fractui's schema has" \
         in said.what, said
+
+
+def test_no_host_that_takes_writes_is_no_refusal(pg_server):
+    """A URL's target_session_attrs=read-write (libpq's failover: several hosts, the one that
+    takes writes chosen) on a server whose sessions are read-only now (a standby not yet
+    promoted): libpq turns the server away after it took the role, with no SQLSTATE, and the
+    ping says the server answered. The role was not refused: a failover under way, tried
+    again, not StoreDenied with the server's log to read (which says nothing)."""
+    name = pg_server.new_database()
+    pg_server.sql("ALTER DATABASE %s SET default_transaction_read_only = on" % name)
+    with pytest.raises(StoreUnavailable) as failed:
+        open_store(pg_server.url(name) + "?target_session_attrs=read-write")
+    assert "session is read-only" in failed.value.what, failed.value.what
+    assert "refuses role" not in failed.value.what, failed.value.what
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass  # the other side closed: its pump ends it
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already shut
+
+
+def forward(listener: socket.socket, first: int, then: int) -> None:
+    """Each connection to ``listener`` forwarded to a server on 127.0.0.1: the first to port
+    ``first``, every later one to ``then``: what a restart or a failover looks like from the
+    client (the old server shutting down at the address, the new one there a moment later)."""
+    taken = 0
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:  # closed
+            return
+        server = socket.create_connection(("127.0.0.1", first if taken == 0 else then))
+        taken += 1
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+_FORWARD = """
+import socket, sys
+from tests.test_pg_words import forward
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+forward(listener, int(sys.argv[1]), int(sys.argv[2]))
+"""
+
+
+def test_a_server_back_between_the_refusal_and_the_ping_is_no_refusal(pg_server):
+    """A restart (or failover): the connection is refused by the server shutting down (57P03,
+    no SQLSTATE at connect), and by the ping the new one answers. Not a refusal of the role
+    (StoreDenied): the store is not there for a moment, and the next try connects."""
+    old = PgServer()
+    held = old.connect("postgres")
+    moved = subprocess.Popen([sys.executable, "-c", _FORWARD, str(old.port),
+                              str(pg_server.port)], stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        port = int(moved.stdout.readline())  # type: ignore[union-attr]
+        old.pg_ctl("stop", "-m", "smart", "-W")
+        with pytest.raises(StoreUnavailable) as failed:
+            open_store("postgresql://postgres@127.0.0.1:%d/postgres" % port)
+        assert "shutting down" in failed.value.what, failed.value.what
+        assert postgres.TAKEN_NOW.split("%s")[0] in failed.value.what, failed.value.what
+    finally:
+        moved.kill()
+        moved.wait()
+        held.close()
+        while os.path.exists(os.path.join(old.data, "postmaster.pid")):
+            time.sleep(0.05)
+        shutil.rmtree(old.root, ignore_errors=True)
+
+
+def test_the_ping_stops_no_other_thread(pg_server):
+    """The ping waits (up to 2 s a host) with the process's other threads running: the
+    scheduler's, the TUI's, or here the forwarder it reaches the server through. psycopg's C
+    implementations (binary, c) call PQping holding the interpreter's lock, where ctypes'
+    (python) lets it go: with the binary one the ping heard nothing through this forwarder and
+    a role the server does not know was said as a server not reached."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=forward, args=(listener, pg_server.port, pg_server.port),
+                     daemon=True).start()
+    try:
+        with pytest.raises(StoreDenied) as refused:
+            open_store("postgresql://ghost@127.0.0.1:%d/postgres" % listener.getsockname()[1])
+        assert "refuses role ghost" in refused.value.what, refused.value.what
+    finally:
+        listener.close()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import urllib.parse
 from typing import Any, Optional
 
@@ -197,6 +199,10 @@ PING_TIMEOUT_S = 2
 connect_timeout): one that answers no sooner is said as not reached, as it was before."""
 NOT_NOW = ("the PostgreSQL server takes no connections now (starting up, shutting down, or "
            "recovering): %s; nothing was recorded: try again in a moment")
+TAKEN_NOW = ("the PostgreSQL server took this role's connection on a second try: it came "
+             "back since (a restart, a failover), or no host was what the URL's "
+             "target_session_attrs asks for (a standby not yet promoted): %s; nothing was "
+             "recorded: try again in a moment")
 PASSWORD_FROM = "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 REFUSED_AT_CONNECT = ("the server's log says why: a role it does not know or whose password "
                       "it refused, pg_hba.conf, a database not there, or no connection slot "
@@ -606,19 +612,37 @@ class PostgresDialect(Dialect):
         text = " ".join(str(err).split()) or type(err).__name__
         if err.pgconn is not None and err.pgconn.needs_password:
             return self._denied(text, PASSWORD_FROM)
-        answer = pq.PGconn.ping(make_conninfo(
-            self.url, connect_timeout=PING_TIMEOUT_S,
-            application_name=conninfo_to_dict(self.url).get("application_name", "fractui")
-        ).encode())
+        try:
+            answer = _ping(make_conninfo(
+                self.url, connect_timeout=PING_TIMEOUT_S,
+                application_name=conninfo_to_dict(self.url).get("application_name", "fractui")))
+        except (OSError, subprocess.SubprocessError) as failed:
+            return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s (the "
+                                    "ping that tells why failed: %s)" % (text, failed))
         if answer == pq.Ping.REJECT:
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
+        if self._taken_now():
+            return StoreUnavailable(self.where, TAKEN_NOW % text)
         if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
             return self._no_slot(text)
         if "database" in text and "does not exist" in text:
             return self._no_database(text)
         return self._denied(text)
+
+    def _taken_now(self) -> bool:
+        """Whether the server takes this connection now, whatever target_session_attrs asks:
+        the ping's answer says a server is there, not that it refused the role (it may have
+        come up since the refusal, a restart's or a failover's; or libpq turned away every
+        host as not the kind target_session_attrs asks for, which no SQLSTATE says)."""
+        given = conninfo_to_dict(self.url)
+        try:
+            psycopg.connect(self.url, connect_timeout=PING_TIMEOUT_S, target_session_attrs="any",
+                            application_name=given.get("application_name", "fractui")).close()
+        except psycopg.Error:
+            return False
+        return True
 
     def _no_slot(self, text: str) -> StoreUnavailable:
         """A connection refused for want of a slot (53300): the server's, or by the words the
@@ -708,6 +732,28 @@ def _owners_words(owners: list[dict[str, Any]]) -> str:
     who = ("a superuser" if any(r["pinned"] for r in owners) else
            REASSIGNS % ", ".join(names))
     return MANY_OWNERS % (", ".join(names), who, ", and ".join(fixes))
+
+
+_PING = "import sys; from psycopg import pq; print(int(pq.PGconn.ping(sys.stdin.buffer.read())))"
+PING_WAIT_S = 60
+"""The most the ping's process is waited for: libpq's connect_timeout is each host's and each
+address's, and a URL may name several."""
+
+
+def _ping(conninfo: str) -> pq.Ping:
+    """libpq's PQping of ``conninfo``, in a process of its own: psycopg's C implementations
+    (binary, c) call it holding the interpreter's lock, so every other thread of this one (the
+    scheduler's, the TUI's) stopped while it waited, and a server reached through this process
+    (a port it forwards) could not answer it. The conninfo goes by stdin: a password in it is
+    in no process list."""
+    done = subprocess.run([sys.executable, "-c", _PING], input=conninfo.encode(),
+                          capture_output=True, timeout=PING_WAIT_S,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    said = done.stdout.decode(errors="replace").strip()
+    if done.returncode != 0 or not said.isdigit():
+        raise OSError("exit %d: %s" % (done.returncode, " ".join(
+            done.stderr.decode(errors="replace").split()[-40:]) or said or "nothing said"))
+    return pq.Ping(int(said))
 
 
 def _auth_hint(text: str, user: str, named_by: Optional[str]) -> str:
