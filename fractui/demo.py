@@ -5,7 +5,8 @@ GPUs (A100-80GB, H100 in MIG mode) with GPUs without MIG (L4, A10). A temporary 
 queues and teams; a job stream submits simulated workloads (``remote_agent.simload``) at a
 steady rate and the real scheduler — ``fractui scheduler`` as a child process, on the demo's
 config written to its temporary directory — places and launches them, so jobs arrive, wait, run
-and end.
+and end. They print progress lines as they run, and a seeded few fail saying why
+(``workload_life``): the log view has something to search and follow, the jobs view failures.
 
 Real jobs are real processes (a shim and the workload), so at most ``REAL_JOBS`` run at once and
 only on the first hosts. A bigger fleet (``--gpus`` up to 1,000) gets its other hosts busy with
@@ -135,16 +136,41 @@ _MEMORY = {"quarter": (1000, 4000), "mig-3g": (8000, 30000), "10g": (2000, 8000)
 _UTIL = {"quarter": (8, 25), "mig-3g": (20, 43), "10g": (5, 30), "whole": (40, 95)}
 # Who submits each team's jobs, in turn: the jobs view's user column and filter have people.
 RESEARCHERS = {"vision": ("ana", "ben"), "nlp": ("chen", "dara"), "speech": ("eli",)}
+# The share of jobs that fail partway, with exit code 1 (a Python program's uncaught error)
+# and one of these as their last line: the jobs view has failures to find, their logs a why.
+FAIL_SHARE = 0.15
+FAILURES = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate %(ask)d MiB "
+            "(%(used)d MiB already allocated)",
+            "RuntimeError: loss is nan at step %(step)d: stopping",
+            "RuntimeError: CUDA error: an illegal memory access was encountered")
+
+
+def workload_life(rng: random.Random, mem_mib: int, seconds: int) -> list[str]:
+    """simload's options that make a demo job behave like a team's: a progress line every 2-5 s
+    (its values seeded), and for a ``FAIL_SHARE`` of jobs a failure partway, saying why."""
+    every = rng.uniform(2.0, 5.0)
+    options = ["--progress-every", "%.1f" % every, "--seed", str(rng.randrange(2 ** 32))]
+    if rng.random() < FAIL_SHARE:
+        at = rng.randrange(5, seconds)
+        why = rng.choice(FAILURES) % {"ask": rng.randrange(512, 8192), "used": mem_mib,
+                                      "step": 50 * max(1, int(at / every))}
+        options += ["--seconds", str(at), "--exit-code", "1", "--fail-with", why]
+    else:
+        options += ["--seconds", str(seconds)]
+    return options
 
 
 class JobStream(threading.Thread):
     """Submits a simulated workload every ``every_s`` while fewer than ``REAL_JOBS`` (plus a
-    few waiting) are active; each runs 15-60 s and ends by itself."""
+    few waiting) are active; each runs 15-60 s printing its progress and ends by itself, but
+    for a few that fail sooner. ``life`` draws what ``workload_life`` adds, apart from ``rng``,
+    so the queues, teams and sizes a seed gives are the ones it gave before."""
 
-    def __init__(self, config: Config, store: Store, rng: random.Random,
+    def __init__(self, config: Config, store: Store, rng: random.Random, life: random.Random,
                  every_s: float = 1.5) -> None:
         super().__init__(name="demo-jobs", daemon=True)
         self.config, self.store, self.rng, self.every_s = config, store, rng, every_s
+        self.life = life
         self.stopped = threading.Event()
         self.submitted = 0
 
@@ -152,10 +178,10 @@ class JobStream(threading.Thread):
         queue = self.rng.choice(self.config.queues)
         team = self.rng.choice(self.config.teams).name
         low, high = _MEMORY[queue.name]
-        argv = [sys.executable, "-m", "remote_agent.simload",
-                "--mem-mib", str(self.rng.randrange(low, high)),
-                "--seconds", str(self.rng.randrange(15, 60)),
+        mem_mib, seconds = self.rng.randrange(low, high), self.rng.randrange(15, 60)
+        argv = [sys.executable, "-m", "remote_agent.simload", "--mem-mib", str(mem_mib),
                 "--util", str(self.rng.randrange(*_UTIL[queue.name]))]
+        argv += workload_life(self.life, mem_mib, seconds)
         people = RESEARCHERS[team]
         self.submitted += 1
         self.store.submit(queue.name, team, "%s-%s" % (team, queue.name), argv,
@@ -248,8 +274,9 @@ class Demo:
         self.scheduler = ChildScheduler(path, "demo", os.path.join(self.root, "scheduler.log"))
         self.source.scheduler = self.scheduler
         rng = random.Random(seed)
-        self.stream = JobStream(self.config, self.store, random.Random(rng.random()))
-        self.load = SimulatedLoad(self.source, self.hosts, random.Random(rng.random()))
+        stream, load = random.Random(rng.random()), random.Random(rng.random())
+        self.stream = JobStream(self.config, self.store, stream, random.Random(rng.random()))
+        self.load = SimulatedLoad(self.source, self.hosts, load)
 
     def _note(self) -> str:
         real = [h.name for h in self.hosts if h.real]
@@ -278,8 +305,8 @@ class Demo:
         for host, listed in stopping.items():
             for job in listed.get("jobs", []) if isinstance(listed, dict) else []:
                 try:
-                    fleet.session(host).call("job.stop", {"job": job["id"], "grace": 1},
-                                             CALL_S)
+                    fleet.session(host).call(
+                        "job.stop", {"job": job["id"], "key": job.get("key"), "grace": 1}, CALL_S)
                 except (HostUnavailable, AgentCallError, ConnectionLost) as err:
                     log.debug("stopping %s/%s: %s", host, job["id"], err)
         for session in fleet.sessions.values():  # an agent shut down is not started again

@@ -17,7 +17,7 @@ from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
-from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
@@ -28,6 +28,7 @@ from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes, quoted, why
+from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
@@ -252,10 +253,11 @@ def _numbered(store: Store, numbers: List[int]) -> Tuple[List[Job], List[JobNotF
 
 
 def _job_ref(config: Config, ref: str, wait: bool = False
-             ) -> Tuple[str, str, str, Optional[Job]]:
-    """(label, host, agent job, the queued job or None) of a queued job's number or of a
-    HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
-    for until it starts, while a scheduler is there to start it (none for LOG_WAIT_S: Failed)."""
+             ) -> Tuple[str, str, str, Optional[Job], Optional[str]]:
+    """(label, host, agent job, the queued job or None, its attempt's agent key or None) of a
+    queued job's number or of a HOST/JOB. With ``wait`` (logs -f), a job that is still
+    waiting or being placed is waited for until it starts, while a scheduler is there to start
+    it (none for LOG_WAIT_S: Failed)."""
     if not is_job_number(ref):
         if "/" not in ref:  # (split_job's words name only HOST/JOB: logs takes both)
             raise UsageError("a job is named by its number, as fractui jobs shows it (12), or "
@@ -263,7 +265,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
                              "not %s" % quoted(ref))
         host, job_id = split_job(ref)
         config.host(host)
-        return ref, host, job_id, None
+        return ref, host, job_id, None, None
     number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
     try:
@@ -279,7 +281,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         raise Failed("job %d is %s: it %s%s" % (
             job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
             " (%s)" % job.reason if job.reason else ""))
-    return "job %d" % job.id, job.slot.host, job.agent_job, job
+    return "job %d" % job.id, job.slot.host, job.agent_job, job, job.key(store.uid)
 
 
 def _started(store: Store, job: Job) -> Job:
@@ -322,13 +324,13 @@ def logs(config: Config, args: argparse.Namespace) -> int:
 
 
 def _logs(config: Config, args: argparse.Namespace) -> int:
-    label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
+    label, host, job_id, job, key = _job_ref(config, args.job, wait=args.follow)
     while True:
         stored = job is not None and host not in {h.name for h in config.hosts}
         if stored and not args.follow:
             return _stored_logs(config, job, args)  # type: ignore[arg-type]
         ended = _stored_follow(config, job, args) if stored else \
-            _output(config, args, label, host, job_id, job)  # type: ignore[arg-type]
+            _output(config, args, label, host, job_id, job, key)  # type: ignore[arg-type]
         if not (args.follow and ended and job is not None):
             break
         now, moved = _recorded(config, job)
@@ -339,16 +341,17 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
             break
         say("%s %s (%s); following its next attempt" % (
             label, "was moved by hand" if moved else "went back to its queue", ended))
-        label, host, job_id, job = _job_ref(config, args.job, wait=True)
+        label, host, job_id, job, key = _job_ref(config, args.job, wait=True)
     if ended:
         say("%s ended: %s" % (label, ended))
     return 0
 
 
 def _output(config: Config, args: argparse.Namespace, label: str, host: str, job_id: str,
-            job: Optional[Job]) -> str:
+            job: Optional[Job], key: Optional[str]) -> str:
     """Prints the agent job's last lines (with -f, then its output until it ends); why it
-    ended, or "" while it runs."""
+    ended, or "" while it runs. Asked by its ``key`` where it is known: an agent that lost
+    the job (its state dir wiped) refuses, rather than show another job of that id."""
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:
@@ -360,15 +363,21 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
                 chunks.put(None if params.get("eof") else params.get("data", ""))
 
         session.listeners.append(on_log)
-        first = session.call("job.logs", {"job": job_id, "lines": args.lines,
-                                          "follow": args.follow})
+        try:
+            first = session.call("job.logs", {"job": job_id, "key": key, "lines": args.lines,
+                                              "follow": args.follow})
+        except AgentCallError as err:
+            if err.code == JOB_KEY_MISMATCH:
+                raise Failed(gone_words(label, host, job_id)) from None
+            raise
         for line in first["lines"]:
             print(line)
         sys.stdout.flush()
         if _printed_nothing(first, args.lines):
             since = job.started_at if job is not None else session.call(
                 "job.get", {"job": job_id}).get("started_at")
-            say(_nothing(label, host, bool(_ended(session, job_id, job)), since, args.follow))
+            say(_nothing(label, host, bool(_ended(session, job_id, key, job)), since,
+                         args.follow))
         while args.follow:
             try:
                 chunk = chunks.get(timeout=0.5)
@@ -381,7 +390,7 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
                 break
             sys.stdout.write(chunk)
             sys.stdout.flush()
-        return _ended(session, job_id, job)
+        return _ended(session, job_id, key, job)
     finally:
         fleet.stop()
 
@@ -564,11 +573,11 @@ def _clock(when: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
-def _ended(session: HostSession, job_id: str, job: Optional[Job]) -> str:
+def _ended(session: HostSession, job_id: str, key: Optional[str], job: Optional[Job]) -> str:
     """Why the job ended, or "" if it runs: the agent's record says, or, where the agent no
     longer keeps it, the store."""
     try:
-        return agent_why(session.call("job.get", {"job": job_id}))
+        return agent_why(session.call("job.get", {"job": job_id, "key": key}))
     except AgentCallError:
         if job is not None and job.state in ENDED:
             return why(job)

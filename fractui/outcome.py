@@ -46,3 +46,10 @@ def naming(host: str, err: BaseException) -> str:
     if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(host), text):
         return text
     return "%s: %s" % (host, text)
+
+
+def gone_words(label: str, host: str, agent_job: str) -> str:
+    """A job whose agent refused its key (JOB_KEY_MISMATCH): the host's agent lost it, and
+    the id it was known by now names another job there, which is neither shown nor touched."""
+    return ("%s is gone from %s's agent (its state dir was likely wiped or lost): %s/%s is "
+            "another job now, neither shown nor touched" % (label, host, host, agent_job))

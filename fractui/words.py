@@ -16,6 +16,13 @@ def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     return "%d %s" % (n, noun if n == 1 else plural or noun + "s")
 
 
+def first_of(names: Sequence[str], most: int) -> str:
+    """The first ``most`` of ``names``, the rest counted ("job 1, job 2 and 3 more"): a list
+    said in one line however long it grows."""
+    return ", ".join(names[:most]) + (
+        " and %d more" % (len(names) - most) if len(names) > most else "")
+
+
 # in repr's form of a word: an escaped backslash, or a byte that was not UTF-8 (Python hands
 # one over as a lone surrogate, U+DC80 to U+DCFF: os.fsdecode's surrogateescape)
 _REPR_BYTE = re.compile(r"\\(\\|udc([89a-f][0-9a-f]))")

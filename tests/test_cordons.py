@@ -109,7 +109,7 @@ def test_a_drain_is_draining_while_a_job_is_on_it_and_drained_once_none_is():
                                                     "1 GPU drained"]
     gpu0 = Cordon("gpu-b", 0, CORDON, "ops", "x", 1.0)
     assert summary([shut, gpu0, Cordon("gpu-a", 0, CORDON, "ops", "x", 1.0)], []) == [
-        "1 host cordoned", "2 GPUs cordoned"]
+        "1 host, 2 GPUs cordoned"]  # a part a state: three at most
 
 
 def test_placement_sees_no_cordoned_host_and_a_cordoned_gpu_with_nothing_to_give():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from typing import Any, List
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
@@ -39,6 +39,20 @@ def _held(fleet_env, function: str) -> str:
         wait_state(session, "online", 60)
         session.call("sim.hold", {"function": function, "gate": gate})
     return gate
+
+
+def _offline_said() -> Tuple[List[str], threading.Event, Callable[[Any], None]]:
+    """The errors a host is said offline with, the event set at the first, and the fleet's
+    ``on_change`` that fills them."""
+    seen: List[str] = []
+    offline = threading.Event()
+
+    def changed(status: Any) -> None:
+        if status.state == "offline":
+            seen.append(status.error or "")
+            offline.set()
+
+    return seen, offline, changed
 
 
 def test_a_connect_hook_the_agent_never_answers_waits_the_connect_timeout(fleet_env):
@@ -73,14 +87,7 @@ def test_a_hello_the_agent_never_answers_waits_the_connect_timeout_past_its_star
     fleet_env.connect_timeout = TIMEOUT_S
     fleet_env.add("gpu-a", "1xL4")
     gate = _held(fleet_env, "nvmlSystemGetDriverVersion")
-    seen: List[str] = []
-    offline = threading.Event()
-
-    def changed(status: Any) -> None:
-        if status.state == "offline":
-            seen.append(status.error or "")
-            offline.set()
-
+    seen, offline, changed = _offline_said()
     fleet = Fleet(fleet_env.config(), reconnect_max_s=0.5, on_change=changed)
     try:
         fleet.start()
@@ -103,14 +110,7 @@ def test_a_daemon_that_does_not_come_up_is_said_in_the_bridges_words(fleet_env):
     os.makedirs(host.state_dir, 0o700)
     lock = os.open(AgentPaths(host.state_dir).lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    seen: List[str] = []
-    offline = threading.Event()
-
-    def changed(status: Any) -> None:
-        if status.state == "offline":
-            seen.append(status.error or "")
-            offline.set()
-
+    seen, offline, changed = _offline_said()
     fleet = Fleet(fleet_env.config(), reconnect_max_s=60, on_change=changed)
     try:
         fleet.start()

@@ -29,6 +29,7 @@ from fractui.store.sql import migrations, statements
 from fractui.store.sqlite import _migrations
 from fractui.tui.jobrows import filter_rows, job_rows
 from fractui.tui.sample import NOW, sample_fleet
+from fractui.tui.typed import Clocked
 from tests.cli_run import in_process, leaks
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
 from tests.podman import podman  # noqa: F401 - the fixture
@@ -376,4 +377,4 @@ def test_the_jobs_views_filter_finds_a_job_by_its_image():
     jobs = tuple(replace(j, image="docker.io/x/train:1") if j.id == 2 else j
                  for j in store.jobs)
     rows = job_rows(replace(store, jobs=jobs), {}, NOW)
-    assert [r.job_id for r in filter_rows(rows, re.compile("x/train"), False)] == [2]
+    assert [r.job_id for r in filter_rows(rows, Clocked(re.compile("x/train"), None), False)] == [2]

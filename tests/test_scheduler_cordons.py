@@ -92,3 +92,24 @@ def test_a_decision_made_before_a_cordon_is_not_launched_but_goes_back_to_its_qu
     assert [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"] == [
         "not launched: gpu-a gpu1 is cordoned (by ops): it takes no new work until an admin "
         "uncordons it (fractui uncordon gpu-a 1)"]
+
+
+def test_a_decision_not_launched_on_a_drain_says_it_as_the_map_does_once_it_left(local_fleet):
+    """Two decisions made before a drain of their GPU, nothing else there: neither is
+    launched, both go back to their queue. Each says the drain as the map says it once it has
+    left (the jobs not launched are not what keeps it draining): the first draining, the
+    second still there; the second drained, as it is once both have left."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    first, second = f.submit("whole"), f.submit("whole")
+    for job in (first, second):
+        f.store.place(job.id, Slot("gpu-a", (1,), memory_mib=1000), "ops", "by hand",
+                      manual=True)
+    drain = f.store.cordon("gpu-a", 1, DRAIN, "ops", "bad fan")
+    f.until(lambda: "running" in f.states().values())
+    assert all(on(f, j.id) in (None, ("gpu-a", (0,))) for j in (first, second))
+    assert state(drain, f.store.jobs()) == DRAINED
+    said = [[e.why for e in f.store.audit_log(j.id) if e.action == "requeued"]
+            for j in (first, second)]
+    assert said == [["not launched: gpu-a gpu1 is %s (by ops): it takes no new work until an "
+                     "admin uncordons it (fractui uncordon gpu-a 1)" % now]
+                    for now in (DRAINING, DRAINED)], said

@@ -113,11 +113,27 @@ def test_an_idle_instance_where_a_launch_makes_its_own_is_the_launchs():
     assert _place(busy, "3g.40gb") == 0
 
 
+def test_a_gpu_instance_its_launch_has_made_without_its_compute_instance_yet_is_the_launchs():
+    """The snapshot taken between the GPU instance's making and its compute instance's (no uuid
+    yet), the record naming none: the launch's, booked there, and the rest of the GPU offered.
+    A record naming no instance counted as holding every instance without a uuid: that one
+    read busy, so no twin, and the GPU offered nothing."""
+    making = dict(_instance("3g.40gb", 4, "-", False), uuid=None)
+    view = _view([making], _started("3g.40gb", 4))
+    gpu = build_hosts([view], [], "uid")[0].gpus[0]
+    assert (gpu.idle_instances, [(i.profile, i.start, i.busy) for i in gpu.layout.instances]
+            ) == ((), [("3g.40gb", 4, True)])
+    assert _place(view, "3g.40gb") == 0
+
+
 @pytest.mark.parametrize("instances, job", [
     # launched onto an instance by its uuid, which the snapshot does not show: where is unknown
     ([], {"state": "running", "instance": "MIG-other", "memory_mib": None}),
     # its launch's slice where the snapshot has a busy instance: the two disagree
     ([_instance("4g.40gb", 0, "MIG-busy", True)], _started("3g.40gb", 0, "MIG-new")),
+    # a busy one of its profile at its start (another job's, or with processes): no idle twin
+    # its launch takes as it is, which the agent refuses; taken for one, it was booked the job's
+    ([_instance("3g.40gb", 4, "MIG-busy", True)], _started("3g.40gb", 4)),
 ])
 def test_a_gpu_whose_records_and_snapshot_cannot_both_be_read_offers_nothing(instances, job):
     """Until the next snapshot says what the GPU holds."""

@@ -4,18 +4,20 @@ and the scheduler places nothing new there meanwhile."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from rich.console import Console
 
 from fractui.config import QueueConfig
+from fractui.store.model import DRAIN, Cordon
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.header import Header
 from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test, screen_lines
+from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -273,3 +275,26 @@ async def test_a_drain_is_said_draining_with_its_jobs_and_said_once_as_it_finish
         assert said == ["gpu-a drained: no job of the store is left there; it takes no new "
                         "work until it is uncordoned"], said
         assert isinstance(app.screen, JobsScreen)
+
+
+@pilot_test
+async def test_drains_that_finish_at_once_are_said_in_one_notice():
+    """A rack drained for a kernel update, its last jobs ended (stopped) together: each host
+    was a notice of its own, a stack of them over the map (one a GPU, for a host drained GPU
+    by GPU). Those one read finds finished are said in one notice, named, then counted."""
+    hosts = ("a100-1", "h100-1", "l4-1", "a10-1")
+    drains = [Cordon(h, None, DRAIN, "ops", "kernel update", 0.0) for h in hosts] + [
+        Cordon("a10-1", g, DRAIN, "ops", "kernel update", 0.0) for g in range(4)]
+    async with settled_app((80, 24), cordons=drains) as (app, pilot):
+        screen = fleet(app)
+        assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs draining",)
+        view = app.source._store  # their jobs ended
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            j for j in view.jobs if j.slot is None))
+        screen.read_store()
+        await settled(pilot)
+        assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs drained",)
+        said = [(n.title, n.message) for n in app._notifications]
+        assert said == [("drained", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
+                         "drained: no job of the store is left there; they take no new work "
+                         "until they are uncordoned")], said

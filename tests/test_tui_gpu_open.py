@@ -381,3 +381,27 @@ async def test_the_cursor_on_a_free_run_stays_on_it_as_it_grows():
         assert isinstance(app.screen, GpuScreen), app.screen
         assert said(app) == ["no job on h100-1 gpu 0's slices 0-5: no instance holds them, "
                              "they are free"], said(app)
+
+
+@pilot_test
+async def test_an_idle_instance_a_starting_job_takes_is_that_job_s_row_being_made():
+    """#2's launch takes the idle 3g.40gb at its start as it is, and the snapshot is from
+    before (the instance idle, the record naming none yet). Placement books it #2's
+    (fleetview.booked_layout); the view listed it idle, ``enter`` saying no job held it."""
+    async with settled_app((100, 40)) as (app, pilot):
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a100-1")
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 2)
+        inst = next(i for i in gpu["instances"] if i["start"] == 4)
+        record = next(r for r in status.jobs.values() if r.get("instance") == inst["uuid"])
+        record.update(state="starting", instance=None, pid=None,
+                      mig={"profile": inst["profile"], "start": 4})
+        inst.update(busy=False, pids=[], memory_used_mib=0)
+        gpu["processes"] = [p for p in gpu.get("processes") or ()
+                            if p.get("instance") != inst["uuid"]]
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        row = next(ln for ln in screen_lines(app) if "4-7" in ln)
+        assert "#2" in row and "(being made)" in row, row
+        await pilot.press("j", "j", "j")  # (its rows: #3's, #4's, a free slice, the twin)
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 2, said(app)

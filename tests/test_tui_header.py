@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from fractui.store.model import CORDON, Cordon
 from fractui.tui.header import Header
 from tests.test_tui_snapshots import OUT_OF_SERVICE
 from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled
@@ -131,3 +132,44 @@ async def test_hosts_and_gpus_out_of_service_go_on_a_line_of_their_own(width):
         assert TOTALS + " · 1 GPU cordoned · 1 host draining · 1 GPU drained" in joined(
             lines), lines
         assert_hints_whole(app, lines)
+
+
+# a host cordoned and one draining, two GPUs cordoned, one drained: four kinds at once
+FOUR_KINDS = OUT_OF_SERVICE + (
+    Cordon("l4-1", None, CORDON, "ops@head", "cordoned by ops@head", 0.0),
+    Cordon("a10-1", 1, CORDON, "ops@head", "cordoned by ops@head", 0.0))
+
+
+@pytest.mark.parametrize("mode", ["normal", "readonly", "filtering", "moving"])
+@pilot_test
+async def test_four_kinds_out_of_service_keep_the_header_whole_at_80_columns(mode):
+    """Hosts and GPUs counted apart, a part each, four kinds out of service made the totals
+    three lines at 80 columns beside the hints: with the fleet's states on two (a filter's
+    hint is wider), the header passed its most rows and was cut instead, the counts out of
+    service first. Said a part per state ("1 host, 2 GPUs cordoned"), they keep two."""
+    app = frozen_app(readonly=mode == "readonly", cordons=FOUR_KINDS)
+    async with app.run_test(size=(80, 40)) as pilot:
+        await _into(mode, app, pilot)
+        lines = header_lines(app)
+        assert "…" not in "\n".join(lines), lines
+        assert TOTALS + " · 1 host, 2 GPUs cordoned · 1 host draining · 1 GPU drained" in \
+            joined(lines), lines
+
+
+@pytest.mark.parametrize("cordons, said", [
+    (OUT_OF_SERVICE, "5 pending · 1 cordoned · 1 draining · 1 drained"),
+    (FOUR_KINDS, "5 pending · 3 cordoned · 1 draining · 1 drained")])
+@pilot_test
+async def test_a_placement_at_80_columns_says_what_is_out_of_service_briefly_not_cut(
+        cordons, said):
+    """A placement's hints are wide: at 80 columns, hosts and GPUs said apart in each state
+    passed the header's most rows, and every line was cut (the counts out of service were not
+    seen at all). Where the words in full do not fit, the cordons in each state are said
+    alone."""
+    app = frozen_app(cordons=cordons)
+    async with app.run_test(size=(80, 40)) as pilot:
+        await _into("placing", app, pilot)
+        lines = header_lines(app)
+        assert "…" not in "\n".join(lines), lines
+        assert said in joined(lines), lines
+        assert len(lines) <= 6, lines

@@ -94,3 +94,17 @@ def test_a_jobs_memory_is_its_instances_or_its_processes():
                                            {"pid": 503, "used_mib": 200, "job": "j2"},
                                            {"pid": 504, "used_mib": 100, "job": None}]}}
     assert job_memory_mib(JOBS["j1"], share) == 700
+
+
+def test_a_job_id_that_names_another_job_after_a_wipe_starts_its_series_anew():
+    # the agent's ids count from j1 again once its state dir is wiped: the new j1's memory is
+    # its own, not drawn on from the samples of the job that held that id before
+    h = History()
+    before = {"j1": dict(JOBS["j1"], key="fractui-u-5.1")}
+    h.record("h", snapshot(T0, 10, 1000, 900), before)
+    h.record("h", snapshot(T0 + 1, 10, 1000, 900), before)
+    after = {"j1": dict(JOBS["j1"], key="fractui-u-7.1")}
+    h.record("h", snapshot(T0 + 5, 10, 1000, 30), after)
+    assert [s.used_mib for s in h.samples(job_key("h", "j1"))] == [30]
+    h.record("h", snapshot(T0 + 6, 10, 1000, 40), after)
+    assert [s.used_mib for s in h.samples(job_key("h", "j1"))] == [30, 40]

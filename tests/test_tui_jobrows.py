@@ -12,6 +12,7 @@ from fractui.tui.gpu_screen import describe
 from fractui.tui.jobrows import COLUMNS, filter_rows, fit, job_rows, memory, sort_rows
 from fractui.tui.jobs_view import grown
 from fractui.tui.model import StoreView, compile_filter
+from fractui.tui.typed import Clocked
 from tests.test_tui_cursor_pilot import plain
 from tests.test_tui_model import UID, a100, inst, job, l4
 
@@ -125,8 +126,8 @@ def test_sort_by_any_column_and_filter_by_regex():
         assert len(sort_rows(rows, column.key, False)) == 4
     assert [r.ref for r in sort_rows(rows, "age", True)][:3] == ["8", "9", "7"]
     assert [r.ref for r in sort_rows(rows, "memory", True)][0] == "8"
-    pattern, inverse = compile_filter("!running")
-    assert [r.ref for r in filter_rows(rows, pattern, inverse)] == ["9"]
+    typed, inverse = compile_filter("!running")
+    assert [r.ref for r in filter_rows(rows, Clocked(typed.regex, None), inverse)] == ["9"]
 
 
 def test_a_job_is_found_by_who_submitted_it():
@@ -136,8 +137,8 @@ def test_a_job_is_found_by_who_submitted_it():
     mine = store.jobs[0].__class__(**{**store.jobs[0].__dict__, "submitted_by": "chen@login1"})
     rows = job_rows(StoreView(UID, (mine,) + store.jobs[1:]), statuses, now=100.0)
     assert {r.ref: r.user for r in rows} == {"7": "chen", "8": "", "9": "", "h/j3": ""}
-    pattern, inverse = compile_filter("chen")
-    assert [r.ref for r in filter_rows(rows, pattern, inverse)] == ["7"]
+    typed, inverse = compile_filter("chen")
+    assert [r.ref for r in filter_rows(rows, Clocked(typed.regex, None), inverse)] == ["7"]
     assert [r.ref for r in sort_rows(rows, "user", False)][0] == "7"  # the unknown sort last
 
 

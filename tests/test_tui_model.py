@@ -10,13 +10,17 @@ import pytest
 
 from fractui.demo import fleet_layout, gpu_count
 from fractui.fleet.host import HostStatus
+from fractui.sched import Placer, Request
+from fractui.sched.fleetview import HostView, build_hosts
 from fractui.store.model import MOVE, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
 from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu, render_group, \
     render_host
+from fractui.tui.gpu_screen import describe
 from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, GpuGroupLine,
                                StoreView, compile_filter, queue_stats)
 from fractui.tui.sample import QUEUES, health
 from fractui.tui.themes import builtin_themes, label_colour
+from tests.test_tui_cursor_pilot import plain
 
 UID = "abcd1234"
 PAINT = Paint(builtin_themes()["dark"].slices, "#ffffff", "#000000", "#888888",
@@ -43,8 +47,9 @@ def a100(instances) -> dict:
 
 def inst(profile: str, start: int, size: int, uuid: str | None, busy: bool = False,
          pids=()) -> dict:
-    return {"uuid": uuid, "profile": profile, "start": start, "size": size, "busy": busy,
-            "pids": list(pids)}
+    """An instance as a snapshot has it (its GI id, one per start here, as every agent's)."""
+    return {"gi_id": start + 1, "uuid": uuid, "profile": profile, "start": start, "size": size,
+            "busy": busy, "pids": list(pids)}
 
 
 def build(gpus, agent_jobs=(), store_jobs=(), simulated=frozenset()) -> FleetModel:
@@ -126,20 +131,72 @@ def test_a_mig_job_its_agent_is_starting_is_drawn_decided_until_its_instance_is_
     job is running by seen_state then, so no longer drawn from the store's decision; the map
     drew nothing on its slices (free, as if no job were going there) where it drew them
     hatched, as a host that went away during the launch kept them."""
-    placed = job(4, state=PLACED, slot=Slot("h", (1,), profile="2g.20gb", start=6))
+    placed = job(4, state=PLACED, slot=Slot("h", (1,), profile="2g.20gb", start=4))
     record = {"id": "j2", "key": placed.key(UID), "gpus": [1], "state": "starting",
-              "mig": {"profile": "2g.20gb", "start": 6}, "instance": None, "name": "j4"}
+              "mig": {"profile": "2g.20gb", "start": 4}, "instance": None, "name": "j4"}
     (gpu,) = build([a100([inst("1g.10gb", 0, 1, "MIG-b")])], [record],
                    [placed]).hosts["h"].gpus
     assert [(b.kind, b.label, round(b.start * 8), b.job) for b in gpu.blocks] == [
-        (IDLE, "1g.10gb", 0, None), (PLACING, "2g.20gb", 6, "#4 h/j2")]
+        (IDLE, "1g.10gb", 0, None), (PLACING, "2g.20gb", 4, "#4 h/j2")]
     # made, in the snapshot: the job's instance, drawn once
     made = dict(record, state="running", instance="MIG-e")
-    (gpu,) = build([a100([inst("1g.10gb", 0, 1, "MIG-b"), inst("2g.20gb", 6, 2, "MIG-e",
+    (gpu,) = build([a100([inst("1g.10gb", 0, 1, "MIG-b"), inst("2g.20gb", 4, 2, "MIG-e",
                                                                 busy=True)])],
                    [made], [placed]).hosts["h"].gpus
     assert [(b.kind, round(b.start * 8), b.job) for b in gpu.blocks] == [
-        (IDLE, 0, None), (JOB, 6, "#4 h/j2")]
+        (IDLE, 0, None), (JOB, 4, "#4 h/j2")]
+
+
+def test_a_mig_job_being_made_is_drawn_where_placement_books_it():
+    """A launch whose instance the snapshot does not show yet takes an idle twin at its start
+    as it is, and destroys the idle ones in its way (fleetview.booked_layout, placement's
+    rule). The map drew the twin idle and the one in the way beside the job's slices, and the
+    GPU view listed both, while placement booked the twin the job's and the other gone: the
+    map draws from the same rule, and placement offers neither."""
+    placed = job(4, state=PLACED, slot=Slot("h", (1,), profile="3g.40gb", start=4))
+    twin = {"id": "j2", "key": placed.key(UID), "gpus": [1], "state": "starting", "name": "j4",
+            "mig": {"profile": "3g.40gb", "start": 4}, "instance": None}
+    by_hand = {"id": "j3", "key": "by-hand", "gpus": [1], "state": "starting", "name": "nb",
+               "mig": {"profile": "2g.20gb", "start": 0}, "instance": None}
+    gpus = [a100([inst("1g.10gb", 1, 1, "MIG-way"), inst("3g.40gb", 4, 4, "MIG-twin")])]
+    (gpu,) = build(gpus, [twin, by_hand], [placed]).hosts["h"].gpus
+    assert [(b.kind, b.label, round(b.start * 8), b.job) for b in gpu.blocks] == [
+        (PLACING, "3g.40gb", 4, "#4 h/j2"), (PLACING, "2g.20gb", 0, "h/j3")]
+    status = HostStatus("h", state="online", snapshot={"gpus": gpus},
+                        jobs={"j2": twin, "j3": by_hand})
+    _head, tables, _held = describe(status, "h", 1, StoreView(UID, (placed,)), "red")
+    rows = [ln.split() for ln in plain(tables).splitlines()]
+    assert [r[:2] for r in rows if r and r[0] in ("1g.10gb", "2g.20gb", "3g.40gb", "—")] == [
+        ["2g.20gb", "0-1"], ["—", "2-3"], ["3g.40gb", "4-7"]], rows
+    assert any(r[:2] == ["3g.40gb", "4-7"] and "(being" in r for r in rows), rows
+    hello = {"cpus": 8, "memory_mib": 1 << 16, "gpus": gpus}
+    view = HostView("h", "online", hello, {"gpus": gpus}, status.jobs)
+    (host,) = build_hosts([view], [placed], UID)
+    booked = host.gpus[0]  # (the host's one GPU, index 1)
+    assert booked.idle_instances == ()
+    assert sorted((i.profile, i.start, i.busy) for i in booked.layout.instances) == [
+        ("2g.20gb", 0, True), ("3g.40gb", 4, True)]
+    for profile, where in (("3g.40gb", None), ("2g.20gb", 2), ("1g.10gb", 3)):
+        p = Placer([host], "fractui").place(Request("r", mig=profile))
+        assert (None if p is None else p.plans[0].start) == where, profile
+
+
+def test_another_job_s_instance_at_a_launch_s_start_stays_that_job_s():
+    """Two records on one instance: a job running on it, and a launch whose record says it
+    makes its own there (the agent refuses it: the instance is busy). The map drew the
+    running job's instance as the launch's, being made, taken for an idle twin; the GPU is
+    drawn as its snapshot says, and offers nothing until the next snapshot."""
+    running = {"id": "j1", "key": "by-hand-1", "gpus": [1], "state": "running", "name": "a",
+               "instance": "MIG-a"}
+    late = {"id": "j2", "key": "by-hand-2", "gpus": [1], "state": "starting", "name": "b",
+            "mig": {"profile": "3g.40gb", "start": 4}, "instance": None}
+    gpus = [a100([inst("3g.40gb", 4, 4, "MIG-a", busy=True)])]
+    (gpu,) = build(gpus, [running, late]).hosts["h"].gpus
+    assert [(b.kind, round(b.start * 8), b.job) for b in gpu.blocks] == [(JOB, 4, "h/j1")]
+    view = HostView("h", "online", {"cpus": 8, "memory_mib": 1 << 16, "gpus": gpus},
+                    {"gpus": gpus}, {"j1": running, "j2": late})
+    (host,) = build_hosts([view], [], UID)
+    assert host.gpus[0].free_milli == 0
 
 
 def test_a_move_s_target_is_held_on_the_map_as_placement_holds_it():
@@ -251,14 +308,14 @@ def test_unchanged_host_is_not_rebuilt_as_new_lines():
 
 def test_filter_is_a_regex_falls_back_to_text_and_inverts():
     assert compile_filter("") == (None, False)
-    pattern, inverse = compile_filter("!a1(0")  # not a regex: matched as written
-    assert inverse and pattern.search("xa1(0y") and not pattern.search("a10")
-    pattern, inverse = compile_filter("H100|l4")
-    assert not inverse and pattern.search("h100-1") and pattern.search("L4")
+    typed, inverse = compile_filter("!a1(0")  # not a regex: matched as written
+    assert inverse and typed.regex.search("xa1(0y") and not typed.regex.search("a10")
+    typed, inverse = compile_filter("H100|l4")
+    assert not inverse and typed.regex.search("h100-1") and typed.regex.search("L4")
     for big in ("a{99999999999}", "(" * 5000 + "a" + ")" * 5000,  # too big for re to compile
                 "(?a)(?u)x"):  # flags at odds: a ValueError, not re.error
-        pattern, inverse = compile_filter(big)
-        assert not inverse and pattern.search("x" + big) and not pattern.search("a")
+        typed, inverse = compile_filter(big)
+        assert not inverse and typed.regex.search("x" + big) and not typed.regex.search("a")
 
 
 def test_queue_stats_count_pending_running_and_the_oldest_wait():

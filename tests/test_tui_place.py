@@ -794,3 +794,58 @@ async def test_every_way_back_out_of_a_placement_leaves_the_admin_where_they_wer
         assert app.focused is (screen.query_one(QueuePanel) if panel else screen.map), (
             way, app.focused)
         assert (screen.map.cursor.host, screen.map.cursor.gpu) == before, way
+
+
+@pilot_test
+async def test_a_placement_begun_during_another_and_left_leaves_the_map_as_it_was_before_both():
+    """The palette's ``place job #N`` while a placement of another job lasts: the map's cursor
+    was on the first one's ghost, which it follows; ``esc`` out of the second put it back
+    there, on a slot neither job took, not where the admin was before placement mode."""
+    async with settled_app((80, 24)) as (app, pilot):
+        screen = fleet(app)
+        await pilot.press("G")  # the map's cursor on its last GPU, where no ghost goes
+        before = (screen.map.cursor.host, screen.map.cursor.gpu)
+        await palette(pilot, "place job #23")
+        await until(pilot, lambda: screen.placement is not None
+                    and screen.placement.current is not None, "its slots looked for")
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) != before  # on the ghost
+        await palette(pilot, "place job #26")
+        await until(pilot, lambda: screen.placement is not None and not screen.placement.busy
+                    and screen.placement.job.id == 26, "the second's slots looked for")
+        await pilot.press("escape")
+        await settled(pilot)
+        assert screen.placement is None and app.focused is screen.map
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) == before
+
+
+@pytest.mark.parametrize("way", ["palette place", "jobs place"])
+@pilot_test
+async def test_a_placement_ended_by_its_job_placed_meanwhile_leaves_the_admin_where_they_were(
+        way):
+    """The job is placed by the scheduler or another admin while its placement lasts: the
+    mode ends, as when ``enter`` finds it so, back where it began (the map as the admin left
+    it; the jobs view it was begun in), not on the queue panel with the map's cursor on the
+    ghost's slot, where the admin had not been."""
+    async with settled_app((80, 24)) as (app, pilot):
+        screen = fleet(app)
+        await pilot.press("G")
+        before = (screen.map.cursor.host, screen.map.cursor.gpu)
+        await _to_map_by(way, app, pilot)
+        await until(pilot, lambda: screen.placement is not None and not screen.placement.busy
+                    and app.screen is screen, "its slots looked for")
+        job = screen.placement.job
+        view = app.source._store  # the scheduler (or another admin) placed it meanwhile
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            dataclasses.replace(j, state="placed") if j.id == job.id else j
+            for j in view.jobs))
+        screen.read_store()
+        await settled(pilot)
+        assert screen.placement is None
+        assert [n.message for n in app._notifications][-1] == \
+            "job %d is no longer pending: placement mode ended" % job.id
+        if way == "jobs place":
+            assert isinstance(app.screen, JobsScreen) and app.screen.table.row.job_id == job.id
+            await pilot.press("escape")
+            await settled(pilot)
+        assert app.screen is screen and app.focused is screen.map
+        assert (screen.map.cursor.host, screen.map.cursor.gpu) == before

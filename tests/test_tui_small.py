@@ -413,7 +413,7 @@ async def test_while_a_jobs_output_is_searched_its_key_line_says_what_keys_do_th
 @pilot_test
 async def test_a_search_of_a_jobs_output_too_big_for_re_is_searched_as_written(typed):
     """``a{99999999999}`` is no re.error but an OverflowError as re compiles it, flags at odds
-    (``(?a)(?u)``) a ValueError (the filter's sibling, ``typed_pattern``): searched for, each
+    (``(?a)(?u)``) a ValueError (the filter's sibling, ``typed.typed_pattern``): searched for, each
     ended the TUI."""
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -421,7 +421,7 @@ async def test_a_search_of_a_jobs_output_too_big_for_re_is_searched_as_written(t
         await pilot.press("slash", *typed, "enter")
         await pilot.pause()
         assert app.is_running and app.screen is screen
-        assert screen.logview.pattern.pattern == re.escape(typed)
+        assert screen.logview.pattern.regex.pattern == re.escape(typed)
 
 
 @pilot_test

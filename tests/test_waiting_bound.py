@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import psycopg
 import pytest
@@ -224,6 +224,23 @@ def member_submits(guarded: Guarded, jobs: int = 1) -> str:
                 rows, guarded.ann, guarded.ann))
 
 
+def _second_waits_for_the_first(pg_server, guarded: Guarded, first_sql: str,
+                                second: Callable[[], None], never: str) -> None:
+    """``first_sql`` run by ann in a transaction of her own, then ``second`` in a thread of its
+    own, which must wait for a lock (pg_stat_activity says so; else ``never`` is the failure)
+    until the first commits."""
+    with psycopg.connect(guarded.url(guarded.ann)) as first:
+        first.execute(first_sql)
+        racer = threading.Thread(target=second)
+        racer.start()
+        wait(lambda: not racer.is_alive() or pg_server.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
+            "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
+            lambda: never)
+        first.commit()
+    racer.join()
+
+
 def held(guarded: Guarded, waiting: int, bound: int) -> str:
     return ("refused by the store's guard: role %s (not in fractui_admin) may not submit a job "
             "to team %s: it has %d job%s waiting and may have at most %d (max_waiting)" % (
@@ -285,16 +302,8 @@ def test_two_members_inserting_on_psql_for_the_last_place_take_it_once(pg_server
             except psycopg.Error as err:
                 outcome.append(err)
 
-        with psycopg.connect(guarded.url(guarded.ann)) as first:
-            first.execute(member_submits(guarded))
-            racer = threading.Thread(target=second)
-            racer.start()
-            wait(lambda: not racer.is_alive() or pg_server.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
-                "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
-                lambda: "the second insert never waited for the lock")
-            first.commit()
-        racer.join()
+        _second_waits_for_the_first(pg_server, guarded, member_submits(guarded), second,
+                                    "the second insert never waited for the lock")
         assert [type(e) for e in outcome] == [psycopg.errors.InsufficientPrivilege], outcome
         assert held(guarded, 1, 1) in str(outcome[0])
         assert len(pending(admin, guarded.vision)) == 1
@@ -470,19 +479,12 @@ def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
             except WaitingFull as err:
                 outcome.append(err)
 
-        with psycopg.connect(guarded.url(guarded.ann)) as first:
-            first.execute(audited("UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
-                                  "reason = 'requeued by %s', updated_at = extract(epoch FROM "
-                                  "transaction_timestamp()) WHERE id = %d" % (me, jobs[0].id),
-                                  me, "requeue", str(jobs[0].id)))
-            racer = threading.Thread(target=second)
-            racer.start()
-            wait(lambda: not racer.is_alive() or pg_server.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
-                "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
-                lambda: "the second requeue never waited for the team's turn")
-            first.commit()
-        racer.join()
+        requeue = audited("UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                          "reason = 'requeued by %s', updated_at = extract(epoch FROM "
+                          "transaction_timestamp()) WHERE id = %d" % (me, jobs[0].id),
+                          me, "requeue", str(jobs[0].id))
+        _second_waits_for_the_first(pg_server, guarded, requeue, second,
+                                    "the second requeue never waited for the team's turn")
         assert [str(e) for e in outcome] == [
             "refused: you are %s, not an admin; team %s has 1 job waiting (1 of them being "
             "requeued) and may have at most 1 (max_waiting)" % (guarded.ann, guarded.vision)]

@@ -28,7 +28,7 @@ from fractui.fleet.sshconfig import SshConfigError
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
-from remote_agent import PROTOCOL_VERSION
+from remote_agent import JOB_KEYS, PROTOCOL_VERSION
 from remote_agent.gpu.models import mig_geometry
 from remote_agent.jobs.store import FINISHED
 from remote_agent.mig import health
@@ -243,6 +243,7 @@ class HostSession:
         if conn is None or self.status.state not in ("online", "degraded"):
             raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
                 ": " + self.status.error) if self.status.error else ""))
+        params = checked_by_key(self.status.hello, method, params)
         try:
             result = self._checked(method, conn.client.call(method, params, timeout_s),
                                    params)
@@ -579,10 +580,15 @@ class HostSession:
         self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()},
                               "is not among its agent's jobs as it connects")
         hooked = True
+
+        def call(method: str, params: Optional[Dict[str, Any]] = None) -> Any:
+            """A hook's call, on this connection before it is the session's: as ``call``."""
+            params = checked_by_key(hello, method, params)
+            return self._checked(method, conn.client.call(method, params,
+                                                          self.ssh.connect_timeout), params)
         for hook in list(self.connect_hooks):
             try:
-                hook(self.cfg.name, lambda m, p=None: self._checked(
-                    m, conn.client.call(m, p, self.ssh.connect_timeout), p), dict(jobs))
+                hook(self.cfg.name, call, dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is
@@ -786,6 +792,21 @@ def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> Optional[
         status.snapshot = params
         return None
     return status.take(params)
+
+
+def checked_by_key(hello: Optional[Dict[str, Any]], method: str,
+                   params: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A call's params as this host's agent takes them: the ``key`` a caller names an agent's
+    job by, beside its id, is the agent's check that the id still means that job (JOB_KEYS);
+    an agent whose hello does not list it (older) is asked without it, as before, rather than
+    refused a param it does not know; a key of None (the caller knows none: a job named by
+    hand) is left out too. So every caller names the key it knows."""
+    if not params or "key" not in params or method + ".key" not in JOB_KEYS:
+        return params
+    listed = (hello or {}).get("features")
+    if params["key"] is not None and isinstance(listed, list) and method + ".key" in listed:
+        return params
+    return {k: v for k, v in params.items() if k != "key"}
 
 
 def hello_problem(hello: Dict[str, Any],

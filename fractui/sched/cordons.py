@@ -13,7 +13,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from fractui.sched.model import Gpu, Host
 from fractui.store.model import CORDON, ON_HOST, Cordon, Job
-from fractui.words import count
+from fractui.words import count, first_of
 
 CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
 STATES = (CORDONED, DRAINING, DRAINED)
@@ -53,8 +53,7 @@ def made_said(made: Cordon, jobs: Iterable[Job], told_by: str) -> str:
     empty host's drain is drained at once), and the store's jobs on it; ``told_by`` says
     where a draining one is seen drained. One wording for the CLI and the TUI."""
     on_it = [j for j in jobs if holds(made, j)]
-    shown = ", ".join("job %d" % j.id for j in on_it[:5]) + (
-        " and %d more" % (len(on_it) - 5) if len(on_it) > 5 else "")
+    shown = first_of(["job %d" % j.id for j in on_it], 5)
     return "%s %s: the scheduler places and launches nothing new there; %s" % (
         made.where(), state(made, on_it), "what runs there runs on (%s)%s" % (
             shown, "; %s says drained once it has ended" % told_by if made.mode != CORDON
@@ -118,13 +117,16 @@ def gpu_service(cordons: Sequence[Cordon], jobs: Sequence[Job], host: str, index
     return ", ".join(words) or None
 
 
-def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> list[str]:
-    """What is out of service, for a header: hosts and GPUs apart, by state, those there are
-    ("1 host drained", "2 GPUs cordoned"). A host's cordon counts once, as its host (its GPUs
-    are not counted again); a GPU by its own cordon."""
+def summary(cordons: Sequence[Cordon], jobs: Sequence[Job], apart: bool = True) -> list[str]:
+    """What is out of service, for a header: a part per state there is, hosts and GPUs apart
+    in it ("1 host drained", "1 host, 2 GPUs cordoned"; three parts at most, a header's line
+    at 80 columns). A host's cordon counts once, as its host (its GPUs are not counted
+    again); a GPU by its own cordon. Not ``apart``: the cordons in each state alone ("3
+    cordoned"), for a header with no room for more."""
     counts: dict[tuple[str, str], int] = {}
     for c in cordons:
-        key = (state(c, jobs), "host" if c.gpu is None else "GPU")
+        key = (state(c, jobs), ("host" if c.gpu is None else "GPU") if apart else "")
         counts[key] = counts.get(key, 0) + 1
-    return ["%s %s" % (count(counts[(s, what)], what), s) for s in STATES
-            for what in ("host", "GPU") if (s, what) in counts]
+    parts = [(s, [count(counts[(s, what)], what) if what else str(counts[(s, what)])
+                  for what in ("host", "GPU", "") if (s, what) in counts]) for s in STATES]
+    return ["%s %s" % (", ".join(some), s) for s, some in parts if some]

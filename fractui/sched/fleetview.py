@@ -57,23 +57,6 @@ def not_started(jobs: Iterable[Job], records: Iterable[Mapping[str, Any]],
     return [j for j in jobs if seen_state(j, by_key.get(j.key(store_uid))) == PLACED]
 
 
-def being_made(rec: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
-               ) -> List[Mapping[str, Any]]:
-    """Of the agent's job ``records``, those active on MIG GPU ``rec`` whose instance their
-    agent makes for them (a record's ``mig``) and the snapshot does not show yet (no instance
-    there starts at it: job news come at once, snapshots each tick): their slices are
-    theirs, drawn decided, not free."""
-    starts = {i.get("start") for i in rec.get("instances") or ()}
-    made = []
-    for r in records:
-        mig = r.get("mig") or {}
-        if r.get("state") in ACTIVE_AGENT_STATES and rec.get("index") in (r.get("gpus") or ()) \
-                and mig.get("profile") and mig.get("start") is not None \
-                and mig["start"] not in starts:
-            made.append(r)
-    return made
-
-
 def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
     """Whether a host's agent can make the MIG mode change a launch asks first (``mig.set_mode``
     with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
@@ -499,48 +482,91 @@ def outside_milli(rec: Mapping[str, Any]) -> int:
 
 def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                ) -> Optional[Layout]:
+    """A MIG GPU's layout as placement books it (``booked_layout``), or None: the GPU is given
+    nothing."""
+    booked = booked_layout(rec, agent_jobs)
+    return None if booked is None else booked.layout
+
+
+@dataclass(frozen=True)
+class Booked:
+    """A MIG GPU as placement books it, and as the map and the GPU view draw it."""
+
+    layout: Layout
+    making: Dict[int, Mapping[str, Any]]
+    """By GI id, the record of each job whose instance the snapshot does not show yet, booked
+    where its launch makes it: an idle twin the snapshot shows there, or one it makes (its
+    GI id not the snapshot's). The snapshot's idle instances in their way are not in
+    ``layout`` (the launch destroys them)."""
+    made: Tuple[Instance, ...]
+    """Those of ``making`` the snapshot does not have at all (their launches make them)."""
+
+
+def booked_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
+                  ) -> Optional[Booked]:
     """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy, and
     the instance of each job whose record is newer than the snapshot booked where its launch
     makes it (``_unshown``); None for a GPU without MIG, of a model fractui does not know, whose
     instances no GPU of its model could hold (a broken agent's record), or whose job records
-    and snapshot cannot both be read (until the next snapshot): the GPU is given nothing."""
+    and snapshot cannot both be read (until the next snapshot): the GPU is given nothing.
+    ``agent_jobs``: the agent's live job records (of any GPU of the host)."""
     geo = gpu_geometry(rec) if rec.get("mig_mode") else None
     if geo is None or misfit(geo, rec.get("instances") or []) is not None:
         return None
     mine = [j for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])]
-    held = {j.get("instance") for j in mine}
-    layout: Optional[Layout] = Layout(geo, tuple(
+    held = {j.get("instance") for j in mine} - {None}  # (a record naming none holds none)
+    base = tuple(
         Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"], size=i["size"],
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
                  busy=bool(i.get("busy")) or i.get("uuid") in held)
-        for i in rec.get("instances") or []))
+        for i in rec.get("instances") or [])
+    layout = Layout(geo, base)
+    making: Dict[int, Mapping[str, Any]] = {}
+    for job in unshown(rec, mine):
+        booked = _unshown(layout, job.get("mig"))
+        if booked is None:
+            return None
+        layout, gi = booked
+        making[gi] = job
+    shown = {i.gi_id for i in base}
+    return Booked(layout, making, tuple(i for i in layout.instances
+                                        if i.gi_id in making and i.gi_id not in shown))
+
+
+def unshown(rec: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
+            ) -> List[Mapping[str, Any]]:
+    """Of an agent's live job ``records``, those on GPU ``rec`` whose instance its snapshot does
+    not show yet (none named, or one it does not list): job news come at once, snapshots each
+    tick. Cheap, so that a view asks ``booked_layout`` only where one is."""
     shown = {i.get("uuid") for i in rec.get("instances") or () if i.get("uuid")}
-    for job in mine:
-        if layout is not None and job.get("instance") not in shown:
-            layout = _unshown(layout, job.get("mig"))
-    return layout
+    return [j for j in records if rec.get("index") in (j.get("gpus") or [])
+            and j.get("instance") not in shown]
 
 
-def _unshown(layout: Layout, launched: Any) -> Optional[Layout]:
-    """``layout`` with the instance of a job its snapshot does not show yet, held: the agent
-    tells a launch's record at once and its snapshot at the next tick, and a pass between the
-    two that read the snapshot alone would place a second slice there (refused by the agent:
-    "busy instance ... in the way"). The record's ``mig`` says where its launch makes it, or
-    takes an idle twin there (marked busy), destroying idle instances in its way. None where the
-    record does not say (a launch onto an instance named by uuid), or the snapshot has a busy
-    instance there: what the GPU holds is known once the next snapshot comes."""
+def _unshown(layout: Layout, launched: Any) -> Optional[Tuple[Layout, int]]:
+    """``layout`` with the instance of a job its snapshot does not show yet, held, and that
+    instance's GI id: the agent tells a launch's record at once and its snapshot at the next
+    tick, and a pass between the two that read the snapshot alone would place a second slice
+    there (refused by the agent: "busy instance ... in the way"). The record's ``mig`` says
+    where its launch makes it, or takes an idle twin there (marked busy), destroying idle
+    instances in its way. None where the record does not say (a launch onto an instance named
+    by uuid), or the snapshot has a busy instance there (one of its own profile too: another
+    job's, or one with processes, which the agent never gives a launch): what the GPU holds
+    is known once the next snapshot comes."""
     asked = launched if isinstance(launched, dict) else {}
     profile, start = asked.get("profile"), asked.get("start")
     if not isinstance(profile, str) or type(start) is not int:
         return None
-    twin = next((i for i in layout.instances if (i.profile, i.start) == (profile, start)), None)
+    twin = next((i for i in layout.instances if (i.profile, i.start) == (profile, start)
+                 and not i.busy), None)  # (a busy one is in its way: the agent refuses it)
     if twin is not None:
         return Layout(layout.geometry, tuple(replace(i, busy=True) if i is twin else i
-                                             for i in layout.instances))
+                                             for i in layout.instances)), twin.gi_id
     try:
-        return mig.commit(layout, profile, start)[1]
+        after = mig.commit(layout, profile, start)[1]
     except PlanError:
         return None
+    return after, after.instances[-1].gi_id  # (commit adds the one it makes last)
 
 
 def _compute(geo: Geometry, profile: str) -> int:

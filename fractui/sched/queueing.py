@@ -26,7 +26,7 @@ from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
-from fractui.words import gib
+from fractui.words import first_of, gib
 
 POLICY = "fractui"
 PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
@@ -357,7 +357,7 @@ def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
             for v in views if not allowed or v.name in allowed]
     if not away:
         return None
-    return "no host it may use is reachable now (%s): it waits for one" % _first_three(away)
+    return "no host it may use is reachable now (%s): it waits for one" % first_of(away, 3)
 
 
 def _no_room(gpu_count: int, cordons: Sequence[Cordon],
@@ -373,16 +373,11 @@ def _no_room(gpu_count: int, cordons: Sequence[Cordon],
         said = "no room: no GPU %s has a free slice for it" % (
             "in service" if cordons else "in the fleet")
     if cordons:
-        said += " (out of service: %s)" % _first_three([c.where() for c in cordons])
+        said += " (out of service: %s)" % first_of([c.where() for c in cordons], 3)
     if outside:
-        said += "; processes outside fractui use GPU memory on %s" % _first_three(
-            ["%s gpu%d (%d MiB)" % o for o in outside])
+        said += "; processes outside fractui use GPU memory on %s" % first_of(
+            ["%s gpu%d (%d MiB)" % o for o in outside], 3)
     return said
-
-
-def _first_three(names: Sequence[str]) -> str:
-    more = " and %d more" % (len(names) - 3) if len(names) > 3 else ""
-    return ", ".join(names[:3]) + more
 
 
 def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
-from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_NOT_FOUND, REQUEST, STALE_LAYOUT,
-                                      error_class)
+from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_KEY_MISMATCH, JOB_NOT_FOUND,
+                                      REQUEST, STALE_LAYOUT, error_class)
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
@@ -326,14 +326,16 @@ class Executor:
         if (host, key) in self._stops_sent:
             return
         try:
-            self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(grace),
+            self.call(host, "job.stop", {"job": agent_job, "key": key,
+                                         "grace": math.ceil(grace),
                                          "reason": printable(reason)})  # (a job's reason
             # may hold an agent's words of several lines, which an agent takes in none)
         except AgentCallError as err:
-            if err.code != JOB_NOT_FOUND:
+            if err.code not in (JOB_NOT_FOUND, JOB_KEY_MISMATCH):
                 self._not_taken(host, key, err)
                 return
-            log.info("%s: nothing left to stop of %s", err, key)  # its retention passed
+            # its retention passed, or the agent lost it (its id now another job's: left be)
+            log.info("%s: nothing left to stop of %s", err, key)
         with self._untaken_lock:
             taken = self._untaken.pop((host, key), None) is not None
         if taken:

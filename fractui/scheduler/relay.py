@@ -91,8 +91,8 @@ class LogRelay:
         bytes as they are and where they end in the log (LogTail.offset); else its lines."""
         host = job.slot.host  # type: ignore[union-attr]
         asked = LOG_TAIL_BYTES + 1  # one more: whether the first byte kept starts a line
-        params = {"job": job.agent_job, "lines": 0, "bytes": asked} if exact else \
-            {"job": job.agent_job, "lines": TAIL_LINES}
+        params = dict({"lines": 0, "bytes": asked} if exact else {"lines": TAIL_LINES},
+                      job=job.agent_job, key=job.key(self.store.uid))  # (its attempt's copy)
         offset: Optional[int] = None
         try:
             answer = self.call(host, "job.logs", params)

@@ -439,14 +439,19 @@ class Scheduler:
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
             jobs = self._active_jobs()
+        refused: set[int] = set()
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            out = refusal(cordons, jobs, job.slot.host, job.slot.gpus)
+            # the drain in its state once the job has left it, as the map says it then: the
+            # decisions not launched are not what keeps it draining
+            out = refusal(cordons, (j for j in jobs if j.id != job.id and j.id not in refused),
+                          job.slot.host, job.slot.gpus)
             if out is not None:  # cordoned since it was decided
+                refused.add(job.id)
                 self._unplace(job, out)
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
@@ -773,11 +778,12 @@ class Scheduler:
         for copy in self.store.stale(host):
             rec = by_key.get(copy.key)
             if rec is not None and rec.get("state") not in AGENT_ENDED:
-                call("job.stop", {"job": rec["id"], "grace": 0, "reason": _stale_why(copy)})
+                call("job.stop", {"job": rec["id"], "key": copy.key, "grace": 0,
+                                  "reason": _stale_why(copy)})
                 deadline = time.monotonic() + FENCE_WAIT_S
                 while rec.get("state") not in AGENT_ENDED and time.monotonic() < deadline:
                     time.sleep(0.05)
-                    rec = call("job.get", {"job": rec["id"]})
+                    rec = call("job.get", {"job": rec["id"], "key": copy.key})
                 if rec.get("state") not in AGENT_ENDED:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)

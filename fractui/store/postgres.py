@@ -25,7 +25,8 @@ import urllib.parse
 from typing import Any, Optional
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier
@@ -183,12 +184,25 @@ DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allo
 """A database's own limit (ALTER DATABASE ... CONNECTION LIMIT) reached: the server takes
 other databases' connections, and no role's CONNECTION LIMIT (NO_SLOT's advice) frees one."""
 # The server's words for each (PostgreSQL 15; from 16 the reserved slots' words name "roles
-# with the SUPERUSER attribute" or pg_use_reserved_connections): at connect libpq gives no
-# SQLSTATE, only the words, which are read only then (a query's error may quote anyone's
-# value: the guard's refusal of a member's); 53300 where one is given. The role's or the
-# database's name as the server says it (a peer map's role is not the URL's).
+# with the SUPERUSER attribute" or pg_use_reserved_connections), in English: read only for the
+# advice, once the class is known by what no language changes (_refused_at_connect, 53300),
+# and only from the server's refusal at connect (a query's error may quote anyone's value: the
+# guard's refusal of a member's). The role's or the database's name as the server says it (a
+# peer map's role is not the URL's).
 _NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved")
 _LIMIT_WORDS = re.compile(r'too many connections for (role|database) "(.*?)"(?=\s|$)')
+
+PING_TIMEOUT_S = 2
+"""How long the ping that tells a failed connection apart waits for the server (libpq's least
+connect_timeout): one that answers no sooner is said as not reached, as it was before."""
+NOT_NOW = ("the PostgreSQL server takes no connections now (starting up, shutting down, or "
+           "recovering): %s; nothing was recorded: try again in a moment")
+PASSWORD_FROM = "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
+REFUSED_AT_CONNECT = ("the server's log says why: a role it does not know or whose password "
+                      "it refused, pg_hba.conf, a database not there, or no connection slot "
+                      "left (fractui reads the server's words only in English)")
+"""The advice where the server answered and refused, and its words name none that fractui
+knows: a server in another language (its lc_messages), or a reason not foreseen."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -252,8 +266,13 @@ class PostgresDialect(Dialect):
         if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
         # UTF8 whatever PGCLIENTENCODING says: names and images are any Unicode
-        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                             client_encoding="UTF8", **extra)
+        try:
+            db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                 client_encoding="UTF8", **extra)
+        except psycopg.OperationalError as err:
+            if err.sqlstate:
+                raise
+            raise self._refused_at_connect(err) from err
         encoding = db.info.parameter_status("server_encoding")
         if encoding != "UTF8":
             db.close()
@@ -530,22 +549,12 @@ class PostgresDialect(Dialect):
             # breaks a constraint (there are none but keys fractui's own writes keep), so one
             # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
-        if state == "53300" or not state:
-            limit = _LIMIT_WORDS.search(text)
-            if limit is not None:
-                kind, name = limit.groups()
-                return StoreUnavailable(self.where, (
-                    ROLE_SLOTS if kind == "role" else DATABASE_SLOTS) % (name, text,
-                                                                         quoted(name)))
-            if state or any(w in text for w in _NO_SLOT_WORDS):
-                return StoreUnavailable(self.where, NO_SLOT % text)
-        if state.startswith("28") or "authentication failed" in text or (
-                "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
-            return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
-                self.user, text, _auth_hint(text, self.user, self._named_by())))
-        if state == "3D000" or ("database" in text and "does not exist" in text):
-            return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
-                                    "it (createdb)" % text)
+        if state == "53300":
+            return self._no_slot(text)
+        if state.startswith("28"):
+            return self._denied(text)
+        if state == "3D000":
+            return self._no_database(text)
         if state == "42501":  # the server's words, or the guard's (0004), less its CONTEXT
             return StoreDenied(self.where, "role %s may not do this: %s" % (
                 self.user, err.diag.message_primary or text))
@@ -564,7 +573,8 @@ class PostgresDialect(Dialect):
         if state in ("42P01", "42703"):
             return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
                                 % text)
-        if state == "0A000" and "cached plan" in text:  # (a statement psycopg prepared)
+        if state == "0A000" and err.diag.source_function == "RevalidateCachedQuery":
+            # (a statement psycopg prepared; the function's name is no language's)
             return StoreDamaged(self.where, "its tables were changed under this fractui "
                                 "(PostgreSQL: %s), as a newer fractui's schema upgrade does: "
                                 "start this one again (one older than the store's schema "
@@ -583,6 +593,50 @@ class PostgresDialect(Dialect):
         if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
         return StoreUnavailable(self.where, text)
+
+    def _refused_at_connect(self, err: psycopg.OperationalError) -> StoreError:
+        """Why a connection was not made, where psycopg gives no SQLSTATE (at connect libpq
+        keeps only the words, the server's in its lc_messages' language, libpq's own in the
+        process's LC_MESSAGES'): told apart by what no language changes (docs/decisions.md,
+        "A failed connection is told apart by libpq's facts, not its words"). libpq's own
+        flag for a password asked and none given; else a ping (PQping: whether a server
+        answered, and whether it said 57P03). The words only choose the advice."""
+        text = " ".join(str(err).split()) or type(err).__name__
+        if err.pgconn is not None and err.pgconn.needs_password:
+            return self._denied(text, PASSWORD_FROM)
+        answer = pq.PGconn.ping(make_conninfo(
+            self.url, connect_timeout=PING_TIMEOUT_S,
+            application_name=conninfo_to_dict(self.url).get("application_name", "fractui")
+        ).encode())
+        if answer == pq.Ping.REJECT:
+            return StoreUnavailable(self.where, NOT_NOW % text)
+        if answer != pq.Ping.OK:
+            return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
+        if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
+            return self._no_slot(text)
+        if "database" in text and "does not exist" in text:
+            return self._no_database(text)
+        return self._denied(text)
+
+    def _no_slot(self, text: str) -> StoreUnavailable:
+        """A connection refused for want of a slot (53300): the server's, or by the words the
+        role's or the database's CONNECTION LIMIT."""
+        limit = _LIMIT_WORDS.search(text)
+        if limit is None:
+            return StoreUnavailable(self.where, NO_SLOT % text)
+        kind, name = limit.groups()
+        return StoreUnavailable(self.where, (ROLE_SLOTS if kind == "role" else DATABASE_SLOTS)
+                                % (name, text, quoted(name)))
+
+    def _denied(self, text: str, hint: Optional[str] = None) -> StoreDenied:
+        """A refusal of the role; ``hint``: what to do, where known by a fact (else by the
+        server's words, _auth_hint)."""
+        return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
+            self.user, text, hint or _auth_hint(text, self.user, self._named_by())))
+
+    def _no_database(self, text: str) -> StoreUnavailable:
+        return StoreUnavailable(self.where, "has no such database: %s; an admin creates it "
+                                "(createdb)" % text)
 
     def damaged(self, what: str) -> StoreDamaged:
         return StoreDamaged(self.where, "holds what fractui never wrote: %s; restore the "
@@ -664,7 +718,9 @@ def _auth_hint(text: str, user: str, named_by: Optional[str]) -> str:
     if "role" in text and "does not exist" in text:
         return "an admin makes it: CREATE ROLE %s LOGIN, and grants it a team role" % quoted(
             user)
-    return "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
+    if "authentication failed" in text:
+        return PASSWORD_FROM
+    return REFUSED_AT_CONNECT
 
 
 # Who owns the store's tables and functions (a table's indexes, sequences and row type are its

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -54,7 +55,8 @@ from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
-from fractui.words import count, failing_passes
+from fractui.tui.typed import Typed
+from fractui.words import count, failing_passes, first_of
 
 STORE_EVERY_S = 1.0
 PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
@@ -190,6 +192,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.model = FleetModel(self.source.hosts())
         self.statuses: dict[str, HostStatus] = {}
         self.filter_text = ""
+        self.filter: Optional[Typed] = None
+        """The filter's pattern (its slowness kept while its text is the same)."""
         self.compact: Optional[bool] = None
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
@@ -219,8 +223,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """What reopens the views a placement was started in (the jobs view; a job's screen and
         those under it), for ``esc`` to go back to; None where it began on the map."""
         self.left_from: Optional[tuple[bool, Cursor]] = None
-        """Where the admin was as a placement began: on the queue panel or not, and the map's
-        cursor (the ghost takes it); put back when they leave it (``end_placement``)."""
+        """Where the admin was as placement mode began (one begun during another keeps it): on
+        the queue panel or not, and the map's cursor (the ghost takes it); put back when they
+        leave it (``end_placement``)."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -351,12 +356,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
                          now: dict[tuple[str, Optional[int]], str]) -> None:
-        """A notice, on whatever screen the admin is, for each drain whose last job of the
+        """A notice, on whatever screen the admin is, of the drains whose last job of the
         store ended or left since the last read: any admin's drain (the map and header change
-        where the admin may not be looking, and a drain is made to be waited for)."""
-        for host, gpu in finished(before, now):
-            self.notify("%s drained: no job of the store is left there; it takes no new work "
-                        "until it is uncordoned" % host_or_gpu(host, gpu), title="drained")
+        where the admin may not be looking, and a drain is made to be waited for). One for
+        all a read finds so, not one each: a rack drained together, its jobs stopped together,
+        was a stack of notices over the map."""
+        done = [host_or_gpu(host, gpu) for host, gpu in finished(before, now)]
+        if done:
+            self.notify("%s drained: no job of the store is left there; %s" % (
+                first_of(done, 5), "it takes no new work until it is uncordoned"
+                if len(done) == 1 else "they take no new work until they are uncordoned"),
+                title="drained")
 
     # -- drawing --
 
@@ -376,9 +386,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def relayout(self, reveal: bool = False) -> None:
         """The map's lines again; with the placement's ghost drawn on them (``reveal``: the
         cursor put on it and scrolled into sight, as when it moved)."""
-        pattern, inverse = compile_filter(self.filter_text)
+        self.filter, inverse = compile_filter(self.filter_text, self.filter)
         per = per_line(self.map.line_width) if self.compact_now() else 0
-        lines = self.model.lines(pattern, inverse, per, self.order)
+        lines = (self.model.lines(None, False, per, self.order) if self.filter is None else
+                 self.filter.run(lambda p: self.model.lines(p, inverse, per, self.order),
+                                 partial(self.notify, severity="warning")))
         if self.placement is not None:
             self.placement.in_order(self.model.gpu_rank(self.order))
         where = self.placement.current if self.placement else None
@@ -590,9 +602,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def start_placement(self, job: Job, drag: bool = False,
                         back: Optional[Callable[[], None]] = None) -> None:
+        if self.placement is None:  # (begun during another: the map's cursor is on its ghost)
+            self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.came_from = back
-        self.left_from = (self.query_one(QueuePanel).has_focus, self.map.cursor)
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -748,18 +761,19 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                       for j in view.jobs):
             return
         self.notify("%s: placement mode ended" % _no_longer(p.job), severity="warning")
-        self.end_placement()
+        self.end_placement(left=True)  # (as when enter finds it so: nothing was recorded)
 
     def end_placement(self, left: bool = False) -> None:
         """The focus back where such work goes on: the queue panel after a placement (the
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
-        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal):
-        the map as they left it as it began (``left_from``), focused, its cursor on the same
-        GPU (not where the ghost was, on a slot the job never took), the queue panel only if
-        it had the focus; and one started in the jobs view goes back there, its cursor on the
-        job still (not to the map, which the admin did not come from), as one started on a
-        job's screen goes back to that job's screen (``came_from``)."""
+        pending jobs, not on the job moved). ``left``: the admin left it (``esc``, a refusal,
+        its job no longer as it began): the map as they left it as it began (``left_from``),
+        focused, its cursor on the same GPU (not where the ghost was, on a slot the job never
+        took), the queue panel only if it had the focus; and one started in the jobs view goes
+        back there, its cursor on the job still (not to the map, which the admin did not come
+        from), as one started on a job's screen goes back to that job's screen
+        (``came_from``)."""
         p = self.placement
         back, self.came_from = self.came_from, None
         was, self.left_from = self.left_from, None

@@ -37,8 +37,8 @@ from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import gpu_service, refusal
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, being_made, gpu_geometry, lists,
-                                     mps_layer, jobs_by_host, not_started, outside_mib)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, gpu_geometry, lists,
+                                     mps_layer, jobs_by_host, not_started, outside_mib, unshown)
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
@@ -216,13 +216,18 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                   header_style="bold")
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
-        # an instance its agent makes for a job, not in the snapshot yet: the job's row
-        geo = gpu_geometry(gpu)
-        sizes = {p.name: p.size for p in geo.profiles} if geo else {}
-        made = [{"start": r["mig"]["start"], "size": sizes.get(r["mig"]["profile"], 1),
-                 "profile": r["mig"]["profile"], "made_for": str(r.get("id"))}
-                for r in being_made(gpu, live)]
-        instances = list(gpu.get("instances") or ()) + made
+        # an instance its agent makes for a job, not in the snapshot yet: the job's row, where
+        # placement books it (an idle twin there its own, idle ones in its way gone), as the
+        # map draws it
+        booked = booked_layout(gpu, live) if unshown(gpu, live) else None
+        instances = list(gpu.get("instances") or ())
+        if booked is not None:
+            kept = {i.gi_id for i in booked.layout.instances}
+            owner = {gi: str(r.get("id")) for gi, r in booked.making.items()}
+            instances = [dict(i, made_for=owner[i["gi_id"]]) if i.get("gi_id") in owner else i
+                         for i in instances if i.get("gi_id") in kept] + [
+                {"start": i.start, "size": i.size, "profile": i.profile,
+                 "made_for": owner[i.gi_id]} for i in booked.made]
         # the slices no instance holds are rows among them, as the map draws them: free
         free = [{"start": a, "size": b - a + 1, "free": True}
                 for a, b in free_slices(dict(gpu, instances=instances),

@@ -79,24 +79,29 @@ class Header(Widget):
         if info is None:
             return [Text("fractui %s" % __version__)]
         vars_ = RichVariables(self.app)
-        lines = self._lines(info, vars_)
         columns = _columns(info.hints, vars_)
         seps = ("", "", "bold " + vars_["accent"])
-        whole = [_joined(parts, sep) for parts, sep in zip(lines, seps)]
-        # the most columns that leave the words their width; one at the least
-        longest = max(cell_len(line.plain) for line in whole)
-        n = len(columns)
-        while n > 1 and longest + 1 + _width(columns[:n]) > width:
-            n -= 1
-        hints = columns[:n]
-        room = width - 1 - _width(hints) if hints else width
         last = Text()  # (a style of its own would be the hints' beside it too)
         last.append(info.scheduler, style="dim")
         if info.note:
             last.append(SEP if info.scheduler else "", style="dim")
             last.append(info.note, style=vars_["warning"])
-        left = [row for parts, sep in zip(lines, seps) for row in _wrapped(parts, room, sep)]
-        if len(left) + bool(last) > MOST_ROWS:
+        # what is out of service said in full, else briefly where that leaves the header
+        # its most rows, else in full and cut below
+        for brief in (False, True, False):
+            lines = self._lines(info, vars_, brief)
+            whole = [_joined(parts, sep) for parts, sep in zip(lines, seps)]
+            # the most columns that leave the words their width; one at the least
+            longest = max(cell_len(line.plain) for line in whole)
+            n = len(columns)
+            while n > 1 and longest + 1 + _width(columns[:n]) > width:
+                n -= 1
+            hints = columns[:n]
+            room = width - 1 - _width(hints) if hints else width
+            left = [row for parts, sep in zip(lines, seps) for row in _wrapped(parts, room, sep)]
+            if len(left) + bool(last) <= MOST_ROWS:
+                break
+        else:
             left = whole  # (cut below)
         if last:
             left.append(last)
@@ -122,8 +127,9 @@ class Header(Widget):
         return out
 
     @staticmethod
-    def _lines(info: HeaderInfo, vars_: RichVariables) -> list[list[Text]]:
-        """The totals' and the view's lines, each as its parts (" · " between them)."""
+    def _lines(info: HeaderInfo, vars_: RichVariables, brief: bool) -> list[list[Text]]:
+        """The totals' and the view's lines, each as its parts (" · " between them); what is
+        out of service ``brief`` (Totals.out_of_service_brief) or in full."""
         t = info.totals
         first = Text()
         first.append("fractui ", style="bold " + vars_["primary"])
@@ -135,7 +141,7 @@ class Header(Widget):
             100 * t.allocated)), _figure("jobs ", str(t.running), " running"),
             _figure("", str(t.pending), " pending")]
         totals += [Text(words, style="bold " + vars_["warning"])
-                   for words in t.out_of_service]  # hosts and GPUs out of service
+                   for words in (t.out_of_service_brief if brief else t.out_of_service)]
         view = [Text(p, style="bold " + vars_["accent"]) for p in info.view]
         view[0] = Text.assemble(("view ", "dim"), view[0])
         return [fleet, totals, view]

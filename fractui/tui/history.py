@@ -47,6 +47,9 @@ class History:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._series: dict[Key, Deque[Sample]] = {}
+        # a job series' agent key: ids count from j1 again once an agent's state dir is wiped,
+        # and a series of that id is then another job's, begun anew
+        self._keys: dict[Key, Optional[str]] = {}
         self._latest: dict[str, float] = {}  # host -> its newest snapshot's time
 
     def record(self, host: str, snapshot: Optional[Mapping[str, Any]],
@@ -70,11 +73,15 @@ class History:
                 if used is not None:
                     util = [gpus[i].get("utilization_gpu") for i in job.get("gpus") or ()
                             if i in gpus]
-                    self._add(job_key(host, job.get("id")), Sample(
-                        now, util[0] if len(util) == 1 else None, used))
+                    key = job_key(host, job.get("id"))
+                    if key in self._keys and self._keys[key] != job.get("key"):
+                        del self._series[key]
+                    self._keys[key] = job.get("key")
+                    self._add(key, Sample(now, util[0] if len(util) == 1 else None, used))
             for key in [k for k, s in self._series.items()
                         if k[0] == host and s[-1].time < now - WINDOW_S]:
                 del self._series[key]
+                self._keys.pop(key, None)
 
     def _add(self, key: Key, sample: Sample) -> None:
         series = self._series.get(key)

@@ -8,7 +8,6 @@ columns fit a width are functions of them, so the screen only draws.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
@@ -17,6 +16,7 @@ from fractui.sched.copies import judged, unheld
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, seen_state
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
+from fractui.tui.typed import Clocked
 
 
 class JobRow(NamedTuple):
@@ -106,11 +106,8 @@ def sort_rows(rows: Sequence[JobRow], key: str, reverse: bool) -> list[JobRow]:
         r for r in rows if column.sort(r) is None]
 
 
-def filter_rows(rows: Sequence[JobRow], pattern: Optional[re.Pattern[str]],
-                inverse: bool) -> list[JobRow]:
-    if pattern is None:
-        return list(rows)
-    return [r for r in rows if bool(pattern.search(r.text())) != inverse]
+def filter_rows(rows: Sequence[JobRow], pattern: Clocked, inverse: bool) -> list[JobRow]:
+    return [r for r in rows if pattern.search(r.text()) != inverse]
 
 
 def connected(status: Optional[HostStatus]) -> bool:

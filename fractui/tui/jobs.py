@@ -27,6 +27,7 @@ from textual.worker import Worker
 from fractui.config import ConfigError
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.outcome import gone_words
 from fractui.store.base import JobNotFound, StoreError, WaitingFull
 from fractui.store.access import READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
@@ -46,6 +47,7 @@ from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from fractui.words import count, duration
+from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 REFRESH_S = 1.0
 HISTORY = 6  # the newest audit entries shown
@@ -356,12 +358,14 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.show_health(record)
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
         if self.job is not None and self.job.slot is not None and agent_job:
-            self._follow_now(self.job.slot.host, agent_job, self.job.team)
+            self._follow_now(self.job.slot.host, agent_job,
+                             self.job.key(self.uid) if self.uid else None, self.job.team)
         if self.offered() != before:
             self.refresh_bindings()
         self.show_state()
 
-    def _follow_now(self, host: str, agent_job: str, team: Optional[str]) -> None:
+    def _follow_now(self, host: str, agent_job: str, key: Optional[str],
+                    team: Optional[str]) -> None:
         """Follows the job's output unless it is followed already on the host's connection as
         it is now. The agent's follow ends with the connection it was asked on: once the host
         is connected again (after an outage, or opened while it was down), it is asked anew,
@@ -376,12 +380,14 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.followed = (host, agent_job, since)
         self.logview.clear()
         self.log_error = None
-        self.follow(host, agent_job, team)
+        self.follow(host, agent_job, key, team)
 
     @work(thread=True, exit_on_error=False, group="logs")
-    def follow(self, host: str, agent_job: str, team: Optional[str]) -> None:
+    def follow(self, host: str, agent_job: str, key: Optional[str], team: Optional[str]
+               ) -> None:
         """The job's output, once the store's rule lets this user read it (a team action,
-        access.READ, as ``fractui logs`` checks), from the agent of its host."""
+        access.READ, as ``fractui logs`` checks), from the agent of its host; asked by the
+        job's ``key``, so an agent that lost it shows no other job of that id."""
         def sink(data: str, ended: bool) -> None:  # on the session's reader thread
             self.post_message(LogData(data, ended))
 
@@ -389,13 +395,17 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         try:
             if self.source.store is not None:  # (a frozen fleet has no store to say who)
                 authorize(self.source.store, self.asker, READ, team, what)
-            lines, stop = self.source.follow_logs(host, agent_job, sink)
+            lines, stop = self.source.follow_logs(host, agent_job, key, sink)
         except ConfigError:  # a config of the store alone names no host
             self.post_message(LogData("", error="%s runs on %s, which this config does not "
                                       "name: fractui logs %d reads its output through the "
                                       "store" % (what, host, self.job_id)))
             return
-        except (HostUnavailable, AgentCallError, Denied, StoreError) as err:
+        except AgentCallError as err:
+            self.post_message(LogData("", error=gone_words(what, host, agent_job) if
+                                      err.code == JOB_KEY_MISMATCH else str(err)))
+            return
+        except (HostUnavailable, Denied, StoreError) as err:
             self.post_message(LogData("", error=str(err)))
             return
         self.post_message(Following(lines, stop))
@@ -537,7 +547,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if log.ended:
             words.append("the job ended")
         if log.pattern is not None:
-            words.append("search /%s/" % log.pattern.pattern)
+            words.append("search /%s/" % log.pattern.text)
         if self.log_error is not None:
             words.append("no output: %s" % self.log_error)
         elif self.followed is None:

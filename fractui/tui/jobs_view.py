@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from typing import Callable, Mapping, Optional, Sequence
 
 from rich.segment import Segment
@@ -38,6 +39,7 @@ from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, 
 from fractui.tui.model import StoreView, compile_filter
 from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
+from fractui.tui.typed import Typed
 from fractui.words import duration
 
 REFRESH_S = 1.0
@@ -226,6 +228,8 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.reverse = True
         """Longest waiting (or running) first."""
         self.filter_text = ""
+        self.filter: Optional[Typed] = None
+        """The filter's pattern (its slowness kept while its text is the same)."""
         self.ended = False
         """Whether the newest ended jobs are listed too (``a``)."""
         self.ended_seen: tuple[Job, ...] = ()
@@ -281,9 +285,11 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def order(self) -> None:
         """The rows filtered and sorted again, without reading them again (a sort key)."""
-        pattern, inverse = compile_filter(self.filter_text)
-        self.rows = sort_rows(filter_rows(self.every, pattern, inverse), self.sort_key,
-                              self.reverse)
+        self.filter, inverse = compile_filter(self.filter_text, self.filter)
+        rows = self.every if self.filter is None else self.filter.run(
+            lambda p: filter_rows(self.every, p, inverse),
+            partial(self.notify, severity="warning"))
+        self.rows = sort_rows(rows, self.sort_key, self.reverse)
         self.draw()
 
     def draw(self) -> None:

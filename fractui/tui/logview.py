@@ -7,14 +7,13 @@ as the last line until its newline comes. While following, the view stays at the
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -22,9 +21,9 @@ from textual.strip import Strip
 from fractui.fleet import answers
 from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, Modal, bindings
-from fractui.tui.model import typed_pattern
 from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
+from fractui.tui.typed import SEARCH_BUDGET_S, Clocked, Typed
 
 MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
 
@@ -63,7 +62,9 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         """How many characters of that unfinished line are left out past them."""
         self.cursor = -1
         self.following = True
-        self.pattern: Optional[re.Pattern[str]] = None
+        self.pattern: Optional[Typed] = None
+        self.drawing: Optional[Clocked] = None
+        """The search's calls while a frame's lines are drawn (``render_lines``)."""
         self.ended = False
 
     @property
@@ -156,13 +157,28 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         at = 0
         if self.pattern is not None:
             mark = base + Style(bgcolor=RichVariables(self.app)["warning"], color="black")
-            for m in self.pattern.finditer(text):
-                if m.end() > m.start():
-                    segments += [Segment(text[at:m.start()], style),
-                                 Segment(text[m.start():m.end()], mark)]
-                    at = m.end()
+            spans = (self.drawing.spans(text) if self.drawing is not None else
+                     self.pattern.run(lambda p: p.spans(text), self._warn))
+            for start, end in spans:
+                segments += [Segment(text[at:start], style), Segment(text[start:end], mark)]
+                at = end
         segments.append(Segment(text[at:], style))
         return Strip(segments).crop_extend(0, width, style)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines of a frame, their matches highlighted under one budget for them all: a
+        budget for each line alone would let a frame spend it as many times as it has lines."""
+        if self.pattern is None:
+            return super().render_lines(crop)
+
+        def drawn(pattern: Clocked) -> list[Strip]:
+            self.drawing = pattern
+            try:
+                return super(LogView, self).render_lines(crop)
+            finally:
+                self.drawing = None
+
+        return self.pattern.run(drawn, self._warn)
 
     def _goto(self, index: int) -> None:
         self.cursor = max(0, min(self.count - 1, index))
@@ -196,9 +212,10 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.post_message(self.Moved())
 
     def search(self, text: str) -> bool:
-        """Highlight ``text`` (a case-insensitive regex, or literal if it is not one) and go
-        to its first match from the cursor on; False if nothing matches."""
-        self.pattern = typed_pattern(text) if text else None
+        """Highlight ``text`` (a case-insensitive regex, or literal if it is not one or too
+        slow: ``Typed``) and go to its first match from the cursor on; False if nothing
+        matches."""
+        self.pattern = Typed.again(self.pattern, text) if text else None
         self.refresh()
         return self.pattern is None or self.find(1, include_here=True)
 
@@ -208,19 +225,27 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
             return False
         n = self.count
         start = self.cursor if self.cursor >= 0 else (0 if by > 0 else n - 1)
-        for step in range(0 if include_here else 1, n + 1):
-            i = (start + by * step) % n
-            if self.pattern.search(self.line(i)):
-                self.following = False
-                self._goto(i)
-                return True
-        return False
+
+        def first(pattern: Clocked) -> Optional[int]:
+            return next((i for i in ((start + by * step) % n
+                                     for step in range(0 if include_here else 1, n + 1))
+                         if pattern.search(self.line(i))), None)
+
+        found = self.pattern.run(first, self._warn, SEARCH_BUDGET_S)
+        if found is None:
+            return False
+        self.following = False
+        self._goto(found)
+        return True
+
+    def _warn(self, text: str) -> None:
+        self.notify(text, severity="warning")
 
     def action_find(self, by: int) -> None:
         if self.pattern is None:
             self.notify("nothing searched yet: / searches the output", severity="warning")
         elif not self.find(by):
-            self.notify("no line matches /%s/" % self.pattern.pattern, severity="warning")
+            self.notify("no line matches /%s/" % self.pattern.text, severity="warning")
 
     def action_copy(self) -> None:
         """The cursor's line copied; with none, ``y`` says why (it did nothing)."""

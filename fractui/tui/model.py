@@ -8,7 +8,6 @@ that did not change yields equal lines and costs nothing to draw again.
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -17,9 +16,10 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, being_made, jobs_by_host, mps_layer,
-                                     not_started)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
+                                     mps_layer, not_started, unshown)
 from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
+from fractui.tui.typed import Clocked, Typed
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
 # Block kinds: what holds a part of a GPU.
@@ -191,12 +191,23 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
     if gpu.get("mig_mode"):
         slices = memory_slices(gpu)
         by_instance = {j.get("instance"): j for j in on_gpu if j.get("instance")}
+        # a job whose instance the snapshot does not show yet: drawn being made where
+        # placement books it (an idle twin there its own, idle ones in its way gone)
+        booked = booked_layout(gpu, on_gpu) if unshown(gpu, on_gpu) else None
+        making = booked.making if booked is not None else {}
+        kept = None if booked is None else {i.gi_id for i in booked.layout.instances}
         taken = set()
         for inst in gpu.get("instances") or ():
+            if kept is not None and inst.get("gi_id") not in kept:
+                continue
             start, size = inst["start"] / slices, inst["size"] / slices
             taken.add(inst["start"])
             job = by_instance.get(inst.get("uuid"))
-            if inst.get("uuid") is None:  # a GPU instance still without its compute instance
+            made_for = making.get(inst.get("gi_id"))
+            if made_for is not None:
+                blocks.append(Block(start, size, PLACING, inst["profile"],
+                                    **_owner(made_for, host, by_key)))
+            elif inst.get("uuid") is None:  # a GPU instance still without its compute instance
                 blocks.append(Block(start, size, PLACING, inst["profile"]))
             elif job is not None:
                 blocks.append(Block(start, size, JOB, inst["profile"],
@@ -207,11 +218,9 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(start, size, kind, inst["profile"]))
             else:
                 blocks.append(Block(start, size, IDLE, inst["profile"]))
-        for record in being_made(gpu, on_gpu):
-            mig = record["mig"]
-            size = _profile_size(gpu, mig["profile"]) or 1
-            blocks.append(Block(mig["start"] / slices, size / slices, PLACING, mig["profile"],
-                                **_owner(record, host, by_key)))
+        for made in booked.made if booked is not None else ():
+            blocks.append(Block(made.start / slices, made.size / slices, PLACING, made.profile,
+                                **_owner(making[made.gi_id], host, by_key)))
         for job in waiting:
             slot = job.slot
             if slot.profile and slot.start is not None and slot.start not in taken:
@@ -305,6 +314,9 @@ class Totals:
     pending: int
     out_of_service: tuple[str, ...] = ()
     """What is out of service, hosts and GPUs apart ("1 host drained"; cordons.summary)."""
+    out_of_service_brief: tuple[str, ...] = ()
+    """The same, the cordons in each state alone ("1 drained"): a header with no room for
+    the words above says these rather than cut them off."""
 
 
 @dataclass(frozen=True)
@@ -427,10 +439,12 @@ class FleetModel:
         gpus = [g for v in views for g in v.gpus]
         allocated = sum(g.allocated for g in gpus) / len(gpus) if gpus else 0.0
         pending = sum(1 for j in self.store.jobs if j.state == PENDING) if self.store else 0
-        out = summary(self.store.cordons, self.store.jobs) if self.store else []
+        store = self.store
+        out, brief = ((summary(store.cordons, store.jobs), summary(store.cordons, store.jobs,
+                                                                    apart=False))
+                      if store else ([], []))
         return Totals(len(views), tuple(sorted(states.items())), len(gpus), allocated,
-                      sum(v.header.jobs for v in views), pending,
-                      tuple(out))
+                      sum(v.header.jobs for v in views), pending, tuple(out), tuple(brief))
 
     def gpu_rank(self, order: Order) -> dict[tuple[str, int], int]:
         """Each GPU's place in ``order``, (host, index) -> n: what a placement's ``j``/``k``
@@ -438,7 +452,7 @@ class FleetModel:
         views = ordered([self.hosts[n] for n in self.order if n in self.hosts], order)
         return {(g.host, g.index): n for n, g in enumerate(g for v in views for g in v.gpus)}
 
-    def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
+    def lines(self, pattern: Optional[Clocked] = None, inverse: bool = False,
               per_line: int = 0, order: Order = ORDERS[0]) -> list[Line]:
         """The map's lines: each host, then its GPUs (that match the filter), in ``order``.
         ``per_line`` > 0 is compact mode: that many GPUs share a line."""
@@ -447,9 +461,9 @@ class FleetModel:
             name = view.header.name
             gpus = view.gpus
             if pattern is not None:
-                host_hit = bool(pattern.search(name + " " + view.header.state))
+                host_hit = pattern.search(name + " " + view.header.state)
                 gpus = tuple(g for g in gpus
-                             if bool(pattern.search(g.text()) or host_hit) != inverse)
+                             if (pattern.search(g.text()) or host_hit) != inverse)
                 if not gpus and host_hit == inverse:
                     continue
             out.append(view.header)
@@ -461,25 +475,15 @@ class FleetModel:
         return out
 
 
-def compile_filter(text: str) -> tuple[Optional[re.Pattern[str]], bool]:
-    """k9s's filter: a case-insensitive regex (``typed_pattern``); a leading ``!`` keeps what
-    does not match."""
+def compile_filter(text: str, before: Optional[Typed] = None) -> tuple[Optional[Typed], bool]:
+    """k9s's filter: a case-insensitive regex (``Typed``); a leading ``!`` keeps what does not
+    match. ``before``: the filter's pattern till now, kept if it is the same (a pattern found
+    too slow stays matched as written)."""
     inverse = text.startswith("!")
     body = text[1:] if inverse else text
     if not body:
         return None, False
-    return typed_pattern(body), inverse
-
-
-def typed_pattern(text: str) -> re.Pattern[str]:
-    """What a person typed to find text (a filter, a log search): a case-insensitive regex, or
-    the text as written where it is no regex ``re`` can compile: not valid, or too big (a
-    count past its limit, ``a{99999999999}``, is an OverflowError; groups nested thousands
-    deep a RecursionError), or its flags at odds (``(?a)(?u)``: a ValueError)."""
-    try:
-        return re.compile(text, re.I)
-    except (re.error, OverflowError, RecursionError, ValueError):
-        return re.compile(re.escape(text), re.I)
+    return Typed.again(before, body), inverse
 
 
 def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],

@@ -201,10 +201,12 @@ class Source:
         """A job's history, newest first (worker thread)."""
         return self.store.audit_log(job) if self.store is not None else []
 
-    def follow_logs(self, host: str, agent_job: str, sink: LogSink) -> tuple[list[str],
-                                                                             Callable[[], None]]:
+    def follow_logs(self, host: str, agent_job: str, key: Optional[str], sink: LogSink
+                    ) -> tuple[list[str], Callable[[], None]]:
         """A job's last lines, and from then on its new output to ``sink`` (from the thread
-        it arrives on); returns the lines and how to stop following. Worker thread."""
+        it arrives on); returns the lines and how to stop following. Worker thread. ``key``:
+        the agent's key of the job, where known: an agent that lost that job refuses it
+        (JOB_KEY_MISMATCH) rather than give another job's output of that id."""
         return list(self._logs.get("%s/%s" % (host, agent_job), ())), lambda: None
 
 
@@ -291,35 +293,52 @@ class LiveSource(Source):
              timeout_s: float = CALL_S) -> Any:
         return self.fleet.session(host).call(method, dict(params), timeout_s)
 
-    def follow_logs(self, host: str, agent_job: str, sink: LogSink) -> tuple[list[str],
-                                                                             Callable[[], None]]:
+    def follow_logs(self, host: str, agent_job: str, key: Optional[str], sink: LogSink
+                    ) -> tuple[list[str], Callable[[], None]]:
         session = self.fleet.session(host)
+        # the pushes of that id before the answer, told only once the agent took the follow:
+        # the session may follow that id already (a screen's unfollow not yet through), and
+        # where the agent refused the key they are another job's output
+        held: Optional[list[dict[str, Any]]] = []
+        lock = threading.Lock()
+
+        def tell(params: dict[str, Any]) -> None:
+            sink(params.get("data", ""), bool(params.get("eof")))
 
         def on_log(method: str, params: dict[str, Any]) -> None:
             if method == "log" and params.get("job") == agent_job:
-                sink(params.get("data", ""), bool(params.get("eof")))
+                with lock:
+                    if held is not None:
+                        held.append(params)
+                        return
+                tell(params)
 
         session.listeners.append(on_log)
         try:
-            first = session.call("job.logs", {"job": agent_job, "lines": LOG_LINES,
-                                              "follow": True}, CALL_S)
+            first = session.call("job.logs", {"job": agent_job, "key": key,
+                                              "lines": LOG_LINES, "follow": True}, CALL_S)
         except Exception:
             session.listeners.remove(on_log)
             raise
+        with lock:  # (in order: a push that comes meanwhile waits for those held)
+            for params in held:
+                tell(params)
+            held = None
 
         def stop() -> None:
             if on_log in session.listeners:
                 session.listeners.remove(on_log)
             # tell the agent too, off the UI thread (it would push until the job ends)
-            threading.Thread(target=self._unfollow, args=(session, agent_job), daemon=True,
-                             name="unfollow").start()
+            threading.Thread(target=self._unfollow, args=(session, agent_job, key),
+                             daemon=True, name="unfollow").start()
 
         return list(first.get("lines") or ()), stop
 
     @staticmethod
-    def _unfollow(session: HostSession, agent_job: str) -> None:
+    def _unfollow(session: HostSession, agent_job: str, key: Optional[str]) -> None:
         try:
-            session.call("job.logs", {"job": agent_job, "lines": 0, "follow": False}, CALL_S)
+            session.call("job.logs", {"job": agent_job, "key": key, "lines": 0,
+                                      "follow": False}, CALL_S)
         except (HostUnavailable, AgentCallError) as err:  # gone with its host: nothing to stop
             log.info("unfollowing %s/%s: %s", session.cfg.name, agent_job, err)
 

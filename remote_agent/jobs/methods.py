@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from remote_agent.jobs.store import ACTIVE, FINISHED
 from remote_agent.jobs.supervisor import Supervisor, log_bytes, parse_launch, tail_lines
+from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params
 
 LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance", "mig",
@@ -14,6 +15,11 @@ LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance",
 DEFAULT_STOP_GRACE_S = 10
 MAX_LOG_LINES = 100000  # job.logs lines; the answer's size is bounded too (MAX_ANSWER_BYTES)
 MAX_LOG_BYTES = 1 << 20  # job.logs bytes: its base64 stays far below MAX_ANSWER_BYTES
+
+
+def _key(p: Params) -> Optional[str]:
+    """The key of the job the client means (feature ``job.<method>.key``), if it says one."""
+    return p.text("key", None, max_len=rpc.MAX_ID)
 
 
 def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Dict[str, Method]:
@@ -24,12 +30,13 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
 
     def stop(p: Params) -> Dict[str, Any]:
         ref = p.text("job")  # every param checked before the job is looked up
+        key = _key(p)
         grace = p.integer("grace", DEFAULT_STOP_GRACE_S, minimum=0)
         reason = p.text("reason", None) or "stopped by request"
-        return sup.stop(sup.find(ref), reason, grace).record()
+        return sup.stop(sup.find(ref, key), reason, grace).record()
 
     def get(p: Params) -> Dict[str, Any]:
-        return sup.find(p.text("job")).record()
+        return sup.find(p.text("job"), _key(p)).record()
 
     def list_jobs(p: Params) -> Dict[str, Any]:
         wanted = p.text("state", None, choices=ACTIVE + FINISHED)
@@ -37,7 +44,7 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
         return {"jobs": [j.record() for j in jobs if wanted in (None, j.state)]}
 
     def logs(p: Params) -> Dict[str, Any]:
-        job = sup.find(p.text("job"))
+        job = sup.find(p.text("job"), _key(p))
         wanted = p.flag("follow", False)
         count = p.integer("lines", 100, minimum=0, maximum=MAX_LOG_LINES)
         last = p.integer("bytes", None, minimum=0, maximum=MAX_LOG_BYTES)
@@ -51,8 +58,8 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
 
     return {
         "job.launch": Method(launch, LAUNCH_PARAMS),
-        "job.stop": Method(stop, ("job", "grace", "reason")),
-        "job.get": Method(get, ("job",)),
+        "job.stop": Method(stop, ("job", "key", "grace", "reason")),
+        "job.get": Method(get, ("job", "key")),
         "job.list": Method(list_jobs, ("state",)),
-        "job.logs": Method(logs, ("job", "lines", "follow", "bytes")),
+        "job.logs": Method(logs, ("job", "key", "lines", "follow", "bytes")),
     }

@@ -1134,11 +1134,19 @@ class Supervisor:
             shutil.rmtree(self.job_dir(job), ignore_errors=True)
         return len(gone)
 
-    def find(self, ref: str) -> Job:
+    def find(self, ref: str, key: Optional[str] = None) -> Job:
+        """The job of that id; with ``key``, only if it is the job of that key: ids count
+        from j1 again after the state dir was wiped, so a client that kept an id would
+        otherwise read or stop another job (JOB_KEY_MISMATCH)."""
         job_id = ref[1:] if ref.startswith("j") else ref
         job = self.store.get(int(job_id)) if re.fullmatch("[0-9]{1,18}", job_id) else None
         if job is None:
             raise RpcError(rpc.JOB_NOT_FOUND, "no job %r on this host" % ref)
+        if key is not None and job.key != key:
+            raise RpcError(rpc.JOB_KEY_MISMATCH, "the job of key %r is gone from this host's "
+                           "agent (its state dir was likely wiped or lost): j%d there is another "
+                           "job now, left as it is" % (key, job.id),
+                           {"job": "j%d" % job.id, "key": job.key})
         return job
 
     def log_paths(self, job: Job) -> List[str]:
