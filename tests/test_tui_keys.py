@@ -6,13 +6,19 @@ that last a few seconds can be read again."""
 
 from __future__ import annotations
 
+from fractui.tui.app import FractuiApp
 from fractui.tui.cursor import Cursor
-from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.gpu_screen import GpuBody, GpuScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
-from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.jobs_view import JobsScreen, JobTable
+from fractui.tui.logview import LogView
 from fractui.tui.messages import KEPT, MessagesScreen
-from fractui.tui.report_view import ReportScreen
+from fractui.tui.placement import PreviewBar
+from fractui.tui.queues import QueuePanel
+from fractui.tui.report_view import ReportBody, ReportScreen
+from fractui.tui.slicemap import SliceMap
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
 
 
@@ -181,3 +187,18 @@ async def test_the_palette_opens_the_messages():
         await settled(pilot)
         assert isinstance(app.screen, MessagesScreen)
         assert "no notice yet" in "\n".join(screen_lines(app))
+
+
+def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
+    """A screen's or a widget's binding of ``J``, ``R`` or ``e`` would hide the app's there
+    (the focused node's binding is taken first), and one of the fleet screen's of ``m`` the
+    map's: none binds them."""
+    def keys(cls, ids=None) -> set[str]:
+        return {k for b in cls.BINDINGS if ids is None or b.id in ids for k in b.key.split(",")}
+
+    views = keys(FractuiApp, {"fleet.jobs", "fleet.report", "app.messages"})
+    assert views == {"J", "R", "e"}
+    for cls in (FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView, JobsScreen,
+                JobTable, GpuScreen, GpuBody, ReportScreen, ReportBody, MessagesScreen):
+        assert not keys(cls) & views, cls.__name__
+    assert "m" in keys(SliceMap) and "m" not in keys(FleetScreen) | keys(FractuiApp)
