@@ -77,7 +77,7 @@ async def test_enter_on_a_confirmation_answers_no_and_y_answers_yes():
 
 GPU_KEYS = ("esc back", "⏎ open job", "C cordon", "D drain", "U uncordon", "M MIG mode",
             "X destroy instance", "N new instance")
-APP_KEYS = ("? help", ": command")  # (every key line's last)
+APP_KEYS = ("J jobs", "e messages", "? help", ": command")  # (every key line's last)
 
 
 @pilot_test

@@ -71,9 +71,9 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
 @pytest.mark.parametrize("width", [34, 43, 60, 80])
 @pilot_test
 async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
-    """Under about 44 columns a key and its id take a line, what it does the next ones (70 rows
-    hold every key of the fleet at 34 columns)."""
-    async with settled_app((width, 70)) as (app, pilot):
+    """Under about 44 columns a key and its id take a line, what it does the next ones (76 rows
+    hold every key of the fleet at 34 columns, the map's m and the app's e among them)."""
+    async with settled_app((width, 76)) as (app, pilot):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
@@ -142,7 +142,7 @@ async def test_the_job_screens_keys_are_each_shown_whole_at_any_width(width):
         assert all(len(line) <= width - 2 for line in lines)
         assert "  ".join(lines).split("  ") == [
             "n next", "N previous", "f stop following", "y copy", "esc back", "/ search", "s stop",
-            "r requeue", "p preempt", "m move", "? help", ": command"]
+            "r requeue", "p preempt", "m move", "J jobs", "e messages", "? help", ": command"]
         assert len(lines) == {200: 1, 80: 2, 60: 3}[width]
 
 
@@ -377,7 +377,7 @@ async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
         keys = app.screen.query_one(KeyLine)
         assert "\n".join(screen_lines(app)[-2:]) == " " + keys.render().plain.replace(
             "\n", "\n ") == (" esc back  ⏎ open  o sort  O reverse  a ended too  / filter  "
-                              "p place  m move\n ? help  : command")
+                              "p place  m move\n e messages  ? help  : command")
         assert "o/O sort" not in screen_lines(app)[0]
         await pilot.press("slash", "t", "slash")  # ("/" typed there: no "/ filter" listed)
         await pilot.pause()

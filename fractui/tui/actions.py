@@ -123,9 +123,10 @@ def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
                                                         sep=sep))
 
 
-APP_HINTS = ("app.help", "app.command")
+APP_HINTS = ("app.help", "app.command", "fleet.jobs", "app.messages")
 """The app's keys every key line ends with, as the fleet header lists them: where every other
-key is (``?``) and the palette (``:``), on every screen where they are bound."""
+key is (``?``), the palette (``:``), the jobs view (``J``) and the recent notices (``e``), on
+every screen where they are bound (``R``, the report, is in ``?``, as on the map)."""
 
 
 class KeyLine(Static):

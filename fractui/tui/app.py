@@ -26,10 +26,11 @@ from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands, from_fleet
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.gpu_screen import (GpuBody, GpuScreen, Holder, ProfileList,
-                                    ProfileScreen)
+                                    ProfileScreen, one_gpu_words)
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
+from fractui.tui.messages import MessagesScreen, Notice, Notices
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import TEAM_WORDS, QueuePanel
@@ -48,6 +49,15 @@ class FractuiApp(App[None], inherit_bindings=False):
         # ctrl+c quits as q does; where text is selected, the screen's copy binding (ctrl+c,
         # super+c) copies it instead and quits nothing: it skips when nothing is selected.
         Binding("q,ctrl+q,ctrl+c", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
+        # the views of the whole app, from every screen but a dialog (a modal screen ends the
+        # chain of bindings before the app's): an admin does not go back to the map for them;
+        # their ids are the fleet's still, which configs remap them by
+        Binding("J", "jobs", "jobs", id="fleet.jobs",
+                tooltip="Every job in a table: sort, filter, open"),
+        Binding("R", "report", "report", id="fleet.report", show=False,
+                tooltip="Usage over a range: GPUs held and used, waits, what sharing saved"),
+        Binding("e", "messages", "messages", id="app.messages",
+                tooltip="The last notices again, newest first, with their time and severity"),
         Binding("question_mark", "help", "help", id="app.help",
                 tooltip="Every key, with its id for [tui] keys"),
         Binding("colon,ctrl+p", "command_palette", "command", id="app.command",
@@ -80,13 +90,18 @@ class FractuiApp(App[None], inherit_bindings=False):
         for theme in loaded_themes().values():
             self.register_theme(theme.theme)
         self.theme = config.tui.theme or DEFAULT
+        self.notices = Notices()
+        """The last notices, for the messages screen (``e``)."""
         self.asked_to_end: Callable[[], bool] = lambda: False
         """Whether a signal asked it to end before its loop ran (fractui.tui.run._Ending):
         nothing could wake the loop then, so it ends once mounted."""
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = True) -> None:
-        """As Textual's, never reading ``message`` as markup (see ``__init__``)."""
+        """As Textual's, never reading ``message`` as markup (see ``__init__``); kept among
+        the recent notices (``e``), since it shows only a few seconds. Every notice, a
+        screen's or a widget's, comes here (Textual's ``DOMNode.notify`` calls it)."""
+        self.notices.add(Notice(self.clock(), severity, title, message))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
@@ -178,22 +193,71 @@ class FractuiApp(App[None], inherit_bindings=False):
                                            self.clock, self.open_job, self.place_job,
                                            self.move_job, self.readonly, fleet.store_note,
                                            fleet.want_ended), "jobs")
-        self.push_screen("jobs")
+        self._open_kept("jobs")
 
     def open_report(self) -> None:
         """The report screen: usage over a range, with plots. Made once and kept, as the jobs
         view is: it keeps its range and grouping."""
         if not self.is_screen_installed("report"):
             self.install_screen(ReportScreen(self.source, self.config, self.clock), "report")
-        self.push_screen("report")
+        self._open_kept("report")
+
+    def open_messages(self) -> None:
+        """The recent notices, newest first. Made once and kept, as the jobs view is."""
+        if not self.is_screen_installed("messages"):
+            self.install_screen(MessagesScreen(self.notices), "messages")
+        self._open_kept("messages")
+
+    def _open_kept(self, name: str) -> None:
+        """The kept screen ``name`` over the current one; where it is open already under
+        others (``J`` on a job opened from the jobs view), the screens over it closed as
+        ``esc`` closes them: a screen is never twice in the stack (Textual refuses it)."""
+        screen = self.get_screen(name)
+        if screen not in self.screen_stack:
+            self.push_screen(name)
+            return
+        while self.screen is not screen:
+            self.pop_screen()
+
+    def action_jobs(self) -> None:
+        self.open_jobs()
+
+    def action_report(self) -> None:
+        self.open_report()
+
+    def action_messages(self) -> None:
+        self.open_messages()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        """A view's key is not bound on that view itself: it would open nothing (and ``?``
+        and the key line would offer it)."""
+        kept = {"jobs": JobsScreen, "report": ReportScreen, "messages": MessagesScreen}
+        return not isinstance(self.screen, kept[action]) if action in kept else True
+
+    def on_key(self, event: events.Key) -> None:
+        """A key of the map's own (its filter, its order, compact…) pressed on another
+        screen, where nothing binds it, says so: it did nothing and said nothing, and an
+        admin took it for broken. Keys bound there, and those a text box typed (it stops
+        them before they come here), are not this; nor a dialog's."""
+        screen = self.screen
+        fleet = next((s for s in self.screen_stack if isinstance(s, FleetScreen)), None)
+        if fleet is None or screen is fleet or screen.is_modal or \
+                event.key in screen.active_bindings:
+            return
+        found = fleet.active_bindings.get(event.key)
+        if found is not None and found.node is fleet:
+            self.notify("%s (%s) is the map's key: it does nothing here" % (
+                self.get_key_display(found.binding), found.binding.description),
+                severity="warning")
 
     def action_help(self) -> None:
         screen = self.screen
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
-                               ReportScreen)):
-            self.push_screen(HelpScreen([(" ".join(keys), what, bid)
-                                         for keys, what, bid, _ in shown_bindings(screen)],
-                                        TEAM_WORDS if isinstance(screen, FleetScreen) else ""))
+                               ReportScreen, MessagesScreen)):
+            keys = [(" ".join(keys), what, bid) for keys, what, bid, _ in shown_bindings(screen)]
+            words = [one_gpu_words(keys, dict(self.config.tui.keys)), TEAM_WORDS] \
+                if isinstance(screen, FleetScreen) else []
+            self.push_screen(HelpScreen(keys, "\n\n".join(w for w in words if w)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's, but "Keys" is ``?``: Textual's key panel docked beside the map took
@@ -268,7 +332,7 @@ def binding_ids() -> list[str]:
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
                 ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ProfileScreen,
-                ProfileList, ReportScreen, ReportBody, GpuBody):
+                ProfileList, ReportScreen, ReportBody, GpuBody, MessagesScreen):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

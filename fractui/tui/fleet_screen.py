@@ -51,7 +51,7 @@ from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewB
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
 from fractui.tui.oneatatime import OneAtATime, unforeseen
-from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
+from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
@@ -70,7 +70,7 @@ HINT_ORDER = ("app.quit", "app.help", "app.command",
               "fleet.back",  # (bound while there is a filter to clear: how to leave it)
               "map.open", "map.gpu", "fleet.jobs",
               "fleet.filter", "fleet.compact", "fleet.colour", "fleet.panel",
-              "queue.place", "queue.job", "app.theme")
+              "queue.place", "queue.job", "app.messages", "app.theme")
 """The header's hints in the order listed: at 80 columns only the first four are in sight."""
 PLACING_ORDER = ("app.help", "placement.confirm", "placement.cancel", "placement.choice",
                  "app.quit", "app.command", "placement.next", "placement.previous",
@@ -100,6 +100,10 @@ class FleetApp(Protocol):
     def open_jobs(self) -> None: ...
 
     def open_report(self) -> None: ...
+
+    def open_messages(self) -> None: ...
+
+    def move_job(self, job_id: int) -> None: ...
 
 
 class HostsChanged(Message):
@@ -174,10 +178,6 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 tooltip="Move between the slice map and the queue panel"),
         Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text (else: quit)",
                 id="fleet.copy", show=False),
-        Binding("J", "jobs", "jobs", id="fleet.jobs",
-                tooltip="Every job in a table: sort, filter, open"),
-        Binding("R", "report", "report", id="fleet.report", show=False,
-                tooltip="Usage over a range: GPUs held and used, waits, what sharing saved"),
         Binding("o", "order", "order", id="fleet.order", show=False,
                 tooltip="Order the GPUs by the next of: hosts as configured, utilisation, "
                         "memory used, free room"),
@@ -856,11 +856,24 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def on_service_asked(self, message: ServiceAsked) -> None:
         self.set_service(message.host, None, message.mode)
 
-    def action_jobs(self) -> None:
-        self.fleet_app.open_jobs()
-
-    def action_report(self) -> None:
-        self.fleet_app.open_report()
+    def on_move_asked(self, message: MoveAsked) -> None:
+        """``m`` on the map: the job under the cursor moved, as the jobs view's ``m`` moves
+        it; on a free slice of a GPU that runs one job of the store, that one. Where the GPU
+        runs several, or none, it says which to put the cursor on (or that there is none)."""
+        if self.placement is not None:  # (the map has the focus in a drag)
+            return
+        ids = sorted({i for i in map(block_job_id, message.gpu.blocks) if i is not None})
+        job_id = message.part.job_id
+        if job_id is None and len(ids) == 1:
+            job_id = ids[0]
+        if job_id is not None:
+            self.fleet_app.move_job(job_id)
+            return
+        where = "%s gpu %d" % (message.gpu.host, message.gpu.index)
+        self.notify("no job under the cursor to move: %s" % (
+            "%s runs %s: put the cursor on one's slice (or d opens the GPU)" % (
+                where, ", ".join("#%d" % i for i in ids)) if ids
+            else "%s runs no job of the store" % where), severity="warning")
 
     # -- jumps (the palette) --
 
@@ -1023,9 +1036,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
-                             self.action_jobs))
+                             self.fleet_app.open_jobs))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
-                             "sharing saved (R)", self.action_report))
+                             "sharing saved (R)", self.fleet_app.open_report))
+        entries.append(Entry("messages", "the last notices again, newest first, with their "
+                             "time and severity (e)", self.fleet_app.open_messages))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
                                  lambda n=name: setattr(self.app, "theme", n)))

@@ -45,6 +45,16 @@ class ServiceAsked(Message):
         self.mode = mode
 
 
+class MoveAsked(Message):
+    """``m``: the job on the slice under the cursor moved (placement mode, as the jobs view's
+    ``m``)."""
+
+    def __init__(self, gpu: GpuLine, part: Slice) -> None:
+        super().__init__()
+        self.gpu = gpu
+        self.part = part
+
+
 class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
     ACTIONS = (
         Action("map.left", "left,h", "across(-1)", "previous slice", show=False),
@@ -59,6 +69,9 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
                "The job on the slice under the cursor; on a free slice, its GPU"),
         Action("map.gpu", "d", "choose(True)", "GPU",
                "The GPU under the cursor: instances, processes, health, its host's error"),
+        Action("map.move", "m", "move", "move job",
+               "Move the job under the cursor (on a free slice, the GPU's one job) to a slot "
+               "you choose", dangerous=True, show=False),
         Action("map.cordon", "C", "service('cordon')", "cordon host",
                "Cordon the cursor's host: no new work lands on it", dangerous=True, show=False),
         Action("map.drain", "D", "service('drain')", "drain host",
@@ -185,6 +198,11 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         hit = self.chosen()
         if hit is not None:
             self.post_message(SliceChosen(*hit, detail=detail))
+
+    def action_move(self) -> None:
+        hit = self.chosen()
+        if hit is not None:
+            self.post_message(MoveAsked(*hit))
 
     def action_service(self, mode: str) -> None:
         hit = self.chosen()

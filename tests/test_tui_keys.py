@@ -1,0 +1,204 @@
+"""The app's keys on every screen (an admin's day driven with Pilot on the sample fleet): the
+views of the whole app (``J`` jobs, ``R`` report, ``e`` the recent notices) open from the GPU
+view as from the map, a key of the map's own says there why it does nothing; ``m`` on the map
+moves the job under the cursor; ``?`` on the map says how one GPU is cordoned; and the notices
+that last a few seconds can be read again."""
+
+from __future__ import annotations
+
+from fractui.tui.app import FractuiApp
+from fractui.tui.cursor import Cursor
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.gpu_screen import GpuBody, GpuScreen
+from fractui.tui.help import HelpScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen, JobTable
+from fractui.tui.logview import LogView
+from fractui.tui.messages import KEPT, MessagesScreen
+from fractui.tui.placement import PreviewBar
+from fractui.tui.queues import QueuePanel
+from fractui.tui.report_view import ReportBody, ReportScreen
+from fractui.tui.slicemap import SliceMap
+from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
+
+
+def said(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def pressed(pilot, *keys: str) -> None:
+    await pilot.press(*keys)
+    await settled(pilot)
+
+
+def help_ids(app) -> set[str]:
+    assert isinstance(app.screen, HelpScreen)
+    return {bid for _key, _what, bid in app.screen.keys}
+
+
+@pilot_test
+async def test_the_apps_views_open_from_the_gpu_view_and_the_maps_own_keys_say_why_not():
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        gpu = app.screen
+        keys = " ".join(" ".join(screen_lines(app)[-2:]).split())
+        assert keys.endswith("J jobs e messages ? help : command"), keys  # listed, as they
+        # work here
+        await pressed(pilot, "question_mark")
+        assert {"fleet.jobs", "fleet.report", "app.messages", "gpu.cordon"} <= help_ids(app)
+        assert "fleet.filter" not in help_ids(app) and "fleet.order" not in help_ids(app)
+        await pressed(pilot, "escape", "J")
+        assert isinstance(app.screen, JobsScreen)
+        await pressed(pilot, "question_mark")  # the jobs view's J would open nothing
+        assert "fleet.jobs" not in help_ids(app) and "fleet.report" in help_ids(app)
+        await pressed(pilot, "escape", "escape")
+        assert app.screen is gpu
+        await pressed(pilot, "R")
+        assert isinstance(app.screen, ReportScreen)
+        await pressed(pilot, "escape")
+        assert app.screen is gpu and said(app) == []
+        await pressed(pilot, "slash", "o")  # the map's filter and order: said, nothing done
+        assert app.screen is gpu
+        assert said(app) == ["/ (filter) is the map's key: it does nothing here",
+                             "o (order) is the map's key: it does nothing here"]
+        app.clear_notifications()
+        await pressed(pilot, "enter")  # a job opened from the GPU view, then J, then one of
+        assert isinstance(app.screen, JobScreen)  # the jobs view's jobs, then J again:
+        await pressed(pilot, "J", "enter")  # back to the jobs view, never pushed twice
+        assert isinstance(app.screen, JobScreen)
+        await pressed(pilot, "J")
+        assert isinstance(app.screen, JobsScreen)
+        assert [type(s) for s in app.screen_stack[-3:]] == [GpuScreen, JobScreen, JobsScreen]
+        assert said(app) == []
+
+
+@pilot_test
+async def test_a_text_box_types_the_maps_keys_and_a_dialog_takes_none_of_the_apps():
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "J", "slash", "o", "J")  # the jobs view's filter box types them
+        assert isinstance(app.screen, JobsScreen) and said(app) == []
+        await pressed(pilot, "escape", "escape")
+        app.open_gpu("a100-1", 1)
+        await settled(pilot)
+        await pressed(pilot, "M")  # MIG mode off on an idle GPU: asked first, in a dialog
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        await pressed(pilot, "J", "e", "o")  # neither opens a view nor says a word under it
+        assert app.screen is dialog and said(app) == []
+
+
+@pilot_test
+async def test_m_on_the_map_moves_the_job_under_the_cursor_or_says_which_to_pick():
+    async with settled_app((120, 40)) as (app, pilot):
+        fleet = app.fleet
+        fleet.map.move_to(Cursor("a100-1", 2, 0.6))  # on #2's instance
+        await pressed(pilot, "m")
+        assert fleet.placement is not None and fleet.placement.job.id == 2
+        assert fleet.placement.moving
+        await pressed(pilot, "escape")
+        assert fleet.placement is None
+        fleet.map.move_to(Cursor("a100-1", 0, 0.25))  # an idle instance; #1 the GPU's one job
+        await pressed(pilot, "m")
+        assert fleet.placement is not None and fleet.placement.job.id == 1
+        await pressed(pilot, "escape")
+        fleet.map.move_to(Cursor("a100-1", 2, 0.45))  # free slices beside #2, #3, #4
+        await pressed(pilot, "m")
+        assert fleet.placement is None
+        assert said(app) == ["no job under the cursor to move: a100-1 gpu 2 runs #2, #3, #4: "
+                             "put the cursor on one's slice (or d opens the GPU)"]
+        app.clear_notifications()
+        fleet.map.move_to(Cursor("a100-1", 1, 0.5))
+        await pressed(pilot, "m")
+        assert fleet.placement is None
+        assert said(app) == ["no job under the cursor to move: a100-1 gpu 1 runs no job of "
+                             "the store"]
+        await pressed(pilot, "question_mark")
+        assert "map.move" in help_ids(app)
+
+
+@pilot_test
+async def test_readonly_binds_no_move_on_the_map_and_no_service_words_in_its_help():
+    async with settled_app((120, 40), readonly=True) as (app, pilot):
+        fleet = app.fleet
+        fleet.map.move_to(Cursor("a100-1", 2, 0.6))
+        await pressed(pilot, "m")
+        assert fleet.placement is None
+        await pressed(pilot, "question_mark")
+        assert "map.move" not in help_ids(app) and "map.cordon" not in help_ids(app)
+        assert "cordon gpu" not in app.screen.words
+        assert {"fleet.jobs", "app.messages"} <= help_ids(app)  # (views: not dangerous)
+
+
+@pilot_test
+async def test_help_on_the_map_says_how_one_gpu_is_cordoned():
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "question_mark")
+        words = app.screen.words
+        assert "C, D and U cordon, drain and put back the cursor's whole host. One GPU: d " \
+            "opens it, then C, D or U there; or in the palette (:) cordon gpu HOST N" in words
+        shown = "\n".join(screen_lines(app))
+        assert "d opens it, then C, D or U there" in shown, shown
+
+
+@pilot_test
+async def test_help_on_the_map_names_the_gpu_views_keys_as_the_config_maps_them():
+    async with settled_app((120, 40), keys=(("gpu.cordon", "K"), ("map.gpu", "v"))) as (
+            app, pilot):
+        await pressed(pilot, "question_mark")
+        assert "One GPU: v opens it, then K, D or U there" in app.screen.words
+
+
+@pilot_test
+async def test_e_lists_the_recent_notices_newest_first_and_esc_goes_back():
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        gpu = app.screen
+        await pressed(pilot, "X")  # no idle instance: a refusal, gone in a few seconds
+        app.notify("the MIG change is done", severity="information", title="mig")
+        app.clear_notifications()  # (as it is once they have timed out)
+        await pressed(pilot, "e")
+        assert isinstance(app.screen, MessagesScreen)
+        lines = screen_lines(app)
+        at = [n for n, ln in enumerate(lines) if "the MIG change is done" in ln
+              or "no idle MIG instance on a100-1 gpu 2" in ln]
+        assert len(at) == 2, lines
+        assert "mig: the MIG change is done" in lines[at[0]]  # newest first
+        assert "information" in lines[at[0]] and "warning" in lines[at[1]]
+        assert "warning" in lines[at[1]] and ":" in lines[at[1]].split()[0]  # its time
+        app.notify("said while it is open")
+        await settled(pilot)
+        assert any("said while it is open" in ln for ln in screen_lines(app))
+        await pressed(pilot, "escape")
+        assert app.screen is gpu
+        for n in range(KEPT + 5):  # bounded: the oldest go
+            app.notify("notice %d" % n)
+        kept = app.notices.newest_first()
+        assert len(kept) == KEPT and kept[0].message == "notice %d" % (KEPT + 4)
+        assert kept[-1].message == "notice 5"
+
+
+@pilot_test
+async def test_the_palette_opens_the_messages():
+    async with settled_app((120, 40)) as (app, pilot):
+        entry = next(e for e in app.fleet.palette_entries() if e.text == "messages")
+        entry.run()
+        await settled(pilot)
+        assert isinstance(app.screen, MessagesScreen)
+        assert "no notice yet" in "\n".join(screen_lines(app))
+
+
+def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
+    """A screen's or a widget's binding of ``J``, ``R`` or ``e`` would hide the app's there
+    (the focused node's binding is taken first), and one of the fleet screen's of ``m`` the
+    map's: none binds them."""
+    def keys(cls, ids=None) -> set[str]:
+        return {k for b in cls.BINDINGS if ids is None or b.id in ids for k in b.key.split(",")}
+
+    views = keys(FractuiApp, {"fleet.jobs", "fleet.report", "app.messages"})
+    assert views == {"J", "R", "e"}
+    for cls in (FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView, JobsScreen,
+                JobTable, GpuScreen, GpuBody, ReportScreen, ReportBody, MessagesScreen):
+        assert not keys(cls) & views, cls.__name__
+    assert "m" in keys(SliceMap) and "m" not in keys(FleetScreen) | keys(FractuiApp)
