@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
@@ -618,6 +619,47 @@ def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded)
             ann.close()
         assert min(admin.jobs(), key=lambda j: (j.submitted_at, j.id)).team == guarded.nlp
         assert mine.submitted_at > theirs.submitted_at
+    finally:
+        admin.close()
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
+    """Migration 0041: one statement that takes the turn may date its job when it began, which
+    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
+    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
+    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
+    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
+    admin = guarded.store()
+    key = int(guarded.tag, 16)  # (an advisory lock of this test's own)
+    now = "extract(epoch FROM statement_timestamp())"
+    slow = audited("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                   "updated_at, submitted_by, run_as) SELECT 'v', '%s', 'x', '[\"x\"]', '{}', "
+                   "'pending', %s, %s, '%s', '%s' FROM (SELECT pg_advisory_xact_lock(%d)) "
+                   "AS waited" % (guarded.vision, now, now, guarded.ann, guarded.ann, key),
+                   guarded.ann, "submit")
+    said: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            guarded.sql(guarded.ann, slow)
+        except psycopg.Error as err:
+            said.append(err)
+    try:
+        with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            waiting = threading.Thread(target=insert)
+            waiting.start()
+            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
+                assert waiting.is_alive(), said
+            theirs = admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")
+            holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            waiting.join()
+        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
+        assert ("refused by the store's guard: role %s" % guarded.ann) in str(said[0])
+        assert ("submit a job to team %s with a time before job %d's, submitted before this "
+                "statement took the turn" % (guarded.vision, theirs.id)) in str(said[0])
+        assert [j.id for j in admin.jobs()] == [theirs.id]
     finally:
         admin.close()
 
