@@ -296,6 +296,43 @@ def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(pg
         store.close()
 
 
+def test_a_member_of_a_store_granted_before_the_turns_submits_once_upgraded(pg_server):
+    """A store whose teams were granted SELECT on every table before migration 0032 made
+    team_turns: the teams may not read it (0032 granted it no one), and 0039's guard of a
+    submit's time read it as the member, so after the upgrade each of ann's submits was
+    refused ("role ann may not do this: permission denied for table team_turns"). The guard
+    reads her turn as the store's owner (0041): her submit, on fractui and psql, and her
+    requeue pass."""
+    db, tag = _store_of_schema(pg_server, 31)
+    pg_server.admin_role()
+    vision, ann = "vision" + tag, "ann_" + tag
+    pg_server.sql("CREATE ROLE fractui_team_%s" % vision)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (ann, vision))
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams="fractui_team_" + vision),
+                      db=db)
+    admin = open_store(pg_server.url(db))  # the superuser's open upgrades it
+    ann_store = open_store(pg_server.url(db, user=ann))
+    try:
+        running = admin.submit("v", vision, "running", ["true"], {}, "bob")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        mine = submit(ann_store, "v", vision, "mine", ["true"], {}, Asker("here"))
+        now = "extract(epoch FROM statement_timestamp())"
+        with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+            conn.execute(audited("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                                 "submitted_at, updated_at, submitted_by, run_as) VALUES ('v', "
+                                 "'%s', 'x', '[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                                     vision, now, now, ann, ann), ann, "submit"))
+        ask_stop(ann_store, ann_store.get(running.id), REQUEUE, Asker("here"))
+        assert [(j.name, j.state) for j in admin.jobs()] == [
+            ("running", STOPPING), ("mine", PENDING), ("x", PENDING)]
+        assert mine.submitted_by == ann + "@here"
+    finally:
+        ann_store.close()
+        admin.close()
+
+
 def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
     """The reason a cancel or a stop leaves is what ``jobs`` shows and what the lease holder's
     own audit entry repeats when it ends the job: ann cannot make it name ops (migration 0015),

@@ -8,6 +8,16 @@
 -- job is refused where a pending job of another transaction has a later time than it: for
 -- psql's quick INSERT the span is the statement's parsing, and fractui dates its job after
 -- the turn, never in that span. (Pending jobs only: those the scheduler still orders.)
+--
+-- And the guard reads the turn as the store's owner: 0039's read it as the member, and a
+-- store whose teams were granted SELECT on every table before 0032 made team_turns (which
+-- 0032 granted no one) refused each of her submits after the upgrade, "permission denied for
+-- table team_turns". What it gives is the time this transaction took the team's turn, and
+-- nothing of another's.
+CREATE FUNCTION fractui_team_turn_taken(turn TEXT) RETURNS DOUBLE PRECISION
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    SELECT taken_at FROM team_turns WHERE team = turn AND taken_in = txid_current()
+$$;
 CREATE OR REPLACE FUNCTION fractui_guard_submit_time() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
@@ -17,8 +27,7 @@ BEGIN
     IF fractui_guard_admin() OR NEW.team IS NULL THEN
         RETURN NEW;
     END IF;
-    taken := (SELECT taken_at FROM team_turns
-              WHERE team = NEW.team AND taken_in = txid_current());
+    taken := fractui_team_turn_taken(NEW.team);
     IF taken IS NULL OR NEW.submitted_at < least(
             taken, extract(epoch FROM statement_timestamp())::float8) THEN
         PERFORM fractui_guard_refuse(format('submit a job to team %s with a time before its '
