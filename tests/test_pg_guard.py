@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
@@ -293,6 +294,43 @@ def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(pg
             "done": None, "gone": gone, "unknown": None}
     finally:
         store.close()
+
+
+def test_a_member_of_a_store_granted_before_the_turns_submits_once_upgraded(pg_server):
+    """A store whose teams were granted SELECT on every table before migration 0032 made
+    team_turns: the teams may not read it (0032 granted it no one), and 0039's guard of a
+    submit's time read it as the member, so after the upgrade each of ann's submits was
+    refused ("role ann may not do this: permission denied for table team_turns"). The guard
+    reads her turn as the store's owner (0041): her submit, on fractui and psql, and her
+    requeue pass."""
+    db, tag = _store_of_schema(pg_server, 31)
+    pg_server.admin_role()
+    vision, ann = "vision" + tag, "ann_" + tag
+    pg_server.sql("CREATE ROLE fractui_team_%s" % vision)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (ann, vision))
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams="fractui_team_" + vision),
+                      db=db)
+    admin = open_store(pg_server.url(db))  # the superuser's open upgrades it
+    ann_store = open_store(pg_server.url(db, user=ann))
+    try:
+        running = admin.submit("v", vision, "running", ["true"], {}, "bob")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        mine = submit(ann_store, "v", vision, "mine", ["true"], {}, Asker("here"))
+        now = "extract(epoch FROM statement_timestamp())"
+        with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+            conn.execute(audited("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                                 "submitted_at, updated_at, submitted_by, run_as) VALUES ('v', "
+                                 "'%s', 'x', '[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                                     vision, now, now, ann, ann), ann, "submit"))
+        ask_stop(ann_store, ann_store.get(running.id), REQUEUE, Asker("here"))
+        assert [(j.name, j.state) for j in admin.jobs()] == [
+            ("running", STOPPING), ("mine", PENDING), ("x", PENDING)]
+        assert mine.submitted_by == ann + "@here"
+    finally:
+        ann_store.close()
+        admin.close()
 
 
 def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
@@ -618,6 +656,47 @@ def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded)
             ann.close()
         assert min(admin.jobs(), key=lambda j: (j.submitted_at, j.id)).team == guarded.nlp
         assert mine.submitted_at > theirs.submitted_at
+    finally:
+        admin.close()
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
+    """Migration 0041: one statement that takes the turn may date its job when it began, which
+    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
+    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
+    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
+    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
+    admin = guarded.store()
+    key = int(guarded.tag, 16)  # (an advisory lock of this test's own)
+    now = "extract(epoch FROM statement_timestamp())"
+    slow = audited("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                   "updated_at, submitted_by, run_as) SELECT 'v', '%s', 'x', '[\"x\"]', '{}', "
+                   "'pending', %s, %s, '%s', '%s' FROM (SELECT pg_advisory_xact_lock(%d)) "
+                   "AS waited" % (guarded.vision, now, now, guarded.ann, guarded.ann, key),
+                   guarded.ann, "submit")
+    said: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            guarded.sql(guarded.ann, slow)
+        except psycopg.Error as err:
+            said.append(err)
+    try:
+        with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+            waiting = threading.Thread(target=insert)
+            waiting.start()
+            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
+                assert waiting.is_alive(), said
+            theirs = admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")
+            holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            waiting.join()
+        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
+        assert ("refused by the store's guard: role %s" % guarded.ann) in str(said[0])
+        assert ("submit a job to team %s with a time before job %d's, submitted before this "
+                "statement took the turn" % (guarded.vision, theirs.id)) in str(said[0])
+        assert [j.id for j in admin.jobs()] == [theirs.id]
     finally:
         admin.close()
 
