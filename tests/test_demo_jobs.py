@@ -60,7 +60,8 @@ def test_the_demos_jobs_print_progress_and_some_fail_saying_why(demo):
                         ended_short.set()
 
                 assert job.slot is not None
-                first, stop = demo.source.follow_logs(job.slot.host, job.agent_job, sink)
+                first, stop = demo.source.follow_logs(job.slot.host, job.agent_job,
+                                                        job.key(store.uid), sink)
                 followed.extend(first)
         tail = store.log_tail(FIRST_FAILING) if len(store.jobs()) >= FIRST_FAILING else None
         failed = store.get(FIRST_FAILING) if tail is not None and tail.complete else None
