@@ -6,6 +6,11 @@ that last a few seconds can be read again."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+from textual.widgets import Static
+
 from fractui.tui.app import FractuiApp
 from fractui.tui.cursor import Cursor
 from fractui.tui.fleet_screen import FleetScreen
@@ -202,3 +207,33 @@ def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
                 JobTable, GpuScreen, GpuBody, ReportScreen, ReportBody, MessagesScreen):
         assert not keys(cls) & views, cls.__name__
     assert "m" in keys(SliceMap) and "m" not in keys(FleetScreen) | keys(FractuiApp)
+
+
+@pilot_test
+async def test_a_notice_from_a_worker_thread_is_listed_by_the_apps_thread():
+    """Textual's ``notify`` may be called from a thread (it posts a message); the messages
+    screen, open, lists the notice at once, drawn where widgets are drawn: on the app's thread,
+    never the caller's. Nor does a notice said once the app has ended (the screen gone with it)
+    raise where Textual's would not."""
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "e")
+        screen = app.screen
+        assert isinstance(screen, MessagesScreen)
+        listing = screen.query_one("#messages", Static)
+        drawn_on: list[int] = []
+        update = listing.update
+
+        def watched(*args, **kwargs) -> None:
+            drawn_on.append(threading.get_ident())
+            update(*args, **kwargs)
+
+        listing.update = watched  # (the same drawing, its thread noted)
+        worker = threading.Thread(target=app.notify, args=("said by a worker",))
+        worker.start()
+        while worker.is_alive():
+            await asyncio.sleep(0.01)
+        await settled(pilot)
+        assert any("said by a worker" in ln for ln in screen_lines(app))
+        assert drawn_on and set(drawn_on) == {threading.get_ident()}
+    app.notify("said after the end")  # (no screen to list it on: kept, nothing drawn)
+    assert app.notices.newest_first()[0].message == "said after the end"
