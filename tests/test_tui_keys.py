@@ -155,6 +155,22 @@ async def test_help_on_the_map_names_the_gpu_views_keys_as_the_config_maps_them(
 
 
 @pilot_test
+async def test_help_on_the_map_writes_the_gpu_views_remapped_keys_as_its_key_line_does():
+    """A remapped key is written as Textual displays it (``^k``, ``/``), as the GPU view's own
+    key line and ``?`` write it, not as the config spells it (``ctrl+k``, ``slash``)."""
+    async with settled_app((120, 40), keys=(("gpu.cordon", "ctrl+k"), ("gpu.drain", "slash"),
+                                            ("map.cordon", "ctrl+o"))) as (app, pilot):
+        await pressed(pilot, "question_mark")
+        assert "^o, D and U cordon, drain and put back the cursor's whole host. One GPU: d " \
+            "opens it, then ^k, / or U there" in app.screen.words, app.screen.words
+        await pressed(pilot, "escape")
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        keys = " ".join(" ".join(screen_lines(app)[-2:]).split())
+        assert "^k cordon" in keys and "/ drain" in keys, keys
+
+
+@pilot_test
 async def test_e_lists_the_recent_notices_newest_first_and_esc_goes_back():
     async with settled_app((120, 40)) as (app, pilot):
         app.open_gpu("a100-1", 2)

@@ -255,8 +255,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
                                ReportScreen, MessagesScreen)):
             keys = [(" ".join(keys), what, bid) for keys, what, bid, _ in shown_bindings(screen)]
-            words = [one_gpu_words(keys, dict(self.config.tui.keys)), TEAM_WORDS] \
-                if isinstance(screen, FleetScreen) else []
+            words = [one_gpu_words(keys, dict(self.config.tui.keys),
+                                   lambda key: self.get_key_display(Binding(key, ""))),
+                     TEAM_WORDS] if isinstance(screen, FleetScreen) else []
             self.push_screen(HelpScreen(keys, "\n\n".join(w for w in words if w)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
