@@ -79,6 +79,20 @@ async def test_the_apps_views_open_from_the_gpu_view_and_the_maps_own_keys_say_w
 
 
 @pilot_test
+async def test_the_copy_key_is_never_called_the_maps():
+    """The map binds ``super+c`` to copy the text selected with the mouse, an action of any
+    screen's (``screen.copy_text``), not one of the map's own: pressed on the GPU view, the
+    report or the messages, it was said to be "the map's key"."""
+    async with settled_app((120, 40)) as (app, pilot):
+        for opener in (lambda: app.open_gpu("a100-1", 2), app.open_report, app.open_messages):
+            opener()
+            await settled(pilot)
+            await pressed(pilot, "super+c")
+            assert said(app) == [], type(app.screen).__name__
+            await pressed(pilot, "escape")
+
+
+@pilot_test
 async def test_a_text_box_types_the_maps_keys_and_a_dialog_takes_none_of_the_apps():
     async with settled_app((120, 40)) as (app, pilot):
         await pressed(pilot, "J", "slash", "o", "J")  # the jobs view's filter box types them

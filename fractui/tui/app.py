@@ -238,14 +238,15 @@ class FractuiApp(App[None], inherit_bindings=False):
         """A key of the map's own (its filter, its order, compact…) pressed on another
         screen, where nothing binds it, says so: it did nothing and said nothing, and an
         admin took it for broken. Keys bound there, and those a text box typed (it stops
-        them before they come here), are not this; nor a dialog's."""
+        them before they come here), are not this; nor a dialog's; nor one whose action is
+        another node's (``screen.copy_text``, any screen's copy): it is not the map's own."""
         screen = self.screen
         fleet = next((s for s in self.screen_stack if isinstance(s, FleetScreen)), None)
         if fleet is None or screen is fleet or screen.is_modal or \
                 event.key in screen.active_bindings:
             return
         found = fleet.active_bindings.get(event.key)
-        if found is not None and found.node is fleet:
+        if found is not None and found.node is fleet and "." not in found.binding.action:
             self.notify("%s (%s) is the map's key: it does nothing here" % (
                 self.get_key_display(found.binding), found.binding.description),
                 severity="warning")
