@@ -24,6 +24,7 @@ from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
+from tests.test_tui_pilot import palette
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
 
 
@@ -222,6 +223,24 @@ async def test_the_palette_opens_the_messages():
         await settled(pilot)
         assert isinstance(app.screen, MessagesScreen)
         assert "no notice yet" in "\n".join(screen_lines(app))
+
+
+@pilot_test
+async def test_the_palettes_views_open_over_the_screen_it_is_on_as_their_keys_do():
+    """``:`` "messages" (or "jobs", "report") from the GPU view opens the view over it, as
+    ``e`` does: esc comes back to the GPU view, not to the map (the palette's jumps to a host
+    close the screens over the map; a view of the whole app's is not one)."""
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        gpu = app.screen
+        for words, view in (("messages", MessagesScreen), ("jobs", JobsScreen),
+                            ("report", ReportScreen)):
+            await palette(pilot, words)
+            await settled(pilot)
+            assert isinstance(app.screen, view), (words, app.screen)
+            await pressed(pilot, "escape")
+            assert app.screen is gpu, (words, app.screen)
 
 
 def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
