@@ -243,6 +243,24 @@ async def test_the_palettes_views_open_over_the_screen_it_is_on_as_their_keys_do
             assert app.screen is gpu, (words, app.screen)
 
 
+@pilot_test
+async def test_esc_out_of_a_move_opens_again_the_report_and_messages_it_closed():
+    """``J`` opens the jobs view over the report or the messages now; a move asked there
+    closes every screen over the map, and its ``esc`` opened again only the jobs view: the
+    report (its range and grouping) and the messages under it were gone."""
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "R", "e", "J")
+        stack = [type(s) for s in app.screen_stack[-4:]]
+        assert stack == [FleetScreen, ReportScreen, MessagesScreen, JobsScreen], stack
+        app.move_job(2)  # (the jobs view's m on #2's row)
+        await settled(pilot)
+        assert app.screen is app.fleet and app.fleet.placement is not None
+        await pressed(pilot, "escape")
+        assert app.fleet.placement is None
+        stack = [type(s) for s in app.screen_stack[-4:]]
+        assert stack == [FleetScreen, ReportScreen, MessagesScreen, JobsScreen], stack
+
+
 def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
     """A screen's or a widget's binding of ``J``, ``R`` or ``e`` would hide the app's there
     (the focused node's binding is taken first), and one of the fleet screen's of ``m`` the

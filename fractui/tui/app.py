@@ -155,12 +155,16 @@ class FractuiApp(App[None], inherit_bindings=False):
         """What opens the views over the fleet screen again, bottom first, as they are now:
         for ``esc`` out of a placement begun on a job's screen, which closed them. The jobs
         view is kept (its sort, filter and cursor); a GPU view is made anew on the same row;
-        a job screen anew (its output read again, from its end). Dialogs are not reopened."""
+        a job screen anew (its output read again, from its end). The report and the
+        messages are kept as the jobs view is (``J`` opens it over them). Dialogs are not
+        reopened."""
         steps: list[Callable[[], None]] = []
         stack = self.screen_stack
+        kept = {JobsScreen: self.open_jobs, ReportScreen: self.open_report,
+                MessagesScreen: self.open_messages}
         for screen in stack[stack.index(self.fleet) + 1:]:
-            if isinstance(screen, JobsScreen):
-                steps.append(self.open_jobs)
+            if type(screen) in kept:
+                steps.append(kept[type(screen)])
             elif isinstance(screen, GpuScreen):
                 steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
                                                screen.cursor, screen.held))
