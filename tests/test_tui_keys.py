@@ -6,6 +6,11 @@ that last a few seconds can be read again."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+from textual.widgets import Static
+
 from fractui.tui.app import FractuiApp
 from fractui.tui.cursor import Cursor
 from fractui.tui.fleet_screen import FleetScreen
@@ -19,6 +24,7 @@ from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
+from tests.test_tui_pilot import palette
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
 
 
@@ -71,6 +77,20 @@ async def test_the_apps_views_open_from_the_gpu_view_and_the_maps_own_keys_say_w
         assert isinstance(app.screen, JobsScreen)
         assert [type(s) for s in app.screen_stack[-3:]] == [GpuScreen, JobScreen, JobsScreen]
         assert said(app) == []
+
+
+@pilot_test
+async def test_the_copy_key_is_never_called_the_maps():
+    """The map binds ``super+c`` to copy the text selected with the mouse, an action of any
+    screen's (``screen.copy_text``), not one of the map's own: pressed on the GPU view, the
+    report or the messages, it was said to be "the map's key"."""
+    async with settled_app((120, 40)) as (app, pilot):
+        for opener in (lambda: app.open_gpu("a100-1", 2), app.open_report, app.open_messages):
+            opener()
+            await settled(pilot)
+            await pressed(pilot, "super+c")
+            assert said(app) == [], type(app.screen).__name__
+            await pressed(pilot, "escape")
 
 
 @pilot_test
@@ -150,6 +170,22 @@ async def test_help_on_the_map_names_the_gpu_views_keys_as_the_config_maps_them(
 
 
 @pilot_test
+async def test_help_on_the_map_writes_the_gpu_views_remapped_keys_as_its_key_line_does():
+    """A remapped key is written as Textual displays it (``^k``, ``/``), as the GPU view's own
+    key line and ``?`` write it, not as the config spells it (``ctrl+k``, ``slash``)."""
+    async with settled_app((120, 40), keys=(("gpu.cordon", "ctrl+k"), ("gpu.drain", "slash"),
+                                            ("map.cordon", "ctrl+o"))) as (app, pilot):
+        await pressed(pilot, "question_mark")
+        assert "^o, D and U cordon, drain and put back the cursor's whole host. One GPU: d " \
+            "opens it, then ^k, / or U there" in app.screen.words, app.screen.words
+        await pressed(pilot, "escape")
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        keys = " ".join(" ".join(screen_lines(app)[-2:]).split())
+        assert "^k cordon" in keys and "/ drain" in keys, keys
+
+
+@pilot_test
 async def test_e_lists_the_recent_notices_newest_first_and_esc_goes_back():
     async with settled_app((120, 40)) as (app, pilot):
         app.open_gpu("a100-1", 2)
@@ -189,6 +225,42 @@ async def test_the_palette_opens_the_messages():
         assert "no notice yet" in "\n".join(screen_lines(app))
 
 
+@pilot_test
+async def test_the_palettes_views_open_over_the_screen_it_is_on_as_their_keys_do():
+    """``:`` "messages" (or "jobs", "report") from the GPU view opens the view over it, as
+    ``e`` does: esc comes back to the GPU view, not to the map (the palette's jumps to a host
+    close the screens over the map; a view of the whole app's is not one)."""
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        gpu = app.screen
+        for words, view in (("messages", MessagesScreen), ("jobs", JobsScreen),
+                            ("report", ReportScreen)):
+            await palette(pilot, words)
+            await settled(pilot)
+            assert isinstance(app.screen, view), (words, app.screen)
+            await pressed(pilot, "escape")
+            assert app.screen is gpu, (words, app.screen)
+
+
+@pilot_test
+async def test_esc_out_of_a_move_opens_again_the_report_and_messages_it_closed():
+    """``J`` opens the jobs view over the report or the messages now; a move asked there
+    closes every screen over the map, and its ``esc`` opened again only the jobs view: the
+    report (its range and grouping) and the messages under it were gone."""
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "R", "e", "J")
+        stack = [type(s) for s in app.screen_stack[-4:]]
+        assert stack == [FleetScreen, ReportScreen, MessagesScreen, JobsScreen], stack
+        app.move_job(2)  # (the jobs view's m on #2's row)
+        await settled(pilot)
+        assert app.screen is app.fleet and app.fleet.placement is not None
+        await pressed(pilot, "escape")
+        assert app.fleet.placement is None
+        stack = [type(s) for s in app.screen_stack[-4:]]
+        assert stack == [FleetScreen, ReportScreen, MessagesScreen, JobsScreen], stack
+
+
 def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
     """A screen's or a widget's binding of ``J``, ``R`` or ``e`` would hide the app's there
     (the focused node's binding is taken first), and one of the fleet screen's of ``m`` the
@@ -202,3 +274,33 @@ def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
                 JobTable, GpuScreen, GpuBody, ReportScreen, ReportBody, MessagesScreen):
         assert not keys(cls) & views, cls.__name__
     assert "m" in keys(SliceMap) and "m" not in keys(FleetScreen) | keys(FractuiApp)
+
+
+@pilot_test
+async def test_a_notice_from_a_worker_thread_is_listed_by_the_apps_thread():
+    """Textual's ``notify`` may be called from a thread (it posts a message); the messages
+    screen, open, lists the notice at once, drawn where widgets are drawn: on the app's thread,
+    never the caller's. Nor does a notice said once the app has ended (the screen gone with it)
+    raise where Textual's would not."""
+    async with settled_app((120, 40)) as (app, pilot):
+        await pressed(pilot, "e")
+        screen = app.screen
+        assert isinstance(screen, MessagesScreen)
+        listing = screen.query_one("#messages", Static)
+        drawn_on: list[int] = []
+        update = listing.update
+
+        def watched(*args, **kwargs) -> None:
+            drawn_on.append(threading.get_ident())
+            update(*args, **kwargs)
+
+        listing.update = watched  # (the same drawing, its thread noted)
+        worker = threading.Thread(target=app.notify, args=("said by a worker",))
+        worker.start()
+        while worker.is_alive():
+            await asyncio.sleep(0.01)
+        await settled(pilot)
+        assert any("said by a worker" in ln for ln in screen_lines(app))
+        assert drawn_on and set(drawn_on) == {threading.get_ident()}
+    app.notify("said after the end")  # (no screen to list it on: kept, nothing drawn)
+    assert app.notices.newest_first()[0].message == "said after the end"

@@ -155,12 +155,16 @@ class FractuiApp(App[None], inherit_bindings=False):
         """What opens the views over the fleet screen again, bottom first, as they are now:
         for ``esc`` out of a placement begun on a job's screen, which closed them. The jobs
         view is kept (its sort, filter and cursor); a GPU view is made anew on the same row;
-        a job screen anew (its output read again, from its end). Dialogs are not reopened."""
+        a job screen anew (its output read again, from its end). The report and the
+        messages are kept as the jobs view is (``J`` opens it over them). Dialogs are not
+        reopened."""
         steps: list[Callable[[], None]] = []
         stack = self.screen_stack
+        kept = {JobsScreen: self.open_jobs, ReportScreen: self.open_report,
+                MessagesScreen: self.open_messages}
         for screen in stack[stack.index(self.fleet) + 1:]:
-            if isinstance(screen, JobsScreen):
-                steps.append(self.open_jobs)
+            if type(screen) in kept:
+                steps.append(kept[type(screen)])
             elif isinstance(screen, GpuScreen):
                 steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
                                                screen.cursor, screen.held))
@@ -238,14 +242,15 @@ class FractuiApp(App[None], inherit_bindings=False):
         """A key of the map's own (its filter, its order, compact…) pressed on another
         screen, where nothing binds it, says so: it did nothing and said nothing, and an
         admin took it for broken. Keys bound there, and those a text box typed (it stops
-        them before they come here), are not this; nor a dialog's."""
+        them before they come here), are not this; nor a dialog's; nor one whose action is
+        another node's (``screen.copy_text``, any screen's copy): it is not the map's own."""
         screen = self.screen
         fleet = next((s for s in self.screen_stack if isinstance(s, FleetScreen)), None)
         if fleet is None or screen is fleet or screen.is_modal or \
                 event.key in screen.active_bindings:
             return
         found = fleet.active_bindings.get(event.key)
-        if found is not None and found.node is fleet:
+        if found is not None and found.node is fleet and "." not in found.binding.action:
             self.notify("%s (%s) is the map's key: it does nothing here" % (
                 self.get_key_display(found.binding), found.binding.description),
                 severity="warning")
@@ -255,8 +260,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
                                ReportScreen, MessagesScreen)):
             keys = [(" ".join(keys), what, bid) for keys, what, bid, _ in shown_bindings(screen)]
-            words = [one_gpu_words(keys, dict(self.config.tui.keys)), TEAM_WORDS] \
-                if isinstance(screen, FleetScreen) else []
+            words = [one_gpu_words(keys, dict(self.config.tui.keys),
+                                   lambda key: self.get_key_display(Binding(key, ""))),
+                     TEAM_WORDS] if isinstance(screen, FleetScreen) else []
             self.push_screen(HelpScreen(keys, "\n\n".join(w for w in words if w)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -29,6 +29,9 @@ class Entry:
     run: Callable[[], None]
     discover: bool = True
     """Listed before anything is typed (hosts, queues, themes; not every job)."""
+    anywhere: bool = False
+    """Run over the screen the palette is on, as its key does (a view of the whole app's:
+    jobs, report, messages), not on the map with the screens over it closed."""
 
 
 def place_entry(job: Job, run: Callable[[], None]) -> Entry:
@@ -73,8 +76,9 @@ class FleetCommands(Provider):
         if fleet is screen or not hasattr(fleet, "palette_entries"):
             return own
         mine = {e.text for e in own}  # (a job's place or move: its screen's comes back to it)
-        return own + [dataclasses.replace(e, run=functools.partial(from_fleet, fleet, e.run))
-                      for e in fleet.palette_entries() if e.text not in mine]
+        return own + [e if e.anywhere else dataclasses.replace(
+            e, run=functools.partial(from_fleet, fleet, e.run))
+            for e in fleet.palette_entries() if e.text not in mine]
 
     async def discover(self) -> Hits:
         for entry in self._entries():

@@ -1036,11 +1036,12 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
-                             self.fleet_app.open_jobs))
+                             self.fleet_app.open_jobs, anywhere=True))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
-                             "sharing saved (R)", self.fleet_app.open_report))
+                             "sharing saved (R)", self.fleet_app.open_report, anywhere=True))
         entries.append(Entry("messages", "the last notices again, newest first, with their "
-                             "time and severity (e)", self.fleet_app.open_messages))
+                             "time and severity (e)", self.fleet_app.open_messages,
+                             anywhere=True))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
                                  lambda n=name: setattr(self.app, "theme", n)))

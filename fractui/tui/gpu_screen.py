@@ -668,15 +668,17 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         self.notify(message.said, severity="warning" if message.error else "information")
 
 
-def one_gpu_words(shown: Sequence[tuple[str, str, str]], keymap: Mapping[str, str]) -> str:
+def one_gpu_words(shown: Sequence[tuple[str, str, str]], keymap: Mapping[str, str],
+                  display: Callable[[str], str]) -> str:
     """For ``?`` on the map, whose ``C``, ``D`` and ``U`` act on the cursor's whole host: how
     one GPU is taken out of service, by the GPU view's keys as ``[tui] keys`` maps them (the
-    help listed ``C`` as "cordon host" and the admin looked for a GPU's cordon in vain).
-    Nothing where the map's are not bound (``--readonly``): there is nothing to say."""
+    help listed ``C`` as "cordon host" and the admin looked for a GPU's cordon in vain),
+    written by ``display`` as its key line writes them (``^k``, not ``ctrl+k``). Nothing
+    where the map's are not bound (``--readonly``): there is nothing to say."""
     keys = {bid: key for key, _what, bid in shown}
     if "map.cordon" not in keys:
         return ""
-    view = {a.id: keymap.get(a.id, a.keys).split(",")[0] for a in GpuScreen.ACTIONS}
+    view = {a.id: display(keymap.get(a.id, a.keys).split(",")[0]) for a in GpuScreen.ACTIONS}
     return ("%s, %s and %s cordon, drain and put back the cursor's whole host. One GPU: %s "
             "opens it, then %s, %s or %s there; or in the palette (:) cordon gpu HOST N, "
             "drain gpu HOST N, uncordon gpu HOST N." % (

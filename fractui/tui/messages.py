@@ -34,8 +34,8 @@ class Notice:
 
 
 class Notices:
-    """The last ``KEPT`` notices, oldest first; ``changed`` is called as each is added (the
-    screen listing them, if open, lists it too)."""
+    """The last ``KEPT`` notices, oldest first; ``changed`` is called as each is added, on
+    the thread that said it (the screen listing them, if open, lists it too)."""
 
     def __init__(self, kept: int = KEPT) -> None:
         self.kept: deque[Notice] = deque(maxlen=kept)
@@ -83,9 +83,11 @@ class MessagesScreen(Screen[None], Keyed, inherit_bindings=False):
 
     def on_mount(self) -> None:
         """Made once and kept (as the jobs view is): a notice said while it is open is
-        listed at once."""
+        listed at once, drawn on the app's thread: ``notify`` may be called from a worker's
+        (Textual's is thread-safe), and once the app has ended there is nothing to draw on
+        (a message posted to a closed screen is dropped)."""
         self.query_one("#messages-body").focus()
-        self.notices.changed = self.show
+        self.notices.changed = lambda: self.call_later(self.show)
         self.show()
 
     def show(self) -> None:
