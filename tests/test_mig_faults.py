@@ -29,6 +29,7 @@ from remote_agent.failing import Failures
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, RpcError
+from remote_agent import service
 from remote_agent.service import Agent
 
 pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
@@ -39,6 +40,14 @@ FAULT_CODES = (nv.NVML_ERROR_UNKNOWN, nv.NVML_ERROR_TIMEOUT, nv.NVML_ERROR_GPU_I
 MUTATING = {"nvmlDeviceCreateGpuInstanceWithPlacement", "nvmlGpuInstanceCreateComputeInstance",
             "nvmlComputeInstanceDestroy", "nvmlGpuInstanceDestroy", "nvmlDeviceSetMigMode"}
 DOUBLE_FAULT_EXAMPLES = 250
+
+
+@pytest.fixture(autouse=True)
+def no_wait_between_launch_tries(monkeypatch):
+    """A job's instance met by a passing fault is made again after ``LAUNCH_RETRY_S``: what a
+    fault leaves is the same without the wait, and the walks below, each pair of thousands of
+    calls a launch tried again up to three times, spent minutes only sleeping."""
+    monkeypatch.setattr(service, "LAUNCH_RETRY_S", 0.0)
 
 
 @dataclass(frozen=True)
