@@ -19,6 +19,7 @@ variables.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -40,6 +41,8 @@ from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refuse
                                statements)
 from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
+
+log = logging.getLogger("fractui.store")
 
 # the NOTIFY channel (fractui_announce, migration 0005 sends on it); the payload is the topic
 CHANNEL = "fractui_changes"
@@ -616,9 +619,10 @@ class PostgresDialect(Dialect):
             answer = _ping(make_conninfo(
                 self.url, connect_timeout=PING_TIMEOUT_S,
                 application_name=conninfo_to_dict(self.url).get("application_name", "fractui")))
-        except (OSError, subprocess.SubprocessError) as failed:
+        except subprocess.TimeoutExpired:
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s (the "
-                                    "ping that tells why failed: %s)" % (text, failed))
+                                    "ping that tells why had no answer in %d s)" % (
+                                        text, PING_WAIT_S))
         if answer == pq.Ping.REJECT:
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
@@ -745,14 +749,26 @@ def _ping(conninfo: str) -> pq.Ping:
     (binary, c) call it holding the interpreter's lock, so every other thread of this one (the
     scheduler's, the TUI's) stopped while it waited, and a server reached through this process
     (a port it forwards) could not answer it. The conninfo goes by stdin: a password in it is
-    in no process list."""
-    done = subprocess.run([sys.executable, "-c", _PING], input=conninfo.encode(),
-                          capture_output=True, timeout=PING_WAIT_S,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    in no process list. Where no such process can be had (an interpreter this process may not
+    start again: a frozen one, or one that dropped to a user who may not read it), it is asked
+    here, this process waiting for it (``PING_TIMEOUT_S`` a host): a refusal said as what it
+    is, late, rather than as a server not reached."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PING], input=conninfo.encode(),
+                              capture_output=True, timeout=PING_WAIT_S,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    except subprocess.TimeoutExpired:
+        raise
+    except OSError as err:
+        log.info("the ping that tells a failed connection apart is asked in this process: "
+                 "%s cannot be started (%s)", sys.executable, err)
+        return pq.Ping(pq.PGconn.ping(conninfo.encode()))
     said = done.stdout.decode(errors="replace").strip()
     if done.returncode != 0 or not said.isdigit():
-        raise OSError("exit %d: %s" % (done.returncode, " ".join(
-            done.stderr.decode(errors="replace").split()[-40:]) or said or "nothing said"))
+        log.info("the ping that tells a failed connection apart is asked in this process: its "
+                 "own process ended %d: %s", done.returncode, " ".join(
+                     done.stderr.decode(errors="replace").split()[-40:]) or said or "nothing")
+        return pq.Ping(pq.PGconn.ping(conninfo.encode()))
     return pq.Ping(int(said))
 
 
