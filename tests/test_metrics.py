@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -497,15 +498,38 @@ def test_a_connection_past_the_bound_while_each_is_answered_is_refused(monkeypat
                             "from 127.0.0.1" % port]
 
 
-def test_a_connection_that_sends_no_whole_request_is_closed_after_the_timeout(monkeypatch):
+def test_a_connection_that_sends_no_whole_request_is_closed_after_the_timeout(
+        monkeypatch, capfd):
     """A connection silent past REQUEST_SECONDS, or stopped partway through its request, is
-    closed (it was held for ever); a scrape is answered as before."""
+    closed (it was held for ever), said at debug, not with a traceback on stderr; a scrape is
+    answered as before."""
     monkeypatch.setattr(exporting, "REQUEST_SECONDS", 0.2)
     with serving() as port:
         silent, partway = connected(port), connected(port)
         assert answer(silent) == b""
         assert answer(partway, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") == b""
         assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_connection_reset_partway_through_its_request_is_said_at_debug(caplog, capfd):
+    """A client that resets its connection partway through a request (SO_LINGER 0): said at
+    debug; socketserver printed the reset's traceback on the scheduler's stderr."""
+    caplog.set_level(logging.DEBUG, logger="fractui.metrics")
+    with serving() as port:
+        conn = connected(port)
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # (it is accepted)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        said, err = "metrics: the connection from 127.0.0.1 ended unanswered: [Errno 104] " \
+                    "Connection reset by peer", ""
+        for _ in range(1200):  # (until its thread has read the reset: a bound, not a measure)
+            err += capfd.readouterr().err
+            if err or said in [r.getMessage() for r in caplog.records]:
+                break
+            time.sleep(0.05)
+    assert err == "" and said in [r.getMessage() for r in caplog.records]
 
 
 def test_a_client_that_stops_reading_its_answer_is_cut_short_and_said_not_on_stderr(
