@@ -142,6 +142,48 @@ def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
         assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
 
 
+def test_a_kept_id_typed_by_hand_neither_reads_nor_stops_the_new_job(tmp_path):
+    """`fractui logs gpu-a/j1` and `fractui stop gpu-a/j1`, typed by hand while the store holds
+    its queued job there by that id: asked by that job's key, so refused with plain words,
+    the new job's output unread and the new job left running."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, release_new):
+        ref = "gpu-a/%s" % job.agent_job
+        for verb in (("logs", ref), ("logs", "-f", ref), ("stop", ref, "--grace", "0")):
+            said = f.fractui(*verb)
+            assert said.returncode == 1, (verb, said)
+            assert SECRET not in said.stdout + said.stderr, verb
+            assert ("%s (job %d) is gone from gpu-a's agent (its state dir was likely wiped "
+                    "or lost): %s is another job now, neither shown nor touched" % (
+                        ref, job.id, ref)) in said.stderr, (verb, said.stderr)
+        session = f.fleet.session("gpu-a")
+        assert session.call("job.get", {"job": new["id"]})["state"] == "running"
+        release_new.touch()
+        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
+                   "the new job to end")
+        rec = session.call("job.get", {"job": new["id"]})
+        assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
+
+
+def test_an_id_typed_by_hand_that_no_live_job_of_the_store_holds_names_the_agents_job(
+        tmp_path):
+    """Once the store has ended its job of that id, the id is the agent's again: a job
+    launched there by hand since the wipe (which the store never saw) is read and stopped by
+    it, as the id the user gave."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, _):
+        f.store.ended(job.id, ("running",), "failed", "lost with its host's state", "test",
+                      "test", "lost")
+        ref = "gpu-a/%s" % new["id"]
+        said = f.fractui("logs", ref)
+        assert (said.returncode, said.stdout) == (0, SECRET + "\n"), said
+        said = f.fractui("stop", ref, "--grace", "0")
+        assert said.returncode == 0, said
+        assert "%s: stopping" % ref in said.stdout
+        session = f.fleet.session("gpu-a")
+        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
+                   "the new job to end")
+        assert session.call("job.get", {"job": new["id"]})["state"] == "killed"
+
+
 def test_the_job_screen_shows_no_output_of_the_new_job_of_a_kept_id(tmp_path):
     """The TUI's job screen of the queued job, opened once its id names another job: it says
     the job is gone from its host's agent, and follows none of the other job's output."""
