@@ -266,7 +266,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
                              "not %s" % quoted(ref))
         host, job_id = split_job(ref)
         config.host(host)
-        label, key = _typed_ref(config, ref, host, job_id)
+        label, key = _read_typed_ref(config, ref, host, job_id)
         return label, host, job_id, None, key
     number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
@@ -300,8 +300,8 @@ def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, O
     return "%s (job %d)" % (ref, held.id), held.key(store.uid)
 
 
-def _typed_ref(config: Config, ref: str, host: str, agent_job: str
-               ) -> Tuple[str, Optional[str]]:
+def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
+                    ) -> Tuple[str, Optional[str]]:
     """``typed_ref`` in the config's store; with no store (nothing was queued) or one that
     cannot be read (said), the id alone."""
     try:
