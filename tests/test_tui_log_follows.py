@@ -5,6 +5,8 @@ asked) never ends the follow of another."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 
@@ -91,3 +93,33 @@ def test_an_unfollow_sent_after_a_new_follow_of_the_job_ends_only_its_own(local_
         stop_new()
     finally:
         source.stop()
+
+
+def test_a_follow_answered_after_its_screen_closed_is_ended(local_fleet, tmp_path):
+    """The job screen is closed while its follow is asked (the host's agent stopped, SIGSTOP,
+    so the call waits): once the agent answers, that follow is ended all the same — its
+    listener leaves the session — rather than kept for a screen that is gone (and counted, so
+    that no later screen's unfollow ends it)."""
+    f, job, _ = _running(local_fleet, tmp_path)
+    daemon = f.fleet.session("gpu-b").call("daemon.version")["pid"]
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            session = app.source.fleet.session("gpu-b")
+            before = len(session.listeners)
+            os.kill(daemon, signal.SIGSTOP)
+            try:
+                await open_job(app, pilot, job.id)
+                screen = job_screen(app)
+                await until(pilot, lambda: len(session.listeners) > before,
+                            "the follow asked")
+                await pilot.press("escape")
+                assert app.screen is not screen
+            finally:
+                os.kill(daemon, signal.SIGCONT)
+            await until(pilot, lambda: len(session.listeners) == before,
+                        "the follow of the closed screen ended")
+            _unfollows_through()
+
+    drive()
