@@ -1,7 +1,8 @@
 """Job screens share their host's connection, on which the agent keeps one follow per job:
 a follow asked for by one screen is ended only when no screen follows that job any more, so a
 screen that closes (its unfollow sent from a thread, maybe after a new screen of the same job
-asked) never ends the follow of another."""
+asked) never ends the follow of another; and a follow asked for a screen is ended by someone,
+even one answered after its screen was left."""
 
 from __future__ import annotations
 
