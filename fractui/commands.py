@@ -5,13 +5,14 @@ and the parsed arguments and returns the exit code; what fails is raised (fractu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TextIO, Tuple
 
 from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
@@ -24,8 +25,8 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.job_commands import agent_why
-from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.job_commands import agent_why, typed_ref
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
@@ -42,6 +43,7 @@ from fractui.whoami import os_user
 from fractui.words import shell_line
 from remote_agent import MODE_RESET
 from remote_agent.daemon.trust import UnsafePath
+from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 
 # -- status, doctor, trust --
@@ -217,10 +219,18 @@ def admin_only(config: Config, action: str, what: str, host: str) -> None:
     exit 1, says who and what role), which a member is told rather than that her config has
     no such ``host``; then ``host`` is looked up. (No store yet: the host first, so a typo
     makes none: checked_store.store_of_a_host_verb.)"""
+    with _admins_store(config, action, what, host):
+        pass
+
+
+@contextlib.contextmanager
+def _admins_store(config: Config, action: str, what: str, host: str) -> Iterator[Store]:
+    """The store, once ``admin_only`` let this user ``action`` on ``host``."""
     store = _store_of(config, host)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
         config.host(host)
+        yield store
     finally:
         store.close()
 
@@ -443,13 +453,20 @@ def launched_words(ref: str, job: Dict[str, Any]) -> str:
 
 
 def stop(config: Config, args: argparse.Namespace) -> int:
+    """Stops a job by its HOST/JOB: by its key too while the store holds a job of its own
+    there by that id (``typed_ref``), so a host's agent that lost it stops no other."""
     host, job = split_job(args.job)
-    admin_only(config, STOP, args.job, host)
+    with _admins_store(config, STOP, args.job, host) as store:
+        label, key = typed_ref(store, args.job, host, job)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:
-        record = session.call("job.stop", {"job": job, "grace": args.grace})
-    except (HostUnavailable, AgentCallError) as err:
+        record = session.call("job.stop", {"job": job, "key": key, "grace": args.grace})
+    except AgentCallError as err:
+        if err.code == JOB_KEY_MISMATCH:
+            raise Failed(gone_words(label, host, job)) from None
+        raise Failed(naming(host, err)) from None
+    except HostUnavailable as err:
         raise Failed(naming(host, err)) from None
     finally:
         fleet.stop()

@@ -22,7 +22,8 @@ from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
-from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store import open_store
+from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
@@ -265,7 +266,8 @@ def _job_ref(config: Config, ref: str, wait: bool = False
                              "not %s" % quoted(ref))
         host, job_id = split_job(ref)
         config.host(host)
-        return ref, host, job_id, None, None
+        label, key = _read_typed_ref(config, ref, host, job_id)
+        return label, host, job_id, None, key
     number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
     try:
@@ -282,6 +284,36 @@ def _job_ref(config: Config, ref: str, wait: bool = False
             job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
             " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job, job.key(store.uid)
+
+
+def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, Optional[str]]:
+    """(label, key) of a HOST/JOB typed by hand. While a job of the store runs or stops on
+    ``host`` by that id, the id is that job's and is asked by its key: an agent whose state
+    dir was wiped since refuses it (JOB_KEY_MISMATCH) rather than show or stop the job that
+    holds the id now. Else it is the agent's job of that id, asked by no key: one launched
+    there by hand has none the store knows, and a job the store has ended holds its id no
+    more (after a wipe, the ids it ran by are the hand-launched jobs' again)."""
+    held = next((j for j in store.jobs(states=(RUNNING, STOPPING), hosts=[host])
+                 if j.agent_job == agent_job), None)
+    if held is None:
+        return ref, None
+    return "%s (job %d)" % (ref, held.id), held.key(store.uid)
+
+
+def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
+                    ) -> Tuple[str, Optional[str]]:
+    """``typed_ref`` in the config's store; with no store (nothing was queued) or one that
+    cannot be read (said), the id alone."""
+    try:
+        store = open_store(config.store.url, make=False, origin=config.store.origin)
+        try:
+            return typed_ref(store, ref, host, agent_job)
+        finally:
+            store.close()
+    except StoreError as err:
+        if err.what != NO_STORE:
+            say("%s; %s is read by its id alone" % (err, ref))
+        return ref, None
 
 
 def _started(store: Store, job: Job) -> Job:
@@ -375,7 +407,7 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
         sys.stdout.flush()
         if _printed_nothing(first, args.lines):
             since = job.started_at if job is not None else session.call(
-                "job.get", {"job": job_id}).get("started_at")
+                "job.get", {"job": job_id, "key": key}).get("started_at")
             say(_nothing(label, host, bool(_ended(session, job_id, key, job)), since,
                          args.follow))
         while args.follow:
