@@ -240,16 +240,27 @@ _DURABLE = ("SELECT set_config('synchronous_commit', 'on', false) "
             "WHERE current_setting('synchronous_commit') = 'off'")
 
 
-def _target(url: str) -> tuple[str, str]:
+def _target(url: str, made: Optional[pq.abc.PGconn] = None) -> tuple[str, str]:
     """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
     defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
-    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set."""
+    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set. Where a
+    service is named (the URL's ``service``, or PGSERVICE), what the URL leaves unsaid is the
+    service's, ahead of the PG* variables: libpq reads pg_service.conf and psycopg does not,
+    so it is read from ``made``, a connection libpq made of the URL (or failed to make: its
+    options are parsed before it tries); before one, the variables' are a guess."""
     parts = conninfo_to_dict(url)
-    user = parts.get("user") or os.environ.get("PGUSER") or os_user()
-    host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = parts.get("port") or os.environ.get("PGPORT") or "5432"
-    db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
-    return user, postgresql_url(host, port, db)
+    said: dict[str, str] = {}
+    if made is not None and (parts.get("service") or os.environ.get("PGSERVICE")):
+        said = {k: v.decode("utf-8", "replace") for k, v in (
+            ("user", made.user), ("host", made.host), ("port", made.port),
+            ("dbname", made.db)) if v}
+
+    def given(key: str, variable: str) -> Optional[str]:
+        return parts.get(key) or said.get(key) or os.environ.get(variable)
+    user = given("user", "PGUSER") or os_user()
+    db = given("dbname", "PGDATABASE") or user
+    return user, postgresql_url(given("host", "PGHOST") or "localhost",
+                                given("port", "PGPORT") or "5432", db)
 
 
 class PostgresDialect(Dialect):
@@ -279,9 +290,11 @@ class PostgresDialect(Dialect):
             db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
                                  client_encoding="UTF8", **extra)
         except psycopg.OperationalError as err:
+            self.user, self.where = _target(self.url, err.pgconn)
             if err.sqlstate:
                 raise
             raise self._refused_at_connect(err) from err
+        self.user, self.where = _target(self.url, db.pgconn)
         encoding = db.info.parameter_status("server_encoding")
         if encoding != "UTF8":
             db.close()
@@ -542,10 +555,16 @@ class PostgresDialect(Dialect):
 
     def _named_by(self) -> Optional[str]:
         """Where the role the connection asked for was named, for a refusal to say what to
-        change: the URL's user (with where the config gives the URL), else PGUSER; None where
-        neither names one (libpq's default: the OS user)."""
-        if conninfo_to_dict(self.url).get("user"):
+        change: the URL's user (with where the config gives the URL), else the service's
+        (pg_service.conf) where it names another than PGUSER would, else PGUSER; None where
+        none names one (libpq's default: the OS user)."""
+        given = conninfo_to_dict(self.url)
+        if given.get("user"):
             return "the URL (%s)" % self.origin if self.origin else "the store's URL"
+        if self.user != (os.environ.get("PGUSER") or os_user()):
+            return "service %s in pg_service.conf (named by %s)" % (
+                given.get("service") or os.environ.get("PGSERVICE"),
+                "the URL" if given.get("service") else "PGSERVICE")
         return "PGUSER" if os.environ.get("PGUSER") else None
 
     def translate(self, err: BaseException) -> Optional[StoreError]:
