@@ -98,6 +98,13 @@ class PgServer:
                         "-x", str(xid), self.data])
         self.start()
 
+    def refuse_at_reconnect(self, role: str) -> None:
+        """``role`` may no longer log in, and its sessions are ended: a store of its finds its
+        connection lost at its next call, and the server refuses the new one."""
+        self.sql("ALTER ROLE %s NOLOGIN" % role)
+        self.sql("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "
+                 "WHERE usename = '%s'" % role)
+
     def connect(self, db: str) -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=db,
                                autocommit=True)

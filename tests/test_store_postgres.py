@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, StoreDamaged,
                            StoreDenied, StoreUnavailable, open_store)
+from fractui.copy_words import stale_copies
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
@@ -211,6 +212,37 @@ def test_a_pg_services_role_and_server_are_named_as_libpq_reads_them(pg_server, 
     store = open_store("postgresql:///?service=postgres")
     try:
         assert store.where == where
+    finally:
+        store.close()
+
+
+def test_stale_copies_none_only_where_the_role_is_not_granted_them(pg_server, pg_url):
+    """stale_copies reads none where the role may not read the table (a reader granted the
+    jobs alone): its copies are said as late copies. It read none for any StoreDenied, so a
+    role refused at a reconnect had its stale copies said as late ones, and the refusal was
+    said by no one; it is the caller's now, as its other reads' are."""
+    tag = uuid.uuid4().hex[:6]
+    reader = "reader_" + tag
+    db = pg_url.rsplit("/", 1)[1]
+    admin = open_store(pg_url)
+    try:
+        job = admin.submit("q", None, "j", ["true"], {}, "x")
+        admin.place(job.id, Slot("gpu-a", (0,), None, None, 1000, 0.25), "sched", "decided")
+        admin.started(job.id, "a1", None, "sched", "launched")
+        admin.requeue(job.id, ("running",), "sched", "host lost", stale_on="gpu-a")
+    finally:
+        admin.close()
+    pg_server.sql("CREATE ROLE %s LOGIN" % reader)
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % reader, db=db)
+    store = open_store(pg_server.url(db, user=reader))
+    try:
+        assert [c.job for c in stale_copies(store)] == [job.id]
+        pg_server.sql("REVOKE SELECT ON stale FROM %s" % reader, db=db)
+        assert stale_copies(store) == []
+        pg_server.refuse_at_reconnect(reader)
+        with pytest.raises(StoreDenied, match="refuses role %s: .*not permitted to log in" %
+                           reader):
+            stale_copies(store)
     finally:
         store.close()
 

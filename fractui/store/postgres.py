@@ -35,8 +35,8 @@ from psycopg.rows import dict_row
 from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
-                                StoreBusy, StoreDamaged, StoreDenied, StoreError, StoreFull,
-                                StoreReadOnly, StoreUnavailable)
+                                StoreBusy, StoreDamaged, StoreDenied, StoreError,
+                                StoreForbidden, StoreFull, StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
                                statements)
 from fractui.store_url import postgresql_url
@@ -423,7 +423,7 @@ class PostgresDialect(Dialect):
                 row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
             except psycopg.errors.InsufficientPrivilege as err:  # the first table any call reads
                 self.rollback(db)  # (what its roles are is read after it)
-                raise StoreDenied(self.where, _not_granted(
+                raise StoreForbidden(self.where, _not_granted(
                     db, self.user, err.diag.message_primary)) from err
             if row is None or row["version"] < 0:  # (made with its row, in one transaction)
                 raise self.damaged("its schema version (%s) is %s" % (
@@ -452,7 +452,7 @@ class PostgresDialect(Dialect):
             who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
                              "'CREATE') AS may").fetchone()
             if not who["may"]:  # a team member before the admin's first run: say so
-                raise StoreDenied(self.where, NO_STORE_TO_MAKE % who["role"])
+                raise StoreForbidden(self.where, NO_STORE_TO_MAKE % who["role"])
             db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
@@ -473,7 +473,7 @@ class PostgresDialect(Dialect):
                                        % (VERSION_TABLE, have, str(err).strip())) from err
                 if not isinstance(err, psycopg.errors.InsufficientPrivilege) or not owners:
                     raise  # (a store's start: the first run's, said as the server says)
-                raise StoreDenied(self.where, NOT_OWNER % (
+                raise StoreForbidden(self.where, NOT_OWNER % (
                     number, have, self.user, err.diag.message_primary or err,
                     _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
@@ -541,7 +541,7 @@ class PostgresDialect(Dialect):
                          ).fetchone()
         if row["owner"] != row["me"] and row["may"]:
             if not row["creates"]:  # (an owner that may not create there makes nothing)
-                raise StoreDenied(self.where, OWNER_MAY_NOT_CREATE % (
+                raise StoreForbidden(self.where, OWNER_MAY_NOT_CREATE % (
                     row["owner"], self.user, row["owner"], _schema_to(row)))
             # SET LOCAL ROLE, the name a parameter; the server checks the membership again
             db.execute("SELECT set_config('role', %s, true)", (row["owner"],))
@@ -586,7 +586,7 @@ class PostgresDialect(Dialect):
         if state == "3D000":
             return self._no_database(text)
         if state == "42501":  # the server's words, or the guard's (0004), less its CONTEXT
-            return StoreDenied(self.where, "role %s may not do this: %s" % (
+            return StoreForbidden(self.where, "role %s may not do this: %s" % (
                 self.user, err.diag.message_primary or text))
         if state == "25006":
             return StoreReadOnly(self.where, "is read-only (a standby server, or "
