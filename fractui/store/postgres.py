@@ -630,10 +630,29 @@ class PostgresDialect(Dialect):
         process's LC_MESSAGES'): told apart by what no language changes (docs/decisions.md,
         "A failed connection is told apart by libpq's facts, not its words"). libpq's own
         flag for a password asked and none given; else a ping (PQping: whether a server
-        answered, and whether it said 57P03). The words only choose the advice."""
+        answered, and whether it said 57P03), a second try, and a ping again. The words only
+        choose the advice."""
         text = " ".join(str(err).split()) or type(err).__name__
         if err.pgconn is not None and err.pgconn.needs_password:
             return self._denied(text, PASSWORD_FROM)
+        gone = self._not_answering(text)
+        if gone is None and self._taken_now():
+            return StoreUnavailable(self.where, TAKEN_NOW % text)
+        # the second try failed too: a refusal where the server still answers, not where it
+        # went away meanwhile (restarted again, under a second after the first)
+        gone = gone or self._not_answering(text)
+        if gone is not None:
+            return gone
+        if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
+            return self._no_slot(text)
+        if "database" in text and "does not exist" in text:
+            return self._no_database(text)
+        return self._denied(text)
+
+    def _not_answering(self, text: str) -> Optional[StoreUnavailable]:
+        """What a failed connection (libpq's ``text``) is where the server does not answer a
+        ping as one that takes connections (PQping: none there, or 57P03, starting or
+        shutting down); None where it does."""
         try:
             answer = _ping(make_conninfo(
                 self.url, connect_timeout=PING_TIMEOUT_S,
@@ -646,13 +665,7 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
-        if self._taken_now():
-            return StoreUnavailable(self.where, TAKEN_NOW % text)
-        if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
-            return self._no_slot(text)
-        if "database" in text and "does not exist" in text:
-            return self._no_database(text)
-        return self._denied(text)
+        return None
 
     def _taken_now(self) -> bool:
         """Whether the server takes this connection now, whatever target_session_attrs asks:
