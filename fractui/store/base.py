@@ -560,4 +560,5 @@ class Store(abc.ABC):
 __all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
            "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "QuotaTaken", "StateConflict",
            "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreExposed",
-           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot", "WaitingFull"]
+           "StoreForbidden", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot",
+           "WaitingFull"]
