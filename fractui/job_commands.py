@@ -23,7 +23,7 @@ from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
-from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
 from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
@@ -486,7 +486,8 @@ def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
     if not fresh:
         try:
             fresh = _ask_tail(store, feed, job)
-        except StoreDenied as err:  # a role that may only read: what is kept, said so
+        except StoreForbidden as err:  # a role that may only read (or the guard refusing
+            # it): what is kept, said so; a role refused at a reconnect is no reader's to pass
             unasked = "%s, so no fresher output was asked for" % err
         tail = store.log_tail(job.id)
     if tail is None:
