@@ -25,7 +25,7 @@ from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import until
 
 
@@ -272,6 +272,23 @@ def test_unknown_theme_points_at_its_line(tmp_path):
     path = _write(tmp_path, '\n[tui]\ntheme = "fractui-drak"\n')
     with pytest.raises(ConfigError, match=r":3: tui.theme: unknown theme 'fractui-drak'"):
         check_tui_settings(load_config(path), theme_names())
+
+
+@pilot_test
+async def test_a_reason_cut_in_the_queue_panel_is_read_whole_on_its_jobs_screen():
+    """At 80x24 a pending job's line in the queue panel ends its reason in "…" at the panel's
+    edge; ``tab`` to the panel and ``enter`` on the job open its screen, whose reason line
+    folds it whole (the one way to a job's details, as from the jobs view and the map)."""
+    reason = ("waiting: no GPU with 3 free compute slices on a host of model A100-SXM4-80GB "
+              "in the fleet now (a100-1 gpu0 holds 2 free, a100-1 gpu1 is cordoned) END")
+    async with settled_app((80, 24), reasons={27: reason}) as (app, pilot):
+        await pilot.press("tab")
+        assert fleet(app).query_one(QueuePanel).selected == 27
+        row = next(line for line in screen_lines(app) if "#27" in line)
+        assert row.endswith("…") and "END" not in " ".join(screen_lines(app)), row
+        await pilot.press("enter")
+        await settled(pilot)
+        assert " ".join(" ".join(screen_lines(app)).split()).find(reason) > 0
 
 
 @pilot_test
