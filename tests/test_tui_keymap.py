@@ -40,6 +40,10 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
      "2: tui.keys.'fleet.filter' = 'ctrl+?': Textual names it 'ctrl+question_mark'"),
     ('"fleet.filter" = "ctrl+F"',
      "2: tui.keys.'fleet.filter' = 'ctrl+F': Textual names it 'ctrl+shift+f'"),
+    ('"fleet.filter" = "ctrl+shift+F"',
+     "2: tui.keys.'fleet.filter' = 'ctrl+shift+F': Textual names it 'ctrl+shift+f'"),
+    ('"fleet.filter" = "shift+f"',
+     "2: tui.keys.'fleet.filter' = 'shift+f': Textual names it 'F' (a capital)"),
     ('"fleet.filter" = "f,pgdn"',
      "2: tui.keys.'fleet.filter' = 'f,pgdn': in pgdn, 'pgdn' is no key's name (a character, "
      "or a name such as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),

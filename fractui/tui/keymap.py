@@ -59,8 +59,10 @@ def key_problem(key: str) -> Optional[str]:
         return "Textual names it %r" % "+".join(sorted(set(modifiers)) + [name])
     if len(name) == 1 and _character_to_key(name) != name:
         return "Textual names it %r" % "+".join(modifiers + [_character_to_key(name)])
+    if len(name) == 1 and modifiers == ["shift"] and name.isalpha():
+        return "Textual names it %r (a capital)" % name.upper()  # (a terminal sends "A")
     if len(name) == 1 and modifiers and name.isupper():
-        return "Textual names it %r" % "+".join(sorted(modifiers + ["shift"]) + [name.lower()])
+        return "Textual names it %r" % "+".join(sorted({"shift", *modifiers}) + [name.lower()])
     if len(name) == 1 or name in NAMED or name.islower() and key_to_character(
             REPLACED_KEYS.get(name, name)) is not None:  # (slash: SOLIDUS's character)
         return None
