@@ -16,8 +16,8 @@ from platformdirs import user_downloads_path
 from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.notifications import SeverityLevel
 from textual.containers import VerticalScroll
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Button
 
@@ -375,7 +375,8 @@ def check_tui_settings(config: Config, themes: Iterable[str]) -> None:
         if problem is not None:
             raise _keys_error(config, binding_id, "%s = %s: %s" % (
                 keys_entry(binding_id), quoted(keys), problem))
-    for clash in clashes(scopes(), dict(config.tui.keys)):
+    clash = next(iter(clashes(scopes(), dict(config.tui.keys))), None)
+    if clash is not None:
         raise _keys_error(config, clash.binding_id, (
             "%s = %s: %s is also the key of %s on %s, so one of them could never be pressed "
             "there (give one of them another key; ? there lists each key and its id)") % (
