@@ -28,7 +28,7 @@ from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, duration, failing_passes, quoted, why
+from fractui.words import NO_SCHEDULER, duration, exited, failing_passes, quoted, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -39,7 +39,8 @@ def agent_why(record: Dict[str, Any]) -> str:
     """How a job on a host ended, in the agent's words; "" while it runs."""
     if record.get("state") == "exited":
         code = record.get("exit_code")
-        return "exited, its exit code unknown" if code is None else "exited %s" % code
+        return "exited, its exit code unknown" if code is None else exited(
+            code, record.get("last_line"))
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""
