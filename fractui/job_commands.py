@@ -16,7 +16,7 @@ from fractui.config import Config, ConfigError
 from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
-from fractui.fleet.host import HostSession
+from fractui.fleet.host import HostSession, same_agent_job
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
@@ -293,9 +293,10 @@ def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, O
     dir was wiped since refuses it (JOB_KEY_MISMATCH) rather than show or stop the job that
     holds the id now. Else it is the agent's job of that id, asked by no key: one launched
     there by hand has none the store knows, and a job the store has ended holds its id no
-    more (after a wipe, the ids it ran by are the hand-launched jobs' again)."""
+    more (after a wipe, the ids it ran by are the hand-launched jobs' again). The id in any
+    spelling its agent takes (``j12``, ``12``, ``012``)."""
     held = next((j for j in store.jobs(states=(RUNNING, STOPPING), hosts=[host])
-                 if j.agent_job == agent_job), None)
+                 if j.agent_job is not None and same_agent_job(agent_job, j.agent_job)), None)
     if held is None:
         return ref, None
     return "%s (job %d)" % (ref, held.id), held.key(store.uid)

@@ -2,7 +2,7 @@
 a follow asked for by one screen is ended only when no screen follows that job any more, so a
 screen that closes (its unfollow sent from a thread, maybe after a new screen of the same job
 asked) never ends the follow of another; and a follow asked for a screen is ended by someone,
-even one answered after its screen was left."""
+even one answered after its screen was left, or after the screen asked anew."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import signal
 import sys
 import threading
 
-from fractui.tui.source import LiveSource
+from fractui.tui.source import Followers, LiveSource
 from tests import localfleet
 from tests.test_job_supervision import wait_until
 from tests.test_tui_jobs import QUARTER, SHARES, job_screen, open_job
 from tests.tui_frozen import pilot_test
-from tests.tui_live import live_app, until
+from tests.tui_live import fleet, live_app, until
 
 local_fleet = localfleet.local_fleet
 NEXT = "the line printed once told"
@@ -124,3 +124,50 @@ def test_a_follow_answered_after_its_screen_closed_is_ended(local_fleet, tmp_pat
             _unfollows_through()
 
     drive()
+
+
+def test_a_follow_answered_after_its_screen_asked_anew_is_ended(local_fleet, tmp_path):
+    """The job's host connects again while the screen's first follow waits its turn (an
+    unfollow of that job holds it, as one to a slow host does): the screen asks anew, and the
+    two are answered on the new connection. The first is ended once answered — it is no more
+    what the screen follows — so the job's output is not told to the screen twice over, and
+    closing the screen leaves no follow of the job behind (before: the first was kept,
+    counted, and no unfollow was ever sent for the job)."""
+    f, job, flag = _running(local_fleet, tmp_path)
+    daemon = f.fleet.session("gpu-b").call("daemon.version")["pid"]
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            session = app.source.fleet.session("gpu-b")
+            statuses = fleet(app).statuses
+            before = len(session.listeners)
+            turn = app.source._followers.setdefault(("gpu-b", job.agent_job), Followers())
+            with turn.lock:
+                await open_job(app, pilot, job.id)
+                screen = job_screen(app)
+                await until(pilot, lambda: len(session.listeners) == before + 1,
+                            "the first follow waiting its turn")
+                since = statuses["gpu-b"].since
+                os.kill(daemon, signal.SIGKILL)
+                await until(pilot, lambda: statuses["gpu-b"].state == "online" and
+                            statuses["gpu-b"].since != since, "the host connected again")
+                await until(pilot, lambda: len(session.listeners) == before + 2,
+                            "the follow asked anew")
+            await until(pilot, lambda: len(session.listeners) == before + 1,
+                        "the first follow ended")
+            flag.touch()
+            await until(pilot, lambda: NEXT in _lines(screen), "the job's next line")
+            assert _lines(screen).count(NEXT) == 1, _lines(screen)
+            await pilot.press("escape")
+            assert app.screen is not screen
+            await until(pilot, lambda: len(session.listeners) == before,
+                        "no follow left of the closed screen")
+            _unfollows_through()
+            assert turn.count == 0
+
+    drive()
+
+
+def _lines(screen) -> list:
+    return [screen.logview.line(i) for i in range(screen.logview.count)]

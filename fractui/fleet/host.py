@@ -743,7 +743,8 @@ def _for_another(method: str, params: Any, result: Dict[str, Any]) -> Optional[s
     if answers.SHAPES.get(method) is not answers.JOB or not isinstance(params, dict):
         return None
     for asked, named in (("job", "id"), ("key", "key")):
-        if isinstance(params.get(asked), str) and not _names(params[asked], result[named]):
+        if isinstance(params.get(asked), str) and not same_agent_job(params[asked],
+                                                                     result[named]):
             return "%s.%s: %s answers for job %s" % (method, named, host_words(
                 result[named]), host_words(params[asked]))
     return None
@@ -752,7 +753,7 @@ def _for_another(method: str, params: Any, result: Dict[str, Any]) -> Optional[s
 _AGENT_REF = re.compile("j?([0-9]{1,18})")  # how its agent looks a job up (``Supervisor.find``)
 
 
-def _names(asked: str, named: str) -> bool:
+def same_agent_job(asked: str, named: str) -> bool:
     """Whether a call that asked for job ``asked`` is answered by the record ``named``: its
     agent finds a job by its id or its number (``j12``, ``12``, ``012``), as docs/protocol.md
     says, and answers its record, whose id is ``j12`` (``fractui stop gpu-a/12``)."""

@@ -71,12 +71,15 @@ class Loaded(Message):
 
 
 class Following(Message):
-    """The followed job's last lines, and how to stop following it."""
+    """The followed job's last lines, how to stop following it, and what was followed (the
+    screen's ``followed`` as it asked)."""
 
-    def __init__(self, lines: list[str], stop: Callable[[], None]) -> None:
+    def __init__(self, lines: list[str], stop: Callable[[], None],
+                 followed: tuple[str, str, Optional[float]]) -> None:
         super().__init__()
         self.lines = lines
         self.stop = stop
+        self.followed = followed
 
 
 class LogData(Message):
@@ -390,17 +393,19 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.followed = (host, agent_job, since)
         self.logview.clear()
         self.log_error = None
-        self.follow(host, agent_job, key, team)
+        self.follow(self.followed, key, team)
 
     @work(thread=True, exit_on_error=False, group="logs")
-    def follow(self, host: str, agent_job: str, key: Optional[str], team: Optional[str]
-               ) -> None:
-        """The job's output, once the store's rule lets this user read it (a team action,
-        access.READ, as ``fractui logs`` checks), from the agent of its host; asked by the
-        job's ``key``, so an agent that lost it shows no other job of that id."""
+    def follow(self, followed: tuple[str, str, Optional[float]], key: Optional[str],
+               team: Optional[str]) -> None:
+        """The job's output (``followed``'s host and agent job), once the store's rule lets
+        this user read it (a team action, access.READ, as ``fractui logs`` checks), from the
+        agent of its host; asked by the job's ``key``, so an agent that lost it shows no other
+        job of that id."""
         def sink(data: str, ended: bool) -> None:  # on the session's reader thread
             self.post_message(LogData(data, ended))
 
+        host, agent_job, _ = followed
         what = "job %d" % self.job_id
         try:
             if self.source.store is not None:  # (a frozen fleet has no store to say who)
@@ -421,7 +426,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         with self._follows_lock:  # the screen left meanwhile: none would end this follow
             if not self._left:
                 self._handed.append(stop)
-                self.post_message(Following(lines, stop))
+                self.post_message(Following(lines, stop, followed))
                 return
         stop()
 
@@ -430,6 +435,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             if message.stop not in self._handed:  # ended as the screen was left
                 return
             self._handed.remove(message.stop)
+        if message.followed != self.followed:  # asked anew meanwhile (its host connected
+            message.stop()  # again): followed no more, and only its screen would end it
+            return
         self._unfollow = message.stop
         self.logview.write("".join(line + "\n" for line in message.lines))
         self.show_state()
