@@ -21,6 +21,7 @@ Files in JOB_DIR: ``shim.claim`` (the one shim that may run this job: created ex
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -113,20 +114,28 @@ class JobFolder:
 
     def removed(self) -> bool:
         """Whether it was removed since the shim opened it: a removed directory has no link
-        left, and nothing can be made in it again."""
-        return os.fstat(self.fd).st_nlink == 0
+        left, and nothing can be made in it again. On NFS, one another client removed cannot
+        be looked at at all (ESTALE): removed as well. Another failure of the look is no sign
+        either way: not removed, so the write is tried again and its own failure said."""
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError as err:
+            return err.errno == errno.ESTALE
 
 
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
-    """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
-    Not where the job's folder was removed (by hand, or the state dir with it): no daemon can
-    read the record there, and no room will ever come for it; a folder of that name now is
-    another job's. Said, given up."""
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits, and
+    so where its temporary file's name is taken by what the agent refuses to write through
+    (``UnsafePath``: a symlink, another's file), until that is removed. Not where the job's
+    folder was removed (by hand, or the state dir with it): no daemon can read the record
+    there, and no room will ever come for it; a folder of that name now is another job's.
+    Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes any
+    character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
             write_json(said, data, dir_fd=folder.fd)
-        except OSError as err:
+        except (OSError, UnsafePath) as err:
             if folder.removed():  # (not a passing EIO or EACCES, nor a full disk)
                 _say("cannot write %s: its folder is gone (removed since this shim started the "
                      "job; a folder of that name now is another job's), so nothing is written "
