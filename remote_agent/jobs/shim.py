@@ -39,7 +39,7 @@ from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
                                       pipe_id)
-from remote_agent.jobs.procs import JobProcs, proc_info
+from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 from remote_agent.programs import missing_interpreter
 
@@ -205,6 +205,18 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             os._exit(127)
 
 
+def _pipe_ends(reader: int) -> Tuple[int, int]:
+    """The job's write end of the FIFO ``reader`` reads, and its spare read end, opened
+    through /proc (``_spawn``)."""
+    pipe = os.path.join(PROC_FDS, str(reader))
+    out_fd = os.open(pipe, os.O_WRONLY)  # the shim reads it: never blocks
+    try:
+        return out_fd, os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    except BaseException:
+        os.close(out_fd)
+        raise
+
+
 def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
            region: Optional[str]) -> Tuple[int, str]:
     """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: (pid, "")
@@ -212,9 +224,10 @@ def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
     own descriptor, never by name: a FIFO swapped in at the name since the shim opened it has
     no reader, and a write end opened there would wait for one for good (the job never
     started, its shim hung)."""
-    pipe = "/proc/self/fd/%d" % reader
-    out_fd = os.open(pipe, os.O_WRONLY)  # the shim reads it: never blocks
-    spare_fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        out_fd, spare_fd = _pipe_ends(reader)
+    except OSError as err:
+        return 0, "cannot open its output pipe: %s" % (proc_missing() or err)
     errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said means it ran
     pid = os.fork()
     if pid == 0:
