@@ -1,5 +1,6 @@
-"""A job's shim on a full disk (a real 2 MiB tmpfs): it never leaves a job running that no
-daemon can find, nor a claim that makes a job that never ran read as lost."""
+"""A job's shim on a full disk (a real 2 MiB tmpfs), and where a record cannot be written for
+another reason (its folder gone, its temporary name refused): it never leaves a job running that
+no daemon can find, nor a claim that makes a job that never ran read as lost."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from remote_agent.daemon.trust import private_dir, write_private
 from remote_agent.jobs.shim import JobFolder, write_json_until_done
@@ -231,4 +234,25 @@ def test_an_end_whose_temporary_name_is_a_symlink_is_written_once_it_is_removed(
     writer.join(30)
     assert not writer.is_alive()
     assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tmp_path):
+    """The job writes ``started.json`` itself before its exec; a symlink at its temporary name
+    is refused there (``UnsafePath``), and the job runs on, its shim writing the record (under
+    its own temporary name), as where the disk is full. Before, the refusal was taken for a
+    failed first step: the job never ran, its end read "cannot start a session". Its shim is
+    pid 1 of a namespace of its own, so the job, its first child, is pid 2."""
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(tmp_path, ["touch", str(ran)])
+    os.symlink(str(tmp_path / "elsewhere"), os.path.join(job_dir, "started.json.tmp.2"))
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                           "remote_agent.jobs.shim", job_dir], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+    assert json.loads((Path(job_dir) / "started.json").read_text())["pid"] == 2
+    assert ran.exists()
     assert not (tmp_path / "elsewhere").exists()

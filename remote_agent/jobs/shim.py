@@ -169,8 +169,8 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             write_json(folder.named("started.json"), {
                 "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
                 "started_at": time.time(), "pipe": pipe_id(spare_fd)}, False, folder.fd)
-        except OSError:
-            pass  # a full disk: the shim reports the pid too
+        except (OSError, UnsafePath):
+            pass  # a full disk, or a name refused: the shim reports the pid, and writes it
         step = "open its stdin and output"
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
