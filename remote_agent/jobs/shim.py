@@ -42,6 +42,7 @@ from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe,
 from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 from remote_agent.programs import missing_interpreter
+from remote_agent.text import said
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
@@ -200,7 +201,7 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             why = missing_interpreter(spec["argv"][0], os.pathsep.join(
                 os.get_exec_path(spec["env"]))) or why
         try:
-            os.write(errors, ("cannot %s: %s" % (step, why)).encode())
+            os.write(errors, said("cannot %s: %s" % (step, why)).encode())
         finally:
             os._exit(127)
 
