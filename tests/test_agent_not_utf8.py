@@ -2,18 +2,20 @@
 directory on its PATH, a setting's path), which Python reads with a lone surrogate for each
 such byte, and in a job's output. What the agent says reads U+FFFD for each, as a job's output
 does, and nothing it does fails for them (docs/decisions.md, "Text the agent says is
-Unicode"). What a client sends is refused where it holds a lone surrogate
-(tests/test_protocol_fuzz.py): a job's argv, env and cwd cannot carry one in."""
+Unicode"). What a client sends is refused where it holds a lone surrogate (and
+tests/test_protocol_fuzz.py): a job's argv, env and cwd cannot carry one in."""
 
 from __future__ import annotations
 
 import os
 import time
 
+import pytest
+
 from remote_agent.jobs import store as job_store
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
-from tests.test_jobs import script, wait_job
+from tests.test_jobs import PY, script, wait_job
 
 
 def _odd(path) -> str:
@@ -114,3 +116,23 @@ def test_the_job_table_keeps_words_that_name_a_path_that_is_no_utf8(tmp_path):
     assert (kept.reason, kept.stop_reason) == ("its shim died (see /s/odd\ufffd/shim.log)",
                                                "asked \ufffd")
     assert (job.reason, job.stop_reason) == (kept.reason, kept.stop_reason)
+
+
+@pytest.mark.parametrize("given, param", [
+    ({"argv": [PY, "-c", "pass", "x\udcff"]}, "argv"),
+    ({"env": {"ODD": "x\udcff"}}, "env"),
+    ({"cwd": "/tmp/odd\udcff"}, "cwd"),
+])
+def test_a_launch_naming_bytes_that_are_no_utf8_is_refused_naming_its_param(start_agent, given,
+                                                                            param):
+    """A client that reads a host's bytes with surrogateescape sends a lone surrogate: the
+    launch is refused, naming the param, and nothing is recorded (no path, argument or
+    value is guessed at: U+FFFD there would name another file, pass another word)."""
+    agent = start_agent("1xL4")
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", **{"key": "k-odd", "gpu": 0, "memory_mib": 10,
+                                    "argv": [PY, "-c", "pass"], **given})
+    assert err.value.code == rpc.INVALID_PARAMS, err.value
+    assert "'%s'" % param in err.value.message and "valid Unicode" in err.value.message, \
+        err.value.message
+    assert agent.call("job.list")["jobs"] == []
