@@ -256,3 +256,26 @@ def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tm
     assert json.loads((Path(job_dir) / "started.json").read_text())["pid"] == 2
     assert ran.exists()
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_runs(tmp_path):
+    """A symlink at the temporary name of the region's record (the shim is pid 1 of a
+    namespace of its own) is refused, and the job does not start, saying why, as on a full
+    disk. Before, the refusal ended the shim in a traceback: its job read as lost, whether it
+    ran unknown."""
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(tmp_path, ["touch", str(ran)],
+                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
+    planted = os.path.join(job_dir, "hami-region.json.tmp.1")
+    os.symlink(str(tmp_path / "elsewhere"), planted)
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                           "remote_agent.jobs.shim", job_dir], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    error = json.loads((Path(job_dir) / "exit.json").read_text())["error"]
+    assert error.startswith("cannot record its HAMi-core region /tmp/fractui-hami-"), error
+    assert error.endswith(": refusing temporary file %s: it is a symlink" % planted), error
+    assert not os.path.lexists(error.split()[5].rstrip(":"))
+    assert not ran.exists()

@@ -334,7 +334,7 @@ def _region(spec: Dict[str, Any], folder: JobFolder) -> Tuple[Optional[str], str
     try:
         write_json(folder.named(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
                    False, folder.fd)  # (as started.json: no fsync holds up a launch)
-    except OSError as err:
+    except (OSError, UnsafePath) as err:
         return None, "cannot record its HAMi-core region %s: %s" % (region, err)
     return region, ""
 
