@@ -137,8 +137,13 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import code_hash
     from remote_agent.daemon.server import run_daemon as serve_daemon
     from remote_agent.daemon.settings import from_args
+    from remote_agent.jobs.procs import proc_missing
     from remote_agent.service import Agent
 
+    missing = proc_missing()
+    if missing:  # (before it detaches: its launcher says it)
+        print("remote_agent: %s" % missing, file=sys.stderr)
+        return 2
     code = code_hash()  # of the code this daemon loaded, before anyone can change it
     if args.detach:
         _daemonize(open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,

@@ -88,10 +88,12 @@ def cgroup_dirs(root: str, mount: CgroupMount, path: str) -> List[str]:
 
 
 def _read(path: str) -> Optional[str]:
+    """A /proc or cgroup file; a path in it that is no UTF-8 (a mount's, anywhere on the host)
+    keeps its bytes (surrogateescape), where its line was the whole file unread."""
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read().strip()
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return None
 
 

@@ -416,3 +416,16 @@ def test_the_jobs_mps_server_keeps_no_whole_gpu_from_them(start_agent, tmp_path)
         assert wait_job(agent, job["id"])["state"] == "exited"
     finally:
         _stopped(server, other, big)
+
+
+def test_cgroup2_mount_is_found_past_a_mount_whose_path_is_no_utf8(tmp_path):
+    """A mount elsewhere on the host whose path is no UTF-8 (a stick's Latin-1 name) is read
+    as any path is, its bytes kept: so is the cgroup v2 mount's own. Before, the line failed
+    the read (UnicodeDecodeError), out of the agent's start where its cgroup_parent is "auto"
+    (a real GPU's default)."""
+    mounts = tmp_path / "mounts"
+    mounts.write_bytes(b"/dev/sdb1 /media/Jos\xe9 vfat rw 0 0\n"
+                       b"cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n")
+    assert caps.cgroup2_mount(str(mounts)) == "/sys/fs/cgroup"
+    mounts.write_bytes(b"cgroup2 /cg\xff cgroup2 rw 0 0\n")
+    assert os.fsencode(caps.cgroup2_mount(str(mounts))) == b"/cg\xff"

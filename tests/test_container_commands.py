@@ -261,3 +261,17 @@ def test_a_runtime_client_is_found_by_its_container_s_name_among_the_agent_s_pro
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_a_container_s_cgroup_is_found_under_a_mount_whose_path_is_no_utf8(tmp_path):
+    """The cgroup v2 mount's path, and another mount's before it, hold a byte that is no
+    UTF-8: the container's cgroup is found, named by its bytes. Before, the read failed
+    (UnicodeDecodeError), out of the container job's start."""
+    odd = os.fsencode(str(tmp_path)) + b"/v2\xff"
+    found = os.fsdecode(odd + b"/libpod_parent/libpod-1")
+    os.makedirs(found)
+    open(os.path.join(found, "cgroup.procs"), "w").close()
+    mounts, proc = host(tmp_path, "", "0::/libpod_parent/libpod-1\n")
+    with open(mounts, "wb") as f:
+        f.write(b"/dev/sdb1 /media/Jos\xe9 vfat rw 0 0\ncgroup2 " + odd + b" cgroup2 rw 0 0\n")
+    assert cgroup_of(42, mounts, proc) == found

@@ -178,3 +178,19 @@ def test_this_machine_reads_without_error():
     limits = host_limits()
     assert 0 < limits.cpus <= (os.cpu_count() or 1)
     assert 0 < limits.memory_mib
+
+
+def test_a_pods_limits_are_read_past_mounts_whose_paths_are_not_ascii(tmp_path):
+    """Mounts elsewhere on the host named in UTF-8 (/media/José) or in bytes that are no UTF-8
+    are lines of mountinfo like any other. Before, mountinfo was read as ASCII, and such a line
+    left the whole file unread: a pod's limits read as the machine's, said as such."""
+    root = lay_out(tmp_path, "", "0::%s\n" % CTR, {
+        "/sys/fs/cgroup%s/cpu.max" % CTR: "150000 100000",
+        "/sys/fs/cgroup%s/memory.max" % CTR: str(8 * GIB),
+    })
+    (tmp_path / "proc/self/mountinfo").write_bytes(
+        "40 23 8:17 / /media/Jos\u00e9 rw - ext4 /dev/sdb1 rw\n".encode()
+        + b"41 23 8:33 / /media/odd\xff rw - vfat /dev/sdc1 rw\n" + V2_MOUNT.encode())
+    limits = host_limits(root, MACHINE)
+    assert (limits.cpus, limits.memory_mib) == (1.5, 8 * 1024)
+    assert limits.sources == {"cpus": "cgroup cpu.max", "memory_mib": "cgroup memory.max"}

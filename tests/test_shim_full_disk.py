@@ -1,17 +1,23 @@
-"""A job's shim on a full disk (a real 2 MiB tmpfs): it never leaves a job running that no
-daemon can find, nor a claim that makes a job that never ran read as lost."""
+"""A job's shim on a full disk (a real 2 MiB tmpfs), and where a record cannot be written for
+another reason (its folder gone, its temporary name refused): it never leaves a job running that
+no daemon can find, nor a claim that makes a job that never ran read as lost."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from remote_agent.daemon.trust import private_dir, write_private
+from remote_agent.jobs.shim import JobFolder, write_json_until_done
 from tests.conftest import REPO
 from tests.test_job_supervision import fill, wait_until
 from tests.test_store_damage import _fill, small_fs  # noqa: F401 - the fixture
@@ -182,3 +188,94 @@ def test_a_shim_whose_job_folder_is_gone_gives_its_end_up_and_exits(tmp_path):
             shim.wait()
     assert "cannot write %s: its folder is gone" % os.path.join(job_dir, "exit.json") \
         in said.read_text()
+
+
+def test_a_folder_another_nfs_client_removed_is_given_up_as_gone(tmp_path, monkeypatch, capfd):
+    """On NFS a folder another client removed answers every look with ESTALE, fstat of the
+    shim's own descriptor included: that is the folder gone, said and given up. Before, the
+    ESTALE of the look ended the shim with a traceback, its end unrecorded. (No NFS here: the
+    look's ESTALE is raised for the folder's descriptor alone.)"""
+    job_dir = _job_dir(tmp_path, ["true"])
+    folder = JobFolder.open(job_dir)
+    shutil.rmtree(job_dir)
+    looked = os.fstat
+
+    def stale(fd: int) -> os.stat_result:
+        if fd == folder.fd:
+            raise OSError(errno.ESTALE, os.strerror(errno.ESTALE))
+        return looked(fd)
+
+    monkeypatch.setattr(os, "fstat", stale)
+    write_json_until_done(folder, "exit.json", {"code": 0})
+    assert "cannot write %s: its folder is gone" % os.path.join(job_dir, "exit.json") \
+        in capfd.readouterr().err
+
+
+def test_an_end_whose_temporary_name_is_a_symlink_is_written_once_it_is_removed(tmp_path,
+                                                                                 capfd):
+    """A symlink where the record's temporary file goes is refused (``UnsafePath``, never
+    written through): said, and tried again until it is removed. Before, the refusal ended
+    the shim with a traceback, and the job's end was never recorded."""
+    job_dir = _job_dir(tmp_path, ["true"])
+    folder = JobFolder.open(job_dir)
+    planted = os.path.join(job_dir, "exit.json.tmp.%d" % os.getpid())
+    os.symlink(str(tmp_path / "elsewhere"), planted)
+    writer = threading.Thread(target=write_json_until_done,
+                              args=(folder, "exit.json", {"code": 3}), daemon=True)
+    writer.start()
+    said = ""
+    while "it is a symlink" not in said:
+        assert writer.is_alive(), said
+        said += capfd.readouterr().err
+        time.sleep(0.05)
+    assert "cannot write %s yet (refusing temporary file %s: it is a symlink)" % (
+        os.path.join(job_dir, "exit.json"), planted) in said
+    os.unlink(planted)
+    writer.join(30)
+    assert not writer.is_alive()
+    assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tmp_path):
+    """The job writes ``started.json`` itself before its exec; a symlink at its temporary name
+    is refused there (``UnsafePath``), and the job runs on, its shim writing the record (under
+    its own temporary name), as where the disk is full. Before, the refusal was taken for a
+    failed first step: the job never ran, its end read "cannot start a session". Its shim is
+    pid 1 of a namespace of its own, so the job, its first child, is pid 2."""
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(tmp_path, ["touch", str(ran)])
+    os.symlink(str(tmp_path / "elsewhere"), os.path.join(job_dir, "started.json.tmp.2"))
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                           "remote_agent.jobs.shim", job_dir], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+    assert json.loads((Path(job_dir) / "started.json").read_text())["pid"] == 2
+    assert ran.exists()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_runs(tmp_path):
+    """A symlink at the temporary name of the region's record (the shim is pid 1 of a
+    namespace of its own) is refused, and the job does not start, saying why, as on a full
+    disk. Before, the refusal ended the shim in a traceback: its job read as lost, whether it
+    ran unknown."""
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(tmp_path, ["touch", str(ran)],
+                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
+    planted = os.path.join(job_dir, "hami-region.json.tmp.1")
+    os.symlink(str(tmp_path / "elsewhere"), planted)
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                           "remote_agent.jobs.shim", job_dir], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    error = json.loads((Path(job_dir) / "exit.json").read_text())["error"]
+    assert error.startswith("cannot record its HAMi-core region /tmp/fractui-hami-"), error
+    assert error.endswith(": refusing temporary file %s: it is a symlink" % planted), error
+    assert not os.path.lexists(error.split()[5].rstrip(":"))
+    assert not ran.exists()

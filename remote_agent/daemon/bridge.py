@@ -26,6 +26,7 @@ from remote_agent.daemon.trust import UnsafePath, open_private
 from remote_agent.digits import whole
 from remote_agent.gpu.models import parse_sim_host
 from remote_agent.jobs.powers import record_login
+from remote_agent.text import said_all
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -138,7 +139,10 @@ def _wait_gone(paths: AgentPaths, pid: int) -> None:
 
 def why_hand_over(info: Dict[str, Any], code: str, settings: Dict[str, Any]) -> Optional[str]:
     """Why a running daemon (its ``daemon.version``) must make way for the one this bridge would
-    start, or None to use it. A newer version is used as it is: a bridge never downgrades."""
+    start, or None to use it. A newer version is used as it is: a bridge never downgrades.
+    Its settings are read as ``daemon.version`` says them (a path that is no UTF-8 reads
+    U+FFFD there), so a path of this kind reads the same on both sides."""
+    settings = said_all(settings)
     theirs, ours = version_tuple(info["version"]), version_tuple(__version__)
     if theirs > ours:
         return None

@@ -10,7 +10,6 @@ a client that stops reading never holds up the watchdog, a launch or another cli
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import queue
@@ -100,8 +99,13 @@ class Connection:
             return self._unsent_bytes
 
     def notify(self, method: str, params: Dict[str, Any]) -> None:
-        line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
-                          separators=(",", ":"))
+        """A notification, written as an answer is (``rpc.dump``); one that is not JSON (a
+        NaN: a bug of ours) is said and not sent, as the client would refuse its line."""
+        try:
+            line = rpc.dump({"jsonrpc": "2.0", "method": method, "params": params})
+        except ValueError as err:
+            log.error("a %s notification is not valid JSON (%s); not sent", method, err)
+            return
         try:
             self.write(line.encode() + b"\n")
         except OSError as err:
@@ -332,7 +336,8 @@ class Daemon:
         data = b""
         try:
             for _ in range(LOG_PUSHES_PER_TICK):
-                data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
+                data, offset = read_from(paths[-1], offset, job is None or not job.active) \
+                    if paths else (b"", offset)
                 if not data or not conn.push_log(job_id, {
                         "job": "j%d" % job_id,
                         "data": data.decode("utf-8", errors="replace")}, offset) or \

@@ -43,9 +43,10 @@ class CapSettings:
 
 
 def cgroup2_mount(mounts: str = "/proc/mounts") -> Optional[str]:
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts).
+    A mount's path that is no UTF-8 keeps its bytes (surrogateescape), as every path does."""
     try:
-        with open(mounts, encoding="utf-8") as f:
+        with open(mounts, encoding="utf-8", errors="surrogateescape") as f:
             for line in f:
                 fields = line.split()
                 if len(fields) > 2 and fields[2] == "cgroup2":

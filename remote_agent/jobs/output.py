@@ -189,9 +189,13 @@ class CappedLog:
 PUSH_MAX_BYTES = 1 << 20  # of a log, in one `log` notification: a line stays far below the cap
 
 
-def read_from(path: str, offset: int) -> Tuple[bytes, int]:
+def read_from(path: str, offset: int, final: bool = False) -> Tuple[bytes, int]:
     """A followed job's log from ``offset`` (from its start if it is shorter: it rotated): at
-    most PUSH_MAX_BYTES, ending on a whole UTF-8 character, and the offset to follow on from."""
+    most PUSH_MAX_BYTES, ending on a whole UTF-8 character, and the offset to follow on from.
+    So at the log's end too, unless it is ``final`` (its job has ended): a character the job
+    has written half of is pushed once it is whole, where decoded in halves it read as two
+    U+FFFD, though ``job.logs`` read it whole. A final log's last bytes are pushed as they
+    are: nothing will finish them."""
     fd = open_log(path)
     try:
         size = os.fstat(fd).st_size
@@ -199,7 +203,7 @@ def read_from(path: str, offset: int) -> Tuple[bytes, int]:
         data = os.pread(fd, min(size - start, PUSH_MAX_BYTES), start)
     finally:
         os.close(fd)
-    if start + len(data) < size:
+    if start + len(data) < size or not final:
         data = data[:whole_characters(data)]
     return data, start + len(data)
 

@@ -17,6 +17,18 @@ from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set
 
 PID_MOST = 2 ** 22  # Linux's pid_max is at most this (PID_MAX_LIMIT): every pid is below it
+PROC_FDS = "/proc/self/fd"
+
+
+def proc_missing() -> Optional[str]:
+    """Why jobs cannot be run here, where /proc is not mounted (a container or a chroot
+    without it), or None. Without it every process reads as ended (``proc_info``): a daemon
+    would find each job it adopts gone, and a shim cannot open its job's output pipe."""
+    if os.path.isdir(PROC_FDS):
+        return None
+    return ("/proc is not mounted here (no %s), and the agent finds its jobs' processes and "
+            "their output pipes through it; mount it (mount -t proc proc /proc), or run the "
+            "agent where it is mounted" % PROC_FDS)
 
 
 @dataclass(frozen=True)

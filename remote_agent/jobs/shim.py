@@ -21,6 +21,7 @@ Files in JOB_DIR: ``shim.claim`` (the one shim that may run this job: created ex
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -38,9 +39,10 @@ from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
                                       pipe_id)
-from remote_agent.jobs.procs import JobProcs, proc_info
+from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 from remote_agent.programs import missing_interpreter
+from remote_agent.text import said
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
@@ -113,20 +115,28 @@ class JobFolder:
 
     def removed(self) -> bool:
         """Whether it was removed since the shim opened it: a removed directory has no link
-        left, and nothing can be made in it again."""
-        return os.fstat(self.fd).st_nlink == 0
+        left, and nothing can be made in it again. On NFS, one another client removed cannot
+        be looked at at all (ESTALE): removed as well. Another failure of the look is no sign
+        either way: not removed, so the write is tried again and its own failure said."""
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError as err:
+            return err.errno == errno.ESTALE
 
 
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
-    """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
-    Not where the job's folder was removed (by hand, or the state dir with it): no daemon can
-    read the record there, and no room will ever come for it; a folder of that name now is
-    another job's. Said, given up."""
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits, and
+    so where its temporary file's name is taken by what the agent refuses to write through
+    (``UnsafePath``: a symlink, another's file), until that is removed. Not where the job's
+    folder was removed (by hand, or the state dir with it): no daemon can read the record
+    there, and no room will ever come for it; a folder of that name now is another job's.
+    Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes any
+    character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
             write_json(said, data, dir_fd=folder.fd)
-        except OSError as err:
+        except (OSError, UnsafePath) as err:
             if folder.removed():  # (not a passing EIO or EACCES, nor a full disk)
                 _say("cannot write %s: its folder is gone (removed since this shim started the "
                      "job; a folder of that name now is another job's), so nothing is written "
@@ -160,8 +170,8 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             write_json(folder.named("started.json"), {
                 "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
                 "started_at": time.time(), "pipe": pipe_id(spare_fd)}, False, folder.fd)
-        except OSError:
-            pass  # a full disk: the shim reports the pid too
+        except (OSError, UnsafePath):
+            pass  # a full disk, or a name refused: the shim reports the pid, and writes it
         step = "open its stdin and output"
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -191,9 +201,21 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             why = missing_interpreter(spec["argv"][0], os.pathsep.join(
                 os.get_exec_path(spec["env"]))) or why
         try:
-            os.write(errors, ("cannot %s: %s" % (step, why)).encode())
+            os.write(errors, said("cannot %s: %s" % (step, why)).encode())
         finally:
             os._exit(127)
+
+
+def _pipe_ends(reader: int) -> Tuple[int, int]:
+    """The job's write end of the FIFO ``reader`` reads, and its spare read end, opened
+    through /proc (``_spawn``)."""
+    pipe = os.path.join(PROC_FDS, str(reader))
+    out_fd = os.open(pipe, os.O_WRONLY)  # the shim reads it: never blocks
+    try:
+        return out_fd, os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    except BaseException:
+        os.close(out_fd)
+        raise
 
 
 def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
@@ -203,9 +225,10 @@ def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
     own descriptor, never by name: a FIFO swapped in at the name since the shim opened it has
     no reader, and a write end opened there would wait for one for good (the job never
     started, its shim hung)."""
-    pipe = "/proc/self/fd/%d" % reader
-    out_fd = os.open(pipe, os.O_WRONLY)  # the shim reads it: never blocks
-    spare_fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        out_fd, spare_fd = _pipe_ends(reader)
+    except OSError as err:
+        return 0, "cannot open its output pipe: %s" % (proc_missing() or err)
     errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said means it ran
     pid = os.fork()
     if pid == 0:
@@ -311,7 +334,7 @@ def _region(spec: Dict[str, Any], folder: JobFolder) -> Tuple[Optional[str], str
     try:
         write_json(folder.named(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
                    False, folder.fd)  # (as started.json: no fsync holds up a launch)
-    except OSError as err:
+    except (OSError, UnsafePath) as err:
         return None, "cannot record its HAMi-core region %s: %s" % (region, err)
     return region, ""
 

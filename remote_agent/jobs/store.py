@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from remote_agent.daemon.trust import check_private
 from remote_agent.jobs.procs import JobProcs
+from remote_agent.text import said
 
 ACTIVE = ("starting", "running")
 FINISHED = ("exited", "killed", "lost")
@@ -163,6 +164,15 @@ def _no_room(path: str) -> str:
 
 
 _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")
+# Words for people, which may name a path of the host's that is no UTF-8: kept as Unicode
+# (``text.said``), as SQLite refuses a lone surrogate.
+_WORD_COLUMNS = ("reason", "stop_reason")
+
+
+def _kept(changes: Dict[str, Any]) -> Dict[str, Any]:
+    """``changes`` (column: value) with their words as the table keeps them."""
+    return {k: said(v) if k in _WORD_COLUMNS and isinstance(v, str) else v
+            for k, v in changes.items()}
 
 
 class JobStore:
@@ -251,8 +261,10 @@ class JobStore:
         return jobs
 
     def insert(self, job: Job) -> Job:
-        values = asdict(job)
+        values = _kept(asdict(job))
         del values["id"]
+        for col in _WORD_COLUMNS:
+            setattr(job, col, values[col])
         for col in _JSON_COLUMNS:
             values[col] = json.dumps(values[col]) if values[col] is not None else None
         cols = ", ".join(values)
@@ -265,6 +277,7 @@ class JobStore:
 
     def update(self, job: Job, **changes: Any) -> Job:
         """Record ``changes``, then (only once they are recorded) make them on ``job``."""
+        changes = _kept(changes)
         sets = ", ".join("%s = ?" % k for k in changes)
         args = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
                 for k, v in changes.items()]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Protocol, Tuple, \
     Union
 
+from remote_agent.text import said_all
+
 log = logging.getLogger("remote_agent.rpc")
 
 # JSON-RPC 2.0's own codes.
@@ -486,8 +488,13 @@ def error_response(req_id: Any, err: RpcError) -> Dict[str, Any]:
 
 
 def dump(obj: Union[Dict[str, Any], List[Dict[str, Any]]]) -> str:
-    """One line of JSON (ASCII, so its length is its size in bytes; never NaN)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    """One line of JSON (ASCII, so its length is its size in bytes; never NaN), its text
+    Unicode: a lone surrogate (a byte of a path or a name that is no UTF-8) reads U+FFFD
+    (``text.said``), as the agent refuses one in a request."""
+    line = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    if "\\ud" in line:  # an escaped surrogate: of a pair (an emoji, kept), or a lone one
+        line = json.dumps(said_all(obj), separators=(",", ":"), allow_nan=False)
+    return line
 
 
 def _short_number(value: int) -> str:

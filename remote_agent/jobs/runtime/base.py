@@ -188,7 +188,7 @@ def cgroup_of(pid: int, mounts: str = "/proc/mounts", proc: str = "/proc") -> Op
     own: finding and killing its processes would reach every process of the host)."""
     v1_pids = v2 = None
     try:
-        with open(mounts, encoding="utf-8") as f:
+        with open(mounts, encoding="utf-8", errors="surrogateescape") as f:  # (as caps's)
             for line in f:
                 fields = line.split()
                 if len(fields) > 3 and fields[2] == "cgroup2":
@@ -196,7 +196,8 @@ def cgroup_of(pid: int, mounts: str = "/proc/mounts", proc: str = "/proc") -> Op
                 elif len(fields) > 3 and fields[2] == "cgroup" and \
                         "pids" in fields[3].split(","):
                     v1_pids = fields[1]
-        with open(os.path.join(proc, str(pid), "cgroup"), encoding="utf-8") as f:
+        with open(os.path.join(proc, str(pid), "cgroup"), encoding="utf-8",
+                  errors="surrogateescape") as f:
             entries = [line.rstrip("\n").split(":", 2) for line in f]
     except OSError:
         return None

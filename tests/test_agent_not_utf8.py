@@ -1,0 +1,138 @@
+"""Bytes that are no UTF-8, on a real agent: in what the host gives it (its state dir's name, a
+directory on its PATH, a setting's path), which Python reads with a lone surrogate for each
+such byte, and in a job's output. What the agent says reads U+FFFD for each, as a job's output
+does, and nothing it does fails for them (docs/decisions.md, "Text the agent says is
+Unicode"). What a client sends is refused where it holds a lone surrogate (and
+tests/test_protocol_fuzz.py): a job's argv, env and cwd cannot carry one in."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from remote_agent.jobs import store as job_store
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError
+from tests.test_jobs import PY, script, wait_job
+
+
+def _odd(path) -> str:
+    """``path`` followed by a folder whose name is the byte 0xff, as Python names it."""
+    return os.fsdecode(os.fsencode(str(path)) + b"/odd\xff")
+
+
+def _raw_answer(agent, method: str) -> bytes:
+    """The agent's answer line to ``method``, as it came."""
+    agent.send(method)
+    return agent.proc.stdout.readline()
+
+
+def test_an_answer_says_a_path_that_is_no_utf8_with_replacement_characters(start_agent,
+                                                                            tmp_path):
+    """The state dir's name holds the byte 0xff: ``daemon.version`` says it with U+FFFD, its
+    line valid UTF-8 for a strict reader; before, JSON's escape of the lone surrogate
+    (``\\udcff``), which such a reader refuses. A second connection, with the same settings (a
+    path of the same kind), uses the same daemon: its bridge reads its settings as the daemon
+    says them, and sees no change to hand over for."""
+    state = _odd(tmp_path)
+    lib = _odd(tmp_path) + "/libvgpu.so"
+    agent = start_agent("1xL4", state, "--hami-core-lib", lib)
+    line = _raw_answer(agent, "daemon.version")
+    assert b"\\udc" not in line, line
+    said = rpc.parse(line)["result"]
+    assert said["state_dir"] == str(tmp_path) + "/odd\ufffd"
+    assert said["settings"]["hami_core_lib"] == str(tmp_path) + "/odd\ufffd/libvgpu.so"
+    again = start_agent("1xL4", state, "--hami-core-lib", lib)
+    assert again.call("daemon.version")["pid"] == said["pid"]
+    assert agent.call("daemon.version")["pid"] == said["pid"]  # still served by it
+
+
+def test_a_start_that_fails_on_a_path_that_is_no_utf8_says_why(start_agent, tmp_path,
+                                                                monkeypatch):
+    """A program found on the agent's PATH in a folder whose name is no UTF-8 names an
+    interpreter that is missing: the launch fails saying so, the folder with U+FFFD. Before,
+    the job's words could not be encoded, so none reached its shim: the job read as run,
+    exit code 127, no reason."""
+    folder = _odd(tmp_path)
+    os.makedirs(folder)
+    program = os.path.join(folder, "prog")
+    with open(program, "w") as f:
+        f.write("#!/nonexistent/interpreter\n")
+    os.chmod(program, 0o755)
+    monkeypatch.setenv("PATH", folder + os.pathsep + os.environ["PATH"])
+    agent = start_agent("1xL4")
+    try:
+        job = agent.call("job.launch", key="k-odd", gpu=0, memory_mib=10, argv=["prog"])
+    except AgentError as err:
+        assert err.code == rpc.START_FAILED, err
+        reason = err.data["reason"]
+    else:
+        reason = wait_job(agent, job["id"])["reason"]
+    assert reason == ("cannot run prog: its first line names the interpreter "
+                      "/nonexistent/interpreter, which is missing (%s/odd\ufffd/prog)"
+                      % tmp_path), reason
+
+
+def test_output_that_is_no_utf8_reads_the_same_followed_and_asked_for(start_agent, tmp_path):
+    """A job writes a byte that is no UTF-8 and a character in two halves, a while apart: its
+    followed log says each as ``job.logs`` does, U+FFFD for the byte and the character whole.
+    Before, the push of what was there decoded the half character alone, and the rest
+    after it: two U+FFFD where ``job.logs`` said é."""
+    agent = start_agent("1xL4")
+    go = tmp_path / "go"
+    job = agent.call("job.launch", key="k-halves", gpu=0, memory_mib=10, argv=script(
+        "import os, sys, time\nsys.stdout.buffer.write(b'a\\xff\\xc3'); sys.stdout.flush()\n"
+        "while not os.path.exists(%r):\n    time.sleep(0.05)\n"
+        "sys.stdout.buffer.write(b'\\xa9b\\n')" % str(go)))
+    agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    texts = []
+    while True:  # the first push (what the job wrote before it waits), then the rest
+        msg = agent.next_notification()
+        assert msg["method"] == "log" and msg["params"]["job"] == job["id"], msg
+        if msg["params"].get("eof"):
+            break
+        texts.append(msg["params"]["data"])
+        go.touch()
+    text = "".join(texts)
+    assert text == "a\ufffd\u00e9b\n"
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["a\ufffd\u00e9b"]
+
+
+def test_the_job_table_keeps_words_that_name_a_path_that_is_no_utf8(tmp_path):
+    """A job's reason naming a path of the host's that is no UTF-8 (a state dir's: "see
+    .../shim.log") is kept with U+FFFD. Before, SQLite refused it (UnicodeEncodeError), so
+    the job's end could not be recorded: it stayed running, its end tried again each pass."""
+    db = job_store.JobStore(str(tmp_path / "jobs.db"))
+    try:
+        job = db.insert(job_store.Job(0, "k", "f", "n", ["true"], {}, None, [0], ["GPU-x"], None,
+                                      None, 10, time.time(), state="running"))
+        db.update(job, state="lost", reason="its shim died (see %s/shim.log)" % _odd("/s"),
+                  stop_reason="asked \udcff")
+        kept = db.get(job.id)
+    finally:
+        db.close()
+    assert (kept.reason, kept.stop_reason) == ("its shim died (see /s/odd\ufffd/shim.log)",
+                                               "asked \ufffd")
+    assert (job.reason, job.stop_reason) == (kept.reason, kept.stop_reason)
+
+
+@pytest.mark.parametrize("given, param", [
+    ({"argv": [PY, "-c", "pass", "x\udcff"]}, "argv"),
+    ({"env": {"ODD": "x\udcff"}}, "env"),
+    ({"cwd": "/tmp/odd\udcff"}, "cwd"),
+])
+def test_a_launch_naming_bytes_that_are_no_utf8_is_refused_naming_its_param(start_agent, given,
+                                                                            param):
+    """A client that reads a host's bytes with surrogateescape sends a lone surrogate: the
+    launch is refused, naming the param, and nothing is recorded (no path, argument or
+    value is guessed at: U+FFFD there would name another file, pass another word)."""
+    agent = start_agent("1xL4")
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", **{"key": "k-odd", "gpu": 0, "memory_mib": 10,
+                                    "argv": [PY, "-c", "pass"], **given})
+    assert err.value.code == rpc.INVALID_PARAMS, err.value
+    assert "'%s'" % param in err.value.message and "valid Unicode" in err.value.message, \
+        err.value.message
+    assert agent.call("job.list")["jobs"] == []
