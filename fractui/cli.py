@@ -178,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None, metavar="N",
-                   help="with --all: the newest N (%d)" % JOBS_LIMIT)
+                   help="with --all: the newest N ended jobs (%d); every active one is "
+                   "listed whatever N is" % JOBS_LIMIT)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),

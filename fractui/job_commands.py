@@ -136,9 +136,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if numbers:
                 stored, missing = _numbered(store, numbers)
             else:
-                stored = store.jobs(None if args.all else ACTIVE, limit=(
-                    args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
-                                    users=users)
+                stored = _listed(store, args, hosts or None, users)
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
@@ -191,6 +189,20 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     for err in missing:  # after the jobs found, which a script reads first
         say(str(err))
     return EXIT_FAILED if failed or missing else 0
+
+
+def _listed(store: Store, args: argparse.Namespace, hosts: Optional[List[str]],
+            users: Optional[List[str]]) -> List[Job]:
+    """The store's jobs ``jobs`` lists, by number: every active one, and with ``--all`` the
+    newest N ended ones too. N bounds the ended only: taken from all, a job that ran for a
+    day behind 200 newer ones left ``jobs --all`` while ``jobs`` still listed it. The active
+    are read first, so a job that ends between the reads is in both and kept as ended:
+    never in neither."""
+    listed = {j.id: j for j in store.jobs(ACTIVE, hosts=hosts, users=users)}
+    if args.all:
+        listed.update((j.id, j) for j in store.jobs(ENDED, limit=args.limit or JOBS_LIMIT,
+                                                    hosts=hosts, users=users))
+    return [listed[number] for number in sorted(listed)]
 
 
 def _copy_rows(config: Config, copies: List[Unheld], answers: Dict[str, Any],

@@ -1057,6 +1057,35 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
         (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
 
 
+def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd):
+    """``jobs --all`` took the newest N jobs of every state: a job that had run for a day
+    behind N newer ones that ended left ``jobs --all`` (``--me`` too) while ``jobs`` listed
+    it. N bounds the ended jobs; every active one is listed, in number order."""
+    me = os_user()  # (the store's word on who submitted: --me lists them)
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        running = store.submit("q", None, "long", ["x"], {"gpu": 0.5}, me)
+        store.place(running.id, Slot("gpu-a", (0,), memory_mib=512), "sched", "decided")
+        store.started(running.id, "j1", None, "sched", "launched")
+        waiting = store.submit("q", None, "waits", ["x"], {"gpu": 0.5}, me)
+        ended = [store.ended(store.submit("q", None, "short", ["x"], {"gpu": 0.5}, me).id,
+                             ("pending",), "cancelled", "by me", "me", "cancelled", "cancel")
+                 for _ in range(3)]
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    for whose in ([], ["--me"]):
+        code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all",
+                                            "--limit", "2", "--json", *whose])
+        assert code == 0, err
+        assert [j["id"] for j in json.loads(out)["jobs"]] == [
+            running.id, waiting.id, ended[1].id, ended[2].id], out
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all"])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        str(j.id) for j in (running, waiting, *ended)], out
+
+
 def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
     """A GPU the store keeps without its memory, model or index (as an older or a foreign
     agent reported it) printed "None MiB", "None", "gpuNone"; the live hosts' lines crashed on
