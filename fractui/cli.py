@@ -73,7 +73,8 @@ class _Parser(argparse.ArgumentParser):
     --version into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError
     out: 141); and a word that is none of an argument's choices (a verb, --by) is named back
     as every word given is (``words.quoted``): argparse said it whole, a 100,000-character
-    one too. Its help is wrapped by ``_Formatter``, its verbs' too."""
+    one too, with the choice meant where one is close (``fractui job``: did you mean 'jobs'?),
+    as an unknown option is. Its help is wrapped by ``_Formatter``, its verbs' too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
@@ -81,8 +82,11 @@ class _Parser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentError(action, "invalid choice: %s (choose from %s)" % (
-                quoted(value), ", ".join(map(repr, action.choices))))
+            close = difflib.get_close_matches(value, list(action.choices), n=1) if isinstance(
+                value, str) else []
+            raise argparse.ArgumentError(action, "invalid choice: %s (%schoose from %s)" % (
+                quoted(value), "did you mean %r? " % close[0] if close else "",
+                ", ".join(map(repr, action.choices))))
 
     def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
         try:

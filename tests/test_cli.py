@@ -1505,6 +1505,22 @@ def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tm
         2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")
 
 
+def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
+    """An unknown option was said with the one meant (``--mine``: did you mean --me?), but a
+    mistyped verb or choice only with the whole list: ``fractui job``, ``fractui log 12``,
+    ``report --by users``. Each now names the close one first, as a queue's name is; a word
+    close to none is said with the list alone."""
+    for argv, said in (
+            (["job"], "argument VERB: invalid choice: 'job' (did you mean 'jobs'? choose from "
+                      "'status', "),
+            (["log", "12"], "invalid choice: 'log' (did you mean 'logs'? choose from "),
+            (["report", "--by", "users"], "argument --by: invalid choice: 'users' (did you "
+                                          "mean 'user'? choose from 'team', "),
+            (["report", "--by", "zzz"], "invalid choice: 'zzz' (choose from 'team', ")):
+        code, out, err = in_process(capfd, argv)
+        assert (code, out) == (2, "") and said in err and not leaks(err), err
+
+
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,
                                                                     monkeypatch):
     """A word not UTF-8 was said back as Python's surrogate, '\\udcff', which names no byte the
