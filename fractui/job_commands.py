@@ -459,8 +459,7 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
 def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
     """The job's tail as kept, a fresh one asked for where it is not complete; and why it is
     not fresh ("" where it is). Failed where none is kept at all."""
-    host = job.slot.host  # type: ignore[union-attr]
-    unasked = _unanswered(host)
+    unasked = ""
     tail = store.log_tail(job.id)
     fresh = tail is not None and tail.complete
     if not fresh:
@@ -468,6 +467,7 @@ def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
             fresh = _ask_tail(store, feed, job)
         except StoreDenied as err:  # a role that may only read: what is kept, said so
             unasked = "%s, so no fresher output was asked for" % err
+        unasked = unasked or ("" if fresh else _unanswered(store, job))
         tail = store.log_tail(job.id)
     if tail is None:
         raise Failed("job %d's output is not in the store: %s" % (job.id, unasked))
@@ -492,9 +492,14 @@ def _nothing(label: str, host: str, ended: bool, since: Optional[float],
         "; following it" if follow else "")
 
 
-def _unanswered(host: str) -> str:
+def _unanswered(store: Store, job: Job) -> str:
+    """Why no fresh tail of the job came within LOG_WAIT_S: no lease holder, where the store
+    says so (as ``jobs`` and ``logs -f`` of a pending job say it), else one that did not
+    answer, with what it may lack."""
+    if store.lease_holder() is None:
+        return "%s for %.0f s" % (NO_SCHEDULER, kept_output.LOG_WAIT_S)
     return "no scheduler answered within %.0f s (is one running, holding the lease, able to " \
-        "reach %s?)" % (kept_output.LOG_WAIT_S, host)
+        "reach %s?)" % (kept_output.LOG_WAIT_S, job.slot.host)  # type: ignore[union-attr]
 
 
 def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
@@ -521,7 +526,8 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             time.sleep(max(0.0, asked + kept_output.FOLLOW_EVERY_S - time.monotonic()))
             asked = time.monotonic()
             if not _ask_tail(store, feed, job):
-                raise Failed("stopped following job %d: %s" % (job.id, _unanswered(host)))
+                raise Failed("stopped following job %d: %s" % (job.id,
+                                                                _unanswered(store, job)))
             now = store.get(job.id)
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
                 return _sent_back(store, job.id)
