@@ -24,8 +24,8 @@ from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image
 from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
-from fractui.terminal import (escape_what_cannot_be_encoded, say, stdout_to_devnull,
-                              text_only_to_terminals)
+from fractui.terminal import (closed_streams_to_devnull, escape_what_cannot_be_encoded, say,
+                              stdout_to_devnull, text_only_to_terminals)
 from fractui.usage import BY
 from fractui.words import as_typed, quoted
 
@@ -344,6 +344,7 @@ def _demo_gpus(text: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command line; returns its exit code, whatever happened."""
+    closed_streams_to_devnull()
     escape_what_cannot_be_encoded()
     try:
         try:

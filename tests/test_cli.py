@@ -1505,6 +1505,32 @@ def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tm
         2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")
 
 
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "<&-", ">&- 2>&-"])
+def test_a_stream_closed_as_fractui_starts_is_dev_null_never_an_internal_error(tmp_path,
+                                                                               closed):
+    """``fractui jobs >&-`` (a cron line, a script's ``exec >&-``) was exit 70, "internal
+    error: AttributeError: 'NoneType' object has no attribute 'isatty'", and with stderr
+    closed that line went to stdout: Python leaves a stream closed at start None. Each now
+    writes to /dev/null: the verb runs, its code is its own, and what is said on the stream
+    left open is said there."""
+    SqliteStore(str(tmp_path / "store.db")).close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    for argv, code, said in ((["--config", str(config), "jobs", "--me"], 0,
+                              "no active jobs (--all lists ended ones too)\n"),
+                             (["--config", str(tmp_path / "none.toml"), "jobs"], 2,
+                              "fractui: %s: no such file\n" % (tmp_path / "none.toml"))):
+        run = subprocess.run(["/bin/sh", "-c", 'exec "$@" %s' % closed, "sh", PY, "-m",
+                              "fractui", *argv], capture_output=True, text=True,
+                             cwd=localfleet.REPO, timeout=120)
+        out, err = run.stdout, run.stderr
+        assert run.returncode == code and not leaks(out + err), (run, closed)
+        if closed in ("2>&-", "<&-"):  # stdout open: the jobs listed there, and only they
+            assert out == (said if code == 0 else ""), (out, closed)
+        if closed in (">&-", "<&-"):  # stderr open: the error said there
+            assert err.startswith(said) if code else err == "", (err, closed)
+
+
 def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
     """An unknown option was said with the one meant (``--mine``: did you mean --me?), but a
     mistyped verb or choice only with the whole list: ``fractui job``, ``fractui log 12``,
