@@ -5,13 +5,14 @@ and the parsed arguments and returns the exit code; what fails is raised (fractu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TextIO, Tuple
 
 from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
@@ -24,13 +25,14 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.job_commands import agent_why
-from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.job_commands import agent_why, typed_ref
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
 from fractui.sched.fleetview import lists
-from fractui.sched.mig_change import create_refused, plan_create, plan_destroy, plan_mode
+from fractui.sched.mig_change import (MigChange, create_refused, plan_create,
+                                      plan_destroy, plan_mode)
 from fractui.store import Store, open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
@@ -41,6 +43,7 @@ from fractui.whoami import os_user
 from fractui.words import shell_line
 from remote_agent import MODE_RESET
 from remote_agent.daemon.trust import UnsafePath
+from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 
 # -- status, doctor, trust --
@@ -216,10 +219,18 @@ def admin_only(config: Config, action: str, what: str, host: str) -> None:
     exit 1, says who and what role), which a member is told rather than that her config has
     no such ``host``; then ``host`` is looked up. (No store yet: the host first, so a typo
     makes none: checked_store.store_of_a_host_verb.)"""
+    with _admins_store(config, action, what, host):
+        pass
+
+
+@contextlib.contextmanager
+def _admins_store(config: Config, action: str, what: str, host: str) -> Iterator[Store]:
+    """The store, once ``admin_only`` let this user ``action`` on ``host``."""
     store = _store_of(config, host)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
         config.host(host)
+        yield store
     finally:
         store.close()
 
@@ -248,6 +259,21 @@ def mig(config: Config, args: argparse.Namespace) -> int:
                          "instances to make room)")
     if args.profile is None:
         return _mig_by_hand(config, args)
+    params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
+              "destroy_idle": args.destroy_idle}
+    return _mig_change(config, args, "mig.apply", lambda store, session: plan_create(
+        args.host, params, session.call("mig.plan", params)), lambda words: create_refused(
+            words, "--destroy-idle allows it (fractui mig %s %s %s --destroy-idle)" % (
+                args.host, args.gpu, args.profile)))
+
+
+def _mig_change(config: Config, args: argparse.Namespace, method: str,
+                plan: Callable[[Store, HostSession], MigChange],
+                refused: Callable[[str], str] = lambda words: words) -> int:
+    """The one way every MIG verb runs: the rule asked first, before any host is reached; the
+    change planned on the host (``plan``), refused with its reason, shown, confirmed, applied
+    by the agent (calling ``method``; it rolls back a change that half happened), audited
+    with who (fractui.mig_by_hand) and said. ``refused`` words the host's refusal."""
     asker = Asker.here(config.teams)
     store = _store_of(config, args.host)
     try:
@@ -256,32 +282,26 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         fleet = open_fleet(config, [args.host])
         session = fleet.session(args.host)
         try:
-            params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
-                      "destroy_idle": args.destroy_idle}
-            change = plan_create(args.host, params, session.call("mig.plan", params))
+            change = plan(store, session)
+            if change.refusal is not None:
+                raise Failed("not changed: %s" % change.refusal)
             print(change.text, file=_plan_out(args))
             if not (args.yes or confirm("Apply?")):
                 raise Failed("%s: not applied" % args.host)
-            said, done = carry_out(store, asker, session.call, change)
+            said, answer = carry_out(store, asker, session.call, change)
         except AnswerLost as err:
-            raise _maybe_made(args, err, "mig.apply") from None
+            raise _maybe_made(args, err, method) from None
         except (HostUnavailable, AgentCallError) as err:
-            raise Failed(_create_refused(args, naming(args.host, err))) from None
+            raise Failed(refused(naming(args.host, err))) from None
         finally:
             fleet.stop()
     finally:
         store.close()
     if args.json:
-        print_json(done)
+        print_json(answer)
     else:
         print(said)
     return 0
-
-
-def _create_refused(args: argparse.Namespace, words: str) -> str:
-    """The host's refusal of a create, with this verb's option that allows it."""
-    return create_refused(words, "--destroy-idle allows it (fractui mig %s %s %s "
-                          "--destroy-idle)" % (args.host, args.gpu, args.profile))
 
 
 def _plan_out(args: argparse.Namespace) -> TextIO:
@@ -299,52 +319,23 @@ def _maybe_made(args: argparse.Namespace, err: AnswerLost, changing: str) -> Fai
 
 def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
     """--destroy or --mode: planned on the GPU as its agent reports it and the jobs the agent
-    and the store have there (fractui.sched.mig_change), refused with the reason while a job
-    holds it, shown, confirmed, applied by the agent (which rolls back a change that half
-    happened), and audited with who (fractui.mig_by_hand). The rule is asked first, before
-    any host is reached."""
+    and the store have there (fractui.sched.mig_change); refused while a job holds it."""
     ref = gpu_ref(args.gpu)
-    method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
-    asker = Asker.here(config.teams)
-    store = _store_of(config, args.host)
-    try:
-        authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
-        config.host(args.host)
-        fleet = open_fleet(config, [args.host])
-        session = fleet.session(args.host)
-        try:
-            gpus = session.call("snapshot")["gpus"]
-            gpu = next((g for g in gpus if ref in (g.get("index"), g.get("uuid"))), None)
-            if gpu is None:
-                raise Failed("%s has no GPU %s: it has %s" % (args.host, args.gpu, ", ".join(
-                    "%s (%s)" % (g.get("index"), g.get("uuid")) for g in gpus) or "none"))
-            on_host = session.call("job.list")["jobs"]
-            mine = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host]
-            if args.destroy is not None:
-                change = plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
-            else:
-                change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid,
-                                   reset=args.reset,
-                                   can_reset=lists(session.status.hello, MODE_RESET))
-            if change.refusal is not None:
-                raise Failed("not changed: %s" % change.refusal)
-            print(change.text, file=_plan_out(args))
-            if not (args.yes or confirm("Apply?")):
-                raise Failed("%s: not applied" % args.host)
-            said, answer = carry_out(store, asker, session.call, change)
-        except AnswerLost as err:
-            raise _maybe_made(args, err, method) from None
-        except (HostUnavailable, AgentCallError) as err:
-            raise Failed(naming(args.host, err)) from None
-        finally:
-            fleet.stop()
-    finally:
-        store.close()
-    if args.json:
-        print_json(answer)
-    else:
-        print(said)
-    return 0
+
+    def plan(store: Store, session: HostSession) -> MigChange:
+        gpus = session.call("snapshot")["gpus"]
+        gpu = next((g for g in gpus if ref in (g.get("index"), g.get("uuid"))), None)
+        if gpu is None:
+            raise Failed("%s has no GPU %s: it has %s" % (args.host, args.gpu, ", ".join(
+                "%s (%s)" % (g.get("index"), g.get("uuid")) for g in gpus) or "none"))
+        on_host = session.call("job.list")["jobs"]
+        mine = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host]
+        if args.destroy is not None:
+            return plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
+        return plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid,
+                         reset=args.reset, can_reset=lists(session.status.hello, MODE_RESET))
+    return _mig_change(config, args, "mig.destroy" if args.destroy is not None else
+                       "mig.set_mode", plan)
 
 
 # -- jobs --
@@ -462,13 +453,20 @@ def launched_words(ref: str, job: Dict[str, Any]) -> str:
 
 
 def stop(config: Config, args: argparse.Namespace) -> int:
+    """Stops a job by its HOST/JOB: by its key too while the store holds a job of its own
+    there by that id (``typed_ref``), so a host's agent that lost it stops no other."""
     host, job = split_job(args.job)
-    admin_only(config, STOP, args.job, host)
+    with _admins_store(config, STOP, args.job, host) as store:
+        label, key = typed_ref(store, args.job, host, job)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:
-        record = session.call("job.stop", {"job": job, "grace": args.grace})
-    except (HostUnavailable, AgentCallError) as err:
+        record = session.call("job.stop", {"job": job, "key": key, "grace": args.grace})
+    except AgentCallError as err:
+        if err.code == JOB_KEY_MISMATCH:
+            raise Failed(gone_words(label, host, job)) from None
+        raise Failed(naming(host, err)) from None
+    except HostUnavailable as err:
         raise Failed(naming(host, err)) from None
     finally:
         fleet.stop()

@@ -917,8 +917,7 @@ class _Checker(TomlChecker):
             if problem is not None:
                 line = self.where.line("tui.keys", None, action) or self.where.line(
                     "tui", None, "keys")  # [tui.keys] as a table, or keys = { ... } inline
-                label = action if re.fullmatch(_KEY_PART, action) else _shown(action)
-                raise ConfigError(self.path, line, f"tui.keys.{label} {problem}")
+                raise ConfigError(self.path, line, f"{keys_entry(action)} {problem}")
         return TuiSettings(theme=values.get("theme"), keys=tuple(sorted(keys.items())))
 
     def metrics(self, raw: dict[str, Any]) -> MetricsSettings:
@@ -1183,6 +1182,13 @@ def _value_problem(value: Any, where: tuple[str, str]) -> str | None:
     if not lo <= value <= hi:  # exact for any int, however large
         return f"must be from {_number(lo)} to {_number(hi)}{unit}, got {_shown(value)}"
     return None
+
+
+def keys_entry(binding_id: str) -> str:
+    """``[tui] keys``'s entry of ``binding_id`` as a message names it: ``tui.keys.quit``,
+    quoted where it is no bare TOML key (``tui.keys.'fleet.filter'``)."""
+    return "tui.keys." + (binding_id if re.fullmatch(_KEY_PART, binding_id) else
+                          _shown(binding_id))
 
 
 def suggest(key: str, known: Sequence[str] | dict[str, str],

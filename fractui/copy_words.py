@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fractui.sched.copies import Unheld, judged
-from fractui.store.base import JobNotFound, Store, StoreDenied
+from fractui.store.base import JobNotFound, Store, StoreForbidden
 from fractui.store.model import Job, StaleCopy
 
 
@@ -28,12 +28,13 @@ def judged_again(store: Store, copies: List[Unheld], stale: Sequence[StaleCopy]
 
 
 def stale_copies(store: Store) -> List[StaleCopy]:
-    """The store's stale copies; none where this role may not read them (a PostgreSQL role
-    granted SELECT on the jobs alone): a stale copy is then said as the late copy it also
-    is, as before they were read."""
+    """The store's stale copies; none where this role is not granted their reading (a
+    PostgreSQL role granted SELECT on the jobs alone): a stale copy is then said as the late
+    copy it also is, as before they were read. Any other refusal (the role refused at a
+    reconnect) is the caller's to say, as its other reads' are."""
     try:
         return store.stale()
-    except StoreDenied:
+    except StoreForbidden:
         return []
 
 

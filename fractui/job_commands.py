@@ -22,12 +22,13 @@ from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
-from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store import open_store
+from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
 from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, duration, failing_passes, quoted, why
+from fractui.words import NO_SCHEDULER, duration, exited, failing_passes, quoted, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -38,7 +39,8 @@ def agent_why(record: Dict[str, Any]) -> str:
     """How a job on a host ended, in the agent's words; "" while it runs."""
     if record.get("state") == "exited":
         code = record.get("exit_code")
-        return "exited, its exit code unknown" if code is None else "exited %s" % code
+        return "exited, its exit code unknown" if code is None else exited(
+            code, record.get("last_line"))
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""
@@ -277,7 +279,8 @@ def _job_ref(config: Config, ref: str, wait: bool = False
                              "not %s" % quoted(ref))
         host, job_id = split_job(ref)
         config.host(host)
-        return ref, host, job_id, None, None
+        label, key = _read_typed_ref(config, ref, host, job_id)
+        return label, host, job_id, None, key
     number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
     try:
@@ -294,6 +297,36 @@ def _job_ref(config: Config, ref: str, wait: bool = False
             job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
             " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job, job.key(store.uid)
+
+
+def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, Optional[str]]:
+    """(label, key) of a HOST/JOB typed by hand. While a job of the store runs or stops on
+    ``host`` by that id, the id is that job's and is asked by its key: an agent whose state
+    dir was wiped since refuses it (JOB_KEY_MISMATCH) rather than show or stop the job that
+    holds the id now. Else it is the agent's job of that id, asked by no key: one launched
+    there by hand has none the store knows, and a job the store has ended holds its id no
+    more (after a wipe, the ids it ran by are the hand-launched jobs' again)."""
+    held = next((j for j in store.jobs(states=(RUNNING, STOPPING), hosts=[host])
+                 if j.agent_job == agent_job), None)
+    if held is None:
+        return ref, None
+    return "%s (job %d)" % (ref, held.id), held.key(store.uid)
+
+
+def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
+                    ) -> Tuple[str, Optional[str]]:
+    """``typed_ref`` in the config's store; with no store (nothing was queued) or one that
+    cannot be read (said), the id alone."""
+    try:
+        store = open_store(config.store.url, make=False, origin=config.store.origin)
+        try:
+            return typed_ref(store, ref, host, agent_job)
+        finally:
+            store.close()
+    except StoreError as err:
+        if err.what != NO_STORE:
+            say("%s; %s is read by its id alone" % (err, ref))
+        return ref, None
 
 
 def _started(store: Store, job: Job) -> Job:
@@ -387,7 +420,7 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
         sys.stdout.flush()
         if _printed_nothing(first, args.lines):
             since = job.started_at if job is not None else session.call(
-                "job.get", {"job": job_id}).get("started_at")
+                "job.get", {"job": job_id, "key": key}).get("started_at")
             say(_nothing(label, host, bool(_ended(session, job_id, key, job)), since,
                          args.follow))
         while args.follow:
@@ -465,7 +498,8 @@ def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
     if not fresh:
         try:
             fresh = _ask_tail(store, feed, job)
-        except StoreDenied as err:  # a role that may only read: what is kept, said so
+        except StoreForbidden as err:  # a role that may only read (or the guard refusing
+            # it): what is kept, said so; a role refused at a reconnect is no reader's to pass
             unasked = "%s, so no fresher output was asked for" % err
         unasked = unasked or ("" if fresh else _unanswered(store, job))
         tail = store.log_tail(job.id)

@@ -7,6 +7,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from remote_agent.jobs.last_line import shown
+
 if TYPE_CHECKING:  # (the store's package reads the config, which words its counts here)
     from fractui.store.model import Job
 
@@ -78,6 +80,14 @@ NO_SCHEDULER = ("no scheduler is running for this store (none holds its lease): 
                 "placed, launched or stopped until one runs (fractui scheduler, an admin's)")
 """What ``jobs`` and ``submit`` say while no one carries decisions out: a pending job would
 otherwise wait with no why at all (the TUI's header says "scheduler: none")."""
+
+
+def exited(code: int, last_line: Optional[str]) -> str:
+    """How a job that exited with ``code`` ended: "exited 1", and where it failed, the last
+    line of its output its agent gave, as an agent's words are shown (remote_agent/jobs/
+    last_line.py): "exited 1: RuntimeError: CUDA out of memory". An older agent gives none."""
+    said = shown(last_line) if code and last_line else ""
+    return "exited %d: %s" % (code, said) if said else "exited %d" % code
 
 
 def why(job: Job) -> str:

@@ -82,6 +82,29 @@ class PgServer:
     def stop(self) -> None:
         self.pg_ctl("stop", "-m", "fast")
 
+    def wrap_around_to(self, xid: int, databases: List[str]) -> None:
+        """Restart the server 2^32 transactions on, its next transaction numbered ``xid`` in
+        its low 32 bits (pg_resetwal: the next epoch, at ``xid``): what a server that has run
+        that many since sees, each row of ``databases`` and of template1 and postgres frozen
+        first (VACUUM FREEZE, which keeps a row's xmin) so that none reads as written later.
+        Autovacuum is turned off for good, so that no transaction of its own takes ``xid``."""
+        self.sql("ALTER SYSTEM SET autovacuum = off")
+        self.pg_ctl("reload")
+        for db in ["postgres", "template1", *databases]:
+            self.sql("VACUUM FREEZE", db=db)
+        epoch = self.sql("SELECT txid_current() >> 32")[0][0]
+        self.stop()
+        self._as_owner([os.path.join(self.bin, "pg_resetwal"), "-e", str(epoch + 1),
+                        "-x", str(xid), self.data])
+        self.start()
+
+    def refuse_at_reconnect(self, role: str) -> None:
+        """``role`` may no longer log in, and its sessions are ended: a store of its finds its
+        connection lost at its next call, and the server refuses the new one."""
+        self.sql("ALTER ROLE %s NOLOGIN" % role)
+        self.sql("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "
+                 "WHERE usename = '%s'" % role)
+
     def connect(self, db: str) -> psycopg.Connection:
         return psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=db,
                                autocommit=True)

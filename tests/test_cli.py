@@ -226,7 +226,7 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
         _end_of(cli, job, state)
     # the store's word on who (the OS user by uid, not $USER), and where from
     who = "cancelled by %s@%s" % (pwd.getpwuid(os.geteuid()).pw_name, socket.gethostname())
-    why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3",
+    why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3: bye",
            fine: "exited 0", stopped: who}
     name = {over: "too-big", fails: "three", fine: "fine", stopped: "stopped"}
 
@@ -949,7 +949,7 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     number = int(failing.stdout.split()[0])
     assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
     lines = failing.stderr.splitlines()  # how it ended, then the end of its output
-    assert lines[-12:] == ["fractui: job %d ended: exited 1" % number,
+    assert lines[-12:] == ["fractui: job %d ended: exited 1: boom" % number,
                            "fractui: the last 10 lines of its output (fractui logs %d shows "
                            "more):" % number] + ["  out %d" % i for i in range(3, 12)] + [
                                "  boom"], failing.stderr
@@ -1121,7 +1121,14 @@ def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_
         "memory unknown", "512 MiB used, its total unknown"]
     assert _gpu_summary({"memory_used_mib": None, "memory_mib": 23034}) == "?/23034 MiB"
     assert agent_why({"state": "exited"}) == "exited, its exit code unknown"
-    assert agent_why({"state": "exited", "exit_code": 3}) == "exited 3"
+    assert agent_why({"state": "exited", "exit_code": 3}) == "exited 3"  # an older agent's
+    assert agent_why({"state": "exited", "exit_code": 3, "last_line": None}) == "exited 3"
+    # its last line, as an agent's words are shown: plain, and short
+    assert agent_why({"state": "exited", "exit_code": 3, "last_line": "\x1b[31mno\x1b[0m\tGPU"
+                      }) == "exited 3: no GPU"
+    assert agent_why({"state": "exited", "exit_code": 3, "last_line": "x" * 10 ** 5}) == \
+        "exited 3: " + "x" * 159 + "\u2026"
+    assert agent_why({"state": "exited", "exit_code": 0, "last_line": "done"}) == "exited 0"
 
 
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):

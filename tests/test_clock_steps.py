@@ -101,6 +101,7 @@ def test_a_grace_running_in_an_older_table_keeps_what_was_left_of_it(tmp_path):
     db.close()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE jobs SET kill_at = ? WHERE id = ?", (time.time() + 100.0, job.id))
+        raw.execute("ALTER TABLE jobs DROP COLUMN last_line")  # (what step 6 adds)
         raw.execute("PRAGMA user_version = 4")
     raw.close()
     db = job_store.JobStore(path)

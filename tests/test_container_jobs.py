@@ -105,6 +105,7 @@ def test_a_container_job_is_capped_logged_and_keeps_its_exit_code(host):
     assert job["caps"] == ["visible_devices", *limited, "framework", "watchdog"]
     done = wait_job(agent, job["id"])
     assert (done["state"], done["exit_code"]) == ("exited", 3)
+    assert done["last_line"] == "in root:x:0:0:root:/root:/nonexistent"  # as a bare job's
     uuid = agent.call("hello")["gpus"][0]["uuid"]
     assert agent.call("job.logs", job=job["id"])["lines"] == [
         "CUDA_VISIBLE_DEVICES %s" % uuid, "XLA_PYTHON_CLIENT_MEM_FRACTION 0.4722",

@@ -73,8 +73,12 @@ STORE = (_job(1, "quarter", {"gpu": 0.25}, RUNNING, Slot("h", (1,), memory_mib=5
 
 def _real_answers(agent) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[str, Any]]]:
     """hello, a snapshot and the job records of a real agent on a simulated A100 in MIG mode
-    and an L4: a share and a MIG job, with usage sampled; processes of a job, of no job and the
-    jobs' MPS server; an ECC error and an XID."""
+    and an L4: a share and a MIG job, with usage sampled, and one that failed saying why (its
+    last line); processes of a job, of no job and the jobs' MPS server; an ECC error and an
+    XID."""
+    failed = agent.call("job.launch", key="k-failed", gpu=1, memory_mib=100,
+                        argv=["sh", "-c", "echo 'RuntimeError: boom' >&2; exit 1"])
+    assert wait_job(agent, failed["id"])["last_line"] == "RuntimeError: boom"
     share = agent.call("job.launch", key=STORE[0].key(UID), gpu=1, memory_mib=5758,
                        argv=list(localfleet.sleeper(120)))
     agent.call("job.launch", key=STORE[1].key(UID), gpu=0,
@@ -126,7 +130,8 @@ MAY_BE_NULL = [  # docs/protocol.md: what NVML did not say, and what does not ap
     ("snapshot", "gpus", "*", "health", "xid", "*", "ci_id"),
 ] + [("job", key) for key in (
     "cwd", "instance", "mig", "memory_mib", "exit_code", "reason", "pid", "started_at",
-    "ended_at", "run_as", "cgroup", "usage", "image", "container", "container_cgroup")] + [
+    "ended_at", "run_as", "cgroup", "usage", "image", "container", "container_cgroup",
+    "last_line")] + [
     ("job", "usage", key) for key in ("util_mean", "util_note")]
 
 

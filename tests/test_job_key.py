@@ -7,6 +7,7 @@ reader never reads the new job's output, and a stop for the old job never stops 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -16,9 +17,10 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from fractui.config import QueueConfig
+from fractui.config import QueueConfig, StoreSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import checked_by_key
+from fractui.store import sqlite_url
 from fractui.store.model import Job
 from fractui.tui.jobs import JobScreen
 from fractui.tui.source import LiveSource
@@ -140,6 +142,71 @@ def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
                    "the new job to end")
         rec = session.call("job.get", {"job": new["id"]})
         assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
+
+
+def test_a_kept_id_typed_by_hand_neither_reads_nor_stops_the_new_job(tmp_path):
+    """`fractui logs gpu-a/j1` and `fractui stop gpu-a/j1`, typed by hand while the store holds
+    its queued job there by that id: asked by that job's key, so refused with plain words,
+    the new job's output unread and the new job left running."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, release_new):
+        ref = "gpu-a/%s" % job.agent_job
+        for verb in (("logs", ref), ("logs", "-f", ref), ("stop", ref, "--grace", "0")):
+            said = f.fractui(*verb)
+            assert said.returncode == 1, (verb, said)
+            assert SECRET not in said.stdout + said.stderr, verb
+            assert ("%s (job %d) is gone from gpu-a's agent (its state dir was likely wiped "
+                    "or lost): %s is another job now, neither shown nor touched" % (
+                        ref, job.id, ref)) in said.stderr, (verb, said.stderr)
+        session = f.fleet.session("gpu-a")
+        assert session.call("job.get", {"job": new["id"]})["state"] == "running"
+        release_new.touch()
+        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
+                   "the new job to end")
+        rec = session.call("job.get", {"job": new["id"]})
+        assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
+
+
+def test_an_id_typed_by_hand_that_no_live_job_of_the_store_holds_names_the_agents_job(
+        tmp_path):
+    """Once the store has ended its job of that id, the id is the agent's again: a job
+    launched there by hand since the wipe (which the store never saw) is read and stopped by
+    it, as the id the user gave."""
+    with _kept_id_now_another(tmp_path) as (f, job, new, _):
+        f.store.ended(job.id, ("running",), "failed", "lost with its host's state", "test",
+                      "test", "lost")
+        ref = "gpu-a/%s" % new["id"]
+        said = f.fractui("logs", ref)
+        assert (said.returncode, said.stdout) == (0, SECRET + "\n"), said
+        said = f.fractui("stop", ref, "--grace", "0")
+        assert said.returncode == 0, said
+        assert "%s: stopping" % ref in said.stdout
+        session = f.fleet.session("gpu-a")
+        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
+                   "the new job to end")
+        assert session.call("job.get", {"job": new["id"]})["state"] == "killed"
+
+
+def test_a_store_that_cannot_be_read_leaves_a_typed_id_the_agents_and_says_so(tmp_path):
+    """`fractui logs HOST/JOB` where the config's store is another program's file: said on
+    stderr, and the job read by its id alone."""
+    f = LocalFleet(tmp_path, {"gpu-a": "1xL4"}, [QueueConfig(name="q", memory_gib=1)])
+    try:
+        job = f.fleet.session("gpu-a").call("job.launch", {
+            "key": "k-hand", "gpu": 0, "memory_mib": 10, "argv": script("print('by hand')")})
+        wait_until(lambda: "by hand" in read_log(f.config.hosts[0].state_dir, job["id"]),
+                   "the job's line")
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(b"not a store\n" * 100)
+        f.config = dataclasses.replace(f.config, store=StoreSettings(sqlite_url(str(junk))))
+        ref = "gpu-a/%s" % job["id"]
+        said = f.fractui("logs", ref)
+        assert (said.returncode, said.stdout) == (0, "by hand\n"), said
+        first, ended = said.stderr.splitlines()
+        assert first.startswith("fractui: store %s: is not an SQLite database" % junk), first
+        assert first.endswith("; %s is read by its id alone" % ref), first
+        assert ended == "fractui: %s ended: exited 0" % ref
+    finally:
+        f.close()
 
 
 def test_the_job_screen_shows_no_output_of_the_new_job_of_a_kept_id(tmp_path):

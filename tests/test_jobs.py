@@ -220,6 +220,60 @@ def test_the_watchdog_stops_a_job_over_its_cap_with_the_reason(host):
     assert (fine["state"], fine["exit_code"], fine["reason"]) == ("exited", 0, None)
 
 
+# what a failed job printed, and the last line its agent gives with its end (last_line)
+LAST_WORDS = {
+    "traceback": (b"Traceback (most recent call last):\n  File \"t.py\", line 1\n"
+                  b"RuntimeError: CUDA out of memory\n", "RuntimeError: CUDA out of memory"),
+    "escape sequences": (  # colours, a title (OSC), a C1 CSI, a bidi override, a NUL, a tab
+        b"\x1b[1;31mError:\x1b[0m \x1b]0;owned\x07disk\tfull\x00!\xc2\x9b2J \xe2\x80\xaeok"
+        b"\x1b[2K\r\n\x1b[0m\n \t \n", "Error: disk full ! ok"),
+    "progress bar": (b"step 1\n\r 10%|#   |\r100%|####|\r", "100%|####|"),
+    "invalid UTF-8": (b"caf\xc3\xa9 \xff\xfe boom\n", "caf\u00e9 \ufffd\ufffd boom"),
+    "no newline at its end": (b"first\nlast words", "last words"),
+    "long": (b"E: " + b"y" * 500 + b"\n", "E: " + "y" * 156 + "\u2026"),
+    "empty": (b"", None),
+    "blank": (b"\n\n  \x1b[0m\n", None),
+}
+
+
+def test_a_failed_jobs_end_carries_its_outputs_last_line_made_safe_and_bounded(host):
+    """A job that exits non-zero ends with the last line of its output that has anything in
+    it (``last_line``): decoded with replacement, its escape sequences and characters a
+    terminal acts on taken out, blanks collapsed, 160 characters at most; only the log's end
+    is read (a 1 MB line is given from its end, its start unread). A job that exits 0, or is
+    killed by a signal or over its cap, keeps its end as it was, and no line."""
+    agent, _ = host
+    jobs = {}
+    for n, (case, (data, _)) in enumerate(sorted(LAST_WORDS.items())):
+        jobs[case] = agent.call("job.launch", key="k-last-%d" % n, gpu=1, memory_mib=10,
+                                argv=script("import os, sys\nsys.stdout.buffer.write(%r)\n"
+                                            "sys.stdout.flush()\nos._exit(1)" % data))
+    jobs["1 MB line"] = agent.call("job.launch", key="k-last-huge", gpu=1, memory_mib=10,
+                                   argv=script("import sys\nsys.stdout.write('x' * (1 << 20) + "
+                                               "' the end')\nsys.exit(2)"))
+    jobs["fine"] = agent.call("job.launch", key="k-last-fine", gpu=1, memory_mib=10,
+                              argv=script("print('all went well')"))
+    jobs["signal"] = agent.call("job.launch", key="k-last-signal", gpu=1, memory_mib=10,
+                                argv=script("import os, signal\nprint('about to go', flush=True)"
+                                            "\nos.kill(os.getpid(), signal.SIGKILL)"))
+    jobs["cap"] = agent.call("job.launch", key="k-last-cap", gpu=1, memory_mib=1024,
+                             argv=simload("--mem-mib", "1391", "--seconds", "30"))
+    ended = {case: wait_job(agent, job["id"], timeout=30) for case, job in jobs.items()}
+    said = {case: (ended[case]["state"], ended[case]["exit_code"], ended[case]["reason"],
+                   ended[case]["last_line"]) for case in LAST_WORDS}
+    assert said == {case: ("exited", 1, None, line) for case, (_, line) in LAST_WORDS.items()}
+    huge = ended["1 MB line"]
+    assert (huge["state"], huge["exit_code"]) == ("exited", 2)
+    assert huge["last_line"] == "\u2026" + "x" * 151 + " the end"
+    assert (ended["fine"]["exit_code"], ended["fine"]["last_line"]) == (0, None)
+    assert (ended["signal"]["state"], ended["signal"]["reason"], ended["signal"]["last_line"]
+            ) == ("killed", "terminated by signal SIGKILL", None)
+    assert (ended["cap"]["state"], ended["cap"]["reason"], ended["cap"]["last_line"]) == (
+        "killed", "exceeded its 1024 MiB cap: used 1391 MiB", None)
+    assert [j["last_line"] for j in agent.call("job.list")["jobs"]] == [
+        ended[case]["last_line"] for case in jobs]  # (listed in the order launched)
+
+
 def test_a_job_whose_main_thread_ended_while_another_grows_its_memory_is_still_capped(host):
     """A job whose first thread exits (pthread_exit) while another thread holds and grows its GPU
     memory reads as a zombie in /proc, but runs on: the watchdog still charges it and stops it

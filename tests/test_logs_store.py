@@ -21,6 +21,7 @@ import pytest
 from fractui import kept_output
 from fractui.config import QueueConfig
 from fractui.store import Slot, open_store
+from fractui.store.sql import SqlStore
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.cli_run import in_process
@@ -354,11 +355,10 @@ def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is
     assert (rotated.rotated, rotated.text, rotated.missed) == (True, "b\nc\nd", 100)
 
 
-def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
-        local_fleet, pg_server, capfd):
-    """On PostgreSQL a role with SELECT alone may not ask the lease holder for a fresher tail
-    (INSERT on log_requests): it reads the one kept, warned, not refused. (It is in the job's
-    team: a job's output is its team's and the admins' to read.)"""
+def _reader_of_a_running_job(local_fleet, pg_server) -> Tuple[int, str, Path]:
+    """A running job whose tail is kept, incomplete, and a role of its team with SELECT
+    alone (a job's output is its team's and the admins' to read): the job, the role, and a
+    config naming the store as that role."""
     db = pg_server.new_database()
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], store_url=pg_server.url(db))
     team = "t" + db
@@ -371,12 +371,42 @@ def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
     pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % reader, db=db)
     config = f.tmp / "reader.toml"
     config.write_text("[store]\nurl = %s\n" % json.dumps(pg_server.url(db, user=reader)))
-    code, out, err = in_process(capfd, ["--config", str(config), "logs", str(job.id)])
+    return job.id, reader, config
+
+
+def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
+        local_fleet, pg_server, capfd):
+    """On PostgreSQL a role with SELECT alone may not ask the lease holder for a fresher tail
+    (INSERT on log_requests): it reads the one kept, warned, not refused."""
+    job, reader, config = _reader_of_a_running_job(local_fleet, pg_server)
+    code, out, err = in_process(capfd, ["--config", str(config), "logs", str(job)])
     assert (code, out) == (0, "hello\nline two\n"), err
     assert err.startswith("fractui: warning: store postgresql://"), err
     assert ("role %s may not do this: permission denied for table log_requests, so no fresher "
-            "output was asked for: this is job %d's output as kept at " % (reader, job.id)) \
+            "output was asked for: this is job %d's output as kept at " % (reader, job)) \
         in err, err
+
+
+def test_a_role_refused_at_a_reconnect_is_not_read_as_one_that_may_only_read(
+        local_fleet, pg_server, capfd, monkeypatch):
+    """The ask for a fresher tail was let off for any StoreDenied, as the reader's: a role the
+    server refused at a reconnect (its session ended, its LOGIN taken away meanwhile) was
+    shown the kept tail, exit 0, as though it were one not granted the ask. It is the store's
+    error now, as at any other call (let in again just after: only the ask met it)."""
+    job, reader, config = _reader_of_a_running_job(local_fleet, pg_server)
+    asked = SqlStore.ask_log
+
+    def refused_meanwhile(store: SqlStore, job_id: int, actor: str) -> None:
+        pg_server.refuse_at_reconnect(reader)
+        try:
+            asked(store, job_id, actor)
+        finally:
+            pg_server.sql("ALTER ROLE %s LOGIN" % reader)
+    monkeypatch.setattr(SqlStore, "ask_log", refused_meanwhile)
+    code, out, err = in_process(capfd, ["--config", str(config), "logs", str(job)])
+    assert (code, out) == (1, ""), err
+    assert re.search("refuses role %s: .*not permitted to log in" % reader, err), err
+    assert "fresher" not in err, err
 
 
 def test_logs_of_a_job_that_ended_without_running_says_it_never_ran(tmp_path):

@@ -7,15 +7,19 @@ import os
 import pwd
 import re
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from typing import List
+from contextlib import contextmanager
+from typing import Callable, Iterator, List, Sequence
 
 import pytest
 
 from fractui.config import Config, ConfigError, TeamConfig, load_config
+from fractui.metrics import exporter as exporting
 from fractui.metrics.exporter import Exporter
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState, PassReport
@@ -405,6 +409,194 @@ def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():
             assert "%s 2.0" % count in r.read().decode()
     finally:
         exporter.close()
+
+
+# -- what one client may hold of the endpoint (docs/metrics.md, "Limits") --
+
+REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@contextmanager
+def serving(hosts: Callable[[], Sequence[HostView]] = lambda: HOSTS) -> Iterator[int]:
+    """A real exporter holding the lease on a loopback port (yielded), closed after."""
+    port = closed_port()
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), hosts)
+    try:
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
+        yield port
+    finally:
+        exporter.close()
+
+
+def connected(port: int) -> socket.socket:
+    """A connection that sends nothing (its timeout only keeps a failing test from hanging)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=60)
+
+
+def answer(conn: socket.socket, request: bytes = b"") -> bytes:
+    """All the server sends on ``conn`` (after ``request``) until it closes it; b"" where it
+    reset it."""
+    try:
+        conn.sendall(request)
+        with conn.makefile("rb") as f:
+            return f.read()
+    except (BrokenPipeError, ConnectionResetError):
+        return b""
+    finally:
+        conn.close()
+
+
+def full(caplog) -> List[str]:
+    return [r.getMessage() for r in caplog.records if "the most served at once" in
+            r.getMessage()]
+
+
+def test_idle_connections_past_the_bound_close_the_oldest_and_a_scrape_is_answered(
+        monkeypatch, caplog):
+    """Connections that send nothing held a server thread each, without end: a local user
+    could open thousands. At CONNECTIONS the oldest that has sent no request is closed for
+    the new one, said once, so a scrape is answered among any number of idle ones."""
+    monkeypatch.setattr(exporting, "CONNECTIONS", 4)
+    with serving() as port:
+        idle = [connected(port) for _ in range(10)]
+        for conn in idle[:6]:  # closed for the four after them, with nothing sent
+            assert answer(conn) == b""
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
+        assert answer(idle[6]) == b""  # the oldest, closed for the scrape
+        for conn in idle[7:]:
+            conn.close()
+    assert full(caplog) == ["metrics: 4 connections open at 127.0.0.1:%d, the most served at "
+                            "once; said once while it lasts: closed the oldest that had sent "
+                            "no request" % port]
+
+
+def test_a_connection_past_the_bound_while_each_is_answered_is_refused(monkeypatch, caplog):
+    """Where every open connection is being answered (a slow fleet view here), one more is
+    refused at once, said, and the answers go on."""
+    monkeypatch.setattr(exporting, "CONNECTIONS", 2)
+    entered, go = threading.Semaphore(0), threading.Event()
+
+    def slow_hosts() -> Sequence[HostView]:
+        entered.release()
+        go.wait(60)
+        return HOSTS
+
+    with serving(slow_hosts) as port:
+        got: List[str] = []
+        scrapes = [threading.Thread(target=lambda: got.append(scrape("127.0.0.1", port)))
+                   for _ in range(2)]
+        for t in scrapes:
+            t.start()
+        assert entered.acquire(timeout=60) and entered.acquire(timeout=60)
+        assert answer(connected(port), REQUEST) == b""
+        go.set()
+        for t in scrapes:
+            t.join(60)
+        assert len(got) == 2 and all("fractui_scheduler_lease_held" in text for text in got)
+    assert full(caplog) == ["metrics: 2 connections open at 127.0.0.1:%d, the most served at "
+                            "once; said once while it lasts: each being answered, refused one "
+                            "from 127.0.0.1" % port]
+
+
+def test_a_connection_that_sends_no_whole_request_is_closed_after_the_timeout(
+        monkeypatch, capfd):
+    """A connection silent past REQUEST_SECONDS, or stopped partway through its request, is
+    closed (it was held for ever), said at debug, not with a traceback on stderr; a scrape is
+    answered as before."""
+    monkeypatch.setattr(exporting, "REQUEST_SECONDS", 0.2)
+    with serving() as port:
+        silent, partway = connected(port), connected(port)
+        assert answer(silent) == b""
+        assert answer(partway, b"GET /metrics HTTP/1.1\r\nHost: x\r\n") == b""
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_connection_reset_partway_through_its_request_is_said_at_debug(caplog, capfd):
+    """A client that resets its connection partway through a request (SO_LINGER 0): said at
+    debug; socketserver printed the reset's traceback on the scheduler's stderr."""
+    caplog.set_level(logging.DEBUG, logger="fractui.metrics")
+    with serving() as port:
+        conn = connected(port)
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # (it is accepted)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        said, err = "metrics: the connection from 127.0.0.1 ended unanswered: [Errno 104] " \
+                    "Connection reset by peer", ""
+        for _ in range(1200):  # (until its thread has read the reset: a bound, not a measure)
+            err += capfd.readouterr().err
+            if err or said in [r.getMessage() for r in caplog.records]:
+                break
+            time.sleep(0.05)
+    assert err == "" and said in [r.getMessage() for r in caplog.records]
+
+
+def test_a_client_that_stops_reading_its_answer_is_cut_short_and_said_not_on_stderr(
+        monkeypatch, caplog, capfd):
+    """An answer a client stops reading (larger than the sockets' buffers, 4 MiB on loopback:
+    a fleet of 5000 hosts) is cut at REQUEST_SECONDS and said in the log at debug; wsgiref
+    printed the timeout's traceback on the scheduler's stderr."""
+    caplog.set_level(logging.DEBUG, logger="fractui.metrics")
+    monkeypatch.setattr(exporting, "REQUEST_SECONDS", 0.2)
+    fleet = [HostView("h%d" % i, "online", {"gpus": []}, {"time": NOW, "gpus": [L4, A100]},
+                      AGENT_JOBS) for i in range(5000)]
+    with serving(lambda: fleet) as port:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(REQUEST)  # and reads nothing
+        said = "metrics: 127.0.0.1 read nothing for 0.2 s: its answer cut short"
+        for _ in range(1200):  # (until the server gives up: a bound, not a measure)
+            if any(r.getMessage() == said for r in caplog.records):
+                break
+            time.sleep(0.05)
+        head, _, body = answer(conn).partition(b"\r\n\r\n")
+        length = re.search(rb"Content-Length: (\d+)", head)
+        assert length and len(body) < int(length.group(1)), "not cut short"
+    assert said in [r.getMessage() for r in caplog.records]
+    assert capfd.readouterr().err == ""
+
+
+def test_stopping_closes_the_connections_that_have_sent_no_request():
+    """A connection opened while the lease was held was answered after it was lost (its
+    server thread lived on): the stop closes those that have sent no request, and returns."""
+    with serving() as port:
+        silent, partway = connected(port), connected(port)
+        partway.sendall(b"GET /metrics HTTP/1.1\r\n")
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # both accepted
+    assert answer(silent, REQUEST) == b""
+    assert answer(partway, b"Host: x\r\n\r\n") == b""
+    with pytest.raises(OSError):
+        scrape("127.0.0.1", port)
+
+
+def test_headers_past_head_bytes_are_answered_431_and_a_long_line_414(monkeypatch, caplog):
+    """Headers are read up to HEAD_BYTES in all (http.server's own bounds, 100 lines of 64 KiB,
+    let one connection hold 6.5 MiB); a request line up to 64 KiB (http.server's)."""
+    monkeypatch.setattr(exporting, "HEAD_BYTES", 1024)
+    with serving() as port:
+        pad = b"GET /metrics HTTP/1.1\r\nX-Pad: %s\r\n\r\n"
+        assert answer(connected(port), pad % (b"a" * 900)).startswith(b"HTTP/1.0 200 OK")
+        assert answer(connected(port), pad % (b"a" * 2000)).startswith(
+            b"HTTP/1.0 431 Too many headers")
+        long_line = b"GET /%s HTTP/1.1\r\n\r\n" % (b"a" * 70000)
+        assert answer(connected(port), long_line).startswith(b"HTTP/1.0 414")
+    assert "metrics: a request from 127.0.0.1 failed: code 431, message Too many headers" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_a_connection_is_answered_once_at_any_path_and_head_is_refused():
+    """One request a connection (HTTP/1.0, closed after it: keep-alive holds no thread),
+    /metrics at any path, as prometheus-client answers; HEAD is 405 (Prometheus sends GET)."""
+    with serving() as port:
+        twice = answer(connected(port), REQUEST.replace(b"x\r\n", b"x\r\nConnection: "
+                                                        b"keep-alive\r\n") + REQUEST)
+        assert twice.startswith(b"HTTP/1.0 200 OK") and twice.count(b"HTTP/1.") == 1
+        assert b"fractui_scheduler_lease_held" in answer(connected(port), REQUEST.replace(
+            b"/metrics", b"/other"))
+        assert answer(connected(port), REQUEST.replace(b"GET", b"HEAD")).startswith(
+            b"HTTP/1.0 405")
 
 
 # -- [metrics] in the config --

@@ -580,6 +580,46 @@ def test_a_team_members_audit_entry_is_of_a_change_she_made(guarded):
         admin.close()
 
 
+def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transactions_ago():
+    """Migration 0042: 0040 knew this transaction's change by the job's xmin, 32 bits of a
+    transaction's number, and a job untouched since 2^32 transactions ago (frozen, its xmin
+    kept) read as written by this one: ann audited "ann submit" of a job submitted as hers
+    long before (seen, on a server restarted into the next epoch at that xmin). Refused now,
+    the job dated before this transaction began; her own cancel of it there is audited."""
+    from tests.pg import PgServer
+    server = PgServer()
+    try:
+        guarded = _guarded(server, EARLIER)
+        admin = guarded.store()
+        try:
+            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
+        finally:
+            admin.close()
+        xmin = int(server.sql("SELECT xmin::text FROM jobs WHERE id = %d" % old.id,
+                              db=guarded.db)[0][0])
+        server.wrap_around_to(xmin, [guarded.db])
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:
+            assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
+        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
+                "done" % old.id) in str(err.value)
+        ann = guarded.store(guarded.ann)
+        try:
+            ask_stop(ann, ann.get(old.id), CANCEL, Asker("here"))
+        finally:
+            ann.close()
+        admin = guarded.store()
+        try:
+            assert admin.get(old.id).state == CANCELLED
+            assert [(e.actor.split("@")[0], e.action) for e in admin.audit_log(limit=1000)] == [
+                (guarded.ann, "submit"), (guarded.ann, CANCEL)]
+        finally:
+            admin.close()
+    finally:
+        server.close()
+
+
 def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_member(guarded):
     """What a client that is not fractui may send: NULLs where fractui writes a value, times
     that are no time (NaN, infinity), the largest job number, a team named as another role

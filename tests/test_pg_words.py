@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import psycopg
 import pytest
@@ -171,17 +171,18 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
                 pass  # already shut
 
 
-def forward(listener: socket.socket, first: int, then: int) -> None:
-    """Each connection to ``listener`` forwarded to a server on 127.0.0.1: the first to port
-    ``first``, every later one to ``then``: what a restart or a failover looks like from the
-    client (the old server shutting down at the address, the new one there a moment later)."""
+def forward(listener: socket.socket, ports: Sequence[int]) -> None:
+    """Each connection to ``listener`` forwarded to a server on 127.0.0.1: the n-th to
+    ``ports[n]``, every one after the last to the last: what restarts or a failover look like
+    from the client (the old server shutting down at the address, the new one there a moment
+    later)."""
     taken = 0
     while True:
         try:
             client, _ = listener.accept()
         except OSError:  # closed
             return
-        server = socket.create_connection(("127.0.0.1", first if taken == 0 else then))
+        server = socket.create_connection(("127.0.0.1", ports[min(taken, len(ports) - 1)]))
         taken += 1
         for a, b in ((client, server), (server, client)):
             threading.Thread(target=_pump, args=(a, b), daemon=True).start()
@@ -192,26 +193,25 @@ import socket, sys
 from tests.test_pg_words import forward
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
-forward(listener, int(sys.argv[1]), int(sys.argv[2]))
+forward(listener, [int(port) for port in sys.argv[1:]])
 """
 
 
-def test_a_server_back_between_the_refusal_and_the_ping_is_no_refusal(pg_server):
-    """A restart (or failover): the connection is refused by the server shutting down (57P03,
-    no SQLSTATE at connect), and by the ping the new one answers. Not a refusal of the role
-    (StoreDenied): the store is not there for a moment, and the next try connects."""
+def _opened_across_restarts(pg_server, shutting: Sequence[bool]) -> StoreUnavailable:
+    """The StoreUnavailable of opening a store through a forwarder whose n-th connection goes
+    to a server shutting down where ``shutting[n]`` (57P03, no SQLSTATE at connect), else to
+    the one up, as restarts (or failovers) look from the client."""
     old = PgServer()
     held = old.connect("postgres")
-    moved = subprocess.Popen([sys.executable, "-c", _FORWARD, str(old.port),
-                              str(pg_server.port)], stdout=subprocess.PIPE, text=True,
-                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    moved = subprocess.Popen([sys.executable, "-c", _FORWARD] + [
+        str(old.port if s else pg_server.port) for s in shutting], stdout=subprocess.PIPE,
+        text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     try:
         port = int(moved.stdout.readline())  # type: ignore[union-attr]
         old.pg_ctl("stop", "-m", "smart", "-W")
         with pytest.raises(StoreUnavailable) as failed:
             open_store("postgresql://postgres@127.0.0.1:%d/postgres" % port)
-        assert "shutting down" in failed.value.what, failed.value.what
-        assert postgres.TAKEN_NOW.split("%s")[0] in failed.value.what, failed.value.what
+        return failed.value
     finally:
         moved.kill()
         moved.wait()
@@ -221,6 +221,25 @@ def test_a_server_back_between_the_refusal_and_the_ping_is_no_refusal(pg_server)
         shutil.rmtree(old.root, ignore_errors=True)
 
 
+def test_a_server_back_between_the_refusal_and_the_ping_is_no_refusal(pg_server):
+    """A restart (or failover): the connection is refused by the server shutting down, and by
+    the ping the new one answers. Not a refusal of the role (StoreDenied): the store is not
+    there for a moment, and the next try connects."""
+    failed = _opened_across_restarts(pg_server, [True, False])
+    assert "shutting down" in failed.what, failed.what
+    assert postgres.TAKEN_NOW.split("%s")[0] in failed.what, failed.what
+
+
+def test_a_server_restarted_again_before_the_second_try_is_no_refusal(pg_server):
+    """Two restarts under a second apart: the connection refused by the first's shutdown, the
+    ping answered by the server back since, the second try refused by the next shutdown. It
+    read as a refusal of the role (StoreDenied "refuses role postgres"); the server is pinged
+    again, and one that no longer takes connections is not a refusal."""
+    failed = _opened_across_restarts(pg_server, [True, False, True])
+    assert "shutting down" in failed.what, failed.what
+    assert postgres.NOT_NOW.split("%s")[0] in failed.what, failed.what
+
+
 def test_the_ping_stops_no_other_thread(pg_server):
     """The ping waits (up to 2 s a host) with the process's other threads running: the
     scheduler's, the TUI's, or here the forwarder it reaches the server through. psycopg's C
@@ -228,7 +247,7 @@ def test_the_ping_stops_no_other_thread(pg_server):
     (python) lets it go: with the binary one the ping heard nothing through this forwarder and
     a role the server does not know was said as a server not reached."""
     listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=forward, args=(listener, pg_server.port, pg_server.port),
+    threading.Thread(target=forward, args=(listener, [pg_server.port]),
                      daemon=True).start()
     try:
         with pytest.raises(StoreDenied) as refused:

@@ -60,8 +60,8 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         done = team.run("ann", "submit", "--queue", "v", "--wait", "--",
                         *SH, "echo hello; echo oops >&2; exit 3")
         assert (done.returncode, done.stdout) == (1, "1 pending in queue v for team vision\n"), done
-        assert done.stderr.endswith("fractui: job 1 ended: exited 3\nfractui: the last 2 lines "
-                                    "of its output (fractui logs 1 shows more):\n  hello\n"
+        assert done.stderr.endswith("fractui: job 1 ended: exited 3: oops\nfractui: the last 2 "
+                                    "lines of its output (fractui logs 1 shows more):\n  hello\n"
                                     "  oops\n"), done.stderr
         done = team.run("ann", "submit", "--queue", "v", "--wait", "--", *SH, "echo fine")
         assert (done.returncode, done.stderr.splitlines()[-1]) == (

@@ -36,7 +36,14 @@ ENDS: Dict[str, Any] = {
     "reason with a NUL": ({"reason": "oops \x00 there"}, ("oops ? there", 1, 0)),
     "reason with a lone surrogate": ({"reason": "oops \ud800"}, ("oops ?", 1, 0)),
     "exit code past any": ({"exit_code": PAST}, ("exited", None, 0)),
-    "usage past its columns": ({"usage": USAGE}, ("exited 1", 1, COLUMN_MOST))}
+    "usage past its columns": ({"usage": USAGE}, ("exited 1", 1, COLUMN_MOST)),
+    # a failed job's last line of output as a hostile agent may send it: a terminal's title
+    # set, a NUL, a lone surrogate, 100,000 characters; shown plain and short
+    "a hostile last line": ({"last_line": "\x1b]0;pwned\x07boom \x00\ud800" + "z" * 10 ** 5},
+                            ("exited 1: boom ??" + "z" * 152 + "\u2026", 1, 0)),
+    "a last line beside a kill": ({"state": "killed", "exit_code": None, "last_line": "boom",
+                                   "reason": "terminated by signal SIGKILL"},
+                                  ("terminated by signal SIGKILL", None, 0))}
 
 
 def one_job_running(local_fleet, store_url: str) -> Any:

@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, StoreDamaged,
                            StoreDenied, StoreUnavailable, open_store)
+from fractui.copy_words import stale_copies
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
@@ -29,6 +30,7 @@ from fractui.store.intents import (Asker, ask_stop, cordon, move_by_hand, place_
 from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
+from fractui.whoami import os_user
 from tests.conftest import REPO
 from tests.test_pg_guard import EARLIER, LEAST
 from tests.sshd import free_port
@@ -176,6 +178,73 @@ def test_every_refusal_of_the_server_is_the_stores_error_naming_where(pg_server,
         open_store(pg_server.url(pg_url.rsplit("/", 1)[1], user="nobody_%d" % port))
     with pytest.raises(ValueError, match="carries a password"):
         open_store("postgresql://postgres:secret@127.0.0.1:%d/x" % pg_server.port)
+
+
+def test_a_pg_services_role_and_server_are_named_as_libpq_reads_them(pg_server, pg_url,
+                                                                    tmp_path, monkeypatch):
+    """A URL that names a service of pg_service.conf (``service=``, or PGSERVICE): libpq
+    connects as the service's role to its server and database. A refusal named the OS user and
+    localhost:5432 (psycopg reads no service file), and told an admin to CREATE ROLE root."""
+    db, tag = pg_url.rsplit("/", 1)[1], uuid.uuid4().hex[:6]
+    unknown, reader = "nobody_" + tag, "reader_" + tag
+    pg_server.sql("CREATE ROLE %s LOGIN" % reader)
+    open_store(pg_url).close()  # the store, made by its owner
+    services = tmp_path / "pg_service.conf"
+    services.write_text("".join("[%s]\nhost=127.0.0.1\nport=%d\ndbname=%s\nuser=%s\n" % (
+        role, pg_server.port, db, role) for role in (unknown, reader, "postgres")))
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.delenv("PGUSER", raising=False)
+    where = postgresql_url("127.0.0.1", str(pg_server.port), db)
+    for url, service, role in (("postgresql:///?service=%s" % unknown, None, unknown),
+                               ("postgresql://", unknown, unknown),
+                               ("postgresql:///?service=%s" % reader, None, reader)):
+        if service is None:
+            monkeypatch.delenv("PGSERVICE", raising=False)
+        else:
+            monkeypatch.setenv("PGSERVICE", service)
+        with pytest.raises(StoreDenied) as denied:
+            open_store(url)
+        said = str(denied.value)
+        assert said.startswith("store %s: " % where), said
+        assert "role %s" % role in said and "role %s" % os_user() not in said, said
+        if role == unknown:
+            assert 'CREATE ROLE "%s" LOGIN' % unknown in said, said
+    store = open_store("postgresql:///?service=postgres")
+    try:
+        assert store.where == where
+    finally:
+        store.close()
+
+
+def test_stale_copies_none_only_where_the_role_is_not_granted_them(pg_server, pg_url):
+    """stale_copies reads none where the role may not read the table (a reader granted the
+    jobs alone): its copies are said as late copies. It read none for any StoreDenied, so a
+    role refused at a reconnect had its stale copies said as late ones, and the refusal was
+    said by no one; it is the caller's now, as its other reads' are."""
+    tag = uuid.uuid4().hex[:6]
+    reader = "reader_" + tag
+    db = pg_url.rsplit("/", 1)[1]
+    admin = open_store(pg_url)
+    try:
+        job = admin.submit("q", None, "j", ["true"], {}, "x")
+        admin.place(job.id, Slot("gpu-a", (0,), None, None, 1000, 0.25), "sched", "decided")
+        admin.started(job.id, "a1", None, "sched", "launched")
+        admin.requeue(job.id, ("running",), "sched", "host lost", stale_on="gpu-a")
+    finally:
+        admin.close()
+    pg_server.sql("CREATE ROLE %s LOGIN" % reader)
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % reader, db=db)
+    store = open_store(pg_server.url(db, user=reader))
+    try:
+        assert [c.job for c in stale_copies(store)] == [job.id]
+        pg_server.sql("REVOKE SELECT ON stale FROM %s" % reader, db=db)
+        assert stale_copies(store) == []
+        pg_server.refuse_at_reconnect(reader)
+        with pytest.raises(StoreDenied, match="refuses role %s: .*not permitted to log in" %
+                           reader):
+            stale_copies(store)
+    finally:
+        store.close()
 
 
 def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may(

@@ -172,9 +172,11 @@ def holder(team: Team) -> str:
     return (team.fleet.store.lease_holder() or ("",))[0]
 
 
-def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, monkeypatch):
+def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, monkeypatch,
+                                                             plain_dir):  # noqa: F811
     """Peer authentication is what makes the identity unforgeable: ann may name any role in
-    her URL or $PGUSER (or nothing, and $USER says root), the server lets her be only ann."""
+    her URL, $PGUSER or a service of pg_service.conf (or nothing, and $USER says root), the
+    server lets her be only ann."""
     ann, zed = team.names["ann"], plain_users("fxzed")[0]
     assert team.run("ann", "jobs", "--json").returncode == 0  # as herself: let in
     for role in (team.names["eve"], "root", "postgres"):
@@ -199,6 +201,21 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
     assert done.stderr.endswith("only: PGUSER names role %s: name no other role there)\n"
                                 % team.names["eve"]), done.stderr
     monkeypatch.delenv("PGUSER")
+    # a service names another (PGSERVICE): the refusal named ann, whom libpq did not ask for
+    services = plain_dir / "pg_service.conf"
+    services.write_text("[forged]\nuser=%s\n" % team.names["eve"])
+    services.chmod(0o644)
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("PGSERVICE", "forged")
+    done = team.run("ann", "jobs")
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
+        quote(team.server.sockets, safe=""), team.server.port, DB, team.names["eve"])), \
+        done.stderr
+    assert done.stderr.endswith("only: service forged in pg_service.conf (named by PGSERVICE) "
+                                "names role %s: name no other role there)\n"
+                                % team.names["eve"]), done.stderr
+    monkeypatch.delenv("PGSERVICE")
     # no role of one's own: the refusal names the OS user libpq connected as, not $USER
     done = fractui(team.config, ["jobs"], zed)
     assert (done.returncode, done.stdout) == (1, ""), done

@@ -5,25 +5,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import threading
 
 import pytest
 
 from textual import events
 from textual.command import CommandInput, CommandPalette
-from textual.fuzzy import Matcher
+from textual.fuzzy import FuzzySearch, Matcher
 from textual.keys import _character_to_key
 from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
-from fractui.tui.commands import _distance, _highlight
+from fractui.tui import commands
+from fractui.tui.commands import FleetCommands, _distance, _highlight
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import until
 
 
@@ -141,6 +143,70 @@ def test_a_name_with_a_letter_two_in_lower_case_is_highlighted_and_ordered_as_wr
 
 
 @pilot_test
+async def test_a_long_querys_hits_keep_textuals_order_as_the_ties_are_nudged():
+    """The palette nudges its hits' scores to order the ties (``commands.TIE_NUDGE``), less
+    the further down our order, which follows Textual's score: a hit scored lower never goes
+    over one scored higher, whatever the query's length. (A note feared it would past about
+    390 characters, where two of Textual's scores may differ by less than the nudge.) Names
+    of 420 distinct characters, with separators strewn in: one way each to match them, scored
+    apart by their words and runs."""
+    query = "".join(chr(0x4E00 + i) for i in range(420))
+    rng = random.Random(7)
+
+    def strewn() -> str:
+        name = list(query)
+        for _ in range(rng.randint(1, 60)):
+            name.insert(rng.randint(1, len(name) - 1), rng.choice(" -x"))
+        return "".join(name)
+
+    async with settled_app((120, 36)) as (app, pilot):
+        model = fleet(app).model
+        model.store = dataclasses.replace(model.store, jobs=tuple(
+            dataclasses.replace(job, name=strewn()) for job in model.store.jobs))
+        hits = [hit async for hit in FleetCommands(app.screen).search(query)]
+    matcher = Matcher(query)
+    shown = [matcher.match(hit.text) for hit in sorted(hits, key=lambda h: h.score,
+                                                       reverse=True)]  # (as Textual sorts)
+    assert len(set(shown)) > 10 and shown == sorted(shown, reverse=True), shown
+
+
+@pilot_test
+async def test_a_name_with_countless_ways_to_match_is_scored_by_its_first(monkeypatch):
+    """Textual's fuzzy search scores every way a query's characters are found in order in a
+    text: ``abab`` in a job named ``a-b-`` 32 times is tens of thousands of ways, and 128
+    times took 30 s (a name may be 4096 characters), the palette and the TUI stopped. Past
+    MATCH_WAYS the palette scores the first way only, and still finds the job."""
+    scored = []
+    score = FuzzySearch.score
+    monkeypatch.setattr(FuzzySearch, "score", lambda self, text, offsets: (
+        scored.append(text), score(self, text, offsets))[1])
+    async with settled_app((120, 36)) as (app, pilot):
+        model = fleet(app).model
+        job = model.store.jobs[0]
+        model.store = dataclasses.replace(model.store, jobs=(
+            dataclasses.replace(job, name="a-b-" * 32),) + model.store.jobs[1:])
+        hits = [hit.text async for hit in FleetCommands(app.screen).search("abab")]
+    assert "open job #%d %s" % (job.id, "a-b-" * 32) in hits
+    mine = [text for text in scored if "a-b-" * 32 in text]
+    assert 0 < len(mine) < 10, len(mine)  # (each of its entries once)
+
+
+def test_a_text_scored_by_its_first_match_matches_where_textual_finds_one(monkeypatch):
+    """With every text past MATCH_WAYS: a text matches where Textual's search finds a match,
+    at the places it would look, scored no higher than its best."""
+    monkeypatch.setattr(commands, "MATCH_WAYS", 0)
+    rng = random.Random(3)
+    for _ in range(2000):
+        text = "".join(rng.choice("ab- #1") for _ in range(rng.randint(1, 14)))
+        query = "".join(rng.choice("ab-1") for _ in range(rng.randint(1, 5)))
+        matcher = Matcher(query)
+        best, _ = matcher.fuzzy_search.match(query, text)
+        first, offsets = commands._match(matcher, text)
+        assert (first > 0) == (best > 0) and first <= best, (query, text)
+        assert "".join(text[o] for o in offsets) == (query if first else ""), (query, text)
+
+
+@pilot_test
 async def test_palette_jumps_to_a_running_job_on_its_gpu():
     async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
@@ -206,6 +272,23 @@ def test_unknown_theme_points_at_its_line(tmp_path):
     path = _write(tmp_path, '\n[tui]\ntheme = "fractui-drak"\n')
     with pytest.raises(ConfigError, match=r":3: tui.theme: unknown theme 'fractui-drak'"):
         check_tui_settings(load_config(path), theme_names())
+
+
+@pilot_test
+async def test_a_reason_cut_in_the_queue_panel_is_read_whole_on_its_jobs_screen():
+    """At 80x24 a pending job's line in the queue panel ends its reason in "…" at the panel's
+    edge; ``tab`` to the panel and ``enter`` on the job open its screen, whose reason line
+    folds it whole (the one way to a job's details, as from the jobs view and the map)."""
+    reason = ("waiting: no GPU with 3 free compute slices on a host of model A100-SXM4-80GB "
+              "in the fleet now (a100-1 gpu0 holds 2 free, a100-1 gpu1 is cordoned) END")
+    async with settled_app((80, 24), reasons={27: reason}) as (app, pilot):
+        await pilot.press("tab")
+        assert fleet(app).query_one(QueuePanel).selected == 27
+        row = next(line for line in screen_lines(app) if "#27" in line)
+        assert row.endswith("…") and "END" not in " ".join(screen_lines(app)), row
+        await pilot.press("enter")
+        await settled(pilot)
+        assert " ".join(" ".join(screen_lines(app)).split()).find(reason) > 0
 
 
 @pilot_test

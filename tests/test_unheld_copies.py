@@ -197,16 +197,16 @@ def test_a_stale_copy_is_said_to_be_one(local_fleet, capfd):  # noqa: F811
 
 def test_a_role_that_may_not_read_the_stale_copies_is_shown_a_stale_one_as_late(tmp_path):
     """A PostgreSQL role granted SELECT on the jobs alone is refused the stale copies
-    (StoreDenied): ``jobs``, ``status`` and the TUI then judge the copies without them (a stale
+    (StoreForbidden; tests/test_store_postgres.py reads it so on a real server): ``jobs``, ``status`` and the TUI then judge the copies without them (a stale
     copy said as the late copy it also is), rather than failing whole."""
     from fractui.copy_words import judged_again, stale_copies
     from fractui.sched.copies import Unheld
     from fractui.store import SqliteStore
-    from fractui.store.base import StoreDenied
+    from fractui.store.base import StoreForbidden
 
     class NoStale(SqliteStore):
         def stale(self, host=None):  # type: ignore[no-untyped-def]
-            raise StoreDenied("here", "role ann may not do this")
+            raise StoreForbidden("here", "role ann may not do this")
 
     store = NoStale(str(tmp_path / "store.db"))
     try:

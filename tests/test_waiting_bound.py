@@ -64,6 +64,15 @@ def pending(store, team: str = "vision") -> list:
     return [j for j in store.jobs([PENDING]) if j.team == team]
 
 
+def running_jobs(admin, team_name: str, count: int) -> list:
+    """`count` jobs of a team, submitted by an admin and running on SLOT as the scheduler's."""
+    jobs = [admin.submit("v", team_name, "r", ["x"], {}, "ops@h") for _ in range(count)]
+    for job in jobs:
+        admin.place(job.id, SLOT, "sched", "decided")
+        admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+    return jobs
+
+
 def test_a_members_submit_past_the_bound_is_refused_and_nothing_queued_changes(store_url):
     store = open_store(store_url)
     try:
@@ -430,10 +439,7 @@ def test_a_members_requeue_on_psql_is_held_to_the_bound_in_the_database(any_gran
     admin = guarded.store()
     try:
         admin.keep_waiting_bounds({guarded.vision: 1})
-        jobs = [admin.submit("v", guarded.vision, "r", ["x"], {}, "ops@h") for _ in range(3)]
-        for job in jobs:
-            admin.place(job.id, SLOT, "sched", "decided")
-            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        jobs = running_jobs(admin, guarded.vision, 3)
         me = "%s@head" % guarded.ann
 
         def asks(intent: str, job: int) -> str:
@@ -466,10 +472,7 @@ def test_two_requeues_of_a_member_for_the_last_place_take_it_once(pg_server):
     mine = guarded.store(guarded.ann)
     try:
         admin.keep_waiting_bounds({guarded.vision: 1})
-        jobs = [admin.submit("v", guarded.vision, "r", ["x"], {}, "ops@h") for _ in range(2)]
-        for job in jobs:
-            admin.place(job.id, SLOT, "sched", "decided")
-            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        jobs = running_jobs(admin, guarded.vision, 2)
         me = "%s@head" % guarded.ann
         outcome: List[BaseException] = []
 

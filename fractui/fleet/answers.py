@@ -412,7 +412,7 @@ JOB = Record({
     "exit_code": Within(INT_, "exit code a process returns", most=255, clamped=False),
     "reason": WHY_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
     "cgroup": STR_, "runtime": STR_, "image": STR_, "container": STR_,
-    "container_cgroup": STR_,
+    "container_cgroup": STR_, "last_line": WHY_,
     "usage": Record({"since": NUM_, "until": NUM_, "samples": Within(COUNT, "samples"),
                      "memory_peak_mib": Within(COUNT_, "MiB"), "memory_mean_mib": NUM_,
                      "util_samples": Within(COUNT, "samples"), "util_mean": NUM_,

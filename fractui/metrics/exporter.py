@@ -9,13 +9,14 @@ store or calls an agent, and the scheduler never waits on a scrape.
 from __future__ import annotations
 
 import errno
+import http.client
 import logging
 import os
 import pwd
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
@@ -34,6 +35,20 @@ log = logging.getLogger("fractui.metrics")
 PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Seconds: a pass takes milliseconds on a quiet fleet (docs/benchmarks.md), seconds when a
 store or a host is slow."""
+
+# What one client may hold of the endpoint (docs/metrics.md, "Limits"): read when a connection
+# comes, so a test may set them small.
+CONNECTIONS = 16
+"""Connections served at once at each address: Prometheus scrapes a target on one at a time.
+Past it, the oldest that has sent no request is closed (or, where each is being answered, the
+new one is refused), so idle or slow clients hold a bounded number of threads and cannot keep a
+scrape out."""
+REQUEST_SECONDS = 10.0
+"""A connection's socket timeout: each read of its request and each write of its answer. A
+scrape sends its request at once and reads the answer as it comes."""
+HEAD_BYTES = 16384
+"""A request's headers, all together (Prometheus sends under 1 KiB). http.server's own bounds,
+100 lines of 64 KiB, let one connection hold 6.5 MiB."""
 
 
 class Exporter:
@@ -147,7 +162,34 @@ class Exporter:
 class _Logged(WSGIRequestHandler):
     """The server's requests in fractui's log, not on stderr as http.server writes them: a
     scrape at debug, a request refused (not HTTP) as a warning naming its client.
-    prometheus-client's own server drops both (a private handler of its own)."""
+    prometheus-client's own server drops both (a private handler of its own). A connection
+    has ``REQUEST_SECONDS`` for each read and write and ``HEAD_BYTES`` for its headers."""
+
+    server: _Server
+
+    def setup(self) -> None:
+        self.timeout = REQUEST_SECONDS
+        super().setup()
+        self.wfile = _Output(self.wfile, self.address_string())
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError as err:  # (a timeout, a client's reset) not a server's fault: no trace
+            log.debug("metrics: the connection from %s ended unanswered: %s",
+                      self.address_string(), err)
+
+    def parse_request(self) -> bool:
+        """Reads the headers (no more than ``HEAD_BYTES``: past them, a 431), and marks the
+        connection answered, no longer one to close for room, once they are in."""
+        rfile, self.rfile = self.rfile, _Head(self.rfile, HEAD_BYTES)
+        try:
+            ok = super().parse_request()
+        finally:
+            self.rfile = rfile
+        if ok:
+            self.server.answering(self.request)
+        return ok
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics: %s " + format, self.address_string(), *args)
@@ -157,15 +199,117 @@ class _Logged(WSGIRequestHandler):
                     *args)
 
 
+class _Output:
+    """A connection's output: a write that times out (a client that stopped reading) is said,
+    and ends the answer as a client's reset does, which wsgiref ends quietly (a timeout, it
+    printed with its traceback on the scheduler's stderr)."""
+
+    def __init__(self, wfile: Any, client: str):
+        self.wfile = wfile
+        self.client = client
+
+    def write(self, data: bytes) -> int:
+        try:
+            return int(self.wfile.write(data))
+        except TimeoutError as err:
+            log.debug("metrics: %s read nothing for %g s: its answer cut short", self.client,
+                      REQUEST_SECONDS)
+            raise ConnectionAbortedError("%s read nothing for %g s" % (
+                self.client, REQUEST_SECONDS)) from err
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, closed
+        return getattr(self.wfile, name)
+
+
+class _Head:
+    """A request's input while http.server reads its headers: a line that would take them
+    past ``left`` bytes raises HTTPException, which http.server answers 431."""
+
+    def __init__(self, rfile: Any, left: int):
+        self.rfile = rfile
+        self.left = left
+
+    def readline(self, size: int = -1) -> bytes:
+        line: bytes = self.rfile.readline(
+            self.left + 1 if size < 0 else min(size, self.left + 1))
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.HTTPException("headers over %d bytes" % HEAD_BYTES)
+        return line
+
+
 class _Server(ThreadingWSGIServer):
-    """prometheus-client's server (a thread a scrape), bound and listening at one address of
-    ``family`` once made, serving only once ``serve_forever`` runs: ``start_http_server``
-    does both at once, and takes the resolver's first address of a name alone."""
+    """prometheus-client's server (a thread a connection, daemon threads that no close waits
+    for), bound and listening at one address of ``family`` once made, serving only once
+    ``serve_forever`` runs: ``start_http_server`` does both at once, and takes the resolver's
+    first address of a name alone. It keeps at most ``CONNECTIONS`` open, and closes those
+    that have sent no request when it is closed."""
 
     def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any]):
         self.address_family = family
-        super().__init__(address, _Logged)
+        self._lock = threading.Lock()
+        # each open connection, oldest first: whether its request is in (being answered)
+        self._open: Dict[socket.socket, bool] = {}
+        self._full = Failures(log, ("connection", "connections"))  # said once while full
+        super().__init__(address, _Logged)  # (a bind that fails calls server_close)
         self.set_app(app)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Room for one more connection (on the accepting thread): at ``CONNECTIONS``, made by
+        closing the oldest that has sent no request yet, or, where each is being answered,
+        refused."""
+        with self._lock:
+            room = len(self._open) < CONNECTIONS
+            oldest = None if room else next(
+                (conn for conn, answering in self._open.items() if not answering), None)
+            if oldest is not None:
+                del self._open[oldest]
+                _cut(oldest)  # (its thread reads the end of its input, and ends)
+            if room or oldest is not None:
+                self._open[request] = False
+        at = "%s:%d" % tuple(self.server_address[:2])
+        if room:
+            self._full.worked("full", "metrics: fewer than %d connections open at %s again"
+                              % (CONNECTIONS, at))
+            return True
+        full = "metrics: %d connections open at %s, the most served at once; said once while " \
+               "it lasts: " % (CONNECTIONS, at)
+        if oldest is not None:
+            self._full.failed("full", full + "closed the oldest that had sent no request",
+                              same="closed")
+            return True
+        self._full.failed("full", full + "each being answered, refused one from %s" % (
+            client_address[0]), same="refused")
+        return False
+
+    def answering(self, request: Any) -> None:
+        """``request``'s request is in: it is answered, not closed for room."""
+        with self._lock:
+            if request in self._open:
+                self._open[request] = True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:  # (before it is closed: no cut may reach a closed descriptor)
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Stops listening, and closes each connection that has sent no request: one opened
+        while the lease was held is not answered after. One being answered is answered."""
+        super().server_close()
+        with self._lock:
+            for conn, answering in self._open.items():
+                if not answering:
+                    _cut(conn)
+
+
+def _cut(conn: socket.socket) -> None:
+    """Ends a connection another thread serves: its reads see the end, its writes fail; that
+    thread closes it."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError as err:  # (the client is gone already: nothing to end)
+        log.debug("metrics: a connection already ended: %s", err)
 
 
 def addresses(host: str, port: int) -> List[Tuple[int, str]]:

@@ -37,7 +37,7 @@ from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, MOVE, PLACED, RUNNING, STOPPING,
                                  Job, Refusal, Sampled)
-from fractui.words import count, printable
+from fractui.words import count, exited, printable
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -424,7 +424,7 @@ class Executor:
         code = rec.get("exit_code")
         ok = rec.get("state") == "exited" and code == 0
         why = "exited 0" if ok else rec.get("reason") or (
-            "exited %s" % code if code is not None else rec.get("state"))
+            exited(code, rec.get("last_line")) if code is not None else rec.get("state"))
         self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
                          None if ok else why, self.actor, why, "end", exit_code=code,
                          ended_at=rec.get("ended_at"), epoch=self.epoch,

@@ -118,8 +118,16 @@ class StoreRefused(StoreError):
 
 
 class StoreDenied(StoreError):
-    """The database server refuses this user: authentication failed, or the role lacks a
-    privilege the call needs. Said with the role, never a password."""
+    """The database server refuses this user: at connect (authentication, pg_hba.conf, a role
+    it does not know, one that may not log in), or, StoreForbidden, what the call needs. Said
+    with the role, never a password."""
+
+
+class StoreForbidden(StoreDenied):
+    """The server let the role in and refuses it what this call needs (PostgreSQL's 42501): a
+    privilege not granted it (a role that may only read, or read only the jobs), or the
+    store's guard refusing what fractui's rule does not let it do. Unlike a refusal at
+    connect, the calls it is granted still work: a reader may go on without this one."""
 
 
 class LeaseLost(StoreError):
@@ -552,4 +560,5 @@ class Store(abc.ABC):
 __all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
            "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "QuotaTaken", "StateConflict",
            "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreExposed",
-           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot", "WaitingFull"]
+           "StoreForbidden", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot",
+           "WaitingFull"]

@@ -35,8 +35,8 @@ from psycopg.rows import dict_row
 from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
-                                StoreBusy, StoreDamaged, StoreDenied, StoreError, StoreFull,
-                                StoreReadOnly, StoreUnavailable)
+                                StoreBusy, StoreDamaged, StoreDenied, StoreError,
+                                StoreForbidden, StoreFull, StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
                                statements)
 from fractui.store_url import postgresql_url
@@ -240,16 +240,27 @@ _DURABLE = ("SELECT set_config('synchronous_commit', 'on', false) "
             "WHERE current_setting('synchronous_commit') = 'off'")
 
 
-def _target(url: str) -> tuple[str, str]:
+def _target(url: str, made: Optional[pq.abc.PGconn] = None) -> tuple[str, str]:
     """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
     defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
-    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set."""
+    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set. Where a
+    service is named (the URL's ``service``, or PGSERVICE), what the URL leaves unsaid is the
+    service's, ahead of the PG* variables: libpq reads pg_service.conf and psycopg does not,
+    so it is read from ``made``, a connection libpq made of the URL (or failed to make: its
+    options are parsed before it tries); before one, the variables' are a guess."""
     parts = conninfo_to_dict(url)
-    user = parts.get("user") or os.environ.get("PGUSER") or os_user()
-    host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = parts.get("port") or os.environ.get("PGPORT") or "5432"
-    db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
-    return user, postgresql_url(host, port, db)
+    said: dict[str, str] = {}
+    if made is not None and (parts.get("service") or os.environ.get("PGSERVICE")):
+        said = {k: v.decode("utf-8", "replace") for k, v in (
+            ("user", made.user), ("host", made.host), ("port", made.port),
+            ("dbname", made.db)) if v}
+
+    def given(key: str, variable: str) -> Optional[str]:
+        return parts.get(key) or said.get(key) or os.environ.get(variable)
+    user = given("user", "PGUSER") or os_user()
+    db = given("dbname", "PGDATABASE") or user
+    return user, postgresql_url(given("host", "PGHOST") or "localhost",
+                                given("port", "PGPORT") or "5432", db)
 
 
 class PostgresDialect(Dialect):
@@ -279,9 +290,11 @@ class PostgresDialect(Dialect):
             db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
                                  client_encoding="UTF8", **extra)
         except psycopg.OperationalError as err:
+            self.user, self.where = _target(self.url, err.pgconn)
             if err.sqlstate:
                 raise
             raise self._refused_at_connect(err) from err
+        self.user, self.where = _target(self.url, db.pgconn)
         encoding = db.info.parameter_status("server_encoding")
         if encoding != "UTF8":
             db.close()
@@ -410,7 +423,7 @@ class PostgresDialect(Dialect):
                 row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
             except psycopg.errors.InsufficientPrivilege as err:  # the first table any call reads
                 self.rollback(db)  # (what its roles are is read after it)
-                raise StoreDenied(self.where, _not_granted(
+                raise StoreForbidden(self.where, _not_granted(
                     db, self.user, err.diag.message_primary)) from err
             if row is None or row["version"] < 0:  # (made with its row, in one transaction)
                 raise self.damaged("its schema version (%s) is %s" % (
@@ -439,7 +452,7 @@ class PostgresDialect(Dialect):
             who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
                              "'CREATE') AS may").fetchone()
             if not who["may"]:  # a team member before the admin's first run: say so
-                raise StoreDenied(self.where, NO_STORE_TO_MAKE % who["role"])
+                raise StoreForbidden(self.where, NO_STORE_TO_MAKE % who["role"])
             db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
@@ -460,7 +473,7 @@ class PostgresDialect(Dialect):
                                        % (VERSION_TABLE, have, str(err).strip())) from err
                 if not isinstance(err, psycopg.errors.InsufficientPrivilege) or not owners:
                     raise  # (a store's start: the first run's, said as the server says)
-                raise StoreDenied(self.where, NOT_OWNER % (
+                raise StoreForbidden(self.where, NOT_OWNER % (
                     number, have, self.user, err.diag.message_primary or err,
                     _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
@@ -528,7 +541,7 @@ class PostgresDialect(Dialect):
                          ).fetchone()
         if row["owner"] != row["me"] and row["may"]:
             if not row["creates"]:  # (an owner that may not create there makes nothing)
-                raise StoreDenied(self.where, OWNER_MAY_NOT_CREATE % (
+                raise StoreForbidden(self.where, OWNER_MAY_NOT_CREATE % (
                     row["owner"], self.user, row["owner"], _schema_to(row)))
             # SET LOCAL ROLE, the name a parameter; the server checks the membership again
             db.execute("SELECT set_config('role', %s, true)", (row["owner"],))
@@ -542,10 +555,16 @@ class PostgresDialect(Dialect):
 
     def _named_by(self) -> Optional[str]:
         """Where the role the connection asked for was named, for a refusal to say what to
-        change: the URL's user (with where the config gives the URL), else PGUSER; None where
-        neither names one (libpq's default: the OS user)."""
-        if conninfo_to_dict(self.url).get("user"):
+        change: the URL's user (with where the config gives the URL), else the service's
+        (pg_service.conf) where it names another than PGUSER would, else PGUSER; None where
+        none names one (libpq's default: the OS user)."""
+        given = conninfo_to_dict(self.url)
+        if given.get("user"):
             return "the URL (%s)" % self.origin if self.origin else "the store's URL"
+        if self.user != (os.environ.get("PGUSER") or os_user()):
+            return "service %s in pg_service.conf (named by %s)" % (
+                given.get("service") or os.environ.get("PGSERVICE"),
+                "the URL" if given.get("service") else "PGSERVICE")
         return "PGUSER" if os.environ.get("PGUSER") else None
 
     def translate(self, err: BaseException) -> Optional[StoreError]:
@@ -567,7 +586,7 @@ class PostgresDialect(Dialect):
         if state == "3D000":
             return self._no_database(text)
         if state == "42501":  # the server's words, or the guard's (0004), less its CONTEXT
-            return StoreDenied(self.where, "role %s may not do this: %s" % (
+            return StoreForbidden(self.where, "role %s may not do this: %s" % (
                 self.user, err.diag.message_primary or text))
         if state == "25006":
             return StoreReadOnly(self.where, "is read-only (a standby server, or "
@@ -611,10 +630,29 @@ class PostgresDialect(Dialect):
         process's LC_MESSAGES'): told apart by what no language changes (docs/decisions.md,
         "A failed connection is told apart by libpq's facts, not its words"). libpq's own
         flag for a password asked and none given; else a ping (PQping: whether a server
-        answered, and whether it said 57P03). The words only choose the advice."""
+        answered, and whether it said 57P03), a second try, and a ping again. The words only
+        choose the advice."""
         text = " ".join(str(err).split()) or type(err).__name__
         if err.pgconn is not None and err.pgconn.needs_password:
             return self._denied(text, PASSWORD_FROM)
+        gone = self._not_answering(text)
+        if gone is None and self._taken_now():
+            return StoreUnavailable(self.where, TAKEN_NOW % text)
+        # the second try failed too: a refusal where the server still answers, not where it
+        # went away meanwhile (restarted again, under a second after the first)
+        gone = gone or self._not_answering(text)
+        if gone is not None:
+            return gone
+        if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
+            return self._no_slot(text)
+        if "database" in text and "does not exist" in text:
+            return self._no_database(text)
+        return self._denied(text)
+
+    def _not_answering(self, text: str) -> Optional[StoreUnavailable]:
+        """What a failed connection (libpq's ``text``) is where the server does not answer a
+        ping as one that takes connections (PQping: none there, or 57P03, starting or
+        shutting down); None where it does."""
         try:
             answer = _ping(make_conninfo(
                 self.url, connect_timeout=PING_TIMEOUT_S,
@@ -627,13 +665,7 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, NOT_NOW % text)
         if answer != pq.Ping.OK:
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
-        if self._taken_now():
-            return StoreUnavailable(self.where, TAKEN_NOW % text)
-        if _LIMIT_WORDS.search(text) or any(w in text for w in _NO_SLOT_WORDS):
-            return self._no_slot(text)
-        if "database" in text and "does not exist" in text:
-            return self._no_database(text)
-        return self._denied(text)
+        return None
 
     def _taken_now(self) -> bool:
         """Whether the server takes this connection now, whatever target_session_attrs asks:

@@ -173,7 +173,6 @@ class SqlStore(Store):
 
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
-        self.where = dialect.where
         self._lock = threading.Lock()
         self._db: Any = None
         try:
@@ -181,6 +180,7 @@ class SqlStore(Store):
         except BaseException:
             self.close()
             raise
+        self.where = dialect.where  # (as its connection found it: a PostgreSQL service's)
 
     def _migrate(self, db: Any) -> str:
         self.dialect.migrate(db)

@@ -16,10 +16,12 @@ from platformdirs import user_downloads_path
 from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.widgets import Button
 
-from fractui.config import Config
+from fractui.config import Config, ConfigError, keys_entry
 from fractui.store.intents import Asker
 from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
@@ -30,6 +32,7 @@ from fractui.tui.gpu_screen import (GpuBody, GpuScreen, Holder, ProfileList,
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
+from fractui.tui.keymap import Scope, clashes, keys_problem, shown_key
 from fractui.tui.messages import MessagesScreen, Notice, Notices
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
@@ -38,7 +41,7 @@ from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import DEFAULT, broken_themes, loaded_themes, theme_names
-from fractui.words import count
+from fractui.words import count, quoted
 
 
 class FractuiApp(App[None], inherit_bindings=False):
@@ -333,29 +336,62 @@ def _new_file(stem: str, suffix: str) -> tuple[int, str]:
             n += 1
 
 
+def scopes() -> tuple[Scope, ...]:
+    """Where bindings are active at once: each screen with each widget that takes its keys
+    (the app's keys over every screen that is not modal). Every binding the config may remap
+    is in one; ``tests/test_tui_keymap.py`` walks the screens to see these are their chains."""
+    return (Scope("the map", (FractuiApp, FleetScreen, SliceMap)),
+            Scope("the queue panel", (FractuiApp, FleetScreen, QueuePanel)),
+            Scope("a placement's preview", (FractuiApp, FleetScreen, PreviewBar)),
+            Scope("the job screen", (FractuiApp, JobScreen, LogView)),
+            Scope("the jobs view", (FractuiApp, JobsScreen, JobTable)),
+            Scope("the GPU view", (FractuiApp, GpuScreen, GpuBody)),
+            Scope("the MIG profile picker", (ProfileScreen, ProfileList)),
+            Scope("the report", (FractuiApp, ReportScreen, ReportBody)),
+            Scope("the messages", (FractuiApp, MessagesScreen, VerticalScroll)),
+            Scope("the help", (HelpScreen, VerticalScroll)),
+            Scope("a confirmation", (ConfirmScreen, Button)))
+
+
 def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
-    ids = []
-    for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
-                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ProfileScreen,
-                ProfileList, ReportScreen, ReportBody, GpuBody, MessagesScreen):
-        ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
+    ids: list[str] = []
+    for scope in scopes():
+        for cls in scope.nodes:
+            ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id and
+                    b.id not in ids]
     return ids
 
 
 def check_tui_settings(config: Config, themes: Iterable[str]) -> None:
-    """``[tui] keys`` must name known binding ids and ``[tui] theme`` a known theme."""
+    """``[tui] keys`` must name known binding ids, each with keys Textual can send and none
+    bound to something else where it is active, and ``[tui] theme`` a known theme."""
     known = binding_ids()
-    for binding_id, _keys in config.tui.keys:
+    for binding_id, keys in config.tui.keys:
         if binding_id not in known:
-            err = config.fail("tui.keys: unknown binding id '%s' (known: %s)" % (
-                binding_id, ", ".join(known)), "tui.keys", None, binding_id)
-            if err.line is None:  # keys = { ... } inline: point at the keys line
-                err = config.fail(err.message, "tui", None, "keys")
-            raise err
+            raise _keys_error(config, binding_id, "tui.keys: unknown binding id '%s' (known: %s)"
+                              % (binding_id, ", ".join(known)))
+        problem = keys_problem(keys)
+        if problem is not None:
+            raise _keys_error(config, binding_id, "%s = %s: %s" % (
+                keys_entry(binding_id), quoted(keys), problem))
+    clash = next(iter(clashes(scopes(), dict(config.tui.keys))), None)
+    if clash is not None:
+        raise _keys_error(config, clash.binding_id, (
+            "%s = %s: %s is also the key of %s on %s, so one of them could never be pressed "
+            "there (give one of them another key; ? there lists each key and its id)") % (
+            keys_entry(clash.binding_id), quoted(dict(config.tui.keys)[clash.binding_id]),
+            shown_key(clash.key), " and ".join(clash.others), clash.scope))
     names = sorted(themes)
     if config.tui.theme is not None and config.tui.theme not in names:
         broken = len(broken_themes())
         raise config.fail("tui.theme: unknown theme '%s' (known: %s)%s" % (
             config.tui.theme, ", ".join(names), "; %s did not load: fractui themes says why"
             % count(broken, "theme file") if broken else ""), "tui", None, "theme")
+
+
+def _keys_error(config: Config, binding_id: str, message: str) -> ConfigError:
+    """``message`` at the line of ``binding_id`` in ``[tui.keys]``, or of ``keys`` where the
+    keys are written inline (``keys = { ... }``)."""
+    err = config.fail(message, "tui.keys", None, binding_id)
+    return err if err.line is not None else config.fail(message, "tui", None, "keys")

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
@@ -90,7 +90,7 @@ class FleetCommands(Provider):
         """The entries that match, the closest first among those Textual scores alike: it
         keeps the order they come in, and ``cordon host a10`` ran on a100-1, listed first."""
         matcher = self.matcher(query)
-        found = [(matcher.match(e.text), e) for e in self._entries()]
+        found = [(_match(matcher, e.text)[0], e) for e in self._entries()]
         found = sorted([(score, e) for score, e in found if score > 0],
                        key=lambda f: (-f[0], _distance(matcher, f[1].text)))
         for rank, (score, entry) in enumerate(found):
@@ -101,8 +101,12 @@ class FleetCommands(Provider):
 
 TIE_NUDGE = 1e-9
 """How much of its score a hit gives up per place in our order (all of them, 1e-9 at most):
-Textual sorts by score alone, and its scores for one query differ by far more (multiples of
-1/(2·len(query)²)), so only ties are ordered by it."""
+Textual sorts by score alone. Our order follows its score, so a hit scored lower gives up more
+and never goes over one scored higher, however long the query; so only ties are ordered by it.
+Against the hits of Textual's system commands it is less than the least step between two
+scores (1/(2·len(query)²), of scores up to 8·len(query)) for queries up to about 390
+characters, and no title of theirs, all far shorter, matches a longer one (each character of
+the query is one of the text's)."""
 
 _WORD = re.compile(r"\w")
 
@@ -122,9 +126,78 @@ def _matched(matcher: Matcher, text: str) -> list[int]:
     """The characters of ``text`` the query matched. Textual's offsets are into its lower
     case, where a character can be two ('İ', as a job's name may hold): read as ``text``'s,
     they fell one off after it, and past its end (an IndexError, the palette gone)."""
-    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    _, offsets = _match(matcher, text)
     at = [i for i, c in enumerate(text) for _ in c.lower()]
     return sorted({at[o] for o in offsets})
+
+
+MATCH_WAYS = 20_000
+"""The partial matches Textual's fuzzy search may try for one entry (a few milliseconds);
+past them, an entry is scored by its first match. Textual tries every way the query's
+characters can be found in order and keeps the best: a job named ``a-b-`` 128 times took 30 s
+to score for ``abab``, the palette and the whole TUI stopped meanwhile, and a name may be 4096
+characters (never, then). The texts the palette matches every day take a few thousand at most
+(``lora-1e-4-128`` in an 80-character name of dashes and digits: 6,000)."""
+
+
+def _match(matcher: Matcher, text: str) -> tuple[float, Sequence[int]]:
+    """Textual's score of ``text`` for the query and the offsets it matched (into ``text`` as
+    Textual reads it, lower case unless the match is case-sensitive), where Textual's search
+    would try at most MATCH_WAYS partial matches; else the score of the first match in the
+    order Textual tries them (the query's characters each found as early as can be)."""
+    search = matcher.fuzzy_search
+    query, seen = matcher.query, text
+    if not search.case_sensitive:
+        query, seen = query.lower(), seen.lower()
+    if query in seen:  # (Textual's quick way: one match, where the query is found whole)
+        return search.match(matcher.query, text)
+    places = _places(query, seen)
+    if not places or _ways(places) <= MATCH_WAYS:
+        return search.match(matcher.query, text)
+    first: list[int] = []
+    for found in places:
+        first.append(next((at for at in found if not first or at > first[-1]), -1))
+        if first[-1] < 0:
+            return 0.0, ()
+    return search.score(seen, first), first
+
+
+def _places(query: str, text: str) -> list[list[int]]:
+    """Where Textual's search looks for each of the query's characters (``FuzzySearch._match``:
+    from just after the first place of the one before, up to about where the rest would no
+    longer fit); none where one is not found."""
+    places: list[list[int]] = []
+    start = 0
+    for n, char in enumerate(query):
+        found, at, end = [], start, len(text) - n
+        while (hit := text.find(char, at)) != -1:
+            found.append(hit)
+            at = hit + 1
+            if at >= end:
+                break
+        if not found:
+            return []
+        places.append(found)
+        start = found[0] + 1
+    return places
+
+
+def _ways(places: list[list[int]]) -> int:
+    """The partial matches Textual's search tries (each character's places after the one
+    before's), counted to just past MATCH_WAYS."""
+    ways = [1] * len(places[0])
+    total = len(ways)
+    for before, found in zip(places, places[1:]):
+        now, sum_before, k = [], 0, 0
+        for at in found:
+            while k < len(before) and before[k] < at:
+                sum_before, k = min(sum_before + ways[k], MATCH_WAYS + 1), k + 1
+            now.append(sum_before)
+        ways = now
+        total = min(total + sum(ways), MATCH_WAYS + 1)
+        if total > MATCH_WAYS:
+            break
+    return total
 
 
 def from_fleet(fleet: Screen[object], run: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import threading
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
@@ -202,6 +203,11 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """(host, agent job, since when the host was connected) of the output followed: a
         host that connected again has lost the follow, and is asked anew."""
         self._unfollow: Callable[[], None] = lambda: None
+        self._handed: list[Callable[[], None]] = []
+        """The stops of follows handed to this screen (``Following``) and not yet taken."""
+        self._left = False
+        """Whether the screen was left: a follow answered since is ended by its worker."""
+        self._follows_lock = threading.Lock()
         self.log_error: Optional[str] = None
         """Why the output followed is not shown (refused, or not reached), said on the log's
         state line until it is asked anew."""
@@ -228,7 +234,11 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.show_state()
 
     def on_unmount(self) -> None:
-        self._unfollow()
+        with self._follows_lock:
+            self._left = True
+            handed, self._handed = self._handed, []
+        for stop in [self._unfollow] + handed:  # (a message not yet taken is never handled)
+            stop()
 
     # -- data in --
 
@@ -408,9 +418,18 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         except (HostUnavailable, Denied, StoreError) as err:
             self.post_message(LogData("", error=str(err)))
             return
-        self.post_message(Following(lines, stop))
+        with self._follows_lock:  # the screen left meanwhile: none would end this follow
+            if not self._left:
+                self._handed.append(stop)
+                self.post_message(Following(lines, stop))
+                return
+        stop()
 
     def on_following(self, message: Following) -> None:
+        with self._follows_lock:
+            if message.stop not in self._handed:  # ended as the screen was left
+                return
+            self._handed.remove(message.stop)
         self._unfollow = message.stop
         self.logview.write("".join(line + "\n" for line in message.lines))
         self.show_state()

@@ -210,6 +210,18 @@ class Source:
         return list(self._logs.get("%s/%s" % (host, agent_job), ())), lambda: None
 
 
+@dataclasses.dataclass
+class Followers:
+    """The follows of one job's output on one host's session that screens asked for: the
+    agent keeps one follow per job and connection, so it is asked to end only when none is
+    left, and under ``lock``, in turn with a new follow — an unfollow sent from its thread
+    after a new screen of that job asked (a screen closed and opened again at once) never
+    ends that screen's follow."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    count: int = 0
+
+
 class LiveSource(Source):
     """The configured fleet (its sessions started here) and the store, if there is one."""
 
@@ -221,6 +233,9 @@ class LiveSource(Source):
         self._latest = {s.name: dataclasses.replace(s) for s in self.fleet.statuses()}
         self._stopped = threading.Event()
         self._watcher: Optional[threading.Thread] = None
+        self._followers: dict[tuple[str, str], Followers] = {}
+        """By (host, agent job): kept for the source's life, one small record per job
+        followed."""
 
     def start(self) -> None:
         self.fleet.start()
@@ -313,10 +328,14 @@ class LiveSource(Source):
                         return
                 tell(params)
 
+        with self._lock:
+            followers = self._followers.setdefault((host, agent_job), Followers())
         session.listeners.append(on_log)
         try:
-            first = session.call("job.logs", {"job": agent_job, "key": key,
-                                              "lines": LOG_LINES, "follow": True}, CALL_S)
+            with followers.lock:
+                first = session.call("job.logs", {"job": agent_job, "key": key,
+                                                  "lines": LOG_LINES, "follow": True}, CALL_S)
+                followers.count += 1
         except Exception:
             session.listeners.remove(on_log)
             raise
@@ -326,21 +345,28 @@ class LiveSource(Source):
             held = None
 
         def stop() -> None:
-            if on_log in session.listeners:
-                session.listeners.remove(on_log)
+            if on_log not in session.listeners:  # stopped already: its follow is not counted
+                return
+            session.listeners.remove(on_log)
             # tell the agent too, off the UI thread (it would push until the job ends)
-            threading.Thread(target=self._unfollow, args=(session, agent_job, key),
+            threading.Thread(target=self._unfollow, args=(session, agent_job, key, followers),
                              daemon=True, name="unfollow").start()
 
         return list(first.get("lines") or ()), stop
 
     @staticmethod
-    def _unfollow(session: HostSession, agent_job: str, key: Optional[str]) -> None:
-        try:
-            session.call("job.logs", {"job": agent_job, "key": key, "lines": 0,
-                                      "follow": False}, CALL_S)
-        except (HostUnavailable, AgentCallError) as err:  # gone with its host: nothing to stop
-            log.info("unfollowing %s/%s: %s", session.cfg.name, agent_job, err)
+    def _unfollow(session: HostSession, agent_job: str, key: Optional[str],
+                  followers: Followers) -> None:
+        """Ends the agent's follow of the job, unless another screen still follows it."""
+        with followers.lock:
+            followers.count -= 1
+            if followers.count:
+                return
+            try:
+                session.call("job.logs", {"job": agent_job, "key": key, "lines": 0,
+                                          "follow": False}, CALL_S)
+            except (HostUnavailable, AgentCallError) as err:  # gone with its host: nothing
+                log.info("unfollowing %s/%s: %s", session.cfg.name, agent_job, err)  # to stop
 
     def set_simulated(self, host: str, pids: frozenset[str]) -> None:
         """The demo's simulated load changed on ``host`` (its pids, as strings)."""

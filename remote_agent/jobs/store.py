@@ -69,6 +69,9 @@ MIGRATIONS: List[List[str]] = [
         "UPDATE jobs SET kill_at = kill_at - wall_now() + monotonic_now() "
         "WHERE kill_at IS NOT NULL",
     ],
+    [  # 6: a failed job's last line of output (remote_agent/jobs/last_line.py)
+        "ALTER TABLE jobs ADD COLUMN last_line TEXT",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 # What SQLite says of a step whose work a table already has (a version set back by hand, a file
@@ -117,6 +120,7 @@ class Job:
     image: Optional[str] = None  # the image of a container job
     container: Optional[str] = None  # the runtime's name for its container, where it has one
     container_cgroup: Optional[str] = None  # that container's own cgroup, once it runs
+    last_line: Optional[str] = None  # a job that exited non-zero: its output's last line
 
     @property
     def active(self) -> bool:

@@ -43,7 +43,7 @@ from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, rea
     write_private
 from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import booking, caps, output, powers, procs, runtime
+from remote_agent.jobs import booking, caps, last_line, output, powers, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
@@ -1152,6 +1152,17 @@ class Supervisor:
     def log_paths(self, job: Job) -> List[str]:
         base = os.path.join(self.job_dir(job), output.LOG_NAME)
         return [p for p in (base + ".1", base) if os.path.exists(p)]
+
+    def last_line(self, job: Job) -> Optional[str]:
+        """The last line of the job's output, as how it ended carries it (remote_agent/jobs/
+        last_line.py), from one bounded read of its log's end; None where it printed none, or
+        its log cannot be read (said: its end is recorded all the same)."""
+        try:
+            data, _ = log_bytes(self.log_paths(job), last_line.READ_BYTES)
+        except (OSError, RpcError) as err:
+            log.warning("job j%d: the last line of its output is not read: %s", job.id, err)
+            return None
+        return last_line.last_line(data, whole=len(data) < last_line.READ_BYTES)
 
     def made_pipe(self, job: Job) -> Optional[List[int]]:
         """Which FIFO the job's shim made, as it recorded it in started.json (None where there

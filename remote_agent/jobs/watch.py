@@ -154,6 +154,8 @@ class Watchdog:
             changes.update(state="killed", reason=job.stop_reason, exit_code=ended.get("code"))
         else:
             changes.update(state="exited", exit_code=ended.get("code"))
+            if changes["exit_code"]:  # a failure: its last words most often say why
+                changes["last_line"] = sup.last_line(job)
         sup.finish(job, **changes)
 
     def _take_over(self, job: Job) -> bool:
