@@ -24,8 +24,8 @@ from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image
 from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
-from fractui.terminal import (escape_what_cannot_be_encoded, say, stdout_to_devnull,
-                              text_only_to_terminals)
+from fractui.terminal import (closed_streams_to_devnull, escape_what_cannot_be_encoded, say,
+                              stdout_to_devnull, text_only_to_terminals)
 from fractui.usage import BY
 from fractui.words import as_typed, quoted
 
@@ -73,7 +73,8 @@ class _Parser(argparse.ArgumentParser):
     --version into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError
     out: 141); and a word that is none of an argument's choices (a verb, --by) is named back
     as every word given is (``words.quoted``): argparse said it whole, a 100,000-character
-    one too. Its help is wrapped by ``_Formatter``, its verbs' too."""
+    one too, with the choice meant where one is close (``fractui job``: did you mean 'jobs'?),
+    as an unknown option is. Its help is wrapped by ``_Formatter``, its verbs' too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
@@ -81,8 +82,11 @@ class _Parser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentError(action, "invalid choice: %s (choose from %s)" % (
-                quoted(value), ", ".join(map(repr, action.choices))))
+            close = difflib.get_close_matches(value, list(action.choices), n=1) if isinstance(
+                value, str) else []
+            raise argparse.ArgumentError(action, "invalid choice: %s (%schoose from %s)" % (
+                quoted(value), "did you mean %r? " % close[0] if close else "",
+                ", ".join(map(repr, action.choices))))
 
     def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
         try:
@@ -178,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None, metavar="N",
-                   help="with --all: the newest N (%d)" % JOBS_LIMIT)
+                   help="with --all: the newest N ended jobs (%d); every active one is "
+                   "listed whatever N is" % JOBS_LIMIT)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
@@ -339,6 +344,7 @@ def _demo_gpus(text: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command line; returns its exit code, whatever happened."""
+    closed_streams_to_devnull()
     escape_what_cannot_be_encoded()
     try:
         try:

@@ -138,9 +138,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if numbers:
                 stored, missing = _numbered(store, numbers)
             else:
-                stored = store.jobs(None if args.all else ACTIVE, limit=(
-                    args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
-                                    users=users)
+                stored = _listed(store, args, hosts or None, users)
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
@@ -193,6 +191,20 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     for err in missing:  # after the jobs found, which a script reads first
         say(str(err))
     return EXIT_FAILED if failed or missing else 0
+
+
+def _listed(store: Store, args: argparse.Namespace, hosts: Optional[List[str]],
+            users: Optional[List[str]]) -> List[Job]:
+    """The store's jobs ``jobs`` lists, by number: every active one, and with ``--all`` the
+    newest N ended ones too. N bounds the ended only: taken from all, a job that ran for a
+    day behind 200 newer ones left ``jobs --all`` while ``jobs`` still listed it. The active
+    are read first, so a job that ends between the reads is in both and kept as ended:
+    never in neither."""
+    listed = {j.id: j for j in store.jobs(ACTIVE, hosts=hosts, users=users)}
+    if args.all:
+        listed.update((j.id, j) for j in store.jobs(ENDED, limit=args.limit or JOBS_LIMIT,
+                                                    hosts=hosts, users=users))
+    return [listed[number] for number in sorted(listed)]
 
 
 def _copy_rows(config: Config, copies: List[Unheld], answers: Dict[str, Any],
@@ -481,8 +493,7 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
 def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
     """The job's tail as kept, a fresh one asked for where it is not complete; and why it is
     not fresh ("" where it is). Failed where none is kept at all."""
-    host = job.slot.host  # type: ignore[union-attr]
-    unasked = _unanswered(host)
+    unasked = ""
     tail = store.log_tail(job.id)
     fresh = tail is not None and tail.complete
     if not fresh:
@@ -491,6 +502,7 @@ def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
         except StoreForbidden as err:  # a role that may only read (or the guard refusing
             # it): what is kept, said so; a role refused at a reconnect is no reader's to pass
             unasked = "%s, so no fresher output was asked for" % err
+        unasked = unasked or ("" if fresh else _unanswered(store, job))
         tail = store.log_tail(job.id)
     if tail is None:
         raise Failed("job %d's output is not in the store: %s" % (job.id, unasked))
@@ -515,9 +527,14 @@ def _nothing(label: str, host: str, ended: bool, since: Optional[float],
         "; following it" if follow else "")
 
 
-def _unanswered(host: str) -> str:
+def _unanswered(store: Store, job: Job) -> str:
+    """Why no fresh tail of the job came within LOG_WAIT_S: no lease holder, where the store
+    says so (as ``jobs`` and ``logs -f`` of a pending job say it), else one that did not
+    answer, with what it may lack."""
+    if store.lease_holder() is None:
+        return "%s for %.0f s" % (NO_SCHEDULER, kept_output.LOG_WAIT_S)
     return "no scheduler answered within %.0f s (is one running, holding the lease, able to " \
-        "reach %s?)" % (kept_output.LOG_WAIT_S, host)
+        "reach %s?)" % (kept_output.LOG_WAIT_S, job.slot.host)  # type: ignore[union-attr]
 
 
 def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
@@ -544,7 +561,8 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             time.sleep(max(0.0, asked + kept_output.FOLLOW_EVERY_S - time.monotonic()))
             asked = time.monotonic()
             if not _ask_tail(store, feed, job):
-                raise Failed("stopped following job %d: %s" % (job.id, _unanswered(host)))
+                raise Failed("stopped following job %d: %s" % (job.id,
+                                                                _unanswered(store, job)))
             now = store.get(job.id)
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
                 return _sent_back(store, job.id)

@@ -78,7 +78,9 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     out = ["usage %sfrom %s to %s, by %s (GPU-hours; fractions as charged)" % (
         "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
         _local(r.until), r.by)]
-    if r.start > r.since:
+    if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
+        out.append("(the store keeps nothing of this range: what it keeps begins after it)")
+    elif r.start > r.since:
         out.append("(the store keeps nothing of it before %s: means over time start there)"
                    % _local(r.start))
     t = r.total

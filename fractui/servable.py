@@ -121,9 +121,14 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
             name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
             kinds[name] = kinds.get(name, 0) + 1
     fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
-    why = "no GPU %s could ever hold what queue %s asks for (%s, %s); %s %s" % (
+    # several GPUs are one host's: a fleet of 16 told it could not hold 8 read as wrong
+    most = max(len(view.gpu_records()) for view in idle)
+    why = "no %s %s could ever hold what queue %s asks for (%s, %s)%s; %s %s" % (
+        "host" if queue.gpus > 1 else "GPU",
         "in the fleet" if whole else "of the hosts heard from", queue.name, queue.describe(),
-        _filters(queue, gpu_only), "the fleet has" if whole else "they have", fleet)
+        _filters(queue, gpu_only), ": a job's GPUs are all on one host, and the most one has "
+        "is %d" % most if queue.gpus > most else "", "the fleet has" if whole else
+        "they have", fleet)
     if gpu_only:
         return why
     cpus = max(float(f.get("cpus") or 0) for f in inventory.values())

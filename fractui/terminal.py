@@ -83,6 +83,27 @@ class TerminalText(io.TextIOBase):
         return self.stream.encoding
 
 
+def closed_streams_to_devnull() -> None:
+    """A standard stream closed as fractui started (``fractui jobs >&-``, ``2>&-``) reads and
+    writes /dev/null, as if so redirected: Python leaves its ``sys.stdout`` None, which the
+    verbs' writes met as an internal error (exit 70, said on stdout where stderr was the one
+    closed), and its descriptor free, for the next file opened — the store's — to take and a
+    host's agent, a child, to inherit as its own stdout or stderr."""
+    for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY),
+                           (2, "stderr", os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:  # closed (EBADF)
+            pass
+        devnull = os.open(os.devnull, mode)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
 def escape_what_cannot_be_encoded() -> None:
     """A character stdout's or stderr's encoding cannot hold (a job's name in Unicode under
     PYTHONIOENCODING=ascii or a Latin-1 locale) is written as its escape, ``\\xe9``, rather than

@@ -1057,6 +1057,35 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
         (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
 
 
+def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd):
+    """``jobs --all`` took the newest N jobs of every state: a job that had run for a day
+    behind N newer ones that ended left ``jobs --all`` (``--me`` too) while ``jobs`` listed
+    it. N bounds the ended jobs; every active one is listed, in number order."""
+    me = os_user()  # (the store's word on who submitted: --me lists them)
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        running = store.submit("q", None, "long", ["x"], {"gpu": 0.5}, me)
+        store.place(running.id, Slot("gpu-a", (0,), memory_mib=512), "sched", "decided")
+        store.started(running.id, "j1", None, "sched", "launched")
+        waiting = store.submit("q", None, "waits", ["x"], {"gpu": 0.5}, me)
+        ended = [store.ended(store.submit("q", None, "short", ["x"], {"gpu": 0.5}, me).id,
+                             ("pending",), "cancelled", "by me", "me", "cancelled", "cancel")
+                 for _ in range(3)]
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    for whose in ([], ["--me"]):
+        code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all",
+                                            "--limit", "2", "--json", *whose])
+        assert code == 0, err
+        assert [j["id"] for j in json.loads(out)["jobs"]] == [
+            running.id, waiting.id, ended[1].id, ended[2].id], out
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all"])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        str(j.id) for j in (running, waiting, *ended)], out
+
+
 def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
     """A GPU the store keeps without its memory, model or index (as an older or a foreign
     agent reported it) printed "None MiB", "None", "gpuNone"; the live hosts' lines crashed on
@@ -1481,6 +1510,48 @@ def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tm
     done = subprocess_run(["--config", os.fsdecode(b"/tmp/\xfe\xff"), "jobs"], ascii_locale)
     assert (done.returncode, done.stderr) == (
         2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "<&-", ">&- 2>&-"])
+def test_a_stream_closed_as_fractui_starts_is_dev_null_never_an_internal_error(tmp_path,
+                                                                               closed):
+    """``fractui jobs >&-`` (a cron line, a script's ``exec >&-``) was exit 70, "internal
+    error: AttributeError: 'NoneType' object has no attribute 'isatty'", and with stderr
+    closed that line went to stdout: Python leaves a stream closed at start None. Each now
+    writes to /dev/null: the verb runs, its code is its own, and what is said on the stream
+    left open is said there."""
+    SqliteStore(str(tmp_path / "store.db")).close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    for argv, code, said in ((["--config", str(config), "jobs", "--me"], 0,
+                              "no active jobs (--all lists ended ones too)\n"),
+                             (["--config", str(tmp_path / "none.toml"), "jobs"], 2,
+                              "fractui: %s: no such file\n" % (tmp_path / "none.toml"))):
+        run = subprocess.run(["/bin/sh", "-c", 'exec "$@" %s' % closed, "sh", PY, "-m",
+                              "fractui", *argv], capture_output=True, text=True,
+                             cwd=localfleet.REPO, timeout=120)
+        out, err = run.stdout, run.stderr
+        assert run.returncode == code and not leaks(out + err), (run, closed)
+        if closed in ("2>&-", "<&-"):  # stdout open: the jobs listed there, and only they
+            assert out == (said if code == 0 else ""), (out, closed)
+        if closed in (">&-", "<&-"):  # stderr open: the error said there
+            assert err.startswith(said) if code else err == "", (err, closed)
+
+
+def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
+    """An unknown option was said with the one meant (``--mine``: did you mean --me?), but a
+    mistyped verb or choice only with the whole list: ``fractui job``, ``fractui log 12``,
+    ``report --by users``. Each now names the close one first, as a queue's name is; a word
+    close to none is said with the list alone."""
+    for argv, said in (
+            (["job"], "argument VERB: invalid choice: 'job' (did you mean 'jobs'? choose from "
+                      "'status', "),
+            (["log", "12"], "invalid choice: 'log' (did you mean 'logs'? choose from "),
+            (["report", "--by", "users"], "argument --by: invalid choice: 'users' (did you "
+                                          "mean 'user'? choose from 'team', "),
+            (["report", "--by", "zzz"], "invalid choice: 'zzz' (choose from 'team', ")):
+        code, out, err = in_process(capfd, argv)
+        assert (code, out) == (2, "") and said in err and not leaks(err), err
 
 
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,

@@ -874,7 +874,9 @@ SIM_HOSTS = ('[[hosts]]\nname = "l4s"\ntransport = "local"\nsim = "2xL4"\n'
 @pytest.mark.parametrize("queue, says", [
     ('mig = "7g.80gb"\nhosts = ["l4s"]', "(7g.80gb, isolation any, hosts l4s); the fleet has "
                                          "2x L4"),
-    ("gpus = 3", "(3 GPUs, isolation any); the fleet has 1x A100-80GB, 2x L4"),
+    # 3 GPUs, of a fleet of 3: a job's are one host's (no GPU could hold 3 read as wrong)
+    ("gpus = 3", "(3 GPUs, isolation any): a job's GPUs are all on one host, and the most one "
+                 "has is 2; the fleet has 1x A100-80GB, 2x L4"),
     ("memory_gib = 100", "(100 GiB, isolation any); the fleet has 1x A100-80GB, 2x L4"),
     ('gpu = 0.5\ngpu_models = ["H100"]', "(0.5 GPU, isolation any, models H100)"),
     ('gpu = 0.5\nisolation = "mig"\nhosts = ["l4s"]', "(0.5 GPU, isolation mig, hosts l4s)"),
@@ -883,8 +885,8 @@ def test_a_queue_the_sim_specs_cannot_serve_is_refused_at_load(tmp_path, monkeyp
                                                               says):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     message = checked_error(tmp_path, SIM_HOSTS + '[[queues]]\nname = "q"\n' + queue + "\n")
-    assert message.startswith("F:11: no GPU in the fleet could ever hold what queue q asks for "
-                              + says), message
+    assert message.startswith("F:11: no %s in the fleet could ever hold what queue q asks for "
+                              % ("host" if "gpus" in queue else "GPU") + says), message
     assert message.endswith(" (from their sim specs)")
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from fractui import kept_output
 from fractui.config import QueueConfig
-from fractui.store import open_store
+from fractui.store import Slot, open_store
 from fractui.store.sql import SqlStore
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
@@ -246,7 +246,7 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
 
 def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
     """The lease holder goes away while a job is followed: the follower stops after its wait,
-    saying no scheduler answered, and does not block for ever. Its wait is 3 s here (the
+    saying no scheduler runs, and does not block for ever. Its wait is 3 s here (the
     product's is 10 s): long enough for the lease holder's answers while it is there."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
@@ -269,9 +269,9 @@ def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
             head.terminate()
             head.wait(30)
     assert (follower.returncode, "".join(first) + out) == (1, "hello\nline two\n"), err
-    assert err.endswith(
-        "fractui: stopped following job %d: no scheduler answered within 3 s (is one "
-        "running, holding the lease, able to reach gpu-a?)\n" % job.id), err
+    # (its lease handed over as it ended: the store says none holds it, and so does logs)
+    assert err.endswith("fractui: stopped following job %d: %s for 3 s\n" % (
+        job.id, NO_SCHEDULER)), err
 
 
 def test_follow_with_no_scheduler_at_all_says_so_after_its_wait(local_fleet, capfd,
@@ -287,6 +287,29 @@ def test_follow_with_no_scheduler_at_all_says_so_after_its_wait(local_fleet, cap
     assert err == ("fractui: job %d's output is not in the store: no scheduler answered "
                    "within 1 s (is one running, holding the lease, able to reach gpu-a?)\n"
                    % job.id)
+
+
+@pytest.mark.parametrize("follow", [[], ["-f"]])
+def test_a_running_jobs_output_with_no_lease_holder_says_none_runs(tmp_path, capfd,
+                                                                   monkeypatch, follow):
+    """A running job's output asked for while no scheduler holds the lease: the researcher was
+    asked "is one running, holding the lease, able to reach gpu-a?", which the store could
+    answer and she cannot. Said as jobs and logs -f of a pending job say it: none runs."""
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        job = store.submit("quarter", None, "talk", TALK, QUARTER.request(), "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=5758), "sched", "decided")
+        store.started(job.id, "j1", None, "sched", "launched")
+    finally:
+        store.close()
+    user = tmp_path / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    code, out, err = in_process(capfd, ["--config", str(user), "logs", *follow, str(job.id)])
+    assert (code, out) == (1, ""), err
+    assert err == "fractui: job %d's output is not in the store: %s for 1 s\n" % (
+        job.id, NO_SCHEDULER), err
 
 
 @pytest.mark.parametrize("why", [None, "team vision is at its quota (1.00 of 1.00 GPUs held)"])

@@ -169,3 +169,9 @@ def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_rang
     code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
                                         _at(t0 - 2000), "--until", _at(t0)])
     assert "keeps nothing" not in out, out
+    # a range that ended before anything kept: it was "nothing of it before" its own end
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                        _at(t0 - 5000), "--until", _at(t0 - 4000)])
+    assert code == 0 and out.splitlines()[1:3] == [
+        "(the store keeps nothing of this range: what it keeps begins after it)",
+        "no job held a GPU in this range, and no GPU time was kept"], (out, err)
