@@ -216,6 +216,24 @@ def test_a_pg_services_role_and_server_are_named_as_libpq_reads_them(pg_server, 
         store.close()
 
 
+def test_a_pg_service_whose_server_never_answers_is_named_as_libpq_reads_it(tmp_path,
+                                                                           monkeypatch):
+    """psycopg keeps no connection of one its connect timeout ended (err.pgconn None), so a
+    service's server that took the TCP connection and never answered was said as the guess:
+    "store postgresql://localhost:5432/root: cannot reach the PostgreSQL server"."""
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # (its backlog takes, none answers)
+        port = mute.getsockname()[1]
+        services = tmp_path / "pg_service.conf"
+        services.write_text("[mute]\nhost=127.0.0.1\nport=%d\ndbname=far\nuser=ann\n" % port)
+        monkeypatch.setenv("PGSERVICEFILE", str(services))
+        monkeypatch.delenv("PGSERVICE", raising=False)
+        with pytest.raises(StoreUnavailable) as failed:
+            open_store("postgresql:///?service=mute&connect_timeout=1")
+    assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " %
+                                        postgresql_url("127.0.0.1", str(port), "far")), \
+        str(failed.value)
+
+
 def test_stale_copies_none_only_where_the_role_is_not_granted_them(pg_server, pg_url):
     """stale_copies reads none where the role may not read the table (a reader granted the
     jobs alone): its copies are said as late copies. It read none for any StoreDenied, so a

@@ -197,8 +197,9 @@ def test_a_stale_copy_is_said_to_be_one(local_fleet, capfd):  # noqa: F811
 
 def test_a_role_that_may_not_read_the_stale_copies_is_shown_a_stale_one_as_late(tmp_path):
     """A PostgreSQL role granted SELECT on the jobs alone is refused the stale copies
-    (StoreForbidden; tests/test_store_postgres.py reads it so on a real server): ``jobs``, ``status`` and the TUI then judge the copies without them (a stale
-    copy said as the late copy it also is), rather than failing whole."""
+    (StoreForbidden; tests/test_store_postgres.py reads it so on a real server): ``jobs``,
+    ``status`` and the TUI then judge the copies without them (a stale copy said as the late
+    copy it also is), rather than failing whole."""
     from fractui.copy_words import judged_again, stale_copies
     from fractui.sched.copies import Unheld
     from fractui.store import SqliteStore

@@ -250,7 +250,7 @@ def _target(url: str, made: Optional[pq.abc.PGconn] = None) -> tuple[str, str]:
     options are parsed before it tries); before one, the variables' are a guess."""
     parts = conninfo_to_dict(url)
     said: dict[str, str] = {}
-    if made is not None and (parts.get("service") or os.environ.get("PGSERVICE")):
+    if made is not None and _service(url):
         said = {k: v.decode("utf-8", "replace") for k, v in (
             ("user", made.user), ("host", made.host), ("port", made.port),
             ("dbname", made.db)) if v}
@@ -261,6 +261,26 @@ def _target(url: str, made: Optional[pq.abc.PGconn] = None) -> tuple[str, str]:
     db = given("dbname", "PGDATABASE") or user
     return user, postgresql_url(given("host", "PGHOST") or "localhost",
                                 given("port", "PGPORT") or "5432", db)
+
+
+def _service(url: str) -> Optional[str]:
+    """The pg_service.conf service ``url`` names (its ``service``, else PGSERVICE), or None."""
+    return conninfo_to_dict(url).get("service") or os.environ.get("PGSERVICE")
+
+
+def _target_of_failed(url: str, made: Optional[pq.abc.PGconn]) -> tuple[str, str]:
+    """_target of a connection that failed, ``made`` libpq's where psycopg kept it. psycopg
+    keeps none of one its connect timeout ended, and a service's server that took the TCP
+    connection and never answered was named by the variables' guess (localhost:5432, the OS
+    user): libpq reads the URL again then, into a connection it begins and that is ended at
+    once, no server waited on (a host's name resolved, as each try of it resolves it)."""
+    if made is not None or not _service(url):
+        return _target(url, made)
+    begun = pq.PGconn.connect_start(url.encode())
+    try:
+        return _target(url, begun)
+    finally:
+        begun.finish()
 
 
 class PostgresDialect(Dialect):
@@ -290,7 +310,7 @@ class PostgresDialect(Dialect):
             db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
                                  client_encoding="UTF8", **extra)
         except psycopg.OperationalError as err:
-            self.user, self.where = _target(self.url, err.pgconn)
+            self.user, self.where = _target_of_failed(self.url, err.pgconn)
             if err.sqlstate:
                 raise
             raise self._refused_at_connect(err) from err
