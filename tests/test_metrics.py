@@ -457,14 +457,16 @@ def test_idle_connections_past_the_bound_close_the_oldest_and_a_scrape_is_answer
     could open thousands. At CONNECTIONS the oldest that has sent no request is closed for
     the new one, said once, so a scrape is answered among any number of idle ones."""
     monkeypatch.setattr(exporting, "CONNECTIONS", 4)
+    monkeypatch.setattr(exporting, "REQUEST_SECONDS", 600.0)  # (closed by the bound alone)
     with serving() as port:
-        idle = [connected(port) for _ in range(10)]
-        for conn in idle[:6]:  # closed for the four after them, with nothing sent
-            assert answer(conn) == b""
+        idle = [connected(port) for _ in range(4)]
+        for _ in range(6):  # each new one closes the oldest, which sent nothing
+            idle.append(connected(port))
+            assert answer(idle.pop(0)) == b""
         assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
-        assert answer(idle[6]) == b""  # the oldest, closed for the scrape
-        for conn in idle[7:]:
-            conn.close()
+        assert answer(idle.pop(0)) == b""  # the oldest, closed for the scrape
+        for conn in idle:  # the newest, kept: their requests are answered
+            assert answer(conn, REQUEST).startswith(b"HTTP/1.0 200 OK")
     assert full(caplog) == ["metrics: 4 connections open at 127.0.0.1:%d, the most served at "
                             "once; said once while it lasts: closed the oldest that had sent "
                             "no request" % port]
