@@ -573,6 +573,26 @@ def test_stopping_closes_the_connections_that_have_sent_no_request():
         scrape("127.0.0.1", port)
 
 
+def test_stopping_answers_a_request_being_answered():
+    """A request whose headers are in when the lease is lost is answered (docs/metrics.md,
+    "Limits"): the stop closes only those that have sent no request."""
+    entered, go = threading.Event(), threading.Event()
+
+    def slow_hosts() -> Sequence[HostView]:
+        entered.set()
+        go.wait(60)
+        return HOSTS
+
+    got: List[str] = []
+    with serving(slow_hosts) as port:
+        scraping = threading.Thread(target=lambda: got.append(scrape("127.0.0.1", port)))
+        scraping.start()
+        assert entered.wait(60)
+    go.set()  # (the stop has returned, the answer still being made)
+    scraping.join(60)
+    assert len(got) == 1 and "fractui_scheduler_lease_held" in got[0]
+
+
 def test_headers_past_head_bytes_are_answered_431_and_a_long_line_414(monkeypatch, caplog):
     """Headers are read up to HEAD_BYTES in all (http.server's own bounds, 100 lines of 64 KiB,
     let one connection hold 6.5 MiB); a request line up to 64 KiB (http.server's)."""
