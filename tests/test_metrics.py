@@ -417,10 +417,11 @@ REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @contextmanager
-def serving(hosts: Callable[[], Sequence[HostView]] = lambda: HOSTS) -> Iterator[int]:
+def serving(hosts: Callable[[], Sequence[HostView]] = lambda: HOSTS,
+            address: str = "127.0.0.1") -> Iterator[int]:
     """A real exporter holding the lease on a loopback port (yielded), closed after."""
     port = closed_port()
-    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), hosts)
+    exporter = Exporter((address, port), Config(path=None, teams=TEAMS), hosts)
     try:
         exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
         yield port
@@ -591,6 +592,28 @@ def test_stopping_answers_a_request_being_answered():
     go.set()  # (the stop has returned, the answer still being made)
     scraping.join(60)
     assert len(got) == 1 and "fractui_scheduler_lease_held" in got[0]
+
+
+def test_an_ipv6_address_is_said_in_brackets(monkeypatch, caplog):
+    """At "[::1]:PORT" the URL served, the port another holds and the bound reached are said
+    with the address in brackets, as [metrics] listen writes it: "::1:PORT" named no port
+    (and "http://::1:PORT/metrics" is no URL)."""
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    monkeypatch.setattr(exporting, "CONNECTIONS", 1)
+    with serving(address="::1") as port:
+        first, second = (socket.create_connection(("::1", port), timeout=60) for _ in "12")
+        assert answer(first) == b""  # closed for the second
+        second.close()
+        other = Exporter(("::1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+        other.report(PassReport("me", held=True, store_ok=True, jobs=JOBS))  # (taken)
+        assert not other.serving
+    said = [r.getMessage() for r in caplog.records]
+    assert "metrics: serving http://[::1]:%d/metrics while this scheduler holds the lease" % (
+        port) in said
+    assert any(m.startswith("metrics: cannot listen on [::1]:%d " % port) for m in said), said
+    assert full(caplog) == ["metrics: 1 connections open at [::1]:%d, the most served at "
+                            "once; said once while it lasts: closed the oldest that had sent "
+                            "no request" % port]
 
 
 def test_headers_past_head_bytes_are_answered_431_and_a_long_line_414(monkeypatch, caplog):

@@ -133,9 +133,9 @@ class Exporter:
             for server in bound:
                 server.server_close()
             held = holders(port) if err.errno == errno.EADDRINUSE else ""
-            self._failures.failed("listen", "metrics: cannot listen on %s:%d%s ([metrics] "
+            self._failures.failed("listen", "metrics: cannot listen on %s%s ([metrics] "
                                   "listen%s): %s%s; tried again every pass" % (
-                                      host, port, at, " in %s" % self.config.path
+                                      _at(host, port), at, " in %s" % self.config.path
                                       if self.config.path else "", err.strerror or err, held),
                                   logging.ERROR, same=str(err) + at + held)
             return
@@ -143,10 +143,10 @@ class Exporter:
             threading.Thread(target=server.serve_forever, name="metrics-%s" % (
                 server.server_address[0]), daemon=True).start()
         self._servers = bound
-        self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
+        self._failures.worked("listen", "metrics: can listen on %s again" % _at(host, port))
         on = [s.server_address[0] for s in bound]
-        log.info("metrics: serving http://%s:%d/metrics%s while this scheduler holds the "
-                 "lease", host, port, "" if on == [host] else " (on %s)" % ", ".join(on))
+        log.info("metrics: serving http://%s/metrics%s while this scheduler holds the "
+                 "lease", _at(host, port), "" if on == [host] else " (on %s)" % ", ".join(on))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
@@ -267,7 +267,7 @@ class _Server(ThreadingWSGIServer):
                 _cut(oldest)  # (its thread reads the end of its input, and ends)
             if room or oldest is not None:
                 self._open[request] = False
-        at = "%s:%d" % tuple(self.server_address[:2])
+        at = _at(*self.server_address[:2])
         if room:
             self._full.worked("full", "metrics: fewer than %d connections open at %s again"
                               % (CONNECTIONS, at))
@@ -310,6 +310,12 @@ def _cut(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_RDWR)
     except OSError as err:  # (the client is gone already: nothing to end)
         log.debug("metrics: a connection already ended: %s", err)
+
+
+def _at(host: str, port: int) -> str:
+    """"host:port" as [metrics] listen and a URL write it: an IPv6 address in brackets
+    ("::1:9402" names no port)."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
 def addresses(host: str, port: int) -> List[Tuple[int, str]]:
