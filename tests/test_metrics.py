@@ -594,6 +594,37 @@ def test_stopping_answers_a_request_being_answered():
     assert len(got) == 1 and "fractui_scheduler_lease_held" in got[0]
 
 
+def test_a_request_closed_partway_for_room_or_by_the_stop_is_not_answered(monkeypatch):
+    """A connection closed partway through its headers, for room or by the stop, read the cut
+    as their end and was answered all the same: a fleet's worth of work a connection, beyond
+    CONNECTIONS (the cut ones no longer count) and after the lease was lost. Now only the
+    scrapes make an answer."""
+    built: List[int] = []
+
+    def counted() -> Sequence[HostView]:
+        built.append(1)
+        return HOSTS
+
+    partway = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    monkeypatch.setattr(exporting, "CONNECTIONS", 1)
+    with serving(counted) as port:
+        for_room = connected(port)
+        for_room.sendall(partway)
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # closes it
+        assert answer(for_room) == b""
+    monkeypatch.setattr(exporting, "CONNECTIONS", 16)
+    with serving(counted) as port:
+        at_stop = connected(port)
+        at_stop.sendall(partway)
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # (it is accepted)
+    assert answer(at_stop) == b""
+    for _ in range(1200):  # until their server threads end (a bound, not a measure)
+        if not [t for t in threading.enumerate() if "process_request_thread" in t.name]:
+            break
+        time.sleep(0.05)
+    assert len(built) == 2
+
+
 def test_an_ipv6_address_is_said_in_brackets(monkeypatch, caplog):
     """At "[::1]:PORT" the URL served, the port another holds and the bound reached are said
     with the address in brackets, as [metrics] listen writes it: "::1:PORT" named no port

@@ -181,15 +181,14 @@ class _Logged(WSGIRequestHandler):
 
     def parse_request(self) -> bool:
         """Reads the headers (no more than ``HEAD_BYTES``: past them, a 431), and marks the
-        connection answered, no longer one to close for room, once they are in."""
+        connection answered, no longer one to close for room, once they are in; one closed
+        before (for room, or by a stop) is not answered: its headers ended at the cut."""
         rfile, self.rfile = self.rfile, _Head(self.rfile, HEAD_BYTES)
         try:
             ok = super().parse_request()
         finally:
             self.rfile = rfile
-        if ok:
-            self.server.answering(self.request)
-        return ok
+        return ok and self.server.answering(self.request)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics: %s " + format, self.address_string(), *args)
@@ -282,11 +281,14 @@ class _Server(ThreadingWSGIServer):
             client_address[0]), same="refused")
         return False
 
-    def answering(self, request: Any) -> None:
-        """``request``'s request is in: it is answered, not closed for room."""
+    def answering(self, request: Any) -> bool:
+        """``request``'s request is in: it is answered, not closed for room. False where it
+        was closed already."""
         with self._lock:
-            if request in self._open:
-                self._open[request] = True
+            if request not in self._open:
+                return False
+            self._open[request] = True
+            return True
 
     def shutdown_request(self, request: Any) -> None:
         with self._lock:  # (before it is closed: no cut may reach a closed descriptor)
@@ -298,9 +300,9 @@ class _Server(ThreadingWSGIServer):
         while the lease was held is not answered after. One being answered is answered."""
         super().server_close()
         with self._lock:
-            for conn, answering in self._open.items():
-                if not answering:
-                    _cut(conn)
+            for conn in [conn for conn, answering in self._open.items() if not answering]:
+                del self._open[conn]
+                _cut(conn)
 
 
 def _cut(conn: socket.socket) -> None:
