@@ -417,10 +417,11 @@ REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @contextmanager
-def serving(hosts: Callable[[], Sequence[HostView]] = lambda: HOSTS) -> Iterator[int]:
+def serving(hosts: Callable[[], Sequence[HostView]] = lambda: HOSTS,
+            address: str = "127.0.0.1") -> Iterator[int]:
     """A real exporter holding the lease on a loopback port (yielded), closed after."""
     port = closed_port()
-    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), hosts)
+    exporter = Exporter((address, port), Config(path=None, teams=TEAMS), hosts)
     try:
         exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
         yield port
@@ -457,14 +458,16 @@ def test_idle_connections_past_the_bound_close_the_oldest_and_a_scrape_is_answer
     could open thousands. At CONNECTIONS the oldest that has sent no request is closed for
     the new one, said once, so a scrape is answered among any number of idle ones."""
     monkeypatch.setattr(exporting, "CONNECTIONS", 4)
+    monkeypatch.setattr(exporting, "REQUEST_SECONDS", 600.0)  # (closed by the bound alone)
     with serving() as port:
-        idle = [connected(port) for _ in range(10)]
-        for conn in idle[:6]:  # closed for the four after them, with nothing sent
-            assert answer(conn) == b""
+        idle = [connected(port) for _ in range(4)]
+        for _ in range(6):  # each new one closes the oldest, which sent nothing
+            idle.append(connected(port))
+            assert answer(idle.pop(0)) == b""
         assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)
-        assert answer(idle[6]) == b""  # the oldest, closed for the scrape
-        for conn in idle[7:]:
-            conn.close()
+        assert answer(idle.pop(0)) == b""  # the oldest, closed for the scrape
+        for conn in idle:  # the newest, kept: their requests are answered
+            assert answer(conn, REQUEST).startswith(b"HTTP/1.0 200 OK")
     assert full(caplog) == ["metrics: 4 connections open at 127.0.0.1:%d, the most served at "
                             "once; said once while it lasts: closed the oldest that had sent "
                             "no request" % port]
@@ -569,6 +572,79 @@ def test_stopping_closes_the_connections_that_have_sent_no_request():
     assert answer(partway, b"Host: x\r\n\r\n") == b""
     with pytest.raises(OSError):
         scrape("127.0.0.1", port)
+
+
+def test_stopping_answers_a_request_being_answered():
+    """A request whose headers are in when the lease is lost is answered (docs/metrics.md,
+    "Limits"): the stop closes only those that have sent no request."""
+    entered, go = threading.Event(), threading.Event()
+
+    def slow_hosts() -> Sequence[HostView]:
+        entered.set()
+        go.wait(60)
+        return HOSTS
+
+    got: List[str] = []
+    with serving(slow_hosts) as port:
+        scraping = threading.Thread(target=lambda: got.append(scrape("127.0.0.1", port)))
+        scraping.start()
+        assert entered.wait(60)
+    go.set()  # (the stop has returned, the answer still being made)
+    scraping.join(60)
+    assert len(got) == 1 and "fractui_scheduler_lease_held" in got[0]
+
+
+def test_a_request_closed_partway_for_room_or_by_the_stop_is_not_answered(monkeypatch):
+    """A connection closed partway through its headers, for room or by the stop, read the cut
+    as their end and was answered all the same: a fleet's worth of work a connection, beyond
+    CONNECTIONS (the cut ones no longer count) and after the lease was lost. Now only the
+    scrapes make an answer."""
+    built: List[int] = []
+
+    def counted() -> Sequence[HostView]:
+        built.append(1)
+        return HOSTS
+
+    partway = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    monkeypatch.setattr(exporting, "CONNECTIONS", 1)
+    with serving(counted) as port:
+        for_room = connected(port)
+        for_room.sendall(partway)
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # closes it
+        assert answer(for_room) == b""
+    monkeypatch.setattr(exporting, "CONNECTIONS", 16)
+    with serving(counted) as port:
+        at_stop = connected(port)
+        at_stop.sendall(partway)
+        assert "fractui_scheduler_lease_held" in scrape("127.0.0.1", port)  # (it is accepted)
+    assert answer(at_stop) == b""
+    for _ in range(1200):  # until their server threads end (a bound, not a measure)
+        if not [t for t in threading.enumerate() if "process_request_thread" in t.name]:
+            break
+        time.sleep(0.05)
+    assert len(built) == 2
+
+
+def test_an_ipv6_address_is_said_in_brackets(monkeypatch, caplog):
+    """At "[::1]:PORT" the URL served, the port another holds and the bound reached are said
+    with the address in brackets, as [metrics] listen writes it: "::1:PORT" named no port
+    (and "http://::1:PORT/metrics" is no URL)."""
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    monkeypatch.setattr(exporting, "CONNECTIONS", 1)
+    with serving(address="::1") as port:
+        first, second = (socket.create_connection(("::1", port), timeout=60) for _ in "12")
+        assert answer(first) == b""  # closed for the second
+        second.close()
+        other = Exporter(("::1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+        other.report(PassReport("me", held=True, store_ok=True, jobs=JOBS))  # (taken)
+        assert not other.serving
+    said = [r.getMessage() for r in caplog.records]
+    assert "metrics: serving http://[::1]:%d/metrics while this scheduler holds the lease" % (
+        port) in said
+    assert any(m.startswith("metrics: cannot listen on [::1]:%d " % port) for m in said), said
+    assert full(caplog) == ["metrics: 1 connections open at [::1]:%d, the most served at "
+                            "once; said once while it lasts: closed the oldest that had sent "
+                            "no request" % port]
 
 
 def test_headers_past_head_bytes_are_answered_431_and_a_long_line_414(monkeypatch, caplog):

@@ -133,9 +133,9 @@ class Exporter:
             for server in bound:
                 server.server_close()
             held = holders(port) if err.errno == errno.EADDRINUSE else ""
-            self._failures.failed("listen", "metrics: cannot listen on %s:%d%s ([metrics] "
+            self._failures.failed("listen", "metrics: cannot listen on %s%s ([metrics] "
                                   "listen%s): %s%s; tried again every pass" % (
-                                      host, port, at, " in %s" % self.config.path
+                                      _at(host, port), at, " in %s" % self.config.path
                                       if self.config.path else "", err.strerror or err, held),
                                   logging.ERROR, same=str(err) + at + held)
             return
@@ -143,10 +143,10 @@ class Exporter:
             threading.Thread(target=server.serve_forever, name="metrics-%s" % (
                 server.server_address[0]), daemon=True).start()
         self._servers = bound
-        self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
+        self._failures.worked("listen", "metrics: can listen on %s again" % _at(host, port))
         on = [s.server_address[0] for s in bound]
-        log.info("metrics: serving http://%s:%d/metrics%s while this scheduler holds the "
-                 "lease", host, port, "" if on == [host] else " (on %s)" % ", ".join(on))
+        log.info("metrics: serving http://%s/metrics%s while this scheduler holds the "
+                 "lease", _at(host, port), "" if on == [host] else " (on %s)" % ", ".join(on))
 
     def close(self) -> None:
         """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
@@ -181,15 +181,14 @@ class _Logged(WSGIRequestHandler):
 
     def parse_request(self) -> bool:
         """Reads the headers (no more than ``HEAD_BYTES``: past them, a 431), and marks the
-        connection answered, no longer one to close for room, once they are in."""
+        connection answered, no longer one to close for room, once they are in; one closed
+        before (for room, or by a stop) is not answered: its headers ended at the cut."""
         rfile, self.rfile = self.rfile, _Head(self.rfile, HEAD_BYTES)
         try:
             ok = super().parse_request()
         finally:
             self.rfile = rfile
-        if ok:
-            self.server.answering(self.request)
-        return ok
+        return ok and self.server.answering(self.request)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics: %s " + format, self.address_string(), *args)
@@ -267,7 +266,7 @@ class _Server(ThreadingWSGIServer):
                 _cut(oldest)  # (its thread reads the end of its input, and ends)
             if room or oldest is not None:
                 self._open[request] = False
-        at = "%s:%d" % tuple(self.server_address[:2])
+        at = _at(*self.server_address[:2])
         if room:
             self._full.worked("full", "metrics: fewer than %d connections open at %s again"
                               % (CONNECTIONS, at))
@@ -282,11 +281,14 @@ class _Server(ThreadingWSGIServer):
             client_address[0]), same="refused")
         return False
 
-    def answering(self, request: Any) -> None:
-        """``request``'s request is in: it is answered, not closed for room."""
+    def answering(self, request: Any) -> bool:
+        """``request``'s request is in: it is answered, not closed for room. False where it
+        was closed already."""
         with self._lock:
-            if request in self._open:
-                self._open[request] = True
+            if request not in self._open:
+                return False
+            self._open[request] = True
+            return True
 
     def shutdown_request(self, request: Any) -> None:
         with self._lock:  # (before it is closed: no cut may reach a closed descriptor)
@@ -298,9 +300,9 @@ class _Server(ThreadingWSGIServer):
         while the lease was held is not answered after. One being answered is answered."""
         super().server_close()
         with self._lock:
-            for conn, answering in self._open.items():
-                if not answering:
-                    _cut(conn)
+            for conn in [conn for conn, answering in self._open.items() if not answering]:
+                del self._open[conn]
+                _cut(conn)
 
 
 def _cut(conn: socket.socket) -> None:
@@ -310,6 +312,12 @@ def _cut(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_RDWR)
     except OSError as err:  # (the client is gone already: nothing to end)
         log.debug("metrics: a connection already ended: %s", err)
+
+
+def _at(host: str, port: int) -> str:
+    """"host:port" as [metrics] listen and a URL write it: an IPv6 address in brackets
+    ("::1:9402" names no port)."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
 def addresses(host: str, port: int) -> List[Tuple[int, str]]:
