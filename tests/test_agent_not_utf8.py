@@ -15,6 +15,7 @@ import pytest
 from remote_agent.jobs import store as job_store
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
+from tests.test_agent_handover import handover_words
 from tests.test_jobs import PY, script, wait_job
 
 
@@ -47,6 +48,27 @@ def test_an_answer_says_a_path_that_is_no_utf8_with_replacement_characters(start
     again = start_agent("1xL4", state, "--hami-core-lib", lib)
     assert again.call("daemon.version")["pid"] == said["pid"]
     assert agent.call("daemon.version")["pid"] == said["pid"]  # still served by it
+
+
+def test_a_setting_s_path_that_differs_only_in_bytes_that_are_no_utf8_hands_over(start_agent,
+                                                                                  tmp_path):
+    """Two paths whose names differ only in a byte that is no UTF-8 (0xfe, 0xff) both read
+    U+FFFD in ``daemon.version``; a bridge given the other one hands the daemon over all the
+    same, and names the setting. Before, the two read the same to the bridge: it used the
+    daemon started with the other library, and said nothing."""
+    state = str(tmp_path / "state")
+    first = os.fsdecode(os.fsencode(str(tmp_path)) + b"/odd\xfe/libvgpu.so")
+    other = _odd(tmp_path) + "/libvgpu.so"
+    agent = start_agent("1xL4", state, "--hami-core-lib", first)
+    old = agent.call("daemon.version")
+    again = start_agent("1xL4", state, "--hami-core-lib", other)
+    info = again.call("daemon.version")
+    assert info["pid"] != old["pid"]
+    assert info["settings"]["hami_core_lib"] == old["settings"]["hami_core_lib"]  # (said alike)
+    kept = start_agent("1xL4", state, "--hami-core-lib", other)  # the same bytes: kept
+    assert kept.call("daemon.version")["pid"] == info["pid"]
+    said = handover_words(again)
+    assert "its settings differ: hami_core_lib" in said, said
 
 
 def test_a_start_that_fails_on_a_path_that_is_no_utf8_says_why(start_agent, tmp_path,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from remote_agent import text
 from remote_agent.daemon.trust import private_dir, write_private
 from remote_agent.jobs.shim import JobFolder, write_json_until_done
 from tests.conftest import REPO
@@ -260,13 +261,17 @@ def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tm
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="the shim is started as pid 1 of a pid namespace: needs root")
-def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_runs(tmp_path):
+@pytest.mark.parametrize("under", ["", os.fsdecode(b"odd\xff")], ids=["utf8", "no-utf8"])
+def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_runs(tmp_path,
+                                                                                    under):
     """A symlink at the temporary name of the region's record (the shim is pid 1 of a
     namespace of its own) is refused, and the job does not start, saying why, as on a full
     disk. Before, the refusal ended the shim in a traceback: its job read as lost, whether it
-    ran unknown."""
+    ran unknown. Its words name the job's folder, whose path may be no UTF-8 (``under``): the
+    job's log says them with U+FFFD (before: a traceback as the shim noted them there)."""
     ran = tmp_path / "ran"
-    job_dir = _job_dir(tmp_path, ["touch", str(ran)],
+    (tmp_path / under).mkdir(exist_ok=True)
+    job_dir = _job_dir(tmp_path / under, ["touch", str(ran)],
                        hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
     planted = os.path.join(job_dir, "hami-region.json.tmp.1")
     os.symlink(str(tmp_path / "elsewhere"), planted)
@@ -279,3 +284,4 @@ def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_ru
     assert error.endswith(": refusing temporary file %s: it is a symlink" % planted), error
     assert not os.path.lexists(error.split()[5].rstrip(":"))
     assert not ran.exists()
+    assert (Path(job_dir) / "output.log").read_bytes().decode() == text.said(error) + "\n"

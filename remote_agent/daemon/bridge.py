@@ -22,11 +22,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env, code_hash
+from remote_agent.daemon.settings import texts_digest
 from remote_agent.daemon.trust import UnsafePath, open_private
 from remote_agent.digits import whole
 from remote_agent.gpu.models import parse_sim_host
 from remote_agent.jobs.powers import record_login
-from remote_agent.text import said_all
+from remote_agent.text import REPLACEMENT, said_all
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -141,7 +142,10 @@ def why_hand_over(info: Dict[str, Any], code: str, settings: Dict[str, Any]) -> 
     """Why a running daemon (its ``daemon.version``) must make way for the one this bridge would
     start, or None to use it. A newer version is used as it is: a bridge never downgrades.
     Its settings are read as ``daemon.version`` says them (a path that is no UTF-8 reads
-    U+FFFD there), so a path of this kind reads the same on both sides."""
+    U+FFFD there), so a path of this kind reads the same on both sides; and two paths that
+    differ only in such bytes, which read alike there, are told apart by their digests
+    (``settings_digest``)."""
+    digest = texts_digest(settings)
     settings = said_all(settings)
     theirs, ours = version_tuple(info["version"]), version_tuple(__version__)
     if theirs > ours:
@@ -152,6 +156,10 @@ def why_hand_over(info: Dict[str, Any], code: str, settings: Dict[str, Any]) -> 
         return "it runs other code (%s, not %s)" % (info.get("code_hash"), code)
     running = info.get("settings") or {}
     changed = sorted(k for k in set(running) | set(settings) if running.get(k) != settings.get(k))
+    if not changed and info.get("settings_digest", digest) != digest:
+        return "its settings differ: %s (in a byte that is no UTF-8, said as U+FFFD)" % (
+            ", ".join(sorted(k for k, v in settings.items()
+                             if isinstance(v, str) and REPLACEMENT in v)))
     if changed:
         return "its settings differ: %s" % "; ".join(
             "%s %r, now %r" % (k, running.get(k), settings.get(k)) for k in changed)

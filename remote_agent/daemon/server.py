@@ -22,7 +22,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths, agent_env, runtime_dir
-from remote_agent.daemon.settings import AgentSettings
+from remote_agent.daemon.settings import AgentSettings, texts_digest
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.failing import Failures
 from remote_agent.jobs.caps import CapSettings
@@ -263,8 +263,9 @@ class Daemon:
     # -- methods --
 
     def version(self, p: Params) -> Dict[str, Any]:
+        effective = self.settings.effective(self.agent.backend_kind)
         return {"version": __version__, "code_hash": self.code_hash,
-                "settings": self.settings.effective(self.agent.backend_kind),
+                "settings": effective, "settings_digest": texts_digest(effective),
                 "job_tracking": self.supervisor.cgroups.kind,
                 "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
                 "backend": self.agent.backend_kind, "sim_spec": self.sim_spec,

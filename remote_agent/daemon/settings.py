@@ -10,6 +10,8 @@ command line and by fractui's config alike.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, fields
@@ -88,6 +90,15 @@ class AgentSettings:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["cgroup_parent"] = resolve_cgroup_parent(self.cgroup_parent, backend)
         return out
+
+
+def texts_digest(effective: Dict[str, Any]) -> str:
+    """A digest of the texts (paths) among ``effective`` settings, byte for byte:
+    ``daemon.version`` says a byte of one that is no UTF-8 as U+FFFD, so two paths that
+    differ only there read alike in it, where their digests differ (json writes each lone
+    surrogate as its own escape)."""
+    texts = {k: v for k, v in effective.items() if isinstance(v, str)}
+    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def problem(name: str, value: Any) -> Optional[str]:

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from remote_agent.daemon.trust import UnsafePath, in_folder, open_dir, open_private
 from remote_agent.failing import Failures
+from remote_agent.text import said
 
 PIPE_NAME = "output.pipe"
 LOG_NAME = "output.log"
@@ -158,7 +159,8 @@ class CappedLog:
         return True
 
     def _line(self, text: str) -> int:
-        return self._put(text.encode() + b"\n", own_line=True)
+        """A line of the agent's words (which may name a path that is no UTF-8: ``said``)."""
+        return self._put(said(text).encode() + b"\n", own_line=True)
 
     def _put(self, data: bytes, own_line: bool = False) -> int:
         """Write all of ``data`` (``own_line``: after a newline if the log ends inside a line);
