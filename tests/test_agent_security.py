@@ -439,6 +439,37 @@ def test_a_followed_log_swapped_for_a_symlink_ends_the_follow_unread(start_agent
     assert "not for you" not in str(pushed)
 
 
+def test_a_failed_jobs_last_line_is_never_read_through_a_symlink(start_agent, tmp_path,
+                                                                  plain_user):
+    """A failed job's last line is read as root from its log: a job run as a user cannot put
+    a symlink there (its folder is the agent's, 0700), and one put there all the same (here by
+    root, as anything else could) is refused, not read: the job ends with no line, and what
+    the symlink names is nowhere in its record."""
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    secret = tmp_path / "secret"
+    secret.write_text("root:not-for-you\n")
+    name, _home = plain_user
+    log = state / "jobs" / "j1" / "output.log"
+    tried = agent.call("job.launch", key="k-swap", gpu=0, memory_mib=10, run_as=name, argv=[
+        "/usr/bin/python3", "-c", "import os, sys\ntry:\n    os.unlink(%r)\n"
+        "    os.symlink(%r, %r)\nexcept OSError as err:\n    print(type(err).__name__)\n"
+        "sys.exit(1)" % (str(log), str(secret), str(log))])
+    assert tried["id"] == "j1" and wait_job(agent, "j1")["last_line"] == "PermissionError"
+    go_on = tmp_path / "go-on"
+    job = agent.call("job.launch", key="k-swapped", gpu=0, memory_mib=10, argv=script(
+        "import os, sys, time\nprint('mine', flush=True)\nwhile not os.path.exists(%r):\n"
+        "    time.sleep(0.02)\nsys.exit(1)" % str(go_on)))
+    wait_until(lambda: agent.call("job.logs", job=job["id"])["lines"] == ["mine"], "output")
+    log = state / "jobs" / job["id"] / "output.log"
+    log.unlink()
+    os.symlink(secret, log)
+    go_on.touch()
+    ended = wait_job(agent, job["id"])
+    assert (ended["state"], ended["exit_code"], ended["last_line"]) == ("exited", 1, None)
+    assert "not-for-you" not in str(ended)
+
+
 HOLD_LEASE = """import fcntl, os, signal, sys
 fd = os.open(sys.argv[1], os.O_RDWR)
 let_go = lambda *_: fcntl.fcntl(fd, 1024, fcntl.F_UNLCK)  # F_SETLEASE

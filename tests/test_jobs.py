@@ -232,6 +232,12 @@ LAST_WORDS = {
     "no newline at its end": (b"first\nlast words", "last words"),
     "long": (b"E: " + b"y" * 500 + b"\n", "E: " + "y" * 156 + "\u2026"),
     "empty": (b"", None),
+    # the read's 8 KiB: a log of exactly that is read whole (its first line's start read too);
+    # one a byte longer is read from inside its first character (its start not read), and
+    # that character's rest is no character of its own
+    "8 KiB exactly": (b" " * 8187 + b"boom\n", "boom"),
+    "8 KiB and a byte, cut in a character": (b"\xc3\xa9" + b" " * 8186 + b"boom\n",
+                                             "\u2026boom"),
     "blank": (b"\n\n  \x1b[0m\n", None),
 }
 

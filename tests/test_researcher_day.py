@@ -60,9 +60,17 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         done = team.run("ann", "submit", "--queue", "v", "--wait", "--",
                         *SH, "echo hello; echo oops >&2; exit 3")
         assert (done.returncode, done.stdout) == (1, "1 pending in queue v for team vision\n"), done
-        assert done.stderr.endswith("fractui: job 1 ended: exited 3: oops\nfractui: the last 2 "
+        assert done.stderr.endswith("fractui: job 1 ended: exited 3\nfractui: the last 2 "
                                     "lines of its output (fractui logs 1 shows more):\n  hello\n"
                                     "  oops\n"), done.stderr
+        # its output is its team's to read: another team's member, refused its logs, reads
+        # none of it in how it ended, in jobs or the audit (its agent's last_line is not kept)
+        refused(team.run("cat", "logs", "1"), "%s; to read the output of job 1 of team vision "
+                "you must be in team vision, or an admin" % who(team.names["cat"], "team nlp"))
+        assert _job(team, "cat", 1)["reason"] == "exited 3"
+        shown = team.run("cat", "audit", "--json")
+        ends = [e for e in json.loads(shown.stdout)["audit"] if e["action"] == "end"]
+        assert [(e["job"], e["why"]) for e in ends] == [(1, "exited 3")], ends
         done = team.run("ann", "submit", "--queue", "v", "--wait", "--", *SH, "echo fine")
         assert (done.returncode, done.stderr.splitlines()[-1]) == (
             0, "fractui: job 2 ended: exited 0"), done

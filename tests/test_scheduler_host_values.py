@@ -38,9 +38,10 @@ ENDS: Dict[str, Any] = {
     "exit code past any": ({"exit_code": PAST}, ("exited", None, 0)),
     "usage past its columns": ({"usage": USAGE}, ("exited 1", 1, COLUMN_MOST)),
     # a failed job's last line of output as a hostile agent may send it: a terminal's title
-    # set, a NUL, a lone surrogate, 100,000 characters; shown plain and short
+    # set, a NUL, a lone surrogate, 100,000 characters; never kept in the store's reason,
+    # which every team reads (the output is its team's)
     "a hostile last line": ({"last_line": "\x1b]0;pwned\x07boom \x00\ud800" + "z" * 10 ** 5},
-                            ("exited 1: boom ??" + "z" * 152 + "\u2026", 1, 0)),
+                            ("exited 1", 1, 0)),
     "a last line beside a kill": ({"state": "killed", "exit_code": None, "last_line": "boom",
                                    "reason": "terminated by signal SIGKILL"},
                                   ("terminated by signal SIGKILL", None, 0))}

@@ -423,8 +423,10 @@ class Executor:
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")
         ok = rec.get("state") == "exited" and code == 0
+        # (never the agent's last_line: the reason and the audit are every team's to read,
+        # the job's output its own team's; docs/decisions.md, "A failed job's end says ...")
         why = "exited 0" if ok else rec.get("reason") or (
-            exited(code, rec.get("last_line")) if code is not None else rec.get("state"))
+            exited(code, None) if code is not None else rec.get("state"))
         self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
                          None if ok else why, self.actor, why, "end", exit_code=code,
                          ended_at=rec.get("ended_at"), epoch=self.epoch,

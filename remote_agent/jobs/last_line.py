@@ -45,7 +45,10 @@ def last_line(data: bytes, whole: bool) -> Optional[str]:
     where no line has. ``data``: a log's last bytes; ``whole``: all of the log, so its first
     line starts where ``data`` does (else that line's start was not read: a line cut there
     keeps its end, after CUT)."""
-    lines = _LINES.split(data.decode("utf-8", errors="replace"))
+    cut = 0  # the rest of a character cut where the read began is no character of its own
+    while not whole and cut < 3 and data[cut:cut + 1] and data[cut] & 0xC0 == 0x80:
+        cut += 1  # (a UTF-8 continuation byte)
+    lines = _LINES.split(data[cut:].decode("utf-8", errors="replace"))
     for number in range(len(lines) - 1, -1, -1):
         text = _plain(lines[number])
         if not text:

@@ -1157,12 +1157,13 @@ class Supervisor:
         """The last line of the job's output, as how it ended carries it (remote_agent/jobs/
         last_line.py), from one bounded read of its log's end; None where it printed none, or
         its log cannot be read (said: its end is recorded all the same)."""
-        try:
-            data, _ = log_bytes(self.log_paths(job), last_line.READ_BYTES)
+        try:  # (a byte more than is used: whether the log is all there, one of exactly that)
+            data, _ = log_bytes(self.log_paths(job), last_line.READ_BYTES + 1)
         except (OSError, RpcError) as err:
             log.warning("job j%d: the last line of its output is not read: %s", job.id, err)
             return None
-        return last_line.last_line(data, whole=len(data) < last_line.READ_BYTES)
+        return last_line.last_line(data[-last_line.READ_BYTES:],
+                                   whole=len(data) <= last_line.READ_BYTES)
 
     def made_pipe(self, job: Job) -> Optional[List[int]]:
         """Which FIFO the job's shim made, as it recorded it in started.json (None where there
