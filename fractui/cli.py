@@ -39,7 +39,7 @@ VERBS = {
     "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
-    "report": "report_commands", "teams": "team_commands", "agent-archive": "agent_commands",
+    "report": "report_commands", "teams": "team_commands", "queues": "queue_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
@@ -245,6 +245,11 @@ def _parser() -> argparse.ArgumentParser:
                          "GPUs held and borrowed, jobs running and waiting, and who is served "
                          "next")
     p.add_argument("--team", metavar="T", type=team_name, help="only team T")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    p = _verb_parser(verbs, "queues", "each queue: what a job of it gets, where it may run, its "
+                         "jobs waiting and running, the longest wait, and whether any host "
+                         "could serve it")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "scheduler", "the headless placement loop (head node, systemd)")
