@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import importlib
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -38,7 +39,7 @@ VERBS = {
     "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
-    "report": "report_commands", "teams": "team_commands", "agent-archive": "agent_commands",
+    "report": "report_commands", "teams": "team_commands", "queues": "queue_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
@@ -246,6 +247,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--team", metavar="T", type=team_name, help="only team T")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
+    p = _verb_parser(verbs, "queues", "each queue: what a job of it gets, where it may run, its "
+                         "jobs waiting and running, the longest wait, and whether any host "
+                         "could serve it")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+
     p = _verb_parser(verbs, "scheduler", "the headless placement loop (head node, systemd)")
     p.add_argument("--name", type=scheduler_name, help="this scheduler's name in the lease and "
                    "the audit (default USER@HOST:PID)")
@@ -323,14 +329,38 @@ def _verb_parsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.Argumen
     return dict(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def _nothing_required(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Within: no option or group of options of ``parser`` or its verbs is required, so a
+    parse leaves the words it does not know for ``_run`` to say, where argparse says a
+    missing required option before an unknown one (which is often the same option, mistyped:
+    ``submit -q quarter``). Their own ``required`` is put back after."""
+    held = [(a, a.required) for p in [parser, *_verb_parsers(parser).values()]
+            for a in p._actions] + [(g, g.required) for p in _verb_parsers(parser).values()
+                                   for g in p._mutually_exclusive_groups]  # (no public list)
+    for item, _ in held:
+        item.required = False
+    try:
+        yield
+    finally:
+        for item, required in held:
+            item.required = required
+
+
 def _close_option(parser: argparse.ArgumentParser, words: List[str]) -> str:
     """" (did you mean --me?)" for the first unknown option close to one of the parser's,
-    as typos are common (--mine, --wiat); "" where none is close."""
+    as typos are common (--mine, --wiat), or a letter that begins only one of its long
+    options (-q for --queue); "" where none is close."""
     # by their names without dashes, which would make every long option look alike
     options = {o.lstrip("-"): o for o in parser._option_string_actions}  # (no public list)
     for word in words:
-        close = difflib.get_close_matches(word.split("=", 1)[0].lstrip("-"), list(options),
-                                          n=1) if word.startswith("-") else []
+        name = word.split("=", 1)[0].lstrip("-")
+        if re.fullmatch("-[A-Za-z]", word.split("=", 1)[0]):
+            close = [o for o in options if len(o) > 1 and o.startswith(name)]
+            close = close if len(close) == 1 else []
+        else:
+            close = difflib.get_close_matches(name, list(options), n=1) if word.startswith(
+                "-") else []
         if close:
             return " (did you mean %s?)" % options[close[0]]
     return ""
@@ -379,14 +409,17 @@ def _run(words: List[str]) -> int:
         words, job_argv = words[:cut], words[cut + 1:]
         if not {"launch", "submit"} & set(words):  # before argparse finds a word missing that
             parser.error(only_theirs)  # the dashes cut off: cancel -- 12 ("requires JOB")
-    args, extra = parser.parse_known_args(words)
+    with _nothing_required(parser):  # an unknown option is said first, as the likelier cause
+        args, extra = parser.parse_known_args(words)  # (submit -q x: not "--queue is required")
     if extra:
         words_left = " ".join(map(as_typed, extra))
-        hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
-            args.verb, words_left) if args.verb in ("launch", "submit") and not job_argv else ""
         verb = _verb_parsers(parser).get(args.verb, parser)  # its usage, not fractui's
-        verb.error("unrecognized arguments: %s%s%s" % (words_left, _close_option(verb, extra),
-                                                       hint))
+        close = _close_option(verb, extra)
+        hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
+            args.verb, words_left) if args.verb in ("launch", "submit") and not (
+                job_argv or close) else ""
+        verb.error("unrecognized arguments: %s%s%s" % (words_left, close, hint))
+    args = parser.parse_args(words)  # again, for what is required
     args.argv = job_argv
     if cut_at_dashes and args.verb not in ("launch", "submit"):
         parser.error(only_theirs)

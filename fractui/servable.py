@@ -9,7 +9,8 @@ whose hosts is not known is left alone: the unknown one may be the one that serv
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 from remote_agent.gpu.models import parse_sim_spec
 
@@ -57,33 +58,57 @@ def queue_error(config: Config, queue: QueueConfig, message: str) -> ConfigError
     return config.fail(message, "queues", config.queues.index(queue), key)
 
 
-def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
-    """What ``submit`` says of a queue, judged without reaching a host: a queue no GPU of the
-    fleet could hold is refused (the config's error, exit 2), by what the store keeps of the
-    hosts: those of the config, or with no host list, those the lease holder recorded as in
-    its config (one it marked out of it is said not counted). Where it keeps nothing of a
-    host the queue may use, that host may be the one that fits: the job may be queued, with
-    the warning (or note) returned."""
+@dataclass(frozen=True)
+class Judged:
+    """Whether a queue's jobs can be served, judged as ``submit`` judges it, by what the store
+    keeps of the hosts (never reaching one). ``fits``: True, a host it keeps could hold one;
+    False, no host of the fleet could (submit refuses the queue); None, not known: it keeps
+    nothing of ``unheard``, each a host the queue may use that may be the one that fits."""
+
+    fits: Optional[bool]
+    why: Optional[str]
+    """Why none of the hosts kept could hold one (False, and None where some were kept)."""
+    unheard: Tuple[str, ...]
+    gone: str
+    """The hosts out of the lease holder's config, not counted ("" where none), as said."""
+
+
+def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged:
+    """Whether ``queue``'s jobs can be served, by ``kept`` (host -> kept facts): the hosts of
+    the config, or with no host list, those the lease holder recorded as in its config (one
+    it marked out of it is said not counted)."""
     out = [] if config.hosts else sorted(n for n, f in kept.items() if f.get(OUT_OF_CONFIG))
     # with no host list, the hosts the queue names too: one the store keeps nothing of (never
     # reached) is a host it may use all the same, not "no host"
     names = [h.name for h in config.hosts] or sorted((set(kept) | set(queue.hosts)) - set(out))
     may_use = [n for n in names if not queue.hosts or n in queue.hosts]
     known = {n: f for n, f in kept.items() if n in may_use}
-    unheard = [n for n in may_use if n not in known]
+    unheard = tuple(n for n in may_use if n not in known)
     out = [n for n in out if not queue.hosts or n in queue.hosts]
     gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
-    if not known:
+    why = never_fits(queue, known, whole=not unheard) if known else None
+    fits = (False if not unheard else None) if why is not None else (
+        True if known else None)
+    return Judged(fits, why, unheard, gone)
+
+
+def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
+    """What ``submit`` says of a queue (``judged``): a queue no GPU of the fleet could hold is
+    refused (the config's error, exit 2). Where the store keeps nothing of a host the queue
+    may use, that host may be the one that fits: the job may be queued, with the warning (or
+    note) returned."""
+    said = judged(config, queue, kept)
+    if said.fits is False:
+        raise queue_error(config, queue, (said.why or "") + said.gone)
+    if said.fits is None and said.why is None:
         return ("note: the store keeps no inventory of %s yet (a scheduler records a host "
                 "once it reaches it), so whether a GPU can hold queue %s is left to the "
                 "scheduler: once one has looked at the job, fractui jobs says why it waits%s" % (
-                    ", ".join(unheard) if unheard else "any host", queue.name, gone))
-    why = never_fits(queue, known, whole=not unheard)
-    if why is not None and not unheard:
-        raise queue_error(config, queue, why + gone)
-    if why is not None:
+                    ", ".join(said.unheard) if said.unheard else "any host", queue.name,
+                    said.gone))
+    if said.fits is None:
         return "warning: %s; queued all the same: the store keeps nothing of %s" % (
-            why, ", ".join(unheard))
+            said.why, ", ".join(said.unheard))
     return None
 
 

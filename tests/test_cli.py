@@ -1307,6 +1307,31 @@ def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(ca
         assert err.splitlines()[-1] == "fractui %s" % said, err
 
 
+def test_an_unknown_option_is_said_before_a_missing_required_one(capsys):
+    """``fractui submit -q vq``: argparse said "the following arguments are required: --queue"
+    and never the ``-q`` typed for it; the unknown option is said first, and a letter that
+    begins only one long option names it. A required option left out, with nothing unknown,
+    is still said so (and the exclusive group of launch's slice too)."""
+    for argv, said in (
+            (["submit", "-q", "vq"], "submit: error: unrecognized arguments: -q vq (did you "
+                                     "mean --queue?)"),
+            (["submit", "-q", "vq", "--", "x"], "submit: error: unrecognized arguments: -q vq "
+                                                "(did you mean --queue?)"),
+            (["launch", "gpu-a", "0", "--memry-mib", "5", "--", "x"],
+             "launch: error: unrecognized arguments: --memry-mib 5 (did you mean "
+             "--memory-mib?)"),
+            (["submit", "-c", "/x", "--", "x"], "submit: error: unrecognized arguments: -c /x"),
+            (["submit", "--", "x"], "submit: error: the following arguments are required: "
+                                    "--queue"),
+            (["launch", "gpu-a", "0", "--", "x"], "launch: error: one of the arguments "
+                                                  "--instance --profile --memory-mib is "
+                                                  "required")):
+        assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
+        assert err.splitlines()[-1] == "fractui %s" % said, err
+
+
 NO_SCHEDULER = ("fractui: no scheduler is running for this store (none holds its lease): nothing "
                 "is placed, launched or stopped until one runs (fractui scheduler, an admin's)")
 

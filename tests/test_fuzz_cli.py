@@ -284,7 +284,7 @@ VERBS: Dict[str, Callable[[Case, random.Random], None]] = {
     "preempt": _stop_like, "place": _place, "move": _move, "audit": _audit, "logs": _logs,
     "stop": _stop,
     "cordon": _cordon, "drain": _cordon, "uncordon": _cordon,
-    "report": _report, "teams": _teams, "themes": _status,
+    "report": _report, "teams": _teams, "queues": _status, "themes": _status,
     "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"],
                            ["--name", ""], ["--name", " "], ["--name", "a\nb"],
                            ["--name", "\x1b[2J"], ["--name", "x" * 300]]),
@@ -422,6 +422,6 @@ def test_hostile_command_lines_for_every_verb(fleet_config, capfd, tmp_path):
         why = _verdict(c, done.returncode, done.stdout, done.stderr)
         if why:
             failures.append("process %r: %s\n%s" % (c.argv, why, done.stderr[-600:]))
-    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 584
+    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 608
     assert not failures, "%d of %d failed:\n%s" % (len(failures), len(generated),
                                                    "\n".join(failures))

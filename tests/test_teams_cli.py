@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -168,16 +169,27 @@ def test_a_researcher_sees_each_teams_standing_as_the_tui_shows_it(tmp_path, cap
     assert code == 0 and [t["name"] for t in only] == ["vision"] and only[0]["next"] == 2
 
 
-def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
-    """A role in team nlp alone, no admin (a cancel of vision's job is refused), reads both
-    teams' standing: reading the store's usage is everyone's who may open it."""
+@dataclass(frozen=True)
+class Member:
+    """A PostgreSQL store ``fill``ed for two teams (``names``: each team's name there, by its
+    name in ``fill``), and a role in team nlp alone, no admin, granted the least (LEAST)."""
+
+    db: str
+    names: Dict[str, str]
+    ids: Dict[str, int]
+    role: str
+
+
+def member_of_nlp(pg_server, bounds: Dict[str, int] = {}) -> Member:
+    """``fill``ed by the superuser (who makes the tables), with the waiting ``bounds`` (by the
+    team's name in ``fill``) a scheduler would write, then the member's role made."""
     tag = uuid.uuid4().hex[:6]
     db = pg_server.new_database()
     names = {"vision": "vision" + tag, "nlp": "nlp" + tag}
-    store = open_store(pg_server.url(db))  # the superuser's: it makes the tables
+    store = open_store(pg_server.url(db))
     try:
         ids = fill(store, names["vision"], names["nlp"])
-        store.keep_waiting_bounds({names["vision"]: 7})
+        store.keep_waiting_bounds({names[t]: n for t, n in bounds.items()})
     finally:
         store.close()
     member = "cat_" + tag
@@ -188,6 +200,14 @@ def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd,
     teams = "fractui_team_%s, fractui_team_%s" % (names["vision"], names["nlp"])
     for grant in LEAST:
         pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
+    return Member(db, names, ids, member)
+
+
+def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
+    """A role in team nlp alone, no admin (a cancel of vision's job is refused), reads both
+    teams' standing: reading the store's usage is everyone's who may open it."""
+    m = member_of_nlp(pg_server, {"vision": 7})
+    db, names, ids, member = m.db, m.names, m.ids, m.role
     config = _config(tmp_path / "member.toml", pg_server.url(db, user=member),
                      {names["vision"]: 1.5, names["nlp"]: 2})
     code, out, err = in_process(capfd, ["--config", str(config), "cancel", str(ids["a"])])

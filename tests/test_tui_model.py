@@ -12,12 +12,13 @@ from fractui.demo import fleet_layout, gpu_count
 from fractui.fleet.host import HostStatus
 from fractui.sched import Placer, Request
 from fractui.sched.fleetview import HostView, build_hosts
+from fractui.sched.standing import queue_stats
 from fractui.store.model import MOVE, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
 from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu, render_group, \
     render_host
 from fractui.tui.gpu_screen import describe
 from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, GpuGroupLine,
-                               StoreView, compile_filter, queue_stats)
+                               StoreView, compile_filter)
 from fractui.tui.sample import QUEUES, health
 from fractui.tui.themes import builtin_themes, label_colour
 from tests.test_tui_cursor_pilot import plain

@@ -1,5 +1,6 @@
-"""Each team's standing as the queue panel shows it: quota, held, borrowed, recent usage, jobs
-on hosts, its place in the order a pass takes up the teams' waiting jobs, and who is starved
+"""Each queue's standing as the queue panel and ``fractui queues`` show it: its jobs waiting and
+on hosts, and the longest wait. Each team's as the queue panel shows it: quota, held, borrowed,
+recent usage, jobs on hosts, its place in the order a pass takes up the teams' waiting jobs, and who is starved
 with why. The usage records behind the recent column are read in the screen's
 store worker at most once every USAGE_EVERY_S (a window of them can be thousands of rows),
 never on the UI thread; the rest comes from each read of the store's active jobs."""
@@ -7,13 +8,13 @@ never on the UI thread; the rest comes from each read of the store's active jobs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Mapping, Optional, Sequence
 
-from fractui.config import DEFAULT_MAX_WAITING, Config
+from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
-from fractui.store.model import Job, UsageRecord
+from fractui.store.model import ACTIVE, PENDING, Job, UsageRecord
 from fractui.usage.fairshare import recent_gpus
 
 USAGE_EVERY_S = 60.0
@@ -83,3 +84,30 @@ def near_bound(u: TeamUsage, bound: int) -> bool:
     if u.waiting >= bound:
         return True
     return u.waiting > 0 and bound - u.waiting <= max(bound * NEAR_SHARE, NEAR_JOBS)
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    name: str
+    portion: str
+    pending: int
+    running: int
+    """Its jobs on a host: placed, running, or stopping."""
+    wait_s: Optional[float]
+    """How long its oldest pending job has waited."""
+
+
+def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
+                now: float) -> list[QueueStat]:
+    """Per configured queue (then any other queue the store names): pending, running, wait."""
+    pending: dict[str, list[float]] = {}
+    running: dict[str, int] = {}
+    for job in jobs:
+        if job.state == PENDING:
+            pending.setdefault(job.queue, []).append(job.waiting_since)
+        elif job.state in ACTIVE:
+            running[job.queue] = running.get(job.queue, 0) + 1
+    portions = {q.name: q.describe() for q in queues}
+    names = [q.name for q in queues] + sorted((set(pending) | set(running)) - set(portions))
+    return [QueueStat(n, portions.get(n, "?"), len(pending.get(n, ())), running.get(n, 0),
+                      now - min(pending[n]) if pending.get(n) else None) for n in names]

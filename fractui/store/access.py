@@ -6,8 +6,9 @@ placing or moving by hand, launching or stopping a job on a host, MIG changes, c
 draining a host or a GPU, quota and config changes, running the scheduler (which does all of
 these) — is the admin's. A job of no team is the admin's alone. Reading what the store keeps
 of the fleet — every job, the audit, the usage records and each team's standing from them
-(``jobs``, ``audit``, ``report``, ``teams``, the TUI's views) — is everyone's who may open the
-store, so no action here stands for it: only a job's output (READ) is its team's to read.
+(``jobs``, ``audit``, ``report``, ``teams``, ``queues``, the TUI's views) — is everyone's who may
+open the store, so no action here stands for it: only a job's output (READ) is its team's to
+read.
 
 Who you are and whether you are an admin is the store's word (``Store.identity``); which teams
 you are in is the store's too where it keeps them (PostgreSQL's roles), else the config's

@@ -45,7 +45,7 @@ from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
 from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuGroupLine, GpuLine, HostLine,
-                               Line, StoreView, after, compile_filter, queue_stats, unmeasured,
+                               Line, StoreView, after, compile_filter, unmeasured,
                                with_ghost)
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
@@ -53,7 +53,8 @@ from fractui.tui.legend import Legend
 from fractui.tui.oneatatime import OneAtATime, unforeseen
 from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
-from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
+from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
+                                   standing)
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.tui.typed import Typed
 from fractui.words import count, failing_passes, first_of

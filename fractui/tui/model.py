@@ -8,17 +8,15 @@ that did not change yields equal lines and costs nothing to draw again.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
                                      mps_layer, not_started, unshown)
-from fractui.store.model import ACTIVE, PENDING, Cordon, Job, StaleCopy
+from fractui.store.model import PENDING, Cordon, Job, StaleCopy
 from fractui.tui.typed import Clocked, Typed
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -320,16 +318,6 @@ class Totals:
 
 
 @dataclass(frozen=True)
-class QueueStat:
-    name: str
-    portion: str
-    pending: int
-    running: int
-    wait_s: Optional[float]
-    """How long its oldest pending job has waited."""
-
-
-@dataclass(frozen=True)
 class Order:
     """An order of the map's GPUs (``o`` cycles them): ``measure`` of a GPU, highest first;
     None for the config's order of hosts and the agent's of GPUs."""
@@ -484,20 +472,3 @@ def compile_filter(text: str, before: Optional[Typed] = None) -> tuple[Optional[
     if not body:
         return None, False
     return Typed.again(before, body), inverse
-
-
-def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
-                now: Optional[float] = None) -> list[QueueStat]:
-    """Per configured queue (then any other queue the store names): pending, running, wait."""
-    now = time.time() if now is None else now
-    pending: dict[str, list[float]] = {}
-    running: dict[str, int] = {}
-    for job in jobs:
-        if job.state == PENDING:
-            pending.setdefault(job.queue, []).append(job.waiting_since)
-        elif job.state in ACTIVE:
-            running[job.queue] = running.get(job.queue, 0) + 1
-    portions = {q.name: q.describe() for q in queues}
-    names = [q.name for q in queues] + sorted((set(pending) | set(running)) - set(portions))
-    return [QueueStat(n, portions.get(n, "?"), len(pending.get(n, ())), running.get(n, 0),
-                      now - min(pending[n]) if pending.get(n) else None) for n in names]

@@ -20,11 +20,10 @@ from textual.widget import Widget
 
 from fractui.cells import cell_len, cut, padded
 from fractui.sched.quota import TeamUsage
-from fractui.sched.standing import bounds_of, near_bound, next_of, waiting
+from fractui.sched.standing import QueueStat, bounds_of, near_bound, next_of, waiting
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
-from fractui.tui.model import QueueStat
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
