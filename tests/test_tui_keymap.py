@@ -47,8 +47,11 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
     ('"fleet.filter" = "f,pgdn"',
      "2: tui.keys.'fleet.filter' = 'f,pgdn': in pgdn, 'pgdn' is no key's name (a character, "
      "or a name such as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
-    ('"fleet.filter" = "F1"',
-     "2: tui.keys.'fleet.filter' = 'F1': 'F1' is no key's name (a character, or a name such "
+    ('"fleet.filter" = "F1"', "2: tui.keys.'fleet.filter' = 'F1': Textual names it 'f1'"),
+    ('"fleet.filter" = "ctrl+PageDown"',
+     "2: tui.keys.'fleet.filter' = 'ctrl+PageDown': Textual names it 'ctrl+pagedown'"),
+    ('"fleet.filter" = "Fn"',
+     "2: tui.keys.'fleet.filter' = 'Fn': 'Fn' is no key's name (a character, or a name such "
      "as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
     ('"fleet.filter" = "ctrl+"',
      "2: tui.keys.'fleet.filter' = 'ctrl+': it ends in '+' (the plus key is named plus)"),

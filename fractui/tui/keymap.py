@@ -66,6 +66,9 @@ def key_problem(key: str) -> Optional[str]:
     if len(name) == 1 or name in NAMED or name.islower() and key_to_character(
             REPLACED_KEYS.get(name, name)) is not None:  # (slash: SOLIDUS's character)
         return None
+    if name != name.lower() and key_problem("+".join(modifiers + [name.lower()])) is None:
+        # (F1, PageDown, Escape: Textual's names are in lower case)
+        return "Textual names it %r" % "+".join(modifiers + [name.lower()])
     return ("%r is no key's name (a character, or a name such as escape, enter, tab, space, "
             "up, pagedown, f1, slash, question_mark)" % name)
 
