@@ -5,11 +5,15 @@ key of Textual's own) is the config's ``file:line`` error, exit 2, and no traceb
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 
 import pytest
+from textual.dom import DOMNode
 
+import fractui.tui
 from fractui.config import load_config
 from fractui.tui.app import binding_ids, check_tui_settings, scopes
 from fractui.tui.themes import theme_names
@@ -153,3 +157,22 @@ async def test_the_scopes_are_the_screens_chains_of_bindings():
         await at("the messages", "escape", "e")
         await at("the help", "escape", "question_mark")
     assert seen == {s.name: {cls.__name__ for cls in s.nodes} for s in scopes()}
+
+
+def test_every_screen_and_widget_with_a_binding_the_config_may_remap_is_in_a_scope():
+    """The scopes are written out: a screen or widget added with bindings of its own and left
+    out of them would have its ids refused as unknown and its clashes never looked for, and
+    the walk above would not notice it. Every class of fractui.tui with a binding id is in one."""
+    for module in pkgutil.iter_modules(fractui.tui.__path__):
+        importlib.import_module("fractui.tui." + module.name)
+    classes, todo = set(), [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.startswith("fractui.") and any(
+                b.id for bindings in cls._merge_bindings().key_to_bindings.values()
+                for b in bindings):
+            classes.add(cls.__qualname__)
+    assert len(classes) > 10
+    assert classes <= {cls.__qualname__ for scope in scopes() for cls in scope.nodes}, sorted(
+        classes - {cls.__qualname__ for scope in scopes() for cls in scope.nodes})
