@@ -16,6 +16,10 @@ from textual.dom import DOMNode
 import fractui.tui
 from fractui.config import load_config
 from fractui.tui.app import binding_ids, check_tui_settings, scopes
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.messages import MessagesScreen
+from fractui.tui.report_view import ReportScreen
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
 from tests.tui_frozen import pilot_test, settled, settled_app
@@ -102,7 +106,8 @@ def test_keys_that_clash_only_as_written_and_remaps_that_free_a_key_are_fine(tmp
     quitting on ``x,q`` is no clash; nor is ``o`` for the GPU view once the order has ``O``."""
     for keys in ('"app.quit" = "x,q"', '"map.gpu" = "o"\n"fleet.order" = "O"',
                  '"fleet.filter" = "f"\n"app.quit" = "x,ctrl+q"',  # (the docs' example)
-                 '"fleet.compact" = "shift+ctrl+f"'.replace("shift+ctrl", "ctrl+shift")):
+                 '"fleet.compact" = "shift+ctrl+f"'.replace("shift+ctrl", "ctrl+shift"),
+                 '"messages.back" = "escape,q,e"\n"jobs.back" = "escape,q,J"'):
         path = tmp_path / "config.toml"
         path.write_text("[tui.keys]\n" + keys + "\n")
         check_tui_settings(load_config(str(path)), theme_names())
@@ -122,6 +127,23 @@ def test_every_binding_remapped_to_its_own_keys_is_fine(tmp_path):
     path.write_text("[tui.keys]\n" + "".join('"%s" = "%s"\n' % (i, ",".join(k))
                                             for i, k in written.items()))
     check_tui_settings(load_config(str(path)), theme_names())
+
+
+@pilot_test
+async def test_a_views_own_key_may_close_it_as_the_app_binds_that_key_nowhere_on_it():
+    """The app's ``e``, ``J`` and ``R`` open a view and are unbound on that view itself
+    (``check_action``): a view's way back on its own key (``e`` opens the messages and
+    closes them) clashes with nothing there, and works."""
+    keys = (("messages.back", "escape,q,e"), ("jobs.back", "escape,q,J"),
+            ("report.back", "escape,q,R"))
+    async with settled_app((160, 48), keys=keys) as (app, pilot):
+        for key, view in (("e", MessagesScreen), ("J", JobsScreen), ("R", ReportScreen)):
+            await pilot.press(key)
+            await settled(pilot)
+            assert isinstance(app.screen, view)
+            await pilot.press(key)
+            await settled(pilot)
+            assert isinstance(app.screen, FleetScreen), (key, app.screen)
 
 
 @pilot_test

@@ -28,6 +28,8 @@ class Scope:
 
     name: str
     nodes: tuple[type[DOMNode], ...]
+    unbound: tuple[str, ...] = ()
+    """Ids of the nodes' bindings not active here (the app's key of a view, on that view)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def _bound(scope: Scope, keymap: Mapping[str, str]) -> dict[str, set[str]]:
         # (DOMNode's own merge of a class's bindings, its bases' as Textual inherits them)
         for key, bindings in node._merge_bindings().key_to_bindings.items():
             for binding in bindings:
+                if binding.id in scope.unbound:
+                    continue
                 for each in _keys(binding, keymap):
                     bound.setdefault(SAME_KEY.get(each, each), set()).add(
                         binding.id or "Textual's own %s" % binding.action)
