@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from textual._keyboard_protocol import FUNCTIONAL_KEYS
 from textual.dom import DOMNode
 
 import fractui.tui
@@ -18,6 +19,7 @@ from fractui.config import load_config
 from fractui.tui.app import binding_ids, check_tui_settings, scopes
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.keymap import key_problem
 from fractui.tui.messages import MessagesScreen
 from fractui.tui.report_view import ReportScreen
 from fractui.tui.themes import theme_names
@@ -111,6 +113,18 @@ def test_keys_that_clash_only_as_written_and_remaps_that_free_a_key_are_fine(tmp
         path = tmp_path / "config.toml"
         path.write_text("[tui.keys]\n" + keys + "\n")
         check_tui_settings(load_config(str(path)), theme_names())
+
+
+def test_keys_textual_names_in_the_kitty_keyboard_protocol_are_fine(tmp_path):
+    """Textual asks the terminal for kitty's keyboard protocol, and names the keys it reports
+    that no other way of sending keys has (``pause``, ``menu``, ``f25``, ``media_play_pause``,
+    a keypad's ``add``): a key a terminal sends, bound by an admin, is no wrong key."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tui.keys]\n"fleet.filter" = "pause,menu,ctrl+print_screen,f25,'
+                    'media_play_pause,scroll_lock,add"\n')
+    check_tui_settings(load_config(str(path)), theme_names())
+    assert [key for key in FUNCTIONAL_KEYS.values() if key_problem(key) or
+            key_problem("ctrl+" + key)] == []
 
 
 def test_every_binding_remapped_to_its_own_keys_is_fine(tmp_path):

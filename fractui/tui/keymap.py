@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from textual._keyboard_protocol import FUNCTIONAL_KEYS
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.keys import (KEY_ALIASES, REPLACED_KEYS, Keys, _character_to_key,
@@ -15,8 +16,9 @@ from textual.keys import (KEY_ALIASES, REPLACED_KEYS, Keys, _character_to_key,
 
 MODIFIERS = ("alt", "ctrl", "hyper", "meta", "shift", "super")
 """In the order Textual names them in a key (it sorts them): ``ctrl+shift+up``."""
-NAMED = {k.value for k in Keys if not k.value.startswith("<")}
-"""Keys Textual names as a whole (``ctrl+@``, ``f1``, ``escape``, ``shift+tab``)."""
+NAMED = {k.value for k in Keys if not k.value.startswith("<")} | set(FUNCTIONAL_KEYS.values())
+"""Keys Textual names as a whole (``ctrl+@``, ``f1``, ``escape``, ``shift+tab``), and those
+only kitty's keyboard protocol reports, which Textual asks for (``pause``, ``f25``)."""
 SAME_KEY = {alias: key for key, aliases in KEY_ALIASES.items() for alias in aliases}
 """Another name of one press (``ctrl+i`` is ``tab``): bound, it is that key's binding too."""
 
