@@ -64,9 +64,15 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
      "2: tui.keys.'fleet.filter' = 'Fn': 'Fn' is no key's name (a character, or a name such "
      "as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
     ('"fleet.filter" = "ctrl+"',
-     "2: tui.keys.'fleet.filter' = 'ctrl+': it ends in '+' (the plus key is named plus)"),
+     "2: tui.keys.'fleet.filter' = 'ctrl+': it ends in '+' (the plus key is named plus, the "
+     "comma key comma)"),
+    ('"fleet.filter" = "ctrl++"', "2: tui.keys.'fleet.filter' = 'ctrl++': it ends in '+' (the "
+     "plus key is named plus, the comma key comma)"),
+    ('"fleet.filter" = "f,ctrl+,"', "2: tui.keys.'fleet.filter' = 'f,ctrl+,': in ctrl+, it ends "
+     "in '+' (the plus key is named plus, the comma key comma)"),
     ('"fleet.filter" = "f,"',
-     "2: tui.keys.'fleet.filter' = 'f,': an empty key (a comma at an end, or two together)"),
+     "2: tui.keys.'fleet.filter' = 'f,': an empty key (a comma at an end, or two together: "
+     "the comma key is named comma)"),
     ('"fleet.filter" = "f, f"', "2: tui.keys.'fleet.filter' = 'f, f': it names f twice"),
     ('"fleet.filter" = "q"',
      "2: tui.keys.'fleet.filter' = 'q': q is also the key of app.quit on the map" + CLASH),

@@ -50,15 +50,15 @@ def key_problem(key: str) -> Optional[str]:
     """What is wrong with one key as ``[tui] keys`` gives it (after Textual's own rewriting of
     a lone character: ``?`` is ``question_mark``), or None where Textual can send it."""
     if not key:
-        return "an empty key (a comma at an end, or two together)"
+        return "an empty key (a comma at an end, or two together: the comma key is named comma)"
     if key in NAMED:
         return None
     *modifiers, name = key.split("+")
+    if not name:  # (ctrl++, and ctrl+, split at its comma)
+        return "it ends in '+' (the plus key is named plus, the comma key comma)"
     unknown = [m for m in modifiers if m not in MODIFIERS]
     if unknown:
         return "%r is no modifier (they are %s)" % (unknown[0], ", ".join(MODIFIERS))
-    if not name:
-        return "it ends in '+' (the plus key is named plus)"
     if modifiers != sorted(set(modifiers)):
         return "Textual names it %r" % "+".join(sorted(set(modifiers)) + [name])
     if len(name) == 1 and _character_to_key(name) != name:
