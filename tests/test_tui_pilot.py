@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import threading
 
 import pytest
@@ -210,6 +211,32 @@ async def test_a_name_textual_would_look_through_at_length_is_scored_by_its_firs
         hits = [hit.text async for hit in FleetCommands(app.screen).search("abc")]
     assert "open job #%d %s" % (job.id, name) in hits
     assert not [text for text in searched if name in text]
+
+
+def test_a_long_query_is_looked_for_in_a_long_name_within_the_bound():
+    """What the palette looks through before it leaves a text to Textual's search is bounded
+    as that search is: 300 ``a`` in ``a-`` 2048 times, or those and a ``b`` it has not, are
+    300 characters of some 1900 places each, and were looked through whole (seconds, the
+    TUI stopped). Counted in the lines run in commands.py, not in time."""
+    lines = 0
+
+    def trace(frame, event, _arg):
+        nonlocal lines
+        if frame.f_code.co_filename != commands.__file__:
+            return None
+        lines += event == "line"
+        return trace
+
+    text = "a-" * 2048
+    for query, matched in (("a" * 300, True), ("a" * 300 + "b", False)):
+        lines = 0
+        sys.settrace(trace)
+        try:
+            score, offsets = commands._match(Matcher(query), text)
+        finally:
+            sys.settrace(None)
+        assert (score > 0, len(offsets)) == ((True, 300) if matched else (False, 0))
+        assert lines < 10 * commands.MATCH_WAYS, (query[-3:], lines)
 
 
 def test_a_text_scored_by_its_first_match_matches_where_textual_finds_one(monkeypatch):

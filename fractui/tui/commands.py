@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
@@ -156,32 +156,34 @@ def _match(matcher: Matcher, text: str) -> tuple[float, Sequence[int]]:
         query, seen = query.lower(), seen.lower()
     if query in seen:  # (Textual's quick way: one match, where the query is found whole)
         return search.match(matcher.query, text)
-    places = _places(query, seen)
-    if not places or _ways(places) <= MATCH_WAYS:
-        return search.match(matcher.query, text)
-    first: list[int] = []
-    for found in places:
-        first.append(next((at for at in found if not first or at > first[-1]), -1))
+    first: list[int] = []  # (each character's first place after the one before's)
+    for char in query:
+        first.append(seen.find(char, first[-1] + 1 if first else 0))
         if first[-1] < 0:
-            return 0.0, ()
+            return 0.0, ()  # (as Textual's search: a character not found, no match)
+    places = _places(query, seen)
+    if places is not None and _ways(places) <= MATCH_WAYS:
+        return search.match(matcher.query, text)
     return search.score(seen, first), first
 
 
-def _places(query: str, text: str) -> list[list[int]]:
+def _places(query: str, text: str) -> Optional[list[list[int]]]:
     """Where Textual's search looks for each of the query's characters (``FuzzySearch._match``:
     from just after the first place of the one before, up to about where the rest would no
-    longer fit); none where one is not found."""
+    longer fit), each found there (``_match`` saw to it); None past MATCH_WAYS places, which
+    it would look at once each at least (each character's first places make a partial match)."""
     places: list[list[int]] = []
-    start = 0
+    start, count = 0, 0
     for n, char in enumerate(query):
         found, at, end = [], start, len(text) - n
         while (hit := text.find(char, at)) != -1:
             found.append(hit)
             at = hit + 1
+            count += 1
+            if count > MATCH_WAYS:
+                return None
             if at >= end:
                 break
-        if not found:
-            return []
         places.append(found)
         start = found[0] + 1
     return places
