@@ -145,11 +145,19 @@ everyday name (``open job #1234 lora-1e-4-128-bs32-run7``), a few hundred, and 6
 such queries past the bound."""
 
 
+MATCH_LENGTH = 500
+"""The longest query Textual's fuzzy search is left: it calls itself once for each of the
+query's characters, and fails past Python's bound on that (1000 calls), the palette then
+listing none of our hits (it logs a provider's error): a job's long name pasted whole found
+nothing. A longer query scores a text by its first match."""
+
+
 def _match(matcher: Matcher, text: str) -> tuple[float, Sequence[int]]:
     """Textual's score of ``text`` for the query and the offsets it matched (into ``text`` as
     Textual reads it, lower case unless the match is case-sensitive), where Textual's search
-    would look at most at MATCH_WAYS places; else the score of the first match in the
-    order Textual tries them (the query's characters each found as early as can be)."""
+    would look at most at MATCH_WAYS places and the query is at most MATCH_LENGTH long; else
+    the score of the first match in the order Textual tries them (the query's characters each
+    found as early as can be)."""
     search = matcher.fuzzy_search
     query, seen = matcher.query, text
     if not search.case_sensitive:
@@ -161,7 +169,7 @@ def _match(matcher: Matcher, text: str) -> tuple[float, Sequence[int]]:
         first.append(seen.find(char, first[-1] + 1 if first else 0))
         if first[-1] < 0:
             return 0.0, ()  # (as Textual's search: a character not found, no match)
-    places = _places(query, seen)
+    places = _places(query, seen) if len(query) <= MATCH_LENGTH else None
     if places is not None and _ways(places) <= MATCH_WAYS:
         return search.match(matcher.query, text)
     return search.score(seen, first), first
