@@ -13,6 +13,7 @@ import sys
 import pytest
 from textual._keyboard_protocol import FUNCTIONAL_KEYS
 from textual.dom import DOMNode
+from textual.keys import _character_to_key
 
 import fractui.tui
 from fractui.config import load_config
@@ -60,6 +61,10 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
     ('"fleet.filter" = "F1"', "2: tui.keys.'fleet.filter' = 'F1': Textual names it 'f1'"),
     ('"fleet.filter" = "ctrl+PageDown"',
      "2: tui.keys.'fleet.filter' = 'ctrl+PageDown': Textual names it 'ctrl+pagedown'"),
+    ('"fleet.filter" = "ctrl+hyphen_minus"',
+     "2: tui.keys.'fleet.filter' = 'ctrl+hyphen_minus': Textual names it 'ctrl+minus'"),
+    ('"fleet.filter" = "latin_small_letter_e_with_acute"', "2: tui.keys.'fleet.filter' = "
+     "'latin_small_letter_e_with_acute': Textual names it 'é'"),
     ('"fleet.filter" = "Fn"',
      "2: tui.keys.'fleet.filter' = 'Fn': 'Fn' is no key's name (a character, or a name such "
      "as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
@@ -131,6 +136,17 @@ def test_keys_textual_names_in_the_kitty_keyboard_protocol_are_fine(tmp_path):
     check_tui_settings(load_config(str(path)), theme_names())
     assert [key for key in FUNCTIONAL_KEYS.values() if key_problem(key) or
             key_problem("ctrl+" + key)] == []
+
+
+def test_keys_of_characters_textual_names_by_a_hyphened_unicode_name_are_fine(tmp_path):
+    """Textual names a character by its Unicode name, a hyphen as ``_`` (``±``, PLUS-MINUS
+    SIGN, is ``plus_minus_sign``), which no lookup of the name with spaces finds: ``±`` and
+    ``«`` written as they are, or by those names, were refused as no key's name. Every
+    character's name Textual gives is a key."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tui.keys]\n"fleet.filter" = "±,«,ctrl+plus_minus_sign,no_break_space"\n')
+    check_tui_settings(load_config(str(path)), theme_names())
+    assert [c for c in map(chr, range(0x21, 0x3000)) if key_problem(_character_to_key(c))] == []
 
 
 def test_every_binding_remapped_to_its_own_keys_is_fine(tmp_path):

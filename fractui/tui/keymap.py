@@ -5,6 +5,9 @@ one is never reached), so an admin's typo would only show as a key that does not
 
 from __future__ import annotations
 
+import functools
+import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
@@ -67,14 +70,26 @@ def key_problem(key: str) -> Optional[str]:
         return "Textual names it %r (a capital)" % name.upper()  # (a terminal sends "A")
     if len(name) == 1 and modifiers and name.isupper():
         return "Textual names it %r" % "+".join(sorted({"shift", *modifiers}) + [name.lower()])
-    if len(name) == 1 or name in NAMED or name.islower() and key_to_character(
-            REPLACED_KEYS.get(name, name)) is not None:  # (slash: SOLIDUS's character)
+    if len(name) == 1 or name in NAMED or name in character_names():
         return None
+    character = key_to_character(REPLACED_KEYS.get(name, name)) if name.islower() else None
+    if character is not None:  # (a Unicode name Textual gives its character by another)
+        return "Textual names it %r" % "+".join(modifiers + [_character_to_key(character)])
     if name != name.lower() and key_problem("+".join(modifiers + [name.lower()])) is None:
         # (F1, PageDown, Escape: Textual's names are in lower case)
         return "Textual names it %r" % "+".join(modifiers + [name.lower()])
     return ("%r is no key's name (a character, or a name such as escape, enter, tab, space, "
             "up, pagedown, f1, slash, question_mark)" % name)
+
+
+@functools.lru_cache(maxsize=None)
+def character_names() -> frozenset[str]:
+    """The names Textual gives the characters it sends by a name (``_character_to_key``:
+    ``slash``, ``question_mark``, ``plus_minus_sign`` for ``±``, whose Unicode name's hyphen
+    no lookup of the name undoes): every named character's, once (a tenth of a second; one
+    with no name is sent as itself)."""
+    return frozenset(_character_to_key(c) for c in map(chr, range(sys.maxunicode + 1))
+                     if not c.isalnum() and unicodedata.name(c, ""))
 
 
 def keys_problem(value: str) -> Optional[str]:
