@@ -55,6 +55,8 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
      "2: tui.keys.'fleet.filter' = 'ctrl+shift+F': Textual names it 'ctrl+shift+f'"),
     ('"fleet.filter" = "shift+f"',
      "2: tui.keys.'fleet.filter' = 'shift+f': Textual names it 'F' (a capital)"),
+    ('"fleet.filter" = "shift+ß"', "2: tui.keys.'fleet.filter' = 'shift+ß': a terminal sends "
+     "the character shift and ß make, never shift+ß"),
     ('"fleet.filter" = "f,pgdn"',
      "2: tui.keys.'fleet.filter' = 'f,pgdn': in pgdn, 'pgdn' is no key's name (a character, "
      "or a name such as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),

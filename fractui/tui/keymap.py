@@ -67,6 +67,8 @@ def key_problem(key: str) -> Optional[str]:
     if len(name) == 1 and _character_to_key(name) != name:
         return "Textual names it %r" % "+".join(modifiers + [_character_to_key(name)])
     if len(name) == 1 and modifiers == ["shift"] and name.isalpha():
+        if len(name.upper()) > 1:  # (ß is SS in capitals: no key)
+            return "a terminal sends the character shift and %s make, never %s" % (name, key)
         return "Textual names it %r (a capital)" % name.upper()  # (a terminal sends "A")
     if len(name) == 1 and modifiers and name.isupper():
         return "Textual names it %r" % "+".join(sorted({"shift", *modifiers}) + [name.lower()])
