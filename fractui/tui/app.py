@@ -45,7 +45,7 @@ from fractui.tui.themes import DEFAULT, broken_themes, loaded_themes, theme_name
 from fractui.words import count, quoted
 
 
-VIEWS: dict[str, type[Screen[object]]] = {
+VIEWS: dict[str, type[Screen[None]]] = {
     "jobs": JobsScreen, "report": ReportScreen, "messages": MessagesScreen}
 """The app's actions that open a view of the whole app, each unbound on its view itself."""
 
