@@ -5,13 +5,24 @@ key of Textual's own) is the config's ``file:line`` error, exit 2, and no traceb
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 
 import pytest
+from textual._keyboard_protocol import FUNCTIONAL_KEYS
+from textual.dom import DOMNode
+from textual.keys import _character_to_key
 
+import fractui.tui
 from fractui.config import load_config
 from fractui.tui.app import binding_ids, check_tui_settings, scopes
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.keymap import key_problem
+from fractui.tui.messages import MessagesScreen
+from fractui.tui.report_view import ReportScreen
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
 from tests.tui_frozen import pilot_test, settled, settled_app
@@ -44,16 +55,31 @@ def fractui_tui(tmp_path, keys: str) -> subprocess.CompletedProcess:
      "2: tui.keys.'fleet.filter' = 'ctrl+shift+F': Textual names it 'ctrl+shift+f'"),
     ('"fleet.filter" = "shift+f"',
      "2: tui.keys.'fleet.filter' = 'shift+f': Textual names it 'F' (a capital)"),
+    ('"fleet.filter" = "shift+ß"', "2: tui.keys.'fleet.filter' = 'shift+ß': a terminal sends "
+     "the character shift and ß make, never shift+ß"),
     ('"fleet.filter" = "f,pgdn"',
      "2: tui.keys.'fleet.filter' = 'f,pgdn': in pgdn, 'pgdn' is no key's name (a character, "
      "or a name such as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
-    ('"fleet.filter" = "F1"',
-     "2: tui.keys.'fleet.filter' = 'F1': 'F1' is no key's name (a character, or a name such "
+    ('"fleet.filter" = "F1"', "2: tui.keys.'fleet.filter' = 'F1': Textual names it 'f1'"),
+    ('"fleet.filter" = "ctrl+PageDown"',
+     "2: tui.keys.'fleet.filter' = 'ctrl+PageDown': Textual names it 'ctrl+pagedown'"),
+    ('"fleet.filter" = "ctrl+hyphen_minus"',
+     "2: tui.keys.'fleet.filter' = 'ctrl+hyphen_minus': Textual names it 'ctrl+minus'"),
+    ('"fleet.filter" = "latin_small_letter_e_with_acute"', "2: tui.keys.'fleet.filter' = "
+     "'latin_small_letter_e_with_acute': Textual names it 'é'"),
+    ('"fleet.filter" = "Fn"',
+     "2: tui.keys.'fleet.filter' = 'Fn': 'Fn' is no key's name (a character, or a name such "
      "as escape, enter, tab, space, up, pagedown, f1, slash, question_mark)"),
     ('"fleet.filter" = "ctrl+"',
-     "2: tui.keys.'fleet.filter' = 'ctrl+': it ends in '+' (the plus key is named plus)"),
+     "2: tui.keys.'fleet.filter' = 'ctrl+': it ends in '+' (the plus key is named plus, the "
+     "comma key comma)"),
+    ('"fleet.filter" = "ctrl++"', "2: tui.keys.'fleet.filter' = 'ctrl++': it ends in '+' (the "
+     "plus key is named plus, the comma key comma)"),
+    ('"fleet.filter" = "f,ctrl+,"', "2: tui.keys.'fleet.filter' = 'f,ctrl+,': in ctrl+, it ends "
+     "in '+' (the plus key is named plus, the comma key comma)"),
     ('"fleet.filter" = "f,"',
-     "2: tui.keys.'fleet.filter' = 'f,': an empty key (a comma at an end, or two together)"),
+     "2: tui.keys.'fleet.filter' = 'f,': an empty key (a comma at an end, or two together: "
+     "the comma key is named comma)"),
     ('"fleet.filter" = "f, f"', "2: tui.keys.'fleet.filter' = 'f, f': it names f twice"),
     ('"fleet.filter" = "q"',
      "2: tui.keys.'fleet.filter' = 'q': q is also the key of app.quit on the map" + CLASH),
@@ -95,10 +121,34 @@ def test_keys_that_clash_only_as_written_and_remaps_that_free_a_key_are_fine(tmp
     quitting on ``x,q`` is no clash; nor is ``o`` for the GPU view once the order has ``O``."""
     for keys in ('"app.quit" = "x,q"', '"map.gpu" = "o"\n"fleet.order" = "O"',
                  '"fleet.filter" = "f"\n"app.quit" = "x,ctrl+q"',  # (the docs' example)
-                 '"fleet.compact" = "shift+ctrl+f"'.replace("shift+ctrl", "ctrl+shift")):
+                 '"fleet.compact" = "shift+ctrl+f"'.replace("shift+ctrl", "ctrl+shift"),
+                 '"messages.back" = "escape,q,e"\n"jobs.back" = "escape,q,J"'):
         path = tmp_path / "config.toml"
         path.write_text("[tui.keys]\n" + keys + "\n")
         check_tui_settings(load_config(str(path)), theme_names())
+
+
+def test_keys_textual_names_in_the_kitty_keyboard_protocol_are_fine(tmp_path):
+    """Textual asks the terminal for kitty's keyboard protocol, and names the keys it reports
+    that no other way of sending keys has (``pause``, ``menu``, ``f25``, ``media_play_pause``,
+    a keypad's ``add``): a key a terminal sends, bound by an admin, is no wrong key."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tui.keys]\n"fleet.filter" = "pause,menu,ctrl+print_screen,f25,'
+                    'media_play_pause,scroll_lock,add"\n')
+    check_tui_settings(load_config(str(path)), theme_names())
+    assert [key for key in FUNCTIONAL_KEYS.values() if key_problem(key) or
+            key_problem("ctrl+" + key)] == []
+
+
+def test_keys_of_characters_textual_names_by_a_hyphened_unicode_name_are_fine(tmp_path):
+    """Textual names a character by its Unicode name, a hyphen as ``_`` (``±``, PLUS-MINUS
+    SIGN, is ``plus_minus_sign``), which no lookup of the name with spaces finds: ``±`` and
+    ``«`` written as they are, or by those names, were refused as no key's name. Every
+    character's name Textual gives is a key."""
+    path = tmp_path / "config.toml"
+    path.write_text('[tui.keys]\n"fleet.filter" = "±,«,ctrl+plus_minus_sign,no_break_space"\n')
+    check_tui_settings(load_config(str(path)), theme_names())
+    assert [c for c in map(chr, range(0x21, 0x3000)) if key_problem(_character_to_key(c))] == []
 
 
 def test_every_binding_remapped_to_its_own_keys_is_fine(tmp_path):
@@ -115,6 +165,23 @@ def test_every_binding_remapped_to_its_own_keys_is_fine(tmp_path):
     path.write_text("[tui.keys]\n" + "".join('"%s" = "%s"\n' % (i, ",".join(k))
                                             for i, k in written.items()))
     check_tui_settings(load_config(str(path)), theme_names())
+
+
+@pilot_test
+async def test_a_views_own_key_may_close_it_as_the_app_binds_that_key_nowhere_on_it():
+    """The app's ``e``, ``J`` and ``R`` open a view and are unbound on that view itself
+    (``check_action``): a view's way back on its own key (``e`` opens the messages and
+    closes them) clashes with nothing there, and works."""
+    keys = (("messages.back", "escape,q,e"), ("jobs.back", "escape,q,J"),
+            ("report.back", "escape,q,R"))
+    async with settled_app((160, 48), keys=keys) as (app, pilot):
+        for key, view in (("e", MessagesScreen), ("J", JobsScreen), ("R", ReportScreen)):
+            await pilot.press(key)
+            await settled(pilot)
+            assert isinstance(app.screen, view)
+            await pilot.press(key)
+            await settled(pilot)
+            assert isinstance(app.screen, FleetScreen), (key, app.screen)
 
 
 @pilot_test
@@ -150,3 +217,22 @@ async def test_the_scopes_are_the_screens_chains_of_bindings():
         await at("the messages", "escape", "e")
         await at("the help", "escape", "question_mark")
     assert seen == {s.name: {cls.__name__ for cls in s.nodes} for s in scopes()}
+
+
+def test_every_screen_and_widget_with_a_binding_the_config_may_remap_is_in_a_scope():
+    """The scopes are written out: a screen or widget added with bindings of its own and left
+    out of them would have its ids refused as unknown and its clashes never looked for, and
+    the walk above would not notice it. Every class of fractui.tui with a binding id is in one."""
+    for module in pkgutil.iter_modules(fractui.tui.__path__):
+        importlib.import_module("fractui.tui." + module.name)
+    classes, todo = set(), [DOMNode]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__module__.startswith("fractui.") and any(
+                b.id for bindings in cls._merge_bindings().key_to_bindings.values()
+                for b in bindings):
+            classes.add(cls.__qualname__)
+    assert len(classes) > 10
+    assert classes <= {cls.__qualname__ for scope in scopes() for cls in scope.nodes}, sorted(
+        classes - {cls.__qualname__ for scope in scopes() for cls in scope.nodes})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import threading
 
 import pytest
@@ -147,27 +148,30 @@ async def test_a_long_querys_hits_keep_textuals_order_as_the_ties_are_nudged():
     """The palette nudges its hits' scores to order the ties (``commands.TIE_NUDGE``), less
     the further down our order, which follows Textual's score: a hit scored lower never goes
     over one scored higher, whatever the query's length. (A note feared it would past about
-    390 characters, where two of Textual's scores may differ by less than the nudge.) Names
-    of 420 distinct characters, with separators strewn in: one way each to match them, scored
-    apart by their words and runs."""
-    query = "".join(chr(0x4E00 + i) for i in range(420))
-    rng = random.Random(7)
+    390 characters, where two of Textual's scores may differ by less than the nudge.) Two
+    names of the query's 2000 distinct characters, one with 6 runs broken in a word and 154
+    words, the other 5 and 168: one way each to match them, scored 3978.992 and 3978.99200025
+    by Textual's score, 6e-11 of them apart, the first nudged down less than the second."""
+    query = "".join(chr(0x4E00 + i) for i in range(2000))
 
-    def strewn() -> str:
+    def broken(runs: int, words: int) -> str:
+        """The query, ``x`` in every tenth gap ``runs`` times, then a space ``words`` times."""
         name = list(query)
-        for _ in range(rng.randint(1, 60)):
-            name.insert(rng.randint(1, len(name) - 1), rng.choice(" -x"))
+        for n, gap in enumerate(range(10 * (runs + words), 0, -10)):
+            name.insert(gap, " " if n < words else "x")
         return "".join(name)
 
     async with settled_app((120, 36)) as (app, pilot):
         model = fleet(app).model
-        model.store = dataclasses.replace(model.store, jobs=tuple(
-            dataclasses.replace(job, name=strewn()) for job in model.store.jobs))
+        jobs = model.store.jobs
+        model.store = dataclasses.replace(model.store, jobs=(
+            dataclasses.replace(jobs[0], name=broken(5, 168)),
+            dataclasses.replace(jobs[1], name=broken(6, 154))) + jobs[2:])
         hits = [hit async for hit in FleetCommands(app.screen).search(query)]
-    matcher = Matcher(query)
-    shown = [matcher.match(hit.text) for hit in sorted(hits, key=lambda h: h.score,
-                                                       reverse=True)]  # (as Textual sorts)
-    assert len(set(shown)) > 10 and shown == sorted(shown, reverse=True), shown
+    shown = [FuzzySearch().score(hit.text, [hit.text.index(c) for c in query])  # (its one way)
+             for hit in sorted(hits, key=lambda h: h.score, reverse=True)]  # (as Textual sorts)
+    assert 0 < shown[0] - shown[-1] < 1e-10 * shown[0], shown
+    assert shown == sorted(shown, reverse=True), shown
 
 
 @pilot_test
@@ -189,6 +193,69 @@ async def test_a_name_with_countless_ways_to_match_is_scored_by_its_first(monkey
     assert "open job #%d %s" % (job.id, "a-b-" * 32) in hits
     mine = [text for text in scored if "a-b-" * 32 in text]
     assert 0 < len(mine) < 10, len(mine)  # (each of its entries once)
+
+
+@pilot_test
+async def test_a_name_textual_would_look_through_at_length_is_scored_by_its_first(monkeypatch):
+    """Textual's search looks at each of a character's places once for each partial match
+    before it, also at those it cannot take: ``abc`` in ``a b- c…c a…a b…b`` (3600 c's, 118
+    a's and b's: 3839 characters) is 17,643 partial matches, but 50 million places looked at,
+    seconds with the TUI stopped. MATCH_WAYS counts the places, so Textual never searches it."""
+    name = "ab-" + "c" * 3600 + "a" * 118 + "b" * 118
+    searched = []
+    match = FuzzySearch.match
+    monkeypatch.setattr(FuzzySearch, "match", lambda self, query, text: (
+        searched.append(text), match(self, query, text))[1])
+    async with settled_app((120, 36)) as (app, pilot):
+        model = fleet(app).model
+        job = model.store.jobs[0]
+        model.store = dataclasses.replace(model.store, jobs=(
+            dataclasses.replace(job, name=name),) + model.store.jobs[1:])
+        hits = [hit.text async for hit in FleetCommands(app.screen).search("abc")]
+    assert "open job #%d %s" % (job.id, name) in hits
+    assert not [text for text in searched if name in text]
+
+
+@pilot_test
+async def test_a_long_name_pasted_whole_into_the_palette_finds_its_job():
+    """Textual's search calls itself once for each character of the query, and past about
+    1000 (Python's bound on it) fails: the palette logs a provider's error and lists none
+    of its hits, so a job's long name pasted whole found nothing. Past MATCH_LENGTH
+    characters a text is scored by its first match."""
+    name = "".join(chr(0x4E00 + i) for i in range(1500)) + " end"
+    async with settled_app((120, 36)) as (app, pilot):
+        model = fleet(app).model
+        job = model.store.jobs[0]
+        model.store = dataclasses.replace(model.store, jobs=(
+            dataclasses.replace(job, name=name),) + model.store.jobs[1:])
+        hits = [hit.text async for hit in FleetCommands(app.screen).search(name[:-4] + "d")]
+    assert "open job #%d %s" % (job.id, name) in hits
+
+
+def test_a_long_query_is_looked_for_in_a_long_name_within_the_bound():
+    """What the palette looks through before it leaves a text to Textual's search is bounded
+    as that search is: 300 ``a`` in ``a-`` 2048 times, or those and a ``b`` it has not, are
+    300 characters of some 1900 places each, and were looked through whole (seconds, the
+    TUI stopped). Counted in the lines run in commands.py, not in time."""
+    lines = 0
+
+    def trace(frame, event, _arg):
+        nonlocal lines
+        if frame.f_code.co_filename != commands.__file__:
+            return None
+        lines += event == "line"
+        return trace
+
+    text = "a-" * 2048
+    for query, matched in (("a" * 300, True), ("a" * 300 + "b", False)):
+        lines = 0
+        sys.settrace(trace)
+        try:
+            score, offsets = commands._match(Matcher(query), text)
+        finally:
+            sys.settrace(None)
+        assert (score > 0, len(offsets)) == ((True, 300) if matched else (False, 0))
+        assert lines < 10 * commands.MATCH_WAYS, (query[-3:], lines)
 
 
 def test_a_text_scored_by_its_first_match_matches_where_textual_finds_one(monkeypatch):

@@ -6,6 +6,7 @@ as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen open
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -42,6 +43,11 @@ from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import DEFAULT, broken_themes, loaded_themes, theme_names
 from fractui.words import count, quoted
+
+
+VIEWS: dict[str, type[Screen[None]]] = {
+    "jobs": JobsScreen, "report": ReportScreen, "messages": MessagesScreen}
+"""The app's actions that open a view of the whole app, each unbound on its view itself."""
 
 
 class FractuiApp(App[None], inherit_bindings=False):
@@ -238,8 +244,7 @@ class FractuiApp(App[None], inherit_bindings=False):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
         """A view's key is not bound on that view itself: it would open nothing (and ``?``
         and the key line would offer it)."""
-        kept = {"jobs": JobsScreen, "report": ReportScreen, "messages": MessagesScreen}
-        return not isinstance(self.screen, kept[action]) if action in kept else True
+        return not isinstance(self.screen, VIEWS[action]) if action in VIEWS else True
 
     def on_key(self, event: events.Key) -> None:
         """A key of the map's own (its filter, its order, compact…) pressed on another
@@ -338,9 +343,13 @@ def _new_file(stem: str, suffix: str) -> tuple[int, str]:
 
 def scopes() -> tuple[Scope, ...]:
     """Where bindings are active at once: each screen with each widget that takes its keys
-    (the app's keys over every screen that is not modal). Every binding the config may remap
-    is in one; ``tests/test_tui_keymap.py`` walks the screens to see these are their chains."""
-    return (Scope("the map", (FractuiApp, FleetScreen, SliceMap)),
+    (the app's keys over every screen that is not modal, but a view's own on that view, which
+    ``check_action`` unbinds there). Every binding the config may remap is in one;
+    ``tests/test_tui_keymap.py`` walks the screens to see these are their chains."""
+    return tuple(dataclasses.replace(scope, unbound=tuple(
+        b.id for b in FractuiApp.BINDINGS if isinstance(b, Binding) and b.id and
+        VIEWS.get(b.action) in scope.nodes)) for scope in (
+            Scope("the map", (FractuiApp, FleetScreen, SliceMap)),
             Scope("the queue panel", (FractuiApp, FleetScreen, QueuePanel)),
             Scope("a placement's preview", (FractuiApp, FleetScreen, PreviewBar)),
             Scope("the job screen", (FractuiApp, JobScreen, LogView)),
@@ -350,7 +359,7 @@ def scopes() -> tuple[Scope, ...]:
             Scope("the report", (FractuiApp, ReportScreen, ReportBody)),
             Scope("the messages", (FractuiApp, MessagesScreen, VerticalScroll)),
             Scope("the help", (HelpScreen, VerticalScroll)),
-            Scope("a confirmation", (ConfirmScreen, Button)))
+            Scope("a confirmation", (ConfirmScreen, Button))))
 
 
 def binding_ids() -> list[str]:

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
@@ -132,71 +132,87 @@ def _matched(matcher: Matcher, text: str) -> list[int]:
 
 
 MATCH_WAYS = 20_000
-"""The partial matches Textual's fuzzy search may try for one entry (a few milliseconds);
+"""The places Textual's fuzzy search may look at for one entry (tens of milliseconds at most);
 past them, an entry is scored by its first match. Textual tries every way the query's
 characters can be found in order and keeps the best: a job named ``a-b-`` 128 times took 30 s
 to score for ``abab``, the palette and the whole TUI stopped meanwhile, and a name may be 4096
-characters (never, then). The texts the palette matches every day take a few thousand at most
-(``lora-1e-4-128`` in an 80-character name of dashes and digits: 6,000)."""
+characters (never, then). It looks at each of a character's places once for each partial
+match of those before it, the places it cannot take too: those are counted, not the partial
+matches alone, which stay few where the places are many (``abc`` in ``ab-``, 3600 ``c``, 118
+``a`` then 118 ``b``: 17,643 partial matches, 50 million places, seconds). The texts the
+palette matches every day take far fewer: up to 14 characters of an entry of a job of an
+everyday name (``open job #1234 lora-1e-4-128-bs32-run7``), a few hundred, and 6 in 4432
+such queries past the bound."""
+
+
+MATCH_LENGTH = 500
+"""The longest query Textual's fuzzy search is left: it calls itself once for each of the
+query's characters, and fails past Python's bound on that (1000 calls), the palette then
+listing none of our hits (it logs a provider's error): a job's long name pasted whole found
+nothing. A longer query scores a text by its first match."""
 
 
 def _match(matcher: Matcher, text: str) -> tuple[float, Sequence[int]]:
     """Textual's score of ``text`` for the query and the offsets it matched (into ``text`` as
     Textual reads it, lower case unless the match is case-sensitive), where Textual's search
-    would try at most MATCH_WAYS partial matches; else the score of the first match in the
-    order Textual tries them (the query's characters each found as early as can be)."""
+    would look at most at MATCH_WAYS places and the query is at most MATCH_LENGTH long; else
+    the score of the first match in the order Textual tries them (the query's characters each
+    found as early as can be)."""
     search = matcher.fuzzy_search
     query, seen = matcher.query, text
     if not search.case_sensitive:
         query, seen = query.lower(), seen.lower()
     if query in seen:  # (Textual's quick way: one match, where the query is found whole)
         return search.match(matcher.query, text)
-    places = _places(query, seen)
-    if not places or _ways(places) <= MATCH_WAYS:
-        return search.match(matcher.query, text)
-    first: list[int] = []
-    for found in places:
-        first.append(next((at for at in found if not first or at > first[-1]), -1))
+    first: list[int] = []  # (each character's first place after the one before's)
+    for char in query:
+        first.append(seen.find(char, first[-1] + 1 if first else 0))
         if first[-1] < 0:
-            return 0.0, ()
+            return 0.0, ()  # (as Textual's search: a character not found, no match)
+    places = _places(query, seen) if len(query) <= MATCH_LENGTH else None
+    if places is not None and _ways(places) <= MATCH_WAYS:
+        return search.match(matcher.query, text)
     return search.score(seen, first), first
 
 
-def _places(query: str, text: str) -> list[list[int]]:
+def _places(query: str, text: str) -> Optional[list[list[int]]]:
     """Where Textual's search looks for each of the query's characters (``FuzzySearch._match``:
     from just after the first place of the one before, up to about where the rest would no
-    longer fit); none where one is not found."""
+    longer fit), each found there (``_match`` saw to it); None past MATCH_WAYS places, which
+    it would look at once each at least (each character's first places make a partial match)."""
     places: list[list[int]] = []
-    start = 0
+    start, count = 0, 0
     for n, char in enumerate(query):
         found, at, end = [], start, len(text) - n
         while (hit := text.find(char, at)) != -1:
             found.append(hit)
             at = hit + 1
+            count += 1
+            if count > MATCH_WAYS:
+                return None
             if at >= end:
                 break
-        if not found:
-            return []
         places.append(found)
         start = found[0] + 1
     return places
 
 
 def _ways(places: list[list[int]]) -> int:
-    """The partial matches Textual's search tries (each character's places after the one
-    before's), counted to just past MATCH_WAYS."""
+    """The places Textual's search looks at: each character's, once for each partial match
+    of those before it (``ways``: how many end at each place), counted to just past
+    MATCH_WAYS."""
     ways = [1] * len(places[0])
     total = len(ways)
     for before, found in zip(places, places[1:]):
+        total = min(total + sum(ways) * len(found), MATCH_WAYS + 1)
+        if total > MATCH_WAYS:
+            break
         now, sum_before, k = [], 0, 0
         for at in found:
             while k < len(before) and before[k] < at:
                 sum_before, k = min(sum_before + ways[k], MATCH_WAYS + 1), k + 1
             now.append(sum_before)
         ways = now
-        total = min(total + sum(ways), MATCH_WAYS + 1)
-        if total > MATCH_WAYS:
-            break
     return total
 
 

@@ -5,9 +5,13 @@ one is never reached), so an admin's typo would only show as a key that does not
 
 from __future__ import annotations
 
+import functools
+import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
+from textual._keyboard_protocol import FUNCTIONAL_KEYS
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.keys import (KEY_ALIASES, REPLACED_KEYS, Keys, _character_to_key,
@@ -15,8 +19,9 @@ from textual.keys import (KEY_ALIASES, REPLACED_KEYS, Keys, _character_to_key,
 
 MODIFIERS = ("alt", "ctrl", "hyper", "meta", "shift", "super")
 """In the order Textual names them in a key (it sorts them): ``ctrl+shift+up``."""
-NAMED = {k.value for k in Keys if not k.value.startswith("<")}
-"""Keys Textual names as a whole (``ctrl+@``, ``f1``, ``escape``, ``shift+tab``)."""
+NAMED = {k.value for k in Keys if not k.value.startswith("<")} | set(FUNCTIONAL_KEYS.values())
+"""Keys Textual names as a whole (``ctrl+@``, ``f1``, ``escape``, ``shift+tab``), and those
+only kitty's keyboard protocol reports, which Textual asks for (``pause``, ``f25``)."""
 SAME_KEY = {alias: key for key, aliases in KEY_ALIASES.items() for alias in aliases}
 """Another name of one press (``ctrl+i`` is ``tab``): bound, it is that key's binding too."""
 
@@ -28,6 +33,8 @@ class Scope:
 
     name: str
     nodes: tuple[type[DOMNode], ...]
+    unbound: tuple[str, ...] = ()
+    """Ids of the nodes' bindings not active here (the app's key of a view, on that view)."""
 
 
 @dataclass(frozen=True)
@@ -46,28 +53,45 @@ def key_problem(key: str) -> Optional[str]:
     """What is wrong with one key as ``[tui] keys`` gives it (after Textual's own rewriting of
     a lone character: ``?`` is ``question_mark``), or None where Textual can send it."""
     if not key:
-        return "an empty key (a comma at an end, or two together)"
+        return "an empty key (a comma at an end, or two together: the comma key is named comma)"
     if key in NAMED:
         return None
     *modifiers, name = key.split("+")
+    if not name:  # (ctrl++, and ctrl+, split at its comma)
+        return "it ends in '+' (the plus key is named plus, the comma key comma)"
     unknown = [m for m in modifiers if m not in MODIFIERS]
     if unknown:
         return "%r is no modifier (they are %s)" % (unknown[0], ", ".join(MODIFIERS))
-    if not name:
-        return "it ends in '+' (the plus key is named plus)"
     if modifiers != sorted(set(modifiers)):
         return "Textual names it %r" % "+".join(sorted(set(modifiers)) + [name])
     if len(name) == 1 and _character_to_key(name) != name:
         return "Textual names it %r" % "+".join(modifiers + [_character_to_key(name)])
     if len(name) == 1 and modifiers == ["shift"] and name.isalpha():
+        if len(name.upper()) > 1:  # (ß is SS in capitals: no key)
+            return "a terminal sends the character shift and %s make, never %s" % (name, key)
         return "Textual names it %r (a capital)" % name.upper()  # (a terminal sends "A")
     if len(name) == 1 and modifiers and name.isupper():
         return "Textual names it %r" % "+".join(sorted({"shift", *modifiers}) + [name.lower()])
-    if len(name) == 1 or name in NAMED or name.islower() and key_to_character(
-            REPLACED_KEYS.get(name, name)) is not None:  # (slash: SOLIDUS's character)
+    if len(name) == 1 or name in NAMED or name in character_names():
         return None
+    character = key_to_character(REPLACED_KEYS.get(name, name)) if name.islower() else None
+    if character is not None:  # (a Unicode name Textual gives its character by another)
+        return "Textual names it %r" % "+".join(modifiers + [_character_to_key(character)])
+    if name != name.lower() and key_problem("+".join(modifiers + [name.lower()])) is None:
+        # (F1, PageDown, Escape: Textual's names are in lower case)
+        return "Textual names it %r" % "+".join(modifiers + [name.lower()])
     return ("%r is no key's name (a character, or a name such as escape, enter, tab, space, "
             "up, pagedown, f1, slash, question_mark)" % name)
+
+
+@functools.lru_cache(maxsize=None)
+def character_names() -> frozenset[str]:
+    """The names Textual gives the characters it sends by a name (``_character_to_key``:
+    ``slash``, ``question_mark``, ``plus_minus_sign`` for ``±``, whose Unicode name's hyphen
+    no lookup of the name undoes): every named character's, once (a tenth of a second; one
+    with no name is sent as itself)."""
+    return frozenset(_character_to_key(c) for c in map(chr, range(sys.maxunicode + 1))
+                     if not c.isalnum() and unicodedata.name(c, ""))
 
 
 def keys_problem(value: str) -> Optional[str]:
@@ -117,6 +141,8 @@ def _bound(scope: Scope, keymap: Mapping[str, str]) -> dict[str, set[str]]:
         # (DOMNode's own merge of a class's bindings, its bases' as Textual inherits them)
         for key, bindings in node._merge_bindings().key_to_bindings.items():
             for binding in bindings:
+                if binding.id in scope.unbound:
+                    continue
                 for each in _keys(binding, keymap):
                     bound.setdefault(SAME_KEY.get(each, each), set()).add(
                         binding.id or "Textual's own %s" % binding.action)
