@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional
 
+import pytest
+
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.fleetview import HostView
 from fractui.sched.queueing import Kept, PassResult, Reserve, schedule, waits_at_quota
-from fractui.store.model import CANCELLED, DONE, PENDING, RUNNING, Job
+from fractui.store.model import CANCELLED, DONE, PENDING, RUNNING, Job, Slot
 
 QUARTER, WHOLE = QueueConfig("quarter", gpu=0.25), QueueConfig("whole", gpus=1)
 QUEUES = (QUARTER, WHOLE)
@@ -55,23 +57,28 @@ class Stream:
         return self.jobs[i].state
 
 
-def busy_nlp() -> Stream:
-    """nlp's quota (1 GPU) held by four running quarter jobs (1-4); its whole-GPU job 5
-    waits, submitted at 0, with its quarter job 6 after it."""
-    s = Stream([job(i, QUARTER, at=i - 10.0) for i in range(1, 5)])
+def busy_nlp(teams=TEAMS, quarters: int = 4) -> Stream:
+    """nlp's quota (1 GPU) held by four running quarter jobs (1-4), or with ``quarters`` the
+    fleet's room; its whole-GPU job 50 waits, submitted at 0, with its quarter job 51 after
+    it."""
+    s = Stream([job(i, QUARTER, at=i - 100.0) for i in range(1, quarters + 1)], teams)
     s.run(-5.0)
-    assert [s.state(i) for i in range(1, 5)] == [RUNNING] * 4
-    s.jobs[5], s.jobs[6] = job(5, WHOLE, at=0.0), job(6, QUARTER, at=1.0)
+    assert [s.state(i) for i in range(1, quarters + 1)] == [RUNNING] * quarters
+    s.jobs[50], s.jobs[51] = job(50, WHOLE, at=0.0), job(51, QUARTER, at=1.0)
     return s
 
 
-def test_a_stream_of_quarter_jobs_starves_a_whole_gpu_job_without_a_reservation():
-    """Each time one quarter job ends, the next quarter job backfills its quarter of quota
-    (the whole-GPU job first in line does not fit in it): with no reservation it never
-    starts; with one, the quota drains to it once it has waited past the bound."""
+@pytest.mark.parametrize("teams, quarters", [
+    (TEAMS, 4),  # nlp's quota of 1 GPU is what its quarter jobs fill
+    ((TeamConfig("nlp", quota_gpus=100.0),), 8)])  # the fleet's 2 GPUs are
+def test_a_stream_of_quarter_jobs_starves_a_whole_gpu_job_without_a_reservation(teams,
+                                                                                 quarters):
+    """Each time one quarter job ends, the next quarter job backfills its quarter (of quota,
+    or of a GPU) that the whole-GPU job first in line does not fit in: with no reservation
+    it never starts; with one, the room drains to it once it has waited past the bound."""
     def stream(after_s: float) -> Optional[float]:
-        s = busy_nlp()
-        next_id = 7
+        s = busy_nlp(teams, quarters)
+        next_id = 200
         for step in range(1, 40):  # one quarter ends every 30 s, a new one is submitted
             now = step * 30.0
             oldest = min(i for i, j in s.jobs.items() if j.state == RUNNING)
@@ -79,32 +86,32 @@ def test_a_stream_of_quarter_jobs_starves_a_whole_gpu_job_without_a_reservation(
             s.jobs[next_id] = job(next_id, QUARTER, at=now)
             next_id += 1
             s.run(now, after_s)
-            if s.state(5) == RUNNING:
+            if s.state(50) == RUNNING:
                 return now
         return None
 
     assert stream(0.0) is None  # off: starved for all of the stream's 20 minutes
     started = stream(BOUND)
-    # it holds the quota from its pass past the bound (330 s): the three quarters still
-    # running end one by one, and nothing takes their room meanwhile
-    assert started is not None and BOUND < started <= BOUND + 4 * 30.0, started
+    # it holds the room from its pass past the bound (330 s): the quarters still running
+    # where it waits end one by one, and nothing of its team takes their room meanwhile
+    assert started is not None and BOUND < started <= BOUND + quarters * 30.0, started
 
 
 def test_later_jobs_of_the_team_wait_for_what_is_held_and_say_for_whom():
     s = busy_nlp()
     s.end(1)
     result = s.run(BOUND + 1)
-    assert s.state(6) == PENDING and s.state(5) == PENDING
-    assert result.waiting[6] == (
-        "team nlp's free quota is held for job 5, waiting over 5m00s for 1.00 GPUs of it "
+    assert s.state(51) == PENDING and s.state(50) == PENDING
+    assert result.waiting[51] == (
+        "team nlp's free quota is held for job 50, waiting over 5m00s for 1.00 GPUs of it "
         "(0.25 of 1.00 free); this job's slot charges 0.25: it takes only what is left "
         "beside that")
-    assert result.waiting[5].startswith("team nlp is at its quota (0.75 of 1.00 GPUs held)")
-    assert result.waiting[5].endswith("; 1.00 of the team's quota is held for it (waiting over "
+    assert result.waiting[50].startswith("team nlp is at its quota (0.75 of 1.00 GPUs held)")
+    assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting over "
                                       "5m00s), so the team's later jobs take only what is "
                                       "left beside it")
     # both wait for their own team's quota: neither reads as starved by the fleet
-    assert waits_at_quota(result.waiting[5]) and waits_at_quota(result.waiting[6])
+    assert waits_at_quota(result.waiting[50]) and waits_at_quota(result.waiting[51])
 
 
 def test_nothing_is_held_before_the_bound_or_with_reservations_off():
@@ -112,8 +119,8 @@ def test_nothing_is_held_before_the_bound_or_with_reservations_off():
         s = busy_nlp()
         s.end(1)
         result = s.run(now, after_s)
-        assert s.state(6) == RUNNING and s.state(5) == PENDING
-        assert "is held for it" not in result.waiting[5]
+        assert s.state(51) == RUNNING and s.state(50) == PENDING
+        assert "is held for it" not in result.waiting[50]
 
 
 def test_the_hold_ends_when_the_job_starts_or_is_cancelled():
@@ -121,50 +128,63 @@ def test_the_hold_ends_when_the_job_starts_or_is_cancelled():
         s = busy_nlp()
         s.end(1)
         s.run(BOUND + 1)
-        assert s.state(6) == PENDING  # held for job 5
+        assert s.state(51) == PENDING  # held for job 50
         if ends == "started":
             for i in range(2, 5):
                 s.end(i)
             s.run(BOUND + 2)
-            assert s.state(5) == RUNNING and s.state(6) == PENDING  # it took the whole quota
-            s.end(5)
-        else:  # jobs 2-4 run on: the quarter left is job 6's
-            s.end(5, CANCELLED)
+            assert s.state(50) == RUNNING and s.state(51) == PENDING  # it took the whole quota
+            s.end(50)
+        else:  # jobs 2-4 run on: the quarter left is job 51's
+            s.end(50, CANCELLED)
         result = s.run(BOUND + 3)
-        assert s.state(6) == RUNNING, result.waiting
+        assert s.state(51) == RUNNING, result.waiting
 
 
 def test_no_hold_for_a_job_bigger_than_the_whole_quota():
     """A whole GPU never fits a quota of 0.75: it says so and holds nothing (else its team's
     other jobs would wait for ever behind it)."""
     teams = (TeamConfig("nlp", quota_gpus=0.75),)
-    s = Stream([job(5, WHOLE, at=0.0), job(6, QUARTER, at=1.0)], teams)
+    s = Stream([job(50, WHOLE, at=0.0), job(51, QUARTER, at=1.0)], teams)
     result = s.run(BOUND * 10)
-    assert s.state(6) == RUNNING and s.state(5) == PENDING
-    assert "more than the whole quota" in result.waiting[5] \
-        and "is held for it" not in result.waiting[5]
+    assert s.state(51) == RUNNING and s.state(50) == PENDING
+    assert "more than the whole quota" in result.waiting[50] \
+        and "is held for it" not in result.waiting[50]
 
 
 def test_another_teams_jobs_are_not_held():
     s = busy_nlp()
-    s.jobs[7] = job(7, QUARTER, team="vision", at=2.0)
+    s.jobs[52] = job(52, QUARTER, team="vision", at=2.0)
     s.end(1)
     result = s.run(BOUND + 1)
-    assert s.state(7) == RUNNING and s.state(6) == PENDING, result.waiting
+    assert s.state(52) == RUNNING and s.state(51) == PENDING, result.waiting
 
 
-def test_a_job_waiting_for_room_holds_the_least_it_could_charge():
+def test_a_job_waiting_for_room_holds_the_least_it_could_charge_and_the_roomiest_host():
     """On a full fleet the whole-GPU job finds no room at all: it holds one GPU of its team's
-    quota (the least a whole GPU charges), and the team's jobs after it take the rest."""
-    teams = (TeamConfig("nlp", quota_gpus=2.0), TeamConfig("vision", quota_gpus=2.0))
-    s = Stream([job(i, QUARTER, team="vision", at=i - 20.0) for i in range(1, 9)], teams)
-    s.run(-10.0)  # vision fills both GPUs
-    s.jobs[10], s.jobs[11] = job(10, WHOLE, at=0.0), job(11, QUARTER, at=1.0)
-    s.end(1)
+    quota (the least a whole GPU charges) and the host where most of a GPU is free (h: half
+    of gpu1), which its team's later jobs keep off (one goes to g's last quarter, the next
+    waits) while the room there frees up; another team's job still goes there."""
+    teams = (TeamConfig("nlp", quota_gpus=2.0), TeamConfig("vision", quota_gpus=4.0))
+    quarters = [("h", 0)] * 4 + [("h", 1)] * 2 + [("g", 0)] * 4 + [("g", 1)] * 3
+    running = [replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING,
+                       slot=Slot(host, (gpu,), memory_mib=23034 // 4, charge=0.25))
+               for i, (host, gpu) in enumerate(quarters, 1)]
+    s = Stream(running + [job(20, WHOLE, at=0.0), job(21, QUARTER, at=1.0),
+                          job(22, QUARTER, at=2.0), job(23, QUARTER, team="vision", at=3.0)],
+               teams, [view("h"), view("g")])
     result = s.run(BOUND + 1)
-    assert s.state(11) == RUNNING  # 0.25 beside the 1.00 held of 2.00
-    assert result.waiting[10].startswith("no room: no GPU in the fleet has a free slice")
-    assert "1.00 of the team's quota is held for it" in result.waiting[10]
+    assert s.state(20) == PENDING
+    assert result.waiting[20].startswith("no room: no GPU in the fleet has a free slice")
+    assert result.waiting[20].endswith("; 1.00 of the team's quota and its room on h is held "
+                                       "for it (waiting over 5m00s), so the team's later "
+                                       "jobs take only what is left beside it")
+    assert s.state(21) == RUNNING and s.jobs[21].slot.host == "g"
+    assert s.state(22) == PENDING and result.waiting[22] == (
+        "team nlp's room on h is held for job 20, waiting over 5m00s for room there; this job "
+        "finds none elsewhere")
+    assert waits_at_quota(result.waiting[22])  # its own team's: not starved by the fleet
+    assert s.state(23) == RUNNING and s.jobs[23].slot.host == "h"  # vision is not held
 
 
 def test_a_kept_pass_compares_the_jobs_past_the_bound_not_the_time():
@@ -179,6 +199,6 @@ def test_a_kept_pass_compares_the_jobs_past_the_bound_not_the_time():
 
     first = decide(10.0)
     assert decide(20.0) is first  # nothing new: the same jobs are short of the bound
-    assert [d.job for d in first.decisions] == [6]
-    past = decide(BOUND + 1)  # job 5 passed it: decided anew
-    assert past is not first and past.decisions == [] and 6 in past.waiting
+    assert [d.job for d in first.decisions] == [51]
+    past = decide(BOUND + 1)  # job 50 passed it: decided anew
+    assert past is not first and past.decisions == [] and 51 in past.waiting

@@ -73,10 +73,12 @@ class Reserve:
 @dataclass(frozen=True)
 class Hold:
     """Quota a team holds for one of its waiting jobs: what that job's slot charges (the least
-    it could, where no slot was found), out of reach of the team's jobs after it."""
+    it could, where no slot was found), out of reach of the team's jobs after it; and where it
+    found no room at all, the ``host`` where most is free for it, which they keep off."""
 
     job: int
     charge: float
+    host: Optional[str] = None
 
 
 @dataclass
@@ -173,9 +175,19 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     none_reachable = cache(partial(_none_reachable, views=views, reachable=reachable))
     beyond_hosts = cache(partial(_beyond_hosts, hosts=built))
 
-    def attempt(job: Job, req: Optional[Request] = None) -> Optional[Placement]:
+    after_s, due = reserving
+    held: Dict[str, Hold] = {}  # team -> the quota (and room) it holds for one of its jobs
+
+    def attempt(job: Job, req: Optional[Request] = None,
+                beside_held: bool = True) -> Optional[Placement]:
+        """The best placement of ``job`` (or of ``req``, a variant of its request), off the
+        hosts that refused it lately, and, ``beside_held``, off a host its team holds room on
+        for another of its jobs."""
         req = req or requests[job.id]
         avoid = set(refused.get(job.id, ()))
+        h = held.get(job.team) if job.team is not None and beside_held else None
+        if h is not None and h.host is not None and h.job != job.id:
+            avoid.add(h.host)
         if avoid or job.image:
             allowed = (req.hosts or frozenset(names)) - avoid
             if job.image:  # a container job only where a runtime can run it
@@ -188,19 +200,22 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     borrowers: List[Job] = []
     starved: List[Job] = []
     outside: Optional[List[Tuple[str, int, int]]] = None  # read once, for the first that waits
-    after_s, due = reserving
-    held: Dict[str, Hold] = {}  # team -> the quota it holds for one of its jobs
 
-    def hold(job: Job, team: Optional[TeamUsage], charge: Optional[float]) -> str:
+    def hold(job: Job, team: Optional[TeamUsage], charge: Optional[float],
+             no_room: bool = False) -> str:
         """Holds ``team``'s quota for ``job``, which waits, where it has waited past the bound
         and could fit the whole quota (one that never can holds nothing: it says so on its
-        own); the words its reason gets ("" where it holds nothing)."""
+        own), and, where it found ``no_room``, the host where most is free for it; the words
+        its reason gets ("" where it holds nothing)."""
         if team is None or job.id not in due or team.name in held or charge is None or \
                 charge > team.quota + EPSILON:
             return ""
-        held[team.name] = Hold(job.id, charge)
-        return "; %.2f of the team's quota is held for it (waiting over %s), so the " \
-               "team's later jobs take only what is left beside it" % (charge, duration(after_s))
+        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None) \
+            if no_room else None
+        held[team.name] = Hold(job.id, charge, host)
+        return "; %.2f of the team's quota%s is held for it (waiting over %s), so the " \
+               "team's later jobs take only what is left beside it" % (
+                   charge, " and its room on %s" % host if host else "", duration(after_s))
 
     for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
@@ -212,6 +227,9 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             elif team is not None and team.room() <= EPSILON:
                 result.waiting[job.id] = _at_quota(job.team, team) + hold(
                     job, team, _least_charge(requests[job.id], placer.hosts))
+            elif team is not None and team.name in held and held[team.name].host and \
+                    attempt(job, beside_held=False) is not None:
+                result.waiting[job.id] = _room_held_for(team, held[team.name], after_s)
             elif job.image and not (requests[job.id].hosts or names) & containers:
                 result.waiting[job.id] = "it runs in a container (image %s), and no host it may " \
                     "use has a container runtime (podman, docker or apptainer: fractui doctor " \
@@ -228,7 +246,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                     outside = outside_use(views)
                 result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons,
                                                   outside) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts))
+                    job, team, _least_charge(requests[job.id], placer.hosts), no_room=True)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -379,7 +397,7 @@ def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
 
 
 AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's quota
-HELD = "'s free quota is held for job "  # and of one that waits beside what is held
+HELD = " is held for job "  # and of one that waits beside what its team holds for another
 
 
 def waits_at_quota(reason: Optional[str]) -> bool:
@@ -392,10 +410,34 @@ def waits_at_quota(reason: Optional[str]) -> bool:
 
 def _held_for(team: TeamUsage, h: Hold, after_s: float, charge: float) -> str:
     """Why a job that the team's quota could take waits: the team holds it for an older job."""
-    return "team %s%s%d, waiting over %s for %.2f GPUs of it (%.2f of %.2f free); this " \
-           "job's slot charges %.2f: it takes only what is left beside that" % (
+    return "team %s's free quota%s%d, waiting over %s for %.2f GPUs of it (%.2f of %.2f " \
+           "free); this job's slot charges %.2f: it takes only what is left beside that" % (
                team.name, HELD, h.job, duration(after_s), h.charge, team.room(), team.quota,
                charge)
+
+
+def _room_held_for(team: TeamUsage, h: Hold, after_s: float) -> str:
+    """Why a job that would fit on the host its team holds room on waits: for an older job."""
+    return "team %s's room on %s%s%d, waiting over %s for room there; this job finds none " \
+           "elsewhere" % (team.name, h.host, HELD, h.job, duration(after_s))
+
+
+def _roomiest(req: Request, hosts: Sequence[Host],
+              containers: Optional[AbstractSet[str]]) -> Optional[str]:
+    """The host where ``req``, which found no room, has the most free of the GPUs it may use
+    (the most free of as many as it spans): where its room comes soonest if the team's later
+    jobs keep off. ``containers``: the hosts it may use for its image (None: any)."""
+    best: Optional[Tuple[int, str]] = None
+    for h in hosts:
+        if req.hosts and h.name not in req.hosts or containers is not None and \
+                h.name not in containers:
+            continue
+        free = sorted((g.free_milli for g in h.gpus if not req.models or g.model in req.models),
+                      reverse=True)[:req.gpu_count]
+        if req.gpu_count and len(free) == req.gpu_count and (best is None or
+                                                            sum(free) > best[0]):
+            best = (sum(free), h.name)
+    return best[1] if best else None
 
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
