@@ -202,3 +202,26 @@ def test_a_kept_pass_compares_the_jobs_past_the_bound_not_the_time():
     assert [d.job for d in first.decisions] == [51]
     past = decide(BOUND + 1)  # job 50 passed it: decided anew
     assert past is not first and past.decisions == [] and 51 in past.waiting
+
+
+def test_a_later_job_of_the_team_preempts_nothing_on_the_host_held_for_another():
+    """Both GPUs of h and g are full; a borrowed quarter job on each of h's GPUs could make
+    room for nlp's quarter job, but not for its whole-GPU job that holds h: the quarter job
+    preempts nothing there (the room would go to it, not to the job h is held for)."""
+    teams = (TeamConfig("nlp", quota_gpus=2.0),
+             TeamConfig("vision", quota_gpus=3.5, over_quota=True))
+    quarters = [("h", 0, False)] * 3 + [("h", 0, True)] + [("h", 1, False)] * 3 + \
+        [("h", 1, True)] + [("g", 0, False)] * 4 + [("g", 1, False)] * 4
+    running = [replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING,
+                       started_at=-50.0 + i, preemptible=borrowed,
+                       slot=Slot(host, (gpu,), memory_mib=23034 // 4, charge=0.25))
+               for i, (host, gpu, borrowed) in enumerate(quarters, 1)]
+    jobs = running + [job(20, WHOLE, at=0.0), job(21, QUARTER, at=1.0)]
+    result = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u",
+                      reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on h is held for it" in result.waiting[20]
+    assert result.waiting[21].startswith("no room")
+    assert result.preemptions == []
+    # with nothing held, the quarter job preempts a borrowed job on h for itself
+    off = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u")
+    assert [p.for_job for p in off.preemptions] == [21]

@@ -35,7 +35,7 @@ def test_a_whole_gpu_job_past_the_bound_gets_the_quota_its_teams_quarter_jobs_fr
     # before the bound: the quarter freed goes to the next quarter job, as it always did
     cancel(quarters[0])
     f.until(lambda: f.store.get(later[0].id).state == RUNNING)
-    assert "is held for it" not in f.store.get(whole.id).reason
+    assert "is held for it" not in (f.store.get(whole.id).reason or "")
     # past it: the next quarter freed is held for the whole-GPU job
     ahead[0] = BOUND + 60
     cancel(quarters[1])

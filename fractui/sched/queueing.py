@@ -8,10 +8,11 @@ preempt borrowed jobs — the fewest, newest first — when nothing else frees r
 stop is already in flight, since that room is coming. Hosts and GPUs out of service (cordoned
 or draining, fractui.sched.cordons) take nothing new, and no preemption makes room on them.
 
-Within a team, a job that has waited past ``Reserve.after_s`` (config ``reserve_after_s``) for its
-team's quota or for room holds the quota it needs (``Hold``): the team's jobs after it in the
-pass's order take only what is left beside it, so a stream of small jobs cannot backfill every
-bit of quota that frees up ahead of a big one. Other teams are not held.
+Within a team, a job that has waited past ``Reserve.after_s`` (config ``reserve_after_s``) for
+its team's quota or for room holds the quota it needs (``Hold``), and where it found no room,
+the host where most is free for it: the team's jobs after it in the pass's order take only the
+quota left beside it, off that host, so a stream of small jobs cannot backfill every bit of
+room that frees up ahead of a big one. Other teams are not held.
 """
 
 from __future__ import annotations
@@ -537,12 +538,15 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              held: Mapping[str, Hold], cordons: Sequence[Cordon] = ()) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
-    quota, beside what the team holds for another of its jobs (``held``)."""
+    quota, beside what the team holds for another of its jobs (``held``: not on a host held
+    for that one either)."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
     for job in starved[:PREEMPT_CANDIDATES]:
-        for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]
+        h = held.get(job.team) if job.team is not None else None
+        kept_off = h.host if h is not None and h.job != job.id else None
+        for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):
