@@ -261,6 +261,9 @@ class SchedulerSettings:
     a third of lease_s, so no call outlives the lease it was made under."""
     max_attempts: int = 3
     """Launches hosts may refuse a job (no room, a failing host) before it fails."""
+    reserve_after_s: float = 300.0
+    """A job that has waited this long for its team's quota or for room holds the quota it
+    needs: the team's later jobs take only what is left beside it (0: never)."""
 
     def call_timeout(self) -> float:
         return self.call_timeout_s or self.lease_s / 3
@@ -579,7 +582,8 @@ _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
               "weight": "number", "members": "strings", "max_waiting": "integer"}
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
                    "preempt_grace_s": "number", "interval_s": "number",
-                   "call_timeout_s": "number", "max_attempts": "integer"}
+                   "call_timeout_s": "number", "max_attempts": "integer",
+                   "reserve_after_s": "number"}
 _STORE_KEYS = {"url": "string"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
 _USAGE_KEYS = {"bucket_s": "number", "keep_days": "number", "refresh_s": "number"}
@@ -623,6 +627,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("scheduler", "interval_s"): (0.05, 600, " seconds"),
     ("scheduler", "call_timeout_s"): (0.1, 1200, " seconds"),
     ("scheduler", "max_attempts"): (1, 100, " attempts"),
+    ("scheduler", "reserve_after_s"): (0, 7 * 86400, " seconds"),
     ("usage", "bucket_s"): (10, 86400, " seconds"),
     ("usage", "keep_days"): (1, 36500, " days"),
     ("usage", "refresh_s"): (1, 3600, " seconds"),
@@ -844,7 +849,8 @@ class _Checker(TomlChecker):
         values.pop("store", None)  # where the store is: read by store()
         settings = SchedulerSettings(**_floats(values, ("lease_s", "host_lost_s",
                                                         "preempt_grace_s", "interval_s",
-                                                        "call_timeout_s")))
+                                                        "call_timeout_s",
+                                                        "reserve_after_s")))
         # The lease is renewed once a pass: passes further apart than a third of it would let
         # it lapse between two, and a standby take over from a scheduler that is alive.
         if settings.interval_s > settings.lease_s / 3:

@@ -7,6 +7,12 @@ take only idle capacity and are marked preemptible. A within-quota job that find
 preempt borrowed jobs — the fewest, newest first — when nothing else frees room: never while a
 stop is already in flight, since that room is coming. Hosts and GPUs out of service (cordoned
 or draining, fractui.sched.cordons) take nothing new, and no preemption makes room on them.
+
+Within a team, a job that has waited past ``Reserve.after_s`` (config ``reserve_after_s``) for
+its team's quota or for room holds the quota it needs (``Hold``), and where it found no room,
+the host where most is free for it: the team's jobs after it in the pass's order take only the
+quota left beside it, off that host, so a stream of small jobs cannot backfill every bit of
+room that frees up ahead of a big one. Other teams are not held.
 """
 
 from __future__ import annotations
@@ -14,19 +20,20 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
-from typing import (AbstractSet, Callable, Deque, Dict, FrozenSet, Iterator, List, Optional,
-                    Sequence, Set, Tuple)
+from typing import (AbstractSet, Callable, Deque, Dict, FrozenSet, Iterator, List, Mapping,
+                    Optional, Sequence, Set, Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.cordons import fenced
 from fractui.sched.fleetview import (USABLE, HostCache, HostView, build_hosts, outside_use,
                                      placement_charge, request_of, share_mib)
+from fractui.sched.mig import profile_for
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
-                                 team_usage, within_quota)
+                                 gpu_charge, team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
-from fractui.words import first_of, gib
+from fractui.words import duration, first_of, gib
 
 POLICY = "fractui"
 PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
@@ -45,6 +52,34 @@ class Preemption:
     victim: int
     for_job: int
     why: str
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """When a waiting job holds its team's quota (config ``reserve_after_s``): once it has
+    waited ``after_s`` (0: never), read at ``now``."""
+
+    after_s: float = 0.0
+    now: float = 0.0
+
+    def due(self, jobs: Sequence[Job]) -> FrozenSet[int]:
+        """The pending jobs that have waited long enough to hold room: what a pass compares
+        (not ``now``, which changes every pass)."""
+        if self.after_s <= 0:
+            return frozenset()
+        return frozenset(j.id for j in jobs if j.state == PENDING
+                         and self.now - j.waiting_since >= self.after_s)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Quota a team holds for one of its waiting jobs: what that job's slot charges (the least
+    it could, where no slot was found), out of reach of the team's jobs after it; and where it
+    found no room at all, the ``host`` where most is free for it, which they keep off."""
+
+    job: int
+    charge: float
+    host: Optional[str] = None
 
 
 @dataclass
@@ -84,24 +119,27 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
              teams: Sequence[TeamConfig], store_uid: str,
              refused: Optional[Dict[int, Tuple[str, ...]]] = None,
              kept: Optional[Kept] = None, cordons: Sequence[Cordon] = (),
-             recent: Recent = Recent()) -> PassResult:
+             recent: Recent = Recent(), reserve: Reserve = Reserve()) -> PassResult:
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host. ``kept``:
     what earlier passes built and scored, kept by the caller. ``cordons``: hosts and GPUs
-    that take no new work. ``recent``: the teams' recent usage, for fair share over time."""
+    that take no new work. ``recent``: the teams' recent usage, for fair share over time.
+    ``reserve``: after how long a waiting job holds its team's quota for itself."""
     cordons = tuple(cordons)
+    due = reserve.due(jobs)
     if kept is None:
         return _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
-                     lambda: build_hosts(views, jobs, store_uid), None, recent)
+                     lambda: build_hosts(views, jobs, store_uid), None, recent,
+                     (reserve.after_s, due))
     changed = kept.hosts.update(views, jobs, store_uid)
     # jobs the caller read once compare by identity, one by one: thousands cost microseconds;
     # the hosts' states too, as why a job waits names those it cannot reach (_none_reachable)
     inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}),
-              cordons, recent, [(v.name, v.state) for v in views])
+              cordons, recent, [(v.name, v.state) for v in views], reserve.after_s, due)
     if not changed and kept.last is not None and kept.last[0] == inputs:
         return kept.last[1]
     result = _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
-                   kept.hosts.copies, kept.memos, recent)
+                   kept.hosts.copies, kept.memos, recent, (reserve.after_s, due))
     kept.last = (inputs, result)
     return result
 
@@ -109,8 +147,10 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
 def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
           teams: Sequence[TeamConfig], store_uid: str, refused: Dict[int, Tuple[str, ...]],
           cordons: Tuple[Cordon, ...], hosts_now: Callable[[], List[Host]],
-          memos: Optional[Memos], recent: Recent) -> PassResult:
-    """``schedule``'s pass itself, on the hosts ``hosts_now`` builds (only once a job waits)."""
+          memos: Optional[Memos], recent: Recent,
+          reserving: Tuple[float, FrozenSet[int]] = (0.0, frozenset())) -> PassResult:
+    """``schedule``'s pass itself, on the hosts ``hosts_now`` builds (only once a job waits).
+    ``reserving``: the bound on a wait, and the jobs past it (``Reserve.due``)."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
     pending = []
@@ -136,9 +176,19 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     none_reachable = cache(partial(_none_reachable, views=views, reachable=reachable))
     beyond_hosts = cache(partial(_beyond_hosts, hosts=built))
 
-    def attempt(job: Job, req: Optional[Request] = None) -> Optional[Placement]:
+    after_s, due = reserving
+    held: Dict[str, Hold] = {}  # team -> the quota (and room) it holds for one of its jobs
+
+    def attempt(job: Job, req: Optional[Request] = None,
+                beside_held: bool = True) -> Optional[Placement]:
+        """The best placement of ``job`` (or of ``req``, a variant of its request), off the
+        hosts that refused it lately, and, ``beside_held``, off a host its team holds room on
+        for another of its jobs."""
         req = req or requests[job.id]
         avoid = set(refused.get(job.id, ()))
+        h = held.get(job.team) if job.team is not None and beside_held else None
+        if h is not None and h.host is not None and h.job != job.id:
+            avoid.add(h.host)
         if avoid or job.image:
             allowed = (req.hosts or frozenset(names)) - avoid
             if job.image:  # a container job only where a runtime can run it
@@ -151,6 +201,23 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     borrowers: List[Job] = []
     starved: List[Job] = []
     outside: Optional[List[Tuple[str, int, int]]] = None  # read once, for the first that waits
+
+    def hold(job: Job, team: Optional[TeamUsage], charge: Optional[float],
+             no_room: bool = False) -> str:
+        """Holds ``team``'s quota for ``job``, which waits, where it has waited past the bound
+        and could fit the whole quota (one that never can holds nothing: it says so on its
+        own), and, where it found ``no_room``, the host where most is free for it; the words
+        its reason gets ("" where it holds nothing)."""
+        if team is None or job.id not in due or team.name in held or charge is None or \
+                charge > team.quota + EPSILON:
+            return ""
+        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None) \
+            if no_room else None
+        held[team.name] = Hold(job.id, charge, host)
+        return "; %.2f of the team's quota%s is held for it (waiting over %s), so the " \
+               "team's later jobs take only what is left beside it" % (
+                   charge, " and its room on %s" % host if host else "", duration(after_s))
+
     for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
         if p is None:
@@ -159,7 +226,11 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             if usage and team is None:  # a team the config does not have: no quota at all
                 result.waiting[job.id] = _at_quota(job.team, None)
             elif team is not None and team.room() <= EPSILON:
-                result.waiting[job.id] = _at_quota(job.team, team)
+                result.waiting[job.id] = _at_quota(job.team, team) + hold(
+                    job, team, _least_charge(requests[job.id], placer.hosts))
+            elif team is not None and team.name in held and held[team.name].host and \
+                    attempt(job, beside_held=False) is not None:
+                result.waiting[job.id] = _room_held_for(team, held[team.name], after_s)
             elif job.image and not (requests[job.id].hosts or names) & containers:
                 result.waiting[job.id] = "it runs in a container (image %s), and no host it may " \
                     "use has a container runtime (podman, docker or apptainer: fractui doctor " \
@@ -174,21 +245,29 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
-                result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons, outside)
+                result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons,
+                                                  outside) + hold(
+                    job, team, _least_charge(requests[job.id], placer.hosts), no_room=True)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
         team = usage.get(job.team) if job.team else None
-        if team is not None and not within_quota(usage, job.team, slot.charge) and \
+        affords = partial(_affords, usage, held, job)
+        if team is not None and not affords(slot.charge) and \
                 team.room() > EPSILON:  # what the team may still take: a cheaper slot?
             cheaper = _within_room(requests[job.id], p, placer, lambda r: attempt(job, r),
-                                   lambda c: within_quota(usage, job.team, c))
+                                   affords)
             if cheaper is not None:
                 p, slot = cheaper
-        if not within_quota(usage, job.team, slot.charge):
+        if not affords(slot.charge):
             if team is not None and team.over_quota:
                 borrowers.append(job)
-            result.waiting[job.id] = _at_quota(job.team, team, slot)
+            if within_quota(usage, job.team, slot.charge):  # but for what is held
+                result.waiting[job.id] = _held_for(team, held[team.name], after_s,  # type: ignore
+                                                   slot.charge)
+            else:
+                result.waiting[job.id] = _at_quota(job.team, team, slot) + hold(
+                    job, team, slot.charge)
             continue
         placer.commit(p)
         usage = _charged(usage, job.team, slot.charge, borrowed=False)
@@ -211,7 +290,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     usable = {v.name for v in views if v.state in USABLE}
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
                            and j.slot is not None and j.slot.host in usable for j in jobs):
-        result.preemptions = _preempt(views, jobs, store_uid, starved, usage, cordons)
+        result.preemptions = _preempt(views, jobs, store_uid, starved, usage, held,
+                                       cordons)
     return result
 
 
@@ -284,17 +364,81 @@ def _within_room(req: Request, p: Placement, placer: Placer,
     return None
 
 
+def _affords(usage: Mapping[str, TeamUsage], held: Mapping[str, Hold], job: Job,
+             charge: float) -> bool:
+    """Whether ``job`` taking ``charge`` stays within its team's quota beside what the team
+    holds for another of its jobs."""
+    h = held.get(job.team) if job.team is not None else None
+    beside = h.charge if h is not None and h.job != job.id else 0.0
+    return within_quota(usage, job.team, charge + beside)
+
+
+def _least_charge(req: Request, hosts: Sequence[Host]) -> Optional[float]:
+    """The least a slot of ``req`` could charge on a GPU of ``hosts`` it may use (None: it
+    takes no GPU there): what a job that found no room at all holds of its team's quota."""
+    if req.gpus:
+        return float(req.gpus)  # whole GPUs charge the same everywhere
+    charges = set()
+    for gpu in (g for h in hosts if not req.hosts or h.name in req.hosts for g in h.gpus):
+        if req.models and gpu.model not in req.models:
+            continue
+        geo = gpu.layout.geometry if gpu.layout is not None else gpu.mig_geometry
+        profile = profile_for(req, geo) if geo is not None else None
+        if profile is not None:
+            charges.add(gpu_charge(gpu.memory_mib, geo, profile.name, None))
+        milli = req.share_milli(gpu.model, gpu.memory_mib) if gpu.layout is None else 0
+        if milli:
+            charges.add(gpu_charge(gpu.memory_mib, None, None,
+                                   share_mib(req, gpu.memory_mib, milli)))
+    return min(charges, default=None)
+
+
 def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
     return replace(req, hosts=frozenset(allowed))
 
 
 AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's quota
+HELD = " is held for job "  # and of one that waits beside what its team holds for another
 
 
 def waits_at_quota(reason: Optional[str]) -> bool:
-    """Whether a pending job's recorded reason is this pass's "at its quota": it waits for its
-    own team's quota (its charge is more than the room left), not for the fleet."""
-    return reason is not None and reason.startswith("team ") and AT_QUOTA in reason
+    """Whether a pending job's recorded reason is this pass's "at its quota" or "held for":
+    it waits for its own team's quota (its charge is more than the room left, or than what
+    is left beside what the team holds for an older job), not for the fleet."""
+    return reason is not None and reason.startswith("team ") and (
+        AT_QUOTA in reason or HELD in reason)
+
+
+def _held_for(team: TeamUsage, h: Hold, after_s: float, charge: float) -> str:
+    """Why a job that the team's quota could take waits: the team holds it for an older job."""
+    return "team %s's free quota%s%d, waiting over %s for %.2f GPUs of it (%.2f of %.2f " \
+           "free); this job's slot charges %.2f: it takes only what is left beside that" % (
+               team.name, HELD, h.job, duration(after_s), h.charge, team.room(), team.quota,
+               charge)
+
+
+def _room_held_for(team: TeamUsage, h: Hold, after_s: float) -> str:
+    """Why a job that would fit on the host its team holds room on waits: for an older job."""
+    return "team %s's room on %s%s%d, waiting over %s for room there; this job finds none " \
+           "elsewhere" % (team.name, h.host, HELD, h.job, duration(after_s))
+
+
+def _roomiest(req: Request, hosts: Sequence[Host],
+              containers: Optional[AbstractSet[str]]) -> Optional[str]:
+    """The host where ``req``, which found no room, has the most free of the GPUs it may use
+    (the most free of as many as it spans): where its room comes soonest if the team's later
+    jobs keep off. ``containers``: the hosts it may use for its image (None: any)."""
+    best: Optional[Tuple[int, str]] = None
+    for h in hosts:
+        if req.hosts and h.name not in req.hosts or containers is not None and \
+                h.name not in containers:
+            continue
+        free = sorted((g.free_milli for g in h.gpus if not req.models or g.model in req.models),
+                      reverse=True)[:req.gpu_count]
+        if req.gpu_count and len(free) == req.gpu_count and (best is None or
+                                                            sum(free) > best[0]):
+            best = (sum(free), h.name)
+    return best[1] if best else None
 
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
@@ -391,15 +535,18 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage],
-             cordons: Sequence[Cordon] = ()) -> List[Preemption]:
+             held: Mapping[str, Hold], cordons: Sequence[Cordon] = ()) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
-    quota."""
+    quota, beside what the team holds for another of its jobs (``held``: not on a host held
+    for that one either)."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
     for job in starved[:PREEMPT_CANDIDATES]:
-        for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]
+        h = held.get(job.team) if job.team is not None else None
+        kept_off = h.host if h is not None and h.job != job.id else None
+        for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):
@@ -407,7 +554,7 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
                 slot = _fits_without(views, jobs, store_uid, job, chosen, host, cordons)
                 if slot is None:
                     continue
-                if not within_quota(usage, job.team, slot.charge):
+                if not _affords(usage, held, job, slot.charge):
                     break
                 chosen = _fewest(views, jobs, store_uid, job, chosen, host, cordons)
                 why = "preempted: team %s (within quota) needs room for job %d" % (

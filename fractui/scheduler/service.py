@@ -44,7 +44,7 @@ from fractui.sched.cordons import refusal
 from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
                                   moved_past, unheld)
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
-from fractui.sched.queueing import Kept, schedule
+from fractui.sched.queueing import Kept, Reserve, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import HELD, RECORDS, Lanes
@@ -946,7 +946,8 @@ class Scheduler:
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
-                          self._recent_usage(now, derived))
+                          self._recent_usage(now, derived),
+                          Reserve(self.config.scheduler.reserve_after_s, now))
         recorded = False
         for d in result.decisions:
             try:  # within its quota as this pass read it: held to it as it is written

@@ -1,0 +1,227 @@
+"""A job that has waited past ``reserve_after_s`` holds its team's quota (the pure pass): a whole
+GPU job is not starved by its own team's stream of quarter jobs backfilling every quarter of
+quota that frees up; nothing is held before the bound, after the job starts or is cancelled,
+for a job bigger than the whole quota, or against another team."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, List, Optional
+
+import pytest
+
+from fractui.config import QueueConfig, TeamConfig
+from fractui.sched.fleetview import HostView
+from fractui.sched.queueing import Kept, PassResult, Reserve, schedule, waits_at_quota
+from fractui.store.model import CANCELLED, DONE, PENDING, RUNNING, Job, Slot
+
+QUARTER, WHOLE = QueueConfig("quarter", gpu=0.25), QueueConfig("whole", gpus=1)
+QUEUES = (QUARTER, WHOLE)
+TEAMS = (TeamConfig("nlp", quota_gpus=1.0), TeamConfig("vision", quota_gpus=2.0))
+BOUND = 300.0
+
+
+def view(name: str = "h", gpus: int = 2) -> HostView:
+    """A host of L4s, as an agent with nothing running answers."""
+    records = [{"index": i, "uuid": "GPU-%s-%d" % (name, i), "name": "L4", "memory_mib": 23034,
+                "mig_mode": False, "instances": [], "layout_version": "v0", "processes": []}
+               for i in range(gpus)]
+    hello = {"cpus": 64, "memory_mib": 512 * 1024, "privileges": {"mig_changes": True},
+             "gpus": records}
+    return HostView(name, "online", hello, {"gpus": records}, {})
+
+
+def job(i: int, queue: QueueConfig, team: str = "nlp", at: float = 0.0) -> Job:
+    return Job(i, queue.name, team, "n", ("x",), queue.request(), PENDING, at, at)
+
+
+class Stream:
+    """Jobs and a pure pass over them: what a pass decides is taken as started."""
+
+    def __init__(self, jobs: List[Job], teams=TEAMS, views: Optional[List[HostView]] = None):
+        self.jobs: Dict[int, Job] = {j.id: j for j in jobs}
+        self.teams, self.views = teams, views or [view()]
+
+    def run(self, now: float, after_s: float = BOUND) -> PassResult:
+        result = schedule(self.views, list(self.jobs.values()), QUEUES, self.teams, "u",
+                          reserve=Reserve(after_s, now))
+        for d in result.decisions:
+            self.jobs[d.job] = replace(self.jobs[d.job], state=RUNNING, slot=d.slot,
+                                       started_at=now, preemptible=d.preemptible)
+        return result
+
+    def end(self, i: int, state: str = DONE) -> None:
+        self.jobs[i] = replace(self.jobs[i], state=state, slot=None)
+
+    def state(self, i: int) -> str:
+        return self.jobs[i].state
+
+
+def busy_nlp(teams=TEAMS, quarters: int = 4) -> Stream:
+    """nlp's quota (1 GPU) held by four running quarter jobs (1-4), or with ``quarters`` the
+    fleet's room; its whole-GPU job 50 waits, submitted at 0, with its quarter job 51 after
+    it."""
+    s = Stream([job(i, QUARTER, at=i - 100.0) for i in range(1, quarters + 1)], teams)
+    s.run(-5.0)
+    assert [s.state(i) for i in range(1, quarters + 1)] == [RUNNING] * quarters
+    s.jobs[50], s.jobs[51] = job(50, WHOLE, at=0.0), job(51, QUARTER, at=1.0)
+    return s
+
+
+@pytest.mark.parametrize("teams, quarters", [
+    (TEAMS, 4),  # nlp's quota of 1 GPU is what its quarter jobs fill
+    ((TeamConfig("nlp", quota_gpus=100.0),), 8)])  # the fleet's 2 GPUs are
+def test_a_stream_of_quarter_jobs_starves_a_whole_gpu_job_without_a_reservation(teams,
+                                                                                 quarters):
+    """Each time one quarter job ends, the next quarter job backfills its quarter (of quota,
+    or of a GPU) that the whole-GPU job first in line does not fit in: with no reservation
+    it never starts; with one, the room drains to it once it has waited past the bound."""
+    def stream(after_s: float) -> Optional[float]:
+        s = busy_nlp(teams, quarters)
+        next_id = 200
+        for step in range(1, 40):  # one quarter ends every 30 s, a new one is submitted
+            now = step * 30.0
+            oldest = min(i for i, j in s.jobs.items() if j.state == RUNNING)
+            s.end(oldest)
+            s.jobs[next_id] = job(next_id, QUARTER, at=now)
+            next_id += 1
+            s.run(now, after_s)
+            if s.state(50) == RUNNING:
+                return now
+        return None
+
+    assert stream(0.0) is None  # off: starved for all of the stream's 20 minutes
+    started = stream(BOUND)
+    # it holds the room from its pass past the bound (330 s): the quarters still running
+    # where it waits end one by one, and nothing of its team takes their room meanwhile
+    assert started is not None and BOUND < started <= BOUND + quarters * 30.0, started
+
+
+def test_later_jobs_of_the_team_wait_for_what_is_held_and_say_for_whom():
+    s = busy_nlp()
+    s.end(1)
+    result = s.run(BOUND + 1)
+    assert s.state(51) == PENDING and s.state(50) == PENDING
+    assert result.waiting[51] == (
+        "team nlp's free quota is held for job 50, waiting over 5m00s for 1.00 GPUs of it "
+        "(0.25 of 1.00 free); this job's slot charges 0.25: it takes only what is left "
+        "beside that")
+    assert result.waiting[50].startswith("team nlp is at its quota (0.75 of 1.00 GPUs held)")
+    assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting over "
+                                      "5m00s), so the team's later jobs take only what is "
+                                      "left beside it")
+    # both wait for their own team's quota: neither reads as starved by the fleet
+    assert waits_at_quota(result.waiting[50]) and waits_at_quota(result.waiting[51])
+
+
+def test_nothing_is_held_before_the_bound_or_with_reservations_off():
+    for now, after_s in ((BOUND - 1, BOUND), (BOUND * 10, 0.0)):
+        s = busy_nlp()
+        s.end(1)
+        result = s.run(now, after_s)
+        assert s.state(51) == RUNNING and s.state(50) == PENDING
+        assert "is held for it" not in result.waiting[50]
+
+
+def test_the_hold_ends_when_the_job_starts_or_is_cancelled():
+    for ends in ("started", "cancelled"):
+        s = busy_nlp()
+        s.end(1)
+        s.run(BOUND + 1)
+        assert s.state(51) == PENDING  # held for job 50
+        if ends == "started":
+            for i in range(2, 5):
+                s.end(i)
+            s.run(BOUND + 2)
+            assert s.state(50) == RUNNING and s.state(51) == PENDING  # it took the whole quota
+            s.end(50)
+        else:  # jobs 2-4 run on: the quarter left is job 51's
+            s.end(50, CANCELLED)
+        result = s.run(BOUND + 3)
+        assert s.state(51) == RUNNING, result.waiting
+
+
+def test_no_hold_for_a_job_bigger_than_the_whole_quota():
+    """A whole GPU never fits a quota of 0.75: it says so and holds nothing (else its team's
+    other jobs would wait for ever behind it)."""
+    teams = (TeamConfig("nlp", quota_gpus=0.75),)
+    s = Stream([job(50, WHOLE, at=0.0), job(51, QUARTER, at=1.0)], teams)
+    result = s.run(BOUND * 10)
+    assert s.state(51) == RUNNING and s.state(50) == PENDING
+    assert "more than the whole quota" in result.waiting[50] \
+        and "is held for it" not in result.waiting[50]
+
+
+def test_another_teams_jobs_are_not_held():
+    s = busy_nlp()
+    s.jobs[52] = job(52, QUARTER, team="vision", at=2.0)
+    s.end(1)
+    result = s.run(BOUND + 1)
+    assert s.state(52) == RUNNING and s.state(51) == PENDING, result.waiting
+
+
+def test_a_job_waiting_for_room_holds_the_least_it_could_charge_and_the_roomiest_host():
+    """On a full fleet the whole-GPU job finds no room at all: it holds one GPU of its team's
+    quota (the least a whole GPU charges) and the host where most of a GPU is free (h: half
+    of gpu1), which its team's later jobs keep off (one goes to g's last quarter, the next
+    waits) while the room there frees up; another team's job still goes there."""
+    teams = (TeamConfig("nlp", quota_gpus=2.0), TeamConfig("vision", quota_gpus=4.0))
+    quarters = [("h", 0)] * 4 + [("h", 1)] * 2 + [("g", 0)] * 4 + [("g", 1)] * 3
+    running = [replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING,
+                       slot=Slot(host, (gpu,), memory_mib=23034 // 4, charge=0.25))
+               for i, (host, gpu) in enumerate(quarters, 1)]
+    s = Stream(running + [job(20, WHOLE, at=0.0), job(21, QUARTER, at=1.0),
+                          job(22, QUARTER, at=2.0), job(23, QUARTER, team="vision", at=3.0)],
+               teams, [view("h"), view("g")])
+    result = s.run(BOUND + 1)
+    assert s.state(20) == PENDING
+    assert result.waiting[20].startswith("no room: no GPU in the fleet has a free slice")
+    assert result.waiting[20].endswith("; 1.00 of the team's quota and its room on h is held "
+                                       "for it (waiting over 5m00s), so the team's later "
+                                       "jobs take only what is left beside it")
+    assert s.state(21) == RUNNING and s.jobs[21].slot.host == "g"
+    assert s.state(22) == PENDING and result.waiting[22] == (
+        "team nlp's room on h is held for job 20, waiting over 5m00s for room there; this job "
+        "finds none elsewhere")
+    assert waits_at_quota(result.waiting[22])  # its own team's: not starved by the fleet
+    assert s.state(23) == RUNNING and s.jobs[23].slot.host == "h"  # vision is not held
+
+
+def test_a_kept_pass_compares_the_jobs_past_the_bound_not_the_time():
+    s = busy_nlp()
+    s.end(1)
+    kept = Kept()
+    jobs = list(s.jobs.values())
+
+    def decide(now: float) -> PassResult:
+        return schedule(s.views, jobs, QUEUES, TEAMS, "u", kept=kept,
+                        reserve=Reserve(BOUND, now))
+
+    first = decide(10.0)
+    assert decide(20.0) is first  # nothing new: the same jobs are short of the bound
+    assert [d.job for d in first.decisions] == [51]
+    past = decide(BOUND + 1)  # job 50 passed it: decided anew
+    assert past is not first and past.decisions == [] and 51 in past.waiting
+
+
+def test_a_later_job_of_the_team_preempts_nothing_on_the_host_held_for_another():
+    """Both GPUs of h and g are full; a borrowed quarter job on each of h's GPUs could make
+    room for nlp's quarter job, but not for its whole-GPU job that holds h: the quarter job
+    preempts nothing there (the room would go to it, not to the job h is held for)."""
+    teams = (TeamConfig("nlp", quota_gpus=2.0),
+             TeamConfig("vision", quota_gpus=3.5, over_quota=True))
+    quarters = [("h", 0, False)] * 3 + [("h", 0, True)] + [("h", 1, False)] * 3 + \
+        [("h", 1, True)] + [("g", 0, False)] * 4 + [("g", 1, False)] * 4
+    running = [replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING,
+                       started_at=-50.0 + i, preemptible=borrowed,
+                       slot=Slot(host, (gpu,), memory_mib=23034 // 4, charge=0.25))
+               for i, (host, gpu, borrowed) in enumerate(quarters, 1)]
+    jobs = running + [job(20, WHOLE, at=0.0), job(21, QUARTER, at=1.0)]
+    result = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u",
+                      reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on h is held for it" in result.waiting[20]
+    assert result.waiting[21].startswith("no room")
+    assert result.preemptions == []
+    # with nothing held, the quarter job preempts a borrowed job on h for itself
+    off = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u")
+    assert [p.for_job for p in off.preemptions] == [21]

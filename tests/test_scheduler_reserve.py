@@ -1,0 +1,56 @@
+"""A job past ``reserve_after_s`` holds its team's quota, with a real scheduler, store and
+simulated hosts: before the bound the team's quarter jobs backfill the quota that frees up
+ahead of its whole-GPU job; past it they wait, saying for whom, until that job has started."""
+
+from __future__ import annotations
+
+import time
+
+from fractui.config import QueueConfig, TeamConfig
+from fractui.scheduler import Scheduler
+from fractui.sched.queueing import waits_at_quota
+from fractui.store.model import RUNNING
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+QUEUES = [QueueConfig("quarter", gpu=0.25), QueueConfig("whole", gpus=1)]
+TEAMS = [TeamConfig("nlp", quota_gpus=1.25)]
+BOUND = 300.0
+
+
+def test_a_whole_gpu_job_past_the_bound_gets_the_quota_its_teams_quarter_jobs_free(
+        local_fleet):
+    f = local_fleet({"gpu-a": "3xL4"}, QUEUES, TEAMS, reserve_after_s=BOUND)
+    ahead = [0.0]  # the scheduler's wall clock runs this far ahead of the store's
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + ahead[0])
+    quarters = [f.submit("quarter", "nlp") for _ in range(5)]
+    f.until(lambda: all(f.store.get(q.id).state == RUNNING for q in quarters))
+    whole = f.submit("whole", "nlp")
+    later = [f.submit("quarter", "nlp") for _ in range(2)]
+
+    def cancel(job) -> None:
+        f.store.stopping(job.id, (RUNNING,), "cancel", "test", "its quarter frees")
+
+    # before the bound: the quarter freed goes to the next quarter job, as it always did
+    cancel(quarters[0])
+    f.until(lambda: f.store.get(later[0].id).state == RUNNING)
+    assert "is held for it" not in (f.store.get(whole.id).reason or "")
+    # past it: the next quarter freed is held for the whole-GPU job
+    ahead[0] = BOUND + 60
+    cancel(quarters[1])
+    f.until(lambda: "is held for it" in (f.store.get(whole.id).reason or "")
+            and f.store.get(quarters[1].id).state == "cancelled")
+    f.until(lambda: f.store.get(later[1].id).reason is not None
+            and "held for job %d" % whole.id in f.store.get(later[1].id).reason)
+    for _ in range(3):
+        f.scheduler.step()
+    assert f.store.get(later[1].id).state == "pending"
+    assert waits_at_quota(f.store.get(later[1].id).reason)
+    # once the rest of the quarters end, it starts; the hold goes with it
+    for q in quarters[2:]:
+        cancel(q)
+    f.until(lambda: f.store.get(whole.id).state == RUNNING)
+    assert f.store.get(later[1].id).state == "pending"  # 1.25 held: job 6 and the whole GPU
+    cancel(later[0])
+    f.until(lambda: f.store.get(later[1].id).state == RUNNING)
