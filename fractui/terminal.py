@@ -87,8 +87,10 @@ def closed_streams_to_devnull() -> None:
     """A standard stream closed as fractui started (``fractui jobs >&-``, ``2>&-``) reads and
     writes /dev/null, as if so redirected: Python leaves its ``sys.stdout`` None, which the
     verbs' writes met as an internal error (exit 70, said on stdout where stderr was the one
-    closed), and its descriptor free, for the next file opened — the store's — to take and a
-    host's agent, a child, to inherit as its own stdout or stderr."""
+    closed), and its descriptor free, for the next file opened — the store's — to take.
+    Inheritable, as a shell's redirect is (os.open's descriptor is close-on-exec): a child left
+    fractui's own stream (none is today: a host's agent is given pipes) finds /dev/null there,
+    not a closed descriptor for its own first file to take."""
     for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY),
                            (2, "stderr", os.O_WRONLY)):
         try:
@@ -100,6 +102,7 @@ def closed_streams_to_devnull() -> None:
         if devnull != fd:
             os.dup2(devnull, fd)
             os.close(devnull)
+        os.set_inheritable(fd, True)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
