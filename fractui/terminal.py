@@ -87,8 +87,12 @@ def closed_streams_to_devnull() -> None:
     """A standard stream closed as fractui started (``fractui jobs >&-``, ``2>&-``) reads and
     writes /dev/null, as if so redirected: Python leaves its ``sys.stdout`` None, which the
     verbs' writes met as an internal error (exit 70, said on stdout where stderr was the one
-    closed), and its descriptor free, for the next file opened — the store's — to take and a
-    host's agent, a child, to inherit as its own stdout or stderr."""
+    closed), and its descriptor free, for the next file opened — the store's — to take.
+    ``sys.__stderr__`` too: Textual draws the TUI there, and met None as a TUI that drew
+    nothing and no key ended.
+    Inheritable, as a shell's redirect is (os.open's descriptor is close-on-exec): a child left
+    fractui's own stream (none is today: a host's agent is given pipes) finds /dev/null there,
+    not a closed descriptor for its own first file to take."""
     for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY),
                            (2, "stderr", os.O_WRONLY)):
         try:
@@ -100,8 +104,11 @@ def closed_streams_to_devnull() -> None:
         if devnull != fd:
             os.dup2(devnull, fd)
             os.close(devnull)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+        os.set_inheritable(fd, True)
+        unset = [n for n in (name, "__%s__" % name) if getattr(sys, n) is None]
+        stream = open(fd, "r" if fd == 0 else "w", closefd=False) if unset else None
+        for held in unset:
+            setattr(sys, held, stream)
 
 
 def escape_what_cannot_be_encoded() -> None:

@@ -1566,6 +1566,40 @@ def test_a_stream_closed_as_fractui_starts_is_dev_null_never_an_internal_error(t
             assert err.startswith(said) if code else err == "", (err, closed)
 
 
+def test_a_stream_closed_as_fractui_starts_is_dev_null_for_its_children_too():
+    """The /dev/null that stands in for a closed stream is one as a shell's redirect gives:
+    a child that inherits the stream finds it there. os.open's descriptor is close-on-exec
+    (PEP 446), so a child found fd 0, 1 and 2 closed again, and its own first file there."""
+    child = ('for fd in 0 1 2; do [ "$(readlink /proc/$$/fd/$fd)" = /dev/null ] || '
+             'exit 1; done')
+    probe = ("import subprocess, sys\n"
+             "from fractui.terminal import closed_streams_to_devnull\n"
+             "closed_streams_to_devnull()\n"
+             "sys.exit(subprocess.run(['/bin/sh', '-c', %r]).returncode)" % child)
+    run = subprocess.run(["/bin/sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh", PY, "-c", probe],
+                         cwd=localfleet.REPO, timeout=120)
+    assert run.returncode == 0, run
+
+
+def test_the_tui_started_with_its_stderr_closed_ends_on_q(tmp_path, monkeypatch):
+    """Textual draws the TUI on ``sys.__stderr__``, which Python leaves None for a stderr
+    closed at start, as it left ``sys.stderr``: ``fractui 2>&-`` at a terminal drew nothing
+    and no key ended it (killed, a demo's hosts were left running), where ``2>/dev/null``
+    ends on q. Both are /dev/null now. q is typed until it ends: a screen drawn into
+    /dev/null cannot say when the app is ready for it."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    config = tmp_path / "config.toml"
+    config.write_text('[tui]\ntheme = "light"\n')
+    term = Terminal(["/bin/sh", "-c", 'exec "$@" 2>&-', "sh", PY, "-m", "fractui", "--config",
+                     str(config)])
+    deadline = time.monotonic() + 60
+    while term.proc.poll() is None and time.monotonic() < deadline:
+        os.write(term.master, b"q")
+        term.drain(0.5)
+    shown = term.to_the_end(5)
+    assert term.proc.returncode == 0, shown
+
+
 def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
     """An unknown option was said with the one meant (``--mine``: did you mean --me?), but a
     mistyped verb or choice only with the whole list: ``fractui job``, ``fractui log 12``,
