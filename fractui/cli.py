@@ -347,15 +347,16 @@ def _nothing_required(parser: argparse.ArgumentParser) -> Iterator[None]:
             item.required = required
 
 
-def _close_option(parser: argparse.ArgumentParser, words: List[str]) -> str:
+def _close_option(parser: argparse.ArgumentParser, words: List[str],
+                  letters: bool = True) -> str:
     """" (did you mean --me?)" for the first unknown option close to one of the parser's,
-    as typos are common (--mine, --wiat), or a letter that begins only one of its long
-    options (-q for --queue); "" where none is close."""
+    as typos are common (--mine, --wiat), or with ``letters`` a letter that begins only one
+    of its long options (-q for --queue); "" where none is close."""
     # by their names without dashes, which would make every long option look alike
     options = {o.lstrip("-"): o for o in parser._option_string_actions}  # (no public list)
     for word in words:
         name = word.split("=", 1)[0].lstrip("-")
-        if re.fullmatch("-[A-Za-z]", word.split("=", 1)[0]):
+        if letters and re.fullmatch("-[A-Za-z]", word.split("=", 1)[0]):
             close = [o for o in options if len(o) > 1 and o.startswith(name)]
             close = close if len(close) == 1 else []
         else:
@@ -414,10 +415,13 @@ def _run(words: List[str]) -> int:
     if extra:
         words_left = " ".join(map(as_typed, extra))
         verb = _verb_parsers(parser).get(args.verb, parser)  # its usage, not fractui's
-        close = _close_option(verb, extra)
+        ours = args.verb in ("launch", "submit") and not job_argv
+        # a program's name first is a command typed without "--": a letter after it is the
+        # program's own (nvidia-smi -q), not ours mistyped
+        command = ours and not extra[0].startswith("-")
+        close = _close_option(verb, extra, letters=not command)
         hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
-            args.verb, words_left) if args.verb in ("launch", "submit") and not (
-                job_argv or close) else ""
+            args.verb, words_left) if command or (ours and not close) else ""
         verb.error("unrecognized arguments: %s%s%s" % (words_left, close, hint))
     args = parser.parse_args(words)  # again, for what is required
     args.argv = job_argv

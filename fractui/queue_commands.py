@@ -14,7 +14,7 @@ from fractui.config import Config, QueueConfig
 from fractui.sched.standing import QueueStat, queue_stats
 from fractui.servable import Judged, judged
 from fractui.store.model import ACTIVE
-from fractui.terminal import print_json, say, table, width
+from fractui.terminal import one_line, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes
 
 HEADER = ("QUEUE", "PORTION", "TEAM", "WAITING", "RUNNING", "LONGEST", "SERVABLE", "ISOLATION",
@@ -69,7 +69,7 @@ def lines(stats: Sequence[QueueStat], config: Config, said: Dict[str, Judged]) -
                      q.isolation if q else "?", str(q.priority) if q else "?",
                      where(q) if q else "?"])
     out = table(HEADER, rows, CAPS, width())
-    out += ["%s: %s" % (s.name, words) for s in stats
+    out += ["%s: %s" % (one_line(s.name), words) for s in stats  # a store's name, as its cell
             for words in [servable_words(s.name, config, said)] if words]
     return out
 

@@ -1310,7 +1310,8 @@ def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(ca
 def test_an_unknown_option_is_said_before_a_missing_required_one(capsys):
     """``fractui submit -q vq``: argparse said "the following arguments are required: --queue"
     and never the ``-q`` typed for it; the unknown option is said first, and a letter that
-    begins only one long option names it. A required option left out, with nothing unknown,
+    begins only one long option names it, but not after a program's name, where it is the
+    program's (``nvidia-smi -q``). A required option left out, with nothing unknown,
     is still said so (and the exclusive group of launch's slice too)."""
     for argv, said in (
             (["submit", "-q", "vq"], "submit: error: unrecognized arguments: -q vq (did you "
@@ -1321,6 +1322,14 @@ def test_an_unknown_option_is_said_before_a_missing_required_one(capsys):
              "launch: error: unrecognized arguments: --memry-mib 5 (did you mean "
              "--memory-mib?)"),
             (["submit", "-c", "/x", "--", "x"], "submit: error: unrecognized arguments: -c /x"),
+            # after a program's name a letter is the program's (nvidia-smi -q), not ours: the
+            # command is said to go after --, and no option of ours named for it
+            (["submit", "--queue", "quarter", "nvidia-smi", "-q"], "submit: error: "
+             "unrecognized arguments: nvidia-smi -q (the job's command goes after --: fractui "
+             "submit ... -- nvidia-smi -q)"),
+            (["submit", "--queue", "quarter", "python", "t.py", "--wiat"], "submit: error: "
+             "unrecognized arguments: python t.py --wiat (did you mean --wait?) (the job's "
+             "command goes after --: fractui submit ... -- python t.py --wiat)"),
             (["submit", "--", "x"], "submit: error: the following arguments are required: "
                                     "--queue"),
             (["launch", "gpu-a", "0", "--", "x"], "launch: error: one of the arguments "

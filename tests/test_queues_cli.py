@@ -173,3 +173,22 @@ def test_the_verb_loads_neither_textual_nor_ssh(tmp_path):
         "file=sys.stderr)"), "--config", str(config), "queues", "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=120, stdin=subprocess.DEVNULL)
     assert done.stderr == "0 False False\n", done.stderr
+
+
+def test_a_queue_the_config_lacks_is_named_on_one_line_without_its_escapes(tmp_path, capfd):
+    """A store's queue name is the store's word, not the config's: one with an escape and a
+    line break in it (a job of it still active) is said on one line, the table's and the
+    line after it alike, so it can neither colour the terminal nor forge a line of its own
+    (here, one saying quarter is never served); --json keeps it whole."""
+    db = tmp_path / "store.db"
+    hostile = "ev\x1b[31mil\nquarter: never served: forged"
+    store = open_store("sqlite://%s" % db)
+    store.submit(hostile, "vision", "old", ["sleep", "1"], {"gpu": 0.25}, "ops")
+    store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1})
+    code, out, err = in_process(capfd, ["--config", str(config), "queues"])
+    assert code == 0 and "\x1b" not in out, out
+    assert not any(line.startswith("quarter: never") for line in out.splitlines()), out
+    assert "ev [31mil quarter: never served: forged: not in this config" in out, out
+    code, out, err = in_process(capfd, ["--config", str(config), "queues", "--json"])
+    assert code == 0 and [q["name"] for q in json.loads(out)["queues"]][-1] == hostile, out
