@@ -328,6 +328,8 @@ def test_queue_stats_count_pending_running_and_the_oldest_wait():
         2, 1, 100.0)
     assert stats["quarter"].portion == "0.25 GPU" and stats["whole"].wait_s is None
     assert stats["gone"].portion == "?" and stats["gone"].wait_s == 10.0
+    ahead = [job(5, PENDING, queue="whole", submitted_at=260.0)]  # its submitter's clock ahead
+    assert {s.name: s.wait_s for s in queue_stats(QUEUES, ahead, now=200.0)}["whole"] == 0.0
 
 
 def test_label_colour_contrasts():

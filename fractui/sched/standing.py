@@ -99,7 +99,9 @@ class QueueStat:
 
 def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
                 now: float) -> list[QueueStat]:
-    """Per configured queue (then any other queue the store names): pending, running, wait."""
+    """Per configured queue (then any other queue the store names): pending, running, wait
+    (none below 0: a job submitted from a machine whose clock runs ahead has waited 0, as
+    ``fractui jobs`` counts it)."""
     pending: dict[str, list[float]] = {}
     running: dict[str, int] = {}
     for job in jobs:
@@ -110,4 +112,5 @@ def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
     portions = {q.name: q.describe() for q in queues}
     names = [q.name for q in queues] + sorted((set(pending) | set(running)) - set(portions))
     return [QueueStat(n, portions.get(n, "?"), len(pending.get(n, ())), running.get(n, 0),
-                      now - min(pending[n]) if pending.get(n) else None) for n in names]
+                      max(0.0, now - min(pending[n])) if pending.get(n) else None)
+            for n in names]
