@@ -403,13 +403,19 @@ def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) ->
         return f.read()
 
 
+def temporary_name(path: str) -> str:
+    """Where ``write_private`` writes ``path`` before it replaces it: beside it, named for this
+    process, so no other writer of the agent's shares it."""
+    return "%s.tmp.%d" % (path, os.getpid())
+
+
 def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o600,
                   dir_fd: Optional[int] = None) -> None:
     """Replace ``path`` atomically (a reader sees all of it or none), 0600 (or ``mode``, which
     the caller has checked gives no one else write); with ``durable``, fsync'd before it
     replaces the old one. ``dir_fd``: as ``open_private``'s (the temporary file beside it, and
     the rename, in that very folder too)."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
+    tmp = temporary_name(path)
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file",
                       dir_fd=dir_fd)
     try:

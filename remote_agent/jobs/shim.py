@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from remote_agent.daemon.trust import (DAMAGE, UnsafePath, open_dir, open_private, read_private,
-                                       record, write_private)
+from remote_agent.daemon.trust import (DAMAGE, UnsafePath, in_folder, open_dir, open_private,
+                                       read_private, record, temporary_name, write_private)
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
@@ -142,13 +142,15 @@ def _step(words: str) -> Iterator[None]:
 
 
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
-    """A record the daemon needs (how the job ended): on a full disk, tried until it fits, and
-    so where its temporary file's name is taken by what the agent refuses to write through
-    (``UnsafePath``: a symlink, another's file), until that is removed. Not where the job's
-    folder was removed (by hand, or the state dir with it): no daemon can read the record
-    there, and no room will ever come for it; a folder of that name now is another job's.
-    Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes any
-    character to ASCII, so its encoding cannot fail.)"""
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
+    Where its temporary file's name holds what the agent refuses to write through
+    (``UnsafePath``: a symlink, a FIFO, another's file), that is removed (``_clear``) and the
+    write tried again: the name is this shim's own, and a job of the agent's user that put a
+    symlink there once and ended would else leave its end unrecorded for good. Not where the
+    job's folder was removed (by hand, or the state dir with it): no daemon can read the
+    record there, and no room will ever come for it; a folder of that name now is another
+    job's. Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes
+    any character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
@@ -159,12 +161,25 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
                      "job; a folder of that name now is another job's), so nothing is written "
                      "(%s)" % (said, err))
                 return
+            why = "%s; %s" % (err, _clear(folder, said)) if isinstance(err, UnsafePath) \
+                else str(err)
             FAILURES.failed(said, "cannot write %s yet (%s); trying again each %g s" % (
-                said, err, RETRY_S))
+                said, why, RETRY_S))
             time.sleep(RETRY_S)
             continue
         FAILURES.worked(said, "wrote %s" % said)
         return
+
+
+def _clear(folder: JobFolder, path: str) -> str:
+    """What sits at this shim's own temporary name for ``path`` (``temporary_name``: its pid
+    in it, so no other writer of the agent's uses it), removed: a symlink is unlinked itself,
+    never what it names. Words that say so, or why it could not be (a directory)."""
+    try:
+        os.unlink(in_folder(temporary_name(path), folder.fd), dir_fd=folder.fd)
+    except OSError as err:
+        return "it cannot be removed: %s" % (err.strerror or err)
+    return "removed it"
 
 
 def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
