@@ -317,3 +317,16 @@ def test_a_table_that_cannot_be_upgraded_on_a_full_disk_is_kept_for_when_there_i
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == job_store.VERSION
     db.close()
+
+
+def test_a_file_of_the_agent_named_in_bytes_that_are_no_utf8_is_hashed_by_its_bytes(
+        start_agent, tmp_path):
+    """A stray file in the agent's source tree whose name is no UTF-8 (``odd\\xff.py``): the
+    daemon starts, and its code hash follows the file. Before, the name was encoded strictly
+    as the code was hashed, and the daemon ended in a traceback before it served."""
+    root = copy_of_the_agent(tmp_path / "1")
+    with open(os.path.join(os.fsencode(root), b"remote_agent", b"odd\xff.py"), "w") as f:
+        f.write("# a stray file\n")
+    odd = start_agent("1xL4", str(tmp_path / "a"), code_root=root)
+    plain = start_agent("1xL4", str(tmp_path / "b"))
+    assert odd.call("daemon.version")["code_hash"] != plain.call("daemon.version")["code_hash"]

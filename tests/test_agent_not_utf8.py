@@ -12,11 +12,17 @@ import time
 
 import pytest
 
+from remote_agent import text
+from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs import store as job_store
+from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
+from tests import podman as containers
 from tests.test_agent_handover import handover_words
 from tests.test_jobs import PY, script, wait_job
+
+podman = containers.podman  # the fixture
 
 
 def _odd(path) -> str:
@@ -158,3 +164,48 @@ def test_a_launch_naming_bytes_that_are_no_utf8_is_refused_naming_its_param(star
     assert "'%s'" % param in err.value.message and "valid Unicode" in err.value.message, \
         err.value.message
     assert agent.call("job.list")["jobs"] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or cgroup2_mount() is None,
+                    reason="a cgroup parent in a real cgroup v2 hierarchy: needs root")
+def test_a_cgroup_parent_named_in_bytes_that_are_no_utf8_gives_jobs_no_cgroup(start_agent,
+                                                                               tmp_path):
+    """The job table cannot keep a job's cgroup named under such a parent (SQLite takes no
+    lone surrogate): jobs are found by their session, and the daemon says why. Before, the
+    daemon did not start (the driver's limits were asked of the parent's name encoded strictly:
+    a traceback), and once past that every share job's launch failed as it was recorded."""
+    parent = os.fsdecode(os.fsencode(cgroup2_mount() or "") + b"/fractui-test-\xff")
+    agent = start_agent("1xL4", str(tmp_path / "state"), "--cgroup-parent", parent)
+    assert agent.call("daemon.version")["job_tracking"] == "session"
+    why = agent.call("hello")["gpus"][0]["cap_layers_unavailable"]["driver_limit"]
+    assert why == ("the cgroup parent %s is named in bytes that are no UTF-8, and the job "
+                   "table cannot keep the name of a job's cgroup in it" % text.said(parent))
+    job = agent.call("job.launch", key="k-odd", gpu=0, memory_mib=10, argv=[PY, "-c", "pass"])
+    assert (wait_job(agent, job["id"])["exit_code"], job["cgroup"]) == (0, None)
+    assert not os.path.lexists(parent)
+
+
+def test_a_container_job_s_env_file_keeps_the_bytes_of_a_path_that_is_no_utf8(start_agent,
+                                                                               podman, tmp_path):
+    """A simulated host whose state dir's name is no UTF-8: a container job's environment
+    names its GPUs' state there, and goes to the runtime in an env file, which keeps that
+    path's very bytes. Before, the file was encoded strictly: the launch failed inside the
+    agent (UnicodeEncodeError). (The runtime itself cannot take such a path: its OCI spec is
+    JSON, which reads the byte as U+FFFD, and runc finds no folder of that name to mount; the
+    job ends in its words.)"""
+    state = _odd(tmp_path)
+    agent = start_agent("1xL4", state)
+    try:
+        job = agent.call("job.launch", key="k-odd-c", gpu=0, memory_mib=10, image=podman.image,
+                         env={"PYTHONPATH": containers.IMAGE_CODE},
+                         argv=[containers.PYTHON, "-c", "pass"])
+        env_file = os.path.join(os.fsencode(state), b"jobs", b"j1", b"container.env")
+        with open(env_file, "rb") as f:
+            assert b"FRACTUI_SIM_STATE=%s\n" % os.fsencode(AgentPaths(state).sim_state) \
+                in f.read().splitlines(keepends=True)
+        wait_job(agent, job["id"], timeout=60)
+    finally:
+        prefix = "fractui-%s-" % AgentPaths(state).digest
+        for name in podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split():
+            if name.startswith(prefix):
+                podman.remove(name)

@@ -275,3 +275,13 @@ def test_a_container_s_cgroup_is_found_under_a_mount_whose_path_is_no_utf8(tmp_p
     with open(mounts, "wb") as f:
         f.write(b"/dev/sdb1 /media/Jos\xe9 vfat rw 0 0\ncgroup2 " + odd + b" cgroup2 rw 0 0\n")
     assert cgroup_of(42, mounts, proc) == found
+
+
+def test_a_value_of_the_hosts_in_bytes_that_are_no_utf8_keeps_them_in_the_env_file():
+    """A path of the host's (the simulator's state under a state dir so named, a variable of
+    the daemon's own environment) keeps its bytes, as exec would pass it; before, the file
+    was encoded strictly, and the launch failed inside the agent."""
+    odd = os.fsdecode(b"/state/odd\xff/sim/gpus.json")
+    shim = Oci("podman").launch(run(env={"FRACTUI_SIM_STATE": odd}))
+    assert shim.files == {
+        "/state/jobs/j7/container.env": b"FRACTUI_SIM_STATE=/state/odd\xff/sim/gpus.json\n"}

@@ -122,7 +122,7 @@ def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_pat
 
 # the shim, its output FIFO swapped for another (no reader) the moment it has opened its read end
 SWAPPED_SHIM = ("import os, sys\nfrom remote_agent.jobs import shim\n"
-                "def swapped(job_dir):\n    fd = opened(job_dir)\n"
+                "def swapped(job_dir, **given):\n    fd = opened(job_dir, **given)\n"
                 "    path = os.path.join(job_dir, 'output.pipe')\n    os.unlink(path)\n"
                 "    os.mkfifo(path, 0o600)\n    return fd\n"
                 "opened, shim.open_reader = shim.open_reader, swapped\n"

@@ -212,11 +212,11 @@ def test_a_folder_another_nfs_client_removed_is_given_up_as_gone(tmp_path, monke
         in capfd.readouterr().err
 
 
-def test_an_end_whose_temporary_name_is_a_symlink_is_written_once_it_is_removed(tmp_path,
-                                                                                 capfd):
-    """A symlink where the record's temporary file goes is refused (``UnsafePath``, never
-    written through): said, and tried again until it is removed. Before, the refusal ended
-    the shim with a traceback, and the job's end was never recorded."""
+def test_an_end_whose_temporary_name_is_a_symlink_removes_it_and_is_written(tmp_path, capfd):
+    """A symlink where the record's temporary file goes (the shim's own name: its pid in it)
+    is refused (``UnsafePath``, never written through), removed itself (not what it names),
+    said once, and the record written at the next try. Before, the refusal ended the shim with
+    a traceback; then it was tried again only until someone else removed it."""
     job_dir = _job_dir(tmp_path, ["true"])
     folder = JobFolder.open(job_dir)
     planted = os.path.join(job_dir, "exit.json.tmp.%d" % os.getpid())
@@ -224,18 +224,37 @@ def test_an_end_whose_temporary_name_is_a_symlink_is_written_once_it_is_removed(
     writer = threading.Thread(target=write_json_until_done,
                               args=(folder, "exit.json", {"code": 3}), daemon=True)
     writer.start()
-    said = ""
-    while "it is a symlink" not in said:
-        assert writer.is_alive(), said
-        said += capfd.readouterr().err
-        time.sleep(0.05)
-    assert "cannot write %s yet (refusing temporary file %s: it is a symlink)" % (
-        os.path.join(job_dir, "exit.json"), planted) in said
-    os.unlink(planted)
     writer.join(30)
     assert not writer.is_alive()
     assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    assert not os.path.lexists(planted)
     assert not (tmp_path / "elsewhere").exists()
+    ended = os.path.join(job_dir, "exit.json")
+    assert capfd.readouterr().err.splitlines() == [
+        "shim: cannot write %s yet (refusing temporary file %s: it is a symlink; removed it); "
+        "trying again each 1 s" % (ended, planted), "shim: wrote %s after 1 failed pass" % ended]
+
+
+def test_a_job_that_plants_a_symlink_at_its_shims_temporary_name_has_its_end_recorded(tmp_path):
+    """A job of the agent's user puts a symlink at the name its shim writes ``exit.json``
+    through (named for the shim's pid, its parent's) and ends: its end is recorded all the
+    same, nothing written through the link. Before, the shim tried again each second until
+    someone removed the link: the job's end unrecorded for good."""
+    elsewhere = tmp_path / "elsewhere"
+    job_dir = _job_dir(tmp_path, [sys.executable, "-c", "import os, sys\nos.symlink(sys.argv[1], "
+                                  "os.path.join(sys.argv[2], 'exit.json.tmp.%d' % os.getppid()))\n"
+                                  "sys.exit(4)", str(elsewhere), str(tmp_path / "j1")])
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    try:
+        assert shim.wait(30) == 0
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 4
+    assert not elsewhere.exists()
+    assert "it is a symlink; removed it" in said.read_text()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,

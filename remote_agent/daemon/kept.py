@@ -21,9 +21,9 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
 
-from remote_agent.daemon.trust import DAMAGE, open_private, write_private
+from remote_agent.daemon.trust import DAMAGE, open_private, record, write_private
 from remote_agent.failing import Failures
 from remote_agent.mig.journal import BOOT_ID, boot_id
 
@@ -199,25 +199,6 @@ def _put_back(taken: str, path: str) -> None:
             os.rename(taken, path)
             return
     os.unlink(taken)
-
-
-def record(types: Dict[str, Tuple[type, ...]],
-           required: Sequence[str] = ()) -> Callable[[Any], Dict[str, Any]]:
-    """A shape for ``read_json``: an object with the ``required`` keys, each of its keys
-    named in ``types`` of one of those types (a boolean is not a number)."""
-    def shape(data: Any) -> Dict[str, Any]:
-        if not isinstance(data, dict):
-            raise TypeError("not an object but %s" % type(data).__name__)
-        for key in required:
-            if key not in data:
-                raise KeyError(key)
-        for key, allowed in types.items():
-            value = data.get(key)
-            if key in data and (not isinstance(value, allowed) or (
-                    isinstance(value, bool) and bool not in allowed)):
-                raise TypeError("%s is %.80r" % (key, value))  # (cut: it may be long)
-        return data
-    return shape
 
 
 def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Optional[T]:

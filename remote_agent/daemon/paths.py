@@ -262,7 +262,7 @@ def code_hash() -> str:
                 digest.update(block)
     else:
         for name, data in sorted(code_files(os.path.join(root, "remote_agent")).items()):
-            digest.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
+            digest.update(b"%s\0%d\0" % (os.fsencode(name), len(data)) + data)  # its bytes
     return digest.hexdigest()[:16]
 
 

@@ -26,7 +26,7 @@ import pwd
 import stat
 import struct
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
 ACL_ACCESS = "system.posix_acl_access"  # the kernel's xattr: a u32 version, then entries
@@ -35,6 +35,26 @@ _ACL_ENTRY = struct.Struct("<HHI")  # tag, permission bits (rwx = 4|2|1), user o
 # short, bytes not UTF-8), nested past the parser's depth, or not of the shape its reader takes
 DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, less the mask
+
+
+def record(types: Dict[str, Tuple[type, ...]],
+           required: Sequence[str] = ()) -> Callable[[Any], Dict[str, Any]]:
+    """A shape for a JSON file the agent reads (``kept.read_json``, a job's spec): an object
+    with the ``required`` keys, each of its keys named in ``types`` of one of those types (a
+    boolean is not a number)."""
+    def shape(data: Any) -> Dict[str, Any]:
+        if not isinstance(data, dict):
+            raise TypeError("not an object but %s" % type(data).__name__)
+        for key in required:
+            if key not in data:
+                raise KeyError(key)
+        for key, allowed in types.items():
+            value = data.get(key)
+            if key in data and (not isinstance(value, allowed) or (
+                    isinstance(value, bool) and bool not in allowed)):
+                raise TypeError("%s is %.80r" % (key, value))  # (cut: it may be long)
+        return data
+    return shape
 
 
 # ``python -m`` and ``-c`` put the working directory first on the module path (``-P``, which
@@ -383,13 +403,19 @@ def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) ->
         return f.read()
 
 
+def temporary_name(path: str) -> str:
+    """Where ``write_private`` writes ``path`` before it replaces it: beside it, named for this
+    process, so no other writer of the agent's shares it."""
+    return "%s.tmp.%d" % (path, os.getpid())
+
+
 def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o600,
                   dir_fd: Optional[int] = None) -> None:
     """Replace ``path`` atomically (a reader sees all of it or none), 0600 (or ``mode``, which
     the caller has checked gives no one else write); with ``durable``, fsync'd before it
     replaces the old one. ``dir_fd``: as ``open_private``'s (the temporary file beside it, and
     the rename, in that very folder too)."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
+    tmp = temporary_name(path)
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file",
                       dir_fd=dir_fd)
     try:

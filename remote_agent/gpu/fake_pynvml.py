@@ -2138,7 +2138,7 @@ def _limits_key(index: int, limits) -> str:
     ns = _deref(limits).nameSpace
     if not ns:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return "%d:%s" % (index, ns.decode() if isinstance(ns, bytes) else ns)
+    return "%d:%s" % (index, os.fsdecode(ns))  # a path's bytes, as the OS has them
 
 
 @_api

@@ -117,7 +117,7 @@ def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
     if not hasattr(nv, "nvmlDeviceGetMemoryLimits_v1"):
         return None
     limits = nv.c_nvmlGetMemoryLimits_v1_t()
-    limits.nameSpace = namespace.encode()
+    limits.nameSpace = os.fsencode(namespace)  # the path's bytes, as the OS has them
     try:
         with backend.held():  # the handle used in the session that fetched it
             if backend.count():

@@ -244,20 +244,22 @@ def make_pipe(path: str, dir_fd: Optional[int] = None) -> None:
         pass
 
 
-def open_reader(job_dir: str, made: Optional[Sequence[int]] = None) -> int:
+def open_reader(job_dir: str, made: Optional[Sequence[int]] = None,
+                dir_fd: Optional[int] = None) -> int:
     """A non-blocking read end of the output FIFO in ``job_dir`` (never blocks, even with no
     writer): the directory opened once, never through a symlink, the agent's that nobody else
-    may write, and the FIFO opened in it as ``open_private`` opens one (no symlink; the
-    agent's, nobody else's to read or write); with ``made`` (``pipe_id`` of the one its shim
-    made, as the shim recorded it), refused unless it is that very FIFO. A name swapped since
-    the shim made it (the directory, or another FIFO of the agent's user put in its place) is
-    never followed."""
-    folder = open_dir(job_dir, "job directory")
+    may write (or ``dir_fd``, the shim's, opened so already), and the FIFO opened in it as
+    ``open_private`` opens one (no symlink; the agent's, nobody else's to read or write); with
+    ``made`` (``pipe_id`` of the one its shim made, as the shim recorded it), refused unless it
+    is that very FIFO. A name swapped since the shim made it (the directory, or another FIFO
+    of the agent's user put in its place) is never followed."""
+    folder = open_dir(job_dir, "job directory") if dir_fd is None else dir_fd
     try:
         fd = open_private(os.path.join(job_dir, PIPE_NAME), os.O_RDONLY | os.O_NONBLOCK,
                           "output pipe", fifo=True, dir_fd=folder)
     finally:
-        os.close(folder)
+        if dir_fd is None:
+            os.close(folder)
     if made is not None and pipe_id(fd) != list(made):
         os.close(fd)
         raise UnsafePath("refusing output pipe %s: it is not the FIFO the job's shim made "

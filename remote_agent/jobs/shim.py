@@ -30,11 +30,12 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from remote_agent.daemon.trust import (UnsafePath, open_dir, open_private, read_private,
-                                       write_private)
+from remote_agent.daemon.trust import (DAMAGE, UnsafePath, in_folder, open_dir, open_private,
+                                       read_private, record, temporary_name, write_private)
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
@@ -124,14 +125,32 @@ class JobFolder:
             return err.errno == errno.ESTALE
 
 
+class NotStarted(Exception):
+    """Why the job's process was not started: nothing of it ran, and its end says so (a
+    start failure, as a job's own failed first step is: ``_not_started``)."""
+
+
+@contextmanager
+def _step(words: str) -> Iterator[None]:
+    """A step before the job's process exists: its failure (the disk, a file refused) is why
+    the job did not start ("cannot WORDS: why"), never a traceback, which the daemon reads as
+    a job lost, whether it ran unknown."""
+    try:
+        yield
+    except (OSError, UnsafePath) as err:
+        raise NotStarted("cannot %s: %s" % (words, err)) from err
+
+
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
-    """A record the daemon needs (how the job ended): on a full disk, tried until it fits, and
-    so where its temporary file's name is taken by what the agent refuses to write through
-    (``UnsafePath``: a symlink, another's file), until that is removed. Not where the job's
-    folder was removed (by hand, or the state dir with it): no daemon can read the record
-    there, and no room will ever come for it; a folder of that name now is another job's.
-    Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes any
-    character to ASCII, so its encoding cannot fail.)"""
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
+    Where its temporary file's name holds what the agent refuses to write through
+    (``UnsafePath``: a symlink, a FIFO, another's file), that is removed (``_clear``) and the
+    write tried again: the name is this shim's own, and a job of the agent's user that put a
+    symlink there once and ended would else leave its end unrecorded for good. Not where the
+    job's folder was removed (by hand, or the state dir with it): no daemon can read the
+    record there, and no room will ever come for it; a folder of that name now is another
+    job's. Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes
+    any character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
@@ -142,12 +161,25 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
                      "job; a folder of that name now is another job's), so nothing is written "
                      "(%s)" % (said, err))
                 return
+            why = "%s; %s" % (err, _clear(folder, said)) if isinstance(err, UnsafePath) \
+                else str(err)
             FAILURES.failed(said, "cannot write %s yet (%s); trying again each %g s" % (
-                said, err, RETRY_S))
+                said, why, RETRY_S))
             time.sleep(RETRY_S)
             continue
         FAILURES.worked(said, "wrote %s" % said)
         return
+
+
+def _clear(folder: JobFolder, path: str) -> str:
+    """What sits at this shim's own temporary name for ``path`` (``temporary_name``: its pid
+    in it, so no other writer of the agent's uses it), removed: a symlink is unlinked itself,
+    never what it names. Words that say so, or why it could not be (a directory)."""
+    try:
+        os.unlink(in_folder(temporary_name(path), folder.fd), dir_fd=folder.fd)
+    except OSError as err:
+        return "it cannot be removed: %s" % (err.strerror or err)
+    return "removed it"
 
 
 def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
@@ -219,18 +251,29 @@ def _pipe_ends(reader: int) -> Tuple[int, int]:
 
 
 def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
-           region: Optional[str]) -> Tuple[int, str]:
-    """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: (pid, "")
-    once it runs its program, or (0, why it could not). Its ends are opened from the shim's
-    own descriptor, never by name: a FIFO swapped in at the name since the shim opened it has
-    no reader, and a write end opened there would wait for one for good (the job never
-    started, its shim hung)."""
+           region: Optional[str]) -> int:
+    """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: its pid
+    once it runs its program; NotStarted, with why, where it could not. Its ends are opened
+    from the shim's own descriptor, never by name: a FIFO swapped in at the name since the
+    shim opened it has no reader, and a write end opened there would wait for one for good
+    (the job never started, its shim hung)."""
     try:
         out_fd, spare_fd = _pipe_ends(reader)
     except OSError as err:
-        return 0, "cannot open its output pipe: %s" % (proc_missing() or err)
-    errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said means it ran
-    pid = os.fork()
+        raise NotStarted("cannot open its output pipe: %s" % (proc_missing() or err)) from err
+    try:
+        with _step("start its process"):
+            errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said: it ran
+            try:
+                pid = os.fork()
+            except BaseException:
+                os.close(errors_r)
+                os.close(errors_w)
+                raise
+    except BaseException:
+        os.close(out_fd)
+        os.close(spare_fd)
+        raise
     if pid == 0:
         os.close(errors_r)
         _child(spec, out_fd, spare_fd, folder, errors_w, region)
@@ -246,52 +289,39 @@ def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
     os.close(errors_r)
     if why:
         os.waitpid(pid, 0)
-        return 0, why.decode("utf-8", errors="replace")
-    return pid, ""
+        raise NotStarted(why.decode("utf-8", errors="replace"))
+    return pid
 
 
 def run(job_dir: str, report_fd: Optional[int]) -> int:
     os.umask(0o077)
     if report_fd is not None:
         os.set_inheritable(report_fd, False)  # the job must not hold the daemon's pipe
-    # The lock first, then the claim: a claim whose lock is free is a dead shim's (or the
-    # daemon's, which fences off a start it gave up on), never one still about to start.
-    folder = JobFolder.open(job_dir)
-    lock = open_private(folder.named("shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock",
-                        dir_fd=folder.fd)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another shim is starting this job
-    try:
-        fd = os.open("shim.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600,
-                     dir_fd=folder.fd)
-    except FileExistsError:
-        return 0  # claimed already: never start a job twice
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    except OSError as err:  # a full disk: nothing has run, so the claim is given up
-        os.close(fd)
-        os.unlink("shim.claim", dir_fd=folder.fd)
+        folder = _claim(job_dir)
+    except (OSError, UnsafePath) as err:  # nothing is claimed: the daemon fences the job off
         _say("cannot claim the job (%s); nothing ran" % err)
         return 1
-    os.close(fd)
+    if folder is None:
+        return 0  # another shim is starting this job, or started it: never start a job twice
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
-    spec = json.loads(read_private(folder.named("spec.json"), "job spec", folder.fd) or b"{}")
-    log = CappedLog(folder.named(LOG_NAME), int(spec["log_max_bytes"]), folder.fd)
-    make_pipe(folder.named(PIPE_NAME), folder.fd)
-    reader = open_reader(job_dir)
-    os.set_blocking(reader, True)
-    region, why = _region(spec, folder)
-    pid, why = (0, why) if why else _spawn(spec, reader, folder, region)
-    if not pid:
+    spec: Dict[str, Any] = {}
+    log: Optional[CappedLog] = None
+    region: Optional[str] = None
+    try:
+        spec = _read_spec(folder)
+        log = CappedLog(folder.named(LOG_NAME), spec["log_max_bytes"], folder.fd)
+        with _step("make its output pipe"):
+            make_pipe(folder.named(PIPE_NAME), folder.fd)
+            reader = open_reader(job_dir, dir_fd=folder.fd)
+            os.set_blocking(reader, True)
+        region = _region(spec, folder)
+        pid = _spawn(spec, reader, folder, region)
+    except NotStarted as err:
         _remove_region(region, _job_uid(spec))
-        log.note(why)
-        log.close()
-        write_json_until_done(folder, "exit.json", {"error": why, "ended_at": time.time()})
-        _report(report_fd, {"error": why})
+        _not_started(folder, log, str(err), report_fd)
         return 0
     me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
     job = JobProcs(pid, me.start_ticks if me else None, spec.get("cgroup"))
@@ -324,19 +354,88 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     return 0
 
 
-def _region(spec: Dict[str, Any], folder: JobFolder) -> Tuple[Optional[str], str]:
-    """The directory of the job's HAMi-core region (None where it has none), recorded in
-    its folder before the job can make it, so a daemon removes it where this shim dies; or
-    why it cannot be recorded (nothing then runs)."""
-    if not spec.get("hami_region"):
-        return None, ""
-    region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
+def _claim(job_dir: str) -> Optional[JobFolder]:
+    """The job's folder, once this shim holds its lock and has claimed the job; None where
+    another shim has (it starts the job, or started it). OSError or UnsafePath where it cannot
+    (a full disk, a file refused, the folder gone): nothing is left claimed, so the daemon
+    fences the job off as never started. The lock first, then the claim: a claim whose lock is
+    free is a dead shim's (or the daemon's, which fences off a start it gave up on), never one
+    still about to start. The lock is held for the shim's life."""
+    folder = JobFolder.open(job_dir)
+    lock = open_private(folder.named("shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock",
+                        dir_fd=folder.fd)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return None
+    try:
+        fd = os.open("shim.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600,
+                     dir_fd=folder.fd)
+    except FileExistsError:
+        return None
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    except OSError:  # a full disk: an empty claim would read as a shim's, the job as lost
+        os.unlink("shim.claim", dir_fd=folder.fd)
+        raise
+    finally:
+        os.close(fd)
+    return folder
+
+
+# The spec the daemon writes (``Supervisor._start``): what the shim and the job's first process
+# read of it. A damaged one (cut short by a crash, edited by hand) ends the start in its words.
+_SPEC = record({"argv": (list,), "env": (dict,), "cwd": (str,), "cgroup": (str, type(None)),
+                "log_max_bytes": (int,), "user": (dict, type(None)),
+                "hami_region": (str, type(None))}, ("argv", "env", "cwd", "log_max_bytes"))
+_USER = record({"name": (str,), "uid": (int,), "gid": (int,)}, ("name", "uid", "gid"))
+
+
+def _read_spec(folder: JobFolder) -> Dict[str, Any]:
+    """The job's spec (``spec.json``); NotStarted where it cannot be read, is not there, or is
+    damaged."""
+    path = folder.named("spec.json")
+    with _step("read its spec"):
+        data = read_private(path, "job spec", folder.fd)
+    if data is None:
+        raise NotStarted("cannot read its spec: %s is not there" % path)
+    try:
+        spec = _SPEC(json.loads(data))
+        argv = spec["argv"]
+        if not argv or not all(isinstance(word, str) for word in argv):
+            raise ValueError("argv is %.80r" % (argv,))  # (cut: it may be long)
+        if spec.get("user") is not None:
+            _USER(spec["user"])
+    except DAMAGE as err:
+        raise NotStarted("cannot read its spec: %s is damaged (%s: %s)" % (
+            path, type(err).__name__, err)) from err
+    return spec
+
+
+def _not_started(folder: JobFolder, log: Optional[CappedLog], why: str,
+                 report_fd: Optional[int]) -> None:
+    """The end of a job whose process was not started: ``why`` in its log, in ``exit.json``
+    (written until it fits) and to the launching daemon, which records it ended with that
+    reason."""
+    if log is None:  # its spec not read: no cap is known, and a line is all it takes
+        log = CappedLog(folder.named(LOG_NAME), 0, folder.fd)
+    log.note(why)
+    log.close()
+    write_json_until_done(folder, "exit.json", {"error": why, "ended_at": time.time()})
+    _report(report_fd, {"error": why})
+
+
+def _region(spec: Dict[str, Any], folder: JobFolder) -> Optional[str]:
+    """The directory of the job's HAMi-core region (None where it has none), recorded in
+    its folder before the job can make it, so a daemon removes it where this shim dies;
+    NotStarted where it cannot be recorded (nothing then runs)."""
+    if not spec.get("hami_region"):
+        return None
+    region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
+    with _step("record its HAMi-core region %s" % region):
         write_json(folder.named(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
                    False, folder.fd)  # (as started.json: no fsync holds up a launch)
-    except (OSError, UnsafePath) as err:
-        return None, "cannot record its HAMi-core region %s: %s" % (region, err)
-    return region, ""
+    return region
 
 
 def _remove_region(region: Optional[str], uid: int) -> None:

@@ -525,7 +525,7 @@ class Supervisor:
     def _set_limit(self, cgroup: str, index: int, soft: int, hard: int) -> None:
         nv = self.gpus.backend.nv
         limits = nv.c_nvmlSetMemoryLimits_v1_t()
-        limits.nameSpace = cgroup.encode()
+        limits.nameSpace = os.fsencode(cgroup)  # the path's bytes, as the OS has them
         limits.softLimit, limits.hardLimit = soft, hard
         backend = self.gpus.backend
         with backend.held():  # the handle used in the session that fetched it

@@ -111,7 +111,7 @@ class Oci(ContainerRuntime):
         files: Dict[str, bytes] = {}
         if run.env:
             path = os.path.join(run.job_dir, ENV_FILE)
-            files[path] = "".join("%s=%s\n" % kv for kv in sorted(run.env.items())).encode()
+            files[path] = b"".join(env_line(*kv) + b"\n" for kv in sorted(run.env.items()))
             argv += ["--env-file", path]
         # an --env wins over every --env-file (and the image's ENV, below both)
         visible = ",".join(run.devices) if run.devices and self.tool == "docker" else "void"
@@ -195,6 +195,13 @@ class Oci(ContainerRuntime):
         return "%s failed (exit %d): %s" % (" ".join(argv), code, last_line(err or out))
 
 
+def env_line(name: str, value: str) -> bytes:
+    """``NAME=VALUE`` as the env file holds it: a value of the host's (a path whose name is no
+    UTF-8, a variable of the daemon's own environment) keeps its bytes, as exec would pass it
+    (docs/decisions.md, "Text the agent says is Unicode")."""
+    return ("%s=%s" % (name, value)).encode("utf-8", "surrogateescape")
+
+
 def env_file_problem(env: Dict[str, str]) -> Optional[Tuple[str, str]]:
     """(a variable's name, why) for the first of ``env`` a runtime's env file cannot hold as
     given, or None: one rule for the agent's launch and fractui's submit of a container job."""
@@ -206,7 +213,7 @@ def env_file_problem(env: Dict[str, str]) -> Optional[Tuple[str, str]]:
             return name[:80], ("cannot be given to a container: its value holds a line break, "
                                "and a container's variables reach it as the lines of a file (so "
                                "no command line shows them); put it in a file the job reads")
-        size = len(("%s=%s" % (name, value)).encode("utf-8"))
+        size = len(env_line(name, value))
         if size > MAX_ENV_LINE:
             return name[:80], ("cannot be given to a container: NAME=VALUE is %d bytes, over "
                                "the %d a container runtime reads of one variable; put it in a "
