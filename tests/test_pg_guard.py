@@ -12,6 +12,7 @@ import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import psycopg
 import pytest
@@ -20,7 +21,7 @@ from fractui.store import RowsLocked, StoreDamaged, StoreDenied, open_store, pos
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
-from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
+from fractui.store.model import CANCELLED, PENDING, STOPPING, Job, Slot
 from remote_agent.jobs.runtime.image import image_problem
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import request_of
@@ -580,6 +581,14 @@ def test_a_team_members_audit_entry_is_of_a_change_she_made(guarded):
         admin.close()
 
 
+def _wrap_around_to_job(server, guarded: Guarded, job: int) -> int:
+    """The server restarted 2^32 transactions on, its next transaction numbered as ``job``'s
+    row's xmin in its low 32 bits (tests/pg.py): that xmin."""
+    xmin = int(server.sql("SELECT xmin::text FROM jobs WHERE id = %d" % job, db=guarded.db)[0][0])
+    server.wrap_around_to(xmin, [guarded.db])
+    return xmin
+
+
 def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transactions_ago():
     """Migration 0042: 0040 knew this transaction's change by the job's xmin, 32 bits of a
     transaction's number, and a job untouched since 2^32 transactions ago (frozen, its xmin
@@ -595,9 +604,7 @@ def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transact
             old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
         finally:
             admin.close()
-        xmin = int(server.sql("SELECT xmin::text FROM jobs WHERE id = %d" % old.id,
-                              db=guarded.db)[0][0])
-        server.wrap_around_to(xmin, [guarded.db])
+        xmin = _wrap_around_to_job(server, guarded, old.id)
         with psycopg.connect(guarded.url(guarded.ann)) as conn:
             assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
@@ -700,13 +707,11 @@ def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded)
         admin.close()
 
 
-def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
-    """Migration 0041: one statement that takes the turn may date its job when it began, which
-    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
-    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
-    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
-    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
-    admin = guarded.store()
+def _slow_insert(guarded: Guarded, meanwhile: Callable[[psycopg.Connection], None]
+                 ) -> list[BaseException]:
+    """Ann's INSERT of a job (and its audit entry) dated when its statement began, as psql's
+    of statement_timestamp(), whose rows are written only once a lock of this test's is let
+    go: ``meanwhile`` is given the holder's connection while it waits. What it was told."""
     key = int(guarded.tag, 16)  # (an advisory lock of this test's own)
     now = "extract(epoch FROM statement_timestamp())"
     slow = audited("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
@@ -721,22 +726,35 @@ def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behin
             guarded.sql(guarded.ann, slow)
         except psycopg.Error as err:
             said.append(err)
+    with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        waiting = threading.Thread(target=insert)
+        waiting.start()
+        while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
+            assert waiting.is_alive(), said
+        meanwhile(holder)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        waiting.join()
+    return said
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
+    """Migration 0041: one statement that takes the turn may date its job when it began, which
+    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
+    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
+    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
+    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
+    admin = guarded.store()
     try:
-        with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
-            waiting = threading.Thread(target=insert)
-            waiting.start()
-            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-                                     "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
-                assert waiting.is_alive(), said
-            theirs = admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")
-            holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            waiting.join()
+        theirs: list[Job] = []
+        said = _slow_insert(guarded, lambda holder: theirs.append(
+            admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")))
         assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
         assert ("refused by the store's guard: role %s" % guarded.ann) in str(said[0])
         assert ("submit a job to team %s with a time before job %d's, submitted before this "
-                "statement took the turn" % (guarded.vision, theirs.id)) in str(said[0])
-        assert [j.id for j in admin.jobs()] == [theirs.id]
+                "statement took the turn" % (guarded.vision, theirs[0].id)) in str(said[0])
+        assert [j.id for j in admin.jobs()] == [theirs[0].id]
     finally:
         admin.close()
 
