@@ -12,6 +12,7 @@ import threading
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import psycopg
 import pytest
@@ -20,7 +21,7 @@ from fractui.store import RowsLocked, StoreDamaged, StoreDenied, open_store, pos
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
-from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
+from fractui.store.model import CANCELLED, PENDING, STOPPING, Job, Slot
 from remote_agent.jobs.runtime.image import image_problem
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import request_of
@@ -41,6 +42,9 @@ EARLIER = LEAST[:2] + ("GRANT INSERT, UPDATE ON jobs, log_requests TO {teams}",)
 BROAD = ("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA "
          "public TO {admin}, {teams}",)
 SLOT = Slot("gpu-a", (0,), None, None, 1000, 0.25)
+# How far ahead a job is dated (by an admin on psql) that a statement begun after a server's
+# restart (tests/pg.py's wrap_around_to, a second or two) must still be before: waited out.
+AHEAD_S = 10
 
 
 @dataclass
@@ -580,6 +584,14 @@ def test_a_team_members_audit_entry_is_of_a_change_she_made(guarded):
         admin.close()
 
 
+def _wrap_around_to_job(server, guarded: Guarded, job: int) -> int:
+    """The server restarted 2^32 transactions on, its next transaction numbered as ``job``'s
+    row's xmin in its low 32 bits (tests/pg.py): that xmin."""
+    xmin = int(server.sql("SELECT xmin::text FROM jobs WHERE id = %d" % job, db=guarded.db)[0][0])
+    server.wrap_around_to(xmin, [guarded.db])
+    return xmin
+
+
 def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transactions_ago():
     """Migration 0042: 0040 knew this transaction's change by the job's xmin, 32 bits of a
     transaction's number, and a job untouched since 2^32 transactions ago (frozen, its xmin
@@ -595,9 +607,7 @@ def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transact
             old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
         finally:
             admin.close()
-        xmin = int(server.sql("SELECT xmin::text FROM jobs WHERE id = %d" % old.id,
-                              db=guarded.db)[0][0])
-        server.wrap_around_to(xmin, [guarded.db])
+        xmin = _wrap_around_to_job(server, guarded, old.id)
         with psycopg.connect(guarded.url(guarded.ann)) as conn:
             assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
@@ -618,6 +628,57 @@ def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transact
             admin.close()
     finally:
         server.close()
+
+
+def test_a_team_members_audit_entry_is_not_of_a_job_dated_ahead_2_to_the_32_transactions_ago():
+    """Migration 0043: 0042 held the job to its time too, but a time is its writer's: a job
+    submitted as ann's that an admin on psql dated a day ahead, untouched 2^32 transactions
+    since, read as written by ann's transaction, and she audited "ann submit" of it (seen).
+    The job's written_in, the writing transaction's number in 64 bits, tells it apart."""
+    from tests.pg import PgServer
+    server = PgServer()
+    try:
+        guarded = _guarded(server, EARLIER)
+        admin = guarded.store()
+        try:
+            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
+        finally:
+            admin.close()
+        server.sql("UPDATE jobs SET submitted_at = submitted_at + 86400, updated_at = "
+                   "updated_at + 86400 WHERE id = %d" % old.id, db=guarded.db)
+        xmin = _wrap_around_to_job(server, guarded, old.id)
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:
+            assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
+        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
+                "done" % old.id) in str(err.value)
+        assert server.sql("SELECT count(*) FROM audit", db=guarded.db) == [(1,)]  # (the submit)
+    finally:
+        server.close()
+
+
+def test_a_team_members_change_in_a_subtransaction_is_her_transactions(guarded):
+    """Migration 0043: psql's ON_ERROR_ROLLBACK makes each statement a subtransaction, whose
+    xmin is its own: ann's cancel in one, then its audit entry, was refused as a change this
+    transaction had not done (0040's xmin, seen). Its written_in is the transaction's."""
+    admin = guarded.store()
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["true"], {}, guarded.ann)
+        now = "extract(epoch FROM statement_timestamp())"
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:  # (one transaction, as psql's)
+            for step, statement in enumerate(audited(
+                    "UPDATE jobs SET state = 'cancelled', reason = 'cancelled by %s', ended_at = "
+                    "%s, updated_at = %s WHERE id = %d" % (guarded.ann, now, now, mine.id),
+                    guarded.ann, "cancel", str(mine.id)).split("; ")):
+                conn.execute("SAVEPOINT psql_%d" % step)
+                conn.execute(statement)
+                conn.execute("RELEASE psql_%d" % step)
+        assert admin.get(mine.id).state == CANCELLED
+        assert [(e.actor, e.action) for e in admin.audit_log(limit=1000)][-1] == (
+            guarded.ann, CANCEL)
+    finally:
+        admin.close()
 
 
 def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_member(guarded):
@@ -700,13 +761,11 @@ def test_a_team_members_job_is_submitted_no_earlier_than_her_teams_turn(guarded)
         admin.close()
 
 
-def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
-    """Migration 0041: one statement that takes the turn may date its job when it began, which
-    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
-    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
-    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
-    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
-    admin = guarded.store()
+def _slow_insert(guarded: Guarded, meanwhile: Callable[[psycopg.Connection], None]
+                 ) -> list[BaseException]:
+    """Ann's INSERT of a job (and its audit entry) dated when its statement began, as psql's
+    of statement_timestamp(), whose rows are written only once a lock of this test's is let
+    go: ``meanwhile`` is given the holder's connection while it waits. What it was told."""
     key = int(guarded.tag, 16)  # (an advisory lock of this test's own)
     now = "extract(epoch FROM statement_timestamp())"
     slow = audited("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
@@ -721,24 +780,77 @@ def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behin
             guarded.sql(guarded.ann, slow)
         except psycopg.Error as err:
             said.append(err)
+    with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        waiting = threading.Thread(target=insert)
+        waiting.start()
+        while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
+            assert waiting.is_alive(), said
+        meanwhile(holder)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        waiting.join()
+    return said
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behind(guarded):
+    """Migration 0041: one statement that takes the turn may date its job when it began, which
+    0039 allowed for psql's INSERT of statement_timestamp(); but a statement that waits before
+    its rows are written (a slow subquery, a DO block) began long before. Ann's INSERT waited
+    on a lock of her own while team nlp submitted to the same queue, then wrote her job with
+    its statement's time, ahead of theirs. Refused, naming the job submitted meanwhile."""
+    admin = guarded.store()
     try:
-        with psycopg.connect(guarded.url("postgres"), autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(%s)", (key,))
-            waiting = threading.Thread(target=insert)
-            waiting.start()
-            while not holder.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-                                     "AND objid::bigint = %s AND NOT granted", (key,)).fetchone():
-                assert waiting.is_alive(), said
-            theirs = admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")
-            holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            waiting.join()
+        theirs: list[Job] = []
+        said = _slow_insert(guarded, lambda holder: theirs.append(
+            admin.submit("v", guarded.nlp, "theirs", ["true"], {}, "x")))
         assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
         assert ("refused by the store's guard: role %s" % guarded.ann) in str(said[0])
         assert ("submit a job to team %s with a time before job %d's, submitted before this "
-                "statement took the turn" % (guarded.vision, theirs.id)) in str(said[0])
-        assert [j.id for j in admin.jobs()] == [theirs.id]
+                "statement took the turn" % (guarded.vision, theirs[0].id)) in str(said[0])
+        assert [j.id for j in admin.jobs()] == [theirs[0].id]
     finally:
         admin.close()
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_2_to_the_32_ago():
+    """Migration 0043: 0041 passed over a pending job of this transaction's xmin, taking it
+    for one of the statement's own: a job an admin on psql dated ahead (AHEAD_S), untouched
+    2^32 transactions since, read as ann's, and her slow INSERT, begun before its time and
+    ending after it, went ahead of it (seen). No time tells it apart (its time lies in her
+    statement, as the check asks); its written_in, 64 bits of its transaction's number, does."""
+    from tests.pg import PgServer
+    server = PgServer()
+    try:
+        guarded = _guarded(server, EARLIER)
+        admin = guarded.store()
+        try:
+            old = admin.submit("n", guarded.nlp, "old", ["true"], {}, "x")
+        finally:
+            admin.close()
+        ahead = server.sql("UPDATE jobs SET submitted_at = extract(epoch FROM clock_timestamp()) "
+                           "+ %d, updated_at = extract(epoch FROM clock_timestamp()) + %d WHERE "
+                           "id = %d RETURNING submitted_at" % (AHEAD_S, AHEAD_S, old.id),
+                           db=guarded.db)[0][0]
+        xmin = _wrap_around_to_job(server, guarded, old.id)
+
+        def past_its_time(holder: psycopg.Connection) -> None:
+            began = holder.execute("SELECT extract(epoch FROM query_start) FROM "
+                                   "pg_stat_activity WHERE usename = %s", (guarded.ann,)
+                                   ).fetchone()[0]
+            assert began < ahead, "the restart took longer than AHEAD_S: ann's statement " \
+                "began after the job's time"
+            while not holder.execute("SELECT extract(epoch FROM clock_timestamp()) > %s",
+                                     (ahead,)).fetchone()[0]:
+                holder.execute("SELECT pg_sleep(0.1)")
+        said = _slow_insert(guarded, past_its_time)
+        assert server.sql("SELECT txid_current() % 4294967296", db=guarded.db)[0][0] == xmin + 1
+        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
+        assert ("submit a job to team %s with a time before job %d's, submitted before this "
+                "statement took the turn" % (guarded.vision, old.id)) in str(said[0])
+        assert server.sql("SELECT id FROM jobs", db=guarded.db) == [(old.id,)]
+    finally:
+        server.close()
 
 
 def test_every_table_of_the_store_is_guarded(pg_server):
