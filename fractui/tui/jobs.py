@@ -154,7 +154,7 @@ def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Opti
     return sum(int(g.get("memory_mib") or 0) for g in shown) or None
 
 
-class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
+class JobScreen(Screen[Optional[Job]], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
@@ -593,7 +593,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             box.display = False
             self.logview.focus()
             return
-        self.dismiss()
+        self.dismiss(self.job)  # (the jobs view lists it ended, before its read of the ended)
 
     def action_search(self) -> None:
         box = self.query_one("#search", Input)
