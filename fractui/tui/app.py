@@ -136,8 +136,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         hands ``left`` the job as that screen last read it."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly, self.move_job, self.place_job),
-                         left)
+                                   self.clock, self.readonly, self.move_job, self.place_job,
+                                   left), left)
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
@@ -176,7 +176,7 @@ class FractuiApp(App[None], inherit_bindings=False):
                 steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
                                                screen.cursor, screen.held))
             elif isinstance(screen, JobScreen):
-                steps.append(functools.partial(self.open_job, screen.job_id))
+                steps.append(functools.partial(self.open_job, screen.job_id, screen.left))
 
         def reopen() -> None:
             for step in steps:
