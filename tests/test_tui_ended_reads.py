@@ -292,15 +292,16 @@ def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_pa
     drive()
 
 
-@pytest.mark.parametrize("placed_first", [False, True])
+@pytest.mark.parametrize("placed_first,back", [(False, "escape"), (True, "escape"), (False, "J")])
 def test_a_job_that_ended_on_its_screen_keeps_its_row_and_the_cursor_back_in_the_view(
-        tmp_path, placed_first):
+        tmp_path, placed_first, back):
     """The jobs view with the ended too, a job opened from it, ended while its screen is open
     (an admin watching it fail, or stopping it there): back with ``esc`` before the view's
     read of the ended jobs comes, the job is listed as its screen last read it, the cursor
     still on it. It was in neither read (the active no longer held it, the ended were read
     before it ended): its row was gone, the cursor on another job's. ``placed_first``: the
-    job's screen was left for a placement (``P``) and made anew by its ``esc``."""
+    job's screen was left for a placement (``P``) and made anew by its ``esc``; ``back``:
+    the key that leaves it (``J`` too closes it, back to the view under it)."""
     store = Gated(str(tmp_path / "store.db"))
     first = store.submit("quarter", None, "first", ["true"], {}, "ann@ws")
     watched = store.submit("quarter", None, "watched", ["true"], {}, "ann@ws")
@@ -333,7 +334,7 @@ def test_a_job_that_ended_on_its_screen_keeps_its_row_and_the_cursor_back_in_the
             assert watched.id not in [j.id for j in fleet(app).model.store.jobs]
             store.gate.clear()
             try:
-                await pilot.press("escape")
+                await pilot.press(back)
                 await pilot.pause()
                 assert app.screen is view
                 assert view.table.row.ref == str(watched.id), [r.ref for r in view.rows]

@@ -132,12 +132,12 @@ class FractuiApp(App[None], inherit_bindings=False):
     def open_job(self, job_id: int,
                  left: Optional[Callable[[Optional[Job]], None]] = None) -> None:
         """The job screen of store job ``job_id``, over the fleet screen. Its ``m`` and ``P``
-        go to the map; ``esc`` there comes back to it, the screens under it as they were, and
-        hands ``left`` the job as that screen last read it."""
+        go to the map; ``esc`` there comes back to it, the screens under it as they were.
+        ``left`` is handed the job as that screen last read it, as it is left."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
                                    self.clock, self.readonly, self.move_job, self.place_job,
-                                   left), left)
+                                   left))
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the

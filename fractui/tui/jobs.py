@@ -154,7 +154,7 @@ def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Opti
     return sum(int(g.get("memory_mib") or 0) for g in shown) or None
 
 
-class JobScreen(Screen[Optional[Job]], Modal, Keyed, inherit_bindings=False):
+class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
@@ -190,8 +190,9 @@ class JobScreen(Screen[Optional[Job]], Modal, Keyed, inherit_bindings=False):
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
         self.left = left
-        """Handed the job as last read on ``esc`` (the jobs view it was opened from lists it
-        ended, before its own read of the ended jobs); kept for the screen made anew."""
+        """Handed the job as last read as the screen is left, by ``esc``, ``J`` or a
+        placement (the jobs view it was opened from lists it ended, before its own read of
+        the ended jobs); kept for the screen made anew."""
         self.job_id = job_id
         self.move = move
         """Placement mode to move a job, on the map (the app's ``move_job``)."""
@@ -246,6 +247,8 @@ class JobScreen(Screen[Optional[Job]], Modal, Keyed, inherit_bindings=False):
             handed, self._handed = self._handed, []
         for stop in [self._unfollow] + handed:  # (a message not yet taken is never handled)
             stop()
+        if self.left is not None:
+            self.left(self.job)
 
     # -- data in --
 
@@ -597,7 +600,7 @@ class JobScreen(Screen[Optional[Job]], Modal, Keyed, inherit_bindings=False):
             box.display = False
             self.logview.focus()
             return
-        self.dismiss(self.job)  # (the jobs view lists it ended, before its read of the ended)
+        self.dismiss()
 
     def action_search(self) -> None:
         box = self.query_one("#search", Input)

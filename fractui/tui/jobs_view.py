@@ -411,16 +411,16 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.open_job(row.job_id, self.left_job)
 
     def left_job(self, job: Optional[Job]) -> None:
-        """Back from a job's screen: a job that ended while it was open is listed as that
-        screen last read it until the read of the ended jobs comes. It is in neither read
-        before (the active no longer hold it, the ended were read before its end), and its
-        row, the cursor's, was gone: the cursor on another job."""
+        """A job's screen opened from here left: a job that ended while it was open is
+        listed as that screen last read it until the read of the ended jobs comes. It is in
+        neither read before (the active no longer hold it, the ended were read before its
+        end), and its row, the cursor's, was gone: the cursor on another job."""
         if job is None or job.state not in ENDED or any(j.id == job.id for j in self.ended_seen):
             return
         self.ended_seen = (job,) + self.ended_seen[:JOBS_LIMIT - 1]
-        self.reload()
-        # (this comes after the view's resume, whose rows, without the job, took the cursor)
-        self.table.cursor_on(str(job.id))
+        if self.is_current:  # (else its resume lists it, the cursor kept on it)
+            self.reload()  # (after the resume, whose rows, without the job, took the cursor)
+            self.table.cursor_on(str(job.id))
 
     def action_place(self) -> None:
         job = self._row_job(lambda state: state == PENDING,
