@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, AsyncIterator
 
+import pytest
+
 from fractui.config import Config, QueueConfig
 from fractui.store.model import ACTIVE, ENDED
 from fractui.store.sqlite import SqliteStore
@@ -286,5 +288,61 @@ def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_pa
                 store.gate.set()
             await until(pilot, lambda: "reading" not in title(), "the new read")
             assert str(failed.id) in [r.ref for r in view.rows]
+
+    drive()
+
+
+@pytest.mark.parametrize("placed_first,back", [(False, "escape"), (True, "escape"), (False, "J")])
+def test_a_job_that_ended_on_its_screen_keeps_its_row_and_the_cursor_back_in_the_view(
+        tmp_path, placed_first, back):
+    """The jobs view with the ended too, a job opened from it, ended while its screen is open
+    (an admin watching it fail, or stopping it there): back with ``esc`` before the view's
+    read of the ended jobs comes, the job is listed as its screen last read it, the cursor
+    still on it. It was in neither read (the active no longer held it, the ended were read
+    before it ended): its row was gone, the cursor on another job's. ``placed_first``: the
+    job's screen was left for a placement (``P``) and made anew by its ``esc``; ``back``:
+    the key that leaves it (``J`` too closes it, back to the view under it)."""
+    store = Gated(str(tmp_path / "store.db"))
+    first = store.submit("quarter", None, "first", ["true"], {}, "ann@ws")
+    watched = store.submit("quarter", None, "watched", ["true"], {}, "ann@ws")
+    store.submit("quarter", None, "last", ["true"], {}, "bob@ws")
+
+    def job_screen(app: FractuiApp) -> bool:
+        return isinstance(app.screen, JobScreen) and app.screen.job is not None
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+            view = app.screen
+            await pilot.press("a")
+            await reads_made(app, pilot)
+            while view.table.row.ref != str(watched.id):
+                await pilot.press("down")
+            await pilot.press("enter")
+            await until(pilot, lambda: job_screen(app), "the job's screen")
+            if placed_first:
+                await pilot.press("P")
+                await until(pilot, lambda: app.screen is fleet(app), "the placement")
+                await pilot.press("escape")
+                await until(pilot, lambda: job_screen(app), "the job's screen again")
+            screen = app.screen
+            cancel(store, watched.id)
+            await until(pilot, lambda: screen.job.state == "cancelled", "its end on its screen")
+            await reads_made(app, pilot)
+            assert watched.id not in [j.id for j in fleet(app).model.store.jobs]
+            store.gate.clear()
+            try:
+                await pilot.press(back)
+                await pilot.pause()
+                assert app.screen is view
+                assert view.table.row.ref == str(watched.id), [r.ref for r in view.rows]
+                assert view.table.row.state == "cancelled"
+            finally:
+                store.gate.set()
+            await until(pilot, lambda: view.ended_read_at is not None and
+                        str(first.id) in [r.ref for r in view.rows], "the new read")
+            assert view.table.row.ref == str(watched.id)
 
     drive()

@@ -24,6 +24,7 @@ from textual.widgets import Button
 
 from fractui.config import Config, ConfigError, keys_entry
 from fractui.store.intents import Asker
+from fractui.store.model import Job
 from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands, from_fleet
@@ -134,12 +135,15 @@ class FractuiApp(App[None], inherit_bindings=False):
     def fleet(self) -> FleetScreen:
         return next(s for s in self.screen_stack if isinstance(s, FleetScreen))
 
-    def open_job(self, job_id: int) -> None:
+    def open_job(self, job_id: int,
+                 left: Optional[Callable[[Optional[Job]], None]] = None) -> None:
         """The job screen of store job ``job_id``, over the fleet screen. Its ``m`` and ``P``
-        go to the map; ``esc`` there comes back to it, the screens under it as they were."""
+        go to the map; ``esc`` there comes back to it, the screens under it as they were.
+        ``left`` is handed the job as that screen last read it, as it is left."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly, self.move_job, self.place_job))
+                                   self.clock, self.readonly, self.move_job, self.place_job,
+                                   left))
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
@@ -178,7 +182,7 @@ class FractuiApp(App[None], inherit_bindings=False):
                 steps.append(functools.partial(self.open_gpu, screen.host, screen.index,
                                                screen.cursor, screen.held))
             elif isinstance(screen, JobScreen):
-                steps.append(functools.partial(self.open_job, screen.job_id))
+                steps.append(functools.partial(self.open_job, screen.job_id, screen.left))
 
         def reopen() -> None:
             for step in steps:

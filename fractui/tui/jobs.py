@@ -184,10 +184,15 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
                  asker: Asker, clock: Callable[[], float], readonly: bool,
                  move: Callable[[int], None] = lambda _job: None,
-                 place: Callable[[int], None] = lambda _job: None) -> None:
+                 place: Callable[[int], None] = lambda _job: None,
+                 left: Optional[Callable[[Optional[Job]], None]] = None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
+        self.left = left
+        """Handed the job as last read as the screen is left, by ``esc``, ``J`` or a
+        placement (the jobs view it was opened from lists it ended, before its own read of
+        the ended jobs); kept for the screen made anew."""
         self.job_id = job_id
         self.move = move
         """Placement mode to move a job, on the map (the app's ``move_job``)."""
@@ -242,6 +247,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             handed, self._handed = self._handed, []
         for stop in [self._unfollow] + handed:  # (a message not yet taken is never handled)
             stop()
+        if self.left is not None:
+            self.left(self.job)
 
     # -- data in --
 

@@ -31,7 +31,7 @@ from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.intents import as_it_is
-from fractui.store.model import PENDING, RUNNING, Job, movable
+from fractui.store.model import ENDED, PENDING, RUNNING, Job, movable
 from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
@@ -124,11 +124,21 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         keep = self.rows[self.cursor].ref if 0 <= self.cursor < len(self.rows) else None
         self.rows, self.keys, self.widths = rows, keys, widths
         self.virtual_size = Size(sum(widths) + PADDING * len(widths), len(rows))
-        at = next((i for i, r in enumerate(rows) if r.ref == keep), None)
+        at = self.at(keep)
         if at == self.cursor:
             self.refresh()
         else:  # its job moved, or is gone (the row at its place): in sight
             self._to(self.cursor if at is None else at)
+
+    def at(self, ref: Optional[str]) -> Optional[int]:
+        """The index of ``ref``'s row, None where it is not shown."""
+        return next((i for i, r in enumerate(self.rows) if r.ref == ref), None)
+
+    def cursor_on(self, ref: str) -> None:
+        """The cursor onto ``ref``'s row, where it is shown."""
+        at = self.at(ref)
+        if at is not None:
+            self._to(at)
 
     @property
     def row(self) -> Optional[JobRow]:
@@ -207,7 +217,8 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def __init__(self, store: Callable[[], Optional[StoreView]],
                  statuses: Callable[[], Mapping[str, HostStatus]],
-                 clock: Callable[[], float], open_job: Callable[[int], None],
+                 clock: Callable[[], float],
+                 open_job: Callable[[int, Callable[[Optional[Job]], None]], None],
                  place: Callable[[int], None], move: Callable[[int], None], readonly: bool,
                  store_note: Callable[[], Optional[str]] = lambda: None,
                  want_ended: Callable[[bool], None] = lambda _wanted: None) -> None:
@@ -397,7 +408,19 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.notify("%s has no job screen: %s (fractui logs %s)" % (
                 row.ref, row.reason, row.ref), severity="warning")
             return
-        self.open_job(row.job_id)
+        self.open_job(row.job_id, self.left_job)
+
+    def left_job(self, job: Optional[Job]) -> None:
+        """A job's screen opened from here left: a job that ended while it was open is
+        listed as that screen last read it until the read of the ended jobs comes. It is in
+        neither read before (the active no longer hold it, the ended were read before its
+        end), and its row, the cursor's, was gone: the cursor on another job."""
+        if job is None or job.state not in ENDED or any(j.id == job.id for j in self.ended_seen):
+            return
+        self.ended_seen = (job,) + self.ended_seen[:JOBS_LIMIT - 1]
+        if self.is_current:  # (else its resume lists it, the cursor kept on it)
+            self.reload()  # (after the resume, whose rows, without the job, took the cursor)
+            self.table.cursor_on(str(job.id))
 
     def action_place(self) -> None:
         job = self._row_job(lambda state: state == PENDING,
