@@ -369,3 +369,20 @@ async def test_n_and_x_on_a_gpu_without_mig_say_it_has_none():
         none = "a10-1 gpu 0 (NVIDIA A10) does not support MIG"
         assert notes(app) == [none + ": no instance can be made on it",
                               none + ": it has no instance to destroy", none]
+
+
+@pilot_test
+async def test_n_on_a_gpu_whose_instances_cannot_be_booked_opens_no_picker():
+    """Instances no GPU of the model could hold (a broken agent's record): what fits is not
+    known, so ``N`` says so and opens no picker whose marks would be guesses."""
+    async with settled_app((80, 24)) as (app, pilot):
+        app.open_gpu("h100-1", 0)
+        await pilot.pause()
+        gpu = app.fleet.statuses["h100-1"].snapshot["gpus"][0]
+        first = gpu["instances"][0]
+        gpu["instances"].append(dict(first, gi_id=99, uuid="MIG-twice"))  # on its slices
+        await pilot.press("N")
+        await pilot.pause()
+        assert isinstance(app.screen, GpuScreen)
+        assert notes(app)[-1] == ("what the instances of h100-1 gpu 0 hold is not known now: "
+                                  "N again after its next snapshot"), notes(app)
