@@ -11,7 +11,8 @@ import re
 import pytest
 
 from fractui.config import QueueConfig
-from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
+from fractui.sched.fleetview import booked_layout
+from fractui.sched.mig_change import fits, outcome, plan_destroy, plan_mode
 from fractui.store import Slot
 from fractui.terminal import NO_TERMINAL
 from fractui.store.model import Job
@@ -53,6 +54,28 @@ def test_a_destroy_is_planned_on_an_idle_instance_and_refused_naming_what_holds_
         "slot 0 (MIG-b)")
     assert plan_destroy("gpu-a", dict(A100, mig_mode=False), "MIG-a").refusal == (
         "gpu-a gpu 1 has MIG mode off: it has no MIG instances")
+
+
+def test_the_picker_judges_each_profile_by_the_agents_planner_on_the_snapshot():
+    """Busy 3g.40gb at slot 0 and idle 1g.10gb at slot 6: what fits says where, first; what
+    does not says why in a few words (a busy instance in the way, an idle one that would go,
+    an idle twin there to use)."""
+    booked = booked_layout(A100, [])
+    assert booked is not None
+    judged = {f.profile.name: f for f in fits(booked.layout)}
+    order = [f.profile.name for f in fits(booked.layout)]
+    assert order == ["2g.20gb", "1g.20gb", "1g.10gb", "1g.10gb+me", "7g.80gb", "4g.40gb",
+                     "3g.40gb"], order
+    assert [judged[p].start for p in order[:4]] == [4, 4, 5, 5]
+    assert judged["7g.80gb"].why == "no free placement: 3g.40gb busy at slot 0"
+    assert judged["4g.40gb"].why == "no free placement: 3g.40gb busy at slot 0"
+    assert judged["3g.40gb"].why == "would destroy idle 1g.10gb at slot 6"
+    idle7 = dict(A100, instances=[dict(IDLE, profile="7g.80gb", start=0, size=8)])
+    judged = {f.profile.name: f for f in fits(booked_layout(idle7, []).layout)}
+    assert judged["7g.80gb"].why == "idle 7g.80gb at slot 0 can be used as it is"
+    assert judged["1g.10gb"].why == "would destroy idle 7g.80gb at slot 0"
+    assert [i.profile for i in judged["1g.10gb"].destroys] == ["7g.80gb"]
+    assert all(f.start is None for f in judged.values())
 
 
 def test_a_mode_change_is_planned_on_an_idle_gpu_only():

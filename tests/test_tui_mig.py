@@ -10,8 +10,10 @@ import re
 import signal
 import threading
 
+from rich.text import Text
 from textual.widgets import OptionList
 
+from fractui.config import QueueConfig
 from fractui.tui.gpu_screen import GpuScreen, ProfileScreen
 from fractui.tui.jobs import ConfirmScreen
 from tests import localfleet
@@ -200,18 +202,82 @@ async def test_n_refused_for_an_idle_instance_in_the_way_says_what_the_admin_can
     f.fleet.session("gpu-a").call("mig.apply", {"gpu": 0, "profile": "4g.40gb", "start": 0})
     async with live_app(f) as (app, pilot):
         await to_host(app, pilot, "gpu-a")
+        await until(pilot, lambda: (app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("instances"), "the instance on the screen")
         await pilot.press("d", "N")
         await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
-        menu = app.screen.query_one(OptionList)
-        menu.highlighted = next(i for i in range(menu.option_count)
-                                if menu.get_option_at_index(i).id == "7g.80gb")
+        pick(app, "7g.80gb")
         await pilot.press("enter")
         await until(pilot, lambda: notes(app), "the refusal said")
         said = notes(app)[-1]
-        assert isinstance(app.screen, GpuScreen) and "destroy_idle" not in said, said
-        assert said.endswith("; X on an idle instance in the way destroys it, or fractui mig "
-                             "gpu-a 0 7g.80gb --destroy-idle makes it"), said
+        assert isinstance(app.screen, ProfileScreen) and "destroy_idle" not in said, said
+        assert said == ("7g.80gb does not fit on gpu-a gpu 0 now: would destroy idle 4g.40gb "
+                        "at slot 0; X on an idle instance in the way destroys it, or fractui "
+                        "mig gpu-a 0 7g.80gb --destroy-idle makes it"), said
         assert [i["profile"] for i in gpu_record(f, 0)["instances"]] == ["4g.40gb"]
+
+
+def pick(app, profile: str) -> None:
+    """The picker's cursor on ``profile``."""
+    menu = app.screen.query_one(OptionList)
+    menu.highlighted = next(i for i in range(menu.option_count)
+                            if menu.get_option_at_index(i).id == profile)
+
+
+def lines(app) -> dict:
+    """The picker's lines by profile, as shown (a profile that does not fit: two), and
+    whether each is dimmed."""
+    menu = app.screen.query_one(OptionList)
+    found = {}
+    for i in range(menu.option_count):
+        option = menu.get_option_at_index(i)
+        text = Text(option.prompt) if isinstance(option.prompt, str) else option.prompt
+        found[option.id] = (text.plain, any("dim" in str(s.style) for s in text.spans))
+    return found
+
+
+@pilot_test
+async def test_the_picker_says_which_profiles_fit_now_where_and_why_not(local_fleet):
+    """An admin chose 7g.80gb beside a busy 3g.40gb and was refused only after: the picker
+    judges each profile on the snapshot as the agent's planner would, those that fit first
+    with their slot, the others dimmed with why; ``enter`` on one that does not fit says why
+    and plans nothing, on one that fits plans and makes it."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="mid", mig="3g.40gb")])
+    job = f.submit("mid")
+    f.until(lambda: f.states()[job.id] == "running")
+    busy = gpu_record(f, 0)["instances"]
+    assert [(i["profile"], i["start"]) for i in busy] == [("3g.40gb", 4)], busy
+    f.fleet.session("gpu-a").call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: len((app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("instances") or ()) == 2, "both instances on the screen")
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        shown = lines(app)
+        assert list(shown)[:2] == ["2g.20gb", "1g.20gb"], shown  # those that fit first
+        assert shown["2g.20gb"] == ("2g.20gb    2/7 compute, 20.0G  at slot 2", False), shown
+        assert shown["7g.80gb"][1] and shown["7g.80gb"][0].endswith(
+            "\n  no free placement: 3g.40gb busy at slot 4"), shown
+        assert shown["4g.40gb"][0].endswith("\n  would destroy idle 1g.10gb at slot 0"), shown
+        assert list(shown).index("7g.80gb") > list(shown).index("1g.10gb")
+        pick(app, "7g.80gb")
+        await pilot.press("enter")
+        await until(pilot, lambda: notes(app), "why not said")
+        assert notes(app)[-1] == ("7g.80gb does not fit on gpu-a gpu 0 now: no free "
+                                  "placement: 3g.40gb busy at slot 4"), notes(app)
+        assert isinstance(app.screen, ProfileScreen)  # nothing planned: still picking
+        app.clear_notifications()
+        pick(app, "2g.20gb")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        assert app.screen.question.startswith("On gpu-a gpu 0: create 2g.20gb at slot 2"), \
+            app.screen.question
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1].startswith("created 2g.20gb at slot 2 "), notes(app)
+    assert sorted((i["profile"], i["start"]) for i in gpu_record(f, 0)["instances"]) == [
+        ("1g.10gb", 0), ("2g.20gb", 2), ("3g.40gb", 4)]
 
 
 @pilot_test
@@ -303,3 +369,20 @@ async def test_n_and_x_on_a_gpu_without_mig_say_it_has_none():
         none = "a10-1 gpu 0 (NVIDIA A10) does not support MIG"
         assert notes(app) == [none + ": no instance can be made on it",
                               none + ": it has no instance to destroy", none]
+
+
+@pilot_test
+async def test_n_on_a_gpu_whose_instances_cannot_be_booked_opens_no_picker():
+    """Instances no GPU of the model could hold (a broken agent's record): what fits is not
+    known, so ``N`` says so and opens no picker whose marks would be guesses."""
+    async with settled_app((80, 24)) as (app, pilot):
+        app.open_gpu("h100-1", 0)
+        await pilot.pause()
+        gpu = app.fleet.statuses["h100-1"].snapshot["gpus"][0]
+        first = gpu["instances"][0]
+        gpu["instances"].append(dict(first, gi_id=99, uuid="MIG-twice"))  # on its slices
+        await pilot.press("N")
+        await pilot.pause()
+        assert isinstance(app.screen, GpuScreen)
+        assert notes(app)[-1] == ("what the instances of h100-1 gpu 0 hold is not known now: "
+                                  "N again after its next snapshot"), notes(app)

@@ -1,8 +1,8 @@
 """MIG changes an admin makes by hand, outside any launch: destroying one instance, turning MIG
-mode on or off. Pure: the GPU as its agent reports it (a snapshot's GPU record), the agent's job
-records and the store's jobs on that host in; the plan out — what will change, in words an admin
-confirms, or why it cannot be done now. ``fractui mig`` shows it before asking; the TUI's GPU
-detail view shows the same words.
+mode on or off, making one (which profiles fit now: ``fits``). Pure: the GPU as its agent
+reports it (a snapshot's GPU record), the agent's job records and the store's jobs on that host
+in; the plan out — what will change, in words an admin confirms, or why it cannot be done now.
+``fractui mig`` shows it before asking; the TUI's GPU detail view shows the same words.
 
 The agent checks again when it carries a change out (an instance with processes is never
 destroyed, a mode changes only on an idle GPU) and rolls back a change that half happened; the
@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from remote_agent import DESTROY_IDLE_HINT
 from remote_agent.gpu.models import model as gpu_model
+from remote_agent.mig import planner
+from remote_agent.mig.layout import Instance, Layout, Profile
 
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
 from fractui.store.model import ON_HOST, PLACED, Job
@@ -245,6 +247,50 @@ def plan_create(host: str, params: Mapping[str, Any], plan: Mapping[str, Any]) -
     return MigChange(host, int(plan["gpu"]), CREATE, "on %s gpu %s: %s" % (
         host, plan["gpu"], plan["description"]), None, "mig.apply", dict(
             params, start=plan["start"], layout_version=plan["layout_version"]))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Whether an instance of ``profile`` can be made now as ``N`` asks (destroying nothing):
+    ``start`` where the agent's planner would put it (None: nowhere), else ``why`` in a few
+    words, and ``destroys`` the idle instances whose destruction would make room."""
+
+    profile: Profile
+    start: Optional[int]
+    why: str = ""
+    destroys: tuple[Instance, ...] = ()
+
+
+def fits(layout: Layout) -> tuple[Fit, ...]:
+    """Each profile of the GPU's model judged on ``layout`` (the snapshot's, as placement
+    books it) by the planner the agent runs, so the picker says at once what the agent's plan
+    would say after: those that fit first, each group largest first."""
+    judged = []
+    for profile in layout.geometry.by_size():
+        try:
+            judged.append(Fit(profile, planner.plan(layout, profile.name).start))
+        except planner.PlanError as err:
+            judged.append(_unfit(layout, profile, err))
+    return tuple(sorted(judged, key=lambda f: f.start is None))
+
+
+def _unfit(layout: Layout, profile: Profile, err: planner.PlanError) -> Fit:
+    """Why ``profile`` does not fit, in a few words from the planner's refusal: the busy
+    instances in its way, the idle ones it would destroy, an idle twin to use as it is; else
+    the planner's own words."""
+    def at(insts: Sequence[Instance], state: str) -> str:
+        return ", ".join("%s%s at slot %d" % (i.profile, state, i.start)
+                         for i in sorted(insts, key=lambda i: i.start))
+
+    if err.busy:
+        return Fit(profile, None, "no free placement: %s" % at(err.busy, " busy"))
+    if err.destroyable:
+        return Fit(profile, None, "would destroy idle %s" % at(err.destroyable, ""),
+                   err.destroyable)
+    twins = [i for i in layout.instances if i.profile == profile.name and not i.busy]
+    if twins:
+        return Fit(profile, None, "idle %s can be used as it is" % at(twins[:1], ""))
+    return Fit(profile, None, str(err))  # (no model's geometry was seen to come here)
 
 
 def create_refused(words: str, allowed_by: str) -> str:

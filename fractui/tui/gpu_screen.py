@@ -39,8 +39,8 @@ from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import gpu_service, refusal
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, gpu_geometry, lists,
                                      mps_layer, jobs_by_host, not_started, outside_mib, unshown)
-from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
-                                      plan_mode)
+from fractui.sched.mig_change import (Fit, MigChange, create_refused, fits, plan_create,
+                                      plan_destroy, plan_mode)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
@@ -333,7 +333,8 @@ class ProfileList(OptionList, inherit_bindings=False):
 
     ACTIONS = (
         Action("profile.choose", "enter", "select", "choose",
-               "Make an instance of this profile (the agent's plan shown and asked first)"),
+               "Make an instance of this profile (the agent's plan shown and asked first); "
+               "on one that does not fit now, say why"),
         Action("profile.down", "down,j", "cursor_down", "next profile", show=False),
         Action("profile.up", "up,k", "cursor_up", "previous profile", show=False),
         Action("profile.top", "home,g", "first", "first profile", show=False),
@@ -343,13 +344,16 @@ class ProfileList(OptionList, inherit_bindings=False):
 
 
 class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
-    """Which MIG profile to make an instance of: the GPU model's, largest first, each with
-    its share of the GPU; ``enter`` picks, ``esc`` makes nothing. Its keys are listed under
-    it, where the GPU view's were (no screen lists its keys while another is over it)."""
+    """Which MIG profile to make an instance of: the GPU model's, each with its share of the
+    GPU, those that fit now first with the slot they would start at, then the others dimmed
+    with why not (judged on the snapshot: an admin chose 7g.80gb beside a busy instance and
+    learnt only after). ``enter`` picks one that fits, and on one that does not says why and
+    stays; ``esc`` makes nothing. Its keys are listed under it, where the GPU view's were (no
+    screen lists its keys while another is over it)."""
 
     DEFAULT_CSS = """
     ProfileScreen { align: center middle; }
-    ProfileScreen > OptionList { width: 48; max-width: 100%; height: auto; max-height: 80%;
+    ProfileScreen > OptionList { width: 72; max-width: 100%; height: auto; max-height: 80%;
                                  border: round $accent; background: $panel; }
     """
     ACTIONS = (
@@ -361,23 +365,41 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
     )
     BINDINGS = bindings(ACTIONS)
 
-    def __init__(self, where: str, geometry: Geometry) -> None:
+    def __init__(self, where: str, geometry: Geometry, judged: Sequence[Fit],
+                 allowed_by: Callable[[str], str]) -> None:
+        """``allowed_by``: for a profile, how this admin destroys the idle instances in its
+        way (said with why it does not fit)."""
         super().__init__()
         self.where = where
         self.geometry = geometry
+        self.judged = {f.profile.name: f for f in judged}
+        self.allowed_by = allowed_by
 
     def compose(self) -> ComposeResult:
         yield KeyLine(("profile.",))
-        geo = self.geometry
-        menu = ProfileList(*(Option("%-10s %d/%d compute, %s" % (
-            p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
-            if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)), id=p.name)
-            for p in geo.by_size()))
+        menu = ProfileList(*(Option(self._line(f), id=name) for name, f in self.judged.items()))
         menu.border_title = "new MIG instance on %s" % self.where
         yield menu
 
+    def _line(self, fit: Fit) -> Text:
+        geo, p = self.geometry, fit.profile
+        line = Text("%-10s %d/%d compute, %s" % (
+            p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
+            if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)))
+        if fit.start is not None:
+            return line.append("  at slot %d" % fit.start)
+        line.append("\n  %s" % fit.why)
+        line.stylize("dim")
+        return line
+
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        fit = self.judged[event.option.id or ""]
+        if fit.start is not None:
+            self.dismiss(fit.profile.name)
+            return
+        how = "; %s" % self.allowed_by(fit.profile.name) if fit.destroys else ""
+        self.notify("%s does not fit on %s now: %s%s" % (fit.profile.name, self.where, fit.why,
+                                                         how), severity="warning")
 
 
 class GpuBody(VerticalScroll, inherit_bindings=False):
@@ -586,8 +608,10 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
 
     def action_create(self) -> None:
         """A profile picked, then the agent's plan for an instance of it asked (``fractui mig
-        HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way."""
-        gpu, _jobs = self._gpu()
+        HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way.
+        The picker judges each profile on the layout as placement books it (fractui.sched.
+        mig_change.fits): the snapshot held, no call to the agent."""
+        gpu, jobs = self._gpu()
         where = "%s gpu %d" % (self.host, self.index)
         geo = gpu_geometry(gpu) if gpu is not None else None
         refused = (absent(self.statuses().get(self.host), self.host, self.index)
@@ -603,8 +627,20 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             self.notify("a MIG change of %s is under way: wait for its outcome" % where,
                         severity="warning")
             return
-        self.app.push_screen(ProfileScreen(where, geo),
+        booked = booked_layout(gpu, [j for j in jobs[0]
+                                     if j.get("state") in ACTIVE_AGENT_STATES])
+        if booked is None:  # (a launch its snapshot does not show yet, or a broken record)
+            self.notify("what the instances of %s hold is not known now: N again after its "
+                        "next snapshot" % where, severity="warning")
+            return
+        self.app.push_screen(ProfileScreen(where, geo, fits(booked.layout), self._allowed_by),
                              lambda profile: profile and self.plan(profile))
+
+    def _allowed_by(self, profile: str) -> str:
+        """How this admin makes an instance of ``profile`` where idle instances are in its
+        way: the picker says it, and so does the agent's refusal of a plan."""
+        return "X on an idle instance in the way destroys it, or fractui mig %s %d %s " \
+               "--destroy-idle makes it" % (self.host, self.index, profile)
 
     @work(thread=True, exit_on_error=False, group="mig")
     def plan(self, profile: str) -> None:
@@ -617,8 +653,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             return
         except AgentCallError as err:
             self.post_message(MigPlanned(None, "%s: %s" % (self.host, create_refused(
-                str(err), "X on an idle instance in the way destroys it, or fractui mig %s %d "
-                "%s --destroy-idle makes it" % (self.host, self.index, profile)))))
+                str(err), self._allowed_by(profile)))))
             return
         self.post_message(MigPlanned(plan_create(self.host, params, answer)))
 
