@@ -98,6 +98,36 @@ class PgServer:
                         "-x", str(xid), self.data])
         self.start()
 
+    def run_to(self, xid: int) -> None:
+        """Run on to ``xid``, the next transaction's number (epoch 0, past the current): what a
+        server that has run that many since sees. pg_resetwal to the page of the commit log
+        that holds it (its first transaction, whose page PostgreSQL makes anew), then one
+        transaction each up to it. Autovacuum is turned off for good, so that none takes it."""
+        self.sql("ALTER SYSTEM SET autovacuum = off")
+        self.stop()
+        self._as_owner([os.path.join(self.bin, "pg_resetwal"), "-x",
+                        str(xid - xid % 32768), self.data])
+        self.start()
+        while self.sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                       )[0][0] < xid:
+            self.sql("SELECT txid_current()")
+
+    def restore(self, other: "PgServer", db: str) -> None:
+        """``db`` of ``other`` restored here as an admin does it, pg_dump's SQL run by psql,
+        with the roles of ``other`` (pg_dumpall's globals: this server's own postgres role is
+        said to exist already, and kept)."""
+        def dump(*argv: str) -> bytes:
+            return subprocess.run([os.path.join(other.bin, argv[0]), "-h", other.host, "-p",
+                                   str(other.port), "-U", "postgres", *argv[1:]],
+                                  check=True, capture_output=True, timeout=120).stdout
+        psql = [os.path.join(self.bin, "psql"), "-h", self.host, "-p", str(self.port), "-U",
+                "postgres", "-q", "-X"]
+        subprocess.run(psql + ["-d", "postgres"], input=dump("pg_dumpall", "--globals-only"),
+                       check=True, capture_output=True, timeout=120)
+        self.sql("CREATE DATABASE %s" % db)
+        subprocess.run(psql + ["-v", "ON_ERROR_STOP=1", "-d", db], input=dump("pg_dump", db),
+                       check=True, capture_output=True, timeout=120)
+
     def refuse_at_reconnect(self, role: str) -> None:
         """``role`` may no longer log in, and its sessions are ended: a store of its finds its
         connection lost at its next call, and the server refuses the new one."""

@@ -658,6 +658,44 @@ def test_a_team_members_audit_entry_is_not_of_a_job_dated_ahead_2_to_the_32_tran
         server.close()
 
 
+def _restored_at_job(server, guarded: Guarded, job: int) -> tuple[Guarded, int]:
+    """``guarded``'s store restored on ``server`` as an admin moves a store (pg_dump), which
+    then runs on to ``job``'s written_in, the old server's transaction: its store, and that."""
+    written_in = guarded.server.sql(  # type: ignore[attr-defined]
+        "SELECT written_in FROM jobs WHERE id = %d" % job, db=guarded.db)[0][0]
+    server.restore(guarded.server, guarded.db)
+    server.run_to(written_in)
+    return replace(guarded, server=server), written_in
+
+
+def test_a_team_members_audit_entry_is_not_of_a_job_written_before_a_restore():
+    """A store an admin dumped (pg_dump) and restored on another server keeps each job's
+    written_in, the old server's transaction numbers, which the new server, numbering its own
+    from its start, comes to: a job submitted as ann's in the old server's transaction N read as
+    written by the new server's N, and she audited "ann submit" of it (seen)."""
+    from tests.pg import PgServer
+    old_server, new_server = PgServer(), PgServer()
+    try:
+        guarded = _guarded(old_server, EARLIER)
+        old_server.run_to(2 ** 20)  # (a server that has run a while: past the new one's start)
+        admin = guarded.store()
+        try:
+            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
+        finally:
+            admin.close()
+        restored, written_in = _restored_at_job(new_server, guarded, old.id)
+        with psycopg.connect(restored.url(guarded.ann)) as conn:
+            assert conn.execute("SELECT txid_current()").fetchone()[0] == written_in
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
+        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
+                "done" % old.id) in str(err.value)
+        assert new_server.sql("SELECT count(*) FROM audit", db=guarded.db) == [(1,)]
+    finally:
+        new_server.close()
+        old_server.close()
+
+
 def test_a_team_members_change_in_a_subtransaction_is_her_transactions(guarded):
     """Migration 0043: psql's ON_ERROR_ROLLBACK makes each statement a subtransaction, whose
     xmin is its own: ann's cancel in one, then its audit entry, was refused as a change this
@@ -851,6 +889,46 @@ def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_2_to_the_3
         assert server.sql("SELECT id FROM jobs", db=guarded.db) == [(old.id,)]
     finally:
         server.close()
+
+
+def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_before_a_restore():
+    """The same of a store restored on another server (pg_dump): a pending job dated ahead
+    (AHEAD_S) before the restore kept the old server's written_in, and in the new server's
+    transaction of that number ann's slow INSERT passed over it as her own (seen)."""
+    from tests.pg import PgServer
+    old_server, new_server = PgServer(), PgServer()
+    try:
+        guarded = _guarded(old_server, EARLIER)
+        old_server.run_to(2 ** 20)  # (a server that has run a while: past the new one's start)
+        admin = guarded.store()
+        try:
+            old = admin.submit("n", guarded.nlp, "old", ["true"], {}, "x")
+        finally:
+            admin.close()
+        ahead = old_server.sql("UPDATE jobs SET submitted_at = extract(epoch FROM "
+                               "clock_timestamp()) + %d, updated_at = extract(epoch FROM "
+                               "clock_timestamp()) + %d WHERE id = %d RETURNING submitted_at"
+                               % (AHEAD_S, AHEAD_S, old.id), db=guarded.db)[0][0]
+        restored, written_in = _restored_at_job(new_server, guarded, old.id)
+
+        def past_its_time(holder: psycopg.Connection) -> None:
+            began = holder.execute("SELECT extract(epoch FROM query_start) FROM "
+                                   "pg_stat_activity WHERE usename = %s", (guarded.ann,)
+                                   ).fetchone()[0]
+            assert began < ahead, "the restore took longer than AHEAD_S: ann's statement " \
+                "began after the job's time"
+            while not holder.execute("SELECT extract(epoch FROM clock_timestamp()) > %s",
+                                     (ahead,)).fetchone()[0]:
+                holder.execute("SELECT pg_sleep(0.1)")
+        said = _slow_insert(restored, past_its_time)
+        assert new_server.sql("SELECT txid_current()")[0][0] == written_in + 1
+        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
+        assert ("submit a job to team %s with a time before job %d's, submitted before this "
+                "statement took the turn" % (guarded.vision, old.id)) in str(said[0])
+        assert new_server.sql("SELECT id FROM jobs", db=guarded.db) == [(old.id,)]
+    finally:
+        new_server.close()
+        old_server.close()
 
 
 def test_every_table_of_the_store_is_guarded(pg_server):
