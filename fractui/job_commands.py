@@ -24,7 +24,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import Asker, authorize
+from fractui.store.intents import Asker, authorize, last_lines
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
@@ -76,24 +76,28 @@ def store_clock(store: Store) -> Callable[[], float]:
     return lambda: at + time.monotonic() - read
 
 
-def job_row(job: Job, now: float) -> List[str]:
+def job_row(job: Job, now: float, last_line: Optional[str] = None) -> List[str]:
     """A job's row. A pending one's WHERE says how long it has waited; a running or stopping
     one's WHY begins with how long it has run (``ran 1h02m``), beside the words of why it
-    stops, if any."""
+    stops, if any; a failed one's says its ``last_line`` where the reader may read it."""
     where = job.slot.describe() if job.slot else (
         "waiting %s" % duration(waited(job, now)) if job.state == PENDING else "-")
-    said = why(job)
+    said = why(job, last_line)
     if job.state in (RUNNING, STOPPING) and job.started_at is not None:
         said = "; ".join(w for w in ("ran %s" % duration(ran(job, now)), said) if w)
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
             job.team or "-", job.user or "-", where, _named(job.name, job.image), said]
 
 
-def job_record(job: Job, now: float) -> Dict[str, Any]:
+def job_record(job: Job, now: float, last_line: Optional[str] = None) -> Dict[str, Any]:
     """A job as ``jobs --json`` prints it: its record, its ``ref`` (its number), and how long
     it has waited (``waited_s``) and run (``ran_s``) at ``now``, in seconds (null: not
-    waiting; not started)."""
-    return dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=ran(job, now))
+    waiting; not started); a failed job's ``last_line`` of output, only where it was kept and
+    the reader may read the job's output (intents.last_lines): absent otherwise."""
+    record = dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=ran(job, now))
+    if last_line is not None:
+        record["last_line"] = last_line
+    return record
 
 
 def agent_row(record: Dict[str, Any]) -> List[str]:
@@ -122,6 +126,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("jobs JOB... shows those jobs, whatever their state and whoever "
                          "submitted them: it takes no HOST, --all, --user or --me")
     stored: List[Job] = []
+    lines: Dict[int, str] = {}  # the failed jobs' last lines the reader may read
     missing: List[JobNotFound] = []
     uid, failed = None, False
     clock: Callable[[], float] = time.time  # (no store read: no job of it to time)
@@ -141,6 +146,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 stored = _listed(store, args, hosts or None, users)
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
+            lines = last_lines(store, Asker.here(config.teams), stored)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
             trouble = store.trouble()
@@ -180,9 +186,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         rows += _copy_rows(config, copies, answers, stale, uid)
     now = clock()
     if args.json:
-        print_json({"jobs": [job_record(j, now) for j in stored] + rows})
+        print_json({"jobs": [job_record(j, now, lines.get(j.id)) for j in stored] + rows})
     elif stored or rows:
-        for line in table(HEADER, [job_row(j, now) for j in stored] +
+        for line in table(HEADER, [job_row(j, now, lines.get(j.id)) for j in stored] +
                           [agent_row(r) for r in rows], CAPS, width()):
             print(line)
     elif not (failed or missing):  # say so: a blank line reads as a hang

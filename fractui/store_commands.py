@@ -79,6 +79,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(problem)
     key = args.key or uuid.uuid4().hex  # (without --key, for the store's own retry)
     tail: Optional[LogTail] = None  # (submit --wait: a failed job's last lines)
+    line: Optional[str] = None  # (and its last line, where the submitter may read it)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
@@ -109,6 +110,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             if args.wait:
                 job = _until_ended(store, job, led)
                 tail = final_tail(store, job) if _ran_and_failed(job) else None
+                line = intents.last_lines(store, Asker.here(config.teams), [job]).get(job.id)
         except KeyboardInterrupt:
             if args.wait:  # (from the line saying its number on: the job is queued)
                 say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
@@ -121,9 +123,9 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended)
-        print_json(job_record(job, job.updated_at))
+        print_json(job_record(job, job.updated_at, line))
     if args.wait:
-        say("job %d ended: %s" % (job.id, why(job) or job.state))
+        say("job %d ended: %s" % (job.id, why(job, line) or job.state))
         if _ran_and_failed(job):
             _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED

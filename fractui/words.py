@@ -90,12 +90,15 @@ def exited(code: int, last_line: Optional[str]) -> str:
     return "exited %d: %s" % (code, said) if said else "exited %d" % code
 
 
-def why(job: Job) -> str:
+def why(job: Job, last_line: Optional[str] = None) -> str:
     """Why a queued job is where it is: how it ended (the exit code, the watchdog's or the
-    agent's words, who cancelled it), or why it waits or stops; "" while it simply runs."""
-    if job.reason:
-        return job.reason
-    return "exited %d" % job.exit_code if job.exit_code is not None else ""
+    agent's words, who cancelled it), or why it waits or stops; "" while it simply runs.
+    ``last_line``: the failed job's kept last line (intents.last_lines), given only to a
+    reader who may read its output: "exited 1: ..." in place of the store's "exited 1"."""
+    code = job.exit_code
+    if code is not None and job.reason in (None, exited(code, None)):
+        return exited(code, last_line)
+    return job.reason or ""
 
 
 def printable(text: str) -> str:

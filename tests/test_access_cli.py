@@ -248,6 +248,50 @@ def test_the_tui_shows_a_refusal_as_it_shows_any_refused_action(plain_dir, plain
     assert store_now.audit_log(ours.id)[-1].actor == "%s@%s (tui)" % (name, HOST)
 
 
+def test_a_failed_jobs_last_line_is_shown_only_to_who_may_read_its_output(plain_dir,
+                                                                         plain_user):
+    """A failed job's last line, kept with its output (not in its reason, which every reader
+    of the jobs reads): a member of its team reads "exited 3: <line>" in ``jobs``, its
+    ``--json`` (``last_line``), the TUI's jobs view and job screen; a member of another team
+    reads "exited 3" alone there, and no ``last_line``, as she reads none of its output."""
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name], "nlp": ["someone-else"]})
+    admin = SqliteStore(str(store))
+    try:
+        ended = {}
+        for team, queue in (("vision", "v"), ("nlp", "n")):
+            job = admin.submit(queue, team, "train", ["x"], {"gpu": 0.5}, "root@test")
+            running_by_hand(admin, job.id)
+            ended[team] = admin.ended(job.id, ["running"], "failed", "exited 3", "root@test",
+                                      "exited 3", "end", exit_code=3,
+                                      last_line="ValueError: bad token %s" % team).id
+        admin.keep_log(ended["vision"], "its output\n", True)  # (kept after: the line stays)
+    finally:
+        admin.close()
+    ours, theirs = ended["vision"], ended["nlp"]
+    done = fractui(config, ["jobs", "--all"], name)
+    assert done.returncode == 0, done
+    rows = {r.split()[0]: r for r in done.stdout.splitlines()[1:]}
+    assert rows[str(ours)].endswith(" exited 3: ValueError: bad token vision"), rows
+    assert rows[str(theirs)].endswith(" exited 3"), rows
+    done = fractui(config, ["jobs", "--all", "--json"], name)
+    assert [(j["id"], j["reason"], j.get("last_line")) for j in json.loads(done.stdout)["jobs"]
+            ] == [(ours, "exited 3", "ValueError: bad token vision"), (theirs, "exited 3", None)]
+    probe = Probe(name, str(config))
+    try:
+        assert probe.ask("reason %d" % ours) == {
+            "row": "exited 3: ValueError: bad token vision",
+            "screen": "exited 3: ValueError: bad token vision"}
+        assert probe.ask("reason %d" % theirs) == {"row": "exited 3", "screen": "exited 3"}
+    finally:
+        probe.close()
+    # root, the store's owner, is its admin: every job's output is its to read
+    done = fractui(config, ["jobs", "--all", "--json"])
+    assert [j.get("last_line") for j in json.loads(done.stdout)["jobs"]] == [
+        "ValueError: bad token vision", "ValueError: bad token nlp"], done
+
+
 L4 = {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "mig_mode": False,
       "mig_pending": False}
 

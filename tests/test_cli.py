@@ -226,8 +226,8 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
         _end_of(cli, job, state)
     # the store's word on who (the OS user by uid, not $USER), and where from
     who = "cancelled by %s@%s" % (pwd.getpwuid(os.geteuid()).pw_name, socket.gethostname())
-    why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3",
-           fine: "exited 0", stopped: who}
+    why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3: bye",
+           fine: "exited 0", stopped: who}  # (the admin reads every job's output: its line)
     name = {over: "too-big", fails: "three", fine: "fine", stopped: "stopped"}
 
     code, out, err = cli.run("jobs", "--all")  # into a pipe: nothing cut
@@ -952,7 +952,7 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     number = int(failing.stdout.split()[0])
     assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
     lines = failing.stderr.splitlines()  # how it ended, then the end of its output
-    assert lines[-12:] == ["fractui: job %d ended: exited 1" % number,
+    assert lines[-12:] == ["fractui: job %d ended: exited 1: boom" % number,
                            "fractui: the last 10 lines of its output (fractui logs %d shows "
                            "more):" % number] + ["  out %d" % i for i in range(3, 12)] + [
                                "  boom"], failing.stderr

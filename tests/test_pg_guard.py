@@ -20,7 +20,7 @@ import pytest
 from fractui.store import RowsLocked, StoreDamaged, StoreDenied, open_store, postgres
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
-from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.intents import Asker, ask_stop, last_lines as intents_last_lines, submit
 from fractui.store.model import CANCELLED, PENDING, STOPPING, Job, Slot
 from remote_agent.jobs.runtime.image import image_problem
 from fractui.config import QueueConfig
@@ -972,6 +972,46 @@ def test_a_jobs_kept_output_is_read_by_its_team_and_the_admins_alone(guarded):
     finally:
         ann.close()
         ops.close()
+        admin.close()
+
+
+def test_a_failed_jobs_last_line_is_read_by_its_team_and_the_admins_alone(any_grants):
+    """Migration 0045: the last line the scheduler keeps of a failed job is in its output's
+    row, so 0021's row security holds it: ann (team vision) reads her team's job's, not team
+    nlp's, by fractui's store or by psql; she writes none, whatever she was granted; an admin
+    reads both. Kept before the tail, it is no tail; the tail kept after keeps it."""
+    guarded = any_grants
+    admin = guarded.store()
+    ann = guarded.store(guarded.ann)
+    try:
+        jobs = []
+        for q, t in (("v", guarded.vision), ("n", guarded.nlp)):
+            job = admin.submit(q, t, "failing", ["false"], {}, "x")
+            admin.place(job.id, SLOT, "ops", "by hand", manual=True)
+            jobs.append(admin.ended(job.id, ("placed",), "failed", "exited 1", "ops",
+                                    "exited 1", "end", exit_code=1,
+                                    last_line="ValueError: bad token of %d" % job.id))
+        ours, theirs = (j.id for j in jobs)
+        assert admin.last_lines([ours, theirs]) == {
+            ours: "ValueError: bad token of %d" % ours,
+            theirs: "ValueError: bad token of %d" % theirs}
+        assert ann.last_lines([ours, theirs]) == {ours: "ValueError: bad token of %d" % ours}
+        assert intents_last_lines(ann, Asker("here"), jobs) == {
+            ours: "ValueError: bad token of %d" % ours}
+        assert admin.log_tail(ours) is None  # (no tail kept yet)
+        with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+            assert conn.execute("SELECT job, last_line FROM log_tails ORDER BY job").fetchall(
+                ) == [(ours, "ValueError: bad token of %d" % ours)]
+        for statement in ("UPDATE log_tails SET last_line = 'forged' WHERE job = %d" % ours,
+                          "INSERT INTO log_tails (job, complete, kept_at, last_line) VALUES "
+                          "(%d, 0, 0, 'forged')" % theirs):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                guarded.sql(guarded.ann, statement)
+        admin.keep_log(ours, "the tail\n", True)
+        assert ann.log_tail(ours).text == "the tail\n"
+        assert admin.last_lines([ours, theirs])[ours] == "ValueError: bad token of %d" % ours
+    finally:
+        ann.close()
         admin.close()
 
 

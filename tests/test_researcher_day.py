@@ -60,14 +60,22 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         done = team.run("ann", "submit", "--queue", "v", "--wait", "--",
                         *SH, "echo hello; echo oops >&2; exit 3")
         assert (done.returncode, done.stdout) == (1, "1 pending in queue v for team vision\n"), done
-        assert done.stderr.endswith("fractui: job 1 ended: exited 3\nfractui: the last 2 "
+        assert done.stderr.endswith("fractui: job 1 ended: exited 3: oops\nfractui: the last 2 "
                                     "lines of its output (fractui logs 1 shows more):\n  hello\n"
                                     "  oops\n"), done.stderr
         # its output is its team's to read: another team's member, refused its logs, reads
-        # none of it in how it ended, in jobs or the audit (its agent's last_line is not kept)
+        # none of it in how it ended, in jobs or the audit (its agent's last_line is kept with
+        # the output); its team reads its last line beside its end
         refused(team.run("cat", "logs", "1"), "%s; to read the output of job 1 of team vision "
                 "you must be in team vision, or an admin" % who(team.names["cat"], "team nlp"))
-        assert _job(team, "cat", 1)["reason"] == "exited 3"
+        assert (_job(team, "cat", 1)["reason"], "last_line" in _job(team, "cat", 1)) == (
+            "exited 3", False)
+        assert (_job(team, "ann", 1)["reason"], _job(team, "ann", 1)["last_line"]) == (
+            "exited 3", "oops")
+        for person, said in (("cat", "exited 3"), ("ann", "exited 3: oops")):
+            listed = team.run(person, "jobs", "1")
+            assert listed.returncode == 0 and listed.stdout.splitlines()[1].endswith(
+                " " + said), (person, listed)
         shown = team.run("cat", "audit", "--json")
         ends = [e for e in json.loads(shown.stdout)["audit"] if e["action"] == "end"]
         assert [(e["job"], e["why"]) for e in ends] == [(1, "exited 3")], ends

@@ -15,7 +15,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
-from fractui.store.model import OUT_OF_CONFIG, GpuTime, HolderMemory, ModeHold
+from fractui.store.model import OUT_OF_CONFIG, GpuTime, HolderMemory, LogTail, ModeHold
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -251,6 +251,8 @@ def _store_of_version(path: str, version: int) -> sqlite3.Connection:
     """A new SQLite file at ``path`` holding a store of schema ``version``, as fractui's
     migrations made it, left open for the test to fill with rows of then."""
     db = sqlite3.connect(path)
+    # (0015 asks the store's rule of each job's submitter: there is none yet)
+    db.create_function("fractui_run_as", 1, lambda _submitter: None)
     for number, sql in _migrations():
         if number <= version:
             for statement in statements(sql):
@@ -310,8 +312,36 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
                                  seen_spans=((610, 640),))])  # 0019: when, 0020: stretches
     assert [(t.seen_from, t.seen_to, t.seen_spans) for t in store.gpu_time(0, 9e12)] == [
         (610.0, 640.0, ((610.0, 640.0),))]
+    assert store.last_lines([1]) == {}  # 0021: no last line kept of before
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 20
+        _migrations()) == 21
+
+
+def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):
+    """Migration 0021 makes log_tails anew (a tail's text may be NULL: a failed job's last
+    line kept before its tail): each tail of before is there as it was; a last line kept of a
+    job with no tail is no tail (``logs`` still asks for one), and its tail kept after keeps
+    the line."""
+    path = str(tmp_path / "store.db")
+    db = _store_of_version(path, 20)
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00001')")
+    db.execute("INSERT INTO log_tails (job, text, complete, kept_at, log_offset) VALUES "
+               "(7, 'out\n', 1, 5, 4)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.log_tail(7) == LogTail(7, "out\n", True, 5.0, 4)
+        job = store.submit("q", None, "n", ["x"], {}, "me@h")
+        store.place(job.id, Slot("h", (0,)), "me@h", "by hand", manual=True)
+        store.ended(job.id, ("placed",), "failed", "exited 1", "me@h", "exited 1", "end",
+                    exit_code=1, last_line="boom")
+        assert (store.log_tail(job.id), store.last_lines([7, job.id])) == (None, {job.id: "boom"})
+        store.keep_log(job.id, "boom\n", True)
+        assert (store.log_tail(job.id).text, store.last_lines([job.id])) == (
+            "boom\n", {job.id: "boom"})
+    finally:
+        store.close()
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -132,7 +132,8 @@ FAILER = [sys.executable, "-c", "import sys\nprint('CUDA error: out of memory', 
 
 def test_a_failed_job_is_found_in_the_jobs_view_and_the_palette_with_its_output(local_fleet):
     """A job fails and leaves the map: ``J`` then ``a`` lists it (ended too, as ``jobs
-    --all``) with how it ended, ``enter`` opens it with its output, ``esc`` goes back to the
+    --all``) with how it ended (its last line too: the store's admin reads its output),
+    ``enter`` opens it with its output, ``esc`` goes back to the
     view as it was; ``:`` "open job #N" opens it from the map as well."""
     f, job = a_job(local_fleet, FAILER, "failed")
 
@@ -145,7 +146,8 @@ def test_a_failed_job_is_found_in_the_jobs_view_and_the_palette_with_its_output(
             assert [r.ref for r in view.rows] == []  # active jobs only, as it opens
             await pilot.press("a")  # the ended are read now, for the view that shows them
             await until(pilot, lambda: [(r.ref, r.state, r.reason) for r in view.rows] == [
-                (str(job.id), "failed", "exited 3")], "the failed job listed")
+                (str(job.id), "failed", "exited 3: CUDA error: out of memory")],
+                "the failed job listed")
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, JobScreen)
                         and app.screen.job is not None, "the job screen")

@@ -11,6 +11,9 @@ with one JSON line on stdout:
     jobs              {"jobs": {"ID": "STATE", ...}}   the active jobs its screen holds
     stop ID INTENT    {"said": [[SEVERITY, MESSAGE], ...]}   the job screen's key for INTENT
                       (cancel, requeue, preempt) pressed and confirmed: what the screen said
+    reason ID         {"row": WHY, "screen": WHY}   job ID's reason as the jobs view's row
+                      says it (the ended read, as its ``a`` reads them) and as its screen does
+                      ("": it draws none)
     quit              (no answer) the TUI closes as ``q`` closes it
 
 It prints ``ready`` once the TUI has read the store.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
 import json
 import os
 import pwd
@@ -29,10 +33,13 @@ import sys
 import tempfile
 from typing import Any, Dict, List
 
+from rich.console import Console
+
 from fractui.config import Config
 from fractui.servable import load_checked
 from fractui.store import Slot, SqliteStore, open_store
 from fractui.tui.app import FractuiApp
+from fractui.tui.jobrows import job_rows
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.run import fleet_app
 from fractui.tui.source import LiveSource
@@ -64,6 +71,22 @@ async def stop(app: FractuiApp, pilot: Any, job_id: int, intent: str) -> List[Li
     return said
 
 
+async def reason(app: FractuiApp, pilot: Any, job_id: int) -> Dict[str, str]:
+    """Job ``job_id``'s reason in the jobs view's row and on its screen, as they draw it."""
+    view = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: app.source.read_store(ended=True))
+    row = next(r.reason for r in job_rows(view, {}, 0.0, ended=True) if r.job_id == job_id)
+    app.open_job(job_id)
+    await _until(pilot, lambda: isinstance(app.screen, JobScreen) and
+                 app.screen.job is not None, "job %d's screen" % job_id)
+    drawn = Console(width=200, file=io.StringIO(), record=True)
+    drawn.print(app.screen.details(app.screen.agent_record()))
+    await pilot.press("escape")
+    screen = next((line.split(None, 1)[1].strip() for line in drawn.export_text().splitlines()
+                   if line.startswith("reason ")), "")
+    return {"row": row, "screen": screen}
+
+
 def jobs(app: FractuiApp) -> Dict[str, str]:
     view = app.fleet.model.store
     return {str(j.id): j.state for j in (view.jobs if view else ())}
@@ -81,6 +104,8 @@ async def serve(app: FractuiApp, lines: Any, answer: Any) -> None:
                 return
             if line[0] == "jobs":
                 answer(json.dumps({"jobs": jobs(app)}))
+            elif line[0] == "reason":
+                answer(json.dumps(await reason(app, pilot, int(line[1]))))
             elif line[0] == "stop":
                 answer(json.dumps({"said": await stop(app, pilot, int(line[1]), line[2])}))
             else:
@@ -101,7 +126,7 @@ def _warm_up() -> None:
         source = LiveSource(config, scratch)
         source.start()
         said: List[str] = []
-        script = iter(["jobs", "stop %d cancel" % job.id, "quit"])
+        script = iter(["jobs", "reason %d" % job.id, "stop %d cancel" % job.id, "quit"])
         try:
             asyncio.run(serve(FractuiApp(source, config), lambda: next(script), said.append))
         finally:

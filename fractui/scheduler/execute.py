@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
+from remote_agent.jobs.last_line import shown
 from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_KEY_MISMATCH, JOB_NOT_FOUND,
                                       REQUEST, STALE_LAYOUT, error_class)
 
@@ -423,14 +424,17 @@ class Executor:
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")
         ok = rec.get("state") == "exited" and code == 0
-        # (never the agent's last_line: the reason and the audit are every team's to read,
-        # the job's output its own team's; docs/decisions.md, "A failed job's end says ...")
+        # (the agent's last_line is kept with the job's output, never in the reason: the
+        # reason and the audit are every team's to read, the output its own team's;
+        # docs/decisions.md, "A failed job's end says its last line")
         why = "exited 0" if ok else rec.get("reason") or (
             exited(code, None) if code is not None else rec.get("state"))
+        line = rec.get("last_line")
         self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
                          None if ok else why, self.actor, why, "end", exit_code=code,
                          ended_at=rec.get("ended_at"), epoch=self.epoch,
-                         sampled=Sampled.of(rec.get("usage")))
+                         sampled=Sampled.of(rec.get("usage")),
+                         last_line=(shown(line) or None) if code and line else None)
         self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:

@@ -289,14 +289,18 @@ class Store(abc.ABC):
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
-              sampled: Optional[Sampled] = None, again: bool = False) -> Job:
+              sampled: Optional[Sampled] = None, again: bool = False,
+              last_line: Optional[str] = None) -> Job:
         """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
         own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
         ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
         its return (in the same transaction). A job that held a slice has its usage record
         closed, with the last of what its agent ``sampled``. ``again``: a commit whose answer
         was lost is made again at once, as ``stopping``'s is (a user's cancel of a pending
-        job: intents.ask_stop reads the StateConflict of a first that landed as done)."""
+        job: intents.ask_stop reads the StateConflict of a first that landed as done).
+        ``last_line``: a failed job's last line of output (its agent's, shown as words.exited
+        shows it), kept with its output, not in ``reason``: read by ``last_lines``, behind the
+        rule of its output; a failed end without one drops an earlier attempt's."""
 
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
@@ -392,6 +396,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         """The job's kept output tail, or None if none was kept."""
+
+    @abc.abstractmethod
+    def last_lines(self, job_ids: Iterable[int]) -> dict[int, str]:
+        """The last line kept (``ended``'s ``last_line``) of each of ``job_ids`` that has one,
+        in a query per LINES_AT_ONCE jobs. It is the job's output: the caller reads it only of
+        the jobs whose output the reader may read (intents.last_lines); PostgreSQL's row
+        security holds it to that rule too."""
 
     @abc.abstractmethod
     def keep_lost_clocks(self, hosts_away: dict[str, float], gpus_gone: dict[int, float],

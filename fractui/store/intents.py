@@ -11,10 +11,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster,
-                                  Team, check, refusal)
+from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, READ, REQUEUE, SUBMIT,
+                                  Roster, Team, check, refusal)
 from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
-from fractui.store.model import (CANCELLED, CORDON_MODES, MOVE as MOVING, ON_HOST, PENDING,
+from fractui.store.model import (CANCELLED, CORDON_MODES, FAILED, MOVE as MOVING, ON_HOST, PENDING,
                                  PLACED, RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon,
                                  Job, Slot, movable, same_place, stops_offered, submitter)
 
@@ -60,6 +60,18 @@ def _authorized(store: Store, asker: Asker, action: str, team: Optional[str],
     identity = store.identity()
     check(identity, asker.roster, action, team, what)
     return identity, "%s@%s" % (identity.user, asker.where)
+
+
+def last_lines(store: Store, asker: Asker, jobs: Iterable[Job]) -> dict[int, str]:
+    """The last line kept of each job of ``jobs`` that failed with an exit code and whose
+    output the store's identity may read (READ, the rule ``logs`` keeps), read at once: a
+    job's output is its team's and the admins', never every reader's of the jobs."""
+    failed = [j for j in jobs if j.state == FAILED and j.exit_code]
+    if not failed:  # (no read of who asks either: the job screen asks each second)
+        return {}
+    identity = store.identity()
+    return store.last_lines(j.id for j in failed
+                            if refusal(identity, asker.roster, READ, j.team) is None)
 
 
 def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None) -> bool:

@@ -34,7 +34,7 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError, StoreRefused, WaitingFull)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, JOB_MOST, MOVE, ON_HOST,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
@@ -43,6 +43,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, JOB_MOST, MOVE, ON
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
+LINES_AT_ONCE = 500  # jobs whose last line one query reads (SQLite binds 999 at most before 3.32)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
 log = logging.getLogger("fractui.store")
 T = TypeVar("T")
@@ -527,7 +528,8 @@ class SqlStore(Store):
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
-              sampled: Optional[Sampled] = None, again: bool = False) -> Job:
+              sampled: Optional[Sampled] = None, again: bool = False,
+              last_line: Optional[str] = None) -> Job:
         if state not in ENDED:
             raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
         fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
@@ -541,6 +543,8 @@ class SqlStore(Store):
             if job.state != PENDING:  # (a pending job never held a slice)
                 usage_rows.close_attempt(self._run, db, job, changed["ended_at"], state,
                                          sampled)
+            if state == FAILED and job.state != PENDING:  # (an earlier attempt's line goes)
+                self._keep_last_line(db, job_id, last_line)
         return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields,
                                 stale_on, then=closed, again=again)
 
@@ -752,6 +756,13 @@ class SqlStore(Store):
             self._answered(db, job_id)
         self._write(work)
 
+    def _keep_last_line(self, db: Any, job_id: int, line: Optional[str]) -> None:
+        """The failed job's last line, kept with its output (behind the same rule): in its
+        tail's row, which holds no tail (text NULL) until one is kept."""
+        self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at, last_line) "
+                      "VALUES (?, NULL, 0, ?, ?) ON CONFLICT (job) DO UPDATE SET "
+                      "last_line = excluded.last_line", (job_id, self.dialect.now(db), line))
+
     def _answered(self, db: Any, job_id: int) -> None:
         """The requests for the job's tail are answered: the askers read what is kept."""
         self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
@@ -759,7 +770,8 @@ class SqlStore(Store):
 
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         def work(db: Any) -> Optional[LogTail]:
-            row = self._run(db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone()
+            row = self._run(db, "SELECT * FROM log_tails WHERE job = ? AND text IS NOT NULL",
+                            (job_id,)).fetchone()
             if row is None:
                 return None
             check("the output kept of job %d" % job_id, row,
@@ -768,6 +780,22 @@ class SqlStore(Store):
             return LogTail(job_id, row["text"], bool(row["complete"]), float(row["kept_at"]),
                            None if offset is None else int(offset))
         return self._read(work)
+
+    def last_lines(self, job_ids: Iterable[int]) -> dict[int, str]:
+        ids = sorted(set(job_ids))
+
+        def work(db: Any) -> dict[int, str]:
+            found = {}
+            for at in range(0, len(ids), LINES_AT_ONCE):
+                batch = ids[at:at + LINES_AT_ONCE]
+                for r in self._run(db, "SELECT job, last_line FROM log_tails WHERE last_line IS "
+                                       "NOT NULL AND job IN (%s)" % ",".join("?" * len(batch)),
+                                   batch):
+                    check("the last line kept of job %s" % r["job"], r,
+                          {"job": INT, "last_line": TEXT})
+                    found[int(r["job"])] = r["last_line"]
+            return found
+        return self._read(work) if ids else {}
 
     # -- usage --
 

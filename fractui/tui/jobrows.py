@@ -17,6 +17,7 @@ from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, seen_state
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
 from fractui.tui.typed import Clocked
+from fractui.words import why
 
 
 class JobRow(NamedTuple):
@@ -153,6 +154,12 @@ def _where(job: Job) -> str:
     return "%s/%s/%s" % (slot.host, ",".join(map(str, slot.gpus)), part)
 
 
+def _reason(job: Job, store: Optional[StoreView]) -> str:
+    """The job's reason, a failed one's with its last line where the reader may read it."""
+    line = store.last_lines.get(job.id) if store is not None else None
+    return why(job, line) if line else job.reason or ""
+
+
 def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
              now: float, ended: bool = False) -> list[JobRow]:
     """Every active store job (``ended``: and the newest ended ones), then every live job an
@@ -188,7 +195,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            seen_state(job, record), _where(job), used, cap, util, now - since,
-                           job.reason or "", job.image or "", job.user))
+                           _reason(job, store), job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     shown = {j.id: j for j in (store.jobs + (store.ended or ()))} if store else {}
     for (host, key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):

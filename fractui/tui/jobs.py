@@ -47,7 +47,7 @@ from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
-from fractui.words import count, duration
+from fractui.words import count, duration, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 REFRESH_S = 1.0
@@ -62,12 +62,14 @@ STOP_WORDS = {"cancel": ("stop", "SIGTERM, then SIGKILL after its grace; it ends
 
 class Loaded(Message):
     def __init__(self, job: Optional[Job], history: Sequence[AuditEntry], uid: Optional[str],
-                 error: Optional[str] = None) -> None:
+                 error: Optional[str] = None, last_line: Optional[str] = None) -> None:
         super().__init__()
         self.job = job
         self.history = history
         self.uid = uid
         self.error = error
+        self.last_line = last_line
+        """The failed job's last line kept, where the reader may read its output."""
 
 
 class Following(Message):
@@ -207,6 +209,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.uid: Optional[str] = None
         self.history: Sequence[AuditEntry] = ()
         self.error: Optional[str] = None
+        self.last_line: Optional[str] = None
+        """Its last line kept, where it failed and the reader may read its output."""
         self.followed: Optional[tuple[str, str, Optional[float]]] = None
         """(host, agent job, since when the host was connected) of the output followed: a
         host that connected again has lost the follow, and is asked anew."""
@@ -220,7 +224,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """Why the output followed is not shown (refused, or not reached), said on the log's
         state line until it is asked anew."""
         self._loads = OneAtATime(self._load, "reading the job", lambda said: self.post_message(
-            Loaded(self.job, self.history, self.uid, said)))
+            Loaded(self.job, self.history, self.uid, said, self.last_line)))
 
     def compose(self) -> ComposeResult:
         yield Static(id="details", markup=False)
@@ -264,9 +268,11 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _load(self) -> None:
         try:
             job, uid = self.source.read_job(self.job_id)
-            self.post_message(Loaded(job, self.source.audit(self.job_id), uid))
+            line = self.source.read_last_lines([job]).get(self.job_id) if job else None
+            self.post_message(Loaded(job, self.source.audit(self.job_id), uid, None, line))
         except (StoreError, JobNotFound) as err:
-            self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
+            self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err,
+                                     self.last_line))
 
     def agent_record(self) -> Optional[dict[str, Any]]:
         """The agent's record of the job, where its host is connected (its last word is not
@@ -370,6 +376,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def on_loaded(self, message: Loaded) -> None:
         before = self.offered()
         self.job, self.history, self.error = message.job, message.history, message.error
+        self.last_line = message.last_line
         if self.job is None and self.error is None:
             self.error = "no job %d in the store" % self.job_id
         self.uid = message.uid or self.uid
@@ -503,8 +510,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 record.get("pid"), caps, " (%s)" % notes if notes else ""))
             if record.get("image"):
                 grid.add_row("image", "%s · %s" % (record["image"], record.get("runtime")))
-        if job.reason or self.error:
-            grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
+        reason = why(job, self.last_line) if self.last_line else job.reason
+        if reason or self.error:
+            grid.add_row("reason", Text(" · ".join(filter(None, (reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
         grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
         if job.image:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
@@ -143,6 +143,9 @@ class StoreView:
     stale: tuple[StaleCopy, ...] = ()
     """Copies of a lost host's jobs, which the lease holder stops once it reaches the host
     again (what the jobs view says of one)."""
+    last_lines: Mapping[int, str] = field(default_factory=dict)
+    """The failed jobs' last lines of output kept (of those read: the ended), by job, only
+    of those whose output the reader may read (intents.last_lines): its reason says it."""
 
     def job(self, job_id: Optional[int]) -> Optional[Job]:
         """Job ``job_id`` as this read has it, active or ended (where the ended were read)."""

@@ -21,6 +21,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
+from fractui.store.intents import Asker, last_lines
 from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Job, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
@@ -114,6 +115,12 @@ class Source:
             return None
         return dataclasses.replace(self._store,
                                    ended=self.read_newest_ended() if ended else None)
+
+    def read_last_lines(self, jobs: Sequence[Job]) -> dict[int, str]:
+        """The last lines kept of those of ``jobs`` that failed, where the reader may read
+        their output (intents.last_lines), in one read; in a worker thread."""
+        kept = self._store.last_lines if self._store is not None else {}
+        return {j.id: kept[j.id] for j in jobs if j.id in kept}
 
     def read_newest_ended(self) -> tuple[Job, ...]:
         """The newest ended jobs (as ``fractui jobs --all``): for a view that shows them (the
@@ -228,6 +235,8 @@ class LiveSource(Source):
     def __init__(self, config: Config, store: Optional[Store]) -> None:
         super().__init__([])
         self.store = store
+        self.asker = Asker.here(config.teams, tui=True)
+        """Whose output this reader may read, with the store's identity (its last lines)."""
         self.fleet = Fleet(config, on_change=self.changed)
         self._names = [h.name for h in config.hosts]
         self._latest = {s.name: dataclasses.replace(s) for s in self.fleet.statuses()}
@@ -286,7 +295,12 @@ class LiveSource(Source):
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
                                    if h.until > now), self.store.trouble(), newest,
-                         tuple(stale_copies(self.store)))
+                         tuple(stale_copies(self.store)), self.read_last_lines(newest or ()))
+
+    def read_last_lines(self, jobs: Sequence[Job]) -> dict[int, str]:
+        if self.store is None:
+            return {}
+        return last_lines(self.store, self.asker, jobs)
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         if self.store is None:
