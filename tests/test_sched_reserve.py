@@ -225,3 +225,27 @@ def test_a_later_job_of_the_team_preempts_nothing_on_the_host_held_for_another()
     # with nothing held, the quarter job preempts a borrowed job on h for itself
     off = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u")
     assert [p.for_job for p in off.preemptions] == [21]
+
+
+@pytest.mark.parametrize("queue", [
+    QueueConfig("big", memory_gib=40),  # 40 GiB never fits an L4 (23 GiB)
+    QueueConfig("big", gpu=0.5, cpus=32)])  # nor 32 CPUs a host of 16
+def test_a_job_holds_no_host_it_never_fits(queue):
+    """h's A100s are full; "small" is idle but the job waiting for room never fits it: it
+    holds h, where its room can come, not "small" (which is where most is free), so its
+    team's later job runs on "small" rather than wait beside its idle GPUs."""
+    idle = view("small")
+    if queue.cpus:
+        idle.hello["cpus"] = 16
+    queues = (QUARTER, queue)
+    teams = (TeamConfig("nlp", quota_gpus=2.0), TeamConfig("vision", quota_gpus=4.0))
+    running = [replace(job(i, QueueConfig("half", gpu=0.5), team="vision", at=-100.0),
+                       state=RUNNING, slot=Slot("h", (gpu,), memory_mib=40960, charge=0.5))
+               for i, gpu in enumerate((0, 0, 1, 1), 1)]
+    a100 = view("h")
+    for g in a100.hello["gpus"]:
+        g.update(name="A100-80GB", memory_mib=81920)
+    jobs = running + [job(20, queue, at=0.0), job(21, QUARTER, at=1.0)]
+    result = schedule([a100, idle], jobs, queues, teams, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on h is held for it" in result.waiting[20], result.waiting[20]
+    assert [(d.job, d.slot.host) for d in result.decisions] == [(21, "small")], result.waiting

@@ -29,7 +29,7 @@ from fractui.sched.fleetview import (USABLE, HostCache, HostView, build_hosts, o
                                      placement_charge, request_of, share_mib)
 from fractui.sched.mig import profile_for
 from fractui.sched.model import Host, Placement, Request
-from fractui.sched.place import Memos, Placer, typical_classes
+from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  gpu_charge, team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
@@ -427,13 +427,16 @@ def _roomiest(req: Request, hosts: Sequence[Host],
               containers: Optional[AbstractSet[str]]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
     (the most free of as many as it spans): where its room comes soonest if the team's later
-    jobs keep off. ``containers``: the hosts it may use for its image (None: any)."""
+    jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
+    never fits would keep them off for nothing. ``containers``: the hosts it may use for its
+    image (None: any)."""
     best: Optional[Tuple[int, str]] = None
     for h in hosts:
         if req.hosts and h.name not in req.hosts or containers is not None and \
-                h.name not in containers:
+                h.name not in containers or h.cpu_milli < req.cpu_milli or \
+                h.memory_mib < req.memory_mib:
             continue
-        free = sorted((g.free_milli for g in h.gpus if not req.models or g.model in req.models),
+        free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
                       reverse=True)[:req.gpu_count]
         if req.gpu_count and len(free) == req.gpu_count and (best is None or
                                                             sum(free) > best[0]):
