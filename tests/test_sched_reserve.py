@@ -249,3 +249,18 @@ def test_a_job_holds_no_host_it_never_fits(queue):
     result = schedule([a100, idle], jobs, queues, teams, "u", reserve=Reserve(BOUND, BOUND + 1))
     assert "its room on h is held for it" in result.waiting[20], result.waiting[20]
     assert [(d.job, d.slot.host) for d in result.decisions] == [(21, "small")], result.waiting
+
+
+def test_a_job_no_host_can_take_holds_nothing_at_its_teams_quota():
+    """nlp is at its quota; its oldest job books 128 CPUs, more than any host has: it can
+    never start, so it holds nothing (its reason said it held a quarter of the quota); the
+    whole-GPU job after it holds the quota instead."""
+    big = QueueConfig("bigcpu", gpu=0.25, cpus=128)
+    s = busy_nlp()
+    s.jobs[49] = job(49, big, at=-1.0)
+    result = schedule(s.views, list(s.jobs.values()), QUEUES + (big,), TEAMS, "u",
+                      reserve=Reserve(BOUND, BOUND + 10))
+    assert result.waiting[49] == "team nlp is at its quota (1.00 of 1.00 GPUs held)"
+    assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting "
+                                       "over 5m00s), so the team's later jobs take only what "
+                                       "is left beside it"), result.waiting[50]

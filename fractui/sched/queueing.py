@@ -218,30 +218,34 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                "team's later jobs take only what is left beside it" % (
                    charge, " and its room on %s" % host if host else "", duration(after_s))
 
+    def not_room(job: Job) -> Optional[str]:
+        """Why ``job`` waits for something that no room freeing up brings (a container runtime,
+        hosts that refused it, CPUs or RAM no host has, hosts not reached), or None: such a job
+        holds nothing."""
+        avoided = refused.get(job.id)
+        if job.image and not (requests[job.id].hosts or names) & containers:
+            return "it runs in a container (image %s), and no host it may use has a container " \
+                "runtime (podman, docker or apptainer: fractui doctor says why each is " \
+                "missing)" % job.image
+        if avoided:
+            return "no room outside the hosts that refused it lately (%s)" % ", ".join(avoided)
+        return beyond_hosts(*_size(requests[job.id])) or none_reachable(requests[job.id].hosts)
+
     for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
-            avoided = refused.get(job.id)
             if usage and team is None:  # a team the config does not have: no quota at all
                 result.waiting[job.id] = _at_quota(job.team, None)
             elif team is not None and team.room() <= EPSILON:
-                result.waiting[job.id] = _at_quota(job.team, team) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts))
+                result.waiting[job.id] = _at_quota(job.team, team) + (
+                    "" if not_room(job) else hold(
+                        job, team, _least_charge(requests[job.id], placer.hosts)))
             elif team is not None and team.name in held and held[team.name].host and \
                     attempt(job, beside_held=False) is not None:
                 result.waiting[job.id] = _room_held_for(team, held[team.name], after_s)
-            elif job.image and not (requests[job.id].hosts or names) & containers:
-                result.waiting[job.id] = "it runs in a container (image %s), and no host it may " \
-                    "use has a container runtime (podman, docker or apptainer: fractui doctor " \
-                    "says why each is missing)" % job.image
-            elif avoided:
-                result.waiting[job.id] = "no room outside the hosts that refused it lately " \
-                                         "(%s)" % ", ".join(avoided)
-            elif (beyond := beyond_hosts(*_size(requests[job.id]))) is not None:
-                result.waiting[job.id] = beyond
-            elif (away := none_reachable(requests[job.id].hosts)) is not None:
-                result.waiting[job.id] = away
+            elif (other := not_room(job)) is not None:
+                result.waiting[job.id] = other
             else:
                 if outside is None:
                     outside = outside_use(views)
