@@ -264,3 +264,28 @@ def test_a_job_no_host_can_take_holds_nothing_at_its_teams_quota():
     assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting "
                                        "over 5m00s), so the team's later jobs take only what "
                                        "is left beside it"), result.waiting[50]
+
+
+def test_the_host_held_is_one_the_teams_own_jobs_ending_frees():
+    """a: half a GPU free, the other half vision's for good; b: nlp's four quarters, one of
+    them ending every 30 s while nlp submits another. Held for its whole-GPU job (past the
+    bound), a, where most is free, never drains: nlp's quarters kept off it refilled b's
+    every quarter, and the job never started. Held, b drains to it as nlp's quarters end."""
+    teams = (TeamConfig("nlp", quota_gpus=10.0), TeamConfig("vision", quota_gpus=10.0))
+    quarter = Slot("a", (0,), memory_mib=23034 // 4, charge=0.25)
+    vision = [replace(job(i, QUARTER, team="vision", at=-900.0), state=RUNNING,
+                      started_at=-900.0, slot=quarter) for i in (1, 2)]
+    nlp = [replace(job(i, QUARTER, at=-800.0 + i), state=RUNNING, started_at=-800.0 + i,
+                   slot=replace(quarter, host="b")) for i in range(3, 7)]
+    s = Stream(vision + nlp + [job(50, WHOLE, at=-BOUND)], teams, [view("a", 1), view("b", 1)])
+    for step in range(1, 21):  # 10 minutes
+        now = step * 30.0
+        ending = min((j for j in s.jobs.values() if j.state == RUNNING and j.team == "nlp"
+                      and j.id != 50), key=lambda j: j.started_at)
+        s.end(ending.id)
+        s.jobs[100 + step] = job(100 + step, QUARTER, at=now)
+        result = s.run(now)
+        if s.state(50) == RUNNING:
+            break
+    assert s.state(50) == RUNNING, result.waiting[50]
+    assert s.jobs[50].slot.host == "b" and now <= 4 * 30.0, now

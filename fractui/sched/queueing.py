@@ -211,7 +211,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
         if team is None or job.id not in due or team.name in held or charge is None or \
                 charge > team.quota + EPSILON:
             return ""
-        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None) \
+        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None,
+                         _drains(views, jobs, store_uid, job, cordons)) \
             if no_room else None
         held[team.name] = Hold(job.id, charge, host)
         return "; %.2f of the team's quota%s is held for it (waiting over %s), so the " \
@@ -427,14 +428,36 @@ def _room_held_for(team: TeamUsage, h: Hold, after_s: float) -> str:
            "elsewhere" % (team.name, h.host, HELD, h.job, duration(after_s))
 
 
-def _roomiest(req: Request, hosts: Sequence[Host],
-              containers: Optional[AbstractSet[str]]) -> Optional[str]:
+def _drains(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
+            cordons: Sequence[Cordon]) -> Callable[[str], bool]:
+    """Whether ``job`` fits a host once its own team's jobs there end: room that a hold of
+    the host drains to it, whatever the other teams there do. The fleet without the team's
+    jobs is built once, at the first host asked of that has one."""
+    mine = [j for j in jobs if j.team == job.team and j.id != job.id and j.slot is not None]
+    on = {j.slot.host for j in mine}  # type: ignore[union-attr]
+    placer: List[Placer] = []
+
+    def drains(host: str) -> bool:
+        if host not in on:
+            return False
+        if not placer:
+            placer.append(Placer(fenced(build_hosts(
+                views, jobs, store_uid, leave_out={j.key(store_uid) for j in mine}), cordons),
+                POLICY))
+        return placer[0].place(_with_hosts(request_of(job), {host})) is not None
+    return drains
+
+
+def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[AbstractSet[str]],
+              drains: Callable[[str], bool]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
     (the most free of as many as it spans): where its room comes soonest if the team's later
     jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
-    never fits would keep them off for nothing. ``containers``: the hosts it may use for its
-    image (None: any)."""
-    best: Optional[Tuple[int, str]] = None
+    never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
+    jobs there end) first: one where only other teams' jobs ending frees its room may never
+    free, and its team's jobs kept off it would refill every bit of room that frees up on the
+    others. ``containers``: the hosts it may use for its image (None: any)."""
+    free_on: List[Tuple[int, str]] = []
     for h in hosts:
         if req.hosts and h.name not in req.hosts or containers is not None and \
                 h.name not in containers or h.cpu_milli < req.cpu_milli or \
@@ -442,10 +465,11 @@ def _roomiest(req: Request, hosts: Sequence[Host],
             continue
         free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
                       reverse=True)[:req.gpu_count]
-        if req.gpu_count and len(free) == req.gpu_count and (best is None or
-                                                            sum(free) > best[0]):
-            best = (sum(free), h.name)
-    return best[1] if best else None
+        if req.gpu_count and len(free) == req.gpu_count:
+            free_on.append((-sum(free), h.name))
+    free_on.sort(key=lambda f: f[0])  # the most free first; of as much, the first host
+    return next((name for _, name in free_on if drains(name)),
+                free_on[0][1] if free_on else None)
 
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
