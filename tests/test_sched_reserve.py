@@ -225,3 +225,67 @@ def test_a_later_job_of_the_team_preempts_nothing_on_the_host_held_for_another()
     # with nothing held, the quarter job preempts a borrowed job on h for itself
     off = schedule([view("h"), view("g")], jobs, QUEUES, teams, "u")
     assert [p.for_job for p in off.preemptions] == [21]
+
+
+@pytest.mark.parametrize("queue", [
+    QueueConfig("big", memory_gib=40),  # 40 GiB never fits an L4 (23 GiB)
+    QueueConfig("big", gpu=0.5, cpus=32)])  # nor 32 CPUs a host of 16
+def test_a_job_holds_no_host_it_never_fits(queue):
+    """h's A100s are full; "small" is idle but the job waiting for room never fits it: it
+    holds h, where its room can come, not "small" (which is where most is free), so its
+    team's later job runs on "small" rather than wait beside its idle GPUs."""
+    idle = view("small")
+    if queue.cpus:
+        idle.hello["cpus"] = 16
+    queues = (QUARTER, queue)
+    teams = (TeamConfig("nlp", quota_gpus=2.0), TeamConfig("vision", quota_gpus=4.0))
+    running = [replace(job(i, QueueConfig("half", gpu=0.5), team="vision", at=-100.0),
+                       state=RUNNING, slot=Slot("h", (gpu,), memory_mib=40960, charge=0.5))
+               for i, gpu in enumerate((0, 0, 1, 1), 1)]
+    a100 = view("h")
+    for g in a100.hello["gpus"]:
+        g.update(name="A100-80GB", memory_mib=81920)
+    jobs = running + [job(20, queue, at=0.0), job(21, QUARTER, at=1.0)]
+    result = schedule([a100, idle], jobs, queues, teams, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on h is held for it" in result.waiting[20], result.waiting[20]
+    assert [(d.job, d.slot.host) for d in result.decisions] == [(21, "small")], result.waiting
+
+
+def test_a_job_no_host_can_take_holds_nothing_at_its_teams_quota():
+    """nlp is at its quota; its oldest job books 128 CPUs, more than any host has: it can
+    never start, so it holds nothing (its reason said it held a quarter of the quota); the
+    whole-GPU job after it holds the quota instead."""
+    big = QueueConfig("bigcpu", gpu=0.25, cpus=128)
+    s = busy_nlp()
+    s.jobs[49] = job(49, big, at=-1.0)
+    result = schedule(s.views, list(s.jobs.values()), QUEUES + (big,), TEAMS, "u",
+                      reserve=Reserve(BOUND, BOUND + 10))
+    assert result.waiting[49] == "team nlp is at its quota (1.00 of 1.00 GPUs held)"
+    assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting "
+                                       "over 5m00s), so the team's later jobs take only what "
+                                       "is left beside it"), result.waiting[50]
+
+
+def test_the_host_held_is_one_the_teams_own_jobs_ending_frees():
+    """a: half a GPU free, the other half vision's for good; b: nlp's four quarters, one of
+    them ending every 30 s while nlp submits another. Held for its whole-GPU job (past the
+    bound), a, where most is free, never drains: nlp's quarters kept off it refilled b's
+    every quarter, and the job never started. Held, b drains to it as nlp's quarters end."""
+    teams = (TeamConfig("nlp", quota_gpus=10.0), TeamConfig("vision", quota_gpus=10.0))
+    quarter = Slot("a", (0,), memory_mib=23034 // 4, charge=0.25)
+    vision = [replace(job(i, QUARTER, team="vision", at=-900.0), state=RUNNING,
+                      started_at=-900.0, slot=quarter) for i in (1, 2)]
+    nlp = [replace(job(i, QUARTER, at=-800.0 + i), state=RUNNING, started_at=-800.0 + i,
+                   slot=replace(quarter, host="b")) for i in range(3, 7)]
+    s = Stream(vision + nlp + [job(50, WHOLE, at=-BOUND)], teams, [view("a", 1), view("b", 1)])
+    for step in range(1, 21):  # 10 minutes
+        now = step * 30.0
+        ending = min((j for j in s.jobs.values() if j.state == RUNNING and j.team == "nlp"
+                      and j.id != 50), key=lambda j: j.started_at)
+        s.end(ending.id)
+        s.jobs[100 + step] = job(100 + step, QUARTER, at=now)
+        result = s.run(now)
+        if s.state(50) == RUNNING:
+            break
+    assert s.state(50) == RUNNING, result.waiting[50]
+    assert s.jobs[50].slot.host == "b" and now <= 4 * 30.0, now

@@ -350,6 +350,12 @@ def _rounding(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request
     return lost
 
 
+def takes_idle(host: Host, n: int, req: Request) -> bool:
+    """Whether ``req`` fits GPU ``n`` of ``host`` once it is idle (its model, its memory, its
+    MIG mode and whether that may change): where room that frees up could ever go to it."""
+    return _fresh_milli(_gpu_kind(host.name, n, host.gpus[n]), req) > 0
+
+
 def _gpu_kind(host: str, n: int, g: Gpu) -> GpuKind:
     """A GPU's kind as the memos key it: a flexible GPU's geometry is part of it in either
     mode, its key says which mode it is in."""

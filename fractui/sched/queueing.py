@@ -29,7 +29,7 @@ from fractui.sched.fleetview import (USABLE, HostCache, HostView, build_hosts, o
                                      placement_charge, request_of, share_mib)
 from fractui.sched.mig import profile_for
 from fractui.sched.model import Host, Placement, Request
-from fractui.sched.place import Memos, Placer, typical_classes
+from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  gpu_charge, team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
@@ -211,37 +211,42 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
         if team is None or job.id not in due or team.name in held or charge is None or \
                 charge > team.quota + EPSILON:
             return ""
-        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None) \
+        host = _roomiest(requests[job.id], placer.hosts, containers if job.image else None,
+                         _drains(views, jobs, store_uid, job, cordons)) \
             if no_room else None
         held[team.name] = Hold(job.id, charge, host)
         return "; %.2f of the team's quota%s is held for it (waiting over %s), so the " \
                "team's later jobs take only what is left beside it" % (
                    charge, " and its room on %s" % host if host else "", duration(after_s))
 
+    def not_room(job: Job) -> Optional[str]:
+        """Why ``job`` waits for something that no room freeing up brings (a container runtime,
+        hosts that refused it, CPUs or RAM no host has, hosts not reached), or None: such a job
+        holds nothing."""
+        avoided = refused.get(job.id)
+        if job.image and not (requests[job.id].hosts or names) & containers:
+            return "it runs in a container (image %s), and no host it may use has a container " \
+                "runtime (podman, docker or apptainer: fractui doctor says why each is " \
+                "missing)" % job.image
+        if avoided:
+            return "no room outside the hosts that refused it lately (%s)" % ", ".join(avoided)
+        return beyond_hosts(*_size(requests[job.id])) or none_reachable(requests[job.id].hosts)
+
     for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
-            avoided = refused.get(job.id)
             if usage and team is None:  # a team the config does not have: no quota at all
                 result.waiting[job.id] = _at_quota(job.team, None)
             elif team is not None and team.room() <= EPSILON:
-                result.waiting[job.id] = _at_quota(job.team, team) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts))
+                result.waiting[job.id] = _at_quota(job.team, team) + (
+                    "" if not_room(job) else hold(
+                        job, team, _least_charge(requests[job.id], placer.hosts)))
             elif team is not None and team.name in held and held[team.name].host and \
                     attempt(job, beside_held=False) is not None:
                 result.waiting[job.id] = _room_held_for(team, held[team.name], after_s)
-            elif job.image and not (requests[job.id].hosts or names) & containers:
-                result.waiting[job.id] = "it runs in a container (image %s), and no host it may " \
-                    "use has a container runtime (podman, docker or apptainer: fractui doctor " \
-                    "says why each is missing)" % job.image
-            elif avoided:
-                result.waiting[job.id] = "no room outside the hosts that refused it lately " \
-                                         "(%s)" % ", ".join(avoided)
-            elif (beyond := beyond_hosts(*_size(requests[job.id]))) is not None:
-                result.waiting[job.id] = beyond
-            elif (away := none_reachable(requests[job.id].hosts)) is not None:
-                result.waiting[job.id] = away
+            elif (other := not_room(job)) is not None:
+                result.waiting[job.id] = other
             else:
                 if outside is None:
                     outside = outside_use(views)
@@ -423,22 +428,48 @@ def _room_held_for(team: TeamUsage, h: Hold, after_s: float) -> str:
            "elsewhere" % (team.name, h.host, HELD, h.job, duration(after_s))
 
 
-def _roomiest(req: Request, hosts: Sequence[Host],
-              containers: Optional[AbstractSet[str]]) -> Optional[str]:
+def _drains(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
+            cordons: Sequence[Cordon]) -> Callable[[str], bool]:
+    """Whether ``job`` fits a host once its own team's jobs there end: room that a hold of
+    the host drains to it, whatever the other teams there do. The fleet without the team's
+    jobs is built once, at the first host asked of that has one."""
+    mine = [j for j in jobs if j.team == job.team and j.id != job.id and j.slot is not None]
+    on = {j.slot.host for j in mine}  # type: ignore[union-attr]
+    placer: List[Placer] = []
+
+    def drains(host: str) -> bool:
+        if host not in on:
+            return False
+        if not placer:
+            placer.append(Placer(fenced(build_hosts(
+                views, jobs, store_uid, leave_out={j.key(store_uid) for j in mine}), cordons),
+                POLICY))
+        return placer[0].place(_with_hosts(request_of(job), {host})) is not None
+    return drains
+
+
+def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[AbstractSet[str]],
+              drains: Callable[[str], bool]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
     (the most free of as many as it spans): where its room comes soonest if the team's later
-    jobs keep off. ``containers``: the hosts it may use for its image (None: any)."""
-    best: Optional[Tuple[int, str]] = None
+    jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
+    never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
+    jobs there end) first: one where only other teams' jobs ending frees its room may never
+    free, and its team's jobs kept off it would refill every bit of room that frees up on the
+    others. ``containers``: the hosts it may use for its image (None: any)."""
+    free_on: List[Tuple[int, str]] = []
     for h in hosts:
         if req.hosts and h.name not in req.hosts or containers is not None and \
-                h.name not in containers:
+                h.name not in containers or h.cpu_milli < req.cpu_milli or \
+                h.memory_mib < req.memory_mib:
             continue
-        free = sorted((g.free_milli for g in h.gpus if not req.models or g.model in req.models),
+        free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
                       reverse=True)[:req.gpu_count]
-        if req.gpu_count and len(free) == req.gpu_count and (best is None or
-                                                            sum(free) > best[0]):
-            best = (sum(free), h.name)
-    return best[1] if best else None
+        if req.gpu_count and len(free) == req.gpu_count:
+            free_on.append((-sum(free), h.name))
+    free_on.sort(key=lambda f: f[0])  # the most free first; of as much, the first host
+    return next((name for _, name in free_on if drains(name)),
+                free_on[0][1] if free_on else None)
 
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
