@@ -205,11 +205,13 @@ def _listed(store: Store, args: argparse.Namespace, hosts: Optional[List[str]],
     newest N ended ones too. N bounds the ended only: taken from all, a job that ran for a
     day behind 200 newer ones left ``jobs --all`` while ``jobs`` still listed it. The active
     are read first, so a job that ends between the reads is in both and kept as ended:
-    never in neither."""
+    never in neither. The second read is of every job not active, so a state that is none
+    of fractui's (written by hand) is read, and said as the store's damage, as a read of
+    all was: a read of the ended states would pass over it."""
     listed = {j.id: j for j in store.jobs(ACTIVE, hosts=hosts, users=users)}
     if args.all:
-        listed.update((j.id, j) for j in store.jobs(ENDED, limit=args.limit or JOBS_LIMIT,
-                                                    hosts=hosts, users=users))
+        listed.update((j.id, j) for j in store.jobs(
+            other_than=ACTIVE, limit=args.limit or JOBS_LIMIT, hosts=hosts, users=users))
     return [listed[number] for number in sorted(listed)]
 
 

@@ -203,11 +203,14 @@ class Store(abc.ABC):
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
              limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None,
              users: Optional[Iterable[str]] = None,
-             ended_since: Optional[float] = None) -> list[Job]:
+             ended_since: Optional[float] = None,
+             other_than: Optional[Iterable[str]] = None) -> list[Job]:
         """Jobs in those states (all if None), oldest first; with ``hosts``, only those whose
         slot is on one of them; with ``users``, only those one of them submitted (Job.user);
-        with ``ended_since``, only those that ended then or later; with ``limit``, the newest
-        that many of those."""
+        with ``ended_since``, only those that ended then or later; with ``other_than``, only
+        those in none of those states (a state no one of fractui's, written by hand, among
+        them: it is read, and said as damage); with ``limit``, the newest that many of
+        those."""
 
     @abc.abstractmethod
     def submitters(self) -> frozenset[str]:

@@ -382,11 +382,16 @@ class SqlStore(Store):
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
              limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None,
              users: Optional[Iterable[str]] = None,
-             ended_since: Optional[float] = None) -> list[Job]:
+             ended_since: Optional[float] = None,
+             other_than: Optional[Iterable[str]] = None) -> list[Job]:
         where, args = [], []  # type: list[str], list[Any]
         if ended_since is not None:
             where.append("ended_at >= ?")
             args.append(ended_since)
+        other = list(other_than or ())
+        if other:
+            where.append("state NOT IN (%s)" % ",".join("?" * len(other)))
+            args += other
         for column, values in (("state", states), ("host", hosts)):
             if values is not None:
                 values = list(values)
