@@ -54,4 +54,5 @@ def test_a_shim_without_proc_records_why_its_job_did_not_start(tmp_path):
     assert "Traceback" not in said
     end = json.loads(open(os.path.join(job_dir, "exit.json")).read())
     assert end["error"].startswith("cannot open its output pipe: %s" % MISSING), end
+    assert end["fault"] == "host"  # nothing ran: another host may start it
     assert not ran.exists()

@@ -19,6 +19,7 @@ from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Slot
 from tests import localfleet
 from tests.test_caps import _running, _stopped
+from tests.test_shim_not_started import FORK_REFUSED, NO_PIDS_CGROUP, daemon_pid, pids_capped
 
 local_fleet = localfleet.local_fleet
 HALF = QueueConfig(name="half", gpu=0.5)
@@ -183,6 +184,29 @@ def test_a_capacity_refusal_names_the_host_and_is_retried_elsewhere(local_fleet)
     requeued = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
     assert [e.why for e in requeued] == ["refused by gpu-a: %s" % refusal.words]
     assert [r["host"] for r in launches_of(f, job)] == ["gpu-b"]  # nothing ran where refused
+
+
+@NO_PIDS_CGROUP
+def test_a_job_a_host_cannot_fork_goes_back_to_its_queue_and_runs_elsewhere(local_fleet):
+    """gpu-a's agent in a cgroup that takes one more process: its shim starts, and the job's
+    fork is refused (EAGAIN: the host's pids limit). Nothing ran, and it is no fault of the
+    job's: the launch is refused as the host's, the job requeued, and it runs on gpu-b. Before,
+    it failed for good with "cannot start its process"."""
+    f = local_fleet(TWO_HOSTS, [HALF])
+    job = f.submit("half", argv=localfleet.sleeper(600))
+    with pids_capped(1, daemon_pid(os.path.join(str(f.tmp), "state", "gpu-a"))):
+        _place_by_hand(f, job, "gpu-a")
+        f.until(lambda: f.store.get(job.id).refusals or f.store.get(job.id).state == "failed")
+    assert f.store.get(job.id).state != "failed", f.store.get(job.id).reason
+    f.until(lambda: f.store.get(job.id).state == "running")
+    ran = f.store.get(job.id)
+    assert (ran.slot.host, ran.attempt) == ("gpu-b", 1)
+    [refusal] = ran.refusals
+    assert (refusal.host, refusal.kind) == ("gpu-a", "host")
+    assert refusal.words.endswith(FORK_REFUSED), refusal.words
+    [not_started] = [r for r in launches_of(f, job) if r["host"] == "gpu-a"]
+    assert (not_started["state"], not_started["exit_code"], not_started["started_at"],
+            not_started["reason"]) == ("exited", 127, None, FORK_REFUSED)
 
 
 def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):

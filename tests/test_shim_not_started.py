@@ -11,16 +11,21 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import pytest
 
 from remote_agent import text
-from tests.conftest import REPO
+from remote_agent.jobs.shim import fault_of
+from remote_agent.rpc.jsonrpc import HOST, JOB
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import REPO, AgentError
 from tests.test_shim_full_disk import _job_dir
 
 DAMAGED = "cannot read its spec: %s is damaged ("
+FORK_REFUSED = "cannot start its process: [Errno 11] Resource temporarily unavailable"
 
 
 def _run_shim(job_dir: str, **popen: object) -> Tuple[subprocess.CompletedProcess, str]:
@@ -37,15 +42,17 @@ def _run_shim(job_dir: str, **popen: object) -> Tuple[subprocess.CompletedProces
         return done, told.read().decode()
 
 
-def _ended_not_started(job_dir: str, ran: Path, **popen: object) -> str:
-    """The shim run (``_run_shim``) and its job's end, which must say it was not started (as
-    the shim told the daemon, and in its log): its words."""
+def _ended_not_started(job_dir: str, ran: Path, fault: str = HOST, **popen: object) -> str:
+    """The shim run (``_run_shim``) and its job's end, which must say it was not started and
+    that it was ``fault``'s fault (as the shim told the daemon, and, its words, in its log):
+    its words."""
     done, told = _run_shim(job_dir, **popen)
     said = done.stderr.decode()
     assert done.returncode == 0, said
     assert "Traceback" not in said
-    error = json.loads((Path(job_dir) / "exit.json").read_text())["error"]
-    assert json.loads(told) == {"error": error}
+    end = json.loads((Path(job_dir) / "exit.json").read_text())
+    error = end["error"]
+    assert (end["fault"], json.loads(told)) == (fault, {"error": error, "fault": fault})
     assert (Path(job_dir) / "output.log").read_bytes().decode() == text.said(error) + "\n"
     assert not ran.exists()
     return error
@@ -134,25 +141,108 @@ def _pids_cgroup() -> Optional[str]:
     return None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or _pids_cgroup() is None,
-                    reason="a cgroup of its own caps the shim's processes: needs root and pids")
+NO_PIDS_CGROUP = pytest.mark.skipif(
+    os.geteuid() != 0 or _pids_cgroup() is None,
+    reason="a cgroup of its own caps the shim's processes: needs root and pids")
+
+
+@contextmanager
+def pids_capped(most: int, *pids: int) -> Iterator[str]:
+    """A cgroup of its own (its folder) that takes ``most`` processes and threads: ``pids``
+    moved into it (each with all its threads; ``most`` counts from what they hold), moved
+    back to the pids root as it ends, and it removed."""
+    root = _pids_cgroup() or ""
+    capped = os.path.join(root, "fractui-test-%d" % os.getpid())
+    os.mkdir(capped)
+    try:
+        for pid in pids:
+            Path(capped, "cgroup.procs").write_text(str(pid))
+        held = int(Path(capped, "pids.current").read_text())
+        Path(capped, "pids.max").write_text(str(held + most))
+        yield capped
+    finally:
+        for pid in Path(capped, "cgroup.procs").read_text().split():
+            try:
+                Path(root, "cgroup.procs").write_text(pid)
+            except ProcessLookupError:
+                pass  # ended meanwhile
+        os.rmdir(capped)
+
+
+@NO_PIDS_CGROUP
 def test_a_job_whose_process_cannot_be_made_ends_not_started(tmp_path):
     """The shim alone in a cgroup that takes no second process: its fork fails (EAGAIN), and
     the job ends not started, saying so. Before, a traceback."""
     ran = tmp_path / "ran"
     job_dir = _job_dir(tmp_path, ["touch", str(ran)])
-    capped = os.path.join(_pids_cgroup() or "", "fractui-test-%d" % os.getpid())
-    os.mkdir(capped)
-    try:
-        Path(capped, "pids.max").write_text("1")
-
+    with pids_capped(1) as capped:
         def join() -> None:
             Path(capped, "cgroup.procs").write_text(str(os.getpid()))
 
         error = _ended_not_started(job_dir, ran, preexec_fn=join)
-    finally:
-        os.rmdir(capped)
-    assert error == "cannot start its process: [Errno 11] Resource temporarily unavailable"
+    assert error == FORK_REFUSED
+
+
+def daemon_pid(state_dir: str) -> int:
+    """The pid of the agent daemon of ``state_dir`` (found by it in its command line)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            words = Path("/proc", pid, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if b"daemon" in words and state_dir.encode() in words:
+            return int(pid)
+    raise AssertionError("no agent daemon of %s" % state_dir)
+
+
+@NO_PIDS_CGROUP
+def test_a_launch_whose_fork_the_host_refuses_is_answered_as_the_hosts(start_agent, tmp_path):
+    """The daemon in a cgroup that takes one more process: the job's shim starts, its fork is
+    refused. The launch is answered HOST_FAILED (class host: nothing ran, another host may
+    start it), and so is the same key launched again (an answer lost on the way), from what
+    the shim recorded. Before, START_FAILED: the admin failed the job for good."""
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
+    assert agent.call("job.list")["jobs"] == []  # (its daemon started, found by its pid)
+    with pids_capped(1, daemon_pid(state)):
+        for _ in range(2):
+            with pytest.raises(AgentError) as err:
+                agent.call("job.launch", key="k-fork", gpu=0, memory_mib=10,
+                           argv=["/usr/bin/true"])
+            assert (err.value.code, err.value.data["class"], err.value.data["reason"]) == (
+                rpc.HOST_FAILED, rpc.HOST, FORK_REFUSED)
+            assert err.value.data["job"]["exit_code"] == 127
+
+
+@pytest.mark.parametrize("argv, cwd, why", [
+    (["/no/such/program-xyz"], "/", "cannot run /no/such/program-xyz: No such file or directory"),
+    (["true"], "/no/such/dir", "cannot enter its cwd /no/such/dir: No such file or directory"),
+], ids=["no-program", "no-cwd"])
+def test_a_job_its_own_step_refuses_is_not_started_by_its_own_fault(tmp_path, argv, cwd, why):
+    """Its program or cwd not there (as its shim finds them: a run_as job's are not looked at
+    by the daemon): the job's fault, never the host's, so it fails rather than going to
+    another host, where it would fail the same."""
+    job_dir = _job_dir(tmp_path, argv, cwd=cwd)
+    assert _ended_not_started(job_dir, tmp_path / "ran", JOB) == why
+
+
+@pytest.mark.parametrize("step, err, fault", [
+    ("run x", FileNotFoundError(2, "No such file or directory"), JOB),
+    ("run x", PermissionError(13, "Permission denied"), JOB),
+    ("run x", OSError(8, "Exec format error"), JOB),
+    ("become user ann", KeyError("ann"), JOB),
+    ("run x", OSError(12, "Cannot allocate memory"), HOST),
+    ("run x", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
+    ("enter its cwd /x", OSError(5, "Input/output error"), HOST),
+    ("start its process", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
+    ("make its output pipe", OSError(28, "No space left on device"), HOST),
+    ("read its spec", ValueError("cut short"), HOST),
+    ("make the directory of its HAMi-core region /r", PermissionError(13, "denied"), HOST),
+], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
+def test_whose_fault_a_failed_step_is(step, err, fault):
+    """The job's own steps (its user, cwd, program) refused for what they name are the job's;
+    the host's trouble of the moment there, and every other step, the host's."""
+    assert fault_of(step, err) == fault
 
 
 @pytest.mark.parametrize("refused", ["lock-symlink", "folder-gone", "folder-symlink"])

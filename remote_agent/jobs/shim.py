@@ -4,7 +4,8 @@
 starts the shim in a session of its own. The shim forks the job, which — before it runs any of its
 own code — starts a session (and process group) of its own, joins its cgroup where it has one,
 records its pid (``started.json``), takes its output pipe as stdout and stderr, sets the base
-umask, becomes its user and enters its cwd; the exact reason any step fails is reported. When the
+umask, becomes its user and enters its cwd; the exact reason any step fails is reported, and whose
+fault it is (``fault_of``: the job's, or the host's, which another host may not share). When the
 job's first process ends, whatever it left behind is killed and ``exit.json`` records the end.
 
 A shim may die (it is a process like any other): the job runs on, and the daemon finds, watches and
@@ -43,6 +44,7 @@ from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe,
 from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 from remote_agent.programs import missing_interpreter
+from remote_agent.rpc.jsonrpc import HOST, JOB
 from remote_agent.text import said
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
@@ -125,9 +127,34 @@ class JobFolder:
             return err.errno == errno.ESTALE
 
 
+# The steps before the job's process runs that are the job's own (its user, its cwd, its
+# program), and the errors that say the host's trouble of the moment even there (no process,
+# memory, descriptor or room to be had; an I/O error), not the job's: ``fault_of``.
+JOB_STEPS = ("become user ", "enter its cwd ", "run ")
+HOST_ERRNOS = frozenset((errno.EAGAIN, errno.ENOMEM, errno.ENFILE, errno.EMFILE, errno.EIO,
+                         errno.ENOSPC, errno.EDQUOT))
+
+
+def fault_of(step: str, err: BaseException) -> str:
+    """Whose fault a step that failed before the job's process ran is (``exit.json``'s
+    "fault", the launch's error class, docs/protocol.md): the job's (JOB: it can never start
+    as given, wherever it goes) where one of its own steps was refused for what it names; else
+    the host's (HOST: a fork refused, a full disk, a spec a crash damaged, /proc missing):
+    nothing ran, so another host may start it, and the admin sends it there."""
+    if step.startswith(JOB_STEPS) and not (isinstance(err, OSError) and
+                                           err.errno in HOST_ERRNOS):
+        return JOB
+    return HOST
+
+
 class NotStarted(Exception):
     """Why the job's process was not started: nothing of it ran, and its end says so (a
-    start failure, as a job's own failed first step is: ``_not_started``)."""
+    start failure, as a job's own failed first step is: ``_not_started``), and whose fault
+    it is (``fault_of``)."""
+
+    def __init__(self, why: str, fault: str):
+        super().__init__(why)
+        self.fault = fault
 
 
 @contextmanager
@@ -138,7 +165,7 @@ def _step(words: str) -> Iterator[None]:
     try:
         yield
     except (OSError, UnsafePath) as err:
-        raise NotStarted("cannot %s: %s" % (words, err)) from err
+        raise NotStarted("cannot %s: %s" % (words, err), fault_of(words, err)) from err
 
 
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
@@ -185,10 +212,10 @@ def _clear(folder: JobFolder, path: str) -> str:
 def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
            errors: int, region: Optional[str]) -> None:
     """In the forked child: become the job, then exec it. Never returns; a failed step writes
-    its reason to ``errors`` (closed by a successful exec). The job keeps ``spare_fd``, a read
-    end of its own output pipe: while any of its processes lives the pipe has a reader, so its
-    writes never fail even when neither its shim nor a daemon is there to copy them (they wait
-    in the pipe for the next daemon)."""
+    its fault (``fault_of``) and reason to ``errors`` (closed by a successful exec). The job
+    keeps ``spare_fd``, a read end of its own output pipe: while any of its processes lives
+    the pipe has a reader, so its writes never fail even when neither its shim nor a daemon
+    is there to copy them (they wait in the pipe for the next daemon)."""
     step = "start a session"
     try:
         os.setsid()
@@ -233,7 +260,8 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
             why = missing_interpreter(spec["argv"][0], os.pathsep.join(
                 os.get_exec_path(spec["env"]))) or why
         try:
-            os.write(errors, said("cannot %s: %s" % (step, why)).encode())
+            os.write(errors, ("%s %s" % (fault_of(step, err), said("cannot %s: %s" % (
+                step, why)))).encode())
         finally:
             os._exit(127)
 
@@ -260,7 +288,8 @@ def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
     try:
         out_fd, spare_fd = _pipe_ends(reader)
     except OSError as err:
-        raise NotStarted("cannot open its output pipe: %s" % (proc_missing() or err)) from err
+        raise NotStarted("cannot open its output pipe: %s" % (proc_missing() or err),
+                         fault_of("open its output pipe", err)) from err
     try:
         with _step("start its process"):
             errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said: it ran
@@ -289,7 +318,8 @@ def _spawn(spec: Dict[str, Any], reader: int, folder: JobFolder,
     os.close(errors_r)
     if why:
         os.waitpid(pid, 0)
-        raise NotStarted(why.decode("utf-8", errors="replace"))
+        fault, _, words = why.decode("utf-8", errors="replace").partition(" ")
+        raise NotStarted(words, fault)
     return pid
 
 
@@ -321,7 +351,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         pid = _spawn(spec, reader, folder, region)
     except NotStarted as err:
         _remove_region(region, _job_uid(spec))
-        _not_started(folder, log, str(err), report_fd)
+        _not_started(folder, log, err, report_fd)
         return 0
     me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
     job = JobProcs(pid, me.start_ticks if me else None, spec.get("cgroup"))
@@ -397,8 +427,8 @@ def _read_spec(folder: JobFolder) -> Dict[str, Any]:
     path = folder.named("spec.json")
     with _step("read its spec"):
         data = read_private(path, "job spec", folder.fd)
-    if data is None:
-        raise NotStarted("cannot read its spec: %s is not there" % path)
+    if data is None:  # (the daemon wrote it before it started this shim: removed since)
+        raise NotStarted("cannot read its spec: %s is not there" % path, HOST)
     try:
         spec = _SPEC(json.loads(data))
         argv = spec["argv"]
@@ -408,21 +438,23 @@ def _read_spec(folder: JobFolder) -> Dict[str, Any]:
             _USER(spec["user"])
     except DAMAGE as err:
         raise NotStarted("cannot read its spec: %s is damaged (%s: %s)" % (
-            path, type(err).__name__, err)) from err
+            path, type(err).__name__, err), fault_of("read its spec", err)) from err
     return spec
 
 
-def _not_started(folder: JobFolder, log: Optional[CappedLog], why: str,
+def _not_started(folder: JobFolder, log: Optional[CappedLog], err: NotStarted,
                  report_fd: Optional[int]) -> None:
-    """The end of a job whose process was not started: ``why`` in its log, in ``exit.json``
-    (written until it fits) and to the launching daemon, which records it ended with that
-    reason."""
+    """The end of a job whose process was not started: why in its log, and why and whose
+    fault it is in ``exit.json`` (written until it fits) and to the launching daemon, which
+    records it ended with that reason and answers the launch by its fault."""
+    why = str(err)
     if log is None:  # its spec not read: no cap is known, and a line is all it takes
         log = CappedLog(folder.named(LOG_NAME), 0, folder.fd)
     log.note(why)
     log.close()
-    write_json_until_done(folder, "exit.json", {"error": why, "ended_at": time.time()})
-    _report(report_fd, {"error": why})
+    write_json_until_done(folder, "exit.json", {"error": why, "fault": err.fault,
+                                                "ended_at": time.time()})
+    _report(report_fd, {"error": why, "fault": err.fault})
 
 
 def _region(spec: Dict[str, Any], folder: JobFolder) -> Optional[str]:

@@ -80,7 +80,7 @@ def _started(data: Any) -> Dict[str, Any]:
 JOB_FILES = {
     "started.json": _started,
     "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
-                         "error": (str,)}),
+                         "error": (str,), "fault": (str,)}),
     OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),
     REGION_RECORD: record({"path": (str,), "uid": (int,)}, ("path", "uid")),
 }
@@ -207,6 +207,18 @@ def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
     if job is not None:
         data["job"] = job.record()
     return RpcError(rpc.START_FAILED, "the job cannot start: %s" % reason, data)
+
+
+def not_started(job: Job, reason: str, fault: Optional[str]) -> RpcError:
+    """The answer to a launch whose shim did not start the job, by whose fault it was
+    (``exit.json``'s "fault", the shim's ``fault_of``): the job's, START_FAILED (class job:
+    it fails for good); the host's, HOST_FAILED (class host: nothing ran, so the admin starts
+    it on another host). Not START_FAILED with class host: an admin that reads the code alone
+    would fail the job for good, and a class that contradicts its code is no class at all."""
+    if fault != rpc.HOST:
+        return start_failed(reason, job)
+    return RpcError(rpc.HOST_FAILED, "job j%d did not start, and nothing of it ran: %s" % (
+        job.id, reason), {"reason": reason, "job": job.record()})
 
 
 class Supervisor:
@@ -339,8 +351,9 @@ class Supervisor:
                                                       job.container in self._removing):
                 break  # (one that never ran starts again once its container's end is over)
             self._settled.wait()
-        if job.start_failed:
-            raise start_failed(job.reason or "it did not start", job)
+        if job.start_failed:  # (its fault as its shim recorded it)
+            ended = self.read_job_file(job, "exit.json") or {}
+            raise not_started(job, job.reason or "it did not start", ended.get("fault"))
         return job
 
     def _check_startable(self, req: LaunchRequest) -> Tuple[JobUser, Runtime]:
@@ -423,14 +436,14 @@ class Supervisor:
         return self._record_start(job, self._spawn_shim(job))
 
     def _record_start(self, job: Job, report: Optional[Dict[str, Any]]) -> Job:
-        """What the shim said: running, a start that failed (a job fault), a start still under
+        """What the shim said: running, a start that failed (``not_started``), a start still under
         way (answered as starting; the watchdog follows it), or a shim that died first."""
         if report is None:
             return job
         if "error" in report:
             self.finish(job, state="exited", exit_code=127, reason=report["error"],
                          by_launch=True)
-            raise start_failed(report["error"], job)
+            raise not_started(job, report["error"], report.get("fault"))
         if "lost" in report:
             self.finish(job, state="lost", reason=report["lost"], by_launch=True)
             raise RpcError(rpc.HOST_FAILED, "job j%d: %s" % (job.id, report["lost"]),
