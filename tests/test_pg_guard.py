@@ -976,7 +976,7 @@ def test_a_jobs_kept_output_is_read_by_its_team_and_the_admins_alone(guarded):
 
 
 def test_a_failed_jobs_last_line_is_read_by_its_team_and_the_admins_alone(any_grants):
-    """Migration 0045: the last line the scheduler keeps of a failed job is in its output's
+    """Migration 0044: the last line the scheduler keeps of a failed job is in its output's
     row, so 0021's row security holds it: ann (team vision) reads her team's job's, not team
     nlp's, by fractui's store or by psql; she writes none, whatever she was granted; an admin
     reads both. Kept before the tail, it is no tail; the tail kept after keeps it."""

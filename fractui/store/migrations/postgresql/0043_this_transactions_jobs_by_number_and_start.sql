@@ -12,7 +12,16 @@
 -- transaction's now (txid_current() is the top transaction's), where 0040 refused it by the
 -- subtransaction's own xmin: psql's ON_ERROR_ROLLBACK makes each statement one, and ann's
 -- cancel there, then its entry, was refused (seen).
+-- And by the time that transaction began as well as by its number: a number is the server's, and
+-- another server numbers its own. A store an admin dumped (pg_dump) and restored on another server
+-- keeps each job's written_in, the old server's numbers, which the new one, numbering from its own
+-- start, comes to in turn: ann audited "ann submit" of a job submitted as hers before the restore,
+-- in the new server's transaction of its old written_in (seen), as 0041's submit check would pass
+-- over such a pending job as one of her statement's own. written_in_began is
+-- transaction_timestamp() of the writing transaction, the server's clock when it began, stamped
+-- with written_in; no server's transaction has both of one of another server's, or of one gone by.
 ALTER TABLE jobs ADD COLUMN written_in BIGINT;
+ALTER TABLE jobs ADD COLUMN written_in_began TIMESTAMPTZ;
 
 -- A member writes no written_in of her own: a new job's is null as she sends it (0023's guard,
 -- as it was but for this), and a change of it is refused as any column's not hers to change.
@@ -37,7 +46,8 @@ BEGIN
               "memory_mib": null, "charge": 0, "preemptible": 0, "manual": 0,
               "agent_job": null, "exit_code": null, "stop_intent": null,
               "layout_version": null, "refusals": "[]", "queued_at": null,
-              "move_to": null, "written_in": null}',
+              "move_to": null, "written_in": null,
+              "written_in_began": null}',
             to_jsonb(NEW), ARRAY['id', 'queue', 'team', 'name', 'argv', 'cwd', 'request',
                                  'submitted_at', 'updated_at', 'env', 'image', 'submit_key',
                                  'submitted_by', 'run_as']);
@@ -123,6 +133,7 @@ CREATE FUNCTION fractui_written_in() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
     NEW.written_in := txid_current();
+    NEW.written_in_began := transaction_timestamp();
     RETURN NEW;
 END
 $$;
@@ -152,7 +163,8 @@ BEGIN
         later := (SELECT min(j.id) FROM jobs j
                   WHERE j.state = 'pending' AND j.submitted_at > NEW.submitted_at
                     AND j.submitted_at <= taken
-                    AND j.written_in IS DISTINCT FROM txid_current());
+                    AND (j.written_in, j.written_in_began) IS DISTINCT FROM
+                        (txid_current(), transaction_timestamp()));
         IF later IS NOT NULL THEN
             PERFORM fractui_guard_refuse(format('submit a job to team %s with a time before '
                                                 'job %s''s, submitted before this statement '
@@ -167,7 +179,7 @@ BEGIN
 END
 $$;
 
--- 0042's, the job's time no longer asked: its written_in says it all.
+-- 0042's, the job's time no longer asked: its written_in and written_in_began say it all.
 CREATE OR REPLACE FUNCTION fractui_guard_audit_done() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
@@ -177,6 +189,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM jobs j
                    WHERE j.id = NEW.job
                      AND j.written_in = txid_current()
+                     AND j.written_in_began = transaction_timestamp()
                      AND CASE NEW.action
                          WHEN 'submit' THEN j.state = 'pending' AND j.submitted_by = NEW.actor
                          WHEN 'cancel' THEN j.state = 'cancelled'
