@@ -851,6 +851,38 @@ def test_a_team_members_slow_insert_is_not_dated_before_the_jobs_it_waited_behin
         admin.close()
 
 
+def _dated_ahead(server, guarded: Guarded, job_id: int) -> float:
+    """Job ``job_id`` dated AHEAD_S ahead of the server's clock, as an admin on psql may date
+    it: its submit time now."""
+    return server.sql("UPDATE jobs SET submitted_at = extract(epoch FROM clock_timestamp()) + "
+                      "%d, updated_at = extract(epoch FROM clock_timestamp()) + %d WHERE id = "
+                      "%d RETURNING submitted_at" % (AHEAD_S, AHEAD_S, job_id),
+                      db=guarded.db)[0][0]
+
+
+def _waits_past(guarded: Guarded, ahead: float,
+                what: str) -> Callable[[psycopg.Connection], None]:
+    """What holds ann's slow INSERT (``_slow_insert``): her statement, begun before ``ahead``
+    (else ``what`` took longer than AHEAD_S, said), waits until the server's clock is past it."""
+    def past_its_time(holder: psycopg.Connection) -> None:
+        began = holder.execute("SELECT extract(epoch FROM query_start) FROM pg_stat_activity "
+                               "WHERE usename = %s", (guarded.ann,)).fetchone()[0]
+        assert began < ahead, "%s took longer than AHEAD_S: ann's statement began after the " \
+            "job's time" % what
+        while not holder.execute("SELECT extract(epoch FROM clock_timestamp()) > %s",
+                                 (ahead,)).fetchone()[0]:
+            holder.execute("SELECT pg_sleep(0.1)")
+    return past_its_time
+
+
+def _refused_behind(server, guarded: Guarded, job_id: int, said: list) -> None:
+    """Ann's slow INSERT was refused as dated before job ``job_id``'s, and nothing written."""
+    assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
+    assert ("submit a job to team %s with a time before job %d's, submitted before this "
+            "statement took the turn" % (guarded.vision, job_id)) in str(said[0])
+    assert server.sql("SELECT id FROM jobs", db=guarded.db) == [(job_id,)]
+
+
 def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_2_to_the_32_ago():
     """Migration 0043: 0041 passed over a pending job of this transaction's xmin, taking it
     for one of the statement's own: a job an admin on psql dated ahead (AHEAD_S), untouched
@@ -866,27 +898,11 @@ def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_2_to_the_3
             old = admin.submit("n", guarded.nlp, "old", ["true"], {}, "x")
         finally:
             admin.close()
-        ahead = server.sql("UPDATE jobs SET submitted_at = extract(epoch FROM clock_timestamp()) "
-                           "+ %d, updated_at = extract(epoch FROM clock_timestamp()) + %d WHERE "
-                           "id = %d RETURNING submitted_at" % (AHEAD_S, AHEAD_S, old.id),
-                           db=guarded.db)[0][0]
+        ahead = _dated_ahead(server, guarded, old.id)
         xmin = _wrap_around_to_job(server, guarded, old.id)
-
-        def past_its_time(holder: psycopg.Connection) -> None:
-            began = holder.execute("SELECT extract(epoch FROM query_start) FROM "
-                                   "pg_stat_activity WHERE usename = %s", (guarded.ann,)
-                                   ).fetchone()[0]
-            assert began < ahead, "the restart took longer than AHEAD_S: ann's statement " \
-                "began after the job's time"
-            while not holder.execute("SELECT extract(epoch FROM clock_timestamp()) > %s",
-                                     (ahead,)).fetchone()[0]:
-                holder.execute("SELECT pg_sleep(0.1)")
-        said = _slow_insert(guarded, past_its_time)
+        said = _slow_insert(guarded, _waits_past(guarded, ahead, "the restart"))
         assert server.sql("SELECT txid_current() % 4294967296", db=guarded.db)[0][0] == xmin + 1
-        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
-        assert ("submit a job to team %s with a time before job %d's, submitted before this "
-                "statement took the turn" % (guarded.vision, old.id)) in str(said[0])
-        assert server.sql("SELECT id FROM jobs", db=guarded.db) == [(old.id,)]
+        _refused_behind(server, guarded, old.id, said)
     finally:
         server.close()
 
@@ -905,27 +921,11 @@ def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_before_a_r
             old = admin.submit("n", guarded.nlp, "old", ["true"], {}, "x")
         finally:
             admin.close()
-        ahead = old_server.sql("UPDATE jobs SET submitted_at = extract(epoch FROM "
-                               "clock_timestamp()) + %d, updated_at = extract(epoch FROM "
-                               "clock_timestamp()) + %d WHERE id = %d RETURNING submitted_at"
-                               % (AHEAD_S, AHEAD_S, old.id), db=guarded.db)[0][0]
+        ahead = _dated_ahead(old_server, guarded, old.id)
         restored, written_in = _restored_at_job(new_server, guarded, old.id)
-
-        def past_its_time(holder: psycopg.Connection) -> None:
-            began = holder.execute("SELECT extract(epoch FROM query_start) FROM "
-                                   "pg_stat_activity WHERE usename = %s", (guarded.ann,)
-                                   ).fetchone()[0]
-            assert began < ahead, "the restore took longer than AHEAD_S: ann's statement " \
-                "began after the job's time"
-            while not holder.execute("SELECT extract(epoch FROM clock_timestamp()) > %s",
-                                     (ahead,)).fetchone()[0]:
-                holder.execute("SELECT pg_sleep(0.1)")
-        said = _slow_insert(restored, past_its_time)
+        said = _slow_insert(restored, _waits_past(guarded, ahead, "the restore"))
         assert new_server.sql("SELECT txid_current()")[0][0] == written_in + 1
-        assert len(said) == 1 and isinstance(said[0], psycopg.errors.InsufficientPrivilege), said
-        assert ("submit a job to team %s with a time before job %d's, submitted before this "
-                "statement took the turn" % (guarded.vision, old.id)) in str(said[0])
-        assert new_server.sql("SELECT id FROM jobs", db=guarded.db) == [(old.id,)]
+        _refused_behind(new_server, guarded, old.id, said)
     finally:
         new_server.close()
         old_server.close()
