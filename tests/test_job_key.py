@@ -135,13 +135,19 @@ def test_the_admin_neither_reads_nor_stops_the_new_job_of_a_kept_id(tmp_path):
         assert "the job of key %r is gone from gpu-a's agent" % job.key(f.store.uid) in \
             kept.text, kept.text
 
-        session = f.fleet.session("gpu-a")
-        assert session.call("job.get", {"job": new["id"]})["state"] == "running"
-        release_new.touch()
-        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
-                   "the new job to end")
-        rec = session.call("job.get", {"job": new["id"]})
-        assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
+        _never_stopped(f, new, release_new)
+
+
+def _never_stopped(f, new: dict, release_new: Path) -> None:
+    """The new job of the kept id still runs, and once released ends exited 0: never
+    stopped by what was asked of the old one."""
+    session = f.fleet.session("gpu-a")
+    assert session.call("job.get", {"job": new["id"]})["state"] == "running"
+    release_new.touch()
+    wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
+               "the new job to end")
+    rec = session.call("job.get", {"job": new["id"]})
+    assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec
 
 
 def test_a_kept_id_typed_by_hand_neither_reads_nor_stops_the_new_job(tmp_path):
@@ -159,13 +165,7 @@ def test_a_kept_id_typed_by_hand_neither_reads_nor_stops_the_new_job(tmp_path):
                 assert ("%s (job %d) is gone from gpu-a's agent (its state dir was likely "
                         "wiped or lost): %s is another job now, neither shown nor touched" % (
                             ref, job.id, ref)) in said.stderr, (verb, said.stderr)
-        session = f.fleet.session("gpu-a")
-        assert session.call("job.get", {"job": new["id"]})["state"] == "running"
-        release_new.touch()
-        wait_until(lambda: session.call("job.get", {"job": new["id"]})["state"] != "running",
-                   "the new job to end")
-        rec = session.call("job.get", {"job": new["id"]})
-        assert (rec["state"], rec["exit_code"]) == ("exited", 0), rec  # never stopped
+        _never_stopped(f, new, release_new)
 
 
 def test_an_id_typed_by_hand_that_no_live_job_of_the_store_holds_names_the_agents_job(
