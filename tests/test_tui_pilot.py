@@ -8,6 +8,7 @@ import os
 import random
 import sys
 import threading
+from typing import List, Tuple
 
 import pytest
 
@@ -18,6 +19,7 @@ from textual.keys import _character_to_key
 from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
+from fractui.store.model import Job
 from fractui.tui.app import check_tui_settings
 from fractui.tui import commands
 from fractui.tui.commands import FleetCommands, _distance, _highlight
@@ -174,6 +176,16 @@ async def test_a_long_querys_hits_keep_textuals_order_as_the_ties_are_nudged():
     assert shown == sorted(shown, reverse=True), shown
 
 
+async def palette_hits(name: str, query: str) -> Tuple[List[str], Job]:
+    """The palette's hits for ``query`` on the settled app whose first job is named ``name``,
+    and that job."""
+    async with settled_app((120, 36)) as (app, _pilot):
+        model = fleet(app).model
+        job = dataclasses.replace(model.store.jobs[0], name=name)
+        model.store = dataclasses.replace(model.store, jobs=(job,) + model.store.jobs[1:])
+        return [hit.text async for hit in FleetCommands(app.screen).search(query)], job
+
+
 @pilot_test
 async def test_a_name_with_countless_ways_to_match_is_scored_by_its_first(monkeypatch):
     """Textual's fuzzy search scores every way a query's characters are found in order in a
@@ -184,12 +196,7 @@ async def test_a_name_with_countless_ways_to_match_is_scored_by_its_first(monkey
     score = FuzzySearch.score
     monkeypatch.setattr(FuzzySearch, "score", lambda self, text, offsets: (
         scored.append(text), score(self, text, offsets))[1])
-    async with settled_app((120, 36)) as (app, pilot):
-        model = fleet(app).model
-        job = model.store.jobs[0]
-        model.store = dataclasses.replace(model.store, jobs=(
-            dataclasses.replace(job, name="a-b-" * 32),) + model.store.jobs[1:])
-        hits = [hit.text async for hit in FleetCommands(app.screen).search("abab")]
+    hits, job = await palette_hits("a-b-" * 32, "abab")
     assert "open job #%d %s" % (job.id, "a-b-" * 32) in hits
     mine = [text for text in scored if "a-b-" * 32 in text]
     assert 0 < len(mine) < 10, len(mine)  # (each of its entries once)
@@ -206,12 +213,7 @@ async def test_a_name_textual_would_look_through_at_length_is_scored_by_its_firs
     match = FuzzySearch.match
     monkeypatch.setattr(FuzzySearch, "match", lambda self, query, text: (
         searched.append(text), match(self, query, text))[1])
-    async with settled_app((120, 36)) as (app, pilot):
-        model = fleet(app).model
-        job = model.store.jobs[0]
-        model.store = dataclasses.replace(model.store, jobs=(
-            dataclasses.replace(job, name=name),) + model.store.jobs[1:])
-        hits = [hit.text async for hit in FleetCommands(app.screen).search("abc")]
+    hits, job = await palette_hits(name, "abc")
     assert "open job #%d %s" % (job.id, name) in hits
     assert not [text for text in searched if name in text]
 
@@ -223,12 +225,7 @@ async def test_a_long_name_pasted_whole_into_the_palette_finds_its_job():
     of its hits, so a job's long name pasted whole found nothing. Past MATCH_LENGTH
     characters a text is scored by its first match."""
     name = "".join(chr(0x4E00 + i) for i in range(1500)) + " end"
-    async with settled_app((120, 36)) as (app, pilot):
-        model = fleet(app).model
-        job = model.store.jobs[0]
-        model.store = dataclasses.replace(model.store, jobs=(
-            dataclasses.replace(job, name=name),) + model.store.jobs[1:])
-        hits = [hit.text async for hit in FleetCommands(app.screen).search(name[:-4] + "d")]
+    hits, job = await palette_hits(name, name[:-4] + "d")
     assert "open job #%d %s" % (job.id, name) in hits
 
 
