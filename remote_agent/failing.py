@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, TypeVar, Union
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import NvmlCallError
@@ -35,7 +35,7 @@ class Failures:
     Steps may run on several threads (a snapshot is taken by the monitor and by a client's
     request; a scheduler's pass and its hosts' lanes)."""
 
-    def __init__(self, logger: logging.Logger,
+    def __init__(self, logger: Union[logging.Logger, logging.LoggerAdapter[Any]],
                  counted: Tuple[str, str] = ("pass", "passes")):
         self._log = logger
         self._counted = counted

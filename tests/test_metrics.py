@@ -501,6 +501,62 @@ def test_a_connection_past_the_bound_while_each_is_answered_is_refused(monkeypat
                             "from 127.0.0.1" % port]
 
 
+def clients_lines(caplog) -> List[str]:
+    """The endpoint's lines at INFO or above but its own serving and stopping."""
+    return [r.getMessage() for r in caplog.records if r.name == "fractui.metrics" and
+            r.levelno >= logging.INFO and "serving" not in r.getMessage()]
+
+
+def test_bad_requests_say_at_most_log_lines_a_window_then_how_many_more(monkeypatch, caplog):
+    """A request refused (not HTTP) was a warning each: any client could flood the
+    scheduler's log. At most LOG_LINES are said in a LOG_WINDOW_S, and the rest counted in one
+    line once the window has ended (said at the next pass); then lines are said again."""
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    monkeypatch.setattr(exporting, "LOG_LINES", 3)
+    monkeypatch.setattr(exporting, "LOG_WINDOW_S", 3600.0)
+    port = closed_port()
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+    refused = "metrics: a request from 127.0.0.1 failed: code 400, message Bad request " \
+              "version ('all')"
+    try:
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
+        for _ in range(10):  # (each said, where it is, before its 400 is sent)
+            assert b"Error code: 400" in answer(connected(port), b"not http at all\r\n\r\n")
+        assert clients_lines(caplog) == [refused] * 3
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS))
+        assert clients_lines(caplog) == [refused] * 3  # (the window goes on)
+        monkeypatch.setattr(exporting, "LOG_WINDOW_S", 0.0)  # (it has ended)
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS))
+        assert b"Error code: 400" in answer(connected(port), b"not http at all\r\n\r\n")
+    finally:
+        exporter.close()
+    assert clients_lines(caplog) == [refused] * 3 + [
+        "metrics: and 7 more lines from its clients in the last 0 s, unsaid: at most 3 are "
+        "said in that time", refused]
+
+
+def test_the_connection_bound_reached_and_left_again_and_again_is_said_at_most_log_lines(
+        monkeypatch, caplog):
+    """The bound reached and left again and again said each time, two lines a connection
+    (a review's 1000 connections gave 919): at most LOG_LINES in a window, across the
+    endpoint, and what was left unsaid is counted when it stops."""
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    monkeypatch.setattr(exporting, "CONNECTIONS", 1)
+    monkeypatch.setattr(exporting, "LOG_LINES", 5)
+    monkeypatch.setattr(exporting, "LOG_WINDOW_S", 3600.0)
+    with serving() as port:
+        for _ in range(20):
+            first = connected(port)  # room again: said
+            second = connected(port)  # full: the first closed, said
+            assert answer(first) == b""
+            assert answer(second, REQUEST).startswith(b"HTTP/1.0 200 OK")  # (closed after)
+        said = clients_lines(caplog)
+        assert len(said) == 5 and "the most served at once" in said[0], said
+    assert clients_lines(caplog)[5:] == [
+        "metrics: and 34 more lines from its clients in the last 3600 s, unsaid: at most 5 "
+        "are said in that time"]
+
+
 def test_a_connection_that_sends_no_whole_request_is_closed_after_the_timeout(
         monkeypatch, capfd):
     """A connection silent past REQUEST_SECONDS, or stopped partway through its request, is

@@ -25,6 +25,7 @@ from prometheus_client.core import Metric
 
 from fractui.config import Config
 from fractui.metrics.families import families
+from fractui.metrics.loglines import Bounded
 from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.store.model import Job
@@ -49,6 +50,11 @@ scrape sends its request at once and reads the answer as it comes."""
 HEAD_BYTES = 16384
 """A request's headers, all together (Prometheus sends under 1 KiB). http.server's own bounds,
 100 lines of 64 KiB, let one connection hold 6.5 MiB."""
+LOG_LINES = 20
+"""The endpoint's lines from what its clients do (a request refused, the connection bound
+reached and left), at INFO or above, said in each ``LOG_WINDOW_S`` across its addresses: past
+them one line counts the rest. One a connection let any client flood the scheduler's log."""
+LOG_WINDOW_S = 60.0
 
 
 class Exporter:
@@ -80,6 +86,7 @@ class Exporter:
         self._servers: List[WSGIServer] = []  # one per address the name has
         self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
         self._failures = Failures(log, TRIES)  # the bind error, said once while it repeats
+        self._said = Bounded(log, lambda: LOG_LINES, lambda: LOG_WINDOW_S)  # its clients' lines
 
     @property
     def serving(self) -> bool:
@@ -95,6 +102,7 @@ class Exporter:
                 self._last_pass = report.at
             self._held, self._store_ok = report.held, report.store_ok
             self._holder = report.holder
+        self._said.flush()  # (what its clients' lines left unsaid, once their window ended)
         if report.held:
             passes = self.passes.labels(report.holder)  # (its series, 0 before its first)
             if report.seconds is not None:
@@ -128,7 +136,7 @@ class Exporter:
         try:
             for family, addr in addresses(host, port):
                 at = "" if addr == host else " (%s)" % addr
-                bound.append(_Server(family, (addr, port), self._app))
+                bound.append(_Server(family, (addr, port), self._app, self._said))
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
             for server in bound:
                 server.server_close()
@@ -155,6 +163,7 @@ class Exporter:
         for server in servers:
             server.shutdown()
             server.server_close()
+        self._said.flush(stopping=True)
         if servers:
             log.info("metrics: stopped serving (the lease is not held)")
 
@@ -194,8 +203,8 @@ class _Logged(WSGIRequestHandler):
         log.debug("metrics: %s " + format, self.address_string(), *args)
 
     def log_error(self, format: str, *args: object) -> None:
-        log.warning("metrics: a request from %s failed: " + format, self.address_string(),
-                    *args)
+        self.server.said.warning("metrics: a request from %s failed: " + format,
+                                 self.address_string(), *args)
 
 
 class _Output:
@@ -244,12 +253,14 @@ class _Server(ThreadingWSGIServer):
     first address of a name alone. It keeps at most ``CONNECTIONS`` open, and closes those
     that have sent no request when it is closed."""
 
-    def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any]):
+    def __init__(self, family: int, address: Tuple[str, int], app: Callable[..., Any],
+                 said: Bounded):
         self.address_family = family
+        self.said = said  # the endpoint's lines from its clients, bounded across its servers
         self._lock = threading.Lock()
         # each open connection, oldest first: whether its request is in (being answered)
         self._open: Dict[socket.socket, bool] = {}
-        self._full = Failures(log, ("connection", "connections"))  # said once while full
+        self._full = Failures(said, ("connection", "connections"))  # said once while full
         super().__init__(address, _Logged)  # (a bind that fails calls server_close)
         self.set_app(app)
 
