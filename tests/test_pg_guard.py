@@ -658,14 +658,19 @@ def test_a_team_members_audit_entry_is_not_of_a_job_dated_ahead_2_to_the_32_tran
         server.close()
 
 
-def _restored_at_job(server, guarded: Guarded, job: int) -> tuple[Guarded, int]:
+def _restored_at(server, guarded: Guarded, number: str) -> tuple[Guarded, int]:
     """``guarded``'s store restored on ``server`` as an admin moves a store (pg_dump), which
-    then runs on to ``job``'s written_in, the old server's transaction: its store, and that."""
-    written_in = guarded.server.sql(  # type: ignore[attr-defined]
-        "SELECT written_in FROM jobs WHERE id = %d" % job, db=guarded.db)[0][0]
+    then runs on to the old server's transaction that the SQL ``number`` reads there (a job's
+    written_in, a turn's taken_in): its store, and that number."""
+    xid = guarded.server.sql(number, db=guarded.db)[0][0]  # type: ignore[attr-defined]
     server.restore(guarded.server, guarded.db)
-    server.run_to(written_in)
-    return replace(guarded, server=server), written_in
+    server.run_to(xid)
+    return replace(guarded, server=server), xid
+
+
+def _restored_at_job(server, guarded: Guarded, job: int) -> tuple[Guarded, int]:
+    """The same, run on to ``job``'s written_in."""
+    return _restored_at(server, guarded, "SELECT written_in FROM jobs WHERE id = %d" % job)
 
 
 def test_a_team_members_audit_entry_is_not_of_a_job_written_before_a_restore():
@@ -926,6 +931,49 @@ def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_before_a_r
         said = _slow_insert(restored, _waits_past(guarded, ahead, "the restore"))
         assert new_server.sql("SELECT txid_current()")[0][0] == written_in + 1
         _refused_behind(new_server, guarded, old.id, said)
+    finally:
+        new_server.close()
+        old_server.close()
+
+
+def test_a_team_members_turn_taken_before_a_restore_is_not_hers():
+    """Migration 0045: a store restored on another server (pg_dump) keeps its turns' taken_in,
+    the old server's numbers, which the new server comes to in turn. In its transaction of a
+    turn's number fractui_team_turn took the turn without its time, the turn read as taken
+    then, before the restore: ann began that transaction, left it open while nlp submitted,
+    then inserted her job with the time it began, and it went ahead of theirs (seen), as
+    0039's open transaction had."""
+    from tests.pg import PgServer
+    old_server, new_server = PgServer(), PgServer()
+    try:
+        guarded = _guarded(old_server, EARLIER)
+        old_server.run_to(2 ** 20)  # (a server that has run a while: past the new one's start)
+        ann = guarded.store(guarded.ann)
+        try:
+            ann.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann, run_as=guarded.ann)
+        finally:
+            ann.close()
+        restored, taken_in = _restored_at(new_server, guarded, "SELECT taken_in FROM "
+                                          "team_turns WHERE team = '%s'" % guarded.vision)
+        began = "extract(epoch FROM transaction_timestamp())"
+        admin = restored.store()
+        try:
+            with psycopg.connect(restored.url(guarded.ann)) as conn:  # (not autocommit)
+                assert conn.execute("SELECT txid_current()").fetchone()[0] == taken_in
+                admin.submit("n", guarded.nlp, "theirs", ["true"], {}, "x")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                   match="submit a job to team %s with a time before its turn"
+                                   % guarded.vision):
+                    conn.execute(audited(
+                        "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                        "submitted_at, updated_at, submitted_by, run_as) VALUES ('v', '%s', "
+                        "'x', '[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                            guarded.vision, began, began, guarded.ann, guarded.ann),
+                        guarded.ann, "submit"))
+            assert [j.name for j in sorted(admin.jobs(), key=lambda j: (j.submitted_at, j.id))
+                    ] == ["old", "theirs"]
+        finally:
+            admin.close()
     finally:
         new_server.close()
         old_server.close()
