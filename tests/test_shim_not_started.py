@@ -6,6 +6,7 @@ daemon fences the job off as never started. Each runs a real shim."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -226,6 +227,55 @@ def test_a_job_its_own_step_refuses_is_not_started_by_its_own_fault(tmp_path, ar
     assert _ended_not_started(job_dir, tmp_path / "ran", JOB) == why
 
 
+@contextmanager
+def _dead_mount(where: Path) -> Iterator[Path]:
+    """A FUSE mount at ``where`` whose server is gone (its /dev/fuse closed at once, as a dead
+    sshfs or network filesystem leaves it): every look at it fails with ENOTCONN."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    where.mkdir()
+    fd = os.open("/dev/fuse", os.O_RDWR)
+    try:
+        if libc.mount(b"dead", str(where).encode(), b"fuse", 0,
+                      b"fd=%d,rootmode=40000,user_id=0,group_id=0" % fd) != 0:
+            raise OSError(ctypes.get_errno(), "cannot mount a FUSE filesystem at %s" % where)
+    finally:
+        os.close(fd)
+    try:
+        yield where
+    finally:
+        libc.umount2(str(where).encode(), 2)  # MNT_DETACH
+
+
+@pytest.mark.parametrize("in_mount", ["cwd", "program"])
+def test_a_job_on_a_mount_that_is_down_is_not_started_by_the_hosts_fault(tmp_path, in_mount):
+    """Its cwd or program on this host's network or FUSE mount whose server is gone (ENOTCONN;
+    ESTALE, ETIMEDOUT alike): the host's trouble, not the job's, so it goes to another host
+    rather than failing for good. Before, the job's fault (its cwd or program refused)."""
+    with _dead_mount(tmp_path / "net") as net:
+        argv, cwd = (["true"], str(net)) if in_mount == "cwd" else ([str(net / "prog")], "/")
+        job_dir = _job_dir(tmp_path, argv, cwd=cwd)
+        why = _ended_not_started(job_dir, tmp_path / "ran", HOST)
+    assert why.endswith(": Transport endpoint is not connected"), why
+
+
+@pytest.mark.parametrize("in_mount", ["cwd", "program"])
+def test_a_launch_onto_a_mount_that_is_down_is_refused_as_the_hosts(start_agent, tmp_path,
+                                                                    in_mount):
+    """The daemon's own look at a job's cwd and program (one not run_as: before its shim)
+    on a mount that is down says so, as the host's: HOST_FAILED, nothing recorded, so the
+    admin starts it elsewhere. Before, START_FAILED "No such file or directory": words not
+    true, and the job failed for good."""
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    with _dead_mount(tmp_path / "net") as net:
+        argv, cwd = (["true"], str(net)) if in_mount == "cwd" else ([str(net / "prog")], "/")
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-net", gpu=0, memory_mib=10, argv=argv, cwd=cwd)
+    step = "enter its cwd %s" % cwd if in_mount == "cwd" else "run %s" % argv[0]
+    assert (err.value.code, err.value.data["class"], err.value.data["reason"]) == (
+        rpc.HOST_FAILED, rpc.HOST, "cannot %s: Transport endpoint is not connected" % step)
+    assert agent.call("job.list")["jobs"] == []
+
+
 @pytest.mark.parametrize("step, err, fault", [
     ("run x", FileNotFoundError(2, "No such file or directory"), JOB),
     ("run x", PermissionError(13, "Permission denied"), JOB),
@@ -234,6 +284,10 @@ def test_a_job_its_own_step_refuses_is_not_started_by_its_own_fault(tmp_path, ar
     ("run x", OSError(12, "Cannot allocate memory"), HOST),
     ("run x", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
     ("enter its cwd /x", OSError(5, "Input/output error"), HOST),
+    ("enter its cwd /x", OSError(116, "Stale file handle"), HOST),
+    ("run /net/x", TimeoutError(110, "Connection timed out"), HOST),
+    ("run x", OSError(7, "Argument list too long"), JOB),
+    ("run x", OSError(40, "Too many levels of symbolic links"), JOB),
     ("start its process", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
     ("make its output pipe", OSError(28, "No space left on device"), HOST),
     ("read its spec", ValueError("cut short"), HOST),

@@ -48,6 +48,7 @@ from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
+from remote_agent.jobs.shim import HOST_ERRNOS
 from remote_agent.jobs.region import REGION_RECORD, remove_region
 from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
@@ -386,11 +387,14 @@ class Supervisor:
             return user, self.runtimes.get("process")  # would say what is in others' dirs
         cwd = req.cwd or user.default_cwd()
         if not os.path.isdir(cwd):
+            _host_trouble("enter its cwd %s" % cwd, [cwd])
             why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)
             raise start_failed("cannot enter its cwd %s: %s" % (cwd, why))
         path = req.env.get("PATH") or base_env(os.environ, user)["PATH"]
-        why = _program_problem(req.argv[0], path, cwd)
+        candidates = _exec_candidates(req.argv[0], path, cwd)
+        why = _program_problem(candidates)
         if why:
+            _host_trouble("run %s" % req.argv[0], candidates)
             raise start_failed("cannot run %s: %s" % (req.argv[0], why))
         return user, self.runtimes.get("process")
 
@@ -1250,19 +1254,38 @@ def tail_lines(data: bytes, lines: int) -> List[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-lines:] if lines else []
 
 
-def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
-    """Why exec would not find ``program`` (as execvp looks it up), or None."""
+def _exec_candidates(program: str, path: str, cwd: str) -> List[str]:
+    """Where execvp looks for ``program``, in its order."""
     if "/" in program:
-        candidates = [os.path.join(cwd, program)]
-    else:
-        candidates = [os.path.join(os.path.join(cwd, d) if d else cwd, program)
-                      for d in path.split(os.pathsep)]
+        return [os.path.join(cwd, program)]
+    return [os.path.join(os.path.join(cwd, d) if d else cwd, program)
+            for d in path.split(os.pathsep)]
+
+
+def _program_problem(candidates: List[str]) -> Optional[str]:
+    """Why exec would not find the program at any of its ``candidates``, or None."""
     for candidate in candidates:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return None
     if any(os.path.exists(c) for c in candidates):
         return os.strerror(errno.EACCES)
     return os.strerror(errno.ENOENT)
+
+
+def _host_trouble(step: str, paths: List[str]) -> None:
+    """HOST_FAILED where a job's cwd or program was not found because looking at one of
+    ``paths`` failed for the host's trouble (``shim.HOST_ERRNOS``: a network or FUSE mount
+    whose server is gone, an I/O error), as its shim would say it: nothing is recorded, and
+    the admin starts it on another host rather than failing it for good in words that are
+    not true ("No such file or directory")."""
+    for path in paths:
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno in HOST_ERRNOS:
+                why = "cannot %s: %s" % (step, err.strerror)
+                raise RpcError(rpc.HOST_FAILED, "the job cannot start on this host: %s" % why,
+                               {"reason": why}) from None
 
 
 def _kill(pid: int) -> bool:
