@@ -994,6 +994,29 @@ def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
         assert (done.returncode, done.stderr) == (0, ""), (argv, done.stderr)
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])  # (fails in the verb's write, or at main's flush)
+def test_an_output_with_no_room_is_said_to_be_stdouts(tmp_path, unbuffered):
+    """``fractui jobs > /dev/full`` said "fractui: [Errno 28] No space left on device", exit
+    1, naming nothing (the store's disk? a host's?); ``--help`` and ``--version`` there said
+    nothing, exit 0. Every verb, and argparse's own, says it was its output."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n\n[[queues]]\nname = "q"\ngpu = 0.25\n'
+                      % sqlite_url(str(tmp_path / "store.db")))
+    assert subprocess_run(["--config", str(config), "submit", "--queue", "q", "--", "x"]
+                          ).returncode == 0
+    for argv in (["jobs"], ["jobs", "--json"], ["status"], ["audit"], ["queues"], ["report"],
+                 ["--help"], ["--version"], ["jobs", "--help"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([PY, "-m", "fractui", "--config", str(config), *argv],
+                                  stdout=full, stderr=subprocess.PIPE, text=True,
+                                  cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, PYTHONUNBUFFERED=unbuffered))
+        said = done.stderr.splitlines()
+        assert done.returncode == 1 and not leaks(done.stderr), (argv, done.stderr)
+        assert said[-1] == "fractui: cannot write the output (stdout): No space left on " \
+            "device" and said.count(said[-1]) == 1, (argv, done.stderr)
+
+
 def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: F811
     """``fractui jobs --all --json | head -1`` and ``fractui logs -f N | head -1``: more output
     than a pipe holds, so fractui is still writing when head has gone."""
