@@ -243,6 +243,13 @@ def width() -> Optional[int]:
     return None
 
 
+def print_lines(lines: Sequence[str]) -> None:
+    """Lines that are no table (``status``'), each cut to ``width()`` as a table's are."""
+    columns = width()
+    for line in lines:
+        print(line if columns is None else cut(line, columns))
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[int],
           columns: Optional[int]) -> List[str]:
     """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the

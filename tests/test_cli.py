@@ -1157,6 +1157,34 @@ def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_
     assert agent_why({"state": "exited", "exit_code": 0, "last_line": "done"}) == "exited 0"
 
 
+def test_status_cuts_its_lines_to_columns_as_jobs_does(tmp_path, capfd, monkeypatch):
+    """``jobs``, ``teams``, ``report``, ``audit`` and ``queues`` cut their lines to $COLUMNS;
+    ``status`` printed its whole, a host's error too. It cuts them as they do (terminal.width),
+    the hosts it asks and the hosts the store keeps alike; without $COLUMNS, into a pipe,
+    nothing is cut."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "gpus": [
+            {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": 23034,
+             "mig_mode": False}]})
+    finally:
+        store.close()
+    kept = tmp_path / "config.toml"
+    kept.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    asked = tmp_path / "asked.toml"
+    asked.write_text(kept.read_text() + '[ssh]\nconnect_timeout = 2\n[[hosts]]\nname = "down"\n'
+                     'host = "127.0.0.1"\nport = %d\n' % closed_port())
+    for config, code in ((kept, 0), (asked, 1)):
+        monkeypatch.delenv("COLUMNS", raising=False)
+        done, whole, err = in_process(capfd, ["--config", str(config), "status"])
+        assert done == code and max(map(len, whole.splitlines())) > 30, (whole, err)
+        monkeypatch.setenv("COLUMNS", "30")
+        done, out, err = in_process(capfd, ["--config", str(config), "status"])
+        assert done == code and out.splitlines() == [
+            line if len(line) <= 30 else line[:29] + "\u2026" for line in whole.splitlines()
+        ], (out, whole)
+
+
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "conf")}
     expected = str(tmp_path / "conf" / "fractui" / "config.toml")
