@@ -25,8 +25,9 @@ from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image
 from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
-from fractui.terminal import (closed_streams_to_devnull, escape_what_cannot_be_encoded, say,
-                              stdout_to_devnull, text_only_to_terminals)
+from fractui.terminal import (OutputFailed, checked_stdout, closed_streams_to_devnull,
+                              escape_what_cannot_be_encoded, say, stdout_to_devnull,
+                              text_only_to_terminals)
 from fractui.usage import BY
 from fractui.words import as_typed, quoted
 
@@ -90,9 +91,13 @@ class _Parser(argparse.ArgumentParser):
                 ", ".join(map(repr, action.choices))))
 
     def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
-        try:
-            super()._print_message(message, file)
-        except OSError:  # its reader is gone (a closed pipe): there is no one to tell
+        if not message:
+            return
+        try:  # (not argparse's own: 3.11's drops every OSError, stdout's with no room too)
+            (file or sys.stderr).write(message)
+        except OutputFailed:  # stdout has no room: said by main, exit 1
+            raise
+        except OSError:  # its reader is gone (a closed pipe), or stderr failed: no one to tell
             pass
 
 
@@ -377,6 +382,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command line; returns its exit code, whatever happened."""
     closed_streams_to_devnull()
     escape_what_cannot_be_encoded()
+    checked_stdout()
     try:
         try:
             code = _run(list(sys.argv[1:] if argv is None else argv))
@@ -386,6 +392,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
     except BrokenPipeError:
         return _closed_pipe()
+    except OutputFailed as err:  # (no room, an I/O error): the output is not whole, so exit 1
+        stdout_to_devnull()  # what is left in its buffer cannot fail the exit
+        say("cannot write the output (stdout): %s" % err.strerror)
+        return EXIT_FAILED
     except KeyboardInterrupt as stopped:
         return EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - every error ends as one line and its code

@@ -38,7 +38,7 @@ from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
 from fractui.store.model import ON_HOST, StaleCopy
 from fractui.store.intents import Asker, authorize
-from fractui.terminal import confirm, print_json, say
+from fractui.terminal import confirm, print_json, print_lines, say
 from fractui.whoami import os_user
 from fractui.words import shell_line
 from remote_agent import MODE_RESET
@@ -73,13 +73,14 @@ def status(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"hosts": records})
     else:
+        lines = []
         for r in records:
-            print("%-16s %-10s %s" % (r["name"], r["state"], " ".join(
+            lines.append("%-16s %-10s %s" % (r["name"], r["state"], " ".join(
                 w for w in (_mark(r["out_of_service"]), r["error"]) if w)))
-            for g in r["gpus"]:
-                print(kept_status.gpu_line(g, (_mark(g["out_of_service"]), _gpu_summary(g))))
-            for c in r["unheld_copies"]:
-                print("    %s: %s" % (c["ref"], c["why"]))
+            lines += [kept_status.gpu_line(g, (_mark(g["out_of_service"]), _gpu_summary(g)))
+                      for g in r["gpus"]]
+            lines += ["    %s: %s" % (c["ref"], c["why"]) for c in r["unheld_copies"]]
+        print_lines(lines)
     bad = [r for r in records if r["state"] in ("offline", "untrusted", "connecting")]
     return EXIT_FAILED if bad else 0
 

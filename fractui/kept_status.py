@@ -15,7 +15,7 @@ from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.sched.cordons import marks
 from fractui.store.model import ON_HOST, OUT_OF_CONFIG, Cordon, Job
-from fractui.terminal import print_json, say
+from fractui.terminal import print_json, print_lines, say
 from fractui.words import NO_SCHEDULER, failing_passes
 
 
@@ -85,17 +85,17 @@ def status(config: Config, args: argparse.Namespace) -> int:
         print_json({"source": "store", "as_of": kept.now, "scheduler": kept.holder,
                     "hosts": hosts})
         return 0
-    if not hosts:
-        print("the store keeps no host yet: a scheduler records each it reaches")
+    lines = [] if hosts else ["the store keeps no host yet: a scheduler records each it reaches"]
     for h in hosts:
         words = ["unreachable since %s" % _at(h["away_since"]) if h["away_since"] else "",
                  "facts of %s" % _at(h["facts_since"]) if h["facts_since"] else "no facts kept",
                  "[%s]" % h["out_of_service"] if h["out_of_service"] else ""]
-        print("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
-        for g in h["gpus"]:
-            print(gpu_line(g, ["MIG" if g["mig_mode"] else memory(g["memory_mib"]),
+        lines.append("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
+        lines += [gpu_line(g, ["MIG" if g["mig_mode"] else memory(g["memory_mib"]),
                                "[%s]" % g["out_of_service"] if g["out_of_service"] else "",
-                               "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""]))
+                               "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""])
+                  for g in h["gpus"]]
+    print_lines(lines)
     return 0
 
 

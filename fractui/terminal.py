@@ -83,6 +83,52 @@ class TerminalText(io.TextIOBase):
         return self.stream.encoding
 
 
+class OutputFailed(OSError):
+    """stdout could not be written (ENOSPC, EDQUOT, EIO: ``fractui jobs > /dev/full``), which
+    the user is told is the output's: a bare errno read as the store's or a host's. A reader
+    gone is BrokenPipeError still (quiet, 141)."""
+
+
+class CheckedOutput(io.TextIOBase):
+    """stdout, whose write errors are OutputFailed (``checked_stdout``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return _checked(self.stream.write, text)
+
+    def flush(self) -> None:
+        _checked(self.stream.flush)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+def _checked(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise OutputFailed(err.errno, err.strerror) from err
+
+
+def checked_stdout() -> None:
+    """Wrap stdout (once; before ``text_only_to_terminals``, which wraps it again where it is a
+    terminal) so an error writing it says it is stdout's (OutputFailed)."""
+    if not isinstance(sys.stdout, (CheckedOutput, TerminalText)):
+        sys.stdout = CheckedOutput(sys.stdout)
+
+
 def closed_streams_to_devnull() -> None:
     """A standard stream closed as fractui started (``fractui jobs >&-``, ``2>&-``) reads and
     writes /dev/null, as if so redirected: Python leaves its ``sys.stdout`` None, which the
@@ -195,6 +241,13 @@ def width() -> Optional[int]:
     if sys.stdout.isatty():
         return shutil.get_terminal_size().columns
     return None
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    """Lines that are no table (``status``'), each cut to ``width()`` as a table's are."""
+    columns = width()
+    for line in lines:
+        print(line if columns is None else cut(line, columns))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[int],

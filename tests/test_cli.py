@@ -994,6 +994,29 @@ def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
         assert (done.returncode, done.stderr) == (0, ""), (argv, done.stderr)
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])  # (fails in the verb's write, or at main's flush)
+def test_an_output_with_no_room_is_said_to_be_stdouts(tmp_path, unbuffered):
+    """``fractui jobs > /dev/full`` said "fractui: [Errno 28] No space left on device", exit
+    1, naming nothing (the store's disk? a host's?); ``--help`` and ``--version`` there said
+    nothing, exit 0. Every verb, and argparse's own, says it was its output."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n\n[[queues]]\nname = "q"\ngpu = 0.25\n'
+                      % sqlite_url(str(tmp_path / "store.db")))
+    assert subprocess_run(["--config", str(config), "submit", "--queue", "q", "--", "x"]
+                          ).returncode == 0
+    for argv in (["jobs"], ["jobs", "--json"], ["status"], ["audit"], ["queues"], ["report"],
+                 ["--help"], ["--version"], ["jobs", "--help"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([PY, "-m", "fractui", "--config", str(config), *argv],
+                                  stdout=full, stderr=subprocess.PIPE, text=True,
+                                  cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, PYTHONUNBUFFERED=unbuffered))
+        said = done.stderr.splitlines()
+        assert done.returncode == 1 and not leaks(done.stderr), (argv, done.stderr)
+        assert said[-1] == "fractui: cannot write the output (stdout): No space left on " \
+            "device" and said.count(said[-1]) == 1, (argv, done.stderr)
+
+
 def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: F811
     """``fractui jobs --all --json | head -1`` and ``fractui logs -f N | head -1``: more output
     than a pipe holds, so fractui is still writing when head has gone."""
@@ -1132,6 +1155,34 @@ def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_
     assert agent_why({"state": "exited", "exit_code": 3, "last_line": "x" * 10 ** 5}) == \
         "exited 3: " + "x" * 159 + "\u2026"
     assert agent_why({"state": "exited", "exit_code": 0, "last_line": "done"}) == "exited 0"
+
+
+def test_status_cuts_its_lines_to_columns_as_jobs_does(tmp_path, capfd, monkeypatch):
+    """``jobs``, ``teams``, ``report``, ``audit`` and ``queues`` cut their lines to $COLUMNS;
+    ``status`` printed its whole, a host's error too. It cuts them as they do (terminal.width),
+    the hosts it asks and the hosts the store keeps alike; without $COLUMNS, into a pipe,
+    nothing is cut."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "gpus": [
+            {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": 23034,
+             "mig_mode": False}]})
+    finally:
+        store.close()
+    kept = tmp_path / "config.toml"
+    kept.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    asked = tmp_path / "asked.toml"
+    asked.write_text(kept.read_text() + '[ssh]\nconnect_timeout = 2\n[[hosts]]\nname = "down"\n'
+                     'host = "127.0.0.1"\nport = %d\n' % closed_port())
+    for config, code in ((kept, 0), (asked, 1)):
+        monkeypatch.delenv("COLUMNS", raising=False)
+        done, whole, err = in_process(capfd, ["--config", str(config), "status"])
+        assert done == code and max(map(len, whole.splitlines())) > 30, (whole, err)
+        monkeypatch.setenv("COLUMNS", "30")
+        done, out, err = in_process(capfd, ["--config", str(config), "status"])
+        assert done == code and out.splitlines() == [
+            line if len(line) <= 30 else line[:29] + "\u2026" for line in whole.splitlines()
+        ], (out, whole)
 
 
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):

@@ -19,7 +19,7 @@ from textual.widgets import Button
 from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
-from fractui.sched.standing import UsageRead, next_order, standing
+from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
 from fractui.store.sqlite import SqliteStore
@@ -39,6 +39,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
+from fractui.words import duration
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
@@ -522,6 +523,20 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
         await pilot.press("n")
         await pilot.pause()
         assert app.screen is screen and "s stop" in state(), state()
+
+
+@pilot_test
+async def test_the_teams_help_says_recent_may_lag_fractui_teams_by_the_usage_reads_gap():
+    """``?`` said the teams table's numbers are "as `fractui teams` says them", yet the screen
+    reads the usage records at most once every USAGE_EVERY_S: recent, and next and ! that
+    weigh it, can differ from ``fractui teams`` for up to that long. The help says so."""
+    async with settled_app((120, 40)) as (app, pilot):
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help opened")
+        words = " ".join(app.screen.words.split())
+        assert ("recent, and next and ! that weigh it, come from usage records read here at "
+                "most once every %s: they can differ from `fractui teams`' for up to that "
+                "long" % duration(USAGE_EVERY_S)) in words, words
 
 
 @pytest.mark.parametrize("width", [120, 140, 169, 180])

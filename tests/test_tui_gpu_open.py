@@ -8,6 +8,7 @@ the jobs view, never that it was launched by hand."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from fractui.store.model import CORDON, DRAIN, PENDING, PLACED, Cordon, Slot
 from fractui.tui.gpu_screen import GpuScreen, free_share
@@ -405,3 +406,17 @@ async def test_an_idle_instance_a_starting_job_takes_is_that_job_s_row_being_mad
         await pilot.press("j", "j", "j")  # (its rows: #3's, #4's, a free slice, the twin)
         await _enter(app, pilot)
         assert isinstance(app.screen, JobScreen) and app.screen.job_id == 2, said(app)
+
+
+@pilot_test
+async def test_a_gpu_s_memory_is_said_one_way_on_its_line_and_its_sparkline():
+    """h100-1 gpu 3 (the most memory used of its GPUs): the GPU's line said its memory
+    "…G used of 79.6G" and the sparkline's label "memory …/80 GiB" (GiB to a whole, in other
+    letters): one GPU's memory two ways. Both say it as the view's other memory cells do."""
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("h100-1", 3)
+        await settled(pilot)
+        text = "\n".join(" ".join(line.split()) for line in screen_lines(app))
+        line = re.search(r" (\S+) used of (\S+) ", text)
+        assert line, text
+        assert "memory %s/%s" % line.groups() in text, text

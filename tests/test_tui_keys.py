@@ -25,7 +25,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 
 
 def said(app) -> list[str]:
@@ -183,6 +183,25 @@ async def test_help_on_the_map_writes_the_gpu_views_remapped_keys_as_its_key_lin
         await settled(pilot)
         keys = " ".join(" ".join(screen_lines(app)[-2:]).split())
         assert "^k cordon" in keys and "/ drain" in keys, keys
+
+
+@pilot_test
+async def test_the_sources_header_note_is_whole_among_the_notices():
+    """``fractui demo``'s note (what is simulated) is the header's last line, cut at 80
+    columns ("demo · simulate…"), and said whole nowhere else in the TUI (the demo prints it
+    before the TUI starts). It is the first notice too: ``e`` lists it whole."""
+    note = ("demo · real jobs (≤6 processes) on the first 4 hosts · the other 8 carry "
+            "simulated load")
+    app = frozen_app()
+    app.source.note = note
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        assert note not in "\n".join(screen_lines(app))  # (the header cuts it)
+        await pressed(pilot, "e")
+        assert isinstance(app.screen, MessagesScreen)
+        shown = " ".join(" ".join(screen_lines(app)).split())
+        assert "information " + note in shown, shown
+        assert [n.message for n in app.notices.newest_first()][-1:] == [note]
 
 
 @pilot_test

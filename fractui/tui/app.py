@@ -120,6 +120,9 @@ class FractuiApp(App[None], inherit_bindings=False):
             return
         self.set_keymap(dict(self.config.tui.keys))
         self.push_screen(FleetScreen(self))
+        if self.source.note:  # the header's last line, cut where narrow (a demo's at 80
+            # columns): whole among the notices (``e``), the first, not a toast the header repeats
+            self.notices.add(Notice(self.clock(), "information", "", self.source.note))
         for err in broken_themes():  # said, not fatal: the other themes are there
             self.notify("%s\n(left out; fractui themes lists every theme)" % err,
                         title="a theme file did not load", severity="warning", timeout=20)

@@ -16,6 +16,7 @@ from textual.widgets import Sparkline, Static
 
 from fractui.sched.health import unhealthy
 from fractui.tui.history import BUCKETS, WINDOW_S, History, gpu_key
+from fractui.tui.jobrows import mib_text
 from fractui.tui.parts import BetweenParts
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
@@ -42,8 +43,8 @@ def gpu_series(history: History, host: str, gpu: Mapping[str, Any]) -> tuple[Ser
     util = gpu.get("utilization_gpu")
     return (Series("util %s" % ("n/a (MIG)" if util is None else "%3d%%" % util),
                    tuple(history.buckets(key, "util"))),
-            Series("memory %.1f/%.0f GiB" % ((gpu.get("memory_used_mib") or 0) / 1024,
-                                             (gpu.get("memory_mib") or 0) / 1024),
+            Series("memory %s/%s" % (mib_text(gpu.get("memory_used_mib")),
+                                     mib_text(gpu.get("memory_mib"))),  # as the GPU's line
                    tuple(history.buckets(key, "used_mib"))))
 
 

@@ -20,7 +20,8 @@ from textual.widget import Widget
 
 from fractui.cells import cell_len, cut, padded
 from fractui.sched.quota import TeamUsage
-from fractui.sched.standing import QueueStat, bounds_of, near_bound, next_of, waiting
+from fractui.sched.standing import (USAGE_EVERY_S, QueueStat, bounds_of, near_bound, next_of,
+                                     waiting)
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
@@ -46,9 +47,12 @@ TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and
               "borrow (borr) what it holds past its quota; recent its use over the "
               "[fairshare] window; pend its jobs waiting, run those on a host; next the order "
               "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
-              "placement), as `fractui teams` says them. A name marked ! is starved; pend as "
-              "waiting/bound, in the warning colour, is a team near its max_waiting (at it, "
-              "a member's submit or requeue is refused).")
+              "placement), as `fractui teams` says them; but recent, and next and ! that "
+              "weigh it, come from usage records read here at most once every %s: they "
+              "can differ from `fractui teams`' for up to that long. A name marked ! is "
+              "starved; pend as waiting/bound, in the warning colour, is a team near its "
+              "max_waiting (at it, a member's submit or requeue is refused)."
+              % duration(USAGE_EVERY_S))
 """What the teams table's columns are, for ``?`` on the fleet screen."""
 PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
 """What the pending list's title says may be done to a job, first what matters most."""
