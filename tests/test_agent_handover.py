@@ -298,7 +298,7 @@ def test_a_table_that_cannot_be_upgraded_on_a_full_disk_is_kept_for_when_there_i
     wait_until(lambda: not alive(daemon), "the daemon to stop")
     db_path = os.path.join(state, "jobs.db")
     with sqlite3.connect(db_path) as db:  # as an agent one version older left it
-        db.execute("ALTER TABLE jobs DROP COLUMN last_line")  # (what the last step adds)
+        db.execute("ALTER TABLE jobs DROP COLUMN fault")  # (what the last step adds)
         db.execute("PRAGMA user_version = %d" % (job_store.VERSION - 1))
     db.close()
     filler = small_fs / "filler"

@@ -131,7 +131,7 @@ MAY_BE_NULL = [  # docs/protocol.md: what NVML did not say, and what does not ap
 ] + [("job", key) for key in (
     "cwd", "instance", "mig", "memory_mib", "exit_code", "reason", "pid", "started_at",
     "ended_at", "run_as", "cgroup", "usage", "image", "container", "container_cgroup",
-    "last_line")] + [
+    "last_line", "fault")] + [
     ("job", "usage", key) for key in ("util_mean", "util_note")]
 
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
 
 from fractui.config import QueueConfig
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Slot
+from remote_agent.jobs.supervisor import START_TIMEOUT_S
 from tests import localfleet
 from tests.test_caps import _running, _stopped
 from tests.test_shim_not_started import FORK_REFUSED, NO_PIDS_CGROUP, daemon_pid, pids_capped
@@ -207,6 +212,64 @@ def test_a_job_a_host_cannot_fork_goes_back_to_its_queue_and_runs_elsewhere(loca
     [not_started] = [r for r in launches_of(f, job) if r["host"] == "gpu-a"]
     assert (not_started["state"], not_started["exit_code"], not_started["started_at"],
             not_started["reason"]) == ("exited", 127, None, FORK_REFUSED)
+
+
+@NO_PIDS_CGROUP
+@pytest.mark.skipif(shutil.which("strace") is None, reason="the shim is held by strace")
+def test_a_start_the_launch_answered_as_under_way_that_the_host_refuses_runs_elsewhere(
+        local_fleet):
+    """As above, but the shim slower than the launch waits (strace holds it at its fork): the
+    launch answers "starting", and the fork the host then refuses is seen by the watchdog.
+    The agent's record carries the fault (``fault``: "host"), and the job is requeued as a
+    host refusal and runs on gpu-b. Before, the record had no fault, and the job, which never
+    ran, failed for good with "cannot start its process". The lease long enough for a call
+    to outwait the launch's own waits (twice supervisor.START_TIMEOUT_S)."""
+    f = local_fleet(TWO_HOSTS, [HALF], lease_s=6 * START_TIMEOUT_S)
+    daemon = daemon_pid(os.path.join(str(f.tmp), "state", "gpu-a"))
+    with pids_capped(1, daemon), _forks_held(daemon) as let_go:
+        job = f.submit("half", argv=localfleet.sleeper(600))
+        _place_by_hand(f, job, "gpu-a")
+        f.until(lambda: f.store.get(job.id).state == "running", 4 * START_TIMEOUT_S)  # answered "starting"
+        [starting] = launches_of(f, job)
+        assert (starting["host"], starting["state"]) == ("gpu-a", "starting")
+        let_go()
+        f.until(lambda: f.store.get(job.id).refusals or f.store.get(job.id).state == "failed")
+    assert f.store.get(job.id).state != "failed", f.store.get(job.id).reason
+    f.until(lambda: f.store.get(job.id).state == "running")
+    ran = f.store.get(job.id)
+    assert (ran.slot.host, ran.attempt) == ("gpu-b", 1)
+    [refusal] = ran.refusals
+    assert (refusal.host, refusal.kind, refusal.words) == ("gpu-a", "host", FORK_REFUSED)
+    [not_started] = [r for r in launches_of(f, job) if r["host"] == "gpu-a"]
+    assert (not_started["state"], not_started["exit_code"], not_started["started_at"],
+            not_started["fault"], not_started["reason"]) == ("exited", 127, None, "host",
+                                                             FORK_REFUSED)
+
+
+@contextmanager
+def _forks_held(pid: int) -> Iterator[Callable[[], None]]:
+    """Each fork of a process the process ``pid`` starts (its shims: the daemon starts them by
+    vfork, its threads by clone3) held as it is asked for (strace -f) until the function given
+    is called, or this ends: strace then detaches, and the forks go on."""
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=clone",
+                               "-e", "inject=clone:delay_enter=600s", "-p", str(pid)])
+
+    def let_go() -> None:
+        if tracer.poll() is None:
+            tracer.terminate()
+            tracer.wait(10)
+
+    try:
+        localfleet.wait(lambda: all(_traced(pid, task) for task in os.listdir(
+            "/proc/%d/task" % pid)), lambda: "strace attached to %d" % pid)
+        yield let_go
+    finally:
+        let_go()
+
+
+def _traced(pid: int, task: str) -> bool:
+    with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+        return any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in f)
 
 
 def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):

@@ -82,6 +82,15 @@ def never_ran(rec: Dict[str, Any]) -> bool:
         rec.get("started_at") is None
 
 
+def not_started_by_host(rec: Dict[str, Any]) -> bool:
+    """Whether an agent's job record is a start that failed by the host's fault (its
+    ``fault``, docs/protocol.md): nothing ran, and another host may start it, as a launch
+    answered HOST_FAILED. A start its launch answered as under way ends so where it then
+    fails; an older agent's record has no ``fault``, and ends the job as before."""
+    return rec.get("state") == "exited" and rec.get("started_at") is None and \
+        rec.get("fault") == HOST
+
+
 class ModeNotChanged(Exception):
     """A GPU's MIG mode change before a launch was refused or failed on the agent: the GPU is
     held back from changes a while (ModeBackoff), and the job goes back to its queue without
@@ -263,20 +272,23 @@ class Executor:
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
-    def refused(self, job: Job, host: str, words: str, kind: str) -> None:
+    def refused(self, job: Job, host: str, words: str, kind: str,
+                expect: Tuple[str, ...] = (PLACED,)) -> None:
         """The host cannot take the job now: back to its queue as its next attempt, the
         refusal kept (the scheduler avoids that host for it a while); at the
-        ``max_attempts``-th refusal the job fails with the words of every one."""
+        ``max_attempts``-th refusal the job fails with the words of every one. ``expect``:
+        the states it may be in (running too, for a start its launch answered as under way
+        that then failed by the host's fault: ``not_started_by_host``)."""
         refusal = Refusal(host, words, self.clock(), kind)
         tried = job.refusals + (refusal,)
         try:
             if len(tried) >= self.max_attempts:
                 why = "refused %s ([scheduler] max_attempts = %d): %s" % (
                     count(len(tried), "time"), self.max_attempts, _each_once(tried))
-                self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
+                self.store.ended(job.id, expect, FAILED, why, self.actor, why, "failed",
                                  ended_at=refusal.at, refusals=tried, epoch=self.epoch)
             else:
-                self.store.requeue(job.id, (PLACED,), self.actor, "refused by %s" %
+                self.store.requeue(job.id, expect, self.actor, "refused by %s" %
                                    refusal.describe(), refusal=refusal, epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
@@ -392,6 +404,10 @@ class Executor:
         found = self._found_started(job, view, rec)
         if found is not None:
             job = found
+        if job.state in (PLACED, RUNNING) and not_started_by_host(rec):
+            self.refused(job, view.name, rec.get("reason") or "it did not start", HOST,
+                         (PLACED, RUNNING))
+            return True
         if ended:
             if job.state == STOPPING:
                 self.finish_stop(job, rec)

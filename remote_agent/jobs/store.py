@@ -73,6 +73,9 @@ MIGRATIONS: List[List[str]] = [
     [  # 6: a failed job's last line of output (remote_agent/jobs/last_line.py)
         "ALTER TABLE jobs ADD COLUMN last_line TEXT",
     ],
+    [  # 7: whose fault a failed start was (shim.fault_of): the admin requeues the host's
+        "ALTER TABLE jobs ADD COLUMN fault TEXT",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 # What SQLite says of a step whose work a table already has (a version set back by hand, a file
@@ -122,6 +125,7 @@ class Job:
     container: Optional[str] = None  # the runtime's name for its container, where it has one
     container_cgroup: Optional[str] = None  # that container's own cgroup, once it runs
     last_line: Optional[str] = None  # a job that exited non-zero: its output's last line
+    fault: Optional[str] = None  # a start that failed: whose fault, "job" or "host" (fault_of)
 
     @property
     def active(self) -> bool:

@@ -446,7 +446,7 @@ class Supervisor:
             return job
         if "error" in report:
             self.finish(job, state="exited", exit_code=127, reason=report["error"],
-                         by_launch=True)
+                         fault=report.get("fault"), by_launch=True)
             raise not_started(job, report["error"], report.get("fault"))
         if "lost" in report:
             self.finish(job, state="lost", reason=report["lost"], by_launch=True)

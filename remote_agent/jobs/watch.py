@@ -196,7 +196,8 @@ class Watchdog:
         sup = self.sup
         failed = sup.read_job_file(job, "exit.json")
         if failed is not None and "error" in failed:
-            sup.finish(job, state="exited", exit_code=127, reason=failed["error"])
+            sup.finish(job, state="exited", exit_code=127, reason=failed["error"],
+                       fault=failed.get("fault"))
             return
         started = sup.read_job_file(job, "started.json")
         if started is not None:
