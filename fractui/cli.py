@@ -93,12 +93,15 @@ class _Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
         if not message:
             return
+        out = file or sys.stderr
         try:  # (not argparse's own: 3.11's drops every OSError, stdout's with no room too)
-            (file or sys.stderr).write(message)
+            out.write(message)
+            out.flush()  # (a buffered stdout meets a closed pipe here, not at main's flush)
         except OutputFailed:  # stdout has no room: said by main, exit 1
             raise
         except OSError:  # its reader is gone (a closed pipe), or stderr failed: no one to tell
-            pass
+            if out is sys.stdout:  # what its buffer keeps cannot fail main's flush (141)
+                stdout_to_devnull()
 
 
 def _parser() -> argparse.ArgumentParser:

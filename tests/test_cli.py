@@ -994,6 +994,27 @@ def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
         assert (done.returncode, done.stderr) == (0, ""), (argv, done.stderr)
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_argparses_own_text_into_a_closed_pipe_is_dropped_quietly_buffered_or_not(
+        tmp_path, unbuffered):
+    """``fractui --help | true``: the text argparse writes is dropped, exit 0 (docs/cli.md).
+    Only an unbuffered stdout (PYTHONUNBUFFERED, as the suite's environment may set it) met
+    the closed pipe in argparse's write; a buffered one kept the text, and main's flush met
+    it: 141."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        for argv in (["--help"], ["--version"], ["jobs", "--help"]):
+            done = subprocess.run([PY, "-m", "fractui", *argv], stdout=write,
+                                  stderr=subprocess.PIPE, text=True, cwd=localfleet.REPO,
+                                  timeout=120, stdin=subprocess.DEVNULL,
+                                  env=dict(os.environ, PYTHONUNBUFFERED=unbuffered,
+                                           XDG_CONFIG_HOME=str(tmp_path)))
+            assert (done.returncode, done.stderr) == (0, ""), (argv, done.stderr)
+    finally:
+        os.close(write)
+
+
 @pytest.mark.parametrize("unbuffered", ["", "1"])  # (fails in the verb's write, or at main's flush)
 def test_an_output_with_no_room_is_said_to_be_stdouts(tmp_path, unbuffered):
     """``fractui jobs > /dev/full`` said "fractui: [Errno 28] No space left on device", exit
