@@ -592,6 +592,30 @@ def _wrap_around_to_job(server, guarded: Guarded, job: int) -> int:
     return xmin
 
 
+LOW_32_BITS = "SELECT txid_current() % 4294967296"  # (this transaction's xmin, of a row it wrote)
+
+
+def _anns_job(guarded: Guarded) -> Job:
+    """A job of team vision an admin submitted as ann's."""
+    admin = guarded.store()
+    try:
+        return admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
+    finally:
+        admin.close()
+
+
+def _submit_audit_refused(url: Callable[[str], str], guarded: Guarded, job_id: int,
+                          number_sql: str, number: int) -> None:
+    """Ann, at ``url``, in the transaction ``number_sql`` reads as ``number``, is refused an
+    audit entry "ann submit" of job ``job_id``, which that transaction has not done."""
+    with psycopg.connect(url(guarded.ann)) as conn:
+        assert conn.execute(number_sql).fetchone()[0] == number
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute(audited("SELECT 1", guarded.ann, "submit", str(job_id)))
+    assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
+            "done" % job_id) in str(err.value)
+
+
 def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transactions_ago():
     """Migration 0042: 0040 knew this transaction's change by the job's xmin, 32 bits of a
     transaction's number, and a job untouched since 2^32 transactions ago (frozen, its xmin
@@ -602,18 +626,9 @@ def test_a_team_members_audit_entry_is_not_of_a_job_written_2_to_the_32_transact
     server = PgServer()
     try:
         guarded = _guarded(server, EARLIER)
-        admin = guarded.store()
-        try:
-            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
-        finally:
-            admin.close()
+        old = _anns_job(guarded)
         xmin = _wrap_around_to_job(server, guarded, old.id)
-        with psycopg.connect(guarded.url(guarded.ann)) as conn:
-            assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
-                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
-        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
-                "done" % old.id) in str(err.value)
+        _submit_audit_refused(guarded.url, guarded, old.id, LOW_32_BITS, xmin)
         ann = guarded.store(guarded.ann)
         try:
             ask_stop(ann, ann.get(old.id), CANCEL, Asker("here"))
@@ -639,20 +654,11 @@ def test_a_team_members_audit_entry_is_not_of_a_job_dated_ahead_2_to_the_32_tran
     server = PgServer()
     try:
         guarded = _guarded(server, EARLIER)
-        admin = guarded.store()
-        try:
-            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
-        finally:
-            admin.close()
+        old = _anns_job(guarded)
         server.sql("UPDATE jobs SET submitted_at = submitted_at + 86400, updated_at = "
                    "updated_at + 86400 WHERE id = %d" % old.id, db=guarded.db)
         xmin = _wrap_around_to_job(server, guarded, old.id)
-        with psycopg.connect(guarded.url(guarded.ann)) as conn:
-            assert conn.execute("SELECT txid_current() % 4294967296").fetchone()[0] == xmin
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
-                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
-        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
-                "done" % old.id) in str(err.value)
+        _submit_audit_refused(guarded.url, guarded, old.id, LOW_32_BITS, xmin)
         assert server.sql("SELECT count(*) FROM audit", db=guarded.db) == [(1,)]  # (the submit)
     finally:
         server.close()
@@ -683,18 +689,9 @@ def test_a_team_members_audit_entry_is_not_of_a_job_written_before_a_restore():
     try:
         guarded = _guarded(old_server, EARLIER)
         old_server.run_to(2 ** 20)  # (a server that has run a while: past the new one's start)
-        admin = guarded.store()
-        try:
-            old = admin.submit("v", guarded.vision, "old", ["true"], {}, guarded.ann)
-        finally:
-            admin.close()
+        old = _anns_job(guarded)
         restored, written_in = _restored_at_job(new_server, guarded, old.id)
-        with psycopg.connect(restored.url(guarded.ann)) as conn:
-            assert conn.execute("SELECT txid_current()").fetchone()[0] == written_in
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
-                conn.execute(audited("SELECT 1", guarded.ann, "submit", str(old.id)))
-        assert ("add an audit entry of 'submit' about job %d, which this transaction has not "
-                "done" % old.id) in str(err.value)
+        _submit_audit_refused(restored.url, guarded, old.id, "SELECT txid_current()", written_in)
         assert new_server.sql("SELECT count(*) FROM audit", db=guarded.db) == [(1,)]
     finally:
         new_server.close()
@@ -906,7 +903,7 @@ def test_a_team_members_slow_insert_is_not_dated_before_a_job_written_2_to_the_3
         ahead = _dated_ahead(server, guarded, old.id)
         xmin = _wrap_around_to_job(server, guarded, old.id)
         said = _slow_insert(guarded, _waits_past(guarded, ahead, "the restart"))
-        assert server.sql("SELECT txid_current() % 4294967296", db=guarded.db)[0][0] == xmin + 1
+        assert server.sql(LOW_32_BITS, db=guarded.db)[0][0] == xmin + 1
         _refused_behind(server, guarded, old.id, said)
     finally:
         server.close()
