@@ -20,6 +20,7 @@ from fractui.fleet.host import agent_args
 from remote_agent.daemon.paths import AgentPaths, code_hash, runtime_dir, tmp_socket_dir
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs import store as job_store
+from tests.agent_table import set_back
 from tests.conftest import REPO, AgentProcess
 from tests.test_job_supervision import daemon_pid_of, fill, wait_until
 from tests.test_jobs import alive, assert_adopted_then_exit, launch_held_jobs, script, wait_job
@@ -298,8 +299,7 @@ def test_a_table_that_cannot_be_upgraded_on_a_full_disk_is_kept_for_when_there_i
     wait_until(lambda: not alive(daemon), "the daemon to stop")
     db_path = os.path.join(state, "jobs.db")
     with sqlite3.connect(db_path) as db:  # as an agent one version older left it
-        db.execute("ALTER TABLE jobs DROP COLUMN fault")  # (what the last step adds)
-        db.execute("PRAGMA user_version = %d" % (job_store.VERSION - 1))
+        set_back(db, job_store.VERSION - 1)
     db.close()
     filler = small_fs / "filler"
     fill(filler)

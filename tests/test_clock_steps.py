@@ -18,6 +18,7 @@ from fractui.scheduler.service import Scheduler
 from fractui.scheduler.usage import LOOK_S, UsageKeeper
 from fractui.store.sqlite import SqliteStore
 from remote_agent.jobs import store as job_store
+from tests.agent_table import set_back
 from tests.test_job_supervision import daemon_pid_of, wait_until
 from tests.test_jobs import PY, alive, wait_job
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
@@ -101,8 +102,7 @@ def test_a_grace_running_in_an_older_table_keeps_what_was_left_of_it(tmp_path):
     db.close()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE jobs SET kill_at = ? WHERE id = ?", (time.time() + 100.0, job.id))
-        raw.execute("ALTER TABLE jobs DROP COLUMN last_line")  # (what step 6 adds)
-        raw.execute("PRAGMA user_version = 4")
+        set_back(raw, 4)
     raw.close()
     db = job_store.JobStore(path)
     try:
