@@ -257,8 +257,12 @@ def test_a_job_that_plants_a_symlink_at_its_shims_temporary_name_has_its_end_rec
     assert "it is a symlink; removed it" in said.read_text()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+PID_NAMESPACE = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="the shim is started as pid 1 of a pid namespace: needs root")
+
+
+@PID_NAMESPACE
 def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tmp_path):
     """The job writes ``started.json`` itself before its exec; a symlink at its temporary name
     is refused there (``UnsafePath``), and the job runs on, its shim writing the record (under
@@ -278,8 +282,7 @@ def test_a_job_whose_own_start_record_is_refused_runs_and_its_shim_records_it(tm
     assert not (tmp_path / "elsewhere").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="the shim is started as pid 1 of a pid namespace: needs root")
+@PID_NAMESPACE
 @pytest.mark.parametrize("under", ["", os.fsdecode(b"odd\xff")], ids=["utf8", "no-utf8"])
 def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_runs(tmp_path,
                                                                                     under):
