@@ -40,7 +40,8 @@ VERBS = {
     "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
-    "report": "report_commands", "teams": "team_commands", "queues": "queue_commands", "agent-archive": "agent_commands",
+    "report": "report_commands", "teams": "team_commands", "queues": "queue_commands",
+    "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until

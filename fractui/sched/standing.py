@@ -1,9 +1,9 @@
 """Each queue's standing as the queue panel and ``fractui queues`` show it: its jobs waiting and
 on hosts, and the longest wait. Each team's as the queue panel shows it: quota, held, borrowed,
-recent usage, jobs on hosts, its place in the order a pass takes up the teams' waiting jobs, and who is starved
-with why. The usage records behind the recent column are read in the screen's
-store worker at most once every USAGE_EVERY_S (a window of them can be thousands of rows),
-never on the UI thread; the rest comes from each read of the store's active jobs."""
+recent usage, jobs on hosts, its place in the order a pass takes up the teams' waiting jobs,
+and who is starved with why. The usage records behind the recent column are read in the
+screen's store worker at most once every USAGE_EVERY_S (a window of them can be thousands of
+rows), never on the UI thread; the rest comes from each read of the store's active jobs."""
 
 from __future__ import annotations
 
