@@ -46,6 +46,7 @@ from fractui.tui.model import FleetModel, StoreView
 from fractui.usage.gputime import GpuClock
 from remote_agent import PROTOCOL_VERSION
 from tests import localfleet
+from tests.test_agent_health import until_health
 from tests.conftest import stop_host
 from tests.test_caps import _running, _stopped
 from tests.test_jobs import wait_job
@@ -87,7 +88,10 @@ def _real_answers(agent) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[str,
     agent.call("sim.add_process", gpu=1, used_mib=900, pid=running["pid"])
     agent.call("sim.add_process", gpu=1, used_mib=500)
     agent.call("sim.ecc", gpu=1, corrected=2)
+    # the watcher's thread takes an XID as NVML hands it on: it is waited for, both ways
+    until_health(agent, 1, lambda h: "xid_note" not in h, "the XID watcher registered")
     agent.call("sim.xid", gpu=1, xid=79)
+    until_health(agent, 1, lambda h: h["xid"], "XID 79 seen")
     deadline = time.time() + 30
     while not agent.call("job.get", job=share["id"]).get("usage"):
         assert time.time() < deadline, "no usage sample came"
