@@ -22,13 +22,15 @@ import datetime
 import json
 import math
 import time
+from dataclasses import replace
 from typing import Dict, List
 
 import pytest
 
+from fractui.report_commands import _local
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
-from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, Job, Slot
+from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, GpuTime, Job, Slot
 from fractui.usage.gputime import GpuClock
 from tests.cli_run import in_process, leaks
 from tests.test_report_truth import sampled
@@ -175,3 +177,48 @@ def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_rang
     assert code == 0 and out.splitlines()[1:3] == [
         "(the store keeps nothing of this range: what it keeps begins after it)",
         "no job held a GPU in this range, and no GPU time was kept"], (out, err)
+
+
+def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attempt_kept(
+        store_url, tmp_path, capfd):
+    """Whole GPUs: A on h2 from 2500 s ago, running; B on h1 from 2900 s to 2100 s ago; C on
+    h1 from 1500 s to 1000 s ago; h2's GPU time kept in buckets of 300 s up to now. The
+    retention then forgets what ended, and the buckets that began, before 2000 s ago: B and
+    the older buckets go; A's record, running, stays. Of [2500 s ago, now), the store keeps
+    all usage from 2000 s ago only, so the means start there: A's 2000 s and C's 500 s over
+    2000 s, a demand of 1.25; and the GPU time is kept for every bucket from there. They
+    started at A's start, as if the store kept everything since: 1.2 (A's 2500 s and C's 500
+    over 2500 s; B's 400 s of them were forgotten, and the demand was 1.36), and the buckets
+    the retention forgot were said to be time when no scheduler looked."""
+    store = open_store(store_url)
+    try:
+        t0 = math.floor(store.now())
+        for slot, start, end in ((ONE, 2500, None), (QUARTER, 2900, 2100), (QUARTER, 1500, 1000)):
+            job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+            store.place(job.id, replace(slot, charge=1.0), "sched", "fits")
+            store.started(job.id, "a%d" % job.id, t0 - start, "sched", "started")
+            if end is not None:
+                store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end",
+                            ended_at=t0 - end)
+        first = math.floor((t0 - 3000) / 300) * 300
+        store.keep_gpu_time([GpuTime("h2", 0, b, "NVIDIA L4", online_s=min(300, t0 - b),
+                                     idle_s=0.0, held_s=min(300, t0 - b), seen_from=b,
+                                     seen_to=min(b + 300, t0))
+                             for b in range(first, t0, 300)])
+        assert store.prune_usage(t0 - 2000) > 0
+        assert store.prune_usage(t0 - 2500) == 0  # (forgets nothing: where it forgot stays)
+        assert store.usage_begins() == t0 - 2000
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[usage]\nbucket_s = 300\n' % store_url)
+    span = ["report", "--since", _at(t0 - 2500), "--until", _at(t0)]
+    code, out, err = in_process(capfd, ["--config", str(config), *span, "--json"])
+    assert code == 0 and not leaks(err), err
+    got = json.loads(out)
+    kept = got["gpu_time_buckets"]
+    assert (got["start"], got["saving"]["mean_demand_gpus"], kept["kept"]) == (
+        t0 - 2000, 1.25, kept["due"]), got
+    code, out, err = in_process(capfd, ["--config", str(config), *span])
+    assert code == 0 and "(the store keeps nothing of it before %s: means over time start " \
+        "there)" % _local(t0 - 2000) in out.splitlines() and "no scheduler looked" not in out, out

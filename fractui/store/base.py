@@ -505,13 +505,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def usage_begins(self) -> Optional[float]:
         """When the oldest usage kept begins (an attempt's start, or a GPU's first look in its
-        time bucket, the bucket's start where that is not known): where the store keeps
-        anything, which a report's means over time start from. None when it keeps nothing."""
+        time bucket, the bucket's start where that is not known), or where the retention last
+        forgot usage where that is later (``prune_usage``: an attempt kept from before it ran
+        on past it, and the others of that time are gone): where the store keeps anything,
+        which a report's means over time start from. None when it keeps nothing."""
 
     @abc.abstractmethod
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
-        """Forgets usage that ended, and GPU time, before ``before`` (the retention);
-        returns the rows forgotten. Fenced by ``epoch``."""
+        """Forgets usage that ended, and GPU time, before ``before`` (the retention), and
+        keeps ``before`` as where it forgot where any went (``usage_begins``); returns the
+        rows forgotten. Fenced by ``epoch``."""
 
     @abc.abstractmethod
     def now(self) -> float:

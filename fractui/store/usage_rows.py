@@ -215,22 +215,53 @@ def _spans(r: Any, what: str) -> Optional[Spans]:
     return spans
 
 
+FORGOTTEN = "usage_forgotten_before"
+"""The meta key of where the retention last forgot usage (``prune``): before it, the store
+keeps only attempts that ran on past it, not all that held a GPU."""
+
+
 def begins(run: Run, db: Any) -> Optional[float]:
     """When the oldest usage kept begins (Store.usage_begins): the first attempt's start or
-    the oldest bucket's first look, whichever is earlier; None where nothing is kept. Each
-    read by its index: a bucket's looks are within it, so the first is in the oldest one."""
+    the oldest bucket's first look, whichever is earlier — or where the retention forgot
+    usage, where that is later: an attempt that ran on past it (one running, never forgotten)
+    keeps its start, but of the time before it the store keeps no other attempt and no GPU
+    time. None where nothing is kept. Each read by its index: a bucket's looks are within
+    it, so the first is in the oldest one."""
     started = run(db, "SELECT min(started_at) AS t FROM usage").fetchone()["t"]
     looked = run(db, "SELECT min(coalesce(seen_from, bucket)) AS t FROM gpu_time WHERE "
                      "bucket = (SELECT min(bucket) FROM gpu_time)").fetchone()["t"]
-    return min((float(t) for t in (started, looked) if t is not None), default=None)
+    kept = min((float(t) for t in (started, looked) if t is not None), default=None)
+    forgot = _forgotten(run, db)
+    return forgot if forgot is not None and (kept is None or kept < forgot) else kept
 
 
 def prune(run: Run, db: Any, before: float) -> int:
     """Forgets the records of attempts that ended, and the buckets that began, before
-    ``before``; returns how many rows went."""
+    ``before``; returns how many rows went. Where any went, ``before`` is kept as where the
+    retention forgot (FORGOTTEN; never moved back): a report's means over time start there."""
     gone = run(db, "DELETE FROM usage WHERE ended_at IS NOT NULL AND ended_at < ?",
                (before,)).rowcount
-    return gone + run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
+    gone += run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
+    forgot = _forgotten(run, db)
+    if gone and forgot is None:
+        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(before)))
+    elif gone and forgot < before:
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(before), FORGOTTEN))
+    return gone
+
+
+def _forgotten(run: Run, db: Any) -> Optional[float]:
+    """Where the retention last forgot usage (FORGOTTEN), or None where it never did."""
+    row = run(db, "SELECT value FROM meta WHERE key = ?", (FORGOTTEN,)).fetchone()
+    if row is None:
+        return None
+    try:
+        forgot = float(row["value"])
+    except (TypeError, ValueError):
+        forgot = math.nan
+    if not math.isfinite(forgot):
+        raise Unreadable("the store's meta %s holds %r, not a time" % (FORGOTTEN, row["value"]))
+    return forgot
 
 
 def _record(r: Any) -> UsageRecord:

@@ -206,7 +206,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     Its means over time start where the store keeps anything (``start``): a store younger
     than the range (the demo's, a new fleet's) is not averaged with the time before it
     existed — the store's, whoever's jobs are counted. ``kept_from``: where the store's
-    oldest usage begins (Store.usage_begins); without it, the oldest of what the range holds,
+    oldest usage begins (Store.usage_begins: where the retention forgot, though an attempt
+    that ran on past it is read from before); without it, the oldest of what the range holds,
     which, where the store is older than the range and nothing is kept of its first part
     (no job held a GPU, no scheduler looked), averages over the rest alone."""
     if by not in BY:
@@ -219,9 +220,7 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
               bucket_part(t.bucket, bucket_s, since, until, now, reach[t.bucket]))
              for t in gpu_time]
     in_range = [(t, part) for t, part in parts if part > 0]
-    first = earliest(records, [t for t, _ in in_range])
-    if kept_from is not None:
-        first = kept_from if first is None else min(first, kept_from)
+    first = earliest(records, [t for t, _ in in_range]) if kept_from is None else kept_from
     start = since if first is None else min(max(since, first), until)
     if not whose.everyone:
         records = [r for r in records if whose.has(r.user, r.team)]
