@@ -22,6 +22,8 @@ from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, onlin
                                      saving_words, unmeasured_words, unstarted_words)
 from fractui.words import duration
 
+FORGOT = "the retention ([usage] keep_days) forgot the others"
+"""Why the store keeps only some attempts of a time: those that ran on past where it forgot."""
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
     o.upper() for o in OUTCOMES) + ("RUNNING", "IDLE")
 CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 4, 7)
@@ -79,10 +81,13 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
         "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
         _local(r.until), r.by)]
     if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
-        out.append("(the store keeps nothing of this range: what it keeps begins after it)")
+        out.append("(the store keeps nothing of this range: what it keeps begins after it)"
+                   if not r.kept_before else "(the store keeps nothing of this range but the "
+                   "attempts that ran on past it: %s, and all it keeps begins after it)" % FORGOT)
     elif r.start > r.since:
-        out.append("(the store keeps nothing of it before %s: means over time start there)"
-                   % _local(r.start))
+        out.append("(the store keeps nothing of it before %s%s means over time start there)"
+                   % (_local(r.start), " but the attempts that ran on past then: %s;" % FORGOT
+                      if r.kept_before else ":"))
     t = r.total
     if not r.whose.everyone and not r.groups:
         out.append("none of %s held a GPU in this range" % r.whose.words())

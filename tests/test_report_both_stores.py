@@ -220,5 +220,18 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     assert (got["start"], got["saving"]["mean_demand_gpus"], kept["kept"]) == (
         t0 - 2000, 1.25, kept["due"]), got
     code, out, err = in_process(capfd, ["--config", str(config), *span])
-    assert code == 0 and "(the store keeps nothing of it before %s: means over time start " \
-        "there)" % _local(t0 - 2000) in out.splitlines() and "no scheduler looked" not in out, out
+    assert code == 0 and "(the store keeps nothing of it before %s but the attempts that ran " \
+        "on past then: the retention ([usage] keep_days) forgot the others; means over time " \
+        "start there)" % _local(t0 - 2000) in out.splitlines(), out
+    assert "no scheduler looked" not in out, out
+    # [2500 s ago, 2100 s ago), all of it before the cut: A's 400 s are kept, and said (0.11
+    # GPU-h), and what sharing saved is not known; it read as no job having held a GPU
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                        _at(t0 - 2500), "--until", _at(t0 - 2100)])
+    lines = out.splitlines()
+    assert code == 0 and lines[1] == (
+        "(the store keeps nothing of this range but the attempts that ran on past it: the "
+        "retention ([usage] keep_days) forgot the others, and all it keeps begins after it)"
+    ) and lines[3].split()[:2] == ["vision", "0.11"] and (
+        "what sharing saved in it is not known: the store keeps all of its usage only from "
+        "after it") in lines and "no job held a GPU" not in out, out

@@ -178,6 +178,9 @@ class Report:
     gpu_buckets: FrozenSet[float] = frozenset()
     """The GPU time buckets with time in the range (``bucket_part``) that hold a look at a
     GPU: none, and the GPUs' time is not known (None), never 0."""
+    kept_before: bool = False
+    """Whether attempts counted hold time in the range before ``start``: ones that ran on
+    past where the retention forgot usage (Store.usage_begins), whose others are gone."""
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -242,7 +245,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     return Report(since, until, by, sorted(kept, key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose,
-                  frozenset(t.bucket for t, _ in in_range))
+                  frozenset(t.bucket for t, _ in in_range),
+                  any(held_s(r, since, min(start, until), now) > 0 for r in records))
 
 
 def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now: float,
