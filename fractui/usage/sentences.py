@@ -182,7 +182,9 @@ class Coverage:
         every = "GPU time is kept per bucket of [usage] bucket_s (%g s), each counted for " \
             "its part in a range" % self.bucket_s
         if not r.gpu_buckets:
-            if not self.begin:
+            if r.start >= r.until:  # (a range of before the store: none due, none to come)
+                why = "the store keeps none of this one's: what it keeps begins after it"
+            elif not self.begin:
                 why = ("the one it falls in holds no look at a GPU: not written yet (a "
                        "scheduler holding the lease writes them every %g s), or %s" % (
                            min(FLUSH_S, self.bucket_s), UNSEEN))
