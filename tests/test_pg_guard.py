@@ -21,7 +21,7 @@ from fractui.store import RowsLocked, StoreDamaged, StoreDenied, open_store, pos
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, last_lines as intents_last_lines, submit
-from fractui.store.model import CANCELLED, PENDING, STOPPING, Job, Slot
+from fractui.store.model import CANCELLED, PENDING, STOPPING, GpuTime, Job, Slot
 from remote_agent.jobs.runtime.image import image_problem
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import request_of
@@ -1153,7 +1153,7 @@ def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server)
 def test_usage_is_the_schedulers_record_a_member_reads_and_cannot_write(guarded):
     """`fractui report` as a team member reads every team's usage, as the jobs; writing it is
     the lease holder's (an admin's) alone, on psql as through fractui."""
-    admin = guarded.store()
+    admin, ops = guarded.store(), guarded.store(guarded.ops)
     member = guarded.store(guarded.ann)
     try:
         job = admin.submit("v", guarded.vision, "ran", ["sleep", "9"], {}, "x")
@@ -1174,9 +1174,15 @@ def test_usage_is_the_schedulers_record_a_member_reads_and_cannot_write(guarded)
         with pytest.raises(StoreDenied, match="usage"):
             member.prune_usage(9e12)
         assert [r.charge for r in admin.usage(0, 9e12)] == [SLOT.charge]
+        # an admin of the least grants forgets, and keeps where it forgot (meta), which a
+        # member reads with the rest
+        ops.keep_gpu_time([GpuTime("h", 0, 0.0, None, online_s=300.0)])
+        assert ops.prune_usage(600.0) == 1 and member.usage_begins() == admin.usage(
+            0, 9e12)[0].started_at
     finally:
         member.close()
         admin.close()
+        ops.close()
 
 
 def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_changes_them(
