@@ -230,8 +230,11 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     assert "no scheduler looked" not in out, out
     # [2500 s ago, 2100 s ago), all of it before the cut: A's 400 s are kept, and said (0.11
     # GPU-h), and what sharing saved is not known; it read as no job having held a GPU
-    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
-                                        _at(t0 - 2500), "--until", _at(t0 - 2100)])
+    before = ["--config", str(config), "report", "--since", _at(t0 - 2500), "--until",
+              _at(t0 - 2100)]
+    code, out, err = in_process(capfd, before + ["--json"])
+    assert code == 0 and json.loads(out)["saving"] is None, out  # (not known: never 0)
+    code, out, err = in_process(capfd, before)
     lines = out.splitlines()
     assert code == 0 and lines[1] == (
         "(the store keeps nothing of this range but the attempts that ran on past it: the "

@@ -182,6 +182,13 @@ class Report:
     """Whether attempts counted hold time in the range before ``start``: ones that ran on
     past where the retention forgot usage (Store.usage_begins), whose others are gone."""
 
+    @property
+    def saving_known(self) -> bool:
+        """Whether what sharing saved is known: not of a range all before where the store keeps
+        everything, whose attempts kept (``kept_before``) are some of those that held GPUs
+        in it (null in --json, never 0)."""
+        return not (self.start >= self.until and self.kept_before)
+
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
         if not self.unstarted:
@@ -192,7 +199,7 @@ class Report:
     def record(self) -> Dict[str, object]:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
                 "groups": [g.record() for g in self.groups], "total": self.total.record(),
-                "saving": self.saving.record(),
+                "saving": self.saving.record() if self.saving_known else None,
                 "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED},
                 "whose": self.whose.record()}
 

@@ -42,11 +42,10 @@ def busy(g: Group) -> Optional[float]:
 
 
 def saving_words(r: Report) -> str:
-    """What sharing saved, or that no job held a GPU (a saving of 0 GPUs of no demand says
-    nothing true to act on)."""
+    """What sharing saved, that it is not known (Report.saving_known), or that no job held a
+    GPU (a saving of 0 GPUs of no demand says nothing true to act on)."""
     s = r.saving
-    if r.start >= r.until and r.kept_before:  # (attempts held GPUs in it; the others of
-        # that time, and its means, are forgotten)
+    if not r.saving_known:
         return "what sharing saved in it is not known: the store keeps all of its usage " \
             "only from after it"
     if not s.peak_demand:
