@@ -19,7 +19,8 @@ from textual.widgets import Button
 from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
-from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
+from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
+                                    standing)
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
 from fractui.store.sqlite import SqliteStore
@@ -827,6 +828,37 @@ async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
             assert list(panel.starved) == standing(jobs, fleet.config, fleet._usage,
                                                    NOW + H)[1] != standing(
                 jobs, fleet.config, fleet._usage, NOW)[1], panel.starved
+    finally:
+        store.close()
+
+
+@pilot_test
+async def test_every_wait_and_age_the_tui_shows_counts_to_the_stores_now(tmp_path):
+    """The store's clock is an hour ahead of the TUI's (NOW), as an admin's laptop set wrong
+    is: the queue panel's waits, the jobs view's ages and a job screen's "submitted ... ago"
+    counted to the TUI's clock (wait-0 waiting 1m00s) where fractui jobs counts to the
+    store's (1h01m)."""
+    path = str(tmp_path / "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW + H)
+    try:
+        async with settled_app((180, 48), usage=store) as (app, pilot):
+            fleet = app.fleet
+            jobs = fleet.model.store.jobs
+            job = next(j for j in jobs if j.name == "wait-0")
+            panel = app.screen.query_one(QueuePanel)
+            assert panel.queues == queue_stats(fleet.config.queues, jobs, NOW + H) != \
+                queue_stats(fleet.config.queues, jobs, NOW), panel.queues
+            drawn = [ln for ln in screen_lines(app) if "#%d " % job.id in ln]
+            assert len(drawn) == 1 and re.search(r" %s\b" % duration(H + 60), drawn[0]), drawn
+            await pilot.press("J")
+            await settled(pilot)
+            row = next(r for r in app.screen.every if r.job_id == job.id)
+            assert row.age_s == H + 60, row
+            app.open_job(job.id)
+            await settled(pilot)
+            said = "\n".join(screen_lines(app))
+            assert "submitted %s ago" % duration(H + 60) in said, said
     finally:
         store.close()
 

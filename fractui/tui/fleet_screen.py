@@ -156,8 +156,8 @@ class StoreRead(Message):
         super().__init__()
         self.view = view
         self.ahead = ahead
-        """How far the store's clock is ahead of the TUI's, as read with the usage (None: not
-        read this time, the last stands)."""
+        """How far the store's clock is ahead of the TUI's, as measured at this read (None:
+        the read failed, the last stands)."""
         self.bounds = bounds
         """The teams' bounds on waiting jobs as the store holds them (None: not read)."""
         self.error = error
@@ -256,6 +256,13 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     # -- data in --
 
+    def store_clock(self) -> float:
+        """The store's time now, by the TUI's clock and the store's lead on it at the last
+        read: what every age of a job, a wait or an entry the TUI shows counts to, as
+        fractui jobs and teams count theirs (docs/decisions.md, "Clocks"). Never a read
+        itself: the UI thread asks it."""
+        return self.clock() + self._ahead
+
     def read_store(self) -> None:
         """The store read again, in a thread worker, one read at a time (``OneAtATime``)."""
         self._reads.ask()
@@ -264,10 +271,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _read(self) -> None:
         try:
             view = self.source.read_store(ended=self.ended_wanted)
-            usage, ahead = None, None
+            now = self.source.read_now(self.clock)  # each read: every age shown counts to it
+            ahead, usage = now - self.clock(), None
             if self.config.teams and self.ticks() >= self._usage_due:
-                fair, now = self.config.fairshare, self.source.read_now(self.clock)
-                ahead = now - self.clock()
+                fair = self.config.fairshare
                 kept = self.source.read_usage(now - fair.window_s, now)
                 usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                 self._usage_due = self.ticks() + USAGE_EVERY_S
@@ -346,9 +353,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self._bounds = message.bounds
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
-        now = self.clock()
-        # the teams' waits by the store's clock, as their usage and fractui teams count them
-        teams, starved = standing(jobs, self.config, self._usage, now + self._ahead)
+        now = self.store_clock()  # the waits as fractui teams and jobs count them
+        teams, starved = standing(jobs, self.config, self._usage, now)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,
