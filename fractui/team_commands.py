@@ -2,9 +2,9 @@
 GPUs it holds and borrows, its jobs on hosts and waiting, its recent usage, its weighted share,
 the order the scheduler takes up the teams' waiting jobs now, and the quota (and host) it holds
 for a job that has waited past reserve_after_s, as the last pass kept it — from the store
-alone. The
-numbers are the TUI's Teams table's (fractui.sched.standing, on fractui.sched.quota's
-``team_usage``) and the order the pass's own (``queueing.team_order``): none is computed
+alone. The numbers are the TUI's Teams table's (fractui.sched.standing, on
+fractui.sched.quota's ``team_usage``), the order the pass's own (``queueing.team_order``) and
+the holds the pass's own (``PassResult.held``, kept by the lease holder): none is computed
 again here."""
 
 from __future__ import annotations

@@ -87,8 +87,8 @@ def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job],
     for team in teams:
         h = holds.get(team.name)
         job = waiting.get(h.job) if h is not None else None
-        if job is not None and job.team == team.name:
-            out.append(Reserved(team.name, job, h))  # type: ignore[arg-type]
+        if h is not None and job is not None and job.team == team.name:
+            out.append(Reserved(team.name, job, h))
     return out
 
 

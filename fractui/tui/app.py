@@ -145,8 +145,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         ``left`` is handed the job as that screen last read it, as it is left."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   fleet.store_clock, self.readonly, self.move_job, self.place_job,
-                                   left))
+                                   fleet.store_clock, self.readonly, self.move_job,
+                                   self.place_job, left))
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
