@@ -1,8 +1,10 @@
 """``fractui teams``: each configured team's standing as the scheduler sees it — its quota, the
-GPUs it holds and borrows, its jobs on hosts and waiting, its recent usage, its weighted share
-and the order the scheduler takes up the teams' waiting jobs now — from the store alone. The
-numbers are the TUI's Teams table's (fractui.sched.standing, on fractui.sched.quota's
-``team_usage``) and the order the pass's own (``queueing.team_order``): none is computed
+GPUs it holds and borrows, its jobs on hosts and waiting, its recent usage, its weighted share,
+the order the scheduler takes up the teams' waiting jobs now, and the quota (and host) it holds
+for a job that has waited past reserve_after_s, as the last pass kept it — from the store
+alone. The numbers are the TUI's Teams table's (fractui.sched.standing, on
+fractui.sched.quota's ``team_usage``), the order the pass's own (``queueing.team_order``) and
+the holds the pass's own (``PassResult.held``, kept by the lease holder): none is computed
 again here."""
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
 from fractui.terminal import print_json, say, table, width
-from fractui.sched.standing import (UsageRead, bounds_of, next_of, next_order,
-                                   standing, waiting)
+from fractui.sched.standing import (Reserved, UsageRead, bounds_of, next_of, next_order,
+                                   reserved, standing, waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -46,6 +48,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         trouble = store.trouble()
         lease = store.lease_holder()
         held = store.waiting_bounds()
+        holds = store.team_holds()
     finally:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
@@ -54,25 +57,28 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]
+    holding = reserved(holds, jobs, shown)
     if trouble is not None:  # every waiting job's why, and this order, wait for a pass
         say(failing_passes(trouble))
     if lease is None and jobs:  # nothing placed or launched: the order is only a standing
         say(NO_SCHEDULER)
     if args.json:
-        print_json({"teams": [_record(u, starved, order, fair.usage_weight, bounds[u.name])
-                              for u in shown],
+        print_json({"teams": [_record(u, starved, holding, order, fair.usage_weight,
+                                      bounds[u.name], now) for u in shown],
                     "as_of": now, "scheduler": lease[0] if lease else None,
                     "usage_weight": fair.usage_weight})
     else:
-        for line in lines(shown, starved, order, fair.usage_weight, bounds):
+        for line in lines(shown, starved, order, fair.usage_weight, bounds, holding, now):
             print(line)
     return 0
 
 
 def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequence[str],
-          usage_weight: float, bounds: Mapping[str, int]) -> List[str]:
-    """The table, a line for each starved team (the TUI's words), and what SHARE, NEXT and
-    PENDING's bound are: the ranking's numbers read as a promise would mislead."""
+          usage_weight: float, bounds: Mapping[str, int], holding: Sequence[Reserved] = (),
+          now: float = 0.0) -> List[str]:
+    """The table, a line for each starved team and each team's hold (the TUI's words; its
+    job's wait as of ``now``), and what SHARE, NEXT and PENDING's bound are: the ranking's
+    numbers read as a promise would mislead."""
     rows = []
     for u in shown:
         place = next_of(u.name, order)
@@ -81,6 +87,7 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
                      "%.2f" % u.share(usage_weight), "-" if place is None else str(place)])
     out = table(HEADER, rows, CAPS, width())
     out += ["starved " + s.words() for s in starved]
+    out += ["reserved " + r.words(now) for r in holding]
     blend = ("blended with RECENT by [fairshare] usage_weight %g" % usage_weight
              if usage_weight > 0 else "(RECENT does not count: [fairshare] usage_weight 0)")
     out.append("SHARE: GPUs held within quota %s, over the team's weight; NEXT: the order the "
@@ -90,14 +97,19 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
     return out
 
 
-def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],
-            usage_weight: float, max_waiting: int) -> Dict[str, Any]:
+def _record(u: TeamUsage, starved: Sequence[Starved], holding: Sequence[Reserved],
+            order: Sequence[str], usage_weight: float, max_waiting: int,
+            now: float) -> Dict[str, Any]:
     """A team as ``teams --json`` prints it (docs/cli.md, JSON output)."""
     s = next((s for s in starved if s.team == u.name), None)
+    r = next((r for r in holding if r.team == u.name), None)
     return {"name": u.name, "quota": u.quota, "held": u.used, "borrowed": u.borrowed,
             "within": u.within, "running": u.running, "pending": u.pending,
             "waiting": u.waiting, "max_waiting": max_waiting,
             "recent": u.recent, "weight": u.weight, "over_quota": u.over_quota,
             "share": u.share(usage_weight), "next": next_of(u.name, order),
             "starved": None if s is None else {"waiting": s.waiting, "waited_s": s.waited_s,
-                                               "room": s.room, "reason": s.reason}}
+                                               "room": s.room, "reason": s.reason},
+            "reserved": None if r is None else {
+                "job": r.job.id, "name": r.job.name, "charge": r.hold.charge,
+                "host": r.hold.host, "waited_s": r.waited(now)}}

@@ -196,6 +196,8 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         refused(guarded, "DELETE FROM stops_sent", "table stops_sent")
         refused(guarded, "INSERT INTO mode_holds (uuid, failures, until) VALUES ('GPU-x', 1, "
                 "9e12)", "table mode_holds")  # (a team member's TUI reads them, below)
+        refused(guarded, "INSERT INTO team_holds (team, job, charge) VALUES ('vision', %d, "
+                "1)" % mine.id, "table team_holds")  # (the lease holder's, read by teams)
         refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
         refused(guarded, "TRUNCATE jobs", "table jobs")
         after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),

@@ -9,7 +9,7 @@ import time
 from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler import Scheduler
 from fractui.sched.queueing import waits_at_quota
-from fractui.store.model import RUNNING
+from fractui.store.model import RUNNING, Hold
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -41,6 +41,8 @@ def test_a_whole_gpu_job_past_the_bound_gets_the_quota_its_teams_quarter_jobs_fr
     cancel(quarters[1])
     f.until(lambda: "is held for it" in (f.store.get(whole.id).reason or "")
             and f.store.get(quarters[1].id).state == "cancelled")
+    # kept in the store for fractui teams and the TUI: the quota held, for which job
+    f.until(lambda: f.store.team_holds() == {"nlp": Hold(whole.id, 1.0)})
     f.until(lambda: f.store.get(later[1].id).reason is not None
             and "held for job %d" % whole.id in f.store.get(later[1].id).reason)
     for _ in range(3):
@@ -54,3 +56,4 @@ def test_a_whole_gpu_job_past_the_bound_gets_the_quota_its_teams_quarter_jobs_fr
     assert f.store.get(later[1].id).state == "pending"  # 1.25 held: job 6 and the whole GPU
     cancel(later[0])
     f.until(lambda: f.store.get(later[1].id).state == RUNNING)
+    f.until(lambda: f.store.team_holds() == {})  # none waits: nothing is held

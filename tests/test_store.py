@@ -15,7 +15,8 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
-from fractui.store.model import OUT_OF_CONFIG, GpuTime, HolderMemory, LogTail, ModeHold
+from fractui.store.model import (OUT_OF_CONFIG, GpuTime, Hold, HolderMemory, LogTail,
+                                 ModeHold)
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -313,8 +314,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert [(t.seen_from, t.seen_to, t.seen_spans) for t in store.gpu_time(0, 9e12)] == [
         (610.0, 640.0, ((610.0, 640.0),))]
     assert store.last_lines([1]) == {}  # 0021: no last line kept of before
+    assert store.team_holds() == {}  # 0022: no team holds anything until a pass says so
+    store.keep_team_holds({"nlp": Hold(1, 1.0, "h")})
+    assert store.team_holds() == {"nlp": Hold(1, 1.0, "h")}
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 21
+        _migrations()) == 22
 
 
 def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):

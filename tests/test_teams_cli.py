@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from fractui.config import QueueConfig, TeamConfig, load_config
-from fractui.sched.queueing import _fair, team_order
+from fractui.sched.queueing import Reserve, _fair, schedule, team_order
 from fractui.sched.quota import Recent, team_usage
 from fractui.store import Store, open_store
-from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Job, Slot)
+from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Hold, Job, Slot)
 from fractui.sched.standing import UsageRead, standing
 from tests.cli_run import in_process, leaks
 from tests.conftest import REPO
 from tests.test_pg_guard import LEAST
+from tests.test_sched_reserve import BOUND, view
 
 NO_ROOM = "no room: no GPU in the fleet has a free slice for it"
 QUEUES = '[[queues]]\nname = "quarter"\ngpu = 0.25\n[[queues]]\nname = "half"\ngpu = 0.5\n'
@@ -221,6 +222,120 @@ def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd,
         check_against_the_tui(json.loads(out), store, config, names)
     finally:
         store.close()
+
+
+def kept_pass(store: Store, config_path: Path) -> Dict[str, Hold]:
+    """The pass a lease holder makes on ``fill``'s jobs (their host, gpu-a, one L4 that its
+    jobs fill; holds after BOUND), its holds kept in the store as the lease holder keeps them
+    (``Scheduler._keep_team_holds``): nlp's h, waiting for room past the bound, holds."""
+    config = load_config(str(config_path))
+    result = schedule([view("gpu-a", 1)], store.jobs(ACTIVE), config.queues, config.teams,
+                      store.uid, reserve=Reserve(BOUND, store.now()))
+    store.keep_team_holds(result.held)
+    return result.held
+
+
+def said_reserved(out: str, hold: Hold, team: str, name: str) -> None:
+    """``teams`` said the hold on one line of its own, in the TUI's words."""
+    assert hold.host == "gpu-a", hold
+    said = [line for line in out.splitlines() if line.startswith("reserved ")]
+    assert len(said) == 1 and re.fullmatch(
+        r"reserved %s: %.2f of its quota and its room on gpu-a held for job %d \(%s, waiting "
+        r"1[5-9]m[0-9]{2}s\): its later jobs take only what is left beside it, off that host"
+        % (team, hold.charge, hold.job, re.escape(name)), said[0]), out
+
+
+def test_a_teams_hold_for_a_job_past_the_bound_is_said_and_none_without(tmp_path, capfd):
+    """An SQLite store: nlp's h has waited 15 minutes for room, past reserve_after_s, and the
+    pass holds nlp's quota and gpu-a for it. Nothing said that an admin who saw nlp's quota
+    partly idle, or gpu-a skipped by its later jobs, could tell why from; now a line says
+    which job holds what, and ``--json`` the same. Before any pass kept a hold, none."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    ids = fill(store, "vision", "nlp")
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE jobs SET submitted_at = submitted_at - 900 WHERE id = ?",
+                     (ids["h"],))
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db,
+                     {"vision": 1.5, "nlp": 2})
+    try:
+        code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+        assert code == 0 and [t["reserved"] for t in json.loads(out)["teams"]] == [None] * 2
+        code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+        assert code == 0 and "reserved" not in out, out
+        held = kept_pass(store, config)
+    finally:
+        store.close()
+    assert list(held) == ["nlp"] and held["nlp"].job == ids["h"], held
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and not leaks(err), err
+    said_reserved(out, held["nlp"], "nlp", "h")
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    nlp = json.loads(out)["teams"][1]
+    assert nlp["reserved"] == {"job": ids["h"], "name": "h", "charge": held["nlp"].charge,
+                               "host": "gpu-a", "waited_s": nlp["reserved"]["waited_s"]}
+    assert 900 <= nlp["reserved"]["waited_s"] < 1200, nlp
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--team", "vision"])
+    assert code == 0 and "reserved" not in out, out  # vision's standing alone
+
+
+def test_a_hold_of_a_job_that_no_longer_waits_is_not_said(tmp_path, capfd):
+    """The store keeps the last pass's holds: once h has started (or is cancelled), before a
+    pass writes them again (or with no scheduler), its hold is not said."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    ids = fill(store, "vision", "nlp")
+    store.keep_team_holds({"nlp": Hold(ids["h"], 0.25, "gpu-a")})
+    store.place(ids["h"], _share(0.25), "ops", "fits")
+    store.started(ids["h"], "jh", None, "ops", "started")
+    store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "reserved" not in out, out
+
+
+def test_a_hostile_job_name_or_host_forges_no_line_of_teams(tmp_path, capfd):
+    """A job's name is a researcher's, and the host a hold names is read from the store: a
+    line break and an escape in them are shown as "?", never as a line "starved vision: ..."
+    of their own or a colour."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    ids = fill(store, "vision", "nlp")
+    store.keep_team_holds({"nlp": Hold(ids["h"], 0.25, "gpu-a\nstarved vision: forged")})
+    store.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE jobs SET name = ? WHERE id = ?",
+                     ("h\nstarved vision: 9 waiting\x1b[31m", ids["h"]))
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "\x1b" not in out, out
+    assert not [line for line in out.splitlines() if line.startswith("starved vision")], out
+    said = [line for line in out.splitlines() if line.startswith("reserved ")]
+    assert len(said) == 1 and "room on gpu-a?starved vision: forged held for job %d (h?starved " \
+        "vision: 9 waiting?[31m, waiting" % ids["h"] in said[0], out
+
+
+def test_a_team_member_on_postgresql_reads_her_teams_hold(tmp_path, capfd, pg_server):
+    """PostgreSQL: the lease holder (an admin's role) keeps the pass's hold for nlp's h, past
+    the bound; a role in team nlp alone, no admin, reads it in ``teams`` as on SQLite."""
+    m = member_of_nlp(pg_server)
+    pg_server.sql("UPDATE jobs SET submitted_at = submitted_at - 900 WHERE id = %d"
+                  % m.ids["h"], db=m.db)
+    admin = _config(tmp_path / "admin.toml", pg_server.url(m.db),
+                    {m.names["vision"]: 1.5, m.names["nlp"]: 2})
+    member = _config(tmp_path / "member.toml", pg_server.url(m.db, user=m.role),
+                     {m.names["vision"]: 1.5, m.names["nlp"]: 2})
+    code, out, err = in_process(capfd, ["--config", str(member), "teams"])
+    assert code == 0 and "reserved" not in out, out
+    store = open_store(pg_server.url(m.db), make=False)
+    try:
+        held = kept_pass(store, admin)
+    finally:
+        store.close()
+    assert list(held) == [m.names["nlp"]] and held[m.names["nlp"]].job == m.ids["h"], held
+    code, out, err = in_process(capfd, ["--config", str(member), "teams"])
+    assert code == 0 and not leaks(err), err
+    said_reserved(out, held[m.names["nlp"]], m.names["nlp"], "h")
 
 
 def test_no_teams_a_typo_an_empty_name_and_no_store_are_said_never_a_traceback(

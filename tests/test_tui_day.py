@@ -19,9 +19,10 @@ from textual.widgets import Button
 from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
-from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
+from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
+                                    reserved, standing)
 from fractui.scheduler.child import ChildScheduler
-from fractui.store.model import PENDING
+from fractui.store.model import PENDING, Hold
 from fractui.store.sqlite import SqliteStore
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
@@ -35,7 +36,7 @@ from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, line
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
-from fractui.tui.queues import QueuePanel
+from fractui.tui.queues import SIDE_BY_SIDE, QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
@@ -829,6 +830,68 @@ async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
                 jobs, fleet.config, fleet._usage, NOW)[1], panel.starved
     finally:
         store.close()
+
+
+@pilot_test
+async def test_every_wait_and_age_the_tui_shows_counts_to_the_stores_now(tmp_path):
+    """The store's clock is an hour ahead of the TUI's (NOW), as an admin's laptop set wrong
+    is: the queue panel's waits, the jobs view's ages and a job screen's "submitted ... ago"
+    counted to the TUI's clock (wait-0 waiting 1m00s) where fractui jobs counts to the
+    store's (1h01m)."""
+    path = str(tmp_path / "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW + H)
+    try:
+        async with settled_app((180, 48), usage=store) as (app, pilot):
+            fleet = app.fleet
+            jobs = fleet.model.store.jobs
+            job = next(j for j in jobs if j.name == "wait-0")
+            panel = app.screen.query_one(QueuePanel)
+            assert panel.queues == queue_stats(fleet.config.queues, jobs, NOW + H) != \
+                queue_stats(fleet.config.queues, jobs, NOW), panel.queues
+            drawn = [ln for ln in screen_lines(app) if "#%d " % job.id in ln]
+            assert len(drawn) == 1 and re.search(r" %s\b" % duration(H + 60), drawn[0]), drawn
+            await pilot.press("J")
+            await settled(pilot)
+            row = next(r for r in app.screen.every if r.job_id == job.id)
+            assert row.age_s == H + 60, row
+            app.open_job(job.id)
+            await settled(pilot)
+            said = "\n".join(screen_lines(app))
+            assert "submitted %s ago" % duration(H + 60) in said, said
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("width", [80, 180])
+@pilot_test
+async def test_a_teams_hold_is_said_under_the_teams_and_a_hostile_host_forges_nothing(width):
+    """The store keeps that nlp holds a GPU of its quota and the room on a host (its name the
+    store's, a line break and markup in it) for job 27, which has waited past the bound: the
+    panel said nothing of it, and an admin who saw nlp's quota partly idle, or the host
+    skipped by its later jobs, could not tell why. A line says it, in fractui teams' words;
+    the host's line break is a "?", its markup text. Without a hold, no such line."""
+    host = "a100-1\nstarved vision: [b]forged[/b]"
+    async with settled_app((width, 48), holds={"nlp": Hold(27, 1.0, host)}) as (app, pilot):
+        panel = app.screen.query_one(QueuePanel)
+        jobs = app.fleet.model.store.jobs
+        assert [(r.team, r.job.id, r.hold) for r in panel.reserved] == [
+            ("nlp", 27, Hold(27, 1.0, host))]
+        drawn = screen_lines(app)
+        at = next(n for n, ln in enumerate(drawn) if "reserved " in ln)
+        left = drawn[at].index("reserved ")
+        narrow = panel.size.width < SIDE_BY_SIDE  # what is held on a line, for whom on the next
+        words = "reserved " + reserved({"nlp": Hold(27, 1.0, host)}, jobs, panel.teams)[0].words(
+            NOW, "\n  " if narrow else " ")
+        for shown, meant in zip(drawn[at:], words.split("\n")):
+            assert meant.startswith(shown[left:].rstrip("…")), (shown[left:], meant)
+        assert drawn[at][left:].startswith("reserved nlp: 1.00 of its quota and its room on"
+                                           + ("" if narrow else " a100-1?starved vision: [b]f")
+                                           ), drawn[at]
+        assert not [ln for ln in drawn if "starved vision" in ln and "a100-1?" not in ln]
+    async with settled_app((width, 48)) as (app, pilot):
+        assert app.screen.query_one(QueuePanel).reserved == []
+        assert not [ln for ln in screen_lines(app) if "reserved" in ln]
 
 
 def palette_texts(app: FractuiApp) -> list[str]:

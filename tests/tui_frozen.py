@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, S
 from fractui.cells import each_cell
 from fractui.config import Config, TeamConfig, TuiSettings, UsageSettings
 from fractui.store.base import Store
-from fractui.store.model import Cordon, GpuTime, Sampled, Slot, UsageRecord
+from fractui.store.model import Cordon, GpuTime, Hold, Sampled, Slot, UsageRecord
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
@@ -39,14 +39,15 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
                usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
                sampled: bool = True, holder: Optional[str] = None,
                trouble: Optional[str] = None, bounds: Optional[Mapping[str, int]] = None,
-               more_teams: Sequence[str] = (),
+               holds: Optional[Mapping[str, Hold]] = None, more_teams: Sequence[str] = (),
                store_states: Optional[Mapping[int, str]] = None,
                **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
     why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
     ``trouble`` what fails its passes; ``bounds``: the teams' bounds on waiting jobs the
-    store lists (none: each team held to the default); ``more_teams``: teams the config lists
+    store lists (none: each team held to the default); ``holds``: what the teams hold for a
+    waiting job, as the store keeps them (none: nothing); ``more_teams``: teams the config lists
     after the sample's, with no job; ``store_states``: the store's state of some jobs
     instead (by id), their agents' records left as they are. The map and the queues show the
     sample fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is
@@ -63,7 +64,8 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,
                                 trouble=trouble)
     source = Source(fleet.statuses, store, logs=LOGS,
-                    usage=fleet.usage() if sampled and usage is None else (), bounds=bounds)
+                    usage=fleet.usage() if sampled and usage is None else (), bounds=bounds,
+                    holds=holds)
     source.store = usage
     return FractuiApp(source, config, clock=lambda: NOW, readonly=readonly)
 

@@ -32,7 +32,7 @@ from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  gpu_charge, team_usage, within_quota)
-from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
+from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot
 from fractui.words import duration, first_of, gib
 
 POLICY = "fractui"
@@ -71,17 +71,6 @@ class Reserve:
                          and self.now - j.waiting_since >= self.after_s)
 
 
-@dataclass(frozen=True)
-class Hold:
-    """Quota a team holds for one of its waiting jobs: what that job's slot charges (the least
-    it could, where no slot was found), out of reach of the team's jobs after it; and where it
-    found no room at all, the ``host`` where most is free for it, which they keep off."""
-
-    job: int
-    charge: float
-    host: Optional[str] = None
-
-
 @dataclass
 class Kept:
     """What a scheduler keeps from one pass to the next, so a pass rebuilds and rescores only
@@ -99,6 +88,7 @@ class PassResult:
     decisions: List[Decision] = field(default_factory=list)
     preemptions: List[Preemption] = field(default_factory=list)
     waiting: Dict[int, str] = field(default_factory=dict)  # job -> why it still waits
+    held: Dict[str, Hold] = field(default_factory=dict)  # team -> what it holds for a job
 
 
 def slot_of(p: Placement, req: Request, placer: Placer) -> Slot:
@@ -177,7 +167,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     beyond_hosts = cache(partial(_beyond_hosts, hosts=built))
 
     after_s, due = reserving
-    held: Dict[str, Hold] = {}  # team -> the quota (and room) it holds for one of its jobs
+    held = result.held  # team -> the quota (and room) it holds for one of its jobs
 
     def attempt(job: Job, req: Optional[Request] = None,
                 beside_held: bool = True) -> Optional[Placement]:

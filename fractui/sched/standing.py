@@ -1,9 +1,10 @@
 """Each queue's standing as the queue panel and ``fractui queues`` show it: its jobs waiting and
 on hosts, and the longest wait. Each team's as the queue panel shows it: quota, held, borrowed,
 recent usage, jobs on hosts, its place in the order a pass takes up the teams' waiting jobs,
-and who is starved with why. The usage records behind the recent column are read in the
-screen's store worker at most once every USAGE_EVERY_S (a window of them can be thousands of
-rows), never on the UI thread; the rest comes from each read of the store's active jobs."""
+who is starved with why, and what it holds for a job that has waited (``reserved``). The
+usage records behind the recent column are read in the screen's store worker at most once
+every USAGE_EVERY_S (a window of them can be thousands of rows), never on the UI thread; the
+rest comes from each read of the store's active jobs and holds."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
-from fractui.store.model import ACTIVE, PENDING, Job, UsageRecord
+from fractui.store.model import ACTIVE, PENDING, Hold, Job, UsageRecord
 from fractui.usage.fairshare import recent_gpus
+from fractui.words import duration, printable
 
 USAGE_EVERY_S = 60.0
 
@@ -45,6 +47,49 @@ def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], no
     for team, at in last_starts((), jobs).items():
         last[team] = max(at, last.get(team, at))
     return teams, starved(teams, jobs, last, now)
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A team's hold for one of its waiting jobs (the pass's ``Hold``, as the lease holder
+    kept it), with that job as read: why its quota is partly idle, or a host its later jobs
+    skip."""
+
+    team: str
+    job: Job
+    hold: Hold
+
+    def waited(self, now: float) -> float:
+        """How long its job has waited at ``now`` (none below 0, as ``fractui jobs`` counts)."""
+        return max(0.0, now - self.job.waiting_since)
+
+    def words(self, now: float, before_job: str = " ") -> str:
+        """What is said of it after "reserved " (the TUI's panel, ``fractui teams``): ``nlp:
+        1.00 of its quota and its room on h held for job 20 (train, waiting 6m12s): ...``,
+        the job's name and the host printable only (a name from the store forges no line),
+        ``before_job`` before "held for job" (a narrow panel puts what is held on a line of
+        its own)."""
+        h = self.hold
+        return "%s: %.2f of its quota%s%sheld for job %d (%s, waiting %s): its later jobs " \
+            "take only what is left beside it%s" % (
+                self.team, h.charge, " and its room on %s" % printable(h.host) if h.host
+                else "", before_job, self.job.id, printable(self.job.name),
+                duration(self.waited(now)), ", off that host" if h.host else "")
+
+
+def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job],
+             teams: Sequence[TeamUsage]) -> list[Reserved]:
+    """The holds of ``teams`` (in their order) whose job still waits in ``jobs`` (the active
+    ones, read with the holds): one whose job has started or ended since is the last pass's,
+    which the next one writes over."""
+    waiting = {j.id: j for j in jobs if j.state == PENDING}
+    out = []
+    for team in teams:
+        h = holds.get(team.name)
+        job = waiting.get(h.job) if h is not None else None
+        if h is not None and job is not None and job.team == team.name:
+            out.append(Reserved(team.name, job, h))
+    return out
 
 
 def next_order(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead]) -> list[str]:

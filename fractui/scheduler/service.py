@@ -54,8 +54,8 @@ from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOG
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError, StoreRefused)
 from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
-                                 PLACED, RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
-                                 attempt_of)
+                                 PLACED, RUNNING, STOPPING, Cordon, Hold, Job, ModeHold,
+                                 StaleCopy, attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 from remote_agent.failing import PAST_CAP
@@ -152,6 +152,7 @@ class Scheduler:
         """The two above as the store holds them (written when they differ)."""
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_bounds: Optional[Dict[str, int]] = None  # the store's waiting bounds
+        self._kept_team_holds: Optional[Dict[str, Hold]] = None  # the store's, as written
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
@@ -504,6 +505,7 @@ class Scheduler:
         self.executor.backoff.recall(memory.mode_holds)
         self._kept_holds = dict(memory.mode_holds)
         self._kept_bounds = None  # (another holder's config may have written others)
+        self._kept_team_holds = None  # (and another holder's passes other holds)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
         self._kept_trouble = None  # the store clears it as the lease changes hands
@@ -563,6 +565,17 @@ class Scheduler:
         if bounds != self._kept_bounds and self._keep(
                 "bounds", "the teams' bounds on waiting jobs", write):
             self._kept_bounds = bounds
+
+    def _keep_team_holds(self, held: Dict[str, Hold]) -> None:
+        """Writes what each team holds for one of its waiting jobs (the pass's ``held``) to
+        the store when it changed: what ``fractui teams`` and the TUI say of a team's quota
+        or host held. Before the pass's other writes, so a reader woken by a reason the hold
+        changed reads the hold with it. The pass goes on where it fails: it holds in memory
+        all the same, and the next pass writes it."""
+        if held != self._kept_team_holds and self._keep(
+                "team holds", "the teams' holds for their waiting jobs",
+                lambda: self.store.keep_team_holds(held, epoch=self.epoch)):
+            self._kept_team_holds = dict(held)
 
     def _keep(self, key: str, what: str, write: Callable[[], None]) -> bool:
         """Writes ``what`` to the store by ``write``, whether it was: a failure is said once
@@ -948,6 +961,7 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
                           self._recent_usage(now, derived),
                           Reserve(self.config.scheduler.reserve_after_s, now))
+        self._keep_team_holds(result.held)
         recorded = False
         for d in result.decisions:
             try:  # within its quota as this pass read it: held to it as it is written

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.words import count
-from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
+from fractui.store.model import (AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
+                                 LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord)
 
 
@@ -450,6 +450,18 @@ class Store(abc.ABC):
     def waiting_bounds(self) -> dict[str, int]:
         """Each team's bound on its waiting jobs as the store holds it; a team not listed is
         held to config.DEFAULT_MAX_WAITING."""
+
+    @abc.abstractmethod
+    def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
+        """Replaces what each team holds for one of its waiting jobs with a pass's
+        (``PassResult.held``): the lease holder's write, fenced by ``epoch``, made only when
+        they changed."""
+
+    @abc.abstractmethod
+    def team_holds(self) -> dict[str, Hold]:
+        """What each team holds for one of its waiting jobs, as the lease holder's last pass
+        decided (``fractui teams`` and the TUI's queue panel say it): a hold whose job no
+        longer waits is one no pass has written over yet."""
 
     @abc.abstractmethod
     def keep_trouble(self, trouble: Optional[str], epoch: Optional[int] = None) -> None:

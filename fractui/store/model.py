@@ -278,6 +278,19 @@ class ModeHold:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Quota a team holds for one of its waiting jobs (the scheduler's pass,
+    ``sched.queueing``): what that job's slot charges (the least it could, where no slot was
+    found), out of reach of the team's jobs after it; and where it found no room at all, the
+    ``host`` where most is free for it, which they keep off. The lease holder keeps each
+    pass's in the store, where ``fractui teams`` and the TUI read them."""
+
+    job: int
+    charge: float
+    host: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable

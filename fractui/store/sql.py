@@ -37,8 +37,8 @@ from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotF
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
-                                 AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
+                                 AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
+                                 LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord, held_within, same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
@@ -364,6 +364,21 @@ class SqlStore(Store):
             for row in rows:
                 self._run(db, insert, row)
         self._write(work)
+
+    def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
+        self._replace("team_holds", ("team", "job", "charge", "host"),
+                      [(team, h.job, float(h.charge), h.host) for team, h in holds.items()],
+                      epoch)
+
+    def team_holds(self) -> dict[str, Hold]:
+        def work(db: Any) -> dict[str, Hold]:
+            found = {}
+            for r in self._run(db, "SELECT team, job, charge, host FROM team_holds"):
+                check("team %s's hold" % r["team"], r, {"team": TEXT, "job": INT,
+                                                         "charge": NUM, "host": maybe(TEXT)})
+                found[r["team"]] = Hold(r["job"], float(r["charge"]), r["host"])
+            return found
+        return self._read(work)
 
     def waiting_bounds(self) -> dict[str, int]:
         return self._read(self._waiting_bounds)

@@ -145,8 +145,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         ``left`` is handed the job as that screen last read it, as it is left."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly, self.move_job, self.place_job,
-                                   left))
+                                   fleet.store_clock, self.readonly, self.move_job,
+                                   self.place_job, left))
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
@@ -210,7 +210,7 @@ class FractuiApp(App[None], inherit_bindings=False):
             fleet = self.fleet
             # a placement started there goes back there on esc, its cursor on the job
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
-                                           self.clock, self.open_job, self.place_job,
+                                           fleet.store_clock, self.open_job, self.place_job,
                                            self.move_job, self.readonly, fleet.store_note,
                                            fleet.want_ended), "jobs")
         self._open_kept("jobs")

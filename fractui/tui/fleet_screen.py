@@ -37,7 +37,7 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import CORDON, DRAIN, ON_HOST, PENDING, Job, movable
+from fractui.store.model import CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -54,7 +54,7 @@ from fractui.tui.oneatatime import OneAtATime, unforeseen
 from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
-                                   standing)
+                                   reserved, standing)
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.tui.typed import Typed
 from fractui.words import count, failing_passes, first_of
@@ -151,15 +151,17 @@ class ServiceChanged(Message):
 class StoreRead(Message):
     def __init__(self, view: Optional[StoreView],
                  error: Optional[str] = None, usage: Optional[UsageRead] = None,
-                 bounds: Optional[dict[str, int]] = None, ahead: Optional[float] = None
-                 ) -> None:
+                 bounds: Optional[dict[str, int]] = None, ahead: Optional[float] = None,
+                 holds: Optional[dict[str, Hold]] = None) -> None:
         super().__init__()
         self.view = view
         self.ahead = ahead
-        """How far the store's clock is ahead of the TUI's, as read with the usage (None: not
-        read this time, the last stands)."""
+        """How far the store's clock is ahead of the TUI's, as measured at this read (None:
+        the read failed, the last stands)."""
         self.bounds = bounds
         """The teams' bounds on waiting jobs as the store holds them (None: not read)."""
+        self.holds = holds
+        """What each team holds for a waiting job, as the store keeps it (None: not read)."""
         self.error = error
         self.usage = usage
         """The usage records as read this time (None: not due, the last stands)."""
@@ -214,6 +216,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self._ahead = 0.0
         """How far the store's clock is ahead of the TUI's, as last read (``StoreRead``)."""
         self._bounds: dict[str, int] = {}  # the store's bounds on waiting jobs, as last read
+        self._holds: dict[str, Hold] = {}  # the teams' holds for waiting jobs, as last read
         self.ended_wanted = False
         """Whether store reads take the newest ended jobs too: only while a view shows them
         (the jobs view's ``a``), not every second for no one."""
@@ -256,6 +259,13 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     # -- data in --
 
+    def store_clock(self) -> float:
+        """The store's time now, by the TUI's clock and the store's lead on it at the last
+        read: what every age of a job, a wait or an entry the TUI shows counts to, as
+        fractui jobs and teams count theirs (docs/decisions.md, "Clocks"). Never a read
+        itself: the UI thread asks it."""
+        return self.clock() + self._ahead
+
     def read_store(self) -> None:
         """The store read again, in a thread worker, one read at a time (``OneAtATime``)."""
         self._reads.ask()
@@ -264,15 +274,16 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _read(self) -> None:
         try:
             view = self.source.read_store(ended=self.ended_wanted)
-            usage, ahead = None, None
+            now = self.source.read_now(self.clock)  # each read: every age shown counts to it
+            ahead, usage = now - self.clock(), None
             if self.config.teams and self.ticks() >= self._usage_due:
-                fair, now = self.config.fairshare, self.source.read_now(self.clock)
-                ahead = now - self.clock()
+                fair = self.config.fairshare
                 kept = self.source.read_usage(now - fair.window_s, now)
                 usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                 self._usage_due = self.ticks() + USAGE_EVERY_S
-            bounds = self.source.read_bounds() if self.config.teams else None
-            read = StoreRead(view, usage=usage, bounds=bounds, ahead=ahead)
+            bounds, holds = (self.source.read_bounds(), self.source.read_holds()) \
+                if self.config.teams else (None, None)
+            read = StoreRead(view, usage=usage, bounds=bounds, ahead=ahead, holds=holds)
         except StoreError as err:  # a locked or damaged store: say so, keep the fleet
             read = StoreRead(None, str(err))
         self.post_message(read)
@@ -344,15 +355,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self._ahead = message.ahead
         if message.bounds is not None:
             self._bounds = message.bounds
+        if message.holds is not None:
+            self._holds = message.holds
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
-        now = self.clock()
-        # the teams' waits by the store's clock, as their usage and fractui teams count them
-        teams, starved = standing(jobs, self.config, self._usage, now + self._ahead)
+        now = self.store_clock()  # the waits as fractui teams and jobs count them
+        teams, starved = standing(jobs, self.config, self._usage, now)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,
-            next_order(jobs, self.config, self._usage), self._bounds)
+            next_order(jobs, self.config, self._usage), self._bounds,
+            reserved(self._holds, jobs, teams))
         self.show_header()
 
     def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],

@@ -205,6 +205,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """The fleet screen's latest host statuses (for the agent's record of the job)."""
         self.asker = asker
         self.clock = clock
+        """The store's clock (the fleet screen's ``store_clock``): what the job's ages count
+        to, as fractui jobs counts them."""
         self.job: Optional[Job] = None
         self.uid: Optional[str] = None
         self.history: Sequence[AuditEntry] = ()

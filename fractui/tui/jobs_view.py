@@ -234,6 +234,8 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """Why the store cannot be read now, and how old its jobs shown are; None if it can."""
         self.statuses = statuses
         self.clock = clock
+        """The store's clock (the fleet screen's ``store_clock``): what the rows' ages count
+        to, as fractui jobs counts them."""
         self.open_job = open_job
         self.sort_key = "age"
         self.reverse = True

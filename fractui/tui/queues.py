@@ -20,8 +20,8 @@ from textual.widget import Widget
 
 from fractui.cells import cell_len, cut, padded
 from fractui.sched.quota import TeamUsage
-from fractui.sched.standing import (USAGE_EVERY_S, QueueStat, bounds_of, near_bound, next_of,
-                                     waiting)
+from fractui.sched.standing import (USAGE_EVERY_S, QueueStat, Reserved, bounds_of, near_bound,
+                                    next_of, waiting)
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
@@ -119,6 +119,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
         self.starved: Sequence[Starved] = ()
+        self.reserved: Sequence[Reserved] = ()
+        """What teams hold for a waiting job (the lease holder's last pass's holds)."""
         self.order: Sequence[str] = ()
         """The teams with a job waiting, in the order a pass takes them up now."""
         self.bounds: Mapping[str, int] = {}
@@ -130,17 +132,20 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
              now: float = 0.0, starved: Sequence[Starved] = (),
-             order: Sequence[str] = (), bounds: Mapping[str, int] = {}) -> None:
+             order: Sequence[str] = (), bounds: Mapping[str, int] = {},
+             reserved: Sequence[Reserved] = ()) -> None:
         """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
         to say are starved; ``order``: the teams in the order a pass takes them up;
-        ``bounds``: the store's bounds on waiting jobs (``pend`` near one: ``waiting/bound``)."""
+        ``bounds``: the store's bounds on waiting jobs (``pend`` near one: ``waiting/bound``);
+        ``reserved``: the teams' holds for a waiting job, each said on a line of its own."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending, starved, order, bounds) != (
+        if (queues, teams, store_note, pending, starved, order, bounds, reserved) != (
                 self.queues, self.teams, self.store_note, self.pending, self.starved,
-                self.order, self.bounds):
+                self.order, self.bounds, self.reserved):
             self.queues, self.teams, self.store_note = queues, teams, store_note
             self.starved, self.order, self.bounds = starved, order, bounds
+            self.reserved = reserved
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -293,26 +298,31 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             head: RenderableType = grid
         else:
             head = Group(q, Text(""), t)
-        return self._with_pending(head, self._starved_lines(warning), note)
+        return self._with_pending(head, self._team_lines(warning), note)
 
-    def _starved_lines(self, warning: str) -> Optional[Text]:
-        """A line for each starved team (narrow, its reason on a second), cut to the panel."""
-        if not self.starved:
+    def _team_lines(self, warning: str) -> Optional[Text]:
+        """A line for each starved team, in the warning colour, and one for each team's hold
+        (narrow, the reason, or what the hold does, on a second), cut to the panel."""
+        if not self.starved and not self.reserved:
             return None
-        lines = Text(no_wrap=True, overflow="ellipsis", style=warning)
+        lines = Text(no_wrap=True, overflow="ellipsis")
         narrow = self.size.width < SIDE_BY_SIDE
-        for s in self.starved:
+        said = [("starved ", s.words("\n  " if narrow else " "), warning) for s in self.starved]
+        said += [("reserved ", r.words(self.now, "\n  " if narrow else " "), "")
+                 for r in self.reserved]
+        for head, words, style in said:
             lines.append("\n" if lines else "")
-            lines.append("starved ", style="bold")
-            lines.append(s.words("\n  " if narrow else " "))
+            lines.append(head, style=("bold " + style).strip())
+            lines.append(words, style=style)
         return lines
 
     def _with_pending(self, head: RenderableType, starved: Optional[Text],
                       note: Text) -> RenderableType:
-        """The pending jobs under the queues and teams (``head``), the starved teams' lines
-        and the store's ``note``, one a line, remembering each one's line. The panel is sized
-        for MIN_PENDING rows: the starved teams' lines are shown only where they still fit
-        (else their mark in the teams table says it, and their jobs' lines say why). Where
+        """The pending jobs under the queues and teams (``head``), the starved and holding
+        teams' lines and the store's ``note``, one a line, remembering each one's line. The
+        panel is sized for MIN_PENDING rows: those teams' lines are shown only where they
+        still fit (else a starved team's mark in the teams table says it, and their jobs'
+        lines say why: a held job's and its team's later jobs'). Where
         not even MIN_PENDING rows fit under the head (a short terminal, many queues), the
         pending jobs come first: they are what the keys act on, and only rows in sight are
         drawn."""

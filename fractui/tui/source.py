@@ -22,7 +22,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
 from fractui.store.intents import Asker, last_lines
-from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Job, UsageRecord
+from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Hold, Job, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
 from fractui.usage.report import UNSTARTED, earliest
@@ -59,10 +59,12 @@ class Source:
                  simulated: Optional[dict[str, frozenset[str]]] = None,
                  logs: Optional[dict[str, list[str]]] = None,
                  usage: Sequence[UsageRecord] = (),
-                 bounds: Optional[Mapping[str, int]] = None) -> None:
+                 bounds: Optional[Mapping[str, int]] = None,
+                 holds: Optional[Mapping[str, Hold]] = None) -> None:
         self._lock = threading.Lock()
         self._usage = tuple(usage)
         self._bounds = dict(bounds or {})
+        self._holds = dict(holds or {})
         self._current = {s.name: s for s in statuses}
         self._logs = logs or {}
         self._latest = {s.name: s for s in statuses}
@@ -132,6 +134,12 @@ class Source:
         a member's submit is refused by; in a worker thread): the store's, or those a frozen
         fleet was given; none listed where there is no store."""
         return self.store.waiting_bounds() if self.store is not None else dict(self._bounds)
+
+    def read_holds(self) -> dict[str, Hold]:
+        """What each team holds for one of its waiting jobs, as the lease holder's last pass
+        kept it (``team_holds``; in a worker thread): the store's, or those a frozen fleet was
+        given."""
+        return self.store.team_holds() if self.store is not None else dict(self._holds)
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         """One job as the store has it now, active or ended, and the store's uid (to match
