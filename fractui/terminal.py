@@ -3,6 +3,7 @@ and, to a terminal, text only: never a control sequence someone else wrote."""
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -10,7 +11,7 @@ import os
 import re
 import shutil
 import sys
-from typing import Any, List, Optional, Sequence, TextIO
+from typing import Any, List, Optional, Sequence, TextIO, Tuple
 
 from remote_agent.digits import whole
 
@@ -157,13 +158,28 @@ def closed_streams_to_devnull() -> None:
             setattr(sys, held, stream)
 
 
+# fractui's own marks as an encoding without them (ASCII, Latin-1) writes them: each a mark
+# of the same cells, so a table keeps its width and its columns their places
+STAND_INS = {"\u2026": "~", "\u2014": "-", "\u00b7": "."}  # "…" a cut, "—" no value, "·" a gap
+
+
+def _stand_in_or_escape(err: UnicodeError) -> Tuple[str, int]:
+    """The codec error handler ``escape_what_cannot_be_encoded`` names."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    return ("".join(STAND_INS.get(c) or c.encode("ascii", "backslashreplace").decode("ascii")
+                    for c in err.object[err.start:err.end]), err.end)
+
+
 def escape_what_cannot_be_encoded() -> None:
     """A character stdout's or stderr's encoding cannot hold (a job's name in Unicode under
     PYTHONIOENCODING=ascii or a Latin-1 locale) is written as its escape, ``\\xe9``, rather than
-    ending the verb (or the line saying why it failed) with UnicodeEncodeError."""
+    ending the verb (or the line saying why it failed) with UnicodeEncodeError; fractui's own
+    marks as their stand-ins (STAND_INS)."""
+    codecs.register_error("fractui.stand_in", _stand_in_or_escape)
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+            stream.reconfigure(errors="fractui.stand_in")  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):  # replaced by a caller, or closed
             pass
 

@@ -1295,6 +1295,35 @@ def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_flee
         assert not leaks(done.stderr), (argv, done.stderr)
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_the_tables_own_marks_keep_their_width_in_an_encoding_without_them(tmp_path,
+                                                                             encoding):
+    """An admin whose stdout is ASCII or Latin-1 (PYTHONIOENCODING, a Latin-1 locale): a
+    table's own marks, "…" where a cell is cut and "—" for no value, which neither holds, were
+    written as their escapes (``\\u2026``: six cells drawn for the one the table counted), so
+    each line with one ran past the terminal's width and the columns no longer lined up. Each
+    is now a mark of one cell that the encoding holds."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "%s"\ngpu = 0.25\n'
+                      % (tmp_path / "store.db", "q" * 40))
+    done = subprocess_run(["--config", str(config), "submit", "--queue", "q" * 40, "--",
+                           "/bin/true"])
+    assert done.returncode == 0, done.stderr
+    narrow = {"PYTHONIOENCODING": encoding, "COLUMNS": "60"}
+    jobs = subprocess_run(["--config", str(config), "jobs"], narrow)
+    assert subprocess_run(["--config", str(config), "cancel", "1"]).returncode == 0
+    queues = subprocess_run(["--config", str(config), "queues"], dict(narrow, COLUMNS="200"))
+    for done in (jobs, queues):
+        assert done.returncode == 0 and not leaks(done.stderr), done.stderr
+        assert "\\u" not in done.stdout, done.stdout
+    header, row = jobs.stdout.splitlines()
+    assert len(header) == 60 and header.endswith("~") and len(row) <= 60, jobs.stdout
+    assert "q" * 15 + "~  " in row, jobs.stdout  # its queue's name, cut
+    header, row = queues.stdout.splitlines()[:2]
+    longest = header.index("LONGEST")
+    assert row[longest:longest + 2] == "- ", queues.stdout  # no job waits: no value
+
+
 def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path, local_fleet):  # noqa: F811
     """Each verb imports the module that carries it out, not every verb's: ``fractui jobs``
     and the store's verbs do not load Textual (the themes verb's and the TUI's), which cost
@@ -1615,7 +1644,8 @@ def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tm
     said = ("fractui: argument 2 is UTF-8 text that this locale's encoding, ascii, cannot read: "
             "%s (run fractui in a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or without PYTHONUTF8=0)\n"
             % quoted(read))
-    assert (done.returncode, done.stderr) == (2, said.encode("ascii", "backslashreplace").decode())
+    assert (done.returncode, done.stderr) == (  # its own mark of a cut as the encoding holds it
+        2, said.replace("\u2026", "~").encode("ascii", "backslashreplace").decode())
     done = subprocess_run(["--config", os.fsdecode(b"/tmp/\xfe\xff"), "jobs"], ascii_locale)
     assert (done.returncode, done.stderr) == (
         2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")

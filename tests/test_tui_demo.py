@@ -195,6 +195,26 @@ def test_the_tui_with_no_terminal_for_its_keys_exits_2_saying_so(tmp_path):
         assert "fractui-demo-" not in done.stdout  # no simulated fleet was started
 
 
+@pytest.mark.parametrize("locale", [["LC_ALL=C", "PYTHONUTF8=0"], ["PYTHONIOENCODING=latin-1"]])
+def test_the_tui_in_an_encoding_that_cannot_hold_its_drawing_exits_2_saying_so(tmp_path,
+                                                                             locale):
+    """In a terminal Python writes to as ASCII (the C locale with PYTHONUTF8=0) or Latin-1, the
+    TUI drew every bar, line and mark as its escape (``\\u258f``), six cells for one: a screen
+    no one could read, whose `q` still ended it. It is refused before anything starts."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    for verb, name in (([], "the TUI"), (["demo"], "fractui demo")):
+        term = Terminal(["env", *locale, sys.executable, "-m", "fractui", "--config",
+                         str(config), *verb])
+        shown = term.to_the_end(timeout_s=30).decode()
+        encoding = "ascii" if "PYTHONUTF8=0" in locale else "iso8859-1"  # as Python names it
+        assert term.proc.returncode == 2, shown[-2000:]
+        assert shown == (
+            "fractui: this terminal's encoding, %s, cannot hold what %s draws with (its bars, "
+            "lines and marks): run it in a UTF-8 locale, e.g. LC_ALL=C.UTF-8, and without "
+            "PYTHONUTF8=0 or a PYTHONIOENCODING that is not UTF-8\r\n" % (encoding, name))
+
+
 WATCH_UNPOLLABLE = """
 import os, threading
 from fractui.tui.run import _hang_up_when_gone

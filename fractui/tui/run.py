@@ -9,6 +9,7 @@ import dataclasses
 import os
 import select
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
@@ -26,6 +27,7 @@ WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
 WAIT_MS = 100  # how often a start's step that waits looks whether it was asked to end
 ENDS = (signal.SIGHUP, signal.SIGTERM)  # what ends the app as `q` does (_Ending)
 KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
+DRAWN = "\u258f\u258c\u2594\u2026\u2014"  # what it draws with beyond ASCII: ▏▌▔ bars, … — marks
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -42,11 +44,20 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 def _need_terminal(what: str) -> None:
     """Refuses a TUI whose stdin is no terminal (exit 2): Textual's input thread would read
-    its end of file for ever, the app never ending. Checked once what is wrong with the
-    config, the store or the files is said, and before anything is started."""
+    its end of file for ever, the app never ending; or whose terminal's encoding (ASCII,
+    Latin-1) cannot hold what it draws. Checked once what is wrong with the config, the store
+    or the files is said, and before anything is started."""
     if not os.isatty(KEYS_FD):
         raise UsageError("stdin is not a terminal: %s reads its keys there (run it in a "
                          "terminal, its input not from a file or a pipe)" % what)
+    encoding = sys.__stderr__.encoding  # Textual draws there
+    try:
+        DRAWN.encode(encoding)
+    except UnicodeEncodeError:  # each would be drawn as its escape, six cells for one
+        raise UsageError("this terminal's encoding, %s, cannot hold what %s draws with (its "
+                         "bars, lines and marks): run it in a UTF-8 locale, e.g. "
+                         "LC_ALL=C.UTF-8, and without PYTHONUTF8=0 or a PYTHONIOENCODING "
+                         "that is not UTF-8" % (encoding, what)) from None
 
 
 def _fleet(config: Config, readonly: bool) -> int:
