@@ -1413,6 +1413,27 @@ def test_an_unknown_option_is_said_before_a_missing_required_one(capsys):
         assert err.splitlines()[-1] == "fractui %s" % said, err
 
 
+def test_a_letter_other_verbs_take_is_read_as_they_read_it(capsys):
+    """``-n`` is fractui's count (audit's --limit, logs' --lines): ``submit -n 4`` said "did you
+    mean --name?", which names the job "4", and ``jobs -n 5`` named nothing, where its --limit
+    is audit's. A letter another verb takes names this verb's option of the same meaning, or
+    none; a letter no verb takes still names the one long option it begins."""
+    for argv, said in (
+            (["jobs", "-n", "5"], "jobs: error: unrecognized arguments: -n (did you mean "
+                                  "--limit?)"),
+            (["submit", "-n", "4", "--queue", "q", "--", "x"],
+             "submit: error: unrecognized arguments: -n 4"),
+            (["report", "-n", "5"], "report: error: unrecognized arguments: -n 5"),
+            (["audit", "-l", "5"], "audit: error: unrecognized arguments: -l (did you mean "
+                                   "--limit?)"),
+            (["submit", "-t", "nlp", "--queue", "q", "--", "x"],
+             "submit: error: unrecognized arguments: -t nlp (did you mean --team?)")):
+        assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
+        assert err.splitlines()[-1] == "fractui %s" % said, err
+
+
 NO_SCHEDULER = ("fractui: no scheduler is running for this store (none holds its lease): nothing "
                 "is placed, launched or stopped until one runs (fractui scheduler, an admin's)")
 
