@@ -1084,9 +1084,11 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     lines = out.splitlines()
     assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
                         lines[0]), out
-    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "23034", "MiB", "jobs",
-                                      str(job.id)], out
-    assert lines[2 - gpu].split()[-1] == "[cordoned]" and len(lines) == 3, out
+    booked = f.store.get(job.id).slot.memory_mib  # what a member may still be given there
+    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "%d/23034" % booked, "MiB",
+                                      "booked:", "jobs", str(job.id)], out
+    assert lines[2 - gpu].split()[-4:] == ["0/23034", "MiB", "booked", "[cordoned]"], out
+    assert len(lines) == 3, out
 
     # the lease holder finds it unreachable; then no scheduler holds the lease
     f.store.keep_lost_clocks({"gpu-a": f.store.now() - 30}, {})
@@ -1100,8 +1102,9 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     assert (host["name"], host["state"], host["out_of_service"]) == ("gpu-a", "unreachable",
                                                                      None)
     assert host["away_since"] < said["as_of"] and host["facts_since"] <= said["as_of"]
-    assert [(g["index"], g["jobs"], g["out_of_service"]) for g in host["gpus"]] == sorted([
-        (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
+    assert [(g["index"], g["jobs"], g["booked_mib"], g["out_of_service"])
+            for g in host["gpus"]] == sorted([(gpu, [job.id], booked, None),
+                                              (1 - gpu, [], 0, "cordoned")])
 
 
 def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd):
@@ -1158,7 +1161,7 @@ def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_
     assert [line.split(None, 1)[1] if line.startswith("    ") else line
             for line in out.splitlines()[1:]] == [
         "NVIDIA L4                    memory unknown",
-        "model unknown                23034 MiB",
+        "model unknown                0/23034 MiB booked",
         "model unknown                memory unknown"], out
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["gpu0", "gpu1", "gpu?"]
     code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
