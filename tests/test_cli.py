@@ -1131,9 +1131,14 @@ def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd
         assert code == 0, err
         assert [j["id"] for j in json.loads(out)["jobs"]] == [
             running.id, waiting.id, ended[1].id, ended[2].id], out
-    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all"])
-    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
-        str(j.id) for j in (running, waiting, *ended)], out
+        # an older one left out is said, not passed over: one looked for is not gone
+        assert err == NO_SCHEDULER + "\nfractui: the newest 2 ended jobs are listed; older " \
+                                     "ones are left out (--limit N lists more)\n", err
+    for limit in (["--limit", "3"], []):  # none left out: nothing said
+        code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", *limit])
+        assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+            str(j.id) for j in (running, waiting, *ended)], out
+        assert err == NO_SCHEDULER + "\n", err  # (no scheduler in this test)
 
 
 def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
