@@ -16,7 +16,7 @@ import signal
 import sys
 import textwrap
 import threading
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -356,16 +356,20 @@ def _nothing_required(parser: argparse.ArgumentParser) -> Iterator[None]:
             item.required = required
 
 
-def _close_option(parser: argparse.ArgumentParser, words: List[str],
-                  letters: bool = True) -> str:
+def _close_option(parser: argparse.ArgumentParser, words: List[str], letters: bool = True,
+                  taken: Optional[Dict[str, Set[str]]] = None) -> str:
     """" (did you mean --me?)" for the first unknown option close to one of the parser's,
-    as typos are common (--mine, --wiat), or with ``letters`` a letter that begins only one
-    of its long options (-q for --queue); "" where none is close."""
+    as typos are common (--mine, --wiat), or with ``letters`` a letter: one that other verbs
+    take (``taken``, ``_letters``) means what it means there (-n: --limit, as audit's), else
+    one that begins only one of its long options (-q for --queue); "" where none is close."""
     # by their names without dashes, which would make every long option look alike
     options = {o.lstrip("-"): o for o in parser._option_string_actions}  # (no public list)
     for word in words:
-        name = word.split("=", 1)[0].lstrip("-")
-        if letters and re.fullmatch("-[A-Za-z]", word.split("=", 1)[0]):
+        flag = word.split("=", 1)[0]
+        name = flag.lstrip("-")
+        if letters and flag in (taken or {}):
+            close = [n for n, o in options.items() if o in taken[flag]]  # type: ignore[index]
+        elif letters and re.fullmatch("-[A-Za-z]", flag):
             close = [o for o in options if len(o) > 1 and o.startswith(name)]
             close = close if len(close) == 1 else []
         else:
@@ -374,6 +378,19 @@ def _close_option(parser: argparse.ArgumentParser, words: List[str],
         if close:
             return " (did you mean %s?)" % options[close[0]]
     return ""
+
+
+def _letters(parser: argparse.ArgumentParser) -> Dict[str, Set[str]]:
+    """Each letter a verb takes as an option, and the long options it is short for in the
+    verbs that take it (-n: --limit in audit, --lines in logs): typed to a verb that does not
+    take it, it is meant as there (``submit -n 4`` is no --name)."""
+    taken: Dict[str, Set[str]] = {}
+    for verb in _verb_parsers(parser).values():
+        for action in verb._actions:  # (no public list)
+            longs = {o for o in action.option_strings if o.startswith("--")}
+            for letter in set(action.option_strings) - longs:
+                taken.setdefault(letter, set()).update(longs)
+    return taken
 
 
 def _demo_gpus(text: str) -> int:
@@ -433,7 +450,7 @@ def _run(words: List[str]) -> int:
         # a program's name first is a command typed without "--": a letter after it is the
         # program's own (nvidia-smi -q), not ours mistyped
         command = ours and not extra[0].startswith("-")
-        close = _close_option(verb, extra, letters=not command)
+        close = _close_option(verb, extra, letters=not command, taken=_letters(parser))
         hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
             args.verb, words_left) if command or (ours and not close) else ""
         verb.error("unrecognized arguments: %s%s%s" % (words_left, close, hint))

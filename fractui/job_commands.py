@@ -28,7 +28,7 @@ from fractui.store.intents import Asker, authorize, last_lines
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, duration, exited, failing_passes, quoted, why
+from fractui.words import NO_SCHEDULER, count, duration, exited, failing_passes, quoted, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -126,6 +126,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("jobs JOB... shows those jobs, whatever their state and whoever "
                          "submitted them: it takes no HOST, --all, --user or --me")
     stored: List[Job] = []
+    cut_at: Optional[int] = None  # (--all: the ended jobs listed, where older were left out)
     lines: Dict[int, str] = {}  # the failed jobs' last lines the reader may read
     missing: List[JobNotFound] = []
     uid, failed = None, False
@@ -143,7 +144,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if numbers:
                 stored, missing = _numbered(store, numbers)
             else:
-                stored = _listed(store, args, hosts or None, users)
+                stored, cut_at = _listed(store, args, hosts or None, users)
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
             lines = last_lines(store, Asker.here(config.teams), stored)
@@ -165,6 +166,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         say(failing_passes(trouble))
     if unled:  # (a job's why is what the last scheduler said, or nothing)
         say(NO_SCHEDULER)
+    if cut_at is not None:  # (a job looked for among them is not gone)
+        say("the newest %s are listed; older ones are left out (--limit N lists more)"
+            % count(cut_at, "ended job"))
     rows: List[Dict[str, Any]] = []
     if fleet_too:
         fleet = open_fleet(config, hosts)
@@ -200,19 +204,23 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
 
 
 def _listed(store: Store, args: argparse.Namespace, hosts: Optional[List[str]],
-            users: Optional[List[str]]) -> List[Job]:
+            users: Optional[List[str]]) -> Tuple[List[Job], Optional[int]]:
     """The store's jobs ``jobs`` lists, by number: every active one, and with ``--all`` the
-    newest N ended ones too. N bounds the ended only: taken from all, a job that ran for a
+    newest N ended ones too; and N where older ended ones were left out (one more is read to
+    know), else None. N bounds the ended only: taken from all, a job that ran for a
     day behind 200 newer ones left ``jobs --all`` while ``jobs`` still listed it. The active
     are read first, so a job that ends between the reads is in both and kept as ended:
     never in neither. The second read is of every job not active, so a state that is none
     of fractui's (written by hand) is read, and said as the store's damage, as a read of
     all was: a read of the ended states would pass over it."""
     listed = {j.id: j for j in store.jobs(ACTIVE, hosts=hosts, users=users)}
-    if args.all:
-        listed.update((j.id, j) for j in store.jobs(
-            other_than=ACTIVE, limit=args.limit or JOBS_LIMIT, hosts=hosts, users=users))
-    return [listed[number] for number in sorted(listed)]
+    limit = args.limit or JOBS_LIMIT
+    ended = store.jobs(other_than=ACTIVE, limit=limit + 1, hosts=hosts,
+                       users=users) if args.all else []
+    more = len(ended) > limit  # (its oldest, the one more, is listed only as read active)
+    listed.update((j.id, j) for j in ended[more:] + [
+        j for j in ended[:more] if j.id in listed])
+    return [listed[number] for number in sorted(listed)], limit if more else None
 
 
 def _copy_rows(config: Config, copies: List[Unheld], answers: Dict[str, Any],

@@ -52,9 +52,12 @@ def records(kept: Kept) -> List[Dict[str, Any]]:
     scheduler holds the lease), ``facts_since`` when its facts were recorded."""
     out = marks(list(kept.cordons), list(kept.jobs))
     on: Dict[Tuple[str, int], List[int]] = {}
+    booked: Dict[Tuple[str, int], int] = {}
     for job in kept.jobs:
         for gpu in job.slot.gpus if job.slot else ():
-            on.setdefault((job.slot.host, gpu), []).append(job.id)  # type: ignore[union-attr]
+            where = (job.slot.host, gpu)  # type: ignore[union-attr]
+            on.setdefault(where, []).append(job.id)
+            booked[where] = booked.get(where, 0) + (job.slot.memory_mib or 0)  # type: ignore
     hosts = []
     for name in sorted(set(kept.inventory) | set(kept.away)):
         facts = kept.inventory.get(name) or {}
@@ -62,6 +65,8 @@ def records(kept: Kept) -> List[Dict[str, Any]]:
             name in kept.away) else "reachable" if kept.holder else "unknown"
         gpus = [{"index": g.get("index"), "uuid": g.get("uuid"), "name": g.get("name"),
                  "memory_mib": g.get("memory_mib"), "mig_mode": g.get("mig_mode"),
+                 "booked_mib": None if g.get("mig_mode") else booked.get(
+                     (name, g.get("index")), 0),
                  "out_of_service": out.get((name, g.get("index"))),
                  "jobs": sorted(on.get((name, g.get("index")), []))}
                 for g in facts.get("gpus") or []]
@@ -91,9 +96,11 @@ def status(config: Config, args: argparse.Namespace) -> int:
                  "facts of %s" % _at(h["facts_since"]) if h["facts_since"] else "no facts kept",
                  "[%s]" % h["out_of_service"] if h["out_of_service"] else ""]
         lines.append("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
-        lines += [gpu_line(g, ["MIG" if g["mig_mode"] else memory(g["memory_mib"]),
-                               "[%s]" % g["out_of_service"] if g["out_of_service"] else "",
-                               "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""])
+        # its jobs after what they book (the mark last: "5758/23034 MiB booked: jobs 7")
+        lines += [gpu_line(g, ["MIG" if g["mig_mode"] else booked_of(g) + (
+                                   ":" if g["jobs"] else ""),
+                               "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else "",
+                               "[%s]" % g["out_of_service"] if g["out_of_service"] else ""])
                   for g in h["gpus"]]
     print_lines(lines)
     return 0
@@ -107,6 +114,16 @@ def gpu_line(gpu: Dict[str, Any], said: Sequence[str]) -> str:
     return "    gpu%-3s %-28s %s" % ("?" if index is None else index,
                                       "model unknown" if name is None else name,
                                       " ".join(w for w in said if w))
+
+
+def booked_of(gpu: Dict[str, Any]) -> str:
+    """A shared GPU's memory as the store's jobs book it, of its total (``17275/23034 MiB
+    booked``): what a member may still be given there, as the scheduler counts it before
+    it looks at the host (a job launched by hand books more)."""
+    if gpu["memory_mib"] is None:
+        return "%d MiB booked, its total unknown" % gpu["booked_mib"] if gpu[
+            "booked_mib"] else memory(None)
+    return "%d/%s booked" % (gpu["booked_mib"], memory(gpu["memory_mib"]))
 
 
 def memory(mib: Any) -> str:

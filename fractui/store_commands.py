@@ -187,11 +187,19 @@ def _say_last_lines(job: Job, tail: Optional[LogTail]) -> None:
     if not lines:
         say("it printed nothing")
         return
-    say("the last %s of its output (fractui logs %d shows more):" % (
-        "%d lines" % len(lines) if len(lines) > 1 else "line", job.id))
+    if _whole(tail) and len(tail.text.splitlines()) == len(lines):  # nothing more to show
+        say("all of its output (%s):" % count(len(lines), "line"))
+    else:
+        say("the last %s of its output (fractui logs %d shows more):" % (
+            "%d lines" % len(lines) if len(lines) > 1 else "line", job.id))
     for line in lines:
         sys.stderr.write("  %s\n" % line)
     sys.stderr.flush()
+
+
+def _whole(tail: LogTail) -> bool:
+    """Whether ``tail`` is the whole of its ended job's output: kept from its first byte."""
+    return tail.complete and tail.offset == len(tail.text.encode())
 
 
 def _until_ended(store: Store, job: Job, led: bool) -> Job:

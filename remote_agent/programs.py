@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from typing import Optional
 
 PATH_SHOWN = 200  # characters of the PATH said: a long one is cut
@@ -24,6 +25,37 @@ def not_found(program: str) -> str:
     if len(shown) > PATH_SHOWN:
         shown = shown[:PATH_SHOWN] + "..."
     return "%s is not installed, or not on the agent's PATH (%s)" % (program, shown)
+
+
+def unsearchable(program: str, path: str) -> Optional[str]:
+    """Words for ``program``, named without a "/", found in no directory of ``path`` this
+    process may search while some it may not search (exec's EACCES, which else reads as the
+    program being there and not runnable: a typo's name did so), or None. Said alike whether
+    the program is in those directories or not: the caller learns nothing of them."""
+    if "/" in program:
+        return None
+    dirs = [d or "." for d in path.split(os.pathsep)]
+    if any(os.path.exists(os.path.join(d, program)) for d in dirs):
+        return None  # one it may see is there: exec's own words say why it does not run
+    shut = [d for d in dirs if _unsearchable(d)]
+    if not shut:
+        return None
+    shown = ", ".join(shut)
+    if len(shown) > PATH_SHOWN:
+        shown = shown[:PATH_SHOWN] + "..."
+    return "not found in a directory of its PATH it may search (it may not search %s)" % shown
+
+
+def _unsearchable(folder: str) -> bool:
+    """Whether ``folder`` is a directory this process may not search, or one in a directory
+    it may not search (a missing one is neither: exec passes it by)."""
+    try:
+        mode = os.stat(folder).st_mode
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) and not os.access(folder, os.X_OK)
 
 
 def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:

@@ -9,7 +9,6 @@ import contextlib
 import errno
 import os
 import pwd
-import shlex
 import shutil
 import signal
 import socket
@@ -17,6 +16,7 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
@@ -641,6 +641,39 @@ def test_a_run_as_job_learns_nothing_of_paths_its_user_cannot_see(start_agent, t
         said.append(err.value.data["reason"].replace(what, "X"))
     assert said == ["cannot enter its cwd %s: Permission denied" % (private / "X")] * 2 + [
         "cannot run %s: Permission denied" % (private / "X")] * 2
+
+
+def test_a_run_as_job_not_on_the_path_its_user_may_search_says_not_found(start_agent,
+                                                                          tmp_path, plain_user):
+    """A program named without a "/" that is in no directory of PATH the user may search,
+    while one of PATH's directories is shut to them (root's own, say, where the agent's PATH
+    came from root's login): exec says EACCES, and a typo's name was told "cannot run nme:
+    Permission denied", as if it were there. Said as not found, naming the directories the
+    user may not search, in the same words whether it is in them or not; a program that is
+    there, not executable, is still "Permission denied"."""
+    name, home = plain_user  # (tmp_path is in root's 0700 folder: the user's home is theirs)
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    (private / "there").write_text("#!/bin/sh\n")
+    (private / "there").chmod(0o755)
+    open_dir = Path(home) / "bin"
+    open_dir.mkdir(mode=0o755)
+    (open_dir / "plain").write_text("not a program\n")
+    (open_dir / "plain").chmod(0o644)
+    path = "%s:%s:/usr/bin:/bin" % (private, open_dir)
+    said = []
+    for key, program in (("k-there", "there"), ("k-missing", "missing")):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       env={"PATH": path}, argv=[program])
+        said.append(err.value.data["reason"].replace(program, "X", 1))
+    assert said == ["cannot run X: not found in a directory of its PATH it may search (it may "
+                    "not search %s)" % private] * 2, said
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-plain", gpu=0, memory_mib=10, run_as=name,
+                   env={"PATH": path}, argv=["plain"])
+    assert err.value.data["reason"] == "cannot run plain: Permission denied"
 
 
 def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_host(

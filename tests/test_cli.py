@@ -1084,9 +1084,11 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     lines = out.splitlines()
     assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
                         lines[0]), out
-    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "23034", "MiB", "jobs",
-                                      str(job.id)], out
-    assert lines[2 - gpu].split()[-1] == "[cordoned]" and len(lines) == 3, out
+    booked = f.store.get(job.id).slot.memory_mib  # what a member may still be given there
+    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "%d/23034" % booked, "MiB",
+                                      "booked:", "jobs", str(job.id)], out
+    assert lines[2 - gpu].split()[-4:] == ["0/23034", "MiB", "booked", "[cordoned]"], out
+    assert len(lines) == 3, out
 
     # the lease holder finds it unreachable; then no scheduler holds the lease
     f.store.keep_lost_clocks({"gpu-a": f.store.now() - 30}, {})
@@ -1100,8 +1102,9 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     assert (host["name"], host["state"], host["out_of_service"]) == ("gpu-a", "unreachable",
                                                                      None)
     assert host["away_since"] < said["as_of"] and host["facts_since"] <= said["as_of"]
-    assert [(g["index"], g["jobs"], g["out_of_service"]) for g in host["gpus"]] == sorted([
-        (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
+    assert [(g["index"], g["jobs"], g["booked_mib"], g["out_of_service"])
+            for g in host["gpus"]] == sorted([(gpu, [job.id], booked, None),
+                                              (1 - gpu, [], 0, "cordoned")])
 
 
 def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd):
@@ -1128,9 +1131,14 @@ def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd
         assert code == 0, err
         assert [j["id"] for j in json.loads(out)["jobs"]] == [
             running.id, waiting.id, ended[1].id, ended[2].id], out
-    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all"])
-    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
-        str(j.id) for j in (running, waiting, *ended)], out
+        # an older one left out is said, not passed over: one looked for is not gone
+        assert err == NO_SCHEDULER + "\nfractui: the newest 2 ended jobs are listed; older " \
+                                     "ones are left out (--limit N lists more)\n", err
+    for limit in (["--limit", "3"], []):  # none left out: nothing said
+        code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", *limit])
+        assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+            str(j.id) for j in (running, waiting, *ended)], out
+        assert err == NO_SCHEDULER + "\n", err  # (no scheduler in this test)
 
 
 def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
@@ -1158,7 +1166,7 @@ def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_
     assert [line.split(None, 1)[1] if line.startswith("    ") else line
             for line in out.splitlines()[1:]] == [
         "NVIDIA L4                    memory unknown",
-        "model unknown                23034 MiB",
+        "model unknown                0/23034 MiB booked",
         "model unknown                memory unknown"], out
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["gpu0", "gpu1", "gpu?"]
     code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
@@ -1436,6 +1444,27 @@ def test_an_unknown_option_is_said_before_a_missing_required_one(capsys):
             (["launch", "gpu-a", "0", "--", "x"], "launch: error: one of the arguments "
                                                   "--instance --profile --memory-mib is "
                                                   "required")):
+        assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
+        assert err.splitlines()[-1] == "fractui %s" % said, err
+
+
+def test_a_letter_other_verbs_take_is_read_as_they_read_it(capsys):
+    """``-n`` is fractui's count (audit's --limit, logs' --lines): ``submit -n 4`` said "did you
+    mean --name?", which names the job "4", and ``jobs -n 5`` named nothing, where its --limit
+    is audit's. A letter another verb takes names this verb's option of the same meaning, or
+    none; a letter no verb takes still names the one long option it begins."""
+    for argv, said in (
+            (["jobs", "-n", "5"], "jobs: error: unrecognized arguments: -n (did you mean "
+                                  "--limit?)"),
+            (["submit", "-n", "4", "--queue", "q", "--", "x"],
+             "submit: error: unrecognized arguments: -n 4"),
+            (["report", "-n", "5"], "report: error: unrecognized arguments: -n 5"),
+            (["audit", "-l", "5"], "audit: error: unrecognized arguments: -l (did you mean "
+                                   "--limit?)"),
+            (["submit", "-t", "nlp", "--queue", "q", "--", "x"],
+             "submit: error: unrecognized arguments: -t nlp (did you mean --team?)")):
         assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err

@@ -43,7 +43,7 @@ from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe,
                                       pipe_id)
 from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
-from remote_agent.programs import missing_interpreter
+from remote_agent.programs import missing_interpreter, unsearchable
 from remote_agent.rpc.jsonrpc import HOST, JOB
 from remote_agent.text import said
 
@@ -260,6 +260,9 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         if isinstance(err, FileNotFoundError) and step == "run %s" % spec["argv"][0]:
             why = missing_interpreter(spec["argv"][0], os.pathsep.join(
+                os.get_exec_path(spec["env"]))) or why
+        if isinstance(err, PermissionError) and step == "run %s" % spec["argv"][0]:
+            why = unsearchable(spec["argv"][0], os.pathsep.join(
                 os.get_exec_path(spec["env"]))) or why
         try:
             os.write(errors, ("%s %s" % (fault_of(step, err), said("cannot %s: %s" % (
