@@ -276,6 +276,45 @@ def test_a_launch_onto_a_mount_that_is_down_is_refused_as_the_hosts(start_agent,
     assert agent.call("job.list")["jobs"] == []
 
 
+def _unreachable(tmp_path: Path, case: str) -> Tuple[list, str]:
+    """A job's argv and cwd where looking at its cwd or program fails otherwise than "not
+    there": a symlink loop (ELOOP), a component that is a file (ENOTDIR), a name too long
+    (ENAMETOOLONG), a cwd that is a file."""
+    os.symlink("loop", str(tmp_path / "loop"))
+    (tmp_path / "file").touch()
+    return {"cwd-loop": (["true"], str(tmp_path / "loop")),
+            "cwd-under-a-file": (["true"], str(tmp_path / "file" / "x")),
+            "cwd-a-file": (["true"], str(tmp_path / "file")),
+            "cwd-too-long": (["true"], str(tmp_path / ("x" * 300))),
+            "program-loop": ([str(tmp_path / "loop")], "/"),
+            "program-too-long": ([str(tmp_path / ("x" * 300))], "/")}[case]
+
+
+@pytest.mark.parametrize("case, why", [
+    ("cwd-loop", "Too many levels of symbolic links"), ("cwd-under-a-file", "Not a directory"),
+    ("cwd-a-file", "Not a directory"), ("cwd-too-long", "File name too long"),
+    ("program-loop", "Too many levels of symbolic links"),
+    ("program-too-long", "File name too long")])
+def test_a_launch_whose_cwd_or_program_cannot_be_looked_at_says_why_as_its_shim_would(
+        start_agent, tmp_path, case, why):
+    """The daemon's own look at a job's cwd and program (one not run_as) says what the OS
+    said of it (its errno's words), the very words the job's shim records for the same job
+    (run_as jobs are looked at by it alone). Before, every failure but a file said "No such
+    file or directory" (``isdir`` and ``exists`` swallow the error)."""
+    argv, cwd = _unreachable(tmp_path, case)
+    step = "enter its cwd %s" % cwd if case.startswith("cwd") else "run %s" % argv[0]
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-look", gpu=0, memory_mib=10, argv=argv, cwd=cwd)
+    assert (err.value.code, err.value.data["reason"]) == (rpc.START_FAILED,
+                                                          "cannot %s: %s" % (step, why))
+    assert agent.call("job.list")["jobs"] == []
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    assert _ended_not_started(_job_dir(shim_dir, argv, cwd=cwd), tmp_path / "ran",
+                              JOB) == err.value.data["reason"]
+
+
 @pytest.mark.parametrize("step, err, fault", [
     ("run x", FileNotFoundError(2, "No such file or directory"), JOB),
     ("run x", PermissionError(13, "Permission denied"), JOB),
