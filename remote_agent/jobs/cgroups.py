@@ -13,7 +13,6 @@ import os
 from typing import Iterable, List, Optional
 
 from remote_agent.jobs.caps import refusal
-from remote_agent.text import said
 
 log = logging.getLogger("remote_agent.jobs")
 
@@ -28,10 +27,6 @@ class JobCgroups:
         if not parent:
             self.problem = "no cgroup parent is set (cgroup_parent = \"none\", or no cgroup v2 " \
                            "hierarchy on this host)"
-            return
-        if said(parent) != parent:  # (SQLite takes no lone surrogate: remote_agent/text.py)
-            self.problem = "the cgroup parent %s is named in bytes that are no UTF-8, and the " \
-                           "job table cannot keep the name of a job's cgroup in it" % said(parent)
             return
         # made with the first job's cgroup, so a daemon that runs no job leaves nothing behind
         where = parent if os.path.isdir(parent) else os.path.dirname(parent)
