@@ -227,6 +227,21 @@ def test_a_job_its_own_step_refuses_is_not_started_by_its_own_fault(tmp_path, ar
     assert _ended_not_started(job_dir, tmp_path / "ran", JOB) == why
 
 
+def test_a_program_held_open_for_writing_is_not_started_by_the_hosts_fault(tmp_path):
+    """Its program is open for writing in a process of this host's as it is run (a copy or a
+    build of it not yet closed): exec says ETXTBSY. A writer of this host's, of the moment,
+    not the job's: another host (its own copy, or an NFS client, whose writers this kernel
+    does not count) may run it, so the admin sends it there. Before, the job's fault: failed
+    for good, though nothing ran and nothing it names was wrong."""
+    program = tmp_path / "prog"
+    program.write_text("#!/bin/sh\ntouch %s\n" % (tmp_path / "ran"))
+    program.chmod(0o755)
+    job_dir = _job_dir(tmp_path, [str(program)])
+    with open(program, "a"):  # (the writer, held while the shim runs it)
+        why = _ended_not_started(job_dir, tmp_path / "ran", HOST)
+    assert why == "cannot run %s: Text file busy" % program
+
+
 @contextmanager
 def _dead_mount(where: Path) -> Iterator[Path]:
     """A FUSE mount at ``where`` whose server is gone (its /dev/fuse closed at once, as a dead
@@ -327,6 +342,7 @@ def test_a_launch_whose_cwd_or_program_cannot_be_looked_at_says_why_as_its_shim_
     ("run /net/x", TimeoutError(110, "Connection timed out"), HOST),
     ("run x", OSError(7, "Argument list too long"), JOB),
     ("run x", OSError(40, "Too many levels of symbolic links"), JOB),
+    ("run x", OSError(26, "Text file busy"), HOST),
     ("start its process", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
     ("make its output pipe", OSError(28, "No space left on device"), HOST),
     ("read its spec", ValueError("cut short"), HOST),

@@ -131,11 +131,12 @@ class JobFolder:
 # The steps before the job's process runs that are the job's own (its user, its cwd, its
 # program), and the errors that say the host's trouble of the moment even there (no process,
 # memory, descriptor or room to be had; an I/O error; a network or FUSE mount whose server is
-# gone or stale), not the job's: ``fault_of``.
+# gone or stale; its program open for writing in a process of this host's, ETXTBSY, which
+# only this kernel's writers cause), not the job's: ``fault_of``.
 JOB_STEPS = ("become user ", "enter its cwd ", "run ")
 HOST_ERRNOS = frozenset((errno.EAGAIN, errno.ENOMEM, errno.ENFILE, errno.EMFILE, errno.EIO,
                          errno.ENOSPC, errno.EDQUOT, errno.ESTALE, errno.ENOTCONN,
-                         errno.ETIMEDOUT))
+                         errno.ETIMEDOUT, errno.ETXTBSY))
 
 
 def fault_of(step: str, err: BaseException) -> str:
