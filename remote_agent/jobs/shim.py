@@ -178,11 +178,10 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
     (``UnsafePath``: a symlink, a FIFO, a directory, another's file), that is put out of the
     way (``_clear``) and the write tried again: the name is this shim's own, and a job of the
     agent's user that put one there once and ended would else leave its end unrecorded for
-    good. Not where the
-    job's folder was removed (by hand, or the state dir with it): no daemon can read the
-    record there, and no room will ever come for it; a folder of that name now is another
-    job's. Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes
-    any character to ASCII, so its encoding cannot fail.)"""
+    good. Not where the job's folder was removed (by hand, or the state dir with it): no
+    daemon can read the record there, and no room will ever come for it; a folder of that
+    name now is another job's. Said, given up. (``data`` is the shim's own numbers and
+    words: json.dumps escapes any character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
