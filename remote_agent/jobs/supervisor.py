@@ -419,8 +419,8 @@ class Supervisor:
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
         how = self.runtimes.get(job.runtime)
-        cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
-        notes = self._driver_limit(job, cgroup, how)
+        cgroup, no_cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
+        notes = self._driver_limit(job, cgroup, no_cgroup, how)
         limited = cgroup is not None and not notes and "driver_limit" in self.cap_probe.layers
         env, applied = self._job_env(job, req.torch_fraction, limited)
         with self._lock:
@@ -520,13 +520,15 @@ class Supervisor:
         self._release(fresh)
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
 
-    def _driver_limit(self, job: Job, cgroup: Optional[str], how: Runtime) -> List[str]:
+    def _driver_limit(self, job: Job, cgroup: Optional[str], no_cgroup: Optional[str],
+                      how: Runtime) -> List[str]:
         """The driver's memory limit on a share job's cgroup for each of its GPUs; the notes say
-        why not where the host has the layer but it could not be set."""
+        why not where the host has the layer (so a cgroup parent) but it could not be set
+        (``no_cgroup``: why the job has no cgroup, where it has none)."""
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
             return []
         if cgroup is None:
-            return ["driver_limit not applied: the job has no cgroup of its own"]
+            return ["driver_limit not applied: the job has no cgroup of its own (%s)" % no_cgroup]
         why = how.cgroup_parent_problem()
         if why:
             return ["driver_limit not applied: " + why]
