@@ -145,7 +145,7 @@ def stop_host(state_dir: str) -> None:
 @pytest.fixture
 def cgroup_parent() -> Iterator[str]:
     """A directory of this host's real cgroup v2 hierarchy for one test's job cgroups, removed
-    afterwards with anything left in it."""
+    afterwards with anything left in it, the deepest first (a test may nest a parent in it)."""
     mount = cgroup2_mount()
     if mount is None or os.geteuid() != 0:
         pytest.fail("this test needs root and a cgroup v2 hierarchy (mounted at /sys/fs/cgroup "
@@ -155,9 +155,8 @@ def cgroup_parent() -> Iterator[str]:
     for _ in range(100):
         if not os.path.isdir(parent):
             return
-        for child in os.listdir(parent):
-            path = os.path.join(parent, child)
-            if os.path.isdir(path):
+        for path, _, _ in os.walk(parent, topdown=False):
+            if path != parent:
                 JobProcs(None, None, path).signal(signal.SIGKILL)
                 try:
                     os.rmdir(path)

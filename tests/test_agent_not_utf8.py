@@ -15,12 +15,11 @@ import pytest
 from remote_agent import text
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs import store as job_store
-from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
 from tests import podman as containers
 from tests.test_agent_handover import handover_words
-from tests.test_jobs import PY, script, wait_job
+from tests.test_jobs import PY, script, until_file, wait_job
 
 podman = containers.podman  # the fixture
 
@@ -166,23 +165,33 @@ def test_a_launch_naming_bytes_that_are_no_utf8_is_refused_naming_its_param(star
     assert agent.call("job.list")["jobs"] == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or cgroup2_mount() is None,
-                    reason="a cgroup parent in a real cgroup v2 hierarchy: needs root")
-def test_a_cgroup_parent_named_in_bytes_that_are_no_utf8_gives_jobs_no_cgroup(start_agent,
-                                                                               tmp_path):
-    """The job table cannot keep a job's cgroup named under such a parent (SQLite takes no
-    lone surrogate): jobs are found by their session, and the daemon says why. Before, the
-    daemon did not start (the driver's limits were asked of the parent's name encoded strictly:
-    a traceback), and once past that every share job's launch failed as it was recorded."""
-    parent = os.fsdecode(os.fsencode(cgroup2_mount() or "") + b"/fractui-test-\xff")
-    agent = start_agent("1xL4", str(tmp_path / "state"), "--cgroup-parent", parent)
-    assert agent.call("daemon.version")["job_tracking"] == "session"
-    why = agent.call("hello")["gpus"][0]["cap_layers_unavailable"]["driver_limit"]
-    assert why == ("the cgroup parent %s is named in bytes that are no UTF-8, and the job "
-                   "table cannot keep the name of a job's cgroup in it" % text.said(parent))
-    job = agent.call("job.launch", key="k-odd", gpu=0, memory_mib=10, argv=[PY, "-c", "pass"])
-    assert (wait_job(agent, job["id"])["exit_code"], job["cgroup"]) == (0, None)
-    assert not os.path.lexists(parent)
+def test_a_cgroup_parent_named_in_bytes_that_are_no_utf8_gives_jobs_their_cgroup_in_it(
+        start_agent, tmp_path, cgroup_parent):
+    """The job table keeps a job's cgroup named under such a parent as its bytes (SQLite
+    takes no lone surrogate): the job joins it before it runs, its driver limit is set on it,
+    and its end, read from the table, removes it. Before, jobs got no cgroup there (found by
+    their session, which a process leaves by setsid; no driver limit), said only in hello."""
+    os.mkdir(cgroup_parent)  # (the agent makes the parent, not the folder above it)
+    parent = os.fsdecode(os.fsencode(cgroup_parent) + b"/odd\xff")
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state, "--cgroup-parent", parent)
+    assert agent.call("daemon.version")["job_tracking"] == "cgroup"
+    assert "driver_limit" in agent.call("hello")["gpus"][0]["cap_layers"]
+    release = tmp_path / "release"
+    job = agent.call("job.launch", key="k-odd", gpu=0, memory_mib=10,
+                     argv=until_file(release, 0))
+    cgroup = os.path.join(parent, "%s-%s" % (AgentPaths(state).digest, job["id"]))
+    assert (job["cgroup"], job["caps"][:2]) == (text.said(cgroup),
+                                                ["visible_devices", "driver_limit"])
+    with open(os.path.join(cgroup, "cgroup.procs")) as procs:
+        assert [int(pid) for pid in procs.read().split()] == [job["pid"]]
+    assert agent.call("job.get", job=job["id"])["cgroup"] == text.said(cgroup)
+    release.touch()
+    assert wait_job(agent, job["id"])["exit_code"] == 0
+    deadline = time.monotonic() + 10
+    while os.path.exists(cgroup):
+        assert time.monotonic() < deadline, "the job's cgroup outlived it"
+        time.sleep(0.05)
 
 
 def test_a_container_job_s_env_file_keeps_the_bytes_of_a_path_that_is_no_utf8(start_agent,

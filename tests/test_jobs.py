@@ -666,6 +666,25 @@ def test_logs_are_capped_and_finished_jobs_pruned(start_agent, tmp_path):
     assert err.value.code == rpc.JOB_NOT_FOUND
 
 
+def test_a_share_job_whose_cgroup_cannot_be_made_says_why_in_its_notes(start_agent, tmp_path,
+                                                                       cgroup_parent):
+    """The parent takes no more cgroups (its ``cgroup.max.descendants`` 0, a real cgroup v2
+    limit): the job runs, found by its session, and its notes say the driver's limit was not
+    applied and why, in the kernel's words. Before, the why was in the daemon's log alone."""
+    os.mkdir(cgroup_parent)
+    with open(os.path.join(cgroup_parent, "cgroup.max.descendants"), "w") as limit:
+        limit.write("0")
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state, "--cgroup-parent", cgroup_parent)
+    assert "driver_limit" in agent.call("hello")["gpus"][0]["cap_layers"]
+    job = agent.call("job.launch", key="k-no-cg", gpu=0, memory_mib=3000, argv=[PY, "-c", "0"])
+    cgroup = os.path.join(cgroup_parent, "%s-%s" % (AgentPaths(state).digest, job["id"]))
+    assert (job["cgroup"], "driver_limit" in job["caps"]) == (None, False)
+    assert job["cap_notes"] == ["driver_limit not applied: the job has no cgroup of its own "
+                                "(cannot make %s: Resource temporarily unavailable)" % cgroup]
+    assert wait_job(agent, job["id"])["exit_code"] == 0
+
+
 def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agent, tmp_path,
                                                                      cgroup_parent):
     # a real cgroup v2 directory; the driver side is the simulator, which records the limits set

@@ -235,6 +235,64 @@ def test_an_end_whose_temporary_name_is_a_symlink_removes_it_and_is_written(tmp_
         "trying again each 1 s" % (ended, planted), "shim: wrote %s after 1 failed pass" % ended]
 
 
+@pytest.mark.parametrize("kind", ["empty", "full"])
+def test_an_end_whose_temporary_name_is_a_directory_sets_it_aside_and_is_written(tmp_path,
+                                                                                 capfd, kind):
+    """A directory where the record's temporary file goes (empty, or holding a file and a
+    symlink to a file elsewhere) is set aside in the job's folder under a fresh name, nothing
+    in it touched nor anything it links to, said once, and the record written at the next
+    try. Before, its unlink failed (EISDIR) and the shim tried again each second for good:
+    the job's end never recorded."""
+    job_dir = _job_dir(tmp_path, ["true"])
+    folder = JobFolder.open(job_dir)
+    planted = os.path.join(job_dir, "exit.json.tmp.%d" % os.getpid())
+    os.mkdir(planted)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("kept")
+    if kind == "full":
+        Path(planted, "inside").write_text("kept too")
+        os.symlink(str(elsewhere), os.path.join(planted, "link"))
+    writer = threading.Thread(target=write_json_until_done,
+                              args=(folder, "exit.json", {"code": 3}), daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
+    assert [name.split(".set-aside.")[0] for name in aside] == [os.path.basename(planted)]
+    moved = os.path.join(job_dir, aside[0])
+    assert sorted(os.listdir(moved)) == ([] if kind == "empty" else ["inside", "link"])
+    assert elsewhere.read_text() == "kept"
+    ended = os.path.join(job_dir, "exit.json")
+    assert capfd.readouterr().err.splitlines() == [
+        "shim: cannot write %s yet (refusing temporary file %s: not a regular file: a "
+        "directory; set it aside as %s); trying again each 1 s" % (ended, planted, moved),
+        "shim: wrote %s after 1 failed pass" % ended]
+
+
+def test_a_job_that_makes_a_directory_at_its_shims_temporary_name_has_its_end_recorded(
+        tmp_path):
+    """As a symlink there (below): a job of the agent's user makes a directory, with a file in
+    it, at the name its shim writes ``exit.json`` through, and ends: its end is recorded, the
+    directory set aside whole."""
+    job_dir = _job_dir(tmp_path, [sys.executable, "-c", "import os, sys\nd = os.path.join("
+                                  "sys.argv[1], 'exit.json.tmp.%d' % os.getppid())\nos.mkdir(d)"
+                                  "\nopen(os.path.join(d, 'f'), 'w').close()\nsys.exit(4)",
+                                  str(tmp_path / "j1")])
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    try:
+        assert shim.wait(30) == 0
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 4
+    aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
+    assert len(aside) == 1 and os.listdir(os.path.join(job_dir, aside[0])) == ["f"]
+    assert "not a regular file: a directory; set it aside as" in said.read_text()
+
+
 def test_a_job_that_plants_a_symlink_at_its_shims_temporary_name_has_its_end_recorded(tmp_path):
     """A job of the agent's user puts a symlink at the name its shim writes ``exit.json``
     through (named for the shim's pid, its parent's) and ends: its end is recorded all the

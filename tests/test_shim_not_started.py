@@ -227,6 +227,21 @@ def test_a_job_its_own_step_refuses_is_not_started_by_its_own_fault(tmp_path, ar
     assert _ended_not_started(job_dir, tmp_path / "ran", JOB) == why
 
 
+def test_a_program_held_open_for_writing_is_not_started_by_the_hosts_fault(tmp_path):
+    """Its program is open for writing in a process of this host's as it is run (a copy or a
+    build of it not yet closed): exec says ETXTBSY. A writer of this host's, of the moment,
+    not the job's: another host (its own copy, or an NFS client, whose writers this kernel
+    does not count) may run it, so the admin sends it there. Before, the job's fault: failed
+    for good, though nothing ran and nothing it names was wrong."""
+    program = tmp_path / "prog"
+    program.write_text("#!/bin/sh\ntouch %s\n" % (tmp_path / "ran"))
+    program.chmod(0o755)
+    job_dir = _job_dir(tmp_path, [str(program)])
+    with open(program, "a"):  # (the writer, held while the shim runs it)
+        why = _ended_not_started(job_dir, tmp_path / "ran", HOST)
+    assert why == "cannot run %s: Text file busy" % program
+
+
 @contextmanager
 def _dead_mount(where: Path) -> Iterator[Path]:
     """A FUSE mount at ``where`` whose server is gone (its /dev/fuse closed at once, as a dead
@@ -276,6 +291,45 @@ def test_a_launch_onto_a_mount_that_is_down_is_refused_as_the_hosts(start_agent,
     assert agent.call("job.list")["jobs"] == []
 
 
+def _unreachable(tmp_path: Path, case: str) -> Tuple[list, str]:
+    """A job's argv and cwd where looking at its cwd or program fails otherwise than "not
+    there": a symlink loop (ELOOP), a component that is a file (ENOTDIR), a name too long
+    (ENAMETOOLONG), a cwd that is a file."""
+    os.symlink("loop", str(tmp_path / "loop"))
+    (tmp_path / "file").touch()
+    return {"cwd-loop": (["true"], str(tmp_path / "loop")),
+            "cwd-under-a-file": (["true"], str(tmp_path / "file" / "x")),
+            "cwd-a-file": (["true"], str(tmp_path / "file")),
+            "cwd-too-long": (["true"], str(tmp_path / ("x" * 300))),
+            "program-loop": ([str(tmp_path / "loop")], "/"),
+            "program-too-long": ([str(tmp_path / ("x" * 300))], "/")}[case]
+
+
+@pytest.mark.parametrize("case, why", [
+    ("cwd-loop", "Too many levels of symbolic links"), ("cwd-under-a-file", "Not a directory"),
+    ("cwd-a-file", "Not a directory"), ("cwd-too-long", "File name too long"),
+    ("program-loop", "Too many levels of symbolic links"),
+    ("program-too-long", "File name too long")])
+def test_a_launch_whose_cwd_or_program_cannot_be_looked_at_says_why_as_its_shim_would(
+        start_agent, tmp_path, case, why):
+    """The daemon's own look at a job's cwd and program (one not run_as) says what the OS
+    said of it (its errno's words), the very words the job's shim records for the same job
+    (run_as jobs are looked at by it alone). Before, every failure but a file said "No such
+    file or directory" (``isdir`` and ``exists`` swallow the error)."""
+    argv, cwd = _unreachable(tmp_path, case)
+    step = "enter its cwd %s" % cwd if case.startswith("cwd") else "run %s" % argv[0]
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-look", gpu=0, memory_mib=10, argv=argv, cwd=cwd)
+    assert (err.value.code, err.value.data["reason"]) == (rpc.START_FAILED,
+                                                          "cannot %s: %s" % (step, why))
+    assert agent.call("job.list")["jobs"] == []
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    assert _ended_not_started(_job_dir(shim_dir, argv, cwd=cwd), tmp_path / "ran",
+                              JOB) == err.value.data["reason"]
+
+
 @pytest.mark.parametrize("step, err, fault", [
     ("run x", FileNotFoundError(2, "No such file or directory"), JOB),
     ("run x", PermissionError(13, "Permission denied"), JOB),
@@ -288,6 +342,7 @@ def test_a_launch_onto_a_mount_that_is_down_is_refused_as_the_hosts(start_agent,
     ("run /net/x", TimeoutError(110, "Connection timed out"), HOST),
     ("run x", OSError(7, "Argument list too long"), JOB),
     ("run x", OSError(40, "Too many levels of symbolic links"), JOB),
+    ("run x", OSError(26, "Text file busy"), HOST),
     ("start its process", BlockingIOError(11, "Resource temporarily unavailable"), HOST),
     ("make its output pipe", OSError(28, "No space left on device"), HOST),
     ("read its spec", ValueError("cut short"), HOST),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from remote_agent.jobs.caps import refusal
 from remote_agent.text import said
@@ -28,10 +28,6 @@ class JobCgroups:
         if not parent:
             self.problem = "no cgroup parent is set (cgroup_parent = \"none\", or no cgroup v2 " \
                            "hierarchy on this host)"
-            return
-        if said(parent) != parent:  # (SQLite takes no lone surrogate: remote_agent/text.py)
-            self.problem = "the cgroup parent %s is named in bytes that are no UTF-8, and the " \
-                           "job table cannot keep the name of a job's cgroup in it" % said(parent)
             return
         # made with the first job's cgroup, so a daemon that runs no job leaves nothing behind
         where = parent if os.path.isdir(parent) else os.path.dirname(parent)
@@ -54,21 +50,23 @@ class JobCgroups:
     def path(self, job_id: int) -> str:
         return os.path.join(self.parent or "", "%s-j%d" % (self.prefix, job_id))
 
-    def create(self, job_id: int) -> Optional[str]:
-        """The job's new cgroup, or None (and why in the log) when it cannot have one."""
+    def create(self, job_id: int) -> Tuple[Optional[str], Optional[str]]:
+        """(the job's new cgroup, None), or (None, why) where it cannot have one (said in the
+        log too; the job is found by its session); (None, None) on a host with none."""
         if self.parent is None:
-            return None
+            return None, None
         path = self.path(job_id)
         try:
             os.makedirs(path, 0o700, exist_ok=True)
         except OSError as err:
-            log.warning("job j%d: no cgroup of its own (%s); found by its session instead",
-                        job_id, err)
-            return None
-        if not os.path.exists(os.path.join(path, "cgroup.procs")):
-            log.warning("job j%d: %s is not a cgroup; found by its session instead", job_id, path)
-            return None
-        return path
+            why = "cannot make %s: %s" % (said(path), err.strerror or err)
+        else:
+            if os.path.exists(os.path.join(path, "cgroup.procs")):
+                return path, None
+            why = "%s is not a cgroup" % said(path)
+        log.warning("job j%d: no cgroup of its own (%s); found by its session instead",
+                    job_id, why)
+        return None, why
 
     def remove(self, path: str) -> bool:
         """Remove an ended job's cgroup; False while processes are still leaving it."""

@@ -48,6 +48,7 @@ from remote_agent.rpc.jsonrpc import HOST, JOB
 from remote_agent.text import said
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
+SET_ASIDE = ".set-aside."  # a directory at a record's temporary name goes to NAME + this + hex
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
 
 
@@ -130,11 +131,12 @@ class JobFolder:
 # The steps before the job's process runs that are the job's own (its user, its cwd, its
 # program), and the errors that say the host's trouble of the moment even there (no process,
 # memory, descriptor or room to be had; an I/O error; a network or FUSE mount whose server is
-# gone or stale), not the job's: ``fault_of``.
+# gone or stale; its program open for writing in a process of this host's, ETXTBSY, which
+# only this kernel's writers cause), not the job's: ``fault_of``.
 JOB_STEPS = ("become user ", "enter its cwd ", "run ")
 HOST_ERRNOS = frozenset((errno.EAGAIN, errno.ENOMEM, errno.ENFILE, errno.EMFILE, errno.EIO,
                          errno.ENOSPC, errno.EDQUOT, errno.ESTALE, errno.ENOTCONN,
-                         errno.ETIMEDOUT))
+                         errno.ETIMEDOUT, errno.ETXTBSY))
 
 
 def fault_of(step: str, err: BaseException) -> str:
@@ -173,13 +175,13 @@ def _step(words: str) -> Iterator[None]:
 def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
     """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
     Where its temporary file's name holds what the agent refuses to write through
-    (``UnsafePath``: a symlink, a FIFO, another's file), that is removed (``_clear``) and the
-    write tried again: the name is this shim's own, and a job of the agent's user that put a
-    symlink there once and ended would else leave its end unrecorded for good. Not where the
-    job's folder was removed (by hand, or the state dir with it): no daemon can read the
-    record there, and no room will ever come for it; a folder of that name now is another
-    job's. Said, given up. (``data`` is the shim's own numbers and words: json.dumps escapes
-    any character to ASCII, so its encoding cannot fail.)"""
+    (``UnsafePath``: a symlink, a FIFO, a directory, another's file), that is put out of the
+    way (``_clear``) and the write tried again: the name is this shim's own, and a job of the
+    agent's user that put one there once and ended would else leave its end unrecorded for
+    good. Not where the job's folder was removed (by hand, or the state dir with it): no
+    daemon can read the record there, and no room will ever come for it; a folder of that
+    name now is another job's. Said, given up. (``data`` is the shim's own numbers and
+    words: json.dumps escapes any character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
     while True:
         try:
@@ -202,10 +204,22 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
 
 def _clear(folder: JobFolder, path: str) -> str:
     """What sits at this shim's own temporary name for ``path`` (``temporary_name``: its pid
-    in it, so no other writer of the agent's uses it), removed: a symlink is unlinked itself,
-    never what it names. Words that say so, or why it could not be (a directory)."""
+    in it, so no other writer of the agent's uses it), out of the way, in words that say so
+    or why it could not be. A symlink, a FIFO, a socket, a device or another's file is
+    unlinked: the name alone goes, never what a link names. A directory is set aside in the
+    job's folder under a fresh name (``SET_ASIDE``): a rename moves the name alone, so nothing
+    in it is walked, followed or removed (a mount there stays, and says EBUSY); the daemon's
+    prune removes it with the folder, as it removes all the job left there."""
+    name = in_folder(temporary_name(path), folder.fd)
     try:
-        os.unlink(in_folder(temporary_name(path), folder.fd), dir_fd=folder.fd)
+        os.unlink(name, dir_fd=folder.fd)
+    except IsADirectoryError:
+        aside = "%s%s%s" % (name, SET_ASIDE, os.urandom(4).hex())
+        try:
+            os.rename(name, aside, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+        except OSError as err:
+            return "it cannot be set aside: %s" % (err.strerror or err)
+        return "set it aside as %s" % folder.named(aside)
     except OSError as err:
         return "it cannot be removed: %s" % (err.strerror or err)
     return "removed it"

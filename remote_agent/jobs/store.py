@@ -173,10 +173,25 @@ _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes",
 _WORD_COLUMNS = ("reason", "stop_reason")
 
 
+# Paths of the host's that the table keeps as names (a job's cgroup, its container's): one
+# that is no UTF-8 (under a cgroup parent so named) is kept as its bytes, a BLOB, which SQLite
+# keeps as they are (a lone surrogate it refuses) and gives back as bytes.
+_PATH_COLUMNS = ("cgroup", "container_cgroup")
+
+
 def _kept(changes: Dict[str, Any]) -> Dict[str, Any]:
     """``changes`` (column: value) with their words as the table keeps them."""
     return {k: said(v) if k in _WORD_COLUMNS and isinstance(v, str) else v
             for k, v in changes.items()}
+
+
+def _cell(column: str, value: Any) -> Any:
+    """``value`` as the table stores it in ``column``: JSON, a path's bytes, or as it is."""
+    if column in _JSON_COLUMNS and value is not None:
+        return json.dumps(value)
+    if column in _PATH_COLUMNS and isinstance(value, str) and said(value) != value:
+        return os.fsencode(value)
+    return value
 
 
 class JobStore:
@@ -261,6 +276,9 @@ class JobStore:
             data = dict(row)
             for col in _JSON_COLUMNS:
                 data[col] = json.loads(data[col]) if data[col] is not None else None
+            for col in _PATH_COLUMNS:
+                if isinstance(data[col], bytes):
+                    data[col] = os.fsdecode(data[col])
             jobs.append(Job(**data))
         return jobs
 
@@ -269,13 +287,11 @@ class JobStore:
         del values["id"]
         for col in _WORD_COLUMNS:
             setattr(job, col, values[col])
-        for col in _JSON_COLUMNS:
-            values[col] = json.dumps(values[col]) if values[col] is not None else None
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with self._using() as db:
             cur = db.execute("INSERT INTO jobs (%s) VALUES (%s)" % (cols, marks),
-                             tuple(values.values()))
+                             tuple(_cell(k, v) for k, v in values.items()))
         job.id = int(cur.lastrowid)
         return job
 
@@ -283,8 +299,7 @@ class JobStore:
         """Record ``changes``, then (only once they are recorded) make them on ``job``."""
         changes = _kept(changes)
         sets = ", ".join("%s = ?" % k for k in changes)
-        args = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
-                for k, v in changes.items()]
+        args = [_cell(k, v) for k, v in changes.items()]
         with self._using() as db:
             db.execute("UPDATE jobs SET %s WHERE id = ?" % sets, (*args, job.id))
         for name, value in changes.items():

@@ -29,6 +29,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -386,9 +387,9 @@ class Supervisor:
         if req.run_as is not None:  # looked at as its user, by the shim: the agent (root)
             return user, self.runtimes.get("process")  # would say what is in others' dirs
         cwd = req.cwd or user.default_cwd()
-        if not os.path.isdir(cwd):
+        why = _cwd_problem(cwd)
+        if why:
             _host_trouble("enter its cwd %s" % cwd, [cwd])
-            why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)
             raise start_failed("cannot enter its cwd %s: %s" % (cwd, why))
         path = req.env.get("PATH") or base_env(os.environ, user)["PATH"]
         candidates = _exec_candidates(req.argv[0], path, cwd)
@@ -418,8 +419,8 @@ class Supervisor:
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
         how = self.runtimes.get(job.runtime)
-        cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
-        notes = self._driver_limit(job, cgroup, how)
+        cgroup, no_cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
+        notes = self._driver_limit(job, cgroup, no_cgroup, how)
         limited = cgroup is not None and not notes and "driver_limit" in self.cap_probe.layers
         env, applied = self._job_env(job, req.torch_fraction, limited)
         with self._lock:
@@ -519,13 +520,15 @@ class Supervisor:
         self._release(fresh)
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
 
-    def _driver_limit(self, job: Job, cgroup: Optional[str], how: Runtime) -> List[str]:
+    def _driver_limit(self, job: Job, cgroup: Optional[str], no_cgroup: Optional[str],
+                      how: Runtime) -> List[str]:
         """The driver's memory limit on a share job's cgroup for each of its GPUs; the notes say
-        why not where the host has the layer but it could not be set."""
+        why not where the host has the layer (so a cgroup parent) but it could not be set
+        (``no_cgroup``: why the job has no cgroup, where it has none)."""
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
             return []
         if cgroup is None:
-            return ["driver_limit not applied: the job has no cgroup of its own"]
+            return ["driver_limit not applied: the job has no cgroup of its own (%s)" % no_cgroup]
         why = how.cgroup_parent_problem()
         if why:
             return ["driver_limit not applied: " + why]
@@ -1262,14 +1265,38 @@ def _exec_candidates(program: str, path: str, cwd: str) -> List[str]:
             for d in path.split(os.pathsep)]
 
 
+def _refused(path: str, kind: int) -> Optional[int]:
+    """The errno of why ``path`` is not a file of ``kind`` (a ``stat.S_IFMT``) this process
+    may search or run: the error a look at it met (a symlink loop, a name too long, a
+    component no directory, a search refused), else the one chdir or exec would give; None
+    where it is one. The job's words come from it, never a fixed text: ``isdir`` and
+    ``exists`` swallow every error, which read as "No such file or directory"."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        return err.errno
+    if stat.S_IFMT(st.st_mode) != kind:  # (exec of a directory or a FIFO: EACCES)
+        return errno.ENOTDIR if kind == stat.S_IFDIR else errno.EACCES
+    return None if os.access(path, os.X_OK) else errno.EACCES
+
+
+def _cwd_problem(cwd: str) -> Optional[str]:
+    """Why the job's shim could not enter ``cwd``, in the OS's words, or None."""
+    err = _refused(cwd, stat.S_IFDIR)
+    return None if err is None else os.strerror(err)
+
+
 def _program_problem(candidates: List[str]) -> Optional[str]:
-    """Why exec would not find the program at any of its ``candidates``, or None."""
+    """Why exec would not find the program at any of its ``candidates``, or None: as execvpe
+    says it (os._execvpe), the first error that is not ENOENT or ENOTDIR, else the last."""
+    errs = []
     for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        err = _refused(candidate, stat.S_IFREG)
+        if err is None:
             return None
-    if any(os.path.exists(c) for c in candidates):
-        return os.strerror(errno.EACCES)
-    return os.strerror(errno.ENOENT)
+        errs.append(err)
+    return os.strerror(next((e for e in errs if e not in (errno.ENOENT, errno.ENOTDIR)),
+                            errs[-1]))
 
 
 def _host_trouble(step: str, paths: List[str]) -> None:
