@@ -242,3 +242,14 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     ) and lines[3].split()[:2] == ["vision", "0.11"] and (
         "what sharing saved in it is not known: the store keeps all of its usage only from "
         "after it") in lines and "no job held a GPU" not in out, out
+    # [3000 s ago, 2600 s ago), all of it before the cut and before A: B held a GPU in it and
+    # the retention forgot it, and the store keeps nothing of it; what sharing saved is not
+    # known there either (null, as the docs say), not 0, and no job "held no GPU" in it
+    before = ["--config", str(config), "report", "--since", _at(t0 - 3000), "--until",
+              _at(t0 - 2600)]
+    code, out, err = in_process(capfd, before + ["--json"])
+    assert code == 0 and json.loads(out)["saving"] is None, out
+    for whose in ([], ["--user", "ann"]):
+        code, out, err = in_process(capfd, before + whose)
+        assert code == 0 and "held a GPU" not in out and (
+            "the retention ([usage] keep_days) forgot it") in out.splitlines()[1], out

@@ -829,6 +829,9 @@ class SqlStore(Store):
     def usage_begins(self) -> Optional[float]:
         return self._read(lambda db: usage_rows.begins(self._run, db))
 
+    def usage_forgotten_before(self) -> Optional[float]:
+        return self._read(lambda db: usage_rows.forgotten(self._run, db))
+
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         def work(db: Any) -> int:
             self._fence(db, epoch)

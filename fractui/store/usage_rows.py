@@ -231,7 +231,7 @@ def begins(run: Run, db: Any) -> Optional[float]:
     looked = run(db, "SELECT min(coalesce(seen_from, bucket)) AS t FROM gpu_time WHERE "
                      "bucket = (SELECT min(bucket) FROM gpu_time)").fetchone()["t"]
     kept = min((float(t) for t in (started, looked) if t is not None), default=None)
-    forgot = _forgotten(run, db)
+    forgot = forgotten(run, db)
     return forgot if forgot is not None and (kept is None or kept < forgot) else kept
 
 
@@ -242,7 +242,7 @@ def prune(run: Run, db: Any, before: float) -> int:
     gone = run(db, "DELETE FROM usage WHERE ended_at IS NOT NULL AND ended_at < ?",
                (before,)).rowcount
     gone += run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
-    forgot = _forgotten(run, db)
+    forgot = forgotten(run, db)
     if gone and forgot is None:
         run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(before)))
     elif gone and forgot < before:
@@ -250,8 +250,9 @@ def prune(run: Run, db: Any, before: float) -> int:
     return gone
 
 
-def _forgotten(run: Run, db: Any) -> Optional[float]:
-    """Where the retention last forgot usage (FORGOTTEN), or None where it never did."""
+def forgotten(run: Run, db: Any) -> Optional[float]:
+    """Where the retention last forgot usage (FORGOTTEN; Store.usage_forgotten_before), or
+    None where it never did."""
     row = run(db, "SELECT value FROM meta WHERE key = ?", (FORGOTTEN,)).fetchone()
     if row is None:
         return None
