@@ -518,8 +518,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         """Forgets usage that ended, and GPU time, before ``before`` (the retention), and
-        keeps ``before`` as where it forgot where any went (``usage_begins``); returns the
-        rows forgotten. Fenced by ``epoch``."""
+        keeps ``before`` as where it forgot where any went (``usage_begins``), never past the
+        store's now; returns the rows forgotten. Fenced by ``epoch``."""
 
     @abc.abstractmethod
     def now(self) -> float:

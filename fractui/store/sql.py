@@ -835,7 +835,7 @@ class SqlStore(Store):
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         def work(db: Any) -> int:
             self._fence(db, epoch)
-            return usage_rows.prune(self._run, db, before)
+            return usage_rows.prune(self._run, db, before, self.dialect.now(db))
         return self._write(work)
 
     def now(self) -> float:

@@ -235,18 +235,23 @@ def begins(run: Run, db: Any) -> Optional[float]:
     return forgot if forgot is not None and (kept is None or kept < forgot) else kept
 
 
-def prune(run: Run, db: Any, before: float) -> int:
+def prune(run: Run, db: Any, before: float, now: float) -> int:
     """Forgets the records of attempts that ended, and the buckets that began, before
     ``before``; returns how many rows went. Where any went, ``before`` is kept as where the
-    retention forgot (FORGOTTEN; never moved back): a report's means over time start there."""
+    retention forgot (FORGOTTEN; never moved back): a report's means over time start there.
+    Never past the store's ``now``: a cut past it is a lease holder's clock run ahead, and
+    nothing after now was forgotten; one kept past it (a clock set back since) is now."""
     gone = run(db, "DELETE FROM usage WHERE ended_at IS NOT NULL AND ended_at < ?",
                (before,)).rowcount
     gone += run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
-    forgot = forgotten(run, db)
-    if gone and forgot is None:
-        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(before)))
-    elif gone and forgot < before:
-        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(before), FORGOTTEN))
+    forgot, cut = forgotten(run, db), min(before, now)
+    if forgot is not None and forgot > now:  # (of the time before now, it keeps only what
+        # was written since the clock was set back)
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(now), FORGOTTEN))
+    elif gone and forgot is None:
+        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(cut)))
+    elif gone and forgot < cut:
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(cut), FORGOTTEN))
     return gone
 
 
