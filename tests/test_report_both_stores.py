@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Dict, List
@@ -29,7 +30,7 @@ import pytest
 
 from fractui.report_commands import _local
 from fractui.sched.fleetview import HostView
-from fractui.store import open_store
+from fractui.store import StoreDamaged, open_store
 from fractui.store.sqlite import SqliteStore
 from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, GpuTime, Job, Slot
 from fractui.usage.gputime import GpuClock
@@ -301,5 +302,23 @@ def test_where_the_retention_forgot_comes_back_with_a_clock_set_back(tmp_path):
         clock[0] -= 2 * 86400
         assert store.prune_usage(clock[0] - 86400) == 0
         assert store.usage_begins() == clock[0]
+    finally:
+        store.close()
+
+
+def test_a_damaged_mark_of_where_the_retention_forgot_does_not_stop_the_prune(tmp_path):
+    """A hand's edit of meta's usage_forgotten_before (not a time) is the store's damage to a
+    report, said with the key; to the lease holder's prune it was too, and the scheduler
+    stops on a damaged store (service: StoreDamaged), every job's placement with it, for a
+    mark only reports read. The prune says it in the log and keeps its own cut there."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.keep_gpu_time([GpuTime("h", 0, 0.0, None, online_s=300.0)])
+        assert store.prune_usage(600.0) == 1
+        with sqlite3.connect(str(tmp_path / "store.db")) as db:
+            db.execute("UPDATE meta SET value = 'soon' WHERE key = 'usage_forgotten_before'")
+        with pytest.raises(StoreDamaged, match="usage_forgotten_before holds 'soon'"):
+            store.usage_begins()
+        assert store.prune_usage(900.0) == 0 and store.usage_forgotten_before() == 900.0
     finally:
         store.close()
