@@ -56,7 +56,8 @@ def report(config: Config, args: argparse.Namespace) -> int:
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
-                     now, ended, whose, bucket_s, store.usage_begins())
+                     now, ended, whose, bucket_s, store.usage_begins(),
+                     store.usage_forgotten_before())
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()
@@ -81,20 +82,24 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
         "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
         _local(r.until), r.by)]
     if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
-        out.append("(the store keeps nothing of this range: what it keeps begins after it)"
-                   if not r.kept_before else "(the store keeps nothing of this range but the "
-                   "attempts that ran on past it: %s, and all it keeps begins after it)" % FORGOT)
+        out.append("(the store keeps nothing of this range but the attempts that ran on past "
+                   "it: %s, and all it keeps begins after it)" % FORGOT if r.kept_before else
+                   "(the store keeps nothing of this range: the retention ([usage] keep_days) "
+                   "forgot it, and all it keeps begins after it)" if r.forgotten else
+                   "(the store keeps nothing of this range: what it keeps begins after it)")
     elif r.start > r.since:
         out.append("(the store keeps nothing of it before %s%s means over time start there)"
                    % (_local(r.start), " but the attempts that ran on past then: %s;" % FORGOT
                       if r.kept_before else ":"))
     t = r.total
     if not r.whose.everyone and not r.groups:
-        out.append("none of %s held a GPU in this range" % r.whose.words())
+        out.append("none of %s held a GPU in this range" % r.whose.words() if r.saving_known
+                   else saving_words(r))  # (the retention forgot what they held)
         return out + unstarted_words(r)
     gaps = kept.words(r) if kept else []
     if not r.groups and not t.online_h:
-        out.append("no job held a GPU in this range, and no GPU time was kept")
+        out.append("no job held a GPU in this range, and no GPU time was kept"
+                   if r.saving_known else saving_words(r))
         return out + gaps + unstarted_words(r)
     gpus = r.by in ("host", "model", "gpu")
     if t.held_h or t.running or any(t.outcomes.values()) or gpus:  # (an attempt that ended

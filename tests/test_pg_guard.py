@@ -1180,7 +1180,7 @@ def test_usage_is_the_schedulers_record_a_member_reads_and_cannot_write(guarded)
         # member reads with the rest
         ops.keep_gpu_time([GpuTime("h", 0, 0.0, None, online_s=300.0)])
         assert ops.prune_usage(600.0) == 1 and member.usage_begins() == admin.usage(
-            0, 9e12)[0].started_at
+            0, 9e12)[0].started_at and member.usage_forgotten_before() == 600.0
     finally:
         member.close()
         admin.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Dict, List
@@ -29,7 +30,8 @@ import pytest
 
 from fractui.report_commands import _local
 from fractui.sched.fleetview import HostView
-from fractui.store import open_store
+from fractui.store import StoreDamaged, open_store
+from fractui.store.sqlite import SqliteStore
 from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, GpuTime, Job, Slot
 from fractui.usage.gputime import GpuClock
 from tests.cli_run import in_process, leaks
@@ -242,3 +244,81 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     ) and lines[3].split()[:2] == ["vision", "0.11"] and (
         "what sharing saved in it is not known: the store keeps all of its usage only from "
         "after it") in lines and "no job held a GPU" not in out, out
+    # [3000 s ago, 2600 s ago), all of it before the cut and before A: B held a GPU in it and
+    # the retention forgot it, and the store keeps nothing of it; what sharing saved is not
+    # known there either (null, as the docs say), not 0, and no job "held no GPU" in it
+    before = ["--config", str(config), "report", "--since", _at(t0 - 3000), "--until",
+              _at(t0 - 2600)]
+    code, out, err = in_process(capfd, before + ["--json"])
+    assert code == 0 and json.loads(out)["saving"] is None, out
+    for whose in ([], ["--user", "ann"]):
+        code, out, err = in_process(capfd, before + whose)
+        assert code == 0 and "held a GPU" not in out and (
+            "the retention ([usage] keep_days) forgot it") in out.splitlines()[1], out
+
+
+def test_where_the_retention_forgot_is_never_past_the_stores_own_time(store_url, tmp_path,
+                                                                      capfd):
+    """A lease holder whose clock ran two days ahead, with [usage] keep_days = 1, prunes with
+    its cut a day past the store's now: what ended is forgotten (all of it, as it would be a
+    day on), but no usage after the store's now was. Where it forgot was kept as that cut, a
+    day on: every report up to then read as of a time the retention forgot ("the store keeps
+    nothing of this range"), an attempt started since counted as one that ran on past it."""
+    store = open_store(store_url)
+    try:
+        t0 = math.floor(store.now())
+        for start, end in ((900, 800), (600, None)):
+            job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+            store.place(job.id, ONE, "sched", "fits")
+            store.started(job.id, "a%d" % job.id, t0 - start, "sched", "started")
+            if end is not None:
+                store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end",
+                            ended_at=t0 - end)
+        assert store.prune_usage(t0 + 86400) == 1
+        assert store.usage_begins() <= store.now()
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n' % store_url)
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                        _at(t0 - 300), "--until", _at(t0 + 60), "--json"])
+    got = json.loads(out)
+    assert code == 0 and got["start"] < got["until"] and got["saving"] is not None, out
+
+
+def test_where_the_retention_forgot_comes_back_with_a_clock_set_back(tmp_path):
+    """SQLite's time is its machine's: a clock run two days ahead there (keep_days = 1) kept
+    where it forgot a day past the time it was set back to, and the prune never moved it
+    back; the next prune puts it at the store's now, not past it."""
+    clock = [time.time() + 2 * 86400]
+    store = SqliteStore(str(tmp_path / "store.db"), clock=lambda: clock[0])
+    try:
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+        store.place(job.id, ONE, "sched", "fits")
+        store.started(job.id, "a", clock[0] - 86600, "sched", "started")
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end",
+                    ended_at=clock[0] - 86500)
+        assert store.prune_usage(clock[0] - 86400) == 1
+        clock[0] -= 2 * 86400
+        assert store.prune_usage(clock[0] - 86400) == 0
+        assert store.usage_begins() == clock[0]
+    finally:
+        store.close()
+
+
+def test_a_damaged_mark_of_where_the_retention_forgot_does_not_stop_the_prune(tmp_path):
+    """A hand's edit of meta's usage_forgotten_before (not a time) is the store's damage to a
+    report, said with the key; to the lease holder's prune it was too, and the scheduler
+    stops on a damaged store (service: StoreDamaged), every job's placement with it, for a
+    mark only reports read. The prune says it in the log and keeps its own cut there."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.keep_gpu_time([GpuTime("h", 0, 0.0, None, online_s=300.0)])
+        assert store.prune_usage(600.0) == 1
+        with sqlite3.connect(str(tmp_path / "store.db")) as db:
+            db.execute("UPDATE meta SET value = 'soon' WHERE key = 'usage_forgotten_before'")
+        with pytest.raises(StoreDamaged, match="usage_forgotten_before holds 'soon'"):
+            store.usage_begins()
+        assert store.prune_usage(900.0) == 0 and store.usage_forgotten_before() == 900.0
+    finally:
+        store.close()

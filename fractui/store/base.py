@@ -523,10 +523,15 @@ class Store(abc.ABC):
         which a report's means over time start from. None when it keeps nothing."""
 
     @abc.abstractmethod
+    def usage_forgotten_before(self) -> Optional[float]:
+        """Where the retention last forgot usage (``prune_usage``), None where it never did:
+        of a time before it, the store keeping nothing is not that no job held a GPU."""
+
+    @abc.abstractmethod
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         """Forgets usage that ended, and GPU time, before ``before`` (the retention), and
-        keeps ``before`` as where it forgot where any went (``usage_begins``); returns the
-        rows forgotten. Fenced by ``epoch``."""
+        keeps ``before`` as where it forgot where any went (``usage_begins``), never past the
+        store's now; returns the rows forgotten. Fenced by ``epoch``."""
 
     @abc.abstractmethod
     def now(self) -> float:

@@ -844,10 +844,13 @@ class SqlStore(Store):
     def usage_begins(self) -> Optional[float]:
         return self._read(lambda db: usage_rows.begins(self._run, db))
 
+    def usage_forgotten_before(self) -> Optional[float]:
+        return self._read(lambda db: usage_rows.forgotten(self._run, db))
+
     def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
         def work(db: Any) -> int:
             self._fence(db, epoch)
-            return usage_rows.prune(self._run, db, before)
+            return usage_rows.prune(self._run, db, before, self.dialect.now(db))
         return self._write(work)
 
     def now(self) -> float:

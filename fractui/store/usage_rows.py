@@ -9,6 +9,7 @@ with the close. ``run`` is the core's ``_run`` (one statement on the transaction
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -16,6 +17,7 @@ from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled
                                  UsageRecord, spans_over, submitter)
 from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
 
+log = logging.getLogger("fractui.store")
 Run = Callable[[Any, str, Sequence[Any]], Any]
 _SAMPLED = ("samples", "sampled_from", "sampled_until", "memory_peak_mib", "memory_mean_mib",
             "util_samples", "util_mean", "util_note")
@@ -231,27 +233,41 @@ def begins(run: Run, db: Any) -> Optional[float]:
     looked = run(db, "SELECT min(coalesce(seen_from, bucket)) AS t FROM gpu_time WHERE "
                      "bucket = (SELECT min(bucket) FROM gpu_time)").fetchone()["t"]
     kept = min((float(t) for t in (started, looked) if t is not None), default=None)
-    forgot = _forgotten(run, db)
+    forgot = forgotten(run, db)
     return forgot if forgot is not None and (kept is None or kept < forgot) else kept
 
 
-def prune(run: Run, db: Any, before: float) -> int:
+def prune(run: Run, db: Any, before: float, now: float) -> int:
     """Forgets the records of attempts that ended, and the buckets that began, before
     ``before``; returns how many rows went. Where any went, ``before`` is kept as where the
-    retention forgot (FORGOTTEN; never moved back): a report's means over time start there."""
+    retention forgot (FORGOTTEN; never moved back): a report's means over time start there.
+    Never past the store's ``now``: a cut past it is a lease holder's clock run ahead, and
+    nothing after now was forgotten; one kept past it (a clock set back since) is now, and
+    one not a time (a hand's) this cut, said in the log."""
     gone = run(db, "DELETE FROM usage WHERE ended_at IS NOT NULL AND ended_at < ?",
                (before,)).rowcount
     gone += run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
-    forgot = _forgotten(run, db)
-    if gone and forgot is None:
-        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(before)))
-    elif gone and forgot < before:
-        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(before), FORGOTTEN))
+    cut = min(before, now)
+    try:
+        forgot = forgotten(run, db)
+    except Unreadable as err:  # (a hand's edit: the scheduler stops on a damaged store, for
+        # a mark only reports read)
+        log.warning("%s: this prune's cut (%r) is kept there", err, cut)
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(cut), FORGOTTEN))
+        return gone
+    if forgot is not None and forgot > now:  # (of the time before now, it keeps only what
+        # was written since the clock was set back)
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(now), FORGOTTEN))
+    elif gone and forgot is None:
+        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(cut)))
+    elif gone and forgot < cut:
+        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(cut), FORGOTTEN))
     return gone
 
 
-def _forgotten(run: Run, db: Any) -> Optional[float]:
-    """Where the retention last forgot usage (FORGOTTEN), or None where it never did."""
+def forgotten(run: Run, db: Any) -> Optional[float]:
+    """Where the retention last forgot usage (FORGOTTEN; Store.usage_forgotten_before), or
+    None where it never did."""
     row = run(db, "SELECT value FROM meta WHERE key = ?", (FORGOTTEN,)).fetchone()
     if row is None:
         return None

@@ -181,13 +181,17 @@ class Report:
     kept_before: bool = False
     """Whether attempts counted hold time in the range before ``start``: ones that ran on
     past where the retention forgot usage (Store.usage_begins), whose others are gone."""
+    forgotten: bool = False
+    """Whether the range begins before where the retention last forgot usage
+    (Store.usage_forgotten_before): of its time before that, the store keeping no attempt
+    is not that no job held a GPU."""
 
     @property
     def saving_known(self) -> bool:
         """Whether what sharing saved is known: not of a range all before where the store keeps
-        everything, whose attempts kept (``kept_before``) are some of those that held GPUs
-        in it (null in --json, never 0)."""
-        return not (self.start >= self.until and self.kept_before)
+        everything, whose attempts the retention forgot (``forgotten``), but for those that
+        ran on past it (``kept_before``) (null in --json, never 0)."""
+        return not (self.start >= self.until and (self.kept_before or self.forgotten))
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -207,7 +211,7 @@ class Report:
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
           until: float, by: str, now: float, ended: Iterable[Job] = (),
           whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s,
-          kept_from: Optional[float] = None) -> Report:
+          kept_from: Optional[float] = None, forgot: Optional[float] = None) -> Report:
     """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
     ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``; ``whose``: the
     attempts and jobs counted (everyone's: the GPUs' time too); ``bucket_s``: the length of
@@ -219,7 +223,9 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     oldest usage begins (Store.usage_begins: where the retention forgot, though an attempt
     that ran on past it is read from before); without it, the oldest of what the range holds,
     which, where the store is older than the range and nothing is kept of its first part
-    (no job held a GPU, no scheduler looked), averages over the rest alone."""
+    (no job held a GPU, no scheduler looked), averages over the rest alone. ``forgot``:
+    where the retention last forgot usage (Store.usage_forgotten_before), None where it
+    never did."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
     records, gpu_time = list(records), list(gpu_time)
@@ -253,7 +259,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose,
                   frozenset(t.bucket for t, _ in in_range),
-                  any(held_s(r, since, min(start, until), now) > 0 for r in records))
+                  any(held_s(r, since, min(start, until), now) > 0 for r in records),
+                  forgot is not None and since < forgot)
 
 
 def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now: float,
