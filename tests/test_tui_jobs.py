@@ -20,6 +20,7 @@ from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.queues import QueuePanel
+from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_tui_pilot import palette
@@ -238,6 +239,30 @@ def test_a_pending_jobs_stop_is_asked_and_said_as_a_cancel_at_once(local_fleet):
 
     drive()
     assert f.store.get(job.id).state == "cancelled"
+
+
+def test_a_stop_recorded_while_no_scheduler_runs_says_none_carries_it_out(local_fleet):
+    """In ``fractui demo`` with its scheduler gone (the header: "scheduler: none (decisions
+    wait)"), a cancel was said "recorded: the scheduler carries it out": none would. It is
+    said as ``fractui cancel`` says it; the stop is recorded all the same."""
+    f, job = a_job(local_fleet, POLITE)
+    f.store.release_lease("test")  # (the test's scheduler: no pass holds it again)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await until(pilot, lambda: fleet(app).model.store.holder is None, "read unled")
+            await open_job(app, pilot, job.id)
+            app.clear_notifications()
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await until(pilot, lambda: list(app._notifications), "the answer")
+            assert [(n.severity, n.message) for n in app._notifications] == [
+                ("warning", "cancel of #%d recorded; %s" % (job.id, NO_SCHEDULER))]
+
+    drive()
+    assert f.store.get(job.id).state == "stopping"
 
 
 def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fleet):

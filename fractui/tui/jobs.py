@@ -48,7 +48,7 @@ from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
-from fractui.words import count, duration, why
+from fractui.words import NO_SCHEDULER, count, duration, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 REFRESH_S = 1.0
@@ -199,10 +199,14 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                  asker: Asker, clock: Callable[[], float], readonly: bool,
                  move: Callable[[int], None] = lambda _job: None,
                  place: Callable[[int], None] = lambda _job: None,
-                 left: Optional[Callable[[Optional[Job]], None]] = None) -> None:
+                 left: Optional[Callable[[Optional[Job]], None]] = None,
+                 unled: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
+        self.unled = unled
+        """Whether no scheduler holds the store's lease now (the fleet screen's last read):
+        a stop recorded then is carried out by none until one runs."""
         self.left = left
         """Handed the job as last read as the screen is left, by ``esc``, ``J`` or a
         placement (the jobs view it was opened from lists it ended, before its own read of
@@ -685,6 +689,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.notify(message.error, severity="warning")
         elif message.at_once:
             self.notify("#%d cancelled: it had not started" % self.job_id)
+        elif self.unled():  # (said as fractui cancel says it: the header's "scheduler: none")
+            self.notify("%s of #%d recorded; %s" % (message.what, self.job_id, NO_SCHEDULER),
+                        severity="warning")
         else:
             self.notify("%s of #%d recorded: the scheduler carries it out" % (
                 message.what, self.job_id))
