@@ -418,7 +418,6 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
-
     def unled(self) -> bool:
         """Whether the store's last read says no scheduler holds its lease: what is recorded
         now (a placement, a move, a stop) waits until one runs (False until it is read)."""
