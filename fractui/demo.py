@@ -270,7 +270,7 @@ class Demo:
         path = os.path.join(self.root, "config.toml")
         with open(path, "w") as f:
             f.write(toml_text(self.config))
-        self.source.report_command = "fractui report --config %s --since 1h" % path
+        self.source.report_command = "fractui report --config %s" % path
         self.scheduler = ChildScheduler(path, "demo", os.path.join(self.root, "scheduler.log"))
         self.source.scheduler = self.scheduler
         rng = random.Random(seed)

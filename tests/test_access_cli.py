@@ -241,8 +241,8 @@ def test_the_tui_shows_a_refusal_as_it_shows_any_refused_action(plain_dir, plain
     assert tui_stop(config, name, theirs.id) == [[
         "warning", "%s; to cancel job %d of team nlp you must be in team nlp, or an admin" % (
             who(name), theirs.id)]]
-    assert tui_stop(config, name, ours.id) == [[
-        "information", "cancel of #%d recorded: the scheduler carries it out" % ours.id]]
+    assert tui_stop(config, name, ours.id) == [[  # (no scheduler runs for this store)
+        "warning", "cancel of #%d recorded; %s" % (ours.id, words.NO_SCHEDULER)]]
     store_now = SqliteStore(str(store))
     assert [store_now.get(j.id).state for j in (theirs, ours)] == ["running", "stopping"]
     assert store_now.audit_log(ours.id)[-1].actor == "%s@%s (tui)" % (name, HOST)

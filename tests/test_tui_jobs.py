@@ -20,6 +20,7 @@ from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.queues import QueuePanel
+from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_tui_pilot import palette
@@ -211,6 +212,57 @@ def test_stop_requeue_preempt_each_ask_first_then_change_the_store(local_fleet):
     # carried out: the first ends cancelled, the others are back in the queue as attempt 1
     f.until(lambda: f.store.get(jobs[0].id).state == "cancelled"
             and [f.store.get(j.id).attempt for j in jobs] == [0, 1, 1])
+
+
+def test_a_pending_jobs_stop_is_asked_and_said_as_a_cancel_at_once(local_fleet):
+    """``s`` on a job still waiting (in ``fractui demo``) asked "SIGTERM, then SIGKILL after
+    its grace", of a job with no process, and said "the scheduler carries it out" of a job
+    the store had already ended cancelled, as the screen under the notice showed: each is
+    said of a job that has not started, as ``fractui cancel`` answers it."""
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=POLITE)  # (no pass is run: it waits)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await open_job(app, pilot, job.id)
+            app.clear_notifications()
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert app.screen.question == (
+                "Stop job #%d %s (pending)?\n\nIt has not started: it ends cancelled at once, "
+                "no process to signal." % (job.id, job.name)), app.screen.question
+            await pilot.press("y")
+            await until(pilot, lambda: list(app._notifications), "the answer")
+            assert [n.message for n in app._notifications] == [
+                "#%d cancelled: it had not started" % job.id]
+
+    drive()
+    assert f.store.get(job.id).state == "cancelled"
+
+
+def test_a_stop_recorded_while_no_scheduler_runs_says_none_carries_it_out(local_fleet):
+    """In ``fractui demo`` with its scheduler gone (the header: "scheduler: none (decisions
+    wait)"), a cancel was said "recorded: the scheduler carries it out": none would. It is
+    said as ``fractui cancel`` says it; the stop is recorded all the same."""
+    f, job = a_job(local_fleet, POLITE)
+    f.store.release_lease("test")  # (the test's scheduler: no pass holds it again)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await until(pilot, lambda: fleet(app).model.store.holder is None, "read unled")
+            await open_job(app, pilot, job.id)
+            app.clear_notifications()
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await until(pilot, lambda: list(app._notifications), "the answer")
+            assert [(n.severity, n.message) for n in app._notifications] == [
+                ("warning", "cancel of #%d recorded; %s" % (job.id, NO_SCHEDULER))]
+
+    drive()
+    assert f.store.get(job.id).state == "stopping"
 
 
 def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fleet):

@@ -15,6 +15,7 @@ from textual.widgets import OptionList
 
 from fractui.config import QueueConfig
 from fractui.tui.gpu_screen import GpuScreen, ProfileScreen
+from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen
 from tests import localfleet
 from tests.test_mig_by_hand import SMALL, gpu_record, said
@@ -386,3 +387,57 @@ async def test_n_on_a_gpu_whose_instances_cannot_be_booked_opens_no_picker():
         assert isinstance(app.screen, GpuScreen)
         assert notes(app)[-1] == ("what the instances of h100-1 gpu 0 hold is not known now: "
                                   "N again after its next snapshot"), notes(app)
+
+
+@pilot_test
+async def test_the_picker_judges_the_profiles_again_as_the_gpu_changes_under_it():
+    """In ``fractui demo`` the scheduler put a job on an idle 2g.20gb while the picker stood
+    open, and the picker still said 1g.10gb would destroy that idle instance: it was judged
+    once, as ``N`` was pressed. It is judged again as the view behind it is drawn (here an
+    instance made under it: 7g.80gb no longer fits), the cursor kept on its profile, and
+    ``enter`` on a profile that no longer fits says why and plans nothing."""
+    async with settled_app((120, 36)) as (app, pilot):
+        app.open_gpu("a100-1", 1)
+        await pilot.pause()
+        await pilot.press("N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        assert lines(app)["7g.80gb"] == ("7g.80gb    7/7 compute, 80.0G  at slot 0", False)
+        pick(app, "7g.80gb")
+        gpu = app.fleet.statuses["a100-1"].snapshot["gpus"][1]
+        gpu["instances"].append({  # (made by the scheduler for a job of its own)
+            "uuid": "MIG-a100-1-1-4", "gi_id": 1, "profile": "3g.40gb", "start": 4,
+            "size": 4, "memory_mib": 40960, "busy": True, "pids": [1009],
+            "memory_used_mib": 9000})
+        await until(pilot, lambda: lines(app)["7g.80gb"][1], "7g.80gb judged again")
+        assert lines(app)["7g.80gb"][0].endswith(
+            "\n  no free placement: 3g.40gb busy at slot 4"), lines(app)
+        menu = app.screen.query_one(OptionList)
+        assert menu.get_option_at_index(menu.highlighted).id == "7g.80gb"
+        await pilot.press("enter")
+        await until(pilot, lambda: notes(app), "why not said")
+        assert notes(app)[-1] == ("7g.80gb does not fit on a100-1 gpu 1 now: no free "
+                                  "placement: 3g.40gb busy at slot 4"), notes(app)
+        assert isinstance(app.screen, ProfileScreen)
+
+
+@pilot_test
+async def test_the_picker_closes_saying_why_once_no_instance_can_be_made_on_its_gpu():
+    """MIG turned off (or the host gone) while the picker stands open: it offered profiles
+    of a GPU that could have none. It says so, as ``N`` would now, and closes, making
+    nothing; not while ``?`` is over it, whose help it would have closed instead."""
+    async with settled_app((120, 36)) as (app, pilot):
+        app.open_gpu("a100-1", 1)
+        await pilot.pause()
+        await pilot.press("N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        picker = app.screen_stack[-2]
+        app.fleet.statuses["a100-1"].snapshot["gpus"][1]["mig_mode"] = False
+        assert picker.judge_again()  # (as its timer would, under the help)
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and app.screen_stack[-2] is picker
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
+        assert notes(app)[-1] == ("a100-1 gpu 1 is not in MIG mode (M turns it on, on an idle "
+                                  "GPU): no instance can be made on it"), notes(app)

@@ -24,6 +24,7 @@ from fractui.tui.model import GHOST, PLACING
 from fractui.tui.placement import Placement, PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
+from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.test_tui_cursor_pilot import shown_words
 from tests.test_tui_pilot import palette
@@ -81,6 +82,30 @@ async def drag_start(app, pilot, job) -> int:
     await pilot.mouse_down(QueuePanel, offset=(4, row))
     await slots_found(app, pilot)
     return row
+
+
+def test_a_placement_recorded_while_no_scheduler_runs_says_none_launches_it(local_fleet):
+    """In ``fractui demo`` with its scheduler gone (the header: "scheduler: none (decisions
+    wait)"), a job placed by hand was said "placed by hand: whole gpu0 of l4-1", as if it
+    would start: no scheduler is running to launch it, and the notice says so, as ``fractui
+    move`` does."""
+    f = local_fleet(MIG, QUEUES)
+    job = f.submit("3g")  # (no pass is run: none holds the store's lease)
+
+    @pilot_test
+    async def drive():
+        async with placing(f) as (app, pilot):
+            assert fleet(app).model.store.holder is None
+            app.clear_notifications()
+            await pilot.press("enter")
+            await until(pilot, lambda: list(app._notifications), "the answer")
+            said = [(n.severity, n.message) for n in app._notifications]
+            assert len(said) == 1 and said[0][0] == "warning", said
+            assert said[0][1].startswith("#%d placed by hand: " % job.id), said
+            assert said[0][1].endswith("; " + NO_SCHEDULER), said
+
+    drive()
+    assert f.store.get(job.id).state == "placed"
 
 
 def test_place_by_keyboard_runs_on_the_previewed_slice(local_fleet):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from textual.geometry import Region
 from textual_plotext.plot import Plot
@@ -366,3 +367,32 @@ def test_the_utilisation_plot_draws_only_what_was_measured():
     plt = Plot()
     utilisation(plt, s, 120.0, {"a": (1, 2, 3), "b": (4, 5, 6)})
     assert (plt.monitor.label, plt.monitor.x, plt.monitor.y) == (["a"], [[-1.5]], [[50.0]])
+
+
+@pilot_test
+async def test_the_shells_report_is_of_the_range_and_grouping_shown(tmp_path):
+    """``fractui demo``'s report screen said "from a shell: fractui report --config … --since
+    1h" under its last 24 h by team, and under the last 7 days by queue: another report than
+    the one above it. The command given is of the range and the grouping shown: all that is
+    kept from its first record's minute, in local time as ``--since`` reads it."""
+    store = usage_store(os.path.join(tmp_path, "store.db"))
+    app = frozen_app(usage=store)
+    app.source.report_command = "fractui report --config /tmp/fractui-demo-x/config.toml"
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await opened(app, pilot)
+
+        def shell() -> str:
+            return next(line for line in lines(screen) if line.startswith("from a shell: "))
+
+        base = "from a shell: fractui report --config /tmp/fractui-demo-x/config.toml"
+        assert shell() == base + " --since 24h", lines(screen)
+        for keys, words in ((["h"], " --since 1h"), (["w", "g"], " --since 7d --by queue"),
+                            (["g"], " --since 7d --by user"),
+                            (["g", "g", "g", "g", "d"], " --since 24h")):  # (by team again)
+            await pilot.press(*keys)
+            await settled(pilot)
+            assert shell() == base + words, (keys, lines(screen))
+        await pilot.press("a")
+        await settled(pilot)
+        first = time.strftime("%Y-%m-%dT%H:%M", time.localtime(screen.computed.report.start))
+        assert shell() == base + " --since " + first, lines(screen)

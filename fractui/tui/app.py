@@ -146,7 +146,7 @@ class FractuiApp(App[None], inherit_bindings=False):
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
                                    fleet.store_clock, self.readonly, self.move_job,
-                                   self.place_job, left))
+                                   self.place_job, left, fleet.unled))
 
     def move_job(self, job_id: int) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the

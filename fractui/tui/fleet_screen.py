@@ -57,7 +57,7 @@ from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_
                                    reserved, standing)
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.tui.typed import Typed
-from fractui.words import count, failing_passes, first_of
+from fractui.words import NO_SCHEDULER, count, failing_passes, first_of
 
 STORE_EVERY_S = 1.0
 PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
@@ -431,6 +431,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
+    def unled(self) -> bool:
+        """Whether the store's last read says no scheduler holds its lease: what is recorded
+        now (a placement, a move, a stop) waits until one runs (False until it is read)."""
+        return self.model.store is not None and self.model.store.holder is None
 
     def scheduler_line(self) -> str:
         """Who carries out decisions, who holds the store's lease first (a narrow header cuts
@@ -755,12 +759,14 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.post_message(Placed(now, match))
 
     def on_placed(self, message: Placed) -> None:
+        # (none to carry it out: said as fractui move says it, the header's "scheduler: none")
+        unled, warning = ("; " + NO_SCHEDULER, "warning") if self.unled() else ("", "information")
         if message.where is not None and movable(message.job.state):
-            self.notify("#%d moving: the scheduler stops it, then %s" % (
-                message.job.id, message.where.plan), title="moving")
+            self.notify("#%d moving: the scheduler stops it, then %s%s" % (
+                message.job.id, message.where.plan, unled), title="moving", severity=warning)
         elif message.where is not None:
-            self.notify("#%d placed by hand: %s" % (message.job.id, message.where.plan),
-                        title="placed")
+            self.notify("#%d placed by hand: %s%s" % (message.job.id, message.where.plan,
+                                                      unled), title="placed", severity=warning)
         else:
             self.notify(message.error or "not placed", severity="warning")
         self.end_placement(left=message.where is None)  # not placed: back as it was

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -67,6 +67,10 @@ LABEL_W = max(len(label) for label in ("host", "error", "gpu 0", "uuid", "servic
 """The view's labels' column (its lines above the health's and the health's own), so every
 line's words begin in one column whichever labels the GPU has."""
 log = logging.getLogger("fractui.tui")
+
+
+Judged = Union[Sequence[Fit], str]
+"""Each MIG profile judged on a GPU as it is now, or why no instance can be made there."""
 
 
 @dataclass(frozen=True)
@@ -347,9 +351,10 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
     """Which MIG profile to make an instance of: the GPU model's, each with its share of the
     GPU, those that fit now first with the slot they would start at, then the others dimmed
     with why not (judged on the snapshot: an admin chose 7g.80gb beside a busy instance and
-    learnt only after). ``enter`` picks one that fits, and on one that does not says why and
-    stays; ``esc`` makes nothing. Its keys are listed under it, where the GPU view's were (no
-    screen lists its keys while another is over it)."""
+    learnt only after), judged again once a second while it is open (the scheduler makes
+    and ends instances meanwhile). ``enter`` picks one that fits, and on one that does not
+    says why and stays; ``esc`` makes nothing. Its keys are listed under it, where the GPU
+    view's were (no screen lists its keys while another is over it)."""
 
     DEFAULT_CSS = """
     ProfileScreen { align: center middle; }
@@ -365,21 +370,53 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
     )
     BINDINGS = bindings(ACTIONS)
 
-    def __init__(self, where: str, geometry: Geometry, judged: Sequence[Fit],
-                 allowed_by: Callable[[str], str]) -> None:
-        """``allowed_by``: for a profile, how this admin destroys the idle instances in its
-        way (said with why it does not fit)."""
+    def __init__(self, where: str, geometry: Geometry, judge: Callable[[], Judged],
+                 judged: Sequence[Fit], allowed_by: Callable[[str], str]) -> None:
+        """``judge``: each profile judged on the GPU as its snapshot is now (``judged``, as
+        ``N`` was pressed), or why none can be made there now; ``allowed_by``: for a
+        profile, how this admin destroys the idle instances in its way (said with why it
+        does not fit)."""
         super().__init__()
         self.where = where
         self.geometry = geometry
+        self.judge = judge
         self.judged = {f.profile.name: f for f in judged}
         self.allowed_by = allowed_by
 
     def compose(self) -> ComposeResult:
         yield KeyLine(("profile.",))
-        menu = ProfileList(*(Option(self._line(f), id=name) for name, f in self.judged.items()))
+        menu = ProfileList(*self._options())
         menu.border_title = "new MIG instance on %s" % self.where
         yield menu
+
+    def on_mount(self) -> None:
+        self.set_interval(REFRESH_S, self.judge_again)
+
+    def _options(self) -> list[Option]:
+        return [Option(self._line(f), id=name) for name, f in self.judged.items()]
+
+    def judge_again(self) -> bool:
+        """The profiles judged on the GPU as it is now, the cursor kept on its profile;
+        where none can be made there any more (its host gone, MIG turned off), that is said
+        and the picker closed, making nothing. Whether it is still open. Not while ``?`` is
+        over it: a dismiss pops whichever screen is on top."""
+        if not self.is_active:
+            return True
+        now = self.judge()
+        if isinstance(now, str):
+            self.notify(now, severity="warning")
+            self.dismiss(None)
+            return False
+        judged = {f.profile.name: f for f in now}
+        if list(judged.items()) != list(self.judged.items()):
+            self.judged = judged
+            menu = self.query_one(ProfileList)
+            at = menu.highlighted
+            chosen = menu.get_option_at_index(at).id if at is not None else None
+            menu.clear_options()
+            menu.add_options(self._options())
+            menu.highlighted = list(judged).index(chosen) if chosen in judged else at
+        return True
 
     def _line(self, fit: Fit) -> Text:
         geo, p = self.geometry, fit.profile
@@ -393,6 +430,8 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
         return line
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if not self.judge_again():  # (as the GPU is now, not as at the last snapshot drawn)
+            return
         fit = self.judged[event.option.id or ""]
         if fit.start is not None:
             self.dismiss(fit.profile.name)
@@ -608,9 +647,25 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
 
     def action_create(self) -> None:
         """A profile picked, then the agent's plan for an instance of it asked (``fractui mig
-        HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way.
-        The picker judges each profile on the layout as placement books it (fractui.sched.
-        mig_change.fits): the snapshot held, no call to the agent."""
+        HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way."""
+        where = "%s gpu %d" % (self.host, self.index)
+        gpu = self._gpu()[0]
+        geo = gpu_geometry(gpu) if gpu is not None else None
+        judged = self._judged()
+        if isinstance(judged, str) or geo is None:
+            self.notify(str(judged), severity="warning")
+            return
+        if self.under_way is not None:
+            self.notify("a MIG change of %s is under way: wait for its outcome" % where,
+                        severity="warning")
+            return
+        self.app.push_screen(ProfileScreen(where, geo, self._judged, judged, self._allowed_by),
+                             lambda profile: profile and self.plan(profile))
+
+    def _judged(self) -> Judged:
+        """Each MIG profile judged on the GPU's layout as placement books it (fractui.sched.
+        mig_change.fits): the snapshot held, no call to the agent; or why no instance can be
+        made on the GPU now."""
         gpu, jobs = self._gpu()
         where = "%s gpu %d" % (self.host, self.index)
         geo = gpu_geometry(gpu) if gpu is not None else None
@@ -620,21 +675,14 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                    "%s is not in MIG mode (M turns it on, on an idle GPU)" % where
                    if not gpu.get("mig_mode") else "fractui has no MIG table for %s (%s)" % (
                        where, gpu.get("name")) if geo is None else None)
-        if refused is not None or geo is None:
-            self.notify("%s: no instance can be made on it" % refused, severity="warning")
-            return
-        if self.under_way is not None:
-            self.notify("a MIG change of %s is under way: wait for its outcome" % where,
-                        severity="warning")
-            return
+        if refused is not None or gpu is None:
+            return "%s: no instance can be made on it" % refused
         booked = booked_layout(gpu, [j for j in jobs[0]
                                      if j.get("state") in ACTIVE_AGENT_STATES])
         if booked is None:  # (a launch its snapshot does not show yet, or a broken record)
-            self.notify("what the instances of %s hold is not known now: N again after its "
-                        "next snapshot" % where, severity="warning")
-            return
-        self.app.push_screen(ProfileScreen(where, geo, fits(booked.layout), self._allowed_by),
-                             lambda profile: profile and self.plan(profile))
+            return ("what the instances of %s hold is not known now: N again after its next "
+                    "snapshot" % where)
+        return fits(booked.layout)
 
     def _allowed_by(self, profile: str) -> str:
         """How this admin makes an instance of ``profile`` where idle instances are in its

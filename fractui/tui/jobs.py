@@ -30,10 +30,11 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.outcome import gone_words
 from fractui.store.base import JobNotFound, StoreError, WaitingFull
-from fractui.store.access import READ, Denied
+from fractui.store.access import CANCEL, READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
                                    stop_refusal)
-from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
+from fractui.store.model import (CANCELLED, ON_HOST, PENDING, AuditEntry, Job, movable,
+                                 stops_offered)
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
@@ -47,7 +48,7 @@ from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.parts import Folded
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
-from fractui.words import count, duration, why
+from fractui.words import NO_SCHEDULER, count, duration, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 REFRESH_S = 1.0
@@ -58,6 +59,15 @@ STOP_WORDS = {"cancel": ("stop", "SIGTERM, then SIGKILL after its grace; it ends
               "requeue": ("requeue", "stop it and put it back in its queue as a new attempt"),
               "preempt": ("preempt", "as requeue, with the preemption grace, recorded as a "
                                      "preemption")}
+
+
+def stop_words(intent: str, state: str) -> tuple[str, str]:
+    """``intent``'s word and what it does to a job in ``state``: a pending job's cancel ends
+    it at once (intents.ask_stop), with no process to signal."""
+    word, what = STOP_WORDS[intent]
+    if intent == CANCEL and state == PENDING:
+        return word, "It has not started: it ends cancelled at once, no process to signal"
+    return word, what
 
 
 class Loaded(Message):
@@ -97,10 +107,12 @@ class LogData(Message):
 class Asked(Message):
     """A stop, requeue or preemption was recorded (or refused: ``error``)."""
 
-    def __init__(self, what: str, error: Optional[str] = None) -> None:
+    def __init__(self, what: str, error: Optional[str] = None, at_once: bool = False) -> None:
+        """``at_once``: a job that had not started, cancelled by the ask itself."""
         super().__init__()
         self.what = what
         self.error = error
+        self.at_once = at_once
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -187,10 +199,14 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                  asker: Asker, clock: Callable[[], float], readonly: bool,
                  move: Callable[[int], None] = lambda _job: None,
                  place: Callable[[int], None] = lambda _job: None,
-                 left: Optional[Callable[[Optional[Job]], None]] = None) -> None:
+                 left: Optional[Callable[[Optional[Job]], None]] = None,
+                 unled: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
+        self.unled = unled
+        """Whether no scheduler holds the store's lease now (the fleet screen's last read):
+        a stop recorded then is carried out by none until one runs."""
         self.left = left
         """Handed the job as last read as the screen is left, by ``esc``, ``J`` or a
         placement (the jobs view it was opened from lists it ended, before its own read of
@@ -344,8 +360,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         job = self.job
         if job is None:
             return []
-        return [Entry("%s job #%d %s" % (STOP_WORDS[i][0], job.id, job.name), STOP_WORDS[i][1],
-                      lambda i=i: self.action_ask(i)) for i in self.stops()] + (
+        return [Entry("%s job #%d %s" % (stop_words(i, job.state)[0], job.id, job.name),
+                      stop_words(i, job.state)[1], lambda i=i: self.action_ask(i))
+                for i in self.stops()] + (
             [move_entry(job, self.action_move)] if self.movable() else []) + (
             [place_entry(job, self.action_place)] if self.placeable() else [])
 
@@ -640,7 +657,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if job is None:
             self.notify(self.unread(), severity="warning")
             return
-        word, what = STOP_WORDS[intent]
+        word, what = stop_words(intent, job.state)
         refused = stop_refusal(job, intent)
         if refused:  # asked anyway (a palette entry of a job that ended since): said
             self.notify(refused, severity="warning")
@@ -662,16 +679,21 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Asked(intent, "no store here: nothing can be recorded"))
             return
         try:
-            ask_stop(store, job, intent, self.asker)
+            now = ask_stop(store, job, intent, self.asker)
         except (Refused, Denied, JobNotFound, StoreError, WaitingFull) as err:  # (WaitingFull:
             # a member's requeue past her team's bound)
             self.post_message(Asked(intent, str(err)))
             return
-        self.post_message(Asked(intent))
+        self.post_message(Asked(intent, at_once=job.state == PENDING and now.state == CANCELLED))
 
     def on_asked(self, message: Asked) -> None:
         if message.error:
             self.notify(message.error, severity="warning")
+        elif message.at_once:
+            self.notify("#%d cancelled: it had not started" % self.job_id)
+        elif self.unled():  # (said as fractui cancel says it: the header's "scheduler: none")
+            self.notify("%s of #%d recorded; %s" % (message.what, self.job_id, NO_SCHEDULER),
+                        severity="warning")
         else:
             self.notify("%s of #%d recorded: the scheduler carries it out" % (
                 message.what, self.job_id))

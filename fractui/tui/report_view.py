@@ -11,6 +11,7 @@ screen reads again every 30 s while it is shown, and on ``r``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -50,16 +51,27 @@ NARROW_HEIGHT = 32
 @dataclass(frozen=True)
 class Span:
     """A range of the report: the last ``seconds`` (None: all the store keeps), cut into
-    ``steps`` for the plots."""
+    ``steps`` for the plots; ``since`` as ``fractui report --since`` says it (None: all)."""
 
     key: str
     name: str
     seconds: Optional[float]
     steps: int
+    since: Optional[str]
 
 
-SPANS = (Span("hour", "last hour", 3600.0, 60), Span("day", "last 24 h", 86400.0, 48),
-         Span("week", "last 7 days", 7 * 86400.0, 56), Span("all", "all kept", None, 60))
+SPANS = (Span("hour", "last hour", 3600.0, 60, "1h"),
+         Span("day", "last 24 h", 86400.0, 48, "24h"),
+         Span("week", "last 7 days", 7 * 86400.0, 56, "7d"),
+         Span("all", "all kept", None, 60, None))
+
+
+def shell_report(base: str, span: Span, by: str, start: float) -> str:
+    """``base`` (``fractui report`` on this store) for ``span`` grouped ``by``: the report
+    shown, as a shell gets it. All that is kept from ``start``'s minute (its first record),
+    in local time as ``--since`` reads a date."""
+    since = span.since or time.strftime("%Y-%m-%dT%H:%M", time.localtime(start))
+    return "%s --since %s%s" % (base, since, "" if by == "team" else " --by %s" % by)
 
 
 @dataclass(frozen=True)
@@ -361,8 +373,11 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
             self.query_one(part).display = shown
         if not shown or self.computed is None:
             return
-        self.query_one("#report-headline", Static).update(
-            headline(self.computed, self.source.report_command))
+        span, by = self.computed_for
+        base = self.source.report_command
+        self.query_one("#report-headline", Static).update(headline(
+            self.computed, shell_report(base, span, by, self.computed.report.start)
+            if base and span is not None else None))
         self.titles, self.rows = table_rows(self.computed.report, self.size.width - 2)
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold",
                       pad_edge=False)

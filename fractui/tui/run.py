@@ -265,9 +265,10 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     with _signals_kept(), _ends_cleanly() as ending:
         demo = Demo(args.gpus, args.seed)
         try:  # (Ctrl-C, or a terminal gone, as this is said: the directory is removed)
-            print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
-                count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
-                demo.source.report_command), flush=True)
+            print("fractui demo: %s on %s, under %s (from another shell while it runs: %s "
+                  "--since 1h)" % (count(args.gpus, "GPU"),
+                                   count(len(demo.hosts), "simulated host"), demo.root,
+                                   demo.source.report_command), flush=True)
             app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
                              readonly=args.readonly)
             demo.start()

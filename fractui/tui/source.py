@@ -49,7 +49,7 @@ class Source:
     """A line for the header (the demo says what is simulated)."""
     report_command: Optional[str] = None
     """``fractui report`` on this store, where its place is not the user's own config's (the
-    demo's temporary one): the report screen says it."""
+    demo's temporary one): the report screen says it with the range and grouping it shows."""
     store: Optional[Store] = None
     """Where decisions are recorded (None: a frozen fleet records nothing)."""
     scheduler: Optional["ChildScheduler"] = None
