@@ -543,6 +543,26 @@ def test_a_second_store_of_one_process_leaves_the_first_ones_locks(tmp_path):
         fresh.close()
 
 
+def test_a_damaged_team_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
+    """A team's hold is only said (fractui teams, the TUI's queue panel), and the lease holder
+    writes it again only when its pass's holds change: a row holding what fractui never writes
+    stopped every read of the TUI (no job shown) and `teams` (exit 1, "restore it from a
+    backup"); it is left out, said in the log, and the rest read."""
+    path = str(tmp_path / "store.db")
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO team_holds (team, job, charge, host) VALUES (?, ?, ?, ?)",
+                   [("vision", "seven", 1.0, None), ("nlp", 3, 0.5, "gpu-a")])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.team_holds() == {"nlp": Hold(3, 0.5, "gpu-a")}
+        assert "team vision's hold's job is 'seven'" in caplog.text
+    finally:
+        store.close()
+
+
 def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
     """A hold is the lease holder's memory for an hour at most: a row holding what fractui
     never writes is left out, said in the log, rather than the store's damage that would stop

@@ -236,10 +236,11 @@ def test_the_palette_opens_while_a_store_that_has_just_gone_down_keeps_its_read(
 
 
 class Gated(SqliteStore):
-    """A real SQLite store whose reads of ended jobs wait while ``gate`` is clear."""
+    """A real SQLite store whose reads of ended jobs wait while ``gate`` is clear; its clock
+    ``ahead`` of the TUI's by that many seconds."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, ahead: float = 0.0) -> None:
+        super().__init__(path, clock=lambda: time.time() + ahead)
         self.gate = threading.Event()
         self.gate.set()
 
@@ -249,11 +250,13 @@ class Gated(SqliteStore):
         return super().jobs(states, *args, **kwargs)
 
 
-def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_path):
+@pytest.mark.parametrize("ahead", [0.0, 3600.0], ids=["same-clock", "store-an-hour-ahead"])
+def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_path, ahead):
     """``a`` off, then on again: until the new read comes, the ended jobs of the last read
     are listed (the cursor keeps its row), and the title says they are as read then, not
-    that they are being read."""
-    store = Gated(str(tmp_path / "store.db"))
+    that they are being read. Then by the TUI's clock, as the header's "jobs shown as read
+    at" says it: not by the store's (an hour ahead, it said a time an hour on from now)."""
+    store = Gated(str(tmp_path / "store.db"), ahead)
     failed = store.submit("quarter", None, "oom", ["true"], {}, "ann@ws")
     cancel(store, failed.id)
     store.submit("quarter", None, "waits", ["true"], {}, "ann@ws")
@@ -276,6 +279,7 @@ def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_pa
             await reads_made(app, pilot)  # a read without them: none held now
             # (when the view last took them: taken before, a second passing, as on a busy
             # machine, between then and "a" made the title another time than this one)
+            assert view.ended_read_at is not None and abs(view.ended_read_at - time.time()) < 60
             read_at = time.strftime("%H:%M:%S", time.localtime(view.ended_read_at))
             store.gate.clear()
             try:

@@ -371,11 +371,19 @@ class SqlStore(Store):
                       epoch)
 
     def team_holds(self) -> dict[str, Hold]:
+        """The holds kept; a damaged row is left out, said in the log (as a mode-change hold):
+        a hold is only said, and written again only when a pass's holds change, so as the store's
+        damage it would stop every screen's read and ``teams`` until then."""
         def work(db: Any) -> dict[str, Hold]:
             found = {}
             for r in self._run(db, "SELECT team, job, charge, host FROM team_holds"):
-                check("team %s's hold" % r["team"], r, {"team": TEXT, "job": INT,
-                                                         "charge": NUM, "host": maybe(TEXT)})
+                try:
+                    check("team %s's hold" % r["team"], r, {"team": TEXT, "job": INT,
+                                                             "charge": NUM,
+                                                             "host": maybe(TEXT)})
+                except Unreadable as err:
+                    log.warning("%s: left out", err)
+                    continue
                 found[r["team"]] = Hold(r["job"], float(r["charge"]), r["host"])
             return found
         return self._read(work)

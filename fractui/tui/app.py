@@ -212,7 +212,7 @@ class FractuiApp(App[None], inherit_bindings=False):
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
                                            fleet.store_clock, self.open_job, self.place_job,
                                            self.move_job, self.readonly, fleet.store_note,
-                                           fleet.want_ended), "jobs")
+                                           fleet.want_ended, self.clock), "jobs")
         self._open_kept("jobs")
 
     def open_report(self) -> None:

@@ -221,7 +221,8 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                  open_job: Callable[[int, Callable[[Optional[Job]], None]], None],
                  place: Callable[[int], None], move: Callable[[int], None], readonly: bool,
                  store_note: Callable[[], Optional[str]] = lambda: None,
-                 want_ended: Callable[[bool], None] = lambda _wanted: None) -> None:
+                 want_ended: Callable[[bool], None] = lambda _wanted: None,
+                 tui_clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.place = place
@@ -236,6 +237,10 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.clock = clock
         """The store's clock (the fleet screen's ``store_clock``): what the rows' ages count
         to, as fractui jobs counts them."""
+        self.tui_clock = tui_clock
+        """The TUI's own clock: when the view took the ended jobs, said as the header says
+        when the store was read (by the store's, a laptop set minutes off read a time minutes
+        off its own)."""
         self.open_job = open_job
         self.sort_key = "age"
         self.reverse = True
@@ -248,7 +253,7 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.ended_seen: tuple[Job, ...] = ()
         """The newest ended jobs as last read: listed while the read asked for them comes."""
         self.ended_read_at: Optional[float] = None
-        """When ``ended_seen`` was read (by the view's clock, as it took them)."""
+        """When ``ended_seen`` was read (by the TUI's clock, as the view took them)."""
         self.every: list[JobRow] = []
         """Every job as last read."""
         self.rows: list[JobRow] = []
@@ -289,7 +294,7 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         store = self.store()
         if store is not None and store.ended is not None:
-            self.ended_seen, self.ended_read_at = store.ended, self.clock()
+            self.ended_seen, self.ended_read_at = store.ended, self.tui_clock()
         elif store is not None and self.ended:  # being read again (it was covered: a job's
             # screen): the ended as last read meanwhile, not an empty list and a lost cursor
             store = dataclasses.replace(store, ended=self.ended_seen)
