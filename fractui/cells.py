@@ -31,9 +31,9 @@ def padded(text: str, width: int) -> str:
     return set_cell_size(text, max(0, width))
 
 
-def cut(text: str, width: int) -> str:
-    """``text`` at most ``width`` cells, ending in "…" where it was cut (a wide character
-    that would be cut in half left out whole)."""
+def cut(text: str, width: int, mark: str = "…") -> str:
+    """``text`` at most ``width`` cells, ending in ``mark`` (one cell) where it was cut (a
+    wide character that would be cut in half left out whole)."""
     if cell_len(text) <= width:
         return text
-    return chop_cells(text, width - 1)[0] + "…" if width > 1 else "…"[:width]
+    return chop_cells(text, width - 1)[0] + mark if width > 1 else mark[:width]

@@ -14,7 +14,7 @@ from fractui.config import Config, QueueConfig
 from fractui.sched.standing import QueueStat, queue_stats
 from fractui.servable import Judged, judged
 from fractui.store.model import ACTIVE
-from fractui.terminal import one_line, print_json, say, table, width
+from fractui.terminal import one_line, own, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes
 
 HEADER = ("QUEUE", "PORTION", "TEAM", "WAITING", "RUNNING", "LONGEST", "SERVABLE", "ISOLATION",
@@ -64,7 +64,7 @@ def lines(stats: Sequence[QueueStat], config: Config, said: Dict[str, Judged]) -
     for s in stats:
         q = _configured(config, s.name)
         rows.append([s.name, s.portion, (q.team or "-") if q else "?", str(s.pending),
-                     str(s.running), duration(s.wait_s),
+                     str(s.running), own(duration(s.wait_s)),
                      SERVABLE[said[s.name].fits] if q else "?",
                      q.isolation if q else "?", str(q.priority) if q else "?",
                      where(q) if q else "?"])

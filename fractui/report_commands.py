@@ -16,7 +16,7 @@ from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
-from fractui.terminal import print_json, table, width
+from fractui.terminal import own, print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
 from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, online_words,
                                      saving_words, unmeasured_words, unstarted_words)
@@ -117,12 +117,14 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
 def _row(g: Group, gpus: bool) -> List[str]:
     """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
     held was measured (MIG slices, attempts not sampled yet), as the report screen says; so
-    is its memory where none was sampled (Group.used, Group.memory: --json's null)."""
+    is its memory where none was sampled (Group.used, Group.memory: --json's null). The
+    dashes are fractui's own, as stdout's encoding holds them (``own``); the group's name is
+    not."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
     idle = g.idle_h if gpus else None
-    return [g.key] + [hours(v) for v in (g.held_h, g.used, g.unmeasured_h, g.memory)] + [
-        duration(g.wait_median_s), duration(g.wait_p95_s)] + outcome + [str(g.running),
-                                                                          hours(idle)]
+    held = [hours(v) for v in (g.held_h, g.used, g.unmeasured_h, g.memory)]
+    waits = [duration(g.wait_median_s), duration(g.wait_p95_s)]
+    return [g.key] + [own(c) for c in held + waits + outcome + [str(g.running), hours(idle)]]
 
 
 def _csv(r: Report, waiting: Optional[Waiting]) -> None:

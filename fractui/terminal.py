@@ -3,7 +3,6 @@ and, to a terminal, text only: never a control sequence someone else wrote."""
 
 from __future__ import annotations
 
-import codecs
 import io
 import json
 import logging
@@ -11,7 +10,7 @@ import os
 import re
 import shutil
 import sys
-from typing import Any, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, List, Optional, Sequence, TextIO
 
 from remote_agent.digits import whole
 
@@ -163,23 +162,29 @@ def closed_streams_to_devnull() -> None:
 STAND_INS = {"\u2026": "~", "\u2014": "-", "\u00b7": "."}  # "…" a cut, "—" no value, "·" a gap
 
 
-def _stand_in_or_escape(err: UnicodeError) -> Tuple[str, int]:
-    """The codec error handler ``escape_what_cannot_be_encoded`` names."""
-    if not isinstance(err, UnicodeEncodeError):
-        raise err
-    return ("".join(STAND_INS.get(c) or c.encode("ascii", "backslashreplace").decode("ascii")
-                    for c in err.object[err.start:err.end]), err.end)
+def own(text: str) -> str:
+    """fractui's own words (a table's header, a cell it wrote, its mark of a cut) as stdout's
+    encoding holds them: each of its marks that the encoding cannot hold as its stand-in
+    (STAND_INS). Put in where the words are made, never on the stream: a job's name or
+    output with a "…" in it is theirs, escaped as any other character (a name "a…b" written
+    "a~b" read as the job "a~b", and a line to paste ran another command)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    for mark, stand_in in STAND_INS.items():
+        if mark in text:
+            try:
+                mark.encode(encoding)
+            except UnicodeEncodeError:
+                text = text.replace(mark, stand_in)
+    return text
 
 
 def escape_what_cannot_be_encoded() -> None:
     """A character stdout's or stderr's encoding cannot hold (a job's name in Unicode under
     PYTHONIOENCODING=ascii or a Latin-1 locale) is written as its escape, ``\\xe9``, rather than
-    ending the verb (or the line saying why it failed) with UnicodeEncodeError; fractui's own
-    marks as their stand-ins (STAND_INS)."""
-    codecs.register_error("fractui.stand_in", _stand_in_or_escape)
+    ending the verb (or the line saying why it failed) with UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="fractui.stand_in")  # type: ignore[union-attr]
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
         except (AttributeError, ValueError, OSError):  # replaced by a caller, or closed
             pass
 
@@ -261,22 +266,24 @@ def width() -> Optional[int]:
 
 def print_lines(lines: Sequence[str]) -> None:
     """Lines that are no table (``status``'), each cut to ``width()`` as a table's are."""
-    columns = width()
+    columns, mark = width(), own("…")
     for line in lines:
-        print(line if columns is None else cut(line, columns))
+        print(line if columns is None else cut(line, columns, mark))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[int],
           columns: Optional[int]) -> List[str]:
     """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the
-    last column takes what is left, and a line longer than ``columns`` ends in "…"."""
-    cells = [list(header)] + [[one_line(c) for c in row] for row in rows]
+    last column takes what is left, and a line longer than ``columns`` ends in "…" (each
+    mark of fractui's as stdout's encoding holds it: ``own``)."""
+    cells = [[own(c) for c in header]] + [[one_line(c) for c in row] for row in rows]
     widths = [min(cap, max(cell_len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
-    lines = []
+    lines: List[str] = []
+    mark = own("…")
     for row in cells:
-        parts = [padded(cut(c, w), w) for c, w in zip(row, widths)] + row[len(widths):]
+        parts = [padded(cut(c, w, mark), w) for c, w in zip(row, widths)] + row[len(widths):]
         line = "  ".join(parts).rstrip()
-        lines.append(line if columns is None else cut(line, columns))
+        lines.append(line if columns is None else cut(line, columns, mark))
     return lines
 
 

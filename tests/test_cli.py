@@ -1283,20 +1283,25 @@ def test_a_word_of_the_command_line_reaches_a_terminal_as_text(tmp_path):
 def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_fleet):  # noqa: F811
     """A researcher's job named and printing in Unicode, read by an admin whose stdout is
     ASCII (PYTHONIOENCODING, or a C locale on an older Python): each verb writes what its
-    encoding cannot hold as an escape, on stdout and in the line saying why on stderr."""
+    encoding cannot hold as an escape, on stdout and in the line saying why on stderr. Their
+    "…", "—" and "·" too: the stand-ins of fractui's own marks (``~``, ``-``, ``.``) wrote a
+    name "a…b" as a name "a~b" would be, and the submit line a requeue gives to be pasted
+    as another job's."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
-    job = f.store.submit("quarter", None, "h\xe9llo-\u2713", [
-        PY, "-c", "print('h\\xe9llo \\u2713', flush=True)"], f.config.queue("quarter").request(),
-        "test")
+    job = f.store.submit("quarter", None, "h\xe9llo-\u2713\u2026\u2014", [
+        PY, "-c", "print('h\\xe9llo \\u2713 \\u2026\\u2014\\xb7', flush=True)"],
+        f.config.queue("quarter").request(), "test")
     f.until(lambda: f.states()[job.id] == "done")
     config = f.write_config()
     ascii_out = {"PYTHONIOENCODING": "ascii"}
     for argv, code, out, err in (
-            (["jobs", "--all"], 0, "h\\xe9llo-\\u2713", ""),
-            (["logs", str(job.id)], 0, "h\\xe9llo \\u2713\n", ""),
+            (["jobs", "--all"], 0, "h\\xe9llo-\\u2713\\u2026\\u2014", ""),
+            (["logs", str(job.id)], 0, "h\\xe9llo \\u2713 \\u2026\\u2014\\xb7\n", ""),
             (["audit", str(job.id)], 0, "", ""),
             (["status"], 0, "gpu-a", ""),
-            (["logs", "j\u00e9"], 2, "", "'j\\xe9'")):
+            (["requeue", str(job.id)], 1, "", "--name 'h\\xe9llo-\\u2713\\u2026\\u2014'"),
+            (["logs", "j\u00e9"], 2, "", "'j\\xe9'"),
+            (["logs", "j\u2026"], 2, "", "'j\\u2026'")):
         done = subprocess_run(["--config", config, *argv], env_extra=ascii_out)
         assert done.returncode == code and out in done.stdout and err in done.stderr, (
             argv, done.returncode, done.stdout[-300:], done.stderr)
@@ -1673,8 +1678,7 @@ def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tm
     said = ("fractui: argument 2 is UTF-8 text that this locale's encoding, ascii, cannot read: "
             "%s (run fractui in a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or without PYTHONUTF8=0)\n"
             % quoted(read))
-    assert (done.returncode, done.stderr) == (  # its own mark of a cut as the encoding holds it
-        2, said.replace("\u2026", "~").encode("ascii", "backslashreplace").decode())
+    assert (done.returncode, done.stderr) == (2, said.encode("ascii", "backslashreplace").decode())
     done = subprocess_run(["--config", os.fsdecode(b"/tmp/\xfe\xff"), "jobs"], ascii_locale)
     assert (done.returncode, done.stderr) == (
         2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")

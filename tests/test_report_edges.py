@@ -44,7 +44,7 @@ from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.report import build, saving
 from fractui.usage.sentences import Coverage
-from tests.cli_run import in_process, leaks, store_report
+from tests.cli_run import in_process, leaks, store_report, subprocess_run
 from tests.test_report_truth import (HALF, MIG, QUARTER, TEAMS, Clock, metric, sampled,
                                      samples)
 
@@ -652,6 +652,22 @@ def test_a_group_none_of_whose_time_was_measured_reads_used_not_known(fleet, cap
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
     assert rows["a100"][:3] == ["0.86", "—", "0.86"], out
     assert rows["l4"][1] == "1.27" and rows["a10"][1] == "1.50", out  # vision's; job 4's
+
+
+def test_the_tables_own_marks_keep_their_cell_where_stdout_is_ascii(fleet):
+    """Where stdout is ASCII, the table's own marks are each one cell it holds: the dash of
+    what is not known, the "·" of its header (escaped, each drew six cells for the one the
+    table counted, and the columns after it moved)."""
+    done = subprocess_run(["--config", str(fleet.config), "report", *R, "--by", "host"],
+                          {"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and not leaks(done.stderr), done.stderr
+    assert "\\" not in done.stdout, done.stdout
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("GROUP"))
+    a100 = next(line for line in lines if line.startswith("a100"))
+    assert "MEM GiB.h" in header and a100.split()[1:4] == ["0.86", "-", "0.86"], done.stdout
+    assert a100[header.index("USED")] == "-" and a100[header.index("WAIT MED") - 1] == " " \
+        and a100[header.index("WAIT MED")] != " ", done.stdout
 
 
 def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, capfd):

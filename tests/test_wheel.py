@@ -17,11 +17,14 @@ PACKAGES = ("fractui", "remote_agent")
 
 def _copy_of_the_tree(dest) -> None:
     """The tree as git would commit it now: tracked files and new ones not ignored, as they
-    are (links kept as links: the package's themes link), no build output nor caches."""
+    are (links kept as links: the package's themes link), no build output nor caches; a
+    tracked file deleted and not yet committed left out, as ``git commit -a`` leaves it."""
     listed = subprocess.run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others",
                              "--exclude-standard"], capture_output=True, check=True).stdout
+    there = [n for n in listed.split(b"\0") if n and os.path.lexists(os.path.join(
+        os.fsencode(REPO), n))]
     archive = subprocess.run(["tar", "-C", REPO, "--null", "-T", "-", "-cf", "-"],
-                             input=listed, capture_output=True, check=True).stdout
+                             input=b"\0".join(there), capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
 
 
