@@ -102,6 +102,8 @@ def test_a_restarted_agent_still_says_a_gpus_recent_xid(start_agent, tmp_path):
     agent.proc.wait(timeout=10)
     later = start_agent(None, state)
     assert health_of(later, 0)["xid"] == seen and health_of(later, 1)["xid"] == []
+    # the new daemon's watcher hears only what is raised once it registered, as NVML's does
+    until_health(later, 0, lambda h: "xid_note" not in h, "the new watcher registered")
     later.call("sim.xid", gpu=0, xid=48)  # kept on from there, the newest last
     after = until_health(later, 0, lambda h: len(h["xid"]) == 2, "XID 48 seen")["xid"]
     assert [e["xid"] for e in after] == [79, 48]

@@ -79,6 +79,14 @@ def containers(podman, job) -> list:
     return [n for n in out if n == job["container"]]
 
 
+def recorded_cgroup(agent, job) -> str:
+    """The cgroup of ``job``'s container, once its agent recorded it: the launch looks for it
+    for a while, the watchdog at each pass after that (a slow runtime on a loaded host), so
+    a job's output can come before it."""
+    return wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                      "the container's cgroup to be recorded")
+
+
 def test_hello_lists_podman(host):
     agent, _state, podman = host
     hello = agent.call("hello")
@@ -136,7 +144,7 @@ def test_a_process_in_a_job_s_container_is_never_taken_as_foreign(sampling_host)
     wait_until(lambda: "using 8000 MiB" in read_log(state, job["id"]), "the job to register")
     seen = agent.call("snapshot")["gpus"][0]["processes"]
     running = agent.call("job.get", job=job["id"])
-    in_container = cgroup_pids(running["container_cgroup"])
+    in_container = cgroup_pids(recorded_cgroup(agent, job))
     # NVML's pid is the host's, and it is one of the container's processes
     assert len(seen) == 1 and seen[0]["pid"] in in_container and seen[0]["used_mib"] == 8000
     if running["cgroup"]:  # where the driver's limit is: the container is below it
@@ -167,7 +175,7 @@ def test_stop_ends_a_container_job_and_leaves_no_container(host):
                          "print('up', flush=True)\n"
                          "time.sleep(600)")])
     wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
-    pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+    pids = cgroup_pids(recorded_cgroup(agent, job))
     assert pids
     agent.call("job.stop", job=job["id"], grace=20)
     done = wait_job(agent, job["id"], timeout=30)
@@ -260,7 +268,7 @@ def test_a_container_job_whose_shim_was_killed_is_still_found_and_stopped(host, 
                          "print('up', flush=True)\n"
                          "time.sleep(600)")])
     wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
-    pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+    pids = cgroup_pids(recorded_cgroup(agent, job))
     if killed == "shim and daemon":
         os.kill(daemon_pid(agent), signal.SIGKILL)
         agent.proc.wait(timeout=10)
@@ -381,9 +389,9 @@ def test_a_container_left_by_a_failed_rm_has_its_processes_killed(  # noqa: F811
                          env=IN_IMAGE, argv=[PYTHON, "-c", "import time\nprint('up', "
                                              "flush=True)\ntime.sleep(600)"])
         wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
-        running = agent.call("job.get", job=job["id"])
-        pids = cgroup_pids(running["container_cgroup"])
+        pids = cgroup_pids(recorded_cgroup(agent, job))
         assert pids
+        running = agent.call("job.get", job=job["id"])
         os.kill(running["pid"], signal.SIGKILL)  # the runtime's client: the container goes on
         done = wait_job(agent, job["id"], timeout=30)
         assert done["state"] == "killed"
@@ -495,7 +503,7 @@ def test_a_container_job_on_a_mig_instance_is_seen_on_it(podman, start_agent, tm
         assert job["caps"] == ["mig"] and job["instance"].startswith("MIG-")
         wait_until(lambda: "using 3000 MiB" in read_log(state, job["id"]), "it to register")
         (inst,) = agent.call("snapshot")["gpus"][0]["instances"]
-        pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+        pids = cgroup_pids(recorded_cgroup(agent, job))
         # its instance is busy with the container's process, by its host pid
         assert inst["uuid"] == job["instance"] and inst["busy"]
         assert len(inst["pids"]) == 1 and inst["pids"][0] in pids
@@ -565,8 +573,7 @@ def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
             agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
             job = agent.call("job.launch", **asleep(podman, "k-c-kill"))
             if real_podman is None:
-                wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                           "the container's cgroup to be recorded")
+                recorded_cgroup(agent, job)
             elif not held:
                 wait_until(lambda: running(real_podman, name), "the container to run")
                 assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
@@ -984,9 +991,7 @@ def test_a_container_whose_agent_was_killed_while_removing_it_is_removed_by_the_
     try:
         agent = start_agent("1xL4", str(state))
         job = agent.call("job.launch", **asleep(podman, "k-c-mid-rm"))
-        wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                   "the container's cgroup to be recorded")
-        pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+        pids = cgroup_pids(recorded_cgroup(agent, job))
         die.touch()
         os.kill(job["pid"], signal.SIGKILL)  # its runtime's client: the container runs on
         agent.proc.wait(timeout=20)  # its daemon, killed in the rm at the job's end
@@ -1112,8 +1117,7 @@ def test_a_runtime_that_cannot_say_where_a_container_is_is_said_once_and_once_me
         log = state / "daemon.log"
         mended = "job %s: its runtime answers where its container is again after " % job["id"]
         wait_until(lambda: mended in log.read_text(), "the runtime's inspect to answer")
-        found = wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                           "the container's cgroup to be recorded")
+        found = recorded_cgroup(agent, job)
         said = log.read_text()
     finally:
         podman.remove(job["container"])

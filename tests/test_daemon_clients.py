@@ -154,3 +154,29 @@ def test_a_shutdown_asked_behind_an_answer_not_read_yet_is_answered_before_the_d
     assert len(answers[0]["result"]["data"]) > 1 << 20  # (its base64)
     assert answers[1]["result"]["stopping"] is True
     client.close()
+
+
+def test_no_push_comes_after_the_answer_to_unsubscribe(start_agent, tmp_path):
+    """A client that unsubscribed is pushed nothing after the answer, though the monitor took
+    the subscribers before the call and pushes them once its snapshot is taken: the push was
+    queued behind the answer, and a client reading on after it (the tests' own, which silence
+    the agent's pushes so) took a snapshot from before its own as the last word."""
+    state = str(tmp_path / "host")
+    quiet = start_agent("1xL4", state)
+    quiet.call("subscribe")
+    heard = start_agent(None, state)  # (connected second: the monitor pushes it second)
+    heard.call("subscribe")
+    gate = tmp_path / "gate"  # the monitor's snapshot, held there with both subscribed
+    quiet.call("sim.hold", function="nvmlDeviceGetUtilizationRates", gate=str(gate))
+    wait_until((tmp_path / "gate.held").exists, "the monitor to take a snapshot")
+    pid = quiet.call("sim.add_process", gpu=0, used_mib=100)["pid"]  # (read past the gate)
+    quiet.call("unsubscribe")
+    quiet.notifications.clear()
+    gate.touch()
+    while True:  # pushed to ``heard``: ``quiet``'s push went before, or went nowhere
+        pushed = heard.next_notification()
+        if pushed["method"] == "snapshot" and pushed["params"]["gpus"][0]["processes"]:
+            assert pushed["params"]["gpus"][0]["processes"][0]["pid"] == pid
+            break
+    quiet.call("daemon.version")  # what was queued for it before this answer is read now
+    assert [n["method"] for n in quiet.notifications] == []

@@ -236,3 +236,45 @@ def test_a_feed_opened_anew_counts_as_everything_changed(local_fleet):
         wait(lambda: store.missed is not None, f.states)
         wait(lambda: running(f) == 1, f.states)
         assert f.states() == {store.missed: "running"}
+
+
+class FeedOpenedLate(SqliteStore):
+    """The real store, whose first feed listens only once the scheduler's first pass with the
+    host online has gone through and another client has submitted a job since: the feed's
+    thread slow to start, as on a loaded machine."""
+
+    def __init__(self, path: str, other: SqliteStore):
+        super().__init__(path)
+        self.other = other
+        self.passed = threading.Event()
+        self.missed: Optional[int] = None
+
+    def feed(self) -> Feed:
+        if self.missed is None:
+            assert self.passed.wait(60), "no pass with the host online"
+            self.missed = self.other.submit("quarter", None, "missed", ["sleep", "600"],
+                                            QUARTER.request(), "test").id
+        return super().feed()
+
+
+class TellsItsPass(Scheduler):
+    """The real scheduler, telling its store once a pass went through with every host online."""
+
+    def step(self) -> bool:
+        held = super().step()
+        if held and {s.state for s in self.fleet.statuses()} == {"online"}:
+            self.store.passed.set()  # type: ignore[attr-defined]
+        return held
+
+
+def test_a_submit_before_the_first_feed_listened_is_placed(local_fleet):
+    """The feed's thread and the loop start together: a job submitted after the first pass
+    read the jobs but before the first feed listened was told by no feed, and waited for the
+    next unrelated change (here a poll each 60 s, which only renews the lease). The first
+    feed's start counts as every topic changed, as a feed opened anew does."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=60.0, lease_s=180.0)
+    store = FeedOpenedLate(sqlite_path(f.config.store.url) or "", f.store)
+    with leading(f, store, TellsItsPass):
+        wait(lambda: store.missed is not None, f.states)
+        wait(lambda: running(f) == 1, f.states)
+        assert f.states() == {store.missed: "running"}

@@ -17,6 +17,7 @@ import paramiko
 import pytest
 
 from tests import sshd
+from tests.test_job_supervision import wait_until
 
 # The fixture lives in tests/sshd.py; binding it here makes pytest find it in this module.
 ssh_env = sshd.ssh_env
@@ -176,11 +177,8 @@ def test_stop_ends_open_sessions(ssh_env: sshd.SshEnv) -> None:
     client = ssh_env.connect(server.port)
     marker = "29.%d" % server.port
     client.exec_command("sleep %s" % marker)
-    deadline = time.monotonic() + 3
-    while not _sleepers(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    session = [p for p in _sleepers(marker) if p in sshd.descendants(server.pid)]
-    assert session, _sleepers(marker)
+    session = wait_until(lambda: [p for p in _sleepers(marker) if p in sshd.descendants(
+        server.pid)], "the session's sleep to start")
     server.stop()
     assert not server.running
     # the session's own process, by its pid: a marker matched by chance in another test's

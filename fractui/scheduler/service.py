@@ -237,7 +237,9 @@ class Scheduler:
         """The store's change feed, on a thread of its own: jobs or hosts changed (by anyone:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
         feed = None
-        missed = False  # the feed was lost: what changed meanwhile was told to no one
+        # what changed while no feed listened was told to no one: before the first one too,
+        # which may listen after the loop's first pass read the jobs
+        missed = True
         while not self._stop.is_set():
             try:
                 if feed is None:

@@ -72,10 +72,14 @@ class Connection:
         self._sender.start()
 
     # the writer interface serve_stream expects
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, if_subscribed: bool = False) -> None:
+        """``if_subscribed``: a subscription's push, dropped once ``unsubscribe`` cleared the
+        flag (read here, under the queue's lock, as that call clears it)."""
         with self._queued:
             if self.closed:
                 raise BrokenPipeError("the connection was dropped")
+            if if_subscribed and not self.subscribed:
+                return
             if self._unsent_bytes and self._unsent_bytes + len(data) > MAX_UNSENT_BYTES:
                 log.warning("dropping a connection that left %d bytes unread",
                             self._unsent_bytes)
@@ -98,16 +102,17 @@ class Connection:
         with self._queued:
             return self._unsent_bytes
 
-    def notify(self, method: str, params: Dict[str, Any]) -> None:
+    def notify(self, method: str, params: Dict[str, Any], if_subscribed: bool = False) -> None:
         """A notification, written as an answer is (``rpc.dump``); one that is not JSON (a
-        NaN: a bug of ours) is said and not sent, as the client would refuse its line."""
+        NaN: a bug of ours) is said and not sent, as the client would refuse its line.
+        ``if_subscribed``: a subscription's push (``write``)."""
         try:
             line = rpc.dump({"jsonrpc": "2.0", "method": method, "params": params})
         except ValueError as err:
             log.error("a %s notification is not valid JSON (%s); not sent", method, err)
             return
         try:
-            self.write(line.encode() + b"\n")
+            self.write(line.encode() + b"\n", if_subscribed)
         except OSError as err:
             log.info("dropping a connection that cannot take notifications: %s", err)
 
@@ -171,7 +176,10 @@ class Connection:
                 "jobs_left_running": len(self.daemon.supervisor.store.active())}
 
     def unsubscribe(self, p: Params) -> Dict[str, Any]:
-        self.subscribed = False
+        """No push comes after this answer: one queued before the flag is cleared goes before
+        it, and one a pusher holds meanwhile (it took the subscribers before) is dropped."""
+        with self._queued:
+            self.subscribed = False
         return {"subscribed": False}
 
     def follow(self, job_id: int, on: bool, offset: int) -> None:
@@ -286,7 +294,7 @@ class Daemon:
         while True:
             record = self._jobs_to_tell.get()
             for conn in self._subscribers():
-                conn.notify("job", record)
+                conn.notify("job", record, if_subscribed=True)
 
     def last_snapshot(self) -> Optional[Dict[str, Any]]:
         if self._snapshot is None:
@@ -315,7 +323,7 @@ class Daemon:
         self._snapshot = snap
         if old is None or {**old, "time": 0} != {**snap, "time": 0}:
             for conn in subscribers:
-                conn.notify("snapshot", snap)
+                conn.notify("snapshot", snap, if_subscribed=True)
 
     def _push_logs(self) -> None:
         with self._conn_lock:
