@@ -270,7 +270,8 @@ class Demo:
         path = os.path.join(self.root, "config.toml")
         with open(path, "w") as f:
             f.write(toml_text(self.config))
-        self.source.report_command = "fractui report --config %s" % path
+        # (pasted into a shell: a TMPDIR with a space or a quote in it is one word there)
+        self.source.report_command = words.shell_line(["fractui", "report", "--config", path])
         self.scheduler = ChildScheduler(path, "demo", os.path.join(self.root, "scheduler.log"))
         self.source.scheduler = self.scheduler
         rng = random.Random(seed)

@@ -165,3 +165,21 @@ def test_the_demos_report_is_what_its_jobs_did(demo_run):
     online, run_s = report["total"]["online_gpu_hours"], until - started
     assert 4 * (run_s - SLACK_S) / 3600 <= online <= 4 * run_s / 3600, (online, run_s)
     assert 0 <= report["total"]["idle_gpu_hours"] <= online
+
+
+def test_the_demos_report_command_is_one_a_shell_runs_where_its_path_has_a_space(tmp_path):
+    """The command the demo prints, and its report screen shows, to paste into another shell:
+    under a TMPDIR with a space (or a quote) in it, ``fractui report --config /tmp/my
+    dir/fractui-demo-…/config.toml`` was two words to the shell, and the report refused a
+    config ``/tmp/my``. Pasted as shown, it reports the demo's store."""
+    root = os.path.join(str(tmp_path), "my dir's")
+    os.mkdir(root)
+    demo = Demo(gpus=2, seed=3, root=root)
+    try:
+        run = subprocess.run(["bash", "-c", demo.source.report_command + " --since 1h --json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120,
+                             env=dict(os.environ, PYTHONPATH=REPO))
+    finally:
+        demo.store.close()
+    assert run.returncode == 0, (demo.source.report_command, run.stderr)
+    assert "groups" in json.loads(run.stdout)
