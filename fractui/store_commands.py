@@ -439,6 +439,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
             # a retry whose first answer was lost: done, answered as the first was
             print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
+            _unled_said(store, job)
             return 0
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: %s%s" % (
@@ -473,8 +474,15 @@ def place(config: Config, args: argparse.Namespace) -> int:
                                   "not placed: job %d stays pending" % job.id)
         job = intents.place_by_hand(store, job, slot, asker, past,
                                     quota_of(config.teams, job.team))
-    print(_placed(job, flip))
+        print(_placed(job, flip))
+        _unled_said(store, job)
     return 0
+
+
+def _unled_said(store: Store, job: Job) -> None:
+    """"the scheduler launches it": none will, until one runs; said, as ``move`` says it."""
+    if job.state == PLACED and store.lease_holder() is None:
+        say(NO_SCHEDULER)
 
 
 def _placed(job: Job, flip: Optional[str]) -> str:

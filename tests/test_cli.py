@@ -368,12 +368,18 @@ def test_place_asked_again_of_a_job_since_asked_to_stop_is_refused_not_said_plac
     first = cli.run("place", job, "gpu-a", "0")
     assert first[0] == 0 and first[1] == (
         "%s placed on gpu-a gpu0; the scheduler launches it\n" % job), first
+    # "the scheduler launches it": none will until one runs, said as move and cancel say it
+    assert cli.f.store.lease_holder() is None and first[2] == NO_SCHEDULER + "\n", first
     assert cli.run("place", job, "gpu-a", "0") == first  # a retry: answered as the first
     got, out, _err = cli.run("cancel", job)
     assert (got, out.strip()) == (0, "%s stopping (the scheduler stops it)" % job)
     got, out, err = cli.run("place", job, "gpu-a", "0")
     assert (got, out) == (1, ""), (got, out, err)
     assert "only a pending job can be placed: job %s is stopping" % job in err, err
+    cli.f.store.acquire_lease("head", 60)  # one runs: placed and nothing more said
+    other = str(cli.f.submit("quarter").id)
+    assert cli.run("place", other, "gpu-a", "0") == (
+        0, "%s placed on gpu-a gpu0; the scheduler launches it\n" % other, "")
 
 
 def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_done(cli):
