@@ -1165,6 +1165,11 @@ def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd
         # an older one left out is said, not passed over: one looked for is not gone
         assert err == NO_SCHEDULER + "\nfractui: the newest 2 ended jobs are listed; older " \
                                      "ones are left out (--limit N lists more)\n", err
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", "--limit", "1"])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        str(j.id) for j in (running, waiting, ended[2])], out
+    assert err.splitlines()[-1] == "fractui: the newest ended job is listed; older ones are " \
+                                   "left out (--limit N lists more)", err  # (one: no "1 ... are")
     for limit in (["--limit", "3"], []):  # none left out: nothing said
         code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", *limit])
         assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
