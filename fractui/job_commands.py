@@ -28,7 +28,7 @@ from fractui.store.intents import Asker, authorize, last_lines
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, count, duration, exited, failing_passes, quoted, why
+from fractui.words import NO_SCHEDULER, duration, exited, failing_passes, quoted, why
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -167,8 +167,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     if unled:  # (a job's why is what the last scheduler said, or nothing)
         say(NO_SCHEDULER)
     if cut_at is not None:  # (a job looked for among them is not gone)
-        say("the newest %s are listed; older ones are left out (--limit N lists more)"
-            % count(cut_at, "ended job"))
+        say("the newest %s listed; older ones are left out (--limit N lists more)" % (
+            "ended job is" if cut_at == 1 else "%d ended jobs are" % cut_at))
     rows: List[Dict[str, Any]] = []
     if fleet_too:
         fleet = open_fleet(config, hosts)

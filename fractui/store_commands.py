@@ -199,7 +199,7 @@ def _say_last_lines(job: Job, tail: Optional[LogTail]) -> None:
 
 def _whole(tail: LogTail) -> bool:
     """Whether ``tail`` is the whole of its ended job's output: kept from its first byte."""
-    return tail.complete and tail.offset == len(tail.text.encode())
+    return tail.complete and tail.whole
 
 
 def _until_ended(store: Store, job: Job, led: bool) -> Job:

@@ -35,7 +35,7 @@ def unsearchable(program: str, path: str) -> Optional[str]:
     if "/" in program:
         return None
     dirs = [d or "." for d in path.split(os.pathsep)]
-    if any(os.path.exists(os.path.join(d, program)) for d in dirs):
+    if any(_seen(os.path.join(d, program)) for d in dirs):
         return None  # one it may see is there: exec's own words say why it does not run
     shut = [d for d in dirs if _unsearchable(d)]
     if not shut:
@@ -44,6 +44,19 @@ def unsearchable(program: str, path: str) -> Optional[str]:
     if len(shown) > PATH_SHOWN:
         shown = shown[:PATH_SHOWN] + "..."
     return "not found in a directory of its PATH it may search (it may not search %s)" % shown
+
+
+def _seen(path: str) -> bool:
+    """Whether this process sees ``path`` there: a link into a directory it may not search
+    is (its own directory lists it, wherever it leads: exec's EACCES is its), a link to
+    nothing is not (exec passes it by, as a missing name)."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return os.path.lexists(path)
+    except OSError:
+        return False
+    return True
 
 
 def _unsearchable(folder: str) -> bool:

@@ -18,6 +18,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import open_store, sqlite_url
 from fractui.store.model import Job
+from remote_agent.daemon.settings import AgentSettings
 from tests.conftest import REPO, STEP_S, stop_host
 
 # A job that says when it is asked to stop, and takes a moment to do so (its grace).
@@ -119,6 +120,8 @@ class LocalFleet:
                       "state_dir = %s" % json.dumps(h.state_dir)]
             if h.mig_mode != "auto":
                 lines.append("mig_mode = %s" % json.dumps(h.mig_mode))
+            if h.log_max_mib != AgentSettings.log_max_mib:
+                lines.append("log_max_mib = %d" % h.log_max_mib)
         for table, items in (("queues", self.config.queues), ("teams", self.config.teams)):
             for item in items:
                 lines.append("[[%s]]" % table)

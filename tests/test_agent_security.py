@@ -674,6 +674,16 @@ def test_a_run_as_job_not_on_the_path_its_user_may_search_says_not_found(start_a
         agent.call("job.launch", key="k-plain", gpu=0, memory_mib=10, run_as=name,
                    env={"PATH": path}, argv=["plain"])
     assert err.value.data["reason"] == "cannot run plain: Permission denied"
+    # a link it sees in a directory it may search is there, wherever it leads: exec's words,
+    # the same whether what it names in the shut directory is there or not
+    said = []
+    for key, target in (("k-link", "there"), ("k-dangling", "missing")):
+        (open_dir / key).symlink_to(private / target)
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       env={"PATH": path}, argv=[key])
+        said.append(err.value.data["reason"].replace(key, "X", 1))
+    assert said == ["cannot run X: Permission denied"] * 2, said
 
 
 def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_host(

@@ -968,6 +968,37 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     assert fine.stderr.splitlines()[-1] == "fractui: job %d ended: exited 0" % ended["id"]
 
 
+def test_submit_wait_says_all_of_the_output_only_where_it_is(local_fleet):  # noqa: F811
+    """``all of its output`` is said where the store's tail holds the job's output from its
+    first byte. Its offset is where it ends in the agent's current log, which is not all of
+    the output once the log rotated (past half its cap it goes on in a new file): a tail
+    that began at the new file's first byte said "all of its output (2 lines)" of a job
+    that printed 14 lines, when ``fractui logs`` shows them. Where all of it was read, it is said
+    all."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)],
+                    agent={"log_max_mib": 1})  # (a new file past 512 KiB)
+    head = f.scheduler_process("head")
+    try:  # 13 lines of 40001 bytes, the 14th in the new file, then a short last one
+        done = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
+                         "import sys, time\nfor i in range(14):\n    print('x' * 40000, "
+                         "flush=True)\n    time.sleep(0.05)\nsys.exit('boom')")
+        small = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
+                          "import sys\nprint('x' * 40000, flush=True)\nsys.exit('boom')")
+    finally:
+        head.terminate()
+        head.wait(30)
+    number = int(done.stdout.split()[0])
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-4:-2] == ["fractui: job %d ended: exited 1: boom" % number,
+                            "fractui: the last 2 lines of its output (fractui logs %d shows "
+                            "more):" % number], done.stderr[-300:]
+    logs = f.fractui("logs", "-n", "20", str(number))
+    assert logs.stdout.splitlines().count("x" * 40000) == 14, logs.stderr
+    assert small.stderr.endswith("fractui: all of its output (2 lines):\n  %s\n  boom\n" % (
+        "x" * 40000)), repr(small.stderr[-300:]).replace("x" * 50, "")  # (all of it read)
+
+
 def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
     """``fractui ARGV`` writing into a pipe whose reader is already gone."""
     read, write = os.pipe()
@@ -1140,6 +1171,11 @@ def test_jobs_all_bounds_the_ended_jobs_only_never_an_active_one(tmp_path, capfd
         # an older one left out is said, not passed over: one looked for is not gone
         assert err == NO_SCHEDULER + "\nfractui: the newest 2 ended jobs are listed; older " \
                                      "ones are left out (--limit N lists more)\n", err
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", "--limit", "1"])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        str(j.id) for j in (running, waiting, ended[2])], out
+    assert err.splitlines()[-1] == "fractui: the newest ended job is listed; older ones are " \
+                                   "left out (--limit N lists more)", err  # (one: no "1 ... are")
     for limit in (["--limit", "3"], []):  # none left out: nothing said
         code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", *limit])
         assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [

@@ -317,8 +317,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.team_holds() == {}  # 0022: no team holds anything until a pass says so
     store.keep_team_holds({"nlp": Hold(1, 1.0, "h")})
     assert store.team_holds() == {"nlp": Hold(1, 1.0, "h")}
+    assert not store.log_tail(1).whole  # 0023: a tail of before is not known to be all
+    store.keep_log(1, "out\n", complete=True, offset=4, whole=True)
+    assert store.log_tail(1) == LogTail(1, "out\n", True, store.log_tail(1).kept_at, 4, True)
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 22
+        _migrations()) == 23
 
 
 def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):

@@ -94,6 +94,7 @@ class LogRelay:
         params = dict({"lines": 0, "bytes": asked} if exact else {"lines": TAIL_LINES},
                       job=job.agent_job, key=job.key(self.store.uid))  # (its attempt's copy)
         offset: Optional[int] = None
+        whole = False  # (all of it read: its current log's offset cannot say so, rotated)
         try:
             answer = self.call(host, "job.logs", params)
             data = base64.b64decode(answer.get("data") or "", validate=True)
@@ -105,12 +106,13 @@ class LogRelay:
         now = self.store.get(job.id)
         ended = now.state in ENDED  # else the end asks for it again
         if answer is not None and exact:
-            text, cut = tail_bytes(data, len(data) < asked, ended)
+            whole = len(data) < asked
+            text, cut = tail_bytes(data, whole, ended)
             offset = int(answer["offset"]) - cut
         elif answer is not None:
             text = tail_text(list(answer.get("lines") or []))
         if not self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch,
-                                   offset=offset, attempt=job.attempt):
+                                   offset=offset, attempt=job.attempt, whole=whole):
             log.info("job %d: the output read of its attempt %d on %s is not kept: its "
                      "attempt %d began meanwhile (its request stands, for that attempt)",
                      job.id, job.attempt, host, now.attempt)

@@ -382,9 +382,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def keep_log(self, job_id: int, text: str, complete: bool,
                  epoch: Optional[int] = None, offset: Optional[int] = None,
-                 attempt: Optional[int] = None) -> bool:
-        """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut) and where it
-        ends in the log (LogTail.offset), replacing the last one, and answers the requests for
+                 attempt: Optional[int] = None, whole: bool = False) -> bool:
+        """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut), where it
+        ends in the log (LogTail.offset) and whether it is all of it (LogTail.whole),
+        replacing the last one, and answers the requests for
         it; the lease holder's write, fenced by ``epoch``. ``attempt``: the attempt whose
         output it is, kept only while the job is at that attempt (a read of an earlier one
         that lands after the next began is none of its output): whether it was kept."""

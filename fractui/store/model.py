@@ -352,13 +352,16 @@ class LogTail:
     is the end of its output. ``offset``: where ``text`` ends in the job's current log (the
     agent's job.logs offset), its UTF-8 being the log's bytes before it one for one (a byte
     that is no UTF-8 kept as "?"), so a follower prints exactly what is new; None where it was
-    kept as lines (an agent without job.logs.bytes: a line end added, bytes decoded)."""
+    kept as lines (an agent without job.logs.bytes: a line end added, bytes decoded).
+    ``whole``: ``text`` is the output from its first byte (all of it was read); ``offset``
+    alone cannot say so, as the current log is not all of it once it rotated."""
 
     job: int
     text: str
     complete: bool
     kept_at: float
     offset: Optional[int] = None
+    whole: bool = False
 
 
 # The lease holder's mark on the facts kept of a host out of its config (true): until they are

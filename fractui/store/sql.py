@@ -762,16 +762,17 @@ class SqlStore(Store):
 
     def keep_log(self, job_id: int, text: str, complete: bool,
                  epoch: Optional[int] = None, offset: Optional[int] = None,
-                 attempt: Optional[int] = None) -> bool:
+                 attempt: Optional[int] = None, whole: bool = False) -> bool:
         def work(db: Any) -> bool:
             self._fence(db, epoch)
             if attempt is not None and self._get(db, job_id).attempt != attempt:
                 return False
-            self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at, log_offset) "
-                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
-                          "text = excluded.text, complete = excluded.complete, "
-                          "kept_at = excluded.kept_at, log_offset = excluded.log_offset",
-                      (job_id, text, int(complete), self.dialect.now(db), offset))
+            self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at, log_offset, "
+                          "log_whole) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job) DO UPDATE "
+                          "SET text = excluded.text, complete = excluded.complete, "
+                          "kept_at = excluded.kept_at, log_offset = excluded.log_offset, "
+                          "log_whole = excluded.log_whole",
+                      (job_id, text, int(complete), self.dialect.now(db), offset, int(whole)))
             self._answered(db, job_id)
             return True
         return self._write(work)
@@ -803,10 +804,11 @@ class SqlStore(Store):
             if row is None:
                 return None
             check("the output kept of job %d" % job_id, row,
-                  {"text": TEXT, "complete": FLAG, "kept_at": NUM, "log_offset": maybe(INT)})
+                  {"text": TEXT, "complete": FLAG, "kept_at": NUM, "log_offset": maybe(INT),
+                   "log_whole": FLAG})
             offset = row["log_offset"]
             return LogTail(job_id, row["text"], bool(row["complete"]), float(row["kept_at"]),
-                           None if offset is None else int(offset))
+                           None if offset is None else int(offset), bool(row["log_whole"]))
         return self._read(work)
 
     def last_lines(self, job_ids: Iterable[int]) -> dict[int, str]:
