@@ -194,6 +194,43 @@ def test_a_cgroup_parent_named_in_bytes_that_are_no_utf8_gives_jobs_their_cgroup
         time.sleep(0.05)
 
 
+def test_a_container_job_under_a_cgroup_parent_that_is_no_utf8_says_its_driver_limit_unset(
+        start_agent, tmp_path, cgroup_parent, podman):
+    """A share job of a real podman (cgroupfs) gets its cgroup under such a parent, but its
+    container cannot go below it: the runtime's OCI spec is JSON, which reads the byte as
+    U+FFFD. So no ``--cgroup-parent`` is given, and its notes say the driver's limit was not
+    applied and why; the job runs, its container found and watched. Before, the runtime was
+    given the job's cgroup: it made another, named with U+FFFD beside the parent, and ran the
+    container there, outside the driver's limit, which the job's caps said applied."""
+    os.mkdir(cgroup_parent)
+    parent = _odd(cgroup_parent)
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state, "--cgroup-parent", parent)
+    try:
+        job = agent.call("job.launch", key="k-odd-cg", gpu=0, memory_mib=100,
+                         image=podman.image, env={"PYTHONPATH": containers.IMAGE_CODE},
+                         argv=[containers.PYTHON, "-c", "import time; time.sleep(600)"])
+        assert (job["cgroup"], "driver_limit" in job["caps"]) == (
+            text.said(os.path.join(parent, "%s-%s" % (AgentPaths(state).digest, job["id"]))),
+            False)
+        assert job["cap_notes"] == [
+            "driver_limit not applied: the job's cgroup %s is named in bytes that are no "
+            "UTF-8, which podman's OCI spec (JSON) cannot name: its container would go into "
+            "another cgroup" % job["cgroup"]]
+        deadline = time.monotonic() + 60
+        while not agent.call("job.get", job=job["id"])["container_cgroup"]:
+            assert time.monotonic() < deadline, "the container's cgroup was never found"
+            time.sleep(0.1)
+        assert os.listdir(cgroup_parent.encode()).count("odd\ufffd".encode()) == 0
+        agent.call("job.stop", job=job["id"], grace=1)
+        assert wait_job(agent, job["id"], timeout=60)["state"] == "killed"
+    finally:
+        prefix = "fractui-%s-" % AgentPaths(state).digest
+        for name in podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split():
+            if name.startswith(prefix):
+                podman.remove(name)
+
+
 def test_a_container_job_s_env_file_keeps_the_bytes_of_a_path_that_is_no_utf8(start_agent,
                                                                                podman, tmp_path):
     """A simulated host whose state dir's name is no UTF-8: a container job's environment

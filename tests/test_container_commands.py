@@ -135,7 +135,8 @@ def test_a_job_cgroup_becomes_the_container_s_parent_from_its_hierarchy_s_root()
     systemd = Oci("podman")
     systemd.manager = "systemd"  # a systemd cgroup manager takes only slices
     assert "--cgroup-parent" not in systemd.launch(run(cgroup=mount + "/x")).argv
-    assert "systemd cgroup manager takes only a slice" in systemd.cgroup_parent_problem()
+    assert "systemd cgroup manager takes only a slice" in systemd.cgroup_parent_problem(
+        mount + "/x")
 
 
 def test_a_failed_info_is_not_kept_and_its_reason_is_the_note():
@@ -143,7 +144,7 @@ def test_a_failed_info_is_not_kept_and_its_reason_is_the_note():
         pytest.skip("docker's CLI is not installed (its info is what fails here)")
     docker = Oci("docker")
     for _ in range(2):  # asked again each time: a runtime not answering now may answer later
-        why = docker.cgroup_parent_problem()
+        why = docker.cgroup_parent_problem("/sys/fs/cgroup/j7")
         assert why.startswith("docker info failed, so its cgroup manager is unknown: "), why
         assert "Cannot connect" in why and docker.manager is None
 

@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ from remote_agent.daemon.trust import private_dir, write_private
 from remote_agent.jobs.shim import JobFolder, write_json_until_done
 from tests.conftest import REPO
 from tests.test_job_supervision import fill, wait_until
+from tests.test_jobs import wait_job
 from tests.test_store_damage import _fill, small_fs  # noqa: F401 - the fixture
 
 PAGE = 4096
@@ -291,6 +294,28 @@ def test_a_job_that_makes_a_directory_at_its_shims_temporary_name_has_its_end_re
     aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
     assert len(aside) == 1 and os.listdir(os.path.join(job_dir, aside[0])) == ["f"]
     assert "not a regular file: a directory; set it aside as" in said.read_text()
+
+
+def test_a_directory_a_shim_set_aside_keeps_no_daemon_from_starting(start_agent, tmp_path):
+    """The directory a shim set aside stays in its job's folder until the job is pruned: a
+    daemon started meanwhile (killed and started again, a handover) checks it as a directory of
+    the agent's own and serves, the job's end as recorded. Before, it refused the state dir
+    ("refusing job file ...: not a regular file: a directory"), exit 2, until someone removed
+    the directory by hand."""
+    state = str(tmp_path / "state")
+    job_dir = os.path.join(state, "jobs", "j1")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-aside", gpu=0, memory_mib=10, argv=[
+        sys.executable, "-c", "import os, sys\nos.mkdir(os.path.join(sys.argv[1], "
+        "'exit.json.tmp.%d' % os.getppid()), 0o777)\nsys.exit(4)", job_dir])
+    assert wait_job(agent, job["id"])["exit_code"] == 4
+    aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
+    assert len(aside) == 1
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    again = start_agent("1xL4", state)
+    assert again.call("job.get", job=job["id"])["exit_code"] == 4
+    assert stat.S_IMODE(os.lstat(os.path.join(job_dir, aside[0])).st_mode) == 0o700
 
 
 def test_a_job_that_plants_a_symlink_at_its_shims_temporary_name_has_its_end_recorded(tmp_path):

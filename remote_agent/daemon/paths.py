@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from remote_agent.daemon.trust import (UnsafePath, check_private, check_tree, grantees,
-                                        private_dir, private_tree, python_module)
+from remote_agent.daemon.trust import (SET_ASIDE, UnsafePath, check_private, check_tree,
+                                        grantees, private_dir, private_tree, python_module)
 
 ROOT_RUNTIME_BASE = "/run"
 
@@ -167,7 +167,11 @@ class AgentPaths:
         for name in sorted(os.listdir(self.jobs_dir)):
             job_dir = private_dir(os.path.join(self.jobs_dir, name), "job directory")
             for entry in sorted(os.listdir(job_dir)):
-                check_private(os.path.join(job_dir, entry), "job file", fifo_ok=True)
+                path = os.path.join(job_dir, entry)
+                if SET_ASIDE in entry and os.path.isdir(path):  # (a symlink: refused)
+                    private_dir(path, "directory set aside")  # (never read: pruned whole)
+                else:
+                    check_private(path, "job file", fifo_ok=True)
 
     def make_socket_dir(self) -> None:
         """Create the 0700 socket directory, or check the one there (UnsafePath if another

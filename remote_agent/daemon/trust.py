@@ -403,6 +403,12 @@ def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) ->
         return f.read()
 
 
+# A directory found at a temporary name is renamed to NAME + this + hex, beside it (the shim's
+# ``_clear``), where it stays until its job's folder is pruned: a directory of the agent's own
+# among a job's files (``AgentPaths.check``).
+SET_ASIDE = ".set-aside."
+
+
 def temporary_name(path: str) -> str:
     """Where ``write_private`` writes ``path`` before it replaces it: beside it, named for this
     process, so no other writer of the agent's shares it."""

@@ -35,8 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from remote_agent.daemon.trust import (DAMAGE, UnsafePath, in_folder, open_dir, open_private,
-                                       read_private, record, temporary_name, write_private)
+from remote_agent.daemon.trust import (DAMAGE, SET_ASIDE, UnsafePath, in_folder, open_dir,
+                                       open_private, read_private, record, temporary_name,
+                                       write_private)
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
@@ -48,7 +49,6 @@ from remote_agent.rpc.jsonrpc import HOST, JOB
 from remote_agent.text import said
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
-SET_ASIDE = ".set-aside."  # a directory at a record's temporary name goes to NAME + this + hex
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
 
 

@@ -529,7 +529,7 @@ class Supervisor:
             return []
         if cgroup is None:
             return ["driver_limit not applied: the job has no cgroup of its own (%s)" % no_cgroup]
-        why = how.cgroup_parent_problem()
+        why = how.cgroup_parent_problem(cgroup)
         if why:
             return ["driver_limit not applied: " + why]
         try:

@@ -86,9 +86,9 @@ class Runtime(ABC):
         job's user may run any)."""
         return None
 
-    def cgroup_parent_problem(self) -> Optional[str]:
-        """Why its processes would not go into the job's cgroup (where the driver's limit is),
-        or None where they do."""
+    def cgroup_parent_problem(self, cgroup: str) -> Optional[str]:
+        """Why its processes would not go into the job's ``cgroup`` (where the driver's limit
+        is), or None where they do."""
         return None
 
     def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:

@@ -55,6 +55,7 @@ from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.jobs.procs import PID_MOST
 from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
     container_cgroup, last_line, named_clients, run_tool
+from remote_agent.text import said
 
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-file
@@ -86,9 +87,15 @@ class Oci(ContainerRuntime):
             return None, last_line(err or out)
         return out, None
 
-    def cgroup_parent_problem(self) -> Optional[str]:
+    def cgroup_parent_problem(self, cgroup: str) -> Optional[str]:
         """Asked of the runtime at a job, not at daemon start (``info`` is slow); only its
-        answer is kept, a failure is asked again at the next job."""
+        answer is kept, a failure is asked again at the next job. A ``cgroup`` named in bytes
+        that are no UTF-8 it cannot take at all: given it, it makes another, named with
+        U+FFFD, and runs the container there, outside the driver's limit."""
+        if said(cgroup) != cgroup:
+            return ("the job's cgroup %s is named in bytes that are no UTF-8, which %s's OCI "
+                    "spec (JSON) cannot name: its container would go into another cgroup" % (
+                        said(cgroup), self.tool))
         if self.manager is None:
             what = "{{.Host.CgroupManager}}" if self.tool == "podman" else "{{.CgroupDriver}}"
             code, found, err = run_tool([self.tool, "info", "--format", what], CALL_TIMEOUT_S)
@@ -128,7 +135,7 @@ class Oci(ContainerRuntime):
         elif run.devices:
             argv += ["--gpus", '"device=%s"' % ",".join(run.devices)]
         parent = _hierarchy_path(run.cgroup) if run.cgroup and \
-            self.cgroup_parent_problem() is None else None
+            self.cgroup_parent_problem(run.cgroup) is None else None
         if parent:
             argv += ["--cgroup-parent", parent]
         argv += [run.image or "", *run.argv]
