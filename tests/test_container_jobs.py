@@ -892,6 +892,9 @@ def test_a_container_job_whose_shim_died_before_its_start_was_recorded_leaves_no
             with pytest.raises((AgentError, EOFError)) as err:
                 agent.call("job.launch", **asleep(podman, "k-c-unrecorded"))
             assert not (folder / "started.json").exists()
+            # the shim may die before the client's shell has written its pid: waited for
+            wait_until(lambda: client.exists() and client.read_text().endswith("\n"),
+                       "the runtime's client to say its pid")
             pid = int(client.read_text())
             if killed == "shim and daemon":
                 agent.proc.wait(timeout=10)
