@@ -180,3 +180,35 @@ def test_no_push_comes_after_the_answer_to_unsubscribe(start_agent, tmp_path):
             break
     quiet.call("daemon.version")  # what was queued for it before this answer is read now
     assert [n["method"] for n in quiet.notifications] == []
+
+
+def _processes(snapshot: Dict[str, Any]) -> List[int]:
+    return [p["pid"] for p in snapshot["gpus"][0]["processes"]]
+
+
+def test_a_client_that_subscribes_while_a_snapshot_is_taken_is_pushed_it(start_agent,
+                                                                          tmp_path):
+    """The monitor takes a snapshot (NVML, slow on a busy host) for those subscribed before
+    it began; a client that subscribes meanwhile is answered the snapshot before it, and is
+    pushed the one taken, as every change after its answer ("from then on": docs/protocol.md).
+    It was not pushed it, and kept the one before until the next change: a host that goes
+    on unchanged, for good."""
+    state = str(tmp_path / "host")
+    late = start_agent("1xL4", state)
+    late.call("daemon.version")  # (connected first: the monitor pushes it first)
+    early = start_agent(None, state)
+    early.call("subscribe")
+    first = early.call("sim.add_process", gpu=0, used_mib=100)["pid"]
+    while first not in _processes(early.next_notification()["params"]):
+        pass  # pushed: the monitor keeps its snapshot from here on, as one is subscribed
+    gate = tmp_path / "gate"  # the monitor's next snapshot, held there for ``early`` alone
+    early.call("sim.hold", function="nvmlDeviceGetUtilizationRates", gate=str(gate))
+    wait_until((tmp_path / "gate.held").exists, "the monitor to take a snapshot")
+    pid = early.call("sim.add_process", gpu=0, used_mib=200)["pid"]  # (read past the gate)
+    assert pid not in _processes(late.call("subscribe")["snapshot"])  # the one before
+    gate.touch()
+    while pid not in _processes(early.next_notification()["params"]):
+        pass  # pushed to ``early``, so to ``late`` before it, or never
+    late.call("daemon.version")  # what was queued for it before this answer is read now
+    assert [pid in _processes(n["params"]) for n in late.notifications
+            if n["method"] == "snapshot"] == [True]
