@@ -157,10 +157,10 @@ def test_a_shutdown_asked_behind_an_answer_not_read_yet_is_answered_before_the_d
 
 
 def test_no_push_comes_after_the_answer_to_unsubscribe(start_agent, tmp_path):
-    """A client that unsubscribed is pushed nothing after the answer, though the monitor took
-    the subscribers before the call and pushes them once its snapshot is taken: the push was
-    queued behind the answer, and a client reading on after it (the tests' own, which silence
-    the agent's pushes so) took a snapshot from before its own as the last word."""
+    """A client that unsubscribed while the monitor took a snapshot is pushed nothing after
+    the answer: the push was queued behind the answer, and a client reading on after it (the
+    tests' own, which silence the agent's pushes so) took a snapshot from before its own as
+    the last word."""
     state = str(tmp_path / "host")
     quiet = start_agent("1xL4", state)
     quiet.call("subscribe")
@@ -180,3 +180,55 @@ def test_no_push_comes_after_the_answer_to_unsubscribe(start_agent, tmp_path):
             break
     quiet.call("daemon.version")  # what was queued for it before this answer is read now
     assert [n["method"] for n in quiet.notifications] == []
+
+
+def test_a_push_for_a_subscriber_that_unsubscribed_since_is_dropped():
+    """The pushers (the notify thread's job records, the monitor's snapshots) take the
+    subscribers, then write to each in turn: one that unsubscribed in between is not written
+    the push, which would come after the answer. The flag is read where the push is queued."""
+    ours, theirs = socket.socketpair()
+    try:
+        conn = Connection(ours, None)  # type: ignore[arg-type] - no methods are served here
+        conn.subscribed = True  # (as ``subscribe`` sets it): taken by a pusher as a subscriber
+        conn.unsubscribe(None)  # type: ignore[arg-type] - it reads no params
+        conn.write(b'{"answer": "unsubscribe"}\n')
+        conn.notify("job", {"id": "j1"}, if_subscribed=True)  # the pusher's turn comes now
+        conn.write(b'{"answer": "next"}\n')
+        with theirs.makefile("rb") as reader:
+            lines = [json.loads(reader.readline()) for _ in range(2)]
+        assert lines == [{"answer": "unsubscribe"}, {"answer": "next"}]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def _processes(snapshot: Dict[str, Any]) -> List[int]:
+    return [p["pid"] for p in snapshot["gpus"][0]["processes"]]
+
+
+def test_a_client_that_subscribes_while_a_snapshot_is_taken_is_pushed_it(start_agent,
+                                                                          tmp_path):
+    """The monitor takes a snapshot (NVML, slow on a busy host) for those subscribed before
+    it began; a client that subscribes meanwhile is answered the snapshot before it, and is
+    pushed the one taken, as every change after its answer ("from then on": docs/protocol.md).
+    It was not pushed it, and kept the one before until the next change: a host that goes
+    on unchanged, for good."""
+    state = str(tmp_path / "host")
+    late = start_agent("1xL4", state)
+    late.call("daemon.version")  # (connected first: the monitor pushes it first)
+    early = start_agent(None, state)
+    early.call("subscribe")
+    first = early.call("sim.add_process", gpu=0, used_mib=100)["pid"]
+    while first not in _processes(early.next_notification()["params"]):
+        pass  # pushed: the monitor keeps its snapshot from here on, as one is subscribed
+    gate = tmp_path / "gate"  # the monitor's next snapshot, held there for ``early`` alone
+    early.call("sim.hold", function="nvmlDeviceGetUtilizationRates", gate=str(gate))
+    wait_until((tmp_path / "gate.held").exists, "the monitor to take a snapshot")
+    pid = early.call("sim.add_process", gpu=0, used_mib=200)["pid"]  # (read past the gate)
+    assert pid not in _processes(late.call("subscribe")["snapshot"])  # the one before
+    gate.touch()
+    while pid not in _processes(early.next_notification()["params"]):
+        pass  # pushed to ``early``, so to ``late`` before it, or never
+    late.call("daemon.version")  # what was queued for it before this answer is read now
+    assert [pid in _processes(n["params"]) for n in late.notifications
+            if n["method"] == "snapshot"] == [True]

@@ -312,8 +312,9 @@ class Daemon:
         return snap
 
     def _push_snapshot(self) -> None:
-        subscribers = self._subscribers()
-        if not subscribers:
+        """Pushed to those subscribed once it is kept, not to those before it was taken: one
+        that subscribed meanwhile was answered the snapshot before (``last_snapshot``)."""
+        if not self._subscribers():
             self._snapshot = None
             return
         snap = self._take_snapshot()
@@ -322,7 +323,7 @@ class Daemon:
         old = self._snapshot
         self._snapshot = snap
         if old is None or {**old, "time": 0} != {**snap, "time": 0}:
-            for conn in subscribers:
+            for conn in self._subscribers():
                 conn.notify("snapshot", snap, if_subscribed=True)
 
     def _push_logs(self) -> None:
