@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from remote_agent.jobs.last_line import shown
 
@@ -29,6 +30,20 @@ def first_of(names: Sequence[str], most: int) -> str:
 # one over as a lone surrogate, U+DC80 to U+DCFF: os.fsdecode's surrogateescape)
 _REPR_BYTE = re.compile(r"\\(\\|udc([89a-f][0-9a-f]))")
 QUOTED_MOST = 40  # characters of a long word quoted; the rest is counted, not echoed
+
+
+def close_to(word: str, names: Iterable[str], n: int = 1) -> List[str]:
+    """The names (at most ``n``) a "did you mean" offers for ``word``, the closest first: one
+    that differs from it only in case before any other, and case counts for nothing in the
+    rest (difflib alone finds "V" and "v" nothing alike, and offered nothing for --queue V
+    beside a queue v). The one place every did-you-mean finds its names."""
+    by_folded: Dict[str, List[str]] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    folded = word.casefold()
+    near = [folded] if folded in by_folded else []
+    near += difflib.get_close_matches(folded, list(by_folded), n=n)
+    return list(dict.fromkeys(name for f in near for name in by_folded[f] if name != word))[:n]
 
 
 def gib(mib: int) -> float:

@@ -1760,6 +1760,30 @@ def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
         assert (code, out) == (2, "") and said in err and not leaks(err), err
 
 
+def test_a_name_mistyped_only_in_its_case_is_said_with_the_one_meant(tmp_path, capfd):
+    """``--queue V`` beside a queue ``v`` got no "did you mean": difflib finds a letter and its
+    other case nothing alike. Every did-you-mean (a queue, team or host of the config, a verb,
+    a choice, an option) offers the name that differs only in case, and one a letter off
+    besides; none of it makes a store."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "gpu-a"\nhost = '
+                      '"127.0.0.1"\n[[queues]]\nname = "v"\ngpu = 0.5\n[[queues]]\nname = '
+                      '"nlp"\ngpu = 0.5\n[[teams]]\nname = "vision"\nquota_gpus = 1\n' % (
+                          tmp_path / "s" / "store.db"))
+    for argv, said in (
+            (["submit", "--queue", "V", "--", "x"], "unknown queue 'V' (did you mean 'v'?"),
+            (["submit", "--queue", "Nlpp", "--", "x"], "unknown queue 'Nlpp' (did you mean "
+                                                      "'nlp'?"),
+            (["teams", "--team", "VISION"], "unknown team 'VISION' (did you mean 'vision'?"),
+            (["cordon", "GPU-A"], "unknown host 'GPU-A' (did you mean 'gpu-a'?"),
+            (["JOBS"], "invalid choice: 'JOBS' (did you mean 'jobs'?"),
+            (["report", "--by", "TEAM"], "invalid choice: 'TEAM' (did you mean 'team'?"),
+            (["jobs", "--JSON"], "unrecognized arguments: --JSON (did you mean --json?)")):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
+    assert not (tmp_path / "s").exists()
+
+
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,
                                                                     monkeypatch):
     """A word not UTF-8 was said back as Python's surrogate, '\\udcff', which names no byte the
