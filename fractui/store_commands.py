@@ -45,7 +45,8 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, 
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
 from fractui.whoami import os_user
-from fractui.words import NO_SCHEDULER, count, printable, quoted, shell_line, why
+from fractui.words import (NO_SCHEDULER, count, local_time, printable, quoted, shell_line,
+                           why)
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -237,7 +238,7 @@ def _step(job: Job) -> str:
 # -- audit --
 
 AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
-AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
+AUDIT_CAPS = (25, 40, 12, 20)  # the widest each column but the last (WHY) may be
 
 def audit(config: Config, args: argparse.Namespace) -> int:
     """The audit log, of one job or all. The job's word is read before the store is opened,
@@ -256,7 +257,7 @@ def audit(config: Config, args: argparse.Namespace) -> int:
         return 0
     if entries:  # columns as wide as their widest cell, so they line up whatever the actors
         for line in table(AUDIT_HEADER, [
-                (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.actor, e.action,
+                (local_time(e.time), e.actor, e.action,
                  "" if e.job is None else str(e.job), e.why) for e in entries],
                 AUDIT_CAPS, width()):
             print(line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+import time
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from remote_agent.jobs.last_line import shown
@@ -44,6 +45,16 @@ def close_to(word: str, names: Iterable[str], n: int = 1) -> List[str]:
     near = [folded] if folded in by_folded else []
     near += difflib.get_close_matches(folded, list(by_folded), n=n)
     return list(dict.fromkeys(name for f in near for name in by_folded[f] if name != word))[:n]
+
+
+def local_time(t: float, to_minute: bool = False) -> str:
+    """``t`` as every time of day fractui prints in text says it: local time with its offset
+    from UTC (``2026-12-07 10:01:02 +0100``). What is printed is pasted and forwarded across
+    zones, and a bare "10:01:02" is another time in each (``--json`` keeps seconds since the
+    epoch). ``to_minute``: a time on a whole minute without its seconds (a report's range,
+    mostly given to the minute)."""
+    return time.strftime("%Y-%m-%d %H:%M" + ("" if to_minute and int(t) % 60 == 0 else ":%S")
+                         + " %z", time.localtime(t))
 
 
 def gib(mib: int) -> float:

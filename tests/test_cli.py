@@ -1061,6 +1061,34 @@ def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: 
         assert first and (fractui.returncode, err) == (141, b""), (argv, err)
 
 
+def test_every_time_of_day_printed_is_local_time_with_its_offset(local_fleet, capfd,  # noqa: F811
+                                                                  berlin):
+    """audit and status printed local time bare (``2026-12-07 10:01:02``) where report added
+    its offset (``+0100``): pasted to someone in another zone, the first two read as another
+    time. Every time of day said in text is now said one way (words.local_time): local time
+    with its offset from UTC; --json keeps seconds since the epoch."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    job = f.submit("q")
+    f.until(lambda: f.states()[job.id] == "running" and f.store.inventory())
+    f.store.cordon("gpu-a", None, "cordon", "ops@head", "fan")
+    user = f.tmp / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
+    at = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0100"  # (Berlin in December)
+    code, out, err = in_process(capfd, ["--config", str(user), "audit"])
+    assert code == 0 and re.match(r"TIME +ACTOR", out) and re.search(
+        r"\n%s +ops@head +cordon " % at, out), out
+    code, out, err = in_process(capfd, ["--config", str(user), "status"])
+    assert code == 0 and re.search(r"the store keeps them at %s, " % at, err), err
+    assert re.fullmatch(r"gpu-a +reachable +facts of %s, \[cordoned\]" % at,
+                        out.splitlines()[0]), out
+    code, out, err = in_process(capfd, ["--config", f.write_config(), "logs", str(job.id)])
+    assert code == 0 and re.fullmatch(
+        r"fractui: job %d has printed nothing yet \(running on gpu-a since %s\)\n" % (
+            job.id, at), err), err
+    code, out, err = in_process(capfd, ["--config", str(user), "report", "--since", "1h"])
+    assert code == 0 and re.match(r"usage from %s to %s, by team" % (at, at), out), out
+
+
 def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
     """A researcher whose config names only the store: ``status`` printed "nothing to show"
     (exit 0); it now shows the hosts as the store keeps them — the lease holder's inventory,
@@ -1082,7 +1110,7 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     assert "fractui: the scheduler's passes fail: the store is slow" in err, err
     assert "scheduler's word (no host is asked)" in err and "no scheduler" not in err, err
     lines = out.splitlines()
-    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}",
                         lines[0]), out
     booked = f.store.get(job.id).slot.memory_mib  # what a member may still be given there
     assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "%d/23034" % booked, "MiB",
