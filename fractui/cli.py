@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import importlib
 import os
 import re
@@ -29,7 +28,7 @@ from fractui.terminal import (OutputFailed, checked_stdout, closed_streams_to_de
                               escape_what_cannot_be_encoded, say, stdout_to_devnull,
                               text_only_to_terminals)
 from fractui.usage import BY
-from fractui.words import as_typed, quoted
+from fractui.words import as_typed, close_to, quoted
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
 VERBS = {
@@ -85,8 +84,7 @@ class _Parser(argparse.ArgumentParser):
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
-            close = difflib.get_close_matches(value, list(action.choices), n=1) if isinstance(
-                value, str) else []
+            close = close_to(value, action.choices) if isinstance(value, str) else []
             raise argparse.ArgumentError(action, "invalid choice: %s (%schoose from %s)" % (
                 quoted(value), "did you mean %r? " % close[0] if close else "",
                 ", ".join(map(repr, action.choices))))
@@ -373,8 +371,7 @@ def _close_option(parser: argparse.ArgumentParser, words: List[str], letters: bo
             close = [o for o in options if len(o) > 1 and o.startswith(name)]
             close = close if len(close) == 1 else []
         else:
-            close = difflib.get_close_matches(name, list(options), n=1) if word.startswith(
-                "-") else []
+            close = close_to(name, options) if word.startswith("-") else []
         if close:
             return " (did you mean %s?)" % options[close[0]]
     return ""

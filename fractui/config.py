@@ -7,7 +7,6 @@ tomllib gives no line numbers for values, so ``_Locator`` finds them by scanning
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import posixpath
@@ -28,7 +27,7 @@ from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.small_file import NotRead, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
-from fractui.words import as_typed, count, quoted
+from fractui.words import as_typed, close_to, count, quoted
 
 try:
     import tomllib
@@ -1146,7 +1145,7 @@ def profile_problem(name: str) -> str | None:
     """Why no GPU could ever give MIG profile ``name``, or None if some model has it."""
     if name in mig_profiles():
         return None
-    close = difflib.get_close_matches(name, mig_profiles(), n=3)
+    close = close_to(name, mig_profiles(), n=3)
     return (f"names {_shown(name)}, a MIG profile no GPU model has"
             + (f" (close: {', '.join(close)})" if close else ""))
 
@@ -1202,7 +1201,7 @@ def suggest(key: str, known: Sequence[str] | dict[str, str],
     """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common
     (among all the names, though only the first ``shown`` are listed)."""
     names = list(known)
-    close = difflib.get_close_matches(key, names, n=1)
+    close = close_to(key, names)
     hint = f"did you mean '{close[0]}'? " if close else ""
     listed = ", ".join(names[:shown]) or "none"
     more = f" and {len(names) - shown} more" if shown is not None and len(names) > shown else ""

@@ -28,7 +28,8 @@ from fractui.store.intents import Asker, authorize, last_lines
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, duration, exited, failing_passes, quoted, why
+from fractui.words import (NO_SCHEDULER, duration, exited, failing_passes, local_time, quoted,
+                           why)
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -499,8 +500,8 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     if not tail.text:
         say(_nothing("job %d" % job.id, host, job.state in ENDED, job.started_at))
     if unasked:
-        say("warning: %s: this is job %d's output as kept at %s" % (unasked, job.id,
-                                                                    _clock(tail.kept_at)))
+        say("warning: %s: this is job %d's output as kept at %s" % (
+            unasked, job.id, local_time(tail.kept_at)))
     if job.state in ENDED:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
     return 0
@@ -539,7 +540,7 @@ def _nothing(label: str, host: str, ended: bool, since: Optional[float],
     if ended:
         return "%s printed nothing" % label
     return "%s has printed nothing yet (running on %s%s)%s" % (
-        label, host, " since %s" % _clock(since) if since is not None else "",
+        label, host, " since %s" % local_time(since) if since is not None else "",
         "; following it" if follow else "")
 
 
@@ -636,10 +637,6 @@ def _ask_tail(store: Store, feed: Feed, job: Job) -> bool:
     feed was opened before: the answer is never missed."""
     store.ask_log(job.id, store.identity().user)
     return kept_output.waited(feed, lambda: job.id not in store.log_requests())
-
-
-def _clock(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def _ended(session: HostSession, job_id: str, key: Optional[str], job: Optional[Job]) -> str:

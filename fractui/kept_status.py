@@ -7,7 +7,6 @@ failing). No host is asked, and no store is made (the verbs that only read)."""
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +15,7 @@ from fractui.config import Config
 from fractui.sched.cordons import marks
 from fractui.store.model import ON_HOST, OUT_OF_CONFIG, Cordon, Job
 from fractui.terminal import print_json, print_lines, say
-from fractui.words import NO_SCHEDULER, failing_passes
+from fractui.words import NO_SCHEDULER, failing_passes, local_time
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def status(config: Config, args: argparse.Namespace) -> int:
     kept = read(config)
     hosts = records(kept)
     say("the config lists no hosts ([[hosts]]): the hosts as the store keeps them at %s, the "
-        "scheduler's word (no host is asked)" % _at(kept.now))
+        "scheduler's word (no host is asked)" % local_time(kept.now))
     if kept.trouble is not None:  # as jobs says it: what is kept is not renewed meanwhile
         say(failing_passes(kept.trouble))
     if kept.holder is None:
@@ -92,8 +91,9 @@ def status(config: Config, args: argparse.Namespace) -> int:
         return 0
     lines = [] if hosts else ["the store keeps no host yet: a scheduler records each it reaches"]
     for h in hosts:
-        words = ["unreachable since %s" % _at(h["away_since"]) if h["away_since"] else "",
-                 "facts of %s" % _at(h["facts_since"]) if h["facts_since"] else "no facts kept",
+        away, facts = h["away_since"], h["facts_since"]
+        words = ["unreachable since %s" % local_time(away) if away else "",
+                 "facts of %s" % local_time(facts) if facts else "no facts kept",
                  "[%s]" % h["out_of_service"] if h["out_of_service"] else ""]
         lines.append("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
         # its jobs after what they book (the mark last: "5758/23034 MiB booked: jobs 7")
@@ -131,5 +131,3 @@ def memory(mib: Any) -> str:
     return "memory unknown" if mib is None else "%s MiB" % mib
 
 
-def _at(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

@@ -8,7 +8,6 @@ import argparse
 import csv
 import datetime
 import sys
-import time
 from typing import List, Optional
 
 from fractui.arguments import known_user
@@ -20,7 +19,7 @@ from fractui.terminal import own, print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
 from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, online_words,
                                      saving_words, unmeasured_words, unstarted_words)
-from fractui.words import duration
+from fractui.words import duration, local_time
 
 FORGOT = "the retention ([usage] keep_days) forgot the others"
 """Why the store keeps only some attempts of a time: those that ran on past where it forgot."""
@@ -164,7 +163,4 @@ def _local(t: Optional[float]) -> str:
     people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time. To
     the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
     09:54", a range of nothing."""
-    if t is None:
-        return "—"
-    return time.strftime("%Y-%m-%d %H:%M" + (":%S" if int(t) % 60 else "") + " %z",
-                         time.localtime(t))
+    return "—" if t is None else local_time(t, to_minute=True)

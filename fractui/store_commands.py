@@ -38,14 +38,15 @@ from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, inten
 from fractui.store.access import (ADMIN_ACTIONS, CANCEL, CORDON as CORDON_ACTION, MOVE, PLACE,
                                   PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of)
 from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
-from fractui.store.intents import Asker, Refused
-from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
-                                 ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
-                                 Slot, movable)
+from fractui.store.intents import Asker, Refused, host_or_gpu
+from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, DRAIN, ENDED,
+                                 FAILED, ON_HOST, PENDING, PLACED, RUNNING, STOPPING, AuditEntry,
+                                 Job, LogTail, Slot, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
 from fractui.whoami import os_user
-from fractui.words import NO_SCHEDULER, count, printable, quoted, shell_line, why
+from fractui.words import (NO_SCHEDULER, count, local_time, printable, quoted, shell_line,
+                           why)
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -237,7 +238,8 @@ def _step(job: Job) -> str:
 # -- audit --
 
 AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
-AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
+AUDIT_CAPS = (25, 40, 12, 20)  # the widest each column but the last (WHY) may be
+AIMED = CORDON_MODES + ("uncordon",)  # audited with the host (and GPU) named in their detail
 
 def audit(config: Config, args: argparse.Namespace) -> int:
     """The audit log, of one job or all. The job's word is read before the store is opened,
@@ -256,11 +258,24 @@ def audit(config: Config, args: argparse.Namespace) -> int:
         return 0
     if entries:  # columns as wide as their widest cell, so they line up whatever the actors
         for line in table(AUDIT_HEADER, [
-                (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.actor, e.action,
-                 "" if e.job is None else str(e.job), e.why) for e in entries],
+                (local_time(e.time), e.actor, e.action,
+                 "" if e.job is None else str(e.job), audit_why(e)) for e in entries],
                 AUDIT_CAPS, width()):
             print(line)
     return 0
+
+
+def audit_why(entry: AuditEntry) -> str:
+    """An entry's WHY as the table says it: a cordon's, drain's or uncordon's begins with the
+    host or GPU it named (``gpu-a gpu1: cordoned by ops@head``), read from its detail as
+    ``--json`` gives it, each character a terminal would not show as written a "?" (a name
+    from the store, as the other verbs show one); "cordoned by ops@head" alone named none.
+    A detail that names no host as a string (a damaged row) leaves the words as recorded."""
+    host, gpu = entry.detail.get("host"), entry.detail.get("gpu")
+    if entry.action not in AIMED or not isinstance(host, str) or not (
+            gpu is None or type(gpu) is int):
+        return entry.why
+    return "%s: %s" % (printable(host_or_gpu(host, gpu)), entry.why)
 
 
 # -- cancel, requeue, place: decisions the lease holder carries out --

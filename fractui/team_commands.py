@@ -24,8 +24,8 @@ from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
 CAPS = (32, 9, 9, 9, 7, 15, 9, 9)  # the widest each column but the last (NEXT) may be
-NO_TEAMS = ("the config has no [[teams]]: no quotas, so no team's standing to show (fractui "
-            "jobs shows what runs and waits)")
+NO_TEAMS = ("the config has no [[teams]]: no team's standing to show (an admin's config lists "
+            "them; copy its [[teams]] into yours; fractui jobs shows what runs and waits)")
 
 
 def teams(config: Config, args: argparse.Namespace) -> int:

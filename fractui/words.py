@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
-from typing import TYPE_CHECKING, Optional, Sequence
+import time
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from remote_agent.jobs.last_line import shown
 
@@ -29,6 +31,30 @@ def first_of(names: Sequence[str], most: int) -> str:
 # one over as a lone surrogate, U+DC80 to U+DCFF: os.fsdecode's surrogateescape)
 _REPR_BYTE = re.compile(r"\\(\\|udc([89a-f][0-9a-f]))")
 QUOTED_MOST = 40  # characters of a long word quoted; the rest is counted, not echoed
+
+
+def close_to(word: str, names: Iterable[str], n: int = 1) -> List[str]:
+    """The names (at most ``n``) a "did you mean" offers for ``word``, the closest first: one
+    that differs from it only in case before any other, and case counts for nothing in the
+    rest (difflib alone finds "V" and "v" nothing alike, and offered nothing for --queue V
+    beside a queue v). The one place every did-you-mean finds its names."""
+    by_folded: Dict[str, List[str]] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    folded = word.casefold()
+    near = [folded] if folded in by_folded else []
+    near += difflib.get_close_matches(folded, list(by_folded), n=n)
+    return list(dict.fromkeys(name for f in near for name in by_folded[f] if name != word))[:n]
+
+
+def local_time(t: float, to_minute: bool = False) -> str:
+    """``t`` as every time of day fractui prints in text says it: local time with its offset
+    from UTC (``2026-12-07 10:01:02 +0100``). What is printed is pasted and forwarded across
+    zones, and a bare "10:01:02" is another time in each (``--json`` keeps seconds since the
+    epoch). ``to_minute``: a time on a whole minute without its seconds (a report's range,
+    mostly given to the minute)."""
+    return time.strftime("%Y-%m-%d %H:%M" + ("" if to_minute and int(t) % 60 == 0 else ":%S")
+                         + " %z", time.localtime(t))
 
 
 def gib(mib: int) -> float:

@@ -191,7 +191,8 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
         (actor, "cancel", 3, "cancelled by %s" % actor)], entries
     shown = fractui(config, ["audit", "3"], name).stdout.splitlines()
     assert shown[0].split() == ["TIME", "ACTOR", "ACTION", "JOB", "WHY"]
-    assert [line.split()[2:4] for line in shown[1:]] == [[actor, "submit"], [actor, "cancel"]]
+    # (TIME is three words: the date, the time and its offset from UTC)
+    assert [line.split()[3:5] for line in shown[1:]] == [[actor, "submit"], [actor, "cancel"]]
 
     # root owns the store: the admin, who may cancel any team's job
     done = fractui(config, ["cancel", str(theirs.id)])

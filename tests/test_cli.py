@@ -1098,6 +1098,34 @@ def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: 
         assert first and (fractui.returncode, err) == (141, b""), (argv, err)
 
 
+def test_every_time_of_day_printed_is_local_time_with_its_offset(local_fleet, capfd,  # noqa: F811
+                                                                  berlin):
+    """audit and status printed local time bare (``2026-12-07 10:01:02``) where report added
+    its offset (``+0100``): pasted to someone in another zone, the first two read as another
+    time. Every time of day said in text is now said one way (words.local_time): local time
+    with its offset from UTC; --json keeps seconds since the epoch."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    job = f.submit("q")
+    f.until(lambda: f.states()[job.id] == "running" and f.store.inventory())
+    f.store.cordon("gpu-a", None, "cordon", "ops@head", "fan")
+    user = f.tmp / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
+    at = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0100"  # (Berlin in December)
+    code, out, err = in_process(capfd, ["--config", str(user), "audit"])
+    assert code == 0 and re.match(r"TIME +ACTOR", out) and re.search(
+        r"\n%s +ops@head +cordon " % at, out), out
+    code, out, err = in_process(capfd, ["--config", str(user), "status"])
+    assert code == 0 and re.search(r"the store keeps them at %s, " % at, err), err
+    assert re.fullmatch(r"gpu-a +reachable +facts of %s, \[cordoned\]" % at,
+                        out.splitlines()[0]), out
+    code, out, err = in_process(capfd, ["--config", f.write_config(), "logs", str(job.id)])
+    assert code == 0 and re.fullmatch(
+        r"fractui: job %d has printed nothing yet \(running on gpu-a since %s\)\n" % (
+            job.id, at), err), err
+    code, out, err = in_process(capfd, ["--config", str(user), "report", "--since", "1h"])
+    assert code == 0 and re.match(r"usage from %s to %s, by team" % (at, at), out), out
+
+
 def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
     """A researcher whose config names only the store: ``status`` printed "nothing to show"
     (exit 0); it now shows the hosts as the store keeps them — the lease holder's inventory,
@@ -1119,7 +1147,7 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     assert "fractui: the scheduler's passes fail: the store is slow" in err, err
     assert "scheduler's word (no host is asked)" in err and "no scheduler" not in err, err
     lines = out.splitlines()
-    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}",
                         lines[0]), out
     booked = f.store.get(job.id).slot.memory_mib  # what a member may still be given there
     assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "%d/23034" % booked, "MiB",
@@ -1800,6 +1828,30 @@ def test_a_mistyped_verb_or_choice_is_said_with_the_one_meant(capfd):
             (["report", "--by", "zzz"], "invalid choice: 'zzz' (choose from 'team', ")):
         code, out, err = in_process(capfd, argv)
         assert (code, out) == (2, "") and said in err and not leaks(err), err
+
+
+def test_a_name_mistyped_only_in_its_case_is_said_with_the_one_meant(tmp_path, capfd):
+    """``--queue V`` beside a queue ``v`` got no "did you mean": difflib finds a letter and its
+    other case nothing alike. Every did-you-mean (a queue, team or host of the config, a verb,
+    a choice, an option) offers the name that differs only in case, and one a letter off
+    besides; none of it makes a store."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "gpu-a"\nhost = '
+                      '"127.0.0.1"\n[[queues]]\nname = "v"\ngpu = 0.5\n[[queues]]\nname = '
+                      '"nlp"\ngpu = 0.5\n[[teams]]\nname = "vision"\nquota_gpus = 1\n' % (
+                          tmp_path / "s" / "store.db"))
+    for argv, said in (
+            (["submit", "--queue", "V", "--", "x"], "unknown queue 'V' (did you mean 'v'?"),
+            (["submit", "--queue", "Nlpp", "--", "x"], "unknown queue 'Nlpp' (did you mean "
+                                                      "'nlp'?"),
+            (["teams", "--team", "VISION"], "unknown team 'VISION' (did you mean 'vision'?"),
+            (["cordon", "GPU-A"], "unknown host 'GPU-A' (did you mean 'gpu-a'?"),
+            (["JOBS"], "invalid choice: 'JOBS' (did you mean 'jobs'?"),
+            (["report", "--by", "TEAM"], "invalid choice: 'TEAM' (did you mean 'team'?"),
+            (["jobs", "--JSON"], "unrecognized arguments: --JSON (did you mean --json?)")):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
+    assert not (tmp_path / "s").exists()
 
 
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,

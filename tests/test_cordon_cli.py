@@ -58,6 +58,34 @@ def test_cordon_drain_uncordon_as_the_admin_recorded_shown_and_lifted(local_flee
     assert [(c.host, c.gpu) for c in f.store.cordons()] == [(other, 0)]
 
 
+def test_audit_says_which_host_or_gpu_a_cordon_drain_or_uncordon_named(local_fleet,
+                                                                       monkeypatch):
+    """audit's WHY of a cordon read "cordoned by ops@head", naming no host or GPU (only
+    --json's detail had them): the table now begins it with the one named, a host's name
+    from the store with each character a terminal would not show as written a "?"."""
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE])
+    f.scheduler.step()  # the inventory kept
+    for argv in (["drain", "gpu-b"], ["cordon", "gpu-a", "1"], ["uncordon", "gpu-a"]):
+        done = f.fractui(*argv)
+        assert done.returncode == 0, (argv, said(done))
+    f.store.cordon("gpu-\x1b[2Jz", None, "cordon", "ops@x", "fan")  # (no host of the config)
+    monkeypatch.setenv("COLUMNS", "200")  # (lines whole, whatever the process inherits)
+    done = f.fractui("audit")
+    assert done.returncode == 0 and "\x1b" not in done.stdout, said(done)
+    whys = {}
+    for line in done.stdout.splitlines()[1:]:
+        action, why = line.split(None, 5)[4:]  # (TIME is 3 words; none of these has a JOB)
+        whys.setdefault(action, []).append(why)
+    actor = [e.actor for e in f.store.audit_log() if e.action == "drain"][0]
+    assert whys["drain"] == ["gpu-b: drained by %s" % actor], done.stdout
+    assert whys["cordon"] == ["gpu-a gpu1: cordoned by %s" % actor, "gpu-?[2Jz: fan"], done.stdout
+    assert whys["uncordon"] == ["gpu-a: uncordoned by %s" % actor], done.stdout
+    # --json keeps the words as recorded, the host and GPU in the detail
+    records = json.loads(f.fractui("audit", "--json").stdout)["audit"]
+    assert [(r["why"], r["detail"]) for r in records if r["action"] == "drain"] == [
+        ("drained by %s" % actor, {"host": "gpu-b", "gpu": None})]
+
+
 def test_placing_by_hand_on_a_cordoned_gpu_is_refused_with_the_reason(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
     f.scheduler.step()  # the inventory kept

@@ -99,7 +99,8 @@ def test_logs_of_a_job_that_printed_nothing_says_so_on_stderr(local_fleet):
         since = {str(quiet.id): f.store.get(quiet.id).started_at, ref: direct["started_at"]}
         yet = {word: "fractui: %s has printed nothing yet (running on gpu-a since %s)" % (
             "job " + word if "/" not in word else word,
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))) for word, at in since.items()}
+            time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(at)))
+            for word, at in since.items()}
         for config, word in ((user, str(quiet.id)), (admin, str(quiet.id)), (admin, ref)):
             got = _logs(config, word)
             assert (got.returncode, got.stdout, got.stderr) == (0, "", yet[word] + "\n"), got

@@ -118,7 +118,7 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         # (the sleeper prints nothing: each attempt says so, and since when it runs; the next
         # attempt, where the cancel came first, that it printed nothing)
         quiet = re.escape("fractui: job %d has printed nothing yet (running on gpu-a since " % job
-                          ) + r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); following it\n"
+                          ) + r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\); following it\n"
         assert (followed["f"].returncode, followed["f"].stdout) == (0, ""), followed
         assert re.fullmatch(quiet + re.escape(
             "fractui: job %d went back to its queue (requeued by %s@%s); following its next "

@@ -106,7 +106,8 @@ def test_later_jobs_of_the_team_wait_for_what_is_held_and_say_for_whom():
         "team nlp's free quota is held for job 50, waiting over 5m00s for 1.00 GPUs of it "
         "(0.25 of 1.00 free); this job's slot charges 0.25: it takes only what is left "
         "beside that")
-    assert result.waiting[50].startswith("team nlp is at its quota (0.75 of 1.00 GPUs held)")
+    assert result.waiting[50].startswith(
+        "team nlp has too little of its quota left (0.75 of 1.00 GPUs held)")
     assert result.waiting[50].endswith("; 1.00 of the team's quota is held for it (waiting over "
                                       "5m00s), so the team's later jobs take only what is "
                                       "left beside it")

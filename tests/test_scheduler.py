@@ -19,6 +19,7 @@ from typing import Dict, Iterator, Optional
 import pytest
 
 from fractui.config import MetricsSettings, QueueConfig, TeamConfig
+from fractui.sched.queueing import waits_at_quota
 from fractui.scheduler import Scheduler
 from fractui.store import Slot, SqliteStore, open_store
 from fractui.words import NO_SCHEDULER
@@ -71,9 +72,31 @@ def test_a_job_bigger_than_the_room_its_team_has_left_says_how_much_is_left(loca
     f.until(lambda: f.store.get(big.id).reason is not None)
     free = 1 - f.store.get(small.id).slot.gpus[0]
     assert f.store.get(big.id).reason == (
-        "team nlp is at its quota (0.25 of 1.00 GPUs held); its slot, gpu-a gpu%d 23034 MiB, "
+        "team nlp has too little of its quota left (0.25 of 1.00 GPUs held); its slot, gpu-a "
+        "gpu%d 23034 MiB, "
         "charges 1.00: more than the 0.75 left; the slot is free, but the team does not borrow "
         "past its quota (its over_quota is off)" % free)
+
+
+def test_a_team_with_room_left_is_not_said_to_be_at_its_quota(local_fleet):
+    """2.00 of a 2.50-GPU quota held and a whole GPU asked: the team is not at its quota, it
+    has 0.50 left that the job does not fit, and the reason says so. The words are the same
+    pass after pass while nothing changes (the store is not written for nothing), and they
+    read as a wait for the team's quota (not starved by the fleet)."""
+    f = local_fleet({"gpu-a": "3xL4"}, [WHOLE], [TeamConfig("vision", quota_gpus=2.5)])
+    first, second = f.submit("whole", "vision"), f.submit("whole", "vision")
+    third = f.submit("whole", "vision")
+    f.until(lambda: f.states()[second.id] == "running" and
+            f.store.get(third.id).reason is not None)
+    free = ({0, 1, 2} - {f.store.get(j.id).slot.gpus[0] for j in (first, second)}).pop()
+    reason = f.store.get(third.id).reason
+    assert reason == (
+        "team vision has too little of its quota left (2.00 of 2.50 GPUs held); its slot, "
+        "gpu-a gpu%d 23034 MiB, charges 1.00: more than the 0.50 left; the slot is free, but "
+        "the team does not borrow past its quota (its over_quota is off)" % free)
+    assert waits_at_quota(reason)
+    f.scheduler.step()
+    assert f.store.get(third.id).reason == reason
 
 
 def test_a_job_of_several_gpus_says_no_host_has_that_many_free_not_that_no_gpu_has_room(
@@ -98,7 +121,8 @@ def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_
     job = f.submit("10g", "nlp")
     f.until(lambda: f.store.get(job.id).reason is not None)
     assert f.store.get(job.id).reason == (
-        "team nlp is at its quota (0.00 of 0.40 GPUs held); its slot, gpu-a gpu0 10240 MiB, "
+        "team nlp has too little of its quota left (0.00 of 0.40 GPUs held); its slot, gpu-a "
+        "gpu0 10240 MiB, "
         "charges 0.45: more than the whole quota")
 
 

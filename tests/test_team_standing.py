@@ -58,7 +58,7 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
     started = [pending(1, "nlp", 900), running(2, "nlp", 0.5, 60)]
     assert said(at_quota) == [] and said(brief) == [] and said(started) == []
     # a job bigger than the room left waits at its team's quota, not for the fleet
-    at_its_quota = "team nlp is at its quota (1.50 of 2.00 GPUs held)"
+    at_its_quota = "team nlp has too little of its quota left (1.50 of 2.00 GPUs held)"
     assert said([pending(1, "nlp", 900, at_its_quota), running(2, "nlp", 1.5, 3600)]) == []
     assert said([pending(1, "nlp", 900, at_its_quota + "; last refused by h: busy"),
                  pending(3, "nlp", 200)]) == []

@@ -354,8 +354,10 @@ def test_no_teams_a_typo_an_empty_name_and_no_store_are_said_never_a_traceback(
              "--team?)"),
             ([none, "--team", "nlp"], 2, "fractui: %s: unknown team 'nlp': the config has no "
              "[[teams]]\n" % none),
-            ([none], 0, "fractui: the config has no [[teams]]: no quotas, so no team's "
-             "standing to show (fractui jobs shows what runs and waits)\n"),
+            # (of this config, not of the fleet: the scheduler's config may have quotas)
+            ([none], 0, "fractui: the config has no [[teams]]: no team's standing to show (an "
+             "admin's config lists them; copy its [[teams]] into yours; fractui jobs shows "
+             "what runs and waits)\n"),
             ([config], 1, "fractui: store %s: there is no store here yet" % store_path)):
         got, out, err = in_process(capfd, ["--config", str(argv[0]), "teams", *argv[1:]])
         assert (got, out) == (code, "") and said in err and not leaks(err), (argv, err)

@@ -392,16 +392,23 @@ def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
     return replace(req, hosts=frozenset(allowed))
 
 
-AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's quota
-HELD = " is held for job "  # and of one that waits beside what its team holds for another
+# The words of a job that waits for its team's quota: the team holds all of it (AT_QUOTA), or
+# holds part and the job's slot charges more than the rest (SHORT); and of one that waits
+# beside what its team holds for another (HELD). Written into reasons and matched in them by
+# these constants alone, so what is said and what waits_at_quota finds cannot drift apart.
+AT_QUOTA = " is at its quota ("
+SHORT = " has too little of its quota left ("
+HELD = " is held for job "
+FOR_QUOTA = (AT_QUOTA, SHORT, HELD)
 
 
 def waits_at_quota(reason: Optional[str]) -> bool:
-    """Whether a pending job's recorded reason is this pass's "at its quota" or "held for":
-    it waits for its own team's quota (its charge is more than the room left, or than what
-    is left beside what the team holds for an older job), not for the fleet."""
-    return reason is not None and reason.startswith("team ") and (
-        AT_QUOTA in reason or HELD in reason)
+    """Whether a pending job's recorded reason is this pass's "at its quota", "too little of
+    its quota left" or "held for": it waits for its own team's quota (its charge is more than
+    the room left, or than what is left beside what the team holds for an older job), not
+    for the fleet."""
+    return reason is not None and reason.startswith("team ") and any(
+        words in reason for words in FOR_QUOTA)
 
 
 def _held_for(team: TeamUsage, h: Hold, after_s: float, charge: float) -> str:
@@ -464,18 +471,19 @@ def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[Abstract
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
               slot: Optional[Slot] = None) -> str:
-    """Why a job waits for its team's quota; where the slot found for it charges more than
-    the whole quota, or than what is left of it, that too, else "0.00 of 0.40 GPUs held" or
-    "0.25 of 1.00" reads as a wait for nothing; and where that slot is free now but the team
-    may not borrow, that too, else a researcher who sees the GPU idle in ``fractui status``
-    reads the wait as a fault."""
+    """Why a job waits for its team's quota: the team is at it, or has too little of it left
+    (said so: "at its quota (2.00 of 2.50 GPUs held)" is false of a team with 0.50 left);
+    where the slot found for it charges more than the whole quota, or than what is left of
+    it, that too, else "0.00 of 0.40 GPUs held" or "0.25 of 1.00" reads as a wait for
+    nothing; and where that slot is free now but the team may not borrow, that too, else a
+    researcher who sees the GPU idle in ``fractui status`` reads the wait as a fault."""
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
     bigger = slot is not None and slot.charge > team.quota + EPSILON
     short = slot is not None and not bigger and team.room() > EPSILON
     idle = slot is not None and not bigger and not team.over_quota
     return "team %s%s%.2f of %.2f GPUs held)%s%s%s" % (
-        team.name, AT_QUOTA, team.within, team.quota,
+        team.name, SHORT if team.room() > EPSILON else AT_QUOTA, team.within, team.quota,
         "; its slot, %s, charges %.2f: more than the %s" % (
             slot.describe(), slot.charge,  # type: ignore[union-attr]
             "whole quota" if bigger else "%.2f left" % team.room()) if bigger or short else "",
