@@ -157,7 +157,7 @@ def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_rang
                         ended_at=t0 - start + 100)
         source = Source([])
         source.store = store
-        screen = compute(source, Span("x", "x", 2000.0, 10), "team", t0, 300)
+        screen = compute(source, Span("x", "x", 2000.0, 10, None), "team", t0, 300)
         assert screen is not None
         assert (screen.report.start, screen.report.saving.mean_demand) == (
             t0 - 2000, pytest.approx(0.05))
