@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -66,6 +67,8 @@ MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mod
 LABEL_W = max(len(label) for label in ("host", "error", "gpu 0", "uuid", "service", "health"))
 """The view's labels' column (its lines above the health's and the health's own), so every
 line's words begin in one column whichever labels the GPU has."""
+WHY_INDENT = 2
+"""The MIG picker's indent of why a profile does not fit, under its line."""
 NONE_FITS = "none fits"
 """The profile column of a run of free MIG slices in which no profile can be made alone now
 (mig_change.unfit_run): free, but of no use until an instance beside it goes."""
@@ -429,16 +432,17 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
             menu.highlighted = list(judged).index(chosen) if chosen in judged else at
         return True
 
-    def _line(self, fit: Fit) -> Text:
+    def _line(self, fit: Fit) -> RenderableType:
+        """A profile's line; one that does not fit now dim, why under it, each of its
+        wrapped lines indented as its first (at 80 columns "at slot 6" began at the edge)."""
         geo, p = self.geometry, fit.profile
         line = Text("%-10s %d/%d compute, %s" % (
             p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
             if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)))
         if fit.start is not None:
             return line.append("  at slot %d" % fit.start)
-        line.append("\n  %s" % fit.why)
         line.stylize("dim")
-        return line
+        return Group(line, Padding(Text(fit.why, style="dim"), (0, 0, 0, WHY_INDENT)))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if not self.judge_again():  # (as the GPU is now, not as at the last snapshot drawn)
