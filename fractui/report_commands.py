@@ -17,12 +17,11 @@ from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
 from fractui.terminal import own, print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
-from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, online_words,
-                                     saving_words, unmeasured_words, unstarted_words)
-from fractui.words import duration, local_time
+from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, kept_words, local,
+                                     online_words, saving_words, unmeasured_words,
+                                     unstarted_words)
+from fractui.words import duration
 
-FORGOT = "the retention ([usage] keep_days) forgot the others"
-"""Why the store keeps only some attempts of a time: those that ran on past where it forgot."""
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
     o.upper() for o in OUTCOMES) + ("RUNNING", "IDLE")
 CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 4, 7)
@@ -38,7 +37,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         since, until = args.since.resolve(now), args.until.resolve(now)
         if since >= until:
             raise UsageError("--since (%s) must be before --until (%s)" % (
-                _local(since), _local(until)))
+                local(since), local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
         waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
@@ -78,18 +77,9 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     ``kept``: how much of the range the GPUs' time is kept for (None: a report of some
     jobs, which leaves the GPUs' time out)."""
     out = ["usage %sfrom %s to %s, by %s (GPU-hours; fractions as charged)" % (
-        "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
-        _local(r.until), r.by)]
-    if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
-        out.append("(the store keeps nothing of this range but the attempts that ran on past "
-                   "it: %s, and all it keeps begins after it)" % FORGOT if r.kept_before else
-                   "(the store keeps nothing of this range: the retention ([usage] keep_days) "
-                   "forgot it, and all it keeps begins after it)" if r.forgotten else
-                   "(the store keeps nothing of this range: what it keeps begins after it)")
-    elif r.start > r.since:
-        out.append("(the store keeps nothing of it before %s%s means over time start there)"
-                   % (_local(r.start), " but the attempts that ran on past then: %s;" % FORGOT
-                      if r.kept_before else ":"))
+        "" if r.whose.everyone else "of %s " % r.whose.words(), local(r.since),
+        local(r.until), r.by)]
+    out += ["(%s)" % line for line in kept_words(r)]
     t = r.total
     if not r.whose.everyone and not r.groups:
         out.append("none of %s held a GPU in this range" % r.whose.words() if r.saving_known
@@ -156,11 +146,3 @@ def _iso(t: float) -> str:
     """``t`` in ISO 8601, local time with its offset (``2026-12-01T15:00:00+01:00``), as a
     spreadsheet reads a date and time without being told which zone."""
     return datetime.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
-
-
-def _local(t: Optional[float]) -> str:
-    """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
-    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time. To
-    the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
-    09:54", a range of nothing."""
-    return "—" if t is None else local_time(t, to_minute=True)

@@ -272,6 +272,9 @@ def test_the_report_screen_reads_all_kept_as_worked_by_hand(fleet):
         def read_usage_begins(self):
             return store.usage_begins()
 
+        def read_usage_forgotten_before(self):
+            return store.usage_forgotten_before()
+
     computed = compute(Source(), SPANS[3], "team", NOW, H)
     t = computed.report.total
     assert (computed.report.since, computed.report.start) == (T, T)

@@ -28,7 +28,7 @@ from typing import Dict, List
 
 import pytest
 
-from fractui.report_commands import _local
+from fractui.usage.sentences import local
 from fractui.sched.fleetview import HostView
 from fractui.store import StoreDamaged, open_store
 from fractui.store.sqlite import SqliteStore
@@ -157,7 +157,7 @@ def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_rang
                         ended_at=t0 - start + 100)
         source = Source([])
         source.store = store
-        screen = compute(source, Span("x", "x", 2000.0, 10, None), "team", t0, 300)
+        screen = compute(source, Span("x", "x", 2000.0, 10, "2000s"), "team", t0, 300)
         assert screen is not None
         assert (screen.report.start, screen.report.saving.mean_demand) == (
             t0 - 2000, pytest.approx(0.05))
@@ -228,7 +228,7 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     code, out, err = in_process(capfd, ["--config", str(config), *span])
     assert code == 0 and "(the store keeps nothing of it before %s but the attempts that ran " \
         "on past then: the retention ([usage] keep_days) forgot the others; means over time " \
-        "start there)" % _local(t0 - 2000) in out.splitlines(), out
+        "start there)" % local(t0 - 2000) in out.splitlines(), out
     assert "no scheduler looked" not in out, out
     # [2500 s ago, 2100 s ago), all of it before the cut: A's 400 s are kept, and said (0.11
     # GPU-h), and what sharing saved is not known; it read as no job having held a GPU

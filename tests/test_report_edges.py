@@ -942,7 +942,7 @@ def test_a_range_that_begins_and_ends_mid_bucket_counts_online_as_it_counts_held
         # h; the bucket that begins in it, 0.5 h online
         source = Source([])
         source.store = store
-        screen = compute(source, Span("x", "x", 1.25 * H, 10), "team", T + 2.5 * H, 1800)
+        screen = compute(source, Span("x", "x", 1.25 * H, 10, "75m"), "team", T + 2.5 * H, 1800)
         assert screen is not None
         t = screen.report.total
         assert (t.held_h, t.online_h, t.held_online_h) == pytest.approx((0.75, 0.75, 0.75))

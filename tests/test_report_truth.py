@@ -298,7 +298,7 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
     headline and table are the hand-worked numbers too."""
     from fractui.tui.report_view import SPANS, compute, headline, table_rows
     from fractui.usage.report import UNSTARTED
-    from fractui.usage.sentences import Waiting
+    from fractui.usage.sentences import Waiting, local
 
     class Source:  # what the screen reads of its source: the store's usage and jobs
         def read_usage(self, since, until, bucket_s=0.0):
@@ -313,13 +313,18 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
         def read_usage_begins(self):
             return fleet.store.usage_begins()
 
+        def read_usage_forgotten_before(self):
+            return fleet.store.usage_forgotten_before()
+
     computed = compute(Source(), SPANS[1], "team", END, H)
     assert computed.report.start == T  # the means start where the store's usage does
     # fractui report's sentences, word for word (test_the_table_prints_the_same_numbers),
-    # and the job still waiting at the end
+    # where the store's usage begins in the last 24 h (as fractui report --since 24h says
+    # it), and the job still waiting at the end
     assert headline(computed).plain.splitlines() == [
         "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); they "
         "used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average",
+        "the store keeps nothing of it before %s: means over time start there" % local(T),
         "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on them "
         "6.25 (57 %)",
         "used 2.12 GPU-h of the 1.50 held where NVML measured it (142 % busy; a share's "

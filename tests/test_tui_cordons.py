@@ -298,3 +298,31 @@ async def test_drains_that_finish_at_once_are_said_in_one_notice():
         assert said == [("drained", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
                          "drained: no job of the store is left there; they take no new work "
                          "until they are uncordoned")], said
+
+
+@pilot_test
+async def test_the_messages_list_a_notice_without_repeating_its_title(tmp_path, monkeypatch):
+    """``e`` listed each notice with its title before it, and the notices that name what
+    they are of said it twice: "drained: l4-1 drained: …", "Screenshot: screenshot saved
+    to …". Their title is left out there; one whose words do not hold it keeps it."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # (no Downloads: saved in the current folder)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.chdir(tmp_path)
+    drains = [Cordon("l4-1", None, DRAIN, "ops", "kernel update", 0.0)]
+    async with settled_app((80, 24), cordons=drains) as (app, pilot):
+        screen = fleet(app)
+        view = app.source._store  # its jobs ended
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            j for j in view.jobs if j.slot is None or j.slot.host != "l4-1"))
+        screen.read_store()
+        await settled(pilot)
+        app.save_screenshot_here()
+        app.notify("the store could not be read: it is locked", title="report",
+                   severity="warning")
+        await pilot.press("e")
+        await settled(pilot)
+        shown = " ".join(" ".join(screen_lines(app)).split())
+        assert "l4-1 drained: no job of the store is left there" in shown, shown
+        assert "information screenshot saved to " in shown, shown  # (its path folded)
+        assert "report: the store could not be read: it is locked" in shown, shown
+        assert "drained: l4-1" not in shown and "Screenshot: " not in shown, shown

@@ -117,7 +117,7 @@ async def test_a_mig_gpu_s_free_slices_are_rows_among_its_instances():
         assert [line.split()[:2] + line.split()[-2:] for line in lines[at + 2:at + 7]] == [
             ["2g.20gb", "0-1", "train-6", "1002"], ["—", "2-4", "free", "—"],
             ["1g.10gb", "5-5", "idle", "—"], ["1g.10gb", "6-6", "train-5", "1001"],
-            ["—", "7-7", "free", "—"]], lines[at:at + 7]
+            ["none", "fits", "free", "—"]], lines[at:at + 7]  # (7-7: no profile alone)
         await pilot.press("j")
         await _enter(app, pilot)
         assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
@@ -420,3 +420,30 @@ async def test_a_gpu_s_memory_is_said_one_way_on_its_line_and_its_sparkline():
         line = re.search(r" (\S+) used of (\S+) ", text)
         assert line, text
         assert "memory %s/%s" % line.groups() in text, text
+
+
+@pilot_test
+async def test_a_free_run_no_profile_fits_in_is_said_so_by_the_planners_rules():
+    """h100-1 gpu 0: 2g.20gb at 0, 1g.10gb at 5 (idle) and 6 (#5); slices 2-4 and 7 free.
+    Slice 7 read "free" as 2-4 did, but every placement that holds it (1g.20gb at 6, 7g at 0)
+    holds a slice an instance holds: no profile can be made there alone. Its row says none
+    fits, and ``enter`` why; 2-4 (a 2g.20gb at 2, a 1g at 2, 3 or 4) and a100-1 gpu 2's
+    slice 3 (a 1g.10gb, one compute slice of the 7 left) stay plainly free."""
+    async with settled_app((120, 40)) as (app, pilot):
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        rows = dict(m.group(2, 1) for m in (re.match(r" (\S+(?: \S+)?) +(\d-\d) ", ln)
+                                            for ln in screen_lines(app)) if m)
+        assert rows == {"0-1": "2g.20gb", "2-4": "—", "5-5": "1g.10gb", "6-6": "1g.10gb",
+                        "7-7": "none fits"}, rows
+        await pilot.press("j", "j", "j", "j")
+        await _enter(app, pilot)
+        assert said(app) == [
+            "no job on h100-1 gpu 0's slices 7-7: no instance holds them, they are free, but "
+            "no MIG profile fits in them alone now: every placement of a profile that holds "
+            "them holds slices beside them too"], said(app)
+        app.pop_screen()
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        row = next(ln for ln in screen_lines(app) if " 3-3 " in ln)
+        assert row.split()[:2] == ["—", "3-3"] and "free" in row, row

@@ -211,15 +211,15 @@ async def test_e_lists_the_recent_notices_newest_first_and_esc_goes_back():
         await settled(pilot)
         gpu = app.screen
         await pressed(pilot, "X")  # no idle instance: a refusal, gone in a few seconds
-        app.notify("the MIG change is done", severity="information", title="mig")
+        app.notify("created 3g.40gb at slot 4", severity="information", title="mig")
         app.clear_notifications()  # (as it is once they have timed out)
         await pressed(pilot, "e")
         assert isinstance(app.screen, MessagesScreen)
         lines = screen_lines(app)
-        at = [n for n, ln in enumerate(lines) if "the MIG change is done" in ln
+        at = [n for n, ln in enumerate(lines) if "created 3g.40gb at slot 4" in ln
               or "no idle MIG instance on a100-1 gpu 2" in ln]
         assert len(at) == 2, lines
-        assert "mig: the MIG change is done" in lines[at[0]]  # newest first
+        assert "mig: created 3g.40gb at slot 4" in lines[at[0]]  # newest first
         assert "information" in lines[at[0]] and "warning" in lines[at[1]]
         assert "warning" in lines[at[1]] and ":" in lines[at[1]].split()[0]  # its time
         app.notify("said while it is open")

@@ -10,7 +10,7 @@ import re
 import signal
 import threading
 
-from rich.text import Text
+from rich.console import Console
 from textual.widgets import OptionList
 
 from fractui.config import QueueConfig
@@ -229,11 +229,15 @@ def lines(app) -> dict:
     """The picker's lines by profile, as shown (a profile that does not fit: two), and
     whether each is dimmed."""
     menu = app.screen.query_one(OptionList)
+    console = Console(width=200)  # (wide: each line of the prompt whole)
     found = {}
     for i in range(menu.option_count):
         option = menu.get_option_at_index(i)
-        text = Text(option.prompt) if isinstance(option.prompt, str) else option.prompt
-        found[option.id] = (text.plain, any("dim" in str(s.style) for s in text.spans))
+        drawn = console.render_lines(option.prompt, pad=False)
+        found[option.id] = ("\n".join("".join(s.text for s in line).rstrip()
+                                       for line in drawn),
+                            any(s.style is not None and s.style.dim for line in drawn
+                                for s in line if s.text.strip()))
     return found
 
 

@@ -386,6 +386,38 @@ async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
         assert fleet(small).compact_now()
 
 
+@pytest.mark.parametrize("no_color", [True, False])
+def test_under_no_color_the_compact_map_marks_each_teams_slices(monkeypatch, no_color):
+    """NO_COLOR=1: Textual draws every colour as a grey, and the compact map (80x24: no
+    labels) told the teams' slices apart only by greys a few shades apart. Each team's
+    block carries its mark, the legend says whose: a100-1 gpu 2's 2g.20gb
+    (#3, nlp), 1g.10gb (#4, vision), 3g.40gb (#2, speech); h100-1 gpu 0's 2g (vision), its
+    idle 1g at 5 unmarked, its 1g at 6 (vision). In colour the map stays unmarked."""
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+
+    @pilot_test
+    async def drive():
+        app = frozen_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            assert fleet(app).compact_now() and app.no_color == no_color
+            lines = screen_lines(app)
+            a100 = lines[next(i for i, x in enumerate(lines) if "a100-1" in x) + 2]
+            h100 = lines[next(i for i, x in enumerate(lines) if "h100-1" in x) + 1]
+            legend = next(x for x in lines if x.startswith(" team:"))
+            if no_color:
+                assert a100.startswith(" 2▏n  ▏v▏ ▏s  "), a100
+                assert h100.startswith(" 0▏v  ▏ ▏ ▏ ▏ ▏v▏ "), h100
+                assert "v vision" in legend and "n nlp" in legend and "s speech" in legend
+            else:
+                assert a100.startswith(" 2▏   ▏ ▏ ▏  "), a100
+                assert " vision " in legend and "v vision" not in legend, legend
+    drive()
+
+
 def test_the_example_config_tui_table_is_valid():
     check_tui_settings(load_config(os.path.join(REPO, "config.example.toml")), theme_names())
 

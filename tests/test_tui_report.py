@@ -23,7 +23,7 @@ from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
 from fractui.tui.report_view import ReportScreen
 from fractui.tui.sample import NOW
 from fractui.usage.report import Series, build
-from fractui.usage.sentences import hours
+from fractui.usage.sentences import hours, local
 from tests.test_tui_pilot import palette
 from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
 
@@ -396,3 +396,36 @@ async def test_the_shells_report_is_of_the_range_and_grouping_shown(tmp_path):
         await settled(pilot)
         first = time.strftime("%Y-%m-%dT%H:%M", time.localtime(screen.computed.report.start))
         assert shell() == base + " --since " + first, lines(screen)
+
+
+@pilot_test
+async def test_where_the_stores_usage_begins_is_said_as_fractui_report_says_it(tmp_path):
+    """The known stream's store keeps GPU time from 24 h ago: the last 7 days' report says
+    that it keeps nothing before then, where its means over time start. Once the retention
+    forgot what ended 13 h ago (a [usage] keep_days under the range), #3's first attempt,
+    from 16 h ago, is still counted, the others of that time are not: the last 24 h say so,
+    in fractui report's words (sentences.kept_words), and all kept says nothing of it."""
+    path = os.path.join(tmp_path, "store.db")
+    store = usage_store(path)
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(app, pilot)
+        assert not any("keeps nothing" in line for line in lines(screen)), lines(screen)
+        await pilot.press("w")
+        await settled(pilot)
+        assert lines(screen)[1] == ("the store keeps nothing of it before %s: means over "
+                                    "time start there" % local(NOW - 24 * H)), lines(screen)
+        assert store.prune_usage(NOW - 13 * H) > 0
+        for key in "dw":
+            await pilot.press(key)
+            await settled(pilot)
+            assert lines(screen)[1] == (
+                "the store keeps nothing of it before %s but the attempts that ran on past "
+                "then: the retention ([usage] keep_days) forgot the others; means over time "
+                "start there" % local(NOW - 13 * H)), (key, lines(screen))
+            r = screen.computed.report
+            assert r.kept_before and r.forgotten and r.start == NOW - 13 * H
+        await pilot.press("a")
+        await settled(pilot)
+        assert not any("keeps nothing" in line for line in lines(screen)), lines(screen)
+    store.close()

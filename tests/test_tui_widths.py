@@ -224,3 +224,20 @@ async def test_a_mig_blocks_label_is_whole_or_shorter_never_cut(size):
                 assert name in PROFILES, bar
             for name in re.findall(r"(?<![\w.#])[a-z]+(?![\w.])", bar):
                 assert name in owners, bar
+
+
+@pilot_test
+async def test_the_mig_pickers_reasons_wrap_under_their_own_indent_at_80_columns():
+    """a100-1 gpu 2's profiles that do not fit say why under their line, indented: at 80
+    columns the busy instances in the way wrap, and "3g.40gb busy at slot 4" began at the
+    picker's left edge, under the profiles' names, read as one. Each wrapped line of a reason
+    keeps its indent."""
+    async with settled_app((80, 24)) as (app, pilot):
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        await pilot.press("N")
+        await settled(pilot)
+        inside = [ln.split("▊", 1)[1] for ln in screen_lines(app) if "▊" in ln]
+        reason = next(i for i, ln in enumerate(inside) if "no free placement:" in ln)
+        assert inside[reason].startswith("   no free placement:"), inside
+        assert inside[reason + 1].startswith("   3g.40gb busy at slot 4"), inside

@@ -274,6 +274,32 @@ def fits(layout: Layout) -> tuple[Fit, ...]:
     return tuple(sorted(judged, key=lambda f: f.start is None))
 
 
+def with_placed(layout: Layout, placed: Iterable[Job]) -> Layout:
+    """``layout`` with the instance each of the jobs ``placed`` there (decided, not started
+    yet) is to have, where its slot books it, as placement and the map count it."""
+    for job in placed:
+        slot = job.slot
+        profile = layout.geometry.profile(slot.profile or "") if slot is not None else None
+        if profile is not None and slot is not None and slot.start is not None:
+            layout = layout.with_instance(profile, slot.start)
+    return layout
+
+
+def unfit_run(layout: Layout, first: int, last: int) -> Optional[str]:
+    """Why no MIG profile can be made within the free memory slices ``first``-``last`` alone on
+    ``layout``, nothing destroyed (the planner's rules, ``planner.refusal``); None where one
+    can. Slices no instance holds are free, but not always of use: on an A100 or H100 whose
+    slice 6 is held, every placement that holds slice 7 holds 6 too."""
+    inside = sorted(((p, s) for p in layout.geometry.profiles for s in p.starts
+                     if first <= s and s + p.size - 1 <= last),
+                    key=lambda ps: (ps[0].size, ps[0].compute_slices, "+" in ps[0].name,
+                                    ps[0].profile_id, ps[1]))
+    if not inside:
+        return "every placement of a profile that holds them holds slices beside them too"
+    refusals = [planner.refusal(layout, p, s) for p, s in inside]
+    return refusals[0] if all(refusals) else None
+
+
 def _unfit(layout: Layout, profile: Profile, err: planner.PlanError) -> Fit:
     """Why ``profile`` does not fit, in a few words from the planner's refusal: the busy
     instances in its way, the idle ones it would destroy, an idle twin to use as it is; else

@@ -67,9 +67,18 @@ class Paint:
     """Team (or queue) names in config order: their colour is their place in this list."""
     by: str = "team"
     """Colour blocks by "team" or by "queue"."""
+    marked: bool = False
+    """Whether an owner's blocks carry its mark where they have no label (compact mode): under
+    NO_COLOR the owners' colours are greys a shade apart, told apart by nothing else."""
 
     def owner(self, block: Block) -> Optional[str]:
         return block.team if self.by == "team" else block.queue
+
+    def mark(self, block: Block) -> str:
+        """The one-cell mark of ``block``'s owner where the paint marks owners ("" else, and
+        for a block no owner's: idle, outside fractui, being made)."""
+        name = self.owner(block) if self.marked and block.kind == JOB else None
+        return owner_marks(self.owners).get(name, "") if name is not None else ""
 
     def colour(self, block: Optional[Block], stale: bool) -> str:
         if block is None:
@@ -91,6 +100,22 @@ class Paint:
 
     def state(self, state: str) -> str:
         return dict(self.states).get(state, self.foreground)
+
+
+@lru_cache(maxsize=64)
+def owner_marks(owners: tuple[str, ...]) -> dict[str, str]:
+    """Each owner's mark, one cell, in the config's order: the first character of its name
+    that no owner before it took, case aside (vision v, nlp n, nlp2 l), else the first digit
+    none took; none where all are taken. The legend says each beside its name."""
+    taken: set[str] = set()
+    marks: dict[str, str] = {}
+    for name in owners:
+        mark = next((c for c in each_cell(name) if cell_len(c) == 1 and c.isalnum()
+                     and c.lower() not in taken), None) or next(
+            (d for d in "0123456789" if d not in taken), "")
+        taken.add(mark.lower())
+        marks[name] = mark
+    return marks
 
 
 def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
@@ -164,7 +189,9 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         bg = paint.colour(block, line.stale)
         fg = label_colour(bg)
         fill = _fill(block)
-        text = _fitting(_mig_labels(block, paint), e - a - 1) if labels else []
+        mark = paint.mark(block)
+        text = _fitting(_mig_labels(block, paint), e - a - 1) if labels else (
+            [mark] if mark and e - a > 1 else [])
         body = _style(fg, bg)
         cells[a] = ("▏", _style(paint.background, bg))
         for i in range(a + 1, e):
@@ -191,13 +218,16 @@ def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         return colours[k] if k >= 0 else free
 
     text: dict[int, str] = {}
-    if labels:
-        for k, block in enumerate(blocks):
-            cells_of = [c for c in range(width) if owner[c * 8] == owner[c * 8 + 7] == k]
+    for k, block in enumerate(blocks):
+        cells_of = [c for c in range(width) if owner[c * 8] == owner[c * 8 + 7] == k]
+        if labels:
             label = next((t for t in _labels(block, paint, False)
                           if len(cells_of) >= cell_len(t) + 2), "")
             if label:
                 text.update({cells_of[0] + 1 + i: ch for i, ch in enumerate(each_cell(label))})
+        elif paint.mark(block) and cells_of:  # (not on its first cell, an edge below)
+            start = min(total - 1, round(block.start * total)) // 8
+            text[([c for c in cells_of if c != start] or cells_of)[0]] = paint.mark(block)
     cells = []
     for c in range(width):
         left, right = owner[c * 8], owner[c * 8 + 7]

@@ -427,7 +427,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
         paint = Paint(palette_for(self.app.current_theme), v["foreground"], v["surface"], muted,
-                      tuple(states.items()), tuple(o.name for o in owners), self.colour_by)
+                      tuple(states.items()), tuple(o.name for o in owners), self.colour_by,
+                      marked=self.app.no_color)
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 

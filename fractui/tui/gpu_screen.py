@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -40,7 +41,7 @@ from fractui.sched.cordons import gpu_service, refusal
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, gpu_geometry, lists,
                                      mps_layer, jobs_by_host, not_started, outside_mib, unshown)
 from fractui.sched.mig_change import (Fit, MigChange, create_refused, fits, plan_create,
-                                      plan_destroy, plan_mode)
+                                      plan_destroy, plan_mode, unfit_run, with_placed)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
@@ -66,6 +67,11 @@ MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mod
 LABEL_W = max(len(label) for label in ("host", "error", "gpu 0", "uuid", "service", "health"))
 """The view's labels' column (its lines above the health's and the health's own), so every
 line's words begin in one column whichever labels the GPU has."""
+WHY_INDENT = 2
+"""The MIG picker's indent of why a profile does not fit, under its line."""
+NONE_FITS = "none fits"
+"""The profile column of a run of free MIG slices in which no profile can be made alone now
+(mig_change.unfit_run): free, but of no use until an instance beside it goes."""
 log = logging.getLogger("fractui.tui")
 
 
@@ -223,7 +229,8 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         # an instance its agent makes for a job, not in the snapshot yet: the job's row, where
         # placement books it (an idle twin there its own, idle ones in its way gone), as the
         # map draws it
-        booked = booked_layout(gpu, live) if unshown(gpu, live) else None
+        full = booked_layout(gpu, live)
+        booked = full if unshown(gpu, live) else None
         instances = list(gpu.get("instances") or ())
         if booked is not None:
             kept = {i.gi_id for i in booked.layout.instances}
@@ -232,19 +239,26 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                          for i in instances if i.get("gi_id") in kept] + [
                 {"start": i.start, "size": i.size, "profile": i.profile,
                  "made_for": owner[i.gi_id]} for i in booked.made]
-        # the slices no instance holds are rows among them, as the map draws them: free
-        free = [{"start": a, "size": b - a + 1, "free": True}
-                for a, b in free_slices(dict(gpu, instances=instances),
-                                        placed_on(status, index, store))]
+        # the slices no instance holds are rows among them, as the map draws them: free, and
+        # whether a profile can be made in them alone now (the planner's rules)
+        placed = placed_on(status, index, store)
+        layout = None if full is None else with_placed(full.layout, placed)
+        free = [{"start": a, "size": b - a + 1, "free": True,
+                 "unfit": None if layout is None else unfit_run(layout, a, b)}
+                for a, b in free_slices(dict(gpu, instances=instances), placed)]
         for inst in sorted(instances + free, key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
             if inst.get("free"):
+                unfit = inst["unfit"]
                 held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
-                                   "they are free%s" % (place, slots, barred), "free " + slots,
+                                   "they are free%s%s" % (
+                                       place, slots, "" if unfit is None else
+                                       ", but no MIG profile fits in them alone now: %s" % unfit,
+                                       barred), "free " + slots,
                                    frozenset(range(inst["start"],
                                                    inst["start"] + inst["size"]))))
-                t.add_row("—", slots, "—", "free" + shut, "—",
+                t.add_row("—" if unfit is None else NONE_FITS, slots, "—", "free" + shut, "—",
                           style=_at(cursor, len(held) - 1))
                 continue
             holder = names[inst["made_for"]] if "made_for" in inst else by_instance.get(
@@ -418,16 +432,17 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
             menu.highlighted = list(judged).index(chosen) if chosen in judged else at
         return True
 
-    def _line(self, fit: Fit) -> Text:
+    def _line(self, fit: Fit) -> RenderableType:
+        """A profile's line; one that does not fit now dim, why under it, each of its
+        wrapped lines indented as its first (at 80 columns "at slot 6" began at the edge)."""
         geo, p = self.geometry, fit.profile
         line = Text("%-10s %d/%d compute, %s" % (
             p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
             if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)))
         if fit.start is not None:
             return line.append("  at slot %d" % fit.start)
-        line.append("\n  %s" % fit.why)
         line.stylize("dim")
-        return line
+        return Group(line, Padding(Text(fit.why, style="dim"), (0, 0, 0, WHY_INDENT)))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if not self.judge_again():  # (as the GPU is now, not as at the last snapshot drawn)

@@ -5,6 +5,7 @@ them newest first, with the time and severity of each."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -49,9 +50,19 @@ class Notices:
         return list(reversed(self.kept))
 
 
+def said(n: Notice) -> str:
+    """What ``n`` said, its title before it where its first words (up to the first ": ") do
+    not hold the title already: a notice's message is written to be read alone, and most
+    name what they are of ("l4-1 drained: …", "#18 placed by hand: …", "screenshot saved
+    to …"), which the title before them repeated ("drained: l4-1 drained: …")."""
+    head = n.message.split(": ", 1)[0]
+    if not n.title or re.search(r"(?<!\w)%s(?!\w)" % re.escape(n.title), head, re.IGNORECASE):
+        return n.message
+    return "%s: %s" % (n.title, n.message)
+
+
 def table(notices: Iterable[Notice], colours: dict[str, str]) -> Table:
-    """The notices, one a row: time, severity (in its colour), what was said (its title
-    before it)."""
+    """The notices, one a row: time, severity (in its colour), what was said (``said``)."""
     t = Table(box=None, padding=(0, 2, 0, 0), header_style="bold", expand=True)
     t.add_column("time", no_wrap=True)
     t.add_column("severity", no_wrap=True)
@@ -59,7 +70,7 @@ def table(notices: Iterable[Notice], colours: dict[str, str]) -> Table:
     for n in notices:
         t.add_row(time.strftime("%H:%M:%S", time.localtime(n.at)),
                   Text(n.severity, style=colours.get(n.severity, "")),
-                  Text("%s: %s" % (n.title, n.message) if n.title else n.message))
+                  Text(said(n)))
     return t
 
 

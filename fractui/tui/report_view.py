@@ -40,8 +40,9 @@ from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, series
-from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, hours, online_words,
-                                     saving_words, unmeasured_words, unstarted_words)
+from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, hours, kept_words,
+                                     online_words, saving_words, unmeasured_words,
+                                     unstarted_words)
 
 REFRESH_S = 30.0
 NARROW = 100  # below this width, or NARROW_HEIGHT rows, the plots stack in one column
@@ -114,10 +115,12 @@ def compute(source: Source, span: Span, by: str, now: float,
     first = source.read_usage_begins()
     since = now - span.seconds if span.seconds is not None else (
         first if first is not None else now)
+    forgot = source.read_usage_forgotten_before()
     report = build(records, gpu_time, since, now, by, now, source.read_ended(since),
-                   bucket_s=bucket_s, kept_from=first)
+                   bucket_s=bucket_s, kept_from=first, forgot=forgot)
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now,
-                                              bucket_s=bucket_s, kept_from=first)
+                                              bucket_s=bucket_s, kept_from=first,
+                                              forgot=forgot)
     return Computed(report, teams, series(records, report.start, now, span.steps, now),
                     len(records), Coverage.of(report, bucket_s, now),
                     Waiting.of(source.read_waiting(), by, now))
@@ -186,13 +189,13 @@ def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
 
 def headline(computed: Computed, shell: Optional[str] = None) -> Text:
     """The outcome, in ``fractui report``'s sentences (fractui.usage.sentences), one a line:
-    what sharing saved, the GPUs' time and how much of it is kept, how busy the jobs kept
+    what sharing saved, where the store's usage in the range begins, the GPUs' time and how much of it is kept, how busy the jobs kept
     what they held, what was held without a measure, the jobs that ended waiting and those
     waiting now; ``shell``: the command that reports the same store from a shell, where the
     user may not know it (the demo's)."""
     r, t = computed.report, computed.report.total
     text = Text(saving_words(r), style="bold")
-    for line in (online_words(t) + computed.coverage.words(r) + busy_words(t) +
+    for line in (kept_words(r) + online_words(t) + computed.coverage.words(r) + busy_words(t) +
                  unmeasured_words(t, UNMEASURED) + unstarted_words(r) +
                  computed.waiting.words()):
         text.append("\n" + line)
@@ -223,7 +226,7 @@ def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
                                                   hours(r.total.idle_h or 0.0))
               if r.total.online_h else "")
     said = "".join(" %s%s." % (line[0].upper(), line[1:]) for line in (
-        computed.coverage.words(r) + unstarted_words(r) + computed.waiting.words()))
+        kept_words(r) + computed.coverage.words(r) + unstarted_words(r) + computed.waiting.words()))
     return ("No usage in the %s: no job held a slice in this range. Usage is recorded when the "
             "scheduler starts a job, and kept for the retention the config sets.%s%s"
             % (span.name if span.seconds is not None else "store", online, said))

@@ -173,6 +173,11 @@ class Source:
             return self.store.usage_begins()
         return earliest(self._usage, [])
 
+    def read_usage_forgotten_before(self) -> Optional[float]:
+        """Where the retention last forgot usage (a worker thread): the store's
+        (Store.usage_forgotten_before); a frozen fleet's records were never forgotten."""
+        return self.store.usage_forgotten_before() if self.store is not None else None
+
     def read_now(self, local: Callable[[], float]) -> float:
         """The store's clock, which its times are dated by (one read, in a worker thread):
         what the report screen and the team standing count up to, as fractui report and

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 from fractui.store.model import PENDING, PLACED, Job
 from fractui.usage.gputime import FLUSH_S
 from fractui.usage.report import NONE, Group, Report
-from fractui.words import count, duration
+from fractui.words import count, duration, local_time
 
 
 def hours(value: Optional[float]) -> str:
@@ -39,6 +39,36 @@ def busy(g: Group) -> Optional[float]:
     0.00 (``reads_zero``)."""
     return None if g.measured_h <= 0 or reads_zero(g.measured_h) else (
         100 * g.used_h / g.measured_h)
+
+
+def local(t: Optional[float]) -> str:
+    """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
+    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time. To
+    the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
+    09:54", a range of nothing."""
+    return "—" if t is None else local_time(t, to_minute=True)
+
+
+FORGOT = "the retention ([usage] keep_days) forgot the others"
+"""Why the store keeps only some attempts of a time: those that ran on past where it forgot."""
+
+
+def kept_words(r: Report) -> List[str]:
+    """Where the store's usage in the range begins, where that is after the range does (a
+    store younger than it, or the retention's [usage] keep_days shorter), and what the
+    retention forgot: the hours of a long attempt from before the cut are counted, the
+    others of that time are not. None where the store keeps the whole range."""
+    if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
+        return ["the store keeps nothing of this range but the attempts that ran on past "
+                "it: %s, and all it keeps begins after it" % FORGOT if r.kept_before else
+                "the store keeps nothing of this range: the retention ([usage] keep_days) "
+                "forgot it, and all it keeps begins after it" if r.forgotten else
+                "the store keeps nothing of this range: what it keeps begins after it"]
+    if r.start > r.since:
+        return ["the store keeps nothing of it before %s%s means over time start there" % (
+            local(r.start), " but the attempts that ran on past then: %s;" % FORGOT
+            if r.kept_before else ":")]
+    return []
 
 
 def saving_words(r: Report) -> str:
