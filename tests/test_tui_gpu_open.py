@@ -447,3 +447,29 @@ async def test_a_free_run_no_profile_fits_in_is_said_so_by_the_planners_rules():
         await settled(pilot)
         row = next(ln for ln in screen_lines(app) if " 3-3 " in ln)
         assert row.split()[:2] == ["—", "3-3"] and "free" in row, row
+
+
+@pilot_test
+async def test_a_job_placed_on_an_idle_instance_is_not_booked_twice():
+    """#2 placed on a100-1 gpu 2's idle 3g.40gb at 4 (its twin: placement reuses one) and not
+    started yet. The free rows' fit booked it as a second 3g.40gb over the idle one, and
+    counted 9 of 7 compute slices in use: slice 3 said none fits, though a 1g.10gb fits
+    there (placement books the decision as its launch makes it: the twin taken)."""
+    async with settled_app((120, 40)) as (app, pilot):
+        view = app.source._store
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a100-1")
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 2)
+        inst = next(i for i in gpu["instances"] if i["start"] == 4)
+        record = next(k for k, r in status.jobs.items() if r.get("instance") == inst["uuid"])
+        del status.jobs[record]
+        inst.update(busy=False, pids=[], memory_used_mib=0)
+        gpu["processes"] = [p for p in gpu.get("processes") or ()
+                            if p.get("instance") != inst["uuid"]]
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            dataclasses.replace(j, state=PLACED) if j.id == 2 else j for j in view.jobs))
+        app.fleet.read_store()
+        await settled(pilot)
+        app.open_gpu("a100-1", 2)
+        await settled(pilot)
+        row = next(ln for ln in screen_lines(app) if " 3-3 " in ln)
+        assert row.split()[:2] == ["—", "3-3"] and "free" in row, row

@@ -19,6 +19,7 @@ from remote_agent.gpu.models import model as gpu_model
 from remote_agent.mig import planner
 from remote_agent.mig.layout import Instance, Layout, Profile
 
+from fractui.sched import mig
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
 from fractui.store.model import ON_HOST, PLACED, Job
 
@@ -276,12 +277,17 @@ def fits(layout: Layout) -> tuple[Fit, ...]:
 
 def with_placed(layout: Layout, placed: Iterable[Job]) -> Layout:
     """``layout`` with the instance each of the jobs ``placed`` there (decided, not started
-    yet) is to have, where its slot books it, as placement and the map count it."""
+    yet) is to have, where its slot books it, as placement counts it (``mig.commit``, as
+    fleetview's ``_book_decision``): its idle twin there taken, idle instances in its way
+    gone. Added beside them, a job placed on an idle twin (placement reuses one) counted its
+    compute twice. One that cannot go there (its launch will be refused) books nothing."""
     for job in placed:
         slot = job.slot
-        profile = layout.geometry.profile(slot.profile or "") if slot is not None else None
-        if profile is not None and slot is not None and slot.start is not None:
-            layout = layout.with_instance(profile, slot.start)
+        if slot is not None and slot.profile and slot.start is not None:
+            try:
+                layout = mig.commit(layout, slot.profile, slot.start)[1]
+            except planner.PlanError:
+                continue
     return layout
 
 
