@@ -21,6 +21,7 @@ from textual.widgets import Input
 from fractui.config import ConfigError, load_config
 from fractui.store.model import Job
 from fractui.tui.app import check_tui_settings
+from fractui.tui.bars import owner_marks
 from fractui.tui import commands
 from fractui.tui.commands import FleetCommands, _distance, _highlight
 from fractui.tui.fleet_screen import FleetScreen
@@ -416,6 +417,19 @@ def test_under_no_color_the_compact_map_marks_each_teams_slices(monkeypatch, no_
                 assert a100.startswith(" 2▏   ▏ ▏ ▏  "), a100
                 assert " vision " in legend and "v vision" not in legend, legend
     drive()
+
+
+def test_every_owner_has_a_mark_while_any_letter_or_digit_is_free():
+    """An owner whose own characters and every digit were taken had no mark, 25 letters
+    free: t0 … t11 marked t0 to t10 and left t11's slices unmarked, as idle, outside or free
+    ones are under NO_COLOR. Each has a mark of its own while one of the 36 is free; past
+    them, none (the legend says the name alone)."""
+    owners = tuple("t%d" % i for i in range(12))
+    marks = owner_marks(owners)
+    assert all(marks[o] for o in owners), marks
+    assert len({m.lower() for m in marks.values()}) == len(owners), marks
+    many = owner_marks(tuple("t%d" % i for i in range(40)))
+    assert sum(1 for m in many.values() if m) == 36, many
 
 
 def test_the_example_config_tui_table_is_valid():

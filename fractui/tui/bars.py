@@ -102,17 +102,24 @@ class Paint:
         return dict(self.states).get(state, self.foreground)
 
 
+SPARE_MARKS = "0123456789abcdefghijklmnopqrstuvwxyz"
+"""The marks of owners whose names have no character left: digits first, as unlike a
+name's letter as can be."""
+
+
 @lru_cache(maxsize=64)
 def owner_marks(owners: tuple[str, ...]) -> dict[str, str]:
     """Each owner's mark, one cell, in the config's order: the first character of its name
     that no owner before it took, case aside (vision v, nlp n, nlp2 l), else the first digit
-    none took; none where all are taken. The legend says each beside its name."""
+    none took, else the first letter none took (unmarked, an owner's slices would read as
+    idle, outside or free ones); none where all are taken. The legend says each beside its
+    name."""
     taken: set[str] = set()
     marks: dict[str, str] = {}
     for name in owners:
         mark = next((c for c in each_cell(name) if cell_len(c) == 1 and c.isalnum()
                      and c.lower() not in taken), None) or next(
-            (d for d in "0123456789" if d not in taken), "")
+            (d for d in SPARE_MARKS if d not in taken), "")
         taken.add(mark.lower())
         marks[name] = mark
     return marks
