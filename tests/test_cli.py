@@ -1854,6 +1854,25 @@ def test_a_name_mistyped_only_in_its_case_is_said_with_the_one_meant(tmp_path, c
     assert not (tmp_path / "s").exists()
 
 
+def test_of_two_names_that_differ_only_in_case_the_one_typed_so_is_meant(tmp_path, capfd):
+    """Queues ``q`` and ``Q``: ``--queue Q2`` named ``q``, the first of the two in the config,
+    as case counted for nothing in the search; the one whose case was typed is meant (plain
+    difflib, before, named ``Q``). ``GPU-A`` and ``Gpu-A`` likewise, in either order."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "Gpu-A"\nhost = '
+                      '"127.0.0.1"\n[[hosts]]\nname = "GPU-A"\nhost = "127.0.0.2"\n'
+                      '[[queues]]\nname = "q"\ngpu = 0.5\n[[queues]]\nname = "Q"\ngpu = 0.5\n'
+                      % (tmp_path / "s" / "store.db"))
+    for argv, said in (
+            (["submit", "--queue", "Q2", "--", "x"], "unknown queue 'Q2' (did you mean 'Q'?"),
+            (["submit", "--queue", "q2", "--", "x"], "unknown queue 'q2' (did you mean 'q'?"),
+            (["cordon", "GPU-AA"], "unknown host 'GPU-AA' (did you mean 'GPU-A'?"),
+            (["cordon", "Gpu-AA"], "unknown host 'Gpu-AA' (did you mean 'Gpu-A'?")):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
+    assert not (tmp_path / "s").exists()
+
+
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,
                                                                     monkeypatch):
     """A word not UTF-8 was said back as Python's surrogate, '\\udcff', which names no byte the
