@@ -58,9 +58,14 @@ def local_time(t: float, to_minute: bool = False) -> str:
     from UTC (``2026-12-07 10:01:02 +0100``). What is printed is pasted and forwarded across
     zones, and a bare "10:01:02" is another time in each (``--json`` keeps seconds since the
     epoch). ``to_minute``: a time on a whole minute without its seconds (a report's range,
-    mostly given to the minute)."""
-    return time.strftime("%Y-%m-%d %H:%M" + ("" if to_minute and int(t) % 60 == 0 else ":%S")
-                         + " %z", time.localtime(t))
+    mostly given to the minute). A time no date here can hold (beyond time_t, NaN: a store
+    written by hand, never by fractui) is said as its seconds, ``1e+300 s since 1970-01-01``,
+    where it failed the verb as a bug in fractui."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M" + (
+            "" if to_minute and int(t) % 60 == 0 else ":%S") + " %z", time.localtime(t))
+    except (OverflowError, OSError, ValueError):
+        return "%g s since 1970-01-01" % t
 
 
 def gib(mib: int) -> float:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pwd
 import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -1124,6 +1126,34 @@ def test_every_time_of_day_printed_is_local_time_with_its_offset(local_fleet, ca
             job.id, at), err), err
     code, out, err = in_process(capfd, ["--config", str(user), "report", "--since", "1h"])
     assert code == 0 and re.match(r"usage from %s to %s, by team" % (at, at), out), out
+
+
+def test_a_time_no_date_can_say_is_said_as_its_seconds_never_an_internal_error(tmp_path,
+                                                                               capfd):
+    """An audit entry's time beyond what this machine's time_t holds (a store written by hand
+    or by another program: 1e300, -inf, 1e18; fractui writes none) made ``audit`` an internal
+    error, "a bug in fractui" (exit 70), or, at 1e18, "fractui: [Errno 75] Value too large
+    for defined data type" (exit 1), which names nothing of the store. words.local_time, by
+    which every time of day in text is said, says such a time as its seconds since 1970."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    for name in ("far", "before", "huge", "now"):
+        store.submit("q", None, name, ["true"], QueueConfig(name="q", gpu=0.25).request(),
+                     "ops@head")
+    store.close()
+    with sqlite3.connect(str(path)) as db:
+        for job, at in ((1, 1e300), (2, -math.inf), (3, 1e18)):
+            db.execute("UPDATE audit SET time = ? WHERE job = ?", (at, job))
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(sqlite_url(str(path))))
+    code, out, err = in_process(capfd, ["--config", str(config), "audit"])
+    assert (code, err) == (0, ""), (code, err)
+    times = {int(line.split("  ops@head  submit  ")[1].split()[0]): line.split("  ")[0]
+             for line in out.splitlines()[1:]}
+    assert times == {1: "1e+300 s since 1970-01-01", 2: "-inf s since 1970-01-01",
+                     3: "1e+18 s since 1970-01-01", 4: times[4]}, out
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", times[4]), out
 
 
 def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
