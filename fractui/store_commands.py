@@ -270,8 +270,10 @@ def audit_why(entry: AuditEntry) -> str:
     host or GPU it named (``gpu-a gpu1: cordoned by ops@head``), read from its detail as
     ``--json`` gives it, each character a terminal would not show as written a "?" (a name
     from the store, as the other verbs show one); "cordoned by ops@head" alone named none.
-    A detail that names no host as a string (a damaged row) leaves the words as recorded."""
-    host, gpu = entry.detail.get("host"), entry.detail.get("gpu")
+    A detail that names no host as a string, or is no object (a damaged row), leaves the
+    words as recorded."""
+    detail = entry.detail if isinstance(entry.detail, dict) else {}
+    host, gpu = detail.get("host"), detail.get("gpu")
     if entry.action not in AIMED or not isinstance(host, str) or not (
             gpu is None or type(gpu) is int):
         return entry.why

@@ -37,14 +37,20 @@ def close_to(word: str, names: Iterable[str], n: int = 1) -> List[str]:
     """The names (at most ``n``) a "did you mean" offers for ``word``, the closest first: one
     that differs from it only in case before any other, and case counts for nothing in the
     rest (difflib alone finds "V" and "v" nothing alike, and offered nothing for --queue V
-    beside a queue v). The one place every did-you-mean finds its names."""
+    beside a queue v); of names alike but for case (queues ``q`` and ``Q``), the one nearest
+    as typed first (``Q2`` means ``Q``, whatever the config's order). The one place every
+    did-you-mean finds its names."""
     by_folded: Dict[str, List[str]] = {}
     for name in names:
         by_folded.setdefault(name.casefold(), []).append(name)
     folded = word.casefold()
     near = [folded] if folded in by_folded else []
     near += difflib.get_close_matches(folded, list(by_folded), n=n)
-    return list(dict.fromkeys(name for f in near for name in by_folded[f] if name != word))[:n]
+
+    def unlike(name: str) -> float:
+        return -difflib.SequenceMatcher(None, word, name).ratio()
+    return list(dict.fromkeys(name for f in near for name in sorted(by_folded[f], key=unlike)
+                              if name != word))[:n]
 
 
 def local_time(t: float, to_minute: bool = False) -> str:
@@ -52,9 +58,14 @@ def local_time(t: float, to_minute: bool = False) -> str:
     from UTC (``2026-12-07 10:01:02 +0100``). What is printed is pasted and forwarded across
     zones, and a bare "10:01:02" is another time in each (``--json`` keeps seconds since the
     epoch). ``to_minute``: a time on a whole minute without its seconds (a report's range,
-    mostly given to the minute)."""
-    return time.strftime("%Y-%m-%d %H:%M" + ("" if to_minute and int(t) % 60 == 0 else ":%S")
-                         + " %z", time.localtime(t))
+    mostly given to the minute). A time no date here can hold (beyond time_t, NaN: a store
+    written by hand, never by fractui) is said as its seconds, ``1e+300 s since 1970-01-01``,
+    where it failed the verb as a bug in fractui."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M" + (
+            "" if to_minute and int(t) % 60 == 0 else ":%S") + " %z", time.localtime(t))
+    except (OverflowError, OSError, ValueError):
+        return "%g s since 1970-01-01" % t
 
 
 def gib(mib: int) -> float:

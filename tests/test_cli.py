@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pwd
 import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -1123,7 +1125,38 @@ def test_every_time_of_day_printed_is_local_time_with_its_offset(local_fleet, ca
         r"fractui: job %d has printed nothing yet \(running on gpu-a since %s\)\n" % (
             job.id, at), err), err
     code, out, err = in_process(capfd, ["--config", str(user), "report", "--since", "1h"])
-    assert code == 0 and re.match(r"usage from %s to %s, by team" % (at, at), out), out
+    # (the report's range drops the seconds of a time on a whole minute: 1 run in 60 here)
+    to_minute = r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? \+0100"
+    assert code == 0 and re.match(r"usage from %s to %s, by team" % (to_minute, to_minute),
+                                  out), out
+
+
+def test_a_time_no_date_can_say_is_said_as_its_seconds_never_an_internal_error(tmp_path,
+                                                                               capfd):
+    """An audit entry's time beyond what this machine's time_t holds (a store written by hand
+    or by another program: 1e300, -inf, 1e18; fractui writes none) made ``audit`` an internal
+    error, "a bug in fractui" (exit 70), or, at 1e18, "fractui: [Errno 75] Value too large
+    for defined data type" (exit 1), which names nothing of the store. words.local_time, by
+    which every time of day in text is said, says such a time as its seconds since 1970."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    for name in ("far", "before", "huge", "now"):
+        store.submit("q", None, name, ["true"], QueueConfig(name="q", gpu=0.25).request(),
+                     "ops@head")
+    store.close()
+    with sqlite3.connect(str(path)) as db:
+        for job, at in ((1, 1e300), (2, -math.inf), (3, 1e18)):
+            db.execute("UPDATE audit SET time = ? WHERE job = ?", (at, job))
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(sqlite_url(str(path))))
+    code, out, err = in_process(capfd, ["--config", str(config), "audit"])
+    assert (code, err) == (0, ""), (code, err)
+    times = {int(line.split("  ops@head  submit  ")[1].split()[0]): line.split("  ")[0]
+             for line in out.splitlines()[1:]}
+    assert times == {1: "1e+300 s since 1970-01-01", 2: "-inf s since 1970-01-01",
+                     3: "1e+18 s since 1970-01-01", 4: times[4]}, out
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", times[4]), out
 
 
 def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
@@ -1849,6 +1882,25 @@ def test_a_name_mistyped_only_in_its_case_is_said_with_the_one_meant(tmp_path, c
             (["JOBS"], "invalid choice: 'JOBS' (did you mean 'jobs'?"),
             (["report", "--by", "TEAM"], "invalid choice: 'TEAM' (did you mean 'team'?"),
             (["jobs", "--JSON"], "unrecognized arguments: --JSON (did you mean --json?)")):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
+    assert not (tmp_path / "s").exists()
+
+
+def test_of_two_names_that_differ_only_in_case_the_one_typed_so_is_meant(tmp_path, capfd):
+    """Queues ``q`` and ``Q``: ``--queue Q2`` named ``q``, the first of the two in the config,
+    as case counted for nothing in the search; the one whose case was typed is meant (plain
+    difflib, before, named ``Q``). ``GPU-A`` and ``Gpu-A`` likewise, in either order."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "Gpu-A"\nhost = '
+                      '"127.0.0.1"\n[[hosts]]\nname = "GPU-A"\nhost = "127.0.0.2"\n'
+                      '[[queues]]\nname = "q"\ngpu = 0.5\n[[queues]]\nname = "Q"\ngpu = 0.5\n'
+                      % (tmp_path / "s" / "store.db"))
+    for argv, said in (
+            (["submit", "--queue", "Q2", "--", "x"], "unknown queue 'Q2' (did you mean 'Q'?"),
+            (["submit", "--queue", "q2", "--", "x"], "unknown queue 'q2' (did you mean 'q'?"),
+            (["cordon", "GPU-AA"], "unknown host 'GPU-AA' (did you mean 'GPU-A'?"),
+            (["cordon", "Gpu-AA"], "unknown host 'Gpu-AA' (did you mean 'Gpu-A'?")):
         code, out, err = in_process(capfd, ["--config", str(config), *argv])
         assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
     assert not (tmp_path / "s").exists()

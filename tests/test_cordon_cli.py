@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from fractui.config import QueueConfig
+from fractui.store import SqliteStore, sqlite_url
 from tests import localfleet
+from tests.cli_run import in_process
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -84,6 +87,31 @@ def test_audit_says_which_host_or_gpu_a_cordon_drain_or_uncordon_named(local_fle
     records = json.loads(f.fractui("audit", "--json").stdout)["audit"]
     assert [(r["why"], r["detail"]) for r in records if r["action"] == "drain"] == [
         ("drained by %s" % actor, {"host": "gpu-b", "gpu": None})]
+
+
+def test_audit_of_a_cordon_whose_detail_is_no_object_says_its_words_as_recorded(tmp_path,
+                                                                               capfd):
+    """A cordon's audit entry whose detail is JSON but no object (a store written by hand or
+    by another program: a list, null, a string; fractui writes an object) made ``audit`` an
+    internal error, "a bug in fractui" (exit 70), as the WHY looked up its host there; before
+    the WHY named its host it was printed. Its words are shown as recorded, as of a detail
+    that names no host."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    for why in ("a list", "null", "a string"):
+        store.cordon("gpu-a", None, "cordon", "ops@head", why)
+    store.close()
+    with sqlite3.connect(str(path)) as db:
+        for why, detail in (("a list", '["gpu-a", 1]'), ("null", "null"),
+                            ("a string", '"gpu-a"')):
+            db.execute("UPDATE audit SET detail = ? WHERE why = ?", (detail, why))
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(sqlite_url(str(path))))
+    code, out, err = in_process(capfd, ["--config", str(config), "audit"])
+    assert (code, err) == (0, ""), (code, err)
+    assert sorted(line.split("  ops@head  cordon  ")[1].strip()
+                  for line in out.splitlines()[1:]) == ["a list", "a string", "null"], out
 
 
 def test_placing_by_hand_on_a_cordoned_gpu_is_refused_with_the_reason(local_fleet):

@@ -64,6 +64,9 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
                  pending(3, "nlp", 200)]) == []
     assert said([pending(1, "nlp", 900, at_its_quota), pending(3, "nlp", 600)]) == [
         Starved("nlp", 2, 600.0, "no room: no GPU fits", 2.0)]
+    # the words an older scheduler recorded for the same wait (a store shared with one) too
+    before = "team nlp is at its quota (1.50 of 2.00 GPUs held); its slot, h gpu0, charges 1.00"
+    assert said([pending(1, "nlp", 900, before), running(2, "nlp", 1.5, 3600)]) == []
     # a job back in its queue lately (its attempt preempted) has waited since, not since its
     # submit
     back = dataclasses.replace(pending(1, "nlp", 900), queued_at=NOW - 60)
