@@ -46,6 +46,17 @@ def _shim(job_dir: str, said: Path) -> subprocess.Popen:
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
+def _exits_0(shim: subprocess.Popen) -> None:
+    """The shim ends with exit 0 within 30 s; killed where it does not (a failure), so that
+    no test leaves one running."""
+    try:
+        assert shim.wait(30) == 0
+    finally:
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+
+
 def _room_for_the_claim(small_fs) -> str:
     """Fills ``small_fs`` but for a page, the room of the shim's claim (its pid) alone: the
     filler's path, to be removed when there is to be room again."""
@@ -283,13 +294,7 @@ def test_a_job_that_makes_a_directory_at_its_shims_temporary_name_has_its_end_re
                                   "\nopen(os.path.join(d, 'f'), 'w').close()\nsys.exit(4)",
                                   str(tmp_path / "j1")])
     said = tmp_path / "shim.err"
-    shim = _shim(job_dir, said)
-    try:
-        assert shim.wait(30) == 0
-    finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
+    _exits_0(_shim(job_dir, said))
     assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 4
     aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
     assert len(aside) == 1 and os.listdir(os.path.join(job_dir, aside[0])) == ["f"]
@@ -328,13 +333,7 @@ def test_a_job_that_plants_a_symlink_at_its_shims_temporary_name_has_its_end_rec
                                   "os.path.join(sys.argv[2], 'exit.json.tmp.%d' % os.getppid()))\n"
                                   "sys.exit(4)", str(elsewhere), str(tmp_path / "j1")])
     said = tmp_path / "shim.err"
-    shim = _shim(job_dir, said)
-    try:
-        assert shim.wait(30) == 0
-    finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
+    _exits_0(_shim(job_dir, said))
     assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 4
     assert not elsewhere.exists()
     assert "it is a symlink; removed it" in said.read_text()
