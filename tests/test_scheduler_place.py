@@ -111,6 +111,7 @@ def test_a_job_placed_past_the_quota_is_preempted_for_a_team_within_its_quota(lo
 def test_a_placement_within_the_quota_is_not_asked_about(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
     job = f.submit("half", "nlp")
+    f.store.acquire_lease("head", 60)  # a scheduler runs (none would be said: test_cli)
     done = f.fractui("place", str(job.id), "gpu-a", "0")
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "%d placed on gpu-a gpu0; the scheduler launches it\n" % job.id
