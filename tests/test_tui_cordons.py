@@ -17,7 +17,7 @@ from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -294,8 +294,8 @@ async def test_drains_that_finish_at_once_are_said_in_one_notice():
         screen.read_store()
         await settled(pilot)
         assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs drained",)
-        said = [(n.title, n.message) for n in app._notifications]
-        assert said == [("drained", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
+        said = [(n.title, n.message) for n in app._notifications]  # (its title its words say)
+        assert said == [("", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
                          "drained: no job of the store is left there; they take no new work "
                          "until they are uncordoned")], said
 
@@ -326,3 +326,28 @@ async def test_the_messages_list_a_notice_without_repeating_its_title(tmp_path, 
         assert "information screenshot saved to " in shown, shown  # (its path folded)
         assert "report: the store could not be read: it is locked" in shown, shown
         assert "drained: l4-1" not in shown and "Screenshot: " not in shown, shown
+
+
+@pilot_test
+async def test_a_toast_leaves_out_a_title_its_words_say():
+    """A toast drew its title, bold, over its words: "drained", then "l4-1 drained: …". It is
+    left out by the rule the messages follow (messages.title_shown); one the words do not
+    say stays over them, and ``e`` still keeps every notice's title. (A pilot draws toasts
+    only when asked to: ``notifications=True``.)"""
+    app = frozen_app(cordons=[Cordon("l4-1", None, DRAIN, "ops", "kernel update", 0.0)])
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        view = app.source._store  # its jobs ended
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            j for j in view.jobs if j.slot is None or j.slot.host != "l4-1"))
+        screen.read_store()
+        app.notify("the store could not be read: it is locked", title="report",
+                   severity="warning")
+        await settled(pilot)
+        toasts = sorted(t.render().plain for t in app.screen.query("Toast"))
+        assert [t.split("\n") for t in toasts] == [
+            ["l4-1 drained: no job of the store is left there; it takes no new work until it "
+             "is uncordoned"], ["report", "the store could not be read: it is locked"]], toasts
+        assert "l4-1 drained: no job" in " ".join(screen_lines(app))  # (drawn, over the map)
+        assert sorted(n.title for n in app.notices.newest_first()) == ["drained", "report"]

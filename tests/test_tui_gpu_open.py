@@ -11,9 +11,13 @@ import dataclasses
 import re
 
 from fractui.store.model import CORDON, DRAIN, PENDING, PLACED, Cordon, Slot
-from fractui.tui.gpu_screen import GpuScreen, free_share
+from fractui.tui.bars import UNFIT_FILL, render
+from fractui.tui.gpu_screen import GpuScreen, ProfileScreen, free_share
 from fractui.tui.jobs import JobScreen
+from fractui.tui.legend import Legend
+from fractui.tui.model import PLACING
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
+from tests.tui_live import fleet, gpu_line
 
 
 def said(app) -> list[str]:
@@ -473,3 +477,79 @@ async def test_a_job_placed_on_an_idle_instance_is_not_booked_twice():
         await settled(pilot)
         row = next(ln for ln in screen_lines(app) if " 3-3 " in ln)
         assert row.split()[:2] == ["—", "3-3"] and "free" in row, row
+
+
+async def _placed(app, pilot, *slots: Slot) -> list:
+    """Pending jobs of the sample store placed on ``slots`` (not started: no agent runs them),
+    the map and store read again."""
+    view = app.source._store
+    pending = [j for j in view.jobs if j.state == PENDING][:len(slots)]
+    placed = [dataclasses.replace(j, state=PLACED, slot=s) for j, s in zip(pending, slots)]
+    done = {j.id for j in placed}
+    app.source._store = dataclasses.replace(view, jobs=tuple(
+        j for j in view.jobs if j.id not in done) + tuple(placed))
+    app.fleet.read_store()
+    await settled(pilot)
+    return placed
+
+
+async def _picked(app, pilot, host: str, index: int) -> dict:
+    """The ``N`` picker's judgement of GPU ``index`` of ``host``: profile -> its start (None:
+    it does not fit); and the GPU view's rows, as drawn, before it opened."""
+    app.open_gpu(host, index)
+    await settled(pilot)
+    rows = [line.split() for line in screen_lines(app)]
+    await pilot.press("N")
+    await settled(pilot)
+    assert isinstance(app.screen, ProfileScreen), app.screen
+    return {name: fit.start for name, fit in app.screen.judged.items()}, rows
+
+
+@pilot_test
+async def test_the_picker_books_a_placed_job_as_the_free_rows_do():
+    """#23 placed on a100-1 gpu 2's free slice 3 (1g.10gb at 3), not started yet. The free
+    rows left slice 3 out, as placement books it, but ``N`` judged the profiles on what ran
+    alone and offered 1g.10gb at slot 3, the slot the placed job takes."""
+    async with settled_app((160, 48)) as (app, pilot):
+        await _placed(app, pilot, Slot("a100-1", (2,), profile="1g.10gb", start=3, charge=0.1))
+        starts, rows = await _picked(app, pilot, "a100-1", 2)
+        assert not any(r[1:2] == ["3-3"] for r in rows), rows
+        assert starts["1g.10gb"] is None, starts
+
+
+@pilot_test
+async def test_a_slot_placed_with_its_start_left_open_is_booked_at_the_planners_start():
+    """``fractui place JOB a100-1 2 --profile 1g.10gb`` without ``--start``: placement books
+    it where the agent's planner puts it (slot 3, the one free slice), but the free rows said
+    3-3 free, ``N`` offered 1g.10gb there, and the map drew nothing being placed."""
+    async with settled_app((160, 48)) as (app, pilot):
+        job, = await _placed(app, pilot, Slot("a100-1", (2,), profile="1g.10gb", charge=0.1))
+        _, line = gpu_line(app, "a100-1", 2)
+        assert [(b.start, b.label, b.job) for b in line.blocks if b.kind == PLACING] == [
+            (3 / 8, "1g.10gb", "#%d" % job.id)], line.blocks
+        starts, rows = await _picked(app, pilot, "a100-1", 2)
+        assert not any(r[1:2] == ["3-3"] for r in rows), rows
+        assert starts["1g.10gb"] is None, starts
+
+
+@pilot_test
+async def test_the_map_draws_a_free_slice_no_profile_fits_apart_as_the_gpu_view_says_it():
+    """h100-1 gpu 0's slice 7 is free, but the 1g.10gb at 6 holds slice 6, and every
+    placement that holds 7 holds 6 too: the GPU view said none fits, the map drew it as any
+    free slice. It is drawn dotted (a fill, not only a colour: NO_COLOR draws greys), the
+    free slices a profile can use as before, and the legend says what the dots are."""
+    async with settled_app((160, 48)) as (app, pilot):
+        _, line = gpu_line(app, "h100-1", 0)
+        assert line.unfit == (7,), line
+        screen = fleet(app)
+        bar = render(line, screen.map.line_width, screen.map.paint).text
+        parts = bar.split("▏")  # the prefix, 2g.20gb (slices 0-1), 2, 3, 4, 5, 6, 7 and on
+        assert set(parts[7].split()[0]) == {UNFIT_FILL}, bar  # slice 7: all of its cells
+        assert all(not p.strip() for p in parts[2:5]) and UNFIT_FILL not in parts[6], bar
+        legend = " ".join(t.plain for t in screen.query_one(Legend).lines(160))
+        assert " free   %s no fit " % UNFIT_FILL in legend, legend
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["none", "fits", "7-7", "—", "free", "—"] in rows, rows
+        assert ["—", "2-4", "—", "free", "—"] in rows, rows

@@ -393,7 +393,8 @@ def test_under_no_color_the_compact_map_marks_each_teams_slices(monkeypatch, no_
     labels) told the teams' slices apart only by greys a few shades apart. Each team's
     block carries its mark, the legend says whose: a100-1 gpu 2's 2g.20gb
     (#3, nlp), 1g.10gb (#4, vision), 3g.40gb (#2, speech); h100-1 gpu 0's 2g (vision), its
-    idle 1g at 5 unmarked, its 1g at 6 (vision). In colour the map stays unmarked."""
+    idle 1g at 5 unmarked, its 1g at 6 (vision), its free slice 7 dotted (no profile fits
+    there). In colour the map stays unmarked."""
     if no_color:
         monkeypatch.setenv("NO_COLOR", "1")
     else:
@@ -411,7 +412,7 @@ def test_under_no_color_the_compact_map_marks_each_teams_slices(monkeypatch, no_
             legend = next(x for x in lines if x.startswith(" team:"))
             if no_color:
                 assert a100.startswith(" 2▏n  ▏v▏ ▏s  "), a100
-                assert h100.startswith(" 0▏v  ▏ ▏ ▏ ▏ ▏v▏ "), h100
+                assert h100.startswith(" 0▏v  ▏ ▏ ▏ ▏ ▏v▏· "), h100  # (7: none fits)
                 assert "v vision" in legend and "n nlp" in legend and "s speech" in legend
             else:
                 assert a100.startswith(" 2▏   ▏ ▏ ▏  "), a100

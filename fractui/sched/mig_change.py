@@ -12,6 +12,7 @@ plan refuses earlier, naming the job in the way, which the agent cannot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from remote_agent import DESTROY_IDLE_HINT
@@ -20,7 +21,8 @@ from remote_agent.mig import planner
 from remote_agent.mig.layout import Instance, Layout, Profile
 
 from fractui.sched import mig
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, booked_layout,
+                                     gpu_geometry)
 from fractui.store.model import ON_HOST, PLACED, Job
 
 CREATE, DESTROY, MODE = "create", "destroy", "mode"
@@ -275,27 +277,65 @@ def fits(layout: Layout) -> tuple[Fit, ...]:
     return tuple(sorted(judged, key=lambda f: f.start is None))
 
 
-def with_placed(layout: Layout, placed: Iterable[Job]) -> Layout:
+def with_placed(layout: Layout, placed: Iterable[Job]) -> tuple[Layout, dict[int, int]]:
     """``layout`` with the instance each of the jobs ``placed`` there (decided, not started
-    yet) is to have, where its slot books it, as placement counts it (``mig.commit``, as
-    fleetview's ``_book_decision``): its idle twin there taken, idle instances in its way
-    gone. Added beside them, a job placed on an idle twin (placement reuses one) counted its
+    yet) is to have, as placement counts it (``mig.commit``, as fleetview's
+    ``_book_decision``): its idle twin there taken, idle instances in its way gone; and the
+    start each was booked at, by job id. A slot's start, or where its start is left open (a
+    placement by hand without ``--start``) the agent's planner's: the start its launch asks
+    for. Added beside them, a job placed on an idle twin (placement reuses one) counted its
     compute twice. One that cannot go there (its launch will be refused) books nothing."""
+    starts: dict[int, int] = {}
     for job in placed:
         slot = job.slot
-        if slot is not None and slot.profile and slot.start is not None:
+        if slot is not None and slot.profile:
             try:
-                layout = mig.commit(layout, slot.profile, slot.start)[1]
+                plan, layout = mig.commit(layout, slot.profile, slot.start)
             except planner.PlanError:
                 continue
-    return layout
+            starts[job.id] = plan.start
+    return layout, starts
 
 
+def placement_layout(gpu: Mapping[str, Any], live: Iterable[Mapping[str, Any]],
+                     placed: Iterable[Job]) -> tuple[Optional[Layout], dict[int, int]]:
+    """A MIG GPU's layout as placement books it, what the GPU view's free rows, its ``N``
+    picker and the map all judge by: its agent's instances, each its jobs hold busy, those
+    their launches are making (fleetview.booked_layout), and those of the jobs ``placed``
+    there not started yet (``with_placed``, with their starts). None where fractui cannot
+    book the GPU (booked_layout's None). ``live``: the agent's live job records."""
+    full = booked_layout(gpu, live)
+    return (None, {}) if full is None else with_placed(full.layout, placed)
+
+
+def free_runs(gpu: Mapping[str, Any], layout: Optional[Layout]) -> list[tuple[int, int]]:
+    """The first and last of each run of a MIG GPU's memory slices that no instance of its
+    snapshot holds, nor one ``layout`` (``placement_layout``) books; none where fractui has
+    no MIG table for the model."""
+    geo = gpu_geometry(gpu)
+    if geo is None:
+        return []
+    taken = [(i.get("start", 0), i.get("size", 1)) for i in gpu.get("instances") or ()] + [
+        (i.start, i.size) for i in (layout.instances if layout is not None else ())]
+    held = {s for start, size in taken for s in range(start, start + size)}
+    runs: list[tuple[int, int]] = []
+    for s in range(geo.memory_slices):
+        if s in held:
+            continue
+        if runs and runs[-1][1] == s - 1:
+            runs[-1] = (runs[-1][0], s)
+        else:
+            runs.append((s, s))
+    return runs
+
+
+@lru_cache(maxsize=100_000)
 def unfit_run(layout: Layout, first: int, last: int) -> Optional[str]:
     """Why no MIG profile can be made within the free memory slices ``first``-``last`` alone on
     ``layout``, nothing destroyed (the planner's rules, ``planner.refusal``); None where one
     can. Slices no instance holds are free, but not always of use: on an A100 or H100 whose
-    slice 6 is held, every placement that holds slice 7 holds 6 too."""
+    slice 6 is held, every placement that holds slice 7 holds 6 too. Memoised: the map asks
+    it of every free run of the fleet's MIG GPUs at each of their snapshots, most the same."""
     inside = sorted(((p, s) for p in layout.geometry.profiles for s in p.starts
                      if first <= s and s + p.size - 1 <= last),
                     key=lambda ps: (ps[0].size, ps[0].compute_slices, "+" in ps[0].name,

@@ -35,7 +35,7 @@ from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.keymap import Scope, clashes, keys_problem, shown_key
-from fractui.tui.messages import MessagesScreen, Notice, Notices
+from fractui.tui.messages import MessagesScreen, Notice, Notices, title_shown
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import TEAM_WORDS, QueuePanel
@@ -110,9 +110,12 @@ class FractuiApp(App[None], inherit_bindings=False):
                timeout: float | None = None, markup: bool = True) -> None:
         """As Textual's, never reading ``message`` as markup (see ``__init__``); kept among
         the recent notices (``e``), since it shows only a few seconds. Every notice, a
-        screen's or a widget's, comes here (Textual's ``DOMNode.notify`` calls it)."""
+        screen's or a widget's, comes here (Textual's ``DOMNode.notify`` calls it). Its title
+        is shown only where its words do not say it already (``messages.title_shown``), as the
+        messages screen shows it."""
         self.notices.add(Notice(self.clock(), severity, title, message))
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+        super().notify(message, title=title_shown(title, message), severity=severity,
+                       timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
         if self.asked_to_end():

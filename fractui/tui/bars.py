@@ -25,6 +25,9 @@ from fractui.words import count
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 HATCH = "╱"
 GHOST_FILL = "░"
+UNFIT_FILL = "·"
+"""A MIG GPU's free slice no profile can use now (``GpuLine.unfit``), told apart from a
+free one a profile can by its fill, not only its colour: under NO_COLOR both are greys."""
 COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
 COMPACT_FIGURES = 10  # " 38G  45%": memory used and utilisation
 COMPACT_CELL = 2 + COMPACT_BAR + COMPACT_FIGURES + 2  # "ii" + bar + figures + two spaces
@@ -185,6 +188,8 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
     edge = [round(i * width / slices) for i in range(slices + 1)]
     free = _style(paint.muted, paint.slices.free)
     cells = [(" ", free)] * width
+    for s in line.unfit:
+        cells[edge[s]:edge[s + 1]] = [(UNFIT_FILL, free)] * (edge[s + 1] - edge[s])
     for i in range(1, slices):
         if edge[i] < width:
             cells[edge[i]] = ("▏", _style(paint.background, paint.slices.free))

@@ -40,8 +40,9 @@ from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import gpu_service, refusal
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, gpu_geometry, lists,
                                      mps_layer, jobs_by_host, not_started, outside_mib, unshown)
-from fractui.sched.mig_change import (Fit, MigChange, create_refused, fits, plan_create,
-                                      plan_destroy, plan_mode, unfit_run, with_placed)
+from fractui.sched.mig_change import (Fit, MigChange, create_refused, fits, free_runs,
+                                      placement_layout, plan_create, plan_destroy, plan_mode,
+                                      unfit_run)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
@@ -143,29 +144,6 @@ def free_share(gpu: Mapping[str, Any], live: list[dict],
     return max(0, int(gpu["memory_mib"]) - sum(map(int, shares)) - outside_mib(gpu))
 
 
-def free_slices(gpu: Mapping[str, Any], placed: Sequence[Job] = ()) -> list[tuple[int, int]]:
-    """The first and last of each run of a MIG GPU's memory slices that no instance holds,
-    nor a job ``placed`` there and not yet started, as the map draws them free; none where
-    fractui has no MIG table for the model."""
-    geo = gpu_geometry(gpu)
-    if geo is None:
-        return []
-    sizes = {p.name: p.size for p in geo.profiles}
-    taken = [(i.get("start", 0), i.get("size", 1)) for i in gpu.get("instances") or ()] + [
-        (j.slot.start, sizes.get(j.slot.profile or "", 1)) for j in placed
-        if j.slot is not None and j.slot.start is not None]
-    held = {s for start, size in taken for s in range(start, start + size)}
-    runs: list[tuple[int, int]] = []
-    for s in range(geo.memory_slices):
-        if s in held:
-            continue
-        if runs and runs[-1][1] == s - 1:
-            runs[-1] = (runs[-1][0], s)
-        else:
-            runs.append((s, s))
-    return runs
-
-
 def placed_on(status: HostStatus, index: int, store: Optional[StoreView]) -> list[Job]:
     """The store's jobs decided onto GPU ``index`` of the host (placed; a move's held target)
     that its agent does not run yet: their room is booked (as placement and the map count
@@ -241,11 +219,10 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                  "made_for": owner[i.gi_id]} for i in booked.made]
         # the slices no instance holds are rows among them, as the map draws them: free, and
         # whether a profile can be made in them alone now (the planner's rules)
-        placed = placed_on(status, index, store)
-        layout = None if full is None else with_placed(full.layout, placed)
+        layout = placement_layout(gpu, live, placed_on(status, index, store))[0]
         free = [{"start": a, "size": b - a + 1, "free": True,
                  "unfit": None if layout is None else unfit_run(layout, a, b)}
-                for a, b in free_slices(dict(gpu, instances=instances), placed)]
+                for a, b in free_runs(dict(gpu, instances=instances), layout)]
         for inst in sorted(instances + free, key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
@@ -679,8 +656,9 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
 
     def _judged(self) -> Judged:
         """Each MIG profile judged on the GPU's layout as placement books it (fractui.sched.
-        mig_change.fits): the snapshot held, no call to the agent; or why no instance can be
-        made on the GPU now."""
+        mig_change.fits), its placed jobs not started yet booked as the free rows book them
+        (``placement_layout``): the snapshot held, no call to the agent; or why no instance
+        can be made on the GPU now."""
         gpu, jobs = self._gpu()
         where = "%s gpu %d" % (self.host, self.index)
         geo = gpu_geometry(gpu) if gpu is not None else None
@@ -692,12 +670,14 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                        where, gpu.get("name")) if geo is None else None)
         if refused is not None or gpu is None:
             return "%s: no instance can be made on it" % refused
-        booked = booked_layout(gpu, [j for j in jobs[0]
-                                     if j.get("state") in ACTIVE_AGENT_STATES])
-        if booked is None:  # (a launch its snapshot does not show yet, or a broken record)
+        status = self.statuses().get(self.host)
+        placed = placed_on(status, self.index, self.store()) if status is not None else []
+        layout = placement_layout(gpu, [j for j in jobs[0]
+                                        if j.get("state") in ACTIVE_AGENT_STATES], placed)[0]
+        if layout is None:  # (a launch its snapshot does not show yet, or a broken record)
             return ("what the instances of %s hold is not known now: N again after its next "
                     "snapshot" % where)
-        return fits(booked.layout)
+        return fits(layout)
 
     def _allowed_by(self, profile: str) -> str:
         """How this admin makes an instance of ``profile`` where idle instances are in its

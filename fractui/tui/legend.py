@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
-from fractui.tui.bars import Paint, owner_marks
+from fractui.tui.bars import UNFIT_FILL, Paint, owner_marks
 from fractui.tui.parts import fits, wrap_parts
 from fractui.tui.themes import label_colour
 
@@ -21,7 +21,8 @@ MOST_LINES = 2
 def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
     """One swatch and name per team (or queue), its mark before its name where the map marks
     owners (``Paint.marked``), then outside fractui (processes it did not
-    start), idle MIG instances, being made, free (and the demo's simulated load), in lines of
+    start), idle MIG instances, being made, free, free where no MIG profile fits (its fill
+    beside the words, as the map draws it) (and the demo's simulated load), in lines of
     ``width`` cells that go on between two swatches, never inside one ("being" over "made").
     Where they need more than ``MOST_LINES``, the last owners give way to their count: what
     the colours no one owns mean is said nowhere else."""
@@ -30,7 +31,8 @@ def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
     owners = [_swatch(paint.owner_colour(name), "%s %s" % (marks[name], name)
                       if marks.get(name) else name) for name in paint.owners]
     others = [_swatch(s.other, "outside"), _swatch(s.idle, "idle"),
-              _swatch(s.placing, "being made"), _swatch(s.free, "free")]
+              _swatch(s.placing, "being made"), _swatch(s.free, "free"),
+              _swatch(s.free, "%s no fit" % UNFIT_FILL)]
     if simulated:
         others.append(_swatch(s.simulated, "simulated"))
     head = Text(paint.by + ":", style="bold")

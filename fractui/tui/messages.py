@@ -50,15 +50,22 @@ class Notices:
         return list(reversed(self.kept))
 
 
+def title_shown(title: str, message: str) -> str:
+    """``title``, or "" where the first words of ``message`` (up to the first ": ") hold it
+    already: a notice's message is written to be read alone, and most name what they are of
+    ("l4-1 drained: …", "#18 placed by hand: …", "screenshot saved to …"), which the title
+    before them repeated ("drained: l4-1 drained: …"). The messages' rows and the toasts
+    (``FractuiApp.notify``) both show a title only where this keeps it."""
+    head = message.split(": ", 1)[0]
+    if not title or re.search(r"(?<!\w)%s(?!\w)" % re.escape(title), head, re.IGNORECASE):
+        return ""
+    return title
+
+
 def said(n: Notice) -> str:
-    """What ``n`` said, its title before it where its first words (up to the first ": ") do
-    not hold the title already: a notice's message is written to be read alone, and most
-    name what they are of ("l4-1 drained: …", "#18 placed by hand: …", "screenshot saved
-    to …"), which the title before them repeated ("drained: l4-1 drained: …")."""
-    head = n.message.split(": ", 1)[0]
-    if not n.title or re.search(r"(?<!\w)%s(?!\w)" % re.escape(n.title), head, re.IGNORECASE):
-        return n.message
-    return "%s: %s" % (n.title, n.message)
+    """What ``n`` said, its title before it where ``title_shown`` keeps it."""
+    title = title_shown(n.title, n.message)
+    return "%s: %s" % (title, n.message) if title else n.message
 
 
 def table(notices: Iterable[Notice], colours: dict[str, str]) -> Table:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from fractui.sched.health import unhealthy
+from fractui.sched.mig_change import free_runs, placement_layout, unfit_run
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
@@ -81,6 +82,10 @@ class GpuLine:
     """Why the GPU is unhealthy (fractui.sched.health), if it is."""
     out_of_service: Optional[str] = None
     """cordoned, draining or drained (its own cordon, else its host's); None: in service."""
+    unfit: tuple[int, ...] = ()
+    """A MIG GPU's free memory slices in which no profile can be made now, as placement
+    books the GPU (mig_change.unfit_run): free, but of no use until an instance beside them
+    goes. The map draws them apart from the free slices a profile can use."""
 
     @property
     def allocated(self) -> float:
@@ -189,6 +194,7 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
     on_gpu = [j for j in live if index in (j.get("gpus") or ())]
     waiting = [j for j in placed if j.slot is not None and index in j.slot.gpus]
     blocks: list[Block] = []
+    unfit: tuple[int, ...] = ()
     if gpu.get("mig_mode"):
         slices = memory_slices(gpu)
         by_instance = {j.get("instance"): j for j in on_gpu if j.get("instance")}
@@ -222,12 +228,19 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
         for made in booked.made if booked is not None else ():
             blocks.append(Block(made.start / slices, made.size / slices, PLACING, made.profile,
                                 **_owner(making[made.gi_id], host, by_key)))
+        # a job placed there, not started yet: where placement books it (its slot's start,
+        # or the planner's where it left one open); the free slices no profile can use then,
+        # as the GPU view's free rows say them (none fits)
+        layout, starts = placement_layout(gpu, on_gpu, waiting)
         for job in waiting:
             slot = job.slot
-            if slot.profile and slot.start is not None and slot.start not in taken:
+            start = starts.get(job.id, slot.start)
+            if slot.profile and start is not None and start not in taken:
                 size = _profile_size(gpu, slot.profile) or 1
-                blocks.append(Block(slot.start / slices, size / slices, PLACING, slot.profile,
+                blocks.append(Block(start / slices, size / slices, PLACING, slot.profile,
                                     job.team, job.queue, "#%d" % job.id))
+        unfit = tuple(s for a, b in (free_runs(gpu, layout) if layout is not None else ())
+                      if unfit_run(layout, a, b) is not None for s in range(a, b + 1))
     else:
         slices = 0
         at = 0.0
@@ -258,7 +271,8 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                    mig=bool(gpu.get("mig_mode")), slices=slices, memory_mib=memory,
                    used_mib=int(gpu.get("memory_used_mib") or 0),
                    util=gpu.get("utilization_gpu"), util_note=gpu.get("utilization_note"),
-                   blocks=tuple(blocks), stale=stale, unhealthy=unhealthy(gpu, now))
+                   blocks=tuple(blocks), stale=stale, unhealthy=unhealthy(gpu, now),
+                   unfit=unfit)
 
 
 def with_ghost(lines: Sequence[Line], host: str, gpus: Sequence[int], profile: Optional[str],
