@@ -28,7 +28,7 @@ from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, said, screen_lines, settled, settled_app
 from tests.tui_live import until
 
 
@@ -396,12 +396,6 @@ async def screenshot(pilot) -> None:
     before = len(said(pilot.app))
     await palette(pilot, "Screenshot")
     await until(pilot, lambda: len(said(pilot.app)) > before, "the screenshot's notice")
-
-
-def said(app) -> List[str]:
-    """Every notice of the app, oldest first: its own record, as Textual's toasts expire
-    (5 s: three screenshots on a loaded machine outlasted the first one's)."""
-    return [n.message for n in app.notices.kept]
 
 
 @pytest.mark.parametrize("downloads", [True, False])
