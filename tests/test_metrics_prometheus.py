@@ -134,9 +134,12 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
         for example in documented_queries():  # each one docs/metrics.md shows, accepted
             query(prom_port, example)
 
-        # what each job uses, from its host's snapshots: its process's, its instance's
-        wait(lambda: {v for k, v in parsed(scrape(port) or "").items()
-                      if k[0] == "fractui_job_memory_used_bytes"} == {512 * 2 ** 20},
+        # what each job uses, from its host's snapshots: its process's, its instance's (each
+        # job's series once its host's snapshot says it: a set of the values alone held with
+        # one job's series come and the other's not yet)
+        wait(lambda: {dict(k[1])["job"]: v for k, v in parsed(scrape(port) or "").items()
+                      if k[0] == "fractui_job_memory_used_bytes"} == {
+                          str(job.id): 512 * 2 ** 20, str(mig.id): 512 * 2 ** 20},
              lambda: scrape(port), alive=head)
         text = scrape(port)
         assert text is not None

@@ -29,7 +29,7 @@ from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import frozen_app, pilot_test, said, screen_lines, settled, settled_app
 from tests.tui_live import until
 
 
@@ -438,9 +438,11 @@ def test_the_example_config_tui_table_is_valid():
 
 
 async def screenshot(pilot) -> None:
-    """A screenshot taken from the palette, once it is saved (after the palette has closed)."""
+    """A screenshot taken from the palette, once it is saved or refused (a timer after the
+    palette has closed takes it: a fixed 0.3 s was a guess a loaded machine may outlast)."""
+    before = len(said(pilot.app))
     await palette(pilot, "Screenshot")
-    await pilot.pause(0.3)
+    await until(pilot, lambda: len(said(pilot.app)) > before, "the screenshot's notice")
 
 
 @pytest.mark.parametrize("downloads", [True, False])
@@ -467,7 +469,7 @@ def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, 
             with open(path) as f:
                 assert f.read().startswith("<svg")
             assert os.stat(path).st_mode & 0o777 == 0o600
-            assert [n.message for n in app._notifications] == ["screenshot saved to " + path]
+            assert said(app) == ["screenshot saved to " + path]
             assert os.listdir(here if downloads else home) == []  # nowhere else
 
     drive()
@@ -492,8 +494,7 @@ def test_screenshots_in_the_same_second_are_each_saved_under_a_name_of_its_own(
             for _ in range(2):
                 await screenshot(pilot)
             saved = [str(tmp_path / (stem + end)) for end in (".svg", "-3.svg", "-4.svg")]
-            assert [n.message for n in app._notifications] == [
-                "screenshot saved to " + path for path in saved]
+            assert said(app) == ["screenshot saved to " + path for path in saved]
             for path in saved:
                 with open(path) as f:
                     assert f.read().startswith("<svg")
@@ -512,7 +513,7 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
     gone.rmdir()  # the current folder removed from under the TUI
     async with settled_app((80, 24)) as (app, pilot):
         await screenshot(pilot)
-        assert [n.message for n in app._notifications] == [
+        assert said(app) == [
             "screenshot not saved: [Errno 2] No such file or directory"]
 
 

@@ -77,11 +77,15 @@ def test_two_admins_see_each_others_placements_on_the_feed(local_fleet, pg_serve
             # B pressed nothing: its map shows A's placement from the feed
             await until(pb, lambda: "#%d" % first.id in placing(b),
                         "A's placement on B's map", SHOWN_S)
+            # (A's map shows it once A's own read after the placement ends: a read of its
+            # worker, which may end after B's)
+            await until(pa, lambda: "#%d" % first.id in placing(a), "A's placement on A's map")
             assert placing(b) == placing(a)
             await place(b, pb, second.id)
             await until(pb, lambda: f.store.get(second.id).state == "placed", "B placed it")
             await until(pa, lambda: "#%d" % second.id in placing(a),
                         "B's placement on A's map", SHOWN_S)
+            await until(pb, lambda: "#%d" % second.id in placing(b), "B's placement on B's map")
             assert placing(a) == placing(b) and len(placing(a)) == 2
 
     drive()

@@ -20,7 +20,7 @@ from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.tui.typed import TOO_SLOW, Clocked, Typed
-from tests.tui_frozen import LOGS, STATES, pilot_test, screen_lines, settled
+from tests.tui_frozen import LOGS, STATES, pilot_test, said, screen_lines, settled
 from tests.tui_live import until
 
 SLOW = "(a+)+$"
@@ -121,10 +121,6 @@ def slow_app() -> FractuiApp:
     return FractuiApp(Source(statuses, dataclasses.replace(fleet.store, jobs=jobs), logs=logs),
                       Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
                       clock=lambda: NOW)
-
-
-def said(app: FractuiApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 @pilot_test

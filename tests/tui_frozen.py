@@ -193,6 +193,12 @@ async def settled_app(size: tuple[int, int], **frozen: Any
         yield app, pilot
 
 
+def said(app: FractuiApp) -> list[str]:
+    """Every notice the app has said, oldest first: its own record of them (``e`` lists it),
+    as Textual's toasts expire in 5 s, which a test on a loaded machine may outlast."""
+    return [n.message for n in app.notices.kept]
+
+
 def pilot_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     """Runs an async pilot test in its own event loop (no async plugin needed)."""
     @functools.wraps(test)
