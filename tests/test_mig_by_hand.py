@@ -12,7 +12,8 @@ import pytest
 
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import booked_layout
-from fractui.sched.mig_change import fits, outcome, plan_destroy, plan_mode
+from fractui.sched.mig_change import (fits, free_runs, outcome, placement_layout, plan_destroy,
+                                     plan_mode)
 from fractui.store import Slot
 from fractui.terminal import NO_TERMINAL
 from fractui.store.model import Job
@@ -76,6 +77,25 @@ def test_the_picker_judges_each_profile_by_the_agents_planner_on_the_snapshot():
     assert judged["1g.10gb"].why == "would destroy idle 7g.80gb at slot 0"
     assert [i.profile for i in judged["1g.10gb"].destroys] == ["7g.80gb"]
     assert all(f.start is None for f in judged.values())
+
+
+def test_a_placed_job_beside_an_idle_twin_is_booked_where_its_launch_goes():
+    """An A100 whose one instance is an idle 3g.40gb at 4, a job placed there as 3g.40gb not
+    started yet. Its start left open (``fractui place`` without ``--start``), the GPU view,
+    ``N`` and the map booked it at 0, by the planner on the layout with the idle one in it,
+    and read 4-7 as idle: placement books it at 4 (the idle instances left out) and its
+    launch takes the twin there. Its start given as 4, it booked nothing: the twin stayed
+    idle, ``N`` offering it to use as it is."""
+    twin = dict(IDLE, uuid="MIG-c", profile="3g.40gb", start=4, size=4)
+    gpu = dict(A100, instances=[twin], processes=[])
+    for start in (None, 4):
+        job = store_job(9, "placed", Slot("gpu-a", (1,), "3g.40gb", start))
+        layout, starts = placement_layout(gpu, [], [job])
+        assert starts == {9: 4}, (start, starts)
+        assert [(i.profile, i.start, i.busy) for i in layout.instances] == [
+            ("3g.40gb", 4, True)], (start, layout)
+        assert free_runs(gpu, layout) == [(0, 3)], start
+        assert {f.profile.name: f.start for f in fits(layout)}["4g.40gb"] == 0, start
 
 
 def test_a_mode_change_is_planned_on_an_idle_gpu_only():

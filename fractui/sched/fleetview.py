@@ -506,7 +506,7 @@ def booked_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                   ) -> Optional[Booked]:
     """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy, and
     the instance of each job whose record is newer than the snapshot booked where its launch
-    makes it (``_unshown``); None for a GPU without MIG, of a model fractui does not know, whose
+    makes it (``book_launch``); None for a GPU without MIG, of a model fractui does not know, whose
     instances no GPU of its model could hold (a broken agent's record), or whose job records
     and snapshot cannot both be read (until the next snapshot): the GPU is given nothing.
     ``agent_jobs``: the agent's live job records (of any GPU of the host)."""
@@ -523,7 +523,7 @@ def booked_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
     layout = Layout(geo, base)
     making: Dict[int, Mapping[str, Any]] = {}
     for job in unshown(rec, mine):
-        booked = _unshown(layout, job.get("mig"))
+        booked = book_launch(layout, job.get("mig"))
         if booked is None:
             return None
         layout, gi = booked
@@ -543,7 +543,7 @@ def unshown(rec: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
             and j.get("instance") not in shown]
 
 
-def _unshown(layout: Layout, launched: Any) -> Optional[Tuple[Layout, int]]:
+def book_launch(layout: Layout, launched: Any) -> Optional[Tuple[Layout, int]]:
     """``layout`` with the instance of a job its snapshot does not show yet, held, and that
     instance's GI id: the agent tells a launch's record at once and its snapshot at the next
     tick, and a pass between the two that read the snapshot alone would place a second slice

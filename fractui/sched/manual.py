@@ -75,11 +75,11 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
                                                store_uid))
             gpu = host.gpus[slot.gpus[0]]
             sig = mig.signature(gpu.layout) if gpu.layout else None
-            start = mig.best_start(geo, sig, profile) if sig is not None else None
+            start = None if sig is None else mig.launch_start(geo, sig, gpu.idle_instances,
+                                                               profile)
             if start is None:
                 raise Unfit("no room for %s on GPU %d of %s" % (profile, slot.gpus[0],
                                                                  view.name))
-            start = mig.reuse_start(geo, sig, gpu.idle_instances, profile, start)
         return Slot(slot.host, slot.gpus, profile, start, None,
                     record_charge(gpus, slot.gpus, profile, None), slot.layout_version)
     if slot.profile:

@@ -128,6 +128,14 @@ def reuse_start(geo: Geometry, sig: Signature, idle: Idle, profile: str, start: 
     return next((s for s in sorted(twins) if _room_after(layout, profile, s) == want), start)
 
 
+def launch_start(geo: Geometry, sig: Signature, idle: Idle, profile: str) -> Optional[int]:
+    """Where the launch of ``profile`` on a GPU in state ``sig`` (its idle instances ``idle``
+    left out) goes when its slot leaves the start open: the planner's start there, or an idle
+    twin's where it packs as well (``reuse_start``); None: nowhere."""
+    start = best_start(geo, sig, profile)
+    return None if start is None else reuse_start(geo, sig, idle, profile, start)
+
+
 def _room_after(layout: Layout, profile: str, start: int) -> Optional[Tuple[int, ...]]:
     """``planner.room`` once the plan for ``profile`` at ``start`` ran; None: no plan there."""
     try:

@@ -21,8 +21,8 @@ from remote_agent.mig import planner
 from remote_agent.mig.layout import Instance, Layout, Profile
 
 from fractui.sched import mig
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, booked_layout,
-                                     gpu_geometry)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, book_launch,
+                                     booked_layout, gpu_geometry)
 from fractui.store.model import ON_HOST, PLACED, Job
 
 CREATE, DESTROY, MODE = "create", "destroy", "mode"
@@ -279,22 +279,33 @@ def fits(layout: Layout) -> tuple[Fit, ...]:
 
 def with_placed(layout: Layout, placed: Iterable[Job]) -> tuple[Layout, dict[int, int]]:
     """``layout`` with the instance each of the jobs ``placed`` there (decided, not started
-    yet) is to have, as placement counts it (``mig.commit``, as fleetview's
-    ``_book_decision``): its idle twin there taken, idle instances in its way gone; and the
-    start each was booked at, by job id. A slot's start, or where its start is left open (a
-    placement by hand without ``--start``) the agent's planner's: the start its launch asks
-    for. Added beside them, a job placed on an idle twin (placement reuses one) counted its
-    compute twice. One that cannot go there (its launch will be refused) books nothing."""
+    yet) is to have, where its launch makes it (``fleetview.book_launch``): its idle twin
+    there taken, idle instances in its way gone; and the start each was booked at, by job
+    id. A slot's start, or where its start is left open (a placement by hand without
+    ``--start``) the one its launch completes it with (``mig.launch_start``, as
+    ``manual.complete``: the planner's with the idle instances left out, as placement books
+    the GPU, else an idle twin's that packs as well). Added beside them, a job placed on an
+    idle twin (placement reuses one) counted its compute twice. One that cannot go there
+    (its launch will be refused) books nothing."""
     starts: dict[int, int] = {}
     for job in placed:
         slot = job.slot
-        if slot is not None and slot.profile:
-            try:
-                plan, layout = mig.commit(layout, slot.profile, slot.start)
-            except planner.PlanError:
-                continue
-            starts[job.id] = plan.start
+        if slot is None or not slot.profile:
+            continue
+        start = slot.start if slot.start is not None else _launch_start(layout, slot.profile)
+        booked = None if start is None else book_launch(
+            layout, {"profile": slot.profile, "start": start})
+        if booked is not None:
+            layout, starts[job.id] = booked[0], start
     return layout, starts
+
+
+def _launch_start(layout: Layout, profile: str) -> Optional[int]:
+    """Where a launch of ``profile`` whose start is left open goes on ``layout`` (what it
+    holds busy, its idle instances set apart, as placement sees the GPU)."""
+    busy = Layout(layout.geometry, tuple(i for i in layout.instances if i.busy))
+    idle = tuple(sorted((i.profile, i.start) for i in layout.instances if not i.busy))
+    return mig.launch_start(layout.geometry, mig.signature(busy), idle, profile)
 
 
 def placement_layout(gpu: Mapping[str, Any], live: Iterable[Mapping[str, Any]],

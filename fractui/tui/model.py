@@ -229,7 +229,7 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
             blocks.append(Block(made.start / slices, made.size / slices, PLACING, made.profile,
                                 **_owner(making[made.gi_id], host, by_key)))
         # a job placed there, not started yet: where placement books it (its slot's start,
-        # or the planner's where it left one open); the free slices no profile can use then,
+        # or its launch's where it left one open); the free slices no profile can use then,
         # as the GPU view's free rows say them (none fits)
         layout, starts = placement_layout(gpu, on_gpu, waiting)
         for job in waiting:
