@@ -201,6 +201,22 @@ def test_a_placement_by_hand_without_a_start_takes_the_idle_twins():
     assert complete(job, view, "uid", []).start == 2  # the planner's
 
 
+def test_a_decision_without_a_start_is_booked_where_its_launch_goes_the_idle_twin():
+    """A job placed by hand as 2g.20gb, its start left open, not launched yet: its launch
+    takes the idle 2g.20gb at 0 (``complete``, above), so the pass books it there and the
+    next 2g.20gb goes to 2. Before, the pass booked it at the planner's 2 and left the twin
+    listed idle: the next job was given the twin too, and one of the two launches refused."""
+    view = a100_view()
+    del view.snapshot["gpus"][0]["instances"][2]
+    decided = Job(7, "small", None, "j", ("x",), {"mig": "2g.20gb", "isolation": "mig"},
+                  "placed", 0.0, 0.0, slot=Slot("a", (0,), "2g.20gb"))
+    gpu = build_hosts([view], [decided], "uid")[0].gpus[0]
+    assert gpu.idle_instances == ()
+    assert sorted((i.profile, i.start) for i in gpu.layout.instances) == [
+        ("2g.20gb", 0), ("3g.40gb", 4)]
+    assert start_of(Placer(build_hosts([view], [decided], "uid")), "2g.20gb") == 2
+
+
 def test_a_placement_by_hand_at_a_start_its_profile_never_has_is_refused_before_it_is_made():
     """``fractui place JOB HOST GPU --profile 1g.10gb --start 63``: refused saying where the
     profile may start, before anything is recorded (the agent refused it at launch, and the

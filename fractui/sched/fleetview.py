@@ -589,10 +589,15 @@ def _book_decision(host: Host, job: Job) -> None:
         gpu = host.gpus[g]
         _decided_mode(gpu, slot.profile is not None)
         if gpu.layout is not None and slot.profile:
+            start = slot.start if slot.start is not None else mig.launch_start(
+                gpu.layout.geometry, mig.signature(gpu.layout), gpu.idle_instances,
+                slot.profile)  # left open (by hand): where its launch completes it
+            if start is None:
+                continue  # no room for it: its launch will be refused and requeued
             try:
-                plan, layout = mig.commit(gpu.layout, slot.profile, slot.start)
+                plan, layout = mig.commit(gpu.layout, slot.profile, start)
             except PlanError:
-                continue  # it cannot go there: its launch will be refused and requeued
+                continue  # it cannot go there: as above
             gpu.idle_instances = mig.idle_after(layout.geometry, gpu.idle_instances,
                                                 slot.profile, plan.start)
             gpu.layout, gpu.free_milli = layout, _free_compute(layout)
