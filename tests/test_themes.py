@@ -19,7 +19,7 @@ from fractui.tui.themes import (broken_themes, builtin_themes, loaded_themes, sh
                                 theme_files, theme_names)
 from tests.cli_run import leaks, subprocess_run
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, settled
+from tests.tui_frozen import frozen_app, pilot_test, said, settled
 
 SHIPPED = ("colourblind", "dark", "light", "nord", "solarized-dark")
 GOOD = open(os.path.join(REPO, "themes", "dark.toml"), encoding="utf-8").read().replace(
@@ -190,8 +190,8 @@ async def test_the_tui_starts_with_a_broken_theme_file_and_says_so(user_dir):
     async with app.run_test(size=(120, 40)) as pilot:
         await settled(pilot)
         assert app.theme == "mine"
-        said = [n.message for n in app._notifications]
-        assert any(m.startswith("%s:6: colors.primary must be a colour" % bad) for m in said)
+        shown = said(app)
+        assert any(m.startswith("%s:6: colors.primary must be a colour" % bad) for m in shown)
         await pilot.press("t")  # the next theme: every one that loaded, the admin's included
         assert app.theme == "colourblind"
 

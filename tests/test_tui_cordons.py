@@ -17,7 +17,8 @@ from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import (frozen_app, notices, pilot_test, said, screen_lines, settled,
+                              settled_app)
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -134,7 +135,7 @@ async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_previ
         await pilot.press("enter")
         await until(pilot, lambda: fleet(app).placement is None, "placement ended")
         assert f.store.get(job.id).state == "pending"
-        shown = [n.message for n in app._notifications]
+        shown = said(app)
         assert any(m.startswith("not placed: gpu-a gpu1 is drained (by ops)") for m in shown), \
             shown
 
@@ -164,7 +165,7 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
         await until(pilot, lambda: host_line(app, "gpu-b").out_of_service == "drained",
                     "the map says drained (nothing on it)")
         # said as the map and the header say it, in the CLI's words: drained at once
-        assert [n.message for n in app._notifications][-2:] == [
+        assert said(app)[-2:] == [
             "draining gpu-b…", "gpu-b drained: the scheduler places and launches nothing new "
             "there; nothing runs there"]
         await pilot.press("C")
@@ -207,10 +208,10 @@ async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(
                 # both, the host's in its state as the map says it (not "cordoned" alone)
                 await until(pilot, lambda: "service cordoned, host drained" in [
                     " ".join(line.split()) for line in screen_lines(app)], "both said")
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             await pilot.press("U")
-            await until(pilot, lambda: len(app._notifications) > 1, "an answer")
-            said = [(n.severity, n.message) for n in app._notifications]
+            await until(pilot, lambda: len(notices(app, mark)) > 1, "an answer")
+            said = [(n.severity, n.message) for n in notices(app, mark)]
             assert said == [("information", "uncordoning gpu-a gpu%d…" % index), (
                 "warning", "%sgpu-a is still drained as a whole, and this "
                              "GPU with it: uncordon the host (U on the map) to put it back" % (
@@ -252,18 +253,18 @@ async def test_a_drain_is_said_draining_with_its_jobs_and_said_once_as_it_finish
         await pilot.press("D")
         await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "draining",
                     "the map says draining")
-        said = [n.message for n in app._notifications]
-        assert said[-1] == ("gpu-a draining: the scheduler places and launches nothing new "
+        shown = said(app)
+        assert shown[-1] == ("gpu-a draining: the scheduler places and launches nothing new "
                             "there; what runs there runs on (job %d); the map says drained "
-                            "once it has ended" % job.id), said
+                            "once it has ended" % job.id), shown
         await pilot.press("d")
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("U")
-        await until(pilot, lambda: len(app._notifications) > 1, "an answer")
-        assert "gpu-a is still draining as a whole" in list(app._notifications)[-1].message
+        await until(pilot, lambda: len(notices(app, mark)) > 1, "an answer")
+        assert "gpu-a is still draining as a whole" in said(app, mark)[-1]
         await pilot.press("escape", "J")
         await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         f.store.ended(job.id, ("running",), "done", None, "test", "over", "end")
         await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "drained",
                     "the drain finished")
@@ -271,9 +272,9 @@ async def test_a_drain_is_said_draining_with_its_jobs_and_said_once_as_it_finish
             fleet(app).read_store()
             await app.workers.wait_for_complete()
             await pilot.pause()
-        said = [n.message for n in app._notifications if "drained" in n.message]
-        assert said == ["gpu-a drained: no job of the store is left there; it takes no new "
-                        "work until it is uncordoned"], said
+        drained = [m for m in said(app, mark) if "drained" in m]
+        assert drained == ["gpu-a drained: no job of the store is left there; it takes no new "
+                           "work until it is uncordoned"], drained
         assert isinstance(app.screen, JobsScreen)
 
 
@@ -294,7 +295,9 @@ async def test_drains_that_finish_at_once_are_said_in_one_notice():
         screen.read_store()
         await settled(pilot)
         assert screen.model.totals().out_of_service == ("4 hosts, 4 GPUs drained",)
-        said = [(n.title, n.message) for n in app._notifications]  # (its title its words say)
+        # the toast's title as Textual shows it (messages.title_shown left out the title its
+        # words say), which the app's record (tui_frozen.notices) keeps as it was given
+        said = [(n.title, n.message) for n in app._notifications]
         assert said == [("", "a100-1, h100-1, l4-1, a10-1, a10-1 gpu0 and 3 more "
                          "drained: no job of the store is left there; they take no new work "
                          "until they are uncordoned")], said

@@ -27,7 +27,7 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import STATES, pilot_test, settled, settled_app
+from tests.tui_frozen import STATES, pilot_test, said, settled, settled_app
 
 
 def fleet(app) -> FleetScreen:
@@ -147,14 +147,14 @@ async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whos
     async with settled_app((120, 36), cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
                                                Cordon("h100-1", None, DRAIN, "ops", "", 1.0)]
                            ) as (app, pilot):
-        for host, index, said in (("a10-1", 1, "service  cordoned"),
+        for host, index, service in (("a10-1", 1, "service  cordoned"),
                                   ("h100-1", 0, "service  host draining"),
                                   ("a10-1", 0, None)):
             app.open_gpu(host, index)
             await pressed(pilot)
             lines = plain(app.screen.query_one("#gpu-head").content).splitlines()
             assert [line.rstrip() for line in lines if line.startswith("service")] == (
-                [said] if said else []), (host, index)
+                [service] if service else []), (host, index)
             await pressed(pilot, "escape")
 
 
@@ -277,7 +277,7 @@ async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwh
         await pressed(pilot)
         assert screen.placement is None
         assert screen.query_one(PreviewBar).display is False
-        assert [n.message for n in app._notifications][-1] == \
+        assert said(app)[-1] == \
             "job %d is no longer pending: placement mode ended" % job.id
 
 

@@ -42,14 +42,10 @@ from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
 from tests.test_tui_small import open_job_1
-from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, screen_lines, settled,
-                               settled_app, usage_store)
+from tests.tui_frozen import (LOGS, STARVED, STATES, H, frozen_app, pilot_test, said, screen_lines,
+                              settled, settled_app, usage_store)
 from tests.test_tui_pilot import palette
 from tests.tui_live import until
-
-
-def said(app: FractuiApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 @pilot_test
@@ -183,10 +179,10 @@ async def test_copy_in_a_job_with_no_output_says_so():
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert isinstance(app.screen, JobScreen) and isinstance(app.focused, LogView)
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("y")
         await pilot.pause()
-        assert said(app) == ["no line to copy: the output is empty"], said(app)
+        assert said(app, mark) == ["no line to copy: the output is empty"], said(app, mark)
 
 
 def no_pending_app() -> FractuiApp:
@@ -211,14 +207,14 @@ async def test_a_key_with_nothing_to_act_on_says_so():
         assert said(app) == [
             "no pending job to place: the queues hold none now (J lists every job)",
             "no pending job to open: the queues hold none now (J lists every job)"]
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("J")
         await settled(pilot)
         assert isinstance(app.screen, JobsScreen)
         await pilot.press("slash", *"nothing-is-called-this", "enter", "enter")
         await pilot.pause()
         assert app.screen.rows == []
-        assert said(app) == ["no job to open: the view lists none (a lists the ended too)"]
+        assert said(app, mark) == ["no job to open: the view lists none (a lists the ended too)"]
         assert not isinstance(app.screen, JobScreen)
 
 
@@ -268,13 +264,13 @@ async def test_a_refusal_says_which_job_and_how_it_is():
         row = app.screen.table.row
         assert row.state == "running"
         assert said(app) == ["job %s is running: only a pending job is placed by hand" % row.ref]
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("escape")
         await pilot.pause()
         job = next(j for j in app.fleet.model.store.jobs if j.id == 1)
         app.fleet.place_job(1)  # the jobs view's p, on a job placed meanwhile
         await pilot.pause()
-        assert said(app) == ["job 1 is no longer pending: running, %s" % job.slot.describe()]
+        assert said(app, mark) == ["job 1 is no longer pending: running, %s" % job.slot.describe()]
         assert app.fleet.placement is None
 
 

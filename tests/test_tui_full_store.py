@@ -15,7 +15,7 @@ from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_store_damage import _fill_past_the_wal
 from tests.test_tui_shared_store import admin
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import notices, pilot_test, said
 from tests.tui_live import fleet, until
 
 local_fleet = localfleet.local_fleet
@@ -23,18 +23,18 @@ local_fleet = localfleet.local_fleet
 
 async def ask_cancel(app: FractuiApp, pilot: Any, job_id: int) -> str:
     """Cancel from the job's screen, agreed to; what the TUI then says."""
-    app.clear_notifications()
+    mark = len(app.notices.kept)
     app.open_job(job_id)
     await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.job is not None,
                 "the job's screen")
     await pilot.press("s")
     await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
     await pilot.press("y")
-    await until(pilot, lambda: list(app._notifications), "an answer")
-    said = [n.message for n in app._notifications]
+    await until(pilot, lambda: notices(app, mark), "an answer")
+    answer = said(app, mark)[-1]
     await pilot.press("escape")
     await pilot.pause()
-    return said[-1]
+    return answer
 
 
 def test_a_stop_asked_from_the_tui_on_a_full_store_is_said_and_goes_through_with_room(

@@ -16,12 +16,8 @@ from fractui.tui.gpu_screen import GpuScreen, ProfileScreen, free_share
 from fractui.tui.jobs import JobScreen
 from fractui.tui.legend import Legend
 from fractui.tui.model import PLACING
-from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
+from tests.tui_frozen import pilot_test, said, screen_lines, settled, settled_app, usage_store
 from tests.tui_live import fleet, gpu_line
-
-
-def said(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 async def _enter(app, pilot) -> None:
@@ -76,11 +72,12 @@ async def test_enter_on_a_share_opens_its_job_and_a_gpu_with_none_says_so():
                  "share of it): 22.5G left for a share"),
                 ("a100-1", 1, "no job on a100-1 gpu 1's slices 0-7: no instance holds "
                  "them, they are free")):
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             app.open_gpu(host, index)
             await settled(pilot)
             await _enter(app, pilot)
-            assert isinstance(app.screen, GpuScreen) and said(app) == [words], said(app)
+            assert isinstance(app.screen, GpuScreen) and said(app, mark) == [words], said(
+                app, mark)
             app.pop_screen()
 
 
@@ -147,17 +144,17 @@ async def test_the_free_rows_of_a_gpu_out_of_service_say_why_no_job_goes_there()
                              "share; a10-1 gpu2 is cordoned (by ops): it takes no new work "
                              "until an admin uncordons it (fractui uncordon a10-1 2)"], said(app)
         app.pop_screen()
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         app.open_gpu("h100-1", 0)
         await settled(pilot)
         rows = [line.split() for line in screen_lines(app)]
         assert ["—", "2-4", "—", "free", "—", "host", "draining", "—"] in rows, rows
         await pilot.press("j")
         await _enter(app, pilot)
-        assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
-                             "they are free; h100-1 is draining (by ops): it takes no new "
-                             "work until an admin uncordons it (fractui uncordon h100-1)"], \
-            said(app)
+        assert said(app, mark) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
+                                   "they are free; h100-1 is draining (by ops): it takes no new "
+                                   "work until an admin uncordons it (fractui uncordon h100-1)"], \
+            said(app, mark)
 
 
 @pilot_test
@@ -196,21 +193,21 @@ async def test_the_gpu_view_of_a_host_not_in_the_fleet_or_not_reachable_says_so(
         await settled(pilot)
         assert "gone-1 is not in the fleet" in "\n".join(screen_lines(app))
         for key in ("enter", "M", "N"):
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             await pilot.press(key)
             await settled(pilot)
             assert isinstance(app.screen, GpuScreen)
-            assert said(app) and all("gone-1 is not in the fleet" in m for m in said(app)), \
-                said(app)
+            gone = said(app, mark)
+            assert gone and all("gone-1 is not in the fleet" in m for m in gone), gone
         app.pop_screen()
         status = next(s for s in app.fleet.statuses.values() if s.name == "l4-1")
         status.snapshot = None  # (offline, its snapshot not yet taken)
         app.open_gpu("l4-1", 0)
         await settled(pilot)
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await _enter(app, pilot)
-        assert said(app) == ["no job to open: l4-1 is not reachable now (offline): its GPUs "
-                             "are not known"], said(app)
+        assert said(app, mark) == ["no job to open: l4-1 is not reachable now (offline): its GPUs "
+                                   "are not known"], said(app, mark)
 
 
 @pilot_test

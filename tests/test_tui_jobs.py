@@ -24,7 +24,8 @@ from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
+from tests.tui_frozen import (frozen_app, notices, pilot_test, said, screen_lines, settled,
+                              settled_app)
 from tests.tui_live import fleet, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -226,15 +227,15 @@ def test_a_pending_jobs_stop_is_asked_and_said_as_a_cancel_at_once(local_fleet):
     async def drive():
         async with live_app(f) as (app, pilot):
             await open_job(app, pilot, job.id)
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             assert app.screen.question == (
                 "Stop job #%d %s (pending)?\n\nIt has not started: it ends cancelled at once, "
                 "no process to signal." % (job.id, job.name)), app.screen.question
             await pilot.press("y")
-            await until(pilot, lambda: list(app._notifications), "the answer")
-            assert [n.message for n in app._notifications] == [
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            assert said(app, mark) == [
                 "#%d cancelled: it had not started" % job.id]
 
     drive()
@@ -253,12 +254,12 @@ def test_a_stop_recorded_while_no_scheduler_runs_says_none_carries_it_out(local_
         async with live_app(f) as (app, pilot):
             await until(pilot, lambda: fleet(app).model.store.holder is None, "read unled")
             await open_job(app, pilot, job.id)
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             await pilot.press("s")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
             await pilot.press("y")
-            await until(pilot, lambda: list(app._notifications), "the answer")
-            assert [(n.severity, n.message) for n in app._notifications] == [
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            assert [(n.severity, n.message) for n in notices(app, mark)] == [
                 ("warning", "cancel of #%d recorded; %s" % (job.id, NO_SCHEDULER))]
 
     drive()
@@ -283,7 +284,7 @@ def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fle
                     and f.store.get(job.id).state == "running")
             await pilot.press("y")
             await until(pilot, lambda: any("nothing done" in n.message
-                                           for n in app._notifications), "the refusal said")
+                                           for n in notices(app)), "the refusal said")
         assert f.store.get(job.id).state == "running" and f.store.get(job.id).attempt == 1
 
     drive()
@@ -351,7 +352,7 @@ async def test_keys_pressed_before_the_job_is_read_say_it_is_loading_and_act_onc
         await pilot.press("s", "r", "p", "m")
         loading = "job %d is still loading…: nothing done; its keys act once it is shown" % (
             running.id)
-        assert [n.message for n in app._notifications] == [loading] * 4
+        assert said(app) == [loading] * 4
         assert app.screen is screen
         keys_in.set()
         await until(pilot, lambda: screen.job is not None, "the job read")
@@ -439,12 +440,12 @@ async def test_a_placement_refused_of_a_job_drawn_running_says_it_is_running():
         await pilot.press("p")
         await pilot.pause()
         refused = "job 16 is running: only a pending job is placed by hand"
-        assert [n.message for n in app._notifications] == [refused]
+        assert said(app) == [refused]
         assert app.screen is view
         await pilot.press("escape")
         await open_job(app, pilot, 16)
         await pilot.press("P")
         await pilot.pause()
-        assert [n.message for n in app._notifications][1:] == [refused]
+        assert said(app)[1:] == [refused]
         assert "running · attempt 0" in text_of(job_screen(app).details(
             job_screen(app).agent_record()))

@@ -25,11 +25,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
-
-
-def said(app) -> list[str]:
-    return [n.message for n in app._notifications]
+from tests.tui_frozen import frozen_app, pilot_test, said, screen_lines, settled, settled_app
 
 
 async def pressed(pilot, *keys: str) -> None:
@@ -68,7 +64,7 @@ async def test_the_apps_views_open_from_the_gpu_view_and_the_maps_own_keys_say_w
         assert app.screen is gpu
         assert said(app) == ["/ (filter) is the map's key: it does nothing here",
                              "o (order) is the map's key: it does nothing here"]
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pressed(pilot, "enter")  # a job opened from the GPU view, then J, then one of
         assert isinstance(app.screen, JobScreen)  # the jobs view's jobs, then J again:
         await pressed(pilot, "J", "enter")  # back to the jobs view, never pushed twice
@@ -76,7 +72,7 @@ async def test_the_apps_views_open_from_the_gpu_view_and_the_maps_own_keys_say_w
         await pressed(pilot, "J")
         assert isinstance(app.screen, JobsScreen)
         assert [type(s) for s in app.screen_stack[-3:]] == [GpuScreen, JobScreen, JobsScreen]
-        assert said(app) == []
+        assert said(app, mark) == []
 
 
 @pilot_test
@@ -127,12 +123,12 @@ async def test_m_on_the_map_moves_the_job_under_the_cursor_or_says_which_to_pick
         assert fleet.placement is None
         assert said(app) == ["no job under the cursor to move: a100-1 gpu 2 runs #2, #3, #4: "
                              "put the cursor on one's slice (or d opens the GPU)"]
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         fleet.map.move_to(Cursor("a100-1", 1, 0.5))
         await pressed(pilot, "m")
         assert fleet.placement is None
-        assert said(app) == ["no job under the cursor to move: a100-1 gpu 1 runs no job of "
-                             "the store"]
+        assert said(app, mark) == ["no job under the cursor to move: a100-1 gpu 1 runs no job of "
+                                   "the store"]
         await pressed(pilot, "question_mark")
         assert "map.move" in help_ids(app)
 

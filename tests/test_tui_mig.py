@@ -20,14 +20,10 @@ from fractui.tui.jobs import ConfirmScreen
 from tests import localfleet
 from tests.test_mig_by_hand import SMALL, gpu_record, said
 from tests.test_tui_cordons import to_host
-from tests.tui_frozen import pilot_test, settled_app
+from tests.tui_frozen import pilot_test, said as notes, settled_app
 from tests.tui_live import live_app, until
 
 local_fleet = localfleet.local_fleet
-
-
-def notes(app) -> list:
-    return [n.message for n in app._notifications]
 
 
 @pilot_test
@@ -50,28 +46,28 @@ async def test_destroy_and_mode_from_the_gpu_view_are_planned_confirmed_and_audi
         assert notes(app)[-1].startswith("gpu-a gpu 0 has MIG instances (1g.10gb at slot ")
         assert notes(app)[-1].endswith("destroy them first (fractui mig gpu-a 0 --destroy "
                                        "UUID)"), notes(app)
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("X")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
         assert app.screen.question.startswith("Destroy idle 1g.10gb at slot ")
         assert uuid in app.screen.question
         await pilot.press("y")
-        await until(pilot, lambda: notes(app), "the outcome said")
-        assert notes(app)[-1].startswith("destroyed 1g.10gb at slot "), notes(app)
+        await until(pilot, lambda: notes(app, mark), "the outcome said")
+        assert notes(app, mark)[-1].startswith("destroyed 1g.10gb at slot "), notes(app, mark)
         assert gpu_record(f, 0)["instances"] == []
         await until(pilot, lambda: not (app.fleet.statuses["gpu-a"].snapshot or {}).get(
             "gpus", [{}])[0].get("instances"), "the empty GPU on the screen")
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("M")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
         await pilot.press("n")  # not confirmed: nothing changes
         await pilot.pause(0.3)
-        assert gpu_record(f, 0)["mig_mode"] is True and not notes(app)
+        assert gpu_record(f, 0)["mig_mode"] is True and not notes(app, mark)
         await pilot.press("M")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "asked again")
         await pilot.press("y")
-        await until(pilot, lambda: notes(app), "the outcome said")
-        assert notes(app)[-1] == "MIG mode is now off on gpu-a gpu 0", notes(app)
+        await until(pilot, lambda: notes(app, mark), "the outcome said")
+        assert notes(app, mark)[-1] == "MIG mode is now off on gpu-a gpu 0", notes(app, mark)
         assert gpu_record(f, 0)["mig_mode"] is False
     entries = [e for e in f.store.audit_log(limit=100) if e.action == "mig"]
     assert [e.detail["change"] for e in entries[-2:]] == ["destroy", "mode"], entries
@@ -137,16 +133,16 @@ async def test_x_pressed_again_while_a_destroy_is_under_way_never_plans_the_same
         first = next(u for u in uuids if u in app.screen.question)
         await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "back on the GPU")
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("X")
         await pilot.pause(0.2)
         assert isinstance(app.screen, GpuScreen), app.screen.question
-        assert notes(app) == ["a MIG change of gpu-a gpu 0 is under way: wait for its "
-                              "outcome"], notes(app)
-        app.clear_notifications()
+        assert notes(app, mark) == ["a MIG change of gpu-a gpu 0 is under way: wait for its "
+                                    "outcome"], notes(app, mark)
+        mark = len(app.notices.kept)
         gate.set()
-        await until(pilot, lambda: notes(app), "the outcome said")
-        assert notes(app)[-1].startswith("destroyed 1g.10gb at slot "), notes(app)
+        await until(pilot, lambda: notes(app, mark), "the outcome said")
+        assert notes(app, mark)[-1].startswith("destroyed 1g.10gb at slot "), notes(app, mark)
         await pilot.press("X")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the next asked")
         other = next(u for u in uuids if u != first)
@@ -186,12 +182,12 @@ async def test_n_makes_an_instance_of_a_picked_profile_planned_confirmed_and_aud
         entry = [e for e in f.store.audit_log() if e.action == "mig"][-1]
         assert (entry.detail["change"], entry.why) == ("create", notes(app)[-1])
         assert entry.actor.endswith(" (tui)")
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         await pilot.press("escape", "j", "d", "N")  # the next GPU: MIG off
-        await until(pilot, lambda: notes(app), "the refusal said")
+        await until(pilot, lambda: notes(app, mark), "the refusal said")
         assert isinstance(app.screen, GpuScreen) and app.screen.index == 1
-        assert notes(app)[-1] == ("gpu-a gpu 1 is not in MIG mode (M turns it on, on an idle "
-                                  "GPU): no instance can be made on it")
+        assert notes(app, mark)[-1] == ("gpu-a gpu 1 is not in MIG mode (M turns it on, on an "
+                                        "idle GPU): no instance can be made on it")
 
 
 @pilot_test
@@ -272,15 +268,15 @@ async def test_the_picker_says_which_profiles_fit_now_where_and_why_not(local_fl
         assert notes(app)[-1] == ("7g.80gb does not fit on gpu-a gpu 0 now: no free "
                                   "placement: 3g.40gb busy at slot 4"), notes(app)
         assert isinstance(app.screen, ProfileScreen)  # nothing planned: still picking
-        app.clear_notifications()
+        mark = len(app.notices.kept)
         pick(app, "2g.20gb")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
         assert app.screen.question.startswith("On gpu-a gpu 0: create 2g.20gb at slot 2"), \
             app.screen.question
         await pilot.press("y")
-        await until(pilot, lambda: notes(app), "the outcome said")
-        assert notes(app)[-1].startswith("created 2g.20gb at slot 2 "), notes(app)
+        await until(pilot, lambda: notes(app, mark), "the outcome said")
+        assert notes(app, mark)[-1].startswith("created 2g.20gb at slot 2 "), notes(app, mark)
     assert sorted((i["profile"], i["start"]) for i in gpu_record(f, 0)["instances"]) == [
         ("1g.10gb", 0), ("2g.20gb", 2), ("3g.40gb", 4)]
 

@@ -28,7 +28,7 @@ from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.test_tui_cursor_pilot import shown_words
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test, settled, settled_app
+from tests.tui_frozen import notices, pilot_test, said, settled, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -96,10 +96,10 @@ def test_a_placement_recorded_while_no_scheduler_runs_says_none_launches_it(loca
     async def drive():
         async with placing(f) as (app, pilot):
             assert fleet(app).model.store.holder is None
-            app.clear_notifications()
+            mark = len(app.notices.kept)
             await pilot.press("enter")
-            await until(pilot, lambda: list(app._notifications), "the answer")
-            said = [(n.severity, n.message) for n in app._notifications]
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            said = [(n.severity, n.message) for n in notices(app, mark)]
             assert len(said) == 1 and said[0][0] == "warning", said
             assert said[0][1].startswith("#%d placed by hand: " % job.id), said
             assert said[0][1].endswith("; " + NO_SCHEDULER), said
@@ -194,7 +194,7 @@ def test_dropping_a_job_where_it_cannot_go_places_nothing_and_says_why(local_fle
             await pilot.mouse_up(SliceMap, offset=(18, y))
             await pilot.pause()
             assert fleet(app).placement is None and not app.mouse_captured
-            assert [n.message for n in app._notifications] == [
+            assert said(app) == [
                 "#%d: nothing placed: dropped off the map's GPUs" % job.id,
                 "#%d: nothing placed: no slot on gpu 0 of gpu-b can take it now; 2 slots "
                 "elsewhere can" % job.id]
@@ -208,7 +208,7 @@ def test_dropping_a_job_where_it_cannot_go_places_nothing_and_says_why(local_fle
             await pilot.mouse_up(SliceMap, offset=(18, y))
             await pilot.pause()
             assert fleet(app).placement is None
-            assert [n.message for n in app._notifications][-1] == (
+            assert said(app)[-1] == (
                 "#%d: nothing placed: gpu-a gpu0 is cordoned (by ops): it takes no new work "
                 "until an admin uncordons it (fractui uncordon gpu-a 0)" % job.id)
 
@@ -264,7 +264,7 @@ def test_a_job_run_and_requeued_while_previewed_is_not_placed_unseen(local_fleet
             await pilot.press("enter")
             said = "job %d moved on since it was read: it is attempt 1 now (pending), sent on " \
                 "from attempt 0 by sched's preempt; nothing done" % job.id
-            await until(pilot, lambda: any(said in n.message for n in app._notifications),
+            await until(pilot, lambda: any(said in n.message for n in notices(app)),
                         "the admin is told")
             now = f.store.get(job.id)
             assert (now.state, now.attempt) == ("pending", 1)
@@ -607,7 +607,7 @@ async def test_a_placement_refused_as_it_begins_goes_back_to_the_views_it_was_as
         await settled(pilot)
         assert fleet(app).placement is None
         assert "job %d is no longer pending: it ended" % job_id in [
-            n.message for n in app._notifications]
+            n.message for n in notices(app)]
         top = app.screen
         assert isinstance(top, JobScreen) and top.job_id == job_id
         assert app.screen_stack == [app.screen_stack[0], fleet(app), view, top]
@@ -640,7 +640,7 @@ def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(
             await pilot.press("enter")
             await until(pilot, lambda: screen.placement is None, "the move refused")
             await pilot.pause()
-            assert [n.message for n in app._notifications] == [
+            assert said(app) == [
                 "not placed: %s is cordoned (by ops): it takes no new work until an admin "
                 "uncordons it (fractui uncordon %s)" % (there, there)]
             cursor = screen.map.cursor
@@ -663,7 +663,7 @@ def test_move_is_not_offered_for_a_pending_job_nor_readonly(local_fleet):
             await pilot.pause()
             assert fleet(app).placement is None  # refused, said
             assert any("only a placed or running job of the store is moved" in n.message
-                       for n in app._notifications)
+                       for n in notices(app))
         async with live_app(f, readonly=True) as (app, pilot):
             await pilot.press("J")
             await pilot.pause()
@@ -866,7 +866,7 @@ async def test_a_placement_ended_by_its_job_placed_meanwhile_leaves_the_admin_wh
         screen.read_store()
         await settled(pilot)
         assert screen.placement is None
-        assert [n.message for n in app._notifications][-1] == \
+        assert said(app)[-1] == \
             "job %d is no longer pending: placement mode ended" % job.id
         if way == "jobs place":
             assert isinstance(app.screen, JobsScreen) and app.screen.table.row.job_id == job.id

@@ -25,7 +25,7 @@ from fractui.tui.sample import NOW
 from fractui.usage.report import Series, build
 from fractui.usage.sentences import hours, local
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
+from tests.tui_frozen import H, frozen_app, notices, pilot_test, settled, usage_store
 
 
 def report(app) -> ReportScreen:
@@ -224,7 +224,7 @@ async def test_a_store_that_fails_is_said_and_the_report_of_the_range_shown_stay
         await pilot.press("r")  # the same range: its report stays, the failure is said
         await settled(pilot)
         assert held(screen)["nlp"] == "11.42" and screen.query_one("#report-table").display
-        assert any("no such table: usage" in n.message for n in app._notifications)
+        assert any("no such table: usage" in n.message for n in notices(app))
         await pilot.press("w")  # another range: nothing of it to show but why
         await settled(pilot)
         note = str(screen.query_one("#report-note").render())

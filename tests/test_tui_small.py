@@ -29,8 +29,8 @@ from fractui.tui.source import Source
 from fractui.words import count
 from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
-                               settled_app)
+from tests.tui_frozen import (LOGS, STATES, frozen_app, notices, pilot_test, said, screen_lines,
+                              settled, settled_app)
 from tests.tui_live import until
 
 
@@ -210,8 +210,8 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
             hints = screen.query_one("#job-keys").render().plain
-            said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")).split("  ")}
-            shown = tuple(w for w in ACTED if w in said)
+            hinted = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")).split("  ")}
+            shown = tuple(w for w in ACTED if w in hinted)
             assert shown == offered, hints
             palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]
             assert tuple(palette) == offered
@@ -224,9 +224,8 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
             if not offered:  # a palette entry kept from before it ended: said, not asked
                 screen.action_ask("cancel")
                 await pilot.pause()
-                said = [n.message for n in app._notifications]
                 assert "job 1 is %s: nothing to cancel" % (
-                    state if intent is None else "stopping to be cancelled") in said
+                    state if intent is None else "stopping to be cancelled") in said(app)
 
     drive()
 
@@ -248,21 +247,21 @@ def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended
             screen.load()
             await until(pilot, lambda: screen.job.state == ended, "the job read ended")
             assert screen.stops() == ()
-            for key, said in (("s", "nothing to cancel"), ("r", "nothing to requeue"),
-                              ("p", "nothing to preempt"),
-                              ("m", "only a placed or running job is moved"),
-                              ("P", "only a pending job is placed by hand")):
-                app.clear_notifications()
+            for key, why in (("s", "nothing to cancel"), ("r", "nothing to requeue"),
+                             ("p", "nothing to preempt"),
+                             ("m", "only a placed or running job is moved"),
+                             ("P", "only a pending job is placed by hand")):
+                mark = len(app.notices.kept)
                 await pilot.press(key)
                 await pilot.pause()
                 assert app.screen is screen and screen.job.state == ended, key
-                assert [n.message for n in app._notifications] == [
-                    "job 1 is %s: %s" % (ended, said)], key
-            app.clear_notifications()
+                assert said(app, mark) == [
+                    "job 1 is %s: %s" % (ended, why)], key
+            mark = len(app.notices.kept)
             await pilot.press("slash", "r", "m")  # in the output's search, letters are typed
             await pilot.pause()
             assert screen.query_one("#search", Input).value == "rm"
-            assert list(app._notifications) == []
+            assert notices(app, mark) == []
 
     drive()
 

@@ -18,6 +18,7 @@ from fractui.store.base import Store
 from fractui.store.model import Cordon, GpuTime, Hold, Sampled, Slot, UsageRecord
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.app import FractuiApp
+from fractui.tui.messages import KEPT, Notice
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.usage.report import held_s
@@ -193,10 +194,19 @@ async def settled_app(size: tuple[int, int], **frozen: Any
         yield app, pilot
 
 
-def said(app: FractuiApp) -> list[str]:
-    """Every notice the app has said, oldest first: its own record of them (``e`` lists it),
-    as Textual's toasts expire in 5 s, which a test on a loaded machine may outlast."""
-    return [n.message for n in app.notices.kept]
+def notices(app: FractuiApp, since: int = 0) -> list[Notice]:
+    """The notices the app has said, oldest first: its own record of them (``e`` lists it),
+    as Textual's toasts expire in 5 s, which a test on a loaded machine may outlast. ``since``:
+    only those after a mark (``len(app.notices.kept)`` then), for a test that looks at what
+    comes next; clearing the toasts would not clear the record."""
+    kept = list(app.notices.kept)
+    assert not since or len(kept) < KEPT, "the record is full: a mark no longer says where"
+    return kept[since:]
+
+
+def said(app: FractuiApp, since: int = 0) -> list[str]:
+    """What the notices (``notices``) said, without their titles or severities."""
+    return [n.message for n in notices(app, since)]
 
 
 def pilot_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:

@@ -43,6 +43,7 @@ from fractui.tui.jobrows import job_rows
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.run import fleet_app
 from fractui.tui.source import LiveSource
+from tests.tui_frozen import notices
 
 KEYS = {"cancel": "s", "requeue": "r", "preempt": "p"}  # the job screen's (fractui.tui.jobs)
 WAIT_S = 30.0
@@ -58,15 +59,15 @@ async def _until(pilot: Any, check: Any, what: str) -> None:
 
 async def stop(app: FractuiApp, pilot: Any, job_id: int, intent: str) -> List[List[str]]:
     """The job screen of ``job_id``, ``intent``'s key, yes: what the screen said."""
-    app.clear_notifications()
+    mark = len(app.notices.kept)
     app.open_job(job_id)
     await _until(pilot, lambda: isinstance(app.screen, JobScreen) and
                  app.screen.job is not None, "job %d's screen" % job_id)
     await pilot.press(KEYS[intent])
     await _until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
     await pilot.press("y")
-    await _until(pilot, lambda: list(app._notifications), "an answer")
-    said = [[n.severity, n.message] for n in app._notifications]
+    await _until(pilot, lambda: notices(app, mark), "an answer")
+    said = [[n.severity, n.message] for n in notices(app, mark)]
     await pilot.press("escape")
     return said
 
