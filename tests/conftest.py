@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,10 @@ def stop_host(state_dir: str) -> None:
     jobs = os.path.join(state_dir, "jobs")
     for name in sorted(os.listdir(jobs)) if os.path.isdir(jobs) else []:
         try:
-            with open(os.path.join(jobs, name, "started.json")) as f:
+            path = os.path.join(jobs, name, "started.json")
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # (a job's FIFO there: open waits)
+                continue
+            with open(path) as f:
                 started = json.load(f)
         except (OSError, ValueError):
             continue

@@ -363,11 +363,23 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         os.rename(target, moved)
         os.symlink(moved, target)
     code, said = root_agent(str(state))
+    if what.startswith("jobs/j1/"):  # a job's file: that job's folder is left unread, alone
+        _left_unread(said, str(target))
+        return
     assert code == 2, said
     assert "refusing" in said and str(target) in said, said
     if attack == "writable by a user its ACL names":
         assert "writable by the user uid %d through its ACL" % OTHER_UID in said, said
     assert "Traceback" not in said
+
+
+def _left_unread(agent, target: str) -> None:
+    """The daemon of ``agent`` serves, j1's record as it ended, and reads nothing of j1's
+    folder (which holds ``target``), saying why (tests/test_job_folder_entries.py: the same
+    of a job that put the entry there)."""
+    assert agent.call("job.get", job="j1")["state"] == "exited"
+    reply = agent.request("job.logs", job="j1")
+    assert "leaves it unread: refusing job file %s" % target in reply["error"]["message"], reply
 
 
 def test_what_an_acl_lets_another_user_read_of_the_agents_is_taken_back(root_agent,

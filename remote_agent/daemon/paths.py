@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 from remote_agent.daemon.trust import (SET_ASIDE, UnsafePath, check_private, check_tree,
                                         grantees, private_dir, private_tree, python_module)
+from remote_agent.jobs.output import PIPE_NAME
 
 ROOT_RUNTIME_BASE = "/run"
 
@@ -144,7 +145,8 @@ class AgentPaths:
     def check(self, contents: bool = False) -> None:
         """Refuse a state dir another user could change (UnsafePath), creating it 0700 where
         missing. With ``contents``, every file and job directory the daemon trusts in it too
-        (the caller holds the daemon lock, so no other daemon is changing them)."""
+        (the caller holds the daemon lock, so no other daemon is changing them); what is in a
+        job's directory is ``unread_job_dirs``'s to judge, job by job."""
         private_tree(self.state_dir, "state dir")
         if not contents:
             return
@@ -165,13 +167,25 @@ class AgentPaths:
             return
         private_dir(self.jobs_dir, "jobs directory")
         for name in sorted(os.listdir(self.jobs_dir)):
-            job_dir = private_dir(os.path.join(self.jobs_dir, name), "job directory")
-            for entry in sorted(os.listdir(job_dir)):
-                path = os.path.join(job_dir, entry)
-                if SET_ASIDE in entry and os.path.isdir(path):  # (a symlink: refused)
-                    private_dir(path, "directory set aside")  # (never read: pruned whole)
-                else:
-                    check_private(path, "job file", fifo_ok=True)
+            private_dir(os.path.join(self.jobs_dir, name), "job directory")
+
+    def unread_job_dirs(self) -> Dict[str, str]:
+        """The job directories (by name) that hold an entry the agent does not make, each with
+        why, in words. Such a directory is of the agent's own (``check``), so only the agent's
+        user (or root) put that entry there: most often the job itself, which runs as that
+        user. Its job is the one harmed: its directory is left unread, and every other job is
+        served (docs/decisions.md)."""
+        unread: Dict[str, str] = {}
+        names = sorted(os.listdir(self.jobs_dir)) if os.path.lexists(self.jobs_dir) else []
+        for name in names:
+            job_dir = os.path.join(self.jobs_dir, name)
+            try:
+                for entry in sorted(os.listdir(job_dir)):
+                    _check_job_entry(job_dir, entry)
+            except UnsafePath as err:
+                unread[name] = ("its directory %s holds what the agent did not make, so the "
+                                "agent leaves it unread: %s" % (job_dir, err))
+        return unread
 
     def make_socket_dir(self) -> None:
         """Create the 0700 socket directory, or check the one there (UnsafePath if another
@@ -225,6 +239,21 @@ class AgentPaths:
                                  path, "a socket" if stat.S_ISSOCK(st.st_mode)
                                  else "not a socket", st.st_uid, os.getuid()))
         return st
+
+
+def _check_job_entry(job_dir: str, entry: str) -> None:
+    """Refuse (UnsafePath) an entry of a job's directory unless it is what the agent makes
+    there, of its own: a regular file, the output pipe (a FIFO), a directory a shim set
+    aside (never read: pruned whole with its job's directory). Nothing is followed."""
+    path = os.path.join(job_dir, entry)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:  # (a live shim's temporary file, renamed meanwhile)
+        return
+    if SET_ASIDE in entry and stat.S_ISDIR(st.st_mode):
+        private_dir(path, "directory set aside")
+    else:
+        check_private(path, "job file", fifo_ok=entry == PIPE_NAME)
 
 
 def _code_root() -> str:

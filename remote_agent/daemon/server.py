@@ -342,9 +342,9 @@ class Daemon:
         chunks a tick (no line grows with a log's size), and its end once the job has ended."""
         sup = self.supervisor
         job = sup.store.get(job_id)
-        paths = sup.log_paths(job) if job else []
         data = b""
         try:
+            paths = sup.log_paths(job) if job else []
             for _ in range(LOG_PUSHES_PER_TICK):
                 data, offset = read_from(paths[-1], offset, job is None or not job.active) \
                     if paths else (b"", offset)

@@ -239,6 +239,9 @@ class Supervisor:
         self.sim_state = sim_state
         self.runtimes = runtime.probe()
         private_dir(paths.jobs_dir, "jobs directory")
+        # jobs whose directory holds what the agent did not make: never read (``job_dir``)
+        self.unread = {int(name[1:]): why for name, why in paths.unread_job_dirs().items()
+                       if re.fullmatch("j[0-9]{1,18}", name)}
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
         parent, root = self.cgroups.parent, os.geteuid() == 0
@@ -400,6 +403,14 @@ class Supervisor:
         return user, self.runtimes.get("process")
 
     def job_dir(self, job: Job) -> str:
+        """The job's directory, to read or write in; UnsafePath, saying why, where it is left
+        unread (``self.unread``)."""
+        if job.id in self.unread:
+            raise UnsafePath("job j%d: %s" % (job.id, self.unread[job.id]))
+        return self._dir_of(job)
+
+    def _dir_of(self, job: Job) -> str:
+        """The job's directory, to remove whole (shutil.rmtree follows no symlink in it)."""
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
 
     def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
@@ -580,10 +591,10 @@ class Supervisor:
         """The HAMi-core region of an ended job whose shim died (a live shim removes its own as
         the job ends), from the shim's record, only where it is still the job's user's own
         directory (``shim.remove_region``)."""
-        left = self.read_job_file(job, REGION_RECORD)
-        if left is None or shim_alive(self.job_dir(job)):
-            return
         try:
+            left = self.read_job_file(job, REGION_RECORD)
+            if left is None or shim_alive(self.job_dir(job)):
+                return
             if remove_region(left["path"], left["uid"]):
                 log.info("job j%d: removed its HAMi-core region %s, which its shim did not "
                          "(it died)", job.id, left["path"])
@@ -1127,7 +1138,7 @@ class Supervisor:
         SIGTERM once the container takes it (``send_unsent``). One whose container was found
         is sent no second (it most likely took the first): a program may take a second SIGTERM
         as its cue to quit at once, its cleanup cut short."""
-        adopted = self.store.active()
+        adopted = [job for job in self.store.active() if not self._unwatchable(job)]
         for job in adopted:
             if job.state == "running":
                 self.hold_output(job, self.made_pipe(job))
@@ -1145,13 +1156,29 @@ class Supervisor:
                     self._cgroups_left.add(path)
         return adopted
 
+    def _unwatchable(self, job: Job) -> bool:
+        """Whether ``job`` (active) is one whose directory is left unread, and so ended now: its
+        end cannot be told without it (its shim writes it there), and left running unwatched
+        it would hold its GPU slice for good. Its processes are killed first, so the slice it
+        gives back is not used twice. A job that ended already keeps its record; its
+        directory, unread too, goes with it when it is pruned."""
+        why = self.unread.get(job.id)
+        if why is None:
+            return False
+        log.error("job j%d: %s; the job is ended as lost", job.id, why)
+        job.procs().signal(signal.SIGKILL)
+        self.finish(job, state="lost", reason="%s; so it cannot be watched, and its processes "
+                    "were killed" % why)
+        return True
+
     def prune(self, cutoff: float) -> int:
         with self._lock:
             gone = self.store.finished_before(cutoff)
             for job in gone:
                 self.store.delete(job)
         for job in gone:
-            shutil.rmtree(self.job_dir(job), ignore_errors=True)
+            shutil.rmtree(self._dir_of(job), ignore_errors=True)
+            self.unread.pop(job.id, None)
         return len(gone)
 
     def find(self, ref: str, key: Optional[str] = None) -> Job:

@@ -1,0 +1,78 @@
+"""An entry a job of the agent's own user put in its own folder (a symlink, a directory, a FIFO,
+a file another user owns): the next daemon (after a kill -9, a handover, a reboot: the state dir
+outlives them all) starts and serves every other job, and leaves that job's folder unread, the
+job ended as lost with why. Before, it refused the whole state dir ("refusing job file ..."),
+exit 2, until someone removed the entry by hand: one job took its host out of service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+
+import pytest
+
+from tests.test_job_supervision import wait_until
+from tests.test_jobs import alive, wait_job
+
+NOBODY = 65534
+# what the job puts at a name in its folder (sys.argv[1]; in place of its shim's file there,
+# once written), then it sleeps on
+PLANT = {
+    "symlink": "os.symlink(sys.argv[2], sys.argv[1])",
+    "directory": "os.mkdir(sys.argv[1], 0o700)",
+    "FIFO": "os.mkfifo(sys.argv[1], 0o600)",
+    "another user's file": "open(sys.argv[1], 'w').close(); os.chown(sys.argv[1], %d, %d)"
+                           % (NOBODY, NOBODY),
+}
+
+def _kind(mode: int) -> str:
+    for kind, test in (("symlink", stat.S_ISLNK), ("directory", stat.S_ISDIR),
+                       ("FIFO", stat.S_ISFIFO)):
+        if test(mode):
+            return kind
+    return "another user's file"
+
+
+def _planting(planted: str, kind: str, elsewhere: str) -> list:
+    return [sys.executable, "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]) "
+            "and not sys.argv[1].endswith('planted'):\n    time.sleep(0.05)\n"
+            "if os.path.lexists(sys.argv[1]):\n    os.unlink(sys.argv[1])\n%s\n"
+            "time.sleep(600)" % PLANT[kind], planted, elsewhere]
+
+
+@pytest.mark.parametrize("name", ["started.json", "planted"])
+@pytest.mark.parametrize("kind", sorted(PLANT))
+def test_an_entry_a_job_put_in_its_folder_keeps_no_daemon_from_starting(start_agent, tmp_path,
+                                                                        kind, name):
+    state = str(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("kept")
+    agent = start_agent("1xL4", state)
+    other = agent.call("job.launch", key="k-other", gpu=0, memory_mib=10,
+                       argv=["sleep", "600"])
+    job_dir = os.path.join(state, "jobs", "j2")
+    planted = os.path.join(job_dir, name)
+    planter = agent.call("job.launch", key="k-plant", gpu=0, memory_mib=10,
+                         argv=_planting(planted, kind, str(elsewhere)))
+    wait_until(lambda: os.path.lexists(planted) and _kind(os.lstat(planted).st_mode) == kind,
+               "the job's %s at %s" % (kind, planted))
+    pid = agent.call("job.get", job=planter["id"])["pid"]
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+
+    again = start_agent("1xL4", state)
+    assert again.call("job.get", job=other["id"])["state"] == "running"
+    ended = wait_job(again, planter["id"])
+    assert ended["state"] == "lost"
+    assert ended["reason"].startswith(
+        "its directory %s holds what the agent did not make, so the agent leaves it unread: "
+        "refusing job file %s: " % (job_dir, planted)), ended["reason"]
+    wait_until(lambda: not alive(pid), "the end of the job's process")
+    assert os.path.lexists(planted) and elsewhere.read_text() == "kept"
+    # its folder is left unread: its output is not read through it either
+    reply = again.request("job.logs", job=planter["id"])
+    assert "error" in reply and "leaves it unread" in reply["error"]["message"], reply
+    again.call("job.stop", job=other["id"])
+    assert wait_job(again, other["id"])["state"] == "killed"
