@@ -76,3 +76,23 @@ def test_an_entry_a_job_put_in_its_folder_keeps_no_daemon_from_starting(start_ag
     assert "error" in reply and "leaves it unread" in reply["error"]["message"], reply
     again.call("job.stop", job=other["id"])
     assert wait_job(again, other["id"])["state"] == "killed"
+
+
+def test_a_folder_named_as_no_job_is_named_leaves_every_job_read(start_agent, tmp_path):
+    """``jobs/j01`` is no job's folder (j1's is ``jobs/j1``): what it holds costs j1 nothing
+    (before: read as j1's, j1 was killed and ended lost for a folder not its own)."""
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10, argv=["sleep", "600"])
+    assert job["id"] == "j1"
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    stray = os.path.join(state, "jobs", "j01")
+    os.mkdir(stray, 0o700)
+    os.symlink("/etc/passwd", os.path.join(stray, "started.json"))
+
+    again = start_agent("1xL4", state)
+    assert again.call("job.get", job="j1")["state"] == "running"
+    assert "error" not in again.request("job.logs", job="j1")
+    again.call("job.stop", job="j1")
+    assert wait_job(again, "j1")["state"] == "killed"

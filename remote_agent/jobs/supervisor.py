@@ -239,9 +239,10 @@ class Supervisor:
         self.sim_state = sim_state
         self.runtimes = runtime.probe()
         private_dir(paths.jobs_dir, "jobs directory")
-        # jobs whose directory holds what the agent did not make: never read (``job_dir``)
+        # jobs whose directory holds what the agent did not make: never read (``job_dir``);
+        # a name no job's directory has (``j01``: j1's is ``j1``) is no job's
         self.unread = {int(name[1:]): why for name, why in paths.unread_job_dirs().items()
-                       if re.fullmatch("j[0-9]{1,18}", name)}
+                       if re.fullmatch("j[1-9][0-9]{0,17}", name)}
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
         parent, root = self.cgroups.parent, os.geteuid() == 0
