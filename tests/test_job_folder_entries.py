@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.test_job_supervision import wait_until
+from tests.test_job_supervision import daemon_pid_of, wait_until
 from tests.test_jobs import alive, wait_job
 
 NOBODY = 65534
@@ -96,3 +96,40 @@ def test_a_folder_named_as_no_job_is_named_leaves_every_job_read(start_agent, tm
     assert "error" not in again.request("job.logs", job="j1")
     again.call("job.stop", job="j1")
     assert wait_job(again, "j1")["state"] == "killed"
+
+
+def test_a_launch_cut_short_whose_folder_is_left_unread_is_not_started_again(start_agent,
+                                                                             tmp_path):
+    """A launch cut short before anything ran (its key may start it again), its folder then
+    holding what the agent did not make: launching the key again is refused, saying why, and
+    the job keeps its record, holding nothing (before: the refusal left it starting for good,
+    its slice held, every launch of the key refused again and every watchdog pass failing)."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xA100-80GB:mig", state)
+    gate = tmp_path / "gate"
+    agent.call("sim.hold", function="nvmlDeviceCreateGpuInstanceWithPlacement", gate=str(gate))
+    params = dict(key="k-cut", gpu=0, mig={"profile": "3g.40gb", "start": 4},
+                  argv=["sleep", "600"])
+    agent.send("job.launch", **params)
+    wait_until(lambda: os.path.exists(str(gate) + ".held"), "the launch to reach MIG creation")
+    os.kill(daemon_pid_of(state), signal.SIGKILL)  # the daemon dies mid-launch
+    agent.proc.wait(timeout=10)
+    later = start_agent(None, state)
+    job = wait_job(later, "j1")
+    assert (job["state"], job["exit_code"], job["started_at"]) == ("exited", None, None)
+    os.kill(daemon_pid_of(state), signal.SIGKILL)
+    later.proc.wait(timeout=10)
+    planted = os.path.join(state, "jobs", "j1", "planted")
+    os.mkdir(planted, 0o700)
+
+    again = start_agent(None, state)
+    for _ in range(2):
+        reply = again.request("job.launch", **params)
+        assert "leaves it unread: refusing job file %s" % planted in \
+            reply["error"]["message"], reply
+        assert again.call("job.get", job="j1") == job
+    # nothing of it is held: the same slice is another key's to take
+    other = again.call("job.launch", **dict(params, key="k-other"))
+    assert other["state"] == "running"
+    again.call("job.stop", job=other["id"])
+    assert wait_job(again, other["id"])["state"] == "killed"

@@ -314,6 +314,7 @@ class Supervisor:
                     return None
                 job = self._by_key(req)  # (its fingerprint checked, a failed start raised)
                 if job is not None and job.never_ran:  # a launch cut short: start it now
+                    self.job_dir(job)  # (one left unread is refused here, its record kept)
                     booking.check(self.store.active(), req.memory_mib, req.instance, infos,
                                   facts)
                     self.store.update(job, state="starting", reason=None, ended_at=None)
