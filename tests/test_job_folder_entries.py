@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from tests.test_job_supervision import daemon_pid_of, wait_until
+from tests.test_job_supervision import (crash_before_start_was_recorded, daemon_pid_of,
+                                        wait_until)
 from tests.test_jobs import alive, wait_job
 
 NOBODY = 65534
@@ -26,6 +27,7 @@ PLANT = {
     "another user's file": "open(sys.argv[1], 'w').close(); os.chown(sys.argv[1], %d, %d)"
                            % (NOBODY, NOBODY),
 }
+
 
 def _kind(mode: int) -> str:
     for kind, test in (("symlink", stat.S_ISLNK), ("directory", stat.S_ISDIR),
@@ -133,3 +135,29 @@ def test_a_launch_cut_short_whose_folder_is_left_unread_is_not_started_again(sta
     assert other["state"] == "running"
     again.call("job.stop", job=other["id"])
     assert wait_job(again, other["id"])["state"] == "killed"
+
+
+def test_a_job_whose_start_was_never_recorded_is_not_said_killed_where_none_was_found(
+        start_agent, tmp_path):
+    """The daemon died after the shim started the job and before it recorded the start (no
+    pid, no cgroup in its record: the pid is in its folder alone), and the job put a
+    directory in its folder: the next daemon leaves the folder unread and ends the job lost,
+    saying that no process of it could be found to kill. Before, it said its processes were
+    killed, and the job ran on."""
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
+    planted = os.path.join(state, "jobs", "j1", "planted")
+    job = agent.call("job.launch", key="k-plant", gpu=0, memory_mib=10,
+                     argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    wait_until(lambda: os.path.isdir(planted), "the job's directory at %s" % planted)
+    crash_before_start_was_recorded(agent, state)
+    try:
+        ended = wait_job(start_agent(None, state), job["id"])
+        assert ended["state"] == "lost" and ended["reason"].endswith(
+            "; so it cannot be watched, and its start was never recorded, so no process of it "
+            "could be found to kill (one may still run; its shim's log is in that folder)"), \
+            ended["reason"]
+        assert alive(job["pid"])  # as said
+    finally:
+        if alive(job["pid"]):
+            os.kill(job["pid"], signal.SIGKILL)

@@ -1168,9 +1168,12 @@ class Supervisor:
         if why is None:
             return False
         log.error("job j%d: %s; the job is ended as lost", job.id, why)
-        job.procs().signal(signal.SIGKILL)
-        self.finish(job, state="lost", reason="%s; so it cannot be watched, and its processes "
-                    "were killed" % why)
+        if job.procs().signal(signal.SIGKILL) or job.pid is not None or job.cgroup:
+            done = "its processes were killed"
+        else:  # its start never recorded, nor a cgroup: the pid is in that folder alone
+            done = "its start was never recorded, so no process of it could be found to kill " \
+                "(one may still run; its shim's log is in that folder)"
+        self.finish(job, state="lost", reason="%s; so it cannot be watched, and %s" % (why, done))
         return True
 
     def prune(self, cutoff: float) -> int:
