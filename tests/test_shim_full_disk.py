@@ -57,6 +57,17 @@ def _exits_0(shim: subprocess.Popen) -> None:
             shim.wait()
 
 
+def _end_written(folder: JobFolder, job_dir: str) -> None:
+    """The shim's writer of a job's end (``exit.json``, code 3) run until it is done, at most
+    30 s, and what it wrote read back."""
+    writer = threading.Thread(target=write_json_until_done,
+                              args=(folder, "exit.json", {"code": 3}), daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+
+
 def _room_for_the_claim(small_fs) -> str:
     """Fills ``small_fs`` but for a page, the room of the shim's claim (its pid) alone: the
     filler's path, to be removed when there is to be room again."""
@@ -235,12 +246,7 @@ def test_an_end_whose_temporary_name_is_a_symlink_removes_it_and_is_written(tmp_
     folder = JobFolder.open(job_dir)
     planted = os.path.join(job_dir, "exit.json.tmp.%d" % os.getpid())
     os.symlink(str(tmp_path / "elsewhere"), planted)
-    writer = threading.Thread(target=write_json_until_done,
-                              args=(folder, "exit.json", {"code": 3}), daemon=True)
-    writer.start()
-    writer.join(30)
-    assert not writer.is_alive()
-    assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    _end_written(folder, job_dir)
     assert not os.path.lexists(planted)
     assert not (tmp_path / "elsewhere").exists()
     ended = os.path.join(job_dir, "exit.json")
@@ -266,12 +272,7 @@ def test_an_end_whose_temporary_name_is_a_directory_sets_it_aside_and_is_written
     if kind == "full":
         Path(planted, "inside").write_text("kept too")
         os.symlink(str(elsewhere), os.path.join(planted, "link"))
-    writer = threading.Thread(target=write_json_until_done,
-                              args=(folder, "exit.json", {"code": 3}), daemon=True)
-    writer.start()
-    writer.join(30)
-    assert not writer.is_alive()
-    assert json.loads((Path(job_dir) / "exit.json").read_text()) == {"code": 3}
+    _end_written(folder, job_dir)
     aside = [name for name in os.listdir(job_dir) if ".set-aside." in name]
     assert [name.split(".set-aside.")[0] for name in aside] == [os.path.basename(planted)]
     moved = os.path.join(job_dir, aside[0])
