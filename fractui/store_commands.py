@@ -497,7 +497,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
 
 
 def _unled_said(store: Store, job: Job) -> None:
-    """"the scheduler launches it": none will, until one runs; said, as ``move`` says it."""
+    """Says that no scheduler runs where none holds the lease: ``place`` answered "the
+    scheduler launches it", and none will until one runs (``move`` says it so too)."""
     if job.state == PLACED and store.lease_holder() is None:
         say(NO_SCHEDULER)
 
