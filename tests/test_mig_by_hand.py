@@ -90,7 +90,7 @@ def test_a_placed_job_beside_an_idle_twin_is_booked_where_its_launch_goes():
     gpu = dict(A100, instances=[twin], processes=[])
     for start in (None, 4):
         job = store_job(9, "placed", Slot("gpu-a", (1,), "3g.40gb", start))
-        layout, starts = placement_layout(gpu, [], [job])
+        layout, starts = placement_layout(booked_layout(gpu, []), [job])
         assert starts == {9: 4}, (start, starts)
         assert [(i.profile, i.start, i.busy) for i in layout.instances] == [
             ("3g.40gb", 4, True)], (start, layout)

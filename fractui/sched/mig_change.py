@@ -21,8 +21,8 @@ from remote_agent.mig import planner
 from remote_agent.mig.layout import Instance, Layout, Profile
 
 from fractui.sched import mig
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, book_launch,
-                                     booked_layout, gpu_geometry)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, Booked, book_launch,
+                                     gpu_geometry)
 from fractui.store.model import ON_HOST, PLACED, Job
 
 CREATE, DESTROY, MODE = "create", "destroy", "mode"
@@ -308,14 +308,14 @@ def _launch_start(layout: Layout, profile: str) -> Optional[int]:
     return mig.launch_start(layout.geometry, mig.signature(busy), idle, profile)
 
 
-def placement_layout(gpu: Mapping[str, Any], live: Iterable[Mapping[str, Any]],
-                     placed: Iterable[Job]) -> tuple[Optional[Layout], dict[int, int]]:
+def placement_layout(full: Optional[Booked], placed: Iterable[Job]
+                     ) -> tuple[Optional[Layout], dict[int, int]]:
     """A MIG GPU's layout as placement books it, what the GPU view's free rows, its ``N``
     picker and the map all judge by: its agent's instances, each its jobs hold busy, those
-    their launches are making (fleetview.booked_layout), and those of the jobs ``placed``
-    there not started yet (``with_placed``, with their starts). None where fractui cannot
-    book the GPU (booked_layout's None). ``live``: the agent's live job records."""
-    full = booked_layout(gpu, live)
+    their launches are making (``full``, fleetview.booked_layout's, which each of them reads
+    for its own rows too), and those of the jobs ``placed`` there not started yet
+    (``with_placed``, with their starts). None where fractui cannot book the GPU
+    (booked_layout's None)."""
     return (None, {}) if full is None else with_placed(full.layout, placed)
 
 

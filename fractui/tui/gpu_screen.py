@@ -219,7 +219,7 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                  "made_for": owner[i.gi_id]} for i in booked.made]
         # the slices no instance holds are rows among them, as the map draws them: free, and
         # whether a profile can be made in them alone now (the planner's rules)
-        layout = placement_layout(gpu, live, placed_on(status, index, store))[0]
+        layout = placement_layout(full, placed_on(status, index, store))[0]
         free = [{"start": a, "size": b - a + 1, "free": True,
                  "unfit": None if layout is None else unfit_run(layout, a, b)}
                 for a, b in free_runs(dict(gpu, instances=instances), layout)]
@@ -672,8 +672,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             return "%s: no instance can be made on it" % refused
         status = self.statuses().get(self.host)
         placed = placed_on(status, self.index, self.store()) if status is not None else []
-        layout = placement_layout(gpu, [j for j in jobs[0]
-                                        if j.get("state") in ACTIVE_AGENT_STATES], placed)[0]
+        live = [j for j in jobs[0] if j.get("state") in ACTIVE_AGENT_STATES]
+        layout = placement_layout(booked_layout(gpu, live), placed)[0]
         if layout is None:  # (a launch its snapshot does not show yet, or a broken record)
             return ("what the instances of %s hold is not known now: N again after its next "
                     "snapshot" % where)

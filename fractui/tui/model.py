@@ -200,7 +200,8 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
         by_instance = {j.get("instance"): j for j in on_gpu if j.get("instance")}
         # a job whose instance the snapshot does not show yet: drawn being made where
         # placement books it (an idle twin there its own, idle ones in its way gone)
-        booked = booked_layout(gpu, on_gpu) if unshown(gpu, on_gpu) else None
+        full = booked_layout(gpu, on_gpu)
+        booked = full if unshown(gpu, on_gpu) else None
         making = booked.making if booked is not None else {}
         kept = None if booked is None else {i.gi_id for i in booked.layout.instances}
         taken = set()
@@ -231,7 +232,7 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
         # a job placed there, not started yet: where placement books it (its slot's start,
         # or its launch's where it left one open); the free slices no profile can use then,
         # as the GPU view's free rows say them (none fits)
-        layout, starts = placement_layout(gpu, on_gpu, waiting)
+        layout, starts = placement_layout(full, waiting)
         for job in waiting:
             slot = job.slot
             start = starts.get(job.id, slot.start)
