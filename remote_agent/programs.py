@@ -22,9 +22,12 @@ def not_found(program: str) -> str:
     if missing:
         return "%s cannot run: %s" % (program, missing)
     shown = "unset, so %s" % os.defpath if path is None else path or "empty"
-    if len(shown) > PATH_SHOWN:
-        shown = shown[:PATH_SHOWN] + "..."
-    return "%s is not installed, or not on the agent's PATH (%s)" % (program, shown)
+    return "%s is not installed, or not on the agent's PATH (%s)" % (program, _cut(shown))
+
+
+def _cut(shown: str) -> str:
+    """A PATH, or its directories, as said: cut past ``PATH_SHOWN`` characters."""
+    return shown[:PATH_SHOWN] + "..." if len(shown) > PATH_SHOWN else shown
 
 
 def unsearchable(program: str, path: str) -> Optional[str]:
@@ -40,10 +43,8 @@ def unsearchable(program: str, path: str) -> Optional[str]:
     shut = [d for d in dirs if _unsearchable(d)]
     if not shut:
         return None
-    shown = ", ".join(shut)
-    if len(shown) > PATH_SHOWN:
-        shown = shown[:PATH_SHOWN] + "..."
-    return "not found in a directory of its PATH it may search (it may not search %s)" % shown
+    return "not found in a directory of its PATH it may search (it may not search %s)" % _cut(
+        ", ".join(shut))
 
 
 def _seen(path: str) -> bool:

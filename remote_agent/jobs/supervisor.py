@@ -392,16 +392,18 @@ class Supervisor:
         if req.run_as is not None:  # looked at as its user, by the shim: the agent (root)
             return user, self.runtimes.get("process")  # would say what is in others' dirs
         cwd = req.cwd or user.default_cwd()
-        why = _cwd_problem(cwd)
-        if why:
-            _host_trouble("enter its cwd %s" % cwd, [cwd])
-            raise start_failed("cannot enter its cwd %s: %s" % (cwd, why))
+        err = _refused(cwd, stat.S_IFDIR)
+        if err is not None:
+            _host_trouble("enter its cwd %s" % cwd, [err])
+            raise start_failed("cannot enter its cwd %s: %s" % (cwd, os.strerror(err)))
         path = req.env.get("PATH") or base_env(os.environ, user)["PATH"]
-        candidates = _exec_candidates(req.argv[0], path, cwd)
-        why = _program_problem(candidates)
-        if why:
-            _host_trouble("run %s" % req.argv[0], candidates)
-            raise start_failed("cannot run %s: %s" % (req.argv[0], why))
+        errs = _program_errors(_exec_candidates(req.argv[0], path, cwd))
+        if errs:
+            _host_trouble("run %s" % req.argv[0], errs)
+            # as execvpe says it (os._execvpe): the first that is not ENOENT or ENOTDIR, else
+            # the last
+            err = next((e for e in errs if e not in (errno.ENOENT, errno.ENOTDIR)), errs[-1])
+            raise start_failed("cannot run %s: %s" % (req.argv[0], os.strerror(err)))
         return user, self.runtimes.get("process")
 
     def job_dir(self, job: Job) -> str:
@@ -1312,39 +1314,29 @@ def _refused(path: str, kind: int) -> Optional[int]:
     return None if os.access(path, os.X_OK) else errno.EACCES
 
 
-def _cwd_problem(cwd: str) -> Optional[str]:
-    """Why the job's shim could not enter ``cwd``, in the OS's words, or None."""
-    err = _refused(cwd, stat.S_IFDIR)
-    return None if err is None else os.strerror(err)
-
-
-def _program_problem(candidates: List[str]) -> Optional[str]:
-    """Why exec would not find the program at any of its ``candidates``, or None: as execvpe
-    says it (os._execvpe), the first error that is not ENOENT or ENOTDIR, else the last."""
+def _program_errors(candidates: List[str]) -> List[int]:
+    """Why exec would find the program at none of its ``candidates``, each's errno in their
+    order (``_refused``); none where one is a program this process may run."""
     errs = []
     for candidate in candidates:
         err = _refused(candidate, stat.S_IFREG)
         if err is None:
-            return None
+            return []
         errs.append(err)
-    return os.strerror(next((e for e in errs if e not in (errno.ENOENT, errno.ENOTDIR)),
-                            errs[-1]))
+    return errs
 
 
-def _host_trouble(step: str, paths: List[str]) -> None:
-    """HOST_FAILED where a job's cwd or program was not found because looking at one of
-    ``paths`` failed for the host's trouble (``shim.HOST_ERRNOS``: a network or FUSE mount
-    whose server is gone, an I/O error), as its shim would say it: nothing is recorded, and
-    the admin starts it on another host rather than failing it for good in words that are
-    not true ("No such file or directory")."""
-    for path in paths:
-        try:
-            os.stat(path)
-        except OSError as err:
-            if err.errno in HOST_ERRNOS:
-                why = "cannot %s: %s" % (step, err.strerror)
-                raise RpcError(rpc.HOST_FAILED, "the job cannot start on this host: %s" % why,
-                               {"reason": why}) from None
+def _host_trouble(step: str, errs: List[int]) -> None:
+    """HOST_FAILED where a job's cwd or program was not found because a look at it failed
+    for the host's trouble (one of ``errs``, as ``_refused`` met them, in ``shim.HOST_ERRNOS``:
+    a network or FUSE mount whose server is gone, an I/O error), as its shim would say it:
+    nothing is recorded, and the admin starts it on another host rather than failing it for
+    good in words that are not true ("No such file or directory")."""
+    err = next((e for e in errs if e in HOST_ERRNOS), None)
+    if err is not None:
+        why = "cannot %s: %s" % (step, os.strerror(err))
+        raise RpcError(rpc.HOST_FAILED, "the job cannot start on this host: %s" % why,
+                       {"reason": why})
 
 
 def _kill(pid: int) -> bool:
