@@ -248,20 +248,20 @@ def prune(run: Run, db: Any, before: float, now: float) -> int:
                (before,)).rowcount
     gone += run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
     cut = min(before, now)
+    keep: Optional[float]
     try:
         forgot = forgotten(run, db)
     except Unreadable as err:  # (a hand's edit: the scheduler stops on a damaged store, for
         # a mark only reports read)
         log.warning("%s: this prune's cut (%r) is kept there", err, cut)
-        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(cut), FORGOTTEN))
-        return gone
-    if forgot is not None and forgot > now:  # (of the time before now, it keeps only what
-        # was written since the clock was set back)
-        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(now), FORGOTTEN))
-    elif gone and forgot is None:
-        run(db, "INSERT INTO meta (key, value) VALUES (?, ?)", (FORGOTTEN, repr(cut)))
-    elif gone and forgot < cut:
-        run(db, "UPDATE meta SET value = ? WHERE key = ?", (repr(cut), FORGOTTEN))
+        keep = cut
+    else:  # past now: of the time before now, it keeps only what was written since the clock
+        # was set back
+        keep = now if forgot is not None and forgot > now else cut if gone and (
+            forgot is None or forgot < cut) else None
+    if keep is not None:
+        run(db, "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "value = excluded.value", (FORGOTTEN, repr(keep)))
     return gone
 
 
