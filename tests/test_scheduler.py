@@ -272,8 +272,8 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
         "pending", ["python", "train.py", "--lr", "0.1"], "n1")
     assert f.store.get(record["id"]).request["gpu"] == 0.5
     unknown = f.fractui("submit", "--queue", "nope", "--", "x")
-    assert unknown.returncode == 2 and "unknown queue 'nope' (known: many-cpus, much-ram, half)" in (
-        unknown.stderr)
+    assert unknown.returncode == 2 and (
+        "unknown queue 'nope' (known: many-cpus, much-ram, half)" in unknown.stderr)
 
 
 def _submit(config, queue: str) -> subprocess.CompletedProcess:

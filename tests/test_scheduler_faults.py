@@ -237,7 +237,8 @@ def test_a_start_the_launch_answered_as_under_way_that_the_host_refuses_runs_els
     with pids_capped(1, daemon), _forks_held(daemon) as let_go:
         job = f.submit("half", argv=localfleet.sleeper(600))
         _place_by_hand(f, job, "gpu-a")
-        f.until(lambda: f.store.get(job.id).state == "running", 4 * START_TIMEOUT_S)  # answered "starting"
+        # answered "starting"
+        f.until(lambda: f.store.get(job.id).state == "running", 4 * START_TIMEOUT_S)
         [starting] = launches_of(f, job)
         assert (starting["host"], starting["state"]) == ("gpu-a", "starting")
         let_go()

@@ -149,7 +149,8 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
 async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
     store = SqliteStore(os.path.join(tmp_path, "empty.db"))
     for app, words in ((frozen_app(usage=store), "No usage in the last 24 h: no job held a "
-                        "slice in this range"), (frozen_app(sampled=False), "No store: usage is recorded "
+                        "slice in this range"),
+                       (frozen_app(sampled=False), "No store: usage is recorded "
                                                  "in the store, by the scheduler, as jobs run. "
                                                  "A config with [[queues]], or a [store] url, "
                                                  "gives fractui its store.")):

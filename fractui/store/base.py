@@ -279,11 +279,11 @@ class Store(abc.ABC):
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
         the lease holder stops (audited as the intent). ``bounded_as``: the user (no admin)
         whose requeue is held to the team's bound on waiting jobs, as ``submit``'s is, counted
-        in the write's own transaction, in the team's turn: WaitingFull, nothing written. A cancel (``expect`` naming stopping)
-        also takes over a stop under way that would bring the job back (a requeue, a
-        preemption, a move: model.stops_offered), letting go of a move's slot; any other stop
-        under way is a StateConflict. A commit whose answer was lost is
-        made again at once; if the first had landed, that finds the job moved on
+        in the write's own transaction, in the team's turn: WaitingFull, nothing written. A
+        cancel (``expect`` naming stopping) also takes over a stop under way that would bring
+        the job back (a requeue, a preemption, a move: model.stops_offered), letting go of a
+        move's slot; any other stop under way is a StateConflict. A commit whose answer was
+        lost is made again at once; if the first had landed, that finds the job moved on
         (StateConflict): the caller reads where it is (intents.ask_stop). ``attempt``: the
         one the asker read; a later one is not stopped (StateConflict)."""
 

@@ -191,8 +191,8 @@ def headline(computed: Computed, shell: Optional[str] = None) -> Text:
     """The outcome, in ``fractui report``'s sentences (fractui.usage.sentences), one a line:
     what sharing saved, where the store's usage in the range begins, the GPUs' time and how
     much of it is kept, how busy the jobs kept what they held, what was held without a
-    measure, the jobs that ended waiting and those waiting now; ``shell``: the command that reports the same store from a shell, where the
-    user may not know it (the demo's)."""
+    measure, the jobs that ended waiting and those waiting now; ``shell``: the command that
+    reports the same store from a shell, where the user may not know it (the demo's)."""
     r, t = computed.report, computed.report.total
     text = Text(saving_words(r), style="bold")
     for line in (kept_words(r) + online_words(t) + computed.coverage.words(r) + busy_words(t) +

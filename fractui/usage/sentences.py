@@ -185,8 +185,9 @@ class Coverage:
     interval ago) where the store keeps anything (``Report.start``: before it, the report
     says so already) and, of these, those that hold a look at a GPU (``kept``); the bucket
     it begins in, or the one the store's first look is in, counted for its part, is not one
-    of them. A bucket with none is time when no scheduler looked at a reachable GPU (none held the lease, every host
-    was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
+    of them. A bucket with none is time when no scheduler looked at a reachable GPU (none
+    held the lease, every host was away, or the holder was paused): the GPUs' online and
+    idle hours leave it out."""
 
     bucket_s: float
     begin: int
