@@ -55,7 +55,7 @@ def _named(name: str, image: Optional[str]) -> str:
 def waited(job: Job, now: float) -> Optional[float]:
     """How long a pending job has waited at ``now`` (since its submit, or since it went
     back to its queue); None for a job not waiting."""
-    return max(0.0, now - job.waiting_since) if job.state == PENDING else None
+    return job.waited(now) if job.state == PENDING else None
 
 
 def ran(job: Job, now: float) -> Optional[float]:

@@ -183,3 +183,24 @@ async def test_at_80x24_a_starved_team_is_marked_and_four_pending_rows_stay():
         shown = text_of(panel.render())
         assert "nlp!" in shown and "starved" not in shown  # no room for its line here
         assert len(panel._rows) == 4
+
+
+def test_a_job_dated_ahead_of_now_has_waited_0_in_every_view_of_its_wait():
+    """A job submitted from a machine whose clock runs 90 s ahead waits from after ``now``:
+    ``fractui jobs``, the reserved hold of ``teams``, the queue panel's and the metrics'
+    oldest wait, and the report's longest wait all say 0, by the one rule (Job.waited)."""
+    from fractui.job_commands import waited
+    from fractui.metrics.families import _queues
+    from fractui.metrics.state import MetricsState
+    from fractui.sched.standing import Reserved, queue_stats
+    from fractui.store.model import Hold
+    from fractui.usage.sentences import Waiting
+
+    ahead = pending(1, "nlp", -90.0)
+    assert ahead.waited(NOW) == 0.0 and waited(ahead, NOW) == 0.0
+    assert Reserved("nlp", ahead, Hold(1, 1.0)).waited(NOW) == 0.0
+    assert [s.wait_s for s in queue_stats([], [ahead], NOW)] == [0.0]
+    assert Waiting.of([ahead], "team", NOW).longest_s == 0.0
+    state = MetricsState(NOW, "me", [], [ahead], [], ["q"], True, True)
+    oldest = _queues(state)[1]
+    assert [s.value for s in oldest.samples] == [0.0]

@@ -196,15 +196,15 @@ def _queues(state: MetricsState) -> List[Metric]:
     depth = _gauge("fractui_queue_pending_jobs", "Jobs waiting in the queue", ["queue"])
     oldest = _gauge("fractui_queue_oldest_wait_seconds", "How long the queue's oldest pending "
                     "job has waited (0 when none waits)", ["queue"])
-    first: Dict[str, float] = {}
+    longest: Dict[str, float] = {}
     count: Dict[str, int] = {q: 0 for q in state.queues}
     for job in state.jobs:
         if job.state == PENDING:
             count[job.queue] = count.get(job.queue, 0) + 1
-            first[job.queue] = min(first.get(job.queue, job.waiting_since), job.waiting_since)
+            longest[job.queue] = max(longest.get(job.queue, 0.0), job.waited(state.now))
     for queue, n in count.items():
         depth.add_metric([queue], float(n))
-        oldest.add_metric([queue], max(0.0, state.now - first[queue]) if queue in first else 0.0)
+        oldest.add_metric([queue], longest.get(queue, 0.0))
     return [depth, oldest]
 
 

@@ -60,8 +60,8 @@ class Reserved:
     hold: Hold
 
     def waited(self, now: float) -> float:
-        """How long its job has waited at ``now`` (none below 0, as ``fractui jobs`` counts)."""
-        return max(0.0, now - self.job.waiting_since)
+        """How long its job has waited at ``now`` (Job.waited)."""
+        return self.job.waited(now)
 
     def words(self, now: float, before_job: str = " ") -> str:
         """What is said of it after "reserved " (the TUI's panel, ``fractui teams``): ``nlp:
@@ -144,18 +144,17 @@ class QueueStat:
 
 def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
                 now: float) -> list[QueueStat]:
-    """Per configured queue (then any other queue the store names): pending, running, wait
-    (none below 0: a job submitted from a machine whose clock runs ahead has waited 0, as
-    ``fractui jobs`` counts it)."""
+    """Per configured queue (then any other queue the store names): pending, running, and
+    the longest wait (Job.waited)."""
     pending: dict[str, list[float]] = {}
     running: dict[str, int] = {}
     for job in jobs:
         if job.state == PENDING:
-            pending.setdefault(job.queue, []).append(job.waiting_since)
+            pending.setdefault(job.queue, []).append(job.waited(now))
         elif job.state in ACTIVE:
             running[job.queue] = running.get(job.queue, 0) + 1
     portions = {q.name: q.describe() for q in queues}
     names = [q.name for q in queues] + sorted((set(pending) | set(running)) - set(portions))
     return [QueueStat(n, portions.get(n, "?"), len(pending.get(n, ())), running.get(n, 0),
-                      max(0.0, now - min(pending[n])) if pending.get(n) else None)
+                      max(pending[n]) if pending.get(n) else None)
             for n in names]

@@ -75,7 +75,7 @@ def starved(usage: Sequence[TeamUsage], jobs: Iterable[Job], last: Mapping[str, 
             continue
         if last.get(team.name, float("-inf")) > now - after_s:
             continue
-        out.append(Starved(team.name, waiting[team.name], now - job.waiting_since,
+        out.append(Starved(team.name, waiting[team.name], job.waited(now),
                            job.reason or "no reason recorded yet: no scheduler has looked",
                            team.room()))
     return out

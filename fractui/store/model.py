@@ -165,6 +165,12 @@ class Job:
         stays its submit's)."""
         return self.submitted_at if self.queued_at is None else self.queued_at
 
+    def waited(self, now: float) -> float:
+        """How long its present wait has lasted at ``now``, none below 0: a job submitted from
+        a machine whose clock runs ahead has waited 0. The one rule every view of a wait
+        reads (``fractui jobs``, ``teams``, ``queues``, the report, the metrics)."""
+        return max(0.0, now - self.waiting_since)
+
     @property
     def requeued(self) -> bool:
         """Whether it stops to be requeued: the scheduler puts it back in its queue, so its

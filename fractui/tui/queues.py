@@ -369,7 +369,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             row = "%s#%-4d %s %-8.8s %-7.7s %6s " % (
                 "▸" if job.id == self.selected else " ", job.id,
                 padded(cut(job.name, name), name), job.queue, job.team or "—",
-                duration(self.now - job.waiting_since))
+                duration(job.waited(self.now)))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")

@@ -152,7 +152,7 @@ class Waiting:
             groups[key] = groups.get(key, 0) + 1
         first = min(jobs, key=lambda j: (j.waiting_since, j.id), default=None)
         return cls(dict(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))), len(jobs),
-                   None if first is None else max(0.0, now - first.waiting_since),
+                   None if first is None else first.waited(now),
                    None if first is None else first.id, by in cls.BY)
 
     def of_group(self, key: str) -> Optional[int]:
