@@ -33,7 +33,8 @@ from fractui.words import (NO_SCHEDULER, duration, exited, failing_passes, local
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
-CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
+CAPS = (None, None, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be;
+# a job's number (or an agent's ref) and its state are never cut (terminal.table)
 
 
 def agent_why(record: Dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ from fractui.words import NO_SCHEDULER, duration, failing_passes
 
 HEADER = ("QUEUE", "PORTION", "TEAM", "WAITING", "RUNNING", "LONGEST", "SERVABLE", "ISOLATION",
           "PRIORITY", "WHERE")
-CAPS = (24, 12, 16, 7, 7, 7, 8, 9, 8)  # the widest each column but the last (WHERE) may be
+CAPS = (24, None, 16, None, None, None, None, None, None)  # the widest each column but the
+# last (WHERE) may be: the names; a portion, count, wait or word is never cut (terminal.table)
 SERVABLE = {True: "yes", False: "no", None: "unknown"}
 NO_QUEUES = ("the config has no [[queues]]: nothing to submit to (an admin's config lists them; "
              "copy its [[queues]] into yours)")

@@ -238,7 +238,8 @@ def _step(job: Job) -> str:
 # -- audit --
 
 AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
-AUDIT_CAPS = (25, 40, 12, 20)  # the widest each column but the last (WHY) may be
+AUDIT_CAPS = (None, 40, None, None)  # the widest each column but the last (WHY) may be:
+# the actor; a time, an action or a job's number is never cut (terminal.table)
 AIMED = CORDON_MODES + ("uncordon",)  # audited with the host (and GPU) named in their detail
 
 def audit(config: Config, args: argparse.Namespace) -> int:

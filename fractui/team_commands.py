@@ -23,7 +23,8 @@ from fractui.sched.standing import (Reserved, UsageRead, bounds_of, next_of, nex
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
-CAPS = (32, 9, 9, 9, 7, 15, 9, 9)  # the widest each column but the last (NEXT) may be
+CAPS = (32,) + (None,) * 7  # the widest each column but the last (NEXT) may be: the
+# team's name; a number is never cut (terminal.table)
 NO_TEAMS = ("the config has no [[teams]]: no team's standing to show (an admin's config lists "
             "them; copy its [[teams]] into yours; fractui jobs shows what runs and waits)")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -271,13 +272,17 @@ def print_lines(lines: Sequence[str]) -> None:
         print(line if columns is None else cut(line, columns, mark))
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[int],
-          columns: Optional[int]) -> List[str]:
-    """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the
+def table(header: Sequence[str], rows: Sequence[Sequence[str]],
+          caps: Sequence[Optional[int]], columns: Optional[int]) -> List[str]:
+    """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap: a
+    name (a team's, a job's, an actor's) is cut to it, ending in "…"; a column whose cap is
+    None is never cut — a time, a job's number, a count, hours: the point of
+    the row, of which a cut one says another value (a year after 9999 read 1000-…). The
     last column takes what is left, and a line longer than ``columns`` ends in "…" (each
     mark of fractui's as stdout's encoding holds it: ``own``)."""
     cells = [[own(c) for c in header]] + [[one_line(c) for c in row] for row in rows]
-    widths = [min(cap, max(cell_len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
+    widths = [min(math.inf if cap is None else cap, max(cell_len(r[i]) for r in cells))
+              for i, cap in enumerate(caps)]
     lines: List[str] = []
     mark = own("…")
     for row in cells:

@@ -9,6 +9,7 @@ import sqlite3
 from fractui.config import QueueConfig
 from fractui.store import SqliteStore, sqlite_url
 from tests import localfleet
+from fractui.words import local_time
 from tests.cli_run import in_process
 
 local_fleet = localfleet.local_fleet
@@ -170,3 +171,26 @@ def test_status_shows_the_hosts_when_the_store_cannot_be_read_and_says_why(local
     assert done.stderr.startswith(
         "fractui: cordons and unheld copies not shown: store %s: " % junk), done.stderr
     assert "[" not in done.stdout  # nothing marked
+
+
+def test_audit_cuts_no_time_action_or_job_number_however_long(tmp_path, capfd):
+    """TIME was cut to 25 characters: an entry dated after the year 9999 (a store written by
+    hand, a clock far ahead) read "10001-02-04 00:00:00 +00…", another time. A time, an
+    action and a job's number are the row's point and never cut; the actor, a name, is
+    still cut at 40, said with "…"."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    store.cordon("gpu-a", None, "cordon", "ops@" + "h" * 60, "fan")
+    store.close()
+    far, job = 253402300800.0 + 86400 * 400, 2 ** 63 - 1
+    with sqlite3.connect(str(path)) as db:
+        db.execute("UPDATE audit SET time = ?, job = ?", (far, job))
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(sqlite_url(str(path))))
+    code, out, err = in_process(capfd, ["--config", str(config), "audit"])
+    assert (code, err) == (0, ""), (code, err)
+    row = out.splitlines()[1].split()
+    assert row[:3] == local_time(far).split() and row[0].startswith("1000"), out
+    assert row[4:6] == ["cordon", str(job)], out
+    assert row[3] == "ops@" + "h" * 35 + "…", out

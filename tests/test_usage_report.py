@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, RUNNING,
-                                 STOPPING, GpuTime, Sampled, Slot)
+                                 STOPPING, GpuTime, Sampled, Slot, UsageRecord)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.report import build, percentile, saving, series
 from tests.cli_run import in_process, leaks
@@ -617,3 +617,17 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
             assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
     finally:
         store.close()
+
+
+def test_the_tables_numbers_are_never_cut_however_large():
+    """1000 whole GPUs held for 90 days: 2,160,000 GPU-hours, "2160000.00", was cut to the
+    HELD column's 9 characters, "2160000.…" — another number. A report's numbers are never
+    cut (terminal.table); only the group's name may be."""
+    from fractui.report_commands import lines
+    day = 86400.0
+    records = [UsageRecord(i, 0, "vision", "q", "ann", "h%d" % i, (0,), None, None, None,
+                           1.0, BASE, BASE, BASE + 90 * day, DONE) for i in range(1000)]
+    made = build(records, [], BASE, BASE + 91 * day, "team", BASE + 100 * day)
+    rows = [line.split() for line in lines(made) if line.startswith(("vision", "total"))]
+    assert [row[:2] for row in rows] == [["vision", "2160000.00"], ["total", "2160000.00"]]
+    assert rows[1][7] == "1000", rows  # DONE
