@@ -83,13 +83,13 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     out += ["(%s)" % line for line in kept_words(r)]
     t = r.total
     if not r.whose.everyone and not r.groups:
-        out.append("none of %s held a GPU in this range" % r.whose.words() if r.saving_known
+        out.append("none of %s held a GPU in this range" % r.whose.words() if r.known
                    else saving_words(r))  # (the retention forgot what they held)
         return out + unstarted_words(r)
     gaps = kept.words(r) if kept else []
     if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept"
-                   if r.saving_known else saving_words(r))
+                   if r.known else saving_words(r))
         return out + gaps + unstarted_words(r)
     gpus = r.by in ("host", "model", "gpu")
     if t.held_h or t.running or any(t.outcomes.values()) or gpus:  # (an attempt that ended
@@ -127,12 +127,12 @@ def _csv(r: Report, waiting: Optional[Waiting]) -> None:
     job has (host, model, GPU) — and a group whose jobs only wait has its row, of nothing
     held. A column is only ever added at the end, so a sheet's consumers
     that read columns by position keep reading the same ones. A number not known (the GPUs'
-    time of a report of some jobs) is empty."""
+    time of a report of some jobs, all of a range the retention forgot) is empty."""
     out = csv.writer(sys.stdout, lineterminator="\n")
     held = {g.key for g in r.groups}
     groups = r.groups + [Group(k) for k in (waiting.groups if waiting else ()) if k not in held]
-    rows = [(g.record(), None if waiting is None else waiting.of_group(g.key))
-            for g in groups] + [(r.total.record(), None if waiting is None else waiting.jobs)]
+    rows = [(g.record(), None if waiting is None else waiting.of_group(g.key)) for g in groups]
+    rows.append((r.total.record(r.known), None if waiting is None else waiting.jobs))
     columns = [k for k in rows[0][0] if k != "outcomes"]
     outcomes = list(rows[0][0]["outcomes"])
     whose = ["" if v is None else v for v in r.whose.record().values()]

@@ -195,7 +195,11 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     2000 s, a demand of 1.25; and the GPU time is kept for every bucket from there. They
     started at A's start, as if the store kept everything since: 1.2 (A's 2500 s and C's 500
     over 2500 s; B's 400 s of them were forgotten, and the demand was 1.36), and the buckets
-    the retention forgot were said to be time when no scheduler looked."""
+    the retention forgot were said to be time when no scheduler looked. Every other number is
+    of the same time from 2000 s ago: A's held hours before then, without B's, were counted
+    (0.83 GPU-h of 2500 s, as if A had held a GPU alone), its wait among the waits; and a
+    range all before the cut read 0 GPU-hours held, no wait, no outcome, though nothing of
+    it is known: those are null in --json, said not known in text."""
     store = open_store(store_url)
     try:
         t0 = math.floor(store.now())
@@ -225,36 +229,42 @@ def test_means_over_time_start_where_the_retention_forgot_not_at_a_running_attem
     kept = got["gpu_time_buckets"]
     assert (got["start"], got["saving"]["mean_demand_gpus"], kept["kept"]) == (
         t0 - 2000, 1.25, kept["due"]), got
+    # from 2000 s ago: A's 2000 s and C's 500 s held; C's wait only (A began before); C
+    # done, A running
+    total = got["total"]
+    assert (total["held_gpu_hours"], total["waits"], total["outcomes"]["done"],
+            total["running"]) == (pytest.approx(2500 / H, abs=1e-6), 1, 1, 1), total
     code, out, err = in_process(capfd, ["--config", str(config), *span])
-    assert code == 0 and "(the store keeps nothing of it before %s but the attempts that ran " \
-        "on past then: the retention ([usage] keep_days) forgot the others; means over time " \
-        "start there)" % local(t0 - 2000) in out.splitlines(), out
+    assert code == 0 and "(the store keeps all of its usage only from %s: the retention " \
+        "([usage] keep_days) forgot what ended before; every number here is of the time " \
+        "from there)" % local(t0 - 2000) in out.splitlines(), out
     assert "no scheduler looked" not in out, out
-    # [2500 s ago, 2100 s ago), all of it before the cut: A's 400 s are kept, and said (0.11
-    # GPU-h), and what sharing saved is not known; it read as no job having held a GPU
-    before = ["--config", str(config), "report", "--since", _at(t0 - 2500), "--until",
-              _at(t0 - 2100)]
-    code, out, err = in_process(capfd, before + ["--json"])
-    assert code == 0 and json.loads(out)["saving"] is None, out  # (not known: never 0)
-    code, out, err = in_process(capfd, before)
-    lines = out.splitlines()
-    assert code == 0 and lines[1] == (
-        "(the store keeps nothing of this range but the attempts that ran on past it: the "
-        "retention ([usage] keep_days) forgot the others, and all it keeps begins after it)"
-    ) and lines[3].split()[:2] == ["vision", "0.11"] and (
-        "what sharing saved in it is not known: the store keeps all of its usage only from "
-        "after it") in lines and "no job held a GPU" not in out, out
-    # [3000 s ago, 2600 s ago), all of it before the cut and before A: B held a GPU in it and
-    # the retention forgot it, and the store keeps nothing of it; what sharing saved is not
-    # known there either (null, as the docs say), not 0, and no job "held no GPU" in it
-    before = ["--config", str(config), "report", "--since", _at(t0 - 3000), "--until",
-              _at(t0 - 2600)]
-    code, out, err = in_process(capfd, before + ["--json"])
-    assert code == 0 and json.loads(out)["saving"] is None, out
-    for whose in ([], ["--user", "ann"]):
-        code, out, err = in_process(capfd, before + whose)
-        assert code == 0 and "held a GPU" not in out and (
-            "the retention ([usage] keep_days) forgot it") in out.splitlines()[1], out
+    unknown = ("what its jobs held, used and waited, how they ended and what sharing saved "
+               "are not known: the retention ([usage] keep_days) forgot it")
+    # [2500 s ago, 2100 s ago) and [3000 s ago, 2600 s ago), all of it before the cut: of
+    # the first the store keeps A's 400 s, B's and the others' forgotten; of the second
+    # nothing. Neither is known: every number of what the jobs held is null, never 0 (the
+    # first read A's 0.11 GPU-h as the range's, the second 0) and no job "held no GPU"
+    for ago in (2500, 3000):
+        before = ["--config", str(config), "report", "--since", _at(t0 - ago), "--until",
+                  _at(t0 - ago + 400)]
+        code, out, err = in_process(capfd, before + ["--json"])
+        got = json.loads(out)
+        total = got["total"]
+        assert code == 0 and got["saving"] is None and got["groups"] == [], out
+        assert [total[k] for k in ("held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours",
+                                   "memory_gib_hours", "waits", "wait_median_s", "running",
+                                   "online_gpu_hours")] == [None] * 8, total
+        assert set(total["outcomes"].values()) == {None}, total
+        code, out, err = in_process(capfd, before + ["--csv"])
+        assert code == 0 and out.splitlines()[1].split(",")[1:4] == ["", "", ""], out
+        for whose in ([], ["--user", "ann"]):
+            code, out, err = in_process(capfd, before + whose)
+            lines = out.splitlines()
+            assert code == 0 and "held a GPU" not in out and lines[1] == (
+                "(the store keeps nothing of this range: the retention ([usage] keep_days) "
+                "forgot it, and all it keeps begins after it)") and unknown in lines and (
+                "vision" not in out), out
 
 
 def test_where_the_retention_forgot_is_never_past_the_stores_own_time(store_url, tmp_path,

@@ -403,9 +403,10 @@ async def test_the_shells_report_is_of_the_range_and_grouping_shown(tmp_path):
 async def test_where_the_stores_usage_begins_is_said_as_fractui_report_says_it(tmp_path):
     """The known stream's store keeps GPU time from 24 h ago: the last 7 days' report says
     that it keeps nothing before then, where its means over time start. Once the retention
-    forgot what ended 13 h ago (a [usage] keep_days under the range), #3's first attempt,
-    from 16 h ago, is still counted, the others of that time are not: the last 24 h say so,
-    in fractui report's words (sentences.kept_words), and all kept says nothing of it."""
+    forgot what ended 13 h ago (a [usage] keep_days under the range), the store keeps #3's
+    first attempt, from 16 h ago, and not the others of that time: the last 24 h are counted
+    from 13 h ago and say so, in fractui report's words (sentences.kept_words), and all kept
+    says nothing of it."""
     path = os.path.join(tmp_path, "store.db")
     store = usage_store(path)
     app = frozen_app(usage=store)
@@ -421,11 +422,11 @@ async def test_where_the_stores_usage_begins_is_said_as_fractui_report_says_it(t
             await pilot.press(key)
             await settled(pilot)
             assert lines(screen)[1] == (
-                "the store keeps nothing of it before %s but the attempts that ran on past "
-                "then: the retention ([usage] keep_days) forgot the others; means over time "
-                "start there" % local(NOW - 13 * H)), (key, lines(screen))
+                "the store keeps all of its usage only from %s: the retention ([usage] "
+                "keep_days) forgot what ended before; every number here is of the time from "
+                "there" % local(NOW - 13 * H)), (key, lines(screen))
             r = screen.computed.report
-            assert r.kept_before and r.forgotten and r.start == NOW - 13 * H
+            assert r.forgotten and r.start == NOW - 13 * H
         await pilot.press("a")
         await settled(pilot)
         assert not any("keeps nothing" in line for line in lines(screen)), lines(screen)

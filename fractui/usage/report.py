@@ -5,7 +5,9 @@ needed without sharing, against the GPUs they used — and the same over time fo
 
 Definitions (docs/usage.md says them for users):
 - an attempt's time in the range is its time holding its slice, clipped to [since, until),
-  a running one's up to ``now``;
+  a running one's up to ``now``; of a range that begins before where the retention forgot
+  usage, every number is of the time from there (``start``), and of one all before it none
+  is known (``Report.known``): the store keeps only the attempts that ran on past it;
 - held: its charge × that time; used: its mean SM utilisation (percent of one GPU) × that
   time, where NVML measured it — on MIG it does not, and that time is counted as unmeasured,
   never as 0; memory: its mean sampled GPU memory × that time (not known, never 0, for a
@@ -94,7 +96,14 @@ class Group:
         return not (self.held_h or self.used_h or self.memory_gib_h or self.waits_s or
                     self.outcomes or self.running) and self.online_h is None
 
-    def record(self) -> Dict[str, object]:
+    def record(self, known: bool = True) -> Dict[str, object]:
+        """Its sums; ``known`` False (Report.known): every one of what its attempts held is
+        null, its GPUs' time as it is (none is kept where the retention forgot)."""
+        if not known:
+            return dict(self.record(), held_gpu_hours=None, used_gpu_hours=None,
+                        unmeasured_gpu_hours=None, memory_gib_hours=None, waits=None,
+                        wait_median_s=None, wait_p95_s=None,
+                        outcomes={o: None for o in OUTCOMES}, running=None)
         return {"key": self.key, "held_gpu_hours": round(self.held_h, 6),
                 "used_gpu_hours": _rounded(self.used),
                 "unmeasured_gpu_hours": round(self.unmeasured_h, 6),
@@ -178,20 +187,18 @@ class Report:
     gpu_buckets: FrozenSet[float] = frozenset()
     """The GPU time buckets with time in the range (``bucket_part``) that hold a look at a
     GPU: none, and the GPUs' time is not known (None), never 0."""
-    kept_before: bool = False
-    """Whether attempts counted hold time in the range before ``start``: ones that ran on
-    past where the retention forgot usage (Store.usage_begins), whose others are gone."""
     forgotten: bool = False
     """Whether the range begins before where the retention last forgot usage
-    (Store.usage_forgotten_before): of its time before that, the store keeping no attempt
-    is not that no job held a GPU."""
+    (Store.usage_forgotten_before): of its time before that, the store keeps only the
+    attempts that ran on past it, so every number is of the time from ``start``."""
 
     @property
-    def saving_known(self) -> bool:
-        """Whether what sharing saved is known: not of a range all before where the store keeps
-        everything, whose attempts the retention forgot (``forgotten``), but for those that
-        ran on past it (``kept_before``) (null in --json, never 0)."""
-        return not (self.start >= self.until and (self.kept_before or self.forgotten))
+    def known(self) -> bool:
+        """Whether what its jobs held, used and waited, how they ended and what sharing saved
+        are known: not of a range all before where the retention forgot (``forgotten``),
+        of which the store keeps only the attempts that ran on past it (null in --json,
+        never 0). One all before a store younger than it is known: no job held a GPU."""
+        return not (self.forgotten and self.start >= self.until)
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -202,8 +209,9 @@ class Report:
 
     def record(self) -> Dict[str, object]:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
-                "groups": [g.record() for g in self.groups], "total": self.total.record(),
-                "saving": self.saving.record() if self.saving_known else None,
+                "groups": [g.record() for g in self.groups],
+                "total": self.total.record(self.known),
+                "saving": self.saving.record() if self.known else None,
                 "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED},
                 "whose": self.whose.record()}
 
@@ -225,7 +233,9 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     which, where the store is older than the range and nothing is kept of its first part
     (no job held a GPU, no scheduler looked), averages over the rest alone. ``forgot``:
     where the retention last forgot usage (Store.usage_forgotten_before), None where it
-    never did."""
+    never did: a range begun before it is counted from ``start``, all of it (its held hours,
+    waits, outcomes, as its means) — an attempt that ran on past the cut is kept with its
+    time before it, every other attempt of that time is not."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
     records, gpu_time = list(records), list(gpu_time)
@@ -238,6 +248,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     in_range = [(t, part) for t, part in parts if part > 0]
     first = earliest(records, [t for t, _ in in_range]) if kept_from is None else kept_from
     start = since if first is None else min(max(since, first), until)
+    forgotten = forgot is not None and since < forgot
+    counted = start if forgotten else since  # (where the attempts counted begin)
     if not whose.everyone:
         records = [r for r in records if whose.has(r.user, r.team)]
         in_range, ended = [], [j for j in ended if whose.has(j.user, j.team)]
@@ -245,8 +257,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     total = Group("total")
     for r in records:
         for key, share in _keys(r, by):
-            _add(groups.setdefault(key, Group(key)), r, share, since, until, now)
-        _add(total, r, 1.0, since, until, now)
+            _add(groups.setdefault(key, Group(key)), r, share, counted, until, now)
+        _add(total, r, 1.0, counted, until, now)
     gpu_keys = by in ("host", "model", "gpu")
     for t, part in in_range:
         _add_gpu_time(total, t, part)
@@ -258,9 +270,7 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     return Report(since, until, by, sorted(kept, key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose,
-                  frozenset(t.bucket for t, _ in in_range),
-                  any(held_s(r, since, min(start, until), now) > 0 for r in records),
-                  forgot is not None and since < forgot)
+                  frozenset(t.bucket for t, _ in in_range), forgotten)
 
 
 def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now: float,

@@ -49,35 +49,31 @@ def local(t: Optional[float]) -> str:
     return "—" if t is None else local_time(t, to_minute=True)
 
 
-FORGOT = "the retention ([usage] keep_days) forgot the others"
-"""Why the store keeps only some attempts of a time: those that ran on past where it forgot."""
-
-
 def kept_words(r: Report) -> List[str]:
     """Where the store's usage in the range begins, where that is after the range does (a
-    store younger than it, or the retention's [usage] keep_days shorter), and what the
-    retention forgot: the hours of a long attempt from before the cut are counted, the
-    others of that time are not. None where the store keeps the whole range."""
+    store younger than it, or the retention's [usage] keep_days shorter): where the
+    retention forgot, every number is of the time from there (Report.forgotten). None where
+    the store keeps the whole range."""
     if r.start >= r.until > r.since:  # (its start is its end: "nothing before" the end)
-        return ["the store keeps nothing of this range but the attempts that ran on past "
-                "it: %s, and all it keeps begins after it" % FORGOT if r.kept_before else
-                "the store keeps nothing of this range: the retention ([usage] keep_days) "
-                "forgot it, and all it keeps begins after it" if r.forgotten else
-                "the store keeps nothing of this range: what it keeps begins after it"]
+        return ["the store keeps nothing of this range: %s" % (
+            "the retention ([usage] keep_days) forgot it, and all it keeps begins after it"
+            if r.forgotten else "what it keeps begins after it")]
     if r.start > r.since:
-        return ["the store keeps nothing of it before %s%s means over time start there" % (
-            local(r.start), " but the attempts that ran on past then: %s;" % FORGOT
-            if r.kept_before else ":")]
+        return ["the store keeps all of its usage only from %s: the retention ([usage] "
+                "keep_days) forgot what ended before; every number here is of the time from "
+                "there" % local(r.start) if r.forgotten else
+                "the store keeps nothing of it before %s: means over time start there" %
+                local(r.start)]
     return []
 
 
 def saving_words(r: Report) -> str:
-    """What sharing saved, that it is not known (Report.saving_known), or that no job held a
-    GPU (a saving of 0 GPUs of no demand says nothing true to act on)."""
+    """What sharing saved, that it is not known with the rest (Report.known), or that no job
+    held a GPU (a saving of 0 GPUs of no demand says nothing true to act on)."""
     s = r.saving
-    if not r.saving_known:
-        return "what sharing saved in it is not known: the store keeps all of its usage " \
-            "only from after it"
+    if not r.known:
+        return "what its jobs held, used and waited, how they ended and what sharing saved " \
+            "are not known: the retention ([usage] keep_days) forgot it"
     if not s.peak_demand:
         return "no job held a GPU in this range"
     return ("without sharing, these jobs would have needed %s at peak (%.2f on average); "
