@@ -372,8 +372,11 @@ class Config:
     def queue(self, name: str) -> QueueConfig:
         return _named(self.queues, name, "queue", self.path)
 
-    def team(self, name: str) -> TeamConfig:
-        return _named(self.teams, name, "team", self.path)
+    def team(self, name: str, also: Sequence[str] = ()) -> TeamConfig:
+        """The team called ``name``; a ConfigError names the known ones, for a CLI typo, and
+        ``also``, the teams known beside the config's (a report's usage names teams since
+        renamed or left out of it, which it reports)."""
+        return _named(self.teams, name, "team", self.path, also)
 
     def host(self, name: str) -> HostConfig:
         """The host called ``name``; a ConfigError names the known ones, for a CLI typo."""
@@ -385,15 +388,20 @@ class Config:
         return any(h.name == name and h.mig_mode == "fixed" for h in self.hosts)
 
 
-def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> Any:
+def _named(items: tuple[Any, ...], name: str, what: str, path: str | None,
+           also: Sequence[str] = ()) -> Any:
+    """The item called ``name``; else a ConfigError naming the known ones, the config's then
+    ``also`` (known elsewhere), with the close one."""
     for item in items:
         if item.name == name:
             return item
-    if not items:  # (a researcher's config of the store alone: "known: none" named nothing)
+    names = [i.name for i in items]
+    names += sorted(set(also) - set(names))
+    if not names:  # (a researcher's config of the store alone: "known: none" named nothing)
         raise ConfigError(path, None,
                           f"unknown {what} {_shown(name)}: the config has no [[{what}s]]")
     raise ConfigError(path, None, f"unknown {what} {_shown(name)}"
-                                  f"{suggest(name, tuple(i.name for i in items), shown=20)}")
+                                  f"{suggest(name, names, shown=20)}")
 
 
 def default_config_path() -> str:

@@ -20,7 +20,7 @@ from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches
 from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, kept_words, local,
                                      online_words, saving_words, unmeasured_words,
                                      unstarted_words)
-from fractui.words import duration
+from fractui.words import duration, printable
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
     o.upper() for o in OUTCOMES) + ("RUNNING", "IDLE")
@@ -49,9 +49,12 @@ def report(config: Config, args: argparse.Namespace) -> int:
             known_user(args.user, store, config.teams)  # a typo, said with the close name
         if whose.team is not None and all(j.team != whose.team for j in (
                 *records, *waiting_jobs, *ended)):
-            config.team(whose.team)  # a typo is said with the close name (a team since
-            # left out of the config is still reported while the store keeps its usage, its
-            # jobs wait or ended waiting, whatever the range: one not begun has none of them)
+            config.team(whose.team, [printable(t) for t in {j.team for j in (
+                *records, *ended)} if t])  # a typo is said with the close name, among the
+            # teams the range's usage names too, printable (names from the store): a team
+            # since left out of the config is still reported while the store keeps its
+            # usage, its jobs wait or ended waiting, whatever the range (one not begun has
+            # none of them)
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,

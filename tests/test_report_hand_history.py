@@ -26,7 +26,7 @@ import pytest
 
 from fractui.store.model import CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING, Slot
 from fractui.store.sqlite import SqliteStore
-from tests.cli_run import store_report
+from tests.cli_run import in_process, store_report
 from tests.test_report_truth import sampled
 
 H = 3600.0
@@ -149,3 +149,24 @@ def test_a_scripted_history_reads_as_worked_by_hand(tmp_path, capfd):
     got = json.loads(ranged(1000, 2000, "--team", "old", "--json"))
     assert [g["key"] for g in got["groups"]] == ["old"] and _seconds(
         got["total"], "held_gpu_hours") == pytest.approx([600], abs=0.01)
+
+
+def test_a_typo_of_a_team_the_config_no_longer_names_is_said_with_the_close_name(tmp_path,
+                                                                                capfd):
+    """vision renamed cv in the config: ``--team vision`` is reported on the usage that names
+    it, but ``--team visoin`` was "unknown team 'visoin' (known: cv, nlp)" — no close name,
+    and a list without the one the admin meant, though the report takes it. The teams the
+    range's usage and ended jobs name are known beside the config's."""
+    path = str(tmp_path / "store.db")
+    t0 = _history(path)
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[teams]]\nname = "cv"\nquota_gpus = 2\n'
+                      '[[teams]]\nname = "nlp"\nquota_gpus = 1\n' % path)
+    span = ["--since", _at(t0 + 200), "--until", _at(t0 + 1000)]
+    code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--team",
+                                        "vision", "--json"])
+    assert code == 0 and [g["key"] for g in json.loads(out)["groups"]] == ["vision"], err
+    code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--team",
+                                        "visoin"])
+    assert (code, out) == (2, "") and "unknown team 'visoin' (did you mean 'vision'? known: " \
+        "cv, nlp, old, vision)" in err, err
