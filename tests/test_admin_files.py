@@ -22,7 +22,7 @@ from fractui.cli import main
 from fractui.fleet import sshlog
 from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, sqlite_file
 from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
@@ -270,6 +270,52 @@ def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, 
     assert stat.S_IMODE(store.stat().st_mode) == after
     refused = _as_nobody(read)
     assert refused.returncode == 1 and "Permission denied" in refused.stderr, refused
+
+
+def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_file(
+        plain_dir, monkeypatch):
+    """A store shared through its group (2770), left readable by all (restored under a umask
+    of 022): its read is taken at each open, by the file's owner (root). The folder is the
+    group's to write, so a member may put a link in the place of a side file the moment
+    after it is looked at (the hook, as that race won: tried so as a plain user with a loop
+    of renameat2 exchanges, about 1 open in 9). The chmod by name that followed it changed
+    the mode of the file the link named, any of root's: here one of root's alone (0600)
+    made readable and writable by its group."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, nogroup)
+    folder.chmod(0o2770)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    swapped = folder / "store.db-wal"
+    swapped.touch()
+    for made in (store, swapped):
+        os.chown(made, 0, nogroup)
+        made.chmod(0o664)
+    target = plain_dir / "roots-alone"
+    target.write_text("root's\n")
+    target.chmod(0o600)
+    link = folder / "theirs"
+    assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    real_lstat, real_open = os.lstat, os.open
+
+    def looked(call):
+        def hooked(path, *args, **kwargs):
+            got = call(path, *args, **kwargs)
+            if os.fspath(path) == str(swapped) and link.is_symlink():
+                os.rename(link, swapped)  # (nobody's rename, made as root at that moment)
+            return got
+        return hooked
+
+    monkeypatch.setattr(os, "lstat", looked(real_lstat))
+    monkeypatch.setattr(os, "open", looked(real_open))
+    try:
+        sqlite_file.keep_unread(str(store))
+    finally:
+        monkeypatch.undo()
+    assert swapped.is_symlink(), "the link was not swapped in"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
 # --- The Python children fractui starts (trust.python_module) -------------------------------
