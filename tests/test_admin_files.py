@@ -8,6 +8,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from fractui.cli import main
 from fractui.fleet import sshlog
 from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, sqlite_file
 from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
@@ -271,6 +272,52 @@ def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, 
     assert refused.returncode == 1 and "Permission denied" in refused.stderr, refused
 
 
+def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_file(
+        plain_dir, monkeypatch):
+    """A store shared through its group (2770), left readable by all (restored under a umask
+    of 022): its read is taken at each open, by the file's owner (root). The folder is the
+    group's to write, so a member may put a link in the place of a side file the moment
+    after it is looked at (the hook, as that race won: tried so as a plain user with a loop
+    of renameat2 exchanges, about 1 open in 9). The chmod by name that followed it changed
+    the mode of the file the link named, any of root's: here one of root's alone (0600)
+    made readable and writable by its group."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, nogroup)
+    folder.chmod(0o2770)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    swapped = folder / "store.db-wal"
+    swapped.touch()
+    for made in (store, swapped):
+        os.chown(made, 0, nogroup)
+        made.chmod(0o664)
+    target = plain_dir / "roots-alone"
+    target.write_text("root's\n")
+    target.chmod(0o600)
+    link = folder / "theirs"
+    assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    real_lstat, real_open = os.lstat, os.open
+
+    def looked(call):
+        def hooked(path, *args, **kwargs):
+            got = call(path, *args, **kwargs)
+            if os.fspath(path) == str(swapped) and link.is_symlink():
+                os.rename(link, swapped)  # (nobody's rename, made as root at that moment)
+            return got
+        return hooked
+
+    monkeypatch.setattr(os, "lstat", looked(real_lstat))
+    monkeypatch.setattr(os, "open", looked(real_open))
+    try:
+        sqlite_file.keep_unread(str(store))
+    finally:
+        monkeypatch.undo()
+    assert swapped.is_symlink(), "the link was not swapped in"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
 # --- The Python children fractui starts (trust.python_module) -------------------------------
 
 PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"
@@ -278,21 +325,23 @@ PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"
 
 def _planted(folder: Path) -> Tuple[Path, Path]:
     """A folder all users may write (as /tmp, or a team's), where nobody has put packages named
-    as ours and modules named as Python's, each of which says so in a file when it runs:
-    (the folder, that file)."""
+    as ours and as psycopg, and modules named as Python's, each of which says so in a file when
+    it runs: (the folder, that file)."""
     said = folder / "ran"
     source = folder / "theirs"
-    for package in ("remote_agent", "fractui"):
+    for package in ("remote_agent", "fractui"):  # run as ``-m``
         (source / package).mkdir(parents=True)
         (source / package / "__init__.py").write_text("")
         (source / package / "__main__.py").write_text(PLANT % str(said))
+    (source / "psycopg").mkdir()  # imported
+    (source / "psycopg" / "__init__.py").write_text(PLANT % str(said))
     for module in ("hashlib.py", "__future__.py"):
         (source / module).write_text(PLANT % str(said))
     subprocess.run(["chmod", "-R", "a+rX", str(source)], check=True)
     shared = folder / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    for name in ("remote_agent", "fractui", "hashlib.py", "__future__.py"):
+    for name in ("remote_agent", "fractui", "psycopg", "hashlib.py", "__future__.py"):
         assert _as_nobody(["cp", "-r", str(source / name), str(shared)]).returncode == 0
     return shared, said
 
@@ -376,3 +425,26 @@ def test_a_check_whose_code_imports_from_the_future_run_there_runs_none_of_their
                           cwd=str(shared), capture_output=True, text=True, timeout=60)
     assert not said.exists(), "another user's __future__ ran"
     assert done.returncode == 0 and done.stdout == "no\n", done
+
+
+@pytest.mark.parametrize("started", ["as a program", "by python -c"])
+def test_the_ping_of_a_store_not_reached_from_a_folder_others_write_runs_none_of_theirs(
+        plain_dir, monkeypatch, capfd, started):
+    """A PostgreSQL store not reached is pinged in a process of its own (``python -c``, which
+    imports psycopg) to tell a server away from a refusal: run in fractui's working directory,
+    it imported the ``psycopg`` another user put there, as the admin, at any verb while the
+    server was down. A fractui started by ``python -c`` has the working directory on its module
+    path as "", which the ping's PYTHONPATH, made of that path, must not carry."""
+    shared, said = _planted(plain_dir)
+    if started == "by python -c":  # (psycopg is imported already: this process takes none)
+        monkeypatch.setattr(sys, "path", [""] + sys.path)
+    config = plain_dir / "config.toml"
+    with socket.socket() as closed:  # a port bound and not listened on: refused while held
+        closed.bind(("127.0.0.1", 0))
+        config.write_text('[store]\nurl = "postgresql://127.0.0.1:%d/fractui"\n\n'
+                          '[[queues]]\nname = "q"\ngpu = 0.5\n' % closed.getsockname()[1])
+        monkeypatch.chdir(shared)
+        code = main(["--config", str(config), "jobs"])
+    out, err = capfd.readouterr()
+    assert not said.exists(), "another user's psycopg ran"
+    assert code == 1 and "cannot reach the PostgreSQL server" in err, out + err

@@ -478,6 +478,53 @@ def test_a_folder_made_by_another_between_the_check_and_the_upload_is_refused(tm
     assert not os.path.exists(host["state_dir"])  # the agent never ran
 
 
+# RACE, which also puts a link of the other user's at the name of the agent being uploaded,
+# right after the upload has written it (the hook, put before the upload's code: at its fsync).
+RACE_LINK = """\
+import os, subprocess, sys
+folder, target = sys.argv[1], sys.argv[2]
+theirs = os.path.join(folder, 'theirs')
+HOOK = (
+    'import os\\n'
+    'sync = os.fsync\\n'
+    'def synced(fd):\\n'
+    '    sync(fd)\\n'
+    '    for name in os.listdir(%r):\\n'
+    '        if name.endswith(".part") and os.path.islink(%r):\\n'
+    '            os.replace(%r, os.path.join(%r, name))\\n'
+    'os.fsync = synced\\n') % (folder, theirs, theirs, folder)
+words = sys.argv[3:]
+if any("mkstemp" in word for word in words):
+    words[2] = HOOK + words[2]
+done = subprocess.run(words).returncode
+if any("check_tree(" in word for word in words) and not os.path.exists(folder):
+    os.makedirs(folder)
+    os.chmod(folder, 0o777)
+    os.symlink(target, theirs)
+sys.exit(done)
+"""
+
+
+def test_a_link_put_in_place_of_the_agent_as_it_is_uploaded_changes_no_other_file(tmp_path):
+    """Where the folder was made by another user after it was checked (above), the upload
+    writes the agent there, and that user may put a link in its place before its mode is set:
+    set by name, it gave the file the link named 0644 (as root with sudo, or in a pod: any of
+    root's; tried so, a plain user winning 77 uploads of 100 with a loop of renames)."""
+    race = tmp_path / "race.py"
+    race.write_text(RACE_LINK)
+    cache = tmp_path / "cache" / "raced"
+    target = tmp_path / "roots-alone"
+    target.write_text("root's\n")
+    target.chmod(0o600)
+    host = here_by_env(tmp_path, "raced", exec=[sys.executable, str(race), str(cache),
+                                                str(target)])
+    said = status(write_config(tmp_path, host))["raced"]
+    assert said["state"] == "offline" and "refusing agent_cache" in said["error"], said
+    assert os.readlink(cache / build_agent_archive().name) == str(target)  # the link was put
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert not os.path.exists(host["state_dir"])  # the agent never ran
+
+
 CUT_STDIN = """\
 import subprocess, sys
 data = sys.stdin.buffer.read()

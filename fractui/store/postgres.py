@@ -41,6 +41,7 @@ from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refuse
                                statements)
 from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
+from remote_agent.daemon.trust import python_code
 
 log = logging.getLogger("fractui.store")
 
@@ -801,14 +802,17 @@ def _ping(conninfo: str) -> pq.Ping:
     (binary, c) call it holding the interpreter's lock, so every other thread of this one (the
     scheduler's, the TUI's) stopped while it waited, and a server reached through this process
     (a port it forwards) could not answer it. The conninfo goes by stdin: a password in it is
-    in no process list. Where no such process can be had (an interpreter this process may not
-    start again: a frozen one, or one that dropped to a user who may not read it), it is asked
-    here, this process waiting for it (``PING_TIMEOUT_S`` a host): a refusal said as what it
-    is, late, rather than as a server not reached."""
+    in no process list. It imports nothing from the working directory (``python_code``; nor
+    from an empty entry of this one's module path, which PYTHONPATH would make it again): run
+    in /tmp, it imported the psycopg another user put there. Where no such process can be had
+    (an interpreter this process may not start again: a frozen one, or one that dropped to a
+    user who may not read it), it is asked here, this process waiting for it
+    (``PING_TIMEOUT_S`` a host): a refusal said as what it is, late, rather than as a server
+    not reached."""
     try:
-        done = subprocess.run([sys.executable, "-c", _PING], input=conninfo.encode(),
-                              capture_output=True, timeout=PING_WAIT_S,
-                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        done = subprocess.run(python_code(sys.executable, _PING), input=conninfo.encode(),
+                              capture_output=True, timeout=PING_WAIT_S, env=dict(
+                                  os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
     except subprocess.TimeoutExpired:
         raise
     except OSError as err:

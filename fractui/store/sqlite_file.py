@@ -146,7 +146,10 @@ def keep_unread(path: str) -> None:
     writes the store (shared through it). The store holds every job's command line and
     variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
     SQLite gives its -wal and -shm the file's mode. A link to the store is followed, as
-    SQLite follows it (its side files lie beside the store)."""
+    SQLite follows it (its side files lie beside the store). Each file is changed through a
+    descriptor of it, never by its name again: in a folder its group writes, a member could
+    put a link in its place between a look and a chmod by name, which would change the mode
+    of the file it names, any of this user's (root's: any on the machine)."""
     path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
@@ -154,13 +157,21 @@ def keep_unread(path: str) -> None:
         return
     keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
     for where in (path,) + tuple(path + side for side in SIDE_FILES):
-        try:
-            side = os.lstat(where)
+        try:  # (not blocking: a FIFO put there opens at once, and is passed by)
+            fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
-        mode = stat.S_IMODE(side.st_mode)
-        if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
-            os.chmod(where, mode & keep)
+        except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
+            if err.errno in (errno.ELOOP, errno.ENXIO):
+                continue
+            raise
+        try:
+            side = os.fstat(fd)
+            mode = stat.S_IMODE(side.st_mode)
+            if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
+                os.fchmod(fd, mode & keep)
+        finally:
+            os.close(fd)
 
 
 def _owner(uid: int) -> str:

@@ -28,6 +28,9 @@ from remote_agent.daemon.trust import python_code
 # The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
 # of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
 # renamed into place atomically: an agent starting from that path never sees half a file.
+# Its mode is set through its descriptor, never by its name: the folder may be one another
+# user made since it was checked (refused after, ``check_upload``), who could have put a link
+# in its place, and a chmod by name gave the file it named, any of root's, 0644.
 _PUT = """\
 import hashlib, os, sys, tempfile
 path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -43,7 +46,7 @@ try:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.chmod(part, 0o644)
+        os.fchmod(f.fileno(), 0o644)
     os.replace(part, path)
 except BaseException:
     os.unlink(part)
