@@ -161,3 +161,70 @@ def test_a_job_whose_start_was_never_recorded_is_not_said_killed_where_none_was_
     finally:
         if alive(job["pid"]):
             os.kill(job["pid"], signal.SIGKILL)
+
+
+# what a job does to its own folder (sys.argv[1]; sys.argv[2]: a directory elsewhere, of the
+# agent's user), once sys.argv[3] is there, then it sleeps on
+DAMAGE = {
+    "writable by all": ("os.chmod(d, 0o777)",
+                        "it is writable by its group and all users (mode 0777)"),
+    "given to another user": ("os.chown(d, %d, %d)" % (NOBODY, NOBODY),
+                              "it is owned by uid %d, not by uid 0" % NOBODY),
+    "a symlink in its place": ("os.rename(d, d + '.away'); os.symlink(sys.argv[2], d)",
+                               "it is a symlink, not a directory"),
+    "a file in its place": ("os.rename(d, d + '.away'); open(d, 'w').close()",
+                            "it is a regular file, not a directory"),
+}
+
+
+@pytest.mark.parametrize("when", ["its daemon runs", "no daemon runs"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_job_that_changes_its_own_folder_costs_that_job_alone(start_agent, tmp_path, damage,
+                                                                when):
+    """A job (of the agent's own user) makes its own folder writable by all, gives it to
+    another user, or puts a symlink or a file in its place: the daemon running then, or the
+    next one, ends that job lost, saying which folder and what is wrong, kills it, follows no
+    link, and serves every other job; a daemon starts on the state dir after it. Before,
+    the running daemon read on through the link, and the next start refused the whole state
+    dir (exit 2) until someone mended the folder by hand."""
+    state = str(tmp_path / "state")
+    elsewhere, go = tmp_path / "elsewhere", tmp_path / "go"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "exit.json").write_text('{"code": 0, "ended_at": 1}')  # read if followed
+    agent = start_agent("1xL4", state)
+    other = agent.call("job.launch", key="k-other", gpu=0, memory_mib=10,
+                       argv=["sleep", "600"])
+    job_dir = os.path.join(state, "jobs", "j2")
+    harm, said = DAMAGE[damage]
+    job = agent.call("job.launch", key="k-damage", gpu=0, memory_mib=10, argv=[
+        sys.executable, "-c", "import os, sys, time\nd = sys.argv[1]\nwhile not "
+        "os.path.exists(sys.argv[3]):\n    time.sleep(0.05)\n%s\ntime.sleep(600)" % harm,
+        job_dir, str(elsewhere), str(go)])
+    if when == "no daemon runs":
+        os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+    go.touch()
+    wait_until(lambda: os.path.exists(job_dir + ".away") or stat.S_IMODE(
+        os.lstat(job_dir).st_mode) == 0o777 or os.lstat(job_dir).st_uid == NOBODY,
+        "the job's change to its folder")
+    if when == "no daemon runs":
+        agent = start_agent("1xL4", state)
+    ended = wait_job(agent, job["id"])
+    assert ended["state"] == "lost", ended
+    assert ended["reason"].startswith(
+        "its directory %s is not the agent's own as it made it, so the agent leaves it "
+        "unread: refusing job directory %s: %s" % (job_dir, job_dir, said)), ended["reason"]
+    assert ended["reason"].endswith("; so it cannot be watched, and its processes were "
+                                    "killed"), ended["reason"]
+    wait_until(lambda: not alive(job["pid"]), "the end of the job's process")
+    assert os.listdir(str(elsewhere)) == ["exit.json"]  # nothing read or written through it
+    reply = agent.request("job.logs", job=job["id"])
+    assert "error" in reply and "leaves it unread" in reply["error"]["message"], reply
+    # a daemon starts on the state dir after it, and serves the other job
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    again = start_agent("1xL4", state)
+    assert again.call("job.get", job=job["id"]) == ended
+    assert again.call("job.get", job=other["id"])["state"] == "running"
+    again.call("job.stop", job=other["id"])
+    assert wait_job(again, other["id"])["state"] == "killed"

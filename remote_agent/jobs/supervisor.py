@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
@@ -1142,7 +1142,7 @@ class Supervisor:
         SIGTERM once the container takes it (``send_unsent``). One whose container was found
         is sent no second (it most likely took the first): a program may take a second SIGTERM
         as its cue to quit at once, its cleanup cut short."""
-        adopted = [job for job in self.store.active() if not self._unwatchable(job)]
+        adopted = [job for job in self.store.active() if not self.end_if_unread(job)]
         for job in adopted:
             if job.state == "running":
                 self.hold_output(job, self.made_pipe(job))
@@ -1160,15 +1160,17 @@ class Supervisor:
                     self._cgroups_left.add(path)
         return adopted
 
-    def _unwatchable(self, job: Job) -> bool:
-        """Whether ``job`` (active) is one whose directory is left unread, and so ended now: its
-        end cannot be told without it (its shim writes it there), and left running unwatched
-        it would hold its GPU slice for good. Its processes are killed first, so the slice it
-        gives back is not used twice. A job that ended already keeps its record; its
-        directory, unread too, goes with it when it is pruned."""
-        why = self.unread.get(job.id)
+    def end_if_unread(self, job: Job) -> bool:
+        """Whether ``job`` (active) is one whose directory is left unread, judged again now (a
+        job may change its own folder as it runs: ``AgentPaths.unread_job_dir``), and so is
+        ended now: its end cannot be told without that folder (its shim writes it there), and
+        left running unwatched it would hold its GPU slice for good. Its processes are killed
+        first, so the slice it gives back is not used twice. A job that ended already keeps
+        its record; its directory, unread too, goes with it when it is pruned."""
+        why = self.paths.unread_job_dir("j%d" % job.id, entries=job.id in self.unread)
         if why is None:
             return False
+        self.unread[job.id] = why
         log.error("job j%d: %s; the job is ended as lost", job.id, why)
         if job.procs().signal(signal.SIGKILL) or job.pid is not None or job.cgroup:
             done = "its processes were killed"
@@ -1184,7 +1186,12 @@ class Supervisor:
             for job in gone:
                 self.store.delete(job)
         for job in gone:
-            shutil.rmtree(self._dir_of(job), ignore_errors=True)
+            path = self._dir_of(job)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a job's file or symlink in its folder's place: the name alone goes
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
             self.unread.pop(job.id, None)
         return len(gone)
 
