@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from remote_agent.rpc import jsonrpc as rpc
+
 from tests.test_job_supervision import (crash_before_start_was_recorded, daemon_pid_of,
                                         wait_until)
 from tests.test_jobs import alive, wait_job
@@ -137,30 +139,53 @@ def test_a_launch_cut_short_whose_folder_is_left_unread_is_not_started_again(sta
     assert wait_job(again, other["id"])["state"] == "killed"
 
 
-def test_a_job_whose_start_was_never_recorded_is_not_said_killed_where_none_was_found(
+def test_a_job_left_unread_whose_start_was_never_recorded_holds_its_slice_till_mended(
         start_agent, tmp_path):
     """The daemon died after the shim started the job and before it recorded the start (no
     pid, no cgroup in its record: the pid is in its folder alone), and the job put a
-    directory in its folder: the next daemon leaves the folder unread and ends the job lost,
-    saying that no process of it could be found to kill. Before, it said its processes were
-    killed, and the job ran on."""
+    directory in its folder: the next daemon leaves the folder unread and, finding none of
+    its processes, keeps it starting with its GPU slice booked, its reason saying why; once
+    the folder is mended, the job is read again and adopted, and a stop ends it. Before, it
+    was ended lost and gave its slice back while it ran on (its words said so)."""
     state = str(tmp_path / "state")
     agent = start_agent("1xL4", state)
     planted = os.path.join(state, "jobs", "j1", "planted")
-    job = agent.call("job.launch", key="k-plant", gpu=0, memory_mib=10,
-                     argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    params = dict(key="k-plant", gpu=0, memory_mib=20000,
+                  argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    job = agent.call("job.launch", **params)
     wait_until(lambda: os.path.isdir(planted), "the job's directory at %s" % planted)
     crash_before_start_was_recorded(agent, state)
     try:
-        ended = wait_job(start_agent(None, state), job["id"])
-        assert ended["state"] == "lost" and ended["reason"].endswith(
-            "; so it cannot be watched, and its start was never recorded, so no process of it "
-            "could be found to kill (one may still run; its shim's log is in that folder)"), \
-            ended["reason"]
-        assert alive(job["pid"])  # as said
+        again = start_agent(None, state)
+        held = wait_until(lambda: _with_reason(again.call("job.get", job=job["id"])),
+                          "the job's reason")
+        assert held["state"] == "starting" and held["reason"] == (
+            "its directory %s holds what the agent did not make, so the agent leaves it "
+            "unread: refusing job file %s: not a regular file: a directory; its start was "
+            "never recorded, so no process of it can be found (its pid is in that folder "
+            "alone, and it has no cgroup): one may still run, so it holds its GPU slice until "
+            "that folder is mended (what is named above; then the job is read again, and "
+            "adopted or ended)" % (os.path.dirname(planted), planted)), held["reason"]
+        assert alive(job["pid"])
+        refused = again.request("job.launch", key="k-other", gpu=0, memory_mib=10000,
+                                argv=["sleep", "600"])
+        assert refused["error"]["code"] == rpc.NO_ROOM, refused
+        again_by_key = again.request("job.launch", **params)  # refused, its record kept
+        assert "leaves it unread" in again_by_key["error"]["message"], again_by_key
+        assert again.call("job.get", job=job["id"]) == held
+        os.rmdir(planted)  # the admin mends its folder
+        adopted = wait_job(again, job["id"], states=("running",))
+        assert (adopted["pid"], adopted["reason"]) == (job["pid"], None)
+        again.call("job.stop", job=job["id"])
+        assert wait_job(again, job["id"])["state"] == "killed"
+        assert not alive(job["pid"])
     finally:
         if alive(job["pid"]):
             os.kill(job["pid"], signal.SIGKILL)
+
+
+def _with_reason(job: dict):
+    return job if job["reason"] else None
 
 
 # what a job does to its own folder (sys.argv[1]; sys.argv[2]: a directory elsewhere, of the

@@ -213,7 +213,7 @@ class Watchdog:
         if started is not None:
             if sup.transition(job, ("starting",), state="running", pid=started["pid"],
                               start_ticks=started.get("start_ticks"),
-                              started_at=started["started_at"]):
+                              started_at=started["started_at"], reason=None):
                 log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
                 sup.hold_output(job, started.get("pipe"))
                 sup.notify(job)
