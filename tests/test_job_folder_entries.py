@@ -253,3 +253,22 @@ def test_a_job_that_changes_its_own_folder_costs_that_job_alone(start_agent, tmp
     assert again.call("job.get", job=other["id"])["state"] == "running"
     again.call("job.stop", job=other["id"])
     assert wait_job(again, other["id"])["state"] == "killed"
+
+
+def test_a_symlink_a_job_put_in_its_folders_place_goes_at_its_prune_and_nothing_it_names(
+        start_agent, tmp_path):
+    """The job is pruned: the symlink at its folder's name is removed, never followed (what
+    it names is kept whole). Before, the prune's rmtree refused a symlink, silently, and the
+    name stayed for good."""
+    state = str(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "kept").write_text("kept")
+    agent = start_agent("1xL4", state, "--retention-hours", "0.0005")
+    job_dir = os.path.join(state, "jobs", "j1")
+    job = agent.call("job.launch", key="k-link", gpu=0, memory_mib=10, argv=[
+        sys.executable, "-c", "import os, sys, time\nd = sys.argv[1]\n%s\ntime.sleep(600)"
+        % DAMAGE["a symlink in its place"][0], job_dir, str(elsewhere)])
+    assert wait_job(agent, job["id"])["state"] == "lost"
+    wait_until(lambda: not os.path.lexists(job_dir), "the prune of %s" % job_dir)
+    assert (elsewhere / "kept").read_text() == "kept" and os.listdir(str(elsewhere)) == ["kept"]
