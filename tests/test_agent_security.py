@@ -338,7 +338,7 @@ def finished_state(tmp_path_factory):
         stop_host(str(state))
 
 
-@pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1",
+@pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs", "jobs/j1",
                                   "jobs/j1/spec.json", "jobs/j1/exit.json", "mig-changes",
                                   "mig-changes/gpu0.json"])
 @pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink",
@@ -363,8 +363,8 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         os.rename(target, moved)
         os.symlink(moved, target)
     code, said = root_agent(str(state))
-    if what.startswith("jobs/j1/"):  # a job's file: that job's folder is left unread, alone
-        _left_unread(said, str(target))
+    if what.startswith("jobs/j1"):  # a job's folder or file: that folder is left unread, alone
+        _left_unread(said, str(target), "job file" if "/" in what[5:] else "job directory")
         return
     assert code == 2, said
     assert "refusing" in said and str(target) in said, said
@@ -373,13 +373,14 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
     assert "Traceback" not in said
 
 
-def _left_unread(agent, target: str) -> None:
+def _left_unread(agent, target: str, what: str) -> None:
     """The daemon of ``agent`` serves, j1's record as it ended, and reads nothing of j1's
-    folder (which holds ``target``), saying why (tests/test_job_folder_entries.py: the same
-    of a job that put the entry there)."""
+    folder (which is or holds ``target``, refused as ``what``), saying why
+    (tests/test_job_folder_entries.py: the same of a job that did it)."""
     assert agent.call("job.get", job="j1")["state"] == "exited"
     reply = agent.request("job.logs", job="j1")
-    assert "leaves it unread: refusing job file %s" % target in reply["error"]["message"], reply
+    assert "leaves it unread: refusing %s %s" % (what, target) in reply["error"]["message"], \
+        reply
 
 
 def test_what_an_acl_lets_another_user_read_of_the_agents_is_taken_back(root_agent,

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from remote_agent.rpc import jsonrpc as rpc
+
 from tests.test_job_supervision import (crash_before_start_was_recorded, daemon_pid_of,
                                         wait_until)
 from tests.test_jobs import alive, wait_job
@@ -137,27 +139,136 @@ def test_a_launch_cut_short_whose_folder_is_left_unread_is_not_started_again(sta
     assert wait_job(again, other["id"])["state"] == "killed"
 
 
-def test_a_job_whose_start_was_never_recorded_is_not_said_killed_where_none_was_found(
+def test_a_job_left_unread_whose_start_was_never_recorded_holds_its_slice_till_mended(
         start_agent, tmp_path):
     """The daemon died after the shim started the job and before it recorded the start (no
     pid, no cgroup in its record: the pid is in its folder alone), and the job put a
-    directory in its folder: the next daemon leaves the folder unread and ends the job lost,
-    saying that no process of it could be found to kill. Before, it said its processes were
-    killed, and the job ran on."""
+    directory in its folder: the next daemon leaves the folder unread and, finding none of
+    its processes, keeps it starting with its GPU slice booked, its reason saying why; once
+    the folder is mended, the job is read again and adopted, and a stop ends it. Before, it
+    was ended lost and gave its slice back while it ran on (its words said so)."""
     state = str(tmp_path / "state")
     agent = start_agent("1xL4", state)
     planted = os.path.join(state, "jobs", "j1", "planted")
-    job = agent.call("job.launch", key="k-plant", gpu=0, memory_mib=10,
-                     argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    params = dict(key="k-plant", gpu=0, memory_mib=20000,
+                  argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    job = agent.call("job.launch", **params)
     wait_until(lambda: os.path.isdir(planted), "the job's directory at %s" % planted)
     crash_before_start_was_recorded(agent, state)
     try:
-        ended = wait_job(start_agent(None, state), job["id"])
-        assert ended["state"] == "lost" and ended["reason"].endswith(
-            "; so it cannot be watched, and its start was never recorded, so no process of it "
-            "could be found to kill (one may still run; its shim's log is in that folder)"), \
-            ended["reason"]
-        assert alive(job["pid"])  # as said
+        again = start_agent(None, state)
+        held = wait_until(lambda: _with_reason(again.call("job.get", job=job["id"])),
+                          "the job's reason")
+        assert held["state"] == "starting" and held["reason"] == (
+            "its directory %s holds what the agent did not make, so the agent leaves it "
+            "unread: refusing job file %s: not a regular file: a directory; its start was "
+            "never recorded, so no process of it can be found (its pid is in that folder "
+            "alone, and it has no cgroup): one may still run, so it holds its GPU slice until "
+            "that folder is mended (what is named above; then the job is read again, and "
+            "adopted or ended)" % (os.path.dirname(planted), planted)), held["reason"]
+        assert alive(job["pid"])
+        refused = again.request("job.launch", key="k-other", gpu=0, memory_mib=10000,
+                                argv=["sleep", "600"])
+        assert refused["error"]["code"] == rpc.NO_ROOM, refused
+        again_by_key = again.request("job.launch", **params)  # refused, its record kept
+        assert "leaves it unread" in again_by_key["error"]["message"], again_by_key
+        assert again.call("job.get", job=job["id"]) == held
+        os.rmdir(planted)  # the admin mends its folder
+        adopted = wait_job(again, job["id"], states=("running",))
+        assert (adopted["pid"], adopted["reason"]) == (job["pid"], None)
+        again.call("job.stop", job=job["id"])
+        assert wait_job(again, job["id"])["state"] == "killed"
+        assert not alive(job["pid"])
     finally:
         if alive(job["pid"]):
             os.kill(job["pid"], signal.SIGKILL)
+
+
+def _with_reason(job: dict):
+    return job if job["reason"] else None
+
+
+# what a job does to its own folder (sys.argv[1]; sys.argv[2]: a directory elsewhere, of the
+# agent's user), once sys.argv[3] is there, then it sleeps on
+DAMAGE = {
+    "writable by all": ("os.chmod(d, 0o777)",
+                        "it is writable by its group and all users (mode 0777)"),
+    "given to another user": ("os.chown(d, %d, %d)" % (NOBODY, NOBODY),
+                              "it is owned by uid %d, not by uid 0" % NOBODY),
+    "a symlink in its place": ("os.rename(d, d + '.away'); os.symlink(sys.argv[2], d)",
+                               "it is a symlink, not a directory"),
+    "a file in its place": ("os.rename(d, d + '.away'); open(d, 'w').close()",
+                            "it is a regular file, not a directory"),
+}
+
+
+@pytest.mark.parametrize("when", ["its daemon runs", "no daemon runs"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_job_that_changes_its_own_folder_costs_that_job_alone(start_agent, tmp_path, damage,
+                                                                when):
+    """A job (of the agent's own user) makes its own folder writable by all, gives it to
+    another user, or puts a symlink or a file in its place: the daemon running then, or the
+    next one, ends that job lost, saying which folder and what is wrong, kills it, follows no
+    link, and serves every other job; a daemon starts on the state dir after it. Before,
+    the running daemon read on through the link, and the next start refused the whole state
+    dir (exit 2) until someone mended the folder by hand."""
+    state = str(tmp_path / "state")
+    elsewhere, go = tmp_path / "elsewhere", tmp_path / "go"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "exit.json").write_text('{"code": 0, "ended_at": 1}')  # read if followed
+    agent = start_agent("1xL4", state)
+    other = agent.call("job.launch", key="k-other", gpu=0, memory_mib=10,
+                       argv=["sleep", "600"])
+    job_dir = os.path.join(state, "jobs", "j2")
+    harm, said = DAMAGE[damage]
+    job = agent.call("job.launch", key="k-damage", gpu=0, memory_mib=10, argv=[
+        sys.executable, "-c", "import os, sys, time\nd = sys.argv[1]\nwhile not "
+        "os.path.exists(sys.argv[3]):\n    time.sleep(0.05)\n%s\ntime.sleep(600)" % harm,
+        job_dir, str(elsewhere), str(go)])
+    if when == "no daemon runs":
+        os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+    go.touch()
+    wait_until(lambda: os.path.exists(job_dir + ".away") or stat.S_IMODE(
+        os.lstat(job_dir).st_mode) == 0o777 or os.lstat(job_dir).st_uid == NOBODY,
+        "the job's change to its folder")
+    if when == "no daemon runs":
+        agent = start_agent("1xL4", state)
+    ended = wait_job(agent, job["id"])
+    assert ended["state"] == "lost", ended
+    assert ended["reason"].startswith(
+        "its directory %s is not the agent's own as it made it, so the agent leaves it "
+        "unread: refusing job directory %s: %s" % (job_dir, job_dir, said)), ended["reason"]
+    assert ended["reason"].endswith("; so it cannot be watched, and its processes were "
+                                    "killed"), ended["reason"]
+    wait_until(lambda: not alive(job["pid"]), "the end of the job's process")
+    assert os.listdir(str(elsewhere)) == ["exit.json"]  # nothing read or written through it
+    reply = agent.request("job.logs", job=job["id"])
+    assert "error" in reply and "leaves it unread" in reply["error"]["message"], reply
+    # a daemon starts on the state dir after it, and serves the other job
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    again = start_agent("1xL4", state)
+    assert again.call("job.get", job=job["id"]) == ended
+    assert again.call("job.get", job=other["id"])["state"] == "running"
+    again.call("job.stop", job=other["id"])
+    assert wait_job(again, other["id"])["state"] == "killed"
+
+
+def test_a_symlink_a_job_put_in_its_folders_place_goes_at_its_prune_and_nothing_it_names(
+        start_agent, tmp_path):
+    """The job is pruned: the symlink at its folder's name is removed, never followed (what
+    it names is kept whole). Before, the prune's rmtree refused a symlink, silently, and the
+    name stayed for good."""
+    state = str(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "kept").write_text("kept")
+    agent = start_agent("1xL4", state, "--retention-hours", "0.0005")
+    job_dir = os.path.join(state, "jobs", "j1")
+    job = agent.call("job.launch", key="k-link", gpu=0, memory_mib=10, argv=[
+        sys.executable, "-c", "import os, sys, time\nd = sys.argv[1]\n%s\ntime.sleep(600)"
+        % DAMAGE["a symlink in its place"][0], job_dir, str(elsewhere)])
+    assert wait_job(agent, job["id"])["state"] == "lost"
+    wait_until(lambda: not os.path.lexists(job_dir), "the prune of %s" % job_dir)
+    assert (elsewhere / "kept").read_text() == "kept" and os.listdir(str(elsewhere)) == ["kept"]

@@ -14,11 +14,13 @@ import hashlib
 import os
 import stat
 import sys
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from remote_agent.daemon.trust import (SET_ASIDE, UnsafePath, check_private, check_tree,
-                                        grantees, private_dir, private_tree, python_module)
+from remote_agent.daemon.trust import (SET_ASIDE, UnsafePath, check_private, check_seen,
+                                        check_tree, chmod_seen, grantees, open_dir, private_dir,
+                                        private_tree, python_module)
 from remote_agent.jobs.output import PIPE_NAME
 
 ROOT_RUNTIME_BASE = "/run"
@@ -144,9 +146,9 @@ class AgentPaths:
 
     def check(self, contents: bool = False) -> None:
         """Refuse a state dir another user could change (UnsafePath), creating it 0700 where
-        missing. With ``contents``, every file and job directory the daemon trusts in it too
-        (the caller holds the daemon lock, so no other daemon is changing them); what is in a
-        job's directory is ``unread_job_dirs``'s to judge, job by job."""
+        missing. With ``contents``, every file and directory the daemon trusts in it too
+        (the caller holds the daemon lock, so no other daemon is changing them); a job's
+        directory, and what is in it, is ``unread_job_dir``'s to judge, job by job."""
         private_tree(self.state_dir, "state dir")
         if not contents:
             return
@@ -163,29 +165,46 @@ class AgentPaths:
             private_dir(self.mig_journal, "MIG change journal")
             for name in sorted(os.listdir(self.mig_journal)):
                 check_private(os.path.join(self.mig_journal, name), "MIG change journal entry")
-        if not os.path.lexists(self.jobs_dir):
-            return
-        private_dir(self.jobs_dir, "jobs directory")
-        for name in sorted(os.listdir(self.jobs_dir)):
-            private_dir(os.path.join(self.jobs_dir, name), "job directory")
+        if os.path.lexists(self.jobs_dir):
+            private_dir(self.jobs_dir, "jobs directory")
 
     def unread_job_dirs(self) -> Dict[str, str]:
-        """The job directories (by name) that hold an entry the agent does not make, each with
-        why, in words. Such a directory is of the agent's own (``check``), so only the agent's
-        user (or root) put that entry there: most often the job itself, which runs as that
-        user. Its job is the one harmed: its directory is left unread, and every other job is
-        served (docs/decisions.md)."""
-        unread: Dict[str, str] = {}
+        """The entries of ``jobs/`` (by name) that are no job directory the agent would read,
+        each with why, in words (``unread_job_dir``)."""
         names = sorted(os.listdir(self.jobs_dir)) if os.path.lexists(self.jobs_dir) else []
-        for name in names:
-            job_dir = os.path.join(self.jobs_dir, name)
-            try:
-                for entry in sorted(os.listdir(job_dir)):
-                    _check_job_entry(job_dir, entry)
-            except UnsafePath as err:
-                unread[name] = ("its directory %s holds what the agent did not make, so the "
-                                "agent leaves it unread: %s" % (job_dir, err))
-        return unread
+        judged = {name: self.unread_job_dir(name) for name in names}
+        return {name: why for name, why in judged.items() if why is not None}
+
+    def unread_job_dir(self, name: str, entries: bool = True) -> Optional[str]:
+        """Why the job directory ``name`` is left unread, in words; None where it is read (or
+        not there). Without ``entries``, the folder alone is judged, not what is in it (a
+        running job's, at each look: each of its files is refused at its open, if need be,
+        as ``open_private`` refuses one). ``jobs/`` is of the agent's own (``check``), so
+        only the agent's user (or root) changed what is in it: most often a job, which runs
+        as that user, in its own folder (an entry put there; the folder made writable by
+        others, given away, or replaced by a symlink or a file). Its job is the one harmed:
+        its directory is left unread, and every other job is served (docs/decisions.md).
+        The folder is opened without following a symlink and judged on that descriptor, its
+        entries by ``lstat`` in it: nothing a job planted is followed."""
+        job_dir = os.path.join(self.jobs_dir, name)
+        try:
+            fd = open_dir(job_dir, "job directory")
+        except FileNotFoundError:
+            return None
+        except (UnsafePath, PermissionError) as err:  # (its mode taken away: 0000)
+            return "its directory %s is not the agent's own as it made it, so the agent " \
+                "leaves it unread: %s" % (job_dir, err)
+        try:
+            for entry in sorted(os.listdir(fd)) if entries else ():
+                _check_job_entry(job_dir, entry, fd)
+            if os.fstat(fd).st_mode & 0o077:  # read or entered by others: taken back
+                os.fchmod(fd, 0o700)
+        except (UnsafePath, PermissionError) as err:
+            return "its directory %s holds what the agent did not make, so the agent leaves " \
+                "it unread: %s" % (job_dir, err)
+        finally:
+            os.close(fd)
+        return None
 
     def make_socket_dir(self) -> None:
         """Create the 0700 socket directory, or check the one there (UnsafePath if another
@@ -241,19 +260,21 @@ class AgentPaths:
         return st
 
 
-def _check_job_entry(job_dir: str, entry: str) -> None:
-    """Refuse (UnsafePath) an entry of a job's directory unless it is what the agent makes
-    there, of its own: a regular file, the output pipe (a FIFO), a directory a shim set
-    aside (never read: pruned whole with its job's directory). Nothing is followed."""
-    path = os.path.join(job_dir, entry)
+def _check_job_entry(job_dir: str, entry: str, dir_fd: int) -> None:
+    """Refuse (UnsafePath) an entry of a job's directory (``job_dir``, open as ``dir_fd``)
+    unless it is what the agent makes there, of its own: a regular file, the output pipe (a
+    FIFO), a directory a shim set aside (never read: pruned whole with its job's directory).
+    Nothing is followed. What others may read is taken back."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(entry, dir_fd=dir_fd)
     except FileNotFoundError:  # (a live shim's temporary file, renamed meanwhile)
         return
-    if SET_ASIDE in entry and stat.S_ISDIR(st.st_mode):
-        private_dir(path, "directory set aside")
-    else:
-        check_private(path, "job file", fifo_ok=entry == PIPE_NAME)
+    aside = SET_ASIDE in entry and stat.S_ISDIR(st.st_mode)
+    check_seen(st, os.path.join(job_dir, entry), "directory set aside" if aside else "job file",
+               fifo_ok=entry == PIPE_NAME, dir_ok=aside)
+    if st.st_mode & 0o077:
+        with suppress(FileNotFoundError):  # (renamed meanwhile, as above)
+            chmod_seen(entry, dir_fd, st, 0o700 if aside else 0o600)
 
 
 def _code_root() -> str:

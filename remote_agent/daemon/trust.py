@@ -385,11 +385,32 @@ def check_private(path: str, what: str = "file",
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    _check_kind(st, path, what, fifo_ok and stat.S_ISFIFO(st.st_mode))
-    _check_owned(st, path, what)
+    check_seen(st, path, what, fifo_ok)
     if st.st_mode & 0o077:
         os.chmod(path, 0o600)
     return st
+
+
+def check_seen(st: os.stat_result, path: str, what: str = "file", fifo_ok: bool = False,
+               dir_ok: bool = False) -> None:
+    """Refuse ``path``, seen (``lstat``) as ``st``, unless it is a regular file (or a FIFO, with
+    ``fifo_ok``; a directory, with ``dir_ok``) of the agent's own that nobody else writes."""
+    if not (dir_ok and stat.S_ISDIR(st.st_mode)):
+        _check_kind(st, path, what, fifo_ok and stat.S_ISFIFO(st.st_mode))
+    _check_owned(st, path, what)
+
+
+def chmod_seen(name: str, dir_fd: int, st: os.stat_result, mode: int) -> None:
+    """Set the mode of ``name`` in ``dir_fd``, seen (``lstat``) as ``st``, through a
+    descriptor of that very file (``O_PATH``, which opens nothing), never through its name
+    again: a symlink or another file swapped in meanwhile is left as it is."""
+    held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        now = os.fstat(held)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.chmod("/proc/self/fd/%d" % held, mode)
+    finally:
+        os.close(held)
 
 
 def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) -> Optional[bytes]:

@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
@@ -89,6 +89,7 @@ JOB_FILES = {
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 UNSENT = "unsent"  # a stop's signal its container was not made yet to take: (it, job id)
 UNFOUND = "unfound"  # a running job's container its runtime cannot say where is: (it, job id)
+UNREAD = "unread"  # an active job held, its folder left unread: (it, job id)
 
 
 @dataclass
@@ -1142,7 +1143,7 @@ class Supervisor:
         SIGTERM once the container takes it (``send_unsent``). One whose container was found
         is sent no second (it most likely took the first): a program may take a second SIGTERM
         as its cue to quit at once, its cleanup cut short."""
-        adopted = [job for job in self.store.active() if not self._unwatchable(job)]
+        adopted = [job for job in self.store.active() if not self.end_if_unread(job)]
         for job in adopted:
             if job.state == "running":
                 self.hold_output(job, self.made_pipe(job))
@@ -1160,23 +1161,47 @@ class Supervisor:
                     self._cgroups_left.add(path)
         return adopted
 
-    def _unwatchable(self, job: Job) -> bool:
-        """Whether ``job`` (active) is one whose directory is left unread, and so ended now: its
-        end cannot be told without it (its shim writes it there), and left running unwatched
-        it would hold its GPU slice for good. Its processes are killed first, so the slice it
-        gives back is not used twice. A job that ended already keeps its record; its
+    def end_if_unread(self, job: Job) -> bool:
+        """Whether ``job`` (active) is one whose directory is left unread, judged again now (a
+        job may change its own folder as it runs: ``AgentPaths.unread_job_dir``; what is in it
+        too where it was left unread, so that one mended is read again), and so is not
+        watched. Such a job is ended now, as lost: its end cannot be told without that
+        folder (its shim writes it there), and left running unwatched it would hold its GPU
+        slice for good. Its processes are killed first (a container's by its name, as it
+        ends), so the slice it gives back is not used twice. One that has none to be found
+        is held instead (``_hold_unfound``). A job that ended already keeps its record; its
         directory, unread too, goes with it when it is pruned."""
-        why = self.unread.get(job.id)
+        why = self.paths.unread_job_dir("j%d" % job.id, entries=job.id in self.unread)
         if why is None:
+            if self.unread.pop(job.id, None) is not None:
+                self.failures.worked((UNREAD, job.id), "job j%d: its directory is read again, "
+                                     "and the job watched" % job.id)
             return False
+        self.unread[job.id] = why
+        if job.pid is None and not job.cgroup and not job.container:
+            self._hold_unfound(job, why)
+            return True
         log.error("job j%d: %s; the job is ended as lost", job.id, why)
-        if job.procs().signal(signal.SIGKILL) or job.pid is not None or job.cgroup:
-            done = "its processes were killed"
-        else:  # its start never recorded, nor a cgroup: the pid is in that folder alone
-            done = "its start was never recorded, so no process of it could be found to kill " \
-                "(one may still run; its shim's log is in that folder)"
-        self.finish(job, state="lost", reason="%s; so it cannot be watched, and %s" % (why, done))
+        job.procs().signal(signal.SIGKILL)
+        self.finish(job, state="lost", reason="%s; so it cannot be watched, and its processes "
+                    "were killed" % why)
         return True
+
+    def _hold_unfound(self, job: Job, why: str) -> None:
+        """A job left unread whose start was never recorded (its daemon died first) and that
+        has no cgroup: its pid is in that folder alone, and nothing else names its processes
+        that the job could not change (its session, its environment and its command line are
+        its own), so one may still run. It stays starting, its slice booked, its reason
+        saying why, until its folder is mended (judged again at each watchdog pass): then it
+        is read, and adopted or ended as any start no launch follows (docs/decisions.md)."""
+        reason = "%s; its start was never recorded, so no process of it can be found (its pid " \
+            "is in that folder alone, and it has no cgroup): one may still run, so it holds its " \
+            "GPU slice until that folder is mended (what is named above; then the job is read " \
+            "again, and adopted or ended)" % why
+        if job.reason != reason:
+            self.transition(job, ("starting",), reason=reason)
+        self.failures.failed((UNREAD, job.id), "job j%d: %s" % (job.id, reason),
+                             level=logging.ERROR)
 
     def prune(self, cutoff: float) -> int:
         with self._lock:
@@ -1184,7 +1209,12 @@ class Supervisor:
             for job in gone:
                 self.store.delete(job)
         for job in gone:
-            shutil.rmtree(self._dir_of(job), ignore_errors=True)
+            path = self._dir_of(job)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a job's file or symlink in its folder's place: the name alone goes
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
             self.unread.pop(job.id, None)
         return len(gone)
 

@@ -67,8 +67,7 @@ class Watchdog:
                 self._step("signalling job j%d's container" % job.id,
                            lambda: sup.send_unsent(job))
         for job in jobs:
-            self._step("watching job j%d" % job.id, lambda: self._observe(job, job.id in shims)
-                       if job.state == "running" else self._resolve_starting(job))
+            self._step("watching job j%d" % job.id, lambda: self._watch(job, job.id in shims))
         running = [j for j in jobs if j.state == "running" and j.pid]
         self._step("caps and usage samples", lambda: self._measure(running))
         ticks = time.monotonic()  # deadlines and intervals: the wall clock may be set
@@ -115,6 +114,17 @@ class Watchdog:
         job from being watched, capped or killed, and is said once while it repeats. What the
         step gave back, or None where it failed."""
         return self.failures.step("watchdog: " + what, step)
+
+    def _watch(self, job: Job, shim_runs: bool) -> None:
+        """One look at an active job: none at what is in its folder where that is left unread,
+        judged again each pass (``Supervisor.end_if_unread``: a job may change its own folder
+        as it runs, and is ended then); else whether it ended, or started."""
+        if self.sup.end_if_unread(job):
+            return
+        if job.state == "running":
+            self._observe(job, shim_runs)
+        else:
+            self._resolve_starting(job)
 
     def _observe(self, job: Job, shim_runs: bool) -> None:
         """Whether a running job ended, and how. ``shim_runs``: its shim is this daemon's child
@@ -203,7 +213,7 @@ class Watchdog:
         if started is not None:
             if sup.transition(job, ("starting",), state="running", pid=started["pid"],
                               start_ticks=started.get("start_ticks"),
-                              started_at=started["started_at"]):
+                              started_at=started["started_at"], reason=None):
                 log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
                 sup.hold_output(job, started.get("pipe"))
                 sup.notify(job)
