@@ -41,7 +41,8 @@ def report(config: Config, args: argparse.Namespace) -> int:
                 local(since), local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
-        waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
+        every_waiting = store.jobs(Waiting.STATES)
+        waiting_jobs = [j for j in every_waiting if whose.has(j.user, j.team)]
         waits = waiting_jobs if reaches_now(since, until, now) else None
         ended = store.jobs(UNSTARTED, ended_since=since)
         if args.user is not None and all(j.user != args.user for j in (
@@ -50,11 +51,11 @@ def report(config: Config, args: argparse.Namespace) -> int:
         if whose.team is not None and all(j.team != whose.team for j in (
                 *records, *waiting_jobs, *ended)):
             config.team(whose.team, [printable(t) for t in {j.team for j in (
-                *records, *ended)} if t])  # a typo is said with the close name, among the
-            # teams the range's usage names too, printable (names from the store): a team
-            # since left out of the config is still reported while the store keeps its
-            # usage, its jobs wait or ended waiting, whatever the range (one not begun has
-            # none of them)
+                *records, *every_waiting, *ended)} if t])  # a typo is said with the close
+            # name, among the teams the range's usage and the jobs waiting or ended waiting
+            # name too, printable (names from the store): a team since left out of the
+            # config is still reported while the store keeps its usage, its jobs wait or
+            # ended waiting, whatever the range (one not begun has none of them)
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
