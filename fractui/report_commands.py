@@ -17,9 +17,9 @@ from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
 from fractui.terminal import own, print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
-from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, kept_words, local,
-                                     online_words, saving_words, unmeasured_words,
-                                     unstarted_words)
+from fractui.usage.sentences import (Coverage, Waiting, busy_words, group_name, hours,
+                                     kept_words, local, online_words, saving_words,
+                                     unmeasured_words, unstarted_words)
 from fractui.words import duration, printable
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
@@ -41,7 +41,8 @@ def report(config: Config, args: argparse.Namespace) -> int:
                 local(since), local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
-        waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
+        every_waiting = store.jobs(Waiting.STATES)
+        waiting_jobs = [j for j in every_waiting if whose.has(j.user, j.team)]
         waits = waiting_jobs if reaches_now(since, until, now) else None
         ended = store.jobs(UNSTARTED, ended_since=since)
         if args.user is not None and all(j.user != args.user for j in (
@@ -50,11 +51,11 @@ def report(config: Config, args: argparse.Namespace) -> int:
         if whose.team is not None and all(j.team != whose.team for j in (
                 *records, *waiting_jobs, *ended)):
             config.team(whose.team, [printable(t) for t in {j.team for j in (
-                *records, *ended)} if t])  # a typo is said with the close name, among the
-            # teams the range's usage names too, printable (names from the store): a team
-            # since left out of the config is still reported while the store keeps its
-            # usage, its jobs wait or ended waiting, whatever the range (one not begun has
-            # none of them)
+                *records, *every_waiting, *ended)} if t])  # a typo is said with the close
+            # name, among the teams the range's usage and the jobs waiting or ended waiting
+            # name too, printable (names from the store): a team since left out of the
+            # config is still reported while the store keeps its usage, its jobs wait or
+            # ended waiting, whatever the range (one not begun has none of them)
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
@@ -97,7 +98,8 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     gpus = r.by in ("host", "model", "gpu")
     if t.held_h or t.running or any(t.outcomes.values()) or gpus:  # (an attempt that ended
         # as the range began held none of it, and its outcome is the range's)
-        rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
+        rows = [_row(g, gpus, group_name(g.key, r.by, CAPS[0], own("…"))) for g in r.groups]
+        rows.append(_row(t, True, t.key))
         out += table(HEADER, rows, CAPS, width())
         out.append("")
     out += [saving_words(r)] + online_words(t) + gaps
@@ -107,17 +109,17 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     return out + busy_words(t) + unmeasured_words(t, "NO MEASURE") + unstarted_words(r)
 
 
-def _row(g: Group, gpus: bool) -> List[str]:
-    """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
-    held was measured (MIG slices, attempts not sampled yet), as the report screen says; so
-    is its memory where none was sampled (Group.used, Group.memory: --json's null). The
-    dashes are fractui's own, as stdout's encoding holds them (``own``); the group's name is
-    not."""
+def _row(g: Group, gpus: bool, name: str) -> List[str]:
+    """A group's cells, under its ``name`` (``group_name``): what it used is not known (a
+    dash, never 0.00) where none of what it held was measured (MIG slices, attempts not
+    sampled yet), as the report screen says; so is its memory where none was sampled
+    (Group.used, Group.memory: --json's null). The dashes are fractui's own, as stdout's
+    encoding holds them (``own``); the group's name is not."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
     idle = g.idle_h if gpus else None
     held = [hours(v) for v in (g.held_h, g.used, g.unmeasured_h, g.memory)]
     waits = [duration(g.wait_median_s), duration(g.wait_p95_s)]
-    return [g.key] + [own(c) for c in held + waits + outcome + [str(g.running), hours(idle)]]
+    return [name] + [own(c) for c in held + waits + outcome + [str(g.running), hours(idle)]]
 
 
 def _csv(r: Report, waiting: Optional[Waiting]) -> None:

@@ -727,7 +727,9 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
 def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, capfd):
     """A team out of the config whose only jobs wait: --team names it for a range not begun
     (or one that ended) as for one that reaches now — none of its jobs held a GPU there,
-    exit 0 — where it was an unknown team (exit 2) but for the ranges that reach now."""
+    exit 0 — where it was an unknown team (exit 2) but for the ranges that reach now. A typo
+    of it is said with it as the close name, as one of a team only usage names: it was
+    "unknown team 'ghots' (known: vision)", the one --team takes left out."""
     store = SqliteStore(str(tmp_path / "store.db"))
     now = int(time.time()) // 60 * 60.0
     try:
@@ -738,6 +740,10 @@ def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, c
                      ("--since", _at(now - 2 * H), "--until", _at(now - H)), ()):
             out = report("--team", "ghost", *span)
             assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
+        code, out, err = in_process(capfd, ["--config", str(tmp_path / "config.toml"),
+                                            "report", "--team", "ghots"])
+        assert (code, out) == (2, "") and "unknown team 'ghots' (did you mean 'ghost'? " \
+            "known: vision, ghost)" in err, err
     finally:
         store.close()
 

@@ -631,3 +631,21 @@ def test_the_tables_numbers_are_never_cut_however_large():
     rows = [line.split() for line in lines(made) if line.startswith(("vision", "total"))]
     assert [row[:2] for row in rows] == [["vision", "2160000.00"], ["total", "2160000.00"]]
     assert rows[1][7] == "1000", rows  # DONE
+
+
+def test_by_gpu_a_long_named_hosts_gpus_keep_their_index():
+    """By GPU, a host named past the GROUP column's 32 cells (a fully qualified name of 41)
+    had each of its GPUs' rows cut to one name, "gpu-node-0001.datacenter-west.e…", read
+    alike; and on the report screen (24 cells) too. The host's name is cut, the GPU's index
+    never: "gpu-node-0001.datacenter-w… gpu0", then "… gpu1"."""
+    from fractui.report_commands import lines
+    from fractui.tui.report_view import table_rows
+    host = "gpu-node-0001.datacenter-west.example.com"
+    records = [UsageRecord(i, 0, "vision", "q", "ann", host, (i,), None, None, None, 1.0,
+                           BASE, BASE, BASE + 3600, DONE) for i in range(2)]
+    made = build(records, [], BASE, BASE + 7200, "gpu", BASE + 7200)
+    shown = [line[:32].rstrip() for line in lines(made) if line.startswith("gpu-node")]
+    assert shown == ["gpu-node-0001.datacenter-w… gpu0", "gpu-node-0001.datacenter-w… gpu1"]
+    _, rows = table_rows(made, 200)
+    assert [row[0] for row in rows] == ["gpu-node-0001.data… gpu0",
+                                        "gpu-node-0001.data… gpu1", "total"], rows

@@ -40,8 +40,8 @@ from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, series
-from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, hours, kept_words,
-                                     online_words, saving_words, unmeasured_words,
+from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, group_name, hours,
+                                     kept_words, online_words, saving_words, unmeasured_words,
                                      unstarted_words)
 
 REFRESH_S = 30.0
@@ -164,6 +164,8 @@ COLUMNS = (
 DROP = ("outcomes", "memory", "p95", "running", "unmeasured", "idle")
 """What goes first when the table does not fit its width."""
 PAD = 2  # a column's cells are padded a space each side
+NAME_CELLS = 24
+"""The widest a group's name is shown (``sentences.group_name``: a GPU's keeps its index)."""
 
 
 def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
@@ -172,12 +174,12 @@ def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
     groups = report.groups + [report.total]
     columns = [c for c in COLUMNS if c.key != "idle" or report.by in ("host", "model", "gpu")]
     cells = {c.key: [c.cell(g) for g in groups] for c in columns}
-    names = [g.key for g in groups]
+    names = [group_name(g.key, report.by, NAME_CELLS) for g in groups]
 
     def wide(title: str, values: Sequence[str]) -> int:
         return max([cell_len(title)] + [cell_len(v) for v in values]) + PAD
 
-    name_width = min(24, wide(report.by, names))
+    name_width = min(NAME_CELLS, wide(report.by, names))
     for key in DROP:
         if name_width + sum(wide(c.title, cells[c.key]) for c in columns) <= width:
             break
@@ -386,7 +388,7 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
                       pad_edge=False)
         for i, title in enumerate(self.titles):
             table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True,
-                             max_width=24 if i == 0 else None)
+                             max_width=NAME_CELLS if i == 0 else None)
         for i, row in enumerate(self.rows):  # the total last, in bold
             table.add_row(*row, style="bold" if i == len(self.rows) - 1 else None)
         self.query_one("#report-table", Static).update(table)

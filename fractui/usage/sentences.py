@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from fractui.cells import cell_len, cut
 from fractui.store.model import PENDING, PLACED, Job
 from fractui.usage.gputime import FLUSH_S
 from fractui.usage.report import NONE, Group, Report
@@ -47,6 +48,17 @@ def local(t: Optional[float]) -> str:
     the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
     09:54", a range of nothing."""
     return "—" if t is None else local_time(t, to_minute=True)
+
+
+def group_name(key: str, by: str, width: int, mark: str = "…") -> str:
+    """A group's name in at most ``width`` cells, ending in ``mark`` where it is cut: by GPU
+    ("host gpu3") its host's name is cut and its index kept whole — cut at its end, each GPU
+    of a host with a long name (a fully qualified one) read as the same row."""
+    host, sep, index = key.rpartition(" gpu")
+    kept = cell_len(sep + index)
+    if by != "gpu" or not sep or cell_len(key) <= width or width - kept < 2:
+        return cut(key, width, mark)
+    return cut(host, width - kept, mark) + sep + index
 
 
 def kept_words(r: Report) -> List[str]:
