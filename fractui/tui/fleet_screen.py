@@ -426,12 +426,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def repaint(self) -> None:
         v = RichVariables(self.app)
         muted = muted_colour(self.app.theme_variables)
-        owners = self.config.teams if self.colour_by == "team" else self.config.queues
+        owners = tuple(o.name for o in (self.config.teams if self.colour_by == "team"
+                                         else self.config.queues))
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
-        paint = Paint(palette_for(self.app.current_theme), v["foreground"], v["surface"], muted,
-                      tuple(states.items()), tuple(o.name for o in owners), self.colour_by,
-                      marked=self.app.no_color)
+        slices = palette_for(self.app.current_theme)
+        # owners are marked where colour alone does not tell them apart: under NO_COLOR (every
+        # colour a grey), and where there are more of them than the theme has colours (the
+        # ninth team of eight colours took the first's)
+        paint = Paint(slices, v["foreground"], v["surface"], muted, tuple(states.items()),
+                      owners, self.colour_by,
+                      marked=self.app.no_color or len(owners) > len(slices.owners))
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
