@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from fractui.sched.fleetview import gpu_geometry
+from fractui.sched.mig_change import _unfit_shaped, unfit_run
 from fractui.store.model import CORDON, DRAIN, PENDING, PLACED, Cordon, Slot
 from fractui.tui.bars import UNFIT_FILL, render
 from fractui.tui.gpu_screen import GpuScreen, ProfileScreen, free_share
 from fractui.tui.jobs import JobScreen
 from fractui.tui.legend import Legend
 from fractui.tui.model import PLACING, gpus_of
+from remote_agent.mig.layout import Instance, Layout
 from tests.tui_frozen import pilot_test, said, screen_lines, settled, settled_app, usage_store
 from tests.tui_live import fleet, gpu_line
 
@@ -551,6 +554,23 @@ async def test_the_map_draws_a_free_slice_no_profile_fits_apart_as_the_gpu_view_
         assert ["none", "fits", "7-7", "—", "free", "—"] in rows, rows
         assert ["—", "2-4", "—", "free", "—"] in rows, rows
 
+
+def test_why_a_free_run_fits_nothing_is_kept_once_for_every_gpu_of_its_shape():
+    """``unfit_run``'s memo was keyed by the layout, uuids, pids and use and all: each GPU at
+    each snapshot (read anew) made an entry of its own, some 80 MiB at its 100,000, never
+    shared. Keyed by the shape that decides the answer, fifty GPUs of one shape (each its
+    own uuids, pids, busy or idle) keep one entry a run, and are answered alike."""
+    geo = gpu_geometry({"name": "NVIDIA H100 80GB HBM3"})
+
+    def layout(n: int) -> Layout:
+        return Layout(geo, (Instance(1, "2g.20gb", 0, 2, 2, "MIG-%d-a" % n, n % 2 == 0, (n,)),
+                            Instance(2, "1g.10gb", 6, 1, 1, "MIG-%d-b" % n, n % 3 == 0)))
+
+    _unfit_shaped.cache_clear()
+    assert {unfit_run(layout(n), 7, 7) for n in range(50)} == {
+        "every placement of a profile that holds them holds slices beside them too"}
+    assert {unfit_run(layout(n), 2, 5) for n in range(50)} == {None}
+    assert _unfit_shaped.cache_info().currsize == 2
 
 @pilot_test
 async def test_the_legend_says_no_fit_only_while_the_map_draws_a_slice_no_profile_fits():
