@@ -448,7 +448,8 @@ async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_m
     """The GPU the picker was opened on became another MIG model (its card changed at that
     index) while it stood open: ``enter`` on a profile of the model it was judged for raised
     (that profile is not the new model's). It says the GPU changed, makes nothing and
-    closes; its timer says the same where no key comes."""
+    closes; its timer says the same where no key comes. A GPU gone from its host's snapshot
+    is said as ``N`` would say it."""
     async with settled_app((120, 36)) as (app, pilot):
         app.open_gpu("a100-1", 1)
         await pilot.pause()
@@ -471,6 +472,15 @@ async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_m
         assert notes(app, mark) == [
             "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
             "now NVIDIA H100 80GB HBM3): nothing was made; N lists its own"], notes(app, mark)
+        gpu["name"] = "NVIDIA A100-SXM4-80GB"
+        mark = len(app.notices.kept)
+        await pilot.press("N")  # and gone from its host's snapshot: said as N would say it
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        app.fleet.statuses["a100-1"].snapshot["gpus"].remove(gpu)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
+        assert notes(app, mark) == ["gpu 1 is not in a100-1's snapshot: no instance can be "
+                                    "made on it"], notes(app, mark)
 
 
 @pilot_test
