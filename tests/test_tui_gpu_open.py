@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from fractui.sched.fleetview import gpu_geometry
+from fractui.sched.mig_change import _unfit_shaped, unfit_run
 from fractui.store.model import CORDON, DRAIN, PENDING, PLACED, Cordon, Slot
 from fractui.tui.bars import UNFIT_FILL, render
 from fractui.tui.gpu_screen import GpuScreen, ProfileScreen, free_share
 from fractui.tui.jobs import JobScreen
 from fractui.tui.legend import Legend
-from fractui.tui.model import PLACING
+from fractui.tui.model import PLACING, gpus_of
+from remote_agent.mig.layout import Instance, Layout
 from tests.tui_frozen import pilot_test, said, screen_lines, settled, settled_app, usage_store
 from tests.tui_live import fleet, gpu_line
 
@@ -550,3 +553,46 @@ async def test_the_map_draws_a_free_slice_no_profile_fits_apart_as_the_gpu_view_
         rows = [line.split() for line in screen_lines(app)]
         assert ["none", "fits", "7-7", "—", "free", "—"] in rows, rows
         assert ["—", "2-4", "—", "free", "—"] in rows, rows
+
+
+def test_why_a_free_run_fits_nothing_is_kept_once_for_every_gpu_of_its_shape():
+    """``unfit_run``'s memo was keyed by the layout, uuids, pids and use and all: each GPU at
+    each snapshot (read anew) made an entry of its own, some 80 MiB at its 100,000, never
+    shared. Keyed by the shape that decides the answer, fifty GPUs of one shape (each its
+    own uuids, pids, busy or idle) keep one entry a run, and are answered alike."""
+    geo = gpu_geometry({"name": "NVIDIA H100 80GB HBM3"})
+
+    def layout(n: int) -> Layout:
+        return Layout(geo, (Instance(1, "2g.20gb", 0, 2, 2, "MIG-%d-a" % n, n % 2 == 0, (n,)),
+                            Instance(2, "1g.10gb", 6, 1, 1, "MIG-%d-b" % n, n % 3 == 0)))
+
+    _unfit_shaped.cache_clear()
+    assert {unfit_run(layout(n), 7, 7) for n in range(50)} == {
+        "every placement of a profile that holds them holds slices beside them too"}
+    assert {unfit_run(layout(n), 2, 5) for n in range(50)} == {None}
+    assert _unfit_shaped.cache_info().currsize == 2
+
+@pilot_test
+async def test_the_legend_says_no_fit_only_while_the_map_draws_a_slice_no_profile_fits():
+    """The legend's "· no fit" was said whatever the map drew: at 80x24 in the colour-blind
+    theme it took the legend to a second line, a row of the map, on a map with no dotted
+    slice. It is said while some GPU on the map draws one (h100-1's), and not once none does
+    (the map filtered to a10-1 and l4-1, without MIG), the map a row taller then."""
+    async with settled_app((80, 24), theme="colourblind") as (app, pilot):
+        await pilot.press("c")
+        await settled(pilot)
+        screen = fleet(app)
+
+        def legend() -> str:
+            return " ".join(t.plain for t in screen.query_one(Legend).lines(78))
+
+        assert "%s no fit" % UNFIT_FILL in legend(), legend()
+        assert len(screen.query_one(Legend).lines(78)) == 2
+        await pilot.press("slash", *"a10-1|l4-1", "enter")
+        await settled(pilot)
+        assert {g.host for line in screen.map.lines for g in gpus_of(line)} == {"a10-1", "l4-1"}
+        assert "no fit" not in legend() and legend().endswith(" free "), legend()
+        assert screen.query_one(Legend).size.height == 1, legend()
+        await pilot.press("slash", "escape")
+        await settled(pilot)
+        assert "%s no fit" % UNFIT_FILL in legend(), legend()

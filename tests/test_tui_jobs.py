@@ -266,6 +266,60 @@ def test_a_stop_recorded_while_no_scheduler_runs_says_none_carries_it_out(local_
     assert f.store.get(job.id).state == "stopping"
 
 
+def test_a_cancel_is_said_as_the_store_did_it_not_as_the_screen_read_the_job(local_fleet):
+    """The job went back to its queue while its cancel was asked of it running (preempted,
+    its end recorded): the store ended it cancelled at once, and the screen said "cancel
+    recorded: the scheduler carries it out", as it read the job. And the reverse: one asked
+    of it pending, placed and started meanwhile, is said stopping, not ended at once. The
+    words follow the store's answer."""
+    f = local_fleet(SHARES, QUARTER)
+    running, other = (f.submit("quarter", argv=POLITE) for _ in range(2))
+    f.until(lambda: {f.store.get(j.id).state for j in (running, other)} == {"running"})
+    waiting = f.submit("quarter", argv=POLITE)  # (no pass is run until it is asked)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await open_job(app, pilot, running.id)
+            mark = len(app.notices.kept)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert "(running)?" in app.screen.question, app.screen.question
+            f.store.requeue(running.id, ("running",), "sched", "preempted",
+                            stale_on=f.config.hosts[0].name)
+            await pilot.press("y")
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            assert said(app, mark) == ["#%d cancelled: it had not started" % running.id]
+            assert f.store.get(running.id).state == "cancelled"
+            await pilot.press("escape")
+            await open_job(app, pilot, waiting.id)
+            mark = len(app.notices.kept)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert "(pending)?" in app.screen.question, app.screen.question
+            f.until(lambda: f.store.get(waiting.id).state == "running")
+            await pilot.press("y")
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            assert said(app, mark) == [
+                "cancel of #%d recorded: the scheduler carries it out" % waiting.id]
+            assert f.store.get(waiting.id).state == "stopping"
+            await pilot.press("escape")
+            await open_job(app, pilot, other.id)  # cancelled by another, and carried out
+            mark = len(app.notices.kept)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            ask_stop(f.store, f.store.get(other.id), "cancel", Asker("elsewhere"))
+            f.until(lambda: f.store.get(other.id).state == "cancelled")
+            await pilot.press("y")
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            why = f.store.get(other.id).reason
+            assert why.startswith("cancelled by ") and why.endswith("@elsewhere"), why
+            assert said(app, mark) == ["#%d was cancelled meanwhile (%s): nothing left to stop"
+                                       % (other.id, why)], said(app, mark)
+
+    drive()
+
+
 def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fleet):
     """The admin confirms a requeue of the attempt the job screen shows; meanwhile the job is
     preempted and the scheduler relaunches it: the confirmed requeue is refused, saying so,

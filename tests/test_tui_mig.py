@@ -441,3 +441,86 @@ async def test_the_picker_closes_saying_why_once_no_instance_can_be_made_on_its_
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
         assert notes(app)[-1] == ("a100-1 gpu 1 is not in MIG mode (M turns it on, on an idle "
                                   "GPU): no instance can be made on it"), notes(app)
+
+
+@pilot_test
+async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_makes_nothing():
+    """The GPU the picker was opened on became another MIG model (its card changed at that
+    index) while it stood open: ``enter`` on a profile of the model it was judged for raised
+    (that profile is not the new model's). It says the GPU changed, makes nothing and
+    closes; its timer says the same where no key comes. A GPU gone from its host's snapshot
+    is said as ``N`` would say it."""
+    async with settled_app((120, 36)) as (app, pilot):
+        app.open_gpu("a100-1", 1)
+        await pilot.pause()
+        await pilot.press("N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        pick(app, "3g.40gb")
+        app.fleet.statuses["a100-1"].snapshot["gpus"][1]["name"] = "NVIDIA A100-SXM4-40GB"
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
+        assert notes(app)[-1] == (
+            "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
+            "now NVIDIA A100-SXM4-40GB): nothing was made; N lists its own"), notes(app)
+        gpu = app.fleet.statuses["a100-1"].snapshot["gpus"][1]
+        gpu["name"] = "NVIDIA A100-SXM4-80GB"
+        mark = len(app.notices.kept)
+        await pilot.press("N")  # to an H100 next: its profiles' names are the A100-80GB's
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        gpu["name"] = "NVIDIA H100 80GB HBM3"
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "closed by its timer")
+        assert notes(app, mark) == [
+            "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
+            "now NVIDIA H100 80GB HBM3): nothing was made; N lists its own"], notes(app, mark)
+        gpu["name"] = "NVIDIA A100-SXM4-80GB"
+        mark = len(app.notices.kept)
+        await pilot.press("N")  # and gone from its host's snapshot: said as N would say it
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        app.fleet.statuses["a100-1"].snapshot["gpus"].remove(gpu)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
+        assert notes(app, mark) == ["gpu 1 is not in a100-1's snapshot: no instance can be "
+                                    "made on it"], notes(app, mark)
+
+
+@pilot_test
+async def test_a_destroy_or_mode_change_confirmed_after_its_gpu_changed_does_nothing():
+    """The GPU changed while ``X``'s or ``M``'s plan stood asked (a process came on the idle
+    instance, the GPU left its host's snapshot, its mode flipped by another): yes carried out
+    the plan confirmed, judged on the GPU as it was. It is planned again as it is confirmed;
+    where that plan is not the one asked, it is said and nothing is done."""
+    async with settled_app((120, 36)) as (app, pilot):
+        app.open_gpu("a100-1", 1)
+        await pilot.pause()
+        snapshot = app.fleet.statuses["a100-1"].snapshot
+        gpu = snapshot["gpus"][1]
+        idle = {"uuid": "MIG-idle", "gi_id": 1, "profile": "1g.10gb", "start": 0, "size": 1,
+                "memory_mib": 9856, "busy": False, "pids": [], "memory_used_mib": 0}
+        gpu["instances"].append(idle)
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        assert app.screen.question.startswith("Destroy idle 1g.10gb at slot 0 (MIG-idle)")
+        idle.update(busy=True, pids=[4242])
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the change said")
+        assert notes(app) == [
+            "a100-1 gpu 1 changed while the change was asked; nothing was done: 1g.10gb at "
+            "slot 0 (MIG-idle) has processes (pids 4242): an instance in use is never "
+            "destroyed"], notes(app)
+        gpu["instances"].remove(idle)
+        for changed, words in (
+                (lambda: snapshot["gpus"].remove(gpu), "gpu 1 is not in a100-1's snapshot"),
+                (lambda: gpu.update(mig_mode=False, mig_pending=False),
+                 "its plan now would turn MIG mode on on a100-1 gpu 1")):
+            mark = len(app.notices.kept)
+            await pilot.press("M")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+            assert app.screen.question.startswith("Turn MIG mode off on a100-1 gpu 1")
+            changed()
+            await pilot.press("y")
+            await until(pilot, lambda: notes(app, mark), "the change said")
+            assert notes(app, mark)[0].startswith(
+                "a100-1 gpu 1 changed while the change was asked; nothing was done: " + words
+            ), notes(app, mark)
+            if gpu not in snapshot["gpus"]:
+                snapshot["gpus"].insert(1, gpu)

@@ -420,6 +420,45 @@ def test_under_no_color_the_compact_map_marks_each_teams_slices(monkeypatch, no_
     drive()
 
 
+MORE_TEAMS = ("robotics", "genomics", "climate", "recsys", "platform", "interns")
+
+
+@pytest.mark.parametrize("more", [5, 6])
+@pilot_test
+async def test_past_the_themes_colours_the_map_marks_each_teams_slices(more):
+    """The theme has eight owner colours: a ninth team took the first's (interns vision's),
+    and the two teams' slices looked alike on the map. Past the colours, each team's block
+    carries its mark, as under NO_COLOR: in the compact map's blocks (80x24) and, where its
+    name does not fit, in the full map's (160x48: a100-1 gpu 2's 1g of vision "1g v", a10-1
+    gpu 1's share of speech "s"); the legend says whose. Eight teams stay unmarked."""
+    async with settled_app((80, 24), more_teams=MORE_TEAMS[:more]) as (app, pilot):
+        teams = [t.name for t in app.config.teams]
+        paint = fleet(app).map.paint
+        assert len(teams) == 3 + more and paint.marked == (more == 6)
+        lines = screen_lines(app)
+        a100 = lines[next(i for i, x in enumerate(lines) if "a100-1" in x) + 2]
+        legend = next(x for x in lines if x.startswith(" team:"))
+        if more == 6:
+            assert paint.owner_colour("interns") == paint.owner_colour("vision")
+            assert owner_marks(tuple(teams))["interns"] == "i"
+            assert a100.startswith(" 2▏n  ▏v▏ ▏s  "), a100
+            assert "v vision" in legend and "n nlp" in legend, legend
+        else:
+            assert len({paint.owner_colour(t) for t in teams}) == len(teams)
+            assert a100.startswith(" 2▏   ▏ ▏ ▏  "), a100
+            assert " vision " in legend and "v vision" not in legend, legend
+        await pilot.resize_terminal(160, 48)
+        await settled(pilot)
+        assert not fleet(app).compact_now()
+        lines = screen_lines(app)
+        a100 = next(x for x in lines if x.startswith("   2 A100-80GB"))
+        a10 = next(x for x in lines if x.startswith("   1 A10 "))
+        if more == 6:
+            assert "▏2g.20gb #3 nlp   ▏1g v   ▏" in a100 and a10.split()[2] == "s", (a100, a10)
+        else:
+            assert "▏2g.20gb #3 nlp   ▏1g.10gb▏" in a100 and a10.split()[2] != "s", (a100, a10)
+
+
 def test_every_owner_has_a_mark_while_any_letter_or_digit_is_free():
     """An owner whose own characters and every digit were taken had no mark, 25 letters
     free: t0 … t11 marked t0 to t10 and left t11's slices unmarked, as idle, outside or free

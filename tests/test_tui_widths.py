@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.theme import BUILTIN_THEMES
 
 from fractui.tui import legend as legend_module
-from fractui.tui.bars import Paint
+from fractui.tui.bars import Paint, owner_marks
 from fractui.tui.legend import Legend, legend
 from fractui.tui.parts import wrap_parts
 from fractui.tui.queues import PENDING_KEYS
@@ -155,12 +155,17 @@ async def test_the_legend_keeps_each_colour_whole_and_says_what_it_leaves_out(si
     """With 14 teams the legend needed three lines at 80 columns and kept two: "free" and
     the other colours that are no one's were not drawn, and nothing said so; with 5 at 80
     columns "being made" went on mid-name, "being" over "made". Each colour's name is whole;
-    the teams that do not fit in two lines are counted instead."""
+    the teams that do not fit in two lines are counted instead. Fourteen teams are more than
+    the theme's eight colours: each is said with its mark (``v vision``), as the map marks
+    their slices; five are not."""
     async with settled_app(size, more_teams=MORE_TEAMS[:more]) as (app, pilot):
         lines = [line.strip() for line in drawn(app.screen.query_one(Legend))]
         assert 1 <= len(lines) <= 2 and lines[0].startswith("team: "), lines
         names = re.split(r"\s{2,}", "  ".join(lines)[len("team: "):].strip())
         teams = [t.name for t in app.config.teams]
+        if more == 11:
+            marks = owner_marks(tuple(teams))
+            teams = ["%s %s" % (marks[t], t) for t in teams]
         counted = [n for n in names if n.startswith("+")]
         shown = [n for n in names if n not in NO_ONES and n not in counted]
         assert names[-len(NO_ONES):] == NO_ONES, lines

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from remote_agent import DESTROY_IDLE_HINT
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.mig import planner
-from remote_agent.mig.layout import Instance, Layout, Profile
+from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
 from fractui.sched import mig
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, Booked, book_launch,
@@ -340,14 +340,32 @@ def free_runs(gpu: Mapping[str, Any], layout: Optional[Layout]) -> list[tuple[in
     return runs
 
 
-@lru_cache(maxsize=100_000)
 def unfit_run(layout: Layout, first: int, last: int) -> Optional[str]:
     """Why no MIG profile can be made within the free memory slices ``first``-``last`` alone on
     ``layout``, nothing destroyed (the planner's rules, ``planner.refusal``); None where one
     can. Slices no instance holds are free, but not always of use: on an A100 or H100 whose
-    slice 6 is held, every placement that holds slice 7 holds 6 too. Memoised: the map asks
-    it of every free run of the fleet's MIG GPUs at each of their snapshots, most the same."""
-    inside = sorted(((p, s) for p in layout.geometry.profiles for s in p.starts
+    slice 6 is held, every placement that holds slice 7 holds 6 too. Memoised by the layout's
+    shape (``_unfit_shaped``): the map asks it of every free run of the fleet's MIG GPUs at
+    each of their snapshots, most the same shape."""
+    return _unfit_shaped(layout.geometry, tuple(sorted(
+        (i.profile, i.start, i.size, i.compute_slices) for i in layout.instances)), first, last)
+
+
+Shape = tuple[tuple[str, int, int, int], ...]
+"""A layout's instances as the planner's refusals of a free run read them: each one's profile,
+start, size and compute slices (not its uuid, pids or use, which each snapshot reads anew)."""
+
+
+@lru_cache(maxsize=4096)
+def _unfit_shaped(geometry: Geometry, shape: Shape, first: int, last: int) -> Optional[str]:
+    """``unfit_run`` of the layout of ``geometry`` that ``shape`` gives: keyed by what decides
+    the answer, so one entry serves every GPU of that shape at every snapshot (keyed by the
+    layout, each snapshot's new uuids made an entry per GPU per snapshot, some 80 MiB at its
+    100,000). The run's slices are free, so no refusal names an instance of it (an overlap):
+    the instances made here, without their uuids, give the same words."""
+    layout = Layout(geometry, tuple(Instance(n, profile, start, size, compute)
+                                    for n, (profile, start, size, compute) in enumerate(shape)))
+    inside = sorted(((p, s) for p in geometry.profiles for s in p.starts
                      if first <= s and s + p.size - 1 <= last),
                     key=lambda ps: (ps[0].size, ps[0].compute_slices, "+" in ps[0].name,
                                     ps[0].profile_id, ps[1]))

@@ -130,7 +130,8 @@ def owner_marks(owners: tuple[str, ...]) -> dict[str, str]:
 
 def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
     """What a block may say, the fullest first: the first that fits is drawn (nothing where
-    none does). A store job's id comes before its owner, whose colour says it."""
+    none does). A store job's id comes before its owner, whose colour says it; where the
+    paint marks owners, a share's shorter labels keep its owner's mark."""
     owner = paint.owner(block)
     tag = (block.job or "").split(" ")[0] if (block.job or "").startswith("#") else ""
     if block.kind == PLACING:
@@ -143,17 +144,25 @@ def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
         short = block.label + (" " + owner if owner else "")
         return tuple(" ".join(filter(None, w)) for w in (
             (block.label, tag, owner), (block.label, tag))) + (short,) if tag else (short,)
+    mark = paint.mark(block)
     if tag:
-        return ("%s %s" % (tag, owner) if owner else tag, tag)
-    return (owner or block.label,)
+        return ("%s %s" % (tag, owner) if owner else tag,) + (
+            ("%s %s" % (tag, mark), mark) if mark else (tag,))
+    return (owner or block.label,) + ((mark,) if mark else ())
 
 
 def _mig_labels(block: Block, paint: Paint) -> tuple[str, ...]:
     """A MIG block's labels, then its profile alone and its compute slices ("1g" of a
     1g.10gb), marked as a placement's are: a label cut to its block ("1g.1", "2g.20gb v")
-    read as another profile, or another owner."""
+    read as another profile, or another owner. Where the paint marks owners (``Paint.
+    marked``: no colour tells them apart) those keep the owner's mark, then the mark alone,
+    as the compact map's: a narrow block of one of two teams of one colour said "1g" of
+    either."""
     mark = {PLACING: "→", GHOST: "▶"}.get(block.kind, "")
-    return _labels(block, paint, True) + (mark + block.label, mark + block.label.split(".")[0])
+    shorter = (mark + block.label, mark + block.label.split(".")[0])
+    owner = paint.mark(block)
+    return _labels(block, paint, True) + (tuple("%s %s" % (t, owner) for t in shorter) + (
+        owner,) if owner else shorter)
 
 
 def _fitting(labels: tuple[str, ...], room: int) -> list[str]:

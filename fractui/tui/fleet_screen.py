@@ -44,8 +44,8 @@ from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
-from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuGroupLine, GpuLine, HostLine,
-                               Line, StoreView, after, compile_filter, unmeasured,
+from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuLine, HostLine,
+                               Line, StoreView, after, compile_filter, gpus_of, unmeasured,
                                with_ghost)
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
@@ -416,6 +416,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 follow = _on_block(lines[first:first + 1], lambda b: b.kind == GHOST)
         self.map.show(lines, "nothing matches /%s/ (esc clears the filter)" % self.filter_text
                       if self.filter_text and not lines else "")
+        # "· no fit" said only where the map draws it: at 80x24 its words cost the map a row
+        self.query_one(Legend).show_unfit(any(g.unfit for line in lines
+                                              for g in gpus_of(line)))
         if follow is not None:
             self.map.move_to(follow)
         self.show_header()
@@ -423,12 +426,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def repaint(self) -> None:
         v = RichVariables(self.app)
         muted = muted_colour(self.app.theme_variables)
-        owners = self.config.teams if self.colour_by == "team" else self.config.queues
+        owners = tuple(o.name for o in (self.config.teams if self.colour_by == "team"
+                                         else self.config.queues))
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
-        paint = Paint(palette_for(self.app.current_theme), v["foreground"], v["surface"], muted,
-                      tuple(states.items()), tuple(o.name for o in owners), self.colour_by,
-                      marked=self.app.no_color)
+        slices = palette_for(self.app.current_theme)
+        # owners are marked where colour alone does not tell them apart: under NO_COLOR (every
+        # colour a grey), and where there are more of them than the theme has colours (the
+        # ninth team of eight colours took the first's)
+        paint = Paint(slices, v["foreground"], v["surface"], muted, tuple(states.items()),
+                      owners, self.colour_by,
+                      marked=self.app.no_color or len(owners) > len(slices.owners))
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
@@ -935,9 +943,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.relayout()
 
         def holds(line: Line) -> Optional[Cursor]:
-            gpus = line.gpus if isinstance(line, GpuGroupLine) else (
-                (line,) if isinstance(line, GpuLine) else ())
-            return next((Cursor(g.host, g.index, b.start + b.size / 2) for g in gpus
+            return next((Cursor(g.host, g.index, b.start + b.size / 2) for g in gpus_of(line)
                          for b in g.blocks if b.kind != GHOST and
                          block_job_id(b) == job_id),
                         None)
@@ -1081,9 +1087,7 @@ def _on_block(lines: Sequence[Line], fits: Callable[[Block], bool]) -> Optional[
     """The cursor where the first block on ``lines`` that ``fits`` starts (its middle, if
     narrow): the placement ghost, a job's slice; None where none is drawn."""
     for line in lines:
-        gpus = line.gpus if isinstance(line, GpuGroupLine) else (
-            (line,) if isinstance(line, GpuLine) else ())
-        for g in gpus:
+        for g in gpus_of(line):
             for b in g.blocks:
                 if fits(b):
                     return Cursor(g.host, g.index, b.start + min(b.size / 2, 0.01))

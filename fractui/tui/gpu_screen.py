@@ -76,7 +76,15 @@ NONE_FITS = "none fits"
 log = logging.getLogger("fractui.tui")
 
 
-Judged = Union[Sequence[Fit], str]
+@dataclass(frozen=True)
+class Judgement:
+    """Each MIG profile of a GPU's model (``geometry``) judged on the GPU as it is now: the
+    model is kept with them, since a picker listing another model's profiles acts on none."""
+    geometry: Geometry
+    fits: Sequence[Fit]
+
+
+Judged = Union[Judgement, str]
 """Each MIG profile judged on a GPU as it is now, or why no instance can be made there."""
 
 
@@ -361,17 +369,18 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
     )
     BINDINGS = bindings(ACTIONS)
 
-    def __init__(self, where: str, geometry: Geometry, judge: Callable[[], Judged],
-                 judged: Sequence[Fit], allowed_by: Callable[[str], str]) -> None:
+    def __init__(self, where: str, judge: Callable[[], Judged], judged: Judgement,
+                 allowed_by: Callable[[str], str]) -> None:
         """``judge``: each profile judged on the GPU as its snapshot is now (``judged``, as
         ``N`` was pressed), or why none can be made there now; ``allowed_by``: for a
         profile, how this admin destroys the idle instances in its way (said with why it
         does not fit)."""
         super().__init__()
         self.where = where
-        self.geometry = geometry
+        self.geometry = judged.geometry
+        """The model whose profiles are listed: the GPU's as ``N`` was pressed."""
         self.judge = judge
-        self.judged = {f.profile.name: f for f in judged}
+        self.judged = {f.profile.name: f for f in judged.fits}
         self.allowed_by = allowed_by
 
     def compose(self) -> ComposeResult:
@@ -388,17 +397,22 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
 
     def judge_again(self) -> bool:
         """The profiles judged on the GPU as it is now, the cursor kept on its profile;
-        where none can be made there any more (its host gone, MIG turned off), that is said
-        and the picker closed, making nothing. Whether it is still open. Not while ``?`` is
-        over it: a dismiss pops whichever screen is on top."""
+        where none can be made there any more (its host gone, MIG turned off), or the GPU
+        is another model now (its card changed: a profile listed is not its own, and enter
+        on one raised), that is said and the picker closed, making nothing. Whether it is
+        still open. Not while ``?`` is over it: a dismiss pops whichever screen is on top."""
         if not self.is_active:
             return True
         now = self.judge()
+        if not isinstance(now, str) and now.geometry.model != self.geometry.model:
+            now = ("%s changed model while its profiles were listed (%s, now %s): nothing was "
+                   "made; N lists its own" % (self.where, self.geometry.model,
+                                              now.geometry.model))
         if isinstance(now, str):
             self.notify(now, severity="warning")
             self.dismiss(None)
             return False
-        judged = {f.profile.name: f for f in now}
+        judged = {f.profile.name: f for f in now.fits}
         if list(judged.items()) != list(self.judged.items()):
             self.judged = judged
             menu = self.query_one(ProfileList)
@@ -583,10 +597,15 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         return gpu, (list(status.jobs.values()) if status is not None else [],
                      view.jobs if view else (), view.uid if view else "")
 
-    def _ask(self, change: MigChange) -> None:
-        """The plan shown and asked; carried out only on yes."""
-        if change.refusal is not None:
-            self.notify(change.refusal, severity="warning")
+    def _ask(self, change: Union[MigChange, str],
+             again: Optional[Callable[[], Union[MigChange, str]]] = None) -> None:
+        """The plan shown and asked; carried out only on yes, and then only if ``again``,
+        planning it anew on the GPU as it is then, plans what was asked: the GPU changed
+        under the question (a job placed there, the instance taken, the host gone) is said,
+        and nothing is done. A create has none: its agent refuses a layout changed since."""
+        if isinstance(change, str) or change.refusal is not None:
+            self.notify(change if isinstance(change, str) else change.refusal,
+                        severity="warning")
             return
         if self.under_way is not None:
             self.notify("a MIG change of %s gpu %d is under way: wait for its outcome" % (
@@ -594,33 +613,59 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             return
 
         def answered(yes: Optional[bool]) -> None:
-            if yes and self.under_way is None:
-                self.under_way = change
-                self.carry(change)
+            if not yes or self.under_way is not None:
+                return
+            changed = None if again is None else self._changed(change, again())
+            if changed is not None:
+                self.notify(changed, severity="warning")
+                return
+            self.under_way = change
+            self.carry(change)
 
         self.app.push_screen(ConfirmScreen(change.text[:1].upper() + change.text[1:] + "?"),
                              answered)
 
-    def action_mig_mode(self) -> None:
-        """MIG mode turned the other way; on a GPU whose change waits for a reset, that reset
-        made by the agent (``fractui mig --mode --reset``), so the pending mode takes effect."""
+    def _changed(self, asked: MigChange, now: Union[MigChange, str]) -> Optional[str]:
+        """Why ``asked``, confirmed, is not carried out: the GPU as it is ``now`` (its plan
+        made anew, or why none can be) no longer gives that plan; None where it does."""
+        if isinstance(now, MigChange) and now.refusal is None and (
+                now.text, now.params) == (asked.text, asked.params):
+            return None
+        return "%s gpu %d changed while the change was asked; nothing was done: %s" % (
+            self.host, self.index, now if isinstance(now, str) else now.refusal or
+            "its plan now would %s; ask again to have it so" % now.text)
+
+    def _plan_mode(self) -> Union[MigChange, str]:
+        """MIG mode turned the other way on the GPU as it is now; on a GPU whose change
+        waits for a reset, that reset made by the agent (``fractui mig --mode --reset``), so
+        the pending mode takes effect. Or why the GPU is not there."""
         gpu, jobs = self._gpu()
+        status = self.statuses().get(self.host)
         if gpu is None:
-            self.notify(absent(self.statuses().get(self.host), self.host, self.index),
-                        severity="warning")
-            return
+            return absent(status, self.host, self.index)
         current = bool(gpu.get("mig_mode"))
         pending = bool(gpu.get("mig_pending", current))
         if pending == current:
-            self._ask(plan_mode(self.host, gpu, not current, *jobs))
-            return
-        status = self.statuses().get(self.host)
-        self._ask(plan_mode(self.host, gpu, pending, *jobs, reset=True, can_reset=lists(
-            status.hello if status is not None else None, MODE_RESET)))
+            return plan_mode(self.host, gpu, not current, *jobs)
+        return plan_mode(self.host, gpu, pending, *jobs, reset=True, can_reset=lists(
+            status.hello if status is not None else None, MODE_RESET))
+
+    def action_mig_mode(self) -> None:
+        """MIG mode turned the other way (``_plan_mode``), planned again as it is confirmed."""
+        self._ask(self._plan_mode(), self._plan_mode)
+
+    def _plan_destroy(self, uuid: str) -> Union[MigChange, str]:
+        """Instance ``uuid``'s destroy planned on the GPU as it is now, or why the GPU is not
+        there."""
+        gpu, jobs = self._gpu()
+        if gpu is None:
+            return absent(self.statuses().get(self.host), self.host, self.index)
+        return plan_destroy(self.host, gpu, uuid, *jobs)
 
     def action_destroy(self) -> None:
-        """The first idle instance (no job, no process on it): each ``X`` one, each asked."""
-        gpu, jobs = self._gpu()
+        """The first idle instance (no job, no process on it): each ``X`` one, each asked,
+        and planned again as it is confirmed."""
+        gpu, _jobs = self._gpu()
         idle = [i for i in (gpu or {}).get("instances") or ()
                 if i.get("uuid") and not i.get("busy") and not i.get("pids")
                 and i["uuid"] not in self.destroyed]
@@ -630,7 +675,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                         "no idle MIG instance on %s gpu %d" % (self.host, self.index),
                         severity="warning")
             return
-        self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], *jobs))
+        uuid = idle[0]["uuid"]
+        self._ask(self._plan_destroy(uuid), lambda: self._plan_destroy(uuid))
 
     def _no_mig(self, gpu: Mapping[str, Any]) -> str:
         """A GPU without MIG said as ``M`` says it: ``N`` told the admin to turn MIG on with
@@ -641,17 +687,15 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         """A profile picked, then the agent's plan for an instance of it asked (``fractui mig
         HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way."""
         where = "%s gpu %d" % (self.host, self.index)
-        gpu = self._gpu()[0]
-        geo = gpu_geometry(gpu) if gpu is not None else None
         judged = self._judged()
-        if isinstance(judged, str) or geo is None:
-            self.notify(str(judged), severity="warning")
+        if isinstance(judged, str):
+            self.notify(judged, severity="warning")
             return
         if self.under_way is not None:
             self.notify("a MIG change of %s is under way: wait for its outcome" % where,
                         severity="warning")
             return
-        self.app.push_screen(ProfileScreen(where, geo, self._judged, judged, self._allowed_by),
+        self.app.push_screen(ProfileScreen(where, self._judged, judged, self._allowed_by),
                              lambda profile: profile and self.plan(profile))
 
     def _judged(self) -> Judged:
@@ -677,7 +721,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         if layout is None:  # (a launch its snapshot does not show yet, or a broken record)
             return ("what the instances of %s hold is not known now: N again after its next "
                     "snapshot" % where)
-        return fits(layout)
+        return Judgement(layout.geometry, fits(layout))
 
     def _allowed_by(self, profile: str) -> str:
         """How this admin makes an instance of ``profile`` where idle instances are in its

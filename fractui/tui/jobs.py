@@ -21,6 +21,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Static
 from textual.worker import Worker
@@ -33,8 +34,8 @@ from fractui.store.base import JobNotFound, StoreError, WaitingFull
 from fractui.store.access import CANCEL, READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
                                    stop_refusal)
-from fractui.store.model import (CANCELLED, ON_HOST, PENDING, AuditEntry, Job, movable,
-                                 stops_offered)
+from fractui.store.model import (CANCELLED, ON_HOST, PENDING, STOPPING, AuditEntry, Job,
+                                 movable, stops_offered)
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
@@ -104,15 +105,33 @@ class LogData(Message):
         self.error = error
 
 
-class Asked(Message):
-    """A stop, requeue or preemption was recorded (or refused: ``error``)."""
+def stop_said(intent: str, now: Job, unled: bool) -> tuple[str, SeverityLevel]:
+    """What was done of ``intent``, said with its severity, from ``now``, the job as the
+    store answered the ask (intents.ask_stop), never as the screen read it before: a job
+    read running that went back to its queue meanwhile ended cancelled at once, and was
+    said "recorded"; one read pending and placed meanwhile is stopping. ``unled``: no
+    scheduler holds the store's lease, so none carries out a stop recorded now (said as
+    ``fractui cancel`` says it: the header's "scheduler: none")."""
+    if now.state == CANCELLED:
+        return ("#%d cancelled: it had not started" % now.id if now.started_at is None else
+                "#%d was cancelled meanwhile (%s): nothing left to stop" % (
+                    now.id, now.reason or "its stop carried out"), "information")
+    if now.state != STOPPING:  # (the same ask of the same attempt, carried out already)
+        return "%s of #%d done already: %s" % (intent, now.id, as_it_is(now)), "information"
+    if unled:
+        return "%s of #%d recorded; %s" % (intent, now.id, NO_SCHEDULER), "warning"
+    return "%s of #%d recorded: the scheduler carries it out" % (intent, now.id), "information"
 
-    def __init__(self, what: str, error: Optional[str] = None, at_once: bool = False) -> None:
-        """``at_once``: a job that had not started, cancelled by the ask itself."""
+
+class Asked(Message):
+    """A stop, requeue or preemption asked: the job as the store answered (``now``), or why
+    it was refused (``error``)."""
+
+    def __init__(self, what: str, now: Optional[Job], error: str = "") -> None:
         super().__init__()
         self.what = what
+        self.now = now
         self.error = error
-        self.at_once = at_once
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -676,25 +695,20 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         attempt shown, never of a later one the scheduler made meanwhile (intents.ask_stop)."""
         store = self.source.store
         if store is None:
-            self.post_message(Asked(intent, "no store here: nothing can be recorded"))
+            self.post_message(Asked(intent, None, "no store here: nothing can be recorded"))
             return
         try:
             now = ask_stop(store, job, intent, self.asker)
         except (Refused, Denied, JobNotFound, StoreError, WaitingFull) as err:  # (WaitingFull:
             # a member's requeue past her team's bound)
-            self.post_message(Asked(intent, str(err)))
+            self.post_message(Asked(intent, None, str(err)))
             return
-        self.post_message(Asked(intent, at_once=job.state == PENDING and now.state == CANCELLED))
+        self.post_message(Asked(intent, now))
 
     def on_asked(self, message: Asked) -> None:
-        if message.error:
+        if message.now is None:
             self.notify(message.error, severity="warning")
-        elif message.at_once:
-            self.notify("#%d cancelled: it had not started" % self.job_id)
-        elif self.unled():  # (said as fractui cancel says it: the header's "scheduler: none")
-            self.notify("%s of #%d recorded; %s" % (message.what, self.job_id, NO_SCHEDULER),
-                        severity="warning")
         else:
-            self.notify("%s of #%d recorded: the scheduler carries it out" % (
-                message.what, self.job_id))
+            words, severity = stop_said(message.what, message.now, self.unled())
+            self.notify(words, severity=severity)
         self.load()

@@ -18,11 +18,12 @@ MOST_LINES = 2
 """The map keeps its room: owners past these lines are counted ("+3 more"), not drawn."""
 
 
-def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
+def legend(paint: Paint, simulated: bool, width: int, unfit: bool = False) -> list[Text]:
     """One swatch and name per team (or queue), its mark before its name where the map marks
     owners (``Paint.marked``), then outside fractui (processes it did not
     start), idle MIG instances, being made, free, free where no MIG profile fits (its fill
-    beside the words, as the map draws it) (and the demo's simulated load), in lines of
+    beside the words, as the map draws it; only where the map draws it, ``unfit``: at 80x24
+    those words cost the map a row) (and the demo's simulated load), in lines of
     ``width`` cells that go on between two swatches, never inside one ("being" over "made").
     Where they need more than ``MOST_LINES``, the last owners give way to their count: what
     the colours no one owns mean is said nowhere else."""
@@ -31,8 +32,9 @@ def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
     owners = [_swatch(paint.owner_colour(name), "%s %s" % (marks[name], name)
                       if marks.get(name) else name) for name in paint.owners]
     others = [_swatch(s.other, "outside"), _swatch(s.idle, "idle"),
-              _swatch(s.placing, "being made"), _swatch(s.free, "free"),
-              _swatch(s.free, "%s no fit" % UNFIT_FILL)]
+              _swatch(s.placing, "being made"), _swatch(s.free, "free")]
+    if unfit:
+        others.append(_swatch(s.free, "%s no fit" % UNFIT_FILL))
     if simulated:
         others.append(_swatch(s.simulated, "simulated"))
     head = Text(paint.by + ":", style="bold")
@@ -87,14 +89,23 @@ class Legend(Widget):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.paint: Optional[Paint] = None
         self.simulated = False
+        self.unfit = False
+        """Whether a GPU on the map shows free slices no profile fits (``UNFIT_FILL``)."""
 
     def show(self, paint: Paint, simulated: bool) -> None:
         if (paint, simulated) != (self.paint, self.simulated):
             self.paint, self.simulated = paint, simulated
             self.refresh(layout=True)
 
+    def show_unfit(self, unfit: bool) -> None:
+        """Whether the legend says what ``UNFIT_FILL`` means: where the map's lines draw it."""
+        if unfit != self.unfit:
+            self.unfit = unfit
+            self.refresh(layout=True)
+
     def lines(self, width: int) -> list[Text]:
-        return legend(self.paint, self.simulated, width) if self.paint is not None else []
+        return legend(self.paint, self.simulated, width, self.unfit) \
+            if self.paint is not None else []
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(1, len(self.lines(width)))

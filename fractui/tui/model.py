@@ -126,6 +126,13 @@ class GpuGroupLine:
 Line = Union[HostLine, GpuLine, GpuGroupLine]
 
 
+def gpus_of(line: Line) -> tuple[GpuLine, ...]:
+    """The GPUs a line of the map draws: a compact line's several, a GPU line's one, a host
+    line's none."""
+    return line.gpus if isinstance(line, GpuGroupLine) else (
+        (line,) if isinstance(line, GpuLine) else ())
+
+
 @dataclass(frozen=True)
 class StoreView:
     """One read of the store: its active jobs (and its uid, to match agent keys)."""
