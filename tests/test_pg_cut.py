@@ -1,0 +1,165 @@
+"""The link to a shared PostgreSQL store cut at each message of each change fractui makes:
+before the message reaches the server (nothing of it runs), or after the server ran it and
+answered (the answer lost: a COMMIT made whose reply never came). Each change is then said
+made, or refused with a StoreError (never another exception), and the store holds it once or
+not at all, never twice; the same store object's next change works once the link carries
+again. Real PostgreSQL, a real loopback proxy between (tests/pg_proxy.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Callable, Iterator, List, Optional
+
+import pytest
+
+from fractui.store import StoreError, open_store
+from fractui.store.access import CANCEL
+from fractui.store.base import Store
+from fractui.store.intents import Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit
+from fractui.store.model import Slot
+from tests.pg_proxy import AFTER, BEFORE, PgProxy
+
+ASKER = Asker("here")
+SLOT = Slot("gpu-a", (0,), None, None, 1000, 0.25)
+ELSEWHERE = Slot("gpu-b", (1,), None, None, 1000, 0.25)
+REQUEST = {"gpu": 0.25}
+LEASE_S = 30.0
+MOST = 200  # messages one change sends, at the most
+
+
+@dataclasses.dataclass
+class Stores:
+    """The database's store reached directly (set-up, and reading back what was made) and
+    one reached through the proxy (the change under the cut)."""
+    direct: Store
+    cut: Store
+    proxy: PgProxy
+    db: str
+    sql: Callable[[str], List[tuple]]
+
+
+@pytest.fixture
+def stores(pg_server) -> Iterator[Stores]:
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    cut = open_store(proxy.url(db))
+    try:
+        yield Stores(direct, cut, proxy, db, lambda text: pg_server.sql(text, db=db))
+    finally:
+        cut.close()
+        direct.close()
+        proxy.close()
+
+
+def _pending(s: Stores) -> int:
+    return s.direct.submit("q", None, "n", ["true"], REQUEST, "root@here").id
+
+
+def _running(s: Stores) -> int:
+    job = _pending(s)
+    s.direct.place(job, SLOT, "root@here", "placed by hand", manual=True)
+    s.direct.started(job, "j%d" % job, None, "sched", "launched")
+    return job
+
+
+def _audited(s: Stores, job: int, action: str) -> int:
+    return s.sql("SELECT count(*) FROM audit WHERE job = %d AND action = '%s'" % (
+        job, action))[0][0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One change: ``ready`` makes what it acts on (directly), ``make`` makes it through the
+    cut link, ``times`` says how many times the store holds it (0 or 1 is right)."""
+    name: str
+    ready: Callable[[Stores], Any]
+    make: Callable[[Stores, Any], Any]
+    times: Callable[[Stores, Any], int]
+
+
+def _submit_times(s: Stores, key: str) -> int:
+    return s.sql("SELECT count(*) FROM jobs WHERE submit_key LIKE '%%:%s'" % key)[0][0] + \
+        s.sql("SELECT count(*) FROM audit a JOIN jobs j ON a.job = j.id WHERE a.action = "
+              "'submit' AND j.submit_key LIKE '%%:%s'" % key)[0][0] // 2
+
+
+def _lease(s: Stores) -> int:
+    s.direct.release_lease("sched")
+    return s.sql("SELECT epoch FROM lease")[0][0] if s.sql("SELECT epoch FROM lease") else 0
+
+
+def _lease_times(s: Stores, before: int) -> int:
+    """How many epochs the lease moved on by: one take is one."""
+    return s.sql("SELECT epoch FROM lease")[0][0] - before
+
+
+CHANGES = [
+    Change("submit", lambda s: uuid.uuid4().hex,
+           lambda s, key: submit(s.cut, "q", None, "n", ["true"], REQUEST, ASKER, key=key),
+           _submit_times),
+    Change("cancel-pending", _pending,
+           lambda s, job: ask_stop(s.cut, s.cut.get(job), CANCEL, ASKER),
+           lambda s, job: _audited(s, job, "cancel")),
+    Change("cancel-running", _running,
+           lambda s, job: ask_stop(s.cut, s.cut.get(job), CANCEL, ASKER),
+           lambda s, job: _audited(s, job, "cancel")),
+    Change("place", _pending,
+           lambda s, job: place_by_hand(s.cut, s.cut.get(job), SLOT, ASKER),
+           lambda s, job: _audited(s, job, "place")),
+    Change("move", _running,
+           lambda s, job: move_by_hand(s.cut, s.cut.get(job), ELSEWHERE, ASKER),
+           lambda s, job: _audited(s, job, "move")),
+    Change("cordon", lambda s: "host-%s" % uuid.uuid4().hex[:6],
+           lambda s, host: cordon(s.cut, host, None, "cordon", ASKER),
+           lambda s, host: s.sql("SELECT count(*) FROM audit WHERE action = 'cordon' AND "
+                                 "detail LIKE '%%%s%%'" % host)[0][0]),
+    Change("decide", _pending,  # the scheduler's pass, as the lease holder
+           lambda s, job: s.cut.place(job, SLOT, "sched", "decided",
+                                      epoch=s.cut.acquire_lease("sched", LEASE_S)),
+           lambda s, job: _audited(s, job, "decide")),
+    Change("lease", _lease, lambda s, _: s.cut.acquire_lease("sched", LEASE_S), _lease_times),
+    Change("mig-record", lambda s: uuid.uuid4().hex,
+           lambda s, said: s.cut.audit("root@here", "mig", None, said, {}),
+           lambda s, said: s.sql("SELECT count(*) FROM audit WHERE why = '%s'" % said)[0][0]),
+]
+
+
+def _made_once(s: Stores, change: Change, cut: Callable[[], None]) -> Optional[StoreError]:
+    """``change`` made with ``cut`` armed: said made, or a StoreError; held once at most (once
+    if said made); and made again, fresh, once the link carries."""
+    ready = change.ready(s)
+    cut()
+    said: Optional[StoreError] = None
+    try:
+        change.make(s, ready)
+    except StoreError as err:
+        said = err
+    s.proxy.restore()
+    times = change.times(s, ready)
+    assert times in ((0, 1) if said else (1,)), (change.name, said, times)
+    again = change.ready(s)
+    change.make(s, again)
+    assert change.times(s, again) == 1, change.name
+    return said
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
+def test_a_change_cut_at_each_message_is_made_once_or_not_and_said(stores, change):
+    for n in range(MOST):
+        for where in (BEFORE, AFTER):
+            said = _made_once(stores, change, lambda: stores.proxy.cut_at(n, where))
+            if stores.proxy.cuts == 0:  # past its last message: it was made whole
+                assert n > 0 and said is None, (change.name, said)
+                return
+    pytest.fail("%s sent over %d messages" % (change.name, MOST))
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
+def test_a_commit_whose_reply_is_lost_with_the_server_then_unreachable_is_said_unknown(
+        stores, change):
+    """The COMMIT ran, its answer lost, and no new connection can be made: the change is
+    said to be of unknown outcome, never as if nothing was done."""
+    said = _made_once(stores, change, lambda: stores.proxy.cut_on("COMMIT", AFTER, down=True))
+    assert said is not None and "not known" in str(said), (change.name, said)
