@@ -71,10 +71,20 @@ class PgProxy:
         """Cut at the ``nth`` message (0: the next) any client sends from now."""
         self._arm(_Cut(lambda i, _m: i == nth, where, down))
 
-    def cut_on(self, sql: str, where: str, down: bool = False) -> None:
-        """Cut at the next message whose SQL starts with ``sql`` (case-insensitive)."""
-        self._arm(_Cut(lambda _i, m: (m.sql or "").lstrip().upper().startswith(sql.upper()),
-                       where, down))
+    def cut_on(self, sql: str, where: str, down: bool = False,
+               past: Optional[str] = None) -> None:
+        """Cut at the next message whose SQL starts with ``sql`` (case-insensitive); ``past``:
+        the next on a connection that sent one starting with ``past`` first (the COMMIT of
+        one write, not of the writes before it)."""
+        passed: set = set()
+
+        def which(_i: int, m: Sent) -> bool:
+            if past is None or m.link in passed:
+                return _starts(m, sql)
+            if _starts(m, past):
+                passed.add(m.link)
+            return False
+        self._arm(_Cut(which, where, down))
 
     def _arm(self, cut: _Cut) -> None:
         with self._lock:
@@ -246,6 +256,10 @@ class _Link:
     def _pass(self, data: bytes) -> None:
         if not self.lose_answers.is_set():
             self.client.sendall(data)
+
+
+def _starts(message: Sent, sql: str) -> bool:
+    return (message.sql or "").lstrip().upper().startswith(sql.upper())
 
 
 def _sql(kind: str, body: bytes) -> Optional[str]:

@@ -18,6 +18,7 @@ from fractui.store.access import CANCEL
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit
 from fractui.store.model import Slot
+from tests.cli_run import leaks, subprocess_run
 from tests.pg_proxy import AFTER, BEFORE, PgProxy
 
 ASKER = Asker("here")
@@ -145,6 +146,7 @@ def _made_once(s: Stores, change: Change, cut: Callable[[], None]) -> Optional[S
     return said
 
 
+@pytest.mark.slow  # a fault suite, each change cut at each of its messages: README
 @pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
 def test_a_change_cut_at_each_message_is_made_once_or_not_and_said(stores, change):
     for n in range(MOST):
@@ -163,3 +165,35 @@ def test_a_commit_whose_reply_is_lost_with_the_server_then_unreachable_is_said_u
     said to be of unknown outcome, never as if nothing was done."""
     said = _made_once(stores, change, lambda: stores.proxy.cut_on("COMMIT", AFTER, down=True))
     assert said is not None and "not known" in str(said), (change.name, said)
+
+
+def test_a_verb_whose_commit_reply_is_lost_says_so_in_one_line_and_its_retry_makes_it_once(
+        stores, tmp_path):
+    """``fractui submit`` and ``cancel`` as a user runs them, their COMMIT's reply lost and
+    the server unreachable after: exit 1, one line naming the store and that whether it was
+    recorded is not known (a submit: the key to retry with); the same command run again once
+    the link carries is exit 0, and the store holds each once."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+
+    def cut_run(*verb: str) -> str:
+        stores.proxy.cut_on("COMMIT", AFTER, down=True, past="INSERT INTO audit")
+        done = subprocess_run(["--config", str(config), *verb])
+        stores.proxy.restore()
+        lines = done.stderr.splitlines()
+        assert (done.returncode, done.stdout, len(lines)) == (1, "", 1), done
+        assert lines[0].startswith("fractui: store %s: " % stores.cut.where), lines
+        assert "whether it was recorded is not known" in lines[0] and not leaks(done.stderr)
+        return lines[0]
+
+    said = cut_run("submit", "--queue", "q", "--", "true")
+    key = said.split("submitting again with --key ")[1].split()[0]
+    again = subprocess_run(["--config", str(config), "submit", "--queue", "q", "--key", key,
+                            "--", "true"])
+    assert again.returncode == 0 and again.stdout.startswith("1 pending"), again
+    assert _submit_times(stores, key) == 1
+    cut_run("cancel", "1")
+    again = subprocess_run(["--config", str(config), "cancel", "1"])
+    assert (again.returncode, again.stdout) == (0, "1 cancelled\n"), again
+    assert _audited(stores, 1, "cancel") == 1
