@@ -10,7 +10,7 @@ import dataclasses
 import socket
 import struct
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 LOOPBACK = "127.0.0.1"
 # the untyped requests a client may send before its startup message: the server answers
@@ -25,15 +25,22 @@ BEFORE, AFTER = "before", "after"
 @dataclasses.dataclass(frozen=True)
 class Sent:
     """One message a client sent: which connection (in the order they came), its type byte
-    and its SQL (a simple Query's or a Parse's), if any."""
+    and its SQL (a simple Query's, a Parse's, or the statement a Bind runs), if any."""
     link: int
     kind: str
     sql: Optional[str]
 
+    @property
+    def statement(self) -> bool:
+        """Whether it starts a statement's run: a simple Query, or a Bind (of a statement just
+        parsed, or prepared before: psycopg prepares one it runs often, then sends no Parse).
+        Cut before it, the statement is not run; after it, run through its Sync."""
+        return self.kind in ("Q", "B")
+
 
 @dataclasses.dataclass
 class _Cut:
-    """Where the next cut falls: the message for which ``which`` says yes, counted from when
+    """Where the next cut falls: the statement for which ``which`` says yes, counted from when
     it was armed; ``where``: BEFORE it goes up, or AFTER the server answered it (through its
     Sync, in the extended protocol); ``down``: every connection refused after it."""
     which: Callable[[int, Sent], bool]
@@ -44,12 +51,14 @@ class _Cut:
 
 class PgProxy:
     """Forwards 127.0.0.1:``port`` to the server on ``target_port``; ``url(db)`` is a URL
-    through it. ``sent`` lists every message clients sent, ``cuts`` how many cuts fell."""
+    through it. ``sent`` lists every message clients sent, ``cuts`` how many cuts fell since
+    the last was armed, ``fell`` the statement it fell at."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self.sent: List[Sent] = []
         self.cuts = 0
+        self.fell: Optional[Sent] = None  # the statement the last cut fell at
         self.refusing = False
         self._cut: Optional[_Cut] = None
         self._lock = threading.Lock()
@@ -68,12 +77,12 @@ class PgProxy:
     # -- what a test asks --
 
     def cut_at(self, nth: int, where: str, down: bool = False) -> None:
-        """Cut at the ``nth`` message (0: the next) any client sends from now."""
+        """Cut at the ``nth`` statement (0: the next) any client sends from now."""
         self._arm(_Cut(lambda i, _m: i == nth, where, down))
 
     def cut_on(self, sql: str, where: str, down: bool = False,
                past: Optional[str] = None) -> None:
-        """Cut at the next message whose SQL starts with ``sql`` (case-insensitive); ``past``:
+        """Cut at the next statement whose SQL starts with ``sql`` (case-insensitive); ``past``:
         the next on a connection that sent one starting with ``past`` first (the COMMIT of
         one write, not of the writes before it)."""
         passed: set = set()
@@ -155,13 +164,14 @@ class PgProxy:
         with self._lock:
             self.sent.append(message)
             cut = self._cut
-            if cut is None:
+            if cut is None or not message.statement:
                 return None
             cut.seen += 1
             if not cut.which(cut.seen - 1, message):
                 return None
             self._cut = None
             self.cuts += 1
+            self.fell = message
             if cut.down:
                 self.refusing = True
             return cut
@@ -175,6 +185,7 @@ class _Link:
         self.proxy, self.number = proxy, number
         self.client, self.upstream = client, upstream
         self.negotiating = 0  # one-byte answers the server still owes
+        self.parsed: Dict[str, str] = {}  # each statement's name (or "") -> its SQL
         self.lose_answers = threading.Event()  # the client no longer hears the server
         self.answered = threading.Event()  # the server's ReadyForQuery since the cut
         self.lock = threading.Lock()
@@ -198,26 +209,38 @@ class _Link:
                 head = _read(self.client, 5)
                 kind, length = head[:1].decode("latin-1"), struct.unpack("!i", head[1:])[0]
                 whole = head + _read(self.client, length - 4)
-                cut = self.proxy._falls(Sent(self.number, kind, _sql(kind, whole[5:])))
+                cut = self.proxy._falls(self._sent(kind, whole[5:]))
                 if cut is not None and cut.where == BEFORE:
                     break
+                if cut is not None:  # AFTER: no answer comes down from before it goes up
+                    self.lose_answers.set()
                 self.upstream.sendall(whole)
-                if cut is not None:  # AFTER: its batch goes up, then no answer comes down
+                if cut is not None:  # and the rest of its batch goes up
                     self._lose_after(kind)
                     return
         except OSError:
             pass
         _close(self.client, self.upstream)
 
+    def _sent(self, kind: str, body: bytes) -> Sent:
+        sql = None
+        if kind == "Q":
+            sql = body.split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif kind == "P":  # its name, then its text
+            name, text = body.split(b"\0", 2)[:2]
+            sql = self.parsed[name.decode("utf-8", "replace")] = text.decode("utf-8", "replace")
+        elif kind == "B":  # its portal's name, then its statement's
+            sql = self.parsed.get(body.split(b"\0", 2)[1].decode("utf-8", "replace"))
+        return Sent(self.number, kind, sql)
+
     def _lose_after(self, kind: str) -> None:
         """The rest of the message's batch (through its Sync) goes up; the client hears
         nothing more, and its connection is closed once the server answered it all."""
-        self.lose_answers.set()
         while kind not in ("Q", "S", "X"):
             head = _read(self.client, 5)
             kind, length = head[:1].decode("latin-1"), struct.unpack("!i", head[1:])[0]
             whole = head + _read(self.client, length - 4)
-            self.proxy._falls(Sent(self.number, kind, _sql(kind, whole[5:])))
+            self.proxy._falls(self._sent(kind, whole[5:]))
             self.upstream.sendall(whole)
         self.answered.wait(_WAIT_S)
         _close(self.client, self.upstream)
@@ -260,14 +283,6 @@ class _Link:
 
 def _starts(message: Sent, sql: str) -> bool:
     return (message.sql or "").lstrip().upper().startswith(sql.upper())
-
-
-def _sql(kind: str, body: bytes) -> Optional[str]:
-    if kind == "Q":
-        return body.split(b"\0", 1)[0].decode("utf-8", "replace")
-    if kind == "P":  # a statement's name, then its text
-        return body.split(b"\0", 2)[1].decode("utf-8", "replace")
-    return None
 
 
 def _read(sock: socket.socket, n: int) -> bytes:
