@@ -265,3 +265,40 @@ def passes(f: LocalFleet) -> None:
         pass
     f.scheduler.settle()
     time.sleep(STEP_S)
+
+
+@pytest.mark.slow  # a fault suite: a process of fractui for each statement, both ways
+@pytest.mark.parametrize("verb", ["submit", "cancel"])
+def test_a_verb_cut_at_each_statement_says_made_or_one_line_and_its_retry_makes_it_once(
+        stores, tmp_path, verb):
+    """``fractui submit --key K`` and ``cancel`` as a user runs them, the link cut once at
+    each statement each sends (opening the store too), before it or after its answer: exit
+    0, or exit 1 in one line naming the store, never a traceback; the same command run again
+    is exit 0, and the store holds the change once."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    for n in range(MOST):
+        for where in (BEFORE, AFTER):
+            key = uuid.uuid4().hex
+            words = ["submit", "--queue", "q", "--key", key, "--", "true"] if verb == "submit" \
+                else ["cancel", str(_pending(stores))]
+            stores.proxy.cut_at(n, where)
+            done = subprocess_run(["--config", str(config), *words])
+            fell = stores.proxy.cuts
+            stores.proxy.restore()
+            lines = done.stderr.splitlines()
+            assert done.returncode in (0, 1) and not leaks(done.stderr), (n, where, done)
+            if done.returncode == 1:
+                assert done.stdout == "" and len(lines) == 1 and lines[0].startswith(
+                    "fractui: store %s: " % stores.cut.where), (n, where, done)
+                again = subprocess_run(["--config", str(config), *words])
+                assert again.returncode == 0, (n, where, again)
+            if verb == "submit":
+                assert _submit_times(stores, key) == 1, (n, where, done)
+            else:
+                assert _audited(stores.sql, int(words[1]), "cancel") == 1, (n, where, done)
+            if not fell:
+                assert n > 0 and done.returncode == 0, done
+                return
+    pytest.fail("%s sent over %d statements" % (verb, MOST))
