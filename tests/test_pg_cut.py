@@ -8,6 +8,7 @@ again. Real PostgreSQL, a real loopback proxy between (tests/pg_proxy.py)."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 import uuid
 from typing import Any, Callable, Iterator, List, Optional
@@ -23,7 +24,7 @@ from fractui.store.model import DONE, ENDED, Slot, attempt_of
 from tests import localfleet
 from tests.cli_run import leaks, subprocess_run
 from tests.conftest import STEP_S
-from tests.localfleet import LocalFleet
+from tests.localfleet import LocalFleet, logged, wait
 from tests.pg_proxy import AFTER, BEFORE, PgProxy
 
 local_fleet = localfleet.local_fleet
@@ -302,3 +303,32 @@ def test_a_verb_cut_at_each_statement_says_made_or_one_line_and_its_retry_makes_
                 assert n > 0 and done.returncode == 0, done
                 return
     pytest.fail("%s sent over %d statements" % (verb, MOST))
+
+
+def test_a_scheduler_stopped_with_its_store_unreachable_says_its_lease_lapses_and_exits_0(
+        local_fleet, pg_server):
+    """SIGTERM to the lease-holding ``fractui scheduler`` while its store cannot be reached:
+    it stops as asked (exit 0), saying the lease was not handed over and lapses by itself;
+    no traceback. A standby takes it once it has lapsed."""
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    try:
+        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)],
+                        store_url=proxy.url(db), lease_s=3.0)
+        sched = f.scheduler_process("s1")
+        wait(lambda: direct.lease_holder() is not None, direct.lease_holder, alive=sched)
+        proxy.refuse()
+        sched.send_signal(signal.SIGTERM)
+        err = sched.communicate(timeout=120)[1]
+        assert sched.returncode == 0 and not leaks(err), err
+        assert any(line.startswith("store postgresql://127.0.0.1:%d/%s: " % (
+            proxy.port, db)) and line.endswith(
+                "; the lease was not handed over: it lapses within 3 s of its last renewal, "
+                "and a standby takes it then") for line in logged(err)), err
+        proxy.restore()
+        assert direct.acquire_lease("s2", 3.0) is None  # not handed over: s1's still
+        wait(lambda: direct.acquire_lease("s2", 3.0) is not None, direct.lease_holder)
+    finally:
+        direct.close()
+        proxy.close()
