@@ -58,4 +58,6 @@ def test_a_restart_under_the_scheduler_and_a_waiting_submit_is_ridden_out(
     assert "fractui: the store is back; waiting for job 1 to end" in lines, err
     assert lines[-1] == "fractui: job 1 ended: exited 0", err
     assert out == "1 pending in queue q\n"
-    assert any("polls every" in line for line in logged(said)), said
+    told = logged(said)  # the scheduler said the feed lost, and back
+    assert any("polls every" in line for line in told), said
+    assert any(line.startswith("the store's change feed is back") for line in told), said
