@@ -37,7 +37,7 @@ from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, inten
                            open_store)
 from fractui.store.access import (ADMIN_ACTIONS, CANCEL, CORDON as CORDON_ACTION, MOVE, PLACE,
                                   PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of)
-from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
+from fractui.store.base import NO_STORE, Feed, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused, host_or_gpu
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, DRAIN, ENDED,
                                  FAILED, ON_HOST, PENDING, PLACED, RUNNING, STOPPING, AuditEntry,
@@ -207,25 +207,47 @@ def _until_ended(store: Store, job: Job, led: bool) -> Job:
     """The job once it has ended (a requeued one's next attempt too), each step it takes on
     the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
     did as the job was submitted); woken by the store's change feed, at least once a
-    second."""
-    feed = store.feed()
+    second. A store that cannot be reached (a server restarting) is waited for, said when
+    lost and when back: the job goes on meanwhile, and so does the wait."""
+    feed: Optional[Feed] = None
     said = _step(job)
+    lost = False
     try:
         while job.state not in ENDED:
-            feed.wait(1.0)
-            job = store.get(job.id)
+            try:
+                if feed is None:
+                    feed = store.feed()
+                feed.wait(1.0)
+                job = store.get(job.id)
+                holder = store.lease_holder()
+            except StoreUnavailable as err:
+                if not lost:
+                    say("%s; waiting for the store to come back (job %d goes on meanwhile)"
+                        % (err, job.id))
+                lost = True
+                if feed is not None:
+                    feed.close()
+                    feed = None
+                time.sleep(STORE_AWAY_S)
+                continue
+            if lost:
+                say("the store is back; waiting for job %d to end" % job.id)
+                lost = False
             step = _step(job)
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
             said = step
-            holder = store.lease_holder()
             if (holder is not None) != led and job.state not in ENDED:
                 led = holder is not None
                 say("a scheduler runs for this store now (%s holds its lease)" % holder[0]
                     if holder is not None else NO_SCHEDULER)
     finally:
-        feed.close()
+        if feed is not None:
+            feed.close()
     return job
+
+
+STORE_AWAY_S = 1.0  # how often submit --wait tries a store it cannot reach
 
 
 def _step(job: Job) -> str:

@@ -1374,9 +1374,10 @@ def test_a_mig_change_made_whose_audit_entry_cannot_be_written_is_said_made(pg_s
         store.close()
 
 
-def test_submit_wait_losing_its_store_says_the_job_goes_on(pg_server, pg_url, tmp_path):
-    """The store's server goes away while ``submit --wait`` waits: exit 1 with the store's
-    words and that the job goes on, never as if the job had failed."""
+def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url, tmp_path):
+    """The store's server goes away while ``submit --wait`` waits: it says so in the store's
+    words, that the job goes on, and waits for the store; back, it says so and waits for the
+    job's end as before (a server restarting is no end of the wait, nor the job's)."""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % pg_url)
     waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
@@ -1385,21 +1386,36 @@ def test_submit_wait_losing_its_store_says_the_job_goes_on(pg_server, pg_url, tm
                                cwd=REPO, stdin=subprocess.DEVNULL)
     try:
         number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
+        while "no scheduler is running" not in waiting.stderr.readline():
+            pass  # (the notes of a queue no scheduler has looked at yet)
         pg_server.stop()
-        out, err = waiting.communicate(timeout=120)
+        lost = waiting.stderr.readline()
     finally:
         pg_server.start()
+    try:
+        assert lost.endswith("; waiting for the store to come back (job %d goes on meanwhile)"
+                             "\n" % number), lost
+        # the server gone, in the words of when the wait found it so: a poll on the open
+        # connection as the server shut down is told it ended it (57P01, said so since the
+        # session's own end by an admin was told apart), a reconnect while it shuts down is
+        # told it takes none now (its ping said 57P03), one after that cannot reach it
+        assert "cannot reach the PostgreSQL server" in lost or "the PostgreSQL server ended " \
+            "this connection (an admin's pg_terminate_backend, or the server shutting down)" \
+            in lost or postgres.NOT_NOW.split("%s")[0] in lost, lost
+        assert waiting.stderr.readline() == "fractui: the store is back; waiting for job %d " \
+            "to end\n" % number
+        store = open_store(pg_url)
+        try:
+            store.ended(number, ("pending",), "cancelled", "by the test", "test", "cancel",
+                        "cancel")
+        finally:
+            store.close()
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
     assert (waiting.returncode, out) == (1, ""), err
-    # the server gone, in the words of when the wait found it so: a poll on the open
-    # connection as the server shut down is told it ended it (57P01, said so since the
-    # session's own end by an admin was told apart), a reconnect while it shuts down is told
-    # it takes none now (its ping said 57P03), one after that cannot reach it
-    assert "cannot reach the PostgreSQL server" in err or "the PostgreSQL server ended this " \
-        "connection (an admin's pg_terminate_backend, or the server shutting down)" in err or \
-        postgres.NOT_NOW.split("%s")[0] in err, err
-    assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "
-                        "cancel %d cancels it)\n" % (number, number)), err
-    assert "Traceback" not in err
+    assert err == "fractui: job %d ended: by the test\n" % number, err
 
 
 def test_an_object_in_use_is_said_as_the_servers_refusal_not_as_a_lost_server(pg_server):

@@ -213,7 +213,16 @@ class Scheduler:
         finally:
             if release:
                 self.leader = False
-                self.store.release_lease(self.holder)
+                self._release()
+
+    def _release(self) -> None:
+        """Hands the lease over; a store that cannot take it (its server down) is said, and
+        the stop goes on: the lease lapses by itself, and a standby takes it then."""
+        try:
+            self.store.release_lease(self.holder)
+        except StoreError as err:
+            log.warning("%s; the lease was not handed over: it lapses within %g s of its last "
+                        "renewal, and a standby takes it then", err, self.settings.lease_s)
 
     def settle(self, timeout_s: float = 60.0) -> bool:
         """Waits for the calls the passes so far started; whether they all ended."""

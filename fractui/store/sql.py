@@ -157,6 +157,12 @@ one). With the server's own refusals of a value, a StoreRefused (``refused``).""
 REFUSED_MOST = 200  # characters of the driver's words on a refused value (they may quote it)
 
 
+def _not_known(err: StoreError) -> StoreError:
+    """``err`` of a write whose commit was sent and its answer lost."""
+    return type(err)(err.where, "%s (the connection was lost while committing: whether it was "
+                     "recorded is not known; read it back)" % err.what)
+
+
 def refused(where: str, words: str) -> StoreRefused:
     """The store's refusal of a value, in the driver's words (cut: they may quote the value,
     which may be a host's and as long as it likes)."""
@@ -207,13 +213,17 @@ class SqlStore(Store):
     def _transaction(self, work: Callable[[Any], T], write: bool, again: bool = False) -> T:
         """Runs ``work`` in one transaction (a write holding the write lock); on a connection
         found lost before the commit (or, ``again``, while committing), once more on a new
-        one."""
+        one. A commit lost is said as not known however the try after it fails (its new
+        connection refused too): never as if nothing had been recorded."""
         with self._lock:
-            retried = False
+            retried = doubt = False
             while True:
                 fresh = self._db is None
                 if fresh:
-                    self._db = self._connected()
+                    try:
+                        self._db = self._connected()
+                    except StoreError as err:
+                        raise (_not_known(err) if doubt else err) from err
                 db, committing = self._db, False
                 try:
                     if write:
@@ -239,13 +249,9 @@ class SqlStore(Store):
                         mine = self.dialect.explained(db, mine)
                     if lost and not retried and (again and committing or
                                                  not fresh and not committing):
-                        retried = True
+                        retried, doubt = True, committing
                         continue  # nothing was recorded, or ``work`` finds what was: again
-                    if lost and committing:
-                        mine = type(mine)(mine.where, "%s (the connection was lost while "
-                                          "committing: whether it was recorded is not known; "
-                                          "read it back)" % mine.what)
-                    raise mine from err
+                    raise (_not_known(mine) if lost and committing or doubt else mine) from err
 
     def _connected(self) -> Any:
         try:

@@ -1,0 +1,63 @@
+"""PostgreSQL restarted (`pg_ctl restart -m immediate`: no shutdown, crash recovery) under a
+`fractui scheduler` holding the lease and a researcher's `fractui submit --wait`, the watcher
+without a TUI: each rides the restart out, says the store was lost and is back, and goes on —
+the scheduler placing and the waiter waiting to the job's end, its exit code the job's. Real
+PostgreSQL, real processes, simulated hosts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fractui.config import QueueConfig
+from tests import localfleet
+from tests.conftest import REPO
+from tests.localfleet import logged, wait
+
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
+local_fleet = localfleet.local_fleet
+
+
+def test_a_restart_under_the_scheduler_and_a_waiting_submit_is_ridden_out(
+        local_fleet, pg_server, tmp_path: Path):
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)], store_url=url,
+                    lease_s=3.0)
+    config = f.write_config()
+    go = tmp_path / "go"
+    sched = f.scheduler_process("s1")
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "fractui", "--config", config, "submit", "--queue", "q",
+         "--wait", "--", "sh", "-c", "while [ ! -e %s ]; do sleep 0.1; done" % go],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        wait(lambda: "running" in f.states().values(), f.states, timeout_s=60, alive=sched)
+        pg_server.pg_ctl("restart", "-m", "immediate")
+        wait(lambda: f.store.lease_holder() is not None, f.store.lease_holder, alive=sched)
+        second = f.submit("q")  # placed and launched by the scheduler after the restart
+        wait(lambda: f.states()[second.id] == "running", f.states, timeout_s=60, alive=sched)
+        assert waiter.poll() is None, waiter.communicate()
+        go.touch()
+        out, err = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+        sched.terminate()
+        said = sched.communicate(timeout=60)[1]
+    assert "Traceback" not in said and "Traceback" not in err, (said, err)
+    assert waiter.returncode == 0, err
+    lines = err.splitlines()
+    assert any(line.endswith("; waiting for the store to come back (job 1 goes on meanwhile)")
+               for line in lines), err
+    assert "fractui: the store is back; waiting for job 1 to end" in lines, err
+    assert lines[-1] == "fractui: job 1 ended: exited 0", err
+    assert out == "1 pending in queue q\n"
+    told = logged(said)  # the scheduler said the feed lost, and back
+    assert any("polls every" in line for line in told), said
+    assert any(line.startswith("the store's change feed is back") for line in told), said
