@@ -55,7 +55,7 @@ from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
                                    reserved, standing)
-from fractui.tui.themes import RichVariables, muted_colour, palette_for
+from fractui.tui.themes import RichVariables, muted_colour, owners_marked, palette_for
 from fractui.tui.typed import Typed
 from fractui.words import NO_SCHEDULER, count, failing_passes, first_of
 
@@ -431,12 +431,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
         slices = palette_for(self.app.current_theme)
-        # owners are marked where colour alone does not tell them apart: under NO_COLOR (every
-        # colour a grey), and where there are more of them than the theme has colours (the
-        # ninth team of eight colours took the first's)
         paint = Paint(slices, v["foreground"], v["surface"], muted, tuple(states.items()),
                       owners, self.colour_by,
-                      marked=self.app.no_color or len(owners) > len(slices.owners))
+                      marked=owners_marked(slices, owners, self.app.no_color))
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
