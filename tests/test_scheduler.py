@@ -137,6 +137,30 @@ def test_a_job_whose_best_slot_charges_past_its_quota_takes_one_within_it(local_
     assert (slot.host, slot.profile, slot.memory_mib, slot.charge) == ("gpu-b", None, 10240, 0.125)
 
 
+def test_a_flooding_teams_waiting_jobs_never_keep_another_team_from_preempting_its_borrowed(
+        local_fleet, store_url):
+    """Speech floods: one quarter within its 0.3 GPUs, one borrowed, four waiting that no
+    room would let within its quota, ranked first (its share is the lowest). Vision, within
+    its quota, finds no room for a quarter: it preempts speech's borrowed quarter, however many
+    of speech's jobs wait ahead of it."""
+    quarter = QueueConfig(name="quarter", gpu=0.25)
+    f = local_fleet({"gpu-a": "1xL4"}, [quarter],
+                    [TeamConfig("vision", quota_gpus=2),
+                     TeamConfig("speech", quota_gpus=0.3, over_quota=True)],
+                    store_url=store_url)
+    own = [f.submit("quarter", "vision") for _ in range(2)]
+    f.until(lambda: running(f) == 2)
+    speech = [f.submit("quarter", "speech") for _ in range(2)]
+    f.until(lambda: running(f) == 4)
+    lent = next(j for j in speech if f.store.get(j.id).preemptible)
+    flood = [f.submit("quarter", "speech") for _ in range(4)]
+    needy = f.submit("quarter", "vision")
+    f.until(lambda: f.states()[needy.id] == "running")
+    assert f.store.get(lent.id).state == "pending"
+    assert {f.states()[j.id] for j in own + flood} == {"running", "pending"}
+    assert [f.states()[j.id] for j in flood] == ["pending"] * 4
+
+
 def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
                     [TeamConfig("vision", quota_gpus=1),

@@ -240,10 +240,14 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
+                least = _least_charge(requests[job.id], placer.hosts)
                 result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons,
-                                                  outside) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts), no_room=True)
-                starved.append(job)
+                                                  outside) + hold(job, team, least,
+                                                                  no_room=True)
+                # (only a job its team's quota affords may preempt: one past it would not
+                # take the room, and ranked first it would keep the jobs that can from trying)
+                if least is not None and _affords(usage, held, job, least):
+                    starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
         team = usage.get(job.team) if job.team else None
