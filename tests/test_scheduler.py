@@ -139,12 +139,12 @@ def test_a_job_whose_best_slot_charges_past_its_quota_takes_one_within_it(local_
 
 def test_a_flooding_teams_waiting_jobs_never_keep_another_team_from_preempting_its_borrowed(
         local_fleet, store_url):
-    """Speech floods: one quarter within its 0.3 GPUs, one borrowed, four waiting that no
-    room would let within its quota, ranked first (its share is the lowest). Vision, within
-    its quota, finds no room for a quarter: it preempts speech's borrowed quarter, however many
-    of speech's jobs wait ahead of it."""
-    quarter = QueueConfig(name="quarter", gpu=0.25)
-    f = local_fleet({"gpu-a": "1xL4"}, [quarter],
+    """Speech floods: one quarter within its 0.3 GPUs, one borrowed, four waiting of four
+    sizes that no room would let within its quota, ranked first (its share is the lowest).
+    Vision, within its quota, finds no room for a quarter: it preempts speech's borrowed
+    quarter, however many of speech's jobs wait ahead of it."""
+    sizes = {"quarter": 0.25, "fifth": 0.2, "eighth": 0.125, "tenth": 0.1}
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name=q, gpu=g) for q, g in sizes.items()],
                     [TeamConfig("vision", quota_gpus=2),
                      TeamConfig("speech", quota_gpus=0.3, over_quota=True)],
                     store_url=store_url)
@@ -153,12 +153,34 @@ def test_a_flooding_teams_waiting_jobs_never_keep_another_team_from_preempting_i
     speech = [f.submit("quarter", "speech") for _ in range(2)]
     f.until(lambda: running(f) == 4)
     lent = next(j for j in speech if f.store.get(j.id).preemptible)
-    flood = [f.submit("quarter", "speech") for _ in range(4)]
+    flood = [f.submit(q, "speech") for q in sizes]
     needy = f.submit("quarter", "vision")
     f.until(lambda: f.states()[needy.id] == "running")
     assert f.store.get(lent.id).state == "pending"
     assert {f.states()[j.id] for j in own + flood} == {"running", "pending"}
     assert [f.states()[j.id] for j in flood] == ["pending"] * 4
+
+
+def test_waiting_jobs_no_preemption_helps_never_keep_a_later_one_from_preempting(
+        local_fleet, store_url):
+    """Vision fills gpu-b, and four more of its jobs wait for gpu-b alone, where nothing is
+    borrowed; speech borrows the rest of gpu-a. Vision's next quarter, which may go anywhere,
+    preempts one of speech's borrowed quarters, however many jobs alike wait ahead of it."""
+    queues = [QueueConfig(name="quarter", gpu=0.25),
+              QueueConfig(name="b", gpu=0.25, hosts=("gpu-b",))]
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, queues,
+                    [TeamConfig("vision", quota_gpus=3),
+                     TeamConfig("speech", quota_gpus=0.25, over_quota=True)],
+                    store_url=store_url)
+    [f.submit("b", "vision") for _ in range(4)]
+    f.until(lambda: running(f) == 4)
+    lent = [f.submit("quarter", "speech") for _ in range(4)]
+    f.until(lambda: running(f) == 8)
+    behind = [f.submit("b", "vision") for _ in range(4)]
+    needy = f.submit("quarter", "vision")
+    f.until(lambda: f.states()[needy.id] == "running")
+    assert [f.states()[j.id] for j in lent].count("pending") == 1
+    assert [f.states()[j.id] for j in behind] == ["pending"] * 4
 
 
 def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):

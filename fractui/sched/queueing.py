@@ -572,13 +572,22 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
     quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either)."""
+    for that one either). A job asking what one tried already asked (its team, its request,
+    the host kept off) is not tried again, nor counted among the PREEMPT_CANDIDATES: no end
+    would make room for it, and many alike ahead would keep a later job from being tried."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    for job in starved[:PREEMPT_CANDIDATES]:
+    tried: Set[Tuple[Optional[str], Request, Optional[str]]] = set()
+    for job in starved:
         h = held.get(job.team) if job.team is not None else None
         kept_off = h.host if h is not None and h.job != job.id else None
+        asked = (job.team, replace(request_of(job), name=""), kept_off)
+        if asked in tried:
+            continue
+        if len(tried) == PREEMPT_CANDIDATES:
+            break
+        tried.add(asked)
         for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
