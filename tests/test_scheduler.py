@@ -112,7 +112,30 @@ def test_a_job_of_several_gpus_says_no_host_has_that_many_free_not_that_no_gpu_h
     pair = f.submit("two")
     f.until(lambda: f.store.get(pair.id).reason is not None)
     assert f.store.get(pair.id).reason == (
-        "no room: a job's GPUs are all on one host, and no host has 2 GPUs free for it at once")
+        "no room: a job's GPUs are all on one host and of one model, and no host has 2 such "
+        "GPUs free for it at once")
+
+
+def test_a_job_of_several_gpus_takes_gpus_of_one_model_never_an_a100_beside_an_l4(
+        local_fleet, store_url):
+    """gpu-a has an A100 in MIG mode and an L4, idle; gpu-b, two L4s, is cordoned. A job of 2
+    GPUs books one size of memory on each: it waits, saying why, and the A100 keeps its MIG
+    mode (no reset for a launch the L4 would refuse); uncordoned, it runs on gpu-b's pair."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig,1xL4", "gpu-b": "2xL4"},
+                    [QueueConfig(name="two", gpus=2)], store_url=store_url)
+    f.store.cordon("gpu-b", None, "cordon", "ops@head", "")
+    pair = f.submit("two")
+    f.until(lambda: f.store.get(pair.id).reason is not None)
+    for _ in range(3):
+        f.scheduler.step()
+    assert (f.store.get(pair.id).state, f.store.get(pair.id).reason) == (
+        "pending", "no room: a job's GPUs are all on one host and of one model, and no host "
+        "has 2 such GPUs in service free for it at once (out of service: gpu-b)")
+    assert [g["mig_mode"] for g in f.fleet.session("gpu-a").call("inventory")["gpus"]] == [
+        True, False]
+    f.store.uncordon("gpu-b", None, "ops@head", "")
+    f.until(lambda: f.states()[pair.id] == "running")
+    assert (f.store.get(pair.id).slot.host, f.store.get(pair.id).slot.gpus) == ("gpu-b", (0, 1))
 
 
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):

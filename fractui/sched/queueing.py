@@ -544,8 +544,8 @@ def _no_room(gpu_count: int, cordons: Sequence[Cordon],
     GPUs is said to want them free on one host: "no GPU has a free slice" is false of the idle
     GPUs, one a host, that its researcher sees in ``fractui status``."""
     if gpu_count > 1:
-        said = "no room: a job's GPUs are all on one host, and no host has %d GPUs %sfree " \
-            "for it at once" % (gpu_count, "in service " if cordons else "")
+        said = "no room: a job's GPUs are all on one host and of one model, and no host has " \
+            "%d such GPUs %sfree for it at once" % (gpu_count, "in service " if cordons else "")
     else:
         said = "no room: no GPU %s has a free slice for it" % (
             "in service" if cordons else "in the fleet")
