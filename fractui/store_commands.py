@@ -25,7 +25,7 @@ from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store, store_of_a_host_verb
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
-from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view
+from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
@@ -639,8 +639,15 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
-    on_gpu = [c for c in candidates([view], store.jobs(ACTIVE), store.uid, job,
-                                    store.cordons()) if c.gpus == asked.gpus]
+    there = candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
+    several = request_of(job).gpus > 1  # (the GPU named is one of those it takes)
+    on_gpu = [c for c in there if c.gpus == asked.gpus or several and asked.gpus[0] in c.gpus]
+    if several and not on_gpu and there:
+        best = next((c for c in there if c.chosen), there[0])
+        raise Failed("not moved: job %d asks for %d GPUs of one host, and on %s they would be "
+                     "gpu%s, not with gpu%d (fractui move %d %s %d moves it there)" % (
+                         job.id, len(best.gpus), asked.host, ",".join(map(str, best.gpus)),
+                         asked.gpus[0], job.id, asked.host, best.gpus[0]))
     found = [c for c in on_gpu if asked.profile in (None, c.profile)
              and asked.start in (None, c.start)]
     taken = sorted({c.profile or "a %d MiB share" % c.memory_mib for c in on_gpu})

@@ -18,8 +18,8 @@ from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
 from fractui.terminal import print_json, say, table, width
-from fractui.sched.standing import (Reserved, UsageRead, bounds_of, next_of, next_order,
-                                   reserved, standing, waiting)
+from fractui.sched.standing import (Reserved, UsageRead, as_kept, bounds_of, next_of,
+                                   next_order, reserved, standing, waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -44,6 +44,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
+        config, unlike = as_kept(config, store.team_terms())
         jobs = store.jobs(ACTIVE)
         usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
         trouble = store.trouble()
@@ -59,6 +60,9 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]
     holding = reserved(holds, jobs, shown)
+    for u in shown:  # an old copy of the admin's config: its quotas are not the ones held
+        if u.name in unlike:
+            say(unlike[u.name])
     if trouble is not None:  # every waiting job's why, and this order, wait for a pass
         say(failing_passes(trouble))
     if lease is None and jobs:  # nothing placed or launched: the order is only a standing

@@ -97,6 +97,37 @@ def test_a_move_with_no_room_there_or_of_an_ended_job_is_refused(local_fleet):
                                    "fractui move %d HOST GPU moves it\n" % (first.id, first.id))
 
 
+def test_a_job_of_two_gpus_moves_to_a_pair_with_the_gpu_named_or_is_told_the_pair_there(
+        local_fleet, store_url):
+    """`move` names one GPU: a 2-GPU job asked onto gpu-b, idle, was told `no room for job 1
+    on gpu-b gpu1 now`, false of a host its `status` shows idle. The GPU named is one of the
+    pair it takes there; where it would take another pair, that pair is named, to ask for."""
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "3xL4"},
+                    [QueueConfig(name="two", gpus=2), QueueConfig(name="whole", gpus=1)],
+                    store_url=store_url)
+    pair = f.submit("two")
+    f.until(lambda: f.states()[pair.id] == "running")
+    assert f.store.get(pair.id).slot.host == "gpu-a"  # (gpu-b keeps three whole GPUs)
+    one = f.submit("whole")
+    f.until(lambda: f.states()[one.id] == "running")
+    free = sorted({0, 1, 2} - set(f.store.get(one.id).slot.gpus))
+    done = f.fractui("move", str(pair.id), "gpu-b", str(free[1]))
+    assert done.returncode == 0, done
+    f.until(lambda: f.states()[pair.id] == "running" and
+            f.store.get(pair.id).slot.host == "gpu-b")
+    assert f.store.get(pair.id).slot.gpus == tuple(free)
+    done = f.fractui("move", str(pair.id), "gpu-a", "0")
+    assert done.returncode == 0, done
+    f.until(lambda: f.states()[pair.id] == "running" and
+            f.store.get(pair.id).slot.host == "gpu-a")
+    taken = f.store.get(one.id).slot.gpus[0]
+    done = f.fractui("move", str(pair.id), "gpu-b", str(taken))
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        1, "fractui: not moved: job %d asks for 2 GPUs of one host, and on gpu-b they would be "
+        "gpu%d,%d, not with gpu%d (fractui move %d gpu-b %d moves it there)" % (
+            pair.id, free[0], free[1], taken, pair.id, free[0])), done
+
+
 def test_a_move_to_a_slice_on_a_gpu_with_mig_off_shows_and_makes_the_mode_change(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB", "gpu-b": "1xA100-80GB"}, [SLICE])
     job = f.submit("slice")

@@ -16,7 +16,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
 from fractui.store.model import (OUT_OF_CONFIG, GpuTime, Hold, HolderMemory, LogTail,
-                                 ModeHold)
+                                 ModeHold, TeamTerms)
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -320,8 +320,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert not store.log_tail(1).whole  # 0023: a tail of before is not known to be all
     store.keep_log(1, "out\n", complete=True, offset=4, whole=True)
     assert store.log_tail(1) == LogTail(1, "out\n", True, store.log_tail(1).kept_at, 4, True)
+    assert store.team_terms() == {}  # 0024: no team's quota kept until a scheduler's lease
+    store.keep_team_terms({"nlp": TeamTerms(1.5, True, 2.0)})
+    assert store.team_terms() == {"nlp": TeamTerms(1.5, True, 2.0)}
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 23
+        _migrations()) == 24
 
 
 def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):

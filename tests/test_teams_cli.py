@@ -26,7 +26,9 @@ from tests.cli_run import in_process, leaks
 from tests.conftest import REPO
 from tests.test_pg_guard import LEAST
 from tests.test_sched_reserve import BOUND, view
+from tests import localfleet
 
+local_fleet = localfleet.local_fleet
 NO_ROOM = "no room: no GPU in the fleet has a free slice for it"
 QUEUES = '[[queues]]\nname = "quarter"\ngpu = 0.25\n[[queues]]\nname = "half"\ngpu = 0.5\n'
 
@@ -193,6 +195,12 @@ def member_of_nlp(pg_server, bounds: Dict[str, int] = {}) -> Member:
         store.keep_waiting_bounds({names[t]: n for t, n in bounds.items()})
     finally:
         store.close()
+    return Member(db, names, ids, nlp_role(pg_server, db, names, tag))
+
+
+def nlp_role(pg_server, db: str, names: Dict[str, str], tag: str) -> str:
+    """A role in team nlp alone (of ``names``, by the team's name), made once the tables are:
+    the teams' roles given docs/decisions.md's least GRANTs."""
     member = "cat_" + tag
     pg_server.admin_role()
     for team in names.values():
@@ -201,7 +209,41 @@ def member_of_nlp(pg_server, bounds: Dict[str, int] = {}) -> Member:
     teams = "fractui_team_%s, fractui_team_%s" % (names["vision"], names["nlp"])
     for grant in LEAST:
         pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
-    return Member(db, names, ids, member)
+    return member
+
+
+def test_an_old_copy_of_the_config_is_shown_the_quotas_the_scheduler_holds_teams_to(
+        tmp_path, capfd, pg_server, local_fleet):
+    """The admin lowered nlp's quota (and let it borrow, weighed it double) and raised
+    vision's; a member's config is the copy of before. What ``teams`` shows her is what the
+    scheduler holds the teams to, as its job's reason says, with a line naming both."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    names = {"vision": "vision" + tag, "nlp": "nlp" + tag}
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig("quarter", gpu=0.25)],
+                    [TeamConfig(names["vision"], quota_gpus=3),
+                     TeamConfig(names["nlp"], quota_gpus=0.5, over_quota=True, weight=2)],
+                    store_url=pg_server.url(db))
+    job = f.submit("quarter", names["nlp"])
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    config = _config(tmp_path / "member.toml",
+                     pg_server.url(db, user=nlp_role(pg_server, db, names, tag)),
+                     {names["vision"]: 2, names["nlp"]: 1.5})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and [r[:2] + r[-2:] for r in _rows(out).values()] == [
+        [names["vision"], "3", "0.00", "-"], [names["nlp"], "0.5", "0.12", "-"]], out
+    assert err == (
+        "fractui: team %s: the scheduler holds it to quota 3 GPUs, where this config (%s) "
+        "says quota 2 GPUs: the scheduler's are shown\n"
+        "fractui: team %s: the scheduler holds it to quota 0.5 GPUs, over_quota on, weight 2, "
+        "where this config (%s) says quota 1.5 GPUs, over_quota off, weight 1: the "
+        "scheduler's are shown\n" % (names["vision"], config, names["nlp"], config)), err
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json",
+                                        "--team", names["nlp"]])
+    nlp, = json.loads(out)["teams"]
+    assert (nlp["quota"], nlp["over_quota"], nlp["weight"], nlp["share"]) == (
+        0.5, True, 2.0, 0.125), nlp
+    assert err.count("\n") == 1 and err.startswith("fractui: team %s: " % names["nlp"]), err
 
 
 def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):

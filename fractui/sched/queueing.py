@@ -240,10 +240,14 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
+                least = _least_charge(requests[job.id], placer.hosts)
                 result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons,
-                                                  outside) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts), no_room=True)
-                starved.append(job)
+                                                  outside) + hold(job, team, least,
+                                                                  no_room=True)
+                # (only a job its team's quota affords may preempt: one past it would not
+                # take the room, and ranked first it would keep the jobs that can from trying)
+                if least is not None and _affords(usage, held, job, least):
+                    starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
         team = usage.get(job.team) if job.team else None
@@ -540,8 +544,8 @@ def _no_room(gpu_count: int, cordons: Sequence[Cordon],
     GPUs is said to want them free on one host: "no GPU has a free slice" is false of the idle
     GPUs, one a host, that its researcher sees in ``fractui status``."""
     if gpu_count > 1:
-        said = "no room: a job's GPUs are all on one host, and no host has %d GPUs %sfree " \
-            "for it at once" % (gpu_count, "in service " if cordons else "")
+        said = "no room: a job's GPUs are all on one host and of one model, and no host has " \
+            "%d such GPUs %sfree for it at once" % (gpu_count, "in service " if cordons else "")
     else:
         said = "no room: no GPU %s has a free slice for it" % (
             "in service" if cordons else "in the fleet")
@@ -568,13 +572,22 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
     quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either)."""
+    for that one either). A job asking what one tried already asked (its team, its request,
+    the host kept off) is not tried again, nor counted among the PREEMPT_CANDIDATES: no end
+    would make room for it, and many alike ahead would keep a later job from being tried."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    for job in starved[:PREEMPT_CANDIDATES]:
+    tried: Set[Tuple[Optional[str], Request, Optional[str]]] = set()
+    for job in starved:
         h = held.get(job.team) if job.team is not None else None
         kept_off = h.host if h is not None and h.job != job.id else None
+        asked = (job.team, replace(request_of(job), name=""), kept_off)
+        if asked in tried:
+            continue
+        if len(tried) == PREEMPT_CANDIDATES:
+            break
+        tried.add(asked)
         for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore

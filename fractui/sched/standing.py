@@ -8,14 +8,14 @@ rest comes from each read of the store's active jobs and holds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
-from fractui.store.model import ACTIVE, PENDING, Hold, Job, UsageRecord
+from fractui.store.model import ACTIVE, PENDING, Hold, Job, TeamTerms, UsageRecord
 from fractui.usage.fairshare import recent_gpus
 from fractui.words import duration, printable
 
@@ -90,6 +90,35 @@ def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job],
         if h is not None and job is not None and job.team == team.name:
             out.append(Reserved(team.name, job, h))
     return out
+
+
+def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dict[str, str]]:
+    """``config`` with each of its teams' quota, borrowing and weight as the lease holder keeps
+    them (``terms``, the store's ``team_terms``: what the passes hold the teams to, where the
+    reader's config may be an old copy of the admin's), and for each team whose config says
+    otherwise a line naming both. A team the store does not list keeps the config's."""
+    teams, said = [], {}
+    for t in config.teams:
+        kept = terms.get(t.name)
+        if kept is None:
+            teams.append(t)
+            continue
+        differ = [(what % held, what % mine) for what, held, mine in (
+            ("quota %g GPUs", kept.quota_gpus, t.quota_gpus),
+            ("over_quota %s", _on(kept.over_quota), _on(t.over_quota)),
+            ("weight %g", kept.weight, t.weight)) if held != mine]
+        if differ:
+            said[t.name] = ("team %s: the scheduler holds it to %s, where this config (%s) "
+                            "says %s: the scheduler's are shown" % (
+                                t.name, ", ".join(k for k, _ in differ),
+                                config.path or "in code", ", ".join(c for _, c in differ)))
+        teams.append(replace(t, quota_gpus=kept.quota_gpus, over_quota=kept.over_quota,
+                             weight=kept.weight))
+    return replace(config, teams=tuple(teams)), said
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def next_order(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead]) -> list[str]:

@@ -39,7 +39,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
                                  LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_within, same_place, stops_offered, submitter)
+                                 TeamTerms, UsageRecord, held_within, same_place, stops_offered,
+                                 submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -370,6 +371,24 @@ class SqlStore(Store):
             for row in rows:
                 self._run(db, insert, row)
         self._write(work)
+
+    def keep_team_terms(self, terms: Mapping[str, TeamTerms],
+                        epoch: Optional[int] = None) -> None:
+        self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
+                      [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
+                       for team, t in terms.items()], epoch)
+
+    def team_terms(self) -> dict[str, TeamTerms]:
+        def work(db: Any) -> dict[str, TeamTerms]:
+            found = {}
+            for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
+                                   "FROM team_terms"):
+                check("team %s's quota" % r["team"], r, {"team": TEXT, "quota_gpus": NUM,
+                                                         "over_quota": FLAG, "weight": NUM})
+                found[r["team"]] = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
+                                             float(r["weight"]))
+            return found
+        return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
         self._replace("team_holds", ("team", "job", "charge", "host"),
