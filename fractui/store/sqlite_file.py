@@ -149,29 +149,34 @@ def keep_unread(path: str) -> None:
     SQLite follows it (its side files lie beside the store). Each file is changed through a
     descriptor of it, never by its name again: in a folder its group writes, a member could
     put a link in its place between a look and a chmod by name, which would change the mode
-    of the file it names, any of this user's (root's: any on the machine)."""
+    of the file it names, any of this user's (root's: any on the machine). Not while a store
+    of this process holds the file (``_in_use``): closing those descriptors would drop its
+    locks, on the store and its -shm; it was done as that store opened it."""
     path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
     if st.st_uid != me:
         return
     keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
-    for where in (path,) + tuple(path + side for side in SIDE_FILES):
-        try:  # (not blocking: a FIFO put there opens at once, and is passed by)
-            fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
-            if err.errno in (errno.ELOOP, errno.ENXIO):
+    with _in_use_lock:  # (held throughout: no store of this process opens it meanwhile)
+        if (st.st_dev, st.st_ino) in _in_use:
+            return
+        for where in (path,) + tuple(path + side for side in SIDE_FILES):
+            try:  # (not blocking: a FIFO put there opens at once, and is passed by)
+                fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
                 continue
-            raise
-        try:
-            side = os.fstat(fd)
-            mode = stat.S_IMODE(side.st_mode)
-            if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
-                os.fchmod(fd, mode & keep)
-        finally:
-            os.close(fd)
+            except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
+                if err.errno in (errno.ELOOP, errno.ENXIO):
+                    continue
+                raise
+            try:
+                side = os.fstat(fd)
+                mode = stat.S_IMODE(side.st_mode)
+                if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
+                    os.fchmod(fd, mode & keep)
+            finally:
+                os.close(fd)
 
 
 def _owner(uid: int) -> str:
