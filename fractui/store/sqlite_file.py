@@ -319,7 +319,11 @@ def check_writable(path: str) -> None:
 def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
     """A new store at ``path``: made whole in a private (0600) file beside it, then linked into
     place in one step, so no process ever sees a half-made store, and a store another process
-    made meanwhile is kept as it is. Directories made on the way are 0700."""
+    made meanwhile is kept as it is. Directories made on the way are 0700. SQLite opens no
+    name in the store's folder: it makes the store in a folder of this process's alone
+    (``_made``), whose bytes go into that file through its descriptor. A shared store's folder
+    is its group's to write, and a member who put a link at the file's name once it was made
+    had root's SQLite, opening it by that name, make the file the link named, anywhere."""
     folder = os.path.dirname(path)
     try:
         make_dirs(folder)
@@ -327,25 +331,41 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
                                    dir=folder)
     except OSError as err:
         raise translate(path, err, "cannot create a new store there") from err
-    os.close(fd)
     try:
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            initialise(db)
-        finally:
-            db.close()
+        with os.fdopen(fd, "wb") as f:
+            f.write(_made(path, initialise))
+            f.flush()
+            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:  # another process made the store first: that one is used
             pass
-    except (sqlite3.Error, OSError) as err:
+    except OSError as err:
         raise translate(path, err, "cannot create a new store there") from err
     finally:
-        for name in (tmp,) + tuple(tmp + s for s in SIDE_FILES):
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _made(path: str, initialise: Callable[[sqlite3.Connection], None]) -> bytes:
+    """The bytes of a new store (for ``path``), made by SQLite in a new folder of this
+    process's alone (0700, in the system's temporary folder) and read back once it is closed
+    (its WAL put back into it)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="fractui-store-") as private:
+            made = os.path.join(private, os.path.basename(path))
+            db = sqlite3.connect(made, isolation_level=None)
             try:
-                os.unlink(name)
-            except FileNotFoundError:
-                pass  # SQLite made no such file, or removed it on close
+                initialise(db)
+            finally:
+                db.close()
+            with open(made, "rb") as f:
+                return f.read()
+    except (sqlite3.Error, OSError) as err:
+        raise StoreUnavailable(path, "cannot make a new store in %s: %s" % (
+            tempfile.gettempdir(), err)) from err
 
 
 def _no_space(path: str) -> bool:
