@@ -350,6 +350,37 @@ def test_a_link_a_store_member_swaps_in_for_a_new_store_makes_no_file_elsewhere(
     assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
 
 
+def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_elsewhere(
+        plain_dir, monkeypatch):
+    """A store shared through its group: a member may put a link in place of the store file
+    after the checks of its open, before SQLite opens it by its name (the hook, as that race
+    won). A link leading where nothing was had root's SQLite make that file (empty: an empty
+    /etc/nologin lets no one else log in); it is opened now only where it is."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, nogroup)
+    folder.chmod(0o2770)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    target = plain_dir / "made-by-root"
+    link = folder / "theirs"
+    assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    real_holding = sqlite_file.holding
+
+    def swapped(path):
+        held = real_holding(path)
+        os.rename(link, store)  # (nobody's rename, made as root at that moment)
+        return held
+
+    monkeypatch.setattr(sqlite_file, "holding", swapped)
+    with pytest.raises(StoreError):
+        SqliteStore(str(store))
+    monkeypatch.undo()
+    assert store.is_symlink(), "the link was not swapped in"
+    assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+
+
 # --- The Python children fractui starts (trust.python_module) -------------------------------
 
 PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"

@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import urllib.parse
 from collections import Counter
 from typing import Callable, Optional, Tuple
 
@@ -132,6 +133,15 @@ def refuse_exposed(path: str) -> None:
                 check_tree(way, "store's directory", root_may_own=True, runner="fractui")
             except UnsafePath as err:
                 raise StoreExposed(path, str(err)) from None
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """SQLite's connection to the store at ``path``, which never makes a file there (``mode=rw``):
+    a store's folder may be its group's to write, and a member who put a link leading where
+    nothing is in place of the store, after its checks, had root's SQLite make the file the
+    link named (an empty /etc/nologin lets no one else log in)."""
+    return sqlite3.connect("file://%s?mode=rw" % urllib.parse.quote(path), uri=True, timeout=30.0,
+                           isolation_level=None, check_same_thread=False)
 
 
 def _linked(path: str) -> str:
