@@ -114,8 +114,7 @@ class SqliteDialect(Dialect):
 
     def connect(self) -> sqlite3.Connection:
         """Checks that the file holds a fractui store before anything is written to it."""
-        db = sqlite3.connect(self.where, timeout=30.0, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite_file.connect(self.where)
         try:
             db.row_factory = sqlite3.Row
             found = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
@@ -242,8 +241,7 @@ class SqliteFeed(Feed):
     def __init__(self, path: str):
         self.path = path
         try:
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite_file.connect(path)
             self._version = self._data_version()
             self._seen = self._counters()
         except sqlite3.Error as err:
