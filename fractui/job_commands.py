@@ -48,6 +48,13 @@ def agent_why(record: Dict[str, Any]) -> str:
     return ""
 
 
+def held_why(record: Dict[str, Any]) -> str:
+    """Why the agent holds a start it cannot read, in its words (``starting`` with a reason:
+    its folder left unread and none of its processes found, it keeps its slice until an
+    admin mends the folder; docs/decisions.md); "" for any other record."""
+    return record.get("reason") or "" if record.get("state") == "starting" else ""
+
+
 def _named(name: str, image: Optional[str]) -> str:
     """A job's name, with the container image it runs in (none: a bare process)."""
     return "%s [%s]" % (name, image) if image else name
@@ -108,7 +115,8 @@ def agent_row(record: Dict[str, Any]) -> List[str]:
     name = record.get("name") or " ".join(record.get("argv") or [])
     copy = record.get("copy_of")
     return [record["ref"], record.get("state") or "?", "-", "-", "-", where,
-            _named(name, record.get("image")), copy["why"] if copy else agent_why(record)]
+            _named(name, record.get("image")),
+            copy["why"] if copy else agent_why(record) or held_why(record)]
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:
