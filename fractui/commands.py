@@ -25,12 +25,12 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.job_commands import agent_why, held_why, typed_ref
+from fractui.job_commands import agent_why, typed_ref
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
-from fractui.sched.fleetview import lists
+from fractui.sched.fleetview import held_why, lists
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create,
                                       plan_destroy, plan_mode)
 from fractui.store import Store, open_store

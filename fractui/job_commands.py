@@ -19,7 +19,7 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession, same_agent_job
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.copies import Unheld, held_copies, unheld
-from fractui.sched.fleetview import USABLE
+from fractui.sched.fleetview import USABLE, held_why
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
@@ -46,13 +46,6 @@ def agent_why(record: Dict[str, Any]) -> str:
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""
-
-
-def held_why(record: Dict[str, Any]) -> str:
-    """Why the agent holds a start it cannot read, in its words (``starting`` with a reason:
-    its folder left unread and none of its processes found, it keeps its slice until an
-    admin mends the folder; docs/decisions.md); "" for any other record."""
-    return record.get("reason") or "" if record.get("state") == "starting" else ""
 
 
 def _named(name: str, image: Optional[str]) -> str:
