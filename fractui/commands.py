@@ -30,7 +30,7 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
-from fractui.sched.fleetview import lists
+from fractui.sched.fleetview import held_why, lists
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create,
                                       plan_destroy, plan_mode)
 from fractui.store import Store, open_store
@@ -478,6 +478,9 @@ def stop(config: Config, args: argparse.Namespace) -> int:
         print_json(record)
     elif record.get("state") == "killed":  # a stop asked again, or the watchdog's before it
         print("%s/%s was already stopped: %s" % (host, job, agent_why(record)))
+    elif held_why(record):  # recorded, carried out once the agent reads the job again
+        print("%s/%s: held starting, so it is stopped once its agent can read it again: %s"
+              % (host, job, held_why(record)))
     else:
         print("%s/%s: stopping (SIGTERM, SIGKILL after %d s)" % (host, job, args.grace))
     return 0
