@@ -290,3 +290,17 @@ def test_the_host_held_is_one_the_teams_own_jobs_ending_frees():
             break
     assert s.state(50) == RUNNING, result.waiting[50]
     assert s.jobs[50].slot.host == "b" and now <= 4 * 30.0, now
+
+
+def test_a_cpu_only_job_within_its_quota_preempts_a_borrowed_job_for_cpus():
+    """Speech's borrowed quarter books 60 of h's 64 CPUs; vision's CPU-only job asks 8. It
+    charges no GPU, so its quota affords it: it preempts the borrowed job, as any job within
+    its quota that finds no room does (it was left out of the starved, its least charge
+    being none)."""
+    big, cpu = QueueConfig("big", gpu=0.25, cpus=60), QueueConfig("cpu", cpus=8)
+    teams = (TeamConfig("vision", quota_gpus=2.0),
+             TeamConfig("speech", quota_gpus=0.0, over_quota=True))
+    lent = replace(job(1, big, team="speech", at=-100.0), state=RUNNING, started_at=-50.0,
+                   preemptible=True, slot=Slot("h", (0,), memory_mib=23034 // 4, charge=0.25))
+    result = schedule([view()], [lent, job(2, cpu, team="vision")], (big, cpu), teams, "u")
+    assert [(p.victim, p.for_job) for p in result.preemptions] == [(1, 2)], result.waiting

@@ -245,8 +245,10 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                                   outside) + hold(job, team, least,
                                                                   no_room=True)
                 # (only a job its team's quota affords may preempt: one past it would not
-                # take the room, and ranked first it would keep the jobs that can from trying)
-                if least is not None and _affords(usage, held, job, least):
+                # take the room, and ranked first it would keep the jobs that can from trying;
+                # a CPU-only job charges nothing, and may preempt for CPUs and RAM)
+                charge = least if requests[job.id].gpu_count else 0.0
+                if charge is not None and _affords(usage, held, job, charge):
                     starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
