@@ -292,6 +292,23 @@ def test_the_host_held_is_one_the_teams_own_jobs_ending_frees():
     assert s.jobs[50].slot.host == "b" and now <= 4 * 30.0, now
 
 
+def test_a_job_of_two_gpus_holds_no_host_whose_gpus_are_of_two_models():
+    """mix, idle, has an A100 and an L4; vision fills b's two L4s. nlp's 2-GPU job, past the
+    bound, never fits mix (a job's GPUs are of one model): it holds b, where its room can
+    come, not mix (where most is free), and nlp's quarter job runs on mix rather than wait
+    beside its idle GPUs."""
+    two = QueueConfig("two", gpus=2)
+    teams = (TeamConfig("nlp", quota_gpus=4.0), TeamConfig("vision", quota_gpus=4.0))
+    mix = view("mix")
+    mix.hello["gpus"][0].update(name="A100-80GB", memory_mib=81920)
+    busy = [replace(job(i, WHOLE, team="vision", at=-100.0), state=RUNNING, started_at=-50.0,
+                    slot=Slot("b", (i - 1,), memory_mib=23034, charge=1.0)) for i in (1, 2)]
+    result = schedule([view("b"), mix], busy + [job(20, two, at=0.0), job(21, QUARTER, at=1.0)],
+                      (QUARTER, two), teams, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on b is held for it" in result.waiting[20], result.waiting[20]
+    assert [(d.job, d.slot.host) for d in result.decisions] == [(21, "mix")], result.waiting
+
+
 def test_a_cpu_only_job_within_its_quota_preempts_a_borrowed_job_for_cpus():
     """Speech's borrowed quarter books 60 of h's 64 CPUs; vision's CPU-only job asks 8. It
     charges no GPU, so its quota affords it: it preempts the borrowed job, as any job within

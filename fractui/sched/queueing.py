@@ -454,8 +454,8 @@ def _drains(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job:
 def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[AbstractSet[str]],
               drains: Callable[[str], bool]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
-    (the most free of as many as it spans): where its room comes soonest if the team's later
-    jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
+    (the most free of as many as it spans, of one model): where its room comes soonest if the
+    team's later jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
     never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
     jobs there end) first: one where only other teams' jobs ending frees its room may never
     free, and its team's jobs kept off it would refill every bit of room that frees up on the
@@ -466,10 +466,14 @@ def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[Abstract
                 h.name not in containers or h.cpu_milli < req.cpu_milli or \
                 h.memory_mib < req.memory_mib:
             continue
-        free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
-                      reverse=True)[:req.gpu_count]
-        if req.gpu_count and len(free) == req.gpu_count:
-            free_on.append((-sum(free), h.name))
+        alike: Dict[Tuple[str, int], List[int]] = {}  # (a job's GPUs are of one model)
+        for n, g in enumerate(h.gpus):
+            if takes_idle(h, n, req):
+                alike.setdefault((g.model, g.memory_mib), []).append(g.free_milli)
+        free = [sum(sorted(f, reverse=True)[:req.gpu_count]) for f in alike.values()
+                if len(f) >= req.gpu_count]
+        if req.gpu_count and free:
+            free_on.append((-max(free), h.name))
     free_on.sort(key=lambda f: f[0])  # the most free first; of as much, the first host
     return next((name for _, name in free_on if drains(name)),
                 free_on[0][1] if free_on else None)
