@@ -650,6 +650,9 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
+    if asked.gpus[0] >= len(view.gpu_records()):  # (not "no room", nor a set "not with" it)
+        raise Failed("not moved: %s has no GPU %d (it has %d)" % (
+            asked.host, asked.gpus[0], len(view.gpu_records())))
     there = candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
     several = request_of(job).gpus > 1  # (the GPU named is one of those it takes)
     on_gpu = [c for c in there if c.gpus == asked.gpus or several and asked.gpus[0] in c.gpus]

@@ -146,6 +146,12 @@ def test_a_move_of_a_job_of_two_gpus_asked_again_is_answered_as_the_first(local_
     f.until(lambda: f.store.get(pair.id).state == "running" and
             f.store.get(pair.id).attempt == 1)
     assert f.store.get(pair.id).slot.gpus == (0, 1)
+    for gpu in ("2", "7"):  # no such GPU there: said so, not a pair "not with gpu2"
+        none = f.fractui("move", str(pair.id), "gpu-a" if there == "gpu-b" else "gpu-b", gpu)
+        assert (none.returncode, none.stderr) == (1, "fractui: not moved: %s has no GPU %s "
+                                                  "(it has 2)\n" % (
+                                                      "gpu-a" if there == "gpu-b" else "gpu-b",
+                                                      gpu)), none.stderr
     done = f.fractui("move", str(pair.id), there, "1")
     assert (done.returncode, done.stdout) == (
         0, "%d running on %s (moved there)\n" % (pair.id, f.store.get(pair.id).slot.describe())
