@@ -321,3 +321,26 @@ def test_a_cpu_only_job_within_its_quota_preempts_a_borrowed_job_for_cpus():
                    preemptible=True, slot=Slot("h", (0,), memory_mib=23034 // 4, charge=0.25))
     result = schedule([view()], [lent, job(2, cpu, team="vision")], (big, cpu), teams, "u")
     assert [(p.victim, p.for_job) for p in result.preemptions] == [(1, 2)], result.waiting
+
+
+def test_a_container_job_preempts_only_where_a_runtime_runs_it_and_asks_apart_from_others():
+    """h, no container runtime, holds speech's four borrowed quarters; c, with podman, is full
+    of vision's own. Vision's job of an image finds no room: it preempts nothing on h, where
+    it would never run (a borrowed job stopped for nothing, placed again, stopped again). Its
+    plain twin, asking the same of the GPUs, is no job alike: it preempts on h."""
+    teams = (TeamConfig("vision", quota_gpus=4.0),
+             TeamConfig("speech", quota_gpus=0.0, over_quota=True))
+    h, c = view("h", 1), view("c", 1)
+    c.hello["runtimes"] = {"podman": "/usr/bin/podman"}
+    quarter = Slot("h", (0,), memory_mib=23034 // 4, charge=0.25)
+    running = [replace(job(i, QUARTER, team="speech", at=-100.0), state=RUNNING,
+                       started_at=-50.0 + i, preemptible=True, slot=quarter)
+               for i in range(1, 5)] + [
+        replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING, started_at=-50.0,
+                slot=replace(quarter, host="c")) for i in range(11, 15)]
+    boxed = replace(job(30, QUARTER, team="vision", at=0.0), image="docker.io/library/x")
+    alone = schedule([h, c], running + [boxed], (QUARTER,), teams, "u")
+    assert alone.waiting[30].startswith("no room") and alone.preemptions == []
+    both = schedule([h, c], running + [boxed, job(31, QUARTER, team="vision", at=1.0)],
+                    (QUARTER,), teams, "u")
+    assert [(p.victim, p.for_job) for p in both.preemptions] == [(4, 31)], both.waiting

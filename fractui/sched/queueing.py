@@ -292,7 +292,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
                            and j.slot is not None and j.slot.host in usable for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, held,
-                                       cordons)
+                                       cordons, containers)
     return result
 
 
@@ -574,27 +574,31 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage],
-             held: Mapping[str, Hold], cordons: Sequence[Cordon] = ()) -> List[Preemption]:
+             held: Mapping[str, Hold], cordons: Sequence[Cordon],
+             containers: AbstractSet[str]) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
     quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either). A job asking what one tried already asked (its team, its request,
-    the host kept off) is not tried again, nor counted among the PREEMPT_CANDIDATES: no end
-    would make room for it, and many alike ahead would keep a later job from being tried."""
+    for that one either), on a host with a container runtime (``containers``) for a job of an
+    image. A job asking what one tried already asked (its team, its request, the host kept
+    off, whether it runs in a container) is not tried again, nor counted among the
+    PREEMPT_CANDIDATES: no end would make room for it, and many alike ahead would keep a later
+    job from being tried."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    tried: Set[Tuple[Optional[str], Request, Optional[str]]] = set()
+    tried: Set[Tuple[Optional[str], Request, Optional[str], bool]] = set()
     for job in starved:
         h = held.get(job.team) if job.team is not None else None
         kept_off = h.host if h is not None and h.job != job.id else None
-        asked = (job.team, replace(request_of(job), name=""), kept_off)
+        asked = (job.team, replace(request_of(job), name=""), kept_off, bool(job.image))
         if asked in tried:
             continue
         if len(tried) == PREEMPT_CANDIDATES:
             break
         tried.add(asked)
-        for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
+        hosts = {v.slot.host for v in victims_all} - {kept_off}  # type: ignore[union-attr]
+        for host in sorted(hosts & containers if job.image else hosts):
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):
