@@ -571,7 +571,7 @@ def move(config: Config, args: argparse.Namespace) -> int:
     GPU has free), as the TUI's preview chooses it; a launch that first changes the GPU's
     MIG mode, or that goes past the team's quota, is said and asked about as ``place`` asks."""
     with _by_hand(config, args, MOVE) as (store, job, gpu, asker):
-        asked = Slot(args.host, (gpu,), args.profile, args.start)
+        asked = _of_set(job, Slot(args.host, (gpu,), args.profile, args.start))
         if intents.there(job, asked):  # a retry whose first ask was carried out: done
             print(_moving(job))
             return 0
@@ -597,6 +597,17 @@ def move(config: Config, args: argparse.Namespace) -> int:
     if not led:
         say(NO_SCHEDULER)
     return 0
+
+
+def _of_set(job: Job, asked: Slot) -> Slot:
+    """``asked`` of a job of several GPUs, where the GPU named is one of the set it is moving
+    to or runs on there: that set, so that a move asked again (its answer lost) finds its
+    first ask carried out, not the job's own set taken, by itself."""
+    if request_of(job).gpus > 1:
+        for slot in (job.move_to, job.slot):
+            if slot is not None and slot.host == asked.host and asked.gpus[0] in slot.gpus:
+                return replace(asked, gpus=slot.gpus)
+    return asked
 
 
 def _moving(job: Job) -> str:
@@ -639,6 +650,9 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
+    if asked.gpus[0] >= len(view.gpu_records()):  # (not "no room", nor a set "not with" it)
+        raise Failed("not moved: %s has no GPU %d (it has %d)" % (
+            asked.host, asked.gpus[0], len(view.gpu_records())))
     there = candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
     several = request_of(job).gpus > 1  # (the GPU named is one of those it takes)
     on_gpu = [c for c in there if c.gpus == asked.gpus or several and asked.gpus[0] in c.gpus]

@@ -200,6 +200,9 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
                 "1)" % mine.id, "table team_holds")  # (the lease holder's, read by teams)
         refused(guarded, "INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
                 "VALUES ('vision', 9, true, 1)", "table team_terms")  # (likewise)
+        refused(guarded, "UPDATE team_terms SET quota_gpus = 9", "team_terms")
+        refused(guarded, "DELETE FROM team_terms", "team_terms")
+        refused(guarded, "TRUNCATE team_terms", "team_terms")
         refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
         refused(guarded, "TRUNCATE jobs", "table jobs")
         after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),

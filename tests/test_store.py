@@ -569,6 +569,30 @@ def test_a_damaged_team_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
         store.close()
 
 
+def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path, caplog):
+    """A team's terms are only said (fractui teams), and the lease holder writes them again
+    only where the store's differ from its config's, which it finds by reading them: a row
+    holding what fractui never writes stopped `teams` (exit 1, "restore it from a backup")
+    and every write of the terms for good. It is left out, said in the log, the rest read,
+    and the holder's next write mends it."""
+    path = str(tmp_path / "store.db")
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
+                   "VALUES (?, ?, ?, ?)", [("vision", "lots", 1, 1.0), ("nlp", 0.5, 0, 2.0)])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.team_terms() == {"nlp": TeamTerms(0.5, False, 2.0)}
+        assert "team vision's quota's quota_gpus is 'lots'" in caplog.text
+        kept = {"vision": TeamTerms(3.0, True, 1.0), "nlp": TeamTerms(0.5, False, 2.0)}
+        store.keep_team_terms(kept)
+        assert store.team_terms() == kept
+    finally:
+        store.close()
+
+
 def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
     """A hold is the lease holder's memory for an hour at most: a row holding what fractui
     never writes is left out, said in the log, rather than the store's damage that would stop

@@ -20,7 +20,8 @@ from fractui.config import QueueConfig, TeamConfig, load_config
 from fractui.sched.queueing import Reserve, _fair, schedule, team_order
 from fractui.sched.quota import Recent, team_usage
 from fractui.store import Store, open_store
-from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Hold, Job, Slot)
+from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Hold, Job, Slot,
+                                 TeamTerms)
 from fractui.sched.standing import UsageRead, standing
 from tests.cli_run import in_process, leaks
 from tests.conftest import REPO
@@ -244,6 +245,27 @@ def test_an_old_copy_of_the_config_is_shown_the_quotas_the_scheduler_holds_teams
     assert (nlp["quota"], nlp["over_quota"], nlp["weight"], nlp["share"]) == (
         0.5, True, 2.0, 0.125), nlp
     assert err.count("\n") == 1 and err.startswith("fractui: team %s: " % names["nlp"]), err
+
+
+def test_a_team_the_schedulers_config_has_not_is_said_so_not_shown_as_held(tmp_path, capfd):
+    """The admin took nlp out of the config; a member's old copy still has it. The lease
+    holder's terms list vision alone: nlp's row was shown at the copy's quota, silently, while
+    no pass places its jobs (their team is not configured). Before any holder kept terms
+    (none listed), nothing is said: the config's are all there is."""
+    db = tmp_path / "store.db"
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 1})
+    store = open_store("sqlite://%s" % db)
+    try:
+        code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+        assert (code, err) == (0, ""), err
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0)})
+    finally:
+        store.close()
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and list(_rows(out)) == ["vision", "nlp"], out
+    assert err == ("fractui: team nlp: the scheduler holds no team nlp (its config has none): "
+                   "its jobs are not placed, where this config (%s) says quota 1 GPUs\n"
+                   % config), err
 
 
 def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):

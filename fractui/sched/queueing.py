@@ -245,8 +245,10 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                                   outside) + hold(job, team, least,
                                                                   no_room=True)
                 # (only a job its team's quota affords may preempt: one past it would not
-                # take the room, and ranked first it would keep the jobs that can from trying)
-                if least is not None and _affords(usage, held, job, least):
+                # take the room, and ranked first it would keep the jobs that can from trying;
+                # a CPU-only job charges nothing, and may preempt for CPUs and RAM)
+                charge = least if requests[job.id].gpu_count else 0.0
+                if charge is not None and _affords(usage, held, job, charge):
                     starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -290,7 +292,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
                            and j.slot is not None and j.slot.host in usable for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, held,
-                                       cordons)
+                                       cordons, containers)
     return result
 
 
@@ -452,8 +454,8 @@ def _drains(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job:
 def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[AbstractSet[str]],
               drains: Callable[[str], bool]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
-    (the most free of as many as it spans): where its room comes soonest if the team's later
-    jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
+    (the most free of as many as it spans, of one model): where its room comes soonest if the
+    team's later jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
     never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
     jobs there end) first: one where only other teams' jobs ending frees its room may never
     free, and its team's jobs kept off it would refill every bit of room that frees up on the
@@ -464,10 +466,14 @@ def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[Abstract
                 h.name not in containers or h.cpu_milli < req.cpu_milli or \
                 h.memory_mib < req.memory_mib:
             continue
-        free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
-                      reverse=True)[:req.gpu_count]
-        if req.gpu_count and len(free) == req.gpu_count:
-            free_on.append((-sum(free), h.name))
+        alike: Dict[Tuple[str, int], List[int]] = {}  # (a job's GPUs are of one model)
+        for n, g in enumerate(h.gpus):
+            if takes_idle(h, n, req):
+                alike.setdefault((g.model, g.memory_mib), []).append(g.free_milli)
+        free = [sum(sorted(f, reverse=True)[:req.gpu_count]) for f in alike.values()
+                if len(f) >= req.gpu_count]
+        if req.gpu_count and free:
+            free_on.append((-max(free), h.name))
     free_on.sort(key=lambda f: f[0])  # the most free first; of as much, the first host
     return next((name for _, name in free_on if drains(name)),
                 free_on[0][1] if free_on else None)
@@ -568,27 +574,31 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage],
-             held: Mapping[str, Hold], cordons: Sequence[Cordon] = ()) -> List[Preemption]:
+             held: Mapping[str, Hold], cordons: Sequence[Cordon],
+             containers: AbstractSet[str]) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host in service) whose end lets it be placed within its team's
     quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either). A job asking what one tried already asked (its team, its request,
-    the host kept off) is not tried again, nor counted among the PREEMPT_CANDIDATES: no end
-    would make room for it, and many alike ahead would keep a later job from being tried."""
+    for that one either), on a host with a container runtime (``containers``) for a job of an
+    image. A job asking what one tried already asked (its team, its request, the host kept
+    off, whether it runs in a container) is not tried again, nor counted among the
+    PREEMPT_CANDIDATES: no end would make room for it, and many alike ahead would keep a later
+    job from being tried."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    tried: Set[Tuple[Optional[str], Request, Optional[str]]] = set()
+    tried: Set[Tuple[Optional[str], Request, Optional[str], bool]] = set()
     for job in starved:
         h = held.get(job.team) if job.team is not None else None
         kept_off = h.host if h is not None and h.job != job.id else None
-        asked = (job.team, replace(request_of(job), name=""), kept_off)
+        asked = (job.team, replace(request_of(job), name=""), kept_off, bool(job.image))
         if asked in tried:
             continue
         if len(tried) == PREEMPT_CANDIDATES:
             break
         tried.add(asked)
-        for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
+        hosts = {v.slot.host for v in victims_all} - {kept_off}  # type: ignore[union-attr]
+        for host in sorted(hosts & containers if job.image else hosts):
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):

@@ -96,11 +96,18 @@ def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dic
     """``config`` with each of its teams' quota, borrowing and weight as the lease holder keeps
     them (``terms``, the store's ``team_terms``: what the passes hold the teams to, where the
     reader's config may be an old copy of the admin's), and for each team whose config says
-    otherwise a line naming both. A team the store does not list keeps the config's."""
+    otherwise a line naming both. A team the store does not list keeps the config's: before
+    any holder kept terms, that is all there is; after, the holder has no such team, and its
+    line says so (its jobs wait, their team not configured)."""
     teams, said = [], {}
     for t in config.teams:
         kept = terms.get(t.name)
         if kept is None:
+            if terms:
+                said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
+                                "none): its jobs are not placed, where this config (%s) says "
+                                "quota %g GPUs" % (t.name, t.name, config.path or "in code",
+                                                   t.quota_gpus))
             teams.append(t)
             continue
         differ = [(what % held, what % mine) for what, held, mine in (

@@ -379,12 +379,19 @@ class SqlStore(Store):
                        for team, t in terms.items()], epoch)
 
     def team_terms(self) -> dict[str, TeamTerms]:
+        """The terms kept; a damaged row is left out, said in the log (as a team's hold): the
+        lease holder reads them before it writes, so as the store's damage they would stop
+        ``teams`` and every write of the terms for good; left out, the next write mends it."""
         def work(db: Any) -> dict[str, TeamTerms]:
             found = {}
             for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
                                    "FROM team_terms"):
-                check("team %s's quota" % r["team"], r, {"team": TEXT, "quota_gpus": NUM,
-                                                         "over_quota": FLAG, "weight": NUM})
+                try:
+                    check("team %s's quota" % r["team"], r, {"team": TEXT, "quota_gpus": NUM,
+                                                             "over_quota": FLAG, "weight": NUM})
+                except Unreadable as err:
+                    log.warning("%s: left out", err)
+                    continue
                 found[r["team"]] = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
                                              float(r["weight"]))
             return found
