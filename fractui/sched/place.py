@@ -158,6 +158,8 @@ def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
         return [Option((), (), (), (), keys)]
     taken: List[Tuple[int, tuple]] = []
     alike: Dict[Tuple[str, int], int] = {}  # usable GPUs of each model (and memory) so far
+    # the first k usable GPUs are the whole answer only where every GPU is of one model
+    enough = req.gpus if req.gpus and not links and all(k[:2] == kinds[0][:2] for k in kinds) else 0
     for i, (kind, key) in enumerate(zip(kinds, keys)):
         if shares is None:
             t = _take(kind, key, req)
@@ -173,7 +175,7 @@ def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
         if t is not None:
             taken.append((i, t if len(t) == 5 else t + (None,)))
             alike[kind[:2]] = alike.get(kind[:2], 0) + 1
-            if req.gpus and alike[kind[:2]] == req.gpus and not links and len(alike) == 1:
+            if len(taken) == enough:
                 break
     if req.gpus:
         return [_whole([(i, t) for i, t in taken if kinds[i][:2] == model], keys, req.gpus,
