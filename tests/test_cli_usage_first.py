@@ -48,6 +48,8 @@ CASES = [
     (["jobs", "gpu-x/j1"], "gpu-x"),
     (["logs", "gpu-x/j1"], "unknown host 'gpu-x'"),
     (["logs", "twelve"], "twelve"),
+    (["report", "--since", "1h", "--until", "2h"], "must be before --until"),
+    (["report", "--since", "2026-12-02", "--until", "2026-12-01"], "must be before --until"),
     (["trust", "gpu-x"], "unknown host 'gpu-x'"),
     (["doctor", "gpu-x"], "unknown host 'gpu-x'"),
 ]
