@@ -215,11 +215,12 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_only(config: Config, action: str, what: str, host: str) -> None:
-    """The store's rule, asked before any host is reached or even looked up in the config:
-    launch, stop and MIG changes steer the fleet, so they are the admin's (access.Denied,
-    exit 1, says who and what role), which a member is told rather than that her config has
-    no such ``host``; then ``host`` is looked up. (No store yet: the host first, so a typo
-    makes none: checked_store.store_of_a_host_verb.)"""
+    """The store's rule, asked before any host is reached: launch, stop and MIG changes
+    steer the fleet, so they are the admin's (access.Denied, exit 1, says who and what
+    role). ``host`` is looked up first where the config lists hosts (a typo is exit 2, the
+    store up or not), after the rule in a config of none, so a member is told the verb is
+    the admin's rather than that her config has no such host
+    (checked_store.store_of_a_host_verb)."""
     with _admins_store(config, action, what, host):
         pass
 

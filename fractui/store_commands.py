@@ -23,7 +23,8 @@ from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_num
 from fractui.config import Config, default_config_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
-from fractui.checked_store import heard_inventory, open_checked_store, store_of_a_host_verb
+from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
+                                   store_of_a_host_verb)
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
@@ -435,14 +436,16 @@ def resubmit_line(config: Config, job: Job) -> Tuple[str, str]:
 def _by_hand(config: Config, args: argparse.Namespace, action: str
              ) -> Iterator[Tuple[Store, Job, int, Asker]]:
     """``place``'s and ``move``'s start: their arguments checked, then the store open (closed
-    after), ``action`` authorized (before the host or the job is looked up: a member is told
-    the verb is the admin's) and the job read, before any host is asked."""
+    after), ``action`` authorized (before the job is looked up, and the host in a config of
+    no hosts: a member is told the verb is the admin's; checked_store.host_first) and the job
+    read, before any host is asked."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     gpu, number = gpu_index(args.gpu), job_number(args.job)
+    host_first(config, args.host)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
-    try:  # the admin's verbs: who may is said first, before the host or the job is looked up
+    try:  # the admin's verbs: who may is said first, before the job is looked up
         intents.authorize(store, asker, action, None, "job %d" % number)
         config.host(args.host)
         job = store.get(number)
@@ -711,7 +714,7 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
 def uncordon(config: Config, args: argparse.Namespace) -> int:
     gpu = None if args.gpu is None else gpu_index(args.gpu)
     asker = Asker.here(config.teams)
-    store = _store_of(config, args.host)
+    store = _store_of(config, args.host, known_first=False)
     try:
         _admin_first(store, config, args.host, gpu)
         if not any(c.host == args.host for c in store.cordons()):
@@ -732,11 +735,11 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_of(config: Config, host: str) -> Store:
-    """The store as cordon, drain and uncordon open it: before ``host`` is looked up, unless
-    none is made yet (checked_store.store_of_a_host_verb: a typo makes none)."""
+def _store_of(config: Config, host: str, known_first: bool = True) -> Store:
+    """The store as cordon, drain and uncordon open it (checked_store.store_of_a_host_verb:
+    a typo is said first, and makes none)."""
     return store_of_a_host_verb(config, host, lambda make: open_checked_store(
-        config, hear=False, make=make))
+        config, hear=False, make=make), known_first)
 
 
 def _admin_first(store: Store, config: Config, host: str, gpu: Optional[int]) -> None:

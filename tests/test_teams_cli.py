@@ -477,3 +477,37 @@ def test_next_is_the_order_the_pass_takes_the_teams_up_in():
         served = _fair(waiting, lambda: usage, priority, r.usage_weight)
         assert list(dict.fromkeys(j.team for j in served)) == team_order(jobs, queues, teams,
                                                                           r)
+
+
+def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_is_shown_marked(tmp_path, capfd):
+    """A team removed from the config while its jobs still held GPUs was in no line of
+    ``teams`` (``queues`` lists a queue gone from the config that has active jobs): its GPUs
+    held were nowhere. It is shown after the configured teams, its numbers from the store
+    (team_usage's counting), the config's (quota, share, next) unknown, and said not in this
+    config, in text and --json; the configured teams' numbers are as without it."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    fill(store, "vision", "nlp")
+    gone = store.submit("quarter", "audio", "old", ["sleep", "600"], {"gpu": 0.25}, "ops").id
+    store.place(gone, _share(0.25), "ops", "fits")
+    store.started(gone, "jold", None, "ops", "started")
+    store.submit("quarter", "audio", "new", ["sleep", "600"], {"gpu": 0.25}, "ops")
+    store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and not leaks(err), err
+    got = {t["name"]: t for t in json.loads(out)["teams"]}
+    assert list(got) == ["vision", "nlp", "audio"]
+    assert set(got["audio"]) == set(got["vision"]), got
+    assert (got["vision"]["configured"], got["audio"]["configured"]) == (True, False)
+    assert (got["audio"]["held"], got["audio"]["running"], got["audio"]["pending"]) == (
+        0.25, 1, 1)
+    assert (got["audio"]["quota"], got["audio"]["share"], got["audio"]["next"]) == (
+        None, None, None)
+    assert got["vision"]["held"] == 1.5 and got["nlp"]["held"] == 0.25
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and not leaks(err), err
+    row = next(line.split() for line in out.splitlines() if line.startswith("audio"))
+    assert row[:6] == ["audio", "?", "0.25", "0.00", "1", "1"], out
+    assert "audio: not in this config: the store holds active jobs of it (0.25 GPUs held), " \
+        "submitted under a config that had it" in out, out

@@ -425,7 +425,12 @@ class PostgresDialect(Dialect):
         return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
                                 ).fetchone()["now"])
 
-    def migrate(self, db: psycopg.Connection) -> None:
+    def up_to_date(self, db: psycopg.Connection) -> bool:
+        return self._version(db) == migrations("postgresql")[-1][0]
+
+    def _version(self, db: psycopg.Connection) -> int:
+        """The schema's version (-1: no store yet, where one may be made), once the database
+        is found safe to use and a fractui store's; read only, so asked in a read too."""
         if db.execute("SELECT has_schema_privilege('public', 'public', 'CREATE') AS open"
                       ).fetchone()["open"]:
             raise StoreDamaged(self.where, "every role may create objects in its schema public "
@@ -436,8 +441,7 @@ class PostgresDialect(Dialect):
         self._no_other_creates(db)
         self._no_team_owns(db)
         self._no_team_triggers(db)
-        known = migrations("postgresql")
-        latest = known[-1][0]
+        latest = migrations("postgresql")[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
                       (VERSION_TABLE,)).fetchone()["known"]:
             try:
@@ -465,7 +469,11 @@ class PostgresDialect(Dialect):
             raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
                                "this one knows up to %d): use that fractui, or upgrade this "
                                "one" % (have, latest))
-        pending = [(number, sql) for number, sql in known if number > have]
+        return have
+
+    def migrate(self, db: psycopg.Connection) -> None:
+        have = self._version(db)
+        pending = [(number, sql) for number, sql in migrations("postgresql") if number > have]
         if not pending:
             return
         was = self._as_owner(db)

@@ -111,6 +111,12 @@ class Dialect(abc.ABC):
         """Brings the schema up to date inside the caller's write transaction; StoreDamaged
         for a schema newer than this fractui knows."""
 
+    def up_to_date(self, db: Any) -> bool:
+        """Whether the schema lacks no migration, asked in a read: then the store is opened
+        by reads alone, and a lost connection leaves no write of its own unknown. False by
+        default (SQLite: a file, no commit's reply to lose; its open takes the write lock)."""
+        return False
+
     @abc.abstractmethod
     def announce(self, db: Any, topic: str) -> None:
         """Tells every feed that ``topic`` changed, in the caller's transaction."""
@@ -183,12 +189,20 @@ class SqlStore(Store):
         self.dialect = dialect
         self._lock = threading.Lock()
         self._db: Any = None
-        try:
-            self.uid = self._write(self._migrate)
+        try:  # a write only where a migration is due: a verb that reads writes nothing
+            self.uid = self._read(self._kept_uid) or self._write(self._migrate)
         except BaseException:
             self.close()
             raise
         self.where = dialect.where  # (as its connection found it: a PostgreSQL service's)
+
+    def _kept_uid(self, db: Any) -> Optional[str]:
+        """The store's id where its schema is up to date and the id made; else None (the
+        opening write, ``_migrate``, is due)."""
+        if not self.dialect.up_to_date(db):
+            return None
+        row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        return None if row is None else str(row["value"])
 
     def _migrate(self, db: Any) -> str:
         self.dialect.migrate(db)
