@@ -129,6 +129,34 @@ def test_the_running_jobs_of_a_dropped_team_hold_no_quota_and_may_be_preempted(l
         "preempted: team vision (within quota) needs room for job %d" % needy.id]
 
 
+def test_a_teams_jobs_past_a_lowered_quota_are_borrowed_newest_first_and_may_be_preempted(
+        local_fleet):
+    """nlp's quota is cut from 2 GPUs to 1 while it runs two whole-GPU jobs placed within the
+    old one: what it holds past the new quota counts as borrowed, its job started last first,
+    so vision, within its quota, preempts that one (it waited for one of them to end)."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=2)],
+                    preempt_grace_s=2.0)
+    old = f.submit("whole", "nlp")
+    f.until(lambda: f.store.get(old.id).state == "running")
+    new = f.submit("whole", "nlp", POLITE)
+    f.until(lambda: f.store.get(new.id).state == "running")
+    assert not f.store.get(new.id).preemptible  # within nlp's quota while it was 2
+    cut = (TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1))
+    nlp = next(u for u in team_usage(f.store.jobs(ACTIVE), cut) if u.name == "nlp")
+    assert (nlp.used, nlp.within, nlp.borrowed) == (2.0, 1.0, 1.0)
+    with restarted(f, rewritten(f, teams=cut)) as sched:
+        needy = f.submit("whole", "vision")
+        until(f, sched, lambda: f.store.get(needy.id).state == "running")
+    assert f.store.get(old.id).state == "running"  # within the new quota: never preempted
+    back = f.store.get(new.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    assert back.reason == "team nlp is at its quota (1.00 of 1.00 GPUs held)"
+    preempted = [e for e in f.store.audit_log(new.id) if e.action == "preempt"]
+    assert [e.why for e in preempted] == [
+        "preempted: team vision (within quota) needs room for job %d" % needy.id]
+
+
 def test_a_job_on_a_gpu_its_host_no_longer_has_is_lost_and_runs_again(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], host_lost_s=1.0)
     job = f.submit("quarter")

@@ -31,7 +31,7 @@ from fractui.sched.mig import profile_for
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
-                                 gpu_charge, team_usage, within_quota)
+                                 gpu_charge, past_quota_jobs, team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot
 from fractui.words import duration, first_of, gib
 
@@ -292,15 +292,16 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
                            and j.slot is not None and j.slot.host in usable for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, held,
-                                       cordons, containers)
+                                       cordons, containers, teams)
     return result
 
 
-def borrowed(job: Job, usage: Dict[str, TeamUsage]) -> bool:
+def borrowed(job: Job, usage: Dict[str, TeamUsage], past: AbstractSet[int]) -> bool:
     """Whether a running job holds capacity beyond a quota, so a team within its quota may
-    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), or one
-    of a team the config no longer has (it has no quota at all)."""
-    return job.preemptible or bool(usage) and job.team not in usage
+    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), one of
+    a team the config no longer has (it has no quota at all), or one of those that hold its
+    team past a quota lowered since they were placed (``past``: quota.past_quota_jobs)."""
+    return job.preemptible or bool(usage) and job.team not in usage or job.id in past
 
 
 def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
@@ -575,17 +576,18 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage],
              held: Mapping[str, Hold], cordons: Sequence[Cordon],
-             containers: AbstractSet[str]) -> List[Preemption]:
-    """For the first starved job that borrowed jobs can make room for: the fewest of them
-    (newest first, on one host in service) whose end lets it be placed within its team's
-    quota, beside what the team holds for another of its jobs (``held``: not on a host held
+             containers: AbstractSet[str], teams: Sequence[TeamConfig]) -> List[Preemption]:
+    """For the first starved job that borrowed jobs (``borrowed``, by ``teams``' quotas) can
+    make room for: the fewest of them (newest first, on one host in service) whose end lets
+    it be placed within its team's quota, beside what the team holds for another of its jobs (``held``: not on a host held
     for that one either), on a host with a container runtime (``containers``) for a job of an
     image. A job asking what one tried already asked (its team, its request, the host kept
     off, whether it runs in a container) is not tried again, nor counted among the
     PREEMPT_CANDIDATES: no end would make room for it, and many alike ahead would keep a later
     job from being tried."""
+    past = past_quota_jobs(jobs, teams)
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
-                          and borrowed(j, usage)),
+                          and borrowed(j, usage, past)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
     tried: Set[Tuple[Optional[str], Request, Optional[str], bool]] = set()
     for job in starved:
