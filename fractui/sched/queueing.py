@@ -589,12 +589,12 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              containers: AbstractSet[str], teams: Sequence[TeamConfig]) -> List[Preemption]:
     """For the first starved job that borrowed jobs (``borrowed``, by ``teams``' quotas) can
     make room for: the fewest of them (newest first, on one host in service) whose end lets
-    it be placed within its team's quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either), on a host with a container runtime (``containers``) for a job of an
-    image. A job asking what one tried already asked (its team, its request, the host kept
-    off, whether it runs in a container) is not tried again, nor counted among the
-    PREEMPT_CANDIDATES: no end would make room for it, and many alike ahead would keep a later
-    job from being tried."""
+    it be placed within its team's quota, beside what the team holds for another of its jobs
+    (``held``: not on a host held for that one either), on a host with a container runtime
+    (``containers``) for a job of an image. A job asking what one tried already asked (its
+    team, its request, the host kept off, whether it runs in a container) is not tried again,
+    nor counted among the PREEMPT_CANDIDATES: no end would make room for it, and many alike
+    ahead would keep a later job from being tried."""
     past = past_quota_jobs(jobs, teams)
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage, past)),
