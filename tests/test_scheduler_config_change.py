@@ -3,7 +3,8 @@ the scheduler restarted on it (as `fractui scheduler` is after an edit), on real
 and the same store: jobs on a host the config dropped count as lost (requeued after
 host_lost_s, their charge released, the audit saying why), as do jobs on a GPU their host no
 longer has; a dropped queue starts no more jobs and says so; the running jobs of a dropped
-team hold no quota, so a team within its quota may preempt them."""
+team hold no quota, so a team within its quota may preempt them, as it may a team's jobs that
+hold it past a quota lowered since they were placed (its newest first)."""
 
 from __future__ import annotations
 
