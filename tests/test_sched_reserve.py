@@ -344,3 +344,34 @@ def test_a_container_job_preempts_only_where_a_runtime_runs_it_and_asks_apart_fr
     both = schedule([h, c], running + [boxed, job(31, QUARTER, team="vision", at=1.0)],
                     (QUARTER,), teams, "u")
     assert [(p.victim, p.for_job) for p in both.preemptions] == [(4, 31)], both.waiting
+
+
+def test_a_cpu_only_job_is_told_what_it_asks_for_not_gpus_or_a_quota_it_does_not_charge():
+    """h's 64 CPUs are all booked by nlp's own quarter jobs, within its quota of 1 GPU (at it):
+    nlp's CPU-only job asks 8 CPUs and finds no room. It charges no GPU, so its team's quota
+    is not what it waits for, nor a GPU slice: it waits for CPUs and RAM. Nothing is
+    preemptible, so it preempts nothing."""
+    big, cpu = QueueConfig("big", gpu=0.25, cpus=16), QueueConfig("cpu", cpus=8, memory=4)
+    own = [replace(job(i, big, at=-100.0), state=RUNNING, started_at=-50.0,
+                   slot=Slot("h", (i % 2,), memory_mib=23034 // 4, charge=0.25))
+           for i in range(1, 5)]
+    result = schedule([view()], own + [job(5, cpu)], (big, cpu), TEAMS, "u")
+    assert result.waiting[5] == "no room: no host in the fleet has 8 CPUs and 4 GiB RAM free " \
+                                "for it", result.waiting
+    assert not waits_at_quota(result.waiting[5]) and result.preemptions == []
+
+
+def test_a_cpu_only_job_is_not_held_back_by_the_quota_its_team_holds_for_another():
+    """A quarter of nlp's quota frees up; nlp holds its quota for whole-GPU job 50, waiting
+    past the bound, so its quarter job 51 takes only what is left beside that (nothing); its
+    CPU-only job 52 charges no GPU: it starts."""
+    s = busy_nlp()
+    s.end(1)
+    s.jobs[52] = job(52, QueueConfig("cpu", cpus=8), at=2.0)
+    result = schedule(s.views, list(s.jobs.values()), QUEUES + (QueueConfig("cpu", cpus=8),),
+                      TEAMS, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "is held for it" in result.waiting[50] and HELD_51 in result.waiting[51]
+    assert [d.job for d in result.decisions] == [52], result.waiting
+
+
+HELD_51 = "team nlp's free quota is held for job 50"
