@@ -19,7 +19,8 @@ from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE, Job
 from fractui.terminal import one_line, print_json, say, table, width
 from fractui.sched.standing import (Reserved, UsageRead, as_kept, bounds_of, held_beyond,
-                                   next_of, next_order, reserved, standing, waiting)
+                                   next_of, next_order, reserved, scheduled, standing,
+                                   waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -58,7 +59,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
     bounds = bounds_of(shown, held)
-    order = next_order(jobs, config, usage)
+    order = next_order(jobs, scheduled(config, terms), usage)  # (the passes' turns)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]

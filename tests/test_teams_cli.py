@@ -559,3 +559,21 @@ def test_a_team_this_config_lacks_that_the_scheduler_holds_is_shown_as_held(tmp_
     assert _rows(out)["audio"][:2] == ["audio", "2"], out
     assert ("fractui: team audio: not in this config (%s): the scheduler holds it to quota 2 "
             "GPUs, over_quota off, weight 1: the scheduler's are shown" % config) in err, err
+
+
+def test_a_team_the_scheduler_holds_no_terms_of_has_no_turn(tmp_path, capfd):
+    """nlp is in this config, not in the lease holder's (its terms list vision alone): its
+    line says its jobs are not placed, yet NEXT gave it the first turn, and vision the second,
+    where the passes take up vision's alone. NEXT is the scheduler's order: nlp's "-"."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.submit("quarter", "nlp", "n", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.submit("quarter", "vision", "v", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)})
+    finally:
+        store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"nlp": 1, "vision": 1})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "its jobs are not placed" in err, err
+    assert (_rows(out)["nlp"][-1], _rows(out)["vision"][-1]) == ("-", "1"), out

@@ -144,6 +144,15 @@ def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[J
     return replace(config, teams=config.teams + added), said
 
 
+def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
+    """``config`` with only the teams the lease holder keeps terms of (all, before any holder
+    kept terms): those its passes take up, so the order of turns (``next_order``) is theirs.
+    One this config has beyond them is said not placed (``as_kept``), and has no turn."""
+    if not terms:
+        return config
+    return replace(config, teams=tuple(t for t in config.teams if t.name in terms))
+
+
 def _on(flag: bool) -> str:
     return "on" if flag else "off"
 
