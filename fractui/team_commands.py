@@ -18,8 +18,9 @@ from fractui.sched.quota import TeamUsage, team_usage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE, Job
 from fractui.terminal import one_line, print_json, say, table, width
-from fractui.sched.standing import (Reserved, UsageRead, as_kept, bounds_of, next_of,
-                                   next_order, reserved, standing, waiting)
+from fractui.sched.standing import (Reserved, UsageRead, as_kept, bounds_of, held_beyond,
+                                   next_of, next_order, reserved, scheduled, standing,
+                                   waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -40,12 +41,15 @@ def teams(config: Config, args: argparse.Namespace) -> int:
             print_json({"teams": [], "as_of": None, "scheduler": None,
                         "usage_weight": config.fairshare.usage_weight})
         return 0
-    fair = config.fairshare
+    fair, mine = config.fairshare, {t.name for t in config.teams}
     store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
-        config, unlike = as_kept(config, store.team_terms())
+        terms = store.team_terms()
+        config, unlike = as_kept(config, terms)
         jobs = store.jobs(ACTIVE)
+        config, beyond = held_beyond(config, terms, jobs)  # (an old copy's: the holder's)
+        unlike.update(beyond)
         usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
         trouble = store.trouble()
         lease = store.lease_holder()
@@ -55,7 +59,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
     bounds = bounds_of(shown, held)
-    order = next_order(jobs, config, usage)
+    order = next_order(jobs, scheduled(config, terms), usage)  # (the passes' turns)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]
@@ -70,7 +74,8 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         say(NO_SCHEDULER)
     if args.json:
         print_json({"teams": [_record(u, starved, holding, order, fair.usage_weight,
-                                      bounds[u.name], now) for u in shown] + [
+                                      bounds[u.name], now, u.name in mine)
+                              for u in shown] + [
                                           _gone_record(u) for u in gone],
                     "as_of": now, "scheduler": lease[0] if lease else None,
                     "usage_weight": fair.usage_weight})
@@ -128,11 +133,12 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
 
 def _record(u: TeamUsage, starved: Sequence[Starved], holding: Sequence[Reserved],
             order: Sequence[str], usage_weight: float, max_waiting: int,
-            now: float) -> Dict[str, Any]:
-    """A team as ``teams --json`` prints it (docs/cli.md, JSON output)."""
+            now: float, configured: bool = True) -> Dict[str, Any]:
+    """A team as ``teams --json`` prints it (docs/cli.md, JSON output); ``configured``:
+    whether this config has it (not: one the scheduler holds, standing.held_beyond)."""
     s = next((s for s in starved if s.team == u.name), None)
     r = next((r for r in holding if r.team == u.name), None)
-    return {"name": u.name, "configured": True, "quota": u.quota, "held": u.used,
+    return {"name": u.name, "configured": configured, "quota": u.quota, "held": u.used,
             "borrowed": u.borrowed,
             "within": u.within, "running": u.running, "pending": u.pending,
             "waiting": u.waiting, "max_waiting": max_waiting,

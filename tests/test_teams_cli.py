@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -511,3 +511,69 @@ def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_is_shown_marked(tmp_pa
     assert row[:6] == ["audio", "?", "0.25", "0.00", "1", "1"], out
     assert "audio: not in this config: the store holds active jobs of it (0.25 GPUs held), " \
         "submitted under a config that had it" in out, out
+
+
+def test_a_team_this_config_lacks_that_the_scheduler_holds_is_shown_as_held(tmp_path, capfd):
+    """A member's old copy lacks audio, which the admin added: the lease holder keeps its
+    terms (quota 2) and its passes give it its quota, share and turn. ``teams`` showed it as a
+    team no config has (quota and share "?", NEXT "-", "submitted under a config that had
+    it"), and ranked the configured teams without it: not what the scheduler does. It is
+    shown as the scheduler holds it, as a team whose terms differ from this config's is, with
+    a line on stderr saying this config lacks it; ``"configured": false`` in --json."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        fill(store, "vision", "nlp")
+        running = store.submit("quarter", "audio", "old", ["sleep", "600"], {"gpu": 0.25},
+                               "ops").id
+        store.place(running, _share(0.25), "ops", "fits")
+        store.started(running, "jold", None, "ops", "started")
+        store.submit("quarter", "audio", "new", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0),
+                               "nlp": TeamTerms(2.0, False, 1.0),
+                               "audio": TeamTerms(2.0, False, 1.0)})
+    finally:
+        store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and not leaks(err), err
+    got = {t["name"]: t for t in json.loads(out)["teams"]}
+    assert list(got) == ["vision", "nlp", "audio"], got
+    assert (got["audio"]["configured"], got["audio"]["quota"], got["vision"]["configured"]
+            ) == (False, 2.0, True), got["audio"]
+    assert got["audio"]["share"] is not None and got["audio"]["next"] is not None, got
+    held = load_config(str(config))
+    held = replace(held, teams=held.teams + (TeamConfig("audio", 2.0),))
+    store = open_store("sqlite://%s" % db, make=False)
+    try:
+        usage = UsageRead.of([], held, store.now())
+        jobs = store.jobs(ACTIVE)
+    finally:
+        store.close()
+    assert [t["name"] for t in sorted(got.values(), key=lambda t: t["next"] or 99)
+            if t["next"] is not None] == team_order(jobs, held.queues, held.teams,
+                                                     Recent.of(held.fairshare.usage_weight,
+                                                               usage.recent))
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "not in this config: the store holds" not in out, out
+    assert _rows(out)["audio"][:2] == ["audio", "2"], out
+    assert ("fractui: team audio: not in this config (%s): the scheduler holds it to quota 2 "
+            "GPUs, over_quota off, weight 1: the scheduler's are shown" % config) in err, err
+
+
+def test_a_team_the_scheduler_holds_no_terms_of_has_no_turn(tmp_path, capfd):
+    """nlp is in this config, not in the lease holder's (its terms list vision alone): its
+    line says its jobs are not placed, yet NEXT gave it the first turn, and vision the second,
+    where the passes take up vision's alone. NEXT is the scheduler's order: nlp's "-"."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.submit("quarter", "nlp", "n", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.submit("quarter", "vision", "v", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)})
+    finally:
+        store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"nlp": 1, "vision": 1})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "its jobs are not placed" in err, err
+    assert (_rows(out)["nlp"][-1], _rows(out)["vision"][-1]) == ("-", "1"), out

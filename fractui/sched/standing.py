@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig
+from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig, TeamConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
@@ -122,6 +122,35 @@ def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dic
         teams.append(replace(t, quota_gpus=kept.quota_gpus, over_quota=kept.over_quota,
                              weight=kept.weight))
     return replace(config, teams=tuple(teams)), said
+
+
+def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
+                ) -> Tuple[Config, Dict[str, str]]:
+    """``config`` with each team it lacks that the lease holder keeps terms of and the store
+    holds active jobs of, at those terms (after its own teams), and for each a line saying
+    so. The passes give such a team its quota, share and turn (this config is an old copy of
+    the admin's): shown as one no config has ("?", no turn), it and the turns of the others
+    were not what the scheduler does."""
+    known = {t.name for t in config.teams}
+    names = sorted({j.team for j in jobs if j.team is not None and j.team not in known
+                    and j.team in terms})
+    added = tuple(TeamConfig(n, quota_gpus=terms[n].quota_gpus,
+                             over_quota=terms[n].over_quota, weight=terms[n].weight)
+                  for n in names)
+    said = {t.name: "team %s: not in this config (%s): the scheduler holds it to quota %g "
+            "GPUs, over_quota %s, weight %g: the scheduler's are shown" % (
+                printable(t.name), config.path or "in code", t.quota_gpus,
+                _on(t.over_quota), t.weight) for t in added}
+    return replace(config, teams=config.teams + added), said
+
+
+def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
+    """``config`` with only the teams the lease holder keeps terms of (all, before any holder
+    kept terms): those its passes take up, so the order of turns (``next_order``) is theirs.
+    One this config has beyond them is said not placed (``as_kept``), and has no turn."""
+    if not terms:
+        return config
+    return replace(config, teams=tuple(t for t in config.teams if t.name in terms))
 
 
 def _on(flag: bool) -> str:
