@@ -484,7 +484,8 @@ def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_is_shown_marked(tmp_pa
     ``teams`` (``queues`` lists a queue gone from the config that has active jobs): its GPUs
     held were nowhere. It is shown after the configured teams, its numbers from the store
     (team_usage's counting), the config's (quota, share, next) unknown, and said not in this
-    config, in text and --json; the configured teams' numbers are as without it."""
+    config, in text and --json; the configured teams' numbers are as without it. All it holds
+    is borrowed: it has no quota, and a pass may preempt its jobs (queueing.borrowed)."""
     db = tmp_path / "store.db"
     store = open_store("sqlite://%s" % db)
     fill(store, "vision", "nlp")
@@ -500,15 +501,15 @@ def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_is_shown_marked(tmp_pa
     assert list(got) == ["vision", "nlp", "audio"]
     assert set(got["audio"]) == set(got["vision"]), got
     assert (got["vision"]["configured"], got["audio"]["configured"]) == (True, False)
-    assert (got["audio"]["held"], got["audio"]["running"], got["audio"]["pending"]) == (
-        0.25, 1, 1)
+    assert (got["audio"]["held"], got["audio"]["borrowed"], got["audio"]["running"],
+            got["audio"]["pending"]) == (0.25, 0.25, 1, 1)
     assert (got["audio"]["quota"], got["audio"]["share"], got["audio"]["next"]) == (
         None, None, None)
     assert got["vision"]["held"] == 1.5 and got["nlp"]["held"] == 0.25
     code, out, err = in_process(capfd, ["--config", str(config), "teams"])
     assert code == 0 and not leaks(err), err
     row = next(line.split() for line in out.splitlines() if line.startswith("audio"))
-    assert row[:6] == ["audio", "?", "0.25", "0.00", "1", "1"], out
+    assert row[:6] == ["audio", "?", "0.25", "0.25", "1", "1"], out
     assert "audio: not in this config: the store holds active jobs of it (0.25 GPUs held), " \
         "submitted under a config that had it" in out, out
 
