@@ -22,8 +22,8 @@ from fractui.config import state_home
 from fractui.store import sqlite_file
 from fractui.store.base import Feed, Identity, StoreDamaged, StoreError, StoreUnavailable
 from fractui.store.model import submitter
-from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
-                               statements)
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
+                               refused, statements)
 from fractui.whoami import os_user, uid_named
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
@@ -99,11 +99,11 @@ def _run_as_of(db: sqlite3.Connection) -> Callable[[Optional[str]], Optional[str
 
 
 def _initialise(db: sqlite3.Connection) -> None:
-    """A new store's schema, on a connection to its still private file (the SQL core gives
-    it its uid when first opened)."""
+    """A new store's schema and id, on a connection to its still private file."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("BEGIN IMMEDIATE")
     _migrate(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', ?)", (new_store_id(),))
     db.execute("COMMIT")
 
 
