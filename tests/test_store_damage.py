@@ -141,6 +141,11 @@ DAMAGE: Dict[str, tuple] = {
     "corrupt-row-json": (lambda data: data.replace(MARK, b'"' * len(MARK)),
                          "is damaged: job 1 holds ", ROW),
     "not-sqlite": (lambda data: b"PK\x03\x04" + data[4:], "is not an SQLite database", VERBS),
+    # a table's name in the schema no longer UTF-8: SQLite's words quote it (Python's sqlite3
+    # raised UnicodeDecodeError for them, said as fractui's internal error)
+    "schema-not-utf8": (lambda data: data.replace(b"tablechanges", b"table\x80hanges"),
+                        "is damaged: SQLite says 'malformed database schema (\\x80hanges)'",
+                        SOME),
     "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
                                  "users)", SOME),
     "newer-schema": (_version(99), "was written by a newer fractui (schema version 99", SOME),

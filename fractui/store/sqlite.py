@@ -173,7 +173,7 @@ class SqliteDialect(Dialect):
         if isinstance(err, (sqlite3.DataError, *UNSENDABLE)):  # (not IntegrityError: as
             # PostgreSQL's class 23, fractui's bug or a damaged store, never a host's value)
             return refused(self.where, str(err) or type(err).__name__)
-        if isinstance(err, (sqlite3.Error, OSError)):
+        if isinstance(err, (sqlite3.Error, OSError, UnicodeDecodeError)):
             return sqlite_file.translate(self.where, err)
         return None
 
