@@ -146,6 +146,11 @@ DAMAGE: Dict[str, tuple] = {
     "schema-not-utf8": (lambda data: data.replace(b"tablechanges", b"table\x80hanges"),
                         "is damaged: SQLite says 'malformed database schema (\\x80hanges)'",
                         SOME),
+    # a column's name in the schema changed: SQLite's check finds nothing, each read of the
+    # table failed on the name (IndexError, said as fractui's internal error)
+    "schema-column": (lambda data: data.replace(b"updated_at   REAL", b"u_dated_at   REAL"),
+                      "is damaged: its table jobs has no column 'updated_at'; it has "
+                      "'u_dated_at' instead", SOME),
     "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
                                  "users)", SOME),
     "newer-schema": (_version(99), "was written by a newer fractui (schema version 99", SOME),

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Callable, Optional, Tuple
+from functools import lru_cache
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
@@ -25,6 +26,7 @@ from fractui.store.model import submitter
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.whoami import os_user, uid_named
+from fractui.words import quoted
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 
@@ -74,6 +76,45 @@ def _migrate(db: sqlite3.Connection) -> None:
             for statement in statements(sql):
                 db.execute(statement)
             db.execute("PRAGMA user_version = %d" % number)
+
+
+def _columns(db: sqlite3.Connection) -> Dict[str, FrozenSet[str]]:
+    """Each table's columns, as the file's schema says them."""
+    tables = [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: frozenset(r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)",
+                                                  (t,))) for t in tables}
+
+
+@lru_cache(maxsize=1)
+def _columns_made() -> Dict[str, FrozenSet[str]]:
+    """Each table's columns as this fractui's migrations make them."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.create_function("fractui_run_as", 1, lambda _submitter: None)
+        for _, sql in _migrations():
+            for statement in statements(sql):
+                db.execute(statement)
+        return _columns(db)
+    finally:
+        db.close()
+
+
+def _check_columns(path: str, db: sqlite3.Connection) -> None:
+    """Refuses a store, once migrated, whose tables lack a column fractui made: a byte of its
+    schema changed (``u_dated_at``) passes SQLite's check, and every read of that table
+    failed on the column it names."""
+    have = _columns(db)
+    for table, made in sorted(_columns_made().items()):
+        if table not in have:
+            raise StoreDamaged(path, "is damaged: it has no table %s%s" % (
+                table, sqlite_file.MOVE_AWAY))
+        lacks = sorted(made - have[table])
+        if lacks:
+            extra = sorted(have[table] - made)
+            raise StoreDamaged(path, "is damaged: its table %s has no column %s%s%s" % (
+                table, ", ".join(map(quoted, lacks)), "; it has %s instead" % ", ".join(
+                    map(quoted, extra)) if extra else "", sqlite_file.MOVE_AWAY))
 
 
 def _is_admin(uid: int, owner: int) -> bool:
@@ -156,6 +197,7 @@ class SqliteDialect(Dialect):
         have = db.execute("PRAGMA user_version").fetchone()[0]
         try:
             _migrate(db)
+            _check_columns(self.where, db)
         except sqlite3.Error as err:
             if type(sqlite_file.translate(self.where, err)) is not StoreUnavailable:
                 raise  # full, read-only, busy or damaged: said as such
