@@ -1,15 +1,18 @@
 """Every param of every method given any JSON value hypothesis makes (test_protocol_fuzz
 draws from fixed lists), and request lines with bytes changed, through a real agent: one
-well-formed answer each, never -32603, the agent serving the next line."""
+well-formed answer each, never -32603, the agent serving the next line; and lines cut short
+on the daemon's socket, which hold up no other client."""
 
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from remote_agent.daemon.paths import AgentPaths
 from tests.test_protocol_fuzz import NEVER_VALID, SCHEMA, VALID, Session, well_formed
 
 JSON = st.recursive(
@@ -87,3 +90,35 @@ def test_a_damaged_line_gets_one_well_formed_answer_or_none(agent, line):
     assert len(got) <= 1, got
     if got:
         well_formed(got[0])
+
+
+def _connected(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(10)
+    return sock
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(line=st.sampled_from(VALID_LINES), cut=st.integers(0, 200),
+       junk=st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")), ends=st.booleans())
+def test_a_line_cut_short_holds_up_no_other_client(agent, tmp_path, line, cut, junk, ends):
+    """A client of the daemon's socket that sent part of a line, and waits or ends there: the
+    next client is answered, and the first gets a well-formed answer or none."""
+    agent.call("hello")  # the daemon runs
+    path = AgentPaths(str(tmp_path / "state")).socket
+    cut_short = _connected(path)
+    with cut_short:
+        cut_short.sendall(line[:cut] + junk)
+        if ends:
+            cut_short.shutdown(socket.SHUT_WR)
+        other = _connected(path)
+        with other, other.makefile("rb") as answers:
+            other.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n')
+            assert "result" in json.loads(answers.readline())
+        if ends:
+            with cut_short.makefile("rb") as answers:
+                for raw in answers.read().splitlines():
+                    well_formed(json.loads(raw))
+    assert agent.call("daemon.version")
