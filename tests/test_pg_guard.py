@@ -1126,8 +1126,8 @@ def _store_of_schema_4(pg_server) -> tuple:
 
 
 def _store_of_schema(pg_server, version: int) -> tuple:
-    """A new database holding a store of schema ``version``, as fractui's migrations made it:
-    (database, a tag for this test's role names)."""
+    """A new database holding a store of schema ``version``, as fractui's migrations made it,
+    with its id: (database, a tag for this test's role names)."""
     from fractui.store.sql import migrations, statements
 
     db = pg_server.new_database()
@@ -1138,6 +1138,7 @@ def _store_of_schema(pg_server, version: int) -> tuple:
         if number <= version:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
+    pg_server.sql("INSERT INTO meta (key, value) VALUES ('uid', '01d00001')", db=db)
     return db, tag
 
 

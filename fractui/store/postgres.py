@@ -37,8 +37,8 @@ from psycopg.sql import Identifier
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError,
                                 StoreForbidden, StoreFull, StoreReadOnly, StoreUnavailable)
-from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
-                               statements)
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
+                               refused, statements)
 from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
 from remote_agent.daemon.trust import python_code
@@ -477,7 +477,8 @@ class PostgresDialect(Dialect):
         if not pending:
             return
         was = self._as_owner(db)
-        if have < 0:
+        made = have < 0  # (its id is given in the same transaction: SqlStore._migrate)
+        if made:
             who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
                              "'CREATE') AS may").fetchone()
             if not who["may"]:  # a team member before the admin's first run: say so
@@ -506,6 +507,8 @@ class PostgresDialect(Dialect):
                     number, have, self.user, err.diag.message_primary or err,
                     _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
+        if made:
+            db.execute("INSERT INTO meta (key, value) VALUES ('uid', %s)", (new_store_id(),))
         db.execute("SELECT set_config('role', %s, true)", (was,))  # (what follows: as before)
 
     def _no_other_creates(self, db: psycopg.Connection) -> None:

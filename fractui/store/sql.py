@@ -18,6 +18,7 @@ import abc
 import json
 import logging
 import math
+import re
 import threading
 import uuid
 from functools import lru_cache
@@ -177,6 +178,16 @@ def refused(where: str, words: str) -> StoreRefused:
         quoted(" ".join(words.split()), REFUSED_MOST)))
 
 
+STORE_ID = re.compile(r"[0-9a-f]{8}")  # meta.uid, as new_store_id gives it
+
+
+def new_store_id() -> str:
+    """A new store's id (meta.uid), given in the transaction that makes the store. Every agent
+    job's key holds it (``Job.key``): a store given another later would find none of its jobs
+    on their hosts, and take each for a copy of a job it does not have."""
+    return uuid.uuid4().hex[:8]
+
+
 # What a submit's key stands for, in the order ``submit`` compares them: a retry with another
 # of these is not the same submit, and is told which.
 SUBMITTED = ("queue", "team", "name", "command", "cwd", "env", "image", "host user it runs as")
@@ -205,14 +216,16 @@ class SqlStore(Store):
         return None if row is None else str(row["value"])
 
     def _migrate(self, db: Any) -> str:
+        """The store brought up to date, and its id: given as the store was made (its
+        dialect's), never after, so one lost or damaged is said, not replaced by another."""
         self.dialect.migrate(db)
         row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
-        if row is None:  # read first: a user who may not write meta (the guard) opens it too
-            self._run(db, "INSERT INTO meta (key, value) VALUES ('uid', ?)",
-                      (uuid.uuid4().hex[:8],))
-            row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
         if row is None:
             raise self.dialect.damaged("it has no store id (meta.uid)")
+        check("its store id (meta.uid)", row, {"value": TEXT})
+        if not STORE_ID.fullmatch(row["value"]):
+            raise self.dialect.damaged("its store id (meta.uid) is %s, not the 8 hex digits "
+                                       "fractui writes" % quoted(row["value"]))
         return str(row["value"])
 
     # -- transactions --

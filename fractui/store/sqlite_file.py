@@ -386,9 +386,14 @@ def _no_space(path: str) -> bool:
 
 
 def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
-    """The store's error for a driver's (or the system's) error met at ``path``."""
+    """The store's error for a driver's (or the system's) error met at ``path``. Python's
+    sqlite3 raises UnicodeDecodeError for SQLite's words that are not UTF-8: they quote a
+    damaged name (``malformed database schema (\\x80hanges)``)."""
     name = getattr(err, "sqlite_errorname", "") or ""
     code = getattr(err, "errno", None)
+    if isinstance(err, UnicodeDecodeError):
+        said = bytes(err.object).decode("utf-8", "surrogateescape")
+        return StoreDamaged(path, "is damaged: SQLite says %s%s" % (quoted(said), MOVE_AWAY))
     text = str(err) or type(err).__name__
     what = (doing + ": " if doing else "") + text
     if name.startswith("SQLITE_FULL") or code in (errno.ENOSPC, errno.EDQUOT) or (
