@@ -5,6 +5,7 @@ server can refuse said in the store's words (where, never a password)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -805,6 +806,25 @@ def test_a_database_whose_schema_version_was_set_back_is_said_damaged_and_kept(
     assert str(damaged.value).endswith(": holds what fractui never wrote: %s; restore the "
                                        "database from a backup" % says), str(damaged.value)
     assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == kept
+
+
+@pytest.mark.parametrize("change, says", [
+    ("DELETE FROM meta WHERE key = 'uid'", "it has no store id (meta.uid)"),
+    ("UPDATE meta SET value = 'x y' WHERE key = 'uid'",
+     "its store id (meta.uid) is 'x y', not the 8 hex digits fractui writes"),
+])
+def test_a_database_whose_store_id_is_lost_is_refused_by_a_read_too(pg_server, pg_url, change,
+                                                                     says):
+    """An up-to-date store opens by reads alone; the id it reads there is checked as the
+    opening write checks it, never taken as it is (every job's key on the hosts is made of
+    it), nor replaced."""
+    db = pg_url.rsplit("/", 1)[1]
+    open_store(pg_url).close()
+    pg_server.sql(change, db=db)
+    kept = pg_server.sql("SELECT key, value FROM meta ORDER BY key", db=db)
+    with pytest.raises(StoreDamaged, match=re.escape(says)):
+        open_store(pg_url)
+    assert pg_server.sql("SELECT key, value FROM meta ORDER BY key", db=db) == kept
 
 
 def test_a_database_not_in_utf8_is_refused_and_a_utf8_one_is_spoken_in_utf8(

@@ -208,17 +208,18 @@ class SqlStore(Store):
         self.where = dialect.where  # (as its connection found it: a PostgreSQL service's)
 
     def _kept_uid(self, db: Any) -> Optional[str]:
-        """The store's id where its schema is up to date and the id made; else None (the
-        opening write, ``_migrate``, is due)."""
-        if not self.dialect.up_to_date(db):
-            return None
-        row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
-        return None if row is None else str(row["value"])
+        """The store's id where its schema is up to date; else None (the opening write,
+        ``_migrate``, is due)."""
+        return self._uid(db) if self.dialect.up_to_date(db) else None
 
     def _migrate(self, db: Any) -> str:
-        """The store brought up to date, and its id: given as the store was made (its
-        dialect's), never after, so one lost or damaged is said, not replaced by another."""
+        """The store brought up to date, and its id."""
         self.dialect.migrate(db)
+        return self._uid(db)
+
+    def _uid(self, db: Any) -> str:
+        """The store's id: given as the store was made (its dialect's), never after, so one
+        lost or damaged is said, not replaced by another."""
         row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
         if row is None:
             raise self.dialect.damaged("it has no store id (meta.uid)")
