@@ -118,7 +118,7 @@ class Agent:
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
-                "sim.hold": Method(self.sim_hold, ("function", "gate", "after")),
+                "sim.hold": Method(self.sim_hold, ("function", "gate", "after", "skip")),
                 "sim.health": Method(self.sim_health,
                                      ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
                 "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
@@ -790,9 +790,9 @@ class Agent:
 
     def sim_hold(self, p: Params) -> Dict[str, Any]:
         function, gate = p.text("function"), p.text("gate")
-        after = p.flag("after", False)
-        self._sim(lambda: self.sim.sim_hold(function, gate, after))
-        return {"function": function, "gate": gate, "after": after}
+        after, skip = p.flag("after", False), p.integer("skip", 0, minimum=0)
+        self._sim(lambda: self.sim.sim_hold(function, gate, after, skip))
+        return {"function": function, "gate": gate, "after": after, "skip": skip}
 
     def sim_health(self, p: Params) -> Dict[str, Any]:
         index = self._gpu(p).index
