@@ -67,9 +67,9 @@ def _error_words(words: str) -> str:
     return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
 
 
-ERROR_DATA_READ = ("class", "reason")
-"""What of an agent error's ``data`` the admin reads (docs/protocol.md): its class, and a
-failed start's exact reason."""
+ERROR_DATA_READ = ("class", "reason", "degraded")
+"""What of an agent error's ``data`` the admin reads (docs/protocol.md): its class, a failed
+start's exact reason, and what a MIG change that could not be rolled back left."""
 
 
 def _error_data(data: Any) -> Dict[str, str]:
