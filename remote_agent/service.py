@@ -116,7 +116,8 @@ class Agent:
                                                  ("pid", "used_mib")),
                 "sim.set_process_util": Method(self.sim_set_process_util, ("pid", "util")),
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
-                "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
+                "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count",
+                                                      "after")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
                 "sim.hold": Method(self.sim_hold, ("function", "gate", "after", "skip")),
                 "sim.health": Method(self.sim_health,
@@ -781,8 +782,11 @@ class Agent:
         if not isinstance(code, int):
             raise RpcError(rpc.INVALID_PARAMS, "unknown NVML error %r" % (error,))
         skip, count = p.integer("skip", 0, minimum=0), p.integer("count", 1, minimum=1)
-        self._sim(lambda: self.sim.sim_inject_fault(function, code, skip=skip, count=count))
-        return {"function": function, "code": code, "skip": skip, "count": count}
+        after = p.flag("after", False)
+        self._sim(lambda: self.sim.sim_inject_fault(function, code, skip=skip, count=count,
+                                                    after=after))
+        return {"function": function, "code": code, "skip": skip, "count": count,
+                "after": after}
 
     def sim_clear_faults(self, p: Params) -> Dict[str, Any]:
         self.sim.sim_clear_faults()

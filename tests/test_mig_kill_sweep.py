@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.rpc.jsonrpc import RpcError
 from remote_agent.service import Agent
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import simload
@@ -67,13 +68,16 @@ KINDS = [
          ((False, False), Counter()), destroyed_first=True),
 ]
 
-_CUTS: Dict[str, List[Tuple[str, int, bool]]] = {}
+# an NVML error: (function, its calls before, code, whether the call first took effect)
+Fault = Optional[Tuple[str, int, int, bool]]
+Cut = Tuple[str, int, bool]  # (function, its calls before, after it took effect)
+_CUTS: Dict[Tuple[str, Fault], List[Cut]] = {}
 
 
-def cuts(kind: Kind) -> List[Tuple[str, int, bool]]:
-    """Where the change can be cut: (function, its calls before, after it took effect), for
-    each call that changes the GPU, as the change makes them in process."""
-    if kind.name not in _CUTS:
+def cuts(kind: Kind, fault: Fault = None) -> List[Cut]:
+    """Where the change can be cut: each call that changes the GPU, as the change makes them
+    in process (with ``fault``: those after it, which undo the change)."""
+    if (kind.name, fault) not in _CUTS:
         nv.sim_open(None, kind.spec)
         methods = served(Agent(nv, "sim", sim=nv))
         for profile, start in kind.setup:
@@ -82,11 +86,22 @@ def cuts(kind: Kind) -> List[Tuple[str, int, bool]]:
         if kind.gone is not None:
             params["gi_id"] = gi_of(methods.call("inventory", {})["gpus"][0], kind.gone)
         nv.sim_start_trace()
-        methods.call(kind.method, params)
-        calls = nv.sim_trace()
-        _CUTS[kind.name] = [(c, calls[:k].count(c), after) for k, c in enumerate(calls)
-                            if c in MUTATING for after in (False, True)]
-    return _CUTS[kind.name]
+        first = 0
+        if fault is not None:
+            function, skip, code, after = fault
+            nv.sim_inject_fault(function, code, skip=skip, after=after)
+            with pytest.raises(RpcError):
+                methods.call(kind.method, params)
+            nv.sim_clear_faults()
+            calls = nv.sim_trace()
+            first = [k for k, c in enumerate(calls) if c == function][skip] + 1
+        else:
+            methods.call(kind.method, params)
+            calls = nv.sim_trace()
+        _CUTS[(kind.name, fault)] = [(c, calls[:k].count(c), after)
+                                     for k, c in enumerate(calls) if k >= first
+                                     and c in MUTATING for after in (False, True)]
+    return _CUTS[(kind.name, fault)]
 
 
 def held(agent) -> Tuple[Tuple[bool, bool], Counter]:
@@ -108,7 +123,11 @@ def ask(agent, kind: Kind) -> Any:
     return agent.call(kind.method, **params)
 
 
-def cut(start_agent, tmp_path, kind: Kind, function: str, skip: int, after: bool) -> None:
+def cut(start_agent, tmp_path, kind: Kind, function: str, skip: int, after: bool,
+        fault: Fault = None) -> None:
+    """Kill the agent at the call ``skip`` + 1 of ``function`` (before, or once made) of the
+    change (met by ``fault`` first, when given: the cut is in its undoing), start another,
+    and check what it leaves."""
     tmp_path.mkdir(exist_ok=True)
     state = str(tmp_path / "host")
     agent = start_agent(kind.spec, state)
@@ -125,6 +144,9 @@ def cut(start_agent, tmp_path, kind: Kind, function: str, skip: int, after: bool
     params = dict(kind.params)
     if kind.gone is not None:
         params["gi_id"] = gi_of(agent.call("inventory")["gpus"][0], kind.gone)
+    if fault is not None:
+        agent.call("sim.fault", function=fault[0], skip=fault[1], error=fault[2],
+                   after=fault[3])
     kill_inside(agent, state, tmp_path, function, kind.method, after=after, skip=skip, **params)
     later = start_agent(None, state)
     now = held(later)
@@ -171,6 +193,28 @@ def test_killed_midway_through_each_change_the_next_agent_leaves_it_before_or_ma
 def test_killed_at_every_call_of_every_change(start_agent, tmp_path, kind):
     for n, (function, skip, after) in enumerate(cuts(kind)):
         cut(start_agent, tmp_path / ("cut%d" % n), kind, function, skip, after)
+
+
+# a change whose last step fails, cut while it is being undone
+UNDONE = [(KINDS[1], ("nvmlGpuInstanceCreateComputeInstance", 0, nv.NVML_ERROR_UNKNOWN, True)),
+          (KINDS[2], ("nvmlGpuInstanceDestroy", 0, nv.NVML_ERROR_IN_USE, False)),
+          (KINDS[3], ("nvmlDeviceSetMigMode", 0, nv.NVML_ERROR_TIMEOUT, True))]
+
+
+@pytest.mark.parametrize("kind, fault", UNDONE, ids=lambda v: str(v) if isinstance(v, Kind)
+                         else v[0])
+def test_killed_while_undoing_a_failed_step_the_next_agent_finishes_the_undo(
+        start_agent, tmp_path, kind, fault):
+    """The first cut inside the undo of each."""
+    cut(start_agent, tmp_path, kind, *cuts(kind, fault)[0], fault=fault)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, fault", UNDONE, ids=lambda v: str(v) if isinstance(v, Kind)
+                         else v[0])
+def test_killed_at_every_call_of_the_undo_of_a_failed_step(start_agent, tmp_path, kind, fault):
+    for n, (function, skip, after) in enumerate(cuts(kind, fault)):
+        cut(start_agent, tmp_path / ("cut%d" % n), kind, function, skip, after, fault)
 
 
 def test_the_fakes_hold_lets_the_first_calls_through_and_stops_the_next(tmp_path):

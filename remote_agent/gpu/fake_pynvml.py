@@ -826,14 +826,22 @@ def sim_hold(function: str, gate: str, after: bool = False, skip: int = 0) -> No
         _holds[function] = [gate, after, skip]
 
 
-def _wait_at_gate(name: str, after: bool) -> None:
+def _gate_of(name: str) -> Optional[Tuple[str, bool]]:
+    """The gate this call of ``name`` waits at, and whether once made; None for a call not
+    held (one of the first ``skip`` counts here, whether it then fails or not)."""
     with _lock:
-        gate, when, skip = _holds.get(name, (None, False, 0))
-        if gate is None or when != after or os.path.exists(gate):
-            return
-        if skip > 0:  # a call let through: counted once, where its wait would be
-            _holds[name][2] -= 1
-            return
+        hold = _holds.get(name)
+        if hold is None:
+            return None
+        if hold[2] > 0:
+            hold[2] -= 1
+            return None
+        return hold[0], hold[1]
+
+
+def _wait_at_gate(name: str, gate: str) -> None:
+    if os.path.exists(gate):
+        return
     with open(gate + ".held", "a") as held:
         held.write("%s %d\n" % (name, threading.get_ident()))
     while not os.path.exists(gate):
@@ -1114,9 +1122,12 @@ def _api(fn: Callable, locked: bool = True) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _wait_at_gate(name, after=False)
+        gate = _gate_of(name)
+        if gate is not None and not gate[1]:
+            _wait_at_gate(name, gate[0])
         result = _call(*args, **kwargs)
-        _wait_at_gate(name, after=True)
+        if gate is not None and gate[1]:
+            _wait_at_gate(name, gate[0])
         return result
 
     def _call(*args, **kwargs):
