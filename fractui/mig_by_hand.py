@@ -32,19 +32,13 @@ def carry_out(store: Store, asker: Asker, call: Callable[[str, Mapping[str, Any]
                % (change.text, err.reason), detail, "the change may have been made")
         raise
     except AgentCallError as err:
-        if _left_changed(err):  # a failure that changed the GPU all the same: who asked
+        if err.left_changed:  # a failure that changed the GPU all the same: who asked
             _audit(store, actor, "%s gpu %d: %s" % (change.host, change.gpu, err), detail,
                    "the GPU was left changed")
         raise
     said = outcome(change, answer)
     _audit(store, actor, said, detail, "the change was made all the same")
     return said, answer
-
-
-def _left_changed(err: AgentCallError) -> bool:
-    """Whether the agent's failure says the GPU is not as it was: a change it could not roll
-    back (``data.degraded``, docs/protocol.md)."""
-    return bool(err.data.get("degraded"))
 
 
 def _audit(store: Store, actor: str, said: str, detail: Mapping[str, Any], made: str) -> None:

@@ -95,6 +95,12 @@ class AgentCallError(Exception):
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
 
+    @property
+    def left_changed(self) -> bool:
+        """Whether the agent says its change failed and could not be rolled back: the GPU is
+        not as it was (``data.degraded``, docs/protocol.md), so the change is audited."""
+        return bool(self.data.get("degraded"))
+
     def reason(self) -> str:
         """What went wrong, without the agent's lead-in where it gives its exact reason apart
         (``data.reason`` of START_FAILED, docs/protocol.md): "the job cannot start: cannot run
