@@ -116,9 +116,10 @@ class Agent:
                                                  ("pid", "used_mib")),
                 "sim.set_process_util": Method(self.sim_set_process_util, ("pid", "util")),
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
-                "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
+                "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count",
+                                                      "after")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
-                "sim.hold": Method(self.sim_hold, ("function", "gate", "after")),
+                "sim.hold": Method(self.sim_hold, ("function", "gate", "after", "skip")),
                 "sim.health": Method(self.sim_health,
                                      ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
                 "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
@@ -665,39 +666,54 @@ class Agent:
         enabled = p.flag("enabled")
         reset = p.flag("reset", False)
         destroy_idle = p.flag("destroy_idle", False)
-        reset_done = False
         with self._mig_lock_of(p):
             info = self._gpu(p)
             if not info.mig_capable:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
+            destroyed: Tuple[Instance, ...] = ()
             if destroy_idle and info.mig_mode and not enabled:
-                self._destroy_all_idle(info)
-            before = (info.mig_mode, info.mig_pending)
-            what = "turning MIG mode %s" % ("on" if enabled else "off")
-            try:  # kept in the journal unless the GPU has the mode asked, nothing pending
-                with self._journaled(info.index, what, lambda journal, uuid: journal.begin_mode(
-                        info.index, uuid, what, before, enabled)) if before != (
-                            enabled, enabled) else nullcontext():
-                    mode = set_mode(self.backend, info.index, enabled, before)
-                    if reset and mode is not None and mode == (not enabled, enabled):
-                        mode = reset_to_mode(
-                            self.backend, self.resetter, info.index, info.uuid, enabled, before,
-                            lambda: sorted({proc.pid for proc in (
-                                self.backend.processes(info.index))}))
-                        reset_done = True
-            except ChangeFailed as err:
-                if err.restored and err.in_use:
-                    raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE
-                                       ) from err
-                if err.restored and err.cause is not None and \
-                        err.cause.code_name == "NVML_ERROR_IN_USE":
-                    raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE, (
-                        "GPU %d has processes or MIG instances; MIG mode changes only on an idle "
-                        "GPU (stop its work and destroy its instances first)" % info.index)
-                                       ) from err
-                raise self._failed(info, err, before, _mode_record) from err
-            self.health.clear(info.uuid)
+                destroyed = self._destroy_all_idle(info)
+            try:
+                return self._set_mode(info, enabled, reset)
+            except RpcError as err:
+                if not destroyed:
+                    raise
+                # the idle instances stay destroyed (docs/protocol.md): said, with the failure
+                raise RpcError(err.code, "%s; before it, its idle instances were destroyed "
+                               "(%s), and are not made again" % (err.message, ", ".join(
+                                   i.label() for i in destroyed)),
+                               dict(err.data or {}, destroyed_first=[
+                                   _instance_record(i) for i in destroyed])) from err
+
+    def _set_mode(self, info: GpuInfo, enabled: bool, reset: bool) -> Dict[str, Any]:
+        """``mig_set_mode`` once any idle instances are destroyed (under the GPU's MIG lock)."""
+        reset_done = False
+        before = (info.mig_mode, info.mig_pending)
+        what = "turning MIG mode %s" % ("on" if enabled else "off")
+        try:  # kept in the journal unless the GPU has the mode asked, nothing pending
+            with self._journaled(info.index, what, lambda journal, uuid: journal.begin_mode(
+                    info.index, uuid, what, before, enabled)) if before != (
+                        enabled, enabled) else nullcontext():
+                mode = set_mode(self.backend, info.index, enabled, before)
+                if reset and mode is not None and mode == (not enabled, enabled):
+                    mode = reset_to_mode(
+                        self.backend, self.resetter, info.index, info.uuid, enabled, before,
+                        lambda: sorted({proc.pid for proc in (
+                            self.backend.processes(info.index))}))
+                    reset_done = True
+        except ChangeFailed as err:
+            if err.restored and err.in_use:
+                raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE
+                                   ) from err
+            if err.restored and err.cause is not None and \
+                    err.cause.code_name == "NVML_ERROR_IN_USE":
+                raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE, (
+                    "GPU %d has processes or MIG instances; MIG mode changes only on an idle "
+                    "GPU (stop its work and destroy its instances first)" % info.index)
+                                   ) from err
+            raise self._failed(info, err, before, _mode_record) from err
+        self.health.clear(info.uuid)
         if mode is None:  # asked and accepted, but the GPU could not be read back
             return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
                     "reset_required": None, "reset": reset_done, "changed": None,
@@ -708,9 +724,10 @@ class Agent:
                 "reset_required": current != pending, "reset": reset_done,
                 "changed": mode != before}
 
-    def _destroy_all_idle(self, info: GpuInfo) -> None:
+    def _destroy_all_idle(self, info: GpuInfo) -> Tuple[Instance, ...]:
         """Before MIG goes off: every instance of the GPU destroyed, all or nothing, if none is
-        busy or held by a job (GPU_IN_USE naming them otherwise, nothing destroyed)."""
+        busy or held by a job (GPU_IN_USE naming them otherwise, nothing destroyed); returns
+        those destroyed."""
         index = info.index
         layout = self.call_nvml(lambda: self.layout(index))
         busy = [i for i in layout.instances if i.busy]
@@ -723,6 +740,7 @@ class Agent:
             self._change(info, layout, Change("destroying the idle instances of GPU %d to "
                                               "turn MIG mode off" % index,
                                               destroy=layout.instances))
+        return layout.instances
 
     # -- simulation controls --
 
@@ -764,8 +782,11 @@ class Agent:
         if not isinstance(code, int):
             raise RpcError(rpc.INVALID_PARAMS, "unknown NVML error %r" % (error,))
         skip, count = p.integer("skip", 0, minimum=0), p.integer("count", 1, minimum=1)
-        self._sim(lambda: self.sim.sim_inject_fault(function, code, skip=skip, count=count))
-        return {"function": function, "code": code, "skip": skip, "count": count}
+        after = p.flag("after", False)
+        self._sim(lambda: self.sim.sim_inject_fault(function, code, skip=skip, count=count,
+                                                    after=after))
+        return {"function": function, "code": code, "skip": skip, "count": count,
+                "after": after}
 
     def sim_clear_faults(self, p: Params) -> Dict[str, Any]:
         self.sim.sim_clear_faults()
@@ -773,9 +794,9 @@ class Agent:
 
     def sim_hold(self, p: Params) -> Dict[str, Any]:
         function, gate = p.text("function"), p.text("gate")
-        after = p.flag("after", False)
-        self._sim(lambda: self.sim.sim_hold(function, gate, after))
-        return {"function": function, "gate": gate, "after": after}
+        after, skip = p.flag("after", False), p.integer("skip", 0, minimum=0)
+        self._sim(lambda: self.sim.sim_hold(function, gate, after, skip))
+        return {"function": function, "gate": gate, "after": after, "skip": skip}
 
     def sim_health(self, p: Params) -> Dict[str, Any]:
         index = self._gpu(p).index

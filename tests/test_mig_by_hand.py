@@ -342,6 +342,29 @@ def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
     assert [e.detail["change"] for e in f.store.audit_log() if e.action == "mig"] == ["create"]
 
 
+def test_a_failed_change_that_left_the_gpu_changed_is_audited_once(local_fleet):
+    """The instance's compute instance refused, then its GPU instance not destroyed however
+    often asked: the agent says the GPU could NOT be restored and what it holds. That is a
+    change of the GPU, and who asked for it is in the audit, once (before, a failure was never
+    audited, so who left the GPU so was not known)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    session = f.fleet.session("gpu-a")
+    session.call("sim.fault", {"function": "nvmlGpuInstanceCreateComputeInstance",
+                               "error": "NVML_ERROR_INSUFFICIENT_RESOURCES"})
+    session.call("sim.fault", {"function": "nvmlGpuInstanceDestroy",
+                               "error": "NVML_ERROR_IN_USE", "count": 1000})
+    done = f.fractui("mig", "gpu-a", "0", "3g.40gb", "--yes")
+    session.call("sim.clear_faults", {})
+    assert done.returncode == 1, said(done)
+    assert "could NOT be restored" in done.stderr, done.stderr
+    assert [(i["profile"], i["uuid"]) for i in gpu_record(f, 0)["instances"]] == [
+        ("3g.40gb", None)]  # a GPU instance without its compute instance
+    (entry,) = [e for e in f.store.audit_log() if e.action == "mig"]
+    assert entry.why == "gpu-a gpu 0: " + done.stderr[len("fractui: gpu-a: "):].rstrip("\n")
+    assert "could NOT be restored" in entry.why and "it now holds 3g.40gb@" in entry.why
+    assert entry.detail["change"] == "create" and "@" in entry.actor
+
+
 @pytest.fixture(scope="module")
 def usage_fleet(tmp_path_factory):
     """The fleet the usage errors below are each run against: refused on their words, none

@@ -35,11 +35,11 @@ def placed(agent, gpu: int = 0) -> Counter:
 
 
 def kill_inside(agent, state: str, tmp_path, function: str, method: str, after: bool = False,
-                **params) -> None:
-    """Send ``method`` and kill -9 the daemon while the change is held at ``function`` (once
-    that call is made, with ``after``)."""
+                skip: int = 0, **params) -> None:
+    """Send ``method`` and kill -9 the daemon while the change is held at ``function`` (its
+    call past the first ``skip``; once that call is made, with ``after``)."""
     gate = tmp_path / ("gate-" + function)
-    agent.call("sim.hold", function=function, gate=str(gate), after=after)
+    agent.call("sim.hold", function=function, gate=str(gate), after=after, skip=skip)
     agent.send(method, **params)
     wait_until(lambda: os.path.exists(str(gate) + ".held"), "the change to reach %s" % function)
     os.kill(daemon_pid_of(state), signal.SIGKILL)

@@ -483,3 +483,27 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     kept = f.fractui("place", str(other.id), "gpu-a", "0", "--profile", "3g.40gb",
                      "--start", "4")
     assert (kept.returncode, kept.stderr) == (0, "") and "MIG" not in kept.stdout
+
+
+def test_a_mode_change_that_failed_and_left_the_gpu_changed_is_audited_once(local_fleet):
+    """The driver turns MIG on yet reports a failure, and refuses to turn it back: the agent
+    says the GPU could NOT be restored. The GPU changed, so the scheduler's ask is in the
+    audit, once, with what it holds now (before: a failure was never audited)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
+    wait_processes_known(f, "gpu-a")
+    agent = f.fleet.session("gpu-a")
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_TIMEOUT",
+                             "after": True})
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
+                             "skip": 1, "count": 1000})
+    job = f.submit("slice")
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    for _ in range(3):  # held back: not asked again
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    (asked, why, detail), = mig_audit(f)
+    assert asked == job.id and why.startswith("gpu-a gpu 0: turning MIG mode on on GPU 0 "
+                                              "failed: "), why
+    assert "the GPU could NOT be restored" in why and "it now holds MIG mode on" in why
+    assert detail["change"] == "mode" and detail["enabled"] is True
+    agent.call("sim.clear_faults", {})

@@ -67,9 +67,9 @@ def _error_words(words: str) -> str:
     return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
 
 
-ERROR_DATA_READ = ("class", "reason")
-"""What of an agent error's ``data`` the admin reads (docs/protocol.md): its class, and a
-failed start's exact reason."""
+ERROR_DATA_READ = ("class", "reason", "degraded")
+"""What of an agent error's ``data`` the admin reads (docs/protocol.md): its class, a failed
+start's exact reason, and what a MIG change that could not be rolled back left."""
 
 
 def _error_data(data: Any) -> Dict[str, str]:
@@ -94,6 +94,12 @@ class AgentCallError(Exception):
         self.data = _error_data(error.get("data"))
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
+
+    @property
+    def left_changed(self) -> bool:
+        """Whether the agent says its change failed and could not be rolled back: the GPU is
+        not as it was (``data.degraded``, docs/protocol.md), so the change is audited."""
+        return bool(self.data.get("degraded"))
 
     def reason(self) -> str:
         """What went wrong, without the agent's lead-in where it gives its exact reason apart

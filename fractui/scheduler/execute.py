@@ -240,6 +240,9 @@ class Executor:
                 if class_of(err) == REQUEST:  # what the agent calls malformed: a bug of ours
                     log.error("job %d: the agent on %s refused %s as malformed: %s",
                               job.id, view.name, change.method, err)
+                if err.left_changed:  # failed, yet the GPU is changed: who asked is kept
+                    self.store.audit(self.actor, "mig", job.id, "%s gpu %d: %s" % (
+                        view.name, change.gpu, err), detail)
                 raise self._not_changed(change, uuid, "the agent refused to %s: %s" % (
                     change.text, err)) from None
             said = outcome(change, answer)

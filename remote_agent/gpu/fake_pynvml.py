@@ -764,8 +764,8 @@ _store: Optional[_Store] = None
 _init_count = 0
 _faults: Dict[str, List[_Fault]] = {}
 _trace: Optional[List[str]] = None  # the NVML calls made since sim_start_trace, in order
-_holds: Dict[str, Tuple[str, bool]] = {}  # NVML function -> (gate file its calls wait
-# for, whether they wait once made)
+_holds: Dict[str, List[Any]] = {}  # NVML function -> [gate file its calls wait for,
+# whether they wait once made, how many calls still pass before one waits]
 _lock = threading.RLock()
 # event set id -> {"mask": {gpu: event types}, "seen": {gpu: the last event seq it passed}}
 _event_sets: Dict[int, Dict[str, Any]] = {}
@@ -812,20 +812,35 @@ def sim_clear_faults() -> None:
         _holds.clear()
 
 
-def sim_hold(function: str, gate: str, after: bool = False) -> None:
-    """Make every later call of ``function`` wait until the file ``gate`` exists — a slow NVML
-    call, for tests of what must go on meanwhile; ``after``: the call is made first, and waits
-    before it returns (a kill just after a change took effect). Each waiting call first appends
-    a line to ``gate + ".held"``. It waits outside the simulator's lock, so other calls go on."""
+def sim_hold(function: str, gate: str, after: bool = False, skip: int = 0) -> None:
+    """Make every later call of ``function``, past the first ``skip``, wait until the file
+    ``gate`` exists — a slow NVML call, for tests of what must go on meanwhile (or of a kill
+    at the Nth call of a change); ``after``: the call is made first, and waits before it
+    returns (a kill just after a change took effect). Each waiting call first appends a line
+    to ``gate + ".held"``. It waits outside the simulator's lock, so other calls go on."""
     if not function.startswith("nvml") or function not in globals():
         raise ValueError("no NVML function %r in this module" % function)
+    if skip < 0:
+        raise ValueError("skip is a count of calls, not %r" % skip)
     with _lock:
-        _holds[function] = (gate, after)
+        _holds[function] = [gate, after, skip]
 
 
-def _wait_at_gate(name: str, after: bool) -> None:
-    gate, when = _holds.get(name, (None, False))
-    if gate is None or when != after or os.path.exists(gate):
+def _gate_of(name: str) -> Optional[Tuple[str, bool]]:
+    """The gate this call of ``name`` waits at, and whether once made; None for a call not
+    held (one of the first ``skip`` counts here, whether it then fails or not)."""
+    with _lock:
+        hold = _holds.get(name)
+        if hold is None:
+            return None
+        if hold[2] > 0:
+            hold[2] -= 1
+            return None
+        return hold[0], hold[1]
+
+
+def _wait_at_gate(name: str, gate: str) -> None:
+    if os.path.exists(gate):
         return
     with open(gate + ".held", "a") as held:
         held.write("%s %d\n" % (name, threading.get_ident()))
@@ -1107,9 +1122,12 @@ def _api(fn: Callable, locked: bool = True) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _wait_at_gate(name, after=False)
+        gate = _gate_of(name)
+        if gate is not None and not gate[1]:
+            _wait_at_gate(name, gate[0])
         result = _call(*args, **kwargs)
-        _wait_at_gate(name, after=True)
+        if gate is not None and gate[1]:
+            _wait_at_gate(name, gate[0])
         return result
 
     def _call(*args, **kwargs):
