@@ -470,3 +470,17 @@ def test_a_takeover_whose_read_of_the_facts_fails_reads_them_at_the_next_pass(lo
                       "again every pass" % store.where) == 1, said
     assert [w for w in said if w.startswith("the store answers the scheduler again")] == [
         "the store answers the scheduler again after 3 failed tries"], said
+
+
+def test_a_team_at_its_quota_by_a_sum_that_rounds_past_it_borrows_nothing():
+    """Charges are six-place decimals, and their float sum may land a hair past a quota they
+    fill exactly (0.1 + 0.2 > 0.3): the store's check and past_quota_jobs allow EPSILON
+    there, so team_usage must too, or the team shows a borrowed 5.55e-17 (the TUI's BORROWED
+    then reads 0.00, not —) where no job of it is past the quota."""
+    teams = (TeamConfig("nlp", quota_gpus=0.3),)
+    held = [replace(pure_job(i, WHOLE), state="running", started_at=-float(i),
+                    slot=Slot("h", (i - 1,), memory_mib=2303, charge=charge))
+            for i, charge in ((1, 0.1), (2, 0.2))]
+    assert past_quota_jobs(held, teams) == set()
+    nlp = team_usage(held, teams)[0]
+    assert (nlp.borrowed, nlp.room()) == (0.0, 0.0), nlp

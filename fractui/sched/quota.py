@@ -108,8 +108,9 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
         elif job.state == PENDING:
             pending[job.team] += 1
         requeued[job.team] += job.requeued
-    for t in teams:
-        borrowed[t.name] += max(0.0, used[t.name] - borrowed[t.name] - t.quota_gpus)
+    for t in teams:  # (past it by more than EPSILON, as the store's check and past_quota_jobs)
+        past = used[t.name] - borrowed[t.name] - t.quota_gpus
+        borrowed[t.name] += past if past > EPSILON else 0.0
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
                       t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name],
                       requeued[t.name])
