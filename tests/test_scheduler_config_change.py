@@ -484,3 +484,24 @@ def test_a_team_at_its_quota_by_a_sum_that_rounds_past_it_borrows_nothing():
     assert past_quota_jobs(held, teams) == set()
     nlp = team_usage(held, teams)[0]
     assert (nlp.borrowed, nlp.room()) == (0.0, 0.0), nlp
+
+
+def test_a_cpu_only_job_of_a_team_past_a_lowered_quota_is_placed_as_decided(tmp_path):
+    """nlp holds two whole GPUs placed within a quota of 2, cut to 1. A CPU-only job of nlp
+    charges no GPU, so a pass decides it within the quota (it adds nothing to what the team
+    holds within); the store's check must take it as decided, not refuse it for what the
+    team already holds past the quota (QuotaTaken, every pass: the job never ran)."""
+    cpu = QueueConfig(name="cpu", cpus=1)
+    store = SqliteStore(str(tmp_path / "store.db"))
+    for i in range(2):
+        job = store.submit(WHOLE.name, "nlp", "n", ["x"], WHOLE.request(), "test")
+        store.place(job.id, Slot("h", (i,), memory_mib=23034, charge=1.0), "test", "within",
+                    quota=2.0)
+    waiting = store.submit(cpu.name, "nlp", "c", ["x"], cpu.request(), "test")
+    teams = (TeamConfig("nlp", quota_gpus=1),)
+    result = schedule([pure_view()], store.jobs(), (WHOLE, cpu), teams, store.uid)
+    [decision] = result.decisions
+    assert (decision.job, decision.preemptible) == (waiting.id, False), result.waiting
+    placed = store.place(decision.job, decision.slot, "sched", decision.why, quota=1.0)
+    assert placed.state == "placed"
+    store.close()

@@ -17,8 +17,7 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.config import TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import (ON_HOST, PENDING, PLACED, QUOTA_EPSILON as EPSILON, RUNNING,
-                                 Job)
+from fractui.store.model import ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -200,13 +199,6 @@ def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: floa
         return "is of team %s, which has no quota in the config" % (team or "(none)")
     return "takes team %s past its quota: %.2f of %.2f GPUs held within it, and this adds " \
            "%.2f" % (u.name, u.within, u.quota, charge)
-
-
-def adds_within(job: Job, charge: float) -> float:
-    """What placing ``job`` on a slot of ``charge`` adds to its team's use within the quota: the
-    charge, less what a placed or running job lets go of as it moves there (its charge within
-    the quota; nothing for a borrowed one). What a placement or a move by hand asks about."""
-    return charge - (job.held_within if job.state in (PLACED, RUNNING) else 0.0)
 
 
 def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int],
