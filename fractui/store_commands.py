@@ -31,7 +31,7 @@ from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import adds_within, past_quota, quota_of, team_usage
+from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
@@ -42,7 +42,7 @@ from fractui.store.base import NO_STORE, Feed, Identity, JobNotFound, KeyTaken, 
 from fractui.store.intents import Asker, Refused, host_or_gpu
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, DRAIN, ENDED,
                                  FAILED, ON_HOST, PENDING, PLACED, RUNNING, STOPPING, AuditEntry,
-                                 Job, LogTail, Slot, movable)
+                                 Job, LogTail, Slot, adds_within, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
 from fractui.whoami import os_user

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
 
+import pytest
+
 from fractui.checked_store import heard_inventory
 from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
@@ -24,7 +26,7 @@ from fractui.sched.queueing import schedule
 from fractui.sched.quota import past_quota_jobs, team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, open_store
 from fractui.store.base import StoreUnavailable
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import ACTIVE, OUT_OF_CONFIG, Slot
@@ -470,3 +472,42 @@ def test_a_takeover_whose_read_of_the_facts_fails_reads_them_at_the_next_pass(lo
                       "again every pass" % store.where) == 1, said
     assert [w for w in said if w.startswith("the store answers the scheduler again")] == [
         "the store answers the scheduler again after 3 failed tries"], said
+
+
+def test_a_team_at_its_quota_by_a_sum_that_rounds_past_it_borrows_nothing():
+    """Charges are six-place decimals, and their float sum may land a hair past a quota they
+    fill exactly (0.1 + 0.2 > 0.3): the store's check and past_quota_jobs allow EPSILON
+    there, so team_usage must too, or the team shows a borrowed 5.55e-17 (the TUI's BORROWED
+    then reads 0.00, not —) where no job of it is past the quota."""
+    teams = (TeamConfig("nlp", quota_gpus=0.3),)
+    held = [replace(pure_job(i, WHOLE), state="running", started_at=-float(i),
+                    slot=Slot("h", (i - 1,), memory_mib=2303, charge=charge))
+            for i, charge in ((1, 0.1), (2, 0.2))]
+    assert past_quota_jobs(held, teams) == set()
+    nlp = team_usage(held, teams)[0]
+    assert (nlp.borrowed, nlp.room()) == (0.0, 0.0), nlp
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_cpu_only_job_of_a_team_past_a_lowered_quota_is_placed_as_decided(tmp_path, request,
+                                                                             dialect):
+    """nlp holds two whole GPUs placed within a quota of 2, cut to 1. A CPU-only job of nlp
+    charges no GPU, so a pass decides it within the quota (it adds nothing to what the team
+    holds within); the store's check must take it as decided, not refuse it for what the
+    team already holds past the quota (QuotaTaken, every pass: the job never ran)."""
+    cpu = QueueConfig(name="cpu", cpus=1)
+    store = SqliteStore(str(tmp_path / "store.db")) if dialect == "sqlite" else open_store(
+        request.getfixturevalue("pg_server").url(
+            request.getfixturevalue("pg_server").new_database()))
+    for i in range(2):
+        job = store.submit(WHOLE.name, "nlp", "n", ["x"], WHOLE.request(), "test")
+        store.place(job.id, Slot("h", (i,), memory_mib=23034, charge=1.0), "test", "within",
+                    quota=2.0)
+    waiting = store.submit(cpu.name, "nlp", "c", ["x"], cpu.request(), "test")
+    teams = (TeamConfig("nlp", quota_gpus=1),)
+    result = schedule([pure_view()], store.jobs(), (WHOLE, cpu), teams, store.uid)
+    [decision] = result.decisions
+    assert (decision.job, decision.preemptible) == (waiting.id, False), result.waiting
+    placed = store.place(decision.job, decision.slot, "sched", decision.why, quota=1.0)
+    assert placed.state == "placed"
+    store.close()

@@ -17,8 +17,7 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.config import TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import (ON_HOST, PENDING, PLACED, QUOTA_EPSILON as EPSILON, RUNNING,
-                                 Job)
+from fractui.store.model import ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -108,8 +107,9 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
         elif job.state == PENDING:
             pending[job.team] += 1
         requeued[job.team] += job.requeued
-    for t in teams:
-        borrowed[t.name] += max(0.0, used[t.name] - borrowed[t.name] - t.quota_gpus)
+    for t in teams:  # (past it by more than EPSILON, as the store's check and past_quota_jobs)
+        past = used[t.name] - borrowed[t.name] - t.quota_gpus
+        borrowed[t.name] += past if past > EPSILON else 0.0
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
                       t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name],
                       requeued[t.name])
@@ -199,13 +199,6 @@ def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: floa
         return "is of team %s, which has no quota in the config" % (team or "(none)")
     return "takes team %s past its quota: %.2f of %.2f GPUs held within it, and this adds " \
            "%.2f" % (u.name, u.within, u.quota, charge)
-
-
-def adds_within(job: Job, charge: float) -> float:
-    """What placing ``job`` on a slot of ``charge`` adds to its team's use within the quota: the
-    charge, less what a placed or running job lets go of as it moves there (its charge within
-    the quota; nothing for a borrowed one). What a placement or a move by hand asks about."""
-    return charge - (job.held_within if job.state in (PLACED, RUNNING) else 0.0)
 
 
 def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int],

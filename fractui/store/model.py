@@ -61,6 +61,13 @@ def held_within(charge: float, preemptible: bool, move_charge: Optional[float],
     return now if move_charge is None or move_borrowed else max(now, move_charge)
 
 
+def adds_within(job: "Job", charge: float) -> float:
+    """What placing ``job`` on a slot of ``charge`` adds to its team's use within the quota: the
+    charge, less what a placed or running job lets go of as it moves there (its charge within
+    the quota; nothing for a borrowed one). What a placement or a move by hand asks about."""
+    return charge - (job.held_within if job.state in (PLACED, RUNNING) else 0.0)
+
+
 def movable(state: str) -> bool:
     """Whether a job in ``state`` may be moved by hand: placed or running (a pending one is
     placed, not moved; a stop under way or an end leaves nothing to move)."""

@@ -40,8 +40,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
                                  LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 TeamTerms, UsageRecord, held_within, same_place, stops_offered,
-                                 submitter)
+                                 TeamTerms, UsageRecord, adds_within, held_within, same_place,
+                                 stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -521,8 +521,10 @@ class SqlStore(Store):
         """QuotaTaken unless ``slot`` fits in what ``job``'s team holds within its ``quota``
         now (None: no quota), read under the write lock: what each job holds within it
         (model.held_within: a move holds the larger of its two slots where each is not
-        borrowed), the job itself left out."""
-        if quota is None or job.team is None:
+        borrowed), the job itself left out. One that adds nothing within the quota
+        (model.adds_within: a CPU-only job, a move to a slot no larger) passes: it takes no
+        team past its quota, though a team's quota lowered since may leave it past already."""
+        if quota is None or job.team is None or adds_within(job, slot.charge) <= QUOTA_EPSILON:
             return
         held = sum(held_within(float(r["charge"] or 0.0), bool(r["preemptible"]),
                                *_move_held(r)) for r in self._run(

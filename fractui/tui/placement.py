@@ -18,8 +18,8 @@ from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.preview import Candidate
-from fractui.sched.quota import TeamUsage, adds_within, past_quota
-from fractui.store.model import Job, movable
+from fractui.sched.quota import TeamUsage, past_quota
+from fractui.store.model import Job, adds_within, movable
 from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
 
