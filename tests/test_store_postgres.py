@@ -1418,6 +1418,33 @@ def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url
     assert err == "fractui: job %d ended: by the test\n" % number, err
 
 
+def test_submit_wait_whose_database_is_dropped_stops_waiting_and_says_so(pg_server, tmp_path):
+    """The store's database dropped while ``submit --wait`` waits: not a server restarting, so
+    not waited for (it would be for ever): exit 1, the store's words, then that it stopped."""
+    db = pg_server.new_database()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      % pg_server.url(db))
+    waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
+                                "submit", "--wait", "--queue", "q", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
+        while "no scheduler is running" not in waiting.stderr.readline():
+            pass  # (the notes of a queue no scheduler has looked at yet)
+        pg_server.sql("DROP DATABASE %s WITH (FORCE)" % db)
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert (waiting.returncode, out) == (1, ""), err
+    assert "has no such database" in err and "Traceback" not in err, err
+    assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "
+                        "cancel %d cancels it)\n" % (number, number)), err
+
+
 def test_an_object_in_use_is_said_as_the_servers_refusal_not_as_a_lost_server(pg_server):
     """SQLSTATE class 55 (an object in use, not in the state asked: psycopg's
     OperationalError, as a lost connection is) comes from a server that was reached: its words,

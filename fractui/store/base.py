@@ -104,6 +104,11 @@ class StoreUnavailable(StoreError):
     system's words."""
 
 
+class StoreMissing(StoreUnavailable):
+    """The server answers and has no such database: dropped, renamed, or never made. Not a
+    server restarting: a wait on the store (``submit --wait``, ``logs -f``) ends at it."""
+
+
 NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "
             "scheduler makes it; is the config's [store] url the one your team uses?)")
 """Why a verb that must not make the store (``make`` False: one that only reads, or names a

@@ -36,7 +36,8 @@ from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError,
-                                StoreForbidden, StoreFull, StoreReadOnly, StoreUnavailable)
+                                StoreForbidden, StoreFull, StoreMissing, StoreReadOnly,
+                                StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
                                statements)
 from fractui.store_url import postgresql_url
@@ -717,8 +718,8 @@ class PostgresDialect(Dialect):
         return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
             self.user, text, hint or _auth_hint(text, self.user, self._named_by())))
 
-    def _no_database(self, text: str) -> StoreUnavailable:
-        return StoreUnavailable(self.where, "has no such database: %s; an admin creates it "
+    def _no_database(self, text: str) -> StoreMissing:
+        return StoreMissing(self.where, "has no such database: %s; an admin creates it "
                                 "(createdb)" % text)
 
     def damaged(self, what: str) -> StoreDamaged:
