@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import StoreError, open_store
 from fractui.store.access import CANCEL
 from fractui.store.base import Store
@@ -332,3 +334,22 @@ def test_a_scheduler_stopped_with_its_store_unreachable_says_its_lease_lapses_an
     finally:
         direct.close()
         proxy.close()
+
+
+def test_a_mig_change_whose_audit_commit_reply_is_lost_is_said_maybe_in_the_audit(stores):
+    """The agent made a MIG change by hand; its audit entry's COMMIT ran and the reply was lost
+    (the server unreachable after): the error says the change was made and that whether it is
+    in the audit is not known, never that it is not there (it is)."""
+    change = MigChange("gpu-a", 0, DESTROY, "destroy idle 1g.10gb at slot 6", None,
+                       "mig.destroy", {"gpu": 0, "instance": "MIG-x"})
+
+    def agent(method, params):  # the agent's answer; the audit's reply lost meanwhile
+        stores.proxy.cut_on("COMMIT", AFTER, down=True)
+        return {"destroyed": {"profile": "1g.10gb", "start": 6, "uuid": "MIG-x"}}
+    with pytest.raises(StoreError) as err:
+        carry_out(stores.cut, ASKER, agent, change)
+    stores.proxy.restore()
+    assert str(err.value).endswith("; the change was made all the same, and whether it is in "
+                                   "the audit is not known: destroyed 1g.10gb at slot 6 (MIG-x) "
+                                   "on gpu-a gpu 0"), err.value
+    assert stores.sql("SELECT count(*) FROM audit WHERE action = 'mig'")[0][0] == 1

@@ -63,6 +63,10 @@ class StoreError(Exception):
     Every store raises these for its driver's errors (and JobNotFound, StateConflict for the
     outcomes above), so nothing above the store catches or names a driver's exceptions."""
 
+    unknown = False
+    """Whether the write may have been recorded all the same: its commit was sent and its
+    answer lost (the words say so; a caller that adds its own says so too)."""
+
     def __init__(self, where: str, what: str):
         super().__init__("store %s: %s" % (where, what))
         self.where = where

@@ -159,8 +159,10 @@ REFUSED_MOST = 200  # characters of the driver's words on a refused value (they 
 
 def _not_known(err: StoreError) -> StoreError:
     """``err`` of a write whose commit was sent and its answer lost."""
-    return type(err)(err.where, "%s (the connection was lost while committing: whether it was "
-                     "recorded is not known; read it back)" % err.what)
+    mine = type(err)(err.where, "%s (the connection was lost while committing: whether it "
+                     "was recorded is not known; read it back)" % err.what)
+    mine.unknown = True
+    return mine
 
 
 def refused(where: str, words: str) -> StoreRefused:
