@@ -1374,6 +1374,31 @@ def test_a_mig_change_made_whose_audit_entry_cannot_be_written_is_said_made(pg_s
         store.close()
 
 
+def test_a_session_ended_for_idling_in_its_write_is_said_not_recorded_not_unknown(
+        pg_server, monkeypatch):
+    """A write that idles inside its transaction past the server's limit (its process frozen
+    or starved: IDLE_IN_WRITE_S, shortened here) finds its session ended at its COMMIT: the
+    server ended it before reading the COMMIT (25P03), so nothing was recorded, and it is
+    never said as "whether it was recorded is not known". Made again on a new session, as a
+    write whose connection was lost before its commit: recorded once."""
+    monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
+    db = pg_server.new_database()
+    store = open_store(pg_server.url(db))
+    tries = []
+
+    def work(db):  # one row, then a pause past the limit, its first time only
+        store._run(db, "INSERT INTO stops_sent (host, key, sent_at) VALUES ('h', ?, 0)",
+                   (str(len(tries)),))
+        tries.append(1)
+        if len(tries) == 1:
+            time.sleep(2.5)
+    try:
+        store._write(work)
+        assert pg_server.sql("SELECT key FROM stops_sent", db=db) == [("1",)]
+    finally:
+        store.close()
+
+
 def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url, tmp_path):
     """The store's server goes away while ``submit --wait`` waits: it says so in the store's
     words, that the job goes on, and waits for the store; back, it says so and waits for the

@@ -575,6 +575,12 @@ class PostgresDialect(Dialect):
     def lost(self, db: psycopg.Connection) -> bool:
         return bool(db.closed or db.broken)
 
+    def unread_commit(self, err: BaseException) -> bool:
+        # 25P03: the session idled inside its transaction past IDLE_IN_WRITE_S (its process
+        # frozen or starved) and the server ended it while it waited for the next statement,
+        # the COMMIT unread. (Not 57P01: it does not say whether the commit was done first.)
+        return isinstance(err, psycopg.Error) and err.sqlstate == "25P03"
+
     def _named_by(self) -> Optional[str]:
         """Where the role the connection asked for was named, for a refusal to say what to
         change: the URL's user (with where the config gives the URL), else the service's

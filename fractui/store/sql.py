@@ -118,6 +118,12 @@ class Dialect(abc.ABC):
     def lost(self, db: Any) -> bool:
         """Whether the connection is gone (a server restart), so a new one is needed."""
 
+    def unread_commit(self, err: BaseException) -> bool:
+        """Whether ``err``, raised by a commit, says the server ended the session before it
+        read the COMMIT (its transaction rolled back): nothing was recorded. None by
+        default."""
+        return False
+
     @abc.abstractmethod
     def translate(self, err: BaseException) -> Optional[StoreError]:
         """The store's error for a driver's error; None for an error that is not the
@@ -240,6 +246,7 @@ class SqlStore(Store):
                     raise self.dialect.damaged(str(err)) from err
                 except BaseException as err:
                     lost = self.dialect.lost(db)
+                    committing = committing and not self.dialect.unread_commit(err)
                     if lost:
                         self._drop()
                     else:
