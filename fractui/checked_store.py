@@ -35,13 +35,25 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> 
     return store
 
 
+def host_first(config: Config, host: str) -> None:
+    """``host`` looked up in a config that lists hosts, before any store or host is reached:
+    a typo is the command line's error (exit 2) whether the store is up or not. A config of
+    no ``[[hosts]]`` (a researcher's) has it looked up after the rule, so a member is told
+    the verb is the admin's, not that her config lacks the host."""
+    if config.hosts:
+        config.host(host)
+
+
 def store_of_a_host_verb(config: Config, host: str,
-                         opener: Callable[[bool], Store]) -> Store:
-    """The store an admin's verb on ``host`` asks who may of before ``host`` is looked up (a
-    member is told the verb is the admin's, not that her config lacks the host): opened by
-    ``opener(make)``. Where no store is made yet, ``host`` is looked up first and only then
-    is the store made, so a mistyped host (exit 2, a usage error) makes none; its maker is
-    its admin, so asking first would tell nothing."""
+                         opener: Callable[[bool], Store], known_first: bool = True) -> Store:
+    """The store an admin's verb on ``host`` asks who may of, opened by ``opener(make)``:
+    ``host`` looked up first where the config lists hosts (``host_first``; not where
+    ``known_first`` is False: uncordon may name a host left out of the config). Where no
+    store is made yet, ``host`` is looked up first all the same and only then is the store
+    made, so a mistyped host (exit 2, a usage error) makes none; its maker is its admin, so
+    asking first would tell nothing."""
+    if known_first:
+        host_first(config, host)
     try:
         return opener(False)
     except StoreUnavailable as err:

@@ -30,7 +30,7 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
-from fractui.sched.fleetview import lists
+from fractui.sched.fleetview import held_why, lists
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create,
                                       plan_destroy, plan_mode)
 from fractui.store import Store, open_store
@@ -215,11 +215,12 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 
 
 def admin_only(config: Config, action: str, what: str, host: str) -> None:
-    """The store's rule, asked before any host is reached or even looked up in the config:
-    launch, stop and MIG changes steer the fleet, so they are the admin's (access.Denied,
-    exit 1, says who and what role), which a member is told rather than that her config has
-    no such ``host``; then ``host`` is looked up. (No store yet: the host first, so a typo
-    makes none: checked_store.store_of_a_host_verb.)"""
+    """The store's rule, asked before any host is reached: launch, stop and MIG changes
+    steer the fleet, so they are the admin's (access.Denied, exit 1, says who and what
+    role). ``host`` is looked up first where the config lists hosts (a typo is exit 2, the
+    store up or not), after the rule in a config of none, so a member is told the verb is
+    the admin's rather than that her config has no such host
+    (checked_store.store_of_a_host_verb)."""
     with _admins_store(config, action, what, host):
         pass
 
@@ -478,6 +479,9 @@ def stop(config: Config, args: argparse.Namespace) -> int:
         print_json(record)
     elif record.get("state") == "killed":  # a stop asked again, or the watchdog's before it
         print("%s/%s was already stopped: %s" % (host, job, agent_why(record)))
+    elif held_why(record):  # recorded, carried out once the agent reads the job again
+        print("%s/%s: held starting, so it is stopped once its agent can read it again: %s"
+              % (host, job, held_why(record)))
     else:
         print("%s/%s: stopping (SIGTERM, SIGKILL after %d s)" % (host, job, args.grace))
     return 0

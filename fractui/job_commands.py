@@ -19,7 +19,7 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession, same_agent_job
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.copies import Unheld, held_copies, unheld
-from fractui.sched.fleetview import USABLE
+from fractui.sched.fleetview import USABLE, held_why
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
@@ -109,7 +109,8 @@ def agent_row(record: Dict[str, Any]) -> List[str]:
     name = record.get("name") or " ".join(record.get("argv") or [])
     copy = record.get("copy_of")
     return [record["ref"], record.get("state") or "?", "-", "-", "-", where,
-            _named(name, record.get("image")), copy["why"] if copy else agent_why(record)]
+            _named(name, record.get("image")),
+            copy["why"] if copy else agent_why(record) or held_why(record)]
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ import argparse
 import csv
 import datetime
 import sys
-from typing import List, Optional
+import time
+from typing import List, Optional, Tuple
 
-from fractui.arguments import known_user
+from fractui.arguments import Moment, known_user
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
@@ -28,17 +29,25 @@ CAPS = (32,) + (None,) * (len(HEADER) - 2)  # the group's name may be cut; a num
 # is (terminal.table), and IDLE, the last, takes what is left
 
 
+def _range(since: Moment, until: Moment, now: float) -> Tuple[float, float]:
+    """``--since`` and ``--until`` as of ``now``; a UsageError where since is not before
+    until (checked before the store is opened where now cannot change that order)."""
+    start, end = since.resolve(now), until.resolve(now)
+    if start >= end:
+        raise UsageError("--since (%s) must be before --until (%s)" % (local(start), local(end)))
+    return start, end
+
+
 def report(config: Config, args: argparse.Namespace) -> int:
     """``--me``/``--user U`` and ``--team T`` count only those jobs: as ``jobs --me`` does, who
     you are is the store's word (Store.identity), and anyone who may read the store reads
     everyone's usage (access: only a job's output, READ, is its team's to read)."""
+    if (args.since.ago_s is None) == (args.until.ago_s is None):  # both ago, or both dates:
+        _range(args.since, args.until, time.time())  # their order is now's whatever now is
     store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
-        since, until = args.since.resolve(now), args.until.resolve(now)
-        if since >= until:
-            raise UsageError("--since (%s) must be before --until (%s)" % (
-                local(since), local(until)))
+        since, until = _range(args.since, args.until, now)
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
         every_waiting = store.jobs(Waiting.STATES)

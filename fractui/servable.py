@@ -146,19 +146,34 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
             name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
             kinds[name] = kinds.get(name, 0) + 1
     fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
-    # several GPUs are one host's: a fleet of 16 told it could not hold 8 read as wrong
-    most = max(len(view.gpu_records()) for view in idle)
+    # several GPUs are one host's, of one model: a fleet of 16 told it could not hold 8 read
+    # as wrong, and a host of 2 L4s and 2 A100s "could not hold 3" with no reason
+    most = max(_most_alike(view, queue) for view in idle)
     why = "no %s %s could ever hold what queue %s asks for (%s, %s)%s; %s %s" % (
         "host" if queue.gpus > 1 else "GPU",
         "in the fleet" if whole else "of the hosts heard from", queue.name, queue.describe(),
-        _filters(queue, gpu_only), ": a job's GPUs are all on one host, and the most one has "
-        "is %d" % most if queue.gpus > most else "", "the fleet has" if whole else
-        "they have", fleet)
+        _filters(queue, gpu_only), ": a job's GPUs are all on one host and of one model, and "
+        "the most of one model%s a host has is %d" % (
+            " it may use" if queue.gpu_models else "", most) if queue.gpus > most else "",
+        "the fleet has" if whole else "they have", fleet)
     if gpu_only:
         return why
     cpus = max(float(f.get("cpus") or 0) for f in inventory.values())
     ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
     return "%s; at most %g CPUs and %d GiB RAM on a host" % (why, cpus, ram)
+
+
+def _most_alike(view: HostView, queue: QueueConfig) -> int:
+    """The most GPUs of one model (and memory) the host has of those ``queue`` may use: as
+    many as one job of it may take there, as the placer counts them (a job's GPUs are of one
+    model: place.py)."""
+    alike: Dict[Tuple[str, int], int] = {}
+    for g in view.gpu_records():
+        model = model_name(g.get("name") or "?")
+        if not queue.gpu_models or model in queue.gpu_models:
+            key = (model, int(g.get("memory_mib") or 0))
+            alike[key] = alike.get(key, 0) + 1
+    return max(alike.values(), default=0)
 
 
 def _either_mode(view: HostView) -> List[HostView]:

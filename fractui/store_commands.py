@@ -23,9 +23,10 @@ from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_num
 from fractui.config import Config, default_config_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
-from fractui.checked_store import heard_inventory, open_checked_store, store_of_a_host_verb
+from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
+                                   store_of_a_host_verb)
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
-from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view
+from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
@@ -419,14 +420,16 @@ def resubmit_line(config: Config, job: Job) -> Tuple[str, str]:
 def _by_hand(config: Config, args: argparse.Namespace, action: str
              ) -> Iterator[Tuple[Store, Job, int, Asker]]:
     """``place``'s and ``move``'s start: their arguments checked, then the store open (closed
-    after), ``action`` authorized (before the host or the job is looked up: a member is told
-    the verb is the admin's) and the job read, before any host is asked."""
+    after), ``action`` authorized (before the job is looked up, and the host in a config of
+    no hosts: a member is told the verb is the admin's; checked_store.host_first) and the job
+    read, before any host is asked."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     gpu, number = gpu_index(args.gpu), job_number(args.job)
+    host_first(config, args.host)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
-    try:  # the admin's verbs: who may is said first, before the host or the job is looked up
+    try:  # the admin's verbs: who may is said first, before the job is looked up
         intents.authorize(store, asker, action, None, "job %d" % number)
         config.host(args.host)
         job = store.get(number)
@@ -555,7 +558,7 @@ def move(config: Config, args: argparse.Namespace) -> int:
     GPU has free), as the TUI's preview chooses it; a launch that first changes the GPU's
     MIG mode, or that goes past the team's quota, is said and asked about as ``place`` asks."""
     with _by_hand(config, args, MOVE) as (store, job, gpu, asker):
-        asked = Slot(args.host, (gpu,), args.profile, args.start)
+        asked = _of_set(job, Slot(args.host, (gpu,), args.profile, args.start))
         if intents.there(job, asked):  # a retry whose first ask was carried out: done
             print(_moving(job))
             return 0
@@ -581,6 +584,17 @@ def move(config: Config, args: argparse.Namespace) -> int:
     if not led:
         say(NO_SCHEDULER)
     return 0
+
+
+def _of_set(job: Job, asked: Slot) -> Slot:
+    """``asked`` of a job of several GPUs, where the GPU named is one of the set it is moving
+    to or runs on there: that set, so that a move asked again (its answer lost) finds its
+    first ask carried out, not the job's own set taken, by itself."""
+    if request_of(job).gpus > 1:
+        for slot in (job.move_to, job.slot):
+            if slot is not None and slot.host == asked.host and asked.gpus[0] in slot.gpus:
+                return replace(asked, gpus=slot.gpus)
+    return asked
 
 
 def _moving(job: Job) -> str:
@@ -623,8 +637,18 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
-    on_gpu = [c for c in candidates([view], store.jobs(ACTIVE), store.uid, job,
-                                    store.cordons()) if c.gpus == asked.gpus]
+    if asked.gpus[0] >= len(view.gpu_records()):  # (not "no room", nor a set "not with" it)
+        raise Failed("not moved: %s has no GPU %d (it has %d)" % (
+            asked.host, asked.gpus[0], len(view.gpu_records())))
+    there = candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
+    several = request_of(job).gpus > 1  # (the GPU named is one of those it takes)
+    on_gpu = [c for c in there if c.gpus == asked.gpus or several and asked.gpus[0] in c.gpus]
+    if several and not on_gpu and there:
+        best = next((c for c in there if c.chosen), there[0])
+        raise Failed("not moved: job %d asks for %d GPUs of one host, and on %s they would be "
+                     "gpu%s, not with gpu%d (fractui move %d %s %d moves it there)" % (
+                         job.id, len(best.gpus), asked.host, ",".join(map(str, best.gpus)),
+                         asked.gpus[0], job.id, asked.host, best.gpus[0]))
     found = [c for c in on_gpu if asked.profile in (None, c.profile)
              and asked.start in (None, c.start)]
     taken = sorted({c.profile or "a %d MiB share" % c.memory_mib for c in on_gpu})
@@ -674,7 +698,7 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
 def uncordon(config: Config, args: argparse.Namespace) -> int:
     gpu = None if args.gpu is None else gpu_index(args.gpu)
     asker = Asker.here(config.teams)
-    store = _store_of(config, args.host)
+    store = _store_of(config, args.host, known_first=False)
     try:
         _admin_first(store, config, args.host, gpu)
         if not any(c.host == args.host for c in store.cordons()):
@@ -695,11 +719,11 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_of(config: Config, host: str) -> Store:
-    """The store as cordon, drain and uncordon open it: before ``host`` is looked up, unless
-    none is made yet (checked_store.store_of_a_host_verb: a typo makes none)."""
+def _store_of(config: Config, host: str, known_first: bool = True) -> Store:
+    """The store as cordon, drain and uncordon open it (checked_store.store_of_a_host_verb:
+    a typo is said first, and makes none)."""
     return store_of_a_host_verb(config, host, lambda make: open_checked_store(
-        config, hear=False, make=make))
+        config, hear=False, make=make), known_first)
 
 
 def _admin_first(store: Store, config: Config, host: str, gpu: Optional[int]) -> None:

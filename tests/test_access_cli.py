@@ -317,7 +317,8 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
     assert (done.returncode, done.stdout) == (2, ""), done
     assert done.stderr == (
         "fractui: %s:%d: no host in the fleet could ever hold what queue two asks for (2 GPUs, "
-        "isolation any): a job's GPUs are all on one host, and the most one has is 1; the "
+        "isolation any): a job's GPUs are all on one host and of one model, and the most of one "
+        "model a host has is 1; the "
         "fleet has 1x L4; at most 8 CPUs and 64 GiB RAM on a host\n"
         % (config, at))
     assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]

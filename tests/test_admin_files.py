@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Tuple
@@ -22,7 +23,7 @@ from fractui.cli import main
 from fractui.fleet import sshlog
 from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
-from fractui.store import SqliteStore, sqlite_file
+from fractui.store import SqliteStore, StoreError, sqlite_file
 from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
@@ -316,6 +317,68 @@ def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_fi
         monkeypatch.undo()
     assert swapped.is_symlink(), "the link was not swapped in"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_link_a_store_member_swaps_in_for_a_new_store_makes_no_file_elsewhere(
+        plain_dir, monkeypatch):
+    """A store shared through its group lies in a folder the group writes, and a member may
+    remove it: the next open makes a new one there, as root. It was made by SQLite in a file
+    beside it, opened by its name: a member who put a link at that name the moment after it
+    was made (the hook, as that race won) had root's SQLite make the file the link named,
+    anywhere nothing was (an /etc/sudoers.d/ file of SQLite's bytes stops sudo), 0644."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, nogroup)
+    folder.chmod(0o2770)
+    target = plain_dir / "made-by-root"
+    link = folder / "theirs"
+    assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    real_mkstemp = tempfile.mkstemp
+
+    def swapped(*args, **kwargs):
+        fd, made = real_mkstemp(*args, **kwargs)
+        if os.path.dirname(made) == str(folder):
+            os.rename(link, made)  # (nobody's rename, made as root at that moment)
+        return fd, made
+
+    monkeypatch.setattr(tempfile, "mkstemp", swapped)
+    with pytest.raises(StoreError):  # the member's link, put in place as the store: refused
+        SqliteStore(str(folder / "store.db"))
+    monkeypatch.undo()
+    assert not os.path.lexists(link), "the link was not swapped in"
+    assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+
+
+def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_elsewhere(
+        plain_dir, monkeypatch):
+    """A store shared through its group: a member may put a link in place of the store file
+    after the checks of its open, before SQLite opens it by its name (the hook, as that race
+    won). A link leading where nothing was had root's SQLite make that file (empty: an empty
+    /etc/nologin lets no one else log in); it is opened now only where it is."""
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, nogroup)
+    folder.chmod(0o2770)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    target = plain_dir / "made-by-root"
+    link = folder / "theirs"
+    assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    real_holding = sqlite_file.holding
+
+    def swapped(path):
+        held = real_holding(path)
+        os.rename(link, store)  # (nobody's rename, made as root at that moment)
+        return held
+
+    monkeypatch.setattr(sqlite_file, "holding", swapped)
+    with pytest.raises(StoreError):
+        SqliteStore(str(store))
+    monkeypatch.undo()
+    assert store.is_symlink(), "the link was not swapped in"
+    assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
 
 
 # --- The Python children fractui starts (trust.python_module) -------------------------------

@@ -25,6 +25,7 @@ import pytest
 from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
+from fractui.fleet.host import HostUnavailable
 from fractui.outcome import Terminated
 from fractui.store import Slot, SqliteStore, sqlite_url
 from fractui.terminal import TerminalText
@@ -33,6 +34,7 @@ from fractui.words import quoted
 from tests import as_user, localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
+from tests.test_jobs import alive
 from tests.test_tui_demo import Terminal
 
 PY = sys.executable
@@ -463,6 +465,49 @@ def test_stop_of_a_job_that_has_ended_says_so_never_stopping(cli):
                                       "")
     assert cli.run("stop", done) == (
         1, "", "fractui: %s had already ended (exited 0): nothing to stop\n" % done)
+
+
+def test_jobs_and_stop_say_why_an_agent_holds_a_start_it_cannot_read(cli):
+    """A job whose start its daemon never recorded (killed -9 first), with a directory in its
+    folder: the next daemon holds it starting, its slice booked, until its folder is mended
+    (docs/decisions.md). ``jobs`` showed it starting with no word of why, and ``stop`` said
+    "stopping (SIGTERM, SIGKILL after 1 s)", though nothing is signalled until it is mended;
+    both now say the agent's reason, and ``stop`` that it is stopped once the job is read,
+    as it is once its folder is mended."""
+    code, out, err = cli.run("launch", "gpu-a", "0", "--memory-mib", "512", "--json", "--",
+                             *sleeper(600))
+    assert code == 0, err
+    launched = json.loads(out)
+    ref, agent_job = launched["ref"], launched["id"]
+    state = cli.f.config.hosts[0].state_dir
+    os.mkdir(os.path.join(state, "jobs", agent_job, "planted"), 0o700)
+    try:
+        with open(os.path.join(state, "daemon.pid")) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+        with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
+            db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
+                       "start_ticks = NULL")
+
+        def held() -> dict:
+            try:
+                return cli.f.fleet.session("gpu-a").call("job.get", {"job": agent_job})
+            except HostUnavailable:  # (its daemon started again meanwhile)
+                return {}
+        localfleet.wait(lambda: held().get("reason"), held)
+        reason = held()["reason"]
+        assert held()["state"] == "starting" and "until that folder is mended" in reason, reason
+        code, out, err = cli.run("jobs", "gpu-a")
+        assert code == 0 and reason in out, (out, err)
+        assert cli.run("stop", ref, "--grace", "1") == (
+            0, "%s: held starting, so it is stopped once its agent can read it again: %s\n"
+            % (ref, reason), "")
+        assert held()["state"] == "starting"
+        os.rmdir(os.path.join(state, "jobs", agent_job, "planted"))  # an admin mends it
+        localfleet.wait(lambda: held().get("state") == "killed", held)
+        assert not alive(launched["pid"])
+    finally:
+        if alive(launched["pid"]):
+            os.kill(launched["pid"], signal.SIGKILL)
 
 
 def test_a_create_that_needs_an_idle_instance_destroyed_names_the_option_that_allows_it(cli):

@@ -875,8 +875,8 @@ SIM_HOSTS = ('[[hosts]]\nname = "l4s"\ntransport = "local"\nsim = "2xL4"\n'
     ('mig = "7g.80gb"\nhosts = ["l4s"]', "(7g.80gb, isolation any, hosts l4s); the fleet has "
                                          "2x L4"),
     # 3 GPUs, of a fleet of 3: a job's are one host's (no GPU could hold 3 read as wrong)
-    ("gpus = 3", "(3 GPUs, isolation any): a job's GPUs are all on one host, and the most one "
-                 "has is 2; the fleet has 1x A100-80GB, 2x L4"),
+    ("gpus = 3", "(3 GPUs, isolation any): a job's GPUs are all on one host and of one model, "
+                 "and the most of one model a host has is 2; the fleet has 1x A100-80GB, 2x L4"),
     ("memory_gib = 100", "(100 GiB, isolation any); the fleet has 1x A100-80GB, 2x L4"),
     ('gpu = 0.5\ngpu_models = ["H100"]', "(0.5 GPU, isolation any, models H100)"),
     ('gpu = 0.5\nisolation = "mig"\nhosts = ["l4s"]', "(0.5 GPU, isolation mig, hosts l4s)"),
@@ -888,6 +888,26 @@ def test_a_queue_the_sim_specs_cannot_serve_is_refused_at_load(tmp_path, monkeyp
     assert message.startswith("F:11: no %s in the fleet could ever hold what queue q asks for "
                               % ("host" if "gpus" in queue else "GPU") + says), message
     assert message.endswith(" (from their sim specs)")
+
+
+@pytest.mark.parametrize("queue, says", [
+    # four GPUs on one host, but two of each model: a job's GPUs are of one model
+    ("gpus = 3", "(3 GPUs, isolation any): a job's GPUs are all on one host and of one model, "
+                 "and the most of one model a host has is 2; the fleet has 2x A100-80GB, 2x L4"),
+    ('gpus = 2\ngpu_models = ["L4"]', "(2 GPUs, isolation any, models L4): a job's GPUs are "
+     "all on one host and of one model, and the most of one model it may use a host has is 1; "
+     "the fleet has 2x A100-80GB, 2x L4")])
+def test_a_queue_of_more_gpus_of_one_model_than_a_host_has_says_the_placers_rule(
+        tmp_path, monkeypatch, queue, says):
+    """Where a host has enough GPUs but not of one model (of those the queue may use), the
+    words count the GPUs of one model, as the placer does: "the most one has is 4" was no
+    reason for a job of 3, and none was said."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    hosts = ('[[hosts]]\nname = "mix"\ntransport = "local"\nsim = "1xL4,2xA100-80GB"\n'
+             '[[hosts]]\nname = "l4"\ntransport = "local"\nsim = "1xL4"\n')
+    message = checked_error(tmp_path, hosts + '[[queues]]\nname = "q"\n' + queue + "\n")
+    assert message.startswith("F:11: no host in the fleet could ever hold what queue q asks "
+                              "for " + says), message
 
 
 @pytest.mark.parametrize("queue", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import sys
 
 import pytest
@@ -272,3 +273,32 @@ def test_a_symlink_a_job_put_in_its_folders_place_goes_at_its_prune_and_nothing_
     assert wait_job(agent, job["id"])["state"] == "lost"
     wait_until(lambda: not os.path.lexists(job_dir), "the prune of %s" % job_dir)
     assert (elsewhere / "kept").read_text() == "kept" and os.listdir(str(elsewhere)) == ["kept"]
+
+
+def test_an_entry_gone_as_it_is_judged_is_no_error(tmp_path):
+    """A job makes a file others may write in its folder and removes it, over and over (a
+    shim's temporary file goes so too): an entry that was there as the folder was listed and
+    seen, gone as its ACL was read, raised FileNotFoundError out of the judging (the ACL read
+    by its name), which ended the daemon's start. Each look now judges the entry through one
+    descriptor of it, so it is either seen and judged or not there, never an error."""
+    from remote_agent.daemon.paths import AgentPaths
+
+    state = tmp_path / "state"
+    (state / "jobs" / "j1").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    paths = AgentPaths(str(state))
+    entry = str(state / "jobs" / "j1" / "shared")
+    churn = subprocess.Popen([sys.executable, "-c", "import os, sys\nwhile True:\n    fd = "
+                              "os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o664)\n    "
+                              "os.fchmod(fd, 0o664)\n    os.close(fd)\n    os.unlink(sys.argv[1])",
+                              entry])
+    try:
+        wait_until(lambda: os.path.lexists(entry), "the job's file")
+        said = {paths.unread_job_dir("j1") for _ in range(30000)}
+    finally:
+        churn.kill()
+        churn.wait()
+    assert said <= {None, "its directory %s holds what the agent did not make, so the agent "
+                    "leaves it unread: refusing job file %s: it is writable by its group (mode "
+                    "0664), who could have changed it; check it, then: chmod go-w %s" % (
+                        os.path.dirname(entry), entry, entry)}, said

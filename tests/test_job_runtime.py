@@ -96,6 +96,7 @@ def test_an_sqlite_store_of_schema_10_keeps_its_jobs_bare(tmp_path):
         if number <= 10:
             db.executescript(sql)
     db.execute("PRAGMA user_version = 10")
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', '01d00001')")  # (given as made)
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at) "
                "VALUES ('q', 'old', '[\"x\"]', '{}', 'pending', 1, 1)")
     db.commit()
@@ -118,6 +119,7 @@ def test_a_postgresql_store_of_schema_8_keeps_its_jobs_bare(pg_server):
         if number <= 8:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
+    pg_server.sql("INSERT INTO meta (key, value) VALUES ('uid', '01d00001')", db=db)
     pg_server.sql("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, "
                   "updated_at) VALUES ('q', 'old', '[\"x\"]', '{}', 'pending', 1, 1)", db=db)
     pg_server.sql("INSERT INTO audit (time, actor, action, job, why) VALUES "

@@ -388,3 +388,19 @@ def test_a_stop_sent_whose_record_reply_is_lost_is_logged_as_maybe_recorded(
     finally:
         direct.close()
         proxy.close()
+
+
+@pytest.mark.parametrize("verb", [["jobs"], ["queues"], ["audit"]])
+def test_a_read_only_verb_writes_nothing_to_open_a_store_up_to_date(stores, tmp_path, verb):
+    """Every verb opened the store with a write (its migrations, none due): ``fractui jobs``
+    whose COMMIT reply was lost, the server unreachable after, said the store's write was
+    "whether it was recorded is not known" — of a write its user never asked for. A store
+    up to date is opened by reads alone: nothing is committed, so nothing is left unknown."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    stores.proxy.cut_on("COMMIT", AFTER, down=True)
+    done = subprocess_run(["--config", str(config), *verb])
+    stores.proxy.restore()
+    assert "not known" not in done.stderr and not leaks(done.stderr), done
+    assert (done.returncode, stores.proxy.cuts) == (0, 0), done

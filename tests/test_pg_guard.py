@@ -198,6 +198,11 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
                 "9e12)", "table mode_holds")  # (a team member's TUI reads them, below)
         refused(guarded, "INSERT INTO team_holds (team, job, charge) VALUES ('vision', %d, "
                 "1)" % mine.id, "table team_holds")  # (the lease holder's, read by teams)
+        refused(guarded, "INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
+                "VALUES ('vision', 9, true, 1)", "table team_terms")  # (likewise)
+        refused(guarded, "UPDATE team_terms SET quota_gpus = 9", "team_terms")
+        refused(guarded, "DELETE FROM team_terms", "team_terms")
+        refused(guarded, "TRUNCATE team_terms", "team_terms")
         refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
         refused(guarded, "TRUNCATE jobs", "table jobs")
         after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),
@@ -1121,8 +1126,8 @@ def _store_of_schema_4(pg_server) -> tuple:
 
 
 def _store_of_schema(pg_server, version: int) -> tuple:
-    """A new database holding a store of schema ``version``, as fractui's migrations made it:
-    (database, a tag for this test's role names)."""
+    """A new database holding a store of schema ``version``, as fractui's migrations made it,
+    with its id: (database, a tag for this test's role names)."""
     from fractui.store.sql import migrations, statements
 
     db = pg_server.new_database()
@@ -1133,6 +1138,7 @@ def _store_of_schema(pg_server, version: int) -> tuple:
         if number <= version:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
+    pg_server.sql("INSERT INTO meta (key, value) VALUES ('uid', '01d00001')", db=db)
     return db, tag
 
 

@@ -146,6 +146,7 @@ def test_a_store_at_0029_holding_rows_the_new_rules_refuse_is_migrated_unchanged
         if number <= 29:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
+    pg_server.sql("INSERT INTO meta (key, value) VALUES ('uid', '01d00001')", db=db)
     rows = [("a", '["\\ud800"]', nested(2000), '{"A": 1e999999}'),
             ("b", '["x"]', '{"gpus": 1e999999}', '{"\\u0000": "x"}')]
     for team, argv, request, env in rows:

@@ -33,7 +33,8 @@ MORE = ('[[queues]]\nname = "mig3"\nmig = "3g.40gb"\nisolation = "mig"\npriority
 BY_HAND = {"quarter": (3, 3), "half": (0, 2), "mig3": (0, 0), "whole8": (0, 0),
            "c-only": (0, 0)}
 NEVER = ("never served: no host in the fleet could ever hold what queue whole8 asks for (8 "
-         "GPUs, isolation any): a job's GPUs are all on one host, and the most one has is 2; "
+         "GPUs, isolation any): a job's GPUs are all on one host and of one model, and the most "
+         "of one model a host has is 2; "
          "the fleet has 2x A100-80GB (MIG), 1x L4; at most 32 CPUs and 256 GiB RAM on a host")
 UNKNOWN = ("not known yet: the store keeps no inventory of gpu-c (a scheduler records a host "
            "once it reaches it)")

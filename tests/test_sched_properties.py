@@ -64,28 +64,29 @@ def streams(draw):
 
 
 def fits_somewhere(hosts, req) -> bool:
-    """An independent, brute-force answer: does any host take ``req`` now?"""
+    """An independent, brute-force answer: does any host take ``req`` now? (A job's GPUs are
+    of one model: they are counted by model.)"""
     for h in hosts:
         if h.cpu_free < req.cpu_milli or h.memory_free < req.memory_mib:
             continue
         if req.hosts and h.name not in req.hosts:
             continue
-        usable = 0
+        usable: Counter = Counter()
         for g in h.gpus:
             if req.models and g.model not in req.models:
                 continue
             if g.layout is None:
                 need = req.share_milli(g.model, g.memory_mib)
-                usable += bool(need) and g.free_milli >= need
+                usable[g.model, g.memory_mib] += bool(need) and g.free_milli >= need
             else:
                 prof = profile_for(req, g.layout.geometry)
                 if prof is not None:
                     try:
                         planner.plan(g.layout, prof.name, destroy_idle=True)
-                        usable += 1
+                        usable[g.model, g.memory_mib] += 1
                     except planner.PlanError:
                         pass
-        if usable >= req.gpu_count:
+        if max(usable.values(), default=0) >= req.gpu_count:
             return True
     return False
 

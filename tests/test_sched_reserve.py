@@ -290,3 +290,88 @@ def test_the_host_held_is_one_the_teams_own_jobs_ending_frees():
             break
     assert s.state(50) == RUNNING, result.waiting[50]
     assert s.jobs[50].slot.host == "b" and now <= 4 * 30.0, now
+
+
+def test_a_job_of_two_gpus_holds_no_host_whose_gpus_are_of_two_models():
+    """mix, idle, has an A100 and an L4; vision fills b's two L4s. nlp's 2-GPU job, past the
+    bound, never fits mix (a job's GPUs are of one model): it holds b, where its room can
+    come, not mix (where most is free), and nlp's quarter job runs on mix rather than wait
+    beside its idle GPUs."""
+    two = QueueConfig("two", gpus=2)
+    teams = (TeamConfig("nlp", quota_gpus=4.0), TeamConfig("vision", quota_gpus=4.0))
+    mix = view("mix")
+    mix.hello["gpus"][0].update(name="A100-80GB", memory_mib=81920)
+    busy = [replace(job(i, WHOLE, team="vision", at=-100.0), state=RUNNING, started_at=-50.0,
+                    slot=Slot("b", (i - 1,), memory_mib=23034, charge=1.0)) for i in (1, 2)]
+    result = schedule([view("b"), mix], busy + [job(20, two, at=0.0), job(21, QUARTER, at=1.0)],
+                      (QUARTER, two), teams, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "its room on b is held for it" in result.waiting[20], result.waiting[20]
+    assert [(d.job, d.slot.host) for d in result.decisions] == [(21, "mix")], result.waiting
+
+
+def test_a_cpu_only_job_within_its_quota_preempts_a_borrowed_job_for_cpus():
+    """Speech's borrowed quarter books 60 of h's 64 CPUs; vision's CPU-only job asks 8. It
+    charges no GPU, so its quota affords it: it preempts the borrowed job, as any job within
+    its quota that finds no room does (it was left out of the starved, its least charge
+    being none)."""
+    big, cpu = QueueConfig("big", gpu=0.25, cpus=60), QueueConfig("cpu", cpus=8)
+    teams = (TeamConfig("vision", quota_gpus=2.0),
+             TeamConfig("speech", quota_gpus=0.0, over_quota=True))
+    lent = replace(job(1, big, team="speech", at=-100.0), state=RUNNING, started_at=-50.0,
+                   preemptible=True, slot=Slot("h", (0,), memory_mib=23034 // 4, charge=0.25))
+    result = schedule([view()], [lent, job(2, cpu, team="vision")], (big, cpu), teams, "u")
+    assert [(p.victim, p.for_job) for p in result.preemptions] == [(1, 2)], result.waiting
+
+
+def test_a_container_job_preempts_only_where_a_runtime_runs_it_and_asks_apart_from_others():
+    """h, no container runtime, holds speech's four borrowed quarters; c, with podman, is full
+    of vision's own. Vision's job of an image finds no room: it preempts nothing on h, where
+    it would never run (a borrowed job stopped for nothing, placed again, stopped again). Its
+    plain twin, asking the same of the GPUs, is no job alike: it preempts on h."""
+    teams = (TeamConfig("vision", quota_gpus=4.0),
+             TeamConfig("speech", quota_gpus=0.0, over_quota=True))
+    h, c = view("h", 1), view("c", 1)
+    c.hello["runtimes"] = {"podman": "/usr/bin/podman"}
+    quarter = Slot("h", (0,), memory_mib=23034 // 4, charge=0.25)
+    running = [replace(job(i, QUARTER, team="speech", at=-100.0), state=RUNNING,
+                       started_at=-50.0 + i, preemptible=True, slot=quarter)
+               for i in range(1, 5)] + [
+        replace(job(i, QUARTER, team="vision", at=-100.0), state=RUNNING, started_at=-50.0,
+                slot=replace(quarter, host="c")) for i in range(11, 15)]
+    boxed = replace(job(30, QUARTER, team="vision", at=0.0), image="docker.io/library/x")
+    alone = schedule([h, c], running + [boxed], (QUARTER,), teams, "u")
+    assert alone.waiting[30].startswith("no room") and alone.preemptions == []
+    both = schedule([h, c], running + [boxed, job(31, QUARTER, team="vision", at=1.0)],
+                    (QUARTER,), teams, "u")
+    assert [(p.victim, p.for_job) for p in both.preemptions] == [(4, 31)], both.waiting
+
+
+def test_a_cpu_only_job_is_told_what_it_asks_for_not_gpus_or_a_quota_it_does_not_charge():
+    """h's 64 CPUs are all booked by nlp's own quarter jobs, within its quota of 1 GPU (at it):
+    nlp's CPU-only job asks 8 CPUs and finds no room. It charges no GPU, so its team's quota
+    is not what it waits for, nor a GPU slice: it waits for CPUs and RAM. Nothing is
+    preemptible, so it preempts nothing."""
+    big, cpu = QueueConfig("big", gpu=0.25, cpus=16), QueueConfig("cpu", cpus=8, memory=4)
+    own = [replace(job(i, big, at=-100.0), state=RUNNING, started_at=-50.0,
+                   slot=Slot("h", (i % 2,), memory_mib=23034 // 4, charge=0.25))
+           for i in range(1, 5)]
+    result = schedule([view()], own + [job(5, cpu)], (big, cpu), TEAMS, "u")
+    assert result.waiting[5] == "no room: no host in the fleet has 8 CPUs and 4 GiB RAM free " \
+                                "for it", result.waiting
+    assert not waits_at_quota(result.waiting[5]) and result.preemptions == []
+
+
+def test_a_cpu_only_job_is_not_held_back_by_the_quota_its_team_holds_for_another():
+    """A quarter of nlp's quota frees up; nlp holds its quota for whole-GPU job 50, waiting
+    past the bound, so its quarter job 51 takes only what is left beside that (nothing); its
+    CPU-only job 52 charges no GPU: it starts."""
+    s = busy_nlp()
+    s.end(1)
+    s.jobs[52] = job(52, QueueConfig("cpu", cpus=8), at=2.0)
+    result = schedule(s.views, list(s.jobs.values()), QUEUES + (QueueConfig("cpu", cpus=8),),
+                      TEAMS, "u", reserve=Reserve(BOUND, BOUND + 1))
+    assert "is held for it" in result.waiting[50] and HELD_51 in result.waiting[51]
+    assert [d.job for d in result.decisions] == [52], result.waiting
+
+
+HELD_51 = "team nlp's free quota is held for job 50"

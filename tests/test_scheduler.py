@@ -112,7 +112,30 @@ def test_a_job_of_several_gpus_says_no_host_has_that_many_free_not_that_no_gpu_h
     pair = f.submit("two")
     f.until(lambda: f.store.get(pair.id).reason is not None)
     assert f.store.get(pair.id).reason == (
-        "no room: a job's GPUs are all on one host, and no host has 2 GPUs free for it at once")
+        "no room: a job's GPUs are all on one host and of one model, and no host has 2 such "
+        "GPUs free for it at once")
+
+
+def test_a_job_of_several_gpus_takes_gpus_of_one_model_never_an_a100_beside_an_l4(
+        local_fleet, store_url):
+    """gpu-a has an A100 in MIG mode and an L4, idle; gpu-b, two L4s, is cordoned. A job of 2
+    GPUs books one size of memory on each: it waits, saying why, and the A100 keeps its MIG
+    mode (no reset for a launch the L4 would refuse); uncordoned, it runs on gpu-b's pair."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig,1xL4", "gpu-b": "2xL4"},
+                    [QueueConfig(name="two", gpus=2)], store_url=store_url)
+    f.store.cordon("gpu-b", None, "cordon", "ops@head", "")
+    pair = f.submit("two")
+    f.until(lambda: f.store.get(pair.id).reason is not None)
+    for _ in range(3):
+        f.scheduler.step()
+    assert (f.store.get(pair.id).state, f.store.get(pair.id).reason) == (
+        "pending", "no room: a job's GPUs are all on one host and of one model, and no host "
+        "has 2 such GPUs in service free for it at once (out of service: gpu-b)")
+    assert [g["mig_mode"] for g in f.fleet.session("gpu-a").call("inventory")["gpus"]] == [
+        True, False]
+    f.store.uncordon("gpu-b", None, "ops@head", "")
+    f.until(lambda: f.states()[pair.id] == "running")
+    assert (f.store.get(pair.id).slot.host, f.store.get(pair.id).slot.gpus) == ("gpu-b", (0, 1))
 
 
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
@@ -135,6 +158,52 @@ def test_a_job_whose_best_slot_charges_past_its_quota_takes_one_within_it(local_
     f.until(lambda: f.store.get(job.id).state == "running")
     slot = f.store.get(job.id).slot
     assert (slot.host, slot.profile, slot.memory_mib, slot.charge) == ("gpu-b", None, 10240, 0.125)
+
+
+def test_a_flooding_teams_waiting_jobs_never_keep_another_team_from_preempting_its_borrowed(
+        local_fleet, store_url):
+    """Speech floods: one quarter within its 0.3 GPUs, one borrowed, four waiting of four
+    sizes that no room would let within its quota, ranked first (its share is the lowest).
+    Vision, within its quota, finds no room for a quarter: it preempts speech's borrowed
+    quarter, however many of speech's jobs wait ahead of it."""
+    sizes = {"quarter": 0.25, "fifth": 0.2, "eighth": 0.125, "tenth": 0.1}
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name=q, gpu=g) for q, g in sizes.items()],
+                    [TeamConfig("vision", quota_gpus=2),
+                     TeamConfig("speech", quota_gpus=0.3, over_quota=True)],
+                    store_url=store_url)
+    own = [f.submit("quarter", "vision") for _ in range(2)]
+    f.until(lambda: running(f) == 2)
+    speech = [f.submit("quarter", "speech") for _ in range(2)]
+    f.until(lambda: running(f) == 4)
+    lent = next(j for j in speech if f.store.get(j.id).preemptible)
+    flood = [f.submit(q, "speech") for q in sizes]
+    needy = f.submit("quarter", "vision")
+    f.until(lambda: f.states()[needy.id] == "running")
+    assert f.store.get(lent.id).state == "pending"
+    assert {f.states()[j.id] for j in own + flood} == {"running", "pending"}
+    assert [f.states()[j.id] for j in flood] == ["pending"] * 4
+
+
+def test_waiting_jobs_no_preemption_helps_never_keep_a_later_one_from_preempting(
+        local_fleet, store_url):
+    """Vision fills gpu-b, and four more of its jobs wait for gpu-b alone, where nothing is
+    borrowed; speech borrows the rest of gpu-a. Vision's next quarter, which may go anywhere,
+    preempts one of speech's borrowed quarters, however many jobs alike wait ahead of it."""
+    queues = [QueueConfig(name="quarter", gpu=0.25),
+              QueueConfig(name="b", gpu=0.25, hosts=("gpu-b",))]
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, queues,
+                    [TeamConfig("vision", quota_gpus=3),
+                     TeamConfig("speech", quota_gpus=0.25, over_quota=True)],
+                    store_url=store_url)
+    [f.submit("b", "vision") for _ in range(4)]
+    f.until(lambda: running(f) == 4)
+    lent = [f.submit("quarter", "speech") for _ in range(4)]
+    f.until(lambda: running(f) == 8)
+    behind = [f.submit("b", "vision") for _ in range(4)]
+    needy = f.submit("quarter", "vision")
+    f.until(lambda: f.states()[needy.id] == "running")
+    assert [f.states()[j.id] for j in lent].count("pending") == 1
+    assert [f.states()[j.id] for j in behind] == ["pending"] * 4
 
 
 def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):

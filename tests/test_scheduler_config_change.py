@@ -3,7 +3,8 @@ the scheduler restarted on it (as `fractui scheduler` is after an edit), on real
 and the same store: jobs on a host the config dropped count as lost (requeued after
 host_lost_s, their charge released, the audit saying why), as do jobs on a GPU their host no
 longer has; a dropped queue starts no more jobs and says so; the running jobs of a dropped
-team hold no quota, so a team within its quota may preempt them."""
+team hold no quota, so a team within its quota may preempt them, as it may a team's jobs that
+hold it past a quota lowered since they were placed (its newest first)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,19 @@ from typing import Iterator
 from fractui.checked_store import heard_inventory
 from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.quota import team_usage
+from fractui.sched.queueing import schedule
+from fractui.sched.quota import past_quota_jobs, team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store import SqliteStore
 from fractui.store.base import StoreUnavailable
 from fractui.store.intents import Asker, ask_stop
-from fractui.store.model import ACTIVE, OUT_OF_CONFIG
+from fractui.store.model import ACTIVE, OUT_OF_CONFIG, Slot
 from tests import localfleet
 from tests.conftest import REPO
 from fractui.store_url import sqlite_path
 from tests.localfleet import POLITE, wait
+from tests.test_sched_reserve import job as pure_job, view as pure_view
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -127,6 +130,54 @@ def test_the_running_jobs_of_a_dropped_team_hold_no_quota_and_may_be_preempted(l
     preempted = [e for e in f.store.audit_log(old.id) if e.action == "preempt"]
     assert [e.why for e in preempted] == [
         "preempted: team vision (within quota) needs room for job %d" % needy.id]
+
+
+def test_a_teams_jobs_past_a_lowered_quota_are_borrowed_newest_first_and_may_be_preempted(
+        local_fleet):
+    """nlp's quota is cut from 2 GPUs to 1 while it runs two whole-GPU jobs placed within the
+    old one: what it holds past the new quota counts as borrowed, its job started last first,
+    so vision, within its quota, preempts that one (it waited for one of them to end)."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=2)],
+                    preempt_grace_s=2.0)
+    old = f.submit("whole", "nlp")
+    f.until(lambda: f.store.get(old.id).state == "running")
+    new = f.submit("whole", "nlp", POLITE)
+    f.until(lambda: f.store.get(new.id).state == "running")
+    assert not f.store.get(new.id).preemptible  # within nlp's quota while it was 2
+    cut = (TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1))
+    nlp = next(u for u in team_usage(f.store.jobs(ACTIVE), cut) if u.name == "nlp")
+    assert (nlp.used, nlp.within, nlp.borrowed) == (2.0, 1.0, 1.0)
+    with restarted(f, rewritten(f, teams=cut)) as sched:
+        needy = f.submit("whole", "vision")
+        until(f, sched, lambda: f.store.get(needy.id).state == "running")
+    assert f.store.get(old.id).state == "running"  # within the new quota: never preempted
+    back = f.store.get(new.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    assert back.reason == "team nlp is at its quota (1.00 of 1.00 GPUs held)"
+    preempted = [e for e in f.store.audit_log(new.id) if e.action == "preempt"]
+    assert [e.why for e in preempted] == [
+        "preempted: team vision (within quota) needs room for job %d" % needy.id]
+
+
+def test_a_quota_cut_to_a_part_of_a_job_holds_the_team_at_it_and_lends_its_newest_job():
+    """The pure pass: nlp holds two whole GPUs placed within a quota of 2, cut to 1.5. Its
+    newest job is preemptible whole (a job is stopped whole), but only the 0.5 past the
+    quota counts as borrowed: the team is at its quota, as the store's check sums it, so its
+    quarter job waits rather than be placed within a quota the store would refuse; vision's
+    whole-GPU job preempts nlp's newest, not its oldest."""
+    quarter = QueueConfig(name="quarter", gpu=0.25)
+    teams = (TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1.5))
+    held = [replace(pure_job(i, WHOLE), state="running", started_at=at,
+                    slot=Slot("h", (i - 1,), memory_mib=23034, charge=1.0))
+            for i, at in ((1, -100.0), (2, -50.0))]
+    assert past_quota_jobs(held, teams) == {2}
+    nlp = next(u for u in team_usage(held, teams) if u.name == "nlp")
+    assert (nlp.within, nlp.borrowed, nlp.room()) == (1.5, 0.5, 0.0)
+    result = schedule([pure_view()], held + [pure_job(3, quarter), pure_job(4, WHOLE, "vision")],
+                      (WHOLE, quarter), teams, "u")
+    assert result.waiting[3] == "team nlp is at its quota (1.50 of 1.50 GPUs held)"
+    assert [(p.victim, p.for_job) for p in result.preemptions] == [(2, 4)], result.waiting
 
 
 def test_a_job_on_a_gpu_its_host_no_longer_has_is_lost_and_runs_again(local_fleet):

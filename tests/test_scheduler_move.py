@@ -97,6 +97,68 @@ def test_a_move_with_no_room_there_or_of_an_ended_job_is_refused(local_fleet):
                                    "fractui move %d HOST GPU moves it\n" % (first.id, first.id))
 
 
+def test_a_job_of_two_gpus_moves_to_a_pair_with_the_gpu_named_or_is_told_the_pair_there(
+        local_fleet, store_url):
+    """`move` names one GPU: a 2-GPU job asked onto gpu-b, idle, was told `no room for job 1
+    on gpu-b gpu1 now`, false of a host its `status` shows idle. The GPU named is one of the
+    pair it takes there; where it would take another pair, that pair is named, to ask for."""
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "3xL4"},
+                    [QueueConfig(name="two", gpus=2), QueueConfig(name="whole", gpus=1)],
+                    store_url=store_url)
+    pair = f.submit("two")
+    f.until(lambda: f.states()[pair.id] == "running")
+    assert f.store.get(pair.id).slot.host == "gpu-a"  # (gpu-b keeps three whole GPUs)
+    one = f.submit("whole")
+    f.until(lambda: f.states()[one.id] == "running")
+    free = sorted({0, 1, 2} - set(f.store.get(one.id).slot.gpus))
+    done = f.fractui("move", str(pair.id), "gpu-b", str(free[1]))
+    assert done.returncode == 0, done
+    f.until(lambda: f.states()[pair.id] == "running" and
+            f.store.get(pair.id).slot.host == "gpu-b")
+    assert f.store.get(pair.id).slot.gpus == tuple(free)
+    done = f.fractui("move", str(pair.id), "gpu-a", "0")
+    assert done.returncode == 0, done
+    f.until(lambda: f.states()[pair.id] == "running" and
+            f.store.get(pair.id).slot.host == "gpu-a")
+    taken = f.store.get(one.id).slot.gpus[0]
+    done = f.fractui("move", str(pair.id), "gpu-b", str(taken))
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        1, "fractui: not moved: job %d asks for 2 GPUs of one host, and on gpu-b they would be "
+        "gpu%d,%d, not with gpu%d (fractui move %d gpu-b %d moves it there)" % (
+            pair.id, free[0], free[1], taken, pair.id, free[0])), done
+
+
+def test_a_move_of_a_job_of_two_gpus_asked_again_is_answered_as_the_first(local_fleet):
+    """A retry of `move 7 gpu-b 1` (its answer lost) while the 2-GPU job stops to move, and
+    once it runs there: the same line, then `(moved there)`, exit 0, one move recorded. The
+    GPU named is one of the pair: the retry was refused, `job 7 is stopping`, then `not
+    moved: no room`, the job's own pair being taken by itself."""
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "2xL4"}, [QueueConfig(name="two", gpus=2)],
+                    preempt_grace_s=10.0)
+    pair = f.submit("two", argv=SLOW_STOP)
+    f.until(lambda: f.store.get(pair.id).state == "running")
+    f.until_up(pair)
+    there = "gpu-b" if f.store.get(pair.id).slot.host == "gpu-a" else "gpu-a"
+    moved = f.fractui("move", str(pair.id), there, "1")
+    assert moved.returncode == 0, moved.stderr
+    again = f.fractui("move", str(pair.id), there, "1")
+    assert (again.returncode, again.stdout) == (0, moved.stdout), again.stderr
+    f.until(lambda: f.store.get(pair.id).state == "running" and
+            f.store.get(pair.id).attempt == 1)
+    assert f.store.get(pair.id).slot.gpus == (0, 1)
+    for gpu in ("2", "7"):  # no such GPU there: said so, not a pair "not with gpu2"
+        none = f.fractui("move", str(pair.id), "gpu-a" if there == "gpu-b" else "gpu-b", gpu)
+        assert (none.returncode, none.stderr) == (1, "fractui: not moved: %s has no GPU %s "
+                                                  "(it has 2)\n" % (
+                                                      "gpu-a" if there == "gpu-b" else "gpu-b",
+                                                      gpu)), none.stderr
+    done = f.fractui("move", str(pair.id), there, "1")
+    assert (done.returncode, done.stdout) == (
+        0, "%d running on %s (moved there)\n" % (pair.id, f.store.get(pair.id).slot.describe())
+    ), done.stderr
+    assert [e.action for e in f.store.audit_log(pair.id)].count("move") == 1
+
+
 def test_a_move_to_a_slice_on_a_gpu_with_mig_off_shows_and_makes_the_mode_change(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB", "gpu-b": "1xA100-80GB"}, [SLICE])
     job = f.submit("slice")

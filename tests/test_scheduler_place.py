@@ -108,6 +108,22 @@ def test_a_job_placed_past_the_quota_is_preempted_for_a_team_within_its_quota(lo
     assert f.store.get(held.id).state == "running"  # within vision's quota: left alone
 
 
+def test_a_job_of_two_gpus_placed_by_hand_on_one_is_refused_not_run_on_one(local_fleet,
+                                                                          store_url):
+    """`place` names one GPU: a job asking for two was recorded there and launched on that
+    one alone, charged one. It is refused, saying why, and the scheduler places it on two."""
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="two", gpus=2)], store_url=store_url)
+    pair = f.submit("two")
+    done = f.fractui("place", str(pair.id), "gpu-a", "1")
+    assert (done.returncode, done.stdout, done.stderr.splitlines()[-1]) == (
+        1, "", "fractui: job %d of queue two asks for 2 GPUs of one host, and the placement "
+        "names 1 (gpu1 of gpu-a): a job of several GPUs is placed on all of them at once, by "
+        "the scheduler or the TUI's placement, which offers them together" % pair.id), done
+    assert (f.store.get(pair.id).state, f.store.get(pair.id).slot) == ("pending", None)
+    f.until(lambda: f.states()[pair.id] == "running")
+    assert f.store.get(pair.id).slot.gpus == (0, 1)
+
+
 def test_a_placement_within_the_quota_is_not_asked_about(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
     job = f.submit("half", "nlp")

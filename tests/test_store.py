@@ -16,7 +16,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
 from fractui.store.model import (OUT_OF_CONFIG, GpuTime, Hold, HolderMemory, LogTail,
-                                 ModeHold)
+                                 ModeHold, TeamTerms)
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -248,9 +248,13 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
         other.close()
 
 
+OLD_UID = "01d00001"  # the id of a store of before, as fractui gave it when it was made
+
+
 def _store_of_version(path: str, version: int) -> sqlite3.Connection:
     """A new SQLite file at ``path`` holding a store of schema ``version``, as fractui's
-    migrations made it, left open for the test to fill with rows of then."""
+    migrations made it, with its id (OLD_UID), left open for the test to fill with rows of
+    then."""
     db = sqlite3.connect(path)
     # (0015 asks the store's rule of each job's submitter: there is none yet)
     db.create_function("fractui_run_as", 1, lambda _submitter: None)
@@ -258,6 +262,7 @@ def _store_of_version(path: str, version: int) -> sqlite3.Connection:
         if number <= version:
             for statement in statements(sql):
                 db.execute(statement)
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', ?)", (OLD_UID,))
     db.execute("PRAGMA user_version = %d" % version)
     return db
 
@@ -265,7 +270,6 @@ def _store_of_version(path: str, version: int) -> sqlite3.Connection:
 def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp_path):
     path = str(tmp_path / "store.db")
     db = _store_of_version(path, 1)
-    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00001')")
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
                "'h', '[0]', '3g.40gb', 4)")
@@ -277,7 +281,7 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store = SqliteStore(path)
     job = store.get(1)
     assert (job.submitted_by, job.user) == ("ann@h", "ann")  # 0014, from its audit entry
-    assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
+    assert (store.uid, job.slot) == (OLD_UID, Slot("h", (0,), "3g.40gb", 4))
     pinned = store.reslot(1, Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
     assert pinned.slot.layout_version == "v9"
     assert store.inventory() == {}  # 0003 added the inventory
@@ -320,8 +324,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert not store.log_tail(1).whole  # 0023: a tail of before is not known to be all
     store.keep_log(1, "out\n", complete=True, offset=4, whole=True)
     assert store.log_tail(1) == LogTail(1, "out\n", True, store.log_tail(1).kept_at, 4, True)
+    assert store.team_terms() == {}  # 0024: no team's quota kept until a scheduler's lease
+    store.keep_team_terms({"nlp": TeamTerms(1.5, True, 2.0)})
+    assert store.team_terms() == {"nlp": TeamTerms(1.5, True, 2.0)}
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 23
+        _migrations()) == 24
 
 
 def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):
@@ -331,7 +338,6 @@ def test_the_tails_kept_before_the_last_lines_are_kept_as_they_were(tmp_path):
     the line."""
     path = str(tmp_path / "store.db")
     db = _store_of_version(path, 20)
-    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00001')")
     db.execute("INSERT INTO log_tails (job, text, complete, kept_at, log_offset) VALUES "
                "(7, 'out\n', 1, 5, 4)")
     db.commit()
@@ -562,6 +568,30 @@ def test_a_damaged_team_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
     try:
         assert store.team_holds() == {"nlp": Hold(3, 0.5, "gpu-a")}
         assert "team vision's hold's job is 'seven'" in caplog.text
+    finally:
+        store.close()
+
+
+def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path, caplog):
+    """A team's terms are only said (fractui teams), and the lease holder writes them again
+    only where the store's differ from its config's, which it finds by reading them: a row
+    holding what fractui never writes stopped `teams` (exit 1, "restore it from a backup")
+    and every write of the terms for good. It is left out, said in the log, the rest read,
+    and the holder's next write mends it."""
+    path = str(tmp_path / "store.db")
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
+                   "VALUES (?, ?, ?, ?)", [("vision", "lots", 1, 1.0), ("nlp", 0.5, 0, 2.0)])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.team_terms() == {"nlp": TeamTerms(0.5, False, 2.0)}
+        assert "team vision's quota's quota_gpus is 'lots'" in caplog.text
+        kept = {"vision": TeamTerms(3.0, True, 1.0), "nlp": TeamTerms(0.5, False, 2.0)}
+        store.keep_team_terms(kept)
+        assert store.team_terms() == kept
     finally:
         store.close()
 
@@ -831,7 +861,6 @@ def test_a_job_back_in_its_queue_before_the_upgrade_waits_from_its_last_attempts
     usage record's), so its next attempt's wait, and the screens', count from there."""
     path = str(tmp_path / "store.db")
     db = _store_of_version(path, 13)
-    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00002')")
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "attempt) VALUES ('q', 'back', '[\"x\"]', '{}', 'pending', 100, 900, 1), "
                "('q', 'fresh', '[\"x\"]', '{}', 'pending', 200, 200, 0)")

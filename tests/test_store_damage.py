@@ -141,6 +141,16 @@ DAMAGE: Dict[str, tuple] = {
     "corrupt-row-json": (lambda data: data.replace(MARK, b'"' * len(MARK)),
                          "is damaged: job 1 holds ", ROW),
     "not-sqlite": (lambda data: b"PK\x03\x04" + data[4:], "is not an SQLite database", VERBS),
+    # a table's name in the schema no longer UTF-8: SQLite's words quote it (Python's sqlite3
+    # raised UnicodeDecodeError for them, said as fractui's internal error)
+    "schema-not-utf8": (lambda data: data.replace(b"tablechanges", b"table\x80hanges"),
+                        "is damaged: SQLite says 'malformed database schema (\\x80hanges)'",
+                        SOME),
+    # a column's name in the schema changed: SQLite's check finds nothing, each read of the
+    # table failed on the name (IndexError, said as fractui's internal error)
+    "schema-column": (lambda data: data.replace(b"updated_at   REAL", b"u_dated_at   REAL"),
+                      "is damaged: its table jobs has no column 'updated_at'; it has "
+                      "'u_dated_at' instead", SOME),
     "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
                                  "users)", SOME),
     "newer-schema": (_version(99), "was written by a newer fractui (schema version 99", SOME),
@@ -546,3 +556,32 @@ def test_a_value_of_another_kind_is_said_as_damage_where_it_is_read(tmp_path, ki
     db.commit()
     db.close()
     refused_by_every_verb(write_config(tmp_path, store), store, says, verbs)
+
+
+# The store's id (meta.uid), every agent job's key is made of, lost or damaged by hand.
+STORE_ID = {
+    "gone": ("DELETE FROM meta WHERE key = 'uid'", "it has no store id (meta.uid)", VERBS),
+    "key": ("UPDATE meta SET key = NULL WHERE key = 'uid'", "it has no store id (meta.uid)",
+            SOME),
+    "value": ("UPDATE meta SET value = 'x y' WHERE key = 'uid'",
+              "its store id (meta.uid) is 'x y', not the 8 hex digits fractui writes", SOME),
+    "bytes": ("UPDATE meta SET value = x'ff00' WHERE key = 'uid'",
+              "its store id (meta.uid)'s value is b'\\xff\\x00', not what fractui writes there",
+              SOME),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STORE_ID))
+def test_a_store_whose_id_is_lost_is_refused_never_given_another(tmp_path, kind):
+    """Read as a store not yet given one, such a store was given a new id by the first verb
+    that opened it, a read too: every job on the hosts was then under another store's key."""
+    store = tmp_path / "store.db"
+    make_store(store)
+    written, says, verbs = STORE_ID[kind]
+    db = sqlite3.connect(store)
+    db.execute(written)
+    db.commit()
+    db.close()
+    before = store.read_bytes()
+    refused_by_every_verb(write_config(tmp_path, store), store, "is damaged: " + says, verbs)
+    assert store.read_bytes() == before

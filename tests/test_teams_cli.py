@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -20,13 +20,16 @@ from fractui.config import QueueConfig, TeamConfig, load_config
 from fractui.sched.queueing import Reserve, _fair, schedule, team_order
 from fractui.sched.quota import Recent, team_usage
 from fractui.store import Store, open_store
-from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Hold, Job, Slot)
+from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Hold, Job, Slot,
+                                 TeamTerms)
 from fractui.sched.standing import UsageRead, standing
 from tests.cli_run import in_process, leaks
 from tests.conftest import REPO
 from tests.test_pg_guard import LEAST
 from tests.test_sched_reserve import BOUND, view
+from tests import localfleet
 
+local_fleet = localfleet.local_fleet
 NO_ROOM = "no room: no GPU in the fleet has a free slice for it"
 QUEUES = '[[queues]]\nname = "quarter"\ngpu = 0.25\n[[queues]]\nname = "half"\ngpu = 0.5\n'
 
@@ -193,6 +196,12 @@ def member_of_nlp(pg_server, bounds: Dict[str, int] = {}) -> Member:
         store.keep_waiting_bounds({names[t]: n for t, n in bounds.items()})
     finally:
         store.close()
+    return Member(db, names, ids, nlp_role(pg_server, db, names, tag))
+
+
+def nlp_role(pg_server, db: str, names: Dict[str, str], tag: str) -> str:
+    """A role in team nlp alone (of ``names``, by the team's name), made once the tables are:
+    the teams' roles given docs/decisions.md's least GRANTs."""
     member = "cat_" + tag
     pg_server.admin_role()
     for team in names.values():
@@ -201,7 +210,62 @@ def member_of_nlp(pg_server, bounds: Dict[str, int] = {}) -> Member:
     teams = "fractui_team_%s, fractui_team_%s" % (names["vision"], names["nlp"])
     for grant in LEAST:
         pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
-    return Member(db, names, ids, member)
+    return member
+
+
+def test_an_old_copy_of_the_config_is_shown_the_quotas_the_scheduler_holds_teams_to(
+        tmp_path, capfd, pg_server, local_fleet):
+    """The admin lowered nlp's quota (and let it borrow, weighed it double) and raised
+    vision's; a member's config is the copy of before. What ``teams`` shows her is what the
+    scheduler holds the teams to, as its job's reason says, with a line naming both."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    names = {"vision": "vision" + tag, "nlp": "nlp" + tag}
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig("quarter", gpu=0.25)],
+                    [TeamConfig(names["vision"], quota_gpus=3),
+                     TeamConfig(names["nlp"], quota_gpus=0.5, over_quota=True, weight=2)],
+                    store_url=pg_server.url(db))
+    job = f.submit("quarter", names["nlp"])
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    config = _config(tmp_path / "member.toml",
+                     pg_server.url(db, user=nlp_role(pg_server, db, names, tag)),
+                     {names["vision"]: 2, names["nlp"]: 1.5})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and [r[:2] + r[-2:] for r in _rows(out).values()] == [
+        [names["vision"], "3", "0.00", "-"], [names["nlp"], "0.5", "0.12", "-"]], out
+    assert err == (
+        "fractui: team %s: the scheduler holds it to quota 3 GPUs, where this config (%s) "
+        "says quota 2 GPUs: the scheduler's are shown\n"
+        "fractui: team %s: the scheduler holds it to quota 0.5 GPUs, over_quota on, weight 2, "
+        "where this config (%s) says quota 1.5 GPUs, over_quota off, weight 1: the "
+        "scheduler's are shown\n" % (names["vision"], config, names["nlp"], config)), err
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json",
+                                        "--team", names["nlp"]])
+    nlp, = json.loads(out)["teams"]
+    assert (nlp["quota"], nlp["over_quota"], nlp["weight"], nlp["share"]) == (
+        0.5, True, 2.0, 0.125), nlp
+    assert err.count("\n") == 1 and err.startswith("fractui: team %s: " % names["nlp"]), err
+
+
+def test_a_team_the_schedulers_config_has_not_is_said_so_not_shown_as_held(tmp_path, capfd):
+    """The admin took nlp out of the config; a member's old copy still has it. The lease
+    holder's terms list vision alone: nlp's row was shown at the copy's quota, silently, while
+    no pass places its jobs (their team is not configured). Before any holder kept terms
+    (none listed), nothing is said: the config's are all there is."""
+    db = tmp_path / "store.db"
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 1})
+    store = open_store("sqlite://%s" % db)
+    try:
+        code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+        assert (code, err) == (0, ""), err
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0)})
+    finally:
+        store.close()
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and list(_rows(out)) == ["vision", "nlp"], out
+    assert err == ("fractui: team nlp: the scheduler holds no team nlp (its config has none): "
+                   "its jobs are not placed, where this config (%s) says quota 1 GPUs\n"
+                   % config), err
 
 
 def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
@@ -413,3 +477,104 @@ def test_next_is_the_order_the_pass_takes_the_teams_up_in():
         served = _fair(waiting, lambda: usage, priority, r.usage_weight)
         assert list(dict.fromkeys(j.team for j in served)) == team_order(jobs, queues, teams,
                                                                           r)
+
+
+def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_is_shown_marked(tmp_path, capfd):
+    """A team removed from the config while its jobs still held GPUs was in no line of
+    ``teams`` (``queues`` lists a queue gone from the config that has active jobs): its GPUs
+    held were nowhere. It is shown after the configured teams, its numbers from the store
+    (team_usage's counting), the config's (quota, share, next) unknown, and said not in this
+    config, in text and --json; the configured teams' numbers are as without it. All it holds
+    is borrowed: it has no quota, and a pass may preempt its jobs (queueing.borrowed)."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    fill(store, "vision", "nlp")
+    gone = store.submit("quarter", "audio", "old", ["sleep", "600"], {"gpu": 0.25}, "ops").id
+    store.place(gone, _share(0.25), "ops", "fits")
+    store.started(gone, "jold", None, "ops", "started")
+    store.submit("quarter", "audio", "new", ["sleep", "600"], {"gpu": 0.25}, "ops")
+    store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and not leaks(err), err
+    got = {t["name"]: t for t in json.loads(out)["teams"]}
+    assert list(got) == ["vision", "nlp", "audio"]
+    assert set(got["audio"]) == set(got["vision"]), got
+    assert (got["vision"]["configured"], got["audio"]["configured"]) == (True, False)
+    assert (got["audio"]["held"], got["audio"]["borrowed"], got["audio"]["running"],
+            got["audio"]["pending"]) == (0.25, 0.25, 1, 1)
+    assert (got["audio"]["quota"], got["audio"]["share"], got["audio"]["next"]) == (
+        None, None, None)
+    assert got["vision"]["held"] == 1.5 and got["nlp"]["held"] == 0.25
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and not leaks(err), err
+    row = next(line.split() for line in out.splitlines() if line.startswith("audio"))
+    assert row[:6] == ["audio", "?", "0.25", "0.25", "1", "1"], out
+    assert "audio: not in this config: the store holds active jobs of it (0.25 GPUs held), " \
+        "submitted under a config that had it" in out, out
+
+
+def test_a_team_this_config_lacks_that_the_scheduler_holds_is_shown_as_held(tmp_path, capfd):
+    """A member's old copy lacks audio, which the admin added: the lease holder keeps its
+    terms (quota 2) and its passes give it its quota, share and turn. ``teams`` showed it as a
+    team no config has (quota and share "?", NEXT "-", "submitted under a config that had
+    it"), and ranked the configured teams without it: not what the scheduler does. It is
+    shown as the scheduler holds it, as a team whose terms differ from this config's is, with
+    a line on stderr saying this config lacks it; ``"configured": false`` in --json."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        fill(store, "vision", "nlp")
+        running = store.submit("quarter", "audio", "old", ["sleep", "600"], {"gpu": 0.25},
+                               "ops").id
+        store.place(running, _share(0.25), "ops", "fits")
+        store.started(running, "jold", None, "ops", "started")
+        store.submit("quarter", "audio", "new", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0),
+                               "nlp": TeamTerms(2.0, False, 1.0),
+                               "audio": TeamTerms(2.0, False, 1.0)})
+    finally:
+        store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and not leaks(err), err
+    got = {t["name"]: t for t in json.loads(out)["teams"]}
+    assert list(got) == ["vision", "nlp", "audio"], got
+    assert (got["audio"]["configured"], got["audio"]["quota"], got["vision"]["configured"]
+            ) == (False, 2.0, True), got["audio"]
+    assert got["audio"]["share"] is not None and got["audio"]["next"] is not None, got
+    held = load_config(str(config))
+    held = replace(held, teams=held.teams + (TeamConfig("audio", 2.0),))
+    store = open_store("sqlite://%s" % db, make=False)
+    try:
+        usage = UsageRead.of([], held, store.now())
+        jobs = store.jobs(ACTIVE)
+    finally:
+        store.close()
+    assert [t["name"] for t in sorted(got.values(), key=lambda t: t["next"] or 99)
+            if t["next"] is not None] == team_order(jobs, held.queues, held.teams,
+                                                     Recent.of(held.fairshare.usage_weight,
+                                                               usage.recent))
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "not in this config: the store holds" not in out, out
+    assert _rows(out)["audio"][:2] == ["audio", "2"], out
+    assert ("fractui: team audio: not in this config (%s): the scheduler holds it to quota 2 "
+            "GPUs, over_quota off, weight 1: the scheduler's are shown" % config) in err, err
+
+
+def test_a_team_the_scheduler_holds_no_terms_of_has_no_turn(tmp_path, capfd):
+    """nlp is in this config, not in the lease holder's (its terms list vision alone): its
+    line says its jobs are not placed, yet NEXT gave it the first turn, and vision the second,
+    where the passes take up vision's alone. NEXT is the scheduler's order: nlp's "-"."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.submit("quarter", "nlp", "n", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.submit("quarter", "vision", "v", ["sleep", "600"], {"gpu": 0.25}, "ops")
+        store.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)})
+    finally:
+        store.close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"nlp": 1, "vision": 1})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "its jobs are not placed" in err, err
+    assert (_rows(out)["nlp"][-1], _rows(out)["vision"][-1]) == ("-", "1"), out

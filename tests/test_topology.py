@@ -209,3 +209,15 @@ def test_a_link_whose_count_is_not_in_ascii_digits_is_a_name_not_known():
     odd = tuple(tuple("X" if i == j else "NV²" for j in range(8)) for i in range(8))
     placed = Placer([_host(odd, (1,))]).place(Request("j", gpus=4))
     assert placed.gpus == (0, 2, 3, 4)
+
+
+@pytest.mark.parametrize("order", [("L4", "L4", "H100", "H100"), ("L4", "H100", "L4", "H100")])
+def test_a_job_of_two_gpus_is_offered_a_pair_of_each_model_whatever_the_hosts_order(order):
+    """A job's GPUs are of one model; a host of two models offers a pair of each, so the score
+    chooses between them, not the order the host lists its GPUs in."""
+    from fractui.sched.place import _gpu_kind, options
+    mem = {m: models.model(m).memory_mib for m in set(order)}
+    kinds = tuple(_gpu_kind("a", i, Gpu(m, mem[m])) for i, m in enumerate(order))
+    offered = options(kinds, (1000,) * 4, Request("pair", gpus=2))
+    assert sorted(tuple(order[i] for i in o.gpus) for o in offered) == [
+        ("H100", "H100"), ("L4", "L4")]

@@ -20,9 +20,9 @@ from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
-                                    reserved, standing)
+                                    as_kept, reserved, standing)
 from fractui.scheduler.child import ChildScheduler
-from fractui.store.model import PENDING, Hold
+from fractui.store.model import PENDING, Hold, TeamTerms
 from fractui.store.sqlite import SqliteStore
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
@@ -600,6 +600,30 @@ async def test_the_teams_table_says_the_stores_bound_and_a_team_at_it_in_the_war
         assert rows["nlp"][0][4] == "2/2" and rows["vision"][0][4] == "2/12", rows
         assert rows["nlp"][1]["2/2"].color == warning, rows["nlp"]
         assert rows["vision"][1]["2/12"].color == warning, rows["vision"]
+    store.close()
+
+
+@pytest.mark.parametrize("width", [80, 180])
+@pilot_test
+async def test_the_teams_table_shows_the_quotas_the_scheduler_holds_and_says_where_they_differ(
+        tmp_path, width):
+    """The lease holder holds nlp to a quota of 1 GPU where the TUI's config says 3 (an old
+    copy, or an edit not yet loaded): the Teams table shows 1, as ``fractui teams`` does, and
+    says so in its words (``standing.as_kept``); vision and speech, alike in both, say
+    nothing."""
+    store = usage_store(str(tmp_path / "store.db"))
+    terms = {t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight) for t in TEAMS}
+    store.keep_team_terms(dict(terms, nlp=TeamTerms(1.0, False, 1.0)))
+    async with settled_app((width, 48), usage=store) as (app, pilot):
+        rows = team_rows(app)
+        assert rows["nlp"][0][1].endswith("/1") and rows["vision"][0][1].endswith("/4"), rows
+        panel = app.screen.query_one(QueuePanel)
+        drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
+        words = as_kept(app.config, store.team_terms())[1]
+        assert list(words) == ["nlp"], words
+        assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPUs, where "
+                                       "this config (in code) says quota 3 GPUs")
+        assert words["nlp"][:40] in drawn, drawn
     store.close()
 
 

@@ -194,3 +194,19 @@ def test_a_mig_job_s_slices_its_agent_is_making_its_instance_on_are_not_free_row
     assert ["—", "2-3", "—", "free", "—"] in rows, rows
     assert not any(r[1:2] == ["0-3"] for r in rows if r), rows
     assert [h.job_id for h in held][:2] == [4, None], held
+
+
+def test_a_start_its_agent_holds_says_the_agents_reason():
+    """A start the agent holds (its folder left unread, none of its processes found: it keeps
+    its slice till an admin mends the folder) read as any start: the store's job with no
+    reason, one launched on the host as only that. Each now says the agent's words."""
+    store, statuses = _fleet()
+    held = "its directory /s/jobs/j1 holds what the agent did not make, …: one may still " \
+        "run, so it holds its GPU slice until that folder is mended (…)"
+    for ident in ("j1", "j3"):
+        statuses["h"].jobs[ident] = dict(statuses["h"].jobs[ident], state="starting",
+                                         pid=None, reason=held)
+    rows = {r.ref: r for r in job_rows(store, statuses, now=100.0)}
+    assert rows["7"].reason == held
+    assert rows["h/j3"].reason == "launched on the host, not through the store; " + held
+    assert rows["8"].reason == ""  # (running: the agent's reason is no word of its start)

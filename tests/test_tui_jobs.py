@@ -320,6 +320,33 @@ def test_a_cancel_is_said_as_the_store_did_it_not_as_the_screen_read_the_job(loc
     drive()
 
 
+def test_a_cancel_of_a_waiting_job_another_cancelled_meanwhile_says_theirs(local_fleet):
+    """A job read pending is cancelled by another admin while this one's cancel stands asked:
+    the store answers it cancelled, and the screen said "#N cancelled: it had not started",
+    this admin's cancel done at once, when the cancel was the other's (its reason names
+    them). A job that had not started is said cancelled meanwhile too, with whose cancel."""
+    f = local_fleet(SHARES, QUARTER)
+    waiting = f.submit("quarter", argv=POLITE)  # (no pass is run: it stays pending)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await open_job(app, pilot, waiting.id)
+            mark = len(app.notices.kept)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert "(pending)?" in app.screen.question, app.screen.question
+            ask_stop(f.store, f.store.get(waiting.id), "cancel", Asker("elsewhere"))
+            await pilot.press("y")
+            await until(pilot, lambda: notices(app, mark), "the answer")
+            why = f.store.get(waiting.id).reason
+            assert why.startswith("cancelled by ") and why.endswith("@elsewhere"), why
+            assert said(app, mark) == ["#%d was cancelled meanwhile (%s): nothing left to stop"
+                                       % (waiting.id, why)], said(app, mark)
+
+    drive()
+
+
 def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fleet):
     """The admin confirms a requeue of the attempt the job screen shows; meanwhile the job is
     preempted and the scheduler relaunches it: the confirmed requeue is refused, saying so,

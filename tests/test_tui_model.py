@@ -352,3 +352,21 @@ def test_demo_layout_mixes_mig_and_shares_and_scales_to_1000():
     with pytest.raises(argparse.ArgumentTypeError):
         gpu_count("0")
     assert gpu_count("1000") == 1000
+
+
+def test_an_owner_the_config_lacks_is_marked_in_colour_too():
+    """A team the config lacks (removed while its jobs run) took a colour by a hash of its
+    name, maybe a configured team's, and no mark: its slices read as that team's. It is
+    marked "?" wherever its blocks have no name drawn (the compact map, a share too narrow),
+    colour or not; a configured team's blocks stay unmarked in colour, as before."""
+    for team in ("audio", "vision"):
+        store_job = job(7, team=team, slot=Slot("h", (0,), memory_mib=12000))
+        agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [0], "memory_mib": 12000,
+                  "state": "running", "pid": 11, "name": "train", "created_at": 1}]
+        (gpu,) = build([l4()], agent, [store_job]).hosts["h"].gpus
+        compact = "".join(s.text for s in gpu_bar(gpu, 16, PAINT, labels=False))
+        narrow = "".join(s.text for s in gpu_bar(gpu, 8, PAINT))
+        wide = "".join(s.text for s in gpu_bar(gpu, 40, PAINT))
+        assert ("?" in compact, "?" in narrow) == ((True, True) if team == "audio" else (
+            False, False)), (team, compact, narrow)
+        assert team in wide, wide  # where the name fits, the name says it

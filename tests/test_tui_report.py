@@ -11,12 +11,15 @@ import os
 import sqlite3
 import time
 
+import pytest
 from textual.geometry import Region
+from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from fractui.cells import cell_len
 from fractui.store.model import CANCELLED, PENDING, GpuTime, Slot
 from fractui.store.sqlite import SqliteStore
+from fractui.tui.bars import owner_marks
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
@@ -366,7 +369,7 @@ def test_the_utilisation_plot_draws_only_what_was_measured():
                gpus_used=[1.0, 1.0], wait_median_s=[None, 30.0],
                measured={"a": [1.0, 0.0], "b": [0.0, 0.0]})
     plt = Plot()
-    utilisation(plt, s, 120.0, {"a": (1, 2, 3), "b": (4, 5, 6)})
+    utilisation(plt, s, 120.0, {"a": (1, 2, 3), "b": (4, 5, 6)}, {})
     assert (plt.monitor.label, plt.monitor.x, plt.monitor.y) == (["a"], [[-1.5]], [[50.0]])
 
 
@@ -430,4 +433,40 @@ async def test_where_the_stores_usage_begins_is_said_as_fractui_report_says_it(t
         await pilot.press("a")
         await settled(pilot)
         assert not any("keeps nothing" in line for line in lines(screen)), lines(screen)
+    store.close()
+
+
+MORE_TEAMS = ("robotics", "genomics", "climate", "recsys", "platform", "interns")
+
+
+@pytest.mark.parametrize("more,no_color", [(5, False), (6, False), (0, True)])
+def test_past_the_themes_colours_and_under_no_color_each_teams_line_has_its_mark(
+        tmp_path, monkeypatch, more, no_color):
+    """The map marks each team where colour does not tell them apart (past the theme's eight
+    colours, under NO_COLOR), and the report's plots drew each team's line alike, in its
+    colour alone: a ninth team's line took the first's colour (interns' vision's), and under
+    NO_COLOR every line was a grey. There each team's lines are drawn with its mark, the
+    map's (``v`` vision), the plot's legend beside its name; eight teams in colour keep
+    their lines."""
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    store = usage_store(os.path.join(tmp_path, "store.db"))
+
+    @pilot_test
+    async def drive():
+        app = frozen_app(usage=store, more_teams=MORE_TEAMS[:more])
+        async with app.run_test(size=(200, 50)) as pilot:
+            screen = await opened(app, pilot)
+            marks = owner_marks(tuple(t.name for t in app.config.teams))
+            for plot in ("held", "util"):
+                monitor = screen.query_one("#plot-" + plot, PlotextPlot).plt.monitor
+                drawn = {label: marker[0] for label, marker in zip(monitor.label,
+                                                                   monitor.marker) if label}
+                assert set(drawn) >= {"vision", "speech"}, drawn
+                assert drawn == ({t: "hd" for t in drawn} if more == 5 else
+                                 {t: marks[t] for t in drawn}), (plot, drawn)
+
+    drive()
     store.close()

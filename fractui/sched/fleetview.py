@@ -48,6 +48,13 @@ def seen_state(job: Job, record: Optional[Mapping[str, Any]]) -> str:
     return job.state
 
 
+def held_why(record: Mapping[str, Any]) -> str:
+    """Why the agent holds a start it cannot read, in its words (``starting`` with a reason:
+    its folder left unread and none of its processes found, it keeps its slice until an
+    admin mends the folder; docs/decisions.md); "" for any other record."""
+    return record.get("reason") or "" if record.get("state") == "starting" else ""
+
+
 def not_started(jobs: Iterable[Job], records: Iterable[Mapping[str, Any]],
                 store_uid: str) -> List[Job]:
     """Of the store's ``jobs`` on one host, those decided there (placed, a move's held target)

@@ -43,6 +43,12 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
         raise Unfit("%s has no GPU %s" % (view.name, ",".join(map(str, slot.gpus))))
     rec = gpus[slot.gpus[0]]
     req = request_of(job)
+    if req.gpus > 1 and len(slot.gpus) != req.gpus:  # (fractui place names one GPU)
+        raise Unfit("job %d of queue %s asks for %d GPUs of one host, and the placement names %d "
+                    "(gpu%s of %s): a job of several GPUs is placed on all of them at once, by "
+                    "the scheduler or the TUI's placement, which offers them together" % (
+                        job.id, job.queue, req.gpus, len(slot.gpus),
+                        ",".join(map(str, slot.gpus)), view.name))
     geo = gpu_geometry(rec)
     placed = geo.profile(slot.profile) if geo is not None and slot.profile else None
     if placed is not None:

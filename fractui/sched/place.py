@@ -148,14 +148,18 @@ def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
             shares: Optional[Tuple[int, ...]] = None, links: topology.Links = (),
             flip: bool = False) -> List[Option]:
     """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, for k whole
-    GPUs the k usable ones that share the fastest link (``links``, the host's; unknown: the
-    first k), one GPU-less option for CPU only. ``shares``: its share of each GPU, when none
-    has MIG (integer comparisons only). ``flip``: an idle flexible GPU may also be used with its
-    MIG mode changed (options then say so in ``modes``); a GPU that fits as it is is used as it
-    is for whole GPUs."""
+    GPUs, of each model the host has k usable of, the k that share the fastest link (``links``,
+    the host's; unknown: the first k), one GPU-less option for CPU only. ``shares``: its share
+    of each GPU, when none has MIG (integer comparisons only). ``flip``: an idle flexible GPU
+    may also be used with its MIG mode changed (options then say so in ``modes``); a GPU that
+    fits as it is is used as it is for whole GPUs. A job's GPUs are of one model: its slot
+    books one size of memory on each, and its processes expect GPUs alike."""
     if not req.gpu_count:
         return [Option((), (), (), (), keys)]
     taken: List[Tuple[int, tuple]] = []
+    alike: Dict[Tuple[str, int], int] = {}  # usable GPUs of each model (and memory) so far
+    # the first k usable GPUs are the whole answer only where every GPU is of one model
+    enough = req.gpus if req.gpus and not links and all(k[:2] == kinds[0][:2] for k in kinds) else 0
     for i, (kind, key) in enumerate(zip(kinds, keys)):
         if shares is None:
             t = _take(kind, key, req)
@@ -170,25 +174,34 @@ def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
                 t = f
         if t is not None:
             taken.append((i, t if len(t) == 5 else t + (None,)))
-            if req.gpus and len(taken) == req.gpus and not links:
+            alike[kind[:2]] = alike.get(kind[:2], 0) + 1
+            if len(taken) == enough:
                 break
     if req.gpus:
-        if len(taken) < req.gpus:
-            return []
-        link = None
-        if links:
-            chosen = set(topology.pick(links, [i for i, _ in taken], req.gpus))
-            taken = [(i, t) for i, t in taken if i in chosen]
-            link = topology.slowest(links, [i for i, _ in taken])
-        after = list(keys)
-        for i, t in taken:
-            after[i] = t[3]
-        return [Option(tuple(i for i, _ in taken), tuple(t[0] for _, t in taken),
-                       tuple(t[1] for _, t in taken), tuple(t[2] for _, t in taken),
-                       tuple(after), link=link, modes=_modes(tuple(t[4] for _, t in taken)))]
+        return [_whole([(i, t) for i, t in taken if kinds[i][:2] == model], keys, req.gpus,
+                       links) for model, n in alike.items() if n >= req.gpus]
     return [Option((i,), (t[0],), (t[1],), (t[2],), keys[:i] + (t[3],) + keys[i + 1:],
                    modes=_modes((t[4],)))
             for i, t in taken]
+
+
+def _whole(taken: List[Tuple[int, tuple]], keys: Tuple[GpuKey, ...], k: int,
+           links: topology.Links) -> Option:
+    """k whole GPUs of ``taken`` (usable ones of one model): those sharing the fastest link
+    (unknown: the first k)."""
+    link = None
+    if links:
+        chosen = set(topology.pick(links, [i for i, _ in taken], k))
+        taken = [(i, t) for i, t in taken if i in chosen]
+        link = topology.slowest(links, [i for i, _ in taken])
+    else:
+        taken = taken[:k]
+    after = list(keys)
+    for i, t in taken:
+        after[i] = t[3]
+    return Option(tuple(i for i, _ in taken), tuple(t[0] for _, t in taken),
+                  tuple(t[1] for _, t in taken), tuple(t[2] for _, t in taken),
+                  tuple(after), link=link, modes=_modes(tuple(t[4] for _, t in taken)))
 
 
 def _modes(modes: Tuple[Optional[bool], ...]) -> Tuple[Optional[bool], ...]:

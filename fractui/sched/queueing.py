@@ -31,7 +31,7 @@ from fractui.sched.mig import profile_for
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
-                                 gpu_charge, team_usage, within_quota)
+                                 gpu_charge, past_quota_jobs, team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot
 from fractui.words import duration, first_of, gib
 
@@ -228,7 +228,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             team = usage.get(job.team) if job.team else None
             if usage and team is None:  # a team the config does not have: no quota at all
                 result.waiting[job.id] = _at_quota(job.team, None)
-            elif team is not None and team.room() <= EPSILON:
+            elif team is not None and team.room() <= EPSILON and requests[job.id].gpu_count:
+                # (a CPU-only job charges no GPU: its team's quota is never what it waits for)
                 result.waiting[job.id] = _at_quota(job.team, team) + (
                     "" if not_room(job) else hold(
                         job, team, _least_charge(requests[job.id], placer.hosts)))
@@ -240,10 +241,16 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             else:
                 if outside is None:
                     outside = outside_use(views)
-                result.waiting[job.id] = _no_room(requests[job.id].gpu_count, cordons,
-                                                  outside) + hold(
-                    job, team, _least_charge(requests[job.id], placer.hosts), no_room=True)
-                starved.append(job)
+                least = _least_charge(requests[job.id], placer.hosts)
+                result.waiting[job.id] = _no_room(requests[job.id], cordons,
+                                                  outside) + hold(job, team, least,
+                                                                  no_room=True)
+                # (only a job its team's quota affords may preempt: one past it would not
+                # take the room, and ranked first it would keep the jobs that can from trying;
+                # a CPU-only job charges nothing, and may preempt for CPUs and RAM)
+                charge = least if requests[job.id].gpu_count else 0.0
+                if charge is not None and _affords(usage, held, job, charge):
+                    starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
         team = usage.get(job.team) if job.team else None
@@ -286,15 +293,16 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
                            and j.slot is not None and j.slot.host in usable for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, held,
-                                       cordons)
+                                       cordons, containers, teams)
     return result
 
 
-def borrowed(job: Job, usage: Dict[str, TeamUsage]) -> bool:
+def borrowed(job: Job, usage: Dict[str, TeamUsage], past: AbstractSet[int]) -> bool:
     """Whether a running job holds capacity beyond a quota, so a team within its quota may
-    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), or one
-    of a team the config no longer has (it has no quota at all)."""
-    return job.preemptible or bool(usage) and job.team not in usage
+    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), one of
+    a team the config no longer has (it has no quota at all), or one of those that hold its
+    team past a quota lowered since they were placed (``past``: quota.past_quota_jobs)."""
+    return job.preemptible or bool(usage) and job.team not in usage or job.id in past
 
 
 def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
@@ -364,7 +372,8 @@ def _affords(usage: Mapping[str, TeamUsage], held: Mapping[str, Hold], job: Job,
     """Whether ``job`` taking ``charge`` stays within its team's quota beside what the team
     holds for another of its jobs."""
     h = held.get(job.team) if job.team is not None else None
-    beside = h.charge if h is not None and h.job != job.id else 0.0
+    # (a job that charges nothing, CPU-only, takes nothing of the quota held: never held back)
+    beside = h.charge if h is not None and h.job != job.id and charge > EPSILON else 0.0
     return within_quota(usage, job.team, charge + beside)
 
 
@@ -448,8 +457,8 @@ def _drains(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job:
 def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[AbstractSet[str]],
               drains: Callable[[str], bool]) -> Optional[str]:
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
-    (the most free of as many as it spans): where its room comes soonest if the team's later
-    jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
+    (the most free of as many as it spans, of one model): where its room comes soonest if the
+    team's later jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM enough): one it
     never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
     jobs there end) first: one where only other teams' jobs ending frees its room may never
     free, and its team's jobs kept off it would refill every bit of room that frees up on the
@@ -460,10 +469,14 @@ def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[Abstract
                 h.name not in containers or h.cpu_milli < req.cpu_milli or \
                 h.memory_mib < req.memory_mib:
             continue
-        free = sorted((g.free_milli for n, g in enumerate(h.gpus) if takes_idle(h, n, req)),
-                      reverse=True)[:req.gpu_count]
-        if req.gpu_count and len(free) == req.gpu_count:
-            free_on.append((-sum(free), h.name))
+        alike: Dict[Tuple[str, int], List[int]] = {}  # (a job's GPUs are of one model)
+        for n, g in enumerate(h.gpus):
+            if takes_idle(h, n, req):
+                alike.setdefault((g.model, g.memory_mib), []).append(g.free_milli)
+        free = [sum(sorted(f, reverse=True)[:req.gpu_count]) for f in alike.values()
+                if len(f) >= req.gpu_count]
+        if req.gpu_count and free:
+            free_on.append((-max(free), h.name))
     free_on.sort(key=lambda f: f[0])  # the most free first; of as much, the first host
     return next((name for _, name in free_on if drains(name)),
                 free_on[0][1] if free_on else None)
@@ -533,15 +546,23 @@ def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
     return "no host it may use is reachable now (%s): it waits for one" % first_of(away, 3)
 
 
-def _no_room(gpu_count: int, cordons: Sequence[Cordon],
+def _no_room(req: Request, cordons: Sequence[Cordon],
              outside: Sequence[Tuple[str, int, int]]) -> str:
-    """Why a job finds no room, naming what takes no new work when some does, and the GPUs
-    where processes outside fractui use memory (``fleetview.outside_use``). A job of several
-    GPUs is said to want them free on one host: "no GPU has a free slice" is false of the idle
-    GPUs, one a host, that its researcher sees in ``fractui status``."""
-    if gpu_count > 1:
-        said = "no room: a job's GPUs are all on one host, and no host has %d GPUs %sfree " \
-            "for it at once" % (gpu_count, "in service " if cordons else "")
+    """Why a job of ``req`` finds no room, naming what takes no new work when some does, and
+    the GPUs where processes outside fractui use memory (``fleetview.outside_use``). A job of
+    several GPUs is said to want them free on one host: "no GPU has a free slice" is false of
+    the idle GPUs, one a host, that its researcher sees in ``fractui status``; a job of no GPU
+    is said to want its CPUs and RAM free, as GPUs are not what it waits for."""
+    gpu_count = req.gpu_count
+    if not gpu_count:
+        asks = ["%g CPUs" % (req.cpu_milli / 1000)] * bool(req.cpu_milli) + \
+            ["%g GiB RAM" % gib(req.memory_mib)] * bool(req.memory_mib)
+        said = "no room: no host %s has %s free for it" % (
+            "in service" if cordons else "in the fleet", " and ".join(asks) or "room")
+        outside = ()  # (GPU memory used outside fractui keeps no CPUs or RAM from it)
+    elif gpu_count > 1:
+        said = "no room: a job's GPUs are all on one host and of one model, and no host has " \
+            "%d such GPUs %sfree for it at once" % (gpu_count, "in service " if cordons else "")
     else:
         said = "no room: no GPU %s has a free slice for it" % (
             "in service" if cordons else "in the fleet")
@@ -564,18 +585,32 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage],
-             held: Mapping[str, Hold], cordons: Sequence[Cordon] = ()) -> List[Preemption]:
-    """For the first starved job that borrowed jobs can make room for: the fewest of them
-    (newest first, on one host in service) whose end lets it be placed within its team's
-    quota, beside what the team holds for another of its jobs (``held``: not on a host held
-    for that one either)."""
+             held: Mapping[str, Hold], cordons: Sequence[Cordon],
+             containers: AbstractSet[str], teams: Sequence[TeamConfig]) -> List[Preemption]:
+    """For the first starved job that borrowed jobs (``borrowed``, by ``teams``' quotas) can
+    make room for: the fewest of them (newest first, on one host in service) whose end lets
+    it be placed within its team's quota, beside what the team holds for another of its jobs
+    (``held``: not on a host held for that one either), on a host with a container runtime
+    (``containers``) for a job of an image. A job asking what one tried already asked (its
+    team, its request, the host kept off, whether it runs in a container) is not tried again,
+    nor counted among the PREEMPT_CANDIDATES: no end would make room for it, and many alike
+    ahead would keep a later job from being tried."""
+    past = past_quota_jobs(jobs, teams)
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
-                          and borrowed(j, usage)),
+                          and borrowed(j, usage, past)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    for job in starved[:PREEMPT_CANDIDATES]:
+    tried: Set[Tuple[Optional[str], Request, Optional[str], bool]] = set()
+    for job in starved:
         h = held.get(job.team) if job.team is not None else None
         kept_off = h.host if h is not None and h.job != job.id else None
-        for host in sorted({v.slot.host for v in victims_all} - {kept_off}):  # type: ignore
+        asked = (job.team, replace(request_of(job), name=""), kept_off, bool(job.image))
+        if asked in tried:
+            continue
+        if len(tried) == PREEMPT_CANDIDATES:
+            break
+        tried.add(asked)
+        hosts = {v.slot.host for v in victims_all} - {kept_off}  # type: ignore[union-attr]
+        for host in sorted(hosts & containers if job.image else hosts):
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
@@ -88,7 +88,10 @@ class TeamUsage:
 def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
                recent: Optional[Mapping[str, float]] = None) -> list[TeamUsage]:
     """Usage of every configured team (in config order), from the store's jobs and each
-    team's ``recent`` GPUs (none: 0)."""
+    team's ``recent`` GPUs (none: 0). What a team holds within its quota past the quota
+    (placed within a higher one, since lowered) counts as borrowed: the team is at its quota,
+    as the store's check of a placement sums it, and ``past_quota_jobs`` says which of its
+    jobs are preemptible for it."""
     used = {t.name: 0.0 for t in teams}
     borrowed = dict(used)
     pending = {t.name: 0 for t in teams}
@@ -105,10 +108,37 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
         elif job.state == PENDING:
             pending[job.team] += 1
         requeued[job.team] += job.requeued
+    for t in teams:
+        borrowed[t.name] += max(0.0, used[t.name] - borrowed[t.name] - t.quota_gpus)
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
                       t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name],
                       requeued[t.name])
             for t in teams]
+
+
+def past_quota_jobs(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> FrozenSet[int]:
+    """The jobs, held within their team's quota as they were placed, that hold it past its
+    quota now (lowered since they were placed): each team's most recently started first (one
+    placed and not started yet is the newest), as many as bring what it holds within back to
+    the quota. They count as borrowed, preemptible by a team within its quota as an
+    over-quota job is: else a team whose quota was cut kept its old share, and the others
+    waited for its jobs to end."""
+    quota = {t.name: t.quota_gpus for t in teams}
+    mine: Dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.team in quota and job.state in ON_HOST and job.slot is not None \
+                and job.held_within > 0:
+            mine.setdefault(job.team, []).append(job)
+    past: set[int] = set()
+    for team, held in mine.items():
+        within = sum(j.held_within for j in held)
+        for job in sorted(held, key=lambda j: (j.started_at is None, j.started_at or 0.0, j.id),
+                          reverse=True):
+            if within <= quota[team] + EPSILON:
+                break
+            past.add(job.id)
+            within -= job.held_within
+    return frozenset(past)
 
 
 @dataclass(frozen=True)

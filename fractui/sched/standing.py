@@ -8,14 +8,14 @@ rest comes from each read of the store's active jobs and holds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
-from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig
+from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig, TeamConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
-from fractui.store.model import ACTIVE, PENDING, Hold, Job, UsageRecord
+from fractui.store.model import ACTIVE, PENDING, Hold, Job, TeamTerms, UsageRecord
 from fractui.usage.fairshare import recent_gpus
 from fractui.words import duration, printable
 
@@ -90,6 +90,71 @@ def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job],
         if h is not None and job is not None and job.team == team.name:
             out.append(Reserved(team.name, job, h))
     return out
+
+
+def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dict[str, str]]:
+    """``config`` with each of its teams' quota, borrowing and weight as the lease holder keeps
+    them (``terms``, the store's ``team_terms``: what the passes hold the teams to, where the
+    reader's config may be an old copy of the admin's), and for each team whose config says
+    otherwise a line naming both. A team the store does not list keeps the config's: before
+    any holder kept terms, that is all there is; after, the holder has no such team, and its
+    line says so (its jobs wait, their team not configured)."""
+    teams, said = [], {}
+    for t in config.teams:
+        kept = terms.get(t.name)
+        if kept is None:
+            if terms:
+                said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
+                                "none): its jobs are not placed, where this config (%s) says "
+                                "quota %g GPUs" % (t.name, t.name, config.path or "in code",
+                                                   t.quota_gpus))
+            teams.append(t)
+            continue
+        differ = [(what % held, what % mine) for what, held, mine in (
+            ("quota %g GPUs", kept.quota_gpus, t.quota_gpus),
+            ("over_quota %s", _on(kept.over_quota), _on(t.over_quota)),
+            ("weight %g", kept.weight, t.weight)) if held != mine]
+        if differ:
+            said[t.name] = ("team %s: the scheduler holds it to %s, where this config (%s) "
+                            "says %s: the scheduler's are shown" % (
+                                t.name, ", ".join(k for k, _ in differ),
+                                config.path or "in code", ", ".join(c for _, c in differ)))
+        teams.append(replace(t, quota_gpus=kept.quota_gpus, over_quota=kept.over_quota,
+                             weight=kept.weight))
+    return replace(config, teams=tuple(teams)), said
+
+
+def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
+                ) -> Tuple[Config, Dict[str, str]]:
+    """``config`` with each team it lacks that the lease holder keeps terms of and the store
+    holds active jobs of, at those terms (after its own teams), and for each a line saying
+    so. The passes give such a team its quota, share and turn (this config is an old copy of
+    the admin's): shown as one no config has ("?", no turn), it and the turns of the others
+    were not what the scheduler does."""
+    known = {t.name for t in config.teams}
+    names = sorted({j.team for j in jobs if j.team is not None and j.team not in known
+                    and j.team in terms})
+    added = tuple(TeamConfig(n, quota_gpus=terms[n].quota_gpus,
+                             over_quota=terms[n].over_quota, weight=terms[n].weight)
+                  for n in names)
+    said = {t.name: "team %s: not in this config (%s): the scheduler holds it to quota %g "
+            "GPUs, over_quota %s, weight %g: the scheduler's are shown" % (
+                printable(t.name), config.path or "in code", t.quota_gpus,
+                _on(t.over_quota), t.weight) for t in added}
+    return replace(config, teams=config.teams + added), said
+
+
+def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
+    """``config`` with only the teams the lease holder keeps terms of (all, before any holder
+    kept terms): those its passes take up, so the order of turns (``next_order``) is theirs.
+    One this config has beyond them is said not placed (``as_kept``), and has no turn."""
+    if not terms:
+        return config
+    return replace(config, teams=tuple(t for t in config.teams if t.name in terms))
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def next_order(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead]) -> list[str]:

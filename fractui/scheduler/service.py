@@ -55,7 +55,7 @@ from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOG
                                 StoreError, StoreRefused)
 from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
                                  PLACED, RUNNING, STOPPING, Cordon, Hold, Job, ModeHold,
-                                 StaleCopy, attempt_of)
+                                 StaleCopy, TeamTerms, attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 from remote_agent.failing import PAST_CAP
@@ -152,6 +152,7 @@ class Scheduler:
         """The two above as the store holds them (written when they differ)."""
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_bounds: Optional[Dict[str, int]] = None  # the store's waiting bounds
+        self._kept_terms: Optional[Dict[str, TeamTerms]] = None  # the store's team terms
         self._kept_team_holds: Optional[Dict[str, Hold]] = None  # the store's, as written
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
@@ -437,6 +438,7 @@ class Scheduler:
         self._keep_clocks()
         self._keep_holds()
         self._keep_bounds()
+        self._keep_terms()
         if requeued:
             jobs = self._active_jobs()
         stale = self.store.stale()
@@ -516,6 +518,7 @@ class Scheduler:
         self.executor.backoff.recall(memory.mode_holds)
         self._kept_holds = dict(memory.mode_holds)
         self._kept_bounds = None  # (another holder's config may have written others)
+        self._kept_terms = None  # (its quotas too)
         self._kept_team_holds = None  # (and another holder's passes other holds)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
@@ -576,6 +579,19 @@ class Scheduler:
         if bounds != self._kept_bounds and self._keep(
                 "bounds", "the teams' bounds on waiting jobs", write):
             self._kept_bounds = bounds
+
+    def _keep_terms(self) -> None:
+        """Writes each team's quota, borrowing and weight (the config's ``[[teams]]``) to the
+        store, where ``fractui teams`` reads the quotas the passes hold the teams to: once a
+        lease, and again only if the store's differ. The pass goes on where it fails."""
+        terms = {t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight)
+                 for t in self.config.teams}
+
+        def write() -> None:
+            if self.store.team_terms() != terms:
+                self.store.keep_team_terms(terms, epoch=self.epoch)
+        if terms != self._kept_terms and self._keep("terms", "the teams' quotas", write):
+            self._kept_terms = terms
 
     def _keep_team_holds(self, held: Dict[str, Hold]) -> None:
         """Writes what each team holds for one of its waiting jobs (the pass's ``held``) to

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from fractui.words import count
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
                                  LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord)
+                                 TeamTerms, UsageRecord)
 
 
 class JobNotFound(KeyError):
@@ -460,6 +460,17 @@ class Store(abc.ABC):
     def waiting_bounds(self) -> dict[str, int]:
         """Each team's bound on its waiting jobs as the store holds it; a team not listed is
         held to config.DEFAULT_MAX_WAITING."""
+
+    @abc.abstractmethod
+    def keep_team_terms(self, terms: Mapping[str, TeamTerms],
+                        epoch: Optional[int] = None) -> None:
+        """Replaces each team's quota, borrowing and weight with the lease holder's config's:
+        its write, fenced by ``epoch``, made only when they changed."""
+
+    @abc.abstractmethod
+    def team_terms(self) -> dict[str, TeamTerms]:
+        """Each team's quota, borrowing and weight as the lease holder last kept them (none
+        before one has): what its passes hold the team to."""
 
     @abc.abstractmethod
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:

@@ -124,7 +124,7 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     identity, actor = _authorized(store, asker, intent, job.team, "job %d" % job.id)
     # a member's requeue puts a job back to wait, as a submit does: held to the same bound
     bounded_as = None if identity.admin or intent != REQUEUE else identity.user
-    why = "%s by %s" % (_DONE[intent], actor)
+    why = stop_why(intent, actor)
     # a cancel is of the job, whatever its attempt; the others of the attempt the user saw
     seen = None if intent == CANCEL else job.attempt
     tries = 1
@@ -150,6 +150,12 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
         # what was asked is asked of it as it is now, if it still may be
         tries += 1
         job = store.get(job.id)
+
+
+def stop_why(intent: str, actor: str) -> str:
+    """The reason ``ask_stop`` records of ``intent`` asked by ``actor`` (``authorize``'s): a
+    job's once it ends by that ask, which tells it from one another's ask ended."""
+    return "%s by %s" % (_DONE[intent], actor)
 
 
 def _moved_on(store: Store, job: Job, seen: int, intent: str, user: str,

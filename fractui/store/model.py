@@ -297,6 +297,17 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class TeamTerms:
+    """A team's quota as the lease holder's config gives it (``[[teams]]``): what its passes
+    hold the team to. The holder keeps them in the store, so that ``fractui teams`` shows the
+    quota enforced, not the one of the reader's config, which may be an old copy."""
+
+    quota_gpus: float
+    over_quota: bool
+    weight: float
+
+
+@dataclass(frozen=True)
 class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable

@@ -38,8 +38,8 @@ from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, Ro
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError,
                                 StoreForbidden, StoreFull, StoreMissing, StoreReadOnly,
                                 StoreUnavailable)
-from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
-                               statements)
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
+                               refused, statements)
 from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
 from remote_agent.daemon.trust import python_code
@@ -426,7 +426,12 @@ class PostgresDialect(Dialect):
         return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
                                 ).fetchone()["now"])
 
-    def migrate(self, db: psycopg.Connection) -> None:
+    def up_to_date(self, db: psycopg.Connection) -> bool:
+        return self._version(db) == migrations("postgresql")[-1][0]
+
+    def _version(self, db: psycopg.Connection) -> int:
+        """The schema's version (-1: no store yet, where one may be made), once the database
+        is found safe to use and a fractui store's; read only, so asked in a read too."""
         if db.execute("SELECT has_schema_privilege('public', 'public', 'CREATE') AS open"
                       ).fetchone()["open"]:
             raise StoreDamaged(self.where, "every role may create objects in its schema public "
@@ -437,8 +442,7 @@ class PostgresDialect(Dialect):
         self._no_other_creates(db)
         self._no_team_owns(db)
         self._no_team_triggers(db)
-        known = migrations("postgresql")
-        latest = known[-1][0]
+        latest = migrations("postgresql")[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
                       (VERSION_TABLE,)).fetchone()["known"]:
             try:
@@ -466,11 +470,16 @@ class PostgresDialect(Dialect):
             raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
                                "this one knows up to %d): use that fractui, or upgrade this "
                                "one" % (have, latest))
-        pending = [(number, sql) for number, sql in known if number > have]
+        return have
+
+    def migrate(self, db: psycopg.Connection) -> None:
+        have = self._version(db)
+        pending = [(number, sql) for number, sql in migrations("postgresql") if number > have]
         if not pending:
             return
         was = self._as_owner(db)
-        if have < 0:
+        made = have < 0  # (its id is given in the same transaction: SqlStore._migrate)
+        if made:
             who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
                              "'CREATE') AS may").fetchone()
             if not who["may"]:  # a team member before the admin's first run: say so
@@ -499,6 +508,8 @@ class PostgresDialect(Dialect):
                     number, have, self.user, err.diag.message_primary or err,
                     _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
+        if made:
+            db.execute("INSERT INTO meta (key, value) VALUES ('uid', %s)", (new_store_id(),))
         db.execute("SELECT set_config('role', %s, true)", (was,))  # (what follows: as before)
 
     def _no_other_creates(self, db: psycopg.Connection) -> None:

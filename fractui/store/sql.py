@@ -18,6 +18,7 @@ import abc
 import json
 import logging
 import math
+import re
 import threading
 import uuid
 from functools import lru_cache
@@ -39,7 +40,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
                                  LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_within, same_place, stops_offered, submitter)
+                                 TeamTerms, UsageRecord, held_within, same_place, stops_offered,
+                                 submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -110,6 +112,12 @@ class Dialect(abc.ABC):
         """Brings the schema up to date inside the caller's write transaction; StoreDamaged
         for a schema newer than this fractui knows."""
 
+    def up_to_date(self, db: Any) -> bool:
+        """Whether the schema lacks no migration, asked in a read: then the store is opened
+        by reads alone, and a lost connection leaves no write of its own unknown. False by
+        default (SQLite: a file, no commit's reply to lose; its open takes the write lock)."""
+        return False
+
     @abc.abstractmethod
     def announce(self, db: Any, topic: str) -> None:
         """Tells every feed that ``topic`` changed, in the caller's transaction."""
@@ -178,6 +186,16 @@ def refused(where: str, words: str) -> StoreRefused:
         quoted(" ".join(words.split()), REFUSED_MOST)))
 
 
+STORE_ID = re.compile(r"[0-9a-f]{8}")  # meta.uid, as new_store_id gives it
+
+
+def new_store_id() -> str:
+    """A new store's id (meta.uid), given in the transaction that makes the store. Every agent
+    job's key holds it (``Job.key``): a store given another later would find none of its jobs
+    on their hosts, and take each for a copy of a job it does not have."""
+    return uuid.uuid4().hex[:8]
+
+
 # What a submit's key stands for, in the order ``submit`` compares them: a retry with another
 # of these is not the same submit, and is told which.
 SUBMITTED = ("queue", "team", "name", "command", "cwd", "env", "image", "host user it runs as")
@@ -190,22 +208,32 @@ class SqlStore(Store):
         self.dialect = dialect
         self._lock = threading.Lock()
         self._db: Any = None
-        try:
-            self.uid = self._write(self._migrate)
+        try:  # a write only where a migration is due: a verb that reads writes nothing
+            self.uid = self._read(self._kept_uid) or self._write(self._migrate)
         except BaseException:
             self.close()
             raise
         self.where = dialect.where  # (as its connection found it: a PostgreSQL service's)
 
+    def _kept_uid(self, db: Any) -> Optional[str]:
+        """The store's id where its schema is up to date and the id made; else None (the
+        opening write, ``_migrate``, is due)."""
+        if not self.dialect.up_to_date(db):
+            return None
+        row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        return None if row is None else str(row["value"])
+
     def _migrate(self, db: Any) -> str:
+        """The store brought up to date, and its id: given as the store was made (its
+        dialect's), never after, so one lost or damaged is said, not replaced by another."""
         self.dialect.migrate(db)
         row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
-        if row is None:  # read first: a user who may not write meta (the guard) opens it too
-            self._run(db, "INSERT INTO meta (key, value) VALUES ('uid', ?)",
-                      (uuid.uuid4().hex[:8],))
-            row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
         if row is None:
             raise self.dialect.damaged("it has no store id (meta.uid)")
+        check("its store id (meta.uid)", row, {"value": TEXT})
+        if not STORE_ID.fullmatch(row["value"]):
+            raise self.dialect.damaged("its store id (meta.uid) is %s, not the 8 hex digits "
+                                       "fractui writes" % quoted(row["value"]))
         return str(row["value"])
 
     # -- transactions --
@@ -379,6 +407,31 @@ class SqlStore(Store):
             for row in rows:
                 self._run(db, insert, row)
         self._write(work)
+
+    def keep_team_terms(self, terms: Mapping[str, TeamTerms],
+                        epoch: Optional[int] = None) -> None:
+        self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
+                      [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
+                       for team, t in terms.items()], epoch)
+
+    def team_terms(self) -> dict[str, TeamTerms]:
+        """The terms kept; a damaged row is left out, said in the log (as a team's hold): the
+        lease holder reads them before it writes, so as the store's damage they would stop
+        ``teams`` and every write of the terms for good; left out, the next write mends it."""
+        def work(db: Any) -> dict[str, TeamTerms]:
+            found = {}
+            for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
+                                   "FROM team_terms"):
+                try:
+                    check("team %s's quota" % r["team"], r, {"team": TEXT, "quota_gpus": NUM,
+                                                             "over_quota": FLAG, "weight": NUM})
+                except Unreadable as err:
+                    log.warning("%s: left out", err)
+                    continue
+                found[r["team"]] = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
+                                             float(r["weight"]))
+            return found
+        return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
         self._replace("team_holds", ("team", "job", "charge", "host"),

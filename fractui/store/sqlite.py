@@ -16,15 +16,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Callable, Optional, Tuple
+from functools import lru_cache
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
 from fractui.store.base import Feed, Identity, StoreDamaged, StoreError, StoreUnavailable
 from fractui.store.model import submitter
-from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
-                               statements)
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
+                               refused, statements)
 from fractui.whoami import os_user, uid_named
+from fractui.words import quoted
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 
@@ -76,6 +78,45 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA user_version = %d" % number)
 
 
+def _columns(db: sqlite3.Connection) -> Dict[str, FrozenSet[str]]:
+    """Each table's columns, as the file's schema says them."""
+    tables = [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: frozenset(r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)",
+                                                  (t,))) for t in tables}
+
+
+@lru_cache(maxsize=1)
+def _columns_made() -> Dict[str, FrozenSet[str]]:
+    """Each table's columns as this fractui's migrations make them."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.create_function("fractui_run_as", 1, lambda _submitter: None)
+        for _, sql in _migrations():
+            for statement in statements(sql):
+                db.execute(statement)
+        return _columns(db)
+    finally:
+        db.close()
+
+
+def _check_columns(path: str, db: sqlite3.Connection) -> None:
+    """Refuses a store, once migrated, whose tables lack a column fractui made: a byte of its
+    schema changed (``u_dated_at``) passes SQLite's check, and every read of that table
+    failed on the column it names."""
+    have = _columns(db)
+    for table, made in sorted(_columns_made().items()):
+        if table not in have:
+            raise StoreDamaged(path, "is damaged: it has no table %s%s" % (
+                table, sqlite_file.MOVE_AWAY))
+        lacks = sorted(made - have[table])
+        if lacks:
+            extra = sorted(have[table] - made)
+            raise StoreDamaged(path, "is damaged: its table %s has no column %s%s%s" % (
+                table, ", ".join(map(quoted, lacks)), "; it has %s instead" % ", ".join(
+                    map(quoted, extra)) if extra else "", sqlite_file.MOVE_AWAY))
+
+
 def _is_admin(uid: int, owner: int) -> bool:
     """The SQLite store's one rule of who is its admin: root, or the owner of its file —
     whoever can write the file can change anything in it anyway."""
@@ -99,11 +140,11 @@ def _run_as_of(db: sqlite3.Connection) -> Callable[[Optional[str]], Optional[str
 
 
 def _initialise(db: sqlite3.Connection) -> None:
-    """A new store's schema, on a connection to its still private file (the SQL core gives
-    it its uid when first opened)."""
+    """A new store's schema and id, on a connection to its still private file."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("BEGIN IMMEDIATE")
     _migrate(db)
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', ?)", (new_store_id(),))
     db.execute("COMMIT")
 
 
@@ -114,8 +155,7 @@ class SqliteDialect(Dialect):
 
     def connect(self) -> sqlite3.Connection:
         """Checks that the file holds a fractui store before anything is written to it."""
-        db = sqlite3.connect(self.where, timeout=30.0, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite_file.connect(self.where)
         try:
             db.row_factory = sqlite3.Row
             found = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
@@ -156,6 +196,7 @@ class SqliteDialect(Dialect):
         have = db.execute("PRAGMA user_version").fetchone()[0]
         try:
             _migrate(db)
+            _check_columns(self.where, db)
         except sqlite3.Error as err:
             if type(sqlite_file.translate(self.where, err)) is not StoreUnavailable:
                 raise  # full, read-only, busy or damaged: said as such
@@ -173,7 +214,7 @@ class SqliteDialect(Dialect):
         if isinstance(err, (sqlite3.DataError, *UNSENDABLE)):  # (not IntegrityError: as
             # PostgreSQL's class 23, fractui's bug or a damaged store, never a host's value)
             return refused(self.where, str(err) or type(err).__name__)
-        if isinstance(err, (sqlite3.Error, OSError)):
+        if isinstance(err, (sqlite3.Error, OSError, UnicodeDecodeError)):
             return sqlite_file.translate(self.where, err)
         return None
 
@@ -242,8 +283,7 @@ class SqliteFeed(Feed):
     def __init__(self, path: str):
         self.path = path
         try:
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite_file.connect(path)
             self._version = self._data_version()
             self._seen = self._counters()
         except sqlite3.Error as err:

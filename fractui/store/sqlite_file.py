@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import urllib.parse
 from collections import Counter
 from typing import Callable, Optional, Tuple
 
@@ -134,6 +135,15 @@ def refuse_exposed(path: str) -> None:
                 raise StoreExposed(path, str(err)) from None
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """SQLite's connection to the store at ``path``, which never makes a file there (``mode=rw``):
+    a store's folder may be its group's to write, and a member who put a link leading where
+    nothing is in place of the store, after its checks, had root's SQLite make the file the
+    link named (an empty /etc/nologin lets no one else log in)."""
+    return sqlite3.connect("file://%s?mode=rw" % urllib.parse.quote(path), uri=True, timeout=30.0,
+                           isolation_level=None, check_same_thread=False)
+
+
 def _linked(path: str) -> str:
     """``path``, and where it leads if it is a link."""
     real = os.path.realpath(path)
@@ -149,29 +159,34 @@ def keep_unread(path: str) -> None:
     SQLite follows it (its side files lie beside the store). Each file is changed through a
     descriptor of it, never by its name again: in a folder its group writes, a member could
     put a link in its place between a look and a chmod by name, which would change the mode
-    of the file it names, any of this user's (root's: any on the machine)."""
+    of the file it names, any of this user's (root's: any on the machine). Not while a store
+    of this process holds the file (``_in_use``): closing those descriptors would drop its
+    locks, on the store and its -shm; it was done as that store opened it."""
     path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
     if st.st_uid != me:
         return
     keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
-    for where in (path,) + tuple(path + side for side in SIDE_FILES):
-        try:  # (not blocking: a FIFO put there opens at once, and is passed by)
-            fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
-            if err.errno in (errno.ELOOP, errno.ENXIO):
+    with _in_use_lock:  # (held throughout: no store of this process opens it meanwhile)
+        if (st.st_dev, st.st_ino) in _in_use:
+            return
+        for where in (path,) + tuple(path + side for side in SIDE_FILES):
+            try:  # (not blocking: a FIFO put there opens at once, and is passed by)
+                fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
                 continue
-            raise
-        try:
-            side = os.fstat(fd)
-            mode = stat.S_IMODE(side.st_mode)
-            if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
-                os.fchmod(fd, mode & keep)
-        finally:
-            os.close(fd)
+            except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
+                if err.errno in (errno.ELOOP, errno.ENXIO):
+                    continue
+                raise
+            try:
+                side = os.fstat(fd)
+                mode = stat.S_IMODE(side.st_mode)
+                if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
+                    os.fchmod(fd, mode & keep)
+            finally:
+                os.close(fd)
 
 
 def _owner(uid: int) -> str:
@@ -314,7 +329,11 @@ def check_writable(path: str) -> None:
 def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
     """A new store at ``path``: made whole in a private (0600) file beside it, then linked into
     place in one step, so no process ever sees a half-made store, and a store another process
-    made meanwhile is kept as it is. Directories made on the way are 0700."""
+    made meanwhile is kept as it is. Directories made on the way are 0700. SQLite opens no
+    name in the store's folder: it makes the store in a folder of this process's alone
+    (``_made``), whose bytes go into that file through its descriptor. A shared store's folder
+    is its group's to write, and a member who put a link at the file's name once it was made
+    had root's SQLite, opening it by that name, make the file the link named, anywhere."""
     folder = os.path.dirname(path)
     try:
         make_dirs(folder)
@@ -322,25 +341,41 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
                                    dir=folder)
     except OSError as err:
         raise translate(path, err, "cannot create a new store there") from err
-    os.close(fd)
     try:
-        db = sqlite3.connect(tmp, isolation_level=None)
-        try:
-            initialise(db)
-        finally:
-            db.close()
+        with os.fdopen(fd, "wb") as f:
+            f.write(_made(path, initialise))
+            f.flush()
+            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:  # another process made the store first: that one is used
             pass
-    except (sqlite3.Error, OSError) as err:
+    except OSError as err:
         raise translate(path, err, "cannot create a new store there") from err
     finally:
-        for name in (tmp,) + tuple(tmp + s for s in SIDE_FILES):
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _made(path: str, initialise: Callable[[sqlite3.Connection], None]) -> bytes:
+    """The bytes of a new store (for ``path``), made by SQLite in a new folder of this
+    process's alone (0700, in the system's temporary folder) and read back once it is closed
+    (its WAL put back into it)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="fractui-store-") as private:
+            made = os.path.join(private, os.path.basename(path))
+            db = sqlite3.connect(made, isolation_level=None)
             try:
-                os.unlink(name)
-            except FileNotFoundError:
-                pass  # SQLite made no such file, or removed it on close
+                initialise(db)
+            finally:
+                db.close()
+            with open(made, "rb") as f:
+                return f.read()
+    except (sqlite3.Error, OSError) as err:
+        raise StoreUnavailable(path, "cannot make a new store in %s: %s" % (
+            tempfile.gettempdir(), err)) from err
 
 
 def _no_space(path: str) -> bool:
@@ -351,9 +386,14 @@ def _no_space(path: str) -> bool:
 
 
 def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
-    """The store's error for a driver's (or the system's) error met at ``path``."""
+    """The store's error for a driver's (or the system's) error met at ``path``. Python's
+    sqlite3 raises UnicodeDecodeError for SQLite's words that are not UTF-8: they quote a
+    damaged name (``malformed database schema (\\x80hanges)``)."""
     name = getattr(err, "sqlite_errorname", "") or ""
     code = getattr(err, "errno", None)
+    if isinstance(err, UnicodeDecodeError):
+        said = bytes(err.object).decode("utf-8", "surrogateescape")
+        return StoreDamaged(path, "is damaged: SQLite says %s%s" % (quoted(said), MOVE_AWAY))
     text = str(err) or type(err).__name__
     what = (doing + ": " if doing else "") + text
     if name.startswith("SQLITE_FULL") or code in (errno.ENOSPC, errno.EDQUOT) or (

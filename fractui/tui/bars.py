@@ -79,9 +79,14 @@ class Paint:
 
     def mark(self, block: Block) -> str:
         """The one-cell mark of ``block``'s owner where the paint marks owners ("" else, and
-        for a block no owner's: idle, outside fractui, being made)."""
-        name = self.owner(block) if self.marked and block.kind == JOB else None
-        return owner_marks(self.owners).get(name, "") if name is not None else ""
+        for a block no owner's: idle, outside fractui, being made); NOT_IN_CONFIG, always,
+        for an owner the config lacks."""
+        name = self.owner(block) if block.kind == JOB else None
+        if name is None:
+            return ""
+        if name not in self.owners:
+            return NOT_IN_CONFIG
+        return owner_marks(self.owners).get(name, "") if self.marked else ""
 
     def colour(self, block: Optional[Block], stale: bool) -> str:
         if block is None:
@@ -104,6 +109,11 @@ class Paint:
     def state(self, state: str) -> str:
         return dict(self.states).get(state, self.foreground)
 
+
+NOT_IN_CONFIG = "?"
+"""The mark of an owner the config lacks (a team or queue removed while its jobs run), drawn
+colour or not: its colour, by a hash of its name, may be a configured owner's. No owner's
+mark (a letter or digit, ``owner_marks``) is ever this."""
 
 SPARE_MARKS = "0123456789abcdefghijklmnopqrstuvwxyz"
 """The marks of owners whose names have no character left: digits first, as unlike a

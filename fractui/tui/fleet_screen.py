@@ -37,7 +37,8 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, movable
+from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, TeamTerms,
+                                 movable)
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -53,9 +54,9 @@ from fractui.tui.legend import Legend
 from fractui.tui.oneatatime import OneAtATime, unforeseen
 from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
-from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
-                                   reserved, standing)
-from fractui.tui.themes import RichVariables, muted_colour, palette_for
+from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, as_kept, next_order,
+                                   queue_stats, reserved, standing)
+from fractui.tui.themes import RichVariables, muted_colour, owners_marked, palette_for
 from fractui.tui.typed import Typed
 from fractui.words import NO_SCHEDULER, count, failing_passes, first_of
 
@@ -152,7 +153,8 @@ class StoreRead(Message):
     def __init__(self, view: Optional[StoreView],
                  error: Optional[str] = None, usage: Optional[UsageRead] = None,
                  bounds: Optional[dict[str, int]] = None, ahead: Optional[float] = None,
-                 holds: Optional[dict[str, Hold]] = None) -> None:
+                 holds: Optional[dict[str, Hold]] = None,
+                 terms: Optional[dict[str, TeamTerms]] = None) -> None:
         super().__init__()
         self.view = view
         self.ahead = ahead
@@ -162,6 +164,9 @@ class StoreRead(Message):
         """The teams' bounds on waiting jobs as the store holds them (None: not read)."""
         self.holds = holds
         """What each team holds for a waiting job, as the store keeps it (None: not read)."""
+        self.terms = terms
+        """The teams' quotas, borrowing and weights the lease holder keeps (None: not
+        read)."""
         self.error = error
         self.usage = usage
         """The usage records as read this time (None: not due, the last stands)."""
@@ -217,6 +222,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """How far the store's clock is ahead of the TUI's, as last read (``StoreRead``)."""
         self._bounds: dict[str, int] = {}  # the store's bounds on waiting jobs, as last read
         self._holds: dict[str, Hold] = {}  # the teams' holds for waiting jobs, as last read
+        self._terms: dict[str, TeamTerms] = {}  # the teams' terms the holder keeps, as last read
         self.ended_wanted = False
         """Whether store reads take the newest ended jobs too: only while a view shows them
         (the jobs view's ``a``), not every second for no one."""
@@ -281,9 +287,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 kept = self.source.read_usage(now - fair.window_s, now)
                 usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                 self._usage_due = self.ticks() + USAGE_EVERY_S
-            bounds, holds = (self.source.read_bounds(), self.source.read_holds()) \
-                if self.config.teams else (None, None)
-            read = StoreRead(view, usage=usage, bounds=bounds, ahead=ahead, holds=holds)
+            bounds, holds, terms = (self.source.read_bounds(), self.source.read_holds(),
+                                    self.source.read_terms()) \
+                if self.config.teams else (None, None, None)
+            read = StoreRead(view, usage=usage, bounds=bounds, ahead=ahead, holds=holds,
+                             terms=terms)
         except StoreError as err:  # a locked or damaged store: say so, keep the fleet
             read = StoreRead(None, str(err))
         self.post_message(read)
@@ -357,15 +365,19 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self._bounds = message.bounds
         if message.holds is not None:
             self._holds = message.holds
+        if message.terms is not None:
+            self._terms = message.terms
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.store_clock()  # the waits as fractui teams and jobs count them
-        teams, starved = standing(jobs, self.config, self._usage, now)
+        # the quotas the scheduler holds the teams to, as fractui teams shows them
+        config, unlike = as_kept(self.config, self._terms)
+        teams, starved = standing(jobs, config, self._usage, now)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,
-            next_order(jobs, self.config, self._usage), self._bounds,
-            reserved(self._holds, jobs, teams))
+            next_order(jobs, config, self._usage), self._bounds,
+            reserved(self._holds, jobs, teams), tuple(unlike.values()))
         self.show_header()
 
     def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
@@ -431,12 +443,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
         slices = palette_for(self.app.current_theme)
-        # owners are marked where colour alone does not tell them apart: under NO_COLOR (every
-        # colour a grey), and where there are more of them than the theme has colours (the
-        # ninth team of eight colours took the first's)
         paint = Paint(slices, v["foreground"], v["surface"], muted, tuple(states.items()),
                       owners, self.colour_by,
-                      marked=self.app.no_color or len(owners) > len(slices.owners))
+                      marked=owners_marked(slices, owners, self.app.no_color))
         self.map.set_paint(paint)
         self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 

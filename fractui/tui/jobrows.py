@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
 from fractui.sched.copies import judged, unheld
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, seen_state
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, held_why, seen_state
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
 from fractui.tui.typed import Clocked
@@ -195,7 +195,8 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            seen_state(job, record), _where(job), used, cap, util, now - since,
-                           _reason(job, store), job.image or "", job.user))
+                           "; ".join(w for w in (_reason(job, store), held_why(record or {}))
+                                     if w), job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     shown = {j.id: j for j in (store.jobs + (store.ended or ()))} if store else {}
     for (host, key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
@@ -207,7 +208,8 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
         # older than what the host says: copies.judged); else a job launched by hand
         copy = judged(unheld(host, (record,), set(), store.uid), shown, store.stale,
                       store.uid, after=False) if store else []
-        what = copy[0][1] if copy else "launched on the host, not through the store"
+        what = "; ".join(w for w in (copy[0][1] if copy else "launched on the host, not "
+                                     "through the store", held_why(record)) if w)
         rows.append(JobRow("%s/%s" % (host, record.get("id")), None, record.get("name") or "",
                            "—", "—", record.get("state") or "?", "%s/%s" % (host, on),
                            used, cap, util, None if created is None else now - created,

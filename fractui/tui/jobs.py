@@ -33,7 +33,7 @@ from fractui.outcome import gone_words
 from fractui.store.base import JobNotFound, StoreError, WaitingFull
 from fractui.store.access import CANCEL, READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
-                                   stop_refusal)
+                                   stop_refusal, stop_why)
 from fractui.store.model import (CANCELLED, ON_HOST, PENDING, STOPPING, AuditEntry, Job,
                                  movable, stops_offered)
 from fractui.terminal import one_line
@@ -105,15 +105,19 @@ class LogData(Message):
         self.error = error
 
 
-def stop_said(intent: str, now: Job, unled: bool) -> tuple[str, SeverityLevel]:
+def stop_said(intent: str, now: Job, unled: bool, ours: bool
+              ) -> tuple[str, SeverityLevel]:
     """What was done of ``intent``, said with its severity, from ``now``, the job as the
     store answered the ask (intents.ask_stop), never as the screen read it before: a job
     read running that went back to its queue meanwhile ended cancelled at once, and was
-    said "recorded"; one read pending and placed meanwhile is stopping. ``unled``: no
-    scheduler holds the store's lease, so none carries out a stop recorded now (said as
-    ``fractui cancel`` says it: the header's "scheduler: none")."""
+    said "recorded"; one read pending and placed meanwhile is stopping. ``ours``: ``now``
+    ended by this ask (its reason is this ask's, intents.stop_why), not by another's
+    meanwhile, which a job read pending is too. ``unled``: no scheduler holds the store's
+    lease, so none carries out a stop recorded now (said as ``fractui cancel`` says it: the
+    header's "scheduler: none")."""
     if now.state == CANCELLED:
-        return ("#%d cancelled: it had not started" % now.id if now.started_at is None else
+        return ("#%d cancelled: it had not started" % now.id
+                if ours and now.started_at is None else
                 "#%d was cancelled meanwhile (%s): nothing left to stop" % (
                     now.id, now.reason or "its stop carried out"), "information")
     if now.state != STOPPING:  # (the same ask of the same attempt, carried out already)
@@ -125,13 +129,15 @@ def stop_said(intent: str, now: Job, unled: bool) -> tuple[str, SeverityLevel]:
 
 class Asked(Message):
     """A stop, requeue or preemption asked: the job as the store answered (``now``), or why
-    it was refused (``error``)."""
+    it was refused (``error``); ``ours``: ``now`` ended by this ask (``stop_said``)."""
 
-    def __init__(self, what: str, now: Optional[Job], error: str = "") -> None:
+    def __init__(self, what: str, now: Optional[Job], error: str = "",
+                 ours: bool = False) -> None:
         super().__init__()
         self.what = what
         self.now = now
         self.error = error
+        self.ours = ours
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -698,17 +704,22 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Asked(intent, None, "no store here: nothing can be recorded"))
             return
         try:
+            # (who asks, read first: once the stop is recorded, a store gone meanwhile would
+            # be said as though it were not)
+            actor = authorize(store, self.asker, intent, job.team, "job %d" % job.id)
             now = ask_stop(store, job, intent, self.asker)
         except (Refused, Denied, JobNotFound, StoreError, WaitingFull) as err:  # (WaitingFull:
             # a member's requeue past her team's bound)
             self.post_message(Asked(intent, None, str(err)))
             return
-        self.post_message(Asked(intent, now))
+        self.post_message(Asked(intent, now, ours=now.state == CANCELLED and
+                                now.reason == stop_why(intent, actor)))
 
     def on_asked(self, message: Asked) -> None:
         if message.now is None:
             self.notify(message.error, severity="warning")
         else:
-            words, severity = stop_said(message.what, message.now, self.unled())
+            words, severity = stop_said(message.what, message.now, self.unled(),
+                                        message.ours)
             self.notify(words, severity=severity)
         self.load()

@@ -121,6 +121,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.starved: Sequence[Starved] = ()
         self.reserved: Sequence[Reserved] = ()
         """What teams hold for a waiting job (the lease holder's last pass's holds)."""
+        self.unlike: Sequence[str] = ()
+        """A line for each team whose config's terms are not the scheduler's."""
         self.order: Sequence[str] = ()
         """The teams with a job waiting, in the order a pass takes them up now."""
         self.bounds: Mapping[str, int] = {}
@@ -133,19 +135,21 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
              now: float = 0.0, starved: Sequence[Starved] = (),
              order: Sequence[str] = (), bounds: Mapping[str, int] = {},
-             reserved: Sequence[Reserved] = ()) -> None:
+             reserved: Sequence[Reserved] = (), unlike: Sequence[str] = ()) -> None:
         """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
         to say are starved; ``order``: the teams in the order a pass takes them up;
         ``bounds``: the store's bounds on waiting jobs (``pend`` near one: ``waiting/bound``);
-        ``reserved``: the teams' holds for a waiting job, each said on a line of its own."""
+        ``reserved``: the teams' holds for a waiting job, each said on a line of its own;
+        ``unlike``: a line for each team the config gives other terms than the scheduler
+        holds it to (``standing.as_kept``: ``teams`` are the scheduler's)."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending, starved, order, bounds, reserved) != (
+        if (queues, teams, store_note, pending, starved, order, bounds, reserved, unlike) != (
                 self.queues, self.teams, self.store_note, self.pending, self.starved,
-                self.order, self.bounds, self.reserved):
+                self.order, self.bounds, self.reserved, self.unlike):
             self.queues, self.teams, self.store_note = queues, teams, store_note
             self.starved, self.order, self.bounds = starved, order, bounds
-            self.reserved = reserved
+            self.reserved, self.unlike = reserved, unlike
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -301,13 +305,16 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         return self._with_pending(head, self._team_lines(warning), note)
 
     def _team_lines(self, warning: str) -> Optional[Text]:
-        """A line for each starved team, in the warning colour, and one for each team's hold
-        (narrow, the reason, or what the hold does, on a second), cut to the panel."""
-        if not self.starved and not self.reserved:
+        """A line for each team whose config's terms are not the scheduler's and for each
+        starved team, in the warning colour, and one for each team's hold (narrow, the
+        reason, or what the hold does, on a second), cut to the panel."""
+        if not self.starved and not self.reserved and not self.unlike:
             return None
         lines = Text(no_wrap=True, overflow="ellipsis")
         narrow = self.size.width < SIDE_BY_SIDE
-        said = [("starved ", s.words("\n  " if narrow else " "), warning) for s in self.starved]
+        said = [("", u, warning) for u in self.unlike]
+        said += [("starved ", s.words("\n  " if narrow else " "), warning)
+                 for s in self.starved]
         said += [("reserved ", r.words(self.now, "\n  " if narrow else " "), "")
                  for r in self.reserved]
         for head, words, style in said:

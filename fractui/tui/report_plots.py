@@ -17,6 +17,7 @@ from textual_plotext.plot import Plot
 from fractui.usage.report import Series
 
 RGB = tuple[int, int, int]
+LINE = "hd"  # plotext's marker of a line in half cells: a team's where teams are not marked
 EPSILON = 1e-9  # GPUs: less than this held is nothing held
 
 
@@ -75,27 +76,30 @@ def _frame(plt: Plot, title: str, span_s: float, axis: Axis) -> None:
 
 
 def _lines(plt: Plot, x: Sequence[float], y: Sequence[Optional[float]], colour: RGB,
-           label: Optional[str], marker: str = "hd") -> None:
+           label: Optional[str], marker: str = LINE) -> None:
     """``y`` as a line (broken where a value is missing), labelled once."""
     for i, (rx, ry) in enumerate(runs(x, y)):
         plt.plot(rx, ry, color=colour, label=label if i == 0 else None, marker=marker)
 
 
-def allocation(plt: Plot, series: Series, span_s: float, colours: Mapping[str, RGB]) -> None:
-    """GPUs held per team over time (fractions as charged)."""
+def allocation(plt: Plot, series: Series, span_s: float, colours: Mapping[str, RGB],
+               marks: Mapping[str, str]) -> None:
+    """GPUs held per team over time (fractions as charged); a team of ``marks`` drawn with
+    its mark (report_view.marks), the others as lines."""
     axis = axis_for(span_s)
     _frame(plt, "GPUs held, per team", span_s, axis)
     x = xs(series, axis)
     for team, held in series.held.items():
-        _lines(plt, x, held, colours[team], team)
+        _lines(plt, x, held, colours[team], team, marks.get(team, LINE))
     plt.ylim(0, max([max(h, default=0.0) for h in series.held.values()], default=0.0) or 1)
 
 
 def utilisation(plt: Plot, series: Series, span_s: float,
-                colours: Mapping[str, RGB]) -> None:
+                colours: Mapping[str, RGB], marks: Mapping[str, str]) -> None:
     """Per team, the GPUs it used as a percent of the GPUs it held where NVML measured them
     (over 100 where a share used more of its GPU than it was charged, the GPU's time being
-    shared); a step where none of its GPUs was measured (MIG) is a gap."""
+    shared); a step where none of its GPUs was measured (MIG) is a gap. ``marks`` as
+    ``allocation``'s."""
     axis = axis_for(span_s)
     _frame(plt, "used, % of the GPUs held (measured)", span_s, axis)
     x = xs(series, axis)
@@ -104,7 +108,7 @@ def utilisation(plt: Plot, series: Series, span_s: float,
         measured = series.measured[team]
         percent = [u / m * 100 if m > EPSILON else None for u, m in zip(used, measured)]
         top = max([top] + [p for p in percent if p is not None])
-        _lines(plt, x, percent, colours[team], team)
+        _lines(plt, x, percent, colours[team], team, marks.get(team, LINE))
     plt.ylim(0, top)
 
 

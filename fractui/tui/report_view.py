@@ -38,7 +38,8 @@ from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.parts import BetweenParts
 from fractui.words import duration
 from fractui.tui.source import Source
-from fractui.tui.themes import owner_colour, palette_for
+from fractui.tui.bars import owner_marks
+from fractui.tui.themes import owner_colour, owners_marked, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, series
 from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, group_name, hours,
                                      kept_words, online_words, saving_words, unmeasured_words,
@@ -396,6 +397,14 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
             BetweenParts(Text(unmeasured_note(self.computed.teams)), sep=", "))
         self.draw_plots()
 
+    def marks(self) -> dict[str, str]:
+        """Each team's mark, its lines drawn with it, where the map marks owners
+        (themes.owners_marked): past the theme's colours a ninth team's line took the
+        first's colour, and under NO_COLOR every line is a grey; none else."""
+        order = tuple(t.name for t in self.config.teams)
+        return owner_marks(order) if owners_marked(palette_for(self.app.current_theme), order,
+                                                   self.app.no_color) else {}
+
     def colours(self, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         """Each team's colour on the slice map, in this theme (a job with no team: the
         colour of what is not a team's)."""
@@ -416,8 +425,9 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         colours = self.colours(list(s.held))
         plots = {name: self.query_one("#plot-" + name, PlotextPlot)
                  for name in ("held", "util", "waits", "saving")}
-        report_plots.allocation(plots["held"].plt, s, span_s, colours)
-        report_plots.utilisation(plots["util"].plt, s, span_s, colours)
+        marks = self.marks()
+        report_plots.allocation(plots["held"].plt, s, span_s, colours, marks)
+        report_plots.utilisation(plots["util"].plt, s, span_s, colours, marks)
         report_plots.waits(plots["waits"].plt, s, span_s, self.themed("accent"))
         report_plots.saving(plots["saving"].plt, s, span_s, self.themed("error"),
                             self.themed("success"))

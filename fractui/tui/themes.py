@@ -162,6 +162,14 @@ def owner_colour(slices: SlicePalette, owners: Sequence[str], name: str) -> str:
     return slices.owners[place % len(slices.owners)]
 
 
+def owners_marked(slices: SlicePalette, owners: Sequence[str], no_color: bool) -> bool:
+    """Whether owners are told apart by their marks (bars.owner_marks) as well as by colour:
+    under NO_COLOR (every colour a grey), and where there are more of them than the theme has
+    colours (the ninth team of eight colours took the first's) — on the map and the report's
+    plots alike."""
+    return no_color or len(owners) > len(slices.owners)
+
+
 def label_colour(background: str) -> str:
     """Black or white, whichever contrasts more with ``background`` (#rrggbb): WCAG's relative
     luminance, so labels stay legible on every owner colour of every theme."""

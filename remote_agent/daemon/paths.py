@@ -14,13 +14,12 @@ import hashlib
 import os
 import stat
 import sys
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from remote_agent.daemon.trust import (SET_ASIDE, UnsafePath, check_private, check_seen,
-                                        check_tree, chmod_seen, grantees, open_dir, private_dir,
-                                        private_tree, python_module)
+                                        check_tree, grantees, open_dir, private_dir,
+                                        private_tree, python_module, seen_at)
 from remote_agent.jobs.output import PIPE_NAME
 
 ROOT_RUNTIME_BASE = "/run"
@@ -264,17 +263,22 @@ def _check_job_entry(job_dir: str, entry: str, dir_fd: int) -> None:
     """Refuse (UnsafePath) an entry of a job's directory (``job_dir``, open as ``dir_fd``)
     unless it is what the agent makes there, of its own: a regular file, the output pipe (a
     FIFO), a directory a shim set aside (never read: pruned whole with its job's directory).
-    Nothing is followed. What others may read is taken back."""
+    Nothing is followed: the entry is held by an ``O_PATH`` descriptor (which opens nothing),
+    judged, its ACL read and what others may read of it taken back, all through that, never
+    its name again (``trust.seen_at``)."""
     try:
-        st = os.lstat(entry, dir_fd=dir_fd)
+        held = os.open(entry, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:  # (a live shim's temporary file, renamed meanwhile)
         return
-    aside = SET_ASIDE in entry and stat.S_ISDIR(st.st_mode)
-    check_seen(st, os.path.join(job_dir, entry), "directory set aside" if aside else "job file",
-               fifo_ok=entry == PIPE_NAME, dir_ok=aside)
-    if st.st_mode & 0o077:
-        with suppress(FileNotFoundError):  # (renamed meanwhile, as above)
-            chmod_seen(entry, dir_fd, st, 0o700 if aside else 0o600)
+    try:
+        st = os.fstat(held)
+        aside = SET_ASIDE in entry and stat.S_ISDIR(st.st_mode)
+        check_seen(st, os.path.join(job_dir, entry), "directory set aside" if aside else
+                   "job file", fifo_ok=entry == PIPE_NAME, dir_ok=aside, at=seen_at(held))
+        if st.st_mode & 0o077:
+            os.chmod(seen_at(held), 0o700 if aside else 0o600)
+    finally:
+        os.close(held)
 
 
 def _code_root() -> str:

@@ -269,9 +269,9 @@ def open_dir(path: str, what: str = "directory") -> int:
 
 
 def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the agent",
-                 fd: Optional[int] = None) -> None:
-    """Refuse ``path`` (open as ``fd`` where given) unless it is ours and nobody else writes
-    it."""
+                 fd: Union[int, str, None] = None) -> None:
+    """Refuse ``path`` (open as ``fd`` where given, or held at ``seen_at``'s name) unless it
+    is ours and nobody else writes it."""
     uid = _uid()
     if st.st_uid != uid:
         raise UnsafePath("refusing %s %s: it is owned by uid %d, not by uid %d (the user %s "
@@ -370,8 +370,7 @@ def _reopen_seen(name: str, flags: int, path: str, what: str, fifo: bool,
     held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         _check_kind(os.fstat(held), path, what, fifo)
-        return os.open("/proc/self/fd/%d" % held,
-                       flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
+        return os.open(seen_at(held), flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
     finally:
         os.close(held)
 
@@ -392,25 +391,19 @@ def check_private(path: str, what: str = "file",
 
 
 def check_seen(st: os.stat_result, path: str, what: str = "file", fifo_ok: bool = False,
-               dir_ok: bool = False) -> None:
+               dir_ok: bool = False, at: Optional[str] = None) -> None:
     """Refuse ``path``, seen (``lstat``) as ``st``, unless it is a regular file (or a FIFO, with
-    ``fifo_ok``; a directory, with ``dir_ok``) of the agent's own that nobody else writes."""
+    ``fifo_ok``; a directory, with ``dir_ok``) of the agent's own that nobody else writes.
+    ``at``: where its ACL is read instead of its name (``seen_at``)."""
     if not (dir_ok and stat.S_ISDIR(st.st_mode)):
         _check_kind(st, path, what, fifo_ok and stat.S_ISFIFO(st.st_mode))
-    _check_owned(st, path, what)
+    _check_owned(st, path, what, fd=at)
 
 
-def chmod_seen(name: str, dir_fd: int, st: os.stat_result, mode: int) -> None:
-    """Set the mode of ``name`` in ``dir_fd``, seen (``lstat``) as ``st``, through a
-    descriptor of that very file (``O_PATH``, which opens nothing), never through its name
-    again: a symlink or another file swapped in meanwhile is left as it is."""
-    held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        now = os.fstat(held)
-        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
-            os.chmod("/proc/self/fd/%d" % held, mode)
-    finally:
-        os.close(held)
+def seen_at(held: int) -> str:
+    """Where the file an ``O_PATH`` descriptor ``held`` holds is named for calls that take no
+    such descriptor (chmod, getxattr): that very file, whatever its name names by then."""
+    return "/proc/self/fd/%d" % held
 
 
 def read_private(path: str, what: str = "file", dir_fd: Optional[int] = None) -> Optional[bytes]:
