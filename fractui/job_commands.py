@@ -25,6 +25,7 @@ from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
 from fractui.store.intents import Asker, authorize, last_lines
+from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
@@ -352,21 +353,26 @@ def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
 def _started(store: Store, job: Job) -> Job:
     """The job once it has started, or ended waiting: read again each time the store's change
     feed wakes (at least once a second), while a lease holder is there to start it (none for
-    LOG_WAIT_S: Failed)."""
-    feed = store.feed()  # before the read below: a start in between is not missed
+    LOG_WAIT_S, counted from the store's return where it could not be reached: Failed)."""
+    number = job.id
+    outage = Outage("job %d goes on meanwhile" % number, "waiting for job %d to start" % number)
+    feed = outage.through(store.feed)  # before the read below: a start in between is not missed
+
+    def poll() -> Tuple[Job, bool]:
+        feed.wait(1.0)  # (lost, it listens anew at its next wait)
+        return store.get(number), store.lease_holder() is not None
     try:
-        job = store.get(job.id)
+        job, led = outage.through(lambda: (store.get(number), store.lease_holder() is not None))
         alone_since: Optional[float] = None  # no lease holder since: none starts it
         while job.agent_job is None and job.state in (PENDING, PLACED):
-            if store.lease_holder() is not None:
+            if led:
                 alone_since = None
             elif alone_since is None:
                 alone_since = time.monotonic()
-            elif time.monotonic() - alone_since > kept_output.LOG_WAIT_S:
+            elif time.monotonic() - max(alone_since, outage.back_at) > kept_output.LOG_WAIT_S:
                 raise Failed("stopped waiting for job %d to start: %s for %.0f s" % (
                     job.id, NO_SCHEDULER, kept_output.LOG_WAIT_S))
-            feed.wait(1.0)
-            job = store.get(job.id)
+            job, led = outage.through(poll)
         return job
     finally:
         feed.close()
@@ -576,16 +582,21 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             say(_nothing("job %d" % job.id, host, tail.complete, job.started_at, follow=True))
         printed = tail.offset
         asked = time.monotonic()
+        outage = Outage("job %d goes on meanwhile" % job.id, "following job %d" % job.id)
+
+        def ask() -> Tuple[bool, Job, Optional[LogTail]]:
+            """Whether the lease holder answered, the job as it is, and its tail kept."""
+            return _ask_tail(store, feed, job), store.get(job.id), store.log_tail(job.id)
         while not tail.complete and printed is not None:
             time.sleep(max(0.0, asked + kept_output.FOLLOW_EVERY_S - time.monotonic()))
             asked = time.monotonic()
-            if not _ask_tail(store, feed, job):
+            answered, now, kept = outage.through(ask)
+            if not answered:
                 raise Failed("stopped following job %d: %s" % (job.id,
                                                                 _unanswered(store, job)))
-            now = store.get(job.id)
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
                 return _sent_back(store, job.id)
-            tail = store.log_tail(job.id) or tail  # (kept: a tail is replaced, never removed)
+            tail = kept or tail  # (kept: a tail is replaced, never removed)
             if tail.offset is None:  # the agent's lines, or its error, kept instead
                 raise Failed("stopped following job %d: %s" % (job.id,
                                                                _no_offset(host, job.id)))
@@ -601,7 +612,7 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             printed = tail.offset
         if not ends_line:
             _write("\n")
-        now = store.get(job.id)
+        now = outage.through(lambda: store.get(job.id))
         return why(now) or now.state
     finally:
         feed.close()

@@ -43,9 +43,11 @@ def carry_out(store: Store, asker: Asker, call: Callable[[str, Mapping[str, Any]
 
 def _audit(store: Store, actor: str, said: str, detail: Mapping[str, Any], made: str) -> None:
     """The audit entry of a change the agent was asked to make: one the store cannot take is
-    said with ``made`` and what it would have said, so that no one makes the change again."""
+    said with ``made`` and what it would have said, so that no one makes the change again;
+    one whose answer was lost, as maybe in the audit."""
     try:
         store.audit(actor, "mig", None, said, detail)
     except StoreError as err:
-        raise type(err)(err.where, "%s; %s, and is not in the audit: %s" % (
-            err.what, made, said)) from err
+        raise type(err)(err.where, "%s; %s, and %s: %s" % (
+            err.what, made, "whether it is in the audit is not known" if err.unknown else
+            "is not in the audit", said)) from err

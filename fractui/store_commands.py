@@ -33,12 +33,13 @@ from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
+from fractui.store_outage import Outage
 from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
 from fractui.store.access import (ADMIN_ACTIONS, CANCEL, CORDON as CORDON_ACTION, MOVE, PLACE,
                                   PREEMPT, REQUEUE, SCHEDULE, Denied, teams_of)
-from fractui.store.base import NO_STORE, Feed, Identity, JobNotFound, KeyTaken, WaitingFull
+from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused, host_or_gpu
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, DRAIN, ENDED,
                                  FAILED, ON_HOST, PENDING, PLACED, RUNNING, STOPPING, AuditEntry,
@@ -210,30 +211,17 @@ def _until_ended(store: Store, job: Job, led: bool) -> Job:
     did as the job was submitted); woken by the store's change feed, at least once a
     second. A store that cannot be reached (a server restarting) is waited for, said when
     lost and when back: the job goes on meanwhile, and so does the wait."""
-    feed: Optional[Feed] = None
+    number = job.id
+    outage = Outage("job %d goes on meanwhile" % number, "waiting for job %d to end" % number)
+    feed = outage.through(store.feed)
     said = _step(job)
-    lost = False
+
+    def poll() -> Tuple[Job, Optional[Tuple[str, float]]]:
+        feed.wait(1.0)  # (lost, it listens anew at its next wait)
+        return store.get(number), store.lease_holder()
     try:
         while job.state not in ENDED:
-            try:
-                if feed is None:
-                    feed = store.feed()
-                feed.wait(1.0)
-                job = store.get(job.id)
-                holder = store.lease_holder()
-            except StoreUnavailable as err:
-                if not lost:
-                    say("%s; waiting for the store to come back (job %d goes on meanwhile)"
-                        % (err, job.id))
-                lost = True
-                if feed is not None:
-                    feed.close()
-                    feed = None
-                time.sleep(STORE_AWAY_S)
-                continue
-            if lost:
-                say("the store is back; waiting for job %d to end" % job.id)
-                lost = False
+            job, holder = outage.through(poll)
             step = _step(job)
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
@@ -243,12 +231,8 @@ def _until_ended(store: Store, job: Job, led: bool) -> Job:
                 say("a scheduler runs for this store now (%s holds its lease)" % holder[0]
                     if holder is not None else NO_SCHEDULER)
     finally:
-        if feed is not None:
-            feed.close()
+        feed.close()
     return job
-
-
-STORE_AWAY_S = 1.0  # how often submit --wait tries a store it cannot reach
 
 
 def _step(job: Job) -> str:

@@ -51,12 +51,11 @@ class _Cut:
 
 class PgProxy:
     """Forwards 127.0.0.1:``port`` to the server on ``target_port``; ``url(db)`` is a URL
-    through it. ``sent`` lists every message clients sent, ``cuts`` how many cuts fell since
-    the last was armed, ``fell`` the statement it fell at."""
+    through it. ``cuts``: how many cuts fell since the last was armed, ``fell`` the statement
+    it fell at."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
-        self.sent: List[Sent] = []
         self.cuts = 0
         self.fell: Optional[Sent] = None  # the statement the last cut fell at
         self.refusing = False
@@ -117,15 +116,6 @@ class PgProxy:
         self.disarm()
         self.refusing = False
 
-    def mark(self) -> int:
-        """Where the list of messages sent stands now."""
-        with self._lock:
-            return len(self.sent)
-
-    def since(self, mark: int) -> List[Sent]:
-        with self._lock:
-            return self.sent[mark:]
-
     def close(self) -> None:
         self._closed = True
         self._listener.close()
@@ -159,10 +149,8 @@ class PgProxy:
             threading.Thread(target=link.down, daemon=True, name="pgproxy-down").start()
 
     def _falls(self, message: Sent) -> Optional[_Cut]:
-        """The cut that falls at ``message``, if one does (it is disarmed then); the message
-        is listed either way."""
+        """The cut that falls at ``message``, if one does (it is disarmed then)."""
         with self._lock:
-            self.sent.append(message)
             cut = self._cut
             if cut is None or not message.statement:
                 return None

@@ -8,6 +8,7 @@ again. Real PostgreSQL, a real loopback proxy between (tests/pg_proxy.py)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import time
 import uuid
@@ -16,6 +17,8 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import StoreError, open_store
 from fractui.store.access import CANCEL
 from fractui.store.base import Store
@@ -329,6 +332,59 @@ def test_a_scheduler_stopped_with_its_store_unreachable_says_its_lease_lapses_an
         proxy.restore()
         assert direct.acquire_lease("s2", 3.0) is None  # not handed over: s1's still
         wait(lambda: direct.acquire_lease("s2", 3.0) is not None, direct.lease_holder)
+    finally:
+        direct.close()
+        proxy.close()
+
+
+def test_a_mig_change_whose_audit_commit_reply_is_lost_is_said_maybe_in_the_audit(stores):
+    """The agent made a MIG change by hand; its audit entry's COMMIT ran and the reply was lost
+    (the server unreachable after): the error says the change was made and that whether it is
+    in the audit is not known, never that it is not there (it is)."""
+    change = MigChange("gpu-a", 0, DESTROY, "destroy idle 1g.10gb at slot 6", None,
+                       "mig.destroy", {"gpu": 0, "instance": "MIG-x"})
+
+    def agent(method, params):  # the agent's answer; the audit's reply lost meanwhile
+        stores.proxy.cut_on("COMMIT", AFTER, down=True)
+        return {"destroyed": {"profile": "1g.10gb", "start": 6, "uuid": "MIG-x"}}
+    with pytest.raises(StoreError) as err:
+        carry_out(stores.cut, ASKER, agent, change)
+    stores.proxy.restore()
+    assert str(err.value).endswith("; the change was made all the same, and whether it is in "
+                                   "the audit is not known: destroyed 1g.10gb at slot 6 (MIG-x) "
+                                   "on gpu-a gpu 0"), err.value
+    assert stores.sql("SELECT count(*) FROM audit WHERE action = 'mig'")[0][0] == 1
+
+
+def test_a_stop_sent_whose_record_reply_is_lost_is_logged_as_maybe_recorded(
+        local_fleet, pg_server, caplog):
+    """The lease holder sent a cancelled job's stop and the COMMIT of its record ran, the reply
+    lost: its log says whether the stop was recorded is not known, never that it was not (it
+    was)."""
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    try:
+        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)],
+                        store_url=proxy.url(db))
+        job = direct.submit("q", None, "q", ["sleep", "600"], REQUEST, "test@here")
+        for _ in range(300):
+            if direct.get(job.id).state == "running":
+                break
+            passes(f)
+        ask_stop(direct, direct.get(job.id), CANCEL, ASKER)
+        proxy.cut_on("COMMIT", AFTER, past="INSERT INTO stops_sent")
+        with caplog.at_level(logging.ERROR):
+            for _ in range(300):
+                if proxy.cuts:
+                    break
+                passes(f)
+        proxy.restore()
+        said = [r.getMessage() for r in caplog.records if "was sent" in r.getMessage()]
+        assert len(said) == 1 and said[0].endswith(
+            "; the stop of %s on gpu-a was sent and whether it was recorded is not known: a "
+            "scheduler that takes the lease over may send it again" % job.key(direct.uid)), said
+        assert pg_server.sql("SELECT count(*) FROM stops_sent", db=db)[0][0] == 1
     finally:
         direct.close()
         proxy.close()

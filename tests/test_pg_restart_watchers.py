@@ -16,6 +16,7 @@ from fractui.config import QueueConfig
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
+from tests.test_logs_store import _following, _store_only
 
 pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 
@@ -61,3 +62,61 @@ def test_a_restart_under_the_scheduler_and_a_waiting_submit_is_ridden_out(
     told = logged(said)  # the scheduler said the feed lost, and back
     assert any("polls every" in line for line in told), said
     assert any(line.startswith("the store's change feed is back") for line in told), said
+
+
+def _said_until(stream, part: str) -> list:
+    """The lines read from ``stream`` up to the first holding ``part`` (all of them, to its
+    end, where none does)."""
+    lines = []
+    while not lines or part not in lines[-1]:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+    return lines
+
+
+def test_a_store_lost_under_logs_follow_through_the_store_is_waited_for(
+        local_fleet, pg_server, tmp_path: Path):
+    """``fractui logs -f`` of a job, for a user who reaches only the store, its PostgreSQL
+    server stopped and started again twice under it: while the job waits to start, and while
+    its output is followed. Each time it says the store was lost and is back, and goes on: the
+    job's lines come, each once, and it ends as the job does (exit 0)."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)], store_url=url,
+                    lease_s=3.0)
+    go = tmp_path / "go"
+    job = f.submit("q", argv=[sys.executable, "-c", "import os, time\nprint('one', flush=True)\n"
+                              "while not os.path.exists(%r):\n    time.sleep(0.05)\n"
+                              "print('two', flush=True)" % str(go)])
+    follower = _following(_store_only(f), job.id, wait_s=60.0)
+    sched = None
+
+    def outage(then: str) -> None:
+        """The server stopped until the follower says it waits for it, then started."""
+        pg_server.stop()
+        try:
+            lost = _said_until(follower.stderr, "waiting for the store")
+        finally:
+            pg_server.start()
+        assert lost[-1].endswith("; waiting for the store to come back (job %d goes on "
+                                 "meanwhile)\n" % job.id), lost
+        assert follower.stderr.readline() == "fractui: the store is back; %s\n" % then
+    try:
+        assert follower.stderr.readline() == \
+            "fractui: job %d is pending; waiting for it to start\n" % job.id
+        outage("waiting for job %d to start" % job.id)
+        sched = f.scheduler_process("s1")
+        assert follower.stdout.readline() == "one\n"
+        outage("following job %d" % job.id)
+        go.touch()
+        out, err = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+        if sched is not None:
+            sched.terminate()
+            sched.communicate(timeout=60)
+    assert (follower.returncode, out) == (0, "two\n"), err
+    assert err == "fractui: job %d ended: exited 0\n" % job.id, err

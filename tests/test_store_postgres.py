@@ -1394,6 +1394,31 @@ def test_a_mig_change_made_whose_audit_entry_cannot_be_written_is_said_made(pg_s
         store.close()
 
 
+def test_a_session_ended_for_idling_in_its_write_is_said_not_recorded_not_unknown(
+        pg_server, monkeypatch):
+    """A write that idles inside its transaction past the server's limit (its process frozen
+    or starved: IDLE_IN_WRITE_S, shortened here) finds its session ended at its COMMIT: the
+    server ended it before reading the COMMIT (25P03), so nothing was recorded, and it is
+    never said as "whether it was recorded is not known". Made again on a new session, as a
+    write whose connection was lost before its commit: recorded once."""
+    monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
+    db = pg_server.new_database()
+    store = open_store(pg_server.url(db))
+    tries = []
+
+    def work(db):  # one row, then a pause past the limit, its first time only
+        store._run(db, "INSERT INTO stops_sent (host, key, sent_at) VALUES ('h', ?, 0)",
+                   (str(len(tries)),))
+        tries.append(1)
+        if len(tries) == 1:
+            time.sleep(2.5)
+    try:
+        store._write(work)
+        assert pg_server.sql("SELECT key FROM stops_sent", db=db) == [("1",)]
+    finally:
+        store.close()
+
+
 def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url, tmp_path):
     """The store's server goes away while ``submit --wait`` waits: it says so in the store's
     words, that the job goes on, and waits for the store; back, it says so and waits for the
@@ -1436,6 +1461,33 @@ def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url
             waiting.kill()
     assert (waiting.returncode, out) == (1, ""), err
     assert err == "fractui: job %d ended: by the test\n" % number, err
+
+
+def test_submit_wait_whose_database_is_dropped_stops_waiting_and_says_so(pg_server, tmp_path):
+    """The store's database dropped while ``submit --wait`` waits: not a server restarting, so
+    not waited for (it would be for ever): exit 1, the store's words, then that it stopped."""
+    db = pg_server.new_database()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      % pg_server.url(db))
+    waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
+                                "submit", "--wait", "--queue", "q", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
+        while "no scheduler is running" not in waiting.stderr.readline():
+            pass  # (the notes of a queue no scheduler has looked at yet)
+        pg_server.sql("DROP DATABASE %s WITH (FORCE)" % db)
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert (waiting.returncode, out) == (1, ""), err
+    assert "has no such database" in err and "Traceback" not in err, err
+    assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "
+                        "cancel %d cancels it)\n" % (number, number)), err
 
 
 def test_an_object_in_use_is_said_as_the_servers_refusal_not_as_a_lost_server(pg_server):

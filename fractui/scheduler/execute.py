@@ -364,8 +364,10 @@ class Executor:
         except LeaseLost:
             raise  # another leads: the lane leaves its calls to it
         except StoreError as err:  # the stop went out; only the next holder's record is missing
-            log.error("%s; the stop of %s on %s was sent but not recorded: a scheduler that "
-                      "takes the lease over may send it again", err, key, host)
+            log.error("%s; the stop of %s on %s was sent %s: a scheduler that takes the lease "
+                      "over may send it again", err, key, host,
+                      "and whether it was recorded is not known" if err.unknown else
+                      "but not recorded")
         finally:
             self._stops_sent.add((host, key))
 

@@ -63,6 +63,10 @@ class StoreError(Exception):
     Every store raises these for its driver's errors (and JobNotFound, StateConflict for the
     outcomes above), so nothing above the store catches or names a driver's exceptions."""
 
+    unknown = False
+    """Whether the write may have been recorded all the same: its commit was sent and its
+    answer lost (the words say so; a caller that adds its own says so too)."""
+
     def __init__(self, where: str, what: str):
         super().__init__("store %s: %s" % (where, what))
         self.where = where
@@ -102,6 +106,11 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached for another reason (an I/O error, a file that cannot be
     opened, a database server that is down, restarting or unknown); the message carries the
     system's words."""
+
+
+class StoreMissing(StoreUnavailable):
+    """The server answers and has no such database: dropped, renamed, or never made. Not a
+    server restarting: a wait on the store (``submit --wait``, ``logs -f``) ends at it."""
 
 
 NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "

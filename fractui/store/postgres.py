@@ -36,7 +36,8 @@ from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError,
-                                StoreForbidden, StoreFull, StoreReadOnly, StoreUnavailable)
+                                StoreForbidden, StoreFull, StoreMissing, StoreReadOnly,
+                                StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.store_url import postgresql_url
@@ -585,6 +586,12 @@ class PostgresDialect(Dialect):
     def lost(self, db: psycopg.Connection) -> bool:
         return bool(db.closed or db.broken)
 
+    def unread_commit(self, err: BaseException) -> bool:
+        # 25P03: the session idled inside its transaction past IDLE_IN_WRITE_S (its process
+        # frozen or starved) and the server ended it while it waited for the next statement,
+        # the COMMIT unread. (Not 57P01: it does not say whether the commit was done first.)
+        return isinstance(err, psycopg.Error) and err.sqlstate == "25P03"
+
     def _named_by(self) -> Optional[str]:
         """Where the role the connection asked for was named, for a refusal to say what to
         change: the URL's user (with where the config gives the URL), else the service's
@@ -728,8 +735,8 @@ class PostgresDialect(Dialect):
         return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
             self.user, text, hint or _auth_hint(text, self.user, self._named_by())))
 
-    def _no_database(self, text: str) -> StoreUnavailable:
-        return StoreUnavailable(self.where, "has no such database: %s; an admin creates it "
+    def _no_database(self, text: str) -> StoreMissing:
+        return StoreMissing(self.where, "has no such database: %s; an admin creates it "
                                 "(createdb)" % text)
 
     def damaged(self, what: str) -> StoreDamaged:

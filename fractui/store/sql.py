@@ -126,6 +126,12 @@ class Dialect(abc.ABC):
     def lost(self, db: Any) -> bool:
         """Whether the connection is gone (a server restart), so a new one is needed."""
 
+    def unread_commit(self, err: BaseException) -> bool:
+        """Whether ``err``, raised by a commit, says the server ended the session before it
+        read the COMMIT (its transaction rolled back): nothing was recorded. None by
+        default."""
+        return False
+
     @abc.abstractmethod
     def translate(self, err: BaseException) -> Optional[StoreError]:
         """The store's error for a driver's error; None for an error that is not the
@@ -167,8 +173,10 @@ REFUSED_MOST = 200  # characters of the driver's words on a refused value (they 
 
 def _not_known(err: StoreError) -> StoreError:
     """``err`` of a write whose commit was sent and its answer lost."""
-    return type(err)(err.where, "%s (the connection was lost while committing: whether it was "
-                     "recorded is not known; read it back)" % err.what)
+    mine = type(err)(err.where, "%s (the connection was lost while committing: whether it "
+                     "was recorded is not known; read it back)" % err.what)
+    mine.unknown = True
+    return mine
 
 
 def refused(where: str, words: str) -> StoreRefused:
@@ -267,6 +275,7 @@ class SqlStore(Store):
                     raise self.dialect.damaged(str(err)) from err
                 except BaseException as err:
                     lost = self.dialect.lost(db)
+                    committing = committing and not self.dialect.unread_commit(err)
                     if lost:
                         self._drop()
                     else:
