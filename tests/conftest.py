@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import importlib
 import json
 import os
+import pkgutil
 import pwd
 import shutil
 import signal
@@ -315,3 +317,19 @@ def berlin(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+def _every_module_imported() -> None:
+    """Every module of the project's packages imported before any test draws an example.
+    Hypothesis draws some values from the constants of the project's modules imported so far,
+    so a derandomized test drew other examples after other test files in its worker (xdist's
+    loadfile) than alone: a failure the suite found was not found again by its file. Called
+    last: benchmarks' modules import this one's helpers."""
+    for top in ("fractui", "remote_agent", "benchmarks"):
+        package = importlib.import_module(top)
+        for module in pkgutil.walk_packages(package.__path__, top + "."):
+            if not module.name.endswith(".__main__"):  # (runs its verb when imported)
+                importlib.import_module(module.name)
+
+
+_every_module_imported()

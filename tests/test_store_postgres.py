@@ -1217,6 +1217,48 @@ def test_a_verb_that_must_not_make_a_store_makes_none_in_an_empty_database(pg_se
     open_store(pg_server.url(db), make=False).close()
 
 
+def test_a_store_made_between_an_opens_two_reads_is_opened_not_called_anothers(pg_server,
+                                                                              monkeypatch):
+    """An open that reads alone (a verb that makes no store, or any verb's first look) while
+    another fractui makes the store: that one's commit, after the reader found no version
+    table and before it listed the tables, was said "holds tables fractui did not make ...
+    not a fractui store" — its tables and that table are committed together."""
+    url = pg_server.url(pg_server.new_database())
+    committing, go, made = threading.Event(), threading.Event(), threading.Event()
+    commit = postgres.PostgresDialect.commit
+
+    def held_commit(self, db):  # the maker's, held until the reader is between its reads
+        committing.set()
+        assert go.wait(30)
+        commit(self, db)
+        made.set()
+
+    execute = psycopg.Connection.execute
+    reading = threading.current_thread()
+
+    def read(self, query, *args, **kwargs):
+        if threading.current_thread() is reading and "FROM pg_tables" in str(query) \
+                and committing.is_set() and not made.is_set():
+            go.set()
+            assert made.wait(30)
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(postgres.PostgresDialect, "commit", held_commit)
+    monkeypatch.setattr(psycopg.Connection, "execute", read)
+    maker: dict = {}
+    thread = threading.Thread(target=lambda: maker.update(store=open_store(url)))
+    thread.start()
+    try:
+        assert committing.wait(30)
+        reader = open_store(url, make=False)
+    finally:
+        go.set()
+        thread.join(60)
+    assert made.is_set() and reader.uid == maker["store"].uid
+    reader.close()
+    maker["store"].close()
+
+
 def test_a_member_who_submits_before_the_admin_made_the_store_is_told_so(pg_server):
     """A team member's submit to a database with no store yet, where their role may not create
     tables (the docs' setup: the database is the admin's): told there is no store yet and who

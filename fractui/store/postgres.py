@@ -443,8 +443,7 @@ class PostgresDialect(Dialect):
         self._no_team_owns(db)
         self._no_team_triggers(db)
         latest = migrations("postgresql")[-1][0]
-        if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
-                      (VERSION_TABLE,)).fetchone()["known"]:
+        if self._has_version_table(db):
             try:
                 row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
             except psycopg.errors.InsufficientPrivilege as err:  # the first table any call reads
@@ -459,6 +458,8 @@ class PostgresDialect(Dialect):
             tables = [r["tablename"] for r in db.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
                 "ORDER BY tablename LIMIT 6")]
+            if tables and self._has_version_table(db):  # made since it was looked for (a
+                return self._version(db)  # read alone: no write lock orders it after the make)
             if tables:
                 raise StoreDamaged(self.where, "holds tables fractui did not make (%s) and no "
                                    "%s table: not a fractui store; give fractui a database of "
@@ -471,6 +472,13 @@ class PostgresDialect(Dialect):
                                "this one knows up to %d): use that fractui, or upgrade this "
                                "one" % (have, latest))
         return have
+
+    @staticmethod
+    def _has_version_table(db: psycopg.Connection) -> bool:
+        """Whether the store's version table is: made in the transaction that makes the store's
+        other tables, so one found without it is another program's."""
+        return db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
+                          (VERSION_TABLE,)).fetchone()["known"]
 
     def migrate(self, db: psycopg.Connection) -> None:
         have = self._version(db)
