@@ -186,12 +186,14 @@ def test_a_job_left_unread_whose_start_was_never_recorded_holds_its_slice_till_m
             os.kill(job["pid"], signal.SIGKILL)
 
 
+@pytest.mark.parametrize("when", ["its daemon runs", "no daemon runs"])
 def test_a_held_job_whose_folder_is_removed_is_ended_lost_saying_one_may_still_run(
-        start_agent, tmp_path):
+        start_agent, tmp_path, when):
     """A job held for its folder (its start never recorded, a directory planted in it) whose
     whole folder is then removed: nothing can mend it, nothing finds its process, so it is
     ended lost, its words saying that one may still run on the slice it gives back. Before,
-    it was ended "never started: ... nothing ran" while its process ran on."""
+    it was ended "never started: ... nothing ran" while its process ran on; by the next
+    daemon, where none ran as it was removed, too."""
     state = str(tmp_path / "state")
     agent = start_agent("1xL4", state)
     planted = os.path.join(state, "jobs", "j1", "planted")
@@ -202,7 +204,12 @@ def test_a_held_job_whose_folder_is_removed_is_ended_lost_saying_one_may_still_r
     try:
         again = start_agent(None, state)
         wait_until(lambda: _with_reason(again.call("job.get", job=job["id"])), "the hold")
+        if when == "no daemon runs":
+            os.kill(daemon_pid_of(state), signal.SIGKILL)
+            again.proc.wait(timeout=10)
         shutil.rmtree(os.path.dirname(planted))  # an admin (or the job) removes it all
+        if when == "no daemon runs":
+            again = start_agent(None, state)
         ended = wait_job(again, job["id"])
         assert (ended["state"], ended["reason"]) == ("lost", (
             "its directory %s was removed while the agent held it unread, and its start was "

@@ -1175,11 +1175,13 @@ class Supervisor:
         directory, unread too, goes with it when it is pruned."""
         why = self.paths.unread_job_dir("j%d" % job.id, entries=job.id in self.unread)
         if why is None:
-            held = self.unread.pop(job.id, None) is not None
-            if held and self._unfound(job) and not os.path.lexists(self._dir_of(job)):
+            unread = self.unread.pop(job.id, None) is not None
+            # (held, its reason in its record, by this daemon or one before it)
+            if job.state == "starting" and job.reason is not None and self._unfound(job) \
+                    and not os.path.lexists(self._dir_of(job)):
                 self._end_gone(job)
                 return True
-            if held:
+            if unread:
                 self.failures.worked((UNREAD, job.id), "job j%d: its directory is read again, "
                                      "and the job watched" % job.id)
             return False
