@@ -32,8 +32,8 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
     scheduler finds it: the store has it running, its reason the agent's words (``fractui
     jobs`` says them), no start time, its usage charged from when the agent booked its slice
     (its record's creation). Before, it read as running with no word of why, charged from when
-    the scheduler found it. Once an admin mends the folder the job is adopted, and the words
-    go."""
+    the scheduler found it. Once an admin mends the folder the job is adopted, the words go,
+    and its start, known now, is the store's."""
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
     job = f.submit("half")
     state = os.path.join(str(f.tmp), "state", "gpu-a")
@@ -71,9 +71,12 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
         assert alive(pid)
         os.rmdir(planted)  # an admin mends it
         f.until(lambda: f.store.get(job.id).reason is None)
-        assert f.store.get(job.id).state == RUNNING
         [record] = f.agent_jobs()
         assert (record["state"], record["pid"]) == ("running", pid)
+        adopted = f.store.get(job.id)  # its start known now, as the agent read it
+        assert (adopted.state, adopted.started_at) == (RUNNING, record["started_at"])
+        listed = f.fractui("jobs")
+        assert listed.returncode == 0 and "  half  ran " in listed.stdout, listed
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

@@ -421,7 +421,8 @@ class Executor:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
         held = held_why(rec) or None
         if job.state == RUNNING and job.reason != held:  # (a running job's reason is this)
-            self.store.held(job.id, held, epoch=self.epoch)
+            self.store.held(job.id, held, rec.get("started_at") if job.started_at is None
+                            else job.started_at, epoch=self.epoch)
             return True
         return found is not None
 

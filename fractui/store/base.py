@@ -313,9 +313,11 @@ class Store(abc.ABC):
         """A pending job's words on why it waits (not audited: they change with each pass)."""
 
     @abc.abstractmethod
-    def held(self, job_id: int, reason: Optional[str], epoch: Optional[int] = None) -> Job:
+    def held(self, job_id: int, reason: Optional[str], started_at: Optional[float],
+             epoch: Optional[int] = None) -> Job:
         """A running job's words on why its agent holds its start (``fleetview.held_why``;
-        None: it holds it no more), copied from the agent as they change (not audited)."""
+        None: it holds it no more), copied from the agent as they change (not audited), with
+        its start once the agent knows it (read when the hold ends; None: not known)."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,

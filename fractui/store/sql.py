@@ -642,8 +642,10 @@ class SqlStore(Store):
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
 
-    def held(self, job_id: int, reason: Optional[str], epoch: Optional[int] = None) -> Job:
-        return self._transition(job_id, (RUNNING,), epoch, None, None, None, {"reason": reason})
+    def held(self, job_id: int, reason: Optional[str], started_at: Optional[float],
+             epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (RUNNING,), epoch, None, None, None,
+                                {"reason": reason, "started_at": started_at})
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
