@@ -25,7 +25,7 @@ local_fleet = localfleet.local_fleet
 
 
 def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_as_booked(
-        local_fleet):
+        local_fleet, store_url):
     """A holder placed the job and launched it, then died before recording the start; the
     agent's daemon died too, after the shim started the job and before it recorded it (no
     pid), and the job put a directory in its folder. The next daemon holds the start; the
@@ -34,7 +34,7 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
     (its record's creation). Before, it read as running with no word of why, charged from when
     the scheduler found it. Once an admin mends the folder the job is adopted, the words go,
     and its start, known now, is the store's."""
-    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
     job = f.submit("half")
     state = os.path.join(str(f.tmp), "state", "gpu-a")
     planted = os.path.join(state, "jobs", "j1", "planted")
