@@ -7,6 +7,7 @@ exit 2, until someone removed the entry by hand: one job took its host out of se
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -185,6 +186,42 @@ def test_a_job_left_unread_whose_start_was_never_recorded_holds_its_slice_till_m
             os.kill(job["pid"], signal.SIGKILL)
 
 
+@pytest.mark.parametrize("when", ["its daemon runs", "no daemon runs"])
+def test_a_held_job_whose_folder_is_removed_is_ended_lost_saying_one_may_still_run(
+        start_agent, tmp_path, when):
+    """A job held for its folder (its start never recorded, a directory planted in it) whose
+    whole folder is then removed: nothing can mend it, nothing finds its process, so it is
+    ended lost, its words saying that one may still run on the slice it gives back. Before,
+    it was ended "never started: ... nothing ran" while its process ran on; by the next
+    daemon, where none ran as it was removed, too."""
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
+    planted = os.path.join(state, "jobs", "j1", "planted")
+    job = agent.call("job.launch", key="k-gone", gpu=0, memory_mib=20000,
+                     argv=_planting(planted, "directory", str(tmp_path / "elsewhere")))
+    wait_until(lambda: os.path.isdir(planted), "the job's directory at %s" % planted)
+    crash_before_start_was_recorded(agent, state)
+    try:
+        again = start_agent(None, state)
+        wait_until(lambda: _with_reason(again.call("job.get", job=job["id"])), "the hold")
+        if when == "no daemon runs":
+            os.kill(daemon_pid_of(state), signal.SIGKILL)
+            again.proc.wait(timeout=10)
+        shutil.rmtree(os.path.dirname(planted))  # an admin (or the job) removes it all
+        if when == "no daemon runs":
+            again = start_agent(None, state)
+        ended = wait_job(again, job["id"])
+        assert (ended["state"], ended["reason"]) == ("lost", (
+            "its directory %s was removed while the agent held it unread, and its start was "
+            "never recorded, so no process of it can be found: one may still run, unwatched "
+            "and not signalled, on the GPU slice it gives back" % os.path.dirname(planted))), \
+            ended
+        assert alive(job["pid"])  # (as its words say)
+    finally:
+        if alive(job["pid"]):
+            os.kill(job["pid"], signal.SIGKILL)
+
+
 def _with_reason(job: dict):
     return job if job["reason"] else None
 
@@ -244,6 +281,9 @@ def test_a_job_that_changes_its_own_folder_costs_that_job_alone(start_agent, tmp
                                     "killed"), ended["reason"]
     wait_until(lambda: not alive(job["pid"]), "the end of the job's process")
     assert os.listdir(str(elsewhere)) == ["exit.json"]  # nothing read or written through it
+    # it had no HAMi-core region, so none is said to be left
+    with open(os.path.join(state, "daemon.log")) as f:
+        assert "HAMi-core region" not in f.read()
     reply = agent.request("job.logs", job=job["id"])
     assert "error" in reply and "leaves it unread" in reply["error"]["message"], reply
     # a daemon starts on the state dir after it, and serves the other job

@@ -210,3 +210,7 @@ def test_a_start_its_agent_holds_says_the_agents_reason():
     assert rows["7"].reason == held
     assert rows["h/j3"].reason == "launched on the host, not through the store; " + held
     assert rows["8"].reason == ""  # (running: the agent's reason is no word of its start)
+    # the scheduler copies the agent's words into the store's job (as it reflects it): said once
+    copied = StoreView(UID, tuple(dataclasses.replace(j, reason=held) if j.id == 7 else j
+                                  for j in store.jobs))
+    assert {r.ref: r for r in job_rows(copied, statuses, now=100.0)}["7"].reason == held

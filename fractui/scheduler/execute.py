@@ -30,7 +30,7 @@ from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_KEY_MISMATCH, JOB
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
-from fractui.sched.fleetview import HostView, flips_modes
+from fractui.sched.fleetview import HostView, flips_modes, held_why
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.mig_change import MODE, MigChange, held_back, outcome, plan_flip
 from fractui.scheduler.backoff import ModeBackoff
@@ -421,6 +421,11 @@ class Executor:
             return True
         if job.state == STOPPING:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+        held = held_why(rec) or None
+        if job.state == RUNNING and job.reason != held:  # (a running job's reason is this)
+            self.store.held(job.id, held, rec.get("started_at") if job.started_at is None
+                            else job.started_at, epoch=self.epoch)
+            return True
         return found is not None
 
     def _found_started(self, job: Job, view: HostView, rec: Dict[str, Any]) -> Optional[Job]:
@@ -437,10 +442,13 @@ class Executor:
             return None  # (a placed job's start underway is recorded at once, as launch does)
         slot = job.slot
         assert slot is not None
+        held = held_why(rec)
         return self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
-                                  "found %s on %s" % ("started" if job.state == STOPPING
-                                                     else "running", slot.describe()),
-                                  epoch=self.epoch, model=view.model(slot.gpus))
+                                  "found %s on %s" % (
+                                      "started" if job.state == STOPPING else
+                                      "held starting" if held else "running", slot.describe()),
+                                  epoch=self.epoch, model=view.model(slot.gpus),
+                                  booked_at=rec.get("created_at") if held else None)
 
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")

@@ -274,9 +274,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
-                why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
+                why: str, epoch: Optional[int] = None, model: Optional[str] = None,
+                booked_at: Optional[float] = None) -> Job:
         """placed -> running as the agent's ``agent_job`` (audited ``launch``), its usage
-        record opened (``model``: its GPUs' model, as its host reports it). A job a stop was
+        record opened (``model``: its GPUs' model, as its host reports it) from its start,
+        else from when its agent booked its slice (``booked_at``: a start its agent holds
+        unread, docs/decisions.md), else now. A job a stop was
         asked of while its launch was in flight (stopping, its start not recorded) stays
         stopping, its start and record kept the same way: the attempt ran, so it is charged
         for the time it held its slice."""
@@ -317,6 +320,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
         """A pending job's words on why it waits (not audited: they change with each pass)."""
+
+    @abc.abstractmethod
+    def held(self, job_id: int, reason: Optional[str], started_at: Optional[float],
+             epoch: Optional[int] = None) -> Job:
+        """A running job's words on why its agent holds its start (``fleetview.held_why``;
+        None: it holds it no more), copied from the agent as they change (not audited), with
+        its start once the agent knows it (read when the hold ends; None: not known)."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,

@@ -586,7 +586,8 @@ class SqlStore(Store):
         return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
 
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
-                why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
+                why: str, epoch: Optional[int] = None, model: Optional[str] = None,
+                booked_at: Optional[float] = None) -> Job:
         def unrecorded(db: Any, job: Job) -> None:
             if job.agent_job is not None:  # (stopping: its start was recorded already)
                 raise StateConflict("job %d is %s, its start recorded" % (job_id, job.state))
@@ -596,9 +597,9 @@ class SqlStore(Store):
             return dict(ran, state=RUNNING, reason=None) if job.state == PLACED else ran
 
         def opened(db: Any, job: Job, changed: dict[str, Any]) -> None:
-            at = changed["started_at"]
-            usage_rows.open_attempt(self._run, db, job, changed["updated_at"] if at is None
-                                    else at, model)
+            at = next((t for t in (changed["started_at"], booked_at) if t is not None),
+                      changed["updated_at"])
+            usage_rows.open_attempt(self._run, db, job, at, model)
         return self._transition(job_id, (PLACED, STOPPING), epoch, actor, why, "launch",
                                 fields, then=opened, holds=unrecorded)
 
@@ -649,6 +650,11 @@ class SqlStore(Store):
 
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
+
+    def held(self, job_id: int, reason: Optional[str], started_at: Optional[float],
+             epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (RUNNING,), epoch, None, None, None,
+                                {"reason": reason, "started_at": started_at})
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],

@@ -195,8 +195,9 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            seen_state(job, record), _where(job), used, cap, util, now - since,
-                           "; ".join(w for w in (_reason(job, store), held_why(record or {}))
-                                     if w), job.image or "", job.user))
+                           "; ".join(w for w in dict.fromkeys(  # (the store's copy of it)
+                               (_reason(job, store), held_why(record or {}))) if w),
+                           job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     shown = {j.id: j for j in (store.jobs + (store.ended or ()))} if store else {}
     for (host, key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):

@@ -596,6 +596,8 @@ class Supervisor:
         """The HAMi-core region of an ended job whose shim died (a live shim removes its own as
         the job ends), from the shim's record, only where it is still the job's user's own
         directory (``shim.remove_region``)."""
+        if "hami" not in job.caps:
+            return  # it never had one (its layers are recorded before its shim starts)
         try:
             left = self.read_job_file(job, REGION_RECORD)
             if left is None or shim_alive(self.job_dir(job)):
@@ -1173,12 +1175,18 @@ class Supervisor:
         directory, unread too, goes with it when it is pruned."""
         why = self.paths.unread_job_dir("j%d" % job.id, entries=job.id in self.unread)
         if why is None:
-            if self.unread.pop(job.id, None) is not None:
+            unread = self.unread.pop(job.id, None) is not None
+            # (held, its reason in its record, by this daemon or one before it)
+            if job.state == "starting" and job.reason is not None and self._unfound(job) \
+                    and not os.path.lexists(self._dir_of(job)):
+                self._end_gone(job)
+                return True
+            if unread:
                 self.failures.worked((UNREAD, job.id), "job j%d: its directory is read again, "
                                      "and the job watched" % job.id)
             return False
         self.unread[job.id] = why
-        if job.pid is None and not job.cgroup and not job.container:
+        if self._unfound(job):
             self._hold_unfound(job, why)
             return True
         log.error("job j%d: %s; the job is ended as lost", job.id, why)
@@ -1186,6 +1194,22 @@ class Supervisor:
         self.finish(job, state="lost", reason="%s; so it cannot be watched, and its processes "
                     "were killed" % why)
         return True
+
+    @staticmethod
+    def _unfound(job: Job) -> bool:
+        """Whether none of ``job``'s processes can be found but through its folder: its start
+        was never recorded (no pid) and it has no cgroup nor container."""
+        return job.pid is None and not job.cgroup and not job.container
+
+    def _end_gone(self, job: Job) -> None:
+        """A job held for its folder (``_hold_unfound``) whose whole folder was removed (by an
+        admin, or by the job): nothing can mend it now, and nothing tells whether a process of
+        it runs, so it is ended lost, its slice given back, its words saying so, never that it
+        did not start (docs/decisions.md)."""
+        reason = "its directory %s was removed while the agent held it unread, and its start "             "was never recorded, so no process of it can be found: one may still run, "             "unwatched and not signalled, on the GPU slice it gives back" % self._dir_of(job)
+        self.failures.worked((UNREAD, job.id), "job j%d: its directory is gone" % job.id)
+        log.error("job j%d: %s; the job is ended as lost", job.id, reason)
+        self.finish(job, state="lost", reason=reason)
 
     def _hold_unfound(self, job: Job, why: str) -> None:
         """A job left unread whose start was never recorded (its daemon died first) and that

@@ -1,0 +1,88 @@
+"""A job of the store's queue whose start its agent holds (its folder left unread, none of its
+processes found: docs/decisions.md, "A job left unread whose processes cannot be found holds
+its slice"), as the real scheduler reflects it from a real agent: the store says why, as the
+agent does, charges it from when its slice was booked, and lets the words go once the folder
+is mended."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+from fractui.config import QueueConfig
+from fractui.scheduler.execute import launch_params
+from fractui.store.model import RUNNING, Slot
+from tests import localfleet
+from tests.test_job_folder_entries import _planting
+from tests.test_job_supervision import wait_until
+from tests.test_jobs import alive
+
+HALF = QueueConfig(name="half", gpu=0.5)
+local_fleet = localfleet.local_fleet
+
+
+def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_as_booked(
+        local_fleet, store_url):
+    """A holder placed the job and launched it, then died before recording the start; the
+    agent's daemon died too, after the shim started the job and before it recorded it (no
+    pid), and the job put a directory in its folder. The next daemon holds the start; the
+    scheduler finds it: the store has it running, its reason the agent's words (``fractui
+    jobs`` says them), no start time, its usage charged from when the agent booked its slice
+    (its record's creation). Before, it read as running with no word of why, charged from when
+    the scheduler found it. Once an admin mends the folder the job is adopted, the words go,
+    and its start, known now, is the store's."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
+    job = f.submit("half")
+    state = os.path.join(str(f.tmp), "state", "gpu-a")
+    planted = os.path.join(state, "jobs", "j1", "planted")
+    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
+                        manual=True)
+    params = dict(launch_params(job, f.store.uid),
+                  argv=_planting(planted, "directory", str(f.tmp / "elsewhere")))
+    session = f.fleet.session("gpu-a")
+    launched = session.call("job.launch", params)  # the holder's call; it died then
+    assert launched["id"] == "j1"
+    pid = launched["pid"]
+    try:
+        wait_until(lambda: os.path.isdir(planted), "the job's directory")  # (no pass yet)
+        with open(os.path.join(state, "daemon.pid")) as pid_file:
+            os.kill(int(pid_file.read()), signal.SIGKILL)
+        with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
+            db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
+                       "start_ticks = NULL")
+        wait_until(lambda: _seen_held(f), "the fleet's view of the held start")  # (no pass:
+        # one on its view from before the crash records the start the agent had then)
+        f.until(lambda: f.store.get(job.id).reason)
+        held = f.store.get(job.id)
+        [record] = f.agent_jobs()
+        assert record["state"] == "starting" and "until that folder is mended" in \
+            record["reason"], record
+        assert (held.state, held.reason, held.started_at) == (RUNNING, record["reason"], None)
+        [charged] = [u for u in f.store.usage(0, time.time() + 60) if u.job == job.id]
+        assert (charged.started_at, charged.ended_at) == (record["created_at"], None)
+        listed = f.fractui("jobs")
+        assert listed.returncode == 0 and "running  half   -     test  gpu-a gpu0 11517 MiB  " \
+            "half  its directory /tmp" in listed.stdout, listed  # (cut to the width)
+        listed = f.fractui("jobs", "--json")
+        assert [j["reason"] for j in json.loads(listed.stdout)["jobs"]] == [record["reason"]]
+        assert alive(pid)
+        os.rmdir(planted)  # an admin mends it
+        f.until(lambda: f.store.get(job.id).reason is None)
+        [record] = f.agent_jobs()
+        assert (record["state"], record["pid"]) == ("running", pid)
+        adopted = f.store.get(job.id)  # its start known now, as the agent read it
+        assert (adopted.state, adopted.started_at) == (RUNNING, record["started_at"])
+        listed = f.fractui("jobs")
+        assert listed.returncode == 0 and "  half  ran " in listed.stdout, listed
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _seen_held(f) -> bool:
+    [status] = f.fleet.statuses()
+    record = (status.jobs or {}).get("j1") or {}
+    return record.get("state") == "starting" and bool(record.get("reason"))
