@@ -29,7 +29,7 @@ from remote_agent.jobs.caps import CapProbe, mps_server
 from remote_agent.limits import host_limits
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
-    reset_to_mode, restore, restore_mode, set_mode
+    remade, reset_to_mode, restore, restore_mode, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_id
 from remote_agent.mig.layout import Instance, Layout
@@ -483,21 +483,52 @@ class Agent:
 
     def _undo_mode(self, entry: ModeEntry, what: str, now: Tuple[bool, bool]) -> None:
         """A mode change cut short: it stands once it took effect (undoing it would take
-        another reset); a mode it left pending is asked back, so no later reset makes it."""
-        if now == entry.before:
-            log.warning("%s was cut short before it changed anything", what)
-            return
+        another reset); a mode it left pending is asked back, so no later reset makes it; the
+        idle instances MIG off destroyed first are made again while the mode is as it was."""
         if now[0] != entry.before[0]:
             log.warning("%s was carried out before the agent stopped (MIG mode is %s now); "
                         "it stands", what, "on" if now[0] else "off")
             return
-        err = restore_mode(self.backend, entry.index, entry.before, entry.what, None,
-                           "the agent stopped midway through it")
-        if err.restored:
+        if now != entry.before:
+            err = restore_mode(self.backend, entry.index, entry.before, entry.what, None,
+                               "the agent stopped midway through it")
+            if not err.restored:
+                log.error("%s", err)
+                self.health.mark(entry.gpu_uuid, Degraded(str(err), entry.before, None))
+                return
             log.warning("%s was cut short by the agent's stop: %s", what, err)
+        elif not entry.destroyed:
+            log.warning("%s was cut short before it changed anything", what)
+        if entry.destroyed:
+            self._remake_idle(entry, what)
+
+    def _remake_idle(self, entry: ModeEntry, what: str) -> None:
+        """MIG off cut short with the mode as it was: the idle instances it destroyed first
+        made again at their places (those still there left be)."""
+        index = entry.index
+        try:
+            idle, destroying = entry.destroying(self.call_nvml(lambda: self.layout(index)
+                                                               ).geometry)
+        except NvmlCallError as err:
+            reason = "%s was cut short by the agent's stop, and the GPU cannot be read to " \
+                     "make its idle instances again (%s)" % (what, err)
+            log.error("%s", reason)
+            self.health.mark(entry.gpu_uuid, Degraded(reason, entry.before, None))
+            return
+        except (ValueError, KeyError, TypeError) as err:
+            log.error("%s was cut short and its idle instances cannot be made again: its "
+                      "record is not one this agent can read (%s: %s)", what,
+                      type(err).__name__, err)
+            return
+        err = restore(self.backend, index, idle, destroying, None,
+                      "the agent stopped midway through it")
+        if err.restored:
+            log.warning("%s was cut short by the agent's stop; its idle instances are as "
+                        "they were: %s", what, err)
             return
         log.error("%s", err)
-        self.health.mark(entry.gpu_uuid, Degraded(str(err), entry.before, None))
+        self.health.mark(entry.gpu_uuid, Degraded(str(err), entry.before,
+                                                  placements(idle.instances)))
 
     def _undo_layout(self, entry: Entry, what: str, layout: Layout) -> None:
         """A change of instances cut short: rolled back, unless it was made in full or a job
@@ -671,48 +702,50 @@ class Agent:
             if not info.mig_capable:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
-            destroyed: Tuple[Instance, ...] = ()
-            if destroy_idle and info.mig_mode and not enabled:
-                destroyed = self._destroy_all_idle(info)
-            try:
-                return self._set_mode(info, enabled, reset)
-            except RpcError as err:
-                if not destroyed:
-                    raise
-                # the idle instances stay destroyed (docs/protocol.md): said, with the failure
-                raise RpcError(err.code, "%s; before it, its idle instances were destroyed "
-                               "(%s), and are not made again" % (err.message, ", ".join(
-                                   i.label() for i in destroyed)),
-                               dict(err.data or {}, destroyed_first=[
-                                   _instance_record(i) for i in destroyed])) from err
-
-    def _set_mode(self, info: GpuInfo, enabled: bool, reset: bool) -> Dict[str, Any]:
-        """``mig_set_mode`` once any idle instances are destroyed (under the GPU's MIG lock)."""
-        reset_done = False
-        before = (info.mig_mode, info.mig_pending)
-        what = "turning MIG mode %s" % ("on" if enabled else "off")
-        try:  # kept in the journal unless the GPU has the mode asked, nothing pending
+            idle = self._idle_layout(info) if destroy_idle and info.mig_mode and \
+                not enabled else None
+            before = (info.mig_mode, info.mig_pending)
+            what = "turning MIG mode %s" % ("on" if enabled else "off")
+            # kept in the journal, with the idle instances it destroys first, unless the GPU
+            # has the mode asked, nothing pending
             with self._journaled(info.index, what, lambda journal, uuid: journal.begin_mode(
-                    info.index, uuid, what, before, enabled)) if before != (
-                        enabled, enabled) else nullcontext():
-                mode = set_mode(self.backend, info.index, enabled, before)
-                if reset and mode is not None and mode == (not enabled, enabled):
-                    mode = reset_to_mode(
-                        self.backend, self.resetter, info.index, info.uuid, enabled, before,
-                        lambda: sorted({proc.pid for proc in (
-                            self.backend.processes(info.index))}))
-                    reset_done = True
+                    info.index, uuid, what, before, enabled, idle.instances if idle else ())
+                                 ) if before != (enabled, enabled) else nullcontext():
+                if idle is not None and idle.instances:
+                    self._change(info, idle, Change("destroying the idle instances of GPU %d to "
+                                                    "turn MIG mode off" % info.index,
+                                                    destroy=idle.instances), kept=False)
+                return self._set_mode(info, enabled, reset, before, idle)
+
+    def _set_mode(self, info: GpuInfo, enabled: bool, reset: bool, before: Tuple[bool, bool],
+                  idle: Optional[Layout]) -> Dict[str, Any]:
+        """``mig_set_mode`` once the idle instances of ``idle`` (MIG off's layout before) are
+        destroyed (under the GPU's MIG lock, the change in the journal): a mode change that
+        fails and is undone has them made again, so the GPU is as it was."""
+        reset_done = False
+        show: Callable[[Any], Any] = _mode_record
+        try:
+            mode = set_mode(self.backend, info.index, enabled, before)
+            if reset and mode is not None and mode == (not enabled, enabled):
+                mode = reset_to_mode(
+                    self.backend, self.resetter, info.index, info.uuid, enabled, before,
+                    lambda: sorted({proc.pid for proc in (
+                        self.backend.processes(info.index))}))
+                reset_done = True
         except ChangeFailed as err:
+            if idle is not None and idle.instances:
+                if err.restored:
+                    show = _layout_records
+                err = remade(self.backend, info.index, idle, err)
             if err.restored and err.in_use:
-                raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE
-                                   ) from err
+                raise self._failed(info, err, before, show, rpc.GPU_IN_USE) from err
             if err.restored and err.cause is not None and \
                     err.cause.code_name == "NVML_ERROR_IN_USE":
-                raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE, (
+                raise self._failed(info, err, before, show, rpc.GPU_IN_USE, (
                     "GPU %d has processes or MIG instances; MIG mode changes only on an idle "
                     "GPU (stop its work and destroy its instances first)" % info.index)
                                    ) from err
-            raise self._failed(info, err, before, _mode_record) from err
+            raise self._failed(info, err, before, show) from err
         self.health.clear(info.uuid)
         if mode is None:  # asked and accepted, but the GPU could not be read back
             return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
@@ -724,10 +757,9 @@ class Agent:
                 "reset_required": current != pending, "reset": reset_done,
                 "changed": mode != before}
 
-    def _destroy_all_idle(self, info: GpuInfo) -> Tuple[Instance, ...]:
-        """Before MIG goes off: every instance of the GPU destroyed, all or nothing, if none is
-        busy or held by a job (GPU_IN_USE naming them otherwise, nothing destroyed); returns
-        those destroyed."""
+    def _idle_layout(self, info: GpuInfo) -> Layout:
+        """Before MIG goes off: the GPU's layout, whose instances are all destroyed first, if
+        none is busy (GPU_IN_USE naming them otherwise, nothing destroyed)."""
         index = info.index
         layout = self.call_nvml(lambda: self.layout(index))
         busy = [i for i in layout.instances if i.busy]
@@ -736,11 +768,7 @@ class Agent:
                            "changes only on an idle GPU" % (index, ", ".join(
                                i.label() for i in busy)),
                            {"gpu": index, "instances": [_instance_record(i) for i in busy]})
-        if layout.instances:
-            self._change(info, layout, Change("destroying the idle instances of GPU %d to "
-                                              "turn MIG mode off" % index,
-                                              destroy=layout.instances))
-        return layout.instances
+        return layout
 
     # -- simulation controls --
 

@@ -155,10 +155,7 @@ def strike(kind: Kind, tmp_path, k: int, code: int, after: bool) -> None:
     else:
         assert error.code != rpc.INTERNAL_ERROR, error.message
         data = error.data or {}
-        if "destroyed_first" in data:  # turning MIG off: its idle instances stay destroyed
-            assert "its idle instances were destroyed" in error.message
-            assert now["mig"] == run.before["mig"] and now["instances"] == []
-        elif "rolled_back" in data:
+        if "rolled_back" in data:
             assert data["function"] is None or data["function"] in error.message or \
                 data["nvml_error"] in error.message or error.code == rpc.GPU_IN_USE, \
                 error.message
@@ -214,21 +211,37 @@ def test_every_error_at_each_call_of_each_change(kind, code, tmp_path):
         strike(kind, tmp_path, k, code, after)
 
 
-def test_mig_off_that_fails_after_destroying_the_idle_instances_says_they_are_gone(tmp_path):
-    """Turning MIG off with ``destroy_idle``: the idle instances go first, as their own change;
-    the mode change then failing (and undone) leaves them destroyed, as docs/protocol.md says —
-    and the answer says so. Before, it said only the NVML failure, as if nothing had changed."""
+def test_mig_off_that_fails_after_destroying_the_idle_instances_makes_them_again(tmp_path):
+    """Turning MIG off with ``destroy_idle``: the idle instances go first; the mode change then
+    failing (and undone) has them made again at their places, so the GPU is as it was and
+    the answer says rolled back. Before, they were left destroyed (MIG on, no instance: neither
+    as before nor as asked), the answer listing them in ``data.destroyed_first``."""
     run = prepared(KINDS[3], tmp_path)
     nv.sim_inject_fault("nvmlDeviceSetMigMode", nv.NVML_ERROR_GPU_IS_LOST)
     with pytest.raises(RpcError) as err:
         ask(KINDS[3], run)
     nv.sim_clear_faults()
-    assert nv.sim_gpu_state(0) == {"mig": True, "instances": []}
-    assert err.value.data["rolled_back"] is True
-    gone = err.value.data["destroyed_first"]
-    assert [(i["profile"], i["start"]) for i in gone] == [("1g.10gb", 0), ("2g.20gb", 4)]
+    assert nv.sim_gpu_state(0) == run.before
+    assert err.value.data["rolled_back"] is True and "destroyed_first" not in err.value.data
     assert err.value.message == (
         "turning MIG mode off on GPU 0 failed: nvmlDeviceSetMigMode failed: GPU is lost "
-        "(NVML_ERROR_GPU_IS_LOST); every step already done was undone; the GPU is as it was; "
-        "before it, its idle instances were destroyed (1g.10gb at slot 0 (%s), 2g.20gb at slot "
-        "4 (%s)), and are not made again" % (gone[0]["uuid"], gone[1]["uuid"]))
+        "(NVML_ERROR_GPU_IS_LOST); every step already done was undone; the GPU is as it was")
+    assert [(i["profile"], i["start"]) for i in err.value.data["now"]] == [
+        ("1g.10gb", 0), ("2g.20gb", 4)]
+    assert journaled(run) == [] and "degraded" not in inventory_gpu(run.agent)
+
+
+def test_mig_off_whose_mode_cannot_be_put_back_says_its_idle_instances_are_gone(tmp_path):
+    """The mode change took effect, then failed, and NVML will not turn MIG back on: the idle
+    instances cannot be made again (MIG is off); the GPU is degraded, in words naming them."""
+    run = prepared(KINDS[3], tmp_path)
+    nv.sim_inject_fault("nvmlDeviceSetMigMode", nv.NVML_ERROR_TIMEOUT, after=True)
+    nv.sim_inject_fault("nvmlDeviceSetMigMode", nv.NVML_ERROR_UNKNOWN, count=100)
+    with pytest.raises(RpcError) as err:
+        ask(KINDS[3], run)
+    nv.sim_clear_faults()
+    assert err.value.data["rolled_back"] is False
+    assert "its idle instances, destroyed first, are not made again: 1g.10gb at slot 0" in \
+        err.value.message and "could NOT be restored" in err.value.message
+    assert inventory_gpu(run.agent)["degraded"] == err.value.message
+    assert journaled(run) == []

@@ -89,6 +89,7 @@ class ChangeFailed(Exception):
                  show: Callable[[Any], str]):
         self.what = what
         self.cause = cause
+        self.problem = problem
         self.before = before
         self.now = now
         self.restored = restored
@@ -148,6 +149,23 @@ def restore(backend: GpuBackend, index: int, before: Layout, change: Change,
     restored = now is not None and placements(now.instances) == want
     return ChangeFailed(change.what, cause, problem, before, now, restored, errors,
                         describe_layout)
+
+
+def remade(backend: GpuBackend, index: int, idle: Layout, failed: ChangeFailed) -> ChangeFailed:
+    """MIG off ``failed``: with the mode put back, the idle instances of ``idle`` (the layout
+    before) it destroyed first made again at their places, so the GPU is as it was; says how
+    that ended (as the error to raise, with ``failed``'s cause and problem). With the mode not
+    put back they are not made (the GPU is degraded), and the error says they are gone."""
+    if not failed.restored:
+        return ChangeFailed(failed.what, failed.cause, "%s (its idle instances, destroyed "
+                            "first, are not made again: %s)" % (failed.problem, ", ".join(
+                                i.label() for i in idle.instances)), failed.before, failed.now,
+                            False, failed.errors, _show_mode)
+    again = restore(backend, index, idle, Change(failed.what, destroy=idle.instances),
+                    failed.cause, failed.problem)
+    again.errors[:0] = failed.errors
+    again.in_use = failed.in_use
+    return again
 
 
 def _settle(read: Callable[[], T], settled: Callable[[T], bool], undo: Callable[[T], None],

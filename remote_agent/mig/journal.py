@@ -13,7 +13,9 @@ change cut short: it is rolled back with the same undo, before any client is ser
 A MIG mode change is kept here too (the GPU's (current, pending) mode before, and the mode
 asked): cut short after NVML took it but before it took effect (a GPU whose change waits for a
 reset, killed before the reset), it would leave the new mode pending, to take effect unasked at
-the GPU's next reset, whoever makes it. The next daemon asks the old mode back.
+the GPU's next reset, whoever makes it. The next daemon asks the old mode back. MIG off that
+destroys the GPU's idle instances first holds them in its entry, written before the first of
+them is destroyed: the next daemon makes them again unless the mode went off.
 
 MIG instances do not outlive a reboot, so an entry written in another boot is only dropped.
 """
@@ -67,10 +69,17 @@ class Begun:
 
 @dataclass(frozen=True)
 class ModeEntry(Begun):
-    """A MIG mode change cut short."""
+    """A MIG mode change cut short; ``destroyed``: the idle instances MIG off destroys first."""
 
     before: Mode
     enabled: bool
+    destroyed: Tuple[Dict[str, Any], ...] = ()
+
+    def destroying(self, geo: Geometry) -> Tuple[Layout, Change]:
+        """The layout before the idle instances were destroyed, and their destroying, on the
+        GPU's geometry (ValueError for a profile the geometry lacks)."""
+        instances = tuple(_instance_on(geo, r) for r in self.destroyed)
+        return Layout(geo, instances), Change(self.what, destroy=instances)
 
 
 @dataclass(frozen=True)
@@ -85,21 +94,24 @@ class Entry(Begun):
     def layout_and_change(self, geo: Geometry) -> Tuple[Layout, Change]:
         """The layout before and the change, on the GPU's geometry (ValueError for a profile
         the geometry lacks)."""
-        def inst(rec: Dict[str, Any]) -> Instance:
-            prof = geo.profile(rec["profile"])
-            if prof is None:
-                raise ValueError("profile %r is not one of %s's" % (rec["profile"], geo.model))
-            return Instance(gi_id=int(rec["gi_id"]), profile=prof.name, start=int(rec["start"]),
-                            size=prof.size, compute_slices=prof.compute_slices,
-                            uuid=rec.get("uuid"))
         create = None
         if self.create is not None:
             create = geo.profile(self.create)
             if create is None:
                 raise ValueError("profile %r is not one of %s's" % (self.create, geo.model))
-        before = Layout(geo, tuple(inst(r) for r in self.before))
-        return before, Change(self.what, destroy=tuple(inst(r) for r in self.destroy),
-                              create=create, start=self.start)
+        before = Layout(geo, tuple(_instance_on(geo, r) for r in self.before))
+        destroy = tuple(_instance_on(geo, r) for r in self.destroy)
+        return before, Change(self.what, destroy=destroy, create=create, start=self.start)
+
+
+def _instance_on(geo: Geometry, rec: Dict[str, Any]) -> Instance:
+    """An instance as a record holds it, on the GPU's geometry (ValueError for a profile the
+    geometry lacks)."""
+    prof = geo.profile(rec["profile"])
+    if prof is None:
+        raise ValueError("profile %r is not one of %s's" % (rec["profile"], geo.model))
+    return Instance(gi_id=int(rec["gi_id"]), profile=prof.name, start=int(rec["start"]),
+                    size=prof.size, compute_slices=prof.compute_slices, uuid=rec.get("uuid"))
 
 
 class MigJournal:
@@ -123,10 +135,12 @@ class MigJournal:
             "start": change.start})
 
     def begin_mode(self, index: int, gpu_uuid: str, what: str, before: Mode,
-                   enabled: bool) -> str:
-        """``begin`` for a MIG mode change: from ``before`` to ``enabled``."""
+                   enabled: bool, destroyed: Tuple[Instance, ...] = ()) -> str:
+        """``begin`` for a MIG mode change: from ``before`` to ``enabled``, the idle instances
+        ``destroyed`` first."""
         return self._write(index, gpu_uuid, what, {"kind": "mode", "before": list(before),
-                                                   "enabled": enabled})
+                                                   "enabled": enabled, "destroyed": [
+                                                       _instance(i) for i in destroyed]})
 
     def _write(self, index: int, gpu_uuid: str, what: str, fields: Dict[str, Any]) -> str:
         record = {"version": VERSION, "gpu": index, "gpu_uuid": gpu_uuid, "boot": boot_id(),
@@ -180,6 +194,7 @@ def _entry(path: str, rec: Dict[str, Any]) -> Begun:
         current, pending = rec["before"]
         if not all(isinstance(v, bool) for v in (current, pending, rec["enabled"])):
             raise TypeError("a MIG mode is true or false")
-        return ModeEntry(*where, (current, pending), rec["enabled"])
+        return ModeEntry(*where, (current, pending), rec["enabled"],
+                         tuple(rec.get("destroyed", ())))
     return Entry(*where, tuple(rec["before"]), tuple(rec["destroy"]), rec.get("create"),
                  int(rec["start"]))
