@@ -17,7 +17,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler import Scheduler
-from fractui.store import Slot, open_store
+from fractui.store import Slot, StoreError, open_store
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 
@@ -507,3 +507,35 @@ def test_a_mode_change_that_failed_and_left_the_gpu_changed_is_audited_once(loca
     assert "the GPU could NOT be restored" in why and "it now holds MIG mode on" in why
     assert detail["change"] == "mode" and detail["enabled"] is True
     agent.call("sim.clear_faults", {})
+
+
+def test_a_gpu_whose_failed_change_could_not_be_audited_is_held_back_all_the_same(local_fleet):
+    """The change failed and left the GPU changed, and the store failed as its audit was
+    written: the GPU is still held back from changes (before: the audit's failure came first,
+    and the next pass asked the GPU again at once)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
+    wait_processes_known(f, "gpu-a")
+    agent = f.fleet.session("gpu-a")
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_TIMEOUT",
+                             "after": True})
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
+                             "skip": 1, "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    store = f.scheduler.executor.store
+    audit = store.audit
+
+    def full_disk(actor, action, job, why, detail=None):  # the store fails at this one write
+        if action == "mig":
+            store.audit = audit
+            raise StoreError("store %s: the disk is full" % store.uid)
+        return audit(actor, action, job, why, detail)
+
+    store.audit = full_disk
+    job = f.submit("slice")
+    f.until(lambda: store.audit is audit)
+    assert f.scheduler.executor.backoff.left(uuid, time.time()) > 0
+    f.until(lambda: f.store.get(job.id).state == "pending")
+    requeued = [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"]
+    assert requeued and not any("refused" in why for why in requeued), requeued  # not asked
+    agent.call("sim.clear_faults", {})
+

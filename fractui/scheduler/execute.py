@@ -240,16 +240,20 @@ class Executor:
                 if class_of(err) == REQUEST:  # what the agent calls malformed: a bug of ours
                     log.error("job %d: the agent on %s refused %s as malformed: %s",
                               job.id, view.name, change.method, err)
+                # the GPU held back first: a store failing at the audit holds it back too
+                refused = self._not_changed(change, uuid, "the agent refused to %s: %s" % (
+                    change.text, err))
                 if err.left_changed:  # failed, yet the GPU is changed: who asked is kept
                     self.store.audit(self.actor, "mig", job.id, "%s gpu %d: %s" % (
                         view.name, change.gpu, err), detail)
-                raise self._not_changed(change, uuid, "the agent refused to %s: %s" % (
-                    change.text, err)) from None
+                raise refused from None
             said = outcome(change, answer)
+            short = answer.get("mig_mode") is not want or answer.get("reset_required")
+            unmade = self._not_changed(change, uuid, said) if short else None
             if answer.get("changed") is not False:
                 self.store.audit(self.actor, "mig", job.id, said, detail)
-            if answer.get("mig_mode") is not want or answer.get("reset_required"):
-                raise self._not_changed(change, uuid, said)
+            if unmade is not None:
+                raise unmade
             self.backoff.succeeded(uuid)
 
     def _not_changed(self, change: MigChange, uuid: str, words: str) -> ModeNotChanged:
