@@ -48,8 +48,8 @@ def test_a_job_of_two_gpus_beside_a_cordoned_one_says_it_wants_two_in_service_on
     pair = f.submit("two")
     f.until(lambda: f.store.get(pair.id).reason is not None)
     assert f.store.get(pair.id).reason == (
-        "no room: a job's GPUs are all on one host, and no host has 2 GPUs in service free for "
-        "it at once (out of service: gpu-a gpu1)")
+        "no room: a job's GPUs are all on one host and of one model, and no host has 2 such "
+        "GPUs in service free for it at once (out of service: gpu-a gpu1)")
 
 
 def test_a_cordoned_gpu_takes_nothing_new_while_the_host_s_other_gpus_do(local_fleet):

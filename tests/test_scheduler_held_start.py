@@ -86,3 +86,31 @@ def _seen_held(f) -> bool:
     [status] = f.fleet.statuses()
     record = (status.jobs or {}).get("j1") or {}
     return record.get("state") == "starting" and bool(record.get("reason"))
+
+
+def test_a_start_its_launch_answered_under_way_takes_its_agents_start_time(
+        local_fleet, store_url):
+    """A launch answered while its start was still under way (``starting``: a container's
+    image pulled for longer than the agent's 15 s) is recorded running with no start time, as
+    the holder's launch does; the agent records the start once the job runs. Its start is
+    the store's from the next pass, as a held start's is once adopted. Before, the store's
+    job ran on with none for good (nothing but a change of the agent's reason wrote it), so
+    ``fractui jobs`` gave it no run time."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
+    job = f.submit("half")
+    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
+                        manual=True)
+    launched = f.fleet.session("gpu-a").call("job.launch", launch_params(job, f.store.uid))
+    try:
+        # as the holder records a launch its agent answered under way
+        f.store.started(job.id, launched["id"], None, "test", "started on gpu-a gpu0")
+        f.until(lambda: f.store.get(job.id).started_at is not None)
+        [record] = f.agent_jobs()
+        ran = f.store.get(job.id)
+        assert (ran.state, ran.reason, ran.started_at) == (
+            RUNNING, None, record["started_at"]), ran
+        listed = f.fractui("jobs")
+        assert listed.returncode == 0 and "  half  ran " in listed.stdout, listed
+    finally:
+        if alive(launched["pid"]):
+            os.kill(launched["pid"], signal.SIGKILL)

@@ -326,7 +326,8 @@ class Store(abc.ABC):
              epoch: Optional[int] = None) -> Job:
         """A running job's words on why its agent holds its start (``fleetview.held_why``;
         None: it holds it no more), copied from the agent as they change (not audited), with
-        its start once the agent knows it (read when the hold ends; None: not known)."""
+        its start once the agent knows it (read when the hold ends, or once a start its launch
+        answered under way runs; None: not known)."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
