@@ -826,17 +826,21 @@ def sim_hold(function: str, gate: str, after: bool = False, skip: int = 0) -> No
         _holds[function] = [gate, after, skip]
 
 
-def _gate_of(name: str) -> Optional[Tuple[str, bool]]:
-    """The gate this call of ``name`` waits at, and whether once made; None for a call not
-    held (one of the first ``skip`` counts here, whether it then fails or not)."""
+_UNHELD = (False, None)  # no hold of the function was set as its call looked
+
+
+def _gate_of(name: str) -> Tuple[bool, Optional[Tuple[str, bool]]]:
+    """Whether a hold of ``name`` is set, and the gate this call waits at and whether once
+    made; no gate for a call not held (one of the first ``skip`` counts here, whether it then
+    fails or not)."""
     with _lock:
         hold = _holds.get(name)
         if hold is None:
-            return None
+            return _UNHELD
         if hold[2] > 0:
             hold[2] -= 1
-            return None
-        return hold[0], hold[1]
+            return True, None
+        return True, (hold[0], hold[1])
 
 
 def _wait_at_gate(name: str, gate: str) -> None:
@@ -1122,10 +1126,13 @@ def _api(fn: Callable, locked: bool = True) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        gate = _gate_of(name)
+        looked = _gate_of(name)
+        gate = looked[1]
         if gate is not None and not gate[1]:
             _wait_at_gate(name, gate[0])
         result = _call(*args, **kwargs)
+        if looked is _UNHELD:  # a hold set while it ran (a blocking wait) holds it once made
+            gate = _gate_of(name)[1]
         if gate is not None and gate[1]:
             _wait_at_gate(name, gate[0])
         return result
