@@ -147,7 +147,8 @@ def cut(start_agent, tmp_path, kind: Kind, function: str, skip: int, after: bool
     kill_inside(agent, state, tmp_path, function, kind.method, after=after, skip=skip, **params)
     later = start_agent(None, state)
     now = held(later)
-    assert now in (before, kind.planned), "between: %s (before %s, planned %s)" % (now, before, kind.planned)
+    assert now in (before, kind.planned), "between: %s (before %s, planned %s)" % (
+        now, before, kind.planned)
     assert os.listdir(os.path.join(state, "mig-changes")) == []
     assert not [p for p in later.call("hello").get("problems", []) if "degraded" in p]
     if job is not None:

@@ -906,7 +906,8 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
         waiting.start()
         for _ in range(200):  # until the write waits for the lock (past the 200 ms timeout)
             if pg_server.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND "
-                             "NOT granted AND relation = 'public.write_lock'::regclass", db=db) == [(1,)]:
+                             "NOT granted AND relation = 'public.write_lock'::regclass",
+                             db=db) == [(1,)]:
                 break
             time.sleep(0.05)
         time.sleep(0.5)

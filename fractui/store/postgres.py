@@ -5,10 +5,11 @@ numbered SQL files in migrations/postgresql/, counted in the ``fractui_schema`` 
 admin's write takes the store's write lock up front (the table write_lock's, which only the
 admins may take), so writes are serialised as SQLite's are and a compare-and-set or a fenced
 write never races another client, and a team member's write holds the job rows it changes and
-its team's turn to submit, so nothing she holds on psql stalls another team; time — the lease's expiry
-above all — is the server's clock, never a client's, so schedulers on machines whose clocks
-disagree still agree on who holds the lease; a change is announced by NOTIFY in the change's
-own transaction (delivered only if it commits), which PostgresFeed hears by LISTEN.
+its team's turn to submit, so nothing she holds on psql stalls another team; time — the
+lease's expiry above all — is the server's clock, never a client's, so schedulers on machines
+whose clocks disagree still agree on who holds the lease; a change is announced by NOTIFY in
+the change's own transaction (delivered only if it commits), which PostgresFeed hears by
+LISTEN.
 
 Who the caller is comes from the server: the role it authenticated as (``session_user``),
 admin if a superuser or a member of the role ``fractui_admin``, in the teams named by the

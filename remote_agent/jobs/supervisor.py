@@ -1206,7 +1206,10 @@ class Supervisor:
         admin, or by the job): nothing can mend it now, and nothing tells whether a process of
         it runs, so it is ended lost, its slice given back, its words saying so, never that it
         did not start (docs/decisions.md)."""
-        reason = "its directory %s was removed while the agent held it unread, and its start "             "was never recorded, so no process of it can be found: one may still run, "             "unwatched and not signalled, on the GPU slice it gives back" % self._dir_of(job)
+        reason = ("its directory %s was removed while the agent held it unread, and its start "
+                  "was never recorded, so no process of it can be found: one may still run, "
+                  "unwatched and not signalled, on the GPU slice it gives back"
+                  % self._dir_of(job))
         self.failures.worked((UNREAD, job.id), "job j%d: its directory is gone" % job.id)
         log.error("job j%d: %s; the job is ended as lost", job.id, reason)
         self.finish(job, state="lost", reason=reason)
