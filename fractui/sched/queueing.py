@@ -459,10 +459,10 @@ def _roomiest(req: Request, hosts: Sequence[Host], containers: Optional[Abstract
     """The host where ``req``, which found no room, has the most free of the GPUs it may use
     (the most free of as many as it spans, of one model): where its room comes soonest if the
     team's later jobs keep off. Only a host it fits once idle (GPUs it fits, CPUs and RAM
-    enough): one it never fits would keep them off for nothing. A host it ``drains`` on (fits once its team's
-    jobs there end) first: one where only other teams' jobs ending frees its room may never
-    free, and its team's jobs kept off it would refill every bit of room that frees up on the
-    others. ``containers``: the hosts it may use for its image (None: any)."""
+    enough): one it never fits would keep them off for nothing. A host it ``drains`` on (fits
+    once its team's jobs there end) first: one where only other teams' jobs ending frees its
+    room may never free, and its team's jobs kept off it would refill every bit of room that
+    frees up on the others. ``containers``: the hosts it may use for its image (None: any)."""
     free_on: List[Tuple[int, str]] = []
     for h in hosts:
         if req.hosts and h.name not in req.hosts or containers is not None and \
