@@ -141,6 +141,16 @@ def _as_nobody(argv) -> subprocess.CompletedProcess:
                           group="nogroup", extra_groups=[])
 
 
+def _team_folder(plain_dir: Path) -> Path:
+    """A folder a store is shared through: root's, its group writing it (nogroup, nobody's:
+    nobody is the member), the setgid bit giving what is made there that group."""
+    folder = plain_dir / "team"
+    folder.mkdir()
+    os.chown(folder, 0, grp.getgrnam("nogroup").gr_gid)
+    folder.chmod(0o2770)
+    return folder
+
+
 def _nobodys_store(folder: Path, path: Path) -> None:
     """A fractui store at ``path``, nobody's: nobody copies one there."""
     source = folder / "made.db"
@@ -282,17 +292,13 @@ def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_fi
     of renameat2 exchanges, about 1 open in 9). The chmod by name that followed it changed
     the mode of the file the link named, any of root's: here one of root's alone (0600)
     made readable and writable by its group."""
-    nogroup = grp.getgrnam("nogroup").gr_gid
-    folder = plain_dir / "team"
-    folder.mkdir()
-    os.chown(folder, 0, nogroup)
-    folder.chmod(0o2770)
+    folder = _team_folder(plain_dir)
     store = folder / "store.db"
     SqliteStore(str(store)).close()
     swapped = folder / "store.db-wal"
     swapped.touch()
     for made in (store, swapped):
-        os.chown(made, 0, nogroup)
+        os.chown(made, 0, grp.getgrnam("nogroup").gr_gid)
         made.chmod(0o664)
     target = plain_dir / "roots-alone"
     target.write_text("root's\n")
@@ -326,11 +332,7 @@ def test_a_link_a_store_member_swaps_in_for_a_new_store_makes_no_file_elsewhere(
     beside it, opened by its name: a member who put a link at that name the moment after it
     was made (the hook, as that race won) had root's SQLite make the file the link named,
     anywhere nothing was (an /etc/sudoers.d/ file of SQLite's bytes stops sudo), 0644."""
-    nogroup = grp.getgrnam("nogroup").gr_gid
-    folder = plain_dir / "team"
-    folder.mkdir()
-    os.chown(folder, 0, nogroup)
-    folder.chmod(0o2770)
+    folder = _team_folder(plain_dir)
     target = plain_dir / "made-by-root"
     link = folder / "theirs"
     assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
@@ -356,11 +358,7 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
     after the checks of its open, before SQLite opens it by its name (the hook, as that race
     won). A link leading where nothing was had root's SQLite make that file (empty: an empty
     /etc/nologin lets no one else log in); it is opened now only where it is."""
-    nogroup = grp.getgrnam("nogroup").gr_gid
-    folder = plain_dir / "team"
-    folder.mkdir()
-    os.chown(folder, 0, nogroup)
-    folder.chmod(0o2770)
+    folder = _team_folder(plain_dir)
     store = folder / "store.db"
     SqliteStore(str(store)).close()
     target = plain_dir / "made-by-root"

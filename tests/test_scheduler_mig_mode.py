@@ -485,10 +485,9 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     assert (kept.returncode, kept.stderr) == (0, "") and "MIG" not in kept.stdout
 
 
-def test_a_mode_change_that_failed_and_left_the_gpu_changed_is_audited_once(local_fleet):
-    """The driver turns MIG on yet reports a failure, and refuses to turn it back: the agent
-    says the GPU could NOT be restored. The GPU changed, so the scheduler's ask is in the
-    audit, once, with what it holds now (before: a failure was never audited)."""
+def _left_changed(local_fleet):
+    """A fleet of one A100 whose driver turns MIG on yet reports a failure, then refuses to
+    turn it back: a mode change that fails and leaves the GPU changed, not restored."""
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
     wait_processes_known(f, "gpu-a")
     agent = f.fleet.session("gpu-a")
@@ -496,6 +495,14 @@ def test_a_mode_change_that_failed_and_left_the_gpu_changed_is_audited_once(loca
                              "after": True})
     agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
                              "skip": 1, "count": 1000})
+    return f, agent
+
+
+def test_a_mode_change_that_failed_and_left_the_gpu_changed_is_audited_once(local_fleet):
+    """The driver turns MIG on yet reports a failure, and refuses to turn it back: the agent
+    says the GPU could NOT be restored. The GPU changed, so the scheduler's ask is in the
+    audit, once, with what it holds now (before: a failure was never audited)."""
+    f, agent = _left_changed(local_fleet)
     job = f.submit("slice")
     f.until(lambda: f.store.get(job.id).attempt == 1)
     for _ in range(3):  # held back: not asked again
@@ -513,13 +520,7 @@ def test_a_gpu_whose_failed_change_could_not_be_audited_is_held_back_all_the_sam
     """The change failed and left the GPU changed, and the store failed as its audit was
     written: the GPU is still held back from changes (before: the audit's failure came first,
     and the next pass asked the GPU again at once)."""
-    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
-    wait_processes_known(f, "gpu-a")
-    agent = f.fleet.session("gpu-a")
-    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_TIMEOUT",
-                             "after": True})
-    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
-                             "skip": 1, "count": 1000})
+    f, agent = _left_changed(local_fleet)
     uuid = gpu(f, "gpu-a", 0)["uuid"]
     store = f.scheduler.executor.store
     audit = store.audit

@@ -13,7 +13,8 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Tuple
 
 import psycopg
 import pytest
@@ -1462,12 +1463,9 @@ def test_a_session_ended_for_idling_in_its_write_is_said_not_recorded_not_unknow
         store.close()
 
 
-def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url, tmp_path):
-    """The store's server goes away while ``submit --wait`` waits: it says so in the store's
-    words, that the job goes on, and waits for the store; back, it says so and waits for the
-    job's end as before (a server restarting is no end of the wait, nor the job's)."""
-    config = tmp_path / "config.toml"
-    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % pg_url)
+def _submit_waiting(config: Path) -> Tuple[subprocess.Popen, int]:
+    """``fractui submit --wait`` of a job no scheduler places, once it waits: the process and
+    the job's number."""
     waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
                                 "submit", "--wait", "--queue", "q", "--", "true"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -1476,6 +1474,21 @@ def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url
         number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
         while "no scheduler is running" not in waiting.stderr.readline():
             pass  # (the notes of a queue no scheduler has looked at yet)
+    except BaseException:
+        waiting.kill()
+        waiting.communicate()
+        raise
+    return waiting, number
+
+
+def test_submit_wait_losing_its_store_waits_for_it_and_goes_on(pg_server, pg_url, tmp_path):
+    """The store's server goes away while ``submit --wait`` waits: it says so in the store's
+    words, that the job goes on, and waits for the store; back, it says so and waits for the
+    job's end as before (a server restarting is no end of the wait, nor the job's)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % pg_url)
+    waiting, number = _submit_waiting(config)
+    try:
         pg_server.stop()
         lost = waiting.stderr.readline()
     finally:
@@ -1513,14 +1526,8 @@ def test_submit_wait_whose_database_is_dropped_stops_waiting_and_says_so(pg_serv
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
                       % pg_server.url(db))
-    waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
-                                "submit", "--wait", "--queue", "q", "--", "true"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=REPO, stdin=subprocess.DEVNULL)
+    waiting, number = _submit_waiting(config)
     try:
-        number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
-        while "no scheduler is running" not in waiting.stderr.readline():
-            pass  # (the notes of a queue no scheduler has looked at yet)
         pg_server.sql("DROP DATABASE %s WITH (FORCE)" % db)
         out, err = waiting.communicate(timeout=120)
     finally:
