@@ -10,7 +10,7 @@ again here."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Collection, Dict, List, Mapping, Sequence
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config, TeamConfig
@@ -18,9 +18,8 @@ from fractui.sched.quota import TeamUsage, team_usage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE, Job
 from fractui.terminal import one_line, print_json, say, table, width
-from fractui.sched.standing import (Reserved, UsageRead, as_kept, bounds_of, held_beyond,
-                                   next_of, next_order, reserved, scheduled, standing,
-                                   waiting)
+from fractui.sched.standing import (Reserved, UsageRead, bounds_of, kept, next_of, next_order,
+                                   placed, reserved, scheduled, standing, waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -46,10 +45,8 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     try:
         now = store.now()
         terms = store.team_terms()
-        config, unlike = as_kept(config, terms)
         jobs = store.jobs(ACTIVE)
-        config, beyond = held_beyond(config, terms, jobs)  # (an old copy's: the holder's)
-        unlike.update(beyond)
+        config, unlike = kept(config, terms, jobs)  # (an old copy's: the holder's)
         usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
         trouble = store.trouble()
         lease = store.lease_holder()
@@ -57,13 +54,14 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         holds = store.team_holds()
     finally:
         store.close()
-    shown, starved = standing(jobs, config, usage, now)
+    shown, starved = standing(jobs, config, usage, now, terms)
     bounds = bounds_of(shown, held)
     order = next_order(jobs, scheduled(config, terms), usage)  # (the passes' turns)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]
-    holding = reserved(holds, jobs, shown)
+    holding = reserved(holds, jobs, shown, terms)
+    unplaced = {u.name for u in shown if not placed(u.name, terms)}
     for u in shown:  # an old copy of the admin's config: its quotas are not the ones held
         if u.name in unlike:
             say(unlike[u.name])
@@ -74,14 +72,15 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         say(NO_SCHEDULER)
     if args.json:
         print_json({"teams": [_record(u, starved, holding, order, fair.usage_weight,
-                                      bounds[u.name], now, u.name in mine)
+                                      bounds[u.name], now, u.name in mine,
+                                      u.name not in unplaced)
                               for u in shown] + [
                                           _gone_record(u) for u in gone],
                     "as_of": now, "scheduler": lease[0] if lease else None,
                     "usage_weight": fair.usage_weight})
     else:
         for line in lines(shown, starved, order, fair.usage_weight, bounds, holding, now,
-                          gone):
+                          gone, unplaced):
             print(line)
     return 0
 
@@ -104,17 +103,20 @@ def gone_words(u: TeamUsage) -> str:
 
 def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequence[str],
           usage_weight: float, bounds: Mapping[str, int], holding: Sequence[Reserved] = (),
-          now: float = 0.0, gone: Sequence[TeamUsage] = ()) -> List[str]:
+          now: float = 0.0, gone: Sequence[TeamUsage] = (),
+          unplaced: Collection[str] = ()) -> List[str]:
     """The table (the teams the config lacks, ``gone``, last: "?" for what the config would
-    say), a line for each starved team, each team's hold (the TUI's words; its job's wait as
-    of ``now``) and each team gone, and what SHARE, NEXT and PENDING's bound are: the
-    ranking's numbers read as a promise would mislead."""
+    say; SHARE "-" for a team the scheduler does not take up, ``unplaced``: it ranks none), a
+    line for each starved team, each team's hold (the TUI's words; its job's wait as of
+    ``now``) and each team gone, and what SHARE, NEXT and PENDING's bound are: the ranking's
+    numbers read as a promise would mislead."""
     rows = []
     for u in shown:
         place = next_of(u.name, order)
         rows.append([u.name, "%g" % u.quota, "%.2f" % u.used, "%.2f" % u.borrowed,
                      str(u.running), waiting(u, bounds[u.name]), "%.2f" % u.recent,
-                     "%.2f" % u.share(usage_weight), "-" if place is None else str(place)])
+                     "-" if u.name in unplaced else "%.2f" % u.share(usage_weight),
+                     "-" if place is None else str(place)])
     rows += [[u.name, "?", "%.2f" % u.used, "%.2f" % u.borrowed, str(u.running),
               str(u.waiting), "%.2f" % u.recent, "?", "-"] for u in gone]
     out = table(HEADER, rows, CAPS, width())
@@ -133,9 +135,10 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
 
 def _record(u: TeamUsage, starved: Sequence[Starved], holding: Sequence[Reserved],
             order: Sequence[str], usage_weight: float, max_waiting: int,
-            now: float, configured: bool = True) -> Dict[str, Any]:
+            now: float, configured: bool = True, placed: bool = True) -> Dict[str, Any]:
     """A team as ``teams --json`` prints it (docs/cli.md, JSON output); ``configured``:
-    whether this config has it (not: one the scheduler holds, standing.held_beyond)."""
+    whether this config has it (not: one the scheduler holds, standing.held_beyond);
+    ``placed``: whether the scheduler takes it up (not: no share, standing.placed)."""
     s = next((s for s in starved if s.team == u.name), None)
     r = next((r for r in holding if r.team == u.name), None)
     return {"name": u.name, "configured": configured, "quota": u.quota, "held": u.used,
@@ -143,7 +146,7 @@ def _record(u: TeamUsage, starved: Sequence[Starved], holding: Sequence[Reserved
             "within": u.within, "running": u.running, "pending": u.pending,
             "waiting": u.waiting, "max_waiting": max_waiting,
             "recent": u.recent, "weight": u.weight, "over_quota": u.over_quota,
-            "share": u.share(usage_weight), "next": next_of(u.name, order),
+            "share": u.share(usage_weight) if placed else None, "next": next_of(u.name, order),
             "starved": None if s is None else {"waiting": s.waiting, "waited_s": s.waited_s,
                                                "room": s.room, "reason": s.reason},
             "reserved": None if r is None else {

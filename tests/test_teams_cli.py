@@ -578,3 +578,32 @@ def test_a_team_the_scheduler_holds_no_terms_of_has_no_turn(tmp_path, capfd):
     code, out, err = in_process(capfd, ["--config", str(config), "teams"])
     assert code == 0 and "its jobs are not placed" in err, err
     assert (_rows(out)["nlp"][-1], _rows(out)["vision"][-1]) == ("-", "1"), out
+
+
+def test_a_team_the_scheduler_holds_no_terms_of_is_not_said_starved_nor_holding(tmp_path,
+                                                                                 capfd):
+    """nlp is in this config, not in the lease holder's terms (vision's alone), and its h has
+    waited 15 minutes for the fleet with its quota free, an old pass's hold kept for it: it
+    was said starved and reserved, and given a SHARE, from this config's quota, where the
+    scheduler takes up none of its jobs. Its line says it is not placed; nothing else does."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        ids = fill(store, "vision", "nlp")
+        store.keep_team_holds({"nlp": Hold(ids["h"], 0.25, "gpu-a")})
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0)})
+    finally:
+        store.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE jobs SET submitted_at = submitted_at - 900 WHERE id = ?",
+                     (ids["h"],))
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and "its jobs are not placed" in err, err
+    assert not [line for line in out.splitlines()
+                if line.startswith(("starved nlp", "reserved nlp"))], out
+    assert _rows(out)["nlp"][-2:] == ["-", "-"] and _rows(out)["vision"][-1] == "1", out
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    nlp = next(t for t in json.loads(out)["teams"] if t["name"] == "nlp")
+    assert (nlp["starved"], nlp["reserved"], nlp["share"], nlp["next"], nlp["held"]) == (
+        None, None, None, None, 0.25), nlp

@@ -853,6 +853,30 @@ async def test_a_starved_team_s_wait_is_counted_to_the_stores_now(tmp_path):
 
 
 @pilot_test
+async def test_the_teams_table_takes_up_the_teams_the_scheduler_holds_terms_of(tmp_path):
+    """The lease holder keeps terms of vision and speech (a team this config lacks, its jobs
+    waiting), none of nlp: nlp (its job waiting an hour for the fleet) was said starved and
+    given a turn, and speech was not shown, so the others' turns were not the passes'. As
+    ``fractui teams`` shows it: speech at the holder's terms with its turn, nlp with neither a
+    turn nor a starved line (vision and speech, waiting as long for the fleet, starved)."""
+    path = str(tmp_path / "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW + H)
+    try:
+        store.keep_team_terms({"vision": TeamTerms(4.0, False, 1.0),
+                               "speech": TeamTerms(2.0, False, 1.0)})
+        async with settled_app((180, 48), usage=store, reasons=STARVED,
+                               fewer_teams=["speech"]) as (app, pilot):
+            panel = app.screen.query_one(QueuePanel)
+            assert [s.team for s in panel.starved] == ["vision", "speech"], panel.starved
+            assert "nlp" not in panel.order and "speech" in panel.order, panel.order
+            rows = team_rows(app)
+            assert rows["speech"][0][1].endswith("/2") and rows["nlp"][0][6] == "—", rows
+    finally:
+        store.close()
+
+
+@pilot_test
 async def test_every_wait_and_age_the_tui_shows_counts_to_the_stores_now(tmp_path):
     """The store's clock is an hour ahead of the TUI's (NOW), as an admin's laptop set wrong
     is: the queue panel's waits, the jobs view's ages and a job screen's "submitted ... ago"

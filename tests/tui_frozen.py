@@ -41,6 +41,7 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
                sampled: bool = True, holder: Optional[str] = None,
                trouble: Optional[str] = None, bounds: Optional[Mapping[str, int]] = None,
                holds: Optional[Mapping[str, Hold]] = None, more_teams: Sequence[str] = (),
+               fewer_teams: Sequence[str] = (),
                store_states: Optional[Mapping[int, str]] = None,
                **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
@@ -49,13 +50,15 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     ``trouble`` what fails its passes; ``bounds``: the teams' bounds on waiting jobs the
     store lists (none: each team held to the default); ``holds``: what the teams hold for a
     waiting job, as the store keeps them (none: nothing); ``more_teams``: teams the config lists
-    after the sample's, with no job; ``store_states``: the store's state of some jobs
+    after the sample's, with no job; ``fewer_teams``: the sample's teams the config lacks (an
+    old copy's); ``store_states``: the store's state of some jobs
     instead (by id), their agents' records left as they are. The map and the queues show the
     sample fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is
     kept."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
-    teams = TEAMS + tuple(TeamConfig(name) for name in more_teams)
+    teams = tuple(t for t in TEAMS if t.name not in fewer_teams) + tuple(
+        TeamConfig(name) for name in more_teams)
     config = Config(path=None, queues=QUEUES, teams=teams, tui=TuiSettings(**tui),
                     usage=UsageSettings(bucket_s=H))
     store_states = store_states or {}

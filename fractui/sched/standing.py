@@ -38,15 +38,17 @@ class UsageRead:
                    last_starts(records, ()))
 
 
-def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], now: float
-             ) -> tuple[list[TeamUsage], list[Starved]]:
+def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], now: float,
+             terms: Mapping[str, TeamTerms] = {}) -> tuple[list[TeamUsage], list[Starved]]:
     """The teams' standing and the starved ones, from the active jobs and the last usage read
-    (None: not read yet, so no recent usage and no start but the jobs' own)."""
+    (None: not read yet, so no recent usage and no start but the jobs' own): only a team the
+    lease holder's passes take up (``placed`` by its ``terms``) is starved, as its jobs wait
+    for room the others hold; one they do not take up waits for its team's config."""
     teams = team_usage(jobs, config.teams, usage.recent if usage else None)
     last = dict(usage.last) if usage else {}
     for team, at in last_starts((), jobs).items():
         last[team] = max(at, last.get(team, at))
-    return teams, starved(teams, jobs, last, now)
+    return teams, starved([u for u in teams if placed(u.name, terms)], jobs, last, now)
 
 
 @dataclass(frozen=True)
@@ -77,15 +79,16 @@ class Reserved:
                 duration(self.waited(now)), ", off that host" if h.host else "")
 
 
-def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job],
-             teams: Sequence[TeamUsage]) -> list[Reserved]:
+def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job], teams: Sequence[TeamUsage],
+             terms: Mapping[str, TeamTerms] = {}) -> list[Reserved]:
     """The holds of ``teams`` (in their order) whose job still waits in ``jobs`` (the active
     ones, read with the holds): one whose job has started or ended since is the last pass's,
-    which the next one writes over."""
+    which the next one writes over; one of a team the holder's passes no longer take up
+    (``placed``) is an old pass's too, holding nothing now."""
     waiting = {j.id: j for j in jobs if j.state == PENDING}
     out = []
     for team in teams:
-        h = holds.get(team.name)
+        h = holds.get(team.name) if placed(team.name, terms) else None
         job = waiting.get(h.job) if h is not None else None
         if h is not None and job is not None and job.team == team.name:
             out.append(Reserved(team.name, job, h))
@@ -144,13 +147,28 @@ def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[J
     return replace(config, teams=config.teams + added), said
 
 
+def kept(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
+         ) -> Tuple[Config, Dict[str, str]]:
+    """``config``'s teams at the lease holder's ``terms`` and the teams it keeps that the
+    config lacks (``as_kept``, then ``held_beyond``), with the lines of both: what every view
+    of the teams (``fractui teams``, the TUI's Teams table) shows."""
+    config, said = as_kept(config, terms)
+    config, beyond = held_beyond(config, terms, jobs)
+    return config, {**said, **beyond}
+
+
+def placed(team: str, terms: Mapping[str, TeamTerms]) -> bool:
+    """Whether the lease holder's passes take up ``team``'s jobs: every team before any holder
+    kept terms, after only those it keeps terms of. One this config has beyond them is said
+    not placed (``as_kept``): no turn, share, starving or hold is said of it, as the
+    scheduler has none of it."""
+    return not terms or team in terms
+
+
 def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
-    """``config`` with only the teams the lease holder keeps terms of (all, before any holder
-    kept terms): those its passes take up, so the order of turns (``next_order``) is theirs.
-    One this config has beyond them is said not placed (``as_kept``), and has no turn."""
-    if not terms:
-        return config
-    return replace(config, teams=tuple(t for t in config.teams if t.name in terms))
+    """``config`` with only the teams the passes take up (``placed``), so the order of turns
+    (``next_order``) is theirs."""
+    return replace(config, teams=tuple(t for t in config.teams if placed(t.name, terms)))
 
 
 def _on(flag: bool) -> str:

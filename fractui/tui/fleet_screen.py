@@ -54,8 +54,8 @@ from fractui.tui.legend import Legend
 from fractui.tui.oneatatime import OneAtATime, unforeseen
 from fractui.tui.slicemap import MoveAsked, ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
-from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, as_kept, next_order,
-                                   queue_stats, reserved, standing)
+from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, kept, next_order, queue_stats,
+                                   reserved, scheduled, standing)
 from fractui.tui.themes import RichVariables, muted_colour, owners_marked, palette_for
 from fractui.tui.typed import Typed
 from fractui.words import NO_SCHEDULER, count, failing_passes, first_of
@@ -371,13 +371,13 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.store_clock()  # the waits as fractui teams and jobs count them
         # the quotas the scheduler holds the teams to, as fractui teams shows them
-        config, unlike = as_kept(self.config, self._terms)
-        teams, starved = standing(jobs, config, self._usage, now)
+        config, unlike = kept(self.config, self._terms, jobs)
+        teams, starved = standing(jobs, config, self._usage, now, self._terms)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,
-            next_order(jobs, config, self._usage), self._bounds,
-            reserved(self._holds, jobs, teams), tuple(unlike.values()))
+            next_order(jobs, scheduled(config, self._terms), self._usage), self._bounds,
+            reserved(self._holds, jobs, teams, self._terms), tuple(unlike.values()))
         self.show_header()
 
     def _drains_finished(self, before: dict[tuple[str, Optional[int]], str],
