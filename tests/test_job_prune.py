@@ -16,8 +16,8 @@ import time
 import pytest
 
 from remote_agent.jobs.watch import Watchdog
-from tests.test_job_supervision import wait_until
 from tests import test_launch_concurrency
+from tests.test_job_supervision import wait_until
 from tests.test_launch_concurrency import launch_request
 
 AGENT_LOG = "remote_agent.jobs"
