@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 
 import pytest
@@ -164,7 +165,10 @@ def test_a_folder_nested_deeper_than_the_stack_goes_in_one_prune(in_process, cap
     os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
     os.close(fd)
     caplog.set_level(logging.INFO, logger=AGENT_LOG)
-
-    assert sup.prune(time.time() + 1) == 2
-    assert os.listdir(jobs_dir) == []
-    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("prune: ")] == []
+    try:
+        assert sup.prune(time.time() + 1) == 2
+        assert os.listdir(jobs_dir) == []
+        assert [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("prune: ")] == []
+    finally:  # (left, it would end pytest's own removal of its temporary folders so)
+        subprocess.run(["rm", "-rf", jobs_dir], check=True)
