@@ -10,7 +10,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from remote_agent.daemon.trust import check_private
 from remote_agent.jobs.procs import JobProcs
@@ -337,6 +337,11 @@ class JobStore:
     def finished_before(self, cutoff: float) -> List[Job]:
         return self._query("SELECT * FROM jobs WHERE state IN ('exited', 'killed', 'lost') "
                            "AND ended_at < ? ORDER BY id", (cutoff,))
+
+    def ids(self) -> Set[int]:
+        """The ids of all jobs recorded, ended ones too."""
+        with self._using() as db:
+            return {row[0] for row in db.execute("SELECT id FROM jobs")}
 
     def delete(self, job: Job) -> None:
         with self._using() as db:

@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
@@ -44,7 +44,8 @@ from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, rea
     write_private
 from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import booking, caps, last_line, output, powers, procs, runtime
+from remote_agent.jobs import booking, caps, last_line, output, powers, procs, pruning, \
+    runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
@@ -243,7 +244,7 @@ class Supervisor:
         # jobs whose directory holds what the agent did not make: never read (``job_dir``);
         # a name no job's directory has (``j01``: j1's is ``j1``) is no job's
         self.unread = {int(name[1:]): why for name, why in paths.unread_job_dirs().items()
-                       if re.fullmatch("j[1-9][0-9]{0,17}", name)}
+                       if pruning.JOB_NAME.fullmatch(name)}
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
         parent, root = self.cgroups.parent, os.geteuid() == 0
@@ -415,7 +416,7 @@ class Supervisor:
         return self._dir_of(job)
 
     def _dir_of(self, job: Job) -> str:
-        """The job's directory, to remove whole (shutil.rmtree follows no symlink in it)."""
+        """The job's directory, whether it can be read or not."""
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
 
     def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
@@ -1231,18 +1232,16 @@ class Supervisor:
                              level=logging.ERROR)
 
     def prune(self, cutoff: float) -> int:
+        """Forget the jobs that ended before ``cutoff``, and remove what of ``jobs/`` is no
+        recorded job's (``pruning``): their folders, one left by an earlier prune, and one a job
+        set aside. How many jobs were forgotten."""
         with self._lock:
             gone = self.store.finished_before(cutoff)
             for job in gone:
                 self.store.delete(job)
         for job in gone:
-            path = self._dir_of(job)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:  # a job's file or symlink in its folder's place: the name alone goes
-                with suppress(FileNotFoundError):
-                    os.unlink(path)
             self.unread.pop(job.id, None)
+        pruning.prune_jobs_dir(self.paths.jobs_dir, self.store.ids, cutoff, self.failures)
         return len(gone)
 
     def find(self, ref: str, key: Optional[str] = None) -> Job:
