@@ -29,6 +29,15 @@ QUOTA_EPSILON = 1e-9
 START_NOT_KNOWN = "start not known"  # what a view says of a job's run where Job.start_unknown
 
 
+def start_order(job: Job) -> tuple[bool, float, int]:
+    """A job's place among others by its start, the newest last: one not started, or whose
+    start is not known (Job.start_unknown), is the newest; then by number. The one order in
+    which borrowed jobs are preempted (queueing._preempt) and a cut quota's jobs lent
+    (quota.past_quota_jobs): the newest lose least work, and a start not known is claimed no
+    more work than one just made."""
+    return (job.started_at is None, job.started_at or 0.0, job.id)
+
+
 def stops_offered(state: str, stop_intent: Optional[str] = None) -> tuple[str, ...]:
     """What may be asked of a job in ``state`` (stopping: for ``stop_intent``): cancel while
     it waits; cancel, requeue or preempt while it is placed or runs; cancel while a stop that
