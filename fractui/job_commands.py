@@ -27,7 +27,8 @@ from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, S
 from fractui.store.intents import Asker, authorize, last_lines
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
-                                 RUNNING, STOPPING, Job, LogTail, StaleCopy)
+                                 RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
+                                 StaleCopy)
 from fractui.terminal import print_json, say, table, width
 from fractui.words import (NO_SCHEDULER, duration, exited, failing_passes, local_time, quoted,
                            why)
@@ -60,16 +61,6 @@ def waited(job: Job, now: float) -> Optional[float]:
     return job.waited(now) if job.state == PENDING else None
 
 
-def ran(job: Job, now: float) -> Optional[float]:
-    """How long its attempt has run: to ``now`` while it runs or stops, to its end once it
-    ended; None where it has not started (or never did)."""
-    if job.started_at is None or job.state not in (RUNNING, STOPPING) + ENDED:
-        return None
-    until = (job.ended_at if job.ended_at is not None else job.updated_at) \
-        if job.state in ENDED else now
-    return max(0.0, until - job.started_at)
-
-
 def store_clock(store: Store) -> Callable[[], float]:
     """The store's clock from here on: its time now (PostgreSQL's, which dates what it keeps:
     a submit, a requeue), read once, then carried on by this machine's monotonic clock — so a
@@ -81,13 +72,14 @@ def store_clock(store: Store) -> Callable[[], float]:
 
 def job_row(job: Job, now: float, last_line: Optional[str] = None) -> List[str]:
     """A job's row. A pending one's WHERE says how long it has waited; a running or stopping
-    one's WHY begins with how long it has run (``ran 1h02m``), beside the words of why it
-    stops, if any; a failed one's says its ``last_line`` where the reader may read it."""
+    one's WHY begins with how long it has run (``ran 1h02m``; ``start not known`` where its
+    agent has not told its start: Job.start_unknown), beside the words of why it stops, if
+    any; a failed one's says its ``last_line`` where the reader may read it."""
     where = job.slot.describe() if job.slot else (
         "waiting %s" % duration(waited(job, now)) if job.state == PENDING else "-")
-    said = why(job, last_line)
-    if job.state in (RUNNING, STOPPING) and job.started_at is not None:
-        said = "; ".join(w for w in ("ran %s" % duration(ran(job, now)), said) if w)
+    run = START_NOT_KNOWN if job.start_unknown else "ran %s" % duration(job.ran(now)) \
+        if job.state in (RUNNING, STOPPING) and job.started_at is not None else ""
+    said = "; ".join(w for w in (run, why(job, last_line)) if w)
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
             job.team or "-", job.user or "-", where, _named(job.name, job.image), said]
 
@@ -95,9 +87,10 @@ def job_row(job: Job, now: float, last_line: Optional[str] = None) -> List[str]:
 def job_record(job: Job, now: float, last_line: Optional[str] = None) -> Dict[str, Any]:
     """A job as ``jobs --json`` prints it: its record, its ``ref`` (its number), and how long
     it has waited (``waited_s``) and run (``ran_s``) at ``now``, in seconds (null: not
-    waiting; not started); a failed job's ``last_line`` of output, only where it was kept and
-    the reader may read the job's output (intents.last_lines): absent otherwise."""
-    record = dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=ran(job, now))
+    waiting; not started, or its start not known); a failed job's ``last_line`` of output,
+    only where it was kept and the reader may read the job's output (intents.last_lines):
+    absent otherwise."""
+    record = dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=job.ran(now))
     if last_line is not None:
         record["last_line"] = last_line
     return record

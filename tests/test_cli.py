@@ -1741,6 +1741,32 @@ def test_jobs_times_a_wait_and_a_run_by_the_stores_clock_not_a_skewed_machines(
 
 
 
+def test_jobs_says_a_running_job_whose_start_is_not_known_so(tmp_path, capfd):
+    """A job the store has running with no start time (a start its agent holds unread, a
+    launch answered ``starting``; docs/decisions.md, "held starting"): ``jobs`` and ``jobs
+    N`` gave it no word of its run, as if it had none; WHY says its start is not known, and
+    ``--json`` no ``ran_s`` (null), never a run counted from its submit."""
+    path = str(tmp_path / "store.db")
+    store = SqliteStore(path)
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512, charge=0.5), "sched", "decided")
+        store.started(job.id, "j1", None, "sched", "launched")
+        assert store.get(job.id).started_at is None
+    finally:
+        store.close()
+    config = _store_config(tmp_path, path)
+    for argv in (["jobs"], ["jobs", str(job.id)]):
+        code, out, err = in_process(capfd, ["--config", config] + argv)
+        row = out.splitlines()[1]
+        assert code == 0 and row.split()[:2] == [str(job.id), "running"], (out, err)
+        assert row.endswith("train  start not known") and " ran " not in row, out
+    code, out, err = in_process(capfd, ["--config", config, "jobs", "--json"])
+    (said,) = json.loads(out)["jobs"]
+    assert code == 0 and (said["state"], said["ran_s"], said["waited_s"]) == (
+        "running", None, None), said
+
+
 def _store_config(tmp_path, store: str, hosts: str = "") -> str:
     """A config of one queue whose store is ``store``, and ``hosts`` (TOML) if given."""
     config = tmp_path / "config.toml"

@@ -323,6 +323,20 @@ def test_a_cpu_only_job_within_its_quota_preempts_a_borrowed_job_for_cpus():
     assert [(p.victim, p.for_job) for p in result.preemptions] == [(1, 2)], result.waiting
 
 
+def test_a_borrowed_job_whose_start_is_not_known_is_preempted_as_the_newest():
+    """Speech borrows both of h's GPUs: #1 started at 1000, #2 runs with its start not known
+    (a start its agent holds, a launch answered ``starting``). Preemption took the newest
+    first by reading no start as 0, the oldest, so #1's run was stopped before #2, which a
+    quota cut (past_quota_jobs) lends first as the newest: both read it as the newest now."""
+    teams = (TeamConfig("vision", quota_gpus=2.0),
+             TeamConfig("speech", quota_gpus=0.0, over_quota=True))
+    lent = [replace(job(i, WHOLE, team="speech", at=-100.0), state=RUNNING, started_at=at,
+                    preemptible=True, slot=Slot("h", (i - 1,), memory_mib=23034, charge=1.0))
+            for i, at in ((1, 1000.0), (2, None))]
+    result = schedule([view()], lent + [job(3, WHOLE, team="vision")], (WHOLE,), teams, "u")
+    assert [(p.victim, p.for_job) for p in result.preemptions] == [(2, 3)], result.waiting
+
+
 def test_a_container_job_preempts_only_where_a_runtime_runs_it_and_asks_apart_from_others():
     """h, no container runtime, holds speech's four borrowed quarters; c, with podman, is full
     of vision's own. Vision's job of an image finds no room: it preempts nothing on h, where

@@ -10,7 +10,7 @@ from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, PLACED, Slot
 from fractui.tui.gpu_screen import describe
 from fractui.tui.jobrows import COLUMNS, filter_rows, fit, job_rows, memory, sort_rows
-from fractui.tui.jobs_view import grown
+from fractui.tui.jobs_view import cell, grown
 from fractui.tui.model import StoreView, compile_filter
 from fractui.tui.typed import Clocked
 from tests.test_tui_cursor_pilot import plain
@@ -124,7 +124,8 @@ def test_sort_by_any_column_and_filter_by_regex():
     rows = job_rows(store, statuses, now=100.0)
     for column in COLUMNS:
         assert len(sort_rows(rows, column.key, False)) == 4
-    assert [r.ref for r in sort_rows(rows, "age", True)][:3] == ["8", "9", "7"]
+    # (#8 runs with its start not known: no age, last either way)
+    assert [r.ref for r in sort_rows(rows, "age", True)] == ["9", "7", "h/j3", "8"]
     assert [r.ref for r in sort_rows(rows, "memory", True)][0] == "8"
     typed, inverse = compile_filter("!running")
     assert [r.ref for r in filter_rows(rows, Clocked(typed.regex, None), inverse)] == ["9"]
@@ -214,3 +215,16 @@ def test_a_start_its_agent_holds_says_the_agents_reason():
     copied = StoreView(UID, tuple(dataclasses.replace(j, reason=held) if j.id == 7 else j
                                   for j in store.jobs))
     assert {r.ref: r for r in job_rows(copied, statuses, now=100.0)}["7"].reason == held
+
+
+def test_a_running_job_whose_start_is_not_known_shows_no_age():
+    """A job running with no start time (a start its agent holds unread, a launch answered
+    ``starting``) read as if it had run since its submit, or its requeue: its age is not
+    known, said "—", never a run made up from its wait's start."""
+    store, statuses = _fleet()
+    requeued = dataclasses.replace(store.jobs[1], queued_at=20.0)  # (#8: no start time)
+    for view in (store, StoreView(UID, (store.jobs[0], requeued, store.jobs[2]))):
+        rows = {r.ref: r for r in job_rows(view, statuses, now=100.0)}
+        assert rows["8"].age_s is None and cell("age", rows["8"]) == "—"
+        assert rows["7"].age_s == 60.0 and rows["9"].age_s == 90.0  # (started; waiting)
+        assert [r.ref for r in sort_rows(list(rows.values()), "age", True)][-1] == "8"

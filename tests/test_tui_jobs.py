@@ -20,6 +20,7 @@ from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.queues import QueuePanel
+from fractui.tui.sample import NOW
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.localfleet import POLITE
@@ -530,3 +531,23 @@ async def test_a_placement_refused_of_a_job_drawn_running_says_it_is_running():
         assert said(app)[1:] == [refused]
         assert "running · attempt 0" in text_of(job_screen(app).details(
             job_screen(app).agent_record()))
+
+
+@pilot_test
+async def test_a_running_job_whose_start_is_not_known_says_so_on_its_row_and_screen():
+    """#16 runs with no start time in the store (a start its agent holds unread, a launch
+    answered ``starting``), back in its queue once before. Its row's age counted from that
+    requeue, and its screen said "back in its queue 8m20s ago" of a job running: neither a
+    run nor a wait is made up now; its screen says its start is not known."""
+    async with settled_app((160, 48), no_start={16: NOW - 500}) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        rows = {r.ref: r for r in app.screen.rows}
+        assert rows["16"].state == "running" and rows["16"].age_s is None
+        assert rows["15"].age_s == 300.0  # (started 5m ago, as the sample's others)
+        await pilot.press("escape")
+        await open_job(app, pilot, 16)
+        text = text_of(job_screen(app).details(job_screen(app).agent_record()))
+        assert "submitted 10m00s ago by " in text and " · start not known" in text, text
+        assert "back in its queue" not in text and "started" not in text, text

@@ -43,6 +43,7 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
                holds: Optional[Mapping[str, Hold]] = None, more_teams: Sequence[str] = (),
                fewer_teams: Sequence[str] = (),
                store_states: Optional[Mapping[int, str]] = None,
+               no_start: Optional[Mapping[int, Optional[float]]] = None,
                **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
@@ -51,8 +52,10 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     store lists (none: each team held to the default); ``holds``: what the teams hold for a
     waiting job, as the store keeps them (none: nothing); ``more_teams``: teams the config lists
     after the sample's, with no job; ``fewer_teams``: the sample's teams the config lacks (an
-    old copy's); ``store_states``: the store's state of some jobs
-    instead (by id), their agents' records left as they are. The map and the queues show the
+    old copy's); ``store_states``: the store's state of some jobs instead (by id), their
+    agents' records left as they are; ``no_start``: running jobs the store has with no start
+    time (a start its agent holds, a launch answered ``starting``), each with when it went
+    back to its queue (None: it never did). The map and the queues show the
     sample fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is
     kept."""
     reasons = reasons or {}
@@ -61,9 +64,11 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
         TeamConfig(name) for name in more_teams)
     config = Config(path=None, queues=QUEUES, teams=teams, tui=TuiSettings(**tui),
                     usage=UsageSettings(bucket_s=H))
-    store_states = store_states or {}
+    store_states, no_start = store_states or {}, no_start or {}
     jobs = tuple(dataclasses.replace(j, reason=reasons.get(j.id, j.reason),
-                                     state=store_states.get(j.id, j.state))
+                                     state=store_states.get(j.id, j.state), **(
+                                         {"started_at": None, "queued_at": no_start[j.id]}
+                                         if j.id in no_start else {}))
                  for j in fleet.store.jobs)
     store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,
                                 trouble=trouble)

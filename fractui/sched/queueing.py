@@ -32,7 +32,8 @@ from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, takes_idle, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  gpu_charge, past_quota_jobs, team_usage, within_quota)
-from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot
+from fractui.store.model import (PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot,
+                                 start_order)
 from fractui.words import duration, first_of, gib
 
 POLICY = "fractui"
@@ -598,7 +599,7 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
     past = past_quota_jobs(jobs, teams)
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage, past)),
-                         key=lambda j: (-(j.started_at or 0), -j.id))
+                         key=start_order, reverse=True)
     tried: Set[Tuple[Optional[str], Request, Optional[str], bool]] = set()
     for job in starved:
         h = held.get(job.team) if job.team is not None else None

@@ -17,7 +17,8 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.config import TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job
+from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job,
+                                 start_order)
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -132,8 +133,7 @@ def past_quota_jobs(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> FrozenS
     past: set[int] = set()
     for team, held in mine.items():
         within = sum(j.held_within for j in held)
-        for job in sorted(held, key=lambda j: (j.started_at is None, j.started_at or 0.0, j.id),
-                          reverse=True):
+        for job in sorted(held, key=start_order, reverse=True):
             if within <= quota[team] + EPSILON:
                 break
             past.add(job.id)

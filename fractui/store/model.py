@@ -26,6 +26,16 @@ OVERRIDDEN_BY_CANCEL = ("requeue", "preempt", MOVE)
 # turns a placement that fits a quota exactly into one past it (the scheduler and the store
 # compare alike)
 QUOTA_EPSILON = 1e-9
+START_NOT_KNOWN = "start not known"  # what a view says of a job's run where Job.start_unknown
+
+
+def start_order(job: Job) -> tuple[bool, float, int]:
+    """A job's place among others by its start, the newest last: one not started, or whose
+    start is not known (Job.start_unknown), is the newest; then by number. The one order in
+    which borrowed jobs are preempted (queueing._preempt) and a cut quota's jobs lent
+    (quota.past_quota_jobs): the newest lose least work, and a start not known is claimed no
+    more work than one just made."""
+    return (job.started_at is None, job.started_at or 0.0, job.id)
 
 
 def stops_offered(state: str, stop_intent: Optional[str] = None) -> tuple[str, ...]:
@@ -177,6 +187,25 @@ class Job:
         a machine whose clock runs ahead has waited 0. The one rule every view of a wait
         reads (``fractui jobs``, ``teams``, ``queues``, the report, the metrics)."""
         return max(0.0, now - self.waiting_since)
+
+    def ran(self, now: float) -> float | None:
+        """How long its attempt has run: to ``now`` while it runs or stops, to its end once it
+        ended; None where it has not started (or never did), or runs with its start not known
+        (``start_unknown``). The one rule every view of a run reads (``fractui jobs``, its
+        ``--json``, the TUI's jobs view and job screen)."""
+        if self.started_at is None or self.state not in (RUNNING, STOPPING) + ENDED:
+            return None
+        until = (self.ended_at if self.ended_at is not None else self.updated_at) \
+            if self.state in ENDED else now
+        return max(0.0, until - self.started_at)
+
+    @property
+    def start_unknown(self) -> bool:
+        """Whether its attempt holds its slice with no start time known: a start its agent
+        holds unread, or a launch answered ``starting`` not yet read as started
+        (docs/decisions.md, "held starting"). Its views say ``START_NOT_KNOWN``, never a run
+        (nor a wait) counted from its submit or requeue."""
+        return self.holds_slice and self.started_at is None
 
     @property
     def requeued(self) -> bool:

@@ -38,7 +38,9 @@ class JobRow(NamedTuple):
     """Its GPU's utilisation: NVML reports none per process, nor any for MIG instances."""
     age_s: Optional[float]
     """Pending: how long it has waited; ended: how long since it ended; else how long since
-    it started (or was submitted)."""
+    it started (or was submitted, where it has not started); None where not known: a job
+    launched on a host that gave no creation time, or one whose start is not known
+    (Job.start_unknown)."""
     reason: str
     image: str = ""
     """The container image it runs in; "" for a bare process (not a column: ``/`` finds it)."""
@@ -193,8 +195,9 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             else job.started_at
         if job.state in ENDED:
             since = job.ended_at or job.updated_at
+        age = None if job.start_unknown else now - since  # (no run counted from its submit)
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
-                           seen_state(job, record), _where(job), used, cap, util, now - since,
+                           seen_state(job, record), _where(job), used, cap, util, age,
                            "; ".join(w for w in dict.fromkeys(  # (the store's copy of it)
                                (_reason(job, store), held_why(record or {}))) if w),
                            job.image or "", job.user))

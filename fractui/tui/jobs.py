@@ -34,8 +34,8 @@ from fractui.store.base import JobNotFound, StoreError, WaitingFull
 from fractui.store.access import CANCEL, READ, Denied
 from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
                                    stop_refusal, stop_why)
-from fractui.store.model import (CANCELLED, ON_HOST, PENDING, STOPPING, AuditEntry, Job,
-                                 movable, stops_offered)
+from fractui.store.model import (CANCELLED, ON_HOST, PENDING, START_NOT_KNOWN, STOPPING,
+                                 AuditEntry, Job, movable, stops_offered)
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
@@ -527,6 +527,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             job.queue, job.team or "—", duration(now - job.submitted_at),
             " by %s" % job.user if job.user else "",
             " · started %s ago" % duration(now - job.started_at) if job.started_at is not None
+            else " · %s" % START_NOT_KNOWN if job.start_unknown
             else " · back in its queue %s ago" % duration(now - job.queued_at)
             if job.queued_at is not None else ""))
         if job.slot is not None:

@@ -71,7 +71,7 @@ class _Builder:
         team = TEAMS[self.rng.randrange(len(TEAMS))].name
         job = Job(id=self.next_id, queue=queue.name, team=team, name="train-%d" % self.next_id,
                   argv=("python", "train.py"), request={}, state=RUNNING,
-                  submitted_at=NOW - 600, updated_at=NOW - 300,
+                  submitted_at=NOW - 600, updated_at=NOW - 300, started_at=NOW - 300,
                   slot=Slot(host, (gpu,), **slot),  # type: ignore[arg-type]
                   submitted_by="%s@login1" % PEOPLE[team])
         self.next_id += 1
