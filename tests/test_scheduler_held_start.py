@@ -65,9 +65,10 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
         assert (charged.started_at, charged.ended_at) == (record["created_at"], None)
         listed = f.fractui("jobs")
         assert listed.returncode == 0 and "running  half   -     test  gpu-a gpu0 11517 MiB  " \
-            "half  its directory /tmp" in listed.stdout, listed  # (cut to the width)
+            "half  start not known; i" in listed.stdout, listed  # (cut to the width)
         listed = f.fractui("jobs", "--json")
-        assert [j["reason"] for j in json.loads(listed.stdout)["jobs"]] == [record["reason"]]
+        assert [(j["reason"], j["ran_s"]) for j in json.loads(listed.stdout)["jobs"]] == [
+            (record["reason"], None)]
         assert alive(pid)
         os.rmdir(planted)  # an admin mends it
         f.until(lambda: f.store.get(job.id).reason is None)
