@@ -128,7 +128,7 @@ class Dialect(abc.ABC):
 
     def unread_commit(self, err: BaseException) -> bool:
         """Whether ``err``, raised by a commit, says the server ended the session before it
-        read the COMMIT (its transaction rolled back): nothing was recorded. None by
+        read the COMMIT (its transaction rolled back): nothing was recorded. False by
         default."""
         return False
 
