@@ -31,7 +31,7 @@ from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import past_quota, quota_of, team_usage
+from fractui.sched.quota import HeldTo
 from fractui.servable import submittable
 from fractui.store_outage import Outage
 from fractui.store_url import sqlite_path
@@ -438,13 +438,12 @@ def _by_hand(config: Config, args: argparse.Namespace, action: str
         store.close()
 
 
-def _past_quota_agreed(config: Config, args: argparse.Namespace, store: Store, job: Job,
-                       slot: Slot, adds: float, verb: str, kept: str) -> Optional[str]:
+def _past_quota_agreed(held: HeldTo, args: argparse.Namespace, job: Job, slot: Slot,
+                       adds: float, verb: str, kept: str) -> Optional[str]:
     """How ``job`` on ``slot``, adding ``adds`` GPUs to its team's use within the quota, takes
-    the team past it (None: it does not), said and agreed to (``--over-quota``, ``--yes`` or
-    the question): not agreed, Failed with ``kept``."""
-    usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
-    past = past_quota(usage, job.team, adds)
+    the team past the quota it is ``held`` to (None: it does not), said and agreed to
+    (``--over-quota``, ``--yes`` or the question): not agreed, Failed with ``kept``."""
+    past = held.past(job.team, adds)
     if past is not None:
         say("job %d on %s %s." % (job.id, slot.describe(), past))
         if not (args.over_quota or args.yes or confirm(
@@ -452,6 +451,12 @@ def _past_quota_agreed(config: Config, args: argparse.Namespace, store: Store, j
                 % verb)):
             raise Failed(kept)
     return past
+
+
+def _held_to(config: Config, store: Store) -> HeldTo:
+    """The quotas a placement or move by hand is held to: the scheduler's, as the store keeps
+    them, else this config's (``HeldTo``), with the store's active jobs counted against them."""
+    return HeldTo.of(store.jobs(ACTIVE), config, store.team_terms())
 
 
 def place(config: Config, args: argparse.Namespace) -> int:
@@ -497,10 +502,10 @@ def place(config: Config, args: argparse.Namespace) -> int:
                     job.id, slot.describe(), flip))
             if not (args.yes or confirm("Place it, changing the GPU's MIG mode?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        past = _past_quota_agreed(config, args, store, job, slot, slot.charge, "Place",
+        held = _held_to(config, store)
+        past = _past_quota_agreed(held, args, job, slot, slot.charge, "Place",
                                   "not placed: job %d stays pending" % job.id)
-        job = intents.place_by_hand(store, job, slot, asker, past,
-                                    quota_of(config.teams, job.team))
+        job = intents.place_by_hand(store, job, slot, asker, past, held.quota(job.team))
         print(_placed(job, flip))
         _unled_said(store, job)
     return 0
@@ -574,11 +579,12 @@ def move(config: Config, args: argparse.Namespace) -> int:
             if flip is not None and not (args.yes or confirm(
                     "Move it, changing the GPU's MIG mode?")):
                 raise Failed("not moved: job %d stays where it is" % job.id)
-            past = _past_quota_agreed(config, args, store, job, where.slot(),
+            held = _held_to(config, store)
+            past = _past_quota_agreed(held, args, job, where.slot(),
                                       adds_within(job, where.charge), "Move",
                                       "not moved: job %d stays where it is" % job.id)
             job = intents.move_by_hand(store, job, where.slot(), asker, past,
-                                       quota_of(config.teams, job.team))
+                                       held.quota(job.team))
         led = job.state != STOPPING or store.lease_holder() is not None
     print(_moving(job))
     if not led:

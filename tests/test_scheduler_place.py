@@ -4,6 +4,7 @@ so placed is borrowed: the scheduler preempts it when a team within its quota ne
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pty
@@ -16,6 +17,7 @@ import pytest
 from fractui.config import QueueConfig, TeamConfig
 from fractui.metrics.state import PassReport
 from fractui.store import postgres
+from fractui.store.model import TeamTerms
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 from tests.conftest import REPO
@@ -64,7 +66,8 @@ def test_placing_past_the_quota_is_said_and_asked_and_a_no_places_nothing(local_
     f.until(lambda: f.store.get(held.id).state == "running")  # vision's whole quota
     job = f.submit("half", "vision")
     said = ("fractui: job %d on gpu-a gpu0 takes team vision past its quota: 0.50 of 0.50 "
-            "GPUs held within it, and this adds 0.50.\n" % job.id)
+            "GPUs held within it, and this adds 0.50 (the quota the scheduler holds it to)."
+            "\n" % job.id)
 
     no = place_at_terminal(f, job, "n")
     assert (no.returncode, no.stdout) == (1, "Place it anyway, as a borrowed job that a team "
@@ -133,6 +136,91 @@ def test_a_placement_within_the_quota_is_not_asked_about(local_fleet):
     assert done.stdout == "%d placed on gpu-a gpu0; the scheduler launches it\n" % job.id
     placed = f.store.get(job.id)
     assert (placed.preemptible, placed.slot.charge) == (False, 0.5)
+
+
+SCHEDULERS = "(the quota the scheduler holds it to)"
+PLACERS = (TeamConfig("vision", quota_gpus=2), TeamConfig("nlp", quota_gpus=0.25))
+"""An admin's config of other quotas than the scheduler's (TEAMS): vision's raised past what
+the scheduler gives it, nlp's cut below."""
+
+
+def placers_config(f) -> None:
+    """From here on, ``f.fractui`` runs with an admin's config that differs from the
+    scheduler's (PLACERS): the scheduler in the test keeps its own config, and its terms in
+    the store."""
+    f.config = dataclasses.replace(f.config, teams=PLACERS)
+
+
+def test_a_placement_by_hand_is_held_to_the_schedulers_quota_not_the_placers_config(
+        local_fleet, store_url):
+    """Two admins whose configs give other quotas get the one scheduler's answer: past the
+    quota it holds vision to (0.5, held) a placement is asked about, whatever the placer's
+    config (2) says; within the quota it holds nlp to (1) one is placed unasked, not
+    borrowed, whatever the placer's config (0.25) says."""
+    f = local_fleet({"gpu-a": "2xL4"}, [HALF], TEAMS, store_url=store_url)
+    held = f.submit("half", "vision")
+    f.until(lambda: f.store.get(held.id).state == "running")  # vision's whole quota
+    assert f.store.team_terms() == {"vision": TeamTerms(0.5, False, 1.0),
+                                    "nlp": TeamTerms(1.0, False, 1.0)}
+    placers_config(f)
+    vision, nlp = f.submit("half", "vision"), f.submit("half", "nlp")
+
+    past = f.fractui("place", str(vision.id), "gpu-a", "1")
+    assert (past.returncode, past.stderr) == (
+        1, "fractui: job %d on gpu-a gpu1 takes team vision past its quota: 0.50 of 0.50 GPUs "
+        "held within it, and this adds 0.50 %s.\nfractui: %s\nfractui: not placed: job %d "
+        "stays pending\n" % (vision.id, SCHEDULERS, NO_TERMINAL, vision.id))
+    assert f.store.get(vision.id).state == "pending"
+
+    within = f.fractui("place", str(nlp.id), "gpu-a", "1")
+    assert (within.returncode, within.stderr) == (0, ""), within.stderr
+    placed = f.store.get(nlp.id)
+    assert (placed.state, placed.preemptible) == ("placed", False)
+
+
+def test_a_move_by_hand_is_held_to_the_schedulers_quota_not_the_movers_config(local_fleet,
+                                                                             store_url):
+    """A borrowed job of vision moved to a slot of the same size would hold it within a quota
+    of 2 (the mover's config): within the scheduler's 0.5, held by another job, it is past,
+    and asked about as a placement is."""
+    f = local_fleet({"gpu-a": "2xL4"}, [HALF], TEAMS, store_url=store_url)
+    held = f.submit("half", "vision")
+    f.until(lambda: f.store.get(held.id).state == "running")
+    lent = f.submit("half", "vision")
+    agreed = f.fractui("place", str(lent.id), "gpu-a", str(1 - held_gpu(f, held)),
+                       "--over-quota")
+    assert agreed.returncode == 0, agreed.stderr
+    f.until(lambda: f.store.get(lent.id).state == "running")
+    placers_config(f)
+    there = held_gpu(f, held)  # beside the job within the quota: a half is free there
+
+    moved = f.fractui("move", str(lent.id), "gpu-a", str(there))
+    assert moved.returncode == 1, moved.stderr
+    assert "takes team vision past its quota: 0.50 of 0.50 GPUs held within it, and this adds " \
+           "0.50 %s.\n" % SCHEDULERS in moved.stderr, moved.stderr
+    assert moved.stderr.endswith("fractui: not moved: job %d stays where it is\n" % lent.id)
+    kept = f.store.get(lent.id)
+    assert (kept.state, kept.move_to, kept.preemptible) == ("running", None, True)
+
+
+def held_gpu(f, job) -> int:
+    return f.store.get(job.id).slot.gpus[0]
+
+
+def test_where_no_scheduler_kept_the_quotas_a_placement_is_held_to_the_placers_config(
+        local_fleet, store_url):
+    """No scheduler has run on the store (it keeps no quotas): the placer's config is all
+    there is, and the question says so."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], [TeamConfig("vision", quota_gpus=0.25)],
+                    store_url=store_url)
+    job = f.submit("half", "vision")  # (no pass: none keeps the quotas)
+    config = f.write_config()
+    done = f.fractui("place", str(job.id), "gpu-a", "0")
+    assert (done.returncode, done.stderr.splitlines()[0]) == (
+        1, "fractui: job %d on gpu-a gpu0 takes team vision past its quota: 0.00 of 0.25 GPUs "
+        "held within it, and this adds 0.50 (the quota this config (%s) gives it, no "
+        "scheduler having kept the teams' quotas in the store)." % (job.id, config))
+    assert f.store.team_terms() == {} and f.store.get(job.id).state == "pending"
 
 
 def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet, pg_server,

@@ -11,9 +11,11 @@ from fractui.store import Slot, open_store
 from fractui.store.access import Denied
 from fractui.store.base import Identity, StateConflict
 from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand, place_by_hand
+from fractui.store.model import Quota
 
 A = Slot("gpu-a", (0,), memory_mib=512, charge=0.25)
 B = Slot("gpu-b", (1,), "3g.40gb", 4, charge=3 / 7, layout_version="v9")
+HALF = Quota(0.5, "the quota the scheduler holds it to")
 
 
 @pytest.fixture
@@ -113,16 +115,16 @@ def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(s
     job = running(store, team="vision")  # holds 0.25 of vision's 0.5
     with pytest.raises(Refused, match="not moved: team vision now holds 0.00 of its 0.50"):
         move_by_hand(store, job, Slot("gpu-b", (0,), memory_mib=4096, charge=0.75), me,
-                     quota=0.5)
+                     quota=HALF)
     assert store.get(job.id).state == "running"
-    moving = move_by_hand(store, job, B, me, quota=0.5)  # 3/7 fits without its own 0.25
+    moving = move_by_hand(store, job, B, me, quota=HALF)  # 3/7 fits without its own 0.25
     assert moving.held_charge == pytest.approx(3 / 7)  # the larger of its two slots
     other = store.submit("q", "vision", "o", ["x"], {}, "me@h")
     with pytest.raises(Refused, match="team vision now holds 0.43 of its 0.50"):
-        place_by_hand(store, other, A, me, quota=0.5)
+        place_by_hand(store, other, A, me, quota=HALF)
     borrowed = move_by_hand(store, running(store, "vision"), Slot("gpu-c", (0,), memory_mib=512,
                                                                   charge=0.25),
-                            me, "takes vision past", quota=0.5)
+                            me, "takes vision past", quota=HALF)
     assert borrowed.move_borrowed
     assert store.moved(borrowed.id, "sched", "moved").preemptible
 
@@ -138,11 +140,11 @@ def test_a_borrowed_job_moved_within_the_quota_holds_that_room_within_it_while_i
     store.place(lent.id, A, "sched", "decided", preemptible=True)
     lent = store.started(lent.id, "a1", None, "sched", "launched")  # 0.25, borrowed
     moving = move_by_hand(store, lent, Slot("gpu-b", (0,), memory_mib=4096, charge=0.5), me,
-                          quota=0.5)
+                          quota=HALF)
     assert (moving.move_borrowed, moving.preemptible) == (False, True)
     other = store.submit("q", "vision", "o", ["x"], {}, "me@h")
     with pytest.raises(Refused, match="team vision now holds 0.50 of its 0.50"):
-        place_by_hand(store, other, A, me, quota=0.5)
+        place_by_hand(store, other, A, me, quota=HALF)
     assert store.get(other.id).state == "pending"
     assert not store.moved(lent.id, "sched", "moved").preemptible  # within the quota there
 

@@ -8,6 +8,9 @@ import pytest
 
 from fractui.store import QuotaTaken, Slot, StateConflict, open_store
 from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand, place_by_hand
+from fractui.store.model import Quota
+
+TWO = Quota(2.0, "the quota the scheduler holds it to")
 
 
 @pytest.fixture
@@ -205,7 +208,7 @@ def test_admins_placing_by_hand_at_once_never_take_a_team_past_its_quota(store_u
             start.wait()
             try:
                 placed.append(place_by_hand(stores[i], seen, Slot("h", (i,), charge=1.0),
-                                            Asker("admin%d" % i), None, 2.0))
+                                            Asker("admin%d" % i), None, TWO))
             except Refused as err:
                 refused.append(str(err))
 
@@ -216,7 +219,8 @@ def test_admins_placing_by_hand_at_once_never_take_a_team_past_its_quota(store_u
             t.join(60)
         assert len(placed) == 2 and len(refused) == len(stores) - 2, refused
         assert all("team vision now holds 2.00 of its 2.00 GPUs within its quota" in r and
-                   r.endswith("place it again to be asked about going past the quota")
+                   r.endswith("; counted against the quota the scheduler holds it to; place it "
+                              "again to be asked about going past the quota")
                    for r in refused), refused
         held = [j for j in stores[0].jobs() if j.state == "placed"]
         assert sum(j.slot.charge for j in held if not j.preemptible) == 2.0
@@ -229,7 +233,7 @@ def test_admins_placing_by_hand_at_once_never_take_a_team_past_its_quota(store_u
         # an admin who agrees to borrow is not held to it: recorded preemptible
         borrowed = place_by_hand(stores[1], stores[1].get(jobs[-1].id),
                                  Slot("h", (7,), charge=0.5), Asker("admin"),
-                                 "takes team vision past its quota", 2.0)
+                                 "takes team vision past its quota", TWO)
         assert borrowed.preemptible
     finally:
         for store in stores:

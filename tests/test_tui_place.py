@@ -11,9 +11,9 @@ from typing import AsyncIterator
 
 import pytest
 
-from fractui.config import QueueConfig, TeamConfig
+from fractui.config import Config, QueueConfig, TeamConfig
 from fractui.sched.preview import Candidate
-from fractui.sched.quota import team_usage
+from fractui.sched.quota import HeldTo
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import Job, Slot
 from fractui.tui.cursor import block_job_id
@@ -310,7 +310,9 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
     # 3g of an A100 charges 3/7 of a GPU: past a quota of a quarter, within one of a GPU
     f = local_fleet(MIG, QUEUES, [TeamConfig("t", quota_gpus=quota)])
     job = f.submit("3g", "t")
-    said = "takes team t past its quota: 0.00 of 0.25 GPUs held within it, and this adds 0.43"
+    said = ("takes team t past its quota: 0.00 of 0.25 GPUs held within it, and this adds 0.43 "
+            "(the quota this config (in code) gives it, no scheduler having kept the teams' "
+            "quotas in the store)")  # (no pass has run: the config's)
 
     @pilot_test
     async def drive():
@@ -339,6 +341,32 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
                                                                         round(3 / 7, 6))
     [entry] = [e for e in f.store.audit_log(job.id) if e.action == "place"]
     assert entry.why.endswith("; it %s, so it is borrowed (preemptible)" % said) == past
+
+
+@pytest.mark.parametrize("kept,mine,past", [(0.25, 1.0, True), (1.0, 0.25, False)])
+def test_the_tuis_placement_is_held_to_the_schedulers_quota_not_its_own_configs(
+        local_fleet, store_url, kept, mine, past):
+    """The scheduler holds team t to ``kept`` (its config, kept in the store by a pass); the
+    TUI's admin's config says ``mine``: the preview asks about the quota the scheduler holds
+    the team to, and the placement is borrowed only past that one, as ``fractui place``."""
+    f = local_fleet(MIG, QUEUES, [TeamConfig("t", quota_gpus=kept)], store_url=store_url)
+    f.scheduler.step()  # the lease holder keeps its terms
+    assert f.store.team_terms()["t"].quota_gpus == kept
+    f.config = dataclasses.replace(f.config, teams=(TeamConfig("t", quota_gpus=mine),))
+    job = f.submit("3g", "t")
+    said = ("takes team t past its quota: 0.00 of 0.25 GPUs held within it, and this adds 0.43 "
+            "(the quota the scheduler holds it to)")
+
+    @pilot_test
+    async def drive():
+        async with placing(f) as (app, pilot):
+            assert (said in fleet(app).query_one(PreviewBar).render().plain) == past
+            assert hints(app)["⏎"] == ("place past quota…" if past else "place here")
+            await pilot.press(*(["enter", "enter"] if past else ["enter"]))
+            await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
+
+    drive()
+    assert f.store.get(job.id).preemptible == past
 
 
 def test_a_gpu_held_back_from_mode_changes_is_offered_no_change_in_the_preview(local_fleet):
@@ -691,8 +719,9 @@ def test_a_move_past_the_quota_counts_what_the_job_lets_go_of():
                                              ("running", True, 2, True)):
         asked = job(0, state, preemptible)
         jobs = [asked] + [job(n, "running") for n in range(1, others + 1)]
-        usage = {u.name: u for u in team_usage(jobs, [TeamConfig("vision", quota_gpus=0.5)])}
-        said = Placement(asked, [there], usage=usage).past_quota()
+        held = HeldTo.of(jobs, Config(path=None, teams=(TeamConfig("vision", quota_gpus=0.5),)),
+                         {})
+        said = Placement(asked, [there], held=held).past_quota()
         assert (said is not None) == past, (state, preemptible, said)
 
 

@@ -10,15 +10,15 @@ by-hand placement and the executor all call it, and what it returns is kept in t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
-from fractui.config import TeamConfig
+from fractui.config import Config, TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job,
-                                 start_order)
+from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job, Quota,
+                                 TeamTerms, start_order)
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -182,23 +182,69 @@ def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: fl
 
 def quota_of(teams: Sequence[TeamConfig], team: Optional[str]) -> Optional[float]:
     """The quota a placement of ``team`` is held to as it is written (Store.place): the one
-    source for the scheduler's decisions and placements by hand (the CLI's, the TUI's). None
-    where nothing holds it: no teams (no quotas), a job of no team, or a team the config does
-    not have (such a placement by hand is asked about first, and borrowed)."""
+    source for the scheduler's decisions (its config's teams) and placements by hand (the
+    CLI's, the TUI's: ``HeldTo``'s, the scheduler's as it keeps them). None where nothing
+    holds it: no teams (no quotas), a job of no team, or a team not among ``teams`` (such a
+    placement by hand is asked about first, and borrowed)."""
     return next((t.quota_gpus for t in teams if team is not None and t.name == team), None)
 
 
-def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float
-               ) -> Optional[str]:
-    """Why a job of ``team`` taking ``charge`` GPUs would take its team past its quota (what a
-    placement by hand warns of and asks about), or None if it stays within."""
-    if within_quota(usage, team, charge):
-        return None
-    u = usage.get(team) if team is not None else None
-    if u is None:
-        return "is of team %s, which has no quota in the config" % (team or "(none)")
-    return "takes team %s past its quota: %.2f of %.2f GPUs held within it, and this adds " \
-           "%.2f" % (u.name, u.within, u.quota, charge)
+NONE_KEPT = "no scheduler having kept the teams' quotas in the store"
+"""Why a placement by hand is held to its placer's config's quotas (``HeldTo``)."""
+
+
+@dataclass(frozen=True)
+class HeldTo:
+    """What a placement by hand is held to: the teams' quotas as the lease holder keeps them
+    in the store (``team_terms``: what its passes hold the teams to, whatever the placer's
+    config says, so that two admins with different configs get the scheduler's one answer),
+    or, where the store keeps none (no scheduler has run on it), the placer's config's; and
+    each team's use counted against them (``team_usage``). ``config``: where the quotas are
+    the placer's config's, that config as said ("in code"); None where they are the
+    scheduler's."""
+
+    teams: Tuple[TeamConfig, ...] = ()
+    usage: Mapping[str, TeamUsage] = field(default_factory=dict)
+    config: Optional[str] = None
+
+    @classmethod
+    def of(cls, jobs: Iterable[Job], config: Config, terms: Mapping[str, TeamTerms]
+           ) -> "HeldTo":
+        """The quotas ``terms`` (the store's ``team_terms``) give, or where there are none
+        ``config``'s, with the use of the store's active ``jobs``. A team of ``config`` the
+        terms do not list has no quota here: the scheduler gives it none (its running jobs
+        count as borrowed), so a placement of it is asked about and borrowed."""
+        teams = tuple(TeamConfig(n, quota_gpus=t.quota_gpus, over_quota=t.over_quota,
+                                 weight=t.weight) for n, t in terms.items()) \
+            if terms else config.teams
+        return cls(teams, {u.name: u for u in team_usage(jobs, teams)},
+                   None if terms else config.path or "in code")
+
+    def whose(self) -> str:
+        """Whose quota it is, in words: said beside a placement past it or refused by it."""
+        if self.config is None:
+            return "the quota the scheduler holds it to"
+        return "the quota this config (%s) gives it, %s" % (self.config, NONE_KEPT)
+
+    def quota(self, team: Optional[str]) -> Optional[Quota]:
+        """The quota a placement of ``team`` is held to as it is written (``quota_of``), with
+        whose it is."""
+        gpus = quota_of(self.teams, team)
+        return None if gpus is None else Quota(gpus, self.whose())
+
+    def past(self, team: Optional[str], charge: float) -> Optional[str]:
+        """Why a job of ``team`` taking ``charge`` GPUs would take its team past its quota,
+        whose quota it is said (what a placement by hand warns of and asks about), or None
+        if it stays within."""
+        if within_quota(self.usage, team, charge):
+            return None
+        u = self.usage.get(team) if team is not None else None
+        if u is None:
+            return "is of team %s, which %s" % (
+                team or "(none)", "the scheduler holds to no quota" if self.config is None
+                else "this config (%s) gives no quota, %s" % (self.config, NONE_KEPT))
+        return "takes team %s past its quota: %.2f of %.2f GPUs held within it, and this " \
+               "adds %.2f (%s)" % (u.name, u.within, u.quota, charge, self.whose())
 
 
 def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int],

@@ -16,7 +16,7 @@ from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, READ, RE
 from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, FAILED, MOVE as MOVING, ON_HOST, PENDING,
                                  PLACED, RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon,
-                                 Job, Slot, movable, same_place, stops_offered, submitter)
+                                 Job, Quota, Slot, movable, same_place, stops_offered, submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 # How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
@@ -245,12 +245,13 @@ def stop_refusal(job: Job, intent: str) -> Optional[str]:
 
 
 def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
-                  past_quota: Optional[str] = None, quota: Optional[float] = None) -> Job:
+                  past_quota: Optional[str] = None, quota: Optional[Quota] = None) -> Job:
     """Records a manual placement; the lease holder launches it exactly there. ``past_quota``:
     why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
     preemptible like any over-quota job. Else ``quota``, the team's (None: no quotas), is
     checked again as the placement is written: one that another placement of the team (the
-    scheduler's, another admin's) took meanwhile is refused, for the admin to be asked.
+    scheduler's, another admin's) took meanwhile is refused, whose quota it is said, for the
+    admin to be asked.
     ``job`` is as the caller read it: only that attempt is placed (_moved_on), so a late or
     retried placement never places a later one (run and requeued since) the admin never saw;
     that attempt placed there already (a retry whose first answer was lost) is done."""
@@ -260,11 +261,10 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
         return store.place(job.id, slot, actor, why, manual=True,
-                           preemptible=past_quota is not None, quota=quota,
-                           attempt=job.attempt)
+                           preemptible=past_quota is not None,
+                           quota=quota.gpus if quota is not None else None, attempt=job.attempt)
     except QuotaTaken as err:
-        raise Refused("%s; place it again to be asked about going past the quota" % err
-                      ) from None
+        raise Refused(_quota_taken(err, quota, "place")) from None
     except StateConflict:
         now = store.get(job.id)
         refused = "only a pending job can be placed: %s" % as_it_is(now)
@@ -277,7 +277,7 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
 
 
 def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
-                 past_quota: Optional[str] = None, quota: Optional[float] = None) -> Job:
+                 past_quota: Optional[str] = None, quota: Optional[Quota] = None) -> Job:
     """An admin's move of a placed or running job to ``slot`` (a preview's, complete: the
     room it holds is known), one intent: the lease holder stops it (its grace) and then
     places it there by hand in one write, holding the slot meanwhile, so neither it nor
@@ -305,15 +305,21 @@ def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
             raise Refused(unlaunched)
         try:
             return store.move(job.id, slot, actor, why, borrowed=past_quota is not None,
-                              quota=quota, attempt=seen)
+                              quota=quota.gpus if quota is not None else None, attempt=seen)
         except QuotaTaken as err:
-            raise Refused("%s; move it again to be asked about going past the quota" % err
-                          ) from None
+            raise Refused(_quota_taken(err, quota, "move")) from None
         except StateConflict as err:
             if tries == _STOP_TRIES:
                 raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
         tries += 1
         job = store.get(job.id)  # moved on since it was read (launched, stopped, ended)
+
+
+def _quota_taken(err: QuotaTaken, quota: Optional[Quota], verb: str) -> str:
+    """What a placement or move by hand the store refused for its team's quota says: the
+    store's why, whose quota it counted against, and how to be asked about borrowing."""
+    return "%s; counted against %s; %s it again to be asked about going past the quota" % (
+        err, quota.whose if quota is not None else "its quota", verb)
 
 
 def move_refusal(job: Job) -> str:

@@ -344,6 +344,16 @@ class TeamTerms:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """The quota a placement by hand is held to as it is written (``Store.place``'s and
+    ``Store.move``'s ``quota``), and whose it is in words (``sched.quota.HeldTo``): the write
+    that refuses it says which quota it counted against."""
+
+    gpus: float
+    whose: str
+
+
+@dataclass(frozen=True)
 class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable

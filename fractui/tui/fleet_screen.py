@@ -32,7 +32,7 @@ from fractui.sched.cordons import finished, host_out, made_said, marks, refusal
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import quota_of, team_usage
+from fractui.sched.quota import HeldTo
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
@@ -118,15 +118,18 @@ class StoreChanged(Message):
 
 class Slots(Message):
     """Where a job could go now (a worker found them); ``note``: why the admin is shown
-    these instead of recording (the GPU changed), ``near``: the slot to put the ghost on."""
+    these instead of recording (the GPU changed), ``near``: the slot to put the ghost on,
+    ``held``: the quotas and use the job's charge counts against, as the worker read them
+    (None: not read, the placement's stand)."""
 
     def __init__(self, job: Job, found: Sequence[Candidate], note: Optional[str] = None,
-                 near: Optional[Candidate] = None) -> None:
+                 near: Optional[Candidate] = None, held: Optional[HeldTo] = None) -> None:
         super().__init__()
         self.job = job
         self.found = found
         self.note = note
         self.near = near
+        self.held = held
 
 
 class Placed(Message):
@@ -663,6 +666,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
         try:
             view = self.source.read_store() or self.model.store
+            held = self._held_to(view)
         except StoreError as err:
             self.post_message(Placed(job, None, str(err)))
             return
@@ -674,14 +678,20 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.post_message(Placed(job, None, _no_longer(job)))
             return
         self.post_message(Slots(now, candidates(self._views(statuses, view), view.jobs, view.uid,
-                                                now, view.cordons)))
+                                                now, view.cordons), held=held))
+
+    def _held_to(self, view: Optional[StoreView]) -> HeldTo:
+        """The quotas a placement by hand is held to, as the store is read now (in a worker):
+        the scheduler's (``team_terms``), else this config's, with ``view``'s jobs counted
+        against them (``HeldTo``), as ``fractui place`` counts them."""
+        return HeldTo.of(view.jobs if view is not None else (), self.config,
+                         self.source.read_terms())
 
     def on_slots(self, message: Slots) -> None:
         if self.placement is None or self.placement.job.id != message.job.id:
             return
-        jobs = self.model.store.jobs if self.model.store else ()
-        usage = {u.name: u for u in team_usage(jobs, self.config.teams)}
-        p = Placement.of(message.job, message.found, self.model.gpu_rank(self.order), usage)
+        held = message.held if message.held is not None else self.placement.held
+        p = Placement.of(message.job, message.found, self.model.gpu_rank(self.order), held)
         p.note = message.note
         if message.near is not None:
             near = message.near
@@ -742,6 +752,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             statuses[where.host] = fresh
         try:
             view = self.source.read_store()
+            held = self._held_to(view)
         except StoreError as err:
             self.post_message(Placed(job, None, str(err)))
             return
@@ -759,18 +770,16 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         match = next((c for c in found if same_slot(c, where)), None)
         if match is None:
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
-                                    "was placed. The plan now:", near=where))
+                                    "was placed. The plan now:", near=where, held=held))
             return
-        usage = {u.name: u for u in team_usage(view.jobs, self.config.teams)}
-        past = Placement(now, [match], usage=usage).past_quota()
+        past = Placement(now, [match], held=held).past_quota()
         if past is not None and not agreed:
             self.post_message(Slots(now, found, "The team's quota was used meanwhile; nothing "
-                                    "was placed.", near=where))
+                                    "was placed.", near=where, held=held))
             return
         by_hand = move_by_hand if movable(now.state) else place_by_hand
         try:  # (of the attempt previewed: a later one, run and requeued since, is refused)
-            by_hand(store, job, match.slot(), self.fleet_app.asker, past,
-                    quota_of(self.config.teams, now.team))
+            by_hand(store, job, match.slot(), self.fleet_app.asker, past, held.quota(now.team))
         except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.preview import Candidate
-from fractui.sched.quota import TeamUsage, past_quota
+from fractui.sched.quota import HeldTo
 from fractui.store.model import Job, adds_within, movable
 from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
@@ -45,16 +45,17 @@ class Placement:
     """What the admin must know before confirming (e.g. the GPU changed: a new plan)."""
     busy: Optional[str] = None
     """Work in flight ("finding slots…", "checking…"): nothing to confirm meanwhile."""
-    usage: Mapping[str, TeamUsage] = field(default_factory=dict)
-    """The teams' standing as the store was read: what the job's charge is counted against."""
+    held: HeldTo = field(default_factory=HeldTo)
+    """The teams' quotas and use as the store was read (the scheduler's quotas, or this
+    config's where it keeps none): what the job's charge is counted against."""
     agreed: Optional[Candidate] = None
     """The slot the admin agreed to place past the team's quota (a second confirm)."""
 
     @classmethod
     def of(cls, job: Job, found: Sequence[Candidate], rank: Mapping[tuple[str, int], int],
-           usage: Mapping[str, TeamUsage]) -> "Placement":
+           held: HeldTo) -> "Placement":
         """The ghost starts on the scheduler's choice."""
-        p = cls(job, list(found), usage=usage)
+        p = cls(job, list(found), held=held)
         p.in_order(rank)
         p.at = next((i for i, c in enumerate(p.candidates) if c.chosen), 0)
         return p
@@ -83,7 +84,7 @@ class Placement:
         c = self.current
         if c is None:
             return None
-        return past_quota(self.usage, self.job.team, adds_within(self.job, c.charge))
+        return self.held.past(self.job.team, adds_within(self.job, c.charge))
 
     def needs_consent(self) -> bool:
         """Whether confirming here must first be agreed to (past the quota, not yet agreed)."""
