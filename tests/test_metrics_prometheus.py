@@ -209,6 +209,60 @@ def test_only_the_lease_holder_serves_and_a_standby_that_takes_the_lease_starts(
     assert "Traceback" not in err, err
 
 
+def agreed(f, port: int, quota: float) -> None:
+    """The holder on ``port`` exports nlp's quota as the one it keeps in the store, and
+    ``fractui teams`` shows the reader (f's config as it is) the same, with what nlp holds."""
+    assert f.store.team_terms()["nlp"].quota_gpus == quota
+    scraped = parsed(scrape(port) or "")
+    shown = f.fractui("teams", "--json")
+    assert shown.returncode == 0, shown.stderr
+    [nlp] = [t for t in json.loads(shown.stdout)["teams"] if t["name"] == "nlp"]
+    exported = tuple(scraped[("fractui_team_%s_gpus" % what, (("team", "nlp"),))]
+                     for what in ("quota", "allocated", "borrowed"))
+    assert exported == (nlp["quota"], nlp["held"], nlp["borrowed"]) == (quota, 0.25, 0.0), (
+        scraped, nlp)
+
+
+def test_the_team_metrics_are_the_quotas_the_holder_keeps_as_fractui_teams_shows_them(
+        local_fleet, store_url):
+    """Two schedulers whose configs give nlp other quotas (1, then 2 for the standby), and a
+    reader whose config gives it 3: whoever holds the lease exports the quota its passes hold
+    nlp to, the one it keeps in the store and ``fractui teams`` shows the reader."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP], lease_s=3.0, store_url=store_url)
+    first_port, second_port = closed_port(), closed_port()
+    with_metrics(f, first_port)
+    first = f.scheduler_process("first")
+    second: Optional[subprocess.Popen] = None
+    try:
+        wait(lambda: serving(first_port, "first"), lambda: scrape(first_port), alive=first)
+        job = f.submit("quarter", "nlp")
+        wait(lambda: f.store.get(job.id).state == "running", f.states, alive=first)
+        f.config = dataclasses.replace(f.config, teams=(TeamConfig("nlp", quota_gpus=2.0),))
+        with_metrics(f, second_port)
+        second = f.scheduler_process("second")
+        assert second.stdout.readline().startswith("scheduler second: ")  # its config read
+        f.config = dataclasses.replace(f.config, teams=(TeamConfig("nlp", quota_gpus=3.0),))
+        wait(lambda: 'fractui_team_allocated_gpus{team="nlp"} 0.25' in (scrape(first_port)
+                                                                       or ""),
+             lambda: scrape(first_port), alive=first)  # a pass since the job ran
+        agreed(f, first_port, 1.0)
+        first.terminate()
+        first.wait(60)
+        wait(lambda: serving(second_port, "second") and f.store.team_terms()["nlp"].quota_gpus
+             == 2.0, lambda: (scrape(second_port), f.store.team_terms()), alive=second)
+        wait(lambda: 'fractui_team_allocated_gpus{team="nlp"} 0.25' in (scrape(second_port)
+                                                                       or ""),
+             lambda: scrape(second_port), alive=second)
+        agreed(f, second_port, 2.0)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in (first, second):
+            if proc is not None:
+                proc.communicate(timeout=60)
+
+
 def passes(port: int) -> float:
     """The pass count one scrape of ``port`` says, whoever's (0 if none serves)."""
     return sum(v for (name, _), v in parsed(scrape(port) or "").items()
