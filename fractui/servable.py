@@ -10,13 +10,13 @@ whose hosts is not known is left alone: the unknown one may be the one that serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
-from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
-                                     request_of)
+from fractui.sched.fleetview import (HostView, build_hosts, flips_modes, geometry, idle_view,
+                                     model_name, request_of)
 from fractui.sched.place import Placer
 from fractui.store.model import OUT_OF_CONFIG, PENDING, Job
 
@@ -86,7 +86,8 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
     unheard = tuple(n for n in may_use if n not in known)
     out = [n for n in out if not queue.hosts or n in queue.hosts]
     gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
-    why = never_fits(queue, known, whole=not unheard) if known else None
+    fixed = [n for n in known if config.mode_fixed(n)]
+    why = never_fits(queue, known, whole=not unheard, fixed=fixed) if known else None
     fits = (False if not unheard else None) if why is not None else (
         True if known else None)
     return Judged(fits, why, unheard, gone)
@@ -121,14 +122,16 @@ def sim_facts(host: HostConfig) -> Facts:
     return {"cpus": None, "memory_mib": None, "mig_changes": True, "gpus": gpus}
 
 
-def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
-               whole: bool = True, gpu_only: bool = False) -> Optional[str]:
+def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = True,
+               gpu_only: bool = False, fixed: Collection[str] = ()) -> Optional[str]:
     """Why no host of ``inventory`` (host -> facts) that the queue may use could hold its jobs
     even when idle, or None if one could (or if none is known, so nothing can be said).
     ``whole``: every host the queue may use is known, so the reason speaks of the fleet, not
     only of the hosts heard.
     ``gpu_only``: the GPU part alone, with each MIG-capable GPU in either mode (what the
-    hardware could ever do); else CPUs and RAM too, with the GPUs' MIG modes as they are."""
+    hardware could ever do); else CPUs and RAM too, with the GPUs' MIG modes as they are but
+    on a host whose modes the scheduler may change (``_flips``; ``fixed``: the hosts whose
+    config pins them), where it turns an idle GPU's mode for a job no GPU as it is fits."""
     inventory = {n: f for n, f in inventory.items() if not queue.hosts or n in queue.hosts}
     if not inventory:
         return None
@@ -137,7 +140,8 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
         request.update(cpus=0.0, memory=0.0)
     probe = Job(0, queue.name, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
     idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
-    views = [v for view in idle for v in (_either_mode(view) if gpu_only else [view])]
+    views = [v for view in idle for v in (
+        _either_mode(view) if gpu_only or _flips(view, fixed) else [view])]
     if Placer(build_hosts(views, [], ""), "first-fit").place(request_of(probe)) is not None:
         return None
     kinds: Dict[str, int] = {}
@@ -174,6 +178,15 @@ def _most_alike(view: HostView, queue: QueueConfig) -> int:
             key = (model, int(g.get("memory_mib") or 0))
             alike[key] = alike.get(key, 0) + 1
     return max(alike.values(), default=0)
+
+
+def _flips(view: HostView, fixed: Collection[str]) -> bool:
+    """Whether the scheduler may change the MIG modes of the host's GPUs, by fleetview's rule
+    for a host: its agent may make MIG changes and lists the features for them, and its config
+    does not pin them (``mig_mode = "fixed"``)."""
+    hello = view.hello or {}
+    return (view.name not in fixed and flips_modes(hello)
+            and (hello.get("privileges") or {}).get("mig_changes", True))
 
 
 def _either_mode(view: HostView) -> List[HostView]:

@@ -34,7 +34,8 @@ def themes(config: Config, args: argparse.Namespace) -> int:
             print("* %-16s %s" % (chosen, "one of Textual's own" if chosen in theme_names()
                                   else "not a theme fractui knows: the TUI refuses it"))
         print("  your themes: %s/*.toml" % user_dir())
-        for f in files:
-            if f.error is not None:
-                say("theme left out: %s" % f.error)
+    # on stderr with --json too: its exit 2 must say why where a script's log shows it
+    for f in files:
+        if f.error is not None:
+            say("theme left out: %s" % f.error)
     return EXIT_USAGE if any(f.error for f in files) else 0

@@ -10,6 +10,8 @@ deciding the change."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import pytest
@@ -88,6 +90,29 @@ def test_a_share_decision_on_an_idle_mig_gpu_turns_mig_off_first(local_fleet):
     assert mig_audit(f) == [(job.id, "MIG mode is now off on gpu-a gpu 0", {
         "host": "gpu-a", "change": "mode", "gpu": 0, "enabled": False, "reset": True,
         "destroy_idle": True})]
+
+
+
+def test_submit_queues_what_only_an_idle_mig_gpu_turned_off_holds_and_it_runs(local_fleet):
+    """`fractui submit` judges a queue by the inventory the store keeps: a share that no GPU
+    holds in the mode it has, but an idle MIG GPU the scheduler may turn off would, is queued
+    (before: refused, exit 2, as no GPU could ever hold it) and runs there once MIG is off; on
+    a host whose config pins its modes it is refused as before."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE])
+    f.scheduler.step()  # the leader keeps what gpu-a could ever hold: submit judges by it
+    auto = f.config
+    f.config = dataclasses.replace(auto, hosts=tuple(
+        dataclasses.replace(h, mig_mode="fixed") for h in auto.hosts))
+    pinned = f.fractui("submit", "--queue", "share", "--", "true")
+    assert pinned.returncode == 2 and "no GPU in the fleet could ever hold what queue share " \
+        "asks for (10 GiB, isolation share)" in pinned.stderr, pinned.stderr
+    f.config = auto
+    done = f.fractui("submit", "--queue", "share", "--json", "--", *localfleet.sleeper(600))
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)["id"]
+    f.until(lambda: f.states()[job] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False
+    assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now off on gpu-a gpu 0"]
 
 
 def test_a_gpu_with_a_foreign_process_is_never_changed_and_the_job_waits_saying_why(

@@ -4,6 +4,7 @@ to one rule of readability; a broken file is left out and said, never fatal."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -171,6 +172,11 @@ def test_fractui_themes_lists_what_loaded_and_says_what_did_not(tmp_path):
     assert run.stderr == "fractui: theme left out: %s:6: colors.primary must be a string, " \
                          "got an integer\n" % bad
     assert not leaks(run.stderr)
+    # --json says the same on stderr: an exit 2 never comes without what and where
+    listed = subprocess_run(["themes", "--json"], {"XDG_CONFIG_HOME": str(tmp_path)})
+    assert listed.returncode == 2 and listed.stderr == run.stderr
+    errors = [t["error"] for t in json.loads(listed.stdout)["themes"] if t["error"]]
+    assert errors == [run.stderr[len("fractui: theme left out: "):-1]]
     good = subprocess_run(["themes", "--json"], {"XDG_CONFIG_HOME": str(tmp_path / "none")})
     assert good.returncode == 0 and '"solarized-dark"' in good.stdout
     config = tmp_path / "textual.toml"  # one of Textual's own themes, which no file holds
