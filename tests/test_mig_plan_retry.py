@@ -25,6 +25,7 @@ from tests import localfleet
 from tests.test_jobs import script
 from tests.test_mig_killed import kill_inside
 from tests.test_mig_launch_retry import CREATE_CI
+from tests.test_preview import place_previewed, wait_snapshot
 
 local_fleet = localfleet.local_fleet
 SMALL = QueueConfig(name="small", mig="1g.10gb")
@@ -168,3 +169,38 @@ def test_a_confirmed_plan_cut_short_by_the_agents_death_applies_once_rolled_back
     made = later.call("mig.apply", **asked)
     assert places(made["destroy"]) == [("1g.10gb", 6), ("2g.20gb", 4)]
     assert places(later.call("snapshot")["gpus"][0]["instances"]) == PLANNED
+
+
+def test_a_placement_previewed_before_a_change_rolled_back_on_its_gpu_runs_as_previewed(
+        local_fleet):
+    """The scheduler's launch of a placement by hand, pinned to the layout it was previewed on
+    (``place --layout-version``, the TUI's preview): another change on the GPU meanwhile failed
+    and was rolled back, its idle instances made again with new ids; the job runs where it was
+    previewed (it went back to its queue: "the GPU changed since the placement was
+    previewed")."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    a = f.fleet.session("gpu-a")
+    made = [a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": s})["instance"]
+            for s in (0, 4, 5)]
+    a.call("mig.destroy", {"gpu": 0, "instance": made[0]["uuid"]})  # GPU-instance id 1 free
+    wait_snapshot(f, "gpu-a", lambda s: places(s["gpus"][0]["instances"]) == [
+        ("1g.10gb", 4), ("1g.10gb", 5)])
+    job = place_previewed(f, 4)  # destroys the idle 1g.10gb at slots 4 and 5
+    assert f.store.get(job.id).slot.layout_version is not None
+    a.call("sim.fault", {"function": CREATE_CI, "error": "NVML_ERROR_UNKNOWN"})
+    with pytest.raises(AgentCallError):  # someone else's change there, undone
+        a.call("mig.apply", {"gpu": 0, "profile": "2g.20gb", "start": 4, "destroy_idle": True})
+    remade = a.call("snapshot", {})["gpus"][0]["instances"]
+    assert places(remade) == [("1g.10gb", 4), ("1g.10gb", 5)]
+    assert {(i["start"], i["gi_id"]) for i in remade}.isdisjoint(
+        (i["start"], i["gi_id"]) for i in made[1:])
+    wait_snapshot(f, "gpu-a", lambda s: {i["uuid"] for i in s["gpus"][0]["instances"]} == {
+        i["uuid"] for i in remade})
+    f.scheduler.step()
+    f.scheduler.settle()  # the pass's launch runs on the host's lane
+    launched = f.store.get(job.id)
+    assert (launched.state, launched.attempt) in (("placed", 0), ("running", 0)), \
+        launched.reason
+    f.until(lambda: f.store.get(job.id).state == "running")
+    record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
+    assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 4)
