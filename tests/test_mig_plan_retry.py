@@ -18,7 +18,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet.client import AgentCallError
 from fractui.mig_by_hand import carry_out
-from fractui.sched.mig_change import plan_create
+from fractui.sched.mig_change import MigChange, plan_create
 from fractui.store.intents import Asker
 from remote_agent.rpc import jsonrpc as rpc
 from tests import localfleet
@@ -41,20 +41,19 @@ def places(found: List[Dict[str, Any]]) -> List[Tuple[str, int]]:
     return sorted((i["profile"], i["start"]) for i in found)
 
 
-def laid_out(call) -> Dict[str, Any]:
+def laid_out(call) -> None:
     """An H100 with 1g.10gb at slot 0 in use (a process on it), 2g.20gb at slot 4 and 1g.10gb
     at slot 6 idle, and GPU-instance id 2 free below theirs (1g.10gb at slot 1, made and
     destroyed): a 3g.40gb at slot 4 destroys the two idle ones, which a rollback then makes
-    again with other ids. Returns the busy instance."""
+    again with other ids."""
     made = {start: call("mig.apply", {"gpu": 0, "profile": profile, "start": start})["instance"]
             for profile, start in (("1g.10gb", 0), ("1g.10gb", 1), ("2g.20gb", 4),
                                    ("1g.10gb", 6))}
     call("mig.destroy", {"gpu": 0, "instance": made[1]["uuid"]})
     call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": made[0]["uuid"]})
-    return made[0]
 
 
-def failed_once(f, call):
+def failed_once(f, call) -> Tuple[MigChange, List[Dict[str, Any]], List[Dict[str, Any]]]:
     """The plan for a 3g.40gb, confirmed, and its first apply failed (the compute instance of
     the new GPU instance) and rolled back: (the plan, the instances before, after the
     rollback)."""
