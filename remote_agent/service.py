@@ -28,11 +28,11 @@ from remote_agent.gpu.xid import XidWatcher
 from remote_agent.jobs.caps import CapProbe, mps_server
 from remote_agent.limits import host_limits
 from remote_agent.mig import planner
-from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
-    remade, reset_to_mode, restore, restore_mode, set_mode
+from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, \
+    describe_layout, remade, reset_to_mode, restore, restore_mode, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_id
-from remote_agent.mig.layout import Instance, Layout
+from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, changed, placements
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
 
@@ -75,6 +75,7 @@ class Agent:
         self._mig_locks: Dict[int, threading.RLock] = {}
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
+        self.seen = LayoutsSeen()  # what a plan's layout version held, to say what changed
         # GPUs whose MIG profiles NVML would not give: their MIG mode then, and when
         self._profiles_unread: Dict[int, Tuple[bool, float]] = {}
         self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
@@ -156,6 +157,7 @@ class Agent:
     def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """The GPU's layout with instances that jobs hold marked busy."""
         layout = self.backend.layout(index, devices)
+        self.seen.saw(layout)
         held = self.reserved()
         if not held:
             return layout
@@ -376,8 +378,12 @@ class Agent:
             record["xid_note"] = note
         return record
 
-    def _plan(self, layout: Layout, profile: str, start: Optional[int],
-              destroy_idle: bool) -> planner.Plan:
+    def _plan(self, layout: Layout, profile: str, start: Optional[int], destroy_idle: bool,
+              pinned: bool = False) -> planner.Plan:
+        """The planner's plan on ``layout``, or its refusal as the protocol's error. ``pinned``:
+        a plan made before on this very layout (``_check_pinned``) is asked again, and an
+        instance in its way in use now (a job or process started on what it destroys: no plan
+        destroys one in use) makes it stale (STALE_LAYOUT), not the GPU short of room."""
         try:
             return planner.plan(layout, profile, start=start, destroy_idle=destroy_idle)
         except planner.PlanError as err:
@@ -389,7 +395,13 @@ class Agent:
             message = str(err)
             if err.kind == "needs_destroy":
                 message += DESTROY_IDLE_HINT
-            raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
+            code = _PLAN_ERROR_CODES[err.kind]
+            if pinned and err.busy:
+                code = rpc.STALE_LAYOUT
+                message = "%s, in the way of the plan, is in use now: a plan destroys only " \
+                          "idle instances, and one in use is never destroyed; plan again" % (
+                              " and ".join(planner.busy_label(i) for i in err.busy))
+            raise RpcError(code, message, data) from err
 
     def _change(self, info: GpuInfo, before: Layout, change: Change,
                 kept: bool = True) -> Applied:
@@ -622,7 +634,8 @@ class Agent:
                         and not inst.busy and not taken(inst.uuid):
                     return inst.uuid
             self._check_pinned(index, layout, pinned)
-            change = _plan_change(self._plan(layout, profile, start, destroy_idle))
+            change = _plan_change(self._plan(layout, profile, start, destroy_idle,
+                                             pinned is not None))
             with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
                     index, uuid, layout, change)):  # until it is made and usable
                 applied = self._change(info, layout, change, kept=False)
@@ -634,14 +647,20 @@ class Agent:
                     raise self._failed(info, err, MIG_ON, _layout_records) from err
             return created.uuid
 
-    @staticmethod
-    def _check_pinned(index: int, layout: Layout, pinned: Optional[str]) -> None:
-        if pinned is not None and pinned != layout.version:
-            raise RpcError(rpc.STALE_LAYOUT, (
-                "the layout of GPU %d changed since the plan was made (version %s, now %s); "
-                "plan again" % (index, pinned, layout.version)),
-                {"layout_version": layout.version,
-                 "instances": [_instance_record(i) for i in layout.instances]})
+    def _check_pinned(self, index: int, layout: Layout, pinned: Optional[str]) -> None:
+        """STALE_LAYOUT, saying what changed, if ``pinned`` (the version a plan was made
+        against) is not the layout's: another instance made or destroyed, one moved. Ids the
+        GPU gave anew (an idle instance a rolled-back change made again) are no change."""
+        if pinned is None or pinned == layout.version:
+            return
+        then = self.seen.get(pinned)
+        what = changed(then, layout.instances) if then is not None else \
+            "not a layout this agent has read lately; it now holds %s" % describe_layout(layout)
+        raise RpcError(rpc.STALE_LAYOUT, (
+            "the layout of GPU %d changed since the plan was made (version %s, now %s): %s; "
+            "plan again" % (index, pinned, layout.version, what)),
+            {"layout_version": layout.version,
+             "instances": [_instance_record(i) for i in layout.instances]})
 
     def mig_plan(self, p: Params) -> Dict[str, Any]:
         info, layout = self._mig_gpu(p)
@@ -656,7 +675,8 @@ class Agent:
         with self._mig_lock_of(p):
             info, layout = self._mig_gpu(p)
             self._check_pinned(info.index, layout, pinned)
-            made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
+            made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False),
+                              pinned is not None)
             change = _plan_change(made)
             applied = self._change(info, layout, change)
         created = change.created(applied.layout)

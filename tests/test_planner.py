@@ -86,6 +86,11 @@ def test_the_layout_version_names_what_is_placed_where():
     same = Layout(A100, (inst(A100, 1, "3g.40gb", 4, busy=True),))
     other = Layout(A100, (inst(A100, 1, "3g.40gb", 0),))
     assert one.version == same.version != other.version
+    # made again by a rollback: other ids and uuid, the same place; a GPU instance without its
+    # compute instance is not one a job can use
+    remade = Layout(A100, (inst(A100, 5, "3g.40gb", 4),))
+    half = Layout(A100, (replace(inst(A100, 1, "3g.40gb", 4), uuid=None),))
+    assert remade.version == one.version != half.version
     assert planner.plan(one, "1g.10gb").layout_version == one.version
 
 

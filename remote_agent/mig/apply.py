@@ -16,25 +16,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, ResetFailed
-from remote_agent.mig.layout import Instance, Layout, Profile
+from remote_agent.mig.layout import Instance, Layout, Profile, placements
 
 READ_TRIES = 3  # a read of the GPU after a change, or during a restore, is tried this often
 RESTORE_ROUNDS = 4  # rounds of read, compare, undo the difference before giving up
 
 T = TypeVar("T")
-
-
-def placements(instances: Iterable[Instance]) -> Counter:
-    """What instances hold a GPU: (profile, start, has its compute instance) for each."""
-    return Counter(_key(i) for i in instances)
-
-
-def _key(inst: Instance) -> Tuple[str, int, bool]:
-    return inst.profile, inst.start, inst.uuid is not None
 
 
 def describe_layout(layout: Optional[Layout]) -> str:
@@ -136,8 +127,8 @@ def restore(backend: GpuBackend, index: int, before: Layout, change: Change,
         touched = [i for i in now.instances if i.gi_id not in kept]
         extra = placements(touched) - goal
         for inst in touched:
-            if extra[_key(inst)] > 0:
-                extra[_key(inst)] -= 1
+            if extra[inst.placed] > 0:
+                extra[inst.placed] -= 1
                 backend.destroy_instance(index, inst.gi_id)
         for (name, start, with_compute), n in (goal - placements(touched)).items():
             for _ in range(n):

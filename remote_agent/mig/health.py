@@ -40,7 +40,7 @@ class Degraded:
 
     reason: str
     mode: Mode
-    placements: Optional[Counter] = None  # as remote_agent.mig.apply.placements counts them
+    placements: Optional[Counter] = None  # as remote_agent.mig.layout.placements counts them
 
 
 def _record(uuid: str, mark: Degraded) -> Dict[str, Any]:

@@ -8,6 +8,8 @@ was made against.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -76,6 +78,23 @@ class Instance:
         ident = self.uuid or "gi %d" % self.gi_id
         return "%s at slot %d (%s)" % (self.profile, self.start, ident)
 
+    @property
+    def placed(self) -> Tuple[str, int, bool]:
+        """What the instance holds of its GPU, whatever ids the GPU gave it: its profile, its
+        start, and whether it has its compute instance (a GPU instance without one holds its
+        slots, and no job can use it)."""
+        return self.profile, self.start, self.uuid is not None
+
+
+def placements(instances: Iterable[Instance]) -> Counter:
+    """What instances hold a GPU: ``Instance.placed`` of each."""
+    return Counter(i.placed for i in instances)
+
+
+def placed_words(placed: Tuple[str, int, bool]) -> str:
+    profile, start, whole = placed
+    return "%s at slot %d%s" % (profile, start, "" if whole else " without its compute instance")
+
 
 VERSION_DIGITS = 12  # of a layout's version: lowercase hex, as sha1's hexdigest writes it
 
@@ -92,9 +111,12 @@ class Layout:
         """A short digest of what is placed where: equal versions mean the same layout.
 
         Derived, never stored, so it stays right across agent restarts and changes made by
-        other tools (nvidia-smi) alike. Busy-ness is not part of it: a plan re-checks that at apply.
-        """
-        parts = sorted("%s@%d:%d" % (i.profile, i.start, i.gi_id) for i in self.instances)
+        other tools (nvidia-smi) alike. The ids the GPU gives its instances are not part of it:
+        an idle instance a rolled-back change made again has new ones, and a plan made before
+        is as true of it (``Instance.placed``). Busy-ness is not part of it either: a plan
+        re-checks that at apply."""
+        parts = sorted("%s@%d%s" % (profile, start, "" if whole else "-")
+                       for profile, start, whole in (i.placed for i in self.instances))
         return hashlib.sha1(";".join(parts).encode()).hexdigest()[:VERSION_DIGITS]
 
     def used_slots(self) -> set:
@@ -117,6 +139,38 @@ class Layout:
         placed = Instance(gi_id=-1, profile=profile.name, start=start, size=profile.size,
                           compute_slices=profile.compute_slices)
         return Layout(self.geometry, self.instances + (placed,))
+
+
+def changed(before: Iterable[Instance], now: Iterable[Instance]) -> str:
+    """What differs between two layouts' instances, in words, slot by slot ("2g.20gb at slot 4
+    gone, 1g.10gb at slot 0 made"); empty where they hold the same."""
+    was, is_ = placements(before), placements(now)
+
+    def in_order(placed: Counter) -> list:
+        return sorted(placed.elements(), key=lambda k: (k[1], k[0], k[2]))
+    return ", ".join(["%s gone" % placed_words(k) for k in in_order(was - is_)] +
+                     ["%s made" % placed_words(k) for k in in_order(is_ - was)])
+
+
+class LayoutsSeen:
+    """The instances of the layouts an agent read lately, by version: a version is a digest,
+    and a plan pinned to one the GPU no longer has is refused saying what changed since."""
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self._seen: "OrderedDict[str, Tuple[Instance, ...]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def saw(self, layout: Layout) -> None:
+        with self._lock:
+            self._seen[layout.version] = layout.instances
+            self._seen.move_to_end(layout.version)
+            while len(self._seen) > self.keep:
+                self._seen.popitem(last=False)
+
+    def get(self, version: str) -> Optional[Tuple[Instance, ...]]:
+        with self._lock:
+            return self._seen.get(version)
 
 
 def misfit(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> Optional[str]:

@@ -137,7 +137,7 @@ def _no_room(layout: Layout, profile: Profile, starts: Sequence[int],
     if busy_in_way:
         return PlanError("busy", "cannot place %s: busy instance %s in the way; a busy instance "
                          "(held by a job, or with processes) is never destroyed" % (
-                             profile.name, " and ".join(_busy_label(i) for i in busy_in_way)),
+                             profile.name, " and ".join(busy_label(i) for i in busy_in_way)),
                          busy=busy_in_way)
     reasons = "; ".join("slot %d: %s" % (s, refusal(layout, profile, s)) for s in starts)
     twins = [i for i in layout.instances if i.profile == profile.name and not i.busy]
@@ -145,7 +145,8 @@ def _no_room(layout: Layout, profile: Profile, starts: Sequence[int],
     return PlanError("no_room", "no room for %s on this GPU (%s)%s" % (profile.name, reasons, hint))
 
 
-def _busy_label(inst: Instance) -> str:
+def busy_label(inst: Instance) -> str:
+    """An instance in use, with its processes where they are known."""
     if inst.pids:
         return "%s, pid %s" % (inst.label(), ", ".join(map(str, inst.pids)))
     return inst.label()

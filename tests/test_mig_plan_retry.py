@@ -1,0 +1,205 @@
+"""A confirmed MIG plan asked again after its first apply failed and was rolled back.
+
+The rollback makes the idle instances the change destroyed again at their places, and the GPU
+gives them new ids (here: the fake's lowest free GPU-instance ids, a gap left lower down by an
+instance destroyed before). A plan is pinned to the layout it was made on by its version; the
+version once digested those ids, so the very plan the admin confirmed was refused as stale at
+its retry, and a launch's own retry of a passing fault refused itself. The GPU as planned — the
+same profiles at the same places, the instances the plan destroys still idle — takes the plan,
+once; a GPU that really changed refuses it, saying what changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.fleet.client import AgentCallError
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import MigChange, plan_create
+from fractui.store.intents import Asker
+from remote_agent.rpc import jsonrpc as rpc
+from tests import localfleet
+from tests.test_jobs import script
+from tests.test_mig_killed import kill_inside
+from tests.test_mig_launch_retry import CREATE_CI
+from tests.test_preview import place_previewed, wait_snapshot
+
+local_fleet = localfleet.local_fleet
+SMALL = QueueConfig(name="small", mig="1g.10gb")
+CREATE = {"gpu": 0, "profile": "3g.40gb", "destroy_idle": True}
+PLANNED = [("1g.10gb", 0), ("3g.40gb", 4)]
+
+
+def instances(call) -> List[Dict[str, Any]]:
+    return call("snapshot", {})["gpus"][0]["instances"]
+
+
+def places(found: List[Dict[str, Any]]) -> List[Tuple[str, int]]:
+    return sorted((i["profile"], i["start"]) for i in found)
+
+
+def laid_out(call) -> None:
+    """An H100 with 1g.10gb at slot 0 in use (a process on it), 2g.20gb at slot 4 and 1g.10gb
+    at slot 6 idle, and GPU-instance id 2 free below theirs (1g.10gb at slot 1, made and
+    destroyed): a 3g.40gb at slot 4 destroys the two idle ones, which a rollback then makes
+    again with other ids."""
+    made = {start: call("mig.apply", {"gpu": 0, "profile": profile, "start": start})["instance"]
+            for profile, start in (("1g.10gb", 0), ("1g.10gb", 1), ("2g.20gb", 4),
+                                   ("1g.10gb", 6))}
+    call("mig.destroy", {"gpu": 0, "instance": made[1]["uuid"]})
+    call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": made[0]["uuid"]})
+
+
+def failed_once(f, call) -> Tuple[MigChange, List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """The plan for a 3g.40gb, confirmed, and its first apply failed (the compute instance of
+    the new GPU instance) and rolled back: (the plan, the instances before, after the
+    rollback)."""
+    laid_out(call)
+    before = instances(call)
+    change = plan_create("gpu-a", CREATE, call("mig.plan", CREATE))
+    call("sim.fault", {"function": CREATE_CI, "error": "NVML_ERROR_UNKNOWN"})
+    with pytest.raises(AgentCallError) as first:
+        carry_out(f.store, Asker("tui"), call, change)
+    assert first.value.code == rpc.NVML_FAILED
+    assert "every step already done was undone; the GPU is as it was" in str(first.value)
+    rolled_back = instances(call)
+    assert places(rolled_back) == places(before)
+    remade = [i for i in rolled_back if i["start"] in (4, 6)]
+    # the premise: the idle instances are made again with new ids, and new MIG uuids
+    assert {(i["start"], i["gi_id"]) for i in remade}.isdisjoint(
+        (i["start"], i["gi_id"]) for i in before)
+    assert {i["uuid"] for i in remade}.isdisjoint(i["uuid"] for i in before)
+    return change, before, rolled_back
+
+
+def test_a_confirmed_plan_rolled_back_once_applies_once_exactly_as_planned(local_fleet):
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SMALL])
+    call = f.fleet.session("gpu-a").call
+    change, before, _ = failed_once(f, call)
+    assert change.text.startswith("on gpu-a gpu 0: destroy idle 2g.20gb at slot 4 (MIG-")
+    assert f.store.audit_log() == []  # rolled back: nothing to audit
+
+    said, answer = carry_out(f.store, Asker("tui"), call, change)  # the same plan, again
+    assert places(answer["destroy"]) == [("1g.10gb", 6), ("2g.20gb", 4)]
+    assert said.startswith("created 3g.40gb at slot 4 on gpu-a gpu 0: MIG-")
+    now = instances(call)
+    assert places(now) == PLANNED
+    busy = next(i for i in before if i["start"] == 0)
+    assert next(i for i in now if i["start"] == 0)["uuid"] == busy["uuid"]  # it ran on
+    assert next(i for i in now if i["start"] == 0)["pids"] == busy["pids"]
+    assert [e.why for e in f.store.audit_log()] == [said]
+
+    with pytest.raises(AgentCallError) as third:  # made: asked once more, it is stale
+        carry_out(f.store, Asker("tui"), call, change)
+    assert third.value.code == rpc.STALE_LAYOUT
+    assert "2g.20gb at slot 4 gone, 1g.10gb at slot 6 gone, 3g.40gb at slot 4 made" in str(
+        third.value), third.value
+    assert places(instances(call)) == PLANNED
+    assert len(f.store.audit_log()) == 1
+
+
+@pytest.mark.parametrize("change_of_gpu", ["a process on 1g.10gb at slot 6",
+                                           "1g.10gb at slot 6 destroyed"])
+def test_a_confirmed_plan_is_refused_where_the_gpu_really_changed_saying_what(
+        local_fleet, change_of_gpu):
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SMALL])
+    call = f.fleet.session("gpu-a").call
+    change, _, rolled_back = failed_once(f, call)
+    at6 = next(i for i in rolled_back if i["start"] == 6)
+    if change_of_gpu.startswith("a process"):
+        pid = call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": at6["uuid"]})[
+            "pid"]
+        words = "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use now" % (
+            at6["uuid"], pid)
+    else:
+        call("mig.destroy", {"gpu": 0, "instance": at6["uuid"]})
+        words = "changed since the plan was made (version %s, now " % (
+            change.params["layout_version"])
+    held = instances(call)
+    with pytest.raises(AgentCallError) as err:
+        carry_out(f.store, Asker("tui"), call, change)
+    assert err.value.code == rpc.STALE_LAYOUT
+    assert words in str(err.value), err.value
+    if not change_of_gpu.startswith("a process"):
+        assert str(err.value).endswith("): 1g.10gb at slot 6 gone; plan again"), err.value
+    assert instances(call) == held
+    assert f.store.audit_log() == []
+
+
+def test_a_pinned_launch_is_made_when_a_passing_fault_rolled_its_first_try_back(start_agent,
+                                                                                 tmp_path):
+    """A placement previewed on the layout (``layout_version``, as the scheduler launches one
+    placed by hand): its launch meets a passing fault, the try is undone and its idle instances
+    made again with new ids, and the next try of the same launch makes it (it refused itself
+    as stale)."""
+    agent = start_agent("1xH100:mig", str(tmp_path / "host"))
+    laid_out(lambda method, params: agent.call(method, **params))
+    version = agent.call("snapshot")["gpus"][0]["layout_version"]
+    agent.call("sim.fault", function=CREATE_CI, error="NVML_ERROR_TIMEOUT", count=1)
+    job = agent.call("job.launch", key="k-pinned", gpu=0, argv=script("import time\n"
+                                                                      "time.sleep(60)"),
+                     mig={"profile": "3g.40gb", "start": 4, "destroy_idle": True,
+                          "layout_version": version})
+    assert job["state"] == "running"
+    now = agent.call("snapshot")["gpus"][0]["instances"]
+    assert places(now) == PLANNED
+    assert next(i for i in now if i["start"] == 4)["uuid"] == job["instance"]
+
+
+def test_a_confirmed_plan_cut_short_by_the_agents_death_applies_once_rolled_back(start_agent,
+                                                                                 tmp_path):
+    """The daemon killed (kill -9) inside the plan's change: the next one rolls it back from
+    its journal, making the idle instances again with new ids; the plan, asked again as it was
+    confirmed, is made."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xH100:mig", state)
+    laid_out(lambda method, params: agent.call(method, **params))
+    before = agent.call("snapshot")["gpus"][0]["instances"]
+    plan = agent.call("mig.plan", **CREATE)
+    asked = dict(CREATE, start=plan["start"], layout_version=plan["layout_version"])
+    kill_inside(agent, state, tmp_path, CREATE_CI, "mig.apply", **asked)
+    later = start_agent(None, state)
+    rolled_back = later.call("snapshot")["gpus"][0]["instances"]
+    assert places(rolled_back) == places(before)
+    assert {i["gi_id"] for i in rolled_back} != {i["gi_id"] for i in before}
+    made = later.call("mig.apply", **asked)
+    assert places(made["destroy"]) == [("1g.10gb", 6), ("2g.20gb", 4)]
+    assert places(later.call("snapshot")["gpus"][0]["instances"]) == PLANNED
+
+
+def test_a_placement_previewed_before_a_change_rolled_back_on_its_gpu_runs_as_previewed(
+        local_fleet):
+    """The scheduler's launch of a placement by hand, pinned to the layout it was previewed on
+    (``place --layout-version``, the TUI's preview): another change on the GPU meanwhile failed
+    and was rolled back, its idle instances made again with new ids; the job runs where it was
+    previewed (it went back to its queue: "the GPU changed since the placement was
+    previewed")."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    a = f.fleet.session("gpu-a")
+    made = [a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": s})["instance"]
+            for s in (0, 4, 5)]
+    a.call("mig.destroy", {"gpu": 0, "instance": made[0]["uuid"]})  # GPU-instance id 1 free
+    wait_snapshot(f, "gpu-a", lambda s: places(s["gpus"][0]["instances"]) == [
+        ("1g.10gb", 4), ("1g.10gb", 5)])
+    job = place_previewed(f, 4)  # destroys the idle 1g.10gb at slots 4 and 5
+    assert f.store.get(job.id).slot.layout_version is not None
+    a.call("sim.fault", {"function": CREATE_CI, "error": "NVML_ERROR_UNKNOWN"})
+    with pytest.raises(AgentCallError):  # someone else's change there, undone
+        a.call("mig.apply", {"gpu": 0, "profile": "2g.20gb", "start": 4, "destroy_idle": True})
+    remade = a.call("snapshot", {})["gpus"][0]["instances"]
+    assert places(remade) == [("1g.10gb", 4), ("1g.10gb", 5)]
+    assert {(i["start"], i["gi_id"]) for i in remade}.isdisjoint(
+        (i["start"], i["gi_id"]) for i in made[1:])
+    wait_snapshot(f, "gpu-a", lambda s: {i["uuid"] for i in s["gpus"][0]["instances"]} == {
+        i["uuid"] for i in remade})
+    f.scheduler.step()
+    f.scheduler.settle()  # the pass's launch runs on the host's lane
+    launched = f.store.get(job.id)
+    assert (launched.state, launched.attempt) in (("placed", 0), ("running", 0)), \
+        launched.reason
+    f.until(lambda: f.store.get(job.id).state == "running")
+    record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
+    assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 4)
