@@ -50,7 +50,7 @@ from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
 from remote_agent.jobs.shim import HOST_ERRNOS, JobFolder
-from remote_agent.jobs.region import REGION_RECORD, remove_region
+from remote_agent.jobs.region import REGION_RECORD, new_region, remove_region
 from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
@@ -483,9 +483,14 @@ class Supervisor:
             mounts=shared, read_only=read_only, job_dir=job_dir, hami="hami" in applied))
         for path, data in shim.files.items():  # (each in the job's folder)
             write_private(path, data, True, dir_fd=folder.fd)
+        # its region named here and kept in the table, so that it is removed where its shim
+        # died even with its folder (and the shim's record of it there) left unread
+        region = new_region() if shim.region_env else None
+        with self._lock:
+            self.store.update(job, region=region)
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
                 "log_max_bytes": self.settings.log_max_bytes, "user": shim.user,
-                "hami_region": shim.region_env}
+                "hami_region": shim.region_env, "region": region}
         write_private(folder.named("spec.json"), json.dumps(spec).encode(), True,
                       dir_fd=folder.fd)
         return self._record_start(job, self._spawn_shim(job, folder))
@@ -631,13 +636,28 @@ class Supervisor:
     def _remove_left_region(self, job: Job) -> None:
         """The HAMi-core region of an ended job whose shim died (a live shim removes its own as
         the job ends), from the shim's record, only where it is still the job's user's own
-        directory (``shim.remove_region``)."""
+        directory (``shim.remove_region``). A job whose folder is left unread was ended with
+        its processes killed (``end_if_unread``), and neither the record nor the shim's lock
+        there is read: its region is the one the table names (``Job.region``), removed unless
+        a shim of this daemon's still runs to remove it itself; one an older agent started,
+        its name in that folder alone, is said to be left."""
         if "hami" not in job.caps:
             return  # it never had one (its layers are recorded before its shim starts)
         try:
-            left = self.read_job_file(job, REGION_RECORD)
-            if left is None or shim_alive(self.job_dir(job)):
-                return
+            if job.id in self.unread and job.region is not None:
+                shim = self._shims.get(job.id)
+                if shim is not None and shim.poll() is None:
+                    return
+                try:
+                    uid = JobUser.named(job.run_as).uid
+                except KeyError:
+                    raise UnsafePath("refusing to remove %s: its user, %s, is no more; it is "
+                                     "left as it is" % (job.region, job.run_as)) from None
+                left = {"path": job.region, "uid": uid}
+            else:
+                left = self.read_job_file(job, REGION_RECORD)
+                if left is None or shim_alive(self.job_dir(job)):
+                    return
             if remove_region(left["path"], left["uid"]):
                 log.info("job j%d: removed its HAMi-core region %s, which its shim did not "
                          "(it died)", job.id, left["path"])
