@@ -169,3 +169,37 @@ def test_a_job_swapping_its_folder_for_a_symlink_in_a_loop_never_leads_a_look_ou
         if os.path.islink(folder):
             os.unlink(folder)
             os.rename(folder + ".away", folder)
+
+
+def test_the_log_a_daemon_keeps_for_a_dead_shim_stays_in_the_folder_it_took_over(tmp_path):
+    """The daemon copies a job's output into its log once its shim died (``Outputs.take_over``):
+    the job then swaps its folder for a symlink to a folder of the agent's own and writes on,
+    past the log's rotation. The log is kept, and rotated, in the folder taken over, never in
+    the one the link names. Before, each rotation and reopen went by the log's path, through
+    the link: the output was written in that folder."""
+    from remote_agent.jobs.output import Outputs
+
+    jobs = tmp_path / "jobs"
+    folder = jobs / "j1"
+    folder.mkdir(parents=True, mode=0o700)
+    jobs.chmod(0o700)
+    os.mkfifo(str(folder / "output.pipe"), 0o600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    outputs = Outputs(str(jobs), 8192)  # (rotated past 4 KiB)
+    outputs.hold(1)
+    writer = os.open(str(folder / "output.pipe"), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(writer, b"before\n")
+        assert outputs.take_over(1)
+        os.rename(str(folder), str(folder) + ".away")
+        os.symlink(str(elsewhere), str(folder))
+        os.write(writer, b"x" * 5000 + b"\n")
+        outputs.take_over(1)
+    finally:
+        os.close(writer)
+        outputs.release(1)
+    assert os.listdir(str(elsewhere)) == []
+    away = tmp_path / "jobs" / "j1.away"
+    assert (away / "output.log.1").read_bytes().endswith(b"before\n")
+    assert (away / "output.log").read_bytes() == b"x" * 5000 + b"\n"
