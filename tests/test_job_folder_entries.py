@@ -342,3 +342,49 @@ def test_an_entry_gone_as_it_is_judged_is_no_error(tmp_path):
                     "leaves it unread: refusing job file %s: it is writable by its group (mode "
                     "0664), who could have changed it; check it, then: chmod go-w %s" % (
                         os.path.dirname(entry), entry, entry)}, said
+
+
+@pytest.mark.parametrize("shim", ["alive", "killed"])
+def test_a_hami_core_region_of_a_job_whose_folder_is_left_unread_is_removed(
+        start_agent, tmp_path, shim):
+    """On a host with HAMi-core, a job with a region of its own makes its folder writable by
+    all: it is ended lost and killed, and its region goes, whether its shim lives (it removes
+    its own as the job ends, and the daemon says nothing of it) or was killed (the daemon
+    removes it, by the name its table keeps, never reading the shim's record in that folder).
+    Before, the daemon said the region was left in either case (it read the record there,
+    refused), and where the shim had died it was left in /tmp for good."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    go = tmp_path / "go"
+    job_dir = os.path.join(str(state), "jobs", "j1")
+    program = ("import os, time\nprint(os.path.dirname(os.environ["
+               "'CUDA_DEVICE_MEMORY_SHARED_CACHE']), flush=True)\nwhile not os.path.exists(%r):"
+               "\n    time.sleep(0.05)\nos.chmod(%r, 0o777)\ntime.sleep(600)" % (str(go), job_dir))
+    job = agent.call("job.launch", key="k-region", gpu=0, memory_mib=1000,
+                     argv=["/usr/bin/python3", "-c", program])
+    assert "hami" in job["caps"], job["caps"]
+    region = wait_until(lambda: next((line for line in agent.call(
+        "job.logs", job=job["id"])["lines"] if line.startswith("/tmp/")), None),
+                        "the job to say its region")
+    assert os.path.isdir(region)
+    with open(os.path.join(job_dir, "shim.claim")) as f:
+        shim_pid = int(f.read())
+    try:
+        if shim == "killed":
+            os.kill(shim_pid, signal.SIGKILL)
+            wait_until(lambda: not alive(shim_pid), "the shim to die")
+        go.touch()
+        ended = wait_job(agent, job["id"])
+        assert ended["state"] == "lost" and "leaves it unread" in ended["reason"], ended
+        wait_until(lambda: not os.path.lexists(region), "the removal of %s" % region)
+        wait_until(lambda: not alive(shim_pid), "the shim's end")
+        with open(os.path.join(str(state), "daemon.log")) as f:
+            said = f.read()
+        assert "HAMi-core region is left" not in said, said
+        removed = "job j1: removed its HAMi-core region %s, which its shim did not (it died)" \
+            % region
+        assert (removed in said) == (shim == "killed"), said
+    finally:
+        subprocess.run(["rm", "-rf", region], check=False)

@@ -9,8 +9,11 @@ race is made at the point between the look and the removal by a hook."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import stat
 import subprocess
 import time
 
@@ -172,3 +175,70 @@ def test_a_folder_nested_deeper_than_the_stack_goes_in_one_prune(in_process, cap
                 if r.getMessage().startswith("prune: ")] == []
     finally:  # (left, it would end pytest's own removal of its temporary folders so)
         subprocess.run(["rm", "-rf", jobs_dir], check=True)
+
+
+PRUNE_AS_USER = """import json, sys
+sys.path.insert(0, sys.argv[1])
+from remote_agent.jobs import pruning
+print(json.dumps(pruning.remove_entry(sys.argv[2], "j1")))
+"""
+
+
+def test_a_folder_a_job_made_unreadable_is_pruned_by_an_agent_not_run_as_root(
+        plain_user, tmp_path):
+    """An agent run as a plain user (as in many fleets) prunes a job's folder in which its job
+    (that user) took every bit away from folders of its own (``chmod 000``, and one it may
+    read but not write nor enter): its owner's bits are given back, through a descriptor of
+    each, and all of it goes. A link there to a folder of the user's own elsewhere, also
+    made 000, is removed, never followed (that folder keeps its mode), and a folder of another
+    user's (root's) in it is left as it is, its mode untouched, said. Before, each 000 folder
+    was refused (EACCES) at every prune, said and left for good."""
+    from fractui.fleet.zipapp import build_agent_archive
+
+    name, home = plain_user
+    info = os.stat(home)
+    archive = os.path.join(home, "agent.pyz")
+    with open(archive, "wb") as f:
+        f.write(build_agent_archive().data)
+    os.chmod(archive, 0o644)
+    jobs = os.path.join(home, "jobs")
+    folder = os.path.join(jobs, "j1")
+    elsewhere = os.path.join(home, "elsewhere")
+    for path in (jobs, folder, os.path.join(folder, "locked"),
+                 os.path.join(folder, "locked", "deeper"), os.path.join(folder, "no-write"),
+                 elsewhere):
+        os.mkdir(path, 0o700)
+    for path in (os.path.join(folder, "locked", "deeper", "out"),
+                 os.path.join(folder, "no-write", "out"), os.path.join(elsewhere, "kept")):
+        with open(path, "w") as f:
+            f.write("x")
+    os.symlink(elsewhere, os.path.join(folder, "link"))
+    subprocess.run(["chown", "-R", "--no-dereference", "%d:%d" % (info.st_uid, info.st_gid),
+                    jobs, elsewhere], check=True)
+    theirs = os.path.join(folder, "roots")
+    os.mkdir(theirs, 0o555)  # root's: the user may not remove what is in it
+    with open(os.path.join(theirs, "file"), "w") as f:
+        f.write("root's")
+    os.chmod(os.path.join(folder, "locked", "deeper"), 0)
+    os.chmod(os.path.join(folder, "locked"), 0)
+    os.chmod(os.path.join(folder, "no-write"), 0o500)
+    os.chmod(elsewhere, 0)
+
+    def prune() -> str:
+        done = subprocess.run(["/usr/bin/python3", "-c", PRUNE_AS_USER, archive, jobs],
+                              capture_output=True, text=True, user=info.st_uid,
+                              group=info.st_gid, extra_groups=[], cwd=home,
+                              env={"HOME": home, "PATH": "/usr/bin:/bin"}, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    why = prune()
+    assert sorted(os.listdir(folder)) == ["roots"], why
+    assert why == "%s: Permission denied; %s: Directory not empty; %s: Directory not empty" % (
+        os.path.join(theirs, "file"), theirs, folder), why
+    assert stat.S_IMODE(os.stat(theirs).st_mode) == 0o555 and os.stat(theirs).st_uid == 0
+    assert stat.S_IMODE(os.stat(elsewhere).st_mode) == 0  # never followed
+    os.chmod(elsewhere, 0o700)
+    assert os.listdir(elsewhere) == ["kept"]
+    shutil.rmtree(theirs)
+    assert prune() is None and not os.path.lexists(folder)

@@ -397,10 +397,10 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
                 second_in.set()
             yield
 
-    def spawn_shim(job):
+    def spawn_shim(job, folder):
         starting.set()
         assert start_go.wait(60)
-        return spawn(job)
+        return spawn(job, folder)
 
     sup._instance_lock, sup._spawn_shim = instance_lock, spawn_shim
     answers: List[Any] = []

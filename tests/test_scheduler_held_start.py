@@ -14,7 +14,7 @@ import time
 
 from fractui.config import QueueConfig
 from fractui.scheduler.execute import launch_params
-from fractui.store.model import RUNNING, Slot
+from fractui.store.model import PLACED, RUNNING, STOPPING, Slot
 from tests import localfleet
 from tests.test_job_folder_entries import _planting
 from tests.test_job_supervision import wait_until
@@ -78,6 +78,50 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
         assert (adopted.state, adopted.started_at) == (RUNNING, record["started_at"])
         listed = f.fractui("jobs")
         assert listed.returncode == 0 and "  half  ran " in listed.stdout, listed
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked(
+        local_fleet, store_url):
+    """As above, but the job was cancelled while its launch was being sent (stopping, its
+    start not recorded): the store records the held start as found, still stopping, charged
+    from when the agent booked its slice, as any held start is. Before, a stopping job's
+    start with no start time was left unrecorded, and once the folder was mended and the job
+    adopted it was charged from the adopted start: the time it held its slice while held went
+    uncharged."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
+    job = f.submit("half")
+    state = os.path.join(str(f.tmp), "state", "gpu-a")
+    planted = os.path.join(state, "jobs", "j1", "planted")
+    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
+                        manual=True)
+    params = dict(launch_params(job, f.store.uid),
+                  argv=_planting(planted, "directory", str(f.tmp / "elsewhere")))
+    launched = f.fleet.session("gpu-a").call("job.launch", params)
+    pid = launched["pid"]
+    f.store.stopping(job.id, (PLACED,), "cancel", "test", "cancelled as it was launched")
+    try:
+        wait_until(lambda: os.path.isdir(planted), "the job's directory")
+        with open(os.path.join(state, "daemon.pid")) as pid_file:
+            os.kill(int(pid_file.read()), signal.SIGKILL)
+        with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
+            db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
+                       "start_ticks = NULL")
+        wait_until(lambda: _seen_held(f), "the fleet's view of the held start")
+        f.until(lambda: f.store.get(job.id).agent_job is not None)
+        [record] = f.agent_jobs()
+        assert record["state"] == "starting" and record["reason"], record
+        held = f.store.get(job.id)
+        assert (held.state, held.started_at) == (STOPPING, None), held
+        [charged] = [u for u in f.store.usage(0, time.time() + 60) if u.job == job.id]
+        assert (charged.started_at, charged.ended_at) == (record["created_at"], None)
+        os.rmdir(planted)  # an admin mends it: adopted, then stopped as asked
+        f.until(lambda: f.store.get(job.id).state not in (STOPPING,))
+        [charged] = [u for u in f.store.usage(0, time.time() + 60) if u.job == job.id]
+        assert charged.started_at == record["created_at"] and charged.ended_at is not None
+        assert not alive(pid)
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

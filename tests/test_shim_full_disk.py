@@ -20,6 +20,7 @@ import pytest
 
 from remote_agent import text
 from remote_agent.daemon.trust import private_dir, write_private
+from remote_agent.jobs.region import new_region
 from remote_agent.jobs.shim import JobFolder, write_json_until_done
 from tests.conftest import REPO
 from tests.test_job_supervision import fill, wait_until
@@ -140,7 +141,7 @@ def test_a_hami_core_region_that_cannot_be_recorded_is_never_made_and_nothing_ru
     it where the shim is killed; where the record cannot be written, the job does not start."""
     ran = tmp_path / "ran"
     job_dir = _job_dir(small_fs, ["touch", str(ran)],
-                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
+                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE", region=new_region())
     filler = _room_for_the_claim(small_fs)
     said = tmp_path / "shim.err"
     shim = _shim(job_dir, said)
@@ -377,7 +378,7 @@ def test_a_hami_core_region_whose_record_is_refused_is_never_made_and_nothing_ru
     ran = tmp_path / "ran"
     (tmp_path / under).mkdir(exist_ok=True)
     job_dir = _job_dir(tmp_path / under, ["touch", str(ran)],
-                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
+                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE", region=new_region())
     planted = os.path.join(job_dir, "hami-region.json.tmp.1")
     os.symlink(str(tmp_path / "elsewhere"), planted)
     done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",

@@ -440,16 +440,17 @@ class Executor:
         a holder that died before recording it (placed), or stopped by a user whose ask
         landed while its launch was in flight (stopping, its start unrecorded). An attempt
         that ran at all is charged from the agent's start; one that never started (its
-        record has no start) held nothing. The job as it is now, or None where nothing was
-        recorded."""
+        record has no start) held nothing; one its agent holds (``held_why``), placed or
+        stopping, is charged from when its agent booked its slice. The job as it is now, or
+        None where nothing was recorded."""
         if job.agent_job is not None or job.state not in (PLACED, STOPPING):
             return None
-        if rec.get("started_at") is None and (job.state != PLACED or
-                                              rec.get("state") in AGENT_ENDED):
+        held = held_why(rec)
+        if rec.get("started_at") is None and not held and (
+                job.state != PLACED or rec.get("state") in AGENT_ENDED):
             return None  # (a placed job's start underway is recorded at once, as launch does)
         slot = job.slot
         assert slot is not None
-        held = held_why(rec)
         return self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
                                   "found %s on %s" % (
                                       "started" if job.state == STOPPING else

@@ -23,7 +23,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
 
-from remote_agent.daemon.trust import DAMAGE, open_private, record, write_private
+from remote_agent.daemon.trust import DAMAGE, in_folder, open_private, record, write_private
 from remote_agent.failing import Failures
 from remote_agent.mig.journal import BOOT_ID, boot_id
 
@@ -47,26 +47,29 @@ class Replaced(OSError):
     one in its place (each writer replaces the file whole), which is left where it is."""
 
 
-def read_json(path: str, what: str, shape: Callable[[Any], T], then: str) -> Optional[T]:
+def read_json(path: str, what: str, shape: Callable[[Any], T], then: str,
+              dir_fd: Optional[int] = None) -> Optional[T]:
     """The JSON at ``path`` as ``shape`` reads it (which raises one of DAMAGE where the
     content is not what it expects), or None where there is none. A damaged file is said once
     (``then``: what the agent does without it) and set aside beside itself (``DAMAGED``, 0600)
     for whoever looks into why, so the next read finds none. OSError (the disk) and UnsafePath
-    (someone else's file) are raised, as for any of the agent's files."""
-    with _reading(path, what, shape, then) as (read, _held):
+    (someone else's file) are raised, as for any of the agent's files. ``dir_fd``: its folder,
+    opened already (``open_private``'s): the file is read, and set aside, in that very
+    folder, never through its name."""
+    with _reading(path, what, shape, then, dir_fd) as (read, _held):
         return read
 
 
 @contextmanager
-def _reading(path: str, what: str, shape: Callable[[Any], T],
-             then: str) -> Iterator[Tuple[Optional[T], Optional[int]]]:
+def _reading(path: str, what: str, shape: Callable[[Any], T], then: str,
+             dir_fd: Optional[int] = None) -> Iterator[Tuple[Optional[T], Optional[int]]]:
     """``read_json``'s answer, and the file that gave it, held open (None where none did):
     while it is open its inode number is not another file's, so ``_moved`` can tell it from
     a file written in its place. A damaged file that another process replaced or set aside
     before this one could set it aside is read again: what is there by then is the answer (a
     new file a writer put in its place); at most TRIES times, then read as none, said."""
     for _ in range(TRIES):
-        fd = _open(path, what)
+        fd = _open(path, what, dir_fd)
         if fd is None:
             yield None, None
             return
@@ -76,7 +79,8 @@ def _reading(path: str, what: str, shape: Callable[[Any], T],
             try:
                 read = shape(json.loads(data.decode()))
             except DAMAGE as err:
-                aside = set_aside(path, what, "%s: %s" % (type(err).__name__, err), then, fd)
+                aside = set_aside(path, what, "%s: %s" % (type(err).__name__, err), then, fd,
+                                  dir_fd)
             else:
                 unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
                 yield read, fd
@@ -92,33 +96,44 @@ def _reading(path: str, what: str, shape: Callable[[Any], T],
     yield None, None
 
 
-def _open(path: str, what: str) -> Optional[int]:
+def _open(path: str, what: str, dir_fd: Optional[int] = None) -> Optional[int]:
     """``path`` opened to read (``open_private``), or None where there is none. A file found
     missing is looked for again with the folder's lock held: a reader between the two renames
     of one set aside waits for them (the file may be put back), and a file a reader killed
     between them left under its own name (``TAKING``) is put back first."""
     try:
-        return open_private(path, os.O_RDONLY, what)
+        return open_private(path, os.O_RDONLY, what, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     try:
-        with _locked(path):
+        with _locked(path, dir_fd):
             taken = path + TAKING
-            if os.path.lexists(taken):
-                _put_back(taken, path)
+            if _lexists(taken, dir_fd):
+                _put_back(taken, path, dir_fd)
                 log.warning("%s (the %s) was found under %s, where a reader stopped while "
                             "setting it aside left it; put back", path, what, taken)
-            return open_private(path, os.O_RDONLY, what)
+            return open_private(path, os.O_RDONLY, what, dir_fd=dir_fd)
     except FileNotFoundError:  # (no file, or no folder)
         return None
 
 
+def _lexists(path: str, dir_fd: Optional[int]) -> bool:
+    """Whether ``path`` (in ``dir_fd``, where given) is there, a symlink or not."""
+    try:
+        os.lstat(in_folder(path, dir_fd), dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 @contextmanager
-def _locked(path: str) -> Iterator[None]:
-    """The lock of ``path``'s folder, held while a file of it is set aside (``_moved``) and
+def _locked(path: str, dir_fd: Optional[int] = None) -> Iterator[None]:
+    """The lock of ``path``'s folder (``dir_fd``, where given: opened anew from it, so the
+    lock is this holder's alone), held while a file of it is set aside (``_moved``) and
     while a reader that found none looks again: a lock dies with its holder, so a name it
     left behind is known to be no one's once the lock is taken."""
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open("." if dir_fd is not None else os.path.dirname(path) or ".",
+                 os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -126,13 +141,14 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-def set_aside(path: str, what: str, why: str, then: str, held: int) -> bool:
+def set_aside(path: str, what: str, why: str, then: str, held: int,
+              dir_fd: Optional[int] = None) -> bool:
     """The damaged file read (``held``, open) renamed beside itself, said once; False where
     ``path`` no longer holds it (``Replaced``): nothing is said, and the caller reads again.
     Where it cannot be renamed, that is said once while it stays (each read finds it again,
     and reads it as nothing kept)."""
     aside = path + DAMAGED
-    err = _moved(path, aside, held)
+    err = _moved(path, aside, held, dir_fd)
     if isinstance(err, Replaced):
         return False
     if err is not None:
@@ -145,7 +161,7 @@ def set_aside(path: str, what: str, why: str, then: str, held: int) -> bool:
     return True
 
 
-def _moved(path: str, aside: str, held: int) -> Optional[OSError]:
+def _moved(path: str, aside: str, held: int, dir_fd: Optional[int] = None) -> Optional[OSError]:
     """``path`` renamed to ``aside``, 0600 (for whoever looks into it), where it is still the
     file read (``held``: open, so no other file has its inode number); Replaced where it is
     not; or why not. Renamed first to ``TAKING`` beside it, then looked at: a look before a
@@ -153,24 +169,26 @@ def _moved(path: str, aside: str, held: int) -> Optional[OSError]:
     take. One taken so is put back, unless a still newer one is there by then; so is the file
     read where it cannot be renamed on (it stays where it was, as one that cannot be set
     aside). The folder's lock is held throughout: a reader finding no file meanwhile waits
-    for it (``_open``)."""
+    for it (``_open``). ``dir_fd``: as ``read_json``'s."""
     taken = path + TAKING
+    at = {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
     try:
-        with _locked(path):
+        with _locked(path, dir_fd):
             try:
-                os.rename(path, taken)
+                os.rename(in_folder(path, dir_fd), in_folder(taken, dir_fd), **at)
             except FileNotFoundError:
                 return Replaced("set aside or removed meanwhile")
             except OSError as err:
                 return _as_move(err, path, aside)
-            if not os.path.samestat(os.lstat(taken), os.fstat(held)):
-                _put_back(taken, path)
+            if not os.path.samestat(os.lstat(in_folder(taken, dir_fd), dir_fd=dir_fd),
+                                    os.fstat(held)):
+                _put_back(taken, path, dir_fd)
                 return Replaced("replaced meanwhile")
             try:
-                os.chmod(taken, 0o600)
-                os.replace(taken, aside)
+                os.fchmod(held, 0o600)  # (the file at ``taken``, as seen just now)
+                os.replace(in_folder(taken, dir_fd), in_folder(aside, dir_fd), **at)
             except OSError as err:
-                _put_back(taken, path)
+                _put_back(taken, path, dir_fd)
                 return _as_move(err, path, aside)
     except OSError as err:  # (a file left as ``taken`` is put back by the next reader)
         return err
@@ -182,23 +200,24 @@ def _as_move(err: OSError, path: str, aside: str) -> OSError:
     return type(err)(err.errno, err.strerror, path, None, aside)
 
 
-def _put_back(taken: str, path: str) -> None:
+def _put_back(taken: str, path: str, dir_fd: Optional[int] = None) -> None:
     """The file at ``taken`` (a writer's, taken by a rename meant for a damaged one) back at
     ``path``, unless a still newer one is there by then: by a hard link, which never replaces
     one. Where no link can be made (no inode left on a tmpfs, which a link takes; a filesystem
     without links) it is renamed back where ``path`` is still free (the folder's lock is held,
     but a writer takes none: only one in the instant between the look and the rename would
     lose its file, where else the file taken would be lost for good, under a name nobody
-    reads)."""
+    reads). ``dir_fd``: as ``read_json``'s."""
+    src, dst = in_folder(taken, dir_fd), in_folder(path, dir_fd)
     try:
-        os.link(taken, path)
+        os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         pass
     except OSError:
-        if not os.path.lexists(path):
-            os.rename(taken, path)
+        if not _lexists(path, dir_fd):
+            os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return
-    os.unlink(taken)
+    os.unlink(src, dir_fd=dir_fd)
 
 
 def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Optional[T]:

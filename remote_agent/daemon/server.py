@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from typing import Any, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
@@ -344,15 +345,15 @@ class Daemon:
         job = sup.store.get(job_id)
         data = b""
         try:
-            paths = sup.log_paths(job) if job else []
-            for _ in range(LOG_PUSHES_PER_TICK):
-                data, offset = read_from(paths[-1], offset, job is None or not job.active) \
-                    if paths else (b"", offset)
-                if not data or not conn.push_log(job_id, {
-                        "job": "j%d" % job_id,
-                        "data": data.decode("utf-8", errors="replace")}, offset) or \
-                        conn.unsent() > LOG_BACKLOG_BYTES:
-                    break  # (or unfollowed meanwhile, or enough queued for now)
+            with sup.logs(job) if job else nullcontext(([], None)) as (paths, dir_fd):
+                for _ in range(LOG_PUSHES_PER_TICK):
+                    data, offset = read_from(paths[-1], offset, job is None or not job.active,
+                                             dir_fd) if paths else (b"", offset)
+                    if not data or not conn.push_log(job_id, {
+                            "job": "j%d" % job_id,
+                            "data": data.decode("utf-8", errors="replace")}, offset) or \
+                            conn.unsent() > LOG_BACKLOG_BYTES:
+                        break  # (or unfollowed meanwhile, or enough queued for now)
         except UnsafePath as err:  # not the agent's own file: never read it
             conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True, "error": str(err)}, None)
             return

@@ -48,7 +48,8 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
         wanted = p.flag("follow", False)
         count = p.integer("lines", 100, minimum=0, maximum=MAX_LOG_LINES)
         last = p.integer("bytes", None, minimum=0, maximum=MAX_LOG_BYTES)
-        data, size = log_bytes(sup.log_paths(job), None if count else last)  # lines: all
+        with sup.logs(job) as (paths, dir_fd):
+            data, size = log_bytes(paths, None if count else last, dir_fd)  # lines: all
         lines = tail_lines(data, count)
         follow(job.id, wanted, size)  # without follow, also how a client stops following
         answer = {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}

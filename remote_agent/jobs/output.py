@@ -191,14 +191,15 @@ class CappedLog:
 PUSH_MAX_BYTES = 1 << 20  # of a log, in one `log` notification: a line stays far below the cap
 
 
-def read_from(path: str, offset: int, final: bool = False) -> Tuple[bytes, int]:
+def read_from(path: str, offset: int, final: bool = False,
+              dir_fd: Optional[int] = None) -> Tuple[bytes, int]:
     """A followed job's log from ``offset`` (from its start if it is shorter: it rotated): at
     most PUSH_MAX_BYTES, ending on a whole UTF-8 character, and the offset to follow on from.
     So at the log's end too, unless it is ``final`` (its job has ended): a character the job
     has written half of is pushed once it is whole, where decoded in halves it read as two
     U+FFFD, though ``job.logs`` read it whole. A final log's last bytes are pushed as they
-    are: nothing will finish them."""
-    fd = open_log(path)
+    are: nothing will finish them. ``dir_fd``: its folder, opened already."""
+    fd = open_log(path, dir_fd)
     try:
         size = os.fstat(fd).st_size
         start = offset if offset <= size else 0
@@ -210,12 +211,13 @@ def read_from(path: str, offset: int, final: bool = False) -> Tuple[bytes, int]:
     return data, start + len(data)
 
 
-def open_log(path: str) -> int:
+def open_log(path: str, dir_fd: Optional[int] = None) -> int:
     """A job's log (or its rotated part) opened to be read, for a push or ``job.logs``: one
     that is not the agent's own regular file is refused as it is seen, never waited on
-    (``open_private``), and the refusal, raised to the reader, is said in the daemon's log."""
+    (``open_private``), and the refusal, raised to the reader, is said in the daemon's log.
+    ``dir_fd``: its folder, opened already (``open_private``'s)."""
     try:
-        fd = open_private(path, os.O_RDONLY, "log")
+        fd = open_private(path, os.O_RDONLY, "log", dir_fd=dir_fd)
     except UnsafePath as err:
         REFUSED.failed(path, "%s; it is not read until it is" % err)
         raise
@@ -294,6 +296,7 @@ class _Held:
     def __init__(self, fd: int):
         self.fd = fd
         self.log: Optional[CappedLog] = None  # set once the daemon copies the output itself
+        self.folder: Optional[int] = None  # the job's folder, opened, that ``log`` is kept in
 
 
 class Outputs:
@@ -330,9 +333,10 @@ class Outputs:
             if held is None:
                 return False
             first = held.log is None
-            if first:
+            if first:  # kept in the folder opened now, never through its name again
+                held.folder = open_dir(self._dir(job_id), "job directory")
                 held.log = CappedLog(os.path.join(self._dir(job_id), LOG_NAME),
-                                     self.log_max_bytes)
+                                     self.log_max_bytes, held.folder)
                 held.log.note("[fractui: the job's shim ended; the agent keeps its output "
                               "from here]")
             drain(held.fd, held.log)
@@ -350,4 +354,6 @@ class Outputs:
         finally:
             if held.log is not None:
                 held.log.close()
+            if held.folder is not None:
+                os.close(held.folder)
             os.close(held.fd)

@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Set
 
+from remote_agent.daemon.trust import seen_at
 from remote_agent.failing import PAST_CAP, Failures
 
 log = logging.getLogger("remote_agent.jobs")
@@ -100,7 +101,7 @@ def _remove_in(fd: int, name: str, path: str, removal: _Removal, depth: int) -> 
         if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
             os.unlink(name, dir_fd=fd)  # (a directory swapped in since: EISDIR, noted)
             return
-        sub = os.open(name, OPEN_DIR, dir_fd=fd)  # (a symlink swapped in since: ELOOP, noted)
+        sub = _open_dir(fd, name)  # (a symlink swapped in since: ELOOP, noted)
     except FileNotFoundError:
         return
     except OSError as err:
@@ -123,6 +124,25 @@ def _remove_in(fd: int, name: str, path: str, removal: _Removal, depth: int) -> 
     except OSError as err:
         if err.errno != errno.ENOENT:
             removal.failed(path, err)
+
+
+def _open_dir(fd: int, name: str) -> int:
+    """The directory ``name`` in ``fd``, opened to be emptied, no link followed. One of the
+    agent's own that its owner may not read, enter or write (a job's ``chmod 000``: every look
+    and removal in it refused, EACCES, to an agent not run as root) has its owner's bits given
+    back first, through a descriptor of that very folder (``O_PATH``, ``trust.seen_at``),
+    never its name; another user's is left as it is."""
+    held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        st = os.fstat(held)
+        if not stat.S_ISDIR(st.st_mode):  # a symlink (or a file) swapped in since the look
+            code = errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.ENOTDIR
+            raise OSError(code, os.strerror(code))
+        if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
+            os.chmod(seen_at(held), stat.S_IMODE(st.st_mode) | 0o700)
+        return os.open(seen_at(held), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(held)
 
 
 def _empty(fd: int, path: str, removal: _Removal, depth: int) -> None:

@@ -7,7 +7,8 @@ what others' jobs are held to. Each job gets its own instead, in a directory its
 in REGION_DIR as the job's user (0700, named by chance, so no one else can have made it),
 removed as the job ends: by the shim, or, where the shim died, by the daemon as it ends the
 job, from the record (REGION_RECORD) the shim writes in the job's directory before the job
-can run.
+can run, or, where that directory is left unread, from the job table, which keeps the name
+the daemon gave it (``Job.region``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ REGION_DIR = "/tmp"
 REGION_PREFIX = "fractui-hami-"
 REGION_RECORD = "hami-region.json"  # {"path": its directory, "uid": the job's user's}
 REMOVE_S = 10.0  # a removal as the job's user, who may hold it up (stop it, a FUSE mount)
+
+
+def new_region() -> str:
+    """A name for a job's region: in REGION_DIR, by chance, so no one else can have made it
+    first."""
+    return os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
 
 
 def remove_region(region: str, uid: int) -> bool:

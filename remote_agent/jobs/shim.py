@@ -43,7 +43,7 @@ from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
                                       pipe_id)
 from remote_agent.jobs.procs import PROC_FDS, JobProcs, proc_info, proc_missing
-from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
+from remote_agent.jobs.region import REGION_RECORD, remove_region
 from remote_agent.programs import missing_interpreter, unsearchable
 from remote_agent.rpc.jsonrpc import HOST, JOB
 from remote_agent.text import said
@@ -436,7 +436,8 @@ def _claim(job_dir: str) -> Optional[JobFolder]:
 # read of it. A damaged one (cut short by a crash, edited by hand) ends the start in its words.
 _SPEC = record({"argv": (list,), "env": (dict,), "cwd": (str,), "cgroup": (str, type(None)),
                 "log_max_bytes": (int,), "user": (dict, type(None)),
-                "hami_region": (str, type(None))}, ("argv", "env", "cwd", "log_max_bytes"))
+                "hami_region": (str, type(None)), "region": (str, type(None))},
+               ("argv", "env", "cwd", "log_max_bytes"))
 _USER = record({"name": (str,), "uid": (int,), "gid": (int,)}, ("name", "uid", "gid"))
 
 
@@ -455,6 +456,8 @@ def _read_spec(folder: JobFolder) -> Dict[str, Any]:
             raise ValueError("argv is %.80r" % (argv,))  # (cut: it may be long)
         if spec.get("user") is not None:
             _USER(spec["user"])
+        if spec.get("hami_region") and spec.get("region") is None:
+            raise KeyError("region")  # (a region's variable, and no region named)
     except DAMAGE as err:
         raise NotStarted("cannot read its spec: %s is damaged (%s: %s)" % (
             path, type(err).__name__, err), fault_of("read its spec", err)) from err
@@ -482,7 +485,7 @@ def _region(spec: Dict[str, Any], folder: JobFolder) -> Optional[str]:
     NotStarted where it cannot be recorded (nothing then runs)."""
     if not spec.get("hami_region"):
         return None
-    region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
+    region = spec["region"]  # (named by the daemon, and kept in its table: ``Job.region``)
     with _step("record its HAMi-core region %s" % region):
         write_json(folder.named(REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
                    False, folder.fd)  # (as started.json: no fsync holds up a launch)

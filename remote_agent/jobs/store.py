@@ -76,6 +76,9 @@ MIGRATIONS: List[List[str]] = [
     [  # 7: whose fault a failed start was (shim.fault_of): the admin requeues the host's
         "ALTER TABLE jobs ADD COLUMN fault TEXT",
     ],
+    [  # 8: its HAMi-core region's directory, named before its shim starts (jobs/region.py)
+        "ALTER TABLE jobs ADD COLUMN region TEXT",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 # What SQLite says of a step whose work a table already has (a version set back by hand, a file
@@ -126,6 +129,7 @@ class Job:
     container_cgroup: Optional[str] = None  # that container's own cgroup, once it runs
     last_line: Optional[str] = None  # a job that exited non-zero: its output's last line
     fault: Optional[str] = None  # a start that failed: whose fault, "job" or "host" (fault_of)
+    region: Optional[str] = None  # its HAMi-core region's directory, where it has one
 
     @property
     def active(self) -> bool:
@@ -152,7 +156,8 @@ class Job:
         """The job as the protocol shows it."""
         out = asdict(self)
         out["id"] = "j%d" % self.id
-        for private in ("fingerprint", "stop_reason", "env", "start_ticks", "kill_at"):
+        for private in ("fingerprint", "stop_reason", "env", "start_ticks", "kill_at",
+                        "region"):
             del out[private]
         return out
 

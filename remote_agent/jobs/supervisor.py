@@ -27,16 +27,15 @@ import logging
 import os
 import re
 import select
-import shutil
 import signal
 import stat
 import subprocess
 import threading
 import time
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Set, Tuple
 
 from remote_agent.daemon.kept import DAMAGED, read_json, record
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
@@ -50,8 +49,8 @@ from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
-from remote_agent.jobs.shim import HOST_ERRNOS
-from remote_agent.jobs.region import REGION_RECORD, remove_region
+from remote_agent.jobs.shim import HOST_ERRNOS, JobFolder
+from remote_agent.jobs.region import REGION_RECORD, new_region, remove_region
 from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
@@ -419,9 +418,42 @@ class Supervisor:
         """The job's directory, whether it can be read or not."""
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
 
+    @contextmanager
+    def folder(self, job: Job) -> Iterator[Optional[JobFolder]]:
+        """The job's directory opened once, no link followed (``trust.open_dir``: a directory
+        of the agent's own that nobody else writes), for every read and write in it to go
+        through (``dir_fd``), never through its name again: a job runs as the agent's user,
+        and may put a symlink in place of its folder, or of a file in it, at any moment, so a
+        name looked up again could lead out of the folder (docs/decisions.md). None where it
+        is not there; UnsafePath where it is left unread (``job_dir``) or is no such
+        directory now."""
+        try:
+            opened = JobFolder.open(self.job_dir(job))
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            yield opened
+        finally:
+            os.close(opened.fd)
+
     def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
         """Take a recorded job (state starting) to running; safe to repeat after a crash."""
-        job_dir = private_dir(self.job_dir(job), "job directory")
+        try:
+            os.mkdir(self.job_dir(job), 0o700)
+        except FileExistsError:  # (a start tried before: judged as it is opened)
+            pass
+        folder = JobFolder.open(self.job_dir(job))  # (one removed since: FileNotFoundError)
+        try:
+            if os.fstat(folder.fd).st_mode & 0o077:
+                os.fchmod(folder.fd, 0o700)
+            return self._start_in(job, req, user, folder)
+        finally:
+            os.close(folder.fd)
+
+    def _start_in(self, job: Job, req: LaunchRequest, user: JobUser, folder: JobFolder) -> Job:
+        """``_start`` in the job's folder, opened."""
+        job_dir = folder.path
         if job.mig is not None and job.instance is None:
             index = job.gpus[0]
             with self.gpus.mig_lock(index):  # until the instance is recorded as the job's
@@ -433,7 +465,7 @@ class Supervisor:
                 with self._lock:
                     booking.refuse_if_held(self.store.active(), created, False, (), job.id)
                     self.store.update(job, instance=created)
-        if os.path.exists(os.path.join(job_dir, "shim.claim")):
+        if folder.has("shim.claim"):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
         how = self.runtimes.get(job.runtime)
         cgroup, no_cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
@@ -449,13 +481,19 @@ class Supervisor:
             devices=[] if self.sim_state else (
                 [job.instance] if job.instance else job.gpu_uuids),
             mounts=shared, read_only=read_only, job_dir=job_dir, hami="hami" in applied))
-        for path, data in shim.files.items():
-            write_private(path, data, True)
+        for path, data in shim.files.items():  # (each in the job's folder)
+            write_private(path, data, True, dir_fd=folder.fd)
+        # its region named here and kept in the table, so that it is removed where its shim
+        # died even with its folder (and the shim's record of it there) left unread
+        region = new_region() if shim.region_env else None
+        with self._lock:
+            self.store.update(job, region=region)
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
                 "log_max_bytes": self.settings.log_max_bytes, "user": shim.user,
-                "hami_region": shim.region_env}
-        write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)
-        return self._record_start(job, self._spawn_shim(job))
+                "hami_region": shim.region_env, "region": region}
+        write_private(folder.named("spec.json"), json.dumps(spec).encode(), True,
+                      dir_fd=folder.fd)
+        return self._record_start(job, self._spawn_shim(job, folder))
 
     def _record_start(self, job: Job, report: Optional[Dict[str, Any]]) -> Job:
         """What the shim said: running, a start that failed (``not_started``), a start still under
@@ -530,12 +568,14 @@ class Supervisor:
         """After a failed launch: a job nothing ran for is forgotten, so its key is free."""
         with self._lock:
             fresh = self.store.get(job.id)
-            if fresh is None or fresh.state != "starting" or os.path.exists(
-                    os.path.join(self.job_dir(job), "shim.claim")):
+            if fresh is None or fresh.state != "starting" or self._has(job, "shim.claim"):
                 return
             self.store.delete(fresh)
         self._release(fresh)
-        shutil.rmtree(self.job_dir(job), ignore_errors=True)
+        why = pruning.remove_entry(self.paths.jobs_dir, "j%d" % job.id)
+        if why is not None:  # (no record names it now: the next prune tries again)
+            log.warning("job j%d: its directory is left after its launch failed: %s",
+                        job.id, why)
 
     def _driver_limit(self, job: Job, cgroup: Optional[str], no_cgroup: Optional[str],
                       how: Runtime) -> List[str]:
@@ -596,13 +636,28 @@ class Supervisor:
     def _remove_left_region(self, job: Job) -> None:
         """The HAMi-core region of an ended job whose shim died (a live shim removes its own as
         the job ends), from the shim's record, only where it is still the job's user's own
-        directory (``shim.remove_region``)."""
+        directory (``shim.remove_region``). A job whose folder is left unread was ended with
+        its processes killed (``end_if_unread``), and neither the record nor the shim's lock
+        there is read: its region is the one the table names (``Job.region``), removed unless
+        a shim of this daemon's still runs to remove it itself; one an older agent started,
+        its name in that folder alone, is said to be left."""
         if "hami" not in job.caps:
             return  # it never had one (its layers are recorded before its shim starts)
         try:
-            left = self.read_job_file(job, REGION_RECORD)
-            if left is None or shim_alive(self.job_dir(job)):
-                return
+            if job.id in self.unread and job.region is not None:
+                shim = self._shims.get(job.id)
+                if shim is not None and shim.poll() is None:
+                    return
+                try:
+                    uid = JobUser.named(job.run_as).uid
+                except KeyError:
+                    raise UnsafePath("refusing to remove %s: its user, %s, is no more; it is "
+                                     "left as it is" % (job.region, job.run_as)) from None
+                left = {"path": job.region, "uid": uid}
+            else:
+                left = self.read_job_file(job, REGION_RECORD)
+                if left is None or shim_alive(self.job_dir(job)):
+                    return
             if remove_region(left["path"], left["uid"]):
                 log.info("job j%d: removed its HAMi-core region %s, which its shim did not "
                          "(it died)", job.id, left["path"])
@@ -762,13 +817,13 @@ class Supervisor:
             self.settings.caps.hami_core_lib else []
         return shared, read_only
 
-    def _spawn_shim(self, job: Job) -> Optional[Dict[str, Any]]:
+    def _spawn_shim(self, job: Job, folder: JobFolder) -> Optional[Dict[str, Any]]:
         read_fd, write_fd = os.pipe()
-        shim_log = open_private(os.path.join(self.job_dir(job), "shim.log"),
-                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, "shim log")
-        try:
+        shim_log = open_private(folder.named("shim.log"), os.O_WRONLY | os.O_CREAT |
+                                os.O_APPEND, "shim log", dir_fd=folder.fd)
+        try:  # (the shim opens its folder as this one is opened: ``JobFolder.open``)
             shim = subprocess.Popen(
-                agent_command() + ["shim", self.job_dir(job), str(write_fd)],
+                agent_command() + ["shim", folder.path, str(write_fd)],
                 pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=shim_log,
                 stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
                 env=agent_env(os.environ))
@@ -1006,20 +1061,28 @@ class Supervisor:
         way can start it: True once made (or made before, or where the launch never made the
         job's directory), False if a shim has claimed it, None if it cannot be written now (a
         full disk: it is taken back, and nothing is decided)."""
-        claim = os.path.join(self.job_dir(job), "shim.claim")
+        with self.folder(job) as folder:
+            if folder is None:
+                return True  # the launch never made its directory: no shim can start it
+            return self._fence_in(job, folder)
+
+    def _fence_in(self, job: Job, folder: JobFolder) -> Optional[bool]:
+        """``_fence`` in the job's folder, opened."""
         try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+            fd = os.open("shim.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600, dir_fd=folder.fd)
         except FileExistsError:  # a shim's, or the daemon's from before
-            return read_private(claim, "shim claim") == FENCE
+            return read_private(folder.named("shim.claim"), "shim claim",
+                                dir_fd=folder.fd) == FENCE
         except FileNotFoundError:
-            return True  # the launch never made its directory: no shim can start it
+            return True  # its directory removed since: no shim can start it
         try:
             os.write(fd, FENCE)
         except OSError as err:  # an empty claim would read as a shim's: the job lost for good
             self.failures.failed("fence j%d" % job.id, "job j%d: cannot fence off its start "
                                  "(%s); tried again later" % (job.id, err))
             os.close(fd)
-            os.unlink(claim)
+            os.unlink("shim.claim", dir_fd=folder.fd)
             return None
         os.close(fd)
         self.failures.worked("fence j%d" % job.id, "job j%d: its start is fenced off" % job.id)
@@ -1027,9 +1090,10 @@ class Supervisor:
 
     def _unfence(self, job: Job) -> None:
         """Before a never-started job is launched again: take back the daemon's claim."""
-        claim = os.path.join(self.job_dir(job), "shim.claim")
-        if read_private(claim, "shim claim") == FENCE:
-            os.unlink(claim)
+        with self.folder(job) as folder:
+            if folder is not None and read_private(folder.named("shim.claim"), "shim claim",
+                                                   dir_fd=folder.fd) == FENCE:
+                os.unlink("shim.claim", dir_fd=folder.fd)
 
     def transition(self, job: Job, states: Tuple[str, ...], **changes: Any) -> bool:
         """Change a job that is (still) in one of ``states`` and no launch is starting."""
@@ -1259,17 +1323,25 @@ class Supervisor:
                            {"job": "j%d" % job.id, "key": job.key})
         return job
 
-    def log_paths(self, job: Job) -> List[str]:
-        base = os.path.join(self.job_dir(job), output.LOG_NAME)
-        return [p for p in (base + ".1", base) if os.path.exists(p)]
+    @contextmanager
+    def logs(self, job: Job) -> Iterator[Tuple[List[str], Optional[int]]]:
+        """The job's rotated log and its log, those there, and its folder's descriptor to open
+        them in (``folder``; None where it is not there)."""
+        with self.folder(job) as folder:
+            if folder is None:
+                yield [], None
+                return
+            yield [folder.named(n) for n in (output.LOG_NAME + ".1", output.LOG_NAME)
+                   if folder.has(n)], folder.fd
 
     def last_line(self, job: Job) -> Optional[str]:
         """The last line of the job's output, as how it ended carries it (remote_agent/jobs/
         last_line.py), from one bounded read of its log's end; None where it printed none, or
         its log cannot be read (said: its end is recorded all the same)."""
         try:  # (a byte more than is used: whether the log is all there, one of exactly that)
-            data, _ = log_bytes(self.log_paths(job), last_line.READ_BYTES + 1)
-        except (OSError, RpcError) as err:
+            with self.logs(job) as (paths, dir_fd):
+                data, _ = log_bytes(paths, last_line.READ_BYTES + 1, dir_fd)
+        except (OSError, RpcError, UnsafePath) as err:
             log.warning("job j%d: the last line of its output is not read: %s", job.id, err)
             return None
         return last_line.last_line(data[-last_line.READ_BYTES:],
@@ -1295,22 +1367,40 @@ class Supervisor:
         """One of the job's files its shim or the watchdog wrote (JOB_FILES), or None where
         there is none; a damaged one is set aside and read as none (kept.read_json), so the
         job is watched on as if it had never been written."""
-        return read_json(os.path.join(self.job_dir(job), name), "job j%d's file" % job.id,
-                         JOB_FILES[name], "job j%d is watched on as if it were not there"
-                         % job.id)
+        with self.folder(job) as folder:
+            if folder is None:
+                return None
+            return read_json(folder.named(name), "job j%d's file" % job.id, JOB_FILES[name],
+                             "job j%d is watched on as if it were not there" % job.id,
+                             folder.fd)
+
+    def write_job_file(self, job: Job, name: str, data: Dict[str, Any]) -> None:
+        """One of the job's files the watchdog writes (``OUTLIVED``), durably, in its folder
+        (``folder``: never through its name)."""
+        with self.folder(job) as folder:
+            if folder is None:
+                raise FileNotFoundError(errno.ENOENT, "no such directory", self.job_dir(job))
+            write_private(folder.named(name), json.dumps(data).encode(), durable=True,
+                          dir_fd=folder.fd)
+
+    def _has(self, job: Job, name: str) -> bool:
+        """Whether the job's folder holds ``name`` (a symlink there does)."""
+        with self.folder(job) as folder:
+            return folder is not None and folder.has(name)
 
     def damaged(self, job: Job, name: str) -> Optional[str]:
         """Where the job's file ``name``, read as none, lies damaged, in words: set aside (its
         reader said so once), or left where it could not be; None where it is not there. A job
         ended on what it could not read says why, not that the file was never written."""
-        path = os.path.join(self.job_dir(job), name)
-        for found, where in ((path + DAMAGED, "set aside as %s"), (path, "left at %s")):
-            if os.path.lexists(found):
-                return where % found
+        with self.folder(job) as folder:
+            for found, where in ((name + DAMAGED, "set aside as %s"), (name, "left at %s")):
+                if folder is not None and folder.has(found):
+                    return where % folder.named(found)
         return None
 
 
-def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:
+def log_bytes(paths: List[str], last: Optional[int] = None,
+              dir_fd: Optional[int] = None) -> Tuple[bytes, int]:
     """The rotated and current log, one after the other (only their last ``last`` bytes where
     given: what is not needed is not read), and the current log's size (where the bytes end,
     in the current log); a log that is not the agent's own (a symlink put in its place) is
@@ -1318,7 +1408,7 @@ def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]
     data = b""
     size: Optional[int] = None
     for path in reversed(paths):  # the current log first: its size is the offset
-        chunk, whole = _log_end(path, None if last is None else last - len(data))
+        chunk, whole = _log_end(path, None if last is None else last - len(data), dir_fd)
         size = whole if size is None else size
         data = chunk + data
         if last is not None and len(data) >= last:
@@ -1326,10 +1416,11 @@ def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]
     return data, size or 0
 
 
-def _log_end(path: str, last: Optional[int]) -> Tuple[bytes, int]:
-    """A log's last ``last`` bytes (all of it with None) and its size; nothing if it is gone."""
+def _log_end(path: str, last: Optional[int], dir_fd: Optional[int]) -> Tuple[bytes, int]:
+    """A log's last ``last`` bytes (all of it with None) and its size; nothing if it is gone.
+    ``dir_fd``: its folder, opened already (``open_private``'s)."""
     try:
-        fd = output.open_log(path)
+        fd = output.open_log(path, dir_fd)
     except FileNotFoundError:
         return b"", 0
     except UnsafePath as err:
@@ -1405,11 +1496,19 @@ def _kill(pid: int) -> bool:
 
 
 def shim_alive(job_dir: str) -> bool:
-    """A live shim holds its lock for life; if we can take it, the shim is gone."""
+    """A live shim holds its lock for life; if we can take it, the shim is gone. The lock is
+    opened in the folder opened once, no link followed (``JobFolder``)."""
     try:
-        fd = open_private(os.path.join(job_dir, "shim.lock"), os.O_RDONLY, "shim lock")
+        folder = JobFolder.open(job_dir)
     except FileNotFoundError:
         return False
+    try:
+        fd = open_private(folder.named("shim.lock"), os.O_RDONLY, "shim lock",
+                          dir_fd=folder.fd)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(folder.fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as err:

@@ -10,7 +10,6 @@ process start — holds it up.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, write_private
+from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
 from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
@@ -144,8 +143,7 @@ class Watchdog:
             if job.procs().leader_alive():
                 self._outlived.add(job.id)
                 if sup.read_job_file(job, OUTLIVED) is None:  # written until it is there
-                    write_private(os.path.join(sup.job_dir(job), OUTLIVED), json.dumps(
-                        {"seen_at": time.time()}).encode(), durable=True)
+                    sup.write_job_file(job, OUTLIVED, {"seen_at": time.time()})
                 return
             ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
             if ended is None:
