@@ -115,3 +115,24 @@ def test_pod_refuses_a_bad_sim_spec_with_a_message(tmp_path):
     done = agent("pod", "--state-dir", str(tmp_path / "state"), "--sim", "3xNoSuchGPU")
     assert done.returncode == 2
     assert "remote_agent:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_hello_to_a_reader_gone_or_a_full_disk_says_so_without_a_traceback(pod, tmp_path):
+    """A probe piped into ``head`` that has left ends quietly (141, as a shell's pipeline);
+    one whose stdout cannot be written says so, exit 1."""
+    state = str(tmp_path / "state")
+    pod("--sim", "1xL4")
+    proc = subprocess.Popen([sys.executable, "-m", "remote_agent", "hello", "--state-dir", state],
+                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the answer comes
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == ""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "remote_agent", "hello", "--state-dir",
+                               state], cwd=REPO, timeout=60, stdin=subprocess.DEVNULL,
+                              stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert "hello answered, but its answer could not be written" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -71,5 +71,15 @@ def probe_hello(state_dir: str) -> int:
     except (BridgeError, OSError, ValueError) as err:
         print("remote_agent: hello failed: %s" % err, file=sys.stderr)
         return 1
-    print(json.dumps(result, sort_keys=True))
+    try:
+        print(json.dumps(result, sort_keys=True), flush=True)
+    except BrokenPipeError:
+        # the reader left (``| head``): quiet, as a shell's pipeline ends, and no second
+        # error at exit when Python flushes stdout again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as err:
+        print("remote_agent: hello answered, but its answer could not be written: %s" % err,
+              file=sys.stderr)
+        return 1
     return 0
