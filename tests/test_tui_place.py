@@ -15,7 +15,7 @@ from fractui.config import Config, QueueConfig, TeamConfig
 from fractui.sched.preview import Candidate
 from fractui.sched.quota import HeldTo
 from fractui.scheduler.child import ChildScheduler
-from fractui.store.model import Job, Slot
+from fractui.store.model import Job, Slot, TeamTerms
 from fractui.tui.cursor import block_job_id
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.jobs import JobScreen
@@ -367,6 +367,39 @@ def test_the_tuis_placement_is_held_to_the_schedulers_quota_not_its_own_configs(
 
     drive()
     assert f.store.get(job.id).preemptible == past
+
+
+@pytest.mark.parametrize("meanwhile", ["changed", "used"])
+def test_a_quota_changed_or_used_between_preview_and_enter_is_said_so_and_nothing_placed(
+        local_fleet, meanwhile):
+    """Previewed within the quota the scheduler holds team t to; before ``enter`` the lease
+    holder's terms lower it (a scheduler restarted on another config), or another placement
+    of the team takes it: nothing is placed, and the note says which happened, not that the
+    quota was used where it was cut."""
+    kept = 1.0 if meanwhile == "changed" else 0.5
+    f = local_fleet(MIG, QUEUES, [TeamConfig("t", quota_gpus=kept)])
+    f.scheduler.step()  # the lease holder keeps its terms
+    job = f.submit("3g", "t")
+    note = {"changed": "The team's quota changed meanwhile; nothing was placed.",
+            "used": "The team's quota was used meanwhile; nothing was placed."}[meanwhile]
+
+    @pilot_test
+    async def drive():
+        async with placing(f) as (app, pilot):
+            assert fleet(app).placement.past_quota() is None  # within, as previewed
+            if meanwhile == "changed":
+                f.store.keep_team_terms({"t": TeamTerms(0.25, False, 1.0)})
+            else:
+                other = f.submit("3g", "t")
+                f.store.place(other.id, Slot("gpu-z", (0,), charge=0.25), "sched", "decided")
+            await pilot.press("enter")
+            await until(pilot, lambda: fleet(app).placement is not None
+                        and fleet(app).placement.note is not None, "a note")
+            p = fleet(app).placement
+            assert p.note == note and p.past_quota() is not None, (p.note, p.past_quota())
+            assert f.store.get(job.id).state == "pending"
+
+    drive()
 
 
 def test_a_gpu_held_back_from_mode_changes_is_offered_no_change_in_the_preview(local_fleet):

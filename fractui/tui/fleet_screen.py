@@ -37,8 +37,8 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, TeamTerms,
-                                 movable)
+from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, Quota,
+                                 TeamTerms, movable)
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -731,14 +731,16 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                                           ",".join(map(str, where.gpus)))
         self.query_one(PreviewBar).changed()
         statuses = dict(self.statuses)
-        self.confirm(p.job, where, statuses, p.agreed == where)
+        self.confirm(p.job, where, statuses, p.agreed == where, p.held.quota(p.job.team))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
     def confirm(self, job: Job, where: Candidate, statuses: dict[str, HostStatus],
-                agreed: bool) -> None:
+                agreed: bool, previewed: Optional[Quota]) -> None:
         """Checks the previewed slot against the GPU as it is now and the store as it is now;
         records it only if the plan is unchanged (and, past the team's quota, only if the
-        admin agreed to that), else shows the new plan instead."""
+        admin agreed to that), else shows the new plan instead; past a quota, whether it was
+        used since the preview or changed (``previewed``, the quota the preview held the job
+        to: the lease holder's terms rewritten by a scheduler of another config)."""
         store = self.source.store
         if store is None:
             self.post_message(Placed(job, None, "no store here: nothing can be recorded"))
@@ -774,8 +776,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         past = Placement(now, [match], held=held).past_quota()
         if past is not None and not agreed:
-            self.post_message(Slots(now, found, "The team's quota was used meanwhile; nothing "
-                                    "was placed.", near=where, held=held))
+            self.post_message(Slots(now, found, "The team's quota %s meanwhile; nothing was "
+                                    "placed." % ("was used" if held.quota(now.team) == previewed
+                                                 else "changed"), near=where, held=held))
             return
         by_hand = move_by_hand if movable(now.state) else place_by_hand
         try:  # (of the attempt previewed: a later one, run and requeued since, is refused)
