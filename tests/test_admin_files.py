@@ -5,6 +5,7 @@ could have put there, nor one they may read."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -24,6 +25,7 @@ from fractui.fleet import sshlog
 from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
 from fractui.store import SqliteStore, StoreError, sqlite_file
+from fractui.store.base import StoreExposed
 from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
@@ -377,6 +379,87 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
     monkeypatch.undo()
     assert store.is_symlink(), "the link was not swapped in"
     assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+
+
+@contextlib.contextmanager
+def _hard_links_unguarded():
+    """fs.protected_hardlinks = 0 while in it, as some systems keep it (the default before
+    Linux 3.6, and a sysctl away since): any user may link any file they can reach, theirs or
+    not. Set back as it was, whatever happens."""
+    guard = Path("/proc/sys/fs/protected_hardlinks")
+    was = guard.read_text()
+    guard.write_text("0\n")
+    try:
+        yield
+    finally:
+        guard.write_text(was)
+    assert guard.read_text() == was
+
+
+def _linked_in(plain_dir: Path, side: str, owner: str) -> Tuple[Path, Path, Path]:
+    """A store shared through its group (2770; ``owner``'s, readable by all, so its open takes
+    that read away), with a job, and one of root's files all users read (as /etc/passwd),
+    which nobody, a member, hard-linked as the store's ``side`` file: (the store, the side
+    file, root's file)."""
+    folder = _team_folder(plain_dir)
+    store = folder / "store.db"
+    if owner == "root":
+        made = SqliteStore(str(store))
+        made.submit("half", None, "train", ["train", SECRET], {"gpu": 0.5}, "t")
+        made.close()
+        store.chmod(0o664)
+    else:
+        _nobodys_store(folder, store)
+    roots = plain_dir / "roots-passwd"
+    roots.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    roots.chmod(0o644)
+    side_file = folder / ("store.db" + side)
+    with _hard_links_unguarded():
+        linked = _as_nobody(["ln", str(roots), str(side_file)])
+    assert linked.returncode == 0, linked
+    assert roots.stat().st_nlink == 2
+    return store, side_file, roots
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("owner", ["root", "nobody"])
+def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_it_was(
+        plain_dir, side, owner):
+    """Where users may link files they do not own, a member of a store's group could link any
+    of root's files on its filesystem as the store's -wal or -shm: root's fractui took its
+    read away (0644 to 0640: no user could read /etc/passwd), and root's SQLite wrote into it,
+    the store's pages into a -wal, its index into a -shm (whoever's the store). Each verb is
+    refused, naming the file, its names and the way out; that file, and the store, are left
+    as they were; once the link is removed as advised, the store is used."""
+    store, side_file, roots = _linked_in(plain_dir, side, owner)
+    before = (roots.read_bytes(), roots.stat().st_mode, store.read_bytes())
+    config = write_config(plain_dir, store)
+    for verb in (["submit", "--queue", "half", "--", "train"], ["jobs"]):
+        done = fractui(config, verb)
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert done.stderr == (
+            "fractui: store %s: its %s file %s is a file of root with 2 names (hard links): "
+            "it may be any file on its filesystem that someone linked there, which SQLite "
+            "would overwrite; fractui changed nothing in it. See its other names (find / "
+            "-xdev -samefile %s), then remove this one (rm %s): the file is kept under "
+            "them\n" % (store, side, side_file, side_file, side_file)), done.stderr
+    assert (roots.read_bytes(), roots.stat().st_mode, store.read_bytes()) == before
+    side_file.unlink()
+    done = fractui(config, ["audit"])
+    assert done.returncode == 0, done
+    assert (roots.read_bytes(), roots.stat().st_mode) == before[:2]
+
+
+def test_the_read_taken_from_a_store_changes_no_file_a_member_hard_linked_as_its_wal(
+        plain_dir):
+    """The mode change itself looks at each side file through its descriptor: a link made
+    after the open's first look (a member's, made at that moment) is refused there too,
+    and the file it names keeps its mode."""
+    store, side_file, roots = _linked_in(plain_dir, "-wal", "root")
+    with pytest.raises(StoreExposed) as refused:
+        sqlite_file.keep_unread(str(store))
+    assert "its -wal file %s is a file of root with 2 names" % side_file in str(refused.value)
+    assert stat.S_IMODE(roots.stat().st_mode) == 0o644
 
 
 # --- The Python children fractui starts (trust.python_module) -------------------------------
