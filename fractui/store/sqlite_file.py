@@ -23,7 +23,7 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
-from fractui.words import quoted, shell_line
+from fractui.words import count, quoted, shell_line
 from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
                                        make_dirs)
 
@@ -316,13 +316,13 @@ def check_file(path: str) -> None:
         raise StoreReadOnly(path, "cannot be read by %s (%s)" % (user(), _mode(path))) from None
     if not head.startswith(HEADER):
         if HEADER.startswith(head):
-            raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s"
-                               % (len(head), MOVE_AWAY))
+            raise StoreDamaged(path, "is truncated: %s, shorter than an SQLite header%s"
+                               % (count(len(head), "byte"), MOVE_AWAY))
         raise StoreDamaged(path, "is not an SQLite database (it starts with %r), so not a "
                            "fractui store%s" % (head[:16], MOVE_AWAY))
     if len(head) < HEADER_BYTES:
-        raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s" % (
-            len(head), MOVE_AWAY))
+        raise StoreDamaged(path, "is truncated: %s, shorter than an SQLite header%s" % (
+            count(len(head), "byte"), MOVE_AWAY))
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
@@ -330,8 +330,8 @@ def check_file(path: str) -> None:
     wal = path + "-wal"
     pending = os.path.exists(wal) and os.path.getsize(wal) > 0  # pages may live there yet
     if counted and not pending and st.st_size < pages * page_size:
-        raise StoreDamaged(path, "is truncated: %d bytes where its header counts %d pages of %d "
-                           "bytes%s" % (st.st_size, pages, page_size, MOVE_AWAY))
+        raise StoreDamaged(path, "is truncated: %s where its header counts %s of %d bytes%s" % (
+            count(st.st_size, "byte"), count(pages, "page"), page_size, MOVE_AWAY))
     check_writable(path)
 
 
