@@ -136,6 +136,8 @@ ROW = [("jobs",), ("cancel", "1"), ("requeue", "1"), ("place", "1", "gpu-a", "0"
 DAMAGE: Dict[str, tuple] = {
     "empty": (lambda data: b"", "is empty (0 bytes)", VERBS),
     "truncated-in-header": (lambda data: data[:60], "is truncated: 60 bytes", SOME),
+    "truncated-to-a-byte": (lambda data: data[:1], "is truncated: 1 byte, shorter than an "
+                            "SQLite header", [("jobs",)]),
     "truncated": (_truncated, "is truncated: ", SOME),
     "corrupt-btree": (_btree_zeroed, "is damaged: SQLite's check finds: ", VERBS),
     "corrupt-row-bytes": (lambda data: data.replace(MARK, b"\xff" * len(MARK)),
