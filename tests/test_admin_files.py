@@ -6,9 +6,11 @@ could have put there, nor one they may read."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import logging
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -385,15 +387,18 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
 def _hard_links_unguarded():
     """fs.protected_hardlinks = 0 while in it, as some systems keep it (the default before
     Linux 3.6, and a sysctl away since): any user may link any file they can reach, theirs or
-    not. Set back as it was, whatever happens."""
+    not. Set back as it was, whatever happens; one test process at a time (a lock file), so
+    that two side by side (xdist) never take each other's 0 for the machine's setting."""
     guard = Path("/proc/sys/fs/protected_hardlinks")
-    was = guard.read_text()
-    guard.write_text("0\n")
-    try:
-        yield
-    finally:
-        guard.write_text(was)
-    assert guard.read_text() == was
+    with open(os.path.join(tempfile.gettempdir(), "fractui-tests-hardlinks.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was = guard.read_text()
+        guard.write_text("0\n")
+        try:
+            yield
+        finally:
+            guard.write_text(was)
+        assert guard.read_text() == was
 
 
 def _linked_in(plain_dir: Path, side: str, owner: str) -> Tuple[Path, Path, Path]:
@@ -442,12 +447,44 @@ def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_
             "it may be any file on its filesystem that someone linked there, which SQLite "
             "would overwrite; fractui changed nothing in it. See its other names (find / "
             "-xdev -samefile %s), then remove this one (rm %s): the file is kept under "
-            "them\n" % (store, side, side_file, side_file, side_file)), done.stderr
+            "them%s\n" % (store, side, side_file, side_file, side_file, (
+                "; if one is this store's own -wal (linked by a backup), copy it in place "
+                "instead, which keeps its pages: cp %s %s.new && mv %s.new %s" % (
+                    (side_file,) * 4) if side == "-wal" else ""))), done.stderr
     assert (roots.read_bytes(), roots.stat().st_mode, store.read_bytes()) == before
     side_file.unlink()
     done = fractui(config, ["audit"])
     assert done.returncode == 0, done
     assert (roots.read_bytes(), roots.stat().st_mode) == before[:2]
+
+
+def test_a_stores_own_wal_a_backup_linked_keeps_its_pages_through_the_copy_advised(plain_dir):
+    """A -wal with another name may be the store's own, linked by a backup (cp -l), holding
+    pages no checkpoint has put in the store yet: refused as any such link, the copy the
+    refusal gives for that case breaks the link and keeps them (rm would lose them)."""
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    wrote = ("import os, sys\nfrom fractui.store import SqliteStore\n"
+             "SqliteStore(sys.argv[1]).submit('half', None, 'in-the-wal', ['x'], {'gpu': 0.5}, "
+             "'t')\nos._exit(0)\n")  # (ended before any close: its pages in the -wal alone)
+    subprocess.run([sys.executable, "-c", wrote, str(store)], check=True, cwd=REPO)
+    wal = Path(str(store) + "-wal")
+    assert wal.stat().st_size > 0
+    os.link(wal, plain_dir / "backup.db-wal")
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 1 and "is a file of root with 2 names" in done.stderr, done
+    for step in done.stderr.strip().split("keeps its pages: ", 1)[1].split(" && "):
+        subprocess.run(shlex.split(step), check=True)
+    assert wal.stat().st_nlink == 1 and (plain_dir / "backup.db-wal").stat().st_nlink == 1
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 0, done
+    kept = SqliteStore(str(store))
+    try:
+        assert [j.name for j in kept.jobs()] == ["in-the-wal"]
+    finally:
+        kept.close()
 
 
 def test_the_read_taken_from_a_store_changes_no_file_a_member_hard_linked_as_its_wal(

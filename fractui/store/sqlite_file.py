@@ -141,21 +141,27 @@ def refuse_exposed(path: str) -> None:
 def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
     """StoreExposed where the side file ``where`` (``what``, its stat ``st``) is a file that
     has another name, a hard link: SQLite never makes one, and writes into the side file it
-    finds (its pages into a -wal, its index into a -shm, cut to 3 bytes first) under the
-    store's own mode, so whatever file it is was overwritten, and had its read taken
-    (``keep_unread``). Where the system lets users link a file they do not own
-    (``fs.protected_hardlinks = 0``), a member of the group that writes a store's folder could
-    link any file on its filesystem there: root's /etc/passwd, say. The file is left as it
-    is; its name there is removed by hand, which leaves the file under its other names. (A
-    file of no name, 0 links, was removed since it was opened: no other file is named so.)"""
+    finds (its pages into a -wal, its index into a -shm, cut to 3 bytes first), so whatever
+    file that is would be overwritten, and have its read taken (``keep_unread``). Where the
+    system lets users link a file they do not own (``fs.protected_hardlinks = 0``), a member
+    of the group that writes a store's folder could link any file on its filesystem there:
+    root's /etc/passwd, say. The file is left as it is; its name there is removed by hand,
+    which leaves the file under its other names, or, a -wal that is the store's own (linked
+    by a backup), copied in its place, which keeps its pages. (A file of no name, 0 links,
+    was removed since it was opened: no other file is named so.)"""
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        name = shell_line([where])
+        own = "; if one is this store's own -wal (linked by a backup), copy it in place " \
+            "instead, which keeps its pages: cp %s %s && mv %s %s" % (
+                name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
+            if where.endswith("-wal") else ""
         raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
                            "any file on its filesystem that someone linked there, which "
                            "SQLite would overwrite; fractui changed nothing in it. See its "
                            "other names (find / -xdev -samefile %s), then remove this one "
-                           "(rm %s): the file is kept under them" % (
-                               what, _linked(where), _owner(st.st_uid), st.st_nlink,
-                               shell_line([where]), shell_line([where])))
+                           "(rm %s): the file is kept under them%s" % (
+                               what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
+                               own))
 
 
 def connect(path: str) -> sqlite3.Connection:
