@@ -30,8 +30,8 @@ from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
                                  StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import (NO_SCHEDULER, duration, exited, failing_passes, local_time, quoted,
-                           why)
+from fractui.words import (NO_SCHEDULER, count, duration, exited, failing_passes, local_time,
+                           quoted, why)
 from remote_agent.rpc.jsonrpc import JOB_KEY_MISMATCH
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
@@ -598,9 +598,9 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
                 say("job %d's log rotated (its agent starts a new one past half its cap): "
                     "what it wrote before that, past what was printed, is not shown" % job.id)
             if later.missed:
-                say("job %d wrote %d bytes more than the store keeps (%d KiB) since the last "
-                    "output printed: they are not shown" % (job.id, later.missed,
-                                                            LOG_TAIL_BYTES // 1024))
+                say("job %d wrote %s more than the store keeps (%d KiB) since the last "
+                    "output printed: they are not shown" % (
+                        job.id, count(later.missed, "byte"), LOG_TAIL_BYTES // 1024))
             ends_line = _write(later.text) if later.text else ends_line
             printed = tail.offset
         if not ends_line:

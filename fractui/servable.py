@@ -19,6 +19,7 @@ from fractui.sched.fleetview import (HostView, build_hosts, flips_modes, geometr
                                      model_name, request_of)
 from fractui.sched.place import Placer
 from fractui.store.model import OUT_OF_CONFIG, PENDING, Job
+from fractui.words import count
 
 Facts = Dict[str, Any]  # what a host could ever hold, as fleetview.facts keeps it
 
@@ -164,7 +165,7 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
         return why
     cpus = max(float(f.get("cpus") or 0) for f in inventory.values())
     ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
-    return "%s; at most %g CPUs and %d GiB RAM on a host" % (why, cpus, ram)
+    return "%s; at most %s and %d GiB RAM on a host" % (why, count(cpus, "CPU"), ram)
 
 
 def _most_alike(view: HostView, queue: QueueConfig) -> int:
@@ -202,7 +203,7 @@ def _either_mode(view: HostView) -> List[HostView]:
 def _filters(q: QueueConfig, gpu_only: bool) -> str:
     parts = ["isolation %s" % q.isolation]
     if q.cpus and not gpu_only:
-        parts.append("%g CPUs" % q.cpus)
+        parts.append(count(q.cpus, "CPU"))
     if q.memory and not gpu_only:
         parts.append("%g GiB RAM" % q.memory)
     if q.hosts:

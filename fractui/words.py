@@ -1,5 +1,6 @@
-"""How fractui words what it counts, in one place: "1 GPU", "2 GPUs", never "1 GPUs" or
-"GPU(s)"; and how it quotes back a word it was given (``quoted``)."""
+"""How fractui words what it counts: "1 GPU", "2 GPUs", never "1 GPUs" or "GPU(s)" (``count``,
+the agent's own: remote_agent/text.py, with ``noun_for`` for a noun said without its number);
+and how it quotes back a word it was given (``quoted``)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ import time
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from remote_agent.jobs.last_line import shown
+from remote_agent.text import count
 
 if TYPE_CHECKING:  # (the store's package reads the config, which words its counts here)
     from fractui.store.model import Job
-
-
-def count(n: int, noun: str, plural: Optional[str] = None) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1 (``plural``: where "s" is not enough)."""
-    return "%d %s" % (n, noun if n == 1 else plural or noun + "s")
 
 
 def first_of(names: Sequence[str], most: int) -> str:
@@ -81,7 +78,7 @@ def quoted(text: str, most: int = QUOTED_MOST) -> str:
     length (a 100,000-character argument is not said back whole)."""
     cut = len(text) > most
     shown = _REPR_BYTE.sub(_byte, repr(text[:most] if cut else text))
-    return "%s…%s (%d characters)" % (shown[:-1], shown[-1], len(text)) if cut else shown
+    return "%s…%s (%s)" % (shown[:-1], shown[-1], count(len(text), "character")) if cut else shown
 
 
 def as_typed(word: str, most: int = QUOTED_MOST) -> str:

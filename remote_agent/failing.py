@@ -19,6 +19,7 @@ from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import NvmlCallError
 from remote_agent.jobs.store import StoreError
 from remote_agent.rpc.jsonrpc import RpcError
+from remote_agent.text import count
 
 # The host's failures, which say what and why themselves: logged without a traceback.
 KNOWN = (UnsafePath, StoreError, NvmlCallError, RpcError, OSError)
@@ -81,10 +82,11 @@ class Failures:
                     name[:-1]):  # (walked only while its kind has things past its cap)
                 past = self._failing.pop(capped)
         if before is not None:
-            self._log.info("%s after %d failed %s%s", said, before[1],
-                           self._counted[before[1] != 1], "" if past is None else (
-                               "; the last of them said, with %d failures past the cap "
-                               "unsaid" % past[1]))
+            one, many = self._counted
+            self._log.info("%s after %s%s", said,
+                           count(before[1], "failed " + one, "failed " + many),
+                           "" if past is None else "; the last of them said, with %s past the "
+                           "cap unsaid" % count(past[1], "failure"))
 
     def failing(self, kind: str) -> List[Tuple[Hashable, ...]]:
         """The names ``(kind, ...)`` failing now: a failure that ends with what failed (a copy

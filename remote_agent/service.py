@@ -35,6 +35,7 @@ from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_i
 from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, changed, placements
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
+from remote_agent.text import noun_for
 
 log = logging.getLogger(__name__)
 
@@ -859,8 +860,9 @@ class Agent:
             bits = {n: getattr(self.sim, const) for n, const in THROTTLE_REASONS}
             unknown = [n for n in names if not isinstance(n, str) or n not in bits]
             if unknown:
-                raise RpcError(rpc.INVALID_PARAMS, "sim.health: unknown throttle reason(s) %s; "
-                               "known: %s" % (", ".join(map(repr, unknown)), ", ".join(bits)))
+                raise RpcError(rpc.INVALID_PARAMS, "sim.health: unknown throttle %s %s; "
+                               "known: %s" % (noun_for(len(unknown), "reason"),
+                                              ", ".join(map(repr, unknown)), ", ".join(bits)))
             fields["throttle"] = sum(bits[n] for n in set(names))
         self._sim(lambda: self.sim.sim_set_health(index, **fields))
         return {"gpu": index, "set": sorted(fields)}

@@ -5,9 +5,12 @@ could have put there, nor one they may read."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import logging
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -24,6 +27,7 @@ from fractui.fleet import sshlog
 from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
 from fractui.store import SqliteStore, StoreError, sqlite_file
+from fractui.store.base import StoreExposed
 from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
@@ -377,6 +381,122 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
     monkeypatch.undo()
     assert store.is_symlink(), "the link was not swapped in"
     assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+
+
+@contextlib.contextmanager
+def _hard_links_unguarded():
+    """fs.protected_hardlinks = 0 while in it, as some systems keep it (the default before
+    Linux 3.6, and a sysctl away since): any user may link any file they can reach, theirs or
+    not. Set back as it was, whatever happens; one test process at a time (a lock file), so
+    that two side by side (xdist) never take each other's 0 for the machine's setting."""
+    guard = Path("/proc/sys/fs/protected_hardlinks")
+    with open(os.path.join(tempfile.gettempdir(), "fractui-tests-hardlinks.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was = guard.read_text()
+        guard.write_text("0\n")
+        try:
+            yield
+        finally:
+            guard.write_text(was)
+        assert guard.read_text() == was
+
+
+def _linked_in(plain_dir: Path, side: str, owner: str) -> Tuple[Path, Path, Path]:
+    """A store shared through its group (2770; ``owner``'s, readable by all, so its open takes
+    that read away), with a job, and one of root's files all users read (as /etc/passwd),
+    which nobody, a member, hard-linked as the store's ``side`` file: (the store, the side
+    file, root's file)."""
+    folder = _team_folder(plain_dir)
+    store = folder / "store.db"
+    if owner == "root":
+        made = SqliteStore(str(store))
+        made.submit("half", None, "train", ["train", SECRET], {"gpu": 0.5}, "t")
+        made.close()
+        store.chmod(0o664)
+    else:
+        _nobodys_store(folder, store)
+    roots = plain_dir / "roots-passwd"
+    roots.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    roots.chmod(0o644)
+    side_file = folder / ("store.db" + side)
+    with _hard_links_unguarded():
+        linked = _as_nobody(["ln", str(roots), str(side_file)])
+    assert linked.returncode == 0, linked
+    assert roots.stat().st_nlink == 2
+    return store, side_file, roots
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm", "-journal"])
+@pytest.mark.parametrize("owner", ["root", "nobody"])
+def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_it_was(
+        plain_dir, side, owner):
+    """Where users may link files they do not own, a member of a store's group could link any
+    of root's files on its filesystem as the store's -wal or -shm: root's fractui took its
+    read away (0644 to 0640: no user could read /etc/passwd), and root's SQLite wrote into it,
+    the store's pages into a -wal, its index into a -shm (whoever's the store). Each verb is
+    refused, naming the file, its names and the way out; that file, and the store, are left
+    as they were; once the link is removed as advised, the store is used."""
+    store, side_file, roots = _linked_in(plain_dir, side, owner)
+    before = (roots.read_bytes(), roots.stat().st_mode, store.read_bytes())
+    config = write_config(plain_dir, store)
+    for verb in (["submit", "--queue", "half", "--", "train"], ["jobs"]):
+        done = fractui(config, verb)
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert done.stderr == (
+            "fractui: store %s: its %s file %s is a file of root with 2 names (hard links): "
+            "it may be any file on its filesystem that someone linked there, which SQLite "
+            "would overwrite; fractui changed nothing in it. See its other names (find / "
+            "-xdev -samefile %s), then remove this one (rm %s): the file is kept under "
+            "them%s\n" % (store, side, side_file, side_file, side_file, (
+                "; if one is this store's own -wal (linked by a backup), copy it in place "
+                "instead, which keeps its pages: cp %s %s.new && mv %s.new %s" % (
+                    (side_file,) * 4) if side == "-wal" else ""))), done.stderr
+    assert (roots.read_bytes(), roots.stat().st_mode, store.read_bytes()) == before
+    side_file.unlink()
+    done = fractui(config, ["audit"])
+    assert done.returncode == 0, done
+    assert (roots.read_bytes(), roots.stat().st_mode) == before[:2]
+
+
+def test_a_stores_own_wal_a_backup_linked_keeps_its_pages_through_the_copy_advised(plain_dir):
+    """A -wal with another name may be the store's own, linked by a backup (cp -l), holding
+    pages no checkpoint has put in the store yet: refused as any such link, the copy the
+    refusal gives for that case breaks the link and keeps them (rm would lose them)."""
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    wrote = ("import os, sys\nfrom fractui.store import SqliteStore\n"
+             "SqliteStore(sys.argv[1]).submit('half', None, 'in-the-wal', ['x'], {'gpu': 0.5}, "
+             "'t')\nos._exit(0)\n")  # (ended before any close: its pages in the -wal alone)
+    subprocess.run([sys.executable, "-c", wrote, str(store)], check=True, cwd=REPO)
+    wal = Path(str(store) + "-wal")
+    assert wal.stat().st_size > 0
+    os.link(wal, plain_dir / "backup.db-wal")
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 1 and "is a file of root with 2 names" in done.stderr, done
+    for step in done.stderr.strip().split("keeps its pages: ", 1)[1].split(" && "):
+        subprocess.run(shlex.split(step), check=True)
+    assert wal.stat().st_nlink == 1 and (plain_dir / "backup.db-wal").stat().st_nlink == 1
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 0, done
+    kept = SqliteStore(str(store))
+    try:
+        assert [j.name for j in kept.jobs()] == ["in-the-wal"]
+    finally:
+        kept.close()
+
+
+def test_the_read_taken_from_a_store_changes_no_file_a_member_hard_linked_as_its_wal(
+        plain_dir):
+    """The mode change itself looks at each side file through its descriptor: a link made
+    after the open's first look (a member's, made at that moment) is refused there too,
+    and the file it names keeps its mode."""
+    store, side_file, roots = _linked_in(plain_dir, "-wal", "root")
+    with pytest.raises(StoreExposed) as refused:
+        sqlite_file.keep_unread(str(store))
+    assert "its -wal file %s is a file of root with 2 names" % side_file in str(refused.value)
+    assert stat.S_IMODE(roots.stat().st_mode) == 0o644
 
 
 # --- The Python children fractui starts (trust.python_module) -------------------------------

@@ -244,7 +244,7 @@ def test_bad_sim_health_params_are_refused_with_what_and_where(start_agent):
     agent = start_agent(SPEC)
     reply = agent.request("sim.health", gpu=0, throttle=["too_hot"])
     assert reply["error"]["code"] == rpc.INVALID_PARAMS
-    assert "unknown throttle reason(s) 'too_hot'" in reply["error"]["message"]
+    assert "unknown throttle reason 'too_hot'" in reply["error"]["message"]
     for bad in ([{"a": 1}], "hw_slowdown", [3]):
         reply = agent.request("sim.health", gpu=0, throttle=bad)
         assert reply["error"]["code"] == rpc.INVALID_PARAMS, bad

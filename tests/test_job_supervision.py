@@ -903,7 +903,7 @@ def test_a_process_sigkill_cannot_end_yet_is_sent_it_each_pass_and_said_once(tra
         assert agent.call("job.get", job=job["id"])["state"] == "running"
     assert wait_job(agent, job["id"])["state"] == "killed"
     said = [line for line in log.read_text().splitlines() if "SIGKILL to" in line]
-    assert len(said) == 1 and said[0].endswith("job %s: SIGKILL to 1 process(es)" % job["id"]), \
+    assert len(said) == 1 and said[0].endswith("job %s: SIGKILL to 1 process" % job["id"]), \
         said
 
 

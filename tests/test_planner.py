@@ -77,7 +77,7 @@ def test_count_and_compute_limits_are_explained():
                       profiles=(A100.profile("1g.10gb"), A100.profile("2g.20gb")))
     two = Layout(narrow, (inst(narrow, 1, "2g.20gb", 0), inst(narrow, 2, "1g.10gb", 2)))
     assert planner.refusal(two, narrow.profile("1g.10gb"), 5) == (
-        "1g.10gb needs 1 compute slice(s) and 3 of 3 are in use")
+        "1g.10gb needs 1 compute slice and 3 of 3 are in use")
     assert planner.refusal(two.without(two.instances[1:]), narrow.profile("1g.10gb"), 5) is None
 
 

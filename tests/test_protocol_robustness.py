@@ -59,7 +59,7 @@ def serving_agent(tmp_path_factory):
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.plan", "params": {"gpu": true, "profile": "x"}}',
      rpc.INVALID_PARAMS, "a GPU index or a GPU uuid"),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.plan", "params": {"gpu": 0, "profil": "x"}}',
-     rpc.INVALID_PARAMS, "does not take param(s) 'profil'"),
+     rpc.INVALID_PARAMS, "does not take param 'profil'"),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.plan", "params": {"gpu": -1, "profile": "x"}}',
      rpc.INVALID_PARAMS, "a GPU index (0 to"),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.apply", "params": {"gpu": 0, '

@@ -105,6 +105,18 @@ def test_a_job_whose_cpus_or_ram_no_host_has_says_so_not_no_room(view):
     assert [d.job for d in result.decisions] == [3]
 
 
+@pytest.mark.parametrize("books, has, says", [
+    (2, 1, "(2 CPUs, 0 GiB RAM); the largest, h, has 1 CPU and "),
+    (1, 0.5, "(1 CPU, 0 GiB RAM); the largest, h, has 0.5 CPUs and "),
+])
+def test_one_cpu_a_queue_books_or_a_host_has_is_said_as_one(view, books, has, says):
+    """A queue that books one CPU, or a host of one, was said to book or have "1 CPUs"."""
+    small = replace(view, hello=dict(view.hello, cpus=has))
+    queue = QueueConfig(name="q", gpu=0.25, cpus=books)
+    job = Job(1, "q", None, "n", ("x",), queue.request(), "pending", 1.0, 0.0)
+    assert says in schedule([small], [job], [queue], [], "uid").waiting[1]
+
+
 def _l4_host(root, name: str) -> HostView:
     """A host of two L4s as a real agent answers on simulated GPUs."""
     from remote_agent.gpu import fake_pynvml as nv

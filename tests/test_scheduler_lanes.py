@@ -234,5 +234,5 @@ def test_a_call_answered_malformed_at_every_pass_is_said_once(caplog):
         assert lanes.wait(30)
     assert caplog.text.count("the agent's answer to job.launch was malformed") == 1, caplog.text
     assert "gpu-a: the agent's answer to job.launch was malformed: job.launch.state: 0 is not " \
-        "text; 0 calls wait for a later pass" in caplog.text
+        "text; 0 calls waiting for a later pass" in caplog.text
     assert caplog.text.count("the calls to gpu-a go through again after 4 failed tries") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import sqlite3
 import stat
@@ -26,6 +27,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
+from fractui.store.sql import migrations, statements
 from tests import as_user, localfleet
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
@@ -134,6 +136,8 @@ ROW = [("jobs",), ("cancel", "1"), ("requeue", "1"), ("place", "1", "gpu-a", "0"
 DAMAGE: Dict[str, tuple] = {
     "empty": (lambda data: b"", "is empty (0 bytes)", VERBS),
     "truncated-in-header": (lambda data: data[:60], "is truncated: 60 bytes", SOME),
+    "truncated-to-a-byte": (lambda data: data[:1], "is truncated: 1 byte, shorter than an "
+                            "SQLite header", [("jobs",)]),
     "truncated": (_truncated, "is truncated: ", SOME),
     "corrupt-btree": (_btree_zeroed, "is damaged: SQLite's check finds: ", VERBS),
     "corrupt-row-bytes": (lambda data: data.replace(MARK, b"\xff" * len(MARK)),
@@ -560,7 +564,8 @@ def test_a_value_of_another_kind_is_said_as_damage_where_it_is_read(tmp_path, ki
 
 # The store's id (meta.uid), every agent job's key is made of, lost or damaged by hand.
 STORE_ID = {
-    "gone": ("DELETE FROM meta WHERE key = 'uid'", "it has no store id (meta.uid)", VERBS),
+    "gone": ("DELETE FROM meta WHERE key = 'uid'", "it has no store id (meta.uid), which the "
+             "keys of its 41 jobs on the hosts hold; fractui will not start", VERBS),
     "key": ("UPDATE meta SET key = NULL WHERE key = 'uid'", "it has no store id (meta.uid)",
             SOME),
     "value": ("UPDATE meta SET value = 'x y' WHERE key = 'uid'",
@@ -585,3 +590,37 @@ def test_a_store_whose_id_is_lost_is_refused_never_given_another(tmp_path, kind)
     before = store.read_bytes()
     refused_by_every_verb(write_config(tmp_path, store), store, "is damaged: " + says, verbs)
     assert store.read_bytes() == before
+
+
+def test_a_store_a_fractui_of_before_was_stopped_in_making_says_it_holds_no_job_and_the_way_on(
+        tmp_path):
+    """A fractui of before 2026-12-07 made a store's file (its schema, of 0023) and gave it
+    its id at its first open: one stopped between them left a store with no id and no job,
+    which fractui now refuses as damaged, and gives no id. It says so, with the command that
+    moves it away, which loses nothing: the next verb makes a new store in its place."""
+    store = tmp_path / "store.db"
+    db = sqlite3.connect(store, isolation_level=None)
+    db.create_function("fractui_run_as", 1, lambda _submitted_by: None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    for number, sql in migrations("sqlite"):
+        if number <= 23:
+            for statement in statements(sql):
+                db.execute(statement)
+            db.execute("PRAGMA user_version = %d" % number)
+    db.execute("COMMIT")
+    db.close()
+    store.chmod(0o600)
+    before = store.read_bytes()
+    config = write_config(tmp_path, store)
+    move = "mv %s %s.unfinished" % (store, store)
+    refused_by_every_verb(config, store, "is unfinished: it has no store id (meta.uid) and holds "
+                          "no jobs, as a fractui of before 2026-12-07 left a store it was "
+                          "stopped in making (the id was given at its first open); fractui "
+                          "gives none after, but moving it away loses no job, and the next "
+                          "fractui makes a new store in its place: " + move, SOME)
+    assert store.read_bytes() == before
+    subprocess.run(shlex.split(move), check=True)
+    done = fractui(config, ("submit", "--queue", "half", "--", "x"))
+    assert done.returncode == 0, done
+    assert Path(str(store) + ".unfinished").read_bytes() == before

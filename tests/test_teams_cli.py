@@ -264,7 +264,7 @@ def test_a_team_the_schedulers_config_has_not_is_said_so_not_shown_as_held(tmp_p
     code, out, err = in_process(capfd, ["--config", str(config), "teams"])
     assert code == 0 and list(_rows(out)) == ["vision", "nlp"], out
     assert err == ("fractui: team nlp: the scheduler holds no team nlp (its config has none): "
-                   "its jobs are not placed, where this config (%s) says quota 1 GPUs\n"
+                   "its jobs are not placed, where this config (%s) says quota 1 GPU\n"
                    % config), err
 
 

@@ -621,7 +621,7 @@ async def test_the_teams_table_shows_the_quotas_the_scheduler_holds_and_says_whe
         drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
         words = as_kept(app.config, store.team_terms())[1]
         assert list(words) == ["nlp"], words
-        assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPUs, where "
+        assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPU, where "
                                        "this config (in code) says quota 3 GPUs")
         assert words["nlp"][:40] in drawn, drawn
     store.close()

@@ -292,6 +292,23 @@ def test_the_new_keys_clash_with_no_binding_of_a_screen_or_widget():
 
 
 @pilot_test
+async def test_the_messages_screen_counts_one_notice_as_one_notice():
+    """The messages screen's head counts what it lists: one notice was "the last 1 notices";
+    two are two notices."""
+    async with settled_app((120, 40)) as (app, pilot):
+        app.notices.kept.clear()
+        app.notify("the one notice")
+        await pressed(pilot, "e")
+        assert isinstance(app.screen, MessagesScreen)
+        assert any("the last 1 notice, newest first (" in ln for ln in screen_lines(app)), \
+            screen_lines(app)
+        app.notify("another notice")
+        await settled(pilot)
+        assert any("the last 2 notices, newest first (" in ln for ln in screen_lines(app)), \
+            screen_lines(app)
+
+
+@pilot_test
 async def test_a_notice_from_a_worker_thread_is_listed_by_the_apps_thread():
     """Textual's ``notify`` may be called from a thread (it posts a message); the messages
     screen, open, lists the notice at once, drawn where widgets are drawn: on the app's thread,

@@ -27,6 +27,7 @@ from fractui.tui.logview import LogView
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
+from remote_agent.text import noun_for
 from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
 from tests.tui_frozen import (LOGS, STATES, frozen_app, notices, pilot_test, said, screen_lines,
@@ -288,6 +289,10 @@ async def test_the_history_columns_line_up():
 def test_counts_say_one_gpu_and_two_gpus():
     assert (count(1, "GPU"), count(2, "GPU"), count(0, "job")) == ("1 GPU", "2 GPUs", "0 jobs")
     assert count(1, "theme file") == "1 theme file" and count(3, "box", "boxes") == "3 boxes"
+    assert (count(1.0, "CPU"), count(1.5, "CPU"), count(0.5, "CPU")) == (
+        "1 CPU", "1.5 CPUs", "0.5 CPUs")  # (a fraction as %g gives it: a CPU quota's 1.5)
+    assert count(1, "process", "processes") == "1 process"
+    assert (noun_for(1, "param"), noun_for(2, "param")) == ("param", "params")
     assert QueueConfig(name="one", gpus=1).describe() == "1 GPU"
     assert QueueConfig(name="two", gpus=2).describe() == "2 GPUs"
 

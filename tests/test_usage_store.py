@@ -388,7 +388,7 @@ def test_a_usage_read_answered_malformed_at_every_refresh_is_said_once(tmp_path,
             clock[0] += UsageSettings().refresh_s
     finally:
         store.close()
-    assert "calls wait for a later pass" not in caplog.text, caplog.text
+    assert "waiting for a later pass" not in caplog.text, caplog.text
     assert caplog.text.count("reading the running jobs' usage on h1: ") == 1, caplog.text
     assert caplog.text.count("the running jobs' usage on h1 is read again after 5 failed "
                              "tries") == 1, caplog.text

@@ -201,6 +201,7 @@ def watch_or_stop(agent: "Agent", job: Dict[str, Any], gpu: int, seconds: float
 def session_restarts(sim: str, state: str) -> bool:
     """Step 3: NVML shut down and started again here, the GPUs read before and after."""
     from remote_agent.gpu.backend import GpuBackend
+    from remote_agent.text import count
     if sim:
         from remote_agent.gpu import fake_pynvml as nv
         nv.sim_open(os.path.join(state, "session-check.json"), sim)
@@ -215,8 +216,8 @@ def session_restarts(sim: str, state: str) -> bool:
         after = backend.gpus()
     finally:
         backend.close()
-    print("NVML stepped out of and started again: %d GPUs read the same after: %s" % (
-        len(after), after == before))
+    print("NVML stepped out of and started again: %s read the same after: %s" % (
+        count(len(after), "GPU"), after == before))
     return after == before
 
 

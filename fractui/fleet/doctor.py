@@ -225,8 +225,8 @@ def _resources(hello: Dict[str, Any]) -> str:
     def source(key: str) -> str:
         return " (%s)" % limits[key] if key in limits else ""
     cpus = float(hello["cpus"])
-    return "%g %s%s, %d MiB RAM%s: what jobs here may use" % (
-        cpus, "CPU" if cpus == 1 else "CPUs", source("cpus"), int(hello.get("memory_mib") or 0),
+    return "%s%s, %d MiB RAM%s: what jobs here may use" % (
+        count(cpus, "CPU"), source("cpus"), int(hello.get("memory_mib") or 0),
         source("memory_mib"))
 
 

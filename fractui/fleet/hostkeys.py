@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
 from fractui.state_files import open_append
+from fractui.words import count
 from remote_agent.daemon.trust import check_tree
 from remote_agent.failing import Failures
 
@@ -238,7 +239,7 @@ class KnownHosts:
                     found.append(parsed)
         if passed:
             PASSED_OVER.failed(self.path, "known_hosts %s: passed over: %s%s" % (
-                self.path, "; ".join(passed[:3]), "; and %d lines more" % (len(passed) - 3)
+                self.path, "; ".join(passed[:3]), "; and %s more" % count(len(passed) - 3, "line")
                 if len(passed) > 3 else ""))
         else:
             PASSED_OVER.worked(self.path, "known_hosts %s: every line is read" % self.path)

@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from fractui.words import count
+
 
 class Bounded(logging.LoggerAdapter):  # type: ignore[type-arg]
     """``logger``, saying at most ``lines()`` lines at INFO or above in each ``window()``
@@ -59,5 +61,6 @@ class Bounded(logging.LoggerAdapter):  # type: ignore[type-arg]
         if self._said and now - self._start < window:
             return None
         unsaid, self._said, self._unsaid, self._start = self._unsaid, 0, 0, now
-        return "" if not unsaid else "metrics: and %d more lines from its clients in the last " \
-            "%g s, unsaid: at most %d are said in that time" % (unsaid, window, self._lines())
+        return "" if not unsaid else "metrics: and %s from its clients in the last %g s, " \
+            "unsaid: at most %d are said in that time" % (
+                count(unsaid, "more line"), window, self._lines())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from fractui.words import count
+
 XID_RECENT_S = 15 * 60
 """A critical XID error counts for this long after it happened."""
 NEAR_SLOWDOWN_C = 3
@@ -30,7 +32,7 @@ def unhealthy(gpu: Mapping[str, Any], now: float) -> Optional[str]:
     ecc = health.get("ecc_volatile") or {}
     if ecc.get("uncorrected"):
         n = ecc["uncorrected"]
-        why.append("%d uncorrected ECC error%s" % (n, "" if n == 1 else "s"))
+        why.append(count(n, "uncorrected ECC error"))
     recent = [e for e in health.get("xid") or () if now - e.get("time", 0) <= XID_RECENT_S]
     if recent:
         last = recent[-1]

@@ -34,7 +34,7 @@ from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_ra
                                  gpu_charge, past_quota_jobs, team_usage, within_quota)
 from fractui.store.model import (PENDING, RUNNING, STOPPING, Cordon, Hold, Job, Slot,
                                  start_order)
-from fractui.words import duration, first_of, gib
+from fractui.words import count, duration, first_of, gib
 
 POLICY = "fractui"
 PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
@@ -524,11 +524,11 @@ def _beyond_hosts(allowed: FrozenSet[str], cpu_milli: int, memory_mib: int,
                        for h in mine):
         return None
     most = max(mine, key=lambda h: (h.cpu_milli, h.memory_mib))
-    return ("no host it may use has the CPUs and RAM its queue books (%g CPUs, %g GiB RAM); "
-            "the largest, %s, has %g CPUs and %g GiB RAM: lower the queue's cpus or memory in "
+    return ("no host it may use has the CPUs and RAM its queue books (%s, %g GiB RAM); "
+            "the largest, %s, has %s and %g GiB RAM: lower the queue's cpus or memory in "
             "the config, or add a larger host" % (
-                cpu_milli / 1000, gib(memory_mib), most.name, most.cpu_milli / 1000,
-                gib(most.memory_mib)))
+                count(cpu_milli / 1000, "CPU"), gib(memory_mib), most.name,
+                count(most.cpu_milli / 1000, "CPU"), gib(most.memory_mib)))
 
 
 def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
@@ -556,7 +556,7 @@ def _no_room(req: Request, cordons: Sequence[Cordon],
     is said to want its CPUs and RAM free, as GPUs are not what it waits for."""
     gpu_count = req.gpu_count
     if not gpu_count:
-        asks = ["%g CPUs" % (req.cpu_milli / 1000)] * bool(req.cpu_milli) + \
+        asks = [count(req.cpu_milli / 1000, "CPU")] * bool(req.cpu_milli) + \
             ["%g GiB RAM" % gib(req.memory_mib)] * bool(req.memory_mib)
         said = "no room: no host %s has %s free for it" % (
             "in service" if cordons else "in the fleet", " and ".join(asks) or "room")

@@ -17,7 +17,7 @@ from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
 from fractui.store.model import ACTIVE, PENDING, Hold, Job, TeamTerms, UsageRecord
 from fractui.usage.fairshare import recent_gpus
-from fractui.words import duration, printable
+from fractui.words import count, duration, printable
 
 USAGE_EVERY_S = 60.0
 
@@ -109,14 +109,14 @@ def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dic
             if terms:
                 said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
                                 "none): its jobs are not placed, where this config (%s) says "
-                                "quota %g GPUs" % (t.name, t.name, config.path or "in code",
-                                                   t.quota_gpus))
+                                "%s" % (t.name, t.name, config.path or "in code",
+                                        _quota(t.quota_gpus)))
             teams.append(t)
             continue
-        differ = [(what % held, what % mine) for what, held, mine in (
-            ("quota %g GPUs", kept.quota_gpus, t.quota_gpus),
-            ("over_quota %s", _on(kept.over_quota), _on(t.over_quota)),
-            ("weight %g", kept.weight, t.weight)) if held != mine]
+        differ = [(held, mine) for held, mine in (
+            (_quota(kept.quota_gpus), _quota(t.quota_gpus)),
+            ("over_quota " + _on(kept.over_quota), "over_quota " + _on(t.over_quota)),
+            ("weight %g" % kept.weight, "weight %g" % t.weight)) if held != mine]
         if differ:
             said[t.name] = ("team %s: the scheduler holds it to %s, where this config (%s) "
                             "says %s: the scheduler's are shown" % (
@@ -140,9 +140,9 @@ def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[J
     added = tuple(TeamConfig(n, quota_gpus=terms[n].quota_gpus,
                              over_quota=terms[n].over_quota, weight=terms[n].weight)
                   for n in names)
-    said = {t.name: "team %s: not in this config (%s): the scheduler holds it to quota %g "
-            "GPUs, over_quota %s, weight %g: the scheduler's are shown" % (
-                printable(t.name), config.path or "in code", t.quota_gpus,
+    said = {t.name: "team %s: not in this config (%s): the scheduler holds it to %s, "
+            "over_quota %s, weight %g: the scheduler's are shown" % (
+                printable(t.name), config.path or "in code", _quota(t.quota_gpus),
                 _on(t.over_quota), t.weight) for t in added}
     return replace(config, teams=config.teams + added), said
 
@@ -169,6 +169,11 @@ def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
     """``config`` with only the teams the passes take up (``placed``), so the order of turns
     (``next_order``) is theirs."""
     return replace(config, teams=tuple(t for t in config.teams if placed(t.name, terms)))
+
+
+def _quota(gpus: float) -> str:
+    """A team's quota as its terms are said: "quota 1 GPU", "quota 2.5 GPUs"."""
+    return "quota " + count(gpus, "GPU")
 
 
 def _on(flag: bool) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from remote_agent.failing import TRIES, Failures
 from fractui.fleet.host import AnswerMalformed, HostUnavailable
 from fractui.store.base import LeaseLost, RowsLocked, StoreError, StoreRefused
+from fractui.words import count
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -146,20 +147,20 @@ class Lanes:
                 self.failures.worked("may_act", "whether a call to a host may start is known "
                                      "again")
                 if not may:
-                    log.info("%d calls to %s not made: the lease is not held long enough",
-                             len(actions) - done, host)
+                    log.info("%s to %s not made: the lease is not held long enough",
+                             count(len(actions) - done, "call"), host)
                     return
                 try:
                     action()
                 except AnswerMalformed as err:  # as AnswerLost, but the host answers so
                     # at every pass (in its own words): said once while it does so
-                    self.failures.failed(("call", host), "%s; %d calls wait for a later "
-                                         "pass" % (err, len(actions) - done - 1),
+                    self.failures.failed(("call", host), "%s; %s waiting for a later pass" % (
+                                         err, count(len(actions) - done - 1, "call")),
                                          same="%s %s" % (type(err).__name__, err.method))
                     return
                 except HostUnavailable as err:  # its other calls wait for a later pass
-                    log.info("%s: %s; %d calls wait for a later pass", host, err,
-                             len(actions) - done - 1)
+                    log.info("%s: %s; %s waiting for a later pass", host, err,
+                             count(len(actions) - done - 1, "call"))
                     return
                 except RowsLocked as err:  # only what needs the held row waits
                     if job is None:
@@ -175,8 +176,8 @@ class Lanes:
                     self.refused(host, RECORDS, "job %d" % job if job is not None else
                                  "a call's answer", err)
                 except LeaseLost as err:  # another scheduler leads now: the calls are its
-                    log.info("%s; %d calls to %s are left to the lease's holder", err,
-                             len(actions) - done - 1, host)
+                    log.info("%s; %s to %s left to the lease's holder", err,
+                             count(len(actions) - done - 1, "call"), host)
                     self.lease_lost()
                     return
                 except StoreError as err:

@@ -20,6 +20,7 @@ from fractui.store.base import (LeaseLost, RowsLocked, Store, StoreDamaged, Stor
                                  StoreRefused)
 from fractui.store.model import RUNNING, GpuTime, Job, Sampled
 from fractui.usage.gputime import FLUSH_S, GpuClock
+from fractui.words import count
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -68,8 +69,8 @@ class UsageKeeper:
             gone = self.store.prune_usage(self.clock() - self.settings.keep_days * 86400,
                                           epoch=epoch)
             if gone:
-                log.info("forgot %d usage rows older than %g days", gone,
-                         self.settings.keep_days)
+                log.info("forgot %s older than %s", count(gone, "usage row"),
+                         count(self.settings.keep_days, "day"))
 
     def taken_over(self) -> None:
         """The lease is newly this holder's: what it saw before is not counted (another

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Protocol
 
 from fractui.store.base import Identity
+from remote_agent.text import noun_for
 
 SUBMIT, CANCEL, REQUEUE, READ = "submit", "cancel", "requeue", "read"
 PREEMPT, PLACE, MOVE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE = (
@@ -89,7 +90,7 @@ def refusal(identity: Identity, roster: Roster, action: str, team: Optional[str]
     if action in TEAM_ACTIONS:
         about += " of team %s" % team if team is not None else " of no team"
     who = "%s (in %s, not an admin%s)" % (
-        identity.user, "team%s %s" % ("s" if len(teams) > 1 else "", ", ".join(sorted(teams)))
+        identity.user, "%s %s" % (noun_for(len(teams), "team"), ", ".join(sorted(teams)))
         if teams else "no team",
         "" if identity.teams is not None or roster.members else
         "; no [[teams]] of the config lists members, so only an admin acts")

@@ -156,6 +156,11 @@ class Dialect(abc.ABC):
     def damaged(self, what: str) -> StoreDamaged:
         """A row holding what fractui never wrote, said with what to do about it."""
 
+    def no_id(self, db: Any) -> StoreDamaged:
+        """A store that has no id (meta.uid), found on ``db``: every job's key on its hosts
+        holds the id, so none is given it after its making (``SqlStore._uid``)."""
+        return self.damaged("it has no store id (meta.uid)")
+
     def close(self, db: Any) -> None:
         try:
             db.close()
@@ -230,7 +235,7 @@ class SqlStore(Store):
         lost or damaged is said, not replaced by another."""
         row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
         if row is None:
-            raise self.dialect.damaged("it has no store id (meta.uid)")
+            raise self.dialect.no_id(db)
         check("its store id (meta.uid)", row, {"value": TEXT})
         if not STORE_ID.fullmatch(row["value"]):
             raise self.dialect.damaged("its store id (meta.uid) is %s, not the 8 hex digits "

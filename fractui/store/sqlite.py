@@ -26,7 +26,7 @@ from fractui.store.model import submitter
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.whoami import os_user, uid_named
-from fractui.words import quoted
+from fractui.words import count, quoted, shell_line
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 
@@ -220,6 +220,21 @@ class SqliteDialect(Dialect):
 
     def damaged(self, what: str) -> StoreDamaged:
         return StoreDamaged(self.where, "is damaged: %s%s" % (what, sqlite_file.MOVE_AWAY))
+
+    def no_id(self, db: sqlite3.Connection) -> StoreDamaged:
+        """Said with its jobs: one that holds none is most likely a store a fractui of before
+        2026-12-07 was stopped in making, between its file and its first open, which gave
+        the id then; moving it away for a new one loses nothing."""
+        jobs = int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
+        if jobs:
+            return self.damaged("it has no store id (meta.uid), which the keys of its %s on "
+                                "the hosts hold" % count(jobs, "job"))
+        return StoreDamaged(self.where, "is unfinished: it has no store id (meta.uid) and "
+                            "holds no jobs, as a fractui of before 2026-12-07 left a store it "
+                            "was stopped in making (the id was given at its first open); "
+                            "fractui gives none after, but moving it away loses no job, and "
+                            "the next fractui makes a new store in its place: %s" % shell_line(
+                                ["mv", self.where, self.where + ".unfinished"]))
 
 
 class SqliteStore(SqlStore):

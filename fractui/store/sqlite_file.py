@@ -23,7 +23,7 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
-from fractui.words import quoted
+from fractui.words import count, quoted, shell_line
 from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
                                        make_dirs)
 
@@ -85,7 +85,8 @@ def refuse_exposed(path: str) -> None:
     a directory of theirs, and a store in it, in place of the store's. Another user's
     directory is its owner's to keep (a shared store's), unless it lies in a folder all users
     may write: anyone could have made it there first. Each is judged where the store lies,
-    where a link to it leads, as SQLite opens it and puts its -wal and -shm."""
+    where a link to it leads, as SQLite opens it and puts its -wal and -shm. A side file that
+    is a file with another name is refused (``refuse_linked``)."""
     real = os.path.realpath(path)
     folder = os.path.dirname(real)
     files = [("its file", real)] + [("its %s file" % side, real + side) for side in SIDE_FILES]
@@ -107,6 +108,8 @@ def refuse_exposed(path: str) -> None:
             raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
                                "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
                                                       could, fix))
+        if what not in ("its directory", "its file"):
+            refuse_linked(path, what, where, st)
     try:
         st: Optional[os.stat_result] = os.stat(folder)
     except FileNotFoundError:  # made 0700 by this process
@@ -135,6 +138,32 @@ def refuse_exposed(path: str) -> None:
                 raise StoreExposed(path, str(err)) from None
 
 
+def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
+    """StoreExposed where the side file ``where`` (``what``, its stat ``st``) is a file that
+    has another name, a hard link: SQLite never makes one, and writes into the side file it
+    finds (its pages into a -wal, its index into a -shm, cut to 3 bytes first), so whatever
+    file that is would be overwritten, and have its read taken (``keep_unread``). Where the
+    system lets users link a file they do not own (``fs.protected_hardlinks = 0``), a member
+    of the group that writes a store's folder could link any file on its filesystem there:
+    root's /etc/passwd, say. The file is left as it is; its name there is removed by hand,
+    which leaves the file under its other names, or, a -wal that is the store's own (linked
+    by a backup), copied in its place, which keeps its pages. (A file of no name, 0 links,
+    was removed since it was opened: no other file is named so.)"""
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        name = shell_line([where])
+        own = "; if one is this store's own -wal (linked by a backup), copy it in place " \
+            "instead, which keeps its pages: cp %s %s && mv %s %s" % (
+                name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
+            if where.endswith("-wal") else ""
+        raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
+                           "any file on its filesystem that someone linked there, which "
+                           "SQLite would overwrite; fractui changed nothing in it. See its "
+                           "other names (find / -xdev -samefile %s), then remove this one "
+                           "(rm %s): the file is kept under them%s" % (
+                               what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
+                               own))
+
+
 def connect(path: str) -> sqlite3.Connection:
     """SQLite's connection to the store at ``path``, which never makes a file there (``mode=rw``):
     a store's folder may be its group's to write, and a member who put a link leading where
@@ -159,9 +188,10 @@ def keep_unread(path: str) -> None:
     SQLite follows it (its side files lie beside the store). Each file is changed through a
     descriptor of it, never by its name again: in a folder its group writes, a member could
     put a link in its place between a look and a chmod by name, which would change the mode
-    of the file it names, any of this user's (root's: any on the machine). Not while a store
-    of this process holds the file (``_in_use``): closing those descriptors would drop its
-    locks, on the store and its -shm; it was done as that store opened it."""
+    of the file it names, any of this user's (root's: any on the machine); a side file with
+    another name, a hard link, is refused as it is looked at (``refuse_linked``). Not while
+    a store of this process holds the file (``_in_use``): closing those descriptors would
+    drop its locks, on the store and its -shm; it was done as that store opened it."""
     path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
@@ -182,6 +212,8 @@ def keep_unread(path: str) -> None:
                 raise
             try:
                 side = os.fstat(fd)
+                if where != path:
+                    refuse_linked(path, "its %s file" % where[len(path):], where, side)
                 mode = stat.S_IMODE(side.st_mode)
                 if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
                     os.fchmod(fd, mode & keep)
@@ -290,13 +322,13 @@ def check_file(path: str) -> None:
         raise StoreReadOnly(path, "cannot be read by %s (%s)" % (user(), _mode(path))) from None
     if not head.startswith(HEADER):
         if HEADER.startswith(head):
-            raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s"
-                               % (len(head), MOVE_AWAY))
+            raise StoreDamaged(path, "is truncated: %s, shorter than an SQLite header%s"
+                               % (count(len(head), "byte"), MOVE_AWAY))
         raise StoreDamaged(path, "is not an SQLite database (it starts with %r), so not a "
                            "fractui store%s" % (head[:16], MOVE_AWAY))
     if len(head) < HEADER_BYTES:
-        raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s" % (
-            len(head), MOVE_AWAY))
+        raise StoreDamaged(path, "is truncated: %s, shorter than an SQLite header%s" % (
+            count(len(head), "byte"), MOVE_AWAY))
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
@@ -304,8 +336,8 @@ def check_file(path: str) -> None:
     wal = path + "-wal"
     pending = os.path.exists(wal) and os.path.getsize(wal) > 0  # pages may live there yet
     if counted and not pending and st.st_size < pages * page_size:
-        raise StoreDamaged(path, "is truncated: %d bytes where its header counts %d pages of %d "
-                           "bytes%s" % (st.st_size, pages, page_size, MOVE_AWAY))
+        raise StoreDamaged(path, "is truncated: %s where its header counts %s of %d bytes%s" % (
+            count(st.st_size, "byte"), count(pages, "page"), page_size, MOVE_AWAY))
     check_writable(path)
 
 

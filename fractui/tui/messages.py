@@ -21,6 +21,7 @@ from textual.widgets import Static
 
 from fractui.tui.actions import Action, KeyLine, Keyed, bindings
 from fractui.tui.themes import RichVariables
+from fractui.words import count
 
 KEPT = 100
 """The notices kept: a day's refusals and outcomes, never a growing list."""
@@ -111,8 +112,9 @@ class MessagesScreen(Screen[None], Keyed, inherit_bindings=False):
     def show(self) -> None:
         kept = self.notices.newest_first()
         v = RichVariables(self.app)
-        head = Text("the last %d notices, newest first (%d kept at most)" % (
-            len(kept), self.notices.kept.maxlen or 0) if kept else "no notice yet",
+        head = Text("the last %s, newest first (%d kept at most)" % (
+            count(len(kept), "notice"), self.notices.kept.maxlen or 0) if kept
+            else "no notice yet",
             style="bold")
         self.query_one("#messages", Static).update(Group(head, Text(""), table(kept, {
             "information": v["primary"], "warning": v["warning"], "error": v["error"]}))

@@ -235,6 +235,6 @@ class Coverage:
                                                                                      why)]
         if self.kept >= self.due:
             return []
-        return ["GPU time is kept for %d of the %d buckets of %g s that began in this range "
+        return ["GPU time is kept for %d of the %s of %g s that began in this range "
                 "and are written: in the others %s, and the GPUs' online, held and idle hours "
-                "leave them out" % (self.kept, self.due, self.bucket_s, UNSEEN)]
+                "leave them out" % (self.kept, count(self.due, "bucket"), self.bucket_s, UNSEEN)]

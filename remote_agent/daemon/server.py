@@ -38,6 +38,7 @@ from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
+from remote_agent.text import count
 
 LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
 MAX_UNSENT_BYTES = 16 << 20  # queued for one connection, unread: beyond it the client is dropped
@@ -381,8 +382,8 @@ class Daemon:
     def serve(self, listener: socket.socket) -> None:
         self.agent.roll_back_cut_changes()  # before the jobs: a launch cut short made half
         adopted = self.supervisor.adopt()
-        log.info("daemon %s (pid %d) serving %s; %d job(s) adopted", __version__, os.getpid(),
-                 self.paths.socket, len(adopted))
+        log.info("daemon %s (pid %d) serving %s; %s adopted", __version__, os.getpid(),
+                 self.paths.socket, count(len(adopted), "job"))
         threading.Thread(target=Watchdog(self.supervisor).run, args=(self.stopping,),
                          name="watchdog", daemon=True).start()
         if self.agent.problem is None:
@@ -419,8 +420,8 @@ class Daemon:
             self.failures.worked("serving", "serving new connections again")
             with self._conn_lock:
                 self.connections.append(conn)
-        log.info("daemon stopping; %d job(s) keep running under their shims",
-                 len(self.supervisor.store.active()))
+        log.info("daemon stopping; %s running on under their shims",
+                 count(len(self.supervisor.store.active()), "job"))
         with self._conn_lock:
             connections = list(self.connections)
         deadline = time.monotonic() + FLUSH_S  # what is queued goes out: daemon.shutdown's

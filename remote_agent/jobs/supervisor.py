@@ -55,6 +55,7 @@ from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Params, RpcError
+from remote_agent.text import count
 
 log = logging.getLogger("remote_agent.jobs")
 
@@ -692,8 +693,8 @@ class Supervisor:
         with self._lock:
             self._containers_left[left.name] = left
         if left.cgroup is not None:  # nothing of it may go on running meanwhile
-            count = procs.JobProcs(None, None, left.cgroup).signal(signal.SIGKILL)
-            then = "SIGKILL to the %d process(es) left in its cgroup" % count
+            sent = procs.JobProcs(None, None, left.cgroup).signal(signal.SIGKILL)
+            then = "SIGKILL to the %s left in its cgroup" % count(sent, "process", "processes")
         else:
             then = "its cgroup is not known, so only its runtime reaches it"
         self.failures.failed(("container", left.name), "%s: its container %s could not be "
@@ -975,10 +976,11 @@ class Supervisor:
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
                 with self._lock:
                     return why is None or job.id in self._unsent
-        count = job.procs().signal(sig)
-        if count and say:
-            log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
-        return count > 0
+        sent = job.procs().signal(sig)
+        if sent and say:
+            log.info("job j%d: %s to %s", job.id, signal_name(sig),
+                     count(sent, "process", "processes"))
+        return sent > 0
 
     def kill_container(self, job: Job, sig: int) -> Optional[str]:
         """``sig`` to the job's container through its runtime: what failed and why, or None.

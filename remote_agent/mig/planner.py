@@ -13,6 +13,7 @@ from itertools import combinations
 from typing import List, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Instance, Layout, Profile
+from remote_agent.text import count
 
 
 class PlanError(Exception):
@@ -52,11 +53,13 @@ def refusal(layout: Layout, profile: Profile, start: int) -> Optional[str]:
         if wanted & set(inst.slots()):
             return "slots %d-%d overlap %s" % (start, start + profile.size - 1, inst.label())
     if layout.count(profile.name) >= profile.max_instances:
-        return "this GPU allows at most %d %s instance(s)" % (profile.max_instances, profile.name)
+        return "this GPU allows at most %s" % count(profile.max_instances,
+                                                     "%s instance" % profile.name)
     used = layout.compute_used()
     if used + profile.compute_slices > geo.compute_slices:
-        return "%s needs %d compute slice(s) and %d of %d are in use" % (
-            profile.name, profile.compute_slices, used, geo.compute_slices)
+        return "%s needs %s and %d of %d are in use" % (
+            profile.name, count(profile.compute_slices, "compute slice"), used,
+            geo.compute_slices)
     return None
 
 

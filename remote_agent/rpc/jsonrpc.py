@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Protocol, Tuple, \
     Union
 
-from remote_agent.text import said_all
+from remote_agent.text import noun_for, said_all
 
 log = logging.getLogger("remote_agent.rpc")
 
@@ -142,8 +142,9 @@ class Params:
         accepted = tuple(accepted)
         unknown = sorted(set(raw) - set(accepted))
         if unknown:
-            raise RpcError(INVALID_PARAMS, "%s does not take param(s) %s; it takes %s" % (
-                where, ", ".join(map(repr, unknown)), ", ".join(accepted) or "none"))
+            raise RpcError(INVALID_PARAMS, "%s does not take %s %s; it takes %s" % (
+                where, noun_for(len(unknown), "param"), ", ".join(map(repr, unknown)),
+                ", ".join(accepted) or "none"))
         self.raw = raw
 
     def _refuse(self, name: str, what: str, got: str) -> RpcError:
