@@ -35,10 +35,10 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier
 
-from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
-                                StoreBusy, StoreDamaged, StoreDenied, StoreError,
-                                StoreForbidden, StoreFull, StoreMissing, StoreReadOnly,
-                                StoreUnavailable)
+from fractui.store.base import (EVERYTHING, NO_STORE, NOTHING_RECORDED, TOPICS, Feed,
+                                Identity, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
+                                StoreError, StoreForbidden, StoreFull, StoreMissing,
+                                StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.store_url import postgresql_url
@@ -173,21 +173,21 @@ of what the owner granted revokes nothing (PostgreSQL only warns); CASCADE, sinc
 TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privileges exist")."""
 
 NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
-           "(max_connections, less the few it keeps for superusers) is in use; nothing was "
-           "recorded. Try again once some close; a superuser (the slots kept are theirs) sees "
-           "whose they are (SELECT usename, application_name, count(*) FROM pg_stat_activity "
-           "GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and gives each login "
-           "role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
+           "(max_connections, less the few it keeps for superusers) is in use; "
+           + NOTHING_RECORDED + ". Try again once some close; a superuser (the slots kept are "
+           "theirs) sees whose they are (SELECT usename, application_name, count(*) FROM "
+           "pg_stat_activity GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and "
+           "gives each login role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
 """What a verb is told where the server refuses a connection for want of a slot (a member's
 script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
 was reached, and the way out is a superuser's: an admin of fractui's is refused a slot as
 anyone is, and may not end another role's session."""
-ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
-              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or a "
-              "superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s CONNECTION "
-              "LIMIT n")
+ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); "
+              + NOTHING_RECORDED + ": close some of its sessions (a TUI, a scheduler, a "
+              "shell), or a superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s "
+              "CONNECTION LIMIT n")
 DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allows (%s); "
-                  "nothing was recorded: try again once some close, or its owner or a "
+                  + NOTHING_RECORDED + ": try again once some close, or its owner or a "
                   "superuser raises it with ALTER DATABASE %s CONNECTION LIMIT n")
 """A database's own limit (ALTER DATABASE ... CONNECTION LIMIT) reached: the server takes
 other databases' connections, and no role's CONNECTION LIMIT (NO_SLOT's advice) frees one."""
@@ -204,11 +204,11 @@ PING_TIMEOUT_S = 2
 """How long the ping that tells a failed connection apart waits for the server (libpq's least
 connect_timeout): one that answers no sooner is said as not reached, as it was before."""
 NOT_NOW = ("the PostgreSQL server takes no connections now (starting up, shutting down, or "
-           "recovering): %s; nothing was recorded: try again in a moment")
+           "recovering): %s; " + NOTHING_RECORDED + ": try again in a moment")
 TAKEN_NOW = ("the PostgreSQL server took this role's connection on a second try: it came "
              "back since (a restart, a failover), or no host was what the URL's "
-             "target_session_attrs asks for (a standby not yet promoted): %s; nothing was "
-             "recorded: try again in a moment")
+             "target_session_attrs asks for (a standby not yet promoted): %s; "
+             + NOTHING_RECORDED + ": try again in a moment")
 PASSWORD_FROM = "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 REFUSED_AT_CONNECT = ("the server's log says why: a role it does not know or whose password "
                       "it refused, pg_hba.conf, a database not there, or no connection slot "
@@ -641,8 +641,8 @@ class PostgresDialect(Dialect):
                                  "default_transaction_read_only set for the database or the "
                                  "role): %s" % text)
         if state.startswith("53"):
-            return StoreFull(self.where, "the server is out of a resource: %s: nothing was "
-                             "recorded" % text)
+            return StoreFull(self.where, ("the server is out of a resource: %s; "
+                                          + NOTHING_RECORDED) % text)
         if state == "55P03":  # not the write lock (begin says that): a row or a table
             return RowsLocked(self.where, "what this needs of the store is locked by a session "
                               "outside fractui's turns (%s)" % text)
@@ -658,16 +658,16 @@ class PostgresDialect(Dialect):
                                 "start this one again (one older than the store's schema "
                                 "refuses it then, saying so)" % text)
         if state == "57014":  # our sessions have no statement_timeout: someone cancelled it
-            return StoreUnavailable(self.where, "the server cancelled the statement (an "
-                                    "admin's pg_cancel_backend?): %s; nothing was recorded"
-                                    % text)
+            return StoreUnavailable(self.where, ("the server cancelled the statement (an "
+                                    "admin's pg_cancel_backend?): %s; "
+                                    + NOTHING_RECORDED) % text)
         if state == "57P01":  # reached: it ended this session, and the next call connects anew
             return StoreUnavailable(self.where, "the PostgreSQL server ended this connection "
                                     "(an admin's pg_terminate_backend, or the server shutting "
                                     "down): %s" % (err.diag.message_primary or text))
         if state.startswith("55"):  # (psycopg's OperationalError too): the server is reached
-            return StoreUnavailable(self.where, "the PostgreSQL server cannot do this now: %s; "
-                                    "nothing was recorded" % text)
+            return StoreUnavailable(self.where, ("the PostgreSQL server cannot do this now: "
+                                                 "%s; " + NOTHING_RECORDED) % text)
         if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
         return StoreUnavailable(self.where, text)
