@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 from typing import Any, Optional
 
@@ -71,6 +72,15 @@ ROW_WAIT_S = 2.0
 # by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
+# A server that stops answering without closing the connection (its process stopped or hung, a
+# link or proxy that holds the connection open and passes nothing) is not found by keepalives:
+# the kernel at the other end still answers them. A statement whose answer has not begun to
+# come this long is given up: its connection closed, and the call said lost as a dropped one
+# is (retried, or "whether it was recorded is not known" at a COMMIT). Longer than the longest
+# a statement of ours waits on the server's side (LOCK_TIMEOUT_S, then the server answers
+# with an error), so only a server that has stopped reaches it; a feed waiting for
+# notifications owes no answer, and is not bounded.
+ANSWER_WAIT_S = 2 * LOCK_TIMEOUT_S
 VERSION_TABLE = "fractui_schema"
 NO_STORE_TO_MAKE = ("there is no store here yet, and role %s may not make one (it may not "
                     "create tables in the schema public): an admin who owns the database "
@@ -286,6 +296,43 @@ def _target_of_failed(url: str, made: Optional[pq.abc.PGconn]) -> tuple[str, str
         begun.finish()
 
 
+class _Answered(psycopg.Connection):  # type: ignore[type-arg]
+    """A connection that waits at most ANSWER_WAIT_S of silence for an answer it is owed."""
+
+    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().wait(_heard(gen, self.pgconn), *args, **kwargs)
+        except _Unanswered:
+            self.pgconn.finish()  # (what it sent may have been run: the caller says so)
+            raise psycopg.OperationalError(
+                "the server sent nothing for %g s while a statement waited for its answer "
+                "(the server stopped or hung, or a link that holds the connection and passes "
+                "nothing): its connection was closed" % ANSWER_WAIT_S) from None
+
+
+class _Unanswered(Exception):
+    """Raised inside psycopg's wait (``_heard``) to end it; _Answered says it."""
+
+
+def _heard(gen: Any, pgconn: pq.abc.PGconn) -> Any:
+    """psycopg's generator ``gen``, ended (_Unanswered) where nothing came of the socket for
+    ANSWER_WAIT_S while a command was in progress. psycopg's wait sends it "nothing ready"
+    each interval (0.1 s), so the silence is counted without a thread of its own."""
+    heard = time.monotonic()
+    try:
+        wanted = next(gen)
+        while True:
+            ready = yield wanted
+            if ready:
+                heard = time.monotonic()
+            elif time.monotonic() - heard > ANSWER_WAIT_S and \
+                    pgconn.transaction_status == TransactionStatus.ACTIVE:
+                raise _Unanswered()
+            wanted = gen.send(ready)
+    except StopIteration as done:
+        return done.value
+
+
 class PostgresDialect(Dialect):
     def __init__(self, url: str, make: bool = True, origin: Optional[str] = None):
         self.url = url
@@ -310,8 +357,8 @@ class PostgresDialect(Dialect):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
         # UTF8 whatever PGCLIENTENCODING says: names and images are any Unicode
         try:
-            db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                 client_encoding="UTF8", **extra)
+            db = _Answered.connect(self.url, autocommit=True, row_factory=dict_row,
+                                   client_encoding="UTF8", **extra)
         except psycopg.OperationalError as err:
             self.user, self.where = _target_of_failed(self.url, err.pgconn)
             if err.sqlstate:
