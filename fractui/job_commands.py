@@ -295,10 +295,9 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         label, key = _read_typed_ref(config, ref, host, job_id)
         return label, host, job_id, None, key
     number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
-    store = open_checked_store(config, make=False)
+    store, job = _following(number).through(lambda: _readable(config, number)) if wait else \
+        _readable(config, number)
     try:
-        job = store.get(number)
-        authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)
                 job.id, job.state, " (%s)" % job.reason if job.reason else ""))
@@ -310,6 +309,25 @@ def _job_ref(config: Config, ref: str, wait: bool = False
             job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
             " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job, job.key(store.uid)
+
+
+def _readable(config: Config, number: int) -> Tuple[Store, Job]:
+    """The store, open, and its job ``number``, which the user may read (else StoreForbidden,
+    the store closed)."""
+    store = open_checked_store(config, make=False)
+    try:
+        job = store.get(number)
+        authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
+    except BaseException:
+        store.close()
+        raise
+    return store, job
+
+
+def _following(number: int) -> Outage:
+    """The wait ``logs -f`` makes on its store through an outage, as it follows job
+    ``number``: each of its reads goes through one (store_outage)."""
+    return Outage("job %d goes on meanwhile" % number, "following job %d" % number)
 
 
 def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, Optional[str]]:
@@ -397,7 +415,7 @@ def _logs(config: Config, args: argparse.Namespace) -> int:
             _output(config, args, label, host, job_id, job, key)  # type: ignore[arg-type]
         if not (args.follow and ended and job is not None):
             break
-        now, moved = _recorded(config, job)
+        now, moved = _following(job.id).through(lambda: _recorded(config, job))
         if now.attempt == job.attempt:  # the attempt's end is the job's
             break
         if now.state in ENDED and now.agent_job is None:  # it ended waiting to run again
@@ -562,10 +580,10 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     where it ends in the log), until the kept tail is complete. Why the attempt followed ended,
     as ``_output`` says it ("" where it goes on)."""
     host = job.slot.host  # type: ignore[union-attr]
-    store = open_checked_store(config)
-    feed = store.feed()
+    outage = _following(job.id)
+    store, feed = _opened(config, outage)
     try:
-        tail, unasked = _latest_tail(store, feed, job)
+        tail, unasked = outage.through(lambda: _latest_tail(store, feed, job))
         if not tail.complete and (unasked or tail.offset is None):
             raise Failed("job %d's output cannot be followed through the store: %s" % (
                 job.id, unasked or _no_offset(host, job.id)))
@@ -575,7 +593,6 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             say(_nothing("job %d" % job.id, host, tail.complete, job.started_at, follow=True))
         printed = tail.offset
         asked = time.monotonic()
-        outage = Outage("job %d goes on meanwhile" % job.id, "following job %d" % job.id)
 
         def ask() -> Tuple[bool, Job, Optional[LogTail]]:
             """Whether the lease holder answered, the job as it is, and its tail kept."""
@@ -585,10 +602,10 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             asked = time.monotonic()
             answered, now, kept = outage.through(ask)
             if not answered:
-                raise Failed("stopped following job %d: %s" % (job.id,
-                                                                _unanswered(store, job)))
+                raise Failed("stopped following job %d: %s" % (
+                    job.id, outage.through(lambda: _unanswered(store, job))))
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
-                return _sent_back(store, job.id)
+                return outage.through(lambda: _sent_back(store, job.id))
             tail = kept or tail  # (kept: a tail is replaced, never removed)
             if tail.offset is None:  # the agent's lines, or its error, kept instead
                 raise Failed("stopped following job %d: %s" % (job.id,
@@ -610,6 +627,16 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     finally:
         feed.close()
         store.close()
+
+
+def _opened(config: Config, outage: Outage) -> Tuple[Store, Feed]:
+    """The store and its change feed, each opened through ``outage``."""
+    store = outage.through(lambda: open_checked_store(config))
+    try:
+        return store, outage.through(store.feed)
+    except BaseException:
+        store.close()
+        raise
 
 
 def _sent_back(store: Store, number: int) -> str:

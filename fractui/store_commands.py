@@ -107,13 +107,20 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
-            led = store.lease_holder() is not None
+            waiting = Outage("job %d goes on meanwhile" % job.id,
+                             "waiting for job %d to end" % job.id)
+            led = (waiting.through(store.lease_holder) if args.wait else
+                   store.lease_holder()) is not None
             if not led:
                 say(NO_SCHEDULER)
             if args.wait:
-                job = _until_ended(store, job, led)
-                tail = final_tail(store, job) if _ran_and_failed(job) else None
-                line = intents.last_lines(store, Asker.here(config.teams), [job]).get(job.id)
+                job = _until_ended(store, job, led, waiting)
+                ended = Outage("job %d has ended; how it ended is read once it is" % job.id,
+                               "reading how job %d ended" % job.id)
+                if _ran_and_failed(job):
+                    tail = ended.through(lambda: final_tail(store, job))
+                line = ended.through(lambda: intents.last_lines(
+                    store, Asker.here(config.teams), [job])).get(job.id)
         except KeyboardInterrupt:
             if args.wait:  # (from the line saying its number on: the job is queued)
                 say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
@@ -205,14 +212,14 @@ def _whole(tail: LogTail) -> bool:
     return tail.complete and tail.whole
 
 
-def _until_ended(store: Store, job: Job, led: bool) -> Job:
+def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
     """The job once it has ended (a requeued one's next attempt too), each step it takes on
     the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
     did as the job was submitted); woken by the store's change feed, at least once a
-    second. A store that cannot be reached (a server restarting) is waited for, said when
-    lost and when back: the job goes on meanwhile, and so does the wait."""
+    second. A store that cannot be reached (a server restarting) is waited for through
+    ``outage``, said when lost and when back: the job goes on meanwhile, and so does the
+    wait."""
     number = job.id
-    outage = Outage("job %d goes on meanwhile" % number, "waiting for job %d to end" % number)
     feed = outage.through(store.feed)
     said = _step(job)
 

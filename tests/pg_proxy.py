@@ -1,7 +1,9 @@
 """A loopback TCP proxy between fractui and a test's PostgreSQL that reads the frontend
 protocol's messages as they pass, so a test cuts the link at a message of its choosing: before
 it reaches the server (nothing of it is run), or after the server has run it and answered
-(its answer never reaches the client: a commit made whose reply was lost). Real sockets, a
+(its answer never reaches the client: a commit made whose reply was lost). Or it stalls the
+link there rather than cut it: the connection stays open and nothing more passes, as with a
+server stopped or hung, or a link that holds — until the test restores it. Real sockets, a
 real server; nothing is answered in the server's place."""
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ class Sent:
 class _Cut:
     """Where the next cut falls: the statement for which ``which`` says yes, counted from when
     it was armed; ``where``: BEFORE it goes up, or AFTER the server answered it (through its
-    Sync, in the extended protocol); ``down``: every connection refused after it."""
+    Sync, in the extended protocol); ``down``: every connection refused after it. ``stall``:
+    the link is held open, passing nothing more, rather than closed (and with ``down``, every
+    link held, and every new connection taken and never answered)."""
     which: Callable[[int, Sent], bool]
     where: str
     down: bool
+    stall: bool = False
     seen: int = 0
 
 
@@ -59,6 +64,10 @@ class PgProxy:
         self.cuts = 0
         self.fell: Optional[Sent] = None  # the statement the last cut fell at
         self.refusing = False
+        self.moving = threading.Event()  # cleared: every link holds, passing nothing
+        self.moving.set()
+        self.released = threading.Event()  # set: links stalled at a cut are let go (closed)
+        self._held: List[socket.socket] = []  # connections taken while stalled, never answered
         self._cut: Optional[_Cut] = None
         self._lock = threading.Lock()
         self._links: List[Tuple[socket.socket, socket.socket]] = []
@@ -75,12 +84,12 @@ class PgProxy:
 
     # -- what a test asks --
 
-    def cut_at(self, nth: int, where: str, down: bool = False) -> None:
+    def cut_at(self, nth: int, where: str, down: bool = False, stall: bool = False) -> None:
         """Cut at the ``nth`` statement (0: the next) any client sends from now."""
-        self._arm(_Cut(lambda i, _m: i == nth, where, down))
+        self._arm(_Cut(lambda i, _m: i == nth, where, down, stall))
 
     def cut_on(self, sql: str, where: str, down: bool = False,
-               past: Optional[str] = None) -> None:
+               past: Optional[str] = None, stall: bool = False) -> None:
         """Cut at the next statement whose SQL starts with ``sql`` (case-insensitive); ``past``:
         the next on a connection that sent one starting with ``past`` first (the COMMIT of
         one write, not of the writes before it)."""
@@ -92,7 +101,13 @@ class PgProxy:
             if _starts(m, past):
                 passed.add(m.link)
             return False
-        self._arm(_Cut(which, where, down))
+        self._arm(_Cut(which, where, down, stall))
+
+    def stall(self) -> None:
+        """Every link holds from now, open and passing nothing, and every new connection is
+        taken and never answered: a server stopped (SIGSTOP) or hung, as its clients see it."""
+        self.released.clear()
+        self.moving.clear()
 
     def _arm(self, cut: _Cut) -> None:
         with self._lock:
@@ -112,13 +127,22 @@ class PgProxy:
             _close(*pair)
 
     def restore(self) -> None:
-        """Connections let through again (a cut armed and not yet fallen is dropped)."""
+        """Connections let through again (a cut armed and not yet fallen is dropped); a link
+        stalled at a cut, and a connection taken while stalled, closed; the others held by
+        ``stall`` pass again, as a server resumed."""
         self.disarm()
         self.refusing = False
+        with self._lock:
+            held, self._held = self._held, []
+        for client in held:
+            _close(client)
+        self.released.set()
+        self.moving.set()
 
     def close(self) -> None:
         self._closed = True
         self._listener.close()
+        self.restore()  # (a stalled link's threads end)
         self.refuse()
 
     # -- the links --
@@ -132,6 +156,10 @@ class PgProxy:
                 return
             if self.refusing:
                 client.close()
+                continue
+            if not self.moving.is_set():  # taken, and never answered
+                with self._lock:
+                    self._held.append(client)
                 continue
             try:
                 upstream = socket.create_connection((LOOPBACK, self.target_port), timeout=5)
@@ -160,7 +188,11 @@ class PgProxy:
             self._cut = None
             self.cuts += 1
             self.fell = message
-            if cut.down:
+            if cut.stall:  # held until the test restores the link
+                self.released.clear()
+            if cut.down and cut.stall:
+                self.stall()
+            elif cut.down:
                 self.refusing = True
             return cut
 
@@ -199,12 +231,17 @@ class _Link:
                 whole = head + _read(self.client, length - 4)
                 cut = self.proxy._falls(self._sent(kind, whole[5:]))
                 if cut is not None and cut.where == BEFORE:
+                    if cut.stall:  # held open both ways, until the test lets it go
+                        self.lose_answers.set()
+                        self.proxy.released.wait()
                     break
                 if cut is not None:  # AFTER: no answer comes down from before it goes up
                     self.lose_answers.set()
+                if cut is None:  # (one that fell goes up, stalled after it or not)
+                    self.proxy.moving.wait()
                 self.upstream.sendall(whole)
                 if cut is not None:  # and the rest of its batch goes up
-                    self._lose_after(kind)
+                    self._lose_after(kind, cut.stall)
                     return
         except OSError:
             pass
@@ -221,9 +258,10 @@ class _Link:
             sql = self.parsed.get(body.split(b"\0", 2)[1].decode("utf-8", "replace"))
         return Sent(self.number, kind, sql)
 
-    def _lose_after(self, kind: str) -> None:
+    def _lose_after(self, kind: str, stall: bool) -> None:
         """The rest of the message's batch (through its Sync) goes up; the client hears
-        nothing more, and its connection is closed once the server answered it all."""
+        nothing more, and its connection is closed once the server answered it all (``stall``:
+        once the test lets it go)."""
         while kind not in ("Q", "S", "X"):
             head = _read(self.client, 5)
             kind, length = head[:1].decode("latin-1"), struct.unpack("!i", head[1:])[0]
@@ -231,6 +269,8 @@ class _Link:
             self.proxy._falls(self._sent(kind, whole[5:]))
             self.upstream.sendall(whole)
         self.answered.wait(_WAIT_S)
+        if stall:
+            self.proxy.released.wait()
         _close(self.client, self.upstream)
 
     def down(self) -> None:
@@ -265,6 +305,7 @@ class _Link:
             _close(self.client, self.upstream)
 
     def _pass(self, data: bytes) -> None:
+        self.proxy.moving.wait()
         if not self.lose_answers.is_set():
             self.client.sendall(data)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 import signal
 import time
 import uuid
@@ -23,11 +25,14 @@ from fractui.store import StoreError, open_store
 from fractui.store.access import CANCEL
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit
+from fractui.store import postgres
 from fractui.store.model import DONE, ENDED, Slot, attempt_of
+from fractui.store.sql import migrations
 from tests import localfleet
 from tests.cli_run import leaks, subprocess_run
 from tests.conftest import STEP_S
 from tests.localfleet import LocalFleet, logged, wait
+from tests.pg import PgServer
 from tests.pg_proxy import AFTER, BEFORE, PgProxy
 
 local_fleet = localfleet.local_fleet
@@ -404,3 +409,83 @@ def test_a_read_only_verb_writes_nothing_to_open_a_store_up_to_date(stores, tmp_
     stores.proxy.restore()
     assert "not known" not in done.stderr and not leaks(done.stderr), done
     assert (done.returncode, stores.proxy.cuts) == (0, 0), done
+
+
+def _upgrade_due(pg_server, monkeypatch) -> str:
+    """A new database holding a store one migration behind this fractui's: the next open
+    upgrades it, in a write of its own (the store's, not its user's)."""
+    db = pg_server.new_database()
+    with monkeypatch.context() as before:
+        before.setattr(postgres, "migrations", lambda dialect: migrations("postgresql")[:-1])
+        open_store(pg_server.url(db)).close()
+    return db
+
+
+def _version(pg_server, db: str) -> int:
+    return pg_server.sql("SELECT version FROM fractui_schema", db=db)[0][0]
+
+
+def test_a_read_only_verb_whose_stores_upgrade_lost_its_commit_reply_says_no_unknown_of_its_own(
+        pg_server, monkeypatch, tmp_path):
+    """``fractui jobs`` on a store a migration behind, the COMMIT of the upgrade its open makes
+    run and its reply lost: the upgrade is made again on a new connection (it reads the
+    version first, so finds one that landed) and jobs answers (exit 0). With the server
+    unreachable after, one line says the upgrade's outcome and that the next open makes it,
+    never "whether it was recorded is not known" of a verb that asked nothing to be recorded
+    (before: both said so); the next run upgrades the store once and answers."""
+    latest = migrations("postgresql")[-1][0]
+    proxy = PgProxy(pg_server.port)
+    try:
+        for down in (False, True):
+            db = _upgrade_due(pg_server, monkeypatch)
+            config = tmp_path / ("config-%s.toml" % down)
+            config.write_text('[store]\nurl = "%s"\n' % proxy.url(db))
+            proxy.cut_on("COMMIT", AFTER, down=down)
+            done = subprocess_run(["--config", str(config), "jobs"])
+            proxy.restore()
+            assert proxy.cuts == 1 and "not known" not in done.stderr, done
+            assert not leaks(done.stderr), done
+            if down:
+                lines = done.stderr.splitlines()
+                assert (done.returncode, len(lines)) == (1, 1), done
+                assert lines[0].endswith(
+                    "(the connection was lost as it committed the store's upgrade to this "
+                    "fractui's schema, before anything of this command's was sent: the next "
+                    "command that opens the store makes the upgrade where it was not made)"), done
+                done = subprocess_run(["--config", str(config), "jobs"])
+            assert (done.returncode, done.stderr) == (0, ""), done
+            assert _version(pg_server, db) == latest
+    finally:
+        proxy.close()
+
+
+def test_a_retry_of_a_lost_commit_refused_by_a_server_shutting_down_says_only_not_known():
+    """A submit's COMMIT run and its reply lost, the server then shutting down (a smart
+    shutdown: the sessions it has go on, new ones are refused with 57P03): the submit made
+    again by its key is refused at connect. Its error says whether the submit was recorded is
+    not known, never also "nothing was recorded" (the retry's words, not true of the first
+    try: it was recorded)."""
+    server = PgServer()
+    proxy = PgProxy(server.port)
+    try:
+        db = server.new_database()
+        store = open_store(proxy.url(db))
+        held = server.connect(db)  # keeps the server shutting down, not down
+        try:
+            server.pg_ctl("stop", "-m", "smart", "-W")
+            proxy.cut_on("COMMIT", AFTER, past="INSERT INTO audit")
+            with pytest.raises(StoreError) as failed:
+                submit(store, "q", None, "n", ["true"], REQUEST, ASKER, key="k1")
+            assert proxy.cuts == 1 and failed.value.unknown, failed.value
+            assert "shutting down" in failed.value.what, failed.value
+            assert "whether it was recorded is not known" in failed.value.what, failed.value
+            assert "nothing was recorded" not in failed.value.what, failed.value
+            assert held.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+        finally:
+            store.close()
+            held.close()
+    finally:
+        proxy.close()
+        while os.path.exists(os.path.join(server.data, "postmaster.pid")):
+            time.sleep(0.05)
+        shutil.rmtree(server.root, ignore_errors=True)

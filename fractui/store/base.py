@@ -113,6 +113,13 @@ class StoreMissing(StoreUnavailable):
     server restarting: a wait on the store (``submit --wait``, ``logs -f``) ends at it."""
 
 
+NOTHING_RECORDED = "nothing was recorded"
+"""What the store's error says of its call where none of the call's write reached the server (a
+connection refused, a statement cancelled). True of one try: where the try is made again after
+a commit whose answer was lost, it is left out (sql._not_known), the first try's outcome not
+being known."""
+
+
 NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "
             "scheduler makes it; is the config's [store] url the one your team uses?)")
 """Why a verb that must not make the store (``make`` False: one that only reads, or names a

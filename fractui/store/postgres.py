@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 from typing import Any, Optional
 
@@ -35,10 +36,10 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.sql import Identifier
 
-from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
-                                StoreBusy, StoreDamaged, StoreDenied, StoreError,
-                                StoreForbidden, StoreFull, StoreMissing, StoreReadOnly,
-                                StoreUnavailable)
+from fractui.store.base import (EVERYTHING, NO_STORE, NOTHING_RECORDED, TOPICS, Feed,
+                                Identity, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
+                                StoreError, StoreForbidden, StoreFull, StoreMissing,
+                                StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.store_url import postgresql_url
@@ -71,6 +72,15 @@ ROW_WAIT_S = 2.0
 # by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
+# A server that stops answering without closing the connection (its process stopped or hung, a
+# link or proxy that holds the connection open and passes nothing) is not found by keepalives:
+# the kernel at the other end still answers them. A statement whose answer has not begun to
+# come this long is given up: its connection closed, and the call said lost as a dropped one
+# is (retried, or "whether it was recorded is not known" at a COMMIT). Longer than the longest
+# a statement of ours waits on the server's side (LOCK_TIMEOUT_S, then the server answers
+# with an error), so only a server that has stopped reaches it; a feed waiting for
+# notifications owes no answer, and is not bounded.
+ANSWER_WAIT_S = 2 * LOCK_TIMEOUT_S
 VERSION_TABLE = "fractui_schema"
 NO_STORE_TO_MAKE = ("there is no store here yet, and role %s may not make one (it may not "
                     "create tables in the schema public): an admin who owns the database "
@@ -173,21 +183,21 @@ of what the owner granted revokes nothing (PostgreSQL only warns); CASCADE, sinc
 TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privileges exist")."""
 
 NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
-           "(max_connections, less the few it keeps for superusers) is in use; nothing was "
-           "recorded. Try again once some close; a superuser (the slots kept are theirs) sees "
-           "whose they are (SELECT usename, application_name, count(*) FROM pg_stat_activity "
-           "GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and gives each login "
-           "role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
+           "(max_connections, less the few it keeps for superusers) is in use; "
+           + NOTHING_RECORDED + ". Try again once some close; a superuser (the slots kept are "
+           "theirs) sees whose they are (SELECT usename, application_name, count(*) FROM "
+           "pg_stat_activity GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and "
+           "gives each login role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
 """What a verb is told where the server refuses a connection for want of a slot (a member's
 script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
 was reached, and the way out is a superuser's: an admin of fractui's is refused a slot as
 anyone is, and may not end another role's session."""
-ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
-              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or a "
-              "superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s CONNECTION "
-              "LIMIT n")
+ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); "
+              + NOTHING_RECORDED + ": close some of its sessions (a TUI, a scheduler, a "
+              "shell), or a superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s "
+              "CONNECTION LIMIT n")
 DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allows (%s); "
-                  "nothing was recorded: try again once some close, or its owner or a "
+                  + NOTHING_RECORDED + ": try again once some close, or its owner or a "
                   "superuser raises it with ALTER DATABASE %s CONNECTION LIMIT n")
 """A database's own limit (ALTER DATABASE ... CONNECTION LIMIT) reached: the server takes
 other databases' connections, and no role's CONNECTION LIMIT (NO_SLOT's advice) frees one."""
@@ -204,11 +214,11 @@ PING_TIMEOUT_S = 2
 """How long the ping that tells a failed connection apart waits for the server (libpq's least
 connect_timeout): one that answers no sooner is said as not reached, as it was before."""
 NOT_NOW = ("the PostgreSQL server takes no connections now (starting up, shutting down, or "
-           "recovering): %s; nothing was recorded: try again in a moment")
+           "recovering): %s; " + NOTHING_RECORDED + ": try again in a moment")
 TAKEN_NOW = ("the PostgreSQL server took this role's connection on a second try: it came "
              "back since (a restart, a failover), or no host was what the URL's "
-             "target_session_attrs asks for (a standby not yet promoted): %s; nothing was "
-             "recorded: try again in a moment")
+             "target_session_attrs asks for (a standby not yet promoted): %s; "
+             + NOTHING_RECORDED + ": try again in a moment")
 PASSWORD_FROM = "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 REFUSED_AT_CONNECT = ("the server's log says why: a role it does not know or whose password "
                       "it refused, pg_hba.conf, a database not there, or no connection slot "
@@ -286,6 +296,43 @@ def _target_of_failed(url: str, made: Optional[pq.abc.PGconn]) -> tuple[str, str
         begun.finish()
 
 
+class _Answered(psycopg.Connection):  # type: ignore[type-arg]
+    """A connection that waits at most ANSWER_WAIT_S of silence for an answer it is owed."""
+
+    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().wait(_heard(gen, self.pgconn), *args, **kwargs)
+        except _Unanswered:
+            self.pgconn.finish()  # (what it sent may have been run: the caller says so)
+            raise psycopg.OperationalError(
+                "the server sent nothing for %g s while a statement waited for its answer "
+                "(the server stopped or hung, or a link that holds the connection and passes "
+                "nothing): its connection was closed" % ANSWER_WAIT_S) from None
+
+
+class _Unanswered(Exception):
+    """Raised inside psycopg's wait (``_heard``) to end it; _Answered says it."""
+
+
+def _heard(gen: Any, pgconn: pq.abc.PGconn) -> Any:
+    """psycopg's generator ``gen``, ended (_Unanswered) where nothing came of the socket for
+    ANSWER_WAIT_S while a command was in progress. psycopg's wait sends it "nothing ready"
+    each interval (0.1 s), so the silence is counted without a thread of its own."""
+    heard = time.monotonic()
+    try:
+        wanted = next(gen)
+        while True:
+            ready = yield wanted
+            if ready:
+                heard = time.monotonic()
+            elif time.monotonic() - heard > ANSWER_WAIT_S and \
+                    pgconn.transaction_status == TransactionStatus.ACTIVE:
+                raise _Unanswered()
+            wanted = gen.send(ready)
+    except StopIteration as done:
+        return done.value
+
+
 class PostgresDialect(Dialect):
     def __init__(self, url: str, make: bool = True, origin: Optional[str] = None):
         self.url = url
@@ -310,8 +357,8 @@ class PostgresDialect(Dialect):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
         # UTF8 whatever PGCLIENTENCODING says: names and images are any Unicode
         try:
-            db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                 client_encoding="UTF8", **extra)
+            db = _Answered.connect(self.url, autocommit=True, row_factory=dict_row,
+                                   client_encoding="UTF8", **extra)
         except psycopg.OperationalError as err:
             self.user, self.where = _target_of_failed(self.url, err.pgconn)
             if err.sqlstate:
@@ -641,8 +688,8 @@ class PostgresDialect(Dialect):
                                  "default_transaction_read_only set for the database or the "
                                  "role): %s" % text)
         if state.startswith("53"):
-            return StoreFull(self.where, "the server is out of a resource: %s: nothing was "
-                             "recorded" % text)
+            return StoreFull(self.where, ("the server is out of a resource: %s; "
+                                          + NOTHING_RECORDED) % text)
         if state == "55P03":  # not the write lock (begin says that): a row or a table
             return RowsLocked(self.where, "what this needs of the store is locked by a session "
                               "outside fractui's turns (%s)" % text)
@@ -658,16 +705,16 @@ class PostgresDialect(Dialect):
                                 "start this one again (one older than the store's schema "
                                 "refuses it then, saying so)" % text)
         if state == "57014":  # our sessions have no statement_timeout: someone cancelled it
-            return StoreUnavailable(self.where, "the server cancelled the statement (an "
-                                    "admin's pg_cancel_backend?): %s; nothing was recorded"
-                                    % text)
+            return StoreUnavailable(self.where, ("the server cancelled the statement (an "
+                                    "admin's pg_cancel_backend?): %s; "
+                                    + NOTHING_RECORDED) % text)
         if state == "57P01":  # reached: it ended this session, and the next call connects anew
             return StoreUnavailable(self.where, "the PostgreSQL server ended this connection "
                                     "(an admin's pg_terminate_backend, or the server shutting "
                                     "down): %s" % (err.diag.message_primary or text))
         if state.startswith("55"):  # (psycopg's OperationalError too): the server is reached
-            return StoreUnavailable(self.where, "the PostgreSQL server cannot do this now: %s; "
-                                    "nothing was recorded" % text)
+            return StoreUnavailable(self.where, ("the PostgreSQL server cannot do this now: "
+                                                 "%s; " + NOTHING_RECORDED) % text)
         if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
         return StoreUnavailable(self.where, text)

@@ -33,8 +33,9 @@ from fractui.store.access import REQUEUE
 from fractui.words import quoted
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
-                                KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
-                                StoreDamaged, StoreError, StoreRefused, WaitingFull)
+                                NOTHING_RECORDED, KeyTaken, LeaseLost, QuotaTaken,
+                                StateConflict, Store, StoreDamaged, StoreError, StoreRefused,
+                                WaitingFull)
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
@@ -177,11 +178,30 @@ REFUSED_MOST = 200  # characters of the driver's words on a refused value (they 
 
 
 def _not_known(err: StoreError) -> StoreError:
-    """``err`` of a write whose commit was sent and its answer lost."""
+    """``err`` of a write whose commit was sent and its answer lost. Where ``err`` is its
+    retry's (refused at connect: the server shutting down) and says nothing of its try was
+    recorded, that is left out: of the first try it is not known."""
     mine = type(err)(err.where, "%s (the connection was lost while committing: whether it "
-                     "was recorded is not known; read it back)" % err.what)
+                     "was recorded is not known; read it back)" % _one_try(err.what))
     mine.unknown = True
     return mine
+
+
+def _upgrade_not_known(err: StoreError) -> StoreError:
+    """``err`` of the opening write (the store's migrations) whose commit's answer was lost:
+    no write of the caller's was sent, and each open reads the schema's version and makes
+    what is due, so the next makes it where it was not. Not ``unknown``: a caller that says
+    its own write may be recorded (a MIG change's audit entry) sent none."""
+    return type(err)(err.where, "%s (the connection was lost as it committed the store's "
+                     "upgrade to this fractui's schema, before anything of this command's was "
+                     "sent: the next command that opens the store makes the upgrade where "
+                     "it was not made)" % _one_try(err.what))
+
+
+def _one_try(what: str) -> str:
+    """``what`` less its saying that nothing was recorded (NOTHING_RECORDED), which is of one
+    try only."""
+    return re.sub(r"[;:] %s(?=[.:;]|$)" % NOTHING_RECORDED, "", what)
 
 
 def refused(where: str, words: str) -> StoreRefused:
@@ -214,7 +234,8 @@ class SqlStore(Store):
         self._lock = threading.Lock()
         self._db: Any = None
         try:  # a write only where a migration is due: a verb that reads writes nothing
-            self.uid = self._read(self._kept_uid) or self._write(self._migrate)
+            self.uid = self._read(self._kept_uid) or self._write(
+                self._migrate, again=True, unknown=_upgrade_not_known)
         except BaseException:
             self.close()
             raise
@@ -226,7 +247,8 @@ class SqlStore(Store):
         return self._uid(db) if self.dialect.up_to_date(db) else None
 
     def _migrate(self, db: Any) -> str:
-        """The store brought up to date, and its id."""
+        """The store brought up to date, and its id. Made again where its commit's answer was
+        lost: it reads the version first, so finds what a first that landed made."""
         self.dialect.migrate(db)
         return self._uid(db)
 
@@ -244,15 +266,19 @@ class SqlStore(Store):
 
     # -- transactions --
 
-    def _write(self, work: Callable[[Any], T], again: bool = False) -> T:
+    def _write(self, work: Callable[[Any], T], again: bool = False,
+               unknown: Callable[[StoreError], StoreError] = _not_known) -> T:
         """``work`` in a write transaction; ``again``: it finds what a commit of its own made,
-        so a commit whose answer was lost is made again, once, rather than said unknown."""
-        return self._transaction(work, write=True, again=again)
+        so a commit whose answer was lost is made again, once, rather than said unknown.
+        ``unknown``: the error of one whose commit's answer was lost, said where it is not
+        made again or its retry fails."""
+        return self._transaction(work, write=True, again=again, unknown=unknown)
 
     def _read(self, work: Callable[[Any], T]) -> T:
         return self._transaction(work, write=False)
 
-    def _transaction(self, work: Callable[[Any], T], write: bool, again: bool = False) -> T:
+    def _transaction(self, work: Callable[[Any], T], write: bool, again: bool = False,
+                     unknown: Callable[[StoreError], StoreError] = _not_known) -> T:
         """Runs ``work`` in one transaction (a write holding the write lock); on a connection
         found lost before the commit (or, ``again``, while committing), once more on a new
         one. A commit lost is said as not known however the try after it fails (its new
@@ -265,7 +291,7 @@ class SqlStore(Store):
                     try:
                         self._db = self._connected()
                     except StoreError as err:
-                        raise (_not_known(err) if doubt else err) from err
+                        raise (unknown(err) if doubt else err) from err
                 db, committing = self._db, False
                 try:
                     if write:
@@ -294,7 +320,7 @@ class SqlStore(Store):
                                                  not fresh and not committing):
                         retried, doubt = True, committing
                         continue  # nothing was recorded, or ``work`` finds what was: again
-                    raise (_not_known(mine) if lost and committing or doubt else mine) from err
+                    raise (unknown(mine) if lost and committing or doubt else mine) from err
 
     def _connected(self) -> Any:
         try:

@@ -1,0 +1,233 @@
+"""A link to PostgreSQL that stalls rather than drops: open, passing nothing (a server stopped
+or hung, a link that holds), which TCP keepalives never find, the kernel at the other end
+answering them. A statement whose answer has not come for ANSWER_WAIT_S is given up, its
+connection closed, and the call goes on as at a dropped link: a read asked again on a new
+connection, a user's write made again and found by its key (never made twice), a COMMIT whose
+answer stalled said not known, and a server that stays stalled said in the store's words —
+never a wait without end. The bounds are shortened here (a test checks what is said and kept,
+not how long it took). A loopback proxy that reads the protocol (tests/pg_proxy.py) stalls
+the link at a statement of the test's choosing; a real PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import subprocess
+import sys
+import threading
+import uuid
+from typing import IO, Callable, Iterator, List
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.store import StoreError, StoreUnavailable, open_store
+from fractui.store import postgres
+from fractui.store.base import Store
+from fractui.store.intents import Asker, submit
+from tests import localfleet
+from tests.cli_run import leaks
+from tests.conftest import REPO
+from tests.localfleet import logged, wait
+from tests.pg_proxy import AFTER, BEFORE, PgProxy
+
+local_fleet = localfleet.local_fleet
+ASKER = Asker("here")
+REQUEST = {"gpu": 0.25}
+ANSWER_WAIT_S = 1.0  # the bounds as a test sets them
+CONNECT_TIMEOUT_S = 2  # (libpq's least)
+STALLED = "the server sent nothing for 1 s while a statement waited for its answer"
+# ``python -m fractui`` with the bounds shortened as above
+SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli import main\n"
+         "postgres.ANSWER_WAIT_S, postgres.CONNECT_TIMEOUT_S = %r, %r\nsys.exit(main())" % (
+             ANSWER_WAIT_S, CONNECT_TIMEOUT_S))
+
+
+@dataclasses.dataclass
+class Stores:
+    direct: Store
+    stalled: Store  # through the proxy
+    proxy: PgProxy
+    db: str
+    sql: Callable[[str], List[tuple]]
+
+
+@pytest.fixture
+def stores(pg_server, monkeypatch) -> Iterator[Stores]:
+    monkeypatch.setattr(postgres, "ANSWER_WAIT_S", ANSWER_WAIT_S)
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S)
+    monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    stalled = open_store(proxy.url(db))
+    try:
+        yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
+    finally:
+        stalled.close()
+        direct.close()
+        proxy.close()
+
+
+def _jobs_of(s: Stores, key: str) -> int:
+    """How many jobs were made by a submit of ``key``."""
+    return s.sql("SELECT count(*) FROM jobs WHERE submit_key LIKE '%%:%s'" % key)[0][0]
+
+
+def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(stores):
+    """A read whose link stalls after the server ran it (its answer held) is given up and
+    asked again on a new connection, which answers. Where every link stalls (new ones taken
+    and never answered), the read ends in a StoreUnavailable naming the server; once the
+    link passes again, the next read answers."""
+    job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
+    stores.proxy.cut_on("SELECT", AFTER, stall=True)
+    assert stores.stalled.get(job.id).id == job.id
+    assert stores.proxy.cuts == 1
+    stores.proxy.restore()
+    stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
+    with pytest.raises(StoreUnavailable) as failed:
+        stores.stalled.get(job.id)
+    assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
+        stores.stalled.where)), failed.value
+    stores.proxy.restore()
+    assert stores.stalled.get(job.id).id == job.id
+
+
+@pytest.mark.parametrize("where", [BEFORE, AFTER])
+def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
+    """A submit by its key whose COMMIT stalls, before it reaches the server or after the
+    server ran it (its answer held): given up, and made again on a new connection, which finds
+    the job a COMMIT that landed made (after), or waits for the stalled session's write lock
+    until the server ends that session for idling in its write (before): one job either way,
+    said made."""
+    key = uuid.uuid4().hex
+    stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
+    made = submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    stores.proxy.restore()
+    assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
+    assert stores.direct.get(made.id).state == "pending"
+
+
+@pytest.mark.parametrize("where", [BEFORE, AFTER])
+def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, where):
+    """As above, every link stalled from the COMMIT on: the submit ends in the store's error
+    saying whether it was recorded is not known (it was after, not before); the same submit
+    made again by its key once the link passes makes one job."""
+    key = uuid.uuid4().hex
+    stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
+    with pytest.raises(StoreError) as failed:
+        submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    assert failed.value.unknown and "whether it was recorded is not known" in str(
+        failed.value), failed.value
+    stores.proxy.restore()
+    assert _jobs_of(stores, key) == (1 if where == AFTER else 0)
+    submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    assert _jobs_of(stores, key) == 1
+
+
+def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
+    """The lease holder's renewal, its answer stalled with the server: it ends in the store's
+    error (the scheduler says it and tries again at its next pass), the lease held once."""
+    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
+    with pytest.raises(StoreError) as failed:
+        stores.stalled.acquire_lease("sched", 30.0)
+    assert "whether it was recorded is not known" in str(failed.value), failed.value
+    stores.proxy.restore()
+    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.direct.lease_holder()[0] == "sched"  # type: ignore[index]
+
+
+def _fractui(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SHORT, *argv], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_a_verb_on_a_stalled_server_ends_in_one_line(stores, tmp_path):
+    """``fractui jobs`` whose first read stalls, and ``fractui submit`` whose COMMIT's answer
+    stalls, with the server: each ends, exit 1, in one line naming the store (the stall, or the
+    submit's outcome not known with the key to submit again with); the submit made again with
+    it once the link passes makes one job."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    stores.proxy.cut_on("SELECT has_schema_privilege", BEFORE, down=True, stall=True)
+    done = _fractui("--config", str(config), "jobs")
+    stores.proxy.restore()
+    assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (1, "", 1), done
+    assert done.stderr.startswith("fractui: store %s: cannot reach the PostgreSQL server: %s" % (
+        stores.stalled.where, STALLED)) and not leaks(done.stderr), done
+    stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True, past="INSERT INTO audit")
+    done = _fractui("--config", str(config), "submit", "--queue", "q", "--", "true")
+    stores.proxy.restore()
+    assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (1, "", 1), done
+    assert "whether it was recorded is not known" in done.stderr and not leaks(done.stderr)
+    key = done.stderr.split("submitting again with --key ")[1].split()[0]
+    again = _fractui("--config", str(config), "submit", "--queue", "q", "--key", key, "--",
+                     "true")
+    assert (again.returncode, again.stdout) == (0, "1 pending in queue q\n"), again
+    assert _jobs_of(stores, key) == 1
+
+
+def _lines(stream: IO[str]) -> "queue.Queue[str]":
+    """The lines of ``stream`` as they come, read on a thread of their own ("" at its end)."""
+    lines: "queue.Queue[str]" = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put("")
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _until(lines: "queue.Queue[str]", part: str) -> List[str]:
+    """The lines up to the first holding ``part``; fails where none comes (a guard, not a
+    timing: the bound under test is 1 s)."""
+    seen: List[str] = []
+    while not seen or part not in seen[-1]:
+        try:
+            seen.append(lines.get(timeout=60))
+        except queue.Empty:
+            pytest.fail("no line holding %r came: %s" % (part, seen))
+        if seen[-1] == "":
+            pytest.fail("its stderr ended before a line holding %r: %s" % (part, seen))
+    return seen
+
+
+def test_a_scheduler_whose_server_stalls_says_so_and_goes_on(local_fleet, pg_server):
+    """The lease-holding ``fractui scheduler``, every link to its server stalled (each held
+    open, new ones taken and never answered): its passes end in the store's words, logged,
+    and it goes on; once the link passes again, a job submitted then is placed and runs, and
+    SIGTERM stops it (exit 0), no traceback."""
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    sched = None
+    try:
+        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)],
+                        store_url=proxy.url(db), lease_s=3.0)
+        sched = subprocess.Popen([sys.executable, "-c", SHORT, "--config", f.write_config(),
+                                  "scheduler", "--name", "s1"], cwd=REPO, text=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        said = _lines(sched.stderr)  # type: ignore[arg-type]
+        wait(lambda: direct.lease_holder() is not None, direct.lease_holder, alive=sched)
+        proxy.stall()
+        stalled = _until(said, "the scheduler tries again every pass")
+        proxy.restore()
+        job = direct.submit("q", None, "n", localfleet.sleeper(600), REQUEST, "root@here")
+        wait(lambda: direct.get(job.id).state == "running", lambda: direct.get(job.id),
+             timeout_s=60, alive=sched)
+        sched.terminate()
+        assert sched.wait(timeout=60) == 0
+        err = "".join(stalled) + "".join(iter(said.get, ""))
+    finally:
+        if sched is not None and sched.poll() is None:
+            sched.kill()
+            sched.wait()
+        direct.close()
+        proxy.close()
+    assert not leaks(err) and "Traceback" not in err, err
+    assert any(line.startswith("store postgresql://127.0.0.1:%d/%s: cannot reach the "
+                               "PostgreSQL server: " % (proxy.port, db))
+               for line in logged(err)), err
