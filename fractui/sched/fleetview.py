@@ -147,7 +147,7 @@ def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Option
 
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
 _HOST_FACTS = ("cpus", "memory_mib", "links", "features")
-_GPU_FACTS = ("index", "uuid", "name", "memory_mib", "mig_mode", "mig_pending")
+_GPU_FACTS = ("index", "uuid", "name", "memory_mib", "mig_capable", "mig_mode", "mig_pending")
 
 
 def facts(view: HostView) -> Dict[str, Any]:
