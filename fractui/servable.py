@@ -86,7 +86,7 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
     unheard = tuple(n for n in may_use if n not in known)
     out = [n for n in out if not queue.hosts or n in queue.hosts]
     gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
-    fixed = [n for n in known if config.mode_fixed(n)]
+    fixed = [n for n, f in known.items() if config.mode_fixed(n) or f.get("mig_mode_fixed")]
     why = never_fits(queue, known, whole=not unheard, fixed=fixed) if known else None
     fits = (False if not unheard else None) if why is not None else (
         True if known else None)
@@ -131,7 +131,7 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
     ``gpu_only``: the GPU part alone, with each MIG-capable GPU in either mode (what the
     hardware could ever do); else CPUs and RAM too, each GPU in its MIG mode save for the
     changes a scheduler's pass would make of it idle (``_as_a_pass_sees``; ``fixed``: the
-    hosts whose config pins their modes)."""
+    hosts whose modes this config or the lease holder's pins)."""
     inventory = {n: f for n, f in inventory.items() if not queue.hosts or n in queue.hosts}
     if not inventory:
         return None

@@ -115,6 +115,20 @@ def test_submit_queues_what_only_an_idle_mig_gpu_turned_off_holds_and_it_runs(lo
     assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now off on gpu-a gpu 0"]
 
 
+def test_a_researchers_submit_counts_the_pin_of_the_scheduler_s_config(local_fleet):
+    """A config of no hosts (a researcher's) has no `mig_mode` to read: the lease holder keeps
+    its config's pin with the host's facts, and `submit` judges by it. Without it, a share
+    only a pinned MIG GPU turned off would hold was queued from such a config, and waited for
+    ever ("no room"), where the admin's own submit was refused."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE], agent={"mig_mode": "fixed"})
+    f.scheduler.step()
+    f.config = dataclasses.replace(f.config, hosts=())
+    refused = f.fractui("submit", "--queue", "share", "--", "true")
+    assert refused.returncode == 2 and "no GPU in the fleet could ever hold what queue share " \
+        "asks for (10 GiB, isolation share)" in refused.stderr, refused.stderr
+    assert f.store.jobs() == []
+
+
 def test_submit_counts_no_mode_change_for_a_queue_of_isolation_any(local_fleet):
     """`submit` counts only the mode changes a pass makes, and the placer makes none for a
     queue of isolation any: it takes a GPU as it is. Counted, such a queue that only an H200
