@@ -72,7 +72,8 @@ def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     #                                             load no SSH (paramiko)
     fleet = open_fleet(config)
     try:
-        heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}
+        heard = {s.name: facts(HostView.of(s, config.mode_fixed(s.name)))
+                 for s in fleet.statuses() if s.hello}
     finally:
         fleet.stop()
     kept = store.inventory()

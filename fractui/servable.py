@@ -9,14 +9,14 @@ whose hosts is not known is left alone: the unknown one may be the one that serv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
-from fractui.sched.fleetview import (HostView, build_hosts, flips_modes, geometry, idle_view,
-                                     model_name, request_of)
+from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
+                                     request_of)
 from fractui.sched.place import Placer
 from fractui.store.model import OUT_OF_CONFIG, PENDING, Job
 from fractui.words import count
@@ -87,7 +87,7 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
     unheard = tuple(n for n in may_use if n not in known)
     out = [n for n in out if not queue.hosts or n in queue.hosts]
     gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
-    fixed = [n for n in known if config.mode_fixed(n)]
+    fixed = [n for n, f in known.items() if config.mode_fixed(n) or f.get("mig_mode_fixed")]
     why = never_fits(queue, known, whole=not unheard, fixed=fixed) if known else None
     fits = (False if not unheard else None) if why is not None else (
         True if known else None)
@@ -130,9 +130,9 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
     ``whole``: every host the queue may use is known, so the reason speaks of the fleet, not
     only of the hosts heard.
     ``gpu_only``: the GPU part alone, with each MIG-capable GPU in either mode (what the
-    hardware could ever do); else CPUs and RAM too, with the GPUs' MIG modes as they are but
-    on a host whose modes the scheduler may change (``_flips``; ``fixed``: the hosts whose
-    config pins them), where it turns an idle GPU's mode for a job no GPU as it is fits."""
+    hardware could ever do); else CPUs and RAM too, each GPU in its MIG mode save for the
+    changes a scheduler's pass would make of it idle (``_as_a_pass_sees``; ``fixed``: the
+    hosts whose modes this config or the lease holder's pins)."""
     inventory = {n: f for n, f in inventory.items() if not queue.hosts or n in queue.hosts}
     if not inventory:
         return None
@@ -141,8 +141,8 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
         request.update(cpus=0.0, memory=0.0)
     probe = Job(0, queue.name, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
     idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
-    views = [v for view in idle for v in (
-        _either_mode(view) if gpu_only or _flips(view, fixed) else [view])]
+    views = [v for view in idle for v in _either_mode(view)] if gpu_only else [
+        _as_a_pass_sees(view, view.name in fixed) for view in idle]
     if Placer(build_hosts(views, [], ""), "first-fit").place(request_of(probe)) is not None:
         return None
     kinds: Dict[str, int] = {}
@@ -181,13 +181,15 @@ def _most_alike(view: HostView, queue: QueueConfig) -> int:
     return max(alike.values(), default=0)
 
 
-def _flips(view: HostView, fixed: Collection[str]) -> bool:
-    """Whether the scheduler may change the MIG modes of the host's GPUs, by fleetview's rule
-    for a host: its agent may make MIG changes and lists the features for them, and its config
-    does not pin them (``mig_mode = "fixed"``)."""
-    hello = view.hello or {}
-    return (view.name not in fixed and flips_modes(hello)
-            and (hello.get("privileges") or {}).get("mig_changes", True))
+def _as_a_pass_sees(view: HostView, fixed: bool) -> HostView:
+    """The idle host as a scheduler's pass would see it, so that the placer offers the MIG
+    mode changes a pass offers, and only those (fleetview._may_flip: on a host whose agent may
+    make them and lists the features, unless ``fixed``; of a GPU its agent reports
+    MIG-capable; for a request that asks for MIG or for shares, place.Placer._place): no
+    process on any GPU, each MIG-capable as kept (facts kept before that was: by its model)."""
+    gpus = [dict(g, processes=[], mig_capable=g.get(
+        "mig_capable", geometry(g.get("name") or "") is not None)) for g in view.gpu_records()]
+    return replace(view, snapshot={"gpus": gpus}, mode_fixed=fixed)
 
 
 def _either_mode(view: HostView) -> List[HostView]:

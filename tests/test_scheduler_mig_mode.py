@@ -115,6 +115,51 @@ def test_submit_queues_what_only_an_idle_mig_gpu_turned_off_holds_and_it_runs(lo
     assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now off on gpu-a gpu 0"]
 
 
+def test_a_researchers_submit_counts_the_pin_of_the_scheduler_s_config(local_fleet):
+    """A config of no hosts (a researcher's) has no `mig_mode` to read: the lease holder keeps
+    its config's pin with the host's facts, and `submit` judges by it. Without it, a share
+    only a pinned MIG GPU turned off would hold was queued from such a config, and waited for
+    ever ("no room"), where the admin's own submit was refused."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE], agent={"mig_mode": "fixed"})
+    f.scheduler.step()
+    f.config = dataclasses.replace(f.config, hosts=())
+    refused = f.fractui("submit", "--queue", "share", "--", "true")
+    assert refused.returncode == 2 and "no GPU in the fleet could ever hold what queue share " \
+        "asks for (10 GiB, isolation share)" in refused.stderr, refused.stderr
+    assert f.store.jobs() == []
+
+
+def test_submit_counts_no_mode_change_for_a_queue_of_isolation_any(local_fleet):
+    """`submit` counts only the mode changes a pass makes, and the placer makes none for a
+    queue of isolation any: it takes a GPU as it is. Counted, such a queue that only an H200
+    with MIG off holds was queued on one in MIG mode and waited for ever ("no room")."""
+    # 140.2 GiB: more than an H200's 7g.141gb slice (143360 MiB), less than its 143771 MiB
+    f = local_fleet({"gpu-a": "1xH200:mig"}, [QueueConfig(name="big", memory_gib=140.2)])
+    f.scheduler.step()
+    refused = f.fractui("submit", "--queue", "big", "--", "true")
+    assert refused.returncode == 2 and "no GPU in the fleet could ever hold what queue big " \
+        "asks for (140.2 GiB, isolation any)" in refused.stderr, refused.stderr
+    assert f.store.jobs() == []
+    listed = f.fractui("queues", "--json")
+    assert [q["servable"] for q in json.loads(listed.stdout)["queues"]] == [False], listed.stdout
+
+
+def test_submit_counts_no_mode_change_of_a_gpu_its_agent_says_has_no_mig(local_fleet):
+    """An A100 whose NVML says MIG is not supported (in a VM) is never offered a mode change
+    (fleetview._may_flip): `submit` judges it in the mode it has. The store kept no word of
+    whether a GPU is MIG-capable, and `submit` judged every A100 able to turn MIG on."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceGetMigMode",
+                                                "error": "NVML_ERROR_NOT_SUPPORTED",
+                                                "count": 10 ** 6})
+    snapshot_shows(f, "gpu-a", lambda snap: snap["gpus"][0]["mig_capable"] is False)
+    f.scheduler.step()
+    assert f.store.inventory()["gpu-a"]["gpus"][0]["mig_capable"] is False
+    refused = f.fractui("submit", "--queue", "slice", "--", "true")
+    assert refused.returncode == 2 and "no GPU in the fleet could ever hold what queue " \
+        "slice asks for (3g.40gb, isolation mig)" in refused.stderr, refused.stderr
+
+
 def test_a_gpu_with_a_foreign_process_is_never_changed_and_the_job_waits_saying_why(
         local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=5)

@@ -147,7 +147,7 @@ def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Option
 
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
 _HOST_FACTS = ("cpus", "memory_mib", "links", "features")
-_GPU_FACTS = ("index", "uuid", "name", "memory_mib", "mig_mode", "mig_pending")
+_GPU_FACTS = ("index", "uuid", "name", "memory_mib", "mig_capable", "mig_mode", "mig_pending")
 
 
 def facts(view: HostView) -> Dict[str, Any]:
@@ -156,6 +156,9 @@ def facts(view: HostView) -> Dict[str, Any]:
     hello = view.hello or {}
     out: Dict[str, Any] = {k: hello.get(k) for k in _HOST_FACTS}
     out["mig_changes"] = (hello.get("privileges") or {}).get("mig_changes", True)
+    # the config's pin of its modes (mig_mode = "fixed"), the lease holder's: a config of no
+    # hosts, whose submit judges by these facts, has none to read
+    out["mig_mode_fixed"] = view.mode_fixed
     out["gpus"] = [_gpu_facts(g) for g in view.gpu_records()]
     return out
 
