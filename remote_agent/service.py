@@ -397,8 +397,9 @@ class Agent:
             if err.kind == "needs_destroy":
                 message += DESTROY_IDLE_HINT
             code = _PLAN_ERROR_CODES[err.kind]
-            if pinned and err.busy:
+            if pinned and err.busy:  # a stale layout's data: the layout as it is now
                 code = rpc.STALE_LAYOUT
+                data["instances"] = _layout_records(layout)
                 message = "%s, in the way of the plan, is in use now: a plan destroys only " \
                           "idle instances, and one in use is never destroyed; plan again" % (
                               " and ".join(planner.busy_label(i) for i in err.busy))

@@ -22,6 +22,7 @@ from fractui.sched.mig_change import MigChange, plan_create
 from fractui.store.intents import Asker
 from remote_agent.rpc import jsonrpc as rpc
 from tests import localfleet
+from tests.conftest import AgentError
 from tests.test_jobs import script
 from tests.test_mig_killed import kill_inside
 from tests.test_mig_launch_retry import CREATE_CI
@@ -147,6 +148,33 @@ def test_a_pinned_launch_is_made_when_a_passing_fault_rolled_its_first_try_back(
     now = agent.call("snapshot")["gpus"][0]["instances"]
     assert places(now) == PLANNED
     assert next(i for i in now if i["start"] == 4)["uuid"] == job["instance"]
+
+
+def test_a_pinned_launch_whose_idle_instance_in_the_way_is_in_use_now_is_stale(start_agent,
+                                                                               tmp_path):
+    """A placement previewed on the layout destroys the idle 1g.10gb at slot 6; a process
+    started there since, the layout the same: the launch is refused as stale, naming it (the
+    scheduler previews it again, no refusal counted), and nothing is recorded or touched."""
+    agent = start_agent("1xH100:mig", str(tmp_path / "host"))
+    laid_out(lambda method, params: agent.call(method, **params))
+    version = agent.call("snapshot")["gpus"][0]["layout_version"]
+    held = agent.call("snapshot")["gpus"][0]["instances"]
+    at6 = next(i for i in held if i["start"] == 6)
+    pid = agent.call("sim.add_process", gpu=0, used_mib=100, instance=at6["uuid"])["pid"]
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-busy", gpu=0, argv=script("import time\n"
+                                                                  "time.sleep(60)"),
+                   mig={"profile": "3g.40gb", "start": 4, "destroy_idle": True,
+                        "layout_version": version})
+    assert err.value.code == rpc.STALE_LAYOUT
+    assert "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use now" % (
+        at6["uuid"], pid) in err.value.message, err.value.message
+    now = agent.call("snapshot")["gpus"][0]
+    assert [i["uuid"] for i in now["instances"]] == [i["uuid"] for i in held]
+    assert err.value.data["layout_version"] == version  # and the layout, as a stale one says
+    assert [(i["uuid"], i["busy"], i["pids"]) for i in err.value.data["instances"]] == [
+        (i["uuid"], i["busy"], i["pids"]) for i in now["instances"]]
+    assert agent.call("job.list")["jobs"] == []
 
 
 def test_a_confirmed_plan_cut_short_by_the_agents_death_applies_once_rolled_back(start_agent,
