@@ -129,6 +129,55 @@ def test_a_symlink_a_job_put_in_place_of_a_file_in_its_folder_is_never_followed(
         os.kill(job.pid, signal.SIGKILL)
 
 
+def test_a_folder_swapped_for_a_symlink_just_after_it_is_opened_is_still_the_one_used(
+        in_process, tmp_path, monkeypatch):
+    """The race the loop below runs by chance, made at its point each time: the job's folder
+    is swapped for a symlink to a folder of the agent's own just after the daemon opened it,
+    before the look reads or writes in it. Each look goes on in the folder it opened (the
+    job's own start is read, no other), and nothing is read or written in the folder the link
+    names. A look that named a file by its path again, once its folder was open, went through
+    the link."""
+    from remote_agent.jobs.shim import JobFolder
+
+    sup, _ = in_process("1xA100-80GB:mig,1xL4")
+    elsewhere = _elsewhere(tmp_path)
+    job = _launch(sup, ["sh", "-c", "echo mine; exec sleep 600"])
+    folder = sup.job_dir(job)
+    opened = JobFolder.open
+
+    def open_then_swap(path: str) -> JobFolder:
+        held = opened(path)
+        if path == folder:
+            os.rename(folder, folder + ".away")
+            os.symlink(elsewhere, folder)
+        return held
+
+    def swap_back() -> None:
+        if os.path.islink(folder):
+            os.unlink(folder)
+            os.rename(folder + ".away", folder)
+
+    try:
+        wait_until(lambda: os.path.exists(os.path.join(folder, "output.log")), "its output")
+        monkeypatch.setattr(JobFolder, "open", staticmethod(open_then_swap))
+        own = {"started.json": lambda got: got["pid"] == job.pid,
+               "damaged": lambda got: got is None,  # (its exit.json is not written yet)
+               "shim lock": lambda got: got is True,  # (its shim holds its own)
+               "logs": lambda got: got == b"mine\n", "last line": lambda got: got == "mine"}
+        for what, look in _looks(sup, job).items():
+            try:
+                got = look()
+            finally:
+                swap_back()
+            assert not _read_elsewhere(got), (what, got)
+            assert own.get(what, lambda _: True)(got), (what, got)
+        _untouched(elsewhere)
+    finally:
+        monkeypatch.undo()
+        swap_back()
+        os.kill(job.pid, signal.SIGKILL)
+
+
 SWAPPER = """import os, sys
 d, elsewhere = sys.argv[1], sys.argv[2]
 while True:

@@ -115,6 +115,8 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
         assert record["state"] == "starting" and record["reason"], record
         held = f.store.get(job.id)
         assert (held.state, held.started_at) == (STOPPING, None), held
+        [found] = [e.why for e in f.store.audit_log(job.id) if e.action == "launch"]
+        assert found.startswith("found held starting on "), found  # (never "started")
         [charged] = [u for u in f.store.usage(0, time.time() + 60) if u.job == job.id]
         assert (charged.started_at, charged.ended_at) == (record["created_at"], None)
         os.rmdir(planted)  # an admin mends it: adopted, then stopped as asked

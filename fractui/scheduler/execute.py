@@ -453,8 +453,9 @@ class Executor:
         assert slot is not None
         return self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
                                   "found %s on %s" % (
-                                      "started" if job.state == STOPPING else
-                                      "held starting" if held else "running", slot.describe()),
+                                      "held starting" if held else
+                                      "started" if job.state == STOPPING else "running",
+                                      slot.describe()),
                                   epoch=self.epoch, model=view.model(slot.gpus),
                                   booked_at=rec.get("created_at") if held else None)
 
