@@ -238,6 +238,25 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
     assert store.read_bytes() == before
 
 
+def test_the_fix_a_store_all_users_write_is_given_runs_only_the_chmod_when_pasted(plain_dir):
+    """The chmod the refusal gives is pasted into a shell: a store whose path holds what a
+    shell acts on (a folder named ``a;touch pwned;b``, a name a member of a shared store's
+    folder can lead a link of the store's name to) is said quoted, so the line runs the
+    chmod of that file alone, where it ran the member's command too, as root."""
+    folder = plain_dir / "a;touch pwned;b"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    store.chmod(0o666)
+    done = fractui(write_config(plain_dir, store), ["jobs"])
+    assert done.returncode == 1, done
+    fix = done.stderr.strip().split("fix it with: ", 1)[1]
+    subprocess.run(["sh", "-c", fix], cwd=plain_dir, check=True)
+    assert not (plain_dir / "pwned").exists()
+    assert stat.S_IMODE(store.stat().st_mode) == 0o664
+    assert fractui(write_config(plain_dir, store), ["audit"]).returncode == 0
+
+
 def test_a_team_folder_above_the_store_made_sticky_as_advised_is_taken(plain_dir):
     """The refusal of a folder above the store that a group writes offers a sticky bit where
     the team must go on making files there (a project folder): so made, no one renames or
