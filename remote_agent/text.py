@@ -23,8 +23,10 @@ def noun_for(n: Union[int, float], noun: str, plural: Optional[str] = None) -> s
 
 def count(n: Union[int, float], noun: str, plural: Optional[str] = None) -> str:
     """``n`` and ``noun`` ("1 GPU", "2 GPUs", "1.5 CPUs"): a whole number as it is, a fraction
-    as ``%g`` gives it."""
-    return "%s %s" % ("%d" % n if isinstance(n, int) else "%g" % n, noun_for(n, noun, plural))
+    as ``%g`` gives it, its noun as that number is said (0.9999999, a sum of ten 0.1s, is
+    said "1": "1 GPU", never "1 GPUs")."""
+    said = "%d" % n if isinstance(n, int) else "%g" % n
+    return "%s %s" % (said, noun_for(float(said), noun, plural))
 
 
 def said(text: str) -> str:

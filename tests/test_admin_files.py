@@ -238,6 +238,25 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
     assert store.read_bytes() == before
 
 
+def test_the_fix_a_store_all_users_write_is_given_runs_only_the_chmod_when_pasted(plain_dir):
+    """The chmod the refusal gives is pasted into a shell: a store whose path holds what a
+    shell acts on (a folder named ``a;touch pwned;b``, a name a member of a shared store's
+    folder can lead a link of the store's name to) is said quoted, so the line runs the
+    chmod of that file alone, where it ran the member's command too, as root."""
+    folder = plain_dir / "a;touch pwned;b"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    store.chmod(0o666)
+    done = fractui(write_config(plain_dir, store), ["jobs"])
+    assert done.returncode == 1, done
+    fix = done.stderr.strip().split("fix it with: ", 1)[1]
+    subprocess.run(["sh", "-c", fix], cwd=plain_dir, check=True)
+    assert not (plain_dir / "pwned").exists()
+    assert stat.S_IMODE(store.stat().st_mode) == 0o664
+    assert fractui(write_config(plain_dir, store), ["audit"]).returncode == 0
+
+
 def test_a_team_folder_above_the_store_made_sticky_as_advised_is_taken(plain_dir):
     """The refusal of a folder above the store that a group writes offers a sticky bit where
     the team must go on making files there (a project folder): so made, no one renames or
@@ -426,11 +445,14 @@ def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_
         assert done.stderr == (
             "fractui: store %s: its %s file %s is a file of root with 2 names (hard links): "
             "it may be any file on its filesystem that someone linked there, which SQLite "
-            "would overwrite; fractui changed nothing in it. See its other names (find / "
-            "-xdev -samefile %s), then remove this one (rm %s): the file is kept under "
+            "would overwrite; fractui changed nothing in it. Stop each fractui that has "
+            "the store open (its scheduler, a TUI): one would write on into the files it "
+            "opened, and a job submitted meanwhile be lost. Then see the file's other names "
+            "(find / -xdev -samefile %s), and remove this one (rm %s): the file is kept under "
             "them%s\n" % (store, side, side_file, side_file, side_file, (
                 "; if one is this store's own -wal (linked by a backup), copy it in place "
-                "instead, which keeps its pages: cp %s %s.new && mv %s.new %s" % (
+                "instead, which keeps its pages: cp -p --remove-destination %s %s.new && "
+                "mv %s.new %s" % (
                     (side_file,) * 4) if side == "-wal" else ""))), done.stderr
     assert (roots.read_bytes(), roots.stat().st_mode, store.read_bytes()) == before
     side_file.unlink()
@@ -442,23 +464,32 @@ def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_
 def test_a_stores_own_wal_a_backup_linked_keeps_its_pages_through_the_copy_advised(plain_dir):
     """A -wal with another name may be the store's own, linked by a backup (cp -l), holding
     pages no checkpoint has put in the store yet: refused as any such link, the copy the
-    refusal gives for that case breaks the link and keeps them (rm would lose them)."""
+    refusal gives for that case breaks the link and keeps them (rm would lose them), and
+    the -wal's mode, the store's group's write. A link at the copy's name, which a member of
+    a shared store's folder could put there knowing the advice, leads the copy nowhere: a
+    plain cp wrote the store's pages through it into the file it named, as root."""
     folder = plain_dir / "state"
     folder.mkdir(mode=0o700)
     store = folder / "store.db"
     SqliteStore(str(store)).close()
+    store.chmod(0o660)  # (shared through root's group)
     wrote = ("import os, sys\nfrom fractui.store import SqliteStore\n"
              "SqliteStore(sys.argv[1]).submit('half', None, 'in-the-wal', ['x'], {'gpu': 0.5}, "
              "'t')\nos._exit(0)\n")  # (ended before any close: its pages in the -wal alone)
     subprocess.run([sys.executable, "-c", wrote, str(store)], check=True, cwd=REPO)
     wal = Path(str(store) + "-wal")
-    assert wal.stat().st_size > 0
+    assert wal.stat().st_size > 0 and stat.S_IMODE(wal.stat().st_mode) == 0o660
     os.link(wal, plain_dir / "backup.db-wal")
+    roots = plain_dir / "roots-file"
+    roots.write_text("root's\n")
+    os.symlink(roots, str(wal) + ".new")
     done = fractui(write_config(plain_dir, store), ["audit"])
     assert done.returncode == 1 and "is a file of root with 2 names" in done.stderr, done
     for step in done.stderr.strip().split("keeps its pages: ", 1)[1].split(" && "):
         subprocess.run(shlex.split(step), check=True)
+    assert roots.read_text() == "root's\n"
     assert wal.stat().st_nlink == 1 and (plain_dir / "backup.db-wal").stat().st_nlink == 1
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o660
     done = fractui(write_config(plain_dir, store), ["audit"])
     assert done.returncode == 0, done
     kept = SqliteStore(str(store))

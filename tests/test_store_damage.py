@@ -624,3 +624,25 @@ def test_a_store_a_fractui_of_before_was_stopped_in_making_says_it_holds_no_job_
     done = fractui(config, ("submit", "--queue", "half", "--", "x"))
     assert done.returncode == 0, done
     assert Path(str(store) + ".unfinished").read_bytes() == before
+
+
+def test_a_store_in_use_that_lost_its_id_before_any_job_is_not_said_unfinished(tmp_path):
+    """No job is not enough to call a store one a fractui of before was stopped in making:
+    one whose hosts were drained before any submit (its cordon, its audit entry) that lost
+    its id was said unfinished, with the mv that "loses no job", after which the next store
+    knew no drain and its jobs went to the drained host. It is said damaged, as one with
+    jobs, with no mv."""
+    store = tmp_path / "store.db"
+    made = SqliteStore(str(store))
+    made.cordon("gpu-a", None, "drain", "ops@head", "a fan failing")
+    made.close()
+    db = sqlite3.connect(store)
+    db.execute("DELETE FROM meta WHERE key = 'uid'")
+    db.commit()
+    db.close()
+    before = store.read_bytes()
+    refused_by_every_verb(write_config(tmp_path, store), store, "is damaged: it has no store "
+                          "id (meta.uid); it holds no job, but what a store in use keeps (its "
+                          "audit, cordons or scheduler's lease), which a new store would not "
+                          "have; fractui will not start", SOME)
+    assert store.read_bytes() == before

@@ -291,6 +291,7 @@ def test_counts_say_one_gpu_and_two_gpus():
     assert count(1, "theme file") == "1 theme file" and count(3, "box", "boxes") == "3 boxes"
     assert (count(1.0, "CPU"), count(1.5, "CPU"), count(0.5, "CPU")) == (
         "1 CPU", "1.5 CPUs", "0.5 CPUs")  # (a fraction as %g gives it: a CPU quota's 1.5)
+    assert (count(sum([0.1] * 10), "GPU"), count(1.0000001, "GPU")) == ("1 GPU", "1 GPU")
     assert count(1, "process", "processes") == "1 process"
     assert (noun_for(1, "param"), noun_for(2, "param")) == ("param", "params")
     assert QueueConfig(name="one", gpus=1).describe() == "1 GPU"

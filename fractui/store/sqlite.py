@@ -222,13 +222,21 @@ class SqliteDialect(Dialect):
         return StoreDamaged(self.where, "is damaged: %s%s" % (what, sqlite_file.MOVE_AWAY))
 
     def no_id(self, db: sqlite3.Connection) -> StoreDamaged:
-        """Said with its jobs: one that holds none is most likely a store a fractui of before
-        2026-12-07 was stopped in making, between its file and its first open, which gave
-        the id then; moving it away for a new one loses nothing."""
+        """Said with its jobs: one that holds none, and nothing a store in use keeps (an
+        audit entry, a cordon, a scheduler's lease), is most likely a store a fractui of
+        before 2026-12-07 was stopped in making, between its file and its first open, which
+        gave the id then; moving it away for a new one loses nothing. One that holds them
+        is no such store: a new one would not have its cordons (a drained host's jobs
+        placed on it again)."""
         jobs = int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
         if jobs:
             return self.damaged("it has no store id (meta.uid), which the keys of its %s on "
                                 "the hosts hold" % count(jobs, "job"))
+        if any(db.execute("SELECT 1 FROM %s LIMIT 1" % table).fetchone()
+               for table in ("audit", "cordons", "lease")):
+            return self.damaged("it has no store id (meta.uid); it holds no job, but what a "
+                                "store in use keeps (its audit, cordons or scheduler's lease), "
+                                "which a new store would not have")
         return StoreDamaged(self.where, "is unfinished: it has no store id (meta.uid) and "
                             "holds no jobs, as a fractui of before 2026-12-07 left a store it "
                             "was stopped in making (the id was given at its first open); "

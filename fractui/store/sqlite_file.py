@@ -94,7 +94,7 @@ def refuse_exposed(path: str) -> None:
             ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
              "open", "keep the store in a directory of your own (fractui makes one 0700), "
              "shared through a group if it is shared")] + [
-            (what, where, "change any job in it", "fix it with: chmod o-w " + where)
+            (what, where, "change any job in it", "fix it with: " + shell_line(["chmod", "o-w", where]))
             for what, where in files]:
         try:
             st = os.stat(where)
@@ -147,19 +147,26 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
     of the group that writes a store's folder could link any file on its filesystem there:
     root's /etc/passwd, say. The file is left as it is; its name there is removed by hand,
     which leaves the file under its other names, or, a -wal that is the store's own (linked
-    by a backup), copied in its place, which keeps its pages. (A file of no name, 0 links,
+    by a backup), copied in its place, which keeps its pages (``--remove-destination``: a
+    plain ``cp`` writes through a link a member put at the copy's name, into the file it
+    leads to; ``-p``: the copy keeps the -wal's owner and mode, the group's write of a shared
+    store's). Either with no fractui holding the store open: one that does writes on into
+    the files it opened, then no longer the store's (seen: a job submitted after the change
+    was lost, its number given again to the holder's next). (A file of no name, 0 links,
     was removed since it was opened: no other file is named so.)"""
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         name = shell_line([where])
         own = "; if one is this store's own -wal (linked by a backup), copy it in place " \
-            "instead, which keeps its pages: cp %s %s && mv %s %s" % (
+            "instead, which keeps its pages: cp -p --remove-destination %s %s && mv %s %s" % (
                 name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
             if where.endswith("-wal") else ""
         raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
                            "any file on its filesystem that someone linked there, which "
-                           "SQLite would overwrite; fractui changed nothing in it. See its "
-                           "other names (find / -xdev -samefile %s), then remove this one "
-                           "(rm %s): the file is kept under them%s" % (
+                           "SQLite would overwrite; fractui changed nothing in it. Stop each "
+                           "fractui that has the store open (its scheduler, a TUI): one would "
+                           "write on into the files it opened, and a job submitted meanwhile "
+                           "be lost. Then see the file's other names (find / -xdev -samefile "
+                           "%s), and remove this one (rm %s): the file is kept under them%s" % (
                                what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
                                own))
 
