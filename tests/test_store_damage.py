@@ -613,7 +613,9 @@ def test_a_store_a_fractui_of_before_was_stopped_in_making_says_it_holds_no_job_
     store.chmod(0o600)
     before = store.read_bytes()
     config = write_config(tmp_path, store)
-    move = "mv %s %s.unfinished" % (store, store)
+    move = "mv -T %s %s.unfinished" % (store, store)
+    # -T: a link another user put at the name is replaced, never followed into a folder
+    os.symlink(tmp_path, str(store) + ".unfinished")
     refused_by_every_verb(config, store, "is unfinished: it has no store id (meta.uid) and holds "
                           "no jobs, as a fractui of before 2026-12-07 left a store it was "
                           "stopped in making (the id was given at its first open); fractui "

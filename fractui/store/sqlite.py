@@ -242,7 +242,7 @@ class SqliteDialect(Dialect):
                             "was stopped in making (the id was given at its first open); "
                             "fractui gives none after, but moving it away loses no job, and "
                             "the next fractui makes a new store in its place: %s" % shell_line(
-                                ["mv", self.where, self.where + ".unfinished"]))
+                                ["mv", "-T", self.where, self.where + ".unfinished"]))
 
 
 class SqliteStore(SqlStore):
