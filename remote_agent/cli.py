@@ -127,6 +127,10 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         except (ValueError, UnsafePath) as err:  # (another host's; swapped since the check)
             print("remote_agent: %s" % err, file=sys.stderr)
             return 2
+        except OSError as err:  # its first write, on a full disk: before it detaches, said
+            print("remote_agent: the simulated GPUs' state %s cannot be written: %s" % (
+                paths.sim_state, err.strerror or err), file=sys.stderr)
+            return 2
     else:
         try:
             import pynvml as nv

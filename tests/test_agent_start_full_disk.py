@@ -1,0 +1,98 @@
+"""The agent's daemon started on a state disk with a little room left, at each amount of room
+its start can run out at (a real 8 MiB tmpfs, filled to leave so many pages): it serves, or it
+ends before it detaches, its words on the bridge's stderr naming the file and why — never a
+traceback — and once there is room the next bridge starts it, by itself. A daemon started
+again on a full disk while its job ends there keeps that job's exit: not lost, said once
+there is room."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.conftest import AgentProcess
+from tests.test_job_supervision import daemon_pid_of, fill, wait_until
+from tests.test_jobs import until_file, wait_job
+
+PAGE = 4096
+QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state; all of it
+FULL_WORDS = ("No space left on device", "database or disk is full")
+
+
+def leave(filler, pages: int) -> None:
+    """The filesystem of ``filler`` full but for ``pages`` pages."""
+    fill(filler)
+    os.truncate(filler, max(0, os.path.getsize(filler) - pages * PAGE))
+
+
+def said_in_full(state: str) -> str:
+    """The daemon's log, where one was written."""
+    try:
+        with open(os.path.join(state, "daemon.log")) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize("pages", [p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(0, 41, 2)])
+def test_a_first_start_on_a_disk_with_little_room_serves_or_says_why_and_starts_with_room(
+        small_fs, start_agent, tmp_path, pages):
+    """Before, with room for the job table but not for the simulated GPUs' first state, the
+    daemon ended on an OSError's traceback (``fractui demo``'s hosts and every test's)."""
+    state = str(small_fs / "state")
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    agent = AgentProcess(state, "--sim", "1xL4")
+    try:
+        reply = agent.request("hello")
+        assert "result" in reply, reply
+    except EOFError as ended:
+        words = str(ended)
+        assert "Traceback" not in words, words
+        lines = words.split("stderr: ", 1)[1].splitlines()
+        assert lines[-1] == "remote_agent: the agent daemon did not start (exit 2)", words
+        assert lines[-2].startswith("remote_agent: the ") and state in lines[-2], words
+        assert any(w in lines[-2] for w in FULL_WORDS), words
+    finally:
+        agent.proc.stdin.close()
+        agent.proc.wait(timeout=10)
+    assert "Traceback" not in said_in_full(state)
+    filler.unlink()
+    again = start_agent("1xL4", state)
+    job = again.call("job.launch", key="k-room", gpu=0, memory_mib=10,
+                     argv=until_file(tmp_path / "release", 0))
+    (tmp_path / "release").touch()
+    assert wait_job(again, job["id"])["exit_code"] == 0
+
+
+@pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
+    p, marks=pytest.mark.slow) for p in range(0, 5)])
+def test_a_job_that_ends_while_its_daemon_starts_again_on_a_full_disk_keeps_its_exit(
+        small_fs, start_agent, tmp_path, pages):
+    """The daemon stopped, the disk filled, the job ends (its shim cannot write its exit yet)
+    and a daemon starts again: it serves, the job is never said ended with another code, and
+    once there is room its exit is recorded, exactly as the job gave it."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-ends", gpu=0, memory_mib=10,
+                     argv=until_file(tmp_path / "release", 3))
+    wait_until(lambda: agent.call("job.get", job=job["id"])["state"] == "running",
+               "the job to run")
+    pid = daemon_pid_of(state)
+    os.kill(pid, signal.SIGTERM)
+    agent.close()
+    wait_until(lambda: not os.path.exists("/proc/%d" % pid), "the daemon to end")
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    (tmp_path / "release").touch()
+    later = start_agent(None, state)
+    seen = later.call("job.get", job=job["id"])
+    assert seen["state"] == "running" or (seen["state"], seen["exit_code"]) == ("exited", 3), \
+        seen
+    filler.unlink()
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 3), done
+    assert "Traceback" not in said_in_full(state)
