@@ -18,7 +18,8 @@ from tests.test_jobs import until_file, wait_job
 
 PAGE = 4096
 QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state; all of it
-FULL_WORDS = ("No space left on device", "database or disk is full")
+FULL_WORDS = ("No space left on device", "database or disk is full",
+              "its filesystem has no room left")
 
 
 def leave(filler, pages: int) -> None:
