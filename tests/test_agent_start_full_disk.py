@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
+from contextlib import ExitStack
 
 import pytest
 
 from tests.conftest import AgentProcess
-from tests.test_job_supervision import daemon_pid_of, fill, wait_until
+from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
+                                        wait_until)
 from tests.test_jobs import until_file, wait_job
 
 PAGE = 4096
-QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state; all of it
+QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
+# file (the GPUs' on a disk of their own); room for all of it
 FULL_WORDS = ("No space left on device", "database or disk is full",
               "its filesystem has no room left")
 
@@ -39,11 +42,24 @@ def said_in_full(state: str) -> str:
 
 @pytest.mark.parametrize("pages", [p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
                                    for p in range(0, 41, 2)])
+@pytest.mark.parametrize("gpus", ["on-the-state-disk", "on-a-disk-of-their-own"])
 def test_a_first_start_on_a_disk_with_little_room_serves_or_says_why_and_starts_with_room(
-        small_fs, start_agent, tmp_path, pages):
+        small_fs, start_agent, tmp_path, pages, gpus):
     """Before, with room for the job table but not for the simulated GPUs' first state, the
-    daemon ended on an OSError's traceback (``fractui demo``'s hosts and every test's)."""
+    daemon ended on an OSError's traceback (``fractui demo``'s hosts and every test's); with
+    the GPUs keeping nothing on that disk (as real ones), on its pid file's, written once it
+    had detached: its traceback went to its log on the full disk, nowhere, and the bridge said
+    no more than "see daemon.log"."""
     state = str(small_fs / "state")
+    stack = ExitStack()
+    if gpus == "on-a-disk-of-their-own":
+        stack.enter_context(gpus_on_a_disk_of_their_own(small_fs / "state"))
+    with stack:
+        starts_with_room(small_fs, start_agent, tmp_path, state, pages)
+
+
+def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) -> None:
+    """The test above, once the GPUs' state is where it is tried."""
     filler = small_fs / "filler"
     leave(filler, pages)
     agent = AgentProcess(state, "--sim", "1xL4")
@@ -63,6 +79,7 @@ def test_a_first_start_on_a_disk_with_little_room_serves_or_says_why_and_starts_
     assert "Traceback" not in said_in_full(state)
     filler.unlink()
     again = start_agent("1xL4", state)
+    assert again.call("daemon.version")["pid"] == daemon_pid_of(state)
     job = again.call("job.launch", key="k-room", gpu=0, memory_mib=10,
                      argv=until_file(tmp_path / "release", 0))
     (tmp_path / "release").touch()
