@@ -3,7 +3,7 @@ left, at each amount of room its writes can run out at (a real 2 MiB tmpfs fille
 many pages), the store closed (each verb makes its WAL again) or held open by another (its WAL
 there): the verb is done, or it exits 1 with the store's words and its path and records
 nothing; the store then passes SQLite's integrity check, and the verb asked again once there
-is room is done, once."""
+is room is done, once. A first submit, which makes the store, likewise."""
 
 from __future__ import annotations
 
@@ -103,3 +103,34 @@ def test_a_verb_on_a_full_store_is_done_or_said_and_done_once_with_room(
         after = jobs_in(path)
         assert done(after) and len(after) == 40 + (verb == "submit")
 
+
+
+@pytest.mark.parametrize("pages", [p if p in (0, 64) else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(0, 65, 4)])
+def test_a_first_submit_that_makes_the_store_on_a_full_disk_is_done_or_said_and_done_once(
+        tmp_path, small_fs, capfd, pages):
+    """No store yet: the first submit makes it (whole, beside it, then linked in) and records
+    the job, or says why not, and the next, with room, finds a store that opens and records
+    the job once."""
+    path = str(small_fs / "fractui" / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n'
+                      % path)
+    argv = ["--config", str(config), "submit", "--queue", "q", "--key", "k-first", "--", "x"]
+    filler = small_fs / "filler"
+    fill(filler)
+    os.truncate(filler, max(0, os.path.getsize(filler) - pages * PAGE))
+    code, out, err = in_process(capfd, argv)
+    assert not leaks(err), err
+    if code == 0:
+        assert out == "1 pending in queue q\n", (out, err)
+    else:
+        assert (code, out) == (1, ""), (code, out, err)
+        last = err.splitlines()[-1]
+        assert last.startswith("fractui: store %s: no space is left on the filesystem that "
+                               "holds it (" % path) and last.endswith(
+                                   "): nothing was recorded"), err
+    filler.unlink()
+    again = in_process(capfd, argv)
+    assert again[:2] == (0, "1 pending in queue q\n") and not leaks(again[2]), again
+    assert [j.name for j in jobs_in(path).values()] == ["x"]
