@@ -1,13 +1,16 @@
-"""The agent's daemon started on a state disk with a little room left, at each amount of room
-its start can run out at (a real 8 MiB tmpfs, filled to leave so many pages): it serves, or it
-ends before it detaches, its words on the bridge's stderr naming the file and why — never a
-traceback — and once there is room the next bridge starts it, by itself. A daemon started
+"""The agent on a state disk with a little room left, at each amount of room a write can run
+out at (a real 8 MiB tmpfs, filled to leave so many pages). Its daemon's start: it serves, or
+it ends before it detaches, its words on the bridge's stderr naming the file and why — never
+a traceback — and once there is room the next bridge starts it, by itself. A daemon started
 again on a full disk while its job ends there keeps that job's exit: not lost, said once
-there is room."""
+there is room. A job whose output was dropped and that ends while the disk is full: its log
+says so once there is room, before its end is recorded, so its last line is that, not a line
+the disk cut."""
 
 from __future__ import annotations
 
 import os
+import platform
 import signal
 from contextlib import ExitStack
 
@@ -16,13 +19,22 @@ import pytest
 from tests.conftest import AgentProcess
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
                                         wait_until)
-from tests.test_jobs import until_file, wait_job
+from tests.test_jobs import script, until_file, wait_job
 
 PAGE = 4096
 QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
 # file (the GPUs' on a disk of their own); room for all of it
+NANOSLEEP = {"x86_64": 230, "aarch64": 115}  # clock_nanosleep's system call number
 FULL_WORDS = ("No space left on device", "database or disk is full",
               "its filesystem has no room left")
+
+
+def retrying(pid: int) -> bool:
+    """Whether the shim ``pid``, its job ended, waits to try a record again: its main thread
+    in time.sleep (clock_nanosleep), which it calls only there once its job has ended. (Its
+    log, shim.log, is on the full disk: it cannot say so.)"""
+    with open("/proc/%d/syscall" % pid) as f:
+        return f.read().split()[0] == str(NANOSLEEP[platform.machine()])
 
 
 def leave(filler, pages: int) -> None:
@@ -114,3 +126,44 @@ def test_a_job_that_ends_while_its_daemon_starts_again_on_a_full_disk_keeps_its_
     done = wait_job(later, job["id"])
     assert (done["state"], done["exit_code"]) == ("exited", 3), done
     assert "Traceback" not in said_in_full(state)
+
+
+@pytest.mark.parametrize("pages", [p if p in (0, 6) else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(0, 17, 2)])
+def test_output_dropped_by_a_job_that_ends_on_a_full_disk_is_said_before_its_end(
+        small_fs, start_agent, tmp_path, pages):
+    """Before, the shim said what was dropped only if the log took a write after it: a job
+    that ended while the disk was full left a log ending in a line the disk cut, nothing
+    saying some 300 KB were lost, and its end read as that cut line ("exited 5: line 596
+    xxx")."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    go, printed, release = tmp_path / "go", tmp_path / "printed", tmp_path / "release"
+    code = ("import os, sys, time\n"
+            "while not os.path.exists(%r): time.sleep(0.02)\n"
+            "for i in range(3000): print('line %%04d' %% i, 'x' * 100, flush=True)\n"
+            "open(%r, 'w').close()\n"
+            "while not os.path.exists(%r): time.sleep(0.02)\n"
+            "sys.exit(5)\n" % (str(go), str(printed), str(release)))
+    job = agent.call("job.launch", key="k-cut", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(lambda: agent.call("job.get", job=job["id"])["state"] == "running",
+               "the job to run")
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    go.touch()
+    wait_until(printed.exists, "the job's output")
+    release.touch()
+    with open(small_fs / "state" / "jobs" / job["id"] / "shim.claim") as f:
+        shim = int(f.read())
+    wait_until(lambda: retrying(shim), "the shim to wait for room for the job's end")
+    filler.unlink()
+    done = wait_job(agent, job["id"])
+    note = ("bytes of the job's output were dropped: its log could not be written (No space "
+            "left on device)]")
+    assert (done["state"], done["exit_code"]) == ("exited", 5), done
+    assert done["last_line"].startswith("[fractui: ") and done["last_line"].endswith(note), \
+        done
+    folder = small_fs / "state" / "jobs" / job["id"]
+    text = "".join((folder / n).read_text() for n in ("output.log.1", "output.log")
+                   if (folder / n).exists())
+    assert text.endswith(note + "\n") and text.count("[fractui: ") == 1, text[-300:]
