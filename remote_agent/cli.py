@@ -148,7 +148,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                   file=sys.stderr)
             return 2
     from remote_agent.daemon.paths import code_hash
-    from remote_agent.daemon.server import run_daemon as serve_daemon
+    from remote_agent.daemon.server import bind, run_daemon as serve_daemon
     from remote_agent.daemon.settings import from_args
     from remote_agent.jobs.procs import proc_missing
     from remote_agent.service import Agent
@@ -158,7 +158,12 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: %s" % missing, file=sys.stderr)
         return 2
     code = code_hash()  # of the code this daemon loaded, before anyone can change it
-    try:  # said before it detaches: after, its words would go to its log, on that full disk
+    # its socket (no inode left where sockets go: a full /tmp or /run) and its pid file (a full
+    # state disk), refused before it detaches: after, its words would go to its log alone
+    doing = "listen on %s" % paths.socket
+    try:
+        listener = bind(paths)
+        doing = "write the pid file %s" % paths.pid_file
         pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                               "pid file")
         try:
@@ -170,8 +175,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2
     except OSError as err:
-        print("remote_agent: the pid file %s cannot be written: %s" % (
-            paths.pid_file, err.strerror or err), file=sys.stderr)
+        print("remote_agent: cannot %s: %s" % (doing, err.strerror or err), file=sys.stderr)
         return 2
     if args.detach:
         _daemonize(open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
@@ -184,7 +188,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
     sim = nv if backend == "sim" else None
     agent = Agent(nv, backend, sim=sim)
     try:
-        return serve_daemon(paths, agent, from_args(args), code,
+        return serve_daemon(paths, listener, agent, from_args(args), code,
                             sim.sim_spec() if sim is not None else None)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)

@@ -3,7 +3,8 @@ out at (a real 8 MiB tmpfs, filled to leave so many pages). Its daemon's start: 
 it ends before it detaches, its words on the bridge's stderr naming the file and why — never
 a traceback — and once there is room the next bridge starts it, by itself. A daemon started
 again on a full disk while its job ends there keeps that job's exit: not lost, said once
-there is room. A job whose output was dropped and that ends while the disk is full: its log
+there is room. Its socket where no inode is left (a full /tmp or /run): said likewise, and
+served once there is one. A job whose output was dropped and that ends while the disk is full: its log
 says so once there is room, before its end is recorded, so its last line is that, not a line
 the disk cut."""
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
+import subprocess
+import sys
 from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import AgentProcess
+from tests.conftest import REPO, AgentProcess, stop_host
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
                                         wait_until)
 from tests.test_jobs import script, until_file, wait_job
@@ -167,3 +171,35 @@ def test_output_dropped_by_a_job_that_ends_on_a_full_disk_is_said_before_its_end
     text = "".join((folder / n).read_text() for n in ("output.log.1", "output.log")
                    if (folder / n).exists())
     assert text.endswith(note + "\n") and text.count("[fractui: ") == 1, text[-300:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a tmpfs is mounted on /run/fractui in a namespace: needs root")
+def test_a_daemon_with_no_inode_for_its_socket_says_so_and_serves_once_there_is_one(tmp_path):
+    """Root's sockets' folder (/run/fractui) a tmpfs of its own with no inode left, in a mount
+    namespace of its own: the bridge says the socket cannot be made, where and why; the same
+    bridge asked again once there is an inode is served. Before, the daemon bound its socket
+    once it had detached: its traceback went to its log and the bridge said "no socket ...
+    (see daemon.log)"."""
+    state = tmp_path / "state"
+    hello = tmp_path / "hello"
+    hello.write_text('{"jsonrpc": "2.0", "id": 1, "method": "hello"}\n')
+    script = ('mkdir -p -m 0700 /run/fractui && '
+              'mount -t tmpfs -o nr_inodes=1,mode=0700 none /run/fractui && '
+              '{ "$@" < "$HELLO"; echo "bridge exit $?" >&2; } && '
+              'mount -o remount,nr_inodes=16 /run/fractui && "$@" < "$HELLO"')
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+             sys.executable, "-m", "remote_agent", "serve", "--stdio", "--state-dir",
+             str(state), "--sim", "1xL4"], cwd=REPO, capture_output=True, text=True,
+            env=dict(os.environ, PYTHONPATH=REPO, HELLO=str(hello)), timeout=60)
+    finally:
+        stop_host(str(state))
+    assert "Traceback" not in done.stderr + said_in_full(str(state)), done.stderr
+    first = done.stderr.splitlines()
+    assert first[0].startswith("remote_agent: cannot listen on /run/fractui/") and \
+        first[0].endswith(".sock: No space left on device"), done.stderr
+    assert first[1:3] == ["remote_agent: the agent daemon did not start (exit 2)",
+                          "bridge exit 2"], done.stderr
+    assert done.returncode == 0 and '"result"' in done.stdout, done

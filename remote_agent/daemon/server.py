@@ -440,16 +440,18 @@ def bind(paths: AgentPaths) -> socket.socket:
     return listener
 
 
-def run_daemon(paths: AgentPaths, agent: Agent, settings: AgentSettings, code_hash: str,
-               sim_spec: Optional[str]) -> int:
-    daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
-    why_not = runtime_dir().why_not
-    if why_not:  # said once per daemon: its bridges find it in the same place
-        log.warning("%s", why_not)
-    listener = bind(paths)
+def run_daemon(paths: AgentPaths, listener: socket.socket, agent: Agent,
+               settings: AgentSettings, code_hash: str, sim_spec: Optional[str]) -> int:
+    """Serves on ``listener`` (``bind``'s, made before the daemon detached, so that a socket
+    refused is said to its launcher) until told to stop; the socket and the pid file are
+    removed as it ends, a start that failed included."""
     ino = os.stat(paths.socket).st_ino
     try:
+        daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
+        signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+        why_not = runtime_dir().why_not
+        if why_not:  # said once per daemon: its bridges find it in the same place
+            log.warning("%s", why_not)
         daemon.serve(listener)
     finally:
         listener.close()
