@@ -398,8 +398,9 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     job.signal(signal.SIGKILL)  # what the job left behind ends with it
     _remove_region(region, _job_uid(spec))
     copier.join(DRAIN_AFTER_END_S)
-    copied = not copier.is_alive()  # else a process that left the job holds the pipe: the
-    # log is left be
+    # the log is closed with the end unless a process that left the job holds its pipe (the
+    # copier copies on): that log is left be
+    copied = not copier.is_alive()
     recorded.join()  # how it started, before how it ended
     code = os.waitstatus_to_exitcode(status)
     result: Dict[str, Any] = {"ended_at": ended_at}
