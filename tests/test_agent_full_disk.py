@@ -4,9 +4,9 @@ it ends before it detaches, its words on the bridge's stderr naming the file and
 a traceback — and once there is room the next bridge starts it, by itself. A daemon started
 again on a full disk while its job ends there keeps that job's exit: not lost, said once
 there is room. Its socket where no inode is left (a full /tmp or /run): said likewise, and
-served once there is one. A job whose output was dropped and that ends while the disk is full: its log
-says so once there is room, before its end is recorded, so its last line is that, not a line
-the disk cut."""
+served once there is one. A job whose output was dropped and that ends while the disk is
+full: its log says so once there is room, before its end is recorded, so its last line is
+that, not a line the disk cut."""
 
 from __future__ import annotations
 
