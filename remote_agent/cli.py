@@ -90,6 +90,15 @@ def _daemonize(log_fd: int) -> None:
     os.close(log_fd)
 
 
+def _write_pid(fd: int) -> None:
+    """This process's pid as the whole of the pid file at ``fd``, written over what it held:
+    a few bytes within the block the file has already, so once a pid was written there the
+    next takes no room (a full disk cannot refuse it)."""
+    data = b"%d\n" % os.getpid()
+    os.pwrite(fd, data, 0)  # (a regular file's few bytes: all written, or an error)
+    os.ftruncate(fd, len(data))
+
+
 def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import AgentPaths
     from remote_agent.daemon.trust import UnsafePath, open_private, private_dir
@@ -127,6 +136,10 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         except (ValueError, UnsafePath) as err:  # (another host's; swapped since the check)
             print("remote_agent: %s" % err, file=sys.stderr)
             return 2
+        except OSError as err:  # its first write, on a full disk: before it detaches, said
+            print("remote_agent: the simulated GPUs' state %s cannot be written: %s" % (
+                paths.sim_state, err.strerror or err), file=sys.stderr)
+            return 2
     else:
         try:
             import pynvml as nv
@@ -135,7 +148,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                   file=sys.stderr)
             return 2
     from remote_agent.daemon.paths import code_hash
-    from remote_agent.daemon.server import run_daemon as serve_daemon
+    from remote_agent.daemon.server import bind, run_daemon as serve_daemon
     from remote_agent.daemon.settings import from_args
     from remote_agent.jobs.procs import proc_missing
     from remote_agent.service import Agent
@@ -145,19 +158,37 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: %s" % missing, file=sys.stderr)
         return 2
     code = code_hash()  # of the code this daemon loaded, before anyone can change it
+    # its socket (no inode left where sockets go: a full /tmp or /run) and its pid file (a full
+    # state disk), refused before it detaches: after, its words would go to its log alone
+    doing = "listen on %s" % paths.socket
+    try:
+        listener = bind(paths)
+        doing = "write the pid file %s" % paths.pid_file
+        pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                              "pid file")
+        try:
+            _write_pid(pid_fd)
+        except BaseException:
+            os.close(pid_fd)
+            raise
+    except UnsafePath as err:
+        print("remote_agent: %s" % err, file=sys.stderr)
+        return 2
+    except OSError as err:
+        print("remote_agent: cannot %s: %s" % (doing, err.strerror or err), file=sys.stderr)
+        return 2
     if args.detach:
         _daemonize(open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                 "daemon log"))
+        _write_pid(pid_fd)  # the daemon's own, over the launcher's: in the room that took
+    os.close(pid_fd)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")
-    pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "pid file")
-    os.write(pid_fd, b"%d\n" % os.getpid())
-    os.close(pid_fd)
 
     sim = nv if backend == "sim" else None
     agent = Agent(nv, backend, sim=sim)
     try:
-        return serve_daemon(paths, agent, from_args(args), code,
+        return serve_daemon(paths, listener, agent, from_args(args), code,
                             sim.sim_spec() if sim is not None else None)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)

@@ -29,6 +29,7 @@ from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
+from tests.test_job_supervision import fill
 from tests.tui_frozen import frozen_app, pilot_test, said, screen_lines, settled, settled_app
 from tests.tui_live import until
 
@@ -554,6 +555,32 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
         await screenshot(pilot)
         assert said(app) == [
             "screenshot not saved: [Errno 2] No such file or directory"]
+
+
+@pytest.mark.parametrize("pages", [0, 1])
+def test_a_screenshot_cut_short_by_a_full_disk_is_removed_and_said_with_its_path(
+        tmp_path, monkeypatch, small_fs, pages):
+    """The current folder on a real tmpfs with no room, or a page, left: the screenshot's
+    file is made, its write fails. Before, it said "not saved" and left the file there, empty
+    or cut, under the name a good one takes; now it is removed, and its path said."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    here = small_fs / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    fill(small_fs / "filler")
+    os.truncate(small_fs / "filler", os.path.getsize(small_fs / "filler") - pages * 4096)
+
+    @pilot_test
+    async def drive():
+        async with settled_app((80, 24)) as (app, pilot):
+            await screenshot(pilot)
+            [words] = said(app)
+            assert words.startswith("screenshot not saved to %s/fractui-" % here), words
+            assert words.endswith(".svg: [Errno 28] No space left on device"), words
+            assert os.listdir(here) == []
+
+    drive()
 
 
 @pilot_test

@@ -304,8 +304,10 @@ class FractuiApp(App[None], inherit_bindings=False):
         where there is none, as a new file of the admin's alone (never through a link, never
         over a file), and where it went, or why not, said. Named by the second it was taken,
         and a number after it where that name is taken (a second screenshot in the same
-        second said "File exists" and was not saved)."""
+        second said "File exists" and was not saved). One cut short (a full disk) is removed,
+        its path said: none is left half written."""
         stamp = time.strftime("fractui-%Y-%m-%d-%H%M%S", time.localtime(self.clock()))
+        path = None
         try:
             downloads = user_downloads_path()
             folder = downloads if downloads.is_dir() else os.getcwd()
@@ -313,7 +315,9 @@ class FractuiApp(App[None], inherit_bindings=False):
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.export_screenshot())
         except OSError as err:
-            self.notify("screenshot not saved: %s" % err, title="Screenshot", severity="error")
+            self.notify("screenshot not saved%s: %s%s" % (
+                "" if path is None else " to %s" % path, err,
+                "" if path is None else _removed(path)), title="Screenshot", severity="error")
             return
         self.notify("screenshot saved to %s" % path, title="Screenshot")
 
@@ -349,6 +353,16 @@ def _new_file(stem: str, suffix: str) -> tuple[int, str]:
                            0o600), path
         except FileExistsError:
             n += 1
+
+
+def _removed(path: str) -> str:
+    """Removes the file at ``path``, a write cut short; "" once removed, else words for after
+    the reason the write failed, saying that its part stays and why."""
+    try:
+        os.unlink(path)
+    except OSError as err:
+        return "; the part written stays there (%s)" % (err.strerror or err)
+    return ""
 
 
 def scopes() -> tuple[Scope, ...]:

@@ -430,28 +430,31 @@ class Daemon:
 
 
 def bind(paths: AgentPaths) -> socket.socket:
-    """Listen on the state dir's socket (the caller holds the daemon lock, so a socket file left
-    there belongs to a dead daemon)."""
+    """The state dir's socket, bound (the caller holds the daemon lock, so a socket file left
+    there belongs to a dead daemon) but not listening: a client's connect is refused, and
+    tried again, until the daemon is ready and listens (``run_daemon``)."""
     paths.make_socket_dir()
     if paths.check_socket() is not None:
         os.unlink(paths.socket)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(paths.socket)
     os.chmod(paths.socket, 0o600)
-    listener.listen(64)
     return listener
 
 
-def run_daemon(paths: AgentPaths, agent: Agent, settings: AgentSettings, code_hash: str,
-               sim_spec: Optional[str]) -> int:
-    daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
-    why_not = runtime_dir().why_not
-    if why_not:  # said once per daemon: its bridges find it in the same place
-        log.warning("%s", why_not)
-    listener = bind(paths)
+def run_daemon(paths: AgentPaths, listener: socket.socket, agent: Agent,
+               settings: AgentSettings, code_hash: str, sim_spec: Optional[str]) -> int:
+    """Listens on ``listener`` (``bind``'s, bound before the daemon detached, so that a socket
+    refused is said to its launcher) once ready, and serves until told to stop; the socket and
+    the pid file are removed as it ends, a start that failed included."""
     ino = os.stat(paths.socket).st_ino
     try:
+        daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
+        signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+        why_not = runtime_dir().why_not
+        if why_not:  # said once per daemon: its bridges find it in the same place
+            log.warning("%s", why_not)
+        listener.listen(64)
         daemon.serve(listener)
     finally:
         listener.close()

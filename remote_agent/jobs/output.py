@@ -111,13 +111,16 @@ class CappedLog:
         if self._said():
             self._line(text)
 
-    def close(self) -> None:
-        """Say what was dropped if there is room now, then close."""
-        self._said()
+    def close(self) -> bool:
+        """Say what was dropped if there is room now, then close: whether the log says all
+        (nothing dropped, or that it was). Called again, it tries again (the log opened anew
+        to say it)."""
+        said = self._said()
         self._unsee()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        return said
 
     def _keep(self, data: bytes) -> None:
         lost = self._put(data) if self._said() else len(data)  # _said may clear dropped

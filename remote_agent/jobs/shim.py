@@ -33,7 +33,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from remote_agent.daemon.trust import (DAMAGE, SET_ASIDE, UnsafePath, in_folder, open_dir,
                                        open_private, read_private, record, temporary_name,
@@ -172,8 +172,12 @@ def _step(words: str) -> Iterator[None]:
         raise NotStarted("cannot %s: %s" % (words, err), fault_of(words, err)) from err
 
 
-def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) -> None:
+def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any],
+                          first: Optional[Callable[[], bool]] = None) -> None:
     """A record the daemon needs (how the job ended): on a full disk, tried until it fits.
+    ``first`` (the job's log closed, saying what output a full disk dropped: the daemon takes
+    the job's last line from the log as it reads this record) is tried before each try until
+    it answers True, and once more after the record, where the room came between the two.
     Where its temporary file's name holds what the agent refuses to write through
     (``UnsafePath``: a symlink, a FIFO, a directory, another's file), that is put out of the
     way (``_clear``) and the write tried again: the name is this shim's own, and a job of the
@@ -183,7 +187,9 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
     name now is another job's. Said, given up. (``data`` is the shim's own numbers and
     words: json.dumps escapes any character to ASCII, so its encoding cannot fail.)"""
     said = folder.named(name)
+    done_first = False
     while True:
+        done_first = first is None or done_first or first()
         try:
             write_json(said, data, dir_fd=folder.fd)
         except (OSError, UnsafePath) as err:
@@ -199,6 +205,8 @@ def write_json_until_done(folder: JobFolder, name: str, data: Dict[str, Any]) ->
             time.sleep(RETRY_S)
             continue
         FAILURES.worked(said, "wrote %s" % said)
+        if first is not None and not done_first:
+            first()
         return
 
 
@@ -390,8 +398,9 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     job.signal(signal.SIGKILL)  # what the job left behind ends with it
     _remove_region(region, _job_uid(spec))
     copier.join(DRAIN_AFTER_END_S)
-    if not copier.is_alive():  # else a process that left the job holds the pipe: leave it be
-        log.close()
+    # the log is closed with the end unless a process that left the job holds its pipe (the
+    # copier copies on): that log is left be
+    copied = not copier.is_alive()
     recorded.join()  # how it started, before how it ended
     code = os.waitstatus_to_exitcode(status)
     result: Dict[str, Any] = {"ended_at": ended_at}
@@ -399,7 +408,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         result["signal"] = -code
     else:
         result["code"] = code
-    write_json_until_done(folder, "exit.json", result)
+    write_json_until_done(folder, "exit.json", result, log.close if copied else None)
     return 0
 
 

@@ -1,0 +1,205 @@
+"""The agent on a state disk with a little room left, at each amount of room a write can run
+out at (a real 8 MiB tmpfs, filled to leave so many pages). Its daemon's start: it serves, or
+it ends before it detaches, its words on the bridge's stderr naming the file and why — never
+a traceback — and once there is room the next bridge starts it, by itself. A daemon started
+again on a full disk while its job ends there keeps that job's exit: not lost, said once
+there is room. Its socket where no inode is left (a full /tmp or /run): said likewise, and
+served once there is one. A job whose output was dropped and that ends while the disk is
+full: its log says so once there is room, before its end is recorded, so its last line is
+that, not a line the disk cut."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import ExitStack
+
+import pytest
+
+from tests.conftest import REPO, AgentProcess, stop_host
+from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
+                                        wait_until)
+from tests.test_jobs import script, until_file, wait_job
+
+PAGE = 4096
+QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
+# file (the GPUs' on a disk of their own); room for all of it
+NANOSLEEP = {"x86_64": 230, "aarch64": 115}  # clock_nanosleep's system call number
+FULL_WORDS = ("No space left on device", "database or disk is full",
+              "its filesystem has no room left")
+
+
+def retrying(pid: int) -> bool:
+    """Whether the shim ``pid``, its job ended, waits to try a record again: its main thread
+    in time.sleep (clock_nanosleep), which it calls only there once its job has ended. (Its
+    log, shim.log, is on the full disk: it cannot say so.)"""
+    with open("/proc/%d/syscall" % pid) as f:
+        return f.read().split()[0] == str(NANOSLEEP[platform.machine()])
+
+
+def leave(filler, pages: int) -> None:
+    """The filesystem of ``filler`` full but for ``pages`` pages."""
+    fill(filler)
+    os.truncate(filler, max(0, os.path.getsize(filler) - pages * PAGE))
+
+
+def said_in_full(state: str) -> str:
+    """The daemon's log, where one was written."""
+    try:
+        with open(os.path.join(state, "daemon.log")) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.parametrize("pages", [p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(0, 41, 2)])
+@pytest.mark.parametrize("gpus", ["on-the-state-disk", "on-a-disk-of-their-own"])
+def test_a_first_start_on_a_disk_with_little_room_serves_or_says_why_and_starts_with_room(
+        small_fs, start_agent, tmp_path, pages, gpus):
+    """Before, with room for the job table but not for the simulated GPUs' first state, the
+    daemon ended on an OSError's traceback (``fractui demo``'s hosts and every test's); with
+    the GPUs keeping nothing on that disk (as real ones), on its pid file's, written once it
+    had detached: its traceback went to its log on the full disk, nowhere, and the bridge said
+    no more than "see daemon.log"."""
+    state = str(small_fs / "state")
+    stack = ExitStack()
+    if gpus == "on-a-disk-of-their-own":
+        stack.enter_context(gpus_on_a_disk_of_their_own(small_fs / "state"))
+    with stack:
+        starts_with_room(small_fs, start_agent, tmp_path, state, pages)
+
+
+def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) -> None:
+    """The test above, once the GPUs' state is where it is tried."""
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    agent = AgentProcess(state, "--sim", "1xL4")
+    try:
+        reply = agent.request("hello")
+        assert "result" in reply, reply
+    except EOFError as ended:
+        words = str(ended)
+        assert "Traceback" not in words, words
+        lines = words.split("stderr: ", 1)[1].splitlines()
+        assert lines[-1] == "remote_agent: the agent daemon did not start (exit 2)", words
+        assert lines[-2].startswith("remote_agent: ") and state in lines[-2], words
+        assert any(w in lines[-2] for w in FULL_WORDS), words
+    finally:
+        agent.proc.stdin.close()
+        agent.proc.wait(timeout=10)
+    assert "Traceback" not in said_in_full(state)
+    filler.unlink()
+    again = start_agent("1xL4", state)
+    assert again.call("daemon.version")["pid"] == daemon_pid_of(state)
+    job = again.call("job.launch", key="k-room", gpu=0, memory_mib=10,
+                     argv=until_file(tmp_path / "release", 0))
+    (tmp_path / "release").touch()
+    assert wait_job(again, job["id"])["exit_code"] == 0
+
+
+@pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
+    p, marks=pytest.mark.slow) for p in range(0, 5)])
+def test_a_job_that_ends_while_its_daemon_starts_again_on_a_full_disk_keeps_its_exit(
+        small_fs, start_agent, tmp_path, pages):
+    """The daemon stopped, the disk filled, the job ends (its shim cannot write its exit yet)
+    and a daemon starts again: it serves, the job is never said ended with another code, and
+    once there is room its exit is recorded, exactly as the job gave it."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-ends", gpu=0, memory_mib=10,
+                     argv=until_file(tmp_path / "release", 3))
+    wait_until(lambda: agent.call("job.get", job=job["id"])["state"] == "running",
+               "the job to run")
+    pid = daemon_pid_of(state)
+    os.kill(pid, signal.SIGTERM)
+    agent.close()
+    wait_until(lambda: not os.path.exists("/proc/%d" % pid), "the daemon to end")
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    (tmp_path / "release").touch()
+    later = start_agent(None, state)
+    seen = later.call("job.get", job=job["id"])
+    assert seen["state"] == "running" or (seen["state"], seen["exit_code"]) == ("exited", 3), \
+        seen
+    filler.unlink()
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 3), done
+    assert "Traceback" not in said_in_full(state)
+
+
+@pytest.mark.parametrize("pages", [p if p in (0, 6) else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(0, 17, 2)])
+def test_output_dropped_by_a_job_that_ends_on_a_full_disk_is_said_before_its_end(
+        small_fs, start_agent, tmp_path, pages):
+    """Before, the shim said what was dropped only if the log took a write after it: a job
+    that ended while the disk was full left a log ending in a line the disk cut, nothing
+    saying some 300 KB were lost, and its end read as that cut line ("exited 5: line 596
+    xxx")."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    go, printed, release = tmp_path / "go", tmp_path / "printed", tmp_path / "release"
+    code = ("import os, sys, time\n"
+            "while not os.path.exists(%r): time.sleep(0.02)\n"
+            "for i in range(3000): print('line %%04d' %% i, 'x' * 100, flush=True)\n"
+            "open(%r, 'w').close()\n"
+            "while not os.path.exists(%r): time.sleep(0.02)\n"
+            "sys.exit(5)\n" % (str(go), str(printed), str(release)))
+    job = agent.call("job.launch", key="k-cut", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(lambda: agent.call("job.get", job=job["id"])["state"] == "running",
+               "the job to run")
+    filler = small_fs / "filler"
+    leave(filler, pages)
+    go.touch()
+    wait_until(printed.exists, "the job's output")
+    release.touch()
+    with open(small_fs / "state" / "jobs" / job["id"] / "shim.claim") as f:
+        shim = int(f.read())
+    wait_until(lambda: retrying(shim), "the shim to wait for room for the job's end")
+    filler.unlink()
+    done = wait_job(agent, job["id"])
+    note = ("bytes of the job's output were dropped: its log could not be written (No space "
+            "left on device)]")
+    assert (done["state"], done["exit_code"]) == ("exited", 5), done
+    assert done["last_line"].startswith("[fractui: ") and done["last_line"].endswith(note), \
+        done
+    folder = small_fs / "state" / "jobs" / job["id"]
+    text = "".join((folder / n).read_text() for n in ("output.log.1", "output.log")
+                   if (folder / n).exists())
+    assert text.endswith(note + "\n") and text.count("[fractui: ") == 1, text[-300:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a tmpfs is mounted on /run/fractui in a namespace: needs root")
+def test_a_daemon_with_no_inode_for_its_socket_says_so_and_serves_once_there_is_one(tmp_path):
+    """Root's sockets' folder (/run/fractui) a tmpfs of its own with no inode left, in a mount
+    namespace of its own: the bridge says the socket cannot be made, where and why; the same
+    bridge asked again once there is an inode is served. Before, the daemon bound its socket
+    once it had detached: its traceback went to its log and the bridge said "no socket ...
+    (see daemon.log)"."""
+    state = tmp_path / "state"
+    hello = tmp_path / "hello"
+    hello.write_text('{"jsonrpc": "2.0", "id": 1, "method": "hello"}\n')
+    script = ('mkdir -p -m 0700 /run/fractui && '
+              'mount -t tmpfs -o nr_inodes=1,mode=0700 none /run/fractui && '
+              '{ "$@" < "$HELLO"; echo "bridge exit $?" >&2; } && '
+              'mount -o remount,nr_inodes=16 /run/fractui && "$@" < "$HELLO"')
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+             sys.executable, "-m", "remote_agent", "serve", "--stdio", "--state-dir",
+             str(state), "--sim", "1xL4"], cwd=REPO, capture_output=True, text=True,
+            env=dict(os.environ, PYTHONPATH=REPO, HELLO=str(hello)), timeout=60)
+    finally:
+        stop_host(str(state))
+    assert "Traceback" not in done.stderr + said_in_full(str(state)), done.stderr
+    first = done.stderr.splitlines()
+    assert first[0].startswith("remote_agent: cannot listen on /run/fractui/") and \
+        first[0].endswith(".sock: No space left on device"), done.stderr
+    assert first[1:3] == ["remote_agent: the agent daemon did not start (exit 2)",
+                          "bridge exit 2"], done.stderr
+    assert done.returncode == 0 and '"result"' in done.stdout, done
