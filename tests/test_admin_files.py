@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -339,7 +340,7 @@ def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_fi
     monkeypatch.setattr(os, "lstat", looked(real_lstat))
     monkeypatch.setattr(os, "open", looked(real_open))
     try:
-        sqlite_file.keep_unread(str(store))
+        sqlite_file.check_file(str(store))
     finally:
         monkeypatch.undo()
     assert swapped.is_symlink(), "the link was not swapped in"
@@ -387,8 +388,8 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
     assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
     real_holding = sqlite_file.holding
 
-    def swapped(path):
-        held = real_holding(path)
+    def swapped(file):
+        held = real_holding(file)
         os.rename(link, store)  # (nobody's rename, made as root at that moment)
         return held
 
@@ -461,6 +462,20 @@ def test_a_file_a_store_member_hard_links_as_a_side_file_is_refused_and_left_as_
     assert (roots.read_bytes(), roots.stat().st_mode) == before[:2]
 
 
+def _with_pages_in_its_wal(store: Path) -> Path:
+    """A store at ``store`` whose one job (in-the-wal) is in its -wal alone, no checkpoint
+    having put it in the store yet: its -wal's path."""
+    SqliteStore(str(store)).close()
+    store.chmod(0o660)  # (shared through root's group)
+    wrote = ("import os, sys\nfrom fractui.store import SqliteStore\n"
+             "SqliteStore(sys.argv[1]).submit('half', None, 'in-the-wal', ['x'], {'gpu': 0.5}, "
+             "'t')\nos._exit(0)\n")  # (ended before any close: its pages in the -wal alone)
+    subprocess.run([sys.executable, "-c", wrote, str(store)], check=True, cwd=REPO)
+    wal = Path(str(store) + "-wal")
+    assert wal.stat().st_size > 0 and stat.S_IMODE(wal.stat().st_mode) == 0o660
+    return wal
+
+
 def test_a_stores_own_wal_a_backup_linked_keeps_its_pages_through_the_copy_advised(plain_dir):
     """A -wal with another name may be the store's own, linked by a backup (cp -l), holding
     pages no checkpoint has put in the store yet: refused as any such link, the copy the
@@ -471,14 +486,7 @@ def test_a_stores_own_wal_a_backup_linked_keeps_its_pages_through_the_copy_advis
     folder = plain_dir / "state"
     folder.mkdir(mode=0o700)
     store = folder / "store.db"
-    SqliteStore(str(store)).close()
-    store.chmod(0o660)  # (shared through root's group)
-    wrote = ("import os, sys\nfrom fractui.store import SqliteStore\n"
-             "SqliteStore(sys.argv[1]).submit('half', None, 'in-the-wal', ['x'], {'gpu': 0.5}, "
-             "'t')\nos._exit(0)\n")  # (ended before any close: its pages in the -wal alone)
-    subprocess.run([sys.executable, "-c", wrote, str(store)], check=True, cwd=REPO)
-    wal = Path(str(store) + "-wal")
-    assert wal.stat().st_size > 0 and stat.S_IMODE(wal.stat().st_mode) == 0o660
+    wal = _with_pages_in_its_wal(store)
     os.link(wal, plain_dir / "backup.db-wal")
     roots = plain_dir / "roots-file"
     roots.write_text("root's\n")
@@ -506,9 +514,191 @@ def test_the_read_taken_from_a_store_changes_no_file_a_member_hard_linked_as_its
     and the file it names keeps its mode."""
     store, side_file, roots = _linked_in(plain_dir, "-wal", "root")
     with pytest.raises(StoreExposed) as refused:
-        sqlite_file.keep_unread(str(store))
+        sqlite_file.check_file(str(store))
     assert "its -wal file %s is a file of root with 2 names" % side_file in str(refused.value)
     assert stat.S_IMODE(roots.stat().st_mode) == 0o644
+
+
+def _roots(where: Path, kind: str) -> Path:
+    """One of root's files at ``where``, 0644: another SQLite database of root's, another
+    fractui store of root's (with a job), or any file (as /etc/passwd)."""
+    if kind == "an SQLite database":
+        db = sqlite3.connect(str(where))
+        db.execute("CREATE TABLE secrets (token TEXT)")
+        db.execute("INSERT INTO secrets VALUES (?)", (SECRET,))
+        db.commit()
+        db.close()
+    elif kind == "a fractui store":
+        made = SqliteStore(str(where))
+        made.submit("half", None, "roots-own", ["train", SECRET], {"gpu": 0.5}, "t")
+        made.close()
+    else:
+        where.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    where.chmod(0o644)
+    return where
+
+
+def _in_place_of_the_store(plain_dir: Path, owner: str, link: str, kind: str
+                           ) -> Tuple[Path, Path, str]:
+    """A store shared through its group (2770, ``owner``'s), whose file a member replaced by
+    a ``link`` (symbolic or hard) to one of root's files (``_roots``): (the store's path,
+    root's file, what the refusal says)."""
+    folder = _team_folder(plain_dir)
+    store = folder / "store.db"
+    if owner == "root":
+        SqliteStore(str(store)).close()
+        store.chmod(0o664)
+    else:
+        _nobodys_store(folder, store)
+    if link == "symbolic":  # beside the store, where no check of its folder tells them apart
+        roots = _roots(folder / "roots.db", kind)
+        assert _as_nobody(["ln", "-sf", str(roots), str(store)]).returncode == 0
+        return store, roots, (
+            "its file %s is a link to %s made by nobody, not by root (whom fractui runs as): "
+            "whoever may write its directory could make it lead to any file on the machine, "
+            "which fractui would change as root; fractui changed nothing. Remove the link (rm "
+            "%s) and put the store there, or name the store by its own path" % (
+                store, roots, store))
+    roots = _roots(plain_dir / "roots.db", kind)  # elsewhere on the store's filesystem
+    # With fs.protected_hardlinks = 0 nobody's ``ln -f`` makes this very link (it may remove
+    # the store's name: its folder is its group's to write); root makes it here, so that no
+    # test changes the machine's setting for every other process on it.
+    store.unlink()
+    os.link(roots, store)
+    return store, roots, (
+        "its file %s is a file of root with 2 names (hard links): it may be any file on its "
+        "filesystem that someone linked there, which SQLite would overwrite; fractui changed "
+        "nothing in it. Stop each fractui that has the store open (its scheduler, a TUI): one "
+        "would write on into the files it opened, and a job submitted meanwhile be lost. Then "
+        "see the file's other names (find / -xdev -samefile %s), and remove this one (rm %s): "
+        "the file is kept under them; if one is this store's own file (linked by a backup), "
+        "copy it in place instead, which keeps its jobs: cp -p --remove-destination %s %s.new "
+        "&& mv %s.new %s" % ((store,) * 7))
+
+
+def _untouched(roots: Path) -> Tuple[bytes, int, list]:
+    """What root's file is: its bytes, its mode, and the files beside it of its name."""
+    return (roots.read_bytes(), stat.S_IMODE(roots.stat().st_mode),
+            sorted(p.name for p in roots.parent.glob(roots.name + "*")))
+
+
+@pytest.mark.parametrize("kind", ["an SQLite database", "a fractui store", "any file"])
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+@pytest.mark.parametrize("owner", ["root", "nobody"])
+def test_a_file_of_roots_a_member_links_in_place_of_the_store_is_refused_and_left_as_it_was(
+        plain_dir, owner, link, kind):
+    """A store shared through its group: a member may remove its file and put a link there.
+    A link of theirs to another of root's databases beside it was followed: root's fractui
+    took that file's read away (0644 to 0600) before the schema check refused it, and took
+    another fractui store of root's for the team's, and wrote the team's jobs into it. A
+    file of root's hard-linked there (where users may link files they do not own) was
+    opened so too. Each verb, the TUI's start too, is refused, naming the link and whose it
+    is, and root's file is left as it was: its bytes, its mode, nothing made beside it."""
+    store, roots, why = _in_place_of_the_store(plain_dir, owner, link, kind)
+    before = _untouched(roots)
+    config = write_config(plain_dir, store)
+    for verb in (["submit", "--queue", "half", "--", "train", SECRET], ["jobs"], []):
+        done = fractui(config, verb)
+        assert _untouched(roots) == before, (verb, done.stderr)
+        assert done.returncode == 1 and "fractui: store %s: %s\n" % (store, why) in \
+            done.stderr and "Traceback" not in done.stderr, (verb, done)
+        assert done.stdout == "" or not verb, (verb, done.stdout)
+    assert store.is_symlink() == (link == "symbolic")
+
+
+def test_a_link_of_the_admins_own_to_a_store_in_the_team_folder_is_followed(plain_dir):
+    """A link at the store's name that is root's, in the folder a store is shared through
+    (as an admin keeps one for a store they moved), is followed as before: only another
+    user's is refused."""
+    folder = _team_folder(plain_dir)
+    moved = folder / "moved.db"
+    SqliteStore(str(moved)).close()
+    (folder / "store.db").symlink_to(moved)
+    done = fractui(write_config(plain_dir, folder / "store.db"), ["audit"])
+    assert done.returncode == 0, done
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_file_of_roots_a_member_puts_in_place_of_the_store_as_it_opens_is_never_opened(
+        plain_dir, monkeypatch, link):
+    """A member may put a link in place of the store file after its checks, before SQLite
+    opens it by its name (the hook, as that race won): the file SQLite opened is compared
+    with the one checked before SQLite reads it, so another fractui store of root's is not
+    taken for the team's, written or even read (here a read, and the close after it, puts
+    the pages of its -wal in it and removes the -wal), and the store's admin is asked of
+    the file checked, never of the one now at its name."""
+    folder = _team_folder(plain_dir)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    roots = plain_dir / "roots.db"
+    _with_pages_in_its_wal(roots)
+    theirs = folder / "theirs"
+    if link == "symbolic":
+        assert _as_nobody(["ln", "-s", str(roots), str(theirs)]).returncode == 0
+    else:  # (root makes it: nobody's needs fs.protected_hardlinks = 0, see _linked_in)
+        os.link(roots, theirs)
+    before = _untouched(roots)
+    real_holding = sqlite_file.holding
+
+    def swapped(file):
+        held = real_holding(file)
+        os.rename(theirs, store)  # (nobody's rename, made as root at that moment)
+        return held
+
+    monkeypatch.setattr(sqlite_file, "holding", swapped)
+    with pytest.raises(StoreExposed) as refused:
+        SqliteStore(str(store))
+    monkeypatch.undo()
+    assert not theirs.exists(), "the link was not swapped in"
+    assert "was replaced by another as fractui opened it" in str(refused.value)
+    assert _untouched(roots) == before
+    os.unlink(store)
+    SqliteStore(str(store)).close()  # a store of the team's again, then swapped once open
+    opened = SqliteStore(str(store))
+    try:
+        os.link(roots, theirs)
+        os.rename(theirs, store)
+        with pytest.raises(StoreExposed):
+            opened.identity()
+    finally:
+        opened.close()
+
+
+def test_a_store_seen_as_it_is_made_is_opened_its_private_name_beside_it(plain_dir):
+    """A new store is linked into place from a private file beside it, whose name is then
+    removed: an open meanwhile sees its two names, that one beside it, and is not refused."""
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    SqliteStore(str(store)).close()
+    os.link(store, folder / ".store.db.x1y2z3.new")
+    SqliteStore(str(store)).close()
+    os.link(store, folder / "elsewhere.db")  # a third name: no store being made
+    with pytest.raises(StoreExposed):
+        SqliteStore(str(store))
+
+
+def test_a_store_file_a_backup_linked_keeps_its_jobs_through_the_copy_advised(plain_dir):
+    """A store file with another name may be the store's own, linked by a backup (cp -l):
+    refused as any such link, the copy the refusal gives breaks the link and keeps its
+    jobs."""
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    made = SqliteStore(str(store))
+    made.submit("half", None, "kept", ["x"], {"gpu": 0.5}, "t")
+    made.close()
+    os.link(store, plain_dir / "backup.db")
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 1 and "is a file of root with 2 names" in done.stderr, done
+    for step in done.stderr.strip().split("which keeps its jobs: ", 1)[1].split(" && "):
+        subprocess.run(shlex.split(step), check=True)
+    assert store.stat().st_nlink == 1 and (plain_dir / "backup.db").stat().st_nlink == 1
+    kept = SqliteStore(str(store))
+    try:
+        assert [j.name for j in kept.jobs()] == ["kept"]
+    finally:
+        kept.close()
 
 
 # --- The Python children fractui starts (trust.python_module) -------------------------------

@@ -65,12 +65,13 @@ def _check_schema(path: str, db: sqlite3.Connection) -> None:
                                version, latest))
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection, owner: int) -> None:
     """Applies the numbered migrations the store has not had yet (inside the caller's
     transaction). They may ask ``fractui_run_as(submitted_by)``: the host user a job of that
-    submitter runs as, None for the store's admin (as ``SqliteStore.identity`` tells one)."""
+    submitter runs as, None for the store's admin (as ``SqliteStore.identity`` tells one, of
+    the store file's ``owner``)."""
     have = db.execute("PRAGMA user_version").fetchone()[0]
-    db.create_function("fractui_run_as", 1, _run_as_of(db), deterministic=True)
+    db.create_function("fractui_run_as", 1, _run_as_of(owner), deterministic=True)
     for number, sql in _migrations():
         if number > have:
             for statement in statements(sql):
@@ -123,12 +124,10 @@ def _is_admin(uid: int, owner: int) -> bool:
     return uid in (0, owner)
 
 
-def _run_as_of(db: sqlite3.Connection) -> Callable[[Optional[str]], Optional[str]]:
+def _run_as_of(owner: int) -> Callable[[Optional[str]], Optional[str]]:
     """``submitted_by`` (user@where) -> the host user its job runs as (intents.submit's rule,
-    for a job of before run_as): its submitter, unless that is the admin of the store file
-    ``db`` opens; a name this machine has no user of is no admin."""
-    path = next(r[2] for r in db.execute("PRAGMA database_list") if r[1] == "main")
-    owner = os.stat(path).st_uid
+    for a job of before run_as): its submitter, unless that is the admin of a store file of
+    ``owner``'s; a name this machine has no user of is no admin."""
 
     def run_as(submitted_by: Optional[str]) -> Optional[str]:
         if submitted_by is None:
@@ -143,19 +142,20 @@ def _initialise(db: sqlite3.Connection) -> None:
     """A new store's schema and id, on a connection to its still private file."""
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("BEGIN IMMEDIATE")
-    _migrate(db)
+    _migrate(db, os.geteuid())  # (the file is this process's, in a folder of its alone)
     db.execute("INSERT INTO meta (key, value) VALUES ('uid', ?)", (new_store_id(),))
     db.execute("COMMIT")
 
 
 class SqliteDialect(Dialect):
-    def __init__(self, path: str, clock: Callable[[], float]):
+    def __init__(self, path: str, clock: Callable[[], float], file: os.stat_result):
         self.where = path
         self.clock = clock
+        self.file = file  # the store file its open checked (sqlite_file.check_file)
 
     def connect(self) -> sqlite3.Connection:
         """Checks that the file holds a fractui store before anything is written to it."""
-        db = sqlite_file.connect(self.where)
+        db = sqlite_file.connect(self.where, self.file)
         try:
             db.row_factory = sqlite3.Row
             found = [r[0] for r in db.execute("PRAGMA quick_check(3)")]
@@ -195,7 +195,7 @@ class SqliteDialect(Dialect):
         its tables otherwise (a version set back by hand, a file half restored) says that."""
         have = db.execute("PRAGMA user_version").fetchone()[0]
         try:
-            _migrate(db)
+            _migrate(db, sqlite_file.owner(self.where, self.file))
             _check_columns(self.where, db)
         except sqlite3.Error as err:
             if type(sqlite_file.translate(self.where, err)) is not StoreUnavailable:
@@ -255,18 +255,15 @@ class SqliteStore(SqlStore):
             sqlite_file.create(self.path, _initialise)
             sqlite_file.refuse_exposed(self.path)  # as made, whoever made its folders
         self._held: Optional[Tuple[int, int]] = None
-        sqlite_file.check_file(self.path)
+        file = sqlite_file.check_file(self.path)
+        held = sqlite_file.holding(file)
         try:
-            sqlite_file.keep_unread(self.path)
-        except OSError as err:
-            raise sqlite_file.translate(self.path, err, "cannot keep it from readers") from err
-        held = sqlite_file.holding(self.path)
-        try:
-            super().__init__(SqliteDialect(self.path, clock))
+            super().__init__(SqliteDialect(self.path, clock, file))
         except BaseException:  # a store refused as it opens holds nothing
             sqlite_file.released(held)
             raise
         self._held = held
+        self._file = file
 
     def close(self) -> None:
         super().close()
@@ -277,12 +274,8 @@ class SqliteStore(SqlStore):
     def identity(self) -> Identity:
         """The process's OS user (by its uid, not $USER); an admin if it owns the store file
         (or is root): whoever can write the file can change anything in it anyway."""
-        uid = os.geteuid()
-        try:
-            owner = os.stat(self.path).st_uid
-        except OSError as err:
-            raise sqlite_file.translate(self.path, err) from err
-        return Identity(os_user(), admin=_is_admin(uid, owner))
+        owner = sqlite_file.owner(self.path, self._file)
+        return Identity(os_user(), admin=_is_admin(os.geteuid(), owner))
 
     def hand_writers(self) -> Optional[str]:
         """Anyone but root and the file's owner who can write the file, or its directory (to
@@ -295,7 +288,7 @@ class SqliteStore(SqlStore):
             raise sqlite_file.translate(self.path, err) from err
 
     def feed(self) -> "SqliteFeed":
-        return SqliteFeed(self.path)
+        return SqliteFeed(self.path, self._file)
 
 
 class SqliteFeed(Feed):
@@ -303,10 +296,10 @@ class SqliteFeed(Feed):
     connection (another process, or this process's store) commits; the ``changes`` counters
     then tell which topics moved. A connection of the feed's own, which never writes."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, file: os.stat_result):
         self.path = path
         try:
-            self._db = sqlite_file.connect(path)
+            self._db = sqlite_file.connect(path, file)
             self._version = self._data_version()
             self._seen = self._counters()
         except sqlite3.Error as err:

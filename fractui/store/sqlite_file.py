@@ -31,6 +31,7 @@ HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
 SIDE_FILES = ("-wal", "-shm", "-journal")
 PATH_MAX = 4096  # a path's bytes: it is said whole
+SYMLOOP_MAX = 40  # links followed to the store file at most (Linux's count)
 _EFFECTIVE = os.access in os.supports_effective_ids  # check modes for the effective user
 MOVE_AWAY = "; fractui will not start a new store over it: restore it from a backup, or move " \
             "it away to start an empty store"
@@ -86,8 +87,9 @@ def refuse_exposed(path: str) -> None:
     directory is its owner's to keep (a shared store's), unless it lies in a folder all users
     may write: anyone could have made it there first. Each is judged where the store lies,
     where a link to it leads, as SQLite opens it and puts its -wal and -shm. A side file that
-    is a file with another name is refused (``refuse_linked``)."""
-    real = os.path.realpath(path)
+    is a file with another name is refused (``refuse_linked``), and a link at the store
+    file's name of another user's (``resolved``)."""
+    real = resolved(path)
     folder = os.path.dirname(real)
     files = [("its file", real)] + [("its %s file" % side, real + side) for side in SIDE_FILES]
     for what, where, could, fix in [
@@ -139,27 +141,32 @@ def refuse_exposed(path: str) -> None:
 
 
 def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
-    """StoreExposed where the side file ``where`` (``what``, its stat ``st``) is a file that
-    has another name, a hard link: SQLite never makes one, and writes into the side file it
-    finds (its pages into a -wal, its index into a -shm, cut to 3 bytes first), so whatever
-    file that is would be overwritten, and have its read taken (``keep_unread``). Where the
-    system lets users link a file they do not own (``fs.protected_hardlinks = 0``), a member
-    of the group that writes a store's folder could link any file on its filesystem there:
-    root's /etc/passwd, say. The file is left as it is; its name there is removed by hand,
-    which leaves the file under its other names, or, a -wal that is the store's own (linked
-    by a backup), copied in its place, which keeps its pages (``--remove-destination``: a
-    plain ``cp`` writes through a link a member put at the copy's name, into the file it
-    leads to; ``-p``: the copy keeps the -wal's owner and mode, the group's write of a shared
-    store's). Either with no fractui holding the store open: one that does writes on into
-    the files it opened, then no longer the store's (seen: a job submitted after the change
-    was lost, its number given again to the holder's next). (A file of no name, 0 links,
-    was removed since it was opened: no other file is named so.)"""
+    """StoreExposed where the store file or a side file ``where`` (``what``, its stat ``st``)
+    is a file that has another name, a hard link: SQLite never makes one, and writes into the
+    file it finds (the store's pages, into the store file or a -wal; its index into a -shm,
+    cut to 3 bytes first), so whatever file that is would be overwritten, and have its read
+    taken (``keep_unread``). Where the system lets users link a file they do not own
+    (``fs.protected_hardlinks = 0``), a member of the group that writes a store's folder
+    could link any file on its filesystem there: root's /etc/passwd, say, or another
+    database of root's as the store. The file is left as it is; its name there is removed by
+    hand, which leaves the file under its other names, or, a store file or -wal that is the
+    store's own (linked by a backup), copied in its place, which keeps its jobs or pages
+    (``--remove-destination``: a plain ``cp`` writes through a link a member put at the
+    copy's name, into the file it leads to; ``-p``: the copy keeps the file's owner and mode,
+    the group's write of a shared store's). Either with no fractui holding the store open:
+    one that does writes on into the files it opened, then no longer the store's (seen: a
+    job submitted after the change was lost, its number given again to the holder's next).
+    (A file of no name, 0 links, was removed since it was opened: no other file is named
+    so.)"""
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         name = shell_line([where])
-        own = "; if one is this store's own -wal (linked by a backup), copy it in place " \
-            "instead, which keeps its pages: cp -p --remove-destination %s %s && mv %s %s" % (
-                name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
-            if where.endswith("-wal") else ""
+        own = {"its file": "file (linked by a backup), copy it in place instead, which keeps "
+               "its jobs",
+               "its -wal file": "-wal (linked by a backup), copy it in place instead, which "
+               "keeps its pages"}.get(what)
+        copy = "; if one is this store's own %s: cp -p --remove-destination %s %s && mv %s %s" \
+            % (own, name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
+            if own else ""
         raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
                            "any file on its filesystem that someone linked there, which "
                            "SQLite would overwrite; fractui changed nothing in it. Stop each "
@@ -168,16 +175,97 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
                            "be lost. Then see the file's other names (find / -xdev -samefile "
                            "%s), and remove this one (rm %s): the file is kept under them%s" % (
                                what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
-                               own))
+                               copy))
 
 
-def connect(path: str) -> sqlite3.Connection:
+def refuse_link(path: str, where: str, st: os.stat_result) -> None:
+    """StoreExposed where the link ``where`` (its lstat ``st``), at the store file's name, is
+    neither this user's nor root's: whoever may write the folder it lies in (a member of the
+    group a store is shared through, or its owner) could make it lead to any file on the
+    machine, which fractui would open, take the read of and write, as this user (root: any
+    file of root's). A link of this user's or root's is followed, as SQLite follows it."""
+    if st.st_uid in (0, os.geteuid()):
+        return
+    try:
+        leads = "a link to %s" % os.readlink(where)
+    except OSError:  # gone or changed since its look
+        leads = "a link"
+    whom = "%s (whom fractui runs as)%s" % (user(), " or root" if os.geteuid() else "")
+    raise StoreExposed(path, "its file %s is %s made by %s, not by %s: whoever may write its "
+                       "directory could make it lead to any file on the machine, which "
+                       "fractui would change as %s; fractui changed nothing. Remove the link "
+                       "(rm %s) and put the store there, or name the store by its own path" % (
+                           where, leads, _owner(st.st_uid), whom, user(),
+                           shell_line([where])))
+
+
+def resolved(path: str) -> str:
+    """The store file's own path: ``path`` with the links on its way followed, as SQLite
+    follows them, those at the file's name only where they are this user's or root's
+    (``refuse_link``). Where nothing is, or no more links may be followed (a loop), the path
+    reached: the checks that follow say what is there."""
+    where = os.path.abspath(path)
+    for _ in range(SYMLOOP_MAX):
+        where = os.path.join(os.path.realpath(os.path.dirname(where)),
+                             os.path.basename(where))
+        try:
+            st = os.lstat(where)
+            if not stat.S_ISLNK(st.st_mode):
+                return where
+            refuse_link(path, where, st)
+            where = os.path.join(os.path.dirname(where), os.readlink(where))
+        except OSError:  # nothing there, or changed since its look: the open says which
+            return where
+    return where
+
+
+def owner(path: str, file: os.stat_result) -> int:
+    """Who owns the store file at ``path``, which must be the file its open checked
+    (``same_file``): the store's admin, with root."""
+    return same_file(path, os.path.realpath(path), file).st_uid
+
+
+def _replaced(path: str, real: str) -> StoreExposed:
+    """The file at the store's name is no longer the one fractui checked."""
+    return StoreExposed(path, "its file %s was replaced by another as fractui opened it: "
+                        "whoever may write its directory could have put any file there; "
+                        "fractui changed nothing in it; try again" % real)
+
+
+def same_file(path: str, where: str, file: os.stat_result) -> os.stat_result:
+    """The stat of the store file at ``where`` (its real path, as SQLite names it), refused
+    (``_replaced``) unless it is the file checked as the store opened (``file``, which
+    ``check_file`` gave): no link at its name, the same device and inode."""
+    try:
+        st = os.lstat(where)
+    except OSError as err:
+        raise translate(path, err) from err
+    if stat.S_ISLNK(st.st_mode):
+        refuse_link(path, where, st)
+    if stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != (file.st_dev, file.st_ino):
+        raise _replaced(path, where)
+    return st
+
+
+def connect(path: str, file: os.stat_result) -> sqlite3.Connection:
     """SQLite's connection to the store at ``path``, which never makes a file there (``mode=rw``):
     a store's folder may be its group's to write, and a member who put a link leading where
     nothing is in place of the store, after its checks, had root's SQLite make the file the
-    link named (an empty /etc/nologin lets no one else log in)."""
-    return sqlite3.connect("file://%s?mode=rw" % urllib.parse.quote(path), uri=True, timeout=30.0,
-                           isolation_level=None, check_same_thread=False)
+    link named (an empty /etc/nologin lets no one else log in). The file SQLite opened (it
+    names it as it found it, every link followed) must be the one ``check_file`` checked
+    (``file``): asked before SQLite reads it, which would replay a -wal or roll back a
+    journal beside another file, and before anything is written to it. (A file put in its
+    place between SQLite's own look at the name and its open, and taken away again before
+    this one, is not seen.)"""
+    db = sqlite3.connect("file://%s?mode=rw" % urllib.parse.quote(path), uri=True, timeout=30.0,
+                         isolation_level=None, check_same_thread=False)
+    try:
+        same_file(path, next(r[2] for r in db.execute("PRAGMA database_list")
+                             if r[1] == "main"), file)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _linked(path: str) -> str:
@@ -186,46 +274,47 @@ def _linked(path: str) -> str:
     return path if real == path else "%s (a link to %s)" % (path, real)
 
 
-def keep_unread(path: str) -> None:
-    """Takes from the store file ``path`` and its side files, where they are this user's, the
-    read their writers do not need: all users' always, its group's too unless its group
-    writes the store (shared through it). The store holds every job's command line and
-    variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
-    SQLite gives its -wal and -shm the file's mode. A link to the store is followed, as
-    SQLite follows it (its side files lie beside the store). Each file is changed through a
-    descriptor of it, never by its name again: in a folder its group writes, a member could
-    put a link in its place between a look and a chmod by name, which would change the mode
-    of the file it names, any of this user's (root's: any on the machine); a side file with
-    another name, a hard link, is refused as it is looked at (``refuse_linked``). Not while
-    a store of this process holds the file (``_in_use``): closing those descriptors would
-    drop its locks, on the store and its -shm; it was done as that store opened it."""
-    path = os.path.realpath(path)
+def keep_unread(path: str, real: str, fd: int, st: os.stat_result) -> None:
+    """Takes from the store file (``fd``, opened at its real path ``real``; its stat ``st``)
+    and its side files, where they are this user's, the read their writers do not need: all
+    users' always, its group's too unless its group writes the store (shared through it). The
+    store holds every job's command line and variables; a store made by ``sqlite3`` or copied
+    back under a umask of 022 is 0644, and SQLite gives its -wal and -shm the file's mode.
+    Each file is changed through a descriptor of it, never by its name again: in a folder its
+    group writes, a member could put a link in its place between a look and a chmod by name,
+    which would change the mode of the file it names, any of this user's (root's: any on the
+    machine); a side file with another name, a hard link, is refused as it is looked at
+    (``refuse_linked``). Asked by ``check_file``, never while a store of this process holds
+    the file."""
     me = os.geteuid()
-    st = os.stat(path)
     if st.st_uid != me:
         return
     keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
-    with _in_use_lock:  # (held throughout: no store of this process opens it meanwhile)
-        if (st.st_dev, st.st_ino) in _in_use:
-            return
-        for where in (path,) + tuple(path + side for side in SIDE_FILES):
-            try:  # (not blocking: a FIFO put there opens at once, and is passed by)
-                fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except FileNotFoundError:
+    _narrow(fd, st, keep)
+    for side in SIDE_FILES:
+        where = real + side
+        try:  # (not blocking: a FIFO put there opens at once, and is passed by)
+            side_fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
+            if err.errno in (errno.ELOOP, errno.ENXIO):
                 continue
-            except OSError as err:  # a link (SQLite opens none there) or a socket: no store's
-                if err.errno in (errno.ELOOP, errno.ENXIO):
-                    continue
-                raise
-            try:
-                side = os.fstat(fd)
-                if where != path:
-                    refuse_linked(path, "its %s file" % where[len(path):], where, side)
-                mode = stat.S_IMODE(side.st_mode)
-                if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
-                    os.fchmod(fd, mode & keep)
-            finally:
-                os.close(fd)
+            raise
+        try:
+            seen = os.fstat(side_fd)
+            refuse_linked(path, "its %s file" % side, where, seen)
+            _narrow(side_fd, seen, keep)
+        finally:
+            os.close(side_fd)
+
+
+def _narrow(fd: int, st: os.stat_result, keep: int) -> None:
+    """The mode of the file ``fd`` (its stat ``st``), if a file of this user's, kept to
+    ``keep``."""
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and mode & ~keep & 0o777:
+        os.fchmod(fd, mode & keep)
 
 
 def _owner(uid: int) -> str:
@@ -263,12 +352,12 @@ _in_use: Counter = Counter()
 _in_use_lock = threading.Lock()
 
 
-def holding(path: str) -> Tuple[int, int]:
-    """A store of this process opens ``path``: its header is not read while it is held."""
-    st = os.stat(path)
+def holding(file: os.stat_result) -> Tuple[int, int]:
+    """A store of this process opens the store file ``file`` (its stat, as ``check_file``
+    gave it): its header is not read while it is held."""
     with _in_use_lock:
-        _in_use[(st.st_dev, st.st_ino)] += 1
-    return st.st_dev, st.st_ino
+        _in_use[(file.st_dev, file.st_ino)] += 1
+    return file.st_dev, file.st_ino
 
 
 def released(held: Tuple[int, int]) -> None:
@@ -304,29 +393,65 @@ def _shut(path: str) -> str:
     return "they may not enter a directory on its way"
 
 
-def check_file(path: str) -> None:
+def check_file(path: str) -> os.stat_result:
     """Refuses what at ``path`` cannot be a store fractui may write: not a file, empty, not
-    SQLite, shorter than its header says, or not writable here (file or directory). The
-    header of a file a store of this process holds was checked when it was first opened, and
-    is not read again (``_in_use``)."""
+    SQLite, shorter than its header says, not writable here (file or directory), or a file
+    with another name (``refuse_linked``); takes the read its writers do not need
+    (``keep_unread``). Gives the file's stat, which names the file SQLite must open
+    (``connect``). It is opened once at its real path (``resolved``: a link of another
+    user's refused), no link followed there, and looked at, read and changed through that
+    descriptor alone: a store's folder may be its group's to write, and a member who put a
+    link or another file at its name had root take the read of the file it named, and open it
+    as the store, before a check refused it. The header of a file a store of this process
+    holds was checked when it was first opened, and is not read again (``_in_use``): closing
+    a descriptor of it would drop that store's locks."""
+    real = resolved(path)
     try:
-        st = os.stat(path)
-    except OSError as err:  # a name absent() saw, which leads nowhere: a dangling link, a loop
+        st = os.lstat(real)
+    except OSError as err:  # a name absent() saw, which leads nowhere: a dangling link
         raise StoreDamaged(path, "is a link to %s, where no file can be opened: %s" % (
-            os.path.realpath(path), err.strerror)) from None
+            real, err.strerror)) from None
+    if stat.S_ISLNK(st.st_mode):  # links of this user's or root's, in a loop
+        raise StoreDamaged(path, "is a link to %s, where no file can be opened: %s" % (
+            real, os.strerror(errno.ELOOP)))
     if not stat.S_ISREG(st.st_mode):
         raise StoreDamaged(path, "is not a file but %s" % kind_of(st.st_mode))
     if st.st_size == 0:
         raise StoreDamaged(path, "is empty (0 bytes): a store is never empty, so it was "
                            "truncated or is not a store" + MOVE_AWAY)
-    with _in_use_lock:
+    with _in_use_lock:  # (held throughout: no store of this process opens it meanwhile)
         if (st.st_dev, st.st_ino) in _in_use:
-            return check_writable(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(HEADER_BYTES)
-    except PermissionError:
-        raise StoreReadOnly(path, "cannot be read by %s (%s)" % (user(), _mode(path))) from None
+            check_writable(path, real)
+            return st
+        try:  # (not blocking: a FIFO put there since opens at once)
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            raise StoreReadOnly(path, "cannot be read by %s (%s)" % (
+                user(), _mode(real))) from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:  # a link put at its name since its look
+                refuse_link(path, real, os.lstat(real))
+            raise translate(path, err, "cannot open it") from err
+        try:
+            st = _checked(path, real, fd, st)
+            try:
+                keep_unread(path, real, fd, st)
+            except OSError as err:
+                raise translate(path, err, "cannot keep it from readers") from err
+        finally:
+            os.close(fd)
+    return st
+
+
+def _checked(path: str, real: str, fd: int, looked: os.stat_result) -> os.stat_result:
+    """The stat of the store file opened at ``real`` (``fd``), the file ``looked`` at there
+    (not empty), refused where it is no whole, writable SQLite file of one name."""
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (looked.st_dev, looked.st_ino):
+        raise _replaced(path, real)
+    if st.st_nlink > 1 and not _being_made(real, st) and os.fstat(fd).st_nlink > 1:
+        refuse_linked(path, "its file", real, st)
+    head = os.pread(fd, HEADER_BYTES, 0)
     if not head.startswith(HEADER):
         if HEADER.startswith(head):
             raise StoreDamaged(path, "is truncated: %s, shorter than an SQLite header%s"
@@ -340,25 +465,46 @@ def check_file(path: str) -> None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
     counted = head[92:96] == head[24:28]  # the header's page count is current (SQLite's rule)
-    wal = path + "-wal"
+    wal = real + "-wal"
     pending = os.path.exists(wal) and os.path.getsize(wal) > 0  # pages may live there yet
     if counted and not pending and st.st_size < pages * page_size:
         raise StoreDamaged(path, "is truncated: %s where its header counts %s of %d bytes%s" % (
             count(st.st_size, "byte"), count(pages, "page"), page_size, MOVE_AWAY))
-    check_writable(path)
+    check_writable(path, real)
+    return st
 
 
-def check_writable(path: str) -> None:
-    """The file, and the directory SQLite writes its -wal and -shm files in, must be writable
-    by this process: every decision is recorded there."""
-    folder = os.path.dirname(path)
+def _being_made(real: str, st: os.stat_result) -> bool:
+    """Whether the store file's one other name is the private one ``create`` made it under
+    beside it (``.store.db.*.new``), which that process removes once the store is linked
+    into place: an open meanwhile sees both names. (A file of elsewhere linked at both names
+    has three.)"""
+    folder, name = os.path.split(real)
+    if st.st_nlink != 2:
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("." + name + ".") and entry.name.endswith(".new"):
+                    seen = entry.stat(follow_symlinks=False)
+                    if (seen.st_dev, seen.st_ino) == (st.st_dev, st.st_ino):
+                        return True
+    except OSError:  # (a name removed as it was looked at: the count is asked again)
+        pass
+    return False
+
+
+def check_writable(path: str, real: str) -> None:
+    """The file (at its real path ``real``), and the directory SQLite writes its -wal and
+    -shm files in, must be writable by this process: every decision is recorded there."""
+    folder = os.path.dirname(real)
     if _read_only_fs(folder):
         raise StoreReadOnly(path, "is on a read-only filesystem: fractui records every "
                             "decision in its store, so it must be writable")
-    if not os.access(path, os.R_OK | os.W_OK, effective_ids=_EFFECTIVE):
+    if not os.access(real, os.R_OK | os.W_OK, effective_ids=_EFFECTIVE):
         raise StoreReadOnly(path, "is read-only for %s (%s): fractui records every decision in "
                             "its store; make it writable (chmod 600) or run as its owner" % (
-                                user(), _mode(path)))
+                                user(), _mode(real)))
     if not os.access(folder, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
         raise StoreReadOnly(path, "its directory %s is not writable by %s (%s): SQLite keeps "
                             "the store's -wal and -shm files beside it" % (
