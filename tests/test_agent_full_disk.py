@@ -102,6 +102,38 @@ def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) ->
     assert wait_job(again, job["id"])["exit_code"] == 0
 
 
+def test_a_launcher_on_a_disk_with_few_inodes_left_says_why_or_detaches(tmp_path):
+    """A first start on a state disk (a tmpfs) with room but 3 to 14 inodes in all, each in
+    turn until the daemon detaches: the job table, the GPUs' state, the pid file, the daemon's
+    log each run out in turn, each said by its launcher (exit 2), never a traceback. Before,
+    with the pid file made but no inode for the log (8), the launcher ended on an OSError's
+    traceback (exit 1)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    state = str(disk / "state")
+    said = []
+    for inodes in range(3, 15):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700,nr_inodes=%d"
+                        % inodes, "tmpfs", str(disk)], check=True)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "remote_agent", "daemon", "--state-dir", state, "--sim",
+                 "1xL4", "--detach"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                env=dict(os.environ, PYTHONPATH=REPO))
+        finally:
+            stop_host(state)
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+        if done.returncode == 0:
+            break
+        assert "Traceback" not in done.stderr and done.returncode == 2, done
+        line, = done.stderr.splitlines()
+        assert line.startswith("remote_agent: ") and state in line, done.stderr
+        said.append(line)
+    assert done.returncode == 0, said
+    assert any("cannot open the daemon log %s/daemon.log: No space left on device" % state
+               in line for line in said), said
+
+
 @pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
     p, marks=pytest.mark.slow) for p in range(0, 5)])
 def test_a_job_that_ends_while_its_daemon_starts_again_on_a_full_disk_keeps_its_exit(
