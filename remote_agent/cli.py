@@ -189,10 +189,9 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")
 
     sim = nv if backend == "sim" else None
-    agent = Agent(nv, backend, sim=sim)
     try:
-        return serve_daemon(paths, listener, agent, from_args(args), code,
-                            sim.sim_spec() if sim is not None else None)
+        return serve_daemon(paths, listener, lambda: Agent(nv, backend, sim=sim),
+                            from_args(args), code, sim.sim_spec() if sim is not None else None)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2

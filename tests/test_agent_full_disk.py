@@ -10,6 +10,7 @@ that, not a line the disk cut."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,9 +18,12 @@ import signal
 import subprocess
 import sys
 from contextlib import ExitStack
+from typing import Optional
 
 import pytest
 
+from remote_agent.daemon.bridge import connect
+from remote_agent.daemon.paths import AgentPaths
 from tests.conftest import REPO, AgentProcess, stop_host
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
                                         wait_until)
@@ -107,36 +111,64 @@ def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) ->
     assert wait_job(again, job["id"])["exit_code"] == 0
 
 
-def test_a_launcher_on_a_disk_with_few_inodes_left_says_why_or_detaches(tmp_path):
+def serves_or_ends(paths: AgentPaths) -> Optional[bool]:
+    """Once its launcher detached, whether the daemon serves (its socket listens) or ended
+    (its lock free): True once it serves, False once it ended, None meanwhile."""
+    try:
+        connect(paths).close()
+        return True
+    except OSError:
+        pass
+    with open(paths.lock_file) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+    return False
+
+
+def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_path):
     """A first start on a state disk (a tmpfs) with room but 3 to 14 inodes in all, each in
-    turn until the daemon detaches: the job table, the GPUs' state, the pid file, the daemon's
-    log each run out in turn, each said by its launcher (exit 2), never a traceback. Before,
-    with the pid file made but no inode for the log (8), the launcher ended on an OSError's
-    traceback (exit 1)."""
+    turn until the daemon serves: the job table, the GPUs' state, the pid file, the daemon's
+    log each run out in turn. Its launcher says why (exit 2), or the daemon, once detached, in
+    its log, its socket removed; never a traceback. Before, with the pid file made but no
+    inode for the log (8), the launcher ended on an OSError's traceback (exit 1); and with
+    one more (9), the simulated GPUs' state written again as NVML starts, the daemon ended
+    on a traceback in its log, its socket left bound (a bridge waited 15 s on "Connection
+    refused")."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    state = str(disk / "state")
-    said = []
+    paths = AgentPaths(str(disk / "state"))
+    said, served = [], False
     for inodes in range(3, 15):
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700,nr_inodes=%d"
                         % inodes, "tmpfs", str(disk)], check=True)
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "remote_agent", "daemon", "--state-dir", state, "--sim",
-                 "1xL4", "--detach"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                env=dict(os.environ, PYTHONPATH=REPO))
+                [sys.executable, "-m", "remote_agent", "daemon", "--state-dir",
+                 paths.state_dir, "--sim", "1xL4", "--detach"], cwd=REPO, capture_output=True,
+                text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
+            if done.returncode == 0:
+                wait_until(lambda: serves_or_ends(paths) is not None, "the daemon to serve "
+                           "or end")
+                served = serves_or_ends(paths)
+                if served:
+                    break
+                log = said_in_full(paths.state_dir)
+                assert "Traceback" not in log and not os.path.exists(paths.socket), log
+                said.append(log.splitlines()[-1])
+                continue
+            assert "Traceback" not in done.stderr and done.returncode == 2, done
+            line, = done.stderr.splitlines()
+            assert line.startswith("remote_agent: ") and paths.state_dir in line, done.stderr
+            said.append(line)
         finally:
-            stop_host(state)
+            stop_host(paths.state_dir)
             subprocess.run(["umount", "-l", str(disk)], check=True)
-        if done.returncode == 0:
-            break
-        assert "Traceback" not in done.stderr and done.returncode == 2, done
-        line, = done.stderr.splitlines()
-        assert line.startswith("remote_agent: ") and state in line, done.stderr
-        said.append(line)
-    assert done.returncode == 0, said
-    assert any("cannot open the daemon log %s/daemon.log: No space left on device" % state
-               in line for line in said), said
+    assert served, said
+    for file in ("daemon.log", "sim/gpus.json.tmp."):
+        assert any("%s/%s" % (paths.state_dir, file) in line and "No space left on device"
+                   in line for line in said), said
 
 
 @pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
