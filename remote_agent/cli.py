@@ -158,8 +158,9 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: %s" % missing, file=sys.stderr)
         return 2
     code = code_hash()  # of the code this daemon loaded, before anyone can change it
-    # its socket (no inode left where sockets go: a full /tmp or /run) and its pid file (a full
-    # state disk), refused before it detaches: after, its words would go to its log alone
+    # its socket (no inode left where sockets go: a full /tmp or /run), its pid file and its log
+    # (a full state disk, or one with no inode left), refused before it detaches: after, its
+    # words would go to its log alone
     doing = "listen on %s" % paths.socket
     try:
         listener = bind(paths)
@@ -168,6 +169,9 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                               "pid file")
         try:
             _write_pid(pid_fd)
+            doing = "open the daemon log %s" % paths.log_file
+            log_fd = open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                  "daemon log") if args.detach else -1
         except BaseException:
             os.close(pid_fd)
             raise
@@ -178,18 +182,16 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: cannot %s: %s" % (doing, err.strerror or err), file=sys.stderr)
         return 2
     if args.detach:
-        _daemonize(open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                                "daemon log"))
+        _daemonize(log_fd)
         _write_pid(pid_fd)  # the daemon's own, over the launcher's: in the room that took
     os.close(pid_fd)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")
 
     sim = nv if backend == "sim" else None
-    agent = Agent(nv, backend, sim=sim)
     try:
-        return serve_daemon(paths, listener, agent, from_args(args), code,
-                            sim.sim_spec() if sim is not None else None)
+        return serve_daemon(paths, listener, lambda: Agent(nv, backend, sim=sim),
+                            from_args(args), code, sim.sim_spec() if sim is not None else None)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2

@@ -10,16 +10,20 @@ that, not a line the disk cut."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
 import sys
 from contextlib import ExitStack
+from typing import Optional
 
 import pytest
 
+from remote_agent.daemon.bridge import connect
+from remote_agent.daemon.paths import AgentPaths
 from tests.conftest import REPO, AgentProcess, stop_host
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
                                         wait_until)
@@ -28,17 +32,22 @@ from tests.test_jobs import script, until_file, wait_job
 PAGE = 4096
 QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
 # file (the GPUs' on a disk of their own); room for all of it
-NANOSLEEP = {"x86_64": 230, "aarch64": 115}  # clock_nanosleep's system call number
 FULL_WORDS = ("No space left on device", "database or disk is full",
               "its filesystem has no room left")
 
 
-def retrying(pid: int) -> bool:
-    """Whether the shim ``pid``, its job ended, waits to try a record again: its main thread
-    in time.sleep (clock_nanosleep), which it calls only there once its job has ended. (Its
-    log, shim.log, is on the full disk: it cannot say so.)"""
-    with open("/proc/%d/syscall" % pid) as f:
-        return f.read().split()[0] == str(NANOSLEEP[platform.machine()])
+def tries_its_end(folder) -> None:
+    """Until the shim of the job in ``folder``, its job ended, has tried to write its end at
+    least twice: each try makes and removes a temporary file there, and the job's log is closed
+    before the first (its shim.log is on the full disk: it cannot say so). Counted by the
+    folder's changes, as tests/test_shim_full_disk.py does, not by what the shim waits in
+    (``time.sleep`` is a clock_nanosleep from Python 3.11 only, a pselect6 before)."""
+    with open(folder / "started.json") as f:
+        pid = json.load(f)["pid"]
+    wait_until(lambda: not os.path.exists("/proc/%d" % pid), "the job to end (reaped)")
+    seen = {os.stat(folder).st_mtime_ns}
+    wait_until(lambda: seen.add(os.stat(folder).st_mtime_ns) or len(seen) > 3,
+               "the shim to wait for room for the job's end")
 
 
 def leave(filler, pages: int) -> None:
@@ -102,6 +111,66 @@ def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) ->
     assert wait_job(again, job["id"])["exit_code"] == 0
 
 
+def serves_or_ends(paths: AgentPaths) -> Optional[bool]:
+    """Once its launcher detached, whether the daemon serves (its socket listens) or ended
+    (its lock free): True once it serves, False once it ended, None meanwhile."""
+    try:
+        connect(paths).close()
+        return True
+    except OSError:
+        pass
+    with open(paths.lock_file) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+    return False
+
+
+def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_path):
+    """A first start on a state disk (a tmpfs) with room but 3 to 14 inodes in all, each in
+    turn until the daemon serves: the job table, the GPUs' state, the pid file, the daemon's
+    log each run out in turn. Its launcher says why (exit 2), or the daemon, once detached, in
+    its log, its socket removed; never a traceback. Before, with the pid file made but no
+    inode for the log (8), the launcher ended on an OSError's traceback (exit 1); and with
+    one more (9), the simulated GPUs' state written again as NVML starts, the daemon ended
+    on a traceback in its log, its socket left bound (a bridge waited 15 s on "Connection
+    refused")."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    paths = AgentPaths(str(disk / "state"))
+    said, served = [], False
+    for inodes in range(3, 15):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700,nr_inodes=%d"
+                        % inodes, "tmpfs", str(disk)], check=True)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "remote_agent", "daemon", "--state-dir",
+                 paths.state_dir, "--sim", "1xL4", "--detach"], cwd=REPO, capture_output=True,
+                text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
+            if done.returncode == 0:
+                wait_until(lambda: serves_or_ends(paths) is not None, "the daemon to serve "
+                           "or end")
+                served = serves_or_ends(paths)
+                if served:
+                    break
+                log = said_in_full(paths.state_dir)
+                assert "Traceback" not in log and not os.path.exists(paths.socket), log
+                said.append(log.splitlines()[-1])
+                continue
+            assert "Traceback" not in done.stderr and done.returncode == 2, done
+            line, = done.stderr.splitlines()
+            assert line.startswith("remote_agent: ") and paths.state_dir in line, done.stderr
+            said.append(line)
+        finally:
+            stop_host(paths.state_dir)
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert served, said
+    for file in ("daemon.log", "sim/gpus.json.tmp."):
+        assert any("%s/%s" % (paths.state_dir, file) in line and "No space left on device"
+                   in line for line in said), said
+
+
 @pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
     p, marks=pytest.mark.slow) for p in range(0, 5)])
 def test_a_job_that_ends_while_its_daemon_starts_again_on_a_full_disk_keeps_its_exit(
@@ -157,9 +226,7 @@ def test_output_dropped_by_a_job_that_ends_on_a_full_disk_is_said_before_its_end
     go.touch()
     wait_until(printed.exists, "the job's output")
     release.touch()
-    with open(small_fs / "state" / "jobs" / job["id"] / "shim.claim") as f:
-        shim = int(f.read())
-    wait_until(lambda: retrying(shim), "the shim to wait for room for the job's end")
+    tries_its_end(small_fs / "state" / "jobs" / job["id"])
     filler.unlink()
     done = wait_job(agent, job["id"])
     note = ("bytes of the job's output were dropped: its log could not be written (No space "

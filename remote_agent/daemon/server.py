@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from contextlib import nullcontext
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths, agent_env, runtime_dir
@@ -442,13 +442,19 @@ def bind(paths: AgentPaths) -> socket.socket:
     return listener
 
 
-def run_daemon(paths: AgentPaths, listener: socket.socket, agent: Agent,
+def run_daemon(paths: AgentPaths, listener: socket.socket, make_agent: Callable[[], Agent],
                settings: AgentSettings, code_hash: str, sim_spec: Optional[str]) -> int:
     """Listens on ``listener`` (``bind``'s, bound before the daemon detached, so that a socket
     refused is said to its launcher) once ready, and serves until told to stop; the socket and
-    the pid file are removed as it ends, a start that failed included."""
+    the pid file are removed as it ends, a start that failed included: its agent's too, made
+    here (``make_agent``, once detached: its NVML session is the daemon's)."""
     ino = os.stat(paths.socket).st_ino
     try:
+        try:
+            agent = make_agent()
+        except OSError as err:  # the simulated GPUs' state, written as NVML starts
+            log.error("the GPUs cannot be opened: %s", err)
+            return 2
         daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
         signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
         why_not = runtime_dir().why_not
