@@ -580,7 +580,7 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         assert got["gpu_time_buckets"] == {"bucket_s": 1800, "begin": 8, "due": 8, "kept": 4}
         assert got["total"]["online_gpu_hours"] == pytest.approx(2.0)
         assert "GPU time is kept for 4 of the 8 buckets of 1800 s that began in this range " \
-            "and are written: in the others no scheduler looked at a reachable GPU (none " \
+            "and are written: in the rest no scheduler looked at a reachable GPU (none " \
             "held the lease, or every host was away), and the GPUs' online, held and idle " \
             "hours leave them out" in report(0, 4)
         assert "GPUs online 2.00 GPU-h" in report(0, 2) and "kept for" not in report(0, 2)
@@ -765,7 +765,8 @@ def test_the_store_keeps_gpu_time_from_its_first_look_not_from_its_bucket(tmp_pa
         assert got["start"] == hour - 3 * H + 3000, (got["start"] - hour) / H
         assert got["gpu_time_buckets"] == {"bucket_s": 3600, "begin": 3, "due": 1, "kept": 0}
         assert got["total"]["online_gpu_hours"] == pytest.approx(600 / H, abs=1e-6)
-        assert "GPU time is kept for 0 of the 1 buckets of 3600 s" in report(), report()
+        assert ("GPU time is kept for 0 of the 1 bucket of 3600 s that began in this range "
+                "and is written: in the rest") in report(), report()
     finally:
         store.close()
 

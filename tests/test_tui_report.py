@@ -322,7 +322,7 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
     headline = await shown(SqliteStore(path, clock=lambda: NOW), "#report-headline")
     assert "GPUs online 8.00 GPU-h, held while online 5.04 (63 %), idle with nothing on them " \
         "2.00 (25 %) GPU time is kept for 1 of the 19 buckets of 3600 s that began in this " \
-        "range and are written: in the others no scheduler looked at a reachable GPU (none " \
+        "range and are written: in the rest no scheduler looked at a reachable GPU (none " \
         "held the lease, or every host was away), and the GPUs' online, held and idle hours " \
         "leave them out used 13.30 GPU-h" in headline, headline
 

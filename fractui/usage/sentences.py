@@ -236,5 +236,6 @@ class Coverage:
         if self.kept >= self.due:
             return []
         return ["GPU time is kept for %d of the %s of %g s that began in this range "
-                "and are written: in the others %s, and the GPUs' online, held and idle hours "
-                "leave them out" % (self.kept, count(self.due, "bucket"), self.bucket_s, UNSEEN)]
+                "and %s written: in the rest %s, and the GPUs' online, held and idle hours "
+                "leave them out" % (self.kept, count(self.due, "bucket"), self.bucket_s,
+                                    "is" if self.due == 1 else "are", UNSEEN)]
