@@ -9,6 +9,7 @@ import grp
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sqlite3
 import stat
@@ -650,7 +651,7 @@ def test_a_file_of_roots_a_member_puts_in_place_of_the_store_as_it_opens_is_neve
         SqliteStore(str(store))
     monkeypatch.undo()
     assert not theirs.exists(), "the link was not swapped in"
-    assert "was replaced by another as fractui opened it" in str(refused.value)
+    assert "is no longer the one this fractui opened" in str(refused.value)
     assert _untouched(roots) == before
     os.unlink(store)
     SqliteStore(str(store)).close()  # a store of the team's again, then swapped once open
@@ -662,6 +663,32 @@ def test_a_file_of_roots_a_member_puts_in_place_of_the_store_as_it_opens_is_neve
             opened.identity()
     finally:
         opened.close()
+
+
+def test_a_store_restored_under_an_open_fractui_says_to_start_it_again_not_try_again(
+        plain_dir):
+    """An admin who restores a store (a copy moved over its name) while a TUI has it open:
+    that TUI's file is no longer the store's, and what it asks of who it is (each action,
+    the job screen's each second) is refused. It was told the file "was replaced as fractui
+    opened it; try again", an hour after it opened, and each try failed so: it is told that
+    the file changed since it opened, and to start it again, which opens the restored one."""
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    store = folder / "store.db"
+    opened = SqliteStore(str(store))
+    try:
+        restored = folder / "restored.db"
+        shutil.copy(store, restored)
+        os.rename(restored, store)
+        with pytest.raises(StoreExposed) as refused:
+            opened.identity()
+    finally:
+        opened.close()
+    said = str(refused.value)
+    assert "as fractui opened it" not in said and "try again" not in said, said
+    assert "is no longer the one this fractui opened: another was put in its place, or it " \
+        "was moved, since" in said and "start fractui again" in said, said
+    SqliteStore(str(store)).close()  # started again: the restored store
 
 
 def test_a_store_seen_as_it_is_made_is_opened_its_private_name_beside_it(plain_dir):

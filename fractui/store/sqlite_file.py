@@ -226,10 +226,14 @@ def owner(path: str, file: os.stat_result) -> int:
 
 
 def _replaced(path: str, real: str) -> StoreExposed:
-    """The file at the store's name is no longer the one fractui checked."""
-    return StoreExposed(path, "its file %s was replaced by another as fractui opened it: "
-                        "whoever may write its directory could have put any file there; "
-                        "fractui changed nothing in it; try again" % real)
+    """The file at the store's name is no longer the one fractui checked: as it opened, or
+    since (a TUI open for hours, its store restored under it), where trying again would
+    only fail again."""
+    return StoreExposed(path, "its file %s is no longer the one this fractui opened: another "
+                        "was put in its place, or it was moved, since; whoever may write its "
+                        "directory could have put any file there, and fractui changed nothing "
+                        "in it: start fractui again (a TUI, a scheduler), which checks the "
+                        "file there now" % real)
 
 
 def same_file(path: str, where: str, file: os.stat_result) -> os.stat_result:
