@@ -162,11 +162,18 @@ def pids_capped(most: int, *pids: int) -> Iterator[str]:
         Path(capped, "pids.max").write_text(str(held + most))
         yield capped
     finally:
-        for pid in Path(capped, "cgroup.procs").read_text().split():
-            try:
-                Path(root, "cgroup.procs").write_text(pid)
-            except ProcessLookupError:
-                pass  # ended meanwhile
+        # again until none is left: a process of it may fork as the others are moved out (the
+        # cap lifted by then), its child in the cgroup after the list was read (seen: rmdir
+        # EBUSY, and the next test's mkdir finding the folder)
+        for _ in range(1000):
+            left = Path(capped, "cgroup.procs").read_text().split()
+            if not left:
+                break
+            for pid in left:
+                try:
+                    Path(root, "cgroup.procs").write_text(pid)
+                except ProcessLookupError:
+                    pass  # ended meanwhile
         os.rmdir(capped)
 
 
