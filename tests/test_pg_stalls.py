@@ -93,6 +93,34 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     assert stores.stalled.get(job.id).id == job.id
 
 
+def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, pg_server):
+    """A read that waits, under lock_timeout, behind a table's lock (another fractui's
+    upgrade of the store holds it, as a migration that builds an index on a big store does)
+    is silent for several ANSWER_WAIT_S: the server, asked on a connection of its own, says
+    the statement is running, so it is waited for and answers once the lock is let go — never
+    given up and asked again, to be given up again, for as long as the work takes."""
+    job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
+    got: "queue.Queue[object]" = queue.Queue()
+    with pg_server.connect(stores.db) as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+
+        def read() -> None:
+            try:
+                got.put(stores.stalled.get(job.id))
+            except Exception as err:  # (said by the assertion below)
+                got.put(err)
+        threading.Thread(target=read, daemon=True).start()
+        wait(lambda: stores.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND wait_event_type = 'Lock'")[0][0] == 1,
+             lambda: stores.sql("SELECT pid, state, wait_event FROM pg_stat_activity"))
+        with pytest.raises(queue.Empty):  # three bounds of silence, and still waiting
+            got.get(timeout=3 * ANSWER_WAIT_S + 2 * CONNECT_TIMEOUT_S)
+        holder.execute("COMMIT")
+    read_back = got.get(timeout=60)
+    assert getattr(read_back, "id", read_back) == job.id
+
+
 @pytest.mark.parametrize("where", [BEFORE, AFTER])
 def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     """A submit by its key whose COMMIT stalls, before it reaches the server or after the
