@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import IO, Callable, Iterator, List
+from typing import IO, Callable, Iterator, List, TypeVar
 
 import pytest
 
@@ -36,6 +36,7 @@ ASKER = Asker("here")
 REQUEST = {"gpu": 0.25}
 ANSWER_WAIT_S = 1.0  # the bounds as a test sets them
 CONNECT_TIMEOUT_S = 2  # (libpq's least)
+GUARD_S = 60.0  # a call that has not ended by then fails its test (a guard, not a timing)
 STALLED = "the server sent nothing for 1 s while a statement waited for its answer"
 # ``python -m fractui`` with the bounds shortened as above
 SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli import main\n"
@@ -64,9 +65,40 @@ def stores(pg_server, monkeypatch) -> Iterator[Stores]:
     try:
         yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
     finally:
+        proxy.close()  # first: a call a test gave up on still waits on a link it holds
         stalled.close()
         direct.close()
-        proxy.close()
+
+
+T = TypeVar("T")
+
+
+def _begun(call: Callable[[], T]) -> "queue.Queue[tuple]":
+    """``call()`` run on a thread of its own; what it returned or raised is put on the queue
+    (``_ended`` reads it) once it ends."""
+    got: "queue.Queue[tuple]" = queue.Queue()
+
+    def run() -> None:
+        try:
+            got.put((True, call()))
+        except BaseException as err:  # (raised again by _ended, in the test's thread)
+            got.put((False, err))
+    threading.Thread(target=run, daemon=True).start()
+    return got
+
+
+def _ended(call: "Callable[[], T] | queue.Queue[tuple]") -> T:
+    """What ``call()`` returns, or raises, once it ends (a queue: of one ``_begun``): one still
+    waiting after GUARD_S fails the test rather than hang the run (a store that waits for
+    ever, as one did before the bound, is what these tests look for)."""
+    got = call if isinstance(call, queue.Queue) else _begun(call)
+    try:
+        ok, value = got.get(timeout=GUARD_S)
+    except queue.Empty:
+        pytest.fail("the store's call still waited after %g s" % GUARD_S)
+    if not ok:
+        raise value
+    return value
 
 
 def _jobs_of(s: Stores, key: str) -> int:
@@ -81,12 +113,12 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     link passes again, the next read answers."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
     stores.proxy.cut_on("SELECT", AFTER, stall=True)
-    assert stores.stalled.get(job.id).id == job.id
+    assert _ended(lambda: stores.stalled.get(job.id)).id == job.id
     assert stores.proxy.cuts == 1
     stores.proxy.restore()
     stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
     with pytest.raises(StoreUnavailable) as failed:
-        stores.stalled.get(job.id)
+        _ended(lambda: stores.stalled.get(job.id))
     assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
         stores.stalled.where)), failed.value
     stores.proxy.restore()
@@ -100,25 +132,17 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     the statement is running, so it is waited for and answers once the lock is let go — never
     given up and asked again, to be given up again, for as long as the work takes."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
-    got: "queue.Queue[object]" = queue.Queue()
     with pg_server.connect(stores.db) as holder:
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-
-        def read() -> None:
-            try:
-                got.put(stores.stalled.get(job.id))
-            except Exception as err:  # (said by the assertion below)
-                got.put(err)
-        threading.Thread(target=read, daemon=True).start()
+        got = _begun(lambda: stores.stalled.get(job.id))
         wait(lambda: stores.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
                                 "current_database() AND wait_event_type = 'Lock'")[0][0] == 1,
              lambda: stores.sql("SELECT pid, state, wait_event FROM pg_stat_activity"))
         with pytest.raises(queue.Empty):  # three bounds of silence, and still waiting
             got.get(timeout=3 * ANSWER_WAIT_S + 2 * CONNECT_TIMEOUT_S)
         holder.execute("COMMIT")
-    read_back = got.get(timeout=60)
-    assert getattr(read_back, "id", read_back) == job.id
+    assert _ended(got).id == job.id
 
 
 @pytest.mark.parametrize("where", [BEFORE, AFTER])
@@ -130,7 +154,8 @@ def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     said made."""
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
-    made = submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    made = _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+                                 key=key))
     stores.proxy.restore()
     assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
     assert stores.direct.get(made.id).state == "pending"
@@ -144,7 +169,8 @@ def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, 
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
     with pytest.raises(StoreError) as failed:
-        submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+        _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+                              key=key))
     assert failed.value.unknown and "whether it was recorded is not known" in str(
         failed.value), failed.value
     stores.proxy.restore()
@@ -159,7 +185,7 @@ def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
     assert stores.stalled.acquire_lease("sched", 30.0) is not None
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
     with pytest.raises(StoreError) as failed:
-        stores.stalled.acquire_lease("sched", 30.0)
+        _ended(lambda: stores.stalled.acquire_lease("sched", 30.0))
     assert "whether it was recorded is not known" in str(failed.value), failed.value
     stores.proxy.restore()
     assert stores.stalled.acquire_lease("sched", 30.0) is not None
