@@ -309,19 +309,18 @@ class _Answered(psycopg.Connection):  # type: ignore[type-arg]
     for the asking connection itself, given up after PING_TIMEOUT_S of silence unasked."""
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.asker is None:
-            heard = _heard(gen, self.pgconn, PING_TIMEOUT_S, lambda: False)
-        else:
-            heard = _heard(gen, self.pgconn, ANSWER_WAIT_S, self._running)
+        asks = self.asker is not None
+        bound = ANSWER_WAIT_S if asks else PING_TIMEOUT_S
         try:
-            return super().wait(heard, *args, **kwargs)
+            return super().wait(_heard(gen, self.pgconn, bound, self._running if asks else
+                                       lambda: False), *args, **kwargs)
         except _Unanswered:
             self.pgconn.finish()  # (what it sent may have been run: the caller says so)
             raise psycopg.OperationalError(
-                "the server sent nothing for %g s while a statement waited for its answer, "
-                "and did not say it was running it when asked on a connection of its own (the "
-                "server stopped or hung, or a link that holds the connection and passes "
-                "nothing): its connection was closed" % ANSWER_WAIT_S) from None
+                "the server sent nothing for %g s while a statement waited for its answer%s "
+                "(the server stopped or hung, or a link that holds the connection and passes "
+                "nothing): its connection was closed" % (bound, ", and did not say it was "
+                "running it when asked on a connection of its own" if asks else "")) from None
 
     def _running(self) -> bool:
         """Whether the server says this connection's session is running a statement (not idle
