@@ -23,6 +23,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.store import StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
+from fractui.store.postgres import TEAM_ROLE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, submit
 from tests import localfleet
@@ -30,6 +31,7 @@ from tests.cli_run import leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
 from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.test_store_postgres import _least_grants
 
 local_fleet = localfleet.local_fleet
 ASKER = Asker("here")
@@ -125,24 +127,42 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     assert stores.stalled.get(job.id).id == job.id
 
 
-def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, pg_server):
+@pytest.mark.parametrize("as_team", [False, True])
+def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, pg_server,
+                                                                       as_team):
     """A read that waits, under lock_timeout, behind a table's lock (another fractui's
     upgrade of the store holds it, as a migration that builds an index on a big store does)
     is silent for several ANSWER_WAIT_S: the server, asked on a connection of its own, says
     the statement is running, so it is waited for and answers once the lock is let go — never
-    given up and asked again, to be given up again, for as long as the work takes."""
-    job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
+    given up and asked again, to be given up again, for as long as the work takes. So too for
+    a member whose URL acts as her team's role (options=-c role=…), which may not see her
+    sessions' state."""
+    tag = uuid.uuid4().hex[:6]
+    team, reader = "v" + tag, stores.stalled
+    if as_team:
+        ann, role = "ann_" + tag, TEAM_ROLE + "v" + tag
+        pg_server.admin_role()
+        pg_server.sql("CREATE ROLE %s" % role)
+        pg_server.sql("CREATE ROLE %s LOGIN NOINHERIT IN ROLE %s" % (ann, role))
+        _least_grants(pg_server, stores.db, role)
+        reader = open_store(stores.proxy.url(stores.db, user=ann) + "?options=-c%20role%3D"
+                            + role)
+    job = stores.direct.submit("q", team, "n", ["true"], REQUEST, "root@here")
     with pg_server.connect(stores.db) as holder:
         holder.execute("BEGIN")
         holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-        got = _begun(lambda: stores.stalled.get(job.id))
+        got = _begun(lambda: reader.get(job.id))
         wait(lambda: stores.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
                                 "current_database() AND wait_event_type = 'Lock'")[0][0] == 1,
              lambda: stores.sql("SELECT pid, state, wait_event FROM pg_stat_activity"))
         with pytest.raises(queue.Empty):  # three bounds of silence, and still waiting
             got.get(timeout=3 * ANSWER_WAIT_S + 2 * CONNECT_TIMEOUT_S)
         holder.execute("COMMIT")
-    assert _ended(got).id == job.id
+    try:
+        assert _ended(got).id == job.id
+    finally:
+        if reader is not stores.stalled:
+            reader.close()
 
 
 @pytest.mark.parametrize("where", [BEFORE, AFTER])
