@@ -16,13 +16,14 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import IO, Callable, Iterator, List
+from typing import IO, Callable, Iterator, List, TypeVar
 
 import pytest
 
 from fractui.config import QueueConfig
 from fractui.store import StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
+from fractui.store.postgres import TEAM_ROLE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, submit
 from tests import localfleet
@@ -30,12 +31,14 @@ from tests.cli_run import leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
 from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.test_store_postgres import _least_grants
 
 local_fleet = localfleet.local_fleet
 ASKER = Asker("here")
 REQUEST = {"gpu": 0.25}
 ANSWER_WAIT_S = 1.0  # the bounds as a test sets them
 CONNECT_TIMEOUT_S = 2  # (libpq's least)
+GUARD_S = 60.0  # a call that has not ended by then fails its test (a guard, not a timing)
 STALLED = "the server sent nothing for 1 s while a statement waited for its answer"
 # ``python -m fractui`` with the bounds shortened as above
 SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli import main\n"
@@ -64,9 +67,40 @@ def stores(pg_server, monkeypatch) -> Iterator[Stores]:
     try:
         yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
     finally:
+        proxy.close()  # first: a call a test gave up on still waits on a link it holds
         stalled.close()
         direct.close()
-        proxy.close()
+
+
+T = TypeVar("T")
+
+
+def _begun(call: Callable[[], T]) -> "queue.Queue[tuple]":
+    """``call()`` run on a thread of its own; what it returned or raised is put on the queue
+    (``_ended`` reads it) once it ends."""
+    got: "queue.Queue[tuple]" = queue.Queue()
+
+    def run() -> None:
+        try:
+            got.put((True, call()))
+        except BaseException as err:  # (raised again by _ended, in the test's thread)
+            got.put((False, err))
+    threading.Thread(target=run, daemon=True).start()
+    return got
+
+
+def _ended(call: "Callable[[], T] | queue.Queue[tuple]") -> T:
+    """What ``call()`` returns, or raises, once it ends (a queue: of one ``_begun``): one still
+    waiting after GUARD_S fails the test rather than hang the run (a store that waits for
+    ever, as one did before the bound, is what these tests look for)."""
+    got = call if isinstance(call, queue.Queue) else _begun(call)
+    try:
+        ok, value = got.get(timeout=GUARD_S)
+    except queue.Empty:
+        pytest.fail("the store's call still waited after %g s" % GUARD_S)
+    if not ok:
+        raise value
+    return value
 
 
 def _jobs_of(s: Stores, key: str) -> int:
@@ -81,16 +115,54 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     link passes again, the next read answers."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
     stores.proxy.cut_on("SELECT", AFTER, stall=True)
-    assert stores.stalled.get(job.id).id == job.id
+    assert _ended(lambda: stores.stalled.get(job.id)).id == job.id
     assert stores.proxy.cuts == 1
     stores.proxy.restore()
     stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
     with pytest.raises(StoreUnavailable) as failed:
-        stores.stalled.get(job.id)
+        _ended(lambda: stores.stalled.get(job.id))
     assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
         stores.stalled.where)), failed.value
     stores.proxy.restore()
     assert stores.stalled.get(job.id).id == job.id
+
+
+@pytest.mark.parametrize("as_team", [False, True])
+def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, pg_server,
+                                                                       as_team):
+    """A read that waits, under lock_timeout, behind a table's lock (another fractui's
+    upgrade of the store holds it, as a migration that builds an index on a big store does)
+    is silent for several ANSWER_WAIT_S: the server, asked on a connection of its own, says
+    the statement is running, so it is waited for and answers once the lock is let go — never
+    given up and asked again, to be given up again, for as long as the work takes. So too for
+    a member whose URL acts as her team's role (options=-c role=…), which may not see her
+    sessions' state."""
+    tag = uuid.uuid4().hex[:6]
+    team, reader = "v" + tag, stores.stalled
+    if as_team:
+        ann, role = "ann_" + tag, TEAM_ROLE + "v" + tag
+        pg_server.admin_role()
+        pg_server.sql("CREATE ROLE %s" % role)
+        pg_server.sql("CREATE ROLE %s LOGIN NOINHERIT IN ROLE %s" % (ann, role))
+        _least_grants(pg_server, stores.db, role)
+        reader = open_store(stores.proxy.url(stores.db, user=ann) + "?options=-c%20role%3D"
+                            + role)
+    job = stores.direct.submit("q", team, "n", ["true"], REQUEST, "root@here")
+    with pg_server.connect(stores.db) as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        got = _begun(lambda: reader.get(job.id))
+        wait(lambda: stores.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND wait_event_type = 'Lock'")[0][0] == 1,
+             lambda: stores.sql("SELECT pid, state, wait_event FROM pg_stat_activity"))
+        with pytest.raises(queue.Empty):  # three bounds of silence, and still waiting
+            got.get(timeout=3 * ANSWER_WAIT_S + 2 * CONNECT_TIMEOUT_S)
+        holder.execute("COMMIT")
+    try:
+        assert _ended(got).id == job.id
+    finally:
+        if reader is not stores.stalled:
+            reader.close()
 
 
 @pytest.mark.parametrize("where", [BEFORE, AFTER])
@@ -102,7 +174,8 @@ def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     said made."""
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
-    made = submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    made = _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+                                 key=key))
     stores.proxy.restore()
     assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
     assert stores.direct.get(made.id).state == "pending"
@@ -116,7 +189,8 @@ def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, 
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
     with pytest.raises(StoreError) as failed:
-        submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+        _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+                              key=key))
     assert failed.value.unknown and "whether it was recorded is not known" in str(
         failed.value), failed.value
     stores.proxy.restore()
@@ -131,7 +205,7 @@ def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
     assert stores.stalled.acquire_lease("sched", 30.0) is not None
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
     with pytest.raises(StoreError) as failed:
-        stores.stalled.acquire_lease("sched", 30.0)
+        _ended(lambda: stores.stalled.acquire_lease("sched", 30.0))
     assert "whether it was recorded is not known" in str(failed.value), failed.value
     stores.proxy.restore()
     assert stores.stalled.acquire_lease("sched", 30.0) is not None

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psycopg
 from psycopg import pq
@@ -75,11 +75,13 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
 # A server that stops answering without closing the connection (its process stopped or hung, a
 # link or proxy that holds the connection open and passes nothing) is not found by keepalives:
 # the kernel at the other end still answers them. A statement whose answer has not begun to
-# come this long is given up: its connection closed, and the call said lost as a dropped one
-# is (retried, or "whether it was recorded is not known" at a COMMIT). Longer than the longest
-# a statement of ours waits on the server's side (LOCK_TIMEOUT_S, then the server answers
-# with an error), so only a server that has stopped reaches it; a feed waiting for
-# notifications owes no answer, and is not bounded.
+# come this long is asked after on a connection of its own, and given up where the server
+# does not say it runs it (it cannot be reached, or its session idles or is blocked sending):
+# its connection closed, and the call said lost as a dropped one is (retried, or "whether it
+# was recorded is not known" at a COMMIT). One it runs (a lock waited for, a migration's index
+# on a big store, a long report) is waited for, and asked after again each ANSWER_WAIT_S: a
+# bound on the statement alone cut such work, and its retry, for as long as it took. A feed
+# waiting for notifications owes no answer, and is not bounded.
 ANSWER_WAIT_S = 2 * LOCK_TIMEOUT_S
 VERSION_TABLE = "fractui_schema"
 NO_STORE_TO_MAKE = ("there is no store here yet, and role %s may not make one (it may not "
@@ -297,27 +299,59 @@ def _target_of_failed(url: str, made: Optional[pq.abc.PGconn]) -> tuple[str, str
 
 
 class _Answered(psycopg.Connection):  # type: ignore[type-arg]
-    """A connection that waits at most ANSWER_WAIT_S of silence for an answer it is owed."""
+    """A connection that gives up an answer it is owed where nothing came for ANSWER_WAIT_S
+    and the server, asked on a connection of its own, does not say it is running the
+    statement: a server at work (a lock waited for under lock_timeout, a migration's index on
+    a big store, a long report) is waited for as long as it works."""
+
+    asker: Optional[str] = None
+    """The conninfo on which the server that took this connection is asked (_running); None
+    for the asking connection itself, given up after PING_TIMEOUT_S of silence unasked."""
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        asks = self.asker is not None
+        bound = ANSWER_WAIT_S if asks else PING_TIMEOUT_S
         try:
-            return super().wait(_heard(gen, self.pgconn), *args, **kwargs)
+            return super().wait(_heard(gen, self.pgconn, bound, self._running if asks else
+                                       lambda: False), *args, **kwargs)
         except _Unanswered:
             self.pgconn.finish()  # (what it sent may have been run: the caller says so)
             raise psycopg.OperationalError(
-                "the server sent nothing for %g s while a statement waited for its answer "
+                "the server sent nothing for %g s while a statement waited for its answer%s "
                 "(the server stopped or hung, or a link that holds the connection and passes "
-                "nothing): its connection was closed" % ANSWER_WAIT_S) from None
+                "nothing): its connection was closed" % (bound, ", and did not say it was "
+                "running it when asked on a connection of its own" if asks else "")) from None
+
+    def _running(self) -> bool:
+        """Whether the server says this connection's session is running a statement (not idle
+        waiting for one, nor blocked sending an answer a held link does not take), asked on
+        a connection of its own as the session's own login role (SET ROLE NONE: a role the
+        URL's options set may not see that role's sessions). A server that cannot be asked
+        says nothing."""
+        try:
+            with _Answered.connect(self.asker, autocommit=True) as asked:  # type: ignore[arg-type]
+                asked.execute("SET ROLE NONE")
+                row = asked.execute(
+                    "SELECT state = 'active' AND wait_event IS DISTINCT FROM 'ClientWrite' "
+                    "FROM pg_stat_activity WHERE pid = %s", (self.pgconn.backend_pid,)
+                ).fetchone()
+        except psycopg.Error as err:
+            log.info("the server that sent nothing for %g s could not be asked whether it runs "
+                     "the statement: %s", ANSWER_WAIT_S, err)
+            return False
+        return bool(row and row[0])
 
 
 class _Unanswered(Exception):
     """Raised inside psycopg's wait (``_heard``) to end it; _Answered says it."""
 
 
-def _heard(gen: Any, pgconn: pq.abc.PGconn) -> Any:
+def _heard(gen: Any, pgconn: pq.abc.PGconn, bound: float, running: Callable[[], bool]) -> Any:
     """psycopg's generator ``gen``, ended (_Unanswered) where nothing came of the socket for
-    ANSWER_WAIT_S while a command was in progress. psycopg's wait sends it "nothing ready"
-    each interval (0.1 s), so the silence is counted without a thread of its own."""
+    ``bound`` s while a command was in progress and ``running()`` does not say the server is
+    at work on it (where it does, the silence is counted anew). psycopg's wait sends it
+    "nothing ready" each interval (0.1 s), so the silence is counted without a thread of its
+    own."""
     heard = time.monotonic()
     try:
         wanted = next(gen)
@@ -325,9 +359,11 @@ def _heard(gen: Any, pgconn: pq.abc.PGconn) -> Any:
             ready = yield wanted
             if ready:
                 heard = time.monotonic()
-            elif time.monotonic() - heard > ANSWER_WAIT_S and \
+            elif time.monotonic() - heard > bound and \
                     pgconn.transaction_status == TransactionStatus.ACTIVE:
-                raise _Unanswered()
+                if not running():
+                    raise _Unanswered()
+                heard = time.monotonic()
             wanted = gen.send(ready)
     except StopIteration as done:
         return done.value
@@ -365,6 +401,7 @@ class PostgresDialect(Dialect):
                 raise
             raise self._refused_at_connect(err) from err
         self.user, self.where = _target(self.url, db.pgconn)
+        db.asker = self._asker(db.pgconn, extra["application_name"])
         encoding = db.info.parameter_status("server_encoding")
         if encoding != "UTF8":
             db.close()
@@ -380,6 +417,16 @@ class PostgresDialect(Dialect):
                    [x for item in session.items() for x in item])
         db.execute(_DURABLE)
         return db
+
+    def _asker(self, made: pq.abc.PGconn, name: str) -> str:
+        """The conninfo that asks the server ``made`` reached whether it runs a statement
+        (_Answered): the URL's, at the host, address and port it took (a URL may name
+        several), waited for PING_TIMEOUT_S."""
+        at = {"host": made.host.decode(), "port": made.port.decode()}
+        if "hostaddr" in conninfo_to_dict(self.url):
+            at["hostaddr"] = made.hostaddr.decode()
+        return make_conninfo(self.url, connect_timeout=PING_TIMEOUT_S,
+                             target_session_attrs="any", application_name=name, **at)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
