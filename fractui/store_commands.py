@@ -107,13 +107,14 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
-            waiting = Outage("job %d goes on meanwhile" % job.id,
-                             "waiting for job %d to end" % job.id)
-            led = (waiting.through(store.lease_holder) if args.wait else
-                   store.lease_holder()) is not None
-            if not led:
-                say(NO_SCHEDULER)
-            if args.wait:
+            if not args.wait:
+                _say_if_unserved(store, job)
+            else:
+                waiting = Outage("job %d goes on meanwhile" % job.id,
+                                 "waiting for job %d to end" % job.id)
+                led = waiting.through(store.lease_holder) is not None
+                if not led:
+                    say(NO_SCHEDULER)
                 job = _until_ended(store, job, led, waiting)
                 ended = Outage("job %d has ended; how it ended is read once it is" % job.id,
                                "reading how job %d ended" % job.id)
@@ -140,6 +141,20 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED
     return 0
+
+
+def _say_if_unserved(store: Store, job: Job) -> None:
+    """Says, for a submit that does not wait, when no scheduler holds the store's lease: the
+    job would wait for one. A read of it that fails is said and is no failure of the submit:
+    the job is queued, and a script that took the exit for one would submit it again."""
+    try:
+        held = store.lease_holder()
+    except StoreError as err:
+        say("job %d is queued; whether a scheduler serves it could not be read: %s" % (
+            job.id, err))
+        return
+    if held is None:
+        say(NO_SCHEDULER)
 
 
 def _teams_to_give(config: Config) -> str:

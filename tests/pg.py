@@ -5,6 +5,7 @@ gets a database of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import psycopg
 
@@ -184,6 +185,26 @@ class PgServer:
         with self.connect(db) as conn:
             cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
+
+    @contextlib.contextmanager
+    def standby(self) -> Iterator[int]:
+        """A hot standby of this server (pg_basebackup, streaming from it), on a port of its
+        own, yielded: read-only, as a failover pair's replica a store URL may reach."""
+        data = os.path.join(self.root, "standby-%s" % uuid.uuid4().hex[:8])
+        self._as_owner([os.path.join(self.bin, "pg_basebackup"), "-D", data, "-R", "-c",
+                        "fast", "-X", "stream", "-h", self.host, "-p", str(self.port), "-U",
+                        "postgres"])  # (-c fast: a checkpoint now, not spread over minutes)
+        port = _free_port()
+        with open(os.path.join(data, "postgresql.conf"), "a") as conf:
+            conf.write("port = %d\nhot_standby = on\n" % port)
+        ctl = [os.path.join(self.bin, "pg_ctl"), "-D", data, "-l", data + ".log", "-w", "-t",
+               "60"]
+        self._as_owner(ctl + ["start"])
+        try:
+            yield port
+        finally:
+            self._as_owner(ctl + ["stop", "-m", "immediate"])
+            shutil.rmtree(data, ignore_errors=True)
 
     def close(self) -> None:
         try:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fractui.config import QueueConfig
+from fractui.store import open_store
 from tests import localfleet
 from tests.cli_run import leaks, subprocess_run
 from tests.conftest import REPO
@@ -136,3 +137,31 @@ def test_logs_follow_rides_out_a_store_lost_at_its_start_and_between_attempts(
     assert lines[-1] == "fractui: job %d ended: exited 0" % job.id, err
     assert (follower.returncode, out) == (0, "one\ntwo\n"), err
     assert not leaks("".join(at_start + between) + err)
+
+
+def test_submit_without_wait_whose_lease_read_fails_says_its_job_queued(pg_server, tmp_path):
+    """A submit that does not wait reads the lease once its job is queued, to say whether a
+    scheduler serves it; that read lost (the link cut as it goes up, every connection refused
+    after): it says the job queued and that whether one serves it could not be read, exit 0
+    with the job's number on stdout (before: exit 1, "stopped waiting", of a submit that never
+    waited — and a script would have submitted it again). The job is in the store, once."""
+    db = pg_server.new_database()
+    made = open_store(pg_server.url(db))  # (made: the submit's own reads are the lease's only)
+    proxy = PgProxy(pg_server.port)
+    try:
+        config = tmp_path / "user.toml"
+        config.write_text('[store]\nurl = %s\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                          % json.dumps(proxy.url(db)))
+        proxy.cut_on("SELECT holder, expires_at, epoch, trouble FROM lease", BEFORE, down=True)
+        done = subprocess_run(["--config", str(config), "submit", "--queue", "q", "--",
+                               "true"])
+        assert proxy.cuts == 1, (proxy.fell, done.stderr)
+        assert (done.returncode, done.stdout) == (0, "1 pending in queue q\n"), done.stderr
+        said = done.stderr.splitlines()[-1]
+        assert said.startswith("fractui: job 1 is queued; whether a scheduler serves it could "
+                               "not be read: store "), done.stderr
+        assert "stopped waiting" not in done.stderr and not leaks(done.stderr), done.stderr
+        assert [j.id for j in made.jobs()] == [1]
+    finally:
+        proxy.close()
+        made.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fractui.config import TeamConfig
-from fractui.sched.quota import fair_order, quota_of, team_usage, within_quota
-from fractui.store.model import Job, Slot
+from fractui.config import Config, TeamConfig
+from fractui.sched.quota import HeldTo, fair_order, quota_of, team_usage, within_quota
+from fractui.store.model import Job, KeptTerms, Slot
 
 TEAMS = (TeamConfig("a", quota_gpus=1.5, weight=2), TeamConfig("b", quota_gpus=1,
                                                                  over_quota=True))
@@ -59,3 +59,15 @@ def test_the_quota_a_placement_is_held_to_is_its_configured_teams_or_none():
     teams, for a job of no team, or of a team the config does not have."""
     assert [quota_of(TEAMS, t) for t in ("a", "b", "ghost", None)] == [1.5, 1, None, None]
     assert quota_of((), "a") is None and quota_of((TeamConfig("z"),), "z") == 0.0
+
+
+def test_a_team_whose_kept_quota_is_unread_is_held_as_past_it_never_within():
+    """A team whose row of the kept quotas the store cannot read, the only row kept: no quota
+    is known of any team, so no use counted; a placement of it was let through as within
+    (nothing to be past) or held to the placer's config as if no scheduler had kept any. It
+    is past a quota not known, whatever it takes, and nothing is held to at the write."""
+    config = Config(path=None, teams=(TeamConfig("a", quota_gpus=4),))
+    held = HeldTo.of([], config, KeptTerms({}, {"a": "store s, its row of team_terms: …"}))
+    assert held.past("a", 0.25) == ("is of team a, whose quota (the scheduler's) is not known: "
+                                    "store s, its row of team_terms: …")
+    assert held.quota("a") is None and held.config is None

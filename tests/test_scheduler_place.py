@@ -22,6 +22,7 @@ from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import POLITE, wait
+from tests.test_usage_store import _owner_sql
 
 
 def holding_session(pg_server, url: str):
@@ -421,3 +422,48 @@ def test_a_job_left_for_a_held_row_is_placed_by_the_running_loop_once_the_sessio
         f.scheduler.stop()
     assert caplog.text.count(left) == 1, caplog.text
     assert caplog.text.count("job %d is left for a later pass no more after " % held.id) == 1
+
+
+def test_a_damaged_row_of_the_kept_quotas_is_said_not_known_and_written_again_at_a_pass(
+        local_fleet, store_url, request):
+    """vision's row of the quotas the lease holder keeps (team_terms) damaged by hand after
+    the holder wrote them: a value fractui never writes (SQLite: text; PostgreSQL: NaN). It
+    was left out, and the team said held to none: `teams` said the scheduler has no team
+    vision and does not place its jobs, and a placement by hand said it is held to no quota.
+    Now each says vision's quota is not known, naming the store and the row; a placement by
+    hand is held as past it (asked, and borrowed if agreed); the holder's next pass writes
+    the row again (it wrote the terms only at a lease or a change of its config's)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS, store_url=store_url)
+    f.scheduler.step()  # the lease holder keeps its terms
+    kept = {"vision": TeamTerms(0.5, False, 1.0), "nlp": TeamTerms(1.0, False, 1.0)}
+    assert f.store.team_terms() == kept
+    _owner_sql(store_url, request, "UPDATE team_terms SET quota_gpus = 'NaN' "
+                                   "WHERE team = 'vision'")
+    unread = f.store.team_terms()
+    assert (unread, list(unread.unread)) == ({"nlp": kept["nlp"]}, ["vision"])
+    where = f.store.dialect.where
+    row = "store %s, its row of team_terms: team vision's quota" % where
+
+    shown = f.fractui("teams")
+    assert shown.returncode == 0, shown.stderr
+    assert "fractui: team vision: its quota is not known: %s" % row in shown.stderr, \
+        shown.stderr
+    assert "no team vision" not in shown.stderr and "no quota" not in shown.stderr, \
+        shown.stderr
+    assert [line.split()[-1] for line in shown.stdout.splitlines()[1:3]] == ["-", "-"]
+
+    job = f.submit("half", "vision")
+    asked = f.fractui("place", str(job.id), "gpu-a", "0")  # no terminal: refused, not placed
+    assert (asked.returncode, asked.stderr.splitlines()[-2:]) == (
+        1, ["fractui: %s" % NO_TERMINAL, "fractui: not placed: job %d stays pending" % job.id])
+    assert asked.stderr.startswith("fractui: job %d on gpu-a gpu0 is of team vision, whose "
+                                   "quota (the scheduler's) is not known: %s" % (job.id, row)), \
+        asked.stderr
+    assert f.store.get(job.id).state == "pending"
+    agreed = f.fractui("place", str(job.id), "gpu-a", "0", "--over-quota")
+    assert agreed.returncode == 0, agreed.stderr
+    assert f.store.get(job.id).preemptible  # borrowed: past a quota not known
+
+    f.scheduler.step()  # its next pass: the same lease, the same config
+    mended = f.store.team_terms()
+    assert (mended, mended.unread) == (kept, {})

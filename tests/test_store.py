@@ -572,12 +572,13 @@ def test_a_damaged_team_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
         store.close()
 
 
-def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path, caplog):
+def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path):
     """A team's terms are only said (fractui teams), and the lease holder writes them again
     only where the store's differ from its config's, which it finds by reading them: a row
     holding what fractui never writes stopped `teams` (exit 1, "restore it from a backup")
-    and every write of the terms for good. It is left out, said in the log, the rest read,
-    and the holder's next write mends it."""
+    and every write of the terms for good. It is left out of the terms, the rest read, and
+    said in ``unread`` (its team's quota not known, the store and the row named); the
+    holder's next write mends it."""
     path = str(tmp_path / "store.db")
     SqliteStore(path).close()
     db = sqlite3.connect(path)
@@ -587,11 +588,13 @@ def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path, caplog
     db.close()
     store = SqliteStore(path)
     try:
-        assert store.team_terms() == {"nlp": TeamTerms(0.5, False, 2.0)}
-        assert "team vision's quota's quota_gpus is 'lots'" in caplog.text
+        read = store.team_terms()
+        assert (read, read.unread) == ({"nlp": TeamTerms(0.5, False, 2.0)}, {
+            "vision": "store %s, its row of team_terms: team vision's quota's quota_gpus is "
+                      "'lots', not what fractui writes there" % path})
         kept = {"vision": TeamTerms(3.0, True, 1.0), "nlp": TeamTerms(0.5, False, 2.0)}
         store.keep_team_terms(kept)
-        assert store.team_terms() == kept
+        assert (store.team_terms(), store.team_terms().unread) == (kept, {})
     finally:
         store.close()
 

@@ -9,11 +9,13 @@ import sys
 import threading
 import time
 
+import psycopg
 import pytest
 
-from fractui.store import JobNotFound, Slot, open_store
+from fractui.store import JobNotFound, Slot, StoreError, open_store
 from fractui.store.base import HOSTS, JOBS, LEASE, LOGS
 from fractui.store.intents import Asker, ask_stop, place_by_hand
+from fractui.store.postgres import PostgresDialect, PostgresFeed
 from tests.conftest import REPO
 
 
@@ -134,3 +136,24 @@ def test_a_log_tail_asked_for_and_kept_moves_the_logs_topic_and_nothing_else(sto
         feed.close()
         writer.close()
         reader.close()
+
+
+def test_a_feed_whose_listen_fails_leaves_no_connection_open(pg_server):
+    """A feed's LISTEN refused (a store URL that reaches a hot standby: "cannot execute LISTEN
+    during recovery") closes the connection it opened for it: a feed opened again at each try
+    (the scheduler's and the TUI's, every interval) left one open a try on the server while
+    its error lived (before: three tries, three sessions of the standby's held)."""
+    db = pg_server.new_database()
+    open_store(pg_server.url(db)).close()  # (the store made on the primary: the standby's copy)
+    with pg_server.standby() as port:
+        dialect = PostgresDialect("postgresql://postgres@127.0.0.1:%d/%s" % (port, db))
+        told = []  # what a caller keeps of each failure (the error, as a log record holds it)
+        for _ in range(3):
+            with pytest.raises(StoreError) as failed:
+                PostgresFeed(dialect)
+            told.append(failed.value)
+        assert all("cannot execute LISTEN during recovery" in str(e) for e in told), told
+        with psycopg.connect(dialect.url) as watcher:
+            left = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                                   "application_name = 'fractui'").fetchone()[0]
+        assert left == 0, told

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import sqlite3
 
 import pytest
 
@@ -624,6 +625,33 @@ async def test_the_teams_table_shows_the_quotas_the_scheduler_holds_and_says_whe
         assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPU, where "
                                        "this config (in code) says quota 3 GPUs")
         assert words["nlp"][:40] in drawn, drawn
+    store.close()
+
+
+@pilot_test
+async def test_the_teams_table_says_a_quota_whose_kept_row_is_damaged_is_not_known(tmp_path):
+    """nlp's row of the quotas the lease holder keeps holds what fractui never writes (text
+    for a quota): the Teams table said the scheduler holds no team nlp and does not place its
+    jobs (false: the holder has it); it says nlp's quota is not known, naming the store and the
+    row, as ``fractui teams`` does."""
+    path = str(tmp_path / "store.db")
+    store = usage_store(path)
+    store.keep_team_terms({t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight)
+                           for t in TEAMS})
+    db = sqlite3.connect(path)
+    db.execute("UPDATE team_terms SET quota_gpus = 'lots' WHERE team = 'nlp'")
+    db.commit()
+    db.close()
+    async with settled_app((180, 48), usage=store) as (app, pilot):
+        panel = app.screen.query_one(QueuePanel)
+        drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
+        words = as_kept(app.config, store.team_terms())[1]
+        assert list(words) == ["nlp"], words
+        assert words["nlp"].startswith("team nlp: its quota is not known: store %s, its row "
+                                       "of team_terms: team nlp's quota's quota_gpus is "
+                                       "'lots'" % path), words
+        assert words["nlp"][:40] in drawn, drawn
+        assert "holds no team" not in drawn, drawn
     store.close()
 
 

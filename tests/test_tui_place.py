@@ -15,7 +15,7 @@ from fractui.config import Config, QueueConfig, TeamConfig
 from fractui.sched.preview import Candidate
 from fractui.sched.quota import HeldTo
 from fractui.scheduler.child import ChildScheduler
-from fractui.store.model import Job, Slot, TeamTerms
+from fractui.store.model import Job, KeptTerms, Slot, TeamTerms
 from fractui.tui.cursor import block_job_id
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.jobs import JobScreen
@@ -753,7 +753,7 @@ def test_a_move_past_the_quota_counts_what_the_job_lets_go_of():
         asked = job(0, state, preemptible)
         jobs = [asked] + [job(n, "running") for n in range(1, others + 1)]
         held = HeldTo.of(jobs, Config(path=None, teams=(TeamConfig("vision", quota_gpus=0.5),)),
-                         {})
+                         KeptTerms())
         said = Placement(asked, [there], held=held).past_quota()
         assert (said is not None) == past, (state, preemptible, said)
 

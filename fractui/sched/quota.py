@@ -17,8 +17,8 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.config import Config, TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job, Quota,
-                                 TeamTerms, start_order)
+from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job, KeptTerms,
+                                 Quota, start_order)
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -206,19 +206,23 @@ class HeldTo:
     teams: Tuple[TeamConfig, ...] = ()
     usage: Mapping[str, TeamUsage] = field(default_factory=dict)
     config: Optional[str] = None
+    unread: Mapping[str, str] = field(default_factory=dict)
+    """Each team whose kept quota the store cannot read (``KeptTerms.unread``), with why."""
 
     @classmethod
-    def of(cls, jobs: Iterable[Job], config: Config, terms: Mapping[str, TeamTerms]
-           ) -> "HeldTo":
+    def of(cls, jobs: Iterable[Job], config: Config, terms: KeptTerms) -> "HeldTo":
         """The quotas ``terms`` (the store's ``team_terms``) give, or where there are none
         ``config``'s, with the use of the store's active ``jobs``. A team of ``config`` the
         terms do not list has no quota here: the scheduler gives it none (its running jobs
-        count as borrowed), so a placement of it is asked about and borrowed."""
+        count as borrowed), so a placement of it is asked about and borrowed. One whose row
+        is unread has a quota not known: held as past it, so asked about and borrowed too,
+        never let through as within a quota that may be smaller than it takes."""
+        kept = terms.any()
         teams = tuple(TeamConfig(n, quota_gpus=t.quota_gpus, over_quota=t.over_quota,
                                  weight=t.weight) for n, t in terms.items()) \
-            if terms else config.teams
+            if kept else config.teams
         return cls(teams, {u.name: u for u in team_usage(jobs, teams)},
-                   None if terms else config.path or "in code")
+                   None if kept else config.path or "in code", dict(terms.unread))
 
     def whose(self) -> str:
         """Whose quota it is, in words: said beside a placement past it or refused by it."""
@@ -236,6 +240,9 @@ class HeldTo:
         """Why a job of ``team`` taking ``charge`` GPUs would take its team past its quota,
         whose quota it is said (what a placement by hand warns of and asks about), or None
         if it stays within."""
+        if team in self.unread:  # (before the usage: with no other team kept, there is none)
+            return "is of team %s, whose quota (the scheduler's) is not known: %s" % (
+                team, self.unread[team])
         if within_quota(self.usage, team, charge):
             return None
         u = self.usage.get(team) if team is not None else None

@@ -15,7 +15,7 @@ from fractui.config import DEFAULT_MAX_WAITING, Config, QueueConfig, TeamConfig
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
-from fractui.store.model import ACTIVE, PENDING, Hold, Job, TeamTerms, UsageRecord
+from fractui.store.model import ACTIVE, PENDING, Hold, Job, KeptTerms, UsageRecord
 from fractui.usage.fairshare import recent_gpus
 from fractui.words import count, duration, printable
 
@@ -39,7 +39,7 @@ class UsageRead:
 
 
 def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], now: float,
-             terms: Mapping[str, TeamTerms] = {}) -> tuple[list[TeamUsage], list[Starved]]:
+             terms: KeptTerms = KeptTerms()) -> tuple[list[TeamUsage], list[Starved]]:
     """The teams' standing and the starved ones, from the active jobs and the last usage read
     (None: not read yet, so no recent usage and no start but the jobs' own): only a team the
     lease holder's passes take up (``placed`` by its ``terms``) is starved, as its jobs wait
@@ -80,7 +80,7 @@ class Reserved:
 
 
 def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job], teams: Sequence[TeamUsage],
-             terms: Mapping[str, TeamTerms] = {}) -> list[Reserved]:
+             terms: KeptTerms = KeptTerms()) -> list[Reserved]:
     """The holds of ``teams`` (in their order) whose job still waits in ``jobs`` (the active
     ones, read with the holds): one whose job has started or ended since is the last pass's,
     which the next one writes over; one of a team the holder's passes no longer take up
@@ -95,18 +95,28 @@ def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job], teams: Sequence[Tea
     return out
 
 
-def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dict[str, str]]:
+def as_kept(config: Config, terms: KeptTerms) -> Tuple[Config, Dict[str, str]]:
     """``config`` with each of its teams' quota, borrowing and weight as the lease holder keeps
     them (``terms``, the store's ``team_terms``: what the passes hold the teams to, where the
     reader's config may be an old copy of the admin's), and for each team whose config says
     otherwise a line naming both. A team the store does not list keeps the config's: before
     any holder kept terms, that is all there is; after, the holder has no such team, and its
-    line says so (its jobs wait, their team not configured)."""
+    line says so (its jobs wait, their team not configured). A team whose row the store
+    cannot read (``terms.unread``) keeps the config's too, its line saying the kept quota is
+    not known, and why: the holder has the team, so "none" would be false."""
     teams, said = [], {}
     for t in config.teams:
         kept = terms.get(t.name)
+        if t.name in terms.unread:
+            said[t.name] = ("team %s: its quota is not known: %s (the scheduler holds it to "
+                            "its own config's, and writes the row again at its next pass); "
+                            "this config's (%s) %s is shown" % (t.name, terms.unread[t.name],
+                                                                 config.path or "in code",
+                                                                 _quota(t.quota_gpus)))
+            teams.append(t)
+            continue
         if kept is None:
-            if terms:
+            if terms.any():
                 said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
                                 "none): its jobs are not placed, where this config (%s) says "
                                 "%s" % (t.name, t.name, config.path or "in code",
@@ -127,7 +137,7 @@ def as_kept(config: Config, terms: Mapping[str, TeamTerms]) -> Tuple[Config, Dic
     return replace(config, teams=tuple(teams)), said
 
 
-def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
+def held_beyond(config: Config, terms: KeptTerms, jobs: Sequence[Job]
                 ) -> Tuple[Config, Dict[str, str]]:
     """``config`` with each team it lacks that the lease holder keeps terms of and the store
     holds active jobs of, at those terms (after its own teams), and for each a line saying
@@ -147,7 +157,7 @@ def held_beyond(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[J
     return replace(config, teams=config.teams + added), said
 
 
-def kept(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
+def kept(config: Config, terms: KeptTerms, jobs: Sequence[Job]
          ) -> Tuple[Config, Dict[str, str]]:
     """``config``'s teams at the lease holder's ``terms`` and the teams it keeps that the
     config lacks (``as_kept``, then ``held_beyond``), with the lines of both: what every view
@@ -157,15 +167,16 @@ def kept(config: Config, terms: Mapping[str, TeamTerms], jobs: Sequence[Job]
     return config, {**said, **beyond}
 
 
-def placed(team: str, terms: Mapping[str, TeamTerms]) -> bool:
+def placed(team: str, terms: KeptTerms) -> bool:
     """Whether the lease holder's passes take up ``team``'s jobs: every team before any holder
-    kept terms, after only those it keeps terms of. One this config has beyond them is said
+    kept terms, after only those it keeps terms of (a row of them unread too: the holder has
+    that team, its quota not known). One this config has beyond them is said
     not placed (``as_kept``): no turn, share, starving or hold is said of it, as the
     scheduler has none of it."""
-    return not terms or team in terms
+    return not terms.any() or team in terms or team in terms.unread
 
 
-def scheduled(config: Config, terms: Mapping[str, TeamTerms]) -> Config:
+def scheduled(config: Config, terms: KeptTerms) -> Config:
     """``config`` with only the teams the passes take up (``placed``), so the order of turns
     (``next_order``) is theirs."""
     return replace(config, teams=tuple(t for t in config.teams if placed(t.name, terms)))

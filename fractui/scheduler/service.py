@@ -152,7 +152,6 @@ class Scheduler:
         """The two above as the store holds them (written when they differ)."""
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_bounds: Optional[Dict[str, int]] = None  # the store's waiting bounds
-        self._kept_terms: Optional[Dict[str, TeamTerms]] = None  # the store's team terms
         self._kept_team_holds: Optional[Dict[str, Hold]] = None  # the store's, as written
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
@@ -518,7 +517,6 @@ class Scheduler:
         self.executor.backoff.recall(memory.mode_holds)
         self._kept_holds = dict(memory.mode_holds)
         self._kept_bounds = None  # (another holder's config may have written others)
-        self._kept_terms = None  # (its quotas too)
         self._kept_team_holds = None  # (and another holder's passes other holds)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
@@ -582,16 +580,20 @@ class Scheduler:
 
     def _keep_terms(self) -> None:
         """Writes each team's quota, borrowing and weight (the config's ``[[teams]]``) to the
-        store, where ``fractui teams`` reads the quotas the passes hold the teams to: once a
-        lease, and again only if the store's differ. The pass goes on where it fails."""
+        store, where ``fractui teams`` reads the quotas the passes hold the teams to, where
+        the store's differ or hold a row it cannot read: read at each pass, not only at a
+        lease or a config's change, so a row damaged since is written again at the next
+        (until then its team's quota is said not known). The pass goes on where it fails."""
         terms = {t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight)
                  for t in self.config.teams}
 
         def write() -> None:
-            if self.store.team_terms() != terms:
+            kept = self.store.team_terms()
+            if kept != terms or kept.unread:
                 self.store.keep_team_terms(terms, epoch=self.epoch)
-        if terms != self._kept_terms and self._keep("terms", "the teams' quotas", write):
-            self._kept_terms = terms
+            if kept.unread:  # (their teams' quotas were said not known until now)
+                log.warning("%s: written again", "; ".join(kept.unread.values()))
+        self._keep("terms", "the teams' quotas", write)
 
     def _keep_team_holds(self, held: Dict[str, Hold]) -> None:
         """Writes what each team holds for one of its waiting jobs (the pass's ``held``) to

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.words import count
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
-                                 LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 TeamTerms, UsageRecord)
+                                 KeptTerms, LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot,
+                                 StaleCopy, TeamTerms, UsageRecord)
 
 
 class JobNotFound(KeyError):
@@ -486,9 +486,10 @@ class Store(abc.ABC):
         its write, fenced by ``epoch``, made only when they changed."""
 
     @abc.abstractmethod
-    def team_terms(self) -> dict[str, TeamTerms]:
+    def team_terms(self) -> KeptTerms:
         """Each team's quota, borrowing and weight as the lease holder last kept them (none
-        before one has): what its passes hold the team to."""
+        before one has): what its passes hold the team to; a row it cannot read, in
+        ``unread`` (that team's quota is not known)."""
 
     @abc.abstractmethod
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:

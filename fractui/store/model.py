@@ -343,6 +343,23 @@ class TeamTerms:
     weight: float
 
 
+class KeptTerms(dict[str, TeamTerms]):
+    """The teams' terms as the store keeps them (``Store.team_terms``), those it can read, and
+    ``unread``: each team whose row holds what fractui never writes, with why in words that
+    name the store and the row. Such a team's quota is not known — never "none": the lease
+    holder holds it to its config's, and writes the row again at its next pass."""
+
+    def __init__(self, terms: Optional[dict[str, TeamTerms]] = None,
+                 unread: Optional[dict[str, str]] = None):
+        super().__init__(terms or {})
+        self.unread: dict[str, str] = dict(unread or {})
+
+    def any(self) -> bool:
+        """Whether a lease holder has kept terms (a row, read or not): until one has, a reader
+        holds the teams to its own config's."""
+        return bool(self) or bool(self.unread)
+
+
 @dataclass(frozen=True)
 class Quota:
     """The quota a placement by hand is held to as it is written (``Store.place``'s and

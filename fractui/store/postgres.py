@@ -1201,9 +1201,16 @@ class PostgresFeed(Feed):
     def _listen(self) -> None:
         try:
             db = self.dialect.connect()
-            db.execute("LISTEN %s" % CHANNEL)
         except psycopg.Error as err:
             raise self.dialect.translate(err) from err  # type: ignore[misc]
+        try:
+            db.execute("LISTEN %s" % CHANNEL)
+        except BaseException as err:  # (Ctrl-C too) its connection is then no one's: closed,
+            # else a feed retrying (through an outage, or on a standby, which refuses LISTEN)
+            self.dialect.close(db)  # left one open at each try while its error was kept
+            if isinstance(err, psycopg.Error):
+                raise self.dialect.translate(err) from err  # type: ignore[misc]
+            raise
         self._db = db
 
     def wait(self, timeout_s: float) -> frozenset[str]:

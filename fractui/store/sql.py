@@ -40,9 +40,9 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, Hold, HolderMemory, Job,
-                                 LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 TeamTerms, UsageRecord, adds_within, held_within, same_place,
-                                 stops_offered, submitter)
+                                 KeptTerms, LogTail, LateCopy, ModeHold, Refusal, Sampled, Slot,
+                                 StaleCopy, TeamTerms, UsageRecord, adds_within, held_within,
+                                 same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -446,23 +446,31 @@ class SqlStore(Store):
                       [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
                        for team, t in terms.items()], epoch)
 
-    def team_terms(self) -> dict[str, TeamTerms]:
-        """The terms kept; a damaged row is left out, said in the log (as a team's hold): the
-        lease holder reads them before it writes, so as the store's damage they would stop
-        ``teams`` and every write of the terms for good; left out, the next write mends it."""
-        def work(db: Any) -> dict[str, TeamTerms]:
-            found = {}
+    def team_terms(self) -> KeptTerms:
+        """The terms kept; a damaged row (a value of another kind, or one no config gives: a
+        quota below 0, a weight not above it, either not finite) is no one's terms: it is in
+        ``unread``, which names its team as one whose quota is not known, and why. As the
+        store's damage it would stop ``teams`` and the lease holder's write of the terms for
+        good; so the holder, which reads them at each pass, writes it again."""
+        def work(db: Any) -> KeptTerms:
+            found, unread = {}, {}
             for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
                                    "FROM team_terms"):
                 try:
-                    check("team %s's quota" % r["team"], r, {"team": TEXT, "quota_gpus": NUM,
-                                                             "over_quota": FLAG, "weight": NUM})
-                except Unreadable as err:
-                    log.warning("%s: left out", err)
+                    what = "team %s's quota" % r["team"]
+                    check(what, r, {"team": TEXT, "quota_gpus": NUM, "over_quota": FLAG,
+                                    "weight": NUM})
+                    terms = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
+                                      float(r["weight"]))
+                    if not (0 <= terms.quota_gpus < math.inf and 0 < terms.weight < math.inf):
+                        raise Unreadable("%s is %g GPUs at weight %g, which no config gives" % (
+                            what, terms.quota_gpus, terms.weight))
+                except Unreadable as err:  # (said by each reader, the lease holder's log too)
+                    unread[str(r["team"])] = "store %s, its row of team_terms: %s" % (
+                        self.dialect.where, err)
                     continue
-                found[r["team"]] = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
-                                             float(r["weight"]))
-            return found
+                found[r["team"]] = terms
+            return KeptTerms(found, unread)
         return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:

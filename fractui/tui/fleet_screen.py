@@ -37,8 +37,8 @@ from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
                                    place_by_hand, uncordon)
-from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, Quota,
-                                 TeamTerms, movable)
+from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, KeptTerms, Quota,
+                                 movable)
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
@@ -157,7 +157,7 @@ class StoreRead(Message):
                  error: Optional[str] = None, usage: Optional[UsageRead] = None,
                  bounds: Optional[dict[str, int]] = None, ahead: Optional[float] = None,
                  holds: Optional[dict[str, Hold]] = None,
-                 terms: Optional[dict[str, TeamTerms]] = None) -> None:
+                 terms: Optional[KeptTerms] = None) -> None:
         super().__init__()
         self.view = view
         self.ahead = ahead
@@ -225,7 +225,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """How far the store's clock is ahead of the TUI's, as last read (``StoreRead``)."""
         self._bounds: dict[str, int] = {}  # the store's bounds on waiting jobs, as last read
         self._holds: dict[str, Hold] = {}  # the teams' holds for waiting jobs, as last read
-        self._terms: dict[str, TeamTerms] = {}  # the teams' terms the holder keeps, as last read
+        self._terms = KeptTerms()  # the teams' terms the holder keeps, as last read
         self.ended_wanted = False
         """Whether store reads take the newest ended jobs too: only while a view shows them
         (the jobs view's ``a``), not every second for no one."""

@@ -22,7 +22,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
 from fractui.store.intents import Asker, last_lines
-from fractui.store.model import (ACTIVE, ENDED, AuditEntry, GpuTime, Hold, Job, TeamTerms,
+from fractui.store.model import (ACTIVE, ENDED, AuditEntry, GpuTime, Hold, Job, KeptTerms,
                                  UsageRecord)
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
@@ -142,11 +142,11 @@ class Source:
         given."""
         return self.store.team_holds() if self.store is not None else dict(self._holds)
 
-    def read_terms(self) -> dict[str, TeamTerms]:
+    def read_terms(self) -> KeptTerms:
         """Each team's quota, borrowing and weight as the lease holder keeps them
         (``team_terms``, what its passes hold the teams to; in a worker thread): the store's,
         none where there is no store (the config's stand)."""
-        return self.store.team_terms() if self.store is not None else {}
+        return self.store.team_terms() if self.store is not None else KeptTerms()
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         """One job as the store has it now, active or ended, and the store's uid (to match
