@@ -96,7 +96,8 @@ def refuse_exposed(path: str) -> None:
             ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
              "open", "keep the store in a directory of your own (fractui makes one 0700), "
              "shared through a group if it is shared")] + [
-            (what, where, "change any job in it", "fix it with: " + shell_line(["chmod", "o-w", where]))
+            (what, where, "change any job in it",
+             "fix it with: " + shell_line(["chmod", "o-w", where]))
             for what, where in files]:
         try:
             st = os.stat(where)
