@@ -1554,3 +1554,27 @@ def test_an_object_in_use_is_said_as_the_servers_refusal_not_as_a_lost_server(pg
                              "recorded"), said
     finally:
         store.close()
+
+
+def test_a_connection_whose_session_statements_fail_is_closed(pg_server):
+    """The statements that set a new session up (its settings, the durable commit) refused
+    after the connection was made — here a set_config of the role's search_path's own, which
+    raises: the connection was left open (held by the error's traceback, which a caller keeps,
+    and by the server: one session a try while its error lived). It is closed: none is left."""
+    db = pg_server.new_database()
+    role = "r_" + uuid.uuid4().hex[:12]
+    pg_server.sql("CREATE ROLE %s LOGIN" % role)
+    pg_server.sql("CREATE FUNCTION public.set_config(text, text, boolean) RETURNS text "
+                  "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no settings here'; END $$",
+                  db=db)
+    pg_server.sql("ALTER ROLE %s IN DATABASE %s SET search_path = public, pg_catalog" % (
+        role, db))
+    dialect = postgres.PostgresDialect(pg_server.url(db, role))
+    told = []  # what a caller keeps of each failure (the error, as a log record holds it)
+    for _ in range(3):
+        with pytest.raises(psycopg.Error) as failed:
+            dialect.connect()
+        told.append(failed.value)
+    assert all("no settings here" in str(e) for e in told), told
+    assert pg_server.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = '%s'"
+                         % role) == [(0,)], told

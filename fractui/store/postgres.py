@@ -400,11 +400,19 @@ class PostgresDialect(Dialect):
             if err.sqlstate:
                 raise
             raise self._refused_at_connect(err) from err
+        try:
+            self._set_up(db, extra["application_name"])
+        except BaseException:  # (Ctrl-C too) a connection no one will hold: closed, else it
+            self.close(db)  # stayed open, on the server too, as long as its error was kept
+            raise
+        return db
+
+    def _set_up(self, db: psycopg.Connection, name: str) -> None:
+        """Who and where ``db`` reached, and its session's settings (``connect``'s)."""
         self.user, self.where = _target(self.url, db.pgconn)
-        db.asker = self._asker(db.pgconn, extra["application_name"])
+        db.asker = self._asker(db.pgconn, name)
         encoding = db.info.parameter_status("server_encoding")
         if encoding != "UTF8":
-            db.close()
             raise StoreDamaged(self.where, "the database is encoded %s; fractui needs a UTF8 one "
                                "(its names, commands and images are Unicode, and the guard's "
                                "checks read characters): an admin creates one with CREATE "
@@ -416,7 +424,6 @@ class PostgresDialect(Dialect):
                    % ", ".join(["(%s, %s)"] * len(session)),
                    [x for item in session.items() for x in item])
         db.execute(_DURABLE)
-        return db
 
     def _asker(self, made: pq.abc.PGconn, name: str) -> str:
         """The conninfo that asks the server ``made`` reached whether it runs a statement
