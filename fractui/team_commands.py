@@ -10,7 +10,7 @@ again here."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Collection, Dict, List, Mapping, Sequence
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config, TeamConfig
@@ -73,7 +73,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"teams": [_record(u, starved, holding, order, fair.usage_weight,
                                       bounds[u.name], now, u.name in mine,
-                                      u.name not in unplaced)
+                                      u.name not in unplaced, terms.unread.get(u.name))
                               for u in shown] + [
                                           _gone_record(u) for u in gone],
                     "as_of": now, "scheduler": lease[0] if lease else None,
@@ -135,13 +135,17 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
 
 def _record(u: TeamUsage, starved: Sequence[Starved], holding: Sequence[Reserved],
             order: Sequence[str], usage_weight: float, max_waiting: int,
-            now: float, configured: bool = True, placed: bool = True) -> Dict[str, Any]:
+            now: float, configured: bool = True, placed: bool = True,
+            not_known: Optional[str] = None) -> Dict[str, Any]:
     """A team as ``teams --json`` prints it (docs/cli.md, JSON output); ``configured``:
     whether this config has it (not: one the scheduler holds, standing.held_beyond);
-    ``placed``: whether the scheduler takes it up (not: no share, standing.placed)."""
+    ``placed``: whether the scheduler takes it up (not: no share, standing.placed);
+    ``not_known``: why the quota the scheduler holds it to is not known (its kept row
+    unread: this config's is shown, as the table's line on stderr says), else None."""
     s = next((s for s in starved if s.team == u.name), None)
     r = next((r for r in holding if r.team == u.name), None)
-    return {"name": u.name, "configured": configured, "quota": u.quota, "held": u.used,
+    return {"name": u.name, "configured": configured, "quota": u.quota,
+            "quota_not_known": not_known, "held": u.used,
             "borrowed": u.borrowed,
             "within": u.within, "running": u.running, "pending": u.pending,
             "waiting": u.waiting, "max_waiting": max_waiting,

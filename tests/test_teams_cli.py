@@ -268,6 +268,30 @@ def test_a_team_the_schedulers_config_has_not_is_said_so_not_shown_as_held(tmp_p
                    % config), err
 
 
+def test_a_team_whose_kept_row_is_damaged_is_said_not_known_in_its_json_too(tmp_path, capfd):
+    """vision's row of the terms the lease holder keeps holds what fractui never writes: the
+    table shows this config's quota with a line on stderr saying the kept one is not known;
+    ``--json`` gave this config's quota as the scheduler's, nothing in it saying otherwise
+    (a script reads stdout). Its "quota_not_known" says why, naming the store and the row;
+    null for a team whose row was read."""
+    db = tmp_path / "store.db"
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5, "nlp": 1})
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0),
+                               "nlp": TeamTerms(1.0, False, 1.0)})
+    finally:
+        store.close()
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("UPDATE team_terms SET quota_gpus = 'lots' WHERE team = 'vision'")
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and "team vision: its quota is not known" in err, err
+    said = {t["name"]: t["quota_not_known"] for t in json.loads(out)["teams"]}
+    assert said == {"vision": "store %s, its row of team_terms: team vision's quota's "
+                              "quota_gpus is 'lots', not what fractui writes there" % db,
+                    "nlp": None}, said
+
+
 def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
     """A role in team nlp alone, no admin (a cancel of vision's job is refused), reads both
     teams' standing: reading the store's usage is everyone's who may open it."""
