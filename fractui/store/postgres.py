@@ -407,7 +407,7 @@ class PostgresDialect(Dialect):
             raise
         return db
 
-    def _set_up(self, db: psycopg.Connection, name: str) -> None:
+    def _set_up(self, db: _Answered, name: str) -> None:
         """Who and where ``db`` reached, and its session's settings (``connect``'s)."""
         self.user, self.where = _target(self.url, db.pgconn)
         db.asker = self._asker(db.pgconn, name)
