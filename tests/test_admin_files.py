@@ -8,6 +8,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import pwd
 import shlex
 import shutil
 import socket
@@ -617,6 +618,130 @@ def test_a_link_of_the_admins_own_to_a_store_in_the_team_folder_is_followed(plai
     (folder / "store.db").symlink_to(moved)
     done = fractui(write_config(plain_dir, folder / "store.db"), ["audit"])
     assert done.returncode == 0, done
+
+
+def _other_teams_store(plain_dir: Path) -> Path:
+    """Another team's store (cv's): root's, with a job of theirs, 0644 (its open would take
+    the read of all users away), in a folder of root's that a group nobody is not in writes
+    (adm, 2770): a shared store's, whose way fractui leaves to its owner."""
+    folder = plain_dir / "cv"
+    folder.mkdir()
+    os.chown(folder, 0, grp.getgrnam("adm").gr_gid)
+    folder.chmod(0o2770)
+    store = folder / "store.db"
+    made = SqliteStore(str(store))
+    made.submit("half", None, "cvs-own", ["train", SECRET], {"gpu": 0.5}, "t")
+    made.close()
+    store.chmod(0o644)
+    return store
+
+
+WAY_LINKS = {  # where the member's link lies: that folder, its mode and owner, what it says
+    "in the team's folder, which its group writes": ("team", 0o2770, "root",
+                                                     "its group (mode 2770)"),
+    "in a folder of the member's own": ("nobodys", 0o755, "nobody", "nobody (its owner)"),
+    "in a sticky folder all users write": ("tmp", 0o1777, "root",
+                                           "its group and all users (mode 1777)")}
+
+
+@pytest.mark.parametrize("where", list(WAY_LINKS))
+def test_a_folder_link_on_the_stores_way_another_user_could_change_is_refused(plain_dir,
+                                                                              where):
+    """The config names the store through a folder that is a link (/srv/teams/nlp/shared),
+    and the folder it lies in is one a member writes: the member put a link of theirs there,
+    to another team's shared folder of root's. It was followed, whoever's it was: root's
+    fractui listed that team's jobs, wrote the team's into that store, and would have taken
+    its read. Each verb is refused, exit 1, naming the link, where it leads, whose it is and
+    who may change it, and the other store is left as it was."""
+    cvs = _other_teams_store(plain_dir)
+    name, mode, whose, changers = WAY_LINKS[where]
+    folder = plain_dir / name
+    folder.mkdir()
+    shutil.chown(folder, whose, "nogroup")
+    folder.chmod(mode)
+    link = folder / "shared"
+    assert _as_nobody(["ln", "-sfn", str(cvs.parent), str(link)]).returncode == 0
+    store = link / "store.db"
+    config = write_config(plain_dir, store)
+    before = _untouched(cvs)
+    for verb in (["submit", "--queue", "half", "--", "train", "nlp"], ["jobs"]):
+        done = fractui(config, verb)
+        assert _untouched(cvs) == before, (verb, done)
+        assert (done.returncode, done.stdout) == (1, ""), (verb, done)
+        assert done.stderr == (
+            "fractui: store %s: the folder %s on its way is a link to %s made by nobody, not "
+            "by root (whom fractui runs as), in %s, which %s may change: they could make it "
+            "lead to any folder on the machine, and fractui would take the store there for "
+            "this one, write its jobs into it and take its read, as root; fractui changed "
+            "nothing. Name the store by its real path, or put a link of root's there that "
+            "leads where you checked the store is (ln -sfn STORE-FOLDER %s)\n" % (
+                store, link, cvs.parent, folder, changers, link)), done.stderr
+
+
+WAYS = ["root's link in the team's folder, which its group writes",
+        "another user's link in a folder only root writes",
+        "root's link in a sticky folder all users write"]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_folder_link_on_the_stores_way_no_one_else_may_change_is_followed(plain_dir, way):
+    """A link on the way to the store that only root or the user fractui runs as could have
+    put there, or could now change, is followed as before: root's own, in the team's folder
+    its group writes (the admin's, as the config names it) or in a sticky folder all users
+    write (/tmp's); another user's in a folder only root writes (its owner cannot change
+    it)."""
+    team = _team_folder(plain_dir)
+    real = team / "nlp"
+    real.mkdir()
+    real.chmod(0o2770)  # a store shared through the team's group
+    folder = {"root's link in a sticky folder all users write": plain_dir / "tmp",
+              "another user's link in a folder only root writes": plain_dir / "roots"}.get(
+                  way, team)
+    if folder != team:
+        folder.mkdir(mode=0o1777 if "sticky" in way else 0o755)
+        folder.chmod(0o1777 if "sticky" in way else 0o755)
+    link = folder / "shared"
+    link.symlink_to(real)
+    if way.startswith("another user's"):
+        os.lchown(link, pwd.getpwnam("nobody").pw_uid, -1)
+    config = write_config(plain_dir, link / "store.db")
+    done = fractui(config, ["submit", "--queue", "half", "--", "train", "nlp"])
+    assert done.returncode == 0, done
+    listed = fractui(write_config(plain_dir, real / "store.db"), ["audit"])
+    assert listed.returncode == 0 and "submitted to queue half" in listed.stdout, listed
+
+
+def test_another_users_link_at_the_stores_name_in_a_folder_only_root_writes_is_followed(
+        plain_dir):
+    """The rule is the same at the store file's name: a link of another user's there, in a
+    folder only root writes, is one its owner can no longer change, and is followed."""
+    team = _team_folder(plain_dir)
+    SqliteStore(str(team / "store.db")).close()
+    roots = plain_dir / "roots"
+    roots.mkdir(mode=0o755)
+    link = roots / "store.db"
+    link.symlink_to(team / "store.db")
+    os.lchown(link, pwd.getpwnam("nobody").pw_uid, -1)
+    done = fractui(write_config(plain_dir, link), ["submit", "--queue", "half", "--", "train"])
+    assert done.returncode == 0, done
+
+
+def test_a_store_under_a_home_reached_through_roots_link_in_home_is_the_users(plain_dir):
+    """A user's store under their home, which /home names by a link of root's (homes moved to
+    another disk): followed as before, where it is the user's own store, made and used."""
+    home = plain_dir / "home"
+    home.mkdir(mode=0o755)
+    data = plain_dir / "data" / "nobody"
+    data.mkdir(parents=True)
+    shutil.chown(data, "nobody", "nogroup")
+    data.chmod(0o700)
+    (home / "nobody").symlink_to(data)
+    config = write_config(plain_dir, home / "nobody" / "fractui" / "store.db")
+    for verb in (["submit", "--queue", "half", "--", "train", "mine"], ["audit"]):
+        done = fractui(config, verb, user="nobody")
+        assert done.returncode == 0, (verb, done)
+    assert "submitted to queue half" in done.stdout, done.stdout
+    assert (data / "fractui" / "store.db").stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
 @pytest.mark.parametrize("link", ["symbolic", "hard"])

@@ -87,8 +87,8 @@ def refuse_exposed(path: str) -> None:
     directory is its owner's to keep (a shared store's), unless it lies in a folder all users
     may write: anyone could have made it there first. Each is judged where the store lies,
     where a link to it leads, as SQLite opens it and puts its -wal and -shm. A side file that
-    is a file with another name is refused (``refuse_linked``), and a link at the store
-    file's name of another user's (``resolved``)."""
+    is a file with another name is refused (``refuse_linked``), and a link on its way, a
+    folder's or the file's, another user could change (``resolved``)."""
     real = resolved(path)
     folder = os.path.dirname(real)
     files = [("its file", real)] + [("its %s file" % side, real + side) for side in SIDE_FILES]
@@ -179,35 +179,101 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
                                copy))
 
 
-def refuse_link(path: str, where: str, st: os.stat_result) -> None:
-    """StoreExposed where the link ``where`` (its lstat ``st``), at the store file's name, is
-    neither this user's nor root's: whoever may write the folder it lies in (a member of the
-    group a store is shared through, or its owner) could make it lead to any file on the
-    machine, which fractui would open, take the read of and write, as this user (root: any
-    file of root's). A link of this user's or root's is followed, as SQLite follows it."""
+def _changers(folder: str) -> Optional[str]:
+    """Who besides root and this user may change what is in ``folder`` (a real path: no link
+    on its way), so put another link in place of one there, in words ("nobody (its owner)",
+    "its group (mode 2770)"); None where no one else may. One that cannot be looked at
+    (gone since the link's look) is not taken for one no one else may change."""
+    try:
+        st = os.stat(folder)
+    except OSError as err:
+        return "whoever may write it (%s)" % err.strerror
+    if st.st_uid not in (0, os.geteuid()):
+        return "%s (its owner)" % _owner(st.st_uid)
+    writers = grantees(st, folder, 2)
+    return "%s (mode %04o)" % (writers, stat.S_IMODE(st.st_mode)) if writers else None
+
+
+def refuse_link(path: str, where: str, st: os.stat_result, folder: bool = False) -> None:
+    """StoreExposed where the link ``where`` (its lstat ``st``), at the store file's name, or
+    a ``folder`` on its way, is neither this user's nor root's and lies in a folder another
+    user may change: whoever may (its owner, a member of the group it is shared through)
+    could make it lead to any file on the machine, which fractui would open, take the read
+    of and write, as this user (root: any file of root's), or to any folder, whose store
+    fractui would take for this one. A link of this user's or root's is followed, as SQLite
+    follows it, and so is another user's in a folder only root or this user may change:
+    its owner can no longer make it lead elsewhere."""
     if st.st_uid in (0, os.geteuid()):
+        return
+    changers = _changers(os.path.dirname(where))
+    if changers is None:
         return
     try:
         leads = "a link to %s" % os.readlink(where)
     except OSError:  # gone or changed since its look
         leads = "a link"
     whom = "%s (whom fractui runs as)%s" % (user(), " or root" if os.geteuid() else "")
-    raise StoreExposed(path, "its file %s is %s made by %s, not by %s: whoever may write its "
-                       "directory could make it lead to any file on the machine, which "
-                       "fractui would change as %s; fractui changed nothing. Remove the link "
-                       "(rm %s) and put the store there, or name the store by its own path" % (
-                           where, leads, _owner(st.st_uid), whom, user(),
-                           shell_line([where])))
+    if not folder:
+        raise StoreExposed(path, "its file %s is %s made by %s, not by %s: whoever may write "
+                           "its directory could make it lead to any file on the machine, "
+                           "which fractui would change as %s; fractui changed nothing. Remove "
+                           "the link (rm %s) and put the store there, or name the store by "
+                           "its own path" % (where, leads, _owner(st.st_uid), whom, user(),
+                                             shell_line([where])))
+    raise StoreExposed(path, "the folder %s on its way is %s made by %s, not by %s, in %s, "
+                       "which %s may change: they could make it lead to any folder on the "
+                       "machine, and fractui would take the store there for this one, write "
+                       "its jobs into it and take its read, as %s; fractui changed nothing. "
+                       "Name the store by its real path, or put a link of %s's there that "
+                       "leads where you checked the store is (%s)" % (
+                           where, leads, _owner(st.st_uid), whom, os.path.dirname(where),
+                           changers, user(), user(),
+                           shell_line(["ln", "-sfn", "STORE-FOLDER", where])))
+
+
+def _followed(path: str, folder: str) -> str:
+    """``folder`` (absolute, on the way to the store at ``path``) with each link on its way
+    followed, as the system follows them, a link another user could change refused
+    (``refuse_link``): the one ``realpath`` followed whoever's it was. Where a name is not
+    there, cannot be looked at, or no more links may be followed (a loop), the rest as it is
+    named: the checks that follow, or the open, say what is there."""
+    pending = folder.strip("/").split("/")
+    current = "/"
+    links = 0
+    while pending:
+        name = pending.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        step = os.path.join(current, name)
+        try:
+            st = os.lstat(step)
+            if not stat.S_ISLNK(st.st_mode):
+                current = step
+                continue
+            links += 1
+            if links > SYMLOOP_MAX:
+                return os.path.join(step, *pending)
+            refuse_link(path, step, st, folder=True)
+            target = os.readlink(step)
+        except OSError:  # nothing there, or changed since its look: the open says which
+            return os.path.join(step, *pending)
+        pending = target.split("/") + pending
+        if target.startswith("/"):
+            current = "/"
+    return current
 
 
 def resolved(path: str) -> str:
     """The store file's own path: ``path`` with the links on its way followed, as SQLite
-    follows them, those at the file's name only where they are this user's or root's
-    (``refuse_link``). Where nothing is, or no more links may be followed (a loop), the path
-    reached: the checks that follow say what is there."""
+    follows them, each only where it is this user's or root's or lies in a folder no one
+    else may change (``refuse_link``). Where nothing is, or no more links may be followed (a
+    loop), the path reached: the checks that follow say what is there."""
     where = os.path.abspath(path)
     for _ in range(SYMLOOP_MAX):
-        where = os.path.join(os.path.realpath(os.path.dirname(where)),
+        where = os.path.join(_followed(path, os.path.dirname(where)),
                              os.path.basename(where))
         try:
             st = os.lstat(where)
