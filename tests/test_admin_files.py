@@ -711,6 +711,84 @@ def test_a_folder_link_on_the_stores_way_no_one_else_may_change_is_followed(plai
     assert listed.returncode == 0 and "submitted to queue half" in listed.stdout, listed
 
 
+def test_a_members_link_put_in_place_of_roots_on_the_stores_way_as_it_is_read_is_not_followed(
+        plain_dir, monkeypatch):
+    """Root's link on the store's way, in the team's folder its group writes, is followed; a
+    member who put a link of theirs in its place between its look and the read of where it
+    leads (the hook, as that race won: a rename, which the folder's group may do, exchanging
+    the two) had that read take the member's link's target, to another team's shared folder
+    of root's, under root's link's owner: root's fractui wrote the team's job into the other
+    team's store. The owner and the target are read of one link: the other store is left as
+    it was, and the file SQLite then opened (through the member's link) is refused."""
+    cvs = _other_teams_store(plain_dir)
+    team = _team_folder(plain_dir)
+    real = team / "nlp"
+    real.mkdir()
+    real.chmod(0o2770)
+    SqliteStore(str(real / "store.db")).close()
+    link = team / "shared"
+    link.symlink_to(real)
+    theirs = team / "theirs"
+    assert _as_nobody(["ln", "-s", str(cvs.parent), str(theirs)]).returncode == 0
+    before = _untouched(cvs)
+    real_refuse_link = sqlite_file.refuse_link
+    judged = []
+
+    def swapped(path, where, st, folder=False):
+        real_refuse_link(path, where, st, folder)
+        judged.append(where)
+        if judged.count(str(link)) == 2:  # the open's own look (the first is refuse_exposed's)
+            os.rename(theirs, link)  # (nobody's rename, made as root at that moment)
+
+    monkeypatch.setattr(sqlite_file, "refuse_link", swapped)
+    with pytest.raises(StoreExposed) as refused:
+        made = SqliteStore(str(link / "store.db"))
+        made.submit("half", None, "nlps-own", ["train"], {"gpu": 0.5}, "t")
+        made.close()
+    monkeypatch.undo()
+    assert not theirs.exists(), "the link was not swapped in"
+    assert "is no longer the one this fractui opened" in str(refused.value)
+    assert _untouched(cvs) == before
+
+
+def test_a_members_link_put_in_place_of_a_folder_on_the_stores_way_as_it_opens_is_not_followed(
+        plain_dir, monkeypatch):
+    """The store's own folder lies in the team's folder its group writes, named by root's
+    link there: a member who put a link of theirs in place of that folder after the way was
+    walked, before the store file was opened (the hook, as that race won), had the open
+    follow it, to another team's shared folder of root's: root's fractui took that store's
+    read and wrote the team's job into it. The file is opened folder by folder, no link
+    followed: the member's is refused, naming it, and the other store is left as it was."""
+    cvs = _other_teams_store(plain_dir)
+    team = _team_folder(plain_dir)
+    real = team / "nlp"
+    real.mkdir()
+    real.chmod(0o2770)
+    SqliteStore(str(real / "store.db")).close()
+    (team / "shared").symlink_to(real)
+    theirs = team / "theirs"
+    assert _as_nobody(["ln", "-s", str(cvs.parent), str(theirs)]).returncode == 0
+    before = _untouched(cvs)
+    real_lstat = os.lstat
+
+    def swapped(where, *args, **kwargs):
+        if str(where) == str(real / "store.db") and theirs.exists():  # the open's first look
+            os.rename(real, team / "moved")  # (nobody's renames, made as root then)
+            os.rename(theirs, real)
+        return real_lstat(where, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", swapped)
+    with pytest.raises(StoreExposed) as refused:
+        made = SqliteStore(str(team / "shared" / "store.db"))
+        made.submit("half", None, "nlps-own", ["train"], {"gpu": 0.5}, "t")
+        made.close()
+    monkeypatch.undo()
+    assert not theirs.exists(), "the link was not swapped in"
+    assert "the folder %s on its way is a link to %s made by nobody" % (
+        real, cvs.parent) in str(refused.value)
+    assert _untouched(cvs) == before
+
+
 def test_another_users_link_at_the_stores_name_in_a_folder_only_root_writes_is_followed(
         plain_dir):
     """The rule is the same at the store file's name: a link of another user's there, in a

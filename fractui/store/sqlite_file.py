@@ -231,6 +231,20 @@ def refuse_link(path: str, where: str, st: os.stat_result, folder: bool = False)
                            shell_line(["ln", "-sfn", "STORE-FOLDER", where])))
 
 
+def _look(where: str) -> Tuple[os.stat_result, Optional[str]]:
+    """The lstat of ``where`` and, where it is a link, where it leads, both of the one thing
+    there (read through a descriptor of it): a link's owner looked at by its name, and its
+    target read by the name again, could be two links, a member's put in place of root's
+    between the two in a folder they write (``refuse_link`` passing root's, and the
+    member's then followed)."""
+    fd = os.open(where, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        return st, os.readlink("", dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+    finally:
+        os.close(fd)
+
+
 def _followed(path: str, folder: str) -> str:
     """``folder`` (absolute, on the way to the store at ``path``) with each link on its way
     followed, as the system follows them, a link another user could change refused
@@ -249,15 +263,14 @@ def _followed(path: str, folder: str) -> str:
             continue
         step = os.path.join(current, name)
         try:
-            st = os.lstat(step)
-            if not stat.S_ISLNK(st.st_mode):
+            st, target = _look(step)
+            if target is None:
                 current = step
                 continue
             links += 1
             if links > SYMLOOP_MAX:
                 return os.path.join(step, *pending)
             refuse_link(path, step, st, folder=True)
-            target = os.readlink(step)
         except OSError:  # nothing there, or changed since its look: the open says which
             return os.path.join(step, *pending)
         pending = target.split("/") + pending
@@ -276,11 +289,11 @@ def resolved(path: str) -> str:
         where = os.path.join(_followed(path, os.path.dirname(where)),
                              os.path.basename(where))
         try:
-            st = os.lstat(where)
-            if not stat.S_ISLNK(st.st_mode):
+            st, target = _look(where)
+            if target is None:
                 return where
             refuse_link(path, where, st)
-            where = os.path.join(os.path.dirname(where), os.readlink(where))
+            where = os.path.join(os.path.dirname(where), target)
         except OSError:  # nothing there, or changed since its look: the open says which
             return where
     return where
@@ -495,7 +508,7 @@ def check_file(path: str) -> os.stat_result:
             check_writable(path, real)
             return st
         try:  # (not blocking: a FIFO put there since opens at once)
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open_way(path, real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except PermissionError:
             raise StoreReadOnly(path, "cannot be read by %s (%s)" % (
                 user(), _mode(real))) from None
@@ -512,6 +525,35 @@ def check_file(path: str) -> os.stat_result:
         finally:
             os.close(fd)
     return st
+
+
+def _open_way(path: str, real: str, flags: int) -> int:
+    """The store file at ``real`` (``resolved``'s: no link on its way) opened with ``flags``,
+    each folder on its way opened from the one before it and no link there followed: a
+    member who put a link of theirs in place of a folder on the way after ``resolved`` walked
+    it (the store's own, in the team's folder they write) had the open follow it, and root's
+    fractui checked, took the read of, and wrote another team's store of root's. A link
+    found there is judged as on the walk (``refuse_link``); one that passes was put there
+    since, and the file is no longer the one checked (``_replaced``)."""
+    at = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    way = "/"
+    try:
+        for name in real.strip("/").split("/")[:-1]:
+            way = os.path.join(way, name)
+            try:
+                into = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               dir_fd=at)
+            except NotADirectoryError:
+                st, target = _look(way)
+                if target is None:
+                    raise
+                refuse_link(path, way, st, folder=True)
+                raise _replaced(path, real) from None
+            os.close(at)
+            at = into
+        return os.open(os.path.basename(real), flags | os.O_CLOEXEC, dir_fd=at)
+    finally:
+        os.close(at)
 
 
 def _checked(path: str, real: str, fd: int, looked: os.stat_result) -> os.stat_result:
