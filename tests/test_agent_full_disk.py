@@ -135,7 +135,7 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     inode for the log (8), the launcher ended on an OSError's traceback (exit 1); and with
     one more (9), the simulated GPUs' state written again as NVML starts, the daemon ended
     on a traceback in its log, its socket left bound (a bridge waited 15 s on "Connection
-    refused")."""
+    refused"); and the job table's was SQLite's "unable to open database file" alone."""
     disk = tmp_path / "disk"
     disk.mkdir()
     paths = AgentPaths(str(disk / "state"))
@@ -169,6 +169,11 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     for file in ("daemon.log", "sim/gpus.json.tmp."):
         assert any("%s/%s" % (paths.state_dir, file) in line and "No space left on device"
                    in line for line in said), said
+    # SQLite says only "unable to open database file" (the table, its WAL, its shared memory):
+    # the reason is the filesystem's
+    table = [line for line in said if "the job table %s " % paths.jobs_db in line]
+    assert table and all("cannot be opened now: unable to open database file (its filesystem "
+                         "has no inode left" in line for line in table), said
 
 
 @pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(
