@@ -90,15 +90,6 @@ def _daemonize(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def _write_pid(fd: int) -> None:
-    """This process's pid as the whole of the pid file at ``fd``, written over what it held:
-    a few bytes within the block the file has already, so once a pid was written there the
-    next takes no room (a full disk cannot refuse it)."""
-    data = b"%d\n" % os.getpid()
-    os.pwrite(fd, data, 0)  # (a regular file's few bytes: all written, or an error)
-    os.ftruncate(fd, len(data))
-
-
 def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import AgentPaths
     from remote_agent.daemon.trust import UnsafePath, open_private, private_dir
@@ -148,7 +139,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                   file=sys.stderr)
             return 2
     from remote_agent.daemon.paths import code_hash
-    from remote_agent.daemon.server import bind, run_daemon as serve_daemon
+    from remote_agent.daemon.server import bind, run_daemon as serve_daemon, write_pid
     from remote_agent.daemon.settings import from_args
     from remote_agent.jobs.procs import proc_missing
     from remote_agent.service import Agent
@@ -168,7 +159,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                               "pid file")
         try:
-            _write_pid(pid_fd)
+            write_pid(pid_fd)
             doing = "open the daemon log %s" % paths.log_file
             log_fd = open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                   "daemon log") if args.detach else -1
@@ -182,16 +173,17 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         print("remote_agent: cannot %s: %s" % (doing, err.strerror or err), file=sys.stderr)
         return 2
     if args.detach:
-        _daemonize(log_fd)
-        _write_pid(pid_fd)  # the daemon's own, over the launcher's: in the room that took
-    os.close(pid_fd)
+        _daemonize(log_fd)  # its pid written again, by the daemon (``serve_daemon``)
+    else:
+        os.close(pid_fd)  # the daemon is this process: its pid is written
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")
 
     sim = nv if backend == "sim" else None
     try:
-        return serve_daemon(paths, listener, lambda: Agent(nv, backend, sim=sim),
-                            from_args(args), code, sim.sim_spec() if sim is not None else None)
+        return serve_daemon(paths, listener, pid_fd if args.detach else None,
+                            lambda: Agent(nv, backend, sim=sim), from_args(args), code,
+                            sim.sim_spec() if sim is not None else None)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     inode for the log (8), the launcher ended on an OSError's traceback (exit 1); and with
     one more (9), the simulated GPUs' state written again as NVML starts, the daemon ended
     on a traceback in its log, its socket left bound (a bridge waited 15 s on "Connection
-    refused")."""
+    refused"); and the job table's was SQLite's "unable to open database file" alone."""
     disk = tmp_path / "disk"
     disk.mkdir()
     paths = AgentPaths(str(disk / "state"))
@@ -169,6 +169,60 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     for file in ("daemon.log", "sim/gpus.json.tmp."):
         assert any("%s/%s" % (paths.state_dir, file) in line and "No space left on device"
                    in line for line in said), said
+    # SQLite says only "unable to open database file" (the table, its WAL, its shared memory):
+    # the reason is the filesystem's
+    table = [line for line in said if "the job table %s " % paths.jobs_db in line]
+    assert table and all("cannot be opened now: unable to open database file (its filesystem "
+                         "has no inode left" in line for line in table), said
+
+
+def test_a_pid_file_the_detached_daemon_cannot_write_ends_it_with_a_log_line(tmp_path):
+    """The daemon, once detached, writes its own pid over its launcher's: within the block the
+    file has, which a copy-on-write filesystem (btrfs, ZFS) still writes anew, so a full one
+    refuses it (ENOSPC). Here a tmpfs: the launcher's pid written and its block given back
+    (the file emptied) while the launcher's child is held before it forks the daemon (strace),
+    then the disk filled. The daemon ends with a line in its log (its page of an earlier start
+    has room), its socket and pid file removed; it was a traceback, its socket left bound."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    paths = AgentPaths(str(disk / "state"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(disk)],
+                   check=True)
+    tracer = None
+    try:
+        os.mkdir(paths.state_dir, 0o700)
+        with open(os.open(paths.log_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as log:
+            log.write("an earlier start's line\n")
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-qq", "-I1", "-o", "/dev/null", "-e", "trace=setsid", "-e",
+             "inject=setsid:delay_exit=600s", sys.executable, "-m", "remote_agent", "daemon",
+             "--state-dir", paths.state_dir, "--sim", "1xL4", "--detach"], cwd=REPO,
+            stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=REPO))
+
+        def launcher_ended() -> bool:
+            with open(paths.pid_file) as f:
+                pid = f.read().strip()
+            return bool(pid) and not os.path.exists("/proc/%s" % pid)
+
+        wait_until(lambda: os.path.exists(paths.pid_file) and launcher_ended(),
+                   "the launcher to write its pid and end")
+        os.truncate(paths.pid_file, 0)
+        fill(disk / "filler")
+        tracer.terminate()  # the child goes on: it forks the daemon
+        tracer.wait(timeout=10)
+        wait_until(lambda: serves_or_ends(paths) is False, "the daemon to end")
+        said = said_in_full(paths.state_dir)
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        stop_host(paths.state_dir)
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert "Traceback" not in said, said
+    assert said.splitlines()[-1].endswith(
+        "ERROR cannot write the pid file %s: No space left on device" % paths.pid_file), said
+    assert not os.path.exists(paths.socket)
+    assert not os.path.exists(paths.pid_file)
 
 
 @pytest.mark.parametrize("pages", [p if p in QUICK[:1] else pytest.param(

@@ -136,3 +136,43 @@ def test_hello_to_a_reader_gone_or_a_full_disk_says_so_without_a_traceback(pod, 
     assert done.returncode == 1
     assert "hello answered, but its answer could not be written" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _children(pid: int) -> List[int]:
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(word) for word in f.read().split()]
+
+
+def _state(pid: int) -> str:
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_daemon_that_did_not_start_is_said_though_a_sigchld_came_during_the_launch(tmp_path):
+    """The pod reaps its orphans on SIGCHLD (it is a container's pid 1); its launcher ending while
+    a SIGCHLD is being handled must still be waited for by the pod itself, or its failure reads
+    as exit 0 (ECHILD) and the pod waits for a daemon that never comes. The pod is stopped while
+    its launcher fails, so the launcher's SIGCHLD is handled before the pod's wait resumes."""
+    state = tmp_path / "state"
+    state.write_text("a file where the state dir goes\n")
+    proc = subprocess.Popen([sys.executable, "-m", "remote_agent", "pod", "--state-dir",
+                             str(state), "--sim", "1xL4"], cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not _children(proc.pid):  # the launcher runs
+            assert proc.poll() is None, proc.stderr.read()
+        launcher = _children(proc.pid)[0]
+        proc.send_signal(signal.SIGSTOP)
+        while _state(launcher) != "Z":  # it failed and ended, unreaped while the pod stops
+            pass
+        proc.send_signal(signal.SIGCONT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 2, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "refusing state dir %s: it is a file" % state in err
+    assert "the agent daemon did not start (exit 2)" in err
+    assert "no agent daemon answers" not in err
+    assert "Traceback" not in err

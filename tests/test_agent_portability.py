@@ -216,6 +216,45 @@ def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
     assert "internal error" not in host["error"], host
 
 
+CLOSING_SFTP = """import os, struct, subprocess, sys
+server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
+def read(n):
+    data = b""
+    while len(data) < n:
+        more = os.read(server.stdout.fileno(), n - len(data))
+        if not more:
+            sys.exit(0)
+        data += more
+    return data
+opened = False
+while True:  # the server's answers as they are until the agent's file is open and one write was
+    head = read(4)  # answered; then it ends, and its channel closes
+    body = read(struct.unpack(">I", head)[0])
+    os.write(1, head + body)
+    if opened:
+        break
+    opened = body[0] == 102  # SSH_FXP_HANDLE
+server.kill()
+"""
+
+
+def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
+        fleet_env, tmp_path):  # noqa: F811
+    """The SFTP server starts well, then ends while the agent is put (its channel closes): the
+    host is offline saying the host's SFTP server ended the upload and where to look; it was
+    "Socket is closed (set agent_cache to a writable directory)", though the folder was fine."""
+    script = tmp_path / "closing-sftp"
+    script.write_text("#!%s\n%s" % (sys.executable, CLOSING_SFTP))
+    script.chmod(0o755)
+    fleet_env.add("gpu-closing", "1xL4", sftp=str(script))
+    host = fleet_env.status()["gpu-closing"]
+    assert host["state"] == "offline", host
+    assert "agent_cache" not in host["error"], host
+    assert "on gpu-closing: the host's SFTP server ended during the upload" in host["error"], host
+    cache = tmp_path / "cache" / "gpu-closing"
+    assert [name for name in os.listdir(cache) if ".pyz.part-" in name], host  # (mid-upload)
+
+
 @pytest.mark.slow  # (the Python check's own timeout, 30 s, runs out)
 def test_a_login_shell_whose_rc_file_waits_for_input_is_the_logins_to_fix(
         fleet_env, tmp_path):  # noqa: F811

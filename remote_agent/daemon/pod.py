@@ -37,8 +37,11 @@ def _stop(_signum: int, _frame: object) -> None:
 
 
 def run_pod(state_dir: str, daemon_args: List[str]) -> int:
-    """Start the state dir's daemon unless one runs, then wait until SIGTERM."""
-    signal.signal(signal.SIGCHLD, _reap)
+    """Start the state dir's daemon unless one runs, then wait until SIGTERM.
+
+    Orphans are reaped only once the daemon's launcher was waited for: a reaping of any child
+    while it ran could take the launcher's exit, which Python reads as 0 (ECHILD), and a daemon
+    that did not start would be waited for as if it had."""
     signal.signal(signal.SIGTERM, _stop)  # pid 1 of a container gets no default handler
     signal.signal(signal.SIGINT, _stop)
     try:
@@ -48,6 +51,7 @@ def run_pod(state_dir: str, daemon_args: List[str]) -> int:
         return err.code if isinstance(err, BridgeError) else 2
     print("remote_agent: the agent daemon for %s runs; waiting for kubectl exec sessions"
           % state_dir, file=sys.stderr, flush=True)
+    signal.signal(signal.SIGCHLD, _reap)
     _reap(signal.SIGCHLD, None)  # any child that ended before the handler was set
     while True:
         signal.pause()

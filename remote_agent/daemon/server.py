@@ -442,14 +442,35 @@ def bind(paths: AgentPaths) -> socket.socket:
     return listener
 
 
-def run_daemon(paths: AgentPaths, listener: socket.socket, make_agent: Callable[[], Agent],
-               settings: AgentSettings, code_hash: str, sim_spec: Optional[str]) -> int:
+def write_pid(fd: int) -> None:
+    """This process's pid as the whole of the pid file at ``fd``, written over what it held:
+    a few bytes within the block the file has already, so once a pid was written there the
+    next takes no room, but on a copy-on-write filesystem (btrfs, ZFS), which writes even
+    those anew: there a full disk can refuse it."""
+    data = b"%d\n" % os.getpid()
+    os.pwrite(fd, data, 0)  # (a regular file's few bytes: all written, or an error)
+    os.ftruncate(fd, len(data))
+
+
+def run_daemon(paths: AgentPaths, listener: socket.socket, pid_fd: Optional[int],
+               make_agent: Callable[[], Agent], settings: AgentSettings, code_hash: str,
+               sim_spec: Optional[str]) -> int:
     """Listens on ``listener`` (``bind``'s, bound before the daemon detached, so that a socket
     refused is said to its launcher) once ready, and serves until told to stop; the socket and
-    the pid file are removed as it ends, a start that failed included: its agent's too, made
-    here (``make_agent``, once detached: its NVML session is the daemon's)."""
+    the pid file are removed as it ends, a start that failed included: its pid's write there
+    (``pid_fd``, a detached daemon's own over its launcher's, closed here), and its agent's,
+    made here (``make_agent``, once detached: its NVML session is the daemon's)."""
     ino = os.stat(paths.socket).st_ino
     try:
+        if pid_fd is not None:
+            try:
+                write_pid(pid_fd)
+            except OSError as err:
+                log.error("cannot write the pid file %s: %s", paths.pid_file,
+                          err.strerror or err)
+                return 2
+            finally:
+                os.close(pid_fd)
         try:
             agent = make_agent()
         except OSError as err:  # the simulated GPUs' state, written as NVML starts

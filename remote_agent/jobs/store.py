@@ -164,12 +164,17 @@ class Job:
 
 def _no_room(path: str) -> str:
     """Words saying the table's filesystem is full, where it is (SQLite may say only "disk
-    I/O error" when it cannot grow its shared-memory file), else nothing."""
+    I/O error" when it cannot grow its shared-memory file, and "unable to open database file"
+    when no inode is left for the table, its WAL or its shared memory), else nothing."""
     try:
-        full = os.statvfs(os.path.dirname(path) or ".").f_bavail == 0
+        fs = os.statvfs(os.path.dirname(path) or ".")
     except OSError:
         return ""
-    return " (its filesystem has no room left)" if full else ""
+    if fs.f_bavail == 0:
+        return " (its filesystem has no room left)"
+    if fs.f_files and fs.f_favail == 0:  # (btrfs counts no inodes: 0 of 0)
+        return " (its filesystem has no inode left: no file can be made there)"
+    return ""
 
 
 _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")

@@ -96,6 +96,14 @@ class SshTransport(RemoteTransport):
             if stalled:
                 raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
                     cache, cfg.name, stalled)) from None
+            channel = sftp.get_channel()
+            if (channel is not None and (channel.eof_received or channel.closed)
+                    and self._link().alive):  # (its own channel ended, not the link)
+                raise AgentProcessError(
+                    "cannot put the agent in %s on %s: the host's SFTP server ended during the "
+                    "upload (%s): the host's sshd log says why (journalctl -u ssh, or "
+                    "/var/log/auth.log); the upload is tried again at the next connect" % (
+                        cache, cfg.name, str(err).strip(" :") or type(err).__name__)) from err
             raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
                                     "a writable directory)" % (cache, cfg.name, str(err) or
                                                                type(err).__name__)) from err
