@@ -22,6 +22,7 @@ from fractui.scheduler import Scheduler
 from fractui.store import Slot, StoreError, open_store
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
+from tests.test_scheduler_config_change import member
 
 local_fleet = localfleet.local_fleet
 SLICE = QueueConfig(name="slice", mig="3g.40gb", isolation="mig")
@@ -122,8 +123,7 @@ def test_a_researchers_submit_counts_the_pin_of_the_scheduler_s_config(local_fle
     ever ("no room"), where the admin's own submit was refused."""
     f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE], agent={"mig_mode": "fixed"})
     f.scheduler.step()
-    f.config = dataclasses.replace(f.config, hosts=())
-    refused = f.fractui("submit", "--queue", "share", "--", "true")
+    refused = member(f, "submit", "--queue", "share", "--", "true")
     assert refused.returncode == 2 and "no GPU in the fleet could ever hold what queue share " \
         "asks for (10 GiB, isolation share)" in refused.stderr, refused.stderr
     assert f.store.jobs() == []
