@@ -117,8 +117,9 @@ WORDED = [s for s in SHAPES if s[1] or any(a.nargs != 0 for a in s[2])]  # a wor
 
 @st.composite
 def one_word_wrong(draw):
-    """(command line, the hostile word, what names its place: its option or metavar)."""
-    verb, positional, options = draw(st.sampled_from(WORDED))
+    """(command line, the hostile word, the option it is given to: none for a positional
+    word, which its refusal must say back)."""
+    verb, _, options = draw(st.sampled_from(WORDED))
     words = [verb] + RIGHT[verb]
     cut = words.index("--") if "--" in words else len(words)
     slots = [i for i in range(1, cut) if not words[i].startswith("-")
@@ -127,7 +128,7 @@ def one_word_wrong(draw):
     word = draw(HOSTILE)
     if slots and (not valued or draw(st.booleans())):
         at = draw(st.sampled_from(slots))
-        names = [a.metavar or a.dest for a in positional]
+        names = []
         words[at] = word
     else:
         action = draw(st.sampled_from(valued))
@@ -142,15 +143,14 @@ def one_word_wrong(draw):
 
 def _named(err: str, word: str, names) -> bool:
     """Whether ``err`` says the word (as messages quote one: ``words.quoted``, or bare), or
-    the option or argument it was given to."""
+    the option it was given to (``names``)."""
     shown = [quoted(word)[:24], as_typed(word)[:24]] + list(names)
     if word.startswith("-"):  # an option-looking value is read as an option: named as one
         shown.append(word.split("=", 1)[0][:24])
-    return any(s and s in err for s in shown) or any(
-        n.lower() in err.lower() for n in names if isinstance(n, str))
+    return any(s and s in err for s in shown)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
+@settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=one_word_wrong())
 def test_one_wrong_word_is_named_in_its_refusal(named_config, capfd, case):

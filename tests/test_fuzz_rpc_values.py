@@ -125,7 +125,8 @@ def test_a_line_cut_short_holds_up_no_other_client(agent, tmp_path, line, cut, j
 
 
 IDS = st.one_of(st.integers(min_value=-(2 ** 70), max_value=2 ** 70), st.text(max_size=12),
-                st.sampled_from([None, True, 1.5, 1.0, -0.0, [], {}, [1], {"a": 1}, "x" * 257,
+                st.sampled_from([None, True, 1.5, 1.0, -0.0, [], {}, [1], {"a": 1}, 2 ** 63 - 1,
+                                 2 ** 63, -(2 ** 63), 1 - 2 ** 63, 10 ** 400, "x" * 257,
                                  "x" * 256, "\x00", "\ud800", "\u202e", "a\nb"]))
 METHODS = st.one_of(st.sampled_from(sorted(SCHEMA) + ["", "Hello", "hello ", "rpc.x", "x" * 500,
                                                       "daemon.version\x00", "\ud800"]),
@@ -137,11 +138,11 @@ ENVELOPE = {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", "2", 2.0, None, "",
 
 @st.composite
 def envelopes(draw):
-    """A request for daemon.version or another harmless method, one member changed, dropped
-    or added at a time (or a few)."""
-    message = {"jsonrpc": "2.0", "id": 1, "method": draw(st.sampled_from(
+    """A request for daemon.version or another harmless method, with any id (or none), and
+    a member or two changed, dropped or added."""
+    message = {"jsonrpc": "2.0", "id": draw(IDS), "method": draw(st.sampled_from(
         ["daemon.version", "inventory", "snapshot", "job.list", "hello"]))}
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(0, 2))):
         how = draw(st.integers(0, 3))
         name = draw(st.sampled_from(sorted(ENVELOPE)))
         if how == 0:

@@ -25,6 +25,8 @@ from tests.cli_run import in_process, leaks
 from tests.conftest import STEP_S
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.slow  # real agents and a scheduler's passes: about 7 s
+
 FITTING = {"gpu": ["0.25", "0.5", "0.001", "0.999"], "memory_gib": ["1", "10", "0.5", "22"],
            "gpus": ["1"], "mig": ['"1g.10gb"', '"3g.40gb"', '"7g.80gb"']}
 SHELL_MARK = "/tmp/fz-shell"  # what a word of the job read by a shell would make
