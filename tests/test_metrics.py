@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -18,16 +19,21 @@ from typing import Callable, Iterator, List, Sequence
 
 import pytest
 
-from fractui.config import Config, ConfigError, TeamConfig, load_config
+from fractui.config import Config, ConfigError, QueueConfig, TeamConfig, load_config
 from fractui.metrics import exporter as exporting
 from fractui.metrics.exporter import Exporter
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
+from fractui.scheduler.service import Scheduler
 from fractui.store.model import Job, Slot
 from tests.cli_run import closed_port, in_process, leaks
 from tests.conftest import REPO
+from tests import localfleet
+from tests.localfleet import wait
 from tests.sshd import in_mount_namespace
+
+local_fleet = localfleet.local_fleet
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -772,3 +778,36 @@ def test_the_scheduler_command_refuses_a_bad_listen_with_exit_2(tmp_path, capfd)
     assert code == 2
     assert "%s:2: metrics.listen must be host:port" % path in err
     assert not leaks(err)
+
+
+def test_a_queues_oldest_wait_counts_to_the_stores_clock_as_fractui_queues_does(local_fleet):
+    """fractui_queue_oldest_wait_seconds reads a wait as `fractui queues` does, to the store's
+    clock (the one that dated the submit; on PostgreSQL the server's): a head node whose
+    clock runs an hour ahead of it read a job submitted a moment ago as waiting an hour. The
+    scheduler's own loop, its reports heard by the exporter as `fractui scheduler` wires
+    them, both on the head node's clock."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="two", gpu=0.5)])
+    f.store.cordon("gpu-a", None, "cordon", "test", "so that the job waits")
+    job = f.submit("two")
+
+    def ahead() -> float:
+        return time.time() + 3600
+
+    exporter = Exporter(("127.0.0.1", closed_port()), f.config,
+                        lambda: [HostView.of(s) for s in f.fleet.statuses()], clock=ahead)
+    heard: List[PassReport] = []
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test", clock=ahead,
+                            on_turn=lambda r: (heard.append(r), exporter.report(r)))
+    f.scheduler.start()
+    try:
+        wait(lambda: any(r.jobs for r in list(heard)), lambda: "no full pass reported")
+        oldest = {s.labels["queue"]: s.value for fam in families(exporter.state())
+                  for s in fam.samples if s.name == "fractui_queue_oldest_wait_seconds"}
+    finally:
+        f.scheduler.stop()
+        exporter.close()
+    ran = f.fractui("queues", "--json")
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)["queues"]
+    assert [q["longest_wait_s"] < 60 for q in said if q["name"] == "two"] == [True], said
+    assert 0 <= oldest["two"] < 60, (oldest, time.time() - f.store.get(job.id).submitted_at)
