@@ -487,8 +487,11 @@ class Scheduler:
         last = self._read
         if last is not None and last.version == version and now - last.at < self.settings.lease_s:
             return last.jobs
-        self._read = ActiveJobs.of(version, now, self.store.jobs(ACTIVE))
-        self._store_lead = self.store.now() - self.clock()  # (one cheap read, as jobs are)
+        jobs = self.store.jobs(ACTIVE)
+        lead = self.store.now() - self.clock()  # (one cheap read, as jobs are)
+        # both kept, or neither: jobs kept without it stand until their counter moves, and
+        # the waits count to this clock until then
+        self._read, self._store_lead = ActiveJobs.of(version, now, jobs), lead
         return self._read.jobs
 
     def _derived(self, jobs: List[Job]) -> "ActiveJobs":
