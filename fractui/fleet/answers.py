@@ -367,7 +367,7 @@ LINES_MOST = 100000  # the most job.logs answers
 INSTANCE = Record({
     "uuid": IDENT_, "gi_id": INT, "profile": IDENT, "start": SMALL, "size": SMALL,
     "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL,
-    "pids": ListOf(COUNT, most=PROCESSES_MOST)},
+    "pids": ListOf(COUNT, most=PROCESSES_MOST), "remade_of": ListOf(IDENT)},
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
