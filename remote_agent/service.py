@@ -386,8 +386,11 @@ class Agent:
               pinned: bool = False) -> planner.Plan:
         """The planner's plan on ``layout``, or its refusal as the protocol's error. ``pinned``:
         a plan made before on this very layout (``_check_pinned``) is asked again, and an
-        instance in its way in use now (a job or process started on what it destroys: no plan
-        destroys one in use) makes it stale (STALE_LAYOUT), not the GPU short of room."""
+        instance in its way in use (a job or process on what it destroys: no plan destroys
+        one in use) is said as what it is, INSTANCE_BUSY on the layout the plan names, not
+        the GPU short of room; nor stale: the layout did not change, and whether the instance
+        was in use when its version was read (a version an admin gave by hand, with a start
+        of their own) no version says."""
         try:
             return planner.plan(layout, profile, start=start, destroy_idle=destroy_idle)
         except planner.PlanError as err:
@@ -399,14 +402,14 @@ class Agent:
             message = str(err)
             if err.kind == "needs_destroy":
                 message += DESTROY_IDLE_HINT
-            code = _PLAN_ERROR_CODES[err.kind]
-            if pinned and err.busy:  # a stale layout's data: the layout as it is now
-                code = rpc.STALE_LAYOUT
+            if pinned and err.busy:  # with the layout as it is, as a stale one's data
                 data["instances"] = _layout_records(layout)
-                message = "%s, in the way of the plan, is in use now: a plan destroys only " \
-                          "idle instances, and one in use is never destroyed; plan again" % (
-                              " and ".join(planner.busy_label(i) for i in err.busy))
-            raise RpcError(code, message, data) from err
+                message = "%s, in the way of the plan, is in use: a plan destroys only idle " \
+                          "instances, and one in use is never destroyed; the layout is the " \
+                          "one planned on (version %s), and whether an instance is in use " \
+                          "is no part of a version" % (" and ".join(
+                              planner.busy_label(i) for i in err.busy), layout.version)
+            raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
     def _change(self, info: GpuInfo, before: Layout, change: Change,
                 kept: bool = True) -> Applied:
