@@ -697,7 +697,7 @@ class Agent:
             change = _plan_change(made)
             applied = self._change(info, layout, change)
         created = change.created(applied.layout)
-        record = _plan_record(info, made)
+        record = _plan_record(info, made, self.made_again.of)
         record.update({"instance": _instance_record(created) if created else
                        _unread_instance(made), "planned_layout_version": made.layout_version})
         record.update(_after_record(applied))
@@ -977,8 +977,12 @@ def _instance_record(inst: Instance, remade_of: Tuple[str, ...] = ()) -> Dict[st
     return record
 
 
-def _plan_record(info: GpuInfo, made: planner.Plan) -> Dict[str, Any]:
+def _plan_record(info: GpuInfo, made: planner.Plan,
+                 remade_of: Callable[[Optional[str]], Tuple[str, ...]] = lambda uuid: ()
+                 ) -> Dict[str, Any]:
+    """A plan as the protocol says it; ``remade_of``: which instances each it destroys was
+    made again in place of (``MadeAgain.of``), for the answer of a plan carried out."""
     return {"gpu": info.index, "gpu_uuid": info.uuid, "profile": made.profile.name,
             "start": made.start, "size": made.profile.size,
-            "destroy": [_instance_record(i) for i in made.destroy],
+            "destroy": [_instance_record(i, remade_of(i.uuid)) for i in made.destroy],
             "layout_version": made.layout_version, "description": made.describe()}

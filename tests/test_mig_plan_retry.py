@@ -268,3 +268,25 @@ def test_a_version_given_by_hand_whose_start_was_in_use_already_is_refused_as_bu
     assert [(i["uuid"], i["pids"]) for i in a.call("snapshot", {})["gpus"][0]["instances"]] \
         == [(busy["uuid"], [pid])]
     assert [r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid)] == []
+
+
+def test_a_confirmed_plan_applied_after_a_rollback_says_what_it_destroyed_as_it_was(
+        local_fleet):
+    """The plan confirmed named the idle instances it destroys by their uuids; a rollback made
+    them again with others, and the plan, asked again, destroyed those. What was said and
+    audited was "created ...", naming none: the words the admin was left with were the
+    plan's, of uuids no longer there. The outcome names what was destroyed, by the uuids it
+    had, each made again in place of the one the plan named."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SMALL])
+    call = f.fleet.session("gpu-a").call
+    change, before, rolled_back = failed_once(f, call)
+    said, answer = carry_out(f.store, Asker("tui"), call, change)
+    old = {i["start"]: i["uuid"] for i in before}
+    new = {i["start"]: i["uuid"] for i in rolled_back}
+    made = answer["instance"]["uuid"]
+    assert said == (
+        "created 3g.40gb at slot 4 on gpu-a gpu 0: %s; destroyed idle 2g.20gb at slot 4 (%s, "
+        "made again in place of %s by a rolled-back change), 1g.10gb at slot 6 (%s, made "
+        "again in place of %s by a rolled-back change)" % (made, new[4], old[4], new[6],
+                                                            old[6])), said
+    assert [e.why for e in f.store.audit_log()] == [said]

@@ -415,13 +415,16 @@ def create_refused(words: str, allowed_by: str) -> str:
 
 
 def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
-    """What was done, in words, from the agent's answer — and, for a mode, whether a GPU reset
-    is needed before it takes effect."""
+    """What was done, in words, from the agent's answer — the instances a create destroyed as
+    it found them (a rollback since the plan made them again with other uuids), and, for a
+    mode, whether a GPU reset is needed before it takes effect."""
     where = _where(change.host, change.gpu)
-    if change.action == CREATE:
-        return "created %s at slot %d on %s: %s" % (
+    if change.action == CREATE:  # what it destroyed as the agent found it, not as planned
+        gone = sorted(answer.get("destroy") or (), key=lambda i: i.get("start", 0))
+        return "created %s at slot %d on %s: %s%s" % (
             answer["profile"], answer["start"], where, answer["instance"]["uuid"] or answer.get(
-                "warning") or "its uuid was not read back (fractui status shows it)")
+                "warning") or "its uuid was not read back (fractui status shows it)",
+            "; destroyed idle %s" % ", ".join(map(_instance, gone)) if gone else "")
     if change.action == DESTROY:
         return "destroyed %s on %s" % (_instance(answer.get("destroyed") or {}), where)
     word = "on" if change.params["enabled"] else "off"
