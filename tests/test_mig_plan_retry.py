@@ -290,3 +290,45 @@ def test_a_confirmed_plan_applied_after_a_rollback_says_what_it_destroyed_as_it_
         "again in place of %s by a rolled-back change)" % (made, new[4], old[4], new[6],
                                                             old[6])), said
     assert [e.why for e in f.store.audit_log()] == [said]
+
+
+def test_a_destroy_cut_short_by_the_agents_death_is_retried_on_the_instance_made_again(
+        start_agent, tmp_path):
+    """The daemon killed (kill -9) once the instance's compute instance was destroyed: the next
+    one rolls the destroy back from its journal, making the idle instance again with a new uuid.
+    The destroy asked again with the uuid it was asked with destroys that one (it was
+    refused, "no MIG instance"), its answer saying in place of which it was made."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xH100:mig", state)
+    old = agent.call("mig.apply", gpu=0, profile="3g.40gb", start=4)["instance"]["uuid"]
+    kill_inside(agent, state, tmp_path, "nvmlComputeInstanceDestroy", "mig.destroy",
+                after=True, gpu=0, instance=old)
+    later = start_agent(None, state)
+    (again,) = later.call("snapshot")["gpus"][0]["instances"]
+    assert (again["profile"], again["start"], again["remade_of"]) == ("3g.40gb", 4, [old])
+    done = later.call("mig.destroy", gpu=0, instance=old)
+    assert (done["destroyed"]["uuid"], done["destroyed"]["remade_of"]) == (again["uuid"], [old])
+    assert later.call("snapshot")["gpus"][0]["instances"] == []
+
+
+def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_place(
+        start_agent, tmp_path):
+    """A launch onto an idle instance by its uuid, after a failed destroy of it was rolled
+    back (made again, a new uuid): refused as before — the job asked for that uuid, and would
+    run on it — but saying which instance stands in its place, where it said only "no MIG
+    instance"."""
+    agent = start_agent("1xH100:mig", str(tmp_path / "host"))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    agent.call("sim.fault", function="nvmlGpuInstanceDestroy", error="NVML_ERROR_UNKNOWN",
+               after=True)
+    with pytest.raises(AgentError, match="as it was"):
+        agent.call("mig.destroy", gpu=0, instance=old)
+    (again,) = agent.call("snapshot")["gpus"][0]["instances"]
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-old", gpu=0, instance=old,
+                   argv=script("import time\ntime.sleep(60)"))
+    assert err.value.code == rpc.INSTANCE_NOT_FOUND
+    assert err.value.message == (
+        "no MIG instance %s on GPU 0: a rolled-back change made it again as 1g.10gb at slot 6 "
+        "(%s), a new uuid; launch the job on that one" % (old, again["uuid"])), err.value.message
+    assert agent.call("job.list")["jobs"] == []
