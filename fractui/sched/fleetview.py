@@ -205,7 +205,6 @@ def idle_view(name: str, host_facts: Dict[str, Any], settled: bool = True) -> Ho
     return HostView(name, "online", hello, {"gpus": gpus}, {})
 
 
-
 def _settled(gpu: Dict[str, Any]) -> Any:
     """A GPU's MIG mode once its pending change, if any, took effect."""
     pending = gpu.get("mig_pending")
