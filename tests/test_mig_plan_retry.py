@@ -332,3 +332,27 @@ def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_plac
         "no MIG instance %s on GPU 0: a rolled-back change made it again as 1g.10gb at slot 6 "
         "(%s), a new uuid; launch the job on that one" % (old, again["uuid"])), err.value.message
     assert agent.call("job.list")["jobs"] == []
+
+
+def test_an_instance_made_again_twice_stands_for_both_uuids_and_nothing_else_is_linked():
+    """``MadeAgain`` by itself: a rollback's layouts before and after link the instance made
+    again at a place to the one gone from it; made again once more, it stands for both. An
+    instance that stayed, or one made where none was gone, is linked to nothing."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Instance, Layout, MadeAgain
+
+    geo = models.model("H100").geometry()
+
+    def at(uuid: str, profile: str = "1g.10gb", start: int = 6) -> Instance:
+        prof = geo.profile(profile)
+        return Instance(1, profile, start, prof.size, prof.compute_slices, uuid=uuid)
+
+    kept = at("MIG-k", "3g.40gb", 0)
+    seen = MadeAgain()
+    seen.saw(Layout(geo, (kept, at("MIG-a"))), Layout(geo, (kept, at("MIG-b"))))
+    seen.saw(Layout(geo, (kept, at("MIG-b"))), Layout(geo, (kept, at("MIG-c"),
+                                                          at("MIG-n", "1g.10gb", 5))))
+    assert (seen.of("MIG-c"), seen.of("MIG-b"), seen.of("MIG-k"), seen.of("MIG-n")) == (
+        ("MIG-a", "MIG-b"), (), (), ())
+    assert seen.standing_for("MIG-a", (kept, at("MIG-c"))) == at("MIG-c")
+    assert seen.standing_for("MIG-k", (kept, at("MIG-c"))) is None
