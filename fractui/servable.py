@@ -95,24 +95,23 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
     why = never_fits(queue, known, whole=not unheard, fixed=fixed) if known else None
     fits = (False if not unheard else None) if why is not None else (
         True if known else None)
-    pending = ""
-    if fits and never_fits(queue, known, fixed=fixed, settled=False) is not None:
-        pending = _waits_for_reset(queue, known)
+    changes, pending = _pending_changes(known), ""
+    if fits and changes and never_fits(queue, known, fixed=fixed, settled=False) is not None:
+        pending = "queue %s is served only once the MIG mode change pending on %s; until then " \
+                  "no GPU holds its jobs" % (queue.name, "; or on ".join(changes))
     return Judged(fits, why, unheard, gone, pending)
 
 
-def _waits_for_reset(queue: QueueConfig, known: Dict[str, Facts]) -> str:
-    """A queue no GPU holds in the mode it has now, only once a pending MIG mode change
-    takes effect (at the GPU's next reset, which no pass makes on a host that pins its modes),
-    in words: which GPUs, and how that reset is made."""
-    changes = ["%s gpu %s (MIG %s, now %s) takes effect, at its next GPU reset (%s)" % (
+def _pending_changes(known: Dict[str, Facts]) -> List[str]:
+    """Each MIG mode change pending on a GPU of ``known`` (it takes effect at the GPU's next
+    reset, which no pass makes on a host that pins its modes), in words: which GPU, its mode
+    now and pending, and how that reset is made."""
+    return ["%s gpu %s (MIG %s, now %s) takes effect, at its next GPU reset (%s)" % (
         name, g.get("index"), "on" if g.get("mig_pending") else "off",
         "on" if g.get("mig_mode") else "off",
         reset_hint(name, int(g.get("index", 0)), bool(g.get("mig_pending"))))
         for name, facts in sorted(known.items()) for g in facts.get("gpus") or ()
         if g.get("mig_pending") is not None and g.get("mig_pending") != g.get("mig_mode")]
-    return "queue %s is served only once the MIG mode change pending on %s; until then no " \
-           "GPU holds its jobs" % (queue.name, "; or on ".join(changes))
 
 
 def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
