@@ -388,11 +388,12 @@ class Scheduler:
 
     def _standby_s(self) -> float:
         """How long a standby leaves the lease alone: until the holder's lease can have
-        expired, by the holder's expiry and this clock — at least a tenth of a lease, so
-        clocks that disagree cost a few tries per lease, never a loop — or until the feed
-        says the lease changed hands."""
+        expired, by the holder's expiry and the store's clock, which dated it (read beside
+        it: a standby reads no jobs, so it keeps no lead) — at least a tenth of a lease, so
+        a lapse a moment away costs a few tries, never a loop — or until the feed says the
+        lease changed hands."""
         held = self.store.lease_holder()
-        left = held[1] - self.clock() if held is not None else 0.0
+        left = held[1] - self.store.now() if held is not None else 0.0
         return min(self.settings.lease_s, max(self.settings.lease_s / 10, left))
 
     # -- one pass --
