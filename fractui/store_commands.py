@@ -100,9 +100,9 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             say("interrupted while the store recorded the submit: whether it was recorded is "
                 "not known (fractui jobs --me shows it); %s" % _again(key))
             raise
-        if warning:
-            say(warning)
-        try:
+        try:  # (from here the job is queued: its --json record says so, whatever stops this)
+            if warning:
+                say(warning)
             if not args.json:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
@@ -131,10 +131,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             raise type(err)(err.where, "%s; stopped waiting: job %d goes on (fractui jobs "
                             "--me shows it, fractui cancel %d cancels it)" % (
                                 err.what, job.id, job.id)) from err
+        finally:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended,
+            if args.json:  # or as last read where the waiting stopped)
+                print_json(job_record(job, job.updated_at, line))
     finally:
         store.close()
-    if args.json:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended)
-        print_json(job_record(job, job.updated_at, line))
     if args.wait:
         say("job %d ended: %s" % (job.id, why(job, line) or job.state))
         if _ran_and_failed(job):

@@ -11,7 +11,9 @@ the link at a statement of the test's choosing; a real PostgreSQL."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -305,3 +307,31 @@ def test_a_scheduler_whose_server_stalls_says_so_and_goes_on(local_fleet, pg_ser
     assert any(line.startswith("store postgresql://127.0.0.1:%d/%s: cannot reach the "
                                "PostgreSQL server: " % (proxy.port, db))
                for line in logged(err)), err
+
+
+def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(stores, tmp_path):
+    """``submit --json`` whose read of the scheduler's lease (after the job was recorded) stalls
+    with the server, ended by Ctrl-C there: the job is queued, so its --json record is printed
+    all the same, then exit 130. It exited 130 with no record, a script's parse of its output
+    failing on a job that was queued (and would be submitted again)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="COMMIT")
+    submitting = subprocess.Popen(
+        [sys.executable, "-m", "fractui", "--config", str(config), "submit", "--json",
+         "--queue", "q", "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        wait(lambda: stores.proxy.cuts == 1, lambda: "the lease was never read",
+             timeout_s=GUARD_S, alive=submitting)
+        submitting.send_signal(signal.SIGINT)
+        out, err = submitting.communicate(timeout=GUARD_S)
+    finally:
+        submitting.kill()
+        stores.proxy.restore()
+    assert submitting.returncode == 130 and not leaks(err), err
+    (number,), = stores.sql("SELECT id FROM jobs")
+    record = json.loads(out)
+    assert (record["id"], record["state"]) == (number, "pending"), out
