@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
 from typing import List
@@ -467,3 +468,23 @@ def test_a_damaged_row_of_the_kept_quotas_is_said_not_known_and_written_again_at
     f.scheduler.step()  # its next pass: the same lease, the same config
     mended = f.store.team_terms()
     assert (mended, mended.unread) == (kept, {})
+
+
+def test_a_damaged_kept_row_is_logged_with_its_team_name_escaped(local_fleet, tmp_path, caplog):
+    """A damaged row of the kept quotas whose team holds an escape and a line break (written
+    by hand): the lease holder's next pass writes the terms again and logs the row it mended,
+    its team name as it was: a terminal following the log retitled, a log line forged. It is
+    given escaped, as the store gives any name of a damaged row."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
+    f.scheduler.step()
+    hostile = "vi\x1b]0;owned\x07sion\nfractui: forged"
+    with sqlite3.connect(str(tmp_path / "store.db")) as db:
+        db.execute("INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
+                   "VALUES (?, 1, 0, -1)", (hostile,))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        f.scheduler.step()
+    mended = [r.getMessage() for r in caplog.records if "written again" in r.getMessage()]
+    assert len(mended) == 1 and repr(hostile) in mended[0] and mended[0].isprintable(), \
+        caplog.text
+    assert f.store.team_terms().unread == {}

@@ -31,7 +31,8 @@ from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.store.access import REQUEUE
 from fractui.words import quoted
-from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
+from fractui.store.rows import (FLAG, INT, NUM, TEXT, Unreadable, check, maybe, named,
+                                value_problem)
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 NOTHING_RECORDED, KeyTaken, LeaseLost, QuotaTaken,
                                 StateConflict, Store, StoreDamaged, StoreError, StoreRefused,
@@ -457,7 +458,7 @@ class SqlStore(Store):
             for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
                                    "FROM team_terms"):
                 try:
-                    what = "team %s's quota" % r["team"]
+                    what = "team %s's quota" % named(r["team"])
                     check(what, r, {"team": TEXT, "quota_gpus": NUM, "over_quota": FLAG,
                                     "weight": NUM})
                     terms = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
@@ -486,9 +487,9 @@ class SqlStore(Store):
             found = {}
             for r in self._run(db, "SELECT team, job, charge, host FROM team_holds"):
                 try:
-                    check("team %s's hold" % r["team"], r, {"team": TEXT, "job": INT,
-                                                             "charge": NUM,
-                                                             "host": maybe(TEXT)})
+                    check("team %s's hold" % named(r["team"]), r, {"team": TEXT, "job": INT,
+                                                                    "charge": NUM,
+                                                                    "host": maybe(TEXT)})
                 except Unreadable as err:
                     log.warning("%s: left out", err)
                     continue
@@ -502,7 +503,7 @@ class SqlStore(Store):
     def _waiting_bounds(self, db: Any) -> dict[str, int]:
         found = {}
         for r in self._run(db, "SELECT team, max_waiting FROM waiting_bounds"):
-            check("the bound on team %s's waiting jobs" % r["team"], r,
+            check("the bound on team %s's waiting jobs" % named(r["team"]), r,
                   {"team": TEXT, "max_waiting": INT})
             found[r["team"]] = r["max_waiting"]
         return found
@@ -856,7 +857,7 @@ class SqlStore(Store):
         def work(db: Any) -> dict[str, float]:
             out = {}
             for r in self._run(db, "SELECT host, seen_at FROM inventory"):
-                check("the inventory of %s" % r["host"], r, {"host": TEXT, "seen_at": NUM})
+                check("the inventory of %s" % named(r["host"]), r, {"host": TEXT, "seen_at": NUM})
                 out[r["host"]] = float(r["seen_at"])
             return out
         return self._read(work)
@@ -937,7 +938,7 @@ class SqlStore(Store):
                 for r in self._run(db, "SELECT job, last_line FROM log_tails WHERE last_line IS "
                                        "NOT NULL AND job IN (%s)" % ",".join("?" * len(batch)),
                                    batch):
-                    check("the last line kept of job %s" % r["job"], r,
+                    check("the last line kept of job %s" % named(r["job"]), r,
                           {"job": INT, "last_line": TEXT})
                     found[int(r["job"])] = r["last_line"]
             return found
@@ -1033,7 +1034,7 @@ class SqlStore(Store):
         found = {}
         for r in self._run(db, "SELECT uuid, failures, until FROM mode_holds"):
             try:
-                check("the mode-change hold of %s" % r["uuid"], r,
+                check("the mode-change hold of %s" % named(r["uuid"]), r,
                       {"uuid": TEXT, "failures": INT, "until": NUM})
             except Unreadable as err:
                 log.warning("%s: left out", err)
@@ -1334,13 +1335,13 @@ def _request_text(text: str) -> tuple[dict[str, Any], Optional[str]]:
 
 
 def _stale(row: Any) -> StaleCopy:
-    check("the stale copy %s on %s" % (row["key"], row["host"]), row,
+    check("the stale copy %s on %s" % (named(row["key"]), named(row["host"])), row,
           {"host": TEXT, "key": TEXT, "job": INT, "since": NUM})
     return StaleCopy(row["host"], row["key"], row["job"], row["since"])
 
 
 def _audit_entry(row: Any) -> AuditEntry:
-    what = "audit entry %s" % row["id"]
+    what = "audit entry %s" % named(row["id"])
     check(what, row, AUDIT_COLUMNS)
     return AuditEntry(row["id"], row["time"], row["actor"], row["action"], row["job"],
                       row["why"], _decoded(what, row["detail"] or "{}"))
@@ -1352,10 +1353,11 @@ def _cordon(row: Any) -> Cordon:
     store damaged, no pass, screen or verb (uncordon included) could go on. Uncordoning the
     host deletes the row."""
     try:
-        check("the cordon of %s gpu %s" % (row["host"], row["gpu"]), row, CORDON_COLUMNS)
+        check("the cordon of %s gpu %s" % (named(row["host"]), named(row["gpu"])), row,
+              CORDON_COLUMNS)
         if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
             raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
-                row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
+                named(row["host"]), named(row["gpu"]), row["mode"], ", ".join(CORDON_MODES)))
     except Unreadable as err:
         if type(row["host"]) not in TEXT:
             raise
@@ -1372,7 +1374,7 @@ def _where(c: Cordon) -> tuple[str, int]:
 
 def _facts(row: Any) -> dict[str, Any]:
     """A host's kept facts: a JSON object, or Unreadable."""
-    what = "the inventory of %s" % row["host"]
+    what = "the inventory of %s" % named(row["host"])
     check(what, row, {"host": TEXT, "facts": TEXT})
     facts = _decoded(what, row["facts"])
     if not isinstance(facts, dict):
@@ -1420,7 +1422,7 @@ def _move(row: Any) -> Optional[dict[str, Any]]:
     """A job row's ``move_to`` as kept (its slot's record, and whether it is borrowed there),
     or None; Unreadable where it is not JSON."""
     text = row["move_to"]
-    return None if text is None else _decoded("job %s's move_to" % row["id"], text)
+    return None if text is None else _decoded("job %s's move_to" % named(row["id"]), text)
 
 
 def _move_held(row: Any) -> tuple[Optional[float], bool]:
@@ -1432,11 +1434,11 @@ def _move_held(row: Any) -> tuple[Optional[float], bool]:
                                                    bool(move.get("borrowed")))
     except (TypeError, KeyError, ValueError, AttributeError) as err:
         raise Unreadable("job %s's move_to is not as fractui wrote it (%r)" % (
-            row["id"], err)) from err
+            named(row["id"]), err)) from err
 
 
 def _job(row: Any) -> Job:
-    what = "job %s" % row["id"]
+    what = "job %s" % named(row["id"])
     check(what, row, JOB_COLUMNS)
     if row["state"] not in STATES:
         raise Unreadable("%s's state is %r, not one of fractui's" % (what, row["state"]))
