@@ -660,20 +660,33 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
 def _made(path: str, initialise: Callable[[sqlite3.Connection], None]) -> bytes:
     """The bytes of a new store (for ``path``), made by SQLite in a new folder of this
     process's alone (0700, in the system's temporary folder) and read back once it is closed
-    (its WAL put back into it)."""
+    (its WAL put back into it). A failure is judged before that folder is removed: its
+    removal frees the room whose want SQLite may have said only as "disk I/O error"."""
+    folder = tempfile.gettempdir()
     try:
         with tempfile.TemporaryDirectory(prefix="fractui-store-") as private:
             made = os.path.join(private, os.path.basename(path))
-            db = sqlite3.connect(made, isolation_level=None)
             try:
-                initialise(db)
-            finally:
-                db.close()
-            with open(made, "rb") as f:
-                return f.read()
-    except (sqlite3.Error, OSError) as err:
-        raise StoreUnavailable(path, "cannot make a new store in %s: %s" % (
-            tempfile.gettempdir(), err)) from err
+                db = sqlite3.connect(made, isolation_level=None)
+                try:
+                    initialise(db)
+                finally:
+                    db.close()
+                with open(made, "rb") as f:
+                    return f.read()
+            except (sqlite3.Error, OSError) as err:
+                raise _unmade(path, folder, made, err) from err
+    except OSError as err:  # (its folder: made, or removed)
+        raise _unmade(path, folder, os.path.join(folder, "store.db"), err) from err
+
+
+def _unmade(path: str, folder: str, made: str, err: BaseException) -> StoreError:
+    """Why no store for ``path`` could be made at ``made`` in ``folder``: no room there said
+    as a full store's folder is (``_full``), else SQLite's or the system's words."""
+    if _full(made, err):
+        return StoreFull(path, "cannot make a new store in %s: no space is left on the "
+                         "filesystem that holds it (%s): nothing was recorded" % (folder, err))
+    return StoreUnavailable(path, "cannot make a new store in %s: %s" % (folder, err))
 
 
 def _no_space(path: str) -> bool:
@@ -681,6 +694,16 @@ def _no_space(path: str) -> bool:
         return os.statvfs(os.path.dirname(path)).f_bavail == 0
     except OSError:
         return False
+
+
+def _full(path: str, err: BaseException) -> bool:
+    """Whether ``err``, met writing ``path``, is its filesystem's want of room, in whichever
+    of SQLite's (or the system's) words: SQLite's own "database or disk is full", a quota's,
+    or an I/O error where the filesystem has no block left."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or getattr(err, "errno", None) in (
+        errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(err) or (
+            name.startswith("SQLITE_IOERR") and _no_space(path))
 
 
 def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
@@ -694,8 +717,7 @@ def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
         return StoreDamaged(path, "is damaged: SQLite says %s%s" % (quoted(said), MOVE_AWAY))
     text = str(err) or type(err).__name__
     what = (doing + ": " if doing else "") + text
-    if name.startswith("SQLITE_FULL") or code in (errno.ENOSPC, errno.EDQUOT) or (
-            "disk is full" in text) or (name.startswith("SQLITE_IOERR") and _no_space(path)):
+    if _full(path, err):
         return StoreFull(path, "no space is left on the filesystem that holds it (%s): nothing "
                          "was recorded" % what)
     if name.startswith("SQLITE_READONLY") or "readonly database" in text or code in (
