@@ -157,8 +157,12 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
     the group's write of a shared store's). Either with no fractui holding the store open:
     one that does writes on into the files it opened, then no longer the store's (seen: a
     job submitted after the change was lost, its number given again to the holder's next).
-    (A file of no name, 0 links, was removed since it was opened: no other file is named
-    so.)"""
+    A -journal is none of the store's (in WAL mode, as fractui keeps every store, SQLite
+    writes none), so none is copied, and none is open in a fractui, so none is stopped: its
+    name is removed; SQLite's next open would have rolled it back into the store as a write
+    cut short (tried: a journal's pages put back over the store's, its page 1 too), or
+    removed it. (A file of no name, 0 links, was removed since it was opened: no other file
+    is named so.)"""
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         name = shell_line([where])
         own = {"its file": "file (linked by a backup), copy it in place instead, which keeps "
@@ -168,15 +172,22 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
         copy = "; if one is this store's own %s: cp -p --remove-destination %s %s && mv %s %s" \
             % (own, name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
             if own else ""
+        if what == "its -journal file":  # (a journal no store of fractui's has, or keeps open)
+            done = ("SQLite would take for a write cut short and put back into the store, or "
+                    "remove; fractui changed nothing in it, and it is no file of the store's: "
+                    "fractui keeps every store in WAL mode, where SQLite writes no -journal. "
+                    "See the file's other names (find / -xdev -samefile %s), and remove this "
+                    "one (rm %s): the file is kept under them, and a fractui that has the "
+                    "store open goes on (it uses no -journal)" % (name, name))
+        else:
+            done = ("SQLite would overwrite; fractui changed nothing in it. Stop each fractui "
+                    "that has the store open (its scheduler, a TUI): one would write on into "
+                    "the files it opened, and a job submitted meanwhile be lost. Then see the "
+                    "file's other names (find / -xdev -samefile %s), and remove this one (rm "
+                    "%s): the file is kept under them%s" % (name, name, copy))
         raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
-                           "any file on its filesystem that someone linked there, which "
-                           "SQLite would overwrite; fractui changed nothing in it. Stop each "
-                           "fractui that has the store open (its scheduler, a TUI): one would "
-                           "write on into the files it opened, and a job submitted meanwhile "
-                           "be lost. Then see the file's other names (find / -xdev -samefile "
-                           "%s), and remove this one (rm %s): the file is kept under them%s" % (
-                               what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
-                               copy))
+                           "any file on its filesystem that someone linked there, which %s" % (
+                               what, _linked(where), _owner(st.st_uid), st.st_nlink, done))
 
 
 def _changers(folder: str) -> Optional[str]:
