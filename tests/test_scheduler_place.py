@@ -225,6 +225,32 @@ def test_where_no_scheduler_kept_the_quotas_a_placement_is_held_to_the_placers_c
     assert f.store.team_terms() == {} and f.store.get(job.id).state == "pending"
 
 
+def test_a_scheduler_of_no_teams_is_told_from_none_and_a_placement_is_held_to_no_quota(
+        local_fleet, store_url):
+    """A scheduler whose config has no [[teams]] keeps no team's terms, and the store read as
+    if none had run: a placement by hand of vision was held to the placer's config's quota
+    (0.25: past it, asked, not placed from a script) "no scheduler having kept the teams'
+    quotas", where the scheduler holds no team to a quota and would place it. The holder now
+    writes that it keeps none: the placement is held to no quota, as the scheduler's passes
+    are (placed, not borrowed), and ``teams`` says so of each of this config's teams."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], (), store_url=store_url)
+    f.scheduler.step()  # the lease holder keeps its terms: none
+    terms = f.store.team_terms()
+    assert (terms, terms.none()) == ({}, True)
+    f.config = dataclasses.replace(f.config, teams=(TeamConfig("vision", quota_gpus=0.25),))
+    config = f.write_config()
+    job = f.submit("half", "vision")
+    done = f.fractui("place", str(job.id), "gpu-a", "0")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    placed = f.store.get(job.id)
+    assert (placed.state, placed.preemptible) == ("placed", False)
+    shown = f.fractui("teams")
+    assert shown.returncode == 0 and shown.stderr == (
+        "fractui: team vision: the scheduler holds no team to a quota (its config has no "
+        "[[teams]]): its jobs are placed by their queue's priority and age, ranked by no "
+        "share, where this config (%s) says quota 0.25 GPUs\n" % config), shown.stderr
+
+
 def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet, pg_server,
                                                                      caplog):
     """A psql session left open inside a transaction holding the oldest pending job's row

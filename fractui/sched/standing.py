@@ -102,7 +102,8 @@ def as_kept(config: Config, terms: KeptTerms, led: bool
     reader's config may be an old copy of the admin's), and for each team whose config says
     otherwise a line naming both. A team the store does not list keeps the config's: before
     any holder kept terms, that is all there is; after, the holder has no such team, and its
-    line says so (its jobs wait, their team not configured). A team whose row the store
+    line says so (its jobs wait, their team not configured), or, where it keeps none at all
+    (``terms.none()``: its config has no [[teams]]), that it holds no team to a quota. A team whose row the store
     cannot read (``terms.unread``) keeps the config's too, its line saying the kept quota is
     not known, and why: the holder has the team, so "none" would be false; and who writes
     the row again: the holder at its next pass, or, where none holds the lease (``led``
@@ -117,7 +118,13 @@ def as_kept(config: Config, terms: KeptTerms, led: bool
             teams.append(t)
             continue
         if kept is None:
-            if terms.any():
+            if terms.none():
+                said[t.name] = ("team %s: the scheduler holds no team to a quota (its config "
+                                "has no [[teams]]): its jobs are placed by their queue's "
+                                "priority and age, ranked by no share, where this config (%s) "
+                                "says %s" % (t.name, config.path or "in code",
+                                             _quota(t.quota_gpus)))
+            elif terms.any():
                 said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
                                 "none): its jobs are not placed, where this config (%s) says "
                                 "%s" % (t.name, t.name, config.path or "in code",
@@ -180,7 +187,8 @@ def kept(config: Config, terms: KeptTerms, jobs: Sequence[Job], led: bool
 def placed(team: str, terms: KeptTerms) -> bool:
     """Whether the lease holder's passes take up ``team``'s jobs: every team before any holder
     kept terms, after only those it keeps terms of (a row of them unread too: the holder has
-    that team, its quota not known). One this config has beyond them is said
+    that team, its quota not known); none where it keeps none (``KeptTerms.none``), whose
+    passes rank no team, placing each job by its queue's priority and age. One this config has beyond them is said
     not placed (``as_kept``): no turn, share, starving or hold is said of it, as the
     scheduler has none of it."""
     return not terms.any() or team in terms or team in terms.unread

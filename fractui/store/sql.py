@@ -46,6 +46,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
+TERMS_WRITTEN = "team_terms_written"  # the meta key a lease holder's first write of the
+# teams' terms sets (keep_team_terms): kept terms, none among them, are not none kept
 _NOW = object()  # a field set to the transaction's time (the store's clock)
 LINES_AT_ONCE = 500  # jobs whose last line one query reads (SQLite binds 999 at most before 3.32)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -428,9 +430,10 @@ class SqlStore(Store):
         self._replace("waiting_bounds", ("team", "max_waiting"), list(bounds.items()), epoch)
 
     def _replace(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
-                 epoch: Optional[int]) -> None:
+                 epoch: Optional[int], also: Callable[[Any], None] = lambda db: None) -> None:
         """Every row of ``table`` made ``rows``: what the lease holder keeps in memory, written
-        whole (fenced by ``epoch``) for the next holder and every reader."""
+        whole (fenced by ``epoch``) for the next holder and every reader; ``also``: what is
+        written with them, in the same transaction."""
         insert = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(columns),
                                                       ", ".join("?" * len(columns)))
 
@@ -439,13 +442,18 @@ class SqlStore(Store):
             self._run(db, "DELETE FROM %s" % table)
             for row in rows:
                 self._run(db, insert, row)
+            also(db)
         self._write(work)
 
     def keep_team_terms(self, terms: Mapping[str, TeamTerms],
                         epoch: Optional[int] = None) -> None:
+        """The terms, and the mark (meta TERMS_WRITTEN) that a lease holder wrote them: with
+        none (its config has no [[teams]]) the table alone reads as no holder's."""
         self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
                       [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
-                       for team, t in terms.items()], epoch)
+                       for team, t in terms.items()], epoch,
+                      lambda db: self._run(db, "INSERT INTO meta (key, value) VALUES (?, '1') "
+                                               "ON CONFLICT (key) DO NOTHING", (TERMS_WRITTEN,)))
 
     def team_terms(self) -> KeptTerms:
         """The terms kept; a damaged row (a value of another kind, or one no config gives: a
@@ -471,7 +479,9 @@ class SqlStore(Store):
                         self.dialect.where, err)
                     continue
                 found[r["team"]] = terms
-            return KeptTerms(found, unread)
+            written = self._run(db, "SELECT 1 FROM meta WHERE key = ?",
+                                (TERMS_WRITTEN,)).fetchone() is not None
+            return KeptTerms(found, unread, written)
         return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
