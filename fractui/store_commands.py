@@ -16,7 +16,8 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
                                parse_env)
@@ -713,14 +714,20 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
         config.host(args.host)
         _check_gpu(store, args.host, gpu)
         made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
-        on_it = [j for j in store.jobs(ON_HOST) if holds(made, j)]
+        on_it: Optional[List[Job]] = None  # (once read; recorded without them, as submit's
+        try:  # job is queued: its --json record is printed whatever stops this read)
+            on_it = [j for j in store.jobs(ON_HOST) if holds(made, j)]
+        except StoreError as err:  # recorded all the same: not its failure
+            say("%s: the %s is recorded; which of the store's jobs are there could not be "
+                "read: %s" % (made.where(), mode, err))
+        finally:
+            if args.json:  # (state and jobs null where they could not be read)
+                print_json(dict(made.record(), state=None if on_it is None else state(
+                    made, on_it), jobs=None if on_it is None else [j.id for j in on_it]))
     finally:
         store.close()
-    now = state(made, on_it)
-    if args.json:
-        print_json(dict(made.record(), state=now, jobs=[j.id for j in on_it]))
-        return 0
-    print(made_said(made, on_it, "fractui status"))
+    if on_it is not None and not args.json:
+        print(made_said(made, on_it, "fractui status"))
     return 0
 
 

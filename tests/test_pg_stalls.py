@@ -335,3 +335,26 @@ def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(store
     (number,), = stores.sql("SELECT id FROM jobs")
     record = json.loads(out)
     assert (record["id"], record["state"]) == (number, "pending"), out
+
+
+def test_a_cordon_whose_read_of_the_jobs_there_fails_is_said_recorded(stores, tmp_path):
+    """``cordon --json`` whose read of the jobs on the host (after the cordon was recorded)
+    stalls with the server: the cordon is recorded, so it is no failure: its --json record is
+    printed (its state and jobs null: not read) and a line says what could not be read, exit
+    0. It exited 1 in the store's words, no record: a script took the cordon for not made
+    (and an admin's retry, or worse, an uncordon "to be safe")."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.proxy.cut_on("SELECT * FROM jobs WHERE state IN", BEFORE, down=True, stall=True,
+                        past="INSERT INTO cordons")
+    done = _fractui("--config", str(config), "cordon", "gpu-a", "--json")
+    stores.proxy.restore()
+    assert [c.where() for c in stores.direct.cordons()] == ["gpu-a"]
+    assert done.returncode == 0 and not leaks(done.stderr), done
+    record = json.loads(done.stdout)
+    assert (record["host"], record["mode"], record["state"], record["jobs"]) == (
+        "gpu-a", "cordon", None, None), record
+    assert done.stderr.startswith("fractui: gpu-a: the cordon is recorded; which of the "
+                                  "store's jobs are there could not be read: store %s: " % (
+                                      stores.stalled.where)), done.stderr
