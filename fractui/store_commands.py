@@ -48,8 +48,8 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, 
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
 from fractui.whoami import os_user
-from fractui.words import (NO_SCHEDULER, count, local_time, printable, quoted, shell_line,
-                           why)
+from fractui.words import (NO_SCHEDULER, count, first_of, local_time, printable, quoted,
+                           shell_line, why)
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -109,7 +109,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
             if not args.wait:
-                _say_if_unserved(store, job)
+                _say_if_unserved(store, "job %d is queued" % job.id)
             else:
                 waiting = Outage("job %d goes on meanwhile" % job.id,
                                  "waiting for job %d to end" % job.id)
@@ -145,15 +145,15 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_if_unserved(store: Store, job: Job) -> None:
-    """Says, for a submit that does not wait, when no scheduler holds the store's lease: the
-    job would wait for one. A read of it that fails is said and is no failure of the submit:
-    the job is queued, and a script that took the exit for one would submit it again."""
+def _say_if_unserved(store: Store, done: str) -> None:
+    """Says, after what a scheduler carries out was recorded (``done``: a submit that does
+    not wait, a stop asked of a running job), when no scheduler holds the store's lease: it
+    would wait for one. A read of it that fails is said and is no failure of the verb: it is
+    recorded, and a script that took the exit for one would do it again."""
     try:
         held = store.lease_holder()
     except StoreError as err:
-        say("job %d is queued; whether a scheduler serves it could not be read: %s" % (
-            job.id, err))
+        say("%s; whether a scheduler serves it could not be read: %s" % (done, err))
         return
     if held is None:
         say(NO_SCHEDULER)
@@ -332,7 +332,8 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     in the store, not in a state for it, not yours) is said and the others still asked, and
     the exit is 1 if any was."""
     numbers = list(dict.fromkeys(job_number(ref) for ref in refs))  # (one named twice: once)
-    failed = unled = False
+    failed = False
+    stopping: list[int] = []  # the jobs a scheduler stops ("the scheduler stops it")
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
         for number in numbers:
@@ -348,12 +349,13 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 failed = True
                 continue
             print(stop_answer(job), flush=True)
-            # "the scheduler stops it": none will, until one runs
-            unled = unled or job.state == STOPPING and store.lease_holder() is None
+            if job.state == STOPPING:
+                stopping.append(job.id)
+        if stopping:  # "the scheduler stops it": none will, until one runs
+            _say_if_unserved(store, "%s asked to stop" % first_of(
+                ["job %d" % n for n in stopping], 5))
     finally:
         store.close()
-    if unled:
-        say(NO_SCHEDULER)
     return EXIT_FAILED if failed else 0
 
 

@@ -23,7 +23,7 @@ from typing import IO, Callable, Iterator, List, TypeVar
 import pytest
 
 from fractui.config import QueueConfig
-from fractui.store import StoreError, StoreUnavailable, open_store
+from fractui.store import Slot, StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
 from fractui.store.base import Store
@@ -358,3 +358,26 @@ def test_a_cordon_whose_read_of_the_jobs_there_fails_is_said_recorded(stores, tm
     assert done.stderr.startswith("fractui: gpu-a: the cordon is recorded; which of the "
                                   "store's jobs are there could not be read: store %s: " % (
                                       stores.stalled.where)), done.stderr
+
+
+def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
+    """``cancel`` of a running job: the stop is recorded (the scheduler stops it), then the
+    read of whether a scheduler holds the lease stalls with the server. It exited 1 in the
+    store's words after saying the job stopping, and a script cancelled it again; the read's
+    failure is said, as submit says it, and the cancel exits 0."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    job = submit(stores.direct, "q", None, "n", ["true"], REQUEST, ASKER)
+    stores.direct.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+    stores.direct.started(job.id, "j1", None, "sched", "launched")
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", str(config), "cancel", str(job.id))
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "stopping"
+    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n" % (
+        job.id)) and not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: job %d asked to stop; whether a scheduler serves "
+                                  "it could not be read: store %s: " % (
+                                      job.id, stores.stalled.where)), done.stderr
