@@ -648,7 +648,7 @@ async def test_the_teams_table_shows_the_quotas_the_scheduler_holds_and_says_whe
         assert rows["nlp"][0][1].endswith("/1") and rows["vision"][0][1].endswith("/4"), rows
         panel = app.screen.query_one(QueuePanel)
         drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
-        words = as_kept(app.config, store.team_terms())[1]
+        words = as_kept(app.config, store.team_terms(), store.lease_holder() is not None)[1]
         assert list(words) == ["nlp"], words
         assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPU, where "
                                        "this config (in code) says quota 3 GPUs")
@@ -673,7 +673,7 @@ async def test_the_teams_table_says_a_quota_whose_kept_row_is_damaged_is_not_kno
     async with settled_app((180, 48), usage=store) as (app, pilot):
         panel = app.screen.query_one(QueuePanel)
         drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
-        words = as_kept(app.config, store.team_terms())[1]
+        words = as_kept(app.config, store.team_terms(), store.lease_holder() is not None)[1]
         assert list(words) == ["nlp"], words
         assert words["nlp"].startswith("team nlp: its quota is not known: store %s, its row "
                                        "of team_terms: team nlp's quota's quota_gpus is "

@@ -597,15 +597,17 @@ class Scheduler:
     def _keep_terms(self) -> None:
         """Writes each team's quota, borrowing and weight (the config's ``[[teams]]``) to the
         store, where ``fractui teams`` reads the quotas the passes hold the teams to, where
-        the store's differ or hold a row it cannot read: read at each pass, not only at a
-        lease or a config's change, so a row damaged since is written again at the next
-        (until then its team's quota is said not known). The pass goes on where it fails."""
+        the store's differ, hold a row it cannot read, or were never written by a holder (a
+        config of no [[teams]] writes none, which readers then tell from no holder's):
+        read at each pass, not only at a lease or a config's change, so a row damaged since
+        is written again at the next (until then its team's quota is said not known). The
+        pass goes on where it fails."""
         terms = {t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight)
                  for t in self.config.teams}
 
         def write() -> None:
             kept = self.store.team_terms()
-            if kept != terms or kept.unread:
+            if kept != terms or kept.unread or not kept.written:  # (none: written as none)
                 self.store.keep_team_terms(terms, epoch=self.epoch)
             if kept.unread:  # (their teams' quotas were said not known until now)
                 log.warning("%s: written again", "; ".join(kept.unread.values()))

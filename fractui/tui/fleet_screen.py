@@ -374,7 +374,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.store_clock()  # the waits as fractui teams and jobs count them
         # the quotas the scheduler holds the teams to, as fractui teams shows them
-        config, unlike = kept(self.config, self._terms, jobs)
+        config, unlike = kept(self.config, self._terms, jobs, self.model.store is not None
+                              and self.model.store.holder is not None)
         teams, starved = standing(jobs, config, self._usage, now, self._terms)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
