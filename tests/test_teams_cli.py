@@ -661,3 +661,19 @@ def test_a_team_the_scheduler_holds_no_terms_of_is_not_said_starved_nor_holding(
     nlp = next(t for t in json.loads(out)["teams"] if t["name"] == "nlp")
     assert (nlp["starved"], nlp["reserved"], nlp["share"], nlp["next"], nlp["held"]) == (
         None, None, None, None, 0.25), nlp
+
+
+def test_a_damaged_rows_quota_of_one_gpu_is_said_one_gpu(tmp_path):
+    """The damaged row's words count its quota as every count is said ("1 GPU", never
+    "1 GPUs")."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)})
+        with sqlite3.connect(str(db)) as conn:
+            conn.execute("UPDATE team_terms SET weight = 0 WHERE team = 'vision'")
+        assert store.team_terms().unread == {
+            "vision": "store %s, its row of team_terms: team vision's quota is 1 GPU at "
+                      "weight 0, which no config gives" % db}
+    finally:
+        store.close()

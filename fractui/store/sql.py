@@ -30,7 +30,7 @@ from remote_agent.digits import whole
 from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.store.access import REQUEUE
-from fractui.words import quoted
+from fractui.words import count, quoted
 from fractui.store.rows import (FLAG, INT, NUM, TEXT, Unreadable, check, maybe, named,
                                 value_problem)
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
@@ -472,8 +472,8 @@ class SqlStore(Store):
                     terms = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
                                       float(r["weight"]))
                     if not (0 <= terms.quota_gpus < math.inf and 0 < terms.weight < math.inf):
-                        raise Unreadable("%s is %g GPUs at weight %g, which no config gives" % (
-                            what, terms.quota_gpus, terms.weight))
+                        raise Unreadable("%s is %s at weight %g, which no config gives" % (
+                            what, count(terms.quota_gpus, "GPU"), terms.weight))
                 except Unreadable as err:  # (said by each reader, the lease holder's log too)
                     unread[str(r["team"])] = "store %s, its row of team_terms: %s" % (
                         self.dialect.where, err)
