@@ -215,7 +215,7 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         else:
             verb = mode or "uncordon"
             self._none_under("host", verb, "; the palette (%s) names one: %s host NAME" % (
-                key_named(self, "app.command", "colon"), verb))
+                key_named(self, "app.command"), verb))
 
     def _none_under(self, what: str, verb: str, way: str = "") -> None:
         """A key of the slice under the cursor with no GPU drawn (no host has reported one,
