@@ -429,9 +429,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
                 follow = _on_block(lines[first:first + 1], lambda b: b.kind == GHOST)
-        self.map.show(lines, "nothing matches /%s/ (%s clears the filter)" % (
-            self.filter_text, key_named(self, "fleet.back"))
-            if self.filter_text and not lines else "")
+        clears = "(%s clears the filter)" % key_named(self, "fleet.back")
+        self.map.show(lines, "nothing matches /%s/ %s" % (self.filter_text, clears)
+                      if self.filter_text and not lines else "",
+                      "the filter /%s/ shows no GPU %s" % (self.filter_text, clears)
+                      if self.filter_text and not any(map(gpus_of, lines)) else "")
         # "· no fit" said only where the map draws it: at 80x24 its words cost the map a row
         self.query_one(Legend).show_unfit(any(g.unfit for line in lines
                                               for g in gpus_of(line)))
