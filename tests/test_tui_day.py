@@ -247,6 +247,28 @@ async def test_the_maps_keys_with_no_gpu_under_the_cursor_say_why():
                              "host NAME"]
 
 
+@pilot_test
+async def test_the_maps_keys_under_a_filter_that_shows_only_hosts_without_a_gpu_say_so():
+    """A filter matching a host that has reported no GPU (unreachable) by its name draws its
+    line and no GPU: the map's keys said "no host has reported a GPU yet" while a100-1 and
+    h100-1 had drawn theirs before the filter hid them."""
+    fleet = sample_fleet(8)
+    statuses = fleet.statuses + [HostStatus("gpu-x", "unreachable",
+                                            error="ssh: No route to host")]
+    app = FractuiApp(Source(statuses, fleet.store), Config(
+        path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()), clock=lambda: NOW)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("slash", *"gpu-x", "enter", "enter", "C")
+        await settled(pilot)
+        assert [line.name for line in app.fleet.map.lines] == ["gpu-x"]
+        hidden = "the filter /gpu-x/ shows no GPU (esc clears the filter)"
+        assert said(app) == [
+            "no GPU under the cursor to open: %s" % hidden,
+            "no host under the cursor to cordon: %s; the palette (:) names one: cordon host "
+            "NAME" % hidden]
+
+
 def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():
     assert line(["no room: no GPU has a free slice", "x"], [12, 3]) == (
         " no room: no… " + " x   ")
