@@ -18,7 +18,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from fractui.store.base import StoreError
-from fractui.store.model import ENDED, PENDING, attempt_of
+from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, RUNNING, attempt_of
 from tests import test_store_damage, test_teams_postgres
 from tests.localfleet import wait
 from tests.test_teams_postgres import SLEEPER, TEAMS, Team, holder
@@ -122,15 +122,15 @@ def test_many_teams_two_schedulers_an_admin_and_a_server_restart_lose_and_double
     quiet = threading.Event()  # the admin stops
 
     def answer(what: str, done) -> bool:
-        """Whether it went through; a refusal must be exit 1, no traceback, one line (or the
-        three of a placement past the quota asked with no terminal to ask on)."""
+        """Whether it went through; a refusal must be exit 1, its last line fractui's, no
+        traceback."""
         if done.returncode == 0:
             return True
-        lines = done.stderr.strip().splitlines()
+        lines = done.stderr.strip().splitlines() or [""]
         with lock:
             refusals[what.split()[0] if " " in what else "submit"] += 1
-        if done.returncode != 1 or "Traceback" in done.stderr or not (
-                len(lines) == 1 or "past its quota" in lines[0] and len(lines) == 3):
+        if done.returncode != 1 or "Traceback" in done.stderr or \
+                not lines[-1].startswith("fractui: "):
             with lock:
                 odd.append("%s: exit %d: %s" % (what, done.returncode, done.stderr))
         return False
@@ -155,7 +155,8 @@ def test_many_teams_two_schedulers_an_admin_and_a_server_restart_lose_and_double
 
     def admin() -> None:
         """The admin by hand (root, role root in fractui_admin, the hosts' config: a member may
-        not read root's hosts): cancels, moves and places whatever the store shows."""
+        not read root's hosts): cancels any job not ended, moves a placed or running one,
+        places a pending one, as the store shows them."""
         while not quiet.is_set():
             time.sleep(0.1)
             try:
@@ -163,13 +164,10 @@ def test_many_teams_two_schedulers_an_admin_and_a_server_restart_lose_and_double
             except StoreError:
                 time.sleep(0.2)
                 continue
-            running = [j for j in jobs if j.state == "running"]
-            pending = [j for j in jobs if j.state == "pending"]
-            verb, job = rng.choice(["cancel", "move", "move", "place"]), None
-            if verb == "place" and pending:
-                job = rng.choice(pending)
-            elif verb != "place" and running:
-                job = rng.choice(running)
+            verb = rng.choice(["cancel", "move", "move", "place"])
+            fit = [j for j in jobs if j.state in {"cancel": ACTIVE, "move": (PLACED, RUNNING),
+                                                  "place": (PENDING,)}[verb]]
+            job = rng.choice(fit) if fit else None
             if job is not None:
                 words = [verb, str(job.id)]
                 if verb != "cancel":  # elsewhere, where the store leaves room
@@ -234,11 +232,14 @@ def test_many_teams_two_schedulers_an_admin_and_a_server_restart_lose_and_double
     actions = collections.Counter((e.action, e.job) for e in audit)
     for job in jobs:
         assert actions[("submit", job)] == 1, [e for e in audit if e.job == job]
+    # a record for each change the admin was told of, and none it was not: one cancel of a
+    # job; a move or a placement each time (an ask again of one under way, or done, is
+    # answered as done, and changes nothing)
     hands = collections.Counter(by_hand)
-    for (verb, job), n in hands.items():  # one record per change the admin was told of
-        assert actions[(verb, job)] == n, (verb, job, [e for e in audit if e.job == job])
-    assert {(a, j) for (a, j) in actions if a in ("cancel", "move")} == {
-        (v, j) for v, j in hands if v != "place"}
+    for (verb, job), n in hands.items():
+        assert 1 <= actions[(verb, job)] <= (1 if verb == "cancel" else n), (
+            verb, job, n, [e for e in audit if e.job == job])
+    assert {(a, j) for (a, j) in actions if a in ("cancel", "move", "place")} == set(hands)
     records = fleet.agent_jobs()
     uid = fleet.store.uid
     copies = collections.Counter(r["key"] for r in records)
