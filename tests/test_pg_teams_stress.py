@@ -90,10 +90,9 @@ class Watch:
             if j.state in ENDED or j.state == PENDING:
                 continue
             held[j.team or ""] += j.held_within
-            for slot in (j.slot, j.move_to):
-                if slot is not None:
-                    for g in slot.gpus:
-                        slots[(slot.host, g)] += slot.memory_mib or 0
+            if j.holds_slice and j.slot is not None:  # launched: a decision not yet launched
+                for g in j.slot.gpus:  # may meet a placement by hand made at once, and the
+                    slots[(j.slot.host, g)] += j.slot.memory_mib or 0  # agent refuses one
         for name, gpus in held.items():
             if gpus > TEAMS[name] + 1e-9:
                 self._say("team %s holds %.2f GPUs of its quota %.2f: %s" % (
@@ -101,8 +100,11 @@ class Watch:
                                              if j.team == name and j.held_within]))
         for where, mib in slots.items():
             if mib > self.size[where]:
-                self._say("the store books %d MiB on %s gpu%d of %d" % (
-                    (mib,) + where + (self.size[where],)))
+                self._say("the store runs %d MiB on %s gpu%d of %d: %s" % (
+                    (mib,) + where + (self.size[where],) + ([
+                        (j.id, j.attempt, j.state, j.stop_intent, j.agent_job, j.manual,
+                         j.slot.host, j.slot.gpus) for j in jobs
+                        if j.holds_slice and j.slot is not None],)))
 
 
 def job_runs(records: List[dict], key: str) -> bool:
@@ -268,3 +270,4 @@ def settled(team: Team, timeout_s: float = 120) -> None:
         return live == {j.key(uid) for j in jobs if j.state == "running"}
 
     wait(calm, fleet.states, timeout_s=timeout_s)
+
