@@ -793,6 +793,19 @@ def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:
 SIGNAL_POLL_S = 0.5
 
 
+def _scheduler_store(config: Config, child: bool) -> Store:
+    """The scheduler's store, checked. A service started while its PostgreSQL server is away
+    (restarting, in crash recovery, up after the head node at boot) waits for it, saying so
+    once, as a running scheduler rides an outage out: exit 1 had systemd's restarts give up
+    within StartLimitBurst. An SQLite file that cannot be opened does not come back by
+    itself, and a TUI's ``child`` (``--until-stdin-closes``) ends for its parent to say it:
+    both exit 1 at once, as before."""
+    if child or config.store.url is None or sqlite_path(config.store.url) is not None:
+        return open_checked_store(config)
+    return Outage("the scheduler starts once it answers", "the scheduler starts").through(
+        lambda: open_checked_store(config))
+
+
 def scheduler(config: Config, args: argparse.Namespace) -> int:
     from fractui.fleet.fleet import Fleet  # here: the store's verbs load no SSH (paramiko)
     from fractui.scheduler import Scheduler
@@ -804,7 +817,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
             raise config.fail(f"queues[{i}].hosts names '{queue.hosts[0]}', but the config "
                               "lists no hosts ([[hosts]]): a scheduler places jobs on the "
                               "hosts its own config lists", "queues", i, "hosts")
-    store = open_checked_store(config)
+    store = _scheduler_store(config, child=args.until_stdin_closes)
     try:
         intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host
     except Denied:
