@@ -612,13 +612,17 @@ def test_a_gpu_whose_failed_change_could_not_be_audited_is_held_back_all_the_sam
 
 
 
+@pytest.mark.parametrize("agent", [{"mig_mode": "fixed"}, {}], ids=["pinned", "unpinned"])
 def test_submit_says_a_queue_only_a_pending_mode_change_would_serve_waits_for_a_reset(
-        local_fleet):
-    """On a host that pins its modes, an A100 whose MIG mode on waits for a GPU reset has MIG
-    off now and takes no new work until the reset: a MIG queue is served only once someone
-    makes it. `submit` judged the GPU as if the change had taken effect, and queued the job
-    saying nothing; it waited ("no room") with no word of the reset it waits for."""
-    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent={"mig_mode": "fixed"})
+        local_fleet, agent):
+    """An A100 whose MIG mode on waits for a GPU reset has MIG off now and takes no new work
+    until the reset, on a host that pins its modes or not (no pass offers a change on a GPU
+    whose change is pending: fleetview._idle_for_mode): a MIG queue is served only once
+    someone makes it. `submit` judged the GPU as if the change had taken effect, and queued
+    the job saying nothing; it waited ("no room") with no word of the reset it waits for. On
+    a host that does not pin its modes it still said nothing (judged as a pass that would
+    change the GPU's mode, which none does)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent=agent)
     session = f.fleet.session("gpu-a")
     session.call("sim.mode_waits_for_reset", {"gpu": 0})
     asked = session.call("mig.set_mode", {"gpu": 0, "enabled": True})
