@@ -462,7 +462,7 @@ def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_ho
                      "0", "--yes")
     assert (done.returncode, done.stdout) == (1, ""), done.stderr
     assert done.stderr.startswith(
-        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 4 needs its launch to turn "
+        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 0 needs its launch to turn "
         "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and "
         "gpu 0 of gpu-a (%s) is offered no MIG mode change for another " % (job.id, uuid))
     assert done.stderr.endswith(" s, after a change of its failed\n"), done.stderr
@@ -518,7 +518,7 @@ def test_a_placement_by_hand_whose_mode_change_would_be_refused_is_not_recorded(
                "agent older than fractui's, e.g. one in a job image)" if why == "older agent"
                else "gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)")
     assert done.stderr == (
-        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 4 needs its launch to turn "
+        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 0 needs its launch to turn "
         "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and "
         "%s\n" % (job.id, because))
     assert f.store.get(job.id).state == "pending" and f.store.get(job.id).slot is None
