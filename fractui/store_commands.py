@@ -573,12 +573,20 @@ def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[st
 def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
     """The slot a placement by hand asks for, checked against what the host could hold (its
     facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
-    leaves open stays open, for the launch to complete from the live GPU."""
+    leaves open stays open, for the launch to complete from the live GPU — but a profile's
+    start on a GPU whose MIG mode change is pending: judged in the mode it has once that took
+    effect, the slice is recorded whole, so that its launch makes the change first (said, or
+    refused on a host that pins its modes, as with ``--start``), where left open the launch
+    would complete it in the mode the GPU has now, and be refused."""
     try:
         done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
                         [])
     except Unfit as err:
         raise Failed(str(err)) from None
+    rec = (host_facts.get("gpus") or [])[slot.gpus[0]]
+    if slot.profile is not None and slot.start is None and \
+            rec.get("mig_pending") not in (None, rec.get("mig_mode")):
+        slot = replace(slot, start=done.start)
     return replace(slot, charge=done.charge)
 
 
