@@ -116,7 +116,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 led = waiting.through(store.lease_holder) is not None
                 if not led:
                     say(NO_SCHEDULER)
-                job = _until_ended(store, job, led, waiting)
+                for job in _until_ended(store, job, led, waiting):
+                    pass  # (each read kept: a wait stopped prints the job as last read)
                 ended = Outage("job %d has ended; how it ended is read once it is" % job.id,
                                "reading how job %d ended" % job.id)
                 if _ran_and_failed(job):
@@ -229,11 +230,12 @@ def _whole(tail: LogTail) -> bool:
     return tail.complete and tail.whole
 
 
-def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
-    """The job once it has ended (a requeued one's next attempt too), each step it takes on
-    the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
-    did as the job was submitted); woken by the store's change feed, at least once a
-    second. A store that cannot be reached (a server restarting) is waited for through
+def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Iterator[Job]:
+    """The job as each read finds it until it has ended (a requeued one's next attempt too),
+    the last read its end, so a wait stopped on the way has the job as last read; each step
+    it takes on the way said on stderr, and each time a scheduler stops or starts leading
+    (``led``: one did as the job was submitted); woken by the store's change feed, at least
+    once a second. A store that cannot be reached (a server restarting) is waited for through
     ``outage``, said when lost and when back: the job goes on meanwhile, and so does the
     wait."""
     number = job.id
@@ -246,6 +248,7 @@ def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
     try:
         while job.state not in ENDED:
             job, holder = outage.through(poll)
+            yield job
             step = _step(job)
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
@@ -256,7 +259,6 @@ def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
                     if holder is not None else NO_SCHEDULER)
     finally:
         feed.close()
-    return job
 
 
 def _step(job: Job) -> str:
