@@ -541,9 +541,10 @@ def place(config: Config, args: argparse.Namespace) -> int:
 
 def _unled_said(store: Store, job: Job) -> None:
     """Says that no scheduler runs where none holds the lease: ``place`` answered "the
-    scheduler launches it", and none will until one runs (``move`` says it so too)."""
-    if job.state == PLACED and store.lease_holder() is None:
-        say(NO_SCHEDULER)
+    scheduler launches it", and none will until one runs (``move`` says it so too); a read
+    of it that fails is no failure of the placement, recorded (``_say_if_unserved``)."""
+    if job.state == PLACED:
+        _say_if_unserved(store, "job %d is placed" % job.id)
 
 
 def _placed(job: Job, flip: Optional[str]) -> str:
@@ -613,10 +614,9 @@ def move(config: Config, args: argparse.Namespace) -> int:
                                       "not moved: job %d stays where it is" % job.id)
             job = intents.move_by_hand(store, job, where.slot(), asker, past,
                                        held.quota(job.team))
-        led = job.state != STOPPING or store.lease_holder() is not None
-    print(_moving(job))
-    if not led:
-        say(NO_SCHEDULER)
+        print(_moving(job))
+        if job.state == STOPPING:  # (recorded: a failed read of the lease is no failure)
+            _say_if_unserved(store, "job %d is asked to move" % job.id)
     return 0
 
 
