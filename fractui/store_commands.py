@@ -745,10 +745,16 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
         lifted = intents.uncordon(store, args.host, gpu, asker)
-        still = host_out(store.cordons(), store.jobs(ON_HOST), args.host)
+        where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
+        still: Optional[str] = None
+        try:  # (recorded: a read after that fails is said, no failure, as cordon's is)
+            still = host_out(store.cordons(), store.jobs(ON_HOST), args.host)
+        except StoreError as err:
+            say("%s: %s; whether it is still out of service as a whole could not be read: "
+                "%s" % (where, "the uncordon is recorded" if lifted else "nothing was "
+                        "uncordoned", err))
     finally:
         store.close()
-    where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
     if not lifted:
         print("%s was in service: nothing to uncordon" % where)
     else:

@@ -430,3 +430,24 @@ def test_a_move_whose_read_of_the_lease_fails_is_no_failure(local_fleet, stores)
     assert done.stderr.splitlines()[-1].startswith(
         "fractui: job %d is asked to move; whether a scheduler serves it could not be read: "
         "store %s: " % (job.id, stores.stalled.where)), done.stderr
+
+
+def test_an_uncordon_whose_read_after_fails_is_said_recorded(stores, tmp_path):
+    """``uncordon`` whose read of what is still out of service (after the uncordon was
+    recorded) stalls with the server: the host is back in service, so it is said and is no
+    failure, as cordon's read after is. It exited 1 in the store's words, no line: a script
+    took the host for still out of service."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.direct.cordon("gpu-a", None, "cordon", "root", "")
+    stores.proxy.cut_on("SELECT * FROM cordons ORDER BY", BEFORE, down=True, stall=True,
+                        past="DELETE FROM cordons")
+    done = _fractui("--config", str(config), "uncordon", "gpu-a")
+    stores.proxy.restore()
+    assert stores.direct.cordons() == []
+    assert (done.returncode, done.stdout) == (0, "back in service: gpu-a\n") and \
+        not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: gpu-a: the uncordon is recorded; whether it is "
+                                  "still out of service as a whole could not be read: store "
+                                  "%s: " % stores.stalled.where), done.stderr
