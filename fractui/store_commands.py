@@ -576,20 +576,20 @@ def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[st
 def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
     """The slot a placement by hand asks for, checked against what the host could hold (its
     facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
-    leaves open stays open, for the launch to complete from the live GPU — but a profile's
-    start on a GPU whose MIG mode change is pending: judged in the mode it has once that took
-    effect, the slice is recorded whole, so that its launch makes the change first (said, or
-    refused on a host that pins its modes, as with ``--start``), where left open the launch
-    would complete it in the mode the GPU has now, and be refused."""
+    leaves open stays open, for the launch to complete from the live GPU — but a slot whose
+    launch changes its GPU's MIG mode first (``mode_change``: a MIG queue's job on a GPU with
+    MIG off takes the queue's profile, a share queue's on one with MIG on its share; a GPU
+    whose mode change is pending is judged in the mode it has once that took effect) is
+    recorded whole, so that the change is said, or refused on a host that pins its modes, as
+    with ``--start``: left open, the launch would complete it in the mode the GPU has now,
+    with a share of 0 MiB for a MIG queue's job, or undo the pending change."""
     try:
         done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
-                        [])
+                        [], turn=True)
     except Unfit as err:
         raise Failed(str(err)) from None
-    rec = (host_facts.get("gpus") or [])[slot.gpus[0]]
-    if slot.profile is not None and slot.start is None and \
-            rec.get("mig_pending") not in (None, rec.get("mig_mode")):
-        slot = replace(slot, start=done.start)
+    if mode_change(done, host_facts.get("gpus") or []) is not None:
+        return done
     return replace(slot, charge=done.charge)
 
 
