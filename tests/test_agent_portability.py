@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -181,7 +182,7 @@ def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_canno
     assert "  [FAIL] agent        %s\n" % said in doctor.stdout, doctor.stdout
 
 
-GARBLING_SFTP = """import os, struct, subprocess, sys
+SFTP_RELAY = """import os, struct, subprocess, sys
 server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
 def read(n):
     data = b""
@@ -191,7 +192,8 @@ def read(n):
             sys.exit(0)
         data += more
     return data
-for _ in range(%d):  # the server's first answers as they are, then no SFTP
+"""
+GARBLING_SFTP = """for _ in range(%d):  # the server's first answers as they are, then no SFTP
     head = read(4)
     os.write(1, head + read(struct.unpack(">I", head)[0]))
 os.write(1, b"\\xffthe server broke\\n")
@@ -200,33 +202,29 @@ while os.read(server.stdout.fileno(), 65536):  # open until the client leaves, s
 """
 
 
+def status_behind_sftp(env, folder: Path, name: str, then: str) -> dict:
+    """The status of host ``name`` added to the fleet ``env``, its sshd's SFTP server a script
+    (in ``folder``) that relays the real one's answers (SFTP_RELAY), then does ``then``."""
+    script = folder / ("%s-sftp" % name)
+    script.write_text("#!%s\n%s%s" % (sys.executable, SFTP_RELAY, then))
+    script.chmod(0o755)
+    env.add(name, "1xL4", sftp=str(script))
+    return env.status()[name]
+
+
 def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
         fleet_env, tmp_path):  # noqa: F811
     """The SFTP server starts well, then answers what is no SFTP while the agent is put: the
     host is offline naming the host, the folder and what came; it was "internal error:
     SFTPError: Garbage packet received"."""
-    script = tmp_path / "garbling-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, GARBLING_SFTP % 3))
-    script.chmod(0o755)
-    fleet_env.add("gpu-garbled", "1xL4", sftp=str(script))
-    host = fleet_env.status()["gpu-garbled"]
+    host = status_behind_sftp(fleet_env, tmp_path, "gpu-garbled", GARBLING_SFTP % 3)
     assert host["state"] == "offline", host
     assert "on gpu-garbled: the SFTP server's answer was no SFTP (Garbage packet received)" \
         in host["error"], host
     assert "internal error" not in host["error"], host
 
 
-CLOSING_SFTP = """import os, struct, subprocess, sys
-server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
-def read(n):
-    data = b""
-    while len(data) < n:
-        more = os.read(server.stdout.fileno(), n - len(data))
-        if not more:
-            sys.exit(0)
-        data += more
-    return data
-opened = False
+CLOSING_SFTP = """opened = False
 while True:  # the server's answers as they are until the agent's file is open and one write was
     head = read(4)  # answered; then it ends, and its channel closes
     body = read(struct.unpack(">I", head)[0])
@@ -243,11 +241,7 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     """The SFTP server starts well, then ends while the agent is put (its channel closes): the
     host is offline saying the host's SFTP server ended the upload and where to look; it was
     "Socket is closed (set agent_cache to a writable directory)", though the folder was fine."""
-    script = tmp_path / "closing-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, CLOSING_SFTP))
-    script.chmod(0o755)
-    fleet_env.add("gpu-closing", "1xL4", sftp=str(script))
-    host = fleet_env.status()["gpu-closing"]
+    host = status_behind_sftp(fleet_env, tmp_path, "gpu-closing", CLOSING_SFTP)
     assert host["state"] == "offline", host
     assert "agent_cache" not in host["error"], host
     assert "on gpu-closing: the host's SFTP server ended during the upload" in host["error"], host
