@@ -10,7 +10,6 @@ the link at a statement of the test's choosing; a real PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import subprocess
 import sys
@@ -24,13 +23,12 @@ from fractui.config import QueueConfig
 from fractui.store import StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
-from fractui.store.base import Store
 from fractui.store.intents import Asker, submit
 from tests import localfleet
 from tests.cli_run import leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
-from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.pg_proxy import AFTER, BEFORE, PgProxy, Stores, proxied_stores
 from tests.test_store_postgres import _least_grants
 
 local_fleet = localfleet.local_fleet
@@ -46,30 +44,13 @@ SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli impor
              ANSWER_WAIT_S, CONNECT_TIMEOUT_S))
 
 
-@dataclasses.dataclass
-class Stores:
-    direct: Store
-    stalled: Store  # through the proxy
-    proxy: PgProxy
-    db: str
-    sql: Callable[[str], List[tuple]]
-
-
 @pytest.fixture
 def stores(pg_server, monkeypatch) -> Iterator[Stores]:
     monkeypatch.setattr(postgres, "ANSWER_WAIT_S", ANSWER_WAIT_S)
     monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S)
     monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
-    db = pg_server.new_database()
-    direct = open_store(pg_server.url(db))
-    proxy = PgProxy(pg_server.port)
-    stalled = open_store(proxy.url(db))
-    try:
-        yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
-    finally:
-        proxy.close()  # first: a call a test gave up on still waits on a link it holds
-        stalled.close()
-        direct.close()
+    with proxied_stores(pg_server) as made:
+        yield made
 
 
 T = TypeVar("T")
@@ -115,16 +96,16 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     link passes again, the next read answers."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
     stores.proxy.cut_on("SELECT", AFTER, stall=True)
-    assert _ended(lambda: stores.stalled.get(job.id)).id == job.id
+    assert _ended(lambda: stores.proxied.get(job.id)).id == job.id
     assert stores.proxy.cuts == 1
     stores.proxy.restore()
     stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
     with pytest.raises(StoreUnavailable) as failed:
-        _ended(lambda: stores.stalled.get(job.id))
+        _ended(lambda: stores.proxied.get(job.id))
     assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
-        stores.stalled.where)), failed.value
+        stores.proxied.where)), failed.value
     stores.proxy.restore()
-    assert stores.stalled.get(job.id).id == job.id
+    assert stores.proxied.get(job.id).id == job.id
 
 
 @pytest.mark.parametrize("as_team", [False, True])
@@ -138,7 +119,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     a member whose URL acts as her team's role (options=-c role=…), which may not see her
     sessions' state."""
     tag = uuid.uuid4().hex[:6]
-    team, reader = "v" + tag, stores.stalled
+    team, reader = "v" + tag, stores.proxied
     if as_team:
         ann, role = "ann_" + tag, TEAM_ROLE + "v" + tag
         pg_server.admin_role()
@@ -161,7 +142,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     try:
         assert _ended(got).id == job.id
     finally:
-        if reader is not stores.stalled:
+        if reader is not stores.proxied:
             reader.close()
 
 
@@ -174,7 +155,7 @@ def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     said made."""
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
-    made = _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+    made = _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                                  key=key))
     stores.proxy.restore()
     assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
@@ -189,26 +170,26 @@ def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, 
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+        _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                               key=key))
     assert failed.value.unknown and "whether it was recorded is not known" in str(
         failed.value), failed.value
     stores.proxy.restore()
     assert _jobs_of(stores, key) == (1 if where == AFTER else 0)
-    submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
     assert _jobs_of(stores, key) == 1
 
 
 def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
     """The lease holder's renewal, its answer stalled with the server: it ends in the store's
     error (the scheduler says it and tries again at its next pass), the lease held once."""
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: stores.stalled.acquire_lease("sched", 30.0))
+        _ended(lambda: stores.proxied.acquire_lease("sched", 30.0))
     assert "whether it was recorded is not known" in str(failed.value), failed.value
     stores.proxy.restore()
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     assert stores.direct.lease_holder()[0] == "sched"  # type: ignore[index]
 
 
@@ -230,7 +211,7 @@ def test_a_verb_on_a_stalled_server_ends_in_one_line(stores, tmp_path):
     stores.proxy.restore()
     assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (1, "", 1), done
     assert done.stderr.startswith("fractui: store %s: cannot reach the PostgreSQL server: %s" % (
-        stores.stalled.where, STALLED)) and not leaks(done.stderr), done
+        stores.proxied.where, STALLED)) and not leaks(done.stderr), done
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True, past="INSERT INTO audit")
     done = _fractui("--config", str(config), "submit", "--queue", "q", "--", "true")
     stores.proxy.restore()
