@@ -139,7 +139,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
                   file=sys.stderr)
             return 2
     from remote_agent.daemon.paths import code_hash
-    from remote_agent.daemon.server import bind, run_daemon as serve_daemon, write_pid
+    from remote_agent.daemon.server import bind, run_daemon as serve_daemon, unbind, write_pid
     from remote_agent.daemon.settings import from_args
     from remote_agent.jobs.procs import proc_missing
     from remote_agent.service import Agent
@@ -153,28 +153,35 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
     # (a full state disk, or one with no inode left), refused before it detaches: after, its
     # words would go to its log alone
     doing = "listen on %s" % paths.socket
+    listener = None
+    pid_made = False
     try:
         listener = bind(paths)
         doing = "write the pid file %s" % paths.pid_file
         pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                               "pid file")
+        pid_made = True
         try:
             write_pid(pid_fd)
             doing = "open the daemon log %s" % paths.log_file
             log_fd = open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                   "daemon log") if args.detach else -1
+            if args.detach:
+                doing = "detach the daemon"
+                _daemonize(log_fd)  # its pid written again, by the daemon (``serve_daemon``)
         except BaseException:
             os.close(pid_fd)
             raise
-    except UnsafePath as err:
-        print("remote_agent: %s" % err, file=sys.stderr)
+    except (UnsafePath, OSError) as err:
+        if listener is not None:  # nothing of this start is left for the next to find
+            unbind(paths, listener, pid_made)
+        if isinstance(err, UnsafePath):
+            print("remote_agent: %s" % err, file=sys.stderr)
+        else:
+            print("remote_agent: cannot %s: %s" % (doing, err.strerror or err),
+                  file=sys.stderr)
         return 2
-    except OSError as err:
-        print("remote_agent: cannot %s: %s" % (doing, err.strerror or err), file=sys.stderr)
-        return 2
-    if args.detach:
-        _daemonize(log_fd)  # its pid written again, by the daemon (``serve_daemon``)
-    else:
+    if not args.detach:
         os.close(pid_fd)  # the daemon is this process: its pid is written
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")

@@ -135,7 +135,9 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     inode for the log (8), the launcher ended on an OSError's traceback (exit 1); and with
     one more (9), the simulated GPUs' state written again as NVML starts, the daemon ended
     on a traceback in its log, its socket left bound (a bridge waited 15 s on "Connection
-    refused"); and the job table's was SQLite's "unable to open database file" alone."""
+    refused"); and the job table's was SQLite's "unable to open database file" alone. Its
+    launcher, refused after it bound the socket (the pid file, the log), left the socket
+    bound, and the pid file it had written, for the next start to find."""
     disk = tmp_path / "disk"
     disk.mkdir()
     paths = AgentPaths(str(disk / "state"))
@@ -159,6 +161,8 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
                 said.append(log.splitlines()[-1])
                 continue
             assert "Traceback" not in done.stderr and done.returncode == 2, done
+            assert not os.path.exists(paths.socket) and not os.path.exists(paths.pid_file), \
+                done.stderr
             line, = done.stderr.splitlines()
             assert line.startswith("remote_agent: ") and paths.state_dir in line, done.stderr
             said.append(line)

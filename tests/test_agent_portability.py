@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -247,6 +248,57 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     assert "on gpu-closing: the host's SFTP server ended during the upload" in host["error"], host
     cache = tmp_path / "cache" / "gpu-closing"
     assert [name for name in os.listdir(cache) if ".pyz.part-" in name], host  # (mid-upload)
+
+
+HOLDING_SFTP = """import os, struct, subprocess, sys
+server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
+def read(n):
+    data = b""
+    while len(data) < n:
+        more = os.read(server.stdout.fileno(), n - len(data))
+        if not more:
+            sys.exit(0)
+        data += more
+    return data
+opened = False
+while True:  # the server's answers as they are until the agent's file is open and one write was
+    head = read(4)  # answered; then no more, and the test is told (a file made) to drop the link
+    body = read(struct.unpack(">I", head)[0])
+    os.write(1, head + body)
+    if opened:
+        break
+    opened = body[0] == 102  # SSH_FXP_HANDLE
+open(%r, "w").close()
+server.wait()  # (its stdin, the channel's, ends as sshd ends the session)
+"""
+
+
+def test_an_ssh_link_that_drops_mid_upload_is_said_as_the_links(
+        fleet_env, tmp_path):  # noqa: F811
+    """The SSH link drops (its TCP connection cut) while the agent is put, the SFTP server
+    waiting: the host is offline saying the link dropped during the upload and that the next
+    connect tries it again; it was "Server connection dropped: (set agent_cache to a writable
+    directory)", though the folder was fine."""
+    holding = tmp_path / "holding"
+    script = tmp_path / "holding-sftp"
+    script.write_text("#!%s\n%s" % (sys.executable, HOLDING_SFTP % str(holding)))
+    script.chmod(0o755)
+    fleet_env.add("gpu-dropped", "1xL4", sftp=str(script))
+    status = []
+    asking = threading.Thread(target=lambda: status.append(fleet_env.status()))
+    asking.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not holding.exists():
+            assert asking.is_alive() and time.monotonic() < deadline, status
+            time.sleep(0.05)
+        fleet_env.proxies["gpu-dropped"].cut()
+    finally:
+        asking.join()
+    host = status[0]["gpu-dropped"]
+    assert host["state"] == "offline", host
+    assert "agent_cache" not in host["error"] and "SFTP server" not in host["error"], host
+    assert "on gpu-dropped: the SSH link dropped during the upload" in host["error"], host
 
 
 @pytest.mark.slow  # (the Python check's own timeout, 30 s, runs out)

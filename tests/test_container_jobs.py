@@ -225,6 +225,37 @@ def test_a_container_job_s_env_values_are_in_the_container_and_on_no_command_lin
     assert os.stat(env_file).st_mode & 0o777 == 0o600
 
 
+def test_a_container_job_s_env_file_swapped_for_a_link_is_not_what_its_runtime_reads(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """podman (run as the agent) read the job's ``container.env`` by its path: a job of the
+    agent's user that put a link there, to a file of the agent's, as the runtime started, gave
+    that file's lines to the container. The file is opened in the job's folder by the shim,
+    no link followed, and given to the runtime by its descriptor: the swap changes nothing."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'run) while [ -e %s ]; do sleep 0.05; done;;' % hold)
+    secret = tmp_path / "agents-own"
+    secret.write_text("LEAKED=the agent's own\n")
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-c-swap", gpu=0, memory_mib=100, image=podman.image,
+                     env=dict(IN_IMAGE, MINE="given"), argv=[PYTHON, "-c", (
+                         "import os\nprint(os.environ.get('LEAKED'), os.environ.get('MINE'))")])
+    try:
+        wait_until(lambda: any(line.startswith("run ") for line in podman_calls(tmp_path)),
+                   "the runtime's run")
+        env_file = os.path.join(job_dir(state, job["id"]), "container.env")
+        os.rename(env_file, env_file + ".aside")
+        os.symlink(str(secret), env_file)
+        hold.unlink()
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+    finally:
+        if hold.exists():
+            hold.unlink()
+        podman.remove(job["container"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["None given"]
+
+
 def test_a_container_job_gets_none_of_the_agent_s_proxy_variables(podman, start_agent,
                                                                    tmp_path, monkeypatch):
     """A bare job's base environment is an allow-list; podman would copy the proxy variables

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fractui import cli
+from fractui.words import as_typed, quoted
 from tests.cli_run import in_process, leaks
 
 HOSTILE = st.one_of(
@@ -82,3 +83,83 @@ def test_hostile_values_of_every_option(config, capfd, words):
     assert code in (0, 1, 2) and not leaks(err), (words, code, err[-800:])
     if code:
         assert err.strip(), (words, code)
+
+
+# Each verb's command line with every word right (on NAMED_CONFIG's store and host), and where
+# in it each positional word is: one of them, or one option's value, is made hostile.
+RIGHT = {
+    "status": [], "doctor": ["gpu-a"], "trust": ["gpu-a", "--yes"], "mig": ["gpu-a", "0",
+                                                                         "1g.10gb"],
+    "launch": ["gpu-a", "0", "--memory-mib", "10", "--", "true"], "stop": ["gpu-a/j1"],
+    "jobs": ["1"], "logs": ["1"], "submit": ["--queue", "q", "--", "true"], "cancel": ["1"],
+    "requeue": ["1"], "preempt": ["1"], "place": ["1", "gpu-a", "0"],
+    "move": ["1", "gpu-a", "0"], "audit": ["1"], "cordon": ["gpu-a", "0"],
+    "drain": ["gpu-a", "0"], "uncordon": ["gpu-a", "0"], "report": [], "teams": [],
+    "queues": [], "themes": [],
+}
+
+
+@pytest.fixture(scope="module")
+def named_config(tmp_path_factory):
+    """A store with job 1 in it, queue q, and host gpu-a, reached by a command that fails at
+    once (offline: the verbs that reach it end in exit 1, quickly)."""
+    d = tmp_path_factory.mktemp("named")
+    path = d / "config.toml"
+    path.write_text('[store]\nurl = "sqlite://%s"\n[[hosts]]\nname = "gpu-a"\ntransport = '
+                    '"exec"\nexec = ["false"]\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                    % (d / "store.db"))
+    assert cli.main(["--config", str(path), "submit", "--queue", "q", "--", "x"]) == 0
+    return str(path)
+
+
+WORDED = [s for s in SHAPES if s[1] or any(a.nargs != 0 for a in s[2])]  # a word to make wrong
+
+
+@st.composite
+def one_word_wrong(draw):
+    """(command line, the hostile word, the option it is given to: none for a positional
+    word, which its refusal must say back)."""
+    verb, _, options = draw(st.sampled_from(WORDED))
+    words = [verb] + RIGHT[verb]
+    cut = words.index("--") if "--" in words else len(words)
+    slots = [i for i in range(1, cut) if not words[i].startswith("-")
+             and not words[i - 1].startswith("-")]
+    valued = [a for a in options if a.nargs != 0]
+    word = draw(HOSTILE)
+    if slots and (not valued or draw(st.booleans())):
+        at = draw(st.sampled_from(slots))
+        names = []
+        words[at] = word
+    else:
+        action = draw(st.sampled_from(valued))
+        flag = draw(st.sampled_from(action.option_strings))
+        names = [flag] + list(action.option_strings)
+        if flag in words[:cut]:
+            words[words.index(flag) + 1] = word
+        else:
+            words[cut:cut] = [flag, word]
+    return words, word, names
+
+
+def _named(err: str, word: str, names) -> bool:
+    """Whether ``err`` says the word (as messages quote one: ``words.quoted``, or bare), or
+    the option it was given to (``names``)."""
+    shown = [quoted(word)[:24], as_typed(word)[:24]] + list(names)
+    if word.startswith("-"):  # an option-looking value is read as an option: named as one
+        shown.append(word.split("=", 1)[0][:24])
+    return any(s and s in err for s in shown)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=one_word_wrong())
+def test_one_wrong_word_is_named_in_its_refusal(named_config, capfd, case):
+    """Every other word right: a refusal of the command line (exit 2) says the wrong word, or
+    the option or argument it was given to, so the user knows which to fix."""
+    words, word, names = case
+    code, out, err = in_process(capfd, ["--config", named_config, *words])
+    assert code in (0, 1, 2) and not leaks(err), (words, code, err[-800:])
+    if code:
+        assert err.strip(), (words, code)
+    if code == 2:
+        assert _named(err, word, names), (words, err[-400:])

@@ -122,3 +122,58 @@ def _plain(v):
     if isinstance(v, list):
         return [_plain(x) for x in v]
     return v
+
+
+with open(os.path.join(REPO, "config.example.toml"), encoding="utf-8") as _f:
+    EXAMPLE_LINES = [line for line in _f.read().splitlines() if line.strip()
+                     and not line.lstrip().startswith("#")]
+TOKENS = st.sampled_from([
+    "", "=", "= 1", "x =", "[", "]", "[[", "]]", "[hosts]", "[[hosts]]", "[[queues]]", "[store]",
+    "[queues]", "[[ssh]]", "[tui.keys]", "[[tui]]", "name = 1", 'name = "dup"', "a.b.c = 1",
+    "hosts.name = 1", "queues = []", 'gpu = "0.5"', "gpu = nan", "gpu = inf", "gpus = 1e400",
+    "priority = -9223372036854775808", "port = 0x16", "port = 0o26", "port = 1_0", 'x = """',
+    "x = '''", "x = [1, 'a'", "x = {a = 1", "x = 1979-05-27", "x = 07:32:00", "\x00", "\x7f",
+    "\ufeff", "\u202e", "é = 1", '"" = 1', "'' = 1", "x = \"\\u0000\"", "x = \"\\ud800\"",
+    "x = \"\\q\""])
+
+
+@st.composite
+def example_texts(draw):
+    """config.example.toml's lines (comments left out), a few changed as a hand editing it
+    changes them: one dropped, doubled, moved, cut short, its value or a new line put in."""
+    lines = list(EXAMPLE_LINES)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(lines) - 1))
+        how = draw(st.integers(0, 5))
+        if how == 0:
+            del lines[at]
+        elif how == 1:
+            lines.insert(at, lines[at])
+        elif how == 2:
+            lines.insert(draw(st.integers(0, len(lines))), lines.pop(at))
+        elif how == 3:
+            lines[at] = lines[at][:draw(st.integers(0, len(lines[at])))]
+        elif how == 4 and "=" in lines[at]:
+            lines[at] = lines[at].split("=", 1)[0] + "= " + draw(st.one_of(
+                TOKENS, st.sampled_from(EXAMPLE_LINES).map(lambda x: x.split("=", 1)[-1])))
+        else:
+            lines.insert(at, draw(TOKENS))
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=example_texts())
+def test_the_example_edited_by_hand_loads_or_says_file_and_line(home, text):
+    """The text itself changed (test_fuzz_config's damage is to its own base, at fixed
+    seeds): a line of the file, or a config within its bounds."""
+    path = str(home / "config.toml")
+    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+        f.write(text)
+    try:
+        config = load_checked(path)
+    except ConfigError as err:
+        assert err.path == path and err.line is not None, str(err)
+        assert 1 <= err.line <= text.count("\n") + 1, str(err)
+        return
+    assert not safe(config), safe(config)

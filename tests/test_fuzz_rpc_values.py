@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remote_agent.daemon.paths import AgentPaths
-from tests.test_protocol_fuzz import NEVER_VALID, SCHEMA, VALID, Session, well_formed
+from tests.test_protocol_fuzz import CHANGING, NEVER_VALID, SCHEMA, VALID, Session, well_formed
 
 JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2 ** 80), max_value=2 ** 80),
@@ -122,3 +122,81 @@ def test_a_line_cut_short_holds_up_no_other_client(agent, tmp_path, line, cut, j
                 for raw in answers.read().splitlines():
                     well_formed(json.loads(raw))
     assert agent.call("daemon.version")
+
+
+IDS = st.one_of(st.integers(min_value=-(2 ** 70), max_value=2 ** 70), st.text(max_size=12),
+                st.sampled_from([None, True, 1.5, 1.0, -0.0, [], {}, [1], {"a": 1}, 2 ** 63 - 1,
+                                 2 ** 63, -(2 ** 63), 1 - 2 ** 63, 10 ** 400, "x" * 257,
+                                 "x" * 256, "\x00", "\ud800", "\u202e", "a\nb"]))
+METHODS = st.one_of(st.sampled_from(sorted(SCHEMA) + ["", "Hello", "hello ", "rpc.x", "x" * 500,
+                                                      "daemon.version\x00", "\ud800"]),
+                    st.none(), st.integers(), st.booleans(), st.lists(st.text(max_size=3)))
+ENVELOPE = {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", "2", 2.0, None, "", "2.0 "]),
+            "id": IDS, "method": METHODS,
+            "params": st.one_of(st.just({}), st.none(), st.lists(JSON, max_size=2), JSON)}
+
+
+@st.composite
+def envelopes(draw):
+    """A request for daemon.version or another harmless method, with any id (or none), and
+    a member or two changed, dropped or added."""
+    message = {"jsonrpc": "2.0", "id": draw(IDS), "method": draw(st.sampled_from(
+        ["daemon.version", "inventory", "snapshot", "job.list", "hello"]))}
+    for _ in range(draw(st.integers(0, 2))):
+        how = draw(st.integers(0, 3))
+        name = draw(st.sampled_from(sorted(ENVELOPE)))
+        if how == 0:
+            message.pop(name, None)
+        elif how == 3:
+            message[draw(st.sampled_from(["extra", "ID", "result", "error", ""]))] = draw(JSON)
+        else:
+            message[name] = draw(ENVELOPE[name])
+    if message.get("method") in NEVER_VALID or message.get("method") in CHANGING:
+        message["params"] = {"not-a-param": 1}  # nothing started, stopped or changed
+    return message
+
+
+def _reply_id(message):
+    """The id an answer must carry: the request's where it is one the protocol takes (a
+    string of at most 256 characters that is Unicode and holds no NUL, an integer), else
+    null."""
+    got = message.get("id")
+    if isinstance(got, str) and len(got) <= 256 and "\x00" not in got and not any(
+            "\ud800" <= c <= "\udfff" for c in got):
+        return got
+    if isinstance(got, int) and not isinstance(got, bool) and abs(got) < 2 ** 63:
+        return got
+    return None
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(message=envelopes())
+def test_a_changed_envelope_on_the_daemons_socket_is_answered_with_its_id(
+        agent, tmp_path, message):
+    """Straight to the daemon's socket, as each bridge writes there: a request whose members
+    were changed gets one well-formed answer carrying its id (null where the id is none the
+    protocol takes), a notification none unless it is no request at all; and the same
+    connection is answered next."""
+    agent.call("hello")  # the daemon runs
+    with _connected(AgentPaths(str(tmp_path / "state")).socket) as sock, \
+            sock.makefile("rb") as answers:
+        sock.sendall(json.dumps(message).encode("utf-8", "surrogatepass") + b"\n")
+        sock.sendall(b'{"jsonrpc": "2.0", "id": "next", "method": "daemon.version"}\n')
+        got = []
+        while True:
+            raw = answers.readline()
+            assert raw.endswith(b"\n"), (message, got)
+            line = json.loads(raw)
+            if isinstance(line, dict) and "id" not in line and "method" in line:
+                continue  # pushed (subscribe)
+            if isinstance(line, dict) and line.get("id") == "next":
+                assert "result" in line, line
+                break
+            got.append(line)
+    assert len(got) <= 1, (message, got)
+    if got:
+        well_formed(got[0])
+        assert got[0]["id"] == _reply_id(message), (message, got)
+    else:
+        assert "id" not in message, (message, "no answer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -14,20 +15,27 @@ import threading
 import time
 import urllib.request
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Sequence
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import pytest
 
-from fractui.config import Config, ConfigError, TeamConfig, load_config
+from fractui.config import Config, ConfigError, QueueConfig, TeamConfig, load_config
 from fractui.metrics import exporter as exporting
 from fractui.metrics.exporter import Exporter
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
+from fractui.scheduler.service import Scheduler
+from fractui.store.base import StoreUnavailable
 from fractui.store.model import Job, Slot
+from fractui.store.sqlite import SqliteStore
 from tests.cli_run import closed_port, in_process, leaks
 from tests.conftest import REPO
+from tests import localfleet
+from tests.localfleet import wait
 from tests.sshd import in_mount_namespace
+
+local_fleet = localfleet.local_fleet
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -772,3 +780,87 @@ def test_the_scheduler_command_refuses_a_bad_listen_with_exit_2(tmp_path, capfd)
     assert code == 2
     assert "%s:2: metrics.listen must be host:port" % path in err
     assert not leaks(err)
+
+
+def _ahead() -> float:
+    """The head node's clock, an hour ahead of the store's."""
+    return time.time() + 3600
+
+
+def _one_waiting(local_fleet) -> "localfleet.LocalFleet":
+    """A fleet whose one job waits (its host cordoned), submitted a moment ago."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="two", gpu=0.5)])
+    f.store.cordon("gpu-a", None, "cordon", "test", "so that the job waits")
+    f.submit("two")
+    return f
+
+
+def _served(f: "localfleet.LocalFleet", store, on_turn: Callable[[PassReport], None]
+            ) -> List[PassReport]:
+    """The reports of a scheduler on ``_ahead``'s clock, its own loop, until its first full
+    pass; stopped then."""
+    heard: List[PassReport] = []
+    scheduler = Scheduler(f.config, store, f.fleet, name="test", clock=_ahead,
+                          on_turn=lambda r: (heard.append(r), on_turn(r)))
+    scheduler.start()
+    try:
+        wait(lambda: any(r.jobs for r in list(heard)), lambda: "no full pass reported")
+    finally:
+        scheduler.stop()
+    return heard
+
+
+def _oldest_waits(f: "localfleet.LocalFleet", store) -> Tuple[List[PassReport], dict]:
+    """``_served``'s reports, heard by the exporter as `fractui scheduler` wires them (on the
+    same clock), and the queues' oldest waits it serves then."""
+    exporter = Exporter(("127.0.0.1", closed_port()), f.config,
+                        lambda: [HostView.of(s) for s in f.fleet.statuses()], clock=_ahead)
+    try:
+        heard = _served(f, store, exporter.report)
+        return heard, {s.labels["queue"]: s.value for fam in families(exporter.state())
+                       for s in fam.samples if s.name == "fractui_queue_oldest_wait_seconds"}
+    finally:
+        exporter.close()
+
+
+def test_a_queues_oldest_wait_counts_to_the_stores_clock_as_fractui_queues_does(local_fleet):
+    """fractui_queue_oldest_wait_seconds reads a wait as `fractui queues` does, to the store's
+    clock (the one that dated the submit; on PostgreSQL the server's): a head node whose
+    clock runs an hour ahead of it read a job submitted a moment ago as waiting an hour."""
+    f = _one_waiting(local_fleet)
+    _, oldest = _oldest_waits(f, f.store)
+    ran = f.fractui("queues", "--json")
+    assert ran.returncode == 0, ran.stderr
+    said = json.loads(ran.stdout)["queues"]
+    assert [q["longest_wait_s"] < 60 for q in said if q["name"] == "two"] == [True], said
+    assert 0 <= oldest["two"] < 60, (oldest, time.time() - f.store.jobs()[0].submitted_at)
+
+
+class NowFailsOnce(SqliteStore):
+    """A real SQLite store whose first read of its clock fails, as a server lost between the
+    scheduler's read of the jobs and that of the clock."""
+
+    failed = False
+
+    def now(self) -> float:
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailable(self.where, "the server is down (a test's outage)")
+        return super().now()
+
+
+def test_a_clock_read_that_failed_is_read_again_with_the_jobs(local_fleet):
+    """The store's clock is read with its jobs, and a read of it that fails fails the pass
+    as a read of the jobs does: the next pass reads both again. Kept apart, the jobs read
+    before the failure stood (their counter had not moved: a holder before this one had
+    said why they wait) and the clock was not read again for a lease period: the waits
+    counted to the head node's clock, an hour ahead of the store's."""
+    f = _one_waiting(local_fleet)
+    _served(f, f.store, lambda r: None)  # (the job's wait said by a holder before)
+    store = NowFailsOnce(str(f.tmp / "store.db"))
+    try:
+        heard, oldest = _oldest_waits(f, store)
+    finally:
+        store.close()
+    assert store.failed and not heard[0].store_ok, heard[0]  # (the pass the outage failed)
+    assert 0 <= oldest["two"] < 60, oldest

@@ -231,8 +231,9 @@ def test_the_table_prints_the_same_numbers(fleet, tmp_path, capfd):
                                "0", "0", "0", "1", "—"]  # MIG only: used is not known
     assert rows["total"][1:] == ["2.79", "2.12", "1.29", "37.25", "30m00s", "1h00m", "2", "0",
                                  "1", "0", "1", "0", "1", "6.25"]
+    # (the mean saved as the two means are said: 1.81 - 1.44, though --json's is 0.375)
     assert "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); " \
-        "they used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average" in out, out
+        "they used 2 (1.44): sharing saved 1 GPU at peak, 0.37 on average" in out, out
     # how busy the jobs kept what they held, of what was measured: 2.125 of 1.5 (vision's
     # quarter shares kept their GPU busier than their charge)
     assert "used 2.12 GPU-h of the 1.50 held where NVML measured it (142 % busy; a share's " \
@@ -323,7 +324,7 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
     # it), and the job still waiting at the end
     assert headline(computed).plain.splitlines() == [
         "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); they "
-        "used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average",
+        "used 2 (1.44): sharing saved 1 GPU at peak, 0.37 on average",
         "the store keeps nothing of it before %s: means over time start there" % local(T),
         "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on them "
         "6.25 (57 %)",

@@ -74,7 +74,9 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
         local_fleet, store_url):
     """As above, but the job was cancelled while its launch was being sent (stopping, its
     start not recorded): the store records the held start as found, still stopping, charged
-    from when the agent booked its slice, as any held start is. Before, a stopping job's
+    from when the agent booked its slice, as any held start is; once adopted, its start is
+    the agent's (it kept none: ``fractui jobs`` and ``show`` gave no run time). Before, a
+    stopping job's
     start with no start time was left unrecorded, and once the folder was mended and the job
     adopted it was charged from the adopted start: the time it held its slice while held went
     uncharged."""
@@ -98,6 +100,13 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
         [charged] = [u for u in f.store.usage(0, time.time() + 60) if u.job == job.id]
         assert charged.started_at == record["created_at"] and charged.ended_at is not None
         assert not alive(pid)
+        [record] = f.agent_jobs()  # its start, as the agent read it once adopted, is kept
+        ended = f.store.get(job.id)
+        assert record["started_at"] is not None and ended.started_at == record["started_at"], \
+            (ended, record)
+        listed = f.fractui("jobs", "--all", "--json")
+        assert [j["ran_s"] is not None for j in json.loads(listed.stdout)["jobs"]] == [True], \
+            listed.stdout
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

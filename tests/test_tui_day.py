@@ -19,7 +19,7 @@ from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
-from fractui.fleet.host import HostUnavailable
+from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.standing import (USAGE_EVERY_S, UsageRead, next_order, queue_stats,
                                     as_kept, reserved, standing)
 from fractui.scheduler.child import ChildScheduler
@@ -217,6 +217,34 @@ async def test_a_key_with_nothing_to_act_on_says_so():
         assert app.screen.rows == []
         assert said(app, mark) == ["no job to open: the view lists none (a lists the ended too)"]
         assert not isinstance(app.screen, JobScreen)
+
+
+@pilot_test
+async def test_the_maps_keys_with_no_gpu_under_the_cursor_say_why():
+    """Hosts none of which has reported a GPU (one unreachable, one still connecting), then a
+    filter that matches nothing: the key line offers enter and d, and C cordons "the cursor's
+    host"; with no GPU drawn there is no cursor, and each key did nothing, saying nothing."""
+    statuses = [HostStatus("gpu-a", "unreachable", error="ssh: No route to host"),
+                HostStatus("gpu-b", "connecting")]
+    app = FractuiApp(Source(statuses), Config(path=None, queues=QUEUES, teams=TEAMS,
+                                              tui=TuiSettings()), clock=lambda: NOW)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settled(pilot)
+        await pilot.press("enter", "d", "m", "C")
+        await pilot.pause()
+        none = "no host has reported a GPU yet"
+        assert said(app) == [
+            "no GPU under the cursor to open: %s" % none,
+            "no GPU under the cursor to show: %s" % none,
+            "no job under the cursor to move: %s" % none,
+            "no host under the cursor to cordon: %s; the palette (:) names one: cordon host "
+            "NAME" % none]
+    async with settled_app((100, 30)) as (app, pilot):
+        await pilot.press("slash", *"zzz", "enter", "U")
+        await pilot.pause()
+        assert said(app) == ["no host under the cursor to uncordon: nothing matches /zzz/ "
+                             "(esc clears the filter); the palette (:) names one: uncordon "
+                             "host NAME"]
 
 
 def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():

@@ -336,3 +336,34 @@ async def test_a_notice_from_a_worker_thread_is_listed_by_the_apps_thread():
         assert drawn_on and set(drawn_on) == {threading.get_ident()}
     app.notify("said after the end")  # (no screen to list it on: kept, nothing drawn)
     assert app.notices.newest_first()[0].message == "said after the end"
+
+
+REMAPPED = (("fleet.jobs", "ctrl+b"), ("job.search", "ctrl+f"), ("map.gpu", "i"),
+            ("fleet.back", "ctrl+g"), ("jobs.ended", "A"), ("app.command", "ctrl+k"))
+
+
+@pilot_test
+async def test_a_notice_that_names_a_key_names_it_as_remapped():
+    """Notices that tell the admin which key to press named the key as shipped: with ``[tui]
+    keys`` remapping them they sent the admin to a key that did nothing (``d opens the GPU``
+    where ``i`` does), as ``?`` and the key lines never do."""
+    async with settled_app((120, 40), keys=REMAPPED) as (app, pilot):
+        fleet = app.fleet
+        fleet.map.move_to(Cursor("a100-1", 2, 0.45))  # free slices beside #2, #3, #4
+        await pressed(pilot, "m")
+        await pressed(pilot, "slash", *"zzz", "enter", "C")
+        assert said(app) == [
+            "no job under the cursor to move: a100-1 gpu 2 runs #2, #3, #4: put the cursor on "
+            "one's slice (or i opens the GPU)",
+            "no host under the cursor to cordon: nothing matches /zzz/ (^g clears the filter); "
+            "the palette (^k) names one: cordon host NAME"]
+        mark = len(app.notices.kept)
+        await pressed(pilot, "ctrl+g", "ctrl+b", "slash", *"zzz", "enter", "enter")
+        assert isinstance(app.screen, JobsScreen)
+        assert said(app, mark) == ["no job to open: the view lists none (A lists the ended too)"]
+        await pressed(pilot, "escape", "escape")
+        app.open_job(1)
+        await settled(pilot)
+        mark = len(app.notices.kept)
+        await pressed(pilot, "n")
+        assert said(app, mark) == ["nothing searched yet: ^f searches the output"]

@@ -80,6 +80,7 @@ class Exporter:
         self._jobs: Sequence[Job] = ()
         self._copies: Mapping[str, Mapping[str, int]] = {}
         self._last_pass: Optional[float] = None
+        self._store_lead = 0.0
         self._held = False
         self._holder = ""
         self._store_ok = True
@@ -100,6 +101,8 @@ class Exporter:
                 self._jobs = tuple(report.jobs)
                 self._copies = dict(report.copies or {})
                 self._last_pass = report.at
+            if report.store_lead is not None:
+                self._store_lead = report.store_lead
             self._held, self._store_ok = report.held, report.store_ok
             self._holder = report.holder
         self._said.flush()  # (what its clients' lines left unsaid, once their window ended)
@@ -115,11 +118,12 @@ class Exporter:
         """What a scrape reports now."""
         with self._lock:
             jobs, last, held, ok = self._jobs, self._last_pass, self._held, self._store_ok
-            holder, copies = self._holder, self._copies
+            holder, copies, lead = self._holder, self._copies, self._store_lead
         return MetricsState(now=self.clock(), holder=holder, hosts=self.hosts(), jobs=jobs,
                             teams=self.config.teams,
                             queues=[q.name for q in self.config.queues], lease_held=held,
-                            store_reachable=ok, last_pass=last, copies=copies)
+                            store_reachable=ok, last_pass=last, copies=copies,
+                            store_lead=lead)
 
     def _open(self) -> None:
         with self._serving:

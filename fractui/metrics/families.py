@@ -198,10 +198,11 @@ def _queues(state: MetricsState) -> List[Metric]:
                     "job has waited (0 when none waits)", ["queue"])
     longest: Dict[str, float] = {}
     count: Dict[str, int] = {q: 0 for q in state.queues}
+    now = state.now + state.store_lead  # (the store's clock, which dated the waits' starts)
     for job in state.jobs:
         if job.state == PENDING:
             count[job.queue] = count.get(job.queue, 0) + 1
-            longest[job.queue] = max(longest.get(job.queue, 0.0), job.waited(state.now))
+            longest[job.queue] = max(longest.get(job.queue, 0.0), job.waited(now))
     for queue, n in count.items():
         depth.add_metric([queue], float(n))
         oldest.add_metric([queue], longest.get(queue, 0.0))

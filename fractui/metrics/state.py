@@ -31,6 +31,10 @@ class PassReport:
     store's key that it found the store does not hold, for each host it could reach."""
     at: float = 0.0
     """When the turn ended (epoch seconds)."""
+    store_lead: Optional[float] = None
+    """After a full pass, how far the store's clock (on PostgreSQL the server's, which dates
+    the submits and requeues) runs ahead of the scheduler's, as it last read the store's jobs;
+    None when the turn ran none: the last one stands."""
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,6 @@ class MetricsState:
     """When the last full pass ended (epoch seconds); None before the first."""
     copies: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     """The copies the store does not hold, as the last full pass found them (PassReport)."""
+    store_lead: float = 0.0
+    """How far the store's clock runs ahead of ``now``'s (PassReport): a wait is counted to
+    the store's clock, which dated its start, as every other view of a wait counts it."""

@@ -429,7 +429,8 @@ class Executor:
         # (a running job's reason is this; its start, where its launch was answered under
         # way or its agent held it, is the agent's once known: each written once)
         unknown = job.started_at is None and rec.get("started_at") is not None
-        if job.state == RUNNING and (job.reason != held or unknown):
+        if (job.state == RUNNING and job.reason != held) or (
+                job.state in (RUNNING, STOPPING) and unknown):
             self.store.held(job.id, held, rec.get("started_at") if job.started_at is None
                             else job.started_at, epoch=self.epoch)
             return True

@@ -128,6 +128,8 @@ class Scheduler:
         self._store_ok = True  # the store answered the last turn
         self._passed: Optional[Tuple[float, List[Job]]] = None  # the last full pass: time, jobs
         self._stepped: List[Job] = []  # the active jobs as the last step left them
+        self._store_lead: Optional[float] = None  # the store's clock less this one's, as the
+        # jobs were last read (the metrics' waits count to the store's clock)
         self._copies: Dict[str, Dict[str, int]] = {}
         """host -> kind -> the copies the store does not hold, as the last step found them."""
         self.fatal: Optional[StoreError] = None
@@ -366,7 +368,8 @@ class Scheduler:
             self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
                                     jobs=passed[1] if passed else None,
                                     seconds=passed[0] if passed else None, at=self.clock(),
-                                    copies=self._copies if passed else None))
+                                    copies=self._copies if passed else None,
+                                    store_lead=self._store_lead if passed else None))
         except Exception as err:  # its stack once while it fails so, not at every turn
             self.failures.failed("listener", "the scheduler's listener failed (%s: %s)" % (
                 type(err).__name__, err), logging.ERROR, True)
@@ -484,7 +487,11 @@ class Scheduler:
         last = self._read
         if last is not None and last.version == version and now - last.at < self.settings.lease_s:
             return last.jobs
-        self._read = ActiveJobs.of(version, now, self.store.jobs(ACTIVE))
+        jobs = self.store.jobs(ACTIVE)
+        lead = self.store.now() - self.clock()  # (one cheap read, as jobs are)
+        # both kept, or neither: jobs kept without it stand until their counter moves, and
+        # the waits count to this clock until then
+        self._read, self._store_lead = ActiveJobs.of(version, now, jobs), lead
         return self._read.jobs
 
     def _derived(self, jobs: List[Job]) -> "ActiveJobs":

@@ -334,7 +334,8 @@ class Store(abc.ABC):
         """A running job's words on why its agent holds its start (``fleetview.held_why``;
         None: it holds it no more), copied from the agent as they change (not audited), with
         its start once the agent knows it (read when the hold ends, or once a start its launch
-        answered under way runs; None: not known)."""
+        answered under way runs; None: not known). A stopping job (a held start stopped as it
+        was launched, adopted since) is given its start alone: its reason is its stop's."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,

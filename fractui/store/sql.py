@@ -692,8 +692,9 @@ class SqlStore(Store):
 
     def held(self, job_id: int, reason: Optional[str], started_at: Optional[float],
              epoch: Optional[int] = None) -> Job:
-        return self._transition(job_id, (RUNNING,), epoch, None, None, None,
-                                {"reason": reason, "started_at": started_at})
+        return self._transition(job_id, (RUNNING, STOPPING), epoch, None, None, None,
+                                lambda job: {"started_at": started_at, **(
+                                    {"reason": reason} if job.state == RUNNING else {})})
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],

@@ -16,6 +16,7 @@ from textual.keys import REPLACED_KEYS, key_to_character
 from textual.screen import Screen
 from textual.widgets import Static
 
+from fractui.tui.keymap import keys_of
 from fractui.tui.parts import wrap_parts
 
 
@@ -94,6 +95,17 @@ def typed_there(screen: Screen, key: str) -> bool:
     focused = screen.focused
     return focused is not None and focused.check_consume_key(
         key, key_to_character(REPLACED_KEYS.get(key, key)))
+
+
+def key_named(node: DOMNode, binding_id: str, keys: str) -> str:
+    """The key of ``binding_id`` (bound to ``keys`` as shipped) as a notice that says what to
+    press names it: its first key as ``[tui] keys`` maps it, written as the key lines write
+    it (``/``, ``esc``, ``^f``). A notice naming the key as shipped sent an admin who had
+    remapped it to a key that did nothing, or something else."""
+    app = node.app
+    config = getattr(app, "config", None)
+    mapped = dict(config.tui.keys).get(binding_id, keys) if config is not None else keys
+    return app.get_key_display(Binding(keys_of(mapped)[0], ""))
 
 
 def _what(binding: Binding, node: DOMNode) -> str:

@@ -39,7 +39,7 @@ from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_
                                    place_by_hand, uncordon)
 from fractui.store.model import (CORDON, DRAIN, ON_HOST, PENDING, Hold, Job, KeptTerms, Quota,
                                  movable)
-from fractui.tui.actions import Keyed, Modal, listed
+from fractui.tui.actions import Keyed, Modal, key_named, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry, move_entry, place_entry
 from fractui.tui.cursor import Cursor, block_job_id
@@ -429,8 +429,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
                 follow = _on_block(lines[first:first + 1], lambda b: b.kind == GHOST)
-        self.map.show(lines, "nothing matches /%s/ (esc clears the filter)" % self.filter_text
-                      if self.filter_text and not lines else "")
+        self.map.show(lines, "nothing matches /%s/ (%s clears the filter)" % (
+            self.filter_text, key_named(self, "fleet.back", "escape"))
+            if self.filter_text and not lines else "")
         # "· no fit" said only where the map draws it: at 80x24 its words cost the map a row
         self.query_one(Legend).show_unfit(any(g.unfit for line in lines
                                               for g in gpus_of(line)))
@@ -921,8 +922,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         where = "%s gpu %d" % (message.gpu.host, message.gpu.index)
         self.notify("no job under the cursor to move: %s" % (
-            "%s runs %s: put the cursor on one's slice (or d opens the GPU)" % (
-                where, ", ".join("#%d" % i for i in ids)) if ids
+            "%s runs %s: put the cursor on one's slice (or %s opens the GPU)" % (
+                where, ", ".join("#%d" % i for i in ids), key_named(self, "map.gpu", "d"))
+            if ids
             else "%s runs no job of the store" % where), severity="warning")
 
     # -- jumps (the palette) --

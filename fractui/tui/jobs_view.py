@@ -32,7 +32,8 @@ from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.intents import as_it_is
 from fractui.store.model import ENDED, PENDING, RUNNING, Job, movable
-from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings, wrapped
+from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings, key_named,
+                                 wrapped)
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
@@ -407,7 +408,8 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         row = self.table.row
         if row is None:
             self.notify("no job to open: the view lists none%s" % (
-                " (a lists the ended too)" if not self.ended else ""), severity="warning")
+                " (%s lists the ended too)" % key_named(self, "jobs.ended", "a")
+                if not self.ended else ""), severity="warning")
             return
         if row.job_id is None:
             # what it is as its reason says it: a job launched by hand, or a copy of a

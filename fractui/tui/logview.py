@@ -20,7 +20,7 @@ from textual.strip import Strip
 
 from fractui.fleet import answers
 from fractui.terminal import as_shown_line
-from fractui.tui.actions import Action, Modal, bindings
+from fractui.tui.actions import Action, Modal, bindings, key_named
 from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
 from fractui.tui.typed import SEARCH_BUDGET_S, Clocked, Typed
@@ -243,7 +243,8 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
 
     def action_find(self, by: int) -> None:
         if self.pattern is None:
-            self.notify("nothing searched yet: / searches the output", severity="warning")
+            self.notify("nothing searched yet: %s searches the output" % key_named(
+                self, "job.search", "slash"), severity="warning")
         elif not self.find(by):
             self.notify("no line matches /%s/" % self.pattern.text, severity="warning")
 

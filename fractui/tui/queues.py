@@ -24,7 +24,7 @@ from fractui.sched.standing import (USAGE_EVERY_S, QueueStat, Reserved, bounds_o
                                     next_of, waiting)
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
-from fractui.tui.actions import Action, bind, bindings
+from fractui.tui.actions import Action, bind, bindings, key_named
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
@@ -194,8 +194,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
     def _picked(self, what: str) -> Optional[Job]:
         """The selected pending job, or None, said: there is none to ``what``."""
         if self.job is None:
-            self.notify("no pending job to %s: the queues hold none now (J lists every job)"
-                        % what, severity="warning")
+            self.notify("no pending job to %s: the queues hold none now (%s lists every job)"
+                        % (what, key_named(self, "fleet.jobs", "J")), severity="warning")
         return self.job
 
     def _in_sight(self, job: Job) -> bool:

@@ -19,7 +19,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from fractui.cells import padded
-from fractui.tui.actions import Action, bind, bindings
+from fractui.tui.actions import Action, bind, bindings, key_named
 from fractui.tui.bars import Mark, Paint, bar_at, render
 from fractui.tui.cursor import Cursor, Moves, Slice, cursor_at
 from fractui.tui.model import GpuLine, HostLine, Line
@@ -198,16 +198,31 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         hit = self.chosen()
         if hit is not None:
             self.post_message(SliceChosen(*hit, detail=detail))
+        else:
+            self._none_under("GPU", "show" if detail else "open")
 
     def action_move(self) -> None:
         hit = self.chosen()
         if hit is not None:
             self.post_message(MoveAsked(*hit))
+        else:
+            self._none_under("job", "move")
 
     def action_service(self, mode: str) -> None:
         hit = self.chosen()
         if hit is not None:
             self.post_message(ServiceAsked(hit[0].host, mode or None))
+        else:
+            verb = mode or "uncordon"
+            self._none_under("host", verb, "; the palette (%s) names one: %s host NAME" % (
+                key_named(self, "app.command", "colon"), verb))
+
+    def _none_under(self, what: str, verb: str, way: str = "") -> None:
+        """A key of the slice under the cursor with no GPU drawn (no host has reported one,
+        or the filter hides them all), so no cursor: said, as the header offers the key."""
+        self.notify("no %s under the cursor to %s: %s%s" % (
+            what, verb, self.empty or "no host has reported a GPU yet", way),
+            severity="warning")
 
     # -- scrolling --
 

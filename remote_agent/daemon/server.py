@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
@@ -429,17 +430,51 @@ class Daemon:
             conn.finish(max(0.0, deadline - time.monotonic()))
 
 
-def bind(paths: AgentPaths) -> socket.socket:
+@dataclass
+class Listener:
+    """The daemon's socket, bound, and the inode of its file: the file is removed only while
+    it is this socket's (``unbind``)."""
+    sock: socket.socket
+    ino: int
+
+
+def bind(paths: AgentPaths) -> Listener:
     """The state dir's socket, bound (the caller holds the daemon lock, so a socket file left
     there belongs to a dead daemon) but not listening: a client's connect is refused, and
-    tried again, until the daemon is ready and listens (``run_daemon``)."""
+    tried again, until the daemon is ready and listens (``run_daemon``). Refused after its
+    file is made, it leaves none."""
     paths.make_socket_dir()
     if paths.check_socket() is not None:
         os.unlink(paths.socket)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(paths.socket)
-    os.chmod(paths.socket, 0o600)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(paths.socket)
+        listener = Listener(sock, os.stat(paths.socket).st_ino)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        os.chmod(paths.socket, 0o600)
+    except BaseException:
+        unbind(paths, listener, pid_file=False)
+        raise
     return listener
+
+
+def unbind(paths: AgentPaths, listener: Listener, pid_file: bool) -> None:
+    """What a daemon's start left, as it ends or fails after ``bind``: the socket closed and
+    its file removed (while it is this one's), and the pid file where ``pid_file``."""
+    listener.sock.close()
+    try:
+        if os.stat(paths.socket).st_ino == listener.ino:
+            os.unlink(paths.socket)
+    except FileNotFoundError:
+        pass
+    if pid_file:
+        try:
+            os.unlink(paths.pid_file)
+        except FileNotFoundError:
+            pass
 
 
 def write_pid(fd: int) -> None:
@@ -452,7 +487,7 @@ def write_pid(fd: int) -> None:
     os.ftruncate(fd, len(data))
 
 
-def run_daemon(paths: AgentPaths, listener: socket.socket, pid_fd: Optional[int],
+def run_daemon(paths: AgentPaths, listener: Listener, pid_fd: Optional[int],
                make_agent: Callable[[], Agent], settings: AgentSettings, code_hash: str,
                sim_spec: Optional[str]) -> int:
     """Listens on ``listener`` (``bind``'s, bound before the daemon detached, so that a socket
@@ -460,7 +495,6 @@ def run_daemon(paths: AgentPaths, listener: socket.socket, pid_fd: Optional[int]
     the pid file are removed as it ends, a start that failed included: its pid's write there
     (``pid_fd``, a detached daemon's own over its launcher's, closed here), and its agent's,
     made here (``make_agent``, once detached: its NVML session is the daemon's)."""
-    ino = os.stat(paths.socket).st_ino
     try:
         if pid_fd is not None:
             try:
@@ -481,15 +515,8 @@ def run_daemon(paths: AgentPaths, listener: socket.socket, pid_fd: Optional[int]
         why_not = runtime_dir().why_not
         if why_not:  # said once per daemon: its bridges find it in the same place
             log.warning("%s", why_not)
-        listener.listen(64)
-        daemon.serve(listener)
+        listener.sock.listen(64)
+        daemon.serve(listener.sock)
     finally:
-        listener.close()
-        try:
-            if os.stat(paths.socket).st_ino == ino:
-                os.unlink(paths.socket)
-        except FileNotFoundError:
-            pass
-        if os.path.exists(paths.pid_file):
-            os.unlink(paths.pid_file)
+        unbind(paths, listener, pid_file=True)
     return 0

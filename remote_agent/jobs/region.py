@@ -17,6 +17,7 @@ import os
 import pwd
 import stat
 import subprocess
+from typing import Optional
 
 from remote_agent.daemon.trust import UnsafePath, kind_of
 from remote_agent.programs import not_found
@@ -35,7 +36,9 @@ def new_region() -> str:
 
 def remove_region(region: str, uid: int) -> bool:
     """Remove a job's HAMi-core region ``region`` with whatever its user put in it, where it
-    is a directory of that user's (``uid``); False where it is gone already. UnsafePath where
+    is a directory of that user's (``uid``); False where it is gone already, or went as it
+    was removed here (after a daemon's restart, it and a shim that still lives may both
+    remove it as the job ends: the one that finds it gone says nothing). UnsafePath where
     it is not one (a symlink or a directory of another user's put in its place): it is left.
     It is removed as that user (``rm -rf``, which follows no link, in its primary group
     alone): the name is theirs, and they may put in its place any folder of theirs they may
@@ -59,16 +62,19 @@ def remove_region(region: str, uid: int) -> bool:
         raise UnsafePath("refusing to remove %s: its user, uid %d, is no more; it is left as "
                          "it is" % (region, uid)) from None
     try:
-        done = subprocess.run(["rm", "-rf", "--", region], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
-                              timeout=REMOVE_S, **as_them)
+        done: Optional[subprocess.CompletedProcess] = subprocess.run(
+            ["rm", "-rf", "--", region], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, cwd="/", timeout=REMOVE_S, **as_them)
     except FileNotFoundError:
         raise OSError(not_found("rm")) from None
     except subprocess.TimeoutExpired:
-        raise OSError("%s was not removed within %g s, as uid %d" % (
-            region, REMOVE_S, uid)) from None
-    if done.returncode != 0:
-        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise OSError("%s was not all removed, as uid %d: %s" % (
-            region, uid, said[-1] if said else "rm exit status %d" % done.returncode))
-    return True
+        done = None
+    if done is not None and done.returncode == 0:
+        return True
+    if not os.path.lexists(region):
+        return False  # (removed meanwhile by another)
+    if done is None:
+        raise OSError("%s was not removed within %g s, as uid %d" % (region, REMOVE_S, uid))
+    said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    raise OSError("%s was not all removed, as uid %d: %s" % (
+        region, uid, said[-1] if said else "rm exit status %d" % done.returncode))

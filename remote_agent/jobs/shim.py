@@ -263,6 +263,11 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT,
                     signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)  # an ignored signal would stay ignored in it
+        for index, name in spec.get("passed", {}).items():  # (as the agent, before the user)
+            step = "open %s" % folder.named(name)
+            fd = open_private(folder.named(name), os.O_RDONLY, "job file", dir_fd=folder.fd)
+            os.set_inheritable(fd, True)
+            spec["argv"][int(index)] = "/dev/fd/%d" % fd
         os.umask(JOB_UMASK)
         user = spec.get("user")
         if user:
@@ -445,7 +450,8 @@ def _claim(job_dir: str) -> Optional[JobFolder]:
 # read of it. A damaged one (cut short by a crash, edited by hand) ends the start in its words.
 _SPEC = record({"argv": (list,), "env": (dict,), "cwd": (str,), "cgroup": (str, type(None)),
                 "log_max_bytes": (int,), "user": (dict, type(None)),
-                "hami_region": (str, type(None)), "region": (str, type(None))},
+                "hami_region": (str, type(None)), "region": (str, type(None)),
+                "passed": (dict,)},
                ("argv", "env", "cwd", "log_max_bytes"))
 _USER = record({"name": (str,), "uid": (int,), "gid": (int,)}, ("name", "uid", "gid"))
 
@@ -467,6 +473,9 @@ def _read_spec(folder: JobFolder) -> Dict[str, Any]:
             _USER(spec["user"])
         if spec.get("hami_region") and spec.get("region") is None:
             raise KeyError("region")  # (a region's variable, and no region named)
+        for index, name in spec.get("passed", {}).items():
+            if not (isinstance(name, str) and index.isdigit() and int(index) < len(argv)):
+                raise ValueError("passed holds %.80r: %.80r" % (index, name))
     except DAMAGE as err:
         raise NotStarted("cannot read its spec: %s is damaged (%s: %s)" % (
             path, type(err).__name__, err), fault_of("read its spec", err)) from err

@@ -491,7 +491,8 @@ class Supervisor:
             self.store.update(job, region=region)
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
                 "log_max_bytes": self.settings.log_max_bytes, "user": shim.user,
-                "hami_region": shim.region_env, "region": region}
+                "hami_region": shim.region_env, "region": region,
+                "passed": {str(i): name for i, name in shim.passed.items()}}
         write_private(folder.named("spec.json"), json.dumps(spec).encode(), True,
                       dir_fd=folder.fd)
         return self._record_start(job, self._spawn_shim(job, folder))

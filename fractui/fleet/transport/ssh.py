@@ -92,25 +92,31 @@ class SshTransport(RemoteTransport):
             raise AgentProcessError("cannot put the agent in %s on %s: the SFTP server's "
                                     "answer was no SFTP (%s)" % (cache, cfg.name, err)) from err
         except (OSError, paramiko.SSHException, EOFError) as err:
-            stalled = self._link().stalled
-            if stalled:
-                raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
-                    cache, cfg.name, stalled)) from None
-            channel = sftp.get_channel()
-            if (channel is not None and (channel.eof_received or channel.closed)
-                    and self._link().alive):  # (its own channel ended, not the link)
-                raise AgentProcessError(
-                    "cannot put the agent in %s on %s: the host's SFTP server ended during the "
-                    "upload (%s): the host's sshd log says why (journalctl -u ssh, or "
-                    "/var/log/auth.log); the upload is tried again at the next connect" % (
-                        cache, cfg.name, str(err).strip(" :") or type(err).__name__)) from err
-            raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
-                                    "a writable directory)" % (cache, cfg.name, str(err) or
-                                                               type(err).__name__)) from err
+            raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
+                cache, cfg.name, self._upload_cut(sftp, err))) from err
         finally:
             sftp.close()
         self.check_upload(remote, archive)
         return remote, True
+
+    def _upload_cut(self, sftp: paramiko.SFTPClient, err: BaseException) -> str:
+        """Why the upload failed, said as its cause: the link stalled or dropped (the channel
+        closed with no end from the server: the transport closes its channels as its
+        connection ends, before it reads as not active), the SFTP server ended (its channel's
+        end received, the link alive), or else the folder's answer."""
+        said = str(err).strip(" :") or type(err).__name__
+        link = self._link()
+        if link.stalled:
+            return link.stalled
+        channel = sftp.get_channel()
+        if channel is not None and channel.eof_received and link.alive:
+            return ("the host's SFTP server ended during the upload (%s): the host's sshd log "
+                    "says why (journalctl -u ssh, or /var/log/auth.log); the upload is tried "
+                    "again at the next connect" % said)
+        if not link.alive or (channel is not None and channel.closed):
+            return ("the SSH link dropped during the upload (%s); the next connect makes a new "
+                    "link and tries the upload again" % said)
+        return "%s (set agent_cache to a writable directory)" % said
 
     def _remove_partials(self, sftp: paramiko.SFTPClient, cache: str, ours: str) -> None:
         """Removes the agents left half uploaded in ``cache`` by uploads cut short, which

@@ -53,7 +53,11 @@ class ShimLaunch:
     ``files`` (path -> content) written 0600 in the job's directory before the shim starts, for
     what the runtime reads that must not be on its command line (every local user reads that);
     ``region_env`` the variable through which the job gets a HAMi-core region of its own, which
-    the shim's child makes as the job's user (``HAMI_REGION``, as the runtime passes it on)."""
+    the shim's child makes as the job's user (``HAMI_REGION``, as the runtime passes it on);
+    ``passed`` the words of ``argv`` (by index) that name one of ``files``, which the shim's
+    child opens in the job's folder (no link followed) and gives on by its descriptor
+    (/dev/fd/N in that word): a runtime running as the agent never reads it by its name, which
+    a job of the agent's user could swap for a link to a file of the agent's."""
 
     argv: List[str]
     env: Dict[str, str]
@@ -62,6 +66,7 @@ class ShimLaunch:
     cgroup: Optional[str]
     files: Dict[str, bytes] = field(default_factory=dict)
     region_env: Optional[str] = None
+    passed: Dict[int, str] = field(default_factory=dict)
 
 
 class Runtime(ABC):

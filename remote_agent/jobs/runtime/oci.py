@@ -116,10 +116,12 @@ class Oci(ContainerRuntime):
         if run.run_as:
             argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid), "--cap-drop", "all"]
         files: Dict[str, bytes] = {}
+        passed: Dict[int, str] = {}
         if run.env:
             path = os.path.join(run.job_dir, ENV_FILE)
             files[path] = b"".join(env_line(*kv) + b"\n" for kv in sorted(run.env.items()))
             argv += ["--env-file", path]
+            passed[len(argv) - 1] = ENV_FILE  # read by its descriptor (``ShimLaunch``)
         # an --env wins over every --env-file (and the image's ENV, below both)
         visible = ",".join(run.devices) if run.devices and self.tool == "docker" else "void"
         argv += ["--env", "NVIDIA_VISIBLE_DEVICES=" + visible]
@@ -142,7 +144,7 @@ class Oci(ContainerRuntime):
         # the runtime's CLI runs as the agent, with the agent's environment (its config, its
         # socket); the job's own environment is only what --env-file gives the container
         return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None,
-                          files=files)
+                          files=files, passed=passed)
 
     def image_problem(self, image: str, run_as: bool) -> Optional[str]:
         """The runtime's CLI runs as the agent (root), so an image it would read from the
