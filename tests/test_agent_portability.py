@@ -203,14 +203,25 @@ while os.read(server.stdout.fileno(), 65536):  # open until the client leaves, s
 """
 
 
-def status_behind_sftp(env, folder: Path, name: str, then: str) -> dict:
-    """The status of host ``name`` added to the fleet ``env``, its sshd's SFTP server a script
-    (in ``folder``) that relays the real one's answers (SFTP_RELAY), then does ``then``."""
+# the server's answers as they are until the agent's file is open and one write was answered
+UNTIL_A_WRITE = """opened = False
+while True:
+    head = read(4)
+    body = read(struct.unpack(">I", head)[0])
+    os.write(1, head + body)
+    if opened:
+        break
+    opened = body[0] == 102  # SSH_FXP_HANDLE
+"""
+
+
+def added_behind_sftp(env, folder: Path, name: str, then: str) -> None:
+    """Host ``name`` added to the fleet ``env``, its sshd's SFTP server a script (in
+    ``folder``) that relays the real one's answers (SFTP_RELAY), then does ``then``."""
     script = folder / ("%s-sftp" % name)
     script.write_text("#!%s\n%s%s" % (sys.executable, SFTP_RELAY, then))
     script.chmod(0o755)
     env.add(name, "1xL4", sftp=str(script))
-    return env.status()[name]
 
 
 def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
@@ -218,23 +229,15 @@ def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
     """The SFTP server starts well, then answers what is no SFTP while the agent is put: the
     host is offline naming the host, the folder and what came; it was "internal error:
     SFTPError: Garbage packet received"."""
-    host = status_behind_sftp(fleet_env, tmp_path, "gpu-garbled", GARBLING_SFTP % 3)
+    added_behind_sftp(fleet_env, tmp_path, "gpu-garbled", GARBLING_SFTP % 3)
+    host = fleet_env.status()["gpu-garbled"]
     assert host["state"] == "offline", host
     assert "on gpu-garbled: the SFTP server's answer was no SFTP (Garbage packet received)" \
         in host["error"], host
     assert "internal error" not in host["error"], host
 
 
-CLOSING_SFTP = """opened = False
-while True:  # the server's answers as they are until the agent's file is open and one write was
-    head = read(4)  # answered; then it ends, and its channel closes
-    body = read(struct.unpack(">I", head)[0])
-    os.write(1, head + body)
-    if opened:
-        break
-    opened = body[0] == 102  # SSH_FXP_HANDLE
-server.kill()
-"""
+CLOSING_SFTP = UNTIL_A_WRITE + "server.kill()\n"  # then it ends, and its channel closes
 
 
 def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
@@ -242,7 +245,8 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     """The SFTP server starts well, then ends while the agent is put (its channel closes): the
     host is offline saying the host's SFTP server ended the upload and where to look; it was
     "Socket is closed (set agent_cache to a writable directory)", though the folder was fine."""
-    host = status_behind_sftp(fleet_env, tmp_path, "gpu-closing", CLOSING_SFTP)
+    added_behind_sftp(fleet_env, tmp_path, "gpu-closing", CLOSING_SFTP)
+    host = fleet_env.status()["gpu-closing"]
     assert host["state"] == "offline", host
     assert "agent_cache" not in host["error"], host
     assert "on gpu-closing: the host's SFTP server ended during the upload" in host["error"], host
@@ -250,25 +254,8 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     assert [name for name in os.listdir(cache) if ".pyz.part-" in name], host  # (mid-upload)
 
 
-HOLDING_SFTP = """import os, struct, subprocess, sys
-server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
-def read(n):
-    data = b""
-    while len(data) < n:
-        more = os.read(server.stdout.fileno(), n - len(data))
-        if not more:
-            sys.exit(0)
-        data += more
-    return data
-opened = False
-while True:  # the server's answers as they are until the agent's file is open and one write was
-    head = read(4)  # answered; then no more, and the test is told (a file made) to drop the link
-    body = read(struct.unpack(">I", head)[0])
-    os.write(1, head + body)
-    if opened:
-        break
-    opened = body[0] == 102  # SSH_FXP_HANDLE
-open(%r, "w").close()
+# then no more, and the test is told (a file made) to drop the link
+HOLDING_SFTP = UNTIL_A_WRITE + """open(%r, "w").close()
 server.wait()  # (its stdin, the channel's, ends as sshd ends the session)
 """
 
@@ -280,10 +267,7 @@ def test_an_ssh_link_that_drops_mid_upload_is_said_as_the_links(
     connect tries it again; it was "Server connection dropped: (set agent_cache to a writable
     directory)", though the folder was fine."""
     holding = tmp_path / "holding"
-    script = tmp_path / "holding-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, HOLDING_SFTP % str(holding)))
-    script.chmod(0o755)
-    fleet_env.add("gpu-dropped", "1xL4", sftp=str(script))
+    added_behind_sftp(fleet_env, tmp_path, "gpu-dropped", HOLDING_SFTP % str(holding))
     status = []
     asking = threading.Thread(target=lambda: status.append(fleet_env.status()))
     asking.start()
