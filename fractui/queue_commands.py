@@ -83,8 +83,9 @@ def where(q: QueueConfig) -> str:
 
 
 def servable_words(name: str, config: Config, said: Dict[str, Judged]) -> Optional[str]:
-    """Why a queue is not served for sure: no host could ever hold its jobs, or whether one
-    could is not known yet; None where a host could, so nothing is said."""
+    """Why a queue is not served for sure: no host could ever hold its jobs, whether one
+    could is not known yet, or one could only once a pending MIG mode change takes effect;
+    None where a host could, so nothing is said."""
     if _configured(config, name) is None:
         return ("not in this config: the store holds active jobs of it, submitted under a "
                 "config that had it")
@@ -97,7 +98,7 @@ def servable_words(name: str, config: Config, said: Dict[str, Judged]) -> Option
     if j.fits is None:
         return "not known: %s; the store keeps nothing of %s, any of which may hold it" % (
             j.why, ", ".join(j.unheard))
-    return None
+    return j.pending or None
 
 
 def _configured(config: Config, name: str) -> Optional[QueueConfig]:

@@ -17,6 +17,7 @@ from remote_agent.gpu.models import parse_sim_spec
 from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
 from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
                                      request_of)
+from fractui.sched.mig_change import reset_hint
 from fractui.sched.place import Placer
 from fractui.store.model import OUT_OF_CONFIG, PENDING, Job
 from fractui.words import count
@@ -72,6 +73,9 @@ class Judged:
     unheard: Tuple[str, ...]
     gone: str
     """The hosts out of the lease holder's config, not counted ("" where none), as said."""
+    pending: str = ""
+    """Where only a pending MIG mode change would let a host hold one (``fits`` True): which,
+    and the reset it waits for; "" where a GPU holds one in the mode it has now."""
 
 
 def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged:
@@ -91,7 +95,23 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
     why = never_fits(queue, known, whole=not unheard, fixed=fixed) if known else None
     fits = (False if not unheard else None) if why is not None else (
         True if known else None)
-    return Judged(fits, why, unheard, gone)
+    changes, pending = _pending_changes(known), ""
+    if fits and changes and never_fits(queue, known, fixed=fixed, settled=False) is not None:
+        pending = "queue %s is served only once the MIG mode change pending on %s; until then " \
+                  "no GPU holds its jobs" % (queue.name, "; or on ".join(changes))
+    return Judged(fits, why, unheard, gone, pending)
+
+
+def _pending_changes(known: Dict[str, Facts]) -> List[str]:
+    """Each MIG mode change pending on a GPU of ``known`` (it takes effect at the GPU's next
+    reset, which no pass makes on a host that pins its modes), in words: which GPU, its mode
+    now and pending, and how that reset is made."""
+    return ["%s gpu %s (MIG %s, now %s) takes effect, at its next GPU reset (%s)" % (
+        name, g.get("index"), "on" if g.get("mig_pending") else "off",
+        "on" if g.get("mig_mode") else "off",
+        reset_hint(name, int(g.get("index", 0)), bool(g.get("mig_pending"))))
+        for name, facts in sorted(known.items()) for g in facts.get("gpus") or ()
+        if g.get("mig_pending") is not None and g.get("mig_pending") != g.get("mig_mode")]
 
 
 def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
@@ -111,6 +131,8 @@ def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> O
     if said.fits is None:
         return "warning: %s; queued all the same: the store keeps nothing of %s" % (
             said.why, ", ".join(said.unheard))
+    if said.pending:
+        return "warning: %s; queued all the same" % said.pending
     return None
 
 
@@ -124,7 +146,8 @@ def sim_facts(host: HostConfig) -> Facts:
 
 
 def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = True,
-               gpu_only: bool = False, fixed: Collection[str] = ()) -> Optional[str]:
+               gpu_only: bool = False, fixed: Collection[str] = (),
+               settled: bool = True) -> Optional[str]:
     """Why no host of ``inventory`` (host -> facts) that the queue may use could hold its jobs
     even when idle, or None if one could (or if none is known, so nothing can be said).
     ``whole``: every host the queue may use is known, so the reason speaks of the fleet, not
@@ -132,7 +155,8 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
     ``gpu_only``: the GPU part alone, with each MIG-capable GPU in either mode (what the
     hardware could ever do); else CPUs and RAM too, each GPU in its MIG mode save for the
     changes a scheduler's pass would make of it idle (``_as_a_pass_sees``; ``fixed``: the
-    hosts whose modes this config or the lease holder's pins)."""
+    hosts whose modes this config or the lease holder's pins). ``settled``: each GPU whose
+    MIG mode change is pending judged as once it took effect (else in the mode it has now)."""
     inventory = {n: f for n, f in inventory.items() if not queue.hosts or n in queue.hosts}
     if not inventory:
         return None
@@ -140,7 +164,7 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts], whole: bool = Tr
     if gpu_only:
         request.update(cpus=0.0, memory=0.0)
     probe = Job(0, queue.name, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
-    idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
+    idle = [idle_view(name, f, settled) for name, f in sorted(inventory.items())]
     views = [v for view in idle for v in _either_mode(view)] if gpu_only else [
         _as_a_pass_sees(view, view.name in fixed) for view in idle]
     if Placer(build_hosts(views, [], ""), "first-fit").place(request_of(probe)) is not None:

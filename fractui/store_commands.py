@@ -16,7 +16,8 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
                                parse_env)
@@ -47,8 +48,8 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, CORDON_MODES, DONE, 
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
 from fractui.whoami import os_user
-from fractui.words import (NO_SCHEDULER, count, local_time, printable, quoted, shell_line,
-                           why)
+from fractui.words import (NO_SCHEDULER, count, first_of, local_time, printable, quoted,
+                           shell_line, why)
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -100,15 +101,15 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             say("interrupted while the store recorded the submit: whether it was recorded is "
                 "not known (fractui jobs --me shows it); %s" % _again(key))
             raise
-        if warning:
-            say(warning)
-        try:
+        try:  # (from here the job is queued: its --json record says so, whatever stops this)
+            if warning:
+                say(warning)
             if not args.json:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
             if not args.wait:
-                _say_if_unserved(store, job)
+                _say_if_unserved(store, "job %d is queued" % job.id)
             else:
                 waiting = Outage("job %d goes on meanwhile" % job.id,
                                  "waiting for job %d to end" % job.id)
@@ -131,10 +132,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             raise type(err)(err.where, "%s; stopped waiting: job %d goes on (fractui jobs "
                             "--me shows it, fractui cancel %d cancels it)" % (
                                 err.what, job.id, job.id)) from err
+        finally:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended,
+            if args.json:  # or as last read where the waiting stopped)
+                print_json(job_record(job, job.updated_at, line))
     finally:
         store.close()
-    if args.json:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended)
-        print_json(job_record(job, job.updated_at, line))
     if args.wait:
         say("job %d ended: %s" % (job.id, why(job, line) or job.state))
         if _ran_and_failed(job):
@@ -143,15 +145,15 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_if_unserved(store: Store, job: Job) -> None:
-    """Says, for a submit that does not wait, when no scheduler holds the store's lease: the
-    job would wait for one. A read of it that fails is said and is no failure of the submit:
-    the job is queued, and a script that took the exit for one would submit it again."""
+def _say_if_unserved(store: Store, done: str) -> None:
+    """Says, after what a scheduler carries out was recorded (``done``: a submit that does
+    not wait, a stop asked of a running job), when no scheduler holds the store's lease: it
+    would wait for one. A read of it that fails is said and is no failure of the verb: it is
+    recorded, and a script that took the exit for one would do it again."""
     try:
         held = store.lease_holder()
     except StoreError as err:
-        say("job %d is queued; whether a scheduler serves it could not be read: %s" % (
-            job.id, err))
+        say("%s; whether a scheduler serves it could not be read: %s" % (done, err))
         return
     if held is None:
         say(NO_SCHEDULER)
@@ -330,7 +332,8 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     in the store, not in a state for it, not yours) is said and the others still asked, and
     the exit is 1 if any was."""
     numbers = list(dict.fromkeys(job_number(ref) for ref in refs))  # (one named twice: once)
-    failed = unled = False
+    failed = False
+    stopping: list[int] = []  # the jobs a scheduler stops ("the scheduler stops it")
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
         for number in numbers:
@@ -346,12 +349,13 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 failed = True
                 continue
             print(stop_answer(job), flush=True)
-            # "the scheduler stops it": none will, until one runs
-            unled = unled or job.state == STOPPING and store.lease_holder() is None
+            if job.state == STOPPING:
+                stopping.append(job.id)
+        if stopping:  # "the scheduler stops it": none will, until one runs
+            _say_if_unserved(store, "%s asked to stop" % first_of(
+                ["job %d" % n for n in stopping], 5))
     finally:
         store.close()
-    if unled:
-        say(NO_SCHEDULER)
     return EXIT_FAILED if failed else 0
 
 
@@ -712,14 +716,20 @@ def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
         config.host(args.host)
         _check_gpu(store, args.host, gpu)
         made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
-        on_it = [j for j in store.jobs(ON_HOST) if holds(made, j)]
+        on_it: Optional[List[Job]] = None  # (once read; recorded without them, as submit's
+        try:  # job is queued: its --json record is printed whatever stops this read)
+            on_it = [j for j in store.jobs(ON_HOST) if holds(made, j)]
+        except StoreError as err:  # recorded all the same: not its failure
+            say("%s: the %s is recorded; which of the store's jobs are there could not be "
+                "read: %s" % (made.where(), mode, err))
+        finally:
+            if args.json:  # (state and jobs null where they could not be read)
+                print_json(dict(made.record(), state=None if on_it is None else state(
+                    made, on_it), jobs=None if on_it is None else [j.id for j in on_it]))
     finally:
         store.close()
-    now = state(made, on_it)
-    if args.json:
-        print_json(dict(made.record(), state=now, jobs=[j.id for j in on_it]))
-        return 0
-    print(made_said(made, on_it, "fractui status"))
+    if on_it is not None and not args.json:
+        print(made_said(made, on_it, "fractui status"))
     return 0
 
 

@@ -46,10 +46,11 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         now = store.now()
         terms = store.team_terms()
         jobs = store.jobs(ACTIVE)
-        config, unlike = kept(config, terms, jobs)  # (an old copy's: the holder's)
+        lease = store.lease_holder()
+        # (an old copy's quotas: the holder's; who writes a damaged row again: by the lease)
+        config, unlike = kept(config, terms, jobs, lease is not None)
         usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
         trouble = store.trouble()
-        lease = store.lease_holder()
         held = store.waiting_bounds()
         holds = store.team_holds()
     finally:

@@ -32,7 +32,8 @@ from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, 
     describe_layout, remade, reset_to_mode, restore, restore_mode, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_id
-from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, changed, placements
+from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, MadeAgain, changed, \
+    placements
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
 from remote_agent.text import noun_for
@@ -77,6 +78,7 @@ class Agent:
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
         self.seen = LayoutsSeen()  # what a plan's layout version held, to say what changed
+        self.made_again = MadeAgain()  # the instances rollbacks made again, for retries
         # GPUs whose MIG profiles NVML would not give: their MIG mode then, and when
         self._profiles_unread: Dict[int, Tuple[bool, float]] = {}
         self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
@@ -268,7 +270,8 @@ class Agent:
         if info.mig_mode:
             layout = self.layout(info.index, devices)
             record["layout_version"] = layout.version
-            record["instances"] = [_instance_record(i) for i in layout.instances]
+            record["instances"] = [_instance_record(i, self.made_again.of(i.uuid))
+                                   for i in layout.instances]
         degraded = self._degraded(info, layout)
         if degraded:
             record["degraded"] = degraded
@@ -383,8 +386,11 @@ class Agent:
               pinned: bool = False) -> planner.Plan:
         """The planner's plan on ``layout``, or its refusal as the protocol's error. ``pinned``:
         a plan made before on this very layout (``_check_pinned``) is asked again, and an
-        instance in its way in use now (a job or process started on what it destroys: no plan
-        destroys one in use) makes it stale (STALE_LAYOUT), not the GPU short of room."""
+        instance in its way in use (a job or process on what it destroys: no plan destroys
+        one in use) is said as what it is, INSTANCE_BUSY on the layout the plan names, not
+        the GPU short of room; nor stale: the layout did not change, and whether the instance
+        was in use when its version was read (a version an admin gave by hand, with a start
+        of their own) no version says."""
         try:
             return planner.plan(layout, profile, start=start, destroy_idle=destroy_idle)
         except planner.PlanError as err:
@@ -396,14 +402,14 @@ class Agent:
             message = str(err)
             if err.kind == "needs_destroy":
                 message += DESTROY_IDLE_HINT
-            code = _PLAN_ERROR_CODES[err.kind]
-            if pinned and err.busy:  # a stale layout's data: the layout as it is now
-                code = rpc.STALE_LAYOUT
+            if pinned and err.busy:  # with the layout as it is, as a stale one's data
                 data["instances"] = _layout_records(layout)
-                message = "%s, in the way of the plan, is in use now: a plan destroys only " \
-                          "idle instances, and one in use is never destroyed; plan again" % (
-                              " and ".join(planner.busy_label(i) for i in err.busy))
-            raise RpcError(code, message, data) from err
+                message = "%s, in the way of the plan, is in use: a plan destroys only idle " \
+                          "instances, and one in use is never destroyed; the layout is the " \
+                          "one planned on (version %s), and whether an instance is in use " \
+                          "is no part of a version" % (" and ".join(
+                              planner.busy_label(i) for i in err.busy), layout.version)
+            raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
     def _change(self, info: GpuInfo, before: Layout, change: Change,
                 kept: bool = True) -> Applied:
@@ -536,6 +542,7 @@ class Agent:
             return
         err = restore(self.backend, index, idle, destroying, None,
                       "the agent stopped midway through it")
+        self._saw_rollback(err)
         if err.restored:
             log.warning("%s was cut short by the agent's stop; its idle instances are as "
                         "they were: %s", what, err)
@@ -570,6 +577,7 @@ class Agent:
             return
         err = restore(self.backend, index, before, change, None,
                       "the agent stopped midway through it")
+        self._saw_rollback(err)
         if err.restored:
             log.warning("%s was cut short by the agent's stop: %s", what, err)
             return
@@ -577,10 +585,17 @@ class Agent:
         self.health.mark(entry.gpu_uuid, Degraded(str(err), MIG_ON,
                                                   placements(before.instances)))
 
+    def _saw_rollback(self, err: ChangeFailed) -> None:
+        """The instances a rollback of instances made again (``MadeAgain``), by the layouts
+        before the change and after the rollback; a mode's rollback makes none."""
+        if isinstance(err.before, Layout) and isinstance(err.now, Layout):
+            self.made_again.saw(err.before, err.now)
+
     def _failed(self, info: GpuInfo, err: ChangeFailed, mode: Tuple[bool, bool],
                 show: Callable[[Any], Any], code: Optional[int] = None,
                 message: Optional[str] = None) -> RpcError:
         """The error answer for a failed change; a GPU left changed is marked degraded."""
+        self._saw_rollback(err)
         cause = err.cause
         data: Dict[str, Any] = {
             "function": cause.function if cause else None,
@@ -682,7 +697,7 @@ class Agent:
             change = _plan_change(made)
             applied = self._change(info, layout, change)
         created = change.created(applied.layout)
-        record = _plan_record(info, made)
+        record = _plan_record(info, made, self.made_again.of)
         record.update({"instance": _instance_record(created) if created else
                        _unread_instance(made), "planned_layout_version": made.layout_version})
         record.update(_after_record(applied))
@@ -699,9 +714,13 @@ class Agent:
             info, layout = self._mig_gpu(p)
             target = next((i for i in layout.instances
                            if (uuid is not None and i.uuid == uuid) or i.gi_id == gi_id), None)
+            if target is None and uuid is not None:  # a retry of a destroy rolled back
+                target = self.made_again.standing_for(uuid, layout.instances)
             if target is None:
-                raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d" % (
-                    uuid if uuid is not None else "with gi_id %d" % gi_id, info.index))
+                raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d%s" % (
+                    uuid if uuid is not None else "with gi_id %d" % gi_id, info.index,
+                    "" if uuid is None else ", nor one a rolled-back change made again in "
+                    "its place"))
             if target.busy:
                 raise RpcError(rpc.INSTANCE_BUSY, "%s is busy (pids %s): instances with running "
                                "processes are never destroyed" % (
@@ -709,7 +728,8 @@ class Agent:
                                {"instance": _instance_record(target)})
             applied = self._change(info, layout, Change(
                 "destroying idle %s" % target.label(), destroy=(target,)))
-        return {"gpu": info.index, "destroyed": _instance_record(target), **_after_record(applied)}
+        return {"gpu": info.index, "destroyed": _instance_record(
+            target, self.made_again.of(target.uuid)), **_after_record(applied)}
 
     def mig_set_mode(self, p: Params) -> Dict[str, Any]:
         """MIG mode on or off; with ``reset`` the GPU is reset when the new mode waits for one,
@@ -946,14 +966,23 @@ def _in_mig_mode(info: GpuInfo) -> GpuInfo:
     return info
 
 
-def _instance_record(inst: Instance) -> Dict[str, Any]:
-    return {"uuid": inst.uuid, "gi_id": inst.gi_id, "profile": inst.profile, "start": inst.start,
-            "size": inst.size, "memory_mib": inst.memory_mib, "busy": inst.busy,
-            "pids": list(inst.pids)}
+def _instance_record(inst: Instance, remade_of: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """An instance as the protocol says it; ``remade_of``: the uuids of the instances a
+    rolled-back change made it again in place of (``MadeAgain``), where there are any."""
+    record = {"uuid": inst.uuid, "gi_id": inst.gi_id, "profile": inst.profile,
+              "start": inst.start, "size": inst.size, "memory_mib": inst.memory_mib,
+              "busy": inst.busy, "pids": list(inst.pids)}
+    if remade_of:
+        record["remade_of"] = list(remade_of)
+    return record
 
 
-def _plan_record(info: GpuInfo, made: planner.Plan) -> Dict[str, Any]:
+def _plan_record(info: GpuInfo, made: planner.Plan,
+                 remade_of: Callable[[Optional[str]], Tuple[str, ...]] = lambda uuid: ()
+                 ) -> Dict[str, Any]:
+    """A plan as the protocol says it; ``remade_of``: which instances each it destroys was
+    made again in place of (``MadeAgain.of``), for the answer of a plan carried out."""
     return {"gpu": info.index, "gpu_uuid": info.uuid, "profile": made.profile.name,
             "start": made.start, "size": made.profile.size,
-            "destroy": [_instance_record(i) for i in made.destroy],
+            "destroy": [_instance_record(i, remade_of(i.uuid)) for i in made.destroy],
             "layout_version": made.layout_version, "description": made.describe()}

@@ -710,6 +710,48 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
 
 
+def test_a_wait_ended_by_ctrl_c_still_gives_the_json_record_of_the_queued_job(tmp_path):
+    """``submit --wait --json`` ended by Ctrl-C while it waits: the job is queued and goes on,
+    so its --json record (as last read: pending) is printed before exit 130, as a submit that
+    does not wait prints it. It printed none: a script reading the record found nothing of a
+    job that was queued."""
+    path = str(tmp_path / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % sqlite_url(path))
+    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
+                                "--wait", "--json", "--queue", "quarter", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    try:
+        localfleet.wait(lambda: bool(_jobs_in(path)),
+                        lambda: "the submit queued nothing", alive=waiting)
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    (number,) = _jobs_in(path)
+    assert waiting.returncode == 130 and not leaks(err), err
+    assert err.endswith("fractui: stopped waiting; job %d goes on (fractui cancel %d cancels "
+                        "it)\n" % (number, number)), err
+    record = json.loads(out)
+    assert (record["id"], record["state"]) == (number, "pending"), out
+
+
+def _jobs_in(path: str) -> list:
+    """The numbers of the jobs an SQLite store holds, read beside fractui's own connection
+    (none while the submit is still making the store)."""
+    if not os.path.exists(path):
+        return []
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return [n for (n,) in db.execute("SELECT id FROM jobs")]
+    except sqlite3.OperationalError:  # (its tables not made yet)
+        return []
+    finally:
+        db.close()
+
+
 def test_the_scheduler_keeps_sigterm_to_itself(tmp_path, monkeypatch):
     """The scheduler sets its own SIGTERM handler (it hands its lease over, exit 0); until it
     has, SIGTERM's default action ends it, which systemd counts as a clean stop. Raised as

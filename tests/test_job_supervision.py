@@ -879,7 +879,8 @@ def test_a_failure_each_pass_on_a_full_state_disk_is_logged_once_and_once_mended
     failed = [line for line in said if "database or disk is full" in line]
     assert len(failed) == 1, failed
     assert failed[0].endswith("WARNING watchdog: watching job %s failed: the job table %s: "
-                              "database or disk is full; tried again each pass" % (
+                              "database or disk is full (its filesystem has no room left); "
+                              "tried again each pass" % (
                                   job["id"], state / "jobs.db"))
     mended = [line for line in said if "watching job %s works again" % job["id"] in line]
     assert len(mended) == 1, mended

@@ -95,7 +95,8 @@ def test_a_request_that_fails_at_each_call_on_a_full_disk_is_logged_once_and_onc
         agent.call("job.launch", key="k-full", gpu=0, memory_mib=10, argv=argv)
         agent.call("job.stop", job=job["id"], grace=5)
         said = log.read_text().splitlines()
-    table = "the job table %s: database or disk is full" % (state / "jobs.db")
+    table = "the job table %s: database or disk is full (its filesystem has no room left)" % (
+        state / "jobs.db")
     for method in ("job.launch", "job.stop"):
         failed = [line for line in said if "method %s failed" % method in line]
         assert len(failed) == 1 and failed[0].endswith(

@@ -51,8 +51,8 @@ def test_a_destroy_is_planned_on_an_idle_instance_and_refused_naming_what_holds_
         "3g.40gb at slot 0 (MIG-b) has processes (pids 4242): an instance in use is never "
         "destroyed")
     assert plan_destroy("gpu-a", A100, "MIG-z").refusal == (
-        "gpu-a gpu 1 has no MIG instance MIG-z; it has 1g.10gb at slot 6 (MIG-a), 3g.40gb at "
-        "slot 0 (MIG-b)")
+        "gpu-a gpu 1 has no MIG instance MIG-z, nor one a rolled-back change made again in "
+        "its place; it has 1g.10gb at slot 6 (MIG-a), 3g.40gb at slot 0 (MIG-b)")
     assert plan_destroy("gpu-a", dict(A100, mig_mode=False), "MIG-a").refusal == (
         "gpu-a gpu 1 has MIG mode off: it has no MIG instances")
 
@@ -413,3 +413,58 @@ def test_carry_out_makes_the_confirmed_change_through_the_agent_and_never_a_refu
     assert (answer["mig_mode"], gpu_record(f, 0)["mig_mode"]) == (False, False)
     assert [(e.action, e.why) for e in f.store.audit_log()] == [("mig", said)]
     assert f.store.audit_log()[0].actor.endswith("@tui")
+
+
+def test_a_destroy_retried_after_its_rollback_destroys_the_instance_made_again_in_its_place(
+        local_fleet):
+    """The destroy failed and was rolled back: the agent made the idle instance again at its
+    place, and the GPU gave it a new uuid. The same command again (the admin's retry) was
+    refused, "no MIG instance MIG-old", naming the new one at that very place: it now plans
+    the destroy of the instance made again in place of the one asked, saying so, and the
+    agent's own retry of the call (the old uuid) does the same. An instance there that is
+    not one made again in its place is no such retry: refused, saying why."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    session = f.fleet.session("gpu-a")
+    made = f.fractui("mig", "gpu-a", "0", "3g.40gb", "--yes")
+    assert made.returncode == 0, said(made)
+    old = re.search(r"(MIG-\S+)", made.stdout).group(1)
+    (inst,) = gpu_record(f, 0)["instances"]
+    session.call("sim.fault", {"function": "nvmlGpuInstanceDestroy",
+                               "error": "NVML_ERROR_UNKNOWN", "after": True})
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", old, "--yes")
+    assert done.returncode == 1 and "as it was" in done.stderr, said(done)
+    (again,) = gpu_record(f, 0)["instances"]
+    new = again["uuid"]
+    assert (again["profile"], again["start"], again["remade_of"]) == (
+        inst["profile"], inst["start"], [old]) and new != old, again
+
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", old, "--yes")
+    assert done.returncode == 0, said(done)
+    where = "3g.40gb at slot %d (%s, made again in place of %s by a rolled-back change)" % (
+        inst["start"], new, old)
+    assert done.stdout == "destroy idle %s on gpu-a gpu 0; the GPU is then empty\n" \
+                          "destroyed %s on gpu-a gpu 0\n" % (where, where), said(done)
+    assert gpu_record(f, 0)["instances"] == []
+    entry = [e for e in f.store.audit_log() if e.action == "mig"][-1]
+    assert (entry.why, entry.detail["instance"]) == (done.stdout.splitlines()[-1], new)
+
+    # the agent's own retry of the call: the old uuid names the one made in its place
+    made = session.call("mig.apply", {"gpu": 0, "profile": "3g.40gb"})["instance"]
+    session.call("sim.fault", {"function": "nvmlGpuInstanceDestroy",
+                               "error": "NVML_ERROR_UNKNOWN", "after": True})
+    with pytest.raises(Exception, match="as it was"):
+        session.call("mig.destroy", {"gpu": 0, "instance": made["uuid"]})
+    answer = session.call("mig.destroy", {"gpu": 0, "instance": made["uuid"]})
+    assert answer["destroyed"]["remade_of"] == [made["uuid"]]
+    assert gpu_record(f, 0)["instances"] == []
+
+    # the same kind of instance there, made anew by hand, is no retry's: refused, saying why
+    made = session.call("mig.apply", {"gpu": 0, "profile": "3g.40gb"})["instance"]
+    session.call("mig.destroy", {"gpu": 0, "instance": made["uuid"]})
+    other = session.call("mig.apply", {"gpu": 0, "profile": "3g.40gb"})["instance"]
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", made["uuid"], "--yes")
+    assert done.returncode == 1, said(done)
+    assert done.stderr == (
+        "fractui: not changed: gpu-a gpu 0 has no MIG instance %s, nor one a rolled-back "
+        "change made again in its place; it has 3g.40gb at slot %d (%s)\n" % (
+            made["uuid"], other["start"], other["uuid"])), said(done)

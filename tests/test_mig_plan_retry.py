@@ -113,8 +113,8 @@ def test_a_confirmed_plan_is_refused_where_the_gpu_really_changed_saying_what(
     if change_of_gpu.startswith("a process"):
         pid = call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": at6["uuid"]})[
             "pid"]
-        words = "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use now" % (
-            at6["uuid"], pid)
+        words = "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use: a plan " \
+                "destroys only idle instances" % (at6["uuid"], pid)
     else:
         call("mig.destroy", {"gpu": 0, "instance": at6["uuid"]})
         words = "changed since the plan was made (version %s, now " % (
@@ -122,7 +122,8 @@ def test_a_confirmed_plan_is_refused_where_the_gpu_really_changed_saying_what(
     held = instances(call)
     with pytest.raises(AgentCallError) as err:
         carry_out(f.store, Asker("tui"), call, change)
-    assert err.value.code == rpc.STALE_LAYOUT
+    assert err.value.code == (rpc.INSTANCE_BUSY if change_of_gpu.startswith("a process") else
+                              rpc.STALE_LAYOUT)  # the layout the same: what is, not stale
     assert words in str(err.value), err.value
     if not change_of_gpu.startswith("a process"):
         assert str(err.value).endswith("): 1g.10gb at slot 6 gone; plan again"), err.value
@@ -150,11 +151,12 @@ def test_a_pinned_launch_is_made_when_a_passing_fault_rolled_its_first_try_back(
     assert next(i for i in now if i["start"] == 4)["uuid"] == job["instance"]
 
 
-def test_a_pinned_launch_whose_idle_instance_in_the_way_is_in_use_now_is_stale(start_agent,
-                                                                               tmp_path):
+def test_a_pinned_launch_whose_idle_instance_in_the_way_is_in_use_now_is_refused_as_busy(
+        start_agent, tmp_path):
     """A placement previewed on the layout destroys the idle 1g.10gb at slot 6; a process
-    started there since, the layout the same: the launch is refused as stale, naming it (the
-    scheduler previews it again, no refusal counted), and nothing is recorded or touched."""
+    started there since, the layout the same: the launch is refused as INSTANCE_BUSY, naming
+    it and the layout (the scheduler has it placed again, no refusal counted), and nothing is
+    recorded or touched. Not stale: the layout is the one the version names."""
     agent = start_agent("1xH100:mig", str(tmp_path / "host"))
     laid_out(lambda method, params: agent.call(method, **params))
     version = agent.call("snapshot")["gpus"][0]["layout_version"]
@@ -166,9 +168,11 @@ def test_a_pinned_launch_whose_idle_instance_in_the_way_is_in_use_now_is_stale(s
                                                                   "time.sleep(60)"),
                    mig={"profile": "3g.40gb", "start": 4, "destroy_idle": True,
                         "layout_version": version})
-    assert err.value.code == rpc.STALE_LAYOUT
-    assert "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use now" % (
-        at6["uuid"], pid) in err.value.message, err.value.message
+    assert err.value.code == rpc.INSTANCE_BUSY
+    assert "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use: a plan destroys " \
+           "only idle instances, and one in use is never destroyed; the layout is the one " \
+           "planned on (version %s)" % (at6["uuid"], pid, version) in err.value.message, \
+        err.value.message
     now = agent.call("snapshot")["gpus"][0]
     assert [i["uuid"] for i in now["instances"]] == [i["uuid"] for i in held]
     assert err.value.data["layout_version"] == version  # and the layout, as a stale one says
@@ -231,3 +235,124 @@ def test_a_placement_previewed_before_a_change_rolled_back_on_its_gpu_runs_as_pr
     f.until(lambda: f.store.get(job.id).state == "running")
     record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
     assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 4)
+
+
+def test_a_version_given_by_hand_whose_start_was_in_use_already_is_refused_as_busy(
+        local_fleet):
+    """``fractui place --layout-version`` with the version status shows and a start of the
+    admin's own, an instance in its way in use all along: the layout is the one the version
+    names, so nothing is stale. The launch was refused as STALE_LAYOUT, and the job went back
+    to its queue saying "the GPU changed since the placement was previewed"; it is refused
+    with the true reason, the instance in use (INSTANCE_BUSY), said as such, and goes back to
+    its queue as before (no refusal counted against the host), nothing touched."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    a = f.fleet.session("gpu-a")
+    busy = a.call("mig.apply", {"gpu": 0, "profile": "3g.40gb", "start": 0})["instance"]
+    pid = a.call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": busy["uuid"]})[
+        "pid"]
+    version = a.call("snapshot", {})["gpus"][0]["layout_version"]
+    job = f.submit("small")
+    done = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "1g.10gb", "--start",
+                     "0", "--layout-version", version)
+    assert done.returncode == 0, done.stderr
+    f.scheduler.step()
+    f.scheduler.settle()  # the pass's launch runs on the host's lane
+    back = f.store.get(job.id)
+    assert (back.state, back.refusals) == ("pending", ()), back
+    assert back.reason == (
+        "not launched: an instance in the way of the placement is in use (3g.40gb at slot 0 "
+        "(%s), pid %d, in the way of the plan, is in use: a plan destroys only idle "
+        "instances, and one in use is never destroyed; the layout is the one planned on "
+        "(version %s), and whether an instance is in use is no part of a version); place it "
+        "again" % (busy["uuid"], pid, version)), back.reason
+    assert [(i["uuid"], i["pids"]) for i in a.call("snapshot", {})["gpus"][0]["instances"]] \
+        == [(busy["uuid"], [pid])]
+    assert [r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid)] == []
+
+
+def test_a_confirmed_plan_applied_after_a_rollback_says_what_it_destroyed_as_it_was(
+        local_fleet):
+    """The plan confirmed named the idle instances it destroys by their uuids; a rollback made
+    them again with others, and the plan, asked again, destroyed those. What was said and
+    audited was "created ...", naming none: the words the admin was left with were the
+    plan's, of uuids no longer there. The outcome names what was destroyed, by the uuids it
+    had, each made again in place of the one the plan named."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SMALL])
+    call = f.fleet.session("gpu-a").call
+    change, before, rolled_back = failed_once(f, call)
+    said, answer = carry_out(f.store, Asker("tui"), call, change)
+    old = {i["start"]: i["uuid"] for i in before}
+    new = {i["start"]: i["uuid"] for i in rolled_back}
+    made = answer["instance"]["uuid"]
+    assert said == (
+        "created 3g.40gb at slot 4 on gpu-a gpu 0: %s; destroyed idle 2g.20gb at slot 4 (%s, "
+        "made again in place of %s by a rolled-back change), 1g.10gb at slot 6 (%s, made "
+        "again in place of %s by a rolled-back change)" % (made, new[4], old[4], new[6],
+                                                            old[6])), said
+    assert [e.why for e in f.store.audit_log()] == [said]
+
+
+def test_a_destroy_cut_short_by_the_agents_death_is_retried_on_the_instance_made_again(
+        start_agent, tmp_path):
+    """The daemon killed (kill -9) once the instance's compute instance was destroyed: the next
+    one rolls the destroy back from its journal, making the idle instance again with a new uuid.
+    The destroy asked again with the uuid it was asked with destroys that one (it was
+    refused, "no MIG instance"), its answer saying in place of which it was made."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xH100:mig", state)
+    old = agent.call("mig.apply", gpu=0, profile="3g.40gb", start=4)["instance"]["uuid"]
+    kill_inside(agent, state, tmp_path, "nvmlComputeInstanceDestroy", "mig.destroy",
+                after=True, gpu=0, instance=old)
+    later = start_agent(None, state)
+    (again,) = later.call("snapshot")["gpus"][0]["instances"]
+    assert (again["profile"], again["start"], again["remade_of"]) == ("3g.40gb", 4, [old])
+    done = later.call("mig.destroy", gpu=0, instance=old)
+    assert (done["destroyed"]["uuid"], done["destroyed"]["remade_of"]) == (again["uuid"], [old])
+    assert later.call("snapshot")["gpus"][0]["instances"] == []
+
+
+def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_place(
+        start_agent, tmp_path):
+    """A launch onto an idle instance by its uuid, after a failed destroy of it was rolled
+    back (made again, a new uuid): refused as before — the job asked for that uuid, and would
+    run on it — but saying which instance stands in its place, where it said only "no MIG
+    instance"."""
+    agent = start_agent("1xH100:mig", str(tmp_path / "host"))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    agent.call("sim.fault", function="nvmlGpuInstanceDestroy", error="NVML_ERROR_UNKNOWN",
+               after=True)
+    with pytest.raises(AgentError, match="as it was"):
+        agent.call("mig.destroy", gpu=0, instance=old)
+    (again,) = agent.call("snapshot")["gpus"][0]["instances"]
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-old", gpu=0, instance=old,
+                   argv=script("import time\ntime.sleep(60)"))
+    assert err.value.code == rpc.INSTANCE_NOT_FOUND
+    assert err.value.message == (
+        "no MIG instance %s on GPU 0: a rolled-back change made it again as 1g.10gb at slot 6 "
+        "(%s), a new uuid; launch the job on that one" % (old, again["uuid"])), err.value.message
+    assert agent.call("job.list")["jobs"] == []
+
+
+def test_an_instance_made_again_twice_stands_for_both_uuids_and_nothing_else_is_linked():
+    """``MadeAgain`` by itself: a rollback's layouts before and after link the instance made
+    again at a place to the one gone from it; made again once more, it stands for both. An
+    instance that stayed, or one made where none was gone, is linked to nothing."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Instance, Layout, MadeAgain
+
+    geo = models.model("H100").geometry()
+
+    def at(uuid: str, profile: str = "1g.10gb", start: int = 6) -> Instance:
+        prof = geo.profile(profile)
+        return Instance(1, profile, start, prof.size, prof.compute_slices, uuid=uuid)
+
+    kept = at("MIG-k", "3g.40gb", 0)
+    seen = MadeAgain()
+    seen.saw(Layout(geo, (kept, at("MIG-a"))), Layout(geo, (kept, at("MIG-b"))))
+    seen.saw(Layout(geo, (kept, at("MIG-b"))), Layout(geo, (kept, at("MIG-c"),
+                                                          at("MIG-n", "1g.10gb", 5))))
+    assert (seen.of("MIG-c"), seen.of("MIG-b"), seen.of("MIG-k"), seen.of("MIG-n")) == (
+        ("MIG-a", "MIG-b"), (), (), ())
+    assert seen.standing_for("MIG-a", (kept, at("MIG-c"))) == at("MIG-c")
+    assert seen.standing_for("MIG-k", (kept, at("MIG-c"))) is None

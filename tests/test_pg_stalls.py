@@ -10,7 +10,9 @@ the link at a statement of the test's choosing; a real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ from typing import IO, Callable, Iterator, List, TypeVar
 import pytest
 
 from fractui.config import QueueConfig
-from fractui.store import StoreError, StoreUnavailable, open_store
+from fractui.store import Slot, StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
 from fractui.store.intents import Asker, submit
@@ -286,3 +288,77 @@ def test_a_scheduler_whose_server_stalls_says_so_and_goes_on(local_fleet, pg_ser
     assert any(line.startswith("store postgresql://127.0.0.1:%d/%s: cannot reach the "
                                "PostgreSQL server: " % (proxy.port, db))
                for line in logged(err)), err
+
+
+def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(stores, tmp_path):
+    """``submit --json`` whose read of the scheduler's lease (after the job was recorded) stalls
+    with the server, ended by Ctrl-C there: the job is queued, so its --json record is printed
+    all the same, then exit 130. It exited 130 with no record, a script's parse of its output
+    failing on a job that was queued (and would be submitted again)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="COMMIT")
+    submitting = subprocess.Popen(
+        [sys.executable, "-m", "fractui", "--config", str(config), "submit", "--json",
+         "--queue", "q", "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        wait(lambda: stores.proxy.cuts == 1, lambda: "the lease was never read",
+             timeout_s=GUARD_S, alive=submitting)
+        submitting.send_signal(signal.SIGINT)
+        out, err = submitting.communicate(timeout=GUARD_S)
+    finally:
+        submitting.kill()
+        stores.proxy.restore()
+    assert submitting.returncode == 130 and not leaks(err), err
+    (number,), = stores.sql("SELECT id FROM jobs")
+    record = json.loads(out)
+    assert (record["id"], record["state"]) == (number, "pending"), out
+
+
+def test_a_cordon_whose_read_of_the_jobs_there_fails_is_said_recorded(stores, tmp_path):
+    """``cordon --json`` whose read of the jobs on the host (after the cordon was recorded)
+    stalls with the server: the cordon is recorded, so it is no failure: its --json record is
+    printed (its state and jobs null: not read) and a line says what could not be read, exit
+    0. It exited 1 in the store's words, no record: a script took the cordon for not made
+    (and an admin's retry, or worse, an uncordon "to be safe")."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.proxy.cut_on("SELECT * FROM jobs WHERE state IN", BEFORE, down=True, stall=True,
+                        past="INSERT INTO cordons")
+    done = _fractui("--config", str(config), "cordon", "gpu-a", "--json")
+    stores.proxy.restore()
+    assert [c.where() for c in stores.direct.cordons()] == ["gpu-a"]
+    assert done.returncode == 0 and not leaks(done.stderr), done
+    record = json.loads(done.stdout)
+    assert (record["host"], record["mode"], record["state"], record["jobs"]) == (
+        "gpu-a", "cordon", None, None), record
+    assert done.stderr.startswith("fractui: gpu-a: the cordon is recorded; which of the "
+                                  "store's jobs are there could not be read: store %s: " % (
+                                      stores.proxied.where)), done.stderr
+
+
+def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
+    """``cancel`` of a running job: the stop is recorded (the scheduler stops it), then the
+    read of whether a scheduler holds the lease stalls with the server. It exited 1 in the
+    store's words after saying the job stopping, and a script cancelled it again; the read's
+    failure is said, as submit says it, and the cancel exits 0."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % (
+        stores.proxy.url(stores.db)))
+    job = submit(stores.direct, "q", None, "n", ["true"], REQUEST, ASKER)
+    stores.direct.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+    stores.direct.started(job.id, "j1", None, "sched", "launched")
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", str(config), "cancel", str(job.id))
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "stopping"
+    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n" % (
+        job.id)) and not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: job %d asked to stop; whether a scheduler serves "
+                                  "it could not be read: store %s: " % (
+                                      job.id, stores.proxied.where)), done.stderr

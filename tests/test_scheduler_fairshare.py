@@ -36,13 +36,18 @@ def held_before(f, team: str, hours_ago: float, hours: float) -> None:
                   ended_at=now - hours_ago * HOUR)
 
 
-@pytest.mark.parametrize("usage_weight, first", [(0.0, "b"), (1.0, "a")])
+@pytest.mark.parametrize("usage_weight, first, ahead", [
+    (0.0, "b", 0.0), (1.0, "a", 0.0), (1.0, "a", -2 * HOUR)])
 def test_the_team_with_less_decayed_usage_is_served_first(local_fleet, store_url,
-                                                          usage_weight, first):
+                                                          usage_weight, first, ahead):
+    """``ahead``: the scheduler's own clock against the store's, which ended the records
+    (on PostgreSQL, the server's): two hours behind, it counted b's hour, ended half an hour
+    ago, as not yet begun, and served b first, where ``fractui teams`` ranks a first."""
     f = local_fleet({"gpu-a": "1xL4"}, [WHOLE], TEAMS, store_url=store_url)
     f.config = dataclasses.replace(f.config, fairshare=dataclasses.replace(
         FAIR, usage_weight=usage_weight))
-    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test")
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + ahead)
     # a and b each held the GPU for an hour: a eight hours ago, b lately
     held_before(f, "a", 7, 1)
     held_before(f, "b", 0.5, 1)

@@ -104,6 +104,8 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
         ended = f.store.get(job.id)
         assert record["started_at"] is not None and ended.started_at == record["started_at"], \
             (ended, record)
+        assert (ended.state, ended.reason) == ("cancelled", "cancelled as it was launched"), \
+            ended  # (its start given alone: its reason the stop's, not the agent's none)
         listed = f.fractui("jobs", "--all", "--json")
         assert [j["ran_s"] is not None for j in json.loads(listed.stdout)["jobs"]] == [True], \
             listed.stdout

@@ -610,3 +610,29 @@ def test_a_gpu_whose_failed_change_could_not_be_audited_is_held_back_all_the_sam
     assert requeued and not any("refused" in why for why in requeued), requeued  # not asked
     agent.call("sim.clear_faults", {})
 
+
+
+def test_submit_says_a_queue_only_a_pending_mode_change_would_serve_waits_for_a_reset(
+        local_fleet):
+    """On a host that pins its modes, an A100 whose MIG mode on waits for a GPU reset has MIG
+    off now and takes no new work until the reset: a MIG queue is served only once someone
+    makes it. `submit` judged the GPU as if the change had taken effect, and queued the job
+    saying nothing; it waited ("no room") with no word of the reset it waits for."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent={"mig_mode": "fixed"})
+    session = f.fleet.session("gpu-a")
+    session.call("sim.mode_waits_for_reset", {"gpu": 0})
+    asked = session.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    assert (asked["mig_mode"], asked["mig_pending"]) == (False, True)
+    f.until(lambda: (f.scheduler.step() or True) and (
+        f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get("mig_pending"))
+    done = f.fractui("submit", "--queue", "slice", "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert "warning: queue slice is served only once the MIG mode change pending on gpu-a " \
+           "gpu 0 (MIG on, now off) takes effect, at its next GPU reset (fractui mig gpu-a 0 " \
+           "--mode on --reset makes one now, while nothing uses the GPU); until then no GPU " \
+           "holds its jobs; queued all the same" in done.stderr, done.stderr
+    listed = json.loads(f.fractui("queues", "--json").stdout)["queues"]
+    assert [(q["servable"], q["servable_why"]) for q in listed] == [(True, (
+        "queue slice is served only once the MIG mode change pending on gpu-a gpu 0 (MIG on, "
+        "now off) takes effect, at its next GPU reset (fractui mig gpu-a 0 --mode on --reset "
+        "makes one now, while nothing uses the GPU); until then no GPU holds its jobs"))], listed

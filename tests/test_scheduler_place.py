@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
 from typing import List
@@ -222,6 +223,32 @@ def test_where_no_scheduler_kept_the_quotas_a_placement_is_held_to_the_placers_c
         "held within it, and this adds 0.50 (the quota this config (%s) gives it, no "
         "scheduler having kept the teams' quotas in the store)." % (job.id, config))
     assert f.store.team_terms() == {} and f.store.get(job.id).state == "pending"
+
+
+def test_a_scheduler_of_no_teams_is_told_from_none_and_a_placement_is_held_to_no_quota(
+        local_fleet, store_url):
+    """A scheduler whose config has no [[teams]] keeps no team's terms, and the store read as
+    if none had run: a placement by hand of vision was held to the placer's config's quota
+    (0.25: past it, asked, not placed from a script) "no scheduler having kept the teams'
+    quotas", where the scheduler holds no team to a quota and would place it. The holder now
+    writes that it keeps none: the placement is held to no quota, as the scheduler's passes
+    are (placed, not borrowed), and ``teams`` says so of each of this config's teams."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], (), store_url=store_url)
+    f.scheduler.step()  # the lease holder keeps its terms: none
+    terms = f.store.team_terms()
+    assert (terms, terms.none()) == ({}, True)
+    f.config = dataclasses.replace(f.config, teams=(TeamConfig("vision", quota_gpus=0.25),))
+    config = f.write_config()
+    job = f.submit("half", "vision")
+    done = f.fractui("place", str(job.id), "gpu-a", "0")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    placed = f.store.get(job.id)
+    assert (placed.state, placed.preemptible) == ("placed", False)
+    shown = f.fractui("teams")
+    assert shown.returncode == 0 and shown.stderr == (
+        "fractui: team vision: the scheduler holds no team to a quota (its config has no "
+        "[[teams]]): its jobs are placed by their queue's priority and age, ranked by no "
+        "share, where this config (%s) says quota 0.25 GPUs\n" % config), shown.stderr
 
 
 def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet, pg_server,
@@ -467,3 +494,23 @@ def test_a_damaged_row_of_the_kept_quotas_is_said_not_known_and_written_again_at
     f.scheduler.step()  # its next pass: the same lease, the same config
     mended = f.store.team_terms()
     assert (mended, mended.unread) == (kept, {})
+
+
+def test_a_damaged_kept_row_is_logged_with_its_team_name_escaped(local_fleet, tmp_path, caplog):
+    """A damaged row of the kept quotas whose team holds an escape and a line break (written
+    by hand): the lease holder's next pass writes the terms again and logs the row it mended,
+    its team name as it was: a terminal following the log retitled, a log line forged. It is
+    given escaped, as the store gives any name of a damaged row."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
+    f.scheduler.step()
+    hostile = "vi\x1b]0;owned\x07sion\nfractui: forged"
+    with sqlite3.connect(str(tmp_path / "store.db")) as db:
+        db.execute("INSERT INTO team_terms (team, quota_gpus, over_quota, weight) "
+                   "VALUES (?, 1, 0, -1)", (hostile,))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        f.scheduler.step()
+    mended = [r.getMessage() for r in caplog.records if "written again" in r.getMessage()]
+    assert len(mended) == 1 and repr(hostile) in mended[0] and mended[0].isprintable(), \
+        caplog.text
+    assert f.store.team_terms().unread == {}

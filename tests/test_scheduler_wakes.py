@@ -9,7 +9,10 @@ import contextlib
 import math
 import signal
 import threading
+import time
 from typing import Iterator, Optional
+
+import pytest
 
 from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
@@ -112,13 +115,18 @@ class CountingStore(SqliteStore):
         return super().acquire_lease(holder, ttl_s)
 
 
-def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local_fleet):
+@pytest.mark.parametrize("ahead", [0.0, 3600.0, -3600.0], ids=["same", "ahead", "behind"])
+def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local_fleet,
+                                                                           ahead):
+    """``ahead``: the standby's own clock against the store's, which dated the lease's expiry:
+    an hour ahead, it read every lease as lapsed and tried it each tenth of a lease."""
     lease_s = 2.0
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=0.2, lease_s=lease_s)
     head = f.scheduler_process("head")
     store = CountingStore(sqlite_path(f.config.store.url) or "")
     fleet = Fleet(f.config, reconnect_max_s=0.5).start()
-    standby = Scheduler(f.config, store, fleet, name="standby")
+    standby = Scheduler(f.config, store, fleet, name="standby",
+                        clock=lambda: time.time() + ahead)
     try:
         wait(lambda: (f.store.lease_holder() or ("",))[0] == "head", f.states, alive=head)
         standby.start()

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
-                           default_store_path, open_store)
+                           StoreError, default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
 from fractui.store.model import (OUT_OF_CONFIG, GpuTime, Hold, HolderMemory, LogTail,
@@ -892,3 +892,46 @@ def test_a_kept_tail_keeps_where_it_ends_in_the_log(store_url):
         assert store.log_tail(job.id).offset is None
     finally:
         store.close()
+
+
+HOSTILE_NAME = "vi\x1b]0;owned\x07sion\nfractui: forged"
+
+
+def _said_of(store: SqliteStore, read, caplog) -> str:
+    """What a read of a damaged row says: the words of what it raised, logged or gave (as
+    words: a container's repr would escape them for it)."""
+    caplog.clear()
+    try:
+        got = read(store)
+    except StoreError as err:
+        got = str(err)
+    return "|".join([str(got)] + [r.getMessage() for r in caplog.records])
+
+
+@pytest.mark.parametrize("keep, damage, read", [
+    (lambda s: s.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)}),
+     "UPDATE team_terms SET team = ?, weight = -1", lambda s: "; ".join(s.team_terms().unread.values())),
+    (lambda s: s.keep_team_holds({"vision": Hold(1, 0.5)}),
+     "UPDATE team_holds SET team = ?, charge = 'lots'", lambda s: s.team_holds()),
+    (lambda s: s.keep_waiting_bounds({"vision": 3}),
+     "UPDATE waiting_bounds SET team = ?, max_waiting = 'lots'", lambda s: s.waiting_bounds()),
+    (lambda s: s.cordon("gpu-a", 0, "cordon", "root", ""),
+     "UPDATE cordons SET host = ?, mode = 'lots'", lambda s: "; ".join(c.why for c in s.cordons())),
+    (lambda s: s.record_inventory("gpu-a", {}),
+     "UPDATE inventory SET host = ?, seen_at = 'lots'", lambda s: s.inventory_since()),
+], ids=["team_terms", "team_holds", "waiting_bounds", "cordons", "inventory"])
+def test_a_damaged_rows_name_is_said_escaped(tmp_path, caplog, keep, damage, read):
+    """A damaged row whose name (a team, a host) holds an escape and a line break: the words
+    about it (the scheduler's log, ``teams``, a verb's error) gave the name as it was, so a
+    row could retitle a terminal and forge a log line. The name is given as any other read
+    from the store is: bare where printable, else quoted with its escapes."""
+    path = str(tmp_path / "store.db")
+    store = SqliteStore(path)
+    try:
+        keep(store)
+        with sqlite3.connect(path) as db:
+            db.execute(damage, (HOSTILE_NAME,))
+        said = _said_of(store, read, caplog)
+    finally:
+        store.close()
+    assert repr(HOSTILE_NAME) in said and said.isprintable(), said

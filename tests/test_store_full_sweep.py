@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from contextlib import ExitStack, closing
 
 import pytest
@@ -134,3 +135,30 @@ def test_a_first_submit_that_makes_the_store_on_a_full_disk_is_done_or_said_and_
     again = in_process(capfd, argv)
     assert again[:2] == (0, "1 pending in queue q\n") and not leaks(again[2]), again
     assert [j.name for j in jobs_in(path).values()] == ["x"]
+
+
+@pytest.mark.parametrize("pages", range(0, 9, 2))
+def test_a_first_submit_whose_temporary_folder_is_full_says_so_in_the_stores_words(
+        tmp_path, small_fs, capfd, monkeypatch, pages):
+    """The first submit makes the store in the system's temporary folder, then links it in:
+    that folder full (with room where the store goes), it said SQLite's words alone ("cannot
+    make a new store in /tmp: database or disk is full", as a store it could not reach). It
+    says no space is left there, as a full store's folder is said; nothing is made."""
+    monkeypatch.setattr(tempfile, "tempdir", str(small_fs))
+    path = str(tmp_path / "fractui" / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n'
+                      % path)
+    filler = small_fs / "filler"
+    fill(filler)
+    os.truncate(filler, max(0, os.path.getsize(filler) - pages * PAGE))
+    code, out, err = in_process(capfd, ["--config", str(config), "submit", "--queue", "q",
+                                        "--", "x"])
+    assert not leaks(err), err
+    assert code != 0 or pages > 0, out  # (no room at all: no store can be made)
+    if code != 0:
+        assert (code, out) == (1, ""), err
+        assert err.splitlines()[-1].startswith(
+            "fractui: store %s: cannot make a new store in %s: no space is left on the "
+            "filesystem that holds it (" % (path, small_fs)), err
+        assert not os.path.exists(path)

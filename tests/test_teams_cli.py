@@ -292,6 +292,36 @@ def test_a_team_whose_kept_row_is_damaged_is_said_not_known_in_its_json_too(tmp_
                     "nlp": None}, said
 
 
+def test_who_writes_a_damaged_kept_row_again_is_said_by_whether_a_scheduler_holds_the_lease(
+        tmp_path, capfd):
+    """A damaged row of the kept terms: ``teams`` said the scheduler "writes the row again at
+    its next pass" where no scheduler held the lease, so none would. It says so where one
+    holds it, and where none does that none writes it until one takes the lease."""
+    db = tmp_path / "store.db"
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1.5})
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.keep_team_terms({"vision": TeamTerms(1.5, False, 1.0)})
+        with sqlite3.connect(str(db)) as conn:
+            conn.execute("UPDATE team_terms SET weight = -1 WHERE team = 'vision'")
+        row = "store %s, its row of team_terms: team vision's quota is 1.5 GPUs at weight -1, " \
+            "which no config gives" % db
+        code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+        assert (code, err) == (0, "fractui: team vision: its quota is not known: %s (no "
+                               "scheduler holds the store's lease now: none writes the row "
+                               "again until one takes the lease, holding it to its own "
+                               "config's from its first pass); this config's (%s) quota 1.5 "
+                               "GPUs is shown\n" % (row, config)), err
+        assert store.acquire_lease("sched", 60.0) is not None
+        code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+        assert (code, err) == (0, "fractui: team vision: its quota is not known: %s (the "
+                               "scheduler holds it to its own config's, and writes the row "
+                               "again at its next pass); this config's (%s) quota 1.5 GPUs is "
+                               "shown\n" % (row, config)), err
+    finally:
+        store.close()
+
+
 def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
     """A role in team nlp alone, no admin (a cancel of vision's job is refused), reads both
     teams' standing: reading the store's usage is everyone's who may open it."""
@@ -631,3 +661,19 @@ def test_a_team_the_scheduler_holds_no_terms_of_is_not_said_starved_nor_holding(
     nlp = next(t for t in json.loads(out)["teams"] if t["name"] == "nlp")
     assert (nlp["starved"], nlp["reserved"], nlp["share"], nlp["next"], nlp["held"]) == (
         None, None, None, None, 0.25), nlp
+
+
+def test_a_damaged_rows_quota_of_one_gpu_is_said_one_gpu(tmp_path):
+    """The damaged row's words count its quota as every count is said ("1 GPU", never
+    "1 GPUs")."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    try:
+        store.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)})
+        with sqlite3.connect(str(db)) as conn:
+            conn.execute("UPDATE team_terms SET weight = 0 WHERE team = 'vision'")
+        assert store.team_terms().unread == {
+            "vision": "store %s, its row of team_terms: team vision's quota is 1 GPU at "
+                      "weight 0, which no config gives" % db}
+    finally:
+        store.close()

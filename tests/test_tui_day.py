@@ -247,6 +247,28 @@ async def test_the_maps_keys_with_no_gpu_under_the_cursor_say_why():
                              "host NAME"]
 
 
+@pilot_test
+async def test_the_maps_keys_under_a_filter_that_shows_only_hosts_without_a_gpu_say_so():
+    """A filter matching a host that has reported no GPU (unreachable) by its name draws its
+    line and no GPU: the map's keys said "no host has reported a GPU yet" while a100-1 and
+    h100-1 had drawn theirs before the filter hid them."""
+    fleet = sample_fleet(8)
+    statuses = fleet.statuses + [HostStatus("gpu-x", "unreachable",
+                                            error="ssh: No route to host")]
+    app = FractuiApp(Source(statuses, fleet.store), Config(
+        path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()), clock=lambda: NOW)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("slash", *"gpu-x", "enter", "enter", "C")
+        await settled(pilot)
+        assert [line.name for line in app.fleet.map.lines] == ["gpu-x"]
+        hidden = "the filter /gpu-x/ shows no GPU (esc clears the filter)"
+        assert said(app) == [
+            "no GPU under the cursor to open: %s" % hidden,
+            "no host under the cursor to cordon: %s; the palette (:) names one: cordon host "
+            "NAME" % hidden]
+
+
 def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():
     assert line(["no room: no GPU has a free slice", "x"], [12, 3]) == (
         " no room: no… " + " x   ")
@@ -648,7 +670,7 @@ async def test_the_teams_table_shows_the_quotas_the_scheduler_holds_and_says_whe
         assert rows["nlp"][0][1].endswith("/1") and rows["vision"][0][1].endswith("/4"), rows
         panel = app.screen.query_one(QueuePanel)
         drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
-        words = as_kept(app.config, store.team_terms())[1]
+        words = as_kept(app.config, store.team_terms(), store.lease_holder() is not None)[1]
         assert list(words) == ["nlp"], words
         assert words["nlp"].startswith("team nlp: the scheduler holds it to quota 1 GPU, where "
                                        "this config (in code) says quota 3 GPUs")
@@ -673,7 +695,7 @@ async def test_the_teams_table_says_a_quota_whose_kept_row_is_damaged_is_not_kno
     async with settled_app((180, 48), usage=store) as (app, pilot):
         panel = app.screen.query_one(QueuePanel)
         drawn = " ".join(panel.render_line(y).text.strip() for y in range(panel.size.height))
-        words = as_kept(app.config, store.team_terms())[1]
+        words = as_kept(app.config, store.team_terms(), store.lease_holder() is not None)[1]
         assert list(words) == ["nlp"], words
         assert words["nlp"].startswith("team nlp: its quota is not known: store %s, its row "
                                        "of team_terms: team nlp's quota's quota_gpus is "

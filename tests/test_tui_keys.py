@@ -6,13 +6,20 @@ that last a few seconds can be read again."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import pathlib
 import threading
 
-from textual.widgets import Static
+import pytest
+from textual.containers import VerticalScroll
+from textual.widgets import Button, Input, Static
 
-from fractui.tui.app import FractuiApp
+import fractui.tui
+from fractui.tui.actions import key_named
+from fractui.tui.app import FractuiApp, binding_ids
 from fractui.tui.cursor import Cursor
+from fractui.tui.filterbox import FilterBox
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.gpu_screen import GpuBody, GpuScreen
 from fractui.tui.help import HelpScreen
@@ -367,3 +374,75 @@ async def test_a_notice_that_names_a_key_names_it_as_remapped():
         mark = len(app.notices.kept)
         await pressed(pilot, "n")
         assert said(app, mark) == ["nothing searched yet: ^f searches the output"]
+
+
+EVERY_TEXT = (("fleet.back", "ctrl+g"), ("jobs.back", "ctrl+x"), ("job.back", "ctrl+g"),
+              ("log.next", "f7"), ("log.previous", "f8"), ("confirm.yes", "space"),
+              ("confirm.no", "x,escape"), ("help.close", "ctrl+w,escape"), ("app.help", "f1"),
+              ("app.command", "ctrl+k"), ("fleet.jobs", "ctrl+b"), ("fleet.report", "ctrl+r"),
+              ("app.messages", "ctrl+e"), ("fleet.order", "ctrl+o"), ("queue.place", "P"),
+              ("queue.job", "space"), ("map.cordon", "x,C"), ("map.drain", "ctrl+shift+d"),
+              ("map.uncordon", "u"), ("map.gpu", "i"), ("gpu.cordon", "f2"),
+              ("gpu.drain", "f3"), ("gpu.uncordon", "f4"))
+
+
+@pilot_test
+async def test_every_text_that_names_a_key_names_it_as_remapped():
+    """The placeholders, the help, the confirmation's buttons, the palette's entries and the
+    pending list's title named the keys as shipped (``esc clears``, ``n/N next/previous``,
+    ``in the palette (:)``, ``yes (y)``, ``(J)``, ``p place``): remapped, each sent the admin
+    to a key that did nothing. Each names the first key as remapped, as the key lines write
+    it (``^g``, ``f7``, ``space``, ``shift+^d``)."""
+    async with settled_app((120, 40), keys=EVERY_TEXT) as (app, pilot):
+        fleet = app.fleet
+        assert fleet.query_one(FilterBox).placeholder == (
+            "filter: regex, !regex for the rest; enter keeps, ^g clears")
+        pending = next(ln for ln in screen_lines(app) if " Pending " in ln)
+        assert "P place · space open" in pending, pending
+        helps = {e.text.split(" ")[0]: e.help for e in fleet.palette_entries()}
+        assert helps["jobs"].endswith("(^b)") and helps["report"].endswith("(^r)")
+        assert helps["messages"].endswith("(^e)") and helps["order"].endswith("(^o)")
+        keys = next(c for c in app.get_system_commands(app.screen) if c.title == "Keys")
+        assert keys.help.endswith("remaps it (f1)"), keys.help
+        await pressed(pilot, "f1")
+        assert app.screen.query_one(VerticalScroll).border_subtitle == "^w to close"
+        assert "x, shift+^d and u cordon, drain and put back the cursor's whole host. One " \
+            "GPU: i opens it, then f2, f3 or f4 there; or in the palette (^k) cordon gpu " \
+            "HOST N" in app.screen.words, app.screen.words
+        await pressed(pilot, "ctrl+w", "ctrl+b")
+        assert isinstance(app.screen, JobsScreen)
+        assert app.screen.query_one(FilterBox).placeholder == (
+            "filter: regex, !regex for the rest; enter keeps, ^x clears")
+        await pressed(pilot, "ctrl+x")
+        app.open_job(1)
+        await settled(pilot)
+        assert app.screen.query_one("#search", Input).placeholder == (
+            "search: a regex; enter finds, f7/f8 next/previous, ^g closes")
+        app.push_screen(ConfirmScreen("stop job #1?"))
+        await settled(pilot)
+        assert [str(b.label) for b in app.screen.query(Button)] == ["yes (space)", "no (x)"]
+
+
+@pilot_test
+async def test_a_key_named_by_an_id_no_binding_has_fails_loudly():
+    """A typo in a binding id in the code named the key as shipped, or anything: it raises."""
+    async with settled_app((120, 40)) as (app, pilot):
+        assert key_named(app.fleet.map, "map.gpu") == "d"
+        with pytest.raises(KeyError):
+            key_named(app.fleet.map, "map.gpus")
+
+
+def test_every_binding_id_the_code_names_a_key_by_is_a_bindings():
+    """``key_named`` with an id no binding has raises where it is said: a notice no test
+    reaches would raise at an admin's. Every id written in a call of it, read from the code
+    (``one_gpu_words`` and the pending list's title, which name theirs from a tuple, are
+    drawn by the test above)."""
+    named = []
+    for path in sorted(pathlib.Path(fractui.tui.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and "key_named" in (
+                    getattr(node.func, "id", None), getattr(node.func, "attr", None)):
+                named += [(a.value, "%s:%d" % (path.name, node.lineno)) for a in node.args
+                          if isinstance(a, ast.Constant)]
+    assert len(named) > 20, named
+    assert [(i, where) for i, where in named if i not in binding_ids()] == []

@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 
+import pytest
 from rich.console import Console
 from textual.widgets import OptionList
 
@@ -372,21 +373,24 @@ async def test_n_and_x_on_a_gpu_without_mig_say_it_has_none():
                               none + ": it has no instance to destroy", none]
 
 
+@pytest.mark.parametrize("keys,key,named", [((), "N", "N"),
+                                            ((("gpu.create", "ctrl+n"),), "ctrl+n", "^n")])
 @pilot_test
-async def test_n_on_a_gpu_whose_instances_cannot_be_booked_opens_no_picker():
+async def test_n_on_a_gpu_whose_instances_cannot_be_booked_opens_no_picker(keys, key, named):
     """Instances no GPU of the model could hold (a broken agent's record): what fits is not
-    known, so ``N`` says so and opens no picker whose marks would be guesses."""
-    async with settled_app((80, 24)) as (app, pilot):
+    known, so ``N`` says so and opens no picker whose marks would be guesses; ``N`` as
+    ``[tui] keys`` maps it (it named N, remapped a key that did nothing)."""
+    async with settled_app((80, 24), keys=keys) as (app, pilot):
         app.open_gpu("h100-1", 0)
         await pilot.pause()
         gpu = app.fleet.statuses["h100-1"].snapshot["gpus"][0]
         first = gpu["instances"][0]
         gpu["instances"].append(dict(first, gi_id=99, uuid="MIG-twice"))  # on its slices
-        await pilot.press("N")
+        await pilot.press(key)
         await pilot.pause()
         assert isinstance(app.screen, GpuScreen)
         assert notes(app)[-1] == ("what the instances of h100-1 gpu 0 hold is not known now: "
-                                  "N again after its next snapshot"), notes(app)
+                                  "%s again after its next snapshot" % named), notes(app)
 
 
 @pilot_test
@@ -443,17 +447,20 @@ async def test_the_picker_closes_saying_why_once_no_instance_can_be_made_on_its_
                                   "GPU): no instance can be made on it"), notes(app)
 
 
+@pytest.mark.parametrize("keys,key,named", [((), "N", "N"),
+                                            ((("gpu.create", "ctrl+n"),), "ctrl+n", "^n")])
 @pilot_test
-async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_makes_nothing():
+async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_makes_nothing(
+        keys, key, named):
     """The GPU the picker was opened on became another MIG model (its card changed at that
     index) while it stood open: ``enter`` on a profile of the model it was judged for raised
     (that profile is not the new model's). It says the GPU changed, makes nothing and
     closes; its timer says the same where no key comes. A GPU gone from its host's snapshot
-    is said as ``N`` would say it."""
-    async with settled_app((120, 36)) as (app, pilot):
+    is said as ``N`` would say it. ``N`` named as ``[tui] keys`` maps it."""
+    async with settled_app((120, 36), keys=keys) as (app, pilot):
         app.open_gpu("a100-1", 1)
         await pilot.pause()
-        await pilot.press("N")
+        await pilot.press(key)
         await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
         pick(app, "3g.40gb")
         app.fleet.statuses["a100-1"].snapshot["gpus"][1]["name"] = "NVIDIA A100-SXM4-40GB"
@@ -461,20 +468,20 @@ async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_m
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the picker closed")
         assert notes(app)[-1] == (
             "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
-            "now NVIDIA A100-SXM4-40GB): nothing was made; N lists its own"), notes(app)
+            "now NVIDIA A100-SXM4-40GB): nothing was made; %s lists its own" % named), notes(app)
         gpu = app.fleet.statuses["a100-1"].snapshot["gpus"][1]
         gpu["name"] = "NVIDIA A100-SXM4-80GB"
         mark = len(app.notices.kept)
-        await pilot.press("N")  # to an H100 next: its profiles' names are the A100-80GB's
+        await pilot.press(key)  # to an H100 next: its profiles' names are the A100-80GB's
         await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
         gpu["name"] = "NVIDIA H100 80GB HBM3"
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "closed by its timer")
         assert notes(app, mark) == [
             "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
-            "now NVIDIA H100 80GB HBM3): nothing was made; N lists its own"], notes(app, mark)
+            "now NVIDIA H100 80GB HBM3): nothing was made; %s lists its own" % named], notes(app, mark)
         gpu["name"] = "NVIDIA A100-SXM4-80GB"
         mark = len(app.notices.kept)
-        await pilot.press("N")  # and gone from its host's snapshot: said as N would say it
+        await pilot.press(key)  # and gone from its host's snapshot: said as N would say it
         await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
         app.fleet.statuses["a100-1"].snapshot["gpus"].remove(gpu)
         await pilot.press("enter")

@@ -367,7 +367,7 @@ LINES_MOST = 100000  # the most job.logs answers
 INSTANCE = Record({
     "uuid": IDENT_, "gi_id": INT, "profile": IDENT, "start": SMALL, "size": SMALL,
     "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL,
-    "pids": ListOf(COUNT, most=PROCESSES_MOST)},
+    "pids": ListOf(COUNT, most=PROCESSES_MOST), "remade_of": ListOf(IDENT)},
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
@@ -436,7 +436,8 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
                         "description": WHY, "layout_version": IDENT},
                        needs=("gpu", "start", "description", "layout_version")),
     "mig.apply": Record({"profile": IDENT, "start": SMALL, "warning": WHY_,
-                         "instance": Record({"uuid": IDENT_}, needs=("uuid",))},
+                         "instance": Record({"uuid": IDENT_}, needs=("uuid",)),
+                         "destroy": ListOf(INSTANCE, most=INSTANCES_MOST)},
                         needs=("profile", "start", "instance")),
     "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": WHY_}),
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,

@@ -48,7 +48,12 @@ def _where(host: str, gpu: int) -> str:
 
 
 def _instance(inst: Mapping[str, Any]) -> str:
-    return "%s at slot %s (%s)" % (inst.get("profile"), inst.get("start"), inst.get("uuid"))
+    """An instance as an agent reports it, in words: one a rolled-back change made again says
+    in place of which (``remade_of``), as a retry that named that one finds it."""
+    remade = inst.get("remade_of") or ()
+    return "%s at slot %s (%s%s)" % (inst.get("profile"), inst.get("start"), inst.get("uuid"),
+                                     ", made again in place of %s by a rolled-back change" %
+                                     ", ".join(remade) if remade else "")
 
 
 def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Mapping[str, Any]],
@@ -78,19 +83,26 @@ def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Ma
 def plan_destroy(host: str, gpu: Mapping[str, Any], uuid: str,
                  agent_jobs: Iterable[Mapping[str, Any]] = (), store_jobs: Sequence[Job] = (),
                  store_uid: str = "") -> MigChange:
-    """Destroying the MIG instance ``uuid`` of ``gpu``: only an idle one, held by no job."""
+    """Destroying the MIG instance ``uuid`` of ``gpu``: only an idle one, held by no job. A
+    ``uuid`` the GPU no longer has, whose instance a rolled-back change made again in its
+    place (its agent says so: ``remade_of``), names that one: the same admin's retry of a
+    destroy that failed and was undone (docs/decisions.md)."""
     index = int(gpu.get("index", 0))
     where = _where(host, index)
     instances = list(gpu.get("instances") or ())
-    target = next((i for i in instances if i.get("uuid") == uuid), None)
+    # a retry of a destroy its agent rolled back: the instance made again in its place
+    target = next((i for i in instances if i.get("uuid") == uuid), None) or next(
+        (i for i in instances if uuid in (i.get("remade_of") or ())), None)
     refusal = None
     text = "destroy MIG instance %s on %s" % (uuid, where)
     if not gpu.get("mig_mode"):
         refusal = "%s has MIG mode off: it has no MIG instances" % where
     elif target is None:
-        refusal = "%s has no MIG instance %s; it has %s" % (
-            where, uuid, ", ".join(_instance(i) for i in instances) or "none")
+        refusal = "%s has no MIG instance %s, nor one a rolled-back change made again in its " \
+                  "place; it has %s" % (where, uuid, ", ".join(_instance(i) for i in instances)
+                                        or "none")
     else:
+        uuid = target["uuid"]
         text = "destroy idle %s on %s" % (_instance(target), where)
         held = _users(host, index, uuid, agent_jobs, store_jobs, store_uid)
         if held:
@@ -403,13 +415,16 @@ def create_refused(words: str, allowed_by: str) -> str:
 
 
 def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
-    """What was done, in words, from the agent's answer — and, for a mode, whether a GPU reset
-    is needed before it takes effect."""
+    """What was done, in words, from the agent's answer — the instances a create destroyed as
+    it found them (a rollback since the plan made them again with other uuids), and, for a
+    mode, whether a GPU reset is needed before it takes effect."""
     where = _where(change.host, change.gpu)
-    if change.action == CREATE:
-        return "created %s at slot %d on %s: %s" % (
+    if change.action == CREATE:  # what it destroyed as the agent found it, not as planned
+        gone = sorted(answer.get("destroy") or (), key=lambda i: i.get("start", 0))
+        return "created %s at slot %d on %s: %s%s" % (
             answer["profile"], answer["start"], where, answer["instance"]["uuid"] or answer.get(
-                "warning") or "its uuid was not read back (fractui status shows it)")
+                "warning") or "its uuid was not read back (fractui status shows it)",
+            "; destroyed idle %s" % ", ".join(map(_instance, gone)) if gone else "")
     if change.action == DESTROY:
         return "destroyed %s on %s" % (_instance(answer.get("destroyed") or {}), where)
     word = "on" if change.params["enabled"] else "off"

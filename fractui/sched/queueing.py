@@ -58,7 +58,9 @@ class Preemption:
 @dataclass(frozen=True)
 class Reserve:
     """When a waiting job holds its team's quota (config ``reserve_after_s``): once it has
-    waited ``after_s`` (0: never), read at ``now``."""
+    waited ``after_s`` (0: never), read at ``now`` by the store's clock, which dated the
+    wait's start (``Job.waited``, as ``fractui teams`` and the metrics read it): a lease
+    holder's own clock an hour ahead held a job submitted a moment ago at once."""
 
     after_s: float = 0.0
     now: float = 0.0
@@ -69,7 +71,7 @@ class Reserve:
         if self.after_s <= 0:
             return frozenset()
         return frozenset(j.id for j in jobs if j.state == PENDING
-                         and self.now - j.waiting_since >= self.after_s)
+                         and j.waited(self.now) >= self.after_s)
 
 
 @dataclass

@@ -198,8 +198,9 @@ class HeldTo:
     """What a placement by hand is held to: the teams' quotas as the lease holder keeps them
     in the store (``team_terms``: what its passes hold the teams to, whatever the placer's
     config says, so that two admins with different configs get the scheduler's one answer),
-    or, where the store keeps none (no scheduler has run on it), the placer's config's; and
-    each team's use counted against them (``team_usage``). ``config``: where the quotas are
+    none where it keeps none (its config has no [[teams]]: its passes hold no team to a
+    quota), or, where no lease holder has kept any (no scheduler has run on it), the placer's
+    config's; and each team's use counted against them (``team_usage``). ``config``: where the quotas are
     the placer's config's, that config as said ("in code"); None where they are the
     scheduler's."""
 

@@ -95,28 +95,36 @@ def reserved(holds: Mapping[str, Hold], jobs: Sequence[Job], teams: Sequence[Tea
     return out
 
 
-def as_kept(config: Config, terms: KeptTerms) -> Tuple[Config, Dict[str, str]]:
+def as_kept(config: Config, terms: KeptTerms, led: bool
+            ) -> Tuple[Config, Dict[str, str]]:
     """``config`` with each of its teams' quota, borrowing and weight as the lease holder keeps
     them (``terms``, the store's ``team_terms``: what the passes hold the teams to, where the
     reader's config may be an old copy of the admin's), and for each team whose config says
     otherwise a line naming both. A team the store does not list keeps the config's: before
     any holder kept terms, that is all there is; after, the holder has no such team, and its
-    line says so (its jobs wait, their team not configured). A team whose row the store
+    line says so (its jobs wait, their team not configured), or, where it keeps none at all
+    (``terms.none()``: its config has no [[teams]]), that it holds no team to a quota. A team whose row the store
     cannot read (``terms.unread``) keeps the config's too, its line saying the kept quota is
-    not known, and why: the holder has the team, so "none" would be false."""
+    not known, and why: the holder has the team, so "none" would be false; and who writes
+    the row again: the holder at its next pass, or, where none holds the lease (``led``
+    False), the next scheduler to take it, none meanwhile."""
     teams, said = [], {}
     for t in config.teams:
         kept = terms.get(t.name)
         if t.name in terms.unread:
-            said[t.name] = ("team %s: its quota is not known: %s (the scheduler holds it to "
-                            "its own config's, and writes the row again at its next pass); "
-                            "this config's (%s) %s is shown" % (t.name, terms.unread[t.name],
-                                                                 config.path or "in code",
-                                                                 _quota(t.quota_gpus)))
+            said[t.name] = ("team %s: its quota is not known: %s (%s); this config's (%s) %s "
+                            "is shown" % (t.name, terms.unread[t.name], REWRITTEN[led],
+                                          config.path or "in code", _quota(t.quota_gpus)))
             teams.append(t)
             continue
         if kept is None:
-            if terms.any():
+            if terms.none():
+                said[t.name] = ("team %s: the scheduler holds no team to a quota (its config "
+                                "has no [[teams]]): its jobs are placed by their queue's "
+                                "priority and age, ranked by no share, where this config (%s) "
+                                "says %s" % (t.name, config.path or "in code",
+                                             _quota(t.quota_gpus)))
+            elif terms.any():
                 said[t.name] = ("team %s: the scheduler holds no team %s (its config has "
                                 "none): its jobs are not placed, where this config (%s) says "
                                 "%s" % (t.name, t.name, config.path or "in code",
@@ -135,6 +143,14 @@ def as_kept(config: Config, terms: KeptTerms) -> Tuple[Config, Dict[str, str]]:
         teams.append(replace(t, quota_gpus=kept.quota_gpus, over_quota=kept.over_quota,
                              weight=kept.weight))
     return replace(config, teams=tuple(teams)), said
+
+
+REWRITTEN = {True: "the scheduler holds it to its own config's, and writes the row again at "
+                   "its next pass",
+             False: "no scheduler holds the store's lease now: none writes the row again until "
+                    "one takes the lease, holding it to its own config's from its first pass"}
+"""Who writes a damaged kept-quota row again (``as_kept``), by whether a scheduler holds the
+lease."""
 
 
 def held_beyond(config: Config, terms: KeptTerms, jobs: Sequence[Job]
@@ -157,12 +173,13 @@ def held_beyond(config: Config, terms: KeptTerms, jobs: Sequence[Job]
     return replace(config, teams=config.teams + added), said
 
 
-def kept(config: Config, terms: KeptTerms, jobs: Sequence[Job]
+def kept(config: Config, terms: KeptTerms, jobs: Sequence[Job], led: bool
          ) -> Tuple[Config, Dict[str, str]]:
     """``config``'s teams at the lease holder's ``terms`` and the teams it keeps that the
     config lacks (``as_kept``, then ``held_beyond``), with the lines of both: what every view
-    of the teams (``fractui teams``, the TUI's Teams table) shows."""
-    config, said = as_kept(config, terms)
+    of the teams (``fractui teams``, the TUI's Teams table) shows. ``led``: whether a
+    scheduler holds the store's lease (the lines say who writes a damaged row again)."""
+    config, said = as_kept(config, terms, led)
     config, beyond = held_beyond(config, terms, jobs)
     return config, {**said, **beyond}
 
@@ -170,7 +187,8 @@ def kept(config: Config, terms: KeptTerms, jobs: Sequence[Job]
 def placed(team: str, terms: KeptTerms) -> bool:
     """Whether the lease holder's passes take up ``team``'s jobs: every team before any holder
     kept terms, after only those it keeps terms of (a row of them unread too: the holder has
-    that team, its quota not known). One this config has beyond them is said
+    that team, its quota not known); none where it keeps none (``KeptTerms.none``), whose
+    passes rank no team, placing each job by its queue's priority and age. One this config has beyond them is said
     not placed (``as_kept``): no turn, share, starving or hold is said of it, as the
     scheduler has none of it."""
     return not terms.any() or team in terms or team in terms.unread

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from remote_agent.jobs.last_line import shown
-from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_KEY_MISMATCH, JOB_NOT_FOUND,
-                                      REQUEST, STALE_LAYOUT, error_class)
+from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, INSTANCE_BUSY, JOB, JOB_KEY_MISMATCH,
+                                      JOB_NOT_FOUND, REQUEST, STALE_LAYOUT, error_class)
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
@@ -187,6 +187,10 @@ class Executor:
                 self.store.requeue(job.id, (PLACED,), self.actor, "not launched: the GPU "
                                    "changed since the placement was previewed (%s); preview "
                                    "it again" % err, epoch=self.epoch)
+            elif err.code == INSTANCE_BUSY and slot.layout_version:  # pinned: as the above
+                self.store.requeue(job.id, (PLACED,), self.actor, "not launched: an instance "
+                                   "in the way of the placement is in use (%s); place it "
+                                   "again" % err, epoch=self.epoch)
             elif kind in (JOB, REQUEST):
                 self.failed(job, view.name, err.reason(), kind)
             else:

@@ -113,7 +113,8 @@ class Scheduler:
         """``on_turn`` hears of every turn of the loop, on its thread (the metrics exporter):
         whether the lease is held, whether the store answered, and after a full pass its jobs
         and how long it took. ``clock`` gives the times it keeps in the store and compares
-        with those kept there (the wall clock); ``ticks`` measures its own durations, such as
+        with those it kept there (the wall clock; a time the store dated counts to the
+        store's clock, ``_store_now``); ``ticks`` measures its own durations, such as
         how long it still holds the lease (the monotonic clock, which no one sets). A test
         that makes time pass by hand passes both."""
         self.config = config
@@ -129,7 +130,7 @@ class Scheduler:
         self._passed: Optional[Tuple[float, List[Job]]] = None  # the last full pass: time, jobs
         self._stepped: List[Job] = []  # the active jobs as the last step left them
         self._store_lead: Optional[float] = None  # the store's clock less this one's, as the
-        # jobs were last read (the metrics' waits count to the store's clock)
+        # jobs were last read (the passes' and the metrics' waits count to the store's clock)
         self._copies: Dict[str, Dict[str, int]] = {}
         """host -> kind -> the copies the store does not hold, as the last step found them."""
         self.fatal: Optional[StoreError] = None
@@ -387,11 +388,12 @@ class Scheduler:
 
     def _standby_s(self) -> float:
         """How long a standby leaves the lease alone: until the holder's lease can have
-        expired, by the holder's expiry and this clock — at least a tenth of a lease, so
-        clocks that disagree cost a few tries per lease, never a loop — or until the feed
-        says the lease changed hands."""
+        expired, by the holder's expiry and the store's clock, which dated it (read beside
+        it: a standby reads no jobs, so it keeps no lead) — at least a tenth of a lease, so
+        a lapse a moment away costs a few tries, never a loop — or until the feed says the
+        lease changed hands."""
         held = self.store.lease_holder()
-        left = held[1] - self.clock() if held is not None else 0.0
+        left = held[1] - self.store.now() if held is not None else 0.0
         return min(self.settings.lease_s, max(self.settings.lease_s / 10, left))
 
     # -- one pass --
@@ -490,9 +492,16 @@ class Scheduler:
         jobs = self.store.jobs(ACTIVE)
         lead = self.store.now() - self.clock()  # (one cheap read, as jobs are)
         # both kept, or neither: jobs kept without it stand until their counter moves, and
-        # the waits count to this clock until then
+        # the waits (the metrics', the reserve bound's) count to this clock until then
         self._read, self._store_lead = ActiveJobs.of(version, now, jobs), lead
         return self._read.jobs
+
+    def _store_now(self) -> float:
+        """The store's clock, by this one and the store's lead on it read with the active
+        jobs (which every pass reads before it compares a time of theirs): what the store
+        dated (a submit, a requeue, a usage record's end) is counted to it, as ``jobs``,
+        ``teams`` and the metrics count it; what this scheduler dated, to its own clock."""
+        return self.clock() + (self._store_lead or 0.0)
 
     def _derived(self, jobs: List[Job]) -> "ActiveJobs":
         """What a pass looks up in ``jobs``: made once per read of them."""
@@ -588,15 +597,17 @@ class Scheduler:
     def _keep_terms(self) -> None:
         """Writes each team's quota, borrowing and weight (the config's ``[[teams]]``) to the
         store, where ``fractui teams`` reads the quotas the passes hold the teams to, where
-        the store's differ or hold a row it cannot read: read at each pass, not only at a
-        lease or a config's change, so a row damaged since is written again at the next
-        (until then its team's quota is said not known). The pass goes on where it fails."""
+        the store's differ, hold a row it cannot read, or were never written by a holder (a
+        config of no [[teams]] writes none, which readers then tell from no holder's):
+        read at each pass, not only at a lease or a config's change, so a row damaged since
+        is written again at the next (until then its team's quota is said not known). The
+        pass goes on where it fails."""
         terms = {t.name: TeamTerms(t.quota_gpus, t.over_quota, t.weight)
                  for t in self.config.teams}
 
         def write() -> None:
             kept = self.store.team_terms()
-            if kept != terms or kept.unread:
+            if kept != terms or kept.unread or not kept.written:  # (none: written as none)
                 self.store.keep_team_terms(terms, epoch=self.epoch)
             if kept.unread:  # (their teams' quotas were said not known until now)
                 log.warning("%s: written again", "; ".join(kept.unread.values()))
@@ -987,7 +998,7 @@ class Scheduler:
     def _decide(self, views: List[HostView], jobs: List[Job], cordons: List[Cordon]) -> bool:
         """Records where pending jobs go and which borrowers are preempted (and why the others
         wait); returns whether it recorded a placement or a preemption."""
-        now = self.clock()
+        now, store_now = self.clock(), self._store_now()  # (a refusal: this one's time)
         derived = self._derived(jobs)
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
                    for j in derived.refusing}
@@ -995,8 +1006,8 @@ class Scheduler:
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
-                          self._recent_usage(now, derived),
-                          Reserve(self.config.scheduler.reserve_after_s, now))
+                          self._recent_usage(store_now, derived),
+                          Reserve(self.config.scheduler.reserve_after_s, store_now))
         self._keep_team_holds(result.held)
         recorded = False
         for d in result.decisions:
@@ -1041,7 +1052,8 @@ class Scheduler:
     def _recent_usage(self, now: float, derived: ActiveJobs) -> Recent:
         """The teams' recent usage for fair share over time, read from the store's usage
         records at most once every RECENT_EVERY_S, and on taking the lease — only while it
-        counts ([fairshare] usage_weight above 0) and a job waits for it to rank."""
+        counts ([fairshare] usage_weight above 0) and a job waits for it to rank. ``now``:
+        the store's, which ended the records (``teams`` ranks by them at its own)."""
         fair = self.config.fairshare
         if fair.usage_weight <= 0 or not self.config.teams:
             return Recent()

@@ -344,20 +344,30 @@ class TeamTerms:
 
 
 class KeptTerms(dict[str, TeamTerms]):
-    """The teams' terms as the store keeps them (``Store.team_terms``), those it can read, and
+    """The teams' terms as the store keeps them (``Store.team_terms``), those it can read,
     ``unread``: each team whose row holds what fractui never writes, with why in words that
-    name the store and the row. Such a team's quota is not known — never "none": the lease
-    holder holds it to its config's, and writes the row again at its next pass."""
+    name the store and the row, and ``written``: whether a lease holder has written them,
+    none included (its config has no ``[[teams]]``). Such a team's quota is not known —
+    never "none": the lease holder holds it to its config's, and writes the row again at
+    its next pass."""
 
     def __init__(self, terms: Optional[dict[str, TeamTerms]] = None,
-                 unread: Optional[dict[str, str]] = None):
+                 unread: Optional[dict[str, str]] = None, written: bool = False):
         super().__init__(terms or {})
         self.unread: dict[str, str] = dict(unread or {})
+        self.written = written
 
     def any(self) -> bool:
-        """Whether a lease holder has kept terms (a row, read or not): until one has, a reader
-        holds the teams to its own config's."""
-        return bool(self) or bool(self.unread)
+        """Whether a lease holder has kept terms (a row, read or not; or none, written so):
+        until one has, a reader holds the teams to its own config's."""
+        return self.written or bool(self) or bool(self.unread)
+
+    def none(self) -> bool:
+        """Whether the lease holder keeps terms and there are none: its config has no
+        ``[[teams]]``, so its passes hold no team to a quota and rank none (every job is
+        placed by its queue's priority and its age), where before any holder kept terms a
+        reader holds the teams to its own config's."""
+        return self.any() and not self and not self.unread
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from fractui.words import as_typed
+
 Kind = tuple  # the Python types a column's value may have, as the database drivers give them
 
 INT: Kind = (int,)
@@ -21,6 +23,14 @@ FLAG: Kind = (int, bool)  # SQLite's 0 and 1; PostgreSQL's booleans
 
 class Unreadable(Exception):
     """A row the database returned whole, holding values fractui never wrote."""
+
+
+def named(value: Any) -> str:
+    """A value that names a row (a team, a host, a GPU's UUID, a job's number) as the words
+    about that row give it: bare where printable, else quoted with its escapes
+    (``words.as_typed``). A damaged row may hold anything there, and its words go to the
+    scheduler's log and a user's terminal: an escape or a line break of it forged lines."""
+    return as_typed(str(value))
 
 
 def maybe(kind: Kind) -> Kind:

@@ -30,8 +30,9 @@ from remote_agent.digits import whole
 from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.store.access import REQUEUE
-from fractui.words import quoted
-from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
+from fractui.words import count, quoted
+from fractui.store.rows import (FLAG, INT, NUM, TEXT, Unreadable, check, maybe, named,
+                                value_problem)
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 NOTHING_RECORDED, KeyTaken, LeaseLost, QuotaTaken,
                                 StateConflict, Store, StoreDamaged, StoreError, StoreRefused,
@@ -45,6 +46,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
+TERMS_WRITTEN = "team_terms_written"  # the meta key a lease holder's first write of the
+# teams' terms sets (keep_team_terms): kept terms, none among them, are not none kept
 _NOW = object()  # a field set to the transaction's time (the store's clock)
 LINES_AT_ONCE = 500  # jobs whose last line one query reads (SQLite binds 999 at most before 3.32)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -427,9 +430,10 @@ class SqlStore(Store):
         self._replace("waiting_bounds", ("team", "max_waiting"), list(bounds.items()), epoch)
 
     def _replace(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
-                 epoch: Optional[int]) -> None:
+                 epoch: Optional[int], also: Callable[[Any], None] = lambda db: None) -> None:
         """Every row of ``table`` made ``rows``: what the lease holder keeps in memory, written
-        whole (fenced by ``epoch``) for the next holder and every reader."""
+        whole (fenced by ``epoch``) for the next holder and every reader; ``also``: what is
+        written with them, in the same transaction."""
         insert = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(columns),
                                                       ", ".join("?" * len(columns)))
 
@@ -438,13 +442,18 @@ class SqlStore(Store):
             self._run(db, "DELETE FROM %s" % table)
             for row in rows:
                 self._run(db, insert, row)
+            also(db)
         self._write(work)
 
     def keep_team_terms(self, terms: Mapping[str, TeamTerms],
                         epoch: Optional[int] = None) -> None:
+        """The terms, and the mark (meta TERMS_WRITTEN) that a lease holder wrote them: with
+        none (its config has no [[teams]]) the table alone reads as no holder's."""
         self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
                       [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
-                       for team, t in terms.items()], epoch)
+                       for team, t in terms.items()], epoch,
+                      lambda db: self._run(db, "INSERT INTO meta (key, value) VALUES (?, '1') "
+                                               "ON CONFLICT (key) DO NOTHING", (TERMS_WRITTEN,)))
 
     def team_terms(self) -> KeptTerms:
         """The terms kept; a damaged row (a value of another kind, or one no config gives: a
@@ -457,20 +466,22 @@ class SqlStore(Store):
             for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
                                    "FROM team_terms"):
                 try:
-                    what = "team %s's quota" % r["team"]
+                    what = "team %s's quota" % named(r["team"])
                     check(what, r, {"team": TEXT, "quota_gpus": NUM, "over_quota": FLAG,
                                     "weight": NUM})
                     terms = TeamTerms(float(r["quota_gpus"]), bool(r["over_quota"]),
                                       float(r["weight"]))
                     if not (0 <= terms.quota_gpus < math.inf and 0 < terms.weight < math.inf):
-                        raise Unreadable("%s is %g GPUs at weight %g, which no config gives" % (
-                            what, terms.quota_gpus, terms.weight))
+                        raise Unreadable("%s is %s at weight %g, which no config gives" % (
+                            what, count(terms.quota_gpus, "GPU"), terms.weight))
                 except Unreadable as err:  # (said by each reader, the lease holder's log too)
                     unread[str(r["team"])] = "store %s, its row of team_terms: %s" % (
                         self.dialect.where, err)
                     continue
                 found[r["team"]] = terms
-            return KeptTerms(found, unread)
+            written = self._run(db, "SELECT 1 FROM meta WHERE key = ?",
+                                (TERMS_WRITTEN,)).fetchone() is not None
+            return KeptTerms(found, unread, written)
         return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
@@ -486,9 +497,9 @@ class SqlStore(Store):
             found = {}
             for r in self._run(db, "SELECT team, job, charge, host FROM team_holds"):
                 try:
-                    check("team %s's hold" % r["team"], r, {"team": TEXT, "job": INT,
-                                                             "charge": NUM,
-                                                             "host": maybe(TEXT)})
+                    check("team %s's hold" % named(r["team"]), r, {"team": TEXT, "job": INT,
+                                                                    "charge": NUM,
+                                                                    "host": maybe(TEXT)})
                 except Unreadable as err:
                     log.warning("%s: left out", err)
                     continue
@@ -502,7 +513,7 @@ class SqlStore(Store):
     def _waiting_bounds(self, db: Any) -> dict[str, int]:
         found = {}
         for r in self._run(db, "SELECT team, max_waiting FROM waiting_bounds"):
-            check("the bound on team %s's waiting jobs" % r["team"], r,
+            check("the bound on team %s's waiting jobs" % named(r["team"]), r,
                   {"team": TEXT, "max_waiting": INT})
             found[r["team"]] = r["max_waiting"]
         return found
@@ -857,7 +868,7 @@ class SqlStore(Store):
         def work(db: Any) -> dict[str, float]:
             out = {}
             for r in self._run(db, "SELECT host, seen_at FROM inventory"):
-                check("the inventory of %s" % r["host"], r, {"host": TEXT, "seen_at": NUM})
+                check("the inventory of %s" % named(r["host"]), r, {"host": TEXT, "seen_at": NUM})
                 out[r["host"]] = float(r["seen_at"])
             return out
         return self._read(work)
@@ -938,7 +949,7 @@ class SqlStore(Store):
                 for r in self._run(db, "SELECT job, last_line FROM log_tails WHERE last_line IS "
                                        "NOT NULL AND job IN (%s)" % ",".join("?" * len(batch)),
                                    batch):
-                    check("the last line kept of job %s" % r["job"], r,
+                    check("the last line kept of job %s" % named(r["job"]), r,
                           {"job": INT, "last_line": TEXT})
                     found[int(r["job"])] = r["last_line"]
             return found
@@ -1034,7 +1045,7 @@ class SqlStore(Store):
         found = {}
         for r in self._run(db, "SELECT uuid, failures, until FROM mode_holds"):
             try:
-                check("the mode-change hold of %s" % r["uuid"], r,
+                check("the mode-change hold of %s" % named(r["uuid"]), r,
                       {"uuid": TEXT, "failures": INT, "until": NUM})
             except Unreadable as err:
                 log.warning("%s: left out", err)
@@ -1335,13 +1346,13 @@ def _request_text(text: str) -> tuple[dict[str, Any], Optional[str]]:
 
 
 def _stale(row: Any) -> StaleCopy:
-    check("the stale copy %s on %s" % (row["key"], row["host"]), row,
+    check("the stale copy %s on %s" % (named(row["key"]), named(row["host"])), row,
           {"host": TEXT, "key": TEXT, "job": INT, "since": NUM})
     return StaleCopy(row["host"], row["key"], row["job"], row["since"])
 
 
 def _audit_entry(row: Any) -> AuditEntry:
-    what = "audit entry %s" % row["id"]
+    what = "audit entry %s" % named(row["id"])
     check(what, row, AUDIT_COLUMNS)
     return AuditEntry(row["id"], row["time"], row["actor"], row["action"], row["job"],
                       row["why"], _decoded(what, row["detail"] or "{}"))
@@ -1353,10 +1364,11 @@ def _cordon(row: Any) -> Cordon:
     store damaged, no pass, screen or verb (uncordon included) could go on. Uncordoning the
     host deletes the row."""
     try:
-        check("the cordon of %s gpu %s" % (row["host"], row["gpu"]), row, CORDON_COLUMNS)
+        check("the cordon of %s gpu %s" % (named(row["host"]), named(row["gpu"])), row,
+              CORDON_COLUMNS)
         if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
             raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
-                row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
+                named(row["host"]), named(row["gpu"]), row["mode"], ", ".join(CORDON_MODES)))
     except Unreadable as err:
         if type(row["host"]) not in TEXT:
             raise
@@ -1373,7 +1385,7 @@ def _where(c: Cordon) -> tuple[str, int]:
 
 def _facts(row: Any) -> dict[str, Any]:
     """A host's kept facts: a JSON object, or Unreadable."""
-    what = "the inventory of %s" % row["host"]
+    what = "the inventory of %s" % named(row["host"])
     check(what, row, {"host": TEXT, "facts": TEXT})
     facts = _decoded(what, row["facts"])
     if not isinstance(facts, dict):
@@ -1421,7 +1433,7 @@ def _move(row: Any) -> Optional[dict[str, Any]]:
     """A job row's ``move_to`` as kept (its slot's record, and whether it is borrowed there),
     or None; Unreadable where it is not JSON."""
     text = row["move_to"]
-    return None if text is None else _decoded("job %s's move_to" % row["id"], text)
+    return None if text is None else _decoded("job %s's move_to" % named(row["id"]), text)
 
 
 def _move_held(row: Any) -> tuple[Optional[float], bool]:
@@ -1433,11 +1445,11 @@ def _move_held(row: Any) -> tuple[Optional[float], bool]:
                                                    bool(move.get("borrowed")))
     except (TypeError, KeyError, ValueError, AttributeError) as err:
         raise Unreadable("job %s's move_to is not as fractui wrote it (%r)" % (
-            row["id"], err)) from err
+            named(row["id"]), err)) from err
 
 
 def _job(row: Any) -> Job:
-    what = "job %s" % row["id"]
+    what = "job %s" % named(row["id"])
     check(what, row, JOB_COLUMNS)
     if row["state"] not in STATES:
         raise Unreadable("%s's state is %r, not one of fractui's" % (what, row["state"]))

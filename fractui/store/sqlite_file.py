@@ -157,8 +157,12 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
     the group's write of a shared store's). Either with no fractui holding the store open:
     one that does writes on into the files it opened, then no longer the store's (seen: a
     job submitted after the change was lost, its number given again to the holder's next).
-    (A file of no name, 0 links, was removed since it was opened: no other file is named
-    so.)"""
+    A -journal is none of the store's (in WAL mode, as fractui keeps every store, SQLite
+    writes none), so none is copied, and none is open in a fractui, so none is stopped: its
+    name is removed; SQLite's next open would have rolled it back into the store as a write
+    cut short (tried: a journal's pages put back over the store's, its page 1 too), or
+    removed it. (A file of no name, 0 links, was removed since it was opened: no other file
+    is named so.)"""
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         name = shell_line([where])
         own = {"its file": "file (linked by a backup), copy it in place instead, which keeps "
@@ -168,15 +172,22 @@ def refuse_linked(path: str, what: str, where: str, st: os.stat_result) -> None:
         copy = "; if one is this store's own %s: cp -p --remove-destination %s %s && mv %s %s" \
             % (own, name, shell_line([where + ".new"]), shell_line([where + ".new"]), name) \
             if own else ""
+        if what == "its -journal file":  # (a journal no store of fractui's has, or keeps open)
+            done = ("SQLite would take for a write cut short and put back into the store, or "
+                    "remove; fractui changed nothing in it, and it is no file of the store's: "
+                    "fractui keeps every store in WAL mode, where SQLite writes no -journal. "
+                    "See the file's other names (find / -xdev -samefile %s), and remove this "
+                    "one (rm %s): the file is kept under them, and a fractui that has the "
+                    "store open goes on (it uses no -journal)" % (name, name))
+        else:
+            done = ("SQLite would overwrite; fractui changed nothing in it. Stop each fractui "
+                    "that has the store open (its scheduler, a TUI): one would write on into "
+                    "the files it opened, and a job submitted meanwhile be lost. Then see the "
+                    "file's other names (find / -xdev -samefile %s), and remove this one (rm "
+                    "%s): the file is kept under them%s" % (name, name, copy))
         raise StoreExposed(path, "%s %s is a file of %s with %d names (hard links): it may be "
-                           "any file on its filesystem that someone linked there, which "
-                           "SQLite would overwrite; fractui changed nothing in it. Stop each "
-                           "fractui that has the store open (its scheduler, a TUI): one would "
-                           "write on into the files it opened, and a job submitted meanwhile "
-                           "be lost. Then see the file's other names (find / -xdev -samefile "
-                           "%s), and remove this one (rm %s): the file is kept under them%s" % (
-                               what, _linked(where), _owner(st.st_uid), st.st_nlink, name, name,
-                               copy))
+                           "any file on its filesystem that someone linked there, which %s" % (
+                               what, _linked(where), _owner(st.st_uid), st.st_nlink, done))
 
 
 def _changers(folder: str) -> Optional[str]:
@@ -660,20 +671,33 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
 def _made(path: str, initialise: Callable[[sqlite3.Connection], None]) -> bytes:
     """The bytes of a new store (for ``path``), made by SQLite in a new folder of this
     process's alone (0700, in the system's temporary folder) and read back once it is closed
-    (its WAL put back into it)."""
+    (its WAL put back into it). A failure is judged before that folder is removed: its
+    removal frees the room whose want SQLite may have said only as "disk I/O error"."""
+    folder = tempfile.gettempdir()
     try:
         with tempfile.TemporaryDirectory(prefix="fractui-store-") as private:
             made = os.path.join(private, os.path.basename(path))
-            db = sqlite3.connect(made, isolation_level=None)
             try:
-                initialise(db)
-            finally:
-                db.close()
-            with open(made, "rb") as f:
-                return f.read()
-    except (sqlite3.Error, OSError) as err:
-        raise StoreUnavailable(path, "cannot make a new store in %s: %s" % (
-            tempfile.gettempdir(), err)) from err
+                db = sqlite3.connect(made, isolation_level=None)
+                try:
+                    initialise(db)
+                finally:
+                    db.close()
+                with open(made, "rb") as f:
+                    return f.read()
+            except (sqlite3.Error, OSError) as err:
+                raise _unmade(path, folder, made, err) from err
+    except OSError as err:  # (its folder: made, or removed)
+        raise _unmade(path, folder, os.path.join(folder, "store.db"), err) from err
+
+
+def _unmade(path: str, folder: str, made: str, err: BaseException) -> StoreError:
+    """Why no store for ``path`` could be made at ``made`` in ``folder``: no room there said
+    as a full store's folder is (``_full``), else SQLite's or the system's words."""
+    if _full(made, err):
+        return StoreFull(path, "cannot make a new store in %s: no space is left on the "
+                         "filesystem that holds it (%s): nothing was recorded" % (folder, err))
+    return StoreUnavailable(path, "cannot make a new store in %s: %s" % (folder, err))
 
 
 def _no_space(path: str) -> bool:
@@ -681,6 +705,16 @@ def _no_space(path: str) -> bool:
         return os.statvfs(os.path.dirname(path)).f_bavail == 0
     except OSError:
         return False
+
+
+def _full(path: str, err: BaseException) -> bool:
+    """Whether ``err``, met writing ``path``, is its filesystem's want of room, in whichever
+    of SQLite's (or the system's) words: SQLite's own "database or disk is full", a quota's,
+    or an I/O error where the filesystem has no block left."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or getattr(err, "errno", None) in (
+        errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(err) or (
+            name.startswith("SQLITE_IOERR") and _no_space(path))
 
 
 def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
@@ -694,8 +728,7 @@ def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
         return StoreDamaged(path, "is damaged: SQLite says %s%s" % (quoted(said), MOVE_AWAY))
     text = str(err) or type(err).__name__
     what = (doing + ": " if doing else "") + text
-    if name.startswith("SQLITE_FULL") or code in (errno.ENOSPC, errno.EDQUOT) or (
-            "disk is full" in text) or (name.startswith("SQLITE_IOERR") and _no_space(path)):
+    if _full(path, err):
         return StoreFull(path, "no space is left on the filesystem that holds it (%s): nothing "
                          "was recorded" % what)
     if name.startswith("SQLITE_READONLY") or "readonly database" in text or code in (

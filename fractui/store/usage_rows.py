@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, Spans,
                                  UsageRecord, spans_over, submitter)
-from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
+from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe, named
 
 log = logging.getLogger("fractui.store")
 Run = Callable[[Any, str, Sequence[Any]], Any]
@@ -171,7 +171,8 @@ def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime
 
 
 def _what(r: Any) -> str:
-    return "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+    return "the GPU time of %s gpu %s at %s" % (named(r["host"]), named(r["gpu"]),
+                                                named(r["bucket"]))
 
 
 def _gpu_time(r: Any) -> GpuTime:
@@ -281,7 +282,7 @@ def forgotten(run: Run, db: Any) -> Optional[float]:
 
 
 def _record(r: Any) -> UsageRecord:
-    what = "the usage record of job %s attempt %s" % (r["job"], r["attempt"])
+    what = "the usage record of job %s attempt %s" % (named(r["job"]), named(r["attempt"]))
     check(what, r, USAGE_COLUMNS)
     try:
         gpus = tuple(int(g) for g in json.loads(r["gpus"]))

@@ -6,7 +6,7 @@ pressed, and neither the header nor ``?`` lists it (both are built from the acti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Protocol, Sequence, cast
 
 from rich.text import Text
 from textual.actions import parse as parse_action
@@ -16,7 +16,6 @@ from textual.keys import REPLACED_KEYS, key_to_character
 from textual.screen import Screen
 from textual.widgets import Static
 
-from fractui.tui.keymap import keys_of
 from fractui.tui.parts import wrap_parts
 
 
@@ -97,15 +96,19 @@ def typed_there(screen: Screen, key: str) -> bool:
         key, key_to_character(REPLACED_KEYS.get(key, key)))
 
 
-def key_named(node: DOMNode, binding_id: str, keys: str) -> str:
-    """The key of ``binding_id`` (bound to ``keys`` as shipped) as a notice that says what to
-    press names it: its first key as ``[tui] keys`` maps it, written as the key lines write
-    it (``/``, ``esc``, ``^f``). A notice naming the key as shipped sent an admin who had
-    remapped it to a key that did nothing, or something else."""
-    app = node.app
-    config = getattr(app, "config", None)
-    mapped = dict(config.tui.keys).get(binding_id, keys) if config is not None else keys
-    return app.get_key_display(Binding(keys_of(mapped)[0], ""))
+class KeysNamed(Protocol):
+    """The app, which knows every binding as shipped and as ``[tui] keys`` maps it."""
+
+    def key_named(self, binding_id: str) -> str: ...
+
+
+def key_named(node: DOMNode, binding_id: str) -> str:
+    """The key of ``binding_id`` as a text that says what to press names it (a notice, a
+    placeholder, a prompt): its first key as ``[tui] keys`` maps it, written as the key lines
+    write it (``/``, ``esc``, ``^f``). A text naming the key as shipped sent an admin who had
+    remapped it to a key that did nothing, or something else. An id no binding has raises
+    ``KeyError`` (a typo in the code), never names a key that is no binding's."""
+    return cast(KeysNamed, node.app).key_named(binding_id)
 
 
 def _what(binding: Binding, node: DOMNode) -> str:

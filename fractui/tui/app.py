@@ -34,7 +34,7 @@ from fractui.tui.gpu_screen import (GpuBody, GpuScreen, Holder, ProfileList,
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
-from fractui.tui.keymap import Scope, clashes, keys_problem, shown_key
+from fractui.tui.keymap import Scope, clashes, keys_of, keys_problem, shown_key
 from fractui.tui.messages import MessagesScreen, Notice, Notices, title_shown
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
@@ -116,6 +116,12 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.notices.add(Notice(self.clock(), severity, title, message))
         super().notify(message, title=title_shown(title, message), severity=severity,
                        timeout=timeout, markup=False)
+
+    def key_named(self, binding_id: str) -> str:
+        """``actions.key_named``: the first key of ``binding_id`` as ``[tui] keys`` maps it,
+        as the key lines write it; ``KeyError`` for an id no binding has."""
+        keys = dict(self.config.tui.keys).get(binding_id, shipped_keys()[binding_id])
+        return self.get_key_display(Binding(keys_of(keys)[0], ""))
 
     def on_mount(self) -> None:
         if self.asked_to_end():
@@ -278,8 +284,7 @@ class FractuiApp(App[None], inherit_bindings=False):
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
                                ReportScreen, MessagesScreen)):
             keys = [(" ".join(keys), what, bid) for keys, what, bid, _ in shown_bindings(screen)]
-            words = [one_gpu_words(keys, dict(self.config.tui.keys),
-                                   lambda key: self.get_key_display(Binding(key, ""))),
+            words = [one_gpu_words(keys, self.key_named),
                      TEAM_WORDS] if isinstance(screen, FleetScreen) else []
             self.push_screen(HelpScreen(keys, "\n\n".join(w for w in words if w)))
 
@@ -290,7 +295,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         for command in super().get_system_commands(screen):
             if command.title == "Keys":  # (its help has no brackets: Textual reads markup)
                 command = SystemCommand("Keys", "Every key of this screen, with the id that "
-                                        "remaps it (?)", self.action_help)
+                                        "remaps it (%s)" % self.key_named("app.help"),
+                                        self.action_help)
             elif command.title == "Screenshot":  # (once the palette has closed, as Textual's)
                 command = SystemCommand("Screenshot", "Save an SVG of the screen in your "
                                         "Downloads folder, else the current one",
@@ -388,12 +394,19 @@ def scopes() -> tuple[Scope, ...]:
 
 def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
-    ids: list[str] = []
+    return list(shipped_keys())
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_keys() -> dict[str, str]:
+    """Each binding id the config may remap -> its keys as shipped, in ``scopes()``'s order."""
+    keys: dict[str, str] = {}
     for scope in scopes():
         for cls in scope.nodes:
-            ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id and
-                    b.id not in ids]
-    return ids
+            for b in cls.BINDINGS:
+                if isinstance(b, Binding) and b.id:
+                    keys.setdefault(b.id, b.key)
+    return keys
 
 
 def check_tui_settings(config: Config, themes: Iterable[str]) -> None:

@@ -11,9 +11,10 @@ class FilterBox(Input):
     FilterBox { dock: bottom; height: 3; display: none; }
     """
 
-    def __init__(self, id: str) -> None:
+    def __init__(self, id: str, clears: str) -> None:
+        """``clears``: the key that clears it, as ``[tui] keys`` maps it (``key_named``)."""
         super().__init__(placeholder="filter: regex, !regex for the rest; enter keeps, "
-                         "esc clears", id=id)
+                         "%s clears" % clears, id=id)
 
     def open(self, text: str) -> None:
         """Shown, holding ``text`` (the filter now), with the focus."""

@@ -249,7 +249,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 yield SliceMap(self.fleet_app.readonly, id="map")
                 yield Legend(id="legend")
             yield QueuePanel(readonly=self.fleet_app.readonly, id="queues")
-        yield FilterBox(id="filter")
+        yield FilterBox(id="filter", clears=key_named(self, "fleet.back"))
         yield PreviewBar(id="preview")
 
     @property
@@ -374,7 +374,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.store_clock()  # the waits as fractui teams and jobs count them
         # the quotas the scheduler holds the teams to, as fractui teams shows them
-        config, unlike = kept(self.config, self._terms, jobs)
+        config, unlike = kept(self.config, self._terms, jobs, self.model.store is not None
+                              and self.model.store.holder is not None)
         teams, starved = standing(jobs, config, self._usage, now, self._terms)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
@@ -429,9 +430,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
                 follow = _on_block(lines[first:first + 1], lambda b: b.kind == GHOST)
-        self.map.show(lines, "nothing matches /%s/ (%s clears the filter)" % (
-            self.filter_text, key_named(self, "fleet.back", "escape"))
-            if self.filter_text and not lines else "")
+        clears = "(%s clears the filter)" % key_named(self, "fleet.back")
+        self.map.show(lines, "nothing matches /%s/ %s" % (self.filter_text, clears)
+                      if self.filter_text and not lines else "",
+                      "the filter /%s/ shows no GPU %s" % (self.filter_text, clears)
+                      if self.filter_text and not any(map(gpus_of, lines)) else "")
         # "· no fit" said only where the map draws it: at 80x24 its words cost the map a row
         self.query_one(Legend).show_unfit(any(g.unfit for line in lines
                                               for g in gpus_of(line)))
@@ -724,8 +727,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         where = p.current
         if p.needs_consent():  # said on the bar; a second confirm agrees
             p.agreed = where
-            p.note = "Past the quota: enter again places it as a borrowed job (preemptible " \
-                     "by a team within its quota); esc cancels."
+            p.note = ("Past the quota: %s again places it as a borrowed job (preemptible by a "
+                      "team within its quota); %s cancels." % (
+                          key_named(self, "placement.confirm"), key_named(self, "placement.cancel")))
             self.query_one(PreviewBar).changed()
             return
         p.busy = "checking %s gpu%s against its agent…" % (where.host,
@@ -923,7 +927,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         where = "%s gpu %d" % (message.gpu.host, message.gpu.index)
         self.notify("no job under the cursor to move: %s" % (
             "%s runs %s: put the cursor on one's slice (or %s opens the GPU)" % (
-                where, ", ".join("#%d" % i for i in ids), key_named(self, "map.gpu", "d"))
+                where, ", ".join("#%d" % i for i in ids), key_named(self, "map.gpu"))
             if ids
             else "%s runs no job of the store" % where), severity="warning")
 
@@ -1085,12 +1089,14 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))
-        entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
+        entries.append(Entry("jobs", "every job in a table: sort, filter, open (%s)"
+                             % key_named(self, "fleet.jobs"),
                              self.fleet_app.open_jobs, anywhere=True))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
-                             "sharing saved (R)", self.fleet_app.open_report, anywhere=True))
+                             "sharing saved (%s)" % key_named(self, "fleet.report"), self.fleet_app.open_report, anywhere=True))
         entries.append(Entry("messages", "the last notices again, newest first, with their "
-                             "time and severity (e)", self.fleet_app.open_messages,
+                             "time and severity (%s)" % key_named(self, "app.messages"),
+                             self.fleet_app.open_messages,
                              anywhere=True))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
@@ -1099,7 +1105,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         entries.append(Entry("colour by %s" % other, "colour slices by %s" % other,
                              self.action_colour_by))
         entries.append(Entry("order %s" % after(self.order).name,
-                             "the map's GPUs in this order (o)",
+                             "the map's GPUs in this order (%s)" % key_named(self, "fleet.order"),
                              self.action_order))
         entries.append(Entry("compact %s" % ("off" if self.compact_now() else "on"),
                              "several GPUs per line, or one", self.action_compact))

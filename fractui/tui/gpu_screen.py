@@ -47,7 +47,7 @@ from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
 from fractui.store.model import Job
-from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
+from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings, key_named
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
@@ -406,8 +406,8 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
         now = self.judge()
         if not isinstance(now, str) and now.geometry.model != self.geometry.model:
             now = ("%s changed model while its profiles were listed (%s, now %s): nothing was "
-                   "made; N lists its own" % (self.where, self.geometry.model,
-                                              now.geometry.model))
+                   "made; %s lists its own" % (self.where, self.geometry.model,
+                                              now.geometry.model, key_named(self, "gpu.create")))
         if isinstance(now, str):
             self.notify(now, severity="warning")
             self.dismiss(None)
@@ -719,8 +719,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         live = [j for j in jobs[0] if j.get("state") in ACTIVE_AGENT_STATES]
         layout = placement_layout(booked_layout(gpu, live), placed)[0]
         if layout is None:  # (a launch its snapshot does not show yet, or a broken record)
-            return ("what the instances of %s hold is not known now: N again after its next "
-                    "snapshot" % where)
+            return ("what the instances of %s hold is not known now: %s again after its next "
+                    "snapshot" % (where, key_named(self, "gpu.create")))
         return Judgement(layout.geometry, fits(layout))
 
     def _allowed_by(self, profile: str) -> str:
@@ -790,20 +790,16 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         self.notify(message.said, severity="warning" if message.error else "information")
 
 
-def one_gpu_words(shown: Sequence[tuple[str, str, str]], keymap: Mapping[str, str],
-                  display: Callable[[str], str]) -> str:
+def one_gpu_words(shown: Sequence[tuple[str, str, str]], named: Callable[[str], str]) -> str:
     """For ``?`` on the map, whose ``C``, ``D`` and ``U`` act on the cursor's whole host: how
-    one GPU is taken out of service, by the GPU view's keys as ``[tui] keys`` maps them (the
-    help listed ``C`` as "cordon host" and the admin looked for a GPU's cordon in vain),
-    written by ``display`` as its key line writes them (``^k``, not ``ctrl+k``). Nothing
-    where the map's are not bound (``--readonly``): there is nothing to say."""
-    keys = {bid: key for key, _what, bid in shown}
-    if "map.cordon" not in keys:
+    one GPU is taken out of service, by the keys as ``[tui] keys`` maps them, each named by
+    ``named`` (``actions.key_named``: its first key as the key lines write it, ``^k``, not
+    ``ctrl+k``; the help listed ``C`` as "cordon host" and the admin looked for a GPU's cordon
+    in vain). Nothing where the map's are not bound (``--readonly``): there is nothing to say."""
+    if "map.cordon" not in {bid for _key, _what, bid in shown}:
         return ""
-    view = {a.id: display(keymap.get(a.id, a.keys).split(",")[0]) for a in GpuScreen.ACTIONS}
     return ("%s, %s and %s cordon, drain and put back the cursor's whole host. One GPU: %s "
-            "opens it, then %s, %s or %s there; or in the palette (:) cordon gpu HOST N, "
-            "drain gpu HOST N, uncordon gpu HOST N." % (
-                keys["map.cordon"], keys["map.drain"], keys["map.uncordon"],
-                keys["map.gpu"], view["gpu.cordon"], view["gpu.drain"],
-                view["gpu.uncordon"]))
+            "opens it, then %s, %s or %s there; or in the palette (%s) cordon gpu HOST N, "
+            "drain gpu HOST N, uncordon gpu HOST N." % tuple(map(named, (
+                "map.cordon", "map.drain", "map.uncordon", "map.gpu", "gpu.cordon", "gpu.drain",
+                "gpu.uncordon", "app.command"))))

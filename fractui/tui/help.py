@@ -14,6 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from fractui.tui.actions import key_named
 from fractui.tui.themes import RichVariables
 
 
@@ -82,5 +83,5 @@ class HelpScreen(ModalScreen[None]):
             "secondary"]), expand=True), *([Static("\n" + self.words, markup=False)]
                                             if self.words else []))
         scroll.border_title = "keys"
-        scroll.border_subtitle = "esc to close"
+        scroll.border_subtitle = "%s to close" % key_named(self, "help.close")
         yield scroll

@@ -38,7 +38,7 @@ from fractui.store.model import (CANCELLED, ON_HOST, PENDING, START_NOT_KNOWN, S
                                  AuditEntry, Job, movable, stops_offered)
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry, move_entry, place_entry
-from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
+from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings, key_named,
                                  refused_now)
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib, seen_state
@@ -168,8 +168,9 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical():
             yield Static(self.question, markup=False)
             with Horizontal():
-                yield Button("yes (y)", variant="warning", id="yes")
-                yield Button("no (n)", id="no")
+                yield Button("yes (%s)" % key_named(self, "confirm.yes"), variant="warning",
+                             id="yes")
+                yield Button("no (%s)" % key_named(self, "confirm.no"), id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -274,8 +275,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         yield HealthPanel(id="health")
         yield Static(id="logstate", markup=False)
         yield LogView(id="log")
-        yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
-                    id="search")
+        yield Input(placeholder="search: a regex; enter finds, %s/%s next/previous, %s closes" % (
+            key_named(self, "log.next"), key_named(self, "log.previous"),
+            key_named(self, "job.back")), id="search")
         yield KeyLine(("job.", "log."), id="job-keys")  # the job's and its output's
 
     @property

@@ -265,7 +265,7 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         yield Static(id="title", markup=False)
         yield Static(id="jobs-head", markup=False)
         yield JobTable(id="jobs")
-        yield FilterBox(id="jobs-filter")  # (under the rows, over the keys)
+        yield FilterBox(id="jobs-filter", clears=key_named(self, "jobs.back"))  # (over the keys)
         yield KeyLine(("jobs.",), id="jobs-keys")
 
     @property
@@ -408,7 +408,7 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         row = self.table.row
         if row is None:
             self.notify("no job to open: the view lists none%s" % (
-                " (%s lists the ended too)" % key_named(self, "jobs.ended", "a")
+                " (%s lists the ended too)" % key_named(self, "jobs.ended")
                 if not self.ended else ""), severity="warning")
             return
         if row.job_id is None:

@@ -244,7 +244,7 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
     def action_find(self, by: int) -> None:
         if self.pattern is None:
             self.notify("nothing searched yet: %s searches the output" % key_named(
-                self, "job.search", "slash"), severity="warning")
+                self, "job.search"), severity="warning")
         elif not self.find(by):
             self.notify("no line matches /%s/" % self.pattern.text, severity="warning")
 

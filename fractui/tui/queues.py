@@ -54,8 +54,9 @@ TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and
               "max_waiting (at it, a member's submit or requeue is refused)."
               % duration(USAGE_EVERY_S))
 """What the teams table's columns are, for ``?`` on the fleet screen."""
-PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
-"""What the pending list's title says may be done to a job, first what matters most."""
+PENDING_KEYS = (("queue.place", "place"), ("queue.job", "open"), ("", "drag to a GPU"))
+"""What the pending list's title says may be done to a job, first what matters most: (binding
+id, its key named as ``[tui] keys`` maps it, or none; what it does)."""
 MIN_PENDING = 4  # pending rows shown at the least (80x24: the panel is sized for them)
 
 
@@ -195,7 +196,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         """The selected pending job, or None, said: there is none to ``what``."""
         if self.job is None:
             self.notify("no pending job to %s: the queues hold none now (%s lists every job)"
-                        % (what, key_named(self, "fleet.jobs", "J")), severity="warning")
+                        % (what, key_named(self, "fleet.jobs")), severity="warning")
         return self.job
 
     def _in_sight(self, job: Job) -> bool:
@@ -363,7 +364,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             self._first + 1, self._first + len(shown), len(ids))
         title = "Pending %s" % count
         lines = Text(title, style="bold", no_wrap=True, overflow="ellipsis")
-        keys = PENDING_KEYS[1:2] if self.readonly else PENDING_KEYS
+        keys = ["%s %s" % (key_named(self, bid), what) if bid else what
+                for bid, what in (PENDING_KEYS[1:2] if self.readonly else PENDING_KEYS)]
         while keys and cell_len("%s  %s" % (title, " · ".join(keys))) > width:
             keys = keys[:-1]  # each whole, or left out (the help lists them)
         if keys:

@@ -101,6 +101,7 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         on the first GPU drawn, whichever host answered first."""
         self.moves = Moves([])
         self.empty = ""
+        self.hidden = ""
         self._host_of: list[int] = []
         """Per line, the line of its host's header (drawn on top while it is scrolled off)."""
         self._cache: LRUCache[tuple, Strip] = LRUCache(4096)
@@ -120,9 +121,12 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         place, part = self.moves.place(self.cursor), self.moves.slice(self.cursor)
         return None if place is None or part is None else (place.gpu, part)
 
-    def show(self, lines: list[Line], empty: str = "") -> None:
+    def show(self, lines: list[Line], empty: str = "", hidden: str = "") -> None:
         """New lines; only the rows whose line changed are redrawn. ``empty``: what the first
-        row says when there is no line (a filter that matches nothing), not a blank map."""
+        row says when there is no line (a filter that matches nothing), not a blank map;
+        ``hidden``: why none of them is a GPU where others have reported one (a filter that
+        shows only hosts without one), for the keys of the slice under the cursor."""
+        self.hidden = hidden
         if empty != self.empty:
             self.empty = empty
             self.refresh()
@@ -215,13 +219,13 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         else:
             verb = mode or "uncordon"
             self._none_under("host", verb, "; the palette (%s) names one: %s host NAME" % (
-                key_named(self, "app.command", "colon"), verb))
+                key_named(self, "app.command"), verb))
 
     def _none_under(self, what: str, verb: str, way: str = "") -> None:
         """A key of the slice under the cursor with no GPU drawn (no host has reported one,
         or the filter hides them all), so no cursor: said, as the header offers the key."""
         self.notify("no %s under the cursor to %s: %s%s" % (
-            what, verb, self.empty or "no host has reported a GPU yet", way),
+            what, verb, self.empty or self.hidden or "no host has reported a GPU yet", way),
             severity="warning")
 
     # -- scrolling --

@@ -25,6 +25,7 @@ class Facts:
 
     outside_mib: Dict[int, int] = field(default_factory=dict)  # per GPU: not fractui's
     instance: Optional[Tuple[str, bool, Tuple[int, ...]]] = None  # (uuid, busy, pids)
+    made_again: Optional[str] = None  # the instance asked not there: one made in its place
 
 
 def read_facts(gpus: Any, memory_mib: Optional[int], instance: Optional[str],
@@ -45,6 +46,9 @@ def read_facts(gpus: Any, memory_mib: Optional[int], instance: Optional[str],
         inst = next((i for i in layout.instances if i.uuid == instance), None)
         if inst is not None:
             facts.instance = (inst.uuid, inst.busy, inst.pids)
+        else:  # a rollback's: said, not taken (the job asked for that uuid, and runs on it)
+            again = gpus.made_again.standing_for(instance, layout.instances)
+            facts.made_again = again.label() if again is not None else None
     return facts
 
 
@@ -78,8 +82,10 @@ def check(active: List[Job], memory_mib: Optional[int], instance: Optional[str],
                            info.index, info.name), {"gpu": info.index})
     if instance is not None:
         if facts.instance is None:
-            raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d" % (
-                instance, info.index))
+            raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d%s" % (
+                instance, info.index, "" if facts.made_again is None else (
+                    ": a rolled-back change made it again as %s, a new uuid; launch the job "
+                    "on that one" % facts.made_again)))
         refuse_if_held(active, *facts.instance)
 
 

@@ -162,10 +162,15 @@ class Job:
         return out
 
 
-def _no_room(path: str) -> str:
-    """Words saying the table's filesystem is full, where it is (SQLite may say only "disk
-    I/O error" when it cannot grow its shared-memory file, and "unable to open database file"
-    when no inode is left for the table, its WAL or its shared memory), else nothing."""
+def _no_room(path: str, err: sqlite3.Error) -> str:
+    """Words saying the table's filesystem is full, where it is, the same for each of SQLite's
+    ways to say so: its own "database or disk is full" (SQLITE_FULL: a write found no room,
+    though a page may remain, which statvfs counts as room), "disk I/O error" when it cannot
+    grow its shared-memory file, and "unable to open database file" when no inode is left for
+    the table, its WAL or its shared memory; else nothing."""
+    if getattr(err, "sqlite_errorname", "").startswith("SQLITE_FULL") or (
+            "disk is full" in str(err)):  # (the name from Python 3.11; its words before)
+        return " (its filesystem has no room left)"
     try:
         fs = os.statvfs(os.path.dirname(path) or ".")
     except OSError:
@@ -221,7 +226,7 @@ class JobStore:
         except sqlite3.OperationalError as err:  # the host's trouble now, not the table's
             raise StoreError("the job table %s cannot be opened now: %s%s; it is kept as it "
                              "is: start the agent again once that is mended" % (
-                                 path, err, _no_room(path))) from err
+                                 path, err, _no_room(path, err))) from err
         except sqlite3.DatabaseError as err:
             raise StoreError("the job table %s cannot be used: %s; move it aside to start with "
                              "an empty one (its jobs are then forgotten)" % (path, err)) from err
@@ -271,12 +276,14 @@ class JobStore:
 
     @contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:
-        """The table, one user at a time; a failure (a full disk, an I/O error) names it."""
+        """The table, one user at a time; a failure (a full disk, an I/O error) names it,
+        and a full disk is said as the table's open says it."""
         try:
             with self._lock:
                 yield self._db
         except sqlite3.Error as err:
-            raise StoreError("the job table %s: %s" % (self.path, err)) from err
+            raise StoreError("the job table %s: %s%s" % (self.path, err, _no_room(self.path, err))
+                             ) from err
 
     def _query(self, sql: str, args: tuple = ()) -> List[Job]:
         with self._using() as db:

@@ -195,3 +195,43 @@ def misfit(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> Optional[st
             return "%s: on the memory slices of %s" % (where, other)
         held.update(dict.fromkeys(p.slots(i["start"]), where))
     return None
+
+
+class MadeAgain:
+    """The instances a rolled-back change made again, by the uuid the GPU gave each anew: the
+    uuids of those it stands in place of (a rollback makes an idle instance the change
+    destroyed again at its place, and the GPU gives it a new uuid; made again twice, it stands
+    for both). A retry of what named the old uuid (``mig.destroy``) finds it by them. Kept in
+    memory, the ``keep`` latest: the daemon that rolled the change back knows it."""
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self._of: "OrderedDict[str, Tuple[str, ...]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def saw(self, before: Layout, now: Layout) -> None:
+        """``now``, read after a rollback of a change made on ``before``: each instance of
+        ``before`` gone, with one of its profile at its start that ``before`` did not hold
+        (the one made again there), is stood in for by it."""
+        was = {i.uuid for i in before.instances if i.uuid}
+        new = {(i.profile, i.start): i.uuid for i in now.instances
+               if i.uuid and i.uuid not in was}
+        there = {i.uuid for i in now.instances if i.uuid}
+        with self._lock:
+            for old in before.instances:
+                remade = new.get((old.profile, old.start))
+                if old.uuid and old.uuid not in there and remade is not None:
+                    self._of[remade] = self._of.pop(old.uuid, ()) + (old.uuid,)
+                    self._of.move_to_end(remade)
+            while len(self._of) > self.keep:
+                self._of.popitem(last=False)
+
+    def of(self, uuid: Optional[str]) -> Tuple[str, ...]:
+        """The uuids the instance ``uuid`` was made again in place of (none: it was not)."""
+        with self._lock:
+            return self._of.get(uuid or "", ())
+
+    def standing_for(self, old: str, instances: Iterable[Instance]) -> Optional[Instance]:
+        """Of ``instances``, the one made again in place of ``old``, if any."""
+        with self._lock:
+            return next((i for i in instances if old in self._of.get(i.uuid or "", ())), None)
