@@ -27,7 +27,7 @@ from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
 from fractui.store.intents import Asker, submit
 from tests import localfleet
-from tests.cli_run import leaks
+from tests.cli_run import fractui_process, leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
 from tests.pg_proxy import AFTER, BEFORE, PgProxy, Stores, proxied_stores
@@ -300,10 +300,8 @@ def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(store
         stores.proxy.url(stores.db)))
     stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
                         past="COMMIT")
-    submitting = subprocess.Popen(
-        [sys.executable, "-m", "fractui", "--config", str(config), "submit", "--json",
-         "--queue", "q", "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    submitting = fractui_process(["--config", str(config), "submit", "--json", "--queue", "q",
+                                  "--", "true"])
     try:
         wait(lambda: stores.proxy.cuts == 1, lambda: "the lease was never read",
              timeout_s=GUARD_S, alive=submitting)
