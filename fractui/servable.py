@@ -104,8 +104,8 @@ def judged(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Judged
 
 def _pending_changes(known: Dict[str, Facts]) -> List[str]:
     """Each MIG mode change pending on a GPU of ``known`` (it takes effect at the GPU's next
-    reset, which no pass makes on a host that pins its modes), in words: which GPU, its mode
-    now and pending, and how that reset is made."""
+    reset, which no pass makes: none offers a change on a GPU whose change is pending), in
+    words: which GPU, its mode now and pending, and how that reset is made."""
     return ["%s gpu %s (MIG %s, now %s) takes effect, at its next GPU reset (%s)" % (
         name, g.get("index"), "on" if g.get("mig_pending") else "off",
         "on" if g.get("mig_mode") else "off",

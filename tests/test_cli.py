@@ -738,6 +738,43 @@ def test_a_wait_ended_by_ctrl_c_still_gives_the_json_record_of_the_queued_job(tm
     assert (record["id"], record["state"]) == (number, "pending"), out
 
 
+def test_a_wait_ended_by_ctrl_c_gives_the_record_of_the_job_as_last_read(tmp_path):
+    """``submit --wait --json`` ended by Ctrl-C once the wait has read the job running: its
+    --json record is the job as the wait last read it (running, on its slot), as stderr said
+    it. It was the job as submitted (pending): a script read a running job as not started."""
+    path = str(tmp_path / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % sqlite_url(path))
+    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
+                                "--wait", "--json", "--queue", "quarter", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    said: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
+                     daemon=True).start()
+    try:
+        localfleet.wait(lambda: bool(_jobs_in(path)),
+                        lambda: "the submit queued nothing", alive=waiting)
+        (number,) = _jobs_in(path)
+        store = SqliteStore(path)
+        try:
+            store.place(number, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+            store.started(number, "j1", None, "sched", "launched")
+        finally:
+            store.close()
+        while "job %d is running" % number not in said.get(timeout=60):
+            pass
+        waiting.send_signal(signal.SIGINT)
+        out = waiting.stdout.read()
+        waiting.wait(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130
+    record = json.loads(out)
+    assert (record["id"], record["state"]) == (number, "running"), out
+
+
 def _jobs_in(path: str) -> list:
     """The numbers of the jobs an SQLite store holds, read beside fractui's own connection
     (none while the submit is still making the store)."""

@@ -356,3 +356,29 @@ def test_an_instance_made_again_twice_stands_for_both_uuids_and_nothing_else_is_
         ("MIG-a", "MIG-b"), (), (), ())
     assert seen.standing_for("MIG-a", (kept, at("MIG-c"))) == at("MIG-c")
     assert seen.standing_for("MIG-k", (kept, at("MIG-c"))) is None
+
+
+def test_made_again_keeps_the_latest_links_and_the_latest_uuids_of_a_long_chain():
+    """``MadeAgain`` is bounded: the ``keep`` latest instances made again, and of one made
+    again at the same place rollback after rollback, the ``chain`` latest uuids it stands for
+    (the one a retry names is the last it saw). A chain grew by a uuid at each rollback, for
+    as long as the daemon ran, and went out in each snapshot's record of the instance (an
+    admin keeps the first 256 of a list: the newest, the one retried, was left out)."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Instance, Layout, MadeAgain
+
+    geo = models.model("H100").geometry()
+
+    def at(uuid: str, start: int = 6) -> Layout:
+        prof = geo.profile("1g.10gb")
+        return Layout(geo, (Instance(1, "1g.10gb", start, prof.size, prof.compute_slices,
+                                     uuid=uuid),))
+
+    seen = MadeAgain(keep=2, chain=3)
+    for n in range(1000):  # the same place, rolled back 1000 times
+        seen.saw(at("MIG-%d" % n), at("MIG-%d" % (n + 1)))
+    assert seen.of("MIG-1000") == ("MIG-997", "MIG-998", "MIG-999")
+    seen.saw(at("MIG-x", 5), at("MIG-y", 5))
+    seen.saw(at("MIG-p", 4), at("MIG-q", 4))
+    assert (seen.of("MIG-1000"), seen.of("MIG-y"), seen.of("MIG-q")) == (
+        (), ("MIG-x",), ("MIG-p",))

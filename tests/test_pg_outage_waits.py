@@ -148,3 +148,29 @@ def test_submit_without_wait_whose_lease_read_fails_says_its_job_queued(pg_serve
     finally:
         proxy.close()
         made.close()
+
+
+def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(cut):
+    """``fractui scheduler`` started while its PostgreSQL store takes no connection (a
+    restart, a head node up before the database server): it says the store's words once and
+    waits, takes the lease once the store answers and places what waits (before: exit 1, and
+    systemd's restarts of it give up after StartLimitBurst; the stress run of many teams saw
+    a scheduler started again in the server's crash recovery end so)."""
+    f, proxy = cut.f, cut.proxy
+    job = f.submit("q")
+    proxy.refuse()
+    sched = fractui_process(["--config", cut.through("away.toml"), "scheduler", "--name", "s1"])
+    try:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        assert sched.poll() is None, (lost, sched.communicate())
+        proxy.restore()
+        assert sched.stderr.readline() == "fractui: the store is back; the scheduler starts\n"
+        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
+        assert (f.store.lease_holder() or ("",))[0] == "s1"
+    finally:
+        proxy.close()  # first: the scheduler ends with its store away
+        sched.terminate()
+        err = sched.communicate(timeout=60)[1]
+    assert len(lost) == 1 and lost[0].endswith(
+        LOST % "the scheduler starts once it answers"), lost
+    assert "Traceback" not in err and not leaks("".join(lost)), err

@@ -360,3 +360,73 @@ def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_pa
     assert done.stderr.startswith("fractui: job %d asked to stop; whether a scheduler serves "
                                   "it could not be read: store %s: " % (
                                       job.id, stores.proxied.where)), done.stderr
+
+
+def test_a_placement_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
+    """``place``: the placement is recorded (the scheduler launches it), then the read of
+    whether a scheduler holds the lease stalls with the server. It exited 1 in the store's
+    words after saying the job placed, as cancel did; the read's failure is said, as cancel
+    and submit say it, and the place exits 0."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.direct.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "gpus": [
+        {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": 23034,
+         "mig_mode": False}]})
+    job = submit(stores.direct, "q", None, "n", ["true"], REQUEST, ASKER)
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", str(config), "place", str(job.id), "gpu-a", "0")
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "placed"
+    assert done.returncode == 0 and done.stdout.startswith("%d placed on " % job.id) and \
+        not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: job %d is placed; whether a scheduler serves it "
+                                  "could not be read: store %s: " % (
+                                      job.id, stores.proxied.where)), done.stderr
+
+
+def test_a_move_whose_read_of_the_lease_fails_is_no_failure(local_fleet, stores):
+    """``move`` of a running job: the move is recorded (the scheduler stops it, then launches
+    it there), then the read of whether a scheduler holds the lease stalls with the server.
+    It exited 1 in the store's words, and its line saying the job moves never came; the
+    line comes, the read's failure is said as cancel says it, and the move exits 0."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=stores.proxy.url(stores.db))
+    job = f.submit("whole", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "running")
+    there = "gpu-b" if f.store.get(job.id).slot.host == "gpu-a" else "gpu-a"
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", f.write_config(), "move", str(job.id), there, "0")
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "stopping"
+    assert (done.returncode, done.stdout) == (0, "%d moving to %s gpu0 23034 MiB: the "
+                                              "scheduler stops it, then launches it there; "
+                                              "the slot is held for it meanwhile\n" % (
+                                                  job.id, there)) and \
+        not leaks(done.stderr), done
+    assert done.stderr.splitlines()[-1].startswith(
+        "fractui: job %d is asked to move; whether a scheduler serves it could not be read: "
+        "store %s: " % (job.id, stores.proxied.where)), done.stderr
+
+
+def test_an_uncordon_whose_read_after_fails_is_said_recorded(stores, tmp_path):
+    """``uncordon`` whose read of what is still out of service (after the uncordon was
+    recorded) stalls with the server: the host is back in service, so it is said and is no
+    failure, as cordon's read after is. It exited 1 in the store's words, no line: a script
+    took the host for still out of service."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.direct.cordon("gpu-a", None, "cordon", "root", "")
+    stores.proxy.cut_on("SELECT * FROM cordons ORDER BY", BEFORE, down=True, stall=True,
+                        past="DELETE FROM cordons")
+    done = _fractui("--config", str(config), "uncordon", "gpu-a")
+    stores.proxy.restore()
+    assert stores.direct.cordons() == []
+    assert (done.returncode, done.stdout) == (0, "back in service: gpu-a\n") and \
+        not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: gpu-a: the uncordon is recorded; whether it is "
+                                  "still out of service as a whole could not be read: store "
+                                  "%s: " % stores.proxied.where), done.stderr

@@ -5,6 +5,7 @@ may meet are capped."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Callable, Iterator, Tuple
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.scheduler import Scheduler
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Slot
 from remote_agent.jobs.supervisor import START_TIMEOUT_S
@@ -307,6 +309,24 @@ def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local
     assert launches_of(f, job) == []
     assert [e.action for e in f.store.audit_log(job.id)] == [
         "submit", "place", "requeued", "place", "failed"]
+
+
+@pytest.mark.parametrize("ahead", [3600.0, -3600.0], ids=["ahead", "behind"])
+def test_a_job_failed_by_its_refusals_ends_by_the_stores_clock(local_fleet, ahead):
+    """The end of a job its refusals failed is the store's time, as every end the store
+    dates, not the lease holder's: a holder an hour ahead dated it an hour on, so ``fractui
+    report`` of the last hour, counted to the store's clock, left that failure out (and one
+    behind, an hour back)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], max_attempts=1)
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + ahead)
+    _crowd(f, "gpu-a")
+    job = f.submit("half")
+    _place_by_hand(f, job, "gpu-a")
+    f.until(lambda: f.store.get(job.id).state == "failed")
+    report = f.fractui("report", "--since", "10m", "--json")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["ended_unstarted"] == {"cancelled": 0, "failed": 1}
 
 
 def test_a_refusal_met_again_in_the_same_words_is_said_once_with_how_often(local_fleet):

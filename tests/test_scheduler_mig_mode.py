@@ -612,13 +612,17 @@ def test_a_gpu_whose_failed_change_could_not_be_audited_is_held_back_all_the_sam
 
 
 
+@pytest.mark.parametrize("agent", [{"mig_mode": "fixed"}, {}], ids=["pinned", "unpinned"])
 def test_submit_says_a_queue_only_a_pending_mode_change_would_serve_waits_for_a_reset(
-        local_fleet):
-    """On a host that pins its modes, an A100 whose MIG mode on waits for a GPU reset has MIG
-    off now and takes no new work until the reset: a MIG queue is served only once someone
-    makes it. `submit` judged the GPU as if the change had taken effect, and queued the job
-    saying nothing; it waited ("no room") with no word of the reset it waits for."""
-    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent={"mig_mode": "fixed"})
+        local_fleet, agent):
+    """An A100 whose MIG mode on waits for a GPU reset has MIG off now and takes no new work
+    until the reset, on a host that pins its modes or not (no pass offers a change on a GPU
+    whose change is pending: fleetview._idle_for_mode): a MIG queue is served only once
+    someone makes it. `submit` judged the GPU as if the change had taken effect, and queued
+    the job saying nothing; it waited ("no room") with no word of the reset it waits for. On
+    a host that does not pin its modes it still said nothing (judged as a pass that would
+    change the GPU's mode, which none does)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent=agent)
     session = f.fleet.session("gpu-a")
     session.call("sim.mode_waits_for_reset", {"gpu": 0})
     asked = session.call("mig.set_mode", {"gpu": 0, "enabled": True})
@@ -636,3 +640,39 @@ def test_submit_says_a_queue_only_a_pending_mode_change_would_serve_waits_for_a_
         "queue slice is served only once the MIG mode change pending on gpu-a gpu 0 (MIG on, "
         "now off) takes effect, at its next GPU reset (fractui mig gpu-a 0 --mode on --reset "
         "makes one now, while nothing uses the GPU); until then no GPU holds its jobs"))], listed
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_a_placement_by_hand_of_a_profile_without_its_start_on_a_gpu_whose_mode_is_pending(
+        local_fleet, pinned):
+    """`place --profile` with no `--start` on an A100 whose MIG mode on waits for a reset was
+    judged as though the change had been made: placed, "the scheduler launches it", with no
+    word of the mode change its launch needs, where `--start` said it (and a host that pins
+    its modes refused it). The launch, completed on the GPU as it is (MIG off), was then
+    refused as "MIG off: it takes memory shares", counted against the job, which waited.
+    Now the start the placement chose is recorded with it: refused where the host pins its
+    modes, else said, and the launch resets the GPU first and runs."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE],
+                    agent={"mig_mode": "fixed"} if pinned else {})
+    session = f.fleet.session("gpu-a")
+    session.call("sim.mode_waits_for_reset", {"gpu": 0})
+    session.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    f.until(lambda: (f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get(
+        "mig_pending"))
+    job = f.submit("slice")
+    done = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--yes")
+    if pinned:
+        assert (done.returncode, done.stdout) == (1, ""), (done.stdout, done.stderr)
+        assert "not placed: job %d on gpu-a gpu0 3g.40gb at slot 4 needs its launch to turn " \
+               "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) " \
+               "first, and gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)" % (
+                   job.id) in done.stderr, done.stderr
+        assert f.store.get(job.id).state == "pending"
+        return
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "%d placed on gpu-a gpu0 3g.40gb at slot 4; the scheduler will turn " \
+        "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there), then launch " \
+        "it\n" % job.id, done.stdout
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).refusals == ()
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True

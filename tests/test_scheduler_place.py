@@ -18,7 +18,8 @@ import pytest
 from fractui.config import QueueConfig, TeamConfig
 from fractui.metrics.state import PassReport
 from fractui.store import postgres
-from fractui.store.model import TeamTerms
+from fractui.store.intents import Asker, place_by_hand
+from fractui.store.model import Slot, TeamTerms
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 from tests.conftest import REPO
@@ -514,3 +515,26 @@ def test_a_damaged_kept_row_is_logged_with_its_team_name_escaped(local_fleet, tm
     assert len(mended) == 1 and repr(hostile) in mended[0] and mended[0].isprintable(), \
         caplog.text
     assert f.store.team_terms().unread == {}
+
+
+def test_the_last_room_taken_by_hand_and_by_a_pass_at_once_runs_one_job(local_fleet):
+    """An admin's placement on a GPU's last room, chosen before a pass decided another job
+    there and written after: the store records both (it checks quota as it writes, not room),
+    the agent starts one and refuses the other, which goes back to its queue saying why;
+    the GPU never runs more than its memory (docs/decisions.md, "The last room taken at once
+    by hand and by a pass")."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    for _ in range(3):
+        f.submit("q")
+    f.until(lambda: set(f.states().values()) == {"running"})
+    decided, by_hand = f.submit("q"), f.submit("q")
+    seen = f.store.get(by_hand.id)  # as the admin's preview read it: one room left on gpu0
+    slot = Slot("gpu-a", (0,), memory_mib=5758, charge=0.25)
+    f.scheduler.step()
+    assert f.states()[decided.id] == "placed"
+    place_by_hand(f.store, seen, slot, Asker("admin"))
+    f.until(lambda: "pending" in f.states().values() and "placed" not in f.states().values())
+    runs = [r for r in f.agent_jobs() if r["state"] == "running"]
+    assert len(runs) == 4 and sum(r["memory_mib"] for r in runs) <= 23034
+    [back] = [j for j in f.store.jobs() if j.state == "pending"]
+    assert back.id in (decided.id, by_hand.id) and "has 2 MiB free" in back.reason, back

@@ -155,6 +155,22 @@ def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local
             head.wait(10)
 
 
+@pytest.mark.parametrize("ahead", [0.0, 3600.0, -3600.0], ids=["same", "ahead", "behind"])
+def test_a_standby_waits_out_the_lease_left_by_the_stores_clock(local_fleet, ahead):
+    """What a standby refused the lease leaves it alone for: the holder's lease's time left
+    by the store's clock, which dated its expiry, whatever the standby's own clock says. An
+    hour behind, it waited a whole lease where half was left: its takeover came up to a
+    lease after the lapse, which the test above, whose takeover may take three leases,
+    cannot see; an hour ahead, a tenth of a lease."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], lease_s=60.0)
+    standby = Scheduler(f.config, f.store, f.fleet, name="standby",
+                        clock=lambda: time.time() + ahead)
+    assert f.store.acquire_lease("head", 30.0) is not None
+    assert not standby._turn()  # refused: head holds it
+    assert not standby.leader
+    assert 25.0 <= standby._try_at - standby.ticks() <= 30.0
+
+
 @contextlib.contextmanager
 def leading(f, store: SqliteStore, kind: type) -> Iterator[Scheduler]:
     """A scheduler of ``kind`` on ``store`` in this process, holding the lease with the host

@@ -196,12 +196,13 @@ def idle_view(name: str, host_facts: Dict[str, Any], settled: bool = True) -> Ho
     """The host as it would be with nothing running on it: what it could ever hold — each GPU
     in the MIG mode it has once a pending change took effect (a live GPU whose change is
     pending takes no new work, ``_gpu``; idle and settled it would), or with ``settled``
-    False in the mode it has now, its pending change left out."""
+    False as a pass sees it until then: in the mode it has now, its change still pending, so
+    it takes nothing and is offered no change (``_idle_for_mode``), pinned host or not."""
     hello = {k: host_facts.get(k) for k in _HOST_FACTS}
     hello["privileges"] = {"mig_changes": host_facts.get("mig_changes", True)}
-    gpus = [dict(g, instances=[], mig_mode=mode, mig_pending=mode)
-            for g in host_facts.get("gpus") or []
-            for mode in [_settled(g) if settled else g.get("mig_mode")]]
+    gpus = [dict(g, instances=[], mig_mode=_settled(g) if settled else g.get("mig_mode"),
+                 mig_pending=_settled(g))
+            for g in host_facts.get("gpus") or []]
     return HostView(name, "online", hello, {"gpus": gpus}, {})
 
 

@@ -297,7 +297,7 @@ class Executor:
                 why = "refused %s ([scheduler] max_attempts = %d): %s" % (
                     count(len(tried), "time"), self.max_attempts, _each_once(tried))
                 self.store.ended(job.id, expect, FAILED, why, self.actor, why, "failed",
-                                 ended_at=refusal.at, refusals=tried, epoch=self.epoch)
+                                 refusals=tried, epoch=self.epoch)  # (its end: the store's time)
             else:
                 self.store.requeue(job.id, expect, self.actor, "refused by %s" %
                                    refusal.describe(), refusal=refusal, epoch=self.epoch)

@@ -202,10 +202,14 @@ class MadeAgain:
     uuids of those it stands in place of (a rollback makes an idle instance the change
     destroyed again at its place, and the GPU gives it a new uuid; made again twice, it stands
     for both). A retry of what named the old uuid (``mig.destroy``) finds it by them. Kept in
-    memory, the ``keep`` latest: the daemon that rolled the change back knows it."""
+    memory, the ``keep`` latest, each with the ``chain`` latest uuids it stands for (a place
+    rolled back again and again would grow its chain, sent in every snapshot, for as long as
+    the daemon runs; a retry names the last uuid it saw): the daemon that rolled the change
+    back knows it."""
 
-    def __init__(self, keep: int = 256):
+    def __init__(self, keep: int = 256, chain: int = 16):
         self.keep = keep
+        self.chain = chain
         self._of: "OrderedDict[str, Tuple[str, ...]]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -221,7 +225,8 @@ class MadeAgain:
             for old in before.instances:
                 remade = new.get((old.profile, old.start))
                 if old.uuid and old.uuid not in there and remade is not None:
-                    self._of[remade] = self._of.pop(old.uuid, ()) + (old.uuid,)
+                    self._of[remade] = (self._of.pop(old.uuid, ()) + (old.uuid,))[
+                        -self.chain:]
                     self._of.move_to_end(remade)
             while len(self._of) > self.keep:
                 self._of.popitem(last=False)
