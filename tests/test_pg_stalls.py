@@ -10,7 +10,6 @@ the link at a statement of the test's choosing; a real PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import signal
@@ -26,13 +25,12 @@ from fractui.config import QueueConfig
 from fractui.store import Slot, StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
-from fractui.store.base import Store
 from fractui.store.intents import Asker, submit
 from tests import localfleet
-from tests.cli_run import leaks
+from tests.cli_run import fractui_process, leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
-from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.pg_proxy import AFTER, BEFORE, PgProxy, Stores, proxied_stores
 from tests.test_store_postgres import _least_grants
 
 local_fleet = localfleet.local_fleet
@@ -48,30 +46,13 @@ SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli impor
              ANSWER_WAIT_S, CONNECT_TIMEOUT_S))
 
 
-@dataclasses.dataclass
-class Stores:
-    direct: Store
-    stalled: Store  # through the proxy
-    proxy: PgProxy
-    db: str
-    sql: Callable[[str], List[tuple]]
-
-
 @pytest.fixture
 def stores(pg_server, monkeypatch) -> Iterator[Stores]:
     monkeypatch.setattr(postgres, "ANSWER_WAIT_S", ANSWER_WAIT_S)
     monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S)
     monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
-    db = pg_server.new_database()
-    direct = open_store(pg_server.url(db))
-    proxy = PgProxy(pg_server.port)
-    stalled = open_store(proxy.url(db))
-    try:
-        yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
-    finally:
-        proxy.close()  # first: a call a test gave up on still waits on a link it holds
-        stalled.close()
-        direct.close()
+    with proxied_stores(pg_server) as made:
+        yield made
 
 
 T = TypeVar("T")
@@ -117,16 +98,16 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     link passes again, the next read answers."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
     stores.proxy.cut_on("SELECT", AFTER, stall=True)
-    assert _ended(lambda: stores.stalled.get(job.id)).id == job.id
+    assert _ended(lambda: stores.proxied.get(job.id)).id == job.id
     assert stores.proxy.cuts == 1
     stores.proxy.restore()
     stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
     with pytest.raises(StoreUnavailable) as failed:
-        _ended(lambda: stores.stalled.get(job.id))
+        _ended(lambda: stores.proxied.get(job.id))
     assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
-        stores.stalled.where)), failed.value
+        stores.proxied.where)), failed.value
     stores.proxy.restore()
-    assert stores.stalled.get(job.id).id == job.id
+    assert stores.proxied.get(job.id).id == job.id
 
 
 @pytest.mark.parametrize("as_team", [False, True])
@@ -140,7 +121,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     a member whose URL acts as her team's role (options=-c role=…), which may not see her
     sessions' state."""
     tag = uuid.uuid4().hex[:6]
-    team, reader = "v" + tag, stores.stalled
+    team, reader = "v" + tag, stores.proxied
     if as_team:
         ann, role = "ann_" + tag, TEAM_ROLE + "v" + tag
         pg_server.admin_role()
@@ -163,7 +144,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     try:
         assert _ended(got).id == job.id
     finally:
-        if reader is not stores.stalled:
+        if reader is not stores.proxied:
             reader.close()
 
 
@@ -176,7 +157,7 @@ def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     said made."""
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
-    made = _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+    made = _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                                  key=key))
     stores.proxy.restore()
     assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
@@ -191,26 +172,26 @@ def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, 
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+        _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                               key=key))
     assert failed.value.unknown and "whether it was recorded is not known" in str(
         failed.value), failed.value
     stores.proxy.restore()
     assert _jobs_of(stores, key) == (1 if where == AFTER else 0)
-    submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
     assert _jobs_of(stores, key) == 1
 
 
 def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
     """The lease holder's renewal, its answer stalled with the server: it ends in the store's
     error (the scheduler says it and tries again at its next pass), the lease held once."""
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: stores.stalled.acquire_lease("sched", 30.0))
+        _ended(lambda: stores.proxied.acquire_lease("sched", 30.0))
     assert "whether it was recorded is not known" in str(failed.value), failed.value
     stores.proxy.restore()
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     assert stores.direct.lease_holder()[0] == "sched"  # type: ignore[index]
 
 
@@ -232,7 +213,7 @@ def test_a_verb_on_a_stalled_server_ends_in_one_line(stores, tmp_path):
     stores.proxy.restore()
     assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (1, "", 1), done
     assert done.stderr.startswith("fractui: store %s: cannot reach the PostgreSQL server: %s" % (
-        stores.stalled.where, STALLED)) and not leaks(done.stderr), done
+        stores.proxied.where, STALLED)) and not leaks(done.stderr), done
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True, past="INSERT INTO audit")
     done = _fractui("--config", str(config), "submit", "--queue", "q", "--", "true")
     stores.proxy.restore()
@@ -319,10 +300,8 @@ def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(store
         stores.proxy.url(stores.db)))
     stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
                         past="COMMIT")
-    submitting = subprocess.Popen(
-        [sys.executable, "-m", "fractui", "--config", str(config), "submit", "--json",
-         "--queue", "q", "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    submitting = fractui_process(["--config", str(config), "submit", "--json", "--queue", "q",
+                                  "--", "true"])
     try:
         wait(lambda: stores.proxy.cuts == 1, lambda: "the lease was never read",
              timeout_s=GUARD_S, alive=submitting)
@@ -357,7 +336,7 @@ def test_a_cordon_whose_read_of_the_jobs_there_fails_is_said_recorded(stores, tm
         "gpu-a", "cordon", None, None), record
     assert done.stderr.startswith("fractui: gpu-a: the cordon is recorded; which of the "
                                   "store's jobs are there could not be read: store %s: " % (
-                                      stores.stalled.where)), done.stderr
+                                      stores.proxied.where)), done.stderr
 
 
 def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
@@ -380,7 +359,7 @@ def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_pa
         job.id)) and not leaks(done.stderr), done
     assert done.stderr.startswith("fractui: job %d asked to stop; whether a scheduler serves "
                                   "it could not be read: store %s: " % (
-                                      job.id, stores.stalled.where)), done.stderr
+                                      job.id, stores.proxied.where)), done.stderr
 
 
 def test_a_placement_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
@@ -404,7 +383,7 @@ def test_a_placement_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_pat
         not leaks(done.stderr), done
     assert done.stderr.startswith("fractui: job %d is placed; whether a scheduler serves it "
                                   "could not be read: store %s: " % (
-                                      job.id, stores.stalled.where)), done.stderr
+                                      job.id, stores.proxied.where)), done.stderr
 
 
 def test_a_move_whose_read_of_the_lease_fails_is_no_failure(local_fleet, stores):
@@ -429,7 +408,7 @@ def test_a_move_whose_read_of_the_lease_fails_is_no_failure(local_fleet, stores)
         not leaks(done.stderr), done
     assert done.stderr.splitlines()[-1].startswith(
         "fractui: job %d is asked to move; whether a scheduler serves it could not be read: "
-        "store %s: " % (job.id, stores.stalled.where)), done.stderr
+        "store %s: " % (job.id, stores.proxied.where)), done.stderr
 
 
 def test_an_uncordon_whose_read_after_fails_is_said_recorded(stores, tmp_path):
@@ -450,4 +429,4 @@ def test_an_uncordon_whose_read_after_fails_is_said_recorded(stores, tmp_path):
         not leaks(done.stderr), done
     assert done.stderr.startswith("fractui: gpu-a: the uncordon is recorded; whether it is "
                                   "still out of service as a whole could not be read: store "
-                                  "%s: " % stores.stalled.where), done.stderr
+                                  "%s: " % stores.proxied.where), done.stderr
