@@ -172,3 +172,24 @@ def test_a_bare_placement_by_hand_is_of_a_kind_its_queue_takes_and_charged(
     assert launched.profile is not None or launched.memory_mib > 0, launched
     if queue.isolation != "any":
         assert (launched.profile is not None) is (queue.isolation == "mig"), launched
+
+
+def test_an_older_placement_by_hand_of_a_share_of_no_memory_is_not_counted_against_it(
+        local_fleet):
+    """What an older fractui's ``place`` recorded: a MIG queue's job placed by hand on a GPU
+    with MIG off, as a share of 0 MiB charged 0. Its launch completed it on the GPU first,
+    which found no share for a MIG queue and counted a refusal against the job (the host left
+    out for it a while), where it is fractui's own decision that could never launch: back to
+    its queue with the reason, no refusal counted, and placed anew."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.scheduler.step()
+    job = f.submit("slice")
+    f.store.place(job.id, Slot("gpu-a", (0,), None, None, 0, charge=0.0), "test",
+                  "placed by hand on gpu-a gpu0 0 MiB", manual=True)
+    f.until(lambda: f.states()[job.id] != "placed")
+    assert f.store.get(job.id).refusals == (), f.store.get(job.id).refusals
+    assert any(e.why.startswith("not launched: the decision books no GPU memory (a share of "
+                                "0 MiB on gpu-a gpu0)") for e in f.store.audit_log()), [
+        e.why for e in f.store.audit_log()]
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).slot.profile == "3g.40gb"
