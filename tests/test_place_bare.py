@@ -193,3 +193,17 @@ def test_an_older_placement_by_hand_of_a_share_of_no_memory_is_not_counted_again
         e.why for e in f.store.audit_log()]
     f.until(lambda: f.states()[job.id] == "running")
     assert f.store.get(job.id).slot.profile == "3g.40gb"
+
+
+def test_a_mig_queues_job_placed_bare_on_an_unknown_mig_model_with_mig_off_says_so():
+    """A GPU its agent reports MIG-capable, of a model fractui has no geometry of, has MIG to
+    turn on: the refusal said it had none ("and none to turn on")."""
+    model = models()["NVIDIA A100-SXM4-80GB"]
+    view = view_of(model, False, 1)
+    view.gpu_records()[0].update(name="NVIDIA Z900", mig_capable=True, mig_pending=False)
+    job = Job(1, SLICE.name, "t", "n", ("x",), SLICE.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Failed) as err:
+        hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    assert str(err.value) == (
+        "GPU 0 of h (NVIDIA Z900) has MIG off, a MIG model fractui does not know, so it does "
+        "not turn MIG on: job 1 of queue slice takes a MIG slice only (mig = 3g.40gb)")
