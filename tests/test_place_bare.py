@@ -24,7 +24,7 @@ from fractui.store.model import PENDING, Job
 from fractui.store_commands import hand_slot
 from tests import localfleet
 from tests.test_sched_charge import UID, view_of
-from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit
+from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit, snapshot_shows
 
 local_fleet = localfleet.local_fleet
 TURN_ON = "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there)"
@@ -207,3 +207,42 @@ def test_a_mig_queues_job_placed_bare_on_an_unknown_mig_model_with_mig_off_says_
     assert str(err.value) == (
         "GPU 0 of h (NVIDIA Z900) has MIG off, a MIG model fractui does not know, so it does "
         "not turn MIG on: job 1 of queue slice takes a MIG slice only (mig = 3g.40gb)")
+
+
+def test_a_placement_whose_mode_change_a_job_on_the_gpu_blocks_is_refused_at_once(local_fleet):
+    """A share queue's job placed bare on a GPU with MIG on that runs a job of the store: its
+    launch must turn MIG off first, which the scheduler never does under a running job. It was
+    recorded (said "checked then") and bounced at its launch, a refusal counted against the
+    job, where the TUI's preview offers no such slot; it is refused here, nothing recorded."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SHARE, SLICE])
+    f.scheduler.step()
+    busy = f.submit("slice")
+    f.until(lambda: f.states()[busy.id] == "running")
+    job = f.submit("share")
+    done = place(f, job, "--yes")
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr == (
+        "fractui: not placed: job %d on gpu-a gpu0 10240 MiB needs its launch to turn MIG off "
+        "on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and gpu-a "
+        "gpu 0 is in use by job %d (running): its MIG mode is not changed\n" % (
+            job.id, busy.id)), done.stderr
+    assert f.store.get(job.id).slot is None and f.store.get(job.id).refusals == ()
+
+
+def test_a_slice_given_by_hand_on_a_gpu_its_agent_says_has_no_mig_is_refused_at_once(
+        local_fleet):
+    """An A100 whose NVML says MIG is not supported (in a VM): `--profile P --start S` there
+    was recorded, its mode change said, and refused at the launch ("does not support MIG"),
+    counted against the job."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceGetMigMode",
+                                                "error": "NVML_ERROR_NOT_SUPPORTED",
+                                                "count": 10 ** 6})
+    snapshot_shows(f, "gpu-a", lambda snap: snap["gpus"][0]["mig_capable"] is False)
+    f.scheduler.step()  # the inventory the command reads: gpu 0 without MIG
+    job = f.submit("slice")
+    done = place(f, job, "--profile", "3g.40gb", "--start", "4", "--yes")
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr.endswith("gpu-a gpu 0 (NVIDIA A100-SXM4-80GB) does not support MIG\n"), \
+        done.stderr
+    assert f.store.get(job.id).slot is None
