@@ -30,7 +30,7 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
-from fractui.sched.mig_change import flip_of, held_back, host_refusal
+from fractui.sched.mig_change import flip_of, held_back, plan_flip
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import HeldTo
 from fractui.servable import submittable
@@ -505,8 +505,9 @@ def place(config: Config, args: argparse.Namespace) -> int:
             raise Failed("only a pending job can be placed: %s%s" % (
                 intents.as_it_is(job), "; fractui move %d HOST GPU moves it" % job.id
                 if movable(job.state) else ""))
+        on_hosts = store.jobs(ON_HOST)
         try:
-            in_service(Slot(args.host, (gpu,)), store.cordons(), store.jobs(ON_HOST))
+            in_service(Slot(args.host, (gpu,)), store.cordons(), on_hosts)
         except Unfit as err:
             raise Failed(str(err)) from None
         known = store.inventory().get(args.host) or heard_inventory(config, store).get(
@@ -518,8 +519,11 @@ def place(config: Config, args: argparse.Namespace) -> int:
         slot = hand_slot(job, Slot(args.host, (gpu,), args.profile, args.start,
                                    layout_version=args.layout_version), known, store.uid)
         flip = _flip(slot, known)
-        refusal = None if flip is None else host_refusal(
-            args.host, gpu, config.mode_fixed(args.host), flips_modes(known)) or _held(
+        # as its launch judges the change (a job of the store on the GPU, a GPU its agent
+        # says has no MIG, a host that pins its modes), but the processes the host has now
+        refusal = None if flip is None else plan_flip(
+            args.host, known["gpus"][gpu], slot.profile is not None, job, (), on_hosts,
+            store.uid, config.mode_fixed(args.host), flips_modes(known)).refusal or _held(
                 store, args.host, gpu, known["gpus"][gpu])
         if refusal is not None:  # its launch would be refused: not recorded
             raise Failed("not placed: job %d on %s needs its launch to %s first, and %s" % (

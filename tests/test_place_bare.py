@@ -24,7 +24,7 @@ from fractui.store.model import PENDING, Job
 from fractui.store_commands import hand_slot
 from tests import localfleet
 from tests.test_sched_charge import UID, view_of
-from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit
+from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit, snapshot_shows
 
 local_fleet = localfleet.local_fleet
 TURN_ON = "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there)"
@@ -172,3 +172,77 @@ def test_a_bare_placement_by_hand_is_of_a_kind_its_queue_takes_and_charged(
     assert launched.profile is not None or launched.memory_mib > 0, launched
     if queue.isolation != "any":
         assert (launched.profile is not None) is (queue.isolation == "mig"), launched
+
+
+def test_an_older_placement_by_hand_of_a_share_of_no_memory_is_not_counted_against_it(
+        local_fleet):
+    """What an older fractui's ``place`` recorded: a MIG queue's job placed by hand on a GPU
+    with MIG off, as a share of 0 MiB charged 0. Its launch completed it on the GPU first,
+    which found no share for a MIG queue and counted a refusal against the job (the host left
+    out for it a while), where it is fractui's own decision that could never launch: back to
+    its queue with the reason, no refusal counted, and placed anew."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.scheduler.step()
+    job = f.submit("slice")
+    f.store.place(job.id, Slot("gpu-a", (0,), None, None, 0, charge=0.0), "test",
+                  "placed by hand on gpu-a gpu0 0 MiB", manual=True)
+    f.until(lambda: f.states()[job.id] != "placed")
+    assert f.store.get(job.id).refusals == (), f.store.get(job.id).refusals
+    assert any(e.why.startswith("not launched: the decision books no GPU memory (a share of "
+                                "0 MiB on gpu-a gpu0)") for e in f.store.audit_log()), [
+        e.why for e in f.store.audit_log()]
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).slot.profile == "3g.40gb"
+
+
+def test_a_mig_queues_job_placed_bare_on_an_unknown_mig_model_with_mig_off_says_so():
+    """A GPU its agent reports MIG-capable, of a model fractui has no geometry of, has MIG to
+    turn on: the refusal said it had none ("and none to turn on")."""
+    model = models()["NVIDIA A100-SXM4-80GB"]
+    view = view_of(model, False, 1)
+    view.gpu_records()[0].update(name="NVIDIA Z900", mig_capable=True, mig_pending=False)
+    job = Job(1, SLICE.name, "t", "n", ("x",), SLICE.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Failed) as err:
+        hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    assert str(err.value) == (
+        "GPU 0 of h (NVIDIA Z900) has MIG off, a MIG model fractui does not know, so it does "
+        "not turn MIG on: job 1 of queue slice takes a MIG slice only (mig = 3g.40gb)")
+
+
+def test_a_placement_whose_mode_change_a_job_on_the_gpu_blocks_is_refused_at_once(local_fleet):
+    """A share queue's job placed bare on a GPU with MIG on that runs a job of the store: its
+    launch must turn MIG off first, which the scheduler never does under a running job. It was
+    recorded (said "checked then") and bounced at its launch, a refusal counted against the
+    job, where the TUI's preview offers no such slot; it is refused here, nothing recorded."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SHARE, SLICE])
+    f.scheduler.step()
+    busy = f.submit("slice")
+    f.until(lambda: f.states()[busy.id] == "running")
+    job = f.submit("share")
+    done = place(f, job, "--yes")
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr == (
+        "fractui: not placed: job %d on gpu-a gpu0 10240 MiB needs its launch to turn MIG off "
+        "on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and gpu-a "
+        "gpu 0 is in use by job %d (running): its MIG mode is not changed\n" % (
+            job.id, busy.id)), done.stderr
+    assert f.store.get(job.id).slot is None and f.store.get(job.id).refusals == ()
+
+
+def test_a_slice_given_by_hand_on_a_gpu_its_agent_says_has_no_mig_is_refused_at_once(
+        local_fleet):
+    """An A100 whose NVML says MIG is not supported (in a VM): `--profile P --start S` there
+    was recorded, its mode change said, and refused at the launch ("does not support MIG"),
+    counted against the job."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceGetMigMode",
+                                                "error": "NVML_ERROR_NOT_SUPPORTED",
+                                                "count": 10 ** 6})
+    snapshot_shows(f, "gpu-a", lambda snap: snap["gpus"][0]["mig_capable"] is False)
+    f.scheduler.step()  # the inventory the command reads: gpu 0 without MIG
+    job = f.submit("slice")
+    done = place(f, job, "--profile", "3g.40gb", "--start", "4", "--yes")
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr.endswith("gpu-a gpu 0 (NVIDIA A100-SXM4-80GB) does not support MIG\n"), \
+        done.stderr
+    assert f.store.get(job.id).slot is None

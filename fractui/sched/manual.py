@@ -126,9 +126,11 @@ def _no_share(job: Job, req: Request, rec: Mapping[str, Any], host: str, gpu: in
     """Why ``job`` takes no share of GPU ``gpu`` of ``host`` with MIG off (``_share_mib``)."""
     where = "GPU %d of %s (%s)" % (gpu, host, rec.get("name"))
     if req.mig or req.isolation == "mig":
+        capable = rec.get("mig_capable")
         return "%s has MIG off%s: job %d of queue %s takes a MIG slice only (%s)" % (
-            where, "" if rec.get("mig_capable") and gpu_geometry(rec) else ", and none to turn "
-            "on", job.id, job.queue, "mig = %s" % req.mig if req.mig else "isolation = mig")
+            where, "" if capable and gpu_geometry(rec) else ", a MIG model fractui does not "
+            "know, so it does not turn MIG on" if capable else ", and none to turn on",
+            job.id, job.queue, "mig = %s" % req.mig if req.mig else "isolation = mig")
     return "%s has %s: job %d of queue %s asks for %g GiB" % (
         where, "%g GiB" % gib(int(rec.get("memory_mib") or 0)) if rec.get("memory_mib")
         else "no memory size reported", job.id, job.queue, req.memory_gib)

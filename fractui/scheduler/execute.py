@@ -98,9 +98,14 @@ class NoMemory(Exception):
     to its queue instead, without a refusal counted (no host refused it), to be placed anew."""
 
 
-def no_memory(slot: Slot) -> Optional[str]:
-    """Why ``slot`` cannot be launched (``NoMemory``), or None."""
-    if slot.profile is not None or (slot.memory_mib or 0) > 0:
+def no_memory(slot: Slot, manual: bool = False) -> Optional[str]:
+    """Why a decision's recorded ``slot`` cannot be launched (``NoMemory``), or None. Judged
+    before a placement by hand (``manual``) is completed: completing its share of 0 MiB on
+    the GPU found a refusal to count against the job (a MIG queue's takes no share there),
+    where the decision is fractui's own; left open (neither a profile nor a share), it is
+    completed into one."""
+    if slot.profile is not None or (slot.memory_mib or 0) > 0 or (
+            manual and slot.memory_mib is None):
         return None
     return "not launched: the decision books no GPU memory (a share of %s MiB on %s), which " \
         "no launch can take; back to its queue to be placed again" % (
@@ -183,9 +188,11 @@ class Executor:
             self._fail(job, "not launched: " + unvouched)
             return
         try:
-            slot = complete(job, view, uid, jobs) if job.manual else job.slot
-            if no_memory(slot) is not None:
-                raise NoMemory(no_memory(slot))
+            slot = job.slot
+            assert slot is not None
+            if no_memory(slot, job.manual) is not None:
+                raise NoMemory(no_memory(slot, job.manual))
+            slot = complete(job, view, uid, jobs) if job.manual else slot
             if slot != job.slot:
                 job = self.store.reslot(job.id, slot, epoch=self.epoch)
             self._modes(job, view, jobs)
