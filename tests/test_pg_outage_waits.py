@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fractui.config import QueueConfig
 from fractui.store import open_store
 from tests import localfleet
@@ -200,3 +202,36 @@ def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(lo
     assert len(lost) == 1 and lost[0].endswith(
         LOST % "the scheduler starts once it answers"), lost
     assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+@pytest.mark.parametrize("url, said", [
+    ("postgresql://postgres@127.0.0.1:%(port)d/%(db)s?sslmode=require",
+     "the server at 127.0.0.1 answers, but not with the encryption this URL asks for "
+     "(sslmode=require)"),
+    ("postgresql://postgres@%(db)s.invalid:%(port)d/%(db)s",
+     "the resolver says no host has the name"),
+    ("postgresql://postgres@127.0.0.1:%(port)d/%(db)s?sslmode=nope",
+     "libpq refuses a value of this URL"),
+])
+def test_a_scheduler_whose_store_url_can_never_reach_it_ends_at_once(local_fleet, pg_server,
+                                                                     url, said):
+    """``fractui scheduler`` whose URL reaches no server as it is written — encryption the
+    server does not offer, a host name no resolver knows, a value libpq refuses — is not
+    waited for as a server away (before: said once and waited for ever, the service looking
+    up): exit 1 at once with the store's words, as a database not there."""
+    db = pg_server.new_database()
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
+                    store_url=pg_server.url(db))
+    path = f.tmp / "wrong.toml"
+    path.write_text(Path(f.write_config()).read_text().replace(
+        json.dumps(f.config.store.url), json.dumps(url % {"port": pg_server.port, "db": db})))
+    sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(path),
+                              "scheduler", "--name", "s1"], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        err = sched.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        sched.kill()
+        err = "still running: " + sched.communicate()[1]
+    assert sched.returncode == 1 and said in err, err
+    assert "waiting for the store" not in err and "Traceback" not in err, err
