@@ -26,7 +26,7 @@ from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
 from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
                                    store_of_a_host_verb)
-from fractui.outcome import EXIT_FAILED, Failed, UsageError
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, terminated_as_interrupted
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
@@ -825,7 +825,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
             raise config.fail(f"queues[{i}].hosts names '{queue.hosts[0]}', but the config "
                               "lists no hosts ([[hosts]]): a scheduler places jobs on the "
                               "hosts its own config lists", "queues", i, "hosts")
-    store = _scheduler_store(config, child=args.until_stdin_closes)
+    try:
+        with terminated_as_interrupted():
+            store = _scheduler_store(config, child=args.until_stdin_closes)
+    except KeyboardInterrupt:  # SIGINT or SIGTERM as it waited for the store: no lease to hand
+        return 0  # over; exit 0, as at either once it runs (systemctl stop ends it so)
     try:
         intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host
     except Denied:

@@ -9,6 +9,7 @@ lost by a loopback proxy that cuts the link at a statement and refuses every con
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,32 @@ def test_a_scheduler_whose_store_url_can_never_reach_it_ends_at_once(local_fleet
         err = "still running: " + sched.communicate()[1]
     assert sched.returncode == 1 and said in err, err
     assert "waiting for the store" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_scheduler_waiting_for_its_store_is_stopped_by_a_signal_with_exit_0(local_fleet,
+                                                                            pg_server, stop):
+    """SIGTERM (``systemctl stop``) or Ctrl-C while a scheduler waits for its store to come
+    back: it ends at once with exit 0, as docs/cli.md says the scheduler ends at either; it
+    holds no lease to hand over (before: killed by SIGTERM's default action, exit 130 at
+    Ctrl-C)."""
+    db = pg_server.new_database()
+    proxy = PgProxy(pg_server.port)
+    try:
+        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
+                        store_url=pg_server.url(db))
+        proxy.refuse()
+        sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
+                                  _through(f, proxy, db, "away.toml"), "scheduler"], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lost = _said_until(sched.stderr, "waiting for the store")
+        sched.send_signal(stop)
+        try:
+            err = sched.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            sched.kill()
+            err = "still running: " + sched.communicate()[1]
+    finally:
+        proxy.close()
+    assert sched.returncode == 0 and "Traceback" not in err, (sched.returncode, lost, err)
+    assert f.store.lease_holder() is None
