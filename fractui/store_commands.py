@@ -802,16 +802,27 @@ SIGNAL_POLL_S = 0.5
 
 
 def _scheduler_store(config: Config, child: bool) -> Store:
-    """The scheduler's store, checked. A service started while its PostgreSQL server is away
-    (restarting, in crash recovery, up after the head node at boot) waits for it, saying so
-    once, as a running scheduler rides an outage out: exit 1 had systemd's restarts give up
-    within StartLimitBurst. An SQLite file that cannot be opened does not come back by
-    itself, and a TUI's ``child`` (``--until-stdin-closes``) ends for its parent to say it:
-    both exit 1 at once, as before."""
+    """The scheduler's store, checked, and the rule asked that it may schedule (before any
+    host). A service started while its PostgreSQL server is away (restarting, in crash
+    recovery, up after the head node at boot) waits for it, saying so once, as a running
+    scheduler rides an outage out: exit 1 had systemd's restarts give up within
+    StartLimitBurst; a server lost between the open and the rule's read is waited for the
+    same. An SQLite file that cannot be opened does not come back by itself, and a TUI's
+    ``child`` (``--until-stdin-closes``) ends for its parent to say it: both exit 1 at once,
+    as before."""
+    def allowed() -> Store:
+        store = open_checked_store(config)
+        try:
+            intents.authorize(store, Asker.here(config.teams), SCHEDULE)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     if child or config.store.url is None or sqlite_path(config.store.url) is not None:
-        return open_checked_store(config)
+        return allowed()
     return Outage("the scheduler starts once it answers", "the scheduler starts").through(
-        lambda: open_checked_store(config))
+        allowed)
 
 
 def scheduler(config: Config, args: argparse.Namespace) -> int:
@@ -830,11 +841,6 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
             store = _scheduler_store(config, child=args.until_stdin_closes)
     except KeyboardInterrupt:  # SIGINT or SIGTERM as it waited for the store: no lease to hand
         return 0  # over; exit 0, as at either once it runs (systemctl stop ends it so)
-    try:
-        intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host
-    except Denied:
-        store.close()
-        raise
     log_records_to_stderr()
     done = threading.Event()
     fleet = Fleet(config)

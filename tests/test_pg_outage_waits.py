@@ -265,3 +265,34 @@ def test_a_scheduler_waiting_for_its_store_is_stopped_by_a_signal_with_exit_0(lo
         proxy.close()
     assert sched.returncode == 0 and "Traceback" not in err, (sched.returncode, lost, err)
     assert f.store.lease_holder() is None
+
+
+def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(local_fleet,
+                                                                            pg_server):
+    """The store lost after the scheduler opened it and before it read who it runs as (the
+    rule that lets it schedule): waited for as a store away at the open, then it schedules
+    (before: exit 1, the window between the open and the check)."""
+    db = pg_server.new_database()
+    proxy = PgProxy(pg_server.port)
+    sched = None
+    try:
+        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
+                        store_url=pg_server.url(db), lease_s=3.0)
+        job = f.submit("q")
+        proxy.cut_on("WITH RECURSIVE member_of", BEFORE, down=True)
+        sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
+                                  _through(f, proxy, db, "away.toml"), "scheduler", "--name",
+                                  "s1"], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        lost = _said_until(sched.stderr, "waiting for the store")
+        assert len(lost) == 1 and lost[0].endswith(
+            LOST % "the scheduler starts once it answers") and proxy.cuts == 1, lost
+        proxy.restore()
+        assert sched.stderr.readline() == "fractui: the store is back; the scheduler starts\n"
+        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
+    finally:
+        proxy.close()
+        if sched is not None:
+            sched.terminate()
+            err = sched.communicate(timeout=60)[1]
+    assert "Traceback" not in err and not leaks("".join(lost)), err
