@@ -116,7 +116,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 led = waiting.through(store.lease_holder) is not None
                 if not led:
                     say(NO_SCHEDULER)
-                job = _until_ended(store, job, led, waiting)
+                for job in _until_ended(store, job, led, waiting):
+                    pass  # (each read kept: a wait stopped prints the job as last read)
                 ended = Outage("job %d has ended; how it ended is read once it is" % job.id,
                                "reading how job %d ended" % job.id)
                 if _ran_and_failed(job):
@@ -229,11 +230,12 @@ def _whole(tail: LogTail) -> bool:
     return tail.complete and tail.whole
 
 
-def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
-    """The job once it has ended (a requeued one's next attempt too), each step it takes on
-    the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
-    did as the job was submitted); woken by the store's change feed, at least once a
-    second. A store that cannot be reached (a server restarting) is waited for through
+def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Iterator[Job]:
+    """The job as each read finds it until it has ended (a requeued one's next attempt too),
+    the last read its end, so a wait stopped on the way has the job as last read; each step
+    it takes on the way said on stderr, and each time a scheduler stops or starts leading
+    (``led``: one did as the job was submitted); woken by the store's change feed, at least
+    once a second. A store that cannot be reached (a server restarting) is waited for through
     ``outage``, said when lost and when back: the job goes on meanwhile, and so does the
     wait."""
     number = job.id
@@ -246,6 +248,7 @@ def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
     try:
         while job.state not in ENDED:
             job, holder = outage.through(poll)
+            yield job
             step = _step(job)
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
@@ -256,7 +259,6 @@ def _until_ended(store: Store, job: Job, led: bool, outage: Outage) -> Job:
                     if holder is not None else NO_SCHEDULER)
     finally:
         feed.close()
-    return job
 
 
 def _step(job: Job) -> str:
@@ -539,9 +541,10 @@ def place(config: Config, args: argparse.Namespace) -> int:
 
 def _unled_said(store: Store, job: Job) -> None:
     """Says that no scheduler runs where none holds the lease: ``place`` answered "the
-    scheduler launches it", and none will until one runs (``move`` says it so too)."""
-    if job.state == PLACED and store.lease_holder() is None:
-        say(NO_SCHEDULER)
+    scheduler launches it", and none will until one runs (``move`` says it so too); a read
+    of it that fails is no failure of the placement, recorded (``_say_if_unserved``)."""
+    if job.state == PLACED:
+        _say_if_unserved(store, "job %d is placed" % job.id)
 
 
 def _placed(job: Job, flip: Optional[str]) -> str:
@@ -573,20 +576,20 @@ def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[st
 def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
     """The slot a placement by hand asks for, checked against what the host could hold (its
     facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
-    leaves open stays open, for the launch to complete from the live GPU — but a profile's
-    start on a GPU whose MIG mode change is pending: judged in the mode it has once that took
-    effect, the slice is recorded whole, so that its launch makes the change first (said, or
-    refused on a host that pins its modes, as with ``--start``), where left open the launch
-    would complete it in the mode the GPU has now, and be refused."""
+    leaves open stays open, for the launch to complete from the live GPU — but a slot whose
+    launch changes its GPU's MIG mode first (``mode_change``: a MIG queue's job on a GPU with
+    MIG off takes the queue's profile, a share queue's on one with MIG on its share; a GPU
+    whose mode change is pending is judged in the mode it has once that took effect) is
+    recorded whole, so that the change is said, or refused on a host that pins its modes, as
+    with ``--start``: left open, the launch would complete it in the mode the GPU has now,
+    with a share of 0 MiB for a MIG queue's job, or undo the pending change."""
     try:
         done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
-                        [])
+                        [], turn=True)
     except Unfit as err:
         raise Failed(str(err)) from None
-    rec = (host_facts.get("gpus") or [])[slot.gpus[0]]
-    if slot.profile is not None and slot.start is None and \
-            rec.get("mig_pending") not in (None, rec.get("mig_mode")):
-        slot = replace(slot, start=done.start)
+    if mode_change(done, host_facts.get("gpus") or []) is not None:
+        return done
     return replace(slot, charge=done.charge)
 
 
@@ -619,10 +622,9 @@ def move(config: Config, args: argparse.Namespace) -> int:
                                       "not moved: job %d stays where it is" % job.id)
             job = intents.move_by_hand(store, job, where.slot(), asker, past,
                                        held.quota(job.team))
-        led = job.state != STOPPING or store.lease_holder() is not None
-    print(_moving(job))
-    if not led:
-        say(NO_SCHEDULER)
+        print(_moving(job))
+        if job.state == STOPPING:  # (recorded: a failed read of the lease is no failure)
+            _say_if_unserved(store, "job %d is asked to move" % job.id)
     return 0
 
 
@@ -751,10 +753,16 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
         lifted = intents.uncordon(store, args.host, gpu, asker)
-        still = host_out(store.cordons(), store.jobs(ON_HOST), args.host)
+        where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
+        still: Optional[str] = None
+        try:  # (recorded: a read after that fails is said, no failure, as cordon's is)
+            still = host_out(store.cordons(), store.jobs(ON_HOST), args.host)
+        except StoreError as err:
+            say("%s: %s; whether it is still out of service as a whole could not be read: "
+                "%s" % (where, "the uncordon is recorded" if lifted else "nothing was "
+                        "uncordoned", err))
     finally:
         store.close()
-    where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
     if not lifted:
         print("%s was in service: nothing to uncordon" % where)
     else:

@@ -4,12 +4,14 @@ docs/cli.md, and a message, never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 from fractui.cli import main
 from tests.conftest import REPO
@@ -31,6 +33,28 @@ def subprocess_run(argv: Sequence[str], env_extra: dict | None = None,
     return subprocess.run([sys.executable, "-m", "fractui", *argv], capture_output=True,
                           text=True, cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL,
                           env=dict(os.environ, **(env_extra or {})))
+
+
+def fractui_process(argv: Sequence[str]) -> subprocess.Popen:
+    """``python -m fractui`` with ``argv`` started, its stdout and stderr piped as text, for a
+    verb the test reads while it runs (``submit --wait``, ``logs -f``)."""
+    return subprocess.Popen([sys.executable, "-m", "fractui", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen,
+           how: signal.Signals = signal.SIGKILL) -> Iterator[subprocess.Popen]:
+    """``process`` for the block; after it, where it still runs, sent ``how`` and waited for,
+    so that no process a test started outlives it (SIGKILL for one the test meant to see end,
+    left by a failure; SIGTERM for a scheduler, which hands its lease over)."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(how)
+            process.communicate(timeout=60)
 
 
 def store_report(capfd: Any, tmp_path: Path, where: str, more: str = "",

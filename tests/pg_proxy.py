@@ -8,11 +8,15 @@ real server; nothing is answered in the server's place."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import struct
 import threading
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from fractui.store import open_store
+from fractui.store.base import Store
 
 LOOPBACK = "127.0.0.1"
 # the untyped requests a client may send before its startup message: the server answers
@@ -331,3 +335,29 @@ def _close(*socks: socket.socket) -> None:
         except OSError:
             pass
         s.close()
+
+
+@dataclasses.dataclass
+class Stores:
+    """A database's store reached directly (set-up, and reading back what was made) and one
+    reached through the proxy (the store under the test's cut or stall)."""
+    direct: Store
+    proxied: Store
+    proxy: PgProxy
+    db: str
+    sql: Callable[[str], List[tuple]]
+
+
+@contextlib.contextmanager
+def proxied_stores(pg_server: Any) -> Iterator[Stores]:
+    """Stores of a new database of ``pg_server`` (a tests.pg.PgServer), closed afterwards."""
+    db = pg_server.new_database()
+    direct = open_store(pg_server.url(db))
+    proxy = PgProxy(pg_server.port)
+    proxied = open_store(proxy.url(db))
+    try:
+        yield Stores(direct, proxied, proxy, db, lambda text: pg_server.sql(text, db=db))
+    finally:
+        proxy.close()  # first: a call a test gave up on still waits on a link it holds
+        proxied.close()
+        direct.close()

@@ -156,6 +156,13 @@ def _team_folder(plain_dir: Path) -> Path:
     return folder
 
 
+def _team_store(where: Path) -> Path:
+    """A store made in a team's folder (``_team_folder``) in ``where``: its path."""
+    store = _team_folder(where) / "store.db"
+    SqliteStore(str(store)).close()
+    return store
+
+
 def _nobodys_store(folder: Path, path: Path) -> None:
     """A fractui store at ``path``, nobody's: nobody copies one there."""
     source = folder / "made.db"
@@ -316,9 +323,8 @@ def test_a_link_a_store_member_swaps_in_as_its_read_is_taken_changes_no_other_fi
     of renameat2 exchanges, about 1 open in 9). The chmod by name that followed it changed
     the mode of the file the link named, any of root's: here one of root's alone (0600)
     made readable and writable by its group."""
-    folder = _team_folder(plain_dir)
-    store = folder / "store.db"
-    SqliteStore(str(store)).close()
+    store = _team_store(plain_dir)
+    folder = store.parent
     swapped = folder / "store.db-wal"
     swapped.touch()
     for made in (store, swapped):
@@ -382,12 +388,20 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
     after the checks of its open, before SQLite opens it by its name (the hook, as that race
     won). A link leading where nothing was had root's SQLite make that file (empty: an empty
     /etc/nologin lets no one else log in); it is opened now only where it is."""
-    folder = _team_folder(plain_dir)
-    store = folder / "store.db"
-    SqliteStore(str(store)).close()
+    store = _team_store(plain_dir)
     target = plain_dir / "made-by-root"
-    link = folder / "theirs"
+    link = store.parent / "theirs"
     assert _as_nobody(["ln", "-s", str(target), str(link)]).returncode == 0
+    _opened_as_swapped_for(monkeypatch, link, store, StoreError)
+    assert store.is_symlink(), "the link was not swapped in"
+    assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+
+
+def _opened_as_swapped_for(monkeypatch, link: Path, store: Path,
+                           refusal: type) -> pytest.ExceptionInfo:
+    """The store at ``store`` opened while a member puts ``link`` in its place after the open's
+    checks, before SQLite opens it by its name (the hook, as that race won): refused with
+    ``refusal``, which is returned."""
     real_holding = sqlite_file.holding
 
     def swapped(file):
@@ -396,11 +410,10 @@ def test_a_link_a_store_member_swaps_in_for_the_store_as_it_opens_makes_no_file_
         return held
 
     monkeypatch.setattr(sqlite_file, "holding", swapped)
-    with pytest.raises(StoreError):
+    with pytest.raises(refusal) as refused:
         SqliteStore(str(store))
     monkeypatch.undo()
-    assert store.is_symlink(), "the link was not swapped in"
-    assert not os.path.lexists(target), "root's SQLite made the file the member's link named"
+    return refused
 
 
 def _linked_in(plain_dir: Path, side: str, owner: str) -> Tuple[Path, Path, Path]:
@@ -721,6 +734,24 @@ def test_a_folder_link_on_the_stores_way_no_one_else_may_change_is_followed(plai
     assert listed.returncode == 0 and "submitted to queue half" in listed.stdout, listed
 
 
+def _a_members_link_beside_roots(where: Path) -> Tuple[Path, Path, Path, Path]:
+    """In ``where``: another team's store (``_other_teams_store``), and a team's folder
+    (``_team_folder``) holding its store's folder (nlp, 2770: shared through its group; its
+    store made), root's link to that folder (shared), and a link of nobody's, a member's, to
+    the other team's store's folder (theirs): (the other team's store, the team's folder, its
+    store's folder, nobody's link)."""
+    cvs = _other_teams_store(where)
+    team = _team_folder(where)
+    real = team / "nlp"
+    real.mkdir()
+    real.chmod(0o2770)
+    SqliteStore(str(real / "store.db")).close()
+    (team / "shared").symlink_to(real)
+    theirs = team / "theirs"
+    assert _as_nobody(["ln", "-s", str(cvs.parent), str(theirs)]).returncode == 0
+    return cvs, team, real, theirs
+
+
 def test_a_members_link_put_in_place_of_roots_on_the_stores_way_as_it_is_read_is_not_followed(
         plain_dir, monkeypatch):
     """Root's link on the store's way, in the team's folder its group writes, is followed; a
@@ -730,16 +761,8 @@ def test_a_members_link_put_in_place_of_roots_on_the_stores_way_as_it_is_read_is
     of root's, under root's link's owner: root's fractui wrote the team's job into the other
     team's store. The owner and the target are read of one link: the other store is left as
     it was, and the file SQLite then opened (through the member's link) is refused."""
-    cvs = _other_teams_store(plain_dir)
-    team = _team_folder(plain_dir)
-    real = team / "nlp"
-    real.mkdir()
-    real.chmod(0o2770)
-    SqliteStore(str(real / "store.db")).close()
+    cvs, team, _real, theirs = _a_members_link_beside_roots(plain_dir)
     link = team / "shared"
-    link.symlink_to(real)
-    theirs = team / "theirs"
-    assert _as_nobody(["ln", "-s", str(cvs.parent), str(theirs)]).returncode == 0
     before = _untouched(cvs)
     real_refuse_link = sqlite_file.refuse_link
     judged = []
@@ -769,15 +792,7 @@ def test_a_members_link_put_in_place_of_a_folder_on_the_stores_way_as_it_opens_i
     follow it, to another team's shared folder of root's: root's fractui took that store's
     read and wrote the team's job into it. The file is opened folder by folder, no link
     followed: the member's is refused, naming it, and the other store is left as it was."""
-    cvs = _other_teams_store(plain_dir)
-    team = _team_folder(plain_dir)
-    real = team / "nlp"
-    real.mkdir()
-    real.chmod(0o2770)
-    SqliteStore(str(real / "store.db")).close()
-    (team / "shared").symlink_to(real)
-    theirs = team / "theirs"
-    assert _as_nobody(["ln", "-s", str(cvs.parent), str(theirs)]).returncode == 0
+    cvs, team, real, theirs = _a_members_link_beside_roots(plain_dir)
     before = _untouched(cvs)
     real_lstat = os.lstat
 
@@ -803,12 +818,11 @@ def test_another_users_link_at_the_stores_name_in_a_folder_only_root_writes_is_f
         plain_dir):
     """The rule is the same at the store file's name: a link of another user's there, in a
     folder only root writes, is one its owner can no longer change, and is followed."""
-    team = _team_folder(plain_dir)
-    SqliteStore(str(team / "store.db")).close()
+    store = _team_store(plain_dir)
     roots = plain_dir / "roots"
     roots.mkdir(mode=0o755)
     link = roots / "store.db"
-    link.symlink_to(team / "store.db")
+    link.symlink_to(store)
     os.lchown(link, pwd.getpwnam("nobody").pw_uid, -1)
     done = fractui(write_config(plain_dir, link), ["submit", "--queue", "half", "--", "train"])
     assert done.returncode == 0, done
@@ -841,28 +855,16 @@ def test_a_file_of_roots_a_member_puts_in_place_of_the_store_as_it_opens_is_neve
     taken for the team's, written or even read (here a read, and the close after it, puts
     the pages of its -wal in it and removes the -wal), and the store's admin is asked of
     the file checked, never of the one now at its name."""
-    folder = _team_folder(plain_dir)
-    store = folder / "store.db"
-    SqliteStore(str(store)).close()
+    store = _team_store(plain_dir)
     roots = plain_dir / "roots.db"
     _with_pages_in_its_wal(roots)
-    theirs = folder / "theirs"
+    theirs = store.parent / "theirs"
     if link == "symbolic":
         assert _as_nobody(["ln", "-s", str(roots), str(theirs)]).returncode == 0
     else:  # (root makes it: nobody's needs fs.protected_hardlinks = 0, see _linked_in)
         os.link(roots, theirs)
     before = _untouched(roots)
-    real_holding = sqlite_file.holding
-
-    def swapped(file):
-        held = real_holding(file)
-        os.rename(theirs, store)  # (nobody's rename, made as root at that moment)
-        return held
-
-    monkeypatch.setattr(sqlite_file, "holding", swapped)
-    with pytest.raises(StoreExposed) as refused:
-        SqliteStore(str(store))
-    monkeypatch.undo()
+    refused = _opened_as_swapped_for(monkeypatch, theirs, store, StoreExposed)
     assert not theirs.exists(), "the link was not swapped in"
     assert "is no longer the one this fractui opened" in str(refused.value)
     assert _untouched(roots) == before

@@ -27,8 +27,8 @@ from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.store import JobStore, StoreError
 from tests.conftest import REPO, AgentProcess, stop_host
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
-                                        wait_until)
-from tests.test_jobs import script, until_file, wait_job
+                                        printing, wait_until)
+from tests.test_jobs import until_file, wait_job
 
 PAGE = 4096
 QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
@@ -285,13 +285,8 @@ def test_output_dropped_by_a_job_that_ends_on_a_full_disk_is_said_before_its_end
     state = str(small_fs / "state")
     agent = start_agent("1xL4", state)
     go, printed, release = tmp_path / "go", tmp_path / "printed", tmp_path / "release"
-    code = ("import os, sys, time\n"
-            "while not os.path.exists(%r): time.sleep(0.02)\n"
-            "for i in range(3000): print('line %%04d' %% i, 'x' * 100, flush=True)\n"
-            "open(%r, 'w').close()\n"
-            "while not os.path.exists(%r): time.sleep(0.02)\n"
-            "sys.exit(5)\n" % (str(go), str(printed), str(release)))
-    job = agent.call("job.launch", key="k-cut", gpu=0, memory_mib=10, argv=script(code))
+    job = agent.call("job.launch", key="k-cut", gpu=0, memory_mib=10, argv=printing(
+        3000, go, printed, release, code=5, line="'line %04d' % i, 'x' * 100"))
     wait_until(lambda: agent.call("job.get", job=job["id"])["state"] == "running",
                "the job to run")
     filler = small_fs / "filler"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -182,7 +183,7 @@ def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_canno
     assert "  [FAIL] agent        %s\n" % said in doctor.stdout, doctor.stdout
 
 
-GARBLING_SFTP = """import os, struct, subprocess, sys
+SFTP_RELAY = """import os, struct, subprocess, sys
 server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
 def read(n):
     data = b""
@@ -192,7 +193,8 @@ def read(n):
             sys.exit(0)
         data += more
     return data
-for _ in range(%d):  # the server's first answers as they are, then no SFTP
+"""
+GARBLING_SFTP = """for _ in range(%d):  # the server's first answers as they are, then no SFTP
     head = read(4)
     os.write(1, head + read(struct.unpack(">I", head)[0]))
 os.write(1, b"\\xffthe server broke\\n")
@@ -201,15 +203,33 @@ while os.read(server.stdout.fileno(), 65536):  # open until the client leaves, s
 """
 
 
+# the server's answers as they are until the agent's file is open and one write was answered
+UNTIL_A_WRITE = """opened = False
+while True:
+    head = read(4)
+    body = read(struct.unpack(">I", head)[0])
+    os.write(1, head + body)
+    if opened:
+        break
+    opened = body[0] == 102  # SSH_FXP_HANDLE
+"""
+
+
+def added_behind_sftp(env, folder: Path, name: str, then: str) -> None:
+    """Host ``name`` added to the fleet ``env``, its sshd's SFTP server a script (in
+    ``folder``) that relays the real one's answers (SFTP_RELAY), then does ``then``."""
+    script = folder / ("%s-sftp" % name)
+    script.write_text("#!%s\n%s%s" % (sys.executable, SFTP_RELAY, then))
+    script.chmod(0o755)
+    env.add(name, "1xL4", sftp=str(script))
+
+
 def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
         fleet_env, tmp_path):  # noqa: F811
     """The SFTP server starts well, then answers what is no SFTP while the agent is put: the
     host is offline naming the host, the folder and what came; it was "internal error:
     SFTPError: Garbage packet received"."""
-    script = tmp_path / "garbling-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, GARBLING_SFTP % 3))
-    script.chmod(0o755)
-    fleet_env.add("gpu-garbled", "1xL4", sftp=str(script))
+    added_behind_sftp(fleet_env, tmp_path, "gpu-garbled", GARBLING_SFTP % 3)
     host = fleet_env.status()["gpu-garbled"]
     assert host["state"] == "offline", host
     assert "on gpu-garbled: the SFTP server's answer was no SFTP (Garbage packet received)" \
@@ -217,26 +237,7 @@ def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
     assert "internal error" not in host["error"], host
 
 
-CLOSING_SFTP = """import os, struct, subprocess, sys
-server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
-def read(n):
-    data = b""
-    while len(data) < n:
-        more = os.read(server.stdout.fileno(), n - len(data))
-        if not more:
-            sys.exit(0)
-        data += more
-    return data
-opened = False
-while True:  # the server's answers as they are until the agent's file is open and one write was
-    head = read(4)  # answered; then it ends, and its channel closes
-    body = read(struct.unpack(">I", head)[0])
-    os.write(1, head + body)
-    if opened:
-        break
-    opened = body[0] == 102  # SSH_FXP_HANDLE
-server.kill()
-"""
+CLOSING_SFTP = UNTIL_A_WRITE + "server.kill()\n"  # then it ends, and its channel closes
 
 
 def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
@@ -244,10 +245,7 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     """The SFTP server starts well, then ends while the agent is put (its channel closes): the
     host is offline saying the host's SFTP server ended the upload and where to look; it was
     "Socket is closed (set agent_cache to a writable directory)", though the folder was fine."""
-    script = tmp_path / "closing-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, CLOSING_SFTP))
-    script.chmod(0o755)
-    fleet_env.add("gpu-closing", "1xL4", sftp=str(script))
+    added_behind_sftp(fleet_env, tmp_path, "gpu-closing", CLOSING_SFTP)
     host = fleet_env.status()["gpu-closing"]
     assert host["state"] == "offline", host
     assert "agent_cache" not in host["error"], host
@@ -256,25 +254,8 @@ def test_an_sftp_server_that_ends_mid_upload_is_said_as_the_hosts(
     assert [name for name in os.listdir(cache) if ".pyz.part-" in name], host  # (mid-upload)
 
 
-HOLDING_SFTP = """import os, struct, subprocess, sys
-server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
-def read(n):
-    data = b""
-    while len(data) < n:
-        more = os.read(server.stdout.fileno(), n - len(data))
-        if not more:
-            sys.exit(0)
-        data += more
-    return data
-opened = False
-while True:  # the server's answers as they are until the agent's file is open and one write was
-    head = read(4)  # answered; then no more, and the test is told (a file made) to drop the link
-    body = read(struct.unpack(">I", head)[0])
-    os.write(1, head + body)
-    if opened:
-        break
-    opened = body[0] == 102  # SSH_FXP_HANDLE
-open(%r, "w").close()
+# then no more, and the test is told (a file made) to drop the link
+HOLDING_SFTP = UNTIL_A_WRITE + """open(%r, "w").close()
 server.wait()  # (its stdin, the channel's, ends as sshd ends the session)
 """
 
@@ -286,10 +267,7 @@ def test_an_ssh_link_that_drops_mid_upload_is_said_as_the_links(
     connect tries it again; it was "Server connection dropped: (set agent_cache to a writable
     directory)", though the folder was fine."""
     holding = tmp_path / "holding"
-    script = tmp_path / "holding-sftp"
-    script.write_text("#!%s\n%s" % (sys.executable, HOLDING_SFTP % str(holding)))
-    script.chmod(0o755)
-    fleet_env.add("gpu-dropped", "1xL4", sftp=str(script))
+    added_behind_sftp(fleet_env, tmp_path, "gpu-dropped", HOLDING_SFTP % str(holding))
     status = []
     asking = threading.Thread(target=lambda: status.append(fleet_env.status()))
     asking.start()

@@ -63,17 +63,31 @@ class Trap:
         self.sock.close()
 
 
+def agent_in_home(home: str) -> str:
+    """The agent's zipapp written in ``home`` (0644), for that home's user to run: its path."""
+    archive = os.path.join(home, "agent.pyz")
+    with open(archive, "wb") as f:
+        f.write(build_agent_archive().data)
+    os.chmod(archive, 0o644)
+    return archive
+
+
+def as_home_user(home: str, **env: str) -> dict:
+    """subprocess's arguments that run a program as the user whose ``home`` it is: its uid and
+    group and no other group, in its home, HOME and a plain PATH (and ``env``) its whole
+    environment."""
+    info = os.stat(home)
+    return dict(user=info.st_uid, group=info.st_gid, extra_groups=[], cwd=home,
+                env=dict({"HOME": home, "PATH": "/usr/bin:/bin"}, **env))
+
+
 @pytest.fixture
 def as_user(plain_user, tmp_path):
     """run(state_dir_name) -> (exit code, stderr) of the agent's bridge run as a plain user
     (from a zipapp in its home), which asks its daemon for daemon.version."""
     name, home = plain_user
-    info = os.stat(home)
-    uid, gid = info.st_uid, info.st_gid
-    archive = os.path.join(home, "agent.pyz")
-    with open(archive, "wb") as f:
-        f.write(build_agent_archive().data)
-    os.chmod(archive, 0o644)
+    uid = os.stat(home).st_uid
+    archive = agent_in_home(home)
     paths = AgentPaths(os.path.join(home, "state"))  # its socket dir is /tmp/fractui-<uid>
     socket_dir = "/tmp/fractui-%d" % uid
     subprocess.run(["rm", "-rf", socket_dir], check=True)  # an earlier account's, of this uid
@@ -82,8 +96,7 @@ def as_user(plain_user, tmp_path):
         proc = subprocess.run(
             ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", paths.state_dir,
              "--sim", "1xL4"], input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
-            capture_output=True, user=uid, group=gid, extra_groups=[], cwd=home,
-            env=dict({"HOME": home, "PATH": "/usr/bin:/bin"}, **env), timeout=60)
+            capture_output=True, timeout=60, **as_home_user(home, **env))
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
     yield run, uid, socket_dir, paths
@@ -739,16 +752,15 @@ def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_h
 
 
 class PlainAgent(AgentProcess):
-    """The agent's bridge run as a plain user ``uid`` from the zipapp ``archive`` in its home
-    (its daemon too: it is this user's own agent, as a host reached as that user without
-    become has)."""
+    """The agent's bridge run as the plain user whose ``home`` it is, from its zipapp there
+    (``agent_in_home``; its daemon too: it is this user's own agent, as a host reached as that
+    user without become has)."""
 
-    def __init__(self, archive: str, state_dir: str, uid: int, gid: int, home: str):
+    def __init__(self, home: str, state_dir: str):
         self.proc = subprocess.Popen(
-            ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", state_dir,
-             "--sim", "1xL4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, user=uid, group=gid, extra_groups=[], cwd=home,
-            env={"HOME": home, "PATH": "/usr/bin:/bin"})
+            ["/usr/bin/python3", agent_in_home(home), "serve", "--stdio", "--state-dir",
+             state_dir, "--sim", "1xL4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, **as_home_user(home))
         self._next_id = 0
         self.notifications = []
 
@@ -773,13 +785,9 @@ def test_a_job_for_a_member_named_as_a_plain_agents_own_user_is_refused(plain_us
     svc would get a job with the agent's socket and state dir, so that run_as is refused."""
     name, home = plain_user
     info = os.stat(home)
-    archive = os.path.join(home, "agent.pyz")
-    with open(archive, "wb") as f:
-        f.write(build_agent_archive().data)
-    os.chmod(archive, 0o644)
     state_dir = os.path.join(home, "state")
     subprocess.run(["rm", "-rf", "/tmp/fractui-%d" % info.st_uid], check=True)
-    agent = PlainAgent(archive, state_dir, info.st_uid, info.st_gid, home)
+    agent = PlainAgent(home, state_dir)
     try:
         powers_refused(agent, name, "the agent's own user")
     finally:

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -32,7 +34,7 @@ from fractui.terminal import TerminalText
 from fractui.whoami import os_user
 from fractui.words import quoted
 from tests import as_user, localfleet
-from tests.cli_run import closed_port, in_process, leaks, subprocess_run
+from tests.cli_run import closed_port, fractui_process, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
 from tests.test_jobs import alive
 from tests.test_tui_demo import Terminal
@@ -684,19 +686,23 @@ def test_a_submit_interrupted_while_recorded_says_its_key_makes_a_retry_safe(
     assert len(json.loads(out)["jobs"]) == 2, out
 
 
+def _waiting_submit(tmp_path: Path, *flags: str) -> Tuple[Path, str, subprocess.Popen]:
+    """``fractui submit --wait`` (with ``flags``) of a job to queue quarter of an SQLite store
+    in ``tmp_path``, where no scheduler runs: (its config, the store's path, its process)."""
+    path = str(tmp_path / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % sqlite_url(path))
+    return config, path, fractui_process(["--config", str(config), "submit", "--wait", *flags,
+                                          "--queue", "quarter", "--", "true"])
+
+
 def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     """``timeout 2h fractui submit --wait``, a batch system's time limit, a CI runner's cancel:
     SIGTERM ends the waiting as Ctrl-C does, saying the job goes on and how to cancel it (the
     default action ended it without a word), exit 143 (128 + SIGTERM, as a shell says); the
     job stays queued."""
-    url = sqlite_url(str(tmp_path / "store.db"))
-    config = tmp_path / "config.toml"
-    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
-                      % url)
-    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
-                                "--wait", "--queue", "quarter", "--", "true"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    config, _, waiting = _waiting_submit(tmp_path)
     first = waiting.stdout.readline()  # no scheduler runs: it stays pending
     number = int(first.split()[0])
     waiting.send_signal(signal.SIGTERM)
@@ -715,14 +721,7 @@ def test_a_wait_ended_by_ctrl_c_still_gives_the_json_record_of_the_queued_job(tm
     so its --json record (as last read: pending) is printed before exit 130, as a submit that
     does not wait prints it. It printed none: a script reading the record found nothing of a
     job that was queued."""
-    path = str(tmp_path / "store.db")
-    config = tmp_path / "config.toml"
-    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
-                      % sqlite_url(path))
-    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
-                                "--wait", "--json", "--queue", "quarter", "--", "true"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    _, path, waiting = _waiting_submit(tmp_path, "--json")
     try:
         localfleet.wait(lambda: bool(_jobs_in(path)),
                         lambda: "the submit queued nothing", alive=waiting)
@@ -736,6 +735,36 @@ def test_a_wait_ended_by_ctrl_c_still_gives_the_json_record_of_the_queued_job(tm
                         "it)\n" % (number, number)), err
     record = json.loads(out)
     assert (record["id"], record["state"]) == (number, "pending"), out
+
+
+def test_a_wait_ended_by_ctrl_c_gives_the_record_of_the_job_as_last_read(tmp_path):
+    """``submit --wait --json`` ended by Ctrl-C once the wait has read the job running: its
+    --json record is the job as the wait last read it (running, on its slot), as stderr said
+    it. It was the job as submitted (pending): a script read a running job as not started."""
+    _, path, waiting = _waiting_submit(tmp_path, "--json")
+    said: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
+                     daemon=True).start()
+    try:
+        localfleet.wait(lambda: bool(_jobs_in(path)),
+                        lambda: "the submit queued nothing", alive=waiting)
+        (number,) = _jobs_in(path)
+        store = SqliteStore(path)
+        try:
+            store.place(number, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+            store.started(number, "j1", None, "sched", "launched")
+        finally:
+            store.close()
+        while "job %d is running" % number not in said.get(timeout=60):
+            pass
+        waiting.send_signal(signal.SIGINT)
+        out = waiting.stdout.read()
+        waiting.wait(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130
+    record = json.loads(out)
+    assert (record["id"], record["state"]) == (number, "running"), out
 
 
 def _jobs_in(path: str) -> list:

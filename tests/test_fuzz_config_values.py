@@ -101,8 +101,15 @@ def home(tmp_path, monkeypatch):
 @given(doc=docs())
 def test_every_key_of_the_example_loads_or_says_file_and_line(home, doc):
     text, _ = render(_plain(doc))
+    _loads_or_says_file_and_line(home, text)
+
+
+def _loads_or_says_file_and_line(home, text: str, errors: str = "strict") -> None:
+    """``text`` written (its encoding errors handled as ``errors`` says) as a config in
+    ``home`` and loaded: refused naming the file and a line of it, or a config within its
+    bounds."""
     path = str(home / "config.toml")
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8", errors=errors) as f:
         f.write(text)
     try:
         config = load_checked(path)
@@ -167,13 +174,4 @@ def example_texts(draw):
 def test_the_example_edited_by_hand_loads_or_says_file_and_line(home, text):
     """The text itself changed (test_fuzz_config's damage is to its own base, at fixed
     seeds): a line of the file, or a config within its bounds."""
-    path = str(home / "config.toml")
-    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
-        f.write(text)
-    try:
-        config = load_checked(path)
-    except ConfigError as err:
-        assert err.path == path and err.line is not None, str(err)
-        assert 1 <= err.line <= text.count("\n") + 1, str(err)
-        return
-    assert not safe(config), safe(config)
+    _loads_or_says_file_and_line(home, text, errors="surrogatepass")

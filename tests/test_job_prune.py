@@ -21,6 +21,7 @@ import pytest
 
 from remote_agent.jobs.watch import Watchdog
 from tests import test_launch_concurrency
+from tests.test_agent_security import agent_in_home, as_home_user
 from tests.test_job_supervision import wait_until
 from tests.test_launch_concurrency import launch_request
 
@@ -193,14 +194,9 @@ def test_a_folder_a_job_made_unreadable_is_pruned_by_an_agent_not_run_as_root(
     made 000, is removed, never followed (that folder keeps its mode), and a folder of another
     user's (root's) in it is left as it is, its mode untouched, said. Before, each 000 folder
     was refused (EACCES) at every prune, said and left for good."""
-    from fractui.fleet.zipapp import build_agent_archive
-
     name, home = plain_user
     info = os.stat(home)
-    archive = os.path.join(home, "agent.pyz")
-    with open(archive, "wb") as f:
-        f.write(build_agent_archive().data)
-    os.chmod(archive, 0o644)
+    archive = agent_in_home(home)
     jobs = os.path.join(home, "jobs")
     folder = os.path.join(jobs, "j1")
     elsewhere = os.path.join(home, "elsewhere")
@@ -226,9 +222,7 @@ def test_a_folder_a_job_made_unreadable_is_pruned_by_an_agent_not_run_as_root(
 
     def prune() -> str:
         done = subprocess.run(["/usr/bin/python3", "-c", PRUNE_AS_USER, archive, jobs],
-                              capture_output=True, text=True, user=info.st_uid,
-                              group=info.st_gid, extra_groups=[], cwd=home,
-                              env={"HOME": home, "PATH": "/usr/bin:/bin"}, timeout=60)
+                              capture_output=True, text=True, timeout=60, **as_home_user(home))
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 

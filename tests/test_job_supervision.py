@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -54,6 +54,25 @@ def kill_shim(state: str, job_id: str) -> int:
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not alive(pid), "the shim to die")
     return pid
+
+
+def printing(lines: int, go, printed, release, code: int = 0, pause_at: int = 0,
+             line: str = "'line', i") -> List[str]:
+    """A job that prints ``lines`` lines (line ``i`` is what the Python ``line`` gives),
+    waiting for ``go`` before line ``pause_at``; then it makes ``printed``, waits for
+    ``release`` and exits with ``code``: the test decides when each comes."""
+    return script("import os, sys, time\n"
+                  "def wait(path):\n"
+                  "    while not os.path.exists(path):\n"
+                  "        time.sleep(0.01)\n"
+                  "for i in range(%d):\n"
+                  "    if i == %d:\n"
+                  "        wait(%r)\n"
+                  "    print(%s, flush=True)\n"
+                  "open(%r, 'w').close()\n"
+                  "wait(%r)\n"
+                  "sys.exit(%d)\n" % (lines, pause_at, str(go), line, str(printed),
+                                       str(release), code))
 
 
 def wait_until(done, what: str, timeout: float = 20.0):
@@ -376,17 +395,8 @@ def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, t
     go_on, printed, finish = tmp_path / "go-on", tmp_path / "printed", tmp_path / "finish"
     # it pauses after 20 lines, so the kill finds no output in flight, then writes 2000 more
     # (less than a pipe holds) and waits to be let go
-    code = ("import os, time\n"
-            "def wait(path):\n"
-            "    while not os.path.exists(path):\n"
-            "        time.sleep(0.01)\n"
-            "for i in range(2020):\n"
-            "    if i == 20:\n"
-            "        wait(%r)\n"
-            "    print('line', i, flush=True)\n"
-            "open(%r, 'w').write('all printed')\n"
-            "wait(%r)\n" % (str(go_on), str(printed), str(finish)))
-    job = agent.call("job.launch", key="k-orphan-out", gpu=0, memory_mib=10, argv=script(code))
+    job = agent.call("job.launch", key="k-orphan-out", gpu=0, memory_mib=10,
+                     argv=printing(2020, go_on, printed, finish, pause_at=20))
     wait_until(lambda: "line 19\n" in read_log(state, job["id"]), "output")
     if killed == "shim and daemon":
         os.kill(daemon_pid(agent), signal.SIGKILL)

@@ -24,7 +24,7 @@ from fractui.store import Slot, open_store
 from fractui.store.sql import SqlStore
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
-from tests.cli_run import in_process
+from tests.cli_run import in_process, reaped
 from tests.conftest import REPO, stop_host
 from tests.localfleet import wait
 
@@ -35,10 +35,11 @@ TALK = [sys.executable, "-c", "print('hello', flush=True); print('line two', flu
 BYE = [sys.executable, "-c", "print('all done', flush=True)"]
 
 
-def _store_only(f) -> str:
-    """A user's config: the store, and not one host."""
+def _store_only(f, url: Optional[str] = None) -> str:
+    """A user's config: the store (or the way to it at ``url``: one a test cuts), and not one
+    host."""
     path = f.tmp / "user.toml"
-    path.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
+    path.write_text("[store]\nurl = %s\n" % json.dumps(url or f.config.store.url))
     return str(path)
 
 
@@ -187,15 +188,10 @@ def _following(config: str, job: int, wait_s: Optional[float] = None) -> subproc
 def _follow_after_three(user: str, job: int, go: Path) -> Tuple[int, str, str]:
     """``logs -f`` of the job, in its own process: once it printed the job's first three
     lines, ``go`` is made; (exit code, stdout, stderr) once it returns."""
-    follower = _following(user, job)
-    try:
+    with reaped(_following(user, job)) as follower:
         first = [follower.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
         go.touch()
         out, err = follower.communicate(timeout=120)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
     return follower.returncode, "".join(first) + out, err
 
 
@@ -434,15 +430,10 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
     head = f.scheduler_process("head")
     try:
         job = f.submit("quarter", argv=TALK)
-        follower = _following(_store_only(f), job.id)
-        try:
+        with reaped(_following(_store_only(f), job.id)) as follower:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
             follower.send_signal(signal.SIGINT)
             out, err = follower.communicate(timeout=60)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.wait()
         assert (follower.returncode, "".join(first) + out) == (130, "hello\nline two\n"), err
         assert err.endswith("fractui: stopped following; job %d goes on (fractui cancel %d "
                             "cancels it)\n" % (job.id, job.id)), err

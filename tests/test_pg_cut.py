@@ -23,7 +23,6 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import StoreError, open_store
 from fractui.store.access import CANCEL
-from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit
 from fractui.store import postgres
 from fractui.store.model import DONE, ENDED, Slot, attempt_of
@@ -33,7 +32,7 @@ from tests.cli_run import leaks, subprocess_run
 from tests.conftest import STEP_S
 from tests.localfleet import LocalFleet, logged, wait
 from tests.pg import PgServer
-from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.pg_proxy import AFTER, BEFORE, PgProxy, Stores, proxied_stores
 
 local_fleet = localfleet.local_fleet
 
@@ -45,29 +44,10 @@ LEASE_S = 30.0
 MOST = 200  # statements one change (or one pass) sends, at the most
 
 
-@dataclasses.dataclass
-class Stores:
-    """The database's store reached directly (set-up, and reading back what was made) and
-    one reached through the proxy (the change under the cut)."""
-    direct: Store
-    cut: Store
-    proxy: PgProxy
-    db: str
-    sql: Callable[[str], List[tuple]]
-
-
 @pytest.fixture
 def stores(pg_server) -> Iterator[Stores]:
-    db = pg_server.new_database()
-    direct = open_store(pg_server.url(db))
-    proxy = PgProxy(pg_server.port)
-    cut = open_store(proxy.url(db))
-    try:
-        yield Stores(direct, cut, proxy, db, lambda text: pg_server.sql(text, db=db))
-    finally:
-        cut.close()
-        direct.close()
-        proxy.close()
+    with proxied_stores(pg_server) as made:
+        yield made
 
 
 def _pending(s: Stores) -> int:
@@ -118,32 +98,32 @@ def _lease_times(s: Stores, before: int) -> int:
 
 CHANGES = [
     Change("submit", lambda s: uuid.uuid4().hex,
-           lambda s, key: submit(s.cut, "q", None, "n", ["true"], REQUEST, ASKER, key=key),
+           lambda s, key: submit(s.proxied, "q", None, "n", ["true"], REQUEST, ASKER, key=key),
            _submit_times),
     Change("cancel-pending", _pending,
-           lambda s, job: ask_stop(s.cut, s.cut.get(job), CANCEL, ASKER),
+           lambda s, job: ask_stop(s.proxied, s.proxied.get(job), CANCEL, ASKER),
            lambda s, job: _audited(s.sql, job, "cancel")),
     Change("cancel-running", _running,
-           lambda s, job: ask_stop(s.cut, s.cut.get(job), CANCEL, ASKER),
+           lambda s, job: ask_stop(s.proxied, s.proxied.get(job), CANCEL, ASKER),
            lambda s, job: _audited(s.sql, job, "cancel")),
     Change("place", _pending,
-           lambda s, job: place_by_hand(s.cut, s.cut.get(job), SLOT, ASKER),
+           lambda s, job: place_by_hand(s.proxied, s.proxied.get(job), SLOT, ASKER),
            lambda s, job: _audited(s.sql, job, "place")),
     Change("move", _running,
-           lambda s, job: move_by_hand(s.cut, s.cut.get(job), ELSEWHERE, ASKER),
+           lambda s, job: move_by_hand(s.proxied, s.proxied.get(job), ELSEWHERE, ASKER),
            lambda s, job: _audited(s.sql, job, "move")),
     Change("cordon", lambda s: "host-%s" % uuid.uuid4().hex[:6],
-           lambda s, host: cordon(s.cut, host, None, "cordon", ASKER),
+           lambda s, host: cordon(s.proxied, host, None, "cordon", ASKER),
            lambda s, host: s.sql("SELECT count(*) FROM audit WHERE action = 'cordon' AND "
                                  "detail LIKE '%%%s%%'" % host)[0][0]),
     Change("decide", _pending,  # the scheduler's pass, as the lease holder
-           lambda s, job: s.cut.place(job, SLOT, "sched", "decided",
-                                      epoch=s.cut.acquire_lease("sched", LEASE_S)),
+           lambda s, job: s.proxied.place(job, SLOT, "sched", "decided",
+                                      epoch=s.proxied.acquire_lease("sched", LEASE_S)),
            lambda s, job: _audited(s.sql, job, "decide"), again=False),
-    Change("lease", _lease, lambda s, _: s.cut.acquire_lease("sched", LEASE_S), _lease_times,
+    Change("lease", _lease, lambda s, _: s.proxied.acquire_lease("sched", LEASE_S), _lease_times,
            again=False),
     Change("mig-record", lambda s: uuid.uuid4().hex,
-           lambda s, said: s.cut.audit("root@here", "mig", None, said, {}),
+           lambda s, said: s.proxied.audit("root@here", "mig", None, said, {}),
            lambda s, said: s.sql("SELECT count(*) FROM audit WHERE why = '%s'" % said)[0][0],
            again=False),
 ]
@@ -209,7 +189,7 @@ def test_a_verb_whose_commit_reply_is_lost_says_so_in_one_line_and_its_retry_mak
         stores.proxy.restore()
         lines = done.stderr.splitlines()
         assert (done.returncode, done.stdout, len(lines)) == (1, "", 1), done
-        assert lines[0].startswith("fractui: store %s: " % stores.cut.where), lines
+        assert lines[0].startswith("fractui: store %s: " % stores.proxied.where), lines
         assert "whether it was recorded is not known" in lines[0] and not leaks(done.stderr)
         return lines[0]
 
@@ -300,7 +280,7 @@ def test_a_verb_cut_at_each_statement_says_made_or_one_line_and_its_retry_makes_
             assert done.returncode in (0, 1) and not leaks(done.stderr), (n, where, done)
             if done.returncode == 1:
                 assert done.stdout == "" and len(lines) == 1 and lines[0].startswith(
-                    "fractui: store %s: " % stores.cut.where), (n, where, done)
+                    "fractui: store %s: " % stores.proxied.where), (n, where, done)
                 again = subprocess_run(["--config", str(config), *words])
                 assert again.returncode == 0, (n, where, again)
             if verb == "submit":
@@ -353,7 +333,7 @@ def test_a_mig_change_whose_audit_commit_reply_is_lost_is_said_maybe_in_the_audi
         stores.proxy.cut_on("COMMIT", AFTER, down=True)
         return {"destroyed": {"profile": "1g.10gb", "start": 6, "uuid": "MIG-x"}}
     with pytest.raises(StoreError) as err:
-        carry_out(stores.cut, ASKER, agent, change)
+        carry_out(stores.proxied, ASKER, agent, change)
     stores.proxy.restore()
     assert str(err.value).endswith("; the change was made all the same, and whether it is in "
                                    "the audit is not known: destroyed 1g.10gb at slot 6 (MIG-x) "

@@ -8,76 +8,70 @@ lost by a loopback proxy that cuts the link at a statement and refuses every con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from fractui.config import QueueConfig
 from fractui.store import open_store
 from tests import localfleet
-from tests.cli_run import leaks, subprocess_run
-from tests.conftest import REPO
-from tests.localfleet import wait
+from tests.cli_run import fractui_process, leaks, reaped, subprocess_run
+from tests.localfleet import LocalFleet, wait
 from tests.pg_proxy import BEFORE, PgProxy
-from tests.test_logs_store import _following
+from tests.test_logs_store import _following, _store_only
 from tests.test_pg_restart_watchers import _said_until
 
 local_fleet = localfleet.local_fleet
 LOST = "; waiting for the store to come back (%s)\n"
 
 
-def _through(f, proxy: PgProxy, db: str, name: str) -> str:
-    """``f``'s config, written as ``name``, with its store reached through ``proxy``."""
-    path = f.tmp / name
-    path.write_text(Path(f.write_config()).read_text().replace(
-        json.dumps(f.config.store.url), json.dumps(proxy.url(db))))
-    return str(path)
+@dataclasses.dataclass
+class Cut:
+    """A fleet (gpu-a, queue q, a lease of 3 s) on a database of its own, and a proxy to that
+    database, which the test cuts, for the researcher's verbs."""
+    f: LocalFleet
+    proxy: PgProxy
+    db: str
+
+    def through(self, name: str) -> str:
+        """The fleet's config, written as ``name``, with its store reached through the proxy."""
+        path = self.f.tmp / name
+        path.write_text(Path(self.f.write_config()).read_text().replace(
+            json.dumps(self.f.config.store.url), json.dumps(self.proxy.url(self.db))))
+        return str(path)
 
 
-def _store_only(f, proxy: PgProxy, db: str) -> str:
-    """A user's config: the store, through ``proxy``, and not one host."""
-    path = f.tmp / "user.toml"
-    path.write_text("[store]\nurl = %s\n" % json.dumps(proxy.url(db)))
-    return str(path)
+@pytest.fixture
+def cut(local_fleet, pg_server) -> Iterator[Cut]:
+    db = pg_server.new_database()
+    proxy = PgProxy(pg_server.port)
+    try:
+        yield Cut(local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
+                              store_url=pg_server.url(db), lease_s=3.0), proxy, db)
+    finally:
+        proxy.close()
 
 
-def test_submit_wait_rides_out_a_store_lost_as_it_reads_how_its_job_ended(
-        local_fleet, pg_server):
+def test_submit_wait_rides_out_a_store_lost_as_it_reads_how_its_job_ended(cut):
     """``submit --wait`` of a job that fails: the store lost as the waiter reads the job's last
     lines, after the job ended (before: exit 1, "stopped waiting", of a job that had ended).
     It says the store lost and back, then how the job ended and its output, exit 1 as the
     job's failure gives."""
-    db = pg_server.new_database()
-    proxy = PgProxy(pg_server.port)
-    sched = None
-    try:
-        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                        store_url=pg_server.url(db), lease_s=3.0)
-        sched = f.scheduler_process("s1")
+    f, proxy = cut.f, cut.proxy
+    with reaped(f.scheduler_process("s1"), signal.SIGTERM) as sched:
         wait(lambda: "gpu-a" in f.store.inventory(), f.store.inventory, alive=sched)
         proxy.cut_on("SELECT * FROM log_tails", BEFORE, down=True)
-        waiter = subprocess.Popen(
-            [sys.executable, "-m", "fractui", "--config", _through(f, proxy, db, "user.toml"),
-             "submit", "--queue", "q", "--wait", "--", "sh", "-c", "echo hello; exit 3"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL)
-        try:
+        with reaped(fractui_process(["--config", cut.through("user.toml"), "submit",
+                                     "--queue", "q", "--wait", "--", "sh", "-c",
+                                     "echo hello; exit 3"])) as waiter:
             lost = _said_until(waiter.stderr, "waiting for the store")
             proxy.restore()
             out, err = waiter.communicate(timeout=120)
-        finally:
-            if waiter.poll() is None:
-                waiter.kill()
-                waiter.communicate()
-    finally:
-        proxy.close()
-        if sched is not None:
-            sched.terminate()
-            sched.communicate(timeout=60)
     assert lost[-1].endswith(LOST % "job 1 has ended; how it ended is read once it is"), lost
     assert (waiter.returncode, out) == (1, "1 pending in queue q\n"), (lost, err)
     assert err == ("fractui: the store is back; reading how job 1 ended\n"
@@ -87,26 +81,21 @@ def test_submit_wait_rides_out_a_store_lost_as_it_reads_how_its_job_ended(
 
 
 def test_logs_follow_rides_out_a_store_lost_at_its_start_and_between_attempts(
-        local_fleet, pg_server, tmp_path: Path):
+        cut, tmp_path: Path):
     """``logs -f`` through the store of a running job, the store lost as it starts (every
     connection refused), and again as it reads the end of the attempt it followed, the job
     requeued (before: exit 1 with the store's words, each time). Each time it says the store
     lost and back; it follows the next attempt and ends as the job does (exit 0)."""
-    db = pg_server.new_database()
-    proxy = PgProxy(pg_server.port)
+    f, proxy = cut.f, cut.proxy
     go = tmp_path / "go"
-    sched = None
-    try:
-        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                        store_url=pg_server.url(db), lease_s=3.0)
-        job = f.submit("q", argv=[sys.executable, "-c", "import os, time\nprint('one', "
-                                  "flush=True)\nwhile not os.path.exists(%r):\n    "
-                                  "time.sleep(0.05)\nprint('two', flush=True)" % str(go)])
-        sched = f.scheduler_process("s1")
+    job = f.submit("q", argv=[sys.executable, "-c", "import os, time\nprint('one', "
+                              "flush=True)\nwhile not os.path.exists(%r):\n    "
+                              "time.sleep(0.05)\nprint('two', flush=True)" % str(go)])
+    with reaped(f.scheduler_process("s1"), signal.SIGTERM) as sched:
         wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
         proxy.refuse()
-        follower = _following(_store_only(f, proxy, db), job.id, wait_s=60.0)
-        try:
+        with reaped(_following(_store_only(f, proxy.url(cut.db)), job.id,
+                               wait_s=60.0)) as follower:
             at_start = _said_until(follower.stderr, "waiting for the store")
             proxy.restore()
             back = follower.stderr.readline()
@@ -120,15 +109,6 @@ def test_logs_follow_rides_out_a_store_lost_at_its_start_and_between_attempts(
                  f.states, timeout_s=60, alive=sched)
             go.touch()
             out, err = follower.communicate(timeout=120)
-        finally:
-            if follower.poll() is None:
-                follower.kill()
-                follower.communicate()
-    finally:
-        proxy.close()
-        if sched is not None:
-            sched.terminate()
-            sched.communicate(timeout=60)
     meanwhile = LOST % "job %d goes on meanwhile" % job.id
     assert at_start[-1].endswith(meanwhile) and len(at_start) == 1, at_start
     assert (back, first) == ("fractui: the store is back; following job %d\n" % job.id,
@@ -170,25 +150,17 @@ def test_submit_without_wait_whose_lease_read_fails_says_its_job_queued(pg_serve
         made.close()
 
 
-def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(local_fleet,
-                                                                             pg_server):
+def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(cut):
     """``fractui scheduler`` started while its PostgreSQL store takes no connection (a
     restart, a head node up before the database server): it says the store's words once and
     waits, takes the lease once the store answers and places what waits (before: exit 1, and
     systemd's restarts of it give up after StartLimitBurst; the stress run of many teams saw
     a scheduler started again in the server's crash recovery end so)."""
-    db = pg_server.new_database()
-    proxy = PgProxy(pg_server.port)
-    sched = None
+    f, proxy = cut.f, cut.proxy
+    job = f.submit("q")
+    proxy.refuse()
+    sched = fractui_process(["--config", cut.through("away.toml"), "scheduler", "--name", "s1"])
     try:
-        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                        store_url=pg_server.url(db), lease_s=3.0)
-        job = f.submit("q")
-        proxy.refuse()
-        sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                  _through(f, proxy, db, "away.toml"), "scheduler", "--name",
-                                  "s1"], cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
         lost = _said_until(sched.stderr, "waiting for the store")
         assert sched.poll() is None, (lost, sched.communicate())
         proxy.restore()
@@ -196,13 +168,49 @@ def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(lo
         wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
         assert (f.store.lease_holder() or ("",))[0] == "s1"
     finally:
-        proxy.close()
-        if sched is not None:
-            sched.terminate()
-            err = sched.communicate(timeout=60)[1]
+        proxy.close()  # first: the scheduler ends with its store away
+        sched.terminate()
+        err = sched.communicate(timeout=60)[1]
     assert len(lost) == 1 and lost[0].endswith(
         LOST % "the scheduler starts once it answers"), lost
     assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(cut):
+    """The store lost after the scheduler opened it and before it read who it runs as (the
+    rule that lets it schedule): waited for as a store away at the open, then it schedules
+    (before: exit 1, the window between the open and the check)."""
+    f, proxy = cut.f, cut.proxy
+    job = f.submit("q")
+    proxy.cut_on("WITH RECURSIVE member_of", BEFORE, down=True)
+    sched = fractui_process(["--config", cut.through("away.toml"), "scheduler", "--name", "s1"])
+    try:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        assert len(lost) == 1 and lost[0].endswith(
+            LOST % "the scheduler starts once it answers") and proxy.cuts == 1, lost
+        proxy.restore()
+        assert sched.stderr.readline() == "fractui: the store is back; the scheduler starts\n"
+        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
+    finally:
+        proxy.close()  # first: the scheduler ends with its store away
+        sched.terminate()
+        err = sched.communicate(timeout=60)[1]
+    assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_scheduler_waiting_for_its_store_is_stopped_by_a_signal_with_exit_0(cut, stop):
+    """SIGTERM (``systemctl stop``) or Ctrl-C while a scheduler waits for its store to come
+    back: it ends at once with exit 0, as docs/cli.md says the scheduler ends at either; it
+    holds no lease to hand over (before: killed by SIGTERM's default action, exit 130 at
+    Ctrl-C)."""
+    cut.proxy.refuse()
+    with reaped(fractui_process(["--config", cut.through("away.toml"), "scheduler"])) as sched:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        sched.send_signal(stop)
+        err = sched.communicate(timeout=60)[1]
+    assert sched.returncode == 0 and "Traceback" not in err, (sched.returncode, lost, err)
+    assert cut.f.store.lease_holder() is None
 
 
 @pytest.mark.parametrize("url, said", [
@@ -214,85 +222,16 @@ def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(lo
     ("postgresql://postgres@127.0.0.1:%(port)d/%(db)s?sslmode=nope",
      "libpq refuses a value of this URL"),
 ])
-def test_a_scheduler_whose_store_url_can_never_reach_it_ends_at_once(local_fleet, pg_server,
-                                                                     url, said):
+def test_a_scheduler_whose_store_url_can_never_reach_it_ends_at_once(cut, pg_server, url, said):
     """``fractui scheduler`` whose URL reaches no server as it is written — encryption the
     server does not offer, a host name no resolver knows, a value libpq refuses — is not
     waited for as a server away (before: said once and waited for ever, the service looking
     up): exit 1 at once with the store's words, as a database not there."""
-    db = pg_server.new_database()
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                    store_url=pg_server.url(db))
-    path = f.tmp / "wrong.toml"
-    path.write_text(Path(f.write_config()).read_text().replace(
-        json.dumps(f.config.store.url), json.dumps(url % {"port": pg_server.port, "db": db})))
-    sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(path),
-                              "scheduler", "--name", "s1"], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
+    path = cut.f.tmp / "wrong.toml"
+    path.write_text(Path(cut.f.write_config()).read_text().replace(
+        json.dumps(cut.f.config.store.url),
+        json.dumps(url % {"port": pg_server.port, "db": cut.db})))
+    with reaped(fractui_process(["--config", str(path), "scheduler", "--name", "s1"])) as sched:
         err = sched.communicate(timeout=60)[1]
-    except subprocess.TimeoutExpired:
-        sched.kill()
-        err = "still running: " + sched.communicate()[1]
     assert sched.returncode == 1 and said in err, err
     assert "waiting for the store" not in err and "Traceback" not in err, err
-
-
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_scheduler_waiting_for_its_store_is_stopped_by_a_signal_with_exit_0(local_fleet,
-                                                                            pg_server, stop):
-    """SIGTERM (``systemctl stop``) or Ctrl-C while a scheduler waits for its store to come
-    back: it ends at once with exit 0, as docs/cli.md says the scheduler ends at either; it
-    holds no lease to hand over (before: killed by SIGTERM's default action, exit 130 at
-    Ctrl-C)."""
-    db = pg_server.new_database()
-    proxy = PgProxy(pg_server.port)
-    try:
-        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                        store_url=pg_server.url(db))
-        proxy.refuse()
-        sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                  _through(f, proxy, db, "away.toml"), "scheduler"], cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lost = _said_until(sched.stderr, "waiting for the store")
-        sched.send_signal(stop)
-        try:
-            err = sched.communicate(timeout=60)[1]
-        except subprocess.TimeoutExpired:
-            sched.kill()
-            err = "still running: " + sched.communicate()[1]
-    finally:
-        proxy.close()
-    assert sched.returncode == 0 and "Traceback" not in err, (sched.returncode, lost, err)
-    assert f.store.lease_holder() is None
-
-
-def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(local_fleet,
-                                                                            pg_server):
-    """The store lost after the scheduler opened it and before it read who it runs as (the
-    rule that lets it schedule): waited for as a store away at the open, then it schedules
-    (before: exit 1, the window between the open and the check)."""
-    db = pg_server.new_database()
-    proxy = PgProxy(pg_server.port)
-    sched = None
-    try:
-        f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.125)],
-                        store_url=pg_server.url(db), lease_s=3.0)
-        job = f.submit("q")
-        proxy.cut_on("WITH RECURSIVE member_of", BEFORE, down=True)
-        sched = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                  _through(f, proxy, db, "away.toml"), "scheduler", "--name",
-                                  "s1"], cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        lost = _said_until(sched.stderr, "waiting for the store")
-        assert len(lost) == 1 and lost[0].endswith(
-            LOST % "the scheduler starts once it answers") and proxy.cuts == 1, lost
-        proxy.restore()
-        assert sched.stderr.readline() == "fractui: the store is back; the scheduler starts\n"
-        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
-    finally:
-        proxy.close()
-        if sched is not None:
-            sched.terminate()
-            err = sched.communicate(timeout=60)[1]
-    assert "Traceback" not in err and not leaks("".join(lost)), err

@@ -6,7 +6,7 @@ PostgreSQL, real processes, simulated hosts."""
 
 from __future__ import annotations
 
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 
 from fractui.config import QueueConfig
 from tests import localfleet
-from tests.conftest import REPO
+from tests.cli_run import fractui_process, reaped
 from tests.localfleet import logged, wait
 from tests.test_logs_store import _following, _store_only
 
@@ -31,24 +31,20 @@ def test_a_restart_under_the_scheduler_and_a_waiting_submit_is_ridden_out(
     config = f.write_config()
     go = tmp_path / "go"
     sched = f.scheduler_process("s1")
-    waiter = subprocess.Popen(
-        [sys.executable, "-m", "fractui", "--config", config, "submit", "--queue", "q",
-         "--wait", "--", "sh", "-c", "while [ ! -e %s ]; do sleep 0.1; done" % go],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL)
     try:
-        wait(lambda: "running" in f.states().values(), f.states, timeout_s=60, alive=sched)
-        pg_server.pg_ctl("restart", "-m", "immediate")
-        wait(lambda: f.store.lease_holder() is not None, f.store.lease_holder, alive=sched)
-        second = f.submit("q")  # placed and launched by the scheduler after the restart
-        wait(lambda: f.states()[second.id] == "running", f.states, timeout_s=60, alive=sched)
-        assert waiter.poll() is None, waiter.communicate()
-        go.touch()
-        out, err = waiter.communicate(timeout=60)
+        with reaped(fractui_process(["--config", config, "submit", "--queue", "q", "--wait",
+                                     "--", "sh", "-c", "while [ ! -e %s ]; do sleep 0.1; done"
+                                     % go])) as waiter:
+            wait(lambda: "running" in f.states().values(), f.states, timeout_s=60, alive=sched)
+            pg_server.pg_ctl("restart", "-m", "immediate")
+            wait(lambda: f.store.lease_holder() is not None, f.store.lease_holder, alive=sched)
+            second = f.submit("q")  # placed and launched by the scheduler after the restart
+            wait(lambda: f.states()[second.id] == "running", f.states, timeout_s=60,
+                 alive=sched)
+            assert waiter.poll() is None, waiter.communicate()
+            go.touch()
+            out, err = waiter.communicate(timeout=60)
     finally:
-        if waiter.poll() is None:
-            waiter.kill()
-            waiter.communicate()
         sched.terminate()
         said = sched.communicate(timeout=60)[1]
     assert "Traceback" not in said and "Traceback" not in err, (said, err)
@@ -90,7 +86,6 @@ def test_a_store_lost_under_logs_follow_through_the_store_is_waited_for(
                               "while not os.path.exists(%r):\n    time.sleep(0.05)\n"
                               "print('two', flush=True)" % str(go)])
     follower = _following(_store_only(f), job.id, wait_s=60.0)
-    sched = None
 
     def outage(then: str) -> None:
         """The server stopped until the follower says it waits for it, then started."""
@@ -102,21 +97,14 @@ def test_a_store_lost_under_logs_follow_through_the_store_is_waited_for(
         assert lost[-1].endswith("; waiting for the store to come back (job %d goes on "
                                  "meanwhile)\n" % job.id), lost
         assert follower.stderr.readline() == "fractui: the store is back; %s\n" % then
-    try:
+    with reaped(follower):
         assert follower.stderr.readline() == \
             "fractui: job %d is pending; waiting for it to start\n" % job.id
         outage("waiting for job %d to start" % job.id)
-        sched = f.scheduler_process("s1")
-        assert follower.stdout.readline() == "one\n"
-        outage("following job %d" % job.id)
-        go.touch()
-        out, err = follower.communicate(timeout=120)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.communicate()
-        if sched is not None:
-            sched.terminate()
-            sched.communicate(timeout=60)
+        with reaped(f.scheduler_process("s1"), signal.SIGTERM):
+            assert follower.stdout.readline() == "one\n"
+            outage("following job %d" % job.id)
+            go.touch()
+            out, err = follower.communicate(timeout=120)
     assert (follower.returncode, out) == (0, "two\n"), err
     assert err == "fractui: job %d ended: exited 0\n" % job.id, err

@@ -10,7 +10,6 @@ the link at a statement of the test's choosing; a real PostgreSQL."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import signal
@@ -26,13 +25,12 @@ from fractui.config import QueueConfig
 from fractui.store import Slot, StoreError, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.postgres import TEAM_ROLE
-from fractui.store.base import Store
 from fractui.store.intents import Asker, submit
 from tests import localfleet
-from tests.cli_run import leaks
+from tests.cli_run import fractui_process, leaks
 from tests.conftest import REPO
 from tests.localfleet import logged, wait
-from tests.pg_proxy import AFTER, BEFORE, PgProxy
+from tests.pg_proxy import AFTER, BEFORE, PgProxy, Stores, proxied_stores
 from tests.test_store_postgres import _least_grants
 
 local_fleet = localfleet.local_fleet
@@ -48,30 +46,13 @@ SHORT = ("import sys\nfrom fractui.store import postgres\nfrom fractui.cli impor
              ANSWER_WAIT_S, CONNECT_TIMEOUT_S))
 
 
-@dataclasses.dataclass
-class Stores:
-    direct: Store
-    stalled: Store  # through the proxy
-    proxy: PgProxy
-    db: str
-    sql: Callable[[str], List[tuple]]
-
-
 @pytest.fixture
 def stores(pg_server, monkeypatch) -> Iterator[Stores]:
     monkeypatch.setattr(postgres, "ANSWER_WAIT_S", ANSWER_WAIT_S)
     monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S)
     monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 1.0)  # (read as each session opens)
-    db = pg_server.new_database()
-    direct = open_store(pg_server.url(db))
-    proxy = PgProxy(pg_server.port)
-    stalled = open_store(proxy.url(db))
-    try:
-        yield Stores(direct, stalled, proxy, db, lambda text: pg_server.sql(text, db=db))
-    finally:
-        proxy.close()  # first: a call a test gave up on still waits on a link it holds
-        stalled.close()
-        direct.close()
+    with proxied_stores(pg_server) as made:
+        yield made
 
 
 T = TypeVar("T")
@@ -117,16 +98,16 @@ def test_a_read_whose_answer_stalls_is_asked_again_and_a_stalled_server_is_said(
     link passes again, the next read answers."""
     job = stores.direct.submit("q", None, "n", ["true"], REQUEST, "root@here")
     stores.proxy.cut_on("SELECT", AFTER, stall=True)
-    assert _ended(lambda: stores.stalled.get(job.id)).id == job.id
+    assert _ended(lambda: stores.proxied.get(job.id)).id == job.id
     assert stores.proxy.cuts == 1
     stores.proxy.restore()
     stores.proxy.cut_on("SELECT", AFTER, down=True, stall=True)
     with pytest.raises(StoreUnavailable) as failed:
-        _ended(lambda: stores.stalled.get(job.id))
+        _ended(lambda: stores.proxied.get(job.id))
     assert str(failed.value).startswith("store %s: cannot reach the PostgreSQL server: " % (
-        stores.stalled.where)), failed.value
+        stores.proxied.where)), failed.value
     stores.proxy.restore()
-    assert stores.stalled.get(job.id).id == job.id
+    assert stores.proxied.get(job.id).id == job.id
 
 
 @pytest.mark.parametrize("as_team", [False, True])
@@ -140,7 +121,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     a member whose URL acts as her team's role (options=-c role=…), which may not see her
     sessions' state."""
     tag = uuid.uuid4().hex[:6]
-    team, reader = "v" + tag, stores.stalled
+    team, reader = "v" + tag, stores.proxied
     if as_team:
         ann, role = "ann_" + tag, TEAM_ROLE + "v" + tag
         pg_server.admin_role()
@@ -163,7 +144,7 @@ def test_a_statement_the_server_is_running_past_the_bound_is_waited_for(stores, 
     try:
         assert _ended(got).id == job.id
     finally:
-        if reader is not stores.stalled:
+        if reader is not stores.proxied:
             reader.close()
 
 
@@ -176,7 +157,7 @@ def test_a_submit_whose_commit_stalls_is_made_once(stores, where):
     said made."""
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, stall=True, past="INSERT INTO audit")
-    made = _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+    made = _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                                  key=key))
     stores.proxy.restore()
     assert stores.proxy.cuts == 1 and _jobs_of(stores, key) == 1
@@ -191,26 +172,26 @@ def test_a_submit_whose_commit_stalls_with_the_server_is_said_not_known(stores, 
     key = uuid.uuid4().hex
     stores.proxy.cut_on("COMMIT", where, down=True, stall=True, past="INSERT INTO audit")
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER,
+        _ended(lambda: submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER,
                               key=key))
     assert failed.value.unknown and "whether it was recorded is not known" in str(
         failed.value), failed.value
     stores.proxy.restore()
     assert _jobs_of(stores, key) == (1 if where == AFTER else 0)
-    submit(stores.stalled, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
+    submit(stores.proxied, "q", None, "n", ["true"], REQUEST, ASKER, key=key)
     assert _jobs_of(stores, key) == 1
 
 
 def test_a_lease_renewal_that_stalls_ends_in_the_stores_words(stores):
     """The lease holder's renewal, its answer stalled with the server: it ends in the store's
     error (the scheduler says it and tries again at its next pass), the lease held once."""
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True)
     with pytest.raises(StoreError) as failed:
-        _ended(lambda: stores.stalled.acquire_lease("sched", 30.0))
+        _ended(lambda: stores.proxied.acquire_lease("sched", 30.0))
     assert "whether it was recorded is not known" in str(failed.value), failed.value
     stores.proxy.restore()
-    assert stores.stalled.acquire_lease("sched", 30.0) is not None
+    assert stores.proxied.acquire_lease("sched", 30.0) is not None
     assert stores.direct.lease_holder()[0] == "sched"  # type: ignore[index]
 
 
@@ -232,7 +213,7 @@ def test_a_verb_on_a_stalled_server_ends_in_one_line(stores, tmp_path):
     stores.proxy.restore()
     assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (1, "", 1), done
     assert done.stderr.startswith("fractui: store %s: cannot reach the PostgreSQL server: %s" % (
-        stores.stalled.where, STALLED)) and not leaks(done.stderr), done
+        stores.proxied.where, STALLED)) and not leaks(done.stderr), done
     stores.proxy.cut_on("COMMIT", AFTER, down=True, stall=True, past="INSERT INTO audit")
     done = _fractui("--config", str(config), "submit", "--queue", "q", "--", "true")
     stores.proxy.restore()
@@ -319,10 +300,8 @@ def test_a_submit_interrupted_after_its_commit_still_gives_its_json_record(store
         stores.proxy.url(stores.db)))
     stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
                         past="COMMIT")
-    submitting = subprocess.Popen(
-        [sys.executable, "-m", "fractui", "--config", str(config), "submit", "--json",
-         "--queue", "q", "--", "true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+    submitting = fractui_process(["--config", str(config), "submit", "--json", "--queue", "q",
+                                  "--", "true"])
     try:
         wait(lambda: stores.proxy.cuts == 1, lambda: "the lease was never read",
              timeout_s=GUARD_S, alive=submitting)
@@ -357,7 +336,7 @@ def test_a_cordon_whose_read_of_the_jobs_there_fails_is_said_recorded(stores, tm
         "gpu-a", "cordon", None, None), record
     assert done.stderr.startswith("fractui: gpu-a: the cordon is recorded; which of the "
                                   "store's jobs are there could not be read: store %s: " % (
-                                      stores.stalled.where)), done.stderr
+                                      stores.proxied.where)), done.stderr
 
 
 def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
@@ -380,4 +359,74 @@ def test_a_stop_asked_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_pa
         job.id)) and not leaks(done.stderr), done
     assert done.stderr.startswith("fractui: job %d asked to stop; whether a scheduler serves "
                                   "it could not be read: store %s: " % (
-                                      job.id, stores.stalled.where)), done.stderr
+                                      job.id, stores.proxied.where)), done.stderr
+
+
+def test_a_placement_whose_read_of_the_lease_fails_is_no_failure(stores, tmp_path):
+    """``place``: the placement is recorded (the scheduler launches it), then the read of
+    whether a scheduler holds the lease stalls with the server. It exited 1 in the store's
+    words after saying the job placed, as cancel did; the read's failure is said, as cancel
+    and submit say it, and the place exits 0."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.direct.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "gpus": [
+        {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": 23034,
+         "mig_mode": False}]})
+    job = submit(stores.direct, "q", None, "n", ["true"], REQUEST, ASKER)
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", str(config), "place", str(job.id), "gpu-a", "0")
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "placed"
+    assert done.returncode == 0 and done.stdout.startswith("%d placed on " % job.id) and \
+        not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: job %d is placed; whether a scheduler serves it "
+                                  "could not be read: store %s: " % (
+                                      job.id, stores.proxied.where)), done.stderr
+
+
+def test_a_move_whose_read_of_the_lease_fails_is_no_failure(local_fleet, stores):
+    """``move`` of a running job: the move is recorded (the scheduler stops it, then launches
+    it there), then the read of whether a scheduler holds the lease stalls with the server.
+    It exited 1 in the store's words, and its line saying the job moves never came; the
+    line comes, the read's failure is said as cancel says it, and the move exits 0."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=stores.proxy.url(stores.db))
+    job = f.submit("whole", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "running")
+    there = "gpu-b" if f.store.get(job.id).slot.host == "gpu-a" else "gpu-a"
+    stores.proxy.cut_on("SELECT holder, expires_at", BEFORE, down=True, stall=True,
+                        past="INSERT INTO audit")
+    done = _fractui("--config", f.write_config(), "move", str(job.id), there, "0")
+    stores.proxy.restore()
+    assert stores.direct.get(job.id).state == "stopping"
+    assert (done.returncode, done.stdout) == (0, "%d moving to %s gpu0 23034 MiB: the "
+                                              "scheduler stops it, then launches it there; "
+                                              "the slot is held for it meanwhile\n" % (
+                                                  job.id, there)) and \
+        not leaks(done.stderr), done
+    assert done.stderr.splitlines()[-1].startswith(
+        "fractui: job %d is asked to move; whether a scheduler serves it could not be read: "
+        "store %s: " % (job.id, stores.proxied.where)), done.stderr
+
+
+def test_an_uncordon_whose_read_after_fails_is_said_recorded(stores, tmp_path):
+    """``uncordon`` whose read of what is still out of service (after the uncordon was
+    recorded) stalls with the server: the host is back in service, so it is said and is no
+    failure, as cordon's read after is. It exited 1 in the store's words, no line: a script
+    took the host for still out of service."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\n'
+                      'name = "gpu-a"\nhost = "127.0.0.1"\n' % stores.proxy.url(stores.db))
+    stores.direct.cordon("gpu-a", None, "cordon", "root", "")
+    stores.proxy.cut_on("SELECT * FROM cordons ORDER BY", BEFORE, down=True, stall=True,
+                        past="DELETE FROM cordons")
+    done = _fractui("--config", str(config), "uncordon", "gpu-a")
+    stores.proxy.restore()
+    assert stores.direct.cordons() == []
+    assert (done.returncode, done.stdout) == (0, "back in service: gpu-a\n") and \
+        not leaks(done.stderr), done
+    assert done.stderr.startswith("fractui: gpu-a: the uncordon is recorded; whether it is "
+                                  "still out of service as a whole could not be read: store "
+                                  "%s: " % stores.proxied.where), done.stderr

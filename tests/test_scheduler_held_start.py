@@ -11,11 +11,13 @@ import os
 import signal
 import sqlite3
 import time
+from typing import Tuple
 
 from fractui.config import QueueConfig
 from fractui.scheduler.execute import launch_params
-from fractui.store.model import PLACED, RUNNING, STOPPING, Slot
+from fractui.store.model import PLACED, RUNNING, STOPPING, Job, Slot
 from tests import localfleet
+from tests.localfleet import LocalFleet
 from tests.test_job_folder_entries import _planting
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive
@@ -35,26 +37,11 @@ def test_a_start_its_agent_holds_is_in_the_store_with_the_agents_reason_charged_
     the scheduler found it. Once an admin mends the folder the job is adopted, the words go,
     and its start, known now, is the store's."""
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
-    job = f.submit("half")
-    state = os.path.join(str(f.tmp), "state", "gpu-a")
-    planted = os.path.join(state, "jobs", "j1", "planted")
-    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
-                        manual=True)
-    params = dict(launch_params(job, f.store.uid),
-                  argv=_planting(planted, "directory", str(f.tmp / "elsewhere")))
-    session = f.fleet.session("gpu-a")
-    launched = session.call("job.launch", params)  # the holder's call; it died then
+    job, launched, planted = _launched_planting(f)  # the holder's call; it died then
     assert launched["id"] == "j1"
     pid = launched["pid"]
     try:
-        wait_until(lambda: os.path.isdir(planted), "the job's directory")  # (no pass yet)
-        with open(os.path.join(state, "daemon.pid")) as pid_file:
-            os.kill(int(pid_file.read()), signal.SIGKILL)
-        with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
-            db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
-                       "start_ticks = NULL")
-        wait_until(lambda: _seen_held(f), "the fleet's view of the held start")  # (no pass:
-        # one on its view from before the crash records the start the agent had then)
+        _held_after_a_crash(f, planted)
         f.until(lambda: f.store.get(job.id).reason)
         held = f.store.get(job.id)
         [record] = f.agent_jobs()
@@ -94,24 +81,11 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
     adopted it was charged from the adopted start: the time it held its slice while held went
     uncharged."""
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
-    job = f.submit("half")
-    state = os.path.join(str(f.tmp), "state", "gpu-a")
-    planted = os.path.join(state, "jobs", "j1", "planted")
-    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
-                        manual=True)
-    params = dict(launch_params(job, f.store.uid),
-                  argv=_planting(planted, "directory", str(f.tmp / "elsewhere")))
-    launched = f.fleet.session("gpu-a").call("job.launch", params)
+    job, launched, planted = _launched_planting(f)
     pid = launched["pid"]
     f.store.stopping(job.id, (PLACED,), "cancel", "test", "cancelled as it was launched")
     try:
-        wait_until(lambda: os.path.isdir(planted), "the job's directory")
-        with open(os.path.join(state, "daemon.pid")) as pid_file:
-            os.kill(int(pid_file.read()), signal.SIGKILL)
-        with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
-            db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
-                       "start_ticks = NULL")
-        wait_until(lambda: _seen_held(f), "the fleet's view of the held start")
+        _held_after_a_crash(f, planted)
         f.until(lambda: f.store.get(job.id).agent_job is not None)
         [record] = f.agent_jobs()
         assert record["state"] == "starting" and record["reason"], record
@@ -140,6 +114,43 @@ def test_a_start_its_agent_holds_stopped_as_it_was_launched_is_charged_as_booked
             os.kill(pid, signal.SIGKILL)
 
 
+def _placed(f: LocalFleet) -> Job:
+    """A job of half, placed by hand on gpu-a's GPU 0."""
+    job = f.submit("half")
+    return f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
+                         manual=True)
+
+
+def _launched_planting(f: LocalFleet) -> Tuple[Job, dict, str]:
+    """A job placed (``_placed``) and launched on gpu-a as its holder launches it, that puts a
+    directory in its folder: the job, the launch's answer, and that directory's path."""
+    job = _placed(f)
+    planted = os.path.join(_state(f), "jobs", "j1", "planted")
+    params = dict(launch_params(job, f.store.uid),
+                  argv=_planting(planted, "directory", str(f.tmp / "elsewhere")))
+    return job, f.fleet.session("gpu-a").call("job.launch", params), planted
+
+
+def _held_after_a_crash(f: LocalFleet, planted: str) -> None:
+    """Once the job made ``planted``, gpu-a's daemon killed, its record of the start left as a
+    crash leaves it after the shim started the job (no pid): the next daemon holds the start,
+    and the fleet has seen it so (no scheduler pass yet: one on its view from before the
+    crash records the start the agent had then)."""
+    state = _state(f)
+    wait_until(lambda: os.path.isdir(planted), "the job's directory")
+    with open(os.path.join(state, "daemon.pid")) as pid_file:
+        os.kill(int(pid_file.read()), signal.SIGKILL)
+    with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as a crash leaves it
+        db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
+                   "start_ticks = NULL")
+    wait_until(lambda: _seen_held(f), "the fleet's view of the held start")
+
+
+def _state(f: LocalFleet) -> str:
+    """gpu-a's state folder."""
+    return os.path.join(str(f.tmp), "state", "gpu-a")
+
+
 def _seen_held(f) -> bool:
     [status] = f.fleet.statuses()
     record = (status.jobs or {}).get("j1") or {}
@@ -155,9 +166,7 @@ def test_a_start_its_launch_answered_under_way_takes_its_agents_start_time(
     job ran on with none for good (nothing but a change of the agent's reason wrote it), so
     ``fractui jobs`` gave it no run time."""
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
-    job = f.submit("half")
-    job = f.store.place(job.id, Slot("gpu-a", (0,), memory_mib=11517), "test", "by hand",
-                        manual=True)
+    job = _placed(f)
     launched = f.fleet.session("gpu-a").call("job.launch", launch_params(job, f.store.uid))
     try:
         # as the holder records a launch its agent answered under way

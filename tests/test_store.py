@@ -919,7 +919,9 @@ def _said_of(store: SqliteStore, read, caplog) -> str:
      "UPDATE cordons SET host = ?, mode = 'lots'", lambda s: "; ".join(c.why for c in s.cordons())),
     (lambda s: s.record_inventory("gpu-a", {}),
      "UPDATE inventory SET host = ?, seen_at = 'lots'", lambda s: s.inventory_since()),
-], ids=["team_terms", "team_holds", "waiting_bounds", "cordons", "inventory"])
+    (lambda s: s.keep_lost_clocks({"gpu-a": 1.0}, {}),
+     "UPDATE lost_clocks SET kind = ?", lambda s: s.holder_memory()),
+], ids=["team_terms", "team_holds", "waiting_bounds", "cordons", "inventory", "lost_clocks"])
 def test_a_damaged_rows_name_is_said_escaped(tmp_path, caplog, keep, damage, read):
     """A damaged row whose name (a team, a host) holds an escape and a line break: the words
     about it (the scheduler's log, ``teams``, a verb's error) gave the name as it was, so a

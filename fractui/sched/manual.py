@@ -6,9 +6,10 @@ by hand onto a host or GPU out of service is refused, with the reason (``in_serv
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from remote_agent.mig.layout import Geometry, Profile
+from remote_agent.mig.layout import Geometry, Layout, Profile
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
@@ -32,10 +33,14 @@ def in_service(slot: Slot, cordons: Iterable[Cordon], jobs: Iterable[Job]) -> No
         raise Unfit("not placed: %s" % why)
 
 
-def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
+def complete(job: Job, view: HostView, store_uid: str, jobs: list, turn: bool = False) -> Slot:
     """A manual decision completed from the GPU as ``view`` shows it: the profile the request
     takes there, the start the placer picks (an idle twin's where it packs as well), or the
-    share in MiB, and what it charges. What was recorded is kept as it is."""
+    share in MiB, and what it charges. What was recorded is kept as it is. ``turn``: the
+    placement may be of the other MIG mode where the job's queue takes nothing in the GPU's
+    (a MIG queue on a GPU with MIG off, a share queue's on one with MIG on; a profile given
+    without its start): ``fractui place``'s, whose launch changes the mode first, said and
+    asked; a launch takes the GPU in the mode it has, as its placement said."""
     slot = job.slot
     assert slot is not None
     gpus = view.gpu_records()
@@ -68,9 +73,13 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
         profile = slot.profile
         if profile is None:
             found = mig.profile_for(req, geo)
+            mib = _share_mib(req, rec) if found is None and turn else 0
+            if mib:  # a share queue's job: its launch turns MIG off first
+                return _share(slot, gpus, mib)
             if found is None:
-                raise Unfit("no MIG profile of %s holds what queue %s asks for" % (
-                    rec.get("name"), job.queue))
+                raise Unfit("no MIG profile of %s holds what queue %s asks for%s" % (
+                    rec.get("name"), job.queue, " (it takes memory shares only)"
+                    if req.isolation == "share" else ""))
             profile = found.name
         if geo.profile(profile) is None:
             raise Unfit("GPU %d of %s (%s) has no MIG profile %s" % (
@@ -88,11 +97,57 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
                                                                  view.name))
         return Slot(slot.host, slot.gpus, profile, start, None,
                     record_charge(gpus, slot.gpus, profile, None), slot.layout_version)
+    mib = slot.memory_mib or _share_mib(req, rec)
+    if turn and (slot.profile or not mib) and rec.get("mig_capable") and geo is not None:
+        return _turned_on(job, req, slot, gpus, geo)  # its launch turns MIG on first
     if slot.profile:
         raise Unfit("GPU %d of %s has MIG off: it takes memory shares, not %s" % (
             slot.gpus[0], view.name, slot.profile))
-    mib = slot.memory_mib or share_mib(req, int(rec.get("memory_mib") or 0), req.milli)
+    if not mib:
+        raise Unfit(_no_share(job, req, rec, view.name, slot.gpus[0]))
+    return _share(slot, gpus, mib)
+
+
+def _share(slot: Slot, gpus: Sequence[Mapping[str, Any]], mib: int) -> Slot:
+    """``slot`` as a share of ``mib`` MiB, charged by its memory."""
     return Slot(slot.host, slot.gpus, None, None, mib, record_charge(gpus, slot.gpus, None, mib))
+
+
+def _share_mib(req: Request, rec: Mapping[str, Any]) -> int:
+    """The MiB ``req`` takes as a share of a GPU as its agent reports it with MIG off; 0 where
+    it takes none there (a MIG queue's, more memory than the GPU has). The queue's GPU models
+    are not held against it: which GPU is the admin's to choose, as with ``--profile``."""
+    memory = int(rec.get("memory_mib") or 0)
+    milli = replace(req, models=frozenset()).share_milli(str(rec.get("name") or ""), memory)
+    return share_mib(req, memory, milli) if milli else 0
+
+
+def _no_share(job: Job, req: Request, rec: Mapping[str, Any], host: str, gpu: int) -> str:
+    """Why ``job`` takes no share of GPU ``gpu`` of ``host`` with MIG off (``_share_mib``)."""
+    where = "GPU %d of %s (%s)" % (gpu, host, rec.get("name"))
+    if req.mig or req.isolation == "mig":
+        return "%s has MIG off%s: job %d of queue %s takes a MIG slice only (%s)" % (
+            where, "" if rec.get("mig_capable") and gpu_geometry(rec) else ", and none to turn "
+            "on", job.id, job.queue, "mig = %s" % req.mig if req.mig else "isolation = mig")
+    return "%s has %s: job %d of queue %s asks for %g GiB" % (
+        where, "%g GiB" % gib(int(rec.get("memory_mib") or 0)) if rec.get("memory_mib")
+        else "no memory size reported", job.id, job.queue, req.memory_gib)
+
+
+def _turned_on(job: Job, req: Request, slot: Slot, gpus: Sequence[Mapping[str, Any]],
+               geo: Geometry) -> Slot:
+    """``slot`` (no start) on a GPU with MIG off as if MIG were on: the profile given, else
+    the one the job's queue takes, at the placer's start on the empty GPU (the launch turns
+    MIG on first; there is no instance to destroy)."""
+    found = geo.profile(slot.profile) if slot.profile else mig.profile_for(req, geo)
+    if found is None:
+        raise Unfit("%s has no MIG profile %s" % (geo.model, slot.profile) if slot.profile
+                    else "no MIG profile of %s holds what queue %s asks for" % (
+                        geo.model, job.queue))
+    start = mig.best_start(geo, mig.signature(Layout(geo, ())), found.name)
+    assert start is not None  # (every profile of a model starts somewhere on its empty GPU)
+    return Slot(slot.host, slot.gpus, found.name, start, None,
+                record_charge(gpus, slot.gpus, found.name, None), slot.layout_version)
 
 
 def _holds(job: Job, req: Request, geo: Geometry, given: Profile, host: str, gpu: int) -> None:
@@ -143,13 +198,17 @@ def _compute(geo: Geometry, profile: Profile) -> str:
 
 def mode_change(slot: Slot, gpus: Sequence[Mapping[str, Any]]) -> Optional[bool]:
     """The MIG mode a recorded ``slot``'s launch turns its GPU to first (True: on, False: off),
-    by the GPU's record (``gpus``: an agent's, or the inventory's); None when it keeps it."""
-    if not slot.gpus or slot.gpus[0] >= len(gpus):
+    by the GPU's record (``gpus``: an agent's, or the inventory's); None when it keeps it, as
+    one that names neither a profile nor a share does (its launch takes the GPU's mode). As
+    the launch does (``Executor._modes``), a change pending on the GPU counts: a slot of the
+    mode the GPU has now undoes it, one of the pending mode makes it now (a reset)."""
+    if not slot.gpus or slot.gpus[0] >= len(gpus) or (slot.profile is None
+                                                        and slot.memory_mib is None):
         return None
     rec = gpus[slot.gpus[0]]
-    if not _mode_changes(slot, rec, gpu_geometry(rec)):
-        return None
-    return not rec.get("mig_mode")
+    want, pending = slot.profile is not None, rec.get("mig_pending")
+    now = bool(rec.get("mig_mode"))
+    return None if (now, now if pending is None else bool(pending)) == (want, want) else want
 
 
 def _mode_changes(slot: Slot, rec: Mapping[str, Any], geo: Optional[Geometry]) -> bool:

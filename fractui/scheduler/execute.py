@@ -37,7 +37,7 @@ from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, MOVE, PLACED, RUNNING, STOPPING,
-                                 Job, Refusal, Sampled)
+                                 Job, Refusal, Sampled, Slot)
 from fractui.words import count, exited, printable
 
 log = logging.getLogger("fractui.scheduler")
@@ -89,6 +89,22 @@ def not_started_by_host(rec: Dict[str, Any]) -> bool:
     fails; an older agent's record has no ``fault``, and ends the job as before."""
     return rec.get("state") == "exited" and rec.get("started_at") is None and \
         rec.get("fault") == HOST
+
+
+class NoMemory(Exception):
+    """A decision whose slot books no GPU: a share of no MiB (an older fractui's placement by
+    hand of a MIG queue's job on a GPU with MIG off recorded one, charged 0). Its launch would
+    send ``memory_mib`` 0, which the agent refuses as malformed, failing the job: it goes back
+    to its queue instead, without a refusal counted (no host refused it), to be placed anew."""
+
+
+def no_memory(slot: Slot) -> Optional[str]:
+    """Why ``slot`` cannot be launched (``NoMemory``), or None."""
+    if slot.profile is not None or (slot.memory_mib or 0) > 0:
+        return None
+    return "not launched: the decision books no GPU memory (a share of %s MiB on %s), which " \
+        "no launch can take; back to its queue to be placed again" % (
+            slot.memory_mib or 0, slot.describe())
 
 
 class ModeNotChanged(Exception):
@@ -168,6 +184,8 @@ class Executor:
             return
         try:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
+            if no_memory(slot) is not None:
+                raise NoMemory(no_memory(slot))
             if slot != job.slot:
                 job = self.store.reslot(job.id, slot, epoch=self.epoch)
             self._modes(job, view, jobs)
@@ -175,7 +193,9 @@ class Executor:
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
             return
-        except ModeNotChanged as err:
+        except (ModeNotChanged, NoMemory) as err:
+            if isinstance(err, NoMemory):  # a decision of ours that could never launch
+                log.error("job %d: %s", job.id, err)
             try:
                 self.store.requeue(job.id, (PLACED,), self.actor, str(err), epoch=self.epoch)
             except StateConflict:

@@ -1060,8 +1060,8 @@ class SqlStore(Store):
                 check("a lost-host clock", r, {"kind": TEXT, "name": TEXT, "since": NUM})
                 if r["kind"] not in clocks or (r["kind"] == "job" and  # (isdigit took "²")
                                                whole(r["name"], JOB_MOST) is None):
-                    raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
-                                                                             r["name"]))
+                    raise Unreadable("a lost-host clock is kept for %s %r" % (
+                        named(r["kind"]), r["name"]))
                 clocks[r["kind"]][r["name"]] = float(r["since"])
             stops = frozenset((r["host"], r["key"]) for r in self._run(
                 db, "SELECT host, key FROM stops_sent"))

@@ -1,0 +1,174 @@
+"""A placement by hand that names no profile (``fractui place JOB HOST GPU``) takes what the
+job's queue runs on there, end to end: simulated hosts over the local transport (real agent
+daemons, real job processes), a real SQLite store, the fake pynvml. A MIG queue's job on a
+GPU with MIG off was recorded as a memory share charged 0; its launch sent ``memory_mib 0``,
+which the agent refuses as malformed, and the job failed (with MIG on pending a reset, the
+launch turned MIG back off first). Now it takes the queue's profile at its best start, as if
+MIG were on, its launch turning MIG on first: said and asked, or refused where the host pins
+its modes, as ``--profile P --start S`` is."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from remote_agent.gpu.models import models
+
+from fractui.config import QueueConfig
+from fractui.outcome import Failed
+from fractui.sched.fleetview import facts
+from fractui.sched.manual import complete
+from fractui.store import Slot
+from fractui.store.model import PENDING, Job
+from fractui.store_commands import hand_slot
+from tests import localfleet
+from tests.test_sched_charge import UID, view_of
+from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit
+
+local_fleet = localfleet.local_fleet
+TURN_ON = "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there)"
+
+
+def place(f, job, *more: str):
+    return f.fractui("place", str(job.id), "gpu-a", "0", *more)
+
+
+def test_a_mig_queues_job_placed_bare_on_a_gpu_with_mig_off_takes_its_profile_and_runs(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.scheduler.step()  # the inventory the command reads: gpu 0 with MIG off
+    job = f.submit("slice")
+    said = ("fractui: job %d on gpu-a gpu0 3g.40gb at slot 4: its launch will first %s; the "
+            "scheduler checks that the GPU is idle then (if it is not, the job goes back to "
+            "its queue).\n" % (job.id, TURN_ON))
+    asked = place(f, job)  # no terminal to confirm on: not placed
+    assert (asked.returncode, asked.stdout) == (1, ""), asked.stderr
+    assert asked.stderr.startswith(said) and asked.stderr.endswith(
+        "not placed: job %d stays pending\n" % job.id), asked.stderr
+    assert f.store.get(job.id).slot is None
+    done = place(f, job, "--yes")
+    assert (done.returncode, done.stderr) == (0, said)
+    assert done.stdout == "%d placed on gpu-a gpu0 3g.40gb at slot 4; the scheduler will %s, " \
+        "then launch it\n" % (job.id, TURN_ON)
+    slot = f.store.get(job.id).slot
+    assert (slot.profile, slot.start, slot.memory_mib, slot.charge) == ("3g.40gb", 4, None,
+                                                                       round(3 / 7, 6))
+    again = place(f, job, "--yes")  # a retry (its answer lost): read as the first
+    assert (again.returncode, again.stdout, again.stderr) == (0, done.stdout, "")
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).refusals == ()
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+
+
+def test_a_mig_queues_job_placed_bare_on_a_host_that_pins_mig_off_is_refused(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent={"mig_mode": "fixed"})
+    f.scheduler.step()
+    job = f.submit("slice")
+    done = place(f, job, "--yes")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 4 needs its launch to %s "
+        "first, and gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)\n" % (
+            job.id, TURN_ON))
+    assert f.store.get(job.id).state == "pending" and f.store.get(job.id).slot is None
+
+
+def test_a_mig_queues_job_placed_bare_on_a_gpu_without_mig_is_refused_saying_why(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"},  # (gpu-b: a queue it serves)
+                    [QueueConfig(name="small", mig="1g.10gb")])
+    f.scheduler.step()
+    job = f.submit("small")
+    done = place(f, job, "--yes")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "fractui: GPU 0 of gpu-a (NVIDIA L4) has MIG off, and none to turn on: job %d of "
+        "queue small takes a MIG slice only (mig = 1g.10gb)\n" % job.id)
+    assert f.store.get(job.id).slot is None
+
+
+def test_a_mig_queues_job_placed_bare_on_a_gpu_whose_mig_on_is_pending_keeps_it_on(
+        local_fleet):
+    """With MIG on pending a reset, the bare placement was recorded open, as a share: its
+    launch turned MIG back off first, undoing the admin's change, and sent a share of 0."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    session = f.fleet.session("gpu-a")
+    session.call("sim.mode_waits_for_reset", {"gpu": 0})
+    session.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    f.until(lambda: (f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get(
+        "mig_pending"))
+    job = f.submit("slice")
+    done = place(f, job, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "%d placed on gpu-a gpu0 3g.40gb at slot 4; the scheduler will %s, " \
+        "then launch it\n" % (job.id, TURN_ON)
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).refusals == ()
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    assert [why for _, why, _ in mig_audit(f)] == [
+        "MIG mode is now on on gpu-a gpu 0, after a GPU reset (nothing ran there)"]
+
+
+def test_a_share_queues_job_placed_bare_on_an_idle_mig_gpu_turns_mig_off_and_runs(
+        local_fleet):
+    """The reverse: a job of isolation share on a GPU with MIG on was refused as if no MIG
+    profile held what its queue asks for; it takes its share, MIG turned off first."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE])
+    f.scheduler.step()
+    job = f.submit("share")
+    done = place(f, job, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("%d placed on gpu-a gpu0 10240 MiB; the scheduler will turn "
+                                  "MIG off on gpu-a gpu 0" % job.id), done.stdout
+    assert f.store.get(job.id).slot.charge > 0
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False
+    assert f.store.get(job.id).refusals == ()
+
+
+def test_a_decision_of_a_share_of_no_memory_is_never_launched(local_fleet):
+    """A decision of a share of 0 MiB (written by an older fractui's placement by hand, or
+    into the store by hand) was launched as it was: the agent refused the call as malformed
+    and the job failed. It goes back to its queue with the reason, no attempt counted
+    against it, and is placed again."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SHARE])
+    job = f.submit("share")
+    decide(f, job, Slot("gpu-a", (0,), None, None, 0, charge=0.0))
+    f.until(lambda: f.states()[job.id] in ("running", "failed"))
+    ran = f.store.get(job.id)
+    assert (ran.state, ran.slot.memory_mib, ran.refusals) == ("running", 10240, ()), ran.reason
+    assert any(e.why.startswith("not launched: the decision books no GPU memory (a share of "
+                                "0 MiB on gpu-a gpu0)") for e in f.store.audit_log()), [
+        e.why for e in f.store.audit_log()]
+
+
+QUEUES = [SLICE, SHARE, QueueConfig(name="half", gpu=0.5),
+          QueueConfig(name="half-mig", gpu=0.5, isolation="mig"),
+          QueueConfig(name="mem", memory_gib=10), QueueConfig(name="whole", gpus=1)]
+
+
+@pytest.mark.parametrize("queue", QUEUES, ids=[q.name for q in QUEUES])
+@pytest.mark.parametrize("model,mig_mode", [("NVIDIA A100-SXM4-80GB", False),
+                                            ("NVIDIA A100-SXM4-80GB", True),
+                                            ("NVIDIA L4", False)])
+def test_a_bare_placement_by_hand_is_of_a_kind_its_queue_takes_and_charged(
+        queue, model, mig_mode):
+    """Every queue's job placed bare on a GPU of each kind and mode: refused, or a slot its
+    queue runs on (a MIG queue's a slice, a share queue's a share) charged above 0 — never a
+    share of 0 MiB charged 0 (a MIG queue's on a GPU with MIG off was)."""
+    view = view_of(models()[model], mig_mode, 1)
+    view.gpu_records()[0].update(mig_capable=models()[model].mig_capable,
+                                 mig_pending=mig_mode)
+    job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    try:
+        slot = hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    except Failed as err:
+        assert model == "NVIDIA L4" and queue.isolation == "mig", err
+        return
+    assert slot.charge > 0, slot
+    # left open (no mode change), the launch completes it on the GPU as it is
+    launched = slot if slot.profile or slot.memory_mib is not None else complete(
+        replace(job, slot=slot), view, UID, [])
+    assert launched.profile is not None or launched.memory_mib > 0, launched
+    if queue.isolation != "any":
+        assert (launched.profile is not None) is (queue.isolation == "mig"), launched
