@@ -11,10 +11,8 @@ import contextlib
 import importlib
 import os
 import re
-import signal
 import sys
 import textwrap
-import threading
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from fractui import __version__
@@ -23,7 +21,8 @@ from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image
                                 scheduler_name, team_name, user_name)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
-                             EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
+                             EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError,
+                             terminated_as_interrupted)
 from fractui.terminal import (OutputFailed, checked_stdout, closed_streams_to_devnull,
                               escape_what_cannot_be_encoded, say, stdout_to_devnull,
                               text_only_to_terminals)
@@ -467,27 +466,8 @@ def _run(words: List[str]) -> int:
     verb = _verb(args.verb)
     if args.verb in OWN_SIGNALS:
         return verb(config, args)
-    with _terminated_as_interrupted():
+    with terminated_as_interrupted():
         return verb(config, args)
-
-
-@contextlib.contextmanager
-def _terminated_as_interrupted() -> Iterator[None]:
-    """SIGTERM raises Terminated while a verb runs, as Ctrl-C raises KeyboardInterrupt (not
-    for OWN_SIGNALS); the handler before is put back after, for a caller that runs main() in
-    its own process (a test)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # (only the main thread may set a handler; signals arrive there only)
-        return
-
-    def terminated(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    before = signal.signal(signal.SIGTERM, terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:

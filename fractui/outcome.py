@@ -5,7 +5,11 @@ maps every one of them to its code in one place, so no verb picks a code by itse
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
+from typing import Any, Iterator
 
 EXIT_FAILED = 1
 """The fleet, an agent or the store refused or failed: a job not in a state the verb can act
@@ -28,6 +32,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C's KeyboardInterrupt is, so that what a verb says when
     stopped (``submit --wait``, ``logs -f``: the job goes on, and how to cancel it) is said for
     both; killed by the default action instead, a wait ended without a word."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises Terminated within, as Ctrl-C raises KeyboardInterrupt (around a verb,
+    save the scheduler, which handles both itself once it runs); the handler before is put
+    back after, for a caller that runs main() in its own process (a test)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (only the main thread may set a handler; signals arrive there only)
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class UsageError(Exception):

@@ -26,7 +26,7 @@ from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
 from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
                                    store_of_a_host_verb)
-from fractui.outcome import EXIT_FAILED, Failed, UsageError
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, terminated_as_interrupted
 from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
@@ -814,16 +814,27 @@ SIGNAL_POLL_S = 0.5
 
 
 def _scheduler_store(config: Config, child: bool) -> Store:
-    """The scheduler's store, checked. A service started while its PostgreSQL server is away
-    (restarting, in crash recovery, up after the head node at boot) waits for it, saying so
-    once, as a running scheduler rides an outage out: exit 1 had systemd's restarts give up
-    within StartLimitBurst. An SQLite file that cannot be opened does not come back by
-    itself, and a TUI's ``child`` (``--until-stdin-closes``) ends for its parent to say it:
-    both exit 1 at once, as before."""
+    """The scheduler's store, checked, and the rule asked that it may schedule (before any
+    host). A service started while its PostgreSQL server is away (restarting, in crash
+    recovery, up after the head node at boot) waits for it, saying so once, as a running
+    scheduler rides an outage out: exit 1 had systemd's restarts give up within
+    StartLimitBurst; a server lost between the open and the rule's read is waited for the
+    same. An SQLite file that cannot be opened does not come back by itself, and a TUI's
+    ``child`` (``--until-stdin-closes``) ends for its parent to say it: both exit 1 at once,
+    as before."""
+    def allowed() -> Store:
+        store = open_checked_store(config)
+        try:
+            intents.authorize(store, Asker.here(config.teams), SCHEDULE)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     if child or config.store.url is None or sqlite_path(config.store.url) is not None:
-        return open_checked_store(config)
+        return allowed()
     return Outage("the scheduler starts once it answers", "the scheduler starts").through(
-        lambda: open_checked_store(config))
+        allowed)
 
 
 def scheduler(config: Config, args: argparse.Namespace) -> int:
@@ -837,12 +848,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
             raise config.fail(f"queues[{i}].hosts names '{queue.hosts[0]}', but the config "
                               "lists no hosts ([[hosts]]): a scheduler places jobs on the "
                               "hosts its own config lists", "queues", i, "hosts")
-    store = _scheduler_store(config, child=args.until_stdin_closes)
     try:
-        intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host
-    except Denied:
-        store.close()
-        raise
+        with terminated_as_interrupted():
+            store = _scheduler_store(config, child=args.until_stdin_closes)
+    except KeyboardInterrupt:  # SIGINT or SIGTERM as it waited for the store: no lease to hand
+        return 0  # over; exit 0, as at either once it runs (systemctl stop ends it so)
     log_records_to_stderr()
     done = threading.Event()
     fleet = Fleet(config)

@@ -1,7 +1,8 @@
 """A verb's long wait on the store (``submit --wait``, ``logs -f``) ridden through a store it
 cannot reach for a while — a PostgreSQL server restarting, down, in crash recovery: said once
 when lost and once when back, and the wait goes on; the job goes on meanwhile, so the store's
-absence is no end of it. A store gone for good (its database dropped) ends the wait."""
+absence is no end of it. A store gone for good (its database dropped), or one its URL can never
+reach (StoreMisdirected), ends the wait."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from typing import Callable, TypeVar
 
 from fractui.store import StoreUnavailable
-from fractui.store.base import StoreMissing
+from fractui.store.base import StoreMisdirected, StoreMissing
 from fractui.terminal import say
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class Outage:
         while True:
             try:
                 value = read()
-            except StoreMissing:
+            except (StoreMissing, StoreMisdirected):
                 raise
             except StoreUnavailable as err:
                 if not self.lost:

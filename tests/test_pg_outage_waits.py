@@ -174,3 +174,64 @@ def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(cu
     assert len(lost) == 1 and lost[0].endswith(
         LOST % "the scheduler starts once it answers"), lost
     assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(cut):
+    """The store lost after the scheduler opened it and before it read who it runs as (the
+    rule that lets it schedule): waited for as a store away at the open, then it schedules
+    (before: exit 1, the window between the open and the check)."""
+    f, proxy = cut.f, cut.proxy
+    job = f.submit("q")
+    proxy.cut_on("WITH RECURSIVE member_of", BEFORE, down=True)
+    sched = fractui_process(["--config", cut.through("away.toml"), "scheduler", "--name", "s1"])
+    try:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        assert len(lost) == 1 and lost[0].endswith(
+            LOST % "the scheduler starts once it answers") and proxy.cuts == 1, lost
+        proxy.restore()
+        assert sched.stderr.readline() == "fractui: the store is back; the scheduler starts\n"
+        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
+    finally:
+        proxy.close()  # first: the scheduler ends with its store away
+        sched.terminate()
+        err = sched.communicate(timeout=60)[1]
+    assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_scheduler_waiting_for_its_store_is_stopped_by_a_signal_with_exit_0(cut, stop):
+    """SIGTERM (``systemctl stop``) or Ctrl-C while a scheduler waits for its store to come
+    back: it ends at once with exit 0, as docs/cli.md says the scheduler ends at either; it
+    holds no lease to hand over (before: killed by SIGTERM's default action, exit 130 at
+    Ctrl-C)."""
+    cut.proxy.refuse()
+    with reaped(fractui_process(["--config", cut.through("away.toml"), "scheduler"])) as sched:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        sched.send_signal(stop)
+        err = sched.communicate(timeout=60)[1]
+    assert sched.returncode == 0 and "Traceback" not in err, (sched.returncode, lost, err)
+    assert cut.f.store.lease_holder() is None
+
+
+@pytest.mark.parametrize("url, said", [
+    ("postgresql://postgres@127.0.0.1:%(port)d/%(db)s?sslmode=require",
+     "the server at 127.0.0.1 answers, but not with the encryption this URL asks for "
+     "(sslmode=require)"),
+    ("postgresql://postgres@%(db)s.invalid:%(port)d/%(db)s",
+     "the resolver says no host has the name"),
+    ("postgresql://postgres@127.0.0.1:%(port)d/%(db)s?sslmode=nope",
+     "libpq refuses a value of this URL"),
+])
+def test_a_scheduler_whose_store_url_can_never_reach_it_ends_at_once(cut, pg_server, url, said):
+    """``fractui scheduler`` whose URL reaches no server as it is written — encryption the
+    server does not offer, a host name no resolver knows, a value libpq refuses — is not
+    waited for as a server away (before: said once and waited for ever, the service looking
+    up): exit 1 at once with the store's words, as a database not there."""
+    path = cut.f.tmp / "wrong.toml"
+    path.write_text(Path(cut.f.write_config()).read_text().replace(
+        json.dumps(cut.f.config.store.url),
+        json.dumps(url % {"port": pg_server.port, "db": cut.db})))
+    with reaped(fractui_process(["--config", str(path), "scheduler", "--name", "s1"])) as sched:
+        err = sched.communicate(timeout=60)[1]
+    assert sched.returncode == 1 and said in err, err
+    assert "waiting for the store" not in err and "Traceback" not in err, err

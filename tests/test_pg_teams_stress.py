@@ -53,7 +53,11 @@ class Watch:
 
     def _run(self) -> None:
         while not self.done.is_set():
-            self.look()
+            try:
+                self.look()
+            except Exception as err:  # noqa: BLE001 - a watch that died checked nothing after
+                self._say("the watch stopped after %d looks: %r" % (self.looks, err))
+                return
             time.sleep(0.05)
 
     def look(self) -> None:

@@ -113,6 +113,13 @@ class StoreMissing(StoreUnavailable):
     server restarting: a wait on the store (``submit --wait``, ``logs -f``) ends at it."""
 
 
+class StoreMisdirected(StoreUnavailable):
+    """The store's URL reaches no server as it is written, whatever the server does: a host
+    name the resolver says no host has, encryption the URL asks for and the server does not
+    offer, a value libpq refuses. Not a server away: a wait on the store ends at it, as at
+    StoreMissing."""
+
+
 NOTHING_RECORDED = "nothing was recorded"
 """What the store's error says of its call where none of the call's write reached the server (a
 connection refused, a statement cancelled). True of one try: where the try is made again after

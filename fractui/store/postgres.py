@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -38,8 +39,8 @@ from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, NOTHING_RECORDED, TOPICS, Feed,
                                 Identity, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
-                                StoreError, StoreForbidden, StoreFull, StoreMissing,
-                                StoreReadOnly, StoreUnavailable)
+                                StoreError, StoreForbidden, StoreFull, StoreMisdirected,
+                                StoreMissing, StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, new_store_id,
                                refused, statements)
 from fractui.store_url import postgresql_url
@@ -812,9 +813,45 @@ class PostgresDialect(Dialect):
                                         text, PING_WAIT_S))
         if answer == pq.Ping.REJECT:
             return StoreUnavailable(self.where, NOT_NOW % text)
+        if answer == pq.Ping.NO_ATTEMPT:
+            return StoreMisdirected(self.where, "libpq refuses a value of this URL: %s" % text)
         if answer != pq.Ping.OK:
-            return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
+            return self._misdirected(text) or StoreUnavailable(
+                self.where, "cannot reach the PostgreSQL server: %s" % text)
         return None
+
+    def _misdirected(self, text: str) -> Optional[StoreMisdirected]:
+        """Why no server answered a ping of this URL where that is the URL's doing, not the
+        server's: each host it names one the resolver says does not exist (EAI_NONAME, not
+        EAI_AGAIN: a resolver not up yet at boot is waited for), or a server that answers a
+        ping asking no encryption and not, still, one asking what the URL asks (sslmode,
+        gssencmode: the server's TLS off, a certificate file not there or not trusted). Told
+        by the resolver's codes and pings, never libpq's words; None otherwise."""
+        given = conninfo_to_dict(self.url)
+        hosts = (given.get("host") or os.environ.get("PGHOST") or "").split(",")
+        if not given.get("hostaddr") and all(_no_such_host(h) for h in hosts):
+            return StoreMisdirected(self.where, "the resolver says no host has the name %s: %s"
+                                    % (" or ".join(hosts), text))
+        asked = {key: value for key, value in (
+            ("sslmode", given.get("sslmode") or os.environ.get("PGSSLMODE")),
+            ("gssencmode", given.get("gssencmode") or os.environ.get("PGGSSENCMODE")))
+            if value in _ENCRYPTION_REQUIRED}
+        if not asked:
+            return None
+        name = given.get("application_name", "fractui")
+        try:  # the URL's own ping again last: a server up since its first answers it now
+            if _ping(make_conninfo(self.url, connect_timeout=PING_TIMEOUT_S,
+                                   application_name=name,
+                                   **{key: "prefer" for key in asked})) not in _ANSWERED or \
+                    _ping(make_conninfo(self.url, connect_timeout=PING_TIMEOUT_S,
+                                        application_name=name)) != pq.Ping.NO_RESPONSE:
+                return None
+        except subprocess.TimeoutExpired:
+            return None
+        return StoreMisdirected(self.where, "the server at %s answers, but not with the "
+                                "encryption this URL asks for (%s): %s" % (
+                                    ",".join(hosts) or "localhost", ", ".join(
+                                        "%s=%s" % item for item in asked.items()), text))
 
     def _taken_now(self) -> bool:
         """Whether the server takes this connection now, whatever target_session_attrs asks:
@@ -923,6 +960,23 @@ _PING = "import sys; from psycopg import pq; print(int(pq.PGconn.ping(sys.stdin.
 PING_WAIT_S = 60
 """The most the ping's process is waited for: libpq's connect_timeout is each host's and each
 address's, and a URL may name several."""
+
+
+_ENCRYPTION_REQUIRED = ("require", "verify-ca", "verify-full")
+"""The sslmode and gssencmode values that fail a connection the server does not encrypt."""
+_ANSWERED = (pq.Ping.OK, pq.Ping.REJECT)
+
+
+def _no_such_host(host: str) -> bool:
+    """Whether the resolver says no host has the name ``host`` (a socket's directory, or no
+    name, is none it is asked of)."""
+    if not host or host.startswith(("/", "@")):
+        return False
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as err:
+        return err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+    return False
 
 
 def _ping(conninfo: str) -> pq.Ping:
