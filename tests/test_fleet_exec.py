@@ -548,6 +548,42 @@ def test_an_upload_that_cannot_be_written_or_arrives_cut_is_told(tmp_path):
     assert not os.path.exists(tmp_path / "state")  # no agent started
 
 
+# An exec program that runs the agent's words here, but ends mid-upload as its stream would:
+# it passes on part of the agent, kills the upload helper (nothing on stderr), then, given
+# "kill", kills itself; given "137", ends with the status podman and kubectl exec give when the
+# far process was killed.
+DIES = """\
+import os, subprocess, sys
+how, words = sys.argv[1], sys.argv[2:]
+if not any("mkstemp" in word for word in words):
+    sys.exit(subprocess.run(words).returncode)
+helper = subprocess.Popen(words, stdin=subprocess.PIPE)
+helper.stdin.write(sys.stdin.buffer.read(1000))
+helper.stdin.flush()
+helper.kill()
+helper.wait()
+if how == "kill":
+    os.kill(os.getpid(), 9)
+sys.exit(137)
+"""
+
+
+def test_an_exec_stream_that_ends_mid_upload_is_said_as_the_streams_not_the_folders(tmp_path):
+    """As an SSH link that drops (test_agent_portability): the folder advice only for the
+    upload helper's own folder errors (test_an_upload_that_cannot_be_written_...)."""
+    dies = tmp_path / "dies.py"
+    dies.write_text(DIES)
+    said = status(write_config(tmp_path, *(
+        here_by_env(tmp_path, name, exec=[sys.executable, str(dies), how])
+        for name, how in (("killed", "kill"), ("gone", "137")))))
+    for name, ended in (("killed", "was killed by SIGKILL"), ("gone", "exited with status 137")):
+        assert said[name]["error"] == (
+            "cannot put the agent in %s on %s: the exec stream ended before its answer: %s %s; "
+            "the next connect tries again" % (tmp_path / "cache" / name, name, sys.executable,
+                                              ended)), said[name]
+    assert not os.path.exists(tmp_path / "state")  # no agent started
+
+
 def test_an_image_whose_agent_speaks_another_protocol_is_refused_with_what_to_do(tmp_path):
     old = tmp_path / "old" / "remote_agent"
     shutil.copytree(os.path.dirname(remote_agent.__file__), old,

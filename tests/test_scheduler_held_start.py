@@ -14,8 +14,10 @@ import time
 from typing import Tuple
 
 from fractui.config import QueueConfig
-from fractui.scheduler.execute import launch_params
-from fractui.store.model import PLACED, RUNNING, STOPPING, Job, Slot
+import pytest
+
+from fractui.scheduler.execute import AGENT_ENDED, launch_params
+from fractui.store.model import ENDED, PLACED, RUNNING, STOPPING, Job, Slot
 from tests import localfleet
 from tests.localfleet import LocalFleet
 from tests.test_job_folder_entries import _planting
@@ -181,3 +183,30 @@ def test_a_start_its_launch_answered_under_way_takes_its_agents_start_time(
     finally:
         if alive(launched["pid"]):
             os.kill(launched["pid"], signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["ended", "stopped"])
+def test_a_start_under_way_that_ended_before_a_pass_saw_it_run_keeps_its_agents_start(
+        local_fleet, store_url, stopped):
+    """A launch answered under way (above), whose job ran and ended before any pass saw it
+    run (the scheduler away): its end, or its stop's completion where a user had stopped it
+    meanwhile, gives it the agent's start, as ``held`` would have. Before, it ended with no
+    start: ``fractui jobs --all --json`` gave no ``ran_s``."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], store_url=store_url)
+    job = _placed(f)
+    launched = f.fleet.session("gpu-a").call("job.launch", launch_params(job, f.store.uid))
+    f.store.started(job.id, launched["id"], None, "test", "started on gpu-a gpu0")
+    if stopped:
+        f.store.stopping(job.id, (RUNNING,), "cancel", "test", "cancelled as it started")
+    wait_until(lambda: f.agent_jobs()[0]["started_at"] is not None, "the agent's start")
+    os.kill(launched["pid"], signal.SIGKILL)  # it ends while no pass runs
+    wait_until(lambda: ((f.fleet.statuses()[0].jobs or {}).get(launched["id"]) or {}).get(
+        "state") in AGENT_ENDED, "the fleet's view of its end")
+    f.until(lambda: f.store.get(job.id).state in ENDED)
+    [record] = f.agent_jobs()
+    ended = f.store.get(job.id)
+    assert (ended.state, ended.started_at) == (
+        "cancelled" if stopped else "failed", record["started_at"]), (ended, record)
+    listed = f.fractui("jobs", "--all", "--json")
+    assert [j["ran_s"] is not None for j in json.loads(listed.stdout)["jobs"]] == [True], \
+        listed.stdout

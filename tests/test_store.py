@@ -92,6 +92,23 @@ def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy
     store.close()
 
 
+def test_an_end_gives_the_agents_start_only_to_a_job_whose_start_is_not_known(store_url):
+    """As ``held`` gives it: a start its launch answered under way takes the agent's start at
+    its end; a known start is never overwritten by another."""
+    store = open_store(store_url)
+    try:
+        starts = []
+        for known in (None, 5.0):
+            job = store.submit("q", None, "n", ["x"], {}, "me")
+            store.place(job.id, Slot("h", (0,)), "sched", "placed")
+            store.started(job.id, "j%d" % job.id, known, "sched", "started")
+            starts.append(store.ended(job.id, ("running",), "done", None, "sched", "exited 0",
+                                      "end", ended_at=9.0, started_at=7.0).started_at)
+        assert starts == [7.0, 5.0]
+    finally:
+        store.close()
+
+
 def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(tmp_path):
     """On SQLite, by this machine's clock (one machine shares the file)."""
     clock = Clock()

@@ -504,7 +504,8 @@ class Executor:
                          None if ok else why, self.actor, why, "end", exit_code=code,
                          ended_at=rec.get("ended_at"), epoch=self.epoch,
                          sampled=Sampled.of(rec.get("usage")),
-                         last_line=(shown(line) or None) if code and line else None)
+                         last_line=(shown(line) or None) if code and line else None,
+                         started_at=rec.get("started_at"))
         self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
@@ -518,7 +519,7 @@ class Executor:
             self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
                              job.reason or "cancelled", "end",
                              ended_at=(rec or {}).get("ended_at"), epoch=self.epoch,
-                             sampled=sampled)
+                             sampled=sampled, started_at=(rec or {}).get("started_at"))
             if job.agent_job is not None:
                 self.store.ask_log(job.id, self.actor)  # its output, as for any end
             return

@@ -319,7 +319,7 @@ class Store(abc.ABC):
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
               sampled: Optional[Sampled] = None, again: bool = False,
-              last_line: Optional[str] = None) -> Job:
+              last_line: Optional[str] = None, started_at: Optional[float] = None) -> Job:
         """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
         own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
         ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
@@ -329,7 +329,10 @@ class Store(abc.ABC):
         job: intents.ask_stop reads the StateConflict of a first that landed as done).
         ``last_line``: a failed job's last line of output (its agent's, shown as words.exited
         shows it), kept with its output, not in ``reason``: read by ``last_lines``, behind the
-        rule of its output; a failed end without one drops an earlier attempt's."""
+        rule of its output; a failed end without one drops an earlier attempt's.
+        ``started_at``: the agent's start, the job's where the store knows none (a start its
+        launch answered under way, or its agent held, that ended before a pass saw it run),
+        as ``held`` gives it; a known start is kept."""
 
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:

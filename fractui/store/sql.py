@@ -679,15 +679,19 @@ class SqlStore(Store):
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
               sampled: Optional[Sampled] = None, again: bool = False,
-              last_line: Optional[str] = None) -> Job:
+              last_line: Optional[str] = None, started_at: Optional[float] = None) -> Job:
         if state not in ENDED:
             raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
-        fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
-                                  "ended_at": _NOW if ended_at is None else ended_at}
+        ends: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
+                                "ended_at": _NOW if ended_at is None else ended_at}
         if refusals is not None:
-            fields["refusals"] = tuple(refusals)
+            ends["refusals"] = tuple(refusals)
         if stale_on is not None:
-            fields["slot"] = None
+            ends["slot"] = None
+
+        def fields(job: Job) -> dict[str, Any]:  # (a known start is never overwritten)
+            unknown = job.started_at is None and started_at is not None
+            return dict(ends, **({"started_at": started_at} if unknown else {}))
 
         def closed(db: Any, job: Job, changed: dict[str, Any]) -> None:
             if job.state != PENDING:  # (a pending job never held a slice)

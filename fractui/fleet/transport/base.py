@@ -34,26 +34,31 @@ Runner = Callable[[Sequence[str]], Ran]
 # where no other user can change it: its folder must pass the agent's own StrictModes rule
 # (``remote_agent.daemon.trust.check_tree``, sent as its source since the agent is not there
 # yet to run it), the file must be the login user's, writable by nobody else. Prints yes (run
-# it) or no (put it there, again); exits 4 with the reason when the folder is refused.
+# it) or no (put it there, again); exits 4 with the reason when the folder is refused, and
+# FOLDER_FAILED when it cannot be read: any other end is the way there's, not the folder's.
+FOLDER_FAILED = 5
 _HAVE = inspect.getsource(trust) + """
 import hashlib, sys
 path, digest = os.path.abspath(sys.argv[1]), sys.argv[2]
 try:
     check_tree(os.path.dirname(path), "agent_cache")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    whole = (st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+             and not st.st_mode & 0o022)
+    if whole:
+        with open(path, "rb") as f:
+            whole = hashlib.sha256(f.read()).hexdigest() == digest
 except UnsafePath as err:
     print(err, file=sys.stderr)
     sys.exit(4)
-try:
-    st = os.lstat(path)
-except FileNotFoundError:
-    st = None
-whole = (st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
-         and not st.st_mode & 0o022)
-if whole:
-    with open(path, "rb") as f:
-        whole = hashlib.sha256(f.read()).hexdigest() == digest
+except OSError as err:
+    print(err, file=sys.stderr)
+    sys.exit(%d)
 print("yes" if whole else "no")
-"""
+""" % FOLDER_FAILED
 
 
 class TransportError(Exception):
@@ -172,9 +177,17 @@ class RemoteTransport(Transport):
         if code == 4:
             raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
                 cache, self.cfg.name, last_line(err)))
-        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
-                                "writable directory)" % (cache, self.cfg.name, last_line(
-                                    err or out) or "exit status %d" % code))
+        raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
+            cache, self.cfg.name, self.cut_short(code, out, err)))
+
+    def cut_short(self, code: int, out: str, err: str) -> str:
+        """Why a check or upload in the agent's folder gave no answer, said as its cause: its
+        own folder error (FOLDER_FAILED) is the folder's; any other end is the way there's,
+        which a transport words as its own (exec: how its program ended)."""
+        said = last_line(err or out)
+        if code == FOLDER_FAILED:
+            return "%s (set agent_cache to a writable directory)" % said
+        return "it ended without its answer (%s)" % (said or "exit status %d" % code)
 
 
 def python_problem(cfg: HostConfig, run: Runner) -> Optional[str]:
@@ -242,6 +255,17 @@ def run_process(argv: Sequence[str], stdin: bytes, timeout_s: float) -> Ran:
             thread.join(5)
     out, err = (o.decode("utf-8", errors="replace") for o in outs)
     return proc.returncode, out, err
+
+
+def how_ended(code: int) -> str:
+    """A local program's exit status in words: a negative one is the signal that killed it."""
+    if code >= 0:
+        return "exited with status %d" % code
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "signal %d" % -code
+    return "was killed by %s" % name
 
 
 def last_line(text: str) -> str:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import posixpath
 import shlex
 import shutil
-import signal
 import subprocess
 from typing import List, Optional, Sequence, Tuple
 
 from fractui.config import EXEC_TARGET, HostConfig, SshSettings
-from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
-                                          RemoteTransport, Stream, TransportError,
-                                          last_line, run_process)
+from fractui.fleet.transport.base import (FOLDER_FAILED, RUN_TIMEOUT_S, AgentProcessError,
+                                          Ran, RemoteTransport, Stream, TransportError,
+                                          how_ended, last_line, run_process)
 from fractui.fleet.transport.local import process_stream
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent.daemon.trust import python_code
@@ -30,28 +29,34 @@ from remote_agent.daemon.trust import python_code
 # renamed into place atomically: an agent starting from that path never sees half a file.
 # Its mode is set through its descriptor, never by its name: the folder may be one another
 # user made since it was checked (refused after, ``check_upload``), who could have put a link
-# in its place, and a chmod by name gave the file it named, any of root's, 0644.
+# in its place, and a chmod by name gave the file it named, any of root's, 0644. The folder's
+# errors exit FOLDER_FAILED: any other end (the helper or the exec program killed, a container
+# gone) is the exec stream's, not the folder's.
 _PUT = """\
 import hashlib, os, sys, tempfile
 path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 data = sys.stdin.buffer.read(size)
 if hashlib.sha256(data).hexdigest() != digest:
-    print('%d bytes of %d came, not the ones sent' % (len(data), size), file=sys.stderr)
+    print('%%d bytes of %%d came, not the ones sent' %% (len(data), size), file=sys.stderr)
     sys.exit(3)
 folder = os.path.dirname(path)
-os.makedirs(folder, 0o700, exist_ok=True)
-fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
 try:
-    with os.fdopen(fd, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        os.fchmod(f.fileno(), 0o644)
-    os.replace(part, path)
-except BaseException:
-    os.unlink(part)
-    raise
-"""
+    os.makedirs(folder, 0o700, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o644)
+        os.replace(part, path)
+    except BaseException:
+        os.unlink(part)
+        raise
+except OSError as err:
+    print(err, file=sys.stderr)
+    sys.exit(%d)
+""" % FOLDER_FAILED
 
 
 class ExecTransport(RemoteTransport):
@@ -101,9 +106,22 @@ class ExecTransport(RemoteTransport):
             raise AgentProcessError(
                 "the agent put through exec on %s arrived damaged: %s (the exec program "
                 "changed or cut its stdin)" % (cfg.name, last_line(err)))
-        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
-                                "writable directory)" % (cfg.agent_cache, cfg.name, last_line(
-                                    err or out) or "exit status %d" % code))
+        raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
+            cfg.agent_cache, cfg.name, self.cut_short(code, out, err)))
+
+    def cut_short(self, code: int, out: str, err: str) -> str:
+        """The folder's own errors as the folder's; any other end (the helper or the exec
+        program killed, a container gone) as the exec stream's, with how its program ended
+        (a killed helper is status 137 as podman and kubectl say it)."""
+        if code == FOLDER_FAILED:
+            return super().cut_short(code, out, err)
+        said = last_line(err or out)
+        return ("the exec stream ended before its answer: %s %s%s; the next connect tries "
+                "again" % (self._shown(), how_ended(code), " (%s)" % said if said else ""))
+
+    def _shown(self) -> str:
+        """The exec program as said: its name, and the target it was looked up to reach."""
+        return self.prefix[0] + (" (target %s)" % self.target if self.target else "")
 
     def said(self) -> Optional[str]:
         """How the exec program ended, once it has (it has, or soon will, when its stream
@@ -115,14 +133,7 @@ class ExecTransport(RemoteTransport):
             code = proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return None
-        where = " (target %s)" % self.target if self.target else ""
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = "signal %d" % -code
-            return "exec: %s%s was killed by %s" % (self.prefix[0], where, name)
-        return "exec: %s%s exited with status %d" % (self.prefix[0], where, code)
+        return "exec: %s %s" % (self._shown(), how_ended(code))
 
 
 def find_target(cfg: HostConfig, timeout_s: float) -> str:
