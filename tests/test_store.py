@@ -927,7 +927,8 @@ def _said_of(store: SqliteStore, read, caplog) -> str:
 
 @pytest.mark.parametrize("keep, damage, read", [
     (lambda s: s.keep_team_terms({"vision": TeamTerms(1.0, False, 1.0)}),
-     "UPDATE team_terms SET team = ?, weight = -1", lambda s: "; ".join(s.team_terms().unread.values())),
+     "UPDATE team_terms SET team = ?, weight = -1",
+     lambda s: "; ".join(s.team_terms().unread.values())),
     (lambda s: s.keep_team_holds({"vision": Hold(1, 0.5)}),
      "UPDATE team_holds SET team = ?, charge = 'lots'", lambda s: s.team_holds()),
     (lambda s: s.keep_waiting_bounds({"vision": 3}),

@@ -478,7 +478,8 @@ async def test_enter_on_a_profile_of_a_gpu_that_changed_model_under_the_picker_m
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "closed by its timer")
         assert notes(app, mark) == [
             "a100-1 gpu 1 changed model while its profiles were listed (NVIDIA A100-SXM4-80GB, "
-            "now NVIDIA H100 80GB HBM3): nothing was made; %s lists its own" % named], notes(app, mark)
+            "now NVIDIA H100 80GB HBM3): nothing was made; %s lists its own" % named], \
+            notes(app, mark)
         gpu["name"] = "NVIDIA A100-SXM4-80GB"
         mark = len(app.notices.kept)
         await pilot.press(key)  # and gone from its host's snapshot: said as N would say it

@@ -200,9 +200,9 @@ class HeldTo:
     config says, so that two admins with different configs get the scheduler's one answer),
     none where it keeps none (its config has no [[teams]]: its passes hold no team to a
     quota), or, where no lease holder has kept any (no scheduler has run on it), the placer's
-    config's; and each team's use counted against them (``team_usage``). ``config``: where the quotas are
-    the placer's config's, that config as said ("in code"); None where they are the
-    scheduler's."""
+    config's; and each team's use counted against them (``team_usage``). ``config``: where
+    the quotas are the placer's config's, that config as said ("in code"); None where they
+    are the scheduler's."""
 
     teams: Tuple[TeamConfig, ...] = ()
     usage: Mapping[str, TeamUsage] = field(default_factory=dict)

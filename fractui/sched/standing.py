@@ -103,11 +103,11 @@ def as_kept(config: Config, terms: KeptTerms, led: bool
     otherwise a line naming both. A team the store does not list keeps the config's: before
     any holder kept terms, that is all there is; after, the holder has no such team, and its
     line says so (its jobs wait, their team not configured), or, where it keeps none at all
-    (``terms.none()``: its config has no [[teams]]), that it holds no team to a quota. A team whose row the store
-    cannot read (``terms.unread``) keeps the config's too, its line saying the kept quota is
-    not known, and why: the holder has the team, so "none" would be false; and who writes
-    the row again: the holder at its next pass, or, where none holds the lease (``led``
-    False), the next scheduler to take it, none meanwhile."""
+    (``terms.none()``: its config has no [[teams]]), that it holds no team to a quota. A
+    team whose row the store cannot read (``terms.unread``) keeps the config's too, its line
+    saying the kept quota is not known, and why: the holder has the team, so "none" would be
+    false; and who writes the row again: the holder at its next pass, or, where none holds
+    the lease (``led`` False), the next scheduler to take it, none meanwhile."""
     teams, said = [], {}
     for t in config.teams:
         kept = terms.get(t.name)
@@ -188,9 +188,9 @@ def placed(team: str, terms: KeptTerms) -> bool:
     """Whether the lease holder's passes take up ``team``'s jobs: every team before any holder
     kept terms, after only those it keeps terms of (a row of them unread too: the holder has
     that team, its quota not known); none where it keeps none (``KeptTerms.none``), whose
-    passes rank no team, placing each job by its queue's priority and age. One this config has beyond them is said
-    not placed (``as_kept``): no turn, share, starving or hold is said of it, as the
-    scheduler has none of it."""
+    passes rank no team, placing each job by its queue's priority and age. One this config
+    has beyond them is said not placed (``as_kept``): no turn, share, starving or hold is
+    said of it, as the scheduler has none of it."""
     return not terms.any() or team in terms or team in terms.unread
 
 

@@ -729,7 +729,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             p.agreed = where
             p.note = ("Past the quota: %s again places it as a borrowed job (preemptible by a "
                       "team within its quota); %s cancels." % (
-                          key_named(self, "placement.confirm"), key_named(self, "placement.cancel")))
+                          key_named(self, "placement.confirm"),
+                          key_named(self, "placement.cancel")))
             self.query_one(PreviewBar).changed()
             return
         p.busy = "checking %s gpu%s against its agent…" % (where.host,
@@ -1093,7 +1094,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                              % key_named(self, "fleet.jobs"),
                              self.fleet_app.open_jobs, anywhere=True))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
-                             "sharing saved (%s)" % key_named(self, "fleet.report"), self.fleet_app.open_report, anywhere=True))
+                             "sharing saved (%s)" % key_named(self, "fleet.report"),
+                             self.fleet_app.open_report, anywhere=True))
         entries.append(Entry("messages", "the last notices again, newest first, with their "
                              "time and severity (%s)" % key_named(self, "app.messages"),
                              self.fleet_app.open_messages,
