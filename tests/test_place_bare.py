@@ -24,7 +24,8 @@ from fractui.store.model import PENDING, Job
 from fractui.store_commands import hand_slot
 from tests import localfleet
 from tests.test_sched_charge import UID, view_of
-from tests.test_scheduler_mig_mode import SHARE, SLICE, decide, gpu, mig_audit, snapshot_shows
+from tests.test_scheduler_mig_mode import (SHARE, SLICE, decide, gpu, mig_audit,
+                                           mig_on_pending, snapshot_shows)
 
 local_fleet = localfleet.local_fleet
 TURN_ON = "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there)"
@@ -92,11 +93,7 @@ def test_a_mig_queues_job_placed_bare_on_a_gpu_whose_mig_on_is_pending_keeps_it_
     """With MIG on pending a reset, the bare placement was recorded open, as a share: its
     launch turned MIG back off first, undoing the admin's change, and sent a share of 0."""
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
-    session = f.fleet.session("gpu-a")
-    session.call("sim.mode_waits_for_reset", {"gpu": 0})
-    session.call("mig.set_mode", {"gpu": 0, "enabled": True})
-    f.until(lambda: (f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get(
-        "mig_pending"))
+    mig_on_pending(f)
     job = f.submit("slice")
     done = place(f, job, "--yes")
     assert done.returncode == 0, done.stderr

@@ -29,6 +29,16 @@ SLICE = QueueConfig(name="slice", mig="3g.40gb", isolation="mig")
 SHARE = QueueConfig(name="share", memory_gib=10, isolation="share")
 
 
+def mig_on_pending(f) -> None:
+    """gpu-a's GPU 0 asked to turn MIG on, the change waiting for a GPU reset, until the store
+    keeps it pending (as an A100's is, by NVML)."""
+    session = f.fleet.session("gpu-a")
+    session.call("sim.mode_waits_for_reset", {"gpu": 0})
+    session.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    f.until(lambda: (f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get(
+        "mig_pending"))
+
+
 def gpu(f, host: str, index: int) -> dict:
     return f.fleet.session(host).call("snapshot")["gpus"][index]
 
@@ -654,11 +664,7 @@ def test_a_placement_by_hand_of_a_profile_without_its_start_on_a_gpu_whose_mode_
     modes, else said, and the launch resets the GPU first and runs."""
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE],
                     agent={"mig_mode": "fixed"} if pinned else {})
-    session = f.fleet.session("gpu-a")
-    session.call("sim.mode_waits_for_reset", {"gpu": 0})
-    session.call("mig.set_mode", {"gpu": 0, "enabled": True})
-    f.until(lambda: (f.store.inventory().get("gpu-a", {}).get("gpus") or [{}])[0].get(
-        "mig_pending"))
+    mig_on_pending(f)
     job = f.submit("slice")
     done = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--yes")
     if pinned:
