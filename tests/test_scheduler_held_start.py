@@ -13,9 +13,9 @@ import sqlite3
 import time
 from typing import Tuple
 
-from fractui.config import QueueConfig
 import pytest
 
+from fractui.config import QueueConfig
 from fractui.scheduler.execute import AGENT_ENDED, launch_params
 from fractui.store.model import ENDED, PLACED, RUNNING, STOPPING, Job, Slot
 from tests import localfleet
