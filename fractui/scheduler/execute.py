@@ -190,8 +190,9 @@ class Executor:
         try:
             slot = job.slot
             assert slot is not None
-            if no_memory(slot, job.manual) is not None:
-                raise NoMemory(no_memory(slot, job.manual))
+            unlaunchable = no_memory(slot, job.manual)
+            if unlaunchable is not None:
+                raise NoMemory(unlaunchable)
             slot = complete(job, view, uid, jobs) if job.manual else slot
             if slot != job.slot:
                 job = self.store.reslot(job.id, slot, epoch=self.epoch)
