@@ -264,8 +264,9 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, folder: JobFolder,
                     signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)  # an ignored signal would stay ignored in it
         for index, name in spec.get("passed", {}).items():  # (as the agent, before the user)
-            step = "open %s" % folder.named(name)
-            fd = open_private(folder.named(name), os.O_RDONLY, "job file", dir_fd=folder.fd)
+            named = folder.named(name)
+            step = "open %s" % named
+            fd = open_private(named, os.O_RDONLY, "job file", dir_fd=folder.fd)
             os.set_inheritable(fd, True)
             spec["argv"][int(index)] = "/dev/fd/%d" % fd
         os.umask(JOB_UMASK)

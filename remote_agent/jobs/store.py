@@ -162,6 +162,9 @@ class Job:
         return out
 
 
+_NO_ROOM = " (its filesystem has no room left)"
+
+
 def _no_room(path: str, err: sqlite3.Error) -> str:
     """Words saying the table's filesystem is full, where it is, the same for each of SQLite's
     ways to say so: its own "database or disk is full" (SQLITE_FULL: a write found no room,
@@ -170,13 +173,13 @@ def _no_room(path: str, err: sqlite3.Error) -> str:
     the table, its WAL or its shared memory; else nothing."""
     if getattr(err, "sqlite_errorname", "").startswith("SQLITE_FULL") or (
             "disk is full" in str(err)):  # (the name from Python 3.11; its words before)
-        return " (its filesystem has no room left)"
+        return _NO_ROOM
     try:
         fs = os.statvfs(os.path.dirname(path) or ".")
     except OSError:
         return ""
     if fs.f_bavail == 0:
-        return " (its filesystem has no room left)"
+        return _NO_ROOM
     if fs.f_files and fs.f_favail == 0:  # (btrfs counts no inodes: 0 of 0)
         return " (its filesystem has no inode left: no file can be made there)"
     return ""
