@@ -441,7 +441,10 @@ def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_a
         assert code == 0, err
         assert "GPUs online 0.75 GPU-h, held while online 0.75 (100 %), idle with nothing on " \
             "them 0.00 (0 %)" in out, out
-        assert out.endswith("(MIG slices, or not sampled yet): 1.00 of 1.00\n"), out
+        assert "(MIG slices, or not sampled yet): 1.00 of 1.00\n" in out, out
+        assert out.endswith("MEM GiB·h counts memory as sampled: 1 attempt holding 1.00 GPU-h "
+                            "had no sample of it (none read yet, or ended before the agent's "
+                            "first): job 1's attempt 0\n"), out  # (docs/usage.md, MEM)
     finally:
         store.close()
 
@@ -566,7 +569,7 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--csv"])
         header = out.split("\n", 1)[0].split(",")
-        assert code == 0 and header[-5:-3] == ["whose_user", "whose_team"], err
+        assert code == 0 and header[-7:-5] == ["whose_user", "whose_team"], err
         assert {(r["whose_user"], r["whose_team"]) for r in csv.DictReader(io.StringIO(out))
                 } == {("", "")}  # everyone's
         assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)
