@@ -18,7 +18,7 @@ from remote_agent.mig.layout import Geometry
 from fractui.config import Config, TeamConfig
 from fractui.sched.model import MILLI
 from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job, KeptTerms,
-                                 Quota, start_order)
+                                 Quota, Slot, start_order)
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -157,13 +157,12 @@ class Recent:
         return cls(usage_weight, tuple(sorted((t, round(g, 3)) for t, g in gpus.items())))
 
 
-def held_by_gpu(jobs: Iterable[Job]) -> Dict[Tuple[str, int], float]:
-    """GPUs charged on each (host, GPU) by the jobs on a host (a k-GPU job's charge split
-    evenly over its GPUs)."""
+def charged_by_gpu(slots: Iterable[Optional[Slot]]) -> Dict[Tuple[str, int], float]:
+    """GPUs charged on each (host, GPU) by ``slots`` (a k-GPU slot's charge split evenly over
+    its GPUs; none, or one of no GPUs, charges nothing)."""
     held: Dict[Tuple[str, int], float] = {}
-    for job in jobs:
-        slot = job.slot
-        if job.state in ON_HOST and slot is not None and slot.gpus:
+    for slot in slots:
+        if slot is not None and slot.gpus:
             part = slot.charge / len(slot.gpus)
             for gpu in slot.gpus:
                 held[slot.host, gpu] = held.get((slot.host, gpu), 0.0) + part
