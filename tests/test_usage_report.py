@@ -370,6 +370,29 @@ def test_one_attempt_ending_as_the_next_starts_on_its_gpu_is_never_counted_twice
     assert (s.mean_demand, s.mean_used) == pytest.approx((1.5, 1.5))
 
 
+def _done(start: float, end: float) -> UsageRecord:
+    """An attempt of a whole GPU from ``start`` to ``end``, done, sampled."""
+    return UsageRecord(1, 0, "t", "q", "u", "h", (0,), None, None, None, 1.0, start, start,
+                       end, DONE, Sampled(samples=3, memory_mean_mib=1024.0, util_samples=3,
+                                          util_mean=50.0))
+
+
+@pytest.mark.parametrize("end", [500.0, 510.0])
+def test_an_attempt_the_store_closed_by_now_is_done_not_running_and_held_no_later(end):
+    """A range not over yet (until 1000, now 500): an attempt that ended as the report is
+    made, or whose host's clock put its end after the store's now, is one of the outcomes and
+    not RUNNING too (the table says each attempt is either), and holds nothing past now, as
+    what sharing saved counts it: 400 s, not 410."""
+    r = build([_done(100.0, end)], [], 0.0, 1000.0, "team", 500.0)
+    assert (r.total.outcomes, r.total.running) == ({DONE: 1}, 0)
+    assert r.total.held_h * 3600 == pytest.approx(400.0)
+    assert r.total.used_h * 3600 == pytest.approx(200.0)
+    assert r.total.memory_gib_h * 3600 == pytest.approx(400.0)
+    assert r.saving.mean_demand * (500.0 - r.start) == pytest.approx(400.0)  # from 100 s
+    held = series([_done(100.0, end)], 0.0, 1000.0, 5, 500.0).held["t"]
+    assert sum(held) * 100 == pytest.approx(400.0)  # five steps of 100 s up to now
+
+
 def test_a_damaged_usage_record_is_said_with_where_and_left_as_it_was(known, tmp_path, capfd):
     import sqlite3
 

@@ -366,9 +366,11 @@ def _gpu_key(t: GpuTime, by: str) -> str:
 
 
 def held_s(r: UsageRecord, since: float, until: float, now: float) -> float:
-    """Seconds of [since, until) the attempt held its slice (a running one up to ``now``)."""
+    """Seconds of [since, until) the attempt held its slice, up to ``now``: a running one's,
+    and one whose end its host's clock put after the store's now, counted no later than what
+    sharing saved counts it (``saving``) and fair share does."""
     end = r.ended_at if r.ended_at is not None else now
-    return max(0.0, min(end, until) - max(r.started_at, since))
+    return max(0.0, min(end, until, now) - max(r.started_at, since))
 
 
 def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
@@ -406,9 +408,11 @@ def reaches_now(since: float, until: float, now: float) -> bool:
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
     """Whether the attempt held its slice at the range's end — ``now`` for a range not over
     yet; none for a range that has not begun, of which nothing is known. An attempt the store
-    holds open at ``now`` is running then, even where its host's clock put its start later."""
+    holds open at ``now`` is running then, even where its host's clock put its start later;
+    one whose outcome is the range's (it ended in it, though at ``now`` or, by its host's
+    clock, after it) is not: each attempt read is one or the other, never both."""
     at = min(until, now)
-    if at <= since:
+    if at <= since or (r.ended_at is not None and since <= r.ended_at < until):
         return False
     if r.ended_at is None and at == now:
         return True
