@@ -195,6 +195,19 @@ def test_a_job_moving_by_hand_holds_its_targets_room_as_well_as_its_own():
     assert got[("fractui_job_allocated_gpus", J1)] == 0.25
 
 
+def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_has_them_counted_not_a_quota():
+    """vision is removed from the config while its job 2 runs on the A100: the GPUs it holds
+    are still the team's, all borrowed (a team of no config has no quota: its jobs may be
+    preempted), not missing from the teams' series while the GPUs' series count them; no
+    quota is said of it, the config having none."""
+    got = samples(state(teams=TEAMS[:1]))
+    vision = (("team", "vision"),)
+    assert got[("fractui_team_allocated_gpus", vision)] == 0.428571
+    assert got[("fractui_team_borrowed_gpus", vision)] == 0.428571
+    assert ("fractui_team_quota_gpus", vision) not in got
+    assert got[("fractui_team_quota_gpus", (("team", "nlp"),))] == 1.0
+
+
 def test_a_job_whose_host_is_not_heard_from_has_its_charge_and_nothing_measured():
     hosts = [HostView("a", "offline", None, None, {}), HOSTS[1]]
     got = samples(state(hosts=hosts))

@@ -19,7 +19,7 @@ from fractui.sched.copies import COPY_KINDS
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, held_by_gpu,
                                      job_memory_cap_mib, job_memory_mib)
 from fractui.sched.health import unhealthy
-from fractui.sched.quota import team_usage
+from fractui.sched.quota import team_usage, teams_gone
 from fractui.store.model import PENDING, Job
 from fractui.usage.report import gpus_in_use, unshared
 
@@ -216,8 +216,11 @@ def _teams(state: MetricsState) -> List[Metric]:
                   "charged", ["team"])
     borrowed = _gauge("fractui_team_borrowed_gpus", "The part of those held over quota "
                       "(preemptible, borrowed from idle capacity)", ["team"])
-    for u in team_usage(state.jobs, state.teams):
-        quota.add_metric([u.name], u.quota)
+    configured = {t.name for t in state.teams}  # (a team gone from the config whose jobs
+    # hold GPUs still holds them, all borrowed: it has no quota to say)
+    for u in team_usage(state.jobs, [*state.teams, *teams_gone(state.jobs, state.teams)]):
+        if u.name in configured:
+            quota.add_metric([u.name], u.quota)
         held.add_metric([u.name], round(u.used, 6))
         borrowed.add_metric([u.name], round(u.borrowed, 6))
     return [quota, held, borrowed]

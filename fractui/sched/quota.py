@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
@@ -115,6 +115,15 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
                       t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name],
                       requeued[t.name])
             for t in teams]
+
+
+def teams_gone(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> List[TeamConfig]:
+    """The teams ``teams`` lacks that ``jobs`` name (one removed from the config while its jobs
+    hold GPUs or wait), in name order, with no quota: ``team_usage`` counts what they hold, all
+    of it borrowed, as the scheduler holds them (no quota, share or turn)."""
+    known = {t.name for t in teams}
+    return [TeamConfig(n) for n in sorted({j.team for j in jobs
+                                           if j.team is not None and j.team not in known})]
 
 
 def past_quota_jobs(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> FrozenSet[int]:
