@@ -20,10 +20,12 @@ from fractui.terminal import own, print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
 from fractui.usage.sentences import (Coverage, Waiting, busy_words, group_name, hours,
                                      kept_words, local, online_words, saving_words,
-                                     unmeasured_words, unstarted_words)
+                                     unmeasured_words, unsampled_memory_words,
+                                     unstarted_words)
 from fractui.words import duration, printable
 
-HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
+MEM = "MEM GiB·h"  # (its column's name, which the line under the table of what it leaves says)
+HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", MEM, "WAIT MED", "WAIT P95") + tuple(
     o.upper() for o in OUTCOMES) + ("RUNNING", "IDLE")
 CAPS = (32,) + (None,) * (len(HEADER) - 2)  # the group's name may be cut; a number never
 # is (terminal.table), and IDLE, the last, takes what is left
@@ -115,7 +117,8 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     if not r.whose.everyone:
         out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
                    "report without --me, --user or --team says it)" % r.whose.words())
-    return out + busy_words(t) + unmeasured_words(t, "NO MEASURE") + unstarted_words(r)
+    return out + busy_words(t) + unmeasured_words(t, "NO MEASURE") + unsampled_memory_words(
+        t, own(MEM)) + unstarted_words(r)
 
 
 def _row(g: Group, gpus: bool, name: str) -> List[str]:
@@ -140,21 +143,27 @@ def _csv(r: Report, waiting: Optional[Waiting]) -> None:
     total's: all of them), empty for a range that ended before now or a grouping no waiting
     job has (host, model, GPU) — and a group whose jobs only wait has its row, of nothing
     held. A column is only ever added at the end, so a sheet's consumers
-    that read columns by position keep reading the same ones. A number not known (the GPUs'
-    time of a report of some jobs, all of a range the retention forgot) is empty."""
+    that read columns by position keep reading the same ones (``LATER``, after
+    ``waiting_now``). A number not known (the GPUs' time of a report of some jobs, all of a
+    range the retention forgot) is empty."""
     out = csv.writer(sys.stdout, lineterminator="\n")
     held = {g.key for g in r.groups}
     groups = r.groups + [Group(k) for k in (waiting.groups if waiting else ()) if k not in held]
     rows = [(g.record(), None if waiting is None else waiting.of_group(g.key)) for g in groups]
     rows.append((r.total.record(r.known), None if waiting is None else waiting.jobs))
-    columns = [k for k in rows[0][0] if k != "outcomes"]
+    columns = [k for k in rows[0][0] if k != "outcomes" and k not in LATER]
     outcomes = list(rows[0][0]["outcomes"])
     whose = ["" if v is None else v for v in r.whose.record().values()]
     out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()]
-                 + ["since", "until", "waiting_now"])
+                 + ["since", "until", "waiting_now"] + list(LATER))
     for row, waits in rows:
         out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes] +
-                     whose + [_iso(r.since), _iso(r.until), "" if waits is None else waits])
+                     whose + [_iso(r.since), _iso(r.until), "" if waits is None else waits] +
+                     [row[c] for c in LATER])
+
+
+LATER = ("unsampled_memory_gpu_hours", "unsampled_memory_attempts")
+"""The columns added after ``waiting_now``, in the order they were."""
 
 
 def _iso(t: float) -> str:

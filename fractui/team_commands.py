@@ -13,8 +13,8 @@ import argparse
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence
 
 from fractui.checked_store import open_checked_store
-from fractui.config import Config, TeamConfig
-from fractui.sched.quota import TeamUsage, team_usage
+from fractui.config import Config
+from fractui.sched.quota import TeamUsage, team_usage, teams_gone
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE, Job
 from fractui.terminal import one_line, print_json, say, table, width
@@ -91,9 +91,7 @@ def unconfigured(jobs: Sequence[Job], config: Config, usage: UsageRead) -> List[
     jobs still hold GPUs or wait), in name order, counted as ``team_usage`` counts a
     configured team's. The scheduler gives them no quota, share or turn: shown here only, so
     the GPUs they hold are not missing from the listing (as ``queues`` lists a queue gone)."""
-    known = {t.name for t in config.teams}
-    names = sorted({j.team for j in jobs if j.team is not None and j.team not in known})
-    return team_usage(jobs, [TeamConfig(n) for n in names], usage.recent)
+    return team_usage(jobs, teams_gone(jobs, config.teams), usage.recent)
 
 
 def gone_words(u: TeamUsage) -> str:

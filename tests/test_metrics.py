@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.scheduler.service import Scheduler
 from fractui.store.base import StoreUnavailable
-from fractui.store.model import Job, Slot
+from fractui.store.model import MOVE, Job, Slot
 from fractui.store.sqlite import SqliteStore
 from tests.cli_run import closed_port, in_process, leaks
 from tests.conftest import REPO
@@ -180,6 +181,31 @@ def test_an_ended_job_leaves_and_takes_its_series_with_it():
     assert got[("fractui_gpu_memory_allocated_bytes", gpu("0"))] == 0.0
     assert got[("fractui_team_allocated_gpus", (("team", "nlp"),))] == 0.25
     assert got[("fractui_job_allocated_gpus", J2)] == 0.428571
+
+
+def test_a_job_moving_by_hand_holds_its_targets_room_as_well_as_its_own():
+    """Job 1 stops to move from the L4 to a 1g.10gb of the A100: the slot there is held for it
+    (no placement takes it) while it still holds its share, so both GPUs read it allocated;
+    it is charged its own slice alone, as its usage record is, until it runs there."""
+    moving = dataclasses.replace(JOBS[0], state="stopping", stop_intent=MOVE, move_to=Slot(
+        "a", (1,), profile="1g.10gb", start=6, charge=0.142857))
+    got = samples(state([moving] + JOBS[1:]))
+    assert got[("fractui_gpu_allocated_ratio", gpu("0"))] == 0.5  # job 1's share, job 5's
+    assert got[("fractui_gpu_allocated_ratio", gpu("1"))] == 0.571428  # job 2's, job 1's
+    assert got[("fractui_job_allocated_gpus", J1)] == 0.25
+
+
+def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_has_them_counted_not_a_quota():
+    """vision is removed from the config while its job 2 runs on the A100: the GPUs it holds
+    are still the team's, all borrowed (a team of no config has no quota: its jobs may be
+    preempted), not missing from the teams' series while the GPUs' series count them; no
+    quota is said of it, the config having none."""
+    got = samples(state(teams=TEAMS[:1]))
+    vision = (("team", "vision"),)
+    assert got[("fractui_team_allocated_gpus", vision)] == 0.428571
+    assert got[("fractui_team_borrowed_gpus", vision)] == 0.428571
+    assert ("fractui_team_quota_gpus", vision) not in got
+    assert got[("fractui_team_quota_gpus", (("team", "nlp"),))] == 1.0
 
 
 def test_a_job_whose_host_is_not_heard_from_has_its_charge_and_nothing_measured():

@@ -18,7 +18,9 @@ look at 2.7 s, back, counts nothing).
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import json
 import math
 import sqlite3
@@ -105,6 +107,14 @@ def test_the_report_of_a_scripted_history_is_the_hand_worked_one_on_either_store
                                             pytest.approx(1.2, abs=0.01), None]
     total = got["total"]
     assert seconds(total, *keys) == pytest.approx([2.0, 1.08, 1.2, 3.2], abs=0.01)
+    # memory is as sampled: job 3 held a whole GPU 1.2 s with no sample of its memory (it
+    # ended before its agent's first), so the total's 3.2 GiB·s is vision's alone — said,
+    # with the GPU-hours it held and its attempt named, never read as memory it did not use
+    unsampled = ("unsampled_memory_gpu_hours", "unsampled_memory_attempts")
+    assert [seconds(total, unsampled[0])[0], total[unsampled[1]]] == [
+        pytest.approx(1.2, abs=0.01), 1]
+    assert (teams["vision"][unsampled[1]], teams["nlp"][unsampled[1]]) == (0, 1)
+    assert got["memory_unsampled"] == [{"job": jobs[2].id, "attempt": 0}]
     # GPU time, each look counting the 0.1 s since the last as it finds the GPU: h1's GPUs
     # seen 2.0 s each, h2's 0.5 + 0.8 s; held while online h1 gpu0 0.25 x 1.2 + 0.5 x 1.0,
     # h2 gpu0 0.5 (its looks at 1.7 to 2.0 s and 2.8 s find job 3); idle h1 gpu1 2.0, h1 gpu0
@@ -133,6 +143,17 @@ def test_the_report_of_a_scripted_history_is_the_hand_worked_one_on_either_store
                        "idle_gpu_hours") for k, g in hosts.items()} == {
         "h1": pytest.approx([0.8, 4.0, 0.8, 2.6], abs=0.01),
         "h2": pytest.approx([1.2, 1.3, 0.5, 0.8], abs=0.01)}
+    span = ["--config", str(config), "report", "--since", _at(b), "--until", _at(b + 4)]
+    code, out, err = in_process(capfd, span)
+    assert code == 0 and not leaks(err), err
+    assert "MEM GiB·h counts memory as sampled: 1 attempt holding 0.00 GPU-h had no sample " \
+        "of it (none read yet, or ended before the agent's first): job %d's attempt 0" % (
+            jobs[2].id) in out
+    code, out, err = in_process(capfd, span + ["--csv"])
+    assert code == 0 and not leaks(err), err
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][-3:] == ["waiting_now", *unsampled]  # added at the end, as every column
+    assert [row[-1] for row in rows[1:]] == ["1", "0", "1"]  # nlp, vision, the total
 
 
 def test_means_over_time_start_where_the_store_keeps_anything_not_where_the_range_does(

@@ -624,9 +624,11 @@ CSV_COLUMNS = [
     "team", "held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours", "memory_gib_hours",
     "waits", "wait_median_s", "wait_p95_s", "running", "online_gpu_hours",
     "held_online_gpu_hours", "idle_gpu_hours", "done", "failed", "cancelled", "requeued",
-    "preempted", "late", "whose_user", "whose_team", "since", "until", "waiting_now"]
+    "preempted", "late", "whose_user", "whose_team", "since", "until", "waiting_now",
+    "unsampled_memory_gpu_hours", "unsampled_memory_attempts"]
 """--csv's columns in their order: a sheet's consumers read them by position, so a new one
-is only ever appended here (waiting_now, the last, came after since and until)."""
+is only ever appended here (waiting_now came after since and until; the two of memory not
+sampled, after it)."""
 
 
 def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, berlin):

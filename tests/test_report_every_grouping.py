@@ -62,6 +62,7 @@ def _group(held: float, used: Optional[float], unmeasured: float, memory: float,
            running: int, **outcomes: int) -> Dict:
     return {"held_gpu_hours": round(held, 6), "used_gpu_hours": used,
             "unmeasured_gpu_hours": round(unmeasured, 6), "memory_gib_hours": memory,
+            "unsampled_memory_gpu_hours": 0.0, "unsampled_memory_attempts": 0,  # all sampled
             "waits": waits, "wait_median_s": 0.0 if waits else None,
             "wait_p95_s": 0.0 if waits else None, "outcomes": dict(OUTCOMES0, **outcomes),
             "running": running, "online_gpu_hours": None, "held_online_gpu_hours": None,

@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 
 from fractui.sched.fleetview import HostView
-from fractui.store.model import MOST_SPANS, PLACED, RUNNING, GpuTime, Job, Slot, spans_over
+from fractui.store.model import (MOST_SPANS, MOVE, PLACED, RUNNING, STOPPING, GpuTime, Job,
+                                 Slot, spans_over)
 from fractui.usage.gputime import GAP_S, GpuClock
 
 
@@ -54,6 +55,19 @@ def test_a_placed_job_books_its_gpu_and_holds_it_only_once_started():
     clock.observe([view()], [JOB, started], 10.0)
     gpu1 = [r for r in clock.take() if r.gpu == 1]
     assert [(r.online_s, r.idle_s, r.held_s) for r in gpu1] == [(10.0, 0.0, 1.25)]
+
+
+def test_a_job_moving_by_hand_books_its_target_and_holds_only_its_slice():
+    """Job 1 stops to move from GPU 0 to GPU 1: the slot there is held for it meanwhile (no
+    placement may take it), so GPU 1 is not idle; its usage record charges GPU 0 alone until
+    it runs there, and so does the GPUs' time."""
+    moving = dataclasses.replace(JOB, state=STOPPING, stop_intent=MOVE, agent_job="a1",
+                                 move_to=Slot("h", (1,), None, None, 6144, 0.25))
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view()], [moving], 0.0)
+    clock.observe([view()], [moving], 10.0)
+    rows = {r.gpu: (r.online_s, r.idle_s, r.held_s) for r in clock.take()}
+    assert rows == {0: (10.0, 0.0, 2.5), 1: (10.0, 0.0, 0.0)}
 
 
 def test_a_process_outside_fractui_keeps_a_gpu_from_being_idle():

@@ -370,6 +370,29 @@ def test_one_attempt_ending_as_the_next_starts_on_its_gpu_is_never_counted_twice
     assert (s.mean_demand, s.mean_used) == pytest.approx((1.5, 1.5))
 
 
+def _done(start: float, end: float) -> UsageRecord:
+    """An attempt of a whole GPU from ``start`` to ``end``, done, sampled."""
+    return UsageRecord(1, 0, "t", "q", "u", "h", (0,), None, None, None, 1.0, start, start,
+                       end, DONE, Sampled(samples=3, memory_mean_mib=1024.0, util_samples=3,
+                                          util_mean=50.0))
+
+
+@pytest.mark.parametrize("end", [500.0, 510.0])
+def test_an_attempt_the_store_closed_by_now_is_done_not_running_and_held_no_later(end):
+    """A range not over yet (until 1000, now 500): an attempt that ended as the report is
+    made, or whose host's clock put its end after the store's now, is one of the outcomes and
+    not RUNNING too (the table says each attempt is either), and holds nothing past now, as
+    what sharing saved counts it: 400 s, not 410."""
+    r = build([_done(100.0, end)], [], 0.0, 1000.0, "team", 500.0)
+    assert (r.total.outcomes, r.total.running) == ({DONE: 1}, 0)
+    assert r.total.held_h * 3600 == pytest.approx(400.0)
+    assert r.total.used_h * 3600 == pytest.approx(200.0)
+    assert r.total.memory_gib_h * 3600 == pytest.approx(400.0)
+    assert r.saving.mean_demand * (500.0 - r.start) == pytest.approx(400.0)  # from 100 s
+    held = series([_done(100.0, end)], 0.0, 1000.0, 5, 500.0).held["t"]
+    assert sum(held) * 100 == pytest.approx(400.0)  # five steps of 100 s up to now
+
+
 def test_a_damaged_usage_record_is_said_with_where_and_left_as_it_was(known, tmp_path, capfd):
     import sqlite3
 
@@ -441,7 +464,10 @@ def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_a
         assert code == 0, err
         assert "GPUs online 0.75 GPU-h, held while online 0.75 (100 %), idle with nothing on " \
             "them 0.00 (0 %)" in out, out
-        assert out.endswith("(MIG slices, or not sampled yet): 1.00 of 1.00\n"), out
+        assert "(MIG slices, or not sampled yet): 1.00 of 1.00\n" in out, out
+        assert out.endswith("MEM GiB·h counts memory as sampled: 1 attempt holding 1.00 GPU-h "
+                            "had no sample of it (none read yet, or ended before the agent's "
+                            "first): job 1's attempt 0\n"), out  # (docs/usage.md, MEM)
     finally:
         store.close()
 
@@ -566,7 +592,7 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--csv"])
         header = out.split("\n", 1)[0].split(",")
-        assert code == 0 and header[-5:-3] == ["whose_user", "whose_team"], err
+        assert code == 0 and header[-7:-5] == ["whose_user", "whose_team"], err
         assert {(r["whose_user"], r["whose_team"]) for r in csv.DictReader(io.StringIO(out))
                 } == {("", "")}  # everyone's
         assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)

@@ -16,10 +16,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from fractui.fleet.host import STATES
 from fractui.metrics.state import MetricsState
 from fractui.sched.copies import COPY_KINDS
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, job_memory_cap_mib,
-                                     job_memory_mib)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, held_by_gpu,
+                                     job_memory_cap_mib, job_memory_mib)
 from fractui.sched.health import unhealthy
-from fractui.sched.quota import held_by_gpu, team_usage
+from fractui.sched.quota import team_usage, teams_gone
 from fractui.store.model import PENDING, Job
 from fractui.usage.report import gpus_in_use, unshared
 
@@ -107,7 +107,8 @@ def _gpus(state: MetricsState) -> List[Metric]:
     util = _gauge("fractui_gpu_utilization", "Utilisation of the whole GPU as NVML reports "
                   "it (0 to 1); absent where NVML reports none (MIG)", GPU_LABELS, "ratio")
     alloc = _gauge("fractui_gpu_allocated", "The part of the GPU charged to jobs placed or "
-                   "running on it (0 to 1)", GPU_LABELS, "ratio")
+                   "running on it, or held for a job moving to it (0 to 1)", GPU_LABELS,
+                   "ratio")
     healthy = _gauge("fractui_gpu_healthy", "1 if the GPU reads healthy (ECC, XID, clocks, "
                      "temperature: fractui.sched.health), 0 if not; absent where the agent "
                      "reports no health", GPU_LABELS)
@@ -215,8 +216,11 @@ def _teams(state: MetricsState) -> List[Metric]:
                   "charged", ["team"])
     borrowed = _gauge("fractui_team_borrowed_gpus", "The part of those held over quota "
                       "(preemptible, borrowed from idle capacity)", ["team"])
-    for u in team_usage(state.jobs, state.teams):
-        quota.add_metric([u.name], u.quota)
+    configured = {t.name for t in state.teams}  # (a team gone from the config whose jobs
+    # hold GPUs still holds them, all borrowed: it has no quota to say)
+    for u in team_usage(state.jobs, [*state.teams, *teams_gone(state.jobs, state.teams)]):
+        if u.name in configured:
+            quota.add_metric([u.name], u.quota)
         held.add_metric([u.name], round(u.used, 6))
         borrowed.add_metric([u.name], round(u.borrowed, 6))
     return [quota, held, borrowed]

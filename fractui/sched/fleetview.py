@@ -28,7 +28,7 @@ from remote_agent.mig.planner import PlanError
 
 from fractui.sched import mig
 from fractui.sched.model import MILLI, Gpu, Host, Request
-from fractui.sched.quota import charge
+from fractui.sched.quota import charge, charged_by_gpu
 from fractui.store.model import ON_HOST, PENDING, PLACED, RUNNING, Job
 
 USABLE = ("online", "degraded")
@@ -361,6 +361,13 @@ def jobs_by_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
         if held is not None:
             on_host.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
     return on_host
+
+
+def held_by_gpu(store_jobs: Iterable[Job]) -> Dict[Tuple[str, int], float]:
+    """GPUs charged on each (host, GPU) by the room the store's jobs hold, as ``jobs_by_host``
+    lays them: a job moving by hand its target's too, so a view of held room (the metrics'
+    allocation, the GPUs' time's idle) never reads the target free while the move holds it."""
+    return charged_by_gpu(j.slot for jobs in jobs_by_host(store_jobs).values() for j in jobs)
 
 
 def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Host:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
 from fractui.config import Config, TeamConfig
 from fractui.sched.model import MILLI
 from fractui.store.model import (ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job, KeptTerms,
-                                 Quota, start_order)
+                                 Quota, Slot, start_order)
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -117,6 +117,15 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
             for t in teams]
 
 
+def teams_gone(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> List[TeamConfig]:
+    """The teams ``teams`` lacks that ``jobs`` name (one removed from the config while its jobs
+    hold GPUs or wait), in name order, with no quota: ``team_usage`` counts what they hold, all
+    of it borrowed, as the scheduler holds them (no quota, share or turn)."""
+    known = {t.name for t in teams}
+    return [TeamConfig(n) for n in sorted({j.team for j in jobs
+                                           if j.team is not None and j.team not in known})]
+
+
 def past_quota_jobs(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> FrozenSet[int]:
     """The jobs, held within their team's quota as they were placed, that hold it past its
     quota now (lowered since they were placed): each team's most recently started first (one
@@ -157,13 +166,12 @@ class Recent:
         return cls(usage_weight, tuple(sorted((t, round(g, 3)) for t, g in gpus.items())))
 
 
-def held_by_gpu(jobs: Iterable[Job]) -> Dict[Tuple[str, int], float]:
-    """GPUs charged on each (host, GPU) by the jobs on a host (a k-GPU job's charge split
-    evenly over its GPUs)."""
+def charged_by_gpu(slots: Iterable[Optional[Slot]]) -> Dict[Tuple[str, int], float]:
+    """GPUs charged on each (host, GPU) by ``slots`` (a k-GPU slot's charge split evenly over
+    its GPUs; none, or one of no GPUs, charges nothing)."""
     held: Dict[Tuple[str, int], float] = {}
-    for job in jobs:
-        slot = job.slot
-        if job.state in ON_HOST and slot is not None and slot.gpus:
+    for slot in slots:
+        if slot is not None and slot.gpus:
             part = slot.charge / len(slot.gpus)
             for gpu in slot.gpus:
                 held[slot.host, gpu] = held.get((slot.host, gpu), 0.0) + part

@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, mps_layer
-from fractui.sched.quota import held_by_gpu
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, held_by_gpu, mps_layer
+from fractui.sched.quota import charged_by_gpu
 from fractui.store.model import GpuTime, Job, Spans, spans_over
 
 GAP_S = 30.0
@@ -40,8 +40,10 @@ class GpuClock:
         since its last look as it is now (a host unreachable counts nothing, and is looked
         at afresh when it is back)."""
         jobs = list(jobs)
-        booked = held_by_gpu(jobs)  # a placed job's slot too: placement counts it taken
-        held = held_by_gpu(j for j in jobs if j.holds_slice)  # what the usage records charge
+        booked = held_by_gpu(jobs)  # a placed job's slot, a move's target: placement counts
+        # them taken
+        held = charged_by_gpu(j.slot for j in jobs if j.holds_slice)  # what the usage
+        # records charge
         seen: Dict[Key, float] = {}
         for view in views:
             if view.state not in USABLE:

@@ -11,7 +11,10 @@ Definitions (docs/usage.md says them for users):
 - held: its charge × that time; used: its mean SM utilisation (percent of one GPU) × that
   time, where NVML measured it — on MIG it does not, and that time is counted as unmeasured,
   never as 0; memory: its mean sampled GPU memory × that time (not known, never 0, for a
-  group none of whose attempts' memory was sampled);
+  group none of whose attempts' memory was sampled) — memory in use, as its agent sampled it:
+  an attempt that ended before its first sample, or whose samples were never read, is in
+  none of it, so its held GPU-hours are counted apart (``memory_unsampled_h``) and it is
+  named (``memory_unsampled``), never read as having used none;
 - waits: of the attempts that started in the range, from when each began to wait (a late
   copy aside: it served no one's wait);
 - outcomes: of the attempts that ended in the range (``late``: a late copy, killed — a launch
@@ -48,7 +51,9 @@ class Group:
     is GPUs (by host, model or GPU) and GPU time is kept of them, else None (not known; the
     total's: of every GPU, in a report of everyone's jobs) — from their GPU time, so the
     part held is of the same buckets as the time online (an attempt's hours while its host
-    was away, or outside the buckets read, are in ``held_h`` only)."""
+    was away, or outside the buckets read, are in ``held_h`` only). ``memory_unsampled_h``:
+    the held GPU-hours of attempts whose memory was never sampled, which ``memory_gib_h``
+    leaves out, and ``memory_unsampled`` those attempts, as (job, attempt)."""
 
     key: str
     held_h: float = 0.0
@@ -62,6 +67,8 @@ class Group:
     held_online_h: Optional[float] = None
     idle_h: Optional[float] = None
     memory_sampled: bool = False
+    memory_unsampled_h: float = 0.0
+    memory_unsampled: List[Tuple[int, int]] = field(default_factory=list)
 
     @property
     def measured_h(self) -> float:
@@ -101,13 +108,17 @@ class Group:
         null, its GPUs' time as it is (none is kept where the retention forgot)."""
         if not known:
             return dict(self.record(), held_gpu_hours=None, used_gpu_hours=None,
-                        unmeasured_gpu_hours=None, memory_gib_hours=None, waits=None,
+                        unmeasured_gpu_hours=None, memory_gib_hours=None,
+                        unsampled_memory_gpu_hours=None, unsampled_memory_attempts=None,
+                        waits=None,
                         wait_median_s=None, wait_p95_s=None,
                         outcomes={o: None for o in OUTCOMES}, running=None)
         return {"key": self.key, "held_gpu_hours": round(self.held_h, 6),
                 "used_gpu_hours": _rounded(self.used),
                 "unmeasured_gpu_hours": round(self.unmeasured_h, 6),
                 "memory_gib_hours": _rounded(self.memory),
+                "unsampled_memory_gpu_hours": round(self.memory_unsampled_h, 6),
+                "unsampled_memory_attempts": len(self.memory_unsampled),
                 "waits": len(self.waits_s), "wait_median_s": _rounded(self.wait_median_s),
                 "wait_p95_s": _rounded(self.wait_p95_s),
                 "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
@@ -213,6 +224,8 @@ class Report:
                 "total": self.total.record(self.known),
                 "saving": self.saving.record() if self.known else None,
                 "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED},
+                "memory_unsampled": [{"job": j, "attempt": a} for j, a in
+                                     self.total.memory_unsampled] if self.known else None,
                 "whose": self.whose.record()}
 
 
@@ -353,9 +366,11 @@ def _gpu_key(t: GpuTime, by: str) -> str:
 
 
 def held_s(r: UsageRecord, since: float, until: float, now: float) -> float:
-    """Seconds of [since, until) the attempt held its slice (a running one up to ``now``)."""
+    """Seconds of [since, until) the attempt held its slice, up to ``now``: a running one's,
+    and one whose end its host's clock put after the store's now, counted no later than what
+    sharing saved counts it (``saving``) and fair share does."""
     end = r.ended_at if r.ended_at is not None else now
-    return max(0.0, min(end, until) - max(r.started_at, since))
+    return max(0.0, min(end, until, now) - max(r.started_at, since))
 
 
 def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
@@ -371,6 +386,9 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
     if s.memory_mean_mib is not None:
         g.memory_gib_h += s.memory_mean_mib / 1024 * hours
         g.memory_sampled = g.memory_sampled or hours > 0
+    elif hours > 0:
+        g.memory_unsampled_h += r.charge * hours
+        g.memory_unsampled.append((r.job, r.attempt))
     if since <= r.started_at < until and r.waits:
         g.waits_s.append(r.waited_s)
     if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
@@ -390,9 +408,11 @@ def reaches_now(since: float, until: float, now: float) -> bool:
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
     """Whether the attempt held its slice at the range's end — ``now`` for a range not over
     yet; none for a range that has not begun, of which nothing is known. An attempt the store
-    holds open at ``now`` is running then, even where its host's clock put its start later."""
+    holds open at ``now`` is running then, even where its host's clock put its start later;
+    one whose outcome is the range's (it ended in it, though at ``now`` or, by its host's
+    clock, after it) is not: each attempt read is one or the other, never both."""
     at = min(until, now)
-    if at <= since:
+    if at <= since or (r.ended_at is not None and since <= r.ended_at < until):
         return False
     if r.ended_at is None and at == now:
         return True

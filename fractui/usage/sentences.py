@@ -14,7 +14,7 @@ from fractui.cells import cell_len, cut
 from fractui.store.model import PENDING, PLACED, Job
 from fractui.usage.gputime import FLUSH_S
 from fractui.usage.report import NONE, Group, Report
-from fractui.words import count, duration, local_time
+from fractui.words import count, duration, first_of, local_time
 
 
 def hours(value: Optional[float]) -> str:
@@ -132,6 +132,23 @@ def unmeasured_words(t: Group, column: str) -> List[str]:
         return []
     return ["%s: GPU-hours held where NVML gives no utilisation (MIG slices, or not sampled "
             "yet): %.2f of %.2f" % (column, t.unmeasured_h, t.held_h)]
+
+
+def unsampled_memory_words(t: Group, column: str) -> List[str]:
+    """The attempts ``column`` (memory in use, as sampled) leaves out: those whose memory was
+    never sampled — they ended before their agent's first sample (every 5 s), or their
+    samples were never read — named, as a job's attempt, so a short job's held hours are
+    not read as memory it never used."""
+    if not t.memory_unsampled:
+        return []
+    named = ["job %d's attempt %d" % pair for pair in t.memory_unsampled]
+    return ["%s counts memory as sampled: %s holding %.2f GPU-h had no sample of it (none "
+            "read yet, or ended before the agent's first): %s" % (
+                column, count(len(named), "attempt"), t.memory_unsampled_h,
+                first_of(named, UNSAMPLED_NAMED))]
+
+
+UNSAMPLED_NAMED = 10  # attempts without a memory sample named in one line; the rest counted
 
 
 def unstarted_words(r: Report) -> List[str]:
