@@ -206,6 +206,35 @@ def test_a_mig_queues_job_placed_bare_on_an_unknown_mig_model_with_mig_off_says_
         "not turn MIG on: job 1 of queue slice takes a MIG slice only (mig = 3g.40gb)")
 
 
+@pytest.mark.parametrize("queue, asks", [
+    (QueueConfig(name="frac", gpu=0.25), "0.25 GPU"),
+    (QueueConfig(name="frac", memory_gib=10), "10 GiB"),
+    (QueueConfig(name="frac", gpus=1), "1 GPU")])
+def test_a_job_placed_bare_on_a_gpu_that_reports_no_memory_is_refused_saying_so(queue, asks):
+    """A share of a GPU is sized by its memory: on one whose agent reports none (an NVML that
+    cannot read it), a fraction queue's job with no size was refused as asking "for 0 GiB"."""
+    view = view_of(models()["NVIDIA L4"], False, 1)
+    view.gpu_records()[0]["memory_mib"] = None
+    job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Failed) as err:
+        hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    assert str(err.value) == (
+        "GPU 0 of h (NVIDIA L4) reports no memory size, so no share of its memory can be "
+        "sized: job 1 of queue frac asks for %s" % asks)
+
+
+def test_a_fraction_that_comes_to_less_than_a_mib_of_a_gpu_is_refused_saying_so():
+    view = view_of(models()["NVIDIA L4"], False, 1)
+    view.gpu_records()[0]["memory_mib"] = 100
+    queue = QueueConfig(name="frac", gpu=0.005)
+    job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Failed) as err:
+        hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    assert str(err.value) == (
+        "GPU 0 of h (NVIDIA L4) has 0.1 GiB: job 1 of queue frac asks for 0.005 GPU, "
+        "which comes to less than 1 MiB of it")
+
+
 def test_a_placement_whose_mode_change_a_job_on_the_gpu_blocks_is_refused_at_once(local_fleet):
     """A share queue's job placed bare on a GPU with MIG on that runs a job of the store: its
     launch must turn MIG off first, which the scheduler never does under a running job. It was
