@@ -100,7 +100,7 @@ def sweep(folder):
         if PARTIAL_NAME.fullmatch(name):
             try:
                 stale(folder, name)
-            except FileNotFoundError:
+            except FileNotFoundError:  # (gone since it was listed: another sweep's)
                 pass
             except OSError as err:
                 print(json.dumps(['left', os.path.join(folder, name), str(err)]))
