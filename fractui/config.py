@@ -27,7 +27,7 @@ from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.small_file import NotRead, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
-from fractui.words import as_typed, close_to, count, quoted
+from fractui.words import as_typed, close_to, portion, quoted
 
 try:
     import tomllib
@@ -208,14 +208,8 @@ class QueueConfig:
         return record
 
     def describe(self) -> str:
-        """The portion as an admin writes it: "gpu = 0.25", "mig = 3g.40gb", "2 GPUs"."""
-        if self.mig:
-            return self.mig
-        if self.memory_gib:
-            return f"{self.memory_gib:g} GiB"
-        if self.gpus:
-            return count(self.gpus, "GPU")
-        return f"{self.gpu:g} GPU"
+        """The portion as an admin writes it (``words.portion``)."""
+        return portion(self.gpu, self.mig, self.memory_gib, self.gpus)
 
 
 # How many pending jobs a team may have waiting where its [[teams]] entry says nothing, and

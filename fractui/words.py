@@ -165,3 +165,15 @@ def _ansi_c(word: str) -> str:
         else:
             out.extend("\\x%02x" % b for b in c.encode("utf-8", "surrogateescape"))
     return "$'%s'" % "".join(out)
+
+
+def portion(gpu: float, mig: Optional[str], memory_gib: float, gpus: int) -> str:
+    """A GPU portion (a queue's, a job's request) as an admin writes it: "0.25 GPU",
+    "3g.40gb", "10 GiB", "2 GPUs"."""
+    if mig:
+        return mig
+    if memory_gib:
+        return f"{memory_gib:g} GiB"
+    if gpus:
+        return count(gpus, "GPU")
+    return f"{gpu:g} GPU"

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -24,7 +25,7 @@ import pytest
 
 from remote_agent.daemon.bridge import connect
 from remote_agent.daemon.paths import AgentPaths
-from remote_agent.jobs.store import JobStore, StoreError
+from remote_agent.jobs.store import JobStore, StoreError, _no_room
 from tests.conftest import REPO, AgentProcess, stop_host
 from tests.test_job_supervision import (daemon_pid_of, fill, gpus_on_a_disk_of_their_own,
                                         printing, wait_until)
@@ -33,8 +34,10 @@ from tests.test_jobs import until_file, wait_job
 PAGE = 4096
 QUICK = (0, 22, 40)  # no room; room for the job table but not the GPUs' state or the pid
 # file (the GPUs' on a disk of their own); room for all of it
-FULL_WORDS = ("No space left on device", "its filesystem has no room left")  # (SQLite's
-# own "database or disk is full" is not one: the job table says it with the second)
+NO_ROOM = "(its filesystem has no room left)"  # (SQLite said so: the fact)
+NO_ROOM_READ = "(its filesystem, read just after, has no room left: the likely cause)"
+FULL_WORDS = ("No space left on device", NO_ROOM, NO_ROOM_READ)  # (SQLite's own "database or
+# disk is full" is not one: the job table says it with the second)
 
 
 def tries_its_end(folder) -> None:
@@ -87,14 +90,38 @@ def test_a_first_start_on_a_disk_with_little_room_serves_or_says_why_and_starts_
 @pytest.mark.parametrize("pages", range(24))  # (each a second's open: the whole sweep)
 def test_the_job_table_says_a_full_disk_in_its_own_words_whatever_sqlite_says(small_fs, pages):
     """The job table opened on a disk with so many pages left: where it is refused, it says
-    the filesystem has no room left, however SQLite said it. With a page left, SQLite's own
-    "database or disk is full" came alone (statvfs counted that page as room), where with none
-    the table's words came with it."""
+    the filesystem has no room left, however SQLite said it: as the fact where SQLite said
+    "database or disk is full" (with a page left it came alone: statvfs counted that page as
+    room), else as the filesystem read just after, the likely cause."""
     leave(small_fs / "filler", pages)
     try:
         JobStore(str(small_fs / "jobs.db")).close()
     except StoreError as err:
-        assert "(its filesystem has no room left)" in str(err), err
+        said = str(err)
+        assert (NO_ROOM in said) == ("disk is full" in said) and (
+            NO_ROOM in said or NO_ROOM_READ in said), said
+
+
+def test_the_job_tables_words_of_room_are_a_fact_only_where_sqlite_said_it(small_fs):
+    """Where SQLite gives no cause ("disk I/O error"), free space is read after the failure,
+    and may have changed since: it is said as that reading, the likely cause, never as the
+    failure's; an error that is none of room (a table locked) says nothing of room, though the
+    disk is full as it is worded. Before, both said "(its filesystem has no room left)", read
+    as the fact, and the same I/O error said nothing once room came back."""
+    path = str(small_fs / "jobs.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        sqlite3.connect(path, timeout=0).execute("SELECT * FROM t")
+    assert str(locked.value) == "database is locked"
+    unsaid = sqlite3.OperationalError("disk I/O error")
+    fill(small_fs / "filler")
+    assert _no_room(path, locked.value) == ""
+    assert _no_room(path, unsaid) == " " + NO_ROOM_READ
+    (small_fs / "filler").unlink()
+    assert _no_room(path, unsaid) == ""
+    holder.close()
 
 
 def starts_with_room(small_fs, start_agent, tmp_path, state: str, pages: int) -> None:
@@ -190,8 +217,8 @@ def test_a_first_start_on_a_disk_with_few_inodes_left_says_why_or_serves(tmp_pat
     # SQLite says only "unable to open database file" (the table, its WAL, its shared memory):
     # the reason is the filesystem's
     table = [line for line in said if "the job table %s " % paths.jobs_db in line]
-    assert table and all("cannot be opened now: unable to open database file (its filesystem "
-                         "has no inode left" in line for line in table), said
+    assert table and all("cannot be opened now: unable to open database file (its filesystem, "
+                         "read just after, has no inode left" in line for line in table), said
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="the launcher is held by strace")

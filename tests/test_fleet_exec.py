@@ -3,13 +3,15 @@ image, reached by ``podman exec -i NAME`` (its agent from the image, or uploaded
 seen by ``fractui status`` and the TUI, changing MIG and running capped jobs inside the
 container, and surviving its exec stream being killed (the podman process here, or the agent's
 bridge in there) as it survives an SSH drop; a target found by a lookup that follows a
-replaced container; exec argv that cannot work, told in words. Without podman (``env`` as the
+replaced container; an upload cut in the container leaves no partial of ours past the next
+upload, which keeps a live one's; exec argv that cannot work, told in words. Without podman (``env`` as the
 exec program, running the agent's words here): the upload through the argv, once; an image whose
 agent speaks another protocol; what a lookup prints that names no one target."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,6 +27,8 @@ from fractui import __version__ as fractui_version
 from fractui.config import load_config
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus
+from fractui.fleet.transport.base import AgentProcessError
+from fractui.fleet.transport.exec import PARTIAL_NAME, ExecTransport
 from fractui.fleet.zipapp import build_agent_archive, write_archive
 from fractui.store import open_store, sqlite_url
 from fractui.tui.app import FractuiApp
@@ -339,6 +343,85 @@ def test_a_target_found_by_lookup_follows_a_replaced_container(podman, tmp_path)
     finally:
         for name in started:
             podman.remove(name)
+
+
+# A python for the upload helper that holds it at its rename into place (its partial whole),
+# for the test to cut it there
+HELD_PYTHON = """\
+#!%s
+import sys, time
+def held(event, args):
+    if event == 'os.rename' and '.agent-' in str(args[0]):
+        time.sleep(600)
+sys.addaudithook(held)
+code = sys.argv[2]
+sys.argv = ['-c'] + sys.argv[3:]
+exec(compile(code, '<string>', 'exec'), {'__name__': '__main__'})
+""" % PYTHON
+
+
+@pytest.mark.parametrize("cut", ["SIGTERM", "SIGKILL"])
+def test_an_upload_cut_in_a_container_leaves_no_partial_of_ours(podman, box, tmp_path, cut,
+                                                                  caplog):
+    """An upload held at its rename while another finishes: the other leaves its partial (a
+    live upload's); then it is cut. A SIGTERM it lives through, and removes its partial; one a
+    SIGKILL left is removed by the next upload, and said in the log. A link, another user's
+    file and a name not ours, though alike, stay."""
+    cache = "/var/cache/fractui-cut-%s" % cut.lower()
+    held = "/tmp/held-python-%s" % cut.lower()
+    archive = build_agent_archive()
+    podman.run(["exec", "-i", box, PYTHON, "-c", (
+        "import os, sys\nopen(%r, 'w').write(sys.stdin.read())\nos.chmod(%r, 0o755)\n"
+        "os.makedirs(%r, 0o700)\nopen('/tmp/kept', 'w').close()\n"
+        "os.symlink('/tmp/kept', %r)\nopen(%r, 'w').close()\nos.chown(%r, 1234, 1234)\n"
+        "open(%r, 'w').close()") % (
+            held, held, cache, cache + "/.agent-linkxxxx.part", cache + "/.agent-otherxxx.part",
+            cache + "/.agent-otherxxx.part", cache + "/.agent-notour.part")],
+        input_text=HELD_PYTHON)
+
+    def transport(python: str) -> ExecTransport:
+        config = load_config(write_config(tmp_path, exec_host(box, "cut", agent_cache=cache,
+                                                              python=python)))
+        way = ExecTransport(config.hosts[0], config.ssh)
+        way.open()
+        return way
+
+    def partials() -> List[str]:
+        names = podman.run(["exec", box, PYTHON, "-c", "import os; print(*os.listdir(%r))"
+                            % cache]).stdout.split()
+        return sorted(n for n in names if PARTIAL_NAME.fullmatch(n))
+
+    alike = [".agent-linkxxxx.part", ".agent-otherxxx.part"]
+    ended: List[BaseException] = []
+
+    def upload_held() -> None:
+        try:
+            transport(held).deploy(archive)
+        except AgentProcessError as err:
+            ended.append(err)
+
+    first = threading.Thread(target=upload_held)
+    first.start()
+    live = until_true(lambda: [n for n in partials() if n not in alike], "the held partial")
+    with caplog.at_level(logging.INFO, logger="fractui.fleet"):
+        assert transport(PYTHON).deploy(archive)[1] is True
+        assert partials() == sorted(alike + live)  # (the held upload's lives on)
+        pid, = [p for p, _ in in_box(podman, box, held)]
+        podman.run(["exec", box, PYTHON, "-c", "import os; os.kill(%d, %d)" % (
+            pid, getattr(signal, cut))])
+        first.join(60)
+        assert len(ended) == 1 and "the exec stream ended before its answer" in str(ended[0])
+        assert partials() == sorted(alike + (live if cut == "SIGKILL" else []))
+        podman.run(["exec", box, PYTHON, "-c", "import os; os.unlink(%r)" % (
+            "%s/%s" % (cache, archive.name))])
+        assert transport(PYTHON).deploy(archive)[1] is True
+    assert partials() == alike
+    said = [r.getMessage() for r in caplog.records if "half uploaded" in r.getMessage()]
+    assert said == ["cut: removed %s/%s, an agent left half uploaded" % (cache, live[0])
+                    ] * (cut == "SIGKILL"), said
+    kept = podman.run(["exec", box, PYTHON, "-c", "import os; print(sorted(os.listdir(%r)), "
+                       "os.path.exists('/tmp/kept'))" % cache]).stdout.strip()
+    assert kept == "%r True" % sorted(alike + [".agent-notour.part", archive.name])
 
 
 FAKE_PYTHON = """\

@@ -380,8 +380,8 @@ def test_a_hami_core_region_of_a_job_whose_folder_is_left_unread_is_removed(
         assert ended["state"] == "lost" and "leaves it unread" in ended["reason"], ended
         wait_until(lambda: not os.path.lexists(region), "the removal of %s" % region)
         wait_until(lambda: not alive(shim_pid), "the shim's end")
-        removed = "job j1: removed its HAMi-core region %s, which its shim did not (it died)" \
-            % region
+        removed = "job j1: removed its HAMi-core region %s, which its shim had not (its " \
+            "folder is left unread, where its shim's lock is)" % region
         if shim == "killed":  # (said once its rm has ended, which may be after the check above)
             wait_until(lambda: removed in (state / "daemon.log").read_text(), removed)
         with open(os.path.join(str(state), "daemon.log")) as f:

@@ -192,18 +192,46 @@ def test_an_older_placement_by_hand_of_a_share_of_no_memory_is_not_counted_again
     assert f.store.get(job.id).slot.profile == "3g.40gb"
 
 
+def refused_bare(queue: QueueConfig, view) -> str:
+    """Why job 1 of ``queue`` placed bare on GPU 0 of ``view`` (host h) is refused."""
+    job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Failed) as err:
+        hand_slot(job, Slot("h", (0,)), facts(view), UID)
+    return str(err.value)
+
+
 def test_a_mig_queues_job_placed_bare_on_an_unknown_mig_model_with_mig_off_says_so():
     """A GPU its agent reports MIG-capable, of a model fractui has no geometry of, has MIG to
     turn on: the refusal said it had none ("and none to turn on")."""
     model = models()["NVIDIA A100-SXM4-80GB"]
     view = view_of(model, False, 1)
     view.gpu_records()[0].update(name="NVIDIA Z900", mig_capable=True, mig_pending=False)
-    job = Job(1, SLICE.name, "t", "n", ("x",), SLICE.request(), PENDING, 0.0, 0.0)
-    with pytest.raises(Failed) as err:
-        hand_slot(job, Slot("h", (0,)), facts(view), UID)
-    assert str(err.value) == (
+    assert refused_bare(SLICE, view) == (
         "GPU 0 of h (NVIDIA Z900) has MIG off, a MIG model fractui does not know, so it does "
         "not turn MIG on: job 1 of queue slice takes a MIG slice only (mig = 3g.40gb)")
+
+
+@pytest.mark.parametrize("queue, asks", [
+    (QueueConfig(name="frac", gpu=0.25), "0.25 GPU"),
+    (QueueConfig(name="frac", memory_gib=10), "10 GiB"),
+    (QueueConfig(name="frac", gpus=1), "1 GPU")])
+def test_a_job_placed_bare_on_a_gpu_that_reports_no_memory_is_refused_saying_so(queue, asks):
+    """A share of a GPU is sized by its memory: on one whose agent reports none (an NVML that
+    cannot read it), a fraction queue's job with no size was refused as asking "for 0 GiB"."""
+    view = view_of(models()["NVIDIA L4"], False, 1)
+    view.gpu_records()[0]["memory_mib"] = None
+    assert refused_bare(queue, view) == (
+        "GPU 0 of h (NVIDIA L4) reports no memory size, so no share of its memory can be "
+        "sized: job 1 of queue frac asks for %s" % asks)
+
+
+def test_a_fraction_that_comes_to_less_than_a_mib_of_a_gpu_is_refused_saying_so():
+    view = view_of(models()["NVIDIA L4"], False, 1)
+    view.gpu_records()[0]["memory_mib"] = 100
+    queue = QueueConfig(name="frac", gpu=0.005)
+    assert refused_bare(queue, view) == (
+        "GPU 0 of h (NVIDIA L4) has 0.1 GiB: job 1 of queue frac asks for 0.005 GPU, "
+        "which comes to less than 1 MiB of it")
 
 
 def test_a_placement_whose_mode_change_a_job_on_the_gpu_blocks_is_refused_at_once(local_fleet):

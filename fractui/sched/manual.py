@@ -17,7 +17,7 @@ from fractui.sched.fleetview import (HostView, build_hosts, gpu_geometry, record
                                      share_mib)
 from fractui.sched.model import Request
 from fractui.store.model import Cordon, Job, Slot
-from fractui.words import gib
+from fractui.words import gib, portion
 
 
 class Unfit(Exception):
@@ -131,9 +131,14 @@ def _no_share(job: Job, req: Request, rec: Mapping[str, Any], host: str, gpu: in
             where, "" if capable and gpu_geometry(rec) else ", a MIG model fractui does not "
             "know, so it does not turn MIG on" if capable else ", and none to turn on",
             job.id, job.queue, "mig = %s" % req.mig if req.mig else "isolation = mig")
-    return "%s has %s: job %d of queue %s asks for %g GiB" % (
-        where, "%g GiB" % gib(int(rec.get("memory_mib") or 0)) if rec.get("memory_mib")
-        else "no memory size reported", job.id, job.queue, req.memory_gib)
+    asks = "job %d of queue %s asks for %s" % (job.id, job.queue, portion(
+        req.gpu, req.mig, req.memory_gib, req.gpus))
+    memory = int(rec.get("memory_mib") or 0)
+    if not memory:  # (whatever the job asks for: a share is sized by the GPU's memory)
+        return "%s reports no memory size, so no share of its memory can be sized: %s" % (
+            where, asks)
+    return "%s has %g GiB: %s%s" % (where, gib(memory), asks, "" if req.memory_gib else
+                                    ", which comes to less than 1 MiB of it")
 
 
 def _turned_on(job: Job, req: Request, slot: Slot, gpus: Sequence[Mapping[str, Any]],

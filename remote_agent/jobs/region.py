@@ -36,14 +36,17 @@ def new_region() -> str:
 
 def remove_region(region: str, uid: int) -> bool:
     """Remove a job's HAMi-core region ``region`` with whatever its user put in it, where it
-    is a directory of that user's (``uid``); False where it is gone already, or went as it
-    was removed here (after a daemon's restart, it and a shim that still lives may both
-    remove it as the job ends: the one that finds it gone says nothing). UnsafePath where
-    it is not one (a symlink or a directory of another user's put in its place): it is left.
-    It is removed as that user (``rm -rf``, which follows no link, in its primary group
-    alone): the name is theirs, and they may put in its place any folder of theirs they may
-    move (in a team's folder), holding what only root could remove, such as another user's
-    folder in it. OSError where not all of it is removed."""
+    is a directory of that user's (``uid``): True where this call removed it; False where
+    another took it first (after a daemon's restart, it and a shim that still lives may both
+    remove it as the job ends: the one that did not remove it says nothing). Which one
+    removes it is settled first by a rename of it to a name of its own (``_taken``), which
+    one removal alone can make: ``rm -rf`` exits 0 on a path gone before or while it ran, so
+    both said they removed it. UnsafePath where it is not one (a symlink or a directory of
+    another user's put in its place): it is left. It is removed as that user (``rm -rf``,
+    which follows no link, in its primary group alone): the name is theirs, and they may put
+    in its place any folder of theirs they may move (in a team's folder), holding what only
+    root could remove, such as another user's folder in it. OSError where not all of it is
+    removed (what is left is under the name it was taken by)."""
     if os.path.dirname(region) != REGION_DIR or \
             not os.path.basename(region).startswith(REGION_PREFIX):
         raise UnsafePath("refusing %s: not a HAMi-core region's directory" % region)
@@ -61,20 +64,35 @@ def remove_region(region: str, uid: int) -> bool:
     except KeyError:
         raise UnsafePath("refusing to remove %s: its user, uid %d, is no more; it is left as "
                          "it is" % (region, uid)) from None
+    taken = _taken(region)
+    if taken is None:
+        return False
     try:
         done: Optional[subprocess.CompletedProcess] = subprocess.run(
-            ["rm", "-rf", "--", region], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            ["rm", "-rf", "--", taken], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, cwd="/", timeout=REMOVE_S, **as_them)
     except FileNotFoundError:
-        raise OSError(not_found("rm")) from None
+        raise OSError("%s; it is left, as %s" % (not_found("rm"), taken)) from None
     except subprocess.TimeoutExpired:
         done = None
     if done is not None and done.returncode == 0:
         return True
-    if not os.path.lexists(region):
-        return False  # (removed meanwhile by another)
     if done is None:
-        raise OSError("%s was not removed within %g s, as uid %d" % (region, REMOVE_S, uid))
+        raise OSError("%s was not removed within %g s, as uid %d; what is left is %s" % (
+            region, REMOVE_S, uid, taken))
     said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-    raise OSError("%s was not all removed, as uid %d: %s" % (
-        region, uid, said[-1] if said else "rm exit status %d" % done.returncode))
+    raise OSError("%s was not all removed, as uid %d: %s; what is left is %s" % (
+        region, uid, said[-1] if said else "rm exit status %d" % done.returncode, taken))
+
+
+def _taken(region: str) -> Optional[str]:
+    """``region`` renamed to a name of its own in REGION_DIR (by chance, as ``new_region``'s),
+    which only one removal can do; None where it is gone (another took it). The rename moves
+    whatever is at that name, following no link, and the name it makes is still a region's
+    (REGION_PREFIX), so what is left of it is removed as one."""
+    taken = "%s.%s" % (region, os.urandom(8).hex())
+    try:
+        os.rename(region, taken)
+    except FileNotFoundError:
+        return None
+    return taken

@@ -641,8 +641,12 @@ class Supervisor:
         directory (``shim.remove_region``). A job whose folder is left unread was ended with
         its processes killed (``end_if_unread``), and neither the record nor the shim's lock
         there is read: its region is the one the table names (``Job.region``), removed unless
-        a shim of this daemon's still runs to remove it itself; one an older agent started,
-        its name in that folder alone, is said to be left."""
+        a shim of this daemon's still runs to remove it itself (one of a daemon before a
+        restart may still run, and remove it too: of the two, the one whose removal took it
+        says so, ``remove_region``); one an older agent started, its name in that folder alone,
+        is said to be left. Its log line says why the daemon removed it, never that the shim
+        died: the shim may have ended without removing it (its own removal failed, in its log),
+        or may live on."""
         if "hami" not in job.caps:
             return  # it never had one (its layers are recorded before its shim starts)
         try:
@@ -656,13 +660,15 @@ class Supervisor:
                     raise UnsafePath("refusing to remove %s: its user, %s, is no more; it is "
                                      "left as it is" % (job.region, job.run_as)) from None
                 left = {"path": job.region, "uid": uid}
+                why = "its folder is left unread, where its shim's lock is"
             else:
                 left = self.read_job_file(job, REGION_RECORD)
                 if left is None or shim_alive(self.job_dir(job)):
                     return
-            if remove_region(left["path"], left["uid"]):
-                log.info("job j%d: removed its HAMi-core region %s, which its shim did not "
-                         "(it died)", job.id, left["path"])
+                why = "its shim has ended"
+            if remove_region(left["path"], left["uid"]):  # (False: the shim's removal took it)
+                log.info("job j%d: removed its HAMi-core region %s, which its shim had not (%s)",
+                         job.id, left["path"], why)
         except (UnsafePath, OSError) as err:
             log.warning("job j%d: its HAMi-core region is left: %s", job.id, err)
 

@@ -10,6 +10,7 @@ and states) is the same for every kind; errors come out as TransportError or Age
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import posixpath
 import re
@@ -23,6 +24,8 @@ from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 from fractui.config import HostConfig
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent.daemon import trust
+
+log = logging.getLogger("fractui.fleet")
 
 MIN_PYTHON = (3, 9)
 RUN_TIMEOUT_S = 30.0
@@ -59,6 +62,17 @@ except OSError as err:
     sys.exit(%d)
 print("yes" if whole else "no")
 """ % FOLDER_FAILED
+
+
+def said_partial(host: str, path: str, why: Optional[str] = None) -> None:
+    """The log's words for an agent left half uploaded in the agent's folder (an upload cut
+    short) that the next upload removed, or could not remove (``why``): then it stays, unused,
+    and the upload goes on."""
+    if why is None:
+        log.info("%s: removed %s, an agent left half uploaded", host, path)
+    else:
+        log.warning("%s: cannot remove %s, an agent left half uploaded (%s); it stays there, "
+                    "unused", host, path, why)
 
 
 class TransportError(Exception):

@@ -10,7 +10,9 @@ words of ``exec``.
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,10 +21,15 @@ from typing import List, Optional, Sequence, Tuple
 from fractui.config import EXEC_TARGET, HostConfig, SshSettings
 from fractui.fleet.transport.base import (FOLDER_FAILED, RUN_TIMEOUT_S, AgentProcessError,
                                           Ran, RemoteTransport, Stream, TransportError,
-                                          how_ended, last_line, run_process)
+                                          how_ended, last_line, log, run_process,
+                                          said_partial)
 from fractui.fleet.transport.local import process_stream
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent.daemon.trust import python_code
+
+# The names ``mkstemp`` gives the upload helper's partials (8 characters of [a-z0-9_]): only
+# files so named are ever removed as ones left half uploaded
+PARTIAL_NAME = re.compile(r"\.agent-[a-z0-9_]{8}\.part")
 
 # The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
 # of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
@@ -32,9 +39,75 @@ from remote_agent.daemon.trust import python_code
 # in its place, and a chmod by name gave the file it named, any of root's, 0644. The folder's
 # errors exit FOLDER_FAILED: any other end (the helper or the exec program killed, a container
 # gone) is the exec stream's, not the folder's.
+#
+# Its partial (``mkstemp``'s name, PARTIAL_NAME) is removed on any failure it lives through,
+# a SIGTERM or SIGHUP included (made an exception); one a SIGKILL left is removed by the next
+# upload, once its own is in place (``_sweep``): each file so named, the helper's user's, a
+# regular file (opened with no link followed), that no upload writes now. The writer holds an
+# flock on its partial from its making to its rename, and the sweep removes only one whose lock
+# it takes, while it holds it, and only while its name still names the file it locked; a
+# writer whose new partial was so removed before it locked it (its link count 0) makes another.
+# Each removal (or failure to remove, which fails nothing) is said on stdout, one JSON list a
+# line, for the log.
 _PUT = """\
-import hashlib, os, sys, tempfile
+import fcntl, hashlib, json, os, re, signal, stat, sys, tempfile
+PARTIAL_NAME = re.compile(%r)
 path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def ended(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def locked_partial(folder):
+    while True:
+        fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            return fd, part
+        os.close(fd)
+
+
+def stale(folder, name):
+    full = os.path.join(folder, name)
+    st = os.lstat(full)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        held = os.fstat(fd)
+        if (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        now = os.lstat(full)
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            os.unlink(full)
+            print(json.dumps(['removed', full]))
+    finally:
+        os.close(fd)
+
+
+def sweep(folder):
+    try:
+        names = os.listdir(folder)
+    except OSError as err:
+        print(json.dumps(['unread', folder, str(err)]))
+        return
+    for name in names:
+        if PARTIAL_NAME.fullmatch(name):
+            try:
+                stale(folder, name)
+            except FileNotFoundError:  # (gone since it was listed: another sweep's)
+                pass
+            except OSError as err:
+                print(json.dumps(['left', os.path.join(folder, name), str(err)]))
+
+
+for sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, ended)
 data = sys.stdin.buffer.read(size)
 if hashlib.sha256(data).hexdigest() != digest:
     print('%%d bytes of %%d came, not the ones sent' %% (len(data), size), file=sys.stderr)
@@ -42,21 +115,24 @@ if hashlib.sha256(data).hexdigest() != digest:
 folder = os.path.dirname(path)
 try:
     os.makedirs(folder, 0o700, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
+    fd, part = locked_partial(folder)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
             os.fchmod(f.fileno(), 0o644)
-        os.replace(part, path)
+            os.replace(part, path)
     except BaseException:
         os.unlink(part)
         raise
 except OSError as err:
     print(err, file=sys.stderr)
     sys.exit(%d)
-""" % FOLDER_FAILED
+for sig in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_DFL)  # (the agent is in place: a signal now cuts the sweep)
+sweep(folder)
+""" % (PARTIAL_NAME.pattern, FOLDER_FAILED)
 
 
 class ExecTransport(RemoteTransport):
@@ -100,6 +176,7 @@ class ExecTransport(RemoteTransport):
         code, out, err = self.run(python_code(cfg.python, _PUT) + [
             path, archive.sha256, str(len(archive.data))], stdin=archive.data)
         if code == 0:
+            self._say_swept(out)
             self.check_upload(path, archive)
             return path, True
         if code == 3:
@@ -108,6 +185,22 @@ class ExecTransport(RemoteTransport):
                 "changed or cut its stdin)" % (cfg.name, last_line(err)))
         raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
             cfg.agent_cache, cfg.name, self.cut_short(code, out, err)))
+
+    def _say_swept(self, out: str) -> None:
+        """The upload helper's removals of partials left by uploads cut short, in the log as
+        the SSH transport says its own (``said_partial``)."""
+        for line in out.splitlines():
+            try:
+                what, path, *why = json.loads(line)
+            except ValueError:
+                log.warning("%s: the upload helper said %r, which is none of its words",
+                            self.cfg.name, line[:200])
+                continue
+            if what == "unread":
+                log.warning("%s: cannot read %s for agents left half uploaded (%s); any there "
+                            "stay, unused", self.cfg.name, path, *why)
+            else:
+                said_partial(self.cfg.name, path, why[0] if why else None)
 
     def cut_short(self, code: int, out: str, err: str) -> str:
         """The folder's own errors as the folder's; any other end (the helper or the exec

@@ -4,7 +4,6 @@ hop by hop with host keys checked, the agent uploaded over SFTP."""
 from __future__ import annotations
 
 import io
-import logging
 import posixpath
 import re
 import socket
@@ -19,10 +18,9 @@ from fractui.fleet.hostkeys import KnownHosts
 from fractui.fleet.link import SshLink, seconds
 from fractui.fleet.sshconfig import resolve
 from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
-                                          RemoteTransport, Stream)
+                                          RemoteTransport, Stream, said_partial)
 from fractui.fleet.zipapp import AgentArchive
 
-log = logging.getLogger("fractui.fleet")
 
 # An agent being uploaded (``zipapp``'s name, then our own suffix): renamed into place once
 # whole, left behind where the upload was cut short (a timeout, a link that dropped)
@@ -132,10 +130,9 @@ class SshTransport(RemoteTransport):
                 try:
                     sftp.remove(path)
                 except OSError as err:  # (an immutable file, say) left: the upload goes on
-                    log.warning("%s: cannot remove %s, an agent left half uploaded (%s); it "
-                                "stays there, unused", self.cfg.name, path, err)
+                    said_partial(self.cfg.name, path, str(err))
                     continue
-                log.info("%s: removed %s, an agent left half uploaded", self.cfg.name, path)
+                said_partial(self.cfg.name, path)
 
     def said(self) -> Optional[str]:
         said = self.link.said() if self.link is not None else None
