@@ -487,3 +487,36 @@ def test_made_again_keeps_the_latest_links_and_the_latest_uuids_of_a_long_chain(
     seen.saw(at("MIG-p", 4), at("MIG-q", 4))
     assert (seen.of("MIG-1000"), seen.of("MIG-y"), seen.of("MIG-q")) == (
         (), ("MIG-x",), ("MIG-p",))
+
+
+def test_made_again_kept_is_read_back_bounded_as_kept_in_memory(tmp_path):
+    """``MadeAgain`` with a path keeps its links there as it links them (before ``saw``
+    returns), and one made on the path reads them back: the ``keep`` latest, each with its
+    ``chain`` latest uuids, as it would have kept them itself."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Instance, Layout
+    from remote_agent.mig.made_again import MadeAgain
+
+    geo = models.model("H100").geometry()
+
+    def at(uuid: str, start: int) -> Layout:
+        prof = geo.profile("1g.10gb")
+        return Layout(geo, (Instance(1, "1g.10gb", start, prof.size, prof.compute_slices,
+                                     uuid=uuid),))
+
+    path = str(tmp_path / "mig-made-again.json")
+    seen = MadeAgain(path=path)
+    for n in range(3):  # slot 6 made again three times, then slots 5 and 4 once
+        seen.saw(at("MIG-6.%d" % n, 6), at("MIG-6.%d" % (n + 1), 6))
+    seen.saw(at("MIG-5.0", 5), at("MIG-5.1", 5))
+    seen.saw(at("MIG-4.0", 4), at("MIG-4.1", 4))
+    again = MadeAgain(path=path)
+    assert [again.of("MIG-%s" % u) for u in ("6.3", "5.1", "4.1")] == [
+        ("MIG-6.0", "MIG-6.1", "MIG-6.2"), ("MIG-5.0",), ("MIG-4.0",)]
+    assert MadeAgain(keep=3, chain=2, path=path).of("MIG-6.3") == ("MIG-6.1", "MIG-6.2")
+    short = MadeAgain(keep=2, chain=2, path=path)
+    assert [short.of("MIG-%s" % u) for u in ("6.3", "5.1", "4.1")] == [
+        (), ("MIG-5.0",), ("MIG-4.0",)]
+    short.saw(at("MIG-6.3", 6), at("MIG-6.4", 6))  # linked anew: kept, the oldest left out
+    assert [MadeAgain(path=path).of("MIG-%s" % u) for u in ("6.4", "5.1", "4.1")] == [
+        ("MIG-6.3",), (), ("MIG-4.0",)]
