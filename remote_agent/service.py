@@ -32,8 +32,8 @@ from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, 
     describe_layout, remade, reset_to_mode, restore, restore_mode, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_id
-from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, MadeAgain, changed, \
-    placements
+from remote_agent.mig.layout import Instance, Layout, LayoutsSeen, changed, placements
+from remote_agent.mig.made_again import MadeAgain
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
 from remote_agent.text import noun_for
@@ -78,7 +78,8 @@ class Agent:
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
         self.seen = LayoutsSeen()  # what a plan's layout version held, to say what changed
-        self.made_again = MadeAgain()  # the instances rollbacks made again, for retries
+        # the instances rollbacks made again, for retries (the daemon's keeps them on disk)
+        self.made_again = MadeAgain()
         # GPUs whose MIG profiles NVML would not give: their MIG mode then, and when
         self._profiles_unread: Dict[int, Tuple[bool, float]] = {}
         self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
@@ -144,6 +145,31 @@ class Agent:
 
     def _mig_lock_of(self, p: Params) -> threading.RLock:
         return self.mig_lock(self._gpu(p).index)
+
+    # What every answer says of an instance, in records and in words: its uuid now, and the
+    # uuids a rolled-back change made it again in place of (MadeAgain), so a retry, an audit
+    # and a plan confirmed name the instances alike (docs/protocol.md).
+
+    def _record(self, inst: Instance) -> Dict[str, Any]:
+        return _instance_record(inst, self.made_again.of(inst.uuid))
+
+    def _records(self, layout: Layout) -> List[Dict[str, Any]]:
+        return [self._record(i) for i in layout.instances]
+
+    def _named(self, inst: Instance) -> str:
+        return inst.label(self.made_again.of(inst.uuid))
+
+    def _plan_record(self, info: GpuInfo, made: planner.Plan) -> Dict[str, Any]:
+        """A plan as the protocol says it (``mig.plan``, and ``mig.apply``'s answer)."""
+        return {"gpu": info.index, "gpu_uuid": info.uuid, "profile": made.profile.name,
+                "start": made.start, "size": made.profile.size,
+                "destroy": [self._record(i) for i in made.destroy],
+                "layout_version": made.layout_version,
+                "description": made.describe(self.made_again.of)}
+
+    def _plan_change(self, made: planner.Plan) -> Change:
+        return Change(made.describe(self.made_again.of), destroy=made.destroy,
+                      create=made.profile, start=made.start)
 
     def call_nvml(self, fn: Callable[[], T]) -> T:
         """Run backend work in one NVML session (handles fetched by one step are used by the
@@ -270,8 +296,7 @@ class Agent:
         if info.mig_mode:
             layout = self.layout(info.index, devices)
             record["layout_version"] = layout.version
-            record["instances"] = [_instance_record(i, self.made_again.of(i.uuid))
-                                   for i in layout.instances]
+            record["instances"] = self._records(layout)
         degraded = self._degraded(info, layout)
         if degraded:
             record["degraded"] = degraded
@@ -396,19 +421,20 @@ class Agent:
         except planner.PlanError as err:
             data: Dict[str, Any] = {"reason": err.kind, "layout_version": layout.version}
             if err.busy:
-                data["busy"] = [_instance_record(i) for i in err.busy]
+                data["busy"] = [self._record(i) for i in err.busy]
             if err.destroyable:
-                data["destroyable"] = [_instance_record(i) for i in err.destroyable]
+                data["destroyable"] = [self._record(i) for i in err.destroyable]
             message = str(err)
             if err.kind == "needs_destroy":
                 message += DESTROY_IDLE_HINT
             if pinned and err.busy:  # with the layout as it is, as a stale one's data
-                data["instances"] = _layout_records(layout)
+                data["instances"] = self._records(layout)
+                busy = " and ".join(planner.busy_label(i, self.made_again.of(i.uuid))
+                                    for i in err.busy)
                 message = "%s, in the way of the plan, is in use: a plan destroys only idle " \
                           "instances, and one in use is never destroyed; the layout is the " \
                           "one planned on (version %s), and whether an instance is in use " \
-                          "is no part of a version" % (" and ".join(
-                              planner.busy_label(i) for i in err.busy), layout.version)
+                          "is no part of a version" % (busy, layout.version)
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
     def _change(self, info: GpuInfo, before: Layout, change: Change,
@@ -422,7 +448,7 @@ class Agent:
             try:
                 applied = apply_change(self.backend, index, before, change)
             except ChangeFailed as err:
-                raise self._failed(info, err, MIG_ON, _layout_records) from err
+                raise self._failed(info, err, MIG_ON, self._records) from err
         self.health.clear(info.uuid)
         return applied
 
@@ -573,7 +599,7 @@ class Agent:
         in_use = [i for i in layout.instances if i.gi_id not in kept and i.busy]
         if in_use:
             log.warning("%s was cut short, but %s is in use: nothing rolled back", what,
-                        ", ".join(i.label() for i in in_use))
+                        ", ".join(map(self._named, in_use)))
             return
         err = restore(self.backend, index, before, change, None,
                       "the agent stopped midway through it")
@@ -651,8 +677,8 @@ class Agent:
                         and not inst.busy and not taken(inst.uuid):
                     return inst.uuid
             self._check_pinned(index, layout, pinned)
-            change = _plan_change(self._plan(layout, profile, start, destroy_idle,
-                                             pinned is not None))
+            change = self._plan_change(self._plan(layout, profile, start, destroy_idle,
+                                                  pinned is not None))
             with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
                     index, uuid, layout, change)):  # until it is made and usable
                 applied = self._change(info, layout, change, kept=False)
@@ -661,7 +687,7 @@ class Agent:
                     err = restore(self.backend, index, layout, change, applied.unread, (
                         "the new instance's uuid cannot be read (%s), and the job needs it"
                         % applied.unread))
-                    raise self._failed(info, err, MIG_ON, _layout_records) from err
+                    raise self._failed(info, err, MIG_ON, self._records) from err
             return created.uuid
 
     def _check_pinned(self, index: int, layout: Layout, pinned: Optional[str]) -> None:
@@ -677,13 +703,13 @@ class Agent:
             "the layout of GPU %d changed since the plan was made (version %s, now %s): %s; "
             "plan again" % (index, pinned, layout.version, what)),
             {"layout_version": layout.version,
-             "instances": [_instance_record(i) for i in layout.instances]})
+             "instances": self._records(layout)})
 
     def mig_plan(self, p: Params) -> Dict[str, Any]:
         info, layout = self._mig_gpu(p)
         made = self._plan(layout, p.text("profile"), p.integer("start", None, minimum=0),
                           p.flag("destroy_idle", False))
-        return _plan_record(info, made)
+        return self._plan_record(info, made)
 
     def mig_apply(self, p: Params) -> Dict[str, Any]:
         self._require_mig_privilege()
@@ -694,11 +720,11 @@ class Agent:
             self._check_pinned(info.index, layout, pinned)
             made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False),
                               pinned is not None)
-            change = _plan_change(made)
+            change = self._plan_change(made)
             applied = self._change(info, layout, change)
         created = change.created(applied.layout)
-        record = _plan_record(info, made, self.made_again.of)
-        record.update({"instance": _instance_record(created) if created else
+        record = self._plan_record(info, made)
+        record.update({"instance": self._record(created) if created else
                        _unread_instance(made), "planned_layout_version": made.layout_version})
         record.update(_after_record(applied))
         return record
@@ -724,12 +750,11 @@ class Agent:
             if target.busy:
                 raise RpcError(rpc.INSTANCE_BUSY, "%s is busy (pids %s): instances with running "
                                "processes are never destroyed" % (
-                                   target.label(), ", ".join(map(str, target.pids)) or "unknown"),
-                               {"instance": _instance_record(target)})
+                                   self._named(target), ", ".join(map(str, target.pids)) or
+                               "unknown"), {"instance": self._record(target)})
             applied = self._change(info, layout, Change(
-                "destroying idle %s" % target.label(), destroy=(target,)))
-        return {"gpu": info.index, "destroyed": _instance_record(
-            target, self.made_again.of(target.uuid)), **_after_record(applied)}
+                "destroying idle %s" % self._named(target), destroy=(target,)))
+        return {"gpu": info.index, "destroyed": self._record(target), **_after_record(applied)}
 
     def mig_set_mode(self, p: Params) -> Dict[str, Any]:
         """MIG mode on or off; with ``reset`` the GPU is reset when the new mode waits for one,
@@ -777,7 +802,7 @@ class Agent:
         except ChangeFailed as err:
             if idle is not None and idle.instances:
                 if err.restored:
-                    show = _layout_records
+                    show = self._records
                 err = remade(self.backend, info.index, idle, err)
             if err.restored and err.in_use:
                 raise self._failed(info, err, before, show, rpc.GPU_IN_USE) from err
@@ -808,8 +833,8 @@ class Agent:
         if busy:
             raise RpcError(rpc.GPU_IN_USE, "GPU %d has MIG instances in use (%s): MIG mode "
                            "changes only on an idle GPU" % (index, ", ".join(
-                               i.label() for i in busy)),
-                           {"gpu": index, "instances": [_instance_record(i) for i in busy]})
+                               self._named(i) for i in busy)),
+                           {"gpu": index, "instances": [self._record(i) for i in busy]})
         return layout
 
     # -- simulation controls --
@@ -928,20 +953,12 @@ def nvml_error(err: NvmlCallError) -> RpcError:
     return RpcError(code, str(err), {"function": err.function, "nvml_error": err.code_name})
 
 
-def _plan_change(made: planner.Plan) -> Change:
-    return Change(made.describe(), destroy=made.destroy, create=made.profile, start=made.start)
-
-
 def _unread_instance(made: planner.Plan) -> Dict[str, Any]:
     """The record of the instance a plan made when the GPU could not be read back: what the
     plan says, without the ids only the GPU can tell."""
     return {"uuid": None, "gi_id": None, "profile": made.profile.name, "start": made.start,
             "size": made.profile.size, "memory_mib": made.profile.memory_mib, "busy": False,
             "pids": []}
-
-
-def _layout_records(layout: Layout) -> List[Dict[str, Any]]:
-    return [_instance_record(i) for i in layout.instances]
 
 
 def _mode_record(mode: Tuple[bool, bool]) -> Dict[str, bool]:
@@ -976,13 +993,3 @@ def _instance_record(inst: Instance, remade_of: Tuple[str, ...] = ()) -> Dict[st
         record["remade_of"] = list(remade_of)
     return record
 
-
-def _plan_record(info: GpuInfo, made: planner.Plan,
-                 remade_of: Callable[[Optional[str]], Tuple[str, ...]] = lambda uuid: ()
-                 ) -> Dict[str, Any]:
-    """A plan as the protocol says it; ``remade_of``: which instances each it destroys was
-    made again in place of (``MadeAgain.of``), for the answer of a plan carried out."""
-    return {"gpu": info.index, "gpu_uuid": info.uuid, "profile": made.profile.name,
-            "start": made.start, "size": made.profile.size,
-            "destroy": [_instance_record(i, remade_of(i.uuid)) for i in made.destroy],
-            "layout_version": made.layout_version, "description": made.describe()}

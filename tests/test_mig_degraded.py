@@ -129,7 +129,11 @@ def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
     ("gpu-health.json", '{"version": 1, "boot": "'),
     ("gpu-health.json", "[" * 100000),
     ("xid-events.json", '{"version": 2, "boot": "%s", "kept": {"GPU-a": [{"time": "soon"}]}}'),
-    ("xid-events.json", "\0" * 64)], ids=["marks-cut", "marks-deep", "xid-shape", "xid-zeroed"])
+    ("xid-events.json", "\0" * 64),
+    ("mig-made-again.json", '{"version": 2, "boot": "%s", "kept": [{"uuid": "MIG-b", '
+                            '"remade_of": [7]}]}'),
+    ("mig-made-again.json", '{"version": 2, "boot": "%s", "kept": {"MIG-b": ["MIG-a"]}}')],
+    ids=["marks-cut", "marks-deep", "xid-shape", "xid-zeroed", "links-shape", "links-dict"])
 def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent, tmp_path,
                                                                     name, damage):
     """A kept file damaged (cut short by a full disk under an older agent, zeroed by a crash,
@@ -152,8 +156,9 @@ def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent,
     said = [line for line in (state / "daemon.log").read_text().splitlines()
             if "damaged" in line]
     assert len(said) == 1, said
-    assert " ERROR %s (the %s) is damaged (" % (kept, "GPU health marks" if name.startswith(
-        "gpu") else "XID events") in said[0]
+    assert " ERROR %s (the %s) is damaged (" % (kept, {
+        "gpu-health.json": "GPU health marks", "xid-events.json": "XID events",
+        "mig-made-again.json": "links of the MIG instances made again"}[name]) in said[0]
     assert "; set aside as %s, and " % aside in said[0]
 
 

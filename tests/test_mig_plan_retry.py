@@ -17,14 +17,17 @@ import pytest
 
 from fractui.config import QueueConfig
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import AnswerLost
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import MigChange, plan_create
 from fractui.store.intents import Asker
+from remote_agent.mig import journal
 from remote_agent.rpc import jsonrpc as rpc
 from tests import localfleet
 from tests.conftest import AgentError
 from tests.test_jobs import script
-from tests.test_mig_killed import kill_inside
+from tests.test_mig_degraded import restart
+from tests.test_mig_killed import daemon_log, kill_inside
 from tests.test_mig_launch_retry import CREATE_CI
 from tests.test_preview import place_previewed, wait_snapshot
 
@@ -113,8 +116,9 @@ def test_a_confirmed_plan_is_refused_where_the_gpu_really_changed_saying_what(
     if change_of_gpu.startswith("a process"):
         pid = call("sim.add_process", {"gpu": 0, "used_mib": 100, "instance": at6["uuid"]})[
             "pid"]
-        words = "1g.10gb at slot 6 (%s), pid %d, in the way of the plan, is in use: a plan " \
-                "destroys only idle instances" % (at6["uuid"], pid)
+        words = "1g.10gb at slot 6 (%s, made again in place of %s by a rolled-back change), " \
+                "pid %d, in the way of the plan, is in use: a plan destroys only idle " \
+                "instances" % (at6["uuid"], ", ".join(at6["remade_of"]), pid)
     else:
         call("mig.destroy", {"gpu": 0, "instance": at6["uuid"]})
         words = "changed since the plan was made (version %s, now " % (
@@ -311,6 +315,105 @@ def test_a_destroy_cut_short_by_the_agents_death_is_retried_on_the_instance_made
     assert later.call("snapshot")["gpus"][0]["instances"] == []
 
 
+def linked(found) -> List[Tuple[int, str, List[str]]]:
+    """Instance records by what names them: start, uuid and the uuids it was made again in
+    place of."""
+    return sorted((i["start"], i["uuid"], i.get("remade_of", [])) for i in found)
+
+
+def rolled_back_destroy(agent, uuid: str) -> Dict[str, Any]:
+    """A destroy of the idle instance ``uuid`` that fails once its GPU instance is gone, and
+    is rolled back: the instance the rollback made again, as the snapshot says it."""
+    agent.call("sim.fault", function="nvmlGpuInstanceDestroy", error="NVML_ERROR_UNKNOWN",
+               after=True)
+    with pytest.raises(AgentError, match="as it was"):
+        agent.call("mig.destroy", gpu=0, instance=uuid)
+    (again,) = agent.call("snapshot")["gpus"][0]["instances"]
+    return again
+
+
+def test_a_destroy_rolled_back_before_the_agents_restart_is_retried_on_the_instance_made_again(
+        start_agent, tmp_path):
+    """The links of the instances made again outlive the daemon (killed -9 here): a retry of a
+    destroy rolled back before the restart, naming the uuid it named, destroys the instance
+    made again in its place. They lived in the daemon's memory alone, and the retry was
+    refused as of an unknown instance. A rollback after the restart adds to a chain read
+    back, and what it adds is kept too."""
+    state = tmp_path / "host"
+    agent = start_agent("1xH100:mig", str(state))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    again = rolled_back_destroy(agent, old)
+    assert again["remade_of"] == [old]
+    later = restart(agent, start_agent, state)
+    assert later.call("snapshot")["gpus"][0]["instances"] == [again]
+    assert (state / "mig-made-again.json").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(AgentError) as stale:  # a stale plan's refusal names it so too
+        later.call("mig.apply", gpu=0, profile="1g.10gb", start=0, layout_version="0" * 12)
+    assert stale.value.code == rpc.STALE_LAYOUT
+    assert linked(stale.value.data["instances"]) == linked([again])
+    twice = rolled_back_destroy(later, old)  # the old uuid: the one made in its place
+    assert twice["remade_of"] == [old, again["uuid"]]
+    last = restart(later, start_agent, state)
+    done = last.call("mig.destroy", gpu=0, instance=old)
+    assert (done["destroyed"]["uuid"], done["destroyed"]["remade_of"]) == (
+        twice["uuid"], [old, again["uuid"]])
+    assert last.call("snapshot")["gpus"][0]["instances"] == []
+
+
+def test_a_damaged_file_of_links_loses_nothing_else_and_is_kept_anew(start_agent, tmp_path):
+    """The file of links damaged while no daemon ran, and a destroy cut short by the daemon's
+    death in the journal: the next daemon says the damaged file in its log, sets it aside,
+    and still rolls the destroy back and links the instance it makes again, which it keeps in
+    a new file; the daemon after it reads that one."""
+    state = tmp_path / "host"
+    agent = start_agent("1xH100:mig", str(state))
+    old = agent.call("mig.apply", gpu=0, profile="3g.40gb", start=4)["instance"]["uuid"]
+    kill_inside(agent, str(state), tmp_path, "nvmlComputeInstanceDestroy", "mig.destroy",
+                after=True, gpu=0, instance=old)
+    kept = state / "mig-made-again.json"
+    kept.write_text('{"version": 2, "boot": "%s", "kept": [{"uuid": "MIG-' % journal.boot_id())
+    later = start_agent(None, str(state))
+    (again,) = later.call("snapshot")["gpus"][0]["instances"]
+    assert (again["profile"], again["start"], again["remade_of"]) == ("3g.40gb", 4, [old])
+    said = daemon_log(str(state))
+    assert " ERROR %s (the links of the MIG instances made again) is damaged (" % kept in said
+    assert "; set aside as %s.damaged, and a retry of a change rolled back before the " \
+        "agent's restart" % kept in said, said
+    last = restart(later, start_agent, state)
+    assert last.call("snapshot")["gpus"][0]["instances"] == [again]
+    assert last.call("mig.destroy", gpu=0, instance=old)["destroyed"]["uuid"] == again["uuid"]
+
+
+def test_a_plan_and_every_answer_name_an_instance_made_again_with_the_uuids_it_replaced(
+        local_fleet):
+    """After a rollback made idle instances again, the plan (``mig.plan``: its records and its
+    words, which the admin confirms) and the audit of a change whose answer was lost named them by their new uuids alone, where the snapshot, ``mig.destroy``
+    and a create's answer say in place of which uuids each was made: the words of one change
+    named its instances two ways. Now each says the uuids an instance has now, and those it
+    was made again in place of."""
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SMALL])
+    call = f.fleet.session("gpu-a").call
+    _, before, rolled_back = failed_once(f, call)
+    old = {i["start"]: i["uuid"] for i in before}
+    new = {i["start"]: i for i in rolled_back}
+    assert [new[s]["remade_of"] for s in (4, 6)] == [[old[4]], [old[6]]]
+    plan = call("mig.plan", CREATE)
+    assert linked(plan["destroy"]) == linked([new[4], new[6]])
+    words = "destroy idle 2g.20gb at slot 4 (%s, made again in place of %s by a rolled-back " \
+            "change); destroy idle 1g.10gb at slot 6 (%s, made again in place of %s by a " \
+            "rolled-back change); create 3g.40gb at slot 4" % (
+                new[4]["uuid"], old[4], new[6]["uuid"], old[6])
+    assert plan["description"].startswith(words), plan["description"]
+    change = plan_create("gpu-a", CREATE, plan)
+
+    def lost(method: str, params: Dict[str, Any]) -> Any:
+        raise AnswerLost("gpu-a", method, "connection reset")
+    with pytest.raises(AnswerLost):
+        carry_out(f.store, Asker("tui"), lost, change)
+    (entry,) = f.store.audit_log()
+    assert entry.why.startswith("asked to on gpu-a gpu 0: %s" % words), entry.why
+
+
 def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_place(
         start_agent, tmp_path):
     """A launch onto an idle instance by its uuid, after a failed destroy of it was rolled
@@ -339,7 +442,8 @@ def test_an_instance_made_again_twice_stands_for_both_uuids_and_nothing_else_is_
     again at a place to the one gone from it; made again once more, it stands for both. An
     instance that stayed, or one made where none was gone, is linked to nothing."""
     from remote_agent.gpu import models
-    from remote_agent.mig.layout import Instance, Layout, MadeAgain
+    from remote_agent.mig.layout import Instance, Layout
+    from remote_agent.mig.made_again import MadeAgain
 
     geo = models.model("H100").geometry()
 
@@ -365,7 +469,8 @@ def test_made_again_keeps_the_latest_links_and_the_latest_uuids_of_a_long_chain(
     as long as the daemon ran, and went out in each snapshot's record of the instance (an
     admin keeps the first 256 of a list: the newest, the one retried, was left out)."""
     from remote_agent.gpu import models
-    from remote_agent.mig.layout import Instance, Layout, MadeAgain
+    from remote_agent.mig.layout import Instance, Layout
+    from remote_agent.mig.made_again import MadeAgain
 
     geo = models.model("H100").geometry()
 
@@ -382,3 +487,36 @@ def test_made_again_keeps_the_latest_links_and_the_latest_uuids_of_a_long_chain(
     seen.saw(at("MIG-p", 4), at("MIG-q", 4))
     assert (seen.of("MIG-1000"), seen.of("MIG-y"), seen.of("MIG-q")) == (
         (), ("MIG-x",), ("MIG-p",))
+
+
+def test_made_again_kept_is_read_back_bounded_as_kept_in_memory(tmp_path):
+    """``MadeAgain`` with a path keeps its links there as it links them (before ``saw``
+    returns), and one made on the path reads them back: the ``keep`` latest, each with its
+    ``chain`` latest uuids, as it would have kept them itself."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Instance, Layout
+    from remote_agent.mig.made_again import MadeAgain
+
+    geo = models.model("H100").geometry()
+
+    def at(uuid: str, start: int) -> Layout:
+        prof = geo.profile("1g.10gb")
+        return Layout(geo, (Instance(1, "1g.10gb", start, prof.size, prof.compute_slices,
+                                     uuid=uuid),))
+
+    path = str(tmp_path / "mig-made-again.json")
+    seen = MadeAgain(path=path)
+    for n in range(3):  # slot 6 made again three times, then slots 5 and 4 once
+        seen.saw(at("MIG-6.%d" % n, 6), at("MIG-6.%d" % (n + 1), 6))
+    seen.saw(at("MIG-5.0", 5), at("MIG-5.1", 5))
+    seen.saw(at("MIG-4.0", 4), at("MIG-4.1", 4))
+    again = MadeAgain(path=path)
+    assert [again.of("MIG-%s" % u) for u in ("6.3", "5.1", "4.1")] == [
+        ("MIG-6.0", "MIG-6.1", "MIG-6.2"), ("MIG-5.0",), ("MIG-4.0",)]
+    assert MadeAgain(keep=3, chain=2, path=path).of("MIG-6.3") == ("MIG-6.1", "MIG-6.2")
+    short = MadeAgain(keep=2, chain=2, path=path)
+    assert [short.of("MIG-%s" % u) for u in ("6.3", "5.1", "4.1")] == [
+        (), ("MIG-5.0",), ("MIG-4.0",)]
+    short.saw(at("MIG-6.3", 6), at("MIG-6.4", 6))  # linked anew: kept, the oldest left out
+    assert [MadeAgain(path=path).of("MIG-%s" % u) for u in ("6.4", "5.1", "4.1")] == [
+        ("MIG-6.3",), (), ("MIG-4.0",)]

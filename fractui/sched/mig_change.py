@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from remote_agent import DESTROY_IDLE_HINT
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.mig import planner
-from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
+from remote_agent.mig.layout import Geometry, Instance, Layout, Profile, named
 
 from fractui.sched import mig
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, Booked, book_launch,
@@ -50,10 +50,8 @@ def _where(host: str, gpu: int) -> str:
 def _instance(inst: Mapping[str, Any]) -> str:
     """An instance as an agent reports it, in words: one a rolled-back change made again says
     in place of which (``remade_of``), as a retry that named that one finds it."""
-    remade = inst.get("remade_of") or ()
-    return "%s at slot %s (%s%s)" % (inst.get("profile"), inst.get("start"), inst.get("uuid"),
-                                     ", made again in place of %s by a rolled-back change" %
-                                     ", ".join(remade) if remade else "")
+    return named(inst.get("profile"), inst.get("start"), inst.get("uuid"),
+                 inst.get("remade_of") or ())
 
 
 def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Mapping[str, Any]],

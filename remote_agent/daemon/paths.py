@@ -139,6 +139,11 @@ class AgentPaths:
         return os.path.join(self.state_dir, "gpu-health.json")
 
     @property
+    def made_again(self) -> str:
+        """The MIG instances rolled-back changes made again (remote_agent.mig.made_again)."""
+        return os.path.join(self.state_dir, "mig-made-again.json")
+
+    @property
     def xid_events(self) -> str:
         """The GPUs' recent XID errors (remote_agent.gpu.xid)."""
         return os.path.join(self.state_dir, "xid-events.json")
@@ -156,6 +161,7 @@ class AgentPaths:
                            (self.sim_state + ".lock", "simulator lock"),
                            (self.sudo_logins, "sudo logins"),
                            (self.gpu_health, "GPU health marks"),
+                           (self.made_again, "MIG instances made again"),
                            (self.xid_events, "XID events")):
             check_private(path, what)
         if os.path.lexists(self.sim_dir):

@@ -35,6 +35,7 @@ from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
 from remote_agent.jobs.watch import TICK_S, Watchdog
 from remote_agent.mig.health import GpuHealth
 from remote_agent.mig.journal import MigJournal
+from remote_agent.mig.made_again import MadeAgain
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
@@ -267,6 +268,7 @@ class Daemon:
         agent.cap_probe = self.supervisor.cap_probe
         agent.journal = MigJournal(paths.mig_journal)
         agent.health = GpuHealth(paths.gpu_health)  # kept for the next daemon, as the journal
+        agent.made_again = MadeAgain(path=paths.made_again)  # before the journal's rollbacks
         agent.xids.keep_in(paths.xid_events)
         agent.owners = self.supervisor.owners
         agent.runtimes = self.supervisor.runtimes.record()

@@ -74,9 +74,9 @@ class Instance:
     def slots(self) -> range:
         return range(self.start, self.start + self.size)
 
-    def label(self) -> str:
-        ident = self.uuid or "gi %d" % self.gi_id
-        return "%s at slot %d (%s)" % (self.profile, self.start, ident)
+    def label(self, remade_of: Iterable[str] = ()) -> str:
+        """The instance in words (``named``); ``remade_of``: as ``named``'s."""
+        return named(self.profile, self.start, self.uuid or "gi %d" % self.gi_id, remade_of)
 
     @property
     def placed(self) -> Tuple[str, int, bool]:
@@ -84,6 +84,16 @@ class Instance:
         start, and whether it has its compute instance (a GPU instance without one holds its
         slots, and no job can use it)."""
         return self.profile, self.start, self.uuid is not None
+
+
+def named(profile: Any, start: Any, ident: Any, remade_of: Iterable[str] = ()) -> str:
+    """An instance in words, the agent's and the admin side's alike: its profile, start and
+    uuid (``ident``), and the uuids of the instances a rolled-back change made it again in
+    place of (``remade_of``, made_again.MadeAgain), so that a retry naming one of those finds
+    it in the words too."""
+    remade = ", ".join(remade_of)
+    return "%s at slot %s (%s%s)" % (profile, start, ident, ", made again in place of %s by a "
+                                     "rolled-back change" % remade if remade else "")
 
 
 def placements(instances: Iterable[Instance]) -> Counter:
@@ -195,48 +205,3 @@ def misfit(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> Optional[st
             return "%s: on the memory slices of %s" % (where, other)
         held.update(dict.fromkeys(p.slots(i["start"]), where))
     return None
-
-
-class MadeAgain:
-    """The instances a rolled-back change made again, by the uuid the GPU gave each anew: the
-    uuids of those it stands in place of (a rollback makes an idle instance the change
-    destroyed again at its place, and the GPU gives it a new uuid; made again twice, it stands
-    for both). A retry of what named the old uuid (``mig.destroy``) finds it by them. Kept in
-    memory, the ``keep`` latest, each with the ``chain`` latest uuids it stands for (a place
-    rolled back again and again would grow its chain, sent in every snapshot, for as long as
-    the daemon runs; a retry names the last uuid it saw): the daemon that rolled the change
-    back knows it."""
-
-    def __init__(self, keep: int = 256, chain: int = 16):
-        self.keep = keep
-        self.chain = chain
-        self._of: "OrderedDict[str, Tuple[str, ...]]" = OrderedDict()
-        self._lock = threading.Lock()
-
-    def saw(self, before: Layout, now: Layout) -> None:
-        """``now``, read after a rollback of a change made on ``before``: each instance of
-        ``before`` gone, with one of its profile at its start that ``before`` did not hold
-        (the one made again there), is stood in for by it."""
-        was = {i.uuid for i in before.instances if i.uuid}
-        new = {(i.profile, i.start): i.uuid for i in now.instances
-               if i.uuid and i.uuid not in was}
-        there = {i.uuid for i in now.instances if i.uuid}
-        with self._lock:
-            for old in before.instances:
-                remade = new.get((old.profile, old.start))
-                if old.uuid and old.uuid not in there and remade is not None:
-                    self._of[remade] = (self._of.pop(old.uuid, ()) + (old.uuid,))[
-                        -self.chain:]
-                    self._of.move_to_end(remade)
-            while len(self._of) > self.keep:
-                self._of.popitem(last=False)
-
-    def of(self, uuid: Optional[str]) -> Tuple[str, ...]:
-        """The uuids the instance ``uuid`` was made again in place of (none: it was not)."""
-        with self._lock:
-            return self._of.get(uuid or "", ())
-
-    def standing_for(self, old: str, instances: Iterable[Instance]) -> Optional[Instance]:
-        """Of ``instances``, the one made again in place of ``old``, if any."""
-        with self._lock:
-            return next((i for i in instances if old in self._of.get(i.uuid or "", ())), None)
