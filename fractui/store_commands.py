@@ -16,8 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import (TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple)
 
 from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
                                parse_env)
@@ -27,10 +26,9 @@ from fractui.kept_output import final_tail
 from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
                                    store_of_a_host_verb)
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, terminated_as_interrupted
-from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view, request_of
+from fractui.sched.fleetview import HostView, facts, request_of
 from fractui.sched.cordons import holds, host_out, made_said, state
-from fractui.sched.manual import Unfit, complete, in_service, mode_change
-from fractui.sched.mig_change import flip_of, held_back, plan_flip
+from fractui.sched.manual import Unfit, by_hand, in_service, slot_flip
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import HeldTo
 from fractui.servable import submittable
@@ -497,7 +495,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
     with _by_hand(config, args, PLACE) as (store, job, gpu, asker):
         if intents.placed_there(job, args.host, (gpu,), args.profile):
             # a retry whose first answer was lost: done, answered as the first was
-            print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
+            print(_placed(job, slot_flip(
+                job.slot, store.inventory().get(args.host))  # type: ignore[arg-type]
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
             _unled_said(store, job)
             return 0
@@ -516,22 +515,22 @@ def place(config: Config, args: argparse.Namespace) -> int:
             raise Failed("%s was never heard from: its GPUs are unknown, so what placing job "
                          "%d there would charge cannot be counted (fractui status says why)" % (
                              args.host, job.id))
-        slot = hand_slot(job, Slot(args.host, (gpu,), args.profile, args.start,
-                                   layout_version=args.layout_version), known, store.uid)
-        flip = _flip(slot, known)
-        # as its launch judges the change (a job of the store on the GPU, a GPU its agent
-        # says has no MIG, a host that pins its modes), but the processes the host has now
-        refusal = None if flip is None else plan_flip(
-            args.host, known["gpus"][gpu], slot.profile is not None, job, (), on_hosts,
-            store.uid, config.mode_fixed(args.host), flips_modes(known)).refusal or _held(
-                store, args.host, gpu, known["gpus"][gpu])
-        if refusal is not None:  # its launch would be refused: not recorded
-            raise Failed("not placed: job %d on %s needs its launch to %s first, and %s" % (
-                job.id, slot.describe(), flip, refusal))
-        if flip is not None:  # a reset on some models: said, and agreed to, before it is asked
-            say("job %d on %s: its launch will first %s; the scheduler checks that the GPU is "
-                "idle then (if it is not, the job goes back to its queue)." % (
-                    job.id, slot.describe(), flip))
+        try:  # as its launch judges the change (a job of the store on the GPU, a GPU its
+            # agent says has no MIG, a host that pins its modes), but the processes the host
+            # has now
+            judged = by_hand(job, Slot(args.host, (gpu,), args.profile, args.start,
+                                       layout_version=args.layout_version), known, store.uid,
+                             on_hosts, config.mode_fixed(args.host), store.mode_holds(),
+                             time.time())
+        except Unfit as err:
+            raise Failed(str(err)) from None
+        slot, flip = judged.slot, judged.flip
+        refused = judged.refused(job)
+        if refused is not None:  # its launch would be refused: not recorded
+            raise Failed(refused)
+        first = judged.first(job)
+        if first is not None:  # a reset on some models: said, and agreed to, before it is asked
+            say(first + ".")
             if not (args.yes or confirm("Place it, changing the GPU's MIG mode?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
         held = _held_to(config, store)
@@ -560,43 +559,6 @@ def _placed(job: Job, flip: Optional[str]) -> str:
         else "")
 
 
-def _flip(slot: Slot, known: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The MIG mode change a launch on ``slot`` makes first on its GPU, in words, by the
-    host's kept facts (``known``; none: none known), or None."""
-    gpus = (known or {}).get("gpus") or []
-    turns = mode_change(slot, gpus)
-    return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
-
-
-def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[str]:
-    """Why the lease holder would not change this GPU's mode now (a change of its failed
-    lately), or None."""
-    uuid = str(rec.get("uuid"))
-    hold = store.mode_holds().get(uuid)
-    left = hold.left(time.time()) if hold is not None else 0.0
-    return held_back(gpu, host, uuid, left) if left else None
-
-
-def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
-    """The slot a placement by hand asks for, checked against what the host could hold (its
-    facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
-    leaves open stays open, for the launch to complete from the live GPU — but a slot whose
-    launch changes its GPU's MIG mode first (``mode_change``: a MIG queue's job on a GPU with
-    MIG off takes the queue's profile, a share queue's on one with MIG on its share; a GPU
-    whose mode change is pending is judged in the mode it has once that took effect) is
-    recorded whole, so that the change is said, or refused on a host that pins its modes, as
-    with ``--start``: left open, the launch would complete it in the mode the GPU has now,
-    with a share of 0 MiB for a MIG queue's job, or undo the pending change."""
-    try:
-        done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
-                        [], turn=True)
-    except Unfit as err:
-        raise Failed(str(err)) from None
-    if mode_change(done, host_facts.get("gpus") or []) is not None:
-        return done
-    return replace(slot, charge=done.charge)
-
-
 def move(config: Config, args: argparse.Namespace) -> int:
     """A move by hand of a placed or running job, one intent: the lease holder stops it (its
     grace), then places it by hand on the slot chosen here, which it holds meanwhile. The
@@ -615,7 +577,7 @@ def move(config: Config, args: argparse.Namespace) -> int:
             if unlaunched is not None:
                 raise Failed(unlaunched)
             where, view = _room_now(config, store, job, asked)
-            flip = _flip(where.slot(), facts(view))
+            flip = slot_flip(where.slot(), facts(view))
             say("job %d to %s: %s" % (job.id, where.host, where.plan))
             if flip is not None and not (args.yes or confirm(
                     "Move it, changing the GPU's MIG mode?")):

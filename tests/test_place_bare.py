@@ -16,12 +16,10 @@ import pytest
 from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig
-from fractui.outcome import Failed
 from fractui.sched.fleetview import facts
-from fractui.sched.manual import complete
+from fractui.sched.manual import Unfit, complete, hand_slot
 from fractui.store import Slot
 from fractui.store.model import PENDING, Job
-from fractui.store_commands import hand_slot
 from tests import localfleet
 from tests.test_sched_charge import UID, view_of
 from tests.test_scheduler_mig_mode import (SHARE, SLICE, decide, gpu, mig_audit,
@@ -159,7 +157,7 @@ def test_a_bare_placement_by_hand_is_of_a_kind_its_queue_takes_and_charged(
     job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
     try:
         slot = hand_slot(job, Slot("h", (0,)), facts(view), UID)
-    except Failed as err:
+    except Unfit as err:
         assert model == "NVIDIA L4" and queue.isolation == "mig", err
         return
     assert slot.charge > 0, slot
@@ -195,7 +193,7 @@ def test_an_older_placement_by_hand_of_a_share_of_no_memory_is_not_counted_again
 def refused_bare(queue: QueueConfig, view) -> str:
     """Why job 1 of ``queue`` placed bare on GPU 0 of ``view`` (host h) is refused."""
     job = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
-    with pytest.raises(Failed) as err:
+    with pytest.raises(Unfit) as err:
         hand_slot(job, Slot("h", (0,)), facts(view), UID)
     return str(err.value)
 

@@ -12,10 +12,9 @@ import pytest
 from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig
-from fractui.sched.manual import Unfit, complete
+from fractui.sched.manual import Unfit, complete, hand_slot
 from fractui.sched.fleetview import facts
 from fractui.store.model import PENDING, PLACED, Job, Slot
-from fractui.store_commands import hand_slot
 from tests.test_sched_charge import UID, view_of
 
 

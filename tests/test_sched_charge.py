@@ -15,12 +15,11 @@ from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.fleetview import HostView, facts, geometry
-from fractui.sched.manual import complete
+from fractui.sched.manual import complete, hand_slot
 from fractui.sched.preview import candidates
 from fractui.sched.queueing import schedule
 from fractui.sched.quota import charge, team_usage
 from fractui.store.model import PENDING, PLACED, Job, Slot
-from fractui.store_commands import hand_slot
 
 MODELS = sorted(models().values(), key=lambda m: m.name)
 UID = "charge00"

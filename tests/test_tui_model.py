@@ -370,3 +370,16 @@ def test_an_owner_the_config_lacks_is_marked_in_colour_too():
         assert ("?" in compact, "?" in narrow) == ((True, True) if team == "audio" else (
             False, False)), (team, compact, narrow)
         assert team in wide, wide  # where the name fits, the name says it
+
+
+@pytest.mark.parametrize("mode,pending,shown", [
+    (False, True, "MIG off (on after the next GPU reset)"),
+    (True, False, "MIG on (off after the next GPU reset)"),
+    (True, True, "MIG on · ")])
+def test_the_gpu_view_says_a_mig_mode_change_pending_a_reset(mode, pending, shown):
+    """The GPU view said "MIG off" of a GPU whose MIG on waits for a reset, nothing of the
+    change its ``M`` makes (the reset) or that placement there makes or undoes."""
+    gpu = dict(a100([]), mig_capable=True, mig_mode=mode, mig_pending=pending)
+    status = HostStatus("h", state="online", snapshot={"gpus": [gpu]})
+    head, _tables, _held = describe(status, "h", 1, StoreView(UID, ()), "red")
+    assert shown in plain(head), plain(head)

@@ -10,7 +10,8 @@ import re
 import pytest
 from textual import events
 from textual.selection import Selection
-from textual.widgets import Input
+from textual.errors import NoWidget
+from textual.widgets import Button, Input
 
 from fractui.config import Config, QueueConfig, StoreSettings, TuiSettings, toml_text
 from fractui.store import open_store
@@ -547,3 +548,65 @@ async def test_a_log_made_shorter_by_a_resize_keeps_its_cursor_in_sight():
         await pilot.press("y")
         assert app.clipboard == "line %d" % view.cursor
         assert not view.following
+
+
+def in_sight(app, widget) -> bool:
+    """Whether ``widget`` is drawn whole within the screen, as its compositor lays it out (a
+    widget laid out below the screen's edge has a region there, out of the screen's)."""
+    try:
+        region = app.screen.find_widget(widget).region
+    except NoWidget:
+        return False
+    return region.height > 0 and app.screen.region.contains_region(region)
+
+
+LONG_QUESTION = "Asked first. " + "Turn MIG mode on on gpu-a gpu 0 (NVIDIA A100-SXM4-80GB, MIG " \
+    "now off): " * 6 + "?"
+
+
+async def _to(way: str, app, pilot) -> None:
+    """Into what ``way`` names: a screen, its search or filter box typed into (``… /``), the
+    GPU view's profile picker (``N``), a question taller than the screen."""
+    await settled(pilot)
+    screen = way.removesuffix(" /")
+    if screen == "job":
+        await open_job_1(app, pilot)
+    elif screen in ("jobs", "gpu"):
+        await pilot.press("J" if screen == "jobs" else "d")
+    elif screen == "gpu N":
+        await pilot.press("d", "N")
+    elif screen == "question":
+        app.push_screen(ConfirmScreen(LONG_QUESTION))
+    await settled(pilot)
+    if way.endswith("/"):
+        await pilot.press("slash", "e", "p")
+        await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(40, 10), (80, 24)])
+@pytest.mark.parametrize("way", ["fleet", "fleet /", "jobs", "jobs /", "job", "job /",
+                                 "gpu", "gpu N", "question"])
+@pilot_test
+async def test_what_is_typed_into_or_has_the_focus_is_in_sight_at_small_sizes(way, size):
+    """At 40x10 the job screen's head (its details, its GPU's health) filled the screen: its
+    output was drawn below the edge, and the search's box, opened with ``/``, was typed into
+    out of sight; a question taller than the screen put its buttons below it. Every box typed
+    into, every focused widget and a question's buttons are drawn within the screen."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await _to(way, app, pilot)
+        # laid out within the screen: none of it below the edge, which the screen scrolled
+        # to once the focus was there, taking the job's head (or the question's start) away
+        assert app.screen.max_scroll_y == 0 and app.screen.scroll_offset.y == 0
+        assert in_sight(app, app.focused), (app.focused, app.screen.find_widget(
+            app.focused).region)
+        if way.endswith("/"):
+            assert isinstance(app.focused, Input) and app.focused.value == "ep"
+            assert any("ep" in line for line in screen_lines(app)), screen_lines(app)
+        if way == "job":
+            assert in_sight(app, app.screen.query_one("#logstate"))
+        if way == "question":
+            assert all(in_sight(app, b) for b in app.screen.query(Button))
+            assert any("│ Asked first. " in line for line in screen_lines(app))  # (its start)
+        if way.startswith("job "):
+            assert screen_lines(app)[0].startswith(" job #1"), screen_lines(app)

@@ -6,17 +6,18 @@ by hand onto a host or GPU out of service is refused, with the reason (``in_serv
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from remote_agent.mig.layout import Geometry, Layout, Profile
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
-from fractui.sched.fleetview import (HostView, build_hosts, gpu_geometry, record_charge, request_of,
-                                     share_mib)
+from fractui.sched.fleetview import (HostView, build_hosts, flips_modes, gpu_geometry, idle_view,
+                                     record_charge, request_of, share_mib)
+from fractui.sched.mig_change import flip_of, held_back, plan_flip
 from fractui.sched.model import Request
-from fractui.store.model import Cordon, Job, Slot
+from fractui.store.model import Cordon, Job, ModeHold, Slot
 from fractui.words import gib, portion
 
 
@@ -226,3 +227,79 @@ def _mode_changes(slot: Slot, rec: Mapping[str, Any], geo: Optional[Geometry]) -
         return slot.profile is None and slot.memory_mib is not None
     return (slot.profile is not None and slot.start is not None and geo is not None
             and geo.profile(slot.profile) is not None)
+
+
+@dataclass(frozen=True)
+class ByHand:
+    """A placement by hand judged on a host's facts (fleetview.facts: kept, or live), as
+    ``fractui place`` and the TUI's preview of a GPU whose MIG mode change is pending judge
+    it: the ``slot`` to record, the MIG mode change its launch makes first (``flip``, in
+    words; None: none), and why its launch would refuse that change (``refusal``; None: it
+    would not)."""
+
+    slot: Slot
+    flip: Optional[str] = None
+    refusal: Optional[str] = None
+
+    def refused(self, job: Job) -> Optional[str]:
+        """Why ``job`` is not placed so (its launch would be refused), in ``place``'s words."""
+        return None if self.refusal is None else \
+            "not placed: job %d on %s needs its launch to %s first, and %s" % (
+                job.id, self.slot.describe(), self.flip, self.refusal)
+
+    def first(self, job: Job) -> Optional[str]:
+        """What the launch changes first, said before it is agreed to (a reset on some
+        models), or None."""
+        return None if self.flip is None else \
+            "job %d on %s: its launch will first %s; the scheduler checks that the GPU is idle " \
+            "then (if it is not, the job goes back to its queue)" % (
+                job.id, self.slot.describe(), self.flip)
+
+
+def by_hand(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str,
+            store_jobs: Sequence[Job], fixed: bool, holds: Mapping[str, ModeHold], now: float,
+            agent_jobs: Iterable[Mapping[str, Any]] = (),
+            gpu: Optional[Mapping[str, Any]] = None) -> ByHand:
+    """``slot`` completed (``hand_slot``; Unfit, saying why, where it cannot be) and the MIG
+    mode change its launch makes first judged as the launch judges it (``plan_flip``: a job of
+    ``store_jobs`` on the GPU, a GPU with no MIG, a host that pins its modes, ``fixed``), or
+    held back a while after a change of its failed (``holds``, by GPU UUID, at ``now``).
+    ``agent_jobs`` and ``gpu`` (the GPU's live record, with its processes and instances):
+    what the host says now, where it was asked; kept facts have neither."""
+    done = hand_slot(job, slot, host_facts, store_uid)
+    flip = slot_flip(done, host_facts)
+    if flip is None:
+        return ByHand(done)
+    turns, rec = done.profile is not None, host_facts["gpus"][done.gpus[0]]
+    hold = holds.get(str(rec.get("uuid")))
+    left = hold.left(now) if hold is not None else 0.0
+    refusal = plan_flip(done.host, gpu if gpu is not None else rec, turns, job, agent_jobs,
+                        store_jobs, store_uid, fixed, flips_modes(host_facts)).refusal or (
+        held_back(done.gpus[0], done.host, str(rec.get("uuid")), left) if left else None)
+    return ByHand(done, flip, refusal)
+
+
+def slot_flip(slot: Slot, host_facts: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The MIG mode change a launch on ``slot`` makes first on its GPU, in words, by the
+    host's facts (none: none known), or None."""
+    gpus = (host_facts or {}).get("gpus") or []
+    turns = mode_change(slot, gpus)
+    return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
+
+
+def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
+    """The slot a placement by hand asks for, checked against what the host could hold (its
+    facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
+    leaves open stays open, for the launch to complete from the live GPU — but a slot whose
+    launch changes its GPU's MIG mode first (``mode_change``: a MIG queue's job on a GPU with
+    MIG off takes the queue's profile, a share queue's on one with MIG on its share; a GPU
+    whose mode change is pending is judged in the mode it has once that took effect) is
+    recorded whole, so that the change is said, or refused on a host that pins its modes, as
+    with ``--start``: left open, the launch would complete it in the mode the GPU has now,
+    with a share of 0 MiB for a MIG queue's job, or undo the pending change. Unfit, saying
+    why, where the host could not hold it."""
+    done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid, [],
+                    turn=True)
+    if mode_change(done, host_facts.get("gpus") or []) is not None:
+        return done
+    return replace(slot, charge=done.charge)

@@ -41,6 +41,11 @@ class Candidate:
     plan: str
     layout_version: Optional[str] = None
     chosen: bool = False
+    pending: bool = False
+    """On a GPU whose MIG mode change is pending: judged as ``fractui place`` judges it
+    (``manual.by_hand``), its launch making or undoing the change; not scored."""
+    refusal: Optional[str] = None
+    """Why its launch would be refused (``fractui place``'s words): shown, never recorded."""
 
     def slot(self) -> Slot:
         """The decision to record if the admin confirms this candidate."""

@@ -48,7 +48,8 @@ from fractui.tui.header import Header, HeaderInfo
 from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuLine, HostLine,
                                Line, StoreView, after, compile_filter, gpus_of, unmeasured,
                                with_ghost)
-from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
+from fractui.tui.placement import (GhostMoved, Placement, PlacementDone, PreviewBar, pending_slots,
+                                  same_slot)
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
 from fractui.tui.oneatatime import OneAtATime, unforeseen
@@ -664,7 +665,20 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _views(self, statuses: Sequence[HostStatus], view: StoreView) -> list[HostView]:
         """The hosts as placement judges them: each GPU the lease holder holds back from mode
         changes offered none here either."""
-        return [HostView.of(s, self.config.mode_fixed(s.name), view.held) for s in statuses]
+        return [HostView.of(s, self.config.mode_fixed(s.name), view.held.keys())
+                for s in statuses]
+
+    def _found(self, statuses: Sequence[HostStatus], view: StoreView, job: Job
+               ) -> list[Candidate]:
+        """Where ``job`` could go now (the preview's candidates), and where it is pending, on
+        each GPU whose MIG mode change is pending, as ``fractui place`` would place it there
+        (``pending_slots``); a move is offered the preview's only, as ``fractui move``."""
+        views = self._views(statuses, view)
+        found = candidates(views, view.jobs, view.uid, job, view.cordons)
+        if job.state == PENDING:
+            found += pending_slots(views, view.jobs, view.cordons, view.uid, job, view.held,
+                                   time.time())
+        return found
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
     def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
@@ -681,8 +695,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if now is None or not same_kind(job, now):
             self.post_message(Placed(job, None, _no_longer(job)))
             return
-        self.post_message(Slots(now, candidates(self._views(statuses, view), view.jobs, view.uid,
-                                                now, view.cordons), held=held))
+        self.post_message(Slots(now, self._found(statuses, view, now), held=held))
 
     def _held_to(self, view: Optional[StoreView]) -> HeldTo:
         """The quotas a placement by hand is held to, as the store is read now (in a worker):
@@ -773,10 +786,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         except Unfit as err:  # cordoned since the preview: said with the reason
             self.post_message(Placed(now, None, str(err)))
             return
-        found = candidates(self._views(list(statuses.values()), view), view.jobs, view.uid, now,
-                           view.cordons)
+        found = self._found(list(statuses.values()), view, now)
         match = next((c for c in found if same_slot(c, where)), None)
-        if match is None:
+        if match is None or match.refusal is not None:
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
                                     "was placed. The plan now:", near=where, held=held))
             return

@@ -182,9 +182,12 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
         head.add_row("gpu %d" % index, Text("not reported by the host", style=warning))
         return head, Text(""), []
     util = gpu.get("utilization_gpu")
-    head.add_row("gpu %d" % index, BetweenParts(Text("%s · %s · %s used of %s · util %s" % (
+    pending = gpu.get("mig_pending")
+    head.add_row("gpu %d" % index, BetweenParts(Text("%s · %s%s · %s used of %s · util %s" % (
         short_model(gpu.get("name", "?")), "MIG on" if gpu.get("mig_mode") else "MIG off"
-        if gpu.get("mig_capable") else "no MIG", mib_text(gpu.get("memory_used_mib")),
+        if gpu.get("mig_capable") else "no MIG", "" if pending is None or bool(pending) == bool(
+            gpu.get("mig_mode")) else " (%s after the next GPU reset)" % (
+                "on" if pending else "off"), mib_text(gpu.get("memory_used_mib")),
         mib_text(gpu.get("memory_mib")),
         "n/a (%s)" % (gpu.get("utilization_note") or "not reported") if util is None
         else "%d%%" % util))))  # (on at 80 columns between parts, not inside one)

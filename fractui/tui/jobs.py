@@ -19,7 +19,7 @@ from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
@@ -148,10 +148,11 @@ class ConfirmScreen(ModalScreen[bool]):
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical {
-        width: 64; max-width: 100%; height: auto;
+        width: 64; max-width: 100%; height: auto; max-height: 100%;
         background: $panel; border: round $warning; padding: 0 1;
     }
-    ConfirmScreen Horizontal { height: auto; align-horizontal: right; }
+    ConfirmScreen VerticalScroll { height: auto; scrollbar-size-vertical: 1; }
+    ConfirmScreen Horizontal { dock: bottom; height: auto; align-horizontal: right; }
     ConfirmScreen Button { margin: 1 0 0 2; }
     """
     BINDINGS = [
@@ -165,12 +166,13 @@ class ConfirmScreen(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(self.question, markup=False)
+        with Vertical():  # (the buttons docked: a question taller than the screen scrolls)
             with Horizontal():
                 yield Button("yes (%s)" % key_named(self, "confirm.yes"), variant="warning",
                              id="yes")
                 yield Button("no (%s)" % key_named(self, "confirm.no"), id="no")
+            with VerticalScroll(can_focus=False):
+                yield Static(self.question, markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -216,10 +218,14 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
+    JobScreen #head { height: auto; background: $panel; scrollbar-size-vertical: 1; }
     JobScreen #details { height: auto; max-height: 14; background: $panel; padding: 0 1; }
     JobScreen #logstate { height: auto; background: $panel; padding: 0 1; color: $text-muted; }
     JobScreen #search { height: 3; display: none; }
     """
+    ROOM_BELOW = 7
+    """Rows the head leaves below it, at least: the output's state line and two of output, and
+    the key line (4 rows at 40 columns), or the search's box and its one."""
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
                  asker: Asker, clock: Callable[[], float], readonly: bool,
@@ -271,8 +277,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             Loaded(self.job, self.history, self.uid, said, self.last_line)))
 
     def compose(self) -> ComposeResult:
-        yield Static(id="details", markup=False)
-        yield HealthPanel(id="health")
+        with VerticalScroll(id="head", can_focus=False):
+            yield Static(id="details", markup=False)
+            yield HealthPanel(id="health")
         yield Static(id="logstate", markup=False)
         yield LogView(id="log")
         yield Input(placeholder="search: a regex; enter finds, %s/%s next/previous, %s closes" % (
@@ -289,6 +296,13 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.load()
         self.set_interval(REFRESH_S, self.load)
         self.show_state()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The head (the job's details, its GPU's health) takes at most half the screen and
+        leaves ``ROOM_BELOW``, scrolling within that: at 40x10 it filled the screen, the
+        output drawn below its edge, and the search's box typed into out of sight."""
+        rows = event.size.height
+        self.query_one("#head").styles.max_height = max(2, min(rows // 2, rows - self.ROOM_BELOW))
 
     def on_unmount(self) -> None:
         with self._follows_lock:

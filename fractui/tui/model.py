@@ -17,7 +17,7 @@ from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, booked_layout, jobs_by_host,
                                      mps_layer, not_started, unshown)
-from fractui.store.model import PENDING, Cordon, Job, StaleCopy
+from fractui.store.model import PENDING, Cordon, Job, ModeHold, StaleCopy
 from fractui.tui.typed import Clocked, Typed
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -143,9 +143,9 @@ class StoreView:
     """Who holds the scheduler lease: who carries out decisions now (None: no one)."""
     cordons: tuple[Cordon, ...] = ()
     """Hosts and GPUs out of service."""
-    held: frozenset[str] = frozenset()
-    """GPUs (UUIDs) the lease holder holds back from MIG mode changes now, a change of theirs
-    having failed."""
+    held: Mapping[str, ModeHold] = field(default_factory=dict)
+    """GPUs (by UUID) the lease holder holds back from MIG mode changes now, a change of theirs
+    having failed, and until when."""
     trouble: Optional[str] = None
     """What fails the lease holder's scheduling passes, while they fail."""
     ended: Optional[tuple[Job, ...]] = None

@@ -17,9 +17,12 @@ from rich.text import Text
 from textual.message import Message
 from textual.widget import Widget
 
+from fractui.sched.cordons import refusal
+from fractui.sched.fleetview import USABLE, HostView, facts, model_name, request_of
+from fractui.sched.manual import Unfit, by_hand
 from fractui.sched.preview import Candidate
 from fractui.sched.quota import HeldTo
-from fractui.store.model import Job, adds_within, movable
+from fractui.store.model import ON_HOST, Cordon, Job, ModeHold, Slot, adds_within, movable
 from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
 
@@ -33,6 +36,51 @@ def same_slot(a: Candidate, b: Candidate) -> bool:
     was shown is still what will happen (a share's free MiB may differ; its size may not)."""
     return (a.host, a.gpus, a.profile, a.start, a.memory_mib, a.layout_version) == (
         b.host, b.gpus, b.profile, b.start, b.memory_mib, b.layout_version)
+
+
+def pending_slots(views: Sequence[HostView], jobs: Sequence[Job], cordons: Sequence[Cordon],
+                  store_uid: str, job: Job, holds: Mapping[str, ModeHold], now: float
+                  ) -> list[Candidate]:
+    """The slot ``job`` takes on each GPU whose MIG mode change is pending (it waits for a GPU
+    reset), which the preview's candidates leave out (such a GPU takes no new work, and a
+    pass offers it no change): the one ``fractui place JOB HOST GPU`` records there, whose
+    launch makes the change now (a reset) or undoes it, as the job's queue takes the GPU; with
+    the same words and checks (``manual.by_hand``), so one its launch would refuse (a host
+    that pins its modes, a job on the GPU) is shown with ``place``'s reason, never recorded.
+    Only where the preview would look (the queue's hosts and GPU models, a GPU in service); a
+    GPU of which the job can take nothing there (``Unfit``) has none."""
+    req = request_of(job)
+    on_hosts = [j for j in jobs if j.state in ON_HOST and j.id != job.id]
+    out = []
+    for view in views:
+        if view.state not in USABLE or not view.hello or (req.hosts and
+                                                           view.name not in req.hosts):
+            continue
+        known = facts(view)
+        for rec in view.gpu_records():
+            index = int(rec.get("index", 0))
+            pending = rec.get("mig_pending")
+            if pending is None or bool(pending) == bool(rec.get("mig_mode")) or (
+                    req.models and model_name(rec.get("name") or "") not in req.models) or \
+                    refusal(cordons, jobs, view.name, (index,)) is not None:
+                continue
+            try:
+                judged = by_hand(job, Slot(view.name, (index,)), known, store_uid, on_hosts,
+                                 view.mode_fixed, holds, now, view.jobs.values(), rec)
+            except Unfit:
+                continue
+            slot = judged.slot
+            made = (slot.profile is not None) == bool(pending)
+            said = "MIG %s is pending on %s gpu %d (MIG now %s, until a GPU reset); " \
+                "placed here, %s: %s" % (
+                    "on" if pending else "off", view.name, index,
+                    "on" if rec.get("mig_mode") else "off",
+                    "it is made now" if made else "it is undone",
+                    judged.refused(job) or judged.first(job))
+            out.append(Candidate(slot.host, slot.gpus, slot.profile, slot.start,
+                                 slot.memory_mib, slot.charge, 0.0, said, pending=True,
+                                 refusal=judged.refusal))
+    return out
 
 
 @dataclass
@@ -57,7 +105,8 @@ class Placement:
         """The ghost starts on the scheduler's choice."""
         p = cls(job, list(found), held=held)
         p.in_order(rank)
-        p.at = next((i for i, c in enumerate(p.candidates) if c.chosen), 0)
+        p.at = next((i for i, c in enumerate(p.candidates) if c.chosen), next(
+            (i for i, c in enumerate(p.candidates) if c.refusal is None), 0))
         return p
 
     def in_order(self, rank: Mapping[tuple[str, int], int]) -> None:
@@ -195,6 +244,8 @@ class PreviewBar(Widget, Modal, can_focus=True):
             return len({(c.host, c.gpus) for c in p.candidates}) > 1
         if action == "chosen":
             return any(c.chosen for c in p.candidates)
+        if action == "done":  # a slot its launch would refuse is shown, never confirmed
+            return p.current.refusal is None
         return True
 
     def what_now(self, binding_id: str) -> Optional[str]:
@@ -225,8 +276,9 @@ class PreviewBar(Widget, Modal, can_focus=True):
             out.append("  no slot of the fleet can take it now" + (
                 " (%s)" % p.job.reason if p.job.reason else ""), style=v["warning"])
         else:
-            out.append("  slot %d of %d · score %.3f · charge %.2f GPU%s" % (
-                p.at + 1, len(p.candidates), c.score, c.charge,
+            out.append("  slot %d of %d · %s · charge %.2f GPU%s" % (
+                p.at + 1, len(p.candidates), "not scored" if c.pending else
+                "score %.3f" % c.score, c.charge,
                 " · the scheduler's choice" if c.chosen else ""), style="dim")
             past = p.past_quota()
             if past is not None:
@@ -237,7 +289,7 @@ class PreviewBar(Widget, Modal, can_focus=True):
         if c is not None:
             if p.moving:
                 out.append(MOVE_WORDS % p.job.slot.describe())  # type: ignore[union-attr]
-            out.append(c.plan)
+            out.append(c.plan, style="" if c.refusal is None else v["warning"])
         return out
 
     def action_move(self, by: int) -> None:

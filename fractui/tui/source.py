@@ -313,8 +313,8 @@ class LiveSource(Source):
         newest = self.read_newest_ended() if ended else None
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()),
-                         frozenset(u for u, h in self.store.mode_holds().items()
-                                   if h.until > now), self.store.trouble(), newest,
+                         {u: h for u, h in self.store.mode_holds().items() if h.until > now},
+                         self.store.trouble(), newest,
                          tuple(stale_copies(self.store)), self.read_last_lines(newest or ()))
 
     def read_last_lines(self, jobs: Sequence[Job]) -> dict[int, str]:
