@@ -35,10 +35,12 @@ def subprocess_run(argv: Sequence[str], env_extra: dict | None = None,
                           env=dict(os.environ, **(env_extra or {})))
 
 
-def fractui_process(argv: Sequence[str]) -> subprocess.Popen:
+def fractui_process(argv: Sequence[str],
+                    under: Callable[[List[str]], List[str]] = list) -> subprocess.Popen:
     """``python -m fractui`` with ``argv`` started, its stdout and stderr piped as text, for a
-    verb the test reads while it runs (``submit --wait``, ``logs -f``)."""
-    return subprocess.Popen([sys.executable, "-m", "fractui", *argv], cwd=REPO,
+    verb the test reads while it runs (``submit --wait``, ``logs -f``); ``under`` makes the
+    command line it runs from that one (tests/resolver.py: in a namespace of its own)."""
+    return subprocess.Popen(under([sys.executable, "-m", "fractui", *argv]), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
 

@@ -23,6 +23,7 @@ from tests import localfleet
 from tests.cli_run import fractui_process, leaks, reaped, subprocess_run
 from tests.localfleet import LocalFleet, wait
 from tests.pg_proxy import BEFORE, PgProxy
+from tests.resolver import EAI_AGAIN, Resolver
 from tests.test_logs_store import _following, _store_only
 from tests.test_pg_restart_watchers import _said_until
 
@@ -174,6 +175,71 @@ def test_a_scheduler_started_while_its_store_is_away_waits_and_then_schedules(cu
     assert len(lost) == 1 and lost[0].endswith(
         LOST % "the scheduler starts once it answers"), lost
     assert "Traceback" not in err and not leaks("".join(lost)), err
+
+
+def test_a_scheduler_whose_store_host_the_resolver_cannot_look_up_yet_waits_for_it(
+        cut, pg_server):
+    """``fractui scheduler`` whose store's host name the resolver cannot look up for now
+    (EAI_AGAIN: a name server not up yet at boot, or not reached) is waited for as a store
+    away, never ended as a URL naming no host (EAI_NONAME: exit 1 at once); once the name
+    resolves, it takes the lease and places what waits. A resolver of the test's own
+    (tests/resolver.py), no network."""
+    f, name = cut.f, "fractui-store.test"
+    job = f.submit("q")
+    resolver = Resolver(f.tmp / "resolver")
+    assert resolver.answer(name) == EAI_AGAIN
+    path = f.tmp / "by-name.toml"
+    path.write_text(Path(f.write_config()).read_text().replace(
+        json.dumps(f.config.store.url), json.dumps("postgresql://postgres@%s:%d/%s" % (
+            name, pg_server.port, cut.db))))
+    with reaped(fractui_process(["--config", str(path), "scheduler", "--name", "s1"],
+                                resolver.command), signal.SIGTERM) as sched:
+        lost = _said_until(sched.stderr, "waiting for the store")
+        assert sched.poll() is None, (lost, sched.communicate())
+        resolver.knows(name)
+        back = sched.stderr.readline()
+        assert back == "fractui: the store is back; the scheduler starts\n", (
+            lost, back, sched.communicate(timeout=60))
+        wait(lambda: f.states()[job.id] == "running", f.states, timeout_s=60, alive=sched)
+        assert (f.store.lease_holder() or ("",))[0] == "s1"
+    assert len(lost) == 1 and name in lost[0] and "cannot reach the PostgreSQL server" in \
+        lost[0] and lost[0].endswith(LOST % "the scheduler starts once it answers"), lost
+    assert "Traceback" not in lost[0], lost
+
+
+def test_submit_wait_rides_out_a_store_host_the_resolver_cannot_look_up_for_a_while(cut):
+    """``submit --wait`` whose store's host name the resolver cannot look up for a while, as
+    its job runs (EAI_AGAIN): waited for as a store away, said in the resolver's words, never
+    ended as a URL naming no host; once the name resolves again it waits on, and says how
+    the job ended, exit 1 as the job's failure gives."""
+    f, name = cut.f, "fractui-store.test"
+    resolver = Resolver(f.tmp / "resolver")
+    resolver.knows(name)
+    path = f.tmp / "by-name.toml"
+    path.write_text(Path(cut.through("user.toml")).read_text().replace(
+        cut.proxy.url(cut.db), "postgresql://postgres@%s:%d/%s" % (
+            name, cut.proxy.port, cut.db)))
+    go = f.tmp / "go"
+    with reaped(f.scheduler_process("s1"), signal.SIGTERM) as sched:
+        wait(lambda: "gpu-a" in f.store.inventory(), f.store.inventory, alive=sched)
+        with reaped(fractui_process(["--config", str(path), "submit", "--queue", "q",
+                                     "--wait", "--", "sh", "-c", "while [ ! -e %s ]; do "
+                                     "sleep 0.1; done; echo hello; exit 3" % go],
+                                    resolver.command)) as waiter:
+            assert waiter.stdout.readline() == "1 pending in queue q\n"
+            resolver.forgets(name)
+            lost = _said_until(waiter.stderr, "waiting for the store")
+            assert waiter.poll() is None, (lost, waiter.communicate(timeout=60))
+            resolver.knows(name)
+            back = _said_until(waiter.stderr, "the store is back")
+            go.touch()
+            out, err = waiter.communicate(timeout=120)
+    assert lost[-1].endswith(LOST % "job 1 goes on meanwhile") and \
+        "Temporary failure in name resolution" in lost[-1], lost
+    assert back[-1] == "fractui: the store is back; waiting for job 1 to end\n", back
+    assert (waiter.returncode, out) == (1, ""), (lost, back, err)
+    assert "fractui: job 1 ended: exited 3: hello\n" in err, err
+    assert not leaks("".join(lost + back) + err)
 
 
 def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(cut):

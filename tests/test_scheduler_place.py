@@ -5,6 +5,7 @@ so placed is borrowed: the scheduler preempts it when a team within its quota ne
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import pty
@@ -495,6 +496,57 @@ def test_a_damaged_row_of_the_kept_quotas_is_said_not_known_and_written_again_at
     f.scheduler.step()  # its next pass: the same lease, the same config
     mended = f.store.team_terms()
     assert (mended, mended.unread) == (kept, {})
+
+
+@pytest.mark.parametrize("gone", ["vision", "every"])
+def test_a_kept_quota_row_deleted_by_hand_is_said_missing_and_written_again_at_a_pass(
+        local_fleet, store_url, request, gone):
+    """A row of the quotas the lease holder keeps (team_terms) deleted by hand, the mark that
+    the holder wrote them (meta team_terms_written) left: vision read as a team the holder
+    does not have (`teams`: "no team vision", its jobs not placed), and with every row gone
+    as a holder of no [[teams]] ("holds no team to a quota"), until its next pass wrote them
+    again. The mark names the teams written, so the store tells the row missing: vision's
+    quota is not known, said with why and who writes it again, and the next pass does."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS, store_url=store_url)
+    f.scheduler.step()  # the lease holder keeps its terms
+    kept = {"vision": TeamTerms(0.5, False, 1.0), "nlp": TeamTerms(1.0, False, 1.0)}
+    assert f.store.team_terms() == kept
+    _owner_sql(store_url, request, "DELETE FROM team_terms%s" % (
+        " WHERE team = 'vision'" if gone == "vision" else ""))
+    read = f.store.team_terms()
+    assert (sorted(read.unread), read.none()) == (
+        ["vision"] if gone == "vision" else ["nlp", "vision"], False)
+    row = ("store %s, its row of team_terms: team vision's quota is missing (the row deleted "
+           "since the lease holder wrote it)" % f.store.dialect.where)
+
+    shown = f.fractui("teams", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "fractui: team vision: its quota is not known: %s (the scheduler holds it to its " \
+           "own config's, and writes the row again at its next pass)" % row in shown.stderr, \
+        shown.stderr
+    assert "no team vision" not in shown.stderr and "no team to a quota" not in shown.stderr
+    vision = next(t for t in json.loads(shown.stdout)["teams"] if t["name"] == "vision")
+    assert vision["quota_not_known"] == row
+
+    f.scheduler.step()  # its next pass: the same lease, the same config
+    mended = f.store.team_terms()
+    assert (mended, mended.unread) == (kept, {})
+
+
+def test_a_mark_of_kept_quotas_naming_no_teams_is_written_again_naming_them(
+        local_fleet, store_url, request):
+    """A store whose mark that the lease holder wrote the terms names no teams (written before
+    it did: '1') cannot tell a deleted row (all deleted: read as none kept); the holder's next
+    pass writes the mark again naming them, and a row deleted after is said missing."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS, store_url=store_url)
+    f.scheduler.step()
+    _owner_sql(store_url, request, "UPDATE meta SET value = '1' "
+                                   "WHERE key = 'team_terms_written'")
+    before = f.store.team_terms()
+    assert (before.written, before.listed, before.unread) == (True, False, {})
+    f.scheduler.step()
+    _owner_sql(store_url, request, "DELETE FROM team_terms WHERE team = 'nlp'")
+    assert list(f.store.team_terms().unread) == ["nlp"]
 
 
 def test_a_damaged_kept_row_is_logged_with_its_team_name_escaped(local_fleet, tmp_path, caplog):

@@ -6,12 +6,14 @@ per bucket — online, idle, held as charged — by the scheduler's own loop."""
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
 from fractui.config import QueueConfig, UsageSettings
 from fractui.scheduler import usage as keeper
-from fractui.store.model import DONE
+from fractui.scheduler import Scheduler
+from fractui.store.model import DONE, RUNNING, Slot
 from tests import localfleet
 from tests.localfleet import wait
 
@@ -133,3 +135,31 @@ def test_an_attempt_that_ran_and_ended_before_its_start_was_recorded_is_charged(
     assert [(r.job, r.attempt, r.outcome) for r in records] == [(job.id, 0, DONE)]
     assert (records[0].started_at, records[0].ended_at) == pytest.approx(
         (ran["started_at"], ran["ended_at"]))
+
+
+@pytest.mark.parametrize("ahead", [2 * 86400.0, -2 * 86400.0], ids=["ahead", "behind"])
+def test_the_retention_forgets_usage_by_the_stores_clock(local_fleet, ahead):
+    """The usage records' ends are the store's times, so the lease holder's prune cuts them
+    by the store's clock (``Store.now`` read at the prune): by its own, a holder two days
+    ahead with [usage] keep_days = 1 forgot an attempt that ended 12 h ago, and one two days
+    behind kept one that ended 36 h ago."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    usage=UsageSettings(keep_days=1))
+    now = f.store.now()
+    ended = {}
+    for hours in (12, 36):
+        job = f.submit("whole")
+        f.store.place(job.id, Slot("gpu-a", (0,), None, None, None, 1.0), "test", "fits")
+        f.store.started(job.id, "a%d" % job.id, now - hours * 3600 - 60, "test", "started")
+        f.store.ended(job.id, (RUNNING,), DONE, 0, "test", "done", "end",
+                      ended_at=now - hours * 3600)
+        ended[hours] = job.id
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + ahead)
+    f.scheduler.start()
+    try:
+        wait(lambda: f.store.usage_forgotten_before() is not None, f.states)
+    finally:
+        f.scheduler.stop()
+    assert [r.job for r in f.store.usage(0, 9e12)] == [ended[12]]
+    assert f.store.usage_forgotten_before() == pytest.approx(now - 86400, abs=60)

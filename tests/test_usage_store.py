@@ -22,6 +22,7 @@ from fractui.store import StateConflict, StoreDamaged, open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, MOST_SPANS, PENDING, PLACED,
                                  PREEMPTED, REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy,
                                  Sampled, Slot)
+from fractui.store.sqlite import SqliteStore
 
 SHARE = Slot("h1", (0,), None, None, 20480, 0.25)
 MIG = Slot("h2", (1,), "3g.40gb", 4, None, 3 / 7)
@@ -466,8 +467,8 @@ def test_a_damaged_bucket_row_leaves_out_its_host_and_the_others_are_kept(tmp_pa
     the damaged bucket stayed among those written)."""
     caplog.set_level(logging.INFO, "fractui.scheduler")
     path = tmp_path / "store.db"
-    store = open_store("sqlite://%s" % path)
     clock = [1200.0]
+    store = SqliteStore(str(path), clock=lambda: clock[0])  # (its buckets within retention)
     keeper = UsageKeeper(UsageSettings(bucket_s=300), store, lambda *a: {},
                          Lanes(lambda: True, lambda: None), clock=lambda: clock[0],
                          ticks=lambda: clock[0])

@@ -607,7 +607,8 @@ class Scheduler:
 
         def write() -> None:
             kept = self.store.team_terms()
-            if kept != terms or kept.unread or not kept.written:  # (none: written as none)
+            if kept != terms or kept.unread or not kept.listed:  # (none: written as none;
+                # a mark naming no teams, of before it did: written naming them)
                 self.store.keep_team_terms(terms, epoch=self.epoch)
             if kept.unread:  # (their teams' quotas were said not known until now)
                 log.warning("%s: written again", "; ".join(kept.unread.values()))

@@ -34,8 +34,9 @@ class UsageKeeper:
     def __init__(self, settings: UsageSettings, store: Store, call: Call, lanes: Lanes,
                  clock: Callable[[], float] = time.time,
                  ticks: Callable[[], float] = time.monotonic):
-        """``clock`` dates what is kept (the wall clock); ``ticks`` times when each thing is
-        due again (the monotonic clock: a wall clock set back stops none of them)."""
+        """``clock`` dates what is kept (the wall clock; the retention cuts by the store's,
+        which dated the records' ends); ``ticks`` times when each thing is due again (the
+        monotonic clock: a wall clock set back stops none of them)."""
         self.settings = settings
         self.store = store
         self.call = call
@@ -66,7 +67,8 @@ class UsageKeeper:
             self._write(epoch)
         if tick - self._pruned >= PRUNE_S:
             self._pruned = tick
-            gone = self.store.prune_usage(self.clock() - self.settings.keep_days * 86400,
+            # by the store's clock, read now (once an hour): the ends it cuts are its times
+            gone = self.store.prune_usage(self.store.now() - self.settings.keep_days * 86400,
                                           epoch=epoch)
             if gone:
                 log.info("forgot %s older than %s", count(gone, "usage row"),

@@ -346,16 +346,20 @@ class TeamTerms:
 class KeptTerms(dict[str, TeamTerms]):
     """The teams' terms as the store keeps them (``Store.team_terms``), those it can read,
     ``unread``: each team whose row holds what fractui never writes, with why in words that
-    name the store and the row, and ``written``: whether a lease holder has written them,
-    none included (its config has no ``[[teams]]``). Such a team's quota is not known —
-    never "none": the lease holder holds it to its config's, and writes the row again at
-    its next pass."""
+    name the store and the row — or whose row is missing though the lease holder wrote it
+    (deleted by hand) —, ``written``: whether a lease holder has written them, none included
+    (its config has no ``[[teams]]``), and ``listed``: whether the store knows which teams it
+    wrote (a mark of before it did names none: a deleted row is not told then). Such a team's
+    quota is not known — never "none": the lease holder holds it to its config's, and
+    writes the row again at its next pass."""
 
     def __init__(self, terms: Optional[dict[str, TeamTerms]] = None,
-                 unread: Optional[dict[str, str]] = None, written: bool = False):
+                 unread: Optional[dict[str, str]] = None, written: bool = False,
+                 listed: bool = False):
         super().__init__(terms or {})
         self.unread: dict[str, str] = dict(unread or {})
         self.written = written
+        self.listed = listed
 
     def any(self) -> bool:
         """Whether a lease holder has kept terms (a row, read or not; or none, written so):

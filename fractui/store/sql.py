@@ -46,8 +46,9 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
                                  same_place, stops_offered, submitter)
 
 LEASE = "scheduler"  # the one lease's row
-TERMS_WRITTEN = "team_terms_written"  # the meta key a lease holder's first write of the
-# teams' terms sets (keep_team_terms): kept terms, none among them, are not none kept
+TERMS_WRITTEN = "team_terms_written"  # the meta key a lease holder's write of the teams'
+# terms sets (keep_team_terms) to the JSON list of their teams: kept terms, none among them,
+# are not none kept, and a row of them deleted since is told from a team not kept
 _NOW = object()  # a field set to the transaction's time (the store's clock)
 LINES_AT_ONCE = 500  # jobs whose last line one query reads (SQLite binds 999 at most before 3.32)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -447,20 +448,26 @@ class SqlStore(Store):
 
     def keep_team_terms(self, terms: Mapping[str, TeamTerms],
                         epoch: Optional[int] = None) -> None:
-        """The terms, and the mark (meta TERMS_WRITTEN) that a lease holder wrote them: with
-        none (its config has no [[teams]]) the table alone reads as no holder's."""
+        """The terms, and the mark (meta TERMS_WRITTEN) that a lease holder wrote them, naming
+        their teams: with none (its config has no [[teams]]) the table alone reads as no
+        holder's, and with some, a row deleted by hand as a team the holder does not have."""
         self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
                       [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
                        for team, t in terms.items()], epoch,
-                      lambda db: self._run(db, "INSERT INTO meta (key, value) VALUES (?, '1') "
-                                               "ON CONFLICT (key) DO NOTHING", (TERMS_WRITTEN,)))
+                      lambda db: self._run(db, "INSERT INTO meta (key, value) VALUES (?, ?) "
+                                               "ON CONFLICT (key) DO UPDATE SET value = "
+                                               "excluded.value",
+                                           (TERMS_WRITTEN, json.dumps(sorted(terms)))))
 
     def team_terms(self) -> KeptTerms:
         """The terms kept; a damaged row (a value of another kind, or one no config gives: a
         quota below 0, a weight not above it, either not finite) is no one's terms: it is in
         ``unread``, which names its team as one whose quota is not known, and why. As the
         store's damage it would stop ``teams`` and the lease holder's write of the terms for
-        good; so the holder, which reads them at each pass, writes it again."""
+        good; so the holder, which reads them at each pass, writes it again. So is a row the
+        mark names that is missing (deleted by hand): read as no row, its team was one the
+        holder does not have, or all of them none kept. A mark that names no teams (one of
+        before it did, or a hand's) tells none missing, and the holder writes it again."""
         def work(db: Any) -> KeptTerms:
             found, unread = {}, {}
             for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
@@ -479,9 +486,14 @@ class SqlStore(Store):
                         self.dialect.where, err)
                     continue
                 found[r["team"]] = terms
-            written = self._run(db, "SELECT 1 FROM meta WHERE key = ?",
-                                (TERMS_WRITTEN,)).fetchone() is not None
-            return KeptTerms(found, unread, written)
+            mark = self._run(db, "SELECT value FROM meta WHERE key = ?",
+                             (TERMS_WRITTEN,)).fetchone()
+            listed = None if mark is None else _teams_listed(mark["value"])
+            for team in sorted((listed or set()) - set(found) - set(unread)):
+                unread[team] = ("store %s, its row of team_terms: team %s's quota is "
+                                "missing (the row deleted since the lease holder wrote it)"
+                                % (self.dialect.where, named(team)))
+            return KeptTerms(found, unread, mark is not None, listed is not None)
         return self._read(work)
 
     def keep_team_holds(self, holds: Mapping[str, Hold], epoch: Optional[int] = None) -> None:
@@ -1395,6 +1407,17 @@ def _facts(row: Any) -> dict[str, Any]:
     if not isinstance(facts, dict):
         raise Unreadable("%s is %r, not an object" % (what, row["facts"]))
     return facts
+
+
+def _teams_listed(text: Any) -> Optional[frozenset[str]]:
+    """The teams a mark of kept terms names (TERMS_WRITTEN), or None where it names none: a
+    mark of before it named them ('1'), or a hand's that is no JSON list of names."""
+    try:
+        names = _decoded("", text)
+    except Unreadable:
+        return None
+    return frozenset(names) if isinstance(names, list) and all(
+        isinstance(n, str) for n in names) else None
 
 
 def _decoded(what: str, text: Any) -> Any:
