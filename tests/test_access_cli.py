@@ -12,6 +12,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -322,6 +323,63 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
         "fleet has 1x L4; at most 8 CPUs and 64 GiB RAM on a host\n"
         % (config, at))
     assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]
+
+
+@pytest.fixture
+def counted_port():
+    """A port on 127.0.0.1 that takes every connection and closes it: (port, how many so
+    far), for a test that must see whether a verb reached a host at all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    taken: list = []
+
+    def take() -> None:
+        while True:
+            try:
+                conn = listener.accept()[0]
+            except OSError:  # (closed: the test is over)
+                return
+            taken.append(conn)
+            conn.close()
+
+    threading.Thread(target=take, daemon=True).start()
+    yield listener.getsockname()[1], lambda: len(taken)
+    listener.close()
+
+
+def test_only_the_lease_holders_work_hears_the_hosts_a_members_verb_judges_by_what_is_kept(
+        plain_dir, plain_user, counted_port, monkeypatch):
+    """Where what the store keeps of the hosts would refuse a queue, a verb that reaches the
+    hosts anyway heard them again and renewed the store's facts of them: the lease holder's
+    work. A member's `scheduler` did it before it was refused (and was told of her queue,
+    exit 2, not that the verb is the admin's), her `logs` did it for her too, each an SSH
+    connection to every host of her config. Now the rule is asked first, and only an admin
+    hears: the member's verbs reach no host, root's `logs` does."""
+    name, home = plain_user
+    monkeypatch.setenv("HOME", home)  # (her own ~/.ssh, as her login has it)
+    port, reached = counted_port
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    config.write_text(config.read_text() + (
+        '[[queues]]\nname = "two"\ngpus = 2\nteam = "vision"\n'  # 2 GPUs: gpu-a keeps 1
+        '[ssh]\nconnect_timeout = 1\n'
+        '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\nport = %d\n' % port))
+    admin = SqliteStore(str(store))
+    admin.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "mig_changes": True,
+                                     "gpus": [L4]})
+    job = admin.submit("v", "vision", "ours", ["x"], {"gpu": 0.5}, "root@test")
+    admin.close()
+    refused(fractui(config, ["scheduler"], name),
+            "%s; to run the scheduler you must be an admin" % who(name))
+    done = fractui(config, ["logs", str(job.id)], name)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.endswith("the fleet has 1x L4 (from what they last reported, kept in "
+                                "the store)\n"), done.stderr
+    assert reached() == 0
+    done = fractui(config, ["logs", str(job.id)])  # root's: the admin hears them
+    assert done.returncode == 2, done
+    assert reached() == 1
 
 
 def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_user):
