@@ -330,29 +330,33 @@ def _following(number: int) -> Outage:
     return Outage("job %d goes on meanwhile" % number, "following job %d" % number)
 
 
-def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, Optional[str]]:
+def typed_ref(store: Store, ref: str, host: str, agent_job: str,
+              reader: Optional[Asker] = None) -> Tuple[str, Optional[str]]:
     """(label, key) of a HOST/JOB typed by hand. While a job of the store runs or stops on
     ``host`` by that id, the id is that job's and is asked by its key: an agent whose state
     dir was wiped since refuses it (JOB_KEY_MISMATCH) rather than show or stop the job that
     holds the id now. Else it is the agent's job of that id, asked by no key: one launched
     there by hand has none the store knows, and a job the store has ended holds its id no
     more (after a wipe, the ids it ran by are the hand-launched jobs' again). The id in any
-    spelling its agent takes (``j12``, ``12``, ``012``)."""
+    spelling its agent takes (``j12``, ``12``, ``012``). With ``reader``, its output is read:
+    the rule is asked (READ, access.Denied), of that job's team, or of none (the admin's)
+    for the agent's own job, as ``logs JOB`` asks it."""
     held = next((j for j in store.jobs(states=(RUNNING, STOPPING), hosts=[host])
                  if j.agent_job is not None and same_agent_job(agent_job, j.agent_job)), None)
-    if held is None:
-        return ref, None
-    return "%s (job %d)" % (ref, held.id), held.key(store.uid)
+    label = ref if held is None else "%s (job %d)" % (ref, held.id)
+    if reader is not None:
+        authorize(store, reader, READ, None if held is None else held.team, label)
+    return label, None if held is None else held.key(store.uid)
 
 
 def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
                     ) -> Tuple[str, Optional[str]]:
-    """``typed_ref`` in the config's store; with no store (nothing was queued) or one that
-    cannot be read (said), the id alone."""
+    """``typed_ref`` in the config's store, whose rule is asked that this user may read it;
+    with no store (nothing was queued) or one that cannot be read (said), the id alone."""
     try:
         store = open_store(config.store.url, make=False, origin=config.store.origin)
         try:
-            return typed_ref(store, ref, host, agent_job)
+            return typed_ref(store, ref, host, agent_job, Asker.here(config.teams))
         finally:
             store.close()
     except StoreError as err:

@@ -6,6 +6,7 @@ The identity is the process's user by uid: $USER says root in every run here, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fractui import words
-from fractui.config import QueueConfig
+from fractui.config import QueueConfig, StoreSettings, TeamConfig
 from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
@@ -548,6 +549,41 @@ def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli
             "an admin runs one as the agent's user with fractui launch; it runs on where it is"
             % (job.id, path))
     assert SqliteStore(str(path)).get(job.id).state == "running"
+
+
+def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, local_fleet):
+    """`fractui logs 1` of another team's job was refused, but `fractui logs gpu-a/j1`, the
+    same attempt named by its host and its agent's id, printed its output to any role that
+    reaches the host: the rule was asked of neither. It is READ of the job's team, as by its
+    number; a HOST/JOB no job of the store holds (launched by hand) is of no team, the
+    admin's. On PostgreSQL, whose role says who asks: ann (team vision) reaches gpu-a as
+    root does here."""
+    guarded = _guarded(pg_server, LEAST)
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="n", memory_gib=1, team=guarded.nlp)],
+                    teams=[TeamConfig(name=guarded.vision), TeamConfig(name=guarded.nlp, quota_gpus=1)],
+                    store_url=guarded.url("postgres"))
+    theirs = f.store.submit("n", guarded.nlp, "theirs", [
+        "/bin/sh", "-c", "echo nlp-secret; exec sleep 600"], f.config.queue("n").request(),
+        "root@test")
+    f.until(lambda: "nlp-secret" in (f.said(theirs) if f.states()[theirs.id] == "running"
+                                     else []))
+    ref = "gpu-a/%s" % f.store.get(theirs.id).agent_job
+    by_hand = f.fleet.session("gpu-a").call("job.launch", {
+        "key": "k-hand", "gpu": 0, "memory_mib": 10, "argv": ["/bin/echo", "hand-secret"]})
+    f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ann)))
+    whom = who(guarded.ann, "team %s" % guarded.vision)
+    for verb, what in ((["logs", "1"], "job 1 of team %s you must be in team %s, or an admin"
+                        % ((guarded.nlp,) * 2)),
+                       (["logs", ref], "%s (job 1) of team %s you must be in team %s, or an "
+                        "admin" % ((ref,) + (guarded.nlp,) * 2)),
+                       (["logs", "-f", ref], "%s (job 1) of team %s you must be in team %s, "
+                        "or an admin" % ((ref,) + (guarded.nlp,) * 2)),
+                       (["logs", "gpu-a/%s" % by_hand["id"]], "gpu-a/%s of no team you must "
+                        "be an admin" % by_hand["id"])):
+        refused(f.fractui(*verb), "%s; to read the output of %s" % (whom, what))
+    f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ops)))
+    done = f.fractui("logs", ref)  # an admin's
+    assert (done.returncode, done.stdout) == (0, "nlp-secret\n"), done
 
 
 def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url, tmp_path):
