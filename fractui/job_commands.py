@@ -24,7 +24,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import Asker, authorize, last_lines
+from fractui.store.intents import Asker, allowed, authorize, last_lines
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
@@ -131,6 +131,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
+    hosts_output = True  # whether the hosts' jobs' last lines are the reader's (READ)
     try:
         # (no store is made where only the store's jobs are shown: no hosts in the config, or
         # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
@@ -147,6 +148,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             lines = last_lines(store, Asker.here(config.teams), stored)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
+                # a job the store does not hold is of no team: its output the admins'
+                hosts_output = allowed(store, Asker.here(config.teams), READ)
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
@@ -185,6 +188,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
         rows += _copy_rows(config, copies, answers, stale, uid)
+        if not hosts_output:
+            rows = [{k: v for k, v in r.items() if k != "last_line"} for r in rows]
     now = clock()
     if args.json:
         print_json({"jobs": [job_record(j, now, lines.get(j.id)) for j in stored] + rows})

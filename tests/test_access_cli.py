@@ -23,6 +23,7 @@ from fractui.config import QueueConfig, StoreSettings, TeamConfig
 from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
+from tests.test_job_supervision import wait_until
 from tests.sshd import free_port
 from tests.test_pg_guard import LEAST, _guarded
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
@@ -551,7 +552,8 @@ def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli
     assert SqliteStore(str(path)).get(job.id).state == "running"
 
 
-def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, local_fleet):
+def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, local_fleet,
+                                                                      monkeypatch):
     """`fractui logs 1` of another team's job was refused, but `fractui logs gpu-a/j1`, the
     same attempt named by its host and its agent's id, printed its output to any role that
     reaches the host: the rule was asked of neither. It is READ of the job's team, as by its
@@ -569,7 +571,11 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
                                      else []))
     ref = "gpu-a/%s" % f.store.get(theirs.id).agent_job
     by_hand = f.fleet.session("gpu-a").call("job.launch", {
-        "key": "k-hand", "gpu": 0, "memory_mib": 10, "argv": ["/bin/echo", "hand-secret"]})
+        "key": "k-hand", "gpu": 0, "memory_mib": 10,
+        "argv": ["/bin/sh", "-c", "echo hand-secret; exit 3"]})
+    session = f.fleet.session("gpu-a")
+    wait_until(lambda: session.call("job.get", {"job": by_hand["id"]})["state"] == "exited",
+               "the job's end")
     f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ann)))
     whom = who(guarded.ann, "team %s" % guarded.vision)
     for verb, what in ((["logs", "1"], "job 1 of team %s you must be in team %s, or an admin"
@@ -581,8 +587,20 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
                        (["logs", "gpu-a/%s" % by_hand["id"]], "gpu-a/%s of no team you must "
                         "be an admin" % by_hand["id"])):
         refused(f.fractui(*verb), "%s; to read the output of %s" % (whom, what))
-    f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ops)))
-    done = f.fractui("logs", ref)  # an admin's
+    # nor is a line of it shown where the hosts' jobs are listed (the last line of one that
+    # failed), in the table or in --json
+    monkeypatch.setenv("COLUMNS", "200")  # (the table's lines whole)
+    for role, line in ((guarded.ann, None), (guarded.ops, "hand-secret")):  # ops: an admin
+        f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(role)))
+        listed = f.fractui("jobs", "gpu-a", "--json")
+        assert listed.returncode == 0, listed
+        hand = next(j for j in json.loads(listed.stdout)["jobs"] if j.get("ref") == (
+            "gpu-a/%s" % by_hand["id"]))
+        assert hand.get("last_line") == line, hand
+        shown = f.fractui("jobs", "gpu-a").stdout
+        assert ("exited 3: hand-secret" in shown, "exited 3" in shown) == (
+            line is not None, True), shown
+    done = f.fractui("logs", ref)  # (ops's)
     assert (done.returncode, done.stdout) == (0, "nlp-secret\n"), done
 
 
