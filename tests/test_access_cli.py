@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fractui import words
 from fractui.config import QueueConfig, StoreSettings, TeamConfig
 from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
+from tests.conftest import REPO
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.test_job_supervision import wait_until
 from tests.sshd import free_port
@@ -88,6 +90,35 @@ def refused(done: subprocess.CompletedProcess, words: str) -> None:
 
 def who(user: str, teams: str = "team vision") -> str:
     return "refused: you are %s (in %s, not an admin)" % (user, teams)
+
+
+# fractui run with this machine's name set first, as a user may in namespaces of their own
+IN_A_NAMESPACE = ("import socket, sys; socket.sethostname(sys.argv.pop(1)); "
+                  "from fractui.cli import main; sys.exit(main())")
+
+
+def test_a_machine_name_the_caller_set_names_no_other_user(tmp_path):
+    """The audit's actor is the store's user @ this machine's name, and who submitted or asked
+    is read before its last @ (model.submitter). The name is the kernel's, which any user may
+    set to any bytes in a user and UTS namespace of their own (unshare -Ur -u, no privilege
+    needed): on SQLite, where no guard holds the actor, a name `corp@head` made root's submit
+    and cancel read as user `root@corp`'s — not root's in `jobs --user root` or the audit —
+    and a name with an escape wrote it into the store. The where is the name with each @
+    and each character not printable a `?`."""
+    config = write_config(tmp_path, tmp_path / "store.db", {"vision": ["root"]})
+    for verb in (["submit", "--queue", "v", "--", "/bin/true"], ["cancel", "1"]):
+        done = subprocess.run(["unshare", "-Ur", "-u", sys.executable, "-c", IN_A_NAMESPACE,
+                               "corp@head\x1b[2J", "--config", str(config), *verb],
+                              capture_output=True, text=True, cwd=REPO, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done
+    listed = fractui(config, ["jobs", "--all", "--user", "root", "--json"])
+    assert listed.returncode == 0, listed
+    assert [(j["id"], j["submitted_by"]) for j in json.loads(listed.stdout)["jobs"]] == [
+        (1, "root@corp?head?[2J")]
+    audit = SqliteStore(str(tmp_path / "store.db")).audit_log(1)
+    assert [(e.actor, e.action) for e in audit] == [
+        ("root@corp?head?[2J", "submit"), ("root@corp?head?[2J", "cancel")]
 
 
 def test_a_user_who_cannot_read_the_store_can_do_nothing_and_is_told_so(plain_dir):
