@@ -593,7 +593,8 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
     root does here."""
     guarded = _guarded(pg_server, LEAST)
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="n", memory_gib=1, team=guarded.nlp)],
-                    teams=[TeamConfig(name=guarded.vision), TeamConfig(name=guarded.nlp, quota_gpus=1)],
+                    teams=[TeamConfig(name=guarded.vision),
+                           TeamConfig(name=guarded.nlp, quota_gpus=1)],
                     store_url=guarded.url("postgres"))
     theirs = f.store.submit("n", guarded.nlp, "theirs", [
         "/bin/sh", "-c", "echo nlp-secret; exec sleep 600"], f.config.queue("n").request(),
