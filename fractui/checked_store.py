@@ -4,28 +4,38 @@ before a queue is refused on it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from fractui.config import Config
 from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
 from fractui.store import Store, StoreUnavailable, open_store
+from fractui.store.access import SCHEDULE
 from fractui.store.base import NO_STORE
+from fractui.store.intents import Asker, allowed, authorize
 from fractui.store.model import OUT_OF_CONFIG
 
 
-def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> Store:
+def open_checked_store(config: Config, hear: bool = True, make: bool = True,
+                       first: Optional[str] = None) -> Store:
     """The store, with the config's queues checked against what it keeps of the hosts (a
     queue none of whose hosts could serve it is the config's error, exit 2). With ``hear``, a
     refusal is made only on what the hosts say now: the hosts are heard first, and the store's
-    facts renewed. Without (the self-serve verbs, for users who reach only the store), on what
-    the store keeps, as the lease holder recorded it; no host is reached. ``make`` False (the
-    verbs that only read, and those that name a job it must hold): a store that is not there
-    is said so, never made (fractui.store.url.open_store)."""
+    facts renewed — the lease holder's work, so only for a caller the rule lets schedule
+    (access.SCHEDULE): anyone else's verb reaches no host for it and writes none of it.
+    Without (the self-serve verbs, for users who reach only the store), or for anyone else,
+    on what the store keeps, as the lease holder recorded it. ``first``: an admin's action the
+    rule is asked of before the queues are checked (access.Denied): a member is told the verb
+    is the admin's, not her config's mistake. ``make`` False (the verbs that only read, and
+    those that name a job it must hold): a store that is not there is said so, never made
+    (fractui.store.url.open_store)."""
     store = open_store(config.store.url, make=make, origin=config.store.origin)
     try:
+        asker = Asker.here(config.teams)
+        if first is not None:
+            authorize(store, asker, first)
         problem = unservable(config, store.inventory())
-        if problem is not None and hear:
+        if problem is not None and hear and allowed(store, asker, SCHEDULE):
             problem = unservable(config, heard_inventory(config, store))
         if problem is not None:
             raise problem

@@ -24,7 +24,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import Asker, authorize, last_lines
+from fractui.store.intents import Asker, allowed, authorize, last_lines
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
@@ -131,6 +131,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
+    hosts_output = True  # whether the hosts' jobs' last lines are the reader's (READ)
     try:
         # (no store is made where only the store's jobs are shown: no hosts in the config, or
         # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
@@ -147,6 +148,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             lines = last_lines(store, Asker.here(config.teams), stored)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
+                # a job the store does not hold is of no team: its output the admins'
+                hosts_output = allowed(store, Asker.here(config.teams), READ)
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
@@ -185,6 +188,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
         rows += _copy_rows(config, copies, answers, stale, uid)
+        if not hosts_output:
+            rows = [{k: v for k, v in r.items() if k != "last_line"} for r in rows]
     now = clock()
     if args.json:
         print_json({"jobs": [job_record(j, now, lines.get(j.id)) for j in stored] + rows})
@@ -330,29 +335,33 @@ def _following(number: int) -> Outage:
     return Outage("job %d goes on meanwhile" % number, "following job %d" % number)
 
 
-def typed_ref(store: Store, ref: str, host: str, agent_job: str) -> Tuple[str, Optional[str]]:
+def typed_ref(store: Store, ref: str, host: str, agent_job: str,
+              reader: Optional[Asker] = None) -> Tuple[str, Optional[str]]:
     """(label, key) of a HOST/JOB typed by hand. While a job of the store runs or stops on
     ``host`` by that id, the id is that job's and is asked by its key: an agent whose state
     dir was wiped since refuses it (JOB_KEY_MISMATCH) rather than show or stop the job that
     holds the id now. Else it is the agent's job of that id, asked by no key: one launched
     there by hand has none the store knows, and a job the store has ended holds its id no
     more (after a wipe, the ids it ran by are the hand-launched jobs' again). The id in any
-    spelling its agent takes (``j12``, ``12``, ``012``)."""
+    spelling its agent takes (``j12``, ``12``, ``012``). With ``reader``, its output is read:
+    the rule is asked (READ, access.Denied), of that job's team, or of none (the admin's)
+    for the agent's own job, as ``logs JOB`` asks it."""
     held = next((j for j in store.jobs(states=(RUNNING, STOPPING), hosts=[host])
                  if j.agent_job is not None and same_agent_job(agent_job, j.agent_job)), None)
-    if held is None:
-        return ref, None
-    return "%s (job %d)" % (ref, held.id), held.key(store.uid)
+    label = ref if held is None else "%s (job %d)" % (ref, held.id)
+    if reader is not None:
+        authorize(store, reader, READ, None if held is None else held.team, label)
+    return label, None if held is None else held.key(store.uid)
 
 
 def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
                     ) -> Tuple[str, Optional[str]]:
-    """``typed_ref`` in the config's store; with no store (nothing was queued) or one that
-    cannot be read (said), the id alone."""
+    """``typed_ref`` in the config's store, whose rule is asked that this user may read it;
+    with no store (nothing was queued) or one that cannot be read (said), the id alone."""
     try:
         store = open_store(config.store.url, make=False, origin=config.store.origin)
         try:
-            return typed_ref(store, ref, host, agent_job)
+            return typed_ref(store, ref, host, agent_job, Asker.here(config.teams))
         finally:
             store.close()
     except StoreError as err:

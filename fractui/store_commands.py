@@ -785,13 +785,7 @@ def _scheduler_store(config: Config, child: bool) -> Store:
     ``child`` (``--until-stdin-closes``) ends for its parent to say it: both exit 1 at once,
     as before."""
     def allowed() -> Store:
-        store = open_checked_store(config)
-        try:
-            intents.authorize(store, Asker.here(config.teams), SCHEDULE)
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return open_checked_store(config, first=SCHEDULE)
 
     if child or config.store.url is None or sqlite_path(config.store.url) is not None:
         return allowed()

@@ -33,6 +33,7 @@ IMPORTS = """
 import importlib.readers, os, pwd, sys
 import fractui.cli, fractui.commands, fractui.store_commands, fractui.scheduler.service
 import fractui.tui.run, fractui.tui.app, fractui.tui.source
+import encodings.idna, fractui.fleet.transport.ssh  # what a user's SSH to a host loads
 import fractui.store.postgres  # psycopg and libpq too: they live where the user cannot read
 import rich._unicode_data  # the cell widths' table rich loads at its first wide text
 rich._unicode_data.load()

@@ -6,21 +6,26 @@ The identity is the process's user by uid: $USER says root in every run here, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from fractui import words
-from fractui.config import QueueConfig
+from fractui.config import QueueConfig, StoreSettings, TeamConfig
 from fractui.store import SqliteStore, Slot, open_store
 from tests import acl
+from tests.conftest import REPO
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
+from tests.test_job_supervision import wait_until
 from tests.sshd import free_port
 from tests.test_pg_guard import LEAST, _guarded
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
@@ -85,6 +90,35 @@ def refused(done: subprocess.CompletedProcess, words: str) -> None:
 
 def who(user: str, teams: str = "team vision") -> str:
     return "refused: you are %s (in %s, not an admin)" % (user, teams)
+
+
+# fractui run with this machine's name set first, as a user may in namespaces of their own
+IN_A_NAMESPACE = ("import socket, sys; socket.sethostname(sys.argv.pop(1)); "
+                  "from fractui.cli import main; sys.exit(main())")
+
+
+def test_a_machine_name_the_caller_set_names_no_other_user(tmp_path):
+    """The audit's actor is the store's user @ this machine's name, and who submitted or asked
+    is read before its last @ (model.submitter). The name is the kernel's, which any user may
+    set to any bytes in a user and UTS namespace of their own (unshare -Ur -u, no privilege
+    needed): on SQLite, where no guard holds the actor, a name `corp@head` made root's submit
+    and cancel read as user `root@corp`'s — not root's in `jobs --user root` or the audit —
+    and a name with an escape wrote it into the store. The where is the name with each @
+    and each character not printable a `?`."""
+    config = write_config(tmp_path, tmp_path / "store.db", {"vision": ["root"]})
+    for verb in (["submit", "--queue", "v", "--", "/bin/true"], ["cancel", "1"]):
+        done = subprocess.run(["unshare", "-Ur", "-u", sys.executable, "-c", IN_A_NAMESPACE,
+                               "corp@head\x1b[2J", "--config", str(config), *verb],
+                              capture_output=True, text=True, cwd=REPO, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done
+    listed = fractui(config, ["jobs", "--all", "--user", "root", "--json"])
+    assert listed.returncode == 0, listed
+    assert [(j["id"], j["submitted_by"]) for j in json.loads(listed.stdout)["jobs"]] == [
+        (1, "root@corp?head?[2J")]
+    audit = SqliteStore(str(tmp_path / "store.db")).audit_log(1)
+    assert [(e.actor, e.action) for e in audit] == [
+        ("root@corp?head?[2J", "submit"), ("root@corp?head?[2J", "cancel")]
 
 
 def test_a_user_who_cannot_read_the_store_can_do_nothing_and_is_told_so(plain_dir):
@@ -324,6 +358,63 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
     assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]
 
 
+@pytest.fixture
+def counted_port():
+    """A port on 127.0.0.1 that takes every connection and closes it: (port, how many so
+    far), for a test that must see whether a verb reached a host at all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    taken: list = []
+
+    def take() -> None:
+        while True:
+            try:
+                conn = listener.accept()[0]
+            except OSError:  # (closed: the test is over)
+                return
+            taken.append(conn)
+            conn.close()
+
+    threading.Thread(target=take, daemon=True).start()
+    yield listener.getsockname()[1], lambda: len(taken)
+    listener.close()
+
+
+def test_only_the_lease_holders_work_hears_the_hosts_a_members_verb_judges_by_what_is_kept(
+        plain_dir, plain_user, counted_port, monkeypatch):
+    """Where what the store keeps of the hosts would refuse a queue, a verb that reaches the
+    hosts anyway heard them again and renewed the store's facts of them: the lease holder's
+    work. A member's `scheduler` did it before it was refused (and was told of her queue,
+    exit 2, not that the verb is the admin's), her `logs` did it for her too, each an SSH
+    connection to every host of her config. Now the rule is asked first, and only an admin
+    hears: the member's verbs reach no host, root's `logs` does."""
+    name, home = plain_user
+    monkeypatch.setenv("HOME", home)  # (her own ~/.ssh, as her login has it)
+    port, reached = counted_port
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    config.write_text(config.read_text() + (
+        '[[queues]]\nname = "two"\ngpus = 2\nteam = "vision"\n'  # 2 GPUs: gpu-a keeps 1
+        '[ssh]\nconnect_timeout = 1\n'
+        '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\nport = %d\n' % port))
+    admin = SqliteStore(str(store))
+    admin.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "mig_changes": True,
+                                     "gpus": [L4]})
+    job = admin.submit("v", "vision", "ours", ["x"], {"gpu": 0.5}, "root@test")
+    admin.close()
+    refused(fractui(config, ["scheduler"], name),
+            "%s; to run the scheduler you must be an admin" % who(name))
+    done = fractui(config, ["logs", str(job.id)], name)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.endswith("the fleet has 1x L4 (from what they last reported, kept in "
+                                "the store)\n"), done.stderr
+    assert reached() == 0
+    done = fractui(config, ["logs", str(job.id)])  # root's: the admin hears them
+    assert done.returncode == 2, done
+    assert reached() == 1
+
+
 def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_user):
     """``fractui jobs 12``, as ``squeue -j 12`` or ``scontrol show job 12``: the job whatever
     its state (an ended one too, with how it ended) and whoever submitted it; a number the
@@ -490,6 +581,59 @@ def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli
             "an admin runs one as the agent's user with fractui launch; it runs on where it is"
             % (job.id, path))
     assert SqliteStore(str(path)).get(job.id).state == "running"
+
+
+def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, local_fleet,
+                                                                      monkeypatch):
+    """`fractui logs 1` of another team's job was refused, but `fractui logs gpu-a/j1`, the
+    same attempt named by its host and its agent's id, printed its output to any role that
+    reaches the host: the rule was asked of neither. It is READ of the job's team, as by its
+    number; a HOST/JOB no job of the store holds (launched by hand) is of no team, the
+    admin's. On PostgreSQL, whose role says who asks: ann (team vision) reaches gpu-a as
+    root does here."""
+    guarded = _guarded(pg_server, LEAST)
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="n", memory_gib=1, team=guarded.nlp)],
+                    teams=[TeamConfig(name=guarded.vision),
+                           TeamConfig(name=guarded.nlp, quota_gpus=1)],
+                    store_url=guarded.url("postgres"))
+    theirs = f.store.submit("n", guarded.nlp, "theirs", [
+        "/bin/sh", "-c", "echo nlp-secret; exec sleep 600"], f.config.queue("n").request(),
+        "root@test")
+    f.until(lambda: "nlp-secret" in (f.said(theirs) if f.states()[theirs.id] == "running"
+                                     else []))
+    ref = "gpu-a/%s" % f.store.get(theirs.id).agent_job
+    by_hand = f.fleet.session("gpu-a").call("job.launch", {
+        "key": "k-hand", "gpu": 0, "memory_mib": 10,
+        "argv": ["/bin/sh", "-c", "echo hand-secret; exit 3"]})
+    session = f.fleet.session("gpu-a")
+    wait_until(lambda: session.call("job.get", {"job": by_hand["id"]})["state"] == "exited",
+               "the job's end")
+    f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ann)))
+    whom = who(guarded.ann, "team %s" % guarded.vision)
+    for verb, what in ((["logs", "1"], "job 1 of team %s you must be in team %s, or an admin"
+                        % ((guarded.nlp,) * 2)),
+                       (["logs", ref], "%s (job 1) of team %s you must be in team %s, or an "
+                        "admin" % ((ref,) + (guarded.nlp,) * 2)),
+                       (["logs", "-f", ref], "%s (job 1) of team %s you must be in team %s, "
+                        "or an admin" % ((ref,) + (guarded.nlp,) * 2)),
+                       (["logs", "gpu-a/%s" % by_hand["id"]], "gpu-a/%s of no team you must "
+                        "be an admin" % by_hand["id"])):
+        refused(f.fractui(*verb), "%s; to read the output of %s" % (whom, what))
+    # nor is a line of it shown where the hosts' jobs are listed (the last line of one that
+    # failed), in the table or in --json
+    monkeypatch.setenv("COLUMNS", "200")  # (the table's lines whole)
+    for role, line in ((guarded.ann, None), (guarded.ops, "hand-secret")):  # ops: an admin
+        f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(role)))
+        listed = f.fractui("jobs", "gpu-a", "--json")
+        assert listed.returncode == 0, listed
+        hand = next(j for j in json.loads(listed.stdout)["jobs"] if j.get("ref") == (
+            "gpu-a/%s" % by_hand["id"]))
+        assert hand.get("last_line") == line, hand
+        shown = f.fractui("jobs", "gpu-a").stdout
+        assert ("exited 3: hand-secret" in shown, "exited 3" in shown) == (
+            line is not None, True), shown
+    done = f.fractui("logs", ref)  # (ops's)
+    assert (done.returncode, done.stdout) == (0, "nlp-secret\n"), done
 
 
 def test_a_filter_by_a_name_nobody_goes_by_says_so_with_the_close_one(store_url, tmp_path):

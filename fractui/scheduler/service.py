@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError, StoreRefused)
+from fractui.store.intents import machine
 from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
                                  PLACED, RUNNING, STOPPING, Cordon, Hold, Job, ModeHold,
                                  StaleCopy, TeamTerms, attempt_of)
@@ -75,7 +75,7 @@ def _stale_why(copy: StaleCopy) -> str:
 
 
 def default_holder() -> str:
-    return "%s@%s:%d" % (os_user(), socket.gethostname(), os.getpid())
+    return "%s@%s:%d" % (os_user(), machine(), os.getpid())
 
 
 @dataclass(frozen=True)

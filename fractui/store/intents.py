@@ -17,6 +17,7 @@ from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, FAILED, MOVE as MOVING, ON_HOST, PENDING,
                                  PLACED, RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon,
                                  Job, Quota, Slot, movable, same_place, stops_offered, submitter)
+from fractui.words import printable
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 # How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
@@ -45,7 +46,14 @@ class Asker:
 
     @classmethod
     def here(cls, teams: Iterable[Team], tui: bool = False) -> "Asker":
-        return cls(socket.gethostname() + (" (tui)" if tui else ""), Roster.of(teams))
+        return cls(machine() + (" (tui)" if tui else ""), Roster.of(teams))
+
+
+def machine() -> str:
+    """This machine's name as an actor's where: the kernel's, which any user may set to any
+    bytes in namespaces of their own (``unshare -Ur -u``), so each ``@`` (an actor's user is
+    read before its last one: model.submitter) and each character not printable is "?"."""
+    return printable(socket.gethostname()).replace("@", "?")
 
 
 def authorize(store: Store, asker: Asker, action: str, team: Optional[str] = None,
