@@ -53,7 +53,7 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     user = _store_only(f)
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         talking = f.submit("quarter", argv=TALK)
         done = f.submit("quarter", argv=BYE)
         wait(lambda: f.states()[talking.id] == "running" and f.states()[done.id] == "done",
@@ -69,9 +69,6 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
         assert finished.stdout == "all done\n"
         assert finished.stderr == "fractui: job %d ended: exited 0\n" % done.id
         assert f.store.log_tail(done.id).complete  # kept at its end, not only when asked
-    finally:
-        head.terminate()
-        head.wait(30)
     # no scheduler, no host: a finished job's output is still there, from the store alone
     stop_host(f.config.hosts[0].state_dir)
     again = _logs(user, "-n", "1", str(done.id))
@@ -201,12 +198,9 @@ def test_a_user_with_only_the_store_follows_a_job_line_by_line_to_its_end(local_
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
     go = f.tmp / "go"
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=_counting(go))
         code, out, err = _follow_after_three(_store_only(f), job.id, go)
-    finally:
-        head.terminate()
-        head.wait(30)
     assert code == 0, err
     assert out == "".join("line %d\n" % i for i in range(1, 31)) + \
         "a line written in two parts\n"
@@ -221,12 +215,9 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
     go = f.tmp / "go"
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=_counting(go, burst=10000))
         code, out, err = _follow_after_three(_store_only(f), job.id, go)
-    finally:
-        head.terminate()
-        head.wait(30)
     assert code == 0, err
     written = "".join("line %d\n" % i for i in range(1, 4)) + "".join(
         "%06d %s\n" % (i, "x" * 92) for i in range(10000)) + "".join(
@@ -247,24 +238,17 @@ def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
     product's is 10 s): long enough for the lease holder's answers while it is there."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=TALK)
         follower = _following(_store_only(f), job.id, wait_s=3.0)
-        try:
+        with reaped(head, signal.SIGTERM):
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
-        finally:
-            head.terminate()
-            head.wait(30)
         try:
             out, err = follower.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             follower.kill()
             follower.wait()
             pytest.fail("logs -f kept waiting for a scheduler that had gone")
-    finally:
-        if head.poll() is None:
-            head.terminate()
-            head.wait(30)
     assert (follower.returncode, "".join(first) + out) == (1, "hello\nline two\n"), err
     # (its lease handed over as it ended: the store says none holds it, and so does logs)
     assert err.endswith("fractui: stopped following job %d: %s for 3 s\n" % (
@@ -428,7 +412,7 @@ def test_logs_of_a_job_that_ended_without_running_says_it_never_ran(tmp_path):
 def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=TALK)
         with reaped(_following(_store_only(f), job.id)) as follower:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
@@ -438,9 +422,6 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
         assert err.endswith("fractui: stopped following; job %d goes on (fractui cancel %d "
                             "cancels it)\n" % (job.id, job.id)), err
         assert f.states()[job.id] == "running"
-    finally:
-        head.terminate()
-        head.wait(30)
 
 
 def test_the_relay_keeps_an_exact_tail_only_of_an_agent_that_gives_its_bytes(local_fleet):
