@@ -14,13 +14,15 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 
 from fractui import kept_output
 from fractui.config import QueueConfig
-from fractui.store import Slot, open_store
+from fractui.fleet.host import HostSession
+from fractui.scheduler.relay import LogRelay
+from fractui.store import Job, Slot, open_store
 from fractui.store.sql import SqlStore
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
@@ -424,23 +426,28 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
         assert f.states()[job.id] == "running"
 
 
+def _relayed(f, argv: List[str], lines: List[str]) -> Tuple[Job, HostSession, LogRelay]:
+    """A quarter job of ``argv`` on gpu-a, once its agent gives ``lines`` of its output: (the
+    job as the store has it, the test's session to gpu-a, a relay of output through that
+    session, writing as the test scheduler, which holds the lease)."""
+    job = f.submit("quarter", argv=argv)
+    f.until(lambda: f.states()[job.id] == "running")
+    job = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"] == lines, f.states)
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    return job, session, relay
+
+
 def test_the_relay_keeps_an_exact_tail_only_of_an_agent_that_gives_its_bytes(local_fleet):
     """An agent that lists job.logs.bytes: its log's end as it is and where it ends; an
     agent without it (older): its lines, with no offset, as before (logs -f then says it
     cannot follow)."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=[sys.executable, "-c", "import sys, time\n"
-                                    "sys.stdout.write('one\\r\\ntwo, not ended'); "
-                                    "sys.stdout.flush(); time.sleep(600)"])
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
-         == ["one", "two, not ended"], f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, _, relay = _relayed(f, [sys.executable, "-c", "import sys, time\n"
+                                 "sys.stdout.write('one\\r\\ntwo, not ended'); "
+                                 "sys.stdout.flush(); time.sleep(600)"], ["one", "two, not ended"])
     relay._keep(job, True)
     tail = f.store.log_tail(job.id)
     assert (tail.text, tail.offset, tail.complete) == ("one\r\ntwo, not ended", 19, False)
@@ -480,17 +487,8 @@ def test_an_output_answered_malformed_or_refused_answers_the_request_keeping_the
     goes through keeps the fresh tail again. Before: a malformed answer left the request
     standing, asked again at every pass; then it was answered with the line alone, and the
     job's last good output was lost."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=TALK)
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
-         == ["hello", "line two"], f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, session, relay = _relayed(f, TALK, ["hello", "line two"])
     relay._keep(job, True)
     good = f.store.log_tail(job.id)
     assert (good.text, good.offset) == ("hello\nline two\n", 15)
@@ -521,19 +519,10 @@ def test_a_jobs_last_line_like_the_relays_own_is_kept_as_its_output(local_fleet,
     line, which a job may print as the line a failed read leaves: read with \\d, one naming
     job 5000 nines ended the relay in int()'s limit at the next failed read, not the line
     saying why the tail is no fresher."""
-    from fractui.scheduler.relay import LogRelay
-
     mimic = "[fractui: the agent on gpu-a did not give job %s's output: no]" % ("9" * 5000)
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=[sys.executable, "-c", "import time\n"
-                                    "print(%r, flush=True); time.sleep(600)" % mimic])
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"] == [mimic],
-         f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, session, relay = _relayed(f, [sys.executable, "-c", "import time\n"
+                                       "print(%r, flush=True); time.sleep(600)" % mimic], [mimic])
     relay._keep(job, False)  # its lines, no offset
     assert f.store.log_tail(job.id).text == mimic + "\n"
     monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
@@ -548,8 +537,6 @@ def test_an_earlier_attempts_output_read_after_the_next_began_is_not_kept_as_its
     """A read of attempt 0's output that lands once attempt 1 runs (queued on the host's lane
     before the requeue) is not kept as the job's output: its request stands, and the next read,
     of attempt 1, answers it. Before: attempt 0's output was kept, and shown, as the job's."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     job = f.submit("quarter", argv=[sys.executable, "-c", "import os, time\n"
                                     "print('attempt of pid', os.getpid(), flush=True)\n"
