@@ -16,6 +16,7 @@ from typing import Iterator, List
 
 import pytest
 
+from tests.cli_run import reaped
 from tests.conftest import REPO, AgentProcess, stop_host
 
 
@@ -158,7 +159,7 @@ def test_a_daemon_that_did_not_start_is_said_though_a_sigchld_came_during_the_la
     proc = subprocess.Popen([sys.executable, "-m", "remote_agent", "pod", "--state-dir",
                              str(state), "--sim", "1xL4"], cwd=REPO, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         while not _children(proc.pid):  # the launcher runs
             assert proc.poll() is None, proc.stderr.read()
         launcher = _children(proc.pid)[0]
@@ -168,10 +169,6 @@ def test_a_daemon_that_did_not_start_is_said_though_a_sigchld_came_during_the_la
         proc.send_signal(signal.SIGCONT)
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 2, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert "refusing state dir %s: it is a file" % state in err
     assert "the agent daemon did not start (exit 2)" in err
     assert "no agent daemon answers" not in err

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import types
+from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -15,7 +17,7 @@ from remote_agent.jobs import caps
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError
+from tests.conftest import AgentError, AgentProcess
 from tests.test_agent_security import OTHER_UID
 from tests.test_jobs import script, wait_job
 
@@ -255,13 +257,21 @@ def test_cgroup2_mount_is_found_on_hybrid_hosts(tmp_path):
     assert caps.cgroup2_mount(str(mounts)) is None
 
 
-def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, monkeypatch):
+def mps_and_hami_host(start_agent, tmp_path: Path, monkeypatch
+                      ) -> Tuple[AgentProcess, Path, Path]:
+    """An agent of one L4 with MPS (its pipe directory ``tmp_path/mps``) and HAMi-core (an
+    empty stand-in library) to cap its jobs: (the agent, the library, the pipe directory)."""
     lib = tmp_path / "libvgpu.so"
     lib.write_bytes(b"")
     pipes = tmp_path / "mps"
     pipes.mkdir()
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
     agent = start_agent("1xL4", str(tmp_path / "host"), "--mps", "--hami-core-lib", str(lib))
+    return agent, lib, pipes
+
+
+def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, monkeypatch):
+    agent, _, _ = mps_and_hami_host(start_agent, tmp_path, monkeypatch)
     job = agent.call("job.launch", key="k-caps", gpu=0, memory_mib=11517, torch_fraction=True,
                      argv=script("import os\nfor k in ('CUDA_MPS_PINNED_DEVICE_MEM_LIMIT', "
                                  "'CUDA_DEVICE_MEMORY_LIMIT', 'PYTORCH_CUDA_ALLOC_CONF'):"

@@ -34,7 +34,8 @@ from fractui.terminal import TerminalText
 from fractui.whoami import os_user
 from fractui.words import quoted
 from tests import as_user, localfleet
-from tests.cli_run import closed_port, fractui_process, in_process, leaks, subprocess_run
+from tests.cli_run import (closed_port, fractui_process, in_process, leaks, reaped,
+                           subprocess_run)
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
 from tests.test_jobs import alive
 from tests.test_tui_demo import Terminal
@@ -596,7 +597,7 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reac
                                               "    print('first', flush=True)\n"
                                               "    time.sleep(600)" % (str(mark), str(mark))])
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         localfleet.wait(lambda: f.states()[job.id] == "running", f.states, alive=head)
         follow = subprocess.Popen([PY, "-m", "fractui", "--config", config, "logs",
                                    "-f", str(job.id)], stdout=subprocess.PIPE,
@@ -608,9 +609,6 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reac
                             ["move", str(job.id), there, "0"]))
         assert asked.returncode == 0, asked.stderr
         out, err = follow.communicate(timeout=60)
-    finally:
-        head.terminate()
-        head.wait(30)
     assert (follow.returncode, out) == (0, "second\n"), err
     assert f.states()[job.id] == "done"
     assert err.splitlines()[-1] == "fractui: job %d ended: exited 0" % job.id, err
@@ -1065,14 +1063,11 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     assert f.states()[number] == "pending"
     assert f.fractui("cancel", str(number)).returncode == 0
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         failing = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
                             "import sys\nfor i in range(12):\n    print('out', i, flush=True)\n"
                             "sys.exit('boom')")
         fine = f.fractui("submit", "--wait", "--json", "--queue", "quarter", "--", PY, "-c", "")
-    finally:
-        head.terminate()
-        head.wait(30)
     number = int(failing.stdout.split()[0])
     assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
     lines = failing.stderr.splitlines()  # how it ended, then the end of its output
@@ -1096,15 +1091,13 @@ def test_submit_wait_says_all_of_the_output_only_where_it_is(local_fleet):  # no
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)],
                     agent={"log_max_mib": 1})  # (a new file past 512 KiB)
     head = f.scheduler_process("head")
-    try:  # 13 lines of 40001 bytes, the 14th in the new file, then a short last one
+    # 13 lines of 40001 bytes, the 14th in the new file, then a short last one
+    with reaped(head, signal.SIGTERM):
         done = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
                          "import sys, time\nfor i in range(14):\n    print('x' * 40000, "
                          "flush=True)\n    time.sleep(0.05)\nsys.exit('boom')")
         small = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
                           "import sys\nprint('x' * 40000, flush=True)\nsys.exit('boom')")
-    finally:
-        head.terminate()
-        head.wait(30)
     number = int(done.stdout.split()[0])
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()

@@ -37,6 +37,7 @@ from tests.cli_run import in_process
 from tests.conftest import REPO, AgentError, AgentProcess
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
+from tests.test_caps import mps_and_hami_host
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
     crash_before_start_was_recorded, fill, first_job_dir_on_a_disk_of_its_own,
     full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
@@ -547,12 +548,7 @@ def test_a_container_job_on_a_mig_instance_is_seen_on_it(podman, start_agent, tm
 
 def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_files(
         podman, start_agent, tmp_path, monkeypatch):
-    lib = tmp_path / "libvgpu.so"
-    lib.write_bytes(b"")
-    pipes = tmp_path / "mps"
-    pipes.mkdir()
-    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
-    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps", "--hami-core-lib", str(lib))
+    agent, lib, pipes = mps_and_hami_host(start_agent, tmp_path, monkeypatch)
     job = agent.call("job.launch", key="k-c-mps", gpu=0, memory_mib=11517, image=podman.image,
                      env=IN_IMAGE, argv=[PYTHON, "-c", (
                          "import os\n"

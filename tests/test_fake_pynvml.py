@@ -13,6 +13,7 @@ import pytest
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu.models import model
+from tests.cli_run import reaped
 
 
 @pytest.fixture
@@ -445,7 +446,7 @@ def test_without_pidfds_a_process_whose_main_thread_ended_holds_its_memory(monke
         "        time.sleep(0.02)\n"
         "threading.Thread(target=wait).start()\n"
         "ctypes.CDLL(None).pthread_exit(None)\n"), str(release)])
-    try:
+    with reaped(proc):
         nv.sim_register_process(0, 300, pid=proc.pid)
         deadline = time.monotonic() + 10
         while _state(proc.pid) != b"Z":
@@ -455,9 +456,6 @@ def test_without_pidfds_a_process_whose_main_thread_ended_holds_its_memory(monke
         release.touch()
         proc.wait(timeout=10)
         assert _used_by_processes(handle) == []
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _state(pid: int) -> bytes:
@@ -472,14 +470,11 @@ def test_a_pid_whose_held_process_ended_is_asked_about_again():
     live = subprocess.Popen(["sleep", "60"])
     ended = subprocess.Popen(["true"])
     table = nv._PidFds()
-    try:
+    with reaped(live):
         table._fds[live.pid] = os.pidfd_open(ended.pid)  # as if live.pid had been its number
         ended.wait()
         assert table.ended(live.pid) is False  # the live process now under that number
         assert table.ended(ended.pid) is True
-    finally:
-        live.kill()
-        live.wait()
     assert table.ended(live.pid) is True
 
 

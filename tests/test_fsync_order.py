@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Dict, List
@@ -17,6 +18,7 @@ import pytest
 
 from fractui.store import sqlite_url
 from fractui.store.sqlite import SqliteStore
+from tests.cli_run import reaped
 from tests.conftest import REPO
 from tests.test_fleet_hostkeys import APPENDER, CUT_SHORT, known_hosts_and_key
 from tests.test_jobs import daemon_pid, script
@@ -103,16 +105,13 @@ def test_the_agent_answers_a_launch_and_a_stop_once_its_job_table_has_synced_the
     tracer = subprocess.Popen([STRACE, "-f", "-y", "-s", "8192", "-o", str(trace), "-e",
                                "trace=fsync,fdatasync,write,pwrite64,sendto,sendmsg", "-p",
                                str(daemon_pid(agent))], stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(tracer, signal.SIGTERM):
         said = tracer.stderr.readline()
         traceable(said)
         assert "attached" in said  # its threads are traced from now on
         job = agent.call("job.launch", key="k-durable", gpu=0, memory_mib=10,
                          argv=script("import time; time.sleep(600)"))
         agent.call("job.stop", job=job["id"], grace=0, reason="durable stop")
-    finally:
-        tracer.terminate()
-        tracer.wait(30)
     calls = trace.read_text().splitlines()
     # an answer (not a notification) whose result is the job: the launch's, then the stop's
     answer = re.compile(r'(?:write|sendto|sendmsg)\(\d+<(?:UNIX|socket)[^>]*>, '

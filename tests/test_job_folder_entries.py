@@ -17,6 +17,7 @@ import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
 
+from tests.cli_run import reaped
 from tests.test_job_supervision import (crash_before_start_was_recorded, daemon_pid_of,
                                         wait_until)
 from tests.test_jobs import alive, wait_job
@@ -332,12 +333,9 @@ def test_an_entry_gone_as_it_is_judged_is_no_error(tmp_path):
                               "os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o664)\n    "
                               "os.fchmod(fd, 0o664)\n    os.close(fd)\n    os.unlink(sys.argv[1])",
                               entry])
-    try:
+    with reaped(churn):
         wait_until(lambda: os.path.lexists(entry), "the job's file")
         said = {paths.unread_job_dir("j1") for _ in range(30000)}
-    finally:
-        churn.kill()
-        churn.wait()
     assert said <= {None, "its directory %s holds what the agent did not make, so the agent "
                     "leaves it unread: refusing job file %s: it is writable by its group (mode "
                     "0664), who could have changed it; check it, then: chmod go-w %s" % (

@@ -21,6 +21,7 @@ from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs.output import read_from
 from remote_agent.jobs.supervisor import log_bytes
 from remote_agent.rpc.jsonrpc import RpcError
+from tests.cli_run import reaped
 from tests.conftest import REPO
 from tests.test_job_supervision import kill_shim, wait_until
 from tests.test_jobs import daemon_pid, script, until_file, wait_job
@@ -139,12 +140,8 @@ def test_a_fifo_swapped_in_for_the_shims_output_pipe_holds_up_no_start(tmp_path)
         shim = subprocess.Popen([sys.executable, "-c", SWAPPED_SHIM, str(job_dir)], cwd=REPO,
                                 env=dict(os.environ, PYTHONPATH=REPO),
                                 stdout=subprocess.DEVNULL, stderr=err)
-    try:
+    with reaped(shim):  # (a shim stuck on its open is not left behind)
         assert shim.wait(30) == 0
-    finally:  # (a shim stuck on its open is not left behind)
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
     assert json.loads((job_dir / "exit.json").read_text())["code"] == 0
     assert (job_dir / "output.log").read_text() == "hello\n"
     assert stat.S_ISFIFO(os.lstat(job_dir / "output.pipe").st_mode)

@@ -14,13 +14,15 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 
 from fractui import kept_output
 from fractui.config import QueueConfig
-from fractui.store import Slot, open_store
+from fractui.fleet.host import HostSession
+from fractui.scheduler.relay import LogRelay
+from fractui.store import Job, Slot, open_store
 from fractui.store.sql import SqlStore
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
@@ -53,7 +55,7 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     user = _store_only(f)
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         talking = f.submit("quarter", argv=TALK)
         done = f.submit("quarter", argv=BYE)
         wait(lambda: f.states()[talking.id] == "running" and f.states()[done.id] == "done",
@@ -69,9 +71,6 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
         assert finished.stdout == "all done\n"
         assert finished.stderr == "fractui: job %d ended: exited 0\n" % done.id
         assert f.store.log_tail(done.id).complete  # kept at its end, not only when asked
-    finally:
-        head.terminate()
-        head.wait(30)
     # no scheduler, no host: a finished job's output is still there, from the store alone
     stop_host(f.config.hosts[0].state_dir)
     again = _logs(user, "-n", "1", str(done.id))
@@ -201,12 +200,9 @@ def test_a_user_with_only_the_store_follows_a_job_line_by_line_to_its_end(local_
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
     go = f.tmp / "go"
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=_counting(go))
         code, out, err = _follow_after_three(_store_only(f), job.id, go)
-    finally:
-        head.terminate()
-        head.wait(30)
     assert code == 0, err
     assert out == "".join("line %d\n" % i for i in range(1, 31)) + \
         "a line written in two parts\n"
@@ -221,12 +217,9 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
     go = f.tmp / "go"
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=_counting(go, burst=10000))
         code, out, err = _follow_after_three(_store_only(f), job.id, go)
-    finally:
-        head.terminate()
-        head.wait(30)
     assert code == 0, err
     written = "".join("line %d\n" % i for i in range(1, 4)) + "".join(
         "%06d %s\n" % (i, "x" * 92) for i in range(10000)) + "".join(
@@ -247,24 +240,17 @@ def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
     product's is 10 s): long enough for the lease holder's answers while it is there."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=TALK)
         follower = _following(_store_only(f), job.id, wait_s=3.0)
-        try:
+        with reaped(head, signal.SIGTERM):
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
-        finally:
-            head.terminate()
-            head.wait(30)
         try:
             out, err = follower.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             follower.kill()
             follower.wait()
             pytest.fail("logs -f kept waiting for a scheduler that had gone")
-    finally:
-        if head.poll() is None:
-            head.terminate()
-            head.wait(30)
     assert (follower.returncode, "".join(first) + out) == (1, "hello\nline two\n"), err
     # (its lease handed over as it ended: the store says none holds it, and so does logs)
     assert err.endswith("fractui: stopped following job %d: %s for 3 s\n" % (
@@ -428,7 +414,7 @@ def test_logs_of_a_job_that_ended_without_running_says_it_never_ran(tmp_path):
 def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         job = f.submit("quarter", argv=TALK)
         with reaped(_following(_store_only(f), job.id)) as follower:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
@@ -438,28 +424,30 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
         assert err.endswith("fractui: stopped following; job %d goes on (fractui cancel %d "
                             "cancels it)\n" % (job.id, job.id)), err
         assert f.states()[job.id] == "running"
-    finally:
-        head.terminate()
-        head.wait(30)
+
+
+def _relayed(f, argv: List[str], lines: List[str]) -> Tuple[Job, HostSession, LogRelay]:
+    """A quarter job of ``argv`` on gpu-a, once its agent gives ``lines`` of its output: (the
+    job as the store has it, the test's session to gpu-a, a relay of output through that
+    session, writing as the test scheduler, which holds the lease)."""
+    job = f.submit("quarter", argv=argv)
+    f.until(lambda: f.states()[job.id] == "running")
+    job = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"] == lines, f.states)
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    return job, session, relay
 
 
 def test_the_relay_keeps_an_exact_tail_only_of_an_agent_that_gives_its_bytes(local_fleet):
     """An agent that lists job.logs.bytes: its log's end as it is and where it ends; an
     agent without it (older): its lines, with no offset, as before (logs -f then says it
     cannot follow)."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=[sys.executable, "-c", "import sys, time\n"
-                                    "sys.stdout.write('one\\r\\ntwo, not ended'); "
-                                    "sys.stdout.flush(); time.sleep(600)"])
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
-         == ["one", "two, not ended"], f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, _, relay = _relayed(f, [sys.executable, "-c", "import sys, time\n"
+                                 "sys.stdout.write('one\\r\\ntwo, not ended'); "
+                                 "sys.stdout.flush(); time.sleep(600)"], ["one", "two, not ended"])
     relay._keep(job, True)
     tail = f.store.log_tail(job.id)
     assert (tail.text, tail.offset, tail.complete) == ("one\r\ntwo, not ended", 19, False)
@@ -499,17 +487,8 @@ def test_an_output_answered_malformed_or_refused_answers_the_request_keeping_the
     goes through keeps the fresh tail again. Before: a malformed answer left the request
     standing, asked again at every pass; then it was answered with the line alone, and the
     job's last good output was lost."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=TALK)
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
-         == ["hello", "line two"], f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, session, relay = _relayed(f, TALK, ["hello", "line two"])
     relay._keep(job, True)
     good = f.store.log_tail(job.id)
     assert (good.text, good.offset) == ("hello\nline two\n", 15)
@@ -540,19 +519,10 @@ def test_a_jobs_last_line_like_the_relays_own_is_kept_as_its_output(local_fleet,
     line, which a job may print as the line a failed read leaves: read with \\d, one naming
     job 5000 nines ended the relay in int()'s limit at the next failed read, not the line
     saying why the tail is no fresher."""
-    from fractui.scheduler.relay import LogRelay
-
     mimic = "[fractui: the agent on gpu-a did not give job %s's output: no]" % ("9" * 5000)
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=[sys.executable, "-c", "import time\n"
-                                    "print(%r, flush=True); time.sleep(600)" % mimic])
-    f.until(lambda: f.states()[job.id] == "running")
-    job = f.store.get(job.id)
-    session = f.fleet.session("gpu-a")
-    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"] == [mimic],
-         f.states)
-    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
-    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    job, session, relay = _relayed(f, [sys.executable, "-c", "import time\n"
+                                       "print(%r, flush=True); time.sleep(600)" % mimic], [mimic])
     relay._keep(job, False)  # its lines, no offset
     assert f.store.log_tail(job.id).text == mimic + "\n"
     monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
@@ -567,8 +537,6 @@ def test_an_earlier_attempts_output_read_after_the_next_began_is_not_kept_as_its
     """A read of attempt 0's output that lands once attempt 1 runs (queued on the host's lane
     before the requeue) is not kept as the job's output: its request stands, and the next read,
     of attempt 1, answers it. Before: attempt 0's output was kept, and shown, as the job's."""
-    from fractui.scheduler.relay import LogRelay
-
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     job = f.submit("quarter", argv=[sys.executable, "-c", "import os, time\n"
                                     "print('attempt of pid', os.getpid(), flush=True)\n"

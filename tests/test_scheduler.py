@@ -24,7 +24,7 @@ from fractui.scheduler import Scheduler
 from fractui.store import Slot, SqliteStore, open_store
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
-from tests.cli_run import closed_port
+from tests.cli_run import closed_port, reaped
 from tests.conftest import REPO, stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
 from tests.test_job_supervision import fill
@@ -363,10 +363,10 @@ def _decisions_by(store: SqliteStore) -> Dict[str, int]:
 def test_two_schedulers_on_one_store_only_one_places_and_the_other_takes_over(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="quarter", gpu=0.25)], lease_s=2.0)
     first = f.scheduler_process("one")
-    try:
+    with reaped(first):
         wait(lambda: f.store.lease_holder() is not None, f.states, alive=first)
         second = f.scheduler_process("two")
-        try:
+        with reaped(second, signal.SIGTERM):
             for _ in range(3):
                 f.submit("quarter")
             wait(lambda: running(f) == 3, f.states)
@@ -379,13 +379,6 @@ def test_two_schedulers_on_one_store_only_one_places_and_the_other_takes_over(lo
             wait(lambda: running(f) == 5, f.states)
             assert _decisions_by(f.store) == {"one": 3, "two": 2}
             assert f.store.lease_holder()[0] == "two"
-        finally:
-            second.terminate()
-            second.wait(30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(10)
 
 
 def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
@@ -399,11 +392,8 @@ def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
     at_kill = f.states()
     assert set(at_kill.values()) - {"running"}, "all done before the kill: not mid-way"
     again = f.scheduler_process("second")
-    try:
+    with reaped(again, signal.SIGTERM):
         wait(lambda: running(f) == len(jobs), f.states, timeout_s=60, alive=again)
-    finally:
-        again.terminate()
-        again.wait(30)
     records = [r for r in f.agent_jobs() if r["key"].startswith("fractui-%s-" % f.store.uid)]
     keys = sorted(r["key"] for r in records)
     assert keys == sorted(f.store.get(j.id).key(f.store.uid) for j in jobs)  # one launch each
@@ -593,14 +583,10 @@ def headless(f, env: Optional[Dict[str, str]] = None) -> Iterator[subprocess.Pop
     run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
                             "scheduler", "--name", "svc"], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(run):
         line = run.stdout.readline()  # type: ignore
         assert line.startswith("scheduler svc: store "), (line, run.communicate(timeout=30))
         yield run
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
 
 
 @pytest.mark.parametrize("service", [True, False])
@@ -659,17 +645,13 @@ def test_a_scheduler_whose_log_is_on_a_full_disk_schedules_all_the_same(local_fl
         run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
                                 "scheduler", "--name", "full"], cwd=REPO, stdout=log,
                                stderr=subprocess.STDOUT)
-    try:
+    with reaped(run):  # (a failed test leaves nothing running)
         job = f.submit("quarter")
         wait(lambda: run.poll() is not None or f.states()[job.id] == "running", f.states)
         assert run.poll() is None, "the scheduler ended: exit %s" % run.returncode
         filler.unlink()  # room again, for what it says as it stops
         run.terminate()
         assert run.wait(timeout=30) == 0
-    finally:
-        if run.poll() is None:  # (a failed test leaves nothing running)
-            run.kill()
-            run.wait()
 
 
 def _tgkill(pid: int, tid: int, sig: int) -> None:

@@ -36,6 +36,20 @@ def holding_session(pg_server, url: str):
     return psql
 
 
+def _left_while_the_other_launches(pg_server, url: str, f, held, other, caplog) -> None:
+    """``held``'s row held by a psql session left open, while the passes go on: ``other``
+    launches and runs, ``held`` stays placed, left for a later pass (logged); then the session
+    ends."""
+    psql = holding_session(pg_server, url)
+    try:
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
+        assert f.states()[held.id] == "placed"
+        assert "job %d is left for a later pass: " % held.id in caplog.text
+    finally:
+        psql.close()
+
+
 local_fleet = localfleet.local_fleet
 
 
@@ -308,14 +322,7 @@ def test_a_placed_job_row_held_stalls_its_launch_only_not_its_hosts_other_launch
     for job, gpu in ((held, "0"), (other, "1")):
         placed = f.fractui("place", str(job.id), "gpu-a", gpu)
         assert placed.returncode == 0, placed.stderr
-    psql = holding_session(pg_server, url)
-    try:
-        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
-        f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
-        assert f.states()[held.id] == "placed"
-        assert "job %d is left for a later pass: " % held.id in caplog.text
-    finally:
-        psql.close()
+    _left_while_the_other_launches(pg_server, url, f, held, other, caplog)
     f.until(lambda: f.scheduler.settle() and f.states()[held.id] == "running")
 
 
@@ -386,14 +393,7 @@ def test_a_held_row_of_a_decision_on_what_was_cordoned_since_stalls_only_it(
     f.store.cordon("gpu-a", None, "cordon", "test", "maintenance")
     other = f.submit("whole")
     assert f.fractui("place", str(other.id), "gpu-b", "0").returncode == 0
-    psql = holding_session(pg_server, url)
-    try:
-        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
-        f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
-        assert f.states()[held.id] == "placed"
-        assert "job %d is left for a later pass: " % held.id in caplog.text
-    finally:
-        psql.close()
+    _left_while_the_other_launches(pg_server, url, f, held, other, caplog)
     f.until(lambda: f.states()[held.id] == "pending")
 
 

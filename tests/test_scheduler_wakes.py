@@ -22,6 +22,7 @@ from fractui.store import SqliteStore
 from fractui.store.base import Feed, StoreUnavailable
 from fractui.store_url import sqlite_path
 from tests import localfleet
+from tests.cli_run import reaped
 from tests.localfleet import running, wait
 
 local_fleet = localfleet.local_fleet
@@ -32,7 +33,7 @@ def test_a_submit_from_another_process_is_placed_without_waiting_for_the_poll(lo
     # a poll every 60 s: a job placed within 20 s of its submit was placed on the feed
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=60.0, lease_s=180.0)
     head = f.scheduler_process("head")
-    try:
+    with reaped(head, signal.SIGTERM):
         first = f.fractui("submit", "--queue", "quarter", "--", "sleep", "600")
         assert first.returncode == 0, first.stderr
         wait(lambda: running(f) == 1, f.states, alive=head)
@@ -40,9 +41,6 @@ def test_a_submit_from_another_process_is_placed_without_waiting_for_the_poll(lo
         second = f.fractui("submit", "--queue", "quarter", "--", "sleep", "600")
         assert second.returncode == 0, second.stderr
         wait(lambda: running(f) == 2, f.states, timeout_s=20, alive=head)
-    finally:
-        head.terminate()
-        head.wait(30)
 
 
 def test_what_a_pass_reads_of_a_host_ignores_utilisation_and_memory_in_use():

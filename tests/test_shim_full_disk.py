@@ -22,6 +22,7 @@ from remote_agent import text
 from remote_agent.daemon.trust import private_dir, write_private
 from remote_agent.jobs.region import new_region
 from remote_agent.jobs.shim import JobFolder, write_json_until_done
+from tests.cli_run import reaped
 from tests.conftest import REPO
 from tests.test_job_supervision import fill, wait_until
 from tests.test_jobs import wait_job
@@ -50,12 +51,8 @@ def _shim(job_dir: str, said: Path) -> subprocess.Popen:
 def _exits_0(shim: subprocess.Popen) -> None:
     """The shim ends with exit 0 within 30 s; killed where it does not (a failure), so that
     no test leaves one running."""
-    try:
+    with reaped(shim):
         assert shim.wait(30) == 0
-    finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
 
 
 def _end_written(folder: JobFolder, job_dir: str) -> None:
@@ -203,16 +200,12 @@ def test_a_shim_whose_job_folder_is_gone_gives_its_end_up_and_exits(tmp_path):
                                   "os.path.exists(%r):\n    time.sleep(0.05)" % str(release)])
     said = tmp_path / "shim.err"
     shim = _shim(job_dir, said)
-    try:
+    with reaped(shim):
         wait_until(lambda: os.path.exists(os.path.join(job_dir, "started.json")),
                    "the job to start", 30)
         shutil.rmtree(job_dir)
         release.touch()
         assert shim.wait(30) == 0
-    finally:
-        if shim.poll() is None:
-            shim.kill()
-            shim.wait()
     assert "cannot write %s: its folder is gone" % os.path.join(job_dir, "exit.json") \
         in said.read_text()
 

@@ -33,6 +33,7 @@ from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
 from fractui.whoami import os_user
+from tests.cli_run import reaped
 from tests.conftest import REPO
 from tests.test_pg_guard import EARLIER, LEAST
 from tests.sshd import free_port
@@ -1527,13 +1528,9 @@ def test_submit_wait_whose_database_is_dropped_stops_waiting_and_says_so(pg_serv
     config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
                       % pg_server.url(db))
     waiting, number = _submit_waiting(config)
-    try:
+    with reaped(waiting):
         pg_server.sql("DROP DATABASE %s WITH (FORCE)" % db)
         out, err = waiting.communicate(timeout=120)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
     assert (waiting.returncode, out) == (1, ""), err
     assert "has no such database" in err and "Traceback" not in err, err
     assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "

@@ -13,6 +13,7 @@ from fractui.tui.jobs import JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.model import OTHER
 from tests import localfleet
+from tests.cli_run import reaped
 from tests.test_tui_cursor_pilot import plain
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, gpu_line, live_app, until
@@ -25,12 +26,9 @@ def test_each_job_s_slice_opens_that_job_and_a_foreign_process_is_named(local_fl
     jobs = [f.submit("2g") for _ in range(3)]
     f.until(lambda: all(f.store.get(j.id).state == "running" for j in jobs))
     foreign = subprocess.Popen(localfleet.sleeper(120))  # NVML lists live processes only
-    try:
+    with reaped(foreign):
         f.fleet.fan_out("sim.add_process", {"gpu": 0, "used_mib": 1000, "pid": foreign.pid})
         _drive(f, jobs, foreign.pid)
-    finally:
-        foreign.kill()
-        foreign.wait()
 
 
 def _drive(f, jobs, pid: int) -> None:

@@ -3,6 +3,7 @@ its GPUs, runs jobs, and on ``q`` leaves no agent daemon or job process behind."
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import termios
 import time
+from typing import Iterator
 
 import pytest
 
@@ -72,6 +74,17 @@ class Terminal:
         deadline = time.monotonic() + timeout_s
         while self.proc.poll() is None and time.monotonic() < deadline:
             self.read_until(b"(?!)", 0.2)
+
+    @contextlib.contextmanager
+    def closing(self) -> Iterator[Terminal]:
+        """The terminal for the block; after it, the child killed where it still runs (left by
+        a failure) and the terminal closed."""
+        try:
+            yield self
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            os.close(self.master)
 
     def to_the_end(self, timeout_s: float = 60) -> bytes:
         """All it wrote, stdout and stderr alike, once it has ended (killed if it had not by
@@ -322,17 +335,13 @@ def test_a_ctrl_c_while_the_demo_is_made_leaves_no_directory(tmp_path, monkeypat
     in it, was left behind. Nothing is left, and nothing runs."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     term = sigterm_at(where, "after", "demo", "--gpus", "4", "--seed", "3", sent="SIGINT")
-    try:
+    with term.closing():
         assert term.read_until(rb"at %s" % re.escape(where.encode()), 60), term.output[-3000:]
         term.drain(120)
         assert term.proc.returncode is not None and term.proc.returncode != 0, term.output
         assert b"Traceback" not in term.output, term.output[-3000:]
         assert [p.name for p in tmp_path.iterdir()] == [], term.output[-3000:]
         assert _processes_naming(str(tmp_path)) == []
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        os.close(term.master)
 
 
 def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):

@@ -59,7 +59,7 @@ def test_the_tui_runs_the_scheduler_as_its_child_and_stops_it_on_quit(local_flee
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     job = f.submit("half")
     term = _tui(f)
-    try:
+    with term.closing():
         pattern = rb"scheduler: child process (\d+), holds the lease"
         assert term.read_until(pattern, 60), term.output[-3000:]
         child = int(re.search(pattern, term.output).group(1))
@@ -70,10 +70,6 @@ def test_the_tui_runs_the_scheduler_as_its_child_and_stops_it_on_quit(local_flee
         _quit(term)
         assert not _alive(child)
         assert f.store.lease_holder() is None  # handed over at once
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        os.close(term.master)
 
 
 def test_the_tuis_child_is_a_standby_while_a_headless_scheduler_holds_the_lease(local_fleet):
@@ -99,20 +95,16 @@ def test_the_tuis_child_is_a_standby_while_a_headless_scheduler_holds_the_lease(
 def test_a_readonly_tui_runs_no_scheduler(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     term = _tui(f, "--readonly")
-    try:
+    with term.closing():
         assert term.read_until(rb"scheduler: none", 60), term.output[-3000:]
         assert f.store.lease_holder() is None
         _quit(term)
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        os.close(term.master)
 
 
 def test_the_child_scheduler_ends_with_a_tui_killed_with_sigkill(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     term = _tui(f)
-    try:
+    with term.closing():
         pattern = rb"scheduler: child process (\d+), holds the lease"
         assert term.read_until(pattern, 60), term.output[-3000:]
         child = int(re.search(pattern, term.output).group(1))
@@ -123,10 +115,6 @@ def test_the_child_scheduler_ends_with_a_tui_killed_with_sigkill(local_fleet):
             time.sleep(0.1)
         assert not _alive(child)
         assert f.store.lease_holder() is None  # it saw its pipe close and handed over
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        os.close(term.master)
 
 
 @pytest.mark.parametrize("controlling", [True, False], ids=["hung up", "gone unsaid"])
@@ -173,16 +161,12 @@ def test_a_sigterm_while_the_tui_starts_ends_it_and_its_scheduler_as_q_does(loca
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     config = f.write_config()
     term = sigterm_at(where, when, "--config", config, cols=160, rows=40)
-    try:
+    with term.closing():
         assert term.read_until(rb"at %s" % re.escape(where.encode()), 60), term.output[-3000:]
         term.drain(60)
         assert term.proc.returncode == 0, term.output[-3000:]
         assert [p for p in _processes_naming(config) if _alive(p)] == []  # its scheduler
         assert f.store.lease_holder() is None
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-        os.close(term.master)
 
 
 @pilot_test
