@@ -320,7 +320,8 @@ async def test_an_attempt_never_sampled_and_ended_by_its_hosts_clock_after_now_i
                                "GPU-h had no sample of it"), said
         (total,) = [row for row in screen.rows if row[0] == "total"]
         at = screen.titles.index
-        assert (total[at("running")], total[at("ended")]) == ("4", "3 done 1 failed 1 requeued"), total
+        assert (total[at("running")], total[at("ended")]) == (
+            "4", "3 done 1 failed 1 requeued"), total
     store.close()
 
 

@@ -18,12 +18,12 @@ Definitions (docs/usage.md says them for users):
 - waits: of the attempts that started in the range, from when each began to wait (a late
   copy aside: it served no one's wait);
 - outcomes: of the attempts that ended in the range (one the store closed whose host's
-  clock dated its end at now or after: of the range that reaches now; ``late``: a late copy, killed — a launch
-  that reached its agent after the store moved past its attempt, charged to its job's team
-  for the time it held its slice); ``running``: those holding a slice at its end (now, for
-  a range not over; none for one not begun); ``unstarted``: the jobs that ended in the range
-  (cancelled, failed) waiting, their last attempt never having held a slice — in no group,
-  as they have no usage record;
+  clock dated its end at now or after: of the range that reaches now; ``late``: a late
+  copy, killed — a launch that reached its agent after the store moved past its attempt,
+  charged to its job's team for the time it held its slice); ``running``: those holding a
+  slice at its end (now, for a range not over, never one the store closed; none for one not
+  begun); ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
+  last attempt never having held a slice — in no group, as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
   (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
 """
