@@ -331,7 +331,8 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
             raise Failed("%s has no GPU %s: it has %s" % (args.host, args.gpu, ", ".join(
                 "%s (%s)" % (g.get("index"), g.get("uuid")) for g in gpus) or "none"))
         on_host = session.call("job.list")["jobs"]
-        mine = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host]
+        mine = store.jobs(ON_HOST)  # all: which hold this GPU is plan_*'s to read, a move's
+        # target too (Job.holding)
         if args.destroy is not None:
             return plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
         return plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid,

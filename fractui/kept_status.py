@@ -52,11 +52,11 @@ def records(kept: Kept) -> List[Dict[str, Any]]:
     out = marks(list(kept.cordons), list(kept.jobs))
     on: Dict[Tuple[str, int], List[int]] = {}
     booked: Dict[Tuple[str, int], int] = {}
-    for job in kept.jobs:
-        for gpu in job.slot.gpus if job.slot else ():
-            where = (job.slot.host, gpu)  # type: ignore[union-attr]
-            on.setdefault(where, []).append(job.id)
-            booked[where] = booked.get(where, 0) + (job.slot.memory_mib or 0)  # type: ignore
+    for held in (h for job in kept.jobs for h in job.holding()):  # (a move's target too)
+        for gpu in held.slot.gpus:  # type: ignore[union-attr]
+            where = (held.slot.host, gpu)  # type: ignore[union-attr]
+            on.setdefault(where, []).append(held.id)
+            booked[where] = booked.get(where, 0) + (held.slot.memory_mib or 0)  # type: ignore
     hosts = []
     for name in sorted(set(kept.inventory) | set(kept.away)):
         facts = kept.inventory.get(name) or {}
@@ -67,7 +67,7 @@ def records(kept: Kept) -> List[Dict[str, Any]]:
                  "booked_mib": None if g.get("mig_mode") else booked.get(
                      (name, g.get("index")), 0),
                  "out_of_service": out.get((name, g.get("index"))),
-                 "jobs": sorted(on.get((name, g.get("index")), []))}
+                 "jobs": sorted(set(on.get((name, g.get("index")), [])))}
                 for g in facts.get("gpus") or []]
         hosts.append({"name": name, "state": state, "away_since": kept.away.get(name),
                       "facts_since": kept.since.get(name), "cpus": facts.get("cpus"),

@@ -195,6 +195,29 @@ def test_a_job_moving_by_hand_holds_its_targets_room_as_well_as_its_own():
     assert got[("fractui_job_allocated_gpus", J1)] == 0.25
 
 
+def _sums(got) -> Tuple[float, float]:
+    """The sums of every GPU's allocated ratio and of every team's allocated GPUs."""
+    return tuple(sum(v for (n, _), v in got.items() if n == name)  # type: ignore[return-value]
+                 for name in ("fractui_gpu_allocated_ratio", "fractui_team_allocated_gpus"))
+
+
+@pytest.mark.parametrize("target,smaller", [
+    (Slot("a", (1,), profile="1g.10gb", start=6, charge=0.142857), 0.142857),  # to a smaller
+    (Slot("a", (1,), profile="3g.40gb", start=0, charge=0.428571), 0.25)])  # to a larger
+def test_while_a_job_moves_the_gpus_sum_exceeds_the_teams_by_the_smaller_of_its_slots(
+        target, smaller):
+    """docs/metrics.md: every host heard from and every job in a team, the GPUs' series sum
+    to the teams' — but a job moving by hand holds the room of both its slots (the GPUs'
+    series, no placement takes either) and is charged to its team's quota the larger of the
+    two (``held_charge``: what it will hold at most), so the GPUs' sum is the teams' and the
+    smaller of its slots' charges."""
+    gpus, teams = _sums(samples(state()))
+    assert gpus == pytest.approx(teams)  # (nothing moves)
+    moving = dataclasses.replace(JOBS[0], state="stopping", stop_intent=MOVE, move_to=target)
+    gpus, teams = _sums(samples(state([moving] + JOBS[1:])))
+    assert gpus - teams == pytest.approx(smaller, abs=1e-6)
+
+
 def test_a_team_gone_from_the_config_whose_jobs_hold_gpus_has_them_counted_not_a_quota():
     """vision is removed from the config while its job 2 runs on the A100: the GPUs it holds
     are still the team's, all borrowed (a team of no config has no quota: its jobs may be

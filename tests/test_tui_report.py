@@ -23,10 +23,10 @@ from fractui.tui.bars import owner_marks
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
-from fractui.tui.report_view import ReportScreen
+from fractui.tui.report_view import MEMORY, ReportScreen
 from fractui.tui.sample import NOW
 from fractui.usage.report import Series, build
-from fractui.usage.sentences import hours, local
+from fractui.usage.sentences import hours, local, unsampled_memory_words
 from tests.test_tui_pilot import palette
 from tests.tui_frozen import H, frozen_app, notices, pilot_test, settled, usage_store
 
@@ -292,6 +292,36 @@ async def test_the_screen_counts_to_the_stores_now_as_fractui_report_does(tmp_pa
         r = build(store.usage(now - 24 * H, now), store.gpu_time(now - 25 * H, now),
                   now - 24 * H, now, "team", now, bucket_s=H)
         assert held(screen) == {g.key: hours(g.held_h) for g in r.groups + [r.total]}
+    store.close()
+
+
+@pilot_test
+async def test_an_attempt_never_sampled_and_ended_by_its_hosts_clock_after_now_is_said(tmp_path):
+    """A job ran 10 min and ended, its host's clock a minute ahead of the store's (its end
+    dated after the screen's now), before its agent sampled it: the screen, whose ranges end
+    now, counts it done and not running, as fractui report does, and its headline says, in
+    fractui report's words, that the memory column leaves it out."""
+    path = os.path.join(tmp_path, "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW)
+    job = store.submit("quarter", "speech", "short", ["x"], {}, "dan@ws")
+    store.place(job.id, Slot("a10-1", (0,), memory_mib=5760, charge=0.25), "sched", "placed")
+    store.started(job.id, "j%d" % job.id, NOW - 600, "sched", "started", model="A10")
+    store.ended(job.id, ("running",), "done", None, "sched", "done", "end", exit_code=0,
+                ended_at=NOW + 60)
+    r = build(store.usage(NOW - 24 * H, NOW), [], NOW - 24 * H, NOW, "team", NOW)
+    (said,) = unsampled_memory_words(r.total, MEMORY)
+    assert r.total.outcomes["done"] == 3 and r.total.running == 4  # #1, #5, it; #3, #4, #6, #7
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await opened(app, pilot)
+        assert said in lines(screen), lines(screen)
+        assert said.startswith("mem GiB-h counts memory as sampled: 1 attempt holding 0.04 "
+                               "GPU-h had no sample of it"), said
+        (total,) = [row for row in screen.rows if row[0] == "total"]
+        at = screen.titles.index
+        assert (total[at("running")], total[at("ended")]) == (
+            "4", "3 done 1 failed 1 requeued"), total
     store.close()
 
 

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, RUNNING,
-                                 STOPPING, GpuTime, Sampled, Slot, UsageRecord)
+                                 STOPPING, GpuTime, Job, Sampled, Slot, UsageRecord)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.report import build, percentile, saving, series
 from tests.cli_run import in_process, leaks
@@ -377,20 +377,60 @@ def _done(start: float, end: float) -> UsageRecord:
                                           util_mean=50.0))
 
 
+@pytest.mark.parametrize("until", [1000.0, 500.0])
 @pytest.mark.parametrize("end", [500.0, 510.0])
-def test_an_attempt_the_store_closed_by_now_is_done_not_running_and_held_no_later(end):
-    """A range not over yet (until 1000, now 500): an attempt that ended as the report is
+def test_an_attempt_the_store_closed_by_now_is_done_not_running_and_held_no_later(end, until):
+    """A range that reaches now (now 500; until 1000, or until now, as `fractui report` by
+    default and the TUI's report screen make it): an attempt that ended as the report is
     made, or whose host's clock put its end after the store's now, is one of the outcomes and
     not RUNNING too (the table says each attempt is either), and holds nothing past now, as
     what sharing saved counts it: 400 s, not 410."""
-    r = build([_done(100.0, end)], [], 0.0, 1000.0, "team", 500.0)
+    r = build([_done(100.0, end)], [], 0.0, until, "team", 500.0)
     assert (r.total.outcomes, r.total.running) == ({DONE: 1}, 0)
     assert r.total.held_h * 3600 == pytest.approx(400.0)
     assert r.total.used_h * 3600 == pytest.approx(200.0)
     assert r.total.memory_gib_h * 3600 == pytest.approx(400.0)
     assert r.saving.mean_demand * (500.0 - r.start) == pytest.approx(400.0)  # from 100 s
-    held = series([_done(100.0, end)], 0.0, 1000.0, 5, 500.0).held["t"]
+    held = series([_done(100.0, end)], 0.0, until, 5, 500.0).held["t"]
     assert sum(held) * 100 == pytest.approx(400.0)  # five steps of 100 s up to now
+    # a range that ended before now had it running at its end; one not begun, nothing
+    before = build([_done(100.0, end)], [], 0.0, 300.0, "team", 500.0).total
+    assert (before.outcomes, before.running) == ({}, 1)
+    assert build([_done(100.0, end)], [], 600.0, 1000.0, "team", 500.0).total.empty
+
+
+@pytest.mark.parametrize("until", [1000.0, 500.0])
+def test_a_job_ended_waiting_by_a_clock_ahead_of_the_stores_is_of_the_range_reaching_now(
+        until):
+    """A job that failed at its launches, its end dated by a clock ahead of the store's now,
+    ended waiting in the range that reaches now, whatever its end (until now, as the
+    default's: not before it): the store knows it ended."""
+    job = Job(id=1, queue="q", team="t", name="j", argv=("true",), request={}, state=FAILED,
+              submitted_at=50.0, updated_at=510.0, ended_at=510.0)
+    assert build([], [], 0.0, until, "team", 500.0, [job]).unstarted == {FAILED: 1}
+    assert build([], [], 0.0, 300.0, "team", 500.0, [job]).unstarted == {}
+
+
+def test_a_job_done_by_a_host_clock_ahead_is_an_outcome_not_running_in_the_default_report(
+        tmp_path, capfd):
+    """`fractui report` as run, --until now: a job whose host's clock, a minute ahead of the
+    store's, dated its end after the report's now is done in it, and not RUNNING, held up
+    to now."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("h", (0,), None, None, None, 1.0), "sched", "fits")
+        now = store.now()
+        store.started(job.id, "a1", now - 600, "sched", "started", model="L4")
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=now + 60)
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            "--json"])
+        assert code == 0, err
+        total = json.loads(out)["total"]
+        assert (total["running"], total["outcomes"]["done"]) == (0, 1)
+        assert 600 <= total["held_gpu_hours"] * 3600 < 660  # up to the report's now
+    finally:
+        store.close()
 
 
 def test_a_damaged_usage_record_is_said_with_where_and_left_as_it_was(known, tmp_path, capfd):

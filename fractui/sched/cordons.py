@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Iterable, List, Optional, Sequence
 
 from fractui.sched.model import Gpu, Host
-from fractui.store.model import CORDON, ON_HOST, Cordon, Job
+from fractui.store.model import CORDON, Cordon, Job
 from fractui.words import count, first_of
 
 CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
@@ -20,10 +20,12 @@ STATES = (CORDONED, DRAINING, DRAINED)
 
 
 def holds(cordon: Cordon, job: Job) -> bool:
-    """Whether ``job`` is on what ``cordon`` took out of service (on its host, or its GPU)."""
-    slot = job.slot
-    return job.state in ON_HOST and slot is not None and slot.host == cordon.host and (
-        cordon.gpu is None or cordon.gpu in slot.gpus)
+    """Whether ``job`` holds room on what ``cordon`` took out of service (on its host, or its
+    GPU): where it is, or where it moves (``Job.holding``), so a drain of a move's target is
+    draining until the move has run there and ended."""
+    return any(h.slot.host == cordon.host and (  # type: ignore[union-attr]
+        cordon.gpu is None or cordon.gpu in h.slot.gpus)  # type: ignore[union-attr]
+        for h in job.holding())
 
 
 def state(cordon: Cordon, jobs: Iterable[Job]) -> str:

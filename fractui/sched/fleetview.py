@@ -29,7 +29,7 @@ from remote_agent.mig.planner import PlanError
 from fractui.sched import mig
 from fractui.sched.model import MILLI, Gpu, Host, Request
 from fractui.sched.quota import charge, charged_by_gpu
-from fractui.store.model import ON_HOST, PENDING, PLACED, RUNNING, Job
+from fractui.store.model import PENDING, PLACED, RUNNING, Job
 
 USABLE = ("online", "degraded")
 ACTIVE_AGENT_STATES = ("starting", "running")
@@ -355,11 +355,8 @@ def jobs_by_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
     no placement takes the room while it stops."""
     on_host: Dict[str, List[Job]] = {}
     for job in store_jobs:
-        if job.state in ON_HOST and job.slot is not None:
-            on_host.setdefault(job.slot.host, []).append(job)
-        held = job.held_decision()
-        if held is not None:
-            on_host.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
+        for holder in job.holding():
+            on_host.setdefault(holder.slot.host, []).append(holder)  # type: ignore[union-attr]
     return on_host
 
 

@@ -23,7 +23,7 @@ from remote_agent.mig.layout import Geometry, Instance, Layout, Profile, named
 from fractui.sched import mig
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, FLIP_FEATURES, Booked, book_launch,
                                      gpu_geometry)
-from fractui.store.model import ON_HOST, PLACED, Job
+from fractui.store.model import PLACED, Job
 
 CREATE, DESTROY, MODE = "create", "destroy", "mode"
 
@@ -58,7 +58,8 @@ def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Ma
            store_jobs: Iterable[Job], store_uid: str) -> list[str]:
     """The jobs that hold the GPU (or one instance of it), named as ``fractui jobs`` names
     them: the store's number where the store knows it, else HOST/JOB; and jobs the store has
-    placed there that have not started yet."""
+    placed there that have not started yet, or that move there (the room a move holds, named
+    "moving here": a mode change under it took the slot its next attempt is to have)."""
     by_key = {j.key(store_uid): j for j in store_jobs}
     named, seen = [], set()
     for rec in agent_jobs:
@@ -70,11 +71,14 @@ def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Ma
         if job is not None:
             seen.add(job.id)
         named.append("job %d" % job.id if job is not None else "%s/%s" % (host, rec.get("id")))
-    for job in store_jobs:
-        slot = job.slot
-        if (job.id not in seen and job.state in ON_HOST and slot is not None
-                and slot.host == host and gpu in slot.gpus and instance is None):
-            named.append("job %d (%s)" % (job.id, job.state))
+    for job in store_jobs:  # (each room it holds: a move's target too, Job.holding)
+        for held in job.holding():
+            slot = held.slot
+            if (job.id not in seen and slot is not None and slot.host == host
+                    and gpu in slot.gpus and instance is None):
+                seen.add(job.id)
+                named.append("job %d (%s)" % (job.id, job.state if held is job
+                                              else "moving here"))
     return named
 
 

@@ -247,6 +247,16 @@ class Job:
                        move_to=None, move_borrowed=False, agent_job=None, manual=True,
                        preemptible=self.move_borrowed)
 
+    def holding(self) -> "tuple[Job, ...]":
+        """The room it holds on the fleet, as the jobs that hold it: itself where it is on a
+        host (placed, running or stopping, with its slot), and while it moves by hand its
+        ``held_decision`` on the target too. The one reading of who holds a GPU, which every
+        view of one goes through (fleetview.jobs_by_host, the drains, the MIG mode changes,
+        status): each view that read ``slot`` alone read a move's target free."""
+        mine = (self,) if self.state in ON_HOST and self.slot is not None else ()
+        held = self.held_decision()
+        return mine if held is None else mine + (held,)
+
     @property
     def user(self) -> str:
         """Who submitted it ("" where the store does not say: a row of before its audit)."""

@@ -43,7 +43,7 @@ from fractui.tui.themes import owner_colour, owners_marked, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, series
 from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, group_name, hours,
                                      kept_words, online_words, saving_words, unmeasured_words,
-                                     unstarted_words)
+                                     unsampled_memory_words, unstarted_words)
 
 REFRESH_S = 30.0
 NARROW = 100  # below this width, or NARROW_HEIGHT rows, the plots stack in one column
@@ -141,6 +141,8 @@ def outcomes(g: Group) -> str:
 UNMEASURED = "no measure"
 """The column of the GPU-hours held without a measure, as the line under the headline names
 it."""
+MEMORY = "mem GiB-h"
+"""The column of memory in use, as sampled, as the line under the headline names it."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ COLUMNS = (
     Column("used", "used GPU-h", lambda g: hours(g.used)),
     Column("util", "util", util),
     Column("unmeasured", UNMEASURED, lambda g: hours(g.unmeasured_h)),
-    Column("memory", "mem GiB-h", lambda g: hours(g.memory)),
+    Column("memory", MEMORY, lambda g: hours(g.memory)),
     Column("wait", "wait p50", lambda g: duration(g.wait_median_s)),
     Column("p95", "p95", lambda g: duration(g.wait_p95_s)),
     Column("running", "running", lambda g: str(g.running)),
@@ -194,13 +196,14 @@ def headline(computed: Computed, shell: Optional[str] = None) -> Text:
     """The outcome, in ``fractui report``'s sentences (fractui.usage.sentences), one a line:
     what sharing saved, where the store's usage in the range begins, the GPUs' time and how
     much of it is kept, how busy the jobs kept what they held, what was held without a
-    measure, the jobs that ended waiting and those waiting now; ``shell``: the command that
+    measure, the attempts whose memory was never sampled (its memory column leaves them
+    out), the jobs that ended waiting and those waiting now; ``shell``: the command that
     reports the same store from a shell, where the user may not know it (the demo's)."""
     r, t = computed.report, computed.report.total
     text = Text(saving_words(r), style="bold")
     for line in (kept_words(r) + online_words(t) + computed.coverage.words(r) + busy_words(t) +
-                 unmeasured_words(t, UNMEASURED) + unstarted_words(r) +
-                 computed.waiting.words()):
+                 unmeasured_words(t, UNMEASURED) + unsampled_memory_words(t, MEMORY) +
+                 unstarted_words(r) + computed.waiting.words()):
         text.append("\n" + line)
     if shell:
         text.append("\nfrom a shell: %s" % shell, style="dim")

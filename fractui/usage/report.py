@@ -17,12 +17,13 @@ Definitions (docs/usage.md says them for users):
   named (``memory_unsampled``), never read as having used none;
 - waits: of the attempts that started in the range, from when each began to wait (a late
   copy aside: it served no one's wait);
-- outcomes: of the attempts that ended in the range (``late``: a late copy, killed — a launch
-  that reached its agent after the store moved past its attempt, charged to its job's team
-  for the time it held its slice); ``running``: those holding a slice at its end (now, for
-  a range not over; none for one not begun); ``unstarted``: the jobs that ended in the range
-  (cancelled, failed) waiting, their last attempt never having held a slice — in no group,
-  as they have no usage record;
+- outcomes: of the attempts that ended in the range (one the store closed whose host's
+  clock dated its end at now or after: of the range that reaches now; ``late``: a late
+  copy, killed — a launch that reached its agent after the store moved past its attempt,
+  charged to its job's team for the time it held its slice); ``running``: those holding a
+  slice at its end (now, for a range not over, never one the store closed; none for one not
+  begun); ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
+  last attempt never having held a slice — in no group, as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
   (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
 """
@@ -282,7 +283,7 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     kept = [g for g in groups.values() if not g.empty]
     return Report(since, until, by, sorted(kept, key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
-                  unstarted_jobs(ended, since, until), whose,
+                  unstarted_jobs(ended, since, until, now), whose,
                   frozenset(t.bucket for t, _ in in_range), forgotten)
 
 
@@ -331,14 +332,15 @@ UNSTARTED = (CANCELLED, FAILED)
 """How a job can end without starting: cancelled while it waited, failed at its launches."""
 
 
-def unstarted_jobs(jobs: Iterable[Job], since: float, until: float) -> Dict[str, int]:
-    """How many of ``jobs`` ended in [since, until) while waiting — their last attempt never
-    held a slice, so no usage record has them: without this a range whose jobs were all
-    cancelled while they waited reads as one where nothing was asked for."""
+def unstarted_jobs(jobs: Iterable[Job], since: float, until: float,
+                   now: float) -> Dict[str, int]:
+    """How many of ``jobs`` ended in [since, until) while waiting (``ended_in``) — their last
+    attempt never held a slice, so no usage record has them: without this a range whose jobs
+    were all cancelled while they waited reads as one where nothing was asked for."""
     out: Dict[str, int] = {}
     for job in jobs:
-        if (job.state in UNSTARTED and job.started_at is None and job.ended_at is not None
-                and since <= job.ended_at < until):
+        if (job.state in UNSTARTED and job.started_at is None
+                and ended_in(job.ended_at, since, until, now)):
             out[job.state] = out.get(job.state, 0) + 1
     return out
 
@@ -391,7 +393,7 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.memory_unsampled.append((r.job, r.attempt))
     if since <= r.started_at < until and r.waits:
         g.waits_s.append(r.waited_s)
-    if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
+    if r.outcome and ended_in(r.ended_at, since, until, now):
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
     if running_at_end(r, since, until, now):
         g.running += 1
@@ -405,17 +407,28 @@ def reaches_now(since: float, until: float, now: float) -> bool:
     return since < now <= until
 
 
+def ended_in(ended_at: Optional[float], since: float, until: float, now: float) -> bool:
+    """Whether an end the store keeps (None: none yet) is of [since, until): dated in it, or,
+    of the range that reaches now (``reaches_now``: the default's and the TUI's, until now),
+    dated at now or after — by its host's clock, as the store closed it by its own now at the
+    latest. Read as dated, such an end was in no range reaching now (until now: not before
+    it) and its attempt read RUNNING."""
+    if ended_at is None:
+        return False
+    return since <= ended_at < until or (ended_at >= now and reaches_now(since, until, now))
+
+
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
     """Whether the attempt held its slice at the range's end — ``now`` for a range not over
-    yet; none for a range that has not begun, of which nothing is known. An attempt the store
-    holds open at ``now`` is running then, even where its host's clock put its start later;
-    one whose outcome is the range's (it ended in it, though at ``now`` or, by its host's
-    clock, after it) is not: each attempt read is one or the other, never both."""
+    yet; none for a range that has not begun, of which nothing is known. At ``now``, an
+    attempt the store holds open is running, even where its host's clock put its start
+    later, and one it closed is not, whatever its host's clock put as its end (its outcome is
+    the range's, ``ended_in``): each attempt read is one or the other, never both."""
     at = min(until, now)
-    if at <= since or (r.ended_at is not None and since <= r.ended_at < until):
+    if at <= since or ended_in(r.ended_at, since, until, now):
         return False
-    if r.ended_at is None and at == now:
-        return True
+    if at == now:
+        return r.ended_at is None
     return r.started_at < at <= (r.ended_at if r.ended_at is not None else math.inf)
 
 
