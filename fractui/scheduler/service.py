@@ -148,7 +148,8 @@ class Scheduler:
                                  self.settings.max_attempts, self.lanes, clock,
                                  self.settings.interval_s, ticks)
         self.relay = LogRelay(store, self._call, self.lanes)
-        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
+        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, self._store_now,
+                                 ticks)  # (GPU time dated as the usage records' ends are)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
