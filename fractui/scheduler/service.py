@@ -609,7 +609,8 @@ class Scheduler:
         def write() -> None:
             kept = self.store.team_terms()
             if kept != terms or kept.unread or not kept.listed:  # (none: written as none;
-                # a mark naming no teams, of before it did: written naming them)
+                # a mark naming no teams, of before it did, or another take of the lease's:
+                # written naming them, under this one's epoch)
                 self.store.keep_team_terms(terms, epoch=self.epoch)
             if kept.unread:  # (their teams' quotas were said not known until now)
                 log.warning("%s: written again", "; ".join(kept.unread.values()))
