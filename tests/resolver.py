@@ -2,16 +2,19 @@
 -m``) in which /etc/resolv.conf names a name server on a loopback address nothing listens on,
 so a name not in /etc/hosts fails as a resolver away does (EAI_AGAIN, "Temporary failure in
 name resolution"), with no network; and /etc/hosts a file of the test's, which it writes a
-name into to make it resolve (glibc reads the file at each lookup). Needs root."""
+name into to make it resolve (glibc reads the file at each lookup). Needs root that may
+make a mount namespace and bind a file in it (CAP_SYS_ADMIN: not a default container's);
+skipped, saying why, elsewhere."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import pytest
 
@@ -22,9 +25,10 @@ class Resolver:
     """The resolver's files, in ``folder``; ``command`` runs an argv under them."""
 
     def __init__(self, folder: Path):
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
+        refused = namespace_refused()
+        if refused is not None:
             pytest.skip("a resolver of the test's own is mounted over /etc/resolv.conf and "
-                        "/etc/hosts in a mount namespace: needs root and unshare")
+                        "/etc/hosts in a mount namespace: " + refused)
         folder.mkdir(parents=True, exist_ok=True)
         self.conf, self.hosts = folder / "resolv.conf", folder / "hosts"
         self.conf.write_text("nameserver %s\noptions timeout:1 attempts:1\n" % NO_SERVER)
@@ -58,6 +62,22 @@ class Resolver:
             capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
+
+
+@functools.lru_cache(maxsize=None)
+def namespace_refused() -> Optional[str]:
+    """Why this machine makes no mount namespace with a file bound in it, or None: probed
+    once per process, as ``Resolver.command`` makes them (root alone is not enough: without
+    CAP_SYS_ADMIN, a default Docker container's root, unshare is not permitted)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return "needs root and unshare"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "mount", "--bind",
+                           "/etc/hosts", "/etc/hosts"], capture_output=True, text=True,
+                          timeout=60)  # (over itself, in a namespace gone as it ends)
+    if done.returncode != 0:
+        return "this root may not make one here (no CAP_SYS_ADMIN?): %s" % (
+            done.stderr.strip() or "exit %d" % done.returncode)
+    return None
 
 
 EAI_AGAIN = "%d Temporary failure in name resolution" % socket.EAI_AGAIN

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +24,7 @@ from fractui.config import QueueConfig
 from fractui.store import open_store
 from tests import localfleet
 from tests.cli_run import fractui_process, leaks, reaped, subprocess_run
+from tests.conftest import REPO
 from tests.localfleet import LocalFleet, wait
 from tests.pg_proxy import BEFORE, PgProxy
 from tests.resolver import EAI_AGAIN, Resolver
@@ -240,6 +244,27 @@ def test_submit_wait_rides_out_a_store_host_the_resolver_cannot_look_up_for_a_wh
     assert (waiter.returncode, out) == (1, ""), (lost, back, err)
     assert "fractui: job 1 ended: exited 3: hello\n" in err, err
     assert not leaks("".join(lost + back) + err)
+
+
+def test_the_resolvers_tests_are_skipped_saying_why_where_root_may_not_unshare(tmp_path):
+    """Root without CAP_SYS_ADMIN (a default Docker container's root) may not make a mount
+    namespace: the tests with a resolver of their own are skipped, saying why, where they
+    failed with "unshare failed: Operation not permitted". Such a root made here: the
+    capability dropped from a process's bounding and inheritable sets."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("drops a capability of root's: needs root and setpriv")
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin", sys.executable,
+         "-c", "import sys\nfrom pathlib import Path\nfrom tests.resolver import Resolver\n"
+               "try:\n    Resolver(Path(sys.argv[1]))\nexcept BaseException as err:\n"
+               "    print(type(err).__name__, err)", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("Skipped a resolver of the test's own is mounted over "
+                                  "/etc/resolv.conf and /etc/hosts in a mount namespace: "
+                                  "this root may not make one here (no CAP_SYS_ADMIN?): "
+                                  "unshare: "), done.stdout
+    assert "Operation not permitted" in done.stdout, done.stdout
 
 
 def test_a_scheduler_whose_store_goes_away_as_it_asks_who_it_is_waits_for_it(cut):

@@ -549,6 +549,38 @@ def test_a_mark_of_kept_quotas_naming_no_teams_is_written_again_naming_them(
     assert list(f.store.team_terms().unread) == ["nlp"]
 
 
+def test_an_older_holders_write_of_the_kept_quotas_is_never_read_as_rows_deleted(
+        local_fleet, store_url, request):
+    """A standby of the release before takes the lease and writes its terms its way: the rows
+    replaced, the mark set once ('1', ON CONFLICT DO NOTHING), so the list of teams the new
+    holder wrote stays. Read by it, vision (which the older holder's config lacks) was "missing
+    (the row deleted since the lease holder wrote it)" for as long as that holder held the
+    lease. The mark holds the epoch it was written under: another take's rows are not its,
+    so vision reads as before the list, a team that holder does not have; the new holder,
+    back, writes the mark again."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS, store_url=store_url)
+    f.scheduler.step()  # the new holder keeps its terms, naming vision and nlp
+    f.store.release_lease(f.scheduler.holder)
+    assert f.store.acquire_lease("old@standby:1", 60) is not None
+    _owner_sql(store_url, request, "DELETE FROM team_terms")  # the older fractui's write
+    _owner_sql(store_url, request, "INSERT INTO team_terms (team, quota_gpus, over_quota, "
+                                   "weight) VALUES ('nlp', 1.0, %s, 1.0)" % (
+                                       "0" if store_url.startswith("sqlite") else "false"))
+    _owner_sql(store_url, request, "INSERT INTO meta (key, value) VALUES "
+                                   "('team_terms_written', '1') ON CONFLICT (key) DO NOTHING")
+    read = f.store.team_terms()
+    assert (read, read.unread, read.listed) == ({"nlp": TeamTerms(1.0, False, 1.0)}, {},
+                                                False)
+    shown = f.fractui("teams")
+    assert shown.returncode == 0, shown.stderr
+    assert "team vision: the scheduler holds no team vision (its config has none)" in \
+        shown.stderr and "deleted" not in shown.stderr, shown.stderr
+    f.store.release_lease("old@standby:1")
+    f.scheduler.step()  # the new holder takes the lease again, and writes its terms
+    _owner_sql(store_url, request, "DELETE FROM team_terms WHERE team = 'vision'")
+    assert list(f.store.team_terms().unread) == ["vision"]
+
+
 def test_a_damaged_kept_row_is_logged_with_its_team_name_escaped(local_fleet, tmp_path, caplog):
     """A damaged row of the kept quotas whose team holds an escape and a line break (written
     by hand): the lease holder's next pass writes the terms again and logs the row it mended,

@@ -138,13 +138,17 @@ def test_an_attempt_that_ran_and_ended_before_its_start_was_recorded_is_charged(
 
 
 @pytest.mark.parametrize("ahead", [2 * 86400.0, -2 * 86400.0], ids=["ahead", "behind"])
-def test_the_retention_forgets_usage_by_the_stores_clock(local_fleet, ahead):
+def test_the_retention_forgets_usage_by_the_stores_clock(local_fleet, monkeypatch, ahead):
     """The usage records' ends are the store's times, so the lease holder's prune cuts them
     by the store's clock (``Store.now`` read at the prune): by its own, a holder two days
     ahead with [usage] keep_days = 1 forgot an attempt that ended 12 h ago, and one two days
-    behind kept one that ended 36 h ago."""
+    behind kept one that ended 36 h ago. The GPU time's buckets are dated by the store's
+    clock too (as the holder knows it), so its next prune keeps those it just wrote: dated
+    by its own, a holder two days behind forgot every bucket at each prune."""
+    monkeypatch.setattr(keeper, "LOOK_S", 0.2)
+    monkeypatch.setattr(keeper, "FLUSH_S", 1.0)
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
-                    usage=UsageSettings(keep_days=1))
+                    usage=UsageSettings(keep_days=1, bucket_s=10))
     now = f.store.now()
     ended = {}
     for hours in (12, 36):
@@ -156,10 +160,19 @@ def test_the_retention_forgets_usage_by_the_stores_clock(local_fleet, ahead):
         ended[hours] = job.id
     f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
                             clock=lambda: time.time() + ahead)
+    prunes = []
+    prune = f.store.prune_usage
+    monkeypatch.setattr(f.store, "prune_usage", lambda *a, **k: prunes.append(prune(*a, **k)))
     f.scheduler.start()
     try:
         wait(lambda: f.store.usage_forgotten_before() is not None, f.states)
+        wait(lambda: sum(t.online_s for t in f.store.gpu_time(0, 9e12)) > 2, f.states)
+        f.scheduler.usage._pruned = float("-inf")  # the next hour's prune, due now
+        wait(lambda: len(prunes) == 2, f.states)
     finally:
         f.scheduler.stop()
     assert [r.job for r in f.store.usage(0, 9e12)] == [ended[12]]
     assert f.store.usage_forgotten_before() == pytest.approx(now - 86400, abs=60)
+    assert prunes[1] == 0 and f.store.gpu_time(0, 9e12)  # (none forgotten at the second)
+    assert {t.bucket for t in f.store.gpu_time(0, 9e12)} <= {
+        b - b % 10 for b in range(int(now) - 20, int(f.store.now()) + 10)}

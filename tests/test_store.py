@@ -616,6 +616,31 @@ def test_a_damaged_team_terms_row_is_left_out_and_the_rest_read(tmp_path):
         store.close()
 
 
+def test_a_team_the_holder_adds_as_the_terms_are_read_is_never_read_as_deleted(store_url):
+    """The kept terms' rows and the mark naming the teams written (and its epoch) are read in
+    one statement, one snapshot on either store: read in two, the lease holder's write that
+    added nlp, committed between them, read as nlp's row "deleted since the lease holder
+    wrote it". The holder's write here is run as the reader's statement starts."""
+    holder, reader = open_store(store_url), open_store(store_url)
+    try:
+        epoch = holder.acquire_lease("s1", 60)
+        vision, nlp = TeamTerms(0.5, False, 1.0), TeamTerms(1.0, False, 1.0)
+        holder.keep_team_terms({"vision": vision}, epoch=epoch)  # its config: vision alone
+        run, wrote = reader._run, []
+
+        def between(db, sql, *args):
+            if "FROM meta" in sql and not wrote:  # its next pass, nlp added to its config
+                wrote.append(holder.keep_team_terms({"vision": vision, "nlp": nlp},
+                                                    epoch=epoch))
+            return run(db, sql, *args)
+        reader._run = between
+        read = reader.team_terms()
+        assert wrote and (read, read.unread) == ({"vision": vision, "nlp": nlp}, {})
+    finally:
+        holder.close()
+        reader.close()
+
+
 def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
     """A hold is the lease holder's memory for an hour at most: a row holding what fractui
     never writes is left out, said in the log, rather than the store's damage that would stop

@@ -468,7 +468,8 @@ def test_a_damaged_bucket_row_leaves_out_its_host_and_the_others_are_kept(tmp_pa
     caplog.set_level(logging.INFO, "fractui.scheduler")
     path = tmp_path / "store.db"
     clock = [1200.0]
-    store = SqliteStore(str(path), clock=lambda: clock[0])  # (its buckets within retention)
+    store = SqliteStore(str(path), clock=lambda: clock[0])  # (the keeper dates its buckets
+    # by the store's clock, the scheduler's _store_now: here one and the same)
     keeper = UsageKeeper(UsageSettings(bucket_s=300), store, lambda *a: {},
                          Lanes(lambda: True, lambda: None), clock=lambda: clock[0],
                          ticks=lambda: clock[0])

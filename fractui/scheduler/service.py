@@ -148,7 +148,8 @@ class Scheduler:
                                  self.settings.max_attempts, self.lanes, clock,
                                  self.settings.interval_s, ticks)
         self.relay = LogRelay(store, self._call, self.lanes)
-        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
+        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, self._store_now,
+                                 ticks)  # (GPU time dated as the usage records' ends are)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
@@ -608,7 +609,8 @@ class Scheduler:
         def write() -> None:
             kept = self.store.team_terms()
             if kept != terms or kept.unread or not kept.listed:  # (none: written as none;
-                # a mark naming no teams, of before it did: written naming them)
+                # a mark naming no teams, of before it did, or another take of the lease's:
+                # written naming them, under this one's epoch)
                 self.store.keep_team_terms(terms, epoch=self.epoch)
             if kept.unread:  # (their teams' quotas were said not known until now)
                 log.warning("%s: written again", "; ".join(kept.unread.values()))

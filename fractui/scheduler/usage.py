@@ -34,9 +34,11 @@ class UsageKeeper:
     def __init__(self, settings: UsageSettings, store: Store, call: Call, lanes: Lanes,
                  clock: Callable[[], float] = time.time,
                  ticks: Callable[[], float] = time.monotonic):
-        """``clock`` dates what is kept (the wall clock; the retention cuts by the store's,
-        which dated the records' ends); ``ticks`` times when each thing is due again (the
-        monotonic clock: a wall clock set back stops none of them)."""
+        """``clock`` dates the GPU time kept: the store's clock, as the lease holder knows it
+        (``Scheduler._store_now``), the clock the usage records' ends are dated by, so the
+        retention cuts both by one line and a report's range, by the store's clock, holds
+        both; ``ticks`` times when each thing is due again (the monotonic clock: a wall clock
+        set back stops none of them)."""
         self.settings = settings
         self.store = store
         self.call = call
@@ -67,7 +69,8 @@ class UsageKeeper:
             self._write(epoch)
         if tick - self._pruned >= PRUNE_S:
             self._pruned = tick
-            # by the store's clock, read now (once an hour): the ends it cuts are its times
+            # by the store's clock, read now (once an hour): the records' ends are its times,
+            # and the buckets are dated by it (``clock``)
             gone = self.store.prune_usage(self.store.now() - self.settings.keep_days * 86400,
                                           epoch=epoch)
             if gone:

@@ -359,7 +359,9 @@ class KeptTerms(dict[str, TeamTerms]):
     name the store and the row — or whose row is missing though the lease holder wrote it
     (deleted by hand) —, ``written``: whether a lease holder has written them, none included
     (its config has no ``[[teams]]``), and ``listed``: whether the store knows which teams it
-    wrote (a mark of before it did names none: a deleted row is not told then). Such a team's
+    wrote (a mark of before it did names none, and one written under another take of the
+    lease than the one now is not of the rows there — an older fractui's write of them leaves
+    it as it was: a deleted row is not told then). Such a team's
     quota is not known — never "none": the lease holder holds it to its config's, and
     writes the row again at its next pass."""
 

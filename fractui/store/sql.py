@@ -47,8 +47,9 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, FAILED, JOB_MOST, 
 
 LEASE = "scheduler"  # the one lease's row
 TERMS_WRITTEN = "team_terms_written"  # the meta key a lease holder's write of the teams'
-# terms sets (keep_team_terms) to the JSON list of their teams: kept terms, none among them,
-# are not none kept, and a row of them deleted since is told from a team not kept
+# terms sets (keep_team_terms) to a JSON object of their teams and the lease's epoch it was
+# written under: kept terms, none among them, are not none kept, and a row of them deleted
+# since is told from a team not kept while no other take of the lease wrote the rows again
 _NOW = object()  # a field set to the transaction's time (the store's clock)
 LINES_AT_ONCE = 500  # jobs whose last line one query reads (SQLite binds 999 at most before 3.32)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -449,15 +450,20 @@ class SqlStore(Store):
     def keep_team_terms(self, terms: Mapping[str, TeamTerms],
                         epoch: Optional[int] = None) -> None:
         """The terms, and the mark (meta TERMS_WRITTEN) that a lease holder wrote them, naming
-        their teams: with none (its config has no [[teams]]) the table alone reads as no
-        holder's, and with some, a row deleted by hand as a team the holder does not have."""
+        their teams and the lease's epoch (read in the same transaction): with none (its
+        config has no [[teams]]) the table alone reads as no holder's, and with some, a row
+        deleted by hand as a team the holder does not have. An older fractui's write leaves
+        the mark as it is (it sets it once, to '1'), but takes the lease first: its rows are
+        read under another epoch than the mark's."""
+        def mark(db: Any) -> None:
+            lease = self._lease(db)
+            self._run(db, "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO "
+                          "UPDATE SET value = excluded.value", (TERMS_WRITTEN, json.dumps({
+                              "teams": sorted(terms),
+                              "epoch": None if lease is None else int(lease["epoch"])})))
         self._replace("team_terms", ("team", "quota_gpus", "over_quota", "weight"),
                       [(team, float(t.quota_gpus), bool(t.over_quota), float(t.weight))
-                       for team, t in terms.items()], epoch,
-                      lambda db: self._run(db, "INSERT INTO meta (key, value) VALUES (?, ?) "
-                                               "ON CONFLICT (key) DO UPDATE SET value = "
-                                               "excluded.value",
-                                           (TERMS_WRITTEN, json.dumps(sorted(terms)))))
+                       for team, t in terms.items()], epoch, mark)
 
     def team_terms(self) -> KeptTerms:
         """The terms kept; a damaged row (a value of another kind, or one no config gives: a
@@ -467,11 +473,22 @@ class SqlStore(Store):
         good; so the holder, which reads them at each pass, writes it again. So is a row the
         mark names that is missing (deleted by hand): read as no row, its team was one the
         holder does not have, or all of them none kept. A mark that names no teams (one of
-        before it did, or a hand's) tells none missing, and the holder writes it again."""
+        before it did, or a hand's), or was written under another epoch of the lease than
+        the lease's now (an older fractui's take of it, whose write of the rows leaves the
+        mark as it was), tells none missing, and the holder writes it again. The rows, the
+        mark and the lease's epoch are read in one statement: one snapshot on both stores,
+        so a holder's write between two reads never makes a team it just added read as
+        deleted."""
         def work(db: Any) -> KeptTerms:
             found, unread = {}, {}
-            for r in self._run(db, "SELECT team, quota_gpus, over_quota, weight "
-                                   "FROM team_terms"):
+            rows = self._run(db, "SELECT t.team, t.quota_gpus, t.over_quota, t.weight, "
+                                 "(SELECT value FROM meta WHERE key = ?) AS mark, "
+                                 "(SELECT epoch FROM lease WHERE name = ?) AS lease_epoch "
+                                 "FROM (SELECT 1 AS one) AS o LEFT JOIN team_terms AS t "
+                                 "ON 1 = 1", (TERMS_WRITTEN, LEASE)).fetchall()
+            for r in rows:
+                if r["team"] is None:  # (no row: the one the join makes all the same)
+                    continue
                 try:
                     what = "team %s's quota" % named(r["team"])
                     check(what, r, {"team": TEXT, "quota_gpus": NUM, "over_quota": FLAG,
@@ -486,9 +503,8 @@ class SqlStore(Store):
                         self.dialect.where, err)
                     continue
                 found[r["team"]] = terms
-            mark = self._run(db, "SELECT value FROM meta WHERE key = ?",
-                             (TERMS_WRITTEN,)).fetchone()
-            listed = None if mark is None else _teams_listed(mark["value"])
+            mark, epoch = rows[0]["mark"], rows[0]["lease_epoch"]
+            listed = None if mark is None else _teams_listed(mark, epoch)
             for team in sorted((listed or set()) - set(found) - set(unread)):
                 unread[team] = ("store %s, its row of team_terms: team %s's quota is "
                                 "missing (the row deleted since the lease holder wrote it)"
@@ -1409,14 +1425,19 @@ def _facts(row: Any) -> dict[str, Any]:
     return facts
 
 
-def _teams_listed(text: Any) -> Optional[frozenset[str]]:
-    """The teams a mark of kept terms names (TERMS_WRITTEN), or None where it names none: a
-    mark of before it named them ('1'), or a hand's that is no JSON list of names."""
+def _teams_listed(text: Any, epoch: Any) -> Optional[frozenset[str]]:
+    """The teams a mark of kept terms names (TERMS_WRITTEN) where it was written under the
+    lease's ``epoch`` now, with the rows there; None where it names none: a mark of before
+    it named them ('1', or a list alone), a hand's that is no such object, or one another
+    take of the lease wrote the rows since (an older fractui's, which leaves it as it is)."""
     try:
-        names = _decoded("", text)
+        mark = _decoded("", text)
     except Unreadable:
         return None
-    return frozenset(names) if isinstance(names, list) and all(
+    names = mark.get("teams") if isinstance(mark, dict) else None
+    written = mark.get("epoch") if isinstance(mark, dict) else None
+    same = written == epoch and type(written) is type(epoch)  # (a JSON true is no epoch 1)
+    return frozenset(names) if same and isinstance(names, list) and all(
         isinstance(n, str) for n in names) else None
 
 
