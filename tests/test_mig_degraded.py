@@ -5,6 +5,7 @@ degraded while the agent says so and online again once it does not."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from fractui.fleet.host import HostSession
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.mig import journal
 from remote_agent.mig.health import Degraded, GpuHealth
+from remote_agent.mig.made_again import MadeAgain
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 
@@ -177,7 +179,8 @@ def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_age
     assert agent.call("hello")["problems"] == []
     said = (state / "daemon.log").read_text()
     older = "WARNING the GPU health marks kept in %s are of another version of the agent " \
-        "(1, not 2, which keeps them by GPU UUID): not taken; " % kept
+        "(1, not 2: kept by GPU index, which may name another GPU by now; this one keeps " \
+        "them by GPU UUID): not taken; " % kept
     assert older in said and said.split(older, 1)[1].split("\n", 1)[0].endswith(
         "; set aside as %s.v1" % kept), said
     aside = state / "gpu-health.json.v1"
@@ -185,6 +188,34 @@ def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_age
     assert json.loads(aside.read_text())["version"] == 1  # as it was, for whoever looks
     restart(agent, start_agent, state).call("hello")  # said once, not at each start
     assert (state / "daemon.log").read_text().count(older) == 1
+
+
+def test_links_of_another_version_are_set_aside_saying_their_own_reason(start_agent, tmp_path,
+                                                                       caplog):
+    """The links of the instances made again, kept by a newer agent (version 3, this boot):
+    not taken, set aside, and the log says why in words of their own. It gave the health
+    marks' reason ("which keeps them by GPU UUID"), though no agent kept links by GPU index.
+    A version no agent keeps them in (1) says so."""
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    kept = state / "mig-made-again.json"
+    kept.write_text(json.dumps({"version": 3, "boot": journal.boot_id(), "kept": {}}))
+    kept.chmod(0o600)
+    agent = start_agent("1xH100:mig", str(state))
+    assert agent.call("snapshot")["gpus"][0]["instances"] == []
+    said = (state / "daemon.log").read_text()
+    newer = "WARNING the links of the MIG instances made again kept in %s are of another " \
+        "version of the agent (3, not 2: written by a newer agent, in a form this one cannot " \
+        "read): not taken; " % kept
+    assert newer in said and said.split(newer, 1)[1].split("\n", 1)[0].endswith(
+        "; set aside as %s.v3" % kept), said
+    assert "GPU UUID" not in said and "GPU index" not in said
+    assert not kept.exists() and (state / "mig-made-again.json.v3").exists()
+    kept.write_text(json.dumps({"version": 1, "boot": journal.boot_id(), "kept": []}))
+    caplog.set_level(logging.WARNING, logger="remote_agent.daemon.kept")
+    assert MadeAgain(path=str(kept)).of("MIG-a") == ()
+    (once,) = [r.getMessage() for r in caplog.records]
+    assert "(1, not 2: a form no agent keeps this file in): not taken; " in once, once
 
 
 def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):
