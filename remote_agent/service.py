@@ -157,7 +157,7 @@ class Agent:
         return [self._record(i) for i in layout.instances]
 
     def _named(self, inst: Instance) -> str:
-        return inst.label(self.made_again.of(inst.uuid))
+        return self.made_again.marked(inst).label()
 
     def _plan_record(self, info: GpuInfo, made: planner.Plan) -> Dict[str, Any]:
         """A plan as the protocol says it (``mig.plan``, and ``mig.apply``'s answer)."""
@@ -165,10 +165,10 @@ class Agent:
                 "start": made.start, "size": made.profile.size,
                 "destroy": [self._record(i) for i in made.destroy],
                 "layout_version": made.layout_version,
-                "description": made.describe(self.made_again.of)}
+                "description": made.describe()}
 
     def _plan_change(self, made: planner.Plan) -> Change:
-        return Change(made.describe(self.made_again.of), destroy=made.destroy,
+        return Change(made.describe(), destroy=made.destroy,
                       create=made.profile, start=made.start)
 
     def call_nvml(self, fn: Callable[[], T]) -> T:
@@ -184,14 +184,14 @@ class Agent:
             raise nvml_error(err) from err
 
     def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
-        """The GPU's layout with instances that jobs hold marked busy."""
+        """The GPU's layout with instances that jobs hold marked busy, and each with the uuids
+        it was made again in place of (``MadeAgain.marked``), so that its words name them."""
         layout = self.backend.layout(index, devices)
         self.seen.saw(layout)
         held = self.reserved()
-        if not held:
-            return layout
         return Layout(layout.geometry, tuple(
-            replace(i, busy=True) if i.uuid in held else i for i in layout.instances))
+            replace(self.made_again.marked(i), busy=i.busy or i.uuid in held)
+            for i in layout.instances))
 
     def gpu_info(self, ref: Union[int, str]) -> GpuInfo:
         """The GPU an index or uuid names (GPU_NOT_FOUND if none)."""
@@ -429,8 +429,7 @@ class Agent:
                 message += DESTROY_IDLE_HINT
             if pinned and err.busy:  # with the layout as it is, as a stale one's data
                 data["instances"] = self._records(layout)
-                busy = " and ".join(planner.busy_label(i, self.made_again.of(i.uuid))
-                                    for i in err.busy)
+                busy = " and ".join(map(planner.busy_label, err.busy))
                 message = "%s, in the way of the plan, is in use: a plan destroys only idle " \
                           "instances, and one in use is never destroyed; the layout is the " \
                           "one planned on (version %s), and whether an instance is in use " \
@@ -592,14 +591,22 @@ class Agent:
             log.warning("%s was carried out in full before the agent stopped; it stands",
                         what)
             return
+        # what a rollback already made again (this daemon's before it was killed, in process
+        # or at its start, the links perhaps not kept yet) stands in place of what it destroyed
+        again = ", ".join(i.label() for i in self.made_again.saw(before, layout))
         if now == placements(before.instances):
-            log.warning("%s was cut short before it changed anything", what)
+            if again:
+                log.warning("%s was made and undone before the agent stopped: the GPU is as "
+                            "it was, with %s", what, again)
+            else:
+                log.warning("%s was cut short before it changed anything", what)
             return
         kept = {i.gi_id for i in before.instances} - {i.gi_id for i in change.destroy}
         in_use = [i for i in layout.instances if i.gi_id not in kept and i.busy]
         if in_use:
-            log.warning("%s was cut short, but %s is in use: nothing rolled back", what,
-                        ", ".join(map(self._named, in_use)))
+            log.warning("%s was cut short, but %s is in use: nothing rolled back%s", what,
+                        ", ".join(map(self._named, in_use)),
+                        " (made again already: %s)" % again if again else "")
             return
         err = restore(self.backend, index, before, change, None,
                       "the agent stopped midway through it")

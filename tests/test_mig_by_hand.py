@@ -19,6 +19,7 @@ from fractui.terminal import NO_TERMINAL
 from fractui.store.model import Job
 from remote_agent import FEATURES, MODE_RESET
 from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.mig import planner
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -55,6 +56,21 @@ def test_a_destroy_is_planned_on_an_idle_instance_and_refused_naming_what_holds_
         "its place; it has 1g.10gb at slot 6 (MIG-a), 3g.40gb at slot 0 (MIG-b)")
     assert plan_destroy("gpu-a", dict(A100, mig_mode=False), "MIG-a").refusal == (
         "gpu-a gpu 1 has MIG mode off: it has no MIG instances")
+
+
+def test_the_admin_sides_plan_words_name_the_uuids_an_instance_was_made_again_in_place_of():
+    """An idle instance its agent says a rolled-back change made again (``remade_of``) is
+    named so in the words the admin side's planner gives on the snapshot (a plan's steps, a
+    refusal, a preview's), as in its agent's: they named its new uuid alone."""
+    gpu = dict(A100, instances=[dict(IDLE, remade_of=["MIG-old"])], processes=[])
+    booked = booked_layout(gpu, [])
+    assert booked is not None
+    words = "idle 1g.10gb at slot 6 (MIG-a, made again in place of MIG-old by a rolled-back " \
+            "change)"
+    with pytest.raises(planner.PlanError, match=re.escape("destroying %s would" % words)):
+        planner.plan(booked.layout, "7g.80gb")
+    assert planner.plan(booked.layout, "7g.80gb", destroy_idle=True).describe().startswith(
+        "destroy %s; create 7g.80gb" % words)
 
 
 def test_the_picker_judges_each_profile_by_the_agents_planner_on_the_snapshot():

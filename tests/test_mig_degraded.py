@@ -5,9 +5,12 @@ degraded while the agent says so and online again once it does not."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from fractui.fleet.host import HostSession
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.mig import journal
 from remote_agent.mig.health import Degraded, GpuHealth
+from remote_agent.mig.made_again import MadeAgain
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 
@@ -162,29 +166,65 @@ def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent,
     assert "; set aside as %s, and " % aside in said[0]
 
 
+def kept_by(state: Path, name: str, version: int, kept: Any) -> Path:
+    """The file ``name`` in the state dir, as an agent of ``version`` keeps it in this boot."""
+    state.mkdir(mode=0o700, exist_ok=True)
+    path = state / name
+    path.write_text(json.dumps({"version": version, "boot": journal.boot_id(), "kept": kept}))
+    path.chmod(0o600)
+    return path
+
+
+def said_set_aside(kept: Path, version: int, what: str, why: str) -> str:
+    """The daemon's log line saying the ``what`` in ``kept``, of ``version``, not taken for
+    ``why`` and set aside, asserted there; its words up to what is lost."""
+    said = (kept.parent / "daemon.log").read_text()
+    line = "WARNING the %s kept in %s are of another version of the agent (%d, not 2: %s): " \
+        "not taken; " % (what, kept, version, why)
+    assert line in said and said.split(line, 1)[1].split("\n", 1)[0].endswith(
+        "; set aside as %s.v%d" % (kept, version)), said
+    return line
+
+
 def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_agent, tmp_path):
     """Marks kept by an agent before this one (version 1), in this boot, by GPU index: not
     taken, since the index may name another GPU by now, and the log says so once (the file set
     aside: said at each start before, until the daemon kept marks of its own); the GPU is
     judged afresh."""
     state = tmp_path / "host"
-    state.mkdir(mode=0o700)
-    kept = state / "gpu-health.json"
-    kept.write_text(json.dumps({"version": 1, "boot": journal.boot_id(), "kept": [
-        {"gpu": 0, "reason": "the undo failed", "mode": [False, False], "placements": None}]}))
-    kept.chmod(0o600)
+    kept = kept_by(state, "gpu-health.json", 1, [
+        {"gpu": 0, "reason": "the undo failed", "mode": [False, False], "placements": None}])
     agent = start_agent("1xA100-80GB:mig", str(state))
     assert agent.call("hello")["problems"] == []
-    said = (state / "daemon.log").read_text()
-    older = "WARNING the GPU health marks kept in %s are of another version of the agent " \
-        "(1, not 2, which keeps them by GPU UUID): not taken; " % kept
-    assert older in said and said.split(older, 1)[1].split("\n", 1)[0].endswith(
-        "; set aside as %s.v1" % kept), said
+    older = said_set_aside(kept, 1, "GPU health marks", "kept by GPU index, which may name "
+                           "another GPU by now; this one keeps them by GPU UUID")
     aside = state / "gpu-health.json.v1"
     assert not kept.exists() and aside.stat().st_mode & 0o777 == 0o600
     assert json.loads(aside.read_text())["version"] == 1  # as it was, for whoever looks
     restart(agent, start_agent, state).call("hello")  # said once, not at each start
     assert (state / "daemon.log").read_text().count(older) == 1
+
+
+def test_links_of_another_version_are_set_aside_saying_their_own_reason(start_agent, tmp_path,
+                                                                       caplog):
+    """The links of the instances made again, kept by a newer agent (version 3, this boot):
+    not taken, set aside, and the log says why in words of their own. It gave the health
+    marks' reason ("which keeps them by GPU UUID"), though no agent kept links by GPU index.
+    A version no agent keeps them in (1) says so."""
+    state = tmp_path / "host"
+    kept = kept_by(state, "mig-made-again.json", 3, {})
+    agent = start_agent("1xH100:mig", str(state))
+    assert agent.call("snapshot")["gpus"][0]["instances"] == []
+    said_set_aside(kept, 3, "links of the MIG instances made again", "written by a newer "
+                   "agent, in a form this one cannot read")
+    said = (state / "daemon.log").read_text()
+    assert "GPU UUID" not in said and "GPU index" not in said
+    assert not kept.exists() and (state / "mig-made-again.json.v3").exists()
+    kept_by(state, "mig-made-again.json", 1, [])
+    caplog.set_level(logging.WARNING, logger="remote_agent.daemon.kept")
+    assert MadeAgain(path=str(kept)).of("MIG-a") == ()
+    (once,) = [r.getMessage() for r in caplog.records]
+    assert "(1, not 2: a form no agent keeps this file in): not taken; " in once, once
 
 
 def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):

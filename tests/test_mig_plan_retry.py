@@ -11,6 +11,8 @@ once; a GPU that really changed refuses it, saying what changed.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -21,7 +23,11 @@ from fractui.fleet.host import AnswerLost
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import MigChange, plan_create
 from fractui.store.intents import Asker
+from remote_agent.gpu.models import mig_geometry
 from remote_agent.mig import journal
+from remote_agent.mig.apply import Change
+from remote_agent.mig.journal import MigJournal
+from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
 from tests import localfleet
 from tests.conftest import AgentError
@@ -360,6 +366,60 @@ def test_a_destroy_rolled_back_before_the_agents_restart_is_retried_on_the_insta
     assert last.call("snapshot")["gpus"][0]["instances"] == []
 
 
+def test_a_destroy_rolled_back_in_process_then_killed_before_the_link_is_kept(start_agent,
+                                                                               tmp_path):
+    """The daemon killed (-9) once its rollback of a failed destroy had made the instance
+    again (a new uuid), before it kept the link: the next daemon finds the GPU as it was but
+    for the uuid, and its journal's entry. It read "as it was" as "changed nothing", linked
+    nothing, and the destroy asked again with the old uuid was refused as of an unknown
+    instance; now it links the one made again and says so (a daemon killed in its own
+    startup rollback, after the instance was made again, leaves the very same)."""
+    state = tmp_path / "host"
+    agent = start_agent("1xH100:mig", str(state))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    agent.call("sim.fault", function="nvmlGpuInstanceDestroy", error="NVML_ERROR_UNKNOWN",
+               after=True)
+    kill_inside(agent, str(state), tmp_path, "nvmlGpuInstanceCreateComputeInstance",
+                "mig.destroy", after=True, gpu=0, instance=old)
+    later = start_agent(None, str(state))
+    (again,) = later.call("snapshot")["gpus"][0]["instances"]
+    assert again["uuid"] != old
+    assert again.get("remade_of") == [old], again
+    said = daemon_log(str(state))
+    assert "was made and undone before the agent stopped: the GPU is as it was, with " \
+        "1g.10gb at slot 6 (%s, made again in place of %s by a rolled-back change)" % (
+            again["uuid"], old) in said, said
+    assert "before it changed anything" not in said
+    assert later.call("mig.destroy", gpu=0, instance=old)["destroyed"]["uuid"] == again["uuid"]
+
+
+def test_a_rollback_killed_after_its_links_were_kept_loses_none_of_its_chain(start_agent,
+                                                                            tmp_path):
+    """The daemon killed (-9) after it kept the links of a rollback, before its journal let
+    the change go: the next daemon sees that rollback again, and an instance made again twice
+    still stands for both uuids (seen again, the chain was cut to the last one, and a retry
+    naming the first was refused as of an unknown instance)."""
+    state = tmp_path / "host"
+    agent = start_agent("1xH100:mig", str(state))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    again = rolled_back_destroy(agent, old)
+    twice = rolled_back_destroy(agent, old)
+    gpu = agent.call("inventory")["gpus"][0]
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    geo = mig_geometry(gpu["name"])
+    gone = Instance(gi_id=again["gi_id"], profile="1g.10gb", start=6, size=1,
+                    compute_slices=1, uuid=again["uuid"])
+    MigJournal(str(state / "mig-changes")).begin(0, gpu["uuid"], Layout(geo, (gone,)), Change(
+        "destroying idle %s" % gone.label(), destroy=(gone,)))  # as the second destroy left it
+    later = start_agent(None, str(state))
+    assert [i["remade_of"] for i in later.call("snapshot")["gpus"][0]["instances"]] == [
+        [old, again["uuid"]]]
+    assert "was made and undone before the agent stopped" in daemon_log(str(state))
+    done = later.call("mig.destroy", gpu=0, instance=old)["destroyed"]
+    assert (done["uuid"], done["remade_of"]) == (twice["uuid"], [old, again["uuid"]])
+
+
 def test_a_damaged_file_of_links_loses_nothing_else_and_is_kept_anew(start_agent, tmp_path):
     """The file of links damaged while no daemon ran, and a destroy cut short by the daemon's
     death in the journal: the next daemon says the damaged file in its log, sets it aside,
@@ -387,7 +447,8 @@ def test_a_damaged_file_of_links_loses_nothing_else_and_is_kept_anew(start_agent
 def test_a_plan_and_every_answer_name_an_instance_made_again_with_the_uuids_it_replaced(
         local_fleet):
     """After a rollback made idle instances again, the plan (``mig.plan``: its records and its
-    words, which the admin confirms) and the audit of a change whose answer was lost named them by their new uuids alone, where the snapshot, ``mig.destroy``
+    words, which the admin confirms) and the audit of a change whose answer was lost named
+    them by their new uuids alone, where the snapshot, ``mig.destroy``
     and a create's answer say in place of which uuids each was made: the words of one change
     named its instances two ways. Now each says the uuids an instance has now, and those it
     was made again in place of."""
@@ -414,6 +475,30 @@ def test_a_plan_and_every_answer_name_an_instance_made_again_with_the_uuids_it_r
     assert entry.why.startswith("asked to on gpu-a gpu 0: %s" % words), entry.why
 
 
+def test_every_refusal_naming_an_instance_made_again_says_the_uuids_it_replaced(start_agent,
+                                                                                tmp_path):
+    """The words of a refusal naming an idle instance a rollback made again — the plan that
+    would destroy it, MIG off that destroyed it and could not make it again — say the uuid
+    it was made again in place of, as its records do: they named its new uuid alone, so the
+    admin who retries with the old one could not tell it was that one."""
+    agent = start_agent("1xH100:mig", str(tmp_path / "host"))
+    old = agent.call("mig.apply", gpu=0, profile="1g.10gb", start=6)["instance"]["uuid"]
+    again = rolled_back_destroy(agent, old)
+    words = "1g.10gb at slot 6 (%s, made again in place of %s by a rolled-back change)" % (
+        again["uuid"], old)
+    with pytest.raises(AgentError) as room:
+        agent.call("mig.apply", gpu=0, profile="7g.80gb")
+    assert "destroying idle %s would make room" % words in room.value.message, room.value
+    agent.call("sim.fault", function="nvmlDeviceSetMigMode", error="NVML_ERROR_TIMEOUT",
+               after=True)
+    agent.call("sim.fault", function="nvmlDeviceSetMigMode", error="NVML_ERROR_UNKNOWN",
+               count=100)
+    with pytest.raises(AgentError) as off:
+        agent.call("mig.set_mode", gpu=0, enabled=False, destroy_idle=True)
+    assert "its idle instances, destroyed first, are not made again: %s)" % words in \
+        off.value.message, off.value
+
+
 def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_place(
         start_agent, tmp_path):
     """A launch onto an idle instance by its uuid, after a failed destroy of it was rolled
@@ -432,8 +517,9 @@ def test_a_launch_on_an_instance_a_rollback_made_again_names_the_one_in_its_plac
                    argv=script("import time\ntime.sleep(60)"))
     assert err.value.code == rpc.INSTANCE_NOT_FOUND
     assert err.value.message == (
-        "no MIG instance %s on GPU 0: a rolled-back change made it again as 1g.10gb at slot 6 "
-        "(%s), a new uuid; launch the job on that one" % (old, again["uuid"])), err.value.message
+        "no MIG instance %s on GPU 0; in its place stands 1g.10gb at slot 6 (%s, made again in "
+        "place of %s by a rolled-back change): launch the job on that one" % (
+            old, again["uuid"], old)), err.value.message
     assert agent.call("job.list")["jobs"] == []
 
 

@@ -535,7 +535,8 @@ def booked_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
     base = tuple(
         Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"], size=i["size"],
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
-                 busy=bool(i.get("busy")) or i.get("uuid") in held)
+                 busy=bool(i.get("busy")) or i.get("uuid") in held,
+                 remade_of=tuple(i.get("remade_of") or ()))
         for i in rec.get("instances") or [])
     layout = Layout(geo, base)
     making: Dict[int, Mapping[str, Any]] = {}

@@ -21,7 +21,8 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, TypeVar
 
 from remote_agent.daemon.trust import DAMAGE, in_folder, open_private, record, write_private
 from remote_agent.failing import Failures
@@ -29,7 +30,10 @@ from remote_agent.mig.journal import BOOT_ID, boot_id
 
 log = logging.getLogger(__name__)
 
-VERSION = 2  # 1: kept by GPU index, which names another GPU once one falls off the bus
+VERSION = 2  # of every kept file's format (``keep``)
+# what version 1 of the marks and the XIDs held: why a file of it is not taken (``read_kept``)
+BY_GPU_INDEX = MappingProxyType({1: "kept by GPU index, which may name another GPU by now; this "
+                                    "one keeps them by GPU UUID"})
 DAMAGED = ".damaged"  # what a damaged file is renamed to, beside itself
 T = TypeVar("T")
 # a file that cannot be kept (a full disk), or a damaged one set aside, said once while it
@@ -220,19 +224,21 @@ def _put_back(taken: str, path: str, dir_fd: Optional[int] = None) -> None:
     os.unlink(src, dir_fd=dir_fd)
 
 
-def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Optional[T]:
+def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str,
+              formats: Mapping[int, str] = MappingProxyType({})) -> Optional[T]:
     """What a daemon before this one kept at ``path`` in this boot, as ``parse`` reads it
     (raising one of DAMAGE where it is not what it kept), or None: nothing kept, kept in
     another boot or by another version, not readable or damaged, which is said with ``lost``
-    (what goes unsaid for it). UnsafePath (someone else's file) is raised: the daemon refuses
-    it, as its other files."""
+    (what goes unsaid for it). ``formats``: by version, what older agents kept in this file,
+    said as why one of them is not taken (``other_version``). UnsafePath (someone else's
+    file) is raised: the daemon refuses it, as its other files."""
     def shape(data: Any) -> Tuple[int, Optional[str], Optional[T]]:
         record({"boot": (str, type(None)), "version": (int,)}, ("boot", "kept", "version"))(data)
         return data["version"], data["boot"], \
             parse(data["kept"]) if data["version"] == VERSION else None
     try:
         with _reading(path, what, shape, lost) as (kept, held):
-            return _taken(path, what, kept, held, lost)
+            return _taken(path, what, kept, held, lost, formats)
     except OSError as err:
         log.error("the %s kept in %s cannot be read (%s: %s); %s", what, path,
                   type(err).__name__, err, lost)
@@ -240,9 +246,9 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
 
 
 def _taken(path: str, what: str, kept: Optional[Tuple[int, Optional[str], Optional[T]]],
-           held: Optional[int], lost: str) -> Optional[T]:
+           held: Optional[int], lost: str, formats: Mapping[int, str]) -> Optional[T]:
     """What ``read_kept`` takes of the file read (``held``, open): nothing of another boot,
-    and nothing of another version, which is set aside."""
+    and nothing of another version, which is set aside (``formats``: as ``read_kept``'s)."""
     if kept is None or held is None:
         return None
     version, boot, taken = kept
@@ -253,19 +259,30 @@ def _taken(path: str, what: str, kept: Optional[Tuple[int, Optional[str], Option
         return None
     if boot != boot_id():
         return None
-    if version != VERSION:  # 1: by GPU index, which may name another GPU by now
+    if version != VERSION:
         # set aside, so that the next start finds none to say of again (until this daemon
         # keeps its own, which may be long)
         aside = "%s.v%d" % (path, version)
         err = _moved(path, aside, held)
-        log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
-                    "which keeps them by GPU UUID): not taken; %s; %s", what, path, version,
-                    VERSION, lost, "set aside as %s" % aside if err is None else
+        log.warning("the %s kept in %s are of another version of the agent (%d, not %d: "
+                    "%s): not taken; %s; %s", what, path, version, VERSION,
+                    other_version(version, formats), lost, "set aside as %s" % aside
+                    if err is None else
                     "%s, and left as it is" % err if isinstance(err, Replaced) else (
                         "it cannot be set aside (%s: %s), so each start says this until "
                         "they are kept again" % (type(err).__name__, err)))
         return None
     return taken
+
+
+def other_version(version: int, formats: Mapping[int, str]) -> str:
+    """Why a kept file of ``version`` (not ``VERSION``) is not taken: what an older agent kept
+    in it (``formats``), else that a newer agent wrote it, or that no agent keeps it so."""
+    if version in formats:
+        return formats[version]
+    if version > VERSION:
+        return "written by a newer agent, in a form this one cannot read"
+    return "a form no agent keeps this file in"
 
 
 def keep(path: str, what: str, kept: Any, durable: bool = True) -> None:

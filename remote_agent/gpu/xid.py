@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional
 
-from remote_agent.daemon.kept import keep, read_kept
+from remote_agent.daemon.kept import BY_GPU_INDEX, keep, read_kept
 from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError, XidEvent
 
@@ -65,7 +65,7 @@ class XidWatcher:
         """Keep the events at ``path`` from now on, starting with those a daemon before this
         one kept there in this boot."""
         kept = read_kept(path, WHAT, _events, "a GPU's XID errors from before the agent's "
-                         "restart are not said")
+                         "restart are not said", BY_GPU_INDEX)
         with self._lock:
             self._path = path
             self._events.update(kept or {})

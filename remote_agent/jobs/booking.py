@@ -48,7 +48,8 @@ def read_facts(gpus: Any, memory_mib: Optional[int], instance: Optional[str],
             facts.instance = (inst.uuid, inst.busy, inst.pids)
         else:  # a rollback's: said, not taken (the job asked for that uuid, and runs on it)
             again = gpus.made_again.standing_for(instance, layout.instances)
-            facts.made_again = again.label() if again is not None else None
+            facts.made_again = gpus.made_again.marked(again).label() if again is not None \
+                else None
     return facts
 
 
@@ -84,8 +85,7 @@ def check(active: List[Job], memory_mib: Optional[int], instance: Optional[str],
         if facts.instance is None:
             raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d%s" % (
                 instance, info.index, "" if facts.made_again is None else (
-                    ": a rolled-back change made it again as %s, a new uuid; launch the job "
-                    "on that one" % facts.made_again)))
+                    "; in its place stands %s: launch the job on that one" % facts.made_again)))
         refuse_if_held(active, *facts.instance)
 
 

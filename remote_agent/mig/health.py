@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Counter, Dict, List, Optional, Tuple
 
-from remote_agent.daemon.kept import keep, read_kept
+from remote_agent.daemon.kept import BY_GPU_INDEX, keep, read_kept
 
 Mode = Tuple[bool, bool]  # MIG mode (current, pending)
 _PROBLEM = re.compile(r"GPU \d+ is degraded: ")
@@ -74,7 +74,7 @@ class GpuHealth:
         if path is not None:
             self._marks = read_kept(path, WHAT, lambda recs: dict(_mark(r) for r in recs),
                                     "a GPU a failed MIG change left degraded before the "
-                                    "agent's restart is not said to be") or {}
+                                    "agent's restart is not said to be", BY_GPU_INDEX) or {}
 
     def _keep(self) -> None:
         """Write the marks for the next daemon (the caller holds the lock)."""

@@ -70,13 +70,18 @@ class Instance:
     busy: bool = False
     pids: Tuple[int, ...] = ()
     memory_mib: int = 0
+    # the uuids of the instances a rolled-back change made it again in place of (as its
+    # agent links them: made_again.MadeAgain.marked), so that its words name them, wherever
+    # they are said
+    remade_of: Tuple[str, ...] = ()
 
     def slots(self) -> range:
         return range(self.start, self.start + self.size)
 
-    def label(self, remade_of: Iterable[str] = ()) -> str:
-        """The instance in words (``named``); ``remade_of``: as ``named``'s."""
-        return named(self.profile, self.start, self.uuid or "gi %d" % self.gi_id, remade_of)
+    def label(self) -> str:
+        """The instance in words (``named``), with the uuids it was made again in place of."""
+        return named(self.profile, self.start, self.uuid or "gi %d" % self.gi_id,
+                     self.remade_of)
 
     @property
     def placed(self) -> Tuple[str, int, bool]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import typing
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from remote_agent.daemon.kept import keep, read_kept
@@ -61,33 +62,47 @@ class MadeAgain:
     def _records(self) -> List[Dict[str, Any]]:
         return [{"uuid": new, "remade_of": list(olds)} for new, olds in self._of.items()]
 
-    def saw(self, before: Layout, now: Layout) -> None:
+    def saw(self, before: Layout, now: Layout) -> Tuple[Instance, ...]:
         """``now``, read after a rollback of a change made on ``before``: each instance of
         ``before`` gone, with one of its profile at its start that ``before`` did not hold
-        (the one made again there), is stood in for by it. Kept (fsync'd) before it returns,
-        where any was."""
+        (the one made again there), is stood in for by it. Returns those made again, each
+        ``marked``. Kept (fsync'd) before it returns, where any was linked anew. Seen again
+        (a daemon killed after it kept them, before its journal let the change go), it links
+        nothing twice and loses nothing of a chain."""
         was = {i.uuid for i in before.instances if i.uuid}
-        new = {(i.profile, i.start): i.uuid for i in now.instances
+        new = {(i.profile, i.start): i for i in now.instances
                if i.uuid and i.uuid not in was}
         there = {i.uuid for i in now.instances if i.uuid}
+        again = []
         with self._lock:
             linked = False
             for old in before.instances:
                 remade = new.get((old.profile, old.start))
-                if old.uuid and old.uuid not in there and remade is not None:
-                    self._of[remade] = (self._of.pop(old.uuid, ()) + (old.uuid,))[
+                if not (old.uuid and old.uuid not in there and remade is not None):
+                    continue
+                uuid = remade.uuid or ""  # (it has one: ``new``)
+                chain = self._of.get(uuid, ())
+                if old.uuid not in chain:
+                    self._of[uuid] = (chain + self._of.pop(old.uuid, ()) + (old.uuid,))[
                         -self.chain:]
-                    self._of.move_to_end(remade)
+                    self._of.move_to_end(uuid)
                     linked = True
+                again.append(remade)
             while len(self._of) > self.keep:
                 self._of.popitem(last=False)
             if linked and self._path is not None:
                 keep(self._path, WHAT, self._records())
+        return tuple(map(self.marked, again))
 
     def of(self, uuid: Optional[str]) -> Tuple[str, ...]:
         """The uuids the instance ``uuid`` was made again in place of (none: it was not)."""
         with self._lock:
             return self._of.get(uuid or "", ())
+
+    def marked(self, inst: Instance) -> Instance:
+        """``inst`` with the uuids it was made again in place of (``Instance.remade_of``), so
+        that its words name them."""
+        return replace(inst, remade_of=self.of(inst.uuid))
 
     def standing_for(self, old: str, instances: Iterable[Instance]) -> Optional[Instance]:
         """Of ``instances``, the one made again in place of ``old``, if any."""

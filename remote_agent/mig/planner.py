@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Instance, Layout, Profile
 from remote_agent.text import count
@@ -36,11 +36,10 @@ class Plan:
     destroy: Tuple[Instance, ...]
     layout_version: str
 
-    def describe(self, remade_of: Callable[[Optional[str]], Iterable[str]] = lambda uuid: ()
-                 ) -> str:
-        """The plan in words; ``remade_of``: the uuids each instance it destroys was made
-        again in place of (made_again.MadeAgain.of), said beside it."""
-        steps = ["destroy idle %s" % i.label(remade_of(i.uuid)) for i in self.destroy]
+    def describe(self) -> str:
+        """The plan in words (each instance it destroys with the uuids it was made again in
+        place of: ``Instance.label``)."""
+        steps = ["destroy idle %s" % i.label() for i in self.destroy]
         steps.append("create %s at slot %d" % (self.profile.name, self.start))
         return "; ".join(steps) + "; no running job touched"
 
@@ -151,9 +150,8 @@ def _no_room(layout: Layout, profile: Profile, starts: Sequence[int],
     return PlanError("no_room", "no room for %s on this GPU (%s)%s" % (profile.name, reasons, hint))
 
 
-def busy_label(inst: Instance, remade_of: Iterable[str] = ()) -> str:
-    """An instance in use, with its processes where they are known; ``remade_of``: as
-    ``Instance.label``'s."""
+def busy_label(inst: Instance) -> str:
+    """An instance in use, with its processes where they are known."""
     if inst.pids:
-        return "%s, pid %s" % (inst.label(remade_of), ", ".join(map(str, inst.pids)))
-    return inst.label(remade_of)
+        return "%s, pid %s" % (inst.label(), ", ".join(map(str, inst.pids)))
+    return inst.label()
