@@ -34,8 +34,9 @@ class UsageKeeper:
     def __init__(self, settings: UsageSettings, store: Store, call: Call, lanes: Lanes,
                  clock: Callable[[], float] = time.time,
                  ticks: Callable[[], float] = time.monotonic):
-        """``clock`` dates what is kept (the wall clock; the retention cuts by the store's,
-        which dated the records' ends); ``ticks`` times when each thing is due again (the
+        """``clock`` dates what is kept (the store's clock as the lease holder reads it,
+        ``Scheduler._store_now``: `report` and the retention read GPU time by the store's);
+        ``ticks`` times when each thing is due again (the
         monotonic clock: a wall clock set back stops none of them)."""
         self.settings = settings
         self.store = store
