@@ -496,14 +496,16 @@ def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_ho
 
 @pytest.mark.parametrize("holder_ahead", [HOUR, -HOUR])
 def test_a_hold_is_the_stores_time_and_place_counts_it_so_on_a_machine_of_a_third_clock(
-        local_fleet, capfd, monkeypatch, holder_ahead):
+        local_fleet, store_url, capfd, monkeypatch, holder_ahead):
     """A head node an hour ahead of the store's clock (on PostgreSQL, the server's), or behind,
     dated a GPU's hold by its own clock, and `fractui place` on an admin's machine set an hour
     the other way counted it to its own: a hold of 120 s read as two hours more, or as ended,
     and place offered the change the holder then refuses. The holder dates it by the store's
-    clock, and place counts it to the store's."""
-    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
-    f.on_clocks(time.time, lambda: time.time() + holder_ahead)
+    clock, and place counts it to the store's (both stores' clocks are this machine's real
+    one: SQLite's, and the test's PostgreSQL server's)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], store_url=store_url)
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + holder_ahead)
     job, uuid = held_back(f, "slice")
     assert 0 < f.store.mode_holds()[uuid].until - f.store.now() <= 120
     config = f.write_config()
