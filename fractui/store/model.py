@@ -391,8 +391,9 @@ class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable
     (``hosts_away``) and each job's GPU first seen missing (``gpus_gone``), by the store's
-    clock (as the holders read it: the next may run on another machine) — the lost-host timers behind ``host_lost_s`` —, the stops already sent, as
-    (host, key), so none is sent twice, and the GPUs held back from mode changes, by UUID."""
+    clock (as the holders read it: the next may run on another machine) — the lost-host
+    timers behind ``host_lost_s`` —, the stops already sent, as (host, key), so none is sent
+    twice, and the GPUs held back from mode changes, by UUID."""
 
     hosts_away: dict[str, float]
     gpus_gone: dict[int, float]
