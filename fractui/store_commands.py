@@ -13,7 +13,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 import uuid
 from dataclasses import replace
 from typing import (TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple)
@@ -521,7 +520,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
             judged = by_hand(job, Slot(args.host, (gpu,), args.profile, args.start,
                                        layout_version=args.layout_version), known, store.uid,
                              on_hosts, config.mode_fixed(args.host), store.mode_holds(),
-                             time.time())
+                             store.now())  # (the holds' clock, whatever this machine's)
         except Unfit as err:
             raise Failed(str(err)) from None
         slot, flip = judged.slot, judged.flip
@@ -631,7 +630,8 @@ def _live_view(config: Config, store: Store, host: str) -> tuple[HostView, Any]:
         status = replace(session.status, snapshot=snapshot, jobs=dict(session.status.jobs))
     finally:
         fleet.stop()
-    held = {u for u, h in store.mode_holds().items() if h.left(time.time())}
+    now = store.now()  # the holds' clock, whatever this machine's
+    held = {u for u, h in store.mode_holds().items() if h.left(now)}
     return HostView.of(status, config.mode_fixed(host), held), status.state
 
 

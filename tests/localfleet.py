@@ -18,6 +18,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import open_store, sqlite_url
 from fractui.store.model import Job
+from fractui.store.sqlite import SqliteStore
 from remote_agent.daemon.settings import AgentSettings
 from tests.conftest import REPO, STEP_S, stop_host
 
@@ -69,6 +70,16 @@ class LocalFleet:
         assert {s.state for s in self.fleet.statuses()} == {"online"}, [
             (s.name, s.error) for s in self.fleet.statuses()]
         self.scheduler = Scheduler(self.config, self.store, self.fleet, name="test")
+
+    def on_clocks(self, store_clock: Callable[[], float],
+                  scheduler_clock: Callable[[], float]) -> None:
+        """The store (this fleet's SQLite file) on ``store_clock`` — the time every process
+        shares, which dates what the store keeps — and a new scheduler on ``scheduler_clock``,
+        its head node's own: a test moves either."""
+        self.store.close()
+        self.store = SqliteStore(str(self.tmp / "store.db"), clock=store_clock)
+        self.scheduler = Scheduler(self.config, self.store, self.fleet, name="test",
+                                   clock=scheduler_clock)
 
     def submit(self, queue: str, team: Optional[str] = None,
                argv: Optional[List[str]] = None) -> Job:

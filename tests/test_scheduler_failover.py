@@ -20,7 +20,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
-from fractui.store import LeaseLost, open_store
+from fractui.store import LeaseLost, Store, open_store
 from fractui.store.intents import Asker, ask_stop
 from fractui.store_url import sqlite_path
 from tests import localfleet
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
 QUARTER = QueueConfig(name="quarter", gpu=0.25)
+HOUR = 3600.0
 # A job that says each SIGTERM it gets and never ends by itself (its grace ends it).
 STUBBORN = [sys.executable, "-c",
             "import signal, time\n"
@@ -38,11 +39,22 @@ STUBBORN = [sys.executable, "-c",
             "print('up', flush=True)\nwhile True:\n    time.sleep(1)"]
 
 
+def on_clock(store: Store, now: List[float]) -> Store:
+    """``store`` (either backend) as its lease holders read its clock (``Store.now``, their
+    lead on it): the test's ``now``, so time passes for the lost-host clocks, which they date
+    by it, as the test moves it (host_lost_s would otherwise take a minute). What the store
+    dates in its own writes (the lease's expiry) stays on its own clock."""
+    store.now = lambda: now[0]  # type: ignore[method-assign]
+    return store
+
+
 def test_a_standby_that_takes_over_goes_on_with_the_lost_host_clock(local_fleet, store_url):
     """A host lost for 40 s of a 60 s host_lost_s under the first holder has its job requeued
     by the second 21 s later, not 60 s later; a host seen back clears its clock; a pass with
-    nothing new writes no clock. The schedulers' clocks are the test's (host_lost_s would
-    otherwise take a minute); the lease lapses by the store's own clock."""
+    nothing new writes no clock. The clocks kept are the store's: the second holder, on a
+    machine an hour ahead of the first, counted the first's clock to its own and requeued
+    the job at once (one an hour behind: an hour late). The lease lapses by the store's own
+    clock."""
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], host_lost_s=60.0,
                     lease_s=2.0, store_url=store_url)
     job = f.submit("whole")
@@ -56,12 +68,13 @@ def test_a_standby_that_takes_over_goes_on_with_the_lost_host_clock(local_fleet,
     fleet = Fleet(config, reconnect_max_s=0.5).start()
     fleet.wait_settled(60)
     now = [1000.0]
-    first_store, second_store = open_store(store_url), open_store(store_url)
+    first_store, second_store = (on_clock(open_store(store_url), now) for _ in range(2))
     writes: List[tuple] = []
     keep = first_store.keep_lost_clocks
     first_store.keep_lost_clocks = lambda *a, **k: (writes.append(a), keep(*a, **k))[1]
     first = Scheduler(config, first_store, fleet, name="first", clock=lambda: now[0])
-    second = Scheduler(config, second_store, fleet, name="second", clock=lambda: now[0])
+    second = Scheduler(config, second_store, fleet, name="second",
+                       clock=lambda: now[0] + HOUR)  # another machine, set an hour ahead
     try:
         assert first.step()
         assert f.store.holder_memory().hosts_away == {lost: 1000.0}
@@ -121,7 +134,8 @@ def _move_to_gpu(store_url: str, job_id: int, gpu: int) -> None:
 
 def test_a_standby_that_takes_over_goes_on_with_a_missing_gpus_clock(local_fleet, store_url):
     """The same for a job whose GPU its (reachable) host no longer reports: missing for 40 s
-    of 60 under the first holder, requeued by the second at 61 s."""
+    of 60 under the first holder, requeued by the second, on a machine an hour behind, at
+    61 s (before: an hour late)."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], host_lost_s=60.0, lease_s=2.0,
                     store_url=store_url)
     job = f.submit("quarter")
@@ -129,9 +143,10 @@ def test_a_standby_that_takes_over_goes_on_with_a_missing_gpus_clock(local_fleet
     f.scheduler.stop()
     _move_to_gpu(store_url, job.id, 1)
     now = [1000.0]
-    first_store, second_store = open_store(store_url), open_store(store_url)
+    first_store, second_store = (on_clock(open_store(store_url), now) for _ in range(2))
     first = Scheduler(f.config, first_store, f.fleet, name="first", clock=lambda: now[0])
-    second = Scheduler(f.config, second_store, f.fleet, name="second", clock=lambda: now[0])
+    second = Scheduler(f.config, second_store, f.fleet, name="second",
+                       clock=lambda: now[0] - HOUR)  # another machine, set an hour behind
     try:
         assert first.step() and first.settle()
         now[0] = 1040.0

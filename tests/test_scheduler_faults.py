@@ -21,6 +21,7 @@ import pytest
 
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
+from fractui.scheduler.service import REFUSED_FOR_S
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Slot
 from remote_agent.jobs.supervisor import START_TIMEOUT_S
@@ -291,6 +292,33 @@ def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):
     assert waiting.state == "pending" and len(waiting.refusals) == 1
     assert waiting.reason == ("no room outside the hosts that refused it lately (gpu-a); "
                               "last refused by gpu-a: %s" % waiting.refusals[0].words)
+
+
+def test_a_refusals_while_is_the_stores_time_for_a_holder_on_another_machine(local_fleet):
+    """A refusal keeps its job off the host for REFUSED_FOR_S by the store's clock: dated by
+    a holder an hour ahead of the store and counted by the next, an hour behind, to its own
+    clock, it kept the job off the host for two hours more (the other way, not at all)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    store_ahead = [0.0]
+    f.on_clocks(lambda: time.time() + store_ahead[0], lambda: time.time() + 3600.0)
+    other = _crowd(f, "gpu-a")
+    job = f.submit("half")
+    _place_by_hand(f, job, "gpu-a")
+    f.until(lambda: f.store.get(job.id).refusals)
+    f.scheduler.settle()
+    assert abs(f.store.get(job.id).refusals[0].at - f.store.now()) < 30
+    f.scheduler.stop()  # the lease handed over, to a holder an hour behind the store
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="next",
+                            clock=lambda: time.time() - 3600.0)
+    f.fleet.session("gpu-a").call("sim.remove_process", {"pid": other})
+    f.until(lambda: not [p for s in f.fleet.statuses() for g in (s.snapshot or {}).get(
+        "gpus") or () for p in g.get("processes") or ()])
+    _passes(f)
+    assert f.store.get(job.id).reason.startswith("no room outside the hosts that refused it "
+                                                 "lately (gpu-a)")
+    store_ahead[0] = REFUSED_FOR_S + 1  # the while has passed
+    f.submit("half")  # (news: the jobs are read again)
+    f.until(lambda: f.store.get(job.id).state == "running")
 
 
 def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local_fleet):

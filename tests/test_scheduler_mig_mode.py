@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 
 import pytest
@@ -22,11 +23,13 @@ from fractui.scheduler import Scheduler
 from fractui.store import Slot, StoreError, open_store
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
+from tests.cli_run import in_process
 from tests.test_scheduler_config_change import member
 
 local_fleet = localfleet.local_fleet
 SLICE = QueueConfig(name="slice", mig="3g.40gb", isolation="mig")
 SHARE = QueueConfig(name="share", memory_gib=10, isolation="share")
+HOUR = 3600.0
 
 
 def mig_on_pending(f) -> None:
@@ -381,7 +384,7 @@ def test_a_gpu_whose_mode_change_failed_is_held_back_and_its_job_burns_no_attemp
     change for 120 s, then 240 s; once it works, the change is made and the job runs."""
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
     now = [time.time()]
-    f.scheduler.clock = f.scheduler.executor.clock = lambda: now[0]
+    f.on_clocks(lambda: now[0], lambda: now[0])  # the store's, which dates the holds
     wait_processes_known(f, "gpu-a")
     agent = f.fleet.session("gpu-a")
     agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
@@ -424,7 +427,7 @@ def test_one_failed_change_is_one_call_however_many_decisions_wait_on_the_gpu(lo
     small = QueueConfig(name="small", mig="2g.20gb", isolation="mig")
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [small], max_attempts=1)
     now = [time.time()]
-    f.scheduler.clock = f.scheduler.executor.clock = lambda: now[0]
+    f.on_clocks(lambda: now[0], lambda: now[0])  # the store's, which dates the holds
     wait_processes_known(f, "gpu-a")
     f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
                                                 "error": "NVML_ERROR_UNKNOWN", "count": 1000})
@@ -489,6 +492,32 @@ def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_ho
     finally:
         second.stop()
         store.close()
+
+
+@pytest.mark.parametrize("holder_ahead", [HOUR, -HOUR])
+def test_a_hold_is_the_stores_time_and_place_counts_it_so_on_a_machine_of_a_third_clock(
+        local_fleet, store_url, capfd, monkeypatch, holder_ahead):
+    """A head node an hour ahead of the store's clock (on PostgreSQL, the server's), or behind,
+    dated a GPU's hold by its own clock, and `fractui place` on an admin's machine set an hour
+    the other way counted it to its own: a hold of 120 s read as two hours more, or as ended,
+    and place offered the change the holder then refuses. The holder dates it by the store's
+    clock, and place counts it to the store's (both stores' clocks are this machine's real
+    one: SQLite's, and the test's PostgreSQL server's)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], store_url=store_url)
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + holder_ahead)
+    job, uuid = held_back(f, "slice")
+    assert 0 < f.store.mode_holds()[uuid].until - f.store.now() <= 120
+    config = f.write_config()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - holder_ahead)  # the admin's machine
+    code, out, err = in_process(capfd, ["--config", config, "place", str(job.id), "gpu-a", "0",
+                                        "--profile", "3g.40gb", "--start", "0", "--yes"])
+    assert (code, out) == (1, ""), err
+    left = re.search(r"is offered no MIG mode change for another (\d+) s, after a change of "
+                     r"its failed\n$", err)
+    assert left and 0 < int(left.group(1)) <= 120, err
+    assert f.store.get(job.id).state == "pending"
 
 
 def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forgets_it():

@@ -12,10 +12,8 @@ from typing import List
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
-from fractui.scheduler import Scheduler
 from fractui.sched.queueing import waits_at_quota
 from fractui.store.model import RUNNING, Hold
-from fractui.store.sqlite import SqliteStore
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -30,10 +28,7 @@ def on_clocks(f: "localfleet.LocalFleet", scheduler_ahead: float) -> List[float]
     the list's one item; a wait passes as it moves), and its scheduler on its own clock,
     ``scheduler_ahead`` of real time."""
     store_ahead = [0.0]
-    f.store.close()
-    f.store = SqliteStore(str(f.tmp / "store.db"), clock=lambda: time.time() + store_ahead[0])
-    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
-                            clock=lambda: time.time() + scheduler_ahead)
+    f.on_clocks(lambda: time.time() + store_ahead[0], lambda: time.time() + scheduler_ahead)
     return store_ahead
 
 

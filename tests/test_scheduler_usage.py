@@ -176,3 +176,27 @@ def test_the_retention_forgets_usage_by_the_stores_clock(local_fleet, monkeypatc
     assert prunes[1] == 0 and f.store.gpu_time(0, 9e12)  # (none forgotten at the second)
     assert {t.bucket for t in f.store.gpu_time(0, 9e12)} <= {
         b - b % 10 for b in range(int(now) - 20, int(f.store.now()) + 10)}
+
+
+@pytest.mark.parametrize("ahead", [2 * 86400.0, -2 * 86400.0], ids=["ahead", "behind"])
+def test_gpu_time_is_dated_by_the_stores_clock_whatever_the_holders(local_fleet, monkeypatch,
+                                                                    ahead):
+    """Each GPU's time is read by `report` and forgotten by the retention at the store's
+    clock: a lease holder two days ahead dated its buckets two days on (no report of the last
+    day had them), one two days behind wrote them past the retention of a day (forgotten at
+    the next prune). They are dated by the store's clock, as the holder reads it."""
+    monkeypatch.setattr(keeper, "LOOK_S", 0.2)
+    monkeypatch.setattr(keeper, "FLUSH_S", 1.0)
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    usage=UsageSettings(bucket_s=10, keep_days=1))
+    begun = f.store.now()
+    f.scheduler = Scheduler(f.config, f.store, f.fleet, name="test",
+                            clock=lambda: time.time() + ahead)
+    f.scheduler.start()
+    try:
+        wait(lambda: sum(t.online_s for t in f.store.gpu_time(0, 9e12)) > 2, f.states)
+    finally:
+        f.scheduler.stop()
+    times = f.store.gpu_time(0, 9e12)
+    assert times and all(begun - 10 <= t.bucket <= f.store.now() for t in times), [
+        t.bucket - begun for t in times]

@@ -8,10 +8,14 @@ hosts over the local transport, a real SQLite store, the fake pynvml."""
 
 from __future__ import annotations
 
+import re
+import time
+
+from fractui.store.model import ModeHold
 from fractui.tui.placement import PreviewBar
 from tests import localfleet
 from tests.test_place_bare import TURN_ON
-from tests.test_scheduler_mig_mode import SHARE, SLICE, gpu, mig_on_pending
+from tests.test_scheduler_mig_mode import HOUR, SHARE, SLICE, gpu, mig_on_pending
 from tests.test_tui_place import bound_ids, placing
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, until
@@ -75,6 +79,34 @@ def test_a_share_queues_job_on_a_gpu_whose_mig_on_is_pending_undoes_it_and_runs(
     drive()
     f.until(lambda: f.states()[job.id] == "running")
     assert (gpu(f, "gpu-a", 0)["mig_mode"], gpu(f, "gpu-a", 0)["mig_pending"]) == (False, False)
+
+
+def test_a_pending_gpu_held_back_by_the_stores_clock_is_shown_held_on_a_tui_of_another(
+        local_fleet):
+    """A GPU held back from mode changes for 120 s by the store's clock, on a store an hour
+    behind the TUI's machine (and the lease holder's an hour ahead of it): the TUI counted the
+    hold to its own clock, read it as ended an hour ago, and offered the change the holder
+    refuses. It counts it to the store's, and shows the slot refused, as place does."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.on_clocks(lambda: time.time() - HOUR, lambda: time.time() + HOUR)
+    mig_on_pending(f)
+    job = f.submit("slice")
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    f.store.keep_mode_holds({uuid: ModeHold(1, f.store.now() + 120)})
+
+    @pilot_test
+    async def drive():
+        async with placing(f) as (app, pilot):
+            p = fleet(app).placement
+            assert [c.pending for c in p.candidates] == [True]
+            left = re.search(r"offered no MIG mode change for another (\d+) s", p.current.plan)
+            assert p.current.refusal is not None and left and 0 < int(left.group(1)) <= 120, \
+                p.current.plan
+            await pilot.press("enter")  # not bound: nothing asked, nothing recorded
+            await pilot.pause()
+
+    drive()
+    assert f.store.get(job.id).state == "pending" and f.store.get(job.id).slot is None
 
 
 def test_on_a_host_that_pins_its_modes_the_pending_gpu_is_shown_refused_as_place_refuses(

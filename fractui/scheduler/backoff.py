@@ -8,7 +8,9 @@ doubled at each failure in a row, at most LONGEST_HOLD_S — and its jobs take i
 has, or go elsewhere, or wait; a decision made before the hold began is not asked meanwhile
 (execute.py). A change that succeeds forgets its failures. The lease holder keeps them in the
 store (Store.keep_mode_holds), so a holder that takes over goes on from them, and the placement
-preview and `fractui place` offer no change the holder would not make.
+preview and `fractui place` offer no change the holder would not make. Every ``now`` here is the
+store's clock (the holder's ``Executor.clock``), to which those readers, on other machines,
+count the holds too.
 """
 
 from __future__ import annotations

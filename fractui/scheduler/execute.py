@@ -153,7 +153,9 @@ class Executor:
     def __init__(self, store: Store, call: Call, actor: str, grace_s: float, max_attempts: int,
                  lanes: Lanes, clock: Callable[[], float], resend_s: float,
                  ticks: Callable[[], float] = time.monotonic):
-        """``clock`` dates what is kept in the store (the wall clock); ``ticks`` times the
+        """``clock`` dates what is kept in the store (the store's clock, as the lease holder
+        reads it: ``Scheduler._store_now``), a refusal and a GPU's mode-change hold, which
+        other processes compare with the store's time; ``ticks`` times the
         resends, kept in memory only (the monotonic clock: a wall clock set back delays none)."""
         self.store = store
         self.call = call

@@ -112,9 +112,10 @@ class Scheduler:
                  on_turn: Optional[Callable[[PassReport], None]] = None):
         """``on_turn`` hears of every turn of the loop, on its thread (the metrics exporter):
         whether the lease is held, whether the store answered, and after a full pass its jobs
-        and how long it took. ``clock`` gives the times it keeps in the store and compares
-        with those it kept there (the wall clock; a time the store dated counts to the
-        store's clock, ``_store_now``); ``ticks`` measures its own durations, such as
+        and how long it took. ``clock`` is its wall clock, which with the store's lead on it
+        (``_store_now``) dates what it keeps in the store and counts what the store keeps
+        (the store's clock: other processes, on other machines, read them); ``ticks``
+        measures its own durations, such as
         how long it still holds the lease (the monotonic clock, which no one sets). A test
         that makes time pass by hand passes both."""
         self.config = config
@@ -145,7 +146,7 @@ class Scheduler:
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.failures = self.lanes.failures  # what fails at every pass, said once
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
-                                 self.settings.max_attempts, self.lanes, clock,
+                                 self.settings.max_attempts, self.lanes, self._store_now,
                                  self.settings.interval_s, ticks)
         self.relay = LogRelay(store, self._call, self.lanes)
         self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, self._store_now,
@@ -382,7 +383,7 @@ class Scheduler:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, a
         refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended, or a stop
         an agent did not take is due to be sent again."""
-        now = self.clock()
+        now = self._store_now()
         return bool(self._away or self._gpu_gone) or any(
             ends is not None and now >= ends for ends in (self._window_ends, self._holds_end)
         ) or self.executor.resend_due()
@@ -499,9 +500,12 @@ class Scheduler:
 
     def _store_now(self) -> float:
         """The store's clock, by this one and the store's lead on it read with the active
-        jobs (which every pass reads before it compares a time of theirs): what the store
-        dated (a submit, a requeue, a usage record's end) is counted to it, as ``jobs``,
-        ``teams`` and the metrics count it; what this scheduler dated, to its own clock."""
+        jobs (which every pass reads before it compares a time of theirs) and on taking the
+        lease (``_recall``): what the store dated (a submit, a requeue, a usage record's end)
+        is counted to it, as ``jobs``, ``teams`` and the metrics count it, and what this
+        scheduler keeps in the store for others to read is dated by it — the lost-host
+        clocks, a refusal's time, the mode-change holds — as those others (the next lease
+        holder, ``place``, the TUI) count them to the store's clock, whatever their own."""
         return self.clock() + (self._store_lead or 0.0)
 
     def _derived(self, jobs: List[Job]) -> "ActiveJobs":
@@ -525,9 +529,12 @@ class Scheduler:
         clocks go on from where they were, no stop is sent twice, and the hosts' facts are
         compared with the store's rows, not with what an earlier lease of this one left. Read
         before anything is taken up: a read that fails (a store error, said once by ``run``
-        while it fails so) fails the pass, and the next pass reads it all again."""
+        while it fails so) fails the pass, and the next pass reads it all again. The times
+        kept are the store's (``_store_now``): its lead on this clock is read with them, as the
+        pass compares them before it reads the jobs (which read it again)."""
         memory = self.store.holder_memory()
         inventory = self.store.inventory()  # as kept (a verb's rows: _record_inventory)
+        lead = self.store.now() - self.clock()
         self._away, self._gpu_gone = dict(memory.hosts_away), dict(memory.gpus_gone)
         self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
         self.executor.recall(memory.stops_sent)
@@ -539,6 +546,7 @@ class Scheduler:
         self._recent = (None, self._recent[1])
         self._kept_trouble = None  # the store clears it as the lease changes hands
         self._inventory = inventory
+        self._store_lead = lead
         self._recalled = self.epoch
 
     def _keep_clocks(self) -> None:
@@ -685,7 +693,7 @@ class Scheduler:
     def _views(self) -> List[HostView]:
         """The hosts as the fleet last saw them, each GPU whose mode change failed lately held
         back from another (the executor's ModeBackoff; a pass is due when a hold ends)."""
-        now = self.clock()
+        now = self._store_now()
         held = self.executor.backoff.held(now)
         self._holds_end = self.executor.backoff.next_end(now)
         return [HostView.of(s, self.config.mode_fixed(s.name), held)
@@ -730,7 +738,7 @@ class Scheduler:
         as its jobs are requeued then (``_requeue_lost`` times it): a submit judged with no
         host list (a member's config) counted it for ever. Kept until then, so a config
         edited by mistake and put back loses nothing; a row held waits for a later pass."""
-        now = self.clock()
+        now = self._store_now()
         for host in sorted(unlisted):
             since = self._away.get(host)
             if since is None or now - since <= self.settings.host_lost_s:
@@ -762,7 +770,7 @@ class Scheduler:
         on a lane's call, is timed no more). Away time runs from the first pass of any lease
         holder that saw the host or GPU gone (kept in the store, so a standby that takes over
         goes on counting). Returns whether it requeued any."""
-        now = self.clock()
+        now = self._store_now()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name} | {
             host for host, _ in self.executor.stops_sent() if host not in by_name} | unlisted
@@ -930,11 +938,11 @@ class Scheduler:
             late, said = None, None
             if view is None:  # held or not: no pass reaches the host to stop or see its copy
                 since = self._away.get(host)
-                if since is None or self.clock() - since <= self.settings.host_lost_s:
+                if since is None or self._store_now() - since <= self.settings.host_lost_s:
                     continue
                 said = "%s has been out of the config for %.0f s, so what became of the copy " \
                     "is not known (a late copy's GPU time is charged to no one)" % (
-                        host, self.clock() - since)
+                        host, self._store_now() - since)
             else:
                 named = attempt_of(key, uid)
                 if view.state not in USABLE or (host, key) in held or (
@@ -1001,7 +1009,7 @@ class Scheduler:
     def _decide(self, views: List[HostView], jobs: List[Job], cordons: List[Cordon]) -> bool:
         """Records where pending jobs go and which borrowers are preempted (and why the others
         wait); returns whether it recorded a placement or a preemption."""
-        now, store_now = self.clock(), self._store_now()  # (a refusal: this one's time)
+        now = self._store_now()  # (a refusal's time is the store's too: Executor.clock)
         derived = self._derived(jobs)
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
                    for j in derived.refusing}
@@ -1009,8 +1017,8 @@ class Scheduler:
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
-                          self._recent_usage(store_now, derived),
-                          Reserve(self.config.scheduler.reserve_after_s, store_now))
+                          self._recent_usage(now, derived),
+                          Reserve(self.config.scheduler.reserve_after_s, now))
         self._keep_team_holds(result.held)
         recorded = False
         for d in result.decisions:

@@ -475,9 +475,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def mode_holds(self) -> dict[str, ModeHold]:
-        """The GPUs (by UUID) the lease holder holds back from mode changes, and until when:
-        read by the placement preview and `fractui place`, which offer no change it would not
-        make."""
+        """The GPUs (by UUID) the lease holder holds back from mode changes, and until when
+        (the store's time: compared with ``now()``, never a reader's own clock): read by the
+        placement preview and `fractui place`, which offer no change it would not make."""
 
     @abc.abstractmethod
     def keep_waiting_bounds(self, bounds: dict[str, int], epoch: Optional[int] = None) -> None:

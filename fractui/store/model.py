@@ -125,7 +125,8 @@ def same_place(slot: Slot, asked: Slot) -> bool:
 @dataclass(frozen=True)
 class Refusal:
     """A launch a host refused (no room, a failing host): the job went back to its queue as
-    its next attempt, avoiding that host for a while. ``words``: the agent's own."""
+    its next attempt, avoiding that host for a while. ``words``: the agent's own; ``at``: the
+    store's time (as the lease holder reads it), which the next holder counts the while to."""
 
     host: str
     words: str
@@ -319,7 +320,8 @@ class StaleCopy:
 @dataclass(frozen=True)
 class ModeHold:
     """A GPU held back from MIG mode changes after one failed (fractui.scheduler.backoff):
-    the failures in a row, and until when, by the lease holder's clock."""
+    the failures in a row, and until when, by the store's clock (the lease holder's, plus the
+    store's lead on it): every reader counts it to the store's time (``Store.now``)."""
 
     failures: int
     until: float
@@ -400,9 +402,10 @@ class Quota:
 class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable
-    (``hosts_away``) and each job's GPU first seen missing (``gpus_gone``), by the holders'
-    clocks — the lost-host timers behind ``host_lost_s`` —, the stops already sent, as
-    (host, key), so none is sent twice, and the GPUs held back from mode changes, by UUID."""
+    (``hosts_away``) and each job's GPU first seen missing (``gpus_gone``), by the store's
+    clock (as the holders read it: the next may run on another machine) — the lost-host
+    timers behind ``host_lost_s`` —, the stops already sent, as (host, key), so none is sent
+    twice, and the GPUs held back from mode changes, by UUID."""
 
     hosts_away: dict[str, float]
     gpus_gone: dict[int, float]

@@ -677,7 +677,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         found = candidates(views, view.jobs, view.uid, job, view.cordons)
         if job.state == PENDING:
             found += pending_slots(views, view.jobs, view.cordons, view.uid, job, view.held,
-                                   time.time())
+                                   self.store_clock())  # (the holds' clock)
         return found
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")

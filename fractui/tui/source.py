@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from fractui.arguments import JOBS_LIMIT
@@ -307,7 +306,7 @@ class LiveSource(Source):
         if self.store is None:
             return None
         held = self.store.lease_holder()
-        now = time.time()  # the holder's clock is the wall clock too
+        now = self.store.now()  # the holds' clock, whatever the TUI's machine's
         # the ended first: an end is final, so a job that ends between the two reads is in
         # neither, never in both
         newest = self.read_newest_ended() if ended else None
