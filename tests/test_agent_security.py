@@ -32,6 +32,7 @@ from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 from tests.sshd import in_mount_namespace
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
+from tests.test_region_removal import held_rm
 
 OTHER_UID = 54321  # a uid with no account: "another user" for files root hands over
 
@@ -899,11 +900,10 @@ def test_a_hami_core_region_rm_is_not_found_for_is_said_with_the_path_it_was_loo
         why = {"absent": "rm is not installed, or not on the agent's PATH (%s)" % bare,
                "bad-interpreter": "rm cannot run: its first line names the interpreter "
                "/no/such/sh, which is missing (%s)" % (bare / "rm")}[rm]
-        words = "shim: cannot remove the job's HAMi-core region %s: %s; it is left, as %s." % (
-            region, why, region)
-        line = next((line for line in said.splitlines() if line.startswith(words)), None)
-        assert line is not None, said
-        assert os.path.isdir(line.rsplit(", as ", 1)[1]) and not os.path.lexists(region)
+        words = "shim: cannot remove the job's HAMi-core region %s: %s; it is left" % (
+            region, why)
+        assert words in said.splitlines(), said
+        assert glob.glob(region + "*") == [region]
     finally:
         for path in glob.glob(region + "*"):
             shutil.rmtree(path, ignore_errors=True)
@@ -962,6 +962,42 @@ def test_a_hami_core_region_a_killed_shim_left_is_removed_as_the_job_ends(
         subprocess.run(["rm", "-rf", region, region + "-moved"], check=False)
 
 
+def test_a_hami_core_region_whose_shim_was_killed_in_its_removal_is_removed_by_the_daemon(
+        start_agent, tmp_path, monkeypatch):
+    """The shim is killed (SIGKILL) while its removal of the job's region runs (its rm held
+    up): the daemon, as it ends the job, removes what is left and says so. Before, the
+    shim's removal had renamed the region to a name of its own first: the daemon found
+    nothing at the region's name, said nothing, and the rest stayed in /tmp for good."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    monkeypatch.setenv("PATH", "%s:%s" % (held_rm(tmp_path), os.environ["PATH"]))
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-region", gpu=0, memory_mib=1000, argv=[
+        "/usr/bin/python3", "-c",
+        "import os; print(os.path.dirname(os.environ['CUDA_DEVICE_MEMORY_SHARED_CACHE']))"])
+    started = tmp_path / "started"
+    rm = int(wait_until(lambda: started.exists() and started.read_text().strip(),
+                        "the shim's removal to run its rm"))
+    region = next(line for line in agent.call("job.logs", job=job["id"])["lines"]
+                  if line.startswith("/tmp/"))
+    with open(state / "jobs" / job["id"] / "shim.claim") as f:
+        shim = int(f.read())
+    try:
+        os.kill(shim, signal.SIGKILL)
+        os.kill(rm, signal.SIGKILL)  # (it outlives the shim: it would run the real rm)
+        (tmp_path / "release").touch()  # (the daemon's rm runs the real one at once)
+        assert wait_job(agent, job["id"])["state"] == "lost"
+        words = ("job %s: removed its HAMi-core region %s, which its shim had not (its shim "
+                 "has ended)" % (job["id"], region))
+        wait_until(lambda: words in (state / "daemon.log").read_text(),
+                   "the daemon to say: %s" % words)
+        assert glob.glob(region + "*") == []
+    finally:
+        for path in glob.glob(region + "*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def test_a_jobs_hami_core_region_is_removed_as_its_user_whatever_it_put_in_its_place(
         start_agent, tmp_path, plain_user):
     """The shim (root) removed the region's directory as root, and the job's user owns that
@@ -992,8 +1028,7 @@ def test_a_jobs_hami_core_region_is_removed_as_its_user_whatever_it_put_in_its_p
             said = f.read()
         assert "cannot remove the job's HAMi-core region %s: %s was not all removed, as uid " \
             "%d: " % (lines[0], lines[0], os.stat(home).st_uid) in said, said
-        left = said.split("; what is left is ", 1)[1].split()[0]
-        assert os.path.exists(os.path.join(left, "theirs", "kept"))
+        assert os.path.exists(os.path.join(lines[0], "theirs", "kept"))
     finally:
         for path in glob.glob(lines[0] + "*"):
             shutil.rmtree(path, ignore_errors=True)

@@ -3,10 +3,12 @@ image, reached by ``podman exec -i NAME`` (its agent from the image, or uploaded
 seen by ``fractui status`` and the TUI, changing MIG and running capped jobs inside the
 container, and surviving its exec stream being killed (the podman process here, or the agent's
 bridge in there) as it survives an SSH drop; a target found by a lookup that follows a
-replaced container; an upload cut in the container leaves no partial of ours past the next
-upload, which keeps a live one's; exec argv that cannot work, told in words. Without podman (``env`` as the
-exec program, running the agent's words here): the upload through the argv, once; an image whose
-agent speaks another protocol; what a lookup prints that names no one target."""
+replaced container; an upload cut in the container leaves no partial of ours past a later
+upload, which keeps a live one's; exec argv that cannot work, told in words. Without podman
+(``env`` as the exec program, running the agent's words here): the upload through the argv,
+once; one where flock is refused, or cut by a SIGTERM as its partial is locked or renamed; a
+partial no lock holds swept only once old; an image whose agent speaks another protocol; what
+a lookup prints that names no one target."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from fractui.config import load_config
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus
 from fractui.fleet.transport.base import AgentProcessError
-from fractui.fleet.transport.exec import PARTIAL_NAME, ExecTransport
+from fractui.fleet.transport.exec import PARTIAL_NAME, PARTIAL_STALE_S, ExecTransport
 from fractui.fleet.zipapp import build_agent_archive, write_archive
 from fractui.store import open_store, sqlite_url
 from fractui.tui.app import FractuiApp
@@ -345,28 +347,53 @@ def test_a_target_found_by_lookup_follows_a_replaced_container(podman, tmp_path)
             podman.remove(name)
 
 
-# A python for the upload helper that holds it at its rename into place (its partial whole),
-# for the test to cut it there
-HELD_PYTHON = """\
+# A python for the upload helper (and the checks, run by the same python) with an audit hook
+# of the test's: the body of ``hook(event, args)``, after the helper's arguments are its own
+# (sys.argv[1], the agent's path).
+HOOKED_PYTHON = """\
 #!%s
-import sys, time
-def held(event, args):
-    if event == 'os.rename' and '.agent-' in str(args[0]):
-        time.sleep(600)
-sys.addaudithook(held)
+import errno, glob, os, signal, sys, time
+def hook(event, args):
+%s
+sys.addaudithook(hook)
 code = sys.argv[2]
 sys.argv = ['-c'] + sys.argv[3:]
 exec(compile(code, '<string>', 'exec'), {'__name__': '__main__'})
-""" % PYTHON
+"""
+
+# The upload helper held at its partial's fchmod (its partial whole, its lock held), for the
+# test to cut it there
+HELD_PYTHON = HOOKED_PYTHON % (PYTHON, """\
+    if event == 'os.chmod' and isinstance(args[0], int):
+        time.sleep(600)""")
+
+# The upload helper's partials, each unwritten for two hours by its mtime (past
+# PARTIAL_STALE_S), in the folder of argv[1]
+AGED = """\
+import os, re, sys, time
+for name in os.listdir(sys.argv[1]):
+    if re.fullmatch(%r, name):
+        then = time.time() - 7200
+        os.utime(os.path.join(sys.argv[1], name), (then, then), follow_symlinks=False)
+""" % PARTIAL_NAME.pattern
+
+
+def hooked_python(tmp_path, hook: str) -> str:
+    """A python here whose audit hook's body is ``hook`` (HOOKED_PYTHON)."""
+    python = tmp_path / "hooked-python"
+    python.write_text(HOOKED_PYTHON % (sys.executable, hook))
+    python.chmod(0o755)
+    return str(python)
 
 
 @pytest.mark.parametrize("cut", ["SIGTERM", "SIGKILL"])
 def test_an_upload_cut_in_a_container_leaves_no_partial_of_ours(podman, box, tmp_path, cut,
                                                                   caplog):
-    """An upload held at its rename while another finishes: the other leaves its partial (a
-    live upload's); then it is cut. A SIGTERM it lives through, and removes its partial; one a
-    SIGKILL left is removed by the next upload, and said in the log. A link, another user's
-    file and a name not ours, though alike, stay."""
+    """An upload held with its partial whole while another finishes: the other leaves its
+    partial (a live upload's, its lock held), though unwritten past PARTIAL_STALE_S; then it
+    is cut. A SIGTERM it lives through, and removes its partial; one a SIGKILL left is removed
+    by the next upload, and said in the log. A link, another user's file and a name not ours,
+    though alike and as old, stay."""
     cache = "/var/cache/fractui-cut-%s" % cut.lower()
     held = "/tmp/held-python-%s" % cut.lower()
     archive = build_agent_archive()
@@ -403,6 +430,7 @@ def test_an_upload_cut_in_a_container_leaves_no_partial_of_ours(podman, box, tmp
     first = threading.Thread(target=upload_held)
     first.start()
     live = until_true(lambda: [n for n in partials() if n not in alike], "the held partial")
+    podman.run(["exec", box, PYTHON, "-c", AGED, cache])
     with caplog.at_level(logging.INFO, logger="fractui.fleet"):
         assert transport(PYTHON).deploy(archive)[1] is True
         assert partials() == sorted(alike + live)  # (the held upload's lives on)
@@ -629,6 +657,100 @@ def test_an_upload_that_cannot_be_written_or_arrives_cut_is_told(tmp_path):
         "cannot put the agent in /proc/fractui-cache on unwritable: ")
     assert said["unwritable"]["error"].endswith("(set agent_cache to a writable directory)")
     assert not os.path.exists(tmp_path / "state")  # no agent started
+
+
+def deployed(tmp_path, name: str, **extra) -> Tuple[dict, Any]:
+    """A host here (``here_by_env``) and what one deploy to it did: its answer, or the
+    AgentProcessError it raised."""
+    host = here_by_env(tmp_path, name, **extra)
+    config = load_config(write_config(tmp_path, host))
+    way = ExecTransport(config.hosts[0], config.ssh)
+    way.open()
+    try:
+        return host, way.deploy(build_agent_archive())
+    except AgentProcessError as err:
+        return host, err
+
+
+def partials_in(folder: str) -> List[str]:
+    return sorted(n for n in os.listdir(folder) if PARTIAL_NAME.fullmatch(n))
+
+
+@pytest.mark.parametrize("refused", ["ENOLCK", "ENOSYS"])
+def test_an_upload_to_a_folder_with_no_locks_is_put_in_place(tmp_path, refused):
+    """Where flock is refused (NFS with no lock manager: ENOLCK; Lustre mounted noflock:
+    ENOSYS) the agent is put in place unlocked. Before, each upload failed there, its
+    partial left: a later upload may then only sweep it by its age (below)."""
+    python = hooked_python(tmp_path, """\
+    if event == 'fcntl.flock':
+        raise OSError(errno.%s, os.strerror(errno.%s))""" % (refused, refused))
+    host, done = deployed(tmp_path, "nolock", python=python)
+    path = os.path.join(host["agent_cache"], build_agent_archive().name)
+    assert done == (path, True)
+    assert os.listdir(host["agent_cache"]) == [os.path.basename(path)]
+
+
+def test_a_partial_no_lock_holds_is_swept_only_once_unwritten_past_its_time(tmp_path, caplog):
+    """A partial of ours that no lock holds is not yet one left behind: an older fractui's
+    upload helper (it takes no lock; versions mixed as fractui is rolled out) or one on
+    another machine of a shared volume (flock is that machine's) may be writing it. The sweep
+    takes only one also unwritten past PARTIAL_STALE_S, by its mtime; before, it took any
+    whose lock it could take."""
+    cache = tmp_path / "cache" / "mixed"
+    cache.mkdir(parents=True, mode=0o700)
+    (cache / ".agent-writingx.part").write_bytes(b"half")
+    (cache / ".agent-leftxxxx.part").write_bytes(b"half")
+    then = time.time() - PARTIAL_STALE_S - 60
+    os.utime(cache / ".agent-leftxxxx.part", (then, then))
+    with caplog.at_level(logging.INFO, logger="fractui.fleet"):
+        host, done = deployed(tmp_path, "mixed")
+    assert done[1] is True
+    assert partials_in(str(cache)) == [".agent-writingx.part"]
+    said = [r.getMessage() for r in caplog.records if "half uploaded" in r.getMessage()]
+    assert said == ["mixed: removed %s, an agent left half uploaded" % (
+        cache / ".agent-leftxxxx.part")], said
+
+
+def test_a_sigterm_as_the_new_partial_is_locked_leaves_no_partial(tmp_path):
+    """A SIGTERM just after ``mkstemp`` made the partial, as its lock is taken: before, that
+    came before the try that removes the partial on any failure, and the partial was left."""
+    python = hooked_python(tmp_path, """\
+    if event == 'fcntl.flock':
+        os.kill(os.getpid(), signal.SIGTERM)""")
+    host, done = deployed(tmp_path, "termed", python=python)
+    assert isinstance(done, AgentProcessError)
+    assert "the exec stream ended before its answer: env exited with status 143" in str(done)
+    assert os.listdir(host["agent_cache"]) == []
+
+
+def test_a_sigterm_as_the_agent_is_renamed_into_place_is_no_folder_error(tmp_path):
+    """A SIGTERM that comes during the rename into place (strace sends it as the rename is
+    made): the agent is in place; the helper ends by the signal, said as the stream's end.
+    Before, its handler's exception came just after the rename, whose partial's removal then
+    failed: the upload read as the folder's error "No such file or directory", with the
+    folder's advice."""
+    renames = "rename,renameat,renameat2"
+    host, done = deployed(tmp_path, "renamed", exec=[
+        "strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=" + renames,
+        "-e", "inject=%s:signal=SIGTERM" % renames])
+    assert isinstance(done, AgentProcessError)
+    assert "the exec stream ended before its answer: strace was killed by SIGTERM" in str(
+        done), done
+    assert deployed(tmp_path, "renamed")[1][1] is False  # (in place, its hash the agent's)
+
+
+def test_a_write_error_whose_partial_a_sweep_took_is_said_as_itself(tmp_path):
+    """The partial's write fails (here: its fchmod, EIO) after another removed it: the
+    error said is the write's. Before, the removal of the partial, gone, raised in its
+    place: "No such file or directory"."""
+    python = hooked_python(tmp_path, """\
+    if event == 'os.chmod' and isinstance(args[0], int):
+        for part in glob.glob(os.path.join(os.path.dirname(sys.argv[1]), '.agent-*.part')):
+            os.unlink(part)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))""")
+    host, done = deployed(tmp_path, "eio", python=python)
+    assert str(done) == "cannot put the agent in %s on eio: [Errno 5] Input/output error (set " \
+        "agent_cache to a writable directory)" % host["agent_cache"], done
 
 
 # An exec program that runs the agent's words here, but ends mid-upload as its stream would:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Union
 
 import pytest
 
@@ -82,17 +82,34 @@ def fractui(config: Path, verb: Sequence[str], user: str = "") -> subprocess.Com
                           stdin=subprocess.DEVNULL)
 
 
-def refused_by_every_verb(config: Path, store: Path, says: str, verbs=VERBS,
-                          user: str = "") -> int:
-    """Each verb exits 1, its last words one line naming the store and what it found, no
-    traceback; returns how many verbs were tried. (A scheduler that opened the store before
-    finding a damaged job has said its start on stdout and logged the stop first.)"""
+# The store's words for no room: the fact where SQLite or the system said it, else (SQLite's
+# "disk I/O error", whose cause it keeps) the room as read just after, the likely cause
+FULL_FACT = "no space is left on the filesystem that holds it ("
+FULL_CAUSES = ("database or disk is full", "No space left on device")
+ROOM_READ = "disk I/O error (its filesystem, read just after, has no room left: the likely cause)"
+
+
+def no_room_said(line: str) -> bool:
+    """Whether a store's error ``line`` says its filesystem has no room: as the fact only
+    where SQLite or the system said so."""
+    if FULL_FACT in line:
+        return any(cause in line for cause in FULL_CAUSES) and "): nothing was recorded" in line
+    return ROOM_READ in line
+
+
+def refused_by_every_verb(config: Path, store: Path, says: Union[str, Callable[[str], bool]],
+                          verbs=VERBS, user: str = "") -> int:
+    """Each verb exits 1, its last words one line naming the store and what it found (words
+    in it, or a test of it), no traceback; returns how many verbs were tried. (A scheduler
+    that opened the store before finding a damaged job has said its start on stdout and
+    logged the stop first.)"""
+    found = says if callable(says) else lambda last: says in last
     for verb in verbs:
         done = fractui(config, verb, user)
         assert done.returncode == 1 and "Traceback" not in done.stderr, (verb, done)
         assert done.stdout == "" or verb == ("scheduler",), (verb, done)
         last = done.stderr.splitlines()[-1]
-        assert last.startswith("fractui: store %s: " % store) and says in last, (verb, last)
+        assert last.startswith("fractui: store %s: " % store) and found(last), (verb, last)
         assert len(done.stderr.splitlines()) == 1 or verb == ("scheduler",), (verb, done)
     return len(verbs)
 
@@ -289,8 +306,7 @@ def test_a_full_store_refuses_writes_says_so_and_loses_nothing(tmp_path, small_f
     kept = [j.record() for j in opened.jobs()]
     opened.close()  # its -wal and -shm files go: a new connection must make them again
     filler = _fill(small_fs)
-    refused_by_every_verb(config, store, "no space is left on the filesystem that holds it",
-                          SOME)
+    refused_by_every_verb(config, store, no_room_said, SOME)
     filler.unlink()
     again = SqliteStore(str(store))
     try:

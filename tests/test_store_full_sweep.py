@@ -14,11 +14,13 @@ from contextlib import ExitStack, closing
 
 import pytest
 
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, StoreFull, StoreUnavailable
+from fractui.store.sqlite_file import translate
 from fractui.store.model import Job
 from tests.cli_run import closed_port, in_process, leaks
 from tests.test_job_supervision import fill
 from tests import test_store_damage
+from tests.test_store_damage import no_room_said
 
 PAGE = 4096
 GPU = {"index": 0, "uuid": "GPU-a0", "name": "NVIDIA L4", "memory_mib": 23034,
@@ -88,9 +90,8 @@ def test_a_verb_on_a_full_store_is_done_or_said_and_done_once_with_room(
             assert out == answer, (out, err)
         else:
             assert (code, out) == (1, ""), (code, out, err)
-            assert err.startswith("fractui: store %s: no space is left on the filesystem that "
-                                  "holds it (" % path) and err.endswith(
-                                      "): nothing was recorded\n") and err.count("\n") == 1, err
+            assert err.startswith("fractui: store %s: " % path) and no_room_said(err) and \
+                err.count("\n") == 1, err
         filler.unlink()
         if code != 0:
             assert jobs_in(path) == before  # nothing half-written
@@ -128,9 +129,7 @@ def test_a_first_submit_that_makes_the_store_on_a_full_disk_is_done_or_said_and_
     else:
         assert (code, out) == (1, ""), (code, out, err)
         last = err.splitlines()[-1]
-        assert last.startswith("fractui: store %s: no space is left on the filesystem that "
-                               "holds it (" % path) and last.endswith(
-                                   "): nothing was recorded"), err
+        assert last.startswith("fractui: store %s: " % path) and no_room_said(last), err
     filler.unlink()
     again = in_process(capfd, argv)
     assert again[:2] == (0, "1 pending in queue q\n") and not leaks(again[2]), again
@@ -158,7 +157,36 @@ def test_a_first_submit_whose_temporary_folder_is_full_says_so_in_the_stores_wor
     assert code != 0 or pages > 0, out  # (no room at all: no store can be made)
     if code != 0:
         assert (code, out) == (1, ""), err
-        assert err.splitlines()[-1].startswith(
-            "fractui: store %s: cannot make a new store in %s: no space is left on the "
-            "filesystem that holds it (" % (path, small_fs)), err
+        last = err.splitlines()[-1]
+        assert last.startswith("fractui: store %s: cannot make a new store in %s: " % (
+            path, small_fs)) and no_room_said(last), err
         assert not os.path.exists(path)
+
+
+def sqlite_error(words: str, name: str) -> sqlite3.OperationalError:
+    """SQLite's error as the driver raises it: its words, and its code's name."""
+    err = sqlite3.OperationalError(words)
+    err.sqlite_errorname = name
+    return err
+
+
+def test_a_disk_io_error_says_no_room_only_as_read_just_after(small_fs):
+    """SQLite keeps the cause of a "disk I/O error" to itself (its shared memory could not
+    grow, a write failed): free space read after it may have changed since, so it is said as
+    that reading, the likely cause, and the store is unavailable, not StoreFull's fact ("no
+    space is left ..."). Before, an I/O error with the filesystem full as it was read was said
+    as that fact, and the same error said nothing of room once room came back. SQLite's own
+    "database or disk is full" is the fact, whenever it is read."""
+    path = str(small_fs / "store.db")
+    ioerr = sqlite_error("disk I/O error", "SQLITE_IOERR_SHMSIZE")
+    full = sqlite_error("database or disk is full", "SQLITE_FULL")
+    unsaid = "store %s: disk I/O error" % path
+    fill(small_fs / "filler")
+    said = translate(path, ioerr)
+    assert type(said) is StoreUnavailable and str(said) == unsaid + (
+        " (its filesystem, read just after, has no room left: the likely cause)")
+    assert type(translate(path, full)) is StoreFull
+    (small_fs / "filler").unlink()
+    said = translate(path, ioerr)
+    assert type(said) is StoreUnavailable and str(said) == unsaid
+    assert type(translate(path, full)) is StoreFull

@@ -26,6 +26,7 @@ from fractui.whoami import os_user
 from fractui.words import count, quoted, shell_line
 from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
                                        make_dirs)
+from remote_agent.room import room_read_after
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -693,28 +694,23 @@ def _made(path: str, initialise: Callable[[sqlite3.Connection], None]) -> bytes:
 
 def _unmade(path: str, folder: str, made: str, err: BaseException) -> StoreError:
     """Why no store for ``path`` could be made at ``made`` in ``folder``: no room there said
-    as a full store's folder is (``_full``), else SQLite's or the system's words."""
-    if _full(made, err):
+    as a full store's folder is (``_full``), else SQLite's or the system's words, with the
+    folder's room as read just after where SQLite gave no cause (``room_read_after``)."""
+    if _full(err):
         return StoreFull(path, "cannot make a new store in %s: no space is left on the "
                          "filesystem that holds it (%s): nothing was recorded" % (folder, err))
-    return StoreUnavailable(path, "cannot make a new store in %s: %s" % (folder, err))
+    return StoreUnavailable(path, "cannot make a new store in %s: %s%s" % (
+        folder, err, room_read_after(made, err)))
 
 
-def _no_space(path: str) -> bool:
-    try:
-        return os.statvfs(os.path.dirname(path)).f_bavail == 0
-    except OSError:
-        return False
-
-
-def _full(path: str, err: BaseException) -> bool:
-    """Whether ``err``, met writing ``path``, is its filesystem's want of room, in whichever
-    of SQLite's (or the system's) words: SQLite's own "database or disk is full", a quota's,
-    or an I/O error where the filesystem has no block left."""
+def _full(err: BaseException) -> bool:
+    """Whether ``err`` says itself that its filesystem has no room: SQLite's "database or
+    disk is full" (SQLITE_FULL), or the system's ENOSPC or a quota's EDQUOT. An error whose
+    cause SQLite does not give ("disk I/O error") is not, whatever free space is read after
+    it: room may have come or gone since, and a full disk is one of its causes, not the one."""
     name = getattr(err, "sqlite_errorname", "") or ""
     return name.startswith("SQLITE_FULL") or getattr(err, "errno", None) in (
-        errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(err) or (
-            name.startswith("SQLITE_IOERR") and _no_space(path))
+        errno.ENOSPC, errno.EDQUOT) or "disk is full" in str(err)
 
 
 def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
@@ -728,7 +724,7 @@ def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
         return StoreDamaged(path, "is damaged: SQLite says %s%s" % (quoted(said), MOVE_AWAY))
     text = str(err) or type(err).__name__
     what = (doing + ": " if doing else "") + text
-    if _full(path, err):
+    if _full(err):
         return StoreFull(path, "no space is left on the filesystem that holds it (%s): nothing "
                          "was recorded" % what)
     if name.startswith("SQLITE_READONLY") or "readonly database" in text or code in (
@@ -739,4 +735,4 @@ def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
         return StoreDamaged(path, "is damaged: SQLite says %r%s" % (text, MOVE_AWAY))
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text:
         return StoreBusy(path, "another process kept it locked too long (%s); try again" % what)
-    return StoreUnavailable(path, what)
+    return StoreUnavailable(path, what + room_read_after(path, err))

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set
 
 from remote_agent.daemon.trust import check_private
 from remote_agent.jobs.procs import JobProcs
+from remote_agent.room import room_read_after
 from remote_agent.text import said
 
 ACTIVE = ("starting", "running")
@@ -163,35 +164,19 @@ class Job:
 
 
 _NO_ROOM = " (its filesystem has no room left)"
-# SQLite's words for a failure whose cause it does not give (an errno it keeps to itself), of
-# which a full filesystem is one: "disk I/O error" where its shared memory cannot grow, "unable
-# to open database file" where no inode is left for the table, its WAL or its shared memory
-_CAUSE_UNSAID = ("SQLITE_IOERR", "SQLITE_CANTOPEN")
-_CAUSE_UNSAID_WORDS = ("disk I/O error", "unable to open database file")
 
 
 def _no_room(path: str, err: sqlite3.Error) -> str:
     """Words saying the table's filesystem is full, where that is known or likely. SQLite's
     own "database or disk is full" (SQLITE_FULL: a write found no room, though a page may
     remain, which statvfs counts as room) is the fact, said as such. Where SQLite gives no cause
-    (``_CAUSE_UNSAID``), the filesystem is read now, after the failure: no room or no inode
+    (``room_read_after``), the filesystem is read now, after the failure: no room or no inode
     there is said as that reading, a likely cause, never as the failure's (room may have come
     or gone since); any other error has nothing of room to say."""
     name = getattr(err, "sqlite_errorname", "")  # (from Python 3.11; its words before)
     if name.startswith("SQLITE_FULL") or "disk is full" in str(err):
         return _NO_ROOM
-    if not (name.startswith(_CAUSE_UNSAID) or str(err) in _CAUSE_UNSAID_WORDS):
-        return ""
-    try:
-        fs = os.statvfs(os.path.dirname(path) or ".")
-    except OSError:
-        return ""
-    if fs.f_bavail == 0:
-        return " (its filesystem, read just after, has no room left: the likely cause)"
-    if fs.f_files and fs.f_favail == 0:  # (btrfs counts no inodes: 0 of 0)
-        return " (its filesystem, read just after, has no inode left, so no file can be made " \
-            "there: the likely cause)"
-    return ""
+    return room_read_after(path, err)
 
 
 _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")

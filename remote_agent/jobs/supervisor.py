@@ -642,11 +642,11 @@ class Supervisor:
         its processes killed (``end_if_unread``), and neither the record nor the shim's lock
         there is read: its region is the one the table names (``Job.region``), removed unless
         a shim of this daemon's still runs to remove it itself (one of a daemon before a
-        restart may still run, and remove it too: of the two, the one whose removal took it
-        says so, ``remove_region``); one an older agent started, its name in that folder alone,
+        restart may still run, and remove it too: of the two, the one that removed it says
+        so, ``remove_region``); one an older agent started, its name in that folder alone,
         is said to be left. Its log line says why the daemon removed it, never that the shim
-        died: the shim may have ended without removing it (its own removal failed, in its log),
-        or may live on."""
+        died: the shim may have ended without removing it all (its own removal failed or was
+        cut, in its log, leaving the rest under the region's name), or may live on."""
         if "hami" not in job.caps:
             return  # it never had one (its layers are recorded before its shim starts)
         try:
@@ -666,7 +666,7 @@ class Supervisor:
                 if left is None or shim_alive(self.job_dir(job)):
                     return
                 why = "its shim has ended"
-            if remove_region(left["path"], left["uid"]):  # (False: the shim's removal took it)
+            if remove_region(left["path"], left["uid"]):  # (False: the shim's removed it)
                 log.info("job j%d: removed its HAMi-core region %s, which its shim had not (%s)",
                          job.id, left["path"], why)
         except (UnsafePath, OSError) as err:

@@ -30,6 +30,10 @@ from remote_agent.daemon.trust import python_code
 # The names ``mkstemp`` gives the upload helper's partials (8 characters of [a-z0-9_]): only
 # files so named are ever removed as ones left half uploaded
 PARTIAL_NAME = re.compile(r"\.agent-[a-z0-9_]{8}\.part")
+# How long a partial is left unwritten before a sweep may take it for one an upload cut short
+# left: a live upload writes its ~200 KB and fsyncs them within seconds; an hour holds a
+# stalled filesystem, and the clocks of a shared volume's server and its machines apart.
+PARTIAL_STALE_S = 3600
 
 # The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
 # of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
@@ -41,17 +45,24 @@ PARTIAL_NAME = re.compile(r"\.agent-[a-z0-9_]{8}\.part")
 # gone) is the exec stream's, not the folder's.
 #
 # Its partial (``mkstemp``'s name, PARTIAL_NAME) is removed on any failure it lives through,
-# a SIGTERM or SIGHUP included (made an exception); one a SIGKILL left is removed by the next
-# upload, once its own is in place (``_sweep``): each file so named, the helper's user's, a
-# regular file (opened with no link followed), that no upload writes now. The writer holds an
-# flock on its partial from its making to its rename, and the sweep removes only one whose lock
-# it takes, while it holds it, and only while its name still names the file it locked; a
-# writer whose new partial was so removed before it locked it (its link count 0) makes another.
-# Each removal (or failure to remove, which fails nothing) is said on stdout, one JSON list a
-# line, for the log.
+# a SIGTERM or SIGHUP included (made an exception; held back from the partial's making until
+# the try that removes it, and from the rename into place until the helper is done with the
+# partial: such a signal then ends it by its default action, the agent in place). One a
+# SIGKILL left is removed by a later upload, once its own is in place (``sweep``): each file
+# so named, the helper's user's, a regular file (opened with no link followed), that no upload
+# writes now: unwritten for PARTIAL_STALE_S by its mtime (a writer that holds no lock, an older
+# fractui's helper or one on another machine of a shared volume, writes its partial within
+# seconds), and whose flock the sweep takes, while it holds it, and only while its name still
+# names the file it locked. The writer holds that flock from its partial's making to its rename
+# (none where the folder's filesystem has no locks, ENOLCK or ENOSYS: the age alone then
+# keeps it); a writer whose new partial was so removed before it locked it (its link count 0)
+# makes another. Each removal (or failure to remove, which fails nothing) is said on stdout,
+# one JSON list a line, for the log.
 _PUT = """\
-import fcntl, hashlib, json, os, re, signal, stat, sys, tempfile
+import errno, fcntl, hashlib, json, os, re, signal, stat, sys, tempfile, time
 PARTIAL_NAME = re.compile(%r)
+STALE_S = %r
+ENDS = (signal.SIGTERM, signal.SIGHUP)
 path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 
@@ -59,13 +70,37 @@ def ended(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def locked_partial(folder):
+def locked(fd, wait):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as err:
+        if err.errno not in (errno.ENOLCK, errno.ENOSYS):
+            raise
+
+
+def put(folder, data):
     while True:
+        signal.pthread_sigmask(signal.SIG_BLOCK, ENDS)
         fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if os.fstat(fd).st_nlink:
-            return fd, part
-        os.close(fd)
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, ENDS)
+            with os.fdopen(fd, 'wb') as f:
+                locked(f.fileno(), True)
+                if not os.fstat(f.fileno()).st_nlink:
+                    continue
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), 0o644)
+                signal.pthread_sigmask(signal.SIG_BLOCK, ENDS)
+                os.replace(part, path)
+                return
+        except BaseException:
+            try:
+                os.unlink(part)
+            except FileNotFoundError:  # (a sweep took it: the error is the one to say)
+                pass
+            raise
 
 
 def stale(folder, name):
@@ -79,8 +114,10 @@ def stale(folder, name):
         if (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked(fd, False)
         except BlockingIOError:
+            return
+        if time.time() - os.fstat(fd).st_mtime < STALE_S:
             return
         now = os.lstat(full)
         if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
@@ -106,7 +143,7 @@ def sweep(folder):
                 print(json.dumps(['left', os.path.join(folder, name), str(err)]))
 
 
-for sig in (signal.SIGTERM, signal.SIGHUP):
+for sig in ENDS:
     signal.signal(sig, ended)
 data = sys.stdin.buffer.read(size)
 if hashlib.sha256(data).hexdigest() != digest:
@@ -115,24 +152,15 @@ if hashlib.sha256(data).hexdigest() != digest:
 folder = os.path.dirname(path)
 try:
     os.makedirs(folder, 0o700, exist_ok=True)
-    fd, part = locked_partial(folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o644)
-            os.replace(part, path)
-    except BaseException:
-        os.unlink(part)
-        raise
+    put(folder, data)
 except OSError as err:
     print(err, file=sys.stderr)
     sys.exit(%d)
-for sig in (signal.SIGTERM, signal.SIGHUP):
+for sig in ENDS:
     signal.signal(sig, signal.SIG_DFL)  # (the agent is in place: a signal now cuts the sweep)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, ENDS)
 sweep(folder)
-""" % (PARTIAL_NAME.pattern, FOLDER_FAILED)
+""" % (PARTIAL_NAME.pattern, PARTIAL_STALE_S, FOLDER_FAILED)
 
 
 class ExecTransport(RemoteTransport):
