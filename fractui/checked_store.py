@@ -11,7 +11,7 @@ from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
 from fractui.store import Store, StoreUnavailable, open_store
 from fractui.store.access import SCHEDULE
-from fractui.store.base import NO_STORE
+from fractui.store.base import NO_STORE, StoreError
 from fractui.store.intents import Asker, allowed, authorize
 from fractui.store.model import OUT_OF_CONFIG
 
@@ -43,6 +43,15 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True,
         store.close()
         raise
     return store
+
+
+def no_store_to_ask(err: StoreError) -> bool:
+    """Whether ``err`` leaves no store to ask who may read the hosts' jobs' output: none made
+    (NO_STORE) or none reached (StoreUnavailable: a server down, unknown, without the
+    database). Then the hosts' logins are the boundary, and what their agents have is shown
+    as they have it (docs/decisions.md). Any other error is the store's answer, and no yes:
+    a refusal of this role (StoreDenied, StoreForbidden), a store damaged or held locked."""
+    return isinstance(err, StoreUnavailable)
 
 
 def host_first(config: Config, host: str) -> None:

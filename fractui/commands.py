@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TextIO, T
 
 from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
-from fractui.checked_store import store_of_a_host_verb
+from fractui.checked_store import no_store_to_ask, store_of_a_host_verb
 from fractui.config import Config
 from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
@@ -25,7 +25,7 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.job_commands import agent_why, typed_ref
+from fractui.job_commands import agent_why, host_output, typed_ref
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, gone_words, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
@@ -37,7 +37,7 @@ from fractui.store import Store, open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
 from fractui.store.model import ON_HOST, StaleCopy
-from fractui.store.intents import Asker, authorize
+from fractui.store.intents import Asker, authorize, reads_host_output
 from fractui.terminal import confirm, print_json, print_lines, say
 from fractui.whoami import os_user
 from fractui.words import shell_line
@@ -57,12 +57,15 @@ def _no_hosts(config: Config) -> None:
 def status(config: Config, args: argparse.Namespace) -> int:
     if not config.hosts:  # a researcher who reaches only the store: what it keeps of them
         return kept_status.status(config, args)
-    first = _store_first(config)  # before the hosts: what it holds is their copies' own
+    # (the store before the hosts: what it holds is their copies' own)
+    first, readable = _store_first(config)
     fleet = open_fleet(config)
     try:
         records = [s.record() for s in fleet.statuses()]
     finally:
         fleet.stop()
+    for r in records:  # (each host's jobs, as jobs HOST lists them: their output the rule's)
+        r["jobs"] = host_output(r["jobs"], readable)
     out = first.out if first else {}
     copies = _copies(config, records, first) if first else {}
     for r in records:
@@ -97,23 +100,25 @@ class StoreFirst:
     uid: str
 
 
-def _store_first(config: Config) -> Optional[StoreFirst]:
+def _store_first(config: Config) -> Tuple[Optional[StoreFirst], bool]:
     """The store's word, read before the hosts answer: a copy a host then shows that this
     read holds is its job's own, whatever became of it by a later read (it stopped with its
     grace and its job moved on). None where the store cannot be read (said on stderr: the
-    hosts are shown all the same)."""
+    hosts are shown all the same). And whether the hosts' jobs' output is the reader's
+    (intents.reads_host_output; where the store cannot be read, only with no store to ask:
+    checked_store.no_store_to_ask)."""
     try:
         store = open_store(config.store.url, origin=config.store.origin)
         try:
             on_host = store.jobs(ON_HOST)
             return StoreFirst(marks(store.cordons(), on_host),
                               held_copies(on_host, [], store.uid), stale_copies(store),
-                              store.uid)
+                              store.uid), reads_host_output(store, Asker.here(config.teams))
         finally:
             store.close()
     except StoreError as err:
         say("cordons and unheld copies not shown: %s" % err)
-        return None
+        return None, no_store_to_ask(err)
 
 
 def _copies(config: Config, records: List[Dict[str, Any]], first: StoreFirst

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, known_user, split_job
-from fractui.checked_store import open_checked_store
+from fractui.checked_store import no_store_to_ask, open_checked_store
 from fractui.config import Config, ConfigError
 from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
@@ -24,7 +24,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import Asker, allowed, authorize, last_lines
+from fractui.store.intents import Asker, authorize, last_lines, reads_host_output
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
@@ -48,6 +48,13 @@ def agent_why(record: Dict[str, Any]) -> str:
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""
+
+
+def host_output(records: List[Dict[str, Any]], readable: bool) -> List[Dict[str, Any]]:
+    """The agents' job records as shown: each with its last line of output (``last_line``)
+    only where the reader may read it (``readable``: intents.reads_host_output)."""
+    return records if readable else [{k: v for k, v in r.items() if k != "last_line"}
+                                     for r in records]
 
 
 def _named(name: str, image: Optional[str]) -> str:
@@ -131,7 +138,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
-    hosts_output = True  # whether the hosts' jobs' last lines are the reader's (READ)
+    hosts_output = False  # whether the hosts' jobs' last lines are the reader's (READ)
     try:
         # (no store is made where only the store's jobs are shown: no hosts in the config, or
         # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
@@ -148,8 +155,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             lines = last_lines(store, Asker.here(config.teams), stored)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
-                # a job the store does not hold is of no team: its output the admins'
-                hosts_output = allowed(store, Asker.here(config.teams), READ)
+                hosts_output = reads_host_output(store, Asker.here(config.teams))
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
@@ -158,8 +164,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         if not hosts or args.me or args.user:  # (only the store knows who submitted)
             raise
         # the hosts' jobs are still worth seeing (the store may be what is down): all of them
-        # as the hosts have them, exit 1
+        # as the hosts have them, exit 1; their output only where no store is there to ask
         failed, trouble, unled = True, None, False
+        hosts_output = no_store_to_ask(err)
         say(str(err))
         say("every job on %s as its agent has it, queued ones too:" % ", ".join(hosts))
     if trouble is not None:  # every pending job's why is stale meanwhile
@@ -187,9 +194,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                      if not (uid and (j.get("key") or "").startswith(mine))]
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
-        rows += _copy_rows(config, copies, answers, stale, uid)
-        if not hosts_output:
-            rows = [{k: v for k, v in r.items() if k != "last_line"} for r in rows]
+        rows = host_output(rows + _copy_rows(config, copies, answers, stale, uid),
+                           hosts_output)
     now = clock()
     if args.json:
         print_json({"jobs": [job_record(j, now, lines.get(j.id)) for j in stored] + rows})
@@ -357,7 +363,9 @@ def typed_ref(store: Store, ref: str, host: str, agent_job: str,
 def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
                     ) -> Tuple[str, Optional[str]]:
     """``typed_ref`` in the config's store, whose rule is asked that this user may read it;
-    with no store (nothing was queued) or one that cannot be read (said), the id alone."""
+    with no store to ask (none made, said by nothing, or none reached, said: no_store_to_ask)
+    the id alone. Any other error of the store is no yes, and raised: a role it refuses
+    reads no more than one it lets in (as ``stop HOST/JOB`` is refused)."""
     try:
         store = open_store(config.store.url, make=False, origin=config.store.origin)
         try:
@@ -365,6 +373,8 @@ def _read_typed_ref(config: Config, ref: str, host: str, agent_job: str
         finally:
             store.close()
     except StoreError as err:
+        if not no_store_to_ask(err):
+            raise
         if err.what != NO_STORE:
             say("%s; %s is read by its id alone" % (err, ref))
         return ref, None

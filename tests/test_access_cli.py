@@ -590,12 +590,20 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
     reaches the host: the rule was asked of neither. It is READ of the job's team, as by its
     number; a HOST/JOB no job of the store holds (launched by hand) is of no team, the
     admin's. On PostgreSQL, whose role says who asks: ann (team vision) reaches gpu-a as
-    root does here."""
+    root does here. Each line of such output the hosts' agents list (a failed job's last line:
+    `jobs HOST`, `status --json`) is the admins' alone. And a role the store refuses (eve, in
+    no team and granted nothing) was read the output by the id alone, as if no store were
+    there to ask: a refusal is no outage, and she is refused it too."""
     guarded = _guarded(pg_server, LEAST)
+    eve = "eve_" + guarded.tag
+    pg_server.sql("CREATE ROLE %s LOGIN" % eve)
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="n", memory_gib=1, team=guarded.nlp)],
                     teams=[TeamConfig(name=guarded.vision),
                            TeamConfig(name=guarded.nlp, quota_gpus=1)],
                     store_url=guarded.url("postgres"))
+    lost = f.store.submit("n", guarded.nlp, "lost", [
+        "/bin/sh", "-c", "echo lost-$((6*7)); exit 3"], f.config.queue("n").request(), "root@test")
+    f.until(lambda: f.states()[lost.id] == "failed")
     theirs = f.store.submit("n", guarded.nlp, "theirs", [
         "/bin/sh", "-c", "echo nlp-secret; exec sleep 600"], f.config.queue("n").request(),
         "root@test")
@@ -610,28 +618,38 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
                "the job's end")
     f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(guarded.ann)))
     whom = who(guarded.ann, "team %s" % guarded.vision)
-    for verb, what in ((["logs", "1"], "job 1 of team %s you must be in team %s, or an admin"
-                        % ((guarded.nlp,) * 2)),
-                       (["logs", ref], "%s (job 1) of team %s you must be in team %s, or an "
-                        "admin" % ((ref,) + (guarded.nlp,) * 2)),
-                       (["logs", "-f", ref], "%s (job 1) of team %s you must be in team %s, "
-                        "or an admin" % ((ref,) + (guarded.nlp,) * 2)),
+    nlp = "of team %s you must be in team %s, or an admin" % (guarded.nlp, guarded.nlp)
+    typed = "%s (job %d) %s" % (ref, theirs.id, nlp)
+    for verb, what in ((["logs", str(theirs.id)], "job %d %s" % (theirs.id, nlp)),
+                       (["logs", ref], typed), (["logs", "-f", ref], typed),
                        (["logs", "gpu-a/%s" % by_hand["id"]], "gpu-a/%s of no team you must "
                         "be an admin" % by_hand["id"])):
         refused(f.fractui(*verb), "%s; to read the output of %s" % (whom, what))
+    f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(eve)))
+    for typed in (ref, "gpu-a/%s" % by_hand["id"]):
+        done = f.fractui("logs", typed)
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert done.stderr.startswith("fractui: store ") and eve in done.stderr, done
     # nor is a line of it shown where the hosts' jobs are listed (the last line of one that
     # failed), in the table or in --json
     monkeypatch.setenv("COLUMNS", "200")  # (the table's lines whole)
-    for role, line in ((guarded.ann, None), (guarded.ops, "hand-secret")):  # ops: an admin
+    for role, line in ((guarded.ann, None), (eve, None), (guarded.ops, "hand-secret")):
         f.config = dataclasses.replace(f.config, store=StoreSettings(guarded.url(role)))
-        listed = f.fractui("jobs", "gpu-a", "--json")
-        assert listed.returncode == 0, listed
+        # (eve's: the store's error said, exit 1, and the hosts' jobs listed all the same)
+        listed = f.fractui("jobs", "gpu-a", "--all", "--json")
+        assert listed.returncode == (role == eve), listed
         hand = next(j for j in json.loads(listed.stdout)["jobs"] if j.get("ref") == (
             "gpu-a/%s" % by_hand["id"]))
         assert hand.get("last_line") == line, hand
+        assert ("lost-42" in listed.stdout) == (line is not None), listed  # (its team's)
         shown = f.fractui("jobs", "gpu-a").stdout
         assert ("exited 3: hand-secret" in shown, "exited 3" in shown) == (
             line is not None, True), shown
+        done = f.fractui("status", "--json")  # (ops: an admin, who reads them all)
+        assert done.returncode == 0, done
+        assert {j.get("last_line") for h in json.loads(done.stdout)["hosts"]
+                for j in h["jobs"]} - {None} == ({"hand-secret", "lost-42"} if line else
+                                                 set()), done.stdout
     done = f.fractui("logs", ref)  # (ops's)
     assert (done.returncode, done.stdout) == (0, "nlp-secret\n"), done
 

@@ -26,6 +26,7 @@ from fractui.tui.jobs import JobScreen
 from fractui.tui.source import LiveSource
 from remote_agent import JOB_KEYS
 from remote_agent.rpc import jsonrpc as rpc
+from tests.cli_run import closed_port
 from tests.conftest import AgentError
 from tests.localfleet import LocalFleet
 from tests.test_job_supervision import read_log, wait_until
@@ -188,9 +189,12 @@ def test_an_id_typed_by_hand_that_no_live_job_of_the_store_holds_names_the_agent
         assert session.call("job.get", {"job": new["id"]})["state"] == "killed"
 
 
-def test_a_store_that_cannot_be_read_leaves_a_typed_id_the_agents_and_says_so(tmp_path):
-    """`fractui logs HOST/JOB` where the config's store is another program's file: said on
-    stderr, and the job read by its id alone."""
+def test_a_store_that_cannot_be_reached_leaves_a_typed_id_the_agents_and_says_so(tmp_path):
+    """`fractui logs HOST/JOB` where the config's store cannot be reached (its server is not
+    there): said on stderr, and the job read by its id alone — no store is there to ask, and
+    the host's login is the boundary. A store that is there and answers with anything but a
+    yes (here another program's file) is no outage: it was read by the id alone as well, as
+    a role the store refuses was (test_access_cli); now it is refused, nothing read."""
     f = LocalFleet(tmp_path, {"gpu-a": "1xL4"}, [QueueConfig(name="q", memory_gib=1)])
     try:
         job = f.fleet.session("gpu-a").call("job.launch", {
@@ -198,16 +202,23 @@ def test_a_store_that_cannot_be_read_leaves_a_typed_id_the_agents_and_says_so(tm
         session = f.fleet.session("gpu-a")
         wait_until(lambda: session.call("job.get", {"job": job["id"]})["state"] == "exited",
                    "the job's end")  # (its line printed is not yet its end recorded)
-        junk = tmp_path / "junk.db"
-        junk.write_bytes(b"not a store\n" * 100)
-        f.config = dataclasses.replace(f.config, store=StoreSettings(sqlite_url(str(junk))))
+        away = "postgresql://fractui@127.0.0.1:%d/fractui" % closed_port()
+        f.config = dataclasses.replace(f.config, store=StoreSettings(away))
         ref = "gpu-a/%s" % job["id"]
         said = f.fractui("logs", ref)
         assert (said.returncode, said.stdout) == (0, "by hand\n"), said
         first, ended = said.stderr.splitlines()
-        assert first.startswith("fractui: store %s: is not an SQLite database" % junk), first
+        assert first.startswith("fractui: store postgresql://127.0.0.1:"), first
+        assert "cannot reach the PostgreSQL server" in first, first
         assert first.endswith("; %s is read by its id alone" % ref), first
         assert ended == "fractui: %s ended: exited 0" % ref
+        junk = tmp_path / "junk.db"
+        junk.write_bytes(b"not a store\n" * 100)
+        f.config = dataclasses.replace(f.config, store=StoreSettings(sqlite_url(str(junk))))
+        said = f.fractui("logs", ref)
+        assert (said.returncode, said.stdout) == (1, ""), said
+        assert said.stderr.startswith("fractui: store %s: is not an SQLite database" % junk)
+        assert "read by its id alone" not in said.stderr, said
     finally:
         f.close()
 

@@ -82,6 +82,17 @@ def last_lines(store: Store, asker: Asker, jobs: Iterable[Job]) -> dict[int, str
                             if refusal(identity, asker.roster, READ, j.team) is None)
 
 
+def reads_host_output(store: Store, asker: Asker) -> bool:
+    """Whether the store's identity may read the output of the jobs the hosts' agents list (a
+    failed one's ``last_line``): READ of no team, the admins'. An agent's record is its host's
+    word, which the store does not vouch for: a job launched there by hand is an admin's
+    launch, and a queued job's attempt is read by its number (``last_lines``, ``logs JOB``)
+    under its team's rule, from what the lease holder kept. ``jobs HOST`` and ``status`` show
+    a line by it; ``logs HOST/JOB`` asks the same of a job the store does not hold running
+    there (job_commands.typed_ref)."""
+    return allowed(store, asker, READ)
+
+
 def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None) -> bool:
     """Whether the store's identity may do ``action``: for what is offered rather than done (a
     TUI runs no scheduler for a user who may not run one)."""
