@@ -269,3 +269,39 @@ def test_a_slice_given_by_hand_on_a_gpu_its_agent_says_has_no_mig_is_refused_at_
     assert done.stderr.endswith("gpu-a gpu 0 (NVIDIA A100-SXM4-80GB) does not support MIG\n"), \
         done.stderr
     assert f.store.get(job.id).slot is None
+
+
+BIG = QueueConfig(name="big", memory_gib=70, isolation="share")
+
+
+@pytest.mark.parametrize("spec,pending,queue,starts", [
+    ("1xA100-80GB", False, SLICE, (4, 0)), ("1xA100-80GB", True, SLICE, (4, 0)),
+    ("1xA100-80GB:mig", False, BIG, (None,)), ("1xA100-80GB", True, BIG, (None,))])
+def test_jobs_placed_bare_for_the_same_mode_change_never_share_a_slot(local_fleet, spec,
+                                                                      pending, queue, starts):
+    """Each placement by hand whose launch changes the GPU's MIG mode first was completed on
+    the GPU as if it were empty: two jobs were given the same 3g.40gb at slot 4 (or a 70 GiB
+    share each of an 80 GiB GPU), and the second bounced at its launch, a capacity refusal
+    counted against it. Those placed there for the same change hold their slots: the next
+    takes another start, or is refused, saying who holds the GPU."""
+    f = local_fleet({"gpu-a": spec}, [queue])
+    if pending:
+        mig_on_pending(f)
+    else:
+        f.scheduler.step()  # the inventory the command reads
+    jobs = [f.submit(queue.name) for _ in range(len(starts) + 1)]
+    for job, start in zip(jobs, starts):
+        done = place(f, job, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert f.store.get(job.id).slot.start == start
+    last = place(f, jobs[-1], "--yes")
+    assert (last.returncode, last.stdout) == (1, ""), last.stdout
+    slots = [f.store.get(j.id).slot for j in jobs[:-1]]
+    held = " and ".join("job %d's %s" % (j.id, "%s at slot %d" % (s.profile, s.start)
+                                          if s.profile else "%d MiB share" % s.memory_mib)
+                        for j, s in zip(jobs, slots))
+    assert last.stderr == "fractui: no room for %s on GPU 0 of gpu-a once its MIG mode is " \
+        "changed: it holds %s, placed there for the same change%s\n" % (
+            "3g.40gb" if queue is SLICE else "a 71680 MiB share", held,
+            "" if queue is SLICE else " (71680 of its 81920 MiB)"), last.stderr
+    assert f.store.get(jobs[-1].id).slot is None

@@ -11,8 +11,14 @@ from __future__ import annotations
 import re
 import time
 
-from fractui.store.model import ModeHold
-from fractui.tui.placement import PreviewBar
+import pytest
+
+from remote_agent.gpu.models import models
+
+from fractui.config import QueueConfig
+from fractui.sched.fleetview import HostView
+from fractui.store.model import PENDING, PLACED, Job, ModeHold
+from fractui.tui.placement import PreviewBar, pending_slots
 from tests import localfleet
 from tests.test_place_bare import TURN_ON
 from tests.test_scheduler_mig_mode import HOUR, SHARE, SLICE, gpu, mig_on_pending
@@ -124,7 +130,7 @@ def test_on_a_host_that_pins_its_modes_the_pending_gpu_is_shown_refused_as_place
         async with placing(f) as (app, pilot):
             p = fleet(app).placement
             assert [c.refusal is not None for c in p.candidates] == [True]
-            assert p.current.plan == PENDING_ON + "it is made now: " + refused
+            assert p.current.plan == PENDING_ON + "it would be made now; " + refused
             assert "placement.confirm" not in bound_ids(app)
             await pilot.press("enter")  # not bound: nothing asked, nothing recorded
             await pilot.pause()
@@ -132,3 +138,59 @@ def test_on_a_host_that_pins_its_modes_the_pending_gpu_is_shown_refused_as_place
 
     drive()
     assert f.store.get(job.id).state == "pending" and f.store.get(job.id).slot is None
+
+
+def test_a_share_slot_previewed_before_a_mig_change_went_pending_is_not_recorded_undoing_it(
+        local_fleet):
+    """A share previewed on a GPU with MIG off, no change said; MIG on then went pending. The
+    confirm found the slot the pending GPU offers, the same host, GPU and size, and recorded
+    it: its launch turned MIG off, a GPU reset the admin was never shown. What the launch
+    changes first, whether a change is pending and a refusal are part of what was shown."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SHARE])
+    job = f.submit("share")
+
+    @pilot_test
+    async def drive():
+        async with placing(f) as (app, pilot):
+            assert not fleet(app).placement.current.pending
+            s = f.fleet.session("gpu-a")
+            s.call("sim.mode_waits_for_reset", {"gpu": 0})
+            s.call("mig.set_mode", {"gpu": 0, "enabled": True})
+            await pilot.press("enter")
+            await until(pilot, lambda: fleet(app).placement is None or (
+                not fleet(app).placement.busy and fleet(app).placement.note), "answered")
+            p = fleet(app).placement
+            assert p is not None and p.note.startswith("The GPU changed since the preview"), (
+                p and p.note)
+            assert p.current.pending and PENDING_ON + "it is undone: " in p.current.plan
+
+    drive()
+    assert f.store.get(job.id).state == "pending"
+
+
+A100 = next(m for m in models().values() if m.name == "NVIDIA A100-SXM4-80GB")
+
+
+@pytest.mark.parametrize("queue,first,second", [
+    (QueueConfig(name="big", memory_gib=70, isolation="share"), (None, None, 71680), None),
+    (QueueConfig(name="m", mig="7g.80gb"), ("7g.80gb", 0, None), None),
+    (QueueConfig(name="m", mig="3g.40gb"), ("3g.40gb", 4, None), ("3g.40gb", 0, None))])
+def test_a_pending_gpus_slot_placed_for_another_job_is_not_offered_again(queue, first, second):
+    """Each job was offered the slot on the GPU as if it were empty: the same 3g.40gb at slot 4
+    (or a 70 GiB share of 80) twice, the second bounced at its launch. A job placed there for
+    the same change holds its slot: the next is offered another start, or nothing."""
+    gpus = [{"index": 0, "uuid": "GPU-0", "name": A100.name, "memory_mib": A100.memory_mib,
+             "mig_capable": True, "mig_mode": False, "mig_pending": True, "instances": [],
+             "layout_version": "v0", "processes": []}]
+    hello = {"cpus": 64, "memory_mib": 512 * 1024, "gpus": gpus,
+             "features": ["mig.set_mode.reset", "mig.set_mode.destroy_idle"]}
+    v = HostView("h", "online", hello, {"gpus": gpus}, {})
+    j1 = Job(1, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    offered = pending_slots([v], [], [], "uid", j1, {}, 0.0)
+    assert [(c.profile, c.start, c.memory_mib, c.refusal) for c in offered] == [first + (None,)]
+    j1 = Job(1, queue.name, "t", "n", ("x",), queue.request(), PLACED, 0.0, 0.0,
+             slot=offered[0].slot(), manual=True)
+    j2 = Job(2, queue.name, "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    offered = pending_slots([v], [j1], [], "uid", j2, {}, 0.0)
+    assert [(c.profile, c.start, c.memory_mib, c.refusal) for c in offered] == (
+        [second + (None,)] if second else [])

@@ -10,14 +10,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from remote_agent.mig.layout import Geometry, Layout, Profile
+from remote_agent.mig.planner import PlanError
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import (HostView, build_hosts, flips_modes, gpu_geometry, idle_view,
-                                     record_charge, request_of, share_mib)
+                                     jobs_by_host, record_charge, request_of, share_mib)
 from fractui.sched.mig_change import flip_of, held_back, plan_flip
 from fractui.sched.model import Request
-from fractui.store.model import Cordon, Job, ModeHold, Slot
+from fractui.store.model import PLACED, Cordon, Job, ModeHold, Slot
 from fractui.words import gib, portion
 
 
@@ -240,6 +241,8 @@ class ByHand:
     slot: Slot
     flip: Optional[str] = None
     refusal: Optional[str] = None
+    turns: Optional[bool] = None
+    """The MIG mode ``flip`` turns the GPU to (``mode_change``)."""
 
     def refused(self, job: Job) -> Optional[str]:
         """Why ``job`` is not placed so (its launch would be refused), in ``place``'s words."""
@@ -266,7 +269,7 @@ def by_hand(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str,
     held back a while after a change of its failed (``holds``, by GPU UUID, at ``now``).
     ``agent_jobs`` and ``gpu`` (the GPU's live record, with its processes and instances):
     what the host says now, where it was asked; kept facts have neither."""
-    done = hand_slot(job, slot, host_facts, store_uid)
+    done = hand_slot(job, slot, host_facts, store_uid, store_jobs)
     flip = slot_flip(done, host_facts)
     if flip is None:
         return ByHand(done)
@@ -276,7 +279,7 @@ def by_hand(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str,
     refusal = plan_flip(done.host, gpu if gpu is not None else rec, turns, job, agent_jobs,
                         store_jobs, store_uid, fixed, flips_modes(host_facts)).refusal or (
         held_back(done.gpus[0], done.host, str(rec.get("uuid")), left) if left else None)
-    return ByHand(done, flip, refusal)
+    return ByHand(done, flip, refusal, turns)
 
 
 def slot_flip(slot: Slot, host_facts: Optional[Mapping[str, Any]]) -> Optional[str]:
@@ -287,7 +290,8 @@ def slot_flip(slot: Slot, host_facts: Optional[Mapping[str, Any]]) -> Optional[s
     return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
 
 
-def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
+def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str,
+              store_jobs: Iterable[Job] = ()) -> Slot:
     """The slot a placement by hand asks for, checked against what the host could hold (its
     facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
     leaves open stays open, for the launch to complete from the live GPU — but a slot whose
@@ -296,10 +300,57 @@ def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) 
     whose mode change is pending is judged in the mode it has once that took effect) is
     recorded whole, so that the change is said, or refused on a host that pins its modes, as
     with ``--start``: left open, the launch would complete it in the mode the GPU has now,
-    with a share of 0 MiB for a MIG queue's job, or undo the pending change. Unfit, saying
-    why, where the host could not hold it."""
+    with a share of 0 MiB for a MIG queue's job, or undo the pending change. Such a slot is
+    taken beside those of ``store_jobs`` placed on the GPU for the same change (``_beside``).
+    Unfit, saying why, where the host could not hold it."""
     done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid, [],
                     turn=True)
-    if mode_change(done, host_facts.get("gpus") or []) is not None:
-        return done
-    return replace(slot, charge=done.charge)
+    gpus = host_facts.get("gpus") or []
+    turns = mode_change(done, gpus)
+    if turns is None:
+        return replace(slot, charge=done.charge)
+    ahead = [j for j in jobs_by_host(store_jobs).get(done.host, ()) if j.id != job.id
+             and j.state == PLACED and done.gpus[0] in j.slot.gpus  # type: ignore[union-attr]
+             and mode_change(j.slot, gpus) == turns]  # type: ignore[arg-type]
+    return _beside(done, slot.start is not None, gpus[done.gpus[0]], ahead) if ahead else done
+
+
+def _beside(done: Slot, given: bool, rec: Mapping[str, Any], ahead: Sequence[Job]) -> Slot:
+    """``done``, a slot whose launch changes its GPU's MIG mode first, beside the decisions
+    ``ahead`` placed there for the same change, not yet launched: each completed as if the
+    GPU were empty, two jobs took the same slice (or shares of more memory than it has), and
+    the later launch was refused, counted against its job. A slice the admin did not place at
+    a start of their own (``given``) goes to the planner's start beside theirs; Unfit, saying
+    who holds the GPU, where there is no room."""
+    slots = [j.slot for j in ahead]
+    held = " and ".join("job %d's %s" % (j.id, "%s at slot %d" % (s.profile, s.start)
+                                          if s.profile else "%d MiB share" % s.memory_mib)
+                        for j, s in zip(ahead, slots))  # type: ignore[union-attr]
+    if done.profile is None:
+        memory, used = int(rec.get("memory_mib") or 0), sum(s.memory_mib or 0 for s in slots)
+        if used + (done.memory_mib or 0) <= memory:
+            return done
+        what, tail = "a %d MiB share" % (done.memory_mib or 0), " (%d of its %d MiB)" % (
+            used, memory)
+    else:
+        geo = gpu_geometry(rec)
+        assert geo is not None and done.start is not None  # (a slice recorded whole)
+        sig = tuple(sorted((s.profile, s.start, True) for s in slots if s.profile and
+                           s.start is not None and geo.profile(s.profile) is not None))
+        start = done.start if given else mig.best_start(geo, sig, done.profile)
+        if start is not None and _fits(geo, sig, done.profile, start):
+            return replace(done, start=start)
+        what, tail = done.profile + (" at slot %d" % done.start if given else ""), ""
+    raise Unfit("no room for %s on GPU %d of %s once its MIG mode is changed: it holds %s, "
+                "placed there for the same change%s" % (what, done.gpus[0], done.host, held,
+                                                         tail))
+
+
+def _fits(geo: Geometry, sig: mig.Signature, profile: str, start: int) -> bool:
+    """Whether ``profile`` goes at ``start`` on a GPU in state ``sig``, destroying nothing
+    busy (the planner's plan there)."""
+    try:
+        mig.after(geo, sig, profile, start)
+    except PlanError:
+        return False
+    return True

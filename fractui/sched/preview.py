@@ -12,7 +12,7 @@ store's cordons) is a candidate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from remote_agent.mig import planner
@@ -46,6 +46,9 @@ class Candidate:
     (``manual.by_hand``), its launch making or undoing the change; not scored."""
     refusal: Optional[str] = None
     """Why its launch would be refused (``fractui place``'s words): shown, never recorded."""
+    turns: Optional[bool] = None
+    """The MIG mode its launch turns the GPU to first (True: on, False: off; a reset on some
+    models), as its plan says; None: it keeps the GPU's mode."""
 
     def slot(self) -> Slot:
         """The decision to record if the admin confirms this candidate."""
@@ -76,8 +79,7 @@ def candidates(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
 
 
 def _mark(c: Candidate) -> Candidate:
-    return Candidate(c.host, c.gpus, c.profile, c.start, c.memory_mib, c.charge, c.score,
-                     c.plan, c.layout_version, chosen=True)
+    return replace(c, chosen=True)
 
 
 def _kinds_keys(host: Host) -> Tuple[tuple, tuple]:
@@ -208,7 +210,7 @@ def _slices_after_mig_on(host: Host, g: int, req: Request,
                              placement_charge(host, (g,), profile.name, None),
                              flipped(g, (gpu.model, gpu.memory_mib, geo), after),
                              "%s, then create %s at slot %d on gpu%d of %s" % (
-                                 first, profile.name, start, g, host.name)))
+                                 first, profile.name, start, g, host.name), turns=True))
     return out
 
 
@@ -225,4 +227,4 @@ def _share_after_mig_off(host: Host, g: int, req: Request,
                       flipped(g, (gpu.model, gpu.memory_mib, None), MILLI - milli),
                       "%s, then a %d MiB share of gpu%d of %s (%d of %d MiB free)" % (
                           flip_words("gpu%d of %s" % (g, host.name), False, gpu.mode_reset),
-                          mib, g, host.name, gpu.memory_mib, gpu.memory_mib))]
+                          mib, g, host.name, gpu.memory_mib, gpu.memory_mib), turns=False)]

@@ -788,7 +788,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         found = self._found(list(statuses.values()), view, now)
         match = next((c for c in found if same_slot(c, where)), None)
-        if match is None or match.refusal is not None:
+        if match is None:  # (nor one now refused: the slot confirmed was not)
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
                                     "was placed. The plan now:", near=where, held=held))
             return

@@ -223,10 +223,6 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     JobScreen #logstate { height: auto; background: $panel; padding: 0 1; color: $text-muted; }
     JobScreen #search { height: 3; display: none; }
     """
-    ROOM_BELOW = 7
-    """Rows the head leaves below it, at least: the output's state line and two of output, and
-    the key line (4 rows at 40 columns), or the search's box and its one."""
-
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
                  asker: Asker, clock: Callable[[], float], readonly: bool,
                  move: Callable[[int], None] = lambda _job: None,
@@ -297,12 +293,22 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.set_interval(REFRESH_S, self.load)
         self.show_state()
 
-    def on_resize(self, event: events.Resize) -> None:
-        """The head (the job's details, its GPU's health) takes at most half the screen and
-        leaves ``ROOM_BELOW``, scrolling within that: at 40x10 it filled the screen, the
-        output drawn below its edge, and the search's box typed into out of sight."""
-        rows = event.size.height
-        self.query_one("#head").styles.max_height = max(2, min(rows // 2, rows - self.ROOM_BELOW))
+    def on_resize(self, _event: events.Resize) -> None:
+        self.call_after_refresh(self._fit_head)
+
+    def _fit_head(self) -> None:
+        """The head (the job's details, its GPU's health) takes at most half the screen, and
+        only the rows left once what is below it is drawn (the output's state line, the
+        search's box when open, the key line, as tall as they are at this width) and one
+        line of output: scrolling within that, down to none. At 40x10 it filled the screen,
+        the output drawn below its edge, and the search's box typed into out of sight; at
+        40x7 a head kept at 2 rows at least, below a room assumed of 7, still did."""
+        below = sum(w.outer_size.height for w in (self.query_one("#logstate"),
+                                                  self.query_one("#search"),
+                                                  self.query_one("#job-keys")) if w.display)
+        rows = self.size.height
+        room = max(0, min(rows // 2, rows - below - 1))
+        self.query_one("#head").styles.max_height = room  # (the same: no new layout)
 
     def on_unmount(self) -> None:
         with self._follows_lock:
@@ -678,8 +684,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     def on_descendant_focus(self, _event: events.DescendantFocus) -> None:
         """The search's box opened or closed: its keys listed (``esc`` closes it, the
-        letters type), or the output's again."""
+        letters type), or the output's again, and the head fitted to what is left."""
         self.show_keys()
+        self.call_after_refresh(self._fit_head)
 
     def what_now(self, binding_id: str) -> Optional[str]:
         """``esc`` closes the search while it is typed."""

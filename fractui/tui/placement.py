@@ -32,10 +32,16 @@ MOVE_WORDS = ("stops it on %s (its grace), then places it here, the slot held fo
 
 
 def same_slot(a: Candidate, b: Candidate) -> bool:
-    """Whether two previews put the job in the same place, on the same MIG layout: then what
-    was shown is still what will happen (a share's free MiB may differ; its size may not)."""
-    return (a.host, a.gpus, a.profile, a.start, a.memory_mib, a.layout_version) == (
-        b.host, b.gpus, b.profile, b.start, b.memory_mib, b.layout_version)
+    """Whether two previews put the job in the same place, on the same MIG layout, to the same
+    end: the MIG mode its launch turns the GPU to first (a reset), whether a change is pending
+    there (made now or undone), whether its launch would be refused. Then what was shown is
+    still what will happen (a share's free MiB may differ; its size may not)."""
+    return _what_is_done(a) == _what_is_done(b)
+
+
+def _what_is_done(c: Candidate) -> tuple:
+    return (c.host, c.gpus, c.profile, c.start, c.memory_mib, c.layout_version, c.turns,
+            c.pending, c.refusal)
 
 
 def pending_slots(views: Sequence[HostView], jobs: Sequence[Job], cordons: Sequence[Cordon],
@@ -48,7 +54,8 @@ def pending_slots(views: Sequence[HostView], jobs: Sequence[Job], cordons: Seque
     the same words and checks (``manual.by_hand``), so one its launch would refuse (a host
     that pins its modes, a job on the GPU) is shown with ``place``'s reason, never recorded.
     Only where the preview would look (the queue's hosts and GPU models, a GPU in service); a
-    GPU of which the job can take nothing there (``Unfit``) has none."""
+    GPU of which the job can take nothing there (``Unfit``: no room left beside the jobs
+    placed there for the same change, too) has none."""
     req = request_of(job)
     on_hosts = [j for j in jobs if j.state in ON_HOST and j.id != job.id]
     out = []
@@ -70,16 +77,16 @@ def pending_slots(views: Sequence[HostView], jobs: Sequence[Job], cordons: Seque
             except Unfit:
                 continue
             slot = judged.slot
-            made = (slot.profile is not None) == bool(pending)
+            done = "made now" if (slot.profile is not None) == bool(pending) else "undone"
             said = "MIG %s is pending on %s gpu %d (MIG now %s, until a GPU reset); " \
-                "placed here, %s: %s" % (
+                "placed here, %s" % (
                     "on" if pending else "off", view.name, index,
                     "on" if rec.get("mig_mode") else "off",
-                    "it is made now" if made else "it is undone",
-                    judged.refused(job) or judged.first(job))
+                    "it is %s: %s" % (done, judged.first(job)) if judged.refusal is None else
+                    "it would be %s; %s" % (done, judged.refused(job)))
             out.append(Candidate(slot.host, slot.gpus, slot.profile, slot.start,
                                  slot.memory_mib, slot.charge, 0.0, said, pending=True,
-                                 refusal=judged.refusal))
+                                 refusal=judged.refusal, turns=judged.turns))
     return out
 
 
