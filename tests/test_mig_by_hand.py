@@ -259,9 +259,9 @@ def said(done) -> str:
     return done.stdout + done.stderr
 
 
-def gpu_record(f, index: int) -> dict:
+def gpu_record(f, index: int, host: str = "gpu-a") -> dict:
     """The GPU as its agent reports it now."""
-    return f.fleet.session("gpu-a").call("snapshot")["gpus"][index]
+    return f.fleet.session(host).call("snapshot")["gpus"][index]
 
 
 def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_audited(
@@ -484,3 +484,23 @@ def test_a_destroy_retried_after_its_rollback_destroys_the_instance_made_again_i
         "fractui: not changed: gpu-a gpu 0 has no MIG instance %s, nor one a rolled-back "
         "change made again in its place; it has 3g.40gb at slot %d (%s)\n" % (
             made["uuid"], other["start"], other["uuid"])), said(done)
+
+
+def test_a_mode_change_by_hand_sees_a_move_from_another_host(local_fleet):
+    """A job moving from gpu-a to gpu-b holds its target on gpu-b: ``fractui mig gpu-b``
+    reads every job of the store, not only those whose own slot is on gpu-b, so the mode
+    change is refused naming the move (handed gpu-b's jobs alone, it turned MIG off under
+    the slot the move holds)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xA100-80GB:mig"}, [SMALL])
+    job = f.submit("small")
+    f.until(lambda: f.states()[job.id] == "running")
+    source = f.store.get(job.id).slot.host
+    target = "gpu-b" if source == "gpu-a" else "gpu-a"
+    moved = f.fractui("move", str(job.id), target, "0", "--profile", "1g.10gb", "--yes")
+    assert moved.returncode == 0, said(moved)
+    assert f.store.get(job.id).state == "stopping"  # no pass run since: it holds the target
+    done = f.fractui("mig", target, "0", "--mode", "off", "--yes")
+    assert done.returncode == 1, said(done)
+    assert "%s gpu 0 is in use by job %d (moving here): MIG mode changes only on an idle " \
+           "GPU" % (target, job.id) in done.stderr, said(done)
+    assert gpu_record(f, 0, target)["mig_mode"] is True

@@ -67,6 +67,24 @@ def test_a_mode_change_sees_the_room_a_move_holds_on_its_gpu(tmp_path):
     assert plan_mode("h", a100(2, True), False, [], [job], "uid").refusal is None
 
 
+def test_a_decision_waiting_for_the_mode_a_move_also_wants_is_not_refused(tmp_path):
+    """A launch that turns MIG on under a move's target, whose slot (a MIG instance) wants
+    MIG on too: the move's held decision waits for that change, as a placed one would, so it
+    is left out of who uses the GPU (it was named "moving here", and job b requeued)."""
+    job = moving(tmp_path, SOURCE, TARGET)            # moving to 1g.10gb@6 on GPU 1
+    b = Job(id=job.id + 1, queue="mig", team="t", name="b", argv=("true",), request={},
+            state="placed", submitted_at=0.0, updated_at=0.0,
+            slot=Slot("h", (1,), "3g.40gb", 0, None, 0.428571))
+    flip = plan_flip("h", a100(1, False), True, b, [], [job, b], "uid")
+    assert flip.refusal is None, flip.refusal
+    placed = Job(id=job.id, queue="q", team="t", name="j", argv=("true",), request={},
+                 state="placed", submitted_at=0.0, updated_at=0.0, slot=TARGET)
+    assert plan_flip("h", a100(1, False), True, b, [], [placed, b], "uid").refusal is None
+    # an admin's change (no decision of theirs waits for it) still names the move
+    by_admin = plan_mode("h", a100(1, False), True, [], [job], "uid")
+    assert by_admin.refusal is not None and "job %d (moving here)" % job.id in by_admin.refusal
+
+
 def test_a_drain_of_a_moves_target_is_draining_while_the_move_holds_it(tmp_path):
     job = moving(tmp_path, SHARE_SOURCE, SHARE_TARGET)
     drain = Cordon("h", 1, DRAIN, "root", "", 0.0)

@@ -4,9 +4,12 @@ No new work lands on a host or GPU out of service while passes run; what ran the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fractui.config import QueueConfig
 from fractui.sched.cordons import DRAINED, DRAINING, state
 from fractui.store import Slot
+from fractui.store.intents import Asker, move_by_hand
 from fractui.store.model import CORDON, DRAIN
 from tests import localfleet
 
@@ -113,3 +116,26 @@ def test_a_decision_not_launched_on_a_drain_says_it_as_the_map_does_once_it_left
     assert said == [["not launched: gpu-a gpu1 is %s (by ops): it takes no new work until an "
                      "admin uncordons it (fractui uncordon gpu-a 1)" % now]
                     for now in (DRAINING, DRAINED)], said
+
+
+def test_a_drain_of_a_moves_target_sends_the_job_back_to_its_queue_once_it_stopped(
+        local_fleet):
+    """A job moving from gpu 0 to gpu 1, and gpu 1 drained meanwhile: draining while the job
+    stops to move there (the move holds it, cordons.holds); once stopped, its launch finds
+    the target drained and sends it back to its queue, so it never runs there."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    f.store.cordon("gpu-a", 1, CORDON, "ops", "keep it free")
+    job = f.submit("whole")
+    f.until(lambda: f.states()[job.id] == "running")
+    f.store.uncordon("gpu-a", 1, "ops", "free")
+    job = f.store.get(job.id)
+    assert job.slot.gpus == (0,)
+    job = move_by_hand(f.store, job, replace(job.slot, gpus=(1,)), Asker("head"))
+    drain = f.store.cordon("gpu-a", 1, DRAIN, "ops", "bad fan")
+    assert state(drain, f.store.jobs()) == DRAINING
+    f.until(lambda: any(e.action == "requeued" for e in f.store.audit_log(job.id)))
+    said = [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"]
+    assert said == ["not launched: gpu-a gpu1 is drained (by ops): it takes no new work until "
+                    "an admin uncordons it (fractui uncordon gpu-a 1)"], said
+    assert state(drain, f.store.jobs()) == DRAINED
+    assert all(j.get("gpus") != [1] for j in f.agent_jobs())  # never launched there

@@ -14,7 +14,7 @@ import json
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -409,6 +409,26 @@ def test_a_job_ended_waiting_by_a_clock_ahead_of_the_stores_is_of_the_range_reac
               submitted_at=50.0, updated_at=510.0, ended_at=510.0)
     assert build([], [], 0.0, until, "team", 500.0, [job]).unstarted == {FAILED: 1}
     assert build([], [], 0.0, 300.0, "team", 500.0, [job]).unstarted == {}
+
+
+def test_an_end_dated_after_now_is_the_outcome_of_one_range_only():
+    """Now 500: an attempt its host's clock ended at 510 (or one ended at now) is the outcome
+    of [0, 500), which reaches now, and not of [500, 1000) too, which has not begun; so is
+    the end of a job that ended waiting, and a range not begun counts no wait either (a
+    start its host dated after now is of none until now reaches it)."""
+    for end in (500.0, 510.0):
+        a = build([_done(100.0, end)], [], 0.0, 500.0, "team", 500.0).total
+        b = build([_done(100.0, end)], [], 500.0, 1000.0, "team", 500.0).total
+        assert a.outcomes.get(DONE, 0) + b.outcomes.get(DONE, 0) == 1
+        assert b.empty
+        job = Job(id=1, queue="q", team="t", name="j", argv=("true",), request={},
+                  state=CANCELLED, submitted_at=50.0, updated_at=end, ended_at=end)
+        assert [build([], [], since, until, "team", 500.0, [job]).unstarted for since, until
+                in ((0.0, 500.0), (500.0, 1000.0))] == [{CANCELLED: 1}, {}]
+    late = replace(_done(510.0, 520.0), queued_at=500.0)  # a start its host dated after now
+    assert late.waits and late.waited_s == 10.0
+    assert [build([late], [], since, until, "team", 500.0).total.waits_s for since, until in
+            ((0.0, 500.0), (500.0, 1000.0))] == [[], []]
 
 
 def test_a_job_done_by_a_host_clock_ahead_is_an_outcome_not_running_in_the_default_report(

@@ -22,7 +22,8 @@ STATES = (CORDONED, DRAINING, DRAINED)
 def holds(cordon: Cordon, job: Job) -> bool:
     """Whether ``job`` holds room on what ``cordon`` took out of service (on its host, or its
     GPU): where it is, or where it moves (``Job.holding``), so a drain of a move's target is
-    draining until the move has run there and ended."""
+    draining while the job stops to move there. Once it has stopped, its launch finds the
+    target drained and sends it back to its queue (Scheduler._unplace): it never runs there."""
     return any(h.slot.host == cordon.host and (  # type: ignore[union-attr]
         cordon.gpu is None or cordon.gpu in h.slot.gpus)  # type: ignore[union-attr]
         for h in job.holding())

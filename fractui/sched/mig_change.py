@@ -55,11 +55,15 @@ def _instance(inst: Mapping[str, Any]) -> str:
 
 
 def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Mapping[str, Any]],
-           store_jobs: Iterable[Job], store_uid: str) -> list[str]:
+           store_jobs: Iterable[Job], store_uid: str,
+           waiting_for: Optional[bool] = None) -> list[str]:
     """The jobs that hold the GPU (or one instance of it), named as ``fractui jobs`` names
     them: the store's number where the store knows it, else HOST/JOB; and jobs the store has
     placed there that have not started yet, or that move there (the room a move holds, named
-    "moving here": a mode change under it took the slot its next attempt is to have)."""
+    "moving here": a mode change under it took the slot its next attempt is to have).
+    ``waiting_for``: the MIG mode a launch's change makes (plan_flip), whose decisions are
+    left out — each room held that is a decision waiting for that mode (``_waits``), a
+    move's held decision as any other."""
     by_key = {j.key(store_uid): j for j in store_jobs}
     named, seen = [], set()
     for rec in agent_jobs:
@@ -75,11 +79,19 @@ def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Ma
         for held in job.holding():
             slot = held.slot
             if (job.id not in seen and slot is not None and slot.host == host
-                    and gpu in slot.gpus and instance is None):
+                    and gpu in slot.gpus and instance is None
+                    and not _waits(held, waiting_for)):
                 seen.add(job.id)
                 named.append("job %d (%s)" % (job.id, job.state if held is job
                                               else "moving here"))
     return named
+
+
+def _waits(held: Job, mode: Optional[bool]) -> bool:
+    """Whether ``held`` (an entry of a job's ``holding``) is a decision waiting for the MIG
+    mode ``mode`` (None: none is being made): it comes after the change, which it wants too."""
+    return (mode is not None and held.state == PLACED and held.slot is not None
+            and (held.slot.profile is not None) == mode)
 
 
 def plan_destroy(host: str, gpu: Mapping[str, Any], uuid: str,
@@ -218,16 +230,16 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
               agent_jobs: Iterable[Mapping[str, Any]], store_jobs: Sequence[Job],
               store_uid: str, fixed: bool = False, agent_can: bool = True) -> MigChange:
     """The mode change a scheduler's decision for ``job`` needs first on ``gpu``: only on a
-    GPU nothing uses — no other job (decisions waiting for the same mode excepted: they come
-    after it), no process, no busy instance — of a host that does not pin its modes
-    (``fixed``) and whose agent can make it (``agent_can``: its hello lists the features,
-    fleetview.flips_modes). The agent resets the GPU where the mode waits for a reset, and
-    destroys idle instances before MIG goes off; it checks the GPU again itself."""
+    GPU nothing uses — no other job (decisions waiting for the same mode excepted, a move's
+    held decision on its target among them: they come after it), no process, no busy
+    instance — of a host that does not pin its modes (``fixed``) and whose agent can make it
+    (``agent_can``: its hello lists the features, fleetview.flips_modes). The agent resets
+    the GPU where the mode waits for a reset, and destroys idle instances before MIG goes
+    off; it checks the GPU again itself."""
     index = int(gpu.get("index", 0))
     where = _where(host, index)
-    others = [j for j in store_jobs if j.id != job.id and not (
-        j.state == PLACED and j.slot is not None and (j.slot.profile is not None) == enabled)]
-    held = _users(host, index, None, agent_jobs, others, store_uid)
+    others = [j for j in store_jobs if j.id != job.id]
+    held = _users(host, index, None, agent_jobs, others, store_uid, waiting_for=enabled)
     refusal = host_refusal(host, index, fixed, agent_can) or _gpu_refusal(where, gpu, held)
     return MigChange(host, index, MODE, flip_of(host, gpu, enabled), refusal,
                      "mig.set_mode", {"gpu": index, "enabled": enabled, "reset": True,

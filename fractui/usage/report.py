@@ -16,9 +16,10 @@ Definitions (docs/usage.md says them for users):
   none of it, so its held GPU-hours are counted apart (``memory_unsampled_h``) and it is
   named (``memory_unsampled``), never read as having used none;
 - waits: of the attempts that started in the range, from when each began to wait (a late
-  copy aside: it served no one's wait);
+  copy aside: it served no one's wait); none of a range not begun (``since`` now or later);
 - outcomes: of the attempts that ended in the range (one the store closed whose host's
-  clock dated its end at now or after: of the range that reaches now; ``late``: a late
+  clock dated its end at now or after: of the range that reaches now alone, its end read
+  as now; none of a range not begun; ``late``: a late
   copy, killed — a launch that reached its agent after the store moved past its attempt,
   charged to its job's team for the time it held its slice); ``running``: those holding a
   slice at its end (now, for a range not over, never one the store closed; none for one not
@@ -391,7 +392,7 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
     elif hours > 0:
         g.memory_unsampled_h += r.charge * hours
         g.memory_unsampled.append((r.job, r.attempt))
-    if since <= r.started_at < until and r.waits:
+    if since <= r.started_at < until and since < now and r.waits:  # (none of a range unbegun)
         g.waits_s.append(r.waited_s)
     if r.outcome and ended_in(r.ended_at, since, until, now):
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
@@ -408,14 +409,17 @@ def reaches_now(since: float, until: float, now: float) -> bool:
 
 
 def ended_in(ended_at: Optional[float], since: float, until: float, now: float) -> bool:
-    """Whether an end the store keeps (None: none yet) is of [since, until): dated in it, or,
-    of the range that reaches now (``reaches_now``: the default's and the TUI's, until now),
-    dated at now or after — by its host's clock, as the store closed it by its own now at the
-    latest. Read as dated, such an end was in no range reaching now (until now: not before
-    it) and its attempt read RUNNING."""
-    if ended_at is None:
+    """Whether an end the store keeps (None: none yet) is of [since, until), read as
+    ``min(ended_at, now)``: its host's clock may date it after now, though the store closed
+    it by its own now at the latest. Dated in it, or at now in the range that reaches now
+    (``reaches_now``: the default's and the TUI's, until now); a range not begun (``since``
+    now or later) has none. Read as dated, an end after now was in no range reaching now
+    (until now: not before it), and one at now or after in [..., now) and [now, ...) both:
+    of ranges end to end, each end is of one."""
+    if ended_at is None or now <= since:
         return False
-    return since <= ended_at < until or (ended_at >= now and reaches_now(since, until, now))
+    end = min(ended_at, now)
+    return since <= end < until or (end == now and reaches_now(since, until, now))
 
 
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
