@@ -173,20 +173,54 @@ def sqlite_error(words: str, name: str) -> sqlite3.OperationalError:
 def test_a_disk_io_error_says_no_room_only_as_read_just_after(small_fs):
     """SQLite keeps the cause of a "disk I/O error" to itself (its shared memory could not
     grow, a write failed): free space read after it may have changed since, so it is said as
-    that reading, the likely cause, and the store is unavailable, not StoreFull's fact ("no
-    space is left ..."). Before, an I/O error with the filesystem full as it was read was said
-    as that fact, and the same error said nothing of room once room came back. SQLite's own
-    "database or disk is full" is the fact, whenever it is read."""
+    that reading, the likely cause, not as StoreFull's fact ("no space is left ..."), and the
+    same error with room there says nothing of room. A store read full just after is a full
+    store's error all the same (``test_a_store_read_full_after_an_io_error_is_never_said_
+    damaged_nor_waited_for``). SQLite's own "database or disk is full" is the fact, whenever
+    it is read."""
     path = str(small_fs / "store.db")
     ioerr = sqlite_error("disk I/O error", "SQLITE_IOERR_SHMSIZE")
     full = sqlite_error("database or disk is full", "SQLITE_FULL")
     unsaid = "store %s: disk I/O error" % path
     fill(small_fs / "filler")
     said = translate(path, ioerr)
-    assert type(said) is StoreUnavailable and str(said) == unsaid + (
-        " (its filesystem, read just after, has no room left: the likely cause)")
+    assert type(said) is StoreFull and str(said) == unsaid + (
+        " (its filesystem, read just after, has no room left: the likely cause): nothing was "
+        "recorded")
     assert type(translate(path, full)) is StoreFull
     (small_fs / "filler").unlink()
     said = translate(path, ioerr)
     assert type(said) is StoreUnavailable and str(said) == unsaid
     assert type(translate(path, full)) is StoreFull
+
+
+def test_a_store_read_full_after_an_io_error_is_never_said_damaged_nor_waited_for(
+        small_fs, monkeypatch):
+    """A migration an I/O error cuts on a filesystem read full just after is the full
+    store's error, not damage ("restore it from a backup, or move it away"); a verb waiting
+    for its store through an outage (``submit --wait``, ``logs -f``) ends at it, as at
+    SQLITE_FULL, rather than waiting for room that only an admin's hand brings back."""
+    from fractui.store import sqlite as backend
+    from fractui.store_outage import Outage
+    path = str(small_fs / "store.db")
+    SqliteStore(path).close()
+    fill(small_fs / "filler")
+
+    def cut(db, owner):
+        raise sqlite_error("disk I/O error", "SQLITE_IOERR_SHMSIZE")
+    with monkeypatch.context() as patched:
+        patched.setattr(backend, "_migrate", cut)
+        patched.setattr(backend.SqliteDialect, "up_to_date", lambda self, db: False)
+        with pytest.raises(StoreFull) as err:
+            SqliteStore(path)
+    assert "has no room left: the likely cause" in str(err.value), err.value
+    tries = []
+
+    def read():
+        tries.append(1)
+        if len(tries) > 3:
+            raise AssertionError("still waiting for a full store after 3 tries")
+        raise translate(path, sqlite_error("disk I/O error", "SQLITE_IOERR_SHMSIZE"))
+    with pytest.raises(StoreFull):
+        Outage("job 1 goes on meanwhile", "waiting for job 1 to end").through(read)
+    assert len(tries) == 1

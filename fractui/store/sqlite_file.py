@@ -699,8 +699,8 @@ def _unmade(path: str, folder: str, made: str, err: BaseException) -> StoreError
     if _full(err):
         return StoreFull(path, "cannot make a new store in %s: no space is left on the "
                          "filesystem that holds it (%s): nothing was recorded" % (folder, err))
-    return StoreUnavailable(path, "cannot make a new store in %s: %s%s" % (
-        folder, err, room_read_after(made, err)))
+    return _room_read_after(path, made, "cannot make a new store in %s: %s" % (folder, err),
+                            err)
 
 
 def _full(err: BaseException) -> bool:
@@ -735,4 +735,16 @@ def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
         return StoreDamaged(path, "is damaged: SQLite says %r%s" % (text, MOVE_AWAY))
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text:
         return StoreBusy(path, "another process kept it locked too long (%s); try again" % what)
-    return StoreUnavailable(path, what + room_read_after(path, err))
+    return _room_read_after(path, path, what, err)
+
+
+def _room_read_after(path: str, met: str, what: str, err: BaseException) -> StoreError:
+    """The error of ``err`` met at ``met``, said ``what``, where SQLite gave no cause of its
+    own: a filesystem read just after as full is said so, as the likely cause, and is a full
+    store's error all the same (a migration cut by it is not damage, a wait for the store ends
+    at it, as at SQLITE_FULL: room comes back by an admin's hand, not by waiting); else the
+    store is unavailable."""
+    hint = room_read_after(met, err)
+    if hint:
+        return StoreFull(path, "%s%s: nothing was recorded" % (what, hint))
+    return StoreUnavailable(path, what)

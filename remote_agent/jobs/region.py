@@ -119,7 +119,8 @@ def _held(region: str, uid: int) -> Optional[int]:
                 if fd >= 0:
                     os.close(fd)
         if time.monotonic() >= deadline:
-            raise OSError("%s is held by another (a removal of it), still after %g s; it is "
+            raise OSError("%s is locked by another process (another removal of it, or one of "
+                          "the job's user's, whose folder it is), still after %g s; it is "
                           "left" % (region, REMOVE_S))
         time.sleep(0.05)
 
