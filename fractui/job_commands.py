@@ -24,7 +24,8 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import Asker, authorize, last_lines, reads_host_output
+from fractui.store.intents import (Asker, authorize, last_lines, readable,
+                                   reads_host_output)
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
@@ -50,11 +51,22 @@ def agent_why(record: Dict[str, Any]) -> str:
     return ""
 
 
+PRIVATE = ("argv", "env", "last_line")  # a job record's fields its output's readers alone see
+
+
+def shown(record: Dict[str, Any], readable: bool) -> Dict[str, Any]:
+    """A job's record (the store's or an agent's) as shown to a reader: its command
+    (``argv``), its variables (``env``) and its last line of output only where the reader may
+    read the job's output (``readable``: its team and the admins, intents.readable; an
+    agent's record the admins', intents.reads_host_output). A token or a password rides in
+    them as often as in the output, and another team's member needs none of them to see why
+    their own job waits (docs/decisions.md)."""
+    return record if readable else {k: v for k, v in record.items() if k not in PRIVATE}
+
+
 def host_output(records: List[Dict[str, Any]], readable: bool) -> List[Dict[str, Any]]:
-    """The agents' job records as shown: each with its last line of output (``last_line``)
-    only where the reader may read it (``readable``: intents.reads_host_output)."""
-    return records if readable else [{k: v for k, v in r.items() if k != "last_line"}
-                                     for r in records]
+    """The agents' job records as shown (``shown``)."""
+    return [shown(r, readable) for r in records]
 
 
 def _named(name: str, image: Optional[str]) -> str:
@@ -91,13 +103,15 @@ def job_row(job: Job, now: float, last_line: Optional[str] = None) -> List[str]:
             job.team or "-", job.user or "-", where, _named(job.name, job.image), said]
 
 
-def job_record(job: Job, now: float, last_line: Optional[str] = None) -> Dict[str, Any]:
+def job_record(job: Job, now: float, last_line: Optional[str] = None,
+               readable: bool = True) -> Dict[str, Any]:
     """A job as ``jobs --json`` prints it: its record, its ``ref`` (its number), and how long
     it has waited (``waited_s``) and run (``ran_s``) at ``now``, in seconds (null: not
     waiting; not started, or its start not known); a failed job's ``last_line`` of output,
     only where it was kept and the reader may read the job's output (intents.last_lines):
-    absent otherwise."""
-    record = dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=job.ran(now))
+    absent otherwise; its argv and env only where the reader may (``readable``: ``shown``)."""
+    record = shown(dict(job.record(), ref=str(job.id), waited_s=waited(job, now),
+                        ran_s=job.ran(now)), readable)
     if last_line is not None:
         record["last_line"] = last_line
     return record
@@ -132,6 +146,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     stored: List[Job] = []
     cut_at: Optional[int] = None  # (--all: the ended jobs listed, where older were left out)
     lines: Dict[int, str] = {}  # the failed jobs' last lines the reader may read
+    readers: Set[int] = set()  # the jobs whose output (argv, env too) the reader may read
     missing: List[JobNotFound] = []
     uid, failed = None, False
     clock: Callable[[], float] = time.time  # (no store read: no job of it to time)
@@ -153,6 +168,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
             lines = last_lines(store, Asker.here(config.teams), stored)
+            readers = readable(store, Asker.here(config.teams), stored)
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
                 hosts_output = reads_host_output(store, Asker.here(config.teams))
@@ -198,7 +214,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                            hosts_output)
     now = clock()
     if args.json:
-        print_json({"jobs": [job_record(j, now, lines.get(j.id)) for j in stored] + rows})
+        print_json({"jobs": [job_record(j, now, lines.get(j.id), j.id in readers)
+                             for j in stored] + rows})
     elif stored or rows:
         for line in table(HEADER, [job_row(j, now, lines.get(j.id)) for j in stored] +
                           [agent_row(r) for r in rows], CAPS, width()):

@@ -15,12 +15,13 @@ import sys
 import threading
 import uuid
 from dataclasses import replace
-from typing import (TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
                                parse_env)
 from fractui.config import Config, default_config_path
-from fractui.job_commands import job_record
+from fractui.job_commands import job_record, shown
 from fractui.kept_output import final_tail
 from fractui.checked_store import (heard_inventory, host_first, open_checked_store,
                                    store_of_a_host_verb)
@@ -282,10 +283,11 @@ def audit(config: Config, args: argparse.Namespace) -> int:
         if job is not None:
             store.get(job)  # (not in the store: JobNotFound, exit 1)
         entries = store.audit_log(job, args.limit)
+        reads = intents.output_reader(store, Asker.here(config.teams))
     finally:
         store.close()
     if args.json:
-        print_json({"audit": [e.record() for e in entries]})
+        print_json({"audit": [_audit_record(e, reads) for e in entries]})
         return 0
     if entries:  # columns as wide as their widest cell, so they line up whatever the actors
         for line in table(AUDIT_HEADER, [
@@ -294,6 +296,16 @@ def audit(config: Config, args: argparse.Namespace) -> int:
                 AUDIT_CAPS, width()):
             print(line)
     return 0
+
+
+def _audit_record(entry: AuditEntry, reads: Callable[[Optional[str]], bool]) -> Dict[str, Any]:
+    """An entry as ``audit --json`` gives it: a submit's argv and env (its detail's) only to
+    whoever may read its job's output (``reads`` of the team it names: job_commands.shown)."""
+    detail = entry.detail
+    if isinstance(detail, dict):  # (a damaged row's may be no object, its team no name)
+        team = detail.get("team")
+        detail = shown(detail, reads(team if isinstance(team, str) else None))
+    return dict(entry.record(), detail=detail)
 
 
 def audit_why(entry: AuditEntry) -> str:

@@ -606,7 +606,10 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
     f.until(lambda: f.states()[lost.id] == "failed")
     theirs = f.store.submit("n", guarded.nlp, "theirs", [
         "/bin/sh", "-c", "echo nlp-secret; exec sleep 600"], f.config.queue("n").request(),
-        "root@test")
+        "root@test", env={"NLP_TOKEN": "nlp-token"})
+    ours = f.store.submit("n", guarded.vision, "ours", ["/bin/echo", "vision-argv"],
+                          f.config.queue("n").request(), "root@test",
+                          env={"VISION_TOKEN": "vision-token"})
     f.until(lambda: "nlp-secret" in (f.said(theirs) if f.states()[theirs.id] == "running"
                                      else []))
     ref = "gpu-a/%s" % f.store.get(theirs.id).agent_job
@@ -650,6 +653,22 @@ def test_a_queued_jobs_output_typed_as_host_job_is_its_teams_to_read(pg_server, 
         assert {j.get("last_line") for h in json.loads(done.stdout)["hosts"]
                 for j in h["jobs"]} - {None} == ({"hand-secret", "lost-42"} if line else
                                                  set()), done.stdout
+        # nor a job's command or variables (a token, a password), an agent's record or the
+        # store's: another team's job's are its team's and the admins', one by hand theirs (an
+        # agent's record carries no env: nlp-token is the store's alone)
+        secrets = ("hand-secret", "nlp-secret", "nlp-token", "lost-$((6*7))")
+        said = {"jobs HOST": (listed.stdout, set(secrets)),
+                "status": (done.stdout, set(secrets) - {"nlp-token"})}
+        if role != eve:  # (whom the store refuses reads no job of it by number, no audit)
+            numbered = f.fractui("jobs", str(theirs.id), str(ours.id), "--json").stdout
+            said["jobs JOB"] = (numbered, {"nlp-secret", "nlp-token"})
+            said["audit"] = (f.fractui("audit", "--json").stdout, set(secrets) - {"hand-secret"})
+            mine = json.loads(numbered)["jobs"][1]  # (her team's: hers to read)
+            assert (mine["argv"], mine["env"]) == (
+                ["/bin/echo", "vision-argv"], {"VISION_TOKEN": "vision-token"}), mine
+        for verb, (out, shown_ops) in said.items():
+            assert {s for s in secrets if s in out} == (shown_ops if line else set()), (
+                role, verb, out)
     done = f.fractui("logs", ref)  # (ops's)
     assert (done.returncode, done.stdout) == (0, "nlp-secret\n"), done
 

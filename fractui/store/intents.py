@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, READ, REQUEUE, SUBMIT,
                                   Roster, Team, check, refusal)
@@ -77,9 +77,22 @@ def last_lines(store: Store, asker: Asker, jobs: Iterable[Job]) -> dict[int, str
     failed = [j for j in jobs if j.state == FAILED and j.exit_code]
     if not failed:  # (no read of who asks either: the job screen asks each second)
         return {}
+    return store.last_lines(readable(store, asker, failed))
+
+
+def readable(store: Store, asker: Asker, jobs: Iterable[Job]) -> set[int]:
+    """The numbers of the jobs of ``jobs`` whose output the store's identity may read (READ of
+    each one's team, as ``logs`` asks): theirs alone are shown their last line, argv and env
+    (job_commands.shown)."""
+    reads = output_reader(store, asker)
+    return {j.id for j in jobs if reads(j.team)}
+
+
+def output_reader(store: Store, asker: Asker) -> Callable[[Optional[str]], bool]:
+    """Whether the store's identity may read the output of a job of a team (None: of no team,
+    the admins'), its identity read once."""
     identity = store.identity()
-    return store.last_lines(j.id for j in failed
-                            if refusal(identity, asker.roster, READ, j.team) is None)
+    return lambda team: refusal(identity, asker.roster, READ, team) is None
 
 
 def reads_host_output(store: Store, asker: Asker) -> bool:
