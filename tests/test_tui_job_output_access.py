@@ -14,6 +14,7 @@ from fractui.store.sqlite import SqliteStore
 from fractui.tui.app import FractuiApp
 from fractui.tui.jobs import JobScreen
 from fractui.tui.source import LiveSource
+from tests.test_tui_jobs import text_of
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, until
 
@@ -29,7 +30,8 @@ class Bobs(SqliteStore):
 
 
 def running(store: SqliteStore, team: str, gpu: int) -> int:
-    job = store.submit("quarter", team, "train", ["true"], {}, "ann@ws")
+    job = store.submit("quarter", team, "train", ["true", "--secret-%s" % team], {}, "ann@ws",
+                       env={"TOKEN": "token-%s" % team})
     store.place(job.id, Slot("gpu-x", (gpu,), None, None, 5000, 0.25), "root@ws", "placed")
     store.started(job.id, "j%d" % job.id, time.time(), "root@ws", "started")
     return job.id
@@ -38,6 +40,13 @@ def running(store: SqliteStore, team: str, gpu: int) -> int:
 def output_state(store: SqliteStore, job_id: int) -> str:
     """What the job screen of ``job_id`` says of its output (its log's state line, hints
     left out) once it has word of it, opened by bob in a TUI over ``store`` alone."""
+    return screen_said(store, job_id)[0]
+
+
+def screen_said(store: SqliteStore, job_id: int) -> tuple[str, str]:
+    """What the job screen of ``job_id``, opened by bob in a TUI over ``store`` alone, says
+    of its output (its log's state line, hints left out) once it has word of it, and its
+    details then."""
     config = Config(path=None, queues=QUEUES, teams=TEAMS)
     source = LiveSource(config, store)
     source.start()
@@ -54,13 +63,17 @@ def output_state(store: SqliteStore, job_id: int) -> str:
             state = app.screen.query_one("#logstate")
             await until(pilot, lambda: "no output" in state.render().plain, "a word on it")
             said.append(state.render().plain.split("\n")[0])
+            screen = app.screen
+            await until(pilot, lambda: screen.job is not None and screen.readable == (
+                screen.job.team == "vision"), "who may read it known")
+            said.append(text_of(screen.details(screen.agent_record())))
 
     try:
         drive()
     finally:
         source.stop()
         store.close()
-    return said[0]
+    return said[0], said[1]
 
 
 def test_a_member_is_refused_another_teams_output_and_told_why(tmp_path):
@@ -77,3 +90,16 @@ def test_a_config_of_the_store_alone_says_how_the_output_is_read(tmp_path):
     assert output_state(store, mine) == (
         "0 lines · no output: job %d runs on gpu-x, which this config does not name: "
         "fractui logs %d reads its output through the store" % (mine, mine))
+
+
+def test_a_members_screen_shows_argv_and_env_only_of_jobs_whose_output_it_reads(tmp_path):
+    """A job's argv and env (its tokens) are its output's readers' (its team and the admins),
+    as ``fractui jobs`` shows them: the job screen showed every job's to any reader."""
+    store = Bobs(str(tmp_path / "store.db"))
+    theirs, mine = running(store, "nlp", 0), running(store, "vision", 1)
+    _, details = screen_said(store, theirs)
+    assert "secret-nlp" not in details and "token-nlp" not in details, details
+    assert "not shown: its argv and env are team nlp's and the admins' to read" in details
+    store = Bobs(str(tmp_path / "store.db"))
+    _, details = screen_said(store, mine)
+    assert "--secret-vision" in details and "TOKEN=token-vision" in details, details

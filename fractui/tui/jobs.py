@@ -73,7 +73,8 @@ def stop_words(intent: str, state: str) -> tuple[str, str]:
 
 class Loaded(Message):
     def __init__(self, job: Optional[Job], history: Sequence[AuditEntry], uid: Optional[str],
-                 error: Optional[str] = None, last_line: Optional[str] = None) -> None:
+                 error: Optional[str] = None, last_line: Optional[str] = None,
+                 readable: bool = False) -> None:
         super().__init__()
         self.job = job
         self.history = history
@@ -81,6 +82,8 @@ class Loaded(Message):
         self.error = error
         self.last_line = last_line
         """The failed job's last line kept, where the reader may read its output."""
+        self.readable = readable
+        """Whether the reader may read its output, argv and env (intents.readable)."""
 
 
 class Following(Message):
@@ -257,6 +260,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.error: Optional[str] = None
         self.last_line: Optional[str] = None
         """Its last line kept, where it failed and the reader may read its output."""
+        self.readable = False
+        """Whether the reader may read its output, argv and env (its team and the admins:
+        intents.readable, as ``fractui jobs`` shows them)."""
         self.followed: Optional[tuple[str, str, Optional[float]]] = None
         """(host, agent job, since when the host was connected) of the output followed: a
         host that connected again has lost the follow, and is asked anew."""
@@ -270,7 +276,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """Why the output followed is not shown (refused, or not reached), said on the log's
         state line until it is asked anew."""
         self._loads = OneAtATime(self._load, "reading the job", lambda said: self.post_message(
-            Loaded(self.job, self.history, self.uid, said, self.last_line)))
+            Loaded(self.job, self.history, self.uid, said, self.last_line, self.readable)))
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="head", can_focus=False):
@@ -334,10 +340,12 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         try:
             job, uid = self.source.read_job(self.job_id)
             line = self.source.read_last_lines([job]).get(self.job_id) if job else None
-            self.post_message(Loaded(job, self.source.audit(self.job_id), uid, None, line))
+            reads = job is not None and job.id in self.source.read_readable([job])
+            self.post_message(Loaded(job, self.source.audit(self.job_id), uid, None, line,
+                                     reads))
         except (StoreError, JobNotFound) as err:
             self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err,
-                                     self.last_line))
+                                     self.last_line, self.readable))
 
     def agent_record(self) -> Optional[dict[str, Any]]:
         """The agent's record of the job, where its host is connected (its last word is not
@@ -442,7 +450,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def on_loaded(self, message: Loaded) -> None:
         before = self.offered()
         self.job, self.history, self.error = message.job, message.history, message.error
-        self.last_line = message.last_line
+        self.last_line, self.readable = message.last_line, message.readable
         if self.job is None and self.error is None:
             self.error = "no job %d in the store" % self.job_id
         self.uid = message.uid or self.uid
@@ -581,10 +589,15 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
-        grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
+        if not self.readable:  # (its output is refused too, on the log's state line)
+            whose = ("team %s's and the admins'" % job.team) if job.team else "the admins'"
+            grid.add_row("argv", Text("not shown: its argv and env are %s to read, as its "
+                                      "output" % whose, style="dim"))
+        else:
+            grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
         if job.image:
             grid.add_row("image", Folded(Text(job.image), FOLDED_LINES))
-        if job.env:
+        if job.env and self.readable:
             grid.add_row("env", Folded(Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
                                                      sorted(job.env.items()))), FOLDED_LINES))
         newest = list(self.history)[::-1][:HISTORY]

@@ -20,7 +20,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
-from fractui.store.intents import Asker, last_lines
+from fractui.store.intents import Asker, last_lines, readable
 from fractui.store.model import (ACTIVE, ENDED, AuditEntry, GpuTime, Hold, Job, KeptTerms,
                                  UsageRecord)
 from fractui.tui.history import History
@@ -123,6 +123,12 @@ class Source:
         their output (intents.last_lines), in one read; in a worker thread."""
         kept = self._store.last_lines if self._store is not None else {}
         return {j.id: kept[j.id] for j in jobs if j.id in kept}
+
+    def read_readable(self, jobs: Sequence[Job]) -> set[int]:
+        """The numbers of those of ``jobs`` whose output, argv and env the reader may read
+        (intents.readable, as ``fractui jobs`` shows them); in a worker thread. A frozen
+        fleet's reader reads all it was given."""
+        return {j.id for j in jobs}
 
     def read_newest_ended(self) -> tuple[Job, ...]:
         """The newest ended jobs (as ``fractui jobs --all``): for a view that shows them (the
@@ -320,6 +326,11 @@ class LiveSource(Source):
         if self.store is None:
             return {}
         return last_lines(self.store, self.asker, jobs)
+
+    def read_readable(self, jobs: Sequence[Job]) -> set[int]:
+        if self.store is None:
+            return set()
+        return readable(self.store, self.asker, jobs)
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         if self.store is None:
