@@ -711,3 +711,29 @@ def test_a_placement_by_hand_of_a_profile_without_its_start_on_a_gpu_whose_mode_
     f.until(lambda: f.states()[job.id] == "running")
     assert f.store.get(job.id).refusals == ()
     assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+
+
+def test_a_standby_an_hour_ahead_takes_up_a_hold_in_its_first_pass(local_fleet):
+    """A standby that takes the lease reads the store's lead on its clock as it recalls what
+    the last holder kept: its first pass, before any read of the jobs, counts a hold to the
+    store's clock. Without it (its lead not known yet, counted as none) a standby an hour
+    ahead read the hold as over, decided the mode change, and its launch, the lead read by
+    then, refused it: the job lost an attempt."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], lease_s=2.0)
+    job, uuid = held_back(f, "slice")
+    hold = f.store.mode_holds()[uuid]
+    f.scheduler.stop(release=True)
+    store = open_store(f.config.store.url)
+    second = Scheduler(f.config, store, f.fleet, name="second",
+                       clock=lambda: time.time() + HOUR)
+    try:
+        for _ in range(3):
+            assert second.step() and second.settle()
+        decided = [e for e in f.store.audit_log() if e.actor == "second" and e.action != "lease"]
+        back = f.store.get(job.id)
+        assert (back.state, back.attempt, back.slot) == ("pending", 1, None)
+        assert f.store.mode_holds() == {uuid: hold}
+        assert decided == [], [(e.action, e.why) for e in decided]
+    finally:
+        second.stop()
+        store.close()
