@@ -51,7 +51,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         now = store.now()
         since, until = _range(args.since, args.until, now)
         whose = Whose(store.identity().user if args.me else args.user, args.team)
-        records = store.usage(since, until)
+        records = store.usage(since, until, reaches_now(since, until, now))
         every_waiting = store.jobs(Waiting.STATES)
         waiting_jobs = [j for j in every_waiting if whose.has(j.user, j.team)]
         waits = waiting_jobs if reaches_now(since, until, now) else None

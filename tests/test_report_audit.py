@@ -260,8 +260,8 @@ def test_the_report_screen_reads_all_kept_as_worked_by_hand(fleet):
     store = fleet.store
 
     class Source:  # what the screen reads of its source
-        def read_usage(self, since, until, bucket_s=0.0):
-            return store.usage(since, until), store.gpu_time(since - bucket_s, until)
+        def read_usage(self, since, until, bucket_s=0.0, to_now=False):
+            return store.usage(since, until, to_now), store.gpu_time(since - bucket_s, until)
 
         def read_ended(self, since):
             return store.jobs(UNSTARTED, ended_since=since)

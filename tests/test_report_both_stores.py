@@ -353,3 +353,43 @@ def test_a_damaged_mark_of_where_the_retention_forgot_does_not_stop_the_prune(tm
         assert store.prune_usage(900.0) == 0 and store.usage_forgotten_before() == 900.0
     finally:
         store.close()
+
+
+def test_a_job_started_by_a_host_clock_ahead_waits_and_runs_in_the_range_reaching_now(
+        store_url, tmp_path, capfd):
+    """`fractui report` as run, --until now, and the TUI's report screen: a job whose host's
+    clock, a minute ahead of the store's, dated its start after the report's now is read,
+    started at now: its wait and its RUNNING are of the range that reaches now, it held
+    nothing yet, and it is of no range that has not begun."""
+    from fractui.tui.report_view import Span, compute
+    from fractui.tui.source import Source
+    from fractui.usage.report import build
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, ONE, "sched", "fits")
+        now = store.now()
+        store.started(job.id, "a1", now + 60, "sched", "started", model="L4")
+        waited = store.get(job.id).started_at - job.submitted_at
+        source = Source([])
+        source.store = store
+        screen = compute(source, Span("x", "x", 3600.0, 10, "1h"), "team", now, 300)
+        assert screen is not None
+        assert (screen.report.total.running, screen.report.total.waits_s) == (
+            1, [pytest.approx(waited)])
+        frozen = Source([], usage=store.usage(0, now + 3600))  # a frozen fleet's records
+        assert compute(frozen, Span("x", "x", 3600.0, 10, "1h"), "team", now, 300
+                       ).report.total.running == 1  # type: ignore[union-attr]
+        later = build(store.usage(now, now + 3600), [], now, now + 3600, "team", now).total
+        assert later.empty
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n' % store_url)
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--json"])
+    assert code == 0 and not leaks(err), err
+    total = json.loads(out)["total"]
+    assert (total["running"], total["held_gpu_hours"]) == (1, 0)
+    assert total["wait_median_s"] == pytest.approx(waited)
+    code, out, err = in_process(capfd, ["--config", str(config), "report"])  # the table
+    assert code == 0 and not leaks(err) and "vision" in out, err

@@ -302,8 +302,9 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
     from fractui.usage.sentences import Waiting, local
 
     class Source:  # what the screen reads of its source: the store's usage and jobs
-        def read_usage(self, since, until, bucket_s=0.0):
-            return fleet.store.usage(since, until), fleet.store.gpu_time(since, until)
+        def read_usage(self, since, until, bucket_s=0.0, to_now=False):
+            return (fleet.store.usage(since, until, to_now),
+                    fleet.store.gpu_time(since, until))
 
         def read_ended(self, since):
             return fleet.store.jobs(UNSTARTED, ended_since=since)

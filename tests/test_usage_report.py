@@ -414,8 +414,8 @@ def test_a_job_ended_waiting_by_a_clock_ahead_of_the_stores_is_of_the_range_reac
 def test_an_end_dated_after_now_is_the_outcome_of_one_range_only():
     """Now 500: an attempt its host's clock ended at 510 (or one ended at now) is the outcome
     of [0, 500), which reaches now, and not of [500, 1000) too, which has not begun; so is
-    the end of a job that ended waiting, and a range not begun counts no wait either (a
-    start its host dated after now is of none until now reaches it)."""
+    the end of a job that ended waiting, and a range not begun counts no wait either: a start
+    its host dated after now is, as an end, of the range that reaches now alone."""
     for end in (500.0, 510.0):
         a = build([_done(100.0, end)], [], 0.0, 500.0, "team", 500.0).total
         b = build([_done(100.0, end)], [], 500.0, 1000.0, "team", 500.0).total
@@ -428,7 +428,9 @@ def test_an_end_dated_after_now_is_the_outcome_of_one_range_only():
     late = replace(_done(510.0, 520.0), queued_at=500.0)  # a start its host dated after now
     assert late.waits and late.waited_s == 10.0
     assert [build([late], [], since, until, "team", 500.0).total.waits_s for since, until in
-            ((0.0, 500.0), (500.0, 1000.0))] == [[], []]
+            ((0.0, 500.0), (500.0, 1000.0))] == [[10.0], []]
+    assert [series([late], since, until, 1, 500.0).wait_median_s for since, until in
+            ((0.0, 500.0), (500.0, 1000.0))] == [[10.0], [None]]
 
 
 def test_a_job_done_by_a_host_clock_ahead_is_an_outcome_not_running_in_the_default_report(

@@ -557,9 +557,11 @@ class Store(abc.ABC):
         """Adds what the holder saw each GPU do to its time buckets (fenced by ``epoch``)."""
 
     @abc.abstractmethod
-    def usage(self, since: float, until: float) -> list[UsageRecord]:
+    def usage(self, since: float, until: float, to_now: bool = False) -> list[UsageRecord]:
         """Every attempt that held a slice at some time in [since, until), or ended at
-        ``since`` (its outcome is the range's), by start."""
+        ``since`` (its outcome is the range's), by start; ``to_now``, the range reaches now
+        (usage.report.reaches_now): also those whose host's clock, ahead, dated their start at
+        ``until`` or after (the range's: usage.report.dated_in)."""
 
     @abc.abstractmethod
     def gpu_time(self, since: float, until: float) -> list[GpuTime]:

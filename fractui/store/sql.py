@@ -1005,8 +1005,8 @@ class SqlStore(Store):
         if rows:
             self._write(work)
 
-    def usage(self, since: float, until: float) -> list[UsageRecord]:
-        return self._read(lambda db: usage_rows.read(self._run, db, since, until))
+    def usage(self, since: float, until: float, to_now: bool = False) -> list[UsageRecord]:
+        return self._read(lambda db: usage_rows.read(self._run, db, since, until, to_now))
 
     def gpu_time(self, since: float, until: float) -> list[GpuTime]:
         return self._read(lambda db: usage_rows.read_gpu_time(self._run, db, since, until))

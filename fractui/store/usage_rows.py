@@ -104,12 +104,17 @@ def _sampled_values(s: Sampled) -> list[Any]:
             s.util_samples, s.util_mean, s.util_note]
 
 
-def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
+def read(run: Run, db: Any, since: float, until: float, to_now: bool = False
+         ) -> list[UsageRecord]:
     """Every attempt that held its slice at some time in [since, until), or ended at
-    ``since`` (its outcome is of the range that starts there), by start."""
+    ``since`` (its outcome is of the range that starts there), by start; ``to_now``, a range
+    that reaches now (usage.report.reaches_now): also those its host's clock dated as started
+    at ``until`` or after, ahead of the store's, of that range (usage.report.dated_in)."""
+    starts = "" if to_now else "started_at < ? AND "
     return [_record(r) for r in run(
-        db, "SELECT * FROM usage WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?) "
-            "ORDER BY started_at, job, attempt", (until, since))]
+        db, "SELECT * FROM usage WHERE %s(ended_at IS NULL OR ended_at >= ?) "
+            "ORDER BY started_at, job, attempt" % starts,
+        (since,) if to_now else (until, since))]
 
 
 def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime], locked: str = "") -> None:

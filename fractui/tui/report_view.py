@@ -109,7 +109,7 @@ def compute(source: Source, span: Span, by: str, now: float,
     is kept starts at the oldest record kept; ``bucket_s``: the config's [usage] bucket_s,
     which the GPUs' time is kept by."""
     read = source.read_usage(0.0 if span.seconds is None else now - span.seconds, now,
-                             bucket_s)
+                             bucket_s, to_now=True)  # (until now: reaches_now's, begun)
     if read is None:
         return None
     records, gpu_time = read

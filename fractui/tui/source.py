@@ -164,18 +164,20 @@ class Source:
             job = self.store.get(job_id)
         return job, view.uid if view is not None else None
 
-    def read_usage(self, since: float, until: float, bucket_s: float = 0.0
+    def read_usage(self, since: float, until: float, bucket_s: float = 0.0,
+                   to_now: bool = False
                    ) -> Optional[tuple[list[UsageRecord], list[GpuTime]]]:
         """The usage records and GPU time of [since, until) (the report screen's and the
         team standing's; a worker thread, never the UI thread): the store's, or the records
         a frozen fleet was given; None where there is neither. The GPU time's buckets of
-        ``bucket_s`` seconds begun before ``since`` too, which have time in the range."""
+        ``bucket_s`` seconds begun before ``since`` too, which have time in the range.
+        ``to_now``: the range reaches now (Store.usage's)."""
         if self.store is not None:
-            return self.store.usage(since, until), self.store.gpu_time(since - bucket_s,
-                                                                       until)
+            return (self.store.usage(since, until, to_now),
+                    self.store.gpu_time(since - bucket_s, until))
         if not self._usage:
             return None
-        return [r for r in self._usage if r.started_at < until and
+        return [r for r in self._usage if (to_now or r.started_at < until) and
                 (r.ended_at is None or r.ended_at >= since)], []  # (the store's rule)
 
     def read_usage_begins(self) -> Optional[float]:

@@ -392,7 +392,7 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
     elif hours > 0:
         g.memory_unsampled_h += r.charge * hours
         g.memory_unsampled.append((r.job, r.attempt))
-    if since <= r.started_at < until and since < now and r.waits:  # (none of a range unbegun)
+    if r.waits and dated_in(r.started_at, since, until, now):
         g.waits_s.append(r.waited_s)
     if r.outcome and ended_in(r.ended_at, since, until, now):
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
@@ -409,17 +409,24 @@ def reaches_now(since: float, until: float, now: float) -> bool:
 
 
 def ended_in(ended_at: Optional[float], since: float, until: float, now: float) -> bool:
-    """Whether an end the store keeps (None: none yet) is of [since, until), read as
-    ``min(ended_at, now)``: its host's clock may date it after now, though the store closed
-    it by its own now at the latest. Dated in it, or at now in the range that reaches now
-    (``reaches_now``: the default's and the TUI's, until now); a range not begun (``since``
-    now or later) has none. Read as dated, an end after now was in no range reaching now
-    (until now: not before it), and one at now or after in [..., now) and [now, ...) both:
-    of ranges end to end, each end is of one."""
-    if ended_at is None or now <= since:
+    """Whether an end the store keeps (None: none yet) is of [since, until) (``dated_in``):
+    its host's clock may date it after now, though the store closed it by its own now at the
+    latest."""
+    return ended_at is not None and dated_in(ended_at, since, until, now)
+
+
+def dated_in(at: float, since: float, until: float, now: float) -> bool:
+    """Whether a moment an attempt's host dated (its start, its end) is of [since, until),
+    read as ``min(at, now)``: a host's clock ahead of the store's may date it after now,
+    which has not come. Dated in it, or at now in the range that reaches now
+    (``reaches_now``: the default's and the TUI's, until now, which Store.usage reads such
+    an attempt for); a range not begun (``since`` now or later) has none. Read as dated, a
+    moment after now was in no range reaching now (until now: not before it), and one at now
+    or after in [..., now) and [now, ...) both: of ranges end to end, each is of one."""
+    if now <= since:
         return False
-    end = min(ended_at, now)
-    return since <= end < until or (end == now and reaches_now(since, until, now))
+    when = min(at, now)
+    return since <= when < until or (when == now and reaches_now(since, until, now))
 
 
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
@@ -523,7 +530,8 @@ def series(records: Sequence[UsageRecord], since: float, until: float, steps: in
         demand.append(s.mean_demand)
         gpus_used.append(s.mean_used)
         waits.append(percentile([r.waited_s for r in records
-                                 if t <= r.started_at < t + step and r.waits], 50))
+                                 if r.waits and dated_in(r.started_at, t, t + step, now)],
+                                50))
     return Series(starts, step, held, used, demand, gpus_used, waits, measured)
 
 
