@@ -14,6 +14,7 @@ import os
 
 CAUSE_UNSAID = ("SQLITE_IOERR", "SQLITE_CANTOPEN")
 CAUSE_UNSAID_WORDS = ("disk I/O error", "unable to open database file")
+NO_ROOM = " (its filesystem, read just after, has no room left: the likely cause)"
 
 
 def room_read_after(path: str, err: BaseException) -> str:
@@ -27,7 +28,7 @@ def room_read_after(path: str, err: BaseException) -> str:
     except OSError:
         return ""
     if fs.f_bavail == 0:
-        return " (its filesystem, read just after, has no room left: the likely cause)"
+        return NO_ROOM
     if fs.f_files and fs.f_favail == 0:  # (btrfs counts no inodes: 0 of 0)
         return " (its filesystem, read just after, has no inode left, so no file can be made " \
             "there: the likely cause)"

@@ -6,9 +6,9 @@ bridge in there) as it survives an SSH drop; a target found by a lookup that fol
 replaced container; an upload cut in the container leaves no partial of ours past a later
 upload, which keeps a live one's; exec argv that cannot work, told in words. Without podman
 (``env`` as the exec program, running the agent's words here): the upload through the argv,
-once; one where flock is refused, or cut by a SIGTERM as its partial is locked or renamed; a
-partial no lock holds swept only once old; an image whose agent speaks another protocol; what
-a lookup prints that names no one target."""
+once; one where flock is refused, or cut by a SIGTERM as its partial is locked or renamed
+(or a SIGINT as it is renamed); a partial no lock holds swept only once old; an image whose
+agent speaks another protocol; what a lookup prints that names no one target."""
 
 from __future__ import annotations
 
@@ -723,19 +723,21 @@ def test_a_sigterm_as_the_new_partial_is_locked_leaves_no_partial(tmp_path):
     assert os.listdir(host["agent_cache"]) == []
 
 
-def test_a_sigterm_as_the_agent_is_renamed_into_place_is_no_folder_error(tmp_path):
-    """A SIGTERM that comes during the rename into place (strace sends it as the rename is
-    made): the agent is in place; the helper ends by the signal, said as the stream's end.
-    Before, its handler's exception came just after the rename, whose partial's removal then
-    failed: the upload read as the folder's error "No such file or directory", with the
-    folder's advice."""
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_as_the_agent_is_renamed_into_place_is_no_folder_error(tmp_path, sig):
+    """A SIGTERM (or a SIGINT, a ^C's) that comes during the rename into place (strace sends
+    it as the rename is made): the agent is in place; the helper ends by the signal, said as
+    the stream's end. Before, its handler's exception came just after the rename, whose
+    partial's removal then failed: the upload read as the folder's error "No such file or
+    directory", with the folder's advice; a SIGINT, not held, a KeyboardInterrupt's
+    traceback."""
     renames = "rename,renameat,renameat2"
     host, done = deployed(tmp_path, "renamed", exec=[
         "strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=" + renames,
-        "-e", "inject=%s:signal=SIGTERM" % renames])
+        "-e", "inject=%s:signal=%s" % (renames, sig)])
     assert isinstance(done, AgentProcessError)
-    assert "the exec stream ended before its answer: strace was killed by SIGTERM" in str(
-        done), done
+    assert str(done).endswith("the exec stream ended before its answer: strace was killed by "
+                              "%s; the next connect tries again" % sig), done
     assert deployed(tmp_path, "renamed")[1][1] is False  # (in place, its hash the agent's)
 
 

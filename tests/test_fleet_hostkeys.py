@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -245,10 +246,11 @@ def test_status_says_untrusted_and_trust_refuses_a_changed_key(fleet_env):
 def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
         fleet_env, small_fs):
     """known_hosts on a real filesystem filled to the last byte, with room in its last page
-    for part of the line ``trust`` adds: exit 1 naming the file and why, the part written a
-    comment line; with room, the key is added and the host is reached. A line cut short names
-    the host with no key it offers: the host then read CHANGED ("someone may be impersonating
-    the host") and ``trust`` refused it for good."""
+    for part of the line ``trust`` adds: exit 1 naming the file, the write cut short, and the
+    free space read just after as the likely cause (said as the cause, ENOSPC, before: a quota
+    reads so too), the part written a comment line; with room, the key is added and the host
+    is reached. A line cut short names the host with no key it offers: the host then read
+    CHANGED ("someone may be impersonating the host") and ``trust`` refused it for good."""
     known = small_fs / "known_hosts"
     known.write_text("# fleet\n%s\n" % ("#" * 4030))  # 57 bytes left in its one page
     before = known.read_bytes()
@@ -257,8 +259,12 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
     filler = small_fs / "filler"
     fill(filler)
     refused = fleet_env.fractui("trust", "gpu-full", "--yes")
-    assert (refused.returncode, refused.stderr) == (1, "fractui: gpu-full: its key is not added "
-                                                       "to %s: No space left on device\n" % known)
+    assert refused.returncode == 1, refused.stderr
+    said = re.fullmatch(r"fractui: gpu-full: its key is not added to (.*): the write was cut "
+                        r"short, 57 bytes of (\d+) written, its cause not said \(its "
+                        r"filesystem, read just after, has no room left: the likely cause\)\n",
+                        refused.stderr)
+    assert said and said.group(1) == str(known), refused.stderr
     refused_left = known.read_bytes()
     assert refused_left == before + b"\n" + b"#" * 55 + b"\n"  # (the page's 57 bytes)
     filler.unlink()  # room again
@@ -272,7 +278,8 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
 # One of the processes the next tests start: it adds ``count`` lines named ``who``-N once the
 # test closes its stdin, and prints which it added. A failing one is refused every byte it
 # writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC). A limited one may write
-# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) if it writes more. A
+# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) if it writes more; it
+# prints each error it met. A
 # racing one is limited, and the instant its write returns, an ``ssh`` (a shell's ``>>``, no
 # file size limit) appends a line "ssh-0 KEY" after the part it wrote.
 APPENDER = """
@@ -306,6 +313,8 @@ for i in range(int(count)):
         added.append(i)
     except OSError as err:
         assert failing in ("yes", "limited", "racing"), err
+        if failing != "yes":
+            print(err)
 print(json.dumps(added))
 """
 
@@ -398,6 +407,8 @@ def test_trust_writes_known_hosts_through_its_links_and_leaves_nothing_beside_it
 
 # What a line cut short 10 bytes in is left as: a comment line, in the bytes it took
 CUT_SHORT = "\n########\n"
+# What a limited APPENDER says of a known_hosts of "# fleet\n" (8 bytes), 10 bytes past it
+AT_LIMIT = "[Errno 27] File too large: this process's file size limit, 18 bytes"
 
 
 def known_hosts_and_key(tmp_path: Path) -> Tuple[Path, Path]:
@@ -422,7 +433,7 @@ def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     known.chmod(0o644)  # OpenSSH's own mode for it
     limited = appender(known, key, "limited", 1, "limited")
     out, _ = limited.communicate(timeout=60)
-    assert (limited.returncode, out) == (0, "ready\n[]\n")
+    assert (limited.returncode, out) == (0, "ready\n%s\n[]\n" % AT_LIMIT)
     assert known.read_text() == "# fleet\n" + CUT_SHORT
     added = appender(known, key, "added", 1)
     out, _ = added.communicate(timeout=60)
@@ -433,6 +444,22 @@ def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     assert os.listdir(known.parent) == ["known_hosts"]  # nothing beside it
 
 
+def test_a_trust_cut_short_at_its_file_size_limit_on_a_full_disk_says_the_limit(small_fs,
+                                                                               tmp_path):
+    """A write cut short at the process's file size limit, on a filesystem that is full
+    besides: EFBIG, which the limit says exactly. Before, the free space read after (none)
+    was said as the cause: "No space left on device"."""
+    known = small_fs / "known_hosts"
+    known.write_text("# fleet\n")  # (its page has room for the 10 bytes the limit lets in)
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    fill(small_fs / "filler")
+    limited = appender(known, key, "limited", 1, "limited")
+    out, _ = limited.communicate(timeout=60)
+    assert (limited.returncode, out) == (0, "ready\n%s\n[]\n" % AT_LIMIT)
+    assert known.read_text() == "# fleet\n" + CUT_SHORT
+
+
 def test_a_trust_cut_short_keeps_the_line_another_writer_added_after_it(tmp_path):
     """A write cut short, then, before trust can take it back, an ``ssh`` appends its line
     after the part written: that line is kept whole, and the part is a comment line that ends
@@ -441,7 +468,7 @@ def test_a_trust_cut_short_keeps_the_line_another_writer_added_after_it(tmp_path
     known, key = known_hosts_and_key(tmp_path)
     racing = appender(known, key, "racing", 1, "racing")
     out, _ = racing.communicate(timeout=60)
-    assert (racing.returncode, out) == (0, "ready\n[]\n")
+    assert (racing.returncode, out) == (0, "ready\n%s\n[]\n" % AT_LIMIT)
     assert known.read_text() == "# fleet\n%sssh-0 %s\n" % (CUT_SHORT,
                                                             sshd.public_key_line(key))
     assert [line.names for line in KnownHosts(str(known)).lines()] == ["ssh-0"]

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import os
+import resource
 import shlex
 import struct
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from fractui.state_files import open_append
 from fractui.words import count
 from remote_agent.daemon.trust import check_tree
 from remote_agent.failing import Failures
+from remote_agent.room import NO_ROOM
 
 if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
     import paramiko
@@ -216,6 +218,10 @@ class KnownHostsUnreadable(OSError):
     """The known_hosts file cannot be read: no host key can be checked (said with its path)."""
 
 
+class WriteCutShort(OSError):
+    """A line's write cut short with no cause the system said: no errno, only its words."""
+
+
 @dataclass
 class KnownHosts:
     path: str
@@ -285,7 +291,8 @@ class KnownHosts:
         of ours) added meanwhile, and which keeps the file itself: a hard link, or the target
         of a symlink of ours (a dotfiles checkout's), is written, not replaced; nothing is left
         beside it. fsync'd before it returns. A write cut short (a full disk, a file size
-        limit) is an OSError, the part written made a comment line in place (never cut off:
+        limit) is an OSError (``_cut_short``), the part written made a comment line in place
+        (never cut off:
         another writer's line may follow it already). UnsafePath where another
         user could have made the file or its folder, or could change them: they could pass
         their machine off as a host, or have the line written through a link of theirs."""
@@ -305,11 +312,10 @@ class KnownHosts:
             written = os.write(fd, data)
             if written < len(data):  # (writing the rest would fail, or at a file size
                 # limit have the kernel kill us with the part written)
-                disk = os.fstatvfs(fd)
-                room = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail
-                _comment_out(fd, os.lseek(fd, 0, os.SEEK_CUR) - written, written)
-                why = errno.ENOSPC if room * disk.f_frsize < len(data) - written else errno.EFBIG
-                raise OSError(why, os.strerror(why))
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                cut = _cut_short(fd, end, written, len(data))
+                _comment_out(fd, end - written, written)
+                raise cut
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -320,6 +326,24 @@ class KnownHosts:
             finally:
                 os.close(folder)
         return line
+
+
+def _cut_short(fd: int, end: int, written: int, size: int) -> OSError:
+    """The error of a write of ``size`` bytes that wrote ``written``, up to ``end``: a short
+    write gives no cause. This process's file size limit is known exactly, and the kernel cuts
+    a write at it: EFBIG where the write reached it. Else the filesystem's free space, read
+    just after (it may have changed since, and a quota is not in it), is said as that reading,
+    the likely cause, never as the write's error: an ENOSPC said for a quota's EDQUOT, or an
+    EFBIG for a disk emptied since, misled the admin."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and end >= limit:
+        return OSError(errno.EFBIG, "%s: this process's file size limit, %d bytes" % (
+            os.strerror(errno.EFBIG), limit))
+    disk = os.fstatvfs(fd)
+    room = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail
+    return WriteCutShort("the write was cut short, %d bytes of %d written, its cause not said%s"
+                         % (written, size, NO_ROOM if room * disk.f_frsize < size - written
+                            else ""))
 
 
 def _comment_out(fd: int, start: int, size: int) -> None:

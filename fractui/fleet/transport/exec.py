@@ -45,9 +45,10 @@ PARTIAL_STALE_S = 3600
 # gone) is the exec stream's, not the folder's.
 #
 # Its partial (``mkstemp``'s name, PARTIAL_NAME) is removed on any failure it lives through,
-# a SIGTERM or SIGHUP included (made an exception; held back from the partial's making until
-# the try that removes it, and from the rename into place until the helper is done with the
-# partial: such a signal then ends it by its default action, the agent in place). One a
+# a SIGTERM, SIGHUP or SIGINT included (made an exception, a SIGINT as a SIGTERM: never a
+# KeyboardInterrupt's traceback; held back from the partial's making until the try that
+# removes it, and from the rename into place until the helper is done with the partial: such
+# a signal then ends it by its default action, the agent in place). One a
 # SIGKILL left is removed by a later upload, once its own is in place (``sweep``): each file
 # so named, the helper's user's, a regular file (opened with no link followed), that no upload
 # writes now: unwritten for PARTIAL_STALE_S by its mtime (a writer that holds no lock, an older
@@ -62,7 +63,7 @@ _PUT = """\
 import errno, fcntl, hashlib, json, os, re, signal, stat, sys, tempfile, time
 PARTIAL_NAME = re.compile(%r)
 STALE_S = %r
-ENDS = (signal.SIGTERM, signal.SIGHUP)
+ENDS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 
