@@ -74,7 +74,7 @@ def stop_words(intent: str, state: str) -> tuple[str, str]:
 class Loaded(Message):
     def __init__(self, job: Optional[Job], history: Sequence[AuditEntry], uid: Optional[str],
                  error: Optional[str] = None, last_line: Optional[str] = None,
-                 readable: bool = False) -> None:
+                 readable: Optional[bool] = None) -> None:
         super().__init__()
         self.job = job
         self.history = history
@@ -83,7 +83,8 @@ class Loaded(Message):
         self.last_line = last_line
         """The failed job's last line kept, where the reader may read its output."""
         self.readable = readable
-        """Whether the reader may read its output, argv and env (intents.readable)."""
+        """Whether the reader may read its output, argv and env (intents.readable; None: not
+        known yet)."""
 
 
 class Following(Message):
@@ -260,9 +261,10 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.error: Optional[str] = None
         self.last_line: Optional[str] = None
         """Its last line kept, where it failed and the reader may read its output."""
-        self.readable = False
+        self.readable: Optional[bool] = None
         """Whether the reader may read its output, argv and env (its team and the admins:
-        intents.readable, as ``fractui jobs`` shows them)."""
+        intents.readable, as ``fractui jobs`` shows them); read once (who reads and the job's
+        team do not change), None until then: neither shown nor said hidden."""
         self.followed: Optional[tuple[str, str, Optional[float]]] = None
         """(host, agent job, since when the host was connected) of the output followed: a
         host that connected again has lost the follow, and is asked anew."""
@@ -340,7 +342,9 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         try:
             job, uid = self.source.read_job(self.job_id)
             line = self.source.read_last_lines([job]).get(self.job_id) if job else None
-            reads = job is not None and job.id in self.source.read_readable([job])
+            reads = self.readable
+            if reads is None and job is not None:
+                reads = job.id in self.source.read_readable([job])
             self.post_message(Loaded(job, self.source.audit(self.job_id), uid, None, line,
                                      reads))
         except (StoreError, JobNotFound) as err:
@@ -589,12 +593,12 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
-        if not self.readable:  # (its output is refused too, on the log's state line)
+        if self.readable:  # (None: who may read them is being read, neither shown nor hidden)
+            grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
+        elif self.readable is False:  # (its output is refused too, on the log's state line)
             whose = ("team %s's and the admins'" % job.team) if job.team else "the admins'"
             grid.add_row("argv", Text("not shown: its argv and env are %s to read, as its "
                                       "output" % whose, style="dim"))
-        else:
-            grid.add_row("argv", Folded(Text(one_line(shlex.join(job.argv))), FOLDED_LINES))
         if job.image:
             grid.add_row("image", Folded(Text(job.image), FOLDED_LINES))
         if job.env and self.readable:
