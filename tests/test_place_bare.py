@@ -16,10 +16,10 @@ import pytest
 from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig
-from fractui.sched.fleetview import facts
-from fractui.sched.manual import Unfit, complete, hand_slot
+from fractui.sched.fleetview import FLIP_FEATURES, facts
+from fractui.sched.manual import Unfit, by_hand, complete, hand_slot
 from fractui.store import Slot
-from fractui.store.model import PENDING, Job
+from fractui.store.model import PENDING, PLACED, Job
 from tests import localfleet
 from tests.test_sched_charge import UID, view_of
 from tests.test_scheduler_mig_mode import (SHARE, SLICE, decide, gpu, mig_audit,
@@ -305,3 +305,40 @@ def test_jobs_placed_bare_for_the_same_mode_change_never_share_a_slot(local_flee
             "3g.40gb" if queue is SLICE else "a 71680 MiB share", held,
             "" if queue is SLICE else " (71680 of its 81920 MiB)"), last.stderr
     assert f.store.get(jobs[-1].id).slot is None
+
+
+def _two_a100s(mig_on: tuple[bool, bool]):
+    """A built view of host h with two idle A100s that can change modes, MIG on as given."""
+    view = view_of(models()["NVIDIA A100-SXM4-80GB"], False, 2)
+    for rec, on in zip(view.gpu_records(), mig_on):
+        rec.update(mig_capable=True, mig_mode=on)
+    view.hello["features"] = list(FLIP_FEATURES)
+    return view
+
+
+def test_a_share_by_hand_beside_a_decision_of_two_gpus_for_the_same_change_is_refused():
+    """A decision of GPUs 0 and 1 whose launch turns GPU 1's MIG off was judged by its first
+    GPU alone, which keeps its mode, so a share placed by hand on GPU 1 for the same change
+    was recorded beside its 80 GiB (found in review)."""
+    view = _two_a100s((False, True))
+    whole = Job(5, "whole2", "t", "w", ("x",), QueueConfig(name="whole2", gpus=2).request(),
+                PLACED, 0.0, 0.0, slot=Slot("h", (0, 1), None, None, 81920, 2.0))
+    job = Job(6, "share", "t", "n", ("x",), SHARE.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Unfit) as err:
+        by_hand(job, Slot("h", (1,)), facts(view), UID, [whole], False, {}, 0.0)
+    assert str(err.value) == (
+        "no room for a 10240 MiB share on GPU 1 of h once its MIG mode is changed: it holds "
+        "job 5's 81920 MiB share, placed there for the same change (81920 of its 81920 MiB)")
+
+
+def test_a_slice_by_hand_beside_one_whose_start_is_left_open_is_refused_saying_so():
+    """A decision ahead whose slice's start was left open to its launch made the words of a
+    placement beside it a TypeError (a traceback of place, and of the TUI's preview): none
+    knows where it goes, so nothing is placed beside it (found in review)."""
+    view = _two_a100s((False, False))
+    ahead = Job(5, SLICE.name, "t", "a", ("x",), SLICE.request(), PLACED, 0.0, 0.0,
+                slot=Slot("h", (0,), SLICE.mig, None, None, 0.428571))
+    job = Job(6, SLICE.name, "t", "n", ("x",), SLICE.request(), PENDING, 0.0, 0.0)
+    with pytest.raises(Unfit) as err:
+        hand_slot(job, Slot("h", (0,), SLICE.mig), facts(view), UID, [ahead])
+    assert "job 5's %s, its start left open to its launch" % SLICE.mig in str(err.value)

@@ -311,7 +311,8 @@ def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str,
         return replace(slot, charge=done.charge)
     ahead = [j for j in jobs_by_host(store_jobs).get(done.host, ()) if j.id != job.id
              and j.state == PLACED and done.gpus[0] in j.slot.gpus  # type: ignore[union-attr]
-             and mode_change(j.slot, gpus) == turns]  # type: ignore[arg-type]
+             and mode_change(replace(j.slot, gpus=done.gpus[:1]), gpus) == turns
+             ]  # (judged on this GPU: a decision of several GPUs may change it beside its first)
     return _beside(done, slot.start is not None, gpus[done.gpus[0]], ahead) if ahead else done
 
 
@@ -323,9 +324,8 @@ def _beside(done: Slot, given: bool, rec: Mapping[str, Any], ahead: Sequence[Job
     a start of their own (``given``) goes to the planner's start beside theirs; Unfit, saying
     who holds the GPU, where there is no room."""
     slots = [j.slot for j in ahead]
-    held = " and ".join("job %d's %s" % (j.id, "%s at slot %d" % (s.profile, s.start)
-                                          if s.profile else "%d MiB share" % s.memory_mib)
-                        for j, s in zip(ahead, slots))  # type: ignore[union-attr]
+    held = " and ".join("job %d's %s" % (j.id, _held_words(s))  # type: ignore[arg-type]
+                        for j, s in zip(ahead, slots))
     if done.profile is None:
         memory, used = int(rec.get("memory_mib") or 0), sum(s.memory_mib or 0 for s in slots)
         if used + (done.memory_mib or 0) <= memory:
@@ -338,12 +338,23 @@ def _beside(done: Slot, given: bool, rec: Mapping[str, Any], ahead: Sequence[Job
         sig = tuple(sorted((s.profile, s.start, True) for s in slots if s.profile and
                            s.start is not None and geo.profile(s.profile) is not None))
         start = done.start if given else mig.best_start(geo, sig, done.profile)
-        if start is not None and _fits(geo, sig, done.profile, start):
+        open_ahead = any(s.profile and s.start is None for s in slots)  # (none knows where)
+        if start is not None and not open_ahead and _fits(geo, sig, done.profile, start):
             return replace(done, start=start)
         what, tail = done.profile + (" at slot %d" % done.start if given else ""), ""
     raise Unfit("no room for %s on GPU %d of %s once its MIG mode is changed: it holds %s, "
                 "placed there for the same change%s" % (what, done.gpus[0], done.host, held,
                                                          tail))
+
+
+def _held_words(slot: Slot) -> str:
+    """What a decision ahead holds on the GPU, in words: its slice and start (one left open
+    to its launch: said so), or its share."""
+    if slot.profile is None:
+        return "%d MiB share" % (slot.memory_mib or 0)
+    if slot.start is None:
+        return "%s, its start left open to its launch" % slot.profile
+    return "%s at slot %d" % (slot.profile, slot.start)
 
 
 def _fits(geo: Geometry, sig: mig.Signature, profile: str, start: int) -> bool:
