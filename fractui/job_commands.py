@@ -24,8 +24,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store import open_store
 from fractui.store.base import NO_STORE, Feed, JobNotFound, Store, StoreError, StoreForbidden
-from fractui.store.intents import (Asker, authorize, last_lines, readable,
-                                   reads_host_output)
+from fractui.store.intents import Asker, authorize, last_lines, output_reader
 from fractui.store_outage import Outage
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, START_NOT_KNOWN, STOPPING, Job, LogTail,
@@ -167,11 +166,13 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 stored, cut_at = _listed(store, args, hosts or None, users)
                 if args.user and not stored:  # (a typo: said so, not "no active jobs")
                     known_user(args.user, store, config.teams)
-            lines = last_lines(store, Asker.here(config.teams), stored)
-            readers = readable(store, Asker.here(config.teams), stored)
+            asker = Asker.here(config.teams)
+            reads = output_reader(store, asker)  # (who reads: read once, for all three)
+            lines = last_lines(store, asker, stored, reads)
+            readers = {j.id for j in stored if reads(j.team)}
             if fleet_too:  # (its stale copies are not held: they are shown as such)
                 held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
-                hosts_output = reads_host_output(store, Asker.here(config.teams))
+                hosts_output = reads(None)  # (an agent's record: READ of no team's)
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:

@@ -70,14 +70,17 @@ def _authorized(store: Store, asker: Asker, action: str, team: Optional[str],
     return identity, "%s@%s" % (identity.user, asker.where)
 
 
-def last_lines(store: Store, asker: Asker, jobs: Iterable[Job]) -> dict[int, str]:
+def last_lines(store: Store, asker: Asker, jobs: Iterable[Job],
+               reads: Optional[Callable[[Optional[str]], bool]] = None) -> dict[int, str]:
     """The last line kept of each job of ``jobs`` that failed with an exit code and whose
     output the store's identity may read (READ, the rule ``logs`` keeps), read at once: a
-    job's output is its team's and the admins', never every reader's of the jobs."""
+    job's output is its team's and the admins', never every reader's of the jobs. ``reads``:
+    the reader's rule (``output_reader``) where the caller has read it already."""
     failed = [j for j in jobs if j.state == FAILED and j.exit_code]
     if not failed:  # (no read of who asks either: the job screen asks each second)
         return {}
-    return store.last_lines(readable(store, asker, failed))
+    reads = reads or output_reader(store, asker)
+    return store.last_lines({j.id for j in failed if reads(j.team)})
 
 
 def readable(store: Store, asker: Asker, jobs: Iterable[Job]) -> set[int]:
